@@ -1,0 +1,516 @@
+//! Config in two stages: telegraf.conf TOML (with spans) → a validated [`Plan`]. Hot reload
+//! builds a new plan and swaps only if it built.
+//!
+//! - [`diag`]: file:line:column diagnostics.
+//! - [`options`]: typed, key-tracking reading of one table.
+//! - [`values`]: durations, sizes, `${VAR}` substitution.
+//! - [`telegraf_plugins`]: every Telegraf plugin name, to tell "not implemented" from "typo".
+
+pub mod diag;
+pub mod options;
+pub mod telegraf_plugins;
+pub mod values;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+pub use diag::{ConfigError, Diag, Diagnostics, Severity, Source};
+pub use options::{EnvLookup, Options};
+
+use crate::hostpaths::HostPaths;
+use crate::inputs::{self, BuildContext};
+use crate::models::running_input::{GlobalTags, RunningInput};
+use crate::models::running_output::RunningOutput;
+use crate::outputs;
+
+/// The `[agent]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    pub interval: Duration,
+    pub round_interval: bool,
+    pub collection_jitter: Duration,
+    pub collection_offset: Duration,
+    pub flush_interval: Duration,
+    pub flush_jitter: Duration,
+    pub metric_batch_size: usize,
+    pub metric_buffer_limit: usize,
+    /// Timestamps are rounded to this; derived from the interval when the config says 0.
+    pub precision: Duration,
+    pub hostname: String,
+    pub omit_hostname: bool,
+    pub debug: bool,
+    pub quiet: bool,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            interval: Duration::from_secs(10),
+            round_interval: true,
+            collection_jitter: Duration::ZERO,
+            collection_offset: Duration::ZERO,
+            flush_interval: Duration::from_secs(10),
+            flush_jitter: Duration::ZERO,
+            metric_batch_size: 1000,
+            metric_buffer_limit: 10000,
+            precision: Duration::ZERO,
+            hostname: String::new(),
+            omit_hostname: false,
+            debug: false,
+            quiet: false,
+        }
+    }
+}
+
+/// Telegraf `[agent]` keys wk-agent accepts but does not act on.
+const AGENT_UNSUPPORTED: &[&str] = &[
+    "logformat",
+    "logtarget",
+    "logfile",
+    "logfile_rotation_interval",
+    "logfile_rotation_max_size",
+    "logfile_rotation_max_archives",
+    "log_with_timezone",
+    "structured_log_message_key",
+    "statefile",
+    "always_include_local_tags",
+    "always_include_global_tags",
+    "buffer_strategy",
+    "buffer_directory",
+    "buffer_disk_sync",
+    "config_url_retry_attempts",
+    "config_url_watch_interval",
+];
+
+/// `[agent]` keys that have no meaning on Linux or for us and are accepted silently.
+const AGENT_ACCEPTED: &[&str] = &[
+    "utc",
+    "snmp_translator",
+    "skip_processors_before_aggregators",
+    "skip_processors_after_aggregators",
+];
+
+/// What to load and how.
+pub struct LoadRequest<'a> {
+    pub configs: Vec<PathBuf>,
+    pub config_dirs: Vec<PathBuf>,
+    /// `--input-filter`: only these inputs are built (others are still checked by name).
+    pub input_filter: Option<Vec<String>>,
+    /// `--output-filter`.
+    pub output_filter: Option<Vec<String>>,
+    pub env: EnvLookup<'a>,
+    /// Roots from the environment; `[agent] host_*` keys override them.
+    pub paths: HostPaths,
+    /// `--test`: outputs are not required.
+    pub test_mode: bool,
+}
+
+/// A validated config, ready to run.
+pub struct Plan {
+    pub agent: AgentSettings,
+    pub global_tags: GlobalTags,
+    pub paths: HostPaths,
+    pub inputs: Vec<RunningInput>,
+    pub outputs: Vec<RunningOutput>,
+    /// Warnings to log (unknown Telegraf plugins and options, deprecated spellings).
+    pub warnings: Vec<Diag>,
+    /// Every file that was read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// The files `--config` and `--config-directory` name, in Telegraf's order: the config files,
+/// then each directory walked recursively for `*.conf` in lexical order (directories whose
+/// name starts with `..` are skipped, as Kubernetes config maps need).
+pub fn config_files(req: &LoadRequest<'_>) -> Result<Vec<PathBuf>, String> {
+    let mut files = req.configs.clone();
+    for dir in &req.config_dirs {
+        let mut found = Vec::new();
+        walk_conf(dir, &mut found).map_err(|e| format!("{}: {e}", dir.display()))?;
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+fn walk_conf(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if entry.file_type()?.is_dir() {
+            if !name.starts_with("..") {
+                walk_conf(&path, out)?;
+            }
+        } else if name.ends_with(".conf") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads and validates every file. Errors from all files are reported together.
+pub fn load(req: &LoadRequest<'_>) -> Result<Plan, ConfigError> {
+    let no_file = |msg: String| ConfigError {
+        errors: vec![Diag {
+            severity: Severity::Error,
+            file: PathBuf::from("<config>"),
+            line: 0,
+            column: 0,
+            message: msg,
+        }],
+    };
+    let files = config_files(req).map_err(no_file)?;
+    if files.is_empty() {
+        return Err(no_file(
+            "no configuration file given (use --config FILE or --config-directory DIR)".into(),
+        ));
+    }
+    let mut sources = Vec::new();
+    let mut diags = Diagnostics::default();
+    for f in &files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => sources.push(Source::new(f, text)),
+            Err(e) => diags.push(Diag {
+                severity: Severity::Error,
+                file: f.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    let mut loader = Loader {
+        req,
+        agent: AgentSettings::default(),
+        agent_seen: false,
+        global_tags: Vec::new(),
+        paths: req.paths.clone(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        diags,
+    };
+    // Two passes: [agent] and [global_tags] of every file first, since plugins in any file
+    // depend on them (interval, batch size, host paths).
+    let docs: Vec<_> = sources
+        .iter()
+        .map(|s| (s, DeTable::parse(&s.text)))
+        .collect();
+    for (src, doc) in &docs {
+        match doc {
+            Ok(doc) => loader.settings(src, doc.get_ref()),
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                let msg = format!("invalid TOML: {}", e.message());
+                loader.diags.push(src.diag(Severity::Error, offset, msg));
+            }
+        }
+    }
+    for (src, doc) in &docs {
+        if let Ok(doc) = doc {
+            loader.plugins(src, doc.get_ref());
+        }
+    }
+    loader.finish(files)
+}
+
+struct Loader<'r, 'e> {
+    req: &'r LoadRequest<'e>,
+    agent: AgentSettings,
+    agent_seen: bool,
+    global_tags: Vec<(String, String)>,
+    paths: HostPaths,
+    inputs: Vec<RunningInput>,
+    outputs: Vec<RunningOutput>,
+    diags: Diagnostics,
+}
+
+impl Loader<'_, '_> {
+    fn settings(&mut self, src: &Source, doc: &DeTable<'_>) {
+        for (key, value) in doc.iter() {
+            let name = key.get_ref().as_ref();
+            match (name, value.get_ref()) {
+                ("agent", DeValue::Table(t)) => {
+                    if self.agent_seen {
+                        self.diags.push(src.diag(
+                            Severity::Warning,
+                            key.span().start,
+                            "overlapping settings in multiple [agent] tables: later values override earlier ones",
+                        ));
+                    }
+                    self.agent_seen = true;
+                    self.agent_table(src, t, value.span().start);
+                }
+                ("global_tags" | "tags", DeValue::Table(t)) => {
+                    let mut o = Options::new(src, name, doc, 0, &mut self.diags, self.req.env);
+                    let _ = t;
+                    self.global_tags.extend(o.string_table(name));
+                }
+                (
+                    "inputs" | "outputs" | "processors" | "aggregators" | "secretstores",
+                    DeValue::Table(_),
+                ) => {}
+                (_, v) if !matches!(v, DeValue::Table(_)) => {
+                    let msg = format!(
+                        "top-level key {name:?} is not allowed: settings belong in a table such as [agent]"
+                    );
+                    self.diags
+                        .push(src.diag(Severity::Error, key.span().start, msg));
+                }
+                _ => {
+                    let msg = format!(
+                        "unsupported config section [{name}]: expected agent, global_tags, inputs, outputs, processors or aggregators"
+                    );
+                    self.diags
+                        .push(src.diag(Severity::Error, key.span().start, msg));
+                }
+            }
+        }
+    }
+
+    fn agent_table(&mut self, src: &Source, t: &DeTable<'_>, offset: usize) {
+        let mut o = Options::new(src, "agent", t, offset, &mut self.diags, self.req.env);
+        let a = &mut self.agent;
+        a.interval = o.duration("interval", a.interval);
+        if a.interval.is_zero() {
+            o.error_at("interval", "must be greater than 0");
+        }
+        a.round_interval = o.bool("round_interval", a.round_interval);
+        a.collection_jitter = o.duration("collection_jitter", a.collection_jitter);
+        a.collection_offset = o.duration("collection_offset", a.collection_offset);
+        a.flush_interval = o.duration("flush_interval", a.flush_interval);
+        if a.flush_interval.is_zero() {
+            o.error_at("flush_interval", "must be greater than 0");
+        }
+        a.flush_jitter = o.duration("flush_jitter", a.flush_jitter);
+        a.metric_batch_size =
+            o.int("metric_batch_size", a.metric_batch_size as i64, 0, i64::MAX) as usize;
+        a.metric_buffer_limit = o.int(
+            "metric_buffer_limit",
+            a.metric_buffer_limit as i64,
+            0,
+            i64::MAX,
+        ) as usize;
+        a.precision = o.duration("precision", a.precision);
+        a.hostname = o.string("hostname", &a.hostname);
+        a.omit_hostname = o.bool("omit_hostname", a.omit_hostname);
+        a.debug = o.bool("debug", a.debug);
+        a.quiet = o.bool("quiet", a.quiet);
+        // Our own keys (not Telegraf's): the host roots, for a containerised agent.
+        let p = &mut self.paths;
+        for (key, slot) in [
+            ("host_proc", &mut p.proc),
+            ("host_sys", &mut p.sys),
+            ("host_etc", &mut p.etc),
+            ("host_var", &mut p.var),
+            ("host_run", &mut p.run),
+            ("host_dev", &mut p.dev),
+            ("host_mount_prefix", &mut p.mount_prefix),
+        ] {
+            if let Some(v) = o.opt_string(key) {
+                if key == "host_proc" {
+                    p.proc_overridden = true;
+                }
+                *slot = PathBuf::from(v);
+            }
+        }
+        o.unsupported(AGENT_UNSUPPORTED);
+        o.accepted(AGENT_ACCEPTED);
+        o.finish();
+    }
+
+    fn plugins(&mut self, src: &Source, doc: &DeTable<'_>) {
+        for kind in [
+            "inputs",
+            "outputs",
+            "processors",
+            "aggregators",
+            "secretstores",
+        ] {
+            let Some(section) = doc.get(kind) else {
+                continue;
+            };
+            let DeValue::Table(plugins) = section.get_ref() else {
+                continue;
+            };
+            for (name, instances) in plugins.iter() {
+                let tables: Vec<(&DeTable<'_>, usize)> = match instances.get_ref() {
+                    DeValue::Array(a) => a
+                        .iter()
+                        .filter_map(|v| match v.get_ref() {
+                            DeValue::Table(t) => Some((t, v.span().start)),
+                            _ => None,
+                        })
+                        .collect(),
+                    DeValue::Table(t) => vec![(t, instances.span().start)],
+                    _ => {
+                        let msg = format!("[{kind}.{}] must be a table", name.get_ref());
+                        self.diags
+                            .push(src.diag(Severity::Error, name.span().start, msg));
+                        continue;
+                    }
+                };
+                self.plugin(src, kind, name.get_ref(), name.span().start, &tables);
+            }
+        }
+    }
+
+    fn plugin(
+        &mut self,
+        src: &Source,
+        kind: &str,
+        name: &str,
+        offset: usize,
+        tables: &[(&DeTable<'_>, usize)],
+    ) {
+        let section = format!("{kind}.{name}");
+        let ctx = BuildContext {
+            paths: &self.paths,
+            interval: self.agent.interval,
+        };
+        let input_spec = if kind == "inputs" {
+            inputs::find(name)
+        } else {
+            None
+        };
+        let output_spec = if kind == "outputs" {
+            outputs::find(name)
+        } else {
+            None
+        };
+        if let Some(spec) = input_spec {
+            {
+                let wanted = self
+                    .req
+                    .input_filter
+                    .as_ref()
+                    .is_none_or(|f| f.iter().any(|n| n == name));
+                for (t, off) in tables {
+                    let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
+                    let ri = RunningInput::build(spec, &mut o, &ctx);
+                    o.finish();
+                    if wanted {
+                        self.inputs.push(ri);
+                    }
+                }
+                return;
+            }
+        }
+        if let Some(spec) = output_spec {
+            {
+                let wanted = self
+                    .req
+                    .output_filter
+                    .as_ref()
+                    .is_none_or(|f| f.iter().any(|n| n == name));
+                let (batch, limit) = (self.agent.metric_batch_size, self.agent.metric_buffer_limit);
+                for (t, off) in tables {
+                    let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
+                    let ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
+                    o.finish();
+                    if wanted {
+                        self.outputs.push(ro);
+                    }
+                }
+                return;
+            }
+        }
+        let (severity, msg) = if telegraf_plugins::is_telegraf_plugin(kind, name) {
+            (
+                Severity::Warning,
+                format!(
+                    "[{section}] is a Telegraf plugin wk-agent does not implement; it is ignored"
+                ),
+            )
+        } else {
+            let mut msg = format!(
+                "[{section}]: no such plugin (undefined but requested {})",
+                kind.trim_end_matches('s')
+            );
+            if let Some(s) = telegraf_plugins::closest(kind, name) {
+                msg.push_str(&format!("; did you mean {s:?}?"));
+            }
+            (Severity::Error, msg)
+        };
+        self.diags.push(src.diag(severity, offset, msg));
+    }
+
+    fn finish(mut self, files: Vec<PathBuf>) -> Result<Plan, ConfigError> {
+        let first = files.first().cloned().unwrap_or_default();
+        let whole = |msg: &str| Diag {
+            severity: Severity::Error,
+            file: first.clone(),
+            line: 0,
+            column: 0,
+            message: msg.into(),
+        };
+        if self.inputs.is_empty() && !self.diags.has_errors() && self.req.input_filter.is_none() {
+            self.diags.push(whole(
+                "no inputs found: add at least one [[inputs.*]] plugin",
+            ));
+        }
+        if self.outputs.is_empty()
+            && !self.req.test_mode
+            && !self.diags.has_errors()
+            && self.req.output_filter.is_none()
+        {
+            self.diags.push(whole(
+                "no outputs found: add at least one [[outputs.*]] plugin (or run with --test)",
+            ));
+        }
+        if self.diags.has_errors() {
+            return Err(ConfigError {
+                errors: self.diags.errors().cloned().collect(),
+            });
+        }
+        let mut agent = self.agent;
+        if agent.precision.is_zero() {
+            agent.precision = default_precision(agent.interval);
+        }
+        if agent.hostname.is_empty() {
+            agent.hostname = os_hostname();
+        }
+        let mut tags = self.global_tags;
+        if !agent.omit_hostname && !tags.iter().any(|(k, _)| k == "host") {
+            tags.push(("host".into(), agent.hostname.clone()));
+        }
+        Ok(Plan {
+            agent,
+            global_tags: GlobalTags { tags },
+            paths: self.paths,
+            inputs: self.inputs,
+            outputs: self.outputs,
+            warnings: self.diags.warnings().cloned().collect(),
+            files,
+        })
+    }
+}
+
+/// Telegraf's precision when none is set: ≥1s → 1s, ≥1ms → 1ms, ≥1µs → 1µs, else 1ns.
+pub fn default_precision(interval: Duration) -> Duration {
+    for p in [
+        Duration::from_secs(1),
+        Duration::from_millis(1),
+        Duration::from_micros(1),
+    ] {
+        if interval >= p {
+            return p;
+        }
+    }
+    Duration::from_nanos(1)
+}
+
+/// The kernel's node name (what Go's `os.Hostname()` returns), not the FQDN.
+pub fn os_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL or the end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

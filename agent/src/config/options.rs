@@ -1,0 +1,409 @@
+//! Typed, key-tracking access to one TOML table of a config file.
+//!
+//! A plugin reads its options through [`Options`]; each getter records the key as used and,
+//! on a bad value, records an error naming file, line and column and returns the default, so
+//! one load reports every problem. [`Options::finish`] then turns each key nobody read into
+//! an error (a typo: Telegraf's "configuration specified the fields [...], but they were not
+//! used") unless the plugin declared it as a Telegraf option we accept but do not implement
+//! (a warning).
+
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::{Diagnostics, Severity, Source};
+use super::values::{parse_duration, parse_size, substitute_env};
+
+/// Looks up an environment variable; a value so tests can pin it.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// One table being read.
+pub struct Options<'a, 'i> {
+    src: &'a Source,
+    /// Where the table is, for messages: "inputs.cpu", "agent".
+    pub section: String,
+    table: &'a DeTable<'i>,
+    table_offset: usize,
+    used: Vec<bool>,
+    diags: &'a mut Diagnostics,
+    env: EnvLookup<'a>,
+}
+
+impl<'a, 'i> Options<'a, 'i> {
+    /// Starts reading `table`, found at byte `table_offset` of `src`.
+    pub fn new(
+        src: &'a Source,
+        section: impl Into<String>,
+        table: &'a DeTable<'i>,
+        table_offset: usize,
+        diags: &'a mut Diagnostics,
+        env: EnvLookup<'a>,
+    ) -> Self {
+        let used = vec![false; table.len()];
+        Options {
+            src,
+            section: section.into(),
+            table,
+            table_offset,
+            used,
+            diags,
+            env,
+        }
+    }
+
+    fn lookup(&mut self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        let table: &'a DeTable<'i> = self.table;
+        let (i, (_, v)) = table
+            .iter()
+            .enumerate()
+            .find(|(_, (k, _))| k.get_ref() == key)?;
+        self.used[i] = true;
+        Some(v)
+    }
+
+    /// True when the table has the key (marks it used).
+    pub fn has(&mut self, key: &str) -> bool {
+        self.lookup(key).is_some()
+    }
+
+    /// Records an error at the value of `key` (or at the table when it is absent).
+    pub fn error_at(&mut self, key: &str, message: impl std::fmt::Display) {
+        let offset = self
+            .table
+            .get(key)
+            .map_or(self.table_offset, |v| v.span().start);
+        let msg = format!("[{}] {key}: {message}", self.section);
+        self.diags.push(self.src.diag(Severity::Error, offset, msg));
+    }
+
+    /// Records a warning at the value of `key`.
+    pub fn warn_at(&mut self, key: &str, message: impl std::fmt::Display) {
+        let offset = self
+            .table
+            .get(key)
+            .map_or(self.table_offset, |v| v.span().start);
+        let msg = format!("[{}] {key}: {message}", self.section);
+        self.diags
+            .push(self.src.diag(Severity::Warning, offset, msg));
+    }
+
+    fn type_error(&mut self, key: &str, want: &str, got: &DeValue<'_>) {
+        self.error_at(key, format!("expected {want}, found {}", type_name(got)));
+    }
+
+    /// Substitutes `${VAR}` in a string value, recording an error for `${VAR:?msg}`.
+    fn expand(&mut self, key: &str, s: &str) -> String {
+        match substitute_env(s, self.env) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error_at(key, e);
+                s.to_owned()
+            }
+        }
+    }
+
+    /// A boolean option.
+    pub fn bool(&mut self, key: &str, default: bool) -> bool {
+        match self.lookup(key).map(|v| v.get_ref()) {
+            None => default,
+            Some(DeValue::Boolean(b)) => *b,
+            Some(DeValue::String(s)) => {
+                let s = self.expand(key, s);
+                match s.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        self.error_at(key, format!("expected true or false, found {s:?}"));
+                        default
+                    }
+                }
+            }
+            Some(other) => {
+                self.type_error(key, "a boolean", other);
+                default
+            }
+        }
+    }
+
+    /// A string option (with `${VAR}` substitution).
+    pub fn string(&mut self, key: &str, default: &str) -> String {
+        self.opt_string(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A string option that may be absent.
+    pub fn opt_string(&mut self, key: &str) -> Option<String> {
+        match self.lookup(key).map(|v| v.get_ref()) {
+            None => None,
+            Some(DeValue::String(s)) => Some(self.expand(key, s)),
+            Some(other) => {
+                self.type_error(key, "a string", other);
+                None
+            }
+        }
+    }
+
+    /// A string that must be one of `allowed`.
+    pub fn choice(&mut self, key: &str, default: &str, allowed: &[&str]) -> String {
+        let v = self.string(key, default);
+        if allowed.contains(&v.as_str()) {
+            v
+        } else {
+            self.error_at(
+                key,
+                format!(
+                    "invalid value {v:?}: expected one of {}",
+                    allowed.join(", ")
+                ),
+            );
+            default.to_owned()
+        }
+    }
+
+    /// A list of strings; a single string is accepted as a one-item list.
+    pub fn strings(&mut self, key: &str) -> Vec<String> {
+        self.opt_strings(key).unwrap_or_default()
+    }
+
+    /// A list of strings that may be absent.
+    pub fn opt_strings(&mut self, key: &str) -> Option<Vec<String>> {
+        let v = self.lookup(key)?;
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push(self.expand(key, s)),
+                        other => {
+                            self.type_error(key, "a list of strings", other);
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            DeValue::String(s) => Some(vec![self.expand(key, s)]),
+            other => {
+                self.type_error(key, "a list of strings", other);
+                None
+            }
+        }
+    }
+
+    /// An integer option, checked against `min..=max`.
+    pub fn int(&mut self, key: &str, default: i64, min: i64, max: i64) -> i64 {
+        let v = match self.lookup(key).map(|v| v.get_ref()) {
+            None => return default,
+            Some(DeValue::Integer(i)) => {
+                i64::from_str_radix(i.as_str().replace('_', "").as_str(), i.radix()).ok()
+            }
+            Some(DeValue::String(s)) => {
+                let s = self.expand(key, s);
+                s.trim().parse::<i64>().ok()
+            }
+            Some(other) => {
+                self.type_error(key, "an integer", other);
+                return default;
+            }
+        };
+        match v {
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                self.error_at(key, format!("{v} is out of range {min}..={max}"));
+                default
+            }
+            None => {
+                self.error_at(key, "expected an integer");
+                default
+            }
+        }
+    }
+
+    /// A duration: `"10s"`-style string, integer seconds or float seconds.
+    pub fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        self.opt_duration(key).unwrap_or(default)
+    }
+
+    /// A duration that may be absent.
+    pub fn opt_duration(&mut self, key: &str) -> Option<Duration> {
+        match self.lookup(key)?.get_ref() {
+            DeValue::String(s) => {
+                let s = self.expand(key, s);
+                match parse_duration(&s) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        self.error_at(key, e);
+                        None
+                    }
+                }
+            }
+            DeValue::Integer(i) => match i.as_str().replace('_', "").parse::<u64>() {
+                Ok(secs) => Some(Duration::from_secs(secs)),
+                Err(_) => {
+                    self.error_at(
+                        key,
+                        format!(
+                            "invalid duration {}: must be a non-negative number of seconds",
+                            i.as_str()
+                        ),
+                    );
+                    None
+                }
+            },
+            DeValue::Float(f) => match f
+                .as_str()
+                .parse::<f64>()
+                .ok()
+                .and_then(|f| Duration::try_from_secs_f64(f).ok())
+            {
+                Some(d) => Some(d),
+                None => {
+                    self.error_at(key, format!("invalid duration {}", f.as_str()));
+                    None
+                }
+            },
+            other => {
+                let other = other.clone();
+                self.type_error(key, "a duration such as \"10s\"", &other);
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: an integer or a string like `"32MiB"`.
+    pub fn size(&mut self, key: &str, default: u64) -> u64 {
+        match self.lookup(key).map(|v| v.get_ref()) {
+            None => default,
+            Some(DeValue::Integer(i)) => match i.as_str().replace('_', "").parse::<u64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    self.error_at(key, "expected a non-negative size");
+                    default
+                }
+            },
+            Some(DeValue::String(s)) => {
+                let s = self.expand(key, s);
+                parse_size(&s).unwrap_or_else(|e| {
+                    self.error_at(key, e);
+                    default
+                })
+            }
+            Some(other) => {
+                self.type_error(key, "a size such as \"32MiB\"", other);
+                default
+            }
+        }
+    }
+
+    /// A table of string values (`[inputs.x.tags]`), in file order.
+    pub fn string_table(&mut self, key: &str) -> Vec<(String, String)> {
+        let Some(v) = self.lookup(key) else {
+            return Vec::new();
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.type_error(key, "a table", v.get_ref());
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in t.iter() {
+            match v.get_ref() {
+                DeValue::String(s) => {
+                    let s = self.expand(key, s);
+                    out.push((k.get_ref().to_string(), s));
+                }
+                other => {
+                    let msg = format!(
+                        "{}: expected a string, found {}",
+                        k.get_ref(),
+                        type_name(other)
+                    );
+                    self.error_at(key, msg);
+                }
+            }
+        }
+        out
+    }
+
+    /// A table whose values are lists of strings (`[inputs.x.tagpass]`), in file order.
+    pub fn strings_table(&mut self, key: &str) -> Vec<(String, Vec<String>)> {
+        let Some(v) = self.lookup(key) else {
+            return Vec::new();
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.type_error(key, "a table", v.get_ref());
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in t.iter() {
+            let items = match v.get_ref() {
+                DeValue::Array(a) => a
+                    .iter()
+                    .filter_map(|i| match i.get_ref() {
+                        DeValue::String(s) => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+                DeValue::String(s) => vec![s.to_string()],
+                other => {
+                    let msg = format!(
+                        "{}: expected a list of strings, found {}",
+                        k.get_ref(),
+                        type_name(other)
+                    );
+                    self.error_at(key, msg);
+                    continue;
+                }
+            };
+            let items = items.iter().map(|s| self.expand(key, s)).collect();
+            out.push((k.get_ref().to_string(), items));
+        }
+        out
+    }
+
+    /// Marks Telegraf options we accept but do not implement: present ones get a warning.
+    pub fn unsupported(&mut self, keys: &[&str]) {
+        for key in keys {
+            if self.has(key) {
+                self.warn_at(
+                    key,
+                    "is a Telegraf option wk-agent does not implement; ignored",
+                );
+            }
+        }
+    }
+
+    /// Marks options accepted for compatibility that have no effect here, without a warning.
+    pub fn accepted(&mut self, keys: &[&str]) {
+        for key in keys {
+            self.has(key);
+        }
+    }
+
+    /// Ends reading: every key nobody read is an error naming its line.
+    pub fn finish(self) {
+        for (i, (k, _)) in self.table.iter().enumerate() {
+            if !self.used[i] {
+                let msg = format!(
+                    "[{}] unknown option {:?}: Telegraf has no such option here (a typo?)",
+                    self.section,
+                    k.get_ref()
+                );
+                self.diags
+                    .push(self.src.diag(Severity::Error, k.span().start, msg));
+            }
+        }
+    }
+}
+
+/// TOML's name for a value's type, for messages.
+pub fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}

@@ -1,0 +1,127 @@
+//! Inputs: one folder per Telegraf input plugin, named like the plugin, each with its code,
+//! `README.md`, `sample.conf` and `testdata/`. The registry below is the only place that lists
+//! them: adding an input is copying a folder and adding one line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Options;
+use crate::hostpaths::HostPaths;
+use crate::metric::Accumulator;
+
+pub mod cpu;
+pub mod disk;
+pub mod diskio;
+pub mod kernel;
+pub mod mem;
+pub mod net;
+pub mod netstat;
+pub mod nstat;
+pub mod processes;
+pub mod swap;
+pub mod system;
+
+/// An input plugin: built from its validated options (no I/O there), then gathered once per
+/// interval. It owns whatever previous sample it needs for rates.
+pub trait Input: Send {
+    /// Gathers one sample into `acc`. Problems that leave part of the sample usable go to
+    /// `acc.add_error`; an `Err` means nothing useful was gathered.
+    fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError>;
+}
+
+/// Why a gather failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file was read but its content made no sense; names the file and line.
+    #[error("{}:{line}: {message}", path.display())]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl GatherError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        GatherError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A parse error on `path` at 1-based `line` (0 when not tied to a line).
+    pub fn malformed(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        GatherError::Malformed {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// What an input may know while it is built.
+pub struct BuildContext<'a> {
+    pub paths: &'a HostPaths,
+    /// The interval this input will run at.
+    pub interval: Duration,
+}
+
+/// A constructor from options.
+pub type BuildFn = fn(&mut Options<'_, '_>, &BuildContext<'_>) -> Box<dyn Input>;
+
+/// One registry entry.
+pub struct InputSpec {
+    /// The plugin name: `[[inputs.<name>]]`, the folder name.
+    pub name: &'static str,
+    /// One line saying what the input measures.
+    pub description: &'static str,
+    /// The plugin's `sample.conf`, printed by `--sample-config`.
+    pub sample_config: &'static str,
+    /// Builds the input; errors go to the options' diagnostics.
+    pub build: BuildFn,
+    /// `--test` gathers twice, 500 ms apart, so that rate fields appear (Telegraf does this for
+    /// `cpu`; we also do it for the other inputs whose fields need a previous sample).
+    pub test_twice: bool,
+}
+
+/// Every input, one line each.
+pub static REGISTRY: &[InputSpec] = &[
+    cpu::SPEC,
+    disk::SPEC,
+    diskio::SPEC,
+    kernel::SPEC,
+    mem::SPEC,
+    net::SPEC,
+    netstat::SPEC,
+    nstat::SPEC,
+    processes::SPEC,
+    swap::SPEC,
+    system::SPEC,
+];
+
+/// The registry entry of an input.
+pub fn find(name: &str) -> Option<&'static InputSpec> {
+    REGISTRY.iter().find(|s| s.name == name)
+}
+
+/// Parses `key  value` style lines (`/proc/meminfo`, `/proc/vmstat`, `/proc/stat`) calling
+/// `f(key, first_value_column, line_number)` for each non-empty line. Keys keep their trailing
+/// `:` stripped.
+pub fn for_each_key_value<'t>(text: &'t str, mut f: impl FnMut(&'t str, &'t str, usize)) {
+    for (i, line) in text.lines().enumerate() {
+        let mut parts = line.split_ascii_whitespace();
+        let Some(key) = parts.next() else { continue };
+        let value = parts.next().unwrap_or("");
+        f(key.trim_end_matches(':'), value, i + 1);
+    }
+}

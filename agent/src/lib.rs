@@ -1,0 +1,22 @@
+//! wk-agent: a Telegraf-compatible host agent.
+//!
+//! Map of the crate:
+//! - [`config`]: telegraf.conf TOML → validated [`config::Plan`] (two stages; errors name
+//!   file:line:column).
+//! - [`inputs`]: one folder per Telegraf input (`cpu`, `mem`, …) and the registry.
+//! - [`outputs`]: one folder per output and the registry.
+//! - [`models`]: the wrappers every plugin runs in (filters, naming, tags, buffers).
+//! - [`agent`]: the collect/flush loop, `--test`/`--once` gathering.
+//! - [`metric`], [`lineproto`]: the metric model and its line-protocol serializer.
+//! - [`hostpaths`]: where /proc, /sys and the host root are.
+//! - [`glob`]: Telegraf's glob syntax for filters.
+
+pub mod agent;
+pub mod config;
+pub mod glob;
+pub mod hostpaths;
+pub mod inputs;
+pub mod lineproto;
+pub mod metric;
+pub mod models;
+pub mod outputs;

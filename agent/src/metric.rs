@@ -1,0 +1,232 @@
+//! The metric model shared by inputs, filters and outputs.
+//!
+//! A field's type is fixed in code by the input that emits it (Telegraf's schema) and pinned by
+//! the golden fixture tests; the serializer decides only how a type is spelled on the wire.
+
+use std::borrow::Cow;
+
+/// A name that is usually a static string (measurement, tag or field key) but may be built at
+/// run time (nstat counter names, interface names as tag values).
+pub type Name = Cow<'static, str>;
+
+/// One field value with its InfluxDB type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Float(f64),
+    Int(i64),
+    /// Written `…i` (clamped to i64::MAX) unless the output enables `influx_uint_support`.
+    Uint(u64),
+    Bool(bool),
+    Str(String),
+}
+
+impl From<f64> for FieldValue {
+    fn from(v: f64) -> Self {
+        FieldValue::Float(v)
+    }
+}
+impl From<i64> for FieldValue {
+    fn from(v: i64) -> Self {
+        FieldValue::Int(v)
+    }
+}
+impl From<u64> for FieldValue {
+    fn from(v: u64) -> Self {
+        FieldValue::Uint(v)
+    }
+}
+impl From<bool> for FieldValue {
+    fn from(v: bool) -> Self {
+        FieldValue::Bool(v)
+    }
+}
+impl From<String> for FieldValue {
+    fn from(v: String) -> Self {
+        FieldValue::Str(v)
+    }
+}
+impl From<&str> for FieldValue {
+    fn from(v: &str) -> Self {
+        FieldValue::Str(v.to_owned())
+    }
+}
+
+/// One point: measurement, tags kept sorted by key, fields in emission order, time in ns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: Name,
+    tags: Vec<(Name, String)>,
+    pub fields: Vec<(Name, FieldValue)>,
+    /// Nanoseconds since the Unix epoch.
+    pub time: i64,
+}
+
+impl Metric {
+    /// A metric with no tags and no fields.
+    pub fn new(name: impl Into<Name>, time: i64) -> Self {
+        Metric {
+            name: name.into(),
+            tags: Vec::new(),
+            fields: Vec::new(),
+            time,
+        }
+    }
+
+    /// Sets a tag, replacing an existing value; empty keys or values are ignored as in Telegraf.
+    pub fn set_tag(&mut self, key: impl Into<Name>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        if key.is_empty() || value.is_empty() {
+            return;
+        }
+        match self
+            .tags
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()))
+        {
+            Ok(i) => self.tags[i].1 = value,
+            Err(i) => self.tags.insert(i, (key, value)),
+        }
+    }
+
+    /// Adds a tag only if the key is not present yet (how `[inputs.x.tags]` and global tags
+    /// lose against plugin tags).
+    pub fn add_tag_if_absent(&mut self, key: &str, value: &str) {
+        if self.tag(key).is_none() {
+            self.set_tag(key.to_owned(), value.to_owned());
+        }
+    }
+
+    /// The tags, sorted by key.
+    pub fn tags(&self) -> &[(Name, String)] {
+        &self.tags
+    }
+
+    /// A tag's value.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| self.tags[i].1.as_str())
+    }
+
+    /// Keeps the tags for which `keep(key)` is true.
+    pub fn retain_tags(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.tags.retain(|(k, _)| keep(k));
+    }
+
+    /// Appends a field (no de-duplication: inputs emit each key once).
+    pub fn add_field(&mut self, key: impl Into<Name>, value: impl Into<FieldValue>) {
+        self.fields.push((key.into(), value.into()));
+    }
+
+    /// A field's value.
+    pub fn field(&self, key: &str) -> Option<&FieldValue> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Builder form of [`Metric::set_tag`].
+    pub fn with_tag(mut self, key: impl Into<Name>, value: impl Into<String>) -> Self {
+        self.set_tag(key, value);
+        self
+    }
+
+    /// Builder form of [`Metric::add_field`].
+    pub fn with_field(mut self, key: impl Into<Name>, value: impl Into<FieldValue>) -> Self {
+        self.add_field(key, value);
+        self
+    }
+}
+
+/// Where an input puts what it gathered. The time is frozen for one gather so that every line
+/// of a collection carries the same (rounded) timestamp, and tests can pin it.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    time: i64,
+    metrics: Vec<Metric>,
+    errors: Vec<String>,
+}
+
+impl Accumulator {
+    /// An empty accumulator whose metrics get `time` (ns since the epoch).
+    pub fn new(time: i64) -> Self {
+        Accumulator {
+            time,
+            metrics: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The gather's timestamp in ns; rate-based inputs use it as their clock.
+    pub fn time(&self) -> i64 {
+        self.time
+    }
+
+    /// Starts a metric stamped with the gather time; push it with [`Accumulator::push`].
+    pub fn metric(&self, name: impl Into<Name>) -> Metric {
+        Metric::new(name, self.time)
+    }
+
+    /// Adds a finished metric; metrics without fields are dropped as in Telegraf.
+    pub fn push(&mut self, metric: Metric) {
+        if !metric.fields.is_empty() {
+            self.metrics.push(metric);
+        }
+    }
+
+    /// Records a non-fatal error: the input keeps what it gathered (Telegraf's `acc.AddError`).
+    pub fn add_error(&mut self, error: impl std::fmt::Display) {
+        self.errors.push(error.to_string());
+    }
+
+    /// The metrics gathered so far.
+    pub fn metrics(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    /// Errors recorded so far.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// Takes the metrics and errors out, leaving the accumulator empty.
+    pub fn take(&mut self) -> (Vec<Metric>, Vec<String>) {
+        (
+            std::mem::take(&mut self.metrics),
+            std::mem::take(&mut self.errors),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_stay_sorted_and_empty_values_are_dropped() {
+        let m = Metric::new("m", 0)
+            .with_tag("z", "1")
+            .with_tag("a", "2")
+            .with_tag("m", "")
+            .with_tag("b", "3");
+        let keys: Vec<&str> = m.tags().iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(keys, ["a", "b", "z"]);
+    }
+
+    #[test]
+    fn add_tag_if_absent_keeps_the_plugin_value() {
+        let mut m = Metric::new("m", 0).with_tag("host", "plugin");
+        m.add_tag_if_absent("host", "global");
+        m.add_tag_if_absent("dc", "eu");
+        assert_eq!(m.tag("host"), Some("plugin"));
+        assert_eq!(m.tag("dc"), Some("eu"));
+    }
+
+    #[test]
+    fn metrics_without_fields_are_not_kept() {
+        let mut acc = Accumulator::new(5);
+        acc.push(acc.metric("empty"));
+        acc.push(acc.metric("full").with_field("x", 1i64));
+        assert_eq!(acc.metrics().len(), 1);
+        assert_eq!(acc.metrics()[0].time, 5);
+    }
+}

@@ -1,0 +1,5 @@
+//! Generic wrappers around plugins: filters, naming, tags, buffering.
+
+pub mod filter;
+pub mod running_input;
+pub mod running_output;

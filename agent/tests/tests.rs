@@ -1,0 +1,7 @@
+//! wk-agent integration tests: one binary (fixture cases of every input, config loading,
+//! live-machine oracles, the CLI).
+
+mod cli;
+mod config;
+mod fixtures;
+mod live;
