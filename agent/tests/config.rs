@@ -1,1 +1,2 @@
-
+//! Config loading: every example loads, Telegraf's default config loads, bad input is a
+//! clear error naming file and line.

@@ -1,0 +1,2 @@
+//! Live-machine tests: each input checked against an outside oracle on this host
+//! (`free -b`, `df`, `ss`, `nstat`, /proc itself). One file per input.
