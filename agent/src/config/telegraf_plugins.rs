@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn typos_get_a_suggestion() {
         assert_eq!(closest("inputs", "cpuu"), Some("cpu"));
-        assert_eq!(closest("inputs", "diskoi"), Some("diskio"));
+        assert_eq!(closest("inputs", "diskioo"), Some("diskio"));
         assert_eq!(closest("inputs", "zzzzzzzz"), None);
         assert!(is_telegraf_plugin("outputs", "influxdb"));
     }
