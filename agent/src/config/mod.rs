@@ -424,6 +424,11 @@ impl Loader<'_, '_> {
                     "[{section}] is a Telegraf plugin wk-agent does not implement; it is ignored"
                 ),
             )
+        } else if let Some((version, notice)) = telegraf_plugins::removed(kind, name) {
+            (
+                Severity::Error,
+                format!("[{section}] was removed from Telegraf in {version}: {notice}"),
+            )
         } else {
             let mut msg = format!(
                 "[{section}]: no such plugin (undefined but requested {})",
