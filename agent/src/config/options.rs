@@ -26,6 +26,9 @@ pub struct Options<'a, 'i> {
     table: &'a DeTable<'i>,
     table_offset: usize,
     used: Vec<bool>,
+    /// Every key a getter asked for, present or not: the options this table may have, for
+    /// "did you mean" on an unknown key.
+    asked: Vec<String>,
     diags: &'a mut Diagnostics,
     env: EnvLookup<'a>,
 }
@@ -47,12 +50,16 @@ impl<'a, 'i> Options<'a, 'i> {
             table,
             table_offset,
             used,
+            asked: Vec::new(),
             diags,
             env,
         }
     }
 
     fn lookup(&mut self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_owned());
+        }
         let table: &'a DeTable<'i> = self.table;
         let (i, (_, v)) = table
             .iter()
@@ -372,6 +379,34 @@ impl<'a, 'i> Options<'a, 'i> {
         }
     }
 
+    /// Marks Telegraf options we do not implement but whose default behaviour is ours: each
+    /// present key is read with its type checked (a wrong type is an error, as in Telegraf),
+    /// and only a value that asks for something else gets the "not implemented" warning. So
+    /// Telegraf's own default config (`logfile = ""`, `buffer_strategy = "memory"`, …) loads
+    /// without noise.
+    pub fn unsupported_unless(&mut self, keys: &[(&str, Harmless)]) {
+        for (key, harmless) in keys {
+            if !self.has(key) {
+                continue;
+            }
+            let ok = match harmless {
+                Harmless::Str(values) => self
+                    .opt_string(key)
+                    .is_none_or(|v| values.contains(&v.as_str())),
+                Harmless::Bool(b) => self.bool(key, *b) == *b,
+                Harmless::Int(i) => self.int(key, *i, i64::MIN, i64::MAX) == *i,
+                Harmless::ZeroDuration => self.duration(key, Duration::ZERO).is_zero(),
+                Harmless::ZeroSize => self.size(key, 0) == 0,
+            };
+            if !ok {
+                self.warn_at(
+                    key,
+                    "is a Telegraf option wk-agent does not implement; ignored",
+                );
+            }
+        }
+    }
+
     /// Marks options accepted for compatibility that have no effect here, without a warning.
     pub fn accepted(&mut self, keys: &[&str]) {
         for key in keys {
@@ -383,16 +418,34 @@ impl<'a, 'i> Options<'a, 'i> {
     pub fn finish(self) {
         for (i, (k, _)) in self.table.iter().enumerate() {
             if !self.used[i] {
-                let msg = format!(
-                    "[{}] unknown option {:?}: Telegraf has no such option here (a typo?)",
+                let key = k.get_ref();
+                let mut msg = format!(
+                    "[{}] unknown option {key:?}: Telegraf has no such option here",
                     self.section,
-                    k.get_ref()
                 );
+                match super::telegraf_plugins::closest_in(
+                    self.asked.iter().map(String::as_str),
+                    key,
+                ) {
+                    Some(s) => msg.push_str(&format!("; did you mean {s:?}?")),
+                    None => msg.push_str(" (a typo?)"),
+                }
                 self.diags
                     .push(self.src.diag(Severity::Error, k.span().start, msg));
             }
         }
     }
+}
+
+/// The values of an unimplemented option that mean what wk-agent does anyway.
+#[derive(Debug, Clone, Copy)]
+pub enum Harmless {
+    /// A string, one of these.
+    Str(&'static [&'static str]),
+    Bool(bool),
+    Int(i64),
+    ZeroDuration,
+    ZeroSize,
 }
 
 /// TOML's name for a value's type, for messages.

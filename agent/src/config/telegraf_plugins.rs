@@ -478,9 +478,15 @@ pub fn removed(kind: &str, name: &str) -> Option<(&'static str, &'static str)> {
 /// The Telegraf plugin name closest to a misspelled one, if any is close (ties go to the
 /// name that sorts first).
 pub fn closest(kind: &str, name: &str) -> Option<&'static str> {
-    names(kind)
-        .iter()
-        .map(|n| (edit_distance(n, name), *n))
+    closest_in(names(kind).iter().copied(), name)
+}
+
+/// The candidate closest to `name` within a small edit distance (ties go to the candidate
+/// that sorts first); None when nothing is close.
+pub fn closest_in<'n>(candidates: impl Iterator<Item = &'n str>, name: &str) -> Option<&'n str> {
+    candidates
+        .filter(|n| *n != name)
+        .map(|n| (edit_distance(n, name), n))
         .filter(|(d, n)| *d <= 2.max(n.len() / 4))
         .min()
         .map(|(_, n)| n)
