@@ -584,12 +584,17 @@ fn tag_precedence_plugin_then_input_tags_then_global_tags() {
     ));
     assert_eq!(ms.len(), 3);
     let cpu0 = ms.iter().find(|m| m.tag("cpu") == Some("cpu0")).unwrap();
-    // The plugin's cpu tag beats both; [inputs.cpu.tags] beats [global_tags]; a host tag in
-    // [global_tags] beats the hostname.
+    // The plugin's cpu tag beats both; [inputs.cpu.tags] beats [global_tags]; the hostname
+    // beats a host tag in [global_tags] (Telegraf sets it after reading them).
     assert_eq!(
         tags(cpu0),
-        ["cpu=cpu0", "dc=global", "host=from-global", "team=input"]
+        ["cpu=cpu0", "dc=global", "host=testhost", "team=input"]
     );
+    // With omit_hostname the [global_tags] host stays.
+    let ms = gather(&format!(
+        "[global_tags]\n  host = \"from-global\"\n[agent]\n  omit_hostname = true\n{CPU}"
+    ));
+    assert_eq!(tags(&ms[0]), ["cpu=cpu0", "host=from-global"]);
     let ms = gather(&format!("[agent]\n  hostname = \"testhost\"\n{CPU}"));
     assert_eq!(tags(&ms[0]), ["cpu=cpu0", "host=testhost"]);
     let ms = gather(&format!("[agent]\n  omit_hostname = true\n{CPU}"));
@@ -740,4 +745,38 @@ fn garbage_never_panics() {
         fs::write(&path, bytes).unwrap();
         assert!(load.run().is_err());
     }
+}
+
+#[test]
+fn global_tags_of_later_files_override_earlier_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a.conf");
+    let b = tmp.path().join("b.conf");
+    fs::write(&a, "[global_tags]\n  dc = \"a\"\n  rack = \"1\"\n[agent]\n  hostname = \"h\"\n[[inputs.cpu]]\n").unwrap();
+    fs::write(&b, "[global_tags]\n  dc = \"b\"\n").unwrap();
+    let p = Load::files(&[a, b]).test_mode().run().unwrap();
+    assert_eq!(
+        p.global_tags.tags,
+        [
+            ("dc".to_string(), "b".to_string()),
+            ("rack".to_string(), "1".to_string()),
+            ("host".to_string(), "h".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn bad_values_inside_tables_are_errors_at_the_value() {
+    let c = conf(
+        "[global_tags]\n  dc = 5\n[[inputs.cpu]]\n  [inputs.cpu.tags]\n    team = true\n  [inputs.cpu.tagpass]\n    cpu = [\"cpu0\", 1]\n    core = 7\n",
+    );
+    assert_eq!(
+        errors(c.load().test_mode().run()),
+        [
+            "2:8: [global_tags] dc: expected a string, found an integer",
+            "5:12: [inputs.cpu.tags] team: expected a string, found a boolean",
+            "7:20: [inputs.cpu.tagpass] cpu: expected a list of strings, found an integer in the list",
+            "8:12: [inputs.cpu.tagpass] core: expected a list of strings, found an integer",
+        ]
+    );
 }

@@ -257,9 +257,21 @@ impl Loader<'_, '_> {
                     self.agent_table(src, t, value.span().start);
                 }
                 ("global_tags" | "tags", DeValue::Table(t)) => {
-                    let mut o = Options::new(src, name, doc, 0, &mut self.diags, self.req.env);
-                    let _ = t;
-                    self.global_tags.extend(o.string_table(name));
+                    let mut o = Options::new(
+                        src,
+                        name,
+                        t,
+                        value.span().start,
+                        &mut self.diags,
+                        self.req.env,
+                    );
+                    // Later files override earlier ones key by key, as Telegraf's tag map.
+                    for (k, v) in o.all_strings() {
+                        match self.global_tags.iter_mut().find(|(key, _)| *key == k) {
+                            Some(slot) => slot.1 = v,
+                            None => self.global_tags.push((k, v)),
+                        }
+                    }
                 }
                 (
                     "inputs" | "outputs" | "processors" | "aggregators" | "secretstores",
@@ -515,7 +527,10 @@ impl Loader<'_, '_> {
             agent.hostname = os_hostname();
         }
         let mut tags = self.global_tags;
-        if !agent.omit_hostname && !tags.iter().any(|(k, _)| k == "host") {
+        // Telegraf sets tags["host"] after reading [global_tags], so the hostname beats a
+        // `host` global tag unless omit_hostname is set.
+        if !agent.omit_hostname {
+            tags.retain(|(k, _)| k != "host");
             tags.push(("host".into(), agent.hostname.clone()));
         }
         Ok(Plan {

@@ -311,24 +311,39 @@ impl<'a, 'i> Options<'a, 'i> {
             self.type_error(key, "a table", v.get_ref());
             return Vec::new();
         };
+        let section = format!("{}.{key}", self.section);
+        self.strings_of(&section, t)
+    }
+
+    /// Every entry of this table as a string (`[global_tags]`), in file order; each entry is
+    /// marked used.
+    pub fn all_strings(&mut self) -> Vec<(String, String)> {
+        self.used.iter_mut().for_each(|u| *u = true);
+        let section = self.section.clone();
+        self.strings_of(&section, self.table)
+    }
+
+    fn strings_of(&mut self, section: &str, t: &DeTable<'_>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (k, v) in t.iter() {
             match v.get_ref() {
-                DeValue::String(s) => {
-                    let s = self.expand(key, s);
-                    out.push((k.get_ref().to_string(), s));
-                }
+                DeValue::String(s) => match substitute_env(s, self.env) {
+                    Ok(s) => out.push((k.get_ref().to_string(), s)),
+                    Err(e) => self.error_in(section, k.get_ref(), v.span().start, e),
+                },
                 other => {
-                    let msg = format!(
-                        "{}: expected a string, found {}",
-                        k.get_ref(),
-                        type_name(other)
-                    );
-                    self.error_at(key, msg);
+                    let msg = format!("expected a string, found {}", type_name(other));
+                    self.error_in(section, k.get_ref(), v.span().start, msg);
                 }
             }
         }
         out
+    }
+
+    /// An error about `key` of the sub-table `section`, at `offset`.
+    fn error_in(&mut self, section: &str, key: &str, offset: usize, msg: impl std::fmt::Display) {
+        let msg = format!("[{section}] {key}: {msg}");
+        self.diags.push(self.src.diag(Severity::Error, offset, msg));
     }
 
     /// A table whose values are lists of strings (`[inputs.x.tagpass]`), in file order.
@@ -340,29 +355,36 @@ impl<'a, 'i> Options<'a, 'i> {
             self.type_error(key, "a table", v.get_ref());
             return Vec::new();
         };
+        let section = format!("{}.{key}", self.section);
         let mut out = Vec::new();
         for (k, v) in t.iter() {
-            let items = match v.get_ref() {
-                DeValue::Array(a) => a
-                    .iter()
-                    .filter_map(|i| match i.get_ref() {
-                        DeValue::String(s) => Some(s.to_string()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-                DeValue::String(s) => vec![s.to_string()],
+            let k = k.get_ref();
+            let items: Vec<&Spanned<DeValue<'_>>> = match v.get_ref() {
+                DeValue::Array(a) => a.iter().collect(),
+                DeValue::String(_) => vec![v],
                 other => {
-                    let msg = format!(
-                        "{}: expected a list of strings, found {}",
-                        k.get_ref(),
-                        type_name(other)
-                    );
-                    self.error_at(key, msg);
+                    let msg = format!("expected a list of strings, found {}", type_name(other));
+                    self.error_in(&section, k, v.span().start, msg);
                     continue;
                 }
             };
-            let items = items.iter().map(|s| self.expand(key, s)).collect();
-            out.push((k.get_ref().to_string(), items));
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                match item.get_ref() {
+                    DeValue::String(s) => match substitute_env(s, self.env) {
+                        Ok(s) => list.push(s),
+                        Err(e) => self.error_in(&section, k, item.span().start, e),
+                    },
+                    other => {
+                        let msg = format!(
+                            "expected a list of strings, found {} in the list",
+                            type_name(other)
+                        );
+                        self.error_in(&section, k, item.span().start, msg);
+                    }
+                }
+            }
+            out.push((k.to_string(), list));
         }
         out
     }
