@@ -780,3 +780,50 @@ fn bad_values_inside_tables_are_errors_at_the_value() {
         ]
     );
 }
+
+#[test]
+fn byte_order_mark_and_crlf_line_ends_are_accepted() {
+    let c =
+        conf("\u{feff}[agent]\r\n  interval = \"20s\"\r\n[[inputs.cpu]]\r\n  percpu = false\r\n");
+    let p = c.load().test_mode().run().unwrap();
+    assert_eq!(p.agent.interval.as_secs(), 20);
+    // Positions still count from the first visible character.
+    let c = conf("\u{feff}[[inputs.cpu]]\r\n  percpu = \"no\"\r\n");
+    assert_eq!(
+        errors(c.load().test_mode().run()),
+        ["2:12: [inputs.cpu] percpu: expected true or false, found \"no\""]
+    );
+}
+
+#[test]
+fn sections_in_the_wrong_shape() {
+    for (text, want) in [
+        (
+            "[[agent]]\n  interval = \"10s\"\n[[inputs.cpu]]\n",
+            "1:3: [[agent]] is not allowed: write [agent]",
+        ),
+        (
+            "agent = 5\n[[inputs.cpu]]\n",
+            "1:1: agent must be a table: write [agent]",
+        ),
+        (
+            "[[inputs]]\n  cpu = 1\n[[outputs.file]]\n",
+            "1:3: [[inputs]] is not allowed: write [[inputs.NAME]]",
+        ),
+    ] {
+        let c = conf(text);
+        assert_eq!(errors(c.load().test_mode().run()), [want], "{text:?}");
+    }
+}
+
+#[test]
+fn zero_batch_size_and_buffer_limit_mean_the_defaults() {
+    let c = conf(
+        "[agent]\n  metric_batch_size = 0\n  metric_buffer_limit = 0\n  interval = 0x1e\n[[inputs.cpu]]\n",
+    );
+    let p = c.load().test_mode().run().unwrap();
+    assert_eq!(p.agent.metric_batch_size, 1000);
+    assert_eq!(p.agent.metric_buffer_limit, 10000);
+    // A TOML hex integer is still seconds.
+    assert_eq!(p.agent.interval.as_secs(), 30);
+}

@@ -285,6 +285,27 @@ impl Loader<'_, '_> {
                         "[plugins.*] is the old name of [inputs.*]: read as inputs; rename it",
                     ));
                 }
+                (
+                    "agent" | "global_tags" | "tags" | "inputs" | "plugins" | "outputs"
+                    | "processors" | "aggregators" | "secretstores",
+                    v,
+                ) => {
+                    let single = matches!(name, "agent" | "global_tags" | "tags");
+                    let msg = match (v, single) {
+                        (DeValue::Array(_), true) => {
+                            format!("[[{name}]] is not allowed: write [{name}]")
+                        }
+                        (DeValue::Array(_), false) => {
+                            format!("[[{name}]] is not allowed: write [[{name}.NAME]]")
+                        }
+                        (_, true) => format!("{name} must be a table: write [{name}]"),
+                        (_, false) => {
+                            format!("{name} must be a table: write [[{name}.NAME]]")
+                        }
+                    };
+                    self.diags
+                        .push(src.diag(Severity::Error, key.span().start, msg));
+                }
                 (_, v) if !matches!(v, DeValue::Table(_)) => {
                     let msg = format!(
                         "top-level key {name:?} is not allowed: settings belong in a table such as [agent]"
@@ -318,14 +339,22 @@ impl Loader<'_, '_> {
             o.error_at("flush_interval", "must be greater than 0");
         }
         a.flush_jitter = o.duration("flush_jitter", a.flush_jitter);
+        // 0 means Telegraf's default, as in its models/running_output.go.
+        let defaults = AgentSettings::default();
         a.metric_batch_size =
             o.int("metric_batch_size", a.metric_batch_size as i64, 0, i64::MAX) as usize;
+        if a.metric_batch_size == 0 {
+            a.metric_batch_size = defaults.metric_batch_size;
+        }
         a.metric_buffer_limit = o.int(
             "metric_buffer_limit",
             a.metric_buffer_limit as i64,
             0,
             i64::MAX,
         ) as usize;
+        if a.metric_buffer_limit == 0 {
+            a.metric_buffer_limit = defaults.metric_buffer_limit;
+        }
         a.precision = o.duration("precision", a.precision);
         a.hostname = o.string("hostname", &a.hostname);
         a.omit_hostname = o.bool("omit_hostname", a.omit_hostname);

@@ -244,19 +244,21 @@ impl<'a, 'i> Options<'a, 'i> {
                     }
                 }
             }
-            DeValue::Integer(i) => match i.as_str().replace('_', "").parse::<u64>() {
-                Ok(secs) => Some(Duration::from_secs(secs)),
-                Err(_) => {
-                    self.error_at(
-                        key,
-                        format!(
-                            "invalid duration {}: must be a non-negative number of seconds",
-                            i.as_str()
-                        ),
-                    );
-                    None
+            DeValue::Integer(i) => {
+                match u64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                    Ok(secs) => Some(Duration::from_secs(secs)),
+                    Err(_) => {
+                        self.error_at(
+                            key,
+                            format!(
+                                "invalid duration {}: must be a non-negative number of seconds",
+                                i.as_str()
+                            ),
+                        );
+                        None
+                    }
                 }
-            },
+            }
             DeValue::Float(f) => match f
                 .as_str()
                 .parse::<f64>()
@@ -281,13 +283,15 @@ impl<'a, 'i> Options<'a, 'i> {
     pub fn size(&mut self, key: &str, default: u64) -> u64 {
         match self.lookup(key).map(|v| v.get_ref()) {
             None => default,
-            Some(DeValue::Integer(i)) => match i.as_str().replace('_', "").parse::<u64>() {
-                Ok(v) => v,
-                Err(_) => {
-                    self.error_at(key, "expected a non-negative size");
-                    default
+            Some(DeValue::Integer(i)) => {
+                match u64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.error_at(key, "expected a non-negative size");
+                        default
+                    }
                 }
-            },
+            }
             Some(DeValue::String(s)) => {
                 let s = self.expand(key, s);
                 parse_size(&s).unwrap_or_else(|e| {
