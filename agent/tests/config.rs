@@ -362,7 +362,7 @@ fn wrong_types_are_errors() {
 #[test]
 fn bad_durations_are_errors() {
     let c = conf(
-        "[agent]\n  interval = \"10 seconds\"\n  flush_interval = \"0s\"\n  collection_jitter = \"-1s\"\n  flush_jitter = \"5\"\n[[inputs.cpu]]\n  interval = -5\n",
+        "[agent]\n  interval = \"10 seconds\"\n  flush_interval = \"0s\"\n  collection_jitter = \"-1s\"\n  flush_jitter = \"5m5\"\n[[inputs.cpu]]\n  interval = -5\n",
     );
     assert_eq!(
         errors(c.load().test_mode().run()),
@@ -370,7 +370,7 @@ fn bad_durations_are_errors() {
             "2:14: [agent] interval: invalid duration \"10 seconds\": unknown unit \" seconds\" (use ns, us, ms, s, m, h or d)",
             "3:20: [agent] flush_interval: must be greater than 0",
             "4:23: [agent] collection_jitter: invalid duration \"-1s\": negative durations are not allowed",
-            "5:18: [agent] flush_jitter: invalid duration \"5\": missing unit (write \"5s\" for seconds)",
+            "5:18: [agent] flush_jitter: invalid duration \"5m5\": missing unit (write \"5m5s\" for seconds)",
             "7:14: [inputs.cpu] interval: invalid duration -5: must be a non-negative number of seconds",
         ]
     );
@@ -826,4 +826,45 @@ fn zero_batch_size_and_buffer_limit_mean_the_defaults() {
     assert_eq!(p.agent.metric_buffer_limit, 10000);
     // A TOML hex integer is still seconds.
     assert_eq!(p.agent.interval.as_secs(), 30);
+}
+
+#[test]
+fn deeply_nested_values_do_not_overflow_the_stack() {
+    for depth in [100, 10_000, 200_000] {
+        let text = format!(
+            "[[inputs.cpu]]\n  x = {}{}\n  y = {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth),
+            "{a=".repeat(depth),
+            "}".repeat(depth)
+        );
+        let c = conf(&text);
+        assert!(c.load().test_mode().run().is_err(), "depth {depth}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Random text in TOML's alphabet, plus lines of a real config spliced in: the loader
+    /// returns, with an error or a plan, and never panics.
+    #[test]
+    fn random_configs_never_panic(
+        noise in "[\\[\\]a-z_.= \"'{},#$\n0-9\\\\-]{0,200}",
+        keep in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..120),
+    ) {
+        let real = fs::read_to_string(data("telegraf-default.conf")).unwrap();
+        let mut text: String = real
+            .lines()
+            .zip(keep.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, k)| **k)
+            .map(|(l, _)| format!("{l}\n"))
+            .collect();
+        text.push_str(&noise);
+        let c = conf(&text);
+        let r = c.load().env("USER", "u").run();
+        if let Err(e) = r {
+            proptest::prop_assert!(!e.errors.is_empty());
+        }
+    }
 }

@@ -294,6 +294,10 @@ impl<'a, 'i> Options<'a, 'i> {
             }
             Some(DeValue::String(s)) => {
                 let s = self.expand(key, s);
+                // Telegraf's config.Size leaves the value alone for "".
+                if s.is_empty() {
+                    return default;
+                }
                 parse_size(&s).unwrap_or_else(|e| {
                     self.error_at(key, e);
                     default
