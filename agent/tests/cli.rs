@@ -42,23 +42,48 @@ fn signal(child: &Child, sig: i32) {
 fn test_mode_prints_line_protocol_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("a.conf");
-    fs::write(&conf, "[[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n").unwrap();
+    fs::write(
+        &conf,
+        "[[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n",
+    )
+    .unwrap();
     let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.lines().any(|l| l.starts_with("> cpu,cpu=cpu-total,host=") && l.contains("usage_idle=")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("> cpu,cpu=cpu-total,host=") && l.contains("usage_idle=")),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn invalid_config_exits_2_and_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bad.conf");
-    fs::write(&conf, "[agent]\n  interval = \"10\"\n[[inputs.cpu]]\n  percpu = 1\n").unwrap();
+    fs::write(
+        &conf,
+        "[agent]\n  interval = \"10\"\n[[inputs.cpu]]\n  percpu = 1\n",
+    )
+    .unwrap();
     let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("{}:2:14: error: [agent] interval: invalid duration", conf.display())), "{err}");
-    assert!(err.contains(&format!("{}:4:12: error: [inputs.cpu] percpu: expected a boolean", conf.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2:14: error: [agent] interval: invalid duration",
+            conf.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:4:12: error: [inputs.cpu] percpu: expected a boolean",
+            conf.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,7 +101,11 @@ fn sample_config_loads_back() {
     let conf = dir.path().join("sample.conf");
     fs::write(&conf, &out.stdout).unwrap();
     let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
-    assert!(out.status.success(), "the printed sample config must load and gather: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the printed sample config must load and gather: {}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("> cpu,"));
 }
 
@@ -95,13 +124,20 @@ fn once_writes_to_the_file_output() {
     let conf = dir.path().join("a.conf");
     fs::write(
         &conf,
-        format!("[agent]\n  omit_hostname = true\n[[inputs.cpu]]\n[[outputs.file]]\n  files = [{:?}]\n", out_file),
+        format!(
+            "[agent]\n  omit_hostname = true\n[[inputs.cpu]]\n[[outputs.file]]\n  files = [{:?}]\n",
+            out_file
+        ),
     )
     .unwrap();
     let out = run(&["--config", conf.to_str().unwrap(), "--once"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lp = fs::read_to_string(&out_file).unwrap();
-    assert!(lp.lines().any(|l| l.starts_with("cpu,cpu=cpu-total usage_")), "{lp}");
+    assert!(
+        lp.lines()
+            .any(|l| l.starts_with("cpu,cpu=cpu-total usage_")),
+        "{lp}"
+    );
     assert!(!lp.contains("host="));
 }
 
@@ -125,12 +161,18 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
         .spawn()
         .unwrap();
     let read = || fs::read_to_string(&out_file).unwrap_or_default();
-    assert!(wait_for(Duration::from_secs(10), || read().contains("deploy=v1")), "no metrics written");
+    assert!(
+        wait_for(Duration::from_secs(10), || read().contains("deploy=v1")),
+        "no metrics written"
+    );
 
     // A good change is applied.
     fs::write(&conf, daemon_config(&out_file, "v2")).unwrap();
     signal(&child, libc::SIGHUP);
-    assert!(wait_for(Duration::from_secs(10), || read().contains("deploy=v2")), "reload not applied");
+    assert!(
+        wait_for(Duration::from_secs(10), || read().contains("deploy=v2")),
+        "reload not applied"
+    );
 
     // A broken change is refused: the agent keeps running the v2 config.
     fs::write(&conf, "[agent]\n  interval = \"soon\"\n").unwrap();
@@ -140,17 +182,37 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
         wait_for(Duration::from_secs(10), || read().len() > len_at_bad_reload),
         "agent stopped writing after a bad reload"
     );
-    assert!(child.try_wait().unwrap().is_none(), "agent exited after a bad reload");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "agent exited after a bad reload"
+    );
     let tail = read()[len_at_bad_reload..].to_owned();
-    assert!(tail.contains("deploy=v2") && !tail.contains("deploy=v1"), "{tail}");
+    assert!(
+        tail.contains("deploy=v2") && !tail.contains("deploy=v1"),
+        "{tail}"
+    );
 
     signal(&child, libc::SIGTERM);
-    assert!(wait_for(Duration::from_secs(10), || child.try_wait().unwrap().is_some()), "no exit on SIGTERM");
+    assert!(
+        wait_for(Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "no exit on SIGTERM"
+    );
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert!(stderr.contains("interval: invalid duration \"soon\""), "{stderr}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("interval: invalid duration \"soon\""),
+        "{stderr}"
+    );
     assert!(stderr.contains("keeping the running one"), "{stderr}");
 }
