@@ -303,3 +303,151 @@ mod tests {
         assert_eq!(until_next_tick(now, i, Duration::ZERO, false), i);
     }
 }
+
+#[cfg(test)]
+mod loop_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Diagnostics, Options, Source};
+    use crate::hostpaths::HostPaths;
+    use crate::inputs::{BuildContext, GatherError, Input, InputSpec};
+    use crate::metric::Accumulator;
+
+    static GATHERS: AtomicUsize = AtomicUsize::new(0);
+    static OVERLAP: AtomicBool = AtomicBool::new(false);
+    static BUSY: AtomicBool = AtomicBool::new(false);
+
+    struct Slow;
+    impl Input for Slow {
+        fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
+            if BUSY.swap(true, Ordering::SeqCst) {
+                OVERLAP.store(true, Ordering::SeqCst);
+            }
+            GATHERS.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(250));
+            acc.push(acc.metric("slow").with_field("x", 1i64));
+            BUSY.store(false, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    struct Failing;
+    impl Input for Failing {
+        fn gather(&mut self, _acc: &mut Accumulator) -> Result<(), GatherError> {
+            Err(GatherError::Other("always fails".into()))
+        }
+    }
+    struct Panicking;
+    impl Input for Panicking {
+        fn gather(&mut self, _acc: &mut Accumulator) -> Result<(), GatherError> {
+            panic!("bug in an input")
+        }
+    }
+    static SLOW: InputSpec = InputSpec {
+        name: "slow",
+        description: "",
+        sample_config: "",
+        build: |_, _| Box::new(Slow),
+        test_twice: false,
+    };
+    static FAILING: InputSpec = InputSpec {
+        name: "failing",
+        description: "",
+        sample_config: "",
+        build: |_, _| Box::new(Failing),
+        test_twice: false,
+    };
+    static PANICKING: InputSpec = InputSpec {
+        name: "panicking",
+        description: "",
+        sample_config: "",
+        build: |_, _| Box::new(Panicking),
+        test_twice: false,
+    };
+
+    fn running(spec: &'static InputSpec, interval_ms: u64) -> RunningInput {
+        let src = Source::new("test.conf", String::new());
+        let table = toml::de::DeTable::parse("").unwrap();
+        let mut diags = Diagnostics::default();
+        let env = |_: &str| None;
+        let mut o = Options::new(&src, spec.name, table.get_ref(), 0, &mut diags, &env);
+        let paths = HostPaths::default();
+        let ctx = BuildContext {
+            paths: &paths,
+            interval: Duration::from_millis(interval_ms),
+        };
+        let mut ri = RunningInput::build(spec, &mut o, &ctx);
+        ri.interval = Some(Duration::from_millis(interval_ms));
+        ri
+    }
+
+    /// An input slower than its interval must skip ticks, never run twice at once; a failing
+    /// and a panicking input must not stop it.
+    #[test]
+    fn overrunning_gathers_are_skipped_not_stacked_and_failures_stay_local() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let schedule = || InputSchedule {
+            interval: Duration::from_millis(50),
+            offset: Duration::ZERO,
+            jitter: Duration::ZERO,
+            precision: Duration::from_nanos(1),
+            aligned: false,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let senders = Arc::new(vec![tx]);
+        let global = Arc::new(GlobalTags::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        rt.block_on(async {
+            let tasks = [
+                tokio::spawn(input_loop(
+                    running(&SLOW, 50),
+                    schedule(),
+                    global.clone(),
+                    senders.clone(),
+                    stop_rx.clone(),
+                )),
+                tokio::spawn(input_loop(
+                    running(&FAILING, 50),
+                    schedule(),
+                    global.clone(),
+                    senders.clone(),
+                    stop_rx.clone(),
+                )),
+                tokio::spawn(input_loop(
+                    running(&PANICKING, 50),
+                    schedule(),
+                    global.clone(),
+                    senders.clone(),
+                    stop_rx.clone(),
+                )),
+            ];
+            // Wait for three metrics from the slow input (readiness, not a fixed sleep).
+            for _ in 0..3 {
+                tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            stop_tx.send(true).unwrap();
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        assert!(
+            !OVERLAP.load(Ordering::SeqCst),
+            "two gathers of one input ran at once"
+        );
+        // 250 ms gathers on a 50 ms interval: had ticks stacked, the channel would hold a
+        // backlog; at most one more gather can have started after the third metric.
+        assert!(
+            GATHERS.load(Ordering::SeqCst) <= 4,
+            "gathers: {}",
+            GATHERS.load(Ordering::SeqCst)
+        );
+    }
+}
