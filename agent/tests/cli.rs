@@ -216,3 +216,57 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
     );
     assert!(stderr.contains("keeping the running one"), "{stderr}");
 }
+
+/// `internal_write.metrics_dropped` must say exactly how many metrics a full buffer discarded.
+#[test]
+fn internal_metrics_count_every_dropped_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("internal.lp");
+    let conf = dir.path().join("agent.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n\
+             [[inputs.cpu]]\n  percpu = false\n[[inputs.internal]]\n  per_instance = true\n\
+             [[outputs.file]]\n  alias = \"broken\"\n  files = [\"/dev/full\"]\n  metric_buffer_limit = 3\n  namepass = [\"cpu\"]\n\
+             [[outputs.file]]\n  alias = \"good\"\n  files = [{good:?}]\n  namepass = [\"internal_*\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["--config", conf.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let field = |line: &str, key: &str| -> i64 {
+        let fields = line.split(' ').nth(1).unwrap();
+        let v = fields
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap();
+        v.trim_end_matches('i').parse().unwrap()
+    };
+    let mut checked = None;
+    wait_for(Duration::from_secs(20), || {
+        let text = fs::read_to_string(&good).unwrap_or_default();
+        checked = text
+            .lines()
+            .filter(|l| l.starts_with("internal_write,alias=broken,output=file"))
+            .find(|l| field(l, "metrics_added") >= 5)
+            .map(str::to_owned);
+        checked.is_some()
+    });
+    signal(&child, libc::SIGTERM);
+    child.wait().unwrap();
+    let line = checked.expect("no internal_write line for the broken output with 5 metrics added");
+    assert_eq!(field(&line, "buffer_limit"), 3, "{line}");
+    assert_eq!(field(&line, "buffer_size"), 3, "{line}");
+    assert_eq!(field(&line, "metrics_written"), 0, "{line}");
+    assert_eq!(
+        field(&line, "metrics_dropped"),
+        field(&line, "metrics_added") - 3,
+        "{line}"
+    );
+    assert!(field(&line, "write_errors") > 0, "{line}");
+}
