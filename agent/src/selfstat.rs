@@ -12,6 +12,9 @@ use std::time::Duration;
 /// Identifies a plugin instance: plugin name and optional alias.
 pub type PluginKey = (String, Option<String>);
 
+/// A read of the registry: every input's and every output's counters.
+pub type Snapshot = (Vec<(PluginKey, GatherStats)>, Vec<(PluginKey, WriteStats)>);
+
 /// Counters of one input.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GatherStats {
@@ -119,17 +122,17 @@ impl SelfStats {
     }
 
     /// Reads every counter; timing means restart from here.
-    pub fn read(&self) -> (Vec<(PluginKey, GatherStats)>, Vec<(PluginKey, WriteStats)>) {
+    pub fn read(&self) -> Snapshot {
         let mut g = self.lock();
         for s in g.inputs.values_mut() {
-            if s.gather_time_count > 0 {
-                s.gather_time_ns = s.gather_time_ns_sum / s.gather_time_count;
+            if let Some(mean) = s.gather_time_ns_sum.checked_div(s.gather_time_count) {
+                s.gather_time_ns = mean;
                 (s.gather_time_ns_sum, s.gather_time_count) = (0, 0);
             }
         }
         for s in g.outputs.values_mut() {
-            if s.write_time_count > 0 {
-                s.write_time_ns = s.write_time_ns_sum / s.write_time_count;
+            if let Some(mean) = s.write_time_ns_sum.checked_div(s.write_time_count) {
+                s.write_time_ns = mean;
                 (s.write_time_ns_sum, s.write_time_count) = (0, 0);
             }
         }
