@@ -84,7 +84,7 @@ impl DiskBuffer {
         rec.restored = index.len();
         let head_id = segments.last().copied().unwrap_or(0).max(ack_seg) + 1;
         let head = open_segment(dir, head_id)?;
-        let mut buf = DiskBuffer {
+        let buf = DiskBuffer {
             dir: dir.to_owned(),
             sync,
             limit: limit.max(1),
