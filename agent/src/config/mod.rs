@@ -12,6 +12,7 @@ pub mod telegraf_plugins;
 pub mod values;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
@@ -24,6 +25,7 @@ use crate::inputs::{self, BuildContext};
 use crate::models::running_input::{GlobalTags, RunningInput};
 use crate::models::running_output::RunningOutput;
 use crate::outputs;
+use crate::selfstat::SelfStats;
 
 /// The `[agent]` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +109,8 @@ pub struct LoadRequest<'a> {
     pub paths: HostPaths,
     /// `--test`: outputs are not required.
     pub test_mode: bool,
+    /// The process's self-telemetry registry (kept across reloads).
+    pub stats: Arc<SelfStats>,
 }
 
 /// A validated config, ready to run.
@@ -120,6 +124,8 @@ pub struct Plan {
     pub warnings: Vec<Diag>,
     /// Every file that was read, in order.
     pub files: Vec<PathBuf>,
+    /// Self-telemetry, shared with the `internal` input.
+    pub stats: Arc<SelfStats>,
 }
 
 /// The files `--config` and `--config-directory` name, in Telegraf's order: the config files,
@@ -432,6 +438,7 @@ impl Loader<'_, '_> {
         let ctx = BuildContext {
             paths: &self.paths,
             interval: self.agent.interval,
+            stats: &self.req.stats,
         };
         let input_spec = if kind == "inputs" {
             inputs::find(name)
@@ -570,6 +577,7 @@ impl Loader<'_, '_> {
             outputs: self.outputs,
             warnings: self.diags.warnings().cloned().collect(),
             files,
+            stats: self.req.stats.clone(),
         })
     }
 }

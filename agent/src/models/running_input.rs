@@ -85,6 +85,7 @@ impl RunningInput {
         let ctx = BuildContext {
             paths: ctx.paths,
             interval: interval.unwrap_or(ctx.interval),
+            stats: ctx.stats,
         };
         let input = (spec.build)(opts, &ctx);
         RunningInput {
@@ -101,6 +102,11 @@ impl RunningInput {
             tags,
             filter,
         }
+    }
+
+    /// The plugin name and alias, as self-telemetry keys them.
+    pub fn stats_key(&self) -> crate::selfstat::PluginKey {
+        (self.spec.name.to_owned(), self.alias.clone())
     }
 
     /// The plugin name, with its alias when it has one (for logs).
