@@ -57,6 +57,7 @@ impl Load {
             env: &lookup,
             paths: self.paths.clone(),
             test_mode: self.test_mode,
+            stats: Default::default(),
         };
         config::load(&req)
     }

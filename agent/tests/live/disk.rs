@@ -81,6 +81,7 @@ fn disk_matches_df() {
         env: &no_env,
         paths: HostPaths::default(),
         test_mode: true,
+        stats: Default::default(),
     };
     let mut plan = config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors));
     let before = df();

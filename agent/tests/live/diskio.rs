@@ -54,6 +54,7 @@ fn diskio_counters_between_two_reads_of_diskstats() {
         env: &no_env,
         paths: HostPaths::default(),
         test_mode: true,
+        stats: Default::default(),
     };
     let mut plan = config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors));
     // io_time of each device at the first gather, and that gather's time.
