@@ -869,3 +869,34 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn filters_that_match_nothing_leave_no_inputs_or_outputs() {
+    let c = conf("[[inputs.cpu]]\n[[inputs.mem]]\n[[outputs.file]]\n");
+    let run = |inputs: Option<&str>, outputs: Option<&str>| {
+        let no_env = |_: &str| None;
+        let split = |s: Option<&str>| s.map(|s| s.split(':').map(String::from).collect());
+        config::load(&LoadRequest {
+            configs: vec![c.path.clone()],
+            config_dirs: vec![],
+            input_filter: split(inputs),
+            output_filter: split(outputs),
+            env: &no_env,
+            paths: HostPaths::default(),
+            test_mode: false,
+            stats: Default::default(),
+        })
+    };
+    let p = run(Some("mem:swap"), None).unwrap();
+    assert_eq!(p.inputs.len(), 1);
+    assert_eq!(
+        errors(run(Some("swap:disk"), None)),
+        ["0:0: no inputs found: --input-filter swap:disk matches none of the [[inputs.*]] plugins"]
+    );
+    assert_eq!(
+        errors(run(None, Some("influxdb"))),
+        [
+            "0:0: no outputs found: --output-filter influxdb matches none of the [[outputs.*]] plugins"
+        ]
+    );
+}

@@ -524,19 +524,27 @@ impl Loader<'_, '_> {
             column: 0,
             message: msg.into(),
         };
-        if self.inputs.is_empty() && !self.diags.has_errors() && self.req.input_filter.is_none() {
-            self.diags.push(whole(
-                "no inputs found: add at least one [[inputs.*]] plugin",
-            ));
+        // As Telegraf, the checks apply after --input-filter/--output-filter.
+        if self.inputs.is_empty() && !self.diags.has_errors() {
+            let msg = match &self.req.input_filter {
+                Some(f) => format!(
+                    "no inputs found: --input-filter {} matches none of the [[inputs.*]] plugins",
+                    f.join(":")
+                ),
+                None => "no inputs found: add at least one [[inputs.*]] plugin".into(),
+            };
+            self.diags.push(whole(&msg));
         }
-        if self.outputs.is_empty()
-            && !self.req.test_mode
-            && !self.diags.has_errors()
-            && self.req.output_filter.is_none()
-        {
-            let mut msg = String::from(
-                "no outputs found: add at least one [[outputs.*]] plugin (or run with --test)",
-            );
+        if self.outputs.is_empty() && !self.req.test_mode && !self.diags.has_errors() {
+            let mut msg = match &self.req.output_filter {
+                Some(f) => format!(
+                    "no outputs found: --output-filter {} matches none of the [[outputs.*]] plugins",
+                    f.join(":")
+                ),
+                None => String::from(
+                    "no outputs found: add at least one [[outputs.*]] plugin (or run with --test)",
+                ),
+            };
             if !self.ignored_outputs.is_empty() {
                 msg.push_str(&format!(
                     "; wk-agent does not implement [{}]",
