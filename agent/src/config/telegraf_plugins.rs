@@ -484,9 +484,10 @@ pub fn closest(kind: &str, name: &str) -> Option<&'static str> {
 /// The candidate closest to `name` within a small edit distance (ties go to the candidate
 /// that sorts first); None when nothing is close.
 pub fn closest_in<'n>(candidates: impl Iterator<Item = &'n str>, name: &str) -> Option<&'n str> {
+    let lower = name.to_lowercase();
     candidates
         .filter(|n| *n != name)
-        .map(|n| (edit_distance(n, name), n))
+        .map(|n| (edit_distance(&n.to_lowercase(), &lower), n))
         .filter(|(d, n)| *d <= 2.max(n.len() / 4))
         .min()
         .map(|(_, n)| n)
@@ -574,6 +575,8 @@ mod tests {
         assert_eq!(closest("outputs", "influxdbv2"), Some("influxdb_v2"));
         assert_eq!(closest("processors", "renam"), Some("rename"));
         assert_eq!(closest("aggregators", "basicstat"), Some("basicstats"));
+        assert_eq!(closest("inputs", "CPU"), Some("cpu"));
+        assert_eq!(closest("outputs", "InfluxDB"), Some("influxdb"));
         assert_eq!(closest("inputs", "zzzzzzzz"), None);
         assert_eq!(closest("nonsense", "cpu"), None);
     }
