@@ -36,9 +36,51 @@ impl Meminfo {
     }
 }
 
+/// The meminfo keys this input reads: a garbage value on one of them is an error, on any
+/// other key it is ignored (as in gopsutil), so a future kernel line cannot break us.
+const USED_KEYS: &[&str] = &[
+    "MemTotal",
+    "MemFree",
+    "MemAvailable",
+    "Buffers",
+    "Cached",
+    "SwapCached",
+    "Active",
+    "Inactive",
+    "Active(anon)",
+    "Inactive(anon)",
+    "Active(file)",
+    "Inactive(file)",
+    "Unevictable",
+    "HighTotal",
+    "HighFree",
+    "LowTotal",
+    "LowFree",
+    "SwapTotal",
+    "SwapFree",
+    "Dirty",
+    "Writeback",
+    "Mapped",
+    "Shmem",
+    "Slab",
+    "SReclaimable",
+    "SUnreclaim",
+    "PageTables",
+    "WritebackTmp",
+    "CommitLimit",
+    "Committed_AS",
+    "VmallocTotal",
+    "VmallocUsed",
+    "VmallocChunk",
+    "Percpu",
+    "HugePages_Total",
+    "HugePages_Free",
+    "Hugepagesize",
+];
+
 /// Parses `/proc/meminfo`. Lines are `Key:   value [kB]`; `kB` values are multiplied by 1024.
 /// Lines without a colon are skipped; a value that is not a number is an error naming the
-/// line (gopsutil fails the same way).
+/// line when the key is one we use (gopsutil fails the same way), ignored otherwise.
 pub fn parse_meminfo(text: &str) -> Result<Meminfo, (usize, String)> {
     let mut values = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -48,9 +90,11 @@ pub fn parse_meminfo(text: &str) -> Result<Meminfo, (usize, String)> {
         let key = key.trim();
         let mut cols = rest.split_ascii_whitespace();
         let Some(num) = cols.next() else { continue };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| (i + 1, format!("bad number {num:?} for {key}")))?;
+        let n: u64 = match num.parse() {
+            Ok(n) => n,
+            Err(_) if !USED_KEYS.contains(&key) => continue,
+            Err(_) => return Err((i + 1, format!("bad number {num:?} for {key}"))),
+        };
         let v = match cols.next() {
             Some("kB") => n.saturating_mul(1024),
             _ => n,
@@ -78,12 +122,16 @@ pub fn parse_zoneinfo_low(text: &str) -> u64 {
 /// commit that introduced MemAvailable): free memory above the low watermark, plus the page
 /// cache and reclaimable slab that could be freed without going below it. `low_wm` in bytes.
 pub fn estimate_available(m: &Meminfo, low_wm: u64) -> u64 {
-    let mut avail = m.get("MemFree").saturating_sub(low_wm);
-    let page_cache = m.get("Active(file)") + m.get("Inactive(file)");
-    avail += page_cache - (page_cache / 2).min(low_wm);
-    let sreclaimable = m.get("SReclaimable");
-    avail += sreclaimable - (sreclaimable / 2).min(low_wm);
-    avail
+    // gopsutil computes this with wrapping u64 arithmetic, which gives the exact result
+    // whenever the sum is non-negative (even if `free < wm`); i128 does the same without
+    // wrapping, and a negative sum (Go: a huge number) is clamped to 0.
+    let wm = i128::from(low_wm);
+    let page_cache = i128::from(m.get("Active(file)")) + i128::from(m.get("Inactive(file)"));
+    let sreclaimable = i128::from(m.get("SReclaimable"));
+    let avail = i128::from(m.get("MemFree")) - wm
+        + (page_cache - (page_cache / 2).min(wm))
+        + (sreclaimable - (sreclaimable / 2).min(wm));
+    u64::try_from(avail.max(0)).unwrap_or(u64::MAX)
 }
 
 /// What `available` is, given meminfo and (on old kernels) the zoneinfo text.
@@ -218,12 +266,13 @@ mod tests {
     #[test]
     fn parenthesised_keys_short_lines_and_new_keys() {
         let m = parse_meminfo(
-            "Active(file):     10 kB\nGarbage line\nEmpty:\nFutureKey:   7 kB extra\n",
+            "Active(file):     10 kB\nGarbage line\nEmpty:\nFutureKey:   7 kB extra\nFutureText: n/a\n",
         )
         .unwrap();
         assert_eq!(m.get("Active(file)"), 10240);
         assert_eq!(m.get("FutureKey"), 7168);
         assert!(!m.has("Empty"));
+        assert!(!m.has("FutureText"));
     }
 
     #[test]
@@ -256,6 +305,17 @@ mod tests {
         assert_eq!(available(&m, Some(zi), 4096), want);
         // no zoneinfo: cached (incl. SReclaimable) + free
         assert_eq!(available(&m, None, 4096), (300 + 50 + 1000) * 1024);
+    }
+
+    #[test]
+    fn estimate_like_gopsutil_when_free_is_below_the_watermark() {
+        // free 4 KiB < wm 8 KiB, but the page cache makes up for it: Go's wrapping u64
+        // arithmetic lands on the exact sum, 4096 − 8192 + (65536 − 8192) = 53248.
+        let m = parse_meminfo(
+            "MemFree: 4 kB\nActive(file): 64 kB\nInactive(file): 0 kB\nSReclaimable: 0 kB\n",
+        )
+        .unwrap();
+        assert_eq!(available(&m, Some("low 2"), 4096), 53248);
     }
 
     #[test]
