@@ -2,4 +2,5 @@
 //! (`free -b`, `df`, `ss`, `nstat`, /proc itself). One file per input.
 mod kernel;
 mod mem;
+mod processes;
 mod swap;
