@@ -4,3 +4,4 @@ mod kernel;
 mod mem;
 mod processes;
 mod swap;
+mod system;
