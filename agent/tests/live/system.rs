@@ -101,3 +101,16 @@ fn system_matches_proc_sysinfo_and_nproc() {
     let has_utmp = std::path::Path::new("/var/run/utmp").exists();
     assert_eq!(gauge.field("n_users").is_some(), has_utmp);
 }
+
+#[test]
+fn os_group_matches_uname() {
+    let lines = gather("[[inputs.system]]\n  include = [\"os\"]\n");
+    assert_eq!(lines.len(), 1);
+    let s = |k: &str| match lines[0].field(k) {
+        Some(FieldValue::Str(v)) => v.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(s("os"), "linux");
+    assert_eq!(s("kernel_version"), cmd("uname", &["-r"]).unwrap().trim());
+    assert_eq!(s("arch"), cmd("uname", &["-m"]).unwrap().trim());
+}

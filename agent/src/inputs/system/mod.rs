@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::config::Options;
 use crate::hostpaths::{HostPaths, read_to_string};
-use crate::metric::{Accumulator, Metric};
+use crate::metric::Accumulator;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -132,6 +132,233 @@ pub fn parse_utmp(data: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The `os` group's values from `/etc` files, as gopsutil's `PlatformInformation`:
+/// (platform, platform_family, platform_version). `read(name)` returns the content of
+/// `/etc/<name>` when it exists with more than 4 bytes (gopsutil's `PathExistsWithContents`).
+pub fn platform_information(
+    read: &dyn Fn(&str) -> Option<String>,
+    raspi_config: bool,
+) -> (String, String, String) {
+    let lsb = read("lsb-release")
+        .map(|t| parse_lsb(&t))
+        .unwrap_or_default();
+    let lines = |t: String| -> Vec<String> { t.lines().map(str::to_owned).collect() };
+    let (mut platform, mut version) = (String::new(), String::new());
+    if let Some(t) = read("oracle-release").or_else(|| read("enterprise-release")) {
+        platform = "oracle".into();
+        version = redhatish_version(&lines(t));
+    } else if let Some(t) = read("slackware-version") {
+        platform = "slackware".into();
+        version = lines(t)
+            .concat()
+            .to_lowercase()
+            .replacen("slackware ", "", 1);
+    } else if let Some(t) = read("debian_version") {
+        let from_lsb = match lsb.id.as_str() {
+            "Ubuntu" => Some("ubuntu"),
+            "LinuxMint" => Some("linuxmint"),
+            "Kylin" => Some("Kylin"),
+            "\"Cumulus Linux\"" => Some("cumuluslinux"),
+            "uos" => Some("uos"),
+            "Deepin" => Some("Deepin"),
+            _ => None,
+        };
+        if let Some(p) = from_lsb {
+            platform = p.into();
+            version = lsb.release.clone();
+        } else {
+            platform = if raspi_config { "raspbian" } else { "debian" }.into();
+            version = t.lines().next().unwrap_or("").to_owned();
+        }
+    } else if let Some(t) = read("neokylin-release")
+        .or_else(|| read("redhat-release"))
+        .or_else(|| read("system-release"))
+    {
+        let l = lines(t);
+        version = redhatish_version(&l);
+        platform = redhatish_platform(&l);
+    } else if let Some(t) = read("gentoo-release") {
+        platform = "gentoo".into();
+        version = redhatish_version(&lines(t));
+    } else if let Some(t) = read("SuSE-release") {
+        let l = lines(t);
+        version = suse_version(&l);
+        platform = if l.concat().to_lowercase().contains("opensuse") {
+            "opensuse"
+        } else {
+            "suse"
+        }
+        .into();
+    } else if read("arch-release").is_some() {
+        platform = "arch".into();
+        version = lsb.release.clone();
+    } else if let Some(t) = read("alpine-release") {
+        platform = "alpine".into();
+        version = t.lines().next().unwrap_or("").to_owned();
+    } else if let Some(t) = read("os-release") {
+        for line in t.lines() {
+            let mut f = line.split('=');
+            let (Some(k), Some(v)) = (f.next(), f.next()) else {
+                continue;
+            };
+            match k {
+                "ID" => platform = trim_quotes(v).to_owned(),
+                "VERSION_ID" => version = trim_quotes(v).to_owned(),
+                _ => {}
+            }
+        }
+        if platform == "amzn" {
+            platform = "amazon".into();
+        }
+    } else {
+        let known = match lsb.id.as_str() {
+            "RedHat" => Some("redhat"),
+            "Amazon" => Some("amazon"),
+            "ScientificSL" => Some("scientific"),
+            "XenServer" => Some("xenserver"),
+            _ => None,
+        };
+        if let Some(p) = known {
+            platform = p.into();
+        } else {
+            platform = lsb.id.to_lowercase();
+        }
+        version = lsb.release.clone();
+    }
+    let platform = platform.trim_matches('"').to_owned();
+    let family = match platform.as_str() {
+        "debian" | "ubuntu" | "linuxmint" | "raspbian" | "Kylin" | "cumuluslinux" | "uos"
+        | "Deepin" => "debian",
+        "fedora" => "fedora",
+        "oracle"
+        | "centos"
+        | "redhat"
+        | "scientific"
+        | "enterpriseenterprise"
+        | "amazon"
+        | "xenserver"
+        | "cloudlinux"
+        | "ibm_powerkvm"
+        | "rocky"
+        | "almalinux" => "rhel",
+        "suse"
+        | "opensuse"
+        | "opensuse-leap"
+        | "opensuse-tumbleweed"
+        | "opensuse-tumbleweed-kubic"
+        | "sles"
+        | "sled"
+        | "caasp" => "suse",
+        "gentoo" | "slackware" | "arch" | "exherbo" | "alpine" | "coreos" | "solus"
+        | "neokylin" | "anolis" => platform.as_str(),
+        _ => "",
+    }
+    .to_owned();
+    (platform, family, version)
+}
+
+#[derive(Debug, Default)]
+struct Lsb {
+    id: String,
+    release: String,
+}
+
+/// `/etc/lsb-release`: `DISTRIB_ID` and `DISTRIB_RELEASE`, quotes removed. Like gopsutil, a
+/// value ends at a second `=`.
+fn parse_lsb(text: &str) -> Lsb {
+    let mut lsb = Lsb::default();
+    for line in text.lines() {
+        let mut f = line.split('=');
+        let (Some(k), Some(v)) = (f.next(), f.next()) else {
+            continue;
+        };
+        match k {
+            "DISTRIB_ID" => lsb.id = v.replace('"', ""),
+            "DISTRIB_RELEASE" => lsb.release = v.replace('"', ""),
+            _ => {}
+        }
+    }
+    lsb
+}
+
+fn trim_quotes(s: &str) -> &str {
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        &s[1..s.len() - 1]
+    } else {
+        s
+    }
+}
+
+/// gopsutil's `release (\w[\d.]*)` on the lower-cased file, or `rawhide`.
+fn redhatish_version(lines: &[String]) -> String {
+    let c = lines.concat().to_lowercase();
+    if c.contains("rawhide") {
+        return "rawhide".into();
+    }
+    let mut from = 0;
+    while let Some(i) = c[from..].find("release ") {
+        let rest = &c[from + i + "release ".len()..];
+        let mut chars = rest.char_indices();
+        if let Some((_, first)) = chars.next()
+            && (first.is_alphanumeric() || first == '_')
+        {
+            let end = rest[first.len_utf8()..]
+                .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+                .map_or(rest.len(), |e| e + first.len_utf8());
+            return rest[..end].to_owned();
+        }
+        from += i + 1;
+    }
+    String::new()
+}
+
+fn redhatish_platform(lines: &[String]) -> String {
+    let c = lines.concat().to_lowercase();
+    if c.contains("red hat") {
+        return "redhat".into();
+    }
+    c.split(' ').next().unwrap_or("").to_owned()
+}
+
+/// gopsutil's `VERSION = ([\d.]+)` and `PATCHLEVEL = (\d+)` over SuSE-release.
+fn suse_version(lines: &[String]) -> String {
+    let grab = |line: &str, key: &str, dots: bool| -> Option<String> {
+        let i = line.find(key)?;
+        let v: String = line[i + key.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || (dots && *c == '.'))
+            .collect();
+        (!v.is_empty()).then_some(v)
+    };
+    let mut version = String::new();
+    for line in lines {
+        if let Some(v) = grab(line, "VERSION = ", true) {
+            version = v;
+        } else if let Some(p) = grab(line, "PATCHLEVEL = ", false) {
+            version = format!("{version}.{p}");
+        }
+    }
+    version
+}
+
+/// `uname(2)` release and machine, for kernels without /proc/sys/kernel/{osrelease,arch}.
+fn uname() -> (String, String) {
+    // SAFETY: uname only writes into the struct we pass.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return (String::new(), String::new());
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.release), field(&u.machine))
+}
+
 /// A metric group of the `include` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Group {
@@ -140,6 +367,7 @@ enum Group {
     Cpus,
     Users,
     Uptime,
+    Os,
 }
 
 const GROUPS: &[&str] = &["legacy", "cpus", "dmi", "load", "os", "uptime", "users"];
@@ -147,12 +375,15 @@ const GROUPS: &[&str] = &["legacy", "cpus", "dmi", "load", "os", "uptime", "user
 struct System {
     paths: HostPaths,
     groups: Vec<Group>,
+    os_cache_ttl: Duration,
+    os_cache: Option<(std::time::Instant, Vec<(&'static str, String)>)>,
 }
 
 fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
-    let include = opts
-        .opt_strings("include")
-        .unwrap_or_else(|| vec!["legacy".to_owned()]);
+    let mut include = opts.strings("include");
+    if include.is_empty() {
+        include.push("legacy".to_owned());
+    }
     let mut groups = Vec::new();
     for g in &include {
         let group = match g.as_str() {
@@ -161,10 +392,11 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
             "cpus" => Group::Cpus,
             "users" => Group::Users,
             "uptime" => Group::Uptime,
-            "os" | "dmi" => {
+            "os" => Group::Os,
+            "dmi" => {
                 opts.warn_at(
                     "include",
-                    format!("the {g:?} group is not implemented by wk-agent yet; ignored"),
+                    "the \"dmi\" group is not implemented by wk-agent yet; ignored",
                 );
                 continue;
             }
@@ -183,12 +415,14 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
             groups.push(group);
         }
     }
-    // Only used by the os and dmi groups; read so that their values are checked.
-    let _: Duration = opts.duration("os_cache_ttl", Duration::from_secs(8 * 3600));
+    let os_cache_ttl = opts.duration("os_cache_ttl", Duration::from_secs(8 * 3600));
+    // Only used by the dmi group; read so that its value is checked.
     let _: Duration = opts.duration("dmi_cache_ttl", Duration::from_secs(8 * 3600));
     Box::new(System {
         paths: ctx.paths.clone(),
         groups,
+        os_cache_ttl,
+        os_cache: None,
     })
 }
 
@@ -217,21 +451,65 @@ impl System {
         Ok((logical as i64, physical as i64))
     }
 
-    /// (n_users, n_unique_users), `None` when utmp cannot be read (no login records on this
-    /// system, or no permission): Telegraf then leaves both fields out without an error.
-    fn users(&self) -> Option<(i64, i64)> {
+    /// (n_users, n_unique_users) from utmp, or the read error.
+    fn users(&self) -> Result<(i64, i64), std::io::Error> {
         let path = self.paths.var.join("run/utmp");
-        match std::fs::read(&path) {
-            Ok(data) => {
-                let names = parse_utmp(&data);
-                let unique: HashSet<&String> = names.iter().collect();
-                Some((names.len() as i64, unique.len() as i64))
-            }
-            Err(e) => {
-                tracing::debug!("system: reading users: {}: {e}", path.display());
-                None
-            }
+        let data = std::fs::read(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let names = parse_utmp(&data);
+        let unique: HashSet<&String> = names.iter().collect();
+        Ok((names.len() as i64, unique.len() as i64))
+    }
+
+    /// The `os` group's fields, re-read when older than `os_cache_ttl`.
+    fn os(&mut self) -> Vec<(&'static str, String)> {
+        if let Some((at, fields)) = &self.os_cache
+            && at.elapsed() <= self.os_cache_ttl
+            && !self.os_cache_ttl.is_zero()
+        {
+            return fields.clone();
         }
+        let etc = self.paths.etc.clone();
+        let read = |name: &str| -> Option<String> {
+            let path = etc.join(name);
+            let meta = std::fs::metadata(&path).ok()?;
+            if meta.is_dir() || meta.len() <= 4 {
+                return None;
+            }
+            std::fs::read_to_string(&path).ok()
+        };
+        let raspi = std::fs::metadata("/usr/bin/raspi-config").is_ok_and(|m| m.len() > 4);
+        let (platform, family, version) = platform_information(&read, raspi);
+        let from_proc = |rel: &str| {
+            self.paths
+                .read_proc(rel)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        };
+        let (mut kernel, mut arch) = (
+            from_proc("sys/kernel/osrelease"),
+            from_proc("sys/kernel/arch"),
+        );
+        if kernel.is_none() || arch.is_none() {
+            let (r, m) = uname();
+            kernel.get_or_insert(r);
+            arch.get_or_insert(m);
+        }
+        let mut arch = arch.unwrap_or_default();
+        if arch.is_empty() {
+            arch = std::env::consts::ARCH.to_owned();
+        }
+        let fields = vec![
+            ("os", "linux".to_owned()),
+            ("arch", arch),
+            ("platform", platform),
+            ("platform_family", family),
+            ("platform_version", version),
+            ("kernel_version", kernel.unwrap_or_default()),
+        ];
+        self.os_cache = Some((std::time::Instant::now(), fields.clone()));
+        fields
     }
 }
 
@@ -270,51 +548,72 @@ fn count_core_lists(cpu_dir: &Path) -> usize {
 }
 
 impl Input for System {
+    /// As Telegraf 1.39: each group's failure is reported and the other groups still run;
+    /// the fine-grained groups share one untyped line, pushed after the legacy lines.
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let mut fine: Option<Metric> = None;
+        let mut fine = acc.metric("system");
         for group in self.groups.clone() {
             match group {
-                Group::Legacy => self.gather_legacy(acc)?,
-                Group::Load => {
-                    let [l1, l5, l15] = self.load()?;
-                    let m = fine.get_or_insert_with(|| acc.metric("system"));
-                    m.add_field("load1", l1);
-                    m.add_field("load5", l5);
-                    m.add_field("load15", l15);
-                }
-                Group::Cpus => {
-                    let (logical, physical) = self.cpus()?;
-                    let m = fine.get_or_insert_with(|| acc.metric("system"));
-                    m.add_field("n_cpus", logical);
-                    m.add_field("n_physical_cpus", physical);
-                }
-                Group::Users => {
-                    if let Some((n, unique)) = self.users() {
-                        let m = fine.get_or_insert_with(|| acc.metric("system"));
-                        m.add_field("n_users", n);
-                        m.add_field("n_unique_users", unique);
+                Group::Legacy => {
+                    if let Err(e) = self.gather_legacy(acc) {
+                        acc.add_error(e);
                     }
                 }
-                Group::Uptime => {
-                    let up = self.uptime()?;
-                    let m = fine.get_or_insert_with(|| acc.metric("system"));
-                    m.add_field("uptime", up);
-                    m.add_field("uptime_format", format_uptime(up));
+                Group::Load => match self.load() {
+                    Ok([l1, l5, l15]) => {
+                        fine.add_field("load1", l1);
+                        fine.add_field("load5", l5);
+                        fine.add_field("load15", l15);
+                    }
+                    Err(e) => acc.add_error(format!("reading load averages: {e}")),
+                },
+                Group::Cpus => match self.cpus() {
+                    Ok((logical, physical)) => {
+                        fine.add_field("n_cpus", logical);
+                        fine.add_field("n_physical_cpus", physical);
+                    }
+                    Err(e) => acc.add_error(format!("reading logical CPU count: {e}")),
+                },
+                Group::Users => match self.users() {
+                    Ok((n, unique)) => {
+                        fine.add_field("n_users", n);
+                        fine.add_field("n_unique_users", unique);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                        ) =>
+                    {
+                        tracing::trace!("system: reading users: {e}");
+                    }
+                    Err(e) => tracing::warn!("system: reading users: {e}"),
+                },
+                Group::Uptime => match self.uptime() {
+                    Ok(up) => fine.add_field("uptime", up),
+                    Err(e) => acc.add_error(format!("reading uptime: {e}")),
+                },
+                Group::Os => {
+                    for (k, v) in self.os() {
+                        fine.add_field(k, v);
+                    }
                 }
             }
         }
-        if let Some(m) = fine {
-            acc.push(m);
-        }
+        acc.push(fine);
         Ok(())
     }
 }
 
 impl System {
     /// The default: three lines (gauge, counter, untyped) as Telegraf before 1.39.
-    fn gather_legacy(&self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let [l1, l5, l15] = self.load()?;
-        let (logical, physical) = self.cpus()?;
+    fn gather_legacy(&self, acc: &mut Accumulator) -> Result<(), String> {
+        let [l1, l5, l15] = self
+            .load()
+            .map_err(|e| format!("reading load averages: {e}"))?;
+        let (logical, physical) = self
+            .cpus()
+            .map_err(|e| format!("reading logical CPU count: {e}"))?;
         let mut gauge = acc
             .metric("system")
             .with_field("load1", l1)
@@ -322,12 +621,15 @@ impl System {
             .with_field("load15", l15)
             .with_field("n_cpus", logical)
             .with_field("n_physical_cpus", physical);
-        if let Some((n, unique)) = self.users() {
-            gauge.add_field("n_users", n);
-            gauge.add_field("n_unique_users", unique);
+        match self.users() {
+            Ok((n, unique)) => {
+                gauge.add_field("n_users", n);
+                gauge.add_field("n_unique_users", unique);
+            }
+            Err(e) => tracing::debug!("system: reading users: {e}"),
         }
-        let up = self.uptime()?;
         acc.push(gauge);
+        let up = self.uptime().map_err(|e| format!("reading uptime: {e}"))?;
         acc.push(acc.metric("system").with_field("uptime", up));
         acc.push(
             acc.metric("system")
@@ -393,6 +695,59 @@ mod tests {
         let text = "processor : 0\nphysical id : 0\ncpu cores : 4\n\nprocessor : 1\nphysical id : 0\ncpu cores : 4\n\nprocessor : 2\nphysical id : 1\ncpu cores : 4\n";
         assert_eq!(count_cores_from_cpuinfo(text), 8);
         assert_eq!(count_cores_from_cpuinfo("processor : 0\n"), 0);
+    }
+
+    #[test]
+    fn platform_from_os_release_and_debian_version() {
+        let files = |names: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                names
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let debian = files(&[("debian_version", "12.8\n"), ("os-release", "ID=debian\n")]);
+        assert_eq!(
+            platform_information(&debian, false),
+            ("debian".into(), "debian".into(), "12.8".into())
+        );
+        let ubuntu = files(&[
+            ("debian_version", "trixie/sid\n"),
+            ("lsb-release", "DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=24.04\n"),
+        ]);
+        assert_eq!(
+            platform_information(&ubuntu, false),
+            ("ubuntu".into(), "debian".into(), "24.04".into())
+        );
+        let rocky = files(&[("redhat-release", "Rocky Linux release 9.4 (Blue Onyx)\n")]);
+        assert_eq!(
+            platform_information(&rocky, false),
+            ("rocky".into(), "rhel".into(), "9.4".into())
+        );
+        let rhel = files(&[(
+            "redhat-release",
+            "Red Hat Enterprise Linux Server release 7.9 (Maipo)\n",
+        )]);
+        assert_eq!(platform_information(&rhel, false).0, "redhat");
+        let amzn = files(&[("os-release", "ID=\"amzn\"\nVERSION_ID=\"2023\"\n")]);
+        assert_eq!(
+            platform_information(&amzn, false),
+            ("amazon".into(), "rhel".into(), "2023".into())
+        );
+        let suse = files(&[(
+            "SuSE-release",
+            "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
+        )]);
+        assert_eq!(
+            platform_information(&suse, false),
+            ("suse".into(), "suse".into(), "11.4".into())
+        );
+        let nothing = files(&[]);
+        assert_eq!(
+            platform_information(&nothing, false),
+            (String::new(), String::new(), String::new())
+        );
     }
 
     fn utmp_record(ty: i16, user: &str) -> Vec<u8> {
