@@ -170,12 +170,15 @@ impl Kernel {
         let names = KSM_REQUIRED.iter().map(|n| (n, true));
         for (name, required) in names.chain(KSM_OPTIONAL.iter().map(|n| (n, false))) {
             let path = dir.join(name);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(GatherError::io(path, e)),
+            let value = std::fs::read_to_string(&path)
+                .map_err(|e| GatherError::io(&path, e))
+                .and_then(|t| parse_int(&t).map_err(|m| GatherError::malformed(&path, 1, m)));
+            let v = match value {
+                Ok(v) => v,
+                // Telegraf skips an optional counter on any error.
+                Err(_) if !required => continue,
+                Err(e) => return Err(e),
             };
-            let v = parse_int(&text).map_err(|m| GatherError::malformed(&path, 1, m))?;
             out.push((format!("ksm_{name}"), v));
         }
         Ok(out)

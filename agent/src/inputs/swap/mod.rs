@@ -75,11 +75,17 @@ fn build(_opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> 
 }
 
 impl Input for Swap {
+    /// Both files are read before anything is emitted: as in Telegraf (gopsutil v4), a
+    /// problem with either fails the whole gather.
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
         let path = self.paths.proc("meminfo");
         let text = crate::hostpaths::read_to_string(&path)?;
         let (total, free) =
             parse_meminfo_swap(&text).map_err(|(l, m)| GatherError::malformed(&path, l, m))?;
+        let path = self.paths.proc("vmstat");
+        let text = crate::hostpaths::read_to_string(&path)?;
+        let (pin, pout) =
+            parse_vmstat_swap(&text).map_err(|(l, m)| GatherError::malformed(&path, l, m))?;
         let used = total.saturating_sub(free);
         let used_percent = if total == 0 {
             0.0
@@ -93,19 +99,11 @@ impl Input for Swap {
                 .with_field("free", free)
                 .with_field("used_percent", used_percent),
         );
-        let path = self.paths.proc("vmstat");
-        let counters = crate::hostpaths::read_to_string(&path).and_then(|t| {
-            parse_vmstat_swap(&t).map_err(|(l, m)| GatherError::malformed(&path, l, m))
-        });
-        match counters {
-            Ok((pin, pout)) => acc.push(
-                acc.metric("swap")
-                    .with_field("in", pin.saturating_mul(SWAP_PAGE_BYTES))
-                    .with_field("out", pout.saturating_mul(SWAP_PAGE_BYTES)),
-            ),
-            // The space line is still good; report the counters' problem alongside it.
-            Err(e) => acc.add_error(e),
-        }
+        acc.push(
+            acc.metric("swap")
+                .with_field("in", pin.saturating_mul(SWAP_PAGE_BYTES))
+                .with_field("out", pout.saturating_mul(SWAP_PAGE_BYTES)),
+        );
         Ok(())
     }
 }
