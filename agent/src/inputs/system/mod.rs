@@ -112,17 +112,47 @@ pub fn count_cores_from_cpuinfo(cpuinfo: &str) -> usize {
     per_package.values().sum()
 }
 
-/// Size of `struct utmp` on Linux x86_64 and aarch64 (glibc, 64-bit time kept in 32-bit
-/// fields for compatibility).
-pub const UTMP_SIZE: usize = 384;
+/// Size of glibc's `struct utmp` where `ut_session` and `ut_tv` are kept 32-bit for
+/// compatibility with a 32-bit ABI (x86_64, and every 32-bit target).
+pub const UTMP_SIZE_COMPAT32: usize = 384;
+/// Size where they are native 64-bit (aarch64, loongarch64, riscv64): 400 bytes, as gopsutil's
+/// `sizeOfUtmp = 0x190` for arm64.
+pub const UTMP_SIZE_64: usize = 400;
+/// This build's record size.
+pub const UTMP_SIZE: usize = if cfg!(any(
+    target_arch = "aarch64",
+    target_arch = "loongarch64",
+    target_arch = "riscv64"
+)) {
+    UTMP_SIZE_64
+} else {
+    UTMP_SIZE_COMPAT32
+};
+/// `ut_user` is at the same offset in both layouts.
 const UT_USER_OFFSET: usize = 44;
 const UT_USER_LEN: usize = 32;
 const USER_PROCESS: i16 = 7;
 
-/// The user names of the `USER_PROCESS` records of a utmp file. A trailing partial record
-/// is ignored, as in gopsutil.
-pub fn parse_utmp(data: &[u8]) -> Vec<String> {
-    data.chunks_exact(UTMP_SIZE)
+/// The record size to read `data` with: this build's, unless the file is not a whole number
+/// of such records but is of the other layout's (a utmp file copied from, or a fixture made
+/// on, the other kind of machine).
+pub fn utmp_record_size(len: usize) -> usize {
+    let other = if UTMP_SIZE == UTMP_SIZE_64 {
+        UTMP_SIZE_COMPAT32
+    } else {
+        UTMP_SIZE_64
+    };
+    if len % UTMP_SIZE != 0 && len % other == 0 {
+        other
+    } else {
+        UTMP_SIZE
+    }
+}
+
+/// The user names of the `USER_PROCESS` records of a utmp file made of `record`-byte
+/// records. A trailing partial record is ignored, as in gopsutil.
+pub fn parse_utmp(data: &[u8], record: usize) -> Vec<String> {
+    data.chunks_exact(record)
         .filter(|r| i16::from_le_bytes([r[0], r[1]]) == USER_PROCESS)
         .map(|r| {
             let name = &r[UT_USER_OFFSET..UT_USER_OFFSET + UT_USER_LEN];
@@ -456,7 +486,7 @@ impl System {
         let path = self.paths.var.join("run/utmp");
         let data = std::fs::read(&path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let names = parse_utmp(&data);
+        let names = parse_utmp(&data, utmp_record_size(data.len()));
         let unique: HashSet<&String> = names.iter().collect();
         Ok((names.len() as i64, unique.len() as i64))
     }
@@ -751,7 +781,11 @@ mod tests {
     }
 
     fn utmp_record(ty: i16, user: &str) -> Vec<u8> {
-        let mut r = vec![0u8; UTMP_SIZE];
+        utmp_record_of(UTMP_SIZE, ty, user)
+    }
+
+    fn utmp_record_of(size: usize, ty: i16, user: &str) -> Vec<u8> {
+        let mut r = vec![0u8; size];
         r[..2].copy_from_slice(&ty.to_le_bytes());
         r[UT_USER_OFFSET..UT_USER_OFFSET + user.len()].copy_from_slice(user.as_bytes());
         r
@@ -767,10 +801,27 @@ mod tests {
         data.extend(utmp_record(7, "alice"));
         data.extend(utmp_record(7, "a_name_of_exactly_32_characters_"));
         data.extend(&[7, 0, 0]); // partial record
+        assert_eq!(utmp_record_size(data.len()), UTMP_SIZE);
         assert_eq!(
-            parse_utmp(&data),
+            parse_utmp(&data, UTMP_SIZE),
             ["alice", "bob", "alice", "a_name_of_exactly_32_characters_"]
         );
-        assert!(parse_utmp(&[]).is_empty());
+        assert!(parse_utmp(&[], UTMP_SIZE).is_empty());
+    }
+
+    #[test]
+    fn utmp_of_the_other_layout() {
+        let other = if UTMP_SIZE == UTMP_SIZE_64 {
+            UTMP_SIZE_COMPAT32
+        } else {
+            UTMP_SIZE_64
+        };
+        let mut data = Vec::new();
+        for (ty, user) in [(2, "reboot"), (7, "root"), (7, "ops")] {
+            data.extend(utmp_record_of(other, ty, user));
+        }
+        // 3 × 384 = 1152 is not a multiple of 400 and 3 × 400 = 1200 not one of 384.
+        assert_eq!(utmp_record_size(data.len()), other);
+        assert_eq!(parse_utmp(&data, other), ["root", "ops"]);
     }
 }
