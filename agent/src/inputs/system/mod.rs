@@ -113,17 +113,14 @@ pub fn count_cores_from_cpuinfo(cpuinfo: &str) -> usize {
 }
 
 /// Size of glibc's `struct utmp` where `ut_session` and `ut_tv` are kept 32-bit for
-/// compatibility with a 32-bit ABI (x86_64, and every 32-bit target).
+/// compatibility with a 32-bit ABI (x86_64, ppc64, s390x, riscv64, mips64 and every 32-bit
+/// target).
 pub const UTMP_SIZE_COMPAT32: usize = 384;
-/// Size where they are native 64-bit (aarch64, loongarch64, riscv64): 400 bytes, as gopsutil's
-/// `sizeOfUtmp = 0x190` for arm64.
+/// Size where they are native 64-bit (aarch64, loongarch64): 400 bytes, gopsutil's
+/// `sizeOfUtmp = 0x190` for arm64 and loong64 (its other Linux targets use 0x180).
 pub const UTMP_SIZE_64: usize = 400;
 /// This build's record size.
-pub const UTMP_SIZE: usize = if cfg!(any(
-    target_arch = "aarch64",
-    target_arch = "loongarch64",
-    target_arch = "riscv64"
-)) {
+pub const UTMP_SIZE: usize = if cfg!(any(target_arch = "aarch64", target_arch = "loongarch64")) {
     UTMP_SIZE_64
 } else {
     UTMP_SIZE_COMPAT32
