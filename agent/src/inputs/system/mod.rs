@@ -386,6 +386,105 @@ fn uname() -> (String, String) {
     (field(&u.release), field(&u.machine))
 }
 
+/// SMBIOS chassis type codes (DSP0134) → ghw's descriptions.
+const CHASSIS_TYPES: &[&str] = &[
+    "Other",
+    "Unknown",
+    "Desktop",
+    "Low profile desktop",
+    "Pizza box",
+    "Mini tower",
+    "Tower",
+    "Portable",
+    "Laptop",
+    "Notebook",
+    "Hand held",
+    "Docking station",
+    "All in one",
+    "Sub notebook",
+    "Space-saving",
+    "Lunch box",
+    "Main server chassis",
+    "Expansion chassis",
+    "SubChassis",
+    "Bus Expansion chassis",
+    "Peripheral chassis",
+    "RAID chassis",
+    "Rack mount chassis",
+    "Sealed-case PC",
+    "Multi-system chassis",
+    "Compact PCI",
+    "Advanced TCA",
+    "Blade",
+    "Blade enclosure",
+    "Tablet",
+    "Convertible",
+    "Detachable",
+    "IoT gateway",
+    "Embedded PC",
+    "Mini PC",
+    "Stick PC",
+];
+
+/// The description of a `chassis_type` code, `unknown` for codes outside the table.
+pub fn chassis_type_description(code: &str) -> &'static str {
+    code.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| CHASSIS_TYPES.get(i))
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// The `dmi` group's fields, in Telegraf's order: (field, file under /sys/class/dmi/id).
+const DMI_FIELDS: &[(&str, &str)] = &[
+    ("bios_vendor", "bios_vendor"),
+    ("bios_version", "bios_version"),
+    ("bios_date", "bios_date"),
+    ("board_vendor", "board_vendor"),
+    ("board_product", "board_name"),
+    ("board_version", "board_version"),
+    ("board_serial", "board_serial"),
+    ("board_asset_tag", "board_asset_tag"),
+    ("chassis_vendor", "chassis_vendor"),
+    ("chassis_type_code", "chassis_type"),
+    ("chassis_type", ""),
+    ("chassis_version", "chassis_version"),
+    ("chassis_serial", "chassis_serial"),
+    ("chassis_asset_tag", "chassis_asset_tag"),
+    ("product_vendor", "sys_vendor"),
+    ("product_name", "product_name"),
+    ("product_family", "product_family"),
+    ("product_version", "product_version"),
+    ("product_serial", "product_serial"),
+    ("product_sku", "product_sku"),
+    ("product_uuid", "product_uuid"),
+];
+
+/// Reads the `dmi` group from `dir` (`/sys/class/dmi/id`) as ghw does: each file trimmed,
+/// `unknown` when it cannot be read (missing, or root-only like the serial numbers).
+pub fn read_dmi(dir: &Path) -> Vec<(&'static str, String)> {
+    let item = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned())
+    };
+    let mut out = Vec::with_capacity(DMI_FIELDS.len());
+    let mut code = String::new();
+    for (field, file) in DMI_FIELDS {
+        let v = if file.is_empty() {
+            chassis_type_description(&code).to_owned()
+        } else {
+            item(file)
+        };
+        if *field == "chassis_type_code" {
+            code = v.clone();
+        }
+        out.push((*field, v));
+    }
+    out
+}
+
 /// A metric group of the `include` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Group {
@@ -395,6 +494,7 @@ enum Group {
     Users,
     Uptime,
     Os,
+    Dmi,
 }
 
 const GROUPS: &[&str] = &["legacy", "cpus", "dmi", "load", "os", "uptime", "users"];
@@ -403,7 +503,19 @@ struct System {
     paths: HostPaths,
     groups: Vec<Group>,
     os_cache_ttl: Duration,
-    os_cache: Option<(std::time::Instant, Vec<(&'static str, String)>)>,
+    os_cache: Option<Cached>,
+    dmi_cache_ttl: Duration,
+    dmi_cache: Option<Cached>,
+}
+
+/// A group's string fields and when they were read.
+type Cached = (std::time::Instant, Vec<(&'static str, String)>);
+
+/// The cached fields when younger than `ttl` (a zero ttl re-reads every time, as Telegraf's
+/// `time.Since(cachedAt) > ttl`).
+fn fresh(cache: &Option<Cached>, ttl: Duration) -> Option<Vec<(&'static str, String)>> {
+    let (at, fields) = cache.as_ref()?;
+    (!ttl.is_zero() && at.elapsed() <= ttl).then(|| fields.clone())
 }
 
 fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
@@ -420,13 +532,7 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
             "users" => Group::Users,
             "uptime" => Group::Uptime,
             "os" => Group::Os,
-            "dmi" => {
-                opts.warn_at(
-                    "include",
-                    "the \"dmi\" group is not implemented by wk-agent yet; ignored",
-                );
-                continue;
-            }
+            "dmi" => Group::Dmi,
             other => {
                 opts.error_at(
                     "include",
@@ -443,13 +549,14 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
         }
     }
     let os_cache_ttl = opts.duration("os_cache_ttl", Duration::from_secs(8 * 3600));
-    // Only used by the dmi group; read so that its value is checked.
-    let _: Duration = opts.duration("dmi_cache_ttl", Duration::from_secs(8 * 3600));
+    let dmi_cache_ttl = opts.duration("dmi_cache_ttl", Duration::from_secs(8 * 3600));
     Box::new(System {
         paths: ctx.paths.clone(),
         groups,
         os_cache_ttl,
         os_cache: None,
+        dmi_cache_ttl,
+        dmi_cache: None,
     })
 }
 
@@ -490,11 +597,8 @@ impl System {
 
     /// The `os` group's fields, re-read when older than `os_cache_ttl`.
     fn os(&mut self) -> Vec<(&'static str, String)> {
-        if let Some((at, fields)) = &self.os_cache
-            && at.elapsed() <= self.os_cache_ttl
-            && !self.os_cache_ttl.is_zero()
-        {
-            return fields.clone();
+        if let Some(fields) = fresh(&self.os_cache, self.os_cache_ttl) {
+            return fields;
         }
         let etc = self.paths.etc.clone();
         let read = |name: &str| -> Option<String> {
@@ -622,6 +726,19 @@ impl Input for System {
                 },
                 Group::Os => {
                     for (k, v) in self.os() {
+                        fine.add_field(k, v);
+                    }
+                }
+                Group::Dmi => {
+                    let fields = match fresh(&self.dmi_cache, self.dmi_cache_ttl) {
+                        Some(f) => f,
+                        None => {
+                            let f = read_dmi(&self.paths.sys("class/dmi/id"));
+                            self.dmi_cache = Some((std::time::Instant::now(), f.clone()));
+                            f
+                        }
+                    };
+                    for (k, v) in fields {
                         fine.add_field(k, v);
                     }
                 }
@@ -775,6 +892,16 @@ mod tests {
             platform_information(&nothing, false),
             (String::new(), String::new(), String::new())
         );
+    }
+
+    #[test]
+    fn chassis_types() {
+        assert_eq!(chassis_type_description("23"), "Rack mount chassis");
+        assert_eq!(chassis_type_description("1"), "Other");
+        assert_eq!(chassis_type_description("36"), "Stick PC");
+        for bad in ["0", "37", "", "unknown", "-1"] {
+            assert_eq!(chassis_type_description(bad), "unknown", "{bad}");
+        }
     }
 
     fn utmp_record(ty: i16, user: &str) -> Vec<u8> {
