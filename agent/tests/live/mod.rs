@@ -1,4 +1,10 @@
 //! Live-machine tests: each input checked against an outside oracle on this host
 //! (`free -b`, `df`, `ss`, `nstat`, /proc itself). One file per input.
+
 mod disk;
 mod diskio;
+mod kernel;
+mod mem;
+mod processes;
+mod swap;
+mod system;
