@@ -2,8 +2,6 @@
 //! Other tests of this binary start processes (`free`, …) concurrently, so the count may move
 //! by a few between the readings.
 
-use wk_agent::config::{self, LoadRequest};
-use wk_agent::hostpaths::HostPaths;
 use wk_agent::metric::{FieldValue, Metric};
 use wk_agent::models::running_input::GlobalTags;
 
@@ -11,17 +9,7 @@ fn gather(conf: &str) -> Metric {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("telegraf.conf");
     std::fs::write(&path, conf).unwrap();
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs: vec![path],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
-        test_mode: true,
-    };
-    let mut plan = config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors));
+    let mut plan = super::load(vec![path]);
     let out = plan.inputs[0].gather(0, &GlobalTags::default());
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(out.metrics.len(), 1);
