@@ -1,3 +1,4 @@
 //! Live-machine tests: each input checked against an outside oracle on this host
 //! (`free -b`, `df`, `ss`, `nstat`, /proc itself). One file per input.
 mod net;
+mod nstat;
