@@ -440,6 +440,17 @@ impl Counter {
         r.map(|()| out)
     }
 
+    /// After a failed dump: true when netlink cannot work here (socket refused, protocol not
+    /// supported by the kernel), so /proc is used from now on; otherwise (a transient error)
+    /// the socket is dropped, with any half-read reply, and reopened at the next gather.
+    fn netlink_failed(&mut self, e: &DiagError) -> bool {
+        if self.diag.is_none() || matches!(e, DiagError::Kernel(_)) {
+            return true;
+        }
+        self.diag = None;
+        false
+    }
+
     fn count_into(
         &mut self,
         tally: &mut Tally,
@@ -454,7 +465,7 @@ impl Counter {
                 Ok(()) => tcp_done = true,
                 Err(e) => {
                     tracing::debug!("netstat: {e}; reading /proc/net/tcp instead");
-                    self.tcp_netlink_off = true;
+                    self.tcp_netlink_off = self.netlink_failed(&e);
                     tally.counts.tcp = [0; 12];
                     tally.inet_seen.clear();
                 }
@@ -470,7 +481,7 @@ impl Counter {
                 Ok(()) => udp_done = true,
                 Err(e) => {
                     tracing::debug!("netstat: {e}; reading /proc/net/udp instead");
-                    self.udp_netlink_off = true;
+                    self.udp_netlink_off = self.netlink_failed(&e);
                     tally.counts.udp = 0;
                     // Keys of UDP sockets are distinct from TCP ones (protocol byte).
                     tally.inet_seen.retain(|k| k[0] != IPPROTO_UDP);
