@@ -67,14 +67,17 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
     let twice = wait_twice && plan.inputs.iter().any(|i| i.spec.test_twice);
     if twice {
         for ri in plan.inputs.iter_mut().filter(|i| i.spec.test_twice) {
-            let _ = ri.gather(round_ns(now_ns(), precision), &global);
+            let now = now_ns();
+            let _ = ri.gather_at(round_ns(now, precision), now, &global);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut out = Vec::new();
     for ri in plan.inputs.iter_mut() {
-        let outcome = ri.gather(
-            round_ns(now_ns(), ri.precision.unwrap_or(precision)),
+        let now = now_ns();
+        let outcome = ri.gather_at(
+            round_ns(now, ri.precision.unwrap_or(precision)),
+            now,
             &global,
         );
         out.push((ri.log_name(), outcome));
@@ -179,10 +182,11 @@ async fn input_loop(
             _ = stop.changed() => return,
         }
         let started = Instant::now();
-        let time = round_ns(now_ns(), s.precision);
+        let clock = now_ns();
+        let time = round_ns(clock, s.precision);
         let g = global.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let outcome = ri.gather(time, &g);
+            let outcome = ri.gather_at(time, clock, &g);
             (ri, outcome)
         })
         .await;
