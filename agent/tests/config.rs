@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use wk_agent::config::{self, ConfigError, Diag, LoadRequest, Plan};
+use wk_agent::config::{self, ConfigError, LoadRequest, Plan};
 use wk_agent::hostpaths::HostPaths;
-use wk_agent::inputs;
 use wk_agent::metric::Metric;
 
 fn data(name: &str) -> PathBuf {
@@ -101,38 +100,10 @@ fn warnings(p: &Plan) -> Vec<String> {
         .collect()
 }
 
-/// While an input is still a stub (being written by another branch) it accepts no options;
-/// the "unknown option" errors it causes are not what these tests check. Once every input is
-/// implemented this filters nothing.
-fn is_stub_noise(d: &Diag) -> bool {
-    let Some(rest) = d.message.strip_prefix("[inputs.") else {
-        return false;
-    };
-    let Some((name, msg)) = rest.split_once(']') else {
-        return false;
-    };
-    msg.starts_with(" unknown option")
-        && inputs::find(name).is_some_and(|s| s.description == "TODO")
-}
-
-/// Loads and, if it fails only because of stub inputs, says so by returning None.
-fn load_ok(load: &Load, what: &Path) -> Option<Plan> {
-    match load.run() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            let real: Vec<_> = e.errors.iter().filter(|d| !is_stub_noise(d)).collect();
-            assert!(
-                real.is_empty(),
-                "{} does not load:\n{}",
-                what.display(),
-                real.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            None
-        }
-    }
+/// Loads, failing the test with every error when the config does not load.
+fn load_ok(load: &Load, what: &Path) -> Plan {
+    load.run()
+        .unwrap_or_else(|e| panic!("{} does not load:\n{e}", what.display()))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -155,16 +126,15 @@ fn every_example_config_loads() {
     assert!(!found.is_empty(), "no .conf under {}", examples.display());
     for f in &found {
         // Examples may use ${VAR:-default}; give them an empty environment.
-        if let Some(plan) = load_ok(&Load::files(std::slice::from_ref(f)), f) {
-            assert!(!plan.inputs.is_empty(), "{}", f.display());
-            assert!(!plan.outputs.is_empty(), "{}", f.display());
-            let unexpected: Vec<_> = warnings(&plan);
-            assert!(
-                unexpected.is_empty(),
-                "{}: examples should load without warnings: {unexpected:?}",
-                f.display()
-            );
-        }
+        let plan = load_ok(&Load::files(std::slice::from_ref(f)), f);
+        assert!(!plan.inputs.is_empty(), "{}", f.display());
+        assert!(!plan.outputs.is_empty(), "{}", f.display());
+        let unexpected: Vec<_> = warnings(&plan);
+        assert!(
+            unexpected.is_empty(),
+            "{}: examples should load without warnings: {unexpected:?}",
+            f.display()
+        );
     }
 }
 
@@ -177,9 +147,7 @@ fn influxdb_output_implemented() -> bool {
 #[test]
 fn telegraf_default_config_loads_with_only_the_expected_warnings() {
     let f = data("telegraf-default.conf");
-    let Some(plan) = load_ok(&Load::files(std::slice::from_ref(&f)).test_mode(), &f) else {
-        return;
-    };
+    let plan = load_ok(&Load::files(std::slice::from_ref(&f)).test_mode(), &f);
     // Every [agent] key is at Telegraf's default, which is what wk-agent does anyway, and the
     // inputs use only options Telegraf has: the only possible warning is the InfluxDB output
     // while wk-agent does not implement it.
@@ -254,9 +222,7 @@ fn agent_options_we_do_not_implement_warn_only_when_they_ask_for_something() {
 fn real_world_config_warns_about_unimplemented_plugins_by_line() {
     let f = data("real-world.conf");
     let load = Load::files(std::slice::from_ref(&f)).env("INFLUX_PASSWORD", "s3cret");
-    let Some(plan) = load_ok(&load.clone().test_mode(), &f) else {
-        return;
-    };
+    let plan = load_ok(&load.clone().test_mode(), &f);
     let file = f.display().to_string();
     let warn = |line: usize, col: usize, section: &str| {
         format!(
