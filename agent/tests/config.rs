@@ -866,3 +866,25 @@ fn filters_that_match_nothing_leave_no_inputs_or_outputs() {
         ]
     );
 }
+
+#[test]
+fn a_misspelled_sub_table_is_an_unknown_option_and_missing_files_are_errors() {
+    let c = conf("[[inputs.cpu]]\n  [inputs.cpu.tagpas]\n    cpu = [\"cpu0\"]\n");
+    assert_eq!(
+        errors(c.load().test_mode().run()),
+        [
+            "2:15: [inputs.cpu] unknown option \"tagpas\": Telegraf has no such option here; did you mean \"tagpass\"?"
+        ]
+    );
+    let missing = c.path.with_file_name("nope.conf");
+    let e = Load::files(std::slice::from_ref(&missing))
+        .test_mode()
+        .run()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("{}: error: cannot read: ", missing.display())),
+        "{e}"
+    );
+}
