@@ -225,7 +225,7 @@ fn render_var(out: &mut String, name: &Name, decimals: Option<usize>, d: &Templa
 /// Writes a built-in name's value; false when `name` is not a built-in.
 fn render_builtin(out: &mut String, name: &str, d: &TemplateData) -> bool {
     match name {
-        "rule" | "name" => out.push_str(d.rule),
+        "rule" => out.push_str(d.rule),
         "id" => push_opt(out, d.id),
         "message" => push_opt(out, d.message),
         "error" => push_opt(out, d.error),
@@ -450,6 +450,28 @@ mod tests {
         assert_eq!(
             render("no placeholders }} here", &d),
             "no placeholders }} here"
+        );
+    }
+
+    #[test]
+    fn builtins_win_over_tags_and_tags_over_fields() {
+        let t = tags(&[("level", "tag-level"), ("x", "tag-x")]);
+        let mut f = BTreeMap::new();
+        f.insert("x".to_string(), Value::Str("field-x".into()));
+        f.insert("s".to_string(), Value::Str("text".into()));
+        f.insert("b".to_string(), Value::Bool(true));
+        let d = TemplateData::new("r", &t, &f);
+        assert_eq!(
+            render("{{level}} {{tags.level}} {{x}} {{fields.x}}", &d),
+            "OK tag-level tag-x field-x"
+        );
+        assert_eq!(
+            render("{{s:.2}} {{b:.1}} {{id}} {{tags.nope}}", &d),
+            "text true <no value> <no value>"
+        );
+        assert_eq!(
+            render("{{fields}} / {{tags}}", &d),
+            "b=true, s=text, x=field-x / level=tag-level,x=tag-x"
         );
     }
 
