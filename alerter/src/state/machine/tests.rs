@@ -278,65 +278,41 @@ fn no_recoveries_tracks_state_silently() {
 #[test]
 fn flapping_suppresses_until_it_settles() {
     let mut s = base();
-    s.flapping = Some((0.25, 0.5));
+    s.flapping = Some((0.25, 0.45));
     s.history = 10;
     let mut sim = Sim::new(s);
-    let mut events = Vec::new();
-    let mut t = 0;
-    for i in 0..12 {
-        let l = if i % 2 == 0 { C } else { O };
-        events.push((t, sim.one(t, l)));
+    // Weighted change fractions over 9 pairs: 0.13, 0.26, 0.38, 0.5 → flapping at the 4th.
+    assert_eq!(sim.one(0, C), [(Alert, C)]);
+    assert_eq!(sim.one(10, O), [(Recovery, O)]);
+    assert_eq!(sim.one(20, C), [(Alert, C)]);
+    let ev = sim.at(30, seen(&[obs("web1", O)]));
+    assert_eq!(kl(&ev), [(Flapping, O)]);
+    assert_eq!(ev[0].previous_level, C);
+    assert!(
+        ev[0]
+            .message
+            .ends_with("(flapping: notifications suppressed until it settles)"),
+        "{}",
+        ev[0].message
+    );
+    // Everything is suppressed while flapping, recoveries included.
+    let mut t = 40;
+    for l in [C, O, C, O, C, O] {
+        assert_eq!(sim.one(t, l), [], "t={t}");
         t += 10;
     }
-    let all: Vec<(EventKind, Level)> = events.iter().flat_map(|(_, e)| e.clone()).collect();
-    let flap_at = all
-        .iter()
-        .position(|(k, _)| *k == Flapping)
-        .expect("flapping detected");
-    assert_eq!(all.iter().filter(|(k, _)| *k == Flapping).count(), 1);
-    assert!(
-        all[..flap_at]
-            .iter()
-            .all(|(k, _)| matches!(k, Alert | Recovery))
-    );
-    assert_eq!(
-        all.len(),
-        flap_at + 1,
-        "nothing after the Flapping event: {all:?}"
-    );
     assert!(sim.st.instances()[0].flapping);
-    // The last change before flapping was announced; the series ends at OK (i = 11), so the
-    // announced state lags. Steady OK: flapping decays, and leaving it sends the recovery once.
-    let announced = sim.st.instances()[0].notified_level;
+    // Steady OK: the fraction decays below 0.25 and the swallowed recovery goes out once.
     let mut after = Vec::new();
     for _ in 0..20 {
-        after.extend(sim.one(t, O));
+        for (k, l) in sim.one(t, O) {
+            after.push((t, k, l));
+        }
         t += 10;
     }
     assert!(!sim.st.instances()[0].flapping);
-    if announced == O {
-        assert_eq!(after, []);
-    } else {
-        assert_eq!(after, [(Recovery, O)]);
-    }
-    // Flapping event message says why the silence.
-    let ev = {
-        let mut sim2 = Sim::new(sim.s.clone());
-        let mut found = None;
-        for i in 0..12 {
-            let e = sim2.at(i * 10, seen(&[obs("web1", if i % 2 == 0 { C } else { O })]));
-            if let Some(f) = e.into_iter().find(|e| e.kind == Flapping) {
-                found = Some(f);
-            }
-        }
-        found.expect("flapping")
-    };
-    assert!(
-        ev.message
-            .ends_with("(flapping: notifications suppressed until it settles)"),
-        "{}",
-        ev.message
-    );
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].1, after[0].2), (Recovery, O));
 }
 
 #[test]
