@@ -64,8 +64,8 @@ pub fn percent_change(history: &VecDeque<Level>) -> f64 {
     };
     let first = if pairs > 1 { 0.8 } else { 1.0 };
     let mut changes = 0.0;
-    for i in 0..pairs {
-        if history[i] != history[i + 1] {
+    for (i, (older, newer)) in history.iter().zip(history.iter().skip(1)).enumerate() {
+        if older != newer {
             changes += first + step * i as f64;
         }
     }

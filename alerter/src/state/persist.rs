@@ -283,6 +283,23 @@ mod tests {
     }
 
     #[test]
+    fn save_replaces_the_old_file_and_reports_io_errors_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = dir.path().join("state");
+        let mut st = RuleState::new();
+        st.save(&sub, "r").expect("save creates the directory");
+        let mut inst = Instance::default();
+        inst.tags.insert("host".into(), "a".into());
+        st.instances.insert(inst.tags.clone(), inst);
+        st.save(&sub, "r").expect("save again");
+        assert_eq!(RuleState::load(&sub, "r").instance_count(), 1);
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"x").expect("write");
+        let err = st.save(&file, "r").unwrap_err();
+        assert!(err.to_string().contains("plain-file"), "{err}");
+    }
+
+    #[test]
     fn corrupt_newer_or_foreign_files_are_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = state_path(dir.path(), "r");
