@@ -12,7 +12,8 @@
 //!   current then; clearing while pending drops it silently. Once firing, level changes (up or
 //!   down) apply at once and notify (Kapacitor); pending gates only OK → firing.
 //! - **keep_firing**: a firing instance whose condition cleared stays at its level this long;
-//!   a non-OK level inside that window just continues the alert.
+//!   a non-OK level inside that window continues the alert at that level (a lower one is
+//!   notified as a level change) and restarts the window at the next clear.
 //! - **Notifications** on changes of the announced state (OK→level, level→level, →OK as a
 //!   Recovery if `recoveries`), plus a repeat every `repeat` while non-OK and unchanged
 //!   (counted from the instance's last event). `previous_level` is what receivers last heard.

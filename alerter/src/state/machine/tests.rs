@@ -246,6 +246,18 @@ fn keep_firing_holds_the_alert_after_it_cleared() {
 }
 
 #[test]
+fn keep_firing_window_then_a_lower_level_changes_the_level() {
+    let mut s = base();
+    s.keep_firing = secs(30);
+    let mut sim = Sim::new(s);
+    assert_eq!(sim.one(0, C), [(Alert, C)]);
+    assert_eq!(sim.one(10, O), [], "held at CRITICAL");
+    assert_eq!(sim.one(20, W), [(Alert, W)]);
+    assert_eq!(sim.one(30, O), []);
+    assert_eq!(sim.one(60, O), [(Recovery, O)]);
+}
+
+#[test]
 fn repeat_renotifies_an_unchanged_alert() {
     let mut s = base();
     s.repeat = Some(secs(60));
