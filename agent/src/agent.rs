@@ -221,21 +221,21 @@ async fn output_loop(
                     // A full batch is written at once, unless writes are failing: then we wait
                     // for the timer instead of hammering the server.
                     if ro.batch_ready() && !last_failed {
-                        let Some(r) = flush(ro).await else { return };
+                        let Some(r) = flush(ro, false).await else { return };
                         (ro, last_failed) = r;
                     }
                 }
                 None => break,
             },
             _ = tokio::time::sleep_until(next_flush) => {
-                let Some(r) = flush(ro).await else { return };
+                let Some(r) = flush(ro, false).await else { return };
                 (ro, last_failed) = r;
                 next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
     }
-    let Some((mut ro, failed)) = flush(ro).await else {
+    let Some((mut ro, failed)) = flush(ro, true).await else {
         return;
     };
     if failed && ro.buffered() > 0 {
@@ -245,13 +245,18 @@ async fn output_loop(
 }
 
 /// Flushes on the blocking pool; None when the output plugin panicked (it is then gone).
-async fn flush(mut ro: RunningOutput) -> Option<(RunningOutput, bool)> {
+/// While the output backs off after a failed write the flush is skipped, except the final one.
+async fn flush(mut ro: RunningOutput, last: bool) -> Option<(RunningOutput, bool)> {
     let drops = ro.take_unreported_drops();
     if drops > 0 {
         warn!(output = %ro.log_name(), "metric buffer overflow; {drops} metrics have been dropped");
     }
     if ro.buffered() == 0 {
         return Some((ro, false));
+    }
+    if !last && let Some(wait) = ro.retry_in() {
+        debug!(output = %ro.log_name(), buffered = ro.buffered(), retry_in = ?wait, "backing off after a failed write");
+        return Some((ro, true));
     }
     let name = ro.log_name();
     let started = Instant::now();
