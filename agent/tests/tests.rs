@@ -5,3 +5,4 @@ mod cli;
 mod config;
 mod fixtures;
 mod live;
+mod outputs;
