@@ -119,6 +119,31 @@ impl RunningOutput {
         }
     }
 
+    /// An output with default settings (batch 1000, buffer 10000, no filter), for tools and
+    /// tests that do not go through a config file.
+    pub fn new(spec: &'static OutputSpec, output: Box<dyn Output>) -> RunningOutput {
+        RunningOutput {
+            spec,
+            alias: None,
+            output,
+            filter: Filter::default(),
+            name_override: None,
+            name_prefix: None,
+            name_suffix: None,
+            batch_size: 1000,
+            buffer_limit: 10000,
+            flush_interval: None,
+            flush_jitter: None,
+            buffer: VecDeque::new(),
+            unreported_drops: 0,
+            stats: OutputStats::default(),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
         match &self.alias {
@@ -277,4 +302,143 @@ fn jitter_up_to(max: Duration) -> Duration {
         .build_hasher()
         .finish();
     Duration::from_nanos(r % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An output that answers from a script and records what it was handed.
+    struct Scripted {
+        answers: Vec<Result<(), WriteError>>,
+        seen: Arc<Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl Output for Scripted {
+        fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
+            let times = metrics.iter().map(|m| m.time).collect();
+            self.seen.lock().map(|mut s| s.push(times)).ok();
+            if self.answers.is_empty() {
+                Ok(())
+            } else {
+                self.answers.remove(0)
+            }
+        }
+    }
+
+    fn scripted(
+        answers: Vec<Result<(), WriteError>>,
+    ) -> (RunningOutput, Arc<Mutex<Vec<Vec<i64>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Scripted {
+            answers,
+            seen: seen.clone(),
+        };
+        let spec = crate::outputs::find("file").expect("file output is registered");
+        (RunningOutput::new(spec, Box::new(out)), seen)
+    }
+
+    fn fill(ro: &mut RunningOutput, n: i64) {
+        for t in 0..n {
+            ro.add(&Metric::new("m", t).with_field("v", t));
+        }
+    }
+
+    #[test]
+    fn rejected_metrics_leave_the_buffer_and_the_flush_goes_on() {
+        let (mut ro, seen) = scripted(vec![Err(WriteError::Rejected {
+            rejected: 1,
+            reason: "type conflict".into(),
+        })]);
+        ro.batch_size = 3;
+        fill(&mut ro, 5);
+        assert_eq!(ro.flush(), Ok(4));
+        assert_eq!(ro.buffered(), 0);
+        assert_eq!(ro.stats.metrics_written, 4);
+        assert_eq!(ro.stats.metrics_rejected, 1);
+        assert_eq!(ro.stats.write_errors, 0);
+        assert_eq!(*seen.lock().unwrap(), vec![vec![0, 1, 2], vec![3, 4]]);
+    }
+
+    #[test]
+    fn a_partial_batch_settles_its_prefix_and_keeps_the_rest() {
+        let (mut ro, seen) = scripted(vec![Err(WriteError::Partial {
+            done: 2,
+            rejected: 0,
+            reason: "second half: HTTP 503".into(),
+            retry_after: None,
+        })]);
+        ro.batch_size = 4;
+        fill(&mut ro, 6);
+        assert!(matches!(
+            ro.flush(),
+            Err(WriteError::Partial { done: 2, .. })
+        ));
+        assert_eq!(ro.buffered(), 4);
+        assert_eq!(ro.stats.metrics_written, 2);
+        assert!(ro.retry_in().is_some());
+        assert_eq!(ro.flush(), Ok(4));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![vec![0, 1, 2, 3], vec![2, 3, 4, 5]]
+        );
+        assert_eq!(ro.retry_in(), None);
+    }
+
+    #[test]
+    fn a_failed_batch_stays_and_backs_off_exponentially() {
+        let (mut ro, _) = scripted(vec![
+            Err(WriteError::Retry("down".into())),
+            Err(WriteError::Retry("down".into())),
+            Err(WriteError::Retry("down".into())),
+        ]);
+        fill(&mut ro, 3);
+        for k in 1..=3u32 {
+            assert!(ro.flush().is_err());
+            assert_eq!(ro.buffered(), 3);
+            let wait = ro.retry_in().expect("backing off");
+            let base = Duration::from_secs(1 << (k - 1));
+            assert!(wait <= base + base / 4, "{k}: {wait:?}");
+            assert!(wait > base - Duration::from_millis(100), "{k}: {wait:?}");
+        }
+        assert_eq!(ro.stats.write_errors, 3);
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(ro.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (ro, _) = scripted(vec![]);
+        let secs: Vec<u64> = (1..=9).map(|k| ro.backoff_for(k).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(ro.backoff_for(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_ten_minutes() {
+        let (mut ro, _) = scripted(vec![
+            Err(WriteError::RetryAfter {
+                after: Duration::from_secs(30),
+                reason: "429".into(),
+            }),
+            Err(WriteError::RetryAfter {
+                after: Duration::from_secs(3600),
+                reason: "429".into(),
+            }),
+        ]);
+        fill(&mut ro, 1);
+        assert!(ro.flush().is_err());
+        let w = ro.retry_in().unwrap();
+        assert!(
+            w > Duration::from_secs(29) && w <= Duration::from_secs(30),
+            "{w:?}"
+        );
+        assert!(ro.flush().is_err());
+        let w = ro.retry_in().unwrap();
+        assert!(
+            w > Duration::from_secs(599) && w <= MAX_RETRY_AFTER,
+            "{w:?}"
+        );
+    }
 }

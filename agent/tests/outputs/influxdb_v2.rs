@@ -1,6 +1,6 @@
 //! `[[outputs.influxdb_v2]]` against a real VictoriaMetrics (`/api/v2/write`).
 
-use super::servers::VictoriaMetrics;
+use super::servers::{LimitProxy, VictoriaMetrics};
 use super::{now_ms_ns, output_from, series};
 
 fn v2_round_trip(encoding: &str) {
@@ -49,4 +49,49 @@ fn v2_write_lands_in_victoria_metrics_gzip() {
 #[test]
 fn v2_write_lands_in_victoria_metrics_identity() {
     v2_round_trip("identity");
+}
+
+#[test]
+fn v2_413_splits_the_batch_until_it_fits() {
+    let Some(vm) = VictoriaMetrics::start() else {
+        return;
+    };
+    // One line is about 60 bytes: two fit under the limit, four do not.
+    let proxy = LimitProxy::start(vm.url(), 150);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = output_from(
+        tmp.path(),
+        &format!(
+            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  content_encoding = \"identity\"\n  metric_batch_size = 8\n",
+            proxy.url()
+        ),
+    );
+    let t0 = now_ms_ns();
+    for m in series("wkt_split", t0, 8) {
+        out.add(&m);
+    }
+    assert_eq!(out.flush(), Ok(8));
+    let statuses: Vec<u16> = proxy.log.lock().unwrap().iter().map(|e| e.1).collect();
+    assert_eq!(statuses, vec![413, 413, 204, 204, 413, 204, 204]);
+    let got = vm.export_until("{__name__=\"wkt_split_seq\"}", 8);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, (0..8).map(f64::from).collect::<Vec<f64>>());
+
+    // A single metric larger than the limit cannot be split: it stays buffered.
+    let tiny = LimitProxy::start(vm.url(), 10);
+    let mut out = output_from(
+        tmp.path(),
+        &format!(
+            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  content_encoding = \"identity\"\n",
+            tiny.url()
+        ),
+    );
+    for m in series("wkt_toolarge", t0, 2) {
+        out.add(&m);
+    }
+    match out.flush() {
+        Err(wk_agent::outputs::WriteError::Retry(msg)) => assert!(msg.contains("413"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out.buffered(), 2);
 }

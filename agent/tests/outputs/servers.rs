@@ -370,3 +370,106 @@ impl Drop for VictoriaMetrics {
         stop_child(&mut self.child);
     }
 }
+
+/// What a [`LimitProxy`] saw: (request body bytes, status answered).
+pub type ProxyLog = std::sync::Arc<std::sync::Mutex<Vec<(usize, u16)>>>;
+
+/// A reverse proxy in front of a real server that refuses bodies over `limit` bytes with
+/// HTTP 413, as nginx's `client_max_body_size` does, and forwards the others.
+pub struct LimitProxy {
+    pub port: u16,
+    pub log: ProxyLog,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LimitProxy {
+    pub fn start(upstream: String, limit: usize) -> LimitProxy {
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let log: ProxyLog = Default::default();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(c) = conn {
+                    let _ = proxy_one(c, &upstream, limit, &log2);
+                }
+            }
+        });
+        LimitProxy { port, log, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LimitProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn proxy_one(
+    mut c: std::net::TcpStream,
+    upstream: &str,
+    limit: usize,
+    log: &ProxyLog,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut r = BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.parse().unwrap_or(0);
+            }
+            if ["content-type", "content-encoding", "authorization"]
+                .contains(&k.to_ascii_lowercase().as_str())
+            {
+                headers.push((k, v));
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    let (status, answer) = if len > limit {
+        (413, String::new())
+    } else {
+        let mut req = http().post(format!("{upstream}{path}"));
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        match req.send(&body[..]) {
+            Ok(mut resp) => (
+                resp.status().as_u16(),
+                resp.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(e) => (502, e.to_string()),
+        }
+    };
+    if let Ok(mut l) = log.lock() {
+        l.push((len, status));
+    }
+    write!(
+        c,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    )?;
+    c.flush()
+}

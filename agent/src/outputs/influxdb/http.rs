@@ -6,7 +6,6 @@
 //! so a blocking client needs no runtime of its own (see README.md for the choice of ureq).
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Options;
@@ -101,6 +100,11 @@ pub fn check_url(u: &str) -> Result<(), String> {
         if rest.is_empty() || rest.starts_with('/') {
             return Err(format!("{u:?} has no host"));
         }
+        if cfg!(not(feature = "tls")) && lower.starts_with("https://") {
+            return Err(format!(
+                "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
+            ));
+        }
         return Ok(());
     }
     if lower.starts_with("unix://") || lower.starts_with("udp") {
@@ -181,14 +185,14 @@ impl Client {
 
     fn agent(&mut self) -> Result<&ureq::Agent, String> {
         if self.agent.is_none() {
-            let tls = build_tls(&self.settings)?;
-            let config = ureq::Agent::config_builder()
+            let builder = ureq::Agent::config_builder()
                 .timeout_global(Some(self.settings.timeout))
                 .http_status_as_error(false)
                 .user_agent(self.settings.user_agent.as_str())
-                .max_redirects(0)
-                .tls_config(tls)
-                .build();
+                .max_redirects(0);
+            #[cfg(feature = "tls")]
+            let builder = builder.tls_config(build_tls(&self.settings)?);
+            let config = builder.build();
             self.agent = Some(ureq::Agent::new_with_config(config));
         }
         // Set just above.
@@ -255,11 +259,14 @@ impl Client {
     }
 }
 
+#[cfg(feature = "tls")]
 fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
 }
 
+#[cfg(feature = "tls")]
 fn build_tls(s: &HttpSettings) -> Result<ureq::tls::TlsConfig, String> {
+    use std::sync::Arc;
     use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
     let mut b = TlsConfig::builder().disable_verification(s.insecure_skip_verify);
     if let Some(ca) = &s.tls_ca {
@@ -423,7 +430,10 @@ mod tests {
     #[test]
     fn only_http_urls_are_accepted() {
         assert!(check_url("http://127.0.0.1:8086").is_ok());
-        assert!(check_url("HTTPS://influx.example.com").is_ok());
+        assert_eq!(
+            check_url("HTTPS://influx.example.com").is_ok(),
+            cfg!(feature = "tls")
+        );
         assert!(check_url("udp://127.0.0.1:8089").is_err());
         assert!(check_url("unix:///var/run/influxdb.sock").is_err());
         assert!(check_url("localhost:8086").is_err());
