@@ -7,7 +7,7 @@ use wk_agent::metric::Metric;
 use wk_agent::outputs::WriteError;
 
 use super::servers::{Influxd, free_port};
-use super::{now_ms_ns, output_from, series};
+use super::{now_ms_ns, output_from, plan_from, series};
 
 fn conf(url: &str, extra: &str) -> String {
     format!("[[outputs.influxdb]]\n  urls = [\"{url}\"]\n  database = \"wkt\"\n{extra}\n")
@@ -320,4 +320,114 @@ fn password_file_and_basic_auth() {
         Value::from(1),
         "{rows}"
     );
+}
+
+#[tokio::test]
+async fn the_agent_loop_delivers_cpu_metrics_with_telegraf_types() {
+    let Some(db) = Influxd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let env = |k: &str| std::env::var(k).ok();
+    let plan = plan_from(
+        tmp.path(),
+        &format!(
+            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n\n\
+             [[inputs.cpu]]\n  percpu = false\n\n{}",
+            conf(&db.url(), "")
+        ),
+        wk_agent::hostpaths::HostPaths::from_env(&env),
+    );
+    let url = db.url();
+    // Stop as soon as InfluxDB holds two cpu points (a readiness check, with a deadline).
+    let stop = async move {
+        let start = std::time::Instant::now();
+        loop {
+            let u = url.clone();
+            let n = tokio::task::spawn_blocking(move || {
+                let q = format!("{u}/query?db=wkt&q=SELECT%20count(usage_idle)%20FROM%20cpu");
+                super::servers::get(&q).map(|(_, b)| b).unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            let v: Value = serde_json::from_str(&n).unwrap_or(Value::Null);
+            let count = v["results"][0]["series"][0]["values"][0][1]
+                .as_i64()
+                .unwrap_or(0);
+            if count >= 2 || start.elapsed() > Duration::from_secs(30) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    wk_agent::agent::run(plan, stop).await.unwrap();
+    let rows = db.rows("wkt", "SELECT * FROM cpu");
+    assert!(rows.len() >= 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["cpu"] == Value::from("cpu-total")));
+    let types = db.field_types("wkt", "cpu");
+    assert!(types.len() >= 10, "{types:?}");
+    for (k, t) in &types {
+        assert!(k.starts_with("usage_"), "{k}");
+        assert_eq!(t, "float", "{k}");
+    }
+}
+
+/// Write throughput into a local influxd (run by hand:
+/// `cargo test --release -p wk-agent --test tests throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn throughput() {
+    let Some(db) = Influxd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for encoding in ["gzip", "identity"] {
+        let mut out = output_from(
+            tmp.path(),
+            &conf(
+                &db.url(),
+                &format!(
+                    "  content_encoding = \"{encoding}\"\n  metric_batch_size = 5000\n  metric_buffer_limit = 200000"
+                ),
+            ),
+        );
+        let t0 = now_ms_ns();
+        let n = 100_000;
+        let metrics: Vec<Metric> = (0..n)
+            .map(|i| {
+                Metric::new("cpu", t0 + i as i64)
+                    .with_tag("host", "bench")
+                    .with_tag("cpu", "cpu-total")
+                    .with_field("usage_user", 1.25 * i as f64)
+                    .with_field("usage_system", 0.5)
+                    .with_field("usage_idle", 98.25)
+                    .with_field("usage_iowait", 0.0)
+                    .with_field(format!("n{encoding}"), i as i64)
+            })
+            .collect();
+        for m in &metrics {
+            out.add(m);
+        }
+        let start = std::time::Instant::now();
+        assert_eq!(out.flush(), Ok(n));
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{encoding}: {n} metrics (5 fields) in {secs:.2} s = {:.0} metrics/s",
+            n as f64 / secs
+        );
+    }
+}
+
+#[test]
+fn unparsable_lines_are_rejected_alone() {
+    // influxd 1.x does not accept the `u` suffix: with influx_uint_support the line holding a
+    // uint is refused ("unable to parse"), the lines around it are stored.
+    let Some(db) = Influxd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = output_from(tmp.path(), &conf(&db.url(), "  influx_uint_support = true"));
+    let t0 = now_ms_ns();
+    let mut batch = series("uints", t0, 4);
+    batch[1].add_field("counter", 7u64);
+    for m in &batch {
+        out.add(m);
+    }
+    assert_eq!(out.flush(), Ok(3));
+    assert_eq!(out.stats.metrics_rejected, 1);
+    assert_eq!(seqs(&db, "uints"), vec![0, 2, 3]);
 }

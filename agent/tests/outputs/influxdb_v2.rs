@@ -95,3 +95,30 @@ fn v2_413_splits_the_batch_until_it_fits() {
     }
     assert_eq!(out.buffered(), 2);
 }
+
+#[test]
+fn v2_401_keeps_the_batch() {
+    let Some(vm) = VictoriaMetrics::start_with(&["-httpAuth.username=wk", "-httpAuth.password=pw"])
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = output_from(
+        tmp.path(),
+        &format!(
+            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  token = \"not-basic-auth\"\n  bucket = \"wkt\"\n",
+            vm.url()
+        ),
+    );
+    for m in series("wkt_unauth", now_ms_ns(), 3) {
+        out.add(&m);
+    }
+    match out.flush() {
+        Err(wk_agent::outputs::WriteError::Retry(msg)) => {
+            assert!(msg.contains("HTTP 401"), "{msg}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out.buffered(), 3);
+    assert_eq!(out.stats.metrics_rejected, 0);
+}

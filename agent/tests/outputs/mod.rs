@@ -17,8 +17,18 @@ use wk_agent::models::running_output::RunningOutput;
 /// Loads `conf` (which must hold one `[[outputs.*]]`; an `[[inputs.cpu]]` is added because a
 /// config needs an input) and returns the output, its config file kept in `dir`.
 pub fn output_from(dir: &Path, conf: &str) -> RunningOutput {
+    let plan = plan_from(
+        dir,
+        &format!("[[inputs.cpu]]\n\n{conf}"),
+        HostPaths::under(dir),
+    );
+    plan.outputs.into_iter().next().expect("one output")
+}
+
+/// Loads a whole config through the real loader.
+pub fn plan_from(dir: &Path, conf: &str, paths: HostPaths) -> config::Plan {
     let path = dir.join("wk-agent.conf");
-    std::fs::write(&path, format!("[[inputs.cpu]]\n\n{conf}")).expect("write config");
+    std::fs::write(&path, conf).expect("write config");
     let env = |k: &str| std::env::var(k).ok();
     let req = LoadRequest {
         configs: vec![path],
@@ -26,10 +36,10 @@ pub fn output_from(dir: &Path, conf: &str) -> RunningOutput {
         input_filter: None,
         output_filter: None,
         env: &env,
-        paths: HostPaths::under(dir),
+        paths,
         test_mode: false,
     };
-    let plan = match config::load(&req) {
+    match config::load(&req) {
         Ok(p) => p,
         Err(e) => panic!(
             "config does not load:\n{}",
@@ -38,8 +48,7 @@ pub fn output_from(dir: &Path, conf: &str) -> RunningOutput {
                 .map(|d| format!("{}:{}: {}\n", d.line, d.column, d.message))
                 .collect::<String>()
         ),
-    };
-    plan.outputs.into_iter().next().expect("one output")
+    }
 }
 
 /// Now, in ns, rounded to the millisecond (VictoriaMetrics keeps ms).

@@ -43,6 +43,7 @@ pub fn http() -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
+        .proxy(None)
         .build();
     ureq::Agent::new_with_config(config)
 }
@@ -276,6 +277,11 @@ pub struct VictoriaMetrics {
 
 impl VictoriaMetrics {
     pub fn start() -> Option<VictoriaMetrics> {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra command-line flags.
+    pub fn start_with(flags: &[&str]) -> Option<VictoriaMetrics> {
         let bin = binary("victoria-metrics", "victoria-metrics")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -288,6 +294,7 @@ impl VictoriaMetrics {
                 dir.path().join("data").display()
             ))
             .arg("-loggerLevel=ERROR")
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
