@@ -361,7 +361,7 @@ async fn the_agent_loop_delivers_cpu_metrics_with_telegraf_types() {
     wk_agent::agent::run(plan, stop).await.unwrap();
     let rows = db.rows("wkt", "SELECT * FROM cpu");
     assert!(rows.len() >= 2, "{rows:?}");
-    assert!(rows.iter().all(|r| r["cpu"] == Value::from("cpu-total")));
+    assert!(rows.iter().all(|r| r["cpu"] == "cpu-total"));
     let types = db.field_types("wkt", "cpu");
     assert!(types.len() >= 10, "{types:?}");
     for (k, t) in &types {
