@@ -431,3 +431,34 @@ fn unparsable_lines_are_rejected_alone() {
     assert_eq!(out.stats.metrics_rejected, 1);
     assert_eq!(seqs(&db, "uints"), vec![0, 2, 3]);
 }
+
+#[test]
+fn https_with_tls_ca_and_with_insecure_skip_verify() {
+    let Some((db, cert)) = Influxd::start_tls() else {
+        return;
+    };
+    assert!(db.url().starts_with("https://"));
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = now_ms_ns();
+    // Trusting the server's certificate through tls_ca.
+    let mut out = output_from(
+        tmp.path(),
+        &conf(&db.url(), &format!("  tls_ca = \"{}\"", cert.display())),
+    );
+    out.add(&series("tls", t0, 1)[0]);
+    assert_eq!(out.flush(), Ok(1));
+    // Without tls_ca the self-signed certificate is refused: kept, retried.
+    let mut strict = output_from(tmp.path(), &conf(&db.url(), ""));
+    strict.add(&series("tls", t0 + 1_000_000, 1)[0]);
+    assert!(matches!(strict.flush(), Err(WriteError::Retry(_))));
+    assert_eq!(strict.buffered(), 1);
+    // insecure_skip_verify accepts it.
+    let mut lax = output_from(
+        tmp.path(),
+        &conf(&db.url(), "  insecure_skip_verify = true"),
+    );
+    lax.add(&series("tls", t0 + 2_000_000, 1)[0]);
+    assert_eq!(lax.flush(), Ok(1));
+    assert_eq!(seqs(&db, "tls"), vec![0, 0]);
+    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
+}

@@ -38,12 +38,17 @@ pub fn binary(name: &str, package: &str) -> Option<PathBuf> {
     );
 }
 
-/// A plain blocking HTTP client for the tests' own queries.
+/// A plain blocking HTTP client for the tests' own queries (loopback only: it accepts the
+/// tests' self-signed certificates).
 pub fn http() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .disable_verification(true)
+        .build();
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
         .proxy(None)
+        .tls_config(tls)
         .build();
     ureq::Agent::new_with_config(config)
 }
@@ -93,6 +98,7 @@ pub struct Influxd {
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
+    scheme: &'static str,
     child: Option<Child>,
 }
 
@@ -102,8 +108,96 @@ impl Influxd {
         Self::start_with("")
     }
 
+    /// Starts a fresh server serving HTTPS with a new self-signed certificate for 127.0.0.1
+    /// signed by a new test CA (made with the `openssl` command); returns it and the CA's path.
+    pub fn start_tls() -> Option<(Influxd, PathBuf)> {
+        let openssl = binary("openssl", "openssl")?;
+        let certs = tempfile::tempdir().expect("tempdir").keep();
+        let (ca, ca_key) = (certs.join("ca.pem"), certs.join("ca.key"));
+        let (cert, key, csr) = (
+            certs.join("cert.pem"),
+            certs.join("key.pem"),
+            certs.join("leaf.csr"),
+        );
+        let ext = certs.join("ext.cnf");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write ext.cnf");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let p = |p: &PathBuf| p.display().to_string();
+        let steps: Vec<Vec<String>> = vec![
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "2", "-subj", "/CN=wk-test-ca"],
+            ]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-keyout".into(), p(&ca_key), "-out".into(), p(&ca)])
+            .collect(),
+            [&["req"][..], &ec, &["-subj", "/CN=127.0.0.1"]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["-keyout".into(), p(&key), "-out".into(), p(&csr)])
+                .collect(),
+            ["x509", "-req", "-days", "2", "-CAcreateserial"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([
+                    "-in".into(),
+                    p(&csr),
+                    "-CA".into(),
+                    p(&ca),
+                    "-CAkey".into(),
+                    p(&ca_key),
+                    "-extfile".into(),
+                    p(&ext),
+                    "-out".into(),
+                    p(&cert),
+                ])
+                .collect(),
+        ];
+        for args in steps {
+            let out = Command::new(&openssl)
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let extra = format!(
+            "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"",
+            cert.display(),
+            key.display()
+        );
+        let mut s = Self::prepare(&extra)?;
+        s.scheme = "https";
+        s.run();
+        Some((s, ca))
+    }
+
     /// Starts a fresh server with extra lines in its `[http]` section.
     pub fn start_with(http_extra: &str) -> Option<Influxd> {
+        let mut s = Self::prepare(http_extra)?;
+        s.run();
+        Some(s)
+    }
+
+    fn prepare(http_extra: &str) -> Option<Influxd> {
         let bin = binary("influxd", "influxdb")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -145,14 +239,13 @@ bind-address = "127.0.0.1:{rpc}"
 "#
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
-        let mut s = Influxd {
+        Some(Influxd {
             dir,
             bin,
             port,
+            scheme: "http",
             child: None,
-        };
-        s.run();
-        Some(s)
+        })
     }
 
     fn run(&mut self) {
@@ -187,7 +280,7 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// Runs InfluxQL `q` (POST /query, ns epochs) and returns the parsed JSON.

@@ -119,7 +119,8 @@ pub fn check_url(u: &str) -> Result<(), String> {
 
 /// Reads a secret either from its option (with `${ENV}` already substituted) or from a file
 /// option (wk-agent's addition so secrets stay out of configs kept in git). The file is read
-/// on first use (builds do no I/O); surrounding whitespace is trimmed.
+/// at each write (builds do no I/O; a rotated secret is picked up without a reload);
+/// surrounding whitespace is trimmed.
 #[derive(Debug, Clone)]
 pub enum Secret {
     None,
