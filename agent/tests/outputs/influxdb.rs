@@ -6,7 +6,7 @@ use serde_json::Value;
 use wk_agent::metric::Metric;
 use wk_agent::outputs::WriteError;
 
-use super::servers::{Influxd, free_port};
+use super::servers::{Influxd, free_port, free_ports};
 use super::{now_ms_ns, output_from, plan_from, series};
 
 fn conf(url: &str, extra: &str) -> String {
@@ -256,8 +256,11 @@ fn failover_writes_through_the_live_url() {
 
 #[test]
 fn every_url_down_is_a_retry_naming_them() {
-    let dead1 = format!("http://127.0.0.1:{}", free_port());
-    let dead2 = format!("http://127.0.0.1:{}", free_port());
+    let [p1, p2] = free_ports::<2>();
+    let (dead1, dead2) = (
+        format!("http://127.0.0.1:{p1}"),
+        format!("http://127.0.0.1:{p2}"),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let mut out = output_from(
         tmp.path(),

@@ -13,8 +13,19 @@ const STARTUP: Duration = Duration::from_secs(30);
 
 /// A free port on 127.0.0.1 (bound, read, released: the server binds it right after).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports (all held until every one is chosen, so none repeats).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr().expect("local_addr").port();
+    }
+    ports
 }
 
 /// Finds `name` on PATH or in /usr/bin and /usr/sbin; `None` (the test returns early) only
@@ -200,8 +211,7 @@ impl Influxd {
     fn prepare(http_extra: &str) -> Option<Influxd> {
         let bin = binary("influxd", "influxdb")?;
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let rpc = free_port();
+        let [port, rpc] = free_ports::<2>();
         let d = dir.path().display();
         let conf = format!(
             r#"reporting-disabled = true
