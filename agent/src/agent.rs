@@ -100,7 +100,8 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<(
 
     let mut senders = Vec::new();
     let mut output_tasks = Vec::new();
-    for ro in outputs {
+    for mut ro in outputs {
+        open_disk_buffer(&mut ro);
         let (tx, rx) = mpsc::unbounded_channel::<Arc<Vec<Metric>>>();
         senders.push(tx);
         let flush_interval = ro.flush_interval.unwrap_or(agent.flush_interval);
@@ -238,9 +239,7 @@ async fn output_loop(
         tokio::select! {
             batch = rx.recv() => match batch {
                 Some(batch) => {
-                    for m in batch.iter() {
-                        ro.add(m);
-                    }
+                    ro.add_all(&batch);
                     reporter.report(&ro, None);
                     // A full batch is written at once, unless writes are failing: then we wait
                     // for the timer instead of hammering the server.
@@ -309,6 +308,23 @@ async fn flush(
             error!(output = %name, "output crashed and is stopped: {e}");
             None
         }
+    }
+}
+
+/// Opens an output's disk buffer when the config asks for one; on failure the output runs on
+/// its memory buffer, loudly (losing metrics on restart beats losing all of them now).
+pub fn open_disk_buffer(ro: &mut RunningOutput) {
+    match ro.open_disk_buffer() {
+        Ok(Some(rec)) => {
+            info!(output = %ro.log_name(), restored = rec.restored, "disk buffer opened");
+            if rec.truncated_bytes > 0 {
+                warn!(output = %ro.log_name(), bytes = rec.truncated_bytes,
+                    "disk buffer: cut a torn or corrupt tail left by a crash");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => error!(output = %ro.log_name(),
+            "cannot open the disk buffer, using memory (metrics will not survive a restart): {e}"),
     }
 }
 

@@ -207,6 +207,9 @@ async fn run_test(mut plan: Plan, wait: Option<u64>) -> ExitCode {
 }
 
 async fn run_once(mut plan: Plan) -> ExitCode {
+    for o in plan.outputs.iter_mut() {
+        agent::open_disk_buffer(o);
+    }
     let results = agent::gather_once(&mut plan, true).await;
     let mut failed = false;
     for (name, outcome) in &results {

@@ -44,6 +44,11 @@ pub struct AgentSettings {
     pub omit_hostname: bool,
     pub debug: bool,
     pub quiet: bool,
+    /// `buffer_strategy = "disk"`: each output's buffer is kept in `buffer_directory`.
+    pub buffer_disk: bool,
+    pub buffer_directory: PathBuf,
+    /// fsync every write to the disk buffer.
+    pub buffer_disk_sync: bool,
 }
 
 impl Default for AgentSettings {
@@ -62,6 +67,9 @@ impl Default for AgentSettings {
             omit_hostname: false,
             debug: false,
             quiet: false,
+            buffer_disk: false,
+            buffer_directory: PathBuf::new(),
+            buffer_disk_sync: true,
         }
     }
 }
@@ -81,9 +89,6 @@ const AGENT_UNSUPPORTED: &[(&str, Harmless)] = &[
     ("statefile", Harmless::Str(&[""])),
     ("always_include_local_tags", Harmless::Bool(false)),
     ("always_include_global_tags", Harmless::Bool(false)),
-    ("buffer_strategy", Harmless::Str(&["memory"])),
-    ("buffer_directory", Harmless::Str(&[""])),
-    ("buffer_disk_sync", Harmless::Bool(true)),
     ("config_url_retry_attempts", Harmless::Int(3)),
     ("config_url_watch_interval", Harmless::ZeroDuration),
 ];
@@ -366,6 +371,23 @@ impl Loader<'_, '_> {
         a.omit_hostname = o.bool("omit_hostname", a.omit_hostname);
         a.debug = o.bool("debug", a.debug);
         a.quiet = o.bool("quiet", a.quiet);
+        // "disk_write_through" is what Telegraf's "disk" stands for.
+        let strategy = o.choice(
+            "buffer_strategy",
+            if a.buffer_disk { "disk" } else { "memory" },
+            &["memory", "disk", "disk_write_through"],
+        );
+        a.buffer_disk = strategy != "memory";
+        a.buffer_directory = o
+            .opt_string("buffer_directory")
+            .map_or(a.buffer_directory.clone(), PathBuf::from);
+        a.buffer_disk_sync = o.bool("buffer_disk_sync", a.buffer_disk_sync);
+        if a.buffer_disk && a.buffer_directory.as_os_str().is_empty() {
+            o.error_at(
+                "buffer_directory",
+                "buffer_strategy = \"disk\" needs a buffer_directory (e.g. \"/var/lib/wk-agent/buffer\")",
+            );
+        }
         // Our own keys (not Telegraf's): the host roots, for a containerised agent.
         let p = &mut self.paths;
         for (key, slot) in [
@@ -478,8 +500,20 @@ impl Loader<'_, '_> {
                 let (batch, limit) = (self.agent.metric_batch_size, self.agent.metric_buffer_limit);
                 for (t, off) in tables {
                     let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
-                    let ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
+                    let mut ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
                     o.finish();
+                    if self.agent.buffer_disk {
+                        // One directory per output: its name, then its alias or position.
+                        let n = self.outputs.iter().filter(|x| x.spec.name == name).count();
+                        let id = match &ro.alias {
+                            Some(a) => format!("{name}-{a}"),
+                            None => format!("{name}-{n}"),
+                        };
+                        ro.set_disk_buffer(
+                            self.agent.buffer_directory.join(id),
+                            self.agent.buffer_disk_sync,
+                        );
+                    }
                     if wanted {
                         self.outputs.push(ro);
                     }

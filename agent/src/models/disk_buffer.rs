@@ -147,25 +147,34 @@ impl DiskBuffer {
         Ok(over)
     }
 
-    /// The oldest `n` metrics, read back from disk (unreadable records are skipped and
-    /// counted in the second value).
-    pub fn peek(&self, n: usize) -> io::Result<(Vec<Metric>, usize)> {
+    /// The oldest `n` metrics, read back from disk. A record that passed its CRC but does
+    /// not decode (written by another version) is removed from the queue and counted in the
+    /// second value, so the metrics returned are exactly the queue's first entries.
+    pub fn peek(&mut self, n: usize) -> io::Result<(Vec<Metric>, usize)> {
         let mut out = Vec::with_capacity(n.min(self.index.len()));
         let mut bad = 0;
         let mut file: Option<(u64, File)> = None;
-        for e in self.index.iter().take(n) {
+        let mut i = 0;
+        while out.len() < n && i < self.index.len() {
+            let e = self.index[i];
             if file.as_ref().is_none_or(|(s, _)| *s != e.segment) {
                 file = Some((e.segment, File::open(seg_path(&self.dir, e.segment))?));
             }
             let Some((_, f)) = file.as_mut() else {
-                continue;
+                break;
             };
             f.seek(SeekFrom::Start(e.offset + 8))?;
             let mut payload = vec![0; e.len as usize];
             f.read_exact(&mut payload)?;
             match decode(&payload) {
-                Some(m) => out.push(m),
-                None => bad += 1,
+                Some(m) => {
+                    out.push(m);
+                    i += 1;
+                }
+                None => {
+                    self.index.remove(i);
+                    bad += 1;
+                }
             }
         }
         Ok((out, bad))
@@ -395,7 +404,7 @@ mod tests {
         b.push(&(0..10).map(metric).collect::<Vec<_>>()).unwrap();
         b.ack(4).unwrap();
         drop(b);
-        let (b, rec) = DiskBuffer::open(dir.path(), 100, true).unwrap();
+        let (mut b, rec) = DiskBuffer::open(dir.path(), 100, true).unwrap();
         assert_eq!(rec.restored, 6);
         let (got, bad) = b.peek(100).unwrap();
         assert_eq!(bad, 0);
@@ -434,7 +443,7 @@ mod tests {
         let second = 8 + encode(&metric(0)).len() + 10;
         data[second] ^= 0xff;
         fs::write(&seg, &data).unwrap();
-        let (b, rec) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        let (mut b, rec) = DiskBuffer::open(dir.path(), 100, false).unwrap();
         assert_eq!(rec.restored, 1);
         assert!(rec.truncated_bytes > 0);
         assert_eq!(b.peek(10).unwrap().0.len(), 1);

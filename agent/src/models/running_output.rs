@@ -8,10 +8,12 @@
 //! the flush while it is `Some`; the shutdown flush tries once regardless. A success resets it.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::disk_buffer::{DiskBuffer, Recovery};
 use super::filter::Filter;
 use crate::config::Options;
 use crate::inputs::BuildContext;
@@ -51,7 +53,10 @@ pub struct RunningOutput {
     pub buffer_limit: usize,
     pub flush_interval: Option<Duration>,
     pub flush_jitter: Option<Duration>,
-    buffer: VecDeque<Metric>,
+    buffer: Buffer,
+    /// `buffer_strategy = "disk"`: the directory and whether to fsync; opened by
+    /// [`RunningOutput::open_disk_buffer`].
+    disk: Option<(PathBuf, bool)>,
     /// Drops not yet reported in the log.
     unreported_drops: u64,
     pub stats: OutputStats,
@@ -109,7 +114,8 @@ impl RunningOutput {
             },
             flush_interval,
             flush_jitter,
-            buffer: VecDeque::new(),
+            buffer: Buffer::Memory(VecDeque::new()),
+            disk: None,
             unreported_drops: 0,
             stats: OutputStats::default(),
             backoff_min: Duration::from_secs(1),
@@ -134,7 +140,8 @@ impl RunningOutput {
             buffer_limit: 10000,
             flush_interval: None,
             flush_jitter: None,
-            buffer: VecDeque::new(),
+            buffer: Buffer::Memory(VecDeque::new()),
+            disk: None,
             unreported_drops: 0,
             stats: OutputStats::default(),
             backoff_min: Duration::from_secs(1),
@@ -162,17 +169,48 @@ impl RunningOutput {
         self.buffer.len()
     }
 
-    /// Filters, renames and buffers a copy of `m`; when the buffer is full the oldest metric
-    /// is dropped and counted.
-    pub fn add(&mut self, m: &Metric) {
+    /// Asks for a disk buffer in `dir` (`buffer_strategy = "disk"`); nothing is opened yet.
+    pub fn set_disk_buffer(&mut self, dir: PathBuf, sync: bool) {
+        self.disk = Some((dir, sync));
+    }
+
+    /// Opens the disk buffer if one was asked for, restoring what a previous run left unsent.
+    /// On failure the output keeps its memory buffer (and the error says why).
+    pub fn open_disk_buffer(&mut self) -> std::io::Result<Option<Recovery>> {
+        let Some((dir, sync)) = self.disk.clone() else {
+            return Ok(None);
+        };
+        let (mut queue, rec) = DiskBuffer::open(&dir, self.buffer_limit, sync)?;
+        // Anything already buffered in memory goes behind what the disk held (it is newer).
+        if let Buffer::Memory(mem) = &mut self.buffer
+            && !mem.is_empty()
+        {
+            let pending: Vec<Metric> = mem.drain(..).collect();
+            let dropped = queue.push(&pending)?;
+            self.count_drops(dropped);
+        }
+        self.buffer = Buffer::Disk {
+            queue,
+            front: Vec::new(),
+        };
+        Ok(Some(rec))
+    }
+
+    fn count_drops(&mut self, n: usize) {
+        self.stats.metrics_dropped += n as u64;
+        self.unreported_drops += n as u64;
+    }
+
+    /// Filters and renames a copy of `m`, or None when a filter drops it.
+    fn prepare(&mut self, m: &Metric) -> Option<Metric> {
         if !self.filter.is_empty() && !self.filter.select(m) {
             self.stats.metrics_filtered += 1;
-            return;
+            return None;
         }
         let mut m = m.clone();
         if !self.filter.is_empty() && !self.filter.modify(&mut m) {
             self.stats.metrics_filtered += 1;
-            return;
+            return None;
         }
         if let Some(n) = &self.name_override {
             m.name = n.clone().into();
@@ -182,18 +220,59 @@ impl RunningOutput {
             let suffix = self.name_suffix.as_deref().unwrap_or("");
             m.name = format!("{prefix}{}{suffix}", m.name).into();
         }
-        if self.buffer.len() >= self.buffer_limit {
-            self.buffer.pop_front();
-            self.stats.metrics_dropped += 1;
-            self.unreported_drops += 1;
+        Some(m)
+    }
+
+    /// Filters, renames and buffers a copy of `m`; when the buffer is full the oldest metric
+    /// is dropped and counted.
+    pub fn add(&mut self, m: &Metric) {
+        self.add_all(std::slice::from_ref(m));
+    }
+
+    /// [`RunningOutput::add`] for a whole gather: the disk buffer writes (and fsyncs) them
+    /// at once.
+    pub fn add_all(&mut self, metrics: &[Metric]) {
+        let prepared: Vec<Metric> = metrics.iter().filter_map(|m| self.prepare(m)).collect();
+        if prepared.is_empty() {
+            return;
         }
-        self.buffer.push_back(m);
-        self.stats.metrics_added += 1;
+        let n = prepared.len();
+        let limit = self.buffer_limit;
+        let result = match &mut self.buffer {
+            Buffer::Memory(mem) => {
+                let mut dropped = 0;
+                for m in prepared {
+                    if mem.len() >= limit {
+                        mem.pop_front();
+                        dropped += 1;
+                    }
+                    mem.push_back(m);
+                }
+                Ok(dropped)
+            }
+            Buffer::Disk { queue, front } => queue.push(&prepared).inspect(|dropped| {
+                // The cached head is stale once the oldest were dropped.
+                if *dropped > 0 {
+                    front.clear();
+                }
+            }),
+        };
+        let dropped = result.unwrap_or_else(|e| {
+            tracing::error!(output = %self.log_name(), "disk buffer write failed, {n} metrics lost: {e}");
+            n
+        });
+        self.stats.metrics_added += n as u64;
+        self.count_drops(dropped);
     }
 
     /// True when a full batch is waiting.
     pub fn batch_ready(&self) -> bool {
         self.buffer.len() >= self.batch_size
+    }
+
+    /// Whether this output keeps its buffer on disk (opened).
+    pub fn has_disk_buffer(&self) -> bool {
+        matches!(self.buffer, Buffer::Disk { .. })
     }
 
     /// Drops since the last call (to be logged once per flush, as Telegraf's
@@ -238,7 +317,11 @@ impl RunningOutput {
     fn settle(&mut self, n: usize, rejected: usize) -> usize {
         let n = n.min(self.buffer.len());
         let rejected = rejected.min(n);
-        self.buffer.drain(..n);
+        if let Err(e) = self.buffer.drain(n) {
+            // The metrics were written; failing to record it means they may be sent again
+            // after a restart (duplicates, never loss).
+            tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
+        }
         self.stats.metrics_written += (n - rejected) as u64;
         self.stats.metrics_rejected += rejected as u64;
         n - rejected
@@ -253,8 +336,15 @@ impl RunningOutput {
         let mut written = 0;
         while !self.buffer.is_empty() {
             let n = self.batch_size.min(self.buffer.len());
-            let batch = self.buffer.make_contiguous();
-            match self.output.write(&batch[..n]) {
+            let batch = self
+                .buffer
+                .front(n)
+                .map_err(|e| WriteError::Retry(format!("disk buffer: cannot read: {e}")))?;
+            let n = batch.len();
+            if n == 0 {
+                break;
+            }
+            match self.output.write(batch) {
                 Ok(()) => written += self.settle(n, 0),
                 Err(WriteError::Rejected { rejected, reason }) => {
                     warn!(output = %self.log_name(), batch = n, rejected,
@@ -293,6 +383,60 @@ impl RunningOutput {
     /// Closes the plugin.
     pub fn close(&mut self) {
         self.output.close();
+    }
+}
+
+/// Where metrics wait: in memory, or in a crash-safe queue on disk whose first batch is
+/// cached in memory while it is being written.
+enum Buffer {
+    Memory(VecDeque<Metric>),
+    Disk {
+        queue: DiskBuffer,
+        front: Vec<Metric>,
+    },
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        match self {
+            Buffer::Memory(m) => m.len(),
+            Buffer::Disk { queue, .. } => queue.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The oldest `n` metrics (fewer when fewer wait).
+    fn front(&mut self, n: usize) -> std::io::Result<&[Metric]> {
+        match self {
+            Buffer::Memory(m) => {
+                let n = n.min(m.len());
+                Ok(&m.make_contiguous()[..n])
+            }
+            Buffer::Disk { queue, front } => {
+                if front.len() < n.min(queue.len()) {
+                    *front = queue.peek(n)?.0;
+                }
+                let n = n.min(front.len());
+                Ok(&front[..n])
+            }
+        }
+    }
+
+    /// Forgets the oldest `n` metrics.
+    fn drain(&mut self, n: usize) -> std::io::Result<()> {
+        match self {
+            Buffer::Memory(m) => {
+                m.drain(..n.min(m.len()));
+                Ok(())
+            }
+            Buffer::Disk { queue, front } => {
+                front.drain(..n.min(front.len()));
+                queue.ack(n)
+            }
+        }
     }
 }
 

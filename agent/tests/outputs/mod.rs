@@ -3,6 +3,7 @@
 //! `RunningOutput` (buffer, batches, retry bookkeeping) or the real agent loop, and reads the
 //! data back with the server's own query API.
 
+mod disk_buffer;
 mod influxdb;
 mod influxdb_v2;
 mod servers;
