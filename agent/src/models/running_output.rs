@@ -89,6 +89,9 @@ impl RunningOutput {
             opts.error_at("flush_interval", "must be greater than 0");
         }
         let flush_jitter = opts.opt_duration("flush_jitter");
+        // 0 means the agent's value, as in Telegraf's models/running_output.go.
+        let agent_batch_size = batch_size;
+        let agent_buffer_limit = buffer_limit;
         let batch_size = opts.int("metric_batch_size", batch_size as i64, 0, i64::MAX) as usize;
         let buffer_limit =
             opts.int("metric_buffer_limit", buffer_limit as i64, 0, i64::MAX) as usize;
@@ -106,9 +109,13 @@ impl RunningOutput {
             name_override,
             name_prefix,
             name_suffix,
-            batch_size: if batch_size == 0 { 1000 } else { batch_size },
+            batch_size: if batch_size == 0 {
+                agent_batch_size
+            } else {
+                batch_size
+            },
             buffer_limit: if buffer_limit == 0 {
-                10000
+                agent_buffer_limit
             } else {
                 buffer_limit
             },
