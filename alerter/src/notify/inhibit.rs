@@ -1,0 +1,90 @@
+//! Inhibition (Kapacitor's `.inhibit(category, tags...)`): while an instance of an inhibiting
+//! rule is non-OK, events of rules in the inhibited category whose listed tags have the same
+//! values are muted — e.g. "host down" mutes the CPU alerts of that host only.
+//!
+//! The state is learnt from the events that pass through the router: an alert, no-data, error
+//! or flapping event at a non-OK level makes its instance an active inhibitor, a recovery (or
+//! an OK level) ends it. Rules are known by name from [`Inhibitions::set_rules`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::{AlertEvent, EventKind, Level, RuleSettings};
+
+/// What one rule inhibits: (category, tags that must be equal).
+pub type InhibitList = Vec<(String, Vec<String>)>;
+
+/// Inhibitor rules and the inhibiting instances that are currently non-OK.
+#[derive(Debug, Default, Clone)]
+pub struct Inhibitions {
+    rules: HashMap<String, InhibitList>,
+    /// (rule, id) → the instance's tags.
+    active: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+impl Inhibitions {
+    /// Replaces the rule list (at load and reload). Active inhibitors of rules that are gone
+    /// or no longer inhibit anything are dropped.
+    pub fn set_rules<'a>(&mut self, rules: impl IntoIterator<Item = &'a RuleSettings>) {
+        self.rules = rules
+            .into_iter()
+            .filter(|r| !r.inhibits.is_empty())
+            .map(|r| (r.name.clone(), r.inhibits.clone()))
+            .collect();
+        let rules = &self.rules;
+        self.active.retain(|(rule, _), _| rules.contains_key(rule));
+    }
+
+    /// Sets one rule's inhibit list directly (tests, or rules not built from settings).
+    pub fn set_rule(&mut self, rule: &str, inhibits: InhibitList) {
+        if inhibits.is_empty() {
+            self.rules.remove(rule);
+            self.active.retain(|(r, _), _| r != rule);
+        } else {
+            self.rules.insert(rule.to_owned(), inhibits);
+        }
+    }
+
+    /// Learns from one event: does its instance start or stop inhibiting?
+    pub fn observe(&mut self, event: &AlertEvent) {
+        if !self.rules.contains_key(&event.rule) {
+            return;
+        }
+        let key = (event.rule.clone(), event.id.clone());
+        let non_ok = event.kind != EventKind::Recovery && event.level > Level::Ok;
+        if non_ok {
+            self.active.insert(key, event.tags.clone());
+        } else {
+            self.active.remove(&key);
+        }
+    }
+
+    /// Forgets an instance (it expired without a recovery event).
+    pub fn forget(&mut self, rule: &str, id: &str) {
+        self.active.remove(&(rule.to_owned(), id.to_owned()));
+    }
+
+    /// The inhibiting instance (rule, id) that mutes `event`, if any. An instance never
+    /// inhibits itself; a tag absent on both sides counts as equal (empty).
+    pub fn inhibitor_of(&self, event: &AlertEvent) -> Option<&(String, String)> {
+        let category = event.category.as_deref()?;
+        self.active.iter().find_map(|(key, tags)| {
+            if key.0 == event.rule && key.1 == event.id {
+                return None;
+            }
+            let list = self.rules.get(&key.0)?;
+            let hit = list.iter().any(|(cat, equal)| {
+                cat == category
+                    && equal.iter().all(|t| {
+                        tags.get(t).map_or("", String::as_str)
+                            == event.tags.get(t).map_or("", String::as_str)
+                    })
+            });
+            hit.then_some(key)
+        })
+    }
+
+    /// How many inhibiting instances are active.
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+}
