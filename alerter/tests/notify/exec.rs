@@ -83,9 +83,7 @@ async fn failures_carry_stderr_and_say_whether_to_retry() {
     let err = p.notifiers[0].notifier.send(&e).await.unwrap_err();
     assert_eq!(
         err,
-        NotifyError::Retryable(format!(
-            "\"/bin/sh\" exited with status 3: paging API said: 401"
-        ))
+        NotifyError::Retryable("\"/bin/sh\" exited with status 3: paging API said: 401".into())
     );
     let p = plan("[[notifiers.exec]]\nname = \"x\"\ncommand = [\"/nonexistent/page\"]\n");
     let err = p.notifiers[0].notifier.send(&e).await.unwrap_err();
