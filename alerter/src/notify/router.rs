@@ -508,20 +508,35 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, e: &AlertEvent) {
+    /// One attempt in its own task, so that a panicking notifier costs one event, not the
+    /// worker; on timeout the task is aborted, which drops the send (an exec kills its
+    /// process group then).
+    async fn attempt(&self, e: &Arc<AlertEvent>) -> Result<(), NotifyError> {
+        let notifier = self.notifier.clone();
+        let event = e.clone();
+        let mut task = tokio::spawn(async move { notifier.send(&event).await });
+        match tokio::time::timeout(self.settings.timeout, &mut task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) if join.is_panic() => Err(NotifyError::Permanent(
+                "the notifier panicked (a bug; please report it)".into(),
+            )),
+            Ok(Err(join)) => Err(NotifyError::Retryable(format!("attempt cancelled: {join}"))),
+            Err(_) => {
+                task.abort();
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(NotifyError::Retryable(format!(
+                    "timed out after {}",
+                    super::template::fmt_duration(self.settings.timeout)
+                )))
+            }
+        }
+    }
+
+    async fn deliver(&self, e: &Arc<AlertEvent>) {
         let s = &self.settings;
         let mut retry = 0;
         loop {
-            let result = match tokio::time::timeout(s.timeout, self.notifier.send(e)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                    Err(NotifyError::Retryable(format!(
-                        "timed out after {}",
-                        super::template::fmt_duration(s.timeout)
-                    )))
-                }
-            };
+            let result = self.attempt(e).await;
             match result {
                 Ok(()) => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,8 @@ enum Behavior {
     HangOnce,
     /// Wait for a permit, then succeed.
     Gate(Arc<Semaphore>),
+    /// Panic on the first attempt, then succeed.
+    PanicOnce,
 }
 
 /// Records (time, event) at the start of every attempt.
@@ -48,6 +50,8 @@ impl Notifier for Fake {
                 Behavior::FailTimes(_) => Ok(()),
                 Behavior::HangOnce if n == 0 => std::future::pending().await,
                 Behavior::HangOnce => Ok(()),
+                Behavior::PanicOnce if n == 0 => panic!("a bug in a notifier"),
+                Behavior::PanicOnce => Ok(()),
                 Behavior::Gate(s) => {
                     let _permit = s.acquire().await;
                     Ok(())
@@ -435,4 +439,22 @@ async fn reload_hands_queued_events_to_the_new_notifier_of_the_same_name() {
     );
     gate.add_permits(1);
     router.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_notifier_loses_one_event_not_its_worker() {
+    let (n, mut rx) = fake("buggy", Behavior::PanicOnce);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    router.dispatch(vec![
+        alert("cpu", "web1", Level::Critical, &["buggy"]),
+        alert("cpu", "web2", Level::Critical, &["buggy"]),
+    ]);
+    router.flush().await;
+    assert_eq!(drain(&mut rx).len(), 2);
+    let st = router.stats();
+    let st = st.notifier("buggy").unwrap();
+    assert_eq!((st.failed, st.retries, st.sent), (1, 0, 1));
 }
