@@ -1,6 +1,7 @@
 //! The email notifier against a real SMTP server (aiosmtpd from Debian's python3-aiosmtpd),
 //! the received message parsed by Python's `email` package.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -44,6 +45,27 @@ fn aiosmtpd_available() -> bool {
     );
 }
 
+/// Starts aiosmtpd on a free port, storing messages in `maildir`; `extra` are TLS options.
+async fn smtp_server(maildir: &Path, extra: &[&str]) -> (tokio::process::Child, u16) {
+    let port = free_port();
+    let child = tokio::process::Command::new(PYTHON)
+        .args(["-m", "aiosmtpd", "-n", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start aiosmtpd");
+    wait_port(port, Duration::from_secs(20)).await;
+    (child, port)
+}
+
+fn messages(maildir: &Path) -> usize {
+    std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
+}
+
 #[tokio::test]
 async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
     if !aiosmtpd_available() {
@@ -51,16 +73,7 @@ async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
     }
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("mail");
-    let port = free_port();
-    let _server = tokio::process::Command::new(PYTHON)
-        .args(["-m", "aiosmtpd", "-n", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start aiosmtpd");
-    wait_port(port, Duration::from_secs(20)).await;
+    let (_server, port) = smtp_server(&maildir, &[]).await;
 
     let router = Router::start(plan(&format!(
         r#"
@@ -141,4 +154,74 @@ async fn an_unreachable_server_is_a_retryable_failure() {
     let e = event("cpu", "web1", EventKind::Alert, Level::Critical);
     let err = p.notifiers[0].notifier.send(&e).await.unwrap_err();
     assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_are_used_and_certificates_checked() {
+    if !aiosmtpd_available() || !require("/usr/bin/openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("/usr/bin/openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg("/CN=localhost")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let starttls_dir = dir.path().join("starttls");
+    let (_s1, starttls_port) =
+        smtp_server(&starttls_dir, &["--tlscert", cert, "--tlskey", key]).await;
+    let smtps_dir = dir.path().join("smtps");
+    let (_s2, smtps_port) =
+        smtp_server(&smtps_dir, &["--smtpscert", cert, "--smtpskey", key]).await;
+
+    let notifier = |tls: &str, port: u16, insecure: bool| {
+        plan(&format!(
+            "[[notifiers.email]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n\
+             insecure_skip_verify = {insecure}\nfrom = \"a@example.com\"\nto = \"b@example.com\"\n"
+        ))
+        .notifiers
+        .remove(0)
+        .notifier
+    };
+    let e = event("cpu", "web1", EventKind::Alert, Level::Critical);
+    // A self-signed certificate is refused unless verification is switched off.
+    let err = notifier("starttls", starttls_port, false)
+        .send(&e)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+    assert_eq!(messages(&starttls_dir), 0);
+    notifier("starttls", starttls_port, true)
+        .send(&e)
+        .await
+        .unwrap();
+    assert_eq!(messages(&starttls_dir), 1);
+
+    let err = notifier("tls", smtps_port, false)
+        .send(&e)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+    notifier("tls", smtps_port, true).send(&e).await.unwrap();
+    assert_eq!(messages(&smtps_dir), 1);
+
+    // A STARTTLS client never falls back to plain text against a server without STARTTLS.
+    let plain_dir = dir.path().join("plain");
+    let (_s3, plain_port) = smtp_server(&plain_dir, &[]).await;
+    let err = notifier("starttls", plain_port, true)
+        .send(&e)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+    assert_eq!(messages(&plain_dir), 0);
 }
