@@ -25,8 +25,8 @@ async fn gets_the_event_on_stdin_and_in_the_environment_never_in_argv() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = exec_config(
         dir.path(),
-        "cat > \"$OUT/stdin.json\"\nenv | grep '^WK_' | sort > \"$OUT/env\"\necho \"$@\" > \"$OUT/argv\"\n",
-        "",
+        "cat > \"$OUT/stdin.json\"\nenv | sort > \"$OUT/env\"\necho \"$@\" > \"$OUT/argv\"\n",
+        "inherit_env = false",
     );
     let router = Router::start(plan(&cfg));
     let mut e = to(
@@ -49,6 +49,16 @@ async fn gets_the_event_on_stdin_and_in_the_environment_never_in_argv() {
         serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).unwrap()).unwrap();
     assert_eq!(stdin, e);
     let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    // inherit_env = false: nothing of the alerter's environment (HOME, CARGO_*, ...).
+    assert!(
+        !env.lines()
+            .any(|l| l.starts_with("HOME=") || l.starts_with("CARGO")),
+        "{env}"
+    );
+    assert!(
+        env.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")),
+        "{env}"
+    );
     for want in [
         "WK_ALERT_ID=cpu:host=web1".to_owned(),
         "WK_ALERT_RULE=cpu".to_owned(),

@@ -30,7 +30,13 @@ pub struct ExecNotifier {
     pub env: Vec<(String, String)>,
     /// How much of stderr (and stdout) is kept for messages.
     pub max_output_bytes: usize,
+    /// Pass the alerter's own environment on (it may hold the secrets other notifiers'
+    /// `${VAR}`s read); when false the program gets only `PATH`, `env` and `WK_*`.
+    pub inherit_env: bool,
 }
+
+/// `PATH` for a program started with `inherit_env = false`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     let argv = opts.strings("command");
@@ -47,10 +53,12 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
         }
     }
     let max_output_bytes = opts.size("max_output_bytes", 4096) as usize;
+    let inherit_env = opts.bool("inherit_env", true);
     Box::new(ExecNotifier {
         argv,
         env,
         max_output_bytes,
+        inherit_env,
     })
 }
 
@@ -146,6 +154,9 @@ impl ExecNotifier {
         let input = serde_json::to_vec(event)
             .map_err(|e| NotifyError::Permanent(format!("cannot serialize the event: {e}")))?;
         let mut cmd = tokio::process::Command::new(program);
+        if !self.inherit_env {
+            cmd.env_clear().env("PATH", DEFAULT_PATH);
+        }
         cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(event_env(event))
