@@ -88,3 +88,52 @@ impl Inhibitions {
         self.active.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ev(rule: &str, host: &str, kind: EventKind, level: Level, cat: &str) -> AlertEvent {
+        AlertEvent {
+            rule: rule.into(),
+            id: format!("{rule}:{host}"),
+            message: String::new(),
+            details: String::new(),
+            kind,
+            level,
+            previous_level: Level::Ok,
+            tags: [("host".to_owned(), host.to_owned())].into(),
+            fields: Default::default(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: vec![],
+            category: Some(cat.into()),
+        }
+    }
+
+    #[test]
+    fn active_while_non_ok_on_equal_tags_and_never_itself() {
+        let mut i = Inhibitions::default();
+        i.set_rule("down", vec![("system".into(), vec!["host".into()])]);
+        let cpu_a = ev("cpu", "a", EventKind::Alert, Level::Warning, "system");
+        let cpu_b = ev("cpu", "b", EventKind::Alert, Level::Warning, "system");
+        let net_a = ev("net", "a", EventKind::Alert, Level::Warning, "network");
+        let down_a = ev("down", "a", EventKind::NoData, Level::Critical, "system");
+        assert!(i.inhibitor_of(&cpu_a).is_none());
+        i.observe(&down_a);
+        assert_eq!(
+            i.inhibitor_of(&cpu_a),
+            Some(&("down".to_owned(), "down:a".to_owned()))
+        );
+        assert!(i.inhibitor_of(&cpu_b).is_none(), "other host");
+        assert!(i.inhibitor_of(&net_a).is_none(), "other category");
+        assert!(i.inhibitor_of(&down_a).is_none(), "not itself");
+        i.observe(&ev("down", "a", EventKind::Recovery, Level::Ok, "system"));
+        assert!(i.inhibitor_of(&cpu_a).is_none());
+        i.observe(&down_a);
+        i.forget("down", "down:a");
+        assert_eq!(i.active_count(), 0);
+    }
+}

@@ -166,3 +166,71 @@ fn time_option(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{EventKind, Level};
+
+    fn ev(rule: &str, tags: &[(&str, &str)]) -> AlertEvent {
+        AlertEvent {
+            rule: rule.into(),
+            id: rule.into(),
+            message: String::new(),
+            details: String::new(),
+            kind: EventKind::Alert,
+            level: Level::Critical,
+            previous_level: Level::Ok,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            fields: Default::default(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: vec![],
+            category: None,
+        }
+    }
+
+    fn silence(matchers: &[(&str, &str)], starts: Option<i64>, ends: i64) -> Silence {
+        Silence {
+            matchers: matchers
+                .iter()
+                .map(|(k, p)| Matcher {
+                    key: k.to_string(),
+                    pattern: Glob::new(p).unwrap(),
+                })
+                .collect(),
+            starts,
+            ends,
+            comment: String::new(),
+        }
+    }
+
+    #[test]
+    fn matchers_all_match_globs_rule_and_absent_tags() {
+        let s = silence(&[("host", "web*"), ("rule", "cpu_*")], None, 100);
+        assert!(s.silences(&ev("cpu_high", &[("host", "web1")]), 0));
+        assert!(!s.silences(&ev("disk", &[("host", "web1")]), 0));
+        assert!(!s.silences(&ev("cpu_high", &[("host", "db1")]), 0));
+        assert!(!s.silences(&ev("cpu_high", &[]), 0));
+        let any = silence(&[("host", "*")], None, 100);
+        assert!(
+            any.silences(&ev("x", &[]), 0),
+            "absent = empty, and * matches it"
+        );
+    }
+
+    #[test]
+    fn window_is_start_inclusive_end_exclusive() {
+        let s = silence(&[("host", "a")], Some(10), 20);
+        let e = ev("r", &[("host", "a")]);
+        assert!(!s.silences(&e, 9));
+        assert!(s.silences(&e, 10));
+        assert!(s.silences(&e, 19));
+        assert!(!s.silences(&e, 20));
+    }
+}
