@@ -141,6 +141,16 @@ struct Queue {
     closed: bool,
 }
 
+/// Aborts the attempt's task when the attempt is given up: on timeout, and when the worker
+/// itself is cancelled at shutdown (a plain JoinHandle would leave the send running).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data (plain pushes and
     // pops), so a poisoned lock is used as is.
@@ -282,7 +292,10 @@ impl Router {
         }
         let workers = self.workers();
         for e in deliver {
-            for name in &e.notify {
+            for (i, name) in e.notify.iter().enumerate() {
+                if e.notify[..i].contains(name) {
+                    continue; // listed twice: sent once
+                }
                 let Some(w) = workers.get(name) else {
                     c.unknown_notifier.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -514,15 +527,15 @@ impl Worker {
     async fn attempt(&self, e: &Arc<AlertEvent>) -> Result<(), NotifyError> {
         let notifier = self.notifier.clone();
         let event = e.clone();
-        let mut task = tokio::spawn(async move { notifier.send(&event).await });
-        match tokio::time::timeout(self.settings.timeout, &mut task).await {
+        let mut task = AbortOnDrop(tokio::spawn(async move { notifier.send(&event).await }));
+        match tokio::time::timeout(self.settings.timeout, &mut task.0).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) if join.is_panic() => Err(NotifyError::Permanent(
                 "the notifier panicked (a bug; please report it)".into(),
             )),
             Ok(Err(join)) => Err(NotifyError::Retryable(format!("attempt cancelled: {join}"))),
             Err(_) => {
-                task.abort();
+                drop(task);
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(NotifyError::Retryable(format!(
                     "timed out after {}",

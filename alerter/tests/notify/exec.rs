@@ -190,3 +190,43 @@ async fn leftovers_of_a_finished_program_do_not_hold_it_open() {
     }
     assert!(!running(child));
 }
+
+#[tokio::test]
+async fn shutdown_cancels_a_running_program_and_kills_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = exec_config(
+        dir.path(),
+        "sleep 300 &\necho $! > \"$OUT/child.pid\"\necho $$ > \"$OUT/main.tmp\"\nmv \"$OUT/main.tmp\" \"$OUT/main.pid\"\nsleep 300\n",
+        "timeout = \"1h\"\n",
+    );
+    let router = Router::start(plan(&cfg));
+    router.dispatch(vec![to(
+        event("cpu", "web1", EventKind::Alert, Level::Critical),
+        &["run"],
+    )]);
+    let main_pid = dir.path().join("main.pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !main_pid.exists() {
+        assert!(Instant::now() < deadline, "the program did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    router.shutdown(Duration::from_millis(200)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid = |f: &str| -> i32 {
+        std::fs::read_to_string(dir.path().join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (main, child) = (pid("main.pid"), pid("child.pid"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (running(main) || running(child)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !running(main) && !running(child),
+        "{main} or {child} survived shutdown"
+    );
+}
