@@ -67,14 +67,17 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
     let twice = wait_twice && plan.inputs.iter().any(|i| i.spec.test_twice);
     if twice {
         for ri in plan.inputs.iter_mut().filter(|i| i.spec.test_twice) {
-            let _ = ri.gather(round_ns(now_ns(), precision), &global);
+            let now = now_ns();
+            let _ = ri.gather_at(round_ns(now, precision), now, &global);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut out = Vec::new();
     for ri in plan.inputs.iter_mut() {
-        let outcome = ri.gather(
-            round_ns(now_ns(), ri.precision.unwrap_or(precision)),
+        let now = now_ns();
+        let outcome = ri.gather_at(
+            round_ns(now, ri.precision.unwrap_or(precision)),
+            now,
             &global,
         );
         out.push((ri.log_name(), outcome));
@@ -179,10 +182,11 @@ async fn input_loop(
             _ = stop.changed() => return,
         }
         let started = Instant::now();
-        let time = round_ns(now_ns(), s.precision);
+        let clock = now_ns();
+        let time = round_ns(clock, s.precision);
         let g = global.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let outcome = ri.gather(time, &g);
+            let outcome = ri.gather_at(time, clock, &g);
             (ri, outcome)
         })
         .await;
@@ -241,21 +245,21 @@ async fn output_loop(
                     // A full batch is written at once, unless writes are failing: then we wait
                     // for the timer instead of hammering the server.
                     if ro.batch_ready() && !last_failed {
-                        let Some(r) = flush(ro, &mut reporter).await else { return };
+                        let Some(r) = flush(ro, &mut reporter, false).await else { return };
                         (ro, last_failed) = r;
                     }
                 }
                 None => break,
             },
             _ = tokio::time::sleep_until(next_flush) => {
-                let Some(r) = flush(ro, &mut reporter).await else { return };
+                let Some(r) = flush(ro, &mut reporter, false).await else { return };
                 (ro, last_failed) = r;
                 next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
     }
-    let Some((mut ro, failed)) = flush(ro, &mut reporter).await else {
+    let Some((mut ro, failed)) = flush(ro, &mut reporter, true).await else {
         return;
     };
     if failed && ro.buffered() > 0 {
@@ -265,13 +269,22 @@ async fn output_loop(
 }
 
 /// Flushes on the blocking pool; None when the output plugin panicked (it is then gone).
-async fn flush(mut ro: RunningOutput, reporter: &mut Reporter) -> Option<(RunningOutput, bool)> {
+/// While the output backs off after a failed write the flush is skipped, except the final one.
+async fn flush(
+    mut ro: RunningOutput,
+    reporter: &mut Reporter,
+    last: bool,
+) -> Option<(RunningOutput, bool)> {
     let drops = ro.take_unreported_drops();
     if drops > 0 {
         warn!(output = %ro.log_name(), "metric buffer overflow; {drops} metrics have been dropped");
     }
     if ro.buffered() == 0 {
         return Some((ro, false));
+    }
+    if !last && let Some(wait) = ro.retry_in() {
+        debug!(output = %ro.log_name(), buffered = ro.buffered(), retry_in = ?wait, "backing off after a failed write");
+        return Some((ro, true));
     }
     let name = ro.log_name();
     let started = Instant::now();
@@ -314,7 +327,7 @@ impl Reporter {
             metrics_written: now.metrics_written - last.metrics_written,
             metrics_dropped: now.metrics_dropped - last.metrics_dropped,
             metrics_filtered: now.metrics_filtered - last.metrics_filtered,
-            metrics_rejected: 0,
+            metrics_rejected: now.metrics_rejected - last.metrics_rejected,
             write_errors: now.write_errors - last.write_errors,
         };
         self.stats

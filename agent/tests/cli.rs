@@ -64,7 +64,7 @@ fn invalid_config_exits_2_and_names_file_and_line() {
     let conf = dir.path().join("bad.conf");
     fs::write(
         &conf,
-        "[agent]\n  interval = \"10\"\n[[inputs.cpu]]\n  percpu = 1\n",
+        "[agent]\n  interval = \"10x\"\n[[inputs.cpu]]\n  percpu = 1\n",
     )
     .unwrap();
     let out = run(&["--config", conf.to_str().unwrap(), "--test"]);

@@ -6,3 +6,4 @@ mod config;
 mod deploy;
 mod fixtures;
 mod live;
+mod outputs;

@@ -1,8 +1,16 @@
 //! The wrapper every output runs in: filters, renaming, a bounded buffer that drops the oldest
 //! metric when full and counts every drop, and batched flushing that keeps a failed batch.
+//!
+//! Retries back off: after a failed write the next attempt is not made before
+//! `backoff_min * 2^(failures-1)` (capped at `backoff_max`, plus up to 25 % random jitter so
+//! many agents do not retry in step), or later when the server asked so with `Retry-After`.
+//! The agent loop asks [`RunningOutput::retry_in`] before a timed or batch-full flush and skips
+//! the flush while it is `Some`; the shutdown flush tries once regardless. A success resets it.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
 
 use super::filter::Filter;
 use crate::config::Options;
@@ -24,6 +32,8 @@ pub struct OutputStats {
     pub metrics_added: u64,
     pub metrics_written: u64,
     pub metrics_dropped: u64,
+    /// Refused for good by the server (type conflict, parse error, 4xx): removed, not retried.
+    pub metrics_rejected: u64,
     pub metrics_filtered: u64,
     pub write_errors: u64,
 }
@@ -45,7 +55,18 @@ pub struct RunningOutput {
     /// Drops not yet reported in the log.
     unreported_drops: u64,
     pub stats: OutputStats,
+    /// First retry delay after a failed write (doubles with each consecutive failure).
+    pub backoff_min: Duration,
+    /// Longest retry delay (a server's `Retry-After` may ask for more, up to 10 min).
+    pub backoff_max: Duration,
+    /// Consecutive failed writes.
+    failures: u32,
+    /// No new attempt before this instant (after a failure).
+    retry_at: Option<Instant>,
 }
+
+/// Longest `Retry-After` honoured (Telegraf's cap).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 impl RunningOutput {
     /// Reads the common options, then lets the plugin read its own. `batch_size` and
@@ -91,6 +112,35 @@ impl RunningOutput {
             buffer: VecDeque::new(),
             unreported_drops: 0,
             stats: OutputStats::default(),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    /// An output with default settings (batch 1000, buffer 10000, no filter), for tools and
+    /// tests that do not go through a config file.
+    pub fn new(spec: &'static OutputSpec, output: Box<dyn Output>) -> RunningOutput {
+        RunningOutput {
+            spec,
+            alias: None,
+            output,
+            filter: Filter::default(),
+            name_override: None,
+            name_prefix: None,
+            name_suffix: None,
+            batch_size: 1000,
+            buffer_limit: 10000,
+            flush_interval: None,
+            flush_jitter: None,
+            buffer: VecDeque::new(),
+            unreported_drops: 0,
+            stats: OutputStats::default(),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            failures: 0,
+            retry_at: None,
         }
     }
 
@@ -152,30 +202,248 @@ impl RunningOutput {
         std::mem::take(&mut self.unreported_drops)
     }
 
+    /// How long to wait before the next write attempt, while backing off after a failure.
+    pub fn retry_in(&self) -> Option<Duration> {
+        let at = self.retry_at?;
+        at.checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Consecutive failed writes (0 after a success).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The delay before the next attempt after `failures` consecutive failures, without jitter.
+    pub fn backoff_for(&self, failures: u32) -> Duration {
+        let shift = failures.saturating_sub(1).min(30);
+        self.backoff_min
+            .saturating_mul(1u32 << shift)
+            .min(self.backoff_max)
+    }
+
+    fn failed(&mut self, server_wait: Option<Duration>) {
+        self.stats.write_errors += 1;
+        self.failures = self.failures.saturating_add(1);
+        let base = self.backoff_for(self.failures);
+        let delay = base + jitter_up_to(base / 4);
+        let delay = match server_wait {
+            Some(w) => delay.max(w.min(MAX_RETRY_AFTER)),
+            None => delay,
+        };
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// Removes the first `n` metrics of the buffer, `rejected` of them refused by the server.
+    fn settle(&mut self, n: usize, rejected: usize) -> usize {
+        let n = n.min(self.buffer.len());
+        let rejected = rejected.min(n);
+        self.buffer.drain(..n);
+        self.stats.metrics_written += (n - rejected) as u64;
+        self.stats.metrics_rejected += rejected as u64;
+        n - rejected
+    }
+
     /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
-    /// batch, which stays at the head of the buffer.
+    /// batch, which stays at the head of the buffer. Metrics the server refused for good
+    /// ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop the flush.
+    /// Returns the number of metrics stored. Does not look at the backoff: the caller does
+    /// (see [`RunningOutput::retry_in`]).
     pub fn flush(&mut self) -> Result<usize, WriteError> {
         let mut written = 0;
         while !self.buffer.is_empty() {
             let n = self.batch_size.min(self.buffer.len());
             let batch = self.buffer.make_contiguous();
             match self.output.write(&batch[..n]) {
-                Ok(()) => {
-                    self.buffer.drain(..n);
-                    self.stats.metrics_written += n as u64;
-                    written += n;
+                Ok(()) => written += self.settle(n, 0),
+                Err(WriteError::Rejected { rejected, reason }) => {
+                    warn!(output = %self.log_name(), batch = n, rejected,
+                        "metrics rejected by the server and dropped: {reason}");
+                    written += self.settle(n, rejected);
+                }
+                Err(e @ WriteError::Partial { .. }) => {
+                    if let WriteError::Partial {
+                        done,
+                        rejected,
+                        retry_after,
+                        ..
+                    } = &e
+                    {
+                        let (done, rejected, retry_after) = (*done, *rejected, *retry_after);
+                        self.settle(done.min(n), rejected);
+                        self.failed(retry_after);
+                    }
+                    return Err(e);
                 }
                 Err(e) => {
-                    self.stats.write_errors += 1;
+                    let wait = match &e {
+                        WriteError::RetryAfter { after, .. } => Some(*after),
+                        _ => None,
+                    };
+                    self.failed(wait);
                     return Err(e);
                 }
             }
         }
+        self.failures = 0;
+        self.retry_at = None;
         Ok(written)
     }
 
     /// Closes the plugin.
     pub fn close(&mut self) {
         self.output.close();
+    }
+}
+
+/// A random delay in `0..max` (std's randomly keyed hasher as the source: no extra crate).
+fn jitter_up_to(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = max.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_nanos(r % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An output that answers from a script and records what it was handed.
+    struct Scripted {
+        answers: Vec<Result<(), WriteError>>,
+        seen: Arc<Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl Output for Scripted {
+        fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
+            let times = metrics.iter().map(|m| m.time).collect();
+            self.seen.lock().map(|mut s| s.push(times)).ok();
+            if self.answers.is_empty() {
+                Ok(())
+            } else {
+                self.answers.remove(0)
+            }
+        }
+    }
+
+    fn scripted(
+        answers: Vec<Result<(), WriteError>>,
+    ) -> (RunningOutput, Arc<Mutex<Vec<Vec<i64>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Scripted {
+            answers,
+            seen: seen.clone(),
+        };
+        let spec = crate::outputs::find("file").expect("file output is registered");
+        (RunningOutput::new(spec, Box::new(out)), seen)
+    }
+
+    fn fill(ro: &mut RunningOutput, n: i64) {
+        for t in 0..n {
+            ro.add(&Metric::new("m", t).with_field("v", t));
+        }
+    }
+
+    #[test]
+    fn rejected_metrics_leave_the_buffer_and_the_flush_goes_on() {
+        let (mut ro, seen) = scripted(vec![Err(WriteError::Rejected {
+            rejected: 1,
+            reason: "type conflict".into(),
+        })]);
+        ro.batch_size = 3;
+        fill(&mut ro, 5);
+        assert_eq!(ro.flush(), Ok(4));
+        assert_eq!(ro.buffered(), 0);
+        assert_eq!(ro.stats.metrics_written, 4);
+        assert_eq!(ro.stats.metrics_rejected, 1);
+        assert_eq!(ro.stats.write_errors, 0);
+        assert_eq!(*seen.lock().unwrap(), vec![vec![0, 1, 2], vec![3, 4]]);
+    }
+
+    #[test]
+    fn a_partial_batch_settles_its_prefix_and_keeps_the_rest() {
+        let (mut ro, seen) = scripted(vec![Err(WriteError::Partial {
+            done: 2,
+            rejected: 0,
+            reason: "second half: HTTP 503".into(),
+            retry_after: None,
+        })]);
+        ro.batch_size = 4;
+        fill(&mut ro, 6);
+        assert!(matches!(
+            ro.flush(),
+            Err(WriteError::Partial { done: 2, .. })
+        ));
+        assert_eq!(ro.buffered(), 4);
+        assert_eq!(ro.stats.metrics_written, 2);
+        assert!(ro.retry_in().is_some());
+        assert_eq!(ro.flush(), Ok(4));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![vec![0, 1, 2, 3], vec![2, 3, 4, 5]]
+        );
+        assert_eq!(ro.retry_in(), None);
+    }
+
+    #[test]
+    fn a_failed_batch_stays_and_backs_off_exponentially() {
+        let (mut ro, _) = scripted(vec![
+            Err(WriteError::Retry("down".into())),
+            Err(WriteError::Retry("down".into())),
+            Err(WriteError::Retry("down".into())),
+        ]);
+        fill(&mut ro, 3);
+        for k in 1..=3u32 {
+            assert!(ro.flush().is_err());
+            assert_eq!(ro.buffered(), 3);
+            let wait = ro.retry_in().expect("backing off");
+            let base = Duration::from_secs(1 << (k - 1));
+            assert!(wait <= base + base / 4, "{k}: {wait:?}");
+            assert!(wait > base - Duration::from_millis(100), "{k}: {wait:?}");
+        }
+        assert_eq!(ro.stats.write_errors, 3);
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(ro.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (ro, _) = scripted(vec![]);
+        let secs: Vec<u64> = (1..=9).map(|k| ro.backoff_for(k).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(ro.backoff_for(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_ten_minutes() {
+        let (mut ro, _) = scripted(vec![
+            Err(WriteError::RetryAfter {
+                after: Duration::from_secs(30),
+                reason: "429".into(),
+            }),
+            Err(WriteError::RetryAfter {
+                after: Duration::from_secs(3600),
+                reason: "429".into(),
+            }),
+        ]);
+        fill(&mut ro, 1);
+        assert!(ro.flush().is_err());
+        let w = ro.retry_in().unwrap();
+        assert!(
+            w > Duration::from_secs(29) && w <= Duration::from_secs(30),
+            "{w:?}"
+        );
+        assert!(ro.flush().is_err());
+        let w = ro.retry_in().unwrap();
+        assert!(
+            w > Duration::from_secs(599) && w <= MAX_RETRY_AFTER,
+            "{w:?}"
+        );
     }
 }

@@ -1,26 +1,51 @@
 //! Outputs: one folder per Telegraf output plugin, listed once in the registry below.
 
+use std::time::Duration;
+
 use crate::config::Options;
 use crate::inputs::BuildContext;
 use crate::metric::Metric;
 
 pub mod file;
+pub mod influxdb;
+pub mod influxdb_v2;
 
 /// An output plugin: built from validated options (no I/O), then handed batches.
 pub trait Output: Send {
-    /// Writes one batch. On `Err` the caller keeps the batch and retries it later.
+    /// Writes one batch. `Ok` means every metric was stored; each [`WriteError`] variant says
+    /// which metrics leave the buffer and which are kept for a later retry.
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError>;
 
     /// Flushes and releases resources at shutdown or reload.
     fn close(&mut self) {}
 }
 
-/// Why a batch was not written.
-#[derive(Debug, thiserror::Error)]
+/// Why a batch was not (entirely) written, and what becomes of its metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
-    /// Worth retrying later (network down, server error, disk full): the batch is kept.
+    /// Worth retrying later (network down, server error, disk full): the whole batch is kept.
     #[error("{0}")]
     Retry(String),
+    /// As `Retry`, but the server asked us to wait (HTTP 429/503 `Retry-After`): no new
+    /// attempt before `after` has passed.
+    #[error("{reason} (server asked to retry after {after:?})")]
+    RetryAfter { after: Duration, reason: String },
+    /// The batch is settled and leaves the buffer: the server stored every metric except
+    /// `rejected` of them, which it refused for good (type conflict, parse error, other 4xx).
+    /// Retrying them could never succeed; `reason` is logged and they are counted as
+    /// `metrics_rejected`.
+    #[error("{rejected} metric(s) rejected: {reason}")]
+    Rejected { rejected: usize, reason: String },
+    /// Only the first `done` metrics of the batch are settled (stored, or `rejected` of them
+    /// refused for good); the rest stays at the head of the buffer for a retry, for `reason`
+    /// (a batch split after HTTP 413 whose second half failed).
+    #[error("{reason} ({done} metric(s) settled, {rejected} of them rejected; the rest is kept)")]
+    Partial {
+        done: usize,
+        rejected: usize,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// A constructor from options.
@@ -36,7 +61,7 @@ pub struct OutputSpec {
 }
 
 /// Every output, one line each.
-pub static REGISTRY: &[OutputSpec] = &[file::SPEC];
+pub static REGISTRY: &[OutputSpec] = &[file::SPEC, influxdb::SPEC, influxdb_v2::SPEC];
 
 /// The registry entry of an output.
 pub fn find(name: &str) -> Option<&'static OutputSpec> {

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use wk_agent::config::{self, LoadRequest};
-use wk_agent::hostpaths::HostPaths;
 use wk_agent::metric::FieldValue;
 use wk_agent::models::running_input::GlobalTags;
 
@@ -72,17 +70,7 @@ fn disk_matches_df() {
         format!("[[inputs.disk]]\n  ignore_fs = [{}]\n", list.join(", ")),
     )
     .unwrap();
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs: vec![conf],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
-        test_mode: true,
-    };
-    let mut plan = config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors));
+    let mut plan = super::load(vec![conf]);
     let before = df();
     let outcome = plan.inputs[0].gather(1, &GlobalTags::default());
     let after = df();

@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wk_agent::config::{self, LoadRequest};
-use wk_agent::hostpaths::HostPaths;
 use wk_agent::inputs::diskio::parse_diskstats;
 use wk_agent::metric::FieldValue;
 use wk_agent::models::running_input::GlobalTags;
@@ -45,17 +43,7 @@ fn diskio_counters_between_two_reads_of_diskstats() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("diskio.conf");
     std::fs::write(&conf, "[[inputs.diskio]]\n").unwrap();
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs: vec![conf],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
-        test_mode: true,
-    };
-    let mut plan = config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors));
+    let mut plan = super::load(vec![conf]);
     // io_time of each device at the first gather, and that gather's time.
     let mut first: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_ns = 0;

@@ -271,7 +271,7 @@ impl Input for DiskIo {
             || !self.name_templates.is_empty()
             || !self.device_tags.is_empty()
             || !self.skip_serial_number;
-        let now = acc.time();
+        let now = acc.clock();
         let wall_ms = self
             .last_time
             .map(|t| (now - t) as f64 / 1e6)

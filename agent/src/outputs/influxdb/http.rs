@@ -1,0 +1,465 @@
+//! The HTTP side shared by `influxdb` and `influxdb_v2`: options (urls, timeout, headers,
+//! content encoding, user agent, TLS), a lazily built blocking client (ureq + rustls), gzip,
+//! secrets from files, URL building and random failover order.
+//!
+//! Blocking is deliberate: `Output::write` is synchronous and runs on tokio's blocking pool,
+//! so a blocking client needs no runtime of its own (see README.md for the choice of ureq).
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::config::Options;
+
+/// The HTTP options every InfluxDB output reads.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub urls: Vec<String>,
+    pub timeout: Duration,
+    pub headers: Vec<(String, String)>,
+    pub gzip: bool,
+    pub user_agent: String,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Our default `User-Agent` (Telegraf sends `Telegraf/<ver> Go/<gover>`).
+pub fn default_user_agent() -> String {
+    format!("wk-agent/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Reads the HTTP options; `default_url` when `urls` is absent.
+pub fn read_http_options(opts: &mut Options<'_, '_>, default_url: &str) -> HttpSettings {
+    let mut urls = opts
+        .opt_strings("urls")
+        .unwrap_or_else(|| vec![default_url.to_owned()]);
+    // The deprecated single `url` of old Telegraf configs.
+    if let Some(u) = opts.opt_string("url") {
+        urls.push(u);
+    }
+    if urls.is_empty() {
+        opts.error_at("urls", "must name at least one URL");
+    }
+    for u in &urls {
+        if let Err(e) = check_url(u) {
+            opts.error_at("urls", e);
+        }
+    }
+    let timeout = opts.duration("timeout", Duration::from_secs(5));
+    if timeout.is_zero() {
+        opts.error_at("timeout", "must be greater than 0");
+    }
+    let headers = opts.string_table("http_headers");
+    let gzip = opts.choice("content_encoding", "gzip", &["gzip", "identity"]) == "gzip";
+    let user_agent = opts.string("user_agent", &default_user_agent());
+    let tls_ca = opts.opt_string("tls_ca");
+    let tls_cert = opts.opt_string("tls_cert");
+    let tls_key = opts.opt_string("tls_key");
+    if tls_cert.is_some() != tls_key.is_some() {
+        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
+    }
+    let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
+    // tls_enable defaults to true; only "false" (plain HTTP to https:// URLs) is unsupported.
+    if !opts.bool("tls_enable", true) {
+        opts.warn_at(
+            "tls_enable",
+            "false is not implemented; https:// URLs use TLS",
+        );
+    }
+    opts.unsupported(&[
+        "tls_server_name",
+        "tls_key_pwd",
+        "tls_min_version",
+        "tls_max_version",
+        "tls_cipher_suites",
+        "tls_renegotiation_method",
+        "http_proxy",
+        "local_address",
+    ]);
+    HttpSettings {
+        urls,
+        timeout,
+        headers,
+        gzip,
+        user_agent,
+        tls_ca,
+        tls_cert,
+        tls_key,
+        insecure_skip_verify,
+    }
+}
+
+/// Accepts `http://` and `https://` URLs (Telegraf also takes `unix://` and `udp://`).
+pub fn check_url(u: &str) -> Result<(), String> {
+    let lower = u.to_ascii_lowercase();
+    if let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("{u:?} has no host"));
+        }
+        if cfg!(not(feature = "tls")) && lower.starts_with("https://") {
+            return Err(format!(
+                "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
+            ));
+        }
+        return Ok(());
+    }
+    if lower.starts_with("unix://") || lower.starts_with("udp") {
+        return Err(format!(
+            "{u:?}: only http:// and https:// URLs are supported by wk-agent"
+        ));
+    }
+    Err(format!(
+        "{u:?} is not a URL: expected http://host:port or https://host:port"
+    ))
+}
+
+/// Reads a secret either from its option (with `${ENV}` already substituted) or from a file
+/// option (wk-agent's addition so secrets stay out of configs kept in git). The file is read
+/// at each write (builds do no I/O; a rotated secret is picked up without a reload);
+/// surrounding whitespace is trimmed.
+#[derive(Debug, Clone)]
+pub enum Secret {
+    None,
+    Value(String),
+    File(String),
+}
+
+impl Secret {
+    /// Reads `key` and `file_key` (at most one may be set).
+    pub fn read(opts: &mut Options<'_, '_>, key: &str, file_key: &str) -> Secret {
+        let v = opts.opt_string(key);
+        let f = opts.opt_string(file_key);
+        match (v, f) {
+            (Some(_), Some(_)) => {
+                opts.error_at(
+                    file_key,
+                    format!("give either {key} or {file_key}, not both"),
+                );
+                Secret::None
+            }
+            (Some(v), None) => Secret::Value(v),
+            (None, Some(f)) => Secret::File(f),
+            (None, None) => Secret::None,
+        }
+    }
+
+    /// The secret's value ("" when unset).
+    pub fn get(&self) -> Result<String, String> {
+        match self {
+            Secret::None => Ok(String::new()),
+            Secret::Value(v) => Ok(v.clone()),
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("reading secret file {path}: {e}")),
+        }
+    }
+}
+
+/// One HTTP answer, body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    /// `Retry-After` in seconds, when present and numeric.
+    pub retry_after: Option<Duration>,
+    /// `X-Influx-Error`, when present.
+    pub influx_error: Option<String>,
+}
+
+/// A blocking client built on first use (reading TLS files then, not at config load).
+pub struct Client {
+    pub settings: HttpSettings,
+    agent: Option<ureq::Agent>,
+}
+
+impl Client {
+    pub fn new(settings: HttpSettings) -> Self {
+        Client {
+            settings,
+            agent: None,
+        }
+    }
+
+    fn agent(&mut self) -> Result<&ureq::Agent, String> {
+        if self.agent.is_none() {
+            let builder = ureq::Agent::config_builder()
+                .timeout_global(Some(self.settings.timeout))
+                .http_status_as_error(false)
+                .user_agent(self.settings.user_agent.as_str())
+                .max_redirects(0);
+            #[cfg(feature = "tls")]
+            let builder = builder.tls_config(build_tls(&self.settings)?);
+            let config = builder.build();
+            self.agent = Some(ureq::Agent::new_with_config(config));
+        }
+        // Set just above.
+        self.agent
+            .as_ref()
+            .ok_or_else(|| "HTTP client not built".to_owned())
+    }
+
+    /// POSTs `body` (gzipped here when configured) to `url` with the configured and the
+    /// given headers. `Err` is a transport problem (connect, TLS, timeout).
+    pub fn post(
+        &mut self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+        extra_headers: &[(&str, String)],
+        compress: bool,
+    ) -> Result<Reply, String> {
+        let gzip = compress && self.settings.gzip;
+        let payload;
+        let body = if gzip {
+            payload = gzip_bytes(body).map_err(|e| format!("gzip: {e}"))?;
+            &payload[..]
+        } else {
+            body
+        };
+        let headers = self.settings.headers.clone();
+        let agent = self.agent()?;
+        let mut req = agent.post(url).header("Content-Type", content_type);
+        if gzip {
+            req = req.header("Content-Encoding", "gzip");
+        }
+        for (k, v) in extra_headers {
+            req = req.header(*k, v.as_str());
+        }
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let mut resp = req.send(body).map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("Retry-After")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let influx_error = header("X-Influx-Error");
+        // Error bodies are short; a failure to read one only loses the message.
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        Ok(Reply {
+            status,
+            body,
+            retry_after,
+            influx_error,
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
+}
+
+#[cfg(feature = "tls")]
+fn build_tls(s: &HttpSettings) -> Result<ureq::tls::TlsConfig, String> {
+    use std::sync::Arc;
+    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+    let mut b = TlsConfig::builder().disable_verification(s.insecure_skip_verify);
+    if let Some(ca) = &s.tls_ca {
+        let pem = read_file("tls_ca", ca)?;
+        let mut certs: Vec<Certificate<'static>> = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("tls_ca {ca}: {e}")),
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!("tls_ca {ca}: no PEM certificate found"));
+        }
+        b = b.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
+        let cert_pem = read_file("tls_cert", cert)?;
+        let mut chain = Vec::new();
+        for item in ureq::tls::parse_pem(&cert_pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => chain.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("tls_cert {cert}: {e}")),
+            }
+        }
+        let key_pem = read_file("tls_key", key)?;
+        let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("tls_key {key}: {e}"))?;
+        b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(b.build())
+}
+
+/// Gzips `data` (flate2's pure-Rust miniz_oxide backend, default level).
+pub fn gzip_bytes(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+/// `base` + `path` (joined with exactly one `/`) + a query string from `params`, values
+/// percent-encoded.
+pub fn join_url(base: &str, path: &str, params: &[(&str, &str)]) -> String {
+    let mut u = base.trim_end_matches('/').to_owned();
+    u.push('/');
+    u.push_str(path.trim_start_matches('/'));
+    for (i, (k, v)) in params.iter().enumerate() {
+        u.push(if i == 0 { '?' } else { '&' });
+        u.push_str(k);
+        u.push('=');
+        u.push_str(&percent_encode(v));
+    }
+    u
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (for HTTP Basic auth).
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The indices `0..n` in a random order (failover order of the URLs, new at each write).
+pub fn shuffled(n: usize) -> Vec<usize> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    for i in (1..n).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let j = ((seed >> 33) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// The first line of a server message, shortened for logs.
+pub fn short(msg: &str) -> String {
+    let msg = msg.trim();
+    if msg.len() <= 500 {
+        return msg.to_owned();
+    }
+    let mut end = 500;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &msg[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("user:pä ss", "dXNlcjpww6Qgc3M="),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn urls_join_with_one_slash_and_encoded_params() {
+        assert_eq!(
+            join_url(
+                "http://h:8086/",
+                "/write",
+                &[("db", "my db"), ("rp", "a&b")]
+            ),
+            "http://h:8086/write?db=my%20db&rp=a%26b"
+        );
+        assert_eq!(
+            join_url("https://h/prefix", "api/v2/write", &[]),
+            "https://h/prefix/api/v2/write"
+        );
+    }
+
+    #[test]
+    fn only_http_urls_are_accepted() {
+        assert!(check_url("http://127.0.0.1:8086").is_ok());
+        assert_eq!(
+            check_url("HTTPS://influx.example.com").is_ok(),
+            cfg!(feature = "tls")
+        );
+        assert!(check_url("udp://127.0.0.1:8089").is_err());
+        assert!(check_url("unix:///var/run/influxdb.sock").is_err());
+        assert!(check_url("localhost:8086").is_err());
+        assert!(check_url("http://").is_err());
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        for n in 0..6 {
+            let mut v = shuffled(n);
+            v.sort_unstable();
+            assert_eq!(v, (0..n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read;
+        let data = b"cpu,host=a usage_idle=99.5 1\n".repeat(50);
+        let z = gzip_bytes(&data).unwrap();
+        assert!(z.len() < data.len());
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+}

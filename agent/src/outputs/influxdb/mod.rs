@@ -1,0 +1,459 @@
+//! `[[outputs.influxdb]]`: line protocol to InfluxDB 1.x's `/write` (spec/telegraf.md §5.1).
+//!
+//! Per batch: metrics are grouped by database and retention policy (per-metric routing with
+//! `database_tag` / `retention_policy_tag`), each group is serialized, gzipped unless
+//! `content_encoding = "identity"`, and POSTed to the URLs in a new random order until one
+//! answers. The answer is classified by [`classify`]:
+//!
+//! * 2xx: stored.
+//! * `partial write` (type conflict, points beyond retention, unparsable lines): InfluxDB
+//!   stored the good points and refused the others for good; the output reports
+//!   [`WriteError::Rejected`] with the refused count (`dropped=N` in the message), so the good
+//!   points are not written twice and the bad ones are never retried.
+//! * `database not found`: the database is created and the batch kept for the next attempt.
+//! * any other 4xx: the batch is refused (logged, counted as rejected), except 408/429 (retry).
+//! * 5xx, timeout, connection refused: the batch is kept and retried with backoff.
+
+pub mod http;
+
+use std::collections::HashSet;
+
+use http::{Client, Secret, base64, join_url, short, shuffled};
+use tracing::warn;
+
+use super::{Output, OutputSpec, WriteError};
+use crate::config::Options;
+use crate::inputs::BuildContext;
+use crate::lineproto::Serializer;
+use crate::metric::Metric;
+
+/// Registry entry.
+pub const SPEC: OutputSpec = OutputSpec {
+    name: "influxdb",
+    description: "Write metrics to InfluxDB 1.x over HTTP (/write)",
+    sample_config: include_str!("sample.conf"),
+    build,
+};
+
+struct InfluxDb {
+    client: Client,
+    database: String,
+    database_tag: Option<String>,
+    exclude_database_tag: bool,
+    retention_policy: String,
+    retention_policy_tag: Option<String>,
+    exclude_retention_policy_tag: bool,
+    write_consistency: String,
+    username: String,
+    password: Secret,
+    skip_database_creation: bool,
+    serializer: Serializer,
+    /// (url index, database) pairs known to exist (created, or creation refused with 403).
+    created: HashSet<(usize, String)>,
+}
+
+fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
+    let settings = http::read_http_options(opts, "http://localhost:8086");
+    let database = opts.string("database", "telegraf");
+    if database.is_empty() {
+        opts.error_at("database", "must not be empty");
+    }
+    let database_tag = opts.opt_string("database_tag").filter(|s| !s.is_empty());
+    let exclude_database_tag = opts.bool("exclude_database_tag", false);
+    let retention_policy = opts.string("retention_policy", "");
+    let retention_policy_tag = opts
+        .opt_string("retention_policy_tag")
+        .filter(|s| !s.is_empty());
+    let exclude_retention_policy_tag = opts.bool("exclude_retention_policy_tag", false);
+    let write_consistency = opts.choice(
+        "write_consistency",
+        "",
+        &["", "any", "one", "quorum", "all"],
+    );
+    let username = opts.string("username", "");
+    let password = Secret::read(opts, "password", "password_file");
+    let skip_database_creation = opts.bool("skip_database_creation", false);
+    opts.unsupported(&["udp_payload"]);
+    let serializer = Serializer {
+        uint_support: opts.bool("influx_uint_support", false),
+        omit_timestamp: opts.bool("influx_omit_timestamp", false),
+        sort_fields: false,
+    };
+    Box::new(InfluxDb {
+        client: Client::new(settings),
+        database,
+        database_tag,
+        exclude_database_tag,
+        retention_policy,
+        retention_policy_tag,
+        exclude_retention_policy_tag,
+        write_consistency,
+        username,
+        password,
+        skip_database_creation,
+        serializer,
+        created: HashSet::new(),
+    })
+}
+
+/// What an answer of `/write` means for the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Stored,
+    DatabaseNotFound(String),
+    /// `n` points refused for good (the others, if any, stored).
+    Rejected(usize, String),
+    Retry(String),
+}
+
+/// Classifies an answer of InfluxDB 1.x `/write` to a batch of `count` points (pure, tested
+/// on literal answers).
+pub fn classify(status: u16, body: &str, count: usize) -> Verdict {
+    if (200..300).contains(&status) {
+        return Verdict::Stored;
+    }
+    let msg = error_text(body);
+    if msg.contains("database not found") {
+        return Verdict::DatabaseNotFound(msg);
+    }
+    if msg.contains("partial write") || msg.contains("unable to parse") {
+        return Verdict::Rejected(rejected_count(&msg, count), msg);
+    }
+    if msg.contains("points beyond retention policy")
+        || msg.contains("retention policy not found")
+        || msg.contains("hinted handoff queue not empty")
+    {
+        return Verdict::Rejected(count, msg);
+    }
+    if status == 408 || status == 429 {
+        return Verdict::Retry(format!("HTTP {status}: {msg}"));
+    }
+    if (400..500).contains(&status) {
+        return Verdict::Rejected(count, format!("HTTP {status}: {msg}"));
+    }
+    Verdict::Retry(format!("HTTP {status}: {msg}"))
+}
+
+/// The `"error"` string of InfluxDB's JSON error body, or the body itself.
+pub fn error_text(body: &str) -> String {
+    let b = body.trim();
+    if let Some(rest) = b.strip_prefix("{\"error\":\"")
+        && let Some(inner) = rest.strip_suffix("\"}")
+    {
+        return unescape_json(inner);
+    }
+    b.to_owned()
+}
+
+fn unescape_json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) => out.push(ch),
+                    None => out.push('?'),
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// How many points a partial-write message says were refused: `dropped=N` when N > 0, else
+/// the number of `unable to parse` lines, else (unknown) the whole batch.
+pub fn rejected_count(msg: &str, count: usize) -> usize {
+    let dropped = msg.rfind("dropped=").and_then(|i| {
+        let digits: String = msg[i + 8..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse::<usize>().ok()
+    });
+    let unparsable = msg.matches("unable to parse").count();
+    let n = match dropped {
+        Some(d) if d > 0 => d + unparsable,
+        _ if unparsable > 0 => unparsable,
+        _ => count,
+    };
+    n.min(count)
+}
+
+impl InfluxDb {
+    fn auth_headers(&self) -> Result<Vec<(&'static str, String)>, WriteError> {
+        let password = self.password.get().map_err(WriteError::Retry)?;
+        if self.username.is_empty() && password.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cred = base64(format!("{}:{password}", self.username).as_bytes());
+        Ok(vec![("Authorization", format!("Basic {cred}"))])
+    }
+
+    /// `CREATE DATABASE` at URL `i`; true when it exists now (or we may not create it).
+    fn create_database(&mut self, i: usize, db: &str, auth: &[(&str, String)]) -> bool {
+        let url = join_url(&self.client.settings.urls[i], "query", &[]);
+        let q = format!(
+            "CREATE DATABASE \"{}\"",
+            db.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        let body = format!("q={}", http::percent_encode(&q));
+        match self.client.post(
+            &url,
+            "application/x-www-form-urlencoded",
+            body.as_bytes(),
+            auth,
+            false,
+        ) {
+            Ok(r) if (200..300).contains(&r.status) || r.status == 403 => {
+                self.created.insert((i, db.to_owned()));
+                true
+            }
+            Ok(r) => {
+                warn!(url = %url, "creating database {db:?} failed: HTTP {}: {}", r.status, short(&error_text(&r.body)));
+                false
+            }
+            Err(e) => {
+                warn!("creating database {db:?} failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Writes one serialized group to the first URL that answers.
+    fn write_group(
+        &mut self,
+        db: &str,
+        rp: &str,
+        body: &[u8],
+        count: usize,
+    ) -> Result<(), WriteError> {
+        let auth = self.auth_headers()?;
+        let urls = self.client.settings.urls.len();
+        let mut errors = Vec::new();
+        let mut not_found = 0;
+        for i in shuffled(urls) {
+            if !self.skip_database_creation && !self.created.contains(&(i, db.to_owned())) {
+                self.create_database(i, db, &auth);
+            }
+            let mut params = vec![("db", db)];
+            if !rp.is_empty() {
+                params.push(("rp", rp));
+            }
+            if !self.write_consistency.is_empty() && self.write_consistency != "one" {
+                params.push(("consistency", self.write_consistency.as_str()));
+            }
+            let url = join_url(&self.client.settings.urls[i], "write", &params);
+            let reply = match self
+                .client
+                .post(&url, "text/plain; charset=utf-8", body, &auth, true)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match classify(reply.status, &reply.body, count) {
+                Verdict::Stored => return Ok(()),
+                Verdict::Rejected(rejected, reason) => {
+                    return Err(WriteError::Rejected {
+                        rejected,
+                        reason: format!("{url}: {}", short(&reason)),
+                    });
+                }
+                Verdict::DatabaseNotFound(msg) => {
+                    if !self.skip_database_creation {
+                        self.created.remove(&(i, db.to_owned()));
+                        self.create_database(i, db, &auth);
+                        return Err(WriteError::Retry(format!(
+                            "{url}: {}; created it, the batch is kept for the next attempt",
+                            short(&msg)
+                        )));
+                    }
+                    not_found += 1;
+                    errors.push(format!("{url}: {}", short(&msg)));
+                }
+                Verdict::Retry(msg) => errors.push(format!("{url}: {}", short(&msg))),
+            }
+        }
+        if not_found == urls {
+            // Every server says the database does not exist and we may not create it.
+            return Err(WriteError::Rejected {
+                rejected: count,
+                reason: errors.join("; "),
+            });
+        }
+        Err(WriteError::Retry(format!(
+            "could not write any address: {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+impl Output for InfluxDb {
+    fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
+        // Group by (database, retention policy), in order of first appearance.
+        let mut groups: Vec<(String, String, Vec<u8>, usize)> = Vec::new();
+        let mut unwritable = 0;
+        for m in metrics {
+            let db = self
+                .database_tag
+                .as_deref()
+                .and_then(|t| m.tag(t))
+                .unwrap_or(&self.database)
+                .to_owned();
+            let rp = self
+                .retention_policy_tag
+                .as_deref()
+                .and_then(|t| m.tag(t))
+                .unwrap_or(&self.retention_policy)
+                .to_owned();
+            let g = match groups.iter().position(|g| g.0 == db && g.1 == rp) {
+                Some(g) => g,
+                None => {
+                    groups.push((db, rp, Vec::new(), 0));
+                    groups.len() - 1
+                }
+            };
+            let strip_db = self
+                .exclude_database_tag
+                .then_some(self.database_tag.as_deref())
+                .flatten();
+            let strip_rp = self
+                .exclude_retention_policy_tag
+                .then_some(self.retention_policy_tag.as_deref())
+                .flatten();
+            let wrote = if strip_db.is_some() || strip_rp.is_some() {
+                let mut m = m.clone();
+                m.retain_tags(|k| Some(k) != strip_db && Some(k) != strip_rp);
+                self.serializer.write(&mut groups[g].2, &m)
+            } else {
+                self.serializer.write(&mut groups[g].2, m)
+            };
+            if wrote {
+                groups[g].3 += 1;
+            } else {
+                unwritable += 1;
+            }
+        }
+        let mut rejected = unwritable;
+        let mut reasons = Vec::new();
+        if unwritable > 0 {
+            reasons.push(format!("{unwritable} metric(s) without a writable field"));
+        }
+        let mut retry = Vec::new();
+        for (db, rp, body, count) in &groups {
+            if *count == 0 {
+                continue;
+            }
+            match self.write_group(db, rp, body, *count) {
+                Ok(()) => {}
+                Err(WriteError::Rejected {
+                    rejected: n,
+                    reason,
+                }) => {
+                    rejected += n;
+                    reasons.push(reason);
+                }
+                Err(e) => retry.push(e.to_string()),
+            }
+        }
+        if !retry.is_empty() {
+            // The whole batch is kept; groups already stored are written again on retry,
+            // which InfluxDB treats as an overwrite of the same points.
+            return Err(WriteError::Retry(retry.join("; ")));
+        }
+        if rejected > 0 {
+            return Err(WriteError::Rejected {
+                rejected,
+                reason: reasons.join("; "),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_codes_store() {
+        assert_eq!(classify(204, "", 3), Verdict::Stored);
+        assert_eq!(classify(200, "", 3), Verdict::Stored);
+    }
+
+    #[test]
+    fn type_conflict_rejects_only_the_dropped_points() {
+        let body = r#"{"error":"partial write: field type conflict: input field \"x\" on measurement \"m\" is type string, already exists as type float dropped=1"}"#;
+        match classify(400, body, 5) {
+            Verdict::Rejected(1, msg) => assert!(msg.contains("field \"x\""), "{msg}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn unparsable_lines_are_counted() {
+        let body = "{\"error\":\"partial write:\\nunable to parse 'a b': invalid field format\\nunable to parse 'c d': invalid field format dropped=0\"}";
+        assert!(matches!(classify(400, body, 10), Verdict::Rejected(2, _)));
+        let body = "{\"error\":\"unable to parse 'x': missing fields\"}";
+        assert!(matches!(classify(400, body, 1), Verdict::Rejected(1, _)));
+    }
+
+    #[test]
+    fn beyond_retention_counts_dropped() {
+        let body = r#"{"error":"partial write: points beyond retention policy dropped=4"}"#;
+        assert!(matches!(classify(400, body, 9), Verdict::Rejected(4, _)));
+    }
+
+    #[test]
+    fn database_not_found_is_its_own_verdict() {
+        let body = r#"{"error":"database not found: \"nope\""}"#;
+        assert_eq!(
+            classify(404, body, 2),
+            Verdict::DatabaseNotFound("database not found: \"nope\"".into())
+        );
+    }
+
+    #[test]
+    fn other_4xx_reject_and_5xx_retry() {
+        assert!(matches!(
+            classify(401, r#"{"error":"authorization failed"}"#, 7),
+            Verdict::Rejected(7, _)
+        ));
+        assert!(matches!(classify(413, "", 7), Verdict::Rejected(7, _)));
+        assert!(matches!(classify(429, "", 7), Verdict::Retry(_)));
+        assert!(matches!(
+            classify(500, r#"{"error":"timeout"}"#, 7),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(classify(503, "", 7), Verdict::Retry(_)));
+        assert!(matches!(
+            classify(500, r#"{"error":"retention policy not found: x"}"#, 7),
+            Verdict::Rejected(7, _)
+        ));
+    }
+
+    #[test]
+    fn counts_never_exceed_the_batch() {
+        assert_eq!(rejected_count("partial write: x dropped=99", 3), 3);
+        assert_eq!(rejected_count("partial write: garbage", 3), 3);
+        assert_eq!(rejected_count("dropped=", 3), 3);
+    }
+
+    #[test]
+    fn json_errors_are_unescaped() {
+        assert_eq!(error_text(r#"{"error":"a \"b\"\nc"}"#), "a \"b\"\nc");
+        assert_eq!(error_text("plain text"), "plain text");
+    }
+}

@@ -1,0 +1,354 @@
+//! `[[outputs.influxdb_v2]]`: line protocol to `/api/v2/write?bucket=&org=` (InfluxDB 2.x,
+//! Cloud, 3.x, VictoriaMetrics; spec/telegraf.md §5.2).
+//!
+//! Answers, as Telegraf: 2xx stored; 413 splits the batch in half and sends each half
+//! (recursively; a single metric still too large stays buffered); 401/403 keep the batch
+//! (a token problem is fixed by the operator, not by dropping data); 429/502/503/504 keep
+//! it and honour `Retry-After` (up to 10 min); other 4xx reject the (sub)batch for good;
+//! other statuses and transport errors keep it. The shared HTTP code lives in
+//! `outputs::influxdb::http`.
+
+use tracing::debug;
+
+use super::influxdb::http::{self, Client, Secret, join_url, short, shuffled};
+use super::{Output, OutputSpec, WriteError};
+use crate::config::Options;
+use crate::inputs::BuildContext;
+use crate::lineproto::Serializer;
+use crate::metric::Metric;
+
+/// Registry entry.
+pub const SPEC: OutputSpec = OutputSpec {
+    name: "influxdb_v2",
+    description: "Write metrics to the InfluxDB v2 HTTP API (/api/v2/write)",
+    sample_config: include_str!("sample.conf"),
+    build,
+};
+
+struct InfluxDbV2 {
+    client: Client,
+    token: Secret,
+    organization: String,
+    bucket: String,
+    bucket_tag: Option<String>,
+    exclude_bucket_tag: bool,
+    serializer: Serializer,
+}
+
+fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
+    let settings = http::read_http_options(opts, "http://localhost:8086");
+    let token = Secret::read(opts, "token", "token_file");
+    let organization = opts.string("organization", "");
+    let bucket = opts.string("bucket", "");
+    let bucket_tag = opts.opt_string("bucket_tag").filter(|s| !s.is_empty());
+    let exclude_bucket_tag = opts.bool("exclude_bucket_tag", false);
+    if bucket.is_empty() && bucket_tag.is_none() {
+        // Telegraf's sample has `bucket = ""`, so this loads; the server will refuse the writes.
+        opts.warn_at(
+            "bucket",
+            "is empty (and no bucket_tag): the server will refuse the writes",
+        );
+    }
+    opts.unsupported(&[
+        "ping_timeout",
+        "read_idle_timeout",
+        "rate_limit",
+        "rate_limit_period",
+        "concurrent_writes",
+    ]);
+    let serializer = Serializer {
+        uint_support: opts.bool("influx_uint_support", false),
+        omit_timestamp: opts.bool("influx_omit_timestamp", false),
+        sort_fields: false,
+    };
+    Box::new(InfluxDbV2 {
+        client: Client::new(settings),
+        token,
+        organization,
+        bucket,
+        bucket_tag,
+        exclude_bucket_tag,
+        serializer,
+    })
+}
+
+/// What an answer of `/api/v2/write` means for the (sub)batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Stored,
+    TooLarge,
+    Rejected(String),
+    /// Kept; `Some(wait)` when the server asked us to slow down.
+    Retry(String, Option<std::time::Duration>),
+}
+
+/// Classifies an answer (pure, tested on literal answers).
+pub fn classify(
+    status: u16,
+    body: &str,
+    retry_after: Option<std::time::Duration>,
+    influx_error: Option<&str>,
+) -> Verdict {
+    let mut msg = format!("HTTP {status}");
+    let text = body.trim();
+    if !text.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&short(text));
+    }
+    if let Some(e) = influx_error.filter(|e| !e.is_empty()) {
+        msg.push_str(" (X-Influx-Error: ");
+        msg.push_str(&short(e));
+        msg.push(')');
+    }
+    match status {
+        200..=299 => Verdict::Stored,
+        413 => Verdict::TooLarge,
+        401 | 403 => Verdict::Retry(msg, None),
+        429 | 502 | 503 | 504 => {
+            Verdict::Retry(msg, Some(retry_after.unwrap_or(std::time::Duration::ZERO)))
+        }
+        400..=499 => Verdict::Rejected(msg),
+        _ => Verdict::Retry(msg, None),
+    }
+}
+
+/// The settled prefix of a (sub)batch and why the rest is not.
+#[derive(Debug, Default)]
+struct Progress {
+    done: usize,
+    rejected: usize,
+    reasons: Vec<String>,
+    error: Option<(String, Option<std::time::Duration>)>,
+}
+
+impl InfluxDbV2 {
+    fn headers(&self) -> Result<Vec<(&'static str, String)>, String> {
+        let token = self.token.get()?;
+        if token.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![("Authorization", format!("Token {token}"))])
+    }
+
+    /// Serializes `metrics`; returns the body and how many wrote nothing.
+    fn body(&self, metrics: &[&Metric]) -> (Vec<u8>, usize) {
+        let mut body = Vec::with_capacity(metrics.len() * 128);
+        let mut unwritable = 0;
+        let strip = self
+            .exclude_bucket_tag
+            .then_some(self.bucket_tag.as_deref())
+            .flatten();
+        for m in metrics {
+            let wrote = match strip {
+                Some(t) if m.tag(t).is_some() => {
+                    let mut m = (*m).clone();
+                    m.retain_tags(|k| k != t);
+                    self.serializer.write(&mut body, &m)
+                }
+                _ => self.serializer.write(&mut body, m),
+            };
+            if !wrote {
+                unwritable += 1;
+            }
+        }
+        (body, unwritable)
+    }
+
+    /// Sends `metrics` to `bucket`, splitting on 413; the result says how many of them, from
+    /// the front, are settled.
+    fn send(&mut self, bucket: &str, metrics: &[&Metric], headers: &[(&str, String)]) -> Progress {
+        let (body, unwritable) = self.body(metrics);
+        let mut p = Progress::default();
+        if unwritable == metrics.len() {
+            p.done = metrics.len();
+            p.rejected = unwritable;
+            p.reasons
+                .push(format!("{unwritable} metric(s) without a writable field"));
+            return p;
+        }
+        let mut errors = Vec::new();
+        let mut wait = None;
+        for i in shuffled(self.client.settings.urls.len()) {
+            let url = join_url(
+                &self.client.settings.urls[i],
+                "api/v2/write",
+                &[("bucket", bucket), ("org", &self.organization)],
+            );
+            let reply =
+                match self
+                    .client
+                    .post(&url, "text/plain; charset=utf-8", &body, headers, true)
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+            match classify(
+                reply.status,
+                &reply.body,
+                reply.retry_after,
+                reply.influx_error.as_deref(),
+            ) {
+                Verdict::Stored => {
+                    p.done = metrics.len();
+                    p.rejected = unwritable;
+                    if unwritable > 0 {
+                        p.reasons
+                            .push(format!("{unwritable} metric(s) without a writable field"));
+                    }
+                    return p;
+                }
+                Verdict::Rejected(msg) => {
+                    p.done = metrics.len();
+                    p.rejected = metrics.len();
+                    p.reasons.push(format!("{url}: {msg}"));
+                    return p;
+                }
+                Verdict::TooLarge if metrics.len() > 1 => {
+                    let half = metrics.len() / 2;
+                    debug!(url = %url, metrics = metrics.len(), "HTTP 413: splitting the batch in two");
+                    let first = self.send(bucket, &metrics[..half], headers);
+                    if first.error.is_some() {
+                        return first;
+                    }
+                    let second = self.send(bucket, &metrics[half..], headers);
+                    return Progress {
+                        done: first.done + second.done,
+                        rejected: first.rejected + second.rejected,
+                        reasons: first.reasons.into_iter().chain(second.reasons).collect(),
+                        error: second.error,
+                    };
+                }
+                Verdict::TooLarge => {
+                    errors.push(format!(
+                        "{url}: HTTP 413: a single metric is larger than the server accepts"
+                    ));
+                }
+                Verdict::Retry(msg, w) => {
+                    if w.is_some() {
+                        wait = wait.max(w);
+                    }
+                    errors.push(format!("{url}: {msg}"));
+                }
+            }
+        }
+        p.error = Some((
+            format!("could not write any address: {}", errors.join("; ")),
+            wait,
+        ));
+        p
+    }
+}
+
+impl Output for InfluxDbV2 {
+    fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
+        let headers = self.headers().map_err(WriteError::Retry)?;
+        // Group by bucket, in order of first appearance.
+        let mut groups: Vec<(String, Vec<&Metric>)> = Vec::new();
+        for m in metrics {
+            let b = self
+                .bucket_tag
+                .as_deref()
+                .and_then(|t| m.tag(t))
+                .unwrap_or(&self.bucket);
+            match groups.iter_mut().find(|g| g.0 == b) {
+                Some(g) => g.1.push(m),
+                None => groups.push((b.to_owned(), vec![m])),
+            }
+        }
+        let single = groups.len() == 1;
+        let mut total = Progress::default();
+        for (bucket, ms) in &groups {
+            let p = self.send(bucket, ms, &headers);
+            total.done += p.done;
+            total.rejected += p.rejected;
+            total.reasons.extend(p.reasons);
+            if p.error.is_some() {
+                total.error = p.error;
+                break;
+            }
+        }
+        let reason = total.reasons.join("; ");
+        match total.error {
+            None if total.rejected == 0 => Ok(()),
+            None => Err(WriteError::Rejected {
+                rejected: total.rejected,
+                reason,
+            }),
+            Some((msg, wait)) if total.done == 0 || !single => match wait {
+                // Several buckets: a settled group is not a prefix of the batch, so the whole
+                // batch is kept (a stored group is overwritten with the same points on retry).
+                Some(after) => Err(WriteError::RetryAfter { after, reason: msg }),
+                None => Err(WriteError::Retry(msg)),
+            },
+            Some((msg, wait)) => Err(WriteError::Partial {
+                done: total.done,
+                rejected: total.rejected,
+                reason: if reason.is_empty() {
+                    msg
+                } else {
+                    format!("{msg}; rejected: {reason}")
+                },
+                retry_after: wait,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn answers_are_classified_as_telegraf_does() {
+        for s in [200, 201, 202, 204, 206, 207, 208] {
+            assert_eq!(classify(s, "", None, None), Verdict::Stored, "{s}");
+        }
+        assert_eq!(classify(413, "", None, None), Verdict::TooLarge);
+        assert!(matches!(
+            classify(400, "bad", None, None),
+            Verdict::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(422, "", None, None),
+            Verdict::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(404, "", None, None),
+            Verdict::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(401, "", None, None),
+            Verdict::Retry(_, None)
+        ));
+        assert!(matches!(
+            classify(403, "", None, None),
+            Verdict::Retry(_, None)
+        ));
+        assert!(matches!(
+            classify(500, "", None, None),
+            Verdict::Retry(_, None)
+        ));
+        assert_eq!(
+            classify(429, "", Some(Duration::from_secs(7)), None),
+            Verdict::Retry("HTTP 429".into(), Some(Duration::from_secs(7)))
+        );
+        assert!(matches!(
+            classify(503, "", None, None),
+            Verdict::Retry(_, Some(Duration::ZERO))
+        ));
+    }
+
+    #[test]
+    fn influx_error_header_is_appended() {
+        match classify(500, "", None, Some("engine: disk full")) {
+            Verdict::Retry(m, None) => {
+                assert_eq!(m, "HTTP 500 (X-Influx-Error: engine: disk full)")
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+}

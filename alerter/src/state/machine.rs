@@ -1,0 +1,660 @@
+//! The per-instance alert state machine of one rule. See the module docs in `state/mod.rs`
+//! for the semantics; this file implements them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::flapping::FlapState;
+use super::level::determine_level;
+use super::template::{self, DEFAULT_DETAILS, Template, TemplateData, TemplateError};
+use crate::model::{
+    AlertEvent, CycleResult, EventKind, Level, Observation, Policy, RuleSettings, Value,
+};
+
+/// An instance's identity within its rule: the tag set of its series.
+pub type Tags = BTreeMap<String, String>;
+
+/// Default id template (also used when a rule's id template is empty or broken).
+pub const DEFAULT_ID: &str = "{{rule}}:{{group}}";
+/// Default message template.
+pub const DEFAULT_MESSAGE: &str = "{{id}} is {{level}}";
+
+const ERROR_DETAILS: &str = "{{message}}\n\nrule: {{rule}}\nid: {{id}}\nkind: {{kind}}\n\
+level: {{level}} (previous: {{previous_level}})\nduration: {{duration}}\ntime: {{time}}\n\
+error: {{error}}\n";
+
+/// Whether an instance's current non-OK level comes from its data or from missing data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Normal,
+    NoData,
+}
+
+/// One alert instance (rule + tag set). Times are ns since the epoch.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct Instance {
+    pub tags: Tags,
+    pub measurement: String,
+    #[serde(with = "super::persist::stored_fields")]
+    pub fields: BTreeMap<String, Value>,
+    /// Last level chosen from the conditions (the base of hysteresis).
+    pub raw: Level,
+    /// Effective level: OK while inactive or pending, else the firing (or NoData) level.
+    pub level: Level,
+    pub phase: Phase,
+    /// Start of the current non-OK episode (pending start, or when data went missing).
+    pub since: Option<i64>,
+    /// Set while a non-OK raw level waits for `pending`.
+    pub pending_since: Option<i64>,
+    /// Set while firing with an OK raw level (the keep_firing clock).
+    pub cleared_at: Option<i64>,
+    /// The state last announced (sent, or a recovery deliberately not sent).
+    pub notified_level: Level,
+    pub notified_phase: Phase,
+    /// When the last event of this instance was sent (repeat clock).
+    pub last_sent: Option<i64>,
+    pub flap: FlapState,
+    /// Last time the instance was in a result (its creation time if never).
+    pub last_seen: i64,
+    /// First successful evaluation that lacked it (the NoData clock).
+    pub missing_since: Option<i64>,
+    /// Last change of (level, phase), for expiry.
+    pub changed_at: i64,
+}
+
+impl Instance {
+    fn new(tags: Tags, now: i64) -> Instance {
+        Instance {
+            tags,
+            last_seen: now,
+            changed_at: now,
+            ..Instance::default()
+        }
+    }
+}
+
+/// The rule-level Error state (a failed evaluation with an `Alert(level)` error policy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ErrorState {
+    pub level: Level,
+    pub since: i64,
+    /// Whether the Error event went out (it waits for `pending` like any alert).
+    pub announced: bool,
+    pub last_sent: Option<i64>,
+    pub message: String,
+}
+
+/// A rule's id, message and details templates, parsed.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    pub id: Template,
+    pub message: Template,
+    pub details: Template,
+    error_details: Template,
+    sources: [String; 3],
+}
+
+/// A template in a rule's settings that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{setting}` template: {source}")]
+pub struct TemplateSettingError {
+    /// `id`, `message` or `details`.
+    pub setting: &'static str,
+    #[source]
+    pub source: TemplateError,
+}
+
+fn parse_or(src: &str, default: &str) -> Result<Template, TemplateError> {
+    Template::parse(if src.is_empty() { default } else { src })
+}
+
+impl Templates {
+    /// Parses the rule's templates (an empty template means the default); the first error
+    /// names the setting and the offset.
+    pub fn compile(s: &RuleSettings) -> Result<Templates, TemplateSettingError> {
+        let e = |setting| move |source| TemplateSettingError { setting, source };
+        Ok(Templates {
+            id: parse_or(&s.id_template, DEFAULT_ID).map_err(e("id"))?,
+            message: parse_or(&s.message_template, DEFAULT_MESSAGE).map_err(e("message"))?,
+            details: parse_or(&s.details_template, DEFAULT_DETAILS).map_err(e("details"))?,
+            error_details: Template::parse(ERROR_DETAILS)
+                .unwrap_or_else(|_| Template::literal(ERROR_DETAILS)),
+            sources: Self::sources(s),
+        })
+    }
+
+    /// As [`Templates::compile`], but a broken template is logged and replaced by its default,
+    /// so a rule that slipped through validation still notifies.
+    fn compile_lenient(s: &RuleSettings) -> Templates {
+        let pick = |setting: &str, src: &str, default: &str| {
+            parse_or(src, default).unwrap_or_else(|err| {
+                tracing::warn!(rule = %s.name, setting, %err, "bad template, using the default");
+                Template::parse(default).unwrap_or_else(|_| Template::literal(default))
+            })
+        };
+        Templates {
+            id: pick("id", &s.id_template, DEFAULT_ID),
+            message: pick("message", &s.message_template, DEFAULT_MESSAGE),
+            details: pick("details", &s.details_template, DEFAULT_DETAILS),
+            error_details: pick("details", ERROR_DETAILS, ERROR_DETAILS),
+            sources: Self::sources(s),
+        }
+    }
+
+    fn sources(s: &RuleSettings) -> [String; 3] {
+        [
+            s.id_template.clone(),
+            s.message_template.clone(),
+            s.details_template.clone(),
+        ]
+    }
+
+    fn matches(&self, s: &RuleSettings) -> bool {
+        self.sources[0] == s.id_template
+            && self.sources[1] == s.message_template
+            && self.sources[2] == s.details_template
+    }
+}
+
+/// Read-only view of one instance, for status pages, `check` output and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceStatus {
+    pub tags: Tags,
+    /// Effective level (OK while pending).
+    pub level: Level,
+    /// In the NoData state.
+    pub no_data: bool,
+    pub pending_since: Option<i64>,
+    /// Start of the current non-OK episode.
+    pub since: Option<i64>,
+    pub flapping: bool,
+    /// The level receivers last heard of.
+    pub notified_level: Level,
+    pub last_seen: i64,
+}
+
+/// All alert instances of one rule, and the rule's Error state.
+#[derive(Debug, Clone, Default)]
+pub struct RuleState {
+    pub(crate) instances: BTreeMap<Tags, Instance>,
+    pub(crate) error: Option<ErrorState>,
+    templates: Option<Templates>,
+}
+
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn dur(from: i64, to: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(to.saturating_sub(from)).unwrap_or(0))
+}
+
+fn is_superset(tags: &Tags, subset: &Tags) -> bool {
+    tags.len() > subset.len() && subset.iter().all(|(k, v)| tags.get(k) == Some(v))
+}
+
+impl RuleState {
+    /// An empty state (no instances).
+    pub fn new() -> RuleState {
+        RuleState::default()
+    }
+
+    /// Number of instances held (bounded by `expire_after`).
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Every instance, in tag order.
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .values()
+            .map(|i| InstanceStatus {
+                tags: i.tags.clone(),
+                level: i.level,
+                no_data: i.phase == Phase::NoData,
+                pending_since: i.pending_since,
+                since: i.since,
+                flapping: i.flap.flapping,
+                notified_level: i.notified_level,
+                last_seen: i.last_seen,
+            })
+            .collect()
+    }
+
+    /// The rule's Error state: (level, since) while its evaluations fail under an
+    /// `Alert(level)` error policy.
+    pub fn error_state(&self) -> Option<(Level, i64)> {
+        self.error.as_ref().map(|e| (e.level, e.since))
+    }
+
+    /// Feeds one evaluation's result, evaluated at `now_ns`, and returns the events to notify.
+    pub fn apply(
+        &mut self,
+        settings: &RuleSettings,
+        result: &CycleResult,
+        now_ns: i64,
+    ) -> Vec<AlertEvent> {
+        let templates = match self.templates.take() {
+            Some(t) if t.matches(settings) => t,
+            _ => Templates::compile_lenient(settings),
+        };
+        let mut cycle = Cycle {
+            s: settings,
+            tpl: &templates,
+            now: now_ns,
+            out: Vec::new(),
+        };
+        match result {
+            CycleResult::Failed(msg) => self.failed(&mut cycle, msg),
+            CycleResult::Observed(obs) => {
+                if let Some(e) = self.error.take() {
+                    cycle.error_recovered(&e);
+                }
+                self.observed(&mut cycle, obs);
+            }
+        }
+        let out = cycle.out;
+        self.templates = Some(templates);
+        out
+    }
+
+    fn failed(&mut self, c: &mut Cycle, msg: &str) {
+        match c.s.error {
+            Policy::KeepLast => {}
+            Policy::Ok | Policy::Alert(Level::Ok) => {
+                for inst in self.instances.values_mut() {
+                    inst.raw = Level::Ok;
+                    inst.pending_since = None;
+                    inst.cleared_at = None;
+                    c.settle(inst, Level::Ok, Phase::Normal, c.now, None);
+                }
+            }
+            Policy::Alert(level) => {
+                let e = self.error.get_or_insert_with(|| ErrorState {
+                    level,
+                    since: c.now,
+                    announced: false,
+                    last_sent: None,
+                    message: String::new(),
+                });
+                e.message = msg.to_string();
+                e.level = level;
+                if !e.announced {
+                    if c.now.saturating_sub(e.since) >= ns(c.s.pending) {
+                        e.announced = true;
+                        c.error_event(e, EventKind::Error);
+                    }
+                } else if c.repeat_due(e.last_sent) {
+                    c.error_event(e, EventKind::Error);
+                }
+            }
+        }
+    }
+
+    fn observed(&mut self, c: &mut Cycle, obs: &[Observation]) {
+        // One observation per tag set; if a result repeats a series the last one wins.
+        let mut seen: BTreeMap<&Tags, &Observation> = BTreeMap::new();
+        for o in obs {
+            if seen.insert(&o.tags, o).is_some() {
+                tracing::debug!(rule = %c.s.name, tags = %template::group(&o.tags), "series repeated in one result; the last one counts");
+            }
+        }
+        for (tags, o) in &seen {
+            let inst = self
+                .instances
+                .entry((*tags).clone())
+                .or_insert_with(|| Instance::new((*tags).clone(), c.now));
+            c.observe(inst, o);
+        }
+        // Expected tag sets nobody has reported yet get an instance, so they can go NoData.
+        for e in &c.s.expected {
+            if !self.instances.contains_key(e) && !self.instances.keys().any(|k| is_superset(k, e))
+            {
+                self.instances
+                    .insert(e.clone(), Instance::new(e.clone(), c.now));
+            }
+        }
+        let expected: BTreeSet<&Tags> = c.s.expected.iter().collect();
+        let mut covered = Vec::new();
+        for (key, inst) in self.instances.iter_mut() {
+            if seen.contains_key(key) {
+                continue;
+            }
+            if expected.contains(key) && seen.keys().any(|t| is_superset(t, key)) {
+                // An expected tag set that reports through more specific series exists: it is
+                // OK, and once receivers know that, the real series' instances replace it.
+                let ok = Observation {
+                    tags: key.clone(),
+                    ..Observation::default()
+                };
+                c.observe(inst, &ok);
+                if inst.level == Level::Ok && inst.notified_level == Level::Ok {
+                    covered.push(key.clone());
+                }
+                continue;
+            }
+            c.missing(inst);
+        }
+        for key in covered {
+            self.instances.remove(&key);
+        }
+        self.expire(c, &seen, &expected);
+    }
+
+    /// Forgets instances neither seen nor changed for `expire_after` (0 = never). Expected
+    /// tag sets are kept. A forgotten instance receivers think is non-OK gets a recovery
+    /// that says it expired (as Grafana resolves stale series), so tickets do not stay open.
+    fn expire(
+        &mut self,
+        c: &mut Cycle,
+        seen: &BTreeMap<&Tags, &Observation>,
+        expected: &BTreeSet<&Tags>,
+    ) {
+        let after = ns(c.s.expire_after);
+        if after == 0 {
+            return;
+        }
+        let now = c.now;
+        let gone: Vec<Tags> = self
+            .instances
+            .iter()
+            .filter(|(k, i)| {
+                !seen.contains_key(k)
+                    && !expected.contains(k)
+                    && now.saturating_sub(i.last_seen) >= after
+                    && now.saturating_sub(i.changed_at) >= after
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(inst) = self.instances.remove(&key) {
+                if inst.notified_level != Level::Ok && c.s.recoveries {
+                    let note = format!(
+                        " (expired: not seen for {})",
+                        template::format_duration(dur(inst.last_seen, now))
+                    );
+                    let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
+                    c.emit(&inst, EventKind::Recovery, Level::Ok, duration, Some(&note));
+                }
+            }
+        }
+    }
+}
+
+/// One `apply` call: the settings, templates, clock and the events produced so far.
+struct Cycle<'a> {
+    s: &'a RuleSettings,
+    tpl: &'a Templates,
+    now: i64,
+    out: Vec<AlertEvent>,
+}
+
+impl Cycle<'_> {
+    /// The instance's series is in this result.
+    fn observe(&mut self, inst: &mut Instance, obs: &Observation) {
+        let now = self.now;
+        inst.last_seen = now;
+        inst.missing_since = None;
+        inst.measurement.clone_from(&obs.measurement);
+        inst.fields.clone_from(&obs.fields);
+        inst.raw = determine_level(inst.raw, &obs.levels);
+        let raw = inst.raw;
+        let mut start = now;
+        let level = if inst.phase == Phase::NoData {
+            // Data is back: the NoData state ends at once, with whatever the data says
+            // (a firing alert is not sent back through pending, nor held by keep_firing).
+            inst.pending_since = None;
+            inst.cleared_at = None;
+            raw
+        } else if raw != Level::Ok {
+            inst.cleared_at = None;
+            if inst.level != Level::Ok {
+                // Firing: level changes, up or down, apply at once (Kapacitor).
+                raw
+            } else {
+                // Pending keeps its start across escalations and de-escalations.
+                let ps = *inst.pending_since.get_or_insert(now);
+                if now.saturating_sub(ps) >= ns(self.s.pending) {
+                    inst.pending_since = None;
+                    start = ps;
+                    raw
+                } else {
+                    Level::Ok
+                }
+            }
+        } else {
+            // Cleared: a pending instance is dropped; a firing one is held for keep_firing.
+            inst.pending_since = None;
+            if inst.level != Level::Ok {
+                let cleared = *inst.cleared_at.get_or_insert(now);
+                if now.saturating_sub(cleared) >= ns(self.s.keep_firing) {
+                    inst.cleared_at = None;
+                    Level::Ok
+                } else {
+                    inst.level
+                }
+            } else {
+                Level::Ok
+            }
+        };
+        self.settle(inst, level, Phase::Normal, start, None);
+    }
+
+    /// The instance's series is not in this (successful) result.
+    fn missing(&mut self, inst: &mut Instance) {
+        let since = *inst.missing_since.get_or_insert(self.now);
+        if self.now.saturating_sub(since) < ns(self.s.no_data_after) {
+            return;
+        }
+        match self.s.no_data {
+            Policy::KeepLast => {}
+            Policy::Ok | Policy::Alert(Level::Ok) => {
+                inst.raw = Level::Ok;
+                inst.pending_since = None;
+                inst.cleared_at = None;
+                self.settle(inst, Level::Ok, Phase::Normal, self.now, None);
+            }
+            Policy::Alert(level) => {
+                inst.pending_since = None;
+                inst.cleared_at = None;
+                self.settle(inst, level, Phase::NoData, since, None);
+            }
+        }
+    }
+
+    /// Moves the instance to (level, phase) and decides what to notify: a change of the
+    /// announced state, the first step into flapping, or a due repeat. `start` is the
+    /// episode's start if this makes the instance non-OK.
+    fn settle(
+        &mut self,
+        inst: &mut Instance,
+        level: Level,
+        phase: Phase,
+        start: i64,
+        note: Option<&str>,
+    ) {
+        let now = self.now;
+        if (level, phase) != (inst.level, inst.phase) {
+            inst.changed_at = now;
+            if level != Level::Ok && inst.since.is_none() {
+                inst.since = Some(start.min(now));
+            }
+            inst.level = level;
+            inst.phase = phase;
+        }
+        let was_flapping = inst.flap.flapping;
+        match self.s.flapping {
+            Some((low, high)) => inst.flap.push(level, self.s.history, low, high),
+            None => inst.flap.disable(),
+        }
+        let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
+        if inst.flap.flapping {
+            if !was_flapping {
+                inst.last_sent = Some(now);
+                let note = " (flapping: notifications suppressed until it settles)";
+                self.emit(inst, EventKind::Flapping, level, duration, Some(note));
+            }
+        } else if (level, phase) != (inst.notified_level, inst.notified_phase) {
+            let kind = match (level, phase) {
+                (Level::Ok, _) => EventKind::Recovery,
+                (_, Phase::NoData) => EventKind::NoData,
+                _ => EventKind::Alert,
+            };
+            if kind != EventKind::Recovery || self.s.recoveries {
+                inst.last_sent = Some(now);
+                self.emit(inst, kind, level, duration, note);
+            }
+            inst.notified_level = level;
+            inst.notified_phase = phase;
+        } else if level != Level::Ok && self.repeat_due(inst.last_sent) {
+            inst.last_sent = Some(now);
+            let kind = if phase == Phase::NoData {
+                EventKind::NoData
+            } else {
+                EventKind::Alert
+            };
+            self.emit(inst, kind, level, duration, note);
+        }
+        if level == Level::Ok && inst.notified_level == Level::Ok {
+            inst.since = None;
+        }
+    }
+
+    fn repeat_due(&self, last_sent: Option<i64>) -> bool {
+        self.s
+            .repeat
+            .is_some_and(|r| last_sent.is_none_or(|t| self.now.saturating_sub(t) >= ns(r)))
+    }
+
+    /// Builds and queues one event of an instance; `previous_level` is what receivers last heard.
+    fn emit(
+        &mut self,
+        inst: &Instance,
+        kind: EventKind,
+        level: Level,
+        duration: Duration,
+        note: Option<&str>,
+    ) {
+        let s = self.s;
+        let mut data = TemplateData {
+            rule: &s.name,
+            id: None,
+            message: None,
+            kind: Some(kind),
+            level,
+            previous_level: inst.notified_level,
+            duration,
+            time_ns: self.now,
+            measurement: &inst.measurement,
+            tags: &inst.tags,
+            fields: &inst.fields,
+            error: None,
+        };
+        let id = self.tpl.id.render(&data);
+        data.id = Some(&id);
+        let mut message = self.tpl.message.render(&data);
+        if let Some(n) = note {
+            message.push_str(n);
+        }
+        data.message = Some(&message);
+        let details = self.tpl.details.render(&data);
+        self.out.push(AlertEvent {
+            rule: s.name.clone(),
+            id,
+            message,
+            details,
+            kind,
+            level,
+            previous_level: inst.notified_level,
+            tags: inst.tags.clone(),
+            fields: inst.fields.clone(),
+            time: self.now,
+            duration,
+            notify: s.notify.clone(),
+            category: s.category.clone(),
+        });
+    }
+
+    /// The rule's Error event (or its repeat).
+    fn error_event(&mut self, e: &mut ErrorState, kind: EventKind) {
+        e.last_sent = Some(self.now);
+        let message = format!("{}: evaluation failed: {}", self.s.name, e.message);
+        self.error_like(
+            kind,
+            e.level,
+            Level::Ok,
+            dur(e.since, self.now),
+            message,
+            &e.message,
+        );
+    }
+
+    /// Evaluation works again after an announced Error.
+    fn error_recovered(&mut self, e: &ErrorState) {
+        if e.announced && self.s.recoveries {
+            let message = format!("{}: evaluation works again", self.s.name);
+            self.error_like(
+                EventKind::Recovery,
+                Level::Ok,
+                e.level,
+                dur(e.since, self.now),
+                message,
+                &e.message,
+            );
+        }
+    }
+
+    fn error_like(
+        &mut self,
+        kind: EventKind,
+        level: Level,
+        previous: Level,
+        duration: Duration,
+        message: String,
+        error: &str,
+    ) {
+        let s = self.s;
+        let id = format!("{}:error", s.name);
+        let tags = Tags::new();
+        let mut fields = BTreeMap::new();
+        fields.insert("error".to_string(), Value::Str(error.to_string()));
+        let data = TemplateData {
+            rule: &s.name,
+            id: Some(&id),
+            message: Some(&message),
+            kind: Some(kind),
+            level,
+            previous_level: previous,
+            duration,
+            time_ns: self.now,
+            measurement: "",
+            tags: &tags,
+            fields: &fields,
+            error: Some(error),
+        };
+        let details = self.tpl.error_details.render(&data);
+        self.out.push(AlertEvent {
+            rule: s.name.clone(),
+            id,
+            message,
+            details,
+            kind,
+            level,
+            previous_level: previous,
+            tags,
+            fields,
+            time: self.now,
+            duration,
+            notify: s.notify.clone(),
+            category: s.category.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,557 @@
+//! Message templates: `{{name}}` placeholders over an alert's rule, id, level, tags and fields
+//! (docs/rules.md, "Templates"). A template is parsed once into literal and placeholder parts;
+//! rendering never fails (an unknown name renders as `<no value>`).
+//!
+//! Name lookup: `tags.X` and `fields.X` address a tag or a field explicitly; otherwise the
+//! built-in names win (`id rule level previous_level kind duration time group tags fields
+//! measurement message error`), then a tag, then a field. `{{value:.N}}` formats a number with
+//! N decimals (an integer field too); on a non-number the spec is ignored.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use crate::model::{EventKind, Level, Value};
+
+/// What an unknown name renders as (Go's text/template does the same).
+pub const NO_VALUE: &str = "<no value>";
+
+/// The details template used when a rule sets none: a readable multi-line summary.
+pub const DEFAULT_DETAILS: &str = "{{message}}\n\nrule: {{rule}}\nid: {{id}}\nkind: {{kind}}\n\
+level: {{level}} (previous: {{previous_level}})\nduration: {{duration}}\ntime: {{time}}\n\
+tags: {{tags}}\nfields: {{fields}}\n";
+
+/// A parse error, with the byte offset into the template text where the bad placeholder starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template error at offset {offset}: {kind}")]
+pub struct TemplateError {
+    /// Byte offset of the offending `{{` in the template text.
+    pub offset: usize,
+    pub kind: TemplateErrorKind,
+}
+
+/// Why a template did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateErrorKind {
+    #[error("unclosed `{{{{` (no matching `}}}}`)")]
+    Unclosed,
+    #[error("empty placeholder `{{{{}}}}`")]
+    EmptyName,
+    #[error("bad character {0:?} in placeholder name")]
+    BadName(char),
+    #[error("bad format `{0}` (expected `:.N`, e.g. `{{{{value:.1}}}}`)")]
+    BadFormat(String),
+}
+
+impl TemplateError {
+    /// 1-based (line, column) of the error inside the template text, for callers that map a
+    /// template back to a file position (column counted in characters).
+    pub fn line_col(&self, src: &str) -> (usize, usize) {
+        let upto = src.get(..self.offset).unwrap_or(src);
+        let line = upto.matches('\n').count() + 1;
+        let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+}
+
+/// A parsed template: render it as often as needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var { name: Name, decimals: Option<usize> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Name {
+    Tag(String),
+    Field(String),
+    /// A built-in, else a tag, else a field.
+    Plain(String),
+}
+
+/// Everything a template can refer to. `id` and `message` are `None` while they are being
+/// rendered themselves (the id template cannot use `{{id}}`).
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateData<'a> {
+    pub rule: &'a str,
+    pub id: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub kind: Option<EventKind>,
+    pub level: Level,
+    pub previous_level: Level,
+    /// How long the instance has been non-OK.
+    pub duration: Duration,
+    /// The event's time, ns since the epoch.
+    pub time_ns: i64,
+    pub measurement: &'a str,
+    pub tags: &'a BTreeMap<String, String>,
+    pub fields: &'a BTreeMap<String, Value>,
+    /// The evaluation error, for Error events.
+    pub error: Option<&'a str>,
+}
+
+impl<'a> TemplateData<'a> {
+    /// Data for a rule's instance with everything but rule, tags and fields at its zero value.
+    pub fn new(
+        rule: &'a str,
+        tags: &'a BTreeMap<String, String>,
+        fields: &'a BTreeMap<String, Value>,
+    ) -> Self {
+        TemplateData {
+            rule,
+            id: None,
+            message: None,
+            kind: None,
+            level: Level::Ok,
+            previous_level: Level::Ok,
+            duration: Duration::ZERO,
+            time_ns: 0,
+            measurement: "",
+            tags,
+            fields,
+            error: None,
+        }
+    }
+}
+
+impl Template {
+    /// Parses `src`; errors name the byte offset of the bad placeholder.
+    pub fn parse(src: &str) -> Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = src;
+        let mut base = 0;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                parts.push(Part::Lit(rest[..open].to_string()));
+            }
+            let offset = base + open;
+            let after = &rest[open + 2..];
+            let close = after.find("}}").ok_or(TemplateError {
+                offset,
+                kind: TemplateErrorKind::Unclosed,
+            })?;
+            let inner = &after[..close];
+            parts.push(parse_placeholder(inner, offset)?);
+            let consumed = open + 2 + close + 2;
+            rest = &rest[consumed..];
+            base += consumed;
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// A template that renders `text` as is (no placeholders).
+    pub fn literal(text: &str) -> Template {
+        Template {
+            parts: vec![Part::Lit(text.to_string())],
+        }
+    }
+
+    /// Renders the template; never fails.
+    pub fn render(&self, data: &TemplateData) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var { name, decimals } => render_var(&mut out, name, *decimals, data),
+            }
+        }
+        out
+    }
+}
+
+fn parse_placeholder(inner: &str, offset: usize) -> Result<Part, TemplateError> {
+    let err = |kind| TemplateError { offset, kind };
+    if inner.contains('{') {
+        // A second `{{` before the first one closed.
+        return Err(err(TemplateErrorKind::Unclosed));
+    }
+    let (name, spec) = match inner.split_once(':') {
+        Some((n, s)) => (n.trim(), Some(s.trim())),
+        None => (inner.trim(), None),
+    };
+    if name.is_empty() {
+        return Err(err(TemplateErrorKind::EmptyName));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '}' | ':') || c.is_whitespace())
+    {
+        return Err(err(TemplateErrorKind::BadName(c)));
+    }
+    let decimals = match spec {
+        None => None,
+        Some(s) => {
+            let digits = s.strip_prefix('.').unwrap_or("");
+            match digits.parse::<usize>() {
+                Ok(n) if n <= 17 && !digits.starts_with('+') => Some(n),
+                _ => return Err(err(TemplateErrorKind::BadFormat(s.to_string()))),
+            }
+        }
+    };
+    let name = if let Some(t) = name.strip_prefix("tags.") {
+        Name::Tag(t.to_string())
+    } else if let Some(f) = name.strip_prefix("fields.") {
+        Name::Field(f.to_string())
+    } else {
+        Name::Plain(name.to_string())
+    };
+    Ok(Part::Var { name, decimals })
+}
+
+fn render_var(out: &mut String, name: &Name, decimals: Option<usize>, d: &TemplateData) {
+    match name {
+        Name::Tag(t) => push_opt(out, d.tags.get(t).map(String::as_str)),
+        Name::Field(f) => push_field(out, d.fields.get(f), decimals),
+        Name::Plain(n) => {
+            if !render_builtin(out, n, d) {
+                if let Some(t) = d.tags.get(n) {
+                    out.push_str(t);
+                } else {
+                    push_field(out, d.fields.get(n), decimals);
+                }
+            }
+        }
+    }
+}
+
+/// Writes a built-in name's value; false when `name` is not a built-in.
+fn render_builtin(out: &mut String, name: &str, d: &TemplateData) -> bool {
+    match name {
+        "rule" => out.push_str(d.rule),
+        "id" => push_opt(out, d.id),
+        "message" => push_opt(out, d.message),
+        "error" => push_opt(out, d.error),
+        "kind" => push_opt(out, d.kind.map(kind_str)),
+        "level" => out.push_str(d.level.as_str()),
+        "previous_level" => out.push_str(d.previous_level.as_str()),
+        "duration" => out.push_str(&format_duration(d.duration)),
+        "time" => out.push_str(&format_rfc3339(d.time_ns)),
+        "group" => out.push_str(&group(d.tags)),
+        "tags" => out.push_str(&group(d.tags)),
+        "fields" => out.push_str(&fields_summary(d.fields)),
+        "measurement" => out.push_str(d.measurement),
+        _ => return false,
+    }
+    true
+}
+
+fn push_opt(out: &mut String, v: Option<&str>) {
+    out.push_str(v.unwrap_or(NO_VALUE));
+}
+
+fn push_field(out: &mut String, v: Option<&Value>, decimals: Option<usize>) {
+    match v {
+        None => out.push_str(NO_VALUE),
+        Some(v) => write_value(out, v, decimals),
+    }
+}
+
+fn write_value(out: &mut String, v: &Value, decimals: Option<usize>) {
+    // Writing into a String cannot fail.
+    let _ = match (v, decimals) {
+        (Value::Float(f), Some(n)) => write!(out, "{f:.n$}"),
+        (Value::Int(i), Some(n)) => write!(out, "{:.n$}", *i as f64),
+        (Value::Float(f), None) => write!(out, "{f}"),
+        (Value::Int(i), None) => write!(out, "{i}"),
+        (Value::Bool(b), _) => write!(out, "{b}"),
+        (Value::Str(s), _) => write!(out, "{s}"),
+    };
+}
+
+/// The event kind as templates and logs spell it (the serde name).
+pub fn kind_str(k: EventKind) -> &'static str {
+    match k {
+        EventKind::Alert => "alert",
+        EventKind::Recovery => "recovery",
+        EventKind::NoData => "no_data",
+        EventKind::Error => "error",
+        EventKind::Flapping => "flapping",
+    }
+}
+
+/// Kapacitor's `Group`: `k=v,k2=v2` of the tags in key order, or `nil` without tags.
+pub fn group(tags: &BTreeMap<String, String>) -> String {
+    if tags.is_empty() {
+        return "nil".into();
+    }
+    let mut s = String::new();
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push('=');
+        s.push_str(v);
+    }
+    s
+}
+
+fn fields_summary(fields: &BTreeMap<String, Value>) -> String {
+    if fields.is_empty() {
+        return "none".into();
+    }
+    let mut s = String::new();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(k);
+        s.push('=');
+        write_value(&mut s, v, None);
+    }
+    s
+}
+
+/// Go's `time.Duration` string: `0s`, `750ms`, `1.5s`, `5m30s`, `1h0m0s`.
+pub fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", frac(nanos, 1_000));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", frac(nanos, 1_000_000));
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if h > 0 || m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    let sub = u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos());
+    let _ = write!(out, "{}s", frac(sub, 1_000_000_000));
+    out
+}
+
+/// `n / unit` as a decimal without trailing zeros.
+fn frac(n: u128, unit: u128) -> String {
+    let (whole, rest) = (n / unit, n % unit);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{rest:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// RFC 3339 in UTC with second precision, e.g. `2026-11-22T04:12:33Z`.
+pub fn format_rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+impl fmt::Display for Template {
+    /// The template's source form (normalised placeholders).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => f.write_str(s)?,
+                Part::Var { name, decimals } => {
+                    let n = match name {
+                        Name::Tag(t) => format!("tags.{t}"),
+                        Name::Field(x) => format!("fields.{x}"),
+                        Name::Plain(x) => x.clone(),
+                    };
+                    match decimals {
+                        Some(d) => write!(f, "{{{{{n}:.{d}}}}}")?,
+                        None => write!(f, "{{{{{n}}}}}")?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn render(src: &str, d: &TemplateData) -> String {
+        Template::parse(src).expect("template parses").render(d)
+    }
+
+    #[test]
+    fn placeholders_resolve_builtins_tags_and_fields() {
+        let t = tags(&[("host", "web1"), ("cpu", "cpu-total")]);
+        let mut f = BTreeMap::new();
+        f.insert("value".to_string(), Value::Float(93.456));
+        f.insert("count".to_string(), Value::Int(7));
+        let mut d = TemplateData::new("cpu_high", &t, &f);
+        d.id = Some("cpu_high:cpu=cpu-total,host=web1");
+        d.level = Level::Critical;
+        d.previous_level = Level::Warning;
+        d.duration = Duration::from_secs(330);
+        d.time_ns = 1_795_000_000_123_000_000;
+        d.kind = Some(EventKind::Alert);
+        assert_eq!(
+            render("{{host}}: CPU {{value:.1}}% busy is {{level}}", &d),
+            "web1: CPU 93.5% busy is CRITICAL"
+        );
+        assert_eq!(
+            render("{{tags.cpu}} {{fields.count:.2}} {{ count }}", &d),
+            "cpu-total 7.00 7"
+        );
+        assert_eq!(
+            render("{{rule}}:{{group}}", &d),
+            "cpu_high:cpu=cpu-total,host=web1"
+        );
+        assert_eq!(
+            render("{{duration}} {{previous_level}} {{kind}}", &d),
+            "5m30s WARNING alert"
+        );
+        assert_eq!(render("{{time}}", &d), "2026-11-18T11:06:40Z");
+        assert_eq!(render("{{nope}} {{message}}", &d), "<no value> <no value>");
+        assert_eq!(
+            render("no placeholders }} here", &d),
+            "no placeholders }} here"
+        );
+    }
+
+    #[test]
+    fn builtins_win_over_tags_and_tags_over_fields() {
+        let t = tags(&[("level", "tag-level"), ("x", "tag-x")]);
+        let mut f = BTreeMap::new();
+        f.insert("x".to_string(), Value::Str("field-x".into()));
+        f.insert("s".to_string(), Value::Str("text".into()));
+        f.insert("b".to_string(), Value::Bool(true));
+        let d = TemplateData::new("r", &t, &f);
+        assert_eq!(
+            render("{{level}} {{tags.level}} {{x}} {{fields.x}}", &d),
+            "OK tag-level tag-x field-x"
+        );
+        assert_eq!(
+            render("{{s:.2}} {{b:.1}} {{id}} {{tags.nope}}", &d),
+            "text true <no value> <no value>"
+        );
+        assert_eq!(
+            render("{{fields}} / {{tags}}", &d),
+            "b=true, s=text, x=field-x / level=tag-level,x=tag-x"
+        );
+    }
+
+    #[test]
+    fn group_without_tags_is_nil() {
+        let (t, f) = (BTreeMap::new(), BTreeMap::new());
+        let d = TemplateData::new("r", &t, &f);
+        assert_eq!(render("{{rule}}:{{group}}", &d), "r:nil");
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_offset() {
+        let e = Template::parse("abc {{host").unwrap_err();
+        assert_eq!((e.offset, e.kind.clone()), (4, TemplateErrorKind::Unclosed));
+        assert_eq!(
+            e.to_string(),
+            "template error at offset 4: unclosed `{{` (no matching `}}`)"
+        );
+        let e = Template::parse("{{a}} {{b {{c}}").unwrap_err();
+        assert_eq!((e.offset, e.kind), (6, TemplateErrorKind::Unclosed));
+        let e = Template::parse("x\n  {{ }}").unwrap_err();
+        assert_eq!(
+            (e.offset, e.kind.clone()),
+            (4, TemplateErrorKind::EmptyName)
+        );
+        assert_eq!(e.line_col("x\n  {{ }}"), (2, 3));
+        let e = Template::parse("{{value:%2f}}").unwrap_err();
+        assert_eq!(e.kind, TemplateErrorKind::BadFormat("%2f".into()));
+        assert!(Template::parse("{{a b}}").is_err());
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let src = "{{ host }} {{tags.a}}/{{fields.v:.2}}!";
+        let t = Template::parse(src).unwrap();
+        assert_eq!(t.to_string(), "{{host}} {{tags.a}}/{{fields.v:.2}}!");
+        assert_eq!(Template::parse(&t.to_string()).unwrap(), t);
+    }
+
+    #[test]
+    fn durations_read_like_go() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(250), "250ns"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_millis(750), "750ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(330), "5m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(90_061), "25h1m1s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(format_duration(d), want, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_utc() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn default_details_is_a_summary() {
+        let t = tags(&[("host", "a")]);
+        let mut f = BTreeMap::new();
+        f.insert("value".to_string(), Value::Float(1.5));
+        let mut d = TemplateData::new("r", &t, &f);
+        d.id = Some("r:host=a");
+        d.message = Some("r:host=a is OK");
+        d.kind = Some(EventKind::Recovery);
+        let s = render(DEFAULT_DETAILS, &d);
+        assert!(
+            s.starts_with("r:host=a is OK\n\nrule: r\nid: r:host=a\nkind: recovery\n"),
+            "{s}"
+        );
+        assert!(s.contains("tags: host=a\nfields: value=1.5\n"), "{s}");
+    }
+}
