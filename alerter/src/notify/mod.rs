@@ -10,7 +10,7 @@
 //! - [`config`]: reading the `[[notifiers.*]]` and `[[silences]]` tables into a [`NotifyPlan`].
 //! - [`router`]: [`Router`] fans events out to per-notifier queues and tasks (timeouts,
 //!   retries with backoff, isolation), after [`silence`]s and [`inhibit`]ion.
-//! - [`template`]: `{{placeholder}}` rendering over an event, HTML escaping, RFC 3339 times.
+//! - [`text`]: HTML and Slack escaping, RFC 3339 parsing (templates are `crate::state::template`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +29,7 @@ pub mod router;
 pub mod running;
 pub mod secret;
 pub mod silence;
-pub mod template;
+pub mod text;
 pub mod webhook;
 
 pub use config::{NotifyPlan, UnknownNotifiers, load, load_str};

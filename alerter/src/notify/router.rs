@@ -539,7 +539,7 @@ impl Worker {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(NotifyError::Retryable(format!(
                     "timed out after {}",
-                    super::template::fmt_duration(self.settings.timeout)
+                    crate::state::template::format_duration(self.settings.timeout)
                 )))
             }
         }
@@ -555,7 +555,7 @@ impl Worker {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
-                        event = super::template::kind_str(e.kind), attempts = retry + 1,
+                        event = crate::state::template::kind_str(e.kind), attempts = retry + 1,
                         "notified"
                     );
                     return;

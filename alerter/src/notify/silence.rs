@@ -13,8 +13,9 @@ use toml::de::{DeTable, DeValue};
 use wk_agent::config::Options;
 use wk_agent::glob::Glob;
 
-use super::template::{parse_rfc3339, rfc3339};
+use super::text::parse_rfc3339;
 use crate::model::AlertEvent;
+use crate::state::template::format_rfc3339 as rfc3339;
 
 /// One matcher: a tag (or `rule`) and the glob its value must match. An absent tag is
 /// matched as the empty string (Alertmanager's rule).

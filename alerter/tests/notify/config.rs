@@ -131,7 +131,7 @@ fn errors_name_the_file_line_and_column() {
         "alerter.toml:8:13: error: [notifiers.log] retries: -1 is out of range 0..=100",
         "alerter.toml:12:9: error: [notifiers.webhook] url: scheme \"ftp\" is not supported",
         "alerter.toml:11:10: error: [notifiers.webhook] name: \"a\" is already the name of another notifier",
-        "alerter.toml:13:3: error: [notifiers.webhook] unknown option \"formatt\": no such option (a typo?)",
+        "alerter.toml:13:3: error: [notifiers.webhook] unknown option \"formatt\": no such option",
         "alerter.toml:15:13: error: [notifiers.pagerduty]: no such notifier kind; known kinds are email, exec, influxdb, log, webhook",
         "alerter.toml:23:9: error: [notifiers.email] tls: invalid value \"ssl\"",
         "alerter.toml:21:14: error: [notifiers.email] password: environment variable \"NOT_SET\" is not set",
@@ -147,6 +147,19 @@ fn errors_name_the_file_line_and_column() {
         );
     }
     assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
+}
+
+#[test]
+fn a_broken_subject_template_is_a_config_error() {
+    let errs = config_errors(
+        "[[notifiers.email]]\nname = \"m\"\nhost = \"h\"\nfrom = \"a@example.com\"\nto = \"b@example.com\"\nsubject = \"[{{level] {{message}}\"\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .starts_with("alerter.toml:6:11: error: [notifiers.email] subject: invalid template"),
+        "{errs:?}"
+    );
 }
 
 #[test]

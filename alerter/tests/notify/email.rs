@@ -93,7 +93,7 @@ async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
     );
     e.tags
         .insert("owner".into(), "<script>alert(1)</script>".into());
-    e.details = "CPU busy 93.2% > 90%\nsecond line".into();
+    e.details = "CPU busy 93.2% > 90%\nsecond line <script>alert(1)</script>".into();
     router.dispatch(vec![e]);
     router.flush().await;
     let st = router.stats();
@@ -118,24 +118,10 @@ async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
     assert_eq!(m["from"], "Watchkeeper <alerts@example.com>");
     assert_eq!(m["to"], "ops@example.com, oncall@example.com");
     assert_eq!(m["content_type"], "multipart/alternative");
-    let plain = m["plain"].as_str().unwrap();
-    assert!(
-        plain.starts_with("web1: cpu is CRITICAL\n\nCPU busy 93.2% > 90%\nsecond line\n\n"),
-        "{plain}"
+    assert_eq!(
+        m["plain"],
+        "CPU busy 93.2% > 90%\nsecond line <script>alert(1)</script>\n"
     );
-    for line in [
-        "Alert:    cpu:host=web1",
-        "Level:    CRITICAL (was OK)",
-        "Time:     2026-11-18T11:06:40Z",
-        "Duration: 1m5s",
-        "  owner = <script>alert(1)</script>",
-        "  value = 93.25",
-    ] {
-        assert!(
-            plain.lines().any(|l| l == line),
-            "{line:?} not in:\n{plain}"
-        );
-    }
     let html = m["html"].as_str().unwrap();
     assert!(!html.contains("<script>"), "{html}");
     assert!(
@@ -143,6 +129,7 @@ async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
         "{html}"
     );
     assert!(html.contains("CPU busy 93.2% &gt; 90%"), "{html}");
+    assert!(html.contains(">web1: cpu is CRITICAL</h2>"), "{html}");
 }
 
 #[tokio::test]

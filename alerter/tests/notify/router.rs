@@ -289,7 +289,7 @@ async fn silences_mute_matching_events_in_their_window() {
     });
     let at = |mut e: AlertEvent, hhmm: &str| {
         e.time =
-            wk_alerter::notify::template::parse_rfc3339(&format!("2026-11-18T{hhmm}:00Z")).unwrap();
+            wk_alerter::notify::text::parse_rfc3339(&format!("2026-11-18T{hhmm}:00Z")).unwrap();
         e
     };
     let ops = ["ops"];

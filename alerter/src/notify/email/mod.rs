@@ -7,9 +7,12 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use wk_agent::config::Options;
 
-use super::template::{fmt_duration, fmt_value, html_escape, kind_str, render, rfc3339};
+use super::text::{fmt_value, html_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::AlertEvent;
+use crate::state::template::{
+    Template, TemplateData, format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str,
+};
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {
@@ -28,7 +31,7 @@ pub struct EmailNotifier {
     /// `None` only when the config had an error (and did not load).
     from: Option<Mailbox>,
     to: Vec<Mailbox>,
-    subject: String,
+    subject: Template,
 }
 
 fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
@@ -70,7 +73,11 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
         .iter()
         .filter_map(|t| parse_mailbox(opts, "to", t))
         .collect();
-    let subject = opts.string("subject", "{{message}}");
+    let subject_text = opts.string("subject", "{{message}}");
+    let subject = Template::parse(&subject_text).unwrap_or_else(|e| {
+        opts.error_at("subject", format!("invalid template {subject_text:?}: {e}"));
+        Template::literal(&subject_text)
+    });
 
     let mut builder =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(port);
@@ -116,12 +123,24 @@ fn parse_mailbox(opts: &mut Options<'_, '_>, key: &str, s: &str) -> Option<Mailb
 impl EmailNotifier {
     /// Builds the message for `event` (public for tests and `check`).
     pub fn message(&self, event: &AlertEvent) -> Result<Message, NotifyError> {
-        let mut subject: String = render(&self.subject, event)
+        let data = TemplateData {
+            id: Some(&event.id),
+            message: Some(&event.message),
+            kind: Some(event.kind),
+            level: event.level,
+            previous_level: event.previous_level,
+            duration: event.duration,
+            time_ns: event.time,
+            ..TemplateData::new(&event.rule, &event.tags, &event.fields)
+        };
+        let mut subject: String = self
+            .subject
+            .render(&data)
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         if subject.chars().count() > MAX_SUBJECT_CHARS {
-            subject = super::template::truncate(&subject, MAX_SUBJECT_CHARS);
+            subject = truncate(&subject, MAX_SUBJECT_CHARS);
         }
         let from = self
             .from
@@ -175,15 +194,20 @@ fn summary(e: &AlertEvent) -> Vec<(&'static str, String)> {
     rows
 }
 
-/// The plain-text body: message, details, then the facts, tags and fields.
+/// The plain-text body: the rendered details (Kapacitor's email body; the rules' default
+/// details template already lists rule, id, level, duration, time, tags and fields), or, for an
+/// event without details, the message followed by those facts.
 pub fn plain_body(e: &AlertEvent) -> String {
+    if !e.details.is_empty() {
+        let mut s = e.details.clone();
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        return s;
+    }
     let mut s = String::new();
     s.push_str(&e.message);
     s.push_str("\n\n");
-    if !e.details.is_empty() {
-        s.push_str(&e.details);
-        s.push_str("\n\n");
-    }
     for (k, v) in summary(e) {
         s.push_str(&format!("{:<10}{v}\n", format!("{k}:")));
     }
@@ -202,7 +226,8 @@ pub fn plain_body(e: &AlertEvent) -> String {
     s
 }
 
-/// The HTML body: the same content, every value escaped (tags come from hosts).
+/// The HTML body: the message as a heading colored by level, then the same content as the
+/// plain part; every value is escaped (tag values come from monitored hosts).
 pub fn html_body(e: &AlertEvent) -> String {
     let color = match e.level {
         crate::model::Level::Critical => "#d50000",
@@ -220,6 +245,8 @@ pub fn html_body(e: &AlertEvent) -> String {
             "<pre style=\"white-space: pre-wrap\">{}</pre>\n",
             html_escape(&e.details)
         ));
+        s.push_str("</body></html>\n");
+        return s;
     }
     let table = |title: &str, rows: Vec<(String, String)>| {
         let mut t = format!(
@@ -290,8 +317,18 @@ mod tests {
         assert!(!h.contains("<script>") && !h.contains("<img") && !h.contains("<i>"));
         assert!(h.contains("disk &lt;b&gt;full&lt;/b&gt; &amp; more"));
         assert!(h.contains("&quot;quoted&quot;"));
+        assert_eq!(plain_body(&e), "\"quoted\"\n");
+        let e = AlertEvent {
+            details: String::new(),
+            ..e
+        };
         let p = plain_body(&e);
-        assert!(p.starts_with("disk <b>full</b> & more\n\n\"quoted\"\n\n"));
+        assert!(p.starts_with("disk <b>full</b> & more\n\nAlert:    r:host=<script>\n"));
         assert!(p.contains("Level:    CRITICAL (was OK)"));
+        let h = html_body(&e);
+        assert!(
+            h.contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
+            "{h}"
+        );
     }
 }

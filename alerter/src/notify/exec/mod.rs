@@ -9,9 +9,10 @@ use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use wk_agent::config::Options;
 
-use super::template::{kind_str, truncate};
+use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture};
 use crate::model::AlertEvent;
+use crate::state::template::kind_str;
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {

@@ -9,9 +9,10 @@ use wk_agent::config::Options;
 use wk_agent::lineproto::Serializer;
 use wk_agent::metric::{FieldValue, Metric};
 
-use super::template::{kind_str, truncate};
+use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::{AlertEvent, Value};
+use crate::state::template::kind_str;
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {

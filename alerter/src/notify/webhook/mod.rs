@@ -8,9 +8,12 @@ use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use wk_agent::config::Options;
 
-use super::template::{fmt_duration, fmt_value, kind_str, rfc3339, slack_escape, truncate};
+use super::text::{fmt_value, slack_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::{AlertEvent, Level};
+use crate::state::template::{
+    format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str,
+};
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {
@@ -233,14 +236,15 @@ pub fn discord_color(level: Level) -> u32 {
     }
 }
 
-/// Slack incoming-webhook payload. Text from the event is escaped so that tag values cannot
+/// Slack incoming-webhook payload: the message, and the facts as attachment fields (the
+/// details, meant for email bodies, would repeat them). Text from the event is escaped so that tag values cannot
 /// mention `<!channel>` or forge links.
 pub fn slack_payload(e: &AlertEvent) -> Json {
     let fields: Vec<Json> = facts(e)
         .into_iter()
         .map(|(k, v)| json!({"title": slack_escape(&k), "value": slack_escape(&v), "short": true}))
         .collect();
-    let mut attachment = json!({
+    let attachment = json!({
         "fallback": slack_escape(&e.message),
         "color": slack_color(e.level),
         "title": slack_escape(&e.id),
@@ -248,17 +252,14 @@ pub fn slack_payload(e: &AlertEvent) -> Json {
         "footer": format!("wk-alerter · rule {}", slack_escape(&e.rule)),
         "ts": e.time.div_euclid(1_000_000_000),
     });
-    if !e.details.is_empty() {
-        attachment["text"] = json!(truncate(&slack_escape(&e.details), 3000));
-    }
     json!({
         "text": truncate(&slack_escape(&e.message), 3000),
         "attachments": [attachment],
     })
 }
 
-/// Discord webhook payload, within Discord's limits (content 2000, title 256, description
-/// 4096, 25 fields of name 256 / value 1024); mentions are disabled so tag values cannot
+/// Discord webhook payload: the message, and one embed with the facts as fields, within
+/// Discord's limits (content 2000, title 256, 25 fields of name 256 / value 1024); mentions are disabled so tag values cannot
 /// ping `@everyone`.
 pub fn discord_payload(e: &AlertEvent) -> Json {
     let nonempty = |s: String| if s.is_empty() { "-".to_owned() } else { s };
@@ -273,16 +274,13 @@ pub fn discord_payload(e: &AlertEvent) -> Json {
             })
         })
         .collect();
-    let mut embed = json!({
+    let embed = json!({
         "title": truncate(&e.id, 256),
         "color": discord_color(e.level),
         "fields": fields,
         "timestamp": rfc3339(e.time),
         "footer": {"text": truncate(&format!("wk-alerter · rule {}", e.rule), 2048)},
     });
-    if !e.details.is_empty() {
-        embed["description"] = json!(truncate(&e.details, 4096));
-    }
     json!({
         "content": truncate(&e.message, 2000),
         "embeds": [embed],
