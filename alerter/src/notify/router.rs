@@ -253,8 +253,7 @@ impl Router {
         }
     }
 
-    /// Learns inhibitor state from events without sending them (e.g. the firing instances
-    /// restored from persisted state at start, which emit no new event).
+    /// Learns inhibitor state from events without sending them.
     pub fn observe(&self, events: &[AlertEvent]) {
         let mut f = lock(&self.shared.filter);
         for e in events {
@@ -262,10 +261,24 @@ impl Router {
         }
     }
 
-    /// Forgets an instance that expired without a recovery, so it stops inhibiting.
-    pub fn forget(&self, rule: &str, id: &str) {
+    /// Sets the non-OK instances (their tags) of an inhibiting rule from the state machine:
+    /// call it after each evaluation of a rule with `inhibits` (before dispatching that
+    /// evaluation's events) and at start after restoring persisted state. It is what ends an
+    /// inhibitor whose rule sends no recoveries (`recoveries: false`) or whose instance
+    /// expired; rules that inhibit nothing are ignored.
+    pub fn sync_inhibitors(
+        &self,
+        rule: &str,
+        non_ok: impl IntoIterator<Item = std::collections::BTreeMap<String, String>>,
+    ) {
+        lock(&self.shared.filter).inhibitions.sync(rule, non_ok);
+    }
+
+    /// Forgets an instance that expired without a recovery, so it stops inhibiting and its
+    /// muted state is dropped.
+    pub fn forget(&self, rule: &str, id: &str, tags: &std::collections::BTreeMap<String, String>) {
         let mut f = lock(&self.shared.filter);
-        f.inhibitions.forget(rule, id);
+        f.inhibitions.forget(rule, tags);
         f.muted.remove(&(rule.to_owned(), id.to_owned()));
     }
 
@@ -403,9 +416,10 @@ impl Filter {
         let reason = if let Some(s) = self.silences.iter().find(|s| s.silences(e, now)) {
             c.silenced.fetch_add(1, Ordering::Relaxed);
             Some((Muted::Silenced, format!("silenced by {}", s.describe())))
-        } else if let Some((rule, id)) = self.inhibitions.inhibitor_of(e) {
+        } else if let Some((rule, tags)) = self.inhibitions.inhibitor_of(e) {
             c.inhibited.fetch_add(1, Ordering::Relaxed);
-            Some((Muted::Inhibited, format!("inhibited by {rule} ({id})")))
+            let group = crate::state::template::group(tags);
+            Some((Muted::Inhibited, format!("inhibited by {rule} ({group})")))
         } else {
             None
         };

@@ -458,3 +458,29 @@ async fn a_panicking_notifier_loses_one_event_not_its_worker() {
     let st = st.notifier("buggy").unwrap();
     assert_eq!((st.failed, st.retries, st.sent), (1, 0, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_state_machines_view_ends_an_inhibitor_that_sends_no_recovery() {
+    let (n, mut rx) = fake("ops", Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    router.set_inhibits("host_down", vec![("system".into(), vec!["host".into()])]);
+    let ops = ["ops"];
+    let mut cpu = alert("cpu", "web1", Level::Critical, &ops);
+    cpu.category = Some("system".into());
+    // Restored at start: web1 is down (no event is emitted for it).
+    let web1 = event("host_down", "web1", EventKind::NoData, Level::Critical).tags;
+    router.sync_inhibitors("host_down", [web1]);
+    router.dispatch(vec![cpu.clone()]);
+    // host_down has `recoveries: false`: when web1 comes back only its state says so.
+    router.sync_inhibitors("host_down", []);
+    let mut cpu2 = cpu.clone();
+    cpu2.level = Level::Warning;
+    router.dispatch(vec![cpu2]);
+    router.flush().await;
+    let got: Vec<Level> = drain(&mut rx).into_iter().map(|(_, e)| e.level).collect();
+    assert_eq!(got, [Level::Warning]);
+    assert_eq!(router.stats().inhibited, 1);
+}
