@@ -1,1 +1,97 @@
-//! See lib.rs.
+//! Notifications: alert events in, messages out.
+//!
+//! - [`Notifier`]: the small contract every notifier implements (one event in, `Ok` or a
+//!   retryable / permanent [`NotifyError`] out).
+//! - [`REGISTRY`]: every notifier kind, one line each; one folder per kind (`log/`, `email/`,
+//!   `webhook/`, `exec/`, `influxdb/`) with its code, `README.md` and `sample.conf`. The kind is
+//!   the folder name and the config table: `[[notifiers.<kind>]]`.
+//! - [`running`]: the wrapper with the options every notifier shares (`name`, `timeout`,
+//!   `retries`, `backoff`, `send_recoveries`, `min_level`, `queue_size`).
+//! - [`config`]: reading the `[[notifiers.*]]` and `[[silences]]` tables into a [`NotifyPlan`].
+//! - [`router`]: [`Router`] fans events out to per-notifier queues and tasks (timeouts,
+//!   retries with backoff, isolation), after [`silence`]s and [`inhibit`]ion.
+//! - [`text`]: HTML and Slack escaping, RFC 3339 parsing (templates are `crate::state::template`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use wk_agent::config::Options;
+
+use crate::model::AlertEvent;
+
+pub mod config;
+pub mod email;
+pub mod exec;
+pub mod influxdb;
+pub mod inhibit;
+pub mod log;
+pub mod router;
+pub mod running;
+pub mod secret;
+pub mod silence;
+pub mod text;
+pub mod webhook;
+
+pub use config::{NotifyPlan, UnknownNotifiers, load, load_str};
+pub use router::{NotifierStats, Router, RouterStats};
+pub use running::{NotifierSettings, RunningNotifier};
+pub use silence::Silence;
+
+/// What [`Notifier::send`] returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), NotifyError>> + Send + 'a>>;
+
+/// A notifier: built from validated options (config errors only, no network there), then
+/// handed one event at a time by its own task. Timeouts, retries and queueing are the
+/// router's business, not the notifier's; a send may be cancelled (dropped) at any await.
+pub trait Notifier: Send + Sync {
+    /// Delivers one event.
+    fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a>;
+}
+
+/// Why an event was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth trying again (connection refused, timeout, HTTP 5xx or 429, SMTP 4xx).
+    #[error("{0}")]
+    Retryable(String),
+    /// Trying again would fail the same way (HTTP 4xx, SMTP 5xx, program not found).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl NotifyError {
+    /// True for [`NotifyError::Retryable`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, NotifyError::Retryable(_))
+    }
+}
+
+/// A constructor from options; errors go to the options' diagnostics (file:line:column).
+pub type BuildFn = fn(&mut Options<'_, '_>) -> Box<dyn Notifier>;
+
+/// One registry entry.
+pub struct NotifierSpec {
+    /// `[[notifiers.<name>]]`, the folder name.
+    pub name: &'static str,
+    /// One line saying what the notifier does.
+    pub description: &'static str,
+    /// The notifier's `sample.conf`.
+    pub sample_config: &'static str,
+    /// Builds the notifier from its kind-specific options (the shared ones are read first by
+    /// [`RunningNotifier::build`]).
+    pub build: BuildFn,
+}
+
+/// Every notifier kind, one line each.
+pub static REGISTRY: &[NotifierSpec] = &[
+    email::SPEC,
+    exec::SPEC,
+    influxdb::SPEC,
+    log::SPEC,
+    webhook::SPEC,
+];
+
+/// The registry entry of a notifier kind.
+pub fn find(kind: &str) -> Option<&'static NotifierSpec> {
+    REGISTRY.iter().find(|s| s.name == kind)
+}

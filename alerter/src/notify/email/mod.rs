@@ -1,0 +1,334 @@
+//! `[[notifiers.email]]`: one email per event over SMTP (lettre), plain text with an HTML
+//! alternative.
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use wk_agent::config::Options;
+
+use super::text::{fmt_value, html_escape, truncate};
+use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
+use crate::model::AlertEvent;
+use crate::state::template::{
+    Template, TemplateData, format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str,
+};
+
+/// Registry entry.
+pub const SPEC: NotifierSpec = NotifierSpec {
+    name: "email",
+    description: "Send each event as an email over SMTP (STARTTLS, TLS or plain)",
+    sample_config: include_str!("sample.conf"),
+    build,
+};
+
+/// Longest subject line we send; longer ones are cut.
+const MAX_SUBJECT_CHARS: usize = 200;
+
+/// The email notifier.
+pub struct EmailNotifier {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// `None` only when the config had an error (and did not load).
+    from: Option<Mailbox>,
+    to: Vec<Mailbox>,
+    subject: Template,
+}
+
+fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
+    let host = opts.string("host", "");
+    if host.is_empty() {
+        opts.error_at("host", "is required: the SMTP server's host name");
+    }
+    let tls = opts.choice("tls", "starttls", &["starttls", "tls", "none"]);
+    let default_port = match tls.as_str() {
+        "tls" => 465,
+        "none" => 25,
+        _ => 587,
+    };
+    let port = opts.int("port", default_port, 1, 65535) as u16;
+    let insecure = opts.bool("insecure_skip_verify", false);
+    let username = opts.opt_string("username");
+    let password = secret::read(opts, "password", "password_file");
+    let has_secret = opts.has("password") || opts.has("password_file");
+    match (&username, &password) {
+        (Some(_), None) if !has_secret => opts.error_at(
+            "password",
+            "is required with `username` (or `password_file`)",
+        ),
+        (None, Some(_)) => opts.error_at("username", "is required with a password"),
+        _ => {}
+    }
+    let from = match opts.opt_string("from") {
+        Some(f) => parse_mailbox(opts, "from", &f),
+        None => {
+            opts.error_at("from", "is required: the sender address");
+            None
+        }
+    };
+    let to_list = opts.strings("to");
+    if to_list.is_empty() {
+        opts.error_at("to", "is required: a list of recipient addresses");
+    }
+    let to: Vec<Mailbox> = to_list
+        .iter()
+        .filter_map(|t| parse_mailbox(opts, "to", t))
+        .collect();
+    let subject_text = opts.string("subject", "{{message}}");
+    let subject = Template::parse(&subject_text).unwrap_or_else(|e| {
+        opts.error_at("subject", format!("invalid template {subject_text:?}: {e}"));
+        Template::literal(&subject_text)
+    });
+
+    let mut builder =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(port);
+    if tls != "none" && !host.is_empty() {
+        match TlsParameters::builder(host.clone())
+            .dangerous_accept_invalid_certs(insecure)
+            .dangerous_accept_invalid_hostnames(insecure)
+            .build()
+        {
+            Ok(params) => {
+                builder = builder.tls(if tls == "tls" {
+                    Tls::Wrapper(params)
+                } else {
+                    Tls::Required(params)
+                });
+            }
+            Err(e) => opts.error_at("tls", format!("cannot set up TLS: {e}")),
+        }
+    } else {
+        builder = builder.tls(Tls::None);
+    }
+    if let (Some(u), Some(p)) = (username, password) {
+        builder = builder.credentials(Credentials::new(u, p));
+    }
+    Box::new(EmailNotifier {
+        transport: builder.build(),
+        from,
+        to,
+        subject,
+    })
+}
+
+fn parse_mailbox(opts: &mut Options<'_, '_>, key: &str, s: &str) -> Option<Mailbox> {
+    match s.parse::<Mailbox>() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            opts.error_at(key, format!("invalid address {s:?}: {e}"));
+            None
+        }
+    }
+}
+
+impl EmailNotifier {
+    /// Builds the message for `event` (public for tests and `check`).
+    pub fn message(&self, event: &AlertEvent) -> Result<Message, NotifyError> {
+        let data = TemplateData {
+            id: Some(&event.id),
+            message: Some(&event.message),
+            kind: Some(event.kind),
+            level: event.level,
+            previous_level: event.previous_level,
+            duration: event.duration,
+            time_ns: event.time,
+            ..TemplateData::new(&event.rule, &event.tags, &event.fields)
+        };
+        let mut subject: String = self
+            .subject
+            .render(&data)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if subject.chars().count() > MAX_SUBJECT_CHARS {
+            subject = truncate(&subject, MAX_SUBJECT_CHARS);
+        }
+        let from = self
+            .from
+            .clone()
+            .ok_or_else(|| NotifyError::Permanent("no sender address configured".into()))?;
+        let mut b = Message::builder().from(from).subject(subject);
+        for to in &self.to {
+            b = b.to(to.clone());
+        }
+        b.multipart(MultiPart::alternative_plain_html(
+            plain_body(event),
+            html_body(event),
+        ))
+        .map_err(|e| NotifyError::Permanent(format!("cannot build the message: {e}")))
+    }
+
+    async fn deliver(&self, event: &AlertEvent) -> Result<(), NotifyError> {
+        let msg = self.message(event)?;
+        match self.transport.send(msg).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => {
+                Err(NotifyError::Permanent(format!("SMTP server refused: {e}")))
+            }
+            Err(e) => Err(NotifyError::Retryable(format!("SMTP: {e}"))),
+        }
+    }
+}
+
+impl Notifier for EmailNotifier {
+    fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a> {
+        Box::pin(self.deliver(event))
+    }
+}
+
+/// The facts of an event as (label, value) rows, shared by both bodies.
+fn summary(e: &AlertEvent) -> Vec<(&'static str, String)> {
+    let mut rows = vec![
+        ("Alert", e.id.clone()),
+        ("Rule", e.rule.clone()),
+        (
+            "Level",
+            format!("{} (was {})", e.level.as_str(), e.previous_level.as_str()),
+        ),
+        ("Event", kind_str(e.kind).to_owned()),
+        ("Time", rfc3339(e.time)),
+        ("Duration", fmt_duration(e.duration)),
+    ];
+    if let Some(c) = &e.category {
+        rows.push(("Category", c.clone()));
+    }
+    rows
+}
+
+/// The plain-text body: the rendered details (Kapacitor's email body; the rules' default
+/// details template already lists rule, id, level, duration, time, tags and fields), or, for an
+/// event without details, the message followed by those facts.
+pub fn plain_body(e: &AlertEvent) -> String {
+    if !e.details.is_empty() {
+        let mut s = e.details.clone();
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        return s;
+    }
+    let mut s = String::new();
+    s.push_str(&e.message);
+    s.push_str("\n\n");
+    for (k, v) in summary(e) {
+        s.push_str(&format!("{:<10}{v}\n", format!("{k}:")));
+    }
+    if !e.tags.is_empty() {
+        s.push_str("\nTags:\n");
+        for (k, v) in &e.tags {
+            s.push_str(&format!("  {k} = {v}\n"));
+        }
+    }
+    if !e.fields.is_empty() {
+        s.push_str("\nFields:\n");
+        for (k, v) in &e.fields {
+            s.push_str(&format!("  {k} = {}\n", fmt_value(v, None)));
+        }
+    }
+    s
+}
+
+/// The HTML body: the message as a heading colored by level, then the same content as the
+/// plain part; every value is escaped (tag values come from monitored hosts).
+pub fn html_body(e: &AlertEvent) -> String {
+    let color = match e.level {
+        crate::model::Level::Critical => "#d50000",
+        crate::model::Level::Warning => "#f1a500",
+        crate::model::Level::Info => "#3498db",
+        crate::model::Level::Ok => "#2e9e5b",
+    };
+    let mut s = String::from("<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n");
+    s.push_str(&format!(
+        "<h2 style=\"color: {color}\">{}</h2>\n",
+        html_escape(&e.message)
+    ));
+    if !e.details.is_empty() {
+        s.push_str(&format!(
+            "<pre style=\"white-space: pre-wrap\">{}</pre>\n",
+            html_escape(&e.details)
+        ));
+        s.push_str("</body></html>\n");
+        return s;
+    }
+    let table = |title: &str, rows: Vec<(String, String)>| {
+        let mut t = format!(
+            "<h3>{}</h3>\n<table cellpadding=\"3\">\n",
+            html_escape(title)
+        );
+        for (k, v) in rows {
+            t.push_str(&format!(
+                "<tr><th align=\"left\">{}</th><td>{}</td></tr>\n",
+                html_escape(&k),
+                html_escape(&v)
+            ));
+        }
+        t.push_str("</table>\n");
+        t
+    };
+    s.push_str(&table(
+        "Alert",
+        summary(e)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    ));
+    if !e.tags.is_empty() {
+        s.push_str(&table(
+            "Tags",
+            e.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
+    }
+    if !e.fields.is_empty() {
+        s.push_str(&table(
+            "Fields",
+            e.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), fmt_value(v, None)))
+                .collect(),
+        ));
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{EventKind, Level, Value};
+
+    #[test]
+    fn html_body_escapes_host_supplied_text() {
+        let e = AlertEvent {
+            rule: "r".into(),
+            id: "r:host=<script>".into(),
+            message: "disk <b>full</b> & more".into(),
+            details: "\"quoted\"".into(),
+            kind: EventKind::Alert,
+            level: Level::Critical,
+            previous_level: Level::Ok,
+            tags: [("host".to_owned(), "<img src=x onerror=alert(1)>".to_owned())].into(),
+            fields: [("value".to_owned(), Value::Str("<i>".into()))].into(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: vec![],
+            category: None,
+        };
+        let h = html_body(&e);
+        assert!(!h.contains("<script>") && !h.contains("<img") && !h.contains("<i>"));
+        assert!(h.contains("disk &lt;b&gt;full&lt;/b&gt; &amp; more"));
+        assert!(h.contains("&quot;quoted&quot;"));
+        assert_eq!(plain_body(&e), "\"quoted\"\n");
+        let e = AlertEvent {
+            details: String::new(),
+            ..e
+        };
+        let p = plain_body(&e);
+        assert!(p.starts_with("disk <b>full</b> & more\n\nAlert:    r:host=<script>\n"));
+        assert!(p.contains("Level:    CRITICAL (was OK)"));
+        let h = html_body(&e);
+        assert!(
+            h.contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
+            "{h}"
+        );
+    }
+}

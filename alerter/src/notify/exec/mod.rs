@@ -1,0 +1,229 @@
+//! `[[notifiers.exec]]`: runs a program per event (Kapacitor's `exec` handler, with the guard
+//! rails it lacked): an argv from the config (never a shell, never event data in argv), the
+//! event JSON on stdin, `WK_ALERT_*` environment variables, its own process group that is
+//! killed whole when the attempt times out or is cancelled, stderr kept for the error.
+
+use std::io::ErrorKind;
+use std::process::Stdio;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use wk_agent::config::Options;
+
+use super::text::truncate;
+use super::{Notifier, NotifierSpec, NotifyError, SendFuture};
+use crate::model::AlertEvent;
+use crate::state::template::kind_str;
+
+/// Registry entry.
+pub const SPEC: NotifierSpec = NotifierSpec {
+    name: "exec",
+    description: "Run a program per event: event JSON on stdin, WK_ALERT_* variables, timeout kills its process group",
+    sample_config: include_str!("sample.conf"),
+    build,
+};
+
+/// The exec notifier.
+#[derive(Debug, Clone)]
+pub struct ExecNotifier {
+    /// Program and arguments, exactly as configured.
+    pub argv: Vec<String>,
+    /// Extra environment variables from the config.
+    pub env: Vec<(String, String)>,
+    /// How much of stderr (and stdout) is kept for messages.
+    pub max_output_bytes: usize,
+    /// Pass the alerter's own environment on (it may hold the secrets other notifiers'
+    /// `${VAR}`s read); when false the program gets only `PATH`, `env` and `WK_*`.
+    pub inherit_env: bool,
+}
+
+/// `PATH` for a program started with `inherit_env = false`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
+    let argv = opts.strings("command");
+    if argv.is_empty() || argv[0].is_empty() {
+        opts.error_at(
+            "command",
+            "is required: the program and its arguments as a list, e.g. [\"/usr/local/bin/page\", \"--team\", \"ops\"] (no shell is used)",
+        );
+    }
+    let env = opts.string_table("env");
+    for (k, _) in &env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            opts.error_at("env", format!("invalid variable name {k:?}"));
+        }
+    }
+    let max_output_bytes = opts.size("max_output_bytes", 4096) as usize;
+    let inherit_env = opts.bool("inherit_env", true);
+    Box::new(ExecNotifier {
+        argv,
+        env,
+        max_output_bytes,
+        inherit_env,
+    })
+}
+
+/// Environment variable name for a tag key: `WK_TAG_` + the key upper-cased, with every
+/// character outside `[A-Z0-9_]` replaced by `_`.
+pub fn tag_var(key: &str) -> String {
+    let mut s = String::from("WK_TAG_");
+    s.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    s
+}
+
+/// The variables set for `event` (values with NUL bytes removed: they cannot be passed).
+pub fn event_env(e: &AlertEvent) -> Vec<(String, String)> {
+    let clean = |s: &str| s.replace('\0', "");
+    let mut v = vec![
+        ("WK_ALERT_ID".to_owned(), clean(&e.id)),
+        ("WK_ALERT_RULE".to_owned(), clean(&e.rule)),
+        ("WK_ALERT_LEVEL".to_owned(), e.level.as_str().to_owned()),
+        (
+            "WK_ALERT_PREVIOUS_LEVEL".to_owned(),
+            e.previous_level.as_str().to_owned(),
+        ),
+        ("WK_ALERT_KIND".to_owned(), kind_str(e.kind).to_owned()),
+        ("WK_ALERT_MESSAGE".to_owned(), clean(&e.message)),
+        ("WK_ALERT_TIME".to_owned(), e.time.to_string()),
+        (
+            "WK_ALERT_DURATION_SECS".to_owned(),
+            e.duration.as_secs().to_string(),
+        ),
+        (
+            "WK_ALERT_CATEGORY".to_owned(),
+            clean(e.category.as_deref().unwrap_or("")),
+        ),
+    ];
+    v.extend(e.tags.iter().map(|(k, val)| (tag_var(k), clean(val))));
+    v
+}
+
+/// Kills a process group when dropped (a cancelled or timed-out attempt) unless disarmed.
+struct GroupKill {
+    pgid: Option<libc::pid_t>,
+}
+
+impl GroupKill {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take()
+            && pgid > 1
+        {
+            // SAFETY: kill(2) with a negative pid signals a process group; no memory is
+            // involved. The group is ours: the child was started with process_group(0).
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads up to `max` bytes and drains (discards) the rest so the writer never blocks.
+async fn read_limited(r: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> {
+    let Some(mut r) = r else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+impl ExecNotifier {
+    async fn run(&self, event: &AlertEvent) -> Result<(), NotifyError> {
+        let Some((program, args)) = self.argv.split_first() else {
+            return Err(NotifyError::Permanent("no command configured".into()));
+        };
+        let input = serde_json::to_vec(event)
+            .map_err(|e| NotifyError::Permanent(format!("cannot serialize the event: {e}")))?;
+        let mut cmd = tokio::process::Command::new(program);
+        if !self.inherit_env {
+            cmd.env_clear().env("PATH", DEFAULT_PATH);
+        }
+        cmd.args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(event_env(event))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            let msg = format!("cannot run {program:?}: {e}");
+            match e.kind() {
+                ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::InvalidInput => {
+                    NotifyError::Permanent(msg)
+                }
+                _ => NotifyError::Retryable(msg),
+            }
+        })?;
+        let mut group = GroupKill {
+            pgid: child.id().map(|p| p as libc::pid_t),
+        };
+        let stdin = child.stdin.take();
+        let write = async move {
+            if let Some(mut s) = stdin {
+                // A program that does not read stdin closes the pipe: not an error.
+                let _ = s.write_all(&input).await;
+                let _ = s.shutdown().await;
+            }
+        };
+        let max = self.max_output_bytes;
+        let out = read_limited(child.stdout.take(), max);
+        let err = read_limited(child.stderr.take(), max);
+        let wait = async {
+            let status = child.wait().await;
+            // Whatever the program left running in its group (a backgrounded helper holding
+            // our pipes open) goes with it, so reading stdout/stderr ends now.
+            group.kill();
+            status
+        };
+        let ((), status, out, err) = tokio::join!(write, wait, out, err);
+        let status = status.map_err(|e| NotifyError::Retryable(format!("{program:?}: {e}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        let how = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            (None, None) => "failed".to_owned(),
+        };
+        let mut text = String::from_utf8_lossy(&err).trim().to_owned();
+        if text.is_empty() {
+            text = String::from_utf8_lossy(&out).trim().to_owned();
+        }
+        let mut msg = format!("{program:?} {how}");
+        if !text.is_empty() {
+            msg.push_str(": ");
+            msg.push_str(&truncate(&text, max));
+        }
+        Err(NotifyError::Retryable(msg))
+    }
+}
+
+impl Notifier for ExecNotifier {
+    fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a> {
+        Box::pin(self.run(event))
+    }
+}

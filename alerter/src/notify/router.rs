@@ -1,0 +1,600 @@
+//! The router: takes the state machine's events and hands each to the notifiers its rule
+//! names, after silences and inhibition.
+//!
+//! Each notifier has its own bounded queue and task, so one slow or dead notifier never
+//! delays another and [`Router::dispatch`] never waits: when a queue is full the oldest event
+//! is dropped, counted and logged (Kapacitor drops too, but keeps a 5000-event buffer with no
+//! timeout behind it; we bound every attempt instead). Each attempt has the notifier's
+//! `timeout`; retryable failures are retried `retries` times with doubling, jittered backoff;
+//! every outcome is logged and counted.
+//!
+//! Muting, in order: a silenced or inhibited non-recovery event is not sent and its instance
+//! is remembered as muted; the recovery of a muted instance is muted as well (the receiver
+//! never saw the alert). A recovery of an instance whose alert was delivered is always sent,
+//! even inside a silence: it closes what the receiver opened (Kapacitor#1607's open incidents).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::config::{NotifyPlan, UnknownNotifiers};
+use super::inhibit::{InhibitList, Inhibitions};
+use super::running::{NotifierSettings, RunningNotifier};
+use super::silence::Silence;
+use super::{Notifier, NotifyError};
+use crate::model::{AlertEvent, EventKind, RuleSettings};
+
+/// More muted instances than this are forgotten at once (fail open: a later recovery of one
+/// of them is sent although its alert was not), so instances that expire without a recovery
+/// cannot grow the set without bound.
+const MAX_MUTED_INSTANCES: usize = 100_000;
+
+/// Routes events to notifiers. Cheap to clone; must be created inside a tokio runtime.
+#[derive(Clone)]
+pub struct Router {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    workers: RwLock<Arc<BTreeMap<String, Arc<Worker>>>>,
+    filter: Mutex<Filter>,
+    counters: RouterCounters,
+}
+
+#[derive(Default)]
+struct Filter {
+    silences: Vec<Silence>,
+    inhibitions: Inhibitions,
+    /// Instances (rule, id) whose last non-OK event was muted, and why.
+    muted: HashMap<(String, String), Muted>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Muted {
+    Silenced,
+    Inhibited,
+}
+
+#[derive(Default)]
+struct RouterCounters {
+    received: AtomicU64,
+    silenced: AtomicU64,
+    inhibited: AtomicU64,
+    unknown_notifier: AtomicU64,
+}
+
+/// Counters of one notifier (kept across reloads while the name stays).
+#[derive(Default)]
+struct NotifierCounters {
+    queued: AtomicU64,
+    filtered: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    timeouts: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A snapshot of the router's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Events given to [`Router::dispatch`].
+    pub received: u64,
+    /// Events not sent because a silence matched (or the recovery of a silenced alert).
+    pub silenced: u64,
+    /// Events not sent because an inhibitor was active (or the recovery of an inhibited alert).
+    pub inhibited: u64,
+    /// Routings to a name no notifier has (only possible when rules were not validated).
+    pub unknown_notifier: u64,
+    pub notifiers: Vec<NotifierStats>,
+}
+
+impl RouterStats {
+    /// The counters of the notifier named `name`.
+    pub fn notifier(&self, name: &str) -> Option<&NotifierStats> {
+        self.notifiers.iter().find(|n| n.name == name)
+    }
+}
+
+/// A snapshot of one notifier's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifierStats {
+    pub name: String,
+    /// Events put in its queue.
+    pub queued: u64,
+    /// Events routed to it that its `min_level` / `send_recoveries` refused.
+    pub filtered: u64,
+    /// Events delivered.
+    pub sent: u64,
+    /// Events given up on (permanent error, or retries exhausted).
+    pub failed: u64,
+    /// Attempts retried.
+    pub retries: u64,
+    /// Attempts that hit the timeout.
+    pub timeouts: u64,
+    /// Events dropped from a full queue (the oldest first).
+    pub dropped: u64,
+    /// Events waiting or in flight now.
+    pub pending: usize,
+}
+
+struct Worker {
+    settings: NotifierSettings,
+    notifier: Arc<dyn Notifier>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    /// Events queued or in flight; 0 = idle.
+    pending: watch::Sender<usize>,
+    counters: Arc<NotifierCounters>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Arc<AlertEvent>>,
+    /// A send is in flight.
+    busy: bool,
+    closed: bool,
+}
+
+/// Aborts the attempt's task when the attempt is given up: on timeout, and when the worker
+/// itself is cancelled at shutdown (a plain JoinHandle would leave the send running).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves consistent data (plain pushes and
+    // pops), so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Router {
+    /// Starts one task per notifier of `plan`.
+    pub fn start(plan: NotifyPlan) -> Router {
+        let shared = Arc::new(Shared {
+            workers: RwLock::new(Arc::new(BTreeMap::new())),
+            filter: Mutex::new(Filter::default()),
+            counters: RouterCounters::default(),
+        });
+        let router = Router { shared };
+        router.replace(plan);
+        router
+    }
+
+    /// Swaps in a new plan (hot reload): new notifiers start, events still queued for a
+    /// notifier whose name stays move to its new queue, old tasks finish their current send
+    /// and end. Silences are replaced; inhibitor and muted-instance state is kept.
+    pub fn replace(&self, plan: NotifyPlan) {
+        let old = self.workers();
+        let mut new = BTreeMap::new();
+        for rn in plan.notifiers {
+            let counters = old
+                .get(&rn.settings.name)
+                .map(|w| w.counters.clone())
+                .unwrap_or_default();
+            let worker = Worker::spawn(rn, counters);
+            new.insert(worker.settings.name.clone(), worker);
+        }
+        for (name, w) in old.iter() {
+            let leftover = w.close();
+            if let Some(nw) = new.get(name) {
+                nw.prepend(leftover);
+            } else if !leftover.is_empty() {
+                tracing::warn!(
+                    notifier = %name,
+                    events = leftover.len(),
+                    "notifier removed by reload; its queued events are dropped"
+                );
+            }
+        }
+        *self
+            .shared
+            .workers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
+        lock(&self.shared.filter).silences = plan.silences;
+    }
+
+    fn workers(&self) -> Arc<BTreeMap<String, Arc<Worker>>> {
+        self.shared
+            .workers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Tells the router which rules inhibit what (at load and at every reload).
+    pub fn set_rules<'a>(&self, rules: impl IntoIterator<Item = &'a RuleSettings>) {
+        lock(&self.shared.filter).inhibitions.set_rules(rules);
+    }
+
+    /// Sets one rule's inhibit list (rules not built from [`RuleSettings`], tests).
+    pub fn set_inhibits(&self, rule: &str, inhibits: InhibitList) {
+        lock(&self.shared.filter)
+            .inhibitions
+            .set_rule(rule, inhibits);
+    }
+
+    /// Replaces the silences.
+    pub fn set_silences(&self, silences: Vec<Silence>) {
+        lock(&self.shared.filter).silences = silences;
+    }
+
+    /// Checks the notifier names a rule lists in `notify: [...]`.
+    pub fn validate_names(&self, names: &[String]) -> Result<(), UnknownNotifiers> {
+        let workers = self.workers();
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|n| !workers.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(UnknownNotifiers {
+                unknown,
+                known: workers.keys().cloned().collect(),
+            })
+        }
+    }
+
+    /// Learns inhibitor state from events without sending them.
+    pub fn observe(&self, events: &[AlertEvent]) {
+        let mut f = lock(&self.shared.filter);
+        for e in events {
+            f.inhibitions.observe(e);
+        }
+    }
+
+    /// Sets the non-OK instances (their tags) of an inhibiting rule from the state machine:
+    /// call it after each evaluation of a rule with `inhibits` (before dispatching that
+    /// evaluation's events) and at start after restoring persisted state. It is what ends an
+    /// inhibitor whose rule sends no recoveries (`recoveries: false`) or whose instance
+    /// expired; rules that inhibit nothing are ignored.
+    pub fn sync_inhibitors(
+        &self,
+        rule: &str,
+        non_ok: impl IntoIterator<Item = std::collections::BTreeMap<String, String>>,
+    ) {
+        lock(&self.shared.filter).inhibitions.sync(rule, non_ok);
+    }
+
+    /// Forgets an instance that expired without a recovery, so it stops inhibiting and its
+    /// muted state is dropped.
+    pub fn forget(&self, rule: &str, id: &str, tags: &std::collections::BTreeMap<String, String>) {
+        let mut f = lock(&self.shared.filter);
+        f.inhibitions.forget(rule, tags);
+        f.muted.remove(&(rule.to_owned(), id.to_owned()));
+    }
+
+    /// Routes events; never waits. Inhibitor state is updated from the whole batch before
+    /// any of it is filtered, so an inhibitor and its victims from one cycle behave as if the
+    /// inhibitor came first.
+    pub fn dispatch(&self, events: Vec<AlertEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let c = &self.shared.counters;
+        c.received.fetch_add(events.len() as u64, Ordering::Relaxed);
+        let mut deliver = Vec::with_capacity(events.len());
+        {
+            let mut f = lock(&self.shared.filter);
+            for e in &events {
+                f.inhibitions.observe(e);
+            }
+            for e in events {
+                if f.admit(&e, &self.shared.counters) {
+                    deliver.push(Arc::new(e));
+                }
+            }
+        }
+        let workers = self.workers();
+        for e in deliver {
+            for (i, name) in e.notify.iter().enumerate() {
+                if e.notify[..i].contains(name) {
+                    continue; // listed twice: sent once
+                }
+                let Some(w) = workers.get(name) else {
+                    c.unknown_notifier.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        notifier = %name, alert_id = %e.id, rule = %e.rule,
+                        "event routed to an unknown notifier; dropped"
+                    );
+                    continue;
+                };
+                if w.settings.wants(&e) {
+                    w.push(e.clone());
+                } else {
+                    w.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        notifier = %name, alert_id = %e.id, level = %e.level,
+                        "below the notifier's min_level or a recovery it does not send"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits until every queue is empty and no send is in flight (tests, shutdown).
+    pub async fn flush(&self) {
+        for w in self.workers().values() {
+            let mut rx = w.pending.subscribe();
+            // The sender lives in the worker we hold, so waiting cannot fail.
+            let _ = rx.wait_for(|n| *n == 0).await;
+        }
+    }
+
+    /// Stops taking events, gives queued ones up to `grace` to be delivered, then cancels
+    /// whatever is left (a cancelled exec kills its process group).
+    pub async fn shutdown(&self, grace: Duration) {
+        let workers = std::mem::take(
+            &mut *self
+                .shared
+                .workers
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for w in workers.values() {
+            lock(&w.queue).closed = true;
+            w.wake.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, w) in workers.iter() {
+            let task = lock(&w.task).take();
+            if let Some(mut task) = task
+                && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+            {
+                task.abort();
+                let left = lock(&w.queue).events.len();
+                tracing::warn!(notifier = %name, events = left, "shutdown: undelivered events dropped");
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> RouterStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RouterStats {
+            received: get(&c.received),
+            silenced: get(&c.silenced),
+            inhibited: get(&c.inhibited),
+            unknown_notifier: get(&c.unknown_notifier),
+            notifiers: self
+                .workers()
+                .iter()
+                .map(|(name, w)| {
+                    let n = &w.counters;
+                    NotifierStats {
+                        name: name.clone(),
+                        queued: get(&n.queued),
+                        filtered: get(&n.filtered),
+                        sent: get(&n.sent),
+                        failed: get(&n.failed),
+                        retries: get(&n.retries),
+                        timeouts: get(&n.timeouts),
+                        dropped: get(&n.dropped),
+                        pending: *w.pending.borrow(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Filter {
+    /// Whether `e` may be sent; counts and logs when not.
+    fn admit(&mut self, e: &AlertEvent, c: &RouterCounters) -> bool {
+        let key = (e.rule.clone(), e.id.clone());
+        if e.kind == EventKind::Recovery {
+            let Some(why) = self.muted.remove(&key) else {
+                return true;
+            };
+            match why {
+                Muted::Silenced => c.silenced.fetch_add(1, Ordering::Relaxed),
+                Muted::Inhibited => c.inhibited.fetch_add(1, Ordering::Relaxed),
+            };
+            tracing::debug!(alert_id = %e.id, rule = %e.rule, "recovery muted: its alert was not sent either");
+            return false;
+        }
+        let now = if e.time > 0 { e.time } else { now_ns() };
+        let reason = if let Some(s) = self.silences.iter().find(|s| s.silences(e, now)) {
+            c.silenced.fetch_add(1, Ordering::Relaxed);
+            Some((Muted::Silenced, format!("silenced by {}", s.describe())))
+        } else if let Some((rule, tags)) = self.inhibitions.inhibitor_of(e) {
+            c.inhibited.fetch_add(1, Ordering::Relaxed);
+            let group = crate::state::template::group(tags);
+            Some((Muted::Inhibited, format!("inhibited by {rule} ({group})")))
+        } else {
+            None
+        };
+        match reason {
+            Some((why, reason)) => {
+                tracing::debug!(alert_id = %e.id, rule = %e.rule, level = %e.level, "{reason}");
+                if self.muted.len() >= MAX_MUTED_INSTANCES {
+                    self.muted.clear();
+                }
+                self.muted.insert(key, why);
+                false
+            }
+            None => {
+                self.muted.remove(&key);
+                true
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn spawn(rn: RunningNotifier, counters: Arc<NotifierCounters>) -> Arc<Worker> {
+        let (pending, _) = watch::channel(0);
+        let worker = Arc::new(Worker {
+            settings: rn.settings,
+            notifier: rn.notifier,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            pending,
+            counters,
+            task: Mutex::new(None),
+        });
+        let handle = tokio::spawn(worker.clone().run());
+        *lock(&worker.task) = Some(handle);
+        worker
+    }
+
+    fn push(&self, e: Arc<AlertEvent>) {
+        let mut q = lock(&self.queue);
+        if q.closed {
+            return;
+        }
+        if q.events.len() >= self.settings.queue_size
+            && let Some(old) = q.events.pop_front()
+        {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                notifier = %self.settings.name,
+                dropped_alert_id = %old.id,
+                queue_size = self.settings.queue_size,
+                "queue full: oldest event dropped"
+            );
+        }
+        q.events.push_back(e);
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Closes the queue and takes what is still in it.
+    fn close(&self) -> Vec<Arc<AlertEvent>> {
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        let left: Vec<_> = q.events.drain(..).collect();
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
+        left
+    }
+
+    /// Puts events taken from the previous worker of the same name in front of the queue.
+    fn prepend(&self, events: Vec<Arc<AlertEvent>>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.queue);
+        for e in events.into_iter().rev() {
+            q.events.push_front(e);
+        }
+        while q.events.len() > self.settings.queue_size {
+            q.events.pop_front();
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Publishes how many events are queued or in flight.
+    fn publish(&self, q: &Queue) {
+        let n = q.events.len() + usize::from(q.busy);
+        self.pending
+            .send_if_modified(|p| std::mem::replace(p, n) != n);
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut q = lock(&self.queue);
+                let next = q.events.pop_front();
+                q.busy = next.is_some();
+                self.publish(&q);
+                if next.is_none() && q.closed {
+                    return;
+                }
+                next
+            };
+            match next {
+                Some(e) => self.deliver(&e).await,
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// One attempt in its own task, so that a panicking notifier costs one event, not the
+    /// worker; on timeout the task is aborted, which drops the send (an exec kills its
+    /// process group then).
+    async fn attempt(&self, e: &Arc<AlertEvent>) -> Result<(), NotifyError> {
+        let notifier = self.notifier.clone();
+        let event = e.clone();
+        let mut task = AbortOnDrop(tokio::spawn(async move { notifier.send(&event).await }));
+        match tokio::time::timeout(self.settings.timeout, &mut task.0).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) if join.is_panic() => Err(NotifyError::Permanent(
+                "the notifier panicked (a bug; please report it)".into(),
+            )),
+            Ok(Err(join)) => Err(NotifyError::Retryable(format!("attempt cancelled: {join}"))),
+            Err(_) => {
+                drop(task);
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(NotifyError::Retryable(format!(
+                    "timed out after {}",
+                    crate::state::template::format_duration(self.settings.timeout)
+                )))
+            }
+        }
+    }
+
+    async fn deliver(&self, e: &Arc<AlertEvent>) {
+        let s = &self.settings;
+        let mut retry = 0;
+        loop {
+            let result = self.attempt(e).await;
+            match result {
+                Ok(()) => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
+                        event = crate::state::template::kind_str(e.kind), attempts = retry + 1,
+                        "notified"
+                    );
+                    return;
+                }
+                Err(err) if err.is_retryable() && retry < s.retries => {
+                    let delay = s.backoff_delay(retry);
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        notifier = %s.name, alert_id = %e.id, attempt = retry + 1,
+                        retry_in_ms = delay.as_millis() as u64, error = %err,
+                        "notification failed; will retry"
+                    );
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                }
+                Err(err) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
+                        attempts = retry + 1, permanent = !err.is_retryable(), error = %err,
+                        "notification failed; giving up"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Silences (Alertmanager's): a set of matchers and a time window; a matching event inside the
+//! window is not sent.
+//!
+//! ```toml
+//! [[silences]]
+//!   matchers = { host = "web1", rule = "cpu_*" }   # tag = value or glob; `rule` = rule name
+//!   starts = "2026-11-22T22:00:00Z"                 # optional: active from load when absent
+//!   ends = "2026-11-23T02:00:00Z"                   # or `expires`; one of them is required
+//!   comment = "kernel upgrade on web1 (alice)"
+//! ```
+
+use toml::de::{DeTable, DeValue};
+use wk_agent::config::Options;
+use wk_agent::glob::Glob;
+
+use super::text::parse_rfc3339;
+use crate::model::AlertEvent;
+use crate::state::template::format_rfc3339 as rfc3339;
+
+/// One matcher: a tag (or `rule`) and the glob its value must match. An absent tag is
+/// matched as the empty string (Alertmanager's rule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    pub key: String,
+    pub pattern: Glob,
+}
+
+impl Matcher {
+    fn matches(&self, event: &AlertEvent) -> bool {
+        let value = if self.key == "rule" {
+            event.rule.as_str()
+        } else {
+            event.tags.get(&self.key).map_or("", String::as_str)
+        };
+        self.pattern.is_match(value)
+    }
+}
+
+/// One silence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    /// All must match.
+    pub matchers: Vec<Matcher>,
+    /// Start (ns since the epoch); `None` = already active.
+    pub starts: Option<i64>,
+    /// End (ns since the epoch, exclusive).
+    pub ends: i64,
+    pub comment: String,
+}
+
+impl Silence {
+    /// True when `event` (evaluated at `now`, ns since the epoch) is silenced.
+    pub fn silences(&self, event: &AlertEvent, now: i64) -> bool {
+        self.is_active(now) && self.matchers.iter().all(|m| m.matches(event))
+    }
+
+    /// True when `now` is inside the window.
+    pub fn is_active(&self, now: i64) -> bool {
+        self.starts.is_none_or(|s| s <= now) && now < self.ends
+    }
+
+    /// How the silence is named in logs: its comment, or its matchers.
+    pub fn describe(&self) -> String {
+        if !self.comment.is_empty() {
+            return self.comment.clone();
+        }
+        let m: Vec<String> = self
+            .matchers
+            .iter()
+            .map(|m| format!("{}={}", m.key, m.pattern.as_str()))
+            .collect();
+        format!("{{{}}} until {}", m.join(","), rfc3339(self.ends))
+    }
+
+    /// Reads one `[[silences]]` table; `raw` is the same table (TOML datetimes are accepted
+    /// unquoted as well as in strings). `now` (ns) is only used to warn about a silence that
+    /// has already ended. Returns `None` after recording errors.
+    pub fn read(opts: &mut Options<'_, '_>, raw: &DeTable<'_>, now: i64) -> Option<Silence> {
+        let mut ok = true;
+        let mut matchers = Vec::new();
+        let had_matchers = raw.get("matchers").is_some();
+        for (key, value) in opts.string_table("matchers") {
+            match Glob::new(&value) {
+                Ok(pattern) => matchers.push(Matcher { key, pattern }),
+                Err(e) => {
+                    opts.error_at("matchers", e);
+                    ok = false;
+                }
+            }
+        }
+        if matchers.is_empty() && ok {
+            let msg = if had_matchers {
+                "must have at least one matcher: a silence of everything is not allowed"
+            } else {
+                "is required: a table such as { host = \"web1\", rule = \"cpu_*\" }"
+            };
+            opts.error_at("matchers", msg);
+            ok = false;
+        }
+        let starts = time_option(opts, raw, "starts", &mut ok);
+        let ends = time_option(opts, raw, "ends", &mut ok);
+        let expires = time_option(opts, raw, "expires", &mut ok);
+        let ends = match (ends, expires) {
+            (Some(_), Some(_)) => {
+                opts.error_at("expires", "give either `ends` or `expires`, not both");
+                None
+            }
+            (Some(e), None) | (None, Some(e)) => Some(e),
+            (None, None) => {
+                if ok {
+                    opts.error_at(
+                        "ends",
+                        "is required (or `expires`): a silence without an end hides alerts forever",
+                    );
+                }
+                None
+            }
+        };
+        let comment = opts.string("comment", "");
+        let ends = ends?;
+        if let Some(s) = starts
+            && s >= ends
+        {
+            opts.error_at("ends", "must be later than `starts`");
+            return None;
+        }
+        if !ok {
+            return None;
+        }
+        let key = if raw.get("expires").is_some() {
+            "expires"
+        } else {
+            "ends"
+        };
+        if ends <= now {
+            opts.warn_at(key, format!("the silence ended at {}", rfc3339(ends)));
+        }
+        Some(Silence {
+            matchers,
+            starts,
+            ends,
+            comment,
+        })
+    }
+}
+
+fn time_option(
+    opts: &mut Options<'_, '_>,
+    raw: &DeTable<'_>,
+    key: &str,
+    ok: &mut bool,
+) -> Option<i64> {
+    let text = match raw.get(key).map(|v| v.get_ref()) {
+        None => return None,
+        Some(DeValue::Datetime(dt)) => {
+            opts.has(key);
+            dt.to_string()
+        }
+        Some(_) => opts.opt_string(key)?,
+    };
+    match parse_rfc3339(&text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            opts.error_at(key, e);
+            *ok = false;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{EventKind, Level};
+
+    fn ev(rule: &str, tags: &[(&str, &str)]) -> AlertEvent {
+        AlertEvent {
+            rule: rule.into(),
+            id: rule.into(),
+            message: String::new(),
+            details: String::new(),
+            kind: EventKind::Alert,
+            level: Level::Critical,
+            previous_level: Level::Ok,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            fields: Default::default(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: vec![],
+            category: None,
+        }
+    }
+
+    fn silence(matchers: &[(&str, &str)], starts: Option<i64>, ends: i64) -> Silence {
+        Silence {
+            matchers: matchers
+                .iter()
+                .map(|(k, p)| Matcher {
+                    key: k.to_string(),
+                    pattern: Glob::new(p).unwrap(),
+                })
+                .collect(),
+            starts,
+            ends,
+            comment: String::new(),
+        }
+    }
+
+    #[test]
+    fn matchers_all_match_globs_rule_and_absent_tags() {
+        let s = silence(&[("host", "web*"), ("rule", "cpu_*")], None, 100);
+        assert!(s.silences(&ev("cpu_high", &[("host", "web1")]), 0));
+        assert!(!s.silences(&ev("disk", &[("host", "web1")]), 0));
+        assert!(!s.silences(&ev("cpu_high", &[("host", "db1")]), 0));
+        assert!(!s.silences(&ev("cpu_high", &[]), 0));
+        let any = silence(&[("host", "*")], None, 100);
+        assert!(
+            any.silences(&ev("x", &[]), 0),
+            "absent = empty, and * matches it"
+        );
+    }
+
+    #[test]
+    fn window_is_start_inclusive_end_exclusive() {
+        let s = silence(&[("host", "a")], Some(10), 20);
+        let e = ev("r", &[("host", "a")]);
+        assert!(!s.silences(&e, 9));
+        assert!(s.silences(&e, 10));
+        assert!(s.silences(&e, 19));
+        assert!(!s.silences(&e, 20));
+    }
+}

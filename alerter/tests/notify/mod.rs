@@ -1,0 +1,11 @@
+//! Tests of the notification side: config, router, and each notifier against a real
+//! receiver (HTTP server, SMTP server, processes, InfluxDB).
+
+mod config;
+mod email;
+mod exec;
+mod influxdb;
+mod log;
+mod router;
+mod support;
+mod webhook;

@@ -1,0 +1,486 @@
+//! The router with notifiers written here (hang, fail, gate) and a paused tokio clock:
+//! isolation, timeouts, retries with backoff, queue overflow, level filters, silences,
+//! inhibition, reload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use wk_alerter::model::{AlertEvent, EventKind, Level, RuleSettings};
+use wk_alerter::notify::{
+    Notifier, NotifierSettings, NotifyError, NotifyPlan, Router, RunningNotifier, SendFuture,
+};
+
+use super::support::{event, plan, to};
+
+#[derive(Clone)]
+enum Behavior {
+    Ok,
+    Hang,
+    Fail(NotifyError),
+    /// Fail with a retryable error this many times, then succeed.
+    FailTimes(u32),
+    /// Hang on the first attempt, then succeed.
+    HangOnce,
+    /// Wait for a permit, then succeed.
+    Gate(Arc<Semaphore>),
+    /// Panic on the first attempt, then succeed.
+    PanicOnce,
+}
+
+/// Records (time, event) at the start of every attempt.
+struct Fake {
+    behavior: Behavior,
+    attempts: AtomicU32,
+    tx: mpsc::UnboundedSender<(Instant, AlertEvent)>,
+}
+
+impl Notifier for Fake {
+    fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a> {
+        Box::pin(async move {
+            let n = self.attempts.fetch_add(1, Ordering::SeqCst);
+            let _ = self.tx.send((Instant::now(), event.clone()));
+            match &self.behavior {
+                Behavior::Ok => Ok(()),
+                Behavior::Hang => std::future::pending().await,
+                Behavior::Fail(e) => Err(e.clone()),
+                Behavior::FailTimes(k) if n < *k => Err(NotifyError::Retryable("flaky".into())),
+                Behavior::FailTimes(_) => Ok(()),
+                Behavior::HangOnce if n == 0 => std::future::pending().await,
+                Behavior::HangOnce => Ok(()),
+                Behavior::PanicOnce if n == 0 => panic!("a bug in a notifier"),
+                Behavior::PanicOnce => Ok(()),
+                Behavior::Gate(s) => {
+                    let _permit = s.acquire().await;
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+type Attempts = mpsc::UnboundedReceiver<(Instant, AlertEvent)>;
+
+fn fake(name: &str, behavior: Behavior) -> (RunningNotifier, Attempts) {
+    fake_with(NotifierSettings::new(name, "fake"), behavior)
+}
+
+fn fake_with(settings: NotifierSettings, behavior: Behavior) -> (RunningNotifier, Attempts) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let n = Fake {
+        behavior,
+        attempts: AtomicU32::new(0),
+        tx,
+    };
+    (RunningNotifier::new(settings, n), rx)
+}
+
+fn drain(rx: &mut Attempts) -> Vec<(Instant, AlertEvent)> {
+    let mut v = Vec::new();
+    while let Ok(x) = rx.try_recv() {
+        v.push(x);
+    }
+    v
+}
+
+fn alert(rule: &str, host: &str, level: Level, names: &[&str]) -> AlertEvent {
+    to(event(rule, host, EventKind::Alert, level), names)
+}
+
+fn recovery(rule: &str, host: &str, names: &[&str]) -> AlertEvent {
+    to(event(rule, host, EventKind::Recovery, Level::Ok), names)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_notifier_does_not_delay_another() {
+    let mut slow = NotifierSettings::new("slow", "fake");
+    slow.retries = 0;
+    let (a, mut a_rx) = fake_with(slow, Behavior::Hang);
+    let (b, mut b_rx) = fake("fast", Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![a, b],
+        silences: vec![],
+    });
+    let t0 = Instant::now();
+    router.dispatch(vec![alert(
+        "cpu",
+        "web1",
+        Level::Critical,
+        &["slow", "fast"],
+    )]);
+    let (at, _) = b_rx.recv().await.unwrap();
+    assert_eq!(at, t0, "the fast notifier got the event without waiting");
+    router.dispatch(vec![alert("cpu", "web2", Level::Critical, &["fast"])]);
+    let (at, e) = b_rx.recv().await.unwrap();
+    assert_eq!((at, e.id.as_str()), (t0, "cpu:host=web2"));
+    assert_eq!(a_rx.recv().await.unwrap().0, t0, "the slow one started too");
+
+    router.flush().await;
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(10),
+        "the hang ended at the timeout"
+    );
+    let s = router.stats();
+    let slow = s.notifier("slow").unwrap();
+    assert_eq!((slow.timeouts, slow.failed, slow.sent), (1, 1, 0));
+    assert_eq!(s.notifier("fast").unwrap().sent, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_doubling_with_jitter_then_give_up() {
+    let mut s = NotifierSettings::new("flaky", "fake");
+    s.retries = 3;
+    s.backoff = Duration::from_secs(1);
+    s.backoff_max = Duration::from_secs(3);
+    let (n, mut rx) = fake_with(s, Behavior::Fail(NotifyError::Retryable("503".into())));
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["flaky"])]);
+    router.flush().await;
+    let times: Vec<Instant> = drain(&mut rx).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(times.len(), 4, "one attempt and three retries");
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // backoff 1s, 2s, then 4s capped at 3s; equal jitter keeps each in [d/2, d].
+    let bounds = [(500, 1000), (1000, 2000), (1500, 3000)];
+    for (g, (lo, hi)) in gaps.iter().zip(bounds) {
+        assert!(
+            *g >= Duration::from_millis(lo) && *g <= Duration::from_millis(hi),
+            "gap {g:?} not in [{lo}ms, {hi}ms]: {gaps:?}"
+        );
+    }
+    let st = router.stats();
+    let st = st.notifier("flaky").unwrap();
+    assert_eq!((st.retries, st.failed, st.sent), (3, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_not_retried_and_transient_ones_recover() {
+    let (perm, mut perm_rx) = fake(
+        "perm",
+        Behavior::Fail(NotifyError::Permanent("HTTP 404".into())),
+    );
+    let (flaky, mut flaky_rx) = fake("flaky", Behavior::FailTimes(2));
+    let (hang, mut hang_rx) = fake("hang-once", Behavior::HangOnce);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![perm, flaky, hang],
+        silences: vec![],
+    });
+    let t0 = Instant::now();
+    router.dispatch(vec![alert(
+        "cpu",
+        "web1",
+        Level::Critical,
+        &["perm", "flaky", "hang-once"],
+    )]);
+    router.flush().await;
+    assert_eq!(drain(&mut perm_rx).len(), 1);
+    assert_eq!(drain(&mut flaky_rx).len(), 3);
+    let hang_times = drain(&mut hang_rx);
+    assert_eq!(hang_times.len(), 2);
+    let second = hang_times[1].0 - t0;
+    assert!(
+        second >= Duration::from_millis(10_500) && second <= Duration::from_secs(11),
+        "retry after the 10s timeout plus a jittered 1s backoff: {second:?}"
+    );
+    let s = router.stats();
+    let p = s.notifier("perm").unwrap();
+    assert_eq!((p.failed, p.retries), (1, 0));
+    let f = s.notifier("flaky").unwrap();
+    assert_eq!((f.sent, f.retries, f.failed), (1, 2, 0));
+    let h = s.notifier("hang-once").unwrap();
+    assert_eq!((h.sent, h.timeouts), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_drops_the_oldest_and_counts_it() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut s = NotifierSettings::new("gated", "fake");
+    s.queue_size = 2;
+    s.timeout = Duration::from_secs(3600);
+    let (n, mut rx) = fake_with(s, Behavior::Gate(gate.clone()));
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    router.dispatch(vec![alert("r", "h1", Level::Critical, &["gated"])]);
+    // The first event is in flight (blocked at the gate) before the others arrive.
+    assert_eq!(rx.recv().await.unwrap().1.id, "r:host=h1");
+    for h in ["h2", "h3", "h4", "h5"] {
+        router.dispatch(vec![alert("r", h, Level::Critical, &["gated"])]);
+    }
+    let st = router.stats();
+    let st = st.notifier("gated").unwrap();
+    assert_eq!((st.dropped, st.queued, st.pending), (2, 5, 3));
+    gate.add_permits(10);
+    router.flush().await;
+    let ids: Vec<String> = drain(&mut rx).into_iter().map(|(_, e)| e.id).collect();
+    assert_eq!(ids, ["r:host=h4", "r:host=h5"], "h2 and h3 were dropped");
+    assert_eq!(router.stats().notifier("gated").unwrap().sent, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_level_and_send_recoveries_filter_per_notifier() {
+    let mut pager = NotifierSettings::new("pager", "fake");
+    pager.min_level = Level::Critical;
+    let mut chat = NotifierSettings::new("chat", "fake");
+    chat.send_recoveries = false;
+    let (p, mut p_rx) = fake_with(pager, Behavior::Ok);
+    let (c, mut c_rx) = fake_with(chat, Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![p, c],
+        silences: vec![],
+    });
+    let names = ["pager", "chat"];
+    let mut warn_recovery = recovery("cpu", "web2", &names);
+    warn_recovery.previous_level = Level::Warning;
+    router.dispatch(vec![
+        alert("cpu", "web1", Level::Warning, &names),
+        alert("cpu", "web1", Level::Critical, &names),
+        recovery("cpu", "web1", &names),
+        warn_recovery,
+    ]);
+    router.flush().await;
+    let kinds = |rx: &mut Attempts| -> Vec<(EventKind, Level)> {
+        drain(rx)
+            .into_iter()
+            .map(|(_, e)| (e.kind, e.level))
+            .collect()
+    };
+    assert_eq!(
+        kinds(&mut p_rx),
+        [
+            (EventKind::Alert, Level::Critical),
+            (EventKind::Recovery, Level::Ok)
+        ]
+    );
+    assert_eq!(
+        kinds(&mut c_rx),
+        [
+            (EventKind::Alert, Level::Warning),
+            (EventKind::Alert, Level::Critical)
+        ]
+    );
+    let s = router.stats();
+    assert_eq!(s.notifier("pager").unwrap().filtered, 2);
+    assert_eq!(s.notifier("chat").unwrap().filtered, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silences_mute_matching_events_in_their_window() {
+    let silences = plan(
+        r#"
+[[silences]]
+  matchers = { host = "web*", rule = "cpu_*" }
+  starts = "2026-11-18T11:00:00Z"
+  ends = 2026-11-18T12:00:00Z
+  comment = "web maintenance"
+"#,
+    )
+    .silences;
+    let (n, mut rx) = fake("ops", Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences,
+    });
+    let at = |mut e: AlertEvent, hhmm: &str| {
+        e.time =
+            wk_alerter::notify::text::parse_rfc3339(&format!("2026-11-18T{hhmm}:00Z")).unwrap();
+        e
+    };
+    let ops = ["ops"];
+    router.dispatch(vec![
+        // Before the window: delivered, so its recovery inside the window is delivered too.
+        at(alert("cpu_high", "web3", Level::Critical, &ops), "10:59"),
+        at(alert("cpu_high", "web1", Level::Critical, &ops), "11:06"), // silenced
+        at(alert("disk_full", "web1", Level::Critical, &ops), "11:06"), // other rule
+        at(alert("cpu_high", "db1", Level::Critical, &ops), "11:06"),  // other host
+        at(recovery("cpu_high", "web1", &ops), "11:30"),               // its alert was muted
+        at(recovery("cpu_high", "web3", &ops), "11:30"),               // closes what was sent
+        at(alert("cpu_high", "web2", Level::Warning, &ops), "12:00"),  // window over
+    ]);
+    router.flush().await;
+    let got: Vec<String> = drain(&mut rx)
+        .into_iter()
+        .map(|(_, e)| format!("{:?} {}", e.kind, e.id))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "Alert cpu_high:host=web3",
+            "Alert disk_full:host=web1",
+            "Alert cpu_high:host=db1",
+            "Recovery cpu_high:host=web3",
+            "Alert cpu_high:host=web2",
+        ]
+    );
+    assert_eq!(router.stats().silenced, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inhibitors_mute_their_category_on_equal_tags_while_non_ok() {
+    let (n, mut rx) = fake("ops", Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    let host_down = RuleSettings {
+        name: "host_down".into(),
+        category: Some("system".into()),
+        inhibits: vec![("system".into(), vec!["host".into()])],
+        ..RuleSettings::default()
+    };
+    router.set_rules([&host_down]);
+    let ops = ["ops"];
+    let cpu = |host: &str, level| {
+        let mut e = alert("cpu", host, level, &ops);
+        e.category = Some("system".into());
+        e
+    };
+    let cpu_recovery = |host: &str| {
+        let mut e = recovery("cpu", host, &ops);
+        e.category = Some("system".into());
+        e
+    };
+    let mut down = to(
+        event("host_down", "web1", EventKind::NoData, Level::Critical),
+        &ops,
+    );
+    down.category = Some("system".into());
+    let up = {
+        let mut e = recovery("host_down", "web1", &ops);
+        e.category = Some("system".into());
+        e
+    };
+    // The victim comes first in the batch: the inhibitor still counts.
+    router.dispatch(vec![cpu("web1", Level::Critical), down]);
+    router.dispatch(vec![cpu("web2", Level::Critical)]); // other host: not inhibited
+    router.dispatch(vec![cpu("web1", Level::Warning)]); // still inhibited
+    router.dispatch(vec![up, cpu_recovery("web1")]); // recovery of a muted alert: muted
+    router.dispatch(vec![cpu("web1", Level::Critical)]); // inhibitor gone
+    router.flush().await;
+    let got: Vec<String> = drain(&mut rx)
+        .into_iter()
+        .map(|(_, e)| format!("{:?} {}", e.kind, e.id))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "NoData host_down:host=web1",
+            "Alert cpu:host=web2",
+            "Recovery host_down:host=web1",
+            "Alert cpu:host=web1",
+        ]
+    );
+    assert_eq!(router.stats().inhibited, 3);
+
+    // A reload without the rule drops its inhibitors.
+    router.set_rules(std::iter::empty::<&RuleSettings>());
+    let mut down = to(
+        event("host_down", "web2", EventKind::NoData, Level::Critical),
+        &ops,
+    );
+    down.category = Some("system".into());
+    router.dispatch(vec![down, cpu("web2", Level::Warning)]);
+    router.flush().await;
+    assert_eq!(drain(&mut rx).len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_names_are_reported_and_counted() {
+    let (n, _rx) = fake("ops", Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    assert!(router.validate_names(&["ops".into()]).is_ok());
+    let err = router
+        .validate_names(&["ops".into(), "opz".into()])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown notifier \"opz\": configured notifiers are \"ops\""
+    );
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["nope"])]);
+    assert_eq!(router.stats().unknown_notifier, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_hands_queued_events_to_the_new_notifier_of_the_same_name() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut s = NotifierSettings::new("ops", "fake");
+    s.timeout = Duration::from_secs(3600);
+    let (old, mut old_rx) = fake_with(s, Behavior::Gate(gate.clone()));
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![old],
+        silences: vec![],
+    });
+    for h in ["h1", "h2", "h3"] {
+        router.dispatch(vec![alert("r", h, Level::Critical, &["ops"])]);
+    }
+    assert_eq!(old_rx.recv().await.unwrap().1.id, "r:host=h1");
+    let (new, mut new_rx) = fake("ops", Behavior::Ok);
+    router.replace(NotifyPlan {
+        notifiers: vec![new],
+        silences: vec![],
+    });
+    router.flush().await;
+    let ids: Vec<String> = drain(&mut new_rx).into_iter().map(|(_, e)| e.id).collect();
+    assert_eq!(ids, ["r:host=h2", "r:host=h3"]);
+    let st = router.stats();
+    assert_eq!(
+        st.notifier("ops").unwrap().queued,
+        3,
+        "counters survive the reload"
+    );
+    gate.add_permits(1);
+    router.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_notifier_loses_one_event_not_its_worker() {
+    let (n, mut rx) = fake("buggy", Behavior::PanicOnce);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    router.dispatch(vec![
+        alert("cpu", "web1", Level::Critical, &["buggy"]),
+        alert("cpu", "web2", Level::Critical, &["buggy"]),
+    ]);
+    router.flush().await;
+    assert_eq!(drain(&mut rx).len(), 2);
+    let st = router.stats();
+    let st = st.notifier("buggy").unwrap();
+    assert_eq!((st.failed, st.retries, st.sent), (1, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_state_machines_view_ends_an_inhibitor_that_sends_no_recovery() {
+    let (n, mut rx) = fake("ops", Behavior::Ok);
+    let router = Router::start(NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    });
+    router.set_inhibits("host_down", vec![("system".into(), vec!["host".into()])]);
+    let ops = ["ops"];
+    let mut cpu = alert("cpu", "web1", Level::Critical, &ops);
+    cpu.category = Some("system".into());
+    // Restored at start: web1 is down (no event is emitted for it).
+    let web1 = event("host_down", "web1", EventKind::NoData, Level::Critical).tags;
+    router.sync_inhibitors("host_down", [web1]);
+    router.dispatch(vec![cpu.clone()]);
+    // host_down has `recoveries: false`: when web1 comes back only its state says so.
+    router.sync_inhibitors("host_down", []);
+    let mut cpu2 = cpu.clone();
+    cpu2.level = Level::Warning;
+    router.dispatch(vec![cpu2]);
+    router.flush().await;
+    let got: Vec<Level> = drain(&mut rx).into_iter().map(|(_, e)| e.level).collect();
+    assert_eq!(got, [Level::Warning]);
+    assert_eq!(router.stats().inhibited, 1);
+}
