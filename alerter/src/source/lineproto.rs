@@ -221,7 +221,8 @@ mod tests {
             .with_field("g", false)
             .with_field("i", -3i64)
             .with_field("fl", 0.000092948);
-        let text = String::from_utf8(Serializer::default().serialize(&[m.clone()])).unwrap();
+        let text =
+            String::from_utf8(Serializer::default().serialize(std::slice::from_ref(&m))).unwrap();
         let back = parse(&text, 0).unwrap();
         assert_eq!(back, vec![m]);
     }
