@@ -5,8 +5,11 @@
 //! runtime handle it was built with and waits on a std channel. Unlike `Handle::block_on` this
 //! never panics when called from inside a runtime, and unlike `reqwest::blocking` it needs no
 //! private runtime (whose drop panics inside async code) and shares the program's connection
-//! pool. Queries go as GET, which InfluxDB only accepts for read-only statements, so a raw
-//! `influxql()` in a rule cannot drop or write anything.
+//! pool.
+//!
+//! Raw `influxql()` from a rule is limited to read-only statements (`SELECT` without `INTO`,
+//! `SHOW`) by [`check_read_only`]: InfluxDB 1.x executes `DROP DATABASE` even when it comes as
+//! a GET, with only a deprecation warning, so the HTTP method is no guard.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -151,6 +154,7 @@ impl QuerySource for InfluxDbSource {
     }
 
     fn influxql(&self, text: &str, _now_ns: i64) -> Result<Vec<Series>, SourceError> {
+        check_read_only(text)?;
         let mut series = self.run(text)?;
         for s in &mut series {
             s.tags.retain(|_, v| !v.is_empty());
@@ -176,6 +180,78 @@ fn normalize(q: &Query, series: &mut [Series], now_ns: i64) {
         }
     }
     series.sort_by(|a, b| a.tags.cmp(&b.tags));
+}
+
+/// Accepts only read-only InfluxQL: every statement starts with `SELECT` (and has no `INTO`)
+/// or `SHOW`. Strings, quoted identifiers and comments are skipped, so words inside them do
+/// not count, and `;` inside them does not split statements.
+pub fn check_read_only(text: &str) -> Result<(), SourceError> {
+    let refuse = |why: String| {
+        Err(SourceError::Query(format!(
+            "influxql(): only read-only statements (SELECT without INTO, SHOW) are allowed: {why}"
+        )))
+    };
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut first: Option<String> = None;
+    let mut statements = 0;
+    let mut end_statement = |first: &mut Option<String>| -> Result<(), SourceError> {
+        if let Some(w) = first.take() {
+            statements += 1;
+            if w != "SELECT" && w != "SHOW" {
+                return refuse(format!("a statement starts with {w}"));
+            }
+        }
+        Ok(())
+    };
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b';' => {
+                end_statement(&mut first)?;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = text[start..i].to_ascii_uppercase();
+                match &first {
+                    None => first = Some(word),
+                    Some(f) if f == "SELECT" && word == "INTO" => {
+                        return refuse("SELECT ... INTO writes data".into());
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    end_statement(&mut first)?;
+    if statements == 0 {
+        return refuse("the statement is empty".into());
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -328,6 +404,33 @@ mod tests {
         assert!(e.to_string().contains("HTTP 502: <html>bad gateway"), "{e}");
         let e = decode(200, b"not json").unwrap_err();
         assert!(matches!(e, SourceError::Decode(_)), "{e}");
+    }
+
+    #[test]
+    fn raw_influxql_must_be_read_only() {
+        for ok in [
+            "SELECT mean(\"x\") FROM \"cpu\" GROUP BY \"host\"",
+            "select 1; show databases",
+            "SELECT \"into\" FROM \"drop\" WHERE host = 'x; DROP DATABASE y' -- INTO\n",
+            "SHOW TAG VALUES WITH KEY = \"host\" /* DROP */",
+        ] {
+            assert_eq!(check_read_only(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "DROP DATABASE telegraf",
+            "  drop measurement cpu",
+            "SELECT 1; DROP DATABASE x",
+            "SELECT * INTO \"other\"..:MEASUREMENT FROM /.*/",
+            "select * into x from y",
+            "DELETE FROM cpu",
+            "CREATE USER a WITH PASSWORD 'b' WITH ALL PRIVILEGES",
+            "GRANT ALL TO a",
+            "",
+            " ; ",
+        ] {
+            let e = check_read_only(bad).unwrap_err();
+            assert!(e.to_string().contains("only read-only"), "{bad}: {e}");
+        }
     }
 
     #[test]

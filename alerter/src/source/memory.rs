@@ -206,11 +206,22 @@ fn reduce(
             .iter()
             .map(|(t, v)| row(*t, result_value(v)))
             .collect(),
-        Aggregate::Last => points
-            .last()
-            .map(|(t, v)| row(*t, result_value(v)))
-            .into_iter()
-            .collect(),
+        Aggregate::Last => {
+            // The latest point; at equal times the greater value, as InfluxDB's last().
+            let mut best: Option<&(i64, FieldValue)> = None;
+            for p in points {
+                let better = match best {
+                    None => true,
+                    Some(b) => p.0 > b.0 || (p.0 == b.0 && greater(&p.1, &b.1)),
+                };
+                if better {
+                    best = Some(p);
+                }
+            }
+            best.map(|(t, v)| row(*t, result_value(v)))
+                .into_iter()
+                .collect()
+        }
         Aggregate::Count => vec![row(end, Value::Float(points.len() as f64))],
         Aggregate::Mean => {
             let p = numeric()?;
@@ -274,6 +285,18 @@ fn reduce(
             rows
         }
     })
+}
+
+/// `a > b` for two values of one field (numbers by value, strings bytewise, false < true).
+fn greater(a: &FieldValue, b: &FieldValue) -> bool {
+    match (a, b) {
+        (FieldValue::Str(x), FieldValue::Str(y)) => x > y,
+        (FieldValue::Bool(x), FieldValue::Bool(y)) => x > y,
+        _ => match (number(&result_value(a)), number(&result_value(b))) {
+            (Some(x), Some(y)) => x > y,
+            _ => false,
+        },
+    }
 }
 
 fn type_name(v: &FieldValue) -> &'static str {
