@@ -458,3 +458,21 @@ fn sandbox_has_no_eval_import_files_or_sleep() {
     assert!(m.ends_with("sleep() is not available in rules"), "{m}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn rules_in_the_docs_load_and_run() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rules.md"))
+        .expect("docs/rules.md");
+    let mut found = 0;
+    for block in doc.split("```rhai\n").skip(1) {
+        let code = block.split("```").next().unwrap_or_default();
+        if !code.contains("fn check()") {
+            continue;
+        }
+        found += 1;
+        let rule =
+            load_rule_source("docs/rules.md", code).unwrap_or_else(|e| panic!("{e}\n{code}"));
+        observed(&rule);
+    }
+    assert!(found > 0, "no rule in docs/rules.md");
+}
