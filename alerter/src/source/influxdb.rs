@@ -433,6 +433,109 @@ mod tests {
         }
     }
 
+    /// A one-request HTTP server: returns the request head it received, answers `reply`
+    /// (or nothing, holding the connection, when `reply` is None).
+    fn one_shot(reply: Option<&'static str>) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            match reply {
+                Some(body) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                None => std::thread::sleep(Duration::from_secs(5)),
+            }
+        });
+        (url, rx)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn source(
+        url: String,
+        auth: InfluxAuth,
+        timeout: Duration,
+        rt: &tokio::runtime::Runtime,
+    ) -> InfluxDbSource {
+        InfluxDbSource::new(
+            InfluxDbConfig {
+                url,
+                database: "tele graf".into(),
+                retention_policy: Some("autogen".into()),
+                auth,
+                timeout,
+            },
+            rt.handle().clone(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn requests_carry_database_epoch_and_credentials() {
+        let rt = runtime();
+        let ok = r#"{"results":[{"statement_id":0}]}"#;
+        let cases = [
+            (
+                InfluxAuth::Basic {
+                    username: "u".into(),
+                    password: "p".into(),
+                },
+                "authorization: Basic dTpw",
+            ),
+            (InfluxAuth::Token("t0k".into()), "authorization: Token t0k"),
+        ];
+        for (auth, want) in cases {
+            let (url, head) = one_shot(Some(ok));
+            let src = source(url, auth, Duration::from_secs(5), &rt);
+            let mut q = Query::new("cpu");
+            q.field = Some("usage_idle".into());
+            assert_eq!(src.query(&q, 60_000_000_000), Ok(vec![]));
+            let head = head.recv().unwrap();
+            let request_line = head.lines().next().unwrap();
+            assert!(request_line.starts_with("GET /query?db=tele+graf&q=SELECT+%22usage_idle%22+AS+%22value%22+FROM+%22autogen%22.%22cpu%22+WHERE+time+%3E+0+AND+time+%3C%3D+60000000000&epoch=ns "), "{request_line}");
+            assert!(head.contains(want), "{head}");
+        }
+    }
+
+    #[test]
+    fn a_silent_server_is_a_timeout() {
+        let rt = runtime();
+        let (url, _head) = one_shot(None);
+        let src = source(url, InfluxAuth::None, Duration::from_millis(300), &rt);
+        let start = std::time::Instant::now();
+        let e = src.influxql("SELECT 1", 0).unwrap_err();
+        assert!(matches!(e, SourceError::Timeout { .. }), "{e:?}");
+        assert!(
+            e.to_string().ends_with("did not answer within 300 ms"),
+            "{e}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
     #[test]
     fn unreachable_server_is_a_connect_error() {
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -19,6 +19,8 @@ pub struct Influxd {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub port: u16,
+    /// Basic credentials the helper methods send (set by [`Influxd::start_with_auth`]).
+    credentials: Option<(String, String)>,
 }
 
 /// Whether tests may skip real servers that are not installed.
@@ -43,6 +45,21 @@ pub fn free_port() -> u16 {
 impl Influxd {
     /// Starts influxd and waits until `/ping` answers 204 (at most 60 s).
     pub fn start() -> Option<Influxd> {
+        Influxd::launch(false)
+    }
+
+    /// Like [`Influxd::start`] with authentication on and an admin `user`/`password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Option<Influxd> {
+        let mut me = Influxd::launch(true)?;
+        // The first admin user may be created without credentials.
+        me.exec(&format!(
+            "CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"
+        ));
+        me.credentials = Some((user.to_owned(), password.to_owned()));
+        Some(me)
+    }
+
+    fn launch(auth: bool) -> Option<Influxd> {
         let Some(bin) = find_influxd() else {
             if skip_servers() {
                 eprintln!("influxd not installed: skipped (WK_SKIP_SERVERS=1)");
@@ -64,7 +81,7 @@ impl Influxd {
              [monitor]\n  store-enabled = false\n\
              [subscriber]\n  enabled = false\n\
              [continuous_queries]\n  enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n"
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  auth-enabled = {auth}\n"
         );
         let config_path = dir.path().join("influxdb.conf");
         std::fs::write(&config_path, config).expect("write influxdb.conf");
@@ -83,6 +100,7 @@ impl Influxd {
             dir,
             url: format!("http://127.0.0.1:{port}"),
             port,
+            credentials: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -111,9 +129,13 @@ impl Influxd {
     pub fn http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let auth = match &self.credentials {
+            Some((u, p)) => format!("Authorization: Basic {}\r\n", base64(&format!("{u}:{p}"))),
+            None => String::new(),
+        };
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
@@ -181,6 +203,28 @@ pub fn urlencode(s: &str) -> String {
             out.push(b as char);
         } else {
             out += &format!("%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (for Basic credentials).
+pub fn base64(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
         }
     }
     out

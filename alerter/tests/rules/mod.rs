@@ -343,3 +343,47 @@ fn influxql_and_server_errors_reach_the_rule() {
         "the data is still there"
     );
 }
+
+#[test]
+fn basic_auth_against_influxdb_with_authentication_on() {
+    let Some(influxd) = Influxd::start_with_auth("admin", "s3cret") else {
+        return;
+    };
+    influxd.create_database(DB);
+    influxd.write(DB, "mem,host=web1 used_percent=91.5 1699999990000000000\n");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let source = |password: &str| -> Arc<dyn QuerySource> {
+        Arc::new(
+            InfluxDbSource::new(
+                InfluxDbConfig {
+                    url: influxd.url.clone(),
+                    database: DB.into(),
+                    retention_policy: Some("autogen".into()),
+                    auth: InfluxAuth::Basic {
+                        username: "admin".into(),
+                        password: password.into(),
+                    },
+                    timeout: Duration::from_secs(10),
+                },
+                runtime.handle().clone(),
+            )
+            .expect("source"),
+        )
+    };
+    let rule = "fn check() {\n  let m = query(\"mem\").field(\"used_percent\").last().group_by(\"host\").run();\n  for s in m { s.crit(s.value > 90.0); }\n  m\n}";
+    let obs = observations(&source("s3cret"), rule);
+    assert_eq!(obs.len(), 1);
+    assert!(obs[0].levels.crit.is_some_and(|c| c.matched));
+    let loaded = load_rule_source("auth.rhai", rule).unwrap();
+    let CycleResult::Failed(m) = loaded.evaluate(&source("wrong"), NOW) else {
+        panic!("a wrong password must fail the cycle")
+    };
+    assert!(
+        m.contains("HTTP 401") && m.contains("authorization failed"),
+        "{m}"
+    );
+}
