@@ -476,3 +476,46 @@ fn rules_in_the_docs_load_and_run() {
     }
     assert!(found > 0, "no rule in docs/rules.md");
 }
+
+/// Every example rule loads, and over testdata/rules/hosts.lp (web1 healthy, web2 in trouble
+/// on every check) fires on web2 only.
+#[test]
+fn example_rules_load_and_fire_on_the_sick_host() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = std::fs::read_to_string(root.join("testdata/rules/hosts.lp")).unwrap();
+    let source: Arc<dyn QuerySource> =
+        Arc::new(MemorySource::from_line_protocol(&data, 0).unwrap());
+    let mut paths: Vec<_> = std::fs::read_dir(root.join("../examples/rules"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 10, "{paths:?}");
+    for path in paths {
+        let rule = load_rule(&path).unwrap_or_else(|e| panic!("{e}"));
+        let name = rule.settings().name.clone();
+        let obs = match rule.evaluate(&source, NOW) {
+            CycleResult::Observed(o) => o,
+            CycleResult::Failed(m) => panic!("{m}"),
+        };
+        let hosts: Vec<&str> = obs.iter().map(|o| o.tags["host"].as_str()).collect();
+        assert_eq!(hosts, ["web1", "web2"], "{name}: {obs:#?}");
+        let fired = |o: &Observation| {
+            [o.levels.info, o.levels.warn, o.levels.crit]
+                .iter()
+                .any(|c| c.is_some_and(|c| c.matched))
+        };
+        assert!(!fired(&obs[0]), "{name} fired on web1: {:?}", obs[0]);
+        if name == "host_down" {
+            assert_eq!(rule.settings().expected.len(), 3);
+            assert!(!fired(&obs[1]), "{name}: {:?}", obs[1]);
+        } else {
+            assert!(
+                obs[1].levels.crit.is_some_and(|c| c.matched),
+                "{name} is not critical on web2: {:?}",
+                obs[1]
+            );
+        }
+    }
+}
