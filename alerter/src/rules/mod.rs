@@ -409,7 +409,8 @@ fn with_context<T>(ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
 }
 
 fn context<T>(f: impl FnOnce(&mut Context) -> T) -> Option<T> {
-    CONTEXT.with(|c| c.borrow_mut().as_mut().map(f))
+    // Never re-entered (the closures do not call into Rhai); try_borrow keeps it panic-free.
+    CONTEXT.with(|c| c.try_borrow_mut().ok()?.as_mut().map(f))
 }
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -526,6 +527,15 @@ fn register_rule_api(engine: &mut Engine) {
             q.0.filters.push(TagFilter {
                 tag: tag.to_owned(),
                 value: value.to_owned(),
+                negate,
+            });
+            q.clone()
+        });
+        // Tag values are strings; `.where("port", 5432)` means "5432".
+        engine.register_fn(name, move |q: &mut QueryBuilder, tag: &str, value: i64| {
+            q.0.filters.push(TagFilter {
+                tag: tag.to_owned(),
+                value: value.to_string(),
                 negate,
             });
             q.clone()

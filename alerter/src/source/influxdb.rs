@@ -108,7 +108,9 @@ impl InfluxDbSource {
             // The receiver only goes away if the caller is gone; nothing to report then.
             let _ = tx.send(result);
         });
-        let (status, body) = match rx.recv() {
+        // reqwest enforces the timeout; the extra margin only guards against a runtime that
+        // cannot make progress (e.g. called from its only worker thread).
+        let (status, body) = match rx.recv_timeout(timeout + Duration::from_secs(5)) {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) if e.is_timeout() => {
                 return Err(SourceError::Timeout {
@@ -122,7 +124,13 @@ impl InfluxDbSource {
                     message: error_chain(&e),
                 });
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(SourceError::Timeout {
+                    url,
+                    timeout_ms: timeout.as_millis(),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(SourceError::Connect {
                     url,
                     message: "the runtime that runs requests has shut down".into(),
