@@ -161,17 +161,14 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
     let ast = engine.compile(text).map_err(|e| {
         let pos = position(e.1);
         let mut message = e.0.to_string();
-        if let Some((l, c)) = pos
-            && text
-                .lines()
+        let rest_of_line = |(l, c): (usize, usize)| {
+            text.lines()
                 .nth(l.saturating_sub(1))
-                .and_then(|line| {
-                    line.chars()
-                        .skip(c.saturating_sub(1))
-                        .collect::<String>()
-                        .into()
-                })
-                .is_some_and(|rest: String| rest.starts_with("for"))
+                .map(|line| line.chars().skip(c.saturating_sub(1)).collect::<String>())
+        };
+        if pos
+            .and_then(rest_of_line)
+            .is_some_and(|rest| rest.starts_with("for"))
         {
             message += " (`for` is a Rhai keyword: write the key quoted, \"for\": \"1m\")";
         }
@@ -202,7 +199,10 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
     }
     let default_name = Path::new(name)
         .file_name()
-        .map(|f| f.to_string_lossy().trim_end_matches(".rhai").to_owned())
+        .map(|f| {
+            let f = f.to_string_lossy();
+            f.strip_suffix(".rhai").unwrap_or(&f).to_owned()
+        })
         .unwrap_or_else(|| name.to_owned());
     let calls_rule = ctx.settings.is_some();
     let settings = match ctx.settings {

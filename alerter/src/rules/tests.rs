@@ -314,10 +314,8 @@ fn return_values() {
     assert_eq!(observed(&check_only(&format!("  {q}[1]"))).len(), 1);
     assert_eq!(observed(&check_only("  []")).len(), 0);
     // Integer tag values in where() are compared as their text.
-    let n = format!(
-        "  query(\"cpu\").field(\"usage_idle\").where_not(\"cpu\", 0).where(\"host\", 1).run()"
-    );
-    assert_eq!(observed(&check_only(&n)).len(), 0);
+    let n = "  query(\"cpu\").field(\"usage_idle\").where_not(\"cpu\", 0).where(\"host\", 1).run()";
+    assert_eq!(observed(&check_only(n)).len(), 0);
     let e = failed(&check_only(&format!("  for s in {q} {{ s.warn(true) }}")));
     assert!(
         e.contains("must return an array of series (or one series), got ()"),
@@ -444,6 +442,21 @@ fn unbounded_allocations_are_stopped() {
         );
         assert!(start.elapsed() < Duration::from_secs(5), "{body}");
     }
+}
+
+#[test]
+fn deep_recursion_and_deep_nesting_are_refused() {
+    let rule = load("fn down(n) { down(n + 1) }\nfn check() { down(0) }").unwrap();
+    let m = failed(&rule);
+    assert!(m.contains("Stack overflow"), "{m}");
+    let nested = format!(
+        "fn check() {{ let x = {}1{}; [] }}",
+        "(".repeat(200),
+        ")".repeat(200)
+    );
+    let e = load_err(&nested);
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert!(e.message.contains("exceeds maximum complexity"), "{e}");
 }
 
 #[test]
