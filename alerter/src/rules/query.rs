@@ -35,14 +35,6 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
-    /// True for functions that return one of the points (its time is the point's time).
-    pub fn is_selector(&self) -> bool {
-        matches!(
-            self,
-            Aggregate::Max | Aggregate::Min | Aggregate::Last | Aggregate::Percentile(_)
-        )
-    }
-
     /// The script-side name, for messages.
     pub fn name(&self) -> &'static str {
         match self {

@@ -90,11 +90,6 @@ impl ScriptSeries {
             levels: d.levels,
         }
     }
-
-    /// The tags, for messages and duplicate checks.
-    pub fn tags(&self) -> BTreeMap<String, String> {
-        self.lock().tags.clone()
-    }
 }
 
 /// A model value as a script value (`()` for null).

@@ -274,6 +274,8 @@ struct StatementResult {
     #[serde(default)]
     series: Vec<RawSeries>,
     error: Option<String>,
+    #[serde(default)]
+    partial: bool,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +288,8 @@ struct RawSeries {
     columns: Vec<String>,
     #[serde(default)]
     values: Vec<Vec<serde_json::Value>>,
+    #[serde(default)]
+    partial: bool,
 }
 
 /// Decodes a `/query` answer (status and body).
@@ -308,6 +312,13 @@ pub fn decode(status: u16, body: &[u8]) -> Result<Vec<Series>, SourceError> {
     for result in answer.results {
         if let Some(e) = result.error {
             return Err(SourceError::Server(e));
+        }
+        // Without chunking, `partial` means the server cut the answer at its max-row-limit:
+        // deciding on part of the data would be wrong, so say so.
+        if result.partial || result.series.iter().any(|s| s.partial) {
+            return Err(SourceError::Server(
+                "the result was truncated (max-row-limit): narrow the range or aggregate".into(),
+            ));
         }
         for raw in result.series {
             out.push(convert(raw)?);
