@@ -1,1 +1,5 @@
+//! wk-alerter integration tests: one test binary, one module per concern.
+
+mod common;
 mod notify;
+mod rules;

@@ -1,1 +1,677 @@
-//! See lib.rs.
+//! Rule scripts: a sandboxed Rhai engine, loading a rule file (settings from `rule(#{...})`,
+//! a required `fn check()`), and evaluating it against a [`QuerySource`] into a
+//! [`CycleResult`]. The script API is docs/rules.md.
+//!
+//! - [`query`]: the query builder and its InfluxQL rendering.
+//! - [`series`]: the `Series` type scripts see (a shared handle, see there why).
+//! - [`settings`]: validating `rule(#{...})` with line:column errors.
+//!
+//! Each rule gets its own [`rhai::Engine`] (so `print` can name the rule); the standard
+//! package is built once and shared. Queries reach the source through a thread-local context
+//! set for the duration of one load or evaluation, which also carries the wall-clock deadline
+//! that `on_progress` enforces.
+
+pub mod query;
+pub mod series;
+pub mod settings;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{
+    AST, Array, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext,
+    OptimizationLevel, Position, Scope,
+};
+use wk_agent::config::values::parse_duration;
+
+use crate::model::{CycleResult, Observation, RuleSettings};
+use crate::source::QuerySource;
+use query::{Aggregate, Query, TagFilter};
+use series::ScriptSeries;
+
+/// Resource limits for one rule's script (each load and each evaluation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Wall-clock limit for one evaluation (queries included: a query in flight is not
+    /// interrupted, the script stops at its next step after the deadline).
+    pub timeout: Duration,
+    /// Rhai operations per evaluation (a CPU budget independent of machine speed); 0 = none.
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    /// Expression nesting at the top level and inside functions (parse time).
+    pub max_expr_depth: usize,
+    pub max_function_expr_depth: usize,
+    /// Largest string, in bytes.
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(10),
+            max_operations: 10_000_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_string_size: 1 << 20,
+            max_array_size: 100_000,
+            max_map_size: 10_000,
+        }
+    }
+}
+
+/// What went wrong loading a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleErrorKind {
+    /// The file could not be read.
+    Io,
+    /// The script does not compile.
+    Syntax,
+    /// `rule(#{...})` has an unknown key or a bad value.
+    Settings,
+    /// The top level failed while running (or `fn check()` is missing).
+    Script,
+}
+
+/// A rule that failed to load: `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RuleError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub kind: RuleErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A loaded rule: its settings and its compiled `check()`.
+pub struct Rule {
+    file: String,
+    settings: RuleSettings,
+    engine: Engine,
+    ast: AST,
+    /// Whether the top level calls `rule()`.
+    calls_rule: bool,
+    limits: Limits,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("file", &self.file)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads a rule file with the default [`Limits`].
+pub fn load_rule(path: &Path) -> Result<Rule, RuleError> {
+    load_rule_with(path, &Limits::default())
+}
+
+/// Loads a rule file.
+pub fn load_rule_with(path: &Path, limits: &Limits) -> Result<Rule, RuleError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+        file: file.clone(),
+        line: None,
+        column: None,
+        kind: RuleErrorKind::Io,
+        message: format!("cannot read: {e}"),
+    })?;
+    load_rule_source_with(&file, &text, limits)
+}
+
+/// Loads a rule from text; `name` is the file name used in messages and, without directories
+/// and `.rhai`, the default rule name.
+pub fn load_rule_source(name: &str, text: &str) -> Result<Rule, RuleError> {
+    load_rule_source_with(name, text, &Limits::default())
+}
+
+/// [`load_rule_source`] with explicit limits.
+pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<Rule, RuleError> {
+    let file = name.to_owned();
+    let err = |kind, pos: Option<(usize, usize)>, message: String| RuleError {
+        file: file.clone(),
+        line: pos.map(|p| p.0),
+        column: pos.map(|p| p.1),
+        kind,
+        message,
+    };
+    let engine = build_engine(&file, limits);
+    let ast = engine.compile(text).map_err(|e| {
+        let pos = position(e.1);
+        let mut message = e.0.to_string();
+        let rest_of_line = |(l, c): (usize, usize)| {
+            text.lines()
+                .nth(l.saturating_sub(1))
+                .map(|line| line.chars().skip(c.saturating_sub(1)).collect::<String>())
+        };
+        if pos
+            .and_then(rest_of_line)
+            .is_some_and(|rest| rest.starts_with("for"))
+        {
+            message += " (`for` is a Rhai keyword: write the key quoted, \"for\": \"1m\")";
+        }
+        err(RuleErrorKind::Syntax, pos, message)
+    })?;
+    let checks: Vec<usize> = ast
+        .iter_functions()
+        .filter(|f| f.name == "check")
+        .map(|f| f.params.len())
+        .collect();
+    if !checks.contains(&0) {
+        let message = if checks.is_empty() {
+            "no `fn check()`: a rule needs `fn check() { ... }` returning its series".to_owned()
+        } else {
+            "`fn check()` must take no parameters".to_owned()
+        };
+        return Err(err(RuleErrorKind::Script, None, message));
+    }
+
+    let mut scope = Scope::new();
+    let ctx = with_context(Context::new(Phase::Load, None, 0, limits), || {
+        engine.run_ast_with_scope(&mut scope, &ast)
+    });
+    let (run, ctx) = ctx;
+    if let Err(e) = run {
+        let (pos, message) = describe_error(&e, limits);
+        return Err(err(RuleErrorKind::Script, pos, message));
+    }
+    let default_name = Path::new(name)
+        .file_name()
+        .map(|f| {
+            let f = f.to_string_lossy();
+            f.strip_suffix(".rhai").unwrap_or(&f).to_owned()
+        })
+        .unwrap_or_else(|| name.to_owned());
+    let calls_rule = ctx.settings.is_some();
+    let settings = match ctx.settings {
+        None => RuleSettings {
+            name: default_name,
+            ..RuleSettings::default()
+        },
+        Some((map, pos)) => settings::build(&map, &default_name, text, pos)
+            .map_err(|e| err(RuleErrorKind::Settings, Some(e.pos), e.message))?,
+    };
+    Ok(Rule {
+        file,
+        settings,
+        engine,
+        ast,
+        calls_rule,
+        limits: limits.clone(),
+    })
+}
+
+impl Rule {
+    /// The settings from `rule(#{...})` (defaults for keys not given).
+    pub fn settings(&self) -> &RuleSettings {
+        &self.settings
+    }
+
+    /// The file the rule came from, as given to the loader.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Runs `check()` at `now_ns` against `source`. Never panics; a script error, a query
+    /// failure or an exceeded limit is [`CycleResult::Failed`] with `file:line:col: message`.
+    ///
+    /// The top level runs again before `check()` (its `rule()` call is then ignored): that is
+    /// how Rhai makes top-level constants visible in functions as `global::NAME`.
+    pub fn evaluate(&self, source: &Arc<dyn QuerySource>, now_ns: i64) -> CycleResult {
+        let mut scope = Scope::new();
+        let mut ctx = Context::new(Phase::Check, Some(Arc::clone(source)), now_ns, &self.limits);
+        ctx.rule_calls_left = usize::from(self.calls_rule);
+        let (result, _) = with_context(ctx, || {
+            self.engine.call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(true).rewind_scope(true),
+                &mut scope,
+                &self.ast,
+                "check",
+                (),
+            )
+        });
+        let value = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let (pos, message) = describe_error(&e, &self.limits);
+                return CycleResult::Failed(match pos {
+                    Some((l, c)) => format!("{}:{l}:{c}: {message}", self.file),
+                    None => format!("{}: check(): {message}", self.file),
+                });
+            }
+        };
+        match observations(value) {
+            Ok(obs) => CycleResult::Observed(obs),
+            Err(m) => CycleResult::Failed(format!("{}: {m}", self.file)),
+        }
+    }
+}
+
+/// Turns check()'s return value into observations.
+fn observations(value: Dynamic) -> Result<Vec<Observation>, String> {
+    let items: Array = if value.is::<ScriptSeries>() {
+        vec![value]
+    } else if value.is_array() {
+        value.into_array().unwrap_or_default()
+    } else {
+        return Err(format!(
+            "check() must return an array of series (or one series), got {}",
+            type_name(&value)
+        ));
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Some(s) = item.clone().try_cast::<ScriptSeries>() else {
+            return Err(format!(
+                "check() returned an array holding {} at index {i}; it must hold series",
+                type_name(&item)
+            ));
+        };
+        let obs = s.observation();
+        if !seen.insert(obs.tags.clone()) {
+            let tags: Vec<String> = obs.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return Err(format!(
+                "check() returned two series with the same tags {{{}}}: an alert instance is \
+                 the rule plus the tags, so each series needs its own (group_by the tags that \
+                 tell them apart)",
+                tags.join(",")
+            ));
+        }
+        out.push(obs);
+    }
+    Ok(out)
+}
+
+fn type_name(v: &Dynamic) -> String {
+    if v.is_unit() {
+        "() (nothing: is the array the last expression of check()?)".to_owned()
+    } else {
+        v.type_name().to_owned()
+    }
+}
+
+fn position(p: Position) -> Option<(usize, usize)> {
+    Some((p.line()?, p.position().unwrap_or(1)))
+}
+
+/// The innermost error's position and message (without Rhai's "(line x, position y)").
+fn describe_error(e: &EvalAltResult, limits: &Limits) -> (Option<(usize, usize)>, String) {
+    let inner = e.unwrap_inner();
+    let pos = position(inner.position()).or_else(|| position(e.position()));
+    let message = match inner {
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "stopped: more than {} operations (an endless loop?)",
+            limits.max_operations
+        ),
+        EvalAltResult::ErrorTerminated(..) => format!(
+            "stopped: ran longer than the {} ms time limit",
+            limits.timeout.as_millis()
+        ),
+        EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
+        other => {
+            let text = other.to_string();
+            let suffix = format!(" ({})", other.position());
+            text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+        }
+    };
+    (pos, message)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Load,
+    Check,
+}
+
+/// What native functions need during one load or evaluation.
+struct Context {
+    phase: Phase,
+    source: Option<Arc<dyn QuerySource>>,
+    now_ns: i64,
+    deadline: Instant,
+    /// The map given to `rule()` and the call's position.
+    settings: Option<(Map, (usize, usize))>,
+    /// During evaluation: how many more `rule()` calls the top level makes.
+    rule_calls_left: usize,
+}
+
+impl Context {
+    fn new(
+        phase: Phase,
+        source: Option<Arc<dyn QuerySource>>,
+        now_ns: i64,
+        limits: &Limits,
+    ) -> Context {
+        let now = Instant::now();
+        Context {
+            phase,
+            source,
+            now_ns,
+            deadline: now.checked_add(limits.timeout).unwrap_or(now),
+            settings: None,
+            rule_calls_left: 0,
+        }
+    }
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `ctx` installed for this thread; returns `f`'s result and the context.
+fn with_context<T>(ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
+    struct Restore(Option<Option<Context>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(prev) = self.0.take() {
+                CONTEXT.with(|c| *c.borrow_mut() = prev);
+            }
+        }
+    }
+    let prev = CONTEXT.with(|c| c.borrow_mut().replace(ctx));
+    let mut restore = Restore(Some(prev));
+    let out = f();
+    let prev = restore.0.take().unwrap_or(None);
+    let ctx = CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
+    // The context was installed above and native functions never remove it.
+    let ctx = ctx.unwrap_or_else(|| Context {
+        phase: Phase::Load,
+        source: None,
+        now_ns: 0,
+        deadline: Instant::now(),
+        settings: None,
+        rule_calls_left: 0,
+    });
+    (out, ctx)
+}
+
+fn context<T>(f: impl FnOnce(&mut Context) -> T) -> Option<T> {
+    // Never re-entered (the closures do not call into Rhai); try_borrow keeps it panic-free.
+    CONTEXT.with(|c| c.try_borrow_mut().ok()?.as_mut().map(f))
+}
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn standard_package() -> Arc<Module> {
+    // With the `sync` feature Rhai's shared pointer is `Arc`.
+    static PACKAGE: OnceLock<Arc<Module>> = OnceLock::new();
+    PACKAGE
+        .get_or_init(|| StandardPackage::new().as_shared_module())
+        .clone()
+}
+
+/// The sandboxed engine: the standard package only (no filesystem, network, environment or
+/// process functions exist in it), `eval` and `import` disabled at parse time, limits, a
+/// wall-clock deadline, print/debug to the log, and the rule API.
+fn build_engine(file: &str, limits: &Limits) -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(standard_package());
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.set_max_modules(0);
+    engine.disable_symbol("eval");
+    engine.disable_symbol("import");
+    engine.set_optimization_level(OptimizationLevel::Simple);
+    engine.set_strict_variables(true);
+    engine.set_fail_on_invalid_map_property(true);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.on_progress(|ops| {
+        if ops % 256 != 0 {
+            return None;
+        }
+        let late = context(|c| Instant::now() >= c.deadline).unwrap_or(false);
+        late.then(|| Dynamic::from("deadline"))
+    });
+    let rule = file.to_owned();
+    engine.on_print(move |s| tracing::info!(rule = %rule, "{s}"));
+    let rule = file.to_owned();
+    engine.on_debug(
+        move |s, _, pos| tracing::debug!(rule = %rule, line = pos.line().unwrap_or(0), "{s}"),
+    );
+    // sleep() would block the thread without counting operations, defeating the deadline.
+    engine.register_fn("sleep", |_: f64| -> RhaiResult<()> {
+        Err("sleep() is not available in rules".into())
+    });
+    engine.register_fn("sleep", |_: i64| -> RhaiResult<()> {
+        Err("sleep() is not available in rules".into())
+    });
+    register_rule_api(&mut engine);
+    series::register(&mut engine);
+    engine
+}
+
+/// The script type `Query`: the builder behind `query("m")...run()`.
+#[derive(Debug, Clone)]
+pub struct QueryBuilder(pub Query);
+
+fn register_rule_api(engine: &mut Engine) {
+    engine.register_fn(
+        "rule",
+        |call: NativeCallContext, map: Map| -> RhaiResult<()> {
+            let pos = position(call.call_position()).unwrap_or((1, 1));
+            let outcome = context(|c| {
+                if c.phase != Phase::Load {
+                    // The top level runs again before each check() and calls rule() as it did at
+                    // load (settings were fixed then); any further call comes from a function.
+                    if c.rule_calls_left == 0 {
+                        return Err(
+                            "rule(#{...}) belongs at the top level of the file, not in a function"
+                                .to_owned(),
+                        );
+                    }
+                    c.rule_calls_left -= 1;
+                    return Ok(());
+                }
+                if let Some((_, (l, col))) = &c.settings {
+                    return Err(format!(
+                        "rule() is called twice; the first call is at line {l}, column {col}"
+                    ));
+                }
+                c.settings = Some((map, pos));
+                Ok(())
+            });
+            match outcome {
+                Some(Ok(())) => Ok(()),
+                Some(Err(m)) => Err(m.into()),
+                None => Err("rule() called outside a rule load".into()),
+            }
+        },
+    );
+    engine.register_type_with_name::<QueryBuilder>("Query");
+    engine.register_fn("query", |measurement: &str| -> RhaiResult<QueryBuilder> {
+        in_check("query()")?;
+        if measurement.is_empty() {
+            return Err("query(measurement): the name is empty".into());
+        }
+        Ok(QueryBuilder(Query::new(measurement)))
+    });
+    engine.register_fn(
+        "field",
+        |q: &mut QueryBuilder, f: &str| -> RhaiResult<QueryBuilder> {
+            if f.is_empty() {
+                return Err(".field(name): the name is empty".into());
+            }
+            q.0.field = Some(f.to_owned());
+            Ok(q.clone())
+        },
+    );
+    for (name, negate) in [("where", false), ("where_not", true)] {
+        engine.register_fn(name, move |q: &mut QueryBuilder, tag: &str, value: &str| {
+            q.0.filters.push(TagFilter {
+                tag: tag.to_owned(),
+                value: value.to_owned(),
+                negate,
+            });
+            q.clone()
+        });
+        // Tag values are strings; `.where("port", 5432)` means "5432".
+        engine.register_fn(name, move |q: &mut QueryBuilder, tag: &str, value: i64| {
+            q.0.filters.push(TagFilter {
+                tag: tag.to_owned(),
+                value: value.to_string(),
+                negate,
+            });
+            q.clone()
+        });
+    }
+    engine.register_fn(
+        "range",
+        |q: &mut QueryBuilder, d: &str| -> RhaiResult<QueryBuilder> {
+            let d = parse_duration(d).map_err(|e| format!(".range(): {e}"))?;
+            if d.is_zero() {
+                return Err(".range(): must be longer than 0s".into());
+            }
+            q.0.range = d;
+            Ok(q.clone())
+        },
+    );
+    let simple = [
+        ("mean", Aggregate::Mean),
+        ("max", Aggregate::Max),
+        ("min", Aggregate::Min),
+        ("last", Aggregate::Last),
+        ("sum", Aggregate::Sum),
+        ("count", Aggregate::Count),
+    ];
+    for (name, agg) in simple {
+        engine.register_fn(name, move |q: &mut QueryBuilder| {
+            q.0.aggregate = agg.clone();
+            q.clone()
+        });
+    }
+    fn percentile(q: &mut QueryBuilder, p: f64) -> RhaiResult<QueryBuilder> {
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(format!(".percentile({p}): p must be in 0 < p <= 100").into());
+        }
+        q.0.aggregate = Aggregate::Percentile(p);
+        Ok(q.clone())
+    }
+    engine.register_fn("percentile", percentile);
+    engine.register_fn("percentile", |q: &mut QueryBuilder, p: i64| {
+        percentile(q, p as f64)
+    });
+    for (name, non_negative) in [("derivative", false), ("non_negative_derivative", true)] {
+        let set = move |q: &mut QueryBuilder, unit: &str| -> RhaiResult<QueryBuilder> {
+            let unit = parse_duration(unit).map_err(|e| format!(".{name}(unit): {e}"))?;
+            if unit.is_zero() {
+                return Err(format!(".{name}(unit): must be longer than 0s").into());
+            }
+            q.0.aggregate = Aggregate::Derivative { unit, non_negative };
+            Ok(q.clone())
+        };
+        engine.register_fn(name, set);
+        engine.register_fn(name, move |q: &mut QueryBuilder| set(q, "1s"));
+    }
+    fn group_by(q: &mut QueryBuilder, tags: &[&str]) -> RhaiResult<QueryBuilder> {
+        for t in tags {
+            if t.is_empty() || *t == "*" {
+                return Err(format!(".group_by({t:?}): name the tags to group by").into());
+            }
+            if !q.0.group_by.iter().any(|g| g == t) {
+                q.0.group_by.push((*t).to_owned());
+            }
+        }
+        Ok(q.clone())
+    }
+    engine.register_fn("group_by", |q: &mut QueryBuilder, a: &str| {
+        group_by(q, &[a])
+    });
+    engine.register_fn("group_by", |q: &mut QueryBuilder, a: &str, b: &str| {
+        group_by(q, &[a, b])
+    });
+    engine.register_fn(
+        "group_by",
+        |q: &mut QueryBuilder, a: &str, b: &str, c: &str| group_by(q, &[a, b, c]),
+    );
+    engine.register_fn(
+        "group_by",
+        |q: &mut QueryBuilder, a: &str, b: &str, c: &str, d: &str| group_by(q, &[a, b, c, d]),
+    );
+    engine.register_fn(
+        "group_by",
+        |q: &mut QueryBuilder, tags: Array| -> RhaiResult<QueryBuilder> {
+            let mut names = Vec::with_capacity(tags.len());
+            for t in &tags {
+                names.push(t.clone().into_string().map_err(|_| {
+                    format!(
+                        ".group_by([...]): tag names are strings, got {}",
+                        t.type_name()
+                    )
+                })?);
+            }
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            group_by(q, &refs)
+        },
+    );
+    engine.register_fn("run", |q: &mut QueryBuilder| -> RhaiResult<Array> {
+        let (source, now) = in_check(".run()")?;
+        q.0.validate().map_err(|e| e.0)?;
+        let field = q.0.field.clone().unwrap_or_default();
+        let series = source.query(&q.0, now).map_err(|e| e.to_string())?;
+        Ok(series
+            .into_iter()
+            .map(|s| Dynamic::from(ScriptSeries::from_source(s, &field)))
+            .collect())
+    });
+    engine.register_fn("to_string", |q: &mut QueryBuilder| {
+        q.0.to_influxql(None, 0).unwrap_or_else(|e| e.0)
+    });
+    engine.register_fn("to_debug", |q: &mut QueryBuilder| {
+        q.0.to_influxql(None, 0).unwrap_or_else(|e| e.0)
+    });
+    engine.register_fn("influxql", |text: &str| -> RhaiResult<Array> {
+        let (source, now) = in_check("influxql()")?;
+        let series = source.influxql(text, now).map_err(|e| e.to_string())?;
+        Ok(series
+            .into_iter()
+            .map(|s| Dynamic::from(ScriptSeries::from_source(s, "")))
+            .collect())
+    });
+}
+
+/// The source and time of the running evaluation, or the error for calling `what` outside
+/// `fn check()`.
+fn in_check(what: &str) -> RhaiResult<(Arc<dyn QuerySource>, i64)> {
+    let got = context(|c| match (c.phase, &c.source) {
+        (Phase::Check, Some(s)) => Some((Arc::clone(s), c.now_ns)),
+        _ => None,
+    })
+    .flatten();
+    got.ok_or_else(|| {
+        format!(
+            "{what} runs only when the rule is evaluated: put queries inside `fn check() {{ ... }}`, \
+             not at the top level of the file"
+        )
+        .into()
+    })
+}
+
+#[cfg(test)]
+mod tests;

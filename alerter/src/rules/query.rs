@@ -1,0 +1,401 @@
+//! The query a rule builds with `query("m").field(..)...` and its InfluxQL rendering.
+//!
+//! The same [`Query`] is evaluated natively by the memory source (`source::memory`); the two
+//! must agree, so the semantics are written down once here and in docs/rules.md ("How queries
+//! become InfluxQL"):
+//! - range: points with `now - range < time <= now` (explicit nanosecond bounds, so the
+//!   alerter's clock, not the database's, decides the window and tests are reproducible);
+//! - where / where_not: tag equals / differs; a missing tag is the empty string (InfluxDB's rule);
+//! - group_by: one series per combination of the listed tags' values; without it one series;
+//! - aggregates reduce each group to one value; no aggregate returns every point (raw);
+//! - derivatives are computed between consecutive raw points, as InfluxDB does for
+//!   `derivative("f", unit)` without `GROUP BY time`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What a query does with the points of one group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Aggregate {
+    /// Every point, oldest first.
+    Raw,
+    Mean,
+    Max,
+    Min,
+    Last,
+    Sum,
+    Count,
+    /// `percentile(p)`, 0 < p <= 100, InfluxDB's nearest-rank selector.
+    Percentile(f64),
+    /// Rate of change per `unit` between consecutive points.
+    Derivative {
+        unit: Duration,
+        non_negative: bool,
+    },
+}
+
+impl Aggregate {
+    /// The script-side name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Aggregate::Raw => "raw",
+            Aggregate::Mean => "mean",
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+            Aggregate::Last => "last",
+            Aggregate::Sum => "sum",
+            Aggregate::Count => "count",
+            Aggregate::Percentile(_) => "percentile",
+            Aggregate::Derivative {
+                non_negative: false,
+                ..
+            } => "derivative",
+            Aggregate::Derivative {
+                non_negative: true, ..
+            } => "non_negative_derivative",
+        }
+    }
+}
+
+/// One tag condition: `tag = 'value'` or, negated, `tag != 'value'`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    pub tag: String,
+    pub value: String,
+    pub negate: bool,
+}
+
+impl TagFilter {
+    /// Whether a point whose tag has this value (`""` when absent) passes.
+    pub fn matches(&self, tag_value: &str) -> bool {
+        (tag_value == self.value) != self.negate
+    }
+}
+
+/// A query over one field of one measurement; see the module doc for its semantics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub measurement: String,
+    /// The field to read; required by [`Query::validate`].
+    pub field: Option<String>,
+    pub filters: Vec<TagFilter>,
+    pub range: Duration,
+    pub aggregate: Aggregate,
+    pub group_by: Vec<String>,
+}
+
+/// Why a query cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct QueryError(pub String);
+
+/// The name of the single value column every rendered query returns.
+pub const VALUE_COLUMN: &str = "value";
+
+impl Query {
+    /// A query over `measurement` with the defaults of docs/rules.md (range 1m, raw).
+    pub fn new(measurement: impl Into<String>) -> Query {
+        Query {
+            measurement: measurement.into(),
+            field: None,
+            filters: Vec::new(),
+            range: Duration::from_secs(60),
+            aggregate: Aggregate::Raw,
+            group_by: Vec::new(),
+        }
+    }
+
+    /// Checks what the builder could not check call by call.
+    pub fn validate(&self) -> Result<&str, QueryError> {
+        if self.measurement.is_empty() {
+            return Err(QueryError("query(): the measurement name is empty".into()));
+        }
+        let field = match self.field.as_deref() {
+            Some(f) if !f.is_empty() => f,
+            _ => {
+                return Err(QueryError(format!(
+                    "query({:?}) needs .field(name) before .run()",
+                    self.measurement
+                )));
+            }
+        };
+        if self.range.is_zero() {
+            return Err(QueryError(
+                "range must be longer than 0s: .range(\"1m\")".into(),
+            ));
+        }
+        if let Aggregate::Percentile(p) = self.aggregate
+            && !(p > 0.0 && p <= 100.0)
+        {
+            return Err(QueryError(format!(
+                "percentile({p}): p must be in 0 < p <= 100"
+            )));
+        }
+        if let Aggregate::Derivative { unit, .. } = self.aggregate
+            && unit.is_zero()
+        {
+            return Err(QueryError(
+                "derivative unit must be longer than 0s: .derivative(\"1s\")".into(),
+            ));
+        }
+        for t in &self.group_by {
+            if t.is_empty() || t == "*" {
+                return Err(QueryError(format!(
+                    "group_by({t:?}): name the tags to group by"
+                )));
+            }
+        }
+        Ok(field)
+    }
+
+    /// The time window `(start, end]` in ns for an evaluation at `now_ns`.
+    pub fn window(&self, now_ns: i64) -> (i64, i64) {
+        let range = i64::try_from(self.range.as_nanos()).unwrap_or(i64::MAX);
+        (now_ns.saturating_sub(range), now_ns)
+    }
+
+    /// The InfluxQL statement for an evaluation at `now_ns`; `retention_policy` qualifies the
+    /// measurement when set. Identifiers and tag values are quoted, so hostile tag values
+    /// (they come from monitored hosts) stay literals.
+    pub fn to_influxql(
+        &self,
+        retention_policy: Option<&str>,
+        now_ns: i64,
+    ) -> Result<String, QueryError> {
+        let field = quote_ident(self.validate()?);
+        let mut q = String::from("SELECT ");
+        // Writing to a String cannot fail: the results of write! are ignored below.
+        match &self.aggregate {
+            Aggregate::Raw => q.push_str(&field),
+            Aggregate::Percentile(p) => {
+                let _ = write!(q, "percentile({field}, {})", number(*p));
+            }
+            Aggregate::Derivative { unit, .. } => {
+                let _ = write!(
+                    q,
+                    "{}({field}, {})",
+                    self.aggregate.name(),
+                    duration_literal(*unit)
+                );
+            }
+            other => {
+                let _ = write!(q, "{}({field})", other.name());
+            }
+        }
+        let _ = write!(q, " AS {} FROM ", quote_ident(VALUE_COLUMN));
+        if let Some(rp) = retention_policy.filter(|rp| !rp.is_empty()) {
+            q.push_str(&quote_ident(rp));
+            q.push('.');
+        }
+        q.push_str(&quote_ident(&self.measurement));
+        let (start, end) = self.window(now_ns);
+        let _ = write!(q, " WHERE time > {start} AND time <= {end}");
+        for f in &self.filters {
+            let op = if f.negate { "!=" } else { "=" };
+            let _ = write!(
+                q,
+                " AND {} {op} {}",
+                quote_ident(&f.tag),
+                quote_string(&f.value)
+            );
+        }
+        if !self.group_by.is_empty() {
+            q.push_str(" GROUP BY ");
+            let tags: Vec<String> = self.group_by.iter().map(|t| quote_ident(t)).collect();
+            q.push_str(&tags.join(", "));
+        }
+        Ok(q)
+    }
+}
+
+/// An InfluxQL identifier: always double-quoted, with `\`, `"` and newline escaped (the
+/// escapes InfluxQL's scanner accepts: `\\`, `\"`, `\'`, `\n`).
+pub fn quote_ident(s: &str) -> String {
+    quote(s, '"')
+}
+
+/// An InfluxQL string literal: single-quoted with the same escapes.
+pub fn quote_string(s: &str) -> String {
+    quote(s, '\'')
+}
+
+fn quote(s: &str, q: char) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(q);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' | '\'' if c == q => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push(q);
+    out
+}
+
+/// A number as InfluxQL reads it (no exponent, integral values without a fraction).
+fn number(v: f64) -> String {
+    format!("{v}")
+}
+
+/// A duration literal in the largest unit that divides it exactly (`1s`, `10m`, `1500ms`).
+pub fn duration_literal(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (unit, size) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("u", 1_000),
+    ] {
+        if ns % size == 0 {
+            return format!("{}{unit}", ns / size);
+        }
+    }
+    format!("{ns}ns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu() -> Query {
+        let mut q = Query::new("cpu");
+        q.field = Some("usage_idle".into());
+        q
+    }
+
+    const NOW: i64 = 1_700_000_060_000_000_000;
+
+    #[test]
+    fn mean_with_filter_and_group_by() {
+        let mut q = cpu();
+        q.aggregate = Aggregate::Mean;
+        q.filters.push(TagFilter {
+            tag: "cpu".into(),
+            value: "cpu-total".into(),
+            negate: false,
+        });
+        q.filters.push(TagFilter {
+            tag: "host".into(),
+            value: "db1".into(),
+            negate: true,
+        });
+        q.group_by = vec!["host".into(), "dc".into()];
+        assert_eq!(
+            q.to_influxql(None, NOW).unwrap(),
+            "SELECT mean(\"usage_idle\") AS \"value\" FROM \"cpu\" \
+             WHERE time > 1700000000000000000 AND time <= 1700000060000000000 \
+             AND \"cpu\" = 'cpu-total' AND \"host\" != 'db1' GROUP BY \"host\", \"dc\""
+        );
+    }
+
+    #[test]
+    fn every_aggregate_renders_its_function() {
+        let cases = [
+            (Aggregate::Raw, "SELECT \"usage_idle\" AS"),
+            (Aggregate::Max, "SELECT max(\"usage_idle\") AS"),
+            (Aggregate::Min, "SELECT min(\"usage_idle\") AS"),
+            (Aggregate::Last, "SELECT last(\"usage_idle\") AS"),
+            (Aggregate::Sum, "SELECT sum(\"usage_idle\") AS"),
+            (Aggregate::Count, "SELECT count(\"usage_idle\") AS"),
+            (
+                Aggregate::Percentile(99.5),
+                "SELECT percentile(\"usage_idle\", 99.5) AS",
+            ),
+            (
+                Aggregate::Percentile(95.0),
+                "SELECT percentile(\"usage_idle\", 95) AS",
+            ),
+            (
+                Aggregate::Derivative {
+                    unit: Duration::from_secs(1),
+                    non_negative: false,
+                },
+                "SELECT derivative(\"usage_idle\", 1s) AS",
+            ),
+            (
+                Aggregate::Derivative {
+                    unit: Duration::from_secs(60),
+                    non_negative: true,
+                },
+                "SELECT non_negative_derivative(\"usage_idle\", 1m) AS",
+            ),
+        ];
+        for (agg, want) in cases {
+            let mut q = cpu();
+            q.aggregate = agg.clone();
+            let got = q.to_influxql(None, NOW).unwrap();
+            assert!(got.starts_with(want), "{agg:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn retention_policy_qualifies_the_measurement() {
+        let got = cpu().to_influxql(Some("two weeks"), NOW).unwrap();
+        assert!(got.contains("FROM \"two weeks\".\"cpu\" WHERE"), "{got}");
+    }
+
+    #[test]
+    fn hostile_tag_values_stay_string_literals() {
+        // Tag values come from monitored hosts: each attempt must end up inside one literal.
+        let attacks = [
+            ("x' OR 'a'='a", r"'x\' OR \'a\'=\'a'"),
+            (r"x\' OR 1=1 --", r"'x\\\' OR 1=1 --'"),
+            ("a\nDROP DATABASE telegraf", r"'a\nDROP DATABASE telegraf'"),
+            (r"ends with \", r"'ends with \\'"),
+            ("\"dq\"", "'\"dq\"'"),
+        ];
+        for (value, literal) in attacks {
+            let mut q = cpu();
+            q.filters.push(TagFilter {
+                tag: "host".into(),
+                value: value.into(),
+                negate: false,
+            });
+            let got = q.to_influxql(None, NOW).unwrap();
+            assert!(
+                got.ends_with(&format!("AND \"host\" = {literal}")),
+                "{value:?}: {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_identifiers_are_quoted() {
+        let mut q = Query::new("cpu\" WHERE 1=1; DROP");
+        q.field = Some("f\\\"".into());
+        q.group_by = vec!["h\"ost".into()];
+        let got = q.to_influxql(None, NOW).unwrap();
+        assert!(
+            got.starts_with(r#"SELECT "f\\\"" AS "value" FROM "cpu\" WHERE 1=1; DROP" WHERE"#),
+            "{got}"
+        );
+        assert!(got.ends_with(r#"GROUP BY "h\"ost""#), "{got}");
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let q = Query::new("cpu");
+        assert!(q.validate().unwrap_err().0.contains("needs .field(name)"));
+        let mut q = cpu();
+        q.aggregate = Aggregate::Percentile(0.0);
+        assert!(q.validate().unwrap_err().0.contains("0 < p <= 100"));
+        let mut q = cpu();
+        q.group_by = vec!["*".into()];
+        assert!(q.validate().unwrap_err().0.contains("name the tags"));
+    }
+
+    #[test]
+    fn duration_literals_use_the_largest_exact_unit() {
+        assert_eq!(duration_literal(Duration::from_secs(7200)), "2h");
+        assert_eq!(duration_literal(Duration::from_secs(90)), "90s");
+        assert_eq!(duration_literal(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(duration_literal(Duration::from_micros(3)), "3u");
+        assert_eq!(duration_literal(Duration::from_nanos(7)), "7ns");
+    }
+}

@@ -1,0 +1,228 @@
+//! The `Series` type scripts see: one result series with its value, the values a rule adds for
+//! templates (`s.set`) and the level conditions it sets (`s.warn(..)`).
+//!
+//! Rhai's `for s in array` iterates over copies, so a series is a shared handle: `s.warn(..)`
+//! inside the loop changes the series the array holds and `check()` returns.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rhai::{Array, Dynamic, Map};
+
+use crate::model::{Condition, LevelConditions, Observation, Value};
+use crate::source::Series;
+
+/// What a series holds; behind [`ScriptSeries`]' lock.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesData {
+    pub measurement: String,
+    /// The queried field (empty for raw InfluxQL).
+    pub field: String,
+    pub tags: BTreeMap<String, String>,
+    /// Result columns (without time) and rows, oldest first.
+    pub columns: Vec<String>,
+    pub rows: Vec<crate::source::Row>,
+    /// `s.value`: the first column of the last row until the script sets it.
+    pub value: Option<Value>,
+    /// Time of the last row (ns), 0 without rows.
+    pub time: i64,
+    /// Values set with `s.set(name, v)`.
+    pub extra: BTreeMap<String, Value>,
+    pub levels: LevelConditions,
+}
+
+/// A shared handle to one series (the script type `Series`).
+#[derive(Debug, Clone, Default)]
+pub struct ScriptSeries(Arc<Mutex<SeriesData>>);
+
+impl ScriptSeries {
+    /// A handle over a source's result series.
+    pub fn from_source(s: Series, field: &str) -> ScriptSeries {
+        let last = s.rows.last();
+        let value = last.and_then(|r| r.values.first().cloned().flatten());
+        let time = last.map_or(0, |r| r.time);
+        ScriptSeries(Arc::new(Mutex::new(SeriesData {
+            measurement: s.measurement,
+            field: field.to_owned(),
+            tags: s.tags,
+            columns: s.columns,
+            rows: s.rows,
+            value,
+            time,
+            extra: BTreeMap::new(),
+            levels: LevelConditions::default(),
+        })))
+    }
+
+    /// Locks the data; a poisoned lock (a panic elsewhere) still holds usable data.
+    pub fn lock(&self) -> MutexGuard<'_, SeriesData> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the state machine gets: tags, measurement, fields (the last row's columns, then
+    /// `value`, then what `s.set` added), time and the level conditions.
+    pub fn observation(&self) -> Observation {
+        let d = self.lock();
+        let mut fields = BTreeMap::new();
+        if let Some(row) = d.rows.last() {
+            for (c, v) in d.columns.iter().zip(&row.values) {
+                if let Some(v) = v {
+                    fields.insert(c.clone(), v.clone());
+                }
+            }
+        }
+        match &d.value {
+            Some(v) => {
+                fields.insert("value".to_owned(), v.clone());
+            }
+            None => {
+                fields.remove("value");
+            }
+        }
+        for (k, v) in &d.extra {
+            fields.insert(k.clone(), v.clone());
+        }
+        Observation {
+            tags: d.tags.clone(),
+            measurement: d.measurement.clone(),
+            fields,
+            time: d.time,
+            levels: d.levels,
+        }
+    }
+}
+
+/// A model value as a script value (`()` for null).
+pub fn to_dynamic(v: Option<&Value>) -> Dynamic {
+    match v {
+        None => Dynamic::UNIT,
+        Some(Value::Float(f)) => Dynamic::from_float(*f),
+        Some(Value::Int(i)) => Dynamic::from_int(*i),
+        Some(Value::Bool(b)) => Dynamic::from_bool(*b),
+        Some(Value::Str(s)) => Dynamic::from(s.clone()),
+    }
+}
+
+/// A script value as a model value; only numbers, booleans and strings are allowed.
+pub fn from_dynamic(v: &Dynamic) -> Result<Value, String> {
+    if let Ok(f) = v.as_float() {
+        Ok(Value::Float(f))
+    } else if let Ok(i) = v.as_int() {
+        Ok(Value::Int(i))
+    } else if let Ok(b) = v.as_bool() {
+        Ok(Value::Bool(b))
+    } else if v.is_string() {
+        Ok(Value::Str(v.clone().into_string().unwrap_or_default()))
+    } else {
+        Err(format!(
+            "expected a number, boolean or string, got {}",
+            v.type_name()
+        ))
+    }
+}
+
+/// Registers the `Series` type and its members on an engine.
+pub fn register(engine: &mut rhai::Engine) {
+    engine.register_type_with_name::<ScriptSeries>("Series");
+    engine.register_get_set(
+        "value",
+        |s: &mut ScriptSeries| to_dynamic(s.lock().value.as_ref()),
+        |s: &mut ScriptSeries, v: Dynamic| -> Result<(), Box<rhai::EvalAltResult>> {
+            let v = from_dynamic(&v).map_err(|m| format!("s.value = ...: {m}"))?;
+            s.lock().value = Some(v);
+            Ok(())
+        },
+    );
+    engine.register_get("values", |s: &mut ScriptSeries| -> Array {
+        s.lock()
+            .rows
+            .iter()
+            .map(|r| to_dynamic(r.values.first().and_then(Option::as_ref)))
+            .collect()
+    });
+    engine.register_get("time", |s: &mut ScriptSeries| s.lock().time);
+    engine.register_get("measurement", |s: &mut ScriptSeries| {
+        s.lock().measurement.clone()
+    });
+    engine.register_get("field", |s: &mut ScriptSeries| s.lock().field.clone());
+    engine.register_get("tags", |s: &mut ScriptSeries| -> Map {
+        s.lock()
+            .tags
+            .iter()
+            .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+            .collect()
+    });
+    engine.register_fn("tag", |s: &mut ScriptSeries, k: &str| -> String {
+        s.lock().tags.get(k).cloned().unwrap_or_default()
+    });
+    engine.register_fn(
+        "set",
+        |s: &mut ScriptSeries, k: &str, v: Dynamic| -> Result<(), Box<rhai::EvalAltResult>> {
+            if k.is_empty() {
+                return Err("s.set(name, v): the name is empty".into());
+            }
+            let v = from_dynamic(&v).map_err(|m| format!("s.set({k:?}, v): {m}"))?;
+            s.lock().extra.insert(k.to_owned(), v);
+            Ok(())
+        },
+    );
+    // get(name): a value set with s.set, else a column of the last row; () when absent.
+    engine.register_fn("get", |s: &mut ScriptSeries, k: &str| -> Dynamic {
+        let d = s.lock();
+        if let Some(v) = d.extra.get(k) {
+            return to_dynamic(Some(v));
+        }
+        if k == "value" {
+            return to_dynamic(d.value.as_ref());
+        }
+        let col = d.columns.iter().position(|c| c == k);
+        to_dynamic(
+            col.and_then(|i| d.rows.last().and_then(|r| r.values.get(i)))
+                .and_then(Option::as_ref),
+        )
+    });
+    type Slot = fn(&mut LevelConditions) -> &mut Option<Condition>;
+    let slots: [(&str, Slot); 3] = [
+        ("info", |l| &mut l.info),
+        ("warn", |l| &mut l.warn),
+        ("crit", |l| &mut l.crit),
+    ];
+    for (name, slot) in slots {
+        engine.register_fn(name, move |s: &mut ScriptSeries, matched: bool| {
+            *slot(&mut s.lock().levels) = Some(Condition {
+                matched,
+                reset: None,
+            });
+        });
+        engine.register_fn(
+            name,
+            move |s: &mut ScriptSeries, matched: bool, reset: bool| {
+                *slot(&mut s.lock().levels) = Some(Condition {
+                    matched,
+                    reset: Some(reset),
+                });
+            },
+        );
+    }
+    engine.register_fn("to_string", |s: &mut ScriptSeries| describe(s));
+    engine.register_fn("to_debug", |s: &mut ScriptSeries| describe(s));
+}
+
+fn describe(s: &ScriptSeries) -> String {
+    let d = s.lock();
+    let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let value = match &d.value {
+        None => "()".to_owned(),
+        Some(Value::Float(f)) => f.to_string(),
+        Some(Value::Int(i)) => i.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Str(s)) => format!("{s:?}"),
+    };
+    format!(
+        "Series({}{}{} value={value} time={})",
+        d.measurement,
+        if tags.is_empty() { "" } else { "," },
+        tags.join(","),
+        d.time
+    )
+}

@@ -1,0 +1,537 @@
+//! `rule(#{ ... })`: validating the settings map into [`RuleSettings`], with errors that name
+//! the line and column of the offending key or value.
+//!
+//! Rhai hands the map to the native `rule` function without source positions, so the keys'
+//! positions are recovered by scanning the script text from the call's position (a small
+//! scanner that knows Rhai's strings and comments). When the map is not a literal (e.g.
+//! `rule(settings)`), errors point at the call.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rhai::{Dynamic, Map};
+use wk_agent::config::values::parse_duration;
+
+use crate::model::{Level, Policy, RuleSettings};
+
+/// A line and column (1-based, in characters, as Rhai counts them).
+pub type Pos = (usize, usize);
+
+/// One settings error: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Every key `rule()` accepts (docs/rules.md, "Settings").
+pub const KEYS: &[&str] = &[
+    "name",
+    "every",
+    "for",
+    "keep_firing",
+    "repeat",
+    "flapping",
+    "history",
+    "no_data",
+    "no_data_after",
+    "expect",
+    "error",
+    "expire_after",
+    "recoveries",
+    "id",
+    "message",
+    "details",
+    "notify",
+    "category",
+    "inhibits",
+];
+
+/// Builds the settings from the map given to `rule()`. `default_name` is the file name without
+/// `.rhai`; `source` and `call` (the position of `rule`) locate keys for messages.
+pub fn build(
+    map: &Map,
+    default_name: &str,
+    source: &str,
+    call: Pos,
+) -> Result<RuleSettings, SettingsError> {
+    let positions = key_positions(source, call);
+    let key_pos = |k: &str| positions.get(k).map_or(call, |p| p.0);
+    let value_pos = |k: &str| positions.get(k).map_or(call, |p| p.1);
+    let mut s = RuleSettings {
+        name: default_name.to_owned(),
+        ..RuleSettings::default()
+    };
+    // Report problems in source order, so the first error shown is the first in the file.
+    let mut keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+    keys.sort_by_key(|k| key_pos(k));
+    for key in keys {
+        let Some(v) = map.get(key) else { continue };
+        let bad = |message: String| SettingsError {
+            pos: value_pos(key),
+            message: format!("rule(): {key}: {message}"),
+        };
+        match key {
+            "name" => s.name = non_empty_string(v).map_err(bad)?,
+            "every" => {
+                s.every = duration(v).map_err(bad)?;
+                if s.every.is_zero() {
+                    return Err(bad("must be longer than 0s".into()));
+                }
+            }
+            "for" => s.pending = duration(v).map_err(bad)?,
+            "keep_firing" => s.keep_firing = duration(v).map_err(bad)?,
+            "repeat" => {
+                let d = duration(v).map_err(bad)?;
+                if d.is_zero() {
+                    return Err(bad(
+                        "must be longer than 0s (leave repeat out to notify state changes only)"
+                            .into(),
+                    ));
+                }
+                s.repeat = Some(d);
+            }
+            "flapping" => s.flapping = Some(flapping(v).map_err(bad)?),
+            "history" => {
+                let n = v
+                    .as_int()
+                    .map_err(|_| bad(format!("expected an integer, got {}", type_of(v))))?;
+                if !(2..=1000).contains(&n) {
+                    return Err(bad(format!("{n} is out of range 2..=1000")));
+                }
+                s.history = n as usize;
+            }
+            "no_data" => s.no_data = policy(v).map_err(bad)?,
+            "no_data_after" => s.no_data_after = duration(v).map_err(bad)?,
+            "expect" => s.expected = expect(v).map_err(bad)?,
+            "error" => s.error = policy(v).map_err(bad)?,
+            "expire_after" => s.expire_after = duration(v).map_err(bad)?,
+            "recoveries" => {
+                s.recoveries = v
+                    .as_bool()
+                    .map_err(|_| bad(format!("expected true or false, got {}", type_of(v))))?;
+            }
+            "id" => s.id_template = template(v).map_err(bad)?,
+            "message" => s.message_template = template(v).map_err(bad)?,
+            "details" => s.details_template = template(v).map_err(bad)?,
+            "notify" => s.notify = strings(v).map_err(bad)?,
+            "category" => s.category = Some(non_empty_string(v).map_err(bad)?),
+            "inhibits" => s.inhibits = inhibits(v).map_err(bad)?,
+            other => {
+                let hint = suggest(other)
+                    .map(|k| format!(" (did you mean {k:?}?)"))
+                    .unwrap_or_default();
+                return Err(SettingsError {
+                    pos: key_pos(other),
+                    message: format!(
+                        "rule(): unknown setting {other:?}{hint}; known settings: {}",
+                        KEYS.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn type_of(v: &Dynamic) -> &'static str {
+    let t = v.type_name();
+    match t {
+        "string" | "ImmutableString" => "a string",
+        "i64" => "an integer",
+        "f64" => "a float",
+        "bool" => "a boolean",
+        "array" => "an array",
+        "map" => "a map",
+        "()" => "()",
+        _ => t,
+    }
+}
+
+fn string(v: &Dynamic) -> Result<String, String> {
+    v.clone()
+        .into_string()
+        .map_err(|_| format!("expected a string, got {}", type_of(v)))
+}
+
+fn non_empty_string(v: &Dynamic) -> Result<String, String> {
+    let s = string(v)?;
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s)
+}
+
+fn duration(v: &Dynamic) -> Result<Duration, String> {
+    let s = v.clone().into_string().map_err(|_| {
+        format!(
+            "expected a duration string like \"10s\" or \"5m\", got {}",
+            type_of(v)
+        )
+    })?;
+    parse_duration(&s)
+}
+
+fn template(v: &Dynamic) -> Result<String, String> {
+    let s = string(v)?;
+    let (mut depth, mut rest) = (0usize, s.as_str());
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("{{") {
+            if depth > 0 {
+                return Err(format!("{{{{ inside {{{{ in {s:?}"));
+            }
+            depth = 1;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("}}") {
+            depth = 0;
+            rest = r;
+        } else {
+            let n = rest.chars().next().map_or(1, char::len_utf8);
+            rest = &rest[n..];
+        }
+    }
+    if depth > 0 {
+        return Err(format!("unclosed {{{{ in {s:?}"));
+    }
+    Ok(s)
+}
+
+fn strings(v: &Dynamic) -> Result<Vec<String>, String> {
+    let arr = v
+        .clone()
+        .into_array()
+        .map_err(|_| format!("expected an array of strings, got {}", type_of(v)))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, e)| non_empty_string(e).map_err(|m| format!("element {i}: {m}")))
+        .collect()
+}
+
+fn policy(v: &Dynamic) -> Result<Policy, String> {
+    let s = string(v)?;
+    match s.to_ascii_lowercase().as_str() {
+        "keep" => Ok(Policy::KeepLast),
+        "ok" => Ok(Policy::Ok),
+        other => match Level::parse(other) {
+            Some(l) if l != Level::Ok => Ok(Policy::Alert(l)),
+            _ => Err(format!(
+                "{s:?} is not one of \"info\", \"warning\", \"critical\", \"ok\", \"keep\""
+            )),
+        },
+    }
+}
+
+fn number(v: &Dynamic) -> Option<f64> {
+    v.as_float()
+        .ok()
+        .or_else(|| v.as_int().ok().map(|i| i as f64))
+}
+
+fn flapping(v: &Dynamic) -> Result<(f64, f64), String> {
+    let err = || "expected [low, high] with 0 <= low < high <= 1, e.g. [0.25, 0.5]".to_owned();
+    let arr = v.clone().into_array().map_err(|_| err())?;
+    if arr.len() != 2 {
+        return Err(err());
+    }
+    let (Some(low), Some(high)) = (number(&arr[0]), number(&arr[1])) else {
+        return Err(err());
+    };
+    if !(0.0..=1.0).contains(&low) || !(0.0..=1.0).contains(&high) || low >= high {
+        return Err(err());
+    }
+    Ok((low, high))
+}
+
+fn tag_map(v: &Dynamic) -> Result<BTreeMap<String, String>, String> {
+    let map = v.read_lock::<Map>().ok_or_else(|| {
+        format!(
+            "expected a tag map like #{{host: \"web1\"}}, got {}",
+            type_of(v)
+        )
+    })?;
+    if map.is_empty() {
+        return Err("an empty tag map matches nothing".into());
+    }
+    map.iter()
+        .map(|(k, v)| {
+            non_empty_string(v)
+                .map(|s| (k.to_string(), s))
+                .map_err(|m| format!("tag {k:?}: {m}"))
+        })
+        .collect()
+}
+
+fn expect(v: &Dynamic) -> Result<Vec<BTreeMap<String, String>>, String> {
+    let arr = v.clone().into_array().map_err(|_| {
+        format!(
+            "expected an array of tag maps like [#{{host: \"web1\"}}], got {}",
+            type_of(v)
+        )
+    })?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, e)| tag_map(e).map_err(|m| format!("element {i}: {m}")))
+        .collect()
+}
+
+fn inhibits(v: &Dynamic) -> Result<Vec<(String, Vec<String>)>, String> {
+    let shape = "expected [#{category: \"system\", tags: [\"host\"]}, ...]";
+    let arr = v
+        .clone()
+        .into_array()
+        .map_err(|_| format!("{shape}, got {}", type_of(v)))?;
+    let mut out = Vec::new();
+    for (i, e) in arr.iter().enumerate() {
+        let map = e
+            .read_lock::<Map>()
+            .ok_or_else(|| format!("element {i}: {shape}"))?;
+        let mut category = None;
+        let mut tags = Vec::new();
+        for (k, v) in map.iter() {
+            match k.as_str() {
+                "category" => {
+                    category = Some(
+                        non_empty_string(v).map_err(|m| format!("element {i}: category: {m}"))?,
+                    )
+                }
+                "tags" => tags = strings(v).map_err(|m| format!("element {i}: tags: {m}"))?,
+                other => {
+                    return Err(format!(
+                        "element {i}: unknown key {other:?} (use category and tags)"
+                    ));
+                }
+            }
+        }
+        let category = category.ok_or_else(|| format!("element {i}: category is missing"))?;
+        out.push((category, tags));
+    }
+    Ok(out)
+}
+
+fn suggest(key: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A cursor over the script text that tracks Rhai positions.
+struct Cursor<'a> {
+    chars: std::iter::Peekable<std::str::Chars<'a>>,
+    line: usize,
+    col: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&mut self) -> Option<char> {
+        self.chars.peek().copied()
+    }
+
+    fn pos(&self) -> Pos {
+        (self.line, self.col)
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.chars.next()?;
+        if c == '\n' {
+            self.line += 1;
+            self.col = 1;
+        } else {
+            self.col += 1;
+        }
+        Some(c)
+    }
+
+    fn peek2(&self) -> Option<char> {
+        let mut it = self.chars.clone();
+        it.next();
+        it.next()
+    }
+
+    /// Skips whitespace and comments (`//`, nestable `/* */`).
+    fn skip_trivia(&mut self) {
+        loop {
+            match (self.peek(), self.peek2()) {
+                (Some(c), _) if c.is_whitespace() => {
+                    self.bump();
+                }
+                (Some('/'), Some('/')) => {
+                    while let Some(c) = self.peek() {
+                        if c == '\n' {
+                            break;
+                        }
+                        self.bump();
+                    }
+                }
+                (Some('/'), Some('*')) => {
+                    self.bump();
+                    self.bump();
+                    let mut depth = 1;
+                    while depth > 0 {
+                        match (self.bump(), self.peek()) {
+                            (None, _) => return,
+                            (Some('/'), Some('*')) => {
+                                self.bump();
+                                depth += 1;
+                            }
+                            (Some('*'), Some('/')) => {
+                                self.bump();
+                                depth -= 1;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Skips a quoted literal starting at the current quote character; returns its content.
+    fn string(&mut self) -> String {
+        let Some(q) = self.bump() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        while let Some(c) = self.bump() {
+            if c == q {
+                break;
+            }
+            if c == '\\' && q != '`' {
+                if let Some(n) = self.bump() {
+                    out.push(n);
+                }
+                continue;
+            }
+            out.push(c);
+        }
+        out
+    }
+}
+
+/// For the map literal of the `rule(` call at `call`: each key's position and its value's.
+fn key_positions(source: &str, call: Pos) -> BTreeMap<String, (Pos, Pos)> {
+    let mut out = BTreeMap::new();
+    let mut c = Cursor {
+        chars: source.chars().peekable(),
+        line: 1,
+        col: 1,
+    };
+    while c.pos() < call {
+        if c.bump().is_none() {
+            return out;
+        }
+    }
+    // `rule` `(` `#{`
+    while let Some(ch) = c.peek() {
+        if ch.is_alphanumeric() || ch == '_' {
+            c.bump();
+        } else {
+            break;
+        }
+    }
+    c.skip_trivia();
+    if c.bump() != Some('(') {
+        return out;
+    }
+    c.skip_trivia();
+    if c.bump() != Some('#') || c.bump() != Some('{') {
+        return out;
+    }
+    loop {
+        c.skip_trivia();
+        let key_pos = c.pos();
+        let key = match c.peek() {
+            Some('"') => c.string(),
+            Some(ch) if ch.is_alphabetic() || ch == '_' => {
+                let mut k = String::new();
+                while let Some(ch) = c.peek() {
+                    if ch.is_alphanumeric() || ch == '_' {
+                        k.push(ch);
+                        c.bump();
+                    } else {
+                        break;
+                    }
+                }
+                k
+            }
+            _ => return out,
+        };
+        c.skip_trivia();
+        if c.bump() != Some(':') {
+            return out;
+        }
+        c.skip_trivia();
+        out.insert(key, (key_pos, c.pos()));
+        // Skip the value up to the `,` or `}` that ends it at this depth.
+        let mut depth = 0usize;
+        loop {
+            c.skip_trivia();
+            match c.peek() {
+                None => return out,
+                Some('"' | '\'' | '`') => {
+                    c.string();
+                }
+                Some('(' | '[' | '{') => {
+                    depth += 1;
+                    c.bump();
+                }
+                Some(')' | ']' | '}') if depth > 0 => {
+                    depth -= 1;
+                    c.bump();
+                }
+                Some('}') => return out,
+                Some(',') if depth == 0 => {
+                    c.bump();
+                    break;
+                }
+                Some(_) => {
+                    c.bump();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_positions_follow_strings_comments_and_nesting() {
+        let src = "// header\nrule(#{\n  every: \"10s\", /* a, b: */ \"for\": \"1m\",\n  notify: [\"a,}\", `x`],\n  inhibits: [#{category: \"c\", tags: [\"host\"]}],\n  name: 'n'\n});\n";
+        let got = key_positions(src, (2, 1));
+        assert_eq!(got["every"], ((3, 3), (3, 10)));
+        assert_eq!(got["for"], ((3, 29), (3, 36)));
+        assert_eq!(got["notify"], ((4, 3), (4, 11)));
+        assert_eq!(got["inhibits"], ((5, 3), (5, 13)));
+        assert_eq!(got["name"], ((6, 3), (6, 9)));
+        assert_eq!(
+            got.len(),
+            5,
+            "keys of nested maps are not settings: {got:?}"
+        );
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("evrey"), Some("every"));
+        assert_eq!(suggest("notfiy"), Some("notify"));
+        assert_eq!(suggest("zzzzzz"), None);
+    }
+}

@@ -1,0 +1,579 @@
+//! Loading, settings validation, evaluation and the sandbox.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::model::{Condition, Level, Policy, Value};
+use crate::source::{MemorySource, QuerySource};
+
+const S: i64 = 1_000_000_000;
+const NOW: i64 = 1_700_000_000 * S;
+
+/// Two hosts' cpu-total idle over the last minute: web1 ~10% idle (90% busy), web2 ~70% idle.
+fn cpu_source() -> Arc<dyn QuerySource> {
+    let mut text = String::new();
+    for secs in [-50i64, -40, -30, -20, -10, 0] {
+        let t = NOW + secs * S;
+        text += &format!("cpu,host=web1,cpu=cpu-total usage_idle=10 {t}\n");
+        text += &format!("cpu,host=web2,cpu=cpu-total usage_idle=70 {t}\n");
+        text += &format!("cpu,host=web2,cpu=cpu0 usage_idle=1 {t}\n");
+    }
+    Arc::new(MemorySource::from_line_protocol(&text, 0).unwrap())
+}
+
+const CPU_RULE: &str = r#"// CPU busy per host, averaged over the last minute.
+rule(#{
+    every: "10s",
+    "for": "1m",
+    notify: ["ops-email"],
+    message: "{{host}}: CPU {{value:.1}}% busy is {{level}}",
+});
+
+fn check() {
+    let cpu = query("cpu").field("usage_idle").where("cpu", "cpu-total")
+                 .range("1m").mean().group_by("host").run();
+    for s in cpu {
+        let busy = 100.0 - s.value;
+        s.value = busy;
+        s.set("idle", 100.0 - busy);
+        s.warn(busy > 80.0, busy < 75.0);
+        s.crit(busy > 90.0, busy < 85.0);
+    }
+    cpu
+}
+"#;
+
+fn load(text: &str) -> Result<Rule, RuleError> {
+    load_rule_source("rules/test.rhai", text)
+}
+
+fn load_err(text: &str) -> RuleError {
+    load(text).expect_err("the rule should not load")
+}
+
+fn failed(rule: &Rule) -> String {
+    match rule.evaluate(&cpu_source(), NOW) {
+        CycleResult::Failed(m) => m,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn observed(rule: &Rule) -> Vec<Observation> {
+    match rule.evaluate(&cpu_source(), NOW) {
+        CycleResult::Observed(o) => o,
+        CycleResult::Failed(m) => panic!("evaluation failed: {m}"),
+    }
+}
+
+fn check_only(body: &str) -> Rule {
+    load(&format!("fn check() {{\n{body}\n}}\n")).unwrap()
+}
+
+#[test]
+fn docs_example_loads_and_evaluates() {
+    let rule = load(CPU_RULE).unwrap();
+    let s = rule.settings();
+    assert_eq!(s.name, "test");
+    assert_eq!(s.every, Duration::from_secs(10));
+    assert_eq!(s.pending, Duration::from_secs(60));
+    assert_eq!(s.notify, vec!["ops-email"]);
+    assert_eq!(
+        s.message_template,
+        "{{host}}: CPU {{value:.1}}% busy is {{level}}"
+    );
+    let obs = observed(&rule);
+    assert_eq!(obs.len(), 2);
+    let web1 = &obs[0];
+    assert_eq!(web1.tags["host"], "web1");
+    assert_eq!(web1.measurement, "cpu");
+    assert_eq!(web1.time, NOW);
+    assert_eq!(web1.fields["value"], Value::Float(90.0));
+    assert_eq!(web1.fields["idle"], Value::Float(10.0));
+    // Set inside `for s in cpu`: the returned array sees it.
+    assert_eq!(
+        web1.levels.warn,
+        Some(Condition {
+            matched: true,
+            reset: Some(false)
+        })
+    );
+    assert_eq!(
+        web1.levels.crit,
+        Some(Condition {
+            matched: false,
+            reset: Some(false)
+        })
+    );
+    assert_eq!(web1.levels.info, None);
+    let web2 = &obs[1];
+    assert_eq!(web2.fields["value"], Value::Float(30.0));
+    assert_eq!(
+        web2.levels.warn,
+        Some(Condition {
+            matched: false,
+            reset: Some(true)
+        })
+    );
+}
+
+#[test]
+fn every_setting_is_read() {
+    let rule = load(
+        r#"rule(#{
+    name: "cpu",
+    every: "30s",
+    "for": "2m",
+    keep_firing: "1m",
+    repeat: "1h",
+    flapping: [0.25, 0.5],
+    history: 30,
+    no_data: "warning",
+    no_data_after: "5m",
+    expect: [#{host: "web1"}, #{host: "web2", dc: "x"}],
+    error: "ok",
+    expire_after: "2h",
+    recoveries: false,
+    id: "{{rule}}/{{host}}",
+    message: "m",
+    details: "d {{message}}",
+    notify: ["a", "b"],
+    category: "system",
+    inhibits: [#{category: "app", tags: ["host"]}],
+});
+fn check() { [] }
+"#,
+    )
+    .unwrap();
+    let s = rule.settings();
+    assert_eq!(s.name, "cpu");
+    assert_eq!(s.every, Duration::from_secs(30));
+    assert_eq!(s.pending, Duration::from_secs(120));
+    assert_eq!(s.keep_firing, Duration::from_secs(60));
+    assert_eq!(s.repeat, Some(Duration::from_secs(3600)));
+    assert_eq!(s.flapping, Some((0.25, 0.5)));
+    assert_eq!(s.history, 30);
+    assert_eq!(s.no_data, Policy::Alert(Level::Warning));
+    assert_eq!(s.no_data_after, Duration::from_secs(300));
+    assert_eq!(s.expected.len(), 2);
+    assert_eq!(s.expected[1]["dc"], "x");
+    assert_eq!(s.error, Policy::Ok);
+    assert_eq!(s.expire_after, Duration::from_secs(7200));
+    assert!(!s.recoveries);
+    assert_eq!(s.id_template, "{{rule}}/{{host}}");
+    assert_eq!(s.details_template, "d {{message}}");
+    assert_eq!(s.notify, vec!["a", "b"]);
+    assert_eq!(s.category.as_deref(), Some("system"));
+    assert_eq!(
+        s.inhibits,
+        vec![("app".to_owned(), vec!["host".to_owned()])]
+    );
+    assert_eq!(observed(&rule), vec![]);
+    // Without rule(): the defaults, named after the file.
+    let rule = load_rule_source("/etc/wk/rules/disk_full.rhai", "fn check() { [] }").unwrap();
+    assert_eq!(rule.settings().name, "disk_full");
+    assert_eq!(rule.settings().no_data, Policy::Alert(Level::Critical));
+    assert_eq!(rule.settings().error, Policy::KeepLast);
+}
+
+#[test]
+fn settings_errors_name_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "rule(#{\n    every: \"10s\",\n    evrey: \"5s\",\n});\nfn check() { [] }",
+            "rules/test.rhai:3:5: rule(): unknown setting \"evrey\" (did you mean \"every\"?)",
+        ),
+        (
+            "rule(#{ every: \"10 seconds\" });\nfn check() { [] }",
+            "rules/test.rhai:1:16: rule(): every: invalid duration \"10 seconds\"",
+        ),
+        (
+            "rule(#{\n  notify: \"ops\",\n});\nfn check() { [] }",
+            "rules/test.rhai:2:11: rule(): notify: expected an array of strings, got a string",
+        ),
+        (
+            "rule(#{\n  no_data: \"sometimes\" });\nfn check() { [] }",
+            "rules/test.rhai:2:12: rule(): no_data: \"sometimes\" is not one of",
+        ),
+        (
+            "rule(#{ flapping: [0.6, 0.5] });\nfn check() { [] }",
+            "rules/test.rhai:1:19: rule(): flapping: expected [low, high]",
+        ),
+        (
+            "rule(#{ history: 1 });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): history: 1 is out of range",
+        ),
+        (
+            "rule(#{ every: 10 });\nfn check() { [] }",
+            "rules/test.rhai:1:16: rule(): every: expected a duration string like \"10s\" or \"5m\", got an integer",
+        ),
+        (
+            "rule(#{ inhibits: [#{category: \"x\", tag: [\"host\"]}] });\nfn check() { [] }",
+            "rules/test.rhai:1:19: rule(): inhibits: element 0: unknown key \"tag\"",
+        ),
+        (
+            "rule(#{ message: \"{{host\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): message: unclosed {{",
+        ),
+        (
+            "rule(#{ expect: [\"web1\"] });\nfn check() { [] }",
+            "rules/test.rhai:1:17: rule(): expect: element 0: expected a tag map",
+        ),
+        // Not a literal: errors point at the call.
+        (
+            "let s = #{ every: \"0s\" };\n  rule(s);\nfn check() { [] }",
+            "rules/test.rhai:2:3: rule(): every: must be longer than 0s",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = load_err(text);
+        assert_eq!(e.kind, RuleErrorKind::Settings, "{e}");
+        assert!(e.to_string().starts_with(want), "got:  {e}\nwant: {want}");
+    }
+}
+
+#[test]
+fn unquoted_for_gets_a_hint() {
+    let e = load_err("rule(#{\n    for: \"1m\",\n});\nfn check() { [] }");
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert_eq!((e.line, e.column), (Some(2), Some(5)), "{e}");
+    assert!(e.message.contains("write the key quoted, \"for\""), "{e}");
+}
+
+#[test]
+fn load_errors() {
+    let e = load_err("rule(#{});\nlet x = ;\nfn check() { [] }");
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert_eq!(e.to_string(), "rules/test.rhai:2:9: Unexpected ';'");
+    let e = load_err("rule(#{});");
+    assert!(e.message.contains("no `fn check()`"), "{e}");
+    let e = load_err("fn check(x) { [] }");
+    assert!(e.message.contains("must take no parameters"), "{e}");
+    let e = load_err("let q = query(\"cpu\");\nfn check() { [] }");
+    assert_eq!(e.kind, RuleErrorKind::Script);
+    assert_eq!((e.line, e.column), (Some(1), Some(9)), "{e}");
+    assert!(e.message.contains("put queries inside `fn check()"), "{e}");
+    let e = load_err("rule(#{});\n rule(#{});\nfn check() { [] }");
+    assert_eq!(
+        e.to_string(),
+        "rules/test.rhai:2:2: rule() is called twice; the first call is at line 1, column 1"
+    );
+    // Undeclared variables are caught when the file loads, not at the first evaluation.
+    let e = load_err("fn check() { let cpu = []; cpuu }");
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert!(e.message.contains("cpuu"), "{e}");
+    let e = load_rule(Path::new("/nonexistent/x.rhai")).unwrap_err();
+    assert_eq!(e.kind, RuleErrorKind::Io);
+}
+
+#[test]
+fn runtime_errors_are_failed_cycles_with_positions() {
+    let rule = check_only("  let x = 1;\n  x + \"a\" * 2");
+    assert_eq!(
+        failed(&rule),
+        "rules/test.rhai:3:11: Function not found: * (&str | ImmutableString | String, i64)"
+    );
+    let rule = check_only("  rule(#{})");
+    assert!(failed(&rule).contains("rule(#{...}) belongs at the top level"));
+    // The top level's own rule() runs again before check(); one inside check() still fails.
+    let rule = load("rule(#{});\nfn check() {\n  rule(#{});\n  []\n}").unwrap();
+    assert_eq!(
+        failed(&rule),
+        "rules/test.rhai:3:3: rule(#{...}) belongs at the top level of the file, not in a function"
+    );
+    let rule = check_only("  query(\"cpu\").mean().run()");
+    assert_eq!(
+        failed(&rule),
+        "rules/test.rhai:2:23: query(\"cpu\") needs .field(name) before .run()"
+    );
+    let rule = check_only("  query(\"cpu\").field(\"f\").range(\"soon\").run()");
+    assert!(
+        failed(&rule).starts_with("rules/test.rhai:2:27: .range(): invalid duration \"soon\""),
+        "{}",
+        failed(&rule)
+    );
+    let rule = check_only("  influxql(\"SELECT 1\")");
+    assert!(failed(&rule).ends_with(
+        "influxql() needs an InfluxDB source (this rule runs over recorded or streamed points)"
+    ));
+    let rule = check_only("  throw \"custom\"");
+    assert_eq!(failed(&rule), "rules/test.rhai:2:3: custom");
+    // An error inside a helper function points into the helper.
+    let rule = load("fn helper(s) {\n  s.nope\n}\nfn check() { let a = query(\"cpu\").field(\"usage_idle\").last().run(); helper(a[0]); a }").unwrap();
+    assert!(
+        failed(&rule).starts_with("rules/test.rhai:2:5: "),
+        "{}",
+        failed(&rule)
+    );
+}
+
+#[test]
+fn return_values() {
+    let q = "query(\"cpu\").field(\"usage_idle\").where(\"cpu\", \"cpu-total\").last().group_by(\"host\").run()";
+    assert_eq!(observed(&check_only(&format!("  {q}"))).len(), 2);
+    assert_eq!(observed(&check_only(&format!("  {q}[1]"))).len(), 1);
+    assert_eq!(observed(&check_only("  []")).len(), 0);
+    // Integer tag values in where() are compared as their text.
+    let n = "  query(\"cpu\").field(\"usage_idle\").where_not(\"cpu\", 0).where(\"host\", 1).run()";
+    assert_eq!(observed(&check_only(n)).len(), 0);
+    let e = failed(&check_only(&format!("  for s in {q} {{ s.warn(true) }}")));
+    assert!(
+        e.contains("must return an array of series (or one series), got ()"),
+        "{e}"
+    );
+    let e = failed(&check_only("  [1]"));
+    assert!(e.contains("holding i64 at index 0"), "{e}");
+    let e = failed(&check_only(&format!("  let a = {q}; a + a")));
+    assert!(
+        e.contains("two series with the same tags {host=web1}"),
+        "{e}"
+    );
+    // Raw: every value, oldest first; value is the latest; no level → all None.
+    let obs = observed(&check_only(
+        "  let a = query(\"cpu\").field(\"usage_idle\").where(\"host\", \"web2\").where_not(\"cpu\", \"cpu0\").run();\n  if a[0].values.len() != 6 { throw \"values\" }\n  a",
+    ));
+    assert_eq!(obs[0].fields["value"], Value::Float(70.0));
+    assert!(obs[0].tags.is_empty());
+    assert_eq!(obs[0].levels, Default::default());
+}
+
+#[test]
+fn series_members() {
+    let rule = check_only(
+        r#"  let a = query("cpu").field("usage_idle").where("cpu", "cpu-total").max().group_by(["host", "cpu"]).run();
+  let s = a[0];
+  if s.tag("host") != "web1" || s.tags.cpu != "cpu-total" || s.tag("none") != "" { throw "tags" }
+  if s.measurement != "cpu" || s.field != "usage_idle" { throw "names" }
+  if s.time != 1700000000000000000 - 50000000000 { throw `time ${s.time}` }
+  s.set("label", "x"); s.set("n", 3); s.set("ok", true);
+  if s.get("label") != "x" || s.get("value") != 10.0 || s.get("missing") != () { throw "get" }
+  s.info(true);
+  print(s);
+  debug(s);
+  [s]"#,
+    );
+    let obs = observed(&rule);
+    assert_eq!(obs[0].fields["label"], Value::Str("x".into()));
+    assert_eq!(obs[0].fields["n"], Value::Int(3));
+    assert_eq!(obs[0].fields["ok"], Value::Bool(true));
+    assert_eq!(obs[0].tags.len(), 2);
+    assert_eq!(
+        obs[0].levels.info,
+        Some(Condition {
+            matched: true,
+            reset: None
+        })
+    );
+}
+
+#[test]
+fn top_level_constants_reach_check_through_global() {
+    let rule = load(
+        "const LIMIT = 80.0;\nfn check() {\n  if global::LIMIT != 80.0 { throw \"no\" }\n  []\n}",
+    )
+    .unwrap();
+    assert_eq!(observed(&rule), vec![]);
+}
+
+fn limited(timeout_ms: u64, max_operations: u64) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(timeout_ms),
+        max_operations,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn endless_loop_is_stopped_by_the_operation_budget() {
+    let rule = load_rule_source_with(
+        "l.rhai",
+        "fn check() {\n  loop {}\n}",
+        &limited(60_000, 100_000),
+    )
+    .unwrap();
+    let m = failed(&rule);
+    assert_eq!(
+        m,
+        "l.rhai: check(): stopped: more than 100000 operations (an endless loop?)"
+    );
+}
+
+#[test]
+fn endless_loop_is_stopped_by_the_deadline() {
+    let rule = load_rule_source_with(
+        "l.rhai",
+        "fn check() {\n  let i = 0; loop { i += 1; }\n}",
+        &limited(200, 0),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let m = failed(&rule);
+    let took = start.elapsed();
+    assert!(
+        m.ends_with("stopped: ran longer than the 200 ms time limit"),
+        "{m}"
+    );
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // The same at load time: a top level that never ends does not hang the loader.
+    let e = load_rule_source_with("l.rhai", "loop {}\nfn check() { [] }", &limited(200, 0))
+        .unwrap_err();
+    assert!(e.message.contains("time limit"), "{e}");
+}
+
+#[test]
+fn unbounded_allocations_are_stopped() {
+    let cases = [
+        "let s = \"xxxxxxxx\"; loop { s += s; }",
+        "let a = [1, 2, 3]; loop { a += a; }",
+        "let a = []; a.pad(1000000000, 0);",
+        "let s = \"\"; s.pad(1000000000, 'x');",
+        "let b = blob(1000000000);",
+    ];
+    for body in cases {
+        let rule = check_only(&format!("  {body}\n  []"));
+        let start = Instant::now();
+        let m = failed(&rule);
+        assert!(
+            m.contains("too large") || m.contains("Size of"),
+            "{body}: {m}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{body}");
+    }
+}
+
+#[test]
+fn deep_recursion_and_deep_nesting_are_refused() {
+    let rule = load("fn down(n) { down(n + 1) }\nfn check() { down(0) }").unwrap();
+    let m = failed(&rule);
+    assert!(m.contains("Stack overflow"), "{m}");
+    let nested = format!(
+        "fn check() {{ let x = {}1{}; [] }}",
+        "(".repeat(200),
+        ")".repeat(200)
+    );
+    let e = load_err(&nested);
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert!(e.message.contains("exceeds maximum complexity"), "{e}");
+}
+
+#[test]
+fn sandbox_has_no_eval_import_files_or_sleep() {
+    let e = load_err("fn check() { eval(\"1\") }");
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert!(e.message.contains("eval"), "{e}");
+    let e = load_err("import \"x\" as x;\nfn check() { [] }");
+    assert_eq!(e.kind, RuleErrorKind::Syntax);
+    assert!(e.message.contains("import"), "{e}");
+    for call in [
+        "open_file(\"/etc/passwd\")",
+        "read_file(\"/etc/passwd\")",
+        "File(\"/etc/passwd\")",
+        "env(\"HOME\")",
+        "system(\"ls\")",
+    ] {
+        let m = failed(&check_only(&format!("  {call}")));
+        assert!(m.contains("Function not found"), "{call}: {m}");
+    }
+    let start = Instant::now();
+    let m = failed(&check_only("  sleep(30.0); []"));
+    assert!(m.ends_with("sleep() is not available in rules"), "{m}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn rules_in_the_docs_load_and_run() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rules.md"))
+        .expect("docs/rules.md");
+    let mut found = 0;
+    for block in doc.split("```rhai\n").skip(1) {
+        let code = block.split("```").next().unwrap_or_default();
+        if !code.contains("fn check()") {
+            continue;
+        }
+        found += 1;
+        let rule =
+            load_rule_source("docs/rules.md", code).unwrap_or_else(|e| panic!("{e}\n{code}"));
+        observed(&rule);
+    }
+    assert!(found > 0, "no rule in docs/rules.md");
+}
+
+/// Every example rule loads, and over testdata/rules/hosts.lp (web1 healthy, web2 in trouble
+/// on every check) fires on web2 only.
+#[test]
+fn example_rules_load_and_fire_on_the_sick_host() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = std::fs::read_to_string(root.join("testdata/rules/hosts.lp")).unwrap();
+    let source: Arc<dyn QuerySource> =
+        Arc::new(MemorySource::from_line_protocol(&data, 0).unwrap());
+    let mut paths: Vec<_> = std::fs::read_dir(root.join("../examples/rules"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 10, "{paths:?}");
+    for path in paths {
+        let rule = load_rule(&path).unwrap_or_else(|e| panic!("{e}"));
+        let name = rule.settings().name.clone();
+        let obs = match rule.evaluate(&source, NOW) {
+            CycleResult::Observed(o) => o,
+            CycleResult::Failed(m) => panic!("{m}"),
+        };
+        let hosts: Vec<&str> = obs.iter().map(|o| o.tags["host"].as_str()).collect();
+        assert_eq!(hosts, ["web1", "web2"], "{name}: {obs:#?}");
+        let fired = |o: &Observation| {
+            [o.levels.info, o.levels.warn, o.levels.crit]
+                .iter()
+                .any(|c| c.is_some_and(|c| c.matched))
+        };
+        assert!(!fired(&obs[0]), "{name} fired on web1: {:?}", obs[0]);
+        if name == "host_down" {
+            assert_eq!(rule.settings().expected.len(), 3);
+            assert!(!fired(&obs[1]), "{name}: {:?}", obs[1]);
+        } else {
+            assert!(
+                obs[1].levels.crit.is_some_and(|c| c.matched),
+                "{name} is not critical on web2: {:?}",
+                obs[1]
+            );
+        }
+    }
+}
+
+/// Cost of one evaluation of the docs' CPU rule over 1000 hosts (run with
+/// `cargo test --release -p wk-alerter --lib -- --ignored evaluation_cost --nocapture`).
+#[test]
+#[ignore]
+fn evaluation_cost() {
+    let mut text = String::new();
+    for h in 0..1000 {
+        for secs in [-50i64, -40, -30, -20, -10, 0] {
+            text += &format!(
+                "cpu,host=h{h},cpu=cpu-total usage_idle={} {}\n",
+                (h % 100) as f64,
+                NOW + secs * S
+            );
+        }
+    }
+    let source: Arc<dyn QuerySource> =
+        Arc::new(MemorySource::from_line_protocol(&text, 0).unwrap());
+    let start = Instant::now();
+    let rule = load(CPU_RULE).unwrap();
+    let load_time = start.elapsed();
+    let start = Instant::now();
+    let n = 20;
+    for _ in 0..n {
+        match rule.evaluate(&source, NOW) {
+            CycleResult::Observed(o) => assert_eq!(o.len(), 1000),
+            CycleResult::Failed(m) => panic!("{m}"),
+        }
+    }
+    eprintln!(
+        "load {load_time:?}; evaluation over 1000 hosts (memory source): {:?}",
+        start.elapsed() / n
+    );
+}

@@ -1,0 +1,581 @@
+//! InfluxDB v1 `/query` client (InfluxDB 1.x, and 2.x/3.x through their v1 API).
+//!
+//! Rhai calls the source synchronously from inside a script, on a blocking thread. The request
+//! itself runs on a tokio runtime with reqwest's async client: the source spawns it on the
+//! runtime handle it was built with and waits on a std channel. Unlike `Handle::block_on` this
+//! never panics when called from inside a runtime, and unlike `reqwest::blocking` it needs no
+//! private runtime (whose drop panics inside async code) and shares the program's connection
+//! pool.
+//!
+//! Raw `influxql()` from a rule is limited to read-only statements (`SELECT` without `INTO`,
+//! `SHOW`) by [`check_read_only`]: InfluxDB 1.x executes `DROP DATABASE` even when it comes as
+//! a GET, with only a deprecation warning, so the HTTP method is no guard.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{QuerySource, Row, Series, SourceError};
+use crate::model::Value;
+use crate::rules::query::{Aggregate, Query};
+
+/// How to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum InfluxAuth {
+    #[default]
+    None,
+    /// HTTP Basic (InfluxDB 1.x users).
+    Basic { username: String, password: String },
+    /// `Authorization: Token …` (InfluxDB 2.x/3.x v1 API).
+    Token(String),
+}
+
+/// Where and how to query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfluxDbConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    pub database: String,
+    /// Qualifies measurements in rule queries (`"rp"."cpu"`); `None` = the database default.
+    pub retention_policy: Option<String>,
+    pub auth: InfluxAuth,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+}
+
+/// Queries InfluxDB over HTTP.
+#[derive(Debug, Clone)]
+pub struct InfluxDbSource {
+    config: InfluxDbConfig,
+    query_url: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl InfluxDbSource {
+    /// A source whose requests run on `runtime` (call `query` from a thread that is not one of
+    /// that runtime's async workers, e.g. inside `spawn_blocking`).
+    pub fn new(
+        config: InfluxDbConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<InfluxDbSource, SourceError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| SourceError::Connect {
+                url: config.url.clone(),
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
+        let query_url = format!("{}/query", config.url.trim_end_matches('/'));
+        Ok(InfluxDbSource {
+            config,
+            query_url,
+            client,
+            runtime,
+        })
+    }
+
+    /// The configuration this source was built with.
+    pub fn config(&self) -> &InfluxDbConfig {
+        &self.config
+    }
+
+    /// Sends one statement and decodes the series of its (first) result.
+    pub fn run(&self, text: &str) -> Result<Vec<Series>, SourceError> {
+        let mut req = self.client.get(&self.query_url).query(&[
+            ("db", self.config.database.as_str()),
+            ("q", text),
+            ("epoch", "ns"),
+        ]);
+        req = match &self.config.auth {
+            InfluxAuth::None => req,
+            InfluxAuth::Basic { username, password } => req.basic_auth(username, Some(password)),
+            InfluxAuth::Token(t) => req.header("Authorization", format!("Token {t}")),
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let url = self.config.url.clone();
+        let timeout = self.config.timeout;
+        self.runtime.spawn(async move {
+            let result = async {
+                let resp = req.send().await?;
+                let status = resp.status();
+                let body = resp.bytes().await?;
+                Ok::<_, reqwest::Error>((status, body))
+            }
+            .await;
+            // The receiver only goes away if the caller is gone; nothing to report then.
+            let _ = tx.send(result);
+        });
+        // reqwest enforces the timeout; the extra margin only guards against a runtime that
+        // cannot make progress (e.g. called from its only worker thread).
+        let (status, body) = match rx.recv_timeout(timeout + Duration::from_secs(5)) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) if e.is_timeout() => {
+                return Err(SourceError::Timeout {
+                    url,
+                    timeout_ms: timeout.as_millis(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(SourceError::Connect {
+                    url,
+                    message: error_chain(&e),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(SourceError::Timeout {
+                    url,
+                    timeout_ms: timeout.as_millis(),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(SourceError::Connect {
+                    url,
+                    message: "the runtime that runs requests has shut down".into(),
+                });
+            }
+        };
+        decode(status.as_u16(), &body)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+impl QuerySource for InfluxDbSource {
+    fn query(&self, q: &Query, now_ns: i64) -> Result<Vec<Series>, SourceError> {
+        let text = q
+            .to_influxql(self.config.retention_policy.as_deref(), now_ns)
+            .map_err(|e| SourceError::Query(e.0))?;
+        let mut series = self.run(&text)?;
+        normalize(q, &mut series, now_ns);
+        Ok(series)
+    }
+
+    fn influxql(&self, text: &str, _now_ns: i64) -> Result<Vec<Series>, SourceError> {
+        check_read_only(text)?;
+        let mut series = self.run(text)?;
+        for s in &mut series {
+            s.tags.retain(|_, v| !v.is_empty());
+        }
+        Ok(series)
+    }
+}
+
+/// Brings InfluxDB's answer to the shape the memory source gives: aggregates (mean, sum,
+/// count) are stamped with the end of the range (InfluxDB stamps them with its start), tags
+/// with empty values are dropped, series are sorted by tags.
+fn normalize(q: &Query, series: &mut [Series], now_ns: i64) {
+    let aggregated = matches!(
+        q.aggregate,
+        Aggregate::Mean | Aggregate::Sum | Aggregate::Count
+    );
+    for s in series.iter_mut() {
+        s.tags.retain(|_, v| !v.is_empty());
+        if aggregated {
+            for r in &mut s.rows {
+                r.time = now_ns;
+            }
+        }
+    }
+    series.sort_by(|a, b| a.tags.cmp(&b.tags));
+}
+
+/// Accepts only read-only InfluxQL: every statement starts with `SELECT` (and has no `INTO`)
+/// or `SHOW`. Strings, quoted identifiers and comments are skipped, so words inside them do
+/// not count, and `;` inside them does not split statements.
+pub fn check_read_only(text: &str) -> Result<(), SourceError> {
+    let refuse = |why: String| {
+        Err(SourceError::Query(format!(
+            "influxql(): only read-only statements (SELECT without INTO, SHOW) are allowed: {why}"
+        )))
+    };
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut first: Option<String> = None;
+    let mut statements = 0;
+    let mut end_statement = |first: &mut Option<String>| -> Result<(), SourceError> {
+        if let Some(w) = first.take() {
+            statements += 1;
+            if w != "SELECT" && w != "SHOW" {
+                return refuse(format!("a statement starts with {w}"));
+            }
+        }
+        Ok(())
+    };
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b';' => {
+                end_statement(&mut first)?;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = text[start..i].to_ascii_uppercase();
+                match &first {
+                    None => first = Some(word),
+                    Some(f) if f == "SELECT" && word == "INTO" => {
+                        return refuse("SELECT ... INTO writes data".into());
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    end_statement(&mut first)?;
+    if statements == 0 {
+        return refuse("the statement is empty".into());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    results: Vec<StatementResult>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatementResult {
+    #[serde(default)]
+    series: Vec<RawSeries>,
+    error: Option<String>,
+    #[serde(default)]
+    partial: bool,
+}
+
+#[derive(Deserialize)]
+struct RawSeries {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default)]
+    values: Vec<Vec<serde_json::Value>>,
+    #[serde(default)]
+    partial: bool,
+}
+
+/// Decodes a `/query` answer (status and body).
+pub fn decode(status: u16, body: &[u8]) -> Result<Vec<Series>, SourceError> {
+    let answer: Result<Answer, _> = serde_json::from_slice(body);
+    if !(200..300).contains(&status) {
+        let detail = match &answer {
+            Ok(Answer { error: Some(e), .. }) => e.clone(),
+            _ => String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned(),
+        };
+        return Err(SourceError::Server(format!("HTTP {status}: {detail}")));
+    }
+    let answer = answer.map_err(|e| SourceError::Decode(e.to_string()))?;
+    if let Some(e) = answer.error {
+        return Err(SourceError::Server(e));
+    }
+    let mut out = Vec::new();
+    for result in answer.results {
+        if let Some(e) = result.error {
+            return Err(SourceError::Server(e));
+        }
+        // Without chunking, `partial` means the server cut the answer at its max-row-limit:
+        // deciding on part of the data would be wrong, so say so.
+        if result.partial || result.series.iter().any(|s| s.partial) {
+            return Err(SourceError::Server(
+                "the result was truncated (max-row-limit): narrow the range or aggregate".into(),
+            ));
+        }
+        for raw in result.series {
+            out.push(convert(raw)?);
+        }
+    }
+    Ok(out)
+}
+
+fn convert(raw: RawSeries) -> Result<Series, SourceError> {
+    let time_col = raw.columns.iter().position(|c| c == "time");
+    let columns: Vec<String> = raw
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != time_col)
+        .map(|(_, c)| c.clone())
+        .collect();
+    let mut rows = Vec::with_capacity(raw.values.len());
+    for values in raw.values {
+        let mut row = Row {
+            time: 0,
+            values: Vec::with_capacity(columns.len()),
+        };
+        for (i, v) in values.into_iter().enumerate() {
+            if Some(i) == time_col {
+                row.time = v.as_i64().ok_or_else(|| {
+                    SourceError::Decode(format!("time {v} is not integer nanoseconds"))
+                })?;
+                continue;
+            }
+            row.values.push(json_value(v)?);
+        }
+        rows.push(row);
+    }
+    Ok(Series {
+        measurement: raw.name,
+        tags: raw.tags.unwrap_or_default(),
+        columns,
+        rows,
+    })
+}
+
+/// JSON numbers become floats: InfluxDB's JSON writes the float 1.0 as `1`, so integers and
+/// floats cannot be told apart anyway.
+fn json_value(v: serde_json::Value) -> Result<Option<Value>, SourceError> {
+    Ok(match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::Bool(b) => Some(Value::Bool(b)),
+        serde_json::Value::Number(n) => Some(Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+        serde_json::Value::String(s) => Some(Value::Str(s)),
+        other => return Err(SourceError::Decode(format!("unexpected value {other}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_series_tags_nulls_and_times() {
+        let body = br#"{"results":[{"statement_id":0,"series":[
+            {"name":"cpu","tags":{"host":"a"},"columns":["time","value","n"],
+             "values":[[1000,12.5,null],[2000,3,"x"]]},
+            {"name":"cpu","columns":["time","value"],"values":[[5,true]]}]}]}"#;
+        let got = decode(200, body).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].tags["host"], "a");
+        assert_eq!(got[0].columns, vec!["value", "n"]);
+        assert_eq!(
+            got[0].rows[1],
+            Row {
+                time: 2000,
+                values: vec![Some(Value::Float(3.0)), Some(Value::Str("x".into()))]
+            }
+        );
+        assert_eq!(got[0].rows[0].values[1], None);
+        assert!(got[1].tags.is_empty());
+        assert_eq!(
+            decode(200, br#"{"results":[{"statement_id":0}]}"#),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn server_errors_carry_the_message() {
+        let e = decode(
+            200,
+            br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "InfluxDB error: database not found: x");
+        let e = decode(
+            400,
+            br#"{"error":"error parsing query: found EOF, expected FROM"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "InfluxDB error: HTTP 400: error parsing query: found EOF, expected FROM"
+        );
+        let e = decode(502, b"<html>bad gateway</html>").unwrap_err();
+        assert!(e.to_string().contains("HTTP 502: <html>bad gateway"), "{e}");
+        let e = decode(200, b"not json").unwrap_err();
+        assert!(matches!(e, SourceError::Decode(_)), "{e}");
+    }
+
+    #[test]
+    fn raw_influxql_must_be_read_only() {
+        for ok in [
+            "SELECT mean(\"x\") FROM \"cpu\" GROUP BY \"host\"",
+            "select 1; show databases",
+            "SELECT \"into\" FROM \"drop\" WHERE host = 'x; DROP DATABASE y' -- INTO\n",
+            "SHOW TAG VALUES WITH KEY = \"host\" /* DROP */",
+        ] {
+            assert_eq!(check_read_only(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "DROP DATABASE telegraf",
+            "  drop measurement cpu",
+            "SELECT 1; DROP DATABASE x",
+            "SELECT * INTO \"other\"..:MEASUREMENT FROM /.*/",
+            "select * into x from y",
+            "DELETE FROM cpu",
+            "CREATE USER a WITH PASSWORD 'b' WITH ALL PRIVILEGES",
+            "GRANT ALL TO a",
+            "",
+            " ; ",
+        ] {
+            let e = check_read_only(bad).unwrap_err();
+            assert!(e.to_string().contains("only read-only"), "{bad}: {e}");
+        }
+    }
+
+    /// A one-request HTTP server: returns the request head it received, answers `reply`
+    /// (or nothing, holding the connection, when `reply` is None).
+    fn one_shot(reply: Option<&'static str>) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            match reply {
+                Some(body) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                None => std::thread::sleep(Duration::from_secs(5)),
+            }
+        });
+        (url, rx)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn source(
+        url: String,
+        auth: InfluxAuth,
+        timeout: Duration,
+        rt: &tokio::runtime::Runtime,
+    ) -> InfluxDbSource {
+        InfluxDbSource::new(
+            InfluxDbConfig {
+                url,
+                database: "tele graf".into(),
+                retention_policy: Some("autogen".into()),
+                auth,
+                timeout,
+            },
+            rt.handle().clone(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn requests_carry_database_epoch_and_credentials() {
+        let rt = runtime();
+        let ok = r#"{"results":[{"statement_id":0}]}"#;
+        let cases = [
+            (
+                InfluxAuth::Basic {
+                    username: "u".into(),
+                    password: "p".into(),
+                },
+                "authorization: Basic dTpw",
+            ),
+            (InfluxAuth::Token("t0k".into()), "authorization: Token t0k"),
+        ];
+        for (auth, want) in cases {
+            let (url, head) = one_shot(Some(ok));
+            let src = source(url, auth, Duration::from_secs(5), &rt);
+            let mut q = Query::new("cpu");
+            q.field = Some("usage_idle".into());
+            assert_eq!(src.query(&q, 60_000_000_000), Ok(vec![]));
+            let head = head.recv().unwrap();
+            let request_line = head.lines().next().unwrap();
+            assert!(request_line.starts_with("GET /query?db=tele+graf&q=SELECT+%22usage_idle%22+AS+%22value%22+FROM+%22autogen%22.%22cpu%22+WHERE+time+%3E+0+AND+time+%3C%3D+60000000000&epoch=ns "), "{request_line}");
+            assert!(head.contains(want), "{head}");
+        }
+    }
+
+    #[test]
+    fn a_silent_server_is_a_timeout() {
+        let rt = runtime();
+        let (url, _head) = one_shot(None);
+        let src = source(url, InfluxAuth::None, Duration::from_millis(300), &rt);
+        let start = std::time::Instant::now();
+        let e = src.influxql("SELECT 1", 0).unwrap_err();
+        assert!(matches!(e, SourceError::Timeout { .. }), "{e:?}");
+        assert!(
+            e.to_string().ends_with("did not answer within 300 ms"),
+            "{e}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unreachable_server_is_a_connect_error() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Port 1 on loopback: nothing listens there.
+        let src = InfluxDbSource::new(
+            InfluxDbConfig {
+                url: "http://127.0.0.1:1".into(),
+                database: "db".into(),
+                retention_policy: None,
+                auth: InfluxAuth::None,
+                timeout: Duration::from_secs(2),
+            },
+            rt.handle().clone(),
+        )
+        .unwrap();
+        let e = src.influxql("SELECT 1", 0).unwrap_err();
+        assert!(matches!(e, SourceError::Connect { .. }), "{e:?}");
+        assert!(e.to_string().contains("127.0.0.1:1 unreachable"), "{e}");
+    }
+}

@@ -1,0 +1,482 @@
+//! Points held in memory, queried natively with the semantics of the InfluxQL translation
+//! (`rules::query`). Used by `wk-alerter test RULE --data FILE.lp` and, later, stream mode.
+//!
+//! Storage mirrors InfluxDB's: a series is (measurement, tag set); a point is (series, time);
+//! writing the same point again merges its fields, the newer value winning.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::RwLock;
+
+use wk_agent::metric::{FieldValue, Metric};
+
+use super::lineproto::{self, LineProtocolError};
+use super::{QuerySource, Row, Series, SourceError, number};
+use crate::model::Value;
+use crate::rules::query::{Aggregate, Query, VALUE_COLUMN};
+
+type SeriesKey = (String, Vec<(String, String)>);
+type Points = BTreeMap<i64, BTreeMap<String, FieldValue>>;
+
+/// An in-memory point store answering rule queries.
+#[derive(Debug, Default)]
+pub struct MemorySource {
+    series: RwLock<BTreeMap<SeriesKey, Points>>,
+}
+
+impl MemorySource {
+    /// An empty source.
+    pub fn new() -> MemorySource {
+        MemorySource::default()
+    }
+
+    /// A source holding these points.
+    pub fn from_metrics<'a>(metrics: impl IntoIterator<Item = &'a Metric>) -> MemorySource {
+        let s = MemorySource::new();
+        for m in metrics {
+            s.push(m);
+        }
+        s
+    }
+
+    /// A source holding the points of a line protocol document (points without a timestamp
+    /// get `default_time`).
+    pub fn from_line_protocol(
+        text: &str,
+        default_time: i64,
+    ) -> Result<MemorySource, LineProtocolError> {
+        Ok(MemorySource::from_metrics(&lineproto::parse(
+            text,
+            default_time,
+        )?))
+    }
+
+    /// Adds (or merges) one point.
+    pub fn push(&self, m: &Metric) {
+        let key = (
+            m.name.to_string(),
+            m.tags()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        );
+        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+        let fields = series.entry(key).or_default().entry(m.time).or_default();
+        for (k, v) in &m.fields {
+            fields.insert(k.to_string(), v.clone());
+        }
+    }
+
+    /// Forgets points older than `time` (ns), and series left empty (the stream window).
+    pub fn prune_before(&self, time: i64) {
+        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+        series.retain(|_, points| {
+            *points = points.split_off(&time);
+            !points.is_empty()
+        });
+    }
+
+    /// How many points are held.
+    pub fn len(&self) -> usize {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        series.values().map(BTreeMap::len).sum()
+    }
+
+    /// True when no point is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The latest point time held, if any (a natural "now" for recorded data).
+    pub fn latest_time(&self) -> Option<i64> {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        series
+            .values()
+            .filter_map(|p| p.keys().next_back().copied())
+            .max()
+    }
+}
+
+impl QuerySource for MemorySource {
+    fn query(&self, q: &Query, now_ns: i64) -> Result<Vec<Series>, SourceError> {
+        let field = q.validate().map_err(|e| SourceError::Query(e.0))?;
+        let (start, end) = q.window(now_ns);
+        let mut groups: BTreeMap<Vec<String>, Vec<(i64, FieldValue)>> = BTreeMap::new();
+        {
+            let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+            for ((measurement, tags), points) in series.iter() {
+                if *measurement != q.measurement {
+                    continue;
+                }
+                let tag = |k: &str| {
+                    tags.iter()
+                        .find(|(tk, _)| tk == k)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                if !q.filters.iter().all(|f| f.matches(tag(&f.tag))) {
+                    continue;
+                }
+                let key: Vec<String> = q.group_by.iter().map(|t| tag(t).to_owned()).collect();
+                let group = groups.entry(key).or_default();
+                for (t, fields) in points.range((Bound::Excluded(start), Bound::Included(end))) {
+                    if let Some(v) = fields.get(field) {
+                        group.push((*t, v.clone()));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (key, mut points) in groups {
+            if points.is_empty() {
+                continue;
+            }
+            // Stable: points of one time keep series order.
+            points.sort_by_key(|(t, _)| *t);
+            let rows = reduce(&q.aggregate, field, &points, end)?;
+            if rows.is_empty() {
+                continue;
+            }
+            let tags = q
+                .group_by
+                .iter()
+                .zip(key)
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.clone(), v))
+                .collect();
+            out.push(Series {
+                measurement: q.measurement.clone(),
+                tags,
+                columns: vec![VALUE_COLUMN.to_owned()],
+                rows,
+            });
+        }
+        out.sort_by(|a, b| a.tags.cmp(&b.tags));
+        Ok(out)
+    }
+
+    fn influxql(&self, _text: &str, _now_ns: i64) -> Result<Vec<Series>, SourceError> {
+        Err(SourceError::Unsupported(
+            "influxql() needs an InfluxDB source (this rule runs over recorded or streamed points)"
+                .into(),
+        ))
+    }
+}
+
+/// A stored field value as a query result value (numbers are floats, as from InfluxDB's JSON).
+fn result_value(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::Float(f) => Value::Float(*f),
+        FieldValue::Int(i) => Value::Float(*i as f64),
+        FieldValue::Uint(u) => Value::Float(*u as f64),
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::Str(s) => Value::Str(s.clone()),
+    }
+}
+
+fn row(time: i64, v: Value) -> Row {
+    Row {
+        time,
+        values: vec![Some(v)],
+    }
+}
+
+/// Reduces one group's points (sorted by time) to result rows.
+fn reduce(
+    agg: &Aggregate,
+    field: &str,
+    points: &[(i64, FieldValue)],
+    end: i64,
+) -> Result<Vec<Row>, SourceError> {
+    let numeric = || -> Result<Vec<(i64, f64)>, SourceError> {
+        points
+            .iter()
+            .map(|(t, v)| {
+                number(&result_value(v)).map(|f| (*t, f)).ok_or_else(|| {
+                    SourceError::Type(format!(
+                        "{}() needs a numeric field; {field:?} holds {}",
+                        agg.name(),
+                        type_name(v)
+                    ))
+                })
+            })
+            .collect()
+    };
+    Ok(match agg {
+        Aggregate::Raw => points
+            .iter()
+            .map(|(t, v)| row(*t, result_value(v)))
+            .collect(),
+        Aggregate::Last => {
+            // The latest point; at equal times the greater value, as InfluxDB's last().
+            let mut best: Option<&(i64, FieldValue)> = None;
+            for p in points {
+                let better = match best {
+                    None => true,
+                    Some(b) => p.0 > b.0 || (p.0 == b.0 && greater(&p.1, &b.1)),
+                };
+                if better {
+                    best = Some(p);
+                }
+            }
+            best.map(|(t, v)| row(*t, result_value(v)))
+                .into_iter()
+                .collect()
+        }
+        Aggregate::Count => vec![row(end, Value::Float(points.len() as f64))],
+        Aggregate::Mean => {
+            let p = numeric()?;
+            let sum: f64 = p.iter().map(|(_, v)| v).sum();
+            vec![row(end, Value::Float(sum / p.len() as f64))]
+        }
+        Aggregate::Sum => {
+            let p = numeric()?;
+            vec![row(end, Value::Float(p.iter().map(|(_, v)| v).sum()))]
+        }
+        Aggregate::Max | Aggregate::Min => {
+            let p = numeric()?;
+            let want_max = *agg == Aggregate::Max;
+            // Ties go to the earliest point, as InfluxDB's max/min selectors.
+            let mut best: Option<(i64, f64)> = None;
+            for &(t, v) in &p {
+                let better = match best {
+                    None => true,
+                    Some((_, b)) => (want_max && v > b) || (!want_max && v < b),
+                };
+                if better {
+                    best = Some((t, v));
+                }
+            }
+            best.map(|(t, v)| row(t, Value::Float(v)))
+                .into_iter()
+                .collect()
+        }
+        Aggregate::Percentile(pct) => {
+            let mut p = numeric()?;
+            // InfluxDB's nearest rank: i = floor(n * p / 100 + 0.5) - 1, no point when outside.
+            let n = p.len();
+            let i = (n as f64 * pct / 100.0 + 0.5).floor() as i64 - 1;
+            if i < 0 || i as usize >= n {
+                return Ok(Vec::new());
+            }
+            p.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let (t, v) = p[i as usize];
+            vec![row(t, Value::Float(v))]
+        }
+        Aggregate::Derivative { unit, non_negative } => {
+            let p = numeric()?;
+            let unit_ns = unit.as_nanos() as f64;
+            let mut rows = Vec::new();
+            let mut prev: Option<(i64, f64)> = None;
+            for &(t, v) in &p {
+                match prev {
+                    // A second point at the same time does not advance the stream: InfluxDB
+                    // keeps the first one.
+                    Some((pt, _)) if pt == t => continue,
+                    Some((pt, pv)) => {
+                        let diff = v - pv;
+                        if !(*non_negative && diff < 0.0) {
+                            rows.push(row(t, Value::Float(diff / ((t - pt) as f64 / unit_ns))));
+                        }
+                    }
+                    None => {}
+                }
+                prev = Some((t, v));
+            }
+            rows
+        }
+    })
+}
+
+/// `a > b` for two values of one field (numbers by value, strings bytewise, false < true).
+fn greater(a: &FieldValue, b: &FieldValue) -> bool {
+    match (a, b) {
+        (FieldValue::Str(x), FieldValue::Str(y)) => x > y,
+        (FieldValue::Bool(x), FieldValue::Bool(y)) => x > y,
+        _ => match (number(&result_value(a)), number(&result_value(b))) {
+            (Some(x), Some(y)) => x > y,
+            _ => false,
+        },
+    }
+}
+
+fn type_name(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Float(_) => "a float",
+        FieldValue::Int(_) => "an integer",
+        FieldValue::Uint(_) => "an unsigned integer",
+        FieldValue::Bool(_) => "a boolean",
+        FieldValue::Str(_) => "a string",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rules::query::TagFilter;
+
+    const S: i64 = 1_000_000_000;
+    const NOW: i64 = 1_700_000_000 * S;
+
+    fn source() -> MemorySource {
+        // Two hosts, cpu-total and cpu0, one point every 10 s for the last minute (t = -50..0 s)
+        // and one old point (t = -70 s) outside the default 1m range.
+        let mut text = String::new();
+        for (i, secs) in [-70i64, -50, -40, -30, -20, -10, 0].iter().enumerate() {
+            let t = NOW + secs * S;
+            let i = i as f64;
+            text += &format!("cpu,host=a,cpu=cpu-total idle={} {t}\n", 90.0 - i);
+            text += &format!("cpu,host=b,cpu=cpu-total idle={} {t}\n", 50.0 + i * 2.0);
+            text += &format!("cpu,host=a,cpu=cpu0 idle=1 {t}\n");
+        }
+        MemorySource::from_line_protocol(&text, 0).unwrap()
+    }
+
+    fn q(agg: Aggregate) -> Query {
+        let mut q = Query::new("cpu");
+        q.field = Some("idle".into());
+        q.aggregate = agg;
+        q.filters.push(TagFilter {
+            tag: "cpu".into(),
+            value: "cpu-total".into(),
+            negate: false,
+        });
+        q.group_by = vec!["host".into()];
+        q
+    }
+
+    fn values(agg: Aggregate) -> Vec<(String, Vec<(i64, f64)>)> {
+        source()
+            .query(&q(agg), NOW)
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                let rows = s
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let v = r.values[0].as_ref().and_then(number).unwrap();
+                        ((r.time - NOW) / S, v)
+                    })
+                    .collect();
+                (s.tags["host"].clone(), rows)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_aggregate() {
+        // host a: 89 88 87 86 85 84 at -50..0; host b: 52 54 56 58 60 62.
+        let a = |agg| values(agg)[0].1.clone();
+        let b = |agg| values(agg)[1].1.clone();
+        assert_eq!(a(Aggregate::Mean), vec![(0, 86.5)]);
+        assert_eq!(b(Aggregate::Mean), vec![(0, 57.0)]);
+        assert_eq!(a(Aggregate::Max), vec![(-50, 89.0)]);
+        assert_eq!(a(Aggregate::Min), vec![(0, 84.0)]);
+        assert_eq!(a(Aggregate::Last), vec![(0, 84.0)]);
+        assert_eq!(a(Aggregate::Sum), vec![(0, 519.0)]);
+        assert_eq!(a(Aggregate::Count), vec![(0, 6.0)]);
+        // n = 6: p50 → floor(3.5) - 1 = 2 → third smallest (86 at -20 s).
+        assert_eq!(a(Aggregate::Percentile(50.0)), vec![(-20, 86.0)]);
+        assert_eq!(b(Aggregate::Percentile(100.0)), vec![(0, 62.0)]);
+        // p1 of 6 points: floor(0.56) - 1 = -1 → no point, hence no series.
+        assert!(values(Aggregate::Percentile(1.0)).is_empty());
+        assert_eq!(a(Aggregate::Raw).len(), 6);
+        assert_eq!(a(Aggregate::Raw)[0], (-50, 89.0));
+    }
+
+    #[test]
+    fn derivative_and_counter_reset() {
+        let text = "net,host=a bytes=100i 10000000000\n\
+                    net,host=a bytes=300i 20000000000\n\
+                    net,host=a bytes=50i 30000000000\n\
+                    net,host=a bytes=250i 40000000000\n\
+                    net,host=a bytes=999i 40000000000\n";
+        let src = MemorySource::from_line_protocol(text, 0).unwrap();
+        let mut q = Query::new("net");
+        q.field = Some("bytes".into());
+        q.range = Duration::from_secs(60);
+        q.aggregate = Aggregate::Derivative {
+            unit: Duration::from_secs(1),
+            non_negative: false,
+        };
+        let now = 40 * S;
+        let rates = |q: &Query| -> Vec<(i64, f64)> {
+            src.query(q, now).unwrap()[0]
+                .rows
+                .iter()
+                .map(|r| (r.time / S, r.values[0].as_ref().and_then(number).unwrap()))
+                .collect()
+        };
+        // The same series and time written twice is one point: the later write (999) wins.
+        assert_eq!(rates(&q), vec![(20, 20.0), (30, -25.0), (40, 94.9)]);
+        q.aggregate = Aggregate::Derivative {
+            unit: Duration::from_secs(10),
+            non_negative: true,
+        };
+        assert_eq!(rates(&q), vec![(20, 200.0), (40, 949.0)]);
+        // One point has no rate: no series at all.
+        q.range = Duration::from_secs(5);
+        assert!(src.query(&q, now).unwrap().is_empty());
+    }
+
+    #[test]
+    fn where_not_group_by_missing_tags_and_range_bounds() {
+        let src = source();
+        let mut q = q(Aggregate::Count);
+        q.filters = vec![TagFilter {
+            tag: "cpu".into(),
+            value: "cpu0".into(),
+            negate: true,
+        }];
+        q.group_by = vec!["host".into(), "dc".into()];
+        let got = src.query(&q, NOW).unwrap();
+        assert_eq!(got.len(), 2);
+        // "dc" is absent from every series: grouped as "" and left out of the tags.
+        assert_eq!(got[0].tags.len(), 1);
+        // Range is (now - 1m, now]: the point at exactly -60 s would be out, -50 s is in.
+        q.range = Duration::from_secs(50);
+        let got = src.query(&q, NOW).unwrap();
+        assert_eq!(
+            got[0].rows[0].values[0],
+            Some(Value::Float(5.0)),
+            "(-50 s, 0] holds -40..0"
+        );
+        // No group_by: one series over everything that passed the filter.
+        q.group_by.clear();
+        q.filters.clear();
+        q.range = Duration::from_secs(60);
+        let got = src.query(&q, NOW).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].tags.is_empty());
+        assert_eq!(got[0].rows[0].values[0], Some(Value::Float(18.0)));
+    }
+
+    #[test]
+    fn type_errors_and_influxql() {
+        let src = MemorySource::from_line_protocol("http,host=a result=\"ok\" 1\n", 0).unwrap();
+        let mut q = Query::new("http");
+        q.field = Some("result".into());
+        q.aggregate = Aggregate::Last;
+        let got = src.query(&q, 2).unwrap();
+        assert_eq!(got[0].rows[0].values[0], Some(Value::Str("ok".into())));
+        q.aggregate = Aggregate::Mean;
+        let err = src.query(&q, 2).unwrap_err();
+        assert!(err.to_string().contains("holds a string"), "{err}");
+        let err = src.influxql("SELECT 1", 0).unwrap_err();
+        assert!(
+            err.to_string().contains("needs an InfluxDB source"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn prune_keeps_recent_points() {
+        let src = source();
+        assert_eq!(src.len(), 21);
+        src.prune_before(NOW - 10 * S);
+        assert_eq!(src.len(), 6);
+        assert_eq!(src.latest_time(), Some(NOW));
+    }
+}
