@@ -1,6 +1,9 @@
 //! wk-alerter: a Kapacitor-style alert processor running Rhai rules over InfluxDB.
 //!
 //! Map of the crate:
+//! - [`config`]: the alerter's TOML config (sources, notifiers, silences), file:line errors.
+//! - [`service`]: the scheduler: evaluates each rule on its schedule, feeds the state machine,
+//!   routes events, reloads changed rule files (keeping the last good version of a broken one).
 //! - [`model`]: the shared types: levels, rule settings, observations, alert events.
 //! - [`rules`]: the Rhai engine (sandboxed), loading a rule file (settings + `check()`), the
 //!   query builder and series API exposed to scripts.
@@ -10,8 +13,10 @@
 //!   flapping, NoData, Error, repeat, expiry), its persistence, and message templates.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
 
+pub mod config;
 pub mod model;
 pub mod notify;
 pub mod rules;
+pub mod service;
 pub mod source;
 pub mod state;

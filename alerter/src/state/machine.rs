@@ -561,6 +561,12 @@ impl Cycle<'_> {
         if let Some(n) = note {
             message.push_str(n);
         }
+        // A NoData event rendered with the rule's usual message would show the last values
+        // as if they were current: say so, unless the template speaks of the kind itself.
+        if kind == EventKind::NoData && !s.message_template.contains("{{kind") {
+            let since = super::template::format_rfc3339(inst.last_seen);
+            message.push_str(&format!(" (no data since {since})"));
+        }
         data.message = Some(&message);
         let details = self.tpl.details.render(&data);
         self.out.push(AlertEvent {

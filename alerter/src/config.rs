@@ -1,0 +1,255 @@
+//! The alerter's config file (TOML), read with the agent's typed options reader so every
+//! problem names file, line and column.
+//!
+//! ```toml
+//! [alerter]
+//! rules_dir = "/etc/wk-alerter/rules"
+//! state_dir = "/var/lib/wk-alerter"
+//!
+//! [[sources.influxdb]]
+//! url = "http://127.0.0.1:8086"
+//! database = "telegraf"
+//!
+//! [[notifiers.log]]
+//! name = "log"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use wk_agent::config::{ConfigError, Diag, Diagnostics, EnvLookup, Options, Severity, Source};
+
+use crate::notify::config::NotifyPlan;
+
+/// The `[alerter]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where the `.rhai` rule files are (one rule per file).
+    pub rules_dir: PathBuf,
+    /// Where alert state is persisted across restarts.
+    pub state_dir: PathBuf,
+    /// How often the rules directory is checked for changes.
+    pub reload_interval: Duration,
+    /// Longest one rule evaluation may run before it is stopped and reported.
+    pub max_eval_time: Duration,
+    /// Rule evaluations running at once.
+    pub max_concurrent_evals: usize,
+    /// Notifiers told when a rule file does not load (the `wk_rules` alert).
+    pub rule_errors_notify: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            rules_dir: "/etc/wk-alerter/rules".into(),
+            state_dir: "/var/lib/wk-alerter".into(),
+            reload_interval: Duration::from_secs(5),
+            max_eval_time: Duration::from_secs(5),
+            max_concurrent_evals: 4,
+            rule_errors_notify: Vec::new(),
+        }
+    }
+}
+
+/// An InfluxDB to query (`[[sources.influxdb]]`), over the v1 `/query` API that InfluxDB 1.x,
+/// 2.x (v1 compatibility) and 3.x answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfluxSource {
+    pub name: String,
+    pub url: String,
+    pub database: String,
+    pub retention_policy: String,
+    pub username: String,
+    pub password: String,
+    /// `Authorization: Token …` (InfluxDB 2.x/3.x); used instead of username/password.
+    pub token: String,
+    pub timeout: Duration,
+}
+
+/// A loaded, validated config.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub settings: Settings,
+    pub sources: Vec<InfluxSource>,
+    pub notify: NotifyPlan,
+    pub warnings: Vec<Diag>,
+}
+
+/// Reads a secret from `key` or, when `key_file` is set, from that file (trailing newline
+/// trimmed), so that configs in git hold no secrets.
+fn secret(o: &mut Options<'_, '_>, key: &str) -> String {
+    let inline = o.string(key, "");
+    let file_key = format!("{key}_file");
+    match o.opt_string(&file_key) {
+        Some(path) if !inline.is_empty() => {
+            o.error_at(
+                &file_key,
+                format!("set either {key} or {file_key}, not both ({path})"),
+            );
+            inline
+        }
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(s) => s.trim_end_matches(['\n', '\r']).to_owned(),
+            Err(e) => {
+                o.error_at(&file_key, format!("cannot read {path}: {e}"));
+                String::new()
+            }
+        },
+        None => inline,
+    }
+}
+
+/// Loads the config file.
+pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        errors: vec![Diag {
+            severity: Severity::Error,
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    load_str(path, &text, env)
+}
+
+/// Loads a config from text (`path` only names it in messages).
+pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    let src = Source::new(path, text.to_owned());
+    let mut diags = Diagnostics::default();
+    let mut settings = Settings::default();
+    let mut sources = Vec::new();
+    let mut notify = NotifyPlan::default();
+    match DeTable::parse(&src.text) {
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            diags.push(src.diag(
+                Severity::Error,
+                offset,
+                format!("invalid TOML: {}", e.message()),
+            ));
+        }
+        Ok(doc) => {
+            let doc = doc.get_ref();
+            for (key, value) in doc.iter() {
+                match (key.get_ref().as_ref(), value.get_ref()) {
+                    ("alerter", DeValue::Table(t)) => {
+                        let mut o =
+                            Options::new(&src, "alerter", t, value.span().start, &mut diags, env);
+                        settings.rules_dir = o
+                            .string("rules_dir", &settings.rules_dir.to_string_lossy())
+                            .into();
+                        settings.state_dir = o
+                            .string("state_dir", &settings.state_dir.to_string_lossy())
+                            .into();
+                        settings.reload_interval =
+                            o.duration("reload_interval", settings.reload_interval);
+                        settings.max_eval_time =
+                            o.duration("max_eval_time", settings.max_eval_time);
+                        settings.max_concurrent_evals = o.int(
+                            "max_concurrent_evals",
+                            settings.max_concurrent_evals as i64,
+                            1,
+                            256,
+                        ) as usize;
+                        settings.rule_errors_notify = o.strings("rule_errors_notify");
+                        if settings.reload_interval.is_zero() {
+                            o.error_at("reload_interval", "must be greater than 0");
+                        }
+                        if settings.max_eval_time.is_zero() {
+                            o.error_at("max_eval_time", "must be greater than 0");
+                        }
+                        o.finish();
+                    }
+                    ("sources", DeValue::Table(kinds)) => {
+                        for (kind, instances) in kinds.iter() {
+                            if kind.get_ref() != "influxdb" {
+                                let msg = format!(
+                                    "[sources.{}]: unknown source kind (expected influxdb)",
+                                    kind.get_ref()
+                                );
+                                diags.push(src.diag(Severity::Error, kind.span().start, msg));
+                                continue;
+                            }
+                            let tables: Vec<_> = match instances.get_ref() {
+                                DeValue::Array(a) => a.iter().collect(),
+                                _ => vec![instances],
+                            };
+                            for t in tables {
+                                let DeValue::Table(table) = t.get_ref() else {
+                                    diags.push(src.diag(
+                                        Severity::Error,
+                                        t.span().start,
+                                        "[[sources.influxdb]] must be a table",
+                                    ));
+                                    continue;
+                                };
+                                let mut o = Options::new(
+                                    &src,
+                                    "sources.influxdb",
+                                    table,
+                                    t.span().start,
+                                    &mut diags,
+                                    env,
+                                );
+                                let s = InfluxSource {
+                                    name: o.string("name", "default"),
+                                    url: o.string("url", "http://127.0.0.1:8086"),
+                                    database: o.string("database", "telegraf"),
+                                    retention_policy: o.string("retention_policy", ""),
+                                    username: o.string("username", ""),
+                                    password: secret(&mut o, "password"),
+                                    token: secret(&mut o, "token"),
+                                    timeout: o.duration("timeout", Duration::from_secs(10)),
+                                };
+                                if !(s.url.starts_with("http://") || s.url.starts_with("https://"))
+                                {
+                                    o.error_at(
+                                        "url",
+                                        format!("{:?} is not an http:// or https:// URL", s.url),
+                                    );
+                                }
+                                o.finish();
+                                sources.push(s);
+                            }
+                        }
+                    }
+                    ("notifiers" | "silences", _) => {}
+                    (name, _) => {
+                        let msg = format!(
+                            "unsupported config section [{name}]: expected alerter, sources, notifiers or silences"
+                        );
+                        diags.push(src.diag(Severity::Error, key.span().start, msg));
+                    }
+                }
+            }
+            notify = crate::notify::config::load(&src, doc, &mut diags, env);
+            if let Err(e) = notify.validate_names(&settings.rule_errors_notify) {
+                let offset = doc.get("alerter").map_or(0, |v| v.span().start);
+                diags.push(src.diag(
+                    Severity::Error,
+                    offset,
+                    format!("[alerter] rule_errors_notify: {e}"),
+                ));
+            }
+        }
+    }
+    if sources.len() > 1 {
+        let msg = "only one [[sources.influxdb]] is supported for now; split rules between alerters instead";
+        diags.push(src.diag(Severity::Error, 0, msg));
+    }
+    if diags.has_errors() {
+        return Err(ConfigError {
+            errors: diags.errors().cloned().collect(),
+        });
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        settings,
+        sources,
+        notify,
+        warnings: diags.warnings().cloned().collect(),
+    })
+}

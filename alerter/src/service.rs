@@ -1,0 +1,434 @@
+//! The running alerter: loads every rule of the rules directory, evaluates each on its own
+//! schedule (on tokio's blocking pool, a bounded number at once), feeds the results to the
+//! rule's state machine, persists the state and routes the events.
+//!
+//! Hot reload (the rules directory is a git checkout): the directory is re-read every
+//! `reload_interval`; a changed file is recompiled and replaces the running version only if it
+//! loads; otherwise the last good version keeps running and the broken file raises an alert of
+//! the built-in rule `wk_rules` (recovered when the file is fixed). A deleted file stops its
+//! rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::model::{
+    AlertEvent, Condition, CycleResult, Level, LevelConditions, Observation, Policy, RuleSettings,
+    Value,
+};
+use crate::notify::router::Router;
+use crate::rules::{Limits, Rule, load_rule_with};
+use crate::source::QuerySource;
+use crate::state::RuleState;
+
+/// Name of the built-in rule that reports rule files that do not load.
+pub const RULES_RULE: &str = "wk_rules";
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The next multiple of `every` after `now` (ns).
+fn next_tick(now: i64, every: Duration) -> i64 {
+    let e = every.as_nanos().max(1) as i64;
+    (now.div_euclid(e) + 1) * e
+}
+
+/// One rule file and what runs for it.
+struct Slot {
+    /// The last version that loaded (keeps running while a newer one is broken).
+    rule: Option<Arc<Rule>>,
+    /// The file's content when last read, to notice changes.
+    text: String,
+    /// Why the current content does not load, if it does not.
+    broken: Option<String>,
+    state: RuleState,
+    next_due: i64,
+    running: bool,
+}
+
+/// The result of one evaluation, sent back from the blocking pool.
+struct Evaluated {
+    path: PathBuf,
+    result: CycleResult,
+    now: i64,
+}
+
+/// The alerter.
+pub struct Service {
+    config: Config,
+    source: Arc<dyn QuerySource>,
+    router: Router,
+    slots: BTreeMap<PathBuf, Slot>,
+    meta: RuleState,
+    limits: Limits,
+}
+
+impl Service {
+    /// A service over `config`, querying `source`. Must be created inside a tokio runtime
+    /// (the router starts its notifier tasks).
+    pub fn new(config: Config, source: Arc<dyn QuerySource>) -> Service {
+        let router = Router::start(config.notify.clone());
+        let limits = Limits {
+            timeout: config.settings.max_eval_time,
+            ..Limits::default()
+        };
+        let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
+        Service {
+            config,
+            source,
+            router,
+            slots: BTreeMap::new(),
+            meta,
+            limits,
+        }
+    }
+
+    /// The router (tests read its counters).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Settings of the built-in rule reporting broken rule files.
+    fn meta_settings(&self) -> RuleSettings {
+        RuleSettings {
+            name: RULES_RULE.into(),
+            id_template: "wk_rules:{{file}}".into(),
+            message_template:
+                "rule file {{file}} does not load; the last good version keeps running: {{error}}"
+                    .into(),
+            no_data: Policy::Ok,
+            notify: self.config.settings.rule_errors_notify.clone(),
+            expire_after: Duration::ZERO,
+            ..RuleSettings::default()
+        }
+    }
+
+    /// Re-reads the rules directory: loads new and changed files, drops deleted ones, and
+    /// raises or clears the alert about broken files.
+    pub fn scan(&mut self, now: i64) {
+        let dir = self.config.settings.rules_dir.clone();
+        let mut seen = BTreeSet::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                let mut paths: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+                    .collect();
+                paths.sort();
+                for path in paths {
+                    seen.insert(path.clone());
+                    self.load_file(&path, now);
+                }
+            }
+            Err(e) => error!("cannot read the rules directory {}: {e}", dir.display()),
+        }
+        let gone: Vec<PathBuf> = self
+            .slots
+            .keys()
+            .filter(|p| !seen.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            info!(file = %path.display(), "rule file removed; its rule stops");
+            self.slots.remove(&path);
+        }
+        let settings: Vec<RuleSettings> = self
+            .slots
+            .values()
+            .filter_map(|s| s.rule.as_ref().map(|r| r.settings().clone()))
+            .collect();
+        self.router.set_rules(settings.iter());
+        self.report_broken(now);
+    }
+
+    fn load_file(&mut self, path: &Path, now: i64) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(file = %path.display(), "cannot read rule file: {e}");
+                return;
+            }
+        };
+        if self.slots.get(path).is_some_and(|s| s.text == text) {
+            return;
+        }
+        let loaded = load_rule_with(path, &self.limits)
+            .map_err(|e| e.to_string())
+            .and_then(|rule| {
+                self.router
+                    .validate_names(&rule.settings().notify)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(rule)
+            });
+        let slot = self.slots.entry(path.to_owned()).or_insert_with(|| Slot {
+            rule: None,
+            text: String::new(),
+            broken: None,
+            state: RuleState::new(),
+            next_due: 0,
+            running: false,
+        });
+        slot.text = text;
+        match loaded {
+            Ok(rule) => {
+                let name = rule.settings().name.clone();
+                let every = rule.settings().every;
+                if slot.rule.is_none() {
+                    slot.state = RuleState::load(&self.config.settings.state_dir, &name);
+                    info!(rule = %name, every = ?every, restored = slot.state.instance_count(), "rule loaded");
+                } else {
+                    info!(rule = %name, "rule reloaded");
+                }
+                sync_inhibitors(&self.router, rule.settings(), &slot.state);
+                slot.rule = Some(Arc::new(rule));
+                slot.broken = None;
+                slot.next_due = next_tick(now, every);
+            }
+            Err(msg) => {
+                if slot.rule.is_some() {
+                    error!("{msg} (the last good version keeps running)");
+                } else {
+                    error!("{msg}");
+                }
+                slot.broken = Some(msg);
+            }
+        }
+    }
+
+    /// Feeds the `wk_rules` state machine one observation per rule file.
+    fn report_broken(&mut self, now: i64) {
+        let observations = self
+            .slots
+            .iter()
+            .map(|(path, slot)| {
+                let file = path
+                    .file_name()
+                    .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                let mut o = Observation {
+                    measurement: "wk_rules".into(),
+                    time: now,
+                    ..Default::default()
+                };
+                o.tags.insert("file".into(), file);
+                o.fields.insert(
+                    "error".into(),
+                    Value::Str(slot.broken.clone().unwrap_or_default()),
+                );
+                o.levels = LevelConditions {
+                    crit: Some(Condition {
+                        matched: slot.broken.is_some(),
+                        reset: None,
+                    }),
+                    ..Default::default()
+                };
+                o
+            })
+            .collect();
+        let settings = self.meta_settings();
+        let events = self
+            .meta
+            .apply(&settings, &CycleResult::Observed(observations), now);
+        self.persist(RULES_RULE, &self.meta);
+        self.route(events);
+    }
+
+    fn persist(&self, name: &str, state: &RuleState) {
+        if let Err(e) = state.save(&self.config.settings.state_dir, name) {
+            error!(rule = %name, "cannot save alert state: {e}");
+        }
+    }
+
+    fn route(&self, events: Vec<AlertEvent>) {
+        for e in &events {
+            info!(rule = %e.rule, id = %e.id, level = %e.level, kind = ?e.kind, "{}", e.message);
+        }
+        if !events.is_empty() {
+            self.router.dispatch(events);
+        }
+    }
+
+    /// Starts the evaluations that are due; results come back on `tx`.
+    fn start_due(
+        &mut self,
+        now: i64,
+        tx: &mpsc::UnboundedSender<Evaluated>,
+        permits: &Arc<Semaphore>,
+    ) {
+        for (path, slot) in self.slots.iter_mut() {
+            let Some(rule) = slot.rule.clone() else {
+                continue;
+            };
+            if slot.running || now < slot.next_due {
+                continue;
+            }
+            let every = rule.settings().every;
+            let due = slot.next_due;
+            slot.next_due = next_tick(now, every);
+            if now - due > every.as_nanos() as i64 {
+                warn!(rule = %rule.settings().name, "evaluation is late by more than one interval; skipped ticks");
+            }
+            slot.running = true;
+            let (source, tx, path, permits) = (
+                self.source.clone(),
+                tx.clone(),
+                path.clone(),
+                permits.clone(),
+            );
+            tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let eval_now = now_ns();
+                let joined =
+                    tokio::task::spawn_blocking(move || rule.evaluate(&source, eval_now)).await;
+                let result = joined.unwrap_or_else(|e| {
+                    CycleResult::Failed(format!("rule evaluation crashed: {e}"))
+                });
+                let _ = tx.send(Evaluated {
+                    path,
+                    result,
+                    now: eval_now,
+                });
+            });
+        }
+    }
+
+    fn finish(&mut self, done: Evaluated) {
+        let Some(slot) = self.slots.get_mut(&done.path) else {
+            return;
+        };
+        slot.running = false;
+        let Some(rule) = slot.rule.clone() else {
+            return;
+        };
+        let settings = rule.settings();
+        if let CycleResult::Failed(msg) = &done.result {
+            warn!(rule = %settings.name, "evaluation failed: {msg}");
+        }
+        let events = slot.state.apply(settings, &done.result, done.now);
+        sync_inhibitors(&self.router, settings, &slot.state);
+        debug!(rule = %settings.name, events = events.len(), "evaluated");
+        let state = slot.state.clone();
+        self.persist(&settings.name, &state);
+        self.route(events);
+    }
+
+    /// Swaps in a new config (SIGHUP): notifiers and silences are replaced, the rules
+    /// directory is rescanned. The query source is kept (a changed source needs a restart).
+    pub fn reload(&mut self, config: Config, now: i64) {
+        if config.sources != self.config.sources {
+            warn!("[[sources.influxdb]] changed: restart the alerter to use the new source");
+        }
+        self.router.replace(config.notify.clone());
+        self.limits = Limits {
+            timeout: config.settings.max_eval_time,
+            ..Limits::default()
+        };
+        self.config = config;
+        // Re-validate every rule against the new notifier names.
+        for slot in self.slots.values_mut() {
+            slot.text.clear();
+        }
+        self.scan(now);
+    }
+
+    /// Runs until `shutdown` completes. `reload` delivers a new config (SIGHUP), or `None`
+    /// for a rescan of the rules only.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut reload: mpsc::UnboundedReceiver<Option<Box<Config>>>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(self.config.settings.max_concurrent_evals));
+        let reload_every = self.config.settings.reload_interval;
+        self.scan(now_ns());
+        // Instances restored from disk that are still firing inhibit from the start.
+        let mut next_scan = tokio::time::Instant::now() + reload_every;
+        tokio::pin!(shutdown);
+        loop {
+            let now = now_ns();
+            self.start_due(now, &tx, &permits);
+            let next_due = self
+                .slots
+                .values()
+                .filter(|s| !s.running && s.rule.is_some())
+                .map(|s| s.next_due)
+                .min();
+            let wait = next_due.map_or(reload_every, |d| {
+                Duration::from_nanos((d - now).max(0) as u64)
+            });
+            let wake = (tokio::time::Instant::now() + wait).min(next_scan);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(done) = rx.recv() => self.finish(done),
+                Some(new) = reload.recv() => match new {
+                    Some(cfg) => self.reload(*cfg, now_ns()),
+                    None => self.scan(now_ns()),
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= next_scan {
+                        self.scan(now_ns());
+                        next_scan = tokio::time::Instant::now() + reload_every;
+                    }
+                }
+            }
+        }
+        self.router.shutdown(Duration::from_secs(5)).await;
+        info!("alerter stopped");
+    }
+
+    /// Evaluates every loaded rule once now and returns the observations (no state, no
+    /// notification): `wk-alerter check`.
+    pub fn evaluate_once(&self) -> Vec<(String, CycleResult)> {
+        let now = now_ns();
+        self.slots
+            .values()
+            .filter_map(|s| s.rule.as_ref())
+            .map(|r| (r.settings().name.clone(), r.evaluate(&self.source, now)))
+            .collect()
+    }
+}
+
+/// Tells the router which instances of an inhibiting rule are non-OK (events alone do not
+/// end an inhibitor whose rule sends no recoveries, nor announce state restored from disk).
+fn sync_inhibitors(router: &Router, settings: &RuleSettings, state: &RuleState) {
+    if settings.inhibits.is_empty() {
+        return;
+    }
+    let active = state
+        .instances()
+        .into_iter()
+        .filter(|i| i.level > Level::Ok)
+        .map(|i| i.tags);
+    router.sync_inhibitors(&settings.name, active);
+}
+
+/// Rule files of a directory that do not load, as `file:line:col: message` lines.
+pub fn check_dir(dir: &Path, limits: &Limits) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![format!("{}: cannot read directory", dir.display())];
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        if let Err(e) = load_rule_with(&p, limits) {
+            out.push(e.to_string());
+        }
+    }
+    out
+}
