@@ -104,7 +104,7 @@ impl Service {
             name: RULES_RULE.into(),
             id_template: "wk_rules:{{file}}".into(),
             message_template:
-                "rule file {{file}} does not load; the last good version keeps running: {{error}}"
+                "rule file {{file}} does not load; the last good version keeps running: {{problem}}"
                     .into(),
             no_data: Policy::Ok,
             notify: self.config.settings.rule_errors_notify.clone(),
@@ -221,7 +221,7 @@ impl Service {
                 };
                 o.tags.insert("file".into(), file);
                 o.fields.insert(
-                    "error".into(),
+                    "problem".into(),
                     Value::Str(slot.broken.clone().unwrap_or_default()),
                 );
                 o.levels = LevelConditions {

@@ -3,3 +3,4 @@
 mod common;
 mod notify;
 mod rules;
+mod service;

@@ -15,12 +15,30 @@ use std::time::{Duration, Instant};
 /// A running influxd.
 pub struct Influxd {
     child: Child,
+    bin: PathBuf,
     dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub port: u16,
     /// Basic credentials the helper methods send (set by [`Influxd::start_with_auth`]).
     credentials: Option<(String, String)>,
+}
+
+fn spawn(bin: &std::path::Path, dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("influxd.log"))
+        .expect("log file");
+    let log2 = log.try_clone().expect("log file");
+    Command::new(bin)
+        .arg("-config")
+        .arg(dir.join("influxdb.conf"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 /// Whether tests may skip real servers that are not installed.
@@ -83,29 +101,39 @@ impl Influxd {
              [continuous_queries]\n  enabled = false\n\
              [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  auth-enabled = {auth}\n"
         );
-        let config_path = dir.path().join("influxdb.conf");
-        std::fs::write(&config_path, config).expect("write influxdb.conf");
-        let log = std::fs::File::create(dir.path().join("influxd.log")).expect("log file");
-        let log2 = log.try_clone().expect("log file");
-        let child = Command::new(&bin)
-            .arg("-config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        std::fs::write(dir.path().join("influxdb.conf"), config).expect("write influxdb.conf");
+        let child = spawn(&bin, dir.path());
         let mut me = Influxd {
             child,
+            bin,
             dir,
             url: format!("http://127.0.0.1:{port}"),
             port,
             credentials: None,
         };
+        me.wait_ready();
+        Some(me)
+    }
+
+    /// Kills influxd (an outage begins); its data stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts influxd again on the same port and data, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.bin, self.dir.path());
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let me = self;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((204, _)) = me.http("GET", "/ping", "") {
-                return Some(me);
+                return;
             }
             if let Ok(Some(status)) = me.child.try_wait() {
                 panic!(

@@ -1,0 +1,327 @@
+//! The whole alerter (`wk-alerter run`, the real binary) against a real influxd, observed
+//! through its `log` notifier: rules fire and recover, a broken rule pushed while good ones
+//! run is reported and its last good version keeps running, a restart neither repeats nor
+//! loses notifications, and an influxd outage gives Error events but no false recoveries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::influxd::Influxd;
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cond(), "timed out after {timeout:?} waiting for {what}");
+}
+
+const CPU_RULE: &str = r#"
+rule(#{
+    every: "1s",
+    notify: ["log"],
+    no_data: "keep",
+    message: "{{host}}: busy {{value:.0}} is {{level}}",
+});
+
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu {
+        s.crit(s.value > 90.0);
+    }
+    cpu
+}
+"#;
+
+/// The same query as the cpu rule, with an Error policy that notifies.
+const PROBE_RULE: &str = r#"
+rule(#{ every: "1s", notify: ["log"], error: "warning", no_data: "keep" });
+
+fn check() {
+    query("cpu").field("busy").range("1h").last().group_by("host").run()
+}
+"#;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    db: Influxd,
+}
+
+impl Setup {
+    fn new() -> Option<Setup> {
+        let db = Influxd::start()?;
+        db.create_database("wk");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        let conf = format!(
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n  rule_errors_notify = [\"log\"]\n\
+             [[sources.influxdb]]\n  url = \"{}\"\n  database = \"wk\"\n  timeout = \"2s\"\n\
+             [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
+            dir.path().join("rules"),
+            dir.path().join("state"),
+            db.url,
+            dir.path().join("events.jsonl"),
+        );
+        std::fs::write(dir.path().join("alerter.conf"), conf).unwrap();
+        Some(Setup { dir, db })
+    }
+
+    fn rule(&self, name: &str, text: &str) {
+        // Write then rename, as `git pull` replaces files: the alerter never reads half a file.
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("rules").join(name)).unwrap();
+    }
+
+    fn busy(&self, host: &str, value: f64) {
+        self.db
+            .write("wk", &format!("cpu,host={host} busy={value}"));
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    fn count(&self, rule: &str, kind: &str, host: Option<&str>) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["rule"] == rule && e["kind"] == kind)
+            .filter(|e| host.is_none_or(|h| e["tags"]["host"] == h))
+            .count()
+    }
+
+    fn start(&self, run: usize) -> Alerter {
+        let stderr = self.dir.path().join(format!("alerter-{run}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+            .args([
+                "--config",
+                self.dir.path().join("alerter.conf").to_str().unwrap(),
+                "run",
+            ])
+            .env("WK_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start wk-alerter");
+        Alerter { child, stderr }
+    }
+}
+
+struct Alerter {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Alerter {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Evaluations of `rule` this process has finished (its debug log says so each time).
+    fn evaluations(&self, rule: &str) -> usize {
+        let needle = format!("rule={rule}");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("evaluated") && l.contains(&needle))
+            .count()
+    }
+
+    /// Waits until `n` more evaluations of `rule` have finished.
+    fn wait_evaluations(&self, rule: &str, n: usize) {
+        let start = self.evaluations(rule);
+        wait_for(
+            &format!("{n} evaluations of {rule}"),
+            Duration::from_secs(20),
+            || self.evaluations(rule) >= start + n,
+        );
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "wk-alerter exited with {status}:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Alerter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn rules_fire_recover_and_a_broken_push_keeps_the_last_good_version() {
+    let Some(s) = Setup::new() else { return };
+    s.busy("web1", 95.0);
+    s.busy("web2", 10.0);
+    s.rule("cpu.rhai", CPU_RULE);
+    let a = s.start(0);
+    wait_for("web1 CRITICAL", T, || {
+        s.count("cpu", "alert", Some("web1")) == 1
+    });
+    a.wait_evaluations("cpu", 2);
+    assert_eq!(s.count("cpu", "alert", Some("web2")), 0, "web2 is fine");
+
+    // A broken version is pushed: reported with file and line, the old one keeps running.
+    s.rule("cpu.rhai", "rule(#{ every: \"1s\" });\nfn check( {\n");
+    wait_for("the broken-rule alert", T, || {
+        s.count("wk_rules", "alert", None) == 1
+    });
+    let broken = s
+        .events()
+        .into_iter()
+        .find(|e| e["rule"] == "wk_rules")
+        .unwrap();
+    let msg = broken["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cpu.rhai") && msg.contains("cpu.rhai:2:"),
+        "{msg}"
+    );
+    s.busy("web1", 5.0);
+    wait_for("web1 recovery from the last good version", T, || {
+        s.count("cpu", "recovery", Some("web1")) == 1
+    });
+
+    // Fixed: the rule-file alert recovers.
+    s.rule("cpu.rhai", CPU_RULE);
+    wait_for("the broken-rule recovery", T, || {
+        s.count("wk_rules", "recovery", None) == 1
+    });
+    a.stop();
+}
+
+#[test]
+fn a_restart_neither_repeats_a_firing_alert_nor_loses_a_recovery() {
+    let Some(s) = Setup::new() else { return };
+    s.busy("web1", 95.0);
+    s.rule("cpu.rhai", CPU_RULE);
+    let a = s.start(0);
+    wait_for("web1 CRITICAL", T, || {
+        s.count("cpu", "alert", Some("web1")) == 1
+    });
+    a.stop();
+
+    // Still firing after the restart: no second notification.
+    let a = s.start(1);
+    a.wait_evaluations("cpu", 3);
+    assert_eq!(
+        s.count("cpu", "alert", Some("web1")),
+        1,
+        "re-notified after restart"
+    );
+    a.stop();
+
+    // Cleared while the alerter was down: exactly one recovery.
+    s.busy("web1", 5.0);
+    let a = s.start(2);
+    wait_for("web1 recovery", T, || {
+        s.count("cpu", "recovery", Some("web1")) == 1
+    });
+    a.wait_evaluations("cpu", 3);
+    assert_eq!(s.count("cpu", "recovery", Some("web1")), 1);
+    assert_eq!(s.count("cpu", "alert", Some("web1")), 1);
+    a.stop();
+}
+
+#[test]
+fn an_influxdb_outage_is_an_error_not_a_recovery_and_evaluation_resumes() {
+    let Some(mut s) = Setup::new() else { return };
+    s.busy("web1", 95.0);
+    s.rule("cpu.rhai", CPU_RULE);
+    s.rule("probe.rhai", PROBE_RULE);
+    let a = s.start(0);
+    wait_for("web1 CRITICAL", T, || {
+        s.count("cpu", "alert", Some("web1")) == 1
+    });
+
+    s.db.stop();
+    wait_for("the probe's Error event", T, || {
+        s.count("probe", "error", None) == 1
+    });
+    a.wait_evaluations("cpu", 3);
+    assert_eq!(
+        s.count("cpu", "recovery", Some("web1")),
+        0,
+        "false recovery during the outage"
+    );
+    assert_eq!(
+        s.count("cpu", "no_data", Some("web1")),
+        0,
+        "NoData during the outage"
+    );
+    assert_eq!(
+        s.count("probe", "error", None),
+        1,
+        "the Error event is not repeated"
+    );
+
+    s.db.restart();
+    wait_for("the probe's recovery", T, || {
+        s.count("probe", "recovery", None) == 1
+    });
+    a.wait_evaluations("cpu", 2);
+    assert_eq!(
+        s.count("cpu", "alert", Some("web1")),
+        1,
+        "re-notified after the outage"
+    );
+    assert_eq!(s.count("cpu", "recovery", Some("web1")), 0);
+    a.stop();
+}
+
+#[test]
+fn check_reports_what_would_fire_and_broken_rules() {
+    let Some(s) = Setup::new() else { return };
+    s.busy("web1", 95.0);
+    s.busy("web2", 10.0);
+    s.rule("cpu.rhai", CPU_RULE);
+    let conf = s.dir.path().join("alerter.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .args(["--config", conf.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cpu [host=web1] CRITICAL (would fire)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cpu [host=web2] OK (ok)"), "{stdout}");
+    assert!(
+        !Path::new(&s.dir.path().join("events.jsonl")).exists(),
+        "check sent something"
+    );
+
+    s.rule("bad.rhai", "rule(#{ every: \"1x\" });\nfn check() { [] }\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .args(["--config", conf.to_str().unwrap(), "check", "--no-eval"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("bad.rhai:1:"), "{stdout}");
+}
