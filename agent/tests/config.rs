@@ -119,7 +119,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_example_config_loads() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent");
     let mut found = Vec::new();
     walk(&examples, &mut found);
     found.sort();

@@ -1,6 +1,7 @@
 //! wk-alerter integration tests: one test binary, one module per concern.
 
 mod common;
+mod examples;
 mod notify;
 mod rules;
 mod service;
