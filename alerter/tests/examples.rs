@@ -24,7 +24,12 @@ fn every_example_config_and_rule_loads() {
     let no_env = |_: &str| None;
     for c in &confs {
         let cfg = config::load(c, &no_env).unwrap_or_else(|e| panic!("{e}"));
-        assert!(cfg.warnings.is_empty(), "{}: {:?}", c.display(), cfg.warnings);
+        assert!(
+            cfg.warnings.is_empty(),
+            "{}: {:?}",
+            c.display(),
+            cfg.warnings
+        );
         let rules_dir = root.join(&cfg.settings.rules_dir);
         let rules = files(&rules_dir, "rhai");
         assert!(!rules.is_empty(), "{}", rules_dir.display());
@@ -35,4 +40,55 @@ fn every_example_config_and_rule_loads() {
                 .unwrap_or_else(|e| panic!("{}: {e}", r.display()));
         }
     }
+}
+
+/// `wk-alerter test RULE --data FILE.lp` prints the events of a simulated run: the example
+/// CPU rule over the recorded two-host data fires for the busy host only, then (with a tail)
+/// both go NoData when the recording ends.
+#[test]
+fn test_command_replays_recorded_data_with_a_simulated_clock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .args([
+            "test",
+            "examples/rules/cpu_high.rhai",
+            "--data",
+            "alerter/testdata/rules/hosts.lp",
+            "--json",
+        ])
+        .args(["--tail", "2m"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let alerts: Vec<_> = events.iter().filter(|e| e["kind"] == "alert").collect();
+    assert_eq!(alerts.len(), 1, "{events:?}");
+    assert_eq!(alerts[0]["tags"]["host"], "web2");
+    assert_eq!(alerts[0]["level"], "CRITICAL");
+    let nodata = events.iter().filter(|e| e["kind"] == "no_data").count();
+    assert_eq!(nodata, 2, "{events:?}");
+
+    // A broken rule is a clear error with its line, exit status 2.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.rhai");
+    std::fs::write(&bad, "fn check() {\n  query(\"cpu\").run(\n}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .args(["test", bad.to_str().unwrap(), "--data"])
+        .arg(root.join("alerter/testdata/rules/hosts.lp"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.rhai:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
