@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use wk_agent::config::{self, LoadRequest, Plan};
 use wk_agent::hostpaths::HostPaths;
 use wk_agent::lineproto::Serializer;
+use wk_agent::metric::FieldValue;
 use wk_agent::models::running_input::GlobalTags;
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +122,14 @@ fn process_cpu_ns(pid: u32) -> u64 {
         }
     }
     total
+}
+
+/// CPU ns of a process's main thread (the task whose id is the pid).
+fn main_thread_cpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_ascii_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// VmRSS of a process in KiB.
@@ -341,6 +350,8 @@ struct Floor {
     diag: Option<Diag>,
     udp: bool,
     desc: Vec<String>,
+    /// CPU ns of each read of each of `files`.
+    file_ns: Vec<Vec<f64>>,
 }
 
 /// The parts of a floor iteration, in `Floor::run`'s order.
@@ -419,6 +430,7 @@ impl Floor {
             desc.push("netlink UDP dumps, AF_INET + AF_INET6".into());
         }
         Floor {
+            file_ns: files.iter().map(|_| Vec::new()).collect(),
             files,
             statvfs,
             proc_dir: CString::new("/proc").unwrap_or_default(),
@@ -435,8 +447,12 @@ impl Floor {
     fn run(&mut self) -> [u64; 5] {
         let mut total = 0;
         let t0 = thread_cpu_ns();
-        for f in &self.files {
+        let mut t = t0;
+        for (f, ns) in self.files.iter().zip(self.file_ns.iter_mut()) {
             total += read_raw(f, &mut self.buf);
+            let now = thread_cpu_ns();
+            ns.push((now - t) as f64);
+            t = now;
         }
         let t1 = thread_cpu_ns();
         total += self.proc_stats();
@@ -1037,6 +1053,34 @@ fn bench_collection(o: &Opts, dir: &Path, md: &mut String) -> f64 {
         sr.median,
         sr.p90,
     );
+    // The same iterations without netstat and without the netlink parts of the floor: the
+    // TCP hash walk is a kernel cost that does not depend on the socket count (it visits
+    // every bucket), so it is shown apart.
+    if let Some(ns) = plan.inputs.iter().position(|ri| ri.spec.name == "netstat") {
+        let (mut a2, mut f2, mut r2) = (vec![], vec![], vec![]);
+        for i in 0..agent.len() {
+            let a = agent[i] - per_input[ns].0.get(i).copied().unwrap_or(0.0);
+            let f = parts[0][i] + parts[1][i] + parts[2][i];
+            a2.push(a);
+            f2.push(f);
+            r2.push(a / f.max(1.0));
+        }
+        let (s2a, s2f, s2r) = (stats(&a2), stats(&f2), stats(&r2));
+        let _ = writeln!(
+            md,
+            "Same iterations, **without `netstat`** and without the netlink parts of the floor:\n\n\
+             | | CPU median | CPU p90 |\n|---|---|---|\n\
+             | wk-agent, default inputs minus netstat | {} | {} |\n\
+             | floor minus netlink | {} | {} |\n\
+             | **ratio** | **{:.2}×** | {:.2}× |\n",
+            us(s2a.median),
+            us(s2a.p90),
+            us(s2f.median),
+            us(s2f.p90),
+            s2r.median,
+            s2r.p90
+        );
+    }
     let _ = writeln!(
         md,
         "Where the floor's time goes (same iterations):\n\n| floor part | CPU median | CPU p90 |\n|---|---|---|"
@@ -1044,6 +1088,21 @@ fn bench_collection(o: &Opts, dir: &Path, md: &mut String) -> f64 {
     for (name, v) in FLOOR_PARTS.iter().zip(parts.iter()) {
         let s = stats(v);
         let _ = writeln!(md, "| {name} | {} | {} |", us(s.median), us(s.p90));
+    }
+    let _ = writeln!(
+        md,
+        "\nThe single files, one by one (same iterations, warm-up included):\n\n\
+         | file | CPU median | CPU p90 |\n|---|---|---|"
+    );
+    for (f, v) in floor.files.iter().zip(floor.file_ns.iter()) {
+        let st = stats(v);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            f.to_string_lossy(),
+            us(st.median),
+            us(st.p90)
+        );
     }
     let _ = writeln!(
         md,
@@ -1100,8 +1159,8 @@ fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String)
          The ratio is to the cheaper floor (A), median of per-pair ratios. Allocations are \
          counted by the bench's global allocator around `RunningInput::gather` (metric \
          building included).\n\n\
-         | connections | sockets seen | wk-agent netstat CPU median (p90) | floor A one walk | floor B two dumps | **ratio to floor A** | allocations per gather | node_exporter tcpstat scrape | psutil net_connections |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         | connections | sockets seen | established: input / floor | wk-agent netstat CPU median (p90) | floor A one walk | floor B two dumps | **ratio to floor A** | allocations per gather | node_exporter tcpstat scrape | psutil net_connections |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     );
     for &n in &o.sockets {
         log(&format!("tcp: opening {n} connections"));
@@ -1109,7 +1168,7 @@ fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String)
         let holders = match Holders::start(n) {
             Ok(h) => h,
             Err(e) => {
-                let _ = writeln!(md, "| {n} | setup failed: {e} | | | | | | | |");
+                let _ = writeln!(md, "| {n} | setup failed: {e} | | | | | | | | |");
                 continue;
             }
         };
@@ -1140,10 +1199,22 @@ fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String)
                 }
             }
         };
-        let mut seen = 0u64;
+        let (mut seen, mut floor_est) = (0u64, 0u64);
+        let mut input_est = String::from("—");
         for _ in 0..3 {
-            let _ = plan.inputs[0].gather(wk_agent::agent::now_ns(), &global);
-            seen = diag.tcp_one_walk().map(|c| c.iter().sum()).unwrap_or(0);
+            let o = plan.inputs[0].gather(wk_agent::agent::now_ns(), &global);
+            let c = diag.tcp_one_walk().unwrap_or([0; 16]);
+            seen = c.iter().sum();
+            floor_est = c[1]; // TCP_ESTABLISHED
+            // Cross-check: the input's tcp_established (Telegraf's field) vs the floor's count.
+            if let Some(v) = o.metrics.iter().find_map(|m| m.field("tcp_established")) {
+                input_est = match v {
+                    FieldValue::Int(i) => i.to_string(),
+                    FieldValue::Uint(u) => u.to_string(),
+                    FieldValue::Float(f) => format!("{f}"),
+                    other => format!("{other:?}"),
+                };
+            }
         }
         let (mut ag, mut fa, mut fb, mut rt, mut al) = (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..reps {
@@ -1186,7 +1257,7 @@ fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String)
         let (sa, sfa, sfb, sr, sal) = (stats(&ag), stats(&fa), stats(&fb), stats(&rt), stats(&al));
         let _ = writeln!(
             md,
-            "| {n} | {seen} | {} ({}) | {} | {} | **{:.2}×** | {:.0} (max {:.0}) | {ne} | {ps} |",
+            "| {n} | {seen} | {input_est} / {floor_est} | {} ({}) | {} | {} | **{:.2}×** | {:.0} (max {:.0}) | {ne} | {ps} |",
             us(sa.median),
             us(sa.p90),
             us(sfa.median),
@@ -1254,6 +1325,7 @@ fn bench_processes(
             return;
         }
         let start_cpu = process_cpu_ns(pid);
+        let start_main = main_thread_cpu_ns(pid);
         let mut prev = start_cpu;
         let t0 = Instant::now();
         for i in 1..=secs {
@@ -1265,6 +1337,10 @@ fn bench_processes(
             rss.push(rss_kib(pid) as f64);
         }
         let total_cpu = prev - start_cpu;
+        let main_cpu = main_thread_cpu_ns(pid) - start_main;
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         let cycles = secs;
         let s = stats(&per_cycle);
         let r = stats(&rss);
@@ -1282,6 +1358,10 @@ fn bench_processes(
             rss.first().copied().unwrap_or(0.0) / 1024.0,
             rss.last().copied().unwrap_or(0.0) / 1024.0,
         );
+        daemon_line.push_str(&format!(
+            "\n| … of which the runtime's main thread (timers, channels, output); {threads} threads | | | {} | | |",
+            us(main_cpu as f64 / cycles as f64)
+        ));
         drop(peer);
         log(&format!(
             "daemon: cpu/cycle median {} rss {:.1} MiB",
@@ -1377,6 +1457,18 @@ fn bench_processes(
             }
         }
     }
+    if rss.len() >= 20 {
+        let first = stats(&rss[..10]).median;
+        let last = stats(&rss[rss.len() - 10..]).median;
+        let _ = writeln!(
+            md,
+            "\nwk-agent RSS growth over the window: median of the first 10 samples {first:.0} KiB → \
+             median of the last 10 {last:.0} KiB ({:+.0} KiB over {} s; so short a window cannot \
+             tell warm-up from a leak: run with `--daemon-secs 3600` for a slope).",
+            last - first,
+            rss.len()
+        );
+    }
     let _ = writeln!(
         md,
         "\nRSS samples of the wk-agent daemon (KiB, one per second): {}\n",
@@ -1392,12 +1484,19 @@ fn main() {
         holder_main(&spec);
         return;
     }
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs bench targets without it:
+    // the benchmark must not run (minutes, 200k sockets) inside a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("wk-bench: skipped (not run by `cargo bench`); use scripts/bench");
+        return;
+    }
     let o = parse_args();
     raise_nofile();
     log("start");
     let dir = std::env::temp_dir().join(format!("wk-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().unwrap_or(manifest).to_path_buf();
     let mut psutil = if o.peers {
         start_psutil(&root.join("scripts/bench-psutil.py"))
     } else {
@@ -1434,7 +1533,15 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     match &o.out {
         Some(p) => {
-            if let Err(e) = std::fs::write(p, &md) {
+            // cargo runs benches in the package directory: a relative --out is taken from the
+            // workspace root, where the command is typed.
+            let p = if p.is_relative() {
+                root.join(p)
+            } else {
+                p.clone()
+            };
+            if let Err(e) = std::fs::write(&p, &md) {
+                print!("{md}");
                 eprintln!("cannot write {}: {e}", p.display());
                 std::process::exit(1);
             }
