@@ -1113,11 +1113,16 @@ fn bench_collection(o: &Opts, dir: &Path, md: &mut String) -> f64 {
         let (s, a) = (stats(v), stats(al));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {nm} |",
+            "| {} | {} | {} | {:.0} | {nm}{} |",
             ri.spec.name,
             us(s.median),
             us(s.p90),
-            a.median
+            a.median,
+            if *nm == 0 {
+                " ⚠ emitted nothing (a stub?)"
+            } else {
+                ""
+            }
         );
     }
     md.push('\n');
@@ -1200,7 +1205,7 @@ fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String)
             }
         };
         let (mut seen, mut floor_est) = (0u64, 0u64);
-        let mut input_est = String::from("—");
+        let mut input_est = String::from("— (no tcp_established field: a stub?)");
         for _ in 0..3 {
             let o = plan.inputs[0].gather(wk_agent::agent::now_ns(), &global);
             let c = diag.tcp_one_walk().unwrap_or([0; 16]);
@@ -1306,7 +1311,7 @@ fn bench_processes(
     let mut rss = vec![];
     let mut per_cycle = vec![];
     let mut daemon_line = String::from("| wk-agent (daemon) | failed to start | | | | |");
-    let mut wk_rss = 0.0;
+    let (mut wk_rss, mut wk_cpu) = (0.0, 0.0);
     if let Ok(child) = child {
         let mut peer = Peer {
             name: "wk-agent".into(),
@@ -1347,6 +1352,7 @@ fn bench_processes(
         let rmin = rss.iter().cloned().fold(f64::MAX, f64::min);
         let rmax = rss.iter().cloned().fold(0.0, f64::max);
         wk_rss = r.median;
+        wk_cpu = s.median;
         daemon_line = format!(
             "| wk-agent (daemon, whole process) | {} | {} | {} | {:.1} MiB (min {:.1}, max {:.1}; first {:.1} → last {:.1}) | 1.00× |",
             us(s.median),
@@ -1379,7 +1385,7 @@ fn bench_processes(
          the serializer, the output and the timers), RSS is VmRSS. Peers are driven by \
          request and measured the same way (CPU delta around each request plus a settle \
          pause, so deferred work such as Go's GC is charged to it).\n\n\
-         | process | CPU per collection median | p90 | mean | steady RSS (VmRSS) | RSS / wk-agent |\n\
+         | process | CPU per collection median (ratio to the wk-agent daemon) | p90 | mean | steady RSS (VmRSS) | RSS / wk-agent |\n\
          |---|---|---|---|---|---|\n{daemon_line}\n\
          | wk-agent, in process (section 1, gather + serialize only) | {} | | | | |",
         us(in_process_median)
@@ -1410,10 +1416,11 @@ fn bench_processes(
                 let s = stats(&v);
                 let _ = writeln!(
                     md,
-                    "| {} 1.5 (`{}`; {reps} scrapes, {bytes} B each) | {} | {} | {} | {:.1} MiB | {} |",
+                    "| {} 1.5 (`{}`; {reps} scrapes, {bytes} B each) | {} ({}) | {} | {} | {:.1} MiB | {} |",
                     p.name,
                     collectors.join(","),
                     us(s.median),
+                    ratio(s.median, wk_cpu),
                     us(s.p90),
                     us(s.mean),
                     rss as f64 / 1024.0,
@@ -1439,9 +1446,10 @@ fn bench_processes(
                 let s = stats(&v);
                 let _ = writeln!(
                     md,
-                    "| {} (scripts/bench-psutil.py, python3-psutil; {reps} collections) | {} | {} | {} | {:.1} MiB | {} |",
+                    "| {} (scripts/bench-psutil.py, python3-psutil; {reps} collections) | {} ({}) | {} | {} | {:.1} MiB | {} |",
                     p.peer.name,
                     us(s.median),
+                    ratio(s.median, wk_cpu),
                     us(s.p90),
                     us(s.mean),
                     rss as f64 / 1024.0,
@@ -1497,11 +1505,10 @@ fn main() {
     let _ = std::fs::create_dir_all(&dir);
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().unwrap_or(manifest).to_path_buf();
-    let mut psutil = if o.peers {
-        start_psutil(&root.join("scripts/bench-psutil.py"))
-    } else {
-        None
-    };
+    // Two psutil processes: the one that counted 200k sockets keeps that memory, so section 3
+    // measures the RSS of a fresh one.
+    let script = root.join("scripts/bench-psutil.py");
+    let start_py = || if o.peers { start_psutil(&script) } else { None };
     let mut md = String::new();
     let cpu_model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
     let _ = writeln!(
@@ -1526,10 +1533,13 @@ fn main() {
         if o.quick { "--quick" } else { "full" }
     );
     let median = bench_collection(&o, &dir, &mut md);
+    let mut psutil = start_py();
     bench_tcp(&o, &dir, psutil.as_mut(), &mut md);
-    bench_processes(&o, &dir, psutil.as_mut(), median, &mut md);
-    md.push_str(NOTES);
     drop(psutil);
+    let mut psutil = start_py();
+    bench_processes(&o, &dir, psutil.as_mut(), median, &mut md);
+    drop(psutil);
+    md.push_str(NOTES);
     let _ = std::fs::remove_dir_all(&dir);
     match &o.out {
         Some(p) => {
