@@ -13,7 +13,8 @@ use tracing::{debug, error, info, warn};
 use crate::config::Plan;
 use crate::metric::Metric;
 use crate::models::running_input::{GatherOutcome, GlobalTags, RunningInput};
-use crate::models::running_output::RunningOutput;
+use crate::models::running_output::{OutputStats, RunningOutput};
+use crate::selfstat::{SelfStats, WriteDelta};
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> i64 {
@@ -66,14 +67,17 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
     let twice = wait_twice && plan.inputs.iter().any(|i| i.spec.test_twice);
     if twice {
         for ri in plan.inputs.iter_mut().filter(|i| i.spec.test_twice) {
-            let _ = ri.gather(round_ns(now_ns(), precision), &global);
+            let now = now_ns();
+            let _ = ri.gather_at(round_ns(now, precision), now, &global);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut out = Vec::new();
     for ri in plan.inputs.iter_mut() {
-        let outcome = ri.gather(
-            round_ns(now_ns(), ri.precision.unwrap_or(precision)),
+        let now = now_ns();
+        let outcome = ri.gather_at(
+            round_ns(now, ri.precision.unwrap_or(precision)),
+            now,
             &global,
         );
         out.push((ri.log_name(), outcome));
@@ -88,6 +92,7 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<(
         global_tags,
         inputs,
         outputs,
+        stats,
         ..
     } = plan;
     let global = Arc::new(global_tags);
@@ -100,12 +105,18 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<(
         senders.push(tx);
         let flush_interval = ro.flush_interval.unwrap_or(agent.flush_interval);
         let flush_jitter = ro.flush_jitter.unwrap_or(agent.flush_jitter);
+        stats.register_output(&ro.stats_key(), ro.buffer_limit);
+        let reporter = Reporter {
+            stats: stats.clone(),
+            last: ro.stats,
+        };
         output_tasks.push(tokio::spawn(output_loop(
             ro,
             rx,
             flush_interval,
             flush_jitter,
             stop_rx.clone(),
+            reporter,
         )));
     }
     let senders = Arc::new(senders);
@@ -119,12 +130,14 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<(
             precision: ri.precision.unwrap_or(agent.precision),
             aligned: agent.round_interval,
         };
+        stats.register_input(&ri.stats_key());
         input_tasks.push(tokio::spawn(input_loop(
             ri,
             settings,
             global.clone(),
             senders.clone(),
             stop_rx.clone(),
+            stats.clone(),
         )));
     }
     info!(inputs = input_tasks.len(), outputs = output_tasks.len(), interval = ?agent.interval, "agent started");
@@ -158,8 +171,10 @@ async fn input_loop(
     global: Arc<GlobalTags>,
     senders: Arc<Vec<mpsc::UnboundedSender<Arc<Vec<Metric>>>>>,
     mut stop: watch::Receiver<bool>,
+    stats: Arc<SelfStats>,
 ) {
     let name = ri.log_name();
+    let key = ri.stats_key();
     loop {
         let wait = until_next_tick(now_ns(), s.interval, s.offset, s.aligned) + jitter(s.jitter);
         tokio::select! {
@@ -167,10 +182,11 @@ async fn input_loop(
             _ = stop.changed() => return,
         }
         let started = Instant::now();
-        let time = round_ns(now_ns(), s.precision);
+        let clock = now_ns();
+        let time = round_ns(clock, s.precision);
         let g = global.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let outcome = ri.gather(time, &g);
+            let outcome = ri.gather_at(time, clock, &g);
             (ri, outcome)
         })
         .await;
@@ -187,6 +203,12 @@ async fn input_loop(
             error!(input = %name, "gather error: {e}");
         }
         debug!(input = %name, metrics = outcome.metrics.len(), elapsed = ?outcome.elapsed, "gathered");
+        stats.record_gather(
+            &key,
+            outcome.metrics.len(),
+            outcome.errors.len(),
+            outcome.elapsed,
+        );
         if !outcome.metrics.is_empty() {
             let batch = Arc::new(outcome.metrics);
             for tx in senders.iter() {
@@ -207,6 +229,7 @@ async fn output_loop(
     flush_interval: Duration,
     flush_jitter: Duration,
     mut stop: watch::Receiver<bool>,
+    mut reporter: Reporter,
 ) {
     let mut next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
     let mut last_failed = false;
@@ -218,24 +241,25 @@ async fn output_loop(
                     for m in batch.iter() {
                         ro.add(m);
                     }
+                    reporter.report(&ro, None);
                     // A full batch is written at once, unless writes are failing: then we wait
                     // for the timer instead of hammering the server.
                     if ro.batch_ready() && !last_failed {
-                        let Some(r) = flush(ro).await else { return };
+                        let Some(r) = flush(ro, &mut reporter).await else { return };
                         (ro, last_failed) = r;
                     }
                 }
                 None => break,
             },
             _ = tokio::time::sleep_until(next_flush) => {
-                let Some(r) = flush(ro).await else { return };
+                let Some(r) = flush(ro, &mut reporter).await else { return };
                 (ro, last_failed) = r;
                 next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
     }
-    let Some((mut ro, failed)) = flush(ro).await else {
+    let Some((mut ro, failed)) = flush(ro, &mut reporter).await else {
         return;
     };
     if failed && ro.buffered() > 0 {
@@ -245,7 +269,7 @@ async fn output_loop(
 }
 
 /// Flushes on the blocking pool; None when the output plugin panicked (it is then gone).
-async fn flush(mut ro: RunningOutput) -> Option<(RunningOutput, bool)> {
+async fn flush(mut ro: RunningOutput, reporter: &mut Reporter) -> Option<(RunningOutput, bool)> {
     let drops = ro.take_unreported_drops();
     if drops > 0 {
         warn!(output = %ro.log_name(), "metric buffer overflow; {drops} metrics have been dropped");
@@ -260,6 +284,9 @@ async fn flush(mut ro: RunningOutput) -> Option<(RunningOutput, bool)> {
         (ro, r)
     })
     .await;
+    if let Ok((ro, _)) = &joined {
+        reporter.report(ro, Some(started.elapsed()));
+    }
     match joined {
         Ok((ro, Ok(n))) => {
             debug!(output = %ro.log_name(), written = n, elapsed = ?started.elapsed(), "wrote batch");
@@ -273,6 +300,30 @@ async fn flush(mut ro: RunningOutput) -> Option<(RunningOutput, bool)> {
             error!(output = %name, "output crashed and is stopped: {e}");
             None
         }
+    }
+}
+
+/// Publishes an output's counters to the registry as deltas, so that counts keep growing
+/// across reloads (a reload builds a new output whose own counters start at zero).
+struct Reporter {
+    stats: Arc<SelfStats>,
+    last: OutputStats,
+}
+
+impl Reporter {
+    fn report(&mut self, ro: &RunningOutput, write_time: Option<Duration>) {
+        let (now, last) = (ro.stats, self.last);
+        let d = WriteDelta {
+            metrics_added: now.metrics_added - last.metrics_added,
+            metrics_written: now.metrics_written - last.metrics_written,
+            metrics_dropped: now.metrics_dropped - last.metrics_dropped,
+            metrics_filtered: now.metrics_filtered - last.metrics_filtered,
+            metrics_rejected: 0,
+            write_errors: now.write_errors - last.write_errors,
+        };
+        self.stats
+            .record_write(&ro.stats_key(), d, ro.buffered(), write_time);
+        self.last = now;
     }
 }
 
@@ -301,5 +352,159 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(until_next_tick(now, i, Duration::ZERO, false), i);
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Diagnostics, Options, Source};
+    use crate::hostpaths::HostPaths;
+    use crate::inputs::{BuildContext, GatherError, Input, InputSpec};
+    use crate::metric::Accumulator;
+
+    static GATHERS: AtomicUsize = AtomicUsize::new(0);
+    static OVERLAP: AtomicBool = AtomicBool::new(false);
+    static BUSY: AtomicBool = AtomicBool::new(false);
+
+    struct Slow;
+    impl Input for Slow {
+        fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
+            if BUSY.swap(true, Ordering::SeqCst) {
+                OVERLAP.store(true, Ordering::SeqCst);
+            }
+            GATHERS.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(250));
+            acc.push(acc.metric("slow").with_field("x", 1i64));
+            BUSY.store(false, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    struct Failing;
+    impl Input for Failing {
+        fn gather(&mut self, _acc: &mut Accumulator) -> Result<(), GatherError> {
+            Err(GatherError::Other("always fails".into()))
+        }
+    }
+    struct Panicking;
+    impl Input for Panicking {
+        fn gather(&mut self, _acc: &mut Accumulator) -> Result<(), GatherError> {
+            panic!("bug in an input")
+        }
+    }
+    static SLOW: InputSpec = InputSpec {
+        name: "slow",
+        description: "",
+        sample_config: "",
+        build: |_, _| Box::new(Slow),
+        test_twice: false,
+    };
+    static FAILING: InputSpec = InputSpec {
+        name: "failing",
+        description: "",
+        sample_config: "",
+        build: |_, _| Box::new(Failing),
+        test_twice: false,
+    };
+    static PANICKING: InputSpec = InputSpec {
+        name: "panicking",
+        description: "",
+        sample_config: "",
+        build: |_, _| Box::new(Panicking),
+        test_twice: false,
+    };
+
+    fn running(spec: &'static InputSpec, interval_ms: u64) -> RunningInput {
+        let src = Source::new("test.conf", String::new());
+        let table = toml::de::DeTable::parse("").unwrap();
+        let mut diags = Diagnostics::default();
+        let env = |_: &str| None;
+        let mut o = Options::new(&src, spec.name, table.get_ref(), 0, &mut diags, &env);
+        let paths = HostPaths::default();
+        let stats = Default::default();
+        let ctx = BuildContext {
+            paths: &paths,
+            interval: Duration::from_millis(interval_ms),
+            stats: &stats,
+        };
+        let mut ri = RunningInput::build(spec, &mut o, &ctx);
+        ri.interval = Some(Duration::from_millis(interval_ms));
+        ri
+    }
+
+    /// An input slower than its interval must skip ticks, never run twice at once; a failing
+    /// and a panicking input must not stop it.
+    #[test]
+    fn overrunning_gathers_are_skipped_not_stacked_and_failures_stay_local() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let schedule = || InputSchedule {
+            interval: Duration::from_millis(50),
+            offset: Duration::ZERO,
+            jitter: Duration::ZERO,
+            precision: Duration::from_nanos(1),
+            aligned: false,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let senders = Arc::new(vec![tx]);
+        let global = Arc::new(GlobalTags::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let st: Arc<SelfStats> = Default::default();
+        rt.block_on(async {
+            let tasks = [
+                tokio::spawn(input_loop(
+                    running(&SLOW, 50),
+                    schedule(),
+                    global.clone(),
+                    senders.clone(),
+                    stop_rx.clone(),
+                    st.clone(),
+                )),
+                tokio::spawn(input_loop(
+                    running(&FAILING, 50),
+                    schedule(),
+                    global.clone(),
+                    senders.clone(),
+                    stop_rx.clone(),
+                    st.clone(),
+                )),
+                tokio::spawn(input_loop(
+                    running(&PANICKING, 50),
+                    schedule(),
+                    global.clone(),
+                    senders.clone(),
+                    stop_rx.clone(),
+                    st.clone(),
+                )),
+            ];
+            // Wait for three metrics from the slow input (readiness, not a fixed sleep).
+            for _ in 0..3 {
+                tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            stop_tx.send(true).unwrap();
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        assert!(
+            !OVERLAP.load(Ordering::SeqCst),
+            "two gathers of one input ran at once"
+        );
+        // 250 ms gathers on a 50 ms interval: had ticks stacked, the channel would hold a
+        // backlog; at most one more gather can have started after the third metric.
+        assert!(
+            GATHERS.load(Ordering::SeqCst) <= 4,
+            "gathers: {}",
+            GATHERS.load(Ordering::SeqCst)
+        );
     }
 }

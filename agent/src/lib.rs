@@ -10,6 +10,7 @@
 //! - [`metric`], [`lineproto`]: the metric model and its line-protocol serializer.
 //! - [`hostpaths`]: where /proc, /sys and the host root are.
 //! - [`glob`]: Telegraf's glob syntax for filters.
+//! - [`selfstat`]: the agent's own counters, read by the `internal` input.
 
 pub mod agent;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod lineproto;
 pub mod metric;
 pub mod models;
 pub mod outputs;
+pub mod selfstat;

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
         env: &env_lookup,
         paths: HostPaths::from_env(&env_lookup),
         test_mode,
+        stats: Default::default(),
     };
     let plan = match load(&req) {
         Ok(p) => p,

@@ -142,6 +142,7 @@ impl Metric {
 #[derive(Debug, Default)]
 pub struct Accumulator {
     time: i64,
+    clock: i64,
     metrics: Vec<Metric>,
     errors: Vec<String>,
 }
@@ -149,16 +150,29 @@ pub struct Accumulator {
 impl Accumulator {
     /// An empty accumulator whose metrics get `time` (ns since the epoch).
     pub fn new(time: i64) -> Self {
+        Self::with_clock(time, time)
+    }
+
+    /// An accumulator stamping metrics with `time` (rounded to the precision) whose rate
+    /// clock is `clock` (the unrounded gather time).
+    pub fn with_clock(time: i64, clock: i64) -> Self {
         Accumulator {
             time,
+            clock,
             metrics: Vec::new(),
             errors: Vec::new(),
         }
     }
 
-    /// The gather's timestamp in ns; rate-based inputs use it as their clock.
+    /// The gather's timestamp in ns (rounded to the precision), stamped on its metrics.
     pub fn time(&self) -> i64 {
         self.time
+    }
+
+    /// The unrounded gather time in ns: what inputs divide by to compute rates. (Rounded
+    /// stamps of two gathers 500 ms apart can be equal, or a whole second apart.)
+    pub fn clock(&self) -> i64 {
+        self.clock
     }
 
     /// Starts a metric stamped with the gather time; push it with [`Accumulator::push`].

@@ -1,2 +1,272 @@
 //! The wk-agent binary: --test, --once, --sample-config, exit codes, the daemon's SIGHUP
 //! reload and SIGTERM shutdown.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wk-agent"));
+    c.env_remove("WK_LOG");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run wk-agent")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) with a pid we own.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+#[test]
+fn test_mode_prints_line_protocol_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("a.conf");
+    fs::write(
+        &conf,
+        "[[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n",
+    )
+    .unwrap();
+    let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("> cpu,cpu=cpu-total,host=") && l.contains("usage_idle=")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn invalid_config_exits_2_and_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad.conf");
+    fs::write(
+        &conf,
+        "[agent]\n  interval = \"10x\"\n[[inputs.cpu]]\n  percpu = 1\n",
+    )
+    .unwrap();
+    let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2:14: error: [agent] interval: invalid duration",
+            conf.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:4:12: error: [inputs.cpu] percpu: expected a boolean",
+            conf.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let out = run(&["--config", "/nonexistent/wk.conf", "--test"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/wk.conf: error: cannot read"));
+}
+
+#[test]
+fn sample_config_loads_back() {
+    let out = run(&["--sample-config"]);
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sample.conf");
+    fs::write(&conf, &out.stdout).unwrap();
+    let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
+    assert!(
+        out.status.success(),
+        "the printed sample config must load and gather: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("> cpu,"));
+}
+
+#[test]
+fn input_filter_limits_inputs() {
+    let out = run(&["--sample-config", "--input-filter", "cpu"]);
+    let s = text(&out.stdout);
+    assert!(s.contains("[[inputs.cpu]]"));
+    assert!(!s.contains("[[inputs.mem]]"));
+}
+
+#[test]
+fn once_writes_to_the_file_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("metrics.lp");
+    let conf = dir.path().join("a.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[agent]\n  omit_hostname = true\n[[inputs.cpu]]\n[[outputs.file]]\n  files = [{:?}]\n",
+            out_file
+        ),
+    )
+    .unwrap();
+    let out = run(&["--config", conf.to_str().unwrap(), "--once"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lp = fs::read_to_string(&out_file).unwrap();
+    assert!(
+        lp.lines()
+            .any(|l| l.starts_with("cpu,cpu=cpu-total usage_")),
+        "{lp}"
+    );
+    assert!(!lp.contains("host="));
+}
+
+fn daemon_config(out_file: &Path, tag: &str) -> String {
+    format!(
+        "[global_tags]\n  deploy = \"{tag}\"\n[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
+         [[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n  files = [{out_file:?}]\n"
+    )
+}
+
+#[test]
+fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("metrics.lp");
+    let conf = dir.path().join("agent.conf");
+    fs::write(&conf, daemon_config(&out_file, "v1")).unwrap();
+    let mut child = bin()
+        .args(["--config", conf.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(10), || read().contains("deploy=v1")),
+        "no metrics written"
+    );
+
+    // A good change is applied.
+    fs::write(&conf, daemon_config(&out_file, "v2")).unwrap();
+    signal(&child, libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || read().contains("deploy=v2")),
+        "reload not applied"
+    );
+
+    // A broken change is refused: the agent keeps running the v2 config.
+    fs::write(&conf, "[agent]\n  interval = \"soon\"\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    let len_at_bad_reload = read().len();
+    assert!(
+        wait_for(Duration::from_secs(10), || read().len() > len_at_bad_reload),
+        "agent stopped writing after a bad reload"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "agent exited after a bad reload"
+    );
+    let tail = read()[len_at_bad_reload..].to_owned();
+    assert!(
+        tail.contains("deploy=v2") && !tail.contains("deploy=v1"),
+        "{tail}"
+    );
+
+    signal(&child, libc::SIGTERM);
+    assert!(
+        wait_for(Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "no exit on SIGTERM"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("interval: invalid duration \"soon\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("keeping the running one"), "{stderr}");
+}
+
+/// `internal_write.metrics_dropped` must say exactly how many metrics a full buffer discarded.
+#[test]
+fn internal_metrics_count_every_dropped_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("internal.lp");
+    let conf = dir.path().join("agent.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n\
+             [[inputs.cpu]]\n  percpu = false\n[[inputs.internal]]\n  per_instance = true\n\
+             [[outputs.file]]\n  alias = \"broken\"\n  files = [\"/dev/full\"]\n  metric_buffer_limit = 3\n  namepass = [\"cpu\"]\n\
+             [[outputs.file]]\n  alias = \"good\"\n  files = [{good:?}]\n  namepass = [\"internal_*\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["--config", conf.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let field = |line: &str, key: &str| -> i64 {
+        let fields = line.split(' ').nth(1).unwrap();
+        let v = fields
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap();
+        v.trim_end_matches('i').parse().unwrap()
+    };
+    let mut checked = None;
+    wait_for(Duration::from_secs(20), || {
+        let text = fs::read_to_string(&good).unwrap_or_default();
+        checked = text
+            .lines()
+            .filter(|l| l.starts_with("internal_write,alias=broken,output=file"))
+            .find(|l| field(l, "metrics_added") >= 5)
+            .map(str::to_owned);
+        checked.is_some()
+    });
+    signal(&child, libc::SIGTERM);
+    child.wait().unwrap();
+    let line = checked.expect("no internal_write line for the broken output with 5 metrics added");
+    assert_eq!(field(&line, "buffer_limit"), 3, "{line}");
+    assert_eq!(field(&line, "buffer_size"), 3, "{line}");
+    assert_eq!(field(&line, "metrics_written"), 0, "{line}");
+    assert_eq!(
+        field(&line, "metrics_dropped"),
+        field(&line, "metrics_added") - 3,
+        "{line}"
+    );
+    assert!(field(&line, "write_errors") > 0, "{line}");
+}

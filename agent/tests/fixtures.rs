@@ -73,6 +73,7 @@ pub fn run_case(case: &Path) -> (String, String) {
         env: &no_env,
         paths: HostPaths::under(root),
         test_mode: true,
+        stats: Default::default(),
     };
     let scrub = |s: &str| {
         s.replace(&root.display().to_string(), "<root>")

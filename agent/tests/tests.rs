@@ -3,5 +3,6 @@
 
 mod cli;
 mod config;
+mod deploy;
 mod fixtures;
 mod live;

@@ -1,8 +1,6 @@
-//! wk-alerter: the Kapacitor-style alert processor. Not built yet; see docs/architecture.md.
+//! wk-alerter command line (being built; see docs/rules.md).
 
 fn main() {
-    eprintln!(
-        "wk-alerter is not implemented yet: this crate is a placeholder for the alert processor"
-    );
+    eprintln!("wk-alerter: not runnable yet (issue 4 in progress)");
     std::process::exit(2);
 }

@@ -74,7 +74,8 @@ impl Source {
         let col = self
             .text
             .get(start..offset.min(self.text.len()))
-            .map_or(1, |s| s.chars().count() + 1);
+            // An editor does not show a byte-order mark: do not count it.
+            .map_or(1, |s| s.chars().filter(|c| *c != '\u{feff}').count() + 1);
         (line, col)
     }
 
@@ -154,5 +155,8 @@ mod tests {
         assert_eq!(s.line_col(3), (2, 1));
         assert_eq!(s.line_col(7), (2, 4));
         assert_eq!(s.line_col(9), (4, 1));
+        let s = Source::new("f.conf", "\u{feff}[x]".to_owned());
+        assert_eq!(s.line_col(3), (1, 1));
+        assert_eq!(s.line_col(4), (1, 2));
     }
 }

@@ -12,18 +12,20 @@ pub mod telegraf_plugins;
 pub mod values;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
 pub use diag::{ConfigError, Diag, Diagnostics, Severity, Source};
-pub use options::{EnvLookup, Options};
+pub use options::{EnvLookup, Harmless, Options};
 
 use crate::hostpaths::HostPaths;
 use crate::inputs::{self, BuildContext};
 use crate::models::running_input::{GlobalTags, RunningInput};
 use crate::models::running_output::RunningOutput;
 use crate::outputs;
+use crate::selfstat::SelfStats;
 
 /// The `[agent]` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,24 +66,26 @@ impl Default for AgentSettings {
     }
 }
 
-/// Telegraf `[agent]` keys wk-agent accepts but does not act on.
-const AGENT_UNSUPPORTED: &[&str] = &[
-    "logformat",
-    "logtarget",
-    "logfile",
-    "logfile_rotation_interval",
-    "logfile_rotation_max_size",
-    "logfile_rotation_max_archives",
-    "log_with_timezone",
-    "structured_log_message_key",
-    "statefile",
-    "always_include_local_tags",
-    "always_include_global_tags",
-    "buffer_strategy",
-    "buffer_directory",
-    "buffer_disk_sync",
-    "config_url_retry_attempts",
-    "config_url_watch_interval",
+/// Telegraf `[agent]` keys wk-agent does not act on, with the values that mean what wk-agent
+/// does anyway (logs to stderr as text, memory buffer, no state file, no remote config): only
+/// other values get a warning.
+const AGENT_UNSUPPORTED: &[(&str, Harmless)] = &[
+    ("logformat", Harmless::Str(&["", "text"])),
+    ("logtarget", Harmless::Str(&["", "stderr"])),
+    ("logfile", Harmless::Str(&[""])),
+    ("logfile_rotation_interval", Harmless::ZeroDuration),
+    ("logfile_rotation_max_size", Harmless::ZeroSize),
+    ("logfile_rotation_max_archives", Harmless::Int(5)),
+    ("log_with_timezone", Harmless::Str(&["", "UTC", "utc"])),
+    ("structured_log_message_key", Harmless::Str(&["", "msg"])),
+    ("statefile", Harmless::Str(&[""])),
+    ("always_include_local_tags", Harmless::Bool(false)),
+    ("always_include_global_tags", Harmless::Bool(false)),
+    ("buffer_strategy", Harmless::Str(&["memory"])),
+    ("buffer_directory", Harmless::Str(&[""])),
+    ("buffer_disk_sync", Harmless::Bool(true)),
+    ("config_url_retry_attempts", Harmless::Int(3)),
+    ("config_url_watch_interval", Harmless::ZeroDuration),
 ];
 
 /// `[agent]` keys that have no meaning on Linux or for us and are accepted silently.
@@ -105,6 +109,8 @@ pub struct LoadRequest<'a> {
     pub paths: HostPaths,
     /// `--test`: outputs are not required.
     pub test_mode: bool,
+    /// The process's self-telemetry registry (kept across reloads).
+    pub stats: Arc<SelfStats>,
 }
 
 /// A validated config, ready to run.
@@ -118,11 +124,15 @@ pub struct Plan {
     pub warnings: Vec<Diag>,
     /// Every file that was read, in order.
     pub files: Vec<PathBuf>,
+    /// Self-telemetry, shared with the `internal` input.
+    pub stats: Arc<SelfStats>,
 }
 
 /// The files `--config` and `--config-directory` name, in Telegraf's order: the config files,
 /// then each directory walked recursively for `*.conf` in lexical order (directories whose
-/// name starts with `..` are skipped, as Kubernetes config maps need).
+/// name starts with `..` are skipped, as Kubernetes config maps need; a file named just
+/// `.conf` is not a config, as in Telegraf). `PathBuf` orders by component, so `a/x.conf`
+/// sorts before `a.conf`, the order of Go's `filepath.Walk`.
 pub fn config_files(req: &LoadRequest<'_>) -> Result<Vec<PathBuf>, String> {
     let mut files = req.configs.clone();
     for dir in &req.config_dirs {
@@ -144,7 +154,7 @@ fn walk_conf(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
             if !name.starts_with("..") {
                 walk_conf(&path, out)?;
             }
-        } else if name.ends_with(".conf") {
+        } else if name.len() > ".conf".len() && name.ends_with(".conf") {
             out.push(path);
         }
     }
@@ -190,6 +200,7 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Plan, ConfigError> {
         paths: req.paths.clone(),
         inputs: Vec::new(),
         outputs: Vec::new(),
+        ignored_outputs: Vec::new(),
         diags,
     };
     // Two passes: [agent] and [global_tags] of every file first, since plugins in any file
@@ -203,7 +214,12 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Plan, ConfigError> {
             Ok(doc) => loader.settings(src, doc.get_ref()),
             Err(e) => {
                 let offset = e.span().map_or(0, |s| s.start);
-                let msg = format!("invalid TOML: {}", e.message());
+                let mut msg = format!("invalid TOML: {}", e.message().trim_end());
+                if unquoted_variable(src, offset) {
+                    msg.push_str(
+                        " (environment variables are replaced only inside strings: quote the value, e.g. \"${N}\")",
+                    );
+                }
                 loader.diags.push(src.diag(Severity::Error, offset, msg));
             }
         }
@@ -224,6 +240,9 @@ struct Loader<'r, 'e> {
     paths: HostPaths,
     inputs: Vec<RunningInput>,
     outputs: Vec<RunningOutput>,
+    /// Telegraf outputs in the config that wk-agent does not implement, for the "no outputs"
+    /// message.
+    ignored_outputs: Vec<String>,
     diags: Diagnostics,
 }
 
@@ -244,14 +263,55 @@ impl Loader<'_, '_> {
                     self.agent_table(src, t, value.span().start);
                 }
                 ("global_tags" | "tags", DeValue::Table(t)) => {
-                    let mut o = Options::new(src, name, doc, 0, &mut self.diags, self.req.env);
-                    let _ = t;
-                    self.global_tags.extend(o.string_table(name));
+                    let mut o = Options::new(
+                        src,
+                        name,
+                        t,
+                        value.span().start,
+                        &mut self.diags,
+                        self.req.env,
+                    );
+                    // Later files override earlier ones key by key, as Telegraf's tag map.
+                    for (k, v) in o.all_strings() {
+                        match self.global_tags.iter_mut().find(|(key, _)| *key == k) {
+                            Some(slot) => slot.1 = v,
+                            None => self.global_tags.push((k, v)),
+                        }
+                    }
                 }
                 (
                     "inputs" | "outputs" | "processors" | "aggregators" | "secretstores",
                     DeValue::Table(_),
                 ) => {}
+                ("plugins", DeValue::Table(_)) => {
+                    // Telegraf still reads the pre-1.0 name of [inputs].
+                    self.diags.push(src.diag(
+                        Severity::Warning,
+                        key.span().start,
+                        "[plugins.*] is the old name of [inputs.*]: read as inputs; rename it",
+                    ));
+                }
+                (
+                    "agent" | "global_tags" | "tags" | "inputs" | "plugins" | "outputs"
+                    | "processors" | "aggregators" | "secretstores",
+                    v,
+                ) => {
+                    let single = matches!(name, "agent" | "global_tags" | "tags");
+                    let msg = match (v, single) {
+                        (DeValue::Array(_), true) => {
+                            format!("[[{name}]] is not allowed: write [{name}]")
+                        }
+                        (DeValue::Array(_), false) => {
+                            format!("[[{name}]] is not allowed: write [[{name}.NAME]]")
+                        }
+                        (_, true) => format!("{name} must be a table: write [{name}]"),
+                        (_, false) => {
+                            format!("{name} must be a table: write [[{name}.NAME]]")
+                        }
+                    };
+                    self.diags
+                        .push(src.diag(Severity::Error, key.span().start, msg));
+                }
                 (_, v) if !matches!(v, DeValue::Table(_)) => {
                     let msg = format!(
                         "top-level key {name:?} is not allowed: settings belong in a table such as [agent]"
@@ -285,14 +345,22 @@ impl Loader<'_, '_> {
             o.error_at("flush_interval", "must be greater than 0");
         }
         a.flush_jitter = o.duration("flush_jitter", a.flush_jitter);
+        // 0 means Telegraf's default, as in its models/running_output.go.
+        let defaults = AgentSettings::default();
         a.metric_batch_size =
             o.int("metric_batch_size", a.metric_batch_size as i64, 0, i64::MAX) as usize;
+        if a.metric_batch_size == 0 {
+            a.metric_batch_size = defaults.metric_batch_size;
+        }
         a.metric_buffer_limit = o.int(
             "metric_buffer_limit",
             a.metric_buffer_limit as i64,
             0,
             i64::MAX,
         ) as usize;
+        if a.metric_buffer_limit == 0 {
+            a.metric_buffer_limit = defaults.metric_buffer_limit;
+        }
         a.precision = o.duration("precision", a.precision);
         a.hostname = o.string("hostname", &a.hostname);
         a.omit_hostname = o.bool("omit_hostname", a.omit_hostname);
@@ -316,20 +384,21 @@ impl Loader<'_, '_> {
                 *slot = PathBuf::from(v);
             }
         }
-        o.unsupported(AGENT_UNSUPPORTED);
+        o.unsupported_unless(AGENT_UNSUPPORTED);
         o.accepted(AGENT_ACCEPTED);
         o.finish();
     }
 
     fn plugins(&mut self, src: &Source, doc: &DeTable<'_>) {
-        for kind in [
-            "inputs",
-            "outputs",
-            "processors",
-            "aggregators",
-            "secretstores",
+        for (table, kind) in [
+            ("inputs", "inputs"),
+            ("plugins", "inputs"),
+            ("outputs", "outputs"),
+            ("processors", "processors"),
+            ("aggregators", "aggregators"),
+            ("secretstores", "secretstores"),
         ] {
-            let Some(section) = doc.get(kind) else {
+            let Some(section) = doc.get(table) else {
                 continue;
             };
             let DeValue::Table(plugins) = section.get_ref() else {
@@ -369,6 +438,7 @@ impl Loader<'_, '_> {
         let ctx = BuildContext {
             paths: &self.paths,
             interval: self.agent.interval,
+            stats: &self.req.stats,
         };
         let input_spec = if kind == "inputs" {
             inputs::find(name)
@@ -418,11 +488,19 @@ impl Loader<'_, '_> {
             }
         }
         let (severity, msg) = if telegraf_plugins::is_telegraf_plugin(kind, name) {
+            if kind == "outputs" {
+                self.ignored_outputs.push(section.clone());
+            }
             (
                 Severity::Warning,
                 format!(
                     "[{section}] is a Telegraf plugin wk-agent does not implement; it is ignored"
                 ),
+            )
+        } else if let Some((version, notice)) = telegraf_plugins::removed(kind, name) {
+            (
+                Severity::Error,
+                format!("[{section}] was removed from Telegraf in {version}: {notice}"),
             )
         } else {
             let mut msg = format!(
@@ -446,20 +524,40 @@ impl Loader<'_, '_> {
             column: 0,
             message: msg.into(),
         };
-        if self.inputs.is_empty() && !self.diags.has_errors() && self.req.input_filter.is_none() {
-            self.diags.push(whole(
-                "no inputs found: add at least one [[inputs.*]] plugin",
-            ));
+        // As Telegraf, the checks apply after --input-filter/--output-filter.
+        if self.inputs.is_empty() && !self.diags.has_errors() {
+            let msg = match &self.req.input_filter {
+                Some(f) => format!(
+                    "no inputs found: --input-filter {} matches none of the [[inputs.*]] plugins",
+                    f.join(":")
+                ),
+                None => "no inputs found: add at least one [[inputs.*]] plugin".into(),
+            };
+            self.diags.push(whole(&msg));
         }
-        if self.outputs.is_empty()
-            && !self.req.test_mode
-            && !self.diags.has_errors()
-            && self.req.output_filter.is_none()
-        {
-            self.diags.push(whole(
-                "no outputs found: add at least one [[outputs.*]] plugin (or run with --test)",
-            ));
+        if self.outputs.is_empty() && !self.req.test_mode && !self.diags.has_errors() {
+            let mut msg = match &self.req.output_filter {
+                Some(f) => format!(
+                    "no outputs found: --output-filter {} matches none of the [[outputs.*]] plugins",
+                    f.join(":")
+                ),
+                None => String::from(
+                    "no outputs found: add at least one [[outputs.*]] plugin (or run with --test)",
+                ),
+            };
+            if !self.ignored_outputs.is_empty() {
+                msg.push_str(&format!(
+                    "; wk-agent does not implement [{}]",
+                    self.ignored_outputs.join("], [")
+                ));
+            }
+            self.diags.push(whole(&msg));
         }
+        // Report in file order, then by position, whatever order the checks ran in.
+        let file_index = |d: &Diag| files.iter().position(|f| *f == d.file);
+        self.diags
+            .items
+            .sort_by_key(|d| (file_index(d), d.line, d.column));
         if self.diags.has_errors() {
             return Err(ConfigError {
                 errors: self.diags.errors().cloned().collect(),
@@ -473,7 +571,10 @@ impl Loader<'_, '_> {
             agent.hostname = os_hostname();
         }
         let mut tags = self.global_tags;
-        if !agent.omit_hostname && !tags.iter().any(|(k, _)| k == "host") {
+        // Telegraf sets tags["host"] after reading [global_tags], so the hostname beats a
+        // `host` global tag unless omit_hostname is set.
+        if !agent.omit_hostname {
+            tags.retain(|(k, _)| k != "host");
             tags.push(("host".into(), agent.hostname.clone()));
         }
         Ok(Plan {
@@ -484,8 +585,25 @@ impl Loader<'_, '_> {
             outputs: self.outputs,
             warnings: self.diags.warnings().cloned().collect(),
             files,
+            stats: self.req.stats.clone(),
         })
     }
+}
+
+/// True when the line holding `offset` assigns an unquoted `$VAR`: the strict-mode mistake of
+/// `metric_batch_size = ${N}`.
+fn unquoted_variable(src: &Source, offset: usize) -> bool {
+    let before = src.text.get(..offset).unwrap_or("");
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = src
+        .text
+        .get(start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
+    line.split_once('=')
+        .is_some_and(|(_, value)| value.trim_start().starts_with('$'))
 }
 
 /// Telegraf's precision when none is set: ≥1s → 1s, ≥1ms → 1ms, ≥1µs → 1µs, else 1ns.

@@ -26,6 +26,9 @@ pub struct Options<'a, 'i> {
     table: &'a DeTable<'i>,
     table_offset: usize,
     used: Vec<bool>,
+    /// Every key a getter asked for, present or not: the options this table may have, for
+    /// "did you mean" on an unknown key.
+    asked: Vec<String>,
     diags: &'a mut Diagnostics,
     env: EnvLookup<'a>,
 }
@@ -47,12 +50,16 @@ impl<'a, 'i> Options<'a, 'i> {
             table,
             table_offset,
             used,
+            asked: Vec::new(),
             diags,
             env,
         }
     }
 
     fn lookup(&mut self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_owned());
+        }
         let table: &'a DeTable<'i> = self.table;
         let (i, (_, v)) = table
             .iter()
@@ -237,19 +244,21 @@ impl<'a, 'i> Options<'a, 'i> {
                     }
                 }
             }
-            DeValue::Integer(i) => match i.as_str().replace('_', "").parse::<u64>() {
-                Ok(secs) => Some(Duration::from_secs(secs)),
-                Err(_) => {
-                    self.error_at(
-                        key,
-                        format!(
-                            "invalid duration {}: must be a non-negative number of seconds",
-                            i.as_str()
-                        ),
-                    );
-                    None
+            DeValue::Integer(i) => {
+                match u64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                    Ok(secs) => Some(Duration::from_secs(secs)),
+                    Err(_) => {
+                        self.error_at(
+                            key,
+                            format!(
+                                "invalid duration {}: must be a non-negative number of seconds",
+                                i.as_str()
+                            ),
+                        );
+                        None
+                    }
                 }
-            },
+            }
             DeValue::Float(f) => match f
                 .as_str()
                 .parse::<f64>()
@@ -274,15 +283,21 @@ impl<'a, 'i> Options<'a, 'i> {
     pub fn size(&mut self, key: &str, default: u64) -> u64 {
         match self.lookup(key).map(|v| v.get_ref()) {
             None => default,
-            Some(DeValue::Integer(i)) => match i.as_str().replace('_', "").parse::<u64>() {
-                Ok(v) => v,
-                Err(_) => {
-                    self.error_at(key, "expected a non-negative size");
-                    default
+            Some(DeValue::Integer(i)) => {
+                match u64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.error_at(key, "expected a non-negative size");
+                        default
+                    }
                 }
-            },
+            }
             Some(DeValue::String(s)) => {
                 let s = self.expand(key, s);
+                // Telegraf's config.Size leaves the value alone for "".
+                if s.is_empty() {
+                    return default;
+                }
                 parse_size(&s).unwrap_or_else(|e| {
                     self.error_at(key, e);
                     default
@@ -304,24 +319,39 @@ impl<'a, 'i> Options<'a, 'i> {
             self.type_error(key, "a table", v.get_ref());
             return Vec::new();
         };
+        let section = format!("{}.{key}", self.section);
+        self.strings_of(&section, t)
+    }
+
+    /// Every entry of this table as a string (`[global_tags]`), in file order; each entry is
+    /// marked used.
+    pub fn all_strings(&mut self) -> Vec<(String, String)> {
+        self.used.iter_mut().for_each(|u| *u = true);
+        let section = self.section.clone();
+        self.strings_of(&section, self.table)
+    }
+
+    fn strings_of(&mut self, section: &str, t: &DeTable<'_>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (k, v) in t.iter() {
             match v.get_ref() {
-                DeValue::String(s) => {
-                    let s = self.expand(key, s);
-                    out.push((k.get_ref().to_string(), s));
-                }
+                DeValue::String(s) => match substitute_env(s, self.env) {
+                    Ok(s) => out.push((k.get_ref().to_string(), s)),
+                    Err(e) => self.error_in(section, k.get_ref(), v.span().start, e),
+                },
                 other => {
-                    let msg = format!(
-                        "{}: expected a string, found {}",
-                        k.get_ref(),
-                        type_name(other)
-                    );
-                    self.error_at(key, msg);
+                    let msg = format!("expected a string, found {}", type_name(other));
+                    self.error_in(section, k.get_ref(), v.span().start, msg);
                 }
             }
         }
         out
+    }
+
+    /// An error about `key` of the sub-table `section`, at `offset`.
+    fn error_in(&mut self, section: &str, key: &str, offset: usize, msg: impl std::fmt::Display) {
+        let msg = format!("[{section}] {key}: {msg}");
+        self.diags.push(self.src.diag(Severity::Error, offset, msg));
     }
 
     /// A table whose values are lists of strings (`[inputs.x.tagpass]`), in file order.
@@ -333,29 +363,36 @@ impl<'a, 'i> Options<'a, 'i> {
             self.type_error(key, "a table", v.get_ref());
             return Vec::new();
         };
+        let section = format!("{}.{key}", self.section);
         let mut out = Vec::new();
         for (k, v) in t.iter() {
-            let items = match v.get_ref() {
-                DeValue::Array(a) => a
-                    .iter()
-                    .filter_map(|i| match i.get_ref() {
-                        DeValue::String(s) => Some(s.to_string()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-                DeValue::String(s) => vec![s.to_string()],
+            let k = k.get_ref();
+            let items: Vec<&Spanned<DeValue<'_>>> = match v.get_ref() {
+                DeValue::Array(a) => a.iter().collect(),
+                DeValue::String(_) => vec![v],
                 other => {
-                    let msg = format!(
-                        "{}: expected a list of strings, found {}",
-                        k.get_ref(),
-                        type_name(other)
-                    );
-                    self.error_at(key, msg);
+                    let msg = format!("expected a list of strings, found {}", type_name(other));
+                    self.error_in(&section, k, v.span().start, msg);
                     continue;
                 }
             };
-            let items = items.iter().map(|s| self.expand(key, s)).collect();
-            out.push((k.get_ref().to_string(), items));
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                match item.get_ref() {
+                    DeValue::String(s) => match substitute_env(s, self.env) {
+                        Ok(s) => list.push(s),
+                        Err(e) => self.error_in(&section, k, item.span().start, e),
+                    },
+                    other => {
+                        let msg = format!(
+                            "expected a list of strings, found {} in the list",
+                            type_name(other)
+                        );
+                        self.error_in(&section, k, item.span().start, msg);
+                    }
+                }
+            }
+            out.push((k.to_string(), list));
         }
         out
     }
@@ -364,6 +401,34 @@ impl<'a, 'i> Options<'a, 'i> {
     pub fn unsupported(&mut self, keys: &[&str]) {
         for key in keys {
             if self.has(key) {
+                self.warn_at(
+                    key,
+                    "is a Telegraf option wk-agent does not implement; ignored",
+                );
+            }
+        }
+    }
+
+    /// Marks Telegraf options we do not implement but whose default behaviour is ours: each
+    /// present key is read with its type checked (a wrong type is an error, as in Telegraf),
+    /// and only a value that asks for something else gets the "not implemented" warning. So
+    /// Telegraf's own default config (`logfile = ""`, `buffer_strategy = "memory"`, …) loads
+    /// without noise.
+    pub fn unsupported_unless(&mut self, keys: &[(&str, Harmless)]) {
+        for (key, harmless) in keys {
+            if !self.has(key) {
+                continue;
+            }
+            let ok = match harmless {
+                Harmless::Str(values) => self
+                    .opt_string(key)
+                    .is_none_or(|v| values.contains(&v.as_str())),
+                Harmless::Bool(b) => self.bool(key, *b) == *b,
+                Harmless::Int(i) => self.int(key, *i, i64::MIN, i64::MAX) == *i,
+                Harmless::ZeroDuration => self.duration(key, Duration::ZERO).is_zero(),
+                Harmless::ZeroSize => self.size(key, 0) == 0,
+            };
+            if !ok {
                 self.warn_at(
                     key,
                     "is a Telegraf option wk-agent does not implement; ignored",
@@ -383,16 +448,34 @@ impl<'a, 'i> Options<'a, 'i> {
     pub fn finish(self) {
         for (i, (k, _)) in self.table.iter().enumerate() {
             if !self.used[i] {
-                let msg = format!(
-                    "[{}] unknown option {:?}: Telegraf has no such option here (a typo?)",
+                let key = k.get_ref();
+                let mut msg = format!(
+                    "[{}] unknown option {key:?}: Telegraf has no such option here",
                     self.section,
-                    k.get_ref()
                 );
+                match super::telegraf_plugins::closest_in(
+                    self.asked.iter().map(String::as_str),
+                    key,
+                ) {
+                    Some(s) => msg.push_str(&format!("; did you mean {s:?}?")),
+                    None => msg.push_str(" (a typo?)"),
+                }
                 self.diags
                     .push(self.src.diag(Severity::Error, k.span().start, msg));
             }
         }
     }
+}
+
+/// The values of an unimplemented option that mean what wk-agent does anyway.
+#[derive(Debug, Clone, Copy)]
+pub enum Harmless {
+    /// A string, one of these.
+    Str(&'static [&'static str]),
+    Bool(bool),
+    Int(i64),
+    ZeroDuration,
+    ZeroSize,
 }
 
 /// TOML's name for a value's type, for messages.

@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 /// Parses a Go duration (`"10s"`, `"1m30s"`, `"500ms"`, `"1.5h"`, `"2d"`; `""` = 0), as Telegraf
-/// does with its `d` (days) extension. Negative durations are refused: no option takes one.
+/// does with its `d` (days) extension: Go's `time.ParseDuration` arithmetic exactly (integer
+/// nanoseconds, a fraction truncated to the nanosecond, more than 2^63-1 ns is an error).
+/// Negative durations are refused: no option takes one.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if s.is_empty() || s == "0" {
+    if s.is_empty() || s == "0" || s == "+0" {
         return Ok(Duration::ZERO);
     }
     if s.starts_with('-') {
@@ -19,30 +21,77 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "invalid duration {s:?}: expected a number and a unit like \"10s\", \"1m30s\", \"500ms\""
         )
     };
-    let mut rest = s.trim_start_matches('+');
-    let mut total = 0f64;
+    let too_big = || format!("invalid duration {s:?}: too large");
+    // Telegraf first reads the text as a number of seconds ("10", "1.5"), as for a TOML
+    // number.
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs
+            .checked_mul(1_000_000_000)
+            .filter(|ns| *ns <= i64::MAX as u64)
+            .map(Duration::from_nanos)
+            .ok_or_else(too_big);
+    }
+    if s.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'+')
+        && let Ok(secs) = s.parse::<f64>()
+    {
+        return Duration::try_from_secs_f64(secs).map_err(|_| too_big());
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        if num_len == 0 {
+        let (int_part, after) = rest.split_at(int_len);
+        let (frac_part, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let n = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
+                a.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
             return Err(bad());
         }
-        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
+        let mut v: u64 = 0;
+        for d in int_part.bytes() {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                .ok_or_else(too_big)?;
+        }
+        // Go keeps fraction digits while they fit and ignores the rest.
+        let (mut f, mut scale) = (0u64, 1f64);
+        let mut overflow = false;
+        for d in frac_part.bytes() {
+            if overflow {
+                continue;
+            }
+            match f
+                .checked_mul(10)
+                .and_then(|f| f.checked_add(u64::from(d - b'0')))
+            {
+                Some(nf) if nf < 1 << 63 => {
+                    f = nf;
+                    scale *= 10.0;
+                }
+                _ => overflow = true,
+            }
+        }
+        let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
+            .unwrap_or(after.len());
+        let (unit, tail) = after.split_at(unit_len);
+        rest = tail;
+        let unit_ns: u64 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
             "" => {
                 return Err(format!(
                     "invalid duration {s:?}: missing unit (write \"{s}s\" for seconds)"
@@ -54,9 +103,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += num * scale;
+        let mut ns = v.checked_mul(unit_ns).ok_or_else(too_big)?;
+        if f > 0 {
+            // As Go: float64(f) * (float64(unit) / scale), truncated.
+            ns = ns
+                .checked_add((f as f64 * (unit_ns as f64 / scale)) as u64)
+                .ok_or_else(too_big)?;
+        }
+        total = total.checked_add(ns).ok_or_else(too_big)?;
+        if total > i64::MAX as u64 {
+            return Err(too_big());
+        }
     }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    Ok(Duration::from_nanos(total))
 }
 
 /// Parses a size: an integer number of bytes or a string such as `"32MiB"`, `"5MB"`, `"512B"`.
@@ -210,10 +269,46 @@ mod tests {
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172800)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration(""), Ok(Duration::ZERO));
-        assert!(parse_duration("10").unwrap_err().contains("missing unit"));
+        // A bare number is seconds, as in Telegraf's config.Duration.
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1e2"), Ok(Duration::from_secs(100)));
+        assert!(parse_duration("1h5").unwrap_err().contains("missing unit"));
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn durations_are_exact_like_go() {
+        for (s, ns) in [
+            ("0.1s", 100_000_000u64),
+            ("1.1s", 1_100_000_000),
+            ("0.3s", 300_000_000),
+            ("2.675s", 2_675_000_000),
+            ("1h0.001s", 3_600_001_000_000),
+            ("1.000000001s", 1_000_000_001),
+            ("0.0000000019s", 1),
+            ("1.5us", 1_500),
+            ("2562047h", 2_562_047 * 3_600_000_000_000),
+            (".5s", 500_000_000),
+            ("5.s", 5_000_000_000),
+            ("+1m", 60_000_000_000),
+            ("1h2m3s4ms5us6ns", 3_723_004_005_006),
+        ] {
+            assert_eq!(parse_duration(s), Ok(Duration::from_nanos(ns)), "{s}");
+        }
+        for bad in [
+            ".",
+            "1.2.3s",
+            "2562048h",
+            "9223372036854775808ns",
+            "1s.",
+            "s1",
+            "1e3s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -242,5 +337,29 @@ mod tests {
             Err("environment variable NOPE: set NOPE".into())
         );
         assert_eq!(s("unterminated ${HOST"), Ok("unterminated ${HOST".into()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn value_parsers_never_panic(s in "\\PC{0,24}", t in "[0-9.+-]{0,8}[a-zµ]{0,3}[0-9.]{0,4}[a-z]{0,2}") {
+            let _ = parse_duration(&s);
+            let _ = parse_size(&s);
+            let _ = parse_duration(&t);
+            let _ = parse_size(&t);
+            let _ = substitute_env(&s, &env);
+        }
+
+        #[test]
+        fn text_without_dollar_is_unchanged(s in "[^$]{0,40}") {
+            proptest::prop_assert_eq!(substitute_env(&s, &env), Ok(s.clone()));
+        }
+
+        #[test]
+        fn durations_add_up(h in 0u64..1000, m in 0u64..1000, sec in 0u64..1000, ms in 0u64..1000) {
+            let text = format!("{h}h{m}m{sec}s{ms}ms");
+            let want = Duration::from_millis(((h * 60 + m) * 60 + sec) * 1000 + ms);
+            let got = parse_duration(&text).unwrap();
+            proptest::prop_assert_eq!(got, want, "{}", text);
+        }
     }
 }

@@ -3,15 +3,18 @@
 //! them: adding an input is copying a folder and adding one line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Options;
 use crate::hostpaths::HostPaths;
 use crate::metric::Accumulator;
+use crate::selfstat::SelfStats;
 
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod internal;
 pub mod kernel;
 pub mod mem;
 pub mod net;
@@ -74,6 +77,8 @@ pub struct BuildContext<'a> {
     pub paths: &'a HostPaths,
     /// The interval this input will run at.
     pub interval: Duration,
+    /// The agent's self-telemetry (read by the `internal` input).
+    pub stats: &'a Arc<SelfStats>,
 }
 
 /// A constructor from options.
@@ -99,6 +104,7 @@ pub static REGISTRY: &[InputSpec] = &[
     cpu::SPEC,
     disk::SPEC,
     diskio::SPEC,
+    internal::SPEC,
     kernel::SPEC,
     mem::SPEC,
     net::SPEC,

@@ -85,6 +85,7 @@ impl RunningInput {
         let ctx = BuildContext {
             paths: ctx.paths,
             interval: interval.unwrap_or(ctx.interval),
+            stats: ctx.stats,
         };
         let input = (spec.build)(opts, &ctx);
         RunningInput {
@@ -103,6 +104,11 @@ impl RunningInput {
         }
     }
 
+    /// The plugin name and alias, as self-telemetry keys them.
+    pub fn stats_key(&self) -> crate::selfstat::PluginKey {
+        (self.spec.name.to_owned(), self.alias.clone())
+    }
+
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
         match &self.alias {
@@ -113,8 +119,14 @@ impl RunningInput {
 
     /// Gathers once at `time` (ns, already rounded) and returns the finished metrics.
     pub fn gather(&mut self, time: i64, global: &GlobalTags) -> GatherOutcome {
+        self.gather_at(time, time, global)
+    }
+
+    /// Gathers once, stamping metrics with `time` (rounded) while rates use `clock`
+    /// (unrounded), both in ns.
+    pub fn gather_at(&mut self, time: i64, clock: i64, global: &GlobalTags) -> GatherOutcome {
         let start = Instant::now();
-        let mut acc = Accumulator::new(time);
+        let mut acc = Accumulator::with_clock(time, clock);
         let result = self.input.gather(&mut acc);
         let (raw, mut errors) = acc.take();
         if let Err(e) = result {

@@ -94,6 +94,11 @@ impl RunningOutput {
         }
     }
 
+    /// The plugin name and alias, as self-telemetry keys them.
+    pub fn stats_key(&self) -> crate::selfstat::PluginKey {
+        (self.spec.name.to_owned(), self.alias.clone())
+    }
+
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
         match &self.alias {

@@ -1,0 +1,180 @@
+//! scripts/deploy-config.sh against a real git repository and a running agent: a good change is
+//! installed and reloaded; a broken one is refused, leaving the agent on the old config.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git is needed for this test");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+struct Deploy {
+    checkout: PathBuf,
+    target: PathBuf,
+    pidfile: PathBuf,
+}
+
+impl Deploy {
+    fn run(&self, with_pidfile: bool) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/deploy-config.sh");
+        let mut c = Command::new("bash");
+        c.arg(script)
+            .args(["--repo", self.checkout.to_str().unwrap(), "--host", "web1"])
+            .args([
+                "--target",
+                self.target.to_str().unwrap(),
+                "--agent",
+                env!("CARGO_BIN_EXE_wk-agent"),
+            ])
+            .args(["--service", "wk-agent-test-no-such-unit"]);
+        if with_pidfile {
+            c.args(["--pidfile", self.pidfile.to_str().unwrap()]);
+        }
+        c.output().unwrap()
+    }
+}
+
+fn config(out: &Path, version: &str) -> String {
+    format!(
+        "[global_tags]\n  version = \"{version}\"\n[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
+         [[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n  files = [{out:?}]\n"
+    )
+}
+
+#[test]
+fn deploy_applies_good_changes_and_refuses_broken_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, checkout) = (tmp.path().join("origin"), tmp.path().join("checkout"));
+    let metrics = tmp.path().join("metrics.lp");
+    fs::create_dir_all(&origin).unwrap();
+    git(&origin, &["init", "-q"]);
+    fs::write(origin.join("web1.conf"), config(&metrics, "v1")).unwrap();
+    git(&origin, &["add", "."]);
+    git(&origin, &["commit", "-qm", "v1"]);
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            origin.to_str().unwrap(),
+            checkout.to_str().unwrap(),
+        ],
+    );
+    let d = Deploy {
+        checkout,
+        target: tmp.path().join("etc/wk-agent.conf"),
+        pidfile: tmp.path().join("agent.pid"),
+    };
+
+    // First install, agent not running yet.
+    let out = d.run(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&d.target).unwrap(),
+        config(&metrics, "v1")
+    );
+
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wk-agent"))
+        .args([
+            "--config",
+            d.target.to_str().unwrap(),
+            "--pidfile",
+            d.pidfile.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = || fs::read_to_string(&metrics).unwrap_or_default();
+    assert!(wait_for(Duration::from_secs(10), || read()
+        .contains("version=v1")
+        && d.pidfile.exists()));
+
+    // A good change: installed and reloaded.
+    fs::write(origin.join("web1.conf"), config(&metrics, "v2")).unwrap();
+    git(&origin, &["commit", "-qam", "v2"]);
+    let out = d.run(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent SIGHUP"));
+    assert!(
+        wait_for(Duration::from_secs(10), || read().contains("version=v2")),
+        "agent did not reload"
+    );
+
+    // A broken change: refused with the agent's reason, nothing installed, agent unchanged.
+    fs::write(
+        origin.join("web1.conf"),
+        "[agent]\n  interval = \"ten seconds\"\n[[inputs.cpu]]\n",
+    )
+    .unwrap();
+    git(&origin, &["commit", "-qam", "broken"]);
+    let out = d.run(true);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INVALID")
+            && err.contains("web1.conf:2:14: error: [agent] interval: invalid duration"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(&d.target).unwrap(),
+        config(&metrics, "v2")
+    );
+    let len = read().len();
+    assert!(
+        wait_for(Duration::from_secs(10), || read().len() > len),
+        "agent stopped writing"
+    );
+    assert!(agent.try_wait().unwrap().is_none(), "agent died");
+    assert!(read()[len..].contains("version=v2"));
+
+    // Deploying the same commit again changes nothing.
+    let out = d.run(true);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the broken head is still refused"
+    );
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    assert!(agent.wait().unwrap().success());
+}

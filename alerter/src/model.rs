@@ -1,0 +1,239 @@
+//! The types every part of the alerter shares: what a rule says it is (settings), what one
+//! evaluation of a rule observed (observations), and what the state machine emits (events).
+//!
+//! Pipeline: `rules` (Rhai) → [`CycleResult`] → `state` (per-instance state machine) →
+//! [`AlertEvent`] → `notify` (routing, silences, inhibition, notifiers; later recovery actions).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Alert levels, ordered as Kapacitor's: OK < INFO < WARNING < CRITICAL.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    #[default]
+    Ok,
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    /// The level's name as operators write it: OK, INFO, WARNING, CRITICAL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "OK",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+        }
+    }
+
+    /// Parses OK / INFO / WARNING (or WARN) / CRITICAL (or CRIT), case-insensitively.
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "OK" => Level::Ok,
+            "INFO" => Level::Info,
+            "WARNING" | "WARN" => Level::Warning,
+            "CRITICAL" | "CRIT" => Level::Critical,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One level's condition for one series in one evaluation: did it match, and (for
+/// hysteresis) is its reset condition true. `reset = None` means no reset condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Condition {
+    pub matched: bool,
+    pub reset: Option<bool>,
+}
+
+/// The level conditions a rule set on one series; a level the rule did not test is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LevelConditions {
+    pub info: Option<Condition>,
+    pub warn: Option<Condition>,
+    pub crit: Option<Condition>,
+}
+
+/// A field value carried to templates and events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Str(String),
+}
+
+/// What one evaluation of a rule said about one series (one alert instance).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Observation {
+    /// The series' tags: with the rule name they identify the alert instance.
+    pub tags: BTreeMap<String, String>,
+    /// The measurement the values came from.
+    pub measurement: String,
+    /// Values for templates and events; by convention `value` is the one compared.
+    pub fields: BTreeMap<String, Value>,
+    /// Time of the data point (ns since the epoch); 0 when unknown.
+    pub time: i64,
+    pub levels: LevelConditions,
+}
+
+/// The outcome of one scheduled evaluation of a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CycleResult {
+    /// The rule ran: one observation per series it returned.
+    Observed(Vec<Observation>),
+    /// The query or the script failed; the message names the cause (and script line).
+    Failed(String),
+}
+
+/// What to do with an instance that has no data, or when the evaluation fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Policy {
+    /// Go to the explicit NoData / Error state and notify at this level.
+    Alert(Level),
+    /// Treat as OK (recovers a firing alert).
+    Ok,
+    /// Keep the last state, notify nothing.
+    KeepLast,
+}
+
+/// A rule's settings, declared at the top of its script and fixed at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    /// The rule's name: the file name without `.rhai` unless the script sets one.
+    pub name: String,
+    /// How often the rule is evaluated.
+    pub every: Duration,
+    /// Pending duration (`for`): a level must hold this long before it fires.
+    pub pending: Duration,
+    /// Keep firing this long after the condition stopped being true.
+    pub keep_firing: Duration,
+    /// Re-notify an unchanged non-OK state this often; `None` = state changes only.
+    pub repeat: Option<Duration>,
+    /// Flap detection thresholds (low, high) in 0..1; `None` = off.
+    pub flapping: Option<(f64, f64)>,
+    /// Length of the level history used by flap detection (Kapacitor default 21).
+    pub history: usize,
+    /// A series absent from a result for this long is NoData (0 = at the first missing cycle).
+    pub no_data_after: Duration,
+    pub no_data: Policy,
+    pub error: Policy,
+    /// Instances not seen (no data, no state change) for this long are forgotten.
+    pub expire_after: Duration,
+    /// Whether an OK event is sent when an alert recovers.
+    pub recoveries: bool,
+    /// Series that must exist (tag sets such as `host=web3`), so that a host already silent
+    /// when the alerter starts still goes NoData.
+    pub expected: Vec<BTreeMap<String, String>>,
+    /// Templates: id, message, details (see docs/rules.md).
+    pub id_template: String,
+    pub message_template: String,
+    pub details_template: String,
+    /// Notifier names this rule sends to.
+    pub notify: Vec<String>,
+    /// Category for inhibition (`inhibits` of other rules match it).
+    pub category: Option<String>,
+    /// While this rule's instance is non-OK, it mutes instances of rules with these categories
+    /// that share the listed tag values: (category, tags).
+    pub inhibits: Vec<(String, Vec<String>)>,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings {
+            name: String::new(),
+            every: Duration::from_secs(10),
+            pending: Duration::ZERO,
+            keep_firing: Duration::ZERO,
+            repeat: None,
+            flapping: None,
+            history: 21,
+            no_data_after: Duration::ZERO,
+            no_data: Policy::Alert(Level::Critical),
+            error: Policy::KeepLast,
+            expire_after: Duration::from_secs(24 * 3600),
+            recoveries: true,
+            expected: Vec::new(),
+            id_template: "{{rule}}:{{group}}".into(),
+            message_template: "{{id}} is {{level}}".into(),
+            details_template: String::new(),
+            notify: Vec::new(),
+            category: None,
+            inhibits: Vec::new(),
+        }
+    }
+}
+
+/// Why an event was emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The instance fired, changed level, or repeats (repeat interval).
+    Alert,
+    /// The instance went back to OK.
+    Recovery,
+    /// The instance's series stopped reporting.
+    NoData,
+    /// The rule's evaluation failed.
+    Error,
+    /// The instance started flapping (further events are suppressed until it stops).
+    Flapping,
+}
+
+/// One notification-worthy change of one alert instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub rule: String,
+    /// Rendered id template: the instance's identity for humans and dedup.
+    pub id: String,
+    pub message: String,
+    pub details: String,
+    pub kind: EventKind,
+    pub level: Level,
+    pub previous_level: Level,
+    pub tags: BTreeMap<String, String>,
+    pub fields: BTreeMap<String, Value>,
+    /// When the evaluation that produced this event ran (ns since the epoch).
+    pub time: i64,
+    /// How long the instance has been non-OK (for a recovery: how long it was).
+    pub duration: Duration,
+    /// Notifier names the rule routes this event to.
+    pub notify: Vec<String>,
+    pub category: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_order_and_parse() {
+        assert!(
+            Level::Ok < Level::Info
+                && Level::Info < Level::Warning
+                && Level::Warning < Level::Critical
+        );
+        assert_eq!(Level::parse("crit"), Some(Level::Critical));
+        assert_eq!(Level::parse("Warning"), Some(Level::Warning));
+        assert_eq!(Level::parse("bad"), None);
+        assert_eq!(
+            serde_json::to_string(&Level::Warning).unwrap(),
+            "\"WARNING\""
+        );
+    }
+}
