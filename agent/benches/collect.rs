@@ -372,35 +372,61 @@ impl Floor {
     fn new() -> Floor {
         let mut desc = Vec::new();
         let mut files = Vec::new();
-        for f in [
+        // What the default inputs read per gather (checked with strace on `wk-agent --test`).
+        let mut paths: Vec<String> = [
             "/proc/stat",
             "/proc/meminfo",
             "/proc/vmstat",
             "/proc/loadavg",
             "/proc/uptime",
+            "/proc/cpuinfo",
             "/proc/sys/kernel/random/entropy_avail",
-            "/proc/sys/kernel/threads-max",
             "/proc/1/mountinfo",
             "/proc/diskstats",
             "/proc/net/dev",
             "/proc/net/snmp",
             "/proc/net/snmp6",
             "/proc/net/netstat",
+            "/proc/net/unix",
             "/var/run/utmp",
-        ] {
-            if Path::new(f).exists() {
-                files.push(CString::new(f).unwrap_or_default());
-                desc.push(f.to_string());
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let list = |dir: &str| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        for c in list("/sys/devices/system/cpu") {
+            if c.strip_prefix("cpu")
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+            {
+                paths.push(format!(
+                    "/sys/devices/system/cpu/{c}/topology/core_cpus_list"
+                ));
             }
         }
-        // Mounts `inputs.disk` reports: device-backed filesystems (not "nodev" in
-        // /proc/filesystems, as gopsutil's Partitions(false)) minus the default ignore_fs.
-        let nodev: Vec<String> = std::fs::read_to_string("/proc/filesystems")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("nodev"))
-            .map(|s| s.trim().to_string())
-            .collect();
+        for i in list("/sys/class/net") {
+            paths.push(format!("/sys/class/net/{i}/flags"));
+            if Path::new(&format!("/sys/class/net/{i}/device")).exists() {
+                paths.push(format!("/sys/class/net/{i}/speed"));
+            }
+        }
+        for f in paths {
+            if Path::new(&f).exists() {
+                desc.push(f.clone());
+                files.push(CString::new(f).unwrap_or_default());
+            }
+        }
+        // Mounts `inputs.disk` reports: every mount (gopsutil's Partitions(true), as Telegraf)
+        // minus the default ignore_fs.
         let mut statvfs = Vec::new();
         for l in std::fs::read_to_string("/proc/1/mountinfo")
             .unwrap_or_default()
@@ -413,7 +439,7 @@ impl Floor {
             let (Some(mp), Some(fstype)) = (cols.get(4), cols.get(dash + 1)) else {
                 continue;
             };
-            if nodev.iter().any(|n| n == fstype) || IGNORE_FS.contains(fstype) {
+            if IGNORE_FS.contains(fstype) {
                 continue;
             }
             desc.push(format!("statvfs({mp}) [{fstype}]"));
@@ -572,6 +598,7 @@ fn load_plan(path: &Path) -> Plan {
         env: &env,
         paths: HostPaths::from_env(&env),
         test_mode: true,
+        stats: Default::default(),
     };
     match config::load(&req) {
         Ok(p) => p,
