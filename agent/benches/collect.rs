@@ -968,6 +968,88 @@ fn parse_args() -> Opts {
     o
 }
 
+/// The figures the issue sets targets for, gathered from the sections.
+#[derive(Default)]
+struct Summary {
+    coll_cpu: f64,
+    coll_floor: f64,
+    coll_ratio: f64,
+    /// (connections, ratio to floor A, allocations median, allocations max)
+    tcp: Vec<(usize, f64, f64, f64)>,
+    rss_kib: f64,
+    rss_growth_kib: f64,
+    rss_secs: usize,
+    daemon_cpu: f64,
+}
+
+impl Summary {
+    fn render(&self) -> String {
+        let ok = |b: bool| if b { "met" } else { "**not met**" };
+        let mut t = String::from(
+            "## Summary against the targets\n\n| target | this run | verdict |\n|---|---|---|\n",
+        );
+        let _ = writeln!(
+            t,
+            "| one collection of the default inputs < 1 ms CPU | {} in process, {} per cycle for the whole daemon | {} (the floor alone is {}) |",
+            us(self.coll_cpu),
+            us(self.daemon_cpu),
+            ok(self.coll_cpu < 1e6),
+            us(self.coll_floor)
+        );
+        let _ = writeln!(
+            t,
+            "| … within 3× the floor | {:.2}× | {} |",
+            self.coll_ratio,
+            ok(self.coll_ratio <= 3.0)
+        );
+        let _ = writeln!(
+            t,
+            "| steady RSS < 8 MB | {:.1} MiB (median of the daemon run) | {} |",
+            self.rss_kib / 1024.0,
+            ok(self.rss_kib * 1024.0 < 8e6)
+        );
+        let _ = writeln!(
+            t,
+            "| … and flat | {:+.0} KiB between the first and last 10 s of {} s | {} |",
+            self.rss_growth_kib,
+            self.rss_secs,
+            if self.rss_growth_kib.abs() <= 64.0 {
+                "flat over this window"
+            } else {
+                "**rising over this window** (see section 3)"
+            }
+        );
+        if let Some(&(n, r, _, _)) = self.tcp.iter().max_by_key(|x| x.0) {
+            let _ = writeln!(
+                t,
+                "| TCP states at 100k within 1.3× the netlink floor | {r:.2}× at {n} connections | {} |",
+                if n < 100_000 {
+                    "not measured at 100k (see --sockets)"
+                } else {
+                    ok(r <= 1.3)
+                }
+            );
+        }
+        if self.tcp.len() >= 2 {
+            let max = self.tcp.iter().map(|x| x.3).fold(0.0, f64::max);
+            let min = self.tcp.iter().map(|x| x.2).fold(f64::MAX, f64::min);
+            let sizes: Vec<String> = self
+                .tcp
+                .iter()
+                .map(|x| format!("{}: {:.0}", x.0, x.2))
+                .collect();
+            let _ = writeln!(
+                t,
+                "| no per-socket allocation | allocations per gather by connections: {} | {} |",
+                sizes.join(", "),
+                ok(max - min <= 2.0)
+            );
+        }
+        t.push('\n');
+        t
+    }
+}
+
 fn sh(cmd: &str) -> String {
     Command::new("sh")
         .arg("-c")
@@ -989,7 +1071,7 @@ thread_local! {
 }
 
 /// Section 1: one collection of the default inputs vs the floor, interleaved.
-fn bench_collection(o: &Opts, dir: &Path, md: &mut String) -> f64 {
+fn bench_collection(o: &Opts, dir: &Path, md: &mut String, sum: &mut Summary) -> f64 {
     let iters = if o.quick { 200 } else { 1000 };
     let cfg = write_config(dir, "default.conf", &inputs_config(DEFAULT_INPUTS));
     let mut plan = load_plan(&cfg);
@@ -1159,11 +1241,20 @@ fn bench_collection(o: &Opts, dir: &Path, md: &mut String) -> f64 {
         us(sf.median),
         sr.median
     ));
+    sum.coll_cpu = sa.median;
+    sum.coll_floor = sf.median;
+    sum.coll_ratio = sr.median;
     sa.median
 }
 
 /// Section 2: TCP state counting at 0, 10k, 100k connections.
-fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String) {
+fn bench_tcp(
+    o: &Opts,
+    dir: &Path,
+    psutil: Option<&mut Psutil>,
+    md: &mut String,
+    sum: &mut Summary,
+) {
     let cfg = write_config(dir, "netstat.conf", &inputs_config(&["netstat"]));
     let mut plan = load_plan(&cfg);
     let global = plan.global_tags.clone();
@@ -1287,6 +1378,8 @@ fn bench_tcp(o: &Opts, dir: &Path, psutil: Option<&mut Psutil>, md: &mut String)
             None => "—".into(),
         };
         let (sa, sfa, sfb, sr, sal) = (stats(&ag), stats(&fa), stats(&fb), stats(&rt), stats(&al));
+        let al_max = al.iter().cloned().fold(0.0, f64::max);
+        sum.tcp.push((n, sr.median, sal.median, al_max));
         let _ = writeln!(
             md,
             "| {n} | {seen} | {input_est} / {floor_est} | {} ({}) | {} | {} | **{:.2}×** | {:.0} (max {:.0}) | {ne} | {ps} |",
@@ -1317,6 +1410,7 @@ fn bench_processes(
     psutil: Option<&mut Psutil>,
     in_process_median: f64,
     md: &mut String,
+    sum: &mut Summary,
 ) {
     let secs = o.daemon_secs.max(5);
     let mut cfg = inputs_config(DEFAULT_INPUTS).replace("\"10s\"", "\"1s\"");
@@ -1380,6 +1474,8 @@ fn bench_processes(
         let rmax = rss.iter().cloned().fold(0.0, f64::max);
         wk_rss = r.median;
         wk_cpu = s.median;
+        sum.rss_kib = r.median;
+        sum.daemon_cpu = s.median;
         daemon_line = format!(
             "| wk-agent (daemon, whole process) | {} | {} | {} | {:.1} MiB (min {:.1}, max {:.1}; first {:.1} → last {:.1}) | 1.00× |",
             us(s.median),
@@ -1495,6 +1591,8 @@ fn bench_processes(
     if rss.len() >= 20 {
         let first = stats(&rss[..10]).median;
         let last = stats(&rss[rss.len() - 10..]).median;
+        sum.rss_growth_kib = last - first;
+        sum.rss_secs = rss.len();
         let _ = writeln!(
             md,
             "\nwk-agent RSS growth over the window: median of the first 10 samples {first:.0} KiB → \
@@ -1559,14 +1657,17 @@ fn main() {
         )),
         if o.quick { "--quick" } else { "full" }
     );
-    let median = bench_collection(&o, &dir, &mut md);
+    let mut sum = Summary::default();
+    let head = std::mem::take(&mut md);
+    let median = bench_collection(&o, &dir, &mut md, &mut sum);
     let mut psutil = start_py();
-    bench_tcp(&o, &dir, psutil.as_mut(), &mut md);
+    bench_tcp(&o, &dir, psutil.as_mut(), &mut md, &mut sum);
     drop(psutil);
     let mut psutil = start_py();
-    bench_processes(&o, &dir, psutil.as_mut(), median, &mut md);
+    bench_processes(&o, &dir, psutil.as_mut(), median, &mut md, &mut sum);
     drop(psutil);
     md.push_str(NOTES);
+    let md = format!("{head}\n{}{md}", sum.render());
     let _ = std::fs::remove_dir_all(&dir);
     match &o.out {
         Some(p) => {
