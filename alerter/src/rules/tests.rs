@@ -501,6 +501,65 @@ fn rules_in_the_docs_load_and_run() {
     assert!(found > 0, "no rule in docs/rules.md");
 }
 
+/// Every Rhai rule of the Kapacitor migration guide loads and runs: over no data at all (every
+/// query empty) and over two hosts, where it fires on the sick one only.
+#[test]
+fn kapacitor_guide_rules_load_and_run() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/kapacitor-to-rhai.md"
+    ))
+    .expect("docs/kapacitor-to-rhai.md");
+    let empty: Arc<dyn QuerySource> = Arc::new(MemorySource::new());
+    // Two hosts with every measurement the guide queries, for the last five minutes.
+    let mut text = String::new();
+    for (i, secs) in (-290i64..=0).step_by(10).enumerate() {
+        let t = NOW + secs * S;
+        for (host, idle, disk) in [("web1", 5, 95), ("web2", 70, 50)] {
+            let n = i as i64 * if host == "web1" { 50 } else { 1 };
+            text += &format!("cpu,host={host},cpu=cpu-total usage_idle={idle} {t}\n");
+            text += &format!("mem,host={host} used_percent=50 {t}\n");
+            text += &format!("disk,host={host},path=/,fstype=ext4 used_percent={disk} {t}\n");
+            text += &format!("system,host={host} uptime={}i {t}\n", 1000 + i);
+            text += &format!("net,host={host},interface=eth0 err_in={n}i {t}\n");
+            text += &format!(
+                "http_response,host={host},server=http://x result_code={}i {t}\n",
+                i64::from(host == "web1")
+            );
+        }
+    }
+    let data: Arc<dyn QuerySource> = Arc::new(MemorySource::from_line_protocol(&text, 0).unwrap());
+    let mut found = 0;
+    for block in doc.split("```rhai\n").skip(1) {
+        let code = block.split("```").next().unwrap_or_default();
+        found += 1;
+        let rule = load_rule_source("docs/kapacitor-to-rhai.md", code)
+            .unwrap_or_else(|e| panic!("{e}\n{code}"));
+        if let CycleResult::Failed(m) = rule.evaluate(&empty, NOW) {
+            panic!("{m}\n{code}");
+        }
+        let obs = match rule.evaluate(&data, NOW) {
+            CycleResult::Observed(o) => o,
+            CycleResult::Failed(m) => panic!("{m}\n{code}"),
+        };
+        // Both hosts report; web1 is the sick one in every measurement but mem.
+        assert_eq!(obs.len(), 2, "{code}\n{obs:#?}");
+        let fired = obs[0].levels.warn.is_some_and(|c| c.matched)
+            || obs[0].levels.crit.is_some_and(|c| c.matched);
+        let quiet = obs[1].levels.warn.is_some_and(|c| c.matched)
+            || obs[1].levels.crit.is_some_and(|c| c.matched);
+        assert!(!quiet, "fired on web2:\n{code}\n{obs:#?}");
+        let measurement = &obs[0].measurement;
+        if measurement != "mem" && measurement != "system" {
+            assert!(fired, "did not fire on web1:\n{code}\n{obs:#?}");
+        }
+    }
+    assert!(
+        found >= 8,
+        "only {found} rules in docs/kapacitor-to-rhai.md"
+    );
+}
+
 /// Every example rule loads, and over testdata/rules/hosts.lp (web1 healthy, web2 in trouble
 /// on every check) fires on web2 only.
 #[test]

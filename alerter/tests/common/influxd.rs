@@ -115,6 +115,11 @@ impl Influxd {
         Some(me)
     }
 
+    /// influxd's process id (the benchmark reads its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills influxd (an outage begins); its data stays.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
