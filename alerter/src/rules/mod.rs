@@ -281,7 +281,6 @@ fn observations(value: Dynamic) -> Result<Vec<Observation>, String> {
             type_name(&value)
         ));
     };
-    let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Some(s) = item.clone().try_cast::<ScriptSeries>() else {
@@ -290,8 +289,12 @@ fn observations(value: Dynamic) -> Result<Vec<Observation>, String> {
                 type_name(&item)
             ));
         };
-        let obs = s.observation();
-        if !seen.insert(obs.tags.clone()) {
+        out.push(s.observation());
+    }
+    // Duplicates are found on references: no tag map is copied for the check.
+    let mut seen = BTreeSet::new();
+    for obs in &out {
+        if !seen.insert(&obs.tags) {
             let tags: Vec<String> = obs.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             return Err(format!(
                 "check() returned two series with the same tags {{{}}}: an alert instance is \
@@ -300,7 +303,6 @@ fn observations(value: Dynamic) -> Result<Vec<Observation>, String> {
                 tags.join(",")
             ));
         }
-        out.push(obs);
     }
     Ok(out)
 }

@@ -65,6 +65,10 @@ pub(crate) struct Instance {
     pub missing_since: Option<i64>,
     /// Last change of (level, phase), for expiry.
     pub changed_at: i64,
+    /// The evaluation time of the result it was last in (this cycle's `now` when it is in
+    /// the current one); not persisted. Saves comparing whole tag maps to know what was seen.
+    #[serde(skip)]
+    pub observed_at: Option<i64>,
 }
 
 impl Instance {
@@ -305,11 +309,15 @@ impl RuleState {
             }
         }
         for (tags, o) in &seen {
-            let inst = self
-                .instances
-                .entry((*tags).clone())
-                .or_insert_with(|| Instance::new((*tags).clone(), c.now));
-            c.observe(inst, o);
+            // Look up before inserting: cloning the tag map is only for new instances.
+            match self.instances.get_mut(*tags) {
+                Some(inst) => c.observe(inst, o),
+                None => {
+                    let mut inst = Instance::new((*tags).clone(), c.now);
+                    c.observe(&mut inst, o);
+                    self.instances.insert((*tags).clone(), inst);
+                }
+            }
         }
         // Expected tag sets nobody has reported yet get an instance, so they can go NoData.
         for e in &c.s.expected {
@@ -322,7 +330,7 @@ impl RuleState {
         let expected: BTreeSet<&Tags> = c.s.expected.iter().collect();
         let mut covered = Vec::new();
         for (key, inst) in self.instances.iter_mut() {
-            if seen.contains_key(key) {
+            if inst.observed_at == Some(c.now) {
                 continue;
             }
             if expected.contains(key) && seen.keys().any(|t| is_superset(t, key)) {
@@ -343,18 +351,13 @@ impl RuleState {
         for key in covered {
             self.instances.remove(&key);
         }
-        self.expire(c, &seen, &expected);
+        self.expire(c, &expected);
     }
 
     /// Forgets instances neither seen nor changed for `expire_after` (0 = never). Expected
     /// tag sets are kept. A forgotten instance receivers think is non-OK gets a recovery
     /// that says it expired (as Grafana resolves stale series), so tickets do not stay open.
-    fn expire(
-        &mut self,
-        c: &mut Cycle,
-        seen: &BTreeMap<&Tags, &Observation>,
-        expected: &BTreeSet<&Tags>,
-    ) {
+    fn expire(&mut self, c: &mut Cycle, expected: &BTreeSet<&Tags>) {
         let after = ns(c.s.expire_after);
         if after == 0 {
             return;
@@ -363,9 +366,9 @@ impl RuleState {
         let gone: Vec<Tags> = self
             .instances
             .iter()
+            // An instance in this result has last_seen == now, so it never qualifies.
             .filter(|(k, i)| {
-                !seen.contains_key(k)
-                    && !expected.contains(k)
+                !expected.contains(k)
                     && now.saturating_sub(i.last_seen) >= after
                     && now.saturating_sub(i.changed_at) >= after
             })
@@ -399,6 +402,7 @@ impl Cycle<'_> {
     fn observe(&mut self, inst: &mut Instance, obs: &Observation) {
         let now = self.now;
         inst.last_seen = now;
+        inst.observed_at = Some(now);
         inst.missing_since = None;
         inst.measurement.clone_from(&obs.measurement);
         inst.fields.clone_from(&obs.fields);
