@@ -24,7 +24,12 @@ fn every_example_config_and_rule_loads() {
     let no_env = |_: &str| None;
     for c in &confs {
         let cfg = config::load(c, &no_env).unwrap_or_else(|e| panic!("{e}"));
-        assert!(cfg.warnings.is_empty(), "{}: {:?}", c.display(), cfg.warnings);
+        assert!(
+            cfg.warnings.is_empty(),
+            "{}: {:?}",
+            c.display(),
+            cfg.warnings
+        );
         let rules_dir = root.join(&cfg.settings.rules_dir);
         let rules = files(&rules_dir, "rhai");
         assert!(!rules.is_empty(), "{}", rules_dir.display());
