@@ -22,7 +22,7 @@
 //! listen = "127.0.0.1:8186"
 //! token = "${WK_STREAM_TOKEN}"
 //! window = "1h"
-//! max_points = 1000000
+//! max_points = 100000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ impl Default for StreamSettings {
             listen: "127.0.0.1:8186".into(),
             token: String::new(),
             window: Duration::from_secs(3600),
-            max_points: 1_000_000,
+            max_points: 100_000,
             max_body_size: 32 * 1024 * 1024,
         }
     }
@@ -279,7 +279,17 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                                 ),
                             );
                         }
-                        if s.token.is_empty() {
+                        if s.token.contains("${") {
+                            // An unset variable is left as written (as Telegraf does): never
+                            // let its name become a guessable token.
+                            o.error_at(
+                                "token",
+                                format!(
+                                    "{:?} names an environment variable that is not set",
+                                    s.token
+                                ),
+                            );
+                        } else if s.token.is_empty() {
                             o.error_at(
                                 "token",
                                 "a token is required (listening endpoints take a token): \
@@ -371,7 +381,7 @@ mod tests {
         assert_eq!(s.token, "from-env");
         assert_eq!(s.listen, "127.0.0.1:8186");
         assert_eq!(s.window, Duration::from_secs(3600));
-        assert_eq!(s.max_points, 1_000_000);
+        assert_eq!(s.max_points, 100_000);
         assert!(c.sources.is_empty());
 
         let c = load(
@@ -399,6 +409,8 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("a token is required"), "{e}");
+        let e = load("[stream]\n  token = \"${UNSET}\"\n").unwrap_err();
+        assert!(e.contains("wk.conf:2:") && e.contains("not set"), "{e}");
         let e = load("[stream]\n  token = \"t\"\n  window = \"0s\"\n").unwrap_err();
         assert!(e.contains("wk.conf:3:"), "{e}");
     }
