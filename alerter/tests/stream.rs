@@ -558,6 +558,22 @@ fn check() {
 "#,
     )
     .unwrap();
+    // cpu arrives only through the agent's influxdb_v2 output (namepass below).
+    std::fs::write(
+        rules.join("cpu_any.rhai"),
+        r#"
+rule(#{ every: "1s", notify: ["log"] });
+
+fn check() {
+    let cpu = query("cpu").field("usage_idle").where("cpu", "cpu-total").range("1m").last().group_by("host").run();
+    for s in cpu {
+        s.crit(s.value >= 0.0);
+    }
+    cpu
+}
+"#,
+    )
+    .unwrap();
     let port = free_port();
     let events = dir.path().join("events.jsonl");
     std::fs::write(
@@ -574,9 +590,11 @@ fn check() {
         dir.path().join("agent.conf"),
         format!(
             "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
-             [[inputs.mem]]\n\
-             [[outputs.influxdb]]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
-             username = \"wk\"\n  password = \"${{WK_STREAM_TOKEN}}\"\n"
+             [[inputs.mem]]\n[[inputs.cpu]]\n\
+             [[outputs.influxdb]]\n  namepass = [\"mem\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
+             username = \"wk\"\n  password = \"${{WK_STREAM_TOKEN}}\"\n\
+             [[outputs.influxdb_v2]]\n  namepass = [\"cpu\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  token = \"${{WK_STREAM_TOKEN}}\"\n  \
+             organization = \"wk\"\n  bucket = \"telegraf\"\n"
         ),
     )
     .unwrap();
@@ -641,10 +659,23 @@ fn check() {
             .starts_with(&format!("{host}: memory ")),
         "{event}"
     );
-    // The agent neither warned about database creation nor had writes refused.
+    wait_for(
+        "cpu_any (the influxdb_v2 output's points) to fire",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"rule\":\"cpu_any\"") && l.contains("\"level\":\"CRITICAL\""))
+        },
+    );
+    // Both outputs (v1 and v2 write APIs) delivered: no warning about database creation, no
+    // write refused or failed.
     let agent_text = agent.log();
     assert!(
-        !agent_text.contains("creating database") && !agent_text.contains("rejected"),
+        !agent_text.contains("creating database")
+            && !agent_text.contains("rejected")
+            && !agent_text.contains("failed"),
         "{agent_text}"
     );
 }

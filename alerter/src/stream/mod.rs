@@ -45,6 +45,9 @@ use http::{Framing, Head, ReadError, Response};
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bad lines quoted in a partial-write answer.
 const QUOTED_ERRORS: usize = 10;
+/// Connections served at once; beyond it new ones get 503 and are closed (a file descriptor
+/// bound, far above what agents need: each keeps one connection per output).
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// Counters of the receiver (for logs and tests).
 #[derive(Debug, Default)]
@@ -91,12 +94,20 @@ impl Receiver {
             max_body: settings.max_body_size,
             stats: stats.clone(),
         });
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let accept = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((conn, peer)) => {
                         let shared = shared.clone();
+                        let slot = slots.clone().try_acquire_owned();
                         tokio::spawn(async move {
+                            let Ok(_slot) = slot else {
+                                let (_, mut w) = conn.into_split();
+                                let resp = error_v1(503, "too many connections").closing();
+                                let _ = http::write_response(&mut w, &resp, false).await;
+                                return;
+                            };
                             connection(conn, peer, shared).await;
                         });
                     }
