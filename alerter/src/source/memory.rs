@@ -1,5 +1,5 @@
 //! Points held in memory, queried natively with the semantics of the InfluxQL translation
-//! (`rules::query`). Used by `wk-alerter test RULE --data FILE.lp` and, later, stream mode.
+//! (`rules::query`). Used by `wk-alerter test RULE --data FILE.lp` and stream mode (`crate::stream`).
 //!
 //! Storage mirrors InfluxDB's: a series is (measurement, tag set); a point is (series, time);
 //! writing the same point again merges its fields, the newer value winning.
