@@ -13,6 +13,17 @@
 //! [[notifiers.log]]
 //! name = "log"
 //! ```
+//!
+//! Instead of `[[sources.influxdb]]`, stream mode (no database: agents write line protocol to
+//! the alerter, which keeps a bounded window in memory):
+//!
+//! ```toml
+//! [stream]
+//! listen = "127.0.0.1:8186"
+//! token = "${WK_STREAM_TOKEN}"
+//! window = "1h"
+//! max_points = 100000
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,12 +78,42 @@ pub struct InfluxSource {
     pub timeout: Duration,
 }
 
+/// The `[stream]` table: the alerter receives line protocol writes (InfluxDB v1 `/write` and
+/// v2 `/api/v2/write`) and keeps the points in memory instead of querying a database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// The secret every request must carry (Token/Bearer header, Basic password or `p=`).
+    pub token: String,
+    /// How much data is kept: points older than now − window are forgotten.
+    pub window: Duration,
+    /// At most this many points are held; beyond it the oldest are dropped and counted.
+    pub max_points: usize,
+    /// Largest request body accepted (after gzip decompression too); larger → 413.
+    pub max_body_size: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            listen: "127.0.0.1:8186".into(),
+            token: String::new(),
+            window: Duration::from_secs(3600),
+            max_points: 100_000,
+            max_body_size: 32 * 1024 * 1024,
+        }
+    }
+}
+
 /// A loaded, validated config.
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
     pub settings: Settings,
     pub sources: Vec<InfluxSource>,
+    /// Stream mode (exactly one of `sources` and `stream` is set).
+    pub stream: Option<StreamSettings>,
     pub notify: NotifyPlan,
     pub warnings: Vec<Diag>,
 }
@@ -121,6 +162,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     let mut diags = Diagnostics::default();
     let mut settings = Settings::default();
     let mut sources = Vec::new();
+    let mut stream = None;
     let mut notify = NotifyPlan::default();
     match DeTable::parse(&src.text) {
         Err(e) => {
@@ -216,10 +258,57 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                             }
                         }
                     }
+                    ("stream", DeValue::Table(t)) => {
+                        let mut o =
+                            Options::new(&src, "stream", t, value.span().start, &mut diags, env);
+                        let d = StreamSettings::default();
+                        let s = StreamSettings {
+                            listen: o.string("listen", &d.listen),
+                            token: secret(&mut o, "token"),
+                            window: o.duration("window", d.window),
+                            max_points: o.int("max_points", d.max_points as i64, 1, 1 << 40)
+                                as usize,
+                            max_body_size: o.size("max_body_size", d.max_body_size),
+                        };
+                        if s.listen.parse::<std::net::SocketAddr>().is_err() {
+                            o.error_at(
+                                "listen",
+                                format!(
+                                    "{:?} is not an address:port (e.g. \"127.0.0.1:8186\")",
+                                    s.listen
+                                ),
+                            );
+                        }
+                        if s.token.contains("${") {
+                            // An unset variable is left as written (as Telegraf does): never
+                            // let its name become a guessable token.
+                            o.error_at(
+                                "token",
+                                format!(
+                                    "{:?} names an environment variable that is not set",
+                                    s.token
+                                ),
+                            );
+                        } else if s.token.is_empty() {
+                            o.error_at(
+                                "token",
+                                "a token is required (listening endpoints take a token): \
+                                 token = \"${WK_STREAM_TOKEN}\" or token_file = \"/path\"",
+                            );
+                        }
+                        if s.window.is_zero() {
+                            o.error_at("window", "must be greater than 0");
+                        }
+                        if s.max_body_size == 0 {
+                            o.error_at("max_body_size", "must be greater than 0");
+                        }
+                        o.finish();
+                        stream = Some((s, value.span().start));
+                    }
                     ("notifiers" | "silences", _) => {}
                     (name, _) => {
                         let msg = format!(
-                            "unsupported config section [{name}]: expected alerter, sources, notifiers or silences"
+                            "unsupported config section [{name}]: expected alerter, sources, stream, notifiers or silences"
                         );
                         diags.push(src.diag(Severity::Error, key.span().start, msg));
                     }
@@ -240,6 +329,21 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         let msg = "only one [[sources.influxdb]] is supported for now; split rules between alerters instead";
         diags.push(src.diag(Severity::Error, 0, msg));
     }
+    match (&stream, sources.is_empty()) {
+        (Some((_, at)), false) => diags.push(src.diag(
+            Severity::Error,
+            *at,
+            "[stream] and [[sources.influxdb]] are both set: configure exactly one (stream mode \
+             keeps points in memory, query mode asks InfluxDB)",
+        )),
+        (None, true) if !diags.has_errors() => diags.push(src.diag(
+            Severity::Error,
+            0,
+            "no data source: configure [[sources.influxdb]] (query an InfluxDB) or [stream] \
+             (receive the agents' writes, no database)",
+        )),
+        _ => {}
+    }
     if diags.has_errors() {
         return Err(ConfigError {
             errors: diags.errors().cloned().collect(),
@@ -249,7 +353,79 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         path: path.to_owned(),
         settings,
         sources,
+        stream: stream.map(|(s, _)| s),
         notify,
         warnings: diags.warnings().cloned().collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        let env = |name: &str| (name == "TOKEN").then(|| "from-env".to_owned());
+        load_str(Path::new("wk.conf"), text, &env).map_err(|e| {
+            e.errors
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    #[test]
+    fn stream_section() {
+        let c = load("[stream]\n  token = \"${TOKEN}\"\n").unwrap();
+        let s = c.stream.unwrap();
+        assert_eq!(s.token, "from-env");
+        assert_eq!(s.listen, "127.0.0.1:8186");
+        assert_eq!(s.window, Duration::from_secs(3600));
+        assert_eq!(s.max_points, 100_000);
+        assert!(c.sources.is_empty());
+
+        let c = load(
+            "[stream]\n  listen = \"0.0.0.0:9999\"\n  token = \"t\"\n  window = \"10m\"\n  max_points = 500\n  max_body_size = \"1MiB\"\n",
+        )
+        .unwrap();
+        let s = c.stream.unwrap();
+        assert_eq!(
+            (s.listen.as_str(), s.window, s.max_points, s.max_body_size),
+            ("0.0.0.0:9999", Duration::from_secs(600), 500, 1 << 20)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "filed\n").unwrap();
+        let c = load(&format!("[stream]\n  token_file = {f:?}\n")).unwrap();
+        assert_eq!(c.stream.unwrap().token, "filed");
+    }
+
+    #[test]
+    fn stream_errors_name_file_and_line() {
+        let e = load("[alerter]\n\n[stream]\n  listen = \"nowhere\"\n").unwrap_err();
+        assert!(
+            e.contains("wk.conf:4:") && e.contains("not an address:port"),
+            "{e}"
+        );
+        assert!(e.contains("a token is required"), "{e}");
+        let e = load("[stream]\n  token = \"${UNSET}\"\n").unwrap_err();
+        assert!(e.contains("wk.conf:2:") && e.contains("not set"), "{e}");
+        let e = load("[stream]\n  token = \"t\"\n  window = \"0s\"\n").unwrap_err();
+        assert!(e.contains("wk.conf:3:"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let e = load("[alerter]\n").unwrap_err();
+        assert!(e.contains("no data source"), "{e}");
+        let e =
+            load("[[sources.influxdb]]\n  url = \"http://x:8086\"\n\n[stream]\n  token = \"t\"\n")
+                .unwrap_err();
+        assert!(
+            e.contains("wk.conf:4:") && e.contains("configure exactly one"),
+            "{e}"
+        );
+        assert!(load("[[sources.influxdb]]\n").unwrap().stream.is_none());
+    }
 }

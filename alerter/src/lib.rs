@@ -20,3 +20,4 @@ pub mod rules;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod stream;

@@ -159,13 +159,9 @@ fn run(config_path: &Path) -> ExitCode {
     let Ok(cfg) = load_config(config_path) else {
         return ExitCode::from(EXIT_INVALID);
     };
-    let Some(source_cfg) = cfg.sources.first().cloned() else {
-        error!(
-            "{}: no [[sources.influxdb]] configured: the alerter has nothing to query",
-            config_path.display()
-        );
-        return ExitCode::from(EXIT_INVALID);
-    };
+    // The loader guarantees exactly one of [[sources.influxdb]] and [stream].
+    let source_cfg = cfg.sources.first().cloned();
+    let stream_cfg = cfg.stream.clone();
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -177,10 +173,35 @@ fn run(config_path: &Path) -> ExitCode {
             error!("cannot install signal handlers");
             return ExitCode::FAILURE;
         };
-        let Some(source) = influx_source(&source_cfg, tokio::runtime::Handle::current()) else {
-            return ExitCode::from(EXIT_INVALID);
+        // Stream mode: the receiver lives as long as this block (dropping it stops it).
+        let mut _receiver = None;
+        let (source, label): (Arc<dyn QuerySource>, String) = match (&source_cfg, &stream_cfg) {
+            (Some(sc), _) => {
+                let Some(source) = influx_source(sc, tokio::runtime::Handle::current()) else {
+                    return ExitCode::from(EXIT_INVALID);
+                };
+                (source, sc.url.clone())
+            }
+            (None, Some(st)) => {
+                let store = Arc::new(MemorySource::new());
+                let receiver = match wk_alerter::stream::Receiver::start(st, store.clone()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        error!("[stream] cannot listen on {}: {e}", st.listen);
+                        return ExitCode::FAILURE;
+                    }
+                };
+                wk_alerter::stream::log_listening(&receiver, st);
+                let label = format!("stream http://{}", receiver.local_addr());
+                _receiver = Some(receiver);
+                (store, label)
+            }
+            (None, None) => {
+                error!("{}: no data source configured", config_path.display());
+                return ExitCode::from(EXIT_INVALID);
+            }
         };
-        info!(rules_dir = %cfg.settings.rules_dir.display(), source = %source_cfg.url, "wk-alerter starting");
+        info!(rules_dir = %cfg.settings.rules_dir.display(), source = %label, "wk-alerter starting");
         let service = Service::new(cfg, source);
         let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,7 +217,12 @@ fn run(config_path: &Path) -> ExitCode {
                     info!("SIGHUP: reloading configuration and rules");
                     // A config that does not load is refused; the running one stays.
                     match load_config(config_path) {
-                        Ok(c) => { let _ = reload_tx.send(Some(Box::new(c))); }
+                        Ok(c) => {
+                            if c.stream != stream_cfg {
+                                warn!("[stream] changed: restart wk-alerter to apply it; the running receiver stays");
+                            }
+                            let _ = reload_tx.send(Some(Box::new(c)));
+                        }
                         Err(()) => error!("new configuration is invalid; keeping the running one"),
                     }
                 }
@@ -279,6 +305,11 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
         }
     }
     let source_cfg = cfg.as_ref().and_then(|c| c.sources.first().cloned());
+    if !no_eval && cfg.as_ref().is_some_and(|c| c.stream.is_some()) {
+        println!(
+            "stream mode: rules compiled, not evaluated (the data only exists while wk-alerter runs)"
+        );
+    }
     if let (false, Some(sc)) = (no_eval, source_cfg) {
         let Some(rt) = runtime() else {
             return ExitCode::FAILURE;

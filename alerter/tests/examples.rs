@@ -92,3 +92,54 @@ fn test_command_replays_recorded_data_with_a_simulated_clock() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The quick start (scripts/quickstart): the alerter config in stream mode with every example
+/// rule resolving its notifiers, and the agent config (loaded by the agent's own loader)
+/// writing to the alerter's stream address.
+#[test]
+fn quickstart_configs_load_and_point_at_each_other() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("examples/quickstart");
+    let env = |k: &str| (k == "WK_STREAM_TOKEN").then(|| "quickstart-token".to_owned());
+    let alerter = dir.join("alerter.conf");
+    let cfg = config::load(&alerter, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let stream = cfg.stream.as_ref().expect("[stream] in the quick start");
+    assert_eq!(stream.token, "quickstart-token");
+    let rules = files(&root.join(&cfg.settings.rules_dir), "rhai");
+    assert!(!rules.is_empty());
+    for r in rules {
+        let rule = load_rule(&r).unwrap_or_else(|e| panic!("{e}"));
+        cfg.notify
+            .validate_names(&rule.settings().notify)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+    }
+    // Without the token the alerter refuses to start (listening endpoints take a token).
+    let no_env = |_: &str| None;
+    let err = config::load(&alerter, &no_env).unwrap_err().to_string();
+    assert!(
+        err.contains("WK_STREAM_TOKEN") && err.contains("not set"),
+        "{err}"
+    );
+
+    let agent = dir.join("agent.conf");
+    let req = wk_agent::config::LoadRequest {
+        configs: vec![agent.clone()],
+        config_dirs: Vec::new(),
+        input_filter: None,
+        output_filter: None,
+        env: &env,
+        paths: Default::default(),
+        test_mode: false,
+        stats: Default::default(),
+    };
+    let plan = wk_agent::config::load(&req).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    assert!(plan.inputs.len() >= 8);
+    assert_eq!(plan.outputs.len(), 1);
+    let text = std::fs::read_to_string(&agent).unwrap();
+    assert!(
+        text.contains(&format!("urls = [\"http://{}\"]", stream.listen)),
+        "the agent writes to the alerter's [stream] listen address"
+    );
+}

@@ -5,3 +5,4 @@ mod examples;
 mod notify;
 mod rules;
 mod service;
+mod stream;

@@ -1,5 +1,5 @@
-//! A line protocol reader for recorded data (`wk-alerter test RULE --data FILE.lp`) and, later,
-//! the stream endpoint.
+//! A line protocol reader for recorded data (`wk-alerter test RULE --data FILE.lp`) and the
+//! stream endpoint (`crate::stream`, line by line with [`parse_line`]).
 //!
 //! It unescapes as InfluxDB 1.x does, so the memory source sees the same points InfluxDB would
 //! store from the same file: `\,` `\ ` (and `\=` in tag and field keys and tag values) in names,

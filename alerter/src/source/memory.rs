@@ -1,12 +1,14 @@
 //! Points held in memory, queried natively with the semantics of the InfluxQL translation
-//! (`rules::query`). Used by `wk-alerter test RULE --data FILE.lp` and, later, stream mode.
+//! (`rules::query`). Used by `wk-alerter test RULE --data FILE.lp` and stream mode (`crate::stream`).
 //!
 //! Storage mirrors InfluxDB's: a series is (measurement, tag set); a point is (series, time);
 //! writing the same point again merges its fields, the newer value winning.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::ops::Bound;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wk_agent::metric::{FieldValue, Metric};
 
@@ -21,7 +23,16 @@ type Points = BTreeMap<i64, BTreeMap<String, FieldValue>>;
 /// An in-memory point store answering rule queries.
 #[derive(Debug, Default)]
 pub struct MemorySource {
-    series: RwLock<BTreeMap<SeriesKey, Points>>,
+    store: RwLock<Store>,
+    /// Points dropped by [`MemorySource::enforce_max_points`] since the start.
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    series: BTreeMap<SeriesKey, Points>,
+    /// Points held (kept in step with `series`).
+    points: usize,
 }
 
 impl MemorySource {
@@ -60,26 +71,85 @@ impl MemorySource {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
         );
-        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
-        let fields = series.entry(key).or_default().entry(m.time).or_default();
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let Store { series, points } = &mut *store;
+        let times = series.entry(key).or_default();
+        let fields = times.entry(m.time).or_insert_with(|| {
+            *points += 1;
+            BTreeMap::new()
+        });
         for (k, v) in &m.fields {
             fields.insert(k.to_string(), v.clone());
         }
     }
 
     /// Forgets points older than `time` (ns), and series left empty (the stream window).
-    pub fn prune_before(&self, time: i64) {
-        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
-        series.retain(|_, points| {
+    /// Returns how many points were forgotten.
+    pub fn prune_before(&self, time: i64) -> usize {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let before = store.points;
+        let mut left = 0;
+        store.series.retain(|_, points| {
             *points = points.split_off(&time);
+            left += points.len();
             !points.is_empty()
         });
+        store.points = left;
+        before - left
+    }
+
+    /// Drops the oldest points (across all series; at equal times in series order) until at
+    /// most `max` are held, and counts them in [`MemorySource::dropped`]. Returns how many
+    /// were dropped now. Cost: O(series + dropped × log series), nothing when within bounds.
+    pub fn enforce_max_points(&self, max: usize) -> usize {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        if store.points <= max {
+            return 0;
+        }
+        let excess = store.points - max;
+        let Store { series, points } = &mut *store;
+        // Min-heap of (oldest time, series key) over non-empty series.
+        let mut heap: BinaryHeap<Reverse<(i64, SeriesKey)>> = series
+            .iter()
+            .filter_map(|(k, p)| p.keys().next().map(|t| Reverse((*t, k.clone()))))
+            .collect();
+        let mut dropped = 0;
+        while dropped < excess {
+            let Some(Reverse((_, key))) = heap.pop() else {
+                break;
+            };
+            let Some(p) = series.get_mut(&key) else {
+                continue;
+            };
+            p.pop_first();
+            dropped += 1;
+            match p.keys().next() {
+                Some(t) => heap.push(Reverse((*t, key))),
+                None => {
+                    series.remove(&key);
+                }
+            }
+        }
+        *points -= dropped;
+        self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Points dropped by [`MemorySource::enforce_max_points`] since the source was made.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many series are held.
+    pub fn series_count(&self) -> usize {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.series.len()
     }
 
     /// How many points are held.
     pub fn len(&self) -> usize {
-        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
-        series.values().map(BTreeMap::len).sum()
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.points
     }
 
     /// True when no point is held.
@@ -89,8 +159,9 @@ impl MemorySource {
 
     /// The latest point time held, if any (a natural "now" for recorded data).
     pub fn latest_time(&self) -> Option<i64> {
-        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
-        series
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store
+            .series
             .values()
             .filter_map(|p| p.keys().next_back().copied())
             .max()
@@ -103,8 +174,8 @@ impl QuerySource for MemorySource {
         let (start, end) = q.window(now_ns);
         let mut groups: BTreeMap<Vec<String>, Vec<(i64, FieldValue)>> = BTreeMap::new();
         {
-            let series = self.series.read().unwrap_or_else(|e| e.into_inner());
-            for ((measurement, tags), points) in series.iter() {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            for ((measurement, tags), points) in store.series.iter() {
                 if *measurement != q.measurement {
                     continue;
                 }
@@ -475,8 +546,46 @@ mod tests {
     fn prune_keeps_recent_points() {
         let src = source();
         assert_eq!(src.len(), 21);
-        src.prune_before(NOW - 10 * S);
+        assert_eq!(src.prune_before(NOW - 10 * S), 15);
         assert_eq!(src.len(), 6);
         assert_eq!(src.latest_time(), Some(NOW));
+        assert_eq!(src.prune_before(NOW + 1), 6);
+        assert!(src.is_empty());
+        assert_eq!(src.series_count(), 0);
+    }
+
+    #[test]
+    fn len_counts_points_not_writes() {
+        // A second write of the same series and time merges into one point.
+        let src =
+            MemorySource::from_line_protocol("m,h=a x=1 5\nm,h=a y=2 5\nm,h=b x=1 5\n", 0).unwrap();
+        assert_eq!(src.len(), 2);
+        assert_eq!(src.series_count(), 2);
+    }
+
+    #[test]
+    fn max_points_drops_the_oldest_across_series() {
+        let src = MemorySource::from_line_protocol(
+            "m,h=a x=1 10\nm,h=a x=2 40\nm,h=b x=3 20\nm,h=b x=4 30\nn x=5 25\n",
+            0,
+        )
+        .unwrap();
+        assert_eq!(src.enforce_max_points(10), 0);
+        assert_eq!(src.dropped(), 0);
+        // Oldest three: a@10, b@20, n@25 (n's only point: its series goes away).
+        assert_eq!(src.enforce_max_points(2), 3);
+        assert_eq!(src.len(), 2);
+        assert_eq!(src.dropped(), 3);
+        assert_eq!(src.series_count(), 2);
+        let mut q = Query::new("m");
+        q.field = Some("x".into());
+        q.aggregate = Aggregate::Raw;
+        q.range = Duration::from_secs(1);
+        let got = src.query(&q, 100).unwrap();
+        let times: Vec<i64> = got[0].rows.iter().map(|r| r.time).collect();
+        assert_eq!(times, vec![30, 40]);
+        assert_eq!(src.enforce_max_points(0), 2);
+        assert!(src.is_empty());
+        assert_eq!(src.dropped(), 5);
     }
 }

@@ -1,5 +1,5 @@
 //! Where rule queries go: InfluxDB over InfluxQL ([`influxdb`]) or points held in memory
-//! ([`memory`]: recorded line protocol, later the stream window). Both answer the same
+//! ([`memory`]: recorded line protocol, and the stream window of `crate::stream`). Both answer the same
 //! [`Query`] with the same semantics (see `rules::query`), so a rule runs unchanged on either.
 //!
 //! The trait is synchronous because Rhai calls it from inside script evaluation; the caller

@@ -1,0 +1,660 @@
+//! Stream mode: the alerter receives line protocol writes, as InfluxDB would, and keeps the
+//! points in a bounded in-memory window ([`MemorySource`]) that the rules query. For a single
+//! host or a trial with no database: the agent's `[[outputs.influxdb]]` (or
+//! `[[outputs.influxdb_v2]]`) points at this endpoint, exactly as Telegraf can write to
+//! Kapacitor.
+//!
+//! Endpoints (HTTP/1.1, keep-alive):
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `POST /write` (InfluxDB v1), `POST /api/v2/write` (v2) | 204; line protocol body, gzip when `Content-Encoding: gzip`, `precision=` honoured; `db`/`bucket` ignored (one window) |
+//! | `POST /query` with only `CREATE DATABASE` statements | 200 `{"results":[{"statement_id":0}]}` |
+//! | any other `/query` | 400: stream mode answers no queries |
+//! | `GET`/`HEAD /ping` | 204 (no token needed, as InfluxDB) |
+//! | `GET /health` | 200 `{"status":"pass"}` (no token needed) |
+//!
+//! Every other request needs the token: `Authorization: Token <t>` or `Bearer <t>`, Basic with
+//! the token as password (any user name), or the `p=` query parameter; else 401 with InfluxDB's
+//! JSON error. Bodies larger than `max_body_size` (also after decompression) get 413.
+//!
+//! Malformed lines: the good lines of the body are kept and the answer is 400 with InfluxDB 1.x's
+//! partial-write text (`partial write: unable to parse '<line>': <why> … dropped=N`), so the
+//! agent counts exactly the bad lines as rejected and does not retry the batch. At most ten
+//! bad lines are quoted; the others are counted in `dropped=`.
+
+pub mod http;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::StreamSettings;
+use crate::source::MemorySource;
+use crate::source::lineproto;
+use http::{Framing, Head, ReadError, Response};
+
+/// How long a connection may sit idle between requests, or take to send one.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bad lines quoted in a partial-write answer.
+const QUOTED_ERRORS: usize = 10;
+/// Connections served at once; beyond it new ones get 503 and are closed (a file descriptor
+/// bound, far above what agents need: each keeps one connection per output).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Counters of the receiver (for logs and tests).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Write requests that stored at least their good lines.
+    pub writes: AtomicU64,
+    /// Points stored.
+    pub points: AtomicU64,
+    /// Lines refused as malformed.
+    pub rejected_lines: AtomicU64,
+    /// Requests refused for a missing or wrong token.
+    pub unauthorized: AtomicU64,
+}
+
+struct Shared {
+    store: Arc<MemorySource>,
+    token: String,
+    max_points: usize,
+    max_body: u64,
+    stats: Arc<Stats>,
+}
+
+/// A running receiver; dropping it stops accepting connections and pruning.
+pub struct Receiver {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Binds `settings.listen` and serves writes into `store`, pruning it to `settings.window`
+    /// (and `max_points`) in the background. Must be called inside a tokio runtime.
+    pub async fn start(
+        settings: &StreamSettings,
+        store: Arc<MemorySource>,
+    ) -> std::io::Result<Receiver> {
+        let listener = TcpListener::bind(&settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            token: settings.token.clone(),
+            max_points: settings.max_points,
+            max_body: settings.max_body_size,
+            stats: stats.clone(),
+        });
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let accept = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((conn, peer)) => {
+                        let shared = shared.clone();
+                        let slot = slots.clone().try_acquire_owned();
+                        tokio::spawn(async move {
+                            let Ok(_slot) = slot else {
+                                let (_, mut w) = conn.into_split();
+                                let resp = error_v1(503, "too many connections").closing();
+                                let _ = http::write_response(&mut w, &resp, false).await;
+                                return;
+                            };
+                            connection(conn, peer, shared).await;
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        warn!("stream: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        let prune = tokio::spawn(prune_loop(store, settings.window, settings.max_points));
+        Ok(Receiver {
+            addr,
+            stats,
+            tasks: vec![accept, prune],
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The receiver's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Forgets points older than the window, and reports points dropped for `max_points`.
+async fn prune_loop(store: Arc<MemorySource>, window: Duration, max_points: usize) {
+    let every = (window / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let window_ns = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = 0;
+    loop {
+        tick.tick().await;
+        let now = crate::service::now_ns();
+        let pruned = store.prune_before(now.saturating_sub(window_ns));
+        if pruned > 0 {
+            debug!(
+                pruned,
+                held = store.len(),
+                "stream: points older than the window forgotten"
+            );
+        }
+        let dropped = store.dropped();
+        if dropped > reported {
+            warn!(
+                dropped = dropped - reported,
+                total = dropped,
+                max_points,
+                "stream: max_points reached, oldest points dropped (raise max_points or shorten window)"
+            );
+            reported = dropped;
+        }
+    }
+}
+
+async fn connection(conn: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = conn.set_nodelay(true);
+    let (r, mut w) = conn.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let head = match tokio::time::timeout(IO_TIMEOUT, http::read_head(&mut r)).await {
+            Err(_) | Ok(Err(ReadError::Closed | ReadError::Io(_))) => return,
+            Ok(Err(ReadError::TooLarge)) => {
+                let resp = error_v1(431, "request head too large").closing();
+                let _ = http::write_response(&mut w, &resp, false).await;
+                return;
+            }
+            Ok(Err(ReadError::Bad(m))) => {
+                let _ = http::write_response(&mut w, &error_v1(400, &m).closing(), false).await;
+                return;
+            }
+            Ok(Ok(h)) => h,
+        };
+        let resp =
+            match tokio::time::timeout(IO_TIMEOUT, request(&head, &mut r, &mut w, &shared)).await {
+                Ok(Some(resp)) => resp,
+                // The body could not be read: nothing sensible to answer.
+                Ok(None) => return,
+                Err(_) => error_v1(408, "request body not received in time").closing(),
+            };
+        if resp.status >= 400 {
+            debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
+        }
+        let close = resp.close || head.wants_close();
+        let resp = if close { resp.closing() } else { resp };
+        if http::write_response(&mut w, &resp, head.method == "HEAD")
+            .await
+            .is_err()
+            || close
+        {
+            return;
+        }
+    }
+}
+
+/// Reads the body of one request and answers it; `None` when the body could not be read.
+async fn request(
+    head: &Head,
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    shared: &Shared,
+) -> Option<Response> {
+    let v2 = head.path.starts_with("/api/v2/");
+    let err = |status, msg: &str| {
+        if v2 {
+            error_v2(status, msg)
+        } else {
+            error_v1(status, msg)
+        }
+    };
+    let framing = match http::framing(head) {
+        Ok(f) => f,
+        Err(ReadError::Bad(m)) => return Some(err(400, &m).closing()),
+        Err(_) => return Some(err(400, "bad framing").closing()),
+    };
+    if let Framing::Length(n) = framing
+        && n > shared.max_body
+    {
+        // The body is not read: the connection cannot be reused.
+        return Some(too_large(v2, shared.max_body).closing());
+    }
+    if head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        if !authorized(head, &shared.token) && !public(head) {
+            shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return Some(unauthorized(v2).closing());
+        }
+        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+        if tokio::io::AsyncWriteExt::write_all(w, cont).await.is_err() {
+            return None;
+        }
+    }
+    let body = match http::read_body(r, framing, shared.max_body).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => return Some(too_large(v2, shared.max_body).closing()),
+        Err(ReadError::Bad(m)) => return Some(err(400, &m).closing()),
+        Err(_) => return None,
+    };
+    Some(route(head, body, shared).await)
+}
+
+/// Requests answered without a token (InfluxDB answers /ping unauthenticated too).
+fn public(head: &Head) -> bool {
+    matches!(head.path.as_str(), "/ping" | "/health")
+}
+
+async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
+    let v2 = head.path.starts_with("/api/v2/");
+    let method = head.method.as_str();
+    match head.path.as_str() {
+        "/ping" => match method {
+            "GET" | "HEAD" => Response::new(204, ""),
+            _ => method_not_allowed(v2),
+        },
+        "/health" => match method {
+            "GET" | "HEAD" => Response::new(
+                200,
+                r#"{"name":"wk-alerter","message":"ready for writes","status":"pass"}"#,
+            ),
+            _ => method_not_allowed(v2),
+        },
+        "/write" | "/api/v2/write" | "/query" => {
+            if !authorized(head, &shared.token) {
+                shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+                return unauthorized(v2);
+            }
+            match (head.path.as_str(), method) {
+                ("/query", "GET" | "POST") => query(head, &body),
+                ("/query", _) => method_not_allowed(v2),
+                (_, "POST") => write(head, body, shared, v2).await,
+                _ => method_not_allowed(v2),
+            }
+        }
+        _ => {
+            if v2 {
+                error_v2(404, "path not found (stream mode answers /api/v2/write)")
+            } else {
+                error_v1(
+                    404,
+                    "path not found (stream mode answers /write, /query, /ping)",
+                )
+            }
+        }
+    }
+}
+
+/// True when the request carries the token.
+fn authorized(head: &Head, token: &str) -> bool {
+    let mut given: Vec<String> = Vec::new();
+    if let Some(auth) = head.header("authorization") {
+        let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
+            given.push(rest.to_owned());
+        } else if scheme.eq_ignore_ascii_case("basic")
+            && let Some(decoded) = http::base64_decode(rest)
+        {
+            let text = String::from_utf8_lossy(&decoded).into_owned();
+            if let Some((_, password)) = text.split_once(':') {
+                given.push(password.to_owned());
+            }
+        }
+    }
+    if let Some(p) = head.param("p") {
+        given.push(p.to_owned());
+    }
+    // Every candidate is compared (no early exit on the first), each in constant time.
+    given.iter().fold(false, |ok, g| {
+        ok | constant_time_eq(g.as_bytes(), token.as_bytes())
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `/query`: only `CREATE DATABASE` (what the agent sends before its first write) is answered.
+fn query(head: &Head, body: &[u8]) -> Response {
+    let mut q = head.param("q").map(str::to_owned);
+    if q.is_none() {
+        let form = String::from_utf8_lossy(body);
+        q = http::parse_query(form.trim())
+            .into_iter()
+            .find(|(k, _)| k == "q")
+            .map(|(_, v)| v);
+    }
+    let Some(q) = q else {
+        return error_v1(400, "missing required parameter \"q\"");
+    };
+    let statements: Vec<&str> = q
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let create = |s: &str| {
+        let words: Vec<&str> = s.split_whitespace().take(2).collect();
+        words.len() == 2
+            && words[0].eq_ignore_ascii_case("create")
+            && words[1].eq_ignore_ascii_case("database")
+    };
+    if !statements.is_empty() && statements.iter().all(|s| create(s)) {
+        let results: Vec<String> = (0..statements.len())
+            .map(|i| format!("{{\"statement_id\":{i}}}"))
+            .collect();
+        return Response::new(200, format!("{{\"results\":[{}]}}", results.join(",")));
+    }
+    error_v1(
+        400,
+        "wk-alerter stream mode answers no queries (it only receives writes; CREATE DATABASE is accepted and ignored)",
+    )
+}
+
+/// A time precision as nanoseconds per unit.
+fn precision(head: &Head, v2: bool) -> Result<i64, String> {
+    let p = head.param("precision").unwrap_or("");
+    let ns = match p {
+        "" | "n" | "ns" => 1,
+        "u" | "us" | "µ" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" if !v2 => 60_000_000_000,
+        "h" if !v2 => 3_600_000_000_000,
+        other => return Err(format!("invalid precision {:?}", http::truncate(other, 10))),
+    };
+    Ok(ns)
+}
+
+async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Response {
+    let err = |status, msg: &str| {
+        if v2 {
+            error_v2(status, msg)
+        } else {
+            error_v1(status, msg)
+        }
+    };
+    let unit = match precision(head, v2) {
+        Ok(u) => u,
+        Err(e) => return err(400, &e),
+    };
+    let gzip = match head
+        .header("content-encoding")
+        .map(|e| e.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return err(
+                415,
+                &format!(
+                    "unsupported Content-Encoding {:?} (gzip or identity)",
+                    http::truncate(other, 20)
+                ),
+            );
+        }
+    };
+    let store = shared.store.clone();
+    let max_body = shared.max_body;
+    let max_points = shared.max_points;
+    let now = crate::service::now_ns();
+    // Decompression and parsing are CPU work: off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let text = if gzip {
+            let mut out = Vec::new();
+            let mut dec = flate2::read::MultiGzDecoder::new(&body[..]).take(max_body + 1);
+            if let Err(e) = dec.read_to_end(&mut out) {
+                return Err((400, format!("invalid gzip body: {e}")));
+            }
+            if out.len() as u64 > max_body {
+                return Err((413, String::new()));
+            }
+            out
+        } else {
+            body
+        };
+        let outcome = ingest(&String::from_utf8_lossy(&text), unit, now, &store);
+        store.enforce_max_points(max_points);
+        Ok(outcome)
+    })
+    .await;
+    let outcome = match outcome {
+        Ok(Ok(o)) => o,
+        Ok(Err((413, _))) => return too_large(v2, max_body),
+        Ok(Err((status, msg))) => return err(status, &msg),
+        Err(e) => return err(500, &format!("write failed: {e}")),
+    };
+    let stats = &shared.stats;
+    stats
+        .points
+        .fetch_add(outcome.written as u64, Ordering::Relaxed);
+    if outcome.written > 0 {
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    if outcome.bad == 0 {
+        return Response::new(204, "");
+    }
+    stats
+        .rejected_lines
+        .fetch_add(outcome.bad as u64, Ordering::Relaxed);
+    // InfluxDB 1.x: "partial write: <parse errors> dropped=N" when some points were stored,
+    // the parse errors alone when none was.
+    let unlisted = outcome.bad - outcome.errors.len();
+    let mut msg = outcome.errors.join("\n");
+    if outcome.written > 0 {
+        msg = format!("partial write: {msg}");
+    }
+    if unlisted > 0 {
+        msg = format!("{msg} dropped={unlisted}");
+    }
+    err(400, &msg)
+}
+
+/// What a write body gave.
+#[derive(Debug, Default, PartialEq)]
+pub struct Ingest {
+    /// Points stored.
+    pub written: usize,
+    /// Lines refused.
+    pub bad: usize,
+    /// `unable to parse '<line>': <why>` for the first few refused lines.
+    pub errors: Vec<String>,
+}
+
+/// Parses a line protocol body line by line (good lines are stored even when others are
+/// not), with timestamps in `unit` ns and `now` for points without one.
+pub fn ingest(text: &str, unit: i64, now: i64, store: &MemorySource) -> Ingest {
+    // A timestamp no client sends marks "no timestamp" (parse_line fills in the default).
+    const NONE: i64 = i64::MIN;
+    let mut out = Ingest::default();
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if line.trim_end().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.trim_end_matches('\r');
+        match lineproto::parse_line(line, NONE) {
+            Ok(mut m) => {
+                m.time = if m.time == NONE {
+                    now
+                } else {
+                    m.time.saturating_mul(unit)
+                };
+                store.push(&m);
+                out.written += 1;
+            }
+            Err(why) => {
+                out.bad += 1;
+                if out.errors.len() < QUOTED_ERRORS {
+                    out.errors.push(format!(
+                        "unable to parse '{}': {why}",
+                        http::truncate(line, 200)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// InfluxDB 1.x's error body.
+fn error_v1(status: u16, msg: &str) -> Response {
+    Response::new(status, format!("{{\"error\":{}}}", json_string(msg)))
+}
+
+/// InfluxDB 2.x's error body.
+fn error_v2(status: u16, msg: &str) -> Response {
+    let code = match status {
+        401 => "unauthorized",
+        404 => "not found",
+        405 => "method not allowed",
+        413 => "request too large",
+        415 => "unsupported media type",
+        500 => "internal error",
+        _ => "invalid",
+    };
+    Response::new(
+        status,
+        format!(
+            "{{\"code\":{},\"message\":{}}}",
+            json_string(code),
+            json_string(msg)
+        ),
+    )
+}
+
+fn unauthorized(v2: bool) -> Response {
+    if v2 {
+        error_v2(401, "unauthorized access")
+    } else {
+        error_v1(401, "authorization failed")
+    }
+}
+
+fn too_large(v2: bool, max: u64) -> Response {
+    let msg = format!("request body larger than the limit of {max} bytes (max_body_size)");
+    if v2 {
+        error_v2(413, &msg)
+    } else {
+        error_v1(413, &msg)
+    }
+}
+
+fn method_not_allowed(v2: bool) -> Response {
+    if v2 {
+        error_v2(405, "method not allowed")
+    } else {
+        error_v1(405, "method not allowed")
+    }
+}
+
+/// Logs where the receiver listens (used by `wk-alerter run`).
+pub fn log_listening(r: &Receiver, settings: &StreamSettings) {
+    info!(
+        listen = %r.local_addr(),
+        window = ?settings.window,
+        max_points = settings.max_points,
+        "stream mode: receiving line protocol at http://{}/write (InfluxDB v1) and /api/v2/write (v2)",
+        r.local_addr()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(auth: Option<&str>, query: &str) -> Head {
+        Head {
+            method: "POST".into(),
+            path: "/write".into(),
+            query: http::parse_query(query),
+            http11: true,
+            headers: auth
+                .map(|a| vec![("authorization".to_owned(), a.to_owned())])
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn token_in_every_place_influx_clients_put_it() {
+        let t = "s3cret";
+        assert!(authorized(&head(Some("Token s3cret"), ""), t));
+        assert!(authorized(&head(Some("bearer s3cret"), ""), t));
+        // Basic wk:s3cret
+        assert!(authorized(&head(Some("Basic d2s6czNjcmV0"), ""), t));
+        assert!(authorized(&head(None, "u=x&p=s3cret"), t));
+        assert!(!authorized(&head(None, ""), t));
+        assert!(!authorized(&head(Some("Token s3cre"), ""), t));
+        assert!(!authorized(&head(Some("Basic !!!"), ""), t));
+        assert!(!authorized(&head(Some("Token "), ""), ""));
+    }
+
+    #[test]
+    fn ingest_keeps_good_lines_and_counts_bad_ones() {
+        let store = MemorySource::new();
+        let text = "m,h=a x=1 1\nbad line\nm,h=a x=2\n\n# comment\nm x=\n";
+        let got = ingest(text, 1_000_000_000, 99, &store);
+        assert_eq!(got.written, 2);
+        assert_eq!(got.bad, 2);
+        assert!(
+            got.errors[0].starts_with("unable to parse 'bad line': "),
+            "{got:?}"
+        );
+        // Seconds precision: 1 s; the line without a timestamp got "now".
+        assert_eq!(store.latest_time(), Some(1_000_000_000));
+        assert_eq!(store.len(), 2);
+        let store = MemorySource::new();
+        let many = "x\n".repeat(25);
+        let got = ingest(&many, 1, 0, &store);
+        assert_eq!(
+            (got.written, got.bad, got.errors.len()),
+            (0, 25, QUOTED_ERRORS)
+        );
+    }
+
+    #[test]
+    fn create_database_only() {
+        let mut h = head(None, "q=CREATE+DATABASE+%22telegraf%22");
+        assert_eq!(query(&h, b"").status, 200);
+        h.query.clear();
+        let r = query(&h, b"q=CREATE%20DATABASE%20%22x%22");
+        assert_eq!(r.body, r#"{"results":[{"statement_id":0}]}"#);
+        let r = query(&h, b"q=SELECT+*+FROM+cpu");
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains("answers no queries"), "{}", r.body);
+        assert_eq!(query(&h, b"").status, 400);
+    }
+}

@@ -1,0 +1,753 @@
+//! Stream mode: the receiver answered over real HTTP/1.1 connections (v1 and v2 writes, plain and
+//! gzip, every token placement, 401, 413, partial writes as the agent classifies them,
+//! keep-alive, Expect: 100-continue, random garbage), and the whole chain with the real
+//! binaries: wk-agent's influxdb output → wk-alerter in stream mode → a rule fires → the log
+//! notifier's file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use wk_agent::outputs::influxdb::{Verdict, classify};
+use wk_alerter::config::StreamSettings;
+use wk_alerter::rules::query::{Aggregate, Query};
+use wk_alerter::source::{MemorySource, QuerySource};
+use wk_alerter::stream::Receiver;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn receiver(max_body_size: u64) -> (Receiver, Arc<MemorySource>) {
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        // The tests write tiny timestamps (ns since the epoch): a window of a century keeps them.
+        window: Duration::from_secs(100 * 365 * 86400),
+        max_points: 1000,
+        max_body_size,
+    };
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    (r, store)
+}
+
+/// One HTTP/1.1 connection, answers read by Content-Length.
+struct Conn {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Conn {
+    async fn open(r: &Receiver) -> Conn {
+        let s = TcpStream::connect(r.local_addr()).await.unwrap();
+        let (rd, w) = s.into_split();
+        Conn {
+            r: BufReader::new(rd),
+            w,
+        }
+    }
+
+    async fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        if !body.is_empty() || method == "POST" {
+            req += &format!("Content-Length: {}\r\n", body.len());
+        }
+        req += "\r\n";
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.w.write_all(&bytes).await.unwrap();
+    }
+
+    /// Reads one answer; `None` when the server closed the connection.
+    async fn answer(&mut self, head_only: bool) -> Option<Answer> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.r.read_line(&mut h).await.ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':')?;
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; if head_only { 0 } else { len }];
+        self.r.read_exact(&mut body).await.ok()?;
+        Some(Answer {
+            status,
+            headers,
+            body: String::from_utf8(body).unwrap(),
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        self.send(method, target, headers, body).await;
+        self.answer(method == "HEAD")
+            .await
+            .expect("the server closed the connection")
+    }
+
+    /// True when the server closed its side.
+    async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.r.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn values(store: &MemorySource, measurement: &str, field: &str) -> Vec<f64> {
+    let mut q = Query::new(measurement);
+    q.field = Some(field.into());
+    q.aggregate = Aggregate::Raw;
+    q.range = Duration::from_secs(1_000_000);
+    store
+        .query(&q, 1_000_000_000_000)
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.rows.iter())
+        .map(|r| match &r.values[0] {
+            Some(wk_alerter::model::Value::Float(f)) => *f,
+            v => panic!("{v:?}"),
+        })
+        .collect()
+}
+
+const AUTH: (&str, &str) = ("Authorization", "Token s3cret-token");
+
+#[tokio::test]
+async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
+    let (r, store) = receiver(1 << 20).await;
+    let mut c = Conn::open(&r).await;
+    // v1, plain, Token header, ns timestamps (what wk-agent sends with content_encoding = "identity").
+    let a = c
+        .request(
+            "POST",
+            "/write?db=telegraf",
+            &[AUTH],
+            b"cpu,host=a busy=1 1000000000\n",
+        )
+        .await;
+    assert_eq!(a.status, 204, "{a:?}");
+    // v1, gzip, Basic with the token as password (the agent's default: gzip + username/password).
+    let basic = format!(
+        "Basic {}",
+        wk_agent::outputs::influxdb::http::base64(b"wk:s3cret-token")
+    );
+    let a = c
+        .request(
+            "POST",
+            "/write?db=telegraf",
+            &[("Authorization", &basic), ("Content-Encoding", "gzip")],
+            &gzip(b"cpu,host=a busy=2 2000000000\n"),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{a:?}");
+    // v1, p= query parameter, seconds precision.
+    let a = c
+        .request(
+            "POST",
+            "/write?db=telegraf&u=x&p=s3cret-token&precision=s",
+            &[],
+            b"cpu,host=a busy=3 3\n",
+        )
+        .await;
+    assert_eq!(a.status, 204, "{a:?}");
+    // v2, gzip, Bearer.
+    let a = c
+        .request(
+            "POST",
+            "/api/v2/write?org=o&bucket=b&precision=ms",
+            &[
+                ("Authorization", "Bearer s3cret-token"),
+                ("Content-Encoding", "gzip"),
+            ],
+            &gzip(b"cpu,host=a busy=4 4000\ncpu,host=b busy=5 4000\n"),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{a:?}");
+    assert_eq!(values(&store, "cpu", "busy"), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(r.stats().points.load(Ordering::Relaxed), 5);
+    assert_eq!(r.stats().writes.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_is_401_and_stores_nothing() {
+    let (r, store) = receiver(1 << 20).await;
+    let mut c = Conn::open(&r).await;
+    let line = b"cpu,host=a busy=1\n";
+    for headers in [
+        vec![],
+        vec![("Authorization", "Token wrong")],
+        vec![("Authorization", "Basic d2s6d3Jvbmc=")],
+        vec![("Authorization", "Bearer")],
+    ] {
+        let a = c.request("POST", "/write?db=x", &headers, line).await;
+        assert_eq!(a.status, 401, "{headers:?}: {a:?}");
+        assert_eq!(a.body, r#"{"error":"authorization failed"}"#);
+    }
+    let a = c.request("POST", "/write?db=x&p=nope", &[], line).await;
+    assert_eq!(a.status, 401);
+    let a = c.request("POST", "/api/v2/write", &[], line).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.body,
+        r#"{"code":"unauthorized","message":"unauthorized access"}"#
+    );
+    let a = c.request("POST", "/query?q=SHOW+DATABASES", &[], b"").await;
+    assert_eq!(a.status, 401);
+    assert!(store.is_empty());
+    assert_eq!(r.stats().unauthorized.load(Ordering::Relaxed), 7);
+    // The agent drops a batch answered 401 (logged, counted), it does not retry it forever.
+    assert!(matches!(
+        classify(401, r#"{"error":"authorization failed"}"#, 3),
+        Verdict::Rejected(3, _)
+    ));
+}
+
+#[tokio::test]
+async fn ping_query_and_unknown_paths() {
+    let (r, _store) = receiver(1 << 20).await;
+    let mut c = Conn::open(&r).await;
+    assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
+    let a = c.request("HEAD", "/ping", &[], b"").await;
+    assert_eq!(a.status, 204);
+    assert!(a.headers.iter().any(|(k, _)| k == "x-influxdb-version"));
+    // What the agent sends before its first write.
+    let a = c
+        .request(
+            "POST",
+            "/query",
+            &[AUTH, ("Content-Type", "application/x-www-form-urlencoded")],
+            b"q=CREATE+DATABASE+%22telegraf%22",
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, r#"{"results":[{"statement_id":0}]}"#);
+    let a = c
+        .request("GET", "/query?q=SELECT+*+FROM+cpu", &[AUTH], b"")
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("answers no queries"), "{a:?}");
+    assert_eq!(c.request("GET", "/nope", &[AUTH], b"").await.status, 404);
+    assert_eq!(c.request("GET", "/write", &[AUTH], b"").await.status, 405);
+    assert_eq!(c.request("GET", "/health", &[], b"").await.status, 200);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_before_and_after_gzip() {
+    let (r, store) = receiver(1024).await;
+    let mut c = Conn::open(&r).await;
+    let big = "cpu,host=a busy=1\n".repeat(100);
+    let a = c.request("POST", "/write", &[AUTH], big.as_bytes()).await;
+    assert_eq!(a.status, 413, "{a:?}");
+    assert!(a.body.contains("max_body_size"), "{a:?}");
+    // The unread body makes the connection unusable: the server closes it.
+    assert!(c.closed().await);
+    // A small gzip body that inflates beyond the limit.
+    let mut c = Conn::open(&r).await;
+    let bomb = gzip(big.as_bytes());
+    assert!(bomb.len() < 1024);
+    let a = c
+        .request(
+            "POST",
+            "/write",
+            &[AUTH, ("Content-Encoding", "gzip")],
+            &bomb,
+        )
+        .await;
+    assert_eq!(a.status, 413, "{a:?}");
+    let a = c
+        .request(
+            "POST",
+            "/write",
+            &[AUTH, ("Content-Encoding", "gzip")],
+            b"not gzip",
+        )
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    let a = c
+        .request("POST", "/write", &[AUTH, ("Content-Encoding", "br")], b"x")
+        .await;
+    assert_eq!(a.status, 415, "{a:?}");
+    assert!(store.is_empty());
+    // A v2 client splits the batch on 413 (wk-agent's influxdb_v2 output does).
+    let a = c
+        .request("POST", "/api/v2/write", &[AUTH], big.as_bytes())
+        .await;
+    assert_eq!(a.status, 413);
+    assert!(a.body.contains("\"code\":\"request too large\""), "{a:?}");
+}
+
+#[tokio::test]
+async fn malformed_lines_are_a_partial_write_the_agent_counts_as_rejected() {
+    let (r, store) = receiver(1 << 20).await;
+    let mut c = Conn::open(&r).await;
+    let body = b"cpu,host=a busy=1 1\ncpu,host=a busy= 2\ncpu,host=a busy=3 3\nnofields 4\n";
+    let a = c.request("POST", "/write?db=x", &[AUTH], body).await;
+    assert_eq!(a.status, 400, "{a:?}");
+    let msg = wk_agent::outputs::influxdb::error_text(&a.body);
+    assert!(
+        msg.starts_with("partial write: unable to parse 'cpu,host=a busy= 2': "),
+        "{msg}"
+    );
+    assert!(msg.contains("\nunable to parse 'nofields 4': "), "{msg}");
+    // The good lines (before and after the bad ones) are kept.
+    assert_eq!(values(&store, "cpu", "busy"), vec![1.0, 3.0]);
+    // The agent's influxdb output: 2 of 4 rejected for good, the batch is not retried.
+    match classify(a.status, &a.body, 4) {
+        Verdict::Rejected(2, _) => {}
+        v => panic!("{v:?}"),
+    }
+    // More bad lines than are quoted: the rest are counted in dropped=.
+    let body = "x\n".repeat(30);
+    let a = c
+        .request("POST", "/write?db=x", &[AUTH], body.as_bytes())
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(!a.body.contains("partial write"), "nothing stored: {a:?}");
+    assert!(matches!(
+        classify(a.status, &a.body, 30),
+        Verdict::Rejected(30, _)
+    ));
+    assert_eq!(r.stats().rejected_lines.load(Ordering::Relaxed), 32);
+    // The connection is still good.
+    assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
+}
+
+#[tokio::test]
+async fn keep_alive_expect_continue_and_connection_close() {
+    let (r, store) = receiver(1 << 20).await;
+    let mut c = Conn::open(&r).await;
+    for i in 0..20 {
+        let line = format!("m,host=a v={i} {}\n", i + 1);
+        let a = c.request("POST", "/write", &[AUTH], line.as_bytes()).await;
+        assert_eq!(a.status, 204);
+    }
+    // A refused request keeps the connection too.
+    assert_eq!(
+        c.request("POST", "/write", &[], b"m v=1\n").await.status,
+        401
+    );
+    assert_eq!(store.len(), 20);
+    // Expect: 100-continue (curl sends it for bodies over 1 KiB): 100, then the answer.
+    c.send(
+        "POST",
+        "/write",
+        &[AUTH, ("Expect", "100-continue")],
+        b"m,host=b v=1 1\n",
+    )
+    .await;
+    let cont = c.answer(false).await.unwrap();
+    assert_eq!(cont.status, 100);
+    assert_eq!(c.answer(false).await.unwrap().status, 204);
+    // Chunked bodies.
+    let req = b"POST /write HTTP/1.1\r\nAuthorization: Token s3cret-token\r\nTransfer-Encoding: chunked\r\n\r\nf\r\nm,host=c v=1 1\n\r\n0\r\n\r\n";
+    c.w.write_all(req).await.unwrap();
+    assert_eq!(c.answer(false).await.unwrap().status, 204);
+    assert_eq!(store.len(), 22);
+    // Connection: close is honoured.
+    let a = c
+        .request("GET", "/ping", &[("Connection", "close")], b"")
+        .await;
+    assert_eq!(a.status, 204);
+    assert!(c.closed().await);
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        // Mix raw bytes with line-protocol and HTTP punctuation to reach deeper paths.
+        const ALPHABET: &[u8] = b" ,=\\\"\n\r\t:/?&%0123456789.eEtfiu-+#aZ\xc3\xa9\xff\x00";
+        (0..n)
+            .map(|_| {
+                let x = self.next();
+                if x % 3 == 0 {
+                    (x >> 8) as u8
+                } else {
+                    ALPHABET[(x >> 8) as usize % ALPHABET.len()]
+                }
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn random_garbage_never_breaks_the_receiver() {
+    let (r, store) = receiver(64 * 1024).await;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Garbage as line protocol bodies (plain and claimed gzip) on an authorized connection.
+    let mut c = Conn::open(&r).await;
+    for i in 0..300 {
+        let n = (rng.next() % 400) as usize;
+        let body = rng.bytes(n);
+        let headers: &[(&str, &str)] = if i % 5 == 0 {
+            &[AUTH, ("Content-Encoding", "gzip")]
+        } else {
+            &[AUTH]
+        };
+        let a = c.request("POST", "/write?db=x", headers, &body).await;
+        assert!(matches!(a.status, 204 | 400), "{a:?}");
+    }
+    // Garbage as whole requests, each on its own connection.
+    for _ in 0..200 {
+        let n = (rng.next() % 600) as usize;
+        let mut junk = rng.bytes(n);
+        if rng.next() % 2 == 0 {
+            let mut req = b"POST /write?p=s3cret-token HTTP/1.1\r\n".to_vec();
+            req.append(&mut junk);
+            junk = req;
+        }
+        let mut s = TcpStream::connect(r.local_addr()).await.unwrap();
+        let _ = s.write_all(&junk).await;
+        let _ = s.shutdown().await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+    }
+    // Still serving.
+    let mut c = Conn::open(&r).await;
+    assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
+    let a = c.request("POST", "/write", &[AUTH], b"alive v=1 1\n").await;
+    assert_eq!(a.status, 204);
+    assert!(!store.is_empty());
+}
+
+#[test]
+fn ingest_and_parse_survive_random_text() {
+    let store = MemorySource::new();
+    let mut rng = Rng(42);
+    for _ in 0..20_000 {
+        let n = (rng.next() % 120) as usize;
+        let bytes = rng.bytes(n);
+        let text = String::from_utf8_lossy(&bytes);
+        let got = wk_alerter::stream::ingest(&text, 1_000, 7, &store);
+        assert!(got.errors.len() <= got.bad);
+    }
+    store.enforce_max_points(10);
+    assert!(store.len() <= 10);
+}
+
+// ---- end to end: the real wk-agent → the real wk-alerter in stream mode -------------------
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cond(), "timed out after {timeout:?} waiting for {what}");
+}
+
+/// The wk-agent binary of the same build (target/<profile>/wk-agent next to this test's
+/// deps/ directory). `cargo build --workspace` (scripts/test does) puts it there.
+fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_owned();
+    let path = profile_dir.join("wk-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build the agent first (`cargo build -p wk-agent`, or scripts/test which \
+         builds the workspace)",
+        path.display()
+    );
+    path
+}
+
+struct Killed(Child, PathBuf);
+
+impl Killed {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 204")
+}
+
+#[test]
+fn agent_writes_to_the_alerter_in_stream_mode_and_a_rule_fires() {
+    let agent = agent_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    // Memory used is always ≥ 0 %: this rule must fire as soon as one point arrived.
+    std::fs::write(
+        rules.join("mem_any.rhai"),
+        r#"
+rule(#{ every: "1s", notify: ["log"], message: "{{host}}: memory {{value:.1}}% used" });
+
+fn check() {
+    let mem = query("mem").field("used_percent").range("1m").last().group_by("host").run();
+    for s in mem {
+        s.crit(s.value >= 0.0);
+    }
+    mem
+}
+"#,
+    )
+    .unwrap();
+    // cpu arrives only through the agent's influxdb_v2 output (namepass below).
+    std::fs::write(
+        rules.join("cpu_any.rhai"),
+        r#"
+rule(#{ every: "1s", notify: ["log"] });
+
+fn check() {
+    let cpu = query("cpu").field("usage_idle").where("cpu", "cpu-total").range("1m").last().group_by("host").run();
+    for s in cpu {
+        s.crit(s.value >= 0.0);
+    }
+    cpu
+}
+"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        dir.path().join("alerter.conf"),
+        format!(
+            "[alerter]\n  rules_dir = {rules:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n\
+             [stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"${{WK_STREAM_TOKEN}}\"\n  window = \"10m\"\n\
+             [[notifiers.log]]\n  name = \"log\"\n  file = {events:?}\n",
+            dir.path().join("state"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent.conf"),
+        format!(
+            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
+             [[inputs.mem]]\n[[inputs.cpu]]\n\
+             [[outputs.influxdb]]\n  namepass = [\"mem\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
+             username = \"wk\"\n  password = \"${{WK_STREAM_TOKEN}}\"\n\
+             [[outputs.influxdb_v2]]\n  namepass = [\"cpu\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  token = \"${{WK_STREAM_TOKEN}}\"\n  \
+             organization = \"wk\"\n  bucket = \"telegraf\"\n"
+        ),
+    )
+    .unwrap();
+    let token = "e2e-token-1234";
+    let alerter_log = dir.path().join("alerter.log");
+    let alerter = Killed(
+        Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+            .arg("--config")
+            .arg(dir.path().join("alerter.conf"))
+            .arg("run")
+            .env("WK_STREAM_TOKEN", token)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&alerter_log).unwrap())
+            .spawn()
+            .expect("start wk-alerter"),
+        alerter_log,
+    );
+    wait_for("the stream endpoint", Duration::from_secs(20), || {
+        ping(port)
+    });
+    assert!(
+        alerter.log().contains(&format!("127.0.0.1:{port}")),
+        "the listen address is logged:\n{}",
+        alerter.log()
+    );
+    let agent_log = dir.path().join("agent.log");
+    let agent = Killed(
+        Command::new(&agent)
+            .arg("--config")
+            .arg(dir.path().join("agent.conf"))
+            .env("WK_STREAM_TOKEN", token)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .expect("start wk-agent"),
+        agent_log,
+    );
+    let fired = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["rule"] == "mem_any" && e["level"] == "CRITICAL")
+    };
+    let start = Instant::now();
+    while fired().is_none() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let event = fired().unwrap_or_else(|| {
+        panic!(
+            "no CRITICAL event from mem_any within 30 s\n--- alerter ---\n{}\n--- agent ---\n{}",
+            alerter.log(),
+            agent.log()
+        )
+    });
+    let host = event["tags"]["host"].as_str().unwrap_or("");
+    assert!(!host.is_empty(), "{event}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{host}: memory ")),
+        "{event}"
+    );
+    wait_for(
+        "cpu_any (the influxdb_v2 output's points) to fire",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"rule\":\"cpu_any\"") && l.contains("\"level\":\"CRITICAL\""))
+        },
+    );
+    // Both outputs (v1 and v2 write APIs) delivered: no warning about database creation, no
+    // write refused or failed.
+    let agent_text = agent.log();
+    assert!(
+        !agent_text.contains("creating database")
+            && !agent_text.contains("rejected")
+            && !agent_text.contains("failed"),
+        "{agent_text}"
+    );
+}
+
+#[tokio::test]
+async fn window_and_max_points_bound_what_is_held() {
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        window: Duration::from_secs(60),
+        max_points: 5,
+        max_body_size: 1 << 20,
+    };
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    let mut c = Conn::open(&r).await;
+    let now = wk_alerter::service::now_ns();
+    let s = 1_000_000_000;
+    // A point older than the window is forgotten by the background pruning.
+    let old = format!("m,host=b v=1 {}\n", now - 3600 * s);
+    let a = c.request("POST", "/write", &[AUTH], old.as_bytes()).await;
+    assert_eq!(a.status, 204);
+    let start = Instant::now();
+    while !store.is_empty() && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.is_empty(), "host=b pruned");
+    // Ten recent points: only the newest five are held, five counted as dropped.
+    let body: String = (0..10)
+        .map(|i| format!("m,host=a v={i} {}\n", now - (10 - i) * s))
+        .collect();
+    let a = c.request("POST", "/write", &[AUTH], body.as_bytes()).await;
+    assert_eq!(a.status, 204);
+    assert_eq!(store.len(), 5);
+    assert_eq!(store.dropped(), 5);
+    assert_eq!(store.latest_time(), Some(now - s));
+}
+
+/// Resident memory per held point for a typical agent mix (run with `--ignored --nocapture`;
+/// docs/alerter.md quotes the figure).
+#[test]
+#[ignore]
+fn memory_per_point() {
+    fn rss_kb() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
+    }
+    let store = MemorySource::new();
+    let before = rss_kb();
+    let n = 100_000i64;
+    // Half cpu (10 fields), half mem-like (5 fields), 50 series.
+    for i in 0..n {
+        let line = if i % 2 == 0 {
+            format!(
+                "cpu,cpu=cpu{},host=web1 usage_user=1.5,usage_system=2.5,usage_idle=90.1,usage_nice=0,usage_iowait=0.2,usage_irq=0,usage_softirq=0.1,usage_steal=0,usage_guest=0,usage_guest_nice=0 {}",
+                i % 25,
+                i * 1_000_000
+            )
+        } else {
+            format!(
+                "mem,host=web{} total=8000000000i,used=4000000000i,free=2000000000i,available=3500000000i,used_percent=50.1 {}",
+                i % 25,
+                i * 1_000_000
+            )
+        };
+        wk_alerter::stream::ingest(&line, 1, 0, &store);
+    }
+    let after = rss_kb();
+    println!(
+        "{} points: {} KiB, {} bytes/point",
+        store.len(),
+        after - before,
+        (after - before) * 1024 / store.len() as u64
+    );
+}
