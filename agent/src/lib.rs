@@ -10,6 +10,7 @@
 //! - [`metric`], [`lineproto`]: the metric model and its line-protocol serializer.
 //! - [`hostpaths`]: where /proc, /sys and the host root are.
 //! - [`glob`]: Telegraf's glob syntax for filters.
+//! - [`logging`]: the log set-up both programs share.
 //! - [`selfstat`]: the agent's own counters, read by the `internal` input.
 
 pub mod agent;
@@ -18,6 +19,7 @@ pub mod glob;
 pub mod hostpaths;
 pub mod inputs;
 pub mod lineproto;
+pub mod logging;
 pub mod metric;
 pub mod models;
 pub mod outputs;

@@ -130,22 +130,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool, quiet: bool) {
-    let level = if debug {
+    wk_agent::logging::init(if debug {
         "debug"
     } else if quiet {
         "error"
     } else {
         "info"
-    };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WK_LOG").unwrap_or_else(|_| level.into());
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    });
 }
 
 /// Telegraf's defaults when no --config is given.

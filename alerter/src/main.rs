@@ -88,16 +88,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool) {
-    use std::io::IsTerminal;
-    let level = if debug { "debug" } else { "info" };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WK_LOG").unwrap_or_else(|_| level.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    wk_agent::logging::init(if debug { "debug" } else { "info" });
 }
 
 fn load_config(path: &Path) -> Result<Config, ()> {

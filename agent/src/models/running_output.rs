@@ -102,9 +102,7 @@ impl RunningOutput {
         opts.unsupported(UNSUPPORTED_OUTPUT_KEYS);
         let output = (spec.build)(opts, ctx);
         RunningOutput {
-            spec,
             alias,
-            output,
             filter,
             name_override,
             name_prefix,
@@ -121,14 +119,7 @@ impl RunningOutput {
             },
             flush_interval,
             flush_jitter,
-            buffer: Buffer::Memory(VecDeque::new()),
-            disk: None,
-            unreported_drops: 0,
-            stats: OutputStats::default(),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            failures: 0,
-            retry_at: None,
+            ..RunningOutput::new(spec, output)
         }
     }
 

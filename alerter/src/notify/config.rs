@@ -34,20 +34,25 @@ impl NotifyPlan {
     /// Checks the names a rule lists in `notify: [...]`: every one must be a configured
     /// notifier (a typo would otherwise drop that rule's notifications silently).
     pub fn validate_names(&self, names: &[String]) -> Result<(), UnknownNotifiers> {
-        let known = self.names();
-        let unknown: Vec<String> = names
-            .iter()
-            .filter(|n| !known.contains(&n.as_str()))
-            .cloned()
-            .collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(UnknownNotifiers {
-                unknown,
-                known: known.into_iter().map(str::to_owned).collect(),
-            })
-        }
+        check_names(&self.names(), names)
+    }
+}
+
+/// Every name in `names` must be one of `known` (what both the plan and the running router
+/// check).
+pub fn check_names(known: &[&str], names: &[String]) -> Result<(), UnknownNotifiers> {
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|n| !known.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(UnknownNotifiers {
+            unknown,
+            known: known.iter().map(|s| (*s).to_owned()).collect(),
+        })
     }
 }
 

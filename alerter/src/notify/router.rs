@@ -238,19 +238,8 @@ impl Router {
     /// Checks the notifier names a rule lists in `notify: [...]`.
     pub fn validate_names(&self, names: &[String]) -> Result<(), UnknownNotifiers> {
         let workers = self.workers();
-        let unknown: Vec<String> = names
-            .iter()
-            .filter(|n| !workers.contains_key(n.as_str()))
-            .cloned()
-            .collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(UnknownNotifiers {
-                unknown,
-                known: workers.keys().cloned().collect(),
-            })
-        }
+        let known: Vec<&str> = workers.keys().map(String::as_str).collect();
+        super::config::check_names(&known, names)
     }
 
     /// Learns inhibitor state from events without sending them.
