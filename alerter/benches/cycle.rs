@@ -114,7 +114,7 @@ fn ms(d: Duration) -> f64 {
 /// ten example rules query. Every 20th host is in trouble on every check.
 fn host_lines(out: &mut String, h: usize, k: i64, t: i64) {
     let host = format!("h{h:04}");
-    let sick = h % 20 == 0;
+    let sick = h.is_multiple_of(20);
     let j = ((h * 7 + k as usize * 13) % 10) as f64; // some jitter
     let idle = if sick { 3.0 + j / 10.0 } else { 60.0 + j };
     let _ = writeln!(

@@ -407,7 +407,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 let x = self.next();
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     (x >> 8) as u8
                 } else {
                     ALPHABET[(x >> 8) as usize % ALPHABET.len()]
@@ -438,7 +438,7 @@ async fn random_garbage_never_breaks_the_receiver() {
     for _ in 0..200 {
         let n = (rng.next() % 600) as usize;
         let mut junk = rng.bytes(n);
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             let mut req = b"POST /write?p=s3cret-token HTTP/1.1\r\n".to_vec();
             req.append(&mut junk);
             junk = req;

@@ -252,7 +252,7 @@ pub fn duration_literal(d: Duration) -> String {
         ("ms", 1_000_000),
         ("u", 1_000),
     ] {
-        if ns % size == 0 {
+        if ns.is_multiple_of(size) {
             return format!("{}{unit}", ns / size);
         }
     }

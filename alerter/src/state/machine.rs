@@ -375,15 +375,16 @@ impl RuleState {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            if let Some(inst) = self.instances.remove(&key) {
-                if inst.notified_level != Level::Ok && c.s.recoveries {
-                    let note = format!(
-                        " (expired: not seen for {})",
-                        template::format_duration(dur(inst.last_seen, now))
-                    );
-                    let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
-                    c.emit(&inst, EventKind::Recovery, Level::Ok, duration, Some(&note));
-                }
+            if let Some(inst) = self.instances.remove(&key)
+                && inst.notified_level != Level::Ok
+                && c.s.recoveries
+            {
+                let note = format!(
+                    " (expired: not seen for {})",
+                    template::format_duration(dur(inst.last_seen, now))
+                );
+                let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
+                c.emit(&inst, EventKind::Recovery, Level::Ok, duration, Some(&note));
             }
         }
     }

@@ -423,13 +423,12 @@ impl Disk {
             if let Some(dm) = self.resolve_mapper(name) {
                 dev = format!("/dev/{dm}");
             }
-        } else if dev == "/dev/root" && !m.dev.is_empty() {
-            if let Ok(target) = std::fs::read_link(self.paths.sys(&format!("dev/block/{}", m.dev)))
-            {
-                if let Some(base) = target.file_name() {
-                    dev = format!("/dev/{}", base.to_string_lossy());
-                }
-            }
+        } else if dev == "/dev/root"
+            && !m.dev.is_empty()
+            && let Ok(target) = std::fs::read_link(self.paths.sys(&format!("dev/block/{}", m.dev)))
+            && let Some(base) = target.file_name()
+        {
+            dev = format!("/dev/{}", base.to_string_lossy());
         }
         let dev = dev.replace("/dev/", "");
         if dev.is_empty() || dev == "none" {

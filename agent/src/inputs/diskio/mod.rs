@@ -119,10 +119,10 @@ pub fn parse_udev_data(text: &str) -> UdevInfo {
         }
         if let Some(link) = line.strip_prefix("S:") {
             info.links.push(link.to_owned());
-        } else if let Some(kv) = line.strip_prefix("E:") {
-            if let Some((k, v)) = kv.split_once('=') {
-                info.props.insert(k.to_owned(), v.to_owned());
-            }
+        } else if let Some(kv) = line.strip_prefix("E:")
+            && let Some((k, v)) = kv.split_once('=')
+        {
+            info.props.insert(k.to_owned(), v.to_owned());
         }
     }
     if !info.links.is_empty() {
@@ -240,10 +240,10 @@ impl DiskIo {
 
     /// gopsutil's serial: udev `ID_SERIAL`, else `model_serial` of the whole disk in sysfs.
     fn serial(&self, d: &DiskStats, udev: Option<&UdevInfo>) -> Option<String> {
-        if let Some(s) = udev.and_then(|u| u.props.get("ID_SERIAL")) {
-            if !s.is_empty() {
-                return Some(s.clone());
-            }
+        if let Some(s) = udev.and_then(|u| u.props.get("ID_SERIAL"))
+            && !s.is_empty()
+        {
+            return Some(s.clone());
         }
         let dir = self.paths.sys(&format!("dev/block/{}:0/device", d.major));
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();

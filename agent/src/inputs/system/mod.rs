@@ -139,7 +139,7 @@ pub fn utmp_record_size(len: usize) -> usize {
     } else {
         UTMP_SIZE_64
     };
-    if len % UTMP_SIZE != 0 && len % other == 0 {
+    if !len.is_multiple_of(UTMP_SIZE) && len.is_multiple_of(other) {
         other
     } else {
         UTMP_SIZE
