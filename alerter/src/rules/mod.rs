@@ -506,6 +506,9 @@ fn register_rule_api(engine: &mut Engine) {
             }
         },
     );
+    // The evaluation time (ns since the epoch), so a rule can compare a series' last point
+    // with it: how long ago a host last reported (see docs/rules.md, "Hosts silent at start").
+    engine.register_fn("now", || -> RhaiResult<i64> { Ok(in_check("now()")?.1) });
     engine.register_type_with_name::<QueryBuilder>("Query");
     engine.register_fn("query", |measurement: &str| -> RhaiResult<QueryBuilder> {
         in_check("query()")?;

@@ -636,3 +636,38 @@ fn evaluation_cost() {
         start.elapsed() / n
     );
 }
+
+/// `now()` gives the evaluation time, so a rule can alert on hosts whose last point in the
+/// database is old: hosts silent since before the alerter started are found without a list.
+#[test]
+fn now_finds_hosts_silent_since_before_start_from_the_databases_last_seen_data() {
+    let t = 1_700_000_000_000_000_000i64;
+    let lp = format!(
+        "system,host=alive uptime=10i {}\nsystem,host=gone uptime=10i {}\n",
+        t - 5_000_000_000,
+        t - 3_600_000_000_000
+    );
+    let src: std::sync::Arc<dyn crate::source::QuerySource> =
+        std::sync::Arc::new(crate::source::MemorySource::from_line_protocol(&lp, 0).unwrap());
+    let rule = load_rule_source(
+        "silent",
+        r#"
+fn check() {
+    let hosts = query("system").field("uptime").range("24h").last().group_by("host").run();
+    for s in hosts {
+        s.set("silent_secs", (now() - s.time) / 1000000000);
+        s.crit(now() - s.time > 120 * 1000000000);
+    }
+    hosts
+}
+"#,
+    )
+    .unwrap();
+    let CycleResult::Observed(obs) = rule.evaluate(&src, t) else { panic!("evaluation failed") };
+    let firing: Vec<_> = obs
+        .iter()
+        .filter(|o| o.levels.crit.is_some_and(|c| c.matched))
+        .map(|o| o.tags["host"].as_str())
+        .collect();
+    assert_eq!(firing, ["gone"]);
+}
