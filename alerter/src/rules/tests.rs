@@ -591,7 +591,7 @@ fn example_rules_load_and_fire_on_the_sick_host() {
         };
         assert!(!fired(&obs[0]), "{name} fired on web1: {:?}", obs[0]);
         if name == "host_down" {
-            assert_eq!(rule.settings().expected.len(), 3);
+            // host_down alerts through NoData, not a level: both reporting hosts are OK.
             assert!(!fired(&obs[1]), "{name}: {:?}", obs[1]);
         } else {
             assert!(
@@ -663,7 +663,9 @@ fn check() {
 "#,
     )
     .unwrap();
-    let CycleResult::Observed(obs) = rule.evaluate(&src, t) else { panic!("evaluation failed") };
+    let CycleResult::Observed(obs) = rule.evaluate(&src, t) else {
+        panic!("evaluation failed")
+    };
     let firing: Vec<_> = obs
         .iter()
         .filter(|o| o.levels.crit.is_some_and(|c| c.matched))
