@@ -14,6 +14,7 @@ use crate::selfstat::SelfStats;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod http_response;
 pub mod internal;
 pub mod kernel;
 pub mod mem;
@@ -104,6 +105,7 @@ pub static REGISTRY: &[InputSpec] = &[
     cpu::SPEC,
     disk::SPEC,
     diskio::SPEC,
+    http_response::SPEC,
     internal::SPEC,
     kernel::SPEC,
     mem::SPEC,

@@ -3,6 +3,7 @@
 
 mod disk;
 mod diskio;
+mod http_response;
 mod kernel;
 mod mem;
 mod net;

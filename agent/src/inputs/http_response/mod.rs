@@ -1,0 +1,686 @@
+//! `[[inputs.http_response]]`: one HTTP request per configured URL and interval, reporting
+//! whether an answer came, how fast, with which status, and whether the body and status
+//! matched what was asked. Blocking client: ureq 3 (+ rustls with the `tls` feature), like the
+//! InfluxDB outputs. See README.md for the schema and the result codes.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use super::{BuildContext, GatherError, Input, InputSpec};
+use crate::config::Options;
+use crate::metric::Accumulator;
+
+/// Registry entry.
+pub const SPEC: InputSpec = InputSpec {
+    name: "http_response",
+    description: "HTTP checks: response time, status code, body match per URL",
+    sample_config: include_str!("sample.conf"),
+    build,
+    test_twice: false,
+};
+
+/// Telegraf's default `response_body_max_size`.
+pub const DEFAULT_BODY_MAX: u64 = 32 * 1024 * 1024;
+
+/// Telegraf follows at most 10 redirects (Go's http.Client default) when asked to.
+const MAX_REDIRECTS: u32 = 10;
+
+/// The outcome of one check: Telegraf's `result` tag / `result_type` field and its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    ResponseStringMismatch,
+    BodyReadError,
+    ConnectionFailed,
+    Timeout,
+    DnsError,
+    ResponseStatusCodeMismatch,
+}
+
+impl Outcome {
+    /// The `result` tag and `result_type` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ResponseStringMismatch => "response_string_mismatch",
+            Outcome::BodyReadError => "body_read_error",
+            Outcome::ConnectionFailed => "connection_failed",
+            Outcome::Timeout => "timeout",
+            Outcome::DnsError => "dns_error",
+            Outcome::ResponseStatusCodeMismatch => "response_status_code_mismatch",
+        }
+    }
+
+    /// The `result_code` field.
+    pub fn code(self) -> i64 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::ResponseStringMismatch => 1,
+            Outcome::BodyReadError => 2,
+            Outcome::ConnectionFailed => 3,
+            Outcome::Timeout => 4,
+            Outcome::DnsError => 5,
+            Outcome::ResponseStatusCodeMismatch => 6,
+        }
+    }
+}
+
+/// The options, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub urls: Vec<String>,
+    pub timeout: Duration,
+    pub method: String,
+    pub follow_redirects: bool,
+    pub body: Option<String>,
+    /// Request headers in file order (a `Host` entry also sets the request host).
+    pub headers: Vec<(String, String)>,
+    pub basic_auth: Option<(String, String)>,
+    pub token: Option<String>,
+    /// 0 = disabled.
+    pub status_code: u16,
+    /// Substring the body must contain (Telegraf: a regex).
+    pub string_match: Option<String>,
+    pub body_max: u64,
+    /// Response body stored as this string field.
+    pub body_field: Option<String>,
+    /// Response header name -> tag name.
+    pub header_tags: Vec<(String, String)>,
+    pub http_proxy: Option<String>,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Characters that make a Telegraf regex differ from a plain substring.
+pub fn has_regex_meta(pattern: &str) -> bool {
+    pattern.contains([
+        '.', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$', '\\',
+    ])
+}
+
+/// Reads `urls`: http:// and https:// only (Telegraf rejects other schemes at gather).
+pub fn check_url(u: &str) -> Result<(), String> {
+    let lower = u.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
+        return Err(format!(
+            "{u:?}: only http:// and https:// URLs are supported"
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{u:?} has no host"));
+    }
+    if cfg!(not(feature = "tls")) && lower.starts_with("https://") {
+        return Err(format!(
+            "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
+        ));
+    }
+    if u.parse::<ureq::http::Uri>().is_err() {
+        return Err(format!("{u:?} is not a valid URL"));
+    }
+    Ok(())
+}
+
+fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
+    let urls = opts
+        .opt_strings("urls")
+        .unwrap_or_else(|| vec!["http://localhost".to_owned()]);
+    for u in &urls {
+        if let Err(e) = check_url(u) {
+            opts.error_at("urls", e);
+        }
+    }
+    let mut timeout = opts.duration("response_timeout", Duration::from_secs(5));
+    // Telegraf's Init: anything under a second (including unset/0) becomes 5 s.
+    if timeout < Duration::from_secs(1) {
+        timeout = Duration::from_secs(5);
+    }
+    let method = opts.string("method", "GET");
+    if method.is_empty() || ureq::http::Method::from_bytes(method.as_bytes()).is_err() {
+        opts.error_at("method", format!("{method:?} is not a valid HTTP method"));
+    }
+    let follow_redirects = opts.bool("follow_redirects", false);
+    let body = opts.opt_string("body").filter(|b| !b.is_empty());
+    let headers = opts.string_table("headers");
+    for (k, v) in &headers {
+        if ureq::http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || ureq::http::HeaderValue::from_str(v).is_err()
+        {
+            opts.error_at("headers", format!("invalid header {k:?} = {v:?}"));
+        }
+    }
+    let username = opts.string("username", "");
+    let password = opts.string("password", "");
+    let basic_auth = (!username.is_empty() && !password.is_empty()).then_some((username, password));
+    let token = opts.opt_string("token").filter(|t| !t.is_empty());
+    let status_code = opts.int("response_status_code", 0, 0, 999) as u16;
+    let string_match = opts
+        .opt_string("response_string_match")
+        .filter(|s| !s.is_empty());
+    if let Some(p) = &string_match
+        && has_regex_meta(p)
+    {
+        opts.warn_at(
+            "response_string_match",
+            format!(
+                "wk-agent matches this as a plain substring, not a regex as Telegraf does; \
+                 {p:?} contains regex metacharacters"
+            ),
+        );
+    }
+    let mut body_max = opts.size("response_body_max_size", DEFAULT_BODY_MAX);
+    // Telegraf replaces 0 by the default at gather.
+    if body_max == 0 {
+        body_max = DEFAULT_BODY_MAX;
+    }
+    let body_field = opts
+        .opt_string("response_body_field")
+        .filter(|s| !s.is_empty());
+    let header_tags = opts.string_table("http_header_tags");
+    let http_proxy = opts.opt_string("http_proxy").filter(|s| !s.is_empty());
+    if let Some(p) = &http_proxy
+        && let Err(e) = ureq::Proxy::new(p)
+    {
+        opts.error_at("http_proxy", format!("{p:?}: {e}"));
+    }
+    let tls_ca = opts.opt_string("tls_ca").filter(|s| !s.is_empty());
+    let tls_cert = opts.opt_string("tls_cert").filter(|s| !s.is_empty());
+    let tls_key = opts.opt_string("tls_key").filter(|s| !s.is_empty());
+    if tls_cert.is_some() != tls_key.is_some() {
+        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
+    }
+    let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
+    if cfg!(not(feature = "tls"))
+        && (tls_ca.is_some() || tls_cert.is_some() || insecure_skip_verify)
+    {
+        opts.warn_at(
+            "tls_ca",
+            "this wk-agent was built without TLS (cargo feature \"tls\"); TLS options ignored",
+        );
+    }
+    opts.unsupported(&[
+        "bearer_token",
+        "body_form",
+        "interface",
+        "tls_server_name",
+        "tls_key_pwd",
+        "tls_min_version",
+        "tls_max_version",
+        "tls_cipher_suites",
+        "tls_renegotiation_method",
+        "tls_enable",
+        "cookie_auth_url",
+        "cookie_auth_method",
+        "cookie_auth_username",
+        "cookie_auth_password",
+        "cookie_auth_body",
+        "cookie_auth_headers",
+        "cookie_auth_renewal",
+    ]);
+    Settings {
+        urls,
+        timeout,
+        method,
+        follow_redirects,
+        body,
+        headers,
+        basic_auth,
+        token,
+        status_code,
+        string_match,
+        body_max,
+        body_field,
+        header_tags,
+        http_proxy,
+        tls_ca,
+        tls_cert,
+        tls_key,
+        insecure_skip_verify,
+    }
+}
+
+fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Input> {
+    Box::new(HttpResponse::new(read_settings(opts)))
+}
+
+/// The input: settings plus a client built on first gather (TLS files are read then).
+pub struct HttpResponse {
+    pub settings: Settings,
+    agent: Option<ureq::Agent>,
+}
+
+/// Our default `User-Agent` (Telegraf sends `Telegraf/<ver> Go/<gover>`).
+pub fn default_user_agent() -> String {
+    format!("wk-agent/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// How a transport error (no response) maps to Telegraf's results: timeouts first, then
+/// name resolution, everything else is `connection_failed`.
+pub fn classify_error(e: &ureq::Error) -> Outcome {
+    match e {
+        ureq::Error::Timeout(_) => Outcome::Timeout,
+        ureq::Error::HostNotFound => Outcome::DnsError,
+        ureq::Error::Io(io) => classify_io(io),
+        _ => Outcome::ConnectionFailed,
+    }
+}
+
+fn classify_io(io: &std::io::Error) -> Outcome {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Outcome::Timeout,
+        // std reports getaddrinfo failures (what Go calls a *net.DNSError) only by message.
+        _ if io.to_string().contains("failed to lookup address") => Outcome::DnsError,
+        _ => Outcome::ConnectionFailed,
+    }
+}
+
+/// What a received response amounts to, given the body read (`Ok(bytes)` or the bytes read
+/// before the failure). Returns the outcome, the `response_string_match` and
+/// `response_status_code_match` field values (when they are set), in Telegraf's order: a body
+/// read error wins; then the string match; then the status code (which, failing, overrides a
+/// string mismatch).
+pub fn judge(
+    status: u16,
+    body: Result<&[u8], &[u8]>,
+    body_max: u64,
+    string_match: Option<&str>,
+    want_status: u16,
+    body_field: bool,
+) -> (Outcome, Option<i64>, Option<i64>) {
+    let bytes = match body {
+        Ok(b) if b.len() as u64 <= body_max => b,
+        _ => return (Outcome::BodyReadError, string_match.map(|_| 0), None),
+    };
+    if body_field && std::str::from_utf8(bytes).is_err() {
+        return (Outcome::BodyReadError, string_match.map(|_| 0), None);
+    }
+    let mut outcome = Outcome::Success;
+    let mut string_field = None;
+    if let Some(p) = string_match {
+        if contains(bytes, p.as_bytes()) {
+            string_field = Some(1);
+        } else {
+            string_field = Some(0);
+            outcome = Outcome::ResponseStringMismatch;
+        }
+    }
+    let mut status_field = None;
+    if want_status > 0 {
+        if status == want_status {
+            status_field = Some(1);
+        } else {
+            status_field = Some(0);
+            outcome = Outcome::ResponseStatusCodeMismatch;
+        }
+    }
+    (outcome, string_field, status_field)
+}
+
+/// Byte substring search (an empty needle matches).
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+impl HttpResponse {
+    pub fn new(settings: Settings) -> Self {
+        HttpResponse {
+            settings,
+            agent: None,
+        }
+    }
+
+    fn agent(&mut self) -> Result<ureq::Agent, GatherError> {
+        if let Some(a) = &self.agent {
+            return Ok(a.clone());
+        }
+        let s = &self.settings;
+        let proxy = match &s.http_proxy {
+            // Validated at build.
+            Some(p) => Some(
+                ureq::Proxy::new(p).map_err(|e| GatherError::Other(format!("http_proxy: {e}")))?,
+            ),
+            // Like Go's ProxyFromEnvironment.
+            None => ureq::Proxy::try_from_env(),
+        };
+        let builder = ureq::Agent::config_builder()
+            .timeout_global(Some(s.timeout))
+            .http_status_as_error(false)
+            .max_redirects(if s.follow_redirects { MAX_REDIRECTS } else { 0 })
+            .max_redirects_will_error(true)
+            // Telegraf disables keep-alives: a fresh connection per check.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .allow_non_standard_methods(true)
+            .user_agent(ureq::config::AutoHeaderValue::None)
+            .accept(ureq::config::AutoHeaderValue::None)
+            .proxy(proxy);
+        #[cfg(feature = "tls")]
+        let builder = builder.tls_config(build_tls(s).map_err(GatherError::Other)?);
+        let agent = ureq::Agent::new_with_config(builder.build());
+        self.agent = Some(agent.clone());
+        Ok(agent)
+    }
+
+    fn request(&self, url: &str) -> Result<ureq::http::Request<Vec<u8>>, String> {
+        let s = &self.settings;
+        let mut b = ureq::http::Request::builder()
+            .method(s.method.as_str())
+            .uri(url);
+        let has = |name: &str| s.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        if !has("User-Agent") {
+            b = b.header("User-Agent", default_user_agent());
+        }
+        if !has("Connection") {
+            b = b.header("Connection", "close");
+        }
+        if let Some(t) = &s.token {
+            b = b.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in &s.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some((u, p)) = &s.basic_auth {
+            let cred = crate::outputs::influxdb::http::base64(format!("{u}:{p}").as_bytes());
+            // Go's SetBasicAuth replaces any Authorization set before.
+            if let Some(h) = b.headers_mut() {
+                h.remove("Authorization");
+            }
+            b = b.header("Authorization", format!("Basic {cred}"));
+        }
+        let body = s.body.clone().unwrap_or_default().into_bytes();
+        b.body(body).map_err(|e| e.to_string())
+    }
+
+    /// Checks one URL.
+    fn check(&mut self, url: &str, acc: &mut Accumulator) -> Result<(), GatherError> {
+        let agent = self.agent()?;
+        let req = self
+            .request(url)
+            .map_err(|e| GatherError::Other(format!("{url}: {e}")))?;
+        let s = &self.settings;
+        let mut m = acc.metric("http_response");
+        m.set_tag("server", url);
+        m.set_tag("method", s.method.as_str());
+        let start = Instant::now();
+        let sent = if s.body.is_some() {
+            agent.run(req)
+        } else {
+            let (parts, _) = req.into_parts();
+            agent.run(ureq::http::Request::from_parts(parts, ()))
+        };
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let outcome = classify_error(&e);
+                tracing::debug!("http_response: network error while polling {url}: {e}");
+                set_result(&mut m, outcome);
+                acc.push(m);
+                return Ok(());
+            }
+        };
+        let response_time = start.elapsed().as_secs_f64();
+        let status = resp.status().as_u16();
+        for (header, tag) in &s.header_tags {
+            if let Some(v) = resp.headers().get(header.as_str())
+                && let Ok(v) = v.to_str()
+            {
+                m.set_tag(tag.clone(), v);
+            }
+        }
+        m.set_tag("status_code", status.to_string());
+        m.add_field("response_time", response_time);
+        m.add_field("http_response_code", i64::from(status));
+        let mut buf = Vec::new();
+        let read = resp
+            .body_mut()
+            .as_reader()
+            .take(s.body_max.saturating_add(1))
+            .read_to_end(&mut buf);
+        if let Err(e) = &read {
+            tracing::debug!("http_response: failed to read body of {url}: {e}");
+        }
+        let body = match read {
+            Ok(_) => Ok(&buf[..]),
+            Err(_) => Err(&buf[..]),
+        };
+        let (outcome, string_field, status_field) = judge(
+            status,
+            body,
+            s.body_max,
+            s.string_match.as_deref(),
+            s.status_code,
+            s.body_field.is_some(),
+        );
+        if outcome != Outcome::BodyReadError
+            && let Some(f) = &s.body_field
+        {
+            // judge() checked the UTF-8.
+            m.add_field(f.clone(), String::from_utf8_lossy(&buf).into_owned());
+        }
+        m.add_field("content_length", buf.len() as i64);
+        if let Some(v) = string_field {
+            m.add_field("response_string_match", v);
+        }
+        if let Some(v) = status_field {
+            m.add_field("response_status_code_match", v);
+        }
+        set_result(&mut m, outcome);
+        acc.push(m);
+        Ok(())
+    }
+}
+
+fn set_result(m: &mut crate::metric::Metric, outcome: Outcome) {
+    m.set_tag("result", outcome.name());
+    m.add_field("result_type", outcome.name());
+    m.add_field("result_code", outcome.code());
+}
+
+impl Input for HttpResponse {
+    fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
+        let urls = self.settings.urls.clone();
+        for url in &urls {
+            // One URL's problem (a TLS file, a bad request) does not hide the others.
+            if let Err(e) = self.check(url, acc) {
+                acc.add_error(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tls")]
+fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
+}
+
+#[cfg(feature = "tls")]
+fn pem_certs(
+    what: &str,
+    path: &str,
+    pem: &[u8],
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{what} {path}: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("{what} {path}: no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+#[cfg(feature = "tls")]
+fn build_tls(s: &Settings) -> Result<ureq::tls::TlsConfig, String> {
+    use std::sync::Arc;
+    use ureq::tls::{ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let mut b = TlsConfig::builder().disable_verification(s.insecure_skip_verify);
+    if let Some(ca) = &s.tls_ca {
+        let certs = pem_certs("tls_ca", ca, &read_file("tls_ca", ca)?)?;
+        b = b.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
+        let chain = pem_certs("tls_cert", cert, &read_file("tls_cert", cert)?)?;
+        let key_pem = read_file("tls_key", key)?;
+        let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("tls_key {key}: {e}"))?;
+        b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(b.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_codes_are_telegrafs() {
+        let all = [
+            (Outcome::Success, "success", 0),
+            (
+                Outcome::ResponseStringMismatch,
+                "response_string_mismatch",
+                1,
+            ),
+            (Outcome::BodyReadError, "body_read_error", 2),
+            (Outcome::ConnectionFailed, "connection_failed", 3),
+            (Outcome::Timeout, "timeout", 4),
+            (Outcome::DnsError, "dns_error", 5),
+            (
+                Outcome::ResponseStatusCodeMismatch,
+                "response_status_code_mismatch",
+                6,
+            ),
+        ];
+        for (o, name, code) in all {
+            assert_eq!((o.name(), o.code()), (name, code));
+        }
+    }
+
+    #[test]
+    fn judge_plain_success_even_for_500() {
+        assert_eq!(
+            judge(500, Ok(b"oops"), 100, None, 0, false),
+            (Outcome::Success, None, None)
+        );
+    }
+
+    #[test]
+    fn judge_string_match_and_mismatch() {
+        assert_eq!(
+            judge(200, Ok(b"hello world"), 100, Some("lo w"), 0, false),
+            (Outcome::Success, Some(1), None)
+        );
+        assert_eq!(
+            judge(200, Ok(b"hello world"), 100, Some("bye"), 0, false),
+            (Outcome::ResponseStringMismatch, Some(0), None)
+        );
+    }
+
+    #[test]
+    fn judge_status_mismatch_overrides_string_mismatch() {
+        assert_eq!(
+            judge(404, Ok(b"x"), 100, Some("y"), 200, false),
+            (Outcome::ResponseStatusCodeMismatch, Some(0), Some(0))
+        );
+        assert_eq!(
+            judge(200, Ok(b"x"), 100, Some("y"), 200, false),
+            (Outcome::ResponseStringMismatch, Some(0), Some(1))
+        );
+    }
+
+    #[test]
+    fn judge_body_errors() {
+        // Too large: more than body_max bytes were read.
+        assert_eq!(
+            judge(200, Ok(b"12345"), 4, Some("1"), 200, false),
+            (Outcome::BodyReadError, Some(0), None)
+        );
+        assert_eq!(
+            judge(200, Ok(b"1234"), 4, None, 0, false),
+            (Outcome::Success, None, None)
+        );
+        // Read failure.
+        assert_eq!(
+            judge(200, Err(b"12"), 4, None, 200, false),
+            (Outcome::BodyReadError, None, None)
+        );
+        // Non-UTF-8 body for response_body_field.
+        assert_eq!(
+            judge(200, Ok(&[0xff, 0xfe]), 4, None, 0, true),
+            (Outcome::BodyReadError, None, None)
+        );
+        assert_eq!(
+            judge(200, Ok(&[0xff, 0xfe]), 4, None, 0, false),
+            (Outcome::Success, None, None)
+        );
+    }
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"abc", b""));
+        assert!(contains(b"abc", b"abc"));
+        assert!(contains(b"abc", b"bc"));
+        assert!(!contains(b"abc", b"abcd"));
+        assert!(!contains(b"", b"a"));
+    }
+
+    #[test]
+    fn regex_metacharacters() {
+        assert!(!has_regex_meta("status: ok"));
+        assert!(!has_regex_meta("\"healthy\":true"));
+        assert!(has_regex_meta("ok.*"));
+        assert!(has_regex_meta("^ok$"));
+        assert!(has_regex_meta("a|b"));
+    }
+
+    #[test]
+    fn urls_checked() {
+        assert!(check_url("http://localhost").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/health?x=1").is_ok());
+        assert!(check_url("ftp://host").is_err());
+        assert!(check_url("localhost").is_err());
+        assert!(check_url("http://").is_err());
+        assert!(check_url("http:///x").is_err());
+        assert!(check_url("http://bad host/").is_err());
+    }
+
+    #[test]
+    fn errors_classified() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            classify_error(&ureq::Error::HostNotFound),
+            Outcome::DnsError
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::ConnectionFailed),
+            Outcome::ConnectionFailed
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::Io(Error::from(ErrorKind::ConnectionRefused))),
+            Outcome::ConnectionFailed
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::Io(Error::from(ErrorKind::TimedOut))),
+            Outcome::Timeout
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::Io(Error::other(
+                "failed to lookup address information: Name or service not known"
+            ))),
+            Outcome::DnsError
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::TooManyRedirects),
+            Outcome::ConnectionFailed
+        );
+    }
+}

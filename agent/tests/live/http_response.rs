@@ -1,0 +1,377 @@
+//! `http_response` against real HTTP servers: tiny hand-written servers on 127.0.0.1:0 in a
+//! thread (std TcpListener, literal responses), so every request the input sends is seen by
+//! the test and every answer is exactly known. No mocks: the input's real client does real
+//! TCP. Also a refused port, a listener that never answers, and an unresolvable name.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use wk_agent::metric::{FieldValue, Metric};
+use wk_agent::models::running_input::GlobalTags;
+
+/// Gathers once with `conf` (a `[[inputs.http_response]]` section).
+fn gather(conf: &str) -> Vec<Metric> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("telegraf.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut plan = super::load(vec![path]);
+    let out = plan.inputs[0].gather(0, &GlobalTags::default());
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    out.metrics
+}
+
+/// Gathers once and returns the single line.
+fn one(conf: &str) -> Metric {
+    let mut ms = gather(conf);
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    ms.remove(0)
+}
+
+/// Reads one request (head and a Content-Length body).
+fn read_request(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// Serves every connection with `answer(request)`, forever (the thread dies with the test
+/// process). Returns the base URL and the requests as received.
+fn serve(answer: fn(&str) -> String) -> (String, Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let req = read_request(&mut s);
+            let resp = answer(&req);
+            let _ = s.write_all(resp.as_bytes());
+            let _ = tx.send(req);
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), rx)
+}
+
+fn reply(status: &str, extra: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+fn hello(_req: &str) -> String {
+    reply("200 OK", "X-Backend: b1\r\n", "hello, world: status ok")
+}
+
+fn conf(url: &str, extra: &str) -> String {
+    format!("[[inputs.http_response]]\n  urls = [\"{url}\"]\n{extra}")
+}
+
+fn int(m: &Metric, key: &str) -> i64 {
+    match m.field(key) {
+        Some(FieldValue::Int(v)) => *v,
+        other => panic!("{key}: {other:?} in {m:?}"),
+    }
+}
+
+fn string(m: &Metric, key: &str) -> String {
+    match m.field(key) {
+        Some(FieldValue::Str(v)) => v.clone(),
+        other => panic!("{key}: {other:?} in {m:?}"),
+    }
+}
+
+/// Checks the result tag, result_type and result_code together.
+fn assert_result(m: &Metric, name: &str, code: i64) {
+    assert_eq!(m.tag("result"), Some(name), "{m:?}");
+    assert_eq!(string(m, "result_type"), name);
+    assert_eq!(int(m, "result_code"), code);
+}
+
+/// The fields of a response that arrived, with the response time bounded by the wall time.
+fn assert_response(m: &Metric, status: i64, len: usize, wall: Duration) {
+    assert_eq!(m.tag("status_code"), Some(status.to_string().as_str()));
+    assert_eq!(int(m, "http_response_code"), status);
+    assert_eq!(int(m, "content_length"), len as i64);
+    match m.field("response_time") {
+        Some(FieldValue::Float(t)) => assert!(*t > 0.0 && *t <= wall.as_secs_f64(), "{t}"),
+        other => panic!("response_time: {other:?}"),
+    }
+}
+
+fn timed(conf: &str) -> (Metric, Duration) {
+    let t = Instant::now();
+    let m = one(conf);
+    (m, t.elapsed())
+}
+
+#[test]
+fn ok_with_body_match() {
+    let (url, rx) = serve(hello);
+    let (m, wall) = timed(&conf(
+        &format!("{url}/health"),
+        "  response_string_match = \"status ok\"\n",
+    ));
+    assert_eq!(m.name, "http_response");
+    assert_eq!(m.tag("server"), Some(format!("{url}/health").as_str()));
+    assert_eq!(m.tag("method"), Some("GET"));
+    assert_response(&m, 200, "hello, world: status ok".len(), wall);
+    assert_eq!(int(&m, "response_string_match"), 1);
+    assert!(m.field("response_status_code_match").is_none());
+    assert_result(&m, "success", 0);
+    let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(req.starts_with("GET /health HTTP/1.1\r\n"), "{req}");
+    let lower = req.to_ascii_lowercase();
+    let ua = format!("user-agent: wk-agent/{}\r\n", env!("CARGO_PKG_VERSION"));
+    assert!(lower.contains(&ua), "{req}");
+    // Keep-alives disabled, as Telegraf.
+    assert!(lower.contains("connection: close\r\n"), "{req}");
+    assert!(!lower.contains("authorization:"), "{req}");
+}
+
+#[test]
+fn body_mismatch() {
+    let (url, _rx) = serve(hello);
+    let (m, wall) = timed(&conf(&url, "  response_string_match = \"status down\"\n"));
+    assert_response(&m, 200, 23, wall);
+    assert_eq!(int(&m, "response_string_match"), 0);
+    assert_result(&m, "response_string_mismatch", 1);
+}
+
+fn five_hundred(_req: &str) -> String {
+    reply("500 Internal Server Error", "", "boom")
+}
+
+#[test]
+fn http_500_is_still_success() {
+    let (url, _rx) = serve(five_hundred);
+    let (m, wall) = timed(&conf(&url, ""));
+    assert_response(&m, 500, 4, wall);
+    assert_result(&m, "success", 0);
+    assert!(m.field("response_string_match").is_none());
+}
+
+#[test]
+fn status_code_match_and_mismatch() {
+    let (url, _rx) = serve(five_hundred);
+    let m = one(&conf(&url, "  response_status_code = 200\n"));
+    assert_eq!(int(&m, "response_status_code_match"), 0);
+    assert_result(&m, "response_status_code_mismatch", 6);
+    let m = one(&conf(&url, "  response_status_code = 500\n"));
+    assert_eq!(int(&m, "response_status_code_match"), 1);
+    assert_result(&m, "success", 0);
+    // Both checks failing: the status code result wins (it is set last in Telegraf).
+    let m = one(&conf(
+        &url,
+        "  response_status_code = 200\n  response_string_match = \"nope\"\n",
+    ));
+    assert_eq!(int(&m, "response_string_match"), 0);
+    assert_eq!(int(&m, "response_status_code_match"), 0);
+    assert_result(&m, "response_status_code_mismatch", 6);
+}
+
+#[test]
+fn body_larger_than_max_is_body_read_error() {
+    let (url, _rx) = serve(hello);
+    let m = one(&conf(
+        &url,
+        "  response_body_max_size = 5\n  response_string_match = \"hello\"\n",
+    ));
+    assert_eq!(int(&m, "http_response_code"), 200);
+    // Telegraf reads max+1 bytes to detect the overflow and reports what it read.
+    assert_eq!(int(&m, "content_length"), 6);
+    assert_eq!(int(&m, "response_string_match"), 0);
+    assert_result(&m, "body_read_error", 2);
+}
+
+#[test]
+fn connection_refused() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let m = one(&conf(&format!("http://127.0.0.1:{port}/"), ""));
+    assert_result(&m, "connection_failed", 3);
+    assert!(m.field("response_time").is_none());
+    assert!(m.field("http_response_code").is_none());
+    assert!(m.tag("status_code").is_none());
+}
+
+#[test]
+fn no_answer_is_timeout() {
+    // Listening but never accepting: the kernel completes the handshake, nobody answers.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (m, wall) = timed(&conf(
+        &format!("http://127.0.0.1:{port}/"),
+        "  response_timeout = \"1s\"\n",
+    ));
+    drop(l);
+    assert_result(&m, "timeout", 4);
+    assert!(m.field("response_time").is_none());
+    assert!(m.tag("status_code").is_none());
+    assert!(
+        wall >= Duration::from_millis(900) && wall < Duration::from_secs(4),
+        "{wall:?}"
+    );
+}
+
+#[test]
+fn unresolvable_host_is_dns_error() {
+    // RFC 6761: .invalid never resolves, with or without network.
+    let m = one(&conf("http://nonexistent.invalid/", ""));
+    assert_result(&m, "dns_error", 5);
+    assert!(m.field("response_time").is_none());
+}
+
+fn redirecting(req: &str) -> String {
+    if req.starts_with("GET /old ") {
+        reply("302 Found", "Location: /new\r\n", "moved")
+    } else if req.starts_with("GET /new ") {
+        reply("200 OK", "", "landed here")
+    } else {
+        reply("404 Not Found", "", "")
+    }
+}
+
+#[test]
+fn redirect_not_followed_by_default() {
+    let (url, _rx) = serve(redirecting);
+    let (m, wall) = timed(&conf(&format!("{url}/old"), ""));
+    assert_response(&m, 302, 5, wall);
+    assert_result(&m, "success", 0);
+}
+
+#[test]
+fn redirect_followed_when_asked() {
+    let (url, rx) = serve(redirecting);
+    let (m, wall) = timed(&conf(
+        &format!("{url}/old"),
+        "  follow_redirects = true\n  response_string_match = \"landed\"\n",
+    ));
+    assert_response(&m, 200, 11, wall);
+    assert_eq!(int(&m, "response_string_match"), 1);
+    assert_result(&m, "success", 0);
+    // The server tag stays the configured URL.
+    assert_eq!(m.tag("server"), Some(format!("{url}/old").as_str()));
+    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(first.starts_with("GET /old "), "{first}");
+    assert!(second.starts_with("GET /new "), "{second}");
+}
+
+fn echo_ok(_req: &str) -> String {
+    reply("201 Created", "", "")
+}
+
+#[test]
+fn basic_auth_headers_and_body_are_sent() {
+    let (url, rx) = serve(echo_ok);
+    let m = one(&conf(
+        &format!("{url}/submit"),
+        "  method = \"POST\"\n  username = \"user\"\n  password = \"pass\"\n  body = '{\"a\":1}'\n\
+         [inputs.http_response.headers]\n  Host = \"example.test\"\n  X-Probe = \"yes\"\n  User-Agent = \"custom/1\"\n",
+    ));
+    assert_eq!(m.tag("method"), Some("POST"));
+    assert_eq!(int(&m, "http_response_code"), 201);
+    assert_eq!(int(&m, "content_length"), 0);
+    assert_result(&m, "success", 0);
+    let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(req.starts_with("POST /submit HTTP/1.1\r\n"), "{req}");
+    let lower = req.to_ascii_lowercase();
+    // base64("user:pass")
+    assert!(
+        lower.contains("authorization: basic dxnlcjpwyxnz\r\n"),
+        "{req}"
+    );
+    assert!(req.contains("Basic dXNlcjpwYXNz\r\n"), "{req}");
+    assert!(lower.contains("host: example.test\r\n"), "{req}");
+    assert!(lower.contains("x-probe: yes\r\n"), "{req}");
+    assert!(lower.contains("user-agent: custom/1\r\n"), "{req}");
+    assert!(!lower.contains("wk-agent"), "{req}");
+    assert!(req.ends_with("\r\n\r\n{\"a\":1}"), "{req}");
+}
+
+#[test]
+fn bearer_token_and_no_basic_auth_without_password() {
+    let (url, rx) = serve(echo_ok);
+    let m = one(&conf(&url, "  token = \"t0k\"\n  username = \"user\"\n"));
+    assert_result(&m, "success", 0);
+    let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(req.contains("Bearer t0k\r\n"), "{req}");
+    assert!(!req.to_ascii_lowercase().contains("basic"), "{req}");
+}
+
+#[test]
+fn header_tags_and_body_field() {
+    let (url, _rx) = serve(hello);
+    let m = one(&conf(
+        &url,
+        "  response_body_field = \"body\"\n  http_header_tags = {\"X-Backend\" = \"backend\"}\n",
+    ));
+    assert_eq!(m.tag("backend"), Some("b1"));
+    assert_eq!(string(&m, "body"), "hello, world: status ok");
+    assert_result(&m, "success", 0);
+}
+
+#[test]
+fn one_line_per_url_in_order() {
+    let (a, _ra) = serve(hello);
+    let (b, _rb) = serve(five_hundred);
+    let ms = gather(&format!(
+        "[[inputs.http_response]]\n  urls = [\"{a}/x\", \"{b}/y\"]\n"
+    ));
+    assert_eq!(ms.len(), 2);
+    assert_eq!(ms[0].tag("server"), Some(format!("{a}/x").as_str()));
+    assert_eq!(int(&ms[0], "http_response_code"), 200);
+    assert_eq!(ms[1].tag("server"), Some(format!("{b}/y").as_str()));
+    assert_eq!(int(&ms[1], "http_response_code"), 500);
+}
+
+#[test]
+fn regex_pattern_and_unsupported_options_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("telegraf.conf");
+    std::fs::write(
+        &path,
+        "[[inputs.http_response]]\n  response_string_match = \"\\\"status\\\": *\\\"up\\\"\"\n  interface = \"eth0\"\n",
+    )
+    .unwrap();
+    let plan = super::load(vec![path]);
+    let warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("response_string_match") && w.contains("plain substring")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("interface") && w.contains("does not implement")),
+        "{warnings:?}"
+    );
+}
