@@ -375,3 +375,125 @@ fn regex_pattern_and_unsupported_options_warn() {
         "{warnings:?}"
     );
 }
+
+/// An `openssl s_server -www` child, killed on drop.
+#[cfg(feature = "tls")]
+struct TlsServer(std::process::Child);
+
+#[cfg(feature = "tls")]
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// TLS: a self-signed certificate for 127.0.0.1 is trusted through `tls_ca`, rejected
+/// without it (connection_failed, as a Go x509 error is), accepted with insecure_skip_verify.
+#[cfg(feature = "tls")]
+#[test]
+fn https_with_tls_ca_and_insecure_skip_verify() {
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("no openssl binary; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args([
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _server = TlsServer(
+        Command::new("openssl")
+            .args(["s_server", "-www", "-quiet", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Ready when it accepts a connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("https://127.0.0.1:{port}/");
+    let m = one(&conf(&url, &format!("  tls_ca = \"{}\"\n", cert.display())));
+    assert_eq!(int(&m, "http_response_code"), 200);
+    assert_result(&m, "success", 0);
+    let m = one(&conf(&url, ""));
+    assert_result(&m, "connection_failed", 3);
+    assert!(m.tag("status_code").is_none());
+    let m = one(&conf(&url, "  insecure_skip_verify = true\n"));
+    assert_eq!(int(&m, "http_response_code"), 200);
+    assert_result(&m, "success", 0);
+}
+
+/// A CONNECT proxy on 127.0.0.1 that answers the tunnelled request itself.
+fn connect_proxy() -> (String, Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let connect = read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let inner = read_request(&mut s);
+            let _ = s.write_all(reply("200 OK", "", "via proxy").as_bytes());
+            let _ = tx.send((connect, inner));
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), rx)
+}
+
+#[test]
+fn http_proxy_option_tunnels_through_the_proxy() {
+    // The name cannot resolve: only the proxy can answer.
+    let (proxy, rx) = connect_proxy();
+    let m = one(&conf(
+        "http://nonexistent.invalid/page",
+        &format!("  http_proxy = \"{proxy}\"\n  response_string_match = \"via proxy\"\n"),
+    ));
+    assert_eq!(int(&m, "http_response_code"), 200);
+    assert_eq!(int(&m, "response_string_match"), 1);
+    assert_result(&m, "success", 0);
+    let (connect, inner) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        connect.starts_with("CONNECT nonexistent.invalid:80 HTTP/1.1\r\n"),
+        "{connect}"
+    );
+    assert!(inner.starts_with("GET /page HTTP/1.1\r\n"), "{inner}");
+}

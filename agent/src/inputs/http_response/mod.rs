@@ -6,6 +6,8 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use ureq::RequestExt;
+
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::config::Options;
 use crate::metric::Accumulator;
@@ -321,6 +323,67 @@ pub fn judge(
     (outcome, string_field, status_field)
 }
 
+/// The proxy Go's `http.ProxyFromEnvironment` would use for a URL with this scheme and host:
+/// `HTTPS_PROXY`/`https_proxy` for https, `HTTP_PROXY`/`http_proxy` for http (upper case
+/// first), never for `localhost` or a loopback IP, nor for hosts matched by `NO_PROXY`/
+/// `no_proxy` (`*`, an exact host or IP, or a domain: `example.com`, `.example.com` and
+/// `*.example.com` all match subdomains; the bare form also the domain itself). A value
+/// without a scheme gets `http://`. Not done: CIDR entries and per-port entries (matched on
+/// the host only).
+pub fn env_proxy(https: bool, host: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |a: &str, b: &str| {
+        env(a)
+            .filter(|v| !v.is_empty())
+            .or_else(|| env(b).filter(|v| !v.is_empty()))
+    };
+    let proxy = if https {
+        get("HTTPS_PROXY", "https_proxy")
+    } else {
+        get("HTTP_PROXY", "http_proxy")
+    }?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
+    let no_proxy = get("NO_PROXY", "no_proxy").unwrap_or_default();
+    for entry in no_proxy.split(',') {
+        let mut e = entry.trim().to_ascii_lowercase();
+        if e.is_empty() {
+            continue;
+        }
+        if e == "*" {
+            return None;
+        }
+        // Drop a port (host:port, [v6]:port); a bare IPv6 address has several colons.
+        if let Some((h, p)) = e.rsplit_once(':')
+            && (!h.contains(':') || h.ends_with(']'))
+            && p.chars().all(|c| c.is_ascii_digit())
+        {
+            e = h.to_owned();
+        }
+        let e = e.trim_start_matches('[').trim_end_matches(']');
+        if let Some(domain) = e.strip_prefix("*.").or_else(|| e.strip_prefix('.')) {
+            if host.ends_with(&format!(".{domain}")) {
+                return None;
+            }
+        } else if host == e || host.ends_with(&format!(".{e}")) {
+            return None;
+        }
+    }
+    Some(if proxy.contains("://") {
+        proxy
+    } else {
+        format!("http://{proxy}")
+    })
+}
+
 /// Byte substring search (an empty needle matches).
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
@@ -339,13 +402,13 @@ impl HttpResponse {
             return Ok(a.clone());
         }
         let s = &self.settings;
+        // The environment's proxies are chosen per URL (see `env_proxy`).
         let proxy = match &s.http_proxy {
             // Validated at build.
             Some(p) => Some(
                 ureq::Proxy::new(p).map_err(|e| GatherError::Other(format!("http_proxy: {e}")))?,
             ),
-            // Like Go's ProxyFromEnvironment.
-            None => ureq::Proxy::try_from_env(),
+            None => None,
         };
         let builder = ureq::Agent::config_builder()
             .timeout_global(Some(s.timeout))
@@ -406,12 +469,32 @@ impl HttpResponse {
         let mut m = acc.metric("http_response");
         m.set_tag("server", url);
         m.set_tag("method", s.method.as_str());
-        let start = Instant::now();
-        let sent = if s.body.is_some() {
-            agent.run(req)
+        // Without http_proxy, Go's ProxyFromEnvironment rules, per URL.
+        let env_proxy = if s.http_proxy.is_none() {
+            let uri = req.uri();
+            let https = uri.scheme_str() == Some("https");
+            let host = uri.host().unwrap_or("");
+            match env_proxy(https, host, &|k| std::env::var(k).ok()) {
+                Some(p) => Some(ureq::Proxy::new(&p).map_err(|e| {
+                    GatherError::Other(format!("{url}: proxy from the environment {p:?}: {e}"))
+                })?),
+                None => None,
+            }
         } else {
-            let (parts, _) = req.into_parts();
-            agent.run(ureq::http::Request::from_parts(parts, ()))
+            None
+        };
+        let start = Instant::now();
+        let sent = match (s.body.is_some(), env_proxy) {
+            (true, None) => agent.run(req),
+            (true, Some(p)) => req.with_agent(&agent).configure().proxy(Some(p)).run(),
+            (false, p) => {
+                let (parts, _) = req.into_parts();
+                let req = ureq::http::Request::from_parts(parts, ());
+                match p {
+                    None => agent.run(req),
+                    Some(p) => req.with_agent(&agent).configure().proxy(Some(p)).run(),
+                }
+            }
         };
         let mut resp = match sent {
             Ok(r) => r,
@@ -622,6 +705,48 @@ mod tests {
             judge(200, Ok(&[0xff, 0xfe]), 4, None, 0, false),
             (Outcome::Success, None, None)
         );
+    }
+
+    #[test]
+    fn proxies_from_the_environment() {
+        let env = |k: &str| match k {
+            "HTTP_PROXY" => Some("proxy.lan:3128".to_owned()),
+            "https_proxy" => Some("http://sproxy.lan:3129".to_owned()),
+            "no_proxy" => Some("internal.lan, .corp.example, *.dev.example,10.1.2.3:80".to_owned()),
+            _ => None,
+        };
+        let p = |https, host| env_proxy(https, host, &env);
+        assert_eq!(
+            p(false, "example.com").as_deref(),
+            Some("http://proxy.lan:3128")
+        );
+        assert_eq!(
+            p(true, "example.com").as_deref(),
+            Some("http://sproxy.lan:3129")
+        );
+        assert_eq!(p(false, "localhost"), None);
+        assert_eq!(p(false, "127.0.0.1"), None);
+        assert_eq!(p(false, "[::1]"), None);
+        assert_eq!(p(false, "internal.lan"), None);
+        assert_eq!(p(false, "a.internal.lan"), None);
+        assert_eq!(p(false, "x.corp.example"), None);
+        assert_eq!(
+            p(false, "corp.example").as_deref(),
+            Some("http://proxy.lan:3128")
+        );
+        assert_eq!(p(false, "y.dev.example"), None);
+        assert_eq!(p(false, "10.1.2.3"), None);
+        assert_eq!(
+            p(false, "notinternal.lan").as_deref(),
+            Some("http://proxy.lan:3128")
+        );
+        assert_eq!(env_proxy(false, "example.com", &|_| None), None);
+        let all = |k: &str| match k {
+            "no_proxy" => Some("*".to_owned()),
+            "HTTP_PROXY" => Some("p:1".to_owned()),
+            _ => None,
+        };
+        assert_eq!(env_proxy(false, "example.com", &all), None);
     }
 
     #[test]
