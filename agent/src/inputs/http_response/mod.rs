@@ -255,10 +255,7 @@ pub struct HttpResponse {
     agent: Option<ureq::Agent>,
 }
 
-/// Our default `User-Agent` (Telegraf sends `Telegraf/<ver> Go/<gover>`).
-pub fn default_user_agent() -> String {
-    format!("wk-agent/{}", env!("CARGO_PKG_VERSION"))
-}
+pub use crate::outputs::influxdb::http::default_user_agent;
 
 /// How a transport error (no response) maps to Telegraf's results: timeouts first, then
 /// name resolution, everything else is `connection_failed`.
@@ -578,46 +575,13 @@ impl Input for HttpResponse {
 }
 
 #[cfg(feature = "tls")]
-fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
-}
-
-#[cfg(feature = "tls")]
-fn pem_certs(
-    what: &str,
-    path: &str,
-    pem: &[u8],
-) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(format!("{what} {path}: {e}")),
-        }
-    }
-    if certs.is_empty() {
-        return Err(format!("{what} {path}: no PEM certificate found"));
-    }
-    Ok(certs)
-}
-
-#[cfg(feature = "tls")]
 fn build_tls(s: &Settings) -> Result<ureq::tls::TlsConfig, String> {
-    use std::sync::Arc;
-    use ureq::tls::{ClientCert, PrivateKey, RootCerts, TlsConfig};
-    let mut b = TlsConfig::builder().disable_verification(s.insecure_skip_verify);
-    if let Some(ca) = &s.tls_ca {
-        let certs = pem_certs("tls_ca", ca, &read_file("tls_ca", ca)?)?;
-        b = b.root_certs(RootCerts::Specific(Arc::new(certs)));
-    }
-    if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
-        let chain = pem_certs("tls_cert", cert, &read_file("tls_cert", cert)?)?;
-        let key_pem = read_file("tls_key", key)?;
-        let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("tls_key {key}: {e}"))?;
-        b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-    }
-    Ok(b.build())
+    crate::outputs::influxdb::http::tls_config(
+        s.tls_ca.as_deref(),
+        s.tls_cert.as_deref(),
+        s.tls_key.as_deref(),
+        s.insecure_skip_verify,
+    )
 }
 
 #[cfg(test)]

@@ -261,40 +261,58 @@ impl Client {
 }
 
 #[cfg(feature = "tls")]
+fn build_tls(s: &HttpSettings) -> Result<ureq::tls::TlsConfig, String> {
+    tls_config(
+        s.tls_ca.as_deref(),
+        s.tls_cert.as_deref(),
+        s.tls_key.as_deref(),
+        s.insecure_skip_verify,
+    )
+}
+
+#[cfg(feature = "tls")]
 fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
 }
 
 #[cfg(feature = "tls")]
-fn build_tls(s: &HttpSettings) -> Result<ureq::tls::TlsConfig, String> {
+fn pem_certs(
+    what: &str,
+    path: &str,
+    pem: &[u8],
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{what} {path}: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("{what} {path}: no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings every HTTP plugin takes (Telegraf's `tls_ca`, `tls_cert`, `tls_key`,
+/// `insecure_skip_verify`), read from their PEM files.
+#[cfg(feature = "tls")]
+pub fn tls_config(
+    tls_ca: Option<&str>,
+    tls_cert: Option<&str>,
+    tls_key: Option<&str>,
+    insecure_skip_verify: bool,
+) -> Result<ureq::tls::TlsConfig, String> {
     use std::sync::Arc;
-    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-    let mut b = TlsConfig::builder().disable_verification(s.insecure_skip_verify);
-    if let Some(ca) = &s.tls_ca {
-        let pem = read_file("tls_ca", ca)?;
-        let mut certs: Vec<Certificate<'static>> = Vec::new();
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(PemItem::Certificate(c)) => certs.push(c),
-                Ok(_) => {}
-                Err(e) => return Err(format!("tls_ca {ca}: {e}")),
-            }
-        }
-        if certs.is_empty() {
-            return Err(format!("tls_ca {ca}: no PEM certificate found"));
-        }
+    use ureq::tls::{ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let mut b = TlsConfig::builder().disable_verification(insecure_skip_verify);
+    if let Some(ca) = tls_ca {
+        let certs = pem_certs("tls_ca", ca, &read_file("tls_ca", ca)?)?;
         b = b.root_certs(RootCerts::Specific(Arc::new(certs)));
     }
-    if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
-        let cert_pem = read_file("tls_cert", cert)?;
-        let mut chain = Vec::new();
-        for item in ureq::tls::parse_pem(&cert_pem) {
-            match item {
-                Ok(PemItem::Certificate(c)) => chain.push(c),
-                Ok(_) => {}
-                Err(e) => return Err(format!("tls_cert {cert}: {e}")),
-            }
-        }
+    if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+        let chain = pem_certs("tls_cert", cert, &read_file("tls_cert", cert)?)?;
         let key_pem = read_file("tls_key", key)?;
         let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("tls_key {key}: {e}"))?;
         b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
