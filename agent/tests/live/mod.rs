@@ -6,6 +6,7 @@ mod diskio;
 mod kernel;
 mod mem;
 mod net;
+mod net_response;
 mod netstat;
 mod nstat;
 mod processes;
