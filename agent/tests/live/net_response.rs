@@ -3,7 +3,8 @@
 //! and a UDP port nobody listens on. Each probe goes through the real config loader.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,45 @@ fn tcp_closed_port_is_connection_failed() {
     ));
     assert_eq!(check(&m, port, "tcp", "connection_failed", 2), None);
     assert_eq!(m.field("string_found"), Some(&FieldValue::Bool(false)));
+}
+
+#[test]
+fn tcp_full_backlog_is_timeout() {
+    // A listener whose accept queue is full: Linux drops further SYNs, so a connect hangs
+    // until the probe's `timeout`.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // SAFETY: listen(2) on a descriptor the listener owns; re-listening only sets the backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let mut held = Vec::new();
+    let mut full = false;
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        full,
+        "the accept queue never filled ({} connections)",
+        held.len()
+    );
+    let port = addr.port();
+    let t0 = Instant::now();
+    let m = probe(&format!(
+        "protocol = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout = \"300ms\"\nsend = \"x\""
+    ));
+    let took = t0.elapsed();
+    assert_eq!(check(&m, port, "tcp", "timeout", 1), None);
+    assert_eq!(m.field("string_found"), None);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[test]
