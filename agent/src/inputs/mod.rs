@@ -19,6 +19,7 @@ pub mod internal;
 pub mod kernel;
 pub mod mem;
 pub mod net;
+pub mod net_response;
 pub mod netstat;
 pub mod nstat;
 pub mod processes;
@@ -110,6 +111,7 @@ pub static REGISTRY: &[InputSpec] = &[
     kernel::SPEC,
     mem::SPEC,
     net::SPEC,
+    net_response::SPEC,
     netstat::SPEC,
     nstat::SPEC,
     processes::SPEC,

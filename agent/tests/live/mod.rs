@@ -7,6 +7,7 @@ mod http_response;
 mod kernel;
 mod mem;
 mod net;
+mod net_response;
 mod netstat;
 mod nstat;
 mod processes;
