@@ -20,6 +20,7 @@ pub mod mem;
 pub mod net;
 pub mod netstat;
 pub mod nstat;
+pub mod ping;
 pub mod processes;
 pub mod swap;
 pub mod system;
@@ -110,6 +111,7 @@ pub static REGISTRY: &[InputSpec] = &[
     net::SPEC,
     netstat::SPEC,
     nstat::SPEC,
+    ping::SPEC,
     processes::SPEC,
     swap::SPEC,
     system::SPEC,

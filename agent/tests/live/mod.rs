@@ -8,6 +8,7 @@ mod mem;
 mod net;
 mod netstat;
 mod nstat;
+mod ping;
 mod processes;
 mod swap;
 mod system;
