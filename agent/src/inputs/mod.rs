@@ -22,6 +22,7 @@ pub mod net;
 pub mod net_response;
 pub mod netstat;
 pub mod nstat;
+pub mod ping;
 pub mod processes;
 pub mod swap;
 pub mod system;
@@ -114,6 +115,7 @@ pub static REGISTRY: &[InputSpec] = &[
     net_response::SPEC,
     netstat::SPEC,
     nstat::SPEC,
+    ping::SPEC,
     processes::SPEC,
     swap::SPEC,
     system::SPEC,

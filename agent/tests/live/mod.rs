@@ -10,6 +10,7 @@ mod net;
 mod net_response;
 mod netstat;
 mod nstat;
+mod ping;
 mod processes;
 mod swap;
 mod system;
