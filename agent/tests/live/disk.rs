@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use super::uint;
 use wk_agent::metric::FieldValue;
 use wk_agent::models::running_input::GlobalTags;
 
@@ -36,13 +37,6 @@ fn df() -> BTreeMap<String, (String, [u64; 6])> {
         map.insert(target.join(" "), (rest[0].to_owned(), v));
     }
     map
-}
-
-fn uint(m: &wk_agent::metric::Metric, k: &str) -> u64 {
-    match m.field(k) {
-        Some(FieldValue::Uint(v)) => *v,
-        other => panic!("{k}: expected a uint, got {other:?}"),
-    }
 }
 
 #[test]

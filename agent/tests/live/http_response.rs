@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+use super::int;
 use wk_agent::metric::{FieldValue, Metric};
 use wk_agent::models::running_input::GlobalTags;
 
@@ -88,13 +89,6 @@ fn hello(_req: &str) -> String {
 
 fn conf(url: &str, extra: &str) -> String {
     format!("[[inputs.http_response]]\n  urls = [\"{url}\"]\n{extra}")
-}
-
-fn int(m: &Metric, key: &str) -> i64 {
-    match m.field(key) {
-        Some(FieldValue::Int(v)) => *v,
-        other => panic!("{key}: {other:?} in {m:?}"),
-    }
 }
 
 fn string(m: &Metric, key: &str) -> String {

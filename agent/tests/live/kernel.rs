@@ -1,7 +1,8 @@
 //! `kernel` against /proc itself: boot_time must equal /proc/stat `btime` exactly, and the
 //! monotonic counters must lie between two readings taken around our gather.
 
-use wk_agent::metric::{FieldValue, Metric};
+use super::int;
+use wk_agent::metric::Metric;
 use wk_agent::models::running_input::GlobalTags;
 
 fn gather(conf: &str) -> Vec<Metric> {
@@ -22,13 +23,6 @@ fn stat(key: &str) -> i64 {
             (c.next() == Some(key)).then(|| c.next().unwrap().parse().unwrap())
         })
         .unwrap_or_else(|| panic!("no {key} in /proc/stat"))
-}
-
-fn int(m: &Metric, key: &str) -> i64 {
-    match m.field(key) {
-        Some(FieldValue::Int(v)) => *v,
-        other => panic!("{key}: {other:?}"),
-    }
 }
 
 #[test]

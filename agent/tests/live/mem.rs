@@ -1,8 +1,7 @@
 //! `mem` against `free -b`, read before and after our gather: each value must be exact
 //! (total) or lie between the two oracle readings (what the kernel changed meanwhile).
 
-use std::process::Command;
-
+use super::uint;
 use wk_agent::metric::{FieldValue, Metric};
 use wk_agent::models::running_input::GlobalTags;
 
@@ -15,25 +14,6 @@ fn gather(conf: &str) -> Metric {
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(out.metrics.len(), 1);
     out.metrics.into_iter().next().unwrap()
-}
-
-/// `free -b` → [total, used, free, shared, buff/cache, available] of the `Mem:` row.
-fn free_b() -> Vec<u64> {
-    let out = Command::new("free").arg("-b").output().expect("free -b");
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let line = text.lines().find(|l| l.starts_with("Mem:")).unwrap();
-    line.split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect()
-}
-
-fn uint(m: &Metric, key: &str) -> u64 {
-    match m.field(key) {
-        Some(FieldValue::Uint(v)) => *v,
-        other => panic!("{key}: {other:?}"),
-    }
 }
 
 fn between(name: &str, v: u64, a: u64, b: u64) -> Result<(), String> {
@@ -72,9 +52,9 @@ fn mem_matches_free() {
     let mut last = String::new();
     let mut found = None;
     for _ in 0..5 {
-        let before = free_b();
+        let before = super::free_b("Mem:");
         let got = gather("[[inputs.mem]]\n");
-        let after = free_b();
+        let after = super::free_b("Mem:");
         assert_eq!(uint(&got, "total"), before[0], "total must be exact");
         assert_eq!(before[0], after[0]);
         match compare(&got, &before, &after) {

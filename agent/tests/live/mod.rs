@@ -36,3 +36,45 @@ pub fn load(configs: Vec<PathBuf>) -> Plan {
     };
     config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors))
 }
+
+use wk_agent::metric::{FieldValue, Metric};
+
+/// A uint field, or a panic naming what it was instead.
+pub fn uint(m: &Metric, key: &str) -> u64 {
+    match m.field(key) {
+        Some(FieldValue::Uint(v)) => *v,
+        other => panic!("{key}: expected a uint, got {other:?} in {m:?}"),
+    }
+}
+
+/// An int field, or a panic naming what it was instead.
+pub fn int(m: &Metric, key: &str) -> i64 {
+    match m.field(key) {
+        Some(FieldValue::Int(v)) => *v,
+        other => panic!("{key}: expected an int, got {other:?} in {m:?}"),
+    }
+}
+
+/// A float field, or a panic naming what it was instead.
+pub fn float(m: &Metric, key: &str) -> f64 {
+    match m.field(key) {
+        Some(FieldValue::Float(v)) => *v,
+        other => panic!("{key}: expected a float, got {other:?} in {m:?}"),
+    }
+}
+
+/// `free -b`'s numbers on the row starting with `row` (`"Mem:"`: total, used, free, shared,
+/// buff/cache, available; `"Swap:"`: total, used, free).
+pub fn free_b(row: &str) -> Vec<u64> {
+    let out = std::process::Command::new("free")
+        .arg("-b")
+        .output()
+        .expect("free -b");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().find(|l| l.starts_with(row)).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect()
+}

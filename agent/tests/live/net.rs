@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use super::uint;
 use wk_agent::metric::{FieldValue, Metric};
 use wk_agent::models::running_input::GlobalTags;
 
@@ -16,13 +17,6 @@ fn gather(conf: &str) -> Vec<Metric> {
     let out = plan.inputs[0].gather(1, &GlobalTags::default());
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     out.metrics
-}
-
-fn uint(m: &Metric, k: &str) -> u64 {
-    match m.field(k) {
-        Some(FieldValue::Uint(v)) => *v,
-        other => panic!("{k}: {other:?}"),
-    }
 }
 
 /// (field, statistics files whose sum is the /proc/net/dev column).

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use super::{float, int};
 use wk_agent::metric::{FieldValue, Metric};
 use wk_agent::models::running_input::GlobalTags;
 
@@ -29,20 +30,6 @@ fn gather(conf: &str) -> (Vec<Metric>, Vec<String>) {
     let mut plan = super::load(vec![path]);
     let out = plan.inputs[0].gather(0, &GlobalTags::default());
     (out.metrics, out.errors)
-}
-
-fn int(m: &Metric, key: &str) -> i64 {
-    match m.field(key) {
-        Some(FieldValue::Int(v)) => *v,
-        other => panic!("{key}: {other:?}"),
-    }
-}
-
-fn float(m: &Metric, key: &str) -> f64 {
-    match m.field(key) {
-        Some(FieldValue::Float(v)) => *v,
-        other => panic!("{key}: {other:?}"),
-    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! Other tests of this binary start processes (`free`, …) concurrently, so the count may move
 //! by a few between the readings.
 
-use wk_agent::metric::{FieldValue, Metric};
+use super::int;
+use wk_agent::metric::Metric;
 use wk_agent::models::running_input::GlobalTags;
 
 fn gather(conf: &str) -> Metric {
@@ -25,13 +26,6 @@ fn pid_dirs() -> i64 {
                 .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
         })
         .count() as i64
-}
-
-fn int(m: &Metric, key: &str) -> i64 {
-    match m.field(key) {
-        Some(FieldValue::Int(v)) => *v,
-        other => panic!("{key}: {other:?}"),
-    }
 }
 
 #[test]

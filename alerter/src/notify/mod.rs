@@ -95,3 +95,15 @@ pub static REGISTRY: &[NotifierSpec] = &[
 pub fn find(kind: &str) -> Option<&'static NotifierSpec> {
     REGISTRY.iter().find(|s| s.name == kind)
 }
+
+/// The HTTP client of the notifiers that POST (webhook, influxdb); a set-up failure is a
+/// config error at the notifier's `url`.
+pub(crate) fn http_client(opts: &mut Options<'_, '_>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("wk-alerter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|e| {
+            opts.error_at("url", format!("cannot set up the HTTP client: {e}"));
+            reqwest::Client::new()
+        })
+}

@@ -77,13 +77,7 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
             None
         }
     };
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("wk-alerter/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            opts.error_at("url", format!("cannot set up the HTTP client: {e}"));
-            reqwest::Client::new()
-        });
+    let client = super::http_client(opts);
     Box::new(InfluxNotifier {
         client,
         write_url: write_url.unwrap_or_else(|| {

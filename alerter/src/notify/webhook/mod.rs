@@ -110,13 +110,7 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     if channel.is_some() && format != Format::Slack {
         opts.error_at("channel", "is only used with format = \"slack\"");
     }
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("wk-alerter/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            opts.error_at("url", format!("cannot set up the HTTP client: {e}"));
-            reqwest::Client::new()
-        });
+    let client = super::http_client(opts);
     Box::new(WebhookNotifier {
         client,
         url: url.unwrap_or_else(|| {
