@@ -7,20 +7,17 @@
 //! - [`outputs`]: one folder per output and the registry.
 //! - [`models`]: the wrappers every plugin runs in (filters, naming, tags, buffers).
 //! - [`agent`]: the collect/flush loop, `--test`/`--once` gathering.
-//! - [`metric`], [`lineproto`]: the metric model and its line-protocol serializer.
+//! - [`metric`], [`lineproto`], [`glob`], [`logging`]: re-exported from `wk_core`, the crate
+//!   both programs share.
 //! - [`hostpaths`]: where /proc, /sys and the host root are.
-//! - [`glob`]: Telegraf's glob syntax for filters.
-//! - [`logging`]: the log set-up both programs share.
 //! - [`selfstat`]: the agent's own counters, read by the `internal` input.
 
 pub mod agent;
 pub mod config;
-pub mod glob;
 pub mod hostpaths;
 pub mod inputs;
-pub mod lineproto;
-pub mod logging;
-pub mod metric;
 pub mod models;
 pub mod outputs;
 pub mod selfstat;
+
+pub use wk_core::{glob, lineproto, logging, metric};

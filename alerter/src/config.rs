@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
-use wk_agent::config::{ConfigError, Diag, Diagnostics, EnvLookup, Options, Severity, Source};
+use wk_core::diag::{ConfigError, Diag, Diagnostics, Severity, Source};
+use wk_core::options::{EnvLookup, Options};
 
 use crate::notify::config::NotifyPlan;
 

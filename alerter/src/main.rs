@@ -65,7 +65,7 @@ enum Cmd {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    wk_agent::config::values::parse_duration(s)
+    wk_core::values::parse_duration(s)
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool) {
-    wk_agent::logging::init(if debug { "debug" } else { "info" });
+    wk_core::logging::init(if debug { "debug" } else { "info" });
 }
 
 fn load_config(path: &Path) -> Result<Config, ()> {
@@ -385,7 +385,7 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let points = match wk_alerter::source::lineproto::parse(&text, 0) {
+    let points = match wk_core::lineproto::parse(&text, 0) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{}: {e}", data.display());

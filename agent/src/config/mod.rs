@@ -1,15 +1,10 @@
 //! Config in two stages: telegraf.conf TOML (with spans) → a validated [`Plan`]. Hot reload
 //! builds a new plan and swaps only if it built.
 //!
-//! - [`diag`]: file:line:column diagnostics.
-//! - [`options`]: typed, key-tracking reading of one table.
-//! - [`values`]: durations, sizes, `${VAR}` substitution.
+//! - `diag`, `options`, `values`: diagnostics, table reading and values, from `wk_core`.
 //! - [`telegraf_plugins`]: every Telegraf plugin name, to tell "not implemented" from "typo".
 
-pub mod diag;
-pub mod options;
 pub mod telegraf_plugins;
-pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +12,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-pub use diag::{ConfigError, Diag, Diagnostics, Severity, Source};
-pub use options::{EnvLookup, Harmless, Options};
+pub use wk_core::diag::{ConfigError, Diag, Diagnostics, Severity, Source};
+pub use wk_core::options::{EnvLookup, Harmless, Options};
+pub use wk_core::{diag, options, values};
 
 use crate::hostpaths::HostPaths;
 use crate::inputs::{self, BuildContext};

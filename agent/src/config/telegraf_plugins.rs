@@ -478,33 +478,7 @@ pub fn removed(kind: &str, name: &str) -> Option<(&'static str, &'static str)> {
 /// The Telegraf plugin name closest to a misspelled one, if any is close (ties go to the
 /// name that sorts first).
 pub fn closest(kind: &str, name: &str) -> Option<&'static str> {
-    closest_in(names(kind).iter().copied(), name)
-}
-
-/// The candidate closest to `name` within a small edit distance (ties go to the candidate
-/// that sorts first); None when nothing is close.
-pub fn closest_in<'n>(candidates: impl Iterator<Item = &'n str>, name: &str) -> Option<&'n str> {
-    let lower = name.to_lowercase();
-    candidates
-        .filter(|n| *n != name)
-        .map(|n| (edit_distance(&n.to_lowercase(), &lower), n))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 4))
-        .min()
-        .map(|(_, n)| n)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    wk_core::suggest::closest_in(names(kind).iter().copied(), name)
 }
 
 #[cfg(test)]

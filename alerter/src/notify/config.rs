@@ -1,5 +1,5 @@
 //! Reading the notification part of the alerter config: `[[notifiers.<kind>]]` tables and
-//! `[[silences]]`, with file:line:column diagnostics through `wk_agent::config::Options`.
+//! `[[silences]]`, with file:line:column diagnostics through `wk_core::options::Options`.
 //!
 //! The alerter's config loader owns the whole file and calls [`load`] with the parsed
 //! document; [`load_str`] does the same for a document on its own (tests, `check`).
@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use toml::de::{DeTable, DeValue};
-use wk_agent::config::{ConfigError, Diag, Diagnostics, EnvLookup, Options, Severity, Source};
+use wk_core::diag::{ConfigError, Diag, Diagnostics, Severity, Source};
+use wk_core::options::{EnvLookup, Options};
 
 use super::running::RunningNotifier;
 use super::silence::Silence;

@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 use crate::model::AlertEvent;
 

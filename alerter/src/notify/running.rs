@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 use super::{Notifier, NotifierSpec};
 use crate::model::{AlertEvent, EventKind, Level};

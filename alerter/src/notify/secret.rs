@@ -1,7 +1,7 @@
 //! Secrets in notifier options: given inline (usually as `"${ENV_VAR}"`) or read from a file
 //! (`*_file`, for systemd credentials and mounted secrets), never both.
 
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 /// Reads the secret `key` or the file named by `file_key`; `None` when neither is given.
 /// An inline value still containing `${` means the environment variable was not set (the

@@ -10,8 +10,8 @@
 //! ```
 
 use toml::de::{DeTable, DeValue};
-use wk_agent::config::Options;
-use wk_agent::glob::Glob;
+use wk_core::glob::Glob;
+use wk_core::options::Options;
 
 use super::text::parse_rfc3339;
 use crate::model::AlertEvent;

@@ -27,7 +27,7 @@ use rhai::{
     AST, Array, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext,
     OptimizationLevel, Position, Scope,
 };
-use wk_agent::config::values::parse_duration;
+use wk_core::values::parse_duration;
 
 use crate::model::{CycleResult, Observation, RuleSettings};
 use crate::source::QuerySource;

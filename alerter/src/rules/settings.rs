@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
-use wk_agent::config::values::parse_duration;
+use wk_core::values::parse_duration;
 
 use crate::model::{Level, Policy, RuleSettings};
 
@@ -309,7 +309,7 @@ fn inhibits(v: &Dynamic) -> Result<Vec<(String, Vec<String>)>, String> {
 }
 
 fn suggest(key: &str) -> Option<&'static str> {
-    wk_agent::config::telegraf_plugins::closest_in(KEYS.iter().copied(), key)
+    wk_core::suggest::closest_in(KEYS.iter().copied(), key)
 }
 
 /// A cursor over the script text that tracks Rhai positions.

@@ -10,12 +10,12 @@ use std::ops::Bound;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wk_agent::metric::{FieldValue, Metric};
+use wk_core::metric::{FieldValue, Metric};
 
-use super::lineproto::{self, LineProtocolError};
 use super::{QuerySource, Row, Series, SourceError, number};
 use crate::model::Value;
 use crate::rules::query::{Aggregate, Query, VALUE_COLUMN};
+use wk_core::lineproto::{self, LineProtocolError};
 
 type SeriesKey = (String, Vec<(String, String)>);
 type Points = BTreeMap<i64, BTreeMap<String, FieldValue>>;

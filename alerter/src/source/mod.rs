@@ -6,7 +6,6 @@
 //! runs evaluations on a blocking thread (tokio's blocking pool).
 
 pub mod influxdb;
-pub mod lineproto;
 pub mod memory;
 
 use std::collections::BTreeMap;

@@ -38,8 +38,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::StreamSettings;
 use crate::source::MemorySource;
-use crate::source::lineproto;
 use http::{Framing, Head, ReadError, Response};
+use wk_core::lineproto;
 
 /// How long a connection may sit idle between requests, or take to send one.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);

@@ -5,7 +5,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 use super::text::{fmt_value, html_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};

@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::process::Stdio;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture};

@@ -5,9 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wk_agent::config::Options;
-use wk_agent::lineproto::Serializer;
-use wk_agent::metric::{FieldValue, Metric};
+use wk_core::lineproto::Serializer;
+use wk_core::metric::{FieldValue, Metric};
+use wk_core::options::Options;
 
 use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tokio::io::AsyncWriteExt;
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture};
 use crate::model::AlertEvent;

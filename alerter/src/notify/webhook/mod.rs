@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
-use wk_agent::config::Options;
+use wk_core::options::Options;
 
 use super::text::{fmt_value, slack_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};

@@ -12,8 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::diag::{Diagnostics, Severity, Source};
-use super::values::{parse_duration, parse_size, substitute_env};
+use crate::diag::{Diagnostics, Severity, Source};
+use crate::values::{parse_duration, parse_size, substitute_env};
 
 /// Looks up an environment variable; a value so tests can pin it.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -453,10 +453,7 @@ impl<'a, 'i> Options<'a, 'i> {
                     "[{}] unknown option {key:?}: Telegraf has no such option here",
                     self.section,
                 );
-                match super::telegraf_plugins::closest_in(
-                    self.asked.iter().map(String::as_str),
-                    key,
-                ) {
+                match crate::suggest::closest_in(self.asked.iter().map(String::as_str), key) {
                     Some(s) => msg.push_str(&format!("; did you mean {s:?}?")),
                     None => msg.push_str(" (a typo?)"),
                 }

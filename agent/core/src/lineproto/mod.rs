@@ -13,6 +13,9 @@ use std::io::Write;
 
 use crate::metric::{FieldValue, Metric};
 
+mod parse;
+pub use parse::{LineProtocolError, parse, parse_line};
+
 /// Serializer options, named after Telegraf's `influx_*` keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Serializer {

@@ -1,13 +1,13 @@
-//! A line protocol reader for recorded data (`wk-alerter test RULE --data FILE.lp`) and the
-//! stream endpoint (`crate::stream`, line by line with [`parse_line`]).
+//! The line protocol reader: recorded data (`wk-alerter test RULE --data FILE.lp`) and the
+//! alerter's stream endpoint (line by line with [`parse_line`]).
 //!
 //! It unescapes as InfluxDB 1.x does, so the memory source sees the same points InfluxDB would
 //! store from the same file: `\,` `\ ` (and `\=` in tag and field keys and tag values) in names,
 //! `\"` and `\\` in string fields; any other backslash is kept literally. Note that
-//! `wk_agent::lineproto` writes control characters as `\t` `\n` `\f` `\r`, which InfluxDB (and
+//! the serializer writes control characters as `\t` `\n` `\f` `\r`, which InfluxDB (and
 //! therefore this reader) keeps as two characters; no agent input emits control characters.
 
-use wk_agent::metric::{FieldValue, Metric};
+use crate::metric::{FieldValue, Metric};
 
 /// A malformed line, with its 1-based line number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,7 +188,7 @@ fn read_field_value(line: &str, pos: &mut usize) -> Result<FieldValue, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wk_agent::lineproto::Serializer;
+    use crate::lineproto::Serializer;
 
     #[test]
     fn parses_types_tags_and_timestamps() {
