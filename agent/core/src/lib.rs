@@ -10,6 +10,7 @@
 //! - [`options`]: typed, key-tracking reading of one TOML table, reporting through [`diag`].
 //! - [`glob`]: Telegraf's glob syntax (filters, silences).
 //! - [`logging`]: the log set-up of both programs.
+//! - [`procs`]: the process table and socket inode → process, from /proc (procfs crate).
 //!
 //! The agent adds inputs, outputs and its loop on top; the alerter adds rules, state and
 //! notifiers. Neither depends on the other.
@@ -20,5 +21,6 @@ pub mod lineproto;
 pub mod logging;
 pub mod metric;
 pub mod options;
+pub mod procs;
 pub mod suggest;
 pub mod values;
