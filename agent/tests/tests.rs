@@ -5,5 +5,6 @@ mod cli;
 mod config;
 mod deploy;
 mod fixtures;
+mod layering;
 mod live;
 mod outputs;

@@ -308,7 +308,7 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
         let Some(source) = influx_source(&sc, rt.handle().clone()) else {
             return ExitCode::from(EXIT_INVALID);
         };
-        let now = wk_alerter::service::now_ns();
+        let now = wk_alerter::clock::now_ns();
         for r in rules {
             let name = r.settings().name.clone();
             let src = source.clone();
@@ -359,7 +359,7 @@ fn print_event(e: &AlertEvent, json: bool) {
             Err(err) => error!("cannot encode event: {err}"),
         }
     } else {
-        let t = wk_alerter::state::template::format_rfc3339(e.time);
+        let t = wk_alerter::template::format_rfc3339(e.time);
         println!(
             "{t} {:<8} {:<9} {} {}",
             e.level.as_str(),
@@ -413,7 +413,7 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
         if let CycleResult::Failed(e) = &result {
             eprintln!(
                 "{}: evaluation failed: {e}",
-                wk_alerter::state::template::format_rfc3339(now)
+                wk_alerter::template::format_rfc3339(now)
             );
         }
         for e in state.apply(&settings, &result, now) {

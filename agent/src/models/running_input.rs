@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::filter::Filter;
-use crate::config::Options;
-use crate::inputs::{BuildContext, Input, InputSpec};
+use crate::inputs::{Input, InputSpec};
 use crate::metric::{Accumulator, Metric};
+use crate::plugin::BuildContext;
+use wk_core::options::Options;
 
 /// Options every input accepts, read before the plugin's own.
 pub const COMMON_INPUT_KEYS: &[&str] = &[

@@ -407,7 +407,7 @@ impl Filter {
             Some((Muted::Silenced, format!("silenced by {}", s.describe())))
         } else if let Some((rule, tags)) = self.inhibitions.inhibitor_of(e) {
             c.inhibited.fetch_add(1, Ordering::Relaxed);
-            let group = crate::state::template::group(tags);
+            let group = crate::template::group(tags);
             Some((Muted::Inhibited, format!("inhibited by {rule} ({group})")))
         } else {
             None
@@ -542,7 +542,7 @@ impl Worker {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(NotifyError::Retryable(format!(
                     "timed out after {}",
-                    crate::state::template::format_duration(self.settings.timeout)
+                    crate::template::format_duration(self.settings.timeout)
                 )))
             }
         }
@@ -558,7 +558,7 @@ impl Worker {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
-                        event = crate::state::template::kind_str(e.kind), attempts = retry + 1,
+                        event = crate::template::kind_str(e.kind), attempts = retry + 1,
                         "notified"
                     );
                     return;

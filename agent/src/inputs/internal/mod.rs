@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::metric::{Accumulator, Metric};
 use crate::selfstat::{GatherStats, SelfStats, WriteStats};
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

@@ -3,9 +3,9 @@
 //! See README.md for the schema.
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::hostpaths::{HostPaths, read_to_string};
 use crate::metric::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::hostpaths::read_to_string;
 use crate::metric::{Accumulator, Metric};
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

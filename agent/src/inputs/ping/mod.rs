@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::metric::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
