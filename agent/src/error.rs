@@ -19,9 +19,25 @@ pub enum GatherError {
         line: usize,
         message: String,
     },
+    /// What the input reads does not exist on this kernel or host (PSI before 4.20, KSM not
+    /// built in): nothing is wrong, so it is logged once at debug level, not every interval.
+    #[error("{0}")]
+    Unsupported(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<String> for GatherError {
+    fn from(message: String) -> Self {
+        GatherError::Other(message)
+    }
+}
+
+impl From<&str> for GatherError {
+    fn from(message: &str) -> Self {
+        GatherError::Other(message.to_owned())
+    }
 }
 
 impl GatherError {
@@ -31,6 +47,11 @@ impl GatherError {
             path: path.into(),
             source,
         }
+    }
+
+    /// True for what this kernel or host does not have ([`GatherError::Unsupported`]).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, GatherError::Unsupported(_))
     }
 
     /// A parse error on `path` at 1-based `line` (0 when not tied to a line).

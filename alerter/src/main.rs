@@ -59,13 +59,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Keep evaluating this long after the last point (to see NoData and recoveries).
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        #[arg(long, default_value = "0s", value_parser = wk_core::values::parse_duration)]
         tail: Duration,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    wk_core::values::parse_duration(s)
 }
 
 fn env_lookup(name: &str) -> Option<String> {

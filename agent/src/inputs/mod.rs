@@ -2,7 +2,7 @@
 //! `README.md`, `sample.conf` and `testdata/`. The registry below is the only place that lists
 //! them: adding an input is copying a folder and adding one line.
 
-use wk_core::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 pub use crate::error::GatherError;

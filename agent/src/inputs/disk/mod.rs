@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::glob::GlobSet;
 use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

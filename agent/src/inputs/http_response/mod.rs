@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ureq::RequestExt;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

@@ -14,7 +14,7 @@ use std::path::Path;
 use self::netlink::{DiagError, InetSock, Request, SockDiag};
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

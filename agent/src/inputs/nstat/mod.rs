@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::read_to_string;
-use crate::metric::{Accumulator, Metric};
+use crate::metric::Metric;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

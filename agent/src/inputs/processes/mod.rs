@@ -5,7 +5,7 @@ use std::io::Read;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

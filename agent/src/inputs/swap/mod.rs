@@ -3,7 +3,7 @@
 
 use super::{BuildContext, GatherError, Input, InputSpec, for_each_key_value};
 use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.

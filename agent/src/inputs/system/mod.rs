@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::{HostPaths, read_to_string};
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
 /// Registry entry.
