@@ -87,7 +87,7 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
 }
 
 /// Runs the plan until `stop` completes, then flushes every output one last time.
-pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
     let Plan {
         agent,
         global_tags,
@@ -156,7 +156,6 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<(
         let _ = t.await;
     }
     info!("agent stopped");
-    Ok(())
 }
 
 struct InputSchedule {

@@ -7,6 +7,8 @@
 //! - [`outputs`]: one folder per output and the registry.
 //! - [`models`]: the wrappers every plugin runs in (filters, naming, tags, buffers).
 //! - [`agent`]: the collect/flush loop, `--test`/`--once` gathering.
+//! - [`daemon`]: the program's modes (`test`, `once`, `run` with reload/stop) for `main.rs`
+//!   and in-process tests.
 //! - [`metric`], [`lineproto`], [`glob`], [`logging`]: re-exported from `wk_core`, the crate
 //!   both programs share.
 //! - [`plugin`]: the plugin contract (`BuildContext`), [`error`]: `GatherError`.
@@ -17,6 +19,7 @@
 pub mod agent;
 pub mod common;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod hostpaths;
 pub mod inputs;

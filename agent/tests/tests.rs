@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod deploy;
 mod fixtures;
 mod layering;
