@@ -9,3 +9,4 @@ mod fixtures;
 mod layering;
 mod live;
 mod outputs;
+mod registry_docs;
