@@ -334,17 +334,15 @@ impl Loader<'_, '_> {
     fn agent_table(&mut self, src: &Source, t: &DeTable<'_>, offset: usize) {
         let mut o = Options::new(src, "agent", t, offset, &mut self.diags, self.req.env);
         let a = &mut self.agent;
-        a.interval = o.duration("interval", a.interval);
-        if a.interval.is_zero() {
-            o.error_at("interval", "must be greater than 0");
-        }
+        a.interval = o
+            .opt_period("interval", crate::plugin::MIN_PERIOD)
+            .unwrap_or(a.interval);
         a.round_interval = o.bool("round_interval", a.round_interval);
         a.collection_jitter = o.duration("collection_jitter", a.collection_jitter);
         a.collection_offset = o.duration("collection_offset", a.collection_offset);
-        a.flush_interval = o.duration("flush_interval", a.flush_interval);
-        if a.flush_interval.is_zero() {
-            o.error_at("flush_interval", "must be greater than 0");
-        }
+        a.flush_interval = o
+            .opt_period("flush_interval", crate::plugin::MIN_PERIOD)
+            .unwrap_or(a.flush_interval);
         a.flush_jitter = o.duration("flush_jitter", a.flush_jitter);
         // 0 means Telegraf's default, as in its models/running_output.go.
         let defaults = AgentSettings::default();

@@ -84,10 +84,7 @@ impl RunningOutput {
         buffer_limit: usize,
     ) -> RunningOutput {
         let alias = opts.opt_string("alias");
-        let flush_interval = opts.opt_duration("flush_interval");
-        if flush_interval == Some(Duration::ZERO) {
-            opts.error_at("flush_interval", "must be greater than 0");
-        }
+        let flush_interval = opts.opt_period("flush_interval", crate::plugin::MIN_PERIOD);
         let flush_jitter = opts.opt_duration("flush_jitter");
         // 0 means the agent's value, as in Telegraf's models/running_output.go.
         let agent_batch_size = batch_size;
