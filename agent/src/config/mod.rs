@@ -663,16 +663,48 @@ pub fn os_hostname() -> String {
 
 /// The `[agent]` section, every output's and every input's sample, as Telegraf's
 /// `telegraf config` prints them.
+///
+/// As `telegraf config`: without filters only Telegraf's default plugins are on (the host
+/// inputs and `outputs.influxdb`), every other plugin is printed commented out, so the first
+/// `--test` of the file probes nothing; plugins named by a filter are printed on.
 pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) -> String {
+    /// Telegraf's default `--input-filter` and `--output-filter` of `telegraf config`.
+    const DEFAULT_INPUTS: &[&str] = &[
+        "cpu",
+        "disk",
+        "diskio",
+        "kernel",
+        "mem",
+        "processes",
+        "swap",
+        "system",
+    ];
+    const DEFAULT_OUTPUTS: &[&str] = &["influxdb"];
     let mut s = String::from(include_str!("../agent_sample.conf"));
     let keep = |f: Option<&[String]>, name: &str| f.is_none_or(|f| f.iter().any(|n| n == name));
-    for o in outputs::REGISTRY.iter().filter(|o| keep(outputs_f, o.name)) {
+    let mut add = |sample: &str, on: bool| {
         s.push('\n');
-        s.push_str(o.sample_config);
+        if on {
+            s.push_str(sample);
+        } else {
+            for line in sample.lines() {
+                s.push_str(if line.is_empty() { "" } else { "# " });
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    };
+    for o in outputs::REGISTRY.iter().filter(|o| keep(outputs_f, o.name)) {
+        add(
+            o.sample_config,
+            outputs_f.is_some() || DEFAULT_OUTPUTS.contains(&o.name),
+        );
     }
     for i in inputs::REGISTRY.iter().filter(|i| keep(inputs_f, i.name)) {
-        s.push('\n');
-        s.push_str(i.sample_config);
+        add(
+            i.sample_config,
+            inputs_f.is_some() || DEFAULT_INPUTS.contains(&i.name),
+        );
     }
     s
 }
