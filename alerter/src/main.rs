@@ -59,13 +59,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Keep evaluating this long after the last point (to see NoData and recoveries).
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        #[arg(long, default_value = "0s", value_parser = wk_core::values::parse_duration)]
         tail: Duration,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    wk_core::values::parse_duration(s)
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -319,7 +315,7 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
         let Some(source) = influx_source(&sc, rt.handle().clone()) else {
             return ExitCode::from(EXIT_INVALID);
         };
-        let now = wk_alerter::service::now_ns();
+        let now = wk_alerter::clock::now_ns();
         for r in rules {
             let name = r.settings().name.clone();
             let src = source.clone();
@@ -370,7 +366,7 @@ fn print_event(e: &AlertEvent, json: bool) {
             Err(err) => error!("cannot encode event: {err}"),
         }
     } else {
-        let t = wk_alerter::state::template::format_rfc3339(e.time);
+        let t = wk_alerter::template::format_rfc3339(e.time);
         println!(
             "{t} {:<8} {:<9} {} {}",
             e.level.as_str(),
@@ -396,7 +392,7 @@ fn print_actions(settings: &wk_alerter::model::RuleSettings, e: &AlertEvent, jso
                     "would run {}({}) once held {} [{plan}]",
                     a.action,
                     args.summary(),
-                    wk_alerter::state::template::format_duration(a.after)
+                    wk_alerter::template::format_duration(a.after)
                 )
             }
             Err(m) => format!("would refuse: {m}"),
@@ -455,7 +451,7 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
         if let CycleResult::Failed(e) = &result {
             eprintln!(
                 "{}: evaluation failed: {e}",
-                wk_alerter::state::template::format_rfc3339(now)
+                wk_alerter::template::format_rfc3339(now)
             );
         }
         for e in state.apply(&settings, &result, now) {

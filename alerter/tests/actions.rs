@@ -152,7 +152,7 @@ fn event(tags: &[(&str, &str)]) -> AlertEvent {
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect(),
         fields: Default::default(),
-        time: wk_alerter::service::now_ns(),
+        time: wk_alerter::clock::now_ns(),
         duration: Duration::from_secs(2),
         notify: vec!["log".into()],
         category: None,

@@ -256,7 +256,7 @@ pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)
                     signal(*p, libc::SIGKILL);
                     *how = format!(
                         "SIGKILL after {} (ignored SIGTERM)",
-                        crate::state::template::format_duration(ctx.grace)
+                        crate::template::format_duration(ctx.grace)
                     );
                 }
             }

@@ -118,7 +118,7 @@ fn dur(v: &Dynamic) -> Result<Duration, String> {
             type_of(v)
         )
     })?;
-    parse_duration(&s)
+    parse_duration(&s).map_err(|e| e.to_string())
 }
 
 fn raw(v: &Dynamic) -> Result<RawArg, String> {
