@@ -16,7 +16,10 @@
 //! - [`template`]: message templates (`{{host}}`, `{{value:.1}}`), used by state and notifiers.
 //! - [`clock`]: the wall clock in ns.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
+//! - [`actions`]: recovery actions beside the notifiers (typed arguments, local or ssh, guard
+//!   rails persisted with the state, verify, one report, audit log).
 
+pub mod actions;
 pub mod clock;
 pub mod config;
 pub mod model;

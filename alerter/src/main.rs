@@ -275,13 +275,24 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
                     failed = true;
                     continue;
                 }
+                if let Some(c) = &cfg
+                    && let Err(((l, col), e)) = c.actions.validate_rule(s)
+                {
+                    println!("{}:{l}:{col}: {e}", p.display());
+                    failed = true;
+                    continue;
+                }
                 println!(
-                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}",
+                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}, actions {:?}",
                     p.display(),
                     s.name,
                     s.every,
                     s.pending,
-                    s.notify
+                    s.notify,
+                    s.actions
+                        .iter()
+                        .map(|a| a.action.as_str())
+                        .collect::<Vec<_>>()
                 );
                 rules.push(r);
             }
@@ -366,6 +377,37 @@ fn print_event(e: &AlertEvent, json: bool) {
     }
 }
 
+/// What the rule's actions would do for `e` (never run here).
+fn print_actions(settings: &wk_alerter::model::RuleSettings, e: &AlertEvent, json: bool) {
+    if e.kind != wk_alerter::model::EventKind::Alert {
+        return;
+    }
+    for a in settings.actions.iter().filter(|a| e.level >= a.on) {
+        let line = match a.render(e) {
+            Ok(args) => {
+                let plan = wk_alerter::actions::find(&a.action)
+                    .map(|spec| (spec.build)(&args).plan().join("; "))
+                    .unwrap_or_default();
+                format!(
+                    "would run {}({}) once held {} [{plan}]",
+                    a.action,
+                    args.summary(),
+                    wk_alerter::template::format_duration(a.after)
+                )
+            }
+            Err(m) => format!("would refuse: {m}"),
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "action": a.action, "id": e.id, "plan": line })
+            );
+        } else {
+            println!("    {line}");
+        }
+    }
+}
+
 fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
     let rule = match load_rule_with(rule_path, &Limits::default()) {
         Ok(r) => r,
@@ -414,6 +456,7 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
         }
         for e in state.apply(&settings, &result, now) {
             print_event(&e, json);
+            print_actions(&settings, &e, json);
             count += 1;
         }
         now += every;
