@@ -159,7 +159,7 @@ impl Service {
         self.engine.set_rules(self.slots.values().filter_map(|s| {
             s.rule.as_ref().map(|r| RuleEntry {
                 settings: r.settings().clone(),
-                rule: Some(r.clone()),
+                rule: Some(r.clone() as Arc<dyn crate::actions::engine::Recheck>),
             })
         }));
         self.report_broken(now);

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::model::RawArg;
+
 /// The type of one argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgKind {
@@ -127,23 +129,6 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
         Ok(())
     } else {
         bad("character not allowed")
-    }
-}
-
-/// A raw argument value from the rule: a string (maybe with `{{tag}}` placeholders) or a list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RawArg {
-    One(String),
-    List(Vec<String>),
-}
-
-impl RawArg {
-    /// Whether the value takes anything from the alert (`{{...}}`).
-    pub fn is_templated(&self) -> bool {
-        match self {
-            RawArg::One(s) => s.contains("{{"),
-            RawArg::List(l) => l.iter().any(|s| s.contains("{{")),
-        }
     }
 }
 

@@ -200,7 +200,7 @@ impl ActionsConfig {
     pub fn validate_rule(
         &self,
         settings: &crate::model::RuleSettings,
-    ) -> Result<(), (crate::rules::settings::Pos, String)> {
+    ) -> Result<(), (crate::model::Pos, String)> {
         for (i, a) in settings.actions.iter().enumerate() {
             if a.action == "run_script"
                 && let Some(super::RawArg::One(name)) = a.args.get("name")

@@ -29,16 +29,22 @@ use super::rule::{ActionRule, Verify};
 use super::{ActionResult, ActionsConfig, Ctx};
 use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings, Value};
 use crate::notify::Router;
-use crate::rules::Rule;
 use crate::source::QuerySource;
 use crate::template::format_duration;
+
+/// What verifying by query needs of a rule: one evaluation now (implemented by
+/// `crate::rules::Rule`; a trait here so that actions do not depend on the rule engine).
+pub trait Recheck: Send + Sync {
+    /// Evaluates the rule against `source` at `now_ns`.
+    fn evaluate(&self, source: &Arc<dyn QuerySource>, now_ns: i64) -> CycleResult;
+}
 
 /// A rule as the engine knows it: its settings (actions, notify) and, to verify by query,
 /// the rule itself.
 #[derive(Clone)]
 pub struct RuleEntry {
     pub settings: RuleSettings,
-    pub rule: Option<Arc<Rule>>,
+    pub rule: Option<Arc<dyn Recheck>>,
 }
 
 /// The engine. Cheap to clone; create it inside a tokio runtime.
@@ -532,7 +538,7 @@ impl Engine {
             .min()
             .unwrap_or(Level::Critical);
         let now = self.now();
-        let result = tokio::task::spawn_blocking(move || rule.evaluate(&source, now))
+        let result = tokio::task::spawn_blocking(move || Recheck::evaluate(&*rule, &source, now))
             .await
             .ok()?;
         let CycleResult::Observed(obs) = result else {

@@ -19,8 +19,8 @@ use rhai::{Dynamic, Map};
 use wk_core::values::parse_duration;
 
 use super::args::{ArgSpec, Args, RawArg, check_value};
-use crate::model::{AlertEvent, Level};
-use crate::rules::settings::Pos;
+pub use crate::model::{ActionRule, Verify};
+use crate::model::{AlertEvent, Level, Pos};
 use crate::state::{Template, TemplateData};
 
 /// Keys every action map accepts besides the action's own arguments.
@@ -36,65 +36,6 @@ pub const GUARD_KEYS: &[&str] = &[
     "dry_run",
     "verify",
 ];
-
-/// How an action's success is checked after the settle time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verify {
-    /// The action's own probe when it has one, else the rule's query.
-    Auto,
-    /// The action's probe (process, port, unit state).
-    Probe,
-    /// Re-run the rule: the instance must be below `on`.
-    Query,
-    /// Both must say recovered.
-    Both,
-}
-
-/// One element of `actions: [...]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionRule {
-    /// `do`: the registry name.
-    pub action: String,
-    pub args: BTreeMap<String, RawArg>,
-    /// Acts on alert events at this level or above (default CRITICAL).
-    pub on: Level,
-    /// The condition must have held this long (from the first evaluation that saw it).
-    pub after: Duration,
-    /// At most this many attempts per target within `window`; then people are paged once.
-    pub max_attempts: u32,
-    pub window: Duration,
-    /// Wait between two attempts on one target.
-    pub cooldown: Duration,
-    /// Wait after the action before verifying.
-    pub settle: Duration,
-    /// Longest one command may run (its process group is killed then).
-    pub timeout: Duration,
-    pub dry_run: bool,
-    pub verify: Verify,
-    /// Where the map starts, and each key's value, for load errors.
-    pub pos: Pos,
-    pub arg_pos: BTreeMap<String, Pos>,
-}
-
-impl Default for ActionRule {
-    fn default() -> Self {
-        ActionRule {
-            action: String::new(),
-            args: BTreeMap::new(),
-            on: Level::Critical,
-            after: Duration::ZERO,
-            max_attempts: 3,
-            window: Duration::from_secs(3600),
-            cooldown: Duration::from_secs(60),
-            settle: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
-            dry_run: false,
-            verify: Verify::Auto,
-            pos: (0, 0),
-            arg_pos: BTreeMap::new(),
-        }
-    }
-}
 
 /// An error in one action map: where, what.
 pub type ActionError = (Pos, String);

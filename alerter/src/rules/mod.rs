@@ -677,5 +677,11 @@ fn in_check(what: &str) -> RhaiResult<(Arc<dyn QuerySource>, i64)> {
     })
 }
 
+impl crate::actions::engine::Recheck for Rule {
+    fn evaluate(&self, source: &Arc<dyn QuerySource>, now_ns: i64) -> CycleResult {
+        Rule::evaluate(self, source, now_ns)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ use wk_core::values::parse_duration;
 use crate::model::{Level, Policy, RuleSettings};
 
 /// A line and column (1-based, in characters, as Rhai counts them).
-pub type Pos = (usize, usize);
+pub use crate::model::Pos;
 
 /// One settings error: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
