@@ -126,13 +126,8 @@ impl Service {
     pub fn scan(&mut self, now: i64) {
         let dir = self.config.settings.rules_dir.clone();
         let mut seen = BTreeSet::new();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                let mut paths: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-                    .collect();
-                paths.sort();
+        match crate::rules::rule_files(&dir) {
+            Ok(paths) => {
                 for path in paths {
                     seen.insert(path.clone());
                     self.load_file(&path, now);

@@ -568,12 +568,7 @@ fn example_rules_load_and_fire_on_the_sick_host() {
     let data = std::fs::read_to_string(root.join("testdata/rules/hosts.lp")).unwrap();
     let source: Arc<dyn QuerySource> =
         Arc::new(MemorySource::from_line_protocol(&data, 0).unwrap());
-    let mut paths: Vec<_> = std::fs::read_dir(root.join("../examples/rules"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
-        .collect();
-    paths.sort();
+    let paths = super::rule_files(&root.join("../examples/rules")).unwrap();
     assert!(paths.len() >= 10, "{paths:?}");
     for path in paths {
         let rule = load_rule(&path).unwrap_or_else(|e| panic!("{e}"));
