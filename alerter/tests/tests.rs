@@ -2,6 +2,7 @@
 
 mod common;
 mod examples;
+mod heal;
 mod notify;
 mod rules;
 mod service;
