@@ -12,7 +12,10 @@
 //! - [`state`]: the per-instance alert state machine (pending, keep-firing, hysteresis,
 //!   flapping, NoData, Error, repeat, expiry), its persistence, and message templates.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
+//! - [`actions`]: recovery actions beside the notifiers (typed arguments, local or ssh, guard
+//!   rails persisted with the state, verify, one report, audit log).
 
+pub mod actions;
 pub mod config;
 pub mod model;
 pub mod notify;

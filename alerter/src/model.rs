@@ -151,6 +151,8 @@ pub struct RuleSettings {
     /// While this rule's instance is non-OK, it mutes instances of rules with these categories
     /// that share the listed tag values: (category, tags).
     pub inhibits: Vec<(String, Vec<String>)>,
+    /// Recovery actions run when an instance fires (`actions: [...]`, docs/rules.md).
+    pub actions: Vec<crate::actions::ActionRule>,
 }
 
 impl Default for RuleSettings {
@@ -175,6 +177,7 @@ impl Default for RuleSettings {
             notify: Vec::new(),
             category: None,
             inhibits: Vec::new(),
+            actions: Vec::new(),
         }
     }
 }

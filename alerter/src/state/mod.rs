@@ -52,5 +52,5 @@ pub use level::determine_level;
 pub use machine::{
     DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, Tags, TemplateSettingError, Templates,
 };
-pub use persist::{PersistError, STATE_VERSION, state_path};
+pub use persist::{PersistError, STATE_VERSION, state_path, write_atomic};
 pub use template::{DEFAULT_DETAILS, Template, TemplateData, TemplateError, TemplateErrorKind};
