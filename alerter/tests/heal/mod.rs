@@ -18,8 +18,10 @@ pub mod payloads;
 pub mod process;
 pub mod squatter;
 pub mod sshd;
+pub mod stack;
 pub mod supervisor;
 
+mod e2e;
 mod harness;
 
 /// Debian's python3 (the one with aiosmtpd); never a pyenv shim on PATH.
