@@ -558,19 +558,36 @@ impl Floor {
 /// Pause between two in-process collections.
 const GAP: Duration = Duration::from_millis(15);
 
-const DEFAULT_INPUTS: &[&str] = &[
-    "cpu",
-    "mem",
-    "swap",
-    "system",
-    "kernel",
-    "processes",
-    "disk",
-    "diskio",
-    "net",
-    "netstat",
-    "nstat",
-];
+/// The host inputs a default telegraf.conf collects, from the registry: every input that
+/// gathers something with no options, except probes (their `result_code` is about a target)
+/// and `internal` (the agent measuring itself).
+fn default_inputs() -> Vec<&'static str> {
+    static LIST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    LIST.get_or_init(registry_host_inputs).clone()
+}
+
+fn registry_host_inputs() -> Vec<&'static str> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    wk_agent::inputs::REGISTRY
+        .iter()
+        .map(|s| s.name)
+        .filter(|n| *n != "internal")
+        .filter(|n| {
+            let cfg = write_config(dir.path(), "one.conf", &inputs_config(&[n]));
+            let Ok(mut plan) = try_load_plan(&cfg) else {
+                return false; // needs options (a probe's targets)
+            };
+            let global = plan.global_tags.clone();
+            // Twice: rate inputs (cpu) report from their second sample.
+            let first = plan.inputs[0].gather(0, &global);
+            std::thread::sleep(GAP);
+            let out = plan.inputs[0].gather(1_000_000_000, &global);
+            // Probes report a `result_code` about their target, not the host.
+            let probe = out.metrics.iter().any(|m| m.field("result_code").is_some());
+            first.errors.is_empty() && out.errors.is_empty() && !out.metrics.is_empty() && !probe
+        })
+        .collect()
+}
 
 fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -588,7 +605,7 @@ fn inputs_config(names: &[&str]) -> String {
     s
 }
 
-fn load_plan(path: &Path) -> Plan {
+fn try_load_plan(path: &Path) -> Result<Plan, config::ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
     let req = LoadRequest {
         configs: vec![path.to_path_buf()],
@@ -600,7 +617,11 @@ fn load_plan(path: &Path) -> Plan {
         test_mode: true,
         stats: Default::default(),
     };
-    match config::load(&req) {
+    config::load(&req)
+}
+
+fn load_plan(path: &Path) -> Plan {
+    match try_load_plan(path) {
         Ok(p) => p,
         Err(e) => {
             for d in &e.errors {
@@ -1073,7 +1094,7 @@ thread_local! {
 /// Section 1: one collection of the default inputs vs the floor, interleaved.
 fn bench_collection(o: &Opts, dir: &Path, md: &mut String, sum: &mut Summary) -> f64 {
     let iters = if o.quick { 200 } else { 1000 };
-    let cfg = write_config(dir, "default.conf", &inputs_config(DEFAULT_INPUTS));
+    let cfg = write_config(dir, "default.conf", &inputs_config(&default_inputs()));
     let mut plan = load_plan(&cfg);
     let global = plan.global_tags.clone();
     let mut floor = Floor::new();
@@ -1135,7 +1156,7 @@ fn bench_collection(o: &Opts, dir: &Path, md: &mut String, sum: &mut Summary) ->
          bytes of line protocol, {errors} gather errors.\n\n\
          The floor reads the same sources with no parsing, in the same loop (A/B interleaved, \
          {iters} pairs after 5 warm-up rounds):\n",
-        DEFAULT_INPUTS.join(", "),
+        default_inputs().join(", "),
         GAP.as_millis()
     );
     for d in &floor.desc {
@@ -1413,7 +1434,7 @@ fn bench_processes(
     sum: &mut Summary,
 ) {
     let secs = o.daemon_secs.max(5);
-    let mut cfg = inputs_config(DEFAULT_INPUTS).replace("\"10s\"", "\"1s\"");
+    let mut cfg = inputs_config(&default_inputs()).replace("\"10s\"", "\"1s\"");
     cfg.push_str("  [[outputs.file]]\n  files = [\"/dev/null\"]\n");
     cfg = cfg.replace(
         "omit_hostname = true\n",

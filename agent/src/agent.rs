@@ -12,6 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Plan;
 use crate::metric::Metric;
+use crate::models::error_log::{ErrorLog, Verdict};
 use crate::models::running_input::{GatherOutcome, GlobalTags, RunningInput};
 use crate::models::running_output::{OutputStats, RunningOutput};
 use crate::selfstat::{SelfStats, WriteDelta};
@@ -86,7 +87,7 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
 }
 
 /// Runs the plan until `stop` completes, then flushes every output one last time.
-pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
     let Plan {
         agent,
         global_tags,
@@ -155,7 +156,6 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> anyhow::Result<(
         let _ = t.await;
     }
     info!("agent stopped");
-    Ok(())
 }
 
 struct InputSchedule {
@@ -183,6 +183,7 @@ async fn input_loop(
             return;
         }
     };
+    let mut errors = ErrorLog::default();
     loop {
         let wait = until_next_tick(now_ns(), s.interval, s.offset, s.aligned) + jitter(s.jitter);
         tokio::select! {
@@ -201,7 +202,13 @@ async fn input_loop(
             }
         };
         for e in &outcome.errors {
-            error!(input = %name, "gather error: {e}");
+            match errors.check(e, Instant::now()) {
+                Verdict::First => error!(input = %name, "gather error: {e}"),
+                Verdict::Repeated(n) => error!(input = %name,
+                    "gather error: {e} (and {n} more times since last logged)"),
+                Verdict::Unsupported => debug!(input = %name, "not available on this host: {e}"),
+                Verdict::Quiet => {}
+            }
         }
         debug!(input = %name, metrics = outcome.metrics.len(), elapsed = ?outcome.elapsed, "gathered");
         stats.record_gather(
@@ -440,7 +447,7 @@ mod loop_tests {
     use crate::config::{Diagnostics, Options, Source};
     use crate::hostpaths::HostPaths;
     use crate::inputs::{BuildContext, GatherError, Input, InputSpec};
-    use crate::metric::Accumulator;
+    use crate::plugin::Accumulator;
 
     static GATHERS: AtomicUsize = AtomicUsize::new(0);
     static OVERLAP: AtomicBool = AtomicBool::new(false);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::inputs::GatherError;
+use crate::error::GatherError;
 
 /// The roots every input reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,16 +1,16 @@
 //! wk-agent command line: parse flags, load the config, then test, run once or run as a daemon
 //! (SIGHUP reloads, SIGTERM/SIGINT stop). The logic lives in the library.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tracing::{error, info, warn};
-use wk_agent::config::{self, LoadRequest, Plan};
+use tokio::sync::mpsc;
+use tracing::error;
+use wk_agent::config::{self, LoadRequest};
+use wk_agent::daemon::{self, Control};
 use wk_agent::hostpaths::HostPaths;
-use wk_agent::{agent, inputs, lineproto, outputs};
 
 /// Exit status for a config that does not load.
 const EXIT_CONFIG: u8 = 2;
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     if cli.sample_config {
         print!(
             "{}",
-            sample_config(input_filter.as_deref(), output_filter.as_deref())
+            config::sample_config(input_filter.as_deref(), output_filter.as_deref())
         );
         return ExitCode::SUCCESS;
     }
@@ -96,9 +96,8 @@ fn main() -> ExitCode {
         test_mode,
         stats: Default::default(),
     };
-    let plan = match load(&req) {
-        Ok(p) => p,
-        Err(()) => return ExitCode::from(EXIT_CONFIG),
+    let Some(plan) = daemon::load(&req) else {
+        return ExitCode::from(EXIT_CONFIG);
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,11 +109,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let status = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    };
     if test_mode {
-        return rt.block_on(run_test(plan, cli.test_wait));
+        let wait = cli.test_wait.map(Duration::from_secs);
+        return status(rt.block_on(daemon::test(plan, wait, &mut std::io::stdout().lock())));
     }
     if cli.once {
-        return rt.block_on(run_once(plan));
+        return status(rt.block_on(daemon::once(plan)));
     }
     if let Some(p) = &cli.pidfile
         && let Err(e) = std::fs::write(p, format!("{}\n", std::process::id()))
@@ -122,7 +129,15 @@ fn main() -> ExitCode {
         error!("cannot write pidfile {}: {e}", p.display());
         return ExitCode::FAILURE;
     }
-    let code = rt.block_on(run_daemon(plan, &req));
+    let code = rt.block_on(async {
+        let (tx, rx) = mpsc::channel(4);
+        if let Err(e) = forward_signals(tx) {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        daemon::run(plan, || daemon::load(&req), rx).await;
+        ExitCode::SUCCESS
+    });
     if let Some(p) = &cli.pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -155,132 +170,23 @@ fn default_config_paths(cli: &Cli) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (vec![PathBuf::from("/etc/telegraf/telegraf.conf")], dirs)
 }
 
-/// Loads the config, logging warnings, and every error on failure.
-fn load(req: &LoadRequest<'_>) -> Result<Plan, ()> {
-    match config::load(req) {
-        Ok(plan) => {
-            for w in &plan.warnings {
-                warn!("{w}");
-            }
-            Ok(plan)
-        }
-        Err(e) => {
-            for d in &e.errors {
-                error!("{d}");
-            }
-            Err(())
-        }
-    }
-}
-
-async fn run_test(mut plan: Plan, wait: Option<u64>) -> ExitCode {
-    let results = agent::gather_once(&mut plan, true).await;
-    let mut failed = false;
-    let mut out = std::io::stdout().lock();
-    for (name, outcome) in &results {
-        for e in &outcome.errors {
-            error!(input = %name, "{e}");
-            failed = true;
-        }
-        for m in &outcome.metrics {
-            let _ = out.write_all(lineproto::test_format(m).as_bytes());
-        }
-    }
-    let _ = out.flush();
-    if let Some(secs) = wait {
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-async fn run_once(mut plan: Plan) -> ExitCode {
-    for o in plan.outputs.iter_mut() {
-        agent::open_disk_buffer(o);
-    }
-    let results = agent::gather_once(&mut plan, true).await;
-    let mut failed = false;
-    for (name, outcome) in &results {
-        for e in &outcome.errors {
-            error!(input = %name, "{e}");
-            failed = true;
-        }
-        for m in &outcome.metrics {
-            for o in plan.outputs.iter_mut() {
-                o.add(m);
-            }
-        }
-    }
-    for o in plan.outputs.iter_mut() {
-        if let Err(e) = o.flush() {
-            error!(output = %o.log_name(), unsent = o.buffered(), "write failed: {e}");
-            failed = true;
-        }
-        o.close();
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-async fn run_daemon(mut plan: Plan, req: &LoadRequest<'_>) -> ExitCode {
+/// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
+fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers");
-        return ExitCode::FAILURE;
-    };
-    loop {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(agent::run(plan, async {
-            let _ = stop_rx.await;
-        }));
-        let next = loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    info!("SIGHUP: reloading configuration");
-                    // Build the new plan first; the running one stays if it does not build.
-                    match load(req) {
-                        Ok(new) => break Some(new),
-                        Err(()) => error!("new configuration is invalid; keeping the running one"),
-                    }
-                }
-                _ = term.recv() => break None,
-                _ = int.recv() => break None,
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = hup.recv() => Control::Reload,
+                _ = term.recv() => Control::Stop,
+                _ = int.recv() => Control::Stop,
+            };
+            if tx.send(c).await.is_err() || c == Control::Stop {
+                return;
             }
-        };
-        let _ = stop_tx.send(());
-        if let Ok(Err(e)) = running.await {
-            error!("agent failed: {e:#}");
-            return ExitCode::FAILURE;
         }
-        match next {
-            Some(new) => plan = new,
-            None => return ExitCode::SUCCESS,
-        }
-    }
-}
-
-/// The `[agent]` section, every output's and every input's sample, as Telegraf's
-/// `telegraf config` prints them.
-fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) -> String {
-    let mut s = String::from(include_str!("agent_sample.conf"));
-    let keep = |f: Option<&[String]>, name: &str| f.is_none_or(|f| f.iter().any(|n| n == name));
-    for o in outputs::REGISTRY.iter().filter(|o| keep(outputs_f, o.name)) {
-        s.push('\n');
-        s.push_str(o.sample_config);
-    }
-    for i in inputs::REGISTRY.iter().filter(|i| keep(inputs_f, i.name)) {
-        s.push('\n');
-        s.push_str(i.sample_config);
-    }
-    s
+    });
+    Ok(())
 }

@@ -111,7 +111,7 @@ pub fn run_case(case: &Path) -> (String, String) {
                 out.push_str(&test_format(m));
             }
             for e in &outcome.errors {
-                errs.push_str(&format!("step {step}: {}\n", scrub(e)));
+                errs.push_str(&format!("step {step}: {}\n", scrub(&e.to_string())));
             }
         }
     }

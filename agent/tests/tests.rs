@@ -3,7 +3,10 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod deploy;
 mod fixtures;
+mod layering;
 mod live;
 mod outputs;
+mod registry_docs;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wk_alerter::model::{CycleResult, RuleSettings};
-use wk_alerter::rules::query::Query;
+use wk_alerter::query::Query;
 use wk_alerter::rules::{Rule, load_rule_source};
 use wk_alerter::source::influxdb::decode;
 use wk_alerter::source::{
@@ -316,7 +316,7 @@ fn run() -> Result<(), BoxError> {
         return Err("influxd not installed (WK_SKIP_SERVERS=1): nothing measured".into());
     };
     influxd.create_database(DB);
-    let wall_now = wk_alerter::service::now_ns();
+    let wall_now = wk_alerter::clock::now_ns();
     let last = wall_now.div_euclid(INTERVAL) * INTERVAL;
     let now = last + 5 * S;
     let t0 = Instant::now();

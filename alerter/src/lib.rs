@@ -5,22 +5,29 @@
 //! - [`service`]: the scheduler: evaluates each rule on its schedule, feeds the state machine,
 //!   routes events, reloads changed rule files (keeping the last good version of a broken one).
 //! - [`model`]: the shared types: levels, rule settings, observations, alert events.
-//! - [`rules`]: the Rhai engine (sandboxed), loading a rule file (settings + `check()`), the
-//!   query builder and series API exposed to scripts.
+//! - [`rules`]: the Rhai engine (sandboxed), loading a rule file (settings + `check()`) and
+//!   the series API exposed to scripts.
+//! - [`query`]: the query a rule builds, which every source answers (a leaf below `rules`
+//!   and `source`, so neither depends on the other).
 //! - [`source`]: where queries go: InfluxDB (InfluxQL over `/query`) or in-memory points
 //!   (recorded line protocol; later the stream window).
 //! - [`state`]: the per-instance alert state machine (pending, keep-firing, hysteresis,
-//!   flapping, NoData, Error, repeat, expiry), its persistence, and message templates.
+//!   flapping, NoData, Error, repeat, expiry) and its persistence.
+//! - [`template`]: message templates (`{{host}}`, `{{value:.1}}`), used by state and notifiers.
+//! - [`clock`]: the wall clock in ns.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
 //! - [`actions`]: recovery actions beside the notifiers (typed arguments, local or ssh, guard
 //!   rails persisted with the state, verify, one report, audit log).
 
 pub mod actions;
+pub mod clock;
 pub mod config;
 pub mod model;
 pub mod notify;
+pub mod query;
 pub mod rules;
 pub mod service;
 pub mod source;
 pub mod state;
 pub mod stream;
+pub mod template;

@@ -59,13 +59,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Keep evaluating this long after the last point (to see NoData and recoveries).
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        #[arg(long, default_value = "0s", value_parser = wk_core::values::parse_duration)]
         tail: Duration,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    wk_core::values::parse_duration(s)
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -279,13 +275,24 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
                     failed = true;
                     continue;
                 }
+                if let Some(c) = &cfg
+                    && let Err(((l, col), e)) = c.actions.validate_rule(s)
+                {
+                    println!("{}:{l}:{col}: {e}", p.display());
+                    failed = true;
+                    continue;
+                }
                 println!(
-                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}",
+                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}, actions {:?}",
                     p.display(),
                     s.name,
                     s.every,
                     s.pending,
-                    s.notify
+                    s.notify,
+                    s.actions
+                        .iter()
+                        .map(|a| a.action.as_str())
+                        .collect::<Vec<_>>()
                 );
                 rules.push(r);
             }
@@ -308,7 +315,7 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
         let Some(source) = influx_source(&sc, rt.handle().clone()) else {
             return ExitCode::from(EXIT_INVALID);
         };
-        let now = wk_alerter::service::now_ns();
+        let now = wk_alerter::clock::now_ns();
         for r in rules {
             let name = r.settings().name.clone();
             let src = source.clone();
@@ -359,7 +366,7 @@ fn print_event(e: &AlertEvent, json: bool) {
             Err(err) => error!("cannot encode event: {err}"),
         }
     } else {
-        let t = wk_alerter::state::template::format_rfc3339(e.time);
+        let t = wk_alerter::template::format_rfc3339(e.time);
         println!(
             "{t} {:<8} {:<9} {} {}",
             e.level.as_str(),
@@ -367,6 +374,37 @@ fn print_event(e: &AlertEvent, json: bool) {
             e.id,
             e.message
         );
+    }
+}
+
+/// What the rule's actions would do for `e` (never run here).
+fn print_actions(settings: &wk_alerter::model::RuleSettings, e: &AlertEvent, json: bool) {
+    if e.kind != wk_alerter::model::EventKind::Alert {
+        return;
+    }
+    for a in settings.actions.iter().filter(|a| e.level >= a.on) {
+        let line = match a.render(e) {
+            Ok(args) => {
+                let plan = wk_alerter::actions::find(&a.action)
+                    .map(|spec| (spec.build)(&args).plan().join("; "))
+                    .unwrap_or_default();
+                format!(
+                    "would run {}({}) once held {} [{plan}]",
+                    a.action,
+                    args.summary(),
+                    wk_alerter::template::format_duration(a.after)
+                )
+            }
+            Err(m) => format!("would refuse: {m}"),
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "action": a.action, "id": e.id, "plan": line })
+            );
+        } else {
+            println!("    {line}");
+        }
     }
 }
 
@@ -413,11 +451,12 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
         if let CycleResult::Failed(e) = &result {
             eprintln!(
                 "{}: evaluation failed: {e}",
-                wk_alerter::state::template::format_rfc3339(now)
+                wk_alerter::template::format_rfc3339(now)
             );
         }
         for e in state.apply(&settings, &result, now) {
             print_event(&e, json);
+            print_actions(&settings, &e, json);
             count += 1;
         }
         now += every;

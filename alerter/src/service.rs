@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, error, info, warn};
 
 use crate::actions::engine::{Engine, RuleEntry};
+use crate::clock::now_ns;
 use crate::config::Config;
 use crate::model::{
     AlertEvent, Condition, CycleResult, Level, LevelConditions, Observation, Policy, RuleSettings,
@@ -30,13 +31,6 @@ use crate::state::RuleState;
 
 /// Name of the built-in rule that reports rule files that do not load.
 pub const RULES_RULE: &str = "wk_rules";
-
-/// Nanoseconds since the epoch, now.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
 
 /// The next multiple of `every` after `now` (ns).
 fn next_tick(now: i64, every: Duration) -> i64 {

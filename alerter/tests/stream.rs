@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use wk_agent::outputs::influxdb::{Verdict, classify};
 use wk_alerter::config::StreamSettings;
-use wk_alerter::rules::query::{Aggregate, Query};
+use wk_alerter::query::{Aggregate, Query};
 use wk_alerter::source::{MemorySource, QuerySource};
 use wk_alerter::stream::Receiver;
 
@@ -168,7 +168,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     // v1, gzip, Basic with the token as password (the agent's default: gzip + username/password).
     let basic = format!(
         "Basic {}",
-        wk_agent::outputs::influxdb::http::base64(b"wk:s3cret-token")
+        wk_agent::common::http::base64(b"wk:s3cret-token")
     );
     let a = c
         .request(
@@ -692,7 +692,7 @@ async fn window_and_max_points_bound_what_is_held() {
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     let mut c = Conn::open(&r).await;
-    let now = wk_alerter::service::now_ns();
+    let now = wk_alerter::clock::now_ns();
     let s = 1_000_000_000;
     // A point older than the window is forgotten by the background pruning.
     let old = format!("m,host=b v=1 {}\n", now - 3600 * s);

@@ -1,5 +1,6 @@
 //! wk-alerter integration tests: one test binary, one module per concern.
 
+mod actions;
 mod common;
 mod examples;
 mod heal;

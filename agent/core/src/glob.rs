@@ -2,6 +2,16 @@
 //! `\` escapes; a pattern without meta characters is a literal. Written here rather than
 //! pulling in a regex engine: the agent's filters need nothing more, and the agent stays small.
 
+/// A pattern that does not compile (ripgrep globset's `Error { glob, kind }`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid glob pattern {pattern:?}: {reason}")]
+pub struct GlobError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// What is wrong with it (`unclosed '['`, …).
+    pub reason: String,
+}
+
 /// A compiled glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
@@ -24,22 +34,22 @@ enum Token {
 
 impl Glob {
     /// Compiles a pattern where `*` matches any run of characters.
-    pub fn new(pattern: &str) -> Result<Glob, String> {
+    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         Self::with_separators(pattern, &[])
     }
 
     /// Compiles a pattern where `*` and `?` do not cross any of `separators`
     /// (Telegraf's `namepass_separator`).
-    pub fn with_separators(pattern: &str, separators: &[char]) -> Result<Glob, String> {
+    pub fn with_separators(pattern: &str, separators: &[char]) -> Result<Glob, GlobError> {
         let chars: Vec<char> = pattern.chars().collect();
         let mut pos = 0;
-        let tokens = parse_seq(&chars, &mut pos, false)
-            .map_err(|e| format!("invalid glob pattern {pattern:?}: {e}"))?;
+        let error = |reason| GlobError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let tokens = parse_seq(&chars, &mut pos, false).map_err(error)?;
         if pos != chars.len() {
-            return Err(format!(
-                "invalid glob pattern {pattern:?}: unexpected '{}'",
-                chars[pos]
-            ));
+            return Err(error(format!("unexpected '{}'", chars[pos])));
         }
         Ok(Glob {
             source: pattern.to_owned(),
@@ -179,7 +189,7 @@ pub struct GlobSet {
 
 impl GlobSet {
     /// Compiles every pattern; the first bad one is the error.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<GlobSet, String> {
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<GlobSet, GlobError> {
         Self::with_separators(patterns, &[])
     }
 
@@ -187,7 +197,7 @@ impl GlobSet {
     pub fn with_separators<S: AsRef<str>>(
         patterns: &[S],
         seps: &[char],
-    ) -> Result<GlobSet, String> {
+    ) -> Result<GlobSet, GlobError> {
         let globs = patterns
             .iter()
             .map(|p| Glob::with_separators(p.as_ref(), seps))

@@ -137,80 +137,6 @@ impl Metric {
     }
 }
 
-/// Where an input puts what it gathered. The time is frozen for one gather so that every line
-/// of a collection carries the same (rounded) timestamp, and tests can pin it.
-#[derive(Debug, Default)]
-pub struct Accumulator {
-    time: i64,
-    clock: i64,
-    metrics: Vec<Metric>,
-    errors: Vec<String>,
-}
-
-impl Accumulator {
-    /// An empty accumulator whose metrics get `time` (ns since the epoch).
-    pub fn new(time: i64) -> Self {
-        Self::with_clock(time, time)
-    }
-
-    /// An accumulator stamping metrics with `time` (rounded to the precision) whose rate
-    /// clock is `clock` (the unrounded gather time).
-    pub fn with_clock(time: i64, clock: i64) -> Self {
-        Accumulator {
-            time,
-            clock,
-            metrics: Vec::new(),
-            errors: Vec::new(),
-        }
-    }
-
-    /// The gather's timestamp in ns (rounded to the precision), stamped on its metrics.
-    pub fn time(&self) -> i64 {
-        self.time
-    }
-
-    /// The unrounded gather time in ns: what inputs divide by to compute rates. (Rounded
-    /// stamps of two gathers 500 ms apart can be equal, or a whole second apart.)
-    pub fn clock(&self) -> i64 {
-        self.clock
-    }
-
-    /// Starts a metric stamped with the gather time; push it with [`Accumulator::push`].
-    pub fn metric(&self, name: impl Into<Name>) -> Metric {
-        Metric::new(name, self.time)
-    }
-
-    /// Adds a finished metric; metrics without fields are dropped as in Telegraf.
-    pub fn push(&mut self, metric: Metric) {
-        if !metric.fields.is_empty() {
-            self.metrics.push(metric);
-        }
-    }
-
-    /// Records a non-fatal error: the input keeps what it gathered (Telegraf's `acc.AddError`).
-    pub fn add_error(&mut self, error: impl std::fmt::Display) {
-        self.errors.push(error.to_string());
-    }
-
-    /// The metrics gathered so far.
-    pub fn metrics(&self) -> &[Metric] {
-        &self.metrics
-    }
-
-    /// Errors recorded so far.
-    pub fn errors(&self) -> &[String] {
-        &self.errors
-    }
-
-    /// Takes the metrics and errors out, leaving the accumulator empty.
-    pub fn take(&mut self) -> (Vec<Metric>, Vec<String>) {
-        (
-            std::mem::take(&mut self.metrics),
-            std::mem::take(&mut self.errors),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,14 +159,5 @@ mod tests {
         m.add_tag_if_absent("dc", "eu");
         assert_eq!(m.tag("host"), Some("plugin"));
         assert_eq!(m.tag("dc"), Some("eu"));
-    }
-
-    #[test]
-    fn metrics_without_fields_are_not_kept() {
-        let mut acc = Accumulator::new(5);
-        acc.push(acc.metric("empty"));
-        acc.push(acc.metric("full").with_field("x", 1i64));
-        assert_eq!(acc.metrics().len(), 1);
-        assert_eq!(acc.metrics()[0].time, 5);
     }
 }

@@ -2,11 +2,27 @@
 
 use std::time::Duration;
 
+/// A value that does not parse; the message names the text and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{0}")]
+    Duration(String),
+    #[error("{0}")]
+    Size(String),
+    /// `${VAR:?message}` on an unset variable, or a malformed `${…}`.
+    #[error("{0}")]
+    Env(String),
+}
+
 /// Parses a Go duration (`"10s"`, `"1m30s"`, `"500ms"`, `"1.5h"`, `"2d"`; `""` = 0), as Telegraf
 /// does with its `d` (days) extension: Go's `time.ParseDuration` arithmetic exactly (integer
 /// nanoseconds, a fraction truncated to the nanosecond, more than 2^63-1 ns is an error).
 /// Negative durations are refused: no option takes one.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    duration(s).map_err(ValueError::Duration)
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() || s == "0" || s == "+0" {
         return Ok(Duration::ZERO);
@@ -119,7 +135,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses a size: an integer number of bytes or a string such as `"32MiB"`, `"5MB"`, `"512B"`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
+    size(s).map_err(ValueError::Size)
+}
+
+fn size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -146,7 +166,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Replaces `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?msg}`, `${VAR?msg}`,
 /// `${VAR:+alt}`, `${VAR+alt}` and `$$` as Telegraf (compose-go templates) does. An unset
 /// variable without a default is left verbatim; `${VAR:?msg}` on an unset variable is an error.
-pub fn substitute_env(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn substitute_env(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ValueError> {
+    substitute(s, lookup).map_err(ValueError::Env)
+}
+
+fn substitute(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if !s.contains('$') {
         return Ok(s.to_owned());
     }
@@ -223,7 +250,7 @@ fn expand_braced(
             if present {
                 value.unwrap_or_default()
             } else {
-                substitute_env(&op[1..], lookup)?
+                substitute(&op[1..], lookup)?
             }
         }
         Some('?') => {
@@ -240,7 +267,7 @@ fn expand_braced(
         }
         Some('+') => {
             if present {
-                substitute_env(&op[1..], lookup)?
+                substitute(&op[1..], lookup)?
             } else {
                 String::new()
             }
@@ -273,8 +300,18 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1e2"), Ok(Duration::from_secs(100)));
-        assert!(parse_duration("1h5").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("1h5")
+                .unwrap_err()
+                .to_string()
+                .contains("missing unit")
+        );
+        assert!(
+            parse_duration("10x")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("s").is_err());
     }
@@ -334,7 +371,9 @@ mod tests {
         assert_eq!(s("${1}"), Ok("${1}".into()));
         assert_eq!(
             s("${NOPE:?set NOPE}"),
-            Err("environment variable NOPE: set NOPE".into())
+            Err(ValueError::Env(
+                "environment variable NOPE: set NOPE".into()
+            ))
         );
         assert_eq!(s("unterminated ${HOST"), Ok("unterminated ${HOST".into()));
     }

@@ -662,3 +662,19 @@ pub fn os_hostname() -> String {
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
+
+/// The `[agent]` section, every output's and every input's sample, as Telegraf's
+/// `telegraf config` prints them.
+pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) -> String {
+    let mut s = String::from(include_str!("../agent_sample.conf"));
+    let keep = |f: Option<&[String]>, name: &str| f.is_none_or(|f| f.iter().any(|n| n == name));
+    for o in outputs::REGISTRY.iter().filter(|o| keep(outputs_f, o.name)) {
+        s.push('\n');
+        s.push_str(o.sample_config);
+    }
+    for i in inputs::REGISTRY.iter().filter(|i| keep(inputs_f, i.name)) {
+        s.push('\n');
+        s.push_str(i.sample_config);
+    }
+    s
+}

@@ -2,14 +2,11 @@
 //! `README.md`, `sample.conf` and `testdata/`. The registry below is the only place that lists
 //! them: adding an input is copying a folder and adding one line.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
-use crate::config::Options;
-use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
-use crate::selfstat::SelfStats;
+pub use crate::error::GatherError;
+pub use crate::plugin::BuildContext;
 
 pub mod cpu;
 pub mod disk;
@@ -33,55 +30,6 @@ pub trait Input: Send {
     /// Gathers one sample into `acc`. Problems that leave part of the sample usable go to
     /// `acc.add_error`; an `Err` means nothing useful was gathered.
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError>;
-}
-
-/// Why a gather failed.
-#[derive(Debug, thiserror::Error)]
-pub enum GatherError {
-    /// A file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// A file was read but its content made no sense; names the file and line.
-    #[error("{}:{line}: {message}", path.display())]
-    Malformed {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl GatherError {
-    /// An I/O error on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        GatherError::Io {
-            path: path.into(),
-            source,
-        }
-    }
-
-    /// A parse error on `path` at 1-based `line` (0 when not tied to a line).
-    pub fn malformed(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
-        GatherError::Malformed {
-            path: path.into(),
-            line,
-            message: message.into(),
-        }
-    }
-}
-
-/// What an input may know while it is built.
-pub struct BuildContext<'a> {
-    pub paths: &'a HostPaths,
-    /// The interval this input will run at.
-    pub interval: Duration,
-    /// The agent's self-telemetry (read by the `internal` input).
-    pub stats: &'a Arc<SelfStats>,
 }
 
 /// A constructor from options.

@@ -3,11 +3,19 @@
 //!
 //! Layout of the buffer directory: segment files `<16-digit id>.seg` of records
 //! `[u32 LE payload length][u32 LE CRC-32 of payload][payload = one encoded metric]`, and
-//! `acked`: `"<segment id> <offset>\n"`, the first record not yet written to the output,
-//! replaced atomically (write + rename). On open every segment is scanned; a record that is
-//! torn (short) or fails its CRC ends that segment: the file is truncated there (a crash
-//! mid-write), and what follows is counted as lost. Nothing that was acknowledged by an fsync
-//! is lost, and a corrupt file never blocks the agent.
+//! `ack`: the first record not yet written to the output, kept in two fixed 32-byte slots
+//! `[u64 sequence][u64 segment][u64 offset][u32 CRC][4 zero bytes]` written alternately in
+//! place, so recording progress never needs a free block: a full disk cannot stop it (the
+//! newest slot with a good CRC wins; a torn slot leaves the other). The text file `acked` of
+//! earlier versions is read once and replaced. On open every segment is scanned; a record
+//! that is torn (short) or fails its CRC ends that segment: the file is truncated there (a
+//! crash mid-write), and what follows is counted as lost. Nothing that was acknowledged by an
+//! fsync is lost, and a corrupt file never blocks the agent.
+//!
+//! A full disk degrades to dropping the oldest: when an append fails for lack of space, the
+//! oldest segments are deleted (their metrics counted as dropped) until it fits, and appends
+//! recover by themselves when space returns. Segments are sized to the file system (1/16 of
+//! it, 8 KiB to 4 MiB), so a small one still drops a slice, not everything.
 //!
 //! Only an index (segment, offset, length) per metric lives in memory; payloads are read back
 //! from disk one batch at a time.
@@ -15,12 +23,17 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::metric::{FieldValue, Metric};
 
-const SEGMENT_BYTES: u64 = 4 << 20;
+const MAX_SEGMENT_BYTES: u64 = 4 << 20;
+const MIN_SEGMENT_BYTES: u64 = 8 << 10;
 const MAX_RECORD: u32 = 16 << 20;
+const ACK_FILE: &str = "ack";
+const LEGACY_ACK_FILE: &str = "acked";
+const ACK_SLOT: u64 = 32;
 
 /// Where each buffered metric is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +57,34 @@ pub struct DiskBuffer {
     dir: PathBuf,
     sync: bool,
     limit: usize,
+    segment_bytes: u64,
     index: VecDeque<Entry>,
     /// Segment being appended to, and its length.
     head: (u64, File, u64),
+    /// The ack slots, and the sequence number of the last write.
+    ack_file: File,
+    ack_seq: u64,
 }
 
 impl DiskBuffer {
     /// Opens (or creates) the buffer in `dir`, holding at most `limit` metrics.
     pub fn open(dir: &Path, limit: usize, sync: bool) -> io::Result<(DiskBuffer, Recovery)> {
         fs::create_dir_all(dir)?;
-        let (ack_seg, ack_off) = read_ack(dir)?;
+        let ack_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(ACK_FILE))?;
+        let (ack_seq, ack_at) = read_ack_slots(&ack_file)?;
+        let (ack_seg, ack_off) = match ack_at {
+            Some(at) => at,
+            None => read_legacy_ack(dir)?,
+        };
+        // Both slots are allocated now, so later writes only overwrite blocks in place.
+        if ack_file.metadata()?.len() < 2 * ACK_SLOT {
+            ack_file.set_len(2 * ACK_SLOT)?;
+        }
         let mut segments: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
@@ -84,14 +115,18 @@ impl DiskBuffer {
         rec.restored = index.len();
         let head_id = segments.last().copied().unwrap_or(0).max(ack_seg) + 1;
         let head = open_segment(dir, head_id)?;
-        let buf = DiskBuffer {
+        let mut buf = DiskBuffer {
             dir: dir.to_owned(),
             sync,
             limit: limit.max(1),
+            segment_bytes: segment_bytes_for(dir),
             index,
             head,
+            ack_file,
+            ack_seq,
         };
         buf.write_ack()?;
+        let _ = fs::remove_file(dir.join(LEGACY_ACK_FILE));
         Ok((buf, rec))
     }
 
@@ -105,28 +140,52 @@ impl DiskBuffer {
         self.index.is_empty()
     }
 
-    /// Appends metrics; when the limit is passed the oldest are dropped. Returns how many
-    /// were dropped.
+    /// Appends metrics; when the limit is passed, or the disk is full, the oldest are dropped.
+    /// Returns how many were dropped. An error means these metrics could not be stored.
     pub fn push(&mut self, metrics: &[Metric]) -> io::Result<usize> {
         let mut buf = Vec::with_capacity(metrics.len() * 96);
-        let mut entries = Vec::with_capacity(metrics.len());
-        if self.head.2 >= SEGMENT_BYTES {
+        let mut records = Vec::with_capacity(metrics.len());
+        for m in metrics {
+            let payload = encode(m);
+            records.push((buf.len() as u64, payload.len() as u32));
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            buf.extend_from_slice(&payload);
+        }
+        let mut dropped = 0;
+        let (seg, start) = loop {
+            match self.append(&buf) {
+                Ok(at) => break at,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    let freed = self.drop_oldest_segment()?;
+                    if freed == 0 {
+                        return Err(e);
+                    }
+                    dropped += freed;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.index
+            .extend(records.into_iter().map(|(rel, len)| Entry {
+                segment: seg,
+                offset: start + rel,
+                len,
+            }));
+        let over = self.index.len().saturating_sub(self.limit);
+        if over > 0 {
+            self.ack(over)?;
+        }
+        Ok(dropped + over)
+    }
+
+    /// Writes `buf` at the end of the head segment (a new one when it is full); returns where.
+    fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
+        if self.head.2 >= self.segment_bytes {
             self.head = open_segment(&self.dir, self.head.0 + 1)?;
         }
         let (seg, start) = (self.head.0, self.head.2);
-        for m in metrics {
-            let payload = encode(m);
-            let offset = start + buf.len() as u64;
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32(&payload).to_le_bytes());
-            buf.extend_from_slice(&payload);
-            entries.push(Entry {
-                segment: seg,
-                offset,
-                len: payload.len() as u32,
-            });
-        }
-        let written = self.head.1.write_all(&buf).and_then(|_| {
+        let written = self.head.1.write_all(buf).and_then(|_| {
             if self.sync {
                 self.head.1.sync_data()
             } else {
@@ -139,12 +198,29 @@ impl DiskBuffer {
             return Err(e);
         }
         self.head.2 += buf.len() as u64;
-        self.index.extend(entries);
-        let over = self.index.len().saturating_sub(self.limit);
-        if over > 0 {
-            self.ack(over)?;
+        Ok((seg, start))
+    }
+
+    /// Frees space by forgetting the oldest segment's metrics and deleting its file (the head
+    /// segment too, starting a new one, when it holds everything). Returns how many metrics
+    /// were dropped; 0 when nothing is left to drop.
+    fn drop_oldest_segment(&mut self) -> io::Result<usize> {
+        let Some(oldest) = self.index.front().map(|e| e.segment) else {
+            return Ok(0);
+        };
+        let n = self
+            .index
+            .iter()
+            .take_while(|e| e.segment == oldest)
+            .count();
+        if oldest == self.head.0 {
+            // Everything waiting is in the head segment: start the next one first, so the
+            // file being deleted is no longer written to.
+            let _ = self.head.1.set_len(0);
+            self.head = open_segment(&self.dir, self.head.0 + 1)?;
         }
-        Ok(over)
+        self.ack(n)?;
+        Ok(n)
     }
 
     /// The oldest `n` metrics, read back from disk. A record that passed its CRC but does
@@ -181,10 +257,11 @@ impl DiskBuffer {
     }
 
     /// Forgets the oldest `n` metrics (written, or dropped); deletes segments left empty.
+    /// Segments go first: they free space even when recording fails (a stale record only
+    /// replays written metrics after a restart, never loses any).
     pub fn ack(&mut self, n: usize) -> io::Result<()> {
         let n = n.min(self.index.len());
         self.index.drain(..n);
-        self.write_ack()?;
         let keep_from = self.index.front().map_or(self.head.0, |e| e.segment);
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -196,22 +273,60 @@ impl DiskBuffer {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(())
+        self.write_ack()
     }
 
-    fn write_ack(&self) -> io::Result<()> {
+    /// Records the first unwritten record in the older of the two slots, in place.
+    fn write_ack(&mut self) -> io::Result<()> {
         let (seg, off) = self
             .index
             .front()
             .map_or((self.head.0, self.head.2), |e| (e.segment, e.offset));
-        let tmp = self.dir.join("acked.tmp");
-        let mut f = File::create(&tmp)?;
-        writeln!(f, "{seg} {off}")?;
+        let seq = self.ack_seq + 1;
+        let mut slot = [0u8; ACK_SLOT as usize];
+        slot[0..8].copy_from_slice(&seq.to_le_bytes());
+        slot[8..16].copy_from_slice(&seg.to_le_bytes());
+        slot[16..24].copy_from_slice(&off.to_le_bytes());
+        let crc = crc32fast::hash(&slot[..24]);
+        slot[24..28].copy_from_slice(&crc.to_le_bytes());
+        self.ack_file.write_all_at(&slot, (seq % 2) * ACK_SLOT)?;
         if self.sync {
-            f.sync_data()?;
+            self.ack_file.sync_data()?;
         }
-        fs::rename(&tmp, self.dir.join("acked"))
+        self.ack_seq = seq;
+        Ok(())
     }
+}
+
+/// Segment size for the file system holding `dir`: 1/16 of it, within 8 KiB..4 MiB.
+fn segment_bytes_for(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(MAX_SEGMENT_BYTES, |st| {
+        (st.f_blocks.saturating_mul(st.f_frsize) / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
+    })
+}
+
+/// The newest valid slot of the ack file: (its sequence, (segment, offset))), or (0, None).
+fn read_ack_slots(f: &File) -> io::Result<(u64, Option<(u64, u64)>)> {
+    let mut best: (u64, Option<(u64, u64)>) = (0, None);
+    for i in 0..2 {
+        let mut slot = [0u8; ACK_SLOT as usize];
+        match f.read_exact_at(&mut slot, i * ACK_SLOT) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => return Err(e),
+        }
+        let word = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&slot[r]);
+            u64::from_le_bytes(b)
+        };
+        let crc = u32::from_le_bytes([slot[24], slot[25], slot[26], slot[27]]);
+        let seq = word(0..8);
+        if seq > 0 && crc == crc32fast::hash(&slot[..24]) && seq > best.0 {
+            best = (seq, Some((word(8..16), word(16..24))));
+        }
+    }
+    Ok(best)
 }
 
 fn seg_path(dir: &Path, id: u64) -> PathBuf {
@@ -227,8 +342,9 @@ fn open_segment(dir: &Path, id: u64) -> io::Result<(u64, File, u64)> {
     Ok((id, f, len))
 }
 
-fn read_ack(dir: &Path) -> io::Result<(u64, u64)> {
-    match fs::read_to_string(dir.join("acked")) {
+/// The text ack file of earlier versions: `"<segment> <offset>\n"`.
+fn read_legacy_ack(dir: &Path) -> io::Result<(u64, u64)> {
+    match fs::read_to_string(dir.join(LEGACY_ACK_FILE)) {
         Ok(s) => {
             let mut it = s.split_whitespace().map(|p| p.parse::<u64>().ok());
             Ok(match (it.next().flatten(), it.next().flatten()) {
@@ -252,7 +368,7 @@ fn scan(path: &Path, seg: u64) -> io::Result<(Vec<Entry>, u64, u64)> {
         let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         let end = pos + 8 + len as usize;
-        if len > MAX_RECORD || end > data.len() || crc32(&data[pos + 8..end]) != crc {
+        if len > MAX_RECORD || end > data.len() || crc32fast::hash(&data[pos + 8..end]) != crc {
             break;
         }
         entries.push(Entry {
@@ -263,22 +379,6 @@ fn scan(path: &Path, seg: u64) -> io::Result<(Vec<Entry>, u64, u64)> {
         pos = end;
     }
     Ok((entries, pos as u64, data.len() as u64))
-}
-
-/// CRC-32 (IEEE 802.3), bitwise: records are small and this is not the hot path.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -393,7 +493,7 @@ mod tests {
 
     #[test]
     fn crc32_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
@@ -479,5 +579,47 @@ mod tests {
             })
             .count();
         assert!(segs <= 1, "{segs} segments left");
+    }
+
+    #[test]
+    fn the_text_ack_file_of_earlier_versions_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = DiskBuffer::open(dir.path(), 100, true).unwrap();
+        q.push(&[metric(1), metric(2), metric(3)]).unwrap();
+        let second = q.index[1];
+        drop(q);
+        // An older agent left `acked` pointing at the second record, and no slot file.
+        fs::remove_file(dir.path().join(ACK_FILE)).unwrap();
+        fs::write(
+            dir.path().join(LEGACY_ACK_FILE),
+            format!("{} {}\n", second.segment, second.offset),
+        )
+        .unwrap();
+        let (mut q, rec) = DiskBuffer::open(dir.path(), 100, true).unwrap();
+        assert_eq!(rec.restored, 2);
+        assert!(!dir.path().join(LEGACY_ACK_FILE).exists());
+        assert_eq!(q.peek(2).unwrap().0, vec![metric(2), metric(3)]);
+    }
+
+    #[test]
+    fn a_torn_ack_slot_falls_back_to_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = DiskBuffer::open(dir.path(), 100, true).unwrap();
+        q.push(&[metric(1), metric(2), metric(3)]).unwrap();
+        q.ack(1).unwrap(); // slot A: after record 1
+        q.ack(1).unwrap(); // slot B: after record 2
+        let newest = q.ack_seq % 2;
+        drop(q);
+        // Tear the newest slot: the older one (one record less acknowledged) is used.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(ACK_FILE))
+            .unwrap();
+        f.write_all_at(&[0xff; 4], newest * ACK_SLOT + 10).unwrap();
+        let (_, rec) = DiskBuffer::open(dir.path(), 100, true).unwrap();
+        assert_eq!(
+            rec.restored, 2,
+            "replays one written metric rather than lose any"
+        );
     }
 }

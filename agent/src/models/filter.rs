@@ -2,9 +2,9 @@
 //! `tagpass`, `tagdrop`) decide whether a metric goes on; modifiers (`fieldinclude`,
 //! `fieldexclude`, `taginclude`, `tagexclude`) trim what it carries.
 
-use crate::config::Options;
 use crate::glob::GlobSet;
 use crate::metric::Metric;
+use wk_core::options::Options;
 
 /// The filters of one plugin instance.
 #[derive(Debug, Default, Clone)]

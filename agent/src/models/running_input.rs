@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::filter::Filter;
-use crate::config::Options;
-use crate::inputs::{BuildContext, Input, InputSpec};
-use crate::metric::{Accumulator, Metric};
+use crate::inputs::{Input, InputSpec};
+use crate::metric::Metric;
+use crate::plugin::{Accumulator, BuildContext, GatherError};
+use wk_core::options::Options;
 
 /// Options every input accepts, read before the plugin's own.
 pub const COMMON_INPUT_KEYS: &[&str] = &[
@@ -40,7 +41,7 @@ pub struct GlobalTags {
 #[derive(Debug, Default)]
 pub struct GatherOutcome {
     pub metrics: Vec<Metric>,
-    pub errors: Vec<String>,
+    pub errors: Vec<GatherError>,
     pub elapsed: Duration,
 }
 
@@ -130,7 +131,7 @@ impl RunningInput {
         let result = self.input.gather(&mut acc);
         let (raw, mut errors) = acc.take();
         if let Err(e) = result {
-            errors.push(e.to_string());
+            errors.push(e);
         }
         let metrics = raw
             .into_iter()

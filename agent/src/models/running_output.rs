@@ -15,10 +15,10 @@ use tracing::warn;
 
 use super::disk_buffer::{DiskBuffer, Recovery};
 use super::filter::Filter;
-use crate::config::Options;
-use crate::inputs::BuildContext;
 use crate::metric::Metric;
 use crate::outputs::{Output, OutputSpec, WriteError};
+use crate::plugin::BuildContext;
+use wk_core::options::Options;
 
 /// Common Telegraf output options that wk-agent accepts but does not act on.
 pub const UNSUPPORTED_OUTPUT_KEYS: &[&str] = &[

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::config::Options;
-use crate::inputs::BuildContext;
 use crate::metric::Metric;
+use crate::plugin::BuildContext;
+use wk_core::options::Options;
 
 pub mod file;
 pub mod influxdb;

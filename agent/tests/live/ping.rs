@@ -29,7 +29,10 @@ fn gather(conf: &str) -> (Vec<Metric>, Vec<String>) {
     std::fs::write(&path, conf).unwrap();
     let mut plan = super::load(vec![path]);
     let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    (out.metrics, out.errors)
+    (
+        out.metrics,
+        out.errors.iter().map(ToString::to_string).collect(),
+    )
 }
 
 #[test]

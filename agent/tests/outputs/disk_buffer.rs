@@ -196,3 +196,123 @@ fn agent_restarted_during_an_outage_delivers_every_gathered_point() {
         want.len()
     );
 }
+
+/// A tmpfs of `size` mounted on a temp dir for the test's lifetime (root only).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot mount a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// Regression: with the buffer on a full 64 KiB file system, recording written metrics failed
+/// ("No space left on device") after the database came back, and every later metric was lost
+/// until a restart. A full disk must drop the oldest (counted) and recover by itself.
+#[test]
+fn a_full_disk_drops_the_oldest_and_recovers_when_the_database_returns() {
+    let fs = match Tmpfs::mount("64k") {
+        Ok(fs) => fs,
+        Err(why) => panic!("{why}"),
+    };
+    let Some(mut db) = Influxd::start() else {
+        return;
+    };
+    let conf = format!(
+        "[agent]\n  buffer_strategy = \"disk\"\n  buffer_directory = {:?}\n\
+         [[outputs.influxdb]]\n  urls = [\"{}\"]\n  database = \"wk\"\n  timeout = \"2s\"\n  metric_batch_size = 50\n",
+        fs.path().join("buffer"),
+        db.url()
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut out = output_from(work.path(), &conf);
+    out.open_disk_buffer().unwrap();
+    db.stop();
+    // ~100 KiB of metrics into 64 KiB: the disk fills and the oldest go.
+    let t0 = now_ms_ns();
+    let outage = series("fulldisk", t0, 1000);
+    for chunk in outage.chunks(20) {
+        out.add_all(chunk);
+    }
+    let dropped = out.stats.metrics_dropped;
+    assert!(dropped > 0, "the disk was never full");
+    assert_eq!(
+        out.buffered() as u64 + dropped,
+        1000,
+        "every metric is either buffered or counted as dropped"
+    );
+    assert!(out.flush().is_err(), "database still down");
+
+    db.restart();
+    let buffered = out.buffered();
+    assert_eq!(out.flush(), Ok(buffered), "the backlog drains");
+    // New metrics after recovery are stored and written: nothing is stuck.
+    let after = series("fulldisk_after", t0 + 10_000_000_000, 300);
+    for chunk in after.chunks(20) {
+        out.add_all(chunk);
+        assert_eq!(out.flush(), Ok(chunk.len()));
+    }
+    assert_eq!(seqs(&db, "fulldisk_after"), (0..300).collect::<Vec<i64>>());
+    let kept = seqs(&db, "fulldisk");
+    assert_eq!(kept.len(), buffered);
+    assert_eq!(
+        kept,
+        ((1000 - buffered as i64)..1000).collect::<Vec<i64>>(),
+        "the newest were kept"
+    );
+    assert_eq!(
+        out.stats.metrics_dropped, dropped,
+        "no drops once space was back"
+    );
+}
+
+/// A disk filled by something else: appends fail (counted as dropped), and work again as soon
+/// as space returns, without a restart.
+#[test]
+fn appends_recover_when_another_file_frees_the_disk() {
+    let fs = match Tmpfs::mount("64k") {
+        Ok(fs) => fs,
+        Err(why) => panic!("{why}"),
+    };
+    let dir = fs.path().join("buffer");
+    let (mut q, _) = wk_agent::models::disk_buffer::DiskBuffer::open(&dir, 100_000, true).unwrap();
+    let hog = fs.path().join("hog");
+    let mut f = std::fs::File::create(&hog).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    drop(f);
+    let m = series("hogged", 0, 5);
+    assert!(
+        q.push(&m).is_err(),
+        "nothing of ours to drop: the push fails"
+    );
+    std::fs::remove_file(&hog).unwrap();
+    assert_eq!(q.push(&m).unwrap(), 0);
+    assert_eq!(q.len(), 5);
+    q.ack(5).unwrap();
+    drop(q);
+    let (q, rec) = wk_agent::models::disk_buffer::DiskBuffer::open(&dir, 100_000, true).unwrap();
+    assert_eq!((q.len(), rec.restored), (0, 0));
+}

@@ -304,8 +304,7 @@ bind-address = "127.0.0.1:{rpc}"
         let form = [("db", db), ("q", q), ("epoch", "ns")];
         let mut req = http().post(&url);
         if !user.is_empty() {
-            let cred =
-                wk_agent::outputs::influxdb::http::base64(format!("{user}:{password}").as_bytes());
+            let cred = wk_agent::common::http::base64(format!("{user}:{password}").as_bytes());
             req = req.header("Authorization", format!("Basic {cred}"));
         }
         let mut r = req
@@ -427,7 +426,7 @@ impl VictoriaMetrics {
         let url = format!(
             "{}/api/v1/export?match[]={}",
             self.url(),
-            wk_agent::outputs::influxdb::http::percent_encode(selector)
+            wk_agent::common::http::percent_encode(selector)
         );
         let (status, body) = get(&url).expect("export answers");
         assert_eq!(status, 200, "{body}");

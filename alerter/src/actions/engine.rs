@@ -31,7 +31,7 @@ use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings, Valu
 use crate::notify::Router;
 use crate::rules::Rule;
 use crate::source::QuerySource;
-use crate::state::template::format_duration;
+use crate::template::format_duration;
 
 /// A rule as the engine knows it: its settings (actions, notify) and, to verify by query,
 /// the rule itself.
@@ -118,7 +118,7 @@ impl Engine {
                 tasks: Mutex::new(HashMap::new()),
                 results: Mutex::new(Vec::new()),
                 clock: Clock {
-                    base_ns: crate::service::now_ns(),
+                    base_ns: crate::clock::now_ns(),
                     base: tokio::time::Instant::now(),
                 },
             }),
@@ -666,7 +666,7 @@ impl Engine {
                     "{}({}) was running when the alerter stopped (started {}); its outcome is unknown and it is not retried automatically",
                     f.action,
                     f.args,
-                    crate::state::template::format_rfc3339(f.started_ns)
+                    crate::template::format_rfc3339(f.started_ns)
                 ),
                 started_ns: f.started_ns,
                 finished_ns: now,

@@ -154,7 +154,7 @@ pub async fn run(host: &Host, argv: &[String], timeout: Duration, max_output: us
         Err(_) => {
             out.error = Some(format!(
                 "timed out after {} (process group killed)",
-                crate::state::template::format_duration(timeout)
+                crate::template::format_duration(timeout)
             ))
         }
     }

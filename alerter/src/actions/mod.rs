@@ -6,7 +6,7 @@
 //!   exists, port free / answers, unit active) → a structured [`ActionResult`].
 //! - [`REGISTRY`]: every action, one line each; one folder per action with its code and
 //!   `README.md` (and `testdata/` where it parses a tool's output). The folder name is what
-//!   rules write in `do:`.
+//!   rules write in `action:`.
 //! - [`guard`]: the guard rails (held-for time, N attempts per target per window, cooldown,
 //!   one at a time per target, paging once when the budget is spent), persisted under
 //!   `state_dir` so a restart keeps the budget and reports interrupted actions.
@@ -124,7 +124,7 @@ pub trait Action: Send + Sync {
 
 /// One registry entry.
 pub struct ActionSpec {
-    /// `do: "<name>"`, the folder name.
+    /// `action: "<name>"`, the folder name.
     pub name: &'static str,
     pub description: &'static str,
     pub args: &'static [ArgSpec],
@@ -256,7 +256,7 @@ pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)
                     signal(*p, libc::SIGKILL);
                     *how = format!(
                         "SIGKILL after {} (ignored SIGTERM)",
-                        crate::state::template::format_duration(ctx.grace)
+                        crate::template::format_duration(ctx.grace)
                     );
                 }
             }

@@ -1,11 +1,11 @@
-//! The `actions: [...]` rule setting: one map per action, `do` naming it, its arguments
+//! The `actions: [...]` rule setting: one map per action, `action` naming it (or `"do"`, quoted: `do` is a Rhai keyword), its arguments
 //! (strings that may take `{{tags}}` from the alert, checked against their type when the
 //! rule loads if literal, and again after rendering before every run) and its guard rails.
 //!
 //! ```rhai
 //! rule(#{
 //!     notify: ["ops"],
-//!     actions: [#{ do: "restart_process", pattern: "http.server 8080",
+//!     actions: [#{ action: "restart_process", pattern: "http.server 8080",
 //!                  start: ["python3", "-m", "http.server", "8080"], port: 8080,
 //!                  on: "CRITICAL", after: "20s", max_attempts: 3, window: "1h",
 //!                  cooldown: "1m", settle: "5s", timeout: "30s", dry_run: false }],
@@ -25,7 +25,7 @@ use crate::state::{Template, TemplateData};
 
 /// Keys every action map accepts besides the action's own arguments.
 pub const GUARD_KEYS: &[&str] = &[
-    "do",
+    "action",
     "on",
     "after",
     "max_attempts",
@@ -118,7 +118,7 @@ fn dur(v: &Dynamic) -> Result<Duration, String> {
             type_of(v)
         )
     })?;
-    parse_duration(&s)
+    parse_duration(&s).map_err(|e| e.to_string())
 }
 
 fn raw(v: &Dynamic) -> Result<RawArg, String> {
@@ -159,7 +159,7 @@ pub fn parse_list(
         (
             at,
             format!(
-                "rule(): actions: expected [#{{do: \"restart_service\", unit: \"nginx\"}}, ...], got {}",
+                "rule(): actions: expected [#{{action: \"restart_service\", unit: \"nginx\"}}, ...], got {}",
                 type_of(v)
             ),
         )
@@ -172,7 +172,7 @@ pub fn parse_list(
         let map = e.read_lock::<Map>().ok_or_else(|| {
             (
                 start,
-                format!("rule(): actions[{i}]: expected a map like #{{do: \"restart_service\", unit: \"nginx\"}}, got {}", type_of(e)),
+                format!("rule(): actions[{i}]: expected a map like #{{action: \"restart_service\", unit: \"nginx\"}}, got {}", type_of(e)),
             )
         })?;
         out.push(parse_one(&map, keys, start, i)?);
@@ -193,7 +193,13 @@ fn parse_one(
         pos: start,
         ..ActionRule::default()
     };
-    let Some(name) = map.get("do") else {
+    // `do` is a Rhai keyword (it must be quoted, `"do": ...`), so `action` is the usual key.
+    let key = if map.contains_key("action") {
+        "action"
+    } else {
+        "do"
+    };
+    let Some(name) = map.get(key) else {
         return Err((
             start,
             format!(
@@ -205,13 +211,13 @@ fn parse_one(
     a.action = name
         .clone()
         .into_string()
-        .map_err(|_| err("do", format!("expected a string, got {}", type_of(name))))?;
+        .map_err(|_| err(key, format!("expected a string, got {}", type_of(name))))?;
     let Some(spec) = super::find(&a.action) else {
         let hint = wk_core::suggest::closest_in(super::REGISTRY.iter().map(|s| s.name), &a.action)
             .map(|s| format!(" (did you mean {s:?}?)"))
             .unwrap_or_default();
         return Err(err(
-            "do",
+            key,
             format!(
                 "unknown action {:?}{hint}; known actions: {}",
                 a.action,
@@ -224,7 +230,7 @@ fn parse_one(
     for k in sorted {
         let Some(v) = map.get(k) else { continue };
         match k {
-            "do" => {}
+            "do" | "action" => {}
             "on" => {
                 let s = v
                     .clone()

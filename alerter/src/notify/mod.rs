@@ -10,7 +10,7 @@
 //! - [`config`]: reading the `[[notifiers.*]]` and `[[silences]]` tables into a [`NotifyPlan`].
 //! - [`router`]: [`Router`] fans events out to per-notifier queues and tasks (timeouts,
 //!   retries with backoff, isolation), after [`silence`]s and [`inhibit`]ion.
-//! - [`text`]: HTML and Slack escaping, RFC 3339 parsing (templates are `crate::state::template`).
+//! - [`text`]: HTML and Slack escaping, RFC 3339 parsing (templates are `crate::template`).
 
 use std::future::Future;
 use std::pin::Pin;

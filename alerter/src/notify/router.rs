@@ -279,12 +279,9 @@ impl Router {
         if let Some(s) = f.silences.iter().find(|s| s.silences(event, now)) {
             return Some(format!("silenced by {}", s.describe()));
         }
-        f.inhibitions.inhibitor_of(event).map(|(rule, tags)| {
-            format!(
-                "inhibited by {rule} ({})",
-                crate::state::template::group(tags)
-            )
-        })
+        f.inhibitions
+            .inhibitor_of(event)
+            .map(|(rule, tags)| format!("inhibited by {rule} ({})", crate::template::group(tags)))
     }
 
     /// Routes events; never waits. Inhibitor state is updated from the whole batch before
@@ -423,7 +420,7 @@ impl Filter {
             Some((Muted::Silenced, format!("silenced by {}", s.describe())))
         } else if let Some((rule, tags)) = self.inhibitions.inhibitor_of(e) {
             c.inhibited.fetch_add(1, Ordering::Relaxed);
-            let group = crate::state::template::group(tags);
+            let group = crate::template::group(tags);
             Some((Muted::Inhibited, format!("inhibited by {rule} ({group})")))
         } else {
             None
@@ -558,7 +555,7 @@ impl Worker {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(NotifyError::Retryable(format!(
                     "timed out after {}",
-                    crate::state::template::format_duration(self.settings.timeout)
+                    crate::template::format_duration(self.settings.timeout)
                 )))
             }
         }
@@ -574,7 +571,7 @@ impl Worker {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
-                        event = crate::state::template::kind_str(e.kind), attempts = retry + 1,
+                        event = crate::template::kind_str(e.kind), attempts = retry + 1,
                         "notified"
                     );
                     return;

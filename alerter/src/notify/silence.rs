@@ -15,7 +15,7 @@ use wk_core::options::Options;
 
 use super::text::parse_rfc3339;
 use crate::model::AlertEvent;
-use crate::state::template::format_rfc3339 as rfc3339;
+use crate::template::format_rfc3339 as rfc3339;
 
 /// One matcher: a tag (or `rule`) and the glob its value must match. An absent tag is
 /// matched as the empty string (Alertmanager's rule).

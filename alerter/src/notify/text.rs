@@ -1,6 +1,6 @@
 //! Small text helpers the notifiers share: field values, HTML and Slack escaping, cutting to
 //! a length, and parsing RFC 3339 times (silences). Templates, durations and time formatting
-//! are the state module's (`crate::state::template`): one engine for the whole alerter.
+//! are the state module's (`crate::template`): one engine for the whole alerter.
 
 use crate::model::Value;
 
@@ -138,7 +138,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::template::format_rfc3339;
+    use crate::template::format_rfc3339;
 
     #[test]
     fn rfc3339_round_trips_and_rejects_garbage() {

@@ -11,7 +11,6 @@
 //! set for the duration of one load or evaluation, which also carries the wall-clock deadline
 //! that `on_progress` enforces.
 
-pub mod query;
 pub mod series;
 pub mod settings;
 
@@ -30,8 +29,8 @@ use rhai::{
 use wk_core::values::parse_duration;
 
 use crate::model::{CycleResult, Observation, RuleSettings};
+use crate::query::{Aggregate, Query, TagFilter};
 use crate::source::QuerySource;
-use query::{Aggregate, Query, TagFilter};
 use series::ScriptSeries;
 
 /// Resource limits for one rule's script (each load and each evaluation).

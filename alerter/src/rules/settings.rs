@@ -176,7 +176,7 @@ fn duration(v: &Dynamic) -> Result<Duration, String> {
             type_of(v)
         )
     })?;
-    parse_duration(&s)
+    parse_duration(&s).map_err(|e| e.to_string())
 }
 
 fn template(v: &Dynamic) -> Result<String, String> {

@@ -673,3 +673,41 @@ fn check() {
         .collect();
     assert_eq!(firing, ["gone"]);
 }
+
+#[test]
+fn action_errors_name_line_and_column() {
+    let err = |src: &str| load_rule_source("a.rhai", src).unwrap_err().to_string();
+    let head = "rule(#{\n  notify: [],\n  actions: [\n    #{ action: \"restart_service\", unit: \"nginx\" },\n";
+    let tail = "  ],\n});\nfn check() { [] }\n";
+    let e = err(&format!(
+        "{head}    #{{ action: \"restart_servce\", unit: \"x\" }},\n{tail}"
+    ));
+    assert!(
+        e.starts_with("a.rhai:5:16:")
+            && e.contains("unknown action")
+            && e.contains("did you mean \"restart_service\""),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{head}    #{{ action: \"free_port\", port: \"80; rm\" }},\n{tail}"
+    ));
+    assert!(
+        e.starts_with("a.rhai:5:35:") && e.contains("not a TCP port"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{head}    #{{ action: \"free_port\", prot: 80 }},\n{tail}"
+    ));
+    assert!(
+        e.starts_with("a.rhai:5:29:") && e.contains("no argument \"prot\""),
+        "{e}"
+    );
+    let e = err(&format!("{head}    #{{ action: \"free_port\" }},\n{tail}"));
+    assert!(
+        e.starts_with("a.rhai:5:8:") && e.contains("needs `port`"),
+        "{e}"
+    );
+    let ok = load_rule_source("a.rhai", &format!("{head}    #{{ action: \"free_port\", port: \"{{{{tags.port}}}}\", after: \"30s\", max_attempts: 2 }},\n{tail}")).unwrap();
+    assert_eq!(ok.settings().actions.len(), 2);
+    assert_eq!(ok.settings().actions[1].max_attempts, 2);
+}

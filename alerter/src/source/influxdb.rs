@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{QuerySource, Row, Series, SourceError};
 use crate::model::Value;
-use crate::rules::query::{Aggregate, Query};
+use crate::query::{Aggregate, Query};
 
 /// How to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,5 +1,5 @@
 //! Points held in memory, queried natively with the semantics of the InfluxQL translation
-//! (`rules::query`). Used by `wk-alerter test RULE --data FILE.lp` and stream mode (`crate::stream`).
+//! (`crate::query`). Used by `wk-alerter test RULE --data FILE.lp` and stream mode (`crate::stream`).
 //!
 //! Storage mirrors InfluxDB's: a series is (measurement, tag set); a point is (series, time);
 //! writing the same point again merges its fields, the newer value winning.
@@ -14,7 +14,7 @@ use wk_core::metric::{FieldValue, Metric};
 
 use super::{QuerySource, Row, Series, SourceError, number};
 use crate::model::Value;
-use crate::rules::query::{Aggregate, Query, VALUE_COLUMN};
+use crate::query::{Aggregate, Query, VALUE_COLUMN};
 use wk_core::lineproto::{self, LineProtocolError};
 
 type SeriesKey = (String, Vec<(String, String)>);
@@ -385,7 +385,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rules::query::TagFilter;
+    use crate::query::TagFilter;
 
     const S: i64 = 1_000_000_000;
     const NOW: i64 = 1_700_000_000 * S;

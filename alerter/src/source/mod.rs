@@ -1,6 +1,6 @@
 //! Where rule queries go: InfluxDB over InfluxQL ([`influxdb`]) or points held in memory
 //! ([`memory`]: recorded line protocol, and the stream window of `crate::stream`). Both answer the same
-//! [`Query`] with the same semantics (see `rules::query`), so a rule runs unchanged on either.
+//! [`Query`] with the same semantics (see `crate::query`), so a rule runs unchanged on either.
 //!
 //! The trait is synchronous because Rhai calls it from inside script evaluation; the caller
 //! runs evaluations on a blocking thread (tokio's blocking pool).
@@ -11,7 +11,7 @@ pub mod memory;
 use std::collections::BTreeMap;
 
 use crate::model::Value;
-use crate::rules::query::Query;
+use crate::query::Query;
 
 pub use influxdb::{InfluxAuth, InfluxDbConfig, InfluxDbSource};
 pub use memory::MemorySource;

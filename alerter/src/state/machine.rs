@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::flapping::FlapState;
 use super::level::determine_level;
-use super::template::{self, DEFAULT_DETAILS, Template, TemplateData, TemplateError};
 use crate::model::{
     AlertEvent, CycleResult, EventKind, Level, Observation, Policy, RuleSettings, Value,
 };
+use crate::template::{self, DEFAULT_DETAILS, Template, TemplateData, TemplateError};
 
 /// An instance's identity within its rule: the tag set of its series.
 pub type Tags = BTreeMap<String, String>;
@@ -569,7 +569,7 @@ impl Cycle<'_> {
         // A NoData event rendered with the rule's usual message would show the last values
         // as if they were current: say so, unless the template speaks of the kind itself.
         if kind == EventKind::NoData && !s.message_template.contains("{{kind") {
-            let since = super::template::format_rfc3339(inst.last_seen);
+            let since = template::format_rfc3339(inst.last_seen);
             message.push_str(&format!(" (no data since {since})"));
         }
         data.message = Some(&message);

@@ -45,12 +45,13 @@ mod flapping;
 mod level;
 mod machine;
 mod persist;
-pub mod template;
 
+pub use crate::template::{
+    DEFAULT_DETAILS, Template, TemplateData, TemplateError, TemplateErrorKind,
+};
 pub use flapping::{FlapState, percent_change};
 pub use level::determine_level;
 pub use machine::{
     DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, Tags, TemplateSettingError, Templates,
 };
 pub use persist::{PersistError, STATE_VERSION, state_path, write_atomic};
-pub use template::{DEFAULT_DETAILS, Template, TemplateData, TemplateError, TemplateErrorKind};

@@ -155,7 +155,7 @@ async fn prune_loop(store: Arc<MemorySource>, window: Duration, max_points: usiz
     let mut reported = 0;
     loop {
         tick.tick().await;
-        let now = crate::service::now_ns();
+        let now = crate::clock::now_ns();
         let pruned = store.prune_before(now.saturating_sub(window_ns));
         if pruned > 0 {
             debug!(
@@ -426,7 +426,7 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
     let store = shared.store.clone();
     let max_body = shared.max_body;
     let max_points = shared.max_points;
-    let now = crate::service::now_ns();
+    let now = crate::clock::now_ns();
     // Decompression and parsing are CPU work: off the async workers.
     let outcome = tokio::task::spawn_blocking(move || {
         let text = if gzip {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wk_alerter::model::{CycleResult, Observation, Value};
+use wk_alerter::query::{Aggregate, Query, TagFilter};
 use wk_alerter::rules::load_rule_source;
-use wk_alerter::rules::query::{Aggregate, Query, TagFilter};
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series,
 };

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use ureq::RequestExt;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -255,7 +255,7 @@ pub struct HttpResponse {
     agent: Option<ureq::Agent>,
 }
 
-pub use crate::outputs::influxdb::http::default_user_agent;
+pub use crate::common::http::default_user_agent;
 
 /// How a transport error (no response) maps to Telegraf's results: timeouts first, then
 /// name resolution, everything else is `connection_failed`.
@@ -445,7 +445,7 @@ impl HttpResponse {
             b = b.header(k.as_str(), v.as_str());
         }
         if let Some((u, p)) = &s.basic_auth {
-            let cred = crate::outputs::influxdb::http::base64(format!("{u}:{p}").as_bytes());
+            let cred = crate::common::http::base64(format!("{u}:{p}").as_bytes());
             // Go's SetBasicAuth replaces any Authorization set before.
             if let Some(h) = b.headers_mut() {
                 h.remove("Authorization");
@@ -576,7 +576,7 @@ impl Input for HttpResponse {
 
 #[cfg(feature = "tls")]
 fn build_tls(s: &Settings) -> Result<ureq::tls::TlsConfig, String> {
-    crate::outputs::influxdb::http::tls_config(
+    crate::common::http::tls_config(
         s.tls_ca.as_deref(),
         s.tls_cert.as_deref(),
         s.tls_key.as_deref(),

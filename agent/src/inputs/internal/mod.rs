@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
-use crate::metric::{Accumulator, Metric};
+use crate::metric::Metric;
+use crate::plugin::Accumulator;
 use crate::selfstat::{GatherStats, SelfStats, WriteStats};
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

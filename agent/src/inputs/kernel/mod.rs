@@ -3,9 +3,9 @@
 //! See README.md for the schema.
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::hostpaths::{HostPaths, read_to_string};
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -161,7 +161,7 @@ impl Kernel {
     fn ksm_fields(&self) -> Result<Vec<(String, i64)>, GatherError> {
         let dir = self.paths.sys("kernel/mm/ksm");
         if !dir.is_dir() {
-            return Err(GatherError::Other(format!(
+            return Err(GatherError::Unsupported(format!(
                 "directory {:?} does not exist: KSM is not enabled in this kernel",
                 dir.display().to_string()
             )));
@@ -187,7 +187,13 @@ impl Kernel {
     fn gather_pressure(&self, acc: &mut Accumulator) -> Result<(), GatherError> {
         for resource in ["cpu", "memory", "io"] {
             let path = self.paths.proc(&format!("pressure/{resource}"));
-            let text = read_to_string(&path)?;
+            let text = read_to_string(&path).map_err(|e| match e {
+                // No /proc/pressure: a kernel before 4.20 or built without PSI.
+                GatherError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    GatherError::Unsupported(format!("{}: {source}", path.display()))
+                }
+                other => other,
+            })?;
             let psi = parse_psi(&text).map_err(|(l, m)| GatherError::malformed(&path, l, m))?;
             for (typ, line) in [("some", psi.some), ("full", psi.full)] {
                 // Telegraf: resource=cpu,type=full is left out (always zero before 5.13).

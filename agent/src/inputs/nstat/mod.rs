@@ -5,9 +5,10 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::hostpaths::read_to_string;
-use crate::metric::{Accumulator, Metric};
+use crate::metric::Metric;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

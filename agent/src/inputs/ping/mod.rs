@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -341,7 +341,7 @@ impl Input for Ping {
         });
         for (url, o) in self.urls.iter().zip(results) {
             if let Some(e) = &o.error {
-                acc.add_error(e);
+                acc.add_error(e.as_str());
             }
             acc.push(metric(acc, url, &o));
         }

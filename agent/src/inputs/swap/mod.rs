@@ -2,9 +2,9 @@
 //! See README.md for the schema and formulas.
 
 use super::{BuildContext, GatherError, Input, InputSpec, for_each_key_value};
-use crate::config::Options;
 use crate::hostpaths::HostPaths;
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

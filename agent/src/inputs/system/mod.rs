@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::config::Options;
 use crate::hostpaths::{HostPaths, read_to_string};
-use crate::metric::Accumulator;
+use crate::plugin::Accumulator;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {

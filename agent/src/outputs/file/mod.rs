@@ -4,10 +4,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 
 use super::{Output, OutputSpec, WriteError};
-use crate::config::Options;
-use crate::inputs::BuildContext;
 use crate::lineproto::Serializer;
 use crate::metric::Metric;
+use crate::plugin::BuildContext;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: OutputSpec = OutputSpec {

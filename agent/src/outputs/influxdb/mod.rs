@@ -14,18 +14,16 @@
 //! * any other 4xx: the batch is refused (logged, counted as rejected), except 408/429 (retry).
 //! * 5xx, timeout, connection refused: the batch is kept and retried with backoff.
 
-pub mod http;
-
 use std::collections::HashSet;
 
-use http::{Client, Secret, base64, join_url, short, shuffled};
+use crate::common::http::{self, Client, Secret, base64, join_url, short, shuffled};
 use tracing::warn;
 
 use super::{Output, OutputSpec, WriteError};
-use crate::config::Options;
-use crate::inputs::BuildContext;
 use crate::lineproto::Serializer;
 use crate::metric::Metric;
+use crate::plugin::BuildContext;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: OutputSpec = OutputSpec {

@@ -10,12 +10,12 @@
 
 use tracing::debug;
 
-use super::influxdb::http::{self, Client, Secret, join_url, short, shuffled};
 use super::{Output, OutputSpec, WriteError};
-use crate::config::Options;
-use crate::inputs::BuildContext;
+use crate::common::http::{self, Client, Secret, join_url, short, shuffled};
 use crate::lineproto::Serializer;
 use crate::metric::Metric;
+use crate::plugin::BuildContext;
+use wk_core::options::Options;
 
 /// Registry entry.
 pub const SPEC: OutputSpec = OutputSpec {

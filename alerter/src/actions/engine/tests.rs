@@ -19,7 +19,7 @@ fn event(rule: &str, level: Level, tags: &[(&str, &str)]) -> AlertEvent {
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect(),
         fields: Default::default(),
-        time: crate::service::now_ns(),
+        time: crate::clock::now_ns(),
         duration: Duration::ZERO,
         notify: vec![],
         category: None,

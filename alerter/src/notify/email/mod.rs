@@ -10,7 +10,7 @@ use wk_core::options::Options;
 use super::text::{fmt_value, html_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::AlertEvent;
-use crate::state::template::{
+use crate::template::{
     Template, TemplateData, format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str,
 };
 

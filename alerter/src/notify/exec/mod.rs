@@ -12,7 +12,7 @@ use wk_core::options::Options;
 use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture};
 use crate::model::AlertEvent;
-use crate::state::template::kind_str;
+use crate::template::kind_str;
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {

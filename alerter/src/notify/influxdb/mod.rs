@@ -12,7 +12,7 @@ use wk_core::options::Options;
 use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::{AlertEvent, Value};
-use crate::state::template::kind_str;
+use crate::template::kind_str;
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {

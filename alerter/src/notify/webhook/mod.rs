@@ -11,9 +11,7 @@ use wk_core::options::Options;
 use super::text::{fmt_value, slack_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::{AlertEvent, Level};
-use crate::state::template::{
-    format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str,
-};
+use crate::template::{format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str};
 
 /// Registry entry.
 pub const SPEC: NotifierSpec = NotifierSpec {

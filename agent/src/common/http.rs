@@ -1,4 +1,5 @@
-//! The HTTP side shared by `influxdb` and `influxdb_v2`: options (urls, timeout, headers,
+//! The HTTP side shared by every HTTP plugin (`influxdb`, `influxdb_v2`, `http_response`), as
+//! Telegraf's plugins/common/http and common/tls: options (urls, timeout, headers,
 //! content encoding, user agent, TLS), a lazily built blocking client (ureq + rustls), gzip,
 //! secrets from files, URL building and random failover order.
 //!
@@ -8,7 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::config::Options;
+use wk_core::options::Options;
 
 /// The HTTP options every InfluxDB output reads.
 #[derive(Debug, Clone)]
@@ -360,40 +361,14 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Standard base64 with padding (for HTTP Basic auth).
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// The indices `0..n` in a random order (failover order of the URLs, new at each write).
 pub fn shuffled(n: usize) -> Vec<usize> {
-    use std::hash::{BuildHasher, Hasher};
     let mut v: Vec<usize> = (0..n).collect();
-    let mut seed = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    for i in (1..n).rev() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let j = ((seed >> 33) % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
+    fastrand::shuffle(&mut v);
     v
 }
 

@@ -1,0 +1,4 @@
+//! What several plugins share, as Telegraf's plugins/common: the HTTP/TLS client of the
+//! influxdb outputs and the http_response input.
+
+pub mod http;

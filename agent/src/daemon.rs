@@ -1,0 +1,127 @@
+//! The program's modes as library functions, so tests run them in-process (mini-redis's
+//! `server::run(listener, shutdown)`): [`test`] gathers and prints, [`once`] gathers and
+//! writes, [`run`] is the daemon, reloading and stopping when told. `main.rs` only parses the
+//! command line and turns signals into [`Control`] messages.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::agent;
+use crate::config::{self, LoadRequest, Plan};
+use crate::lineproto;
+
+/// What the daemon is told from outside (SIGHUP, SIGTERM/SIGINT in `main.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Build the configuration anew; swap only if it builds.
+    Reload,
+    /// Flush and stop.
+    Stop,
+}
+
+/// Loads the config, logging its warnings, and every error on failure.
+pub fn load(req: &LoadRequest<'_>) -> Option<Plan> {
+    match config::load(req) {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                warn!("{w}");
+            }
+            Some(plan)
+        }
+        Err(e) => {
+            for d in &e.errors {
+                error!("{d}");
+            }
+            None
+        }
+    }
+}
+
+/// `--test`: gathers once (twice for rate inputs), writes line protocol to `out`, waits `wait`
+/// if given. False when an input reported an error.
+pub async fn test(mut plan: Plan, wait: Option<Duration>, out: &mut impl Write) -> bool {
+    let results = agent::gather_once(&mut plan, true).await;
+    let mut ok = true;
+    for (name, outcome) in &results {
+        for e in &outcome.errors {
+            error!(input = %name, "{e}");
+            ok = false;
+        }
+        for m in &outcome.metrics {
+            let _ = out.write_all(lineproto::test_format(m).as_bytes());
+        }
+    }
+    let _ = out.flush();
+    if let Some(wait) = wait {
+        tokio::time::sleep(wait).await;
+    }
+    ok
+}
+
+/// `--once`: gathers once, writes to every output and closes them. False when an input
+/// failed or metrics could not be written.
+pub async fn once(mut plan: Plan) -> bool {
+    for o in plan.outputs.iter_mut() {
+        agent::open_disk_buffer(o);
+    }
+    let results = agent::gather_once(&mut plan, true).await;
+    let mut ok = true;
+    for (name, outcome) in &results {
+        for e in &outcome.errors {
+            error!(input = %name, "{e}");
+            ok = false;
+        }
+        for m in &outcome.metrics {
+            for o in plan.outputs.iter_mut() {
+                o.add(m);
+            }
+        }
+    }
+    for o in plan.outputs.iter_mut() {
+        if let Err(e) = o.flush() {
+            error!(output = %o.log_name(), unsent = o.buffered(), "write failed: {e}");
+            ok = false;
+        }
+        o.close();
+    }
+    ok
+}
+
+/// The daemon: runs `plan` until [`Control::Stop`] (or the sender is dropped). On
+/// [`Control::Reload`] it builds a new plan with `reload` first and keeps the running one when
+/// that fails, so a bad config push never stops collection.
+pub async fn run(
+    mut plan: Plan,
+    mut reload: impl FnMut() -> Option<Plan>,
+    mut control: mpsc::Receiver<Control>,
+) {
+    loop {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let running = tokio::spawn(agent::run(plan, async {
+            let _ = stop_rx.await;
+        }));
+        let next = loop {
+            match control.recv().await {
+                Some(Control::Reload) => {
+                    info!("reloading configuration");
+                    match reload() {
+                        Some(new) => break Some(new),
+                        None => error!("new configuration is invalid; keeping the running one"),
+                    }
+                }
+                Some(Control::Stop) | None => break None,
+            }
+        };
+        let _ = stop_tx.send(());
+        if let Err(e) = running.await {
+            error!("agent task failed: {e}");
+        }
+        match next {
+            Some(new) => plan = new,
+            None => return,
+        }
+    }
+}

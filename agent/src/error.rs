@@ -1,0 +1,65 @@
+//! Why a gather failed: the error type of the plugin contract, a leaf every input, the host
+//! paths and the collection loop share.
+
+use std::path::PathBuf;
+
+/// Why a gather failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file was read but its content made no sense; names the file and line.
+    #[error("{}:{line}: {message}", path.display())]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// What the input reads does not exist on this kernel or host (PSI before 4.20, KSM not
+    /// built in): nothing is wrong, so it is logged once at debug level, not every interval.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for GatherError {
+    fn from(message: String) -> Self {
+        GatherError::Other(message)
+    }
+}
+
+impl From<&str> for GatherError {
+    fn from(message: &str) -> Self {
+        GatherError::Other(message.to_owned())
+    }
+}
+
+impl GatherError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        GatherError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True for what this kernel or host does not have ([`GatherError::Unsupported`]).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, GatherError::Unsupported(_))
+    }
+
+    /// A parse error on `path` at 1-based `line` (0 when not tied to a line).
+    pub fn malformed(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        GatherError::Malformed {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The daemon in-process (`wk_agent::daemon::run`): the same reload/stop contract the CLI test
+//! checks with real signals, driven through the control channel.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wk_agent::config::{self, LoadRequest, Plan};
+use wk_agent::daemon::{self, Control};
+use wk_agent::hostpaths::HostPaths;
+
+fn plan_writing_to(dir: &Path, out: &Path, tag: &str) -> Option<Plan> {
+    let conf = dir.join(format!("{tag}.conf"));
+    let text = format!(
+        "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n\
+         [global_tags]\n  run = \"{tag}\"\n[[inputs.mem]]\n\
+         [[outputs.file]]\n  files = [{:?}]\n",
+        out.display().to_string()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let no_env = |_: &str| None;
+    let req = LoadRequest {
+        configs: vec![conf],
+        config_dirs: vec![],
+        input_filter: None,
+        output_filter: None,
+        env: &no_env,
+        paths: HostPaths::default(),
+        test_mode: false,
+        stats: Default::default(),
+    };
+    config::load(&req).ok()
+}
+
+async fn wait_for_text(path: &PathBuf, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn reload_swaps_only_a_plan_that_builds_and_stop_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("a.out"), dir.path().join("b.out"));
+    let plan = plan_writing_to(dir.path(), &first, "one").unwrap();
+    let mut reloads = vec![
+        plan_writing_to(dir.path(), &second, "two"),
+        None, // a bad push: the running plan stays
+    ];
+    let (tx, rx) = mpsc::channel(4);
+    let running = tokio::spawn(daemon::run(plan, move || reloads.pop().flatten(), rx));
+    assert!(wait_for_text(&first, "run=one").await, "first plan writes");
+
+    tx.send(Control::Reload).await.unwrap();
+    let size = std::fs::metadata(&first).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        std::fs::metadata(&first).unwrap().len() > size,
+        "after a failed reload the running plan keeps writing"
+    );
+    assert!(!second.exists());
+
+    tx.send(Control::Reload).await.unwrap();
+    assert!(wait_for_text(&second, "run=two").await, "the new plan runs");
+    tx.send(Control::Stop).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .unwrap();
+}

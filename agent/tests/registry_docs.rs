@@ -1,0 +1,153 @@
+//! Every list of plugins outside the registries is checked against them, so adding a plugin
+//! is one folder plus one registry line, and a forgotten doc fails here: each input and
+//! output folder has a README whose configuration block is its sample.conf, the README's
+//! supported-inputs sentence and docs/telegraf-compatibility.md name every plugin, and the
+//! alerter's notifier folders (and action folders, when present) follow the same shape.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The first ```toml block of a README.
+fn config_block(readme: &str) -> Option<&str> {
+    let start = readme.find("```toml\n")? + "```toml\n".len();
+    let len = readme[start..].find("```")?;
+    Some(&readme[start..start + len])
+}
+
+/// A plugin folder: README.md whose configuration block is exactly sample.conf.
+fn check_folder(dir: &Path, sample_config: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sample = dir.join("sample.conf");
+    let readme = dir.join("README.md");
+    if !sample.exists() || !readme.exists() {
+        problems.push(format!(
+            "{}: needs README.md and sample.conf",
+            dir.display()
+        ));
+        return problems;
+    }
+    let sample = read(&sample);
+    if let Some(embedded) = sample_config
+        && embedded != sample
+    {
+        problems.push(format!(
+            "{}: registry sample_config is not sample.conf",
+            dir.display()
+        ));
+    }
+    match config_block(&read(&readme)) {
+        Some(block) if block == sample => {}
+        Some(_) => problems.push(format!(
+            "{}/README.md: configuration block differs from sample.conf",
+            dir.display()
+        )),
+        None => problems.push(format!("{}/README.md: no ```toml block", dir.display())),
+    }
+    problems
+}
+
+#[test]
+fn every_input_and_output_folder_documents_its_sample_config() {
+    let src = root().join("agent/src");
+    let mut problems = Vec::new();
+    for spec in wk_agent::inputs::REGISTRY {
+        problems.extend(check_folder(
+            &src.join("inputs").join(spec.name),
+            Some(spec.sample_config),
+        ));
+    }
+    for spec in wk_agent::outputs::REGISTRY {
+        problems.extend(check_folder(
+            &src.join("outputs").join(spec.name),
+            Some(spec.sample_config),
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_plugin_folder_is_registered() {
+    let src = root().join("agent/src");
+    for (kind, names) in [
+        (
+            "inputs",
+            wk_agent::inputs::REGISTRY
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "outputs",
+            wk_agent::outputs::REGISTRY.iter().map(|s| s.name).collect(),
+        ),
+    ] {
+        for entry in std::fs::read_dir(src.join(kind)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    names.contains(&name.as_str()),
+                    "{kind}/{name} is not in the registry"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn alerter_plugin_folders_document_their_sample_config() {
+    let mut problems = Vec::new();
+    for kind in ["notify", "actions"] {
+        let dir = root().join("alerter/src").join(kind);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            // Folders with code are plugins; a testdata-only folder is not.
+            if path.is_dir() && path.join("mod.rs").exists() && path.join("sample.conf").exists() {
+                problems.extend(check_folder(&path, None));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn readme_and_compatibility_table_name_every_plugin() {
+    let readme = read(&root().join("README.md"));
+    let supported = readme
+        .split("Supported inputs:")
+        .nth(1)
+        .and_then(|s| s.split("\n\n").next())
+        .expect("README.md has a 'Supported inputs:' paragraph");
+    let compat = read(&root().join("docs/telegraf-compatibility.md"));
+    let mut missing = Vec::new();
+    for spec in wk_agent::inputs::REGISTRY {
+        let tick = format!("`{}`", spec.name);
+        if !supported.contains(&tick) {
+            missing.push(format!("README.md 'Supported inputs' lacks {tick}"));
+        }
+        if !compat.contains(&format!("| {tick} |")) {
+            missing.push(format!(
+                "docs/telegraf-compatibility.md has no row for {tick}"
+            ));
+        }
+    }
+    for spec in wk_agent::outputs::REGISTRY {
+        let tick = format!("`{}`", spec.name);
+        if !compat.contains(&format!("| {tick} |")) {
+            missing.push(format!(
+                "docs/telegraf-compatibility.md has no row for output {tick}"
+            ));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
