@@ -57,7 +57,7 @@ fn http_input(web: &Supervisor) -> String {
 
 fn restart_web(web: &Supervisor, guard: &str) -> String {
     format!(
-        r#"#{{ "do": "restart_process", pattern: "http.server {port}", start: [{ctl:?}, "start"],
+        r#"#{{ action: "restart_process", pattern: "http.server {port}", start: [{ctl:?}, "start"],
             port: {port}, {guard} }}"#,
         port = web.port,
         ctl = web.ctl().display().to_string(),
@@ -158,7 +158,7 @@ fn a_squatter_on_the_port_is_named_stopped_and_the_service_started() {
     let (ok, out) = web.ctl_run("start");
     assert!(!ok && out.contains("Address already in use"), "{out}");
     let free = format!(
-        r#"#{{ "do": "free_port", port: {}, settle: "1s" }}"#,
+        r#"#{{ action: "free_port", port: {}, settle: "1s" }}"#,
         web.port
     );
     let restart = restart_web(
@@ -308,8 +308,8 @@ rule(#{
     notify: ["log"],
     message: "{{host}}: {{service}} is {{level}}",
     actions: [
-        #{ "do": "run_script", name: "ctl", args: ["{{service}}"], settle: "0s", cooldown: "1h" },
-        #{ "do": "restart_process", pattern: "{{service}}", dry_run: true },
+        #{ action: "run_script", name: "ctl", args: ["{{service}}"], settle: "0s", cooldown: "1h" },
+        #{ action: "restart_process", pattern: "{{service}}", dry_run: true },
     ],
 });
 
@@ -415,7 +415,7 @@ fn the_same_restart_over_ssh_through_a_real_sshd() {
     st.rule(
         "web.rhai",
         &http_rule(
-            r#"#{ "do": "run_script", name: "ctl", args: ["start"], max_attempts: 3,
+            r#"#{ action: "run_script", name: "ctl", args: ["start"], max_attempts: 3,
                   window: "10m", cooldown: "2s", settle: "3s" }"#,
         ),
     );
@@ -474,7 +474,7 @@ rule(#{{
     every: "1s",
     notify: ["log"],
     message: "{{{{host}}}}: pid {{{{pid}}}} holds {{{{value}}}} CLOSE_WAIT sockets",
-    actions: [#{{ "do": "restart_process", pid: "{{{{pid}}}}", start: [{ctl:?}, "start"],
+    actions: [#{{ action: "restart_process", pid: "{{{{pid}}}}", start: [{ctl:?}, "start"],
                   port: {port}, cooldown: "5s", settle: "1s", verify: "probe" }}],
 }});
 
