@@ -4,6 +4,7 @@ mod actions;
 mod app;
 mod common;
 mod examples;
+mod heal;
 mod notify;
 mod rules;
 mod service;
