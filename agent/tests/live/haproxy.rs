@@ -22,6 +22,8 @@ struct Haproxy {
     /// The frontend the test sends requests to.
     web_port: u16,
     stats_port: u16,
+    /// The stats socket on TCP (`tcp://` servers).
+    tcp_port: u16,
 }
 
 impl Drop for Haproxy {
@@ -41,10 +43,10 @@ impl Haproxy {
     fn start(app_port: u16) -> Option<Haproxy> {
         let bin = binary("haproxy", "haproxy")?;
         let dir = tempfile::tempdir().unwrap();
-        let [web_port, stats_port] = free_ports::<2>();
+        let [web_port, stats_port, tcp_port] = free_ports::<3>();
         let sock = dir.path().join("admin.sock");
         let cfg = format!(
-            "global\n  stats socket {sock} mode 600 level admin\n\
+            "global\n  stats socket {sock} mode 600 level admin\n  stats socket ipv4@127.0.0.1:{tcp_port} level admin\n\
              defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
              frontend web\n  bind 127.0.0.1:{web_port}\n  default_backend app\n\
              frontend stats\n  bind 127.0.0.1:{stats_port}\n  stats enable\n  stats uri /haproxy?stats\n  stats auth wk:s3cret\n\
@@ -68,6 +70,7 @@ impl Haproxy {
             child,
             web_port,
             stats_port,
+            tcp_port,
         };
         // Ready when the socket answers (every listener is bound by then) and the health
         // check has marked s1 UP. No probe of the frontend: it would count as a request.
@@ -203,17 +206,19 @@ fn socket_and_http_stats_match_haproxys_show_stat_after_n_requests() {
         assert!(request(h.web_port).contains("200"));
     }
     let sock = h.socket().display().to_string();
-    // The socket by glob, the stats page with credentials in the URL.
+    // The socket by glob, the stats page with credentials in the URL, the TCP socket.
     let conf = format!(
-        "[[inputs.haproxy]]\n  servers = [\"{}/*.sock\", \"http://wk:s3cret@127.0.0.1:{}/haproxy?stats\"]\n",
+        "[[inputs.haproxy]]\n  servers = [\"{}/*.sock\", \"http://wk:s3cret@127.0.0.1:{}/haproxy?stats\", \"tcp://127.0.0.1:{}\"]\n",
         h.dir.path().display(),
-        h.stats_port
+        h.stats_port,
+        h.tcp_port
     );
     let (ms, errors) = gather(&conf);
     assert!(errors.is_empty(), "{errors:?}");
     let raw = show_stat(&h.socket()).unwrap();
     let http_server = format!("127.0.0.1:{}", h.stats_port);
-    for server in [sock.as_str(), http_server.as_str()] {
+    let tcp_server = format!("127.0.0.1:{}", h.tcp_port);
+    for server in [sock.as_str(), http_server.as_str(), tcp_server.as_str()] {
         let s1 = find(&ms, server, "app", "s1");
         assert_eq!(s1.tag("type"), Some("server"));
         assert_eq!(uint(s1, "stot"), N, "sessions through app/s1: {s1:?}");
@@ -221,8 +226,8 @@ fn socket_and_http_stats_match_haproxys_show_stat_after_n_requests() {
         assert_eq!(string(s1, "status"), "UP");
         assert_eq!(string(s1, "mode"), "http");
         assert_eq!(string(s1, "check_status"), "L4OK");
-        // HAProxy shows server addresses on the admin socket only, not on the stats page.
-        if server == sock {
+        // HAProxy shows server addresses on admin sockets only, not on the stats page.
+        if server != http_server {
             assert_eq!(string(s1, "addr"), format!("127.0.0.1:{app_port}"));
         } else {
             assert!(s1.field("addr").is_none());
