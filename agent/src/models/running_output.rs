@@ -191,6 +191,16 @@ impl RunningOutput {
         Ok(Some(rec))
     }
 
+    /// Counts `n` metrics dropped before they reached this buffer (the collection loop's
+    /// bounded queue while a write was in flight): added and dropped, as if they had entered
+    /// the buffer and been pushed out, so `added − dropped` stays what was kept.
+    pub fn record_drops(&mut self, n: usize) {
+        if n > 0 {
+            self.stats.metrics_added += n as u64;
+            self.count_drops(n);
+        }
+    }
+
     fn count_drops(&mut self, n: usize) {
         self.stats.metrics_dropped += n as u64;
         self.unreported_drops += n as u64;
