@@ -46,20 +46,7 @@ pub fn until_next_tick(now: i64, interval: Duration, offset: Duration, aligned: 
     Duration::from_nanos((next - now).max(0) as u64)
 }
 
-fn jitter(max: Duration) -> Duration {
-    if max.is_zero() {
-        return Duration::ZERO;
-    }
-    // Cheap, good-enough randomness for spreading load: the clock's nanoseconds.
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    let x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        >> 11;
-    Duration::from_nanos(x % max.as_nanos().max(1) as u64)
-}
+use crate::models::running_output::jitter_up_to as jitter;
 
 /// Gathers every input once (twice, 500 ms apart, discarding the first, for inputs whose
 /// fields need a previous sample) without running outputs: `--test` and `--once`.

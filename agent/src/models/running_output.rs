@@ -445,17 +445,12 @@ impl Buffer {
     }
 }
 
-/// A random delay in `0..max` (std's randomly keyed hasher as the source: no extra crate).
-fn jitter_up_to(max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = max.as_nanos() as u64;
-    if nanos == 0 {
-        return Duration::ZERO;
+/// A random delay in `0..max` (collection and flush jitter, retry backoff).
+pub fn jitter_up_to(max: Duration) -> Duration {
+    match max.as_nanos().min(u64::MAX as u128) as u64 {
+        0 => Duration::ZERO,
+        n => Duration::from_nanos(fastrand::u64(..n)),
     }
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    Duration::from_nanos(r % nanos)
 }
 
 #[cfg(test)]
