@@ -140,7 +140,9 @@ impl RunningOutput {
             unreported_drops: 0,
             stats: OutputStats::default(),
             backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            // Short enough that a backlog starts draining within ~15 s of the database
+            // coming back (at 60 s the alerter saw every host go NoData first).
+            backoff_max: Duration::from_secs(15),
             failures: 0,
             retry_at: None,
         }
@@ -560,8 +562,8 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let (ro, _) = scripted(vec![]);
         let secs: Vec<u64> = (1..=9).map(|k| ro.backoff_for(k).as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(ro.backoff_for(u32::MAX), Duration::from_secs(60));
+        assert_eq!(secs, vec![1, 2, 4, 8, 15, 15, 15, 15, 15]);
+        assert_eq!(ro.backoff_for(u32::MAX), Duration::from_secs(15));
     }
 
     #[test]
