@@ -106,6 +106,9 @@ pub fn check_url(u: &str) -> Result<(), String> {
                 "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
             ));
         }
+        if u.parse::<ureq::http::Uri>().is_err() {
+            return Err(format!("{u:?} is not a valid URL"));
+        }
         return Ok(());
     }
     if lower.starts_with("unix://") || lower.starts_with("udp") {
