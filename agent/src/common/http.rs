@@ -111,13 +111,9 @@ pub fn check_url(u: &str) -> Result<(), String> {
         }
         return Ok(());
     }
-    if lower.starts_with("unix://") || lower.starts_with("udp") {
-        return Err(format!(
-            "{u:?}: only http:// and https:// URLs are supported by wk-agent"
-        ));
-    }
+    // Telegraf's outputs also take unix:// and udp://; neither is implemented here.
     Err(format!(
-        "{u:?} is not a URL: expected http://host:port or https://host:port"
+        "{u:?}: only http:// and https:// URLs are supported"
     ))
 }
 

@@ -123,7 +123,10 @@ pub(crate) async fn http_verdict(
         return Ok(());
     }
     let text = resp.text().await.unwrap_or_default();
-    let msg = format!("{what}: HTTP {status}: {}", text::truncate(text.trim(), max_body));
+    let msg = format!(
+        "{what}: HTTP {status}: {}",
+        text::truncate(text.trim(), max_body)
+    );
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
         Err(NotifyError::Retryable(msg))
     } else {
