@@ -25,26 +25,35 @@
 
 pub mod http;
 
+use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::BufReader;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::StreamSettings;
 use crate::source::MemorySource;
-use http::{Framing, Head, ReadError, Response};
+use http::{Head, Response};
 use wk_core::lineproto;
 
-/// How long a connection may sit idle between requests, or take to send one.
+/// How long a connection may sit idle between requests, or take to send a body.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection has to finish once the receiver stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Bad lines quoted in a partial-write answer.
 const QUOTED_ERRORS: usize = 10;
+/// Largest `/query` body read (a form with a `CREATE DATABASE` statement).
+const MAX_QUERY_BODY: u64 = 64 * 1024;
 /// Connections served at once; beyond it new ones get 503 and are closed (a file descriptor
 /// bound, far above what agents need: each keeps one connection per output).
 pub const MAX_CONNECTIONS: usize = 512;
@@ -64,17 +73,21 @@ pub struct Stats {
 
 struct Shared {
     store: Arc<MemorySource>,
-    token: String,
+    /// SHA-256 of the token: candidates are hashed too, so the compare leaks not even the
+    /// token's length.
+    token_digest: [u8; 32],
     max_points: usize,
     max_body: u64,
     stats: Arc<Stats>,
 }
 
-/// A running receiver; dropping it stops accepting connections and pruning.
+/// A running receiver; dropping it stops accepting connections and pruning, and asks the open
+/// connections to finish their request and close.
 pub struct Receiver {
     addr: SocketAddr,
     stats: Arc<Stats>,
     tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
 }
 
 impl Receiver {
@@ -89,26 +102,26 @@ impl Receiver {
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
             store: store.clone(),
-            token: settings.token.clone(),
+            token_digest: digest(settings.token.as_bytes()),
             max_points: settings.max_points,
             max_body: settings.max_body_size,
             stats: stats.clone(),
         });
+        let (stop, stopped) = watch::channel(false);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let accept = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((conn, peer)) => {
                         let shared = shared.clone();
+                        let stopped = stopped.clone();
                         let slot = slots.clone().try_acquire_owned();
                         tokio::spawn(async move {
                             let Ok(_slot) = slot else {
-                                let (_, mut w) = conn.into_split();
-                                let resp = error_v1(503, "too many connections").closing();
-                                let _ = http::write_response(&mut w, &resp, false).await;
+                                refuse(conn, "too many connections").await;
                                 return;
                             };
-                            connection(conn, peer, shared).await;
+                            serve(conn, peer, shared, stopped).await;
                         });
                     }
                     Err(e) => {
@@ -124,6 +137,7 @@ impl Receiver {
             addr,
             stats,
             tasks: vec![accept, prune],
+            stop,
         })
     }
 
@@ -143,7 +157,24 @@ impl Drop for Receiver {
         for t in &self.tasks {
             t.abort();
         }
+        let _ = self.stop.send(true);
     }
+}
+
+/// Answers 503 on a connection that is not served, without reading from it.
+async fn refuse(conn: TcpStream, why: &str) {
+    let body = format!("{{\"error\":{}}}", json_string(why));
+    let text = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nX-Influxdb-Version: wk-alerter-stream\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = conn;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncWriteExt::write_all(&mut conn, text.as_bytes()),
+    )
+    .await;
 }
 
 /// Forgets points older than the window, and reports points dropped for `max_points`.
@@ -177,100 +208,48 @@ async fn prune_loop(store: Arc<MemorySource>, window: Duration, max_points: usiz
     }
 }
 
-async fn connection(conn: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one connection with hyper until it closes or the receiver stops.
+async fn serve(
+    conn: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let _ = conn.set_nodelay(true);
-    let (r, mut w) = conn.into_split();
-    let mut r = BufReader::new(r);
-    loop {
-        let head = match tokio::time::timeout(IO_TIMEOUT, http::read_head(&mut r)).await {
-            Err(_) | Ok(Err(ReadError::Closed | ReadError::Io(_))) => return,
-            Ok(Err(ReadError::TooLarge)) => {
-                let resp = error_v1(431, "request head too large").closing();
-                let _ = http::write_response(&mut w, &resp, false).await;
-                return;
-            }
-            Ok(Err(ReadError::Bad(m))) => {
-                let _ = http::write_response(&mut w, &error_v1(400, &m).closing(), false).await;
-                return;
-            }
-            Ok(Ok(h)) => h,
-        };
-        let resp =
-            match tokio::time::timeout(IO_TIMEOUT, request(&head, &mut r, &mut w, &shared)).await {
-                Ok(Some(resp)) => resp,
-                // The body could not be read: nothing sensible to answer.
-                Ok(None) => return,
-                Err(_) => error_v1(408, "request body not received in time").closing(),
-            };
-        if resp.status >= 400 {
-            debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move {
+            let resp = handle(req, peer, &shared).await;
+            Ok::<_, Infallible>(resp.into_hyper())
         }
-        let close = resp.close || head.wants_close();
-        let resp = if close { resp.closing() } else { resp };
-        if http::write_response(&mut w, &resp, head.method == "HEAD")
-            .await
-            .is_err()
-            || close
-        {
-            return;
-        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(conn), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopped.wait_for(|s| *s) => {}
     }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
 }
 
-/// Reads the body of one request and answers it; `None` when the body could not be read.
-async fn request(
-    head: &Head,
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
-    shared: &Shared,
-) -> Option<Response> {
-    let v2 = head.path.starts_with("/api/v2/");
-    let err = |status, msg: &str| {
-        if v2 {
-            error_v2(status, msg)
-        } else {
-            error_v1(status, msg)
-        }
-    };
-    let framing = match http::framing(head) {
-        Ok(f) => f,
-        Err(ReadError::Bad(m)) => return Some(err(400, &m).closing()),
-        Err(_) => return Some(err(400, "bad framing").closing()),
-    };
-    if let Framing::Length(n) = framing
-        && n > shared.max_body
-    {
-        // The body is not read: the connection cannot be reused.
-        return Some(too_large(v2, shared.max_body).closing());
+/// Answers one request (its body is read only once the token is checked).
+async fn handle(req: hyper::Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response {
+    let (parts, body) = req.into_parts();
+    let head = Head::new(&parts);
+    let resp = route(&head, body, shared).await;
+    if resp.status >= 400 {
+        debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
     }
-    if head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-    {
-        if !authorized(head, &shared.token) && !public(head) {
-            shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-            return Some(unauthorized(v2).closing());
-        }
-        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
-        if tokio::io::AsyncWriteExt::write_all(w, cont).await.is_err() {
-            return None;
-        }
-    }
-    let body = match http::read_body(r, framing, shared.max_body).await {
-        Ok(b) => b,
-        Err(ReadError::TooLarge) => return Some(too_large(v2, shared.max_body).closing()),
-        Err(ReadError::Bad(m)) => return Some(err(400, &m).closing()),
-        Err(_) => return None,
-    };
-    Some(route(head, body, shared).await)
+    resp
 }
 
-/// Requests answered without a token (InfluxDB answers /ping unauthenticated too).
-fn public(head: &Head) -> bool {
-    matches!(head.path.as_str(), "/ping" | "/health")
-}
-
-async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
+async fn route(head: &Head, body: Incoming, shared: &Shared) -> Response {
     let v2 = head.path.starts_with("/api/v2/");
     let method = head.method.as_str();
     match head.path.as_str() {
@@ -286,14 +265,27 @@ async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
             _ => method_not_allowed(v2),
         },
         "/write" | "/api/v2/write" | "/query" => {
-            if !authorized(head, &shared.token) {
+            if !authorized(head, &shared.token_digest) {
                 shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
                 return unauthorized(v2);
             }
             match (head.path.as_str(), method) {
-                ("/query", "GET" | "POST") => query(head, &body),
+                ("/query", "GET" | "POST") => match read_body(body, MAX_QUERY_BODY).await {
+                    Ok(b) => query(head, &b),
+                    Err(resp) => resp,
+                },
                 ("/query", _) => method_not_allowed(v2),
-                (_, "POST") => write(head, body, shared, v2).await,
+                (_, "POST") => {
+                    if declared_length(head).is_some_and(|n| n > shared.max_body) {
+                        // The body is not read: the connection cannot be reused.
+                        return too_large(v2, shared.max_body).closing();
+                    }
+                    match read_body(body, shared.max_body).await {
+                        Ok(b) => write(head, b, shared, v2).await,
+                        Err(resp) if resp.status == 413 => too_large(v2, shared.max_body).closing(),
+                        Err(resp) => resp,
+                    }
+                }
                 _ => method_not_allowed(v2),
             }
         }
@@ -310,8 +302,39 @@ async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
     }
 }
 
+/// The `Content-Length` of a request, when it has one.
+fn declared_length(head: &Head) -> Option<u64> {
+    head.header("content-length")?.trim().parse().ok()
+}
+
+/// Reads a whole body of at most `max` bytes within [`IO_TIMEOUT`]; the error is the answer.
+async fn read_body(mut body: Incoming, max: u64) -> Result<Vec<u8>, Response> {
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| error_v1(400, &format!("bad body: {e}")).closing())?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() as u64 + data.len() as u64 > max {
+                    return Err(error_v1(413, "body too large").closing());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout(IO_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(error_v1(408, "request body not received in time").closing()),
+    }
+}
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
 /// True when the request carries the token.
-fn authorized(head: &Head, token: &str) -> bool {
+fn authorized(head: &Head, token_digest: &[u8; 32]) -> bool {
     let mut given: Vec<String> = Vec::new();
     if let Some(auth) = head.header("authorization") {
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
@@ -319,28 +342,23 @@ fn authorized(head: &Head, token: &str) -> bool {
         if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
             given.push(rest.to_owned());
         } else if scheme.eq_ignore_ascii_case("basic")
-            && let Some(decoded) = http::base64_decode(rest)
+            && let Some(password) = http::basic_password(rest)
         {
-            let text = String::from_utf8_lossy(&decoded).into_owned();
-            if let Some((_, password)) = text.split_once(':') {
-                given.push(password.to_owned());
-            }
+            given.push(password);
         }
     }
     if let Some(p) = head.param("p") {
         given.push(p.to_owned());
     }
-    // Every candidate is compared (no early exit on the first), each in constant time.
-    given.iter().fold(false, |ok, g| {
-        ok | constant_time_eq(g.as_bytes(), token.as_bytes())
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() || b.is_empty() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Every candidate is compared (no early exit on the first), each in constant time; an
+    // empty candidate never matches.
+    given
+        .iter()
+        .fold(subtle::Choice::from(0), |ok, g| {
+            ok | (digest(g.as_bytes()).ct_eq(token_digest)
+                & subtle::Choice::from(u8::from(!g.is_empty())))
+        })
+        .into()
 }
 
 /// `/query`: only `CREATE DATABASE` (what the agent sends before its first write) is answered.
@@ -597,20 +615,21 @@ mod tests {
     use super::*;
 
     fn head(auth: Option<&str>, query: &str) -> Head {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert("authorization", a.parse().unwrap());
+        }
         Head {
             method: "POST".into(),
             path: "/write".into(),
             query: http::parse_query(query),
-            http11: true,
-            headers: auth
-                .map(|a| vec![("authorization".to_owned(), a.to_owned())])
-                .unwrap_or_default(),
+            headers,
         }
     }
 
     #[test]
     fn token_in_every_place_influx_clients_put_it() {
-        let t = "s3cret";
+        let t = &digest(b"s3cret");
         assert!(authorized(&head(Some("Token s3cret"), ""), t));
         assert!(authorized(&head(Some("bearer s3cret"), ""), t));
         // Basic wk:s3cret
@@ -619,7 +638,8 @@ mod tests {
         assert!(!authorized(&head(None, ""), t));
         assert!(!authorized(&head(Some("Token s3cre"), ""), t));
         assert!(!authorized(&head(Some("Basic !!!"), ""), t));
-        assert!(!authorized(&head(Some("Token "), ""), ""));
+        assert!(!authorized(&head(Some("Token "), ""), &digest(b"")));
+        assert!(!authorized(&head(None, "p="), &digest(b"")));
     }
 
     #[test]
