@@ -210,7 +210,6 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
 #[tokio::test]
 async fn wrong_or_missing_token_is_401_and_stores_nothing() {
     let (r, store) = receiver(1 << 20).await;
-    let mut c = Conn::open(&r).await;
     let line = b"cpu,host=a busy=1\n";
     for headers in [
         vec![],
@@ -218,22 +217,45 @@ async fn wrong_or_missing_token_is_401_and_stores_nothing() {
         vec![("Authorization", "Basic d2s6d3Jvbmc=")],
         vec![("Authorization", "Bearer")],
     ] {
+        let mut c = Conn::open(&r).await;
         let a = c.request("POST", "/write?db=x", &headers, line).await;
         assert_eq!(a.status, 401, "{headers:?}: {a:?}");
         assert_eq!(a.body, r#"{"error":"authorization failed"}"#);
+        // Refused on the head: the body is not read, so the connection is not reused.
+        assert!(
+            a.headers.contains(&("connection".into(), "close".into())),
+            "{a:?}"
+        );
+        assert!(c.closed().await);
     }
+    let mut c = Conn::open(&r).await;
     let a = c.request("POST", "/write?db=x&p=nope", &[], line).await;
     assert_eq!(a.status, 401);
+    let mut c = Conn::open(&r).await;
     let a = c.request("POST", "/api/v2/write", &[], line).await;
     assert_eq!(a.status, 401);
     assert_eq!(
         a.body,
         r#"{"code":"unauthorized","message":"unauthorized access"}"#
     );
-    let a = c.request("POST", "/query?q=SHOW+DATABASES", &[], b"").await;
+    // Without a body the connection stays usable.
+    let mut c = Conn::open(&r).await;
+    let a = c.request("GET", "/query?q=SHOW+DATABASES", &[], b"").await;
     assert_eq!(a.status, 401);
+    assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
+    // Expect: 100-continue without the token: 401 at once, no 100 (the body is never asked for).
+    let mut c = Conn::open(&r).await;
+    c.w.write_all(
+        b"POST /write HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.answer(false).await.unwrap().status, 401);
     assert!(store.is_empty());
-    assert_eq!(r.stats().unauthorized.load(Ordering::Relaxed), 7);
+    assert_eq!(r.stats().unauthorized.load(Ordering::Relaxed), 8);
+    // Not one body byte of a refused request was read (regression: bodies were read in full
+    // before the token was checked).
+    assert_eq!(r.stats().body_bytes.load(Ordering::Relaxed), 0);
     // The agent drops a batch answered 401 (logged, counted), it does not retry it forever.
     assert!(matches!(
         classify(401, r#"{"error":"authorization failed"}"#, 3),
@@ -360,11 +382,8 @@ async fn keep_alive_expect_continue_and_connection_close() {
         let a = c.request("POST", "/write", &[AUTH], line.as_bytes()).await;
         assert_eq!(a.status, 204);
     }
-    // A refused request keeps the connection too.
-    assert_eq!(
-        c.request("POST", "/write", &[], b"m v=1\n").await.status,
-        401
-    );
+    // A refused request without a body keeps the connection too.
+    assert_eq!(c.request("GET", "/query?q=x", &[], b"").await.status, 401);
     assert_eq!(store.len(), 20);
     // Expect: 100-continue (curl sends it for bodies over 1 KiB): 100, then the answer.
     c.send(

@@ -6,3 +6,4 @@ mod notify;
 mod rules;
 mod service;
 mod stream;
+mod stream_limits;

@@ -36,6 +36,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -50,6 +51,11 @@ use wk_core::lineproto;
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection has to finish once the receiver stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// After answering and closing its side, the receiver reads and discards at most this much
+/// of what the client still sends, for at most [`LINGER_TIME`], so that the client reads the
+/// answer (a 401 to an upload) instead of a connection reset (Apache's lingering close).
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Bad lines quoted in a partial-write answer.
 const QUOTED_ERRORS: usize = 10;
 /// Largest `/query` body read (a form with a `CREATE DATABASE` statement).
@@ -69,6 +75,8 @@ pub struct Stats {
     pub rejected_lines: AtomicU64,
     /// Requests refused for a missing or wrong token.
     pub unauthorized: AtomicU64,
+    /// Request body bytes read (only requests that carry the token have their body read).
+    pub body_bytes: AtomicU64,
 }
 
 struct Shared {
@@ -121,6 +129,7 @@ impl Receiver {
                                 refuse(conn, "too many connections").await;
                                 return;
                             };
+                            let _ = conn.set_nodelay(true);
                             serve(conn, peer, shared, stopped).await;
                         });
                     }
@@ -170,11 +179,7 @@ async fn refuse(conn: TcpStream, why: &str) {
         body.len()
     );
     let mut conn = conn;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        tokio::io::AsyncWriteExt::write_all(&mut conn, text.as_bytes()),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.write_all(text.as_bytes())).await;
 }
 
 /// Forgets points older than the window, and reports points dropped for `max_points`.
@@ -209,33 +214,60 @@ async fn prune_loop(store: Arc<MemorySource>, window: Duration, max_points: usiz
 }
 
 /// Serves one connection with hyper until it closes or the receiver stops.
-async fn serve(
-    conn: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let _ = conn.set_nodelay(true);
+async fn serve<I>(io: I, peer: SocketAddr, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move {
+        // Boxed: the connection must be Unpin to be polled without shutting the socket down.
+        Box::pin(async move {
             let resp = handle(req, peer, &shared).await;
             Ok::<_, Infallible>(resp.into_hyper())
-        }
+        })
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(IO_TIMEOUT)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(conn), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stopped.wait_for(|s| *s) => {}
+    let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+    let done = tokio::select! {
+        done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => done,
+        _ = stop_requested(&mut stopped) => {
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+            let finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
+            tokio::time::timeout(SHUTDOWN_GRACE, finish).await.unwrap_or(Ok(()))
+        }
+    };
+    if done.is_ok() {
+        linger(conn.into_parts().io.into_inner()).await;
     }
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+}
+
+/// Returns once the receiver is asked to stop (or is gone).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Closes our side, then discards what the client still sends (bounded) before the socket is
+/// dropped: closing with unread data makes the kernel reset the connection, and the client
+/// may lose the answer.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 8192];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Answers one request (its body is read only once the token is checked).
@@ -267,10 +299,17 @@ async fn route(head: &Head, body: Incoming, shared: &Shared) -> Response {
         "/write" | "/api/v2/write" | "/query" => {
             if !authorized(head, &shared.token_digest) {
                 shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-                return unauthorized(v2);
+                // Decided on the head: the body is never read, so the connection cannot be
+                // reused when one follows (hyper drops what it already buffered, at most one
+                // read buffer).
+                return if has_body(head) {
+                    unauthorized(v2).closing()
+                } else {
+                    unauthorized(v2)
+                };
             }
             match (head.path.as_str(), method) {
-                ("/query", "GET" | "POST") => match read_body(body, MAX_QUERY_BODY).await {
+                ("/query", "GET" | "POST") => match read_body(body, MAX_QUERY_BODY, shared).await {
                     Ok(b) => query(head, &b),
                     Err(resp) => resp,
                 },
@@ -280,7 +319,7 @@ async fn route(head: &Head, body: Incoming, shared: &Shared) -> Response {
                         // The body is not read: the connection cannot be reused.
                         return too_large(v2, shared.max_body).closing();
                     }
-                    match read_body(body, shared.max_body).await {
+                    match read_body(body, shared.max_body, shared).await {
                         Ok(b) => write(head, b, shared, v2).await,
                         Err(resp) if resp.status == 413 => too_large(v2, shared.max_body).closing(),
                         Err(resp) => resp,
@@ -302,18 +341,27 @@ async fn route(head: &Head, body: Incoming, shared: &Shared) -> Response {
     }
 }
 
+/// Whether a body follows the head.
+fn has_body(head: &Head) -> bool {
+    head.header("transfer-encoding").is_some() || declared_length(head).is_some_and(|n| n > 0)
+}
+
 /// The `Content-Length` of a request, when it has one.
 fn declared_length(head: &Head) -> Option<u64> {
     head.header("content-length")?.trim().parse().ok()
 }
 
 /// Reads a whole body of at most `max` bytes within [`IO_TIMEOUT`]; the error is the answer.
-async fn read_body(mut body: Incoming, max: u64) -> Result<Vec<u8>, Response> {
+async fn read_body(mut body: Incoming, max: u64, shared: &Shared) -> Result<Vec<u8>, Response> {
     let read = async {
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| error_v1(400, &format!("bad body: {e}")).closing())?;
             if let Ok(data) = frame.into_data() {
+                shared
+                    .stats
+                    .body_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 if out.len() as u64 + data.len() as u64 > max {
                     return Err(error_v1(413, "body too large").closing());
                 }
