@@ -93,6 +93,11 @@ pub struct StreamSettings {
     pub max_points: usize,
     /// Largest request body accepted (after gzip decompression too); larger → 413.
     pub max_body_size: u64,
+    /// How long a connection may go without a request carrying the token (from accept, or
+    /// from its last request) before it is closed.
+    pub header_timeout: Duration,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for StreamSettings {
@@ -103,6 +108,8 @@ impl Default for StreamSettings {
             window: Duration::from_secs(3600),
             max_points: 100_000,
             max_body_size: 32 * 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
+            max_connections_per_ip: 32,
         }
     }
 }
@@ -270,6 +277,13 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                             max_points: o.int("max_points", d.max_points as i64, 1, 1 << 40)
                                 as usize,
                             max_body_size: o.size("max_body_size", d.max_body_size),
+                            header_timeout: o.duration("header_timeout", d.header_timeout),
+                            max_connections_per_ip: o.int(
+                                "max_connections_per_ip",
+                                d.max_connections_per_ip as i64,
+                                1,
+                                crate::stream::MAX_CONNECTIONS as i64,
+                            ) as usize,
                         };
                         if s.listen.parse::<std::net::SocketAddr>().is_err() {
                             o.error_at(
@@ -299,6 +313,9 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                         }
                         if s.window.is_zero() {
                             o.error_at("window", "must be greater than 0");
+                        }
+                        if s.header_timeout.is_zero() {
+                            o.error_at("header_timeout", "must be greater than 0");
                         }
                         if s.max_body_size == 0 {
                             o.error_at("max_body_size", "must be greater than 0");
@@ -383,6 +400,8 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:8186");
         assert_eq!(s.window, Duration::from_secs(3600));
         assert_eq!(s.max_points, 100_000);
+        assert_eq!(s.header_timeout, Duration::from_secs(5));
+        assert_eq!(s.max_connections_per_ip, 32);
         assert!(c.sources.is_empty());
 
         let c = load(

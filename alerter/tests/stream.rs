@@ -30,6 +30,7 @@ async fn receiver(max_body_size: u64) -> (Receiver, Arc<MemorySource>) {
         window: Duration::from_secs(100 * 365 * 86400),
         max_points: 1000,
         max_body_size,
+        ..StreamSettings::default()
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     (r, store)
@@ -708,6 +709,7 @@ async fn window_and_max_points_bound_what_is_held() {
         window: Duration::from_secs(60),
         max_points: 5,
         max_body_size: 1 << 20,
+        ..StreamSettings::default()
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     let mut c = Conn::open(&r).await;

@@ -190,3 +190,61 @@ fn uploads_without_a_token_are_refused_on_the_head_and_cost_no_memory() {
         Some(204)
     );
 }
+
+/// A connection from `from` (a loopback address) that sends half a request head and stops.
+fn slow_connection(from: [u8; 4], port: u16) -> Option<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    s.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .ok()?;
+    let mut s: TcpStream = s.into();
+    s.write_all(b"POST /write?db=x HTTP/1.1\r\nHost: slow\r\n")
+        .ok()?;
+    Some(s)
+}
+
+/// An authenticated write on a new connection: its status and how long it took.
+fn timed_write(port: u16) -> (Option<u16>, Duration) {
+    let start = Instant::now();
+    let r = request(port, "POST", "/write", &[AUTH], b"ok,from=writer v=1\n").map(|r| r.0);
+    (r, start.elapsed())
+}
+
+/// Regression (issue 15 item 4): 600 connections that never finish their head held all 512
+/// slots for 60 s and every write, with its token, was refused.
+#[test]
+fn slow_connections_without_a_token_never_starve_writers() {
+    // The default header timeout (5 s).
+    let a = Alerter::start("");
+    // 600 from the writer's own address (the per-peer limit) ...
+    let slow: Vec<_> = (0..600)
+        .filter_map(|_| slow_connection([127, 0, 0, 1], a.port))
+        .collect();
+    let (status, took) = timed_write(a.port);
+    eprintln!("600 slow connections from 127.0.0.1: authenticated write {status:?} in {took:?}");
+    assert_eq!(status, Some(204), "{}", a.log());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(slow);
+    // ... and 600 from 20 other addresses, 30 each (under the per-peer limit: the pending cap).
+    let slow: Vec<_> = (0..600)
+        .filter_map(|i| slow_connection([127, 0, 0, 2 + (i % 20) as u8], a.port))
+        .collect();
+    assert!(slow.len() > 500);
+    let (status, took) = timed_write(a.port);
+    eprintln!("600 slow connections from 20 addresses: authenticated write {status:?} in {took:?}");
+    assert_eq!(status, Some(204));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The slow ones still open are closed once the header timeout has passed.
+    let mut one = slow.into_iter().last().unwrap();
+    one.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = one.read(&mut buf);
+    assert!(matches!(n, Ok(0)), "closed without an answer: {n:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -23,6 +23,7 @@
 //! agent counts exactly the bad lines as rejected and does not retry the batch. At most ten
 //! bad lines are quoted; the others are counted in `dropped=`.
 
+pub mod conns;
 pub mod http;
 
 use std::convert::Infallible;
@@ -44,6 +45,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::StreamSettings;
 use crate::source::MemorySource;
+use conns::{Admission, Ticket};
 use http::{Head, Response};
 use wk_core::lineproto;
 
@@ -63,6 +65,9 @@ const MAX_QUERY_BODY: u64 = 64 * 1024;
 /// Connections served at once; beyond it new ones get 503 and are closed (a file descriptor
 /// bound, far above what agents need: each keeps one connection per output).
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections without the token yet, of [`MAX_CONNECTIONS`] (the rest is kept for writers
+/// that have it; see [`conns`]).
+pub const MAX_PENDING: usize = MAX_CONNECTIONS / 2;
 
 /// Counters of the receiver (for logs and tests).
 #[derive(Debug, Default)]
@@ -86,6 +91,7 @@ struct Shared {
     token_digest: [u8; 32],
     max_points: usize,
     max_body: u64,
+    header_timeout: Duration,
     stats: Arc<Stats>,
 }
 
@@ -94,6 +100,7 @@ struct Shared {
 pub struct Receiver {
     addr: SocketAddr,
     stats: Arc<Stats>,
+    admission: Arc<Admission>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
@@ -113,24 +120,29 @@ impl Receiver {
             token_digest: digest(settings.token.as_bytes()),
             max_points: settings.max_points,
             max_body: settings.max_body_size,
+            header_timeout: settings.header_timeout,
             stats: stats.clone(),
         });
         let (stop, stopped) = watch::channel(false);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let admission = Admission::new(conns::Limits {
+            max_total: MAX_CONNECTIONS,
+            max_pending: MAX_PENDING,
+            per_ip: settings.max_connections_per_ip,
+        });
+        let admit = admission.clone();
         let accept = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((conn, peer)) => {
+                        let Some(ticket) = admit.admit(peer.ip()) else {
+                            tokio::spawn(refuse(conn, "too many connections"));
+                            continue;
+                        };
                         let shared = shared.clone();
                         let stopped = stopped.clone();
-                        let slot = slots.clone().try_acquire_owned();
                         tokio::spawn(async move {
-                            let Ok(_slot) = slot else {
-                                refuse(conn, "too many connections").await;
-                                return;
-                            };
                             let _ = conn.set_nodelay(true);
-                            serve(conn, peer, shared, stopped).await;
+                            serve(conn, peer, shared, stopped, ticket).await;
                         });
                     }
                     Err(e) => {
@@ -145,6 +157,7 @@ impl Receiver {
         Ok(Receiver {
             addr,
             stats,
+            admission,
             tasks: vec![accept, prune],
             stop,
         })
@@ -158,6 +171,13 @@ impl Receiver {
     /// The receiver's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Connections open now: (pending, authenticated), and how many pending ones were closed
+    /// to make room since the start.
+    pub fn connections(&self) -> (usize, usize, u64) {
+        let (p, a) = self.admission.open();
+        (p, a, self.admission.evicted.load(Ordering::Relaxed))
     }
 }
 
@@ -213,16 +233,25 @@ async fn prune_loop(store: Arc<MemorySource>, window: Duration, max_points: usiz
     }
 }
 
-/// Serves one connection with hyper until it closes or the receiver stops.
-async fn serve<I>(io: I, peer: SocketAddr, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
-where
+/// Serves one connection with hyper until it closes, is closed to make room, stays without
+/// the token past the header timeout, or the receiver stops.
+async fn serve<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+    ticket: Arc<Ticket>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = shared.header_timeout;
+    let t = ticket.clone();
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
+        let ticket = t.clone();
         // Boxed: the connection must be Unpin to be polled without shutting the socket down.
         Box::pin(async move {
-            let resp = handle(req, peer, &shared).await;
+            let resp = handle(req, peer, &shared, &ticket).await;
             Ok::<_, Infallible>(resp.into_hyper())
         })
     });
@@ -232,12 +261,26 @@ where
         .header_read_timeout(IO_TIMEOUT)
         .keep_alive(true);
     let mut conn = builder.serve_connection(TokioIo::new(io), svc);
-    let done = tokio::select! {
-        done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => done,
-        _ = stop_requested(&mut stopped) => {
-            std::pin::Pin::new(&mut conn).graceful_shutdown();
-            let finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
-            tokio::time::timeout(SHUTDOWN_GRACE, finish).await.unwrap_or(Ok(()))
+    let pending_deadline = tokio::time::sleep(header_timeout);
+    tokio::pin!(pending_deadline);
+    let done = loop {
+        tokio::select! {
+            done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break done,
+            // Closed to make room: dropped at once.
+            _ = ticket.evicted.notified() => return,
+            _ = &mut pending_deadline, if !ticket.is_authenticated() => {
+                let next = ticket.last_request() + header_timeout;
+                if next <= std::time::Instant::now() {
+                    debug!(%peer, "stream: no request with the token within header_timeout, closed");
+                    return;
+                }
+                pending_deadline.as_mut().reset(next.into());
+            }
+            _ = stop_requested(&mut stopped) => {
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                let finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
+                break tokio::time::timeout(SHUTDOWN_GRACE, finish).await.unwrap_or(Ok(()));
+            }
         }
     };
     if done.is_ok() {
@@ -271,17 +314,23 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
 }
 
 /// Answers one request (its body is read only once the token is checked).
-async fn handle(req: hyper::Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response {
+async fn handle(
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+    ticket: &Ticket,
+) -> Response {
+    ticket.request_seen();
     let (parts, body) = req.into_parts();
     let head = Head::new(&parts);
-    let resp = route(&head, body, shared).await;
+    let resp = route(&head, body, shared, ticket).await;
     if resp.status >= 400 {
         debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
     }
     resp
 }
 
-async fn route(head: &Head, body: Incoming, shared: &Shared) -> Response {
+async fn route(head: &Head, body: Incoming, shared: &Shared, ticket: &Ticket) -> Response {
     let v2 = head.path.starts_with("/api/v2/");
     let method = head.method.as_str();
     match head.path.as_str() {
@@ -308,6 +357,7 @@ async fn route(head: &Head, body: Incoming, shared: &Shared) -> Response {
                     unauthorized(v2)
                 };
             }
+            ticket.authenticate();
             match (head.path.as_str(), method) {
                 ("/query", "GET" | "POST") => match read_body(body, MAX_QUERY_BODY, shared).await {
                     Ok(b) => query(head, &b),
