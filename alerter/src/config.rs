@@ -98,6 +98,8 @@ pub struct StreamSettings {
     pub header_timeout: Duration,
     /// Connections open at once from one peer address.
     pub max_connections_per_ip: usize,
+    /// Points dated more than this ahead of the receiver's clock are refused.
+    pub max_future: Duration,
 }
 
 impl Default for StreamSettings {
@@ -110,6 +112,7 @@ impl Default for StreamSettings {
             max_body_size: 32 * 1024 * 1024,
             header_timeout: Duration::from_secs(5),
             max_connections_per_ip: 32,
+            max_future: Duration::from_secs(600),
         }
     }
 }
@@ -284,6 +287,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                                 1,
                                 crate::stream::MAX_CONNECTIONS as i64,
                             ) as usize,
+                            max_future: o.duration("max_future", d.max_future),
                         };
                         if s.listen.parse::<std::net::SocketAddr>().is_err() {
                             o.error_at(
@@ -402,6 +406,7 @@ mod tests {
         assert_eq!(s.max_points, 100_000);
         assert_eq!(s.header_timeout, Duration::from_secs(5));
         assert_eq!(s.max_connections_per_ip, 32);
+        assert_eq!(s.max_future, Duration::from_secs(600));
         assert!(c.sources.is_empty());
 
         let c = load(

@@ -477,6 +477,14 @@ async fn random_garbage_never_breaks_the_receiver() {
     assert!(!store.is_empty());
 }
 
+fn at(unit: i64, now: i64) -> wk_alerter::stream::Intake {
+    wk_alerter::stream::Intake {
+        unit,
+        now,
+        max_time: i64::MAX,
+    }
+}
+
 #[test]
 fn ingest_and_parse_survive_random_text() {
     let store = MemorySource::new();
@@ -485,7 +493,7 @@ fn ingest_and_parse_survive_random_text() {
         let n = (rng.next() % 120) as usize;
         let bytes = rng.bytes(n);
         let text = String::from_utf8_lossy(&bytes);
-        let got = wk_alerter::stream::ingest(&text, 1_000, 7, &store);
+        let got = wk_alerter::stream::ingest(&text, &at(1_000, 7), &store);
         assert!(got.errors.len() <= got.bad);
     }
     store.enforce_max_points(10);
@@ -735,6 +743,65 @@ async fn window_and_max_points_bound_what_is_held() {
     assert_eq!(store.latest_time(), Some(now - s));
 }
 
+/// Regression (issue 15 item 5): a token holder wrote 100,001 points dated 2100; they evicted
+/// every real point (max_points) and, never expiring, kept the hosts NoData for good.
+#[tokio::test]
+async fn points_from_the_far_future_are_refused_and_evict_nothing() {
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        ..StreamSettings::default()
+    };
+    assert_eq!(settings.max_points, 100_000);
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    let mut c = Conn::open(&r).await;
+    let now = wk_alerter::clock::now_ns();
+    let real = format!("cpu,host=real busy=1 {now}\n");
+    assert_eq!(
+        c.request("POST", "/write", &[AUTH], real.as_bytes())
+            .await
+            .status,
+        204
+    );
+    // 2100-01-01, in seconds.
+    let flood: String = (0..100_001)
+        .map(|i| format!("cpu,host=h{i} busy=9 4102444800\n"))
+        .collect();
+    let a = c
+        .request("POST", "/write?precision=s", &[AUTH], flood.as_bytes())
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    let msg = wk_agent::outputs::influxdb::error_text(&a.body);
+    assert!(
+        msg.starts_with("partial write: points beyond retention policy"),
+        "{msg}"
+    );
+    // The agent counts every one of them as rejected and does not resend them.
+    assert!(matches!(
+        classify(a.status, &a.body, 100_001),
+        Verdict::Rejected(100_001, _)
+    ));
+    assert_eq!(r.stats().future_points.load(Ordering::Relaxed), 100_001);
+    // The real point is still there, alone.
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.latest_time(), Some(now));
+    // Within max_future (10 min by default) a point is kept; a mixed body is a partial write.
+    let soon = format!(
+        "cpu,host=real busy=2 {}\ncpu,host=real busy=3 {}\nbad\n",
+        now + 60_000_000_000,
+        now + 3600_000_000_000
+    );
+    let a = c.request("POST", "/write", &[AUTH], soon.as_bytes()).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("dropped=1"), "{a:?}");
+    assert!(matches!(
+        classify(a.status, &a.body, 3),
+        Verdict::Rejected(2, _)
+    ));
+    assert_eq!(store.len(), 2);
+}
+
 /// Resident memory per held point for a typical agent mix (run with `--ignored --nocapture`;
 /// docs/alerter.md quotes the figure).
 #[test]
@@ -762,7 +829,7 @@ fn memory_per_point() {
                 i * 1_000_000
             )
         };
-        wk_alerter::stream::ingest(&line, 1, 0, &store);
+        wk_alerter::stream::ingest(&line, &at(1, 0), &store);
     }
     let after = rss_kb();
     println!(

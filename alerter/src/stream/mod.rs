@@ -80,6 +80,8 @@ pub struct Stats {
     pub rejected_lines: AtomicU64,
     /// Requests refused for a missing or wrong token.
     pub unauthorized: AtomicU64,
+    /// Points refused for a time more than `max_future` ahead.
+    pub future_points: AtomicU64,
     /// Request body bytes read (only requests that carry the token have their body read).
     pub body_bytes: AtomicU64,
 }
@@ -92,6 +94,8 @@ struct Shared {
     max_points: usize,
     max_body: u64,
     header_timeout: Duration,
+    window_ns: i64,
+    max_future_ns: i64,
     stats: Arc<Stats>,
 }
 
@@ -121,6 +125,8 @@ impl Receiver {
             max_points: settings.max_points,
             max_body: settings.max_body_size,
             header_timeout: settings.header_timeout,
+            window_ns: nanos(settings.window),
+            max_future_ns: nanos(settings.max_future),
             stats: stats.clone(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -426,6 +432,10 @@ async fn read_body(mut body: Incoming, max: u64, shared: &Shared) -> Result<Vec<
     }
 }
 
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
 fn digest(b: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(b).into()
@@ -543,6 +553,12 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
     let max_body = shared.max_body;
     let max_points = shared.max_points;
     let now = crate::clock::now_ns();
+    let intake = Intake {
+        unit,
+        now,
+        max_time: now.saturating_add(shared.max_future_ns),
+    };
+    let window_start = now.saturating_sub(shared.window_ns);
     // Decompression and parsing are CPU work: off the async workers.
     let outcome = tokio::task::spawn_blocking(move || {
         let text = if gzip {
@@ -558,7 +574,9 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
         } else {
             body
         };
-        let outcome = ingest(&String::from_utf8_lossy(&text), unit, now, &store);
+        let outcome = ingest(&String::from_utf8_lossy(&text), &intake, &store);
+        // By age before by count: what the window no longer holds goes first.
+        store.prune_before(window_start);
         store.enforce_max_points(max_points);
         Ok(outcome)
     })
@@ -576,23 +594,41 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
     if outcome.written > 0 {
         stats.writes.fetch_add(1, Ordering::Relaxed);
     }
-    if outcome.bad == 0 {
-        return Response::new(204, "");
-    }
     stats
         .rejected_lines
         .fetch_add(outcome.bad as u64, Ordering::Relaxed);
-    // InfluxDB 1.x: "partial write: <parse errors> dropped=N" when some points were stored,
-    // the parse errors alone when none was.
-    let unlisted = outcome.bad - outcome.errors.len();
-    let mut msg = outcome.errors.join("\n");
-    if outcome.written > 0 {
+    stats
+        .future_points
+        .fetch_add(outcome.future as u64, Ordering::Relaxed);
+    match refusal(&outcome) {
+        None => Response::new(204, ""),
+        Some(msg) => err(400, &msg),
+    }
+}
+
+/// InfluxDB 1.x's answer to a write that refused lines: "partial write: <parse errors>
+/// dropped=N" when some points were stored, the parse errors alone when none was, and
+/// "partial write: points beyond retention policy dropped=N" for points refused by time.
+/// wk-agent's influxdb output counts the quoted lines plus `dropped=` as rejected.
+fn refusal(o: &Ingest) -> Option<String> {
+    if o.bad == 0 && o.future == 0 {
+        return None;
+    }
+    let unlisted = o.bad - o.errors.len();
+    let mut msg = o.errors.join("\n");
+    if o.future > 0 {
+        if !msg.is_empty() {
+            msg.push('\n');
+        }
+        msg += "points beyond retention policy (more than max_future ahead)";
+    }
+    if o.written > 0 || o.future > 0 {
         msg = format!("partial write: {msg}");
     }
-    if unlisted > 0 {
-        msg = format!("{msg} dropped={unlisted}");
+    if unlisted + o.future > 0 {
+        msg = format!("{msg} dropped={}", unlisted + o.future);
     }
-    err(400, &msg)
+    Some(msg)
 }
 
 /// What a write body gave.
@@ -604,11 +640,29 @@ pub struct Ingest {
     pub bad: usize,
     /// `unable to parse '<line>': <why>` for the first few refused lines.
     pub errors: Vec<String>,
+    /// Points refused for a time beyond `max_time`.
+    pub future: usize,
+}
+
+/// How a write body is taken in.
+#[derive(Debug, Clone, Copy)]
+pub struct Intake {
+    /// Nanoseconds per timestamp unit (the `precision`).
+    pub unit: i64,
+    /// The time of points without one.
+    pub now: i64,
+    /// Points later than this are refused (InfluxDB refuses points outside its retention).
+    pub max_time: i64,
 }
 
 /// Parses a line protocol body line by line (good lines are stored even when others are
-/// not), with timestamps in `unit` ns and `now` for points without one.
-pub fn ingest(text: &str, unit: i64, now: i64, store: &MemorySource) -> Ingest {
+/// not).
+pub fn ingest(text: &str, intake: &Intake, store: &MemorySource) -> Ingest {
+    let Intake {
+        unit,
+        now,
+        max_time,
+    } = *intake;
     // A timestamp no client sends marks "no timestamp" (parse_line fills in the default).
     const NONE: i64 = i64::MIN;
     let mut out = Ingest::default();
@@ -625,6 +679,10 @@ pub fn ingest(text: &str, unit: i64, now: i64, store: &MemorySource) -> Ingest {
                 } else {
                     m.time.saturating_mul(unit)
                 };
+                if m.time > max_time {
+                    out.future += 1;
+                    continue;
+                }
                 store.push(&m);
                 out.written += 1;
             }
@@ -740,11 +798,19 @@ mod tests {
         assert!(!authorized(&head(None, "p="), &digest(b"")));
     }
 
+    fn at(unit: i64, now: i64) -> Intake {
+        Intake {
+            unit,
+            now,
+            max_time: i64::MAX,
+        }
+    }
+
     #[test]
     fn ingest_keeps_good_lines_and_counts_bad_ones() {
         let store = MemorySource::new();
         let text = "m,h=a x=1 1\nbad line\nm,h=a x=2\n\n# comment\nm x=\n";
-        let got = ingest(text, 1_000_000_000, 99, &store);
+        let got = ingest(text, &at(1_000_000_000, 99), &store);
         assert_eq!(got.written, 2);
         assert_eq!(got.bad, 2);
         assert!(
@@ -756,7 +822,7 @@ mod tests {
         assert_eq!(store.len(), 2);
         let store = MemorySource::new();
         let many = "x\n".repeat(25);
-        let got = ingest(&many, 1, 0, &store);
+        let got = ingest(&many, &at(1, 0), &store);
         assert_eq!(
             (got.written, got.bad, got.errors.len()),
             (0, 25, QUOTED_ERRORS)
