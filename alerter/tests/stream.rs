@@ -790,7 +790,7 @@ async fn points_from_the_far_future_are_refused_and_evict_nothing() {
     let soon = format!(
         "cpu,host=real busy=2 {}\ncpu,host=real busy=3 {}\nbad\n",
         now + 60_000_000_000,
-        now + 3600_000_000_000
+        now + 3_600_000_000_000
     );
     let a = c.request("POST", "/write", &[AUTH], soon.as_bytes()).await;
     assert_eq!(a.status, 400);
