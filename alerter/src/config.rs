@@ -100,6 +100,10 @@ pub struct StreamSettings {
     pub max_connections_per_ip: usize,
     /// Points dated more than this ahead of the receiver's clock are refused.
     pub max_future: Duration,
+    /// At most this many bytes (estimated) are held; beyond it the oldest points are dropped.
+    pub max_bytes: u64,
+    /// Longest string field value accepted; a line with a longer one is refused.
+    pub max_string_size: u64,
 }
 
 impl Default for StreamSettings {
@@ -113,6 +117,8 @@ impl Default for StreamSettings {
             header_timeout: Duration::from_secs(5),
             max_connections_per_ip: 32,
             max_future: Duration::from_secs(600),
+            max_bytes: 256 * 1024 * 1024,
+            max_string_size: 64 * 1024,
         }
     }
 }
@@ -288,6 +294,8 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                                 crate::stream::MAX_CONNECTIONS as i64,
                             ) as usize,
                             max_future: o.duration("max_future", d.max_future),
+                            max_bytes: o.size("max_bytes", d.max_bytes),
+                            max_string_size: o.size("max_string_size", d.max_string_size),
                         };
                         if s.listen.parse::<std::net::SocketAddr>().is_err() {
                             o.error_at(
@@ -407,6 +415,7 @@ mod tests {
         assert_eq!(s.header_timeout, Duration::from_secs(5));
         assert_eq!(s.max_connections_per_ip, 32);
         assert_eq!(s.max_future, Duration::from_secs(600));
+        assert_eq!((s.max_bytes, s.max_string_size), (256 << 20, 64 << 10));
         assert!(c.sources.is_empty());
 
         let c = load(

@@ -248,3 +248,51 @@ fn slow_connections_without_a_token_never_starve_writers() {
         start.elapsed()
     );
 }
+
+/// Regression (issue 15 item 6): 1,020 points with 1 MB strings grew RSS to 1.07 GB, and one
+/// 1,000,000-line body peaked at 793 MB before max_points applied. With the defaults
+/// (max_string_size 64 KiB, max_bytes 256 MiB, max_points 100,000, applied while parsing)
+/// neither costs more than the window's bound.
+#[test]
+fn huge_strings_and_a_million_lines_stay_within_the_window_bounds() {
+    let a = Alerter::start("");
+    let before = a.status_kib("VmRSS");
+    // 34 writes of 30 points with a 1 MB string each.
+    let big = "s".repeat(1 << 20);
+    let mut refused = 0;
+    for w in 0..34 {
+        let body: String = (0..30)
+            .map(|i| format!("log,host=h{w} msg=\"{big}\" {}\n", w * 30 + i + 1))
+            .collect();
+        let r = request(a.port, "POST", "/write", &[AUTH], body.as_bytes());
+        let (status, text) = r.expect("answered");
+        assert_eq!(status, 400, "{text}");
+        refused += 1;
+    }
+    let after_strings = a.status_kib("VmHWM");
+    // One body of 1,000,000 lines (30 MB), all distinct series.
+    let body: String = (0..1_000_000)
+        .map(|i| format!("m,host=h{i} v={i}i\n"))
+        .collect();
+    assert!(body.len() < 32 << 20);
+    let r = request(a.port, "POST", "/write", &[AUTH], body.as_bytes());
+    assert_eq!(r.map(|r| r.0), Some(204));
+    let peak = a.status_kib("VmHWM");
+    eprintln!(
+        "RSS before {before} KiB; after {refused} writes of 30 × 1 MB strings: peak {after_strings} KiB \
+         (+{} MiB); after a 1,000,000-line body: peak {peak} KiB (+{} MiB)",
+        (after_strings - before) >> 10,
+        (peak - before) >> 10
+    );
+    assert!(
+        after_strings - before < 128 << 10,
+        "1 MB strings: +{} MiB",
+        (after_strings - before) >> 10
+    );
+    // 100,000 points held (≈ 20 MB) plus the body in flight and the parser's slack.
+    assert!(
+        peak - before < 200 << 10,
+        "1,000,000 lines: +{} MiB",
+        (peak - before) >> 10
+    );
+}

@@ -25,9 +25,9 @@
 
 pub mod conns;
 pub mod http;
+pub mod intake;
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +47,8 @@ use crate::config::StreamSettings;
 use crate::source::MemorySource;
 use conns::{Admission, Ticket};
 use http::{Head, Response};
-use wk_core::lineproto;
+use intake::{ChannelReader, Stop};
+pub use intake::{Ingest, Intake, ingest};
 
 /// How long a connection may sit idle between requests, or take to send a body.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -92,6 +93,8 @@ struct Shared {
     /// token's length.
     token_digest: [u8; 32],
     max_points: usize,
+    max_bytes: usize,
+    max_string: usize,
     max_body: u64,
     header_timeout: Duration,
     window_ns: i64,
@@ -123,6 +126,8 @@ impl Receiver {
             store: store.clone(),
             token_digest: digest(settings.token.as_bytes()),
             max_points: settings.max_points,
+            max_bytes: usize::try_from(settings.max_bytes).unwrap_or(usize::MAX),
+            max_string: usize::try_from(settings.max_string_size).unwrap_or(usize::MAX),
             max_body: settings.max_body_size,
             header_timeout: settings.header_timeout,
             window_ns: nanos(settings.window),
@@ -275,6 +280,10 @@ async fn serve<I>(
             // Closed to make room: dropped at once.
             _ = ticket.evicted.notified() => return,
             _ = &mut pending_deadline, if !ticket.is_authenticated() => {
+                // Authenticated since the select began: the branch is off from now on.
+                if ticket.is_authenticated() {
+                    continue;
+                }
                 let next = ticket.last_request() + header_timeout;
                 if next <= std::time::Instant::now() {
                     debug!(%peer, "stream: no request with the token within header_timeout, closed");
@@ -375,11 +384,7 @@ async fn route(head: &Head, body: Incoming, shared: &Shared, ticket: &Ticket) ->
                         // The body is not read: the connection cannot be reused.
                         return too_large(v2, shared.max_body).closing();
                     }
-                    match read_body(body, shared.max_body, shared).await {
-                        Ok(b) => write(head, b, shared, v2).await,
-                        Err(resp) if resp.status == 413 => too_large(v2, shared.max_body).closing(),
-                        Err(resp) => resp,
-                    }
+                    write(head, body, shared, v2).await
                 }
                 _ => method_not_allowed(v2),
             }
@@ -520,7 +525,7 @@ fn precision(head: &Head, v2: bool) -> Result<i64, String> {
     Ok(ns)
 }
 
-async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Response {
+async fn write(head: &Head, body: Incoming, shared: &Shared, v2: bool) -> Response {
     let err = |status, msg: &str| {
         if v2 {
             error_v2(status, msg)
@@ -528,6 +533,8 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
             error_v1(status, msg)
         }
     };
+    // Answers decided before the body is read: hyper drops what it already buffered of the
+    // body and keeps the connection when that was all of it, else closes it.
     let unit = match precision(head, v2) {
         Ok(u) => u,
         Err(e) => return err(400, &e),
@@ -549,43 +556,27 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
             );
         }
     };
-    let store = shared.store.clone();
-    let max_body = shared.max_body;
-    let max_points = shared.max_points;
     let now = crate::clock::now_ns();
     let intake = Intake {
         unit,
         now,
         max_time: now.saturating_add(shared.max_future_ns),
+        window_start: now.saturating_sub(shared.window_ns),
+        max_string: shared.max_string,
+        max_points: shared.max_points,
+        max_bytes: shared.max_bytes,
+        max_body: shared.max_body,
     };
-    let window_start = now.saturating_sub(shared.window_ns);
-    // Decompression and parsing are CPU work: off the async workers.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let text = if gzip {
-            let mut out = Vec::new();
-            let mut dec = flate2::read::MultiGzDecoder::new(&body[..]).take(max_body + 1);
-            if let Err(e) = dec.read_to_end(&mut out) {
-                return Err((400, format!("invalid gzip body: {e}")));
-            }
-            if out.len() as u64 > max_body {
-                return Err((413, String::new()));
-            }
-            out
-        } else {
-            body
-        };
-        let outcome = ingest(&String::from_utf8_lossy(&text), &intake, &store);
-        // By age before by count: what the window no longer holds goes first.
-        store.prune_before(window_start);
-        store.enforce_max_points(max_points);
-        Ok(outcome)
-    })
-    .await;
-    let outcome = match outcome {
-        Ok(Ok(o)) => o,
-        Ok(Err((413, _))) => return too_large(v2, max_body),
-        Ok(Err((status, msg))) => return err(status, &msg),
-        Err(e) => return err(500, &format!("write failed: {e}")),
+    let store = shared.store.clone();
+    // Decompression and parsing are CPU work: on the blocking pool, fed chunk by chunk.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let parse = tokio::task::spawn_blocking(move || {
+        intake::ingest_reader(ChannelReader::new(rx), gzip, &intake, &store)
+    });
+    let complete = pump(body, tx, shared).await;
+    let (outcome, stop) = match parse.await {
+        Ok(r) => r,
+        Err(e) => return err(500, &format!("write failed: {e}")).closing(),
     };
     let stats = &shared.stats;
     stats
@@ -600,9 +591,62 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
     stats
         .future_points
         .fetch_add(outcome.future as u64, Ordering::Relaxed);
+    // A body not read to its end leaves the connection unusable.
+    let done = |r: Response| if complete { r } else { r.closing() };
+    match stop {
+        None => {}
+        Some(Stop::TooLarge) => return done(too_large(v2, shared.max_body)),
+        Some(Stop::Gzip(e)) => return done(err(400, &format!("invalid gzip body: {e}"))),
+        Some(Stop::TimedOut) => return err(408, "request body not received in time").closing(),
+        Some(Stop::Aborted(e)) => return err(400, &format!("bad body: {e}")).closing(),
+    }
     match refusal(&outcome) {
-        None => Response::new(204, ""),
-        Some(msg) => err(400, &msg),
+        None => done(Response::new(204, "")),
+        Some(msg) => done(err(400, &msg)),
+    }
+}
+
+/// Feeds the body to the parser, within [`IO_TIMEOUT`] and `max_body`; true when it was read
+/// to its end.
+async fn pump(
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    shared: &Shared,
+) -> bool {
+    use std::io::{Error, ErrorKind};
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    let mut total: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                let _ = tx
+                    .send(Err(Error::new(ErrorKind::ConnectionAborted, e)))
+                    .await;
+                return false;
+            }
+            Err(_) => {
+                let _ = tx.send(Err(ErrorKind::TimedOut.into())).await;
+                return false;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        shared
+            .stats
+            .body_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        total += data.len() as u64;
+        if total > shared.max_body {
+            let _ = tx.send(Err(ErrorKind::FileTooLarge.into())).await;
+            return false;
+        }
+        if tx.send(Ok(data)).await.is_err() {
+            // The parser stopped (gzip error, size): the rest is not read.
+            return false;
+        }
     }
 }
 
@@ -629,75 +673,6 @@ fn refusal(o: &Ingest) -> Option<String> {
         msg = format!("{msg} dropped={}", unlisted + o.future);
     }
     Some(msg)
-}
-
-/// What a write body gave.
-#[derive(Debug, Default, PartialEq)]
-pub struct Ingest {
-    /// Points stored.
-    pub written: usize,
-    /// Lines refused.
-    pub bad: usize,
-    /// `unable to parse '<line>': <why>` for the first few refused lines.
-    pub errors: Vec<String>,
-    /// Points refused for a time beyond `max_time`.
-    pub future: usize,
-}
-
-/// How a write body is taken in.
-#[derive(Debug, Clone, Copy)]
-pub struct Intake {
-    /// Nanoseconds per timestamp unit (the `precision`).
-    pub unit: i64,
-    /// The time of points without one.
-    pub now: i64,
-    /// Points later than this are refused (InfluxDB refuses points outside its retention).
-    pub max_time: i64,
-}
-
-/// Parses a line protocol body line by line (good lines are stored even when others are
-/// not).
-pub fn ingest(text: &str, intake: &Intake, store: &MemorySource) -> Ingest {
-    let Intake {
-        unit,
-        now,
-        max_time,
-    } = *intake;
-    // A timestamp no client sends marks "no timestamp" (parse_line fills in the default).
-    const NONE: i64 = i64::MIN;
-    let mut out = Ingest::default();
-    for raw in text.lines() {
-        let line = raw.trim_start();
-        if line.trim_end().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.trim_end_matches('\r');
-        match lineproto::parse_line(line, NONE) {
-            Ok(mut m) => {
-                m.time = if m.time == NONE {
-                    now
-                } else {
-                    m.time.saturating_mul(unit)
-                };
-                if m.time > max_time {
-                    out.future += 1;
-                    continue;
-                }
-                store.push(&m);
-                out.written += 1;
-            }
-            Err(why) => {
-                out.bad += 1;
-                if out.errors.len() < QUOTED_ERRORS {
-                    out.errors.push(format!(
-                        "unable to parse '{}': {why}",
-                        http::truncate(line, 200)
-                    ));
-                }
-            }
-        }
-    }
-    out
 }
 
 fn json_string(s: &str) -> String {
@@ -796,37 +771,6 @@ mod tests {
         assert!(!authorized(&head(Some("Basic !!!"), ""), t));
         assert!(!authorized(&head(Some("Token "), ""), &digest(b"")));
         assert!(!authorized(&head(None, "p="), &digest(b"")));
-    }
-
-    fn at(unit: i64, now: i64) -> Intake {
-        Intake {
-            unit,
-            now,
-            max_time: i64::MAX,
-        }
-    }
-
-    #[test]
-    fn ingest_keeps_good_lines_and_counts_bad_ones() {
-        let store = MemorySource::new();
-        let text = "m,h=a x=1 1\nbad line\nm,h=a x=2\n\n# comment\nm x=\n";
-        let got = ingest(text, &at(1_000_000_000, 99), &store);
-        assert_eq!(got.written, 2);
-        assert_eq!(got.bad, 2);
-        assert!(
-            got.errors[0].starts_with("unable to parse 'bad line': "),
-            "{got:?}"
-        );
-        // Seconds precision: 1 s; the line without a timestamp got "now".
-        assert_eq!(store.latest_time(), Some(1_000_000_000));
-        assert_eq!(store.len(), 2);
-        let store = MemorySource::new();
-        let many = "x\n".repeat(25);
-        let got = ingest(&many, &at(1, 0), &store);
-        assert_eq!(
-            (got.written, got.bad, got.errors.len()),
-            (0, 25, QUOTED_ERRORS)
-        );
     }
 
     #[test]
