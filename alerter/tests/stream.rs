@@ -624,7 +624,7 @@ fn check() {
         ),
     )
     .unwrap();
-    let token = "e2e-token-1234";
+    let token = "e2e-token-0123456789";
     let alerter_log = dir.path().join("alerter.log");
     let alerter = Killed(
         Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
@@ -831,6 +831,73 @@ async fn max_bytes_bounds_the_window_by_memory() {
     let a = c.request("POST", "/write", &[AUTH], huge.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(a.body.contains("over max_string_size"), "{a:?}");
+}
+
+/// TLS (issue 15 item 7): with tls_cert/tls_key (made by openssl here) the receiver speaks
+/// HTTPS; a client that trusts the certificate writes with its token, plain HTTP gets nowhere.
+#[tokio::test]
+async fn tls_with_an_openssl_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=wk-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed to make the test certificate");
+    assert!(made.success());
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..StreamSettings::default()
+    };
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://{}/write?db=x", r.local_addr());
+    let a = client
+        .post(&url)
+        .header("Authorization", format!("Token {TOKEN}"))
+        .body("tls,host=a v=1 1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 204);
+    assert_eq!(store.len(), 1);
+    let a = client.post(&url).body("tls v=2 2\n").send().await.unwrap();
+    assert_eq!(a.status(), 401);
+    // Plain HTTP on the TLS port: no answer.
+    let mut c = Conn::open(&r).await;
+    c.send("GET", "/ping", &[], b"").await;
+    assert!(c.answer(false).await.is_none());
+    // An untrusting client fails the handshake.
+    let plain = reqwest::Client::new();
+    assert!(
+        plain
+            .get(format!("https://{}/ping", r.local_addr()))
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 /// Resident memory per held point for a typical agent mix (run with `--ignored --nocapture`;

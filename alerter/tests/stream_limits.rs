@@ -184,6 +184,14 @@ fn uploads_without_a_token_are_refused_on_the_head_and_cost_no_memory() {
         refused_early > 0,
         "the connections were closed on the uploads"
     );
+    // Failed authentication is logged, once a minute per peer (issue 15 item 7).
+    let log = a.log();
+    let lines: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("without a valid token"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("peer=127.0.0.1"), "{log}");
     // Still serving writes that carry the token.
     assert_eq!(
         request(a.port, "POST", "/write", &[AUTH], b"ok v=1\n").map(|r| r.0),

@@ -88,6 +88,7 @@ pub struct Stats {
 }
 
 struct Shared {
+    auth_log: AuthFailures,
     store: Arc<MemorySource>,
     /// SHA-256 of the token: candidates are hashed too, so the compare leaks not even the
     /// token's length.
@@ -123,6 +124,7 @@ impl Receiver {
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
+            auth_log: AuthFailures::default(),
             store: store.clone(),
             token_digest: digest(settings.token.as_bytes()),
             max_points: settings.max_points,
@@ -140,6 +142,10 @@ impl Receiver {
             max_pending: MAX_PENDING,
             per_ip: settings.max_connections_per_ip,
         });
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let admit = admission.clone();
         let accept = tokio::spawn(async move {
             loop {
@@ -151,8 +157,28 @@ impl Receiver {
                         };
                         let shared = shared.clone();
                         let stopped = stopped.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
                             let _ = conn.set_nodelay(true);
+                            let Some(tls) = tls else {
+                                serve(conn, peer, shared, stopped, ticket).await;
+                                return;
+                            };
+                            // The handshake counts against the header timeout, and gives way
+                            // like any pending connection.
+                            let handshake =
+                                tokio::time::timeout(shared.header_timeout, tls.accept(conn));
+                            let conn = tokio::select! {
+                                r = handshake => match r {
+                                    Ok(Ok(c)) => c,
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, "stream: TLS handshake failed: {e}");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                },
+                                _ = ticket.evicted.notified() => return,
+                            };
                             serve(conn, peer, shared, stopped, ticket).await;
                         });
                     }
@@ -199,6 +225,38 @@ impl Drop for Receiver {
         }
         let _ = self.stop.send(true);
     }
+}
+
+/// The TLS side of the receiver, from PEM files (a certificate chain and its private key).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad(key, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Answers 503 on a connection that is not served, without reading from it.
@@ -338,14 +396,20 @@ async fn handle(
     ticket.request_seen();
     let (parts, body) = req.into_parts();
     let head = Head::new(&parts);
-    let resp = route(&head, body, shared, ticket).await;
+    let resp = route(&head, body, shared, ticket, peer).await;
     if resp.status >= 400 {
         debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
     }
     resp
 }
 
-async fn route(head: &Head, body: Incoming, shared: &Shared, ticket: &Ticket) -> Response {
+async fn route(
+    head: &Head,
+    body: Incoming,
+    shared: &Shared,
+    ticket: &Ticket,
+    peer: SocketAddr,
+) -> Response {
     let v2 = head.path.starts_with("/api/v2/");
     let method = head.method.as_str();
     match head.path.as_str() {
@@ -363,6 +427,13 @@ async fn route(head: &Head, body: Incoming, shared: &Shared, ticket: &Ticket) ->
         "/write" | "/api/v2/write" | "/query" => {
             if !authorized(head, &shared.token_digest) {
                 shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = shared.auth_log.failed(peer.ip(), std::time::Instant::now()) {
+                    warn!(
+                        peer = %peer.ip(),
+                        refused = n,
+                        "stream: requests without a valid token refused (logged at most once a minute per peer)"
+                    );
+                }
                 // Decided on the head: the body is never read, so the connection cannot be
                 // reused when one follows (hyper drops what it already buffered, at most one
                 // read buffer).
@@ -397,6 +468,47 @@ async fn route(head: &Head, body: Incoming, shared: &Shared, ticket: &Ticket) ->
                     404,
                     "path not found (stream mode answers /write, /query, /ping)",
                 )
+            }
+        }
+    }
+}
+
+/// Failed authentications per peer, logged at most once a minute per peer with the count.
+#[derive(Debug, Default)]
+struct AuthFailures(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u64)>>,
+);
+
+impl AuthFailures {
+    const EVERY: Duration = Duration::from_secs(60);
+    /// Peers remembered; beyond it the ones quiet for a minute are forgotten.
+    const PEERS: usize = 4096;
+
+    /// Records a failure; returns the count to log (this one and those not logged yet) when
+    /// a line is due.
+    fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) -> Option<u64> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= Self::PEERS && !m.contains_key(&ip) {
+            m.retain(|_, (at, _)| now.duration_since(*at) < Self::EVERY);
+            if m.len() >= Self::PEERS {
+                // Still full (a flood from many addresses): count, do not log.
+                return None;
+            }
+        }
+        match m.get_mut(&ip) {
+            Some((at, pending)) if now.duration_since(*at) < Self::EVERY => {
+                *pending += 1;
+                None
+            }
+            Some((at, pending)) => {
+                let n = *pending + 1;
+                *at = now;
+                *pending = 0;
+                Some(n)
+            }
+            None => {
+                m.insert(ip, (now, 0));
+                Some(1)
             }
         }
     }
@@ -736,9 +848,16 @@ pub fn log_listening(r: &Receiver, settings: &StreamSettings) {
         listen = %r.local_addr(),
         window = ?settings.window,
         max_points = settings.max_points,
-        "stream mode: receiving line protocol at http://{}/write (InfluxDB v1) and /api/v2/write (v2)",
+        "stream mode: receiving line protocol at {}://{}/write (InfluxDB v1) and /api/v2/write (v2)",
+        if settings.tls_cert.is_some() { "https" } else { "http" },
         r.local_addr()
     );
+    if !r.local_addr().ip().is_loopback() && settings.tls_cert.is_none() {
+        warn!(
+            listen = %r.local_addr(),
+            "stream: listening off loopback over plain HTTP: the token and the data travel in clear (set tls_cert and tls_key)"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -771,6 +890,22 @@ mod tests {
         assert!(!authorized(&head(Some("Basic !!!"), ""), t));
         assert!(!authorized(&head(Some("Token "), ""), &digest(b"")));
         assert!(!authorized(&head(None, "p="), &digest(b"")));
+    }
+
+    #[test]
+    fn failed_auth_is_logged_once_a_minute_per_peer_with_the_count() {
+        let log = AuthFailures::default();
+        let t0 = std::time::Instant::now();
+        let a = std::net::IpAddr::from([10, 0, 0, 1]);
+        let b = std::net::IpAddr::from([10, 0, 0, 2]);
+        assert_eq!(log.failed(a, t0), Some(1));
+        assert_eq!(log.failed(b, t0), Some(1), "per peer");
+        for s in 1..60 {
+            assert_eq!(log.failed(a, t0 + Duration::from_secs(s)), None);
+        }
+        // The next line carries the 59 not logged and this one.
+        assert_eq!(log.failed(a, t0 + Duration::from_secs(60)), Some(60));
+        assert_eq!(log.failed(a, t0 + Duration::from_secs(61)), None);
     }
 
     #[test]
