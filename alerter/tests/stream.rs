@@ -833,6 +833,100 @@ async fn max_bytes_bounds_the_window_by_memory() {
     assert!(a.body.contains("over max_string_size"), "{a:?}");
 }
 
+/// Chunked bodies over a real socket (property test, issue 10 item 14): any split of a body
+/// into chunks (with chunk extensions) stores what the unsplit body stores, and arbitrary bytes
+/// after a chunked head never break the receiver.
+#[test]
+fn chunked_bodies_any_split_same_points_and_garbage_is_harmless() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (r, store) = rt.block_on(receiver(64 * 1024));
+    let addr = r.local_addr();
+    let chunked = |body: &[u8], cuts: &[usize]| {
+        let mut out =
+            b"POST /write HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Token s3cret-token\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+            let end = c.clamp(at, body.len());
+            if end > at {
+                out.extend(format!("{:x};ext=1\r\n", end - at).into_bytes());
+                out.extend(&body[at..end]);
+                out.extend(b"\r\n");
+            }
+            at = end;
+        }
+        out.extend(b"0\r\n\r\n");
+        out
+    };
+    // `half_close`: end our side after the request (hyper then drops the connection at once;
+    // garbage must not leave it waiting for more).
+    let exchange = |req: Vec<u8>, half_close: bool| -> Option<u16> {
+        rt.block_on(async {
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            s.write_all(&req).await.ok()?;
+            if half_close {
+                let _ = s.shutdown().await;
+            }
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+            String::from_utf8_lossy(&out)
+                .split(' ')
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(64)
+    });
+    let lines = proptest::collection::vec((0u32..50, 0i64..1000), 1..40);
+    let cuts = proptest::collection::vec(0usize..2000, 0..20);
+    runner
+        .run(&(lines, cuts), |(lines, mut cuts)| {
+            cuts.sort_unstable();
+            let body: String = lines
+                .iter()
+                .map(|(h, t)| format!("chunk,host=h{h} v={t}i {}\n", t + 1))
+                .collect();
+            let expected = MemorySource::new();
+            wk_alerter::stream::ingest(&body, &at(1, 0), &expected);
+            prop_assert_eq!(exchange(chunked(body.as_bytes(), &cuts), false), Some(204));
+            let mut q = Query::new("chunk");
+            q.field = Some("v".into());
+            q.aggregate = Aggregate::Count;
+            q.range = Duration::from_secs(1_000_000);
+            let count = |s: &MemorySource| s.query(&q, 1_000_000_000).unwrap().len();
+            // Every series of the body is in the store (the store accumulates across cases).
+            prop_assert!(count(&store) >= count(&expected));
+            Ok(())
+        })
+        .unwrap();
+    let garbage = proptest::collection::vec(any::<u8>(), 0..300);
+    runner
+        .run(&garbage, |junk| {
+            let mut req = chunked(b"", &[]);
+            req.truncate(req.len() - 5);
+            req.extend(junk);
+            let status = exchange(req, true);
+            prop_assert!(
+                matches!(status, None | Some(204 | 400 | 408 | 413)),
+                "{status:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Still serving.
+    assert_eq!(
+        exchange(
+            b"GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+            false
+        ),
+        Some(204)
+    );
+}
+
 /// TLS (issue 15 item 7): with tls_cert/tls_key (made by openssl here) the receiver speaks
 /// HTTPS; a client that trusts the certificate writes with its token, plain HTTP gets nowhere.
 #[tokio::test]

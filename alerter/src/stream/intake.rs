@@ -376,4 +376,81 @@ mod tests {
         let (_, stop) = ingest_reader(&b"not gzip"[..], true, &Intake::new(1, 0), &store);
         assert!(matches!(stop, Some(Stop::Gzip(_))), "{stop:?}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn gzip(b: &[u8]) -> Vec<u8> {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        }
+
+        fn bounded() -> Intake {
+            Intake {
+                max_string: 16,
+                max_points: 20,
+                max_bytes: 4_000,
+                max_body: 2_000,
+                max_time: 1_000_000,
+                ..Intake::new(1, 5)
+            }
+        }
+
+        /// Line-protocol-ish bytes: the punctuation that steers the parser, and anything.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let token = prop_oneof![
+                Just(b"m,h=a v=1 1\n".to_vec()),
+                Just(b"s=\"0123456789abcdefXYZ\"".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b" 99999999999\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..12),
+                "[ ,=\\\\\"a-z0-9#\r\n.-]{0,20}".prop_map(String::into_bytes),
+            ];
+            proptest::collection::vec(token, 0..60).prop_map(|v| v.concat())
+        }
+
+        fn check(store: &MemorySource, got: &Ingest, intake: &Intake) {
+            assert!(store.len() <= intake.max_points);
+            assert!(store.bytes() <= intake.max_bytes);
+            assert!(got.errors.len() <= got.bad.min(QUOTED_ERRORS));
+            assert!(store.latest_time().is_none_or(|t| t <= intake.max_time));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Arbitrary bytes, plain or claimed gzip: no panic, the bounds hold.
+            #[test]
+            fn arbitrary_bodies_never_panic_nor_pass_the_bounds(b in body(), gz in any::<bool>()) {
+                let store = MemorySource::new();
+                let intake = bounded();
+                let (got, _) = ingest_reader(&b[..], gz, &intake, &store);
+                check(&store, &got, &intake);
+            }
+
+            /// Gzip is transparent: the same body compressed gives the same result (within
+            /// the size limit), and corrupting the compressed bytes never panics.
+            #[test]
+            fn gzip_is_transparent_and_corruption_is_harmless(b in body(), flip in any::<prop::sample::Index>()) {
+                let intake = Intake { max_body: u64::MAX, ..bounded() };
+                let (plain_store, gz_store) = (MemorySource::new(), MemorySource::new());
+                let (plain, stop) = ingest_reader(&b[..], false, &intake, &plain_store);
+                prop_assert_eq!(stop, None);
+                let z = gzip(&b);
+                let (unz, stop) = ingest_reader(&z[..], true, &intake, &gz_store);
+                prop_assert_eq!(stop, None);
+                prop_assert_eq!(&plain, &unz);
+                prop_assert_eq!(plain_store.len(), gz_store.len());
+                let mut bad = z.clone();
+                let i = flip.index(bad.len());
+                bad[i] ^= 0x5a;
+                let store = MemorySource::new();
+                let (got, _) = ingest_reader(&bad[..], true, &intake, &store);
+                check(&store, &got, &intake);
+            }
+        }
+    }
 }
