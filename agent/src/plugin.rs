@@ -11,6 +11,9 @@ use crate::hostpaths::HostPaths;
 use crate::selfstat::SelfStats;
 use wk_core::metric::{Metric, Name};
 
+/// The shortest collection or flush interval accepted: `"1ns"` gathered ~800 times a second.
+pub const MIN_PERIOD: Duration = Duration::from_millis(100);
+
 /// What an input may know while it is built.
 pub struct BuildContext<'a> {
     pub paths: &'a HostPaths,

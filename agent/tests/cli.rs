@@ -107,6 +107,13 @@ fn sample_config_loads_back() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains("> cpu,"));
+    // Regression: every probe was on, so the first --test showed connection_failed results.
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("result="),
+        "no probe runs from the sample: {stdout}"
+    );
+    assert!(!stdout.contains("> internal"), "{stdout}");
 }
 
 #[test]

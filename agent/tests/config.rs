@@ -335,7 +335,7 @@ fn bad_durations_are_errors() {
         errors(c.load().test_mode().run()),
         [
             "2:14: [agent] interval: invalid duration \"10 seconds\": unknown unit \" seconds\" (use ns, us, ms, s, m, h or d)",
-            "3:20: [agent] flush_interval: must be greater than 0",
+            "3:20: [agent] flush_interval: 0ns is too short: must be at least 100ms",
             "4:23: [agent] collection_jitter: invalid duration \"-1s\": negative durations are not allowed",
             "5:18: [agent] flush_jitter: invalid duration \"5m5\": missing unit (write \"5m5s\" for seconds)",
             "7:14: [inputs.cpu] interval: invalid duration -5: must be a non-negative number of seconds",
@@ -349,6 +349,18 @@ fn bad_durations_are_errors() {
     assert_eq!(p.agent.interval.as_secs(), 30);
     assert_eq!(p.agent.flush_interval.as_millis(), 1500);
     assert_eq!(p.agent.collection_offset.as_secs(), 2 * 86400);
+    // Regression: "1ns" was accepted and gathered ~800 times a second.
+    let c = conf(
+        "[agent]\n  interval = \"1ns\"\n[[inputs.cpu]]\n  interval = \"50ms\"\n[[outputs.file]]\n  flush_interval = \"0.01\"\n",
+    );
+    assert_eq!(
+        errors(c.load().test_mode().run()),
+        [
+            "2:14: [agent] interval: 1ns is too short: must be at least 100ms",
+            "4:14: [inputs.cpu] interval: 50ms is too short: must be at least 100ms",
+            "6:20: [outputs.file] flush_interval: 10ms is too short: must be at least 100ms",
+        ]
+    );
 }
 
 #[test]
@@ -377,6 +389,14 @@ fn environment_variables_are_substituted_in_strings() {
         ]
     );
     assert_eq!(p.agent.hostname, "web-07");
+    // Regression: an unset variable passed silently; it is used verbatim with a warning that
+    // names it (only `${NOT_SET}`: `${UNSET:-r0}` has a default).
+    assert_eq!(
+        warnings(&p),
+        [
+            "4:13: [global_tags] literal: environment variable NOT_SET is not set; the text is used verbatim"
+        ]
+    );
     // Deliberate difference: Telegraf's strict mode refuses "${BATCH}" for an integer; we
     // convert the substituted string, which is the only way to set a number from the
     // environment without --non-strict-env-handling.

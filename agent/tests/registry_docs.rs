@@ -111,9 +111,16 @@ fn alerter_plugin_folders_document_their_sample_config() {
         };
         for entry in entries {
             let path = entry.unwrap().path();
-            // Folders with code are plugins; a testdata-only folder is not.
-            if path.is_dir() && path.join("mod.rs").exists() && path.join("sample.conf").exists() {
+            // Folders with code are plugins; a testdata-only folder is not. Notifiers are
+            // configured by a sample.conf the README shows; actions live in rules, so they
+            // need the README only.
+            if !path.is_dir() || !path.join("mod.rs").exists() {
+                continue;
+            }
+            if kind == "notify" {
                 problems.extend(check_folder(&path, None));
+            } else if !path.join("README.md").exists() {
+                problems.push(format!("{}: needs README.md", path.display()));
             }
         }
     }

@@ -140,6 +140,8 @@ pub struct Config {
     /// Stream mode (exactly one of `sources` and `stream` is set).
     pub stream: Option<StreamSettings>,
     pub notify: NotifyPlan,
+    /// `[actions]` and `[[actions.ssh]]`.
+    pub actions: crate::actions::ActionsConfig,
     pub warnings: Vec<Diag>,
 }
 
@@ -189,6 +191,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     let mut sources = Vec::new();
     let mut stream = None;
     let mut notify = NotifyPlan::default();
+    let mut actions = crate::actions::ActionsConfig::default();
     match DeTable::parse(&src.text) {
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
@@ -385,16 +388,21 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                         o.finish();
                         stream = Some((s, value.span().start));
                     }
-                    ("notifiers" | "silences", _) => {}
+                    ("notifiers" | "silences" | "actions", _) => {}
                     (name, _) => {
                         let msg = format!(
-                            "unsupported config section [{name}]: expected alerter, sources, stream, notifiers or silences"
+                            "unsupported config section [{name}]: expected alerter, sources, stream, notifiers, silences or actions"
                         );
                         diags.push(src.diag(Severity::Error, key.span().start, msg));
                     }
                 }
             }
             notify = crate::notify::config::load(&src, doc, &mut diags, env);
+            actions = crate::actions::config::load(&src, doc, &mut diags, env);
+            if let Err(e) = notify.validate_names(&actions.record) {
+                let offset = doc.get("actions").map_or(0, |v| v.span().start);
+                diags.push(src.diag(Severity::Error, offset, format!("[actions] record: {e}")));
+            }
             if let Err(e) = notify.validate_names(&settings.rule_errors_notify) {
                 let offset = doc.get("alerter").map_or(0, |v| v.span().start);
                 diags.push(src.diag(
@@ -435,6 +443,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         sources,
         stream: stream.map(|(s, _)| s),
         notify,
+        actions,
         warnings: diags.warnings().cloned().collect(),
     })
 }

@@ -1,6 +1,7 @@
 //! wk-alerter: a Kapacitor-style alert processor running Rhai rules over InfluxDB.
 //!
 //! Map of the crate:
+//! - [`app`]: the commands (`run` with reload/stop, `check`, `replay`) as library functions.
 //! - [`config`]: the alerter's TOML config (sources, notifiers, silences), file:line errors.
 //! - [`service`]: the scheduler: evaluates each rule on its schedule, feeds the state machine,
 //!   routes events, reloads changed rule files (keeping the last good version of a broken one).
@@ -16,7 +17,11 @@
 //! - [`template`]: message templates (`{{host}}`, `{{value:.1}}`), used by state and notifiers.
 //! - [`clock`]: the wall clock in ns.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
+//! - [`actions`]: recovery actions beside the notifiers (typed arguments, local or ssh, guard
+//!   rails persisted with the state, verify, one report, audit log).
 
+pub mod actions;
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod model;

@@ -151,6 +151,8 @@ pub struct RuleSettings {
     /// While this rule's instance is non-OK, it mutes instances of rules with these categories
     /// that share the listed tag values: (category, tags).
     pub inhibits: Vec<(String, Vec<String>)>,
+    /// Recovery actions run when an instance fires (`actions: [...]`, docs/rules.md).
+    pub actions: Vec<ActionRule>,
 }
 
 impl Default for RuleSettings {
@@ -175,6 +177,7 @@ impl Default for RuleSettings {
             notify: Vec::new(),
             category: None,
             inhibits: Vec::new(),
+            actions: Vec::new(),
         }
     }
 }
@@ -235,5 +238,87 @@ mod tests {
             serde_json::to_string(&Level::Warning).unwrap(),
             "\"WARNING\""
         );
+    }
+}
+
+/// A place in a rule file: (line, column), 1-based.
+pub type Pos = (usize, usize);
+
+// The `actions: [...]` rule setting as data (parsed and checked by `crate::actions::rule`, run
+// by `crate::actions::engine`): here, so that rule settings need not know the actions.
+
+/// A raw argument value from the rule: a string (maybe with `{{tag}}` placeholders) or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawArg {
+    One(String),
+    List(Vec<String>),
+}
+
+impl RawArg {
+    /// Whether the value takes anything from the alert (`{{...}}`).
+    pub fn is_templated(&self) -> bool {
+        match self {
+            RawArg::One(s) => s.contains("{{"),
+            RawArg::List(l) => l.iter().any(|s| s.contains("{{")),
+        }
+    }
+}
+
+/// How an action's success is checked after the settle time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// The action's own probe when it has one, else the rule's query.
+    Auto,
+    /// The action's probe (process, port, unit state).
+    Probe,
+    /// Re-run the rule: the instance must be below `on`.
+    Query,
+    /// Both must say recovered.
+    Both,
+}
+
+/// One element of `actions: [...]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRule {
+    /// `do`: the registry name.
+    pub action: String,
+    pub args: BTreeMap<String, RawArg>,
+    /// Acts on alert events at this level or above (default CRITICAL).
+    pub on: Level,
+    /// The condition must have held this long (from the first evaluation that saw it).
+    pub after: Duration,
+    /// At most this many attempts per target within `window`; then people are paged once.
+    pub max_attempts: u32,
+    pub window: Duration,
+    /// Wait between two attempts on one target.
+    pub cooldown: Duration,
+    /// Wait after the action before verifying.
+    pub settle: Duration,
+    /// Longest one command may run (its process group is killed then).
+    pub timeout: Duration,
+    pub dry_run: bool,
+    pub verify: Verify,
+    /// Where the map starts, and each key's value, for load errors.
+    pub pos: Pos,
+    pub arg_pos: BTreeMap<String, Pos>,
+}
+
+impl Default for ActionRule {
+    fn default() -> Self {
+        ActionRule {
+            action: String::new(),
+            args: BTreeMap::new(),
+            on: Level::Critical,
+            after: Duration::ZERO,
+            max_attempts: 3,
+            window: Duration::from_secs(3600),
+            cooldown: Duration::from_secs(60),
+            settle: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            dry_run: false,
+            verify: Verify::Auto,
+            pos: (0, 0),
+            arg_pos: BTreeMap::new(),
+        }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, error, info, warn};
 
+use crate::actions::engine::{Engine, RuleEntry};
 use crate::clock::now_ns;
 use crate::config::Config;
 use crate::model::{
@@ -62,6 +63,7 @@ pub struct Service {
     config: Config,
     source: Arc<dyn QuerySource>,
     router: Router,
+    engine: Engine,
     slots: BTreeMap<PathBuf, Slot>,
     meta: RuleState,
     limits: Limits,
@@ -77,10 +79,17 @@ impl Service {
             ..Limits::default()
         };
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
+        let engine = Engine::new(
+            config.actions.clone(),
+            config.settings.state_dir.clone(),
+            router.clone(),
+            Some(source.clone()),
+        );
         Service {
             config,
             source,
             router,
+            engine,
             slots: BTreeMap::new(),
             meta,
             limits,
@@ -90,6 +99,11 @@ impl Service {
     /// The router (tests read its counters).
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The action engine (tests read its results).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Settings of the built-in rule reporting broken rule files.
@@ -112,13 +126,8 @@ impl Service {
     pub fn scan(&mut self, now: i64) {
         let dir = self.config.settings.rules_dir.clone();
         let mut seen = BTreeSet::new();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                let mut paths: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-                    .collect();
-                paths.sort();
+        match crate::rules::rule_files(&dir) {
+            Ok(paths) => {
                 for path in paths {
                     seen.insert(path.clone());
                     self.load_file(&path, now);
@@ -142,6 +151,12 @@ impl Service {
             .filter_map(|s| s.rule.as_ref().map(|r| r.settings().clone()))
             .collect();
         self.router.set_rules(settings.iter());
+        self.engine.set_rules(self.slots.values().filter_map(|s| {
+            s.rule.as_ref().map(|r| RuleEntry {
+                settings: r.settings().clone(),
+                rule: Some(r.clone() as Arc<dyn crate::actions::engine::Recheck>),
+            })
+        }));
         self.report_broken(now);
     }
 
@@ -162,6 +177,10 @@ impl Service {
                 self.router
                     .validate_names(&rule.settings().notify)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
+                self.config
+                    .actions
+                    .validate_rule(rule.settings())
+                    .map_err(|((l, c), e)| format!("{}:{l}:{c}: {e}", path.display()))?;
                 Ok(rule)
             });
         let slot = self.slots.entry(path.to_owned()).or_insert_with(|| Slot {
@@ -247,6 +266,7 @@ impl Service {
             info!(rule = %e.rule, id = %e.id, level = %e.level, kind = ?e.kind, "{}", e.message);
         }
         if !events.is_empty() {
+            self.engine.handle(&events);
             self.router.dispatch(events);
         }
     }
@@ -324,6 +344,7 @@ impl Service {
             warn!("[[sources.influxdb]] changed: restart the alerter to use the new source");
         }
         self.router.replace(config.notify.clone());
+        self.engine.set_config(config.actions.clone());
         self.limits = Limits {
             timeout: config.settings.max_eval_time,
             ..Limits::default()

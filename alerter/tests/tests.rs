@@ -1,7 +1,10 @@
 //! wk-alerter integration tests: one test binary, one module per concern.
 
+mod actions;
+mod app;
 mod common;
 mod examples;
+mod heal;
 mod notify;
 mod rules;
 mod service;

@@ -101,11 +101,52 @@ impl<'a, 'i> Options<'a, 'i> {
 
     /// Substitutes `${VAR}` in a string value, recording an error for `${VAR:?msg}`.
     fn expand(&mut self, key: &str, s: &str) -> String {
-        match substitute_env(s, self.env) {
-            Ok(v) => v,
+        let offset = self
+            .table
+            .get(key)
+            .map_or(self.table_offset, |v| v.span().start);
+        let section = self.section.clone();
+        self.substitute_in(&section, key, offset, s)
+            .unwrap_or_else(|| s.to_owned())
+    }
+
+    /// `${VAR}` substitution for `key` of `section` at `offset`: an error (and None) for
+    /// `${VAR:?msg}` on an unset variable, a warning for an unset variable left verbatim (as
+    /// Telegraf warns).
+    fn substitute_in(
+        &mut self,
+        section: &str,
+        key: &str,
+        offset: usize,
+        s: &str,
+    ) -> Option<String> {
+        let missing = std::cell::RefCell::new(Vec::new());
+        let env = self.env;
+        let lookup = |name: &str| {
+            let v = env(name);
+            if v.is_none() {
+                missing.borrow_mut().push(name.to_owned());
+            }
+            v
+        };
+        match substitute_env(s, &lookup) {
+            Ok(v) => {
+                let mut names = missing.into_inner();
+                names.dedup();
+                for name in names {
+                    if v.contains(&format!("${{{name}}}")) || v.contains(&format!("${name}")) {
+                        let msg = format!(
+                            "[{section}] {key}: environment variable {name} is not set; the text is used verbatim"
+                        );
+                        self.diags
+                            .push(self.src.diag(Severity::Warning, offset, msg));
+                    }
+                }
+                Some(v)
+            }
             Err(e) => {
-                self.error_at(key, e);
-                s.to_owned()
+                self.error_in(section, key, offset, e);
+                None
             }
         }
     }
@@ -231,7 +272,17 @@ impl<'a, 'i> Options<'a, 'i> {
         self.opt_duration(key).unwrap_or(default)
     }
 
-    /// A duration that may be absent.
+    /// A period option (an interval): absent, or at least `min` — an error otherwise, since
+    /// `"1ns"` would spin the loop it paces.
+    pub fn opt_period(&mut self, key: &str, min: Duration) -> Option<Duration> {
+        let d = self.opt_duration(key)?;
+        if d < min {
+            self.error_at(key, format!("{d:?} is too short: must be at least {min:?}"));
+        }
+        Some(d)
+    }
+
+    /// A duration option that may be absent.
     pub fn opt_duration(&mut self, key: &str) -> Option<Duration> {
         match self.lookup(key)?.get_ref() {
             DeValue::String(s) => {
@@ -335,10 +386,11 @@ impl<'a, 'i> Options<'a, 'i> {
         let mut out = Vec::new();
         for (k, v) in t.iter() {
             match v.get_ref() {
-                DeValue::String(s) => match substitute_env(s, self.env) {
-                    Ok(s) => out.push((k.get_ref().to_string(), s)),
-                    Err(e) => self.error_in(section, k.get_ref(), v.span().start, e),
-                },
+                DeValue::String(s) => {
+                    if let Some(s) = self.substitute_in(section, k.get_ref(), v.span().start, s) {
+                        out.push((k.get_ref().to_string(), s));
+                    }
+                }
                 other => {
                     let msg = format!("expected a string, found {}", type_name(other));
                     self.error_in(section, k.get_ref(), v.span().start, msg);

@@ -334,17 +334,15 @@ impl Loader<'_, '_> {
     fn agent_table(&mut self, src: &Source, t: &DeTable<'_>, offset: usize) {
         let mut o = Options::new(src, "agent", t, offset, &mut self.diags, self.req.env);
         let a = &mut self.agent;
-        a.interval = o.duration("interval", a.interval);
-        if a.interval.is_zero() {
-            o.error_at("interval", "must be greater than 0");
-        }
+        a.interval = o
+            .opt_period("interval", crate::plugin::MIN_PERIOD)
+            .unwrap_or(a.interval);
         a.round_interval = o.bool("round_interval", a.round_interval);
         a.collection_jitter = o.duration("collection_jitter", a.collection_jitter);
         a.collection_offset = o.duration("collection_offset", a.collection_offset);
-        a.flush_interval = o.duration("flush_interval", a.flush_interval);
-        if a.flush_interval.is_zero() {
-            o.error_at("flush_interval", "must be greater than 0");
-        }
+        a.flush_interval = o
+            .opt_period("flush_interval", crate::plugin::MIN_PERIOD)
+            .unwrap_or(a.flush_interval);
         a.flush_jitter = o.duration("flush_jitter", a.flush_jitter);
         // 0 means Telegraf's default, as in its models/running_output.go.
         let defaults = AgentSettings::default();
@@ -652,29 +650,61 @@ pub fn default_precision(interval: Duration) -> Duration {
 
 /// The kernel's node name (what Go's `os.Hostname()` returns), not the FQDN.
 pub fn os_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
     }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The `[agent]` section, every output's and every input's sample, as Telegraf's
 /// `telegraf config` prints them.
+///
+/// As `telegraf config`: without filters only Telegraf's default plugins are on (the host
+/// inputs and `outputs.influxdb`), every other plugin is printed commented out, so the first
+/// `--test` of the file probes nothing; plugins named by a filter are printed on.
 pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) -> String {
+    /// Telegraf's default `--input-filter` and `--output-filter` of `telegraf config`.
+    const DEFAULT_INPUTS: &[&str] = &[
+        "cpu",
+        "disk",
+        "diskio",
+        "kernel",
+        "mem",
+        "processes",
+        "swap",
+        "system",
+    ];
+    const DEFAULT_OUTPUTS: &[&str] = &["influxdb"];
     let mut s = String::from(include_str!("../agent_sample.conf"));
     let keep = |f: Option<&[String]>, name: &str| f.is_none_or(|f| f.iter().any(|n| n == name));
-    for o in outputs::REGISTRY.iter().filter(|o| keep(outputs_f, o.name)) {
+    let mut add = |sample: &str, on: bool| {
         s.push('\n');
-        s.push_str(o.sample_config);
+        if on {
+            s.push_str(sample);
+        } else {
+            for line in sample.lines() {
+                s.push_str(if line.is_empty() { "" } else { "# " });
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    };
+    for o in outputs::REGISTRY.iter().filter(|o| keep(outputs_f, o.name)) {
+        add(
+            o.sample_config,
+            outputs_f.is_some() || DEFAULT_OUTPUTS.contains(&o.name),
+        );
     }
     for i in inputs::REGISTRY.iter().filter(|i| keep(inputs_f, i.name)) {
-        s.push('\n');
-        s.push_str(i.sample_config);
+        add(
+            i.sample_config,
+            inputs_f.is_some() || DEFAULT_INPUTS.contains(&i.name),
+        );
     }
     s
 }

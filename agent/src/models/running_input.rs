@@ -69,10 +69,7 @@ impl RunningInput {
         opts: &mut Options<'_, '_>,
         ctx: &BuildContext<'_>,
     ) -> RunningInput {
-        let interval = opts.opt_duration("interval");
-        if interval == Some(Duration::ZERO) {
-            opts.error_at("interval", "must be greater than 0");
-        }
+        let interval = opts.opt_period("interval", crate::plugin::MIN_PERIOD);
         let precision = opts.opt_duration("precision");
         let collection_jitter = opts.opt_duration("collection_jitter");
         let collection_offset = opts.opt_duration("collection_offset");

@@ -144,7 +144,9 @@ pub fn load(
 }
 
 /// The tables of `[[x]]` (an array of tables) or `[x]` (one table), with their offsets.
-fn tables_of<'a, 'i>(v: &'a toml::Spanned<DeValue<'i>>) -> Vec<(&'a DeTable<'i>, usize)> {
+pub(crate) fn tables_of<'a, 'i>(
+    v: &'a toml::Spanned<DeValue<'i>>,
+) -> Vec<(&'a DeTable<'i>, usize)> {
     match v.get_ref() {
         DeValue::Array(a) => a
             .iter()

@@ -271,6 +271,19 @@ impl Router {
         f.muted.remove(&(rule.to_owned(), id.to_owned()));
     }
 
+    /// Why `event` would be muted now (a silence or an active inhibitor), without counting
+    /// or remembering anything: recovery actions pause under the same silences and
+    /// inhibitions (a host-down alert stops actions on that host).
+    pub fn mute_reason(&self, event: &AlertEvent, now: i64) -> Option<String> {
+        let f = lock(&self.shared.filter);
+        if let Some(s) = f.silences.iter().find(|s| s.silences(event, now)) {
+            return Some(format!("silenced by {}", s.describe()));
+        }
+        f.inhibitions
+            .inhibitor_of(event)
+            .map(|(rule, tags)| format!("inhibited by {rule} ({})", crate::template::group(tags)))
+    }
+
     /// Routes events; never waits. Inhibitor state is updated from the whole batch before
     /// any of it is filtered, so an inhibitor and its victims from one cycle behave as if the
     /// inhibitor came first.

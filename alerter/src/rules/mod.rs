@@ -122,6 +122,16 @@ impl fmt::Debug for Rule {
     }
 }
 
+/// The rule files of a directory (`*.rhai`), sorted.
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Loads a rule file with the default [`Limits`].
 pub fn load_rule(path: &Path) -> Result<Rule, RuleError> {
     load_rule_with(path, &Limits::default())
@@ -675,6 +685,12 @@ fn in_check(what: &str) -> RhaiResult<(Arc<dyn QuerySource>, i64)> {
         )
         .into()
     })
+}
+
+impl crate::actions::engine::Recheck for Rule {
+    fn evaluate(&self, source: &Arc<dyn QuerySource>, now_ns: i64) -> CycleResult {
+        Rule::evaluate(self, source, now_ns)
+    }
 }
 
 #[cfg(test)]

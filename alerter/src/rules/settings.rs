@@ -15,7 +15,7 @@ use wk_core::values::parse_duration;
 use crate::model::{Level, Policy, RuleSettings};
 
 /// A line and column (1-based, in characters, as Rhai counts them).
-pub type Pos = (usize, usize);
+pub use crate::model::Pos;
 
 /// One settings error: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,7 @@ pub const KEYS: &[&str] = &[
     "notify",
     "category",
     "inhibits",
+    "actions",
 ];
 
 /// Builds the settings from the map given to `rule()`. `default_name` is the file name without
@@ -117,6 +118,12 @@ pub fn build(
             "notify" => s.notify = strings(v).map_err(bad)?,
             "category" => s.category = Some(non_empty_string(v).map_err(bad)?),
             "inhibits" => s.inhibits = inhibits(v).map_err(bad)?,
+            "actions" => {
+                let at = value_pos(key);
+                let elements = array_map_positions(source, at);
+                s.actions = crate::actions::rule::parse_list(v, &elements, at)
+                    .map_err(|(pos, message)| SettingsError { pos, message })?;
+            }
             other => {
                 let hint = suggest(other)
                     .map(|k| format!(" (did you mean {k:?}?)"))
@@ -408,7 +415,7 @@ impl Cursor<'_> {
 
 /// For the map literal of the `rule(` call at `call`: each key's position and its value's.
 fn key_positions(source: &str, call: Pos) -> BTreeMap<String, (Pos, Pos)> {
-    let mut out = BTreeMap::new();
+    let out = BTreeMap::new();
     let mut c = Cursor {
         chars: source.chars().peekable(),
         line: 1,
@@ -435,6 +442,12 @@ fn key_positions(source: &str, call: Pos) -> BTreeMap<String, (Pos, Pos)> {
     if c.bump() != Some('#') || c.bump() != Some('{') {
         return out;
     }
+    scan_map(&mut c)
+}
+
+/// The keys of a map literal whose `#{` was just consumed, up to (not past) its `}`.
+fn scan_map(c: &mut Cursor<'_>) -> BTreeMap<String, (Pos, Pos)> {
+    let mut out = BTreeMap::new();
     loop {
         c.skip_trivia();
         let key_pos = c.pos();
@@ -486,6 +499,44 @@ fn key_positions(source: &str, call: Pos) -> BTreeMap<String, (Pos, Pos)> {
                     c.bump();
                 }
             }
+        }
+    }
+}
+
+/// For an array literal of map literals at `at` (`[#{...}, #{...}]`): each map's key
+/// positions, so that errors inside `actions: [...]` point at the element's key or value.
+fn array_map_positions(source: &str, at: Pos) -> Vec<BTreeMap<String, (Pos, Pos)>> {
+    let mut out = Vec::new();
+    let mut c = Cursor {
+        chars: source.chars().peekable(),
+        line: 1,
+        col: 1,
+    };
+    while c.pos() < at {
+        if c.bump().is_none() {
+            return out;
+        }
+    }
+    c.skip_trivia();
+    if c.bump() != Some('[') {
+        return out;
+    }
+    loop {
+        c.skip_trivia();
+        if c.peek() != Some('#') {
+            return out;
+        }
+        c.bump();
+        if c.bump() != Some('{') {
+            return out;
+        }
+        out.push(scan_map(&mut c));
+        if c.bump() != Some('}') {
+            return out;
+        }
+        c.skip_trivia();
+        if c.bump() != Some(',') {
+            return out;
         }
     }
 }

@@ -565,30 +565,51 @@ fn kapacitor_guide_rules_load_and_run() {
 #[test]
 fn example_rules_load_and_fire_on_the_sick_host() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = std::fs::read_to_string(root.join("testdata/rules/hosts.lp")).unwrap();
+    let hosts = std::fs::read_to_string(root.join("testdata/rules/hosts.lp")).unwrap();
+    let heal = format!(
+        "{hosts}{}",
+        std::fs::read_to_string(root.join("testdata/rules/heal.lp")).unwrap()
+    );
     let source: Arc<dyn QuerySource> =
-        Arc::new(MemorySource::from_line_protocol(&data, 0).unwrap());
-    let mut paths: Vec<_> = std::fs::read_dir(root.join("../examples/rules"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
-        .collect();
-    paths.sort();
+        Arc::new(MemorySource::from_line_protocol(&hosts, 0).unwrap());
+    // The self-healing rules also see their diagnosis inputs (procstat_tcp, docker, …).
+    let heal_source: Arc<dyn QuerySource> =
+        Arc::new(MemorySource::from_line_protocol(&heal, 0).unwrap());
+    let paths = super::rule_files(&root.join("../examples/rules")).unwrap();
     assert!(paths.len() >= 10, "{paths:?}");
     for path in paths {
         let rule = load_rule(&path).unwrap_or_else(|e| panic!("{e}"));
         let name = rule.settings().name.clone();
-        let obs = match rule.evaluate(&source, NOW) {
+        let src = if name.starts_with("heal_") {
+            &heal_source
+        } else {
+            &source
+        };
+        let obs = match rule.evaluate(src, NOW) {
             CycleResult::Observed(o) => o,
             CycleResult::Failed(m) => panic!("{m}"),
         };
-        let hosts: Vec<&str> = obs.iter().map(|o| o.tags["host"].as_str()).collect();
-        assert_eq!(hosts, ["web1", "web2"], "{name}: {obs:#?}");
         let fired = |o: &Observation| {
             [o.levels.info, o.levels.warn, o.levels.crit]
                 .iter()
                 .any(|c| c.is_some_and(|c| c.matched))
         };
+        if name.starts_with("heal_") {
+            // The self-healing rules see several series per host (ports, servers, pids):
+            // nothing on web1 fires, something on web2 does.
+            let on = |h: &'static str| obs.iter().filter(move |o| o.tags["host"] == h);
+            assert!(
+                on("web1").count() > 0 && !on("web1").any(fired),
+                "{name}: {obs:#?}"
+            );
+            assert!(
+                on("web2").any(fired),
+                "{name} does not fire on web2: {obs:#?}"
+            );
+            continue;
+        }
+        let hosts: Vec<&str> = obs.iter().map(|o| o.tags["host"].as_str()).collect();
+        assert_eq!(hosts, ["web1", "web2"], "{name}: {obs:#?}");
         assert!(!fired(&obs[0]), "{name} fired on web1: {:?}", obs[0]);
         if name == "host_down" {
             // host_down alerts through NoData, not a level: both reporting hosts are OK.
@@ -672,4 +693,42 @@ fn check() {
         .map(|o| o.tags["host"].as_str())
         .collect();
     assert_eq!(firing, ["gone"]);
+}
+
+#[test]
+fn action_errors_name_line_and_column() {
+    let err = |src: &str| load_rule_source("a.rhai", src).unwrap_err().to_string();
+    let head = "rule(#{\n  notify: [],\n  actions: [\n    #{ action: \"restart_service\", unit: \"nginx\" },\n";
+    let tail = "  ],\n});\nfn check() { [] }\n";
+    let e = err(&format!(
+        "{head}    #{{ action: \"restart_servce\", unit: \"x\" }},\n{tail}"
+    ));
+    assert!(
+        e.starts_with("a.rhai:5:16:")
+            && e.contains("unknown action")
+            && e.contains("did you mean \"restart_service\""),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{head}    #{{ action: \"free_port\", port: \"80; rm\" }},\n{tail}"
+    ));
+    assert!(
+        e.starts_with("a.rhai:5:35:") && e.contains("not a TCP port"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{head}    #{{ action: \"free_port\", prot: 80 }},\n{tail}"
+    ));
+    assert!(
+        e.starts_with("a.rhai:5:29:") && e.contains("no argument \"prot\""),
+        "{e}"
+    );
+    let e = err(&format!("{head}    #{{ action: \"free_port\" }},\n{tail}"));
+    assert!(
+        e.starts_with("a.rhai:5:8:") && e.contains("needs `port`"),
+        "{e}"
+    );
+    let ok = load_rule_source("a.rhai", &format!("{head}    #{{ action: \"free_port\", port: \"{{{{tags.port}}}}\", after: \"30s\", max_attempts: 2 }},\n{tail}")).unwrap();
+    assert_eq!(ok.settings().actions.len(), 2);
+    assert_eq!(ok.settings().actions[1].max_attempts, 2);
 }

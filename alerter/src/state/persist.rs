@@ -73,6 +73,31 @@ struct StateFileIn {
     error: Option<ErrorState>,
 }
 
+/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
+/// directory (which must exist). The error names the path that failed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err((tmp, e));
+    }
+    fs::rename(&tmp, path).map_err(|e| (path.to_owned(), e))?;
+    // The rename is durable only once the directory entry is.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| (dir.to_owned(), e))
+}
+
 /// The state file of `rule_name` in `dir`. Characters other than ASCII letters, digits,
 /// `-`, `_` and `.` are written as `%XX` so any rule name maps to one plain file name.
 pub fn state_path(dir: &Path, rule_name: &str) -> PathBuf {
@@ -107,25 +132,7 @@ impl RuleState {
             path: path.clone(),
             source,
         })?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.tmp"));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e));
-        }
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        // The rename is durable only once the directory entry is.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
+        write_atomic(&path, &json).map_err(|(p, source)| PersistError::Io { path: p, source })
     }
 
     /// Reads this rule's state from `dir`: `Ok(None)` when there is no state file.

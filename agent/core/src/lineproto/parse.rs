@@ -17,12 +17,14 @@ pub struct LineProtocolError {
     pub message: String,
 }
 
-/// Parses a whole document; blank lines and `#` comments are skipped. Points without a
-/// timestamp get `default_time` (ns).
+/// Parses a whole document; blank lines and `#` comments are skipped, and the `> ` that
+/// `wk-agent --test` (and `telegraf --test`) put before each line is dropped, so their output
+/// is a recording as it is. Points without a timestamp get `default_time` (ns).
 pub fn parse(text: &str, default_time: i64) -> Result<Vec<Metric>, LineProtocolError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_start();
+        let line = line.strip_prefix("> ").unwrap_or(line);
         if line.trim_end().is_empty() || line.starts_with('#') {
             continue;
         }
@@ -225,6 +227,15 @@ mod tests {
             String::from_utf8(Serializer::default().serialize(std::slice::from_ref(&m))).unwrap();
         let back = parse(&text, 0).unwrap();
         assert_eq!(back, vec![m]);
+    }
+
+    #[test]
+    fn the_test_output_of_the_agent_is_a_recording() {
+        // Regression: `wk-agent --test > rec.lp` was refused at its `> ` prefix.
+        let text = "> mem,host=a used=1i 5\n> cpu,host=a usage_idle=90 6\n";
+        let ms = parse(text, 0).unwrap();
+        assert_eq!(ms.len(), 2);
+        assert_eq!((ms[0].name.as_ref(), ms[1].time), ("mem", 6));
     }
 
     #[test]

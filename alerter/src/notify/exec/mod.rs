@@ -77,9 +77,31 @@ pub fn tag_var(key: &str) -> String {
     s
 }
 
-/// The variables set for `event` (values with NUL bytes removed: they cannot be passed).
+/// Longest value of one `WK_*` variable; longer ones are cut (on a character boundary) and end
+/// in `…`. The kernel refuses a single environment string over 128 KiB (E2BIG), which made
+/// every exec of an event with a huge tag value fail; the whole event is on stdin anyway.
+pub const MAX_ENV_VALUE: usize = 4096;
+
+/// Variables beyond this many tags are left out (the event on stdin has them all).
+pub const MAX_TAG_VARS: usize = 64;
+
+/// `s` without NUL bytes (they cannot be passed) and at most [`MAX_ENV_VALUE`] bytes.
+fn env_value(s: &str) -> String {
+    let s = s.replace('\0', "");
+    if s.len() <= MAX_ENV_VALUE {
+        return s;
+    }
+    let mut end = MAX_ENV_VALUE - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The variables set for `event`: values without NUL bytes, each cut to [`MAX_ENV_VALUE`],
+/// at most [`MAX_TAG_VARS`] tags.
 pub fn event_env(e: &AlertEvent) -> Vec<(String, String)> {
-    let clean = |s: &str| s.replace('\0', "");
+    let clean = |s: &str| env_value(s);
     let mut v = vec![
         ("WK_ALERT_ID".to_owned(), clean(&e.id)),
         ("WK_ALERT_RULE".to_owned(), clean(&e.rule)),
@@ -100,7 +122,12 @@ pub fn event_env(e: &AlertEvent) -> Vec<(String, String)> {
             clean(e.category.as_deref().unwrap_or("")),
         ),
     ];
-    v.extend(e.tags.iter().map(|(k, val)| (tag_var(k), clean(val))));
+    v.extend(
+        e.tags
+            .iter()
+            .take(MAX_TAG_VARS)
+            .map(|(k, val)| (tag_var(k), clean(val))),
+    );
     v
 }
 
@@ -147,26 +174,107 @@ async fn read_limited(r: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> 
     }
 }
 
+/// What a finished program left: its exit status and the first bytes of its output.
+#[derive(Debug)]
+pub struct Captured {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Captured {
+    /// "exited with status N" / "was killed by signal N".
+    pub fn how(&self) -> String {
+        match (
+            self.status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&self.status),
+        ) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            (None, None) => "failed".to_owned(),
+        }
+    }
+}
+
+/// How to start a program: argv (never a shell), environment, stdin.
+#[derive(Debug, Clone, Default)]
+pub struct Program<'a> {
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    /// When false the program gets only `PATH` and `env`.
+    pub inherit_env: bool,
+    pub stdin: Vec<u8>,
+    /// How much of stdout and of stderr is kept (the rest is read and dropped).
+    pub max_output_bytes: usize,
+}
+
+/// Runs a program in its own process group and waits for it. Dropping the future (a timeout,
+/// a cancelled task) kills the whole group; so does the program's own exit (helpers it left
+/// in the background would otherwise keep our pipes open). Shared by the exec notifier and
+/// the recovery actions.
+pub async fn run_program(p: Program<'_>) -> std::io::Result<Captured> {
+    let Some((program, args)) = p.argv.split_first() else {
+        return Err(std::io::Error::new(ErrorKind::InvalidInput, "empty argv"));
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    if !p.inherit_env {
+        cmd.env_clear().env("PATH", DEFAULT_PATH);
+    }
+    cmd.args(args)
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let mut group = GroupKill {
+        pgid: child.id().map(|p| p as libc::pid_t),
+    };
+    let stdin = child.stdin.take();
+    let input = p.stdin;
+    let write = async move {
+        if let Some(mut s) = stdin {
+            // A program that does not read stdin closes the pipe: not an error.
+            let _ = s.write_all(&input).await;
+            let _ = s.shutdown().await;
+        }
+    };
+    let max = p.max_output_bytes;
+    let out = read_limited(child.stdout.take(), max);
+    let err = read_limited(child.stderr.take(), max);
+    let wait = async {
+        let status = child.wait().await;
+        group.kill();
+        status
+    };
+    let ((), status, stdout, stderr) = tokio::join!(write, wait, out, err);
+    Ok(Captured {
+        status: status?,
+        stdout,
+        stderr,
+    })
+}
+
 impl ExecNotifier {
     async fn run(&self, event: &AlertEvent) -> Result<(), NotifyError> {
-        let Some((program, args)) = self.argv.split_first() else {
+        let Some(program) = self.argv.first() else {
             return Err(NotifyError::Permanent("no command configured".into()));
         };
         let input = serde_json::to_vec(event)
             .map_err(|e| NotifyError::Permanent(format!("cannot serialize the event: {e}")))?;
-        let mut cmd = tokio::process::Command::new(program);
-        if !self.inherit_env {
-            cmd.env_clear().env("PATH", DEFAULT_PATH);
-        }
-        cmd.args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(event_env(event))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
+        let mut env = self.env.clone();
+        env.extend(event_env(event));
+        let max = self.max_output_bytes;
+        let done = run_program(Program {
+            argv: &self.argv,
+            env: &env,
+            inherit_env: self.inherit_env,
+            stdin: input,
+            max_output_bytes: max,
+        })
+        .await
+        .map_err(|e| {
             let msg = format!("cannot run {program:?}: {e}");
             match e.kind() {
                 ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::InvalidInput => {
@@ -175,43 +283,13 @@ impl ExecNotifier {
                 _ => NotifyError::Retryable(msg),
             }
         })?;
-        let mut group = GroupKill {
-            pgid: child.id().map(|p| p as libc::pid_t),
-        };
-        let stdin = child.stdin.take();
-        let write = async move {
-            if let Some(mut s) = stdin {
-                // A program that does not read stdin closes the pipe: not an error.
-                let _ = s.write_all(&input).await;
-                let _ = s.shutdown().await;
-            }
-        };
-        let max = self.max_output_bytes;
-        let out = read_limited(child.stdout.take(), max);
-        let err = read_limited(child.stderr.take(), max);
-        let wait = async {
-            let status = child.wait().await;
-            // Whatever the program left running in its group (a backgrounded helper holding
-            // our pipes open) goes with it, so reading stdout/stderr ends now.
-            group.kill();
-            status
-        };
-        let ((), status, out, err) = tokio::join!(write, wait, out, err);
-        let status = status.map_err(|e| NotifyError::Retryable(format!("{program:?}: {e}")))?;
-        if status.success() {
+        if done.status.success() {
             return Ok(());
         }
-        let how = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (None, Some(s)) => format!("was killed by signal {s}"),
-            (None, None) => "failed".to_owned(),
-        };
-        let mut text = String::from_utf8_lossy(&err).trim().to_owned();
+        let how = done.how();
+        let mut text = String::from_utf8_lossy(&done.stderr).trim().to_owned();
         if text.is_empty() {
-            text = String::from_utf8_lossy(&out).trim().to_owned();
+            text = String::from_utf8_lossy(&done.stdout).trim().to_owned();
         }
         let mut msg = format!("{program:?} {how}");
         if !text.is_empty() {

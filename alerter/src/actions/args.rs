@@ -1,0 +1,251 @@
+//! Typed action arguments. Every value — written in the rule or rendered from an alert's tags,
+//! which come from monitored hosts and are untrusted — must fit its type before anything
+//! runs. A value that fits is only ever one inert argv element (never part of a shell string;
+//! over ssh each element is quoted for the remote shell, see `host.rs`).
+
+use std::collections::BTreeMap;
+
+pub use crate::model::RawArg;
+
+/// The type of one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// A systemd unit name: `nginx`, `nginx.service`, `getty@tty1.service`.
+    Unit,
+    /// A docker container name or id: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+    Container,
+    /// A TCP port, 1–65535.
+    Port,
+    /// A process id, 2 or more (1 is init).
+    Pid,
+    /// A substring of a process's command line: letters, digits, space and `_.,:/=@+%-`.
+    Pattern,
+    /// A script's file name in the scripts directory: `[A-Za-z0-9_.-]`, not starting with `.`.
+    Script,
+    /// A plain word (script arguments): letters, digits and `_.,:/=@+%-`.
+    Word,
+    /// A count, 1–100.
+    Count,
+    /// One of the listed words.
+    OneOf(&'static [&'static str]),
+    /// A program and its arguments written in the rule (a list; never from tags).
+    Argv,
+    /// A list of [`ArgKind::Word`]s (each may come from tags).
+    Words,
+}
+
+impl ArgKind {
+    /// What a value of this kind looks like, for messages.
+    pub fn describe(self) -> String {
+        match self {
+            ArgKind::Unit => "a systemd unit name (letters, digits, `:_.@-`)".into(),
+            ArgKind::Container => "a container name ([A-Za-z0-9][A-Za-z0-9_.-]*)".into(),
+            ArgKind::Port => "a TCP port (1-65535)".into(),
+            ArgKind::Pid => "a process id (an integer > 1)".into(),
+            ArgKind::Pattern => {
+                "a command-line substring (letters, digits, space, `_.,:/=@+%-`)".into()
+            }
+            ArgKind::Script => "a script file name ([A-Za-z0-9_.-], no leading `.`)".into(),
+            ArgKind::Word => "a word (letters, digits, `_.,:/=@+%-`)".into(),
+            ArgKind::Count => "a count (1-100)".into(),
+            ArgKind::OneOf(w) => format!("one of {}", w.join(", ")),
+            ArgKind::Argv => {
+                "a list: program and arguments, e.g. [\"/usr/bin/app\", \"--serve\"]".into()
+            }
+            ArgKind::Words => "a list of words".into(),
+        }
+    }
+
+    /// Whether a list is expected.
+    pub fn is_list(self) -> bool {
+        matches!(self, ArgKind::Argv | ArgKind::Words)
+    }
+}
+
+/// One argument an action takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgSpec {
+    pub name: &'static str,
+    pub kind: ArgKind,
+    pub required: bool,
+}
+
+/// Longest accepted value.
+const MAX_LEN: usize = 256;
+
+fn chars_ok(s: &str, extra: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+/// Checks one scalar value against its kind. The error says what was refused and why, with
+/// the value escaped (it may hold control characters).
+pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{v:?} is not {}: {why}", kind.describe()));
+    if v.is_empty() {
+        return bad("empty");
+    }
+    if v.len() > MAX_LEN {
+        return bad("too long");
+    }
+    if v.chars().any(char::is_control) {
+        return bad("control characters (newline, tab, NUL…) are not allowed");
+    }
+    if v.starts_with('-') {
+        return bad("a leading `-` would be read as an option");
+    }
+    let ok = match kind {
+        ArgKind::Unit => chars_ok(v, ":_.@-"),
+        ArgKind::Container => chars_ok(v, "_.-"),
+        ArgKind::Port => {
+            return match v.parse::<u32>() {
+                Ok(p) if (1..=65535).contains(&p) && v.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(())
+                }
+                _ => bad("not a number in 1-65535"),
+            };
+        }
+        ArgKind::Pid => {
+            return match v.parse::<i32>() {
+                Ok(p) if p > 1 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+                _ => bad("not a number > 1"),
+            };
+        }
+        ArgKind::Count => {
+            return match v.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+                _ => bad("not a number in 1-100"),
+            };
+        }
+        ArgKind::Pattern => chars_ok(v, " _.,:/=@+%-") && !v.trim().is_empty(),
+        ArgKind::Script => chars_ok(v, "_.-") && !v.starts_with('.'),
+        ArgKind::Word | ArgKind::Words => chars_ok(v, "_.,:/=@+%-"),
+        ArgKind::OneOf(words) => words.contains(&v),
+        // A program written in the rule itself (not from tags): any text but control
+        // characters; it is never a shell string.
+        ArgKind::Argv => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        bad("character not allowed")
+    }
+}
+
+/// Validated, rendered arguments of one action run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    pub one: BTreeMap<String, String>,
+    pub lists: BTreeMap<String, Vec<String>>,
+}
+
+impl Args {
+    /// A scalar argument.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.one.get(name).map(String::as_str)
+    }
+
+    /// A list argument (empty when absent).
+    pub fn list(&self, name: &str) -> &[String] {
+        self.lists.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// `name=value, …` for logs and reports.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self.one.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        parts.extend(
+            self.lists
+                .iter()
+                .map(|(k, v)| format!("{k}=[{}]", v.join(" "))),
+        );
+        parts.join(", ")
+    }
+}
+
+/// Checks a value against `spec` (literal values at load, rendered ones before a run).
+pub fn check_value(spec: &ArgSpec, v: &RawArg) -> Result<(), String> {
+    match (spec.kind.is_list(), v) {
+        (false, RawArg::One(s)) => check(spec.kind, s),
+        (true, RawArg::List(l)) => {
+            if spec.kind == ArgKind::Argv && l.is_empty() {
+                return Err("must not be empty".into());
+            }
+            for (i, s) in l.iter().enumerate() {
+                if spec.kind == ArgKind::Argv {
+                    if s.chars().any(|c| c == '\0') || (i == 0 && s.is_empty()) {
+                        return Err(format!("element {i}: {s:?} is not allowed"));
+                    }
+                } else {
+                    check(ArgKind::Word, s).map_err(|m| format!("element {i}: {m}"))?;
+                }
+            }
+            Ok(())
+        }
+        (false, RawArg::List(_)) => Err(format!("expected {}, got a list", spec.kind.describe())),
+        (true, RawArg::One(_)) => Err(format!("expected {}", spec.kind.describe())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injection_payloads_are_refused_by_every_kind() {
+        let payloads = [
+            "nginx; touch X",
+            "$(id)",
+            "`id`",
+            "a\nb",
+            "--help",
+            "-rf",
+            "a|b",
+            "a&&b",
+            "x>y",
+            "a'b",
+            "a\"b",
+            "a\\b",
+            "",
+            "a\0b",
+            "*",
+        ];
+        for kind in [
+            ArgKind::Unit,
+            ArgKind::Container,
+            ArgKind::Port,
+            ArgKind::Pid,
+            ArgKind::Pattern,
+            ArgKind::Script,
+            ArgKind::Word,
+            ArgKind::Count,
+        ] {
+            for p in payloads {
+                assert!(check(kind, p).is_err(), "{kind:?} accepted {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_values_pass() {
+        assert!(check(ArgKind::Unit, "getty@tty1.service").is_ok());
+        assert!(check(ArgKind::Container, "web_db-1.2").is_ok());
+        assert!(check(ArgKind::Port, "8080").is_ok());
+        assert!(check(ArgKind::Port, "0").is_err());
+        assert!(check(ArgKind::Port, "65536").is_err());
+        assert!(check(ArgKind::Port, "+80").is_err());
+        assert!(check(ArgKind::Pid, "1").is_err());
+        assert!(check(ArgKind::Pid, "4242").is_ok());
+        assert!(check(ArgKind::Pattern, "python3 -m http.server 8080").is_ok());
+        assert!(check(ArgKind::Script, ".hidden").is_err());
+        assert!(check(ArgKind::Script, "../x").is_err());
+        assert!(check(ArgKind::Script, "drop_caches.sh").is_ok());
+        assert!(check(ArgKind::OneOf(&["cpu", "memory"]), "cpu").is_ok());
+        assert!(check(ArgKind::OneOf(&["cpu", "memory"]), "disk").is_err());
+    }
+
+    #[test]
+    fn refusal_messages_escape_the_value() {
+        let e = check(ArgKind::Unit, "a\nb; rm").unwrap_err();
+        assert!(e.contains("\"a\\nb; rm\""), "{e}");
+    }
+}

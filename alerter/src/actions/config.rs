@@ -1,0 +1,216 @@
+//! `[actions]` and `[[actions.ssh]]`: global switches, where scripts, the audit log and the
+//! host paths are, and how to reach remote hosts.
+//!
+//! ```toml
+//! [actions]
+//!   dry_run = false                       # true: log and report what would run, run nothing
+//!   scripts_dir = "/etc/wk-alerter/scripts"
+//!   audit_log = "/var/lib/wk-alerter/actions.log"
+//!   record = ["influx_actions"]           # notifiers that get one event per action (wk_actions)
+//!   local_hosts = ["web1"]                # host tag values that mean "this host" (+ hostname)
+//!
+//! [[actions.ssh]]
+//!   host = "web2"                         # the alert's host tag
+//!   address = "10.0.0.12"                 # default: host
+//!   user = "wk"
+//!   key = "/etc/wk-alerter/id_ed25519"    # must exist (checked at load)
+//!   known_hosts = "/etc/wk-alerter/known_hosts"
+//!   port = 22
+//! ```
+//!
+//! Where an action runs: the alert's `host` tag (or no tag) naming this host → locally; a
+//! host with an `[[actions.ssh]]` entry → over ssh; any other host → refused (reported),
+//! because running "restart nginx" on the alerter's host for an alert about another host
+//! would be wrong.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::de::DeTable;
+use wk_core::diag::{Diagnostics, Severity, Source};
+use wk_core::options::{EnvLookup, Options};
+
+use super::host::{Host, SshHost};
+
+/// The validated `[actions]` config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionsConfig {
+    /// false: rules' actions are ignored (still shown by `check`).
+    pub enabled: bool,
+    /// Global dry run: every action only says what it would do.
+    pub dry_run: bool,
+    pub scripts_dir: PathBuf,
+    /// Audit log file; empty = `<state_dir>/actions.log`.
+    pub audit_log: PathBuf,
+    pub audit_max_bytes: u64,
+    pub audit_keep: u32,
+    /// Notifier names that get one event per action result (an influxdb notifier with
+    /// `measurement = "wk_actions"` gives Grafana its panel).
+    pub record: Vec<String>,
+    /// Host tag values meaning this host (the hostname and `localhost` are always in).
+    pub local_hosts: Vec<String>,
+    pub proc_root: PathBuf,
+    pub passwd: PathBuf,
+    /// SIGTERM → SIGKILL grace for stopped processes.
+    pub grace: Duration,
+    pub max_output_bytes: usize,
+    pub ssh: Vec<SshHost>,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig {
+            enabled: true,
+            dry_run: false,
+            scripts_dir: "/etc/wk-alerter/scripts".into(),
+            audit_log: PathBuf::new(),
+            audit_max_bytes: 10 << 20,
+            audit_keep: 3,
+            record: Vec::new(),
+            local_hosts: Vec::new(),
+            proc_root: "/proc".into(),
+            passwd: "/etc/passwd".into(),
+            grace: Duration::from_secs(5),
+            max_output_bytes: 4096,
+            ssh: Vec::new(),
+        }
+    }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+}
+
+impl ActionsConfig {
+    /// Where an action for an alert with host tag `host` runs, or why it may not.
+    pub fn resolve(&self, host: Option<&str>) -> Result<Host, String> {
+        let Some(h) = host.filter(|h| !h.is_empty()) else {
+            return Ok(Host::Local);
+        };
+        if h == "localhost" || h == hostname() || self.local_hosts.iter().any(|l| l == h) {
+            return Ok(Host::Local);
+        }
+        if let Some(s) = self.ssh.iter().find(|s| s.host == h) {
+            return Ok(Host::Ssh(s.clone()));
+        }
+        Err(format!(
+            "host {h:?} is neither this host ({:?}, local_hosts) nor in [[actions.ssh]]: not acting on it",
+            hostname()
+        ))
+    }
+}
+
+/// Reads `[actions]` (with its `[[actions.ssh]]` entries) from a parsed config document.
+pub fn load(
+    src: &Source,
+    doc: &DeTable<'_>,
+    diags: &mut Diagnostics,
+    env: EnvLookup<'_>,
+) -> ActionsConfig {
+    let mut c = ActionsConfig::default();
+    let Some(section) = doc.get("actions") else {
+        return c;
+    };
+    let toml::de::DeValue::Table(t) = section.get_ref() else {
+        diags.push(src.diag(
+            Severity::Error,
+            section.span().start,
+            "[actions] must be a table",
+        ));
+        return c;
+    };
+    let mut o = Options::new(src, "actions", t, section.span().start, diags, env);
+    let d = ActionsConfig::default();
+    c.enabled = o.bool("enabled", d.enabled);
+    c.dry_run = o.bool("dry_run", d.dry_run);
+    c.scripts_dir = o
+        .string("scripts_dir", &d.scripts_dir.to_string_lossy())
+        .into();
+    c.audit_log = o.string("audit_log", "").into();
+    c.audit_max_bytes = o.size("audit_max_bytes", d.audit_max_bytes);
+    c.audit_keep = o.int("audit_keep", d.audit_keep.into(), 1, 100) as u32;
+    c.record = o.strings("record");
+    c.local_hosts = o.strings("local_hosts");
+    c.proc_root = o.string("proc_root", "/proc").into();
+    c.passwd = o.string("passwd", "/etc/passwd").into();
+    c.grace = o.duration("grace", d.grace);
+    c.max_output_bytes = o.size("max_output_bytes", d.max_output_bytes as u64) as usize;
+    let has_ssh = o.has("ssh");
+    o.finish();
+    if has_ssh && let Some(ssh) = t.get("ssh") {
+        for (i, (st, off)) in crate::notify::config::tables_of(ssh)
+            .into_iter()
+            .enumerate()
+        {
+            let mut o = Options::new(src, format!("actions.ssh.{i}"), st, off, diags, env);
+            let host = o.string("host", "");
+            if host.is_empty() {
+                o.error_at(
+                    "host",
+                    "is required: the alert's host tag this entry is for",
+                );
+            }
+            let address = o.opt_string("address").unwrap_or_else(|| host.clone());
+            let user = o.string("user", "");
+            if user.is_empty() {
+                o.error_at("user", "is required: the remote user (key auth only)");
+            }
+            let key: PathBuf = o.string("key", "").into();
+            if key.as_os_str().is_empty() {
+                o.error_at("key", "is required: the private key file (no passwords)");
+            } else if !key.is_file() {
+                o.error_at("key", format!("ssh key {} does not exist", key.display()));
+            }
+            let known_hosts: PathBuf = o.string("known_hosts", "").into();
+            if !known_hosts.as_os_str().is_empty() && !known_hosts.is_file() {
+                o.error_at(
+                    "known_hosts",
+                    format!("known_hosts file {} does not exist", known_hosts.display()),
+                );
+            }
+            let port = o.int("port", 22, 1, 65535) as u16;
+            let connect_timeout = o.duration("connect_timeout", Duration::from_secs(10));
+            if c.ssh.iter().any(|s: &SshHost| s.host == host) {
+                o.error_at("host", format!("{host:?} has two [[actions.ssh]] entries"));
+            }
+            o.finish();
+            c.ssh.push(SshHost {
+                host,
+                address,
+                user,
+                port,
+                key,
+                known_hosts,
+                connect_timeout,
+            });
+        }
+    }
+    c
+}
+
+impl ActionsConfig {
+    /// Checks a rule's actions against this config: a literal `run_script` name must be an
+    /// executable in `scripts_dir`. Errors carry the position of the offending value.
+    pub fn validate_rule(
+        &self,
+        settings: &crate::model::RuleSettings,
+    ) -> Result<(), (crate::model::Pos, String)> {
+        for (i, a) in settings.actions.iter().enumerate() {
+            if a.action == "run_script"
+                && let Some(super::RawArg::One(name)) = a.args.get("name")
+                && !name.contains("{{")
+                && let Err(e) = super::run_script::resolve(&self.scripts_dir, name)
+            {
+                let pos = a.arg_pos.get("name").copied().unwrap_or(a.pos);
+                return Err((pos, format!("rule(): actions[{i}]: name: {e}")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,805 @@
+//! The action engine: consumes alert events beside the notifiers and heals.
+//!
+//! Per firing alert instance whose rule has `actions`, one task:
+//!
+//! ```text
+//! alert event (level ≥ on) ──> wait until the fault has held `after` (fault = first evaluation
+//!   that saw it) ──> still firing? silenced / inhibited (host down)? ──> per action: render
+//!   the arguments from the tags and check their types (refused → reported, never run) →
+//!   where (local / ssh / refused) → dry run? → guard rails (busy, cooldown, budget; a spent
+//!   budget pages people once and stops) → run (timeout kills the process group) ──> settle
+//!   ──> verify (probe and/or the rule's query) ──> ONE report through the rule's notifiers,
+//!   the audit log, and one event per result to the `record` notifiers (wk_actions)
+//! ```
+//!
+//! Not recovered → after the cooldown the task tries again (within the budget). A recovery
+//! event ends the task at its next wait (a running action is never cancelled midway).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::audit::Audit;
+use super::guard::{Decision, Guard, InFlight};
+use super::rule::{ActionRule, Verify};
+use super::{ActionResult, ActionsConfig, Ctx};
+use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings, Value};
+use crate::notify::Router;
+use crate::source::QuerySource;
+use crate::template::format_duration;
+
+/// What verifying by query needs of a rule: one evaluation now (implemented by
+/// `crate::rules::Rule`; a trait here so that actions do not depend on the rule engine).
+pub trait Recheck: Send + Sync {
+    /// Evaluates the rule against `source` at `now_ns`.
+    fn evaluate(&self, source: &Arc<dyn QuerySource>, now_ns: i64) -> CycleResult;
+}
+
+/// A rule as the engine knows it: its settings (actions, notify) and, to verify by query,
+/// the rule itself.
+#[derive(Clone)]
+pub struct RuleEntry {
+    pub settings: RuleSettings,
+    pub rule: Option<Arc<dyn Recheck>>,
+}
+
+/// The engine. Cheap to clone; create it inside a tokio runtime.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RwLock<ActionsConfig>,
+    state_dir: PathBuf,
+    router: Router,
+    source: Option<Arc<dyn QuerySource>>,
+    guard: Mutex<Guard>,
+    audit: RwLock<Arc<Audit>>,
+    rules: RwLock<HashMap<String, RuleEntry>>,
+    /// Firing instances with a task: the latest event, `None` once recovered.
+    tasks: Mutex<HashMap<(String, String), Firing>>,
+    /// The last results (tests, diagnostics), newest last, bounded.
+    results: Mutex<Vec<ActionResult>>,
+    clock: Clock,
+}
+
+/// The latest event of a firing instance, `None` once it recovered.
+type Firing = watch::Sender<Option<AlertEvent>>;
+
+/// Wall-clock ns that advances with tokio's clock (so paused-time tests move it too).
+struct Clock {
+    base_ns: i64,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    fn now(&self) -> i64 {
+        self.base_ns + self.base.elapsed().as_nanos() as i64
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn audit_path(c: &ActionsConfig, state_dir: &std::path::Path) -> PathBuf {
+    if c.audit_log.as_os_str().is_empty() {
+        state_dir.join("actions.log")
+    } else {
+        c.audit_log.clone()
+    }
+}
+
+const KEEP_RESULTS: usize = 200;
+
+impl Engine {
+    /// Loads the guard-rail state from `state_dir`; actions that were in flight when the
+    /// alerter stopped are reported as interrupted (and not retried).
+    pub fn new(
+        config: ActionsConfig,
+        state_dir: PathBuf,
+        router: Router,
+        source: Option<Arc<dyn QuerySource>>,
+    ) -> Engine {
+        let audit = Audit::new(
+            Some(audit_path(&config, &state_dir)),
+            config.audit_max_bytes,
+            config.audit_keep,
+        );
+        let guard = Guard::load(&state_dir);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                config: RwLock::new(config),
+                state_dir,
+                router,
+                source,
+                guard: Mutex::new(guard),
+                audit: RwLock::new(Arc::new(audit)),
+                rules: RwLock::new(HashMap::new()),
+                tasks: Mutex::new(HashMap::new()),
+                results: Mutex::new(Vec::new()),
+                clock: Clock {
+                    base_ns: crate::clock::now_ns(),
+                    base: tokio::time::Instant::now(),
+                },
+            }),
+        };
+        engine.report_interrupted();
+        engine
+    }
+
+    /// Swaps in a new `[actions]` config (reload).
+    pub fn set_config(&self, config: ActionsConfig) {
+        let audit = Audit::new(
+            Some(audit_path(&config, &self.inner.state_dir)),
+            config.audit_max_bytes,
+            config.audit_keep,
+        );
+        *self
+            .inner
+            .audit
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(audit);
+        *self
+            .inner
+            .config
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    /// Tells the engine the loaded rules (at load and every reload).
+    pub fn set_rules(&self, rules: impl IntoIterator<Item = RuleEntry>) {
+        let map = rules
+            .into_iter()
+            .map(|r| (r.settings.name.clone(), r))
+            .collect();
+        *self
+            .inner
+            .rules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = map;
+    }
+
+    /// The last action results, oldest first.
+    pub fn results(&self) -> Vec<ActionResult> {
+        lock(&self.inner.results).clone()
+    }
+
+    /// The guard-rail state (tests).
+    pub fn guard(&self) -> Guard {
+        lock(&self.inner.guard).clone()
+    }
+
+    /// Hands the engine a batch of events (after the state machine, beside the router).
+    pub fn handle(&self, events: &[AlertEvent]) {
+        if !self.inner.config.read().map(|c| c.enabled).unwrap_or(true) {
+            return;
+        }
+        for e in events {
+            self.handle_one(e);
+        }
+    }
+
+    fn handle_one(&self, e: &AlertEvent) {
+        let key = (e.rule.clone(), e.id.clone());
+        let firing = e.kind == EventKind::Alert && e.level > Level::Ok;
+        let mut tasks = lock(&self.inner.tasks);
+        if let Some(tx) = tasks.get(&key) {
+            if tx.is_closed() {
+                tasks.remove(&key);
+            } else {
+                tx.send_replace(firing.then(|| e.clone()));
+                if !firing {
+                    tasks.remove(&key);
+                }
+                return;
+            }
+        }
+        if !firing {
+            return;
+        }
+        let actions: Vec<ActionRule> = {
+            let rules = self
+                .inner
+                .rules
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(r) = rules.get(&e.rule) else { return };
+            r.settings
+                .actions
+                .iter()
+                .filter(|a| e.level >= a.on)
+                .cloned()
+                .collect()
+        };
+        if actions.is_empty() {
+            return;
+        }
+        let (tx, rx) = watch::channel(Some(e.clone()));
+        tasks.insert(key, tx);
+        let engine = self.clone();
+        tokio::spawn(async move { engine.instance(rx, actions).await });
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    /// Sleeps until `deadline_ns`; false when the instance recovered meanwhile.
+    async fn wait(&self, rx: &mut watch::Receiver<Option<AlertEvent>>, deadline_ns: i64) -> bool {
+        loop {
+            if rx.borrow().is_none() {
+                return false;
+            }
+            let left = deadline_ns - self.now();
+            if left <= 0 {
+                return true;
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep(Duration::from_nanos(left as u64)) => {}
+            }
+        }
+    }
+
+    /// The life of one firing instance.
+    async fn instance(self, mut rx: watch::Receiver<Option<AlertEvent>>, actions: Vec<ActionRule>) {
+        let Some(first) = rx.borrow().clone() else {
+            return;
+        };
+        let fault_ns = first.time - first.duration.as_nanos() as i64;
+        let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
+        let mut due = fault_ns + after.as_nanos() as i64;
+        loop {
+            if !self.wait(&mut rx, due).await {
+                info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
+                return;
+            }
+            let Some(event) = rx.borrow().clone() else {
+                return;
+            };
+            let now = self.now();
+            if let Some(why) = self.inner.router.mute_reason(&event, now) {
+                info!(rule = %event.rule, id = %event.id, "actions paused: {why}");
+                due = now
+                    + actions
+                        .iter()
+                        .map(|a| a.cooldown)
+                        .min()
+                        .unwrap_or_default()
+                        .max(Duration::from_secs(10))
+                        .as_nanos() as i64;
+                continue;
+            }
+            match self.attempt(&event, &actions, fault_ns).await {
+                Next::Done => return,
+                Next::RetryAt(t) => due = t,
+            }
+        }
+    }
+
+    /// Runs the instance's actions once, verifies, reports. Says whether to try again.
+    async fn attempt(&self, event: &AlertEvent, actions: &[ActionRule], fault_ns: i64) -> Next {
+        let cfg = self
+            .inner
+            .config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let host_tag = event.tags.get("host").cloned().unwrap_or_default();
+        let mut ran: Vec<(usize, Box<dyn super::Action>, Ctx)> = Vec::new();
+        let mut results: Vec<ActionResult> = Vec::new();
+        let mut retry_at: Option<i64> = None;
+        let mut pages = Vec::new();
+        let mut stop = false;
+        for a in actions {
+            let now = self.now();
+            let mut r = ActionResult {
+                rule: event.rule.clone(),
+                alert_id: event.id.clone(),
+                action: a.action.clone(),
+                host: host_tag.clone(),
+                max_attempts: a.max_attempts,
+                fault_ns,
+                detected_ns: event.time,
+                started_ns: now,
+                ..Default::default()
+            };
+            let args = match a.render(event) {
+                Ok(args) => args,
+                Err(m) => {
+                    warn!(rule = %event.rule, id = %event.id, "{m}");
+                    r.status = "refused".into();
+                    r.stderr = m;
+                    results.push(r);
+                    stop = true;
+                    continue;
+                }
+            };
+            r.args = args.summary();
+            let host = match cfg.resolve(event.tags.get("host").map(String::as_str)) {
+                Ok(h) => h,
+                Err(m) => {
+                    warn!(rule = %event.rule, id = %event.id, "{m}");
+                    r.status = "refused".into();
+                    r.stderr = m;
+                    results.push(r);
+                    stop = true;
+                    continue;
+                }
+            };
+            r.ran_on = host.describe();
+            let Some(spec) = super::find(&a.action) else {
+                continue;
+            };
+            let action = (spec.build)(&args);
+            let ctx = Ctx {
+                host: host.clone(),
+                proc_root: cfg.proc_root.clone(),
+                passwd: cfg.passwd.clone(),
+                scripts_dir: cfg.scripts_dir.clone(),
+                timeout: a.timeout,
+                grace: cfg.grace,
+                max_output: cfg.max_output_bytes,
+            };
+            if a.dry_run || cfg.dry_run {
+                r.status = "dry_run".into();
+                r.did = format!(
+                    "would run on {}: {}",
+                    host.describe(),
+                    action.plan().join("; ")
+                );
+                info!(rule = %event.rule, id = %event.id, action = %a.action, "dry run: {}", r.did);
+                r.finished_ns = now;
+                results.push(r);
+                stop = true;
+                continue;
+            }
+            let target = format!("{host_tag}|{}|{}", a.action, r.args);
+            let decision =
+                lock(&self.inner.guard).decide(&target, now, a.max_attempts, a.window, a.cooldown);
+            match decision {
+                Decision::Go { attempt } => {
+                    r.attempt = attempt;
+                    self.begin(&target, now, event, &r);
+                    info!(rule = %event.rule, id = %event.id, action = %a.action, args = %r.args,
+                          on = %r.ran_on, attempt, "running action");
+                    let done = action.run(&ctx).await;
+                    let end = self.now();
+                    self.end(&target, end);
+                    r.status = "ran".into();
+                    r.before = done.before;
+                    r.did = done.did;
+                    r.exit_status = done.exit_status;
+                    r.stderr = done.stderr;
+                    r.commands = done.commands;
+                    r.finished_ns = end;
+                    if !done.ok {
+                        warn!(rule = %event.rule, action = %a.action, "action failed: {}", r.stderr);
+                    }
+                    let next = end + a.cooldown.as_nanos() as i64;
+                    retry_at = Some(retry_at.map_or(next, |t| t.max(next)));
+                    ran.push((results.len(), action, ctx));
+                    results.push(r);
+                }
+                Decision::Busy => {
+                    info!(rule = %event.rule, action = %a.action, "another action on {target} is running; skipped");
+                    retry_at =
+                        Some(retry_at.unwrap_or(now + Duration::from_secs(5).as_nanos() as i64));
+                }
+                Decision::Cooldown { until_ns } => {
+                    retry_at = Some(retry_at.map_or(until_ns, |t| t.max(until_ns)));
+                }
+                Decision::Exhausted { page, attempts } => {
+                    stop = true;
+                    if page {
+                        r.status = "gave_up".into();
+                        r.attempt = attempts;
+                        r.did = format!(
+                            "{} attempts of {}({}) on {} within {} did not recover it; no more actions until the window frees up — please look",
+                            attempts,
+                            a.action,
+                            r.args,
+                            if host_tag.is_empty() {
+                                "this host"
+                            } else {
+                                &host_tag
+                            },
+                            format_duration(a.window)
+                        );
+                        error!(rule = %event.rule, id = %event.id, "{}", r.did);
+                        pages.push(r);
+                    }
+                }
+            }
+        }
+        if !ran.is_empty() {
+            let settle = actions.iter().map(|a| a.settle).max().unwrap_or_default();
+            tokio::time::sleep(settle).await;
+            let query = self.query_recovered(event, actions).await;
+            let mut all = true;
+            for (i, action, ctx) in &ran {
+                let a = &actions
+                    .iter()
+                    .find(|a| a.action == results[*i].action)
+                    .cloned()
+                    .unwrap_or_default();
+                let probe = action.probe(ctx).await;
+                let r = &mut results[*i];
+                r.after = probe.after;
+                let recovered = match (a.verify, probe.healthy, query) {
+                    (Verify::Probe, p, _) => p.unwrap_or(false),
+                    (Verify::Query, _, q) => q.unwrap_or(false),
+                    (Verify::Both, p, q) => p.unwrap_or(false) && q.unwrap_or(false),
+                    (Verify::Auto, Some(p), _) => p,
+                    (Verify::Auto, None, q) => q.unwrap_or(false),
+                };
+                if let Some(q) = query {
+                    let s = if q {
+                        "rule query: recovered"
+                    } else {
+                        "rule query: still firing"
+                    };
+                    r.after = if r.after.is_empty() {
+                        s.to_owned()
+                    } else {
+                        format!("{}; {s}", r.after)
+                    };
+                }
+                r.recovered = recovered;
+                r.verified_ns = self.now();
+                all &= r.recovered;
+            }
+            if all {
+                stop = true;
+            }
+        }
+        for r in &results {
+            self.record(r);
+        }
+        if !results.is_empty() {
+            self.report(event, &results);
+        }
+        for p in &pages {
+            self.record(p);
+            self.report(event, std::slice::from_ref(p));
+        }
+        match (stop, retry_at) {
+            (false, Some(t)) => Next::RetryAt(t),
+            _ => Next::Done,
+        }
+    }
+
+    fn begin(&self, target: &str, now: i64, event: &AlertEvent, r: &ActionResult) {
+        let notify = self
+            .inner
+            .rules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&event.rule).map(|e| e.settings.notify.clone()))
+            .unwrap_or_default();
+        let mut g = lock(&self.inner.guard);
+        g.begin(
+            target,
+            now,
+            InFlight {
+                rule: event.rule.clone(),
+                alert_id: event.id.clone(),
+                action: r.action.clone(),
+                args: r.args.clone(),
+                host: r.host.clone(),
+                started_ns: now,
+                notify,
+                tags: event.tags.clone(),
+            },
+        );
+        self.save(&g);
+    }
+
+    fn end(&self, target: &str, now: i64) {
+        let mut g = lock(&self.inner.guard);
+        g.end(target, now);
+        g.prune(now, Duration::from_secs(7 * 24 * 3600));
+        self.save(&g);
+    }
+
+    fn save(&self, g: &Guard) {
+        if let Err(e) = g.save(&self.inner.state_dir) {
+            error!("cannot save the action state: {e}");
+        }
+    }
+
+    /// Re-runs the rule: `Some(true)` when the instance's series is back below every
+    /// action's `on` level, `None` when the rule or a source is not available.
+    async fn query_recovered(&self, event: &AlertEvent, actions: &[ActionRule]) -> Option<bool> {
+        if !actions
+            .iter()
+            .any(|a| matches!(a.verify, Verify::Query | Verify::Both | Verify::Auto))
+        {
+            return None;
+        }
+        let source = self.inner.source.clone()?;
+        let rule = self
+            .inner
+            .rules
+            .read()
+            .ok()?
+            .get(&event.rule)?
+            .rule
+            .clone()?;
+        let on = actions
+            .iter()
+            .map(|a| a.on)
+            .min()
+            .unwrap_or(Level::Critical);
+        let now = self.now();
+        let result = tokio::task::spawn_blocking(move || Recheck::evaluate(&*rule, &source, now))
+            .await
+            .ok()?;
+        let CycleResult::Observed(obs) = result else {
+            return None;
+        };
+        let level = obs
+            .iter()
+            .find(|o| {
+                o.tags.iter().all(|(k, v)| event.tags.get(k) == Some(v)) && !o.tags.is_empty()
+                    || o.tags == event.tags
+            })
+            .map(|o| crate::state::determine_level(Level::Ok, &o.levels))
+            .unwrap_or(Level::Ok);
+        Some(level < on)
+    }
+
+    fn record(&self, r: &ActionResult) {
+        let audit = self
+            .inner
+            .audit
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        audit.write(r);
+        {
+            let mut res = lock(&self.inner.results);
+            res.push(r.clone());
+            let n = res.len();
+            if n > KEEP_RESULTS {
+                res.drain(..n - KEEP_RESULTS);
+            }
+        }
+        let record = self
+            .inner
+            .config
+            .read()
+            .map(|c| c.record.clone())
+            .unwrap_or_default();
+        if record.is_empty() {
+            return;
+        }
+        let mut tags = BTreeMap::new();
+        tags.insert("host".to_owned(), r.host.clone());
+        tags.insert("action".to_owned(), r.action.clone());
+        tags.insert("status".to_owned(), r.status.clone());
+        let e = AlertEvent {
+            rule: r.rule.clone(),
+            id: format!("{}:action:{}", r.alert_id, r.action),
+            message: summary_line(r),
+            details: String::new(),
+            kind: EventKind::Alert,
+            level: if r.recovered {
+                Level::Ok
+            } else {
+                Level::Critical
+            },
+            previous_level: Level::Critical,
+            tags,
+            fields: r.fields(),
+            time: if r.finished_ns > 0 {
+                r.finished_ns
+            } else {
+                self.now()
+            },
+            duration: Duration::ZERO,
+            notify: record,
+            category: None,
+        };
+        self.inner.router.dispatch(vec![e]);
+    }
+
+    /// The one message for an attempt, through the rule's notifiers.
+    fn report(&self, event: &AlertEvent, results: &[ActionResult]) {
+        let notify = self
+            .inner
+            .rules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&event.rule).map(|e| e.settings.notify.clone()))
+            .unwrap_or_else(|| event.notify.clone());
+        if notify.is_empty() {
+            return;
+        }
+        let recovered = results
+            .iter()
+            .filter(|r| r.status == "ran")
+            .all(|r| r.recovered)
+            && results.iter().any(|r| r.status == "ran");
+        let mut fields = results
+            .first()
+            .map(ActionResult::fields)
+            .unwrap_or_default();
+        fields.insert("recovered".into(), Value::Bool(recovered));
+        let e = AlertEvent {
+            rule: event.rule.clone(),
+            id: format!("{}:actions", event.id),
+            message: report_subject(event, results, recovered),
+            details: report_text(event, results),
+            kind: EventKind::Alert,
+            level: if recovered { Level::Ok } else { event.level },
+            previous_level: event.level,
+            tags: event.tags.clone(),
+            fields,
+            time: self.now(),
+            duration: event.duration,
+            notify,
+            category: None,
+        };
+        self.inner.router.dispatch(vec![e]);
+    }
+
+    fn report_interrupted(&self) {
+        let now = self.now();
+        let lost = {
+            let mut g = lock(&self.inner.guard);
+            let lost = g.take_interrupted(now);
+            if !lost.is_empty() {
+                self.save(&g);
+            }
+            lost
+        };
+        for f in lost {
+            let r = ActionResult {
+                rule: f.rule.clone(),
+                alert_id: f.alert_id.clone(),
+                action: f.action.clone(),
+                args: f.args.clone(),
+                host: f.host.clone(),
+                status: "interrupted".into(),
+                did: format!(
+                    "{}({}) was running when the alerter stopped (started {}); its outcome is unknown and it is not retried automatically",
+                    f.action,
+                    f.args,
+                    crate::template::format_rfc3339(f.started_ns)
+                ),
+                started_ns: f.started_ns,
+                finished_ns: now,
+                ..Default::default()
+            };
+            warn!(rule = %f.rule, id = %f.alert_id, "{}", r.did);
+            self.record(&r);
+            let event = AlertEvent {
+                rule: f.rule.clone(),
+                id: f.alert_id.clone(),
+                message: String::new(),
+                details: String::new(),
+                kind: EventKind::Alert,
+                level: Level::Critical,
+                previous_level: Level::Critical,
+                tags: f.tags.clone(),
+                fields: BTreeMap::new(),
+                time: now,
+                duration: Duration::ZERO,
+                notify: f.notify.clone(),
+                category: None,
+            };
+            self.report(&event, std::slice::from_ref(&r));
+        }
+    }
+}
+
+enum Next {
+    Done,
+    RetryAt(i64),
+}
+
+fn ms(a: i64, b: i64) -> String {
+    format_duration(Duration::from_nanos((b - a).max(0) as u64))
+}
+
+/// One line: what happened (the subject of an email).
+pub fn summary_line(r: &ActionResult) -> String {
+    let host = if r.host.is_empty() { "local" } else { &r.host };
+    let outcome = match r.status.as_str() {
+        "ran" if r.recovered => "recovered".to_owned(),
+        "ran" => "NOT recovered".to_owned(),
+        s => s.replace('_', " "),
+    };
+    format!("{host}: {}({}) {outcome}", r.action, r.args)
+}
+
+fn report_subject(event: &AlertEvent, results: &[ActionResult], recovered: bool) -> String {
+    let host = event.tags.get("host").map_or("local", String::as_str);
+    let what: Vec<String> = results
+        .iter()
+        .map(|r| format!("{}({})", r.action, r.args))
+        .collect();
+    let outcome = if recovered {
+        "recovered".to_owned()
+    } else {
+        results
+            .iter()
+            .map(|r| match r.status.as_str() {
+                "ran" => "not recovered",
+                "dry_run" => "dry run",
+                "refused" => "refused",
+                "gave_up" => "gave up",
+                "interrupted" => "interrupted",
+                _ => "skipped",
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("[{}] {host}: {} — {outcome}", event.rule, what.join(" + "))
+}
+
+/// The report body: host, what was found, what was done, the result, the timeline.
+pub fn report_text(event: &AlertEvent, results: &[ActionResult]) -> String {
+    let mut s = String::new();
+    let host = event.tags.get("host").map_or("this host", String::as_str);
+    s.push_str(&format!(
+        "alert: {} ({}) on {host}\n",
+        event.id, event.level
+    ));
+    if !event.message.is_empty() {
+        s.push_str(&format!("message: {}\n", event.message));
+    }
+    for r in results {
+        s.push_str(&format!(
+            "\naction: {}({}) on {} — {}",
+            r.action,
+            r.args,
+            if r.ran_on.is_empty() { "-" } else { &r.ran_on },
+            r.status
+        ));
+        if r.attempt > 0 {
+            s.push_str(&format!(", attempt {} of {}", r.attempt, r.max_attempts));
+        }
+        s.push('\n');
+        for (k, v) in [
+            ("found", &r.before),
+            ("did", &r.did),
+            ("after", &r.after),
+            ("error", &r.stderr),
+        ] {
+            if !v.is_empty() {
+                s.push_str(&format!("  {k}: {v}\n"));
+            }
+        }
+        if let Some(c) = r.exit_status {
+            s.push_str(&format!("  exit status: {c}\n"));
+        }
+        if r.status == "ran" {
+            s.push_str(&format!(
+                "  result: {}\n",
+                if r.recovered {
+                    "RECOVERED"
+                } else {
+                    "NOT RECOVERED"
+                }
+            ));
+            s.push_str(&format!(
+                "  timeline: fault → detection {}, → action {}, → verified {}\n",
+                ms(r.fault_ns, r.detected_ns),
+                ms(r.fault_ns, r.started_ns),
+                ms(r.fault_ns, r.verified_ns)
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use std::time::Duration;
+
+use super::*;
+use crate::actions::RawArg;
+use crate::actions::rule::ActionRule;
+use crate::notify::NotifyPlan;
+
+fn event(rule: &str, level: Level, tags: &[(&str, &str)]) -> AlertEvent {
+    AlertEvent {
+        rule: rule.into(),
+        id: format!("{rule}:x"),
+        message: "down".into(),
+        details: String::new(),
+        kind: EventKind::Alert,
+        level,
+        previous_level: Level::Ok,
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        fields: Default::default(),
+        time: crate::clock::now_ns(),
+        duration: Duration::ZERO,
+        notify: vec![],
+        category: None,
+    }
+}
+
+fn never_recovers() -> ActionRule {
+    let mut a = ActionRule {
+        action: "restart_process".into(),
+        max_attempts: 2,
+        window: Duration::from_secs(3600),
+        cooldown: Duration::from_secs(60),
+        settle: Duration::from_secs(5),
+        after: Duration::from_secs(30),
+        ..ActionRule::default()
+    };
+    a.args.insert(
+        "pattern".into(),
+        RawArg::One("wk-no-such-process-zz".into()),
+    );
+    a.args
+        .insert("start".into(), RawArg::List(vec!["true".into()]));
+    a
+}
+
+fn engine(dir: &std::path::Path, actions: Vec<ActionRule>) -> Engine {
+    let e = Engine::new(
+        ActionsConfig::default(),
+        dir.to_owned(),
+        Router::start(NotifyPlan::default()),
+        None,
+    );
+    e.set_rules([RuleEntry {
+        settings: RuleSettings {
+            name: "r".into(),
+            actions,
+            ..RuleSettings::default()
+        },
+        rule: None,
+    }]);
+    e
+}
+
+async fn settle(e: &Engine, n: usize) {
+    for _ in 0..10_000 {
+        if e.results().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("only {:?}", e.results());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_after_then_at_most_n_attempts_then_pages_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(e.results().is_empty(), "nothing before `after`");
+    settle(&e, 3).await;
+    let r = e.results();
+    let st: Vec<&str> = r.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(st, ["ran", "ran", "gave_up"]);
+    assert!(!r[0].recovered && !r[1].recovered);
+    assert_eq!((r[0].attempt, r[1].attempt), (1, 2));
+    let gap = r[1].started_ns - r[0].finished_ns;
+    assert!(gap >= 60_000_000_000, "cooldown respected: {gap}");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(e.results().len(), 3, "paged once, then silent");
+    // The budget survives a restart: a new engine over the same state dir gives up at once.
+    let e2 = engine(dir.path(), vec![never_recovers()]);
+    e2.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e2, 1).await;
+    assert_eq!(e2.results()[0].status, "gave_up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_before_after_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut ok = event("r", Level::Ok, &[]);
+    ok.kind = EventKind::Recovery;
+    e.handle(&[ok]);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(e.results().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn injected_tag_values_are_refused_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("X");
+    let mut a = ActionRule {
+        action: "restart_service".into(),
+        ..ActionRule::default()
+    };
+    a.args
+        .insert("unit".into(), RawArg::One("{{tags.service}}".into()));
+    let e = engine(dir.path(), vec![a]);
+    for (i, payload) in [
+        format!("nginx; touch {}", marker.display()),
+        "$(id)".into(),
+        "`id`".into(),
+        "a\nb".into(),
+        "--help".into(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut ev = event("r", Level::Critical, &[("service", payload)]);
+        ev.id = format!("r:{i}");
+        e.handle(&[ev]);
+    }
+    settle(&e, 5).await;
+    for r in e.results() {
+        assert_eq!(r.status, "refused", "{r:?}");
+        assert!(r.commands.is_empty());
+    }
+    assert!(!marker.exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_says_what_it_would_do_and_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = never_recovers();
+    a.dry_run = true;
+    let e = engine(dir.path(), vec![a]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 1).await;
+    let r = &e.results()[0];
+    assert_eq!(r.status, "dry_run");
+    assert!(r.did.contains("would run on local"), "{}", r.did);
+    assert!(e.guard().targets.values().all(|t| t.attempts.is_empty()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_hosts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[("host", "elsewhere-zz")])]);
+    settle(&e, 1).await;
+    assert_eq!(e.results()[0].status, "refused");
+    assert!(e.results()[0].stderr.contains("[[actions.ssh]]"));
+}

@@ -1,0 +1,123 @@
+//! `free_port`: finds who holds a listening TCP port (from /proc: socket inode → process;
+//! command, pid, user), stops it (SIGTERM, then SIGKILL after the grace time) and reports
+//! who it was. Runs on the alerter's host.
+
+use std::sync::Mutex;
+
+use super::{
+    Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, alive, describe_process,
+    stop_processes,
+};
+
+/// Registry entry.
+pub const SPEC: super::ActionSpec = super::ActionSpec {
+    name: "free_port",
+    description: "Find the process holding a TCP port (command, pid, user), stop it and report who it was",
+    args: &[ArgSpec {
+        name: "port",
+        kind: ArgKind::Port,
+        required: true,
+    }],
+    one_of: &[],
+    build,
+};
+
+fn build(a: &Args) -> Box<dyn Action> {
+    Box::new(FreePort {
+        port: a.get("port").and_then(|p| p.parse().ok()).unwrap_or(0),
+        stopped: Mutex::new(Vec::new()),
+    })
+}
+
+/// The action.
+pub struct FreePort {
+    pub port: u16,
+    stopped: Mutex<Vec<i32>>,
+}
+
+impl Action for FreePort {
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
+        Box::pin(async move {
+            if let Host::Ssh(_) = ctx.host {
+                return Done {
+                    stderr: "free_port reads /proc on the alerter's host; for a remote host use run_script".into(),
+                    ..Done::default()
+                };
+            }
+            let users = wk_core::procs::user_names(&ctx.passwd);
+            let me = std::process::id() as i32;
+            let holders: Vec<_> = wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
+                .into_iter()
+                .filter(|p| p.pid != me)
+                .collect();
+            let mut d = Done {
+                ok: true,
+                ..Done::default()
+            };
+            if holders.is_empty() {
+                d.before = format!("port {} is not held by any process", self.port);
+                d.did = "nothing to stop".into();
+                return d;
+            }
+            d.before = format!(
+                "port {} held by {}",
+                self.port,
+                holders
+                    .iter()
+                    .map(|p| describe_process(p, &users))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            let pids: Vec<i32> = holders.iter().map(|p| p.pid).collect();
+            if let Ok(mut s) = self.stopped.lock() {
+                *s = pids.clone();
+            }
+            let stopped = stop_processes(ctx, &pids).await;
+            d.did = stopped
+                .iter()
+                .map(|(pid, how)| {
+                    let who = holders
+                        .iter()
+                        .find(|p| p.pid == *pid)
+                        .map(|p| describe_process(p, &users))
+                        .unwrap_or_default();
+                    format!("stopped {who}: {how}")
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            d
+        })
+    }
+
+    fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
+        Box::pin(async move {
+            let old = self.stopped.lock().map(|s| s.clone()).unwrap_or_default();
+            let left: Vec<i32> = old
+                .iter()
+                .copied()
+                .filter(|p| alive(&ctx.proc_root, *p))
+                .collect();
+            let users = wk_core::procs::user_names(&ctx.passwd);
+            let now: Vec<String> = wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
+                .iter()
+                .map(|p| describe_process(p, &users))
+                .collect();
+            let after = match (left.is_empty(), now.is_empty()) {
+                (false, _) => format!("still running: {left:?}"),
+                (true, true) => format!("port {} is free", self.port),
+                (true, false) => format!("port {} now held by {}", self.port, now.join("; ")),
+            };
+            Probe {
+                after,
+                healthy: Some(left.is_empty()),
+            }
+        })
+    }
+
+    fn plan(&self) -> Vec<String> {
+        vec![format!(
+            "SIGTERM (then SIGKILL) the holder of TCP port {}",
+            self.port
+        )]
+    }
+}

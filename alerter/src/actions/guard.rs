@@ -1,0 +1,236 @@
+//! Guard rails, as plain data with the clock as an argument (so they are tested without
+//! waiting): per target (host + action + rendered arguments) the attempt times within the
+//! window, the end of the last attempt (cooldown), whether people were paged for a spent
+//! budget, and the action in flight. Saved to `<state_dir>/actions.state.json` after every
+//! change, so a restart keeps the budget; an action still in flight when the alerter stopped
+//! is reported as interrupted at the next start and counts as an attempt (never retried
+//! blindly).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// File name under `state_dir`.
+pub const FILE: &str = "actions.state.json";
+
+/// An action that was running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub rule: String,
+    pub alert_id: String,
+    pub action: String,
+    pub args: String,
+    pub host: String,
+    pub started_ns: i64,
+    /// The rule's notifiers, to report the interruption even if the rule is gone.
+    pub notify: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One target's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Start times (ns) of the attempts within the window.
+    pub attempts: Vec<i64>,
+    /// When the last attempt ended (ns; 0 = never).
+    pub last_end_ns: i64,
+    /// People were told the budget is spent (once per spent window).
+    pub paged: bool,
+    pub in_flight: Option<InFlight>,
+}
+
+/// What the guard rails say about a new attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run it: this is attempt `attempt` of the window.
+    Go { attempt: u32 },
+    /// Another action on this target is running.
+    Busy,
+    /// Too soon after the last attempt; allowed again at `until_ns`.
+    Cooldown { until_ns: i64 },
+    /// `max_attempts` used within the window. `page` is true the first time (tell people).
+    Exhausted { page: bool, attempts: u32 },
+}
+
+/// The guard-rail state of every target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub version: u32,
+    pub targets: BTreeMap<String, Target>,
+}
+
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Guard {
+    /// Decides whether an attempt on `key` may start at `now`; does not record it.
+    pub fn decide(
+        &mut self,
+        key: &str,
+        now: i64,
+        max_attempts: u32,
+        window: Duration,
+        cooldown: Duration,
+    ) -> Decision {
+        let t = self.targets.entry(key.to_owned()).or_default();
+        t.attempts.retain(|&a| now - a < ns(window));
+        if (t.attempts.len() as u32) < max_attempts {
+            t.paged = false;
+        }
+        if t.in_flight.is_some() {
+            return Decision::Busy;
+        }
+        let attempts = t.attempts.len() as u32;
+        if attempts >= max_attempts {
+            let page = !t.paged;
+            t.paged = true;
+            return Decision::Exhausted { page, attempts };
+        }
+        if t.last_end_ns > 0 && now < t.last_end_ns.saturating_add(ns(cooldown)) {
+            return Decision::Cooldown {
+                until_ns: t.last_end_ns + ns(cooldown),
+            };
+        }
+        Decision::Go {
+            attempt: attempts + 1,
+        }
+    }
+
+    /// Records the start of an attempt.
+    pub fn begin(&mut self, key: &str, now: i64, f: InFlight) {
+        let t = self.targets.entry(key.to_owned()).or_default();
+        t.attempts.push(now);
+        t.in_flight = Some(f);
+    }
+
+    /// Records the end of an attempt.
+    pub fn end(&mut self, key: &str, now: i64) {
+        if let Some(t) = self.targets.get_mut(key) {
+            t.in_flight = None;
+            t.last_end_ns = now;
+        }
+    }
+
+    /// Takes the actions that were in flight (after a load: interrupted by a restart).
+    pub fn take_interrupted(&mut self, now: i64) -> Vec<InFlight> {
+        let mut out = Vec::new();
+        for t in self.targets.values_mut() {
+            if let Some(f) = t.in_flight.take() {
+                t.last_end_ns = now;
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// Forgets targets with no attempt in the window and nothing in flight (bounded size).
+    pub fn prune(&mut self, now: i64, window: Duration) {
+        self.targets.retain(|_, t| {
+            t.in_flight.is_some() || t.attempts.iter().any(|&a| now - a < ns(window))
+        });
+    }
+
+    /// The state file under `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE)
+    }
+
+    /// Loads the state (empty when absent; an unreadable file is logged and ignored).
+    pub fn load(dir: &Path) -> Guard {
+        let path = Guard::path(dir);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(file = %path.display(), "action state unreadable, starting empty: {e}");
+                Guard::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Guard::default(),
+            Err(e) => {
+                tracing::error!(file = %path.display(), "cannot read action state: {e}");
+                Guard::default()
+            }
+        }
+    }
+
+    /// Saves atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        crate::state::write_atomic(&Guard::path(dir), &json)
+            .map_err(|(p, e)| format!("{}: {e}", p.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn fl() -> InFlight {
+        InFlight {
+            rule: "r".into(),
+            alert_id: "r:h".into(),
+            action: "restart_process".into(),
+            args: "pattern=x".into(),
+            host: "h".into(),
+            started_ns: 0,
+            notify: vec![],
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn budget_cooldown_busy_and_page_once() {
+        let (w, c) = (Duration::from_secs(600), Duration::from_secs(60));
+        let mut g = Guard::default();
+        let k = "h|restart_process|pattern=x";
+        assert_eq!(g.decide(k, 0, 2, w, c), Decision::Go { attempt: 1 });
+        g.begin(k, 0, fl());
+        assert_eq!(g.decide(k, S, 2, w, c), Decision::Busy);
+        g.end(k, 10 * S);
+        assert!(
+            matches!(g.decide(k, 20 * S, 2, w, c), Decision::Cooldown { until_ns } if until_ns == 70 * S)
+        );
+        assert_eq!(g.decide(k, 70 * S, 2, w, c), Decision::Go { attempt: 2 });
+        g.begin(k, 70 * S, fl());
+        g.end(k, 80 * S);
+        assert_eq!(
+            g.decide(k, 200 * S, 2, w, c),
+            Decision::Exhausted {
+                page: true,
+                attempts: 2
+            }
+        );
+        assert_eq!(
+            g.decide(k, 300 * S, 2, w, c),
+            Decision::Exhausted {
+                page: false,
+                attempts: 2
+            }
+        );
+        // The first attempt leaves the window: one more is allowed, and a later exhaustion
+        // pages again.
+        assert_eq!(g.decide(k, 601 * S, 2, w, c), Decision::Go { attempt: 2 });
+    }
+
+    #[test]
+    fn state_survives_a_restart_and_in_flight_is_reported_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Guard::default();
+        g.begin("k", 5 * S, fl());
+        g.save(dir.path()).unwrap();
+        let mut back = Guard::load(dir.path());
+        assert_eq!(back, g);
+        let lost = back.take_interrupted(9 * S);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(
+            back.targets["k"].attempts,
+            vec![5 * S],
+            "the interrupted attempt counts"
+        );
+        assert!(back.targets["k"].in_flight.is_none());
+    }
+}

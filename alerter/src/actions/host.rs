@@ -1,0 +1,215 @@
+//! Where an action runs: on the alerter's host, or on the monitored host over ssh (the
+//! system client: `BatchMode=yes`, key auth only, `StrictHostKeyChecking=yes` against a
+//! known_hosts file). Commands are argv; over ssh the remote side joins the words into one
+//! command line for its shell, so each element is single-quoted here ([`shell_quote`]) and
+//! arrives as exactly one argument. Values were validated before (`args.rs`) anyway.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::notify::exec::{Program, run_program};
+use crate::notify::text::truncate;
+
+/// One `[[actions.ssh]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshHost {
+    /// The alert's `host` tag value this entry is for.
+    pub host: String,
+    /// Where to connect (default: `host`).
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    /// Private key file (`-i`, `IdentitiesOnly=yes`).
+    pub key: PathBuf,
+    /// known_hosts file; empty = ssh's default (`~/.ssh/known_hosts`).
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+/// Where one action runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Local,
+    Ssh(SshHost),
+}
+
+impl Host {
+    /// `local` or `user@address:port`.
+    pub fn describe(&self) -> String {
+        match self {
+            Host::Local => "local".into(),
+            Host::Ssh(s) => format!("{}@{}:{}", s.user, s.address, s.port),
+        }
+    }
+
+    /// The argv that runs `argv` on this host.
+    pub fn wrap(&self, argv: &[String]) -> Vec<String> {
+        match self {
+            Host::Local => argv.to_vec(),
+            Host::Ssh(s) => {
+                let mut v: Vec<String> = vec!["ssh".into()];
+                let mut o = |opt: String| {
+                    v.push("-o".into());
+                    v.push(opt);
+                };
+                o("BatchMode=yes".into());
+                o("StrictHostKeyChecking=yes".into());
+                o("PasswordAuthentication=no".into());
+                o("KbdInteractiveAuthentication=no".into());
+                o("IdentitiesOnly=yes".into());
+                o(format!(
+                    "ConnectTimeout={}",
+                    s.connect_timeout.as_secs().max(1)
+                ));
+                if !s.known_hosts.as_os_str().is_empty() {
+                    o(format!("UserKnownHostsFile={}", s.known_hosts.display()));
+                }
+                v.extend([
+                    "-i".into(),
+                    s.key.display().to_string(),
+                    "-p".into(),
+                    s.port.to_string(),
+                    "-l".into(),
+                    s.user.clone(),
+                    "--".into(),
+                    s.address.clone(),
+                ]);
+                v.push(
+                    argv.iter()
+                        .map(|a| shell_quote(a))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+                v
+            }
+        }
+    }
+}
+
+/// Quotes one word for a POSIX shell: `'…'`, with `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// What one command did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CmdOutput {
+    /// The argv as run (with the ssh wrapper).
+    pub argv: Vec<String>,
+    /// Exit code; `None` when killed by a signal, timed out or not started.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Why it did not run or finish (not found, timeout, killed by signal N).
+    pub error: Option<String>,
+    pub took: Duration,
+}
+
+impl CmdOutput {
+    /// Exit status 0.
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// stderr, or stdout when stderr is empty, or the error, trimmed and shortened.
+    pub fn excerpt(&self, max: usize) -> String {
+        let t = [
+            self.stderr.trim(),
+            self.stdout.trim(),
+            self.error.as_deref().unwrap_or(""),
+        ]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or("");
+        truncate(t, max)
+    }
+}
+
+/// Runs `argv` on `host` with `timeout` (the process group is killed when it expires).
+pub async fn run(host: &Host, argv: &[String], timeout: Duration, max_output: usize) -> CmdOutput {
+    let argv = host.wrap(argv);
+    let started = Instant::now();
+    let env: Vec<(String, String)> = vec![("LC_ALL".into(), "C".into())];
+    let fut = run_program(Program {
+        argv: &argv,
+        env: &env,
+        inherit_env: false,
+        stdin: Vec::new(),
+        max_output_bytes: max_output,
+    });
+    let mut out = CmdOutput {
+        argv: argv.clone(),
+        ..Default::default()
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(c)) => {
+            out.code = c.status.code();
+            if out.code.is_none() {
+                out.error = Some(c.how());
+            }
+            out.stdout = String::from_utf8_lossy(&c.stdout).into_owned();
+            out.stderr = String::from_utf8_lossy(&c.stderr).into_owned();
+        }
+        Ok(Err(e)) => out.error = Some(format!("cannot run {:?}: {e}", argv[0])),
+        Err(_) => {
+            out.error = Some(format!(
+                "timed out after {} (process group killed)",
+                crate::template::format_duration(timeout)
+            ))
+        }
+    }
+    out.took = started.elapsed();
+    out
+}
+
+/// Whether `program` is on `PATH` (local only; remote hosts answer with an exit status).
+pub fn local_has(program: &str) -> bool {
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).any(|d| d.join(program).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_argv_quotes_each_remote_word() {
+        let h = Host::Ssh(SshHost {
+            host: "web1".into(),
+            address: "10.0.0.5".into(),
+            user: "wk".into(),
+            port: 2222,
+            key: "/k/id".into(),
+            known_hosts: "/k/known".into(),
+            connect_timeout: Duration::from_secs(5),
+        });
+        let v = h.wrap(&[
+            "systemctl".into(),
+            "restart".into(),
+            "--".into(),
+            "it's".into(),
+        ]);
+        assert_eq!(v[0], "ssh");
+        assert!(v.contains(&"BatchMode=yes".to_string()));
+        assert!(v.contains(&"StrictHostKeyChecking=yes".to_string()));
+        assert!(v.contains(&"UserKnownHostsFile=/k/known".to_string()));
+        let dd = v.iter().position(|a| a == "--").unwrap();
+        assert_eq!(v[dd + 1], "10.0.0.5");
+        assert_eq!(v[dd + 2], "'systemctl' 'restart' '--' 'it'\\''s'");
+        assert_eq!(v.len(), dd + 3);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_group() {
+        let o = run(
+            &Host::Local,
+            &["sleep".into(), "30".into()],
+            Duration::from_millis(200),
+            1024,
+        )
+        .await;
+        assert!(o.error.unwrap().contains("timed out"));
+        assert!(o.took < Duration::from_secs(5));
+    }
+}

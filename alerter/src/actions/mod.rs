@@ -1,0 +1,286 @@
+//! Recovery actions: what the alerter *does* about an alert, beside telling people.
+//!
+//! - [`Action`]: the contract. Arguments are validated at load ([`args`], typed: a tag value
+//!   that does not fit its type is refused, never run) → [`Action::run`] (argv to a fixed
+//!   command, locally or over ssh, [`host`]) → after a settle time [`Action::probe`] (process
+//!   exists, port free / answers, unit active) → a structured [`ActionResult`].
+//! - [`REGISTRY`]: every action, one line each; one folder per action with its code and
+//!   `README.md` (and `testdata/` where it parses a tool's output). The folder name is what
+//!   rules write in `action:`.
+//! - [`guard`]: the guard rails (held-for time, N attempts per target per window, cooldown,
+//!   one at a time per target, paging once when the budget is spent), persisted under
+//!   `state_dir` so a restart keeps the budget and reports interrupted actions.
+//! - [`engine`]: the consumer of alert events beside the notifiers: schedules, runs, verifies,
+//!   sends the one report, writes the audit log.
+//! - [`config`]: the `[actions]` and `[[actions.ssh]]` tables; [`rule`]: the `actions: [...]`
+//!   rule setting.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod args;
+pub mod audit;
+pub mod config;
+pub mod engine;
+pub mod guard;
+pub mod host;
+pub mod rule;
+
+pub mod firewall_rules;
+pub mod free_port;
+pub mod restart_container;
+pub mod restart_process;
+pub mod restart_service;
+pub mod run_script;
+pub mod top_processes;
+
+pub use args::{ArgKind, ArgSpec, Args, RawArg};
+pub use config::ActionsConfig;
+pub use engine::Engine;
+pub use host::Host;
+pub use rule::ActionRule;
+
+/// A boxed future returned by the action methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an action needs from the outside: where it runs and the host paths, as values.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub host: Host,
+    /// `/proc` of the alerter's host (local actions).
+    pub proc_root: PathBuf,
+    /// `/etc/passwd` for user names.
+    pub passwd: PathBuf,
+    /// The operator scripts directory (`run_script`).
+    pub scripts_dir: PathBuf,
+    /// One command may take this long; its process group is killed then.
+    pub timeout: Duration,
+    /// How long a stopped process gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Output kept per command.
+    pub max_output: usize,
+}
+
+impl Ctx {
+    /// A local context over the real `/proc` (tests, `wk-alerter test`).
+    pub fn local() -> Ctx {
+        Ctx {
+            host: Host::Local,
+            proc_root: "/proc".into(),
+            passwd: "/etc/passwd".into(),
+            scripts_dir: "/etc/wk-alerter/scripts".into(),
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(5),
+            max_output: 4096,
+        }
+    }
+
+    /// Runs one command where the action runs.
+    pub async fn cmd(&self, argv: &[&str]) -> host::CmdOutput {
+        let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        host::run(&self.host, &argv, self.timeout, self.max_output).await
+    }
+}
+
+/// What [`Action::run`] saw and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// What it found first (state, exit code, port holder, top processes).
+    pub before: String,
+    /// What it did, in words ("restarted nginx.service", "sent SIGTERM to pid 42 …").
+    pub did: String,
+    /// The main command's exit status (`None`: not run, killed, or no command).
+    pub exit_status: Option<i32>,
+    /// The end of stderr (or the error) of a failed command; journal lines for a unit.
+    pub stderr: String,
+    /// Whether the action did what it meant to (not yet whether the fault is gone).
+    pub ok: bool,
+    /// The commands run, as argv.
+    pub commands: Vec<Vec<String>>,
+}
+
+/// What [`Action::probe`] saw after the settle time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub after: String,
+    /// `Some(true)`: healthy again; `None`: this action has no probe of its own.
+    pub healthy: Option<bool>,
+}
+
+/// An action ready to run: built from validated, rendered arguments.
+pub trait Action: Send + Sync {
+    /// Looks, acts, reports. Never panics; failures are in [`Done::ok`] / `stderr`.
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done>;
+    /// Looks again after the settle time.
+    fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe>;
+    /// The commands it would run (dry run, `wk-alerter test`), as text.
+    fn plan(&self) -> Vec<String>;
+}
+
+/// One registry entry.
+pub struct ActionSpec {
+    /// `action: "<name>"`, the folder name.
+    pub name: &'static str,
+    pub description: &'static str,
+    pub args: &'static [ArgSpec],
+    /// At least one of these arguments must be given (e.g. pattern or pid); empty = none.
+    pub one_of: &'static [&'static str],
+    /// Builds the action; `args` fit [`ActionSpec::args`] already.
+    pub build: fn(&Args) -> Box<dyn Action>,
+}
+
+/// Every action, one line each.
+pub static REGISTRY: &[ActionSpec] = &[
+    firewall_rules::SPEC,
+    free_port::SPEC,
+    restart_container::SPEC,
+    restart_process::SPEC,
+    restart_service::SPEC,
+    run_script::SPEC,
+    top_processes::SPEC,
+];
+
+/// The registry entry of an action.
+pub fn find(name: &str) -> Option<&'static ActionSpec> {
+    REGISTRY.iter().find(|s| s.name == name)
+}
+
+/// The structured result of one action run: what message templates, the audit log and
+/// `wk_actions` show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub rule: String,
+    pub alert_id: String,
+    pub action: String,
+    /// `name=value, …` of the rendered arguments.
+    pub args: String,
+    /// The alert's `host` tag (empty when none).
+    pub host: String,
+    /// `local` or `user@address:port`.
+    pub ran_on: String,
+    /// `ran`, `dry_run`, `refused` (bad argument), `skipped` (guard rail), `interrupted`.
+    pub status: String,
+    pub before: String,
+    pub did: String,
+    pub after: String,
+    pub exit_status: Option<i32>,
+    pub stderr: String,
+    pub recovered: bool,
+    pub commands: Vec<Vec<String>>,
+    /// Attempt number within the window (1-based) and the budget.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// ns since the epoch: fault (first evaluation that saw it), detection (the alert fired),
+    /// action start and end, verification.
+    pub fault_ns: i64,
+    pub detected_ns: i64,
+    pub started_ns: i64,
+    pub finished_ns: i64,
+    pub verified_ns: i64,
+}
+
+impl ActionResult {
+    /// The fields an event (report, `wk_actions` point) carries.
+    pub fn fields(&self) -> BTreeMap<String, crate::model::Value> {
+        use crate::model::Value;
+        let ms = |a: i64, b: i64| Value::Int(((b - a).max(0)) / 1_000_000);
+        let mut f = BTreeMap::new();
+        f.insert("action".into(), Value::Str(self.action.clone()));
+        f.insert("args".into(), Value::Str(self.args.clone()));
+        f.insert("status".into(), Value::Str(self.status.clone()));
+        f.insert("before".into(), Value::Str(self.before.clone()));
+        f.insert("did".into(), Value::Str(self.did.clone()));
+        f.insert("after".into(), Value::Str(self.after.clone()));
+        f.insert("stderr".into(), Value::Str(self.stderr.clone()));
+        f.insert("recovered".into(), Value::Bool(self.recovered));
+        f.insert(
+            "exit_status".into(),
+            Value::Int(self.exit_status.map_or(-1, i64::from)),
+        );
+        f.insert("attempt".into(), Value::Int(self.attempt.into()));
+        f.insert("detection_ms".into(), ms(self.fault_ns, self.detected_ns));
+        f.insert("action_ms".into(), ms(self.fault_ns, self.started_ns));
+        f.insert("recovery_ms".into(), ms(self.fault_ns, self.verified_ns));
+        f
+    }
+}
+
+/// Sends `sig` to `pid`; false when the process is gone or not ours to signal.
+pub(crate) fn signal(pid: i32, sig: libc::c_int) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) takes plain integers; no memory is shared.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Whether `pid` still runs (not a zombie) under `proc_root`.
+pub(crate) fn alive(proc_root: &std::path::Path, pid: i32) -> bool {
+    wk_core::procs::get(proc_root, pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
+}
+
+/// SIGTERM, then up to `grace` for the processes to exit, then SIGKILL. Returns a
+/// description per process: "SIGTERM → exited" / "SIGKILL after 5s".
+pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        if !signal(pid, libc::SIGTERM) {
+            out.push((pid, "gone before SIGTERM".to_owned()));
+            continue;
+        }
+        out.push((pid, String::new()));
+    }
+    let deadline = tokio::time::Instant::now() + ctx.grace;
+    loop {
+        let left: Vec<i32> = out
+            .iter()
+            .filter(|(p, how)| how.is_empty() && alive(&ctx.proc_root, *p))
+            .map(|(p, _)| *p)
+            .collect();
+        for (p, how) in out.iter_mut() {
+            if how.is_empty() && !left.contains(p) {
+                *how = "exited after SIGTERM".into();
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for (p, how) in out.iter_mut() {
+                if how.is_empty() {
+                    signal(*p, libc::SIGKILL);
+                    *how = format!(
+                        "SIGKILL after {} (ignored SIGTERM)",
+                        crate::template::format_duration(ctx.grace)
+                    );
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out
+}
+
+/// `pid 42 "python3 -m http.server" (user www-data)`.
+pub(crate) fn describe_process(
+    p: &wk_core::procs::Process,
+    users: &std::collections::HashMap<u32, String>,
+) -> String {
+    let user = users
+        .get(&p.uid)
+        .cloned()
+        .unwrap_or_else(|| p.uid.to_string());
+    format!("pid {} {:?} (user {user})", p.pid, p.command())
+}
+
+/// The last `n` lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,244 @@
+//! `restart_process`: stops the processes whose command line contains `pattern` (or the
+//! process `pid`) with SIGTERM, then SIGKILL after the grace time, and starts `start` (a
+//! program and its arguments from the rule) in its own process group. Without `start`, a
+//! supervisor (systemd, docker, runit) is expected to start it again. Reads /proc on the
+//! alerter's host (remote hosts: use `run_script` with a helper).
+
+use std::sync::Mutex;
+
+use super::{
+    Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, describe_process,
+    stop_processes,
+};
+
+/// Registry entry.
+pub const SPEC: super::ActionSpec = super::ActionSpec {
+    name: "restart_process",
+    description: "Stop the processes matching a pattern (or a pid), SIGTERM then SIGKILL, and start a configured command",
+    args: &[
+        ArgSpec {
+            name: "pattern",
+            kind: ArgKind::Pattern,
+            required: false,
+        },
+        ArgSpec {
+            name: "pid",
+            kind: ArgKind::Pid,
+            required: false,
+        },
+        ArgSpec {
+            name: "start",
+            kind: ArgKind::Argv,
+            required: false,
+        },
+        ArgSpec {
+            name: "port",
+            kind: ArgKind::Port,
+            required: false,
+        },
+    ],
+    one_of: &["pattern", "pid"],
+    build,
+};
+
+fn build(a: &Args) -> Box<dyn Action> {
+    Box::new(RestartProcess {
+        pattern: a.get("pattern").map(str::to_owned),
+        pid: a.get("pid").and_then(|p| p.parse().ok()),
+        start: a.list("start").to_vec(),
+        port: a.get("port").and_then(|p| p.parse().ok()),
+        stopped: Mutex::new(Vec::new()),
+    })
+}
+
+/// The action.
+pub struct RestartProcess {
+    pub pattern: Option<String>,
+    pub pid: Option<i32>,
+    pub start: Vec<String>,
+    /// When set, the probe also checks that this TCP port on 127.0.0.1 answers.
+    pub port: Option<u16>,
+    stopped: Mutex<Vec<i32>>,
+}
+
+/// Processes whose command line contains `pattern`, without the alerter and its ancestors
+/// (whose command lines may well contain the pattern: a test runner, a shell).
+pub fn matching(proc_root: &std::path::Path, pattern: &str) -> Vec<wk_core::procs::Process> {
+    let Ok(all) = wk_core::procs::list(proc_root) else {
+        return Vec::new();
+    };
+    let mut ours = vec![std::process::id() as i32];
+    let by_pid: std::collections::HashMap<i32, i32> = all.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut p = std::process::id() as i32;
+    while let Some(&pp) = by_pid.get(&p) {
+        if pp <= 1 || ours.contains(&pp) {
+            break;
+        }
+        ours.push(pp);
+        p = pp;
+    }
+    all.into_iter()
+        .filter(|p| p.pid > 1 && !ours.contains(&p.pid) && p.state != 'Z')
+        .filter(|p| !p.cmdline.is_empty() && p.cmdline.join(" ").contains(pattern))
+        .collect()
+}
+
+/// Starts `argv` detached (own process group, no stdio) and reaps it when it exits.
+pub(crate) fn spawn_detached(argv: &[String]) -> std::io::Result<u32> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(pid)
+}
+
+impl RestartProcess {
+    async fn run_local(&self, ctx: &Ctx) -> Done {
+        let users = wk_core::procs::user_names(&ctx.passwd);
+        let mut procs = match (&self.pattern, self.pid) {
+            (Some(pat), _) => matching(&ctx.proc_root, pat),
+            (None, Some(pid)) => wk_core::procs::get(&ctx.proc_root, pid)
+                .into_iter()
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        if let (Some(_), Some(pid)) = (&self.pattern, self.pid) {
+            procs.retain(|p| p.pid == pid);
+        }
+        let before = if procs.is_empty() {
+            "no matching process running".into()
+        } else {
+            procs
+                .iter()
+                .map(|p| describe_process(p, &users))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let mut d = Done {
+            before,
+            ..Done::default()
+        };
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        let stopped = stop_processes(ctx, &pids).await;
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = pids.clone();
+        }
+        let mut did: Vec<String> = stopped
+            .iter()
+            .map(|(p, how)| format!("pid {p}: {how}"))
+            .collect();
+        d.ok = true;
+        if !self.start.is_empty() {
+            d.commands.push(self.start.clone());
+            match spawn_detached(&self.start) {
+                Ok(pid) => {
+                    did.push(format!("started {:?} as pid {pid}", self.start.join(" ")));
+                    d.exit_status = None;
+                }
+                Err(e) => {
+                    d.ok = false;
+                    d.stderr = format!("cannot start {:?}: {e}", self.start.join(" "));
+                    did.push(format!("could not start {:?}", self.start.join(" ")));
+                }
+            }
+        } else if pids.is_empty() {
+            did.push("nothing to stop and no start command".into());
+            d.ok = false;
+        }
+        d.did = did.join("; ");
+        d
+    }
+}
+
+impl Action for RestartProcess {
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
+        Box::pin(async move {
+            if let Host::Ssh(_) = ctx.host {
+                return Done {
+                    stderr: "restart_process reads /proc on the alerter's host; for a remote host use run_script".into(),
+                    ..Done::default()
+                };
+            }
+            self.run_local(ctx).await
+        })
+    }
+
+    fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
+        Box::pin(async move {
+            let old = self.stopped.lock().map(|s| s.clone()).unwrap_or_default();
+            let users = wk_core::procs::user_names(&ctx.passwd);
+            let mut healthy = None;
+            let mut after = Vec::new();
+            if let Some(pat) = &self.pattern {
+                let now: Vec<_> = matching(&ctx.proc_root, pat)
+                    .into_iter()
+                    .filter(|p| !old.contains(&p.pid))
+                    .collect();
+                after.push(if now.is_empty() {
+                    "no new matching process".to_owned()
+                } else {
+                    format!(
+                        "running: {}",
+                        now.iter()
+                            .map(|p| describe_process(p, &users))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                });
+                healthy = Some(!now.is_empty());
+            }
+            if let Some(port) = self.port {
+                let answers = port_answers(port).await;
+                after.push(format!(
+                    "port {port} {}",
+                    if answers {
+                        "answers"
+                    } else {
+                        "does not answer"
+                    }
+                ));
+                healthy = Some(healthy.unwrap_or(true) && answers);
+            }
+            Probe {
+                after: after.join("; "),
+                healthy,
+            }
+        })
+    }
+
+    fn plan(&self) -> Vec<String> {
+        let what = match (&self.pattern, self.pid) {
+            (Some(p), _) => format!("processes matching {p:?}"),
+            (None, Some(pid)) => format!("pid {pid}"),
+            _ => "nothing".into(),
+        };
+        let mut v = vec![format!("SIGTERM (then SIGKILL) {what}")];
+        if !self.start.is_empty() {
+            v.push(format!("start {:?}", self.start));
+        }
+        v
+    }
+}
+
+/// Whether 127.0.0.1:`port` accepts a TCP connection within a second.
+pub async fn port_answers(port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}

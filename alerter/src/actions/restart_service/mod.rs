@@ -1,0 +1,162 @@
+//! `restart_service`: `systemctl restart -- <unit>`, with the unit's state before and after
+//! from `systemctl show` and, when it fails, the last journal lines
+//! (`journalctl -u <unit> -n 20 --no-pager`).
+
+use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Probe, last_lines};
+
+/// Registry entry.
+pub const SPEC: super::ActionSpec = super::ActionSpec {
+    name: "restart_service",
+    description: "systemctl restart a unit; state before/after from systemctl show; journal lines on failure",
+    args: &[ArgSpec {
+        name: "unit",
+        kind: ArgKind::Unit,
+        required: true,
+    }],
+    one_of: &[],
+    build,
+};
+
+fn build(a: &Args) -> Box<dyn Action> {
+    Box::new(RestartService {
+        unit: a.get("unit").unwrap_or_default().to_owned(),
+    })
+}
+
+/// The action.
+pub struct RestartService {
+    pub unit: String,
+}
+
+/// The properties read from `systemctl show`.
+pub const PROPS: &str = "ActiveState,SubState,Result,ExecMainStatus,MainPID,NRestarts";
+
+/// argv of the state query.
+pub fn show_argv(unit: &str) -> Vec<&str> {
+    vec!["systemctl", "show", "--no-pager", "-p", PROPS, "--", unit]
+}
+
+/// argv of the restart.
+pub fn restart_argv(unit: &str) -> Vec<&str> {
+    vec!["systemctl", "restart", "--", unit]
+}
+
+/// argv of the journal excerpt.
+pub fn journal_argv(unit: &str) -> Vec<&str> {
+    vec!["journalctl", "--no-pager", "-n", "20", "-u", unit]
+}
+
+/// Parses `Key=Value` lines of `systemctl show` into a short summary
+/// ("active/running, result success, main pid 42") and whether the unit is active.
+pub fn parse_show(text: &str) -> (String, bool) {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let (active, sub) = (get("ActiveState"), get("SubState"));
+    if active.is_empty() {
+        return ("state unknown".into(), false);
+    }
+    let mut s = format!("{active}/{sub}");
+    for (k, label) in [
+        ("Result", "result"),
+        ("ExecMainStatus", "exit status"),
+        ("MainPID", "main pid"),
+        ("NRestarts", "restarts"),
+    ] {
+        let v = get(k);
+        if !v.is_empty() && v != "0" || k == "Result" && !v.is_empty() {
+            s.push_str(&format!(", {label} {v}"));
+        }
+    }
+    (s, active == "active")
+}
+
+impl Action for RestartService {
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
+        Box::pin(async move {
+            let u = self.unit.as_str();
+            let mut d = Done::default();
+            let show = ctx.cmd(&show_argv(u)).await;
+            d.before = if show.ok() {
+                parse_show(&show.stdout).0
+            } else {
+                format!("systemctl show failed: {}", show.excerpt(300))
+            };
+            let r = ctx.cmd(&restart_argv(u)).await;
+            d.commands.push(r.argv.clone());
+            d.exit_status = r.code;
+            d.ok = r.ok();
+            d.did = format!(
+                "systemctl restart {u}: {}",
+                if r.ok() {
+                    "ok".to_owned()
+                } else {
+                    r.error
+                        .clone()
+                        .unwrap_or_else(|| format!("exit status {:?}", r.code))
+                }
+            );
+            if !r.ok() {
+                let j = ctx.cmd(&journal_argv(u)).await;
+                let mut err = r.excerpt(ctx.max_output);
+                if j.ok() {
+                    err.push_str("\njournal:\n");
+                    err.push_str(&last_lines(&j.stdout, 20));
+                }
+                d.stderr = err;
+            }
+            d
+        })
+    }
+
+    fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
+        Box::pin(async move {
+            let show = ctx.cmd(&show_argv(&self.unit)).await;
+            let (after, active) = if show.ok() {
+                parse_show(&show.stdout)
+            } else {
+                (show.excerpt(300), false)
+            };
+            Probe {
+                after,
+                healthy: Some(active),
+            }
+        })
+    }
+
+    fn plan(&self) -> Vec<String> {
+        vec![restart_argv(&self.unit).join(" ")]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_recorded_systemctl_show() {
+        let (s, up) = parse_show(include_str!("testdata/show_active.txt"));
+        assert!(up);
+        assert_eq!(
+            s,
+            "active/running, result success, main pid 1234, restarts 2"
+        );
+        let (s, up) = parse_show(include_str!("testdata/show_failed.txt"));
+        assert!(!up);
+        assert_eq!(s, "failed/failed, result exit-code, exit status 1");
+        assert_eq!(parse_show("").0, "state unknown");
+    }
+
+    #[test]
+    fn argv_puts_the_unit_after_double_dash() {
+        assert_eq!(
+            restart_argv("nginx.service"),
+            ["systemctl", "restart", "--", "nginx.service"]
+        );
+        assert_eq!(show_argv("a").last(), Some(&"a"));
+    }
+}

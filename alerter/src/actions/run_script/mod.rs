@@ -1,0 +1,158 @@
+//! `run_script`: runs an operator script from the allowlisted `scripts_dir` (`[actions]`),
+//! with typed word arguments, as argv. The name may not leave the directory (no `/`, no
+//! leading `.`; the resolved path must lie inside the directory) and the script must be an
+//! executable file — checked when the rule loads for a literal name, and before every run.
+//! Over ssh the same path is run on the remote host.
+
+use std::path::{Path, PathBuf};
+
+use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe};
+
+/// Registry entry.
+pub const SPEC: super::ActionSpec = super::ActionSpec {
+    name: "run_script",
+    description: "Run an operator script from the allowlisted scripts_dir with typed word arguments",
+    args: &[
+        ArgSpec {
+            name: "name",
+            kind: ArgKind::Script,
+            required: true,
+        },
+        ArgSpec {
+            name: "args",
+            kind: ArgKind::Words,
+            required: false,
+        },
+    ],
+    one_of: &[],
+    build,
+};
+
+fn build(a: &Args) -> Box<dyn Action> {
+    Box::new(RunScript {
+        name: a.get("name").unwrap_or_default().to_owned(),
+        args: a.list("args").to_vec(),
+    })
+}
+
+/// The action.
+pub struct RunScript {
+    pub name: String,
+    pub args: Vec<String>,
+}
+
+/// The script's path if `name` is an executable file inside `dir`.
+pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    super::args::check(ArgKind::Script, name)?;
+    let canon_dir = dir
+        .canonicalize()
+        .map_err(|e| format!("scripts_dir {}: {e}", dir.display()))?;
+    let p = canon_dir.join(name);
+    let canon = p.canonicalize().map_err(|_| {
+        format!(
+            "script {name:?} is not in the allowlisted directory {}",
+            dir.display()
+        )
+    })?;
+    if !canon.starts_with(&canon_dir) {
+        return Err(format!(
+            "script {name:?} resolves outside {}",
+            dir.display()
+        ));
+    }
+    let meta = std::fs::metadata(&canon).map_err(|e| format!("{}: {e}", canon.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{} is not an executable file", canon.display()));
+    }
+    Ok(p)
+}
+
+impl Action for RunScript {
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
+        Box::pin(async move {
+            let mut d = Done::default();
+            let path = if ctx.host == Host::Local {
+                match resolve(&ctx.scripts_dir, &self.name) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        d.stderr = e;
+                        d.did = "nothing: the script is not allowed".into();
+                        return d;
+                    }
+                }
+            } else {
+                ctx.scripts_dir.join(&self.name)
+            };
+            let mut argv = vec![path.display().to_string()];
+            argv.extend(self.args.iter().cloned());
+            let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let o = ctx.cmd(&refs).await;
+            d.commands.push(o.argv.clone());
+            d.exit_status = o.code;
+            d.ok = o.ok();
+            d.before = String::new();
+            d.did = format!(
+                "ran {} {}: {}",
+                self.name,
+                self.args.join(" "),
+                if o.ok() {
+                    "exit status 0".into()
+                } else {
+                    o.error
+                        .clone()
+                        .unwrap_or_else(|| format!("exit status {:?}", o.code))
+                }
+            );
+            let out = o.stdout.trim();
+            if !out.is_empty() {
+                d.before = super::last_lines(out, 20);
+            }
+            if !o.ok() {
+                d.stderr = o.excerpt(ctx.max_output);
+            }
+            d
+        })
+    }
+
+    fn probe<'a>(&'a self, _ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
+        Box::pin(async { Probe::default() })
+    }
+
+    fn plan(&self) -> Vec<String> {
+        vec![
+            format!("<scripts_dir>/{} {}", self.name, self.args.join(" "))
+                .trim_end()
+                .to_owned(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_executables_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("fix.sh");
+        std::fs::write(&s, "#!/bin/sh\necho fixed \"$@\"\n").unwrap();
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("plain.txt"), "x").unwrap();
+        assert!(resolve(dir.path(), "fix.sh").is_ok());
+        assert!(
+            resolve(dir.path(), "plain.txt")
+                .unwrap_err()
+                .contains("not an executable")
+        );
+        assert!(
+            resolve(dir.path(), "missing.sh")
+                .unwrap_err()
+                .contains("not in the allowlisted")
+        );
+        assert!(resolve(dir.path(), "../etc/passwd").is_err());
+        std::os::unix::fs::symlink("/bin/sh", dir.path().join("sh")).unwrap();
+        assert!(resolve(dir.path(), "sh").unwrap_err().contains("outside"));
+    }
+}

@@ -1,0 +1,376 @@
+//! The program's commands as library functions (mini-redis's `server::run`), so tests run
+//! them in-process and `main.rs` only parses arguments and forwards signals:
+//! [`run`] (the daemon: source or stream receiver, scheduler, reload and stop through
+//! [`Control`]), [`check`] (compile rules, evaluate them once against the source) and
+//! [`replay`] (one rule over recorded points with a simulated clock).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+use wk_core::metric::Metric;
+
+use crate::config::{self, Config, InfluxSource};
+use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings};
+use crate::rules::{Limits, Rule, load_rule_with, rule_files};
+use crate::service::Service;
+use crate::source::{InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource};
+use crate::state::{RuleState, determine_level};
+
+pub use wk_core::control::Control;
+
+/// Why [`run`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}: no data source configured")]
+    NoSource(String),
+    #[error("[[sources.influxdb]] {url}: {message}")]
+    Source { url: String, message: String },
+    #[error("[stream] cannot listen on {listen}: {source}")]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+}
+
+/// Loads the config, logging its warnings, and every error on failure.
+pub fn load_config(path: &Path, env: wk_core::options::EnvLookup<'_>) -> Option<Config> {
+    match config::load(path, env) {
+        Ok(c) => {
+            for w in &c.warnings {
+                warn!("{w}");
+            }
+            Some(c)
+        }
+        Err(e) => {
+            for d in &e.errors {
+                error!("{d}");
+            }
+            None
+        }
+    }
+}
+
+/// The InfluxDB source a `[[sources.influxdb]]` table describes.
+pub fn influx_source(
+    s: &InfluxSource,
+    handle: tokio::runtime::Handle,
+) -> Option<Arc<dyn QuerySource>> {
+    let auth = if !s.token.is_empty() {
+        InfluxAuth::Token(s.token.clone())
+    } else if !s.username.is_empty() {
+        InfluxAuth::Basic {
+            username: s.username.clone(),
+            password: s.password.clone(),
+        }
+    } else {
+        InfluxAuth::None
+    };
+    let cfg = InfluxDbConfig {
+        url: s.url.clone(),
+        database: s.database.clone(),
+        retention_policy: (!s.retention_policy.is_empty()).then(|| s.retention_policy.clone()),
+        auth,
+        timeout: s.timeout,
+    };
+    match InfluxDbSource::new(cfg, handle) {
+        Ok(src) => Some(Arc::new(src)),
+        Err(e) => {
+            error!("[[sources.influxdb]] {}: {e}", s.url);
+            None
+        }
+    }
+}
+
+/// The daemon: starts the source (or the stream receiver), runs the rules until
+/// [`Control::Stop`] (or the sender is dropped); on [`Control::Reload`] re-reads the config at
+/// `config_path` with `env` and applies it only if it loads.
+pub async fn run(
+    config_path: &Path,
+    cfg: Config,
+    env: fn(&str) -> Option<String>,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), StartError> {
+    // The loader guarantees exactly one of [[sources.influxdb]] and [stream].
+    let source_cfg = cfg.sources.first().cloned();
+    let stream_cfg = cfg.stream.clone();
+    // Stream mode: the receiver lives as long as this function (dropping it stops it).
+    let mut _receiver = None;
+    let (source, label): (Arc<dyn QuerySource>, String) = match (&source_cfg, &stream_cfg) {
+        (Some(sc), _) => {
+            let source = influx_source(sc, tokio::runtime::Handle::current()).ok_or_else(|| {
+                StartError::Source {
+                    url: sc.url.clone(),
+                    message: "cannot build the client".into(),
+                }
+            })?;
+            (source, sc.url.clone())
+        }
+        (None, Some(st)) => {
+            let store = Arc::new(MemorySource::new());
+            let receiver = crate::stream::Receiver::start(st, store.clone())
+                .await
+                .map_err(|source| StartError::Listen {
+                    listen: st.listen.to_string(),
+                    source,
+                })?;
+            crate::stream::log_listening(&receiver, st);
+            let label = format!("stream http://{}", receiver.local_addr());
+            _receiver = Some(receiver);
+            (store, label)
+        }
+        (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
+    };
+    info!(rules_dir = %cfg.settings.rules_dir.display(), source = %label, "wk-alerter starting");
+    let service = Service::new(cfg, source);
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(service.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    while let Some(Control::Reload) = control.recv().await {
+        info!("reloading configuration and rules");
+        match load_config(config_path, &env) {
+            Some(c) => {
+                if c.stream != stream_cfg {
+                    warn!(
+                        "[stream] changed: restart wk-alerter to apply it; the running receiver stays"
+                    );
+                }
+                let _ = reload_tx.send(Some(Box::new(c)));
+            }
+            None => error!("new configuration is invalid; keeping the running one"),
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = running.await;
+    Ok(())
+}
+
+/// A runtime for the alerter. Rules run on the blocking pool and wait for InfluxDB answers
+/// that the worker threads drive, so the runtime needs workers of its own.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// `wk-alerter check`: compiles `paths` (validating notifier and action names against `cfg`
+/// when given) and, when `eval` and `cfg` has an InfluxDB source, evaluates each rule once,
+/// printing what would fire to `out`. False when anything failed.
+pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl Write) -> bool {
+    let mut rules = Vec::new();
+    let mut failed = false;
+    for p in paths {
+        match load_rule(p, cfg) {
+            Ok(r) => {
+                let s = r.settings();
+                if let Some(c) = cfg
+                    && let Err(e) = c.notify.validate_names(&s.notify)
+                {
+                    let _ = writeln!(out, "{}: {e}", p.display());
+                    failed = true;
+                    continue;
+                }
+                if let Some(c) = cfg
+                    && let Err(((l, col), e)) = c.actions.validate_rule(s)
+                {
+                    let _ = writeln!(out, "{}:{l}:{col}: {e}", p.display());
+                    failed = true;
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}, actions {:?}",
+                    p.display(),
+                    s.name,
+                    s.every,
+                    s.pending,
+                    s.notify,
+                    s.actions
+                        .iter()
+                        .map(|a| a.action.as_str())
+                        .collect::<Vec<_>>()
+                );
+                rules.push(r);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{e}");
+                failed = true;
+            }
+        }
+    }
+    let source_cfg = cfg.and_then(|c| c.sources.first().cloned());
+    if eval && cfg.is_some_and(|c| c.stream.is_some()) {
+        let _ = writeln!(
+            out,
+            "stream mode: rules compiled, not evaluated (the data only exists while wk-alerter runs)"
+        );
+    }
+    if let (true, Some(sc)) = (eval, source_cfg) {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => {
+                error!("cannot start the runtime: {e}");
+                return false;
+            }
+        };
+        let Some(source) = influx_source(&sc, rt.handle().clone()) else {
+            return false;
+        };
+        let now = crate::clock::now_ns();
+        for r in rules {
+            let name = r.settings().name.clone();
+            let src = source.clone();
+            let result = rt.block_on(async move {
+                tokio::task::spawn_blocking(move || r.evaluate(&src, now)).await
+            });
+            match result {
+                Ok(CycleResult::Observed(obs)) => {
+                    for o in obs {
+                        let level = determine_level(Level::Ok, &o.levels);
+                        let tags: Vec<String> =
+                            o.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let value = o
+                            .fields
+                            .get("value")
+                            .map(|v| format!(" value={v:?}"))
+                            .unwrap_or_default();
+                        let verdict = if level > Level::Ok {
+                            "would fire"
+                        } else {
+                            "ok"
+                        };
+                        let _ = writeln!(
+                            out,
+                            "{name} [{}] {level} ({verdict}){value}",
+                            tags.join(",")
+                        );
+                    }
+                }
+                Ok(CycleResult::Failed(e)) => {
+                    let _ = writeln!(out, "{name}: evaluation failed: {e}");
+                    failed = true;
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "{name}: evaluation crashed: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    !failed
+}
+
+/// What one replayed evaluation produced.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The evaluation time (ns).
+    pub time: i64,
+    /// An evaluation failure, when it failed.
+    pub failure: Option<String>,
+    /// The alert events it raised, each with what the rule's actions would do.
+    pub events: Vec<(AlertEvent, Vec<ActionPlan>)>,
+}
+
+/// `wk-alerter test`: evaluates `rule` over `points` on a simulated clock — on multiples of
+/// its `every`, from the first point to the last plus `tail` — through the state machine,
+/// and says what each event's actions would do (never running them).
+pub fn replay(rule: &Rule, points: &[Metric], tail: Duration) -> Vec<Replayed> {
+    let (Some(first), Some(last)) = (
+        points.iter().map(|m| m.time).min(),
+        points.iter().map(|m| m.time).max(),
+    ) else {
+        return Vec::new();
+    };
+    let source: Arc<dyn QuerySource> = Arc::new(MemorySource::from_metrics(points));
+    let settings = rule.settings().clone();
+    let every = settings.every.as_nanos().max(1) as i64;
+    let mut state = RuleState::new();
+    let mut now = (first.div_euclid(every) + 1) * every;
+    let end = last + tail.as_nanos() as i64;
+    let mut out = Vec::new();
+    while now <= end {
+        let result = rule.evaluate(&source, now);
+        let failure = match &result {
+            CycleResult::Failed(e) => Some(e.to_string()),
+            _ => None,
+        };
+        let events = state
+            .apply(&settings, &result, now)
+            .into_iter()
+            .map(|e| {
+                let plans = action_plans(&settings, &e);
+                (e, plans)
+            })
+            .collect();
+        out.push(Replayed {
+            time: now,
+            failure,
+            events,
+        });
+        now += every;
+    }
+    out
+}
+
+/// One action a replayed event would trigger: its name and what it would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPlan {
+    pub action: String,
+    pub plan: String,
+}
+
+/// What the rule's actions would do for `e` (never run here).
+pub fn action_plans(settings: &RuleSettings, e: &AlertEvent) -> Vec<ActionPlan> {
+    if e.kind != EventKind::Alert {
+        return Vec::new();
+    }
+    settings
+        .actions
+        .iter()
+        .filter(|a| e.level >= a.on)
+        .map(|a| ActionPlan {
+            action: a.action.clone(),
+            plan: match a.render(e) {
+                Ok(args) => {
+                    let plan = crate::actions::find(&a.action)
+                        .map(|spec| (spec.build)(&args).plan().join("; "))
+                        .unwrap_or_default();
+                    format!(
+                        "would run {}({}) once held {} [{plan}]",
+                        a.action,
+                        args.summary(),
+                        crate::template::format_duration(a.after)
+                    )
+                }
+                Err(m) => format!("would refuse: {m}"),
+            },
+        })
+        .collect()
+}
+
+/// Loads a rule for `check` or `test` with the configured evaluation time limit.
+pub fn load_rule(path: &Path, cfg: Option<&Config>) -> Result<Rule, crate::rules::RuleError> {
+    let limits = Limits {
+        timeout: cfg.map_or(Duration::from_secs(10), |c| c.settings.max_eval_time),
+        ..Limits::default()
+    };
+    load_rule_with(path, &limits)
+}
+
+/// The rule files `check` works on: the given ones, else every file of the rules directory.
+pub fn rule_paths(cfg: Option<&Config>, given: &[PathBuf]) -> Vec<PathBuf> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    cfg.map(|c| rule_files(&c.settings.rules_dir).unwrap_or_default())
+        .unwrap_or_default()
+}

@@ -1,0 +1,88 @@
+//! The commands as library functions (`wk_alerter::app`), in-process: the daemon starts in
+//! stream mode, reloads and stops through its control channel; `replay` and the `test`
+//! command report evaluations that fail.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wk_alerter::app::{self, Control};
+
+const GOOD_RULE: &str = r#"
+rule(#{ every: "1s" });
+fn check() { query("cpu").field("busy").range("1h").last().group_by("host").run() }
+"#;
+
+fn stream_config(dir: &std::path::Path, token: &str) -> std::path::PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("cpu.rhai"), GOOD_RULE).unwrap();
+    let conf = dir.join("alerter.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n\
+             [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"{token}\"\n",
+            rules.display().to_string(),
+            dir.join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_reloads_and_stops_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stream_config(dir.path(), "s3cret-token-for-tests");
+    let no_env = |_: &str| None;
+    let cfg = app::load_config(&conf, &no_env).expect("config loads");
+    let (tx, rx) = mpsc::channel(4);
+    let path = conf.clone();
+    let running = tokio::spawn(async move { app::run(&path, cfg, |_: &str| None, rx).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A broken config on reload is refused; the daemon keeps running.
+    std::fs::write(&conf, "[alerter\n").unwrap();
+    tx.send(Control::Reload).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !running.is_finished(),
+        "a bad reload must not stop the daemon"
+    );
+    tx.send(Control::Stop).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[test]
+fn replay_reports_failed_evaluations_and_test_exits_non_zero_when_all_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = dir.path().join("broken.rhai");
+    // Loads, then fails at every evaluation (arithmetic on `()`).
+    std::fs::write(
+        &rule,
+        "rule(#{ every: \"10s\" });\nfn check() { let s = query(\"m\").field(\"v\").range(\"1m\").last().run(); let n = (); n + 1; s }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data.lp");
+    std::fs::write(&data, "m v=1 1000000000\nm v=2 21000000000\n").unwrap();
+    let r = app::load_rule(&rule, None).unwrap();
+    let points = wk_core::lineproto::parse(&std::fs::read_to_string(&data).unwrap(), 0).unwrap();
+    let steps = app::replay(&r, &points, Duration::ZERO);
+    assert!(!steps.is_empty());
+    assert!(steps.iter().all(|s| s.failure.is_some()), "{steps:?}");
+
+    // Regression: `wk-alerter test` printed "0 events" and exited 0.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .arg("test")
+        .arg(&rule)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("every evaluation failed"), "{stderr}");
+}
