@@ -4,7 +4,7 @@
 //! `[[outputs.influxdb_v2]]`) points at this endpoint, exactly as Telegraf can write to
 //! Kapacitor.
 //!
-//! Endpoints (HTTP/1.1, keep-alive):
+//! Endpoints (HTTP/1.1 served by hyper, keep-alive; HTTPS with `tls_cert`/`tls_key`):
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -16,12 +16,18 @@
 //!
 //! Every other request needs the token: `Authorization: Token <t>` or `Bearer <t>`, Basic with
 //! the token as password (any user name), or the `p=` query parameter; else 401 with InfluxDB's
-//! JSON error. Bodies larger than `max_body_size` (also after decompression) get 413.
+//! JSON error, decided on the head: the body of a refused request is never read. Bodies larger
+//! than `max_body_size` (also after decompression) get 413.
 //!
 //! Malformed lines: the good lines of the body are kept and the answer is 400 with InfluxDB 1.x's
 //! partial-write text (`partial write: unable to parse '<line>': <why> … dropped=N`), so the
 //! agent counts exactly the bad lines as rejected and does not retry the batch. At most ten
-//! bad lines are quoted; the others are counted in `dropped=`.
+//! bad lines are quoted; the others are counted in `dropped=`, with the points refused for
+//! being more than `max_future` ahead.
+//!
+//! Modules: [`conns`] decides which connections are served (pending ones give way), [`intake`]
+//! turns a streamed body into points within the window's bounds, [`http`] is the request head
+//! and answer as the routes see them. The threat model is in docs/security.md.
 
 pub mod conns;
 pub mod http;
