@@ -106,15 +106,14 @@ pub fn check_url(u: &str) -> Result<(), String> {
                 "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
             ));
         }
+        if u.parse::<ureq::http::Uri>().is_err() {
+            return Err(format!("{u:?} is not a valid URL"));
+        }
         return Ok(());
     }
-    if lower.starts_with("unix://") || lower.starts_with("udp") {
-        return Err(format!(
-            "{u:?}: only http:// and https:// URLs are supported by wk-agent"
-        ));
-    }
+    // Telegraf's outputs also take unix:// and udp://; neither is implemented here.
     Err(format!(
-        "{u:?} is not a URL: expected http://host:port or https://host:port"
+        "{u:?}: only http:// and https:// URLs are supported"
     ))
 }
 
