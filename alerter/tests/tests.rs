@@ -9,3 +9,4 @@ mod notify;
 mod rules;
 mod service;
 mod stream;
+mod stream_limits;
