@@ -25,6 +25,8 @@
 //! max_points = 100000
 //! ```
 
+use crate::stream::MIN_TOKEN_LEN;
+pub use crate::stream::StreamSettings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,58 +79,6 @@ pub struct InfluxSource {
     /// `Authorization: Token …` (InfluxDB 2.x/3.x); used instead of username/password.
     pub token: String,
     pub timeout: Duration,
-}
-
-/// The `[stream]` table: the alerter receives line protocol writes (InfluxDB v1 `/write` and
-/// v2 `/api/v2/write`) and keeps the points in memory instead of querying a database.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamSettings {
-    /// Address to listen on (`host:port`).
-    pub listen: String,
-    /// The secret every request must carry (Token/Bearer header, Basic password or `p=`).
-    pub token: String,
-    /// How much data is kept: points older than now − window are forgotten.
-    pub window: Duration,
-    /// At most this many points are held; beyond it the oldest are dropped and counted.
-    pub max_points: usize,
-    /// Largest request body accepted (after gzip decompression too); larger → 413.
-    pub max_body_size: u64,
-    /// How long a connection may go without a request carrying the token (from accept, or
-    /// from its last request) before it is closed.
-    pub header_timeout: Duration,
-    /// Connections open at once from one peer address.
-    pub max_connections_per_ip: usize,
-    /// Points dated more than this ahead of the receiver's clock are refused.
-    pub max_future: Duration,
-    /// At most this many bytes (estimated) are held; beyond it the oldest points are dropped.
-    pub max_bytes: u64,
-    /// Longest string field value accepted; a line with a longer one is refused.
-    pub max_string_size: u64,
-    /// PEM certificate chain and private key: the receiver speaks HTTPS when both are set.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-}
-
-/// Shortest token accepted: guessing one of 16 random characters is out of reach.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-impl Default for StreamSettings {
-    fn default() -> Self {
-        StreamSettings {
-            listen: "127.0.0.1:8186".into(),
-            token: String::new(),
-            window: Duration::from_secs(3600),
-            max_points: 100_000,
-            max_body_size: 32 * 1024 * 1024,
-            header_timeout: Duration::from_secs(5),
-            max_connections_per_ip: 32,
-            max_future: Duration::from_secs(600),
-            max_bytes: 256 * 1024 * 1024,
-            max_string_size: 64 * 1024,
-            tls_cert: None,
-            tls_key: None,
-        }
-    }
 }
 
 /// A loaded, validated config.

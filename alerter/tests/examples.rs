@@ -163,7 +163,11 @@ fn every_recorded_example_replays() {
             .unwrap_or_else(|e| panic!("{}: {e}", rec.display()));
         let points = wk_core::lineproto::parse(&text, 0).unwrap();
         let steps = wk_alerter::app::replay(&rule, &points, std::time::Duration::ZERO);
-        assert!(steps.iter().all(|s| s.failure.is_none()), "{}", rec.display());
+        assert!(
+            steps.iter().all(|s| s.failure.is_none()),
+            "{}",
+            rec.display()
+        );
         let kinds: Vec<String> = steps
             .iter()
             .flat_map(|s| &s.events)

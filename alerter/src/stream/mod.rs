@@ -35,6 +35,7 @@ pub mod intake;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,7 +50,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::StreamSettings;
 use crate::source::MemorySource;
 use conns::{Admission, Ticket};
 use http::{Head, Response};
@@ -57,6 +57,58 @@ use intake::{ChannelReader, Stop};
 pub use intake::{Ingest, Intake, ingest};
 
 /// How long a connection may sit idle between requests, or take to send a body.
+/// The `[stream]` table: the alerter receives line protocol writes (InfluxDB v1 `/write` and
+/// v2 `/api/v2/write`) and keeps the points in memory instead of querying a database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// The secret every request must carry (Token/Bearer header, Basic password or `p=`).
+    pub token: String,
+    /// How much data is kept: points older than now − window are forgotten.
+    pub window: Duration,
+    /// At most this many points are held; beyond it the oldest are dropped and counted.
+    pub max_points: usize,
+    /// Largest request body accepted (after gzip decompression too); larger → 413.
+    pub max_body_size: u64,
+    /// How long a connection may go without a request carrying the token (from accept, or
+    /// from its last request) before it is closed.
+    pub header_timeout: Duration,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_ip: usize,
+    /// Points dated more than this ahead of the receiver's clock are refused.
+    pub max_future: Duration,
+    /// At most this many bytes (estimated) are held; beyond it the oldest points are dropped.
+    pub max_bytes: u64,
+    /// Longest string field value accepted; a line with a longer one is refused.
+    pub max_string_size: u64,
+    /// PEM certificate chain and private key: the receiver speaks HTTPS when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Shortest token accepted: guessing one of 16 random characters is out of reach.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            listen: "127.0.0.1:8186".into(),
+            token: String::new(),
+            window: Duration::from_secs(3600),
+            max_points: 100_000,
+            max_body_size: 32 * 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
+            max_connections_per_ip: 32,
+            max_future: Duration::from_secs(600),
+            max_bytes: 256 * 1024 * 1024,
+            max_string_size: 64 * 1024,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection has to finish once the receiver stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
