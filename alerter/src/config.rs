@@ -158,183 +158,16 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                     ("alerter", DeValue::Table(t)) => {
                         let mut o =
                             Options::new(&src, "alerter", t, value.span().start, &mut diags, env);
-                        settings.rules_dir = o
-                            .string("rules_dir", &settings.rules_dir.to_string_lossy())
-                            .into();
-                        settings.state_dir = o
-                            .string("state_dir", &settings.state_dir.to_string_lossy())
-                            .into();
-                        settings.reload_interval =
-                            o.duration("reload_interval", settings.reload_interval);
-                        settings.max_eval_time =
-                            o.duration("max_eval_time", settings.max_eval_time);
-                        settings.max_concurrent_evals = o.int(
-                            "max_concurrent_evals",
-                            settings.max_concurrent_evals as i64,
-                            1,
-                            256,
-                        ) as usize;
-                        settings.rule_errors_notify = o.strings("rule_errors_notify");
-                        if settings.reload_interval.is_zero() {
-                            o.error_at("reload_interval", "must be greater than 0");
-                        }
-                        if settings.max_eval_time.is_zero() {
-                            o.error_at("max_eval_time", "must be greater than 0");
-                        }
+                        settings = alerter_section(&mut o);
                         o.finish();
                     }
                     ("sources", DeValue::Table(kinds)) => {
-                        for (kind, instances) in kinds.iter() {
-                            if kind.get_ref() != "influxdb" {
-                                let msg = format!(
-                                    "[sources.{}]: unknown source kind (expected influxdb)",
-                                    kind.get_ref()
-                                );
-                                diags.push(src.diag(Severity::Error, kind.span().start, msg));
-                                continue;
-                            }
-                            let tables: Vec<_> = match instances.get_ref() {
-                                DeValue::Array(a) => a.iter().collect(),
-                                _ => vec![instances],
-                            };
-                            for t in tables {
-                                let DeValue::Table(table) = t.get_ref() else {
-                                    diags.push(src.diag(
-                                        Severity::Error,
-                                        t.span().start,
-                                        "[[sources.influxdb]] must be a table",
-                                    ));
-                                    continue;
-                                };
-                                let mut o = Options::new(
-                                    &src,
-                                    "sources.influxdb",
-                                    table,
-                                    t.span().start,
-                                    &mut diags,
-                                    env,
-                                );
-                                let s = InfluxSource {
-                                    name: o.string("name", "default"),
-                                    url: o.string("url", "http://127.0.0.1:8086"),
-                                    database: o.string("database", "telegraf"),
-                                    retention_policy: o.string("retention_policy", ""),
-                                    username: o.string("username", ""),
-                                    password: secret(&mut o, "password"),
-                                    token: secret(&mut o, "token"),
-                                    timeout: o.duration("timeout", Duration::from_secs(10)),
-                                };
-                                if !(s.url.starts_with("http://") || s.url.starts_with("https://"))
-                                {
-                                    o.error_at(
-                                        "url",
-                                        format!("{:?} is not an http:// or https:// URL", s.url),
-                                    );
-                                }
-                                o.finish();
-                                sources.push(s);
-                            }
-                        }
+                        sources.extend(influx_sources(&src, kinds, &mut diags, env));
                     }
                     ("stream", DeValue::Table(t)) => {
                         let mut o =
                             Options::new(&src, "stream", t, value.span().start, &mut diags, env);
-                        let d = StreamSettings::default();
-                        let s = StreamSettings {
-                            listen: o.string("listen", &d.listen),
-                            token: secret(&mut o, "token"),
-                            window: o.duration("window", d.window),
-                            max_points: o.int("max_points", d.max_points as i64, 1, 1 << 40)
-                                as usize,
-                            max_body_size: o.size("max_body_size", d.max_body_size),
-                            header_timeout: o.duration("header_timeout", d.header_timeout),
-                            max_connections_per_ip: o.int(
-                                "max_connections_per_ip",
-                                d.max_connections_per_ip as i64,
-                                1,
-                                crate::stream::MAX_CONNECTIONS as i64,
-                            ) as usize,
-                            max_future: o.duration("max_future", d.max_future),
-                            max_bytes: o.size("max_bytes", d.max_bytes),
-                            max_string_size: o.size("max_string_size", d.max_string_size),
-                            tls_cert: o.opt_string("tls_cert").map(PathBuf::from),
-                            tls_key: o.opt_string("tls_key").map(PathBuf::from),
-                        };
-                        match (&s.tls_cert, &s.tls_key) {
-                            (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
-                            (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
-                            _ => {}
-                        }
-                        for (key, path) in [("tls_cert", &s.tls_cert), ("tls_key", &s.tls_key)] {
-                            if let Some(p) = path
-                                && let Err(e) = std::fs::File::open(p)
-                            {
-                                o.error_at(key, format!("cannot read {}: {e}", p.display()));
-                            }
-                        }
-                        if let Ok(addr) = s.listen.parse::<std::net::SocketAddr>()
-                            && !addr.ip().is_loopback()
-                            && s.tls_cert.is_none()
-                        {
-                            o.warn_at(
-                                "listen",
-                                format!(
-                                    "{} is reachable from other hosts and the receiver speaks \
-                                     plain HTTP: the token and the data travel in clear (set \
-                                     tls_cert and tls_key, or listen on loopback behind a TLS proxy)",
-                                    s.listen
-                                ),
-                            );
-                        }
-                        if s.listen.parse::<std::net::SocketAddr>().is_err() {
-                            o.error_at(
-                                "listen",
-                                format!(
-                                    "{:?} is not an address:port (e.g. \"127.0.0.1:8186\")",
-                                    s.listen
-                                ),
-                            );
-                        }
-                        if s.token.contains("${") {
-                            // An unset variable is left as written (as Telegraf does): never
-                            // let its name become a guessable token.
-                            o.error_at(
-                                "token",
-                                format!(
-                                    "{:?} names an environment variable that is not set",
-                                    s.token
-                                ),
-                            );
-                        } else if s.token.is_empty() {
-                            o.error_at(
-                                "token",
-                                "a token is required (listening endpoints take a token): \
-                                 token = \"${WK_STREAM_TOKEN}\" or token_file = \"/path\"",
-                            );
-                        } else if s.token.chars().count() < MIN_TOKEN_LEN {
-                            let key = if o.has("token_file") {
-                                "token_file"
-                            } else {
-                                "token"
-                            };
-                            o.error_at(
-                                key,
-                                format!(
-                                    "the token has {} characters; use at least {MIN_TOKEN_LEN} \
-                                     random ones (e.g. od -An -tx1 -N16 /dev/urandom | tr -d ' \\n')",
-                                    s.token.chars().count()
-                                ),
-                            );
-                        }
-                        if s.window.is_zero() {
-                            o.error_at("window", "must be greater than 0");
-                        }
-                        if s.header_timeout.is_zero() {
-                            o.error_at("header_timeout", "must be greater than 0");
-                        }
-                        if s.max_body_size == 0 {
-                            o.error_at("max_body_size", "must be greater than 0");
-                        }
+                        let s = stream_section(&mut o);
                         o.finish();
                         stream = Some((s, value.span().start));
                     }
@@ -396,6 +229,188 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         actions,
         warnings: diags.warnings().cloned().collect(),
     })
+}
+
+/// `[alerter]`: where rules and state live, reload and evaluation limits.
+fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
+    let mut settings = Settings::default();
+    settings.rules_dir = o
+        .string("rules_dir", &settings.rules_dir.to_string_lossy())
+        .into();
+    settings.state_dir = o
+        .string("state_dir", &settings.state_dir.to_string_lossy())
+        .into();
+    settings.reload_interval = o.duration("reload_interval", settings.reload_interval);
+    settings.max_eval_time = o.duration("max_eval_time", settings.max_eval_time);
+    settings.max_concurrent_evals = o.int(
+        "max_concurrent_evals",
+        settings.max_concurrent_evals as i64,
+        1,
+        256,
+    ) as usize;
+    settings.rule_errors_notify = o.strings("rule_errors_notify");
+    if settings.reload_interval.is_zero() {
+        o.error_at("reload_interval", "must be greater than 0");
+    }
+    if settings.max_eval_time.is_zero() {
+        o.error_at("max_eval_time", "must be greater than 0");
+    }
+    settings
+}
+
+/// `[[sources.influxdb]]` tables (any other kind is an error).
+fn influx_sources(
+    src: &Source,
+    kinds: &DeTable<'_>,
+    diags: &mut Diagnostics,
+    env: EnvLookup<'_>,
+) -> Vec<InfluxSource> {
+    let mut sources = Vec::new();
+    for (kind, instances) in kinds.iter() {
+        if kind.get_ref() != "influxdb" {
+            let msg = format!(
+                "[sources.{}]: unknown source kind (expected influxdb)",
+                kind.get_ref()
+            );
+            diags.push(src.diag(Severity::Error, kind.span().start, msg));
+            continue;
+        }
+        let tables: Vec<_> = match instances.get_ref() {
+            DeValue::Array(a) => a.iter().collect(),
+            _ => vec![instances],
+        };
+        for t in tables {
+            let DeValue::Table(table) = t.get_ref() else {
+                diags.push(src.diag(
+                    Severity::Error,
+                    t.span().start,
+                    "[[sources.influxdb]] must be a table",
+                ));
+                continue;
+            };
+            let mut o = Options::new(src, "sources.influxdb", table, t.span().start, diags, env);
+            let s = InfluxSource {
+                name: o.string("name", "default"),
+                url: o.string("url", "http://127.0.0.1:8086"),
+                database: o.string("database", "telegraf"),
+                retention_policy: o.string("retention_policy", ""),
+                username: o.string("username", ""),
+                password: secret(&mut o, "password"),
+                token: secret(&mut o, "token"),
+                timeout: o.duration("timeout", Duration::from_secs(10)),
+            };
+            if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                o.error_at(
+                    "url",
+                    format!("{:?} is not an http:// or https:// URL", s.url),
+                );
+            }
+            o.finish();
+            sources.push(s);
+        }
+    }
+
+    sources
+}
+
+/// `[stream]`: the receiver's address, token and bounds.
+fn stream_section(o: &mut Options<'_, '_>) -> StreamSettings {
+    let d = StreamSettings::default();
+    let s = StreamSettings {
+        listen: o.string("listen", &d.listen),
+        token: secret(o, "token"),
+        window: o.duration("window", d.window),
+        max_points: o.int("max_points", d.max_points as i64, 1, 1 << 40) as usize,
+        max_body_size: o.size("max_body_size", d.max_body_size),
+        header_timeout: o.duration("header_timeout", d.header_timeout),
+        max_connections_per_ip: o.int(
+            "max_connections_per_ip",
+            d.max_connections_per_ip as i64,
+            1,
+            crate::stream::MAX_CONNECTIONS as i64,
+        ) as usize,
+        max_future: o.duration("max_future", d.max_future),
+        max_bytes: o.size("max_bytes", d.max_bytes),
+        max_string_size: o.size("max_string_size", d.max_string_size),
+        tls_cert: o.opt_string("tls_cert").map(PathBuf::from),
+        tls_key: o.opt_string("tls_key").map(PathBuf::from),
+    };
+    match (&s.tls_cert, &s.tls_key) {
+        (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
+        (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
+        _ => {}
+    }
+    for (key, path) in [("tls_cert", &s.tls_cert), ("tls_key", &s.tls_key)] {
+        if let Some(p) = path
+            && let Err(e) = std::fs::File::open(p)
+        {
+            o.error_at(key, format!("cannot read {}: {e}", p.display()));
+        }
+    }
+    if let Ok(addr) = s.listen.parse::<std::net::SocketAddr>()
+        && !addr.ip().is_loopback()
+        && s.tls_cert.is_none()
+    {
+        o.warn_at(
+            "listen",
+            format!(
+                "{} is reachable from other hosts and the receiver speaks \
+                 plain HTTP: the token and the data travel in clear (set \
+                 tls_cert and tls_key, or listen on loopback behind a TLS proxy)",
+                s.listen
+            ),
+        );
+    }
+    if s.listen.parse::<std::net::SocketAddr>().is_err() {
+        o.error_at(
+            "listen",
+            format!(
+                "{:?} is not an address:port (e.g. \"127.0.0.1:8186\")",
+                s.listen
+            ),
+        );
+    }
+    if s.token.contains("${") {
+        // An unset variable is left as written (as Telegraf does): never
+        // let its name become a guessable token.
+        o.error_at(
+            "token",
+            format!(
+                "{:?} names an environment variable that is not set",
+                s.token
+            ),
+        );
+    } else if s.token.is_empty() {
+        o.error_at(
+            "token",
+            "a token is required (listening endpoints take a token): \
+             token = \"${WK_STREAM_TOKEN}\" or token_file = \"/path\"",
+        );
+    } else if s.token.chars().count() < MIN_TOKEN_LEN {
+        let key = if o.has("token_file") {
+            "token_file"
+        } else {
+            "token"
+        };
+        o.error_at(
+            key,
+            format!(
+                "the token has {} characters; use at least {MIN_TOKEN_LEN} \
+                 random ones (e.g. od -An -tx1 -N16 /dev/urandom | tr -d ' \\n')",
+                s.token.chars().count()
+            ),
+        );
+    }
+    if s.window.is_zero() {
+        o.error_at("window", "must be greater than 0");
+    }
+    if s.header_timeout.is_zero() {
+        o.error_at("header_timeout", "must be greater than 0");
+    }
+    if s.max_body_size == 0 {
+        o.error_at("max_body_size", "must be greater than 0");
+    }
+    s
 }
 
 #[cfg(test)]
