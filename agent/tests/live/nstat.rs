@@ -68,8 +68,7 @@ fn fields(metrics: &[Metric]) -> BTreeMap<String, i64> {
 #[test]
 fn nstat_matches_iproute2_nstat() {
     let Some(before) = nstat() else {
-        eprintln!("skipped: `nstat` (iproute2) not found");
-        return;
+        wk_core::skip!("`nstat` not found (Debian package iproute2)");
     };
     let metrics = gather("[[inputs.nstat]]\n  dump_zeros = true\n");
     let after = nstat().unwrap();

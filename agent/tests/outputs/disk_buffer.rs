@@ -235,7 +235,7 @@ impl Drop for Tmpfs {
 fn a_full_disk_drops_the_oldest_and_recovers_when_the_database_returns() {
     let fs = match Tmpfs::mount("64k") {
         Ok(fs) => fs,
-        Err(why) => panic!("{why}"),
+        Err(why) => wk_core::skip!("{why}"),
     };
     let Some(mut db) = Influxd::start() else {
         return;
@@ -294,7 +294,7 @@ fn a_full_disk_drops_the_oldest_and_recovers_when_the_database_returns() {
 fn appends_recover_when_another_file_frees_the_disk() {
     let fs = match Tmpfs::mount("64k") {
         Ok(fs) => fs,
-        Err(why) => panic!("{why}"),
+        Err(why) => wk_core::skip!("{why}"),
     };
     let dir = fs.path().join("buffer");
     let (mut q, _) = wk_agent::models::disk_buffer::DiskBuffer::open(&dir, 100_000, true).unwrap();
