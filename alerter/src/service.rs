@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, error, info, warn};
 
 use crate::actions::engine::{Engine, RuleEntry};
-use crate::clock::now_ns;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::model::{
     AlertEvent, Condition, CycleResult, Level, LevelConditions, Observation, Policy, RuleSettings,
@@ -55,6 +55,7 @@ struct Slot {
 struct Evaluated {
     path: PathBuf,
     result: CycleResult,
+    /// The scheduled tick it was evaluated as of (ns).
     now: i64,
 }
 
@@ -67,12 +68,25 @@ pub struct Service {
     slots: BTreeMap<PathBuf, Slot>,
     meta: RuleState,
     limits: Limits,
+    clock: Arc<dyn Clock>,
+    /// A copy of every routed event, for in-process observers (tests).
+    tap: Option<mpsc::UnboundedSender<AlertEvent>>,
 }
 
 impl Service {
     /// A service over `config`, querying `source`. Must be created inside a tokio runtime
     /// (the router starts its notifier tasks).
     pub fn new(config: Config, source: Arc<dyn QuerySource>) -> Service {
+        Service::with_clock(config, source, Arc::new(SystemClock))
+    }
+
+    /// As [`Service::new`], reading the time from `clock` (tests drive it with tokio's paused
+    /// time through [`crate::clock::TokioClock`]).
+    pub fn with_clock(
+        config: Config,
+        source: Arc<dyn QuerySource>,
+        clock: Arc<dyn Clock>,
+    ) -> Service {
         let router = Router::start(config.notify.clone());
         let limits = Limits {
             timeout: config.settings.max_eval_time,
@@ -93,7 +107,16 @@ impl Service {
             slots: BTreeMap::new(),
             meta,
             limits,
+            clock,
+            tap: None,
         }
+    }
+
+    /// Every event routed from now on is also sent to the returned receiver.
+    pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<AlertEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tap = Some(tx);
+        rx
     }
 
     /// The router (tests read its counters).
@@ -265,6 +288,11 @@ impl Service {
         for e in &events {
             info!(rule = %e.rule, id = %e.id, level = %e.level, kind = ?e.kind, "{}", e.message);
         }
+        if let Some(tap) = &self.tap {
+            for e in &events {
+                let _ = tap.send(e.clone());
+            }
+        }
         if !events.is_empty() {
             self.engine.handle(&events);
             self.router.dispatch(events);
@@ -285,12 +313,17 @@ impl Service {
             if slot.running || now < slot.next_due {
                 continue;
             }
+            // Evaluate as of the scheduled tick, not the moment the evaluation starts:
+            // `for` and `repeat` compare these times, and microseconds of jitter would make
+            // them fire one `every` late. A scheduler late by whole intervals evaluates the
+            // latest tick that has passed.
             let every = rule.settings().every;
-            let due = slot.next_due;
-            slot.next_due = next_tick(now, every);
-            if now - due > every.as_nanos() as i64 {
+            let e = every.as_nanos().max(1) as i64;
+            let due = slot.next_due.max(now.div_euclid(e) * e);
+            if due > slot.next_due {
                 warn!(rule = %rule.settings().name, "evaluation is late by more than one interval; skipped ticks");
             }
+            slot.next_due = due + e;
             slot.running = true;
             let (source, tx, path, permits) = (
                 self.source.clone(),
@@ -302,16 +335,14 @@ impl Service {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
-                let eval_now = now_ns();
-                let joined =
-                    tokio::task::spawn_blocking(move || rule.evaluate(&source, eval_now)).await;
+                let joined = tokio::task::spawn_blocking(move || rule.evaluate(&source, due)).await;
                 let result = joined.unwrap_or_else(|e| {
                     CycleResult::Failed(format!("rule evaluation crashed: {e}"))
                 });
                 let _ = tx.send(Evaluated {
                     path,
                     result,
-                    now: eval_now,
+                    now: due,
                 });
             });
         }
@@ -367,12 +398,12 @@ impl Service {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(self.config.settings.max_concurrent_evals));
         let reload_every = self.config.settings.reload_interval;
-        self.scan(now_ns());
+        self.scan(self.clock.now_ns());
         // Instances restored from disk that are still firing inhibit from the start.
         let mut next_scan = tokio::time::Instant::now() + reload_every;
         tokio::pin!(shutdown);
         loop {
-            let now = now_ns();
+            let now = self.clock.now_ns();
             self.start_due(now, &tx, &permits);
             let next_due = self
                 .slots
@@ -388,12 +419,12 @@ impl Service {
                 _ = &mut shutdown => break,
                 Some(done) = rx.recv() => self.finish(done),
                 Some(new) = reload.recv() => match new {
-                    Some(cfg) => self.reload(*cfg, now_ns()),
-                    None => self.scan(now_ns()),
+                    Some(cfg) => self.reload(*cfg, self.clock.now_ns()),
+                    None => self.scan(self.clock.now_ns()),
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= next_scan {
-                        self.scan(now_ns());
+                        self.scan(self.clock.now_ns());
                         next_scan = tokio::time::Instant::now() + reload_every;
                     }
                 }
@@ -406,7 +437,7 @@ impl Service {
     /// Evaluates every loaded rule once now and returns the observations (no state, no
     /// notification): `wk-alerter check`.
     pub fn evaluate_once(&self) -> Vec<(String, CycleResult)> {
-        let now = now_ns();
+        let now = self.clock.now_ns();
         self.slots
             .values()
             .filter_map(|s| s.rule.as_ref())

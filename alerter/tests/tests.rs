@@ -7,5 +7,6 @@ mod examples;
 mod heal;
 mod notify;
 mod rules;
+mod scheduler;
 mod service;
 mod stream;

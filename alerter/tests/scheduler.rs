@@ -1,0 +1,145 @@
+//! The scheduler (`Service::run`) on tokio's paused time through an injected clock: rules are
+//! evaluated at their scheduled tick, so `for` and `repeat` hold to the tick, not one `every`
+//! late when an evaluation starts a few microseconds after its tick.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wk_alerter::clock::{Clock, TokioClock};
+use wk_alerter::model::{AlertEvent, EventKind};
+use wk_alerter::service::Service;
+use wk_alerter::source::{MemorySource, QuerySource};
+
+const SEC: i64 = 1_000_000_000;
+/// A simulated start, one second after a multiple of every interval used here.
+const START: i64 = 1_800_000_000 * SEC + SEC;
+
+/// Tokio's time plus a jitter that shrinks with each reading, as evaluations that start a
+/// few hundred microseconds after their tick, less each time.
+struct JitteryClock {
+    inner: TokioClock,
+    reads: AtomicI64,
+}
+
+impl Clock for JitteryClock {
+    fn now_ns(&self) -> i64 {
+        let n = self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.now_ns() + (900 - (n * 37) % 900) * 1_000
+    }
+}
+
+pub struct Running {
+    pub events: mpsc::UnboundedReceiver<AlertEvent>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn stop(self) -> Vec<AlertEvent> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        let mut events = self.events;
+        let mut out = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// Starts a service over `rules` (file name, text) and `source`, on the clock `clock`.
+pub fn start(
+    rules: &[(&str, &str)],
+    source: Arc<dyn QuerySource>,
+    clock: Arc<dyn Clock>,
+    extra: &str,
+) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir(&rules_dir).unwrap();
+    for (name, text) in rules {
+        std::fs::write(rules_dir.join(name), text).unwrap();
+    }
+    let conf = format!(
+        "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n{extra}\
+         [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"a-token-long-enough-for-tests\"\n",
+        rules_dir.display().to_string(),
+        dir.path().join("state").display().to_string(),
+    );
+    let no_env = |_: &str| None;
+    let cfg = wk_alerter::config::load_str(&dir.path().join("alerter.conf"), &conf, &no_env)
+        .unwrap_or_else(|e| panic!("config: {:?}", e.errors));
+    let mut service = Service::with_clock(cfg, source, clock);
+    let events = service.subscribe();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let _keep = _reload_tx;
+        service
+            .run(
+                async {
+                    let _ = stopped.await;
+                },
+                reload_rx,
+            )
+            .await;
+    });
+    Running {
+        events,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+fn busy_host() -> Arc<dyn QuerySource> {
+    let points =
+        wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {}\n", START - SEC), 0).unwrap();
+    Arc::new(MemorySource::from_metrics(&points))
+}
+
+const FOR_8S: &str = r#"
+rule(#{ every: "4s", "for": "8s", repeat: "20s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+
+/// Regression: `for "8s"` with `every "4s"` fired after 12 s and `repeat "20s"` gave gaps of
+/// 24 s about half the time, because evaluation start times (tick + jitter) were compared.
+#[tokio::test(start_paused = true)]
+async fn for_and_repeat_hold_to_the_tick_whatever_the_jitter() {
+    let clock = Arc::new(JitteryClock {
+        inner: TokioClock::starting_at(START),
+        reads: AtomicI64::new(0),
+    });
+    let t0 = tokio::time::Instant::now();
+    let mut run = start(&[("cpu.rhai", FOR_8S)], busy_host(), clock, "");
+    let mut received = Vec::new();
+    let deadline = t0 + Duration::from_secs(75);
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, run.events.recv()).await {
+        received.push((tokio::time::Instant::now() - t0, e));
+    }
+    run.stop().await;
+
+    // Ticks at multiples of 4 s: the first after START is 3 s in.
+    let first_tick = Duration::from_secs(3);
+    let alerts: Vec<_> = received
+        .iter()
+        .filter(|(_, e)| e.kind == EventKind::Alert)
+        .collect();
+    let at: Vec<Duration> = alerts.iter().map(|(t, _)| *t - first_tick).collect();
+    let want: Vec<Duration> = [8, 28, 48, 68].map(Duration::from_secs).to_vec();
+    assert_eq!(
+        at, want,
+        "fired/reminded at these times after the first tick"
+    );
+    let stamped: Vec<i64> = alerts.iter().map(|(_, e)| e.time - START).collect();
+    assert_eq!(stamped, [11, 31, 51, 71].map(|s| s * SEC), "event times");
+    assert_eq!(alerts[0].1.duration, Duration::from_secs(8));
+}
