@@ -5,6 +5,7 @@ mod app;
 mod common;
 mod examples;
 mod heal;
+mod kapacitor;
 mod notify;
 mod rules;
 mod scheduler;
