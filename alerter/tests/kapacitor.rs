@@ -45,7 +45,7 @@ fn rule(settings: &str, conditions: &str) -> String {
     )
 }
 
-use EventKind::{Alert, Recovery};
+use EventKind::{Alert, Flapping, Recovery};
 use Level::{Critical as C, Info as I, Ok as O, Warning as W};
 
 /// TestStream_Alert_WithReset_0: thresholds 40/60/80 with resets 10/20/30. Kapacitor sends 12
@@ -75,4 +75,52 @@ fn with_reset_0_gives_kapacitors_twelve_events() {
         (Recovery, O, C, 11),
     ];
     assert_eq!(got, want);
+}
+
+/// TestStream_Alert_NoRecoveries: thresholds >= 6/7/8, `.noRecoveries()`. Kapacitor sends 6
+/// events; the previous level of each is the level of the last event *sent* (a recovery not
+/// sent leaves it at the alert's level: INFO after CRITICAL, not after OK).
+#[test]
+fn no_recoveries_previous_level_is_the_last_sent() {
+    let r = rule(
+        "recoveries: false",
+        "s.info(v >= 6.0); s.warn(v >= 7.0); s.crit(v >= 8.0);",
+    );
+    let values = [7.0, 2.0, 6.0, 7.0, 7.0, 8.0, 2.0, 6.0, 3.0, 5.0, 4.0, 5.0];
+    let want = [
+        (Alert, W, O, 0),
+        (Alert, I, W, 2),
+        (Alert, W, I, 3),
+        (Alert, W, W, 4),
+        (Alert, C, W, 5),
+        (Alert, I, C, 7),
+    ];
+    assert_eq!(replay(&r, &values), want);
+}
+
+/// TestStream_AlertFlapping: info < 95, warn < 94, crit < 93, flapping(0.25, 0.5), history
+/// 21. Kapacitor sends 9 events (points 2 to 10) and drops the last ones as flapping; we send
+/// the same 9, then one Flapping event where Kapacitor starts dropping.
+#[test]
+fn flapping_starts_on_kapacitors_point() {
+    let r = rule(
+        "flapping: [0.25, 0.5], history: 21",
+        "s.info(v < 95.0); s.warn(v < 94.0); s.crit(v < 93.0);",
+    );
+    let values = [
+        97.1, 92.6, 95.6, 93.1, 92.6, 95.8, 92.7, 96.0, 93.4, 95.3, 92.4, 95.1,
+    ];
+    let want = [
+        (Alert, C, O, 1),
+        (Recovery, O, C, 2),
+        (Alert, W, O, 3),
+        (Alert, C, W, 4),
+        (Recovery, O, C, 5),
+        (Alert, C, O, 6),
+        (Recovery, O, C, 7),
+        (Alert, W, O, 8),
+        (Recovery, O, W, 9),
+        (Flapping, C, O, 10),
+    ];
+    assert_eq!(replay(&r, &values), want);
 }

@@ -58,6 +58,11 @@ pub(crate) struct Instance {
     pub notified_phase: Phase,
     /// When the last event of this instance was sent (repeat clock).
     pub last_sent: Option<i64>,
+    /// The level of the last event sent: the next event's `previous_level`. Differs from
+    /// `notified_level` after a recovery not sent (`recoveries: false`), as in Kapacitor,
+    /// whose previous level is that of the last event its topic received. `None` (state
+    /// saved before this field existed): `notified_level`.
+    pub sent_level: Option<Level>,
     pub flap: FlapState,
     /// Last time the instance was in a result (its creation time if never).
     pub last_seen: i64,
@@ -375,7 +380,7 @@ impl RuleState {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            if let Some(inst) = self.instances.remove(&key)
+            if let Some(mut inst) = self.instances.remove(&key)
                 && inst.notified_level != Level::Ok
                 && c.s.recoveries
             {
@@ -384,7 +389,13 @@ impl RuleState {
                     template::format_duration(dur(inst.last_seen, now))
                 );
                 let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
-                c.emit(&inst, EventKind::Recovery, Level::Ok, duration, Some(&note));
+                c.emit(
+                    &mut inst,
+                    EventKind::Recovery,
+                    Level::Ok,
+                    duration,
+                    Some(&note),
+                );
             }
         }
     }
@@ -503,6 +514,9 @@ impl Cycle<'_> {
                 inst.last_sent = Some(now);
                 let note = " (flapping: notifications suppressed until it settles)";
                 self.emit(inst, EventKind::Flapping, level, duration, Some(note));
+                // Receivers heard this level: when it settles, a different state is sent.
+                inst.notified_level = level;
+                inst.notified_phase = phase;
             }
         } else if (level, phase) != (inst.notified_level, inst.notified_phase) {
             let kind = match (level, phase) {
@@ -536,23 +550,26 @@ impl Cycle<'_> {
             .is_some_and(|r| last_sent.is_none_or(|t| self.now.saturating_sub(t) >= ns(r)))
     }
 
-    /// Builds and queues one event of an instance; `previous_level` is what receivers last heard.
+    /// Builds and queues one event of an instance; `previous_level` is the level of the last
+    /// event sent (what receivers last heard).
     fn emit(
         &mut self,
-        inst: &Instance,
+        inst: &mut Instance,
         kind: EventKind,
         level: Level,
         duration: Duration,
         note: Option<&str>,
     ) {
         let s = self.s;
+        let previous_level = inst.sent_level.unwrap_or(inst.notified_level);
+        inst.sent_level = Some(level);
         let mut data = TemplateData {
             rule: &s.name,
             id: None,
             message: None,
             kind: Some(kind),
             level,
-            previous_level: inst.notified_level,
+            previous_level,
             duration,
             time_ns: self.now,
             measurement: &inst.measurement,
@@ -581,7 +598,7 @@ impl Cycle<'_> {
             details,
             kind,
             level,
-            previous_level: inst.notified_level,
+            previous_level,
             tags: inst.tags.clone(),
             fields: inst.fields.clone(),
             time: self.now,

@@ -293,13 +293,14 @@ fn flapping_suppresses_until_it_settles() {
     s.flapping = Some((0.25, 0.45));
     s.history = 10;
     let mut sim = Sim::new(s);
-    // Weighted change fractions over 9 pairs: 0.13, 0.26, 0.38, 0.5 → flapping at the 4th.
+    // Kapacitor's weighted change fractions: 0.18, 0.09, 0.31, 0.34, 0.55 → flapping at the 5th.
     assert_eq!(sim.one(0, C), [(Alert, C)]);
     assert_eq!(sim.one(10, O), [(Recovery, O)]);
     assert_eq!(sim.one(20, C), [(Alert, C)]);
-    let ev = sim.at(30, seen(&[obs("web1", O)]));
-    assert_eq!(kl(&ev), [(Flapping, O)]);
-    assert_eq!(ev[0].previous_level, C);
+    assert_eq!(sim.one(30, O), [(Recovery, O)]);
+    let ev = sim.at(40, seen(&[obs("web1", C)]));
+    assert_eq!(kl(&ev), [(Flapping, C)]);
+    assert_eq!(ev[0].previous_level, O);
     assert!(
         ev[0]
             .message
@@ -308,8 +309,8 @@ fn flapping_suppresses_until_it_settles() {
         ev[0].message
     );
     // Everything is suppressed while flapping, recoveries included.
-    let mut t = 40;
-    for l in [C, O, C, O, C, O] {
+    let mut t = 50;
+    for l in [O, C, O, C, O, C] {
         assert_eq!(sim.one(t, l), [], "t={t}");
         t += 10;
     }
