@@ -134,9 +134,9 @@ impl Service {
         RuleSettings {
             name: RULES_RULE.into(),
             id_template: "wk_rules:{{file}}".into(),
-            message_template:
-                "rule file {{file}} does not load; the last good version keeps running: {{problem}}"
-                    .into(),
+            // `status` is set per observation, so the recovery (rendered from the last one)
+            // says the file loads again instead of repeating the problem with an empty reason.
+            message_template: "rule file {{file}} {{status}}".into(),
             no_data: Policy::Ok,
             notify: self.config.settings.rule_errors_notify.clone(),
             expire_after: Duration::ZERO,
@@ -256,6 +256,14 @@ impl Service {
                     ..Default::default()
                 };
                 o.tags.insert("file".into(), file);
+                let status = match (&slot.broken, &slot.rule) {
+                    (Some(p), Some(_)) => {
+                        format!("does not load; the last good version keeps running: {p}")
+                    }
+                    (Some(p), None) => format!("does not load (no earlier version runs): {p}"),
+                    (None, _) => "loads again".to_string(),
+                };
+                o.fields.insert("status".into(), Value::Str(status));
                 o.fields.insert(
                     "problem".into(),
                     Value::Str(slot.broken.clone().unwrap_or_default()),

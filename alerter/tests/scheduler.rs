@@ -34,7 +34,7 @@ pub struct Running {
     pub events: mpsc::UnboundedReceiver<AlertEvent>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 impl Running {
@@ -142,4 +142,54 @@ async fn for_and_repeat_hold_to_the_tick_whatever_the_jitter() {
     let stamped: Vec<i64> = alerts.iter().map(|(_, e)| e.time - START).collect();
     assert_eq!(stamped, [11, 31, 51, 71].map(|s| s * SEC), "event times");
     assert_eq!(alerts[0].1.duration, Duration::from_secs(8));
+}
+
+/// The next event within `secs` of (paused) time, if any.
+async fn next_event(run: &mut Running, secs: u64) -> Option<AlertEvent> {
+    tokio::time::timeout(Duration::from_secs(secs), run.events.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Regression: the `wk_rules` recovery said "does not load; the last good version keeps
+/// running: " with an empty reason.
+#[tokio::test(start_paused = true)]
+async fn a_fixed_rule_file_recovers_with_a_recovery_text() {
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let mut run = start(
+        &[("cpu.rhai", "rule(#{ every: \"1s\" });\nfn check( {\n")],
+        busy_host(),
+        clock,
+        "",
+    );
+    let alert = next_event(&mut run, 10)
+        .await
+        .expect("the broken-file alert");
+    assert_eq!(
+        (alert.rule.as_str(), alert.kind),
+        ("wk_rules", EventKind::Alert)
+    );
+    assert!(
+        alert
+            .message
+            .starts_with("rule file cpu.rhai does not load")
+            && alert.message.contains("cpu.rhai:2:"),
+        "{}",
+        alert.message
+    );
+    assert!(
+        alert.message.contains("no earlier version runs"),
+        "{}",
+        alert.message
+    );
+    let rules_dir = run._dir.path().join("rules");
+    std::fs::write(rules_dir.join("cpu.rhai"), FOR_8S).unwrap();
+    let recovery = next_event(&mut run, 20).await.expect("the recovery");
+    assert_eq!(
+        (recovery.rule.as_str(), recovery.kind),
+        ("wk_rules", EventKind::Recovery)
+    );
+    assert_eq!(recovery.message, "rule file cpu.rhai loads again");
+    run.stop().await;
 }
