@@ -24,7 +24,9 @@
 //!   suppressed while flapping; leaving emits the current state if it differs from the
 //!   Flapping event's (so a recovery swallowed while flapping is sent then).
 //! - **NoData**: an instance (seen earlier, restored, or listed in `expected`) missing from a
-//!   successful result for `no_data_after` (counted from the first evaluation that missed it):
+//!   successful result for `no_data_after`, or for `pending` when that is 0 (counted from the
+//!   first evaluation that missed it; silence waits like a condition). Its events carry no
+//!   fields and say `<id> is <LEVEL>: no data since <time of the last point>`:
 //!   `Alert(level)` → NoData state at that level (event kind NoData, repeats with `repeat`),
 //!   `Ok` → recovers, `KeepLast` → nothing. Data coming back ends NoData at once with
 //!   whatever the data says (a recovery, or an Alert event), without pending/keep_firing.

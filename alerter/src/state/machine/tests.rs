@@ -700,3 +700,55 @@ fn same_inputs_same_outputs() {
     assert!(!a.is_empty());
     assert_eq!(a, run());
 }
+
+/// Regression: NoData fired at the first missing evaluation even with `for`.
+#[test]
+fn no_data_honours_for_unless_no_data_after_is_set() {
+    let mut s = base();
+    s.pending = secs(30);
+    let mut sim = Sim::new(s.clone());
+    assert_eq!(sim.one(0, O), []);
+    for t in [10, 20, 30] {
+        assert_eq!(kl(&sim.at(t, seen(&[]))), [], "t={t}");
+    }
+    let ev = sim.at(40, seen(&[]));
+    assert_eq!(kl(&ev), [(NoData, C)]);
+    assert_eq!(ev[0].duration, secs(30));
+    // Its own no_data_after wins over `for`.
+    s.no_data_after = secs(10);
+    let mut sim = Sim::new(s);
+    assert_eq!(sim.one(0, O), []);
+    assert_eq!(kl(&sim.at(10, seen(&[]))), []);
+    assert_eq!(kl(&sim.at(20, seen(&[]))), [(NoData, C)]);
+}
+
+/// Regression: a NoData event rendered the rule's message with the last values ("CPU idle
+/// 97.3% is CRITICAL") and "no data since" named the last evaluation, not the last point.
+#[test]
+fn no_data_names_the_last_point_and_shows_no_stale_value() {
+    let mut s = base();
+    s.message_template = "CPU idle {{value:.1}}% is {{level}}".into();
+    let mut sim = Sim::new(s);
+    let mut o = obs("web1", O);
+    o.time = T0 - 5 * SEC;
+    assert_eq!(kl(&sim.at(0, seen(&[o]))), []);
+    let ev = sim.at(10, seen(&[]));
+    assert_eq!(kl(&ev), [(NoData, C)]);
+    let since = template::format_rfc3339(T0 - 5 * SEC);
+    assert_eq!(
+        ev[0].message,
+        format!("cpu:host=web1 is CRITICAL: no data since {since}")
+    );
+    assert!(ev[0].fields.is_empty(), "{:?}", ev[0].fields);
+    assert!(!ev[0].details.contains("42.2"), "{}", ev[0].details);
+    // An expected series that never reported says so.
+    let mut s = base();
+    s.expected = vec![tags(&[("host", "web3")])];
+    let mut sim = Sim::new(s);
+    let ev = sim.at(0, seen(&[]));
+    assert_eq!(kl(&ev), [(NoData, C)]);
+    assert_eq!(
+        ev[0].message,
+        "cpu:host=web3 is CRITICAL: no data yet (expected, never reported)"
+    );
+}
