@@ -21,8 +21,8 @@ use crate::actions::engine::{Engine, RuleEntry};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::model::{
-    AlertEvent, Condition, CycleResult, Level, LevelConditions, Observation, Policy, RuleSettings,
-    Value,
+    AlertEvent, Condition, CycleResult, EventKind, Level, LevelConditions, Observation, Policy,
+    RuleSettings, Value,
 };
 use crate::notify::router::Router;
 use crate::rules::{Limits, Rule, load_rule_with};
@@ -69,6 +69,7 @@ pub struct Service {
     meta: RuleState,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    host_pages: HostPages,
     /// A copy of every routed event, for in-process observers (tests).
     tap: Option<mpsc::UnboundedSender<AlertEvent>>,
 }
@@ -108,6 +109,7 @@ impl Service {
             meta,
             limits,
             clock,
+            host_pages: HostPages::default(),
             tap: None,
         }
     }
@@ -292,7 +294,8 @@ impl Service {
         }
     }
 
-    fn route(&self, events: Vec<AlertEvent>) {
+    fn route(&mut self, events: Vec<AlertEvent>) {
+        let events = self.host_pages.fold(events);
         for e in &events {
             info!(rule = %e.rule, id = %e.id, level = %e.level, kind = ?e.kind, "{}", e.message);
         }
@@ -454,6 +457,70 @@ impl Service {
     }
 }
 
+/// "One dead host = one page": NoData events of instances tagged `host` are folded per host.
+/// The first instance to go NoData for a host pages; NoData of other instances (other rules,
+/// other series) of the same host while that page is open are held back and logged, as are
+/// their repeats and their recoveries (receivers never heard of them). When the paging
+/// instance leaves NoData (its recovery, or an alert from data that came back), a held
+/// instance still without data takes the page over and is sent then, so a host that stays
+/// partly silent is still reported. Not persisted: after a restart, the recovery of an
+/// instance that was held may be sent.
+#[derive(Debug, Default)]
+struct HostPages {
+    /// host → the (rule, id) whose NoData event paged for it.
+    open: BTreeMap<String, (String, String)>,
+    /// (rule, id) → its held NoData event (the latest).
+    held: BTreeMap<(String, String), AlertEvent>,
+}
+
+impl HostPages {
+    fn fold(&mut self, events: Vec<AlertEvent>) -> Vec<AlertEvent> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let key = (e.rule.clone(), e.id.clone());
+            let Some(host) = e.tags.get("host").cloned() else {
+                out.push(e);
+                continue;
+            };
+            if e.kind == EventKind::NoData {
+                match self.open.get(&host) {
+                    Some(owner) if *owner != key => {
+                        info!(rule = %e.rule, id = %e.id, host = %host, paged_by = %owner.1,
+                            "no data: folded into the host's open page");
+                        self.held.insert(key, e);
+                    }
+                    _ => {
+                        self.open.insert(host, key);
+                        out.push(e);
+                    }
+                }
+                continue;
+            }
+            if self.held.remove(&key).is_some() && e.kind == EventKind::Recovery {
+                // Receivers never heard of its NoData: nothing to recover.
+                continue;
+            }
+            let owns = self.open.get(&host) == Some(&key);
+            out.push(e);
+            if owns {
+                self.open.remove(&host);
+                let next = self
+                    .held
+                    .keys()
+                    .find(|k| self.held[*k].tags.get("host") == Some(&host))
+                    .cloned();
+                if let Some(k) = next
+                    && let Some(held) = self.held.remove(&k)
+                {
+                    self.open.insert(host, k);
+                    out.push(held);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Tells the router which instances of an inhibiting rule are non-OK (events alone do not
 /// end an inhibitor whose rule sends no recoveries, nor announce state restored from disk).
 fn sync_inhibitors(router: &Router, settings: &RuleSettings, state: &RuleState) {
@@ -485,4 +552,61 @@ pub fn check_dir(dir: &Path, limits: &Limits) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(rule: &str, host: &str, kind: EventKind) -> AlertEvent {
+        AlertEvent {
+            rule: rule.into(),
+            id: format!("{rule}:host={host}"),
+            message: String::new(),
+            details: String::new(),
+            kind,
+            level: if kind == EventKind::Recovery {
+                Level::Ok
+            } else {
+                Level::Critical
+            },
+            previous_level: Level::Ok,
+            tags: [("host".to_string(), host.to_string())].into(),
+            fields: BTreeMap::new(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: Vec::new(),
+            category: None,
+        }
+    }
+
+    fn rules(events: &[AlertEvent]) -> Vec<(&str, EventKind)> {
+        events.iter().map(|e| (e.rule.as_str(), e.kind)).collect()
+    }
+
+    #[test]
+    fn host_pages_hold_other_no_data_and_hand_the_page_over() {
+        use EventKind::{Alert, NoData, Recovery};
+        let mut p = HostPages::default();
+        let out = p.fold(vec![ev("cpu", "web1", NoData), ev("mem", "web1", NoData)]);
+        assert_eq!(rules(&out), [("cpu", NoData)]);
+        // Another host pages on its own; a held instance's repeat stays held.
+        let out = p.fold(vec![ev("mem", "web2", NoData), ev("mem", "web1", NoData)]);
+        assert_eq!(rules(&out), [("mem", NoData)]);
+        assert_eq!(out[0].tags["host"], "web2");
+        // cpu's data is back but mem's is not: mem takes the page over.
+        let out = p.fold(vec![ev("cpu", "web1", Recovery)]);
+        assert_eq!(rules(&out), [("cpu", Recovery), ("mem", NoData)]);
+        // mem recovers (sent: receivers heard its NoData); a held one recovers silently.
+        let out = p.fold(vec![ev("disk", "web1", NoData)]);
+        assert!(out.is_empty());
+        let out = p.fold(vec![
+            ev("disk", "web1", Recovery),
+            ev("mem", "web1", Recovery),
+        ]);
+        assert_eq!(rules(&out), [("mem", Recovery)]);
+        // Non-NoData events are never held.
+        let out = p.fold(vec![ev("cpu", "web1", Alert)]);
+        assert_eq!(rules(&out), [("cpu", Alert)]);
+    }
 }

@@ -193,3 +193,51 @@ async fn a_fixed_rule_file_recovers_with_a_recovery_text() {
     assert_eq!(recovery.message, "rule file cpu.rhai loads again");
     run.stop().await;
 }
+
+fn host_rule(measurement: &str, every: &str) -> String {
+    format!(
+        "rule(#{{ every: \"{every}\" }});\n\
+         fn check() {{\n\
+           let s = query(\"{measurement}\").field(\"v\").range(\"3s\").last().group_by(\"host\").run();\n\
+           for x in s {{ x.crit(x.value > 90.0); }}\n\
+           s\n\
+         }}\n"
+    )
+}
+
+/// Regression: a host that died raised one CRITICAL per rule (each rule's NoData) within a
+/// minute. With the defaults it is one page per dead host; a healthy host is untouched.
+#[tokio::test(start_paused = true)]
+async fn one_dead_host_is_one_page() {
+    let mut text = String::new();
+    for k in -1..2 {
+        for m in ["cpu", "mem", "disk"] {
+            text += &format!("{m},host=web1 v=1 {}\n", START + k * SEC);
+        }
+    }
+    for k in -1..120 {
+        for m in ["cpu", "mem", "disk"] {
+            text += &format!("{m},host=web2 v=1 {}\n", START + k * SEC);
+        }
+    }
+    let points = wk_core::lineproto::parse(&text, 0).unwrap();
+    let source: Arc<dyn QuerySource> = Arc::new(MemorySource::from_metrics(&points));
+    let cpu = host_rule("cpu", "1s");
+    let mem = host_rule("mem", "2s");
+    let disk = host_rule("disk", "5s");
+    let run = start(
+        &[("cpu.rhai", &cpu), ("mem.rhai", &mem), ("disk.rhai", &disk)],
+        source,
+        Arc::new(TokioClock::starting_at(START)),
+        "",
+    );
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let events = run.stop().await;
+    let pages: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.rule.clone(), e.message.clone()))
+        .collect();
+    assert_eq!(events.len(), 1, "{pages:#?}");
+    assert_eq!(events[0].kind, EventKind::NoData);
+    assert_eq!(events[0].tags["host"], "web1");
+}
