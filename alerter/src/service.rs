@@ -1,5 +1,6 @@
 //! The running alerter: loads every rule of the rules directory, evaluates each on its own
-//! schedule (on tokio's blocking pool, a bounded number at once), feeds the results to the
+//! schedule (on tokio's blocking pool, one thread and one time limit per rule, so a runaway
+//! rule delays no other; runaways are reported through `wk_rules`), feeds the results to the
 //! rule's state machine, persists the state and routes the events.
 //!
 //! Hot reload (the rules directory is a git checkout): the directory is re-read every
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::actions::engine::{Engine, RuleEntry};
@@ -48,15 +49,35 @@ struct Slot {
     broken: Option<String>,
     state: RuleState,
     next_due: i64,
+    /// An evaluation's thread is busy (at most one per rule).
     running: bool,
+    /// Why its last evaluation was stopped at the time limit, while it is a runaway.
+    runaway: Option<String>,
+    /// What the `wk_rules` recovery says about this file: fits the last problem reported.
+    ok_status: &'static str,
 }
 
-/// The result of one evaluation, sent back from the blocking pool.
+/// How an evaluation ended, sent back from the blocking pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// It returned within the time limit (or its script stopped itself at the deadline).
+    Finished,
+    /// The time limit passed and its thread is still busy (a query in flight cannot be
+    /// interrupted): the scheduler stops waiting and counts it as failed now.
+    Overran,
+    /// An overrun evaluation's thread is free again; its late result is dropped.
+    Ended,
+}
+
+/// One evaluation's result.
 struct Evaluated {
     path: PathBuf,
     result: CycleResult,
     /// The scheduled tick it was evaluated as of (ns).
     now: i64,
+    outcome: Outcome,
+    /// Wall time it took.
+    elapsed: Duration,
 }
 
 /// The alerter.
@@ -215,6 +236,8 @@ impl Service {
             state: RuleState::new(),
             next_due: 0,
             running: false,
+            runaway: None,
+            ok_status: "loads again",
         });
         slot.text = text;
         match loaded {
@@ -239,6 +262,7 @@ impl Service {
                     error!("{msg}");
                 }
                 slot.broken = Some(msg);
+                slot.ok_status = "loads again";
             }
         }
     }
@@ -258,12 +282,13 @@ impl Service {
                     ..Default::default()
                 };
                 o.tags.insert("file".into(), file);
-                let status = match (&slot.broken, &slot.rule) {
-                    (Some(p), Some(_)) => {
+                let status = match (&slot.broken, &slot.rule, &slot.runaway) {
+                    (Some(p), Some(_), _) => {
                         format!("does not load; the last good version keeps running: {p}")
                     }
-                    (Some(p), None) => format!("does not load (no earlier version runs): {p}"),
-                    (None, _) => "loads again".to_string(),
+                    (Some(p), None, _) => format!("does not load (no earlier version runs): {p}"),
+                    (None, _, Some(r)) => r.clone(),
+                    (None, _, None) => slot.ok_status.to_string(),
                 };
                 o.fields.insert("status".into(), Value::Str(status));
                 o.fields.insert(
@@ -272,7 +297,7 @@ impl Service {
                 );
                 o.levels = LevelConditions {
                     crit: Some(Condition {
-                        matched: slot.broken.is_some(),
+                        matched: slot.broken.is_some() || slot.runaway.is_some(),
                         reset: None,
                     }),
                     ..Default::default()
@@ -311,12 +336,12 @@ impl Service {
     }
 
     /// Starts the evaluations that are due; results come back on `tx`.
-    fn start_due(
-        &mut self,
-        now: i64,
-        tx: &mpsc::UnboundedSender<Evaluated>,
-        permits: &Arc<Semaphore>,
-    ) {
+    ///
+    /// Each rule has its own budget: its evaluation runs on a thread of its own (at most one
+    /// per rule, no slots shared with other rules) for at most the time limit, so a runaway
+    /// rule delays nobody but itself.
+    fn start_due(&mut self, now: i64, tx: &mpsc::UnboundedSender<Evaluated>) {
+        let limit = self.limits.timeout;
         for (path, slot) in self.slots.iter_mut() {
             let Some(rule) = slot.rule.clone() else {
                 continue;
@@ -336,34 +361,64 @@ impl Service {
             }
             slot.next_due = due + e;
             slot.running = true;
-            let (source, tx, path, permits) = (
-                self.source.clone(),
-                tx.clone(),
-                path.clone(),
-                permits.clone(),
-            );
+            let (source, tx, path) = (self.source.clone(), tx.clone(), path.clone());
             tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
+                let started = std::time::Instant::now();
+                let mut handle = tokio::task::spawn_blocking(move || rule.evaluate(&source, due));
+                // The script stops itself at the deadline; this bounds what it cannot stop (a
+                // query in flight), with a little grace for the script's own report.
+                let grace = Duration::from_millis(100);
+                let (result, outcome) = match tokio::time::timeout(limit + grace, &mut handle).await
+                {
+                    Ok(joined) => (
+                        joined.unwrap_or_else(|e| {
+                            CycleResult::Failed(format!("rule evaluation crashed: {e}"))
+                        }),
+                        Outcome::Finished,
+                    ),
+                    Err(_) => (
+                        CycleResult::Failed(format!(
+                            "{}: stopped waiting at the {} time limit (a query still in flight)",
+                            path.display(),
+                            crate::template::format_duration(limit)
+                        )),
+                        Outcome::Overran,
+                    ),
                 };
-                let joined = tokio::task::spawn_blocking(move || rule.evaluate(&source, due)).await;
-                let result = joined.unwrap_or_else(|e| {
-                    CycleResult::Failed(format!("rule evaluation crashed: {e}"))
-                });
+                let overran = outcome == Outcome::Overran;
                 let _ = tx.send(Evaluated {
-                    path,
+                    path: path.clone(),
                     result,
                     now: due,
+                    outcome,
+                    elapsed: started.elapsed(),
                 });
+                if overran {
+                    let _ = handle.await;
+                    let _ = tx.send(Evaluated {
+                        path,
+                        result: CycleResult::Observed(Vec::new()),
+                        now: due,
+                        outcome: Outcome::Ended,
+                        elapsed: started.elapsed(),
+                    });
+                }
             });
         }
     }
 
     fn finish(&mut self, done: Evaluated) {
+        let limit = self.limits.timeout;
+        let clock_now = self.clock.now_ns();
         let Some(slot) = self.slots.get_mut(&done.path) else {
             return;
         };
-        slot.running = false;
+        if done.outcome != Outcome::Overran {
+            slot.running = false;
+        }
+        if done.outcome == Outcome::Ended {
+            return;
+        }
         let Some(rule) = slot.rule.clone() else {
             return;
         };
@@ -371,12 +426,37 @@ impl Service {
         if let CycleResult::Failed(msg) = &done.result {
             warn!(rule = %settings.name, "evaluation failed: {msg}");
         }
+        // A runaway (it used its whole time limit) is reported through `wk_rules` and waits
+        // as long as it ran before its next evaluation, so it uses at most half of a thread.
+        let runaway = (done.outcome == Outcome::Overran || done.elapsed >= limit).then(|| {
+            let why = match &done.result {
+                CycleResult::Failed(m) => m.clone(),
+                CycleResult::Observed(_) => "it returned after the limit".into(),
+            };
+            format!(
+                "evaluation stopped at its time limit of {} ({why}); other rules keep their schedule",
+                crate::template::format_duration(limit)
+            )
+        });
+        if runaway.is_some() {
+            let backoff = clock_now.saturating_add(done.elapsed.as_nanos() as i64);
+            slot.next_due = slot.next_due.max(next_tick(backoff, settings.every));
+        }
+        let report = runaway.is_some() != slot.runaway.is_some();
+        if report && runaway.is_some() {
+            warn!(rule = %settings.name, "evaluation stopped at the time limit; reported as wk_rules");
+            slot.ok_status = "evaluates within its time limit again";
+        }
+        slot.runaway = runaway;
         let events = slot.state.apply(settings, &done.result, done.now);
         sync_inhibitors(&self.router, settings, &slot.state);
         debug!(rule = %settings.name, events = events.len(), "evaluated");
         let state = slot.state.clone();
         self.persist(&settings.name, &state);
         self.route(events);
+        if report {
+            self.report_broken(clock_now);
+        }
     }
 
     /// Swaps in a new config (SIGHUP): notifiers and silences are replaced, the rules
@@ -407,7 +487,6 @@ impl Service {
         mut reload: mpsc::UnboundedReceiver<Option<Box<Config>>>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(self.config.settings.max_concurrent_evals));
         let reload_every = self.config.settings.reload_interval;
         self.scan(self.clock.now_ns());
         // Instances restored from disk that are still firing inhibit from the start.
@@ -415,7 +494,7 @@ impl Service {
         tokio::pin!(shutdown);
         loop {
             let now = self.clock.now_ns();
-            self.start_due(now, &tx, &permits);
+            self.start_due(now, &tx);
             let next_due = self
                 .slots
                 .values()

@@ -241,3 +241,91 @@ async fn one_dead_host_is_one_page() {
     assert_eq!(events[0].kind, EventKind::NoData);
     assert_eq!(events[0].tags["host"], "web1");
 }
+
+/// A source whose `slow` measurement blocks its thread for 3 s (an InfluxDB query that hangs),
+/// burning no CPU; everything else is answered by `inner`.
+struct SlowSource {
+    inner: MemorySource,
+}
+
+impl QuerySource for SlowSource {
+    fn query(
+        &self,
+        q: &wk_alerter::query::Query,
+        now_ns: i64,
+    ) -> Result<Vec<wk_alerter::source::Series>, wk_alerter::source::SourceError> {
+        if q.measurement == "slow" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        self.inner.query(q, now_ns)
+    }
+
+    fn influxql(
+        &self,
+        text: &str,
+        now_ns: i64,
+    ) -> Result<Vec<wk_alerter::source::Series>, wk_alerter::source::SourceError> {
+        self.inner.influxql(text, now_ns)
+    }
+}
+
+const SLOW_RULE: &str = r#"
+rule(#{ every: "1s", no_data: "keep" });
+fn check() { query("slow").field("v").range("1h").last().run() }
+"#;
+
+const HEALTHY_RULE: &str = r#"
+rule(#{ every: "1s", repeat: "1s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+
+/// Regression: with 6 rules running into the time limit, a 1 s rule ran every 5 s (4 shared
+/// evaluation slots). Real time, as the runaway evaluations block real threads: the healthy
+/// rule keeps its ticks, and the runaway ones are stopped at the limit and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_rules_do_not_delay_a_healthy_one() {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
+    let source = Arc::new(SlowSource {
+        inner: MemorySource::from_metrics(&points),
+    });
+    let mut rules: Vec<(String, &str)> = (0..6)
+        .map(|i| (format!("a_slow{i}.rhai"), SLOW_RULE))
+        .collect();
+    rules.push(("z_healthy.rhai".into(), HEALTHY_RULE));
+    let rules: Vec<(&str, &str)> = rules.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let run = start(
+        &rules,
+        source,
+        Arc::new(wk_alerter::clock::SystemClock),
+        "  max_eval_time = \"500ms\"\n",
+    );
+    tokio::time::sleep(Duration::from_millis(4_600)).await;
+    let events = run.stop().await;
+    let healthy: Vec<i64> = events
+        .iter()
+        .filter(|e| e.rule == "z_healthy")
+        .map(|e| e.time)
+        .collect();
+    assert!(healthy.len() >= 4, "healthy rule ran at {healthy:?}");
+    assert!(
+        healthy.windows(2).all(|w| w[1] - w[0] == SEC),
+        "healthy rule skipped ticks: {healthy:?}"
+    );
+    let reported: Vec<&str> = events
+        .iter()
+        .filter(|e| e.rule == "wk_rules")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(reported.len(), 6, "{reported:#?}");
+    assert!(
+        reported
+            .iter()
+            .all(|m| m.contains("stopped at its time limit of 500ms")),
+        "{reported:#?}"
+    );
+}
