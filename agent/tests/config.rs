@@ -233,8 +233,13 @@ fn real_world_config_warns_about_unimplemented_plugins_by_line() {
     if !influxdb_output_implemented() {
         expected.push(warn(24, 11, "outputs.influxdb"));
     }
-    expected.push(warn(53, 10, "inputs.haproxy"));
-    expected.push(warn(57, 10, "inputs.docker"));
+    // Inputs other branches implement stop warning as they land.
+    let later_inputs = [(53, "haproxy"), (57, "docker")];
+    for (line, name) in later_inputs {
+        if wk_agent::inputs::find(name).is_none() {
+            expected.push(warn(line, 10, &format!("inputs.{name}")));
+        }
+    }
     let shown: Vec<String> = plan
         .warnings
         .iter()
@@ -244,7 +249,14 @@ fn real_world_config_warns_about_unimplemented_plugins_by_line() {
         .collect();
     assert_eq!(shown, expected);
     let names: Vec<_> = plan.inputs.iter().map(|i| i.spec.name).collect();
-    assert_eq!(names, ["cpu", "mem", "swap", "disk", "net"]);
+    let mut want = vec!["cpu", "mem", "swap", "disk", "net"];
+    want.extend(
+        later_inputs
+            .iter()
+            .map(|(_, n)| *n)
+            .filter(|n| wk_agent::inputs::find(n).is_some()),
+    );
+    assert_eq!(names, want);
     assert_eq!(
         plan.global_tags.tags[..2],
         [

@@ -20,14 +20,7 @@ use crate::service::Service;
 use crate::source::{InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource};
 use crate::state::{RuleState, determine_level};
 
-/// What the daemon is told from outside (SIGHUP, SIGTERM/SIGINT in `main.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Re-read the config and the rules; a config that does not load is refused.
-    Reload,
-    /// Stop.
-    Stop,
-}
+pub use wk_core::control::Control;
 
 /// Why [`run`] could not start.
 #[derive(Debug, thiserror::Error)]

@@ -11,3 +11,4 @@ mod rules;
 mod scheduler;
 mod service;
 mod stream;
+mod stream_limits;

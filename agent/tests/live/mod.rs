@@ -3,12 +3,14 @@
 
 mod disk;
 mod diskio;
+mod haproxy;
 mod http_response;
 mod kernel;
 mod mem;
 mod net;
 mod net_response;
 mod netstat;
+mod nginx;
 mod nstat;
 mod ping;
 mod processes;

@@ -81,6 +81,42 @@ async fn gets_the_event_on_stdin_and_in_the_environment_never_in_argv() {
     assert!(!dir.path().join("pwned").exists() && !dir.path().join("pwned2").exists());
 }
 
+/// Regression: a tag value over 128 KiB made every exec fail (E2BIG: the kernel refuses one
+/// environment string that long). Variables are cut; stdin still has the whole event.
+#[tokio::test]
+async fn a_huge_tag_value_is_cut_in_the_environment_and_whole_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = exec_config(
+        dir.path(),
+        "cat > \"$OUT/stdin.json\"\nprintf %s \"$WK_TAG_BIG\" > \"$OUT/big\"\n",
+        "inherit_env = false",
+    );
+    let router = Router::start(plan(&cfg));
+    let mut e = to(
+        event("cpu", "web1", EventKind::Alert, Level::Critical),
+        &["run"],
+    );
+    let big = "é".repeat(100_000); // 200 KB
+    e.tags.insert("big".into(), big.clone());
+    router.dispatch(vec![e.clone()]);
+    router.flush().await;
+    assert_eq!(
+        router.stats().notifier("run").unwrap().sent,
+        1,
+        "the program ran"
+    );
+    let stdin: AlertEvent =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).unwrap()).unwrap();
+    assert_eq!(stdin.tags["big"], big);
+    let cut = std::fs::read_to_string(dir.path().join("big")).unwrap();
+    assert!(
+        cut.len() <= wk_alerter::notify::exec::MAX_ENV_VALUE,
+        "{}",
+        cut.len()
+    );
+    assert!(cut.ends_with('…') && big.starts_with(cut.trim_end_matches('…')));
+}
+
 #[tokio::test]
 async fn failures_carry_stderr_and_say_whether_to_retry() {
     let dir = tempfile::tempdir().unwrap();
