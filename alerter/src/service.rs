@@ -189,7 +189,22 @@ impl Service {
             .collect();
         for path in gone {
             info!(file = %path.display(), "rule file removed; its rule stops");
-            self.slots.remove(&path);
+            if let Some(mut slot) = self.slots.remove(&path)
+                && let Some(rule) = slot.rule.take()
+            {
+                // Close what receivers heard of, and forget the rule's state file.
+                let settings = rule.settings();
+                let why = format!("the rule was removed ({} deleted)", path.display());
+                let events = slot.state.retire(settings, now, &why);
+                self.route(events);
+                let file =
+                    crate::state::state_path(&self.config.settings.state_dir, &settings.name);
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!(file = %file.display(), "cannot remove the state of a removed rule: {e}");
+                }
+            }
         }
         let settings: Vec<RuleSettings> = self
             .slots
@@ -321,7 +336,12 @@ impl Service {
 
     fn route(&mut self, events: Vec<AlertEvent>) {
         let events = self.host_pages.fold(events);
-        for e in &events {
+        // One line per event; the wk_rules alert repeats a load error already logged as an
+        // error, so only its recovery is said here.
+        for e in events
+            .iter()
+            .filter(|e| e.rule != RULES_RULE || e.kind == EventKind::Recovery)
+        {
             info!(rule = %e.rule, id = %e.id, level = %e.level, kind = ?e.kind, "{}", e.message);
         }
         if let Some(tap) = &self.tap {

@@ -329,3 +329,44 @@ async fn runaway_rules_do_not_delay_a_healthy_one() {
         "{reported:#?}"
     );
 }
+
+/// Regression: a rule file deleted while its alert fired left the incident open forever and
+/// its state file behind (Kapacitor does the same). Now a recovery says why, and the state
+/// goes.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_rule_closes_its_alerts_and_forgets_its_state() {
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let rule = r#"
+rule(#{ every: "1s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+    let mut run = start(
+        &[("cpu.rhai", rule)],
+        busy_host(),
+        clock,
+        "  reload_interval = \"1s\"\n",
+    );
+    let alert = next_event(&mut run, 10).await.expect("the alert");
+    assert_eq!(
+        (alert.kind, alert.id.as_str()),
+        (EventKind::Alert, "cpu:host=web1")
+    );
+    let state = run._dir.path().join("state").join("cpu.state.json");
+    assert!(state.exists());
+    std::fs::remove_file(run._dir.path().join("rules").join("cpu.rhai")).unwrap();
+    let closed = next_event(&mut run, 10).await.expect("a recovery");
+    assert_eq!(closed.kind, EventKind::Recovery);
+    assert!(
+        closed
+            .message
+            .starts_with("cpu:host=web1 is closed: the rule was removed"),
+        "{}",
+        closed.message
+    );
+    assert!(!state.exists(), "the removed rule's state is forgotten");
+    run.stop().await;
+}

@@ -244,6 +244,55 @@ impl RuleState {
         self.error.as_ref().map(|e| (e.level, e.since))
     }
 
+    /// The rule is gone (its file was deleted): a recovery for every instance whose receivers
+    /// heard of it firing, saying why, so no incident stays open forever (Kapacitor leaves it
+    /// open). The state is emptied.
+    pub fn retire(&mut self, settings: &RuleSettings, now_ns: i64, why: &str) -> Vec<AlertEvent> {
+        let templates = Templates::compile_lenient(settings);
+        let no_fields = BTreeMap::new();
+        let mut out = Vec::new();
+        for inst in std::mem::take(&mut self.instances).into_values() {
+            let heard = inst.sent_level.unwrap_or(inst.notified_level);
+            if heard == Level::Ok {
+                continue;
+            }
+            let duration = inst.since.map_or(Duration::ZERO, |t| dur(t, now_ns));
+            let data = TemplateData {
+                rule: &settings.name,
+                id: None,
+                message: None,
+                kind: Some(EventKind::Recovery),
+                level: Level::Ok,
+                previous_level: heard,
+                duration,
+                time_ns: now_ns,
+                measurement: &inst.measurement,
+                tags: &inst.tags,
+                fields: &no_fields,
+                error: None,
+            };
+            let id = templates.id.render(&data);
+            let message = format!("{id} is closed: {why}");
+            out.push(AlertEvent {
+                rule: settings.name.clone(),
+                details: message.clone(),
+                id,
+                message,
+                kind: EventKind::Recovery,
+                level: Level::Ok,
+                previous_level: heard,
+                tags: inst.tags,
+                fields: BTreeMap::new(),
+                time: now_ns,
+                duration,
+                notify: settings.notify.clone(),
+                category: settings.category.clone(),
+            });
+        }
+        self.error = None;
+        out
+    }
+
     /// Feeds one evaluation's result, evaluated at `now_ns`, and returns the events to notify.
     pub fn apply(
         &mut self,
