@@ -98,7 +98,7 @@ fn a_load_error_is_one_log_line() {
         "rule(#{ every: \"1s\" });\nfn check() { let x = ; }\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
         .arg("--config")
         .arg(&conf)
         .stderr(std::process::Stdio::piped())

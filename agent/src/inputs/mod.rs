@@ -23,6 +23,7 @@ pub mod nginx;
 pub mod nstat;
 pub mod ping;
 pub mod processes;
+pub mod procstat;
 pub mod swap;
 pub mod system;
 
@@ -69,6 +70,7 @@ pub static REGISTRY: &[InputSpec] = &[
     nstat::SPEC,
     ping::SPEC,
     processes::SPEC,
+    procstat::SPEC,
     swap::SPEC,
     system::SPEC,
 ];

@@ -14,6 +14,7 @@ mod nginx;
 mod nstat;
 mod ping;
 mod processes;
+mod procstat;
 mod swap;
 mod system;
 
