@@ -24,6 +24,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         },
     ],
     one_of: &[],
+    diagnosis: true,
     build,
 };
 
