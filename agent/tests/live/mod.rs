@@ -41,6 +41,25 @@ pub fn load(configs: Vec<PathBuf>) -> Plan {
 }
 
 use wk_agent::metric::{FieldValue, Metric};
+use wk_agent::models::running_input::GlobalTags;
+
+/// Gathers the first input of a config text once on this machine; its errors fail the test.
+pub fn gather(conf: &str) -> Vec<Metric> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("telegraf.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut plan = load(vec![path]);
+    let out = plan.inputs[0].gather(1, &GlobalTags::default());
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    out.metrics
+}
+
+/// [`gather`] for an input that writes exactly one line.
+pub fn gather_one(conf: &str) -> Metric {
+    let mut ms = gather(conf);
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    ms.remove(0)
+}
 
 /// A uint field, or a panic naming what it was instead.
 pub fn uint(m: &Metric, key: &str) -> u64 {
