@@ -698,3 +698,33 @@ fn action_errors_name_line_and_column() {
     assert_eq!(ok.settings().actions.len(), 2);
     assert_eq!(ok.settings().actions[1].max_attempts, 2);
 }
+
+/// restart_process's `pattern` is a regular expression compiled when the rule loads: a bad
+/// one (or one matching every process) is a load error at the value's line and column, in a
+/// literal and around a `{{tag}}` alike.
+#[test]
+fn a_bad_pattern_is_a_load_error_with_its_position() {
+    let err = |pattern: &str| {
+        load_rule_source(
+            "p.rhai",
+            &format!(
+                "rule(#{{\n  actions: [\n    #{{ action: \"restart_process\", pattern: {pattern:?} }},\n  ],\n}});\nfn check() {{ [] }}\n"
+            ),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let e = err("http.server (8080").unwrap_err();
+    assert!(
+        e.starts_with("p.rhai:3:44:")
+            && e.contains("invalid regular expression: unclosed group")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    let e = err(".*").unwrap_err();
+    assert!(e.contains("every process"), "{e}");
+    let e = err("^{{tags.cmd}} (").unwrap_err();
+    assert!(e.contains("invalid regular expression"), "{e}");
+    err(r"^python3 -m http\.server (80|8080)$").unwrap();
+    err("^{{tags.cmd}} --serve$").unwrap();
+}
