@@ -500,16 +500,7 @@ fn ingest_and_parse_survive_random_text() {
 
 // ---- end to end: the real wk-agent → the real wk-alerter in stream mode -------------------
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(cond(), "timed out after {timeout:?} waiting for {what}");
-}
+use wk_core::testing::wait_for;
 
 /// The wk-agent binary of the same build (target/<profile>/wk-agent next to this test's
 /// deps/ directory). `cargo build --workspace` (scripts/test does) puts it there.

@@ -52,6 +52,28 @@ pub fn missing_server(name: &str, package: &str) -> Option<std::convert::Infalli
     );
 }
 
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn poll_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// [`poll_until`], failing the test with `what` when `timeout` passes.
+pub fn wait_for(what: &str, timeout: std::time::Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, cond),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

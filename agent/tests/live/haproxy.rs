@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use super::uint;
 use crate::outputs::servers::{binary, free_ports};
 use wk_agent::metric::{FieldValue, Metric};
-use wk_agent::models::running_input::GlobalTags;
 
 /// A running HAProxy, killed on drop.
 struct Haproxy {
@@ -166,17 +165,7 @@ fn request(port: u16) -> String {
     out.lines().next().unwrap_or("").to_owned()
 }
 
-fn gather(conf: &str) -> (Vec<Metric>, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    (
-        out.metrics,
-        out.errors.iter().map(|e| e.to_string()).collect(),
-    )
-}
+use super::gather_with_errors as gather;
 
 fn find<'a>(ms: &'a [Metric], server: &str, proxy: &str, sv: &str) -> &'a Metric {
     ms.iter()

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wk_agent::hostpaths::HostPaths;
 use wk_agent::inputs::netstat::netlink::InetSock;
@@ -156,12 +156,8 @@ fn tool_states(tool: &str, ports: &[u16]) -> Option<BTreeMap<u8, u64>> {
     Some(counts)
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wk_core::testing::wait_for(what, Duration::from_secs(10), ok);
 }
 
 #[test]

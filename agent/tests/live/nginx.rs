@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use super::uint;
 use crate::outputs::servers::{binary, free_port};
-use wk_agent::metric::Metric;
-use wk_agent::models::running_input::GlobalTags;
 
 /// A running nginx, killed on drop. `master_process off` keeps it one process: killing a
 /// master would leave its workers running.
@@ -102,17 +100,7 @@ fn get(port: u16, path: &str) -> String {
     try_get(port, path).expect("nginx answers")
 }
 
-fn gather(conf: &str) -> (Vec<Metric>, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    (
-        out.metrics,
-        out.errors.iter().map(|e| e.to_string()).collect(),
-    )
-}
+use super::gather_with_errors as gather;
 
 /// The counters of nginx's own page: `requests` on the third line.
 fn raw_requests(port: u16) -> u64 {

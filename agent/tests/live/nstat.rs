@@ -3,21 +3,11 @@
 //! around the gather (the kernel counters only grow). `nstat` leaves out the seven gauges of
 //! /proc/net/snmp, which are checked against the file itself.
 
+use super::gather;
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use wk_agent::metric::{FieldValue, Metric};
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Vec<Metric> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(1, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.metrics
-}
 
 /// `nstat -az -s` with a throw-away history file; None when nstat is not installed.
 fn nstat() -> Option<BTreeMap<String, i64>> {

@@ -4,21 +4,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::servers::Influxd;
 use super::{now_ms_ns, output_from, series};
 
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
+use wk_core::testing::poll_until as wait_for;
 
 fn seqs(db: &Influxd, measurement: &str) -> Vec<i64> {
     db.rows("wk", &format!("SELECT seq FROM \"{measurement}\""))

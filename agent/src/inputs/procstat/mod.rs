@@ -30,21 +30,8 @@ pub const SPEC: InputSpec = InputSpec {
     test_twice: true,
 };
 
-/// TCP state names in kernel order (1 = ESTABLISHED … 11 = CLOSING), as the `netstat` input
-/// names them, with `tcp_` in front.
-pub const TCP_FIELDS: [&str; 11] = [
-    "tcp_established",
-    "tcp_syn_sent",
-    "tcp_syn_recv",
-    "tcp_fin_wait1",
-    "tcp_fin_wait2",
-    "tcp_time_wait",
-    "tcp_close",
-    "tcp_close_wait",
-    "tcp_last_ack",
-    "tcp_listen",
-    "tcp_closing",
-];
+/// The `netstat` input's field names, indexed by kernel TCP state (1 ESTABLISHED … 11 CLOSING).
+use super::netstat::TCP_FIELDS;
 
 /// How processes are picked (Telegraf's old-style selectors, one per instance).
 #[derive(Debug)]
@@ -611,7 +598,7 @@ impl Input for Procstat {
                             .with_tag("process_name", s.name.clone())
                             .with_tag("pid", s.pid.to_string());
                         m.set_tag(self.lookup.0, self.lookup.1.clone());
-                        for (name, n) in TCP_FIELDS.iter().zip(counts) {
+                        for (name, n) in TCP_FIELDS[1..].iter().zip(counts) {
                             m.add_field(*name, n as i64);
                         }
                         acc.push(m);
