@@ -172,11 +172,12 @@ impl Service {
     pub fn scan(&mut self, now: i64) {
         let dir = self.config.settings.rules_dir.clone();
         let mut seen = BTreeSet::new();
+        let mut rearm = Vec::new();
         match crate::rules::rule_files(&dir) {
             Ok(paths) => {
                 for path in paths {
                     seen.insert(path.clone());
-                    self.load_file(&path, now);
+                    rearm.extend(self.load_file(&path, now));
                 }
             }
             Err(e) => error!("cannot read the rules directory {}: {e}", dir.display()),
@@ -218,19 +219,30 @@ impl Service {
                 rule: Some(r.clone() as Arc<dyn crate::actions::engine::Recheck>),
             })
         }));
+        if !rearm.is_empty() {
+            info!(
+                instances = rearm.len(),
+                "restored alerts still firing: their actions resume (the attempt budget is kept)"
+            );
+            self.engine.handle(&rearm);
+        }
         self.report_broken(now);
     }
 
-    fn load_file(&mut self, path: &Path, now: i64) {
+    /// Loads one rule file if it changed. Returns the restored instances still firing when a
+    /// rule is first loaded (after a restart): the actions engine must hear of them, since no
+    /// new event will say they fire.
+    fn load_file(&mut self, path: &Path, now: i64) -> Vec<AlertEvent> {
+        let mut rearm = Vec::new();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
                 warn!(file = %path.display(), "cannot read rule file: {e}");
-                return;
+                return rearm;
             }
         };
         if self.slots.get(path).is_some_and(|s| s.text == text) {
-            return;
+            return rearm;
         }
         let loaded = load_rule_with(path, &self.limits)
             .map_err(|e| e.to_string())
@@ -262,6 +274,9 @@ impl Service {
                 if slot.rule.is_none() {
                     slot.state = RuleState::load(&self.config.settings.state_dir, &name);
                     info!(rule = %name, every = ?every, restored = slot.state.instance_count(), "rule loaded");
+                    if !rule.settings().actions.is_empty() {
+                        rearm = slot.state.firing_events(rule.settings(), now);
+                    }
                 } else {
                     info!(rule = %name, "rule reloaded");
                 }
@@ -280,6 +295,7 @@ impl Service {
                 slot.ok_status = "loads again";
             }
         }
+        rearm
     }
 
     /// Feeds the `wk_rules` state machine one observation per rule file.

@@ -143,8 +143,15 @@ async fn restart_process_restarts_a_real_server() {
     let _ = decoy.kill();
     let _ = decoy.wait();
     old.wait().unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let probe = a.probe(&ctx).await;
+    // The new server needs a moment to listen (longer on a loaded machine).
+    let mut probe = a.probe(&ctx).await;
+    for _ in 0..60 {
+        if probe.healthy == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        probe = a.probe(&ctx).await;
+    }
     assert_eq!(probe.healthy, Some(true), "{probe:?}");
     assert!(probe.after.contains("answers"), "{}", probe.after);
     // Clean up the started server.

@@ -222,7 +222,12 @@ fn settings_errors_name_line_and_column() {
         // Not a literal: errors point at the call.
         (
             "let s = #{ every: \"0s\" };\n  rule(s);\nfn check() { [] }",
-            "rules/test.rhai:2:3: rule(): every: must be longer than 0s",
+            "rules/test.rhai:2:3: rule(): every: 0ns is too short: must be at least 1s",
+        ),
+        // Regression: "1ns" was accepted and ran ~145 queries a second.
+        (
+            "rule(#{ every: \"1ns\" });\nfn check() { [] }",
+            "rules/test.rhai:1:16: rule(): every: 1ns is too short: must be at least 1s",
         ),
     ];
     for (text, want) in cases {

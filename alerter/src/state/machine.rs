@@ -244,6 +244,51 @@ impl RuleState {
         self.error.as_ref().map(|e| (e.level, e.since))
     }
 
+    /// The instances still firing (restored from disk at start), as the alert events they
+    /// were: for the actions engine, which must resume them though no new event will come.
+    /// Nothing is sent to people from these.
+    pub fn firing_events(&self, settings: &RuleSettings, now_ns: i64) -> Vec<AlertEvent> {
+        let templates = Templates::compile_lenient(settings);
+        self.instances
+            .values()
+            .filter(|i| i.level > Level::Ok && i.phase != Phase::NoData)
+            .map(|inst| {
+                let duration = inst.since.map_or(Duration::ZERO, |t| dur(t, now_ns));
+                let data = TemplateData {
+                    rule: &settings.name,
+                    id: None,
+                    message: None,
+                    kind: Some(EventKind::Alert),
+                    level: inst.level,
+                    previous_level: inst.notified_level,
+                    duration,
+                    time_ns: now_ns,
+                    measurement: &inst.measurement,
+                    tags: &inst.tags,
+                    fields: &inst.fields,
+                    error: None,
+                };
+                let id = templates.id.render(&data);
+                let message = templates.message.render(&data);
+                AlertEvent {
+                    rule: settings.name.clone(),
+                    id,
+                    details: message.clone(),
+                    message,
+                    kind: EventKind::Alert,
+                    level: inst.level,
+                    previous_level: inst.notified_level,
+                    tags: inst.tags.clone(),
+                    fields: inst.fields.clone(),
+                    time: now_ns,
+                    duration,
+                    notify: settings.notify.clone(),
+                    category: settings.category.clone(),
+                }
+            })
+            .collect()
+    }
+
     /// The rule is gone (its file was deleted): a recovery for every instance whose receivers
     /// heard of it firing, saying why, so no incident stays open forever (Kapacitor leaves it
     /// open). The state is emptied.

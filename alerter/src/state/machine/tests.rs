@@ -752,3 +752,20 @@ fn no_data_names_the_last_point_and_shows_no_stale_value() {
         "cpu:host=web3 is CRITICAL: no data yet (expected, never reported)"
     );
 }
+
+/// After a restart the actions engine hears of instances still firing from these (no new
+/// event comes for an unchanged alert), with the id and level receivers know.
+#[test]
+fn firing_events_name_what_still_fires() {
+    let mut sim = Sim::new(base());
+    sim.at(10, seen(&[obs("web1", C), obs("web2", O)]));
+    let ev = sim.st.firing_events(&sim.s, T0 + 40 * SEC);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].id.as_str(), ev[0].level, ev[0].kind),
+        ("cpu:host=web1", C, Alert)
+    );
+    assert_eq!(ev[0].duration, secs(30));
+    sim.at(50, seen(&[obs("web1", O), obs("web2", O)]));
+    assert!(sim.st.firing_events(&sim.s, T0 + 60 * SEC).is_empty());
+}
