@@ -196,7 +196,15 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
             }
         }
     }
-    actions.resolve_record(sources.first());
+    let source_db = sources.first().map(|s| crate::actions::record::SourceDb {
+        url: s.url.clone(),
+        database: s.database.clone(),
+        retention_policy: s.retention_policy.clone(),
+        username: s.username.clone(),
+        password: s.password.clone(),
+        token: s.token.clone(),
+    });
+    actions.resolve_record(source_db.as_ref());
     if sources.len() > 1 {
         let msg = "only one [[sources.influxdb]] is supported for now; split rules between alerters instead";
         diags.push(src.diag(Severity::Error, 0, msg));

@@ -258,7 +258,7 @@ impl ActionsConfig {
     /// the source's or `telegraf`, and the `record_*` credentials), else the source the rules
     /// query, with its database and credentials; nothing in stream mode without
     /// `record_url`, or with `record_influxdb = false`.
-    pub fn resolve_record(&mut self, source: Option<&crate::config::InfluxSource>) {
+    pub fn resolve_record(&mut self, source: Option<&super::record::SourceDb>) {
         let o = &self.record_options;
         self.record_target = if !self.record_influxdb {
             None

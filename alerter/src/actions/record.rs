@@ -245,3 +245,15 @@ mod tests {
         );
     }
 }
+
+/// The database the rules query (`[[sources.influxdb]]`), as the recorder needs it: passed in
+/// by the config loader so that actions do not depend on the config module.
+#[derive(Debug, Clone, Default)]
+pub struct SourceDb {
+    pub url: String,
+    pub database: String,
+    pub retention_policy: String,
+    pub username: String,
+    pub password: String,
+    pub token: String,
+}
