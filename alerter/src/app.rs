@@ -17,7 +17,9 @@ use crate::config::{self, Config, InfluxSource};
 use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings};
 use crate::rules::{Limits, Rule, load_rule_with, rule_files};
 use crate::service::Service;
-use crate::source::{InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource};
+use crate::source::{
+    InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, SyntheticSource,
+};
 use crate::state::{RuleState, determine_level};
 
 /// What the daemon is told from outside (SIGHUP, SIGTERM/SIGINT in `main.rs`).
@@ -169,10 +171,27 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// What `check` does beyond compiling.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions<'a> {
+    /// Also evaluate each rule once against the configured InfluxDB source.
+    pub eval: bool,
+    /// Recorded points to evaluate each rule on (at the last point's time) instead of
+    /// synthetic data.
+    pub data: Option<&'a [Metric]>,
+}
+
 /// `wk-alerter check`: compiles `paths` (validating notifier and action names against `cfg`
-/// when given) and, when `eval` and `cfg` has an InfluxDB source, evaluates each rule once,
-/// printing what would fire to `out`. False when anything failed.
-pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl Write) -> bool {
+/// when given), runs each rule once on synthetic data (or the recorded `data`) so failures
+/// that only show at run time are found before deployment, and, when `eval` and `cfg` has an
+/// InfluxDB source, evaluates each rule once against it, printing what would fire to `out`.
+/// False when anything failed.
+pub fn check(
+    cfg: Option<&Config>,
+    paths: &[PathBuf],
+    opts: &CheckOptions<'_>,
+    out: &mut impl Write,
+) -> bool {
     let mut rules = Vec::new();
     let mut failed = false;
     for p in paths {
@@ -190,6 +209,10 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
                     && let Err(((l, col), e)) = c.actions.validate_rule(s)
                 {
                     let _ = writeln!(out, "{}:{l}:{col}: {e}", p.display());
+                    failed = true;
+                    continue;
+                }
+                if !dry_run(&r, opts.data, out) {
                     failed = true;
                     continue;
                 }
@@ -215,13 +238,14 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
         }
     }
     let source_cfg = cfg.and_then(|c| c.sources.first().cloned());
-    if eval && cfg.is_some_and(|c| c.stream.is_some()) {
+    if opts.eval && cfg.is_some_and(|c| c.stream.is_some()) {
         let _ = writeln!(
             out,
-            "stream mode: rules compiled, not evaluated (the data only exists while wk-alerter runs)"
+            "stream mode: rules compiled and run on sample data, not on live data (that only \
+             exists while wk-alerter runs)"
         );
     }
-    if let (true, Some(sc)) = (eval, source_cfg) {
+    if let (true, Some(sc)) = (opts.eval, source_cfg) {
         let rt = match runtime() {
             Ok(rt) => rt,
             Err(e) => {
@@ -274,6 +298,35 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
         }
     }
     !failed
+}
+
+/// Runs `rule` once on `data` (at its last point's time) or on synthetic data; false, with the
+/// failure printed, when the rule itself fails. A source that cannot answer (raw InfluxQL on
+/// synthetic data) is a note, not a failure.
+fn dry_run(rule: &Rule, data: Option<&[Metric]>, out: &mut impl Write) -> bool {
+    let (source, now, what): (Arc<dyn QuerySource>, i64, &str) = match data {
+        Some(points) => (
+            Arc::new(MemorySource::from_metrics(points)),
+            points.iter().map(|m| m.time).max().unwrap_or(0),
+            "the recorded data",
+        ),
+        None => (
+            Arc::new(SyntheticSource),
+            crate::clock::now_ns(),
+            "sample data",
+        ),
+    };
+    match rule.evaluate(&source, now) {
+        CycleResult::Observed(_) => true,
+        CycleResult::Failed(f) if f.is_rule_fault() => {
+            let _ = writeln!(out, "{f} (run once on {what})");
+            false
+        }
+        CycleResult::Failed(f) => {
+            let _ = writeln!(out, "note: {f} (not run on {what})");
+            true
+        }
+    }
 }
 
 /// What one replayed evaluation produced.

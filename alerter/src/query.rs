@@ -70,6 +70,11 @@ impl TagFilter {
     pub fn matches(&self, tag_value: &str) -> bool {
         (tag_value == self.value) != self.negate
     }
+
+    /// A tag value that passes the filter, when the filter names one.
+    pub fn sample_value(&self) -> Option<String> {
+        (!self.negate).then(|| self.value.clone())
+    }
 }
 
 /// A query over one field of one measurement; see the module doc for its semantics.

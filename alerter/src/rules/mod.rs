@@ -28,7 +28,7 @@ use rhai::{
 };
 use wk_core::values::parse_duration;
 
-use crate::model::{CycleResult, Observation, RuleSettings};
+use crate::model::{CycleResult, EvalFailure, FailureKind, Observation, RuleSettings};
 use crate::query::{Aggregate, Query, TagFilter};
 use crate::source::QuerySource;
 use series::ScriptSeries;
@@ -111,6 +111,8 @@ pub struct Rule {
     /// Whether the top level calls `rule()`.
     calls_rule: bool,
     limits: Limits,
+    /// Where `fn check()` is defined: failures without a position of their own point there.
+    check_pos: (usize, usize),
 }
 
 impl fmt::Debug for Rule {
@@ -196,6 +198,9 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         };
         return Err(err(RuleErrorKind::Script, None, message));
     }
+    if let Err((pos, message)) = static_check(&engine, &ast) {
+        return Err(err(RuleErrorKind::Script, Some(pos), message));
+    }
 
     let mut scope = Scope::new();
     let ctx = with_context(Context::new(Phase::Load, None, 0, limits), || {
@@ -229,7 +234,119 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         ast,
         calls_rule,
         limits: limits.clone(),
+        check_pos: check_position(text),
     })
+}
+
+/// Where `fn check()` is defined (line, column), or (1, 1).
+fn check_position(text: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let col = line.find("fn check(")?;
+            let before = line[..col].trim();
+            (before.is_empty() || before == "private").then(|| (i + 1, col + 1))
+        })
+        .unwrap_or((1, 1))
+}
+
+/// Rhai's keyword functions: parsed specially, so they are not in the engine's signatures.
+const KEYWORD_FUNCTIONS: &[&str] = &[
+    "print",
+    "debug",
+    "type_of",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+    "eval",
+];
+
+/// The names of every function the engine knows (native, standard package, rule API).
+fn known_functions(engine: &Engine) -> Arc<BTreeSet<String>> {
+    // Every rule engine registers the same functions, so the set is built once.
+    static KNOWN: OnceLock<Arc<BTreeSet<String>>> = OnceLock::new();
+    KNOWN
+        .get_or_init(|| {
+            let mut names: BTreeSet<String> = engine
+                .collect_fn_metadata(None, |f| Some(f.metadata.name.to_string()), true)
+                .into_iter()
+                .collect();
+            names.extend(KEYWORD_FUNCTIONS.iter().map(|k| (*k).to_owned()));
+            Arc::new(names)
+        })
+        .clone()
+}
+
+/// Rejects calls to functions and methods that exist neither in the engine nor in the
+/// script: Rhai only finds them when the call runs, which for a rule may be never in `check`
+/// and at 3 a.m. in production.
+fn static_check(engine: &Engine, ast: &AST) -> Result<(), ((usize, usize), String)> {
+    use rhai::{ASTNode, Expr, Stmt};
+    let known = known_functions(engine);
+    let script: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_owned()).collect();
+    let mut found: Option<((usize, usize), String)> = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        let (call, pos, method) = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(c, pos))) => (c, *pos, false),
+            Some(ASTNode::Expr(Expr::MethodCall(c, pos))) => (c, *pos, true),
+            Some(ASTNode::Stmt(Stmt::FnCall(c, pos))) => (c, *pos, false),
+            _ => return true,
+        };
+        let name = call.name.as_str();
+        let plain = name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if call.op_token.is_some()
+            || !call.namespace.is_empty()
+            || !plain
+            || known.contains(name)
+            || script.contains(name)
+        {
+            return true;
+        }
+        let hint = suggest(name, known.iter().chain(&script))
+            .map(|s| {
+                if method {
+                    format!(" (did you mean `.{s}()`?)")
+                } else {
+                    format!(" (did you mean `{s}()`?)")
+                }
+            })
+            .unwrap_or_default();
+        let message = if method {
+            format!("unknown method `.{name}()`{hint}")
+        } else {
+            format!("unknown function `{name}()`{hint}")
+        };
+        found = Some((position(pos).unwrap_or((1, 1)), message));
+        false
+    });
+    found.map_or(Ok(()), Err)
+}
+
+/// The closest name within two edits, for "did you mean".
+fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    candidates
+        .filter(|c| c.chars().all(|ch| ch.is_alphanumeric() || ch == '_'))
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 impl Rule {
@@ -244,7 +361,9 @@ impl Rule {
     }
 
     /// Runs `check()` at `now_ns` against `source`. Never panics; a script error, a query
-    /// failure or an exceeded limit is [`CycleResult::Failed`] with `file:line:col: message`.
+    /// failure, an exceeded limit or a bad return value is [`CycleResult::Failed`], typed by
+    /// [`FailureKind`], with `file:line:col: message` (a failure without a position of its
+    /// own points at `fn check()`).
     ///
     /// The top level runs again before `check()` (its `rule()` call is then ignored): that is
     /// how Rhai makes top-level constants visible in functions as `global::NAME`.
@@ -252,7 +371,7 @@ impl Rule {
         let mut scope = Scope::new();
         let mut ctx = Context::new(Phase::Check, Some(Arc::clone(source)), now_ns, &self.limits);
         ctx.rule_calls_left = usize::from(self.calls_rule);
-        let (result, _) = with_context(ctx, || {
+        let (result, ctx) = with_context(ctx, || {
             self.engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(true).rewind_scope(true),
                 &mut scope,
@@ -265,16 +384,34 @@ impl Rule {
             Ok(v) => v,
             Err(e) => {
                 let (pos, message) = describe_error(&e, &self.limits);
-                return CycleResult::Failed(match pos {
-                    Some((l, c)) => format!("{}:{l}:{c}: {message}", self.file),
-                    None => format!("{}: check(): {message}", self.file),
-                });
+                let kind = match e.unwrap_inner() {
+                    EvalAltResult::ErrorTooManyOperations(_)
+                    | EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
+                    EvalAltResult::ErrorRuntime(..)
+                        if ctx.source_error.as_deref() == Some(message.as_str()) =>
+                    {
+                        FailureKind::Source
+                    }
+                    _ => FailureKind::Script,
+                };
+                return CycleResult::Failed(self.failure(kind, pos, &message));
             }
         };
         match observations(value) {
             Ok(obs) => CycleResult::Observed(obs),
-            Err(m) => CycleResult::Failed(format!("{}: {m}", self.file)),
+            Err(m) => CycleResult::Failed(self.failure(FailureKind::BadReturn, None, &m)),
         }
+    }
+
+    fn failure(
+        &self,
+        kind: FailureKind,
+        pos: Option<(usize, usize)>,
+        message: &str,
+    ) -> EvalFailure {
+        let (l, c) = pos.unwrap_or(self.check_pos);
+        let at = if pos.is_some() { "" } else { "check(): " };
+        EvalFailure::new(kind, format!("{}:{l}:{c}: {at}{message}", self.file))
     }
 }
 
@@ -367,6 +504,8 @@ struct Context {
     settings: Option<(Map, (usize, usize))>,
     /// During evaluation: how many more `rule()` calls the top level makes.
     rule_calls_left: usize,
+    /// The last query failure, so an evaluation that ends with it is a source error.
+    source_error: Option<String>,
 }
 
 impl Context {
@@ -384,6 +523,7 @@ impl Context {
             deadline: now.checked_add(limits.timeout).unwrap_or(now),
             settings: None,
             rule_calls_left: 0,
+            source_error: None,
         }
     }
 }
@@ -415,6 +555,7 @@ fn with_context<T>(ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
         deadline: Instant::now(),
         settings: None,
         rule_calls_left: 0,
+        source_error: None,
     });
     (out, ctx)
 }
@@ -648,7 +789,7 @@ fn register_rule_api(engine: &mut Engine) {
         let (source, now) = in_check(".run()")?;
         q.0.validate().map_err(|e| e.0)?;
         let field = q.0.field.clone().unwrap_or_default();
-        let series = source.query(&q.0, now).map_err(|e| e.to_string())?;
+        let series = source.query(&q.0, now).map_err(source_failed)?;
         Ok(series
             .into_iter()
             .map(|s| Dynamic::from(ScriptSeries::from_source(s, &field)))
@@ -662,12 +803,20 @@ fn register_rule_api(engine: &mut Engine) {
     });
     engine.register_fn("influxql", |text: &str| -> RhaiResult<Array> {
         let (source, now) = in_check("influxql()")?;
-        let series = source.influxql(text, now).map_err(|e| e.to_string())?;
+        let series = source.influxql(text, now).map_err(source_failed)?;
         Ok(series
             .into_iter()
             .map(|s| Dynamic::from(ScriptSeries::from_source(s, "")))
             .collect())
     });
+}
+
+/// Records a query failure in the context (it is a source error if the evaluation ends
+/// with it) and turns it into the script error.
+fn source_failed(e: crate::source::SourceError) -> Box<EvalAltResult> {
+    let message = e.to_string();
+    context(|c| c.source_error = Some(message.clone()));
+    message.into()
 }
 
 /// The source and time of the running evaluation, or the error for calling `what` outside

@@ -54,7 +54,7 @@ fn load_err(text: &str) -> RuleError {
 
 fn failed(rule: &Rule) -> String {
     match rule.evaluate(&cpu_source(), NOW) {
-        CycleResult::Failed(m) => m,
+        CycleResult::Failed(m) => m.message,
         other => panic!("expected a failure, got {other:?}"),
     }
 }
@@ -394,7 +394,7 @@ fn endless_loop_is_stopped_by_the_operation_budget() {
     let m = failed(&rule);
     assert_eq!(
         m,
-        "l.rhai: check(): stopped: more than 100000 operations (an endless loop?)"
+        "l.rhai:1:1: check(): stopped: more than 100000 operations (an endless loop?)"
     );
 }
 
@@ -474,8 +474,10 @@ fn sandbox_has_no_eval_import_files_or_sleep() {
         "env(\"HOME\")",
         "system(\"ls\")",
     ] {
-        let m = failed(&check_only(&format!("  {call}")));
-        assert!(m.contains("Function not found"), "{call}: {m}");
+        // Refused at load: no such function exists in the engine.
+        let e = load_err(&format!("fn check() {{\n  {call}\n}}"));
+        assert!(e.message.starts_with("unknown function"), "{call}: {e}");
+        assert_eq!((e.line, e.column), (Some(2), Some(3)), "{call}: {e}");
     }
     let start = Instant::now();
     let m = failed(&check_only("  sleep(30.0); []"));
@@ -731,4 +733,90 @@ fn action_errors_name_line_and_column() {
     let ok = load_rule_source("a.rhai", &format!("{head}    #{{ action: \"free_port\", port: \"{{{{tags.port}}}}\", after: \"30s\", max_attempts: 2 }},\n{tail}")).unwrap();
     assert_eq!(ok.settings().actions.len(), 2);
     assert_eq!(ok.settings().actions[1].max_attempts, 2);
+}
+
+fn failure(rule: &Rule) -> EvalFailure {
+    match rule.evaluate(&cpu_source(), NOW) {
+        CycleResult::Failed(f) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Regression: failures were one untyped string, so a script error was handled like a
+/// database outage; and 10 of 18 kinds of evaluation error carried no file:line.
+#[test]
+fn evaluation_failures_are_typed_and_name_file_line_column() {
+    const CPU: &str =
+        "let s = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\").run();";
+    let cases: &[(&str, FailureKind)] = &[
+        ("influxql(\"SELECT 1\")", FailureKind::Source),
+        ("let n = (); n + 1", FailureKind::Script),
+        ("\"a\" - 1", FailureKind::Script),
+        ("let a = [1]; a[5]", FailureKind::Script),
+        ("throw \"custom\"", FailureKind::Script),
+        ("query(\"cpu\").mean().run()", FailureKind::Script),
+        (
+            "query(\"cpu\").field(\"f\").range(\"soon\").run()",
+            FailureKind::Script,
+        ),
+        ("let m = #{}; m.x", FailureKind::Script),
+        ("1 / 0", FailureKind::Script),
+        (
+            "let x = \"x\"; x.pad(2000000, \"y\"); x",
+            FailureKind::Script,
+        ),
+        ("s[0].set(\"\", 1); s", FailureKind::Script),
+        ("s[0].value = [1]; s", FailureKind::Script),
+        ("nope", FailureKind::Script),
+        ("5", FailureKind::BadReturn),
+        ("[1]", FailureKind::BadReturn),
+        ("for x in s { x.crit(true); }", FailureKind::BadReturn),
+        ("s + s", FailureKind::BadReturn),
+    ];
+    for (body, kind) in cases {
+        let text = format!("fn check() {{\n  {CPU}\n  {body}\n}}\n");
+        let rule = match load(&text) {
+            Ok(r) => r,
+            // `nope` is a variable the strict parser refuses: a load error, also positioned.
+            Err(e) => {
+                assert!(e.line.is_some() && e.column.is_some(), "{body}: {e}");
+                continue;
+            }
+        };
+        let CycleResult::Failed(f) = rule.evaluate(&cpu_source(), NOW) else {
+            panic!("{body}: did not fail")
+        };
+        assert_eq!(f.kind, *kind, "{body}: {f}");
+        let rest = f.message.strip_prefix("rules/test.rhai:").unwrap_or("");
+        let mut parts = rest.splitn(3, ':');
+        let (l, c) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        assert!(
+            l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(),
+            "{body}: no file:line:column in {f}"
+        );
+    }
+    let rule = load_rule_source_with(
+        "l.rhai",
+        "fn check() {\n  loop {}\n}",
+        &limited(60_000, 100_000),
+    )
+    .unwrap();
+    assert_eq!(failure(&rule).kind, FailureKind::Timeout);
+}
+
+/// Regression: a misspelled query method or an undefined function loaded fine and failed at
+/// every evaluation (`wk-alerter check` passed them).
+#[test]
+fn unknown_functions_and_methods_are_refused_at_load_with_position() {
+    let e = load_err("fn check() {\n  query(\"cpu\").feild(\"usage_idle\").last().run()\n}");
+    assert_eq!(e.kind, RuleErrorKind::Script);
+    assert_eq!((e.line, e.column), (Some(2), Some(16)), "{e}");
+    assert!(e.message.contains("unknown method `.feild()`"), "{e}");
+    assert!(e.message.contains("did you mean `.field()`"), "{e}");
+    let e = load_err("fn check() {\n  let s = [];\n  notify_ops(s);\n  s\n}");
+    assert_eq!((e.line, e.column), (Some(3), Some(3)), "{e}");
+    assert!(e.message.contains("unknown function `notify_ops()`"), "{e}");
+    // Script functions, closures, keywords and methods of the standard package are known.
+    load("fn helper(x) { x * 2 }\nfn check() {\n  let f = |x| helper(x);\n  let a = [3, 1].map(f);\n  a.sort();\n  print(type_of(a));\n  if is_def_fn(\"helper\", 1) { f.call(1); }\n  []\n}")
+        .unwrap();
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wk_alerter::model::{CycleResult, Observation, Value};
+use wk_alerter::model::{CycleResult, EvalFailure, Observation, Value};
 use wk_alerter::query::{Aggregate, Query, TagFilter};
 use wk_alerter::rules::load_rule_source;
 use wk_alerter::source::{
@@ -318,7 +318,7 @@ fn influxql_and_server_errors_reach_the_rule() {
         "fn check() {\n  influxql(\"SELECT max( FROM cpu\")\n}",
     )
     .unwrap();
-    let CycleResult::Failed(m) = rule.evaluate(&b.influx, NOW) else {
+    let CycleResult::Failed(EvalFailure { message: m, .. }) = rule.evaluate(&b.influx, NOW) else {
         panic!("a bad statement must fail the cycle")
     };
     assert!(m.starts_with("bad.rhai:2:3: InfluxDB error: "), "{m}");
@@ -331,7 +331,7 @@ fn influxql_and_server_errors_reach_the_rule() {
         &format!("fn check() {{ influxql(\"DROP DATABASE {DB}\") }}"),
     )
     .unwrap();
-    let CycleResult::Failed(m) = rule.evaluate(&b.influx, NOW) else {
+    let CycleResult::Failed(EvalFailure { message: m, .. }) = rule.evaluate(&b.influx, NOW) else {
         panic!("DROP must be refused")
     };
     assert!(m.contains("only read-only statements"), "{m}");
@@ -379,7 +379,9 @@ fn basic_auth_against_influxdb_with_authentication_on() {
     assert_eq!(obs.len(), 1);
     assert!(obs[0].levels.crit.is_some_and(|c| c.matched));
     let loaded = load_rule_source("auth.rhai", rule).unwrap();
-    let CycleResult::Failed(m) = loaded.evaluate(&source("wrong"), NOW) else {
+    let CycleResult::Failed(EvalFailure { message: m, .. }) =
+        loaded.evaluate(&source("wrong"), NOW)
+    else {
         panic!("a wrong password must fail the cycle")
     };
     assert!(
