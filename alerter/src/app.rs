@@ -419,10 +419,10 @@ pub fn action_plans(settings: &RuleSettings, e: &AlertEvent) -> Vec<ActionPlan> 
 
 /// Loads a rule for `check` or `test` with the configured evaluation time limit.
 pub fn load_rule(path: &Path, cfg: Option<&Config>) -> Result<Rule, crate::rules::RuleError> {
-    let limits = Limits {
-        timeout: cfg.map_or(Duration::from_secs(10), |c| c.settings.max_eval_time),
-        ..Limits::default()
-    };
+    let limits = cfg.map_or_else(
+        || Limits::from_settings(&crate::config::Settings::default()),
+        |c| Limits::from_settings(&c.settings),
+    );
     load_rule_with(path, &limits)
 }
 

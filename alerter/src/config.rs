@@ -47,6 +47,8 @@ pub struct Settings {
     pub max_eval_time: Duration,
     /// Rule evaluations running at once.
     pub max_concurrent_evals: usize,
+    /// Bytes one rule evaluation may hold before it is stopped and reported.
+    pub max_rule_memory_bytes: usize,
     /// Notifiers told when a rule file does not load (the `wk_rules` alert).
     pub rule_errors_notify: Vec<String>,
 }
@@ -59,6 +61,7 @@ impl Default for Settings {
             reload_interval: Duration::from_secs(5),
             max_eval_time: Duration::from_secs(5),
             max_concurrent_evals: 4,
+            max_rule_memory_bytes: 32 << 20,
             rule_errors_notify: Vec::new(),
         }
     }
@@ -200,6 +203,13 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                             1,
                             256,
                         ) as usize;
+                        settings.max_rule_memory_bytes = o.size(
+                            "max_rule_memory_bytes",
+                            settings.max_rule_memory_bytes as u64,
+                        ) as usize;
+                        if settings.max_rule_memory_bytes < 1 << 20 {
+                            o.error_at("max_rule_memory_bytes", "must be at least 1MiB");
+                        }
                         settings.rule_errors_notify = o.strings("rule_errors_notify");
                         if settings.reload_interval.is_zero() {
                             o.error_at("reload_interval", "must be greater than 0");

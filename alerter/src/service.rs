@@ -116,10 +116,7 @@ impl Service {
     /// (the router starts its notifier tasks).
     pub fn new(config: Config, source: Arc<dyn QuerySource>) -> Service {
         let router = Router::start(config.notify.clone());
-        let limits = Limits {
-            timeout: config.settings.max_eval_time,
-            ..Limits::default()
-        };
+        let limits = Limits::from_settings(&config.settings);
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let engine = Engine::new(
             config.actions.clone(),
@@ -496,10 +493,7 @@ impl Service {
         }
         self.router.replace(config.notify.clone());
         self.engine.set_config(config.actions.clone());
-        self.limits = Limits {
-            timeout: config.settings.max_eval_time,
-            ..Limits::default()
-        };
+        self.limits = Limits::from_settings(&config.settings);
         self.config = config;
         // Re-validate every rule against the new notifier names.
         for slot in self.slots.values_mut() {

@@ -11,6 +11,7 @@
 //! set for the duration of one load or evaluation, which also carries the wall-clock deadline
 //! that `on_progress` enforces.
 
+pub mod budget;
 pub mod series;
 pub mod settings;
 
@@ -49,6 +50,9 @@ pub struct Limits {
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
+    /// Bytes an evaluation (or load) may hold at once, counted at the allocator: the bound on
+    /// everything a script grows.
+    pub max_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +66,18 @@ impl Default for Limits {
             max_string_size: 1 << 20,
             max_array_size: 100_000,
             max_map_size: 10_000,
+            max_memory_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits the alerter config sets (time and memory), the rest at their defaults.
+    pub fn from_settings(s: &crate::config::Settings) -> Limits {
+        Limits {
+            timeout: s.max_eval_time,
+            max_memory_bytes: s.max_rule_memory_bytes,
+            ..Limits::default()
         }
     }
 }
@@ -385,6 +401,11 @@ impl Rule {
             Err(e) => {
                 let (pos, message) = describe_error(&e, &self.limits);
                 let kind = match e.unwrap_inner() {
+                    EvalAltResult::ErrorTerminated(token, _)
+                        if token.to_string() == OVER_BUDGET =>
+                    {
+                        FailureKind::Script
+                    }
                     EvalAltResult::ErrorTooManyOperations(_)
                     | EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
                     EvalAltResult::ErrorRuntime(..)
@@ -474,6 +495,10 @@ fn describe_error(e: &EvalAltResult, limits: &Limits) -> (Option<(usize, usize)>
             "stopped: more than {} operations (an endless loop?)",
             limits.max_operations
         ),
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == OVER_BUDGET => format!(
+            "stopped: held more than {} MiB (the memory budget; a collection growing without bound?)",
+            limits.max_memory_bytes >> 20
+        ),
         EvalAltResult::ErrorTerminated(..) => format!(
             "stopped: ran longer than the {} ms time limit",
             limits.timeout.as_millis()
@@ -500,6 +525,9 @@ struct Context {
     source: Option<Arc<dyn QuerySource>>,
     now_ns: i64,
     deadline: Instant,
+    /// The thread's held bytes when the run started, and how many more it may hold.
+    mem_base: isize,
+    mem_budget: isize,
     /// The map given to `rule()` and the call's position.
     settings: Option<(Map, (usize, usize))>,
     /// During evaluation: how many more `rule()` calls the top level makes.
@@ -521,6 +549,8 @@ impl Context {
             source,
             now_ns,
             deadline: now.checked_add(limits.timeout).unwrap_or(now),
+            mem_base: budget::held_bytes(),
+            mem_budget: isize::try_from(limits.max_memory_bytes).unwrap_or(isize::MAX),
             settings: None,
             rule_calls_left: 0,
             source_error: None,
@@ -553,6 +583,8 @@ fn with_context<T>(ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
         source: None,
         now_ns: 0,
         deadline: Instant::now(),
+        mem_base: 0,
+        mem_budget: isize::MAX,
         settings: None,
         rule_calls_left: 0,
         source_error: None,
@@ -595,6 +627,13 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
     engine.set_max_array_size(limits.max_array_size);
     engine.set_max_map_size(limits.max_map_size);
     engine.on_progress(|ops| {
+        // Memory every step (a thread-local read): one step can allocate up to the largest
+        // string or array, so checking rarely would let a script overshoot by hundreds of MB.
+        let over = context(|c| budget::held_bytes().saturating_sub(c.mem_base) > c.mem_budget)
+            .unwrap_or(false);
+        if over {
+            return Some(Dynamic::from(OVER_BUDGET));
+        }
         if ops % 256 != 0 {
             return None;
         }
@@ -618,6 +657,9 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
     series::register(&mut engine);
     engine
 }
+
+/// The token `on_progress` stops a script with when it exceeds its memory budget.
+const OVER_BUDGET: &str = "memory budget";
 
 /// The script type `Query`: the builder behind `query("m")...run()`.
 #[derive(Debug, Clone)]

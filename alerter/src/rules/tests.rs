@@ -820,3 +820,30 @@ fn unknown_functions_and_methods_are_refused_at_load_with_position() {
     load("fn helper(x) { x * 2 }\nfn check() {\n  let f = |x| helper(x);\n  let a = [3, 1].map(f);\n  a.sort();\n  print(type_of(a));\n  if is_def_fn(\"helper\", 1) { f.call(1); }\n  []\n}")
         .unwrap();
 }
+
+/// Regression (issue 15): `m[k] = v` in an endless loop grew a map to 68 MB before the
+/// operation limit stopped it, and one rule could take ~2 GB; the memory budget, counted at
+/// the allocator, stops it where it grows and leaves the alerter running.
+#[test]
+fn a_rule_growing_without_bound_is_stopped_at_its_memory_budget() {
+    let limits = Limits {
+        timeout: Duration::from_secs(30),
+        max_operations: 0,
+        max_map_size: 100_000_000,
+        max_memory_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let rule = load_rule_source_with(
+        "m.rhai",
+        "fn check() {\n  let m = #{};\n  let i = 0;\n  loop { m[\"key\" + i] = i; i += 1; }\n}",
+        &limits,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let f = failure(&rule);
+    assert_eq!(f.kind, FailureKind::Script, "{f}");
+    assert!(f.message.contains("held more than 4 MiB"), "{f}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    // The thread's memory came back: the next evaluation starts from a clean budget.
+    assert!(observed(&load(CPU_RULE).unwrap()).len() == 2);
+}
