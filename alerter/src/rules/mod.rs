@@ -30,7 +30,7 @@ use rhai::{
 use wk_core::values::parse_duration;
 
 use crate::model::{CycleResult, EvalFailure, FailureKind, Observation, RuleSettings};
-use crate::query::{Aggregate, Query, TagFilter};
+use crate::query::{Aggregate, Query, TagFilter, TagMatch, compile_regex};
 use crate::source::QuerySource;
 use series::ScriptSeries;
 
@@ -312,6 +312,17 @@ fn static_check(engine: &Engine, ast: &AST) -> Result<(), ((usize, usize), Strin
             _ => return true,
         };
         let name = call.name.as_str();
+        // A literal pattern is compiled at load: a bad one is a load error with its position.
+        if name == "where_match"
+            && let Some(Expr::StringConstant(p, at)) = call.args.get(1)
+            && let Err(e) = compile_regex(p)
+        {
+            found = Some((
+                position(*at).unwrap_or((1, 1)),
+                format!(".where_match(): {e}"),
+            ));
+            return false;
+        }
         let plain = name.chars().all(|c| c.is_alphanumeric() || c == '_');
         if call.op_token.is_some()
             || !call.namespace.is_empty()
@@ -738,6 +749,43 @@ fn register_rule_api(engine: &mut Engine) {
             q.clone()
         });
     }
+    engine.register_fn(
+        "where_match",
+        |q: &mut QueryBuilder, tag: &str, pattern: &str| -> RhaiResult<QueryBuilder> {
+            let re = compile_regex(pattern).map_err(|e| format!(".where_match(): {e}"))?;
+            q.0.matches.push(TagMatch::Regex {
+                tag: tag.to_owned(),
+                re,
+            });
+            Ok(q.clone())
+        },
+    );
+    engine.register_fn(
+        "where_in",
+        |q: &mut QueryBuilder, tag: &str, values: Array| -> RhaiResult<QueryBuilder> {
+            if values.is_empty() {
+                return Err(".where_in(tag, []): the list is empty (nothing would match)".into());
+            }
+            let values = values
+                .iter()
+                .map(|v| {
+                    if v.is_string() || v.is_int() {
+                        Ok(v.to_string())
+                    } else {
+                        Err(format!(
+                            ".where_in(): tag values are strings, got {}",
+                            v.type_name()
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            q.0.matches.push(TagMatch::In {
+                tag: tag.to_owned(),
+                values,
+            });
+            Ok(q.clone())
+        },
+    );
     engine.register_fn(
         "range",
         |q: &mut QueryBuilder, d: &str| -> RhaiResult<QueryBuilder> {

@@ -847,3 +847,27 @@ fn a_rule_growing_without_bound_is_stopped_at_its_memory_budget() {
     // The thread's memory came back: the next evaluation starts from a clean budget.
     assert!(observed(&load(CPU_RULE).unwrap()).len() == 2);
 }
+
+/// Issue 10 item 15: InfluxQL has `=~`; rules had only equality. Evaluated natively by the
+/// memory source; a bad literal pattern is a load error with its position.
+#[test]
+fn where_match_and_where_in_select_tags() {
+    let rule = check_only(
+        "  let a = query(\"cpu\").field(\"usage_idle\").where_match(\"cpu\", \"^cpu-t\").last().group_by(\"host\").run();\n  let b = query(\"cpu\").field(\"usage_idle\").where_in(\"host\", [\"web2\", \"db9\"]).where_match(\"cpu\", \"0$\").last().group_by(\"host\", \"cpu\").run();\n  a + b",
+    );
+    let obs = observed(&rule);
+    let got: Vec<String> = obs
+        .iter()
+        .map(|o| format!("{:?}={:?}", o.tags, o.fields["value"]))
+        .collect();
+    assert_eq!(obs.len(), 3, "{got:?}");
+    assert_eq!(obs[2].tags["cpu"], "cpu0");
+    assert_eq!(obs[2].fields["value"], Value::Float(1.0));
+    let e = load_err(
+        "fn check() {\n  query(\"cpu\").field(\"f\").where_match(\"host\", \"web(\").run()\n}",
+    );
+    assert_eq!((e.line, e.column), (Some(2), Some(47)), "{e}");
+    assert!(e.message.contains("bad regex"), "{e}");
+    let rule = check_only("  query(\"cpu\").field(\"f\").where_in(\"host\", []).run()");
+    assert!(failed(&rule).contains("the list is empty"));
+}

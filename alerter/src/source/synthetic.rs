@@ -27,6 +27,14 @@ impl QuerySource for SyntheticSource {
                 series.tags.insert(f.tag.clone(), v);
             }
         }
+        for m in &q.matches {
+            if let crate::query::TagMatch::In { tag, values } = m
+                && let Some(v) = values.first()
+                && q.group_by.contains(tag)
+            {
+                series.tags.insert(tag.clone(), v.clone());
+            }
+        }
         for t in &q.group_by {
             series
                 .tags

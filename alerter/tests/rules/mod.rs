@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wk_alerter::model::{CycleResult, EvalFailure, Observation, Value};
-use wk_alerter::query::{Aggregate, Query, TagFilter};
+use wk_alerter::query::{Aggregate, Query, TagFilter, TagMatch, compile_regex};
 use wk_alerter::rules::load_rule_source;
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series,
@@ -196,6 +196,29 @@ fn influxdb_and_memory_source_agree_on_every_query_shape() {
     cases.push(q);
     let mut q = query("nosuchmeasurement", "x", Aggregate::Mean);
     q.group_by = vec!["host".into()];
+    cases.push(q);
+    // where_match (InfluxQL `=~`, a `/` in the pattern, a missing tag as "") and where_in.
+    for pattern in ["^web", "[0-9]$", "^$", "b/|east"] {
+        for tag in ["host", "dc"] {
+            let mut q = query("mem", "used_percent", Aggregate::Max);
+            q.matches.push(TagMatch::Regex {
+                tag: tag.into(),
+                re: compile_regex(pattern).unwrap(),
+            });
+            q.group_by = vec!["host".into()];
+            cases.push(q);
+        }
+    }
+    let mut q = query("cpu", "usage_idle", Aggregate::Last);
+    q.matches.push(TagMatch::In {
+        tag: "host".into(),
+        values: HOSTS.iter().take(2).map(|h| h.to_string()).collect(),
+    });
+    q.matches.push(TagMatch::In {
+        tag: "cpu".into(),
+        values: vec!["cpu0".into(), "nothing".into()],
+    });
+    q.group_by = vec!["host".into(), "cpu".into()];
     cases.push(q);
 
     for q in &cases {
