@@ -212,23 +212,25 @@ pub fn check(
                     failed = true;
                     continue;
                 }
-                if !dry_run(&r, opts.data, out) {
+                let Some(sample) = dry_run(&r, opts.data, out) else {
                     failed = true;
                     continue;
-                }
+                };
                 let _ = writeln!(
                     out,
-                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}, actions {:?}",
+                    "ok {}: rule {:?} every {}, for {}, notify {:?}, actions {:?}",
                     p.display(),
                     s.name,
-                    s.every,
-                    s.pending,
+                    crate::template::format_duration(s.every),
+                    crate::template::format_duration(s.pending),
                     s.notify,
                     s.actions
                         .iter()
                         .map(|a| a.action.as_str())
                         .collect::<Vec<_>>()
                 );
+                // The operator sees the message as it will read (templates fall back silently).
+                let _ = writeln!(out, "  message: {}", sample_message(s, sample.as_ref()));
                 rules.push(r);
             }
             Err(e) => {
@@ -257,13 +259,22 @@ pub fn check(
             return false;
         };
         let now = crate::clock::now_ns();
+        let r_settings: Vec<RuleSettings> = rules.iter().map(|r| r.settings().clone()).collect();
         for r in rules {
             let name = r.settings().name.clone();
             let src = source.clone();
             let result = rt.block_on(async move {
                 tokio::task::spawn_blocking(move || r.evaluate(&src, now)).await
             });
+            let pending = r_pending(&r_settings, &name);
             match result {
+                Ok(CycleResult::Observed(obs)) if obs.is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "{name}: no series: the query matched nothing (is the measurement, field \
+                         or a tag misspelled?)"
+                    );
+                }
                 Ok(CycleResult::Observed(obs)) => {
                     for o in obs {
                         let level = determine_level(Level::Ok, &o.levels);
@@ -272,12 +283,12 @@ pub fn check(
                         let value = o
                             .fields
                             .get("value")
-                            .map(|v| format!(" value={v:?}"))
+                            .map(|v| format!(" value={}", plain_value(v)))
                             .unwrap_or_default();
-                        let verdict = if level > Level::Ok {
-                            "would fire"
-                        } else {
-                            "ok"
+                        let verdict = match (level > Level::Ok, &pending) {
+                            (false, _) => "ok".to_owned(),
+                            (true, None) => "would fire".to_owned(),
+                            (true, Some(d)) => format!("would fire once it holds for {d}"),
                         };
                         let _ = writeln!(
                             out,
@@ -300,10 +311,53 @@ pub fn check(
     !failed
 }
 
-/// Runs `rule` once on `data` (at its last point's time) or on synthetic data; false, with the
-/// failure printed, when the rule itself fails. A source that cannot answer (raw InfluxQL on
+/// The rule's `for`, human-readable, when it has one.
+fn r_pending(settings: &[RuleSettings], name: &str) -> Option<String> {
+    settings
+        .iter()
+        .find(|s| s.name == name)
+        .filter(|s| !s.pending.is_zero())
+        .map(|s| crate::template::format_duration(s.pending))
+}
+
+/// A value as an operator reads it (`93.2`, not `Float(93.2)`).
+fn plain_value(v: &crate::model::Value) -> String {
+    match v {
+        crate::model::Value::Float(f) => format!("{f}"),
+        crate::model::Value::Int(i) => format!("{i}"),
+        crate::model::Value::Bool(b) => format!("{b}"),
+        crate::model::Value::Str(s) => format!("{s:?}"),
+    }
+}
+
+/// The rule's message rendered for a CRITICAL alert on `sample` (or on no tags and fields).
+fn sample_message(s: &RuleSettings, sample: Option<&crate::model::Observation>) -> String {
+    use crate::template::{Template, TemplateData};
+    let empty = crate::model::Observation::default();
+    let o = sample.unwrap_or(&empty);
+    let mut data = TemplateData::new(&s.name, &o.tags, &o.fields);
+    data.level = Level::Critical;
+    data.kind = Some(EventKind::Alert);
+    data.measurement = &o.measurement;
+    data.time_ns = o.time;
+    let id = Template::parse(&s.id_template)
+        .map(|t| t.render(&data))
+        .unwrap_or_default();
+    data.id = Some(&id);
+    Template::parse(&s.message_template)
+        .map(|t| t.render(&data))
+        .unwrap_or_else(|e| format!("(template error: {e})"))
+}
+
+/// Runs `rule` once on `data` (at its last point's time) or on synthetic data: its first
+/// observation (for rendering the message), or `None`, with the failure printed, when the
+/// rule itself fails. A source that cannot answer (raw InfluxQL on
 /// synthetic data) is a note, not a failure.
-fn dry_run(rule: &Rule, data: Option<&[Metric]>, out: &mut impl Write) -> bool {
+fn dry_run(
+    rule: &Rule,
+    data: Option<&[Metric]>,
+    out: &mut impl Write,
+) -> Option<Option<crate::model::Observation>> {
     let (source, now, what): (Arc<dyn QuerySource>, i64, &str) = match data {
         Some(points) => (
             Arc::new(MemorySource::from_metrics(points)),
@@ -317,14 +371,14 @@ fn dry_run(rule: &Rule, data: Option<&[Metric]>, out: &mut impl Write) -> bool {
         ),
     };
     match rule.evaluate(&source, now) {
-        CycleResult::Observed(_) => true,
+        CycleResult::Observed(obs) => Some(obs.into_iter().next()),
         CycleResult::Failed(f) if f.is_rule_fault() => {
             let _ = writeln!(out, "{f} (run once on {what})");
-            false
+            None
         }
         CycleResult::Failed(f) => {
             let _ = writeln!(out, "note: {f} (not run on {what})");
-            true
+            Some(None)
         }
     }
 }

@@ -174,21 +174,31 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool, data: Option<&Pat
     }
 }
 
-fn print_event(e: &AlertEvent, json: bool) {
+/// Writes one line to stdout; false when stdout is gone (`wk-alerter test ... | head`), where
+/// `println!` would panic on the broken pipe.
+fn out(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").is_ok()
+}
+
+fn print_event(e: &AlertEvent, json: bool) -> bool {
     if json {
         match serde_json::to_string(e) {
-            Ok(s) => println!("{s}"),
-            Err(err) => error!("cannot encode event: {err}"),
+            Ok(s) => out(format_args!("{s}")),
+            Err(err) => {
+                error!("cannot encode event: {err}");
+                true
+            }
         }
     } else {
         let t = wk_alerter::template::format_rfc3339(e.time);
-        println!(
+        out(format_args!(
             "{t} {:<8} {:<9} {} {}",
             e.level.as_str(),
             format!("{:?}", e.kind).to_lowercase(),
             e.id,
             e.message
-        );
+        ))
     }
 }
 
@@ -232,16 +242,20 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
             );
         }
         for (e, plans) in &step.events {
-            print_event(e, json);
+            let mut written = print_event(e, json);
             for p in plans {
-                if json {
-                    println!(
+                written &= if json {
+                    out(format_args!(
                         "{}",
                         serde_json::json!({ "action": p.action, "id": e.id, "plan": p.plan })
-                    );
+                    ))
                 } else {
-                    println!("    {}", p.plan);
-                }
+                    out(format_args!("    {}", p.plan))
+                };
+            }
+            if !written {
+                // The reader went away: nothing left to tell.
+                return ExitCode::SUCCESS;
             }
             count += 1;
         }

@@ -213,7 +213,24 @@ fn settings_errors_name_line_and_column() {
         ),
         (
             "rule(#{ message: \"{{host\" });\nfn check() { [] }",
-            "rules/test.rhai:1:18: rule(): message: unclosed {{",
+            "rules/test.rhai:1:18: rule(): message: unclosed `{{`",
+        ),
+        // Issue 10 item 10: these passed `check` and fell back silently at send time.
+        (
+            "rule(#{ message: \"{{}} down\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): message: empty placeholder",
+        ),
+        (
+            "rule(#{ details: \"{{value:%2f}}\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): details: bad format `%2f`",
+        ),
+        (
+            "rule(#{ message: \"{{ .Level }}: {{host}}\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): message: {{.Level}} is Go template syntax, which rule templates do not have: write {{level}}",
+        ),
+        (
+            "rule(#{ id: \"{{ index .Tags \\\"host\\\" }}\" });\nfn check() { [] }",
+            "rules/test.rhai:1:13: rule(): id: {{index .Tags \"host\"}} is Go template syntax",
         ),
         (
             "rule(#{ expect: [\"web1\"] });\nfn check() { [] }",
