@@ -3,6 +3,7 @@
 //! own buffer and flush timer. A gather that overruns its interval skips ticks, never stacks;
 //! a failing input only logs; shutdown flushes every output once more.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,20 +46,7 @@ pub fn until_next_tick(now: i64, interval: Duration, offset: Duration, aligned: 
     Duration::from_nanos((next - now).max(0) as u64)
 }
 
-fn jitter(max: Duration) -> Duration {
-    if max.is_zero() {
-        return Duration::ZERO;
-    }
-    // Cheap, good-enough randomness for spreading load: the clock's nanoseconds.
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    let x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        >> 11;
-    Duration::from_nanos(x % max.as_nanos().max(1) as u64)
-}
+use crate::models::running_output::jitter_up_to as jitter;
 
 /// Gathers every input once (twice, 500 ms apart, discarding the first, for inputs whose
 /// fields need a previous sample) without running outputs: `--test` and `--once`.
@@ -110,6 +98,7 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
         stats.register_output(&ro.stats_key(), ro.buffer_limit);
         let reporter = Reporter {
             stats: stats.clone(),
+            key: ro.stats_key(),
             last: ro.stats,
         };
         output_tasks.push(tokio::spawn(output_loop(
@@ -281,89 +270,230 @@ impl GatherWorker {
     }
 }
 
+/// Metrics that arrived while the output's worker was busy (writing, or fsyncing the disk
+/// buffer): bounded like the output's buffer, oldest batches dropped and counted, so a slow
+/// write never lets memory grow past the limit (Telegraf's flushLoop keeps adding to the
+/// bounded buffer during a write).
+#[derive(Debug, Default)]
+struct Pending {
+    batches: VecDeque<Arc<Vec<Metric>>>,
+    metrics: usize,
+    dropped: usize,
+}
+
+impl Pending {
+    fn push(&mut self, batch: Arc<Vec<Metric>>, limit: usize) {
+        self.metrics += batch.len();
+        self.batches.push_back(batch);
+        while self.metrics > limit.max(1) && self.batches.len() > 1 {
+            if let Some(old) = self.batches.pop_front() {
+                self.metrics -= old.len();
+                self.dropped += old.len();
+            }
+        }
+    }
+
+    fn take(&mut self) -> (Vec<Arc<Vec<Metric>>>, usize) {
+        self.metrics = 0;
+        (
+            self.batches.drain(..).collect(),
+            std::mem::take(&mut self.dropped),
+        )
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.dropped == 0
+    }
+}
+
+/// When a job should write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlushKind {
+    /// Only when a full batch waits (and writes are not failing).
+    IfReady,
+    /// The flush timer: write unless backing off after a failure.
+    Timer,
+    /// Shutdown: write whatever waits, then close the output.
+    Last,
+}
+
+/// One request to an output's worker: metrics to buffer, drops counted outside it, and
+/// whether to write.
+struct OutputJob {
+    batches: Vec<Arc<Vec<Metric>>>,
+    dropped: usize,
+    flush: FlushKind,
+    reply: oneshot::Sender<OutputReport>,
+}
+
+/// What the worker reports after a job: counters for the self-statistics.
+struct OutputReport {
+    stats: OutputStats,
+    buffered: usize,
+    write_time: Option<Duration>,
+}
+
+/// A long-lived thread that owns one output: its buffer (memory or disk, with its fsyncs)
+/// and its writes, so neither blocks the runtime that paces the inputs, and each output's
+/// allocations stay on one thread (see [`GatherWorker`] for why not the blocking pool).
+struct OutputWorker {
+    jobs: std::sync::mpsc::Sender<OutputJob>,
+}
+
+impl OutputWorker {
+    fn spawn(mut ro: RunningOutput) -> std::io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<OutputJob>();
+        let name = ro.log_name();
+        let short = name.strip_prefix("outputs.").unwrap_or(&name);
+        let thread_name: String = format!("out:{short}").chars().take(15).collect();
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let mut last_failed = false;
+                for job in rx {
+                    ro.record_drops(job.dropped);
+                    for b in &job.batches {
+                        ro.add_all(b);
+                    }
+                    let drops = ro.take_unreported_drops();
+                    if drops > 0 {
+                        warn!(output = %ro.log_name(), "metric buffer overflow; {drops} metrics have been dropped");
+                    }
+                    let write = match job.flush {
+                        FlushKind::IfReady => ro.batch_ready() && !last_failed,
+                        FlushKind::Timer | FlushKind::Last => true,
+                    };
+                    let mut write_time = None;
+                    if write {
+                        let started = Instant::now();
+                        if let Some(failed) = flush(&mut ro, job.flush == FlushKind::Last) {
+                            last_failed = failed;
+                            write_time = Some(started.elapsed());
+                        }
+                    }
+                    if job.flush == FlushKind::Last {
+                        if last_failed && ro.buffered() > 0 {
+                            error!(output = %ro.log_name(), unsent = ro.buffered(), "metrics could not be written before shutdown");
+                        }
+                        ro.close();
+                    }
+                    let _ = job.reply.send(OutputReport {
+                        stats: ro.stats,
+                        buffered: ro.buffered(),
+                        write_time,
+                    });
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Sends a job; the receiver yields the report, or an error when the output panicked.
+    fn submit(
+        &self,
+        batches: Vec<Arc<Vec<Metric>>>,
+        dropped: usize,
+        flush: FlushKind,
+    ) -> oneshot::Receiver<OutputReport> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.jobs.send(OutputJob {
+            batches,
+            dropped,
+            flush,
+            reply,
+        });
+        rx
+    }
+}
+
 async fn output_loop(
-    mut ro: RunningOutput,
+    ro: RunningOutput,
     mut rx: mpsc::UnboundedReceiver<Arc<Vec<Metric>>>,
     flush_interval: Duration,
     flush_jitter: Duration,
     mut stop: watch::Receiver<bool>,
     mut reporter: Reporter,
 ) {
+    let name = ro.log_name();
+    let limit = ro.buffer_limit;
+    let worker = match OutputWorker::spawn(ro) {
+        Ok(w) => w,
+        Err(e) => {
+            error!(output = %name, "cannot start the output thread, output stopped: {e}");
+            return;
+        }
+    };
     let mut next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
-    let mut last_failed = false;
+    let mut pending = Pending::default();
+    let mut in_flight: Option<oneshot::Receiver<OutputReport>> = None;
+    let mut flush_due = false;
+    let mut closed = false;
     let mut stopping = false;
     loop {
         tokio::select! {
-            batch = rx.recv() => match batch {
-                Some(batch) => {
-                    ro.add_all(&batch);
-                    reporter.report(&ro, None);
-                    // A full batch is written at once, unless writes are failing: then we wait
-                    // for the timer instead of hammering the server.
-                    if ro.batch_ready() && !last_failed {
-                        let Some(r) = flush(ro, &mut reporter, false).await else { return };
-                        (ro, last_failed) = r;
+            batch = rx.recv(), if !closed => match batch {
+                Some(batch) => pending.push(batch, limit),
+                None => closed = true,
+            },
+            report = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                in_flight = None;
+                match report {
+                    Ok(r) => reporter.report(&r),
+                    Err(_) => {
+                        error!(output = %name, "output crashed and is stopped");
+                        return;
                     }
                 }
-                None => break,
-            },
+            }
             _ = tokio::time::sleep_until(next_flush) => {
-                let Some(r) = flush(ro, &mut reporter, false).await else { return };
-                (ro, last_failed) = r;
+                flush_due = true;
                 next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
+        if in_flight.is_some() {
+            continue;
+        }
+        if closed {
+            // Inputs are done: one last job with what is left, then stop.
+            let (batches, dropped) = pending.take();
+            match worker.submit(batches, dropped, FlushKind::Last).await {
+                Ok(r) => reporter.report(&r),
+                Err(_) => error!(output = %name, "output crashed and is stopped"),
+            }
+            return;
+        }
+        if !pending.is_empty() || flush_due {
+            let (batches, dropped) = pending.take();
+            let kind = if flush_due {
+                FlushKind::Timer
+            } else {
+                FlushKind::IfReady
+            };
+            flush_due = false;
+            in_flight = Some(worker.submit(batches, dropped, kind));
+        }
     }
-    let Some((mut ro, failed)) = flush(ro, &mut reporter, true).await else {
-        return;
-    };
-    if failed && ro.buffered() > 0 {
-        error!(output = %ro.log_name(), unsent = ro.buffered(), "metrics could not be written before shutdown");
-    }
-    ro.close();
 }
 
-/// Flushes on the blocking pool; None when the output plugin panicked (it is then gone).
-/// While the output backs off after a failed write the flush is skipped, except the final one.
-async fn flush(
-    mut ro: RunningOutput,
-    reporter: &mut Reporter,
-    last: bool,
-) -> Option<(RunningOutput, bool)> {
-    let drops = ro.take_unreported_drops();
-    if drops > 0 {
-        warn!(output = %ro.log_name(), "metric buffer overflow; {drops} metrics have been dropped");
-    }
+/// Writes what is buffered, on the output's own thread; `None` when nothing was tried
+/// (empty, or backing off after a failure — except at shutdown), else whether it failed.
+fn flush(ro: &mut RunningOutput, last: bool) -> Option<bool> {
     if ro.buffered() == 0 {
-        return Some((ro, false));
+        return None;
     }
     if !last && let Some(wait) = ro.retry_in() {
         debug!(output = %ro.log_name(), buffered = ro.buffered(), retry_in = ?wait, "backing off after a failed write");
-        return Some((ro, true));
+        return None;
     }
-    let name = ro.log_name();
     let started = Instant::now();
-    let joined = tokio::task::spawn_blocking(move || {
-        let r = ro.flush();
-        (ro, r)
-    })
-    .await;
-    if let Ok((ro, _)) = &joined {
-        reporter.report(ro, Some(started.elapsed()));
-    }
-    match joined {
-        Ok((ro, Ok(n))) => {
+    match ro.flush() {
+        Ok(n) => {
             debug!(output = %ro.log_name(), written = n, elapsed = ?started.elapsed(), "wrote batch");
-            Some((ro, false))
-        }
-        Ok((ro, Err(e))) => {
-            error!(output = %ro.log_name(), buffered = ro.buffered(), "write failed, will retry: {e}");
-            Some((ro, true))
+            Some(false)
         }
         Err(e) => {
-            error!(output = %name, "output crashed and is stopped: {e}");
-            None
+            error!(output = %ro.log_name(), buffered = ro.buffered(), "write failed, will retry: {e}");
+            Some(true)
         }
     }
 }
@@ -389,12 +519,13 @@ pub fn open_disk_buffer(ro: &mut RunningOutput) {
 /// across reloads (a reload builds a new output whose own counters start at zero).
 struct Reporter {
     stats: Arc<SelfStats>,
+    key: crate::selfstat::PluginKey,
     last: OutputStats,
 }
 
 impl Reporter {
-    fn report(&mut self, ro: &RunningOutput, write_time: Option<Duration>) {
-        let (now, last) = (ro.stats, self.last);
+    fn report(&mut self, r: &OutputReport) {
+        let (now, last) = (r.stats, self.last);
         let d = WriteDelta {
             metrics_added: now.metrics_added - last.metrics_added,
             metrics_written: now.metrics_written - last.metrics_written,
@@ -404,7 +535,7 @@ impl Reporter {
             write_errors: now.write_errors - last.write_errors,
         };
         self.stats
-            .record_write(&ro.stats_key(), d, ro.buffered(), write_time);
+            .record_write(&self.key, d, r.buffered, r.write_time);
         self.last = now;
     }
 }
@@ -412,6 +543,96 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_keeps_at_most_the_limit_and_counts_what_it_drops() {
+        let mut p = Pending::default();
+        for i in 0..25 {
+            p.push(Arc::new(vec![Metric::new("m", i)]), 10);
+        }
+        assert_eq!(p.metrics, 10);
+        let (batches, dropped) = p.take();
+        assert_eq!((batches.len(), dropped), (10, 15));
+        assert_eq!(batches[0][0].time, 15, "the newest are kept");
+        assert!(p.is_empty());
+    }
+
+    /// An output whose writes take `delay`; counts what it stored.
+    struct Slow {
+        delay: Duration,
+        written: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl crate::outputs::Output for Slow {
+        fn write(&mut self, metrics: &[Metric]) -> Result<(), crate::outputs::WriteError> {
+            std::thread::sleep(self.delay);
+            self.written
+                .fetch_add(metrics.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Regression: while a write was in flight the loop stopped receiving, so everything the
+    /// inputs sent piled up in the unbounded channel, past `metric_buffer_limit` and uncounted.
+    #[tokio::test]
+    async fn a_slow_write_does_not_let_the_queue_grow_past_the_buffer_limit() {
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let spec = crate::outputs::find("file").expect("file output");
+        let mut ro = RunningOutput::new(
+            spec,
+            Box::new(Slow {
+                delay: Duration::from_millis(600),
+                written: written.clone(),
+            }),
+        );
+        ro.buffer_limit = 10;
+        let stats = Arc::new(SelfStats::default());
+        stats.register_output(&ro.stats_key(), 10);
+        let reporter = Reporter {
+            stats: stats.clone(),
+            key: ro.stats_key(),
+            last: ro.stats,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(output_loop(
+            ro,
+            rx,
+            Duration::from_millis(50),
+            Duration::ZERO,
+            stop_rx,
+            reporter,
+        ));
+        // Start a write, then send 100 batches while it is in flight.
+        tx.send(Arc::new(vec![Metric::new("m", 0).with_field("v", 1i64)]))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut sent = Vec::new();
+        for i in 1..=100 {
+            let b = Arc::new(vec![Metric::new("m", i).with_field("v", 1i64)]);
+            sent.push(Arc::downgrade(&b));
+            tx.send(b).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let alive = sent.iter().filter(|w| w.upgrade().is_some()).count();
+        assert!(
+            alive <= 10,
+            "{alive} batches held during one write (limit 10)"
+        );
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the loop ends")
+            .unwrap();
+        let w = written.load(std::sync::atomic::Ordering::SeqCst);
+        let (_, outputs) = stats.read();
+        let dropped: u64 = outputs.iter().map(|(_, o)| o.metrics_dropped).sum();
+        assert_eq!(
+            w as u64 + dropped,
+            101,
+            "every metric written or counted as dropped"
+        );
+    }
 
     #[test]
     fn rounding_is_to_nearest() {

@@ -12,15 +12,9 @@ use tracing::{error, info, warn};
 use crate::agent;
 use crate::config::{self, LoadRequest, Plan};
 use crate::lineproto;
+use crate::models::running_input::GatherOutcome;
 
-/// What the daemon is told from outside (SIGHUP, SIGTERM/SIGINT in `main.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Build the configuration anew; swap only if it builds.
-    Reload,
-    /// Flush and stop.
-    Stop,
-}
+pub use wk_core::control::Control;
 
 /// Loads the config, logging its warnings, and every error on failure.
 pub fn load(req: &LoadRequest<'_>) -> Option<Plan> {
@@ -44,12 +38,8 @@ pub fn load(req: &LoadRequest<'_>) -> Option<Plan> {
 /// if given. False when an input reported an error.
 pub async fn test(mut plan: Plan, wait: Option<Duration>, out: &mut impl Write) -> bool {
     let results = agent::gather_once(&mut plan, true).await;
-    let mut ok = true;
-    for (name, outcome) in &results {
-        for e in &outcome.errors {
-            error!(input = %name, "{e}");
-            ok = false;
-        }
+    let ok = log_errors(&results);
+    for (_, outcome) in &results {
         for m in &outcome.metrics {
             let _ = out.write_all(lineproto::test_format(m).as_bytes());
         }
@@ -61,6 +51,18 @@ pub async fn test(mut plan: Plan, wait: Option<Duration>, out: &mut impl Write) 
     ok
 }
 
+/// Logs every input's gather errors; true when there were none.
+fn log_errors(results: &[(String, GatherOutcome)]) -> bool {
+    let mut ok = true;
+    for (name, outcome) in results {
+        for e in &outcome.errors {
+            error!(input = %name, "{e}");
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// `--once`: gathers once, writes to every output and closes them. False when an input
 /// failed or metrics could not be written.
 pub async fn once(mut plan: Plan) -> bool {
@@ -68,12 +70,8 @@ pub async fn once(mut plan: Plan) -> bool {
         agent::open_disk_buffer(o);
     }
     let results = agent::gather_once(&mut plan, true).await;
-    let mut ok = true;
-    for (name, outcome) in &results {
-        for e in &outcome.errors {
-            error!(input = %name, "{e}");
-            ok = false;
-        }
+    let mut ok = log_errors(&results);
+    for (_, outcome) in &results {
         for m in &outcome.metrics {
             for o in plan.outputs.iter_mut() {
                 o.add(m);

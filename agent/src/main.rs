@@ -9,7 +9,7 @@ use clap::Parser;
 use tokio::sync::mpsc;
 use tracing::error;
 use wk_agent::config::{self, LoadRequest};
-use wk_agent::daemon::{self, Control};
+use wk_agent::daemon;
 use wk_agent::hostpaths::HostPaths;
 
 /// Exit status for a config that does not load.
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     }
     let code = rt.block_on(async {
         let (tx, rx) = mpsc::channel(4);
-        if let Err(e) = forward_signals(tx) {
+        if let Err(e) = wk_core::control::forward_signals(tx) {
             error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
@@ -168,25 +168,4 @@ fn default_config_paths(cli: &Cli) -> (Vec<PathBuf>, Vec<PathBuf>) {
         vec![]
     };
     (vec![PathBuf::from("/etc/telegraf/telegraf.conf")], dirs)
-}
-
-/// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
-fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        loop {
-            let c = tokio::select! {
-                _ = hup.recv() => Control::Reload,
-                _ = term.recv() => Control::Stop,
-                _ = int.recv() => Control::Stop,
-            };
-            if tx.send(c).await.is_err() || c == Control::Stop {
-                return;
-            }
-        }
-    });
-    Ok(())
 }

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
@@ -27,16 +27,7 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
+use wk_core::testing::poll_until as wait_for;
 
 struct Deploy {
     checkout: PathBuf,

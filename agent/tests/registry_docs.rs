@@ -158,3 +158,36 @@ fn readme_and_compatibility_table_name_every_plugin() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// The project can be adopted: both license texts are there, every crate says
+/// `MIT OR Apache-2.0`, and README says so.
+#[test]
+fn license_files_and_metadata_agree() {
+    let root = root();
+    assert!(read(&root.join("LICENSE-APACHE")).contains("Apache License"));
+    assert!(read(&root.join("LICENSE-MIT")).contains("Permission is hereby granted"));
+    assert!(read(&root.join("Cargo.toml")).contains("license = \"MIT OR Apache-2.0\""));
+    for krate in ["agent", "agent/core", "alerter"] {
+        let manifest = read(&root.join(krate).join("Cargo.toml"));
+        assert!(manifest.contains("license.workspace = true"), "{krate}");
+    }
+    assert!(read(&root.join("README.md")).contains("LICENSE-MIT"));
+}
+
+/// Regression: the README's agent command after the quick start rebuilt ~20 crates (another
+/// package selection means other features). Both build the same two packages the same way.
+#[test]
+fn readme_and_quickstart_share_one_build() {
+    let root = root();
+    let build = "cargo build --release --locked -p wk-alerter -p wk-agent";
+    assert!(read(&root.join("scripts/quickstart")).contains(build));
+    let readme = read(&root.join("README.md"));
+    assert!(
+        readme.contains(build),
+        "README builds as the quick start does"
+    );
+    assert!(
+        !readme.contains("cargo run"),
+        "README runs the built binary, not cargo run"
+    );
+}

@@ -22,14 +22,7 @@ use crate::source::{
 };
 use crate::state::{RuleState, determine_level};
 
-/// What the daemon is told from outside (SIGHUP, SIGTERM/SIGINT in `main.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Re-read the config and the rules; a config that does not load is refused.
-    Reload,
-    /// Stop.
-    Stop,
-}
+pub use wk_core::control::Control;
 
 /// Why [`run`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -395,7 +388,8 @@ pub struct Replayed {
 }
 
 /// `wk-alerter test`: evaluates `rule` over `points` on a simulated clock — on multiples of
-/// its `every`, from the first point to the last plus `tail` — through the state machine,
+/// its `every`, from the first at or after the first point to the last point plus `tail` —
+/// through the state machine,
 /// and says what each event's actions would do (never running them).
 pub fn replay(rule: &Rule, points: &[Metric], tail: Duration) -> Vec<Replayed> {
     let (Some(first), Some(last)) = (
@@ -408,7 +402,12 @@ pub fn replay(rule: &Rule, points: &[Metric], tail: Duration) -> Vec<Replayed> {
     let settings = rule.settings().clone();
     let every = settings.every.as_nanos().max(1) as i64;
     let mut state = RuleState::new();
-    let mut now = (first.div_euclid(every) + 1) * every;
+    // The first tick at or after the first point: agents with round_interval write on the
+    // ticks, and a point at exactly `now` is inside the query range `(now - range, now]`.
+    let mut now = first.div_euclid(every) * every;
+    if now < first {
+        now += every;
+    }
     let end = last + tail.as_nanos() as i64;
     let mut out = Vec::new();
     while now <= end {

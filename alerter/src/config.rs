@@ -25,6 +25,8 @@
 //! max_points = 100000
 //! ```
 
+use crate::stream::MIN_TOKEN_LEN;
+pub use crate::stream::StreamSettings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,34 +82,6 @@ pub struct InfluxSource {
     /// `Authorization: Token …` (InfluxDB 2.x/3.x); used instead of username/password.
     pub token: String,
     pub timeout: Duration,
-}
-
-/// The `[stream]` table: the alerter receives line protocol writes (InfluxDB v1 `/write` and
-/// v2 `/api/v2/write`) and keeps the points in memory instead of querying a database.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamSettings {
-    /// Address to listen on (`host:port`).
-    pub listen: String,
-    /// The secret every request must carry (Token/Bearer header, Basic password or `p=`).
-    pub token: String,
-    /// How much data is kept: points older than now − window are forgotten.
-    pub window: Duration,
-    /// At most this many points are held; beyond it the oldest are dropped and counted.
-    pub max_points: usize,
-    /// Largest request body accepted (after gzip decompression too); larger → 413.
-    pub max_body_size: u64,
-}
-
-impl Default for StreamSettings {
-    fn default() -> Self {
-        StreamSettings {
-            listen: "127.0.0.1:8186".into(),
-            token: String::new(),
-            window: Duration::from_secs(3600),
-            max_points: 100_000,
-            max_body_size: 32 * 1024 * 1024,
-        }
-    }
 }
 
 /// A loaded, validated config.
@@ -187,135 +161,16 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                     ("alerter", DeValue::Table(t)) => {
                         let mut o =
                             Options::new(&src, "alerter", t, value.span().start, &mut diags, env);
-                        settings.rules_dir = o
-                            .string("rules_dir", &settings.rules_dir.to_string_lossy())
-                            .into();
-                        settings.state_dir = o
-                            .string("state_dir", &settings.state_dir.to_string_lossy())
-                            .into();
-                        settings.reload_interval =
-                            o.duration("reload_interval", settings.reload_interval);
-                        settings.max_eval_time =
-                            o.duration("max_eval_time", settings.max_eval_time);
-                        settings.max_concurrent_evals = o.int(
-                            "max_concurrent_evals",
-                            settings.max_concurrent_evals as i64,
-                            1,
-                            256,
-                        ) as usize;
-                        settings.max_rule_memory_bytes = o.size(
-                            "max_rule_memory_bytes",
-                            settings.max_rule_memory_bytes as u64,
-                        ) as usize;
-                        if settings.max_rule_memory_bytes < 1 << 20 {
-                            o.error_at("max_rule_memory_bytes", "must be at least 1MiB");
-                        }
-                        settings.rule_errors_notify = o.strings("rule_errors_notify");
-                        if settings.reload_interval.is_zero() {
-                            o.error_at("reload_interval", "must be greater than 0");
-                        }
-                        if settings.max_eval_time.is_zero() {
-                            o.error_at("max_eval_time", "must be greater than 0");
-                        }
+                        settings = alerter_section(&mut o);
                         o.finish();
                     }
                     ("sources", DeValue::Table(kinds)) => {
-                        for (kind, instances) in kinds.iter() {
-                            if kind.get_ref() != "influxdb" {
-                                let msg = format!(
-                                    "[sources.{}]: unknown source kind (expected influxdb)",
-                                    kind.get_ref()
-                                );
-                                diags.push(src.diag(Severity::Error, kind.span().start, msg));
-                                continue;
-                            }
-                            let tables: Vec<_> = match instances.get_ref() {
-                                DeValue::Array(a) => a.iter().collect(),
-                                _ => vec![instances],
-                            };
-                            for t in tables {
-                                let DeValue::Table(table) = t.get_ref() else {
-                                    diags.push(src.diag(
-                                        Severity::Error,
-                                        t.span().start,
-                                        "[[sources.influxdb]] must be a table",
-                                    ));
-                                    continue;
-                                };
-                                let mut o = Options::new(
-                                    &src,
-                                    "sources.influxdb",
-                                    table,
-                                    t.span().start,
-                                    &mut diags,
-                                    env,
-                                );
-                                let s = InfluxSource {
-                                    name: o.string("name", "default"),
-                                    url: o.string("url", "http://127.0.0.1:8086"),
-                                    database: o.string("database", "telegraf"),
-                                    retention_policy: o.string("retention_policy", ""),
-                                    username: o.string("username", ""),
-                                    password: secret(&mut o, "password"),
-                                    token: secret(&mut o, "token"),
-                                    timeout: o.duration("timeout", Duration::from_secs(10)),
-                                };
-                                if !(s.url.starts_with("http://") || s.url.starts_with("https://"))
-                                {
-                                    o.error_at(
-                                        "url",
-                                        format!("{:?} is not an http:// or https:// URL", s.url),
-                                    );
-                                }
-                                o.finish();
-                                sources.push(s);
-                            }
-                        }
+                        sources.extend(influx_sources(&src, kinds, &mut diags, env));
                     }
                     ("stream", DeValue::Table(t)) => {
                         let mut o =
                             Options::new(&src, "stream", t, value.span().start, &mut diags, env);
-                        let d = StreamSettings::default();
-                        let s = StreamSettings {
-                            listen: o.string("listen", &d.listen),
-                            token: secret(&mut o, "token"),
-                            window: o.duration("window", d.window),
-                            max_points: o.int("max_points", d.max_points as i64, 1, 1 << 40)
-                                as usize,
-                            max_body_size: o.size("max_body_size", d.max_body_size),
-                        };
-                        if s.listen.parse::<std::net::SocketAddr>().is_err() {
-                            o.error_at(
-                                "listen",
-                                format!(
-                                    "{:?} is not an address:port (e.g. \"127.0.0.1:8186\")",
-                                    s.listen
-                                ),
-                            );
-                        }
-                        if s.token.contains("${") {
-                            // An unset variable is left as written (as Telegraf does): never
-                            // let its name become a guessable token.
-                            o.error_at(
-                                "token",
-                                format!(
-                                    "{:?} names an environment variable that is not set",
-                                    s.token
-                                ),
-                            );
-                        } else if s.token.is_empty() {
-                            o.error_at(
-                                "token",
-                                "a token is required (listening endpoints take a token): \
-                                 token = \"${WK_STREAM_TOKEN}\" or token_file = \"/path\"",
-                            );
-                        }
-                        if s.window.is_zero() {
-                            o.error_at("window", "must be greater than 0");
-                        }
-                        if s.max_body_size == 0 {
-                            o.error_at("max_body_size", "must be greater than 0");
-                        }
+                        let s = stream_section(&mut o);
                         o.finish();
                         stream = Some((s, value.span().start));
                     }
@@ -379,12 +234,201 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     })
 }
 
+/// `[alerter]`: where rules and state live, reload and evaluation limits.
+fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
+    let mut settings = Settings::default();
+    settings.rules_dir = o
+        .string("rules_dir", &settings.rules_dir.to_string_lossy())
+        .into();
+    settings.state_dir = o
+        .string("state_dir", &settings.state_dir.to_string_lossy())
+        .into();
+    settings.reload_interval = o.duration("reload_interval", settings.reload_interval);
+    settings.max_eval_time = o.duration("max_eval_time", settings.max_eval_time);
+    settings.max_concurrent_evals = o.int(
+        "max_concurrent_evals",
+        settings.max_concurrent_evals as i64,
+        1,
+        256,
+    ) as usize;
+    settings.max_rule_memory_bytes = o.size(
+        "max_rule_memory_bytes",
+        settings.max_rule_memory_bytes as u64,
+    ) as usize;
+    if settings.max_rule_memory_bytes < 1 << 20 {
+        o.error_at("max_rule_memory_bytes", "must be at least 1MiB");
+    }
+    settings.rule_errors_notify = o.strings("rule_errors_notify");
+    if settings.reload_interval.is_zero() {
+        o.error_at("reload_interval", "must be greater than 0");
+    }
+    if settings.max_eval_time.is_zero() {
+        o.error_at("max_eval_time", "must be greater than 0");
+    }
+    settings
+}
+
+/// `[[sources.influxdb]]` tables (any other kind is an error).
+fn influx_sources(
+    src: &Source,
+    kinds: &DeTable<'_>,
+    diags: &mut Diagnostics,
+    env: EnvLookup<'_>,
+) -> Vec<InfluxSource> {
+    let mut sources = Vec::new();
+    for (kind, instances) in kinds.iter() {
+        if kind.get_ref() != "influxdb" {
+            let msg = format!(
+                "[sources.{}]: unknown source kind (expected influxdb)",
+                kind.get_ref()
+            );
+            diags.push(src.diag(Severity::Error, kind.span().start, msg));
+            continue;
+        }
+        let tables: Vec<_> = match instances.get_ref() {
+            DeValue::Array(a) => a.iter().collect(),
+            _ => vec![instances],
+        };
+        for t in tables {
+            let DeValue::Table(table) = t.get_ref() else {
+                diags.push(src.diag(
+                    Severity::Error,
+                    t.span().start,
+                    "[[sources.influxdb]] must be a table",
+                ));
+                continue;
+            };
+            let mut o = Options::new(src, "sources.influxdb", table, t.span().start, diags, env);
+            let s = InfluxSource {
+                name: o.string("name", "default"),
+                url: o.string("url", "http://127.0.0.1:8086"),
+                database: o.string("database", "telegraf"),
+                retention_policy: o.string("retention_policy", ""),
+                username: o.string("username", ""),
+                password: secret(&mut o, "password"),
+                token: secret(&mut o, "token"),
+                timeout: o.duration("timeout", Duration::from_secs(10)),
+            };
+            if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                o.error_at(
+                    "url",
+                    format!("{:?} is not an http:// or https:// URL", s.url),
+                );
+            }
+            o.finish();
+            sources.push(s);
+        }
+    }
+
+    sources
+}
+
+/// `[stream]`: the receiver's address, token and bounds.
+fn stream_section(o: &mut Options<'_, '_>) -> StreamSettings {
+    let d = StreamSettings::default();
+    let s = StreamSettings {
+        listen: o.string("listen", &d.listen),
+        token: secret(o, "token"),
+        window: o.duration("window", d.window),
+        max_points: o.int("max_points", d.max_points as i64, 1, 1 << 40) as usize,
+        max_body_size: o.size("max_body_size", d.max_body_size),
+        header_timeout: o.duration("header_timeout", d.header_timeout),
+        max_connections_per_ip: o.int(
+            "max_connections_per_ip",
+            d.max_connections_per_ip as i64,
+            1,
+            crate::stream::MAX_CONNECTIONS as i64,
+        ) as usize,
+        max_future: o.duration("max_future", d.max_future),
+        max_bytes: o.size("max_bytes", d.max_bytes),
+        max_string_size: o.size("max_string_size", d.max_string_size),
+        tls_cert: o.opt_string("tls_cert").map(PathBuf::from),
+        tls_key: o.opt_string("tls_key").map(PathBuf::from),
+    };
+    match (&s.tls_cert, &s.tls_key) {
+        (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
+        (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
+        _ => {}
+    }
+    for (key, path) in [("tls_cert", &s.tls_cert), ("tls_key", &s.tls_key)] {
+        if let Some(p) = path
+            && let Err(e) = std::fs::File::open(p)
+        {
+            o.error_at(key, format!("cannot read {}: {e}", p.display()));
+        }
+    }
+    if let Ok(addr) = s.listen.parse::<std::net::SocketAddr>()
+        && !addr.ip().is_loopback()
+        && s.tls_cert.is_none()
+    {
+        o.warn_at(
+            "listen",
+            format!(
+                "{} is reachable from other hosts and the receiver speaks \
+                 plain HTTP: the token and the data travel in clear (set \
+                 tls_cert and tls_key, or listen on loopback behind a TLS proxy)",
+                s.listen
+            ),
+        );
+    }
+    if s.listen.parse::<std::net::SocketAddr>().is_err() {
+        o.error_at(
+            "listen",
+            format!(
+                "{:?} is not an address:port (e.g. \"127.0.0.1:8186\")",
+                s.listen
+            ),
+        );
+    }
+    if s.token.contains("${") {
+        // An unset variable is left as written (as Telegraf does): never
+        // let its name become a guessable token.
+        o.error_at(
+            "token",
+            format!(
+                "{:?} names an environment variable that is not set",
+                s.token
+            ),
+        );
+    } else if s.token.is_empty() {
+        o.error_at(
+            "token",
+            "a token is required (listening endpoints take a token): \
+             token = \"${WK_STREAM_TOKEN}\" or token_file = \"/path\"",
+        );
+    } else if s.token.chars().count() < MIN_TOKEN_LEN {
+        let key = if o.has("token_file") {
+            "token_file"
+        } else {
+            "token"
+        };
+        o.error_at(
+            key,
+            format!(
+                "the token has {} characters; use at least {MIN_TOKEN_LEN} \
+                 random ones (e.g. od -An -tx1 -N16 /dev/urandom | tr -d ' \\n')",
+                s.token.chars().count()
+            ),
+        );
+    }
+    if s.window.is_zero() {
+        o.error_at("window", "must be greater than 0");
+    }
+    if s.header_timeout.is_zero() {
+        o.error_at("header_timeout", "must be greater than 0");
+    }
+    if s.max_body_size == 0 {
+        o.error_at("max_body_size", "must be greater than 0");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, String> {
-        let env = |name: &str| (name == "TOKEN").then(|| "from-env".to_owned());
+        let env = |name: &str| (name == "TOKEN").then(|| "from-env-0123456789".to_owned());
         load_str(Path::new("wk.conf"), text, &env).map_err(|e| {
             e.errors
                 .iter()
@@ -398,16 +442,26 @@ mod tests {
     fn stream_section() {
         let c = load("[stream]\n  token = \"${TOKEN}\"\n").unwrap();
         let s = c.stream.unwrap();
-        assert_eq!(s.token, "from-env");
+        assert_eq!(s.token, "from-env-0123456789");
         assert_eq!(s.listen, "127.0.0.1:8186");
         assert_eq!(s.window, Duration::from_secs(3600));
         assert_eq!(s.max_points, 100_000);
+        assert_eq!(s.header_timeout, Duration::from_secs(5));
+        assert_eq!(s.max_connections_per_ip, 32);
+        assert_eq!(s.max_future, Duration::from_secs(600));
+        assert_eq!((s.max_bytes, s.max_string_size), (256 << 20, 64 << 10));
         assert!(c.sources.is_empty());
 
         let c = load(
-            "[stream]\n  listen = \"0.0.0.0:9999\"\n  token = \"t\"\n  window = \"10m\"\n  max_points = 500\n  max_body_size = \"1MiB\"\n",
+            "[stream]\n  listen = \"0.0.0.0:9999\"\n  token = \"0123456789abcdef\"\n  window = \"10m\"\n  max_points = 500\n  max_body_size = \"1MiB\"\n",
         )
         .unwrap();
+        // Off loopback without TLS: a warning naming the line.
+        assert!(
+            c.warnings[0].line == 2 && c.warnings[0].message.contains("plain HTTP"),
+            "{:?}",
+            c.warnings
+        );
         let s = c.stream.unwrap();
         assert_eq!(
             (s.listen.as_str(), s.window, s.max_points, s.max_body_size),
@@ -416,9 +470,9 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
-        std::fs::write(&f, "filed\n").unwrap();
+        std::fs::write(&f, "filed-0123456789\n").unwrap();
         let c = load(&format!("[stream]\n  token_file = {f:?}\n")).unwrap();
-        assert_eq!(c.stream.unwrap().token, "filed");
+        assert_eq!(c.stream.unwrap().token, "filed-0123456789");
     }
 
     #[test]
@@ -431,17 +485,31 @@ mod tests {
         assert!(e.contains("a token is required"), "{e}");
         let e = load("[stream]\n  token = \"${UNSET}\"\n").unwrap_err();
         assert!(e.contains("wk.conf:2:") && e.contains("not set"), "{e}");
-        let e = load("[stream]\n  token = \"t\"\n  window = \"0s\"\n").unwrap_err();
+        let e = load("[stream]\n  token = \"${TOKEN}\"\n  window = \"0s\"\n").unwrap_err();
         assert!(e.contains("wk.conf:3:"), "{e}");
+        // A weak token is a load error naming its line.
+        let e = load("[alerter]\n[stream]\n  token = \"short\"\n").unwrap_err();
+        assert!(
+            e.contains("wk.conf:3:") && e.contains("5 characters; use at least 16"),
+            "{e}"
+        );
+        let e = load("[stream]\n  token = \"${TOKEN}\"\n  tls_cert = \"/nonexistent.pem\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("wk.conf:3:") && e.contains("set tls_key too"),
+            "{e}"
+        );
+        assert!(e.contains("cannot read /nonexistent.pem"), "{e}");
     }
 
     #[test]
     fn exactly_one_source() {
         let e = load("[alerter]\n").unwrap_err();
         assert!(e.contains("no data source"), "{e}");
-        let e =
-            load("[[sources.influxdb]]\n  url = \"http://x:8086\"\n\n[stream]\n  token = \"t\"\n")
-                .unwrap_err();
+        let e = load(
+            "[[sources.influxdb]]\n  url = \"http://x:8086\"\n\n[stream]\n  token = \"${TOKEN}\"\n",
+        )
+        .unwrap_err();
         assert!(
             e.contains("wk.conf:4:") && e.contains("configure exactly one"),
             "{e}"

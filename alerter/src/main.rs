@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 use tracing::error;
-use wk_alerter::app::{self, Control};
+use wk_alerter::app;
 use wk_alerter::model::AlertEvent;
 
 const EXIT_INVALID: u8 = 2;
@@ -105,7 +105,7 @@ fn run(config_path: &Path) -> ExitCode {
     };
     rt.block_on(async {
         let (tx, rx) = mpsc::channel(4);
-        if let Err(e) = forward_signals(tx) {
+        if let Err(e) = wk_core::control::forward_signals(tx) {
             error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
@@ -121,27 +121,6 @@ fn run(config_path: &Path) -> ExitCode {
             }
         }
     })
-}
-
-/// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
-fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        loop {
-            let c = tokio::select! {
-                _ = hup.recv() => Control::Reload,
-                _ = term.recv() => Control::Stop,
-                _ = int.recv() => Control::Stop,
-            };
-            if tx.send(c).await.is_err() || c == Control::Stop {
-                return;
-            }
-        }
-    });
-    Ok(())
 }
 
 fn check(config_path: &Path, given: &[PathBuf], no_eval: bool, data: Option<&Path>) -> ExitCode {

@@ -1,5 +1,6 @@
 //! The running alerter: loads every rule of the rules directory, evaluates each on its own
-//! schedule (on tokio's blocking pool, a bounded number at once), feeds the results to the
+//! schedule (on tokio's blocking pool, one thread and one time limit per rule, so a runaway
+//! rule delays no other; runaways are reported through `wk_rules`), feeds the results to the
 //! rule's state machine, persists the state and routes the events.
 //!
 //! Hot reload (the rules directory is a git checkout): the directory is re-read every
@@ -9,10 +10,11 @@
 //! rule.
 //!
 //! Evaluation failures are typed ([`FailureKind`]): a source failure follows the rule's `error`
-//! policy; a failure of the rule itself (script error, time limit, bad return value) raises
-//! `wk_rules` naming file:line:column, and a newly loaded version that fails before it has
-//! evaluated cleanly once is rolled back to the last version that did. Every evaluation and
-//! failure is counted per rule ([`Service::self_metrics`], measurement `wk_alerter`).
+//! policy, as does a runaway (time limit); a script error or a bad return value leaves the
+//! instances alone and raises `wk_rules` naming file:line:column, and a newly loaded version
+//! that fails so before it has evaluated cleanly once is rolled back to the last version that
+//! did. Every evaluation and failure is counted per rule ([`Service::self_metrics`],
+//! measurement `wk_alerter`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -20,15 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::actions::engine::{Engine, RuleEntry};
-use crate::clock::now_ns;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::model::{
-    AlertEvent, Condition, CycleResult, EvalFailure, FailureKind, Level, LevelConditions,
-    Observation, Policy, RuleSettings, Value,
+    AlertEvent, Condition, CycleResult, EvalFailure, EventKind, FailureKind, Level,
+    LevelConditions, Observation, Policy, RuleSettings, Value,
 };
 use crate::notify::router::Router;
 use crate::rules::{Limits, Rule, load_rule_with};
@@ -52,22 +54,45 @@ struct Slot {
     good: Option<Arc<Rule>>,
     /// The file's content when last read, to notice changes.
     text: String,
-    /// Why the current content does not load (or was rolled back), if so.
+    /// Why the current content does not load, if it does not.
     broken: Option<String>,
+    /// Why the current content was rolled back (it failed before it evaluated cleanly once).
+    rolled_back: Option<String>,
     /// The running version's last failure of its own (cleared by a clean evaluation).
     failing: Option<String>,
     state: RuleState,
     next_due: i64,
+    /// An evaluation's thread is busy (at most one per rule).
     running: bool,
+    /// Why its last evaluation was stopped at the time limit, while it is a runaway.
+    runaway: Option<String>,
+    /// What the `wk_rules` recovery says about this file: fits the last problem reported.
+    ok_status: &'static str,
 }
 
-/// The result of one evaluation, sent back from the blocking pool.
+/// How an evaluation ended, sent back from the blocking pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// It returned within the time limit (or its script stopped itself at the deadline).
+    Finished,
+    /// The time limit passed and its thread is still busy (a query in flight cannot be
+    /// interrupted): the scheduler stops waiting and counts it as failed now.
+    Overran,
+    /// An overrun evaluation's thread is free again; its late result is dropped.
+    Ended,
+}
+
+/// One evaluation's result.
 struct Evaluated {
     path: PathBuf,
     /// The version evaluated (a reload may have replaced it meanwhile).
     rule: Arc<Rule>,
     result: CycleResult,
+    /// The scheduled tick it was evaluated as of (ns).
     now: i64,
+    outcome: Outcome,
+    /// Wall time it took.
+    elapsed: Duration,
 }
 
 /// Evaluations and failures of one rule since start (Prometheus'
@@ -109,14 +134,31 @@ pub struct Service {
     meta: RuleState,
     limits: Limits,
     counts: BTreeMap<String, EvalCounts>,
+    clock: Arc<dyn Clock>,
+    host_pages: HostPages,
+    /// A copy of every routed event, for in-process observers (tests).
+    tap: Option<mpsc::UnboundedSender<AlertEvent>>,
 }
 
 impl Service {
     /// A service over `config`, querying `source`. Must be created inside a tokio runtime
     /// (the router starts its notifier tasks).
     pub fn new(config: Config, source: Arc<dyn QuerySource>) -> Service {
+        Service::with_clock(config, source, Arc::new(SystemClock))
+    }
+
+    /// As [`Service::new`], reading the time from `clock` (tests drive it with tokio's paused
+    /// time through [`crate::clock::TokioClock`]).
+    pub fn with_clock(
+        config: Config,
+        source: Arc<dyn QuerySource>,
+        clock: Arc<dyn Clock>,
+    ) -> Service {
         let router = Router::start(config.notify.clone());
-        let limits = Limits::from_settings(&config.settings);
+        let limits = Limits {
+            timeout: config.settings.max_eval_time,
+            ..Limits::default()
+        };
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let engine = Engine::new(
             config.actions.clone(),
@@ -133,7 +175,17 @@ impl Service {
             meta,
             limits,
             counts: BTreeMap::new(),
+            clock,
+            host_pages: HostPages::default(),
+            tap: None,
         }
+    }
+
+    /// Every event routed from now on is also sent to the returned receiver.
+    pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<AlertEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tap = Some(tx);
+        rx
     }
 
     /// Evaluation counts per rule name.
@@ -182,7 +234,9 @@ impl Service {
         RuleSettings {
             name: RULES_RULE.into(),
             id_template: "wk_rules:{{file}}".into(),
-            message_template: "rule file {{file}}: {{problem}}".into(),
+            // `status` is set per observation, so the recovery (rendered from the last one)
+            // says the file loads again instead of repeating the problem with an empty reason.
+            message_template: "rule file {{file}} {{status}}".into(),
             no_data: Policy::Ok,
             notify: self.config.settings.rule_errors_notify.clone(),
             expire_after: Duration::ZERO,
@@ -195,11 +249,12 @@ impl Service {
     pub fn scan(&mut self, now: i64) {
         let dir = self.config.settings.rules_dir.clone();
         let mut seen = BTreeSet::new();
+        let mut rearm = Vec::new();
         match crate::rules::rule_files(&dir) {
             Ok(paths) => {
                 for path in paths {
                     seen.insert(path.clone());
-                    self.load_file(&path, now);
+                    rearm.extend(self.load_file(&path, now));
                 }
             }
             Err(e) => error!("cannot read the rules directory {}: {e}", dir.display()),
@@ -212,9 +267,31 @@ impl Service {
             .collect();
         for path in gone {
             info!(file = %path.display(), "rule file removed; its rule stops");
-            self.slots.remove(&path);
+            if let Some(mut slot) = self.slots.remove(&path)
+                && let Some(rule) = slot.rule.take()
+            {
+                // Close what receivers heard of, and forget the rule's state file.
+                let settings = rule.settings();
+                let why = format!("the rule was removed ({} deleted)", path.display());
+                let events = slot.state.retire(settings, now, &why);
+                self.route(events);
+                let file =
+                    crate::state::state_path(&self.config.settings.state_dir, &settings.name);
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!(file = %file.display(), "cannot remove the state of a removed rule: {e}");
+                }
+            }
         }
         self.sync_rules();
+        if !rearm.is_empty() {
+            info!(
+                instances = rearm.len(),
+                "restored alerts still firing: their actions resume (the attempt budget is kept)"
+            );
+            self.engine.handle(&rearm);
+        }
         self.report_broken(now);
     }
 
@@ -234,16 +311,20 @@ impl Service {
         }));
     }
 
-    fn load_file(&mut self, path: &Path, now: i64) {
+    /// Loads one rule file if it changed. Returns the restored instances still firing when a
+    /// rule is first loaded (after a restart): the actions engine must hear of them, since no
+    /// new event will say they fire.
+    fn load_file(&mut self, path: &Path, now: i64) -> Vec<AlertEvent> {
+        let mut rearm = Vec::new();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
                 warn!(file = %path.display(), "cannot read rule file: {e}");
-                return;
+                return rearm;
             }
         };
         if self.slots.get(path).is_some_and(|s| s.text == text) {
-            return;
+            return rearm;
         }
         let loaded = load_rule_with(path, &self.limits)
             .map_err(|e| e.to_string())
@@ -262,12 +343,17 @@ impl Service {
             good: None,
             text: String::new(),
             broken: None,
+            rolled_back: None,
             failing: None,
             state: RuleState::new(),
             next_due: 0,
             running: false,
+            runaway: None,
+            ok_status: "loads again",
         });
         slot.text = text;
+        // A changed file ends what was said about its last content.
+        slot.rolled_back = None;
         match loaded {
             Ok(rule) => {
                 let name = rule.settings().name.clone();
@@ -275,6 +361,9 @@ impl Service {
                 if slot.rule.is_none() {
                     slot.state = RuleState::load(&self.config.settings.state_dir, &name);
                     info!(rule = %name, every = ?every, restored = slot.state.instance_count(), "rule loaded");
+                    if !rule.settings().actions.is_empty() {
+                        rearm = slot.state.firing_events(rule.settings(), now);
+                    }
                 } else {
                     info!(rule = %name, "rule reloaded");
                 }
@@ -287,15 +376,14 @@ impl Service {
             Err(msg) => {
                 if slot.rule.is_some() {
                     error!("{msg} (the last good version keeps running)");
-                    slot.broken = Some(format!(
-                        "does not load, the last good version keeps running: {msg}"
-                    ));
                 } else {
                     error!("{msg}");
-                    slot.broken = Some(format!("does not load: {msg}"));
                 }
+                slot.broken = Some(msg);
+                slot.ok_status = "loads again";
             }
         }
+        rearm
     }
 
     /// Feeds the `wk_rules` state machine one observation per rule file.
@@ -313,18 +401,36 @@ impl Service {
                     ..Default::default()
                 };
                 o.tags.insert("file".into(), file);
-                let problem = slot.broken.clone().or_else(|| slot.failing.clone());
+                let status = match (&slot.broken, &slot.rule, &slot.runaway) {
+                    (Some(p), Some(_), _) => {
+                        format!("does not load; the last good version keeps running: {p}")
+                    }
+                    (Some(p), None, _) => format!("does not load (no earlier version runs): {p}"),
+                    (None, _, Some(r)) => r.clone(),
+                    (None, _, None) => match (&slot.rolled_back, &slot.failing) {
+                        (Some(f), _) => format!(
+                            "fails at evaluation; rolled back to the last version that \
+                             evaluated cleanly: {f}"
+                        ),
+                        (None, Some(f)) => format!("fails at evaluation: {f}"),
+                        (None, None) => slot.ok_status.to_string(),
+                    },
+                };
+                o.fields.insert("status".into(), Value::Str(status));
+                o.fields.insert(
+                    "problem".into(),
+                    Value::Str(slot.broken.clone().unwrap_or_default()),
+                );
                 o.levels = LevelConditions {
                     crit: Some(Condition {
-                        matched: problem.is_some(),
+                        matched: slot.broken.is_some()
+                            || slot.runaway.is_some()
+                            || slot.rolled_back.is_some()
+                            || slot.failing.is_some(),
                         reset: None,
                     }),
                     ..Default::default()
                 };
-                o.fields.insert(
-                    "problem".into(),
-                    Value::Str(problem.unwrap_or_else(|| "loads and evaluates again".into())),
-                );
                 o
             })
             .collect();
@@ -342,9 +448,20 @@ impl Service {
         }
     }
 
-    fn route(&self, events: Vec<AlertEvent>) {
-        for e in &events {
+    fn route(&mut self, events: Vec<AlertEvent>) {
+        let events = self.host_pages.fold(events);
+        // One line per event; the wk_rules alert repeats a load error already logged as an
+        // error, so only its recovery is said here.
+        for e in events
+            .iter()
+            .filter(|e| e.rule != RULES_RULE || e.kind == EventKind::Recovery)
+        {
             info!(rule = %e.rule, id = %e.id, level = %e.level, kind = ?e.kind, "{}", e.message);
+        }
+        if let Some(tap) = &self.tap {
+            for e in &events {
+                let _ = tap.send(e.clone());
+            }
         }
         if !events.is_empty() {
             self.engine.handle(&events);
@@ -353,12 +470,12 @@ impl Service {
     }
 
     /// Starts the evaluations that are due; results come back on `tx`.
-    fn start_due(
-        &mut self,
-        now: i64,
-        tx: &mpsc::UnboundedSender<Evaluated>,
-        permits: &Arc<Semaphore>,
-    ) {
+    ///
+    /// Each rule has its own budget: its evaluation runs on a thread of its own (at most one
+    /// per rule, no slots shared with other rules) for at most the time limit, so a runaway
+    /// rule delays nobody but itself.
+    fn start_due(&mut self, now: i64, tx: &mpsc::UnboundedSender<Evaluated>) {
+        let limit = self.limits.timeout;
         for (path, slot) in self.slots.iter_mut() {
             let Some(rule) = slot.rule.clone() else {
                 continue;
@@ -366,49 +483,87 @@ impl Service {
             if slot.running || now < slot.next_due {
                 continue;
             }
+            // Evaluate as of the scheduled tick, not the moment the evaluation starts:
+            // `for` and `repeat` compare these times, and microseconds of jitter would make
+            // them fire one `every` late. A scheduler late by whole intervals evaluates the
+            // latest tick that has passed.
             let every = rule.settings().every;
-            let due = slot.next_due;
-            slot.next_due = next_tick(now, every);
-            if now - due > every.as_nanos() as i64 {
+            let e = every.as_nanos().max(1) as i64;
+            let due = slot.next_due.max(now.div_euclid(e) * e);
+            if due > slot.next_due {
                 warn!(rule = %rule.settings().name, "evaluation is late by more than one interval; skipped ticks");
             }
+            slot.next_due = due + e;
             slot.running = true;
-            let (source, tx, path, permits) = (
-                self.source.clone(),
-                tx.clone(),
-                path.clone(),
-                permits.clone(),
-            );
+            let (source, tx, path) = (self.source.clone(), tx.clone(), path.clone());
             tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                let eval_now = now_ns();
+                let started = std::time::Instant::now();
                 let evaluated = rule.clone();
-                let joined =
-                    tokio::task::spawn_blocking(move || evaluated.evaluate(&source, eval_now))
-                        .await;
-                let result = joined.unwrap_or_else(|e| {
-                    CycleResult::Failed(EvalFailure::new(
-                        FailureKind::Script,
-                        format!("{}: rule evaluation crashed: {e}", rule.file()),
-                    ))
-                });
+                let mut handle =
+                    tokio::task::spawn_blocking(move || evaluated.evaluate(&source, due));
+                // The script stops itself at the deadline; this bounds what it cannot stop (a
+                // query in flight), with a little grace for the script's own report.
+                let grace = Duration::from_millis(100);
+                let (result, outcome) = match tokio::time::timeout(limit + grace, &mut handle).await
+                {
+                    Ok(joined) => (
+                        joined.unwrap_or_else(|e| {
+                            CycleResult::Failed(EvalFailure::new(
+                                FailureKind::Script,
+                                format!("{}: rule evaluation crashed: {e}", path.display()),
+                            ))
+                        }),
+                        Outcome::Finished,
+                    ),
+                    Err(_) => (
+                        CycleResult::Failed(EvalFailure::new(
+                            FailureKind::Timeout,
+                            format!(
+                                "{}: stopped waiting at the {} time limit (a query still in \
+                                 flight)",
+                                path.display(),
+                                crate::template::format_duration(limit)
+                            ),
+                        )),
+                        Outcome::Overran,
+                    ),
+                };
+                let overran = outcome == Outcome::Overran;
                 let _ = tx.send(Evaluated {
-                    path,
-                    rule,
+                    path: path.clone(),
+                    rule: rule.clone(),
                     result,
-                    now: eval_now,
+                    now: due,
+                    outcome,
+                    elapsed: started.elapsed(),
                 });
+                if overran {
+                    let _ = handle.await;
+                    let _ = tx.send(Evaluated {
+                        path,
+                        rule,
+                        result: CycleResult::Observed(Vec::new()),
+                        now: due,
+                        outcome: Outcome::Ended,
+                        elapsed: started.elapsed(),
+                    });
+                }
             });
         }
     }
 
     fn finish(&mut self, done: Evaluated) {
+        let limit = self.limits.timeout;
+        let clock_now = self.clock.now_ns();
         let Some(slot) = self.slots.get_mut(&done.path) else {
             return;
         };
-        slot.running = false;
+        if done.outcome != Outcome::Overran {
+            slot.running = false;
+        }
+        if done.outcome == Outcome::Ended {
+            return;
+        }
         let Some(rule) = slot.rule.clone() else {
             return;
         };
@@ -425,11 +580,11 @@ impl Service {
                     failure: f,
                 }
                 .emit(&mut self.counts);
-                if f.is_rule_fault() {
+                if matches!(f.kind, FailureKind::Script | FailureKind::BadReturn) {
                     // The rule's own fault is not news about the data: the instances keep
                     // their state and wk_rules tells the rule's author.
                     if current {
-                        self.rule_failed(&done.path, f, done.now);
+                        self.rule_failed(&done.path, f, clock_now);
                     }
                     return;
                 }
@@ -439,7 +594,8 @@ impl Service {
                     slot.good = Some(rule.clone());
                     if slot.failing.take().is_some() {
                         info!(rule = %settings.name, "evaluates cleanly again");
-                        self.report_broken(done.now);
+                        slot.ok_status = "evaluates cleanly again";
+                        self.report_broken(clock_now);
                     }
                 }
             }
@@ -447,12 +603,37 @@ impl Service {
         let Some(slot) = self.slots.get_mut(&done.path) else {
             return;
         };
+        // A runaway (it used its whole time limit) is reported through `wk_rules` and waits
+        // as long as it ran before its next evaluation, so it uses at most half of a thread.
+        let runaway = (done.outcome == Outcome::Overran || done.elapsed >= limit).then(|| {
+            let why = match &done.result {
+                CycleResult::Failed(f) => f.message.clone(),
+                CycleResult::Observed(_) => "it returned after the limit".into(),
+            };
+            format!(
+                "evaluation stopped at its time limit of {} ({why}); other rules keep their schedule",
+                crate::template::format_duration(limit)
+            )
+        });
+        if runaway.is_some() {
+            let backoff = clock_now.saturating_add(done.elapsed.as_nanos() as i64);
+            slot.next_due = slot.next_due.max(next_tick(backoff, settings.every));
+        }
+        let report = runaway.is_some() != slot.runaway.is_some();
+        if report && runaway.is_some() {
+            warn!(rule = %settings.name, "evaluation stopped at the time limit; reported as wk_rules");
+            slot.ok_status = "evaluates within its time limit again";
+        }
+        slot.runaway = runaway;
         let events = slot.state.apply(settings, &done.result, done.now);
         sync_inhibitors(&self.router, settings, &slot.state);
         debug!(rule = %settings.name, events = events.len(), "evaluated");
         let state = slot.state.clone();
         self.persist(&settings.name, &state);
         self.route(events);
+        if report {
+            self.report_broken(clock_now);
+        }
     }
 
     /// A rule failed by its own fault: a version that never evaluated cleanly is rolled back to
@@ -468,14 +649,12 @@ impl Service {
                     "{f}: the new version fails; rolled back to the last version that evaluated cleanly"
                 );
                 slot.rule = Some(good.clone());
-                slot.broken = Some(format!(
-                    "fails at evaluation, rolled back to the last version that evaluated \
-                     cleanly: {f}"
-                ));
+                slot.rolled_back = Some(f.message.clone());
+                slot.ok_status = "loads again";
                 true
             }
             _ => {
-                slot.failing = Some(format!("fails at evaluation: {f}"));
+                slot.failing = Some(f.message.clone());
                 false
             }
         };
@@ -493,7 +672,10 @@ impl Service {
         }
         self.router.replace(config.notify.clone());
         self.engine.set_config(config.actions.clone());
-        self.limits = Limits::from_settings(&config.settings);
+        self.limits = Limits {
+            timeout: config.settings.max_eval_time,
+            ..Limits::default()
+        };
         self.config = config;
         // Re-validate every rule against the new notifier names.
         for slot in self.slots.values_mut() {
@@ -510,15 +692,14 @@ impl Service {
         mut reload: mpsc::UnboundedReceiver<Option<Box<Config>>>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(self.config.settings.max_concurrent_evals));
         let reload_every = self.config.settings.reload_interval;
-        self.scan(now_ns());
+        self.scan(self.clock.now_ns());
         // Instances restored from disk that are still firing inhibit from the start.
         let mut next_scan = tokio::time::Instant::now() + reload_every;
         tokio::pin!(shutdown);
         loop {
-            let now = now_ns();
-            self.start_due(now, &tx, &permits);
+            let now = self.clock.now_ns();
+            self.start_due(now, &tx);
             let next_due = self
                 .slots
                 .values()
@@ -533,12 +714,12 @@ impl Service {
                 _ = &mut shutdown => break,
                 Some(done) = rx.recv() => self.finish(done),
                 Some(new) = reload.recv() => match new {
-                    Some(cfg) => self.reload(*cfg, now_ns()),
-                    None => self.scan(now_ns()),
+                    Some(cfg) => self.reload(*cfg, self.clock.now_ns()),
+                    None => self.scan(self.clock.now_ns()),
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= next_scan {
-                        self.scan(now_ns());
+                        self.scan(self.clock.now_ns());
                         next_scan = tokio::time::Instant::now() + reload_every;
                     }
                 }
@@ -551,12 +732,76 @@ impl Service {
     /// Evaluates every loaded rule once now and returns the observations (no state, no
     /// notification): `wk-alerter check`.
     pub fn evaluate_once(&self) -> Vec<(String, CycleResult)> {
-        let now = now_ns();
+        let now = self.clock.now_ns();
         self.slots
             .values()
             .filter_map(|s| s.rule.as_ref())
             .map(|r| (r.settings().name.clone(), r.evaluate(&self.source, now)))
             .collect()
+    }
+}
+
+/// "One dead host = one page": NoData events of instances tagged `host` are folded per host.
+/// The first instance to go NoData for a host pages; NoData of other instances (other rules,
+/// other series) of the same host while that page is open are held back and logged, as are
+/// their repeats and their recoveries (receivers never heard of them). When the paging
+/// instance leaves NoData (its recovery, or an alert from data that came back), a held
+/// instance still without data takes the page over and is sent then, so a host that stays
+/// partly silent is still reported. Not persisted: after a restart, the recovery of an
+/// instance that was held may be sent.
+#[derive(Debug, Default)]
+struct HostPages {
+    /// host → the (rule, id) whose NoData event paged for it.
+    open: BTreeMap<String, (String, String)>,
+    /// (rule, id) → its held NoData event (the latest).
+    held: BTreeMap<(String, String), AlertEvent>,
+}
+
+impl HostPages {
+    fn fold(&mut self, events: Vec<AlertEvent>) -> Vec<AlertEvent> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let key = (e.rule.clone(), e.id.clone());
+            let Some(host) = e.tags.get("host").cloned() else {
+                out.push(e);
+                continue;
+            };
+            if e.kind == EventKind::NoData {
+                match self.open.get(&host) {
+                    Some(owner) if *owner != key => {
+                        info!(rule = %e.rule, id = %e.id, host = %host, paged_by = %owner.1,
+                            "no data: folded into the host's open page");
+                        self.held.insert(key, e);
+                    }
+                    _ => {
+                        self.open.insert(host, key);
+                        out.push(e);
+                    }
+                }
+                continue;
+            }
+            if self.held.remove(&key).is_some() && e.kind == EventKind::Recovery {
+                // Receivers never heard of its NoData: nothing to recover.
+                continue;
+            }
+            let owns = self.open.get(&host) == Some(&key);
+            out.push(e);
+            if owns {
+                self.open.remove(&host);
+                let next = self
+                    .held
+                    .keys()
+                    .find(|k| self.held[*k].tags.get("host") == Some(&host))
+                    .cloned();
+                if let Some(k) = next
+                    && let Some(held) = self.held.remove(&k)
+                {
+                    self.open.insert(host, k);
+                    out.push(held);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -595,6 +840,63 @@ pub fn check_dir(dir: &Path, limits: &Limits) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn ev(rule: &str, host: &str, kind: EventKind) -> AlertEvent {
+        AlertEvent {
+            rule: rule.into(),
+            id: format!("{rule}:host={host}"),
+            message: String::new(),
+            details: String::new(),
+            kind,
+            level: if kind == EventKind::Recovery {
+                Level::Ok
+            } else {
+                Level::Critical
+            },
+            previous_level: Level::Ok,
+            tags: [("host".to_string(), host.to_string())].into(),
+            fields: BTreeMap::new(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: Vec::new(),
+            category: None,
+        }
+    }
+
+    fn rules(events: &[AlertEvent]) -> Vec<(&str, EventKind)> {
+        events.iter().map(|e| (e.rule.as_str(), e.kind)).collect()
+    }
+
+    #[test]
+    fn host_pages_hold_other_no_data_and_hand_the_page_over() {
+        use EventKind::{Alert, NoData, Recovery};
+        let mut p = HostPages::default();
+        let out = p.fold(vec![ev("cpu", "web1", NoData), ev("mem", "web1", NoData)]);
+        assert_eq!(rules(&out), [("cpu", NoData)]);
+        // Another host pages on its own; a held instance's repeat stays held.
+        let out = p.fold(vec![ev("mem", "web2", NoData), ev("mem", "web1", NoData)]);
+        assert_eq!(rules(&out), [("mem", NoData)]);
+        assert_eq!(out[0].tags["host"], "web2");
+        // cpu's data is back but mem's is not: mem takes the page over.
+        let out = p.fold(vec![ev("cpu", "web1", Recovery)]);
+        assert_eq!(rules(&out), [("cpu", Recovery), ("mem", NoData)]);
+        // mem recovers (sent: receivers heard its NoData); a held one recovers silently.
+        let out = p.fold(vec![ev("disk", "web1", NoData)]);
+        assert!(out.is_empty());
+        let out = p.fold(vec![
+            ev("disk", "web1", Recovery),
+            ev("mem", "web1", Recovery),
+        ]);
+        assert_eq!(rules(&out), [("mem", Recovery)]);
+        // Non-NoData events are never held.
+        let out = p.fold(vec![ev("cpu", "web1", Alert)]);
+        assert_eq!(rules(&out), [("cpu", Alert)]);
+    }
+}
+
+#[cfg(test)]
+mod rollback_tests {
     use super::*;
     use crate::source::MemorySource;
 
@@ -650,6 +952,8 @@ mod tests {
                 rule,
                 result,
                 now,
+                outcome: Outcome::Finished,
+                elapsed: Duration::ZERO,
             });
         }
 
@@ -685,9 +989,8 @@ mod tests {
             "the failing version was not rolled back"
         );
         assert_eq!(f.wk_rules_level(), Level::Critical);
-        let problem = f.svc.slots[&f.path()].broken.clone().unwrap();
+        let problem = f.svc.slots[&f.path()].rolled_back.clone().unwrap();
         assert!(problem.contains("cpu.rhai:5:5: "), "{problem}");
-        assert!(problem.contains("rolled back"), "{problem}");
 
         // The rolled-back version keeps evaluating; the alert stays until the file changes.
         f.evaluate(NOW + 20 * S);

@@ -259,7 +259,7 @@ fn write_value(out: &mut String, v: &Value, decimals: Option<usize>) {
     let _ = match (v, decimals) {
         (Value::Float(f), Some(n)) => write!(out, "{f:.n$}"),
         (Value::Int(i), Some(n)) => write!(out, "{:.n$}", *i as f64),
-        (Value::Float(f), None) => write!(out, "{f}"),
+        (Value::Float(f), None) => write!(out, "{}", format_number(*f)),
         (Value::Int(i), None) => write!(out, "{i}"),
         (Value::Bool(b), _) => write!(out, "{b}"),
         (Value::Str(s), _) => write!(out, "{s}"),
@@ -310,33 +310,60 @@ fn fields_summary(fields: &BTreeMap<String, Value>) -> String {
     s
 }
 
-/// Go's `time.Duration` string: `0s`, `750ms`, `1.5s`, `5m30s`, `1h0m0s`.
+/// A duration as people read it, Go's `time.Duration` shape at a sensible precision: whole
+/// seconds from a minute up (`1m44s`, not `1m43.999641905s`; `1h0m0s`), tenths of a second
+/// below (`8s`, `1.5s`), whole milliseconds below a second (`750ms`), then `µs`, `ns`.
 pub fn format_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
+    let round = |unit: u128| (nanos + unit / 2) / unit;
     if nanos == 0 {
         return "0s".into();
     }
     if nanos < 1_000 {
         return format!("{nanos}ns");
     }
-    if nanos < 1_000_000 {
-        return format!("{}µs", frac(nanos, 1_000));
+    if round(1_000) < 1_000 {
+        return format!("{}µs", round(1_000));
     }
-    if nanos < 1_000_000_000 {
-        return format!("{}ms", frac(nanos, 1_000_000));
+    if round(1_000_000) < 1_000 {
+        return format!("{}ms", round(1_000_000));
     }
-    let secs = d.as_secs();
+    if round(100_000_000) < 600 {
+        return format!("{}s", frac(round(100_000_000), 10));
+    }
+    let secs = round(1_000_000_000);
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     let mut out = String::new();
     if h > 0 {
         let _ = write!(out, "{h}h");
     }
-    if h > 0 || m > 0 {
-        let _ = write!(out, "{m}m");
-    }
-    let sub = u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos());
-    let _ = write!(out, "{}s", frac(sub, 1_000_000_000));
+    let _ = write!(out, "{m}m{s}s");
     out
+}
+
+/// A float at a sensible precision: six significant digits (as C's `%g`) without an exponent,
+/// trailing zeros dropped, so arithmetic noise does not show (`90`, not
+/// `90.00000000000021`; `93.456`; `0.000123457`; `1234568`).
+pub fn format_number(f: f64) -> String {
+    if !f.is_finite() {
+        return f.to_string();
+    }
+    if f == 0.0 {
+        return "0".into();
+    }
+    let magnitude = f.abs().log10().floor() as i32;
+    let decimals = (5 - magnitude).clamp(0, 15) as usize;
+    let text = format!("{f:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.to_string()
+    }
 }
 
 /// `n / unit` as a decimal without trailing zeros.
@@ -512,13 +539,17 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_like_go() {
+    fn durations_read_like_go_at_a_human_precision() {
         let cases = [
             (Duration::ZERO, "0s"),
             (Duration::from_nanos(250), "250ns"),
-            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_nanos(1_499), "1µs"),
+            (Duration::from_micros(1500), "2ms"),
             (Duration::from_millis(750), "750ms"),
+            (Duration::from_micros(999_600), "1s"),
             (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(8_000), "8s"),
+            (Duration::from_millis(59_960), "1m0s"),
             (Duration::from_secs(330), "5m30s"),
             (Duration::from_secs(3600), "1h0m0s"),
             (Duration::from_secs(90_061), "25h1m1s"),
@@ -526,6 +557,43 @@ mod tests {
         for (d, want) in cases {
             assert_eq!(format_duration(d), want, "{d:?}");
         }
+    }
+
+    /// Regression: `{{duration}}` printed `1m43.999641905s`.
+    #[test]
+    fn a_duration_off_by_nanoseconds_reads_as_whole_seconds() {
+        assert_eq!(
+            format_duration(Duration::from_nanos(103_999_641_905)),
+            "1m44s"
+        );
+    }
+
+    /// Regression: details printed `value=90.00000000000021`.
+    #[test]
+    fn numbers_print_at_a_sensible_precision() {
+        let cases = [
+            (90.00000000000021, "90"),
+            (93.456, "93.456"),
+            (-12.5, "-12.5"),
+            (0.1 + 0.2, "0.3"),
+            (1.0 / 3.0, "0.333333"),
+            (0.000123456789, "0.000123457"),
+            (1_234_567.89, "1234568"),
+            (99.9999999, "100"),
+            (0.0, "0"),
+            (-0.0000000001, "-0.0000000001"),
+            (f64::NAN, "NaN"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(format_number(f), want, "{f:?}");
+        }
+        let (t, mut f) = (BTreeMap::new(), BTreeMap::new());
+        f.insert("value".to_string(), Value::Float(90.00000000000021));
+        let d = TemplateData::new("r", &t, &f);
+        assert_eq!(
+            render("{{value}} {{fields}} {{value:.3}}", &d),
+            "90 value=90 90.000"
+        );
     }
 
     #[test]

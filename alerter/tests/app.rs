@@ -208,3 +208,32 @@ fn test_command_stops_quietly_when_stdout_closes() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+/// Regression: a rule that failed to load repeated its error text in several log lines (the
+/// error, the wk_rules event, the delivery). One line per load error now.
+#[test]
+fn a_load_error_is_one_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stream_config(dir.path(), "s3cret-token-for-tests");
+    std::fs::write(
+        dir.path().join("rules").join("broken.rhai"),
+        "rule(#{ every: \"1s\" });\nfn check() { let x = ; }\n",
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .arg("--config")
+        .arg(&conf)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("broken.rhai:2:"))
+        .count();
+    assert_eq!(lines, 1, "{stderr}");
+}

@@ -152,3 +152,40 @@ fn quickstart_configs_load_and_point_at_each_other() {
         "the agent writes to the alerter's [stream] listen address"
     );
 }
+
+/// Every recording under examples/recorded names the rule it is for in its header
+/// (`wk-alerter test RULE --data FILE`), parses as `wk-agent --test` output and, replayed,
+/// raises alerts and recovers.
+#[test]
+fn every_recorded_example_replays() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let recordings = files(&root.join("examples/recorded"), "lp");
+    assert!(!recordings.is_empty());
+    for rec in recordings {
+        let text = std::fs::read_to_string(&rec).unwrap();
+        let rule = text
+            .lines()
+            .find_map(|l| l.split("wk-alerter test ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{}: no 'wk-alerter test RULE' line", rec.display()));
+        let rule = wk_alerter::app::load_rule(&root.join(rule), None)
+            .unwrap_or_else(|e| panic!("{}: {e}", rec.display()));
+        let points = wk_core::lineproto::parse(&text, 0).unwrap();
+        let steps = wk_alerter::app::replay(&rule, &points, std::time::Duration::ZERO);
+        assert!(
+            steps.iter().all(|s| s.failure.is_none()),
+            "{}",
+            rec.display()
+        );
+        let kinds: Vec<String> = steps
+            .iter()
+            .flat_map(|s| &s.events)
+            .map(|(e, _)| format!("{:?}", e.kind))
+            .collect();
+        assert!(
+            kinds.first().is_some_and(|k| k == "Alert") && kinds.iter().any(|k| k == "Recovery"),
+            "{}: {kinds:?}",
+            rec.display()
+        );
+    }
+}

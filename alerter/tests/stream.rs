@@ -30,6 +30,7 @@ async fn receiver(max_body_size: u64) -> (Receiver, Arc<MemorySource>) {
         window: Duration::from_secs(100 * 365 * 86400),
         max_points: 1000,
         max_body_size,
+        ..StreamSettings::default()
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     (r, store)
@@ -210,7 +211,6 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
 #[tokio::test]
 async fn wrong_or_missing_token_is_401_and_stores_nothing() {
     let (r, store) = receiver(1 << 20).await;
-    let mut c = Conn::open(&r).await;
     let line = b"cpu,host=a busy=1\n";
     for headers in [
         vec![],
@@ -218,22 +218,45 @@ async fn wrong_or_missing_token_is_401_and_stores_nothing() {
         vec![("Authorization", "Basic d2s6d3Jvbmc=")],
         vec![("Authorization", "Bearer")],
     ] {
+        let mut c = Conn::open(&r).await;
         let a = c.request("POST", "/write?db=x", &headers, line).await;
         assert_eq!(a.status, 401, "{headers:?}: {a:?}");
         assert_eq!(a.body, r#"{"error":"authorization failed"}"#);
+        // Refused on the head: the body is not read, so the connection is not reused.
+        assert!(
+            a.headers.contains(&("connection".into(), "close".into())),
+            "{a:?}"
+        );
+        assert!(c.closed().await);
     }
+    let mut c = Conn::open(&r).await;
     let a = c.request("POST", "/write?db=x&p=nope", &[], line).await;
     assert_eq!(a.status, 401);
+    let mut c = Conn::open(&r).await;
     let a = c.request("POST", "/api/v2/write", &[], line).await;
     assert_eq!(a.status, 401);
     assert_eq!(
         a.body,
         r#"{"code":"unauthorized","message":"unauthorized access"}"#
     );
-    let a = c.request("POST", "/query?q=SHOW+DATABASES", &[], b"").await;
+    // Without a body the connection stays usable.
+    let mut c = Conn::open(&r).await;
+    let a = c.request("GET", "/query?q=SHOW+DATABASES", &[], b"").await;
     assert_eq!(a.status, 401);
+    assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
+    // Expect: 100-continue without the token: 401 at once, no 100 (the body is never asked for).
+    let mut c = Conn::open(&r).await;
+    c.w.write_all(
+        b"POST /write HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.answer(false).await.unwrap().status, 401);
     assert!(store.is_empty());
-    assert_eq!(r.stats().unauthorized.load(Ordering::Relaxed), 7);
+    assert_eq!(r.stats().unauthorized.load(Ordering::Relaxed), 8);
+    // Not one body byte of a refused request was read (regression: bodies were read in full
+    // before the token was checked).
+    assert_eq!(r.stats().body_bytes.load(Ordering::Relaxed), 0);
     // The agent drops a batch answered 401 (logged, counted), it does not retry it forever.
     assert!(matches!(
         classify(401, r#"{"error":"authorization failed"}"#, 3),
@@ -306,7 +329,9 @@ async fn bodies_over_the_limit_are_413_before_and_after_gzip() {
         .request("POST", "/write", &[AUTH, ("Content-Encoding", "br")], b"x")
         .await;
     assert_eq!(a.status, 415, "{a:?}");
-    assert!(store.is_empty());
+    // The body is parsed as it is decompressed: lines before the limit may be stored (here
+    // one point, the same series and time). A resent batch rewrites them: no duplicates.
+    assert!(store.len() <= 1);
     // A v2 client splits the batch on 413 (wk-agent's influxdb_v2 output does).
     let a = c
         .request("POST", "/api/v2/write", &[AUTH], big.as_bytes())
@@ -360,11 +385,8 @@ async fn keep_alive_expect_continue_and_connection_close() {
         let a = c.request("POST", "/write", &[AUTH], line.as_bytes()).await;
         assert_eq!(a.status, 204);
     }
-    // A refused request keeps the connection too.
-    assert_eq!(
-        c.request("POST", "/write", &[], b"m v=1\n").await.status,
-        401
-    );
+    // A refused request without a body keeps the connection too.
+    assert_eq!(c.request("GET", "/query?q=x", &[], b"").await.status, 401);
     assert_eq!(store.len(), 20);
     // Expect: 100-continue (curl sends it for bodies over 1 KiB): 100, then the answer.
     c.send(
@@ -457,6 +479,10 @@ async fn random_garbage_never_breaks_the_receiver() {
     assert!(!store.is_empty());
 }
 
+fn at(unit: i64, now: i64) -> wk_alerter::stream::Intake {
+    wk_alerter::stream::Intake::new(unit, now)
+}
+
 #[test]
 fn ingest_and_parse_survive_random_text() {
     let store = MemorySource::new();
@@ -465,7 +491,7 @@ fn ingest_and_parse_survive_random_text() {
         let n = (rng.next() % 120) as usize;
         let bytes = rng.bytes(n);
         let text = String::from_utf8_lossy(&bytes);
-        let got = wk_alerter::stream::ingest(&text, 1_000, 7, &store);
+        let got = wk_alerter::stream::ingest(&text, &at(1_000, 7), &store);
         assert!(got.errors.len() <= got.bad);
     }
     store.enforce_max_points(10);
@@ -474,16 +500,7 @@ fn ingest_and_parse_survive_random_text() {
 
 // ---- end to end: the real wk-agent → the real wk-alerter in stream mode -------------------
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(cond(), "timed out after {timeout:?} waiting for {what}");
-}
+use wk_core::testing::wait_for;
 
 /// The wk-agent binary of the same build (target/<profile>/wk-agent next to this test's
 /// deps/ directory). `cargo build --workspace` (scripts/test does) puts it there.
@@ -598,7 +615,7 @@ fn check() {
         ),
     )
     .unwrap();
-    let token = "e2e-token-1234";
+    let token = "e2e-token-0123456789";
     let alerter_log = dir.path().join("alerter.log");
     let alerter = Killed(
         Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
@@ -689,6 +706,7 @@ async fn window_and_max_points_bound_what_is_held() {
         window: Duration::from_secs(60),
         max_points: 5,
         max_body_size: 1 << 20,
+        ..StreamSettings::default()
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     let mut c = Conn::open(&r).await;
@@ -714,40 +732,255 @@ async fn window_and_max_points_bound_what_is_held() {
     assert_eq!(store.latest_time(), Some(now - s));
 }
 
-/// Resident memory per held point for a typical agent mix (run with `--ignored --nocapture`;
-/// docs/alerter.md quotes the figure).
+/// Regression (issue 15 item 5): a token holder wrote 100,001 points dated 2100; they evicted
+/// every real point (max_points) and, never expiring, kept the hosts NoData for good.
+#[tokio::test]
+async fn points_from_the_far_future_are_refused_and_evict_nothing() {
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        ..StreamSettings::default()
+    };
+    assert_eq!(settings.max_points, 100_000);
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    let mut c = Conn::open(&r).await;
+    let now = wk_alerter::clock::now_ns();
+    let real = format!("cpu,host=real busy=1 {now}\n");
+    assert_eq!(
+        c.request("POST", "/write", &[AUTH], real.as_bytes())
+            .await
+            .status,
+        204
+    );
+    // 2100-01-01, in seconds.
+    let flood: String = (0..100_001)
+        .map(|i| format!("cpu,host=h{i} busy=9 4102444800\n"))
+        .collect();
+    let a = c
+        .request("POST", "/write?precision=s", &[AUTH], flood.as_bytes())
+        .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    let msg = wk_agent::outputs::influxdb::error_text(&a.body);
+    assert!(
+        msg.starts_with("partial write: points beyond retention policy"),
+        "{msg}"
+    );
+    // The agent counts every one of them as rejected and does not resend them.
+    assert!(matches!(
+        classify(a.status, &a.body, 100_001),
+        Verdict::Rejected(100_001, _)
+    ));
+    assert_eq!(r.stats().future_points.load(Ordering::Relaxed), 100_001);
+    // The real point is still there, alone.
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.latest_time(), Some(now));
+    // Within max_future (10 min by default) a point is kept; a mixed body is a partial write.
+    let soon = format!(
+        "cpu,host=real busy=2 {}\ncpu,host=real busy=3 {}\nbad\n",
+        now + 60_000_000_000,
+        now + 3_600_000_000_000
+    );
+    let a = c.request("POST", "/write", &[AUTH], soon.as_bytes()).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("dropped=1"), "{a:?}");
+    assert!(matches!(
+        classify(a.status, &a.body, 3),
+        Verdict::Rejected(2, _)
+    ));
+    assert_eq!(store.len(), 2);
+}
+
+/// The window is bounded by bytes (issue 15 item 6): strings allowed up to 2 MiB, 8 MiB held.
+#[tokio::test]
+async fn max_bytes_bounds_the_window_by_memory() {
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        window: Duration::from_secs(100 * 365 * 86400),
+        max_body_size: 64 << 20,
+        max_string_size: 2 << 20,
+        max_bytes: 8 << 20,
+        ..StreamSettings::default()
+    };
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    let mut c = Conn::open(&r).await;
+    let big = "s".repeat(1 << 20);
+    let body: String = (1..=20)
+        .map(|t| format!("log,host=a msg=\"{big}\" {t}\n"))
+        .collect();
+    let a = c.request("POST", "/write", &[AUTH], body.as_bytes()).await;
+    assert_eq!(a.status, 204, "{a:?}");
+    assert!(store.bytes() <= 8 << 20, "{}", store.bytes());
+    // The newest seven 1 MiB points fit; the oldest were dropped and counted.
+    assert_eq!(store.len(), 7);
+    assert_eq!(store.latest_time(), Some(20));
+    assert_eq!(store.dropped(), 13);
+    // Over max_string_size: the line is refused, quoted with the reason.
+    let huge = format!("log,host=a msg=\"{}\" 21\n", "s".repeat((2 << 20) + 1));
+    let a = c.request("POST", "/write", &[AUTH], huge.as_bytes()).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("over max_string_size"), "{a:?}");
+}
+
+/// Chunked bodies over a real socket (property test, issue 10 item 14): any split of a body
+/// into chunks (with chunk extensions) stores what the unsplit body stores, and arbitrary bytes
+/// after a chunked head never break the receiver.
 #[test]
-#[ignore]
-fn memory_per_point() {
-    fn rss_kb() -> u64 {
-        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
-    }
-    let store = MemorySource::new();
-    let before = rss_kb();
-    let n = 100_000i64;
-    // Half cpu (10 fields), half mem-like (5 fields), 50 series.
-    for i in 0..n {
-        let line = if i % 2 == 0 {
-            format!(
-                "cpu,cpu=cpu{},host=web1 usage_user=1.5,usage_system=2.5,usage_idle=90.1,usage_nice=0,usage_iowait=0.2,usage_irq=0,usage_softirq=0.1,usage_steal=0,usage_guest=0,usage_guest_nice=0 {}",
-                i % 25,
-                i * 1_000_000
-            )
-        } else {
-            format!(
-                "mem,host=web{} total=8000000000i,used=4000000000i,free=2000000000i,available=3500000000i,used_percent=50.1 {}",
-                i % 25,
-                i * 1_000_000
-            )
-        };
-        wk_alerter::stream::ingest(&line, 1, 0, &store);
-    }
-    let after = rss_kb();
-    println!(
-        "{} points: {} KiB, {} bytes/point",
-        store.len(),
-        after - before,
-        (after - before) * 1024 / store.len() as u64
+fn chunked_bodies_any_split_same_points_and_garbage_is_harmless() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (r, store) = rt.block_on(receiver(64 * 1024));
+    let addr = r.local_addr();
+    let chunked = |body: &[u8], cuts: &[usize]| {
+        let mut out =
+            b"POST /write HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Token s3cret-token\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+            let end = c.clamp(at, body.len());
+            if end > at {
+                out.extend(format!("{:x};ext=1\r\n", end - at).into_bytes());
+                out.extend(&body[at..end]);
+                out.extend(b"\r\n");
+            }
+            at = end;
+        }
+        out.extend(b"0\r\n\r\n");
+        out
+    };
+    // `half_close`: end our side after the request (hyper then drops the connection at once;
+    // garbage must not leave it waiting for more).
+    let exchange = |req: Vec<u8>, half_close: bool| -> Option<u16> {
+        rt.block_on(async {
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            s.write_all(&req).await.ok()?;
+            if half_close {
+                let _ = s.shutdown().await;
+            }
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+            String::from_utf8_lossy(&out)
+                .split(' ')
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(64)
+    });
+    let lines = proptest::collection::vec((0u32..50, 0i64..1000), 1..40);
+    let cuts = proptest::collection::vec(0usize..2000, 0..20);
+    runner
+        .run(&(lines, cuts), |(lines, mut cuts)| {
+            cuts.sort_unstable();
+            let body: String = lines
+                .iter()
+                .map(|(h, t)| format!("chunk,host=h{h} v={t}i {}\n", t + 1))
+                .collect();
+            let expected = MemorySource::new();
+            wk_alerter::stream::ingest(&body, &at(1, 0), &expected);
+            prop_assert_eq!(exchange(chunked(body.as_bytes(), &cuts), false), Some(204));
+            let mut q = Query::new("chunk");
+            q.field = Some("v".into());
+            q.aggregate = Aggregate::Count;
+            q.range = Duration::from_secs(1_000_000);
+            let count = |s: &MemorySource| s.query(&q, 1_000_000_000).unwrap().len();
+            // Every series of the body is in the store (the store accumulates across cases).
+            prop_assert!(count(&store) >= count(&expected));
+            Ok(())
+        })
+        .unwrap();
+    let garbage = proptest::collection::vec(any::<u8>(), 0..300);
+    runner
+        .run(&garbage, |junk| {
+            let mut req = chunked(b"", &[]);
+            req.truncate(req.len() - 5);
+            req.extend(junk);
+            let status = exchange(req, true);
+            prop_assert!(
+                matches!(status, None | Some(204 | 400 | 408 | 413)),
+                "{status:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Still serving.
+    assert_eq!(
+        exchange(
+            b"GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+            false
+        ),
+        Some(204)
+    );
+}
+
+/// TLS (issue 15 item 7): with tls_cert/tls_key (made by openssl here) the receiver speaks
+/// HTTPS; a client that trusts the certificate writes with its token, plain HTTP gets nowhere.
+#[tokio::test]
+async fn tls_with_an_openssl_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=wk-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed to make the test certificate");
+    assert!(made.success());
+    let store = Arc::new(MemorySource::new());
+    let settings = StreamSettings {
+        listen: "127.0.0.1:0".into(),
+        token: TOKEN.into(),
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..StreamSettings::default()
+    };
+    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://{}/write?db=x", r.local_addr());
+    let a = client
+        .post(&url)
+        .header("Authorization", format!("Token {TOKEN}"))
+        .body("tls,host=a v=1 1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 204);
+    assert_eq!(store.len(), 1);
+    let a = client.post(&url).body("tls v=2 2\n").send().await.unwrap();
+    assert_eq!(a.status(), 401);
+    // Plain HTTP on the TLS port: no answer.
+    let mut c = Conn::open(&r).await;
+    c.send("GET", "/ping", &[], b"").await;
+    assert!(c.answer(false).await.is_none());
+    // An untrusting client fails the handshake.
+    let plain = reqwest::Client::new();
+    assert!(
+        plain
+            .get(format!("https://{}/ping", r.local_addr()))
+            .send()
+            .await
+            .is_err()
     );
 }

@@ -10,11 +10,14 @@
 //! - [`options`]: typed, key-tracking reading of one TOML table, reporting through [`diag`].
 //! - [`glob`]: Telegraf's glob syntax (filters, silences).
 //! - [`logging`]: the log set-up of both programs.
+//! - [`testing`]: `skip!`, the one way a test may skip (counted; a failure in CI).
+//! - [`control`]: reload/stop messages and the signals that send them.
 //! - [`procs`]: the process table and socket inode → process, from /proc (procfs crate).
 //!
 //! The agent adds inputs, outputs and its loop on top; the alerter adds rules, state and
 //! notifiers. Neither depends on the other.
 
+pub mod control;
 pub mod diag;
 pub mod glob;
 pub mod lineproto;
@@ -23,4 +26,5 @@ pub mod metric;
 pub mod options;
 pub mod procs;
 pub mod suggest;
+pub mod testing;
 pub mod values;

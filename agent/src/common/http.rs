@@ -91,6 +91,118 @@ pub fn read_http_options(opts: &mut Options<'_, '_>, default_url: &str) -> HttpS
     }
 }
 
+/// Telegraf's common/tls client options (`tls_ca`, `tls_cert`, `tls_key`,
+/// `insecure_skip_verify`) as the status-page inputs (`haproxy`, `nginx`) read them.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Reads the TLS client options; the ones we do not implement warn when present.
+pub fn read_tls_options(opts: &mut Options<'_, '_>) -> TlsOptions {
+    let ca = opts.opt_string("tls_ca").filter(|s| !s.is_empty());
+    let cert = opts.opt_string("tls_cert").filter(|s| !s.is_empty());
+    let key = opts.opt_string("tls_key").filter(|s| !s.is_empty());
+    if cert.is_some() != key.is_some() {
+        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
+    }
+    let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
+    if cfg!(not(feature = "tls")) && (ca.is_some() || cert.is_some() || insecure_skip_verify) {
+        opts.warn_at(
+            "tls_ca",
+            "this wk-agent was built without TLS (cargo feature \"tls\"); TLS options ignored",
+        );
+    }
+    if !opts.bool("tls_enable", true) {
+        opts.warn_at(
+            "tls_enable",
+            "false is not implemented; https:// URLs use TLS",
+        );
+    }
+    opts.unsupported(&[
+        "tls_server_name",
+        "tls_key_pwd",
+        "tls_min_version",
+        "tls_max_version",
+        "tls_cipher_suites",
+        "tls_renegotiation_method",
+    ]);
+    TlsOptions {
+        ca,
+        cert,
+        key,
+        insecure_skip_verify,
+    }
+}
+
+/// A blocking client for GETting status pages: `total` bounds the whole request,
+/// `response_header` the wait for the answer's head (Go's `ResponseHeaderTimeout`); redirects
+/// are followed as Go's client does (10 at most); 4xx/5xx are answers, not errors.
+pub fn status_page_agent(
+    total: Duration,
+    response_header: Duration,
+    tls: &TlsOptions,
+) -> Result<ureq::Agent, String> {
+    let builder = ureq::Agent::config_builder()
+        .timeout_global(Some(total))
+        .timeout_recv_response(Some(response_header))
+        .http_status_as_error(false)
+        .max_redirects(10)
+        .user_agent(default_user_agent());
+    #[cfg(feature = "tls")]
+    let builder = builder.tls_config(tls_config(
+        tls.ca.as_deref(),
+        tls.cert.as_deref(),
+        tls.key.as_deref(),
+        tls.insecure_skip_verify,
+    )?);
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    Ok(ureq::Agent::new_with_config(builder.build()))
+}
+
+/// A status page as fetched: status code, reason phrase and body.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub reason: String,
+    pub body: String,
+}
+
+/// GETs `url` (which must carry no user info) with optional Basic credentials; the body is
+/// read up to `limit` bytes. `Err` is a transport problem (connect, TLS, timeout, a body
+/// too large or not UTF-8).
+pub fn get_page(
+    agent: &ureq::Agent,
+    url: &str,
+    basic_auth: Option<(&str, &str)>,
+    limit: u64,
+) -> Result<Page, String> {
+    let mut req = agent.get(url);
+    if let Some((u, p)) = basic_auth {
+        req = req.header(
+            "Authorization",
+            format!("Basic {}", base64(format!("{u}:{p}").as_bytes())),
+        );
+    }
+    let mut resp = req.call().map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok(Page {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("").to_owned(),
+        body,
+    })
+}
+
 /// Accepts `http://` and `https://` URLs (Telegraf also takes `unix://` and `udp://`).
 pub fn check_url(u: &str) -> Result<(), String> {
     let lower = u.to_ascii_lowercase();
@@ -106,15 +218,14 @@ pub fn check_url(u: &str) -> Result<(), String> {
                 "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
             ));
         }
+        if u.parse::<ureq::http::Uri>().is_err() {
+            return Err(format!("{u:?} is not a valid URL"));
+        }
         return Ok(());
     }
-    if lower.starts_with("unix://") || lower.starts_with("udp") {
-        return Err(format!(
-            "{u:?}: only http:// and https:// URLs are supported by wk-agent"
-        ));
-    }
+    // Telegraf's outputs also take unix:// and udp://; neither is implemented here.
     Err(format!(
-        "{u:?} is not a URL: expected http://host:port or https://host:port"
+        "{u:?}: only http:// and https:// URLs are supported"
     ))
 }
 

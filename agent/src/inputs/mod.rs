@@ -11,6 +11,7 @@ pub use crate::plugin::BuildContext;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod haproxy;
 pub mod http_response;
 pub mod internal;
 pub mod kernel;
@@ -18,9 +19,11 @@ pub mod mem;
 pub mod net;
 pub mod net_response;
 pub mod netstat;
+pub mod nginx;
 pub mod nstat;
 pub mod ping;
 pub mod processes;
+pub mod procstat;
 pub mod swap;
 pub mod system;
 
@@ -55,6 +58,7 @@ pub static REGISTRY: &[InputSpec] = &[
     cpu::SPEC,
     disk::SPEC,
     diskio::SPEC,
+    haproxy::SPEC,
     http_response::SPEC,
     internal::SPEC,
     kernel::SPEC,
@@ -62,9 +66,11 @@ pub static REGISTRY: &[InputSpec] = &[
     net::SPEC,
     net_response::SPEC,
     netstat::SPEC,
+    nginx::SPEC,
     nstat::SPEC,
     ping::SPEC,
     processes::SPEC,
+    procstat::SPEC,
     swap::SPEC,
     system::SPEC,
 ];

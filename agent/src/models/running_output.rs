@@ -140,7 +140,9 @@ impl RunningOutput {
             unreported_drops: 0,
             stats: OutputStats::default(),
             backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            // Short enough that a backlog starts draining within ~15 s of the database
+            // coming back (at 60 s the alerter saw every host go NoData first).
+            backoff_max: Duration::from_secs(15),
             failures: 0,
             retry_at: None,
         }
@@ -189,6 +191,16 @@ impl RunningOutput {
             front: Vec::new(),
         };
         Ok(Some(rec))
+    }
+
+    /// Counts `n` metrics dropped before they reached this buffer (the collection loop's
+    /// bounded queue while a write was in flight): added and dropped, as if they had entered
+    /// the buffer and been pushed out, so `added − dropped` stays what was kept.
+    pub fn record_drops(&mut self, n: usize) {
+        if n > 0 {
+            self.stats.metrics_added += n as u64;
+            self.count_drops(n);
+        }
     }
 
     fn count_drops(&mut self, n: usize) {
@@ -435,17 +447,12 @@ impl Buffer {
     }
 }
 
-/// A random delay in `0..max` (std's randomly keyed hasher as the source: no extra crate).
-fn jitter_up_to(max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = max.as_nanos() as u64;
-    if nanos == 0 {
-        return Duration::ZERO;
+/// A random delay in `0..max` (collection and flush jitter, retry backoff).
+pub fn jitter_up_to(max: Duration) -> Duration {
+    match max.as_nanos().min(u64::MAX as u128) as u64 {
+        0 => Duration::ZERO,
+        n => Duration::from_nanos(fastrand::u64(..n)),
     }
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    Duration::from_nanos(r % nanos)
 }
 
 #[cfg(test)]
@@ -555,8 +562,8 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let (ro, _) = scripted(vec![]);
         let secs: Vec<u64> = (1..=9).map(|k| ro.backoff_for(k).as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(ro.backoff_for(u32::MAX), Duration::from_secs(60));
+        assert_eq!(secs, vec![1, 2, 4, 8, 15, 15, 15, 15, 15]);
+        assert_eq!(ro.backoff_for(u32::MAX), Duration::from_secs(15));
     }
 
     #[test]

@@ -1,19 +1,8 @@
 //! `kernel` against /proc itself: boot_time must equal /proc/stat `btime` exactly, and the
 //! monotonic counters must lie between two readings taken around our gather.
 
+use super::gather;
 use super::int;
-use wk_agent::metric::Metric;
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Vec<Metric> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.metrics
-}
 
 fn stat(key: &str) -> i64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap();
@@ -54,8 +43,7 @@ fn kernel_matches_proc_stat() {
 #[test]
 fn pressure_lines_when_psi_is_available() {
     if !std::path::Path::new("/proc/pressure/io").exists() {
-        eprintln!("no /proc/pressure on this kernel; skipped");
-        return;
+        wk_core::skip!("no /proc/pressure: this kernel has no PSI");
     }
     let lines = gather("[[inputs.kernel]]\n  collect = [\"psi\"]\n");
     let pressure: Vec<_> = lines.iter().filter(|m| m.name == "pressure").collect();

@@ -1,20 +1,9 @@
 //! `mem` against `free -b`, read before and after our gather: each value must be exact
 //! (total) or lie between the two oracle readings (what the kernel changed meanwhile).
 
+use super::gather_one as gather;
 use super::uint;
 use wk_agent::metric::{FieldValue, Metric};
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Metric {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    assert_eq!(out.metrics.len(), 1);
-    out.metrics.into_iter().next().unwrap()
-}
 
 fn between(name: &str, v: u64, a: u64, b: u64) -> Result<(), String> {
     let (lo, hi) = (a.min(b), a.max(b));

@@ -3,15 +3,18 @@
 
 mod disk;
 mod diskio;
+mod haproxy;
 mod http_response;
 mod kernel;
 mod mem;
 mod net;
 mod net_response;
 mod netstat;
+mod nginx;
 mod nstat;
 mod ping;
 mod processes;
+mod procstat;
 mod swap;
 mod system;
 
@@ -38,6 +41,32 @@ pub fn load(configs: Vec<PathBuf>) -> Plan {
 }
 
 use wk_agent::metric::{FieldValue, Metric};
+use wk_agent::models::running_input::GlobalTags;
+
+/// Gathers the first input of a config text once on this machine: its metrics and errors.
+pub fn gather_with_errors(conf: &str) -> (Vec<Metric>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("telegraf.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut plan = load(vec![path]);
+    let out = plan.inputs[0].gather(1, &GlobalTags::default());
+    let errors = out.errors.iter().map(ToString::to_string).collect();
+    (out.metrics, errors)
+}
+
+/// [`gather_with_errors`] where any error fails the test.
+pub fn gather(conf: &str) -> Vec<Metric> {
+    let (metrics, errors) = gather_with_errors(conf);
+    assert!(errors.is_empty(), "{errors:?}");
+    metrics
+}
+
+/// [`gather`] for an input that writes exactly one line.
+pub fn gather_one(conf: &str) -> Metric {
+    let mut ms = gather(conf);
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    ms.remove(0)
+}
 
 /// A uint field, or a panic naming what it was instead.
 pub fn uint(m: &Metric, key: &str) -> u64 {

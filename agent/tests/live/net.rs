@@ -2,22 +2,12 @@
 //! LOOPBACK, and every counter lies between two reads of /sys/class/net/<if>/statistics taken
 //! around the gather (counters only grow).
 
+use super::gather;
 use std::collections::BTreeSet;
 use std::process::Command;
 
 use super::uint;
-use wk_agent::metric::{FieldValue, Metric};
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Vec<Metric> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(1, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.metrics
-}
+use wk_agent::metric::FieldValue;
 
 /// (field, statistics files whose sum is the /proc/net/dev column).
 const STATS: &[(&str, &[&str])] = &[
@@ -56,8 +46,7 @@ fn net_matches_ip_link_and_sys_statistics() {
     // "@peer".
     let ip = Command::new("ip").args(["-o", "link"]).output();
     let Ok(ip) = ip else {
-        eprintln!("skipped: `ip` not found");
-        return;
+        wk_core::skip!("`ip` not found (Debian package iproute2)");
     };
     let text = String::from_utf8(ip.stdout).unwrap();
     let mut want = BTreeSet::new();

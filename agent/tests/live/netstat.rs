@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wk_agent::hostpaths::HostPaths;
 use wk_agent::inputs::netstat::netlink::InetSock;
@@ -156,20 +156,27 @@ fn tool_states(tool: &str, ports: &[u16]) -> Option<BTreeMap<u8, u64>> {
     Some(counts)
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wk_core::testing::wait_for(what, Duration::from_secs(10), ok);
 }
 
 #[test]
 fn netstat_sees_exactly_the_sockets_it_made() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = listener.local_addr().unwrap().port();
-    let (r1, q) = reuseport(true, 0);
-    let (r2, _) = reuseport(true, q);
+    // Ports another test used a moment ago may still have TIME_WAIT sockets (std binds
+    // with SO_REUSEADDR, so bind(0) can hand them out again): take ports where only our
+    // three listeners are seen.
+    let mut c = Counter::new();
+    let (listener, p, r1, r2, q) = (0..50)
+        .find_map(|_| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let p = listener.local_addr().unwrap().port();
+            let (r1, q) = reuseport(true, 0);
+            let (r2, _) = reuseport(true, q);
+            let only_ours: BTreeMap<u8, u64> = [(10, 3)].into();
+            (own_states(&netlink_tcp(&mut c), &[p, q]) == only_ours)
+                .then_some((listener, p, r1, r2, q))
+        })
+        .expect("two ports without leftover sockets");
 
     // ESTABLISHED pair.
     let c1 = TcpStream::connect(("127.0.0.1", p)).unwrap();
@@ -189,7 +196,6 @@ fn netstat_sees_exactly_the_sockets_it_made() {
 
     let ports = [p, q];
     let want: BTreeMap<u8, u64> = [(1, 2), (5, 1), (6, 1), (8, 1), (10, 3)].into();
-    let mut c = Counter::new();
     wait_for("the TIME_WAIT and FIN_WAIT2 states", || {
         own_states(&netlink_tcp(&mut c), &ports) == want
     });

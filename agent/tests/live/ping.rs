@@ -6,8 +6,7 @@
 use std::process::Command;
 
 use super::{float, int};
-use wk_agent::metric::{FieldValue, Metric};
-use wk_agent::models::running_input::GlobalTags;
+use wk_agent::metric::FieldValue;
 
 /// False (test skipped) only when ping is missing and WK_SKIP_SERVERS=1.
 fn have_ping() -> bool {
@@ -23,17 +22,7 @@ fn have_ping() -> bool {
     );
 }
 
-fn gather(conf: &str) -> (Vec<Metric>, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    (
-        out.metrics,
-        out.errors.iter().map(ToString::to_string).collect(),
-    )
-}
+use super::gather_with_errors as gather;
 
 #[test]
 fn loopback_answers() {

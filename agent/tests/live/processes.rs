@@ -2,20 +2,8 @@
 //! Other tests of this binary start processes (`free`, …) concurrently, so the count may move
 //! by a few between the readings.
 
+use super::gather_one as gather;
 use super::int;
-use wk_agent::metric::Metric;
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Metric {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    assert_eq!(out.metrics.len(), 1);
-    out.metrics.into_iter().next().unwrap()
-}
 
 fn pid_dirs() -> i64 {
     std::fs::read_dir("/proc")

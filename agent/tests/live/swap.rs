@@ -1,19 +1,8 @@
 //! `swap` against `free -b` (the `Swap:` row, which comes from the same meminfo keys as
 //! sysinfo(2)) and /proc/vmstat, each read before and after our gather.
 
+use super::gather;
 use super::uint;
-use wk_agent::metric::Metric;
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Vec<Metric> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.metrics
-}
 
 fn vmstat(key: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/vmstat").unwrap();

@@ -1,20 +1,10 @@
 //! `system` against /proc, `sysinfo(2)` (what Telegraf uses for uptime), `nproc --all` and
 //! `lscpu`, read before and after our gather where the value can move.
 
+use super::gather;
 use std::process::Command;
 
-use wk_agent::metric::{FieldValue, Metric};
-use wk_agent::models::running_input::GlobalTags;
-
-fn gather(conf: &str) -> Vec<Metric> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
-    let out = plan.inputs[0].gather(0, &GlobalTags::default());
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.metrics
-}
+use wk_agent::metric::FieldValue;
 
 fn loadavg() -> Vec<f64> {
     std::fs::read_to_string("/proc/loadavg")

@@ -373,50 +373,6 @@ async fn the_agent_loop_delivers_cpu_metrics_with_telegraf_types() {
     }
 }
 
-/// Write throughput into a local influxd (run by hand:
-/// `cargo test --release -p wk-agent --test tests throughput -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn throughput() {
-    let Some(db) = Influxd::start() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    for encoding in ["gzip", "identity"] {
-        let mut out = output_from(
-            tmp.path(),
-            &conf(
-                &db.url(),
-                &format!(
-                    "  content_encoding = \"{encoding}\"\n  metric_batch_size = 5000\n  metric_buffer_limit = 200000"
-                ),
-            ),
-        );
-        let t0 = now_ms_ns();
-        let n = 100_000;
-        let metrics: Vec<Metric> = (0..n)
-            .map(|i| {
-                Metric::new("cpu", t0 + i as i64)
-                    .with_tag("host", "bench")
-                    .with_tag("cpu", "cpu-total")
-                    .with_field("usage_user", 1.25 * i as f64)
-                    .with_field("usage_system", 0.5)
-                    .with_field("usage_idle", 98.25)
-                    .with_field("usage_iowait", 0.0)
-                    .with_field(format!("n{encoding}"), i as i64)
-            })
-            .collect();
-        for m in &metrics {
-            out.add(m);
-        }
-        let start = std::time::Instant::now();
-        assert_eq!(out.flush(), Ok(n));
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "{encoding}: {n} metrics (5 fields) in {secs:.2} s = {:.0} metrics/s",
-            n as f64 / secs
-        );
-    }
-}
-
 #[test]
 fn unparsable_lines_are_rejected_alone() {
     // influxd 1.x does not accept the `u` suffix: with influx_uint_support the line holding a

@@ -6,7 +6,7 @@
 mod disk_buffer;
 mod influxdb;
 mod influxdb_v2;
-mod servers;
+pub mod servers;
 
 use std::path::Path;
 

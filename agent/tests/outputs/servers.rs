@@ -39,14 +39,7 @@ pub fn binary(name: &str, package: &str) -> Option<PathBuf> {
     if let Some(p) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
         return Some(p);
     }
-    if std::env::var("WK_SKIP_SERVERS").as_deref() == Ok("1") {
-        eprintln!("skipped: {name} not found and WK_SKIP_SERVERS=1");
-        return None;
-    }
-    panic!(
-        "{name} is not installed: `apt-get install -y {package}` (scripts/test does it), \
-         or set WK_SKIP_SERVERS=1 to skip the tests that need it"
-    );
+    wk_core::testing::missing_server(name, package).map(|never| match never {})
 }
 
 /// A plain blocking HTTP client for the tests' own queries (loopback only: it accepts the

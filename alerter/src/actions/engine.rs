@@ -255,6 +255,8 @@ impl Engine {
         let fault_ns = first.time - first.duration.as_nanos() as i64;
         let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
         let mut due = fault_ns + after.as_nanos() as i64;
+        // Diagnosis actions already run in this episode (by index in `actions`).
+        let mut diagnosed = std::collections::HashSet::new();
         loop {
             if !self.wait(&mut rx, due).await {
                 info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
@@ -276,7 +278,10 @@ impl Engine {
                         .as_nanos() as i64;
                 continue;
             }
-            match self.attempt(&event, &actions, fault_ns).await {
+            match self
+                .attempt(&event, &actions, fault_ns, &mut diagnosed)
+                .await
+            {
                 Next::Done => return,
                 Next::RetryAt(t) => due = t,
             }
@@ -284,7 +289,13 @@ impl Engine {
     }
 
     /// Runs the instance's actions once, verifies, reports. Says whether to try again.
-    async fn attempt(&self, event: &AlertEvent, actions: &[ActionRule], fault_ns: i64) -> Next {
+    async fn attempt(
+        &self,
+        event: &AlertEvent,
+        actions: &[ActionRule],
+        fault_ns: i64,
+        diagnosed: &mut std::collections::HashSet<usize>,
+    ) -> Next {
         let cfg = self
             .inner
             .config
@@ -297,7 +308,11 @@ impl Engine {
         let mut retry_at: Option<i64> = None;
         let mut pages = Vec::new();
         let mut stop = false;
-        for a in actions {
+        let mut repairs = false;
+        for (idx, a) in actions.iter().enumerate() {
+            if diagnosed.contains(&idx) {
+                continue;
+            }
             let now = self.now();
             let mut r = ActionResult {
                 rule: event.rule.clone(),
@@ -337,6 +352,7 @@ impl Engine {
             let Some(spec) = super::find(&a.action) else {
                 continue;
             };
+            repairs |= !spec.diagnosis;
             let action = (spec.build)(&args);
             let ctx = Ctx {
                 host: host.clone(),
@@ -358,6 +374,24 @@ impl Engine {
                 r.finished_ns = now;
                 results.push(r);
                 stop = true;
+                continue;
+            }
+            if spec.diagnosis {
+                // A report, not a repair: once per episode, no budget, nothing to verify.
+                diagnosed.insert(idx);
+                info!(rule = %event.rule, id = %event.id, action = %a.action, args = %r.args,
+                      on = %r.ran_on, "running diagnosis");
+                let done = action.run(&ctx).await;
+                r.status = "diagnosed".into();
+                r.attempt = 1;
+                r.before = done.before;
+                r.did = done.did;
+                r.exit_status = done.exit_status;
+                r.stderr = done.stderr;
+                r.commands = done.commands;
+                r.finished_ns = self.now();
+                r.verified_ns = r.finished_ns;
+                results.push(r);
                 continue;
             }
             let target = format!("{host_tag}|{}|{}", a.action, r.args);
@@ -469,7 +503,7 @@ impl Engine {
             self.record(p);
             self.report(event, std::slice::from_ref(p));
         }
-        match (stop, retry_at) {
+        match (stop || !repairs, retry_at) {
             (false, Some(t)) => Next::RetryAt(t),
             _ => Next::Done,
         }
@@ -731,8 +765,10 @@ fn report_subject(event: &AlertEvent, results: &[ActionResult], recovered: bool)
     } else {
         results
             .iter()
+            .filter(|r| r.status != "diagnosed" || results.iter().all(|r| r.status == "diagnosed"))
             .map(|r| match r.status.as_str() {
                 "ran" => "not recovered",
+                "diagnosed" => "diagnosis",
                 "dry_run" => "dry run",
                 "refused" => "refused",
                 "gave_up" => "gave up",

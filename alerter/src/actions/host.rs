@@ -47,7 +47,10 @@ impl Host {
         match self {
             Host::Local => argv.to_vec(),
             Host::Ssh(s) => {
-                let mut v: Vec<String> = vec!["ssh".into()];
+                // -F /dev/null: neither ~/.ssh/config nor /etc/ssh/ssh_config can add a
+                // ProxyCommand, another identity or a weaker host-key policy; -T: no tty.
+                let mut v: Vec<String> =
+                    vec!["ssh".into(), "-F".into(), "/dev/null".into(), "-T".into()];
                 let mut o = |opt: String| {
                     v.push("-o".into());
                     v.push(opt);
@@ -62,7 +65,9 @@ impl Host {
                     s.connect_timeout.as_secs().max(1)
                 ));
                 if !s.known_hosts.as_os_str().is_empty() {
+                    // Only the configured file vouches for hosts.
                     o(format!("UserKnownHostsFile={}", s.known_hosts.display()));
+                    o("GlobalKnownHostsFile=/dev/null".into());
                 }
                 v.extend([
                     "-i".into(),
@@ -194,6 +199,12 @@ mod tests {
         assert!(v.contains(&"BatchMode=yes".to_string()));
         assert!(v.contains(&"StrictHostKeyChecking=yes".to_string()));
         assert!(v.contains(&"UserKnownHostsFile=/k/known".to_string()));
+        assert!(v.contains(&"GlobalKnownHostsFile=/dev/null".to_string()));
+        assert_eq!(
+            v[1..3],
+            ["-F", "/dev/null"],
+            "no ssh config file can change the policy"
+        );
         let dd = v.iter().position(|a| a == "--").unwrap();
         assert_eq!(v[dd + 1], "10.0.0.5");
         assert_eq!(v[dd + 2], "'systemctl' 'restart' '--' 'it'\\''s'");

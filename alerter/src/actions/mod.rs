@@ -132,6 +132,9 @@ pub struct ActionSpec {
     pub one_of: &'static [&'static str],
     /// Builds the action; `args` fit [`ActionSpec::args`] already.
     pub build: fn(&Args) -> Box<dyn Action>,
+    /// Reports on the host without repairing anything (top processes, firewall rules): runs
+    /// once per firing episode, spends no attempt budget and is not verified.
+    pub diagnosis: bool,
 }
 
 /// Every action, one line each.

@@ -107,3 +107,29 @@ pub(crate) fn http_client(opts: &mut Options<'_, '_>) -> reqwest::Client {
             reqwest::Client::new()
         })
 }
+
+/// The verdict on an HTTP notifier's answer: `Ok` on 2xx; 5xx, 429 and 408 are worth
+/// retrying; any other status is permanent. `what` starts the message ("InfluxDB write").
+pub(crate) async fn http_verdict(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    what: &str,
+    max_body: usize,
+) -> Result<(), NotifyError> {
+    // Without the URL: it may carry a token (Slack and Discord put it in the path).
+    let resp =
+        sent.map_err(|e| NotifyError::Retryable(format!("{what} failed: {}", e.without_url())))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let msg = format!(
+        "{what}: HTTP {status}: {}",
+        text::truncate(text.trim(), max_body)
+    );
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        Err(NotifyError::Retryable(msg))
+    } else {
+        Err(NotifyError::Permanent(msg))
+    }
+}

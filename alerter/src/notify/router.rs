@@ -569,7 +569,9 @@ impl Worker {
             match result {
                 Ok(()) => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
+                    // Debug: the event itself is logged once by the scheduler; a delivery is
+                    // routine (failures are warnings).
+                    tracing::debug!(
                         notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
                         event = crate::template::kind_str(e.kind), attempts = retry + 1,
                         "notified"

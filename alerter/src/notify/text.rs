@@ -8,7 +8,7 @@ use crate::model::Value;
 pub fn fmt_value(v: &Value, precision: Option<usize>) -> String {
     match (v, precision) {
         (Value::Float(f), Some(p)) => format!("{f:.p$}"),
-        (Value::Float(f), None) => format!("{f}"),
+        (Value::Float(f), None) => crate::template::format_number(*f),
         (Value::Int(i), Some(p)) if p > 0 => format!("{:.p$}", *i as f64),
         (Value::Int(i), _) => i.to_string(),
         (Value::Bool(b), _) => b.to_string(),

@@ -643,40 +643,6 @@ fn example_rules_load_and_fire_on_the_sick_host() {
     }
 }
 
-/// Cost of one evaluation of the docs' CPU rule over 1000 hosts (run with
-/// `cargo test --release -p wk-alerter --lib -- --ignored evaluation_cost --nocapture`).
-#[test]
-#[ignore]
-fn evaluation_cost() {
-    let mut text = String::new();
-    for h in 0..1000 {
-        for secs in [-50i64, -40, -30, -20, -10, 0] {
-            text += &format!(
-                "cpu,host=h{h},cpu=cpu-total usage_idle={} {}\n",
-                (h % 100) as f64,
-                NOW + secs * S
-            );
-        }
-    }
-    let source: Arc<dyn QuerySource> =
-        Arc::new(MemorySource::from_line_protocol(&text, 0).unwrap());
-    let start = Instant::now();
-    let rule = load(CPU_RULE).unwrap();
-    let load_time = start.elapsed();
-    let start = Instant::now();
-    let n = 20;
-    for _ in 0..n {
-        match rule.evaluate(&source, NOW) {
-            CycleResult::Observed(o) => assert_eq!(o.len(), 1000),
-            CycleResult::Failed(m) => panic!("{m}"),
-        }
-    }
-    eprintln!(
-        "load {load_time:?}; evaluation over 1000 hosts (memory source): {:?}",
-        start.elapsed() / n
-    );
-}
-
 /// `now()` gives the evaluation time, so a rule can alert on hosts whose last point in the
 /// database is old: hosts silent since before the alerter started are found without a list.
 #[test]

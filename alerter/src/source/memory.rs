@@ -3,6 +3,10 @@
 //!
 //! Storage mirrors InfluxDB's: a series is (measurement, tag set); a point is (series, time);
 //! writing the same point again merges its fields, the newer value winning.
+//!
+//! The bytes held are accounted (an estimate of the heap used: the strings plus a fixed cost
+//! per series, point and field, calibrated on `stream::memory_per_point`), so that the stream
+//! window can be bounded by memory and not only by points.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -24,7 +28,7 @@ type Points = BTreeMap<i64, BTreeMap<String, FieldValue>>;
 #[derive(Debug, Default)]
 pub struct MemorySource {
     store: RwLock<Store>,
-    /// Points dropped by [`MemorySource::enforce_max_points`] since the start.
+    /// Points dropped by [`MemorySource::enforce_bounds`] since the start.
     dropped: AtomicU64,
 }
 
@@ -33,6 +37,46 @@ struct Store {
     series: BTreeMap<SeriesKey, Points>,
     /// Points held (kept in step with `series`).
     points: usize,
+    /// Estimated bytes held (kept in step with `series`).
+    bytes: usize,
+}
+
+/// What a series costs besides its strings (map node, key vectors and string headers).
+const SERIES_COST: usize = 128;
+/// What a tag costs besides its strings.
+const TAG_COST: usize = 48;
+/// What a point costs besides its fields (its node in the series' map and its field map).
+const POINT_COST: usize = 80;
+/// What a field costs besides its name and string value (node share, header, value).
+const FIELD_COST: usize = 96;
+
+fn series_bytes((name, tags): &SeriesKey) -> usize {
+    SERIES_COST
+        + name.len()
+        + tags
+            .iter()
+            .map(|(k, v)| TAG_COST + k.len() + v.len())
+            .sum::<usize>()
+}
+
+fn field_bytes(name: &str, v: &FieldValue) -> usize {
+    FIELD_COST
+        + name.len()
+        + match v {
+            FieldValue::Str(s) => s.len(),
+            _ => 0,
+        }
+}
+
+fn point_bytes(fields: &BTreeMap<String, FieldValue>) -> usize {
+    POINT_COST + fields.iter().map(|(k, v)| field_bytes(k, v)).sum::<usize>()
+}
+
+/// Points and estimated bytes held after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub points: usize,
+    pub bytes: usize,
 }
 
 impl MemorySource {
@@ -62,9 +106,9 @@ impl MemorySource {
         )?))
     }
 
-    /// Adds (or merges) one point.
-    pub fn push(&self, m: &Metric) {
-        let key = (
+    /// Adds (or merges) one point; returns what is held afterwards.
+    pub fn push(&self, m: &Metric) -> Held {
+        let key: SeriesKey = (
             m.name.to_string(),
             m.tags()
                 .iter()
@@ -72,14 +116,32 @@ impl MemorySource {
                 .collect(),
         );
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
-        let Store { series, points } = &mut *store;
-        let times = series.entry(key).or_default();
+        let Store {
+            series,
+            points,
+            bytes,
+        } = &mut *store;
+        let times = match series.entry(key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                *bytes += series_bytes(e.key());
+                e.insert(BTreeMap::new())
+            }
+        };
         let fields = times.entry(m.time).or_insert_with(|| {
             *points += 1;
+            *bytes += POINT_COST;
             BTreeMap::new()
         });
         for (k, v) in &m.fields {
-            fields.insert(k.to_string(), v.clone());
+            *bytes += field_bytes(k, v);
+            if let Some(old) = fields.insert(k.to_string(), v.clone()) {
+                *bytes -= field_bytes(k, &old);
+            }
+        }
+        Held {
+            points: *points,
+            bytes: *bytes,
         }
     }
 
@@ -87,55 +149,89 @@ impl MemorySource {
     /// Returns how many points were forgotten.
     pub fn prune_before(&self, time: i64) -> usize {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
-        let before = store.points;
-        let mut left = 0;
-        store.series.retain(|_, points| {
-            *points = points.split_off(&time);
-            left += points.len();
-            !points.is_empty()
+        let Store {
+            series,
+            points,
+            bytes,
+        } = &mut *store;
+        let before = *points;
+        series.retain(|key, held| {
+            if held.first_key_value().is_none_or(|(t, _)| *t >= time) {
+                return true;
+            }
+            let kept = held.split_off(&time);
+            for fields in held.values() {
+                *points -= 1;
+                *bytes -= point_bytes(fields);
+            }
+            *held = kept;
+            if held.is_empty() {
+                *bytes -= series_bytes(key);
+            }
+            !held.is_empty()
         });
-        store.points = left;
-        before - left
+        before - *points
+    }
+
+    /// [`MemorySource::enforce_bounds`] on the point count only.
+    pub fn enforce_max_points(&self, max: usize) -> usize {
+        self.enforce_bounds(max, usize::MAX)
     }
 
     /// Drops the oldest points (across all series; at equal times in series order) until at
-    /// most `max` are held, and counts them in [`MemorySource::dropped`]. Returns how many
-    /// were dropped now. Cost: O(series + dropped × log series), nothing when within bounds.
-    pub fn enforce_max_points(&self, max: usize) -> usize {
+    /// most `max_points` and `max_bytes` are held, and counts them in
+    /// [`MemorySource::dropped`]. Returns how many were dropped now. Cost: O(series + dropped
+    /// × log series), nothing when within bounds.
+    pub fn enforce_bounds(&self, max_points: usize, max_bytes: usize) -> usize {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
-        if store.points <= max {
+        if store.points <= max_points && store.bytes <= max_bytes {
             return 0;
         }
-        let excess = store.points - max;
-        let Store { series, points } = &mut *store;
-        // Min-heap of (oldest time, series key) over non-empty series.
-        let mut heap: BinaryHeap<Reverse<(i64, SeriesKey)>> = series
+        let Store {
+            series,
+            points,
+            bytes,
+        } = &mut *store;
+        // Min-heap of (oldest time, series index) over the series, borrowed all at once so
+        // that no key is cloned.
+        let mut all: Vec<&mut Points> = series.values_mut().collect();
+        let mut heap: BinaryHeap<Reverse<(i64, usize)>> = all
             .iter()
-            .filter_map(|(k, p)| p.keys().next().map(|t| Reverse((*t, k.clone()))))
+            .enumerate()
+            .filter_map(|(i, p)| p.keys().next().map(|t| Reverse((*t, i))))
             .collect();
         let mut dropped = 0;
-        while dropped < excess {
-            let Some(Reverse((_, key))) = heap.pop() else {
+        while *points > max_points || *bytes > max_bytes {
+            let Some(Reverse((_, i))) = heap.pop() else {
                 break;
             };
-            let Some(p) = series.get_mut(&key) else {
-                continue;
-            };
-            p.pop_first();
-            dropped += 1;
-            match p.keys().next() {
-                Some(t) => heap.push(Reverse((*t, key))),
-                None => {
-                    series.remove(&key);
-                }
+            if let Some((_, fields)) = all[i].pop_first() {
+                *points -= 1;
+                *bytes -= point_bytes(&fields);
+                dropped += 1;
+            }
+            if let Some(t) = all[i].keys().next() {
+                heap.push(Reverse((*t, i)));
             }
         }
-        *points -= dropped;
+        drop(all);
+        series.retain(|key, p| {
+            if p.is_empty() {
+                *bytes -= series_bytes(key);
+            }
+            !p.is_empty()
+        });
         self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
         dropped
     }
 
-    /// Points dropped by [`MemorySource::enforce_max_points`] since the source was made.
+    /// Estimated bytes held (see the module comment).
+    pub fn bytes(&self) -> usize {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.bytes
+    }
+
+    /// Points dropped by [`MemorySource::enforce_bounds`] since the source was made.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -563,6 +659,29 @@ mod tests {
             MemorySource::from_line_protocol("m,h=a x=1 5\nm,h=a y=2 5\nm,h=b x=1 5\n", 0).unwrap();
         assert_eq!(src.len(), 2);
         assert_eq!(src.series_count(), 2);
+    }
+
+    #[test]
+    fn bytes_are_accounted_in_step_and_bound_the_window() {
+        let src = MemorySource::new();
+        let big = "x".repeat(10_000);
+        for t in 0..10 {
+            let m = lineproto::parse_line(&format!("m,h=a s=\"{big}\",v=1 {t}"), 0).unwrap();
+            src.push(&m);
+        }
+        let held = src.bytes();
+        assert!(held > 100_000 && held < 104_000, "{held}");
+        // Overwriting a field replaces its bytes.
+        src.push(&lineproto::parse_line("m,h=a s=\"\" 9", 0).unwrap());
+        assert!(src.bytes() < held - 9_900, "{}", src.bytes());
+        // The byte bound drops the oldest points first.
+        let dropped = src.enforce_bounds(usize::MAX, 30_000);
+        assert_eq!(dropped, 7);
+        assert!(src.bytes() <= 30_000);
+        assert_eq!(src.latest_time(), Some(9));
+        assert_eq!(src.prune_before(9), 2);
+        src.enforce_bounds(0, 0);
+        assert_eq!((src.len(), src.bytes()), (0, 0), "every byte given back");
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! Kapacitor's flap detection (spec §1.5): a ring of the last `history` levels, starting all
-//! OK; the weighted fraction of adjacent positions that differ, weights rising linearly from
-//! 0.8 (oldest pair) to 1.2 (newest pair); enter flapping above `high`, leave below `low`.
+//! Kapacitor's flap detection (spec §1.5), computed exactly as Kapacitor's `percentChange`
+//! (alert.go) so that a rule ported from Kapacitor starts and stops flapping on the same
+//! point: a ring of the last `history` levels, starting all OK; a weighted fraction of
+//! adjacent entries that differ, l-1 pairs with weights 0.8, 0.8 + 0.4/(l-1), ... divided by
+//! l-1; enter flapping above `high`, leave below `low`.
 //!
-//! Kapacitor's loop (`percentChange` in alert.go) walks the ring from its newest slot, so its
-//! weights do not quite rise with age and one pair (oldest vs newest) wraps around; we
-//! implement what its docs describe instead: the l-1 chronological pairs, weights exactly
-//! 0.8 → 1.2, divided by l-1 (weights average 1.0, so "every step changed" is 1.0).
+//! Kapacitor's loop starts at its newest slot and walks the ring, so the pairs it weighs are
+//! not quite the chronological ones its docs describe: the lightest weight (0.8) goes to the
+//! newest change, the next (0.8 + step) to the wrap-around pair "oldest vs newest", then the
+//! chronological pairs from the oldest upwards with rising weights; the pair just before the
+//! newest one is never counted. We keep that arithmetic (a cleaner formula entered flapping one
+//! point earlier than Kapacitor on its own `TestStream_AlertFlapping` data).
 
 use std::collections::VecDeque;
 
@@ -51,25 +55,27 @@ impl FlapState {
     }
 }
 
-/// Weighted fraction (0..=1) of adjacent history entries that differ, oldest first.
+/// Kapacitor's weighted fraction (0..=1) of history entries that differ from the one before
+/// them, over `history` oldest first (see the module docs for which pairs count).
 pub fn percent_change(history: &VecDeque<Level>) -> f64 {
-    let pairs = history.len().saturating_sub(1);
-    if pairs == 0 {
+    let l = history.len();
+    if l < 2 {
         return 0.0;
     }
-    let step = if pairs > 1 {
-        0.4 / (pairs - 1) as f64
-    } else {
-        0.0
-    };
-    let first = if pairs > 1 { 0.8 } else { 1.0 };
+    let step = 0.4 / (l - 1) as f64;
+    let mut weight = 0.8;
     let mut changes = 0.0;
-    for (i, (older, newer)) in history.iter().zip(history.iter().skip(1)).enumerate() {
-        if older != newer {
-            changes += first + step * i as f64;
+    for i in 0..l - 1 {
+        // Kapacitor's slot `newest + i` and the slot before it, as chronological indexes:
+        // i = 0 is (newest, second newest), i = 1 wraps to (oldest, newest).
+        let current = (i + l - 1) % l;
+        let previous = (i + l - 2) % l;
+        if history[current] != history[previous] {
+            changes += weight;
         }
+        weight += step;
     }
-    changes / pairs as f64
+    changes / (l - 1) as f64
 }
 
 #[cfg(test)]
@@ -82,13 +88,34 @@ mod tests {
     }
 
     #[test]
-    fn weights_rise_from_oldest_to_newest() {
-        // 6 entries, 5 pairs, weights 0.8 0.9 1.0 1.1 1.2.
-        assert!((percent_change(&ring(&[O, C, C, C, C, C])) - 0.8 / 5.0).abs() < 1e-12);
-        assert!((percent_change(&ring(&[O, O, O, O, O, C])) - 1.2 / 5.0).abs() < 1e-12);
-        assert!((percent_change(&ring(&[O, C, O, C, O, C])) - 1.0).abs() < 1e-12);
-        assert_eq!(percent_change(&ring(&[C, C, C])), 0.0);
-        assert_eq!(percent_change(&ring(&[O, C])), 1.0);
+    fn weights_follow_kapacitors_ring_walk() {
+        // 6 entries, 5 weights 0.8 0.88 0.96 1.04 1.12 for the pairs (newest, second newest),
+        // (oldest, newest), (0,1), (1,2), (2,3); the pair (3,4) is never counted.
+        let p = |l: &[Level]| percent_change(&ring(l));
+        assert!((p(&[O, O, O, O, O, C]) - (0.8 + 0.88) / 5.0).abs() < 1e-12);
+        assert!((p(&[O, C, C, C, C, C]) - (0.88 + 0.96) / 5.0).abs() < 1e-12);
+        assert!((p(&[O, O, O, O, C, C]) - 0.88 / 5.0).abs() < 1e-12);
+        assert!((p(&[O, O, O, C, O, O]) - 1.12 / 5.0).abs() < 1e-12);
+        assert_eq!(p(&[C, C, C]), 0.0);
+        assert!((p(&[O, C]) - 0.8).abs() < 1e-12);
+    }
+
+    /// Kapacitor's TestStream_AlertFlapping levels (info < 95, warn < 94, crit < 93 over its
+    /// recorded values), history 21, flapping(0.25, 0.5): Kapacitor sends 9 events, i.e. it
+    /// enters flapping at the 11th point. The chronological formula entered at the 10th.
+    #[test]
+    fn enters_on_the_same_point_as_kapacitor() {
+        use Level::Warning as W;
+        let levels = [O, C, O, W, C, O, C, O, W, O, C, O];
+        let mut f = FlapState::default();
+        let flapping: Vec<bool> = levels
+            .iter()
+            .map(|&l| {
+                f.push(l, 21, 0.25, 0.5);
+                f.flapping
+            })
+            .collect();
+        assert_eq!(flapping.iter().position(|&x| x), Some(10), "{flapping:?}");
     }
 
     #[test]
@@ -103,7 +130,6 @@ mod tests {
         }
         let first = seen.iter().position(|&x| x).expect("enters flapping");
         let left = seen.iter().rposition(|&x| x).expect("flapping seen") + 1;
-        // Fifth push: 5 changes weighted 1.0..1.2 over 9 pairs = 0.61 > 0.55; the fourth is 0.5.
         assert_eq!(first, 4, "{seen:?}");
         assert!(
             left < seen.len() && !seen[left..].iter().any(|&x| x),

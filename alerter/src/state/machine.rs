@@ -58,9 +58,17 @@ pub(crate) struct Instance {
     pub notified_phase: Phase,
     /// When the last event of this instance was sent (repeat clock).
     pub last_sent: Option<i64>,
+    /// The level of the last event sent: the next event's `previous_level`. Differs from
+    /// `notified_level` after a recovery not sent (`recoveries: false`), as in Kapacitor,
+    /// whose previous level is that of the last event its topic received. `None` (state
+    /// saved before this field existed): `notified_level`.
+    pub sent_level: Option<Level>,
     pub flap: FlapState,
     /// Last time the instance was in a result (its creation time if never).
     pub last_seen: i64,
+    /// Time of its latest data point (the evaluation time when the source gives none);
+    /// `None` if it never reported. NoData messages name it.
+    pub last_point: Option<i64>,
     /// First successful evaluation that lacked it (the NoData clock).
     pub missing_since: Option<i64>,
     /// Last change of (level, phase), for expiry.
@@ -236,6 +244,100 @@ impl RuleState {
         self.error.as_ref().map(|e| (e.level, e.since))
     }
 
+    /// The instances still firing (restored from disk at start), as the alert events they
+    /// were: for the actions engine, which must resume them though no new event will come.
+    /// Nothing is sent to people from these.
+    pub fn firing_events(&self, settings: &RuleSettings, now_ns: i64) -> Vec<AlertEvent> {
+        let templates = Templates::compile_lenient(settings);
+        self.instances
+            .values()
+            .filter(|i| i.level > Level::Ok && i.phase != Phase::NoData)
+            .map(|inst| {
+                let duration = inst.since.map_or(Duration::ZERO, |t| dur(t, now_ns));
+                let data = TemplateData {
+                    rule: &settings.name,
+                    id: None,
+                    message: None,
+                    kind: Some(EventKind::Alert),
+                    level: inst.level,
+                    previous_level: inst.notified_level,
+                    duration,
+                    time_ns: now_ns,
+                    measurement: &inst.measurement,
+                    tags: &inst.tags,
+                    fields: &inst.fields,
+                    error: None,
+                };
+                let id = templates.id.render(&data);
+                let message = templates.message.render(&data);
+                AlertEvent {
+                    rule: settings.name.clone(),
+                    id,
+                    details: message.clone(),
+                    message,
+                    kind: EventKind::Alert,
+                    level: inst.level,
+                    previous_level: inst.notified_level,
+                    tags: inst.tags.clone(),
+                    fields: inst.fields.clone(),
+                    time: now_ns,
+                    duration,
+                    notify: settings.notify.clone(),
+                    category: settings.category.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The rule is gone (its file was deleted): a recovery for every instance whose receivers
+    /// heard of it firing, saying why, so no incident stays open forever (Kapacitor leaves it
+    /// open). The state is emptied.
+    pub fn retire(&mut self, settings: &RuleSettings, now_ns: i64, why: &str) -> Vec<AlertEvent> {
+        let templates = Templates::compile_lenient(settings);
+        let no_fields = BTreeMap::new();
+        let mut out = Vec::new();
+        for inst in std::mem::take(&mut self.instances).into_values() {
+            let heard = inst.sent_level.unwrap_or(inst.notified_level);
+            if heard == Level::Ok {
+                continue;
+            }
+            let duration = inst.since.map_or(Duration::ZERO, |t| dur(t, now_ns));
+            let data = TemplateData {
+                rule: &settings.name,
+                id: None,
+                message: None,
+                kind: Some(EventKind::Recovery),
+                level: Level::Ok,
+                previous_level: heard,
+                duration,
+                time_ns: now_ns,
+                measurement: &inst.measurement,
+                tags: &inst.tags,
+                fields: &no_fields,
+                error: None,
+            };
+            let id = templates.id.render(&data);
+            let message = format!("{id} is closed: {why}");
+            out.push(AlertEvent {
+                rule: settings.name.clone(),
+                details: message.clone(),
+                id,
+                message,
+                kind: EventKind::Recovery,
+                level: Level::Ok,
+                previous_level: heard,
+                tags: inst.tags,
+                fields: BTreeMap::new(),
+                time: now_ns,
+                duration,
+                notify: settings.notify.clone(),
+                category: settings.category.clone(),
+            });
+        }
+        self.error = None;
+        out
+    }
+
     /// Feeds one evaluation's result, evaluated at `now_ns`, and returns the events to notify.
     pub fn apply(
         &mut self,
@@ -375,7 +477,7 @@ impl RuleState {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            if let Some(inst) = self.instances.remove(&key)
+            if let Some(mut inst) = self.instances.remove(&key)
                 && inst.notified_level != Level::Ok
                 && c.s.recoveries
             {
@@ -384,7 +486,13 @@ impl RuleState {
                     template::format_duration(dur(inst.last_seen, now))
                 );
                 let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
-                c.emit(&inst, EventKind::Recovery, Level::Ok, duration, Some(&note));
+                c.emit(
+                    &mut inst,
+                    EventKind::Recovery,
+                    Level::Ok,
+                    duration,
+                    Some(&note),
+                );
             }
         }
     }
@@ -403,6 +511,7 @@ impl Cycle<'_> {
     fn observe(&mut self, inst: &mut Instance, obs: &Observation) {
         let now = self.now;
         inst.last_seen = now;
+        inst.last_point = Some(if obs.time > 0 { obs.time } else { now });
         inst.observed_at = Some(now);
         inst.missing_since = None;
         inst.measurement.clone_from(&obs.measurement);
@@ -453,7 +562,13 @@ impl Cycle<'_> {
     /// The instance's series is not in this (successful) result.
     fn missing(&mut self, inst: &mut Instance) {
         let since = *inst.missing_since.get_or_insert(self.now);
-        if self.now.saturating_sub(since) < ns(self.s.no_data_after) {
+        // Missing data waits like a condition does: `no_data_after` if set, else `for`.
+        let wait = if self.s.no_data_after.is_zero() {
+            self.s.pending
+        } else {
+            self.s.no_data_after
+        };
+        if self.now.saturating_sub(since) < ns(wait) {
             return;
         }
         match self.s.no_data {
@@ -503,6 +618,9 @@ impl Cycle<'_> {
                 inst.last_sent = Some(now);
                 let note = " (flapping: notifications suppressed until it settles)";
                 self.emit(inst, EventKind::Flapping, level, duration, Some(note));
+                // Receivers heard this level: when it settles, a different state is sent.
+                inst.notified_level = level;
+                inst.notified_phase = phase;
             }
         } else if (level, phase) != (inst.notified_level, inst.notified_phase) {
             let kind = match (level, phase) {
@@ -536,41 +654,56 @@ impl Cycle<'_> {
             .is_some_and(|r| last_sent.is_none_or(|t| self.now.saturating_sub(t) >= ns(r)))
     }
 
-    /// Builds and queues one event of an instance; `previous_level` is what receivers last heard.
+    /// Builds and queues one event of an instance; `previous_level` is the level of the last
+    /// event sent (what receivers last heard).
     fn emit(
         &mut self,
-        inst: &Instance,
+        inst: &mut Instance,
         kind: EventKind,
         level: Level,
         duration: Duration,
         note: Option<&str>,
     ) {
         let s = self.s;
+        let previous_level = inst.sent_level.unwrap_or(inst.notified_level);
+        inst.sent_level = Some(level);
+        // A NoData event carries no values: the last ones are stale and would read as current.
+        let no_fields = BTreeMap::new();
+        let fields = if kind == EventKind::NoData {
+            &no_fields
+        } else {
+            &inst.fields
+        };
         let mut data = TemplateData {
             rule: &s.name,
             id: None,
             message: None,
             kind: Some(kind),
             level,
-            previous_level: inst.notified_level,
+            previous_level,
             duration,
             time_ns: self.now,
             measurement: &inst.measurement,
             tags: &inst.tags,
-            fields: &inst.fields,
+            fields,
             error: None,
         };
         let id = self.tpl.id.render(&data);
         data.id = Some(&id);
-        let mut message = self.tpl.message.render(&data);
+        // A NoData event says since when data is missing (the last point's time), not the
+        // rule's usual message, which speaks of values there are none of; a template that
+        // handles `{{kind}}` itself is used as written.
+        let mut message = if kind == EventKind::NoData && !s.message_template.contains("{{kind") {
+            let since = match inst.last_point {
+                Some(t) => format!("no data since {}", template::format_rfc3339(t)),
+                None => "no data yet (expected, never reported)".to_string(),
+            };
+            format!("{id} is {level}: {since}")
+        } else {
+            self.tpl.message.render(&data)
+        };
         if let Some(n) = note {
             message.push_str(n);
-        }
-        // A NoData event rendered with the rule's usual message would show the last values
-        // as if they were current: say so, unless the template speaks of the kind itself.
-        if kind == EventKind::NoData && !s.message_template.contains("{{kind") {
-            let since = template::format_rfc3339(inst.last_seen);
-            message.push_str(&format!(" (no data since {since})"));
         }
         data.message = Some(&message);
         let details = self.tpl.details.render(&data);
@@ -581,9 +714,9 @@ impl Cycle<'_> {
             details,
             kind,
             level,
-            previous_level: inst.notified_level,
+            previous_level,
             tags: inst.tags.clone(),
-            fields: inst.fields.clone(),
+            fields: fields.clone(),
             time: self.now,
             duration,
             notify: s.notify.clone(),

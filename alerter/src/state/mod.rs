@@ -16,14 +16,17 @@
 //!   notified as a level change) and restarts the window at the next clear.
 //! - **Notifications** on changes of the announced state (OK→level, level→level, →OK as a
 //!   Recovery if `recoveries`), plus a repeat every `repeat` while non-OK and unchanged
-//!   (counted from the instance's last event). `previous_level` is what receivers last heard.
-//! - **Flapping** (Kapacitor's weighted history over the *effective* level, i.e. after
+//!   (counted from the instance's last event). `previous_level` is the level of the last event
+//!   sent (Kapacitor's topic state: after a recovery not sent, the level before it).
+//! - **Flapping** (Kapacitor's `percentChange` over the *effective* level, i.e. after
 //!   pending and keep_firing, so what those already damp does not count): entering emits one
-//!   Flapping event; every other event, recoveries included, is suppressed while flapping;
-//!   leaving emits the current state if it differs from the last announced one (so a
-//!   recovery swallowed while flapping is sent then).
+//!   Flapping event at the current level; every other event, recoveries included, is
+//!   suppressed while flapping; leaving emits the current state if it differs from the
+//!   Flapping event's (so a recovery swallowed while flapping is sent then).
 //! - **NoData**: an instance (seen earlier, restored, or listed in `expected`) missing from a
-//!   successful result for `no_data_after` (counted from the first evaluation that missed it):
+//!   successful result for `no_data_after`, or for `pending` when that is 0 (counted from the
+//!   first evaluation that missed it; silence waits like a condition). Its events carry no
+//!   fields and say `<id> is <LEVEL>: no data since <time of the last point>`:
 //!   `Alert(level)` → NoData state at that level (event kind NoData, repeats with `repeat`),
 //!   `Ok` → recovers, `KeepLast` → nothing. Data coming back ends NoData at once with
 //!   whatever the data says (a recovery, or an Alert event), without pending/keep_firing.

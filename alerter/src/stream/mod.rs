@@ -4,7 +4,7 @@
 //! `[[outputs.influxdb_v2]]`) points at this endpoint, exactly as Telegraf can write to
 //! Kapacitor.
 //!
-//! Endpoints (HTTP/1.1, keep-alive):
+//! Endpoints (HTTP/1.1 served by hyper, keep-alive; HTTPS with `tls_cert`/`tls_key`):
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -16,38 +16,117 @@
 //!
 //! Every other request needs the token: `Authorization: Token <t>` or `Bearer <t>`, Basic with
 //! the token as password (any user name), or the `p=` query parameter; else 401 with InfluxDB's
-//! JSON error. Bodies larger than `max_body_size` (also after decompression) get 413.
+//! JSON error, decided on the head: the body of a refused request is never read. Bodies larger
+//! than `max_body_size` (also after decompression) get 413.
 //!
 //! Malformed lines: the good lines of the body are kept and the answer is 400 with InfluxDB 1.x's
 //! partial-write text (`partial write: unable to parse '<line>': <why> … dropped=N`), so the
 //! agent counts exactly the bad lines as rejected and does not retry the batch. At most ten
-//! bad lines are quoted; the others are counted in `dropped=`.
+//! bad lines are quoted; the others are counted in `dropped=`, with the points refused for
+//! being more than `max_future` ahead.
+//!
+//! Modules: [`conns`] decides which connections are served (pending ones give way), [`intake`]
+//! turns a streamed body into points within the window's bounds, [`http`] is the request head
+//! and answer as the routes see them. The threat model is in docs/security.md.
 
+pub mod conns;
 pub mod http;
+pub mod intake;
 
-use std::io::Read;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::BufReader;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::StreamSettings;
 use crate::source::MemorySource;
-use http::{Framing, Head, ReadError, Response};
-use wk_core::lineproto;
+use conns::{Admission, Ticket};
+use http::{Head, Response};
+use intake::{ChannelReader, Stop};
+pub use intake::{Ingest, Intake, ingest};
 
-/// How long a connection may sit idle between requests, or take to send one.
+/// How long a connection may sit idle between requests, or take to send a body.
+/// The `[stream]` table: the alerter receives line protocol writes (InfluxDB v1 `/write` and
+/// v2 `/api/v2/write`) and keeps the points in memory instead of querying a database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// The secret every request must carry (Token/Bearer header, Basic password or `p=`).
+    pub token: String,
+    /// How much data is kept: points older than now − window are forgotten.
+    pub window: Duration,
+    /// At most this many points are held; beyond it the oldest are dropped and counted.
+    pub max_points: usize,
+    /// Largest request body accepted (after gzip decompression too); larger → 413.
+    pub max_body_size: u64,
+    /// How long a connection may go without a request carrying the token (from accept, or
+    /// from its last request) before it is closed.
+    pub header_timeout: Duration,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_ip: usize,
+    /// Points dated more than this ahead of the receiver's clock are refused.
+    pub max_future: Duration,
+    /// At most this many bytes (estimated) are held; beyond it the oldest points are dropped.
+    pub max_bytes: u64,
+    /// Longest string field value accepted; a line with a longer one is refused.
+    pub max_string_size: u64,
+    /// PEM certificate chain and private key: the receiver speaks HTTPS when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Shortest token accepted: guessing one of 16 random characters is out of reach.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            listen: "127.0.0.1:8186".into(),
+            token: String::new(),
+            window: Duration::from_secs(3600),
+            max_points: 100_000,
+            max_body_size: 32 * 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
+            max_connections_per_ip: 32,
+            max_future: Duration::from_secs(600),
+            max_bytes: 256 * 1024 * 1024,
+            max_string_size: 64 * 1024,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection has to finish once the receiver stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// After answering and closing its side, the receiver reads and discards at most this much
+/// of what the client still sends, for at most [`LINGER_TIME`], so that the client reads the
+/// answer (a 401 to an upload) instead of a connection reset (Apache's lingering close).
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Bad lines quoted in a partial-write answer.
 const QUOTED_ERRORS: usize = 10;
+/// Largest `/query` body read (a form with a `CREATE DATABASE` statement).
+const MAX_QUERY_BODY: u64 = 64 * 1024;
 /// Connections served at once; beyond it new ones get 503 and are closed (a file descriptor
 /// bound, far above what agents need: each keeps one connection per output).
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections without the token yet, of [`MAX_CONNECTIONS`] (the rest is kept for writers
+/// that have it; see [`conns`]).
+pub const MAX_PENDING: usize = MAX_CONNECTIONS / 2;
 
 /// Counters of the receiver (for logs and tests).
 #[derive(Debug, Default)]
@@ -60,21 +139,36 @@ pub struct Stats {
     pub rejected_lines: AtomicU64,
     /// Requests refused for a missing or wrong token.
     pub unauthorized: AtomicU64,
+    /// Points refused for a time more than `max_future` ahead.
+    pub future_points: AtomicU64,
+    /// Request body bytes read (only requests that carry the token have their body read).
+    pub body_bytes: AtomicU64,
 }
 
 struct Shared {
+    auth_log: AuthFailures,
     store: Arc<MemorySource>,
-    token: String,
+    /// SHA-256 of the token: candidates are hashed too, so the compare leaks not even the
+    /// token's length.
+    token_digest: [u8; 32],
     max_points: usize,
+    max_bytes: usize,
+    max_string: usize,
     max_body: u64,
+    header_timeout: Duration,
+    window_ns: i64,
+    max_future_ns: i64,
     stats: Arc<Stats>,
 }
 
-/// A running receiver; dropping it stops accepting connections and pruning.
+/// A running receiver; dropping it stops accepting connections and pruning, and asks the open
+/// connections to finish their request and close.
 pub struct Receiver {
     addr: SocketAddr,
     stats: Arc<Stats>,
+    admission: Arc<Admission>,
     tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
 }
 
 impl Receiver {
@@ -88,27 +182,62 @@ impl Receiver {
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
+            auth_log: AuthFailures::default(),
             store: store.clone(),
-            token: settings.token.clone(),
+            token_digest: digest(settings.token.as_bytes()),
             max_points: settings.max_points,
+            max_bytes: usize::try_from(settings.max_bytes).unwrap_or(usize::MAX),
+            max_string: usize::try_from(settings.max_string_size).unwrap_or(usize::MAX),
             max_body: settings.max_body_size,
+            header_timeout: settings.header_timeout,
+            window_ns: nanos(settings.window),
+            max_future_ns: nanos(settings.max_future),
             stats: stats.clone(),
         });
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let (stop, stopped) = watch::channel(false);
+        let admission = Admission::new(conns::Limits {
+            max_total: MAX_CONNECTIONS,
+            max_pending: MAX_PENDING,
+            per_ip: settings.max_connections_per_ip,
+        });
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let admit = admission.clone();
         let accept = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((conn, peer)) => {
+                        let Some(ticket) = admit.admit(peer.ip()) else {
+                            tokio::spawn(refuse(conn, "too many connections"));
+                            continue;
+                        };
                         let shared = shared.clone();
-                        let slot = slots.clone().try_acquire_owned();
+                        let stopped = stopped.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            let Ok(_slot) = slot else {
-                                let (_, mut w) = conn.into_split();
-                                let resp = error_v1(503, "too many connections").closing();
-                                let _ = http::write_response(&mut w, &resp, false).await;
+                            let _ = conn.set_nodelay(true);
+                            let Some(tls) = tls else {
+                                serve(conn, peer, shared, stopped, ticket).await;
                                 return;
                             };
-                            connection(conn, peer, shared).await;
+                            // The handshake counts against the header timeout, and gives way
+                            // like any pending connection.
+                            let handshake =
+                                tokio::time::timeout(shared.header_timeout, tls.accept(conn));
+                            let conn = tokio::select! {
+                                r = handshake => match r {
+                                    Ok(Ok(c)) => c,
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, "stream: TLS handshake failed: {e}");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                },
+                                _ = ticket.evicted.notified() => return,
+                            };
+                            serve(conn, peer, shared, stopped, ticket).await;
                         });
                     }
                     Err(e) => {
@@ -123,7 +252,9 @@ impl Receiver {
         Ok(Receiver {
             addr,
             stats,
+            admission,
             tasks: vec![accept, prune],
+            stop,
         })
     }
 
@@ -136,6 +267,13 @@ impl Receiver {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// Connections open now: (pending, authenticated), and how many pending ones were closed
+    /// to make room since the start.
+    pub fn connections(&self) -> (usize, usize, u64) {
+        let (p, a) = self.admission.open();
+        (p, a, self.admission.evicted.load(Ordering::Relaxed))
+    }
 }
 
 impl Drop for Receiver {
@@ -143,7 +281,52 @@ impl Drop for Receiver {
         for t in &self.tasks {
             t.abort();
         }
+        let _ = self.stop.send(true);
     }
+}
+
+/// The TLS side of the receiver, from PEM files (a certificate chain and its private key).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad(key, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Answers 503 on a connection that is not served, without reading from it.
+async fn refuse(conn: TcpStream, why: &str) {
+    let body = format!("{{\"error\":{}}}", json_string(why));
+    let text = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nX-Influxdb-Version: wk-alerter-stream\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = conn;
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.write_all(text.as_bytes())).await;
 }
 
 /// Forgets points older than the window, and reports points dropped for `max_points`.
@@ -177,100 +360,114 @@ async fn prune_loop(store: Arc<MemorySource>, window: Duration, max_points: usiz
     }
 }
 
-async fn connection(conn: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = conn.set_nodelay(true);
-    let (r, mut w) = conn.into_split();
-    let mut r = BufReader::new(r);
-    loop {
-        let head = match tokio::time::timeout(IO_TIMEOUT, http::read_head(&mut r)).await {
-            Err(_) | Ok(Err(ReadError::Closed | ReadError::Io(_))) => return,
-            Ok(Err(ReadError::TooLarge)) => {
-                let resp = error_v1(431, "request head too large").closing();
-                let _ = http::write_response(&mut w, &resp, false).await;
-                return;
+/// Serves one connection with hyper until it closes, is closed to make room, stays without
+/// the token past the header timeout, or the receiver stops.
+async fn serve<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+    ticket: Arc<Ticket>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = shared.header_timeout;
+    let t = ticket.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        let ticket = t.clone();
+        // Boxed: the connection must be Unpin to be polled without shutting the socket down.
+        Box::pin(async move {
+            let resp = handle(req, peer, &shared, &ticket).await;
+            Ok::<_, Infallible>(resp.into_hyper())
+        })
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .keep_alive(true);
+    let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+    let pending_deadline = tokio::time::sleep(header_timeout);
+    tokio::pin!(pending_deadline);
+    let done = loop {
+        tokio::select! {
+            done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break done,
+            // Closed to make room: dropped at once.
+            _ = ticket.evicted.notified() => return,
+            _ = &mut pending_deadline, if !ticket.is_authenticated() => {
+                // Authenticated since the select began: the branch is off from now on.
+                if ticket.is_authenticated() {
+                    continue;
+                }
+                let next = ticket.last_request() + header_timeout;
+                if next <= std::time::Instant::now() {
+                    debug!(%peer, "stream: no request with the token within header_timeout, closed");
+                    return;
+                }
+                pending_deadline.as_mut().reset(next.into());
             }
-            Ok(Err(ReadError::Bad(m))) => {
-                let _ = http::write_response(&mut w, &error_v1(400, &m).closing(), false).await;
-                return;
+            _ = stop_requested(&mut stopped) => {
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                let finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
+                break tokio::time::timeout(SHUTDOWN_GRACE, finish).await.unwrap_or(Ok(()));
             }
-            Ok(Ok(h)) => h,
-        };
-        let resp =
-            match tokio::time::timeout(IO_TIMEOUT, request(&head, &mut r, &mut w, &shared)).await {
-                Ok(Some(resp)) => resp,
-                // The body could not be read: nothing sensible to answer.
-                Ok(None) => return,
-                Err(_) => error_v1(408, "request body not received in time").closing(),
-            };
-        if resp.status >= 400 {
-            debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
         }
-        let close = resp.close || head.wants_close();
-        let resp = if close { resp.closing() } else { resp };
-        if http::write_response(&mut w, &resp, head.method == "HEAD")
-            .await
-            .is_err()
-            || close
-        {
+    };
+    if done.is_ok() {
+        linger(conn.into_parts().io.into_inner()).await;
+    }
+}
+
+/// Returns once the receiver is asked to stop (or is gone).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Closes our side, then discards what the client still sends (bounded) before the socket is
+/// dropped: closing with unread data makes the kernel reset the connection, and the client
+/// may lose the answer.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        if io.shutdown().await.is_err() {
             return;
         }
-    }
+        let mut scratch = [0u8; 8192];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
-/// Reads the body of one request and answers it; `None` when the body could not be read.
-async fn request(
-    head: &Head,
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
+/// Answers one request (its body is read only once the token is checked).
+async fn handle(
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
     shared: &Shared,
-) -> Option<Response> {
-    let v2 = head.path.starts_with("/api/v2/");
-    let err = |status, msg: &str| {
-        if v2 {
-            error_v2(status, msg)
-        } else {
-            error_v1(status, msg)
-        }
-    };
-    let framing = match http::framing(head) {
-        Ok(f) => f,
-        Err(ReadError::Bad(m)) => return Some(err(400, &m).closing()),
-        Err(_) => return Some(err(400, "bad framing").closing()),
-    };
-    if let Framing::Length(n) = framing
-        && n > shared.max_body
-    {
-        // The body is not read: the connection cannot be reused.
-        return Some(too_large(v2, shared.max_body).closing());
+    ticket: &Ticket,
+) -> Response {
+    ticket.request_seen();
+    let (parts, body) = req.into_parts();
+    let head = Head::new(&parts);
+    let resp = route(&head, body, shared, ticket, peer).await;
+    if resp.status >= 400 {
+        debug!(%peer, method = %head.method, path = %head.path, status = resp.status, "stream: {}", resp.body);
     }
-    if head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-    {
-        if !authorized(head, &shared.token) && !public(head) {
-            shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-            return Some(unauthorized(v2).closing());
-        }
-        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
-        if tokio::io::AsyncWriteExt::write_all(w, cont).await.is_err() {
-            return None;
-        }
-    }
-    let body = match http::read_body(r, framing, shared.max_body).await {
-        Ok(b) => b,
-        Err(ReadError::TooLarge) => return Some(too_large(v2, shared.max_body).closing()),
-        Err(ReadError::Bad(m)) => return Some(err(400, &m).closing()),
-        Err(_) => return None,
-    };
-    Some(route(head, body, shared).await)
+    resp
 }
 
-/// Requests answered without a token (InfluxDB answers /ping unauthenticated too).
-fn public(head: &Head) -> bool {
-    matches!(head.path.as_str(), "/ping" | "/health")
-}
-
-async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
+async fn route(
+    head: &Head,
+    body: Incoming,
+    shared: &Shared,
+    ticket: &Ticket,
+    peer: SocketAddr,
+) -> Response {
     let v2 = head.path.starts_with("/api/v2/");
     let method = head.method.as_str();
     match head.path.as_str() {
@@ -286,14 +483,38 @@ async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
             _ => method_not_allowed(v2),
         },
         "/write" | "/api/v2/write" | "/query" => {
-            if !authorized(head, &shared.token) {
+            if !authorized(head, &shared.token_digest) {
                 shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-                return unauthorized(v2);
+                if let Some(n) = shared.auth_log.failed(peer.ip(), std::time::Instant::now()) {
+                    warn!(
+                        peer = %peer.ip(),
+                        refused = n,
+                        "stream: requests without a valid token refused (logged at most once a minute per peer)"
+                    );
+                }
+                // Decided on the head: the body is never read, so the connection cannot be
+                // reused when one follows (hyper drops what it already buffered, at most one
+                // read buffer).
+                return if has_body(head) {
+                    unauthorized(v2).closing()
+                } else {
+                    unauthorized(v2)
+                };
             }
+            ticket.authenticate();
             match (head.path.as_str(), method) {
-                ("/query", "GET" | "POST") => query(head, &body),
+                ("/query", "GET" | "POST") => match read_body(body, MAX_QUERY_BODY, shared).await {
+                    Ok(b) => query(head, &b),
+                    Err(resp) => resp,
+                },
                 ("/query", _) => method_not_allowed(v2),
-                (_, "POST") => write(head, body, shared, v2).await,
+                (_, "POST") => {
+                    if declared_length(head).is_some_and(|n| n > shared.max_body) {
+                        // The body is not read: the connection cannot be reused.
+                        return too_large(v2, shared.max_body).closing();
+                    }
+                    write(head, body, shared, v2).await
+                }
                 _ => method_not_allowed(v2),
             }
         }
@@ -310,8 +531,93 @@ async fn route(head: &Head, body: Vec<u8>, shared: &Shared) -> Response {
     }
 }
 
+/// Failed authentications per peer, logged at most once a minute per peer with the count.
+#[derive(Debug, Default)]
+struct AuthFailures(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u64)>>,
+);
+
+impl AuthFailures {
+    const EVERY: Duration = Duration::from_secs(60);
+    /// Peers remembered; beyond it the ones quiet for a minute are forgotten.
+    const PEERS: usize = 4096;
+
+    /// Records a failure; returns the count to log (this one and those not logged yet) when
+    /// a line is due.
+    fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) -> Option<u64> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= Self::PEERS && !m.contains_key(&ip) {
+            m.retain(|_, (at, _)| now.duration_since(*at) < Self::EVERY);
+            if m.len() >= Self::PEERS {
+                // Still full (a flood from many addresses): count, do not log.
+                return None;
+            }
+        }
+        match m.get_mut(&ip) {
+            Some((at, pending)) if now.duration_since(*at) < Self::EVERY => {
+                *pending += 1;
+                None
+            }
+            Some((at, pending)) => {
+                let n = *pending + 1;
+                *at = now;
+                *pending = 0;
+                Some(n)
+            }
+            None => {
+                m.insert(ip, (now, 0));
+                Some(1)
+            }
+        }
+    }
+}
+
+/// Whether a body follows the head.
+fn has_body(head: &Head) -> bool {
+    head.header("transfer-encoding").is_some() || declared_length(head).is_some_and(|n| n > 0)
+}
+
+/// The `Content-Length` of a request, when it has one.
+fn declared_length(head: &Head) -> Option<u64> {
+    head.header("content-length")?.trim().parse().ok()
+}
+
+/// Reads a whole body of at most `max` bytes within [`IO_TIMEOUT`]; the error is the answer.
+async fn read_body(mut body: Incoming, max: u64, shared: &Shared) -> Result<Vec<u8>, Response> {
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| error_v1(400, &format!("bad body: {e}")).closing())?;
+            if let Ok(data) = frame.into_data() {
+                shared
+                    .stats
+                    .body_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if out.len() as u64 + data.len() as u64 > max {
+                    return Err(error_v1(413, "body too large").closing());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout(IO_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(error_v1(408, "request body not received in time").closing()),
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
 /// True when the request carries the token.
-fn authorized(head: &Head, token: &str) -> bool {
+fn authorized(head: &Head, token_digest: &[u8; 32]) -> bool {
     let mut given: Vec<String> = Vec::new();
     if let Some(auth) = head.header("authorization") {
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
@@ -319,28 +625,23 @@ fn authorized(head: &Head, token: &str) -> bool {
         if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
             given.push(rest.to_owned());
         } else if scheme.eq_ignore_ascii_case("basic")
-            && let Some(decoded) = http::base64_decode(rest)
+            && let Some(password) = http::basic_password(rest)
         {
-            let text = String::from_utf8_lossy(&decoded).into_owned();
-            if let Some((_, password)) = text.split_once(':') {
-                given.push(password.to_owned());
-            }
+            given.push(password);
         }
     }
     if let Some(p) = head.param("p") {
         given.push(p.to_owned());
     }
-    // Every candidate is compared (no early exit on the first), each in constant time.
-    given.iter().fold(false, |ok, g| {
-        ok | constant_time_eq(g.as_bytes(), token.as_bytes())
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() || b.is_empty() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Every candidate is compared (no early exit on the first), each in constant time; an
+    // empty candidate never matches.
+    given
+        .iter()
+        .fold(subtle::Choice::from(0), |ok, g| {
+            ok | (digest(g.as_bytes()).ct_eq(token_digest)
+                & subtle::Choice::from(u8::from(!g.is_empty())))
+        })
+        .into()
 }
 
 /// `/query`: only `CREATE DATABASE` (what the agent sends before its first write) is answered.
@@ -394,7 +695,7 @@ fn precision(head: &Head, v2: bool) -> Result<i64, String> {
     Ok(ns)
 }
 
-async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Response {
+async fn write(head: &Head, body: Incoming, shared: &Shared, v2: bool) -> Response {
     let err = |status, msg: &str| {
         if v2 {
             error_v2(status, msg)
@@ -402,6 +703,8 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
             error_v1(status, msg)
         }
     };
+    // Answers decided before the body is read: hyper drops what it already buffered of the
+    // body and keeps the connection when that was all of it, else closes it.
     let unit = match precision(head, v2) {
         Ok(u) => u,
         Err(e) => return err(400, &e),
@@ -423,35 +726,27 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
             );
         }
     };
-    let store = shared.store.clone();
-    let max_body = shared.max_body;
-    let max_points = shared.max_points;
     let now = crate::clock::now_ns();
-    // Decompression and parsing are CPU work: off the async workers.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let text = if gzip {
-            let mut out = Vec::new();
-            let mut dec = flate2::read::MultiGzDecoder::new(&body[..]).take(max_body + 1);
-            if let Err(e) = dec.read_to_end(&mut out) {
-                return Err((400, format!("invalid gzip body: {e}")));
-            }
-            if out.len() as u64 > max_body {
-                return Err((413, String::new()));
-            }
-            out
-        } else {
-            body
-        };
-        let outcome = ingest(&String::from_utf8_lossy(&text), unit, now, &store);
-        store.enforce_max_points(max_points);
-        Ok(outcome)
-    })
-    .await;
-    let outcome = match outcome {
-        Ok(Ok(o)) => o,
-        Ok(Err((413, _))) => return too_large(v2, max_body),
-        Ok(Err((status, msg))) => return err(status, &msg),
-        Err(e) => return err(500, &format!("write failed: {e}")),
+    let intake = Intake {
+        unit,
+        now,
+        max_time: now.saturating_add(shared.max_future_ns),
+        window_start: now.saturating_sub(shared.window_ns),
+        max_string: shared.max_string,
+        max_points: shared.max_points,
+        max_bytes: shared.max_bytes,
+        max_body: shared.max_body,
+    };
+    let store = shared.store.clone();
+    // Decompression and parsing are CPU work: on the blocking pool, fed chunk by chunk.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let parse = tokio::task::spawn_blocking(move || {
+        intake::ingest_reader(ChannelReader::new(rx), gzip, &intake, &store)
+    });
+    let complete = pump(body, tx, shared).await;
+    let (outcome, stop) = match parse.await {
+        Ok(r) => r,
+        Err(e) => return err(500, &format!("write failed: {e}")).closing(),
     };
     let stats = &shared.stats;
     stats
@@ -460,70 +755,94 @@ async fn write(head: &Head, body: Vec<u8>, shared: &Shared, v2: bool) -> Respons
     if outcome.written > 0 {
         stats.writes.fetch_add(1, Ordering::Relaxed);
     }
-    if outcome.bad == 0 {
-        return Response::new(204, "");
-    }
     stats
         .rejected_lines
         .fetch_add(outcome.bad as u64, Ordering::Relaxed);
-    // InfluxDB 1.x: "partial write: <parse errors> dropped=N" when some points were stored,
-    // the parse errors alone when none was.
-    let unlisted = outcome.bad - outcome.errors.len();
-    let mut msg = outcome.errors.join("\n");
-    if outcome.written > 0 {
+    stats
+        .future_points
+        .fetch_add(outcome.future as u64, Ordering::Relaxed);
+    // A body not read to its end leaves the connection unusable.
+    let done = |r: Response| if complete { r } else { r.closing() };
+    match stop {
+        None => {}
+        Some(Stop::TooLarge) => return done(too_large(v2, shared.max_body)),
+        Some(Stop::Gzip(e)) => return done(err(400, &format!("invalid gzip body: {e}"))),
+        Some(Stop::TimedOut) => return err(408, "request body not received in time").closing(),
+        Some(Stop::Aborted(e)) => return err(400, &format!("bad body: {e}")).closing(),
+    }
+    match refusal(&outcome) {
+        None => done(Response::new(204, "")),
+        Some(msg) => done(err(400, &msg)),
+    }
+}
+
+/// Feeds the body to the parser, within [`IO_TIMEOUT`] and `max_body`; true when it was read
+/// to its end.
+async fn pump(
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    shared: &Shared,
+) -> bool {
+    use std::io::{Error, ErrorKind};
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    let mut total: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                let _ = tx
+                    .send(Err(Error::new(ErrorKind::ConnectionAborted, e)))
+                    .await;
+                return false;
+            }
+            Err(_) => {
+                let _ = tx.send(Err(ErrorKind::TimedOut.into())).await;
+                return false;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        shared
+            .stats
+            .body_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        total += data.len() as u64;
+        if total > shared.max_body {
+            let _ = tx.send(Err(ErrorKind::FileTooLarge.into())).await;
+            return false;
+        }
+        if tx.send(Ok(data)).await.is_err() {
+            // The parser stopped (gzip error, size): the rest is not read.
+            return false;
+        }
+    }
+}
+
+/// InfluxDB 1.x's answer to a write that refused lines: "partial write: <parse errors>
+/// dropped=N" when some points were stored, the parse errors alone when none was, and
+/// "partial write: points beyond retention policy dropped=N" for points refused by time.
+/// wk-agent's influxdb output counts the quoted lines plus `dropped=` as rejected.
+fn refusal(o: &Ingest) -> Option<String> {
+    if o.bad == 0 && o.future == 0 {
+        return None;
+    }
+    let unlisted = o.bad - o.errors.len();
+    let mut msg = o.errors.join("\n");
+    if o.future > 0 {
+        if !msg.is_empty() {
+            msg.push('\n');
+        }
+        msg += "points beyond retention policy (more than max_future ahead)";
+    }
+    if o.written > 0 || o.future > 0 {
         msg = format!("partial write: {msg}");
     }
-    if unlisted > 0 {
-        msg = format!("{msg} dropped={unlisted}");
+    if unlisted + o.future > 0 {
+        msg = format!("{msg} dropped={}", unlisted + o.future);
     }
-    err(400, &msg)
-}
-
-/// What a write body gave.
-#[derive(Debug, Default, PartialEq)]
-pub struct Ingest {
-    /// Points stored.
-    pub written: usize,
-    /// Lines refused.
-    pub bad: usize,
-    /// `unable to parse '<line>': <why>` for the first few refused lines.
-    pub errors: Vec<String>,
-}
-
-/// Parses a line protocol body line by line (good lines are stored even when others are
-/// not), with timestamps in `unit` ns and `now` for points without one.
-pub fn ingest(text: &str, unit: i64, now: i64, store: &MemorySource) -> Ingest {
-    // A timestamp no client sends marks "no timestamp" (parse_line fills in the default).
-    const NONE: i64 = i64::MIN;
-    let mut out = Ingest::default();
-    for raw in text.lines() {
-        let line = raw.trim_start();
-        if line.trim_end().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.trim_end_matches('\r');
-        match lineproto::parse_line(line, NONE) {
-            Ok(mut m) => {
-                m.time = if m.time == NONE {
-                    now
-                } else {
-                    m.time.saturating_mul(unit)
-                };
-                store.push(&m);
-                out.written += 1;
-            }
-            Err(why) => {
-                out.bad += 1;
-                if out.errors.len() < QUOTED_ERRORS {
-                    out.errors.push(format!(
-                        "unable to parse '{}': {why}",
-                        http::truncate(line, 200)
-                    ));
-                }
-            }
-        }
-    }
-    out
+    Some(msg)
 }
 
 fn json_string(s: &str) -> String {
@@ -587,9 +906,16 @@ pub fn log_listening(r: &Receiver, settings: &StreamSettings) {
         listen = %r.local_addr(),
         window = ?settings.window,
         max_points = settings.max_points,
-        "stream mode: receiving line protocol at http://{}/write (InfluxDB v1) and /api/v2/write (v2)",
+        "stream mode: receiving line protocol at {}://{}/write (InfluxDB v1) and /api/v2/write (v2)",
+        if settings.tls_cert.is_some() { "https" } else { "http" },
         r.local_addr()
     );
+    if !r.local_addr().ip().is_loopback() && settings.tls_cert.is_none() {
+        warn!(
+            listen = %r.local_addr(),
+            "stream: listening off loopback over plain HTTP: the token and the data travel in clear (set tls_cert and tls_key)"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -597,20 +923,21 @@ mod tests {
     use super::*;
 
     fn head(auth: Option<&str>, query: &str) -> Head {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert("authorization", a.parse().unwrap());
+        }
         Head {
             method: "POST".into(),
             path: "/write".into(),
             query: http::parse_query(query),
-            http11: true,
-            headers: auth
-                .map(|a| vec![("authorization".to_owned(), a.to_owned())])
-                .unwrap_or_default(),
+            headers,
         }
     }
 
     #[test]
     fn token_in_every_place_influx_clients_put_it() {
-        let t = "s3cret";
+        let t = &digest(b"s3cret");
         assert!(authorized(&head(Some("Token s3cret"), ""), t));
         assert!(authorized(&head(Some("bearer s3cret"), ""), t));
         // Basic wk:s3cret
@@ -619,30 +946,24 @@ mod tests {
         assert!(!authorized(&head(None, ""), t));
         assert!(!authorized(&head(Some("Token s3cre"), ""), t));
         assert!(!authorized(&head(Some("Basic !!!"), ""), t));
-        assert!(!authorized(&head(Some("Token "), ""), ""));
+        assert!(!authorized(&head(Some("Token "), ""), &digest(b"")));
+        assert!(!authorized(&head(None, "p="), &digest(b"")));
     }
 
     #[test]
-    fn ingest_keeps_good_lines_and_counts_bad_ones() {
-        let store = MemorySource::new();
-        let text = "m,h=a x=1 1\nbad line\nm,h=a x=2\n\n# comment\nm x=\n";
-        let got = ingest(text, 1_000_000_000, 99, &store);
-        assert_eq!(got.written, 2);
-        assert_eq!(got.bad, 2);
-        assert!(
-            got.errors[0].starts_with("unable to parse 'bad line': "),
-            "{got:?}"
-        );
-        // Seconds precision: 1 s; the line without a timestamp got "now".
-        assert_eq!(store.latest_time(), Some(1_000_000_000));
-        assert_eq!(store.len(), 2);
-        let store = MemorySource::new();
-        let many = "x\n".repeat(25);
-        let got = ingest(&many, 1, 0, &store);
-        assert_eq!(
-            (got.written, got.bad, got.errors.len()),
-            (0, 25, QUOTED_ERRORS)
-        );
+    fn failed_auth_is_logged_once_a_minute_per_peer_with_the_count() {
+        let log = AuthFailures::default();
+        let t0 = std::time::Instant::now();
+        let a = std::net::IpAddr::from([10, 0, 0, 1]);
+        let b = std::net::IpAddr::from([10, 0, 0, 2]);
+        assert_eq!(log.failed(a, t0), Some(1));
+        assert_eq!(log.failed(b, t0), Some(1), "per peer");
+        for s in 1..60 {
+            assert_eq!(log.failed(a, t0 + Duration::from_secs(s)), None);
+        }
+        // The next line carries the 59 not logged and this one.
+        assert_eq!(log.failed(a, t0 + Duration::from_secs(60)), Some(60));
+        assert_eq!(log.failed(a, t0 + Duration::from_secs(61)), None);
     }
 
     #[test]

@@ -42,10 +42,6 @@ fn spawn(bin: &std::path::Path, dir: &std::path::Path) -> Child {
 }
 
 /// Whether tests may skip real servers that are not installed.
-pub fn skip_servers() -> bool {
-    std::env::var("WK_SKIP_SERVERS").is_ok_and(|v| v == "1")
-}
-
 fn find_influxd() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -79,14 +75,7 @@ impl Influxd {
 
     fn launch(auth: bool) -> Option<Influxd> {
         let Some(bin) = find_influxd() else {
-            if skip_servers() {
-                eprintln!("influxd not installed: skipped (WK_SKIP_SERVERS=1)");
-                return None;
-            }
-            panic!(
-                "influxd not found: install it with `apt-get install -y influxdb` \
-                 (or set WK_SKIP_SERVERS=1 to skip tests that need it)"
-            );
+            return wk_core::testing::missing_server("influxd", "influxdb").map(|n| match n {});
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, rpc_port) = (free_port(), free_port());

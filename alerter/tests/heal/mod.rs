@@ -33,14 +33,7 @@ pub fn require(path: &str, package: &str) -> bool {
     if std::path::Path::new(path).exists() {
         return true;
     }
-    if crate::common::influxd::skip_servers() {
-        eprintln!("skipped: {path} is missing (Debian package {package}) and WK_SKIP_SERVERS=1");
-        return false;
-    }
-    panic!(
-        "{path} is missing: apt-get install -y {package} (scripts/test does), \
-         or set WK_SKIP_SERVERS=1 to skip this test"
-    );
+    wk_core::testing::missing_server(path, package).is_some()
 }
 
 /// The processes listening on TCP `port` (oracle: /proc via wk-core, not the code under test).

@@ -36,13 +36,7 @@ fn aiosmtpd_available() -> bool {
     if ok {
         return true;
     }
-    if std::env::var("WK_SKIP_SERVERS").as_deref() == Ok("1") {
-        eprintln!("skipped: python3-aiosmtpd is not installed and WK_SKIP_SERVERS=1");
-        return false;
-    }
-    panic!(
-        "python3-aiosmtpd is missing: apt-get install -y python3-aiosmtpd (or WK_SKIP_SERVERS=1)"
-    );
+    wk_core::testing::missing_server("python3 -m aiosmtpd", "python3-aiosmtpd").is_some()
 }
 
 /// Starts aiosmtpd on a free port, storing messages in `maildir`; `extra` are TLS options.

@@ -81,6 +81,42 @@ async fn gets_the_event_on_stdin_and_in_the_environment_never_in_argv() {
     assert!(!dir.path().join("pwned").exists() && !dir.path().join("pwned2").exists());
 }
 
+/// Regression: a tag value over 128 KiB made every exec fail (E2BIG: the kernel refuses one
+/// environment string that long). Variables are cut; stdin still has the whole event.
+#[tokio::test]
+async fn a_huge_tag_value_is_cut_in_the_environment_and_whole_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = exec_config(
+        dir.path(),
+        "cat > \"$OUT/stdin.json\"\nprintf %s \"$WK_TAG_BIG\" > \"$OUT/big\"\n",
+        "inherit_env = false",
+    );
+    let router = Router::start(plan(&cfg));
+    let mut e = to(
+        event("cpu", "web1", EventKind::Alert, Level::Critical),
+        &["run"],
+    );
+    let big = "é".repeat(100_000); // 200 KB
+    e.tags.insert("big".into(), big.clone());
+    router.dispatch(vec![e.clone()]);
+    router.flush().await;
+    assert_eq!(
+        router.stats().notifier("run").unwrap().sent,
+        1,
+        "the program ran"
+    );
+    let stdin: AlertEvent =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).unwrap()).unwrap();
+    assert_eq!(stdin.tags["big"], big);
+    let cut = std::fs::read_to_string(dir.path().join("big")).unwrap();
+    assert!(
+        cut.len() <= wk_alerter::notify::exec::MAX_ENV_VALUE,
+        "{}",
+        cut.len()
+    );
+    assert!(cut.ends_with('…') && big.starts_with(cut.trim_end_matches('…')));
+}
+
 #[tokio::test]
 async fn failures_carry_stderr_and_say_whether_to_retry() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +150,32 @@ fn running(pid: i32) -> bool {
     }
 }
 
+/// The pid a test script wrote to `dir/file`.
+fn pid_in(dir: &Path, file: &str) -> i32 {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits up to 5 s for every pid to be gone; true when they are.
+async fn all_gone(pids: &[i32]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    !pids.iter().any(|p| running(*p))
+}
+
+/// One critical alert for the `run` notifier.
+fn alert() -> Vec<AlertEvent> {
+    vec![to(
+        event("cpu", "web1", EventKind::Alert, Level::Critical),
+        &["run"],
+    )]
+}
+
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,10 +186,7 @@ async fn timeout_kills_the_whole_process_group() {
     );
     let router = Router::start(plan(&cfg));
     let started = Instant::now();
-    router.dispatch(vec![to(
-        event("cpu", "web1", EventKind::Alert, Level::Critical),
-        &["run"],
-    )]);
+    router.dispatch(alert());
     router.flush().await;
     let took = started.elapsed();
     assert!(
@@ -138,22 +197,13 @@ async fn timeout_kills_the_whole_process_group() {
     let st = st.notifier("run").unwrap();
     assert_eq!((st.timeouts, st.failed), (1, 1));
 
-    let pid = |f: &str| -> i32 {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (main, child) = (pid("main.pid"), pid("child.pid"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (running(main) || running(child)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!running(main), "the program {main} survived its timeout");
+    let (main, child) = (
+        pid_in(dir.path(), "main.pid"),
+        pid_in(dir.path(), "child.pid"),
+    );
     assert!(
-        !running(child),
-        "its background child {child} survived the timeout"
+        all_gone(&[main, child]).await,
+        "the program {main} or its background child {child} survived its timeout"
     );
 }
 
@@ -168,10 +218,7 @@ async fn leftovers_of_a_finished_program_do_not_hold_it_open() {
     );
     let router = Router::start(plan(&cfg));
     let started = Instant::now();
-    router.dispatch(vec![to(
-        event("cpu", "web1", EventKind::Alert, Level::Critical),
-        &["run"],
-    )]);
+    router.dispatch(alert());
     router.flush().await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -179,16 +226,7 @@ async fn leftovers_of_a_finished_program_do_not_hold_it_open() {
         started.elapsed()
     );
     assert_eq!(router.stats().notifier("run").unwrap().sent, 1);
-    let child: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while running(child) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!running(child));
+    assert!(all_gone(&[pid_in(dir.path(), "child.pid")]).await);
 }
 
 #[tokio::test]
@@ -200,10 +238,7 @@ async fn shutdown_cancels_a_running_program_and_kills_its_group() {
         "timeout = \"1h\"\n",
     );
     let router = Router::start(plan(&cfg));
-    router.dispatch(vec![to(
-        event("cpu", "web1", EventKind::Alert, Level::Critical),
-        &["run"],
-    )]);
+    router.dispatch(alert());
     let main_pid = dir.path().join("main.pid");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !main_pid.exists() {
@@ -213,20 +248,12 @@ async fn shutdown_cancels_a_running_program_and_kills_its_group() {
     let started = Instant::now();
     router.shutdown(Duration::from_millis(200)).await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    let pid = |f: &str| -> i32 {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (main, child) = (pid("main.pid"), pid("child.pid"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (running(main) || running(child)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (main, child) = (
+        pid_in(dir.path(), "main.pid"),
+        pid_in(dir.path(), "child.pid"),
+    );
     assert!(
-        !running(main) && !running(child),
+        all_gone(&[main, child]).await,
         "{main} or {child} survived shutdown"
     );
 }

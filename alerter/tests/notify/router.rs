@@ -77,6 +77,14 @@ fn fake_with(settings: NotifierSettings, behavior: Behavior) -> (RunningNotifier
     (RunningNotifier::new(settings, n), rx)
 }
 
+/// A router over these notifiers, with no silences.
+fn start(notifiers: Vec<RunningNotifier>) -> Router {
+    Router::start(NotifyPlan {
+        notifiers,
+        silences: vec![],
+    })
+}
+
 fn drain(rx: &mut Attempts) -> Vec<(Instant, AlertEvent)> {
     let mut v = Vec::new();
     while let Ok(x) = rx.try_recv() {
@@ -99,10 +107,7 @@ async fn hanging_notifier_does_not_delay_another() {
     slow.retries = 0;
     let (a, mut a_rx) = fake_with(slow, Behavior::Hang);
     let (b, mut b_rx) = fake("fast", Behavior::Ok);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![a, b],
-        silences: vec![],
-    });
+    let router = start(vec![a, b]);
     let t0 = Instant::now();
     router.dispatch(vec![alert(
         "cpu",
@@ -136,10 +141,7 @@ async fn retries_back_off_doubling_with_jitter_then_give_up() {
     s.backoff = Duration::from_secs(1);
     s.backoff_max = Duration::from_secs(3);
     let (n, mut rx) = fake_with(s, Behavior::Fail(NotifyError::Retryable("503".into())));
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![n],
-        silences: vec![],
-    });
+    let router = start(vec![n]);
     router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["flaky"])]);
     router.flush().await;
     let times: Vec<Instant> = drain(&mut rx).into_iter().map(|(t, _)| t).collect();
@@ -166,10 +168,7 @@ async fn permanent_errors_are_not_retried_and_transient_ones_recover() {
     );
     let (flaky, mut flaky_rx) = fake("flaky", Behavior::FailTimes(2));
     let (hang, mut hang_rx) = fake("hang-once", Behavior::HangOnce);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![perm, flaky, hang],
-        silences: vec![],
-    });
+    let router = start(vec![perm, flaky, hang]);
     let t0 = Instant::now();
     router.dispatch(vec![alert(
         "cpu",
@@ -203,10 +202,7 @@ async fn full_queue_drops_the_oldest_and_counts_it() {
     s.queue_size = 2;
     s.timeout = Duration::from_secs(3600);
     let (n, mut rx) = fake_with(s, Behavior::Gate(gate.clone()));
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![n],
-        silences: vec![],
-    });
+    let router = start(vec![n]);
     router.dispatch(vec![alert("r", "h1", Level::Critical, &["gated"])]);
     // The first event is in flight (blocked at the gate) before the others arrive.
     assert_eq!(rx.recv().await.unwrap().1.id, "r:host=h1");
@@ -231,10 +227,7 @@ async fn min_level_and_send_recoveries_filter_per_notifier() {
     chat.send_recoveries = false;
     let (p, mut p_rx) = fake_with(pager, Behavior::Ok);
     let (c, mut c_rx) = fake_with(chat, Behavior::Ok);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![p, c],
-        silences: vec![],
-    });
+    let router = start(vec![p, c]);
     let names = ["pager", "chat"];
     let mut warn_recovery = recovery("cpu", "web2", &names);
     warn_recovery.previous_level = Level::Warning;
@@ -324,10 +317,7 @@ async fn silences_mute_matching_events_in_their_window() {
 #[tokio::test(start_paused = true)]
 async fn inhibitors_mute_their_category_on_equal_tags_while_non_ok() {
     let (n, mut rx) = fake("ops", Behavior::Ok);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![n],
-        silences: vec![],
-    });
+    let router = start(vec![n]);
     let host_down = RuleSettings {
         name: "host_down".into(),
         category: Some("system".into()),
@@ -393,10 +383,7 @@ async fn inhibitors_mute_their_category_on_equal_tags_while_non_ok() {
 #[tokio::test(start_paused = true)]
 async fn unknown_names_are_reported_and_counted() {
     let (n, _rx) = fake("ops", Behavior::Ok);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![n],
-        silences: vec![],
-    });
+    let router = start(vec![n]);
     assert!(router.validate_names(&["ops".into()]).is_ok());
     let err = router
         .validate_names(&["ops".into(), "opz".into()])
@@ -415,10 +402,7 @@ async fn reload_hands_queued_events_to_the_new_notifier_of_the_same_name() {
     let mut s = NotifierSettings::new("ops", "fake");
     s.timeout = Duration::from_secs(3600);
     let (old, mut old_rx) = fake_with(s, Behavior::Gate(gate.clone()));
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![old],
-        silences: vec![],
-    });
+    let router = start(vec![old]);
     for h in ["h1", "h2", "h3"] {
         router.dispatch(vec![alert("r", h, Level::Critical, &["ops"])]);
     }
@@ -444,10 +428,7 @@ async fn reload_hands_queued_events_to_the_new_notifier_of_the_same_name() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_notifier_loses_one_event_not_its_worker() {
     let (n, mut rx) = fake("buggy", Behavior::PanicOnce);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![n],
-        silences: vec![],
-    });
+    let router = start(vec![n]);
     router.dispatch(vec![
         alert("cpu", "web1", Level::Critical, &["buggy"]),
         alert("cpu", "web2", Level::Critical, &["buggy"]),
@@ -462,10 +443,7 @@ async fn a_panicking_notifier_loses_one_event_not_its_worker() {
 #[tokio::test(start_paused = true)]
 async fn the_state_machines_view_ends_an_inhibitor_that_sends_no_recovery() {
     let (n, mut rx) = fake("ops", Behavior::Ok);
-    let router = Router::start(NotifyPlan {
-        notifiers: vec![n],
-        silences: vec![],
-    });
+    let router = start(vec![n]);
     router.set_inhibits("host_down", vec![("system".into(), vec!["host".into()])]);
     let ops = ["ops"];
     let mut cpu = alert("cpu", "web1", Level::Critical, &ops);

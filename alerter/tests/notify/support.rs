@@ -78,11 +78,7 @@ pub fn require(path: &str, what: &str) -> bool {
     if Path::new(path).exists() {
         return true;
     }
-    if std::env::var("WK_SKIP_SERVERS").as_deref() == Ok("1") {
-        eprintln!("skipped: {path} ({what}) is missing and WK_SKIP_SERVERS=1");
-        return false;
-    }
-    panic!("{path} is missing: install {what}, or set WK_SKIP_SERVERS=1 to skip this test");
+    wk_core::testing::missing_server(path, what).is_some()
 }
 
 /// Waits until something accepts TCP connections on `port` (readiness, not a sleep).

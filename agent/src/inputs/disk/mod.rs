@@ -344,16 +344,7 @@ pub fn parse_statfs_table(text: &str) -> Result<HashMap<String, Option<FsStats>>
 
 /// statfs(2) on `path`.
 fn statfs(path: &Path) -> std::io::Result<FsStats> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated string and `st` a valid, writable statfs.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let st = rustix::fs::statfs(path)?;
     // The casts widen: the fields are unsigned (or non-negative c_long for f_bsize) of at
     // most 64 bits on every Linux target.
     Ok(FsStats {

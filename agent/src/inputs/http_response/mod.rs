@@ -102,30 +102,7 @@ pub fn has_regex_meta(pattern: &str) -> bool {
     ])
 }
 
-/// Reads `urls`: http:// and https:// only (Telegraf rejects other schemes at gather).
-pub fn check_url(u: &str) -> Result<(), String> {
-    let lower = u.to_ascii_lowercase();
-    let Some(rest) = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"))
-    else {
-        return Err(format!(
-            "{u:?}: only http:// and https:// URLs are supported"
-        ));
-    };
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("{u:?} has no host"));
-    }
-    if cfg!(not(feature = "tls")) && lower.starts_with("https://") {
-        return Err(format!(
-            "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
-        ));
-    }
-    if u.parse::<ureq::http::Uri>().is_err() {
-        return Err(format!("{u:?} is not a valid URL"));
-    }
-    Ok(())
-}
+pub use crate::common::http::check_url;
 
 fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     let urls = opts

@@ -165,9 +165,10 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
 
 /// `sysconf(_SC_PAGESIZE)`, 4096 when unknown.
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as u64 } else { 4096 }
+    match rustix::param::page_size() {
+        0 => 4096,
+        p => p as u64,
+    }
 }
 
 impl Input for Mem {

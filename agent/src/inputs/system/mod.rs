@@ -370,20 +370,11 @@ fn suse_version(lines: &[String]) -> String {
 
 /// `uname(2)` release and machine, for kernels without /proc/sys/kernel/{osrelease,arch}.
 fn uname() -> (String, String) {
-    // SAFETY: uname only writes into the struct we pass.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return (String::new(), String::new());
-    }
-    let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    (field(&u.release), field(&u.machine))
+    let u = rustix::system::uname();
+    (
+        u.release().to_string_lossy().into_owned(),
+        u.machine().to_string_lossy().into_owned(),
+    )
 }
 
 /// SMBIOS chassis type codes (DSP0134) → ghw's descriptions.

@@ -166,3 +166,29 @@ async fn unknown_hosts_are_refused() {
     assert_eq!(e.results()[0].status, "refused");
     assert!(e.results()[0].stderr.contains("[[actions.ssh]]"));
 }
+
+/// Regression: report-only actions (top_processes) were retried after every cooldown while the
+/// alert kept firing, spent the repair budget and ended in a "gave up" page. A diagnosis runs
+/// once per firing episode, beside the repairs.
+#[tokio::test(start_paused = true)]
+async fn a_diagnosis_runs_once_per_episode_and_spends_no_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut top = ActionRule {
+        action: "top_processes".into(),
+        cooldown: Duration::from_secs(60),
+        settle: Duration::from_secs(1),
+        ..ActionRule::default()
+    };
+    top.args.insert("by".into(), RawArg::One("memory".into()));
+    top.args.insert("n".into(), RawArg::One("3".into()));
+    let e = engine(dir.path(), vec![top, never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 4).await;
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    let st: Vec<String> = e.results().iter().map(|r| r.status.clone()).collect();
+    assert_eq!(
+        st,
+        ["diagnosed", "ran", "ran", "gave_up"],
+        "the diagnosis once, the repair up to its budget"
+    );
+}

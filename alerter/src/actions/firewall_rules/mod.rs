@@ -13,6 +13,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         required: true,
     }],
     one_of: &[],
+    diagnosis: true,
     build,
 };
 

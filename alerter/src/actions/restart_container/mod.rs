@@ -17,6 +17,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         required: true,
     }],
     one_of: &[],
+    diagnosis: false,
     build,
 };
 

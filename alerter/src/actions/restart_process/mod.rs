@@ -38,6 +38,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         },
     ],
     one_of: &["pattern", "pid"],
+    diagnosis: false,
     build,
 };
 

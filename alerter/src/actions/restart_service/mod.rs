@@ -14,6 +14,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         required: true,
     }],
     one_of: &[],
+    diagnosis: false,
     build,
 };
 

@@ -25,6 +25,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         },
     ],
     one_of: &[],
+    diagnosis: false,
     build,
 };
 

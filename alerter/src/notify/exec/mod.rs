@@ -77,9 +77,31 @@ pub fn tag_var(key: &str) -> String {
     s
 }
 
-/// The variables set for `event` (values with NUL bytes removed: they cannot be passed).
+/// Longest value of one `WK_*` variable; longer ones are cut (on a character boundary) and end
+/// in `…`. The kernel refuses a single environment string over 128 KiB (E2BIG), which made
+/// every exec of an event with a huge tag value fail; the whole event is on stdin anyway.
+pub const MAX_ENV_VALUE: usize = 4096;
+
+/// Variables beyond this many tags are left out (the event on stdin has them all).
+pub const MAX_TAG_VARS: usize = 64;
+
+/// `s` without NUL bytes (they cannot be passed) and at most [`MAX_ENV_VALUE`] bytes.
+fn env_value(s: &str) -> String {
+    let s = s.replace('\0', "");
+    if s.len() <= MAX_ENV_VALUE {
+        return s;
+    }
+    let mut end = MAX_ENV_VALUE - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The variables set for `event`: values without NUL bytes, each cut to [`MAX_ENV_VALUE`],
+/// at most [`MAX_TAG_VARS`] tags.
 pub fn event_env(e: &AlertEvent) -> Vec<(String, String)> {
-    let clean = |s: &str| s.replace('\0', "");
+    let clean = |s: &str| env_value(s);
     let mut v = vec![
         ("WK_ALERT_ID".to_owned(), clean(&e.id)),
         ("WK_ALERT_RULE".to_owned(), clean(&e.rule)),
@@ -100,7 +122,12 @@ pub fn event_env(e: &AlertEvent) -> Vec<(String, String)> {
             clean(e.category.as_deref().unwrap_or("")),
         ),
     ];
-    v.extend(e.tags.iter().map(|(k, val)| (tag_var(k), clean(val))));
+    v.extend(
+        e.tags
+            .iter()
+            .take(MAX_TAG_VARS)
+            .map(|(k, val)| (tag_var(k), clean(val))),
+    );
     v
 }
 

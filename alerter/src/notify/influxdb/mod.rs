@@ -9,7 +9,6 @@ use wk_core::lineproto::Serializer;
 use wk_core::metric::{FieldValue, Metric};
 use wk_core::options::Options;
 
-use super::text::truncate;
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::{AlertEvent, Value};
 use crate::template::kind_str;
@@ -141,23 +140,7 @@ impl InfluxNotifier {
         if let Some(u) = &self.username {
             req = req.basic_auth(u, self.password.as_ref());
         }
-        let resp = req.send().await.map_err(|e| {
-            NotifyError::Retryable(format!("InfluxDB write failed: {}", e.without_url()))
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = resp.text().await.unwrap_or_default();
-        let msg = format!(
-            "InfluxDB write: HTTP {status}: {}",
-            truncate(text.trim(), 300)
-        );
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(NotifyError::Retryable(msg))
-        } else {
-            Err(NotifyError::Permanent(msg))
-        }
+        super::http_verdict(req.send().await, "InfluxDB write", 300).await
     }
 }
 

@@ -154,21 +154,7 @@ impl WebhookNotifier {
         if let Some(secret) = &self.secret {
             req = req.header(self.signature_header.clone(), signature(secret, &body));
         }
-        let resp = req.body(body).send().await.map_err(|e| {
-            // Without the URL: it may carry a token (Slack and Discord put it in the path).
-            NotifyError::Retryable(format!("POST failed: {}", e.without_url()))
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = resp.text().await.unwrap_or_default();
-        let msg = format!("HTTP {status}: {}", truncate(text.trim(), 200));
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(NotifyError::Retryable(msg))
-        } else {
-            Err(NotifyError::Permanent(msg))
-        }
+        super::http_verdict(req.body(body).send().await, "POST", 200).await
     }
 }
 

@@ -293,13 +293,14 @@ fn flapping_suppresses_until_it_settles() {
     s.flapping = Some((0.25, 0.45));
     s.history = 10;
     let mut sim = Sim::new(s);
-    // Weighted change fractions over 9 pairs: 0.13, 0.26, 0.38, 0.5 → flapping at the 4th.
+    // Kapacitor's weighted change fractions: 0.18, 0.09, 0.31, 0.34, 0.55 → flapping at the 5th.
     assert_eq!(sim.one(0, C), [(Alert, C)]);
     assert_eq!(sim.one(10, O), [(Recovery, O)]);
     assert_eq!(sim.one(20, C), [(Alert, C)]);
-    let ev = sim.at(30, seen(&[obs("web1", O)]));
-    assert_eq!(kl(&ev), [(Flapping, O)]);
-    assert_eq!(ev[0].previous_level, C);
+    assert_eq!(sim.one(30, O), [(Recovery, O)]);
+    let ev = sim.at(40, seen(&[obs("web1", C)]));
+    assert_eq!(kl(&ev), [(Flapping, C)]);
+    assert_eq!(ev[0].previous_level, O);
     assert!(
         ev[0]
             .message
@@ -308,8 +309,8 @@ fn flapping_suppresses_until_it_settles() {
         ev[0].message
     );
     // Everything is suppressed while flapping, recoveries included.
-    let mut t = 40;
-    for l in [C, O, C, O, C, O] {
+    let mut t = 50;
+    for l in [O, C, O, C, O, C] {
         assert_eq!(sim.one(t, l), [], "t={t}");
         t += 10;
     }
@@ -698,4 +699,73 @@ fn same_inputs_same_outputs() {
     let a = run();
     assert!(!a.is_empty());
     assert_eq!(a, run());
+}
+
+/// Regression: NoData fired at the first missing evaluation even with `for`.
+#[test]
+fn no_data_honours_for_unless_no_data_after_is_set() {
+    let mut s = base();
+    s.pending = secs(30);
+    let mut sim = Sim::new(s.clone());
+    assert_eq!(sim.one(0, O), []);
+    for t in [10, 20, 30] {
+        assert_eq!(kl(&sim.at(t, seen(&[]))), [], "t={t}");
+    }
+    let ev = sim.at(40, seen(&[]));
+    assert_eq!(kl(&ev), [(NoData, C)]);
+    assert_eq!(ev[0].duration, secs(30));
+    // Its own no_data_after wins over `for`.
+    s.no_data_after = secs(10);
+    let mut sim = Sim::new(s);
+    assert_eq!(sim.one(0, O), []);
+    assert_eq!(kl(&sim.at(10, seen(&[]))), []);
+    assert_eq!(kl(&sim.at(20, seen(&[]))), [(NoData, C)]);
+}
+
+/// Regression: a NoData event rendered the rule's message with the last values ("CPU idle
+/// 97.3% is CRITICAL") and "no data since" named the last evaluation, not the last point.
+#[test]
+fn no_data_names_the_last_point_and_shows_no_stale_value() {
+    let mut s = base();
+    s.message_template = "CPU idle {{value:.1}}% is {{level}}".into();
+    let mut sim = Sim::new(s);
+    let mut o = obs("web1", O);
+    o.time = T0 - 5 * SEC;
+    assert_eq!(kl(&sim.at(0, seen(&[o]))), []);
+    let ev = sim.at(10, seen(&[]));
+    assert_eq!(kl(&ev), [(NoData, C)]);
+    let since = template::format_rfc3339(T0 - 5 * SEC);
+    assert_eq!(
+        ev[0].message,
+        format!("cpu:host=web1 is CRITICAL: no data since {since}")
+    );
+    assert!(ev[0].fields.is_empty(), "{:?}", ev[0].fields);
+    assert!(!ev[0].details.contains("42.2"), "{}", ev[0].details);
+    // An expected series that never reported says so.
+    let mut s = base();
+    s.expected = vec![tags(&[("host", "web3")])];
+    let mut sim = Sim::new(s);
+    let ev = sim.at(0, seen(&[]));
+    assert_eq!(kl(&ev), [(NoData, C)]);
+    assert_eq!(
+        ev[0].message,
+        "cpu:host=web3 is CRITICAL: no data yet (expected, never reported)"
+    );
+}
+
+/// After a restart the actions engine hears of instances still firing from these (no new
+/// event comes for an unchanged alert), with the id and level receivers know.
+#[test]
+fn firing_events_name_what_still_fires() {
+    let mut sim = Sim::new(base());
+    sim.at(10, seen(&[obs("web1", C), obs("web2", O)]));
+    let ev = sim.st.firing_events(&sim.s, T0 + 40 * SEC);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].id.as_str(), ev[0].level, ev[0].kind),
+        ("cpu:host=web1", C, Alert)
+    );
+    assert_eq!(ev[0].duration, secs(30));
+    sim.at(50, seen(&[obs("web1", O), obs("web2", O)]));
+    assert!(sim.st.firing_events(&sim.s, T0 + 60 * SEC).is_empty());
 }

@@ -1,0 +1,92 @@
+//! Test support shared by both programs' test suites: one way to skip a test, counted, that
+//! cannot hide a missing dependency in CI.
+//!
+//! A test that cannot run here (a tool or kernel feature is missing) calls
+//! [`skip!`](crate::skip) with the reason. It prints `SKIPPED: <test>: <reason>` and appends
+//! that line to the file named by `WK_TEST_SKIP_LOG` (scripts/test counts them in its closing
+//! line); when `WK_TEST_ALL_DEPS=1` (scripts/test sets it once every package it needs is
+//! installed) a skip is a failure instead.
+
+use std::io::Write;
+
+/// Records a skip of `test` (see the module docs); panics when `WK_TEST_ALL_DEPS=1`.
+pub fn skipped(test: &str, reason: &str) {
+    let line = format!("SKIPPED: {test}: {reason}");
+    if std::env::var("WK_TEST_ALL_DEPS").as_deref() == Ok("1") {
+        panic!("{line} (WK_TEST_ALL_DEPS=1 says every dependency is installed)");
+    }
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("WK_TEST_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Skips the calling test: records the reason with [`skipped`] and returns from the test
+/// function. Takes `format!` arguments.
+#[macro_export]
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        $crate::testing::skipped(module_path!(), &format!($($arg)*));
+        return;
+    }};
+}
+
+/// The skip decision for a missing server binary: `None` (the test then returns) only when
+/// `WK_SKIP_SERVERS=1`, recorded as a skip; otherwise a panic naming the package to install.
+pub fn missing_server(name: &str, package: &str) -> Option<std::convert::Infallible> {
+    if std::env::var("WK_SKIP_SERVERS").as_deref() == Ok("1") {
+        skipped(
+            name,
+            &format!("not installed (Debian package {package}) and WK_SKIP_SERVERS=1"),
+        );
+        return None;
+    }
+    panic!(
+        "{name} is not installed: `apt-get install -y {package}` (scripts/test does it), \
+         or set WK_SKIP_SERVERS=1 to skip the tests that need it"
+    );
+}
+
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn poll_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// [`poll_until`], failing the test with `what` when `timeout` passes.
+pub fn wait_for(what: &str, timeout: std::time::Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, cond),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_is_logged_and_counted() {
+        // The environment is process-wide: this test only runs the logging path when the
+        // suite did not ask skips to fail.
+        if std::env::var("WK_TEST_ALL_DEPS").as_deref() == Ok("1") {
+            let r = std::panic::catch_unwind(|| skipped("t", "no tool"));
+            assert!(r.is_err(), "WK_TEST_ALL_DEPS=1 makes a skip fail");
+            return;
+        }
+        skipped("wk_core::testing::tests", "a demonstration skip");
+    }
+}

@@ -1,0 +1,456 @@
+//! Taking in a write body: gzip, line protocol, the checks on each point, and the window's
+//! bounds applied *while* parsing. The body arrives as a stream of chunks (from hyper, through
+//! a bounded channel), is decompressed and parsed line by line, and the window is trimmed
+//! whenever it goes past its bounds by a slack: one write of a million lines never holds more
+//! than the window's bounds plus that slack, plus one line.
+
+use std::io::{BufRead, BufReader, Read};
+
+use bytes::{Buf, Bytes};
+use tokio::sync::mpsc;
+
+use crate::source::MemorySource;
+use wk_core::lineproto;
+use wk_core::metric::FieldValue;
+
+use super::QUOTED_ERRORS;
+use super::http::truncate;
+
+/// How a write body is taken in.
+#[derive(Debug, Clone, Copy)]
+pub struct Intake {
+    /// Nanoseconds per timestamp unit (the `precision`).
+    pub unit: i64,
+    /// The time of points without one.
+    pub now: i64,
+    /// Points later than this are refused (InfluxDB refuses points outside its retention).
+    pub max_time: i64,
+    /// The window's start: when the window is over its bounds, older points go first.
+    pub window_start: i64,
+    /// Longest string field value (bytes).
+    pub max_string: usize,
+    /// Bounds of the window, applied while parsing (oldest points dropped first).
+    pub max_points: usize,
+    pub max_bytes: usize,
+    /// Largest body after decompression (bytes).
+    pub max_body: u64,
+}
+
+impl Intake {
+    /// No bounds: timestamps in `unit` ns, `now` for points without one.
+    pub fn new(unit: i64, now: i64) -> Intake {
+        Intake {
+            unit,
+            now,
+            max_time: i64::MAX,
+            window_start: i64::MIN,
+            max_string: usize::MAX,
+            max_points: usize::MAX,
+            max_bytes: usize::MAX,
+            max_body: u64::MAX,
+        }
+    }
+
+    /// Longest line accepted: room for a few strings of the longest size, and the rest.
+    fn max_line(&self) -> usize {
+        self.max_string.saturating_mul(4).saturating_add(64 * 1024)
+    }
+}
+
+/// What a write body gave.
+#[derive(Debug, Default, PartialEq)]
+pub struct Ingest {
+    /// Points stored.
+    pub written: usize,
+    /// Lines refused.
+    pub bad: usize,
+    /// `unable to parse '<line>': <why>` for the first few refused lines.
+    pub errors: Vec<String>,
+    /// Points refused for a time beyond `max_time`.
+    pub future: usize,
+}
+
+/// Why a body stopped before its end (what was taken in before stays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Over `max_body` (compressed or not): 413.
+    TooLarge,
+    /// Not gzip, or corrupt: 400.
+    Gzip(String),
+    /// The body did not arrive in time: 408.
+    TimedOut,
+    /// The client went away or sent a broken body.
+    Aborted(String),
+}
+
+/// Parses a line protocol text (tests and recorded data; no decompression).
+pub fn ingest(text: &str, intake: &Intake, store: &MemorySource) -> Ingest {
+    ingest_reader(text.as_bytes(), false, intake, store).0
+}
+
+/// Takes in a body: decompresses it when `gzip`, parses it line by line (good lines are
+/// stored even when others are not) and keeps the window within its bounds as it goes (within
+/// a slack), and exactly at the end.
+pub fn ingest_reader(
+    body: impl Read,
+    gzip: bool,
+    intake: &Intake,
+    store: &MemorySource,
+) -> (Ingest, Option<Stop>) {
+    let mut out = Ingest::default();
+    let limit = intake.max_body.saturating_add(1);
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(body).take(limit))
+    } else {
+        Box::new(body.take(limit))
+    };
+    let mut r = BufReader::with_capacity(64 * 1024, reader);
+    // Trimming costs O(series): a slack of 1/8 makes it rare, and bounds what it lets pass.
+    let slack_points = (intake.max_points / 8).max(1024);
+    let slack_bytes = (intake.max_bytes / 8).max(1 << 20);
+    let max_line = intake.max_line();
+    let mut line = Vec::new();
+    let mut consumed: u64 = 0;
+    let stop = loop {
+        let (n, complete) = match read_line(&mut r, &mut line, max_line) {
+            Ok(x) => x,
+            Err(e) => break Some(stop_of(e, gzip)),
+        };
+        if n == 0 {
+            break None;
+        }
+        consumed += n as u64;
+        if consumed > intake.max_body {
+            break Some(Stop::TooLarge);
+        }
+        if !complete {
+            refuse(
+                &mut out,
+                &String::from_utf8_lossy(&line),
+                &format!("line longer than {max_line} bytes"),
+            );
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if let Some(held) = take_line(&text, intake, store, &mut out)
+            && (held.points > intake.max_points.saturating_add(slack_points)
+                || held.bytes > intake.max_bytes.saturating_add(slack_bytes))
+        {
+            trim(store, intake);
+        }
+    };
+    let (points, bytes) = (store.len(), store.bytes());
+    if points > intake.max_points || bytes > intake.max_bytes {
+        trim(store, intake);
+    }
+    (out, stop)
+}
+
+/// Brings the window within its bounds: by age first, then the oldest points.
+fn trim(store: &MemorySource, intake: &Intake) {
+    store.prune_before(intake.window_start);
+    store.enforce_bounds(intake.max_points, intake.max_bytes);
+}
+
+fn stop_of(e: std::io::Error, gzip: bool) -> Stop {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::FileTooLarge => Stop::TooLarge,
+        ErrorKind::TimedOut => Stop::TimedOut,
+        ErrorKind::InvalidInput | ErrorKind::InvalidData | ErrorKind::UnexpectedEof if gzip => {
+            Stop::Gzip(e.to_string())
+        }
+        _ => Stop::Aborted(e.to_string()),
+    }
+}
+
+/// Reads one line (without its `\n`) into `line`, keeping at most `max` bytes of it. Returns
+/// the bytes consumed (0 at the end) and whether the line fit.
+fn read_line(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    line.clear();
+    let mut consumed = 0;
+    let mut fits = true;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((consumed, fits));
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if fits && line.len() + chunk.len() <= max {
+            line.extend_from_slice(chunk);
+        } else if fits {
+            // Keep the start, to quote it.
+            let room = max.saturating_sub(line.len()).min(chunk.len());
+            line.extend_from_slice(&chunk[..room]);
+            fits = false;
+        }
+        let used = done.unwrap_or(buf.len());
+        r.consume(used);
+        consumed += used;
+        if done.is_some() {
+            return Ok((consumed, fits));
+        }
+    }
+}
+
+fn refuse(out: &mut Ingest, line: &str, why: &str) {
+    out.bad += 1;
+    if out.errors.len() < QUOTED_ERRORS {
+        out.errors
+            .push(format!("unable to parse '{}': {why}", truncate(line, 200)));
+    }
+}
+
+/// Parses and stores one line; what the store holds after it when a point was stored.
+fn take_line(
+    raw: &str,
+    intake: &Intake,
+    store: &MemorySource,
+    out: &mut Ingest,
+) -> Option<crate::source::memory::Held> {
+    // A timestamp no client sends marks "no timestamp" (parse_line fills in the default).
+    const NONE: i64 = i64::MIN;
+    let line = raw.trim_start();
+    if line.trim_end().is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let line = line.trim_end_matches('\r');
+    let mut m = match lineproto::parse_line(line, NONE) {
+        Ok(m) => m,
+        Err(why) => {
+            refuse(out, line, &why);
+            return None;
+        }
+    };
+    if let Some((name, len)) = m.fields.iter().find_map(|(k, v)| match v {
+        FieldValue::Str(s) if s.len() > intake.max_string => Some((k, s.len())),
+        _ => None,
+    }) {
+        let why = format!(
+            "string field {name:?} is {len} bytes, over max_string_size ({})",
+            intake.max_string
+        );
+        refuse(out, line, &why);
+        return None;
+    }
+    m.time = if m.time == NONE {
+        intake.now
+    } else {
+        m.time.saturating_mul(intake.unit)
+    };
+    if m.time > intake.max_time {
+        out.future += 1;
+        return None;
+    }
+    out.written += 1;
+    Some(store.push(&m))
+}
+
+/// A body arriving as chunks on a channel, read from a blocking thread. An `Err` chunk ends
+/// it with that error.
+pub struct ChannelReader {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(chunk) => self.current = chunk?,
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_keeps_good_lines_and_counts_bad_ones() {
+        let store = MemorySource::new();
+        let text = "m,h=a x=1 1\nbad line\nm,h=a x=2\n\n# comment\nm x=\n";
+        let got = ingest(text, &Intake::new(1_000_000_000, 99), &store);
+        assert_eq!(got.written, 2);
+        assert_eq!(got.bad, 2);
+        assert!(
+            got.errors[0].starts_with("unable to parse 'bad line': "),
+            "{got:?}"
+        );
+        // Seconds precision: 1 s; the line without a timestamp got "now".
+        assert_eq!(store.latest_time(), Some(1_000_000_000));
+        assert_eq!(store.len(), 2);
+        let store = MemorySource::new();
+        let many = "x\n".repeat(25);
+        let got = ingest(&many, &Intake::new(1, 0), &store);
+        assert_eq!(
+            (got.written, got.bad, got.errors.len()),
+            (0, 25, QUOTED_ERRORS)
+        );
+    }
+
+    #[test]
+    fn long_strings_and_lines_are_refused_without_being_held() {
+        let store = MemorySource::new();
+        let intake = Intake {
+            max_string: 100,
+            ..Intake::new(1, 0)
+        };
+        let ok = format!("m s=\"{}\" 1\n", "a".repeat(100));
+        let long = format!("m s=\"{}\" 2\n", "a".repeat(101));
+        let huge = format!("m s=\"{}\" 3\n", "a".repeat(1 << 20));
+        let got = ingest(&format!("{ok}{long}{huge}m v=1 4\n"), &intake, &store);
+        assert_eq!((got.written, got.bad), (2, 2), "{got:?}");
+        assert!(
+            got.errors[0].contains("over max_string_size (100)"),
+            "{got:?}"
+        );
+        assert!(got.errors[1].contains("line longer than"), "{got:?}");
+    }
+
+    #[test]
+    fn bounds_hold_while_parsing() {
+        let store = MemorySource::new();
+        let intake = Intake {
+            max_points: 2_000,
+            ..Intake::new(1, 0)
+        };
+        let body: String = (0..100_000)
+            .map(|i| format!("m,h=h{i} v=1 {i}\n"))
+            .collect();
+        // Watch the store from the parser's side: at every read of the body.
+        struct Watch<'a> {
+            body: &'a [u8],
+            store: &'a MemorySource,
+            peak: usize,
+        }
+        impl Read for Watch<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.peak = self.peak.max(self.store.len());
+                let n = buf.len().min(4096);
+                self.body.read(&mut buf[..n])
+            }
+        }
+        let mut watch = Watch {
+            body: body.as_bytes(),
+            store: &store,
+            peak: 0,
+        };
+        let (got, stop) = ingest_reader(&mut watch, false, &intake, &store);
+        assert_eq!(stop, None);
+        assert!(watch.peak <= 2_000 + 1_024 + 250, "{}", watch.peak);
+        assert_eq!(got.written, 100_000);
+        assert_eq!(store.len(), 2_000);
+        assert_eq!(store.latest_time(), Some(99_999));
+        assert_eq!(store.dropped(), 98_000);
+        // The gzip and size limits.
+        let store = MemorySource::new();
+        let small = Intake {
+            max_body: 10,
+            ..Intake::new(1, 0)
+        };
+        let (got, stop) = ingest_reader(&b"m v=1 1\nm v=2 2\n"[..], false, &small, &store);
+        assert_eq!((got.written, stop), (1, Some(Stop::TooLarge)));
+        let (_, stop) = ingest_reader(&b"not gzip"[..], true, &Intake::new(1, 0), &store);
+        assert!(matches!(stop, Some(Stop::Gzip(_))), "{stop:?}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn gzip(b: &[u8]) -> Vec<u8> {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        }
+
+        fn bounded() -> Intake {
+            Intake {
+                max_string: 16,
+                max_points: 20,
+                max_bytes: 4_000,
+                max_body: 2_000,
+                max_time: 1_000_000,
+                ..Intake::new(1, 5)
+            }
+        }
+
+        /// Line-protocol-ish bytes: the punctuation that steers the parser, and anything.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let token = prop_oneof![
+                Just(b"m,h=a v=1 1\n".to_vec()),
+                Just(b"s=\"0123456789abcdefXYZ\"".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b" 99999999999\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..12),
+                "[ ,=\\\\\"a-z0-9#\r\n.-]{0,20}".prop_map(String::into_bytes),
+            ];
+            proptest::collection::vec(token, 0..60).prop_map(|v| v.concat())
+        }
+
+        fn check(store: &MemorySource, got: &Ingest, intake: &Intake) {
+            assert!(store.len() <= intake.max_points);
+            assert!(store.bytes() <= intake.max_bytes);
+            assert!(got.errors.len() <= got.bad.min(QUOTED_ERRORS));
+            assert!(store.latest_time().is_none_or(|t| t <= intake.max_time));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Arbitrary bytes, plain or claimed gzip: no panic, the bounds hold.
+            #[test]
+            fn arbitrary_bodies_never_panic_nor_pass_the_bounds(b in body(), gz in any::<bool>()) {
+                let store = MemorySource::new();
+                let intake = bounded();
+                let (got, _) = ingest_reader(&b[..], gz, &intake, &store);
+                check(&store, &got, &intake);
+            }
+
+            /// Gzip is transparent: the same body compressed gives the same result (within
+            /// the size limit), and corrupting the compressed bytes never panics.
+            #[test]
+            fn gzip_is_transparent_and_corruption_is_harmless(b in body(), flip in any::<prop::sample::Index>()) {
+                let intake = Intake { max_body: u64::MAX, ..bounded() };
+                let (plain_store, gz_store) = (MemorySource::new(), MemorySource::new());
+                let (plain, stop) = ingest_reader(&b[..], false, &intake, &plain_store);
+                prop_assert_eq!(stop, None);
+                let z = gzip(&b);
+                let (unz, stop) = ingest_reader(&z[..], true, &intake, &gz_store);
+                prop_assert_eq!(stop, None);
+                prop_assert_eq!(&plain, &unz);
+                prop_assert_eq!(plain_store.len(), gz_store.len());
+                let mut bad = z.clone();
+                let i = flip.index(bad.len());
+                bad[i] ^= 0x5a;
+                let store = MemorySource::new();
+                let (got, _) = ingest_reader(&bad[..], true, &intake, &store);
+                check(&store, &got, &intake);
+            }
+        }
+    }
+}

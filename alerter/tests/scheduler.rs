@@ -1,0 +1,372 @@
+//! The scheduler (`Service::run`) on tokio's paused time through an injected clock: rules are
+//! evaluated at their scheduled tick, so `for` and `repeat` hold to the tick, not one `every`
+//! late when an evaluation starts a few microseconds after its tick.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wk_alerter::clock::{Clock, TokioClock};
+use wk_alerter::model::{AlertEvent, EventKind};
+use wk_alerter::service::Service;
+use wk_alerter::source::{MemorySource, QuerySource};
+
+const SEC: i64 = 1_000_000_000;
+/// A simulated start, one second after a multiple of every interval used here.
+const START: i64 = 1_800_000_000 * SEC + SEC;
+
+/// Tokio's time plus a jitter that shrinks with each reading, as evaluations that start a
+/// few hundred microseconds after their tick, less each time.
+struct JitteryClock {
+    inner: TokioClock,
+    reads: AtomicI64,
+}
+
+impl Clock for JitteryClock {
+    fn now_ns(&self) -> i64 {
+        let n = self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.now_ns() + (900 - (n * 37) % 900) * 1_000
+    }
+}
+
+pub struct Running {
+    pub events: mpsc::UnboundedReceiver<AlertEvent>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn stop(self) -> Vec<AlertEvent> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        let mut events = self.events;
+        let mut out = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// Starts a service over `rules` (file name, text) and `source`, on the clock `clock`.
+pub fn start(
+    rules: &[(&str, &str)],
+    source: Arc<dyn QuerySource>,
+    clock: Arc<dyn Clock>,
+    extra: &str,
+) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir(&rules_dir).unwrap();
+    for (name, text) in rules {
+        std::fs::write(rules_dir.join(name), text).unwrap();
+    }
+    let conf = format!(
+        "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n{extra}\
+         [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"a-token-long-enough-for-tests\"\n",
+        rules_dir.display().to_string(),
+        dir.path().join("state").display().to_string(),
+    );
+    let no_env = |_: &str| None;
+    let cfg = wk_alerter::config::load_str(&dir.path().join("alerter.conf"), &conf, &no_env)
+        .unwrap_or_else(|e| panic!("config: {:?}", e.errors));
+    let mut service = Service::with_clock(cfg, source, clock);
+    let events = service.subscribe();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let _keep = _reload_tx;
+        service
+            .run(
+                async {
+                    let _ = stopped.await;
+                },
+                reload_rx,
+            )
+            .await;
+    });
+    Running {
+        events,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+fn busy_host() -> Arc<dyn QuerySource> {
+    let points =
+        wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {}\n", START - SEC), 0).unwrap();
+    Arc::new(MemorySource::from_metrics(&points))
+}
+
+const FOR_8S: &str = r#"
+rule(#{ every: "4s", "for": "8s", repeat: "20s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+
+/// Regression: `for "8s"` with `every "4s"` fired after 12 s and `repeat "20s"` gave gaps of
+/// 24 s about half the time, because evaluation start times (tick + jitter) were compared.
+#[tokio::test(start_paused = true)]
+async fn for_and_repeat_hold_to_the_tick_whatever_the_jitter() {
+    let clock = Arc::new(JitteryClock {
+        inner: TokioClock::starting_at(START),
+        reads: AtomicI64::new(0),
+    });
+    let t0 = tokio::time::Instant::now();
+    let mut run = start(&[("cpu.rhai", FOR_8S)], busy_host(), clock, "");
+    let mut received = Vec::new();
+    let deadline = t0 + Duration::from_secs(75);
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, run.events.recv()).await {
+        received.push((tokio::time::Instant::now() - t0, e));
+    }
+    run.stop().await;
+
+    // Ticks at multiples of 4 s: the first after START is 3 s in.
+    let first_tick = Duration::from_secs(3);
+    let alerts: Vec<_> = received
+        .iter()
+        .filter(|(_, e)| e.kind == EventKind::Alert)
+        .collect();
+    let at: Vec<Duration> = alerts.iter().map(|(t, _)| *t - first_tick).collect();
+    let want: Vec<Duration> = [8, 28, 48, 68].map(Duration::from_secs).to_vec();
+    assert_eq!(
+        at, want,
+        "fired/reminded at these times after the first tick"
+    );
+    let stamped: Vec<i64> = alerts.iter().map(|(_, e)| e.time - START).collect();
+    assert_eq!(stamped, [11, 31, 51, 71].map(|s| s * SEC), "event times");
+    assert_eq!(alerts[0].1.duration, Duration::from_secs(8));
+}
+
+/// The next event within `secs` of (paused) time, if any.
+async fn next_event(run: &mut Running, secs: u64) -> Option<AlertEvent> {
+    tokio::time::timeout(Duration::from_secs(secs), run.events.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Regression: the `wk_rules` recovery said "does not load; the last good version keeps
+/// running: " with an empty reason.
+#[tokio::test(start_paused = true)]
+async fn a_fixed_rule_file_recovers_with_a_recovery_text() {
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let mut run = start(
+        &[("cpu.rhai", "rule(#{ every: \"1s\" });\nfn check( {\n")],
+        busy_host(),
+        clock,
+        "",
+    );
+    let alert = next_event(&mut run, 10)
+        .await
+        .expect("the broken-file alert");
+    assert_eq!(
+        (alert.rule.as_str(), alert.kind),
+        ("wk_rules", EventKind::Alert)
+    );
+    assert!(
+        alert
+            .message
+            .starts_with("rule file cpu.rhai does not load")
+            && alert.message.contains("cpu.rhai:2:"),
+        "{}",
+        alert.message
+    );
+    assert!(
+        alert.message.contains("no earlier version runs"),
+        "{}",
+        alert.message
+    );
+    let rules_dir = run._dir.path().join("rules");
+    std::fs::write(rules_dir.join("cpu.rhai"), FOR_8S).unwrap();
+    let recovery = next_event(&mut run, 20).await.expect("the recovery");
+    assert_eq!(
+        (recovery.rule.as_str(), recovery.kind),
+        ("wk_rules", EventKind::Recovery)
+    );
+    assert_eq!(recovery.message, "rule file cpu.rhai loads again");
+    run.stop().await;
+}
+
+fn host_rule(measurement: &str, every: &str) -> String {
+    format!(
+        "rule(#{{ every: \"{every}\" }});\n\
+         fn check() {{\n\
+           let s = query(\"{measurement}\").field(\"v\").range(\"3s\").last().group_by(\"host\").run();\n\
+           for x in s {{ x.crit(x.value > 90.0); }}\n\
+           s\n\
+         }}\n"
+    )
+}
+
+/// Regression: a host that died raised one CRITICAL per rule (each rule's NoData) within a
+/// minute. With the defaults it is one page per dead host; a healthy host is untouched.
+#[tokio::test(start_paused = true)]
+async fn one_dead_host_is_one_page() {
+    let mut text = String::new();
+    for k in -1..2 {
+        for m in ["cpu", "mem", "disk"] {
+            text += &format!("{m},host=web1 v=1 {}\n", START + k * SEC);
+        }
+    }
+    for k in -1..120 {
+        for m in ["cpu", "mem", "disk"] {
+            text += &format!("{m},host=web2 v=1 {}\n", START + k * SEC);
+        }
+    }
+    let points = wk_core::lineproto::parse(&text, 0).unwrap();
+    let source: Arc<dyn QuerySource> = Arc::new(MemorySource::from_metrics(&points));
+    let cpu = host_rule("cpu", "1s");
+    let mem = host_rule("mem", "2s");
+    let disk = host_rule("disk", "5s");
+    let run = start(
+        &[("cpu.rhai", &cpu), ("mem.rhai", &mem), ("disk.rhai", &disk)],
+        source,
+        Arc::new(TokioClock::starting_at(START)),
+        "",
+    );
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let events = run.stop().await;
+    let pages: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.rule.clone(), e.message.clone()))
+        .collect();
+    assert_eq!(events.len(), 1, "{pages:#?}");
+    assert_eq!(events[0].kind, EventKind::NoData);
+    assert_eq!(events[0].tags["host"], "web1");
+}
+
+/// A source whose `slow` measurement blocks its thread for 3 s (an InfluxDB query that hangs),
+/// burning no CPU; everything else is answered by `inner`.
+struct SlowSource {
+    inner: MemorySource,
+}
+
+impl QuerySource for SlowSource {
+    fn query(
+        &self,
+        q: &wk_alerter::query::Query,
+        now_ns: i64,
+    ) -> Result<Vec<wk_alerter::source::Series>, wk_alerter::source::SourceError> {
+        if q.measurement == "slow" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        self.inner.query(q, now_ns)
+    }
+
+    fn influxql(
+        &self,
+        text: &str,
+        now_ns: i64,
+    ) -> Result<Vec<wk_alerter::source::Series>, wk_alerter::source::SourceError> {
+        self.inner.influxql(text, now_ns)
+    }
+}
+
+const SLOW_RULE: &str = r#"
+rule(#{ every: "1s", no_data: "keep" });
+fn check() { query("slow").field("v").range("1h").last().run() }
+"#;
+
+const HEALTHY_RULE: &str = r#"
+rule(#{ every: "1s", repeat: "1s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+
+/// Regression: with 6 rules running into the time limit, a 1 s rule ran every 5 s (4 shared
+/// evaluation slots). Real time, as the runaway evaluations block real threads: the healthy
+/// rule keeps its ticks, and the runaway ones are stopped at the limit and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_rules_do_not_delay_a_healthy_one() {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
+    let source = Arc::new(SlowSource {
+        inner: MemorySource::from_metrics(&points),
+    });
+    let mut rules: Vec<(String, &str)> = (0..6)
+        .map(|i| (format!("a_slow{i}.rhai"), SLOW_RULE))
+        .collect();
+    rules.push(("z_healthy.rhai".into(), HEALTHY_RULE));
+    let rules: Vec<(&str, &str)> = rules.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let run = start(
+        &rules,
+        source,
+        Arc::new(wk_alerter::clock::SystemClock),
+        "  max_eval_time = \"500ms\"\n",
+    );
+    tokio::time::sleep(Duration::from_millis(4_600)).await;
+    let events = run.stop().await;
+    let healthy: Vec<i64> = events
+        .iter()
+        .filter(|e| e.rule == "z_healthy")
+        .map(|e| e.time)
+        .collect();
+    assert!(healthy.len() >= 4, "healthy rule ran at {healthy:?}");
+    assert!(
+        healthy.windows(2).all(|w| w[1] - w[0] == SEC),
+        "healthy rule skipped ticks: {healthy:?}"
+    );
+    let reported: Vec<&str> = events
+        .iter()
+        .filter(|e| e.rule == "wk_rules")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(reported.len(), 6, "{reported:#?}");
+    assert!(
+        reported
+            .iter()
+            .all(|m| m.contains("stopped at its time limit of 500ms")),
+        "{reported:#?}"
+    );
+}
+
+/// Regression: a rule file deleted while its alert fired left the incident open forever and
+/// its state file behind (Kapacitor does the same). Now a recovery says why, and the state
+/// goes.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_rule_closes_its_alerts_and_forgets_its_state() {
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let rule = r#"
+rule(#{ every: "1s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+    let mut run = start(
+        &[("cpu.rhai", rule)],
+        busy_host(),
+        clock,
+        "  reload_interval = \"1s\"\n",
+    );
+    let alert = next_event(&mut run, 10).await.expect("the alert");
+    assert_eq!(
+        (alert.kind, alert.id.as_str()),
+        (EventKind::Alert, "cpu:host=web1")
+    );
+    let state = run._dir.path().join("state").join("cpu.state.json");
+    assert!(state.exists());
+    std::fs::remove_file(run._dir.path().join("rules").join("cpu.rhai")).unwrap();
+    let closed = next_event(&mut run, 10).await.expect("a recovery");
+    assert_eq!(closed.kind, EventKind::Recovery);
+    assert!(
+        closed
+            .message
+            .starts_with("cpu:host=web1 is closed: the rule was removed"),
+        "{}",
+        closed.message
+    );
+    assert!(!state.exists(), "the removed rule's state is forgotten");
+    run.stop().await;
+}
