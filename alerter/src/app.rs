@@ -17,7 +17,9 @@ use crate::config::{self, Config, InfluxSource};
 use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings};
 use crate::rules::{Limits, Rule, load_rule_with, rule_files};
 use crate::service::Service;
-use crate::source::{InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource};
+use crate::source::{
+    InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, SyntheticSource,
+};
 use crate::state::{RuleState, determine_level};
 
 pub use wk_core::control::Control;
@@ -162,10 +164,27 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// What `check` does beyond compiling.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions<'a> {
+    /// Also evaluate each rule once against the configured InfluxDB source.
+    pub eval: bool,
+    /// Recorded points to evaluate each rule on (at the last point's time) instead of
+    /// synthetic data.
+    pub data: Option<&'a [Metric]>,
+}
+
 /// `wk-alerter check`: compiles `paths` (validating notifier and action names against `cfg`
-/// when given) and, when `eval` and `cfg` has an InfluxDB source, evaluates each rule once,
-/// printing what would fire to `out`. False when anything failed.
-pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl Write) -> bool {
+/// when given), runs each rule once on synthetic data (or the recorded `data`) so failures
+/// that only show at run time are found before deployment, and, when `eval` and `cfg` has an
+/// InfluxDB source, evaluates each rule once against it, printing what would fire to `out`.
+/// False when anything failed.
+pub fn check(
+    cfg: Option<&Config>,
+    paths: &[PathBuf],
+    opts: &CheckOptions<'_>,
+    out: &mut impl Write,
+) -> bool {
     let mut rules = Vec::new();
     let mut failed = false;
     for p in paths {
@@ -186,19 +205,25 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
                     failed = true;
                     continue;
                 }
+                let Some(sample) = dry_run(&r, opts.data, out) else {
+                    failed = true;
+                    continue;
+                };
                 let _ = writeln!(
                     out,
-                    "ok {}: rule {:?} every {:?}, for {:?}, notify {:?}, actions {:?}",
+                    "ok {}: rule {:?} every {}, for {}, notify {:?}, actions {:?}",
                     p.display(),
                     s.name,
-                    s.every,
-                    s.pending,
+                    crate::template::format_duration(s.every),
+                    crate::template::format_duration(s.pending),
                     s.notify,
                     s.actions
                         .iter()
                         .map(|a| a.action.as_str())
                         .collect::<Vec<_>>()
                 );
+                // The operator sees the message as it will read (templates fall back silently).
+                let _ = writeln!(out, "  message: {}", sample_message(s, sample.as_ref()));
                 rules.push(r);
             }
             Err(e) => {
@@ -208,13 +233,14 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
         }
     }
     let source_cfg = cfg.and_then(|c| c.sources.first().cloned());
-    if eval && cfg.is_some_and(|c| c.stream.is_some()) {
+    if opts.eval && cfg.is_some_and(|c| c.stream.is_some()) {
         let _ = writeln!(
             out,
-            "stream mode: rules compiled, not evaluated (the data only exists while wk-alerter runs)"
+            "stream mode: rules compiled and run on sample data, not on live data (that only \
+             exists while wk-alerter runs)"
         );
     }
-    if let (true, Some(sc)) = (eval, source_cfg) {
+    if let (true, Some(sc)) = (opts.eval, source_cfg) {
         let rt = match runtime() {
             Ok(rt) => rt,
             Err(e) => {
@@ -226,13 +252,22 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
             return false;
         };
         let now = crate::clock::now_ns();
+        let r_settings: Vec<RuleSettings> = rules.iter().map(|r| r.settings().clone()).collect();
         for r in rules {
             let name = r.settings().name.clone();
             let src = source.clone();
             let result = rt.block_on(async move {
                 tokio::task::spawn_blocking(move || r.evaluate(&src, now)).await
             });
+            let pending = r_pending(&r_settings, &name);
             match result {
+                Ok(CycleResult::Observed(obs)) if obs.is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "{name}: no series: the query matched nothing (is the measurement, field \
+                         or a tag misspelled?)"
+                    );
+                }
                 Ok(CycleResult::Observed(obs)) => {
                     for o in obs {
                         let level = determine_level(Level::Ok, &o.levels);
@@ -241,12 +276,12 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
                         let value = o
                             .fields
                             .get("value")
-                            .map(|v| format!(" value={v:?}"))
+                            .map(|v| format!(" value={}", plain_value(v)))
                             .unwrap_or_default();
-                        let verdict = if level > Level::Ok {
-                            "would fire"
-                        } else {
-                            "ok"
+                        let verdict = match (level > Level::Ok, &pending) {
+                            (false, _) => "ok".to_owned(),
+                            (true, None) => "would fire".to_owned(),
+                            (true, Some(d)) => format!("would fire once it holds for {d}"),
                         };
                         let _ = writeln!(
                             out,
@@ -267,6 +302,78 @@ pub fn check(cfg: Option<&Config>, paths: &[PathBuf], eval: bool, out: &mut impl
         }
     }
     !failed
+}
+
+/// The rule's `for`, human-readable, when it has one.
+fn r_pending(settings: &[RuleSettings], name: &str) -> Option<String> {
+    settings
+        .iter()
+        .find(|s| s.name == name)
+        .filter(|s| !s.pending.is_zero())
+        .map(|s| crate::template::format_duration(s.pending))
+}
+
+/// A value as an operator reads it (`93.2`, not `Float(93.2)`).
+fn plain_value(v: &crate::model::Value) -> String {
+    match v {
+        crate::model::Value::Float(f) => format!("{f}"),
+        crate::model::Value::Int(i) => format!("{i}"),
+        crate::model::Value::Bool(b) => format!("{b}"),
+        crate::model::Value::Str(s) => format!("{s:?}"),
+    }
+}
+
+/// The rule's message rendered for a CRITICAL alert on `sample` (or on no tags and fields).
+fn sample_message(s: &RuleSettings, sample: Option<&crate::model::Observation>) -> String {
+    use crate::template::{Template, TemplateData};
+    let empty = crate::model::Observation::default();
+    let o = sample.unwrap_or(&empty);
+    let mut data = TemplateData::new(&s.name, &o.tags, &o.fields);
+    data.level = Level::Critical;
+    data.kind = Some(EventKind::Alert);
+    data.measurement = &o.measurement;
+    data.time_ns = o.time;
+    let id = Template::parse(&s.id_template)
+        .map(|t| t.render(&data))
+        .unwrap_or_default();
+    data.id = Some(&id);
+    Template::parse(&s.message_template)
+        .map(|t| t.render(&data))
+        .unwrap_or_else(|e| format!("(template error: {e})"))
+}
+
+/// Runs `rule` once on `data` (at its last point's time) or on synthetic data: its first
+/// observation (for rendering the message), or `None`, with the failure printed, when the
+/// rule itself fails. A source that cannot answer (raw InfluxQL on
+/// synthetic data) is a note, not a failure.
+fn dry_run(
+    rule: &Rule,
+    data: Option<&[Metric]>,
+    out: &mut impl Write,
+) -> Option<Option<crate::model::Observation>> {
+    let (source, now, what): (Arc<dyn QuerySource>, i64, &str) = match data {
+        Some(points) => (
+            Arc::new(MemorySource::from_metrics(points)),
+            points.iter().map(|m| m.time).max().unwrap_or(0),
+            "the recorded data",
+        ),
+        None => (
+            Arc::new(SyntheticSource),
+            crate::clock::now_ns(),
+            "sample data",
+        ),
+    };
+    match rule.evaluate(&source, now) {
+        CycleResult::Observed(obs) => Some(obs.into_iter().next()),
+        CycleResult::Failed(f) if f.is_rule_fault() => {
+            let _ = writeln!(out, "{f} (run once on {what})");
+            None
+        }
+        CycleResult::Failed(f) => {
+            let _ = writeln!(out, "note: {f} (not run on {what})");
+            Some(None)
+        }
+    }
 }
 
 /// What one replayed evaluation produced.
@@ -365,10 +472,10 @@ pub fn action_plans(settings: &RuleSettings, e: &AlertEvent) -> Vec<ActionPlan> 
 
 /// Loads a rule for `check` or `test` with the configured evaluation time limit.
 pub fn load_rule(path: &Path, cfg: Option<&Config>) -> Result<Rule, crate::rules::RuleError> {
-    let limits = Limits {
-        timeout: cfg.map_or(Duration::from_secs(10), |c| c.settings.max_eval_time),
-        ..Limits::default()
-    };
+    let limits = cfg.map_or_else(
+        || Limits::from_settings(&crate::config::Settings::default()),
+        |c| Limits::from_settings(&c.settings),
+    );
     load_rule_with(path, &limits)
 }
 

@@ -49,6 +49,8 @@ pub struct Settings {
     pub max_eval_time: Duration,
     /// Rule evaluations running at once.
     pub max_concurrent_evals: usize,
+    /// Bytes one rule evaluation may hold before it is stopped and reported.
+    pub max_rule_memory_bytes: usize,
     /// Notifiers told when a rule file does not load (the `wk_rules` alert).
     pub rule_errors_notify: Vec<String>,
 }
@@ -61,6 +63,7 @@ impl Default for Settings {
             reload_interval: Duration::from_secs(5),
             max_eval_time: Duration::from_secs(5),
             max_concurrent_evals: 4,
+            max_rule_memory_bytes: 32 << 20,
             rule_errors_notify: Vec::new(),
         }
     }
@@ -257,6 +260,13 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
         1,
         256,
     ) as usize;
+    settings.max_rule_memory_bytes = o.size(
+        "max_rule_memory_bytes",
+        settings.max_rule_memory_bytes as u64,
+    ) as usize;
+    if settings.max_rule_memory_bytes < 1 << 20 {
+        o.error_at("max_rule_memory_bytes", "must be at least 1MiB");
+    }
     settings.rule_errors_notify = o.strings("rule_errors_notify");
     if settings.reload_interval.is_zero() {
         o.error_at("reload_interval", "must be greater than 0");

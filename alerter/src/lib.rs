@@ -33,3 +33,8 @@ pub mod source;
 pub mod state;
 pub mod stream;
 pub mod template;
+
+/// Counts the bytes each thread holds: the rule sandbox's memory budget
+/// ([`rules::budget`]).
+#[global_allocator]
+static ALLOC: rules::budget::CountingAlloc = rules::budget::CountingAlloc;

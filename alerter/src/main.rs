@@ -41,9 +41,13 @@ enum Cmd {
     Check {
         /// Rule files; without any, the rules directory of the config.
         rules: Vec<PathBuf>,
-        /// Only compile, even when a source is configured.
+        /// Only compile and run on sample data, even when a source is configured.
         #[arg(long)]
         no_eval: bool,
+        /// Line protocol file (timestamps in ns) to run each rule on, at its last point's
+        /// time, instead of synthetic sample data.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Evaluate one rule over recorded line protocol with a simulated clock and print the
     /// alert events it would send.
@@ -70,7 +74,11 @@ fn main() -> ExitCode {
     init_logging(cli.debug);
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => run(&cli.config),
-        Cmd::Check { rules, no_eval } => check(&cli.config, &rules, no_eval),
+        Cmd::Check {
+            rules,
+            no_eval,
+            data,
+        } => check(&cli.config, &rules, no_eval, data.as_deref()),
         Cmd::Test {
             rule,
             data,
@@ -115,7 +123,7 @@ fn run(config_path: &Path) -> ExitCode {
     })
 }
 
-fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
+fn check(config_path: &Path, given: &[PathBuf], no_eval: bool, data: Option<&Path>) -> ExitCode {
     // The config is optional for compiling named files; it is needed to evaluate.
     let cfg = if config_path.exists() || given.is_empty() {
         match app::load_config(config_path, &env_lookup) {
@@ -130,34 +138,64 @@ fn check(config_path: &Path, given: &[PathBuf], no_eval: bool) -> ExitCode {
         error!("no rule files to check");
         return ExitCode::from(EXIT_INVALID);
     }
-    if app::check(
-        cfg.as_ref(),
-        &paths,
-        !no_eval,
-        &mut std::io::stdout().lock(),
-    ) {
+    let points = match data.map(read_points).transpose() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let opts = app::CheckOptions {
+        eval: !no_eval,
+        data: points.as_deref(),
+    };
+    if app::check(cfg.as_ref(), &paths, &opts, &mut std::io::stdout().lock()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INVALID)
     }
 }
 
-fn print_event(e: &AlertEvent, json: bool) {
+/// Writes one line to stdout; false when stdout is gone (`wk-alerter test ... | head`), where
+/// `println!` would panic on the broken pipe.
+fn out(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").is_ok()
+}
+
+fn print_event(e: &AlertEvent, json: bool) -> bool {
     if json {
         match serde_json::to_string(e) {
-            Ok(s) => println!("{s}"),
-            Err(err) => error!("cannot encode event: {err}"),
+            Ok(s) => out(format_args!("{s}")),
+            Err(err) => {
+                error!("cannot encode event: {err}");
+                true
+            }
         }
     } else {
         let t = wk_alerter::template::format_rfc3339(e.time);
-        println!(
+        out(format_args!(
             "{t} {:<8} {:<9} {} {}",
             e.level.as_str(),
             format!("{:?}", e.kind).to_lowercase(),
             e.id,
             e.message
-        );
+        ))
     }
+}
+
+/// The points of a line protocol file (timestamps in ns); at least one.
+fn read_points(data: &Path) -> Result<Vec<wk_core::metric::Metric>, ExitCode> {
+    let text = std::fs::read_to_string(data).map_err(|e| {
+        eprintln!("{}: {e}", data.display());
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    let points = wk_core::lineproto::parse(&text, 0).map_err(|e| {
+        eprintln!("{}: {e}", data.display());
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    if points.is_empty() {
+        eprintln!("{}: no points", data.display());
+        return Err(ExitCode::from(EXIT_INVALID));
+    }
+    Ok(points)
 }
 
 fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
@@ -168,24 +206,10 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let text = match std::fs::read_to_string(data) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: {e}", data.display());
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    let points = match wk_core::lineproto::parse(&text, 0) {
+    let points = match read_points(data) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: {e}", data.display());
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(code) => return code,
     };
-    if points.is_empty() {
-        eprintln!("{}: no points", data.display());
-        return ExitCode::from(EXIT_INVALID);
-    }
     let (mut count, mut failed, mut evaluations) = (0, 0, 0);
     for step in app::replay(&rule, &points, tail) {
         evaluations += 1;
@@ -197,16 +221,20 @@ fn test(rule_path: &Path, data: &Path, json: bool, tail: Duration) -> ExitCode {
             );
         }
         for (e, plans) in &step.events {
-            print_event(e, json);
+            let mut written = print_event(e, json);
             for p in plans {
-                if json {
-                    println!(
+                written &= if json {
+                    out(format_args!(
                         "{}",
                         serde_json::json!({ "action": p.action, "id": e.id, "plan": p.plan })
-                    );
+                    ))
                 } else {
-                    println!("    {}", p.plan);
-                }
+                    out(format_args!("    {}", p.plan))
+                };
+            }
+            if !written {
+                // The reader went away: nothing left to tell.
+                return ExitCode::SUCCESS;
             }
             count += 1;
         }

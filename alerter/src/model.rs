@@ -97,8 +97,79 @@ pub struct Observation {
 pub enum CycleResult {
     /// The rule ran: one observation per series it returned.
     Observed(Vec<Observation>),
-    /// The query or the script failed; the message names the cause (and script line).
-    Failed(String),
+    /// The query or the script failed; see [`EvalFailure`].
+    Failed(EvalFailure),
+}
+
+/// Why an evaluation failed: whose fault it is decides who hears about it. A source error
+/// follows the rule's `error` policy; the other kinds are the rule's own fault and raise the
+/// `wk_rules` alert naming the file, line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// The data source failed (unreachable, timed out, refused the query).
+    Source,
+    /// The script raised an error (unknown method, `()` in arithmetic, a type mismatch, a
+    /// limit on data size or call depth).
+    Script,
+    /// The script ran past its time limit or operation budget.
+    Timeout,
+    /// `check()` returned something other than series.
+    BadReturn,
+}
+
+impl FailureKind {
+    /// The kind as logs and the `wk_alerter` self-metric spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Source => "source",
+            FailureKind::Script => "script",
+            FailureKind::Timeout => "timeout",
+            FailureKind::BadReturn => "bad_return",
+        }
+    }
+}
+
+/// One failed evaluation: its kind and `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalFailure {
+    pub kind: FailureKind,
+    /// The full message, starting with `file:line:column: ` when the rule file is known.
+    pub message: String,
+}
+
+impl EvalFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> EvalFailure {
+        EvalFailure {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the rule itself is at fault (everything but a source error).
+    pub fn is_rule_fault(&self) -> bool {
+        self.kind != FailureKind::Source
+    }
+}
+
+impl fmt::Display for EvalFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A bare message is a source error (what the state machine's tests and callers outside the
+/// script engine report).
+impl From<&str> for EvalFailure {
+    fn from(m: &str) -> EvalFailure {
+        EvalFailure::new(FailureKind::Source, m)
+    }
+}
+
+impl From<String> for EvalFailure {
+    fn from(m: String) -> EvalFailure {
+        EvalFailure::new(FailureKind::Source, m)
+    }
 }
 
 /// What to do with an instance that has no data, or when the evaluation fails.

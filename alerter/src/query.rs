@@ -6,6 +6,9 @@
 //! - range: points with `now - range < time <= now` (explicit nanosecond bounds, so the
 //!   alerter's clock, not the database's, decides the window and tests are reproducible);
 //! - where / where_not: tag equals / differs; a missing tag is the empty string (InfluxDB's rule);
+//! - where_match / where_in: the tag matches a regex (unanchored, Rust `regex` syntax, which
+//!   InfluxDB's Go RE2 shares for everything rules need) / equals one of a list; rendered as
+//!   InfluxQL `=~ /re/` and an `OR` of equalities;
 //! - group_by: one series per combination of the listed tags' values; without it one series;
 //! - aggregates reduce each group to one value; no aggregate returns every point (raw);
 //! - derivatives are computed between consecutive raw points, as InfluxDB does for
@@ -70,6 +73,45 @@ impl TagFilter {
     pub fn matches(&self, tag_value: &str) -> bool {
         (tag_value == self.value) != self.negate
     }
+
+    /// A tag value that passes the filter, when the filter names one.
+    pub fn sample_value(&self) -> Option<String> {
+        (!self.negate).then(|| self.value.clone())
+    }
+}
+
+/// A compiled tag regex; equal when the patterns are.
+#[derive(Debug, Clone)]
+pub struct TagRegex(pub regex::Regex);
+
+impl PartialEq for TagRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// A tag condition beyond equality: `.where_match(tag, re)` or `.where_in(tag, [..])`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagMatch {
+    Regex { tag: String, re: TagRegex },
+    In { tag: String, values: Vec<String> },
+}
+
+impl TagMatch {
+    /// The tag the condition is on.
+    pub fn tag(&self) -> &str {
+        match self {
+            TagMatch::Regex { tag, .. } | TagMatch::In { tag, .. } => tag,
+        }
+    }
+
+    /// Whether a point whose tag has this value (`""` when absent) passes.
+    pub fn matches(&self, tag_value: &str) -> bool {
+        match self {
+            TagMatch::Regex { re, .. } => re.0.is_match(tag_value),
+            TagMatch::In { values, .. } => values.iter().any(|v| v == tag_value),
+        }
+    }
 }
 
 /// A query over one field of one measurement; see the module doc for its semantics.
@@ -79,6 +121,8 @@ pub struct Query {
     /// The field to read; required by [`Query::validate`].
     pub field: Option<String>,
     pub filters: Vec<TagFilter>,
+    /// Regex and list conditions (all must hold, with `filters`).
+    pub matches: Vec<TagMatch>,
     pub range: Duration,
     pub aggregate: Aggregate,
     pub group_by: Vec<String>,
@@ -99,6 +143,7 @@ impl Query {
             measurement: measurement.into(),
             field: None,
             filters: Vec::new(),
+            matches: Vec::new(),
             range: Duration::from_secs(60),
             aggregate: Aggregate::Raw,
             group_by: Vec::new(),
@@ -199,6 +244,25 @@ impl Query {
                 quote_string(&f.value)
             );
         }
+        for m in &self.matches {
+            match m {
+                TagMatch::Regex { tag, re } => {
+                    let _ = write!(
+                        q,
+                        " AND {} =~ {}",
+                        quote_ident(tag),
+                        regex_literal(re.0.as_str())
+                    );
+                }
+                TagMatch::In { tag, values } => {
+                    let alts: Vec<String> = values
+                        .iter()
+                        .map(|v| format!("{} = {}", quote_ident(tag), quote_string(v)))
+                        .collect();
+                    let _ = write!(q, " AND ({})", alts.join(" OR "));
+                }
+            }
+        }
         if !self.group_by.is_empty() {
             q.push_str(" GROUP BY ");
             let tags: Vec<String> = self.group_by.iter().map(|t| quote_ident(t)).collect();
@@ -235,6 +299,44 @@ fn quote(s: &str, q: char) -> String {
     }
     out.push(q);
     out
+}
+
+/// An InfluxQL regex literal: `/.../` with `/` escaped (the only escape its scanner needs;
+/// a backslash before any other character is passed to the regex engine as is).
+pub fn regex_literal(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    out.push('/');
+    for c in pattern.chars() {
+        if c == '/' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('/');
+    out
+}
+
+/// Compiles a tag regex, through a cache: rules build their queries at every evaluation, and
+/// the patterns (literals in the rule) are few.
+pub fn compile_regex(pattern: &str) -> Result<TagRegex, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(pattern) {
+        return Ok(TagRegex(re.clone()));
+    }
+    let re = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("bad regex {pattern:?}: {e}"))?;
+    // Bounded: patterns built from data would otherwise grow it without end.
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), re.clone());
+    Ok(TagRegex(re))
 }
 
 /// A number as InfluxQL reads it (no exponent, integral values without a fraction).
@@ -332,6 +434,29 @@ mod tests {
             let got = q.to_influxql(None, NOW).unwrap();
             assert!(got.starts_with(want), "{agg:?}: {got}");
         }
+    }
+
+    /// Issue 10 item 15: rules had no regex (InfluxQL `=~`) and no list of values.
+    #[test]
+    fn where_match_and_where_in_render_as_influxql() {
+        let mut q = cpu();
+        q.matches.push(TagMatch::Regex {
+            tag: "host".into(),
+            re: compile_regex("^web[0-9]+/a$").unwrap(),
+        });
+        q.matches.push(TagMatch::In {
+            tag: "dc".into(),
+            values: vec!["eu".into(), "u's".into()],
+        });
+        let got = q.to_influxql(None, NOW).unwrap();
+        assert!(
+            got.ends_with(r#"AND "host" =~ /^web[0-9]+\/a$/ AND ("dc" = 'eu' OR "dc" = 'u\'s')"#),
+            "{got}"
+        );
+        assert!(q.matches[0].matches("web12/a"));
+        assert!(!q.matches[0].matches("db1"));
+        assert!(q.matches[1].matches("u's") && !q.matches[1].matches(""));
+        assert!(compile_regex("(").unwrap_err().contains("bad regex"));
     }
 
     #[test]

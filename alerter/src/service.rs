@@ -8,6 +8,13 @@
 //! loads; otherwise the last good version keeps running and the broken file raises an alert of
 //! the built-in rule `wk_rules` (recovered when the file is fixed). A deleted file stops its
 //! rule.
+//!
+//! Evaluation failures are typed ([`FailureKind`]): a source failure follows the rule's `error`
+//! policy, as does a runaway (time limit); a script error or a bad return value leaves the
+//! instances alone and raises `wk_rules` naming file:line:column, and a newly loaded version
+//! that fails so before it has evaluated cleanly once is rolled back to the last version that
+//! did. Every evaluation and failure is counted per rule ([`Service::self_metrics`],
+//! measurement `wk_alerter`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -22,8 +29,8 @@ use crate::actions::engine::{Engine, RuleEntry};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::model::{
-    AlertEvent, Condition, CycleResult, EventKind, Level, LevelConditions, Observation, Policy,
-    RuleSettings, Value,
+    AlertEvent, Condition, CycleResult, EvalFailure, EventKind, FailureKind, Level,
+    LevelConditions, Observation, Policy, RuleSettings, Value,
 };
 use crate::notify::router::Router;
 use crate::rules::{Limits, Rule, load_rule_with};
@@ -43,10 +50,16 @@ fn next_tick(now: i64, every: Duration) -> i64 {
 struct Slot {
     /// The last version that loaded (keeps running while a newer one is broken).
     rule: Option<Arc<Rule>>,
+    /// The last version that evaluated cleanly: what a failing new version is rolled back to.
+    good: Option<Arc<Rule>>,
     /// The file's content when last read, to notice changes.
     text: String,
     /// Why the current content does not load, if it does not.
     broken: Option<String>,
+    /// Why the current content was rolled back (it failed before it evaluated cleanly once).
+    rolled_back: Option<String>,
+    /// The running version's last failure of its own (cleared by a clean evaluation).
+    failing: Option<String>,
     state: RuleState,
     next_due: i64,
     /// An evaluation's thread is busy (at most one per rule).
@@ -72,12 +85,43 @@ enum Outcome {
 /// One evaluation's result.
 struct Evaluated {
     path: PathBuf,
+    /// The version evaluated (a reload may have replaced it meanwhile).
+    rule: Arc<Rule>,
     result: CycleResult,
     /// The scheduled tick it was evaluated as of (ns).
     now: i64,
     outcome: Outcome,
     /// Wall time it took.
     elapsed: Duration,
+}
+
+/// Evaluations and failures of one rule since start (Prometheus'
+/// rule_evaluations_total / rule_evaluation_failures_total).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvalCounts {
+    pub evaluations: u64,
+    /// Failures by kind.
+    pub failures: BTreeMap<FailureKind, u64>,
+}
+
+/// The typed event for a failed evaluation: [`EvaluationFailed::emit`] logs it and counts it,
+/// so the log and the self-metric cannot drift.
+struct EvaluationFailed<'a> {
+    rule: &'a str,
+    failure: &'a EvalFailure,
+}
+
+impl EvaluationFailed<'_> {
+    fn emit(self, counts: &mut BTreeMap<String, EvalCounts>) {
+        let kind = self.failure.kind.as_str();
+        warn!(rule = %self.rule, kind, "evaluation failed: {}", self.failure);
+        *counts
+            .entry(self.rule.to_owned())
+            .or_default()
+            .failures
+            .entry(self.failure.kind)
+            .or_default() += 1;
+    }
 }
 
 /// The alerter.
@@ -89,6 +133,7 @@ pub struct Service {
     slots: BTreeMap<PathBuf, Slot>,
     meta: RuleState,
     limits: Limits,
+    counts: BTreeMap<String, EvalCounts>,
     clock: Arc<dyn Clock>,
     host_pages: HostPages,
     /// A copy of every routed event, for in-process observers (tests).
@@ -129,6 +174,7 @@ impl Service {
             slots: BTreeMap::new(),
             meta,
             limits,
+            counts: BTreeMap::new(),
             clock,
             host_pages: HostPages::default(),
             tap: None,
@@ -140,6 +186,37 @@ impl Service {
         let (tx, rx) = mpsc::unbounded_channel();
         self.tap = Some(tx);
         rx
+    }
+
+    /// Evaluation counts per rule name.
+    pub fn eval_counts(&self) -> &BTreeMap<String, EvalCounts> {
+        &self.counts
+    }
+
+    /// The counts as `wk_alerter` metrics (one per rule, tag `rule`): `evaluations`,
+    /// `evaluation_failures` and one `evaluation_failures_<kind>` per kind.
+    pub fn self_metrics(&self, now: i64) -> Vec<wk_core::metric::Metric> {
+        self.counts
+            .iter()
+            .map(|(rule, c)| {
+                let mut m = wk_core::metric::Metric::new("wk_alerter", now)
+                    .with_tag("rule", rule.as_str())
+                    .with_field("evaluations", c.evaluations)
+                    .with_field("evaluation_failures", c.failures.values().sum::<u64>());
+                for kind in [
+                    FailureKind::Source,
+                    FailureKind::Script,
+                    FailureKind::Timeout,
+                    FailureKind::BadReturn,
+                ] {
+                    m.add_field(
+                        format!("evaluation_failures_{}", kind.as_str()),
+                        c.failures.get(&kind).copied().unwrap_or(0),
+                    );
+                }
+                m
+            })
+            .collect()
     }
 
     /// The router (tests read its counters).
@@ -207,6 +284,19 @@ impl Service {
                 }
             }
         }
+        self.sync_rules();
+        if !rearm.is_empty() {
+            info!(
+                instances = rearm.len(),
+                "restored alerts still firing: their actions resume (the attempt budget is kept)"
+            );
+            self.engine.handle(&rearm);
+        }
+        self.report_broken(now);
+    }
+
+    /// Tells the router and the action engine which rules run.
+    fn sync_rules(&mut self) {
         let settings: Vec<RuleSettings> = self
             .slots
             .values()
@@ -219,14 +309,6 @@ impl Service {
                 rule: Some(r.clone() as Arc<dyn crate::actions::engine::Recheck>),
             })
         }));
-        if !rearm.is_empty() {
-            info!(
-                instances = rearm.len(),
-                "restored alerts still firing: their actions resume (the attempt budget is kept)"
-            );
-            self.engine.handle(&rearm);
-        }
-        self.report_broken(now);
     }
 
     /// Loads one rule file if it changed. Returns the restored instances still firing when a
@@ -258,8 +340,11 @@ impl Service {
             });
         let slot = self.slots.entry(path.to_owned()).or_insert_with(|| Slot {
             rule: None,
+            good: None,
             text: String::new(),
             broken: None,
+            rolled_back: None,
+            failing: None,
             state: RuleState::new(),
             next_due: 0,
             running: false,
@@ -267,6 +352,8 @@ impl Service {
             ok_status: "loads again",
         });
         slot.text = text;
+        // A changed file ends what was said about its last content.
+        slot.rolled_back = None;
         match loaded {
             Ok(rule) => {
                 let name = rule.settings().name.clone();
@@ -283,6 +370,7 @@ impl Service {
                 sync_inhibitors(&self.router, rule.settings(), &slot.state);
                 slot.rule = Some(Arc::new(rule));
                 slot.broken = None;
+                slot.failing = None;
                 slot.next_due = next_tick(now, every);
             }
             Err(msg) => {
@@ -319,7 +407,14 @@ impl Service {
                     }
                     (Some(p), None, _) => format!("does not load (no earlier version runs): {p}"),
                     (None, _, Some(r)) => r.clone(),
-                    (None, _, None) => slot.ok_status.to_string(),
+                    (None, _, None) => match (&slot.rolled_back, &slot.failing) {
+                        (Some(f), _) => format!(
+                            "fails at evaluation; rolled back to the last version that \
+                             evaluated cleanly: {f}"
+                        ),
+                        (None, Some(f)) => format!("fails at evaluation: {f}"),
+                        (None, None) => slot.ok_status.to_string(),
+                    },
                 };
                 o.fields.insert("status".into(), Value::Str(status));
                 o.fields.insert(
@@ -328,7 +423,10 @@ impl Service {
                 );
                 o.levels = LevelConditions {
                     crit: Some(Condition {
-                        matched: slot.broken.is_some() || slot.runaway.is_some(),
+                        matched: slot.broken.is_some()
+                            || slot.runaway.is_some()
+                            || slot.rolled_back.is_some()
+                            || slot.failing.is_some(),
                         reset: None,
                     }),
                     ..Default::default()
@@ -400,7 +498,9 @@ impl Service {
             let (source, tx, path) = (self.source.clone(), tx.clone(), path.clone());
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let mut handle = tokio::task::spawn_blocking(move || rule.evaluate(&source, due));
+                let evaluated = rule.clone();
+                let mut handle =
+                    tokio::task::spawn_blocking(move || evaluated.evaluate(&source, due));
                 // The script stops itself at the deadline; this bounds what it cannot stop (a
                 // query in flight), with a little grace for the script's own report.
                 let grace = Duration::from_millis(100);
@@ -408,15 +508,22 @@ impl Service {
                 {
                     Ok(joined) => (
                         joined.unwrap_or_else(|e| {
-                            CycleResult::Failed(format!("rule evaluation crashed: {e}"))
+                            CycleResult::Failed(EvalFailure::new(
+                                FailureKind::Script,
+                                format!("{}: rule evaluation crashed: {e}", path.display()),
+                            ))
                         }),
                         Outcome::Finished,
                     ),
                     Err(_) => (
-                        CycleResult::Failed(format!(
-                            "{}: stopped waiting at the {} time limit (a query still in flight)",
-                            path.display(),
-                            crate::template::format_duration(limit)
+                        CycleResult::Failed(EvalFailure::new(
+                            FailureKind::Timeout,
+                            format!(
+                                "{}: stopped waiting at the {} time limit (a query still in \
+                                 flight)",
+                                path.display(),
+                                crate::template::format_duration(limit)
+                            ),
                         )),
                         Outcome::Overran,
                     ),
@@ -424,6 +531,7 @@ impl Service {
                 let overran = outcome == Outcome::Overran;
                 let _ = tx.send(Evaluated {
                     path: path.clone(),
+                    rule: rule.clone(),
                     result,
                     now: due,
                     outcome,
@@ -433,6 +541,7 @@ impl Service {
                     let _ = handle.await;
                     let _ = tx.send(Evaluated {
                         path,
+                        rule,
                         result: CycleResult::Observed(Vec::new()),
                         now: due,
                         outcome: Outcome::Ended,
@@ -459,14 +568,46 @@ impl Service {
             return;
         };
         let settings = rule.settings();
-        if let CycleResult::Failed(msg) = &done.result {
-            warn!(rule = %settings.name, "evaluation failed: {msg}");
+        let current = Arc::ptr_eq(&rule, &done.rule);
+        self.counts
+            .entry(settings.name.clone())
+            .or_default()
+            .evaluations += 1;
+        match &done.result {
+            CycleResult::Failed(f) => {
+                EvaluationFailed {
+                    rule: &settings.name,
+                    failure: f,
+                }
+                .emit(&mut self.counts);
+                if matches!(f.kind, FailureKind::Script | FailureKind::BadReturn) {
+                    // The rule's own fault is not news about the data: the instances keep
+                    // their state and wk_rules tells the rule's author.
+                    if current {
+                        self.rule_failed(&done.path, f, clock_now);
+                    }
+                    return;
+                }
+            }
+            CycleResult::Observed(_) => {
+                if current {
+                    slot.good = Some(rule.clone());
+                    if slot.failing.take().is_some() {
+                        info!(rule = %settings.name, "evaluates cleanly again");
+                        slot.ok_status = "evaluates cleanly again";
+                        self.report_broken(clock_now);
+                    }
+                }
+            }
         }
+        let Some(slot) = self.slots.get_mut(&done.path) else {
+            return;
+        };
         // A runaway (it used its whole time limit) is reported through `wk_rules` and waits
         // as long as it ran before its next evaluation, so it uses at most half of a thread.
         let runaway = (done.outcome == Outcome::Overran || done.elapsed >= limit).then(|| {
             let why = match &done.result {
-                CycleResult::Failed(m) => m.clone(),
+                CycleResult::Failed(f) => f.message.clone(),
                 CycleResult::Observed(_) => "it returned after the limit".into(),
             };
             format!(
@@ -493,6 +634,34 @@ impl Service {
         if report {
             self.report_broken(clock_now);
         }
+    }
+
+    /// A rule failed by its own fault: a version that never evaluated cleanly is rolled back to
+    /// the last one that did; either way `wk_rules` names the file, line and column.
+    fn rule_failed(&mut self, path: &Path, f: &EvalFailure, now: i64) {
+        let Some(slot) = self.slots.get_mut(path) else {
+            return;
+        };
+        let rolled_back = match (&slot.rule, &slot.good) {
+            (Some(rule), Some(good)) if !Arc::ptr_eq(rule, good) => {
+                error!(
+                    rule = %good.settings().name,
+                    "{f}: the new version fails; rolled back to the last version that evaluated cleanly"
+                );
+                slot.rule = Some(good.clone());
+                slot.rolled_back = Some(f.message.clone());
+                slot.ok_status = "loads again";
+                true
+            }
+            _ => {
+                slot.failing = Some(f.message.clone());
+                false
+            }
+        };
+        if rolled_back {
+            self.sync_rules();
+        }
+        self.report_broken(now);
     }
 
     /// Swaps in a new config (SIGHUP): notifiers and silences are replaced, the rules
@@ -723,5 +892,135 @@ mod tests {
         // Non-NoData events are never held.
         let out = p.fold(vec![ev("cpu", "web1", Alert)]);
         assert_eq!(rules(&out), [("cpu", Alert)]);
+    }
+}
+
+#[cfg(test)]
+mod rollback_tests {
+    use super::*;
+    use crate::source::MemorySource;
+
+    const S: i64 = 1_000_000_000;
+    const NOW: i64 = 1_700_000_000 * S;
+
+    const GOOD: &str = "rule(#{ every: \"10s\" });\nfn check() {\n  let s = query(\"cpu\").field(\"busy\").last().group_by(\"host\").run();\n  for x in s { x.crit(x.value > 90.0); }\n  s\n}\n";
+    /// Loads, then fails at every evaluation: `()` in arithmetic.
+    const BAD: &str = "rule(#{ every: \"10s\" });\nfn check() {\n  let s = query(\"cpu\").field(\"busy\").last().group_by(\"host\").run();\n  let n = ();\n  n + 1;\n  s\n}\n";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        svc: Service,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let rules = dir.path().join("rules");
+            std::fs::create_dir(&rules).unwrap();
+            let conf = format!(
+                "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n\
+                 [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"s3cret-token-for-tests\"\n",
+                rules.display().to_string(),
+                dir.path().join("state").display().to_string()
+            );
+            let cfg =
+                crate::config::load_str(&dir.path().join("alerter.conf"), &conf, &|_: &str| None)
+                    .unwrap();
+            let text = format!("cpu,host=web1 busy=95 {NOW}\n");
+            let src: Arc<dyn QuerySource> =
+                Arc::new(MemorySource::from_line_protocol(&text, 0).unwrap());
+            let svc = Service::new(cfg, src);
+            Fixture { dir, svc }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("rules").join("cpu.rhai")
+        }
+
+        fn write(&mut self, text: &str, now: i64) {
+            std::fs::write(self.path(), text).unwrap();
+            self.svc.scan(now);
+        }
+
+        /// One evaluation of the running version, as the scheduler does it.
+        fn evaluate(&mut self, now: i64) {
+            let path = self.path();
+            let rule = self.svc.slots[&path].rule.clone().unwrap();
+            let result = rule.evaluate(&self.svc.source, now);
+            self.svc.finish(Evaluated {
+                path,
+                rule,
+                result,
+                now,
+                outcome: Outcome::Finished,
+                elapsed: Duration::ZERO,
+            });
+        }
+
+        fn running(&self) -> Arc<Rule> {
+            self.svc.slots[&self.path()].rule.clone().unwrap()
+        }
+
+        fn wk_rules_level(&self) -> Level {
+            self.svc
+                .meta
+                .instances()
+                .into_iter()
+                .find(|i| i.tags.get("file").is_some_and(|f| f == "cpu.rhai"))
+                .map_or(Level::Ok, |i| i.level)
+        }
+    }
+
+    /// Regression: an edit that failed only at run time replaced the working version, and with
+    /// the default `error: "keep"` nobody was told.
+    #[tokio::test]
+    async fn a_new_version_failing_at_run_time_is_rolled_back_and_raises_wk_rules() {
+        let mut f = Fixture::new();
+        f.write(GOOD, NOW);
+        f.evaluate(NOW);
+        assert_eq!(f.wk_rules_level(), Level::Ok);
+        let good = f.running();
+
+        f.write(BAD, NOW + 10 * S);
+        assert!(!Arc::ptr_eq(&f.running(), &good), "the new version runs");
+        f.evaluate(NOW + 10 * S);
+        assert!(
+            Arc::ptr_eq(&f.running(), &good),
+            "the failing version was not rolled back"
+        );
+        assert_eq!(f.wk_rules_level(), Level::Critical);
+        let problem = f.svc.slots[&f.path()].rolled_back.clone().unwrap();
+        assert!(problem.contains("cpu.rhai:5:5: "), "{problem}");
+
+        // The rolled-back version keeps evaluating; the alert stays until the file changes.
+        f.evaluate(NOW + 20 * S);
+        assert_eq!(f.wk_rules_level(), Level::Critical);
+        f.write(&GOOD.replace("90.0", "91.0"), NOW + 30 * S);
+        f.evaluate(NOW + 30 * S);
+        assert_eq!(f.wk_rules_level(), Level::Ok);
+
+        let counts = &f.svc.eval_counts()["cpu"];
+        assert_eq!(counts.evaluations, 4);
+        assert_eq!(counts.failures.get(&FailureKind::Script), Some(&1));
+        let m = f.svc.self_metrics(NOW);
+        assert_eq!(&*m[0].name, "wk_alerter");
+        assert_eq!(
+            m[0].field("evaluation_failures_script"),
+            Some(&wk_core::metric::FieldValue::from(1u64))
+        );
+    }
+
+    /// A rule that never evaluated cleanly has nothing to roll back to: it keeps running and
+    /// wk_rules says why, until an evaluation succeeds.
+    #[tokio::test]
+    async fn a_first_version_failing_at_run_time_raises_wk_rules_until_it_evaluates() {
+        let mut f = Fixture::new();
+        f.write(BAD, NOW);
+        f.evaluate(NOW);
+        assert_eq!(f.wk_rules_level(), Level::Critical);
+        let failing = f.svc.slots[&f.path()].failing.clone().unwrap();
+        assert!(failing.contains("cpu.rhai:5:5: "), "{failing}");
+        f.write(GOOD, NOW + 10 * S);
+        assert_eq!(f.wk_rules_level(), Level::Ok);
     }
 }

@@ -87,6 +87,128 @@ fn replay_reports_failed_evaluations_and_test_exits_non_zero_when_all_fail() {
     assert!(stderr.contains("every evaluation failed"), "{stderr}");
 }
 
+/// Broken rules `wk-alerter check` passed (issue 10 item 7): each must fail it, naming the
+/// file, line and column, without a database.
+pub const BROKEN_RULES: &[(&str, &str)] = &[
+    (
+        "go_template",
+        "rule(#{ message: \"{{ .Level }} on {{ index .Tags \\\"host\\\" }}\" });\nfn check() { [] }\n",
+    ),
+    (
+        "memory",
+        "fn check() {\n  let a = [];\n  loop { let m = #{}; for i in 0..5000 { m[\"k\" + i] = i; } a.push(m); }\n}\n",
+    ),
+    (
+        "endless",
+        "fn check() {\n  let i = 0;\n  loop { i += 1; }\n}\n",
+    ),
+    (
+        "recursion",
+        "fn down(n) { down(n + 1) }\nfn check() { down(0) }\n",
+    ),
+    (
+        "undefined_fn",
+        "fn check() {\n  let s = query(\"cpu\").field(\"usage_idle\").last().run();\n  notify_ops(s);\n  s\n}\n",
+    ),
+    (
+        "misspelled_method",
+        "fn check() {\n  query(\"cpu\").feild(\"usage_idle\").last().run()\n}\n",
+    ),
+    (
+        "bad_return",
+        "fn check() {\n  let s = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\").run();\n  for x in s { x.crit(x.value > 90.0); }\n}\n",
+    ),
+    (
+        "unit_arithmetic",
+        "fn check() {\n  let s = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\").run();\n  for x in s { x.crit(100.0 - x.get(\"nope\") > 90.0); }\n  s\n}\n",
+    ),
+];
+
+#[test]
+fn check_runs_each_rule_once_and_fails_the_broken_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in BROKEN_RULES {
+        let path = dir.path().join(format!("{name}.rhai"));
+        std::fs::write(&path, text).unwrap();
+        let mut out = Vec::new();
+        let ok = app::check(
+            None,
+            std::slice::from_ref(&path),
+            &app::CheckOptions::default(),
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(!ok, "{name} passed check: {out}");
+        let prefix = format!("{}:", path.display());
+        let rest = out.strip_prefix(&prefix).unwrap_or("");
+        let mut parts = rest.splitn(3, ':');
+        assert!(
+            parts.next().is_some_and(|l| l.parse::<usize>().is_ok())
+                && parts.next().is_some_and(|c| c.parse::<usize>().is_ok()),
+            "{name}: no file:line:column in {out}"
+        );
+    }
+    // A good rule passes, and with recorded data it runs on that data.
+    let good = dir.path().join("good.rhai");
+    std::fs::write(&good, GOOD_RULE).unwrap();
+    let points = wk_core::lineproto::parse("cpu,host=a busy=1 1000000000\n", 0).unwrap();
+    for data in [None, Some(&points[..])] {
+        let mut out = Vec::new();
+        let opts = app::CheckOptions { eval: false, data };
+        assert!(
+            app::check(None, std::slice::from_ref(&good), &opts, &mut out),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        // Durations read as people write them (it printed `for 0ns`), and the message is
+        // rendered once so the operator sees how it reads.
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("every 1s, for 0s,"), "{out}");
+        assert!(out.contains("  message: good:"), "{out}");
+    }
+}
+
+/// Regression: `wk-alerter test ... | head` panicked on the broken pipe.
+#[test]
+fn test_command_stops_quietly_when_stdout_closes() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let rule = dir.path().join("r.rhai");
+    std::fs::write(
+        &rule,
+        "rule(#{ every: \"10s\" });\nfn check() {\n  let s = query(\"m\").field(\"v\").last().group_by(\"host\").run();\n  for x in s { x.crit(x.value > 0.5); }\n  s\n}\n",
+    )
+    .unwrap();
+    let mut lp = String::new();
+    for h in 0..3000 {
+        lp += &format!("m,host=h{h} v=1 1000000000\n");
+    }
+    let data = dir.path().join("d.lp");
+    std::fs::write(&data, lp).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        .arg("test")
+        .arg(&rule)
+        .arg("--data")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    let _ = child.stdout.as_mut().unwrap().read(&mut first);
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
 /// Regression: a rule that failed to load repeated its error text in several log lines (the
 /// error, the wk_rules event, the delivery). One line per load error now.
 #[test]

@@ -33,12 +33,21 @@ fn every_example_config_and_rule_loads() {
         let rules_dir = root.join(&cfg.settings.rules_dir);
         let rules = files(&rules_dir, "rhai");
         assert!(!rules.is_empty(), "{}", rules_dir.display());
-        for r in rules {
-            let rule = load_rule(&r).unwrap_or_else(|e| panic!("{e}"));
+        for r in &rules {
+            let rule = load_rule(r).unwrap_or_else(|e| panic!("{e}"));
             cfg.notify
                 .validate_names(&rule.settings().notify)
                 .unwrap_or_else(|e| panic!("{}: {e}", r.display()));
         }
+        // `wk-alerter check` passes them: each runs once on sample data without failing
+        // (without the config: its actions name directories of the deployed machine).
+        let mut out = Vec::new();
+        let opts = wk_alerter::app::CheckOptions::default();
+        assert!(
+            wk_alerter::app::check(None, &rules, &opts, &mut out),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }
 

@@ -11,6 +11,7 @@
 //! set for the duration of one load or evaluation, which also carries the wall-clock deadline
 //! that `on_progress` enforces.
 
+pub mod budget;
 pub mod series;
 pub mod settings;
 
@@ -28,8 +29,8 @@ use rhai::{
 };
 use wk_core::values::parse_duration;
 
-use crate::model::{CycleResult, Observation, RuleSettings};
-use crate::query::{Aggregate, Query, TagFilter};
+use crate::model::{CycleResult, EvalFailure, FailureKind, Observation, RuleSettings};
+use crate::query::{Aggregate, Query, TagFilter, TagMatch, compile_regex};
 use crate::source::QuerySource;
 use series::ScriptSeries;
 
@@ -49,6 +50,9 @@ pub struct Limits {
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
+    /// Bytes an evaluation (or load) may hold at once, counted at the allocator: the bound on
+    /// everything a script grows.
+    pub max_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +66,18 @@ impl Default for Limits {
             max_string_size: 1 << 20,
             max_array_size: 100_000,
             max_map_size: 10_000,
+            max_memory_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits the alerter config sets (time and memory), the rest at their defaults.
+    pub fn from_settings(s: &crate::config::Settings) -> Limits {
+        Limits {
+            timeout: s.max_eval_time,
+            max_memory_bytes: s.max_rule_memory_bytes,
+            ..Limits::default()
         }
     }
 }
@@ -111,6 +127,8 @@ pub struct Rule {
     /// Whether the top level calls `rule()`.
     calls_rule: bool,
     limits: Limits,
+    /// Where `fn check()` is defined: failures without a position of their own point there.
+    check_pos: (usize, usize),
 }
 
 impl fmt::Debug for Rule {
@@ -196,6 +214,9 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         };
         return Err(err(RuleErrorKind::Script, None, message));
     }
+    if let Err((pos, message)) = static_check(&engine, &ast) {
+        return Err(err(RuleErrorKind::Script, Some(pos), message));
+    }
 
     let mut scope = Scope::new();
     let ctx = with_context(Context::new(Phase::Load, None, 0, limits), || {
@@ -229,7 +250,130 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         ast,
         calls_rule,
         limits: limits.clone(),
+        check_pos: check_position(text),
     })
+}
+
+/// Where `fn check()` is defined (line, column), or (1, 1).
+fn check_position(text: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let col = line.find("fn check(")?;
+            let before = line[..col].trim();
+            (before.is_empty() || before == "private").then(|| (i + 1, col + 1))
+        })
+        .unwrap_or((1, 1))
+}
+
+/// Rhai's keyword functions: parsed specially, so they are not in the engine's signatures.
+const KEYWORD_FUNCTIONS: &[&str] = &[
+    "print",
+    "debug",
+    "type_of",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+    "eval",
+];
+
+/// The names of every function the engine knows (native, standard package, rule API).
+fn known_functions(engine: &Engine) -> Arc<BTreeSet<String>> {
+    // Every rule engine registers the same functions, so the set is built once.
+    static KNOWN: OnceLock<Arc<BTreeSet<String>>> = OnceLock::new();
+    KNOWN
+        .get_or_init(|| {
+            let mut names: BTreeSet<String> = engine
+                .collect_fn_metadata(None, |f| Some(f.metadata.name.to_string()), true)
+                .into_iter()
+                .collect();
+            names.extend(KEYWORD_FUNCTIONS.iter().map(|k| (*k).to_owned()));
+            Arc::new(names)
+        })
+        .clone()
+}
+
+/// Rejects calls to functions and methods that exist neither in the engine nor in the
+/// script: Rhai only finds them when the call runs, which for a rule may be never in `check`
+/// and at 3 a.m. in production.
+fn static_check(engine: &Engine, ast: &AST) -> Result<(), ((usize, usize), String)> {
+    use rhai::{ASTNode, Expr, Stmt};
+    let known = known_functions(engine);
+    let script: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_owned()).collect();
+    let mut found: Option<((usize, usize), String)> = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        let (call, pos, method) = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(c, pos))) => (c, *pos, false),
+            Some(ASTNode::Expr(Expr::MethodCall(c, pos))) => (c, *pos, true),
+            Some(ASTNode::Stmt(Stmt::FnCall(c, pos))) => (c, *pos, false),
+            _ => return true,
+        };
+        let name = call.name.as_str();
+        // A literal pattern is compiled at load: a bad one is a load error with its position.
+        if name == "where_match"
+            && let Some(Expr::StringConstant(p, at)) = call.args.get(1)
+            && let Err(e) = compile_regex(p)
+        {
+            found = Some((
+                position(*at).unwrap_or((1, 1)),
+                format!(".where_match(): {e}"),
+            ));
+            return false;
+        }
+        let plain = name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if call.op_token.is_some()
+            || !call.namespace.is_empty()
+            || !plain
+            || known.contains(name)
+            || script.contains(name)
+        {
+            return true;
+        }
+        let hint = suggest(name, known.iter().chain(&script))
+            .map(|s| {
+                if method {
+                    format!(" (did you mean `.{s}()`?)")
+                } else {
+                    format!(" (did you mean `{s}()`?)")
+                }
+            })
+            .unwrap_or_default();
+        let message = if method {
+            format!("unknown method `.{name}()`{hint}")
+        } else {
+            format!("unknown function `{name}()`{hint}")
+        };
+        found = Some((position(pos).unwrap_or((1, 1)), message));
+        false
+    });
+    found.map_or(Ok(()), Err)
+}
+
+/// The closest name within two edits, for "did you mean".
+fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    candidates
+        .filter(|c| c.chars().all(|ch| ch.is_alphanumeric() || ch == '_'))
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 impl Rule {
@@ -244,7 +388,9 @@ impl Rule {
     }
 
     /// Runs `check()` at `now_ns` against `source`. Never panics; a script error, a query
-    /// failure or an exceeded limit is [`CycleResult::Failed`] with `file:line:col: message`.
+    /// failure, an exceeded limit or a bad return value is [`CycleResult::Failed`], typed by
+    /// [`FailureKind`], with `file:line:col: message` (a failure without a position of its
+    /// own points at `fn check()`).
     ///
     /// The top level runs again before `check()` (its `rule()` call is then ignored): that is
     /// how Rhai makes top-level constants visible in functions as `global::NAME`.
@@ -252,7 +398,7 @@ impl Rule {
         let mut scope = Scope::new();
         let mut ctx = Context::new(Phase::Check, Some(Arc::clone(source)), now_ns, &self.limits);
         ctx.rule_calls_left = usize::from(self.calls_rule);
-        let (result, _) = with_context(ctx, || {
+        let (result, ctx) = with_context(ctx, || {
             self.engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(true).rewind_scope(true),
                 &mut scope,
@@ -265,16 +411,39 @@ impl Rule {
             Ok(v) => v,
             Err(e) => {
                 let (pos, message) = describe_error(&e, &self.limits);
-                return CycleResult::Failed(match pos {
-                    Some((l, c)) => format!("{}:{l}:{c}: {message}", self.file),
-                    None => format!("{}: check(): {message}", self.file),
-                });
+                let kind = match e.unwrap_inner() {
+                    EvalAltResult::ErrorTerminated(token, _)
+                        if token.to_string() == OVER_BUDGET =>
+                    {
+                        FailureKind::Script
+                    }
+                    EvalAltResult::ErrorTooManyOperations(_)
+                    | EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
+                    EvalAltResult::ErrorRuntime(..)
+                        if ctx.source_error.as_deref() == Some(message.as_str()) =>
+                    {
+                        FailureKind::Source
+                    }
+                    _ => FailureKind::Script,
+                };
+                return CycleResult::Failed(self.failure(kind, pos, &message));
             }
         };
         match observations(value) {
             Ok(obs) => CycleResult::Observed(obs),
-            Err(m) => CycleResult::Failed(format!("{}: {m}", self.file)),
+            Err(m) => CycleResult::Failed(self.failure(FailureKind::BadReturn, None, &m)),
         }
+    }
+
+    fn failure(
+        &self,
+        kind: FailureKind,
+        pos: Option<(usize, usize)>,
+        message: &str,
+    ) -> EvalFailure {
+        let (l, c) = pos.unwrap_or(self.check_pos);
+        let at = if pos.is_some() { "" } else { "check(): " };
+        EvalFailure::new(kind, format!("{}:{l}:{c}: {at}{message}", self.file))
     }
 }
 
@@ -337,6 +506,10 @@ fn describe_error(e: &EvalAltResult, limits: &Limits) -> (Option<(usize, usize)>
             "stopped: more than {} operations (an endless loop?)",
             limits.max_operations
         ),
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == OVER_BUDGET => format!(
+            "stopped: held more than {} MiB (the memory budget; a collection growing without bound?)",
+            limits.max_memory_bytes >> 20
+        ),
         EvalAltResult::ErrorTerminated(..) => format!(
             "stopped: ran longer than the {} ms time limit",
             limits.timeout.as_millis()
@@ -363,10 +536,15 @@ struct Context {
     source: Option<Arc<dyn QuerySource>>,
     now_ns: i64,
     deadline: Instant,
+    /// The thread's held bytes when the run started, and how many more it may hold.
+    mem_base: isize,
+    mem_budget: isize,
     /// The map given to `rule()` and the call's position.
     settings: Option<(Map, (usize, usize))>,
     /// During evaluation: how many more `rule()` calls the top level makes.
     rule_calls_left: usize,
+    /// The last query failure, so an evaluation that ends with it is a source error.
+    source_error: Option<String>,
 }
 
 impl Context {
@@ -382,8 +560,11 @@ impl Context {
             source,
             now_ns,
             deadline: now.checked_add(limits.timeout).unwrap_or(now),
+            mem_base: budget::held_bytes(),
+            mem_budget: isize::try_from(limits.max_memory_bytes).unwrap_or(isize::MAX),
             settings: None,
             rule_calls_left: 0,
+            source_error: None,
         }
     }
 }
@@ -413,8 +594,11 @@ fn with_context<T>(ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
         source: None,
         now_ns: 0,
         deadline: Instant::now(),
+        mem_base: 0,
+        mem_budget: isize::MAX,
         settings: None,
         rule_calls_left: 0,
+        source_error: None,
     });
     (out, ctx)
 }
@@ -454,6 +638,13 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
     engine.set_max_array_size(limits.max_array_size);
     engine.set_max_map_size(limits.max_map_size);
     engine.on_progress(|ops| {
+        // Memory every step (a thread-local read): one step can allocate up to the largest
+        // string or array, so checking rarely would let a script overshoot by hundreds of MB.
+        let over = context(|c| budget::held_bytes().saturating_sub(c.mem_base) > c.mem_budget)
+            .unwrap_or(false);
+        if over {
+            return Some(Dynamic::from(OVER_BUDGET));
+        }
         if ops % 256 != 0 {
             return None;
         }
@@ -477,6 +668,9 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
     series::register(&mut engine);
     engine
 }
+
+/// The token `on_progress` stops a script with when it exceeds its memory budget.
+const OVER_BUDGET: &str = "memory budget";
 
 /// The script type `Query`: the builder behind `query("m")...run()`.
 #[derive(Debug, Clone)]
@@ -555,6 +749,43 @@ fn register_rule_api(engine: &mut Engine) {
             q.clone()
         });
     }
+    engine.register_fn(
+        "where_match",
+        |q: &mut QueryBuilder, tag: &str, pattern: &str| -> RhaiResult<QueryBuilder> {
+            let re = compile_regex(pattern).map_err(|e| format!(".where_match(): {e}"))?;
+            q.0.matches.push(TagMatch::Regex {
+                tag: tag.to_owned(),
+                re,
+            });
+            Ok(q.clone())
+        },
+    );
+    engine.register_fn(
+        "where_in",
+        |q: &mut QueryBuilder, tag: &str, values: Array| -> RhaiResult<QueryBuilder> {
+            if values.is_empty() {
+                return Err(".where_in(tag, []): the list is empty (nothing would match)".into());
+            }
+            let values = values
+                .iter()
+                .map(|v| {
+                    if v.is_string() || v.is_int() {
+                        Ok(v.to_string())
+                    } else {
+                        Err(format!(
+                            ".where_in(): tag values are strings, got {}",
+                            v.type_name()
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            q.0.matches.push(TagMatch::In {
+                tag: tag.to_owned(),
+                values,
+            });
+            Ok(q.clone())
+        },
+    );
     engine.register_fn(
         "range",
         |q: &mut QueryBuilder, d: &str| -> RhaiResult<QueryBuilder> {
@@ -648,7 +879,7 @@ fn register_rule_api(engine: &mut Engine) {
         let (source, now) = in_check(".run()")?;
         q.0.validate().map_err(|e| e.0)?;
         let field = q.0.field.clone().unwrap_or_default();
-        let series = source.query(&q.0, now).map_err(|e| e.to_string())?;
+        let series = source.query(&q.0, now).map_err(source_failed)?;
         Ok(series
             .into_iter()
             .map(|s| Dynamic::from(ScriptSeries::from_source(s, &field)))
@@ -662,12 +893,20 @@ fn register_rule_api(engine: &mut Engine) {
     });
     engine.register_fn("influxql", |text: &str| -> RhaiResult<Array> {
         let (source, now) = in_check("influxql()")?;
-        let series = source.influxql(text, now).map_err(|e| e.to_string())?;
+        let series = source.influxql(text, now).map_err(source_failed)?;
         Ok(series
             .into_iter()
             .map(|s| Dynamic::from(ScriptSeries::from_source(s, "")))
             .collect())
     });
+}
+
+/// Records a query failure in the context (it is a source error if the evaluation ends
+/// with it) and turns it into the script error.
+fn source_failed(e: crate::source::SourceError) -> Box<EvalAltResult> {
+    let message = e.to_string();
+    context(|c| c.source_error = Some(message.clone()));
+    message.into()
 }
 
 /// The source and time of the running evaluation, or the error for calling `what` outside

@@ -188,25 +188,33 @@ fn duration(v: &Dynamic) -> Result<Duration, String> {
 
 fn template(v: &Dynamic) -> Result<String, String> {
     let s = string(v)?;
-    let (mut depth, mut rest) = (0usize, s.as_str());
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix("{{") {
-            if depth > 0 {
-                return Err(format!("{{{{ inside {{{{ in {s:?}"));
-            }
-            depth = 1;
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("}}") {
-            depth = 0;
-            rest = r;
-        } else {
-            let n = rest.chars().next().map_or(1, char::len_utf8);
-            rest = &rest[n..];
+    // Go's text/template (Kapacitor's) is the habit of everyone coming from Kapacitor: it
+    // would otherwise render as `<no value>` at send time.
+    let mut rest = s.as_str();
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let inner = after.split("}}").next().unwrap_or("").trim();
+        let first = inner.split_whitespace().next().unwrap_or("");
+        if inner.starts_with('.')
+            || ["if", "range", "index", "printf", "end", "else", "with"].contains(&first)
+        {
+            let hint = inner
+                .strip_prefix('.')
+                .filter(|n| n.chars().all(|c| c.is_alphanumeric() || c == '_'))
+                .map(|n| format!("write {{{{{}}}}}", n.to_ascii_lowercase()))
+                .unwrap_or_else(|| "write {{host}}, {{tags.host}}, {{level}} ...".to_owned());
+            return Err(format!(
+                "{{{{{inner}}}}} is Go template syntax, which rule templates do not have: {hint} \
+                 (docs/rules.md, \"Templates\")"
+            ));
         }
+        rest = after;
     }
-    if depth > 0 {
-        return Err(format!("unclosed {{{{ in {s:?}"));
-    }
+    crate::template::Template::parse(&s).map_err(|e| {
+        let at = s.get(e.offset..).unwrap_or("");
+        let shown: String = at.chars().take(24).collect();
+        format!("{} at {shown:?}", e.kind)
+    })?;
     Ok(s)
 }
 

@@ -54,7 +54,7 @@ fn load_err(text: &str) -> RuleError {
 
 fn failed(rule: &Rule) -> String {
     match rule.evaluate(&cpu_source(), NOW) {
-        CycleResult::Failed(m) => m,
+        CycleResult::Failed(m) => m.message,
         other => panic!("expected a failure, got {other:?}"),
     }
 }
@@ -213,7 +213,24 @@ fn settings_errors_name_line_and_column() {
         ),
         (
             "rule(#{ message: \"{{host\" });\nfn check() { [] }",
-            "rules/test.rhai:1:18: rule(): message: unclosed {{",
+            "rules/test.rhai:1:18: rule(): message: unclosed `{{`",
+        ),
+        // Issue 10 item 10: these passed `check` and fell back silently at send time.
+        (
+            "rule(#{ message: \"{{}} down\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): message: empty placeholder",
+        ),
+        (
+            "rule(#{ details: \"{{value:%2f}}\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): details: bad format `%2f`",
+        ),
+        (
+            "rule(#{ message: \"{{ .Level }}: {{host}}\" });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): message: {{.Level}} is Go template syntax, which rule templates do not have: write {{level}}",
+        ),
+        (
+            "rule(#{ id: \"{{ index .Tags \\\"host\\\" }}\" });\nfn check() { [] }",
+            "rules/test.rhai:1:13: rule(): id: {{index .Tags \"host\"}} is Go template syntax",
         ),
         (
             "rule(#{ expect: [\"web1\"] });\nfn check() { [] }",
@@ -399,7 +416,7 @@ fn endless_loop_is_stopped_by_the_operation_budget() {
     let m = failed(&rule);
     assert_eq!(
         m,
-        "l.rhai: check(): stopped: more than 100000 operations (an endless loop?)"
+        "l.rhai:1:1: check(): stopped: more than 100000 operations (an endless loop?)"
     );
 }
 
@@ -479,8 +496,10 @@ fn sandbox_has_no_eval_import_files_or_sleep() {
         "env(\"HOME\")",
         "system(\"ls\")",
     ] {
-        let m = failed(&check_only(&format!("  {call}")));
-        assert!(m.contains("Function not found"), "{call}: {m}");
+        // Refused at load: no such function exists in the engine.
+        let e = load_err(&format!("fn check() {{\n  {call}\n}}"));
+        assert!(e.message.starts_with("unknown function"), "{call}: {e}");
+        assert_eq!((e.line, e.column), (Some(2), Some(3)), "{call}: {e}");
     }
     let start = Instant::now();
     let m = failed(&check_only("  sleep(30.0); []"));
@@ -732,4 +751,141 @@ fn a_bad_pattern_is_a_load_error_with_its_position() {
     assert!(e.contains("invalid regular expression"), "{e}");
     err(r"^python3 -m http\.server (80|8080)$").unwrap();
     err("^{{tags.cmd}} --serve$").unwrap();
+}
+
+fn failure(rule: &Rule) -> EvalFailure {
+    match rule.evaluate(&cpu_source(), NOW) {
+        CycleResult::Failed(f) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Regression: failures were one untyped string, so a script error was handled like a
+/// database outage; and 10 of 18 kinds of evaluation error carried no file:line.
+#[test]
+fn evaluation_failures_are_typed_and_name_file_line_column() {
+    const CPU: &str =
+        "let s = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\").run();";
+    let cases: &[(&str, FailureKind)] = &[
+        ("influxql(\"SELECT 1\")", FailureKind::Source),
+        ("let n = (); n + 1", FailureKind::Script),
+        ("\"a\" - 1", FailureKind::Script),
+        ("let a = [1]; a[5]", FailureKind::Script),
+        ("throw \"custom\"", FailureKind::Script),
+        ("query(\"cpu\").mean().run()", FailureKind::Script),
+        (
+            "query(\"cpu\").field(\"f\").range(\"soon\").run()",
+            FailureKind::Script,
+        ),
+        ("let m = #{}; m.x", FailureKind::Script),
+        ("1 / 0", FailureKind::Script),
+        (
+            "let x = \"x\"; x.pad(2000000, \"y\"); x",
+            FailureKind::Script,
+        ),
+        ("s[0].set(\"\", 1); s", FailureKind::Script),
+        ("s[0].value = [1]; s", FailureKind::Script),
+        ("nope", FailureKind::Script),
+        ("5", FailureKind::BadReturn),
+        ("[1]", FailureKind::BadReturn),
+        ("for x in s { x.crit(true); }", FailureKind::BadReturn),
+        ("s + s", FailureKind::BadReturn),
+    ];
+    for (body, kind) in cases {
+        let text = format!("fn check() {{\n  {CPU}\n  {body}\n}}\n");
+        let rule = match load(&text) {
+            Ok(r) => r,
+            // `nope` is a variable the strict parser refuses: a load error, also positioned.
+            Err(e) => {
+                assert!(e.line.is_some() && e.column.is_some(), "{body}: {e}");
+                continue;
+            }
+        };
+        let CycleResult::Failed(f) = rule.evaluate(&cpu_source(), NOW) else {
+            panic!("{body}: did not fail")
+        };
+        assert_eq!(f.kind, *kind, "{body}: {f}");
+        let rest = f.message.strip_prefix("rules/test.rhai:").unwrap_or("");
+        let mut parts = rest.splitn(3, ':');
+        let (l, c) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        assert!(
+            l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(),
+            "{body}: no file:line:column in {f}"
+        );
+    }
+    let rule = load_rule_source_with(
+        "l.rhai",
+        "fn check() {\n  loop {}\n}",
+        &limited(60_000, 100_000),
+    )
+    .unwrap();
+    assert_eq!(failure(&rule).kind, FailureKind::Timeout);
+}
+
+/// Regression: a misspelled query method or an undefined function loaded fine and failed at
+/// every evaluation (`wk-alerter check` passed them).
+#[test]
+fn unknown_functions_and_methods_are_refused_at_load_with_position() {
+    let e = load_err("fn check() {\n  query(\"cpu\").feild(\"usage_idle\").last().run()\n}");
+    assert_eq!(e.kind, RuleErrorKind::Script);
+    assert_eq!((e.line, e.column), (Some(2), Some(16)), "{e}");
+    assert!(e.message.contains("unknown method `.feild()`"), "{e}");
+    assert!(e.message.contains("did you mean `.field()`"), "{e}");
+    let e = load_err("fn check() {\n  let s = [];\n  notify_ops(s);\n  s\n}");
+    assert_eq!((e.line, e.column), (Some(3), Some(3)), "{e}");
+    assert!(e.message.contains("unknown function `notify_ops()`"), "{e}");
+    // Script functions, closures, keywords and methods of the standard package are known.
+    load("fn helper(x) { x * 2 }\nfn check() {\n  let f = |x| helper(x);\n  let a = [3, 1].map(f);\n  a.sort();\n  print(type_of(a));\n  if is_def_fn(\"helper\", 1) { f.call(1); }\n  []\n}")
+        .unwrap();
+}
+
+/// Regression (issue 15): `m[k] = v` in an endless loop grew a map to 68 MB before the
+/// operation limit stopped it, and one rule could take ~2 GB; the memory budget, counted at
+/// the allocator, stops it where it grows and leaves the alerter running.
+#[test]
+fn a_rule_growing_without_bound_is_stopped_at_its_memory_budget() {
+    let limits = Limits {
+        timeout: Duration::from_secs(30),
+        max_operations: 0,
+        max_map_size: 100_000_000,
+        max_memory_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let rule = load_rule_source_with(
+        "m.rhai",
+        "fn check() {\n  let m = #{};\n  let i = 0;\n  loop { m[\"key\" + i] = i; i += 1; }\n}",
+        &limits,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let f = failure(&rule);
+    assert_eq!(f.kind, FailureKind::Script, "{f}");
+    assert!(f.message.contains("held more than 4 MiB"), "{f}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    // The thread's memory came back: the next evaluation starts from a clean budget.
+    assert!(observed(&load(CPU_RULE).unwrap()).len() == 2);
+}
+
+/// Issue 10 item 15: InfluxQL has `=~`; rules had only equality. Evaluated natively by the
+/// memory source; a bad literal pattern is a load error with its position.
+#[test]
+fn where_match_and_where_in_select_tags() {
+    let rule = check_only(
+        "  let a = query(\"cpu\").field(\"usage_idle\").where_match(\"cpu\", \"^cpu-t\").last().group_by(\"host\").run();\n  let b = query(\"cpu\").field(\"usage_idle\").where_in(\"host\", [\"web2\", \"db9\"]).where_match(\"cpu\", \"0$\").last().group_by(\"host\", \"cpu\").run();\n  a + b",
+    );
+    let obs = observed(&rule);
+    let got: Vec<String> = obs
+        .iter()
+        .map(|o| format!("{:?}={:?}", o.tags, o.fields["value"]))
+        .collect();
+    assert_eq!(obs.len(), 3, "{got:?}");
+    assert_eq!(obs[2].tags["cpu"], "cpu0");
+    assert_eq!(obs[2].fields["value"], Value::Float(1.0));
+    let e = load_err(
+        "fn check() {\n  query(\"cpu\").field(\"f\").where_match(\"host\", \"web(\").run()\n}",
+    );
+    assert_eq!((e.line, e.column), (Some(2), Some(47)), "{e}");
+    assert!(e.message.contains("bad regex"), "{e}");
+    let rule = check_only("  query(\"cpu\").field(\"f\").where_in(\"host\", []).run()");
+    assert!(failed(&rule).contains("the list is empty"));
 }

@@ -280,7 +280,9 @@ impl QuerySource for MemorySource {
                         .find(|(tk, _)| tk == k)
                         .map_or("", |(_, v)| v.as_str())
                 };
-                if !q.filters.iter().all(|f| f.matches(tag(&f.tag))) {
+                if !q.filters.iter().all(|f| f.matches(tag(&f.tag)))
+                    || !q.matches.iter().all(|m| m.matches(tag(m.tag())))
+                {
                     continue;
                 }
                 let key: Vec<String> = q.group_by.iter().map(|t| tag(t).to_owned()).collect();

@@ -7,6 +7,7 @@
 
 pub mod influxdb;
 pub mod memory;
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use crate::query::Query;
 
 pub use influxdb::{InfluxAuth, InfluxDbConfig, InfluxDbSource};
 pub use memory::MemorySource;
+pub use synthetic::SyntheticSource;
 
 /// A data source a rule can query.
 pub trait QuerySource: Send + Sync {

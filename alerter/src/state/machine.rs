@@ -356,7 +356,7 @@ impl RuleState {
             out: Vec::new(),
         };
         match result {
-            CycleResult::Failed(msg) => self.failed(&mut cycle, msg),
+            CycleResult::Failed(f) => self.failed(&mut cycle, &f.message),
             CycleResult::Observed(obs) => {
                 if let Some(e) = self.error.take() {
                     cycle.error_recovered(&e);

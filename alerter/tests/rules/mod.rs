@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wk_alerter::model::{CycleResult, Observation, Value};
-use wk_alerter::query::{Aggregate, Query, TagFilter};
+use wk_alerter::model::{CycleResult, EvalFailure, Observation, Value};
+use wk_alerter::query::{Aggregate, Query, TagFilter, TagMatch, compile_regex};
 use wk_alerter::rules::load_rule_source;
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series,
@@ -197,6 +197,29 @@ fn influxdb_and_memory_source_agree_on_every_query_shape() {
     let mut q = query("nosuchmeasurement", "x", Aggregate::Mean);
     q.group_by = vec!["host".into()];
     cases.push(q);
+    // where_match (InfluxQL `=~`, a `/` in the pattern, a missing tag as "") and where_in.
+    for pattern in ["^web", "[0-9]$", "^$", "b/|east"] {
+        for tag in ["host", "dc"] {
+            let mut q = query("mem", "used_percent", Aggregate::Max);
+            q.matches.push(TagMatch::Regex {
+                tag: tag.into(),
+                re: compile_regex(pattern).unwrap(),
+            });
+            q.group_by = vec!["host".into()];
+            cases.push(q);
+        }
+    }
+    let mut q = query("cpu", "usage_idle", Aggregate::Last);
+    q.matches.push(TagMatch::In {
+        tag: "host".into(),
+        values: HOSTS.iter().take(2).map(|h| h.to_string()).collect(),
+    });
+    q.matches.push(TagMatch::In {
+        tag: "cpu".into(),
+        values: vec!["cpu0".into(), "nothing".into()],
+    });
+    q.group_by = vec!["host".into(), "cpu".into()];
+    cases.push(q);
 
     for q in &cases {
         let text = q.to_influxql(None, NOW).unwrap();
@@ -318,7 +341,7 @@ fn influxql_and_server_errors_reach_the_rule() {
         "fn check() {\n  influxql(\"SELECT max( FROM cpu\")\n}",
     )
     .unwrap();
-    let CycleResult::Failed(m) = rule.evaluate(&b.influx, NOW) else {
+    let CycleResult::Failed(EvalFailure { message: m, .. }) = rule.evaluate(&b.influx, NOW) else {
         panic!("a bad statement must fail the cycle")
     };
     assert!(m.starts_with("bad.rhai:2:3: InfluxDB error: "), "{m}");
@@ -331,7 +354,7 @@ fn influxql_and_server_errors_reach_the_rule() {
         &format!("fn check() {{ influxql(\"DROP DATABASE {DB}\") }}"),
     )
     .unwrap();
-    let CycleResult::Failed(m) = rule.evaluate(&b.influx, NOW) else {
+    let CycleResult::Failed(EvalFailure { message: m, .. }) = rule.evaluate(&b.influx, NOW) else {
         panic!("DROP must be refused")
     };
     assert!(m.contains("only read-only statements"), "{m}");
@@ -379,7 +402,9 @@ fn basic_auth_against_influxdb_with_authentication_on() {
     assert_eq!(obs.len(), 1);
     assert!(obs[0].levels.crit.is_some_and(|c| c.matched));
     let loaded = load_rule_source("auth.rhai", rule).unwrap();
-    let CycleResult::Failed(m) = loaded.evaluate(&source("wrong"), NOW) else {
+    let CycleResult::Failed(EvalFailure { message: m, .. }) =
+        loaded.evaluate(&source("wrong"), NOW)
+    else {
         panic!("a wrong password must fail the cycle")
     };
     assert!(
