@@ -11,6 +11,7 @@ pub use crate::plugin::BuildContext;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod docker;
 pub mod haproxy;
 pub mod http_response;
 pub mod internal;
@@ -58,6 +59,7 @@ pub static REGISTRY: &[InputSpec] = &[
     cpu::SPEC,
     disk::SPEC,
     diskio::SPEC,
+    docker::SPEC,
     haproxy::SPEC,
     http_response::SPEC,
     internal::SPEC,

@@ -3,6 +3,7 @@
 
 mod disk;
 mod diskio;
+mod docker;
 mod haproxy;
 mod http_response;
 mod kernel;
