@@ -27,6 +27,7 @@ pub mod processes;
 pub mod procstat;
 pub mod swap;
 pub mod system;
+pub mod systemd_units;
 
 /// An input plugin: built from its validated options (no I/O there), then gathered once per
 /// interval. It owns whatever previous sample it needs for rates.
@@ -75,6 +76,7 @@ pub static REGISTRY: &[InputSpec] = &[
     procstat::SPEC,
     swap::SPEC,
     system::SPEC,
+    systemd_units::SPEC,
 ];
 
 /// The registry entry of an input.

@@ -18,6 +18,7 @@ mod processes;
 mod procstat;
 mod swap;
 mod system;
+mod systemd_units;
 
 use std::path::PathBuf;
 
