@@ -28,6 +28,7 @@ pub mod procstat;
 pub mod swap;
 pub mod system;
 pub mod systemd_units;
+pub mod vip;
 
 /// An input plugin: built from its validated options (no I/O there), then gathered once per
 /// interval. It owns whatever previous sample it needs for rates.
@@ -77,6 +78,7 @@ pub static REGISTRY: &[InputSpec] = &[
     swap::SPEC,
     system::SPEC,
     systemd_units::SPEC,
+    vip::SPEC,
 ];
 
 /// The registry entry of an input.

@@ -19,6 +19,7 @@ mod procstat;
 mod swap;
 mod system;
 mod systemd_units;
+mod vip;
 
 use std::path::PathBuf;
 
