@@ -196,6 +196,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
             }
         }
     }
+    actions.resolve_record(sources.first());
     if sources.len() > 1 {
         let msg = "only one [[sources.influxdb]] is supported for now; split rules between alerters instead";
         diags.push(src.diag(Severity::Error, 0, msg));

@@ -101,7 +101,8 @@ fn request(
     body: &[u8],
 ) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    // Generous: a 30 MB body through a debug build on 2 busy cores takes several seconds.
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     let mut req = format!(
         "{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()

@@ -7,6 +7,7 @@ mod examples;
 mod heal;
 mod kapacitor;
 mod notify;
+mod remote_helper;
 mod rules;
 mod scheduler;
 mod service;

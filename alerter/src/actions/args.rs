@@ -18,7 +18,9 @@ pub enum ArgKind {
     Port,
     /// A process id, 2 or more (1 is init).
     Pid,
-    /// A substring of a process's command line: letters, digits, space and `_.,:/=@+%-`.
+    /// A regular expression (the `regex` crate's syntax) matched against a process's full
+    /// command line, as `pgrep -f` and procstat's `pattern` do. Tag values rendered into it
+    /// are escaped (they match literally); it may not match the empty string (every process).
     Pattern,
     /// A script's file name in the scripts directory: `[A-Za-z0-9_.-]`, not starting with `.`.
     Script,
@@ -43,7 +45,7 @@ impl ArgKind {
             ArgKind::Port => "a TCP port (1-65535)".into(),
             ArgKind::Pid => "a process id (an integer > 1)".into(),
             ArgKind::Pattern => {
-                "a command-line substring (letters, digits, space, `_.,:/=@+%-`)".into()
+                "a regular expression over the full command line (e.g. \"^python3 -m http\\\\.server 8080$\")".into()
             }
             ArgKind::Script => "a script file name ([A-Za-z0-9_.-], no leading `.`)".into(),
             ArgKind::Word => "a word (letters, digits, `_.,:/=@+%-`)".into(),
@@ -117,7 +119,12 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
                 _ => bad("not a number in 1-100"),
             };
         }
-        ArgKind::Pattern => chars_ok(v, " _.,:/=@+%-") && !v.trim().is_empty(),
+        ArgKind::Pattern => {
+            return match check_pattern(v) {
+                Ok(_) => Ok(()),
+                Err(why) => bad(&why),
+            };
+        }
         ArgKind::Script => chars_ok(v, "_.-") && !v.starts_with('.'),
         ArgKind::Word | ArgKind::Words => chars_ok(v, "_.,:/=@+%-"),
         ArgKind::OneOf(words) => words.contains(&v),
@@ -130,6 +137,55 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
     } else {
         bad("character not allowed")
     }
+}
+
+/// Compiles a `pattern`: a regular expression that must not match the empty string (it would
+/// match every process, kernel threads' empty command lines aside).
+pub fn check_pattern(v: &str) -> Result<regex::Regex, String> {
+    let re = regex::RegexBuilder::new(v)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| match e {
+            // The parser's message spans lines (the pattern, a caret, "error: …"): keep
+            // the one line a load error can show.
+            regex::Error::Syntax(s) => format!(
+                "invalid regular expression: {}",
+                s.lines()
+                    .find_map(|l| l.trim().strip_prefix("error: "))
+                    .unwrap_or(s.trim())
+            ),
+            other => other.to_string(),
+        })?;
+    if re.is_match("") {
+        return Err("it matches the empty string, so every process".into());
+    }
+    Ok(re)
+}
+
+/// A value from the alert inside a `pattern`: a plain command-line word or phrase (letters,
+/// digits, space, `_.,:/=@+%-`, no leading `-`), which is then escaped into the expression.
+pub fn check_pattern_value(v: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{v:?} is not allowed in a pattern (letters, digits, space, `_.,:/=@+%-`): {why}"
+        ))
+    };
+    if v.trim().is_empty() {
+        return bad("empty");
+    }
+    if v.len() > MAX_LEN {
+        return bad("too long");
+    }
+    if v.chars().any(char::is_control) {
+        return bad("control characters (newline, tab, NUL…) are not allowed");
+    }
+    if v.starts_with('-') {
+        return bad("a leading `-` would be read as an option");
+    }
+    if !chars_ok(v, " _.,:/=@+%-") {
+        return bad("character not allowed");
+    }
+    Ok(())
 }
 
 /// Validated, rendered arguments of one action run.
@@ -214,7 +270,6 @@ mod tests {
             ArgKind::Container,
             ArgKind::Port,
             ArgKind::Pid,
-            ArgKind::Pattern,
             ArgKind::Script,
             ArgKind::Word,
             ArgKind::Count,
@@ -236,11 +291,39 @@ mod tests {
         assert!(check(ArgKind::Pid, "1").is_err());
         assert!(check(ArgKind::Pid, "4242").is_ok());
         assert!(check(ArgKind::Pattern, "python3 -m http.server 8080").is_ok());
+        assert!(
+            check(
+                ArgKind::Pattern,
+                r"^/usr/bin/python3 -m http\.server (80|8080)$"
+            )
+            .is_ok()
+        );
         assert!(check(ArgKind::Script, ".hidden").is_err());
         assert!(check(ArgKind::Script, "../x").is_err());
         assert!(check(ArgKind::Script, "drop_caches.sh").is_ok());
         assert!(check(ArgKind::OneOf(&["cpu", "memory"]), "cpu").is_ok());
         assert!(check(ArgKind::OneOf(&["cpu", "memory"]), "disk").is_err());
+    }
+
+    /// A pattern is a regular expression: a bad one, one that matches every command line, an
+    /// option-looking one and control characters are refused with the reason.
+    #[test]
+    fn patterns_are_regular_expressions_checked_before_use() {
+        for (p, why) in [
+            ("http.server (8080", "invalid regular expression"),
+            ("*", "invalid regular expression"),
+            (".*", "every process"),
+            ("nginx|", "every process"),
+            ("-f", "option"),
+            ("a\nb", "control characters"),
+        ] {
+            let e = check(ArgKind::Pattern, p).unwrap_err();
+            assert!(e.contains(why), "{p:?}: {e}");
+        }
+        let re = check_pattern(r"^python3 -m http\.server 80\d\d$").unwrap();
+        assert!(re.is_match("python3 -m http.server 8080"));
+        assert!(!re.is_match("python3 -m http_server 8080"));
+        assert!(!re.is_match("sudo python3 -m http.server 8080"));
     }
 
     #[test]

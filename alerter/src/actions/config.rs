@@ -16,6 +16,7 @@
 //!   key = "/etc/wk-alerter/id_ed25519"    # must exist (checked at load)
 //!   known_hosts = "/etc/wk-alerter/known_hosts"
 //!   port = 22
+//!   helper = "/usr/local/bin/wk-remote-helper" # scripts/wk-remote-helper, for /proc there
 //! ```
 //!
 //! Where an action runs: the alert's `host` tag (or no tag) naming this host → locally; a
@@ -55,6 +56,25 @@ pub struct ActionsConfig {
     pub grace: Duration,
     pub max_output_bytes: usize,
     pub ssh: Vec<SshHost>,
+    /// Write one `wk_actions` point per result to InfluxDB (default true).
+    pub record_influxdb: bool,
+    /// `record_url`, `record_database`, `record_measurement`, `record_username`,
+    /// `record_password`, `record_token` as written (empty: from the source).
+    pub record_options: RecordOptions,
+    /// Where the points go: resolved by [`ActionsConfig::resolve_record`] from the options
+    /// and the `[[sources.influxdb]]`; `None`: not recorded in InfluxDB.
+    pub record_target: Option<super::record::RecordTarget>,
+}
+
+/// The `record_*` options as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordOptions {
+    pub url: String,
+    pub database: String,
+    pub measurement: String,
+    pub username: String,
+    pub password: String,
+    pub token: String,
 }
 
 impl Default for ActionsConfig {
@@ -73,6 +93,9 @@ impl Default for ActionsConfig {
             grace: Duration::from_secs(5),
             max_output_bytes: 4096,
             ssh: Vec::new(),
+            record_influxdb: true,
+            record_options: RecordOptions::default(),
+            record_target: None,
         }
     }
 }
@@ -141,6 +164,32 @@ pub fn load(
     c.passwd = o.string("passwd", "/etc/passwd").into();
     c.grace = o.duration("grace", d.grace);
     c.max_output_bytes = o.size("max_output_bytes", d.max_output_bytes as u64) as usize;
+    c.record_influxdb = o.bool("record_influxdb", true);
+    c.record_options = RecordOptions {
+        url: o.string("record_url", ""),
+        database: o.string("record_database", ""),
+        measurement: o.string("record_measurement", "wk_actions"),
+        username: o.string("record_username", ""),
+        password: o.string("record_password", ""),
+        token: o.string("record_token", ""),
+    };
+    if c.record_options.measurement.is_empty() {
+        o.error_at("record_measurement", "must not be empty");
+    }
+    if !c.record_options.url.is_empty() {
+        let probe = super::record::RecordTarget {
+            url: c.record_options.url.clone(),
+            database: "x".into(),
+            retention_policy: String::new(),
+            measurement: String::new(),
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+        };
+        if let Err(e) = probe.write_url() {
+            o.error_at("record_url", e);
+        }
+    }
     let has_ssh = o.has("ssh");
     o.finish();
     if has_ssh && let Some(ssh) = t.get("ssh") {
@@ -176,6 +225,15 @@ pub fn load(
             }
             let port = o.int("port", 22, 1, 65535) as u16;
             let connect_timeout = o.duration("connect_timeout", Duration::from_secs(10));
+            let helper = o.string("helper", super::remote::DEFAULT_HELPER);
+            if !helper.starts_with('/') {
+                o.error_at(
+                    "helper",
+                    format!("{helper:?} must be an absolute path on the remote host"),
+                );
+            } else if helper.chars().any(char::is_control) {
+                o.error_at("helper", "control characters are not allowed");
+            }
             if c.ssh.iter().any(|s: &SshHost| s.host == host) {
                 o.error_at("host", format!("{host:?} has two [[actions.ssh]] entries"));
             }
@@ -188,6 +246,7 @@ pub fn load(
                 key,
                 known_hosts,
                 connect_timeout,
+                helper: helper.into(),
             });
         }
     }
@@ -195,6 +254,45 @@ pub fn load(
 }
 
 impl ActionsConfig {
+    /// Resolves where `wk_actions` points go: `record_url` (with `record_database`, default
+    /// the source's or `telegraf`, and the `record_*` credentials), else the source the rules
+    /// query, with its database and credentials; nothing in stream mode without
+    /// `record_url`, or with `record_influxdb = false`.
+    pub fn resolve_record(&mut self, source: Option<&crate::config::InfluxSource>) {
+        let o = &self.record_options;
+        self.record_target = if !self.record_influxdb {
+            None
+        } else if !o.url.is_empty() {
+            Some(super::record::RecordTarget {
+                url: o.url.clone(),
+                database: if o.database.is_empty() {
+                    source.map_or_else(|| "telegraf".to_owned(), |s| s.database.clone())
+                } else {
+                    o.database.clone()
+                },
+                retention_policy: String::new(),
+                measurement: o.measurement.clone(),
+                username: o.username.clone(),
+                password: o.password.clone(),
+                token: o.token.clone(),
+            })
+        } else {
+            source.map(|s| super::record::RecordTarget {
+                url: s.url.clone(),
+                database: if o.database.is_empty() {
+                    s.database.clone()
+                } else {
+                    o.database.clone()
+                },
+                retention_policy: s.retention_policy.clone(),
+                measurement: o.measurement.clone(),
+                username: s.username.clone(),
+                password: s.password.clone(),
+                token: s.token.clone(),
+            })
+        };
+    }
+
     /// Checks a rule's actions against this config: a literal `run_script` name must be an
     /// executable in `scripts_dir`. Errors carry the position of the offending value.
     pub fn validate_rule(

@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! alert event (level ≥ on) ──> wait until the fault has held `after` (fault = first evaluation
-//!   that saw it) ──> still firing? silenced / inhibited (host down)? ──> per action: render
+//!   that saw it) ──> still firing? silenced / inhibited (host down)? ──> per action
+//!   (diagnoses first, once per episode): render
 //!   the arguments from the tags and check their types (refused → reported, never run) →
 //!   where (local / ssh / refused) → dry run? → guard rails (busy, cooldown, budget; a spent
 //!   budget pages people once and stops) → run (timeout kills the process group) ──> settle
 //!   ──> verify (probe and/or the rule's query) ──> ONE report through the rule's notifiers,
-//!   the audit log, and one event per result to the `record` notifiers (wk_actions)
+//!   the audit log, one `wk_actions` point per result to InfluxDB and one event per result to
+//!   the `record` notifiers (the records are never muted by silences or inhibition)
 //! ```
 //!
 //! Not recovered → after the cooldown the task tries again (within the budget). A recovery
@@ -25,6 +27,7 @@ use tracing::{error, info, warn};
 
 use super::audit::Audit;
 use super::guard::{Decision, Guard, InFlight};
+use super::record::Recorder;
 use super::rule::{ActionRule, Verify};
 use super::{ActionResult, ActionsConfig, Ctx};
 use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings, Value};
@@ -60,6 +63,8 @@ struct Inner {
     source: Option<Arc<dyn QuerySource>>,
     guard: Mutex<Guard>,
     audit: RwLock<Arc<Audit>>,
+    /// `wk_actions` points straight to InfluxDB (never muted).
+    recorder: RwLock<Option<Recorder>>,
     rules: RwLock<HashMap<String, RuleEntry>>,
     /// Firing instances with a task: the latest event, `None` once recovered.
     tasks: Mutex<HashMap<(String, String), Firing>>,
@@ -97,6 +102,13 @@ fn audit_path(c: &ActionsConfig, state_dir: &std::path::Path) -> PathBuf {
 
 const KEEP_RESULTS: usize = 200;
 
+fn recorder(c: &ActionsConfig) -> Option<Recorder> {
+    let t = c.record_target.clone()?;
+    Recorder::new(t)
+        .inspect_err(|e| error!("wk_actions will not be recorded in InfluxDB: {e}"))
+        .ok()
+}
+
 impl Engine {
     /// Loads the guard-rail state from `state_dir`; actions that were in flight when the
     /// alerter stopped are reported as interrupted (and not retried).
@@ -112,6 +124,7 @@ impl Engine {
             config.audit_keep,
         );
         let guard = Guard::load(&state_dir);
+        let recorder = recorder(&config);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
@@ -120,6 +133,7 @@ impl Engine {
                 source,
                 guard: Mutex::new(guard),
                 audit: RwLock::new(Arc::new(audit)),
+                recorder: RwLock::new(recorder),
                 rules: RwLock::new(HashMap::new()),
                 tasks: Mutex::new(HashMap::new()),
                 results: Mutex::new(Vec::new()),
@@ -145,6 +159,11 @@ impl Engine {
             .audit
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(audit);
+        *self
+            .inner
+            .recorder
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = recorder(&config);
         *self
             .inner
             .config
@@ -303,13 +322,17 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let host_tag = event.tags.get("host").cloned().unwrap_or_default();
-        let mut ran: Vec<(usize, Box<dyn super::Action>, Ctx)> = Vec::new();
+        let mut ran: Vec<(usize, usize, Box<dyn super::Action>, Ctx)> = Vec::new();
         let mut results: Vec<ActionResult> = Vec::new();
         let mut retry_at: Option<i64> = None;
         let mut pages = Vec::new();
         let mut stop = false;
         let mut repairs = false;
-        for (idx, a) in actions.iter().enumerate() {
+        // Diagnoses first, whatever the rule's order: they report the state the repairs are
+        // about to change (top processes before a restart kills the culprit).
+        let mut order: Vec<(usize, &ActionRule)> = actions.iter().enumerate().collect();
+        order.sort_by_key(|(_, a)| !super::find(&a.action).is_some_and(|s| s.diagnosis));
+        for (idx, a) in order {
             if diagnosed.contains(&idx) {
                 continue;
             }
@@ -418,7 +441,7 @@ impl Engine {
                     }
                     let next = end + a.cooldown.as_nanos() as i64;
                     retry_at = Some(retry_at.map_or(next, |t| t.max(next)));
-                    ran.push((results.len(), action, ctx));
+                    ran.push((results.len(), idx, action, ctx));
                     results.push(r);
                 }
                 Decision::Busy => {
@@ -457,12 +480,9 @@ impl Engine {
             tokio::time::sleep(settle).await;
             let query = self.query_recovered(event, actions).await;
             let mut all = true;
-            for (i, action, ctx) in &ran {
-                let a = &actions
-                    .iter()
-                    .find(|a| a.action == results[*i].action)
-                    .cloned()
-                    .unwrap_or_default();
+            for (i, idx, action, ctx) in &ran {
+                // By position: two actions of one kind may verify differently.
+                let a = &actions[*idx];
                 let probe = action.probe(ctx).await;
                 let r = &mut results[*i];
                 r.after = probe.after;
@@ -605,6 +625,17 @@ impl Engine {
                 res.drain(..n - KEEP_RESULTS);
             }
         }
+        // The records are never muted: silences and inhibition decide what people are
+        // told (the report), not what is written down.
+        if let Some(rec) = self
+            .inner
+            .recorder
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            rec.write(r, self.now());
+        }
         let record = self
             .inner
             .config
@@ -641,7 +672,7 @@ impl Engine {
             notify: record,
             category: None,
         };
-        self.inner.router.dispatch(vec![e]);
+        self.inner.router.dispatch_unfiltered(vec![e]);
     }
 
     /// The one message for an attempt, through the rule's notifiers.

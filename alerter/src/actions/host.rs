@@ -24,6 +24,9 @@ pub struct SshHost {
     /// known_hosts file; empty = ssh's default (`~/.ssh/known_hosts`).
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
+    /// `scripts/wk-remote-helper` on that host (`free_port`, `restart_process`,
+    /// `top_processes` read its /proc through it).
+    pub helper: PathBuf,
 }
 
 /// Where one action runs.
@@ -188,6 +191,7 @@ mod tests {
             key: "/k/id".into(),
             known_hosts: "/k/known".into(),
             connect_timeout: Duration::from_secs(5),
+            helper: "/usr/local/bin/wk-remote-helper".into(),
         });
         let v = h.wrap(&[
             "systemctl".into(),

@@ -29,6 +29,8 @@ pub mod config;
 pub mod engine;
 pub mod guard;
 pub mod host;
+pub mod record;
+pub mod remote;
 pub mod rule;
 
 pub mod firewall_rules;

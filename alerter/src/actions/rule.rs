@@ -283,9 +283,60 @@ fn check_literal(spec: &ArgSpec, v: &RawArg) -> Result<(), String> {
         for p in parts {
             Template::parse(p).map_err(|e| format!("{p:?}: {e}"))?;
         }
+        if spec.kind == super::ArgKind::Pattern
+            && let RawArg::One(p) = v
+        {
+            // The expression around the (escaped, literal) tag values must compile now.
+            super::args::check_pattern(&placeholders(p)).map_err(|e| format!("{p:?}: {e}"))?;
+        }
         return Ok(());
     }
     check_value(spec, v)
+}
+
+/// Renders a `pattern`: the rule's text is a regular expression; each `{{…}}` value from the
+/// alert (untrusted) must be a plain command-line word ([`super::args::check_pattern_value`])
+/// and goes in escaped, so it matches literally (a tag `.*` cannot match every process).
+fn render_pattern(text: &str, data: &TemplateData<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find("}}") else {
+            break;
+        };
+        let piece = &rest[i..i + j + 2];
+        let value = Template::parse(piece)
+            .map_err(|e| format!("{piece:?}: {e}"))?
+            .render(data);
+        super::args::check_pattern_value(&value)?;
+        out.push_str(&regex::escape(&value));
+        rest = &rest[i + j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `text` with each `{{…}}` replaced by a plain letter (a rendered value is escaped, so it is
+/// a literal in the expression).
+fn placeholders(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find("}}") {
+            Some(j) => {
+                out.push('x');
+                rest = &rest[i + j + 2..];
+            }
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn names() -> String {
@@ -305,11 +356,11 @@ impl ActionRule {
         let mut data = TemplateData::new(&event.rule, &event.tags, &event.fields);
         data.level = event.level;
         data.time_ns = event.time;
-        let render = |s: &str| -> String {
+        let render_with = |s: &str, data: &TemplateData<'_>| -> String {
             if !s.contains("{{") {
                 return s.to_owned();
             }
-            Template::parse(s).map_or_else(|_| s.to_owned(), |t| t.render(&data))
+            Template::parse(s).map_or_else(|_| s.to_owned(), |t| t.render(data))
         };
         let mut out = Args::default();
         for (name, v) in &self.args {
@@ -317,8 +368,12 @@ impl ActionRule {
                 continue;
             };
             let rendered = match v {
-                RawArg::One(s) => RawArg::One(render(s)),
-                RawArg::List(l) => RawArg::List(l.iter().map(|s| render(s)).collect()),
+                RawArg::One(s) if arg.kind == super::ArgKind::Pattern => RawArg::One(
+                    render_pattern(s, &data)
+                        .map_err(|m| format!("{}: {name}: refused: {m}", self.action))?,
+                ),
+                RawArg::One(s) => RawArg::One(render_with(s, &data)),
+                RawArg::List(l) => RawArg::List(l.iter().map(|s| render_with(s, &data)).collect()),
             };
             check_value(arg, &rendered)
                 .map_err(|m| format!("{}: {name}: refused: {m}", self.action))?;
@@ -332,5 +387,50 @@ impl ActionRule {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EventKind;
+
+    fn event(tag: &str) -> AlertEvent {
+        AlertEvent {
+            rule: "r".into(),
+            id: "r:x".into(),
+            message: String::new(),
+            details: String::new(),
+            kind: EventKind::Alert,
+            level: Level::Critical,
+            previous_level: Level::Ok,
+            tags: [("svc".to_owned(), tag.to_owned())].into(),
+            fields: Default::default(),
+            time: 0,
+            duration: Duration::ZERO,
+            notify: vec![],
+            category: None,
+        }
+    }
+
+    /// The rule's text is a regular expression; a tag value inside it is a checked literal.
+    #[test]
+    fn tag_values_in_a_pattern_are_checked_literals() {
+        let mut a = ActionRule {
+            action: "restart_process".into(),
+            ..ActionRule::default()
+        };
+        a.args.insert(
+            "pattern".into(),
+            RawArg::One(r"^\S*app --name {{tags.svc}}( |$)".into()),
+        );
+        let args = a.render(&event("web.1")).unwrap();
+        let re = regex::Regex::new(args.get("pattern").unwrap()).unwrap();
+        assert!(re.is_match("/opt/app --name web.1 --port 80"));
+        assert!(!re.is_match("/opt/app --name webX1"), "the dot is literal");
+        for bad in [".*", "$(id)", "a|b", "--all", "x\ny", "(", ""] {
+            let e = a.render(&event(bad)).unwrap_err();
+            assert!(e.contains("refused"), "{bad:?}: {e}");
+        }
     }
 }

@@ -305,6 +305,22 @@ impl Router {
                 }
             }
         }
+        self.deliver(deliver);
+    }
+
+    /// Hands `events` to their notifiers without silences or inhibition, and without
+    /// teaching the inhibition state anything: records of what the alerter did (the
+    /// `[actions] record` notifiers' `wk_actions` events) are data, not pages. A silence
+    /// mutes what people are told, never the record, and an action result's level must
+    /// not be mistaken for its rule's state.
+    pub fn dispatch_unfiltered(&self, events: Vec<AlertEvent>) {
+        let c = &self.shared.counters;
+        c.received.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.deliver(events.into_iter().map(Arc::new).collect());
+    }
+
+    fn deliver(&self, deliver: Vec<Arc<AlertEvent>>) {
+        let c = &self.shared.counters;
         let workers = self.workers();
         for e in deliver {
             for (i, name) in e.notify.iter().enumerate() {

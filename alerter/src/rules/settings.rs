@@ -76,8 +76,12 @@ pub fn build(
             "name" => s.name = non_empty_string(v).map_err(bad)?,
             "every" => {
                 s.every = duration(v).map_err(bad)?;
-                if s.every.is_zero() {
-                    return Err(bad("must be longer than 0s".into()));
+                // "1ns" ran ~145 queries a second against the database.
+                if s.every < MIN_EVERY {
+                    return Err(bad(format!(
+                        "{:?} is too short: must be at least {MIN_EVERY:?}",
+                        s.every
+                    )));
                 }
             }
             "for" => s.pending = duration(v).map_err(bad)?,
@@ -168,6 +172,9 @@ fn non_empty_string(v: &Dynamic) -> Result<String, String> {
     }
     Ok(s)
 }
+
+/// The shortest `every` accepted.
+pub const MIN_EVERY: Duration = Duration::from_secs(1);
 
 fn duration(v: &Dynamic) -> Result<Duration, String> {
     let s = v.clone().into_string().map_err(|_| {

@@ -222,7 +222,12 @@ fn settings_errors_name_line_and_column() {
         // Not a literal: errors point at the call.
         (
             "let s = #{ every: \"0s\" };\n  rule(s);\nfn check() { [] }",
-            "rules/test.rhai:2:3: rule(): every: must be longer than 0s",
+            "rules/test.rhai:2:3: rule(): every: 0ns is too short: must be at least 1s",
+        ),
+        // Regression: "1ns" was accepted and ran ~145 queries a second.
+        (
+            "rule(#{ every: \"1ns\" });\nfn check() { [] }",
+            "rules/test.rhai:1:16: rule(): every: 1ns is too short: must be at least 1s",
         ),
     ];
     for (text, want) in cases {
@@ -697,4 +702,34 @@ fn action_errors_name_line_and_column() {
     let ok = load_rule_source("a.rhai", &format!("{head}    #{{ action: \"free_port\", port: \"{{{{tags.port}}}}\", after: \"30s\", max_attempts: 2 }},\n{tail}")).unwrap();
     assert_eq!(ok.settings().actions.len(), 2);
     assert_eq!(ok.settings().actions[1].max_attempts, 2);
+}
+
+/// restart_process's `pattern` is a regular expression compiled when the rule loads: a bad
+/// one (or one matching every process) is a load error at the value's line and column, in a
+/// literal and around a `{{tag}}` alike.
+#[test]
+fn a_bad_pattern_is_a_load_error_with_its_position() {
+    let err = |pattern: &str| {
+        load_rule_source(
+            "p.rhai",
+            &format!(
+                "rule(#{{\n  actions: [\n    #{{ action: \"restart_process\", pattern: {pattern:?} }},\n  ],\n}});\nfn check() {{ [] }}\n"
+            ),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let e = err("http.server (8080").unwrap_err();
+    assert!(
+        e.starts_with("p.rhai:3:44:")
+            && e.contains("invalid regular expression: unclosed group")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    let e = err(".*").unwrap_err();
+    assert!(e.contains("every process"), "{e}");
+    let e = err("^{{tags.cmd}} (").unwrap_err();
+    assert!(e.contains("invalid regular expression"), "{e}");
+    err(r"^python3 -m http\.server (80|8080)$").unwrap();
+    err("^{{tags.cmd}} --serve$").unwrap();
 }

@@ -95,7 +95,7 @@ fn killed_web_server_is_restarted_and_one_email_reports_the_recovery() {
     st.start_alerter();
     // The healthy service is seen first (no alert, no action).
     wait_for("a successful http_response point", T, || {
-        st.db
+        st.db()
             .http(
                 "GET",
                 "/query?db=wk&q=SELECT+count(*)+FROM+http_response",
@@ -222,7 +222,7 @@ fn a_service_that_never_comes_back_gets_n_attempts_then_one_page_across_a_restar
     let current = Arc::new(std::sync::Mutex::new(fail.clone()));
     let feeder = {
         let (feeding, current) = (feeding.clone(), current.clone());
-        let url = st.db.url.clone();
+        let url = st.db().url.clone();
         std::thread::spawn(move || {
             let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
             while feeding.load(Ordering::SeqCst) {
@@ -422,7 +422,7 @@ fn the_same_restart_over_ssh_through_a_real_sshd() {
     st.start_agent("remote1", &http_input(&web));
     st.start_alerter();
     wait_for("a successful http_response point", T, || {
-        st.db
+        st.db()
             .http(
                 "GET",
                 "/query?db=wk&q=SELECT+count(*)+FROM+http_response",
@@ -496,7 +496,7 @@ fn check() {{
     let server = Arc::new(server);
     let feeder = {
         let (feeding, server) = (feeding.clone(), server.clone());
-        let port: u16 = st.db.port;
+        let port: u16 = st.db().port;
         std::thread::spawn(move || {
             while feeding.load(Ordering::SeqCst) {
                 if let Some(pid) = server.pid() {

@@ -1,6 +1,7 @@
-//! The whole stack for the end-to-end healing tests: a real influxd, a real aiosmtpd, the
+//! The whole stack for the end-to-end healing tests (and `benches/heal.rs`): a real influxd
+//! (query mode) or none (stream mode: the agent writes to the alerter), a real aiosmtpd, the
 //! real wk-alerter binary (restartable, same state dir) and, where a scenario needs it, the
-//! real wk-agent probing the service with `http_response` every second.
+//! real wk-agent probing the service with `http_response` (every second in the tests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +16,18 @@ use crate::common::wait::poll_until;
 
 pub const DB: &str = "wk";
 
+/// The stream receiver's token in stream mode.
+pub const STREAM_TOKEN: &str = "heal-stream-token-0123456789abcdef";
+
+/// Where the alerter's data comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Source {
+    /// A real influxd the agent writes to and the rules query.
+    Query,
+    /// No database: `[stream]`, the agent writes to the alerter itself.
+    Stream,
+}
+
 /// Prints subject and the text/plain body of one message as JSON.
 const PARSE_MAIL: &str = r#"
 import email, email.policy, json, sys
@@ -25,7 +38,10 @@ print(json.dumps({'subject': m['subject'], 'plain': b.get_content() if b else ''
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
-    pub db: Influxd,
+    /// The influxd (query mode only: see [`Stack::db`]).
+    pub influxd: Option<Influxd>,
+    /// The alerter's stream receiver port (stream mode only).
+    pub stream_port: Option<u16>,
     smtp: Spawned,
     alerter: Option<Spawned>,
     agent: Option<Spawned>,
@@ -44,11 +60,23 @@ impl Stack {
     /// `actions` (TOML lines for `[actions]`, e.g. scripts_dir) plus `extra` tables.
     /// None when the servers are not installed and WK_SKIP_SERVERS=1.
     pub fn new(actions: &str, extra: &str) -> Option<Stack> {
+        Stack::with_source(Source::Query, actions, extra)
+    }
+
+    /// [`Stack::new`] with the data source chosen: query mode starts an influxd, stream mode
+    /// none (the alerter listens for the agent's writes on a free port).
+    pub fn with_source(source: Source, actions: &str, extra: &str) -> Option<Stack> {
         if !super::require(PYTHON, "python3") {
             return None;
         }
-        let db = Influxd::start()?;
-        db.create_database(DB);
+        let (influxd, stream_port) = match source {
+            Source::Query => {
+                let db = Influxd::start()?;
+                db.create_database(DB);
+                (Some(db), None)
+            }
+            Source::Stream => (None, Some(free_port())),
+        };
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("rules")).unwrap();
@@ -73,27 +101,44 @@ impl Stack {
             "aiosmtpd did not listen: {}",
             std::fs::read_to_string(d.join("smtp.log")).unwrap_or_default()
         );
+        let data = match (&influxd, stream_port) {
+            (Some(db), _) => format!(
+                "[[sources.influxdb]]\n  url = \"{}\"\n  database = \"{DB}\"\n  timeout = \"2s\"\n",
+                db.url
+            ),
+            (None, Some(port)) => format!(
+                "[stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{STREAM_TOKEN}\"\n  window = \"10m\"\n"
+            ),
+            (None, None) => unreachable!(),
+        };
         let conf = format!(
             "[alerter]\n  rules_dir = {rules:?}\n  state_dir = {state:?}\n  reload_interval = \"200ms\"\n\
-             [[sources.influxdb]]\n  url = \"{url}\"\n  database = \"{DB}\"\n  timeout = \"2s\"\n\
+             {data}\
              [[notifiers.email]]\n  name = \"ops\"\n  host = \"127.0.0.1\"\n  port = {smtp_port}\n  tls = \"none\"\n  \
              from = \"wk@example.com\"\n  to = [\"ops@example.com\"]\n  subject = \"{{{{message}}}}\"\n\
              [[notifiers.log]]\n  name = \"log\"\n  file = {events:?}\n\
              [actions]\n  grace = \"1s\"\n  local_hosts = [\"web1\"]\n{actions}\n{extra}\n",
             rules = d.join("rules"),
             state = d.join("state"),
-            url = db.url,
             events = d.join("events.jsonl"),
         );
         std::fs::write(d.join("alerter.conf"), conf).unwrap();
         Some(Stack {
             dir,
-            db,
+            influxd,
+            stream_port,
             smtp,
             alerter: None,
             agent: None,
             runs: 0,
         })
+    }
+
+    /// The influxd (query mode).
+    pub fn db(&self) -> &Influxd {
+        self.influxd
+            .as_ref()
+            .expect("a stream-mode stack has no influxd")
     }
 
     /// Writes a rule (write + rename: never half a file).
@@ -137,10 +182,27 @@ impl Stack {
     /// Starts the real wk-agent (hostname `host`, 1 s interval) with `inputs` (TOML),
     /// writing to the influxd.
     pub fn start_agent(&mut self, host: &str, inputs: &str) {
+        self.start_agent_every(host, inputs, Some("1s"));
+    }
+
+    /// [`Stack::start_agent`] with `interval` as both the collection and the flush interval
+    /// (`None`: the agent's defaults, 10 s and 10 s), writing to the influxd in query mode and
+    /// to the alerter's stream receiver in stream mode.
+    pub fn start_agent_every(&mut self, host: &str, inputs: &str, interval: Option<&str>) {
+        let timing = interval
+            .map(|i| format!("  interval = \"{i}\"\n  flush_interval = \"{i}\"\n"))
+            .unwrap_or_default();
+        let output = match (&self.influxd, self.stream_port) {
+            (Some(db), _) => format!("  urls = [\"{}\"]\n  database = \"{DB}\"\n", db.url),
+            (None, Some(port)) => format!(
+                "  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"{DB}\"\n  \
+                 username = \"wk\"\n  password = \"{STREAM_TOKEN}\"\n"
+            ),
+            (None, None) => unreachable!(),
+        };
         let conf = format!(
-            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  hostname = \"{host}\"\n\
-             [[outputs.influxdb]]\n  urls = [\"{}\"]\n  database = \"{DB}\"\n{inputs}\n",
-            self.db.url
+            "[agent]\n{timing}  hostname = \"{host}\"\n\
+             [[outputs.influxdb]]\n{output}{inputs}\n"
         );
         let path = self.dir.path().join("agent.conf");
         std::fs::write(&path, conf).unwrap();
@@ -208,7 +270,7 @@ impl Stack {
 
     /// Writes one line of line protocol now.
     pub fn write(&self, line: &str) {
-        self.db.write(DB, line);
+        self.db().write(DB, line);
     }
 }
 
@@ -227,7 +289,8 @@ impl Drop for Stack {
     }
 }
 
-fn parse_mail(p: &Path) -> Mail {
+/// Subject and text body of one received message file.
+pub fn parse_mail(p: &Path) -> Mail {
     let out = Command::new(PYTHON)
         .args(["-c", PARSE_MAIL])
         .arg(p)

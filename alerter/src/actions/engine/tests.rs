@@ -192,3 +192,35 @@ async fn a_diagnosis_runs_once_per_episode_and_spends_no_budget() {
         "the diagnosis once, the repair up to its budget"
     );
 }
+
+/// A diagnosis listed after the repair still runs first (it reports the state the repair is
+/// about to change), and both are in the one report of the first attempt.
+#[tokio::test(start_paused = true)]
+async fn a_diagnosis_runs_before_the_repair_and_shares_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut top = ActionRule {
+        action: "top_processes".into(),
+        ..ActionRule::default()
+    };
+    top.args.insert("by".into(), RawArg::One("memory".into()));
+    let e = engine(dir.path(), vec![never_recovers(), top]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 2).await;
+    let r = e.results();
+    assert_eq!(
+        [r[0].status.as_str(), r[1].status.as_str()],
+        ["diagnosed", "ran"],
+        "{r:?}"
+    );
+    let text = report_text(&event("r", Level::Critical, &[]), &r[..2]);
+    let (diag, repair) = (
+        text.find("top_processes").unwrap(),
+        text.find("restart_process").unwrap(),
+    );
+    assert!(diag < repair, "{text}");
+    assert!(
+        r[0].before.contains("top 5 by memory"),
+        "the diagnosis output is in the report: {}",
+        r[0].before
+    );
+}

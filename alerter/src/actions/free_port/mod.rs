@@ -1,9 +1,12 @@
 //! `free_port`: finds who holds a listening TCP port (from /proc: socket inode → process;
 //! command, pid, user), stops it (SIGTERM, then SIGKILL after the grace time) and reports
-//! who it was. Runs on the alerter's host.
+//! who it was. On a remote host the same through `wk-remote-helper` over ssh
+//! (`port-holders`, `stop`, `procs`; see `remote.rs`).
 
 use std::sync::Mutex;
 
+use super::host::SshHost;
+use super::remote::{self, Call, RemoteProc, Stopped};
 use super::{
     Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, alive, describe_process,
     stop_processes,
@@ -39,11 +42,8 @@ pub struct FreePort {
 impl Action for FreePort {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
         Box::pin(async move {
-            if let Host::Ssh(_) = ctx.host {
-                return Done {
-                    stderr: "free_port reads /proc on the alerter's host; for a remote host use run_script".into(),
-                    ..Done::default()
-                };
+            if let Host::Ssh(s) = &ctx.host {
+                return self.run_remote(ctx, s).await;
             }
             let users = wk_core::procs::user_names(&ctx.passwd);
             let me = std::process::id() as i32;
@@ -93,6 +93,9 @@ impl Action for FreePort {
     fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
         Box::pin(async move {
             let old = self.stopped.lock().map(|s| s.clone()).unwrap_or_default();
+            if let Host::Ssh(s) = &ctx.host {
+                return self.probe_remote(ctx, s, &old).await;
+            }
             let left: Vec<i32> = old
                 .iter()
                 .copied()
@@ -120,5 +123,106 @@ impl Action for FreePort {
             "SIGTERM (then SIGKILL) the holder of TCP port {}",
             self.port
         )]
+    }
+}
+
+impl FreePort {
+    async fn run_remote(&self, ctx: &Ctx, ssh: &SshHost) -> Done {
+        let mut d = Done {
+            ok: true,
+            ..Done::default()
+        };
+        let r = remote::call::<RemoteProc>(ctx, ssh, &Call::PortHolders(self.port)).await;
+        d.commands.push(r.argv);
+        d.exit_status = r.code;
+        let holders = match r.rows {
+            Ok(h) => h,
+            Err(e) => {
+                d.ok = false;
+                d.before = format!("could not list the holders of port {}", self.port);
+                d.stderr = e;
+                return d;
+            }
+        };
+        if holders.is_empty() {
+            d.before = format!("port {} is not held by any process", self.port);
+            d.did = "nothing to stop".into();
+            return d;
+        }
+        d.before = format!(
+            "port {} held by {}",
+            self.port,
+            holders
+                .iter()
+                .map(RemoteProc::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let pids: Vec<i32> = holders.iter().map(|p| p.pid).collect();
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = pids.clone();
+        }
+        let r = remote::call::<Stopped>(
+            ctx,
+            ssh,
+            &Call::Stop {
+                grace: ctx.grace,
+                pids: &pids,
+            },
+        )
+        .await;
+        d.commands.push(r.argv);
+        d.exit_status = r.code;
+        match r.rows {
+            Ok(rows) => {
+                d.did = rows
+                    .iter()
+                    .map(|s| {
+                        let who = holders
+                            .iter()
+                            .find(|p| p.pid == s.pid)
+                            .map(RemoteProc::describe)
+                            .unwrap_or_else(|| format!("pid {}", s.pid));
+                        format!("stopped {who}: {}", s.result)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+            Err(e) => {
+                d.ok = false;
+                d.did = format!("could not stop {pids:?}");
+                d.stderr = e;
+            }
+        }
+        d
+    }
+
+    async fn probe_remote(&self, ctx: &Ctx, ssh: &SshHost, old: &[i32]) -> Probe {
+        let procs = remote::call::<RemoteProc>(ctx, ssh, &Call::Procs).await;
+        let holders = remote::call::<RemoteProc>(ctx, ssh, &Call::PortHolders(self.port)).await;
+        let (procs, holders) = match (procs.rows, holders.rows) {
+            (Ok(p), Ok(h)) => (p, h),
+            (Err(e), _) | (_, Err(e)) => {
+                return Probe {
+                    after: format!("could not look: {e}"),
+                    healthy: Some(false),
+                };
+            }
+        };
+        let left: Vec<i32> = old
+            .iter()
+            .copied()
+            .filter(|pid| procs.iter().any(|p| p.pid == *pid && p.alive()))
+            .collect();
+        let now: Vec<String> = holders.iter().map(RemoteProc::describe).collect();
+        let after = match (left.is_empty(), now.is_empty()) {
+            (false, _) => format!("still running: {left:?}"),
+            (true, true) => format!("port {} is free", self.port),
+            (true, false) => format!("port {} now held by {}", self.port, now.join("; ")),
+        };
+        Probe {
+            after,
+            healthy: Some(left.is_empty()),
+        }
     }
 }

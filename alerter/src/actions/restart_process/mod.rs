@@ -1,11 +1,17 @@
-//! `restart_process`: stops the processes whose command line contains `pattern` (or the
-//! process `pid`) with SIGTERM, then SIGKILL after the grace time, and starts `start` (a
-//! program and its arguments from the rule) in its own process group. Without `start`, a
-//! supervisor (systemd, docker, runit) is expected to start it again. Reads /proc on the
-//! alerter's host (remote hosts: use `run_script` with a helper).
+//! `restart_process`: stops the processes whose full command line matches `pattern` (a
+//! regular expression, as `pgrep -f` and procstat's `pattern`; or the process `pid`) with
+//! SIGTERM, then SIGKILL after the grace time, and starts `start` (a program and its
+//! arguments from the rule) in its own process group. Without `start`, a supervisor
+//! (systemd, docker, runit) is expected to start it again. On a remote host the process
+//! table, the stop and the start go through `wk-remote-helper` over ssh (`remote.rs`); the
+//! pattern is matched here either way.
 
 use std::sync::Mutex;
 
+use regex::Regex;
+
+use super::host::SshHost;
+use super::remote::{self, Call, PortOpen, RemoteProc, Started, Stopped};
 use super::{
     Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, describe_process,
     stop_processes,
@@ -44,7 +50,11 @@ pub const SPEC: super::ActionSpec = super::ActionSpec {
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(RestartProcess {
-        pattern: a.get("pattern").map(str::to_owned),
+        // Checked when the rule loaded and again after rendering; a failure here cannot
+        // happen, and would match nothing.
+        pattern: a
+            .get("pattern")
+            .map(|p| super::args::check_pattern(p).unwrap_or_else(|_| never())),
         pid: a.get("pid").and_then(|p| p.parse().ok()),
         start: a.list("start").to_vec(),
         port: a.get("port").and_then(|p| p.parse().ok()),
@@ -52,9 +62,19 @@ fn build(a: &Args) -> Box<dyn Action> {
     })
 }
 
+fn never() -> Regex {
+    Regex::new(r"[^\s\S]").expect("a constant valid regex")
+}
+
+/// Whether a command line (its argv) matches: the arguments joined with spaces, as
+/// `pgrep -f` and procstat see it. Kernel threads (no command line) never match.
+pub fn cmdline_matches(re: &Regex, cmdline: &[String]) -> bool {
+    !cmdline.is_empty() && re.is_match(&cmdline.join(" "))
+}
+
 /// The action.
 pub struct RestartProcess {
-    pub pattern: Option<String>,
+    pub pattern: Option<Regex>,
     pub pid: Option<i32>,
     pub start: Vec<String>,
     /// When set, the probe also checks that this TCP port on 127.0.0.1 answers.
@@ -62,9 +82,9 @@ pub struct RestartProcess {
     stopped: Mutex<Vec<i32>>,
 }
 
-/// Processes whose command line contains `pattern`, without the alerter and its ancestors
-/// (whose command lines may well contain the pattern: a test runner, a shell).
-pub fn matching(proc_root: &std::path::Path, pattern: &str) -> Vec<wk_core::procs::Process> {
+/// Processes whose command line matches `pattern`, without the alerter and its ancestors
+/// (whose command lines may well match too: a test runner, a shell).
+pub fn matching(proc_root: &std::path::Path, pattern: &Regex) -> Vec<wk_core::procs::Process> {
     let Ok(all) = wk_core::procs::list(proc_root) else {
         return Vec::new();
     };
@@ -80,7 +100,7 @@ pub fn matching(proc_root: &std::path::Path, pattern: &str) -> Vec<wk_core::proc
     }
     all.into_iter()
         .filter(|p| p.pid > 1 && !ours.contains(&p.pid) && p.state != 'Z')
-        .filter(|p| !p.cmdline.is_empty() && p.cmdline.join(" ").contains(pattern))
+        .filter(|p| cmdline_matches(pattern, &p.cmdline))
         .collect()
 }
 
@@ -165,19 +185,19 @@ impl RestartProcess {
 impl Action for RestartProcess {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
         Box::pin(async move {
-            if let Host::Ssh(_) = ctx.host {
-                return Done {
-                    stderr: "restart_process reads /proc on the alerter's host; for a remote host use run_script".into(),
-                    ..Done::default()
-                };
+            match &ctx.host {
+                Host::Ssh(s) => self.run_remote(ctx, s).await,
+                Host::Local => self.run_local(ctx).await,
             }
-            self.run_local(ctx).await
         })
     }
 
     fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
         Box::pin(async move {
             let old = self.stopped.lock().map(|s| s.clone()).unwrap_or_default();
+            if let Host::Ssh(s) = &ctx.host {
+                return self.probe_remote(ctx, s, &old).await;
+            }
             let users = wk_core::procs::user_names(&ctx.passwd);
             let mut healthy = None;
             let mut after = Vec::new();
@@ -220,7 +240,7 @@ impl Action for RestartProcess {
 
     fn plan(&self) -> Vec<String> {
         let what = match (&self.pattern, self.pid) {
-            (Some(p), _) => format!("processes matching {p:?}"),
+            (Some(p), _) => format!("processes matching /{}/", p.as_str()),
             (None, Some(pid)) => format!("pid {pid}"),
             _ => "nothing".into(),
         };
@@ -242,4 +262,149 @@ pub async fn port_answers(port: u16) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+impl RestartProcess {
+    /// The processes this action is about, from a process list.
+    fn select<'p>(&self, procs: &'p [RemoteProc]) -> Vec<&'p RemoteProc> {
+        procs
+            .iter()
+            .filter(|p| p.pid > 1 && p.alive())
+            .filter(|p| match (&self.pattern, self.pid) {
+                (Some(re), pid) => {
+                    cmdline_matches(re, &p.cmdline) && pid.is_none_or(|pid| pid == p.pid)
+                }
+                (None, Some(pid)) => p.pid == pid,
+                (None, None) => false,
+            })
+            .collect()
+    }
+
+    async fn run_remote(&self, ctx: &Ctx, ssh: &SshHost) -> Done {
+        let mut d = Done::default();
+        let r = remote::call::<RemoteProc>(ctx, ssh, &Call::Procs).await;
+        d.commands.push(r.argv);
+        let all = match r.rows {
+            Ok(all) => all,
+            Err(e) => {
+                d.before = "could not list the processes".into();
+                d.stderr = e;
+                d.exit_status = r.code;
+                return d;
+            }
+        };
+        let procs = self.select(&all);
+        d.before = if procs.is_empty() {
+            "no matching process running".into()
+        } else {
+            procs
+                .iter()
+                .map(|p| p.describe())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = pids.clone();
+        }
+        let mut did = Vec::new();
+        d.ok = true;
+        if !pids.is_empty() {
+            let r = remote::call::<Stopped>(
+                ctx,
+                ssh,
+                &Call::Stop {
+                    grace: ctx.grace,
+                    pids: &pids,
+                },
+            )
+            .await;
+            d.commands.push(r.argv);
+            match r.rows {
+                Ok(rows) => did.extend(rows.iter().map(|s| format!("pid {}: {}", s.pid, s.result))),
+                Err(e) => {
+                    d.ok = false;
+                    d.stderr = e;
+                    did.push(format!("could not stop {pids:?}"));
+                }
+            }
+        }
+        if !self.start.is_empty() && d.ok {
+            let r = remote::call::<Started>(ctx, ssh, &Call::Start(&self.start)).await;
+            d.commands.push(r.argv);
+            d.exit_status = r.code;
+            match r.rows.map(|s| s.first().map(|s| s.pid)) {
+                Ok(Some(pid)) => {
+                    did.push(format!("started {:?} as pid {pid}", self.start.join(" ")))
+                }
+                Ok(None) => {
+                    d.ok = false;
+                    did.push(format!(
+                        "could not start {:?}: no pid",
+                        self.start.join(" ")
+                    ));
+                }
+                Err(e) => {
+                    d.ok = false;
+                    d.stderr = e;
+                    did.push(format!("could not start {:?}", self.start.join(" ")));
+                }
+            }
+        } else if self.start.is_empty() && pids.is_empty() {
+            did.push("nothing to stop and no start command".into());
+            d.ok = false;
+        }
+        d.did = did.join("; ");
+        d
+    }
+
+    async fn probe_remote(&self, ctx: &Ctx, ssh: &SshHost, old: &[i32]) -> Probe {
+        let mut healthy = None;
+        let mut after = Vec::new();
+        if self.pattern.is_some() {
+            let r = remote::call::<RemoteProc>(ctx, ssh, &Call::Procs).await;
+            match r.rows {
+                Ok(all) => {
+                    let now: Vec<&RemoteProc> = self
+                        .select(&all)
+                        .into_iter()
+                        .filter(|p| !old.contains(&p.pid))
+                        .collect();
+                    after.push(if now.is_empty() {
+                        "no new matching process".to_owned()
+                    } else {
+                        format!(
+                            "running: {}",
+                            now.iter()
+                                .map(|p| p.describe())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    });
+                    healthy = Some(!now.is_empty());
+                }
+                Err(e) => {
+                    after.push(format!("could not list the processes: {e}"));
+                    healthy = Some(false);
+                }
+            }
+        }
+        if let Some(port) = self.port {
+            let r = remote::call::<PortOpen>(ctx, ssh, &Call::PortOpen(port)).await;
+            let answers = r.rows.ok().and_then(|r| r.first().map(|p| p.open)) == Some(true);
+            after.push(format!(
+                "port {port} {}",
+                if answers {
+                    "answers"
+                } else {
+                    "does not answer"
+                }
+            ));
+            healthy = Some(healthy.unwrap_or(true) && answers);
+        }
+        Probe {
+            after: after.join("; "),
+            healthy,
+        }
+    }
 }

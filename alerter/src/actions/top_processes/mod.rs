@@ -1,10 +1,11 @@
 //! `top_processes`: reports the top `n` processes by CPU (sampled over half a second from
-//! /proc) or by memory (RSS) — command, pid, user, % — changing nothing. Over ssh it runs
-//! `ps -eo pid,user,pcpu,pmem,rss,args --sort=-pcpu|-rss`.
+//! /proc) or by memory (RSS) — command, pid, user, % — changing nothing. Over ssh the same
+//! figures from `wk-remote-helper top cpu|memory N` (`remote.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::remote::{self, Call, TopRow};
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe};
 
 /// Registry entry.
@@ -39,20 +40,6 @@ fn build(a: &Args) -> Box<dyn Action> {
 pub struct TopProcesses {
     pub by_memory: bool,
     pub n: usize,
-}
-
-/// argv for a remote host.
-pub fn ps_argv(by_memory: bool) -> Vec<&'static str> {
-    vec![
-        "ps",
-        "-eo",
-        "pid,user,pcpu,pmem,rss,args",
-        if by_memory {
-            "--sort=-rss"
-        } else {
-            "--sort=-pcpu"
-        },
-    ]
 }
 
 /// Top `n` by CPU % over `interval`, from two reads of the process table.
@@ -116,6 +103,26 @@ fn line(p: &wk_core::procs::Process, users: &HashMap<u32, String>, what: &str) -
     format!("{what} pid {} user {user}: {cmd}", p.pid)
 }
 
+/// A helper row in the local format.
+fn remote_line(r: &TopRow, by_memory: bool) -> String {
+    let what = if by_memory {
+        format!("{:.1}% mem ({} MiB)", r.mem_pct, r.rss_bytes >> 20)
+    } else {
+        format!("{:.1}% cpu", r.cpu_pct)
+    };
+    let cmd = if r.cmdline.is_empty() {
+        format!("[{}]", r.comm)
+    } else {
+        r.cmdline.join(" ")
+    };
+    format!(
+        "{what} pid {} user {}: {}",
+        r.pid,
+        r.user,
+        crate::notify::text::truncate(&cmd, 80)
+    )
+}
+
 impl Action for TopProcesses {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done> {
         Box::pin(async move {
@@ -123,22 +130,31 @@ impl Action for TopProcesses {
                 ok: true,
                 ..Done::default()
             };
-            let rows = if ctx.host == Host::Local {
-                top_local(ctx, self.by_memory, self.n, Duration::from_millis(500)).await
-            } else {
-                let o = ctx.cmd(&ps_argv(self.by_memory)).await;
-                d.commands.push(o.argv.clone());
-                d.exit_status = o.code;
-                d.ok = o.ok();
-                if !o.ok() {
-                    d.stderr = o.excerpt(ctx.max_output);
+            let rows = match &ctx.host {
+                Host::Local => {
+                    top_local(ctx, self.by_memory, self.n, Duration::from_millis(500)).await
                 }
-                o.stdout
-                    .lines()
-                    .skip(1)
-                    .take(self.n)
-                    .map(|l| l.trim().to_owned())
-                    .collect()
+                Host::Ssh(s) => {
+                    let call = Call::Top {
+                        by_memory: self.by_memory,
+                        n: self.n,
+                    };
+                    let r = remote::call::<TopRow>(ctx, s, &call).await;
+                    d.commands.push(r.argv);
+                    d.exit_status = r.code;
+                    match r.rows {
+                        Ok(rows) => rows
+                            .iter()
+                            .take(self.n)
+                            .map(|r| remote_line(r, self.by_memory))
+                            .collect(),
+                        Err(e) => {
+                            d.ok = false;
+                            d.stderr = e;
+                            Vec::new()
+                        }
+                    }
+                }
             };
             d.before = format!(
                 "top {} by {}:\n{}",
