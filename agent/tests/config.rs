@@ -200,14 +200,18 @@ fn real_world_config_warns_about_unimplemented_plugins_by_line() {
     let load = Load::files(std::slice::from_ref(&f)).env("INFLUX_PASSWORD", "s3cret");
     let plan = load_ok(&load.clone().test_mode(), &f);
     let file = f.display().to_string();
-    let warn = |line: usize, col: usize, section: &str| {
+    // Every plugin of the file is implemented; its docker table uses three options older
+    // Telegrafs had, read as `telegraf config migrate` rewrites them, with a warning each.
+    let removed = |line: usize, col: usize, key: &str, now: &str| {
         format!(
-            "{file}:{line}:{col}: warning: [{section}] is a Telegraf plugin wk-agent does not implement; it is ignored"
+            "{file}:{line}:{col}: warning: [inputs.docker] {key}: was removed from Telegraf (1.39 refuses it); read as {now}, as `telegraf config migrate` rewrites it"
         )
     };
-    // One world only: the docker input is not implemented (yet); haproxy and the InfluxDB
-    // output are. When docker lands, this expectation changes with it.
-    let expected = vec![warn(57, 10, "inputs.docker")];
+    let expected = vec![
+        removed(60, 21, "container_names", "container_name_include"),
+        removed(63, 15, "perdevice", "perdevice_include"),
+        removed(64, 11, "total", "total_include"),
+    ];
     let shown: Vec<String> = plan
         .warnings
         .iter()
@@ -217,7 +221,10 @@ fn real_world_config_warns_about_unimplemented_plugins_by_line() {
         .collect();
     assert_eq!(shown, expected);
     let names: Vec<_> = plan.inputs.iter().map(|i| i.spec.name).collect();
-    assert_eq!(names, ["cpu", "mem", "swap", "disk", "net", "haproxy"]);
+    assert_eq!(
+        names,
+        ["cpu", "mem", "swap", "disk", "net", "haproxy", "docker"]
+    );
     assert_eq!(
         plan.global_tags.tags[..2],
         [

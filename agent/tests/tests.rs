@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod daemon;
 mod deploy;
+mod docker_api;
 mod fixtures;
 mod layering;
 mod live;

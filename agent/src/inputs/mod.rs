@@ -11,6 +11,7 @@ pub use crate::plugin::BuildContext;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod docker;
 pub mod haproxy;
 pub mod http_response;
 pub mod internal;
@@ -26,6 +27,8 @@ pub mod processes;
 pub mod procstat;
 pub mod swap;
 pub mod system;
+pub mod systemd_units;
+pub mod vip;
 
 /// An input plugin: built from its validated options (no I/O there), then gathered once per
 /// interval. It owns whatever previous sample it needs for rates.
@@ -58,6 +61,7 @@ pub static REGISTRY: &[InputSpec] = &[
     cpu::SPEC,
     disk::SPEC,
     diskio::SPEC,
+    docker::SPEC,
     haproxy::SPEC,
     http_response::SPEC,
     internal::SPEC,
@@ -73,6 +77,8 @@ pub static REGISTRY: &[InputSpec] = &[
     procstat::SPEC,
     swap::SPEC,
     system::SPEC,
+    systemd_units::SPEC,
+    vip::SPEC,
 ];
 
 /// The registry entry of an input.

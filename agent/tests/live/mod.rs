@@ -3,6 +3,7 @@
 
 mod disk;
 mod diskio;
+mod docker;
 mod haproxy;
 mod http_response;
 mod kernel;
@@ -17,6 +18,8 @@ mod processes;
 mod procstat;
 mod swap;
 mod system;
+mod systemd_units;
+mod vip;
 
 use std::path::PathBuf;
 

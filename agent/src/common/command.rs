@@ -1,0 +1,120 @@
+//! Running a helper program without a shell: argv only, stdin closed, both pipes drained on
+//! their own threads (a chatty child never blocks on a full pipe), killed after a time limit.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// Exited with a status code.
+    Exited {
+        code: i32,
+        stdout: String,
+        stderr: String,
+    },
+    /// Could not start, was killed by a signal, or ran past the limit.
+    Failed(String),
+}
+
+/// Runs `binary argv…`, killing it after `limit`.
+pub fn run(binary: &str, argv: &[&str], limit: Duration) -> Run {
+    let mut child = match Command::new(binary)
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Run::Failed(format!("cannot run {binary:?}: {e}")),
+    };
+    let drain = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if start.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("{binary:?} killed after {} s", limit.as_secs_f64()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("waiting for {binary:?}: {e}"));
+            }
+        }
+    };
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    match status {
+        Ok(st) => match st.code() {
+            Some(code) => Run::Exited {
+                code,
+                stdout,
+                stderr,
+            },
+            None => Run::Failed(format!("{binary:?}: {st}: {}", stderr.trim())),
+        },
+        Err(e) => Run::Failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_pipes_and_limits() {
+        match run(
+            "ls",
+            &["-d", "/", "/nonexistent-wk"],
+            Duration::from_secs(5),
+        ) {
+            Run::Exited {
+                code,
+                stdout,
+                stderr,
+            } => {
+                assert_eq!((code, stdout.as_str()), (2, "/\n"));
+                assert!(stderr.contains("nonexistent-wk"), "{stderr}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let start = Instant::now();
+        assert!(matches!(
+            run("sleep", &["10"], Duration::from_millis(100)),
+            Run::Failed(e) if e.contains("killed")
+        ));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(matches!(
+            run("/nonexistent/prog", &[], Duration::from_secs(1)),
+            Run::Failed(e) if e.contains("cannot run")
+        ));
+    }
+}
