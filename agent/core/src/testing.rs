@@ -11,10 +11,24 @@ use std::io::Write;
 
 /// Records a skip of `test` (see the module docs); panics when `WK_TEST_ALL_DEPS=1`.
 pub fn skipped(test: &str, reason: &str) {
-    let line = format!("SKIPPED: {test}: {reason}");
     if std::env::var("WK_TEST_ALL_DEPS").as_deref() == Ok("1") {
-        panic!("{line} (WK_TEST_ALL_DEPS=1 says every dependency is installed)");
+        panic!("SKIPPED: {test}: {reason} (WK_TEST_ALL_DEPS=1 says every dependency is installed)");
     }
+    log_skip(test, reason);
+}
+
+/// Records a skip for what no package can bring to this kind of machine (a Docker daemon,
+/// systemd as PID 1): counted and listed by scripts/test like any skip, but not a failure
+/// under `WK_TEST_ALL_DEPS=1`. Use [`skip_platform!`](crate::skip_platform) only for that.
+pub fn skipped_platform(test: &str, reason: &str) {
+    log_skip(
+        test,
+        &format!("{reason} (not available on this machine kind)"),
+    );
+}
+
+fn log_skip(test: &str, reason: &str) {
+    let line = format!("SKIPPED: {test}: {reason}");
     eprintln!("{line}");
     if let Ok(path) = std::env::var("WK_TEST_SKIP_LOG")
         && let Ok(mut f) = std::fs::OpenOptions::new()
@@ -32,6 +46,15 @@ pub fn skipped(test: &str, reason: &str) {
 macro_rules! skip {
     ($($arg:tt)*) => {{
         $crate::testing::skipped(module_path!(), &format!($($arg)*));
+        return;
+    }};
+}
+
+/// Skips the calling test for a missing platform service (see [`skipped_platform`]).
+#[macro_export]
+macro_rules! skip_platform {
+    ($($arg:tt)*) => {{
+        $crate::testing::skipped_platform(module_path!(), &format!($($arg)*));
         return;
     }};
 }

@@ -20,10 +20,10 @@ fn docker(args: &[&str]) -> Option<String> {
 #[test]
 fn engine_and_running_containers_match_the_docker_cli() {
     if std::os::unix::net::UnixStream::connect(SOCKET).is_err() {
-        wk_core::skip!("no Docker daemon on {SOCKET}");
+        wk_core::skip_platform!("no Docker daemon on {SOCKET}");
     }
     let Some(ncpu) = docker(&["info", "--format", "{{.NCPU}}"]) else {
-        wk_core::skip!("`docker info` fails (no docker CLI or no daemon)");
+        wk_core::skip_platform!("`docker info` fails (no docker CLI or no daemon)");
     };
     let (metrics, errors) = gather_with_errors(&format!(
         "[[inputs.docker]]\n  endpoint = \"unix://{SOCKET}\"\n  perdevice_include = [\"cpu\", \"network\", \"blkio\"]\n"

@@ -611,8 +611,17 @@ fn example_rules_load_and_fire_on_the_sick_host() {
         };
         let obs = match rule.evaluate(src, NOW) {
             CycleResult::Observed(o) => o,
+            // Rules written in raw InfluxQL (vip_holders) run only in query mode.
+            CycleResult::Failed(m) if m.to_string().contains("needs an InfluxDB source") => {
+                continue;
+            }
             CycleResult::Failed(m) => panic!("{m}"),
         };
+        // Fleet-wide rules (vip_holders: one series per virtual IP, summed over hosts) have no
+        // host to be sick: loading and evaluating cleanly is what is checked here.
+        if obs.iter().any(|o| !o.tags.contains_key("host")) {
+            continue;
+        }
         let fired = |o: &Observation| {
             [o.levels.info, o.levels.warn, o.levels.crit]
                 .iter()
