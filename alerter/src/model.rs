@@ -284,6 +284,10 @@ pub struct AlertEvent {
     pub fields: BTreeMap<String, Value>,
     /// When the evaluation that produced this event ran (ns since the epoch).
     pub time: i64,
+    /// Time of the latest data point behind the event (ns; 0 when there is none): with
+    /// `time` and `duration` it dates the fault by the data, not by the evaluation.
+    #[serde(default)]
+    pub point_time: i64,
     /// How long the instance has been non-OK (for a recovery: how long it was).
     pub duration: Duration,
     /// Notifier names the rule routes this event to.

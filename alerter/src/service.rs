@@ -290,7 +290,7 @@ impl Service {
                 instances = rearm.len(),
                 "restored alerts still firing: their actions resume (the attempt budget is kept)"
             );
-            self.engine.handle(&rearm);
+            self.engine.resume(&rearm);
         }
         self.report_broken(now);
     }
@@ -464,8 +464,8 @@ impl Service {
             }
         }
         if !events.is_empty() {
-            self.engine.handle(&events);
-            self.router.dispatch(events);
+            let held = self.engine.handle(&events);
+            self.router.dispatch_except(events, &held);
         }
     }
 
@@ -858,6 +858,7 @@ mod tests {
             tags: [("host".to_string(), host.to_string())].into(),
             fields: BTreeMap::new(),
             time: 0,
+            point_time: 0,
             duration: Duration::ZERO,
             notify: Vec::new(),
             category: None,

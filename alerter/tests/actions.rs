@@ -180,6 +180,7 @@ fn event(tags: &[(&str, &str)]) -> AlertEvent {
             .collect(),
         fields: Default::default(),
         time: wk_alerter::clock::now_ns(),
+        point_time: 0,
         duration: Duration::from_secs(2),
         notify: vec!["log".into()],
         category: None,
@@ -248,7 +249,10 @@ async fn alert_to_guarded_action_to_one_report_and_audit_line() {
     assert!(!marker.exists());
     let ran = results.iter().find(|r| r.status == "ran").unwrap();
     assert!(ran.recovered, "{ran:?}");
-    assert!(ran.before.contains(&format!("pid {}", squatter.id())));
+    assert!(
+        ran.before.contains(&format!("pid {}", squatter.id())),
+        "{ran:?}"
+    );
     squatter.wait().unwrap();
     // One report per attempt through the rule's notifier.
     let lines = read_lines(&log);

@@ -68,6 +68,8 @@ struct Inner {
     rules: RwLock<HashMap<String, RuleEntry>>,
     /// Firing instances with a task: the latest event, `None` once recovered.
     tasks: Mutex<HashMap<(String, String), Firing>>,
+    /// What people were told of the instances the engine acts on (see [`Told`]).
+    told: Mutex<HashMap<(String, String), Told>>,
     /// The last results (tests, diagnostics), newest last, bounded.
     results: Mutex<Vec<ActionResult>>,
     clock: Clock,
@@ -75,6 +77,18 @@ struct Inner {
 
 /// The latest event of a firing instance, `None` once it recovered.
 type Firing = watch::Sender<Option<AlertEvent>>;
+
+/// One incident, one message: while the engine acts on an instance at once, its alert is
+/// held back from the notifiers and the action report says it all (what was wrong, what was
+/// done, whether it recovered, how long it took); a recovery the report already announced
+/// is not sent again.
+enum Told {
+    /// The alert was not sent: the report will carry it. Released as it was if no report
+    /// comes out of an attempt (busy target, cooldown, spent budget).
+    Held(Box<AlertEvent>),
+    /// A report said "recovered": the state machine's recovery would repeat it.
+    Recovered,
+}
 
 /// Wall-clock ns that advances with tokio's clock (so paused-time tests move it too).
 struct Clock {
@@ -136,6 +150,7 @@ impl Engine {
                 recorder: RwLock::new(recorder),
                 rules: RwLock::new(HashMap::new()),
                 tasks: Mutex::new(HashMap::new()),
+                told: Mutex::new(HashMap::new()),
                 results: Mutex::new(Vec::new()),
                 clock: Clock {
                     base_ns: crate::clock::now_ns(),
@@ -194,17 +209,28 @@ impl Engine {
         lock(&self.inner.guard).clone()
     }
 
-    /// Hands the engine a batch of events (after the state machine, beside the router).
-    pub fn handle(&self, events: &[AlertEvent]) {
+    /// Hands the engine a batch of events (after the state machine, before the router).
+    /// Says, per event, whether the engine owns its notification: an alert it acts on at
+    /// once (its report will say it), a repeat of it, or a recovery already announced by a
+    /// report. The router must not send those.
+    pub fn handle(&self, events: &[AlertEvent]) -> Vec<bool> {
         if !self.inner.config.read().map(|c| c.enabled).unwrap_or(true) {
-            return;
+            return vec![false; events.len()];
         }
-        for e in events {
-            self.handle_one(e);
+        events.iter().map(|e| self.handle_one(e, true)).collect()
+    }
+
+    /// Resumes the actions of alerts restored firing after a restart (people were told
+    /// before the restart: nothing is held back).
+    pub fn resume(&self, events: &[AlertEvent]) {
+        if self.inner.config.read().map(|c| c.enabled).unwrap_or(true) {
+            for e in events {
+                self.handle_one(e, false);
+            }
         }
     }
 
-    fn handle_one(&self, e: &AlertEvent) {
+    fn handle_one(&self, e: &AlertEvent, hold: bool) -> bool {
         let key = (e.rule.clone(), e.id.clone());
         let firing = e.kind == EventKind::Alert && e.level > Level::Ok;
         let mut tasks = lock(&self.inner.tasks);
@@ -216,11 +242,11 @@ impl Engine {
                 if !firing {
                     tasks.remove(&key);
                 }
-                return;
+                return self.owned(&key, e, firing);
             }
         }
         if !firing {
-            return;
+            return self.owned(&key, e, false);
         }
         let actions: Vec<ActionRule> = {
             let rules = self
@@ -228,7 +254,9 @@ impl Engine {
                 .rules
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let Some(r) = rules.get(&e.rule) else { return };
+            let Some(r) = rules.get(&e.rule) else {
+                return false;
+            };
             r.settings
                 .actions
                 .iter()
@@ -237,12 +265,101 @@ impl Engine {
                 .collect()
         };
         if actions.is_empty() {
-            return;
+            lock(&self.inner.told).remove(&key);
+            return false;
+        }
+        let now = self.now();
+        let fault_ns = fault_time(e);
+        let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
+        // Hold the alert only when the engine acts on it now: an `after` wait is the
+        // operator asking for time before acting, and people hear of the fault meanwhile.
+        let held = hold && fault_ns + after.as_nanos() as i64 <= e.time.max(now);
+        {
+            let mut told = lock(&self.inner.told);
+            if held {
+                told.insert(key.clone(), Told::Held(Box::new(e.clone())));
+            } else {
+                told.remove(&key);
+            }
         }
         let (tx, rx) = watch::channel(Some(e.clone()));
         tasks.insert(key, tx);
         let engine = self.clone();
-        tokio::spawn(async move { engine.instance(rx, actions).await });
+        tokio::spawn(async move { engine.instance(rx, actions, fault_ns, now).await });
+        held
+    }
+
+    /// Whether the notification of `e`, for an instance the engine knows, is the engine's.
+    fn owned(&self, key: &(String, String), e: &AlertEvent, firing: bool) -> bool {
+        let mut told = lock(&self.inner.told);
+        match told.get(key) {
+            // A repeat while the report is being prepared: the report says it.
+            Some(Told::Held(_)) if firing => true,
+            // Recovered before any report: never announced, so its recovery is not either.
+            // Data that stops is news of its own (NoData) and goes out.
+            Some(Told::Held(_)) => {
+                told.remove(key);
+                e.kind == EventKind::Recovery
+            }
+            Some(Told::Recovered) => {
+                told.remove(key);
+                !firing && e.kind == EventKind::Recovery
+            }
+            None => false,
+        }
+    }
+
+    /// After a report that said "recovered": waits a few evaluations for the rule to agree.
+    /// True (and people are told) when it still fires: the probe saw the service up, the
+    /// rule does not, and the engine tries again within the budget.
+    async fn still_firing_after_repair(
+        &self,
+        rx: &mut watch::Receiver<Option<AlertEvent>>,
+        event: &AlertEvent,
+    ) -> bool {
+        let key = (event.rule.clone(), event.id.clone());
+        if !matches!(lock(&self.inner.told).get(&key), Some(Told::Recovered)) {
+            return false;
+        }
+        let every = self
+            .inner
+            .rules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&event.rule).map(|e| e.settings.every))
+            .unwrap_or(Duration::from_secs(10));
+        let grace = (every * 3).max(Duration::from_secs(3));
+        if !self.wait(rx, self.now() + grace.as_nanos() as i64).await {
+            return false;
+        }
+        let Some(mut e) = rx.borrow().clone() else {
+            return false;
+        };
+        lock(&self.inner.told).remove(&key);
+        let note = format!(
+            " (still firing {} after a repair its probe verified)",
+            format_duration(grace)
+        );
+        warn!(rule = %e.rule, id = %e.id, "{}{note}", e.message);
+        e.message.push_str(&note);
+        self.inner.router.dispatch(vec![e]);
+        true
+    }
+
+    /// Sends an alert held back for a report that did not come out of an attempt.
+    fn release(&self, rule: &str, id: &str) {
+        let key = (rule.to_owned(), id.to_owned());
+        let held = {
+            let mut told = lock(&self.inner.told);
+            match told.get(&key) {
+                Some(Told::Held(_)) => told.remove(&key),
+                _ => None,
+            }
+        };
+        if let Some(Told::Held(e)) = held {
+            info!(rule = %e.rule, id = %e.id, "no action report this time: the alert is sent as it is");
+            self.inner.router.dispatch(vec![*e]);
+        }
     }
 
     fn now(&self) -> i64 {
@@ -267,11 +384,16 @@ impl Engine {
     }
 
     /// The life of one firing instance.
-    async fn instance(self, mut rx: watch::Receiver<Option<AlertEvent>>, actions: Vec<ActionRule>) {
+    async fn instance(
+        self,
+        mut rx: watch::Receiver<Option<AlertEvent>>,
+        actions: Vec<ActionRule>,
+        fault_ns: i64,
+        detected_ns: i64,
+    ) {
         let Some(first) = rx.borrow().clone() else {
             return;
         };
-        let fault_ns = first.time - first.duration.as_nanos() as i64;
         let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
         let mut due = fault_ns + after.as_nanos() as i64;
         // Diagnosis actions already run in this episode (by index in `actions`).
@@ -287,6 +409,7 @@ impl Engine {
             let now = self.now();
             if let Some(why) = self.inner.router.mute_reason(&event, now) {
                 info!(rule = %event.rule, id = %event.id, "actions paused: {why}");
+                self.release(&event.rule, &event.id);
                 due = now
                     + actions
                         .iter()
@@ -297,12 +420,18 @@ impl Engine {
                         .as_nanos() as i64;
                 continue;
             }
-            match self
-                .attempt(&event, &actions, fault_ns, &mut diagnosed)
-                .await
-            {
-                Next::Done => return,
+            let next = self
+                .attempt(&event, &actions, fault_ns, detected_ns, &mut diagnosed)
+                .await;
+            self.release(&event.rule, &event.id);
+            match next {
                 Next::RetryAt(t) => due = t,
+                Next::Done => {
+                    if !self.still_firing_after_repair(&mut rx, &event).await {
+                        return;
+                    }
+                    due = self.now();
+                }
             }
         }
     }
@@ -313,6 +442,7 @@ impl Engine {
         event: &AlertEvent,
         actions: &[ActionRule],
         fault_ns: i64,
+        detected_ns: i64,
         diagnosed: &mut std::collections::HashSet<usize>,
     ) -> Next {
         let cfg = self
@@ -344,7 +474,7 @@ impl Engine {
                 host: host_tag.clone(),
                 max_attempts: a.max_attempts,
                 fault_ns,
-                detected_ns: event.time,
+                detected_ns,
                 started_ns: now,
                 ..Default::default()
             };
@@ -668,6 +798,7 @@ impl Engine {
             } else {
                 self.now()
             },
+            point_time: 0,
             duration: Duration::ZERO,
             notify: record,
             category: None,
@@ -684,14 +815,23 @@ impl Engine {
             .ok()
             .and_then(|m| m.get(&event.rule).map(|e| e.settings.notify.clone()))
             .unwrap_or_else(|| event.notify.clone());
-        if notify.is_empty() {
-            return;
-        }
         let recovered = results
             .iter()
             .filter(|r| r.status == "ran")
             .all(|r| r.recovered)
             && results.iter().any(|r| r.status == "ran");
+        {
+            let key = (event.rule.clone(), event.id.clone());
+            let mut told = lock(&self.inner.told);
+            if recovered {
+                told.insert(key, Told::Recovered);
+            } else {
+                told.remove(&key);
+            }
+        }
+        if notify.is_empty() {
+            return;
+        }
         let mut fields = results
             .first()
             .map(ActionResult::fields)
@@ -708,6 +848,7 @@ impl Engine {
             tags: event.tags.clone(),
             fields,
             time: self.now(),
+            point_time: 0,
             duration: event.duration,
             notify,
             category: None,
@@ -756,6 +897,7 @@ impl Engine {
                 tags: f.tags.clone(),
                 fields: BTreeMap::new(),
                 time: now,
+                point_time: 0,
                 duration: Duration::ZERO,
                 notify: f.notify.clone(),
                 category: None,
@@ -768,6 +910,17 @@ impl Engine {
 enum Next {
     Done,
     RetryAt(i64),
+}
+
+/// When the fault began, dated by the data: the first failing point's time (the latest
+/// point's time less how long the instance has been non-OK), else the evaluation's.
+fn fault_time(e: &AlertEvent) -> i64 {
+    let base = if e.point_time > 0 {
+        e.point_time
+    } else {
+        e.time
+    };
+    base - e.duration.as_nanos() as i64
 }
 
 fn ms(a: i64, b: i64) -> String {
@@ -809,7 +962,22 @@ fn report_subject(event: &AlertEvent, results: &[ActionResult], recovered: bool)
             .collect::<Vec<_>>()
             .join(", ")
     };
-    format!("[{}] {host}: {} — {outcome}", event.rule, what.join(" + "))
+    let outcome = match results
+        .iter()
+        .filter(|r| r.recovered)
+        .map(|r| r.verified_ns)
+        .max()
+    {
+        Some(t) if recovered => format!("{outcome} {} after the fault", ms(results[0].fault_ns, t)),
+        _ => outcome,
+    };
+    // The alert's own message first: the report is the one message about the incident.
+    let alert = if event.message.is_empty() {
+        format!("[{}] {host}", event.rule)
+    } else {
+        event.message.clone()
+    };
+    format!("{alert} — {}: {outcome}", what.join(" + "))
 }
 
 /// The report body: host, what was found, what was done, the result, the timeline.

@@ -407,6 +407,7 @@ mod tests {
             tags: [("svc".to_owned(), tag.to_owned())].into(),
             fields: Default::default(),
             time: 0,
+            point_time: 0,
             duration: Duration::ZERO,
             notify: vec![],
             category: None,

@@ -136,6 +136,7 @@ mod tests {
             tags: [("host".to_owned(), host.to_owned())].into(),
             fields: Default::default(),
             time: 0,
+            point_time: 0,
             duration: Duration::ZERO,
             notify: vec![],
             category: Some(cat.into()),

@@ -288,18 +288,27 @@ impl Router {
     /// any of it is filtered, so an inhibitor and its victims from one cycle behave as if the
     /// inhibitor came first.
     pub fn dispatch(&self, events: Vec<AlertEvent>) {
+        self.dispatch_except(events, &[]);
+    }
+
+    /// [`dispatch`](Self::dispatch), except the events flagged in `held` (by position): the
+    /// action engine says those itself, in its report. They still teach inhibition.
+    pub fn dispatch_except(&self, events: Vec<AlertEvent>, held: &[bool]) {
         if events.is_empty() {
             return;
         }
         let c = &self.shared.counters;
-        c.received.fetch_add(events.len() as u64, Ordering::Relaxed);
         let mut deliver = Vec::with_capacity(events.len());
         {
             let mut f = lock(&self.shared.filter);
             for e in &events {
                 f.inhibitions.observe(e);
             }
-            for e in events {
+            for (i, e) in events.into_iter().enumerate() {
+                if held.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
+                c.received.fetch_add(1, Ordering::Relaxed);
                 if f.admit(&e, &self.shared.counters) {
                     deliver.push(Arc::new(e));
                 }

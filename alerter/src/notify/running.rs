@@ -198,6 +198,7 @@ mod tests {
             tags: Default::default(),
             fields: Default::default(),
             time: 0,
+            point_time: 0,
             duration: Duration::ZERO,
             notify: vec![],
             category: None,

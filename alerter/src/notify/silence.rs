@@ -190,6 +190,7 @@ mod tests {
                 .collect(),
             fields: Default::default(),
             time: 0,
+            point_time: 0,
             duration: Duration::ZERO,
             notify: vec![],
             category: None,

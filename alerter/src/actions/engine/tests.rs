@@ -20,6 +20,7 @@ fn event(rule: &str, level: Level, tags: &[(&str, &str)]) -> AlertEvent {
             .collect(),
         fields: Default::default(),
         time: crate::clock::now_ns(),
+        point_time: 0,
         duration: Duration::ZERO,
         notify: vec![],
         category: None,
@@ -223,4 +224,95 @@ async fn a_diagnosis_runs_before_the_repair_and_shares_its_report() {
         "the diagnosis output is in the report: {}",
         r[0].before
     );
+}
+
+/// A `restart_process` that works: starts a shell whose command line carries a nonce.
+fn restarts(nonce: &str) -> ActionRule {
+    let mut a = ActionRule {
+        action: "restart_process".into(),
+        settle: Duration::from_millis(300),
+        ..ActionRule::default()
+    };
+    a.args.insert("pattern".into(), RawArg::One(nonce.into()));
+    a.args.insert(
+        "start".into(),
+        RawArg::List(vec![
+            "sh".into(),
+            "-c".into(),
+            "sleep 60; :".into(),
+            nonce.into(),
+        ]),
+    );
+    a
+}
+
+fn recovery(rule: &str) -> AlertEvent {
+    let mut ok = event(rule, Level::Ok, &[]);
+    ok.kind = EventKind::Recovery;
+    ok
+}
+
+/// One incident, one message: the alert the engine acts on at once is held back (and its
+/// repeats), the report carries it; the recovery a report already announced is not sent.
+#[tokio::test]
+async fn the_report_is_the_one_message_of_an_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = format!("wk-one-message-{}", std::process::id());
+    let e = engine(dir.path(), vec![restarts(&nonce)]);
+    assert_eq!(e.handle(&[event("r", Level::Critical, &[])]), [true]);
+    assert_eq!(
+        e.handle(&[event("r", Level::Critical, &[])]),
+        [true],
+        "a repeat waits for the report"
+    );
+    settle(&e, 1).await;
+    assert!(e.results()[0].recovered, "{:?}", e.results());
+    assert_eq!(
+        e.handle(&[recovery("r")]),
+        [true],
+        "the report said recovered"
+    );
+    // The next incident: the same, and a recovery after a report that said NOT recovered
+    // is news.
+    let mut a = never_recovers();
+    a.after = Duration::ZERO;
+    a.settle = Duration::from_millis(100);
+    let e2 = engine(&dir.path().join("2"), vec![a]);
+    assert_eq!(e2.handle(&[event("r", Level::Critical, &[])]), [true]);
+    settle(&e2, 1).await;
+    assert!(!e2.results()[0].recovered);
+    assert_eq!(e2.handle(&[recovery("r")]), [false]);
+    // With `after`, people hear of the fault at once; a recovery before acting goes out too.
+    let e3 = engine(&dir.path().join("3"), vec![never_recovers()]);
+    assert_eq!(e3.handle(&[event("r", Level::Critical, &[])]), [false]);
+    assert_eq!(e3.handle(&[recovery("r")]), [false]);
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &nonce])
+        .status();
+}
+
+/// A repair its probe verified while the rule still fires: people are told, and the engine
+/// tries again after the cooldown.
+#[tokio::test(start_paused = true)]
+async fn still_firing_after_a_verified_repair_is_said_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = format!("wk-still-firing-{}", std::process::id());
+    let mut a = restarts(&nonce);
+    a.cooldown = Duration::from_secs(20);
+    let e = engine(dir.path(), vec![a]);
+    assert_eq!(e.handle(&[event("r", Level::Critical, &[])]), [true]);
+    settle(&e, 1).await;
+    assert!(e.results()[0].recovered);
+    // No recovery comes: after 3 evaluations (30 s) and the cooldown, a second attempt.
+    settle(&e, 2).await;
+    let r = e.results();
+    assert_eq!(r[1].attempt, 2, "{r:?}");
+    assert!(
+        r[1].started_ns - r[0].verified_ns >= 20_000_000_000,
+        "{r:?}"
+    );
+    assert_eq!(e.handle(&[recovery("r")]), [true]);
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &nonce])
+        .status();
 }

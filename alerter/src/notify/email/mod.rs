@@ -309,6 +309,7 @@ mod tests {
             tags: [("host".to_owned(), "<img src=x onerror=alert(1)>".to_owned())].into(),
             fields: [("value".to_owned(), Value::Str("<i>".into()))].into(),
             time: 0,
+            point_time: 0,
             duration: Duration::ZERO,
             notify: vec![],
             category: None,

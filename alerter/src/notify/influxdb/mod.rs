@@ -178,6 +178,7 @@ mod tests {
             ]
             .into(),
             time: 1_700_000_000_000_000_000,
+            point_time: 0,
             duration: Duration::from_secs(65),
             notify: vec![],
             category: None,
