@@ -104,8 +104,11 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
         output_tasks.push(tokio::spawn(output_loop(
             ro,
             rx,
-            flush_interval,
-            flush_jitter,
+            Flushing {
+                interval: flush_interval,
+                jitter: flush_jitter,
+                linger: linger(agent.interval, flush_interval),
+            },
             stop_rx.clone(),
             reporter,
         )));
@@ -405,11 +408,31 @@ impl OutputWorker {
     }
 }
 
+/// When an output writes: at most `interval` (+ up to `jitter`) apart, and `linger` (+ up to
+/// `jitter`) after the first metrics of a collection arrive, so that each collection is
+/// written as soon as it is gathered (the inputs of one tick finish within a few ms of each
+/// other) rather than up to a whole `flush_interval` later: an alert rule then sees the
+/// points of a tick on that tick. `flush_jitter` spreads the writes of many hosts, as in
+/// Telegraf.
+#[derive(Debug, Clone, Copy)]
+struct Flushing {
+    interval: Duration,
+    jitter: Duration,
+    linger: Duration,
+}
+
+/// A twentieth of the collection interval, within [50 ms, 500 ms], and never more than
+/// `flush_interval`.
+fn linger(collection: Duration, flush_interval: Duration) -> Duration {
+    (collection / 20)
+        .clamp(Duration::from_millis(50), Duration::from_millis(500))
+        .min(flush_interval)
+}
+
 async fn output_loop(
     ro: RunningOutput,
     mut rx: mpsc::UnboundedReceiver<Arc<Vec<Metric>>>,
-    flush_interval: Duration,
-    flush_jitter: Duration,
+    timing: Flushing,
     mut stop: watch::Receiver<bool>,
     mut reporter: Reporter,
 ) {
@@ -422,7 +445,14 @@ async fn output_loop(
             return;
         }
     };
+    let Flushing {
+        interval: flush_interval,
+        jitter: flush_jitter,
+        linger,
+    } = timing;
     let mut next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
+    // Set when a collection's first metrics arrive: write them shortly after.
+    let mut early: Option<tokio::time::Instant> = None;
     let mut pending = Pending::default();
     let mut in_flight: Option<oneshot::Receiver<OutputReport>> = None;
     let mut flush_due = false;
@@ -431,7 +461,12 @@ async fn output_loop(
     loop {
         tokio::select! {
             batch = rx.recv(), if !closed => match batch {
-                Some(batch) => pending.push(batch, limit),
+                Some(batch) => {
+                    pending.push(batch, limit);
+                    early.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + linger + jitter(flush_jitter)
+                    });
+                }
                 None => closed = true,
             },
             report = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
@@ -447,6 +482,10 @@ async fn output_loop(
             _ = tokio::time::sleep_until(next_flush) => {
                 flush_due = true;
                 next_flush = tokio::time::Instant::now() + flush_interval + jitter(flush_jitter);
+            }
+            _ = async { tokio::time::sleep_until(early.expect("guarded")).await }, if early.is_some() => {
+                flush_due = true;
+                early = None;
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
@@ -595,14 +634,12 @@ mod tests {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(output_loop(
-            ro,
-            rx,
-            Duration::from_millis(50),
-            Duration::ZERO,
-            stop_rx,
-            reporter,
-        ));
+        let timing = Flushing {
+            interval: Duration::from_millis(50),
+            jitter: Duration::ZERO,
+            linger: Duration::from_millis(50),
+        };
+        let task = tokio::spawn(output_loop(ro, rx, timing, stop_rx, reporter));
         // Start a write, then send 100 batches while it is in flight.
         tx.send(Arc::new(vec![Metric::new("m", 0).with_field("v", 1i64)]))
             .unwrap();
@@ -631,6 +668,61 @@ mod tests {
             w as u64 + dropped,
             101,
             "every metric written or counted as dropped"
+        );
+    }
+
+    /// A collection is written `linger` after it arrives, not up to `flush_interval` later:
+    /// alert rules see a tick's points on that tick.
+    #[tokio::test]
+    async fn a_collection_is_written_as_soon_as_it_is_gathered() {
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let spec = crate::outputs::find("file").expect("file output");
+        let ro = RunningOutput::new(
+            spec,
+            Box::new(Slow {
+                delay: Duration::ZERO,
+                written: written.clone(),
+            }),
+        );
+        let stats = Arc::new(SelfStats::default());
+        stats.register_output(&ro.stats_key(), 1000);
+        let reporter = Reporter {
+            stats,
+            key: ro.stats_key(),
+            last: ro.stats,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let timing = Flushing {
+            interval: Duration::from_secs(60),
+            jitter: Duration::ZERO,
+            linger: linger(Duration::from_secs(1), Duration::from_secs(60)),
+        };
+        assert_eq!(timing.linger, Duration::from_millis(50));
+        let task = tokio::spawn(output_loop(ro, rx, timing, stop_rx, reporter));
+        let count = || written.load(std::sync::atomic::Ordering::SeqCst);
+        for round in 1..=2 {
+            // Two inputs of one tick, a few ms apart: one write for both.
+            tx.send(Arc::new(vec![
+                Metric::new("a", round).with_field("v", 1i64),
+            ]))
+            .unwrap();
+            tx.send(Arc::new(vec![
+                Metric::new("b", round).with_field("v", 1i64),
+            ]))
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(count(), 2 * round as usize, "round {round} written");
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(
+            linger(Duration::from_secs(10), Duration::from_secs(10)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            linger(Duration::from_secs(10), Duration::from_millis(100)),
+            Duration::from_millis(100)
         );
     }
 

@@ -53,6 +53,19 @@ pub struct Settings {
     pub max_rule_memory_bytes: usize,
     /// Notifiers told when a rule file does not load (the `wk_rules` alert).
     pub rule_errors_notify: Vec<String>,
+    /// How long after its tick a rule is evaluated (as of the tick), so that the points
+    /// collected on the tick have arrived; `None`: [`Settings::delay`]'s default.
+    pub evaluation_delay: Option<Duration>,
+}
+
+impl Settings {
+    /// The evaluation delay for a rule evaluated every `every`: the configured one, else a
+    /// quarter of `every` capped at 2 s; never more than half of `every`.
+    pub fn delay(&self, every: Duration) -> Duration {
+        self.evaluation_delay
+            .unwrap_or_else(|| (every / 4).min(Duration::from_secs(2)))
+            .min(every / 2)
+    }
 }
 
 impl Default for Settings {
@@ -65,6 +78,7 @@ impl Default for Settings {
             max_concurrent_evals: 4,
             max_rule_memory_bytes: 32 << 20,
             rule_errors_notify: Vec::new(),
+            evaluation_delay: None,
         }
     }
 }
@@ -268,6 +282,7 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
         o.error_at("max_rule_memory_bytes", "must be at least 1MiB");
     }
     settings.rule_errors_notify = o.strings("rule_errors_notify");
+    settings.evaluation_delay = o.opt_duration("evaluation_delay");
     if settings.reload_interval.is_zero() {
         o.error_at("reload_interval", "must be greater than 0");
     }

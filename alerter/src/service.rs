@@ -480,16 +480,19 @@ impl Service {
             let Some(rule) = slot.rule.clone() else {
                 continue;
             };
-            if slot.running || now < slot.next_due {
+            let every = rule.settings().every;
+            // Evaluated a little after the tick, as of the tick: agents collect on the tick
+            // and write right after, so the tick's points are in by then.
+            let delay = self.config.settings.delay(every).as_nanos() as i64;
+            if slot.running || now < slot.next_due + delay {
                 continue;
             }
             // Evaluate as of the scheduled tick, not the moment the evaluation starts:
             // `for` and `repeat` compare these times, and microseconds of jitter would make
             // them fire one `every` late. A scheduler late by whole intervals evaluates the
             // latest tick that has passed.
-            let every = rule.settings().every;
             let e = every.as_nanos().max(1) as i64;
-            let due = slot.next_due.max(now.div_euclid(e) * e);
+            let due = slot.next_due.max((now - delay).div_euclid(e) * e);
             if due > slot.next_due {
                 warn!(rule = %rule.settings().name, "evaluation is late by more than one interval; skipped ticks");
             }
@@ -700,11 +703,13 @@ impl Service {
         loop {
             let now = self.clock.now_ns();
             self.start_due(now, &tx);
+            let settings = &self.config.settings;
             let next_due = self
                 .slots
                 .values()
-                .filter(|s| !s.running && s.rule.is_some())
-                .map(|s| s.next_due)
+                .filter_map(|s| Some((s, s.rule.as_ref()?)))
+                .filter(|(s, _)| !s.running)
+                .map(|(s, r)| s.next_due + settings.delay(r.settings().every).as_nanos() as i64)
                 .min();
             let wait = next_due.map_or(reload_every, |d| {
                 Duration::from_nanos((d - now).max(0) as u64)

@@ -127,8 +127,9 @@ async fn for_and_repeat_hold_to_the_tick_whatever_the_jitter() {
     }
     run.stop().await;
 
-    // Ticks at multiples of 4 s: the first after START is 3 s in.
-    let first_tick = Duration::from_secs(3);
+    // Ticks at multiples of 4 s: the first after START is 3 s in; each is evaluated 1 s
+    // after it (the default evaluation delay: a quarter of `every`), as of the tick.
+    let first_tick = Duration::from_secs(3 + 1);
     let alerts: Vec<_> = received
         .iter()
         .filter(|(_, e)| e.kind == EventKind::Alert)
