@@ -161,6 +161,32 @@ async fn restart_process_restarts_a_real_server() {
     }
 }
 
+/// A start that dies at once (the port is taken) is reported with its exit status and the
+/// end of its stderr, and the probe says not recovered.
+#[tokio::test]
+async fn a_start_that_dies_reports_its_exit_status_and_stderr() {
+    let nonce = format!("wk-dies-at-once-{}", std::process::id());
+    let script = "echo 'OSError: [Errno 98] Address already in use' >&2; exit 3";
+    let start: Vec<&str> = vec!["sh", "-c", script, &nonce];
+    let spec = wk_alerter::actions::find("restart_process").unwrap();
+    let a = (spec.build)(&args(&[("pattern", &nonce)], &[("start", &start)]));
+    let ctx = Ctx::local();
+    let done = a.run(&ctx).await;
+    assert!(done.ok && done.did.contains("started"), "{done:?}");
+    let mut probe = a.probe(&ctx).await;
+    for _ in 0..40 {
+        if probe.exit_status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        probe = a.probe(&ctx).await;
+    }
+    assert_eq!(probe.exit_status, Some(3), "{probe:?}");
+    assert_eq!(probe.healthy, Some(false), "{probe:?}");
+    assert!(probe.stderr.contains("Address already in use"), "{probe:?}");
+    assert!(probe.after.contains("exited with status 3"), "{probe:?}");
+}
+
 fn kill(pid: i32) {
     let _ = Command::new("kill").arg(pid.to_string()).status();
 }

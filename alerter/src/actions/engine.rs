@@ -616,6 +616,12 @@ impl Engine {
                 let probe = action.probe(ctx).await;
                 let r = &mut results[*i];
                 r.after = probe.after;
+                if probe.exit_status.is_some() {
+                    r.exit_status = probe.exit_status;
+                }
+                if !probe.stderr.is_empty() {
+                    r.stderr = probe.stderr;
+                }
                 let recovered = match (a.verify, probe.healthy, query) {
                     (Verify::Probe, p, _) => p.unwrap_or(false),
                     (Verify::Query, _, q) => q.unwrap_or(false),

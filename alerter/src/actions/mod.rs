@@ -112,6 +112,10 @@ pub struct Probe {
     pub after: String,
     /// `Some(true)`: healthy again; `None`: this action has no probe of its own.
     pub healthy: Option<bool>,
+    /// The exit status of what the action started, when it has died since.
+    pub exit_status: Option<i32>,
+    /// The end of its stderr then.
+    pub stderr: String,
 }
 
 /// An action ready to run: built from validated, rendered arguments.

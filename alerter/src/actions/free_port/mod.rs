@@ -114,6 +114,7 @@ impl Action for FreePort {
             Probe {
                 after,
                 healthy: Some(left.is_empty()),
+                ..Probe::default()
             }
         })
     }
@@ -206,6 +207,7 @@ impl FreePort {
                 return Probe {
                     after: format!("could not look: {e}"),
                     healthy: Some(false),
+                    ..Probe::default()
                 };
             }
         };
@@ -223,6 +225,7 @@ impl FreePort {
         Probe {
             after,
             healthy: Some(left.is_empty()),
+            ..Probe::default()
         }
     }
 }

@@ -178,10 +178,12 @@ impl Action for RestartContainer {
                 Some(s) => Probe {
                     after: s.describe(),
                     healthy: Some(s.running),
+                    ..Probe::default()
                 },
                 None => Probe {
                     after: inspect.excerpt(300),
                     healthy: Some(false),
+                    ..Probe::default()
                 },
             }
         })

@@ -6,7 +6,7 @@
 //! table, the stop and the start go through `wk-remote-helper` over ssh (`remote.rs`); the
 //! pattern is matched here either way.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use regex::Regex;
 
@@ -59,6 +59,7 @@ fn build(a: &Args) -> Box<dyn Action> {
         start: a.list("start").to_vec(),
         port: a.get("port").and_then(|p| p.parse().ok()),
         stopped: Mutex::new(Vec::new()),
+        started: Mutex::new(None),
     })
 }
 
@@ -80,6 +81,8 @@ pub struct RestartProcess {
     /// When set, the probe also checks that this TCP port on 127.0.0.1 answers.
     pub port: Option<u16>,
     stopped: Mutex<Vec<i32>>,
+    /// What `start` started, watched until the probe.
+    started: Mutex<Option<Arc<StartWatch>>>,
 }
 
 /// Processes whose command line matches `pattern`, without the alerter and its ancestors
@@ -104,8 +107,33 @@ pub fn matching(proc_root: &std::path::Path, pattern: &Regex) -> Vec<wk_core::pr
         .collect()
 }
 
-/// Starts `argv` detached (own process group, no stdio) and reaps it when it exits.
-pub(crate) fn spawn_detached(argv: &[String]) -> std::io::Result<u32> {
+/// What became of a started process: its exit status once it died, and the end of its
+/// stderr (so that "Address already in use" reaches the report).
+#[derive(Debug, Default)]
+pub(crate) struct StartWatch {
+    exit: Mutex<Option<i32>>,
+    stderr: Mutex<Vec<u8>>,
+}
+
+impl StartWatch {
+    /// `Some((status, stderr tail))` once the process has exited (status: the exit code, or
+    /// 128 + the signal that killed it, as shells say).
+    pub(crate) fn exited(&self) -> Option<(i32, String)> {
+        let code = (*self.exit.lock().ok()?)?;
+        let err = self.stderr.lock().ok()?;
+        Some((code, String::from_utf8_lossy(&err).trim().to_owned()))
+    }
+}
+
+/// Starts `argv` detached (own process group, stdin and stdout on /dev/null) and reaps it
+/// when it exits; its stderr is drained for as long as it runs, keeping the last
+/// `max_output` bytes.
+pub(crate) fn spawn_detached(
+    argv: &[String],
+    max_output: usize,
+) -> std::io::Result<(u32, Arc<StartWatch>)> {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::io::AsyncReadExt;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
@@ -113,15 +141,37 @@ pub(crate) fn spawn_detached(argv: &[String]) -> std::io::Result<u32> {
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(false)
         .spawn()?;
     let pid = child.id().unwrap_or(0);
+    let watch = Arc::new(StartWatch::default());
+    let stderr = child.stderr.take();
+    let w = watch.clone();
     tokio::spawn(async move {
-        let _ = child.wait().await;
+        if let Some(mut err) = stderr {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut kept) = w.stderr.lock() {
+                    kept.extend_from_slice(&buf[..n]);
+                    let extra = kept.len().saturating_sub(max_output.max(1));
+                    kept.drain(..extra);
+                }
+            }
+        }
+        let code = match child.wait().await {
+            Ok(st) => st.code().or(st.signal().map(|s| 128 + s)).unwrap_or(-1),
+            Err(_) => -1,
+        };
+        if let Ok(mut e) = w.exit.lock() {
+            *e = Some(code);
+        }
     });
-    Ok(pid)
+    Ok((pid, watch))
 }
 
 impl RestartProcess {
@@ -162,10 +212,13 @@ impl RestartProcess {
         d.ok = true;
         if !self.start.is_empty() {
             d.commands.push(self.start.clone());
-            match spawn_detached(&self.start) {
-                Ok(pid) => {
+            match spawn_detached(&self.start, ctx.max_output) {
+                Ok((pid, watch)) => {
                     did.push(format!("started {:?} as pid {pid}", self.start.join(" ")));
                     d.exit_status = None;
+                    if let Ok(mut s) = self.started.lock() {
+                        *s = Some(watch);
+                    }
                 }
                 Err(e) => {
                     d.ok = false;
@@ -231,10 +284,28 @@ impl Action for RestartProcess {
                 ));
                 healthy = Some(healthy.unwrap_or(true) && answers);
             }
-            Probe {
+            let mut probe = Probe {
                 after: after.join("; "),
                 healthy,
+                ..Probe::default()
+            };
+            // A start that died meanwhile says why (its status and stderr).
+            let exited = self
+                .started
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().and_then(|s| s.exited()));
+            if let Some((code, err)) = exited {
+                probe.after = format!(
+                    "{}; the started {:?} exited with status {code}",
+                    probe.after,
+                    self.start.join(" ")
+                );
+                probe.healthy = Some(false);
+                probe.exit_status = Some(code);
+                probe.stderr = err;
             }
+            probe
         })
     }
 
@@ -405,6 +476,7 @@ impl RestartProcess {
         Probe {
             after: after.join("; "),
             healthy,
+            ..Probe::default()
         }
     }
 }

@@ -125,6 +125,7 @@ impl Action for RestartService {
             Probe {
                 after,
                 healthy: Some(active),
+                ..Probe::default()
             }
         })
     }
