@@ -106,6 +106,9 @@ struct Mode {
     range: &'static str,
     settle: &'static str,
     cooldown: &'static str,
+    /// The http_response timeout: half the interval at most, so that a port that accepts
+    /// and never answers (the squatter) is judged within one collection.
+    response_timeout: &'static str,
 }
 
 const QUERY: Mode = Mode {
@@ -117,6 +120,7 @@ const QUERY: Mode = Mode {
     range: "30s",
     settle: "1s",
     cooldown: "5s",
+    response_timeout: "1s",
 };
 
 const STREAM: Mode = Mode {
@@ -128,6 +132,7 @@ const STREAM: Mode = Mode {
     range: "3s",
     settle: "1s",
     cooldown: "2s",
+    response_timeout: "500ms",
 };
 
 /// One injected fault, ns since the epoch.
@@ -229,10 +234,11 @@ fn restart_web(mode: &Mode, web: &Supervisor, budget: &str) -> String {
     )
 }
 
-fn http_input(web: &Supervisor) -> String {
+fn http_input(web: &Supervisor, mode: &Mode) -> String {
     format!(
-        "[[inputs.http_response]]\n  urls = [\"{}\"]\n  response_timeout = \"1s\"\n",
-        web.url()
+        "[[inputs.http_response]]\n  urls = [\"{}\"]\n  response_timeout = \"{}\"\n",
+        web.url(),
+        mode.response_timeout
     )
 }
 
@@ -425,7 +431,7 @@ fn run_web(mode: Mode, faults: usize, squat: bool, seed: u64) -> Result<Vec<Samp
     };
     st.rule("web.rhai", &http_rule(&mode, &actions));
     st.start_alerter();
-    st.start_agent_every("web1", &http_input(&web), mode.agent_interval);
+    st.start_agent_every("web1", &http_input(&web, &mode), mode.agent_interval);
     let mut w = Watch {
         st: &st,
         rule: "web",
@@ -551,7 +557,7 @@ fn run_never(mode: Mode) -> Result<String, String> {
         &http_rule(&mode, &restart_web(&mode, &web, "max_attempts: 3")),
     );
     st.start_alerter();
-    st.start_agent_every("web1", &http_input(&web), mode.agent_interval);
+    st.start_agent_every("web1", &http_input(&web, &mode), mode.agent_interval);
     let w = Watch {
         st: &st,
         rule: "web",
