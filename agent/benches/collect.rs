@@ -1841,7 +1841,8 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
          them {established}; `ss -tanp` attributes {} ESTAB sockets to these pids. CPU time of \
          the bench thread (`CLOCK_THREAD_CPUTIME_ID`), medians of {reps} rounds after one \
          warm-up gather; in each round the parts run again right after the gather on the same \
-         pids; \"the rest\" is the gather minus both walks. `ss` runs as a child process: its \
+         pids; \"the rest\" is the gather minus both walks (median of the per-round differences, \
+         so the rows need not add up). `ss` runs as a child process: its \
          CPU is user + system from `wait4`'s rusage, output to /dev/null.\n\n\
          | part | CPU median (p90) | share of the gather |\n|---|---|---|\n\
          | whole `procstat` gather (`RunningInput::gather`, with `procstat_tcp`) | {} ({}) | 100% |\n\
