@@ -634,7 +634,8 @@ impl Procstat {
         let owners = SocketOwners::walk(&self.paths.proc, &pids);
         for (pid, e) in &owners.unreadable {
             if self.fd_unreadable.insert(*pid) {
-                tracing::debug!("procstat: no procstat_tcp line for pid {pid}: {e}");
+                // procfs's error already names the path.
+                tracing::debug!("procstat: no procstat_tcp line for pid {pid}: {}", e.source);
             }
         }
         owners
