@@ -2,7 +2,7 @@
 //!
 //! Run: `scripts/bench` (installs the peers, then runs this), or directly
 //! `cargo bench -p wk-agent --bench collect -- [--quick] [--out FILE] [--sockets 0,10000,100000]
-//! [--no-peers] [--daemon-secs N]`.
+//! [--no-peers] [--daemon-secs N] [--procs N] [--only-procstat]`.
 //!
 //! One invocation measures, side by side on the same machine state:
 //! 1. one full collection of the default inputs, in process, through the real config loader and
@@ -12,7 +12,11 @@
 //!    field 1 of /proc/thread-self/schedstat), never the 10 ms ticks of /proc/<pid>/stat;
 //! 2. TCP state counting (`inputs.netstat`) with 0, 10k and 100k established loopback
 //!    connections against the netlink floor, with allocations counted per gather by a counting
-//!    global allocator;
+//!    global allocator; then (2b) one `procstat` gather with `procstat_tcp` selecting 1,000
+//!    real processes that hold as many sockets as the largest `--sockets` value between them
+//!    (sockets here, not connections: 100k sockets are 50k connections), broken down into the
+//!    fd walk, the sock_diag walk and the rest, next to `ss -tanp` (the same walk, as a child
+//!    process) and to hand readers of the same /proc files (procfs or hand parsers);
 //! 3. the real `wk-agent` daemon (1 s interval, outputs to /dev/null): RSS over time and CPU per
 //!    collection from /proc/<pid>/task/*/schedstat, next to prometheus-node-exporter (Debian,
 //!    equivalent collectors, scraped over HTTP) and a psutil collector
@@ -21,6 +25,7 @@
 //! Nothing here is a test: no timing is asserted anywhere.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -952,6 +957,10 @@ struct Opts {
     sockets: Vec<usize>,
     peers: bool,
     daemon_secs: u64,
+    /// Processes of section 2b.
+    procs: usize,
+    /// Run section 2b alone and print it (a short run; never overwrites the report).
+    only_procstat: bool,
 }
 
 fn parse_args() -> Opts {
@@ -961,6 +970,8 @@ fn parse_args() -> Opts {
         sockets: vec![0, 10_000, 100_000],
         peers: true,
         daemon_secs: 60,
+        procs: 1000,
+        only_procstat: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -971,6 +982,8 @@ fn parse_args() -> Opts {
                 o.daemon_secs = 15;
             }
             "--no-peers" => o.peers = false,
+            "--only-procstat" => o.only_procstat = true,
+            "--procs" => o.procs = args.next().and_then(|v| v.parse().ok()).unwrap_or(1000),
             "--out" => o.out = args.next().map(PathBuf::from),
             "--sockets" => {
                 o.sockets = args
@@ -1424,6 +1437,486 @@ fn bench_tcp(
     md.push('\n');
 }
 
+// ---------------------------------------------------------------------------------------------
+// procstat at scale: real processes holding real sockets (section 2b).
+
+/// `sleep` children that hold loopback TCP sockets between them (both ends of each
+/// connection, inherited across exec), so both the kernel's socket table and the processes'
+/// fd tables are real. Dropping it kills and reaps every child; the sockets close with RST.
+struct Sleepers {
+    children: Vec<Child>,
+    /// The bench's listeners (≤ HOLDER_PAIRS connections each, on 127.0.0.<k>).
+    listeners: Vec<TcpListener>,
+    /// The children's argument, unique to this run: `sleep <tag>` is what procstat selects.
+    tag: String,
+}
+
+impl Sleepers {
+    fn start(procs: usize, sockets: usize) -> Result<Sleepers, String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        // 900 s: children of a bench killed hard still go away (PDEATHSIG below as well).
+        let mut me = Sleepers {
+            children: Vec::with_capacity(procs),
+            listeners: Vec::new(),
+            tag: format!("900.{}", std::process::id()),
+        };
+        let pairs_total = sockets / 2;
+        let mut made = 0usize;
+        for i in 0..procs {
+            let pairs = pairs_total / procs + usize::from(i < pairs_total % procs);
+            let mut keep = Vec::with_capacity(pairs * 2);
+            for _ in 0..pairs {
+                let li = made / HOLDER_PAIRS;
+                if li == me.listeners.len() {
+                    let ip = std::net::Ipv4Addr::new(127, 0, 0, (li % 250 + 1) as u8);
+                    let l = TcpListener::bind((ip, 0)).map_err(|e| format!("bind {ip}: {e}"))?;
+                    me.listeners.push(l);
+                }
+                let l = &me.listeners[li];
+                let addr = l.local_addr().map_err(|e| e.to_string())?;
+                let c = TcpStream::connect(addr).map_err(|e| format!("connect #{made}: {e}"))?;
+                let (s, _) = l.accept().map_err(|e| format!("accept #{made}: {e}"))?;
+                set_linger_zero(c.as_raw_fd());
+                set_linger_zero(s.as_raw_fd());
+                keep.push(c);
+                keep.push(s);
+                made += 1;
+            }
+            let fds: Vec<libc::c_int> = keep.iter().map(|s| s.as_raw_fd()).collect();
+            let mut cmd = Command::new("sleep");
+            cmd.arg(&me.tag)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: between fork and exec the hook only makes syscalls (fcntl, prctl) on
+            // memory allocated before the fork: no allocation, no lock.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // std opens sockets close-on-exec: keep these across the exec.
+                    for &fd in &fds {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().map_err(|e| format!("spawn sleep #{i}: {e}"))?;
+            me.children.push(child);
+            // The child holds them now; the bench keeps only the listeners.
+            drop(keep);
+        }
+        Ok(me)
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        self.children.iter().map(|c| c.id() as i32).collect()
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            let _ = c.kill();
+        }
+        for c in self.children.iter_mut() {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The fd walk by hand: readdir of `fd/` and one readlinkat per entry into a stack buffer,
+/// `socket:[N]` parsed in place, into the same map as `SocketOwners::walk` (procfs's `fd()`
+/// makes four syscalls per fd: openat O_PATH, readlinkat, fstatat, close).
+fn hand_socket_owners(pids: &[i32]) -> HashMap<u64, Vec<i32>> {
+    use rustix::fs::{CWD, Dir, Mode, OFlags, openat, readlinkat_raw};
+    let mut map: HashMap<u64, Vec<i32>> = HashMap::new();
+    let mut link = [0u8; 64];
+    for &pid in pids {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(dirfd) = openat(CWD, format!("/proc/{pid}/fd"), flags, Mode::empty()) else {
+            continue;
+        };
+        let Ok(mut dir) = Dir::read_from(&dirfd) else {
+            continue;
+        };
+        while let Some(Ok(e)) = dir.next() {
+            let name = e.file_name();
+            if name.to_bytes().first() == Some(&b'.') {
+                continue;
+            }
+            let Ok(n) = readlinkat_raw(&dirfd, name, &mut link[..]) else {
+                continue;
+            };
+            let inode = link[..n]
+                .strip_prefix(b"socket:[")
+                .and_then(|r| r.strip_suffix(b"]"))
+                .and_then(|r| std::str::from_utf8(r).ok()?.parse::<u64>().ok());
+            if let Some(inode) = inode {
+                let holders = map.entry(inode).or_default();
+                if !holders.contains(&pid) {
+                    holders.push(pid);
+                }
+            }
+        }
+    }
+    map
+}
+
+/// The process table with no parsing: readdir /proc, then each process's `stat` and
+/// `cmdline` read raw and its directory stat'ed (what `wk_core::procs::list` reads).
+fn raw_process_table(buf: &mut [u8]) -> usize {
+    let mut total = 0;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        for f in ["stat", "cmdline"] {
+            if let Ok(c) = CString::new(format!("/proc/{pid}/{f}")) {
+                total += read_raw(&c, buf);
+            }
+        }
+        if let Ok(c) = CString::new(format!("/proc/{pid}")) {
+            // SAFETY: zeroed stat is a valid out value; c is NUL-terminated.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { libc::stat(c.as_ptr(), &mut st) };
+            total += st.st_uid as usize & 1;
+        }
+    }
+    total
+}
+
+/// The per-process files the gather reads through procfs (stat, cmdline, status, io, the fd
+/// count), for each pid.
+fn procfs_process_files(pids: &[i32]) -> usize {
+    let mut total = 0;
+    for &pid in pids {
+        let Ok(p) = procfs::process::Process::new(pid) else {
+            continue;
+        };
+        total += p.stat().map(|s| s.num_threads as usize).unwrap_or(0);
+        total += p.cmdline().map(|c| c.len()).unwrap_or(0);
+        total += p.status().map(|s| s.ruid as usize).unwrap_or(0);
+        total += p.io().map(|i| i.syscr as usize).unwrap_or(0);
+        total += p.fd_count().unwrap_or(0);
+    }
+    total
+}
+
+/// The same files read raw, no parsing (a hand parser's floor), and `fd/` stat'ed.
+fn raw_process_files(pids: &[i32], buf: &mut [u8]) -> usize {
+    let mut total = 0;
+    for &pid in pids {
+        for f in ["stat", "cmdline", "status", "io"] {
+            if let Ok(c) = CString::new(format!("/proc/{pid}/{f}")) {
+                total += read_raw(&c, buf);
+            }
+        }
+        if let Ok(c) = CString::new(format!("/proc/{pid}/fd")) {
+            // SAFETY: zeroed stat is a valid out value; c is NUL-terminated.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { libc::stat(c.as_ptr(), &mut st) };
+            total += st.st_size as usize;
+        }
+    }
+    total
+}
+
+/// CPU ns of one run of a command (user + system from wait4's rusage), its output to
+/// /dev/null; None when it cannot run or fails.
+fn child_cpu_ns(prog: &str, args: &[&str]) -> Option<u64> {
+    let child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: our own child's pid, valid out pointers. It is reaped here, so `child` is only
+    // dropped afterwards (std does not wait on drop).
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Some((us(ru.ru_utime) + us(ru.ru_stime)) * 1000)
+}
+
+/// ESTAB sockets `ss -tanp` attributes to `pids` (the outside oracle for procstat_tcp).
+fn ss_established_of(pids: &HashSet<i32>) -> Option<u64> {
+    let out = Command::new("ss").args(["-tanp"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n = text
+        .lines()
+        .filter(|l| l.starts_with("ESTAB"))
+        .filter(|l| {
+            l.split("pid=").skip(1).any(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().is_ok_and(|p: i32| pids.contains(&p))
+            })
+        })
+        .count();
+    Some(n as u64)
+}
+
+/// Section 2b: one procstat gather (with procstat_tcp) over 1,000 processes holding the
+/// largest socket population, its parts, `ss -tanp`, and procfs against hand readers.
+fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
+    use wk_agent::inputs::netstat::Counter;
+    use wk_agent::inputs::procstat::SocketOwners;
+    let sockets = o.sockets.iter().copied().max().unwrap_or(0);
+    let procs = o.procs.max(1);
+    let title = format!(
+        "## 2b. procstat with `procstat_tcp`: {procs} processes holding {sockets} TCP sockets"
+    );
+    log(&format!("procstat: {procs} processes, {sockets} sockets"));
+    let t = Instant::now();
+    let world = match Sleepers::start(procs, sockets) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = writeln!(md, "{title}\n\nsetup failed: {e}\n");
+            return;
+        }
+    };
+    log(&format!(
+        "procstat: ready in {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
+    let pids = world.pids();
+    let pid_set: HashSet<i32> = pids.iter().copied().collect();
+    let cfg = format!(
+        "[agent]\n  omit_hostname = true\n[[inputs.procstat]]\n  pattern = '^sleep {}$'\n",
+        world.tag.replace('.', "\\.")
+    );
+    let path = write_config(dir, "procstat.conf", &cfg);
+    let mut plan = load_plan(&path);
+    let global = plan.global_tags.clone();
+    let mut counter = Counter::new();
+    let mut diag = Diag::open().ok();
+    let mut buf = vec![0u8; 64 * 1024];
+    let ss = o.peers
+        && Command::new("ss")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+
+    // Warm-up (cpu_usage needs a previous sample) and the cross-checks.
+    let first = plan.inputs[0].gather(wk_agent::agent::now_ns(), &global);
+    for e in &first.errors {
+        log(&format!("procstat gather error: {e}"));
+    }
+    let count = |name: &str| first.metrics.iter().filter(|m| m.name == name).count();
+    let (n_proc, n_tcp) = (count("procstat"), count("procstat_tcp"));
+    let established: i64 = first
+        .metrics
+        .iter()
+        .filter(|m| m.name == "procstat_tcp")
+        .filter_map(|m| match m.field("tcp_established") {
+            Some(FieldValue::Int(i)) => Some(*i),
+            _ => None,
+        })
+        .sum();
+    let kernel_total = diag
+        .as_mut()
+        .and_then(|d| d.tcp_one_walk().ok())
+        .map(|c| c.iter().sum::<u64>())
+        .unwrap_or(0);
+    let ss_est = if ss {
+        ss_established_of(&pid_set)
+    } else {
+        None
+    };
+
+    let reps = if o.quick { 3 } else { 7 };
+    let mut v: [Vec<f64>; 12] = Default::default();
+    let (mut user_us, mut sys_us) = (0u64, 0u64);
+    // Allocations: the gather, the procfs fd walk, the hand fd walk.
+    let mut allocs_n: [Vec<f64>; 3] = Default::default();
+    let mut agree = true;
+    for _ in 0..reps {
+        let (u0, s0) = thread_rusage_us();
+        let a0 = allocs();
+        let t0 = thread_cpu_ns();
+        let out = plan.inputs[0].gather(wk_agent::agent::now_ns(), &global);
+        let t1 = thread_cpu_ns();
+        let a1 = allocs();
+        let (u1, s1) = thread_rusage_us();
+        std::hint::black_box(out.metrics.len());
+        let b0 = allocs();
+        let w0 = thread_cpu_ns();
+        let owners = SocketOwners::walk(Path::new("/proc"), &pids);
+        let t2 = thread_cpu_ns();
+        let b1 = allocs();
+        let states = owners.tcp_states(&mut counter);
+        let t3 = thread_cpu_ns();
+        let c0 = allocs();
+        let hand = hand_socket_owners(&pids);
+        let c1 = allocs();
+        let t4 = thread_cpu_ns();
+        if let Some(d) = diag.as_mut() {
+            let _ = d.tcp_one_walk();
+        }
+        let t5 = thread_cpu_ns();
+        let table = wk_core::procs::list(Path::new("/proc")).map_or(0, |l| l.len());
+        let t6 = thread_cpu_ns();
+        let raw_table = raw_process_table(&mut buf);
+        let t7 = thread_cpu_ns();
+        let pf = procfs_process_files(&pids);
+        let t8 = thread_cpu_ns();
+        let rf = raw_process_files(&pids, &mut buf);
+        let t9 = thread_cpu_ns();
+        std::hint::black_box((table, raw_table, pf, rf, states.is_ok()));
+        agree &= hand.len() == owners.by_inode.len();
+        let (whole, fds, diag_walk) = ((t1 - t0) as f64, (t2 - w0) as f64, (t3 - t2) as f64);
+        for (i, x) in [
+            whole,
+            fds,
+            diag_walk,
+            whole - fds - diag_walk,
+            (t4 - t3) as f64,
+            (t5 - t4) as f64,
+            (t6 - t5) as f64,
+            (t7 - t6) as f64,
+            (t8 - t7) as f64,
+            (t9 - t8) as f64,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            v[i].push(x);
+        }
+        if ss {
+            if let Some(ns) = child_cpu_ns("ss", &["-tanp"]) {
+                v[10].push(ns as f64);
+            }
+            if let Some(ns) = child_cpu_ns("ss", &["-tan"]) {
+                v[11].push(ns as f64);
+            }
+        }
+        user_us += u1 - u0;
+        sys_us += s1 - s0;
+        allocs_n[0].push((a1.0 - a0.0) as f64);
+        allocs_n[1].push((b1.0 - b0.0) as f64);
+        allocs_n[2].push((c1.0 - c0.0) as f64);
+    }
+    let st: Vec<Stats> = v.iter().map(|x| stats(x)).collect();
+    let whole = st[0].median;
+    // (peer's CPU, our gather / peer, our like-for-like part / peer)
+    let ss_cell = |i: usize, ours: f64| {
+        if st[i].median > 0.0 {
+            let p = st[i].median;
+            format!("{} | {} | {}", us(p), ratio(whole, p), ratio(ours, p))
+        } else if ss {
+            "failed | — | —".to_string()
+        } else if o.peers {
+            "not installed (iproute2) | — | —".to_string()
+        } else {
+            "not run (--no-peers) | — | —".to_string()
+        }
+    };
+    let _ = writeln!(
+        md,
+        "{title}\n\n\
+         {procs} `sleep` children, each holding {} sockets (both ends of loopback connections \
+         it inherited, closed with RST at the end), selected by one `pattern` with the default \
+         properties (cpu, memory, mmap). {} TCP sockets in the kernel's table. First gather: \
+         {n_proc} `procstat` and {n_tcp} `procstat_tcp` lines, `tcp_established` summed over \
+         them {established}; `ss -tanp` attributes {} ESTAB sockets to these pids. CPU time of \
+         the bench thread (`CLOCK_THREAD_CPUTIME_ID`), medians of {reps} rounds after one \
+         warm-up gather; in each round the parts run again right after the gather on the same \
+         pids; \"the rest\" is the gather minus both walks (median of the per-round differences, \
+         so the rows need not add up). `ss` runs as a child process: its \
+         CPU is user + system from `wait4`'s rusage, output to /dev/null.\n\n\
+         | part | CPU median (p90) | share of the gather |\n|---|---|---|\n\
+         | whole `procstat` gather (`RunningInput::gather`, with `procstat_tcp`) | {} ({}) | 100% |\n\
+         | fd walk → inode → pid map (`SocketOwners::walk`, procfs `fd()`) | {} ({}) | {:.0}% |\n\
+         | sock_diag walk of every TCP socket, counted per pid (`SocketOwners::tcp_states`) | {} ({}) | {:.0}% |\n\
+         | the rest: process table for the `pattern`, per-process files, smaps_rollup, metrics | {} ({}) | {:.0}% |\n\n\
+         Gather: user / system {:.0} / {:.0} ms (mean, tick-split), {:.0} allocations (median), \
+         of which the fd walk {:.0} (the hand walk below: {:.0}).\n\n\
+         | peer, same rounds | CPU median | our whole gather / peer | our like-for-like part / peer |\n|---|---|---|---|\n\
+         | `ss -tanp`: every TCP socket with its owners (fd walk of every process, sock_diag, {} lines of text) | {} (part: fd walk + sock_diag walk) |\n\
+         | `ss -tan`: the same without the process walk | {} (part: sock_diag walk) |\n\n\
+         procfs against hand readers (same rounds; decision in docs/architecture.md):\n\n\
+         | reader | procfs crate | by hand | procfs / hand |\n|---|---|---|---|\n\
+         | fd walk of the {procs} processes → inode map | {} | {} (readdir + readlinkat into a stack buffer{}) | {} |\n\
+         | process table (every pid: stat, cmdline, owner) | {} (`wk_core::procs::list`, parsed) | {} (read raw, no parsing) | {} |\n\
+         | per-process files of the {procs} (stat, cmdline, status, io, fd count) | {} (parsed) | {} (read raw, no parsing) | {} |\n\
+         | netlink floor: one TCP dump, headers only | | {} | |\n",
+        sockets / procs,
+        kernel_total,
+        ss_est.map_or("— (ss not run)".to_string(), |n| n.to_string()),
+        us(st[0].median),
+        us(st[0].p90),
+        us(st[1].median),
+        us(st[1].p90),
+        100.0 * st[1].median / whole.max(1.0),
+        us(st[2].median),
+        us(st[2].p90),
+        100.0 * st[2].median / whole.max(1.0),
+        us(st[3].median),
+        us(st[3].p90),
+        100.0 * st[3].median / whole.max(1.0),
+        user_us as f64 / reps as f64 / 1e3,
+        sys_us as f64 / reps as f64 / 1e3,
+        stats(&allocs_n[0]).median,
+        stats(&allocs_n[1]).median,
+        stats(&allocs_n[2]).median,
+        kernel_total,
+        ss_cell(10, st[1].median + st[2].median),
+        ss_cell(11, st[2].median),
+        us(st[1].median),
+        us(st[4].median),
+        if agree {
+            ", same map"
+        } else {
+            ", **maps differ**"
+        },
+        ratio(st[1].median, st[4].median),
+        us(st[6].median),
+        us(st[7].median),
+        ratio(st[6].median, st[7].median),
+        us(st[8].median),
+        us(st[9].median),
+        ratio(st[8].median, st[9].median),
+        us(st[5].median),
+    );
+    log(&format!(
+        "procstat: gather {} fd walk {} sock_diag {} rest {} hand fd walk {} ss -tanp {} ss -tan {}",
+        us(st[0].median),
+        us(st[1].median),
+        us(st[2].median),
+        us(st[3].median),
+        us(st[4].median),
+        us(st[10].median),
+        us(st[11].median),
+    ));
+    drop(plan);
+    let t = Instant::now();
+    drop(world);
+    log(&format!(
+        "procstat: children and sockets gone in {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
+}
+
 /// Section 3: the real daemon and the peers, RSS and CPU per collection.
 fn bench_processes(
     o: &Opts,
@@ -1678,12 +2171,22 @@ fn main() {
         )),
         if o.quick { "--quick" } else { "full" }
     );
+    if o.only_procstat {
+        if o.out.is_some() {
+            log("--only-procstat prints its section; --out is ignored (the report stays whole)");
+        }
+        bench_procstat(&o, &dir, &mut md);
+        let _ = std::fs::remove_dir_all(&dir);
+        print!("{md}");
+        return;
+    }
     let mut sum = Summary::default();
     let head = std::mem::take(&mut md);
     let median = bench_collection(&o, &dir, &mut md, &mut sum);
     let mut psutil = start_py();
     bench_tcp(&o, &dir, psutil.as_mut(), &mut md, &mut sum);
     drop(psutil);
+    bench_procstat(&o, &dir, &mut md);
     let mut psutil = start_py();
     bench_processes(&o, &dir, psutil.as_mut(), median, &mut md, &mut sum);
     drop(psutil);

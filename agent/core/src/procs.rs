@@ -92,17 +92,24 @@ pub fn get(proc_root: &Path, pid: i32) -> Option<Process> {
 }
 
 /// Socket inodes open in one process (`/proc/<pid>/fd/* -> socket:[inode]`), one entry per fd.
-pub fn socket_inodes(proc_root: &Path, pid: i32) -> Vec<u64> {
-    let Ok(p) = ProcfsProcess::new_with_root(proc_root.join(pid.to_string())) else {
-        return Vec::new();
+/// An error when the fd table cannot be read (another user's process when not root, or the
+/// process is gone): "no sockets" and "cannot tell" must stay apart for the callers.
+pub fn socket_inodes(proc_root: &Path, pid: i32) -> Result<Vec<u64>, ProcsError> {
+    let dir = proc_root.join(pid.to_string());
+    let err = |source| ProcsError {
+        path: dir.join("fd").display().to_string(),
+        source,
     };
-    let Ok(fds) = p.fd() else { return Vec::new() };
-    fds.filter_map(Result::ok)
+    let p = ProcfsProcess::new_with_root(dir.clone()).map_err(err)?;
+    let fds = p.fd().map_err(err)?;
+    // An fd closed between readdir and readlink is skipped: it is gone, not unreadable.
+    Ok(fds
+        .filter_map(Result::ok)
         .filter_map(|fd| match fd.target {
             FDTarget::Socket(inode) => Some(inode),
             _ => None,
         })
-        .collect()
+        .collect())
 }
 
 /// Socket inode → the pids holding it, over every process (one walk of all fd tables).
@@ -222,8 +229,23 @@ mod tests {
         assert_eq!(holders.iter().map(|p| p.pid).collect::<Vec<_>>(), [me]);
         let inodes = tcp_listener_inodes(Path::new("/proc"), port);
         assert_eq!(inodes.len(), 1);
-        assert!(socket_inodes(Path::new("/proc"), me).contains(&inodes[0]));
+        assert!(
+            socket_inodes(Path::new("/proc"), me)
+                .unwrap()
+                .contains(&inodes[0])
+        );
         drop(l);
         assert!(tcp_port_holders(Path::new("/proc"), port).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_fd_table_is_an_error_not_an_empty_list() {
+        // procstat_tcp reported zeros for processes whose fd/ it could not read.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("100")).unwrap();
+        let e = socket_inodes(root.path(), 100).unwrap_err();
+        assert!(e.path.ends_with("100/fd"), "{e}");
+        std::fs::create_dir(root.path().join("100/fd")).unwrap();
+        assert_eq!(socket_inodes(root.path(), 100).unwrap(), Vec::<u64>::new());
     }
 }

@@ -15,6 +15,7 @@ use procfs::process::Process as ProcfsProcess;
 use regex::Regex;
 
 use super::netstat::Counter;
+use super::netstat::netlink::DiagError;
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::HostPaths;
 use crate::metric::FieldValue;
@@ -67,6 +68,8 @@ struct Procstat {
     /// Previous (cpu ticks, clock ns) per pid, for `cpu_usage`.
     prev: HashMap<i32, (u64, i64)>,
     counter: Counter,
+    /// Selected pids whose fd table was unreadable, already logged (once per pid).
+    fd_unreadable: HashSet<i32>,
 }
 
 fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
@@ -208,6 +211,7 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
         props,
         prev: HashMap::new(),
         counter: Counter::new(),
+        fd_unreadable: HashSet::new(),
     })
 }
 
@@ -241,6 +245,7 @@ impl Procstat {
             props: Properties::default(),
             prev: HashMap::new(),
             counter: Counter::new(),
+            fd_unreadable: HashSet::new(),
         }
     }
 
@@ -572,6 +577,7 @@ impl Input for Procstat {
             });
         }
         self.prev.retain(|pid, _| seen.contains(pid));
+        self.fd_unreadable.retain(|pid| seen.contains(pid));
 
         for s in &samples {
             let mut m = acc.metric("procstat");
@@ -592,7 +598,11 @@ impl Input for Procstat {
             match self.tcp_states(&samples) {
                 Ok(states) => {
                     for s in &samples {
-                        let counts = states.get(&s.pid).copied().unwrap_or([0; 11]);
+                        // No entry: its fd table was unreadable, so its sockets are unknown;
+                        // zeros would claim it has none.
+                        let Some(counts) = states.get(&s.pid).copied() else {
+                            continue;
+                        };
                         let mut m = acc
                             .metric("procstat_tcp")
                             .with_tag("process_name", s.name.clone())
@@ -618,35 +628,77 @@ impl Input for Procstat {
 }
 
 impl Procstat {
-    /// Socket counts per TCP state for each sampled pid: the selected processes' socket inodes
-    /// (their fd tables), matched against one netlink walk of every TCP socket.
+    /// Socket counts per TCP state for each sampled pid whose fd table could be read.
     fn tcp_states(&mut self, samples: &[Sample]) -> Result<HashMap<i32, [u64; 11]>, String> {
-        let mut owner: HashMap<u64, Vec<i32>> = HashMap::new();
-        for s in samples {
-            for inode in wk_core::procs::socket_inodes(&self.paths.proc, s.pid) {
-                let pids = owner.entry(inode).or_default();
-                if !pids.contains(&s.pid) {
-                    pids.push(s.pid);
-                }
+        let pids: Vec<i32> = samples.iter().map(|s| s.pid).collect();
+        let owners = SocketOwners::walk(&self.paths.proc, &pids);
+        for (pid, e) in &owners.unreadable {
+            if self.fd_unreadable.insert(*pid) {
+                // procfs's error already names the path.
+                tracing::debug!("procstat: no procstat_tcp line for pid {pid}: {}", e.source);
             }
         }
-        let mut out: HashMap<i32, [u64; 11]> = HashMap::new();
-        if owner.is_empty() {
-            return Ok(out);
-        }
-        self.counter
-            .for_each_tcp_netlink(&mut |sock| {
-                let st = usize::from(sock.state);
-                if !(1..=11).contains(&st) {
-                    return;
-                }
-                if let Some(pids) = owner.get(&u64::from(sock.inode)) {
-                    for pid in pids {
-                        out.entry(*pid).or_insert([0; 11])[st - 1] += 1;
+        owners
+            .tcp_states(&mut self.counter)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The selected processes' sockets, from one walk of their `fd/` tables: the per-gather half
+/// of `procstat_tcp` (public for the benchmark, which times it apart from the gather).
+#[derive(Debug, Default)]
+pub struct SocketOwners {
+    /// Socket inode → the pids holding it (several when a socket is shared, e.g. by forked
+    /// workers).
+    pub by_inode: HashMap<u64, Vec<i32>>,
+    /// Pids whose fd table was read, with or without sockets.
+    pub readable: Vec<i32>,
+    /// Pids whose fd table could not be read (another user's process when not root, or gone).
+    pub unreadable: Vec<(i32, wk_core::procs::ProcsError)>,
+}
+
+impl SocketOwners {
+    /// Reads the fd tables of `pids` under `proc_root`.
+    pub fn walk(proc_root: &Path, pids: &[i32]) -> SocketOwners {
+        let mut out = SocketOwners::default();
+        for &pid in pids {
+            match wk_core::procs::socket_inodes(proc_root, pid) {
+                Ok(inodes) => {
+                    out.readable.push(pid);
+                    for inode in inodes {
+                        let holders = out.by_inode.entry(inode).or_default();
+                        if !holders.contains(&pid) {
+                            holders.push(pid);
+                        }
                     }
                 }
-            })
-            .map_err(|e| e.to_string())?;
+                Err(e) => out.unreadable.push((pid, e)),
+            }
+        }
+        out
+    }
+
+    /// Socket counts per TCP state (index = kernel state − 1) for every readable pid, zeros
+    /// included, from one netlink walk of every TCP socket; no walk when none holds a socket.
+    pub fn tcp_states(&self, counter: &mut Counter) -> Result<HashMap<i32, [u64; 11]>, DiagError> {
+        let mut out: HashMap<i32, [u64; 11]> =
+            self.readable.iter().map(|pid| (*pid, [0; 11])).collect();
+        if self.by_inode.is_empty() {
+            return Ok(out);
+        }
+        counter.for_each_tcp_netlink(&mut |sock| {
+            let st = usize::from(sock.state);
+            if !(1..=11).contains(&st) {
+                return;
+            }
+            if let Some(pids) = self.by_inode.get(&u64::from(sock.inode)) {
+                for pid in pids {
+                    if let Some(counts) = out.get_mut(pid) {
+                        counts[st - 1] += 1;
+                    }
+                }
+            }
+        })?;
         Ok(out)
     }
 }
@@ -672,6 +724,48 @@ mod tests {
         assert_eq!(status_word('D'), "blocked");
         assert_eq!(status_word('Z'), "zombie");
         assert_eq!(status_word('?'), "?");
+    }
+
+    #[test]
+    fn an_unreadable_fd_table_gets_no_tcp_counts_rather_than_zeros() {
+        // procstat_tcp reported all zeros for a process whose fd/ it could not read (another
+        // user's process when not root), as if it held no sockets.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("100")).unwrap();
+        std::fs::create_dir_all(root.path().join("200/fd")).unwrap();
+        std::os::unix::fs::symlink("pipe:[4242]", root.path().join("200/fd/0")).unwrap();
+        let owners = SocketOwners::walk(root.path(), &[100, 200]);
+        assert_eq!(owners.readable, [200]);
+        assert_eq!(
+            owners
+                .unreadable
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>(),
+            [100]
+        );
+        assert!(owners.by_inode.is_empty());
+        let states = owners.tcp_states(&mut Counter::new()).unwrap();
+        assert_eq!(
+            states.get(&200),
+            Some(&[0; 11]),
+            "readable, no sockets: zeros"
+        );
+        assert_eq!(states.get(&100), None, "unreadable: no counts at all");
+    }
+
+    #[test]
+    fn a_socket_shared_by_two_selected_processes_counts_for_each() {
+        let root = tempfile::tempdir().unwrap();
+        for pid in ["100", "200"] {
+            let fd = root.path().join(pid).join("fd");
+            std::fs::create_dir_all(&fd).unwrap();
+            std::os::unix::fs::symlink("socket:[777]", fd.join("3")).unwrap();
+            std::os::unix::fs::symlink("socket:[777]", fd.join("4")).unwrap();
+        }
+        let owners = SocketOwners::walk(root.path(), &[100, 200]);
+        assert_eq!(owners.by_inode.get(&777), Some(&vec![100, 200]));
+        assert_eq!(owners.by_inode.len(), 1);
     }
 
     #[test]
