@@ -258,23 +258,34 @@ impl Watch<'_> {
             .collect()
     }
 
-    /// The first alert event (not a report) at or after `t0`.
-    fn alert_after(&self, t0: i64) -> Option<Value> {
-        self.events().into_iter().find(|e| {
-            !is_report(e)
-                && e["kind"] == "alert"
-                && e["level"] == "CRITICAL"
-                && e["time"].as_i64().unwrap_or(0) >= t0
-        })
+    /// When the alerter saw the fault (the engine's clock when the alert event reached it:
+    /// `detected_ns` of the audit lines), at or after `t0`. The alert event itself is held
+    /// back for the report (one message per incident) and is stamped with its tick.
+    fn detected_after(&self, t0: i64) -> Option<i64> {
+        self.st
+            .audit()
+            .into_iter()
+            .filter(|a| a["rule"] == self.rule)
+            .filter_map(|a| a["detected_ns"].as_i64())
+            .filter(|t| *t >= t0)
+            .min()
     }
 
-    /// Whether the alert (not the report) is OK again at or after `t0`: its last event.
-    fn clear_since(&self, t0: i64) -> bool {
-        let last = self.events().into_iter().rfind(|e| !is_report(e));
-        match last {
-            None => true,
-            Some(e) => e["level"] == "OK" && e["time"].as_i64().unwrap_or(0) >= t0,
-        }
+    /// Whether the alert is OK: no instance of the rule is non-OK in its state file
+    /// (written after every evaluation).
+    fn clear(&self) -> bool {
+        let file = self
+            .st
+            .dir
+            .path()
+            .join(format!("state/{}.state.json", self.rule));
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return true;
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        v["instances"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|i| i["level"] == "OK"))
     }
 
     /// Action reports at or after `t0`.
@@ -354,14 +365,11 @@ fn measure(
             .any(|r| r["fields"]["recovered"] == true)
             .then_some(())
     });
-    smp.detected = w
-        .alert_after(t0)
-        .and_then(|e| e["time"].as_i64())
-        .or_else(|| {
-            // Still firing from before (should not happen: the bench waits for OK).
-            smp.note = "no new alert event".into();
-            None
-        });
+    smp.detected = w.detected_after(t0).or_else(|| {
+        // Still firing from before (should not happen: the bench waits for OK).
+        smp.note = "no new alert event".into();
+        None
+    });
     let ran = w.ran_after(t0);
     // One report per attempt (all the rule's actions, then one verification).
     smp.attempts = w.reports_after(t0).len();
@@ -400,10 +408,10 @@ fn measure(
     Ok(smp)
 }
 
-/// Waits until the alert is OK again (after `since`), then a random part of an interval.
-fn rest(w: &mut Watch, mode: &Mode, since: i64, rng: &mut Lcg) -> Result<(), String> {
+/// Waits until the alert is OK again, then a random part of an interval.
+fn rest(w: &mut Watch, mode: &Mode, rng: &mut Lcg) -> Result<(), String> {
     let timeout = mode.interval * 6 + Duration::from_secs(20);
-    if poll(timeout, || w.clear_since(since).then_some(())).is_none() {
+    if poll(timeout, || w.clear().then_some(())).is_none() {
         return Err(format!("the alert did not clear within {timeout:?}"));
     }
     let _ = w.new_mails();
@@ -441,9 +449,8 @@ fn run_web(mode: Mode, faults: usize, squat: bool, seed: u64) -> Result<Vec<Samp
     // Warm-up: the healthy service seen by a few evaluations.
     std::thread::sleep(mode.interval * 3);
     let mut out = Vec::new();
-    let mut since = 0;
     for i in 0..faults {
-        rest(&mut w, &mode, since, &mut rng).map_err(|e| format!("before fault {}: {e}", i + 1))?;
+        rest(&mut w, &mode, &mut rng).map_err(|e| format!("before fault {}: {e}", i + 1))?;
         let t0 = now_ns();
         web.kill();
         let _squatter = squat.then(|| Squatter::start(web.port));
@@ -457,7 +464,6 @@ fn run_web(mode: Mode, faults: usize, squat: bool, seed: u64) -> Result<Vec<Samp
             i + 1,
             line(&smp)
         );
-        since = smp.verified.unwrap_or(t0);
         let failed = !smp.recovered;
         out.push(smp);
         if failed {
@@ -465,7 +471,6 @@ fn run_web(mode: Mode, faults: usize, squat: bool, seed: u64) -> Result<Vec<Samp
             web.kill();
             drop(_squatter);
             web.start();
-            since = now_ns();
         }
     }
     Ok(out)
@@ -583,7 +588,7 @@ fn run_never(mode: Mode) -> Result<String, String> {
         .filter(|r| r["fields"]["status"] == "gave_up")
         .count();
     let ran = w.ran_after(t0);
-    let detected = w.alert_after(t0).and_then(|e| e["time"].as_i64());
+    let detected = w.detected_after(t0);
     let secs = |t: Option<i64>| t.map_or("–".to_owned(), |t| fmt_s(t - t0));
     Ok(format!(
         "{} start attempts by the action ({} ctl starts refused), {} page(s); fault → detection {}, \

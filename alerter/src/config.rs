@@ -56,6 +56,11 @@ pub struct Settings {
     /// How long after its tick a rule is evaluated (as of the tick), so that the points
     /// collected on the tick have arrived; `None`: [`Settings::delay`]'s default.
     pub evaluation_delay: Option<Duration>,
+    /// How long the query source must fail before the `wk_source` alert fires.
+    pub source_outage_after: Duration,
+    /// After the source answers again, how long series missing from results do not go
+    /// NoData (the agents re-send what they buffered during the outage).
+    pub source_recovery_grace: Duration,
 }
 
 impl Settings {
@@ -79,6 +84,8 @@ impl Default for Settings {
             max_rule_memory_bytes: 32 << 20,
             rule_errors_notify: Vec::new(),
             evaluation_delay: None,
+            source_outage_after: Duration::from_secs(30),
+            source_recovery_grace: Duration::from_secs(60),
         }
     }
 }
@@ -283,6 +290,9 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
     }
     settings.rule_errors_notify = o.strings("rule_errors_notify");
     settings.evaluation_delay = o.opt_duration("evaluation_delay");
+    settings.source_outage_after = o.duration("source_outage_after", settings.source_outage_after);
+    settings.source_recovery_grace =
+        o.duration("source_recovery_grace", settings.source_recovery_grace);
     if settings.reload_interval.is_zero() {
         o.error_at("reload_interval", "must be greater than 0");
     }

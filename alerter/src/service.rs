@@ -40,6 +40,9 @@ use crate::state::RuleState;
 /// Name of the built-in rule that reports rule files that do not load.
 pub const RULES_RULE: &str = "wk_rules";
 
+/// Name of the built-in rule that reports a query source that does not answer.
+pub const SOURCE_RULE: &str = "wk_source";
+
 /// The next multiple of `every` after `now` (ns).
 fn next_tick(now: i64, every: Duration) -> i64 {
     let e = every.as_nanos().max(1) as i64;
@@ -132,6 +135,13 @@ pub struct Service {
     engine: Engine,
     slots: BTreeMap<PathBuf, Slot>,
     meta: RuleState,
+    /// The `wk_source` alert: the query source does not answer (whatever the rules'
+    /// `error` policy, an outage is one alert on the alerter's own health).
+    source_health: RuleState,
+    /// The source's last error while it fails.
+    source_failing: Option<String>,
+    /// When the source answered again after failing: NoData waits a grace period.
+    source_back_at: Option<i64>,
     limits: Limits,
     counts: BTreeMap<String, EvalCounts>,
     clock: Arc<dyn Clock>,
@@ -160,6 +170,7 @@ impl Service {
             ..Limits::default()
         };
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
+        let source_health = RuleState::load(&config.settings.state_dir, SOURCE_RULE);
         let engine = Engine::new(
             config.actions.clone(),
             config.settings.state_dir.clone(),
@@ -173,6 +184,9 @@ impl Service {
             engine,
             slots: BTreeMap::new(),
             meta,
+            source_health,
+            source_failing: None,
+            source_back_at: None,
             limits,
             counts: BTreeMap::new(),
             clock,
@@ -242,6 +256,75 @@ impl Service {
             expire_after: Duration::ZERO,
             ..RuleSettings::default()
         }
+    }
+
+    /// Settings of the built-in rule reporting a source that does not answer.
+    fn source_settings(&self) -> RuleSettings {
+        RuleSettings {
+            name: SOURCE_RULE.into(),
+            id_template: "wk_source:{{source}}".into(),
+            message_template: "query source {{source}} {{status}}".into(),
+            pending: self.config.settings.source_outage_after,
+            no_data: Policy::Ok,
+            notify: self.config.settings.rule_errors_notify.clone(),
+            expire_after: Duration::ZERO,
+            ..RuleSettings::default()
+        }
+    }
+
+    /// The source failed a query (`Some(error)`) or answered after failing (`None`): feeds
+    /// the `wk_source` state machine. Called for every failed evaluation while it fails (so
+    /// `source_outage_after` can pass) and once when it answers again.
+    fn source_status(&mut self, error: Option<&str>, now: i64) {
+        match error {
+            Some(e) => {
+                if self.source_failing.is_none() {
+                    warn!(
+                        "the query source fails: {e}; rules keep their state (their `error` policy) and wk_source fires if it lasts {}",
+                        crate::template::format_duration(self.config.settings.source_outage_after)
+                    );
+                }
+                self.source_failing = Some(e.to_owned());
+            }
+            None => {
+                if self.source_failing.take().is_none() {
+                    return;
+                }
+                self.source_back_at = Some(now);
+                info!(
+                    "the query source answers again; NoData waits {} while agents re-send what they buffered",
+                    crate::template::format_duration(self.config.settings.source_recovery_grace)
+                );
+            }
+        }
+        let name = self.config.sources.first().map_or_else(
+            || "stream".to_owned(),
+            |s| format!("{} ({})", s.name, s.url),
+        );
+        let mut o = Observation {
+            measurement: SOURCE_RULE.into(),
+            time: now,
+            ..Default::default()
+        };
+        o.tags.insert("source".into(), name);
+        let status = match error {
+            Some(e) => format!("does not answer: {e}"),
+            None => "answers again".to_owned(),
+        };
+        o.fields.insert("status".into(), Value::Str(status));
+        o.levels = LevelConditions {
+            crit: Some(Condition {
+                matched: error.is_some(),
+                reset: None,
+            }),
+            ..Default::default()
+        };
+        let settings = self.source_settings();
+        let events = self
+            .source_health
+            .apply(&settings, &CycleResult::Observed(vec![o]), now);
+        self.persist(SOURCE_RULE, &self.source_health);
+        self.route(events);
     }
 
     /// Re-reads the rules directory: loads new and changed files, drops deleted ones, and
@@ -583,6 +666,9 @@ impl Service {
                     failure: f,
                 }
                 .emit(&mut self.counts);
+                if f.kind == FailureKind::Source {
+                    self.source_status(Some(&f.message), clock_now);
+                }
                 if matches!(f.kind, FailureKind::Script | FailureKind::BadReturn) {
                     // The rule's own fault is not news about the data: the instances keep
                     // their state and wk_rules tells the rule's author.
@@ -593,6 +679,12 @@ impl Service {
                 }
             }
             CycleResult::Observed(_) => {
+                if self.source_failing.is_some() {
+                    self.source_status(None, clock_now);
+                }
+                let Some(slot) = self.slots.get_mut(&done.path) else {
+                    return;
+                };
                 if current {
                     slot.good = Some(rule.clone());
                     if slot.failing.take().is_some() {
@@ -628,6 +720,8 @@ impl Service {
             slot.ok_status = "evaluates within its time limit again";
         }
         slot.runaway = runaway;
+        let grace = self.config.settings.source_recovery_grace.as_nanos() as i64;
+        slot.state.hold_no_data_until = self.source_back_at.map_or(0, |t| t.saturating_add(grace));
         let events = slot.state.apply(settings, &done.result, done.now);
         sync_inhibitors(&self.router, settings, &slot.state);
         debug!(rule = %settings.name, events = events.len(), "evaluated");

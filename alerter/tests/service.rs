@@ -46,12 +46,17 @@ struct Setup {
 
 impl Setup {
     fn new() -> Option<Setup> {
+        Setup::with("")
+    }
+
+    /// With `extra` lines in `[alerter]`.
+    fn with(extra: &str) -> Option<Setup> {
         let db = Influxd::start()?;
         db.create_database("wk");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
         let conf = format!(
-            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n  rule_errors_notify = [\"log\"]\n\
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n  rule_errors_notify = [\"log\"]\n{extra}\
              [[sources.influxdb]]\n  url = \"{}\"\n  database = \"wk\"\n  timeout = \"2s\"\n\
              [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
             dir.path().join("rules"),
@@ -277,6 +282,76 @@ fn an_influxdb_outage_is_an_error_not_a_recovery_and_evaluation_resumes() {
         "re-notified after the outage"
     );
     assert_eq!(s.count("cpu", "recovery", Some("web1")), 0);
+    a.stop();
+}
+
+/// A fresh-data rule with the default policies (`error: "keep"`, NoData CRITICAL).
+const FRESH_RULE: &str = r#"
+rule(#{ every: "1s", notify: ["log"] });
+
+fn check() {
+    query("cpu").field("busy").range("2s").last().group_by("host").run()
+}
+"#;
+
+/// With the default `error: "keep"` an outage used to be silent; and when the source came
+/// back, every host whose agent had not yet re-sent its backlog went NoData at once.
+#[test]
+fn a_source_outage_is_one_health_alert_and_no_nodata_storm_when_it_returns() {
+    let Some(mut s) =
+        Setup::with("  source_outage_after = \"2s\"\n  source_recovery_grace = \"6s\"\n")
+    else {
+        return;
+    };
+    s.rule("fresh.rhai", FRESH_RULE);
+    let a = s.start(0);
+    s.busy("web1", 5.0);
+    a.wait_evaluations("fresh", 1);
+    s.busy("web1", 5.0);
+
+    s.db.stop();
+    wait_for("the wk_source alert", T, || {
+        s.count("wk_source", "alert", None) == 1
+    });
+    a.wait_evaluations("fresh", 2);
+    assert_eq!(
+        s.count("wk_source", "alert", None),
+        1,
+        "one alert per outage"
+    );
+    assert_eq!(
+        s.count("fresh", "no_data", None),
+        0,
+        "NoData during the outage"
+    );
+    let alert = s
+        .events()
+        .into_iter()
+        .find(|e| e["rule"] == "wk_source")
+        .unwrap();
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{alert}"
+    );
+
+    // Back, but web1's agent has not re-sent yet: within the grace, no NoData.
+    s.db.restart();
+    wait_for("the wk_source recovery", T, || {
+        s.count("wk_source", "recovery", None) == 1
+    });
+    a.wait_evaluations("fresh", 3);
+    assert_eq!(
+        s.count("fresh", "no_data", None),
+        0,
+        "NoData storm after the outage"
+    );
+    // The grace ends: a host that stays silent does go NoData.
+    wait_for("web1 NoData after the grace", T, || {
+        s.count("fresh", "no_data", Some("web1")) == 1
+    });
     a.stop();
 }
 

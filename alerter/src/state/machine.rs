@@ -196,6 +196,9 @@ pub struct RuleState {
     pub(crate) instances: BTreeMap<Tags, Instance>,
     pub(crate) error: Option<ErrorState>,
     templates: Option<Templates>,
+    /// Until then (ns), series missing from a result do not go NoData: the source has just
+    /// come back from an outage and the agents are still re-sending what they buffered.
+    pub hold_no_data_until: i64,
 }
 
 fn ns(d: Duration) -> i64 {
@@ -433,6 +436,7 @@ impl RuleState {
         }
         let expected: BTreeSet<&Tags> = c.s.expected.iter().collect();
         let mut covered = Vec::new();
+        let hold_no_data = c.now < self.hold_no_data_until;
         for (key, inst) in self.instances.iter_mut() {
             if inst.observed_at == Some(c.now) {
                 continue;
@@ -450,7 +454,9 @@ impl RuleState {
                 }
                 continue;
             }
-            c.missing(inst);
+            if !hold_no_data {
+                c.missing(inst);
+            }
         }
         for key in covered {
             self.instances.remove(&key);
