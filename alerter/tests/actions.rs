@@ -185,6 +185,18 @@ async fn a_start_that_dies_reports_its_exit_status_and_stderr() {
     assert_eq!(probe.healthy, Some(false), "{probe:?}");
     assert!(probe.stderr.contains("Address already in use"), "{probe:?}");
     assert!(probe.after.contains("exited with status 3"), "{probe:?}");
+
+    // A launcher that daemonizes (exits 0 at once, its child runs on) is a normal start.
+    let nonce = format!("wk-daemonizes-{}", std::process::id());
+    let script = format!("sh -c 'sleep 30; : {nonce}' >/dev/null 2>&1 & exit 0");
+    let start: Vec<&str> = vec!["sh", "-c", &script];
+    let a = (spec.build)(&args(&[("pattern", &nonce)], &[("start", &start)]));
+    assert!(a.run(&ctx).await.ok);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = a.probe(&ctx).await;
+    assert_eq!(probe.healthy, Some(true), "{probe:?}");
+    assert_eq!(probe.exit_status, None, "{probe:?}");
+    let _ = Command::new("pkill").args(["-f", &nonce]).status();
 }
 
 fn kill(pid: i32) {

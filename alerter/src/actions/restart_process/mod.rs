@@ -117,7 +117,8 @@ pub(crate) struct StartWatch {
 
 impl StartWatch {
     /// `Some((status, stderr tail))` once the process has exited (status: the exit code, or
-    /// 128 + the signal that killed it, as shells say).
+    /// 128 + the signal that killed it, as shells say). A start command may well exit 0 at
+    /// once (a launcher that daemonizes): callers judge only a non-zero status.
     pub(crate) fn exited(&self) -> Option<(i32, String)> {
         let code = (*self.exit.lock().ok()?)?;
         let err = self.stderr.lock().ok()?;
@@ -295,7 +296,8 @@ impl Action for RestartProcess {
                 .lock()
                 .ok()
                 .and_then(|s| s.as_ref().and_then(|s| s.exited()));
-            if let Some((code, err)) = exited {
+            // A launcher that daemonizes exits 0 at once: only a failure is news.
+            if let Some((code, err)) = exited.filter(|(code, _)| *code != 0) {
                 probe.after = format!(
                     "{}; the started {:?} exited with status {code}",
                     probe.after,
