@@ -301,49 +301,15 @@ impl Engine {
                 told.remove(key);
                 e.kind == EventKind::Recovery
             }
+            // The report said "recovered": the recovery is no news, nor is the series going
+            // away (the restarted process has a new pid, the old one's series stops). Still
+            // firing (a repeat, a level change) is news, and a new attempt.
             Some(Told::Recovered) => {
                 told.remove(key);
-                !firing && e.kind == EventKind::Recovery
+                !firing
             }
             None => false,
         }
-    }
-
-    /// After a report that said "recovered": waits a few evaluations for the rule to agree.
-    /// True (and people are told) when it still fires: the probe saw the service up, the
-    /// rule does not, and the engine tries again within the budget.
-    async fn still_firing_after_repair(
-        &self,
-        rx: &mut watch::Receiver<Option<AlertEvent>>,
-        event: &AlertEvent,
-    ) -> bool {
-        let key = (event.rule.clone(), event.id.clone());
-        if !matches!(lock(&self.inner.told).get(&key), Some(Told::Recovered)) {
-            return false;
-        }
-        let every = self
-            .inner
-            .rules
-            .read()
-            .ok()
-            .and_then(|m| m.get(&event.rule).map(|e| e.settings.every))
-            .unwrap_or(Duration::from_secs(10));
-        let grace = (every * 3).max(Duration::from_secs(3));
-        if !self.wait(rx, self.now() + grace.as_nanos() as i64).await {
-            return false;
-        }
-        let Some(mut e) = rx.borrow().clone() else {
-            return false;
-        };
-        lock(&self.inner.told).remove(&key);
-        let note = format!(
-            " (still firing {} after a repair its probe verified)",
-            format_duration(grace)
-        );
-        warn!(rule = %e.rule, id = %e.id, "{}{note}", e.message);
-        e.message.push_str(&note);
-        self.inner.router.dispatch(vec![e]);
-        true
     }
 
     /// Sends an alert held back for a report that did not come out of an attempt.
@@ -426,12 +392,7 @@ impl Engine {
             self.release(&event.rule, &event.id);
             match next {
                 Next::RetryAt(t) => due = t,
-                Next::Done => {
-                    if !self.still_firing_after_repair(&mut rx, &event).await {
-                        return;
-                    }
-                    due = self.now();
-                }
+                Next::Done => return,
             }
         }
     }

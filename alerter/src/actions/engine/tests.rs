@@ -290,29 +290,3 @@ async fn the_report_is_the_one_message_of_an_incident() {
         .args(["-f", &nonce])
         .status();
 }
-
-/// A repair its probe verified while the rule still fires: people are told, and the engine
-/// tries again after the cooldown.
-#[tokio::test(start_paused = true)]
-async fn still_firing_after_a_verified_repair_is_said_and_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let nonce = format!("wk-still-firing-{}", std::process::id());
-    let mut a = restarts(&nonce);
-    a.cooldown = Duration::from_secs(20);
-    let e = engine(dir.path(), vec![a]);
-    assert_eq!(e.handle(&[event("r", Level::Critical, &[])]), [true]);
-    settle(&e, 1).await;
-    assert!(e.results()[0].recovered);
-    // No recovery comes: after 3 evaluations (30 s) and the cooldown, a second attempt.
-    settle(&e, 2).await;
-    let r = e.results();
-    assert_eq!(r[1].attempt, 2, "{r:?}");
-    assert!(
-        r[1].started_ns - r[0].verified_ns >= 20_000_000_000,
-        "{r:?}"
-    );
-    assert_eq!(e.handle(&[recovery("r")]), [true]);
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", &nonce])
-        .status();
-}
