@@ -689,9 +689,10 @@ fn report(outcomes: &[Outcome], args: &str, wall: Duration) -> String {
     );
     let _ = writeln!(
         r,
-        "Seconds from the injected fault. detection = the alert event; action = the first \
-         action started; verified = the action's probe said recovered (audit log); answers = \
-         the bench saw the service healthy; email = the report email reached the SMTP server.\n"
+        "Seconds from the injected fault. detection = the alert reached the action engine \
+         (audit log); action = the first action started; verified = the action's probe said \
+         recovered (audit log); answers = the bench saw the service healthy; email = the \
+         report email (the one message of the incident) reached the SMTP server.\n"
     );
     let _ = writeln!(
         r,
