@@ -335,23 +335,59 @@ fn one_line_per_url_in_order() {
     assert_eq!(int(&ms[1], "http_response_code"), 500);
 }
 
+/// `response_string_match` is a regular expression, as in Telegraf: anchors and classes
+/// work against a real answer, and a pattern that does not compile is a config error.
 #[test]
-fn regex_pattern_and_unsupported_options_warn() {
+fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
+    let (url, _rx) = serve(hello);
+    let m = &gather(&conf(
+        &url,
+        "  response_string_match = '^hel+o, \\w+: status (ok|up)$'\n",
+    ))[0];
+    assert_eq!(int(m, "response_string_match"), 1);
+    let m = &gather(&conf(&url, "  response_string_match = '^status ok'\n"))[0];
+    assert_eq!(
+        int(m, "response_string_match"),
+        0,
+        "anchored: no match mid-body"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("telegraf.conf");
     std::fs::write(
         &path,
-        "[[inputs.http_response]]\n  response_string_match = \"\\\"status\\\": *\\\"up\\\"\"\n  interface = \"eth0\"\n",
+        "[[inputs.http_response]]\n  response_string_match = \"(unclosed\"\n  interface = \"eth0\"\n",
     )
     .unwrap();
-    let plan = super::load(vec![path]);
-    let warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+    let no_env = |_: &str| None;
+    let req = wk_agent::config::LoadRequest {
+        configs: vec![path],
+        config_dirs: vec![],
+        input_filter: None,
+        output_filter: None,
+        env: &no_env,
+        paths: Default::default(),
+        test_mode: true,
+        stats: Default::default(),
+    };
+    let Err(e) = wk_agent::config::load(&req) else {
+        panic!("a bad regex loaded")
+    };
+    let errors: Vec<String> = e.errors.iter().map(|d| d.to_string()).collect();
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("response_string_match") && w.contains("plain substring")),
-        "{warnings:?}"
+        errors.iter().any(|w| w.contains("telegraf.conf:2:")
+            && w.contains("response_string_match")
+            && w.contains("not a valid regular expression")),
+        "{errors:?}"
     );
+    // Options wk-agent does not implement warn.
+    std::fs::write(
+        dir.path().join("telegraf.conf"),
+        "[[inputs.http_response]]\n  interface = \"eth0\"\n",
+    )
+    .unwrap();
+    let plan = super::load(vec![dir.path().join("telegraf.conf")]);
+    let warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
     assert!(
         warnings
             .iter()

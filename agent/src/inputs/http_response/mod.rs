@@ -81,8 +81,8 @@ pub struct Settings {
     pub token: Option<String>,
     /// 0 = disabled.
     pub status_code: u16,
-    /// Substring the body must contain (Telegraf: a regex).
-    pub string_match: Option<String>,
+    /// Regular expression the body must match (compiled at load, as Telegraf's Init does).
+    pub string_match: Option<regex::bytes::Regex>,
     pub body_max: u64,
     /// Response body stored as this string field.
     pub body_field: Option<String>,
@@ -93,13 +93,6 @@ pub struct Settings {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub insecure_skip_verify: bool,
-}
-
-/// Characters that make a Telegraf regex differ from a plain substring.
-pub fn has_regex_meta(pattern: &str) -> bool {
-    pattern.contains([
-        '.', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$', '\\',
-    ])
 }
 
 pub use crate::common::http::check_url;
@@ -137,20 +130,20 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     let basic_auth = (!username.is_empty() && !password.is_empty()).then_some((username, password));
     let token = opts.opt_string("token").filter(|t| !t.is_empty());
     let status_code = opts.int("response_status_code", 0, 0, 999) as u16;
+    // A Go RE2 pattern: the regex crate's syntax is RE2's (no look-around, no back-references).
     let string_match = opts
         .opt_string("response_string_match")
-        .filter(|s| !s.is_empty());
-    if let Some(p) = &string_match
-        && has_regex_meta(p)
-    {
-        opts.warn_at(
-            "response_string_match",
-            format!(
-                "wk-agent matches this as a plain substring, not a regex as Telegraf does; \
-                 {p:?} contains regex metacharacters"
-            ),
-        );
-    }
+        .filter(|s| !s.is_empty())
+        .and_then(|p| match regex::bytes::Regex::new(&p) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                opts.error_at(
+                    "response_string_match",
+                    format!("{p:?} is not a valid regular expression: {e}"),
+                );
+                None
+            }
+        });
     let mut body_max = opts.size("response_body_max_size", DEFAULT_BODY_MAX);
     // Telegraf replaces 0 by the default at gather.
     if body_max == 0 {
@@ -264,7 +257,7 @@ pub fn judge(
     status: u16,
     body: Result<&[u8], &[u8]>,
     body_max: u64,
-    string_match: Option<&str>,
+    string_match: Option<&regex::bytes::Regex>,
     want_status: u16,
     body_field: bool,
 ) -> (Outcome, Option<i64>, Option<i64>) {
@@ -277,8 +270,8 @@ pub fn judge(
     }
     let mut outcome = Outcome::Success;
     let mut string_field = None;
-    if let Some(p) = string_match {
-        if contains(bytes, p.as_bytes()) {
+    if let Some(re) = string_match {
+        if re.is_match(bytes) {
             string_field = Some(1);
         } else {
             string_field = Some(0);
@@ -356,11 +349,6 @@ pub fn env_proxy(https: bool, host: &str, env: &dyn Fn(&str) -> Option<String>) 
     } else {
         format!("http://{proxy}")
     })
-}
-
-/// Byte substring search (an empty needle matches).
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 impl HttpResponse {
@@ -509,7 +497,7 @@ impl HttpResponse {
             status,
             body,
             s.body_max,
-            s.string_match.as_deref(),
+            s.string_match.as_ref(),
             s.status_code,
             s.body_field.is_some(),
         );
@@ -565,6 +553,10 @@ fn build_tls(s: &Settings) -> Result<ureq::tls::TlsConfig, String> {
 mod tests {
     use super::*;
 
+    fn re(p: &str) -> regex::bytes::Regex {
+        regex::bytes::Regex::new(p).unwrap()
+    }
+
     #[test]
     fn result_codes_are_telegrafs() {
         let all = [
@@ -600,11 +592,11 @@ mod tests {
     #[test]
     fn judge_string_match_and_mismatch() {
         assert_eq!(
-            judge(200, Ok(b"hello world"), 100, Some("lo w"), 0, false),
+            judge(200, Ok(b"hello world"), 100, Some(&re("lo w")), 0, false),
             (Outcome::Success, Some(1), None)
         );
         assert_eq!(
-            judge(200, Ok(b"hello world"), 100, Some("bye"), 0, false),
+            judge(200, Ok(b"hello world"), 100, Some(&re("bye")), 0, false),
             (Outcome::ResponseStringMismatch, Some(0), None)
         );
     }
@@ -612,11 +604,11 @@ mod tests {
     #[test]
     fn judge_status_mismatch_overrides_string_mismatch() {
         assert_eq!(
-            judge(404, Ok(b"x"), 100, Some("y"), 200, false),
+            judge(404, Ok(b"x"), 100, Some(&re("y")), 200, false),
             (Outcome::ResponseStatusCodeMismatch, Some(0), Some(0))
         );
         assert_eq!(
-            judge(200, Ok(b"x"), 100, Some("y"), 200, false),
+            judge(200, Ok(b"x"), 100, Some(&re("y")), 200, false),
             (Outcome::ResponseStringMismatch, Some(0), Some(1))
         );
     }
@@ -625,7 +617,7 @@ mod tests {
     fn judge_body_errors() {
         // Too large: more than body_max bytes were read.
         assert_eq!(
-            judge(200, Ok(b"12345"), 4, Some("1"), 200, false),
+            judge(200, Ok(b"12345"), 4, Some(&re("1")), 200, false),
             (Outcome::BodyReadError, Some(0), None)
         );
         assert_eq!(
@@ -690,22 +682,23 @@ mod tests {
         assert_eq!(env_proxy(false, "example.com", &all), None);
     }
 
+    /// `response_string_match` is a regular expression, as in Telegraf: `^OK$` matches a body
+    /// that is exactly "OK" (it never matched as a substring).
     #[test]
-    fn substring_search() {
-        assert!(contains(b"abc", b""));
-        assert!(contains(b"abc", b"abc"));
-        assert!(contains(b"abc", b"bc"));
-        assert!(!contains(b"abc", b"abcd"));
-        assert!(!contains(b"", b"a"));
-    }
-
-    #[test]
-    fn regex_metacharacters() {
-        assert!(!has_regex_meta("status: ok"));
-        assert!(!has_regex_meta("\"healthy\":true"));
-        assert!(has_regex_meta("ok.*"));
-        assert!(has_regex_meta("^ok$"));
-        assert!(has_regex_meta("a|b"));
+    fn string_match_is_a_regex() {
+        let m = |p: &str, body: &[u8]| {
+            let re = re(p);
+            judge(200, Ok(body), 100, Some(&re), 0, false).1
+        };
+        assert_eq!(m("^OK$", b"OK"), Some(1));
+        assert_eq!(m("^OK$", b"NOT OK"), Some(0));
+        assert_eq!(m(r#""status":\s*"up""#, br#"{"status": "up"}"#), Some(1));
+        assert_eq!(
+            m("lo w", b"hello world"),
+            Some(1),
+            "a plain string still matches"
+        );
+        assert_eq!(m("a.c", b"abc"), Some(1));
     }
 
     #[test]

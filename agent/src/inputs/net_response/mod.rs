@@ -79,7 +79,7 @@ pub struct Probe {
 }
 
 /// Validated options of one instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub protocol: Protocol,
     /// Host as written (`localhost` when the address had none), without IPv6 brackets.
@@ -92,6 +92,8 @@ pub struct Target {
     pub read_timeout: Duration,
     pub send: String,
     pub expect: String,
+    /// Telegraf's `.*<expect>.*`, compiled at load (`None` when `expect` is empty).
+    pub expect_re: Option<regex::Regex>,
 }
 
 /// An invalid option: which key, and why.
@@ -182,6 +184,18 @@ pub fn validate(
         }
     }
     let nonzero = |d: Duration| if d.is_zero() { DEFAULT_TIMEOUT } else { d };
+    // Telegraf builds `.*` + expect + `.*` (Go's RE2; the regex crate has the same syntax) and
+    // would panic on a bad pattern: here it is a config error.
+    let expect_re = if expect.is_empty() {
+        None
+    } else {
+        Some(regex::Regex::new(&format!(".*{expect}.*")).map_err(|e| {
+            opt_err(
+                "expect",
+                format!("{expect:?} is not a valid regular expression: {e}"),
+            )
+        })?)
+    };
     Ok(Target {
         protocol,
         host,
@@ -191,21 +205,14 @@ pub fn validate(
         read_timeout: nonzero(read_timeout),
         send: send.to_owned(),
         expect: expect.to_owned(),
+        expect_re,
     })
 }
 
-/// True when `expect` has characters that are special in a Go regular expression: it will be
-/// matched literally here, which may differ from Telegraf.
-pub fn has_regex_meta(expect: &str) -> bool {
-    expect.contains([
-        '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
-    ])
-}
-
-/// Telegraf matches `.*expect.*` against the answer; for a literal `expect` that is a
-/// substring test.
-pub fn expect_found(answer: &str, expect: &str) -> bool {
-    answer.contains(expect)
+/// Whether the answer matches `expect` as Telegraf matches it (`.*expect.*`); an empty
+/// `expect` always does.
+pub fn expect_found(answer: &str, t: &Target) -> bool {
+    t.expect_re.as_ref().is_none_or(|re| re.is_match(answer))
 }
 
 /// The first line of a TCP answer as Go's `textproto.Reader.ReadLine` returns it: up to the
@@ -286,7 +293,7 @@ pub fn probe_tcp(t: &Target) -> Result<Probe, GatherError> {
     let response_time = Some(start.elapsed().as_secs_f64());
     let outcome = match first_line(&data) {
         None => Outcome::ReadFailed,
-        Some(line) if expect_found(&line, &t.expect) => Outcome::Success,
+        Some(line) if expect_found(&line, t) => Outcome::Success,
         Some(_) => Outcome::StringMismatch,
     };
     Ok(Probe {
@@ -354,7 +361,7 @@ pub fn probe_udp(t: &Target) -> Result<Probe, GatherError> {
     };
     let response_time = Some(start.elapsed().as_secs_f64());
     let answer = String::from_utf8_lossy(&buf[..n]);
-    let outcome = if expect_found(&answer, &t.expect) {
+    let outcome = if expect_found(&answer, t) {
         Outcome::Success
     } else {
         Outcome::StringMismatch
@@ -393,16 +400,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Input> 
         &send,
         &expect,
     ) {
-        Ok(t) => {
-            if has_regex_meta(&t.expect) {
-                opts.warn_at(
-                    "expect",
-                    "is matched as a plain substring here, not as a regular expression \
-                     as in Telegraf (wk-agent has no regex engine)",
-                );
-            }
-            Some(t)
-        }
+        Ok(t) => Some(t),
         Err(e) => {
             opts.error_at(e.key, e.message);
             None
@@ -545,13 +543,26 @@ mod tests {
         );
     }
 
+    /// `expect` is a regular expression, as Telegraf's `.*expect.*`.
     #[test]
-    fn expect_is_a_substring() {
-        assert!(expect_found("SSH-2.0-OpenSSH_9.6", "SSH-2.0"));
-        assert!(!expect_found("HTTP/1.1 200", "SSH"));
-        assert!(has_regex_meta("SSH-2.0"));
-        assert!(has_regex_meta("^ok$"));
-        assert!(!has_regex_meta("PONG"));
+    fn expect_is_a_regex() {
+        let found =
+            |answer: &str, expect: &str| expect_found(answer, &ok("tcp", "h:1", "", expect));
+        assert!(found("SSH-2.0-OpenSSH_9.6", "SSH-2.0"));
+        assert!(
+            found("SSH-2x0-OpenSSH_9.6", "SSH-2.0"),
+            "`.` is any character"
+        );
+        assert!(!found("HTTP/1.1 200", "SSH"));
+        assert!(found("+PONG", r"^\+PONG$"));
+        assert!(!found("x+PONG", r"^\+PONG$"));
+        assert!(found("anything", ""));
+        let e = err(Some("tcp"), Some("h:1"), "", "(unclosed");
+        assert_eq!(e.key, "expect");
+        assert!(
+            e.message.contains("not a valid regular expression"),
+            "{e:?}"
+        );
     }
 
     #[test]
