@@ -307,6 +307,60 @@ fn bearer_token_and_no_basic_auth_without_password() {
     let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(req.contains("Bearer t0k\r\n"), "{req}");
     assert!(!req.to_ascii_lowercase().contains("basic"), "{req}");
+
+    // `bearer_token` (deprecated): the file's content, read at each check, without its
+    // trailing newline.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "fr0m-file\n").unwrap();
+    let m = one(&conf(
+        &url,
+        &format!("  bearer_token = {:?}\n", file.display().to_string()),
+    ));
+    assert_result(&m, "success", 0);
+    let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        req.to_ascii_lowercase()
+            .contains("authorization: bearer fr0m-file\r\n"),
+        "{req}"
+    );
+}
+
+/// Like Go's transport, wk-agent asks for gzip and decodes it: the body is matched and
+/// counted decoded (`content_length` is the decoded size, as in Telegraf).
+#[test]
+fn gzip_answers_are_decoded() {
+    use std::io::Write as _;
+    let body = "status ok, ".repeat(100);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(body.as_bytes()).unwrap();
+    let gz = enc.finish().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let req = read_request(&mut s);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            gz.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&gz);
+        let _ = tx.send(req);
+    });
+    let m = one(&conf(
+        &url,
+        "  response_string_match = '^(status ok, )+$'\n",
+    ));
+    assert_result(&m, "success", 0);
+    assert_eq!(int(&m, "response_string_match"), 1);
+    assert_eq!(int(&m, "content_length"), body.len() as i64);
+    let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        req.to_ascii_lowercase().contains("accept-encoding: gzip"),
+        "{req}"
+    );
 }
 
 #[test]

@@ -79,6 +79,9 @@ pub struct Settings {
     pub headers: Vec<(String, String)>,
     pub basic_auth: Option<(String, String)>,
     pub token: Option<String>,
+    /// `bearer_token` (deprecated in Telegraf for `token`): a file whose content, read at
+    /// every check so a rotated token is picked up, is the Bearer token.
+    pub bearer_token: Option<std::path::PathBuf>,
     /// 0 = disabled.
     pub status_code: u16,
     /// Regular expression the body must match (compiled at load, as Telegraf's Init does).
@@ -129,6 +132,16 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     let password = opts.string("password", "");
     let basic_auth = (!username.is_empty() && !password.is_empty()).then_some((username, password));
     let token = opts.opt_string("token").filter(|t| !t.is_empty());
+    let bearer_token = opts
+        .opt_string("bearer_token")
+        .filter(|t| !t.is_empty())
+        .map(std::path::PathBuf::from);
+    if bearer_token.is_some() {
+        opts.warn_at(
+            "bearer_token",
+            "is deprecated (as in Telegraf): use token = \"${TOKEN}\" or a secret file through the environment",
+        );
+    }
     let status_code = opts.int("response_status_code", 0, 0, 999) as u16;
     // A Go RE2 pattern: the regex crate's syntax is RE2's (no look-around, no back-references).
     let string_match = opts
@@ -175,7 +188,6 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
         );
     }
     opts.unsupported(&[
-        "bearer_token",
         "body_form",
         "interface",
         "tls_server_name",
@@ -202,6 +214,7 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
         headers,
         basic_auth,
         token,
+        bearer_token,
         status_code,
         string_match,
         body_max,
@@ -393,6 +406,15 @@ impl HttpResponse {
 
     fn request(&self, url: &str) -> Result<ureq::http::Request<Vec<u8>>, String> {
         let s = &self.settings;
+        let file_token = match (&s.token, &s.bearer_token) {
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("bearer_token {}: {e}", path.display()))?
+                    .trim_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            _ => None,
+        };
         let mut b = ureq::http::Request::builder()
             .method(s.method.as_str())
             .uri(url);
@@ -403,7 +425,7 @@ impl HttpResponse {
         if !has("Connection") {
             b = b.header("Connection", "close");
         }
-        if let Some(t) = &s.token {
+        if let Some(t) = s.token.as_ref().or(file_token.as_ref()) {
             b = b.header("Authorization", format!("Bearer {t}"));
         }
         for (k, v) in &s.headers {
