@@ -1,6 +1,6 @@
 //! wk-alerter command line: `run` (the daemon), `check` (compile rules, and with a source
-//! configured evaluate them once, sending nothing) and `test` (a rule over recorded line
-//! protocol with a simulated clock). The logic lives in the library ([`wk_alerter::app`]);
+//! configured evaluate them once, sending nothing), `test` (a rule over recorded line
+//! protocol with a simulated clock) and `silence add|list|expire`. The logic lives in the library ([`wk_alerter::app`]);
 //! this file parses arguments, prints and forwards signals.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +63,41 @@ enum Cmd {
         #[arg(long, default_value = "0s", value_parser = wk_core::values::parse_duration)]
         tail: Duration,
     },
+    /// Silences made at run time, kept in the state dir (the running alerter re-reads them
+    /// every reload_interval; they work whether it runs or not and survive restarts).
+    Silence {
+        #[command(subcommand)]
+        cmd: SilenceCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SilenceCmd {
+    /// Silence the alerts that match every --match, for a while; prints the silence's id.
+    Add {
+        /// key=glob, key!=glob, key=~regex or key!~regex; `rule` names the rule (repeatable).
+        #[arg(long = "match", required = true)]
+        matchers: Vec<String>,
+        /// How long from now (or from --starts), e.g. 2h.
+        #[arg(long = "for", value_parser = wk_core::values::parse_duration, conflicts_with = "until")]
+        duration: Option<Duration>,
+        /// When it ends (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// When it starts (RFC 3339); default now.
+        #[arg(long)]
+        starts: Option<String>,
+        /// Why, and who asked (shown in logs and `silence list`).
+        #[arg(long, required = true)]
+        comment: String,
+    },
+    /// List the silences (ended ones too with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Expire { id: String },
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -85,7 +120,67 @@ fn main() -> ExitCode {
             json,
             tail,
         } => test(&rule, &data, json, tail),
+        Cmd::Silence { cmd } => silence(&cli.config, cmd),
     }
+}
+
+fn silence(config_path: &Path, cmd: SilenceCmd) -> ExitCode {
+    use wk_alerter::notify::silence_store as store;
+    use wk_alerter::notify::text::parse_rfc3339;
+    let Some(cfg) = app::load_config(config_path, &env_lookup) else {
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let dir = &cfg.settings.state_dir;
+    let now = wk_alerter::clock::now_ns();
+    let result = match cmd {
+        SilenceCmd::Add {
+            matchers,
+            duration,
+            until,
+            starts,
+            comment,
+        } => (|| {
+            let starts = starts
+                .map(|t| parse_rfc3339(&t).map_err(|e| format!("--starts: {e}")))
+                .transpose()?;
+            let ends = match (duration, until) {
+                (Some(d), _) => starts.unwrap_or(now) + d.as_nanos() as i64,
+                (None, Some(t)) => parse_rfc3339(&t).map_err(|e| format!("--until: {e}"))?,
+                (None, None) => return Err("give --for DURATION or --until TIME".to_owned()),
+            };
+            let s = store::add(dir, &matchers, starts, ends, &comment, &who(), now)?;
+            Ok(s.id)
+        })(),
+        SilenceCmd::List { all } => store::load(dir).map(|v| {
+            v.iter()
+                .filter(|s| all || s.ends > now)
+                .map(|s| s.describe(now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        SilenceCmd::Expire { id } => store::expire(dir, &id, now).map(|s| s.describe(now)),
+    };
+    match result {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wk-alerter silence: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `$SUDO_USER` or `$USER`, at the host name: who made a silence.
+fn who() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
 }
 
 fn init_logging(debug: bool) {

@@ -146,6 +146,8 @@ pub struct Service {
     counts: BTreeMap<String, EvalCounts>,
     clock: Arc<dyn Clock>,
     host_pages: HostPages,
+    /// The silences active at the last scan (to see one end).
+    active_silences: Vec<String>,
     /// A copy of every routed event, for in-process observers (tests).
     tap: Option<mpsc::UnboundedSender<AlertEvent>>,
 }
@@ -191,6 +193,7 @@ impl Service {
             counts: BTreeMap::new(),
             clock,
             host_pages: HostPages::default(),
+            active_silences: Vec::new(),
             tap: None,
         }
     }
@@ -376,6 +379,48 @@ impl Service {
             self.engine.resume(&rearm);
         }
         self.report_broken(now);
+        self.sync_silences(now);
+    }
+
+    /// Re-reads the silences made at run time (`wk-alerter silence`, `silences.json` in the
+    /// state dir) and, when a silence has ended (expired, or expired by hand), sends once
+    /// each alert it had muted that still fires, as Alertmanager does.
+    fn sync_silences(&mut self, now: i64) {
+        let dir = &self.config.settings.state_dir;
+        match crate::notify::silence_store::load(dir) {
+            Ok(stored) => {
+                let silences = stored
+                    .iter()
+                    .filter_map(|s| {
+                        s.silence()
+                            .inspect_err(|e| warn!("silence {} ignored: {e}", s.id))
+                            .ok()
+                    })
+                    .collect();
+                self.router.set_run_silences(silences);
+            }
+            Err(e) => warn!("cannot read the silences made at run time (kept as they were): {e}"),
+        }
+        let active = self.router.active_silences(now);
+        let ended = self.active_silences.iter().any(|s| !active.contains(s));
+        self.active_silences = active;
+        if !ended {
+            return;
+        }
+        let due: Vec<AlertEvent> = self
+            .slots
+            .values()
+            .filter_map(|slot| Some((slot.rule.as_ref()?, &slot.state)))
+            .flat_map(|(rule, state)| state.firing_events(rule.settings(), now))
+            .filter(|e| self.router.silenced(&e.rule, &e.id))
+            .collect();
+        if !due.is_empty() {
+            info!(
+                alerts = due.len(),
+                "a silence ended: alerts it muted that still fire are sent once"
+            );
+            self.router.dispatch(due);
+        }
     }
 
     /// Tells the router and the action engine which rules run.

@@ -285,6 +285,83 @@ fn an_influxdb_outage_is_an_error_not_a_recovery_and_evaluation_resumes() {
     a.stop();
 }
 
+/// Silences from the command line (`wk-alerter silence`), kept in the state dir: one made
+/// before the alert fires mutes it, `list` shows it, `expire` ends it and the still-firing
+/// alert it muted is sent once.
+#[test]
+fn command_line_silences_mute_and_an_expired_one_sends_the_alert_once() {
+    let Some(s) = Setup::new() else { return };
+    let conf = s.dir.path().join("alerter.conf");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+            .arg("--config")
+            .arg(&conf)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, id, err) = cli(&[
+        "silence",
+        "add",
+        "--match",
+        "host=web1",
+        "--match",
+        "rule=~cp.*",
+        "--for",
+        "1h",
+        "--comment",
+        "kernel upgrade",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(id.len(), 8, "{id:?}");
+    let (code, _, err) = cli(&[
+        "silence",
+        "add",
+        "--match",
+        "host=~(",
+        "--for",
+        "1h",
+        "--comment",
+        "x",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a valid regular expression"), "{err}");
+
+    s.busy("web1", 95.0);
+    s.busy("web2", 95.0);
+    s.rule("cpu.rhai", CPU_RULE);
+    let a = s.start(0);
+    wait_for("web2 CRITICAL", T, || {
+        s.count("cpu", "alert", Some("web2")) == 1
+    });
+    a.wait_evaluations("cpu", 2);
+    assert_eq!(s.count("cpu", "alert", Some("web1")), 0, "silenced");
+    let (_, list, _) = cli(&["silence", "list"]);
+    assert!(
+        list.contains(&id) && list.contains("active until") && list.contains("kernel upgrade"),
+        "{list}"
+    );
+
+    let (code, _, err) = cli(&["silence", "expire", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("web1 sent once the silence ended", T, || {
+        s.count("cpu", "alert", Some("web1")) == 1
+    });
+    a.wait_evaluations("cpu", 3);
+    assert_eq!(s.count("cpu", "alert", Some("web1")), 1, "sent once");
+    assert_eq!(s.count("cpu", "alert", Some("web2")), 1);
+    let (_, list, _) = cli(&["silence", "list"]);
+    assert!(!list.contains(&id), "{list}");
+    let (_, all, _) = cli(&["silence", "list", "--all"]);
+    assert!(all.contains(&id) && all.contains("ended"), "{all}");
+    a.stop();
+}
+
 /// A fresh-data rule with the default policies (`error: "keep"`, NoData CRITICAL).
 const FRESH_RULE: &str = r#"
 rule(#{ every: "1s", notify: ["log"] });

@@ -29,6 +29,7 @@ pub mod router;
 pub mod running;
 pub mod secret;
 pub mod silence;
+pub mod silence_store;
 pub mod text;
 pub mod webhook;
 

@@ -47,7 +47,10 @@ struct Shared {
 
 #[derive(Default)]
 struct Filter {
+    /// The config's `[[silences]]`.
     silences: Vec<Silence>,
+    /// Silences made at run time (`wk-alerter silence add`, the state dir's silences.json).
+    run_silences: Vec<Silence>,
     inhibitions: Inhibitions,
     /// Instances (rule, id) whose last non-OK event was muted, and why.
     muted: HashMap<(String, String), Muted>,
@@ -230,9 +233,34 @@ impl Router {
             .set_rule(rule, inhibits);
     }
 
-    /// Replaces the silences.
+    /// Replaces the config's silences.
     pub fn set_silences(&self, silences: Vec<Silence>) {
         lock(&self.shared.filter).silences = silences;
+    }
+
+    /// Replaces the silences made at run time (`silences.json`).
+    pub fn set_run_silences(&self, silences: Vec<Silence>) {
+        lock(&self.shared.filter).run_silences = silences;
+    }
+
+    /// How many silences are active at `now` (the service compares it from one scan to the
+    /// next: one fewer means a silence ended and muted alerts are due again).
+    pub fn active_silences(&self, now: i64) -> Vec<String> {
+        let f = lock(&self.shared.filter);
+        f.silences
+            .iter()
+            .chain(&f.run_silences)
+            .filter(|s| s.is_active(now))
+            .map(Silence::describe)
+            .collect()
+    }
+
+    /// Whether the instance's last non-OK event was muted by a silence.
+    pub fn silenced(&self, rule: &str, id: &str) -> bool {
+        lock(&self.shared.filter)
+            .muted
+            .get(&(rule.to_owned(), id.to_owned()))
+            == Some(&Muted::Silenced)
     }
 
     /// Checks the notifier names a rule lists in `notify: [...]`.
@@ -276,7 +304,12 @@ impl Router {
     /// inhibitions (a host-down alert stops actions on that host).
     pub fn mute_reason(&self, event: &AlertEvent, now: i64) -> Option<String> {
         let f = lock(&self.shared.filter);
-        if let Some(s) = f.silences.iter().find(|s| s.silences(event, now)) {
+        if let Some(s) = f
+            .silences
+            .iter()
+            .chain(&f.run_silences)
+            .find(|s| s.silences(event, now))
+        {
             return Some(format!("silenced by {}", s.describe()));
         }
         f.inhibitions
@@ -440,7 +473,12 @@ impl Filter {
             return false;
         }
         let now = if e.time > 0 { e.time } else { now_ns() };
-        let reason = if let Some(s) = self.silences.iter().find(|s| s.silences(e, now)) {
+        let reason = if let Some(s) = self
+            .silences
+            .iter()
+            .chain(&self.run_silences)
+            .find(|s| s.silences(e, now))
+        {
             c.silenced.fetch_add(1, Ordering::Relaxed);
             Some((Muted::Silenced, format!("silenced by {}", s.describe())))
         } else if let Some((rule, tags)) = self.inhibitions.inhibitor_of(e) {

@@ -17,22 +17,103 @@ use super::text::parse_rfc3339;
 use crate::model::AlertEvent;
 use crate::template::format_rfc3339 as rfc3339;
 
-/// One matcher: a tag (or `rule`) and the glob its value must match. An absent tag is
-/// matched as the empty string (Alertmanager's rule).
-#[derive(Debug, Clone, PartialEq)]
+/// One matcher: a tag (or `rule`) and what its value must be. An absent tag is matched as
+/// the empty string (Alertmanager's rule).
+#[derive(Debug, Clone)]
 pub struct Matcher {
     pub key: String,
-    pub pattern: Glob,
+    pub pattern: Pattern,
+    /// `!=` / `!~`: the value must not match.
+    pub negate: bool,
+}
+
+/// A glob (`=`: `*` and `?`, the config's `[[silences]]` form) or a regular expression
+/// (`=~`, anchored at both ends as in Alertmanager).
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    Glob(Glob),
+    Regex(regex::Regex),
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Matcher) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (op, text) = match &self.pattern {
+            Pattern::Glob(g) => (if self.negate { "!=" } else { "=" }, g.as_str()),
+            Pattern::Regex(r) => {
+                let t = r.as_str();
+                let t = t
+                    .strip_prefix("^(?:")
+                    .and_then(|t| t.strip_suffix(")$"))
+                    .unwrap_or(t);
+                (if self.negate { "!~" } else { "=~" }, t)
+            }
+        };
+        write!(f, "{}{op}{text}", self.key)
+    }
 }
 
 impl Matcher {
+    /// A glob equality matcher (the config's `matchers = { key = "glob" }`).
+    pub fn glob(key: &str, glob: &str) -> Result<Matcher, String> {
+        Ok(Matcher {
+            key: key.to_owned(),
+            pattern: Pattern::Glob(Glob::new(glob).map_err(|e| e.to_string())?),
+            negate: false,
+        })
+    }
+
+    /// Parses `key=glob`, `key!=glob`, `key=~regex` or `key!~regex` (Alertmanager's
+    /// operators; `rule` names the rule).
+    pub fn parse(text: &str) -> Result<Matcher, String> {
+        let (at, op) = ["=~", "!~", "!=", "="]
+            .iter()
+            .filter_map(|op| text.find(op).map(|i| (i, *op)))
+            .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
+            .ok_or_else(|| {
+                format!("{text:?}: expected key=value, key!=value, key=~regex or key!~regex")
+            })?;
+        let key = text[..at].trim();
+        let value = &text[at + op.len()..];
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(format!("{text:?}: {key:?} is not a tag name"));
+        }
+        let negate = op.starts_with('!');
+        let pattern = if op.ends_with('~') {
+            Pattern::Regex(
+                regex::Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|e| format!("{text:?}: not a valid regular expression: {e}"))?,
+            )
+        } else {
+            Pattern::Glob(Glob::new(value).map_err(|e| format!("{text:?}: {e}"))?)
+        };
+        Ok(Matcher {
+            key: key.to_owned(),
+            pattern,
+            negate,
+        })
+    }
+
     fn matches(&self, event: &AlertEvent) -> bool {
         let value = if self.key == "rule" {
             event.rule.as_str()
         } else {
             event.tags.get(&self.key).map_or("", String::as_str)
         };
-        self.pattern.is_match(value)
+        let hit = match &self.pattern {
+            Pattern::Glob(g) => g.is_match(value),
+            Pattern::Regex(r) => r.is_match(value),
+        };
+        hit != self.negate
     }
 }
 
@@ -64,11 +145,7 @@ impl Silence {
         if !self.comment.is_empty() {
             return self.comment.clone();
         }
-        let m: Vec<String> = self
-            .matchers
-            .iter()
-            .map(|m| format!("{}={}", m.key, m.pattern.as_str()))
-            .collect();
+        let m: Vec<String> = self.matchers.iter().map(Matcher::to_string).collect();
         format!("{{{}}} until {}", m.join(","), rfc3339(self.ends))
     }
 
@@ -80,8 +157,8 @@ impl Silence {
         let mut matchers = Vec::new();
         let had_matchers = raw.get("matchers").is_some();
         for (key, value) in opts.string_table("matchers") {
-            match Glob::new(&value) {
-                Ok(pattern) => matchers.push(Matcher { key, pattern }),
+            match Matcher::glob(&key, &value) {
+                Ok(m) => matchers.push(m),
                 Err(e) => {
                     opts.error_at("matchers", e);
                     ok = false;
@@ -201,10 +278,7 @@ mod tests {
         Silence {
             matchers: matchers
                 .iter()
-                .map(|(k, p)| Matcher {
-                    key: k.to_string(),
-                    pattern: Glob::new(p).unwrap(),
-                })
+                .map(|(k, p)| Matcher::glob(k, p).unwrap())
                 .collect(),
             starts,
             ends,
@@ -224,6 +298,32 @@ mod tests {
             any.silences(&ev("x", &[]), 0),
             "absent = empty, and * matches it"
         );
+    }
+
+    #[test]
+    fn alertmanager_operators() {
+        let m = |t: &str| Matcher::parse(t).unwrap();
+        let e = ev("cpu_high", &[("host", "web12")]);
+        assert!(m("host=web1*").matches(&e));
+        assert!(m("host=~web[0-9]+").matches(&e));
+        assert!(!m("host=~web1").matches(&e), "a regex is anchored");
+        assert!(m("host!~db.*").matches(&e));
+        assert!(!m("host!=web12").matches(&e));
+        assert!(m("rule=~cpu_.*").matches(&e));
+        assert!(m("dc!=x").matches(&e), "an absent tag is empty");
+        for t in [
+            "host=~web[0-9]+",
+            "host!=db*",
+            "a.b-c=~x|y",
+            "host=",
+            "host!~",
+        ] {
+            assert_eq!(m(t).to_string(), t);
+        }
+        assert!(m("url=~http://x=y").to_string() == "url=~http://x=y");
+        for bad in ["host", "=web1", "host=~(", "ho st=x"] {
+            assert!(Matcher::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! Silences made at run time (`wk-alerter silence add|list|expire`): one JSON file in the
+//! state directory, `silences.json`, written atomically (temp file, fsync, rename). The
+//! running alerter re-reads it with the rules (every `reload_interval`), so a silence works
+//! whether the alerter runs or not, and survives restarts. Silences that ended more than a
+//! week ago are dropped when the file is written.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::silence::{Matcher, Silence};
+use crate::template::format_rfc3339 as rfc3339;
+
+/// Ended silences are kept this long (for `silence list --all`), then dropped.
+const KEEP_ENDED_NS: i64 = 7 * 24 * 3600 * 1_000_000_000;
+
+/// One stored silence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub id: String,
+    /// `key=glob`, `key!=glob`, `key=~regex`, `key!~regex`.
+    pub matchers: Vec<String>,
+    /// ns since the epoch; `None`: active from creation.
+    pub starts: Option<i64>,
+    pub ends: i64,
+    pub comment: String,
+    pub created: i64,
+    /// Who made it (`$USER@hostname`).
+    pub by: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    version: u32,
+    silences: Vec<Stored>,
+}
+
+/// The file in `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("silences.json")
+}
+
+/// The stored silences (none when the file does not exist).
+pub fn load(state_dir: &Path) -> Result<Vec<Stored>, String> {
+    let p = path(state_dir);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    };
+    let f: File = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(f.silences)
+}
+
+fn save(state_dir: &Path, silences: &[Stored], now: i64) -> Result<(), String> {
+    use std::io::Write;
+    let keep: Vec<Stored> = silences
+        .iter()
+        .filter(|s| s.ends > now - KEEP_ENDED_NS)
+        .cloned()
+        .collect();
+    let p = path(state_dir);
+    let err = |e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(state_dir).map_err(err)?;
+    let tmp = p.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&File {
+        version: 1,
+        silences: keep,
+    })
+    .map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &p).map_err(err)
+}
+
+impl Stored {
+    /// The silence the router applies.
+    pub fn silence(&self) -> Result<Silence, String> {
+        let matchers = self
+            .matchers
+            .iter()
+            .map(|m| Matcher::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut comment = format!("silence {}", self.id);
+        if !self.comment.is_empty() {
+            comment = format!("{comment} ({}: {})", self.by, self.comment);
+        }
+        Ok(Silence {
+            matchers,
+            starts: self.starts,
+            ends: self.ends,
+            comment,
+        })
+    }
+
+    /// One line for `silence list`.
+    pub fn describe(&self, now: i64) -> String {
+        let state = if self.ends <= now {
+            format!("ended {}", rfc3339(self.ends))
+        } else if self.starts.is_some_and(|s| s > now) {
+            format!(
+                "from {} until {}",
+                rfc3339(self.starts.unwrap_or(0)),
+                rfc3339(self.ends)
+            )
+        } else {
+            format!("active until {}", rfc3339(self.ends))
+        };
+        format!(
+            "{}  {}  {state}  by {}: {}",
+            self.id,
+            self.matchers.join(","),
+            self.by,
+            self.comment
+        )
+    }
+}
+
+/// Adds a silence; returns it (with its new id).
+pub fn add(
+    state_dir: &Path,
+    matchers: &[String],
+    starts: Option<i64>,
+    ends: i64,
+    comment: &str,
+    by: &str,
+    now: i64,
+) -> Result<Stored, String> {
+    if matchers.is_empty() {
+        return Err(
+            "at least one --match is required: a silence of everything is not allowed".into(),
+        );
+    }
+    for m in matchers {
+        Matcher::parse(m)?;
+    }
+    if ends <= starts.unwrap_or(now) {
+        return Err(format!(
+            "the silence would end ({}) before it starts",
+            rfc3339(ends)
+        ));
+    }
+    let mut all = load(state_dir)?;
+    let id = loop {
+        let id = format!("{:08x}", fastrand::u32(..));
+        if !all.iter().any(|s| s.id == id) {
+            break id;
+        }
+    };
+    let s = Stored {
+        id,
+        matchers: matchers.to_vec(),
+        starts,
+        ends,
+        comment: comment.to_owned(),
+        created: now,
+        by: by.to_owned(),
+    };
+    all.push(s.clone());
+    save(state_dir, &all, now)?;
+    Ok(s)
+}
+
+/// Ends the silence `id` now (`wk-alerter silence expire`).
+pub fn expire(state_dir: &Path, id: &str, now: i64) -> Result<Stored, String> {
+    let mut all = load(state_dir)?;
+    let s = all
+        .iter_mut()
+        .find(|s| s.id == id)
+        .ok_or_else(|| format!("no silence {id:?} in {}", path(state_dir).display()))?;
+    if s.ends > now {
+        s.ends = now;
+    }
+    let s = s.clone();
+    save(state_dir, &all, now)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_list_expire_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000_000_000;
+        let hour = 3_600_000_000_000;
+        let m = vec!["host=web1".to_owned(), "rule=~cpu_.*".to_owned()];
+        let a = add(dir.path(), &m, None, now + hour, "kernel", "ops@h", now).unwrap();
+        let b = add(
+            dir.path(),
+            &["host=db*".into()],
+            None,
+            now + hour,
+            "",
+            "ops@h",
+            now,
+        )
+        .unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(load(dir.path()).unwrap(), vec![a.clone(), b.clone()]);
+        assert!(a.silence().unwrap().is_active(now));
+        let e = expire(dir.path(), &a.id, now + 10).unwrap();
+        assert!(!e.silence().unwrap().is_active(now + 10));
+        assert!(
+            e.describe(now + 10).contains("ended"),
+            "{}",
+            e.describe(now + 10)
+        );
+        assert!(expire(dir.path(), "nope", now).is_err());
+        // A week later the ended one is dropped at the next write.
+        add(
+            dir.path(),
+            &m,
+            None,
+            now + 9 * 24 * hour,
+            "",
+            "x",
+            now + 8 * 24 * hour,
+        )
+        .unwrap();
+        let ids: Vec<String> = load(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert!(!ids.contains(&a.id) && !ids.contains(&b.id), "{ids:?}");
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_000;
+        assert!(add(dir.path(), &[], None, now + 10, "", "", now).is_err());
+        assert!(add(dir.path(), &["host=~(".into()], None, now + 10, "", "", now).is_err());
+        assert!(add(dir.path(), &["host=a".into()], None, now, "", "", now).is_err());
+        std::fs::write(path(dir.path()), "not json").unwrap();
+        assert!(load(dir.path()).is_err());
+    }
+}
