@@ -58,7 +58,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            timeout: Duration::from_secs(10),
+            // The alerter's `max_eval_time` default (docs/rules.md, "Limits"): this said 10 s
+            // while the service, `check` and `test` stopped rules at 5 s.
+            timeout: crate::config::DEFAULT_MAX_EVAL_TIME,
             max_operations: 10_000_000,
             max_call_levels: 32,
             max_expr_depth: 64,
