@@ -195,11 +195,13 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
                 .nth(l.saturating_sub(1))
                 .map(|line| line.chars().skip(c.saturating_sub(1)).collect::<String>())
         };
-        if pos
-            .and_then(rest_of_line)
-            .is_some_and(|rest| rest.starts_with("for"))
-        {
-            message += " (`for` is a Rhai keyword: write the key quoted, \"for\": \"1m\")";
+        // `for: "1m"`, the key as Prometheus spells it (a `for` loop is not meant).
+        let bare_for_key = |rest: String| {
+            rest.strip_prefix("for")
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        };
+        if pos.and_then(rest_of_line).is_some_and(bare_for_key) {
+            message += " (`for` is a Rhai keyword: the setting is `pending: \"1m\"`)";
         }
         err(RuleErrorKind::Syntax, pos, message)
     })?;

@@ -123,7 +123,7 @@ fn every_setting_is_read() {
         r#"rule(#{
     name: "cpu",
     every: "30s",
-    "for": "2m",
+    pending: "2m",
     keep_firing: "1m",
     repeat: "1h",
     flapping: [0.25, 0.5],
@@ -241,6 +241,15 @@ fn settings_errors_name_line_and_column() {
             "let s = #{ every: \"0s\" };\n  rule(s);\nfn check() { [] }",
             "rules/test.rhai:2:3: rule(): every: 0ns is too short: must be at least 1s",
         ),
+        // pending and its old name "for" are one setting: given twice, the second is wrong.
+        (
+            "rule(#{\n  pending: \"1m\",\n  \"for\": \"2m\",\n});\nfn check() { [] }",
+            "rules/test.rhai:3:3: rule(): \"for\" and \"pending\" are the same setting",
+        ),
+        (
+            "rule(#{ pending: 60 });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): pending: expected a duration string",
+        ),
         // Regression: "1ns" was accepted and ran ~145 queries a second.
         (
             "rule(#{ every: \"1ns\" });\nfn check() { [] }",
@@ -259,7 +268,31 @@ fn unquoted_for_gets_a_hint() {
     let e = load_err("rule(#{\n    for: \"1m\",\n});\nfn check() { [] }");
     assert_eq!(e.kind, RuleErrorKind::Syntax);
     assert_eq!((e.line, e.column), (Some(2), Some(5)), "{e}");
-    assert!(e.message.contains("write the key quoted, \"for\""), "{e}");
+    assert!(
+        e.message.contains("the setting is `pending: \"1m\"`"),
+        "{e}"
+    );
+    // A broken `for` loop is not the setting: no hint there.
+    let e = load_err("fn check() {\n  for in [] {}\n  []\n}");
+    assert!(!e.message.contains("pending"), "{e}");
+}
+
+/// `pending` is the pending time's name (unquoted: it is no Rhai keyword); `"for"` still works.
+#[test]
+fn pending_and_its_old_name_for() {
+    let pending = |text: &str| load(text).unwrap().settings().pending;
+    assert_eq!(
+        pending("rule(#{ pending: \"90s\" });\nfn check() { [] }"),
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        pending("rule(#{ \"for\": \"2m\" });\nfn check() { [] }"),
+        Duration::from_secs(120)
+    );
+    assert_eq!(pending("fn check() { [] }"), Duration::ZERO);
+    // A typo is pointed at the new name.
+    let e = load_err("rule(#{ pendng: \"1m\" });\nfn check() { [] }");
+    assert!(e.message.contains("(did you mean \"pending\"?)"), "{e}");
 }
 
 #[test]
