@@ -26,6 +26,9 @@ pub struct SeriesData {
     pub value: Option<Value>,
     /// Time of the last row (ns), 0 without rows.
     pub time: i64,
+    /// The aggregate whose rows are stamped with the evaluation time rather than a point's
+    /// (`mean`, `sum`, `count`): `s.age()` has no point to measure from then.
+    pub stamped_by: Option<&'static str>,
     /// Values set with `s.set(name, v)`.
     pub extra: BTreeMap<String, Value>,
     pub levels: LevelConditions,
@@ -36,8 +39,9 @@ pub struct SeriesData {
 pub struct ScriptSeries(Arc<Mutex<SeriesData>>);
 
 impl ScriptSeries {
-    /// A handle over a source's result series.
-    pub fn from_source(s: Series, field: &str) -> ScriptSeries {
+    /// A handle over a source's result series; `stamped_by` names the aggregate if its rows
+    /// carry the evaluation time instead of a point's time.
+    pub fn from_source(s: Series, field: &str, stamped_by: Option<&'static str>) -> ScriptSeries {
         let last = s.rows.last();
         let value = last.and_then(|r| r.values.first().cloned().flatten());
         let time = last.map_or(0, |r| r.time);
@@ -49,6 +53,7 @@ impl ScriptSeries {
             rows: s.rows,
             value,
             time,
+            stamped_by,
             extra: BTreeMap::new(),
             levels: LevelConditions::default(),
         })))

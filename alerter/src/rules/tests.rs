@@ -931,3 +931,76 @@ fn where_match_and_where_in_select_tags() {
     let rule = check_only("  query(\"cpu\").field(\"f\").where_in(\"host\", []).run()");
     assert!(failed(&rule).contains("the list is empty"));
 }
+
+/// Evaluates `body` (the inside of `fn check()`) at NOW over `lp`.
+fn run_over(lp: &str, body: &str) -> Vec<Observation> {
+    let src: Arc<dyn QuerySource> = Arc::new(MemorySource::from_line_protocol(lp, 0).unwrap());
+    match check_only(body).evaluate(&src, NOW) {
+        CycleResult::Observed(o) => o,
+        CycleResult::Failed(m) => panic!("{m}\n{body}"),
+    }
+}
+
+/// Issue 10 item 16: ages were written as `now() - s.time > 120 * 1000000000`.
+#[test]
+fn durations_and_ages_without_nanosecond_arithmetic() {
+    let lp = format!(
+        "system,host=alive uptime=10i {}\nsystem,host=gone uptime=10i {}\n",
+        NOW - 5 * S,
+        NOW - 3600 * S
+    );
+    let obs = run_over(
+        &lp,
+        r#"  if secs(1) != 1000000000 || mins(2) != 120 * secs(1) || hours(1.5) != mins(90)
+      || days(1) != hours(24) || duration("1m30s") != secs(90) || secs(0.25) != 250000000 {
+      throw "wrong unit";
+  }
+  let hosts = query("system").field("uptime").range("24h").last().group_by("host").run();
+  for s in hosts {
+      s.set("age", s.age());
+      s.crit(s.age() > mins(2));
+  }
+  hosts"#,
+    );
+    assert_eq!(obs[0].fields["age"], Value::Int(5 * S));
+    assert_eq!(obs[1].fields["age"], Value::Int(3600 * S));
+    let firing: Vec<bool> = obs
+        .iter()
+        .map(|o| o.levels.crit.is_some_and(|c| c.matched))
+        .collect();
+    assert_eq!(firing, [false, true]);
+    // Out of range, a bad duration text, and the age of a mean (stamped with now, not a
+    // point): script errors that say why.
+    let m = failed(&check_only("  days(200000000); []"));
+    assert!(
+        m.ends_with("days(200000000): too long for a duration in ns"),
+        "{m}"
+    );
+    let m = failed(&check_only("  duration(\"2 minutes\"); []"));
+    assert!(
+        m.contains("duration(): invalid duration \"2 minutes\""),
+        "{m}"
+    );
+    let m = failed(&check_only(
+        "  let c = query(\"cpu\").field(\"usage_idle\").mean().run();\n  c[0].age(); c",
+    ));
+    assert!(
+        m.contains("s.age(): a mean() is stamped with the evaluation time"),
+        "{m}"
+    );
+}
+
+/// `s.age()` is measured from the evaluation time (the tick), not the wall clock: the same
+/// data evaluated as of two times gives two ages, whatever the time is now.
+#[test]
+fn age_is_as_of_the_evaluation_time() {
+    let rule = check_only(
+        "  let a = query(\"cpu\").field(\"usage_idle\").where(\"host\", \"web1\").range(\"1h\").last().run();\n  a[0].set(\"age\", a[0].age());\n  a",
+    );
+    for later in [0, 42] {
+        let CycleResult::Observed(obs) = rule.evaluate(&cpu_source(), NOW + later * S) else {
+            panic!("failed")
+        };
+        assert_eq!(obs[0].fields["age"], Value::Int(later * S));
+    }
+}
