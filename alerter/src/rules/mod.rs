@@ -669,8 +669,26 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
         Err("sleep() is not available in rules".into())
     });
     register_rule_api(&mut engine);
+    register_integer_math(&mut engine);
     series::register(&mut engine);
     engine
+}
+
+/// Integer fields reach scripts as integers: the float methods a rule calls on a value
+/// (`s.value.round()`, `.sqrt()`) work on them too, rather than failing only on the hosts
+/// whose field happens to be an integer. Mixed arithmetic and comparisons (`s.value > 90.0`)
+/// are Rhai's own.
+fn register_integer_math(engine: &mut Engine) {
+    for name in ["floor", "ceiling", "round", "int"] {
+        engine.register_fn(name, |x: i64| x);
+    }
+    engine.register_fn("sqrt", |x: i64| (x as f64).sqrt());
+    engine.register_fn("exp", |x: i64| (x as f64).exp());
+    engine.register_fn("ln", |x: i64| (x as f64).ln());
+    engine.register_fn("log", |x: i64| (x as f64).log10());
+    engine.register_fn("is_nan", |_: i64| false);
+    engine.register_fn("is_infinite", |_: i64| false);
+    engine.register_fn("is_finite", |_: i64| true);
 }
 
 /// The token `on_progress` stops a script with when it exceeds its memory budget.

@@ -1004,3 +1004,37 @@ fn age_is_as_of_the_evaluation_time() {
         assert_eq!(obs[0].fields["age"], Value::Int(later * S));
     }
 }
+
+/// Issue 10 item 16: integer fields reached the script as floats. Over the memory source an
+/// integer field is an INT (`s.value`, `s.values`, last, max, count), a mean is a float, and
+/// comparing or mixing an INT with a float works as with a float.
+#[test]
+fn integer_fields_reach_the_script_as_integers() {
+    let lp = format!(
+        "netstat,host=a tcp_close_wait=120i {}\nnetstat,host=a tcp_close_wait=130i {}\n",
+        NOW - 20 * S,
+        NOW - 10 * S
+    );
+    let obs = run_over(
+        &lp,
+        r#"  let q = query("netstat").field("tcp_close_wait");
+  let raw = q.run()[0];
+  let last = q.last().run()[0];
+  let count = query("netstat").field("tcp_close_wait").count().run()[0];
+  let mean = query("netstat").field("tcp_close_wait").mean().run()[0];
+  if type_of(raw.value) != "i64" || type_of(raw.values[0]) != "i64" || type_of(last.value) != "i64"
+      || type_of(count.value) != "i64" || type_of(mean.value) != "f64" {
+      throw `types: ${type_of(raw.value)} ${type_of(last.value)} ${type_of(count.value)} ${type_of(mean.value)}`;
+  }
+  if !(last.value > 100.0) || last.value != 130.0 || last.value / 4 != 32 || last.value / 4.0 != 32.5
+      || 200.0 - last.value != 70.0 || last.value.round() != 130 || mean.value != 125.0 {
+      throw "arithmetic";
+  }
+  last.crit(last.value > 100.0);
+  last.set("half", last.value / 2.0);
+  last"#,
+    );
+    assert_eq!(obs[0].fields["value"], Value::Int(130));
+    assert_eq!(obs[0].fields["half"], Value::Float(65.0));
+    assert!(obs[0].levels.crit.is_some_and(|c| c.matched));
+}
