@@ -1038,3 +1038,114 @@ fn integer_fields_reach_the_script_as_integers() {
     assert_eq!(obs[0].fields["half"], Value::Float(65.0));
     assert!(obs[0].levels.crit.is_some_and(|c| c.matched));
 }
+
+fn conditions(lp_value: &str, body: &str) -> crate::model::LevelConditions {
+    let lp = format!("cpu,host=a v={lp_value} {NOW}\n");
+    let obs = run_over(
+        &lp,
+        &format!(
+            "  let a = query(\"cpu\").field(\"v\").last().run();\n  let s = a[0];\n  {body};\n  a"
+        ),
+    );
+    obs[0].levels
+}
+
+/// The threshold shortcut sets warn and crit as the long form would: `s.above(80, 90, 5)` is
+/// `s.warn(v > 80, v < 75); s.crit(v > 90, v < 85)`, `s.below` mirrored.
+#[test]
+fn threshold_shortcuts_set_warn_and_crit() {
+    let c = |matched, reset| Some(Condition { matched, reset });
+    let l = conditions("87.5", "s.above(80, 90.0, 5)");
+    assert_eq!(
+        (l.warn, l.crit, l.info),
+        (c(true, Some(false)), c(false, Some(false)), None)
+    );
+    let l = conditions("74", "s.above(80, 90, 5)");
+    assert_eq!(
+        (l.warn, l.crit),
+        (c(false, Some(true)), c(false, Some(true)))
+    );
+    let l = conditions("95", "s.above(80, 90)");
+    assert_eq!((l.warn, l.crit), (c(true, None), c(true, None)));
+    // Idle CPU: warn below 20 %, crit below 10 %, resets 5 points above.
+    let l = conditions("8", "s.below(20, 10, 5)");
+    assert_eq!(
+        (l.warn, l.crit),
+        (c(true, Some(false)), c(true, Some(false)))
+    );
+    let l = conditions("16", "s.below(20.0, 10.0, 5.0)");
+    assert_eq!(
+        (l.warn, l.crit),
+        (c(true, Some(false)), c(false, Some(true)))
+    );
+    // () leaves a level alone.
+    let l = conditions("95", "s.above((), 90)");
+    assert_eq!((l.warn, l.crit), (None, c(true, None)));
+}
+
+#[test]
+fn threshold_shortcut_mistakes_are_script_errors() {
+    for (body, want) in [
+        (
+            "s.above(90, 80)",
+            "s.above(90, 80): the warn threshold must not be above the crit one",
+        ),
+        (
+            "s.below(10, 20)",
+            "s.below(10, 20): the warn threshold must not be below the crit one",
+        ),
+        (
+            "s.above(80, 90, -1)",
+            "hysteresis must be a number >= 0, got -1",
+        ),
+        (
+            "s.above(\"80\", 90)",
+            "warn must be a number or () (no such level), got a string",
+        ),
+        ("s.above((), ())", "give a warn or a crit threshold"),
+        (
+            "s.value = \"x\"; s.above(80, 90)",
+            "s.above(): s.value is a string, not a number",
+        ),
+    ] {
+        let rule = check_only(&format!(
+            "  let a = query(\"cpu\").field(\"usage_idle\").last().run();\n  let s = a[0];\n  {body};\n  a"
+        ));
+        let m = failed(&rule);
+        assert!(m.contains(want), "{body}: {m}");
+    }
+}
+
+/// The shortcut's hysteresis through the state machine, as Kapacitor's warnReset/critReset:
+/// a level is entered above its threshold and left only below threshold − hysteresis.
+#[test]
+fn threshold_hysteresis_through_the_state_machine() {
+    use crate::model::EventKind::{Alert, Recovery};
+    use Level::{Critical as C, Ok as O, Warning as W};
+    let rule = load(
+        "rule(#{ every: \"1s\" });\nfn check() {\n  let a = query(\"cpu\").field(\"v\").range(\"1s\").last().group_by(\"host\").run();\n  for s in a { s.above(80, 90, 5); }\n  a\n}\n",
+    )
+    .unwrap();
+    let values = [81.0, 77.0, 74.0, 92.0, 87.0, 84.0, 79.0, 76.0, 74.0];
+    let lp: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("cpu,host=a v={v} {}\n", NOW + i as i64 * S))
+        .collect();
+    let points = wk_core::lineproto::parse(&lp, 0).unwrap();
+    let got: Vec<_> = crate::app::replay(&rule, &points, Duration::ZERO)
+        .into_iter()
+        .flat_map(|step| step.events)
+        .map(|(e, _)| (e.kind, e.level, (e.time - NOW) / S))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Alert, W, 0),    // 81 > 80
+            (Recovery, O, 2), // 77 holds warn (not < 75); 74 resets
+            (Alert, C, 3),    // 92 > 90
+            (Alert, W, 5),    // 87 holds crit; 84 < 85 resets crit to warn (84 > 80)
+            (Recovery, O, 8), // 79 and 76 hold warn; 74 < 75 resets
+        ]
+    );
+}
