@@ -304,7 +304,7 @@ pub fn check(
     !failed
 }
 
-/// The rule's `for`, human-readable, when it has one.
+/// The rule's `pending` time, human-readable, when it has one.
 fn r_pending(settings: &[RuleSettings], name: &str) -> Option<String> {
     settings
         .iter()

@@ -73,13 +73,16 @@ impl Settings {
     }
 }
 
+/// The default `max_eval_time`: the time limit of one rule evaluation (docs/alerter.md).
+pub const DEFAULT_MAX_EVAL_TIME: Duration = Duration::from_secs(5);
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             rules_dir: "/etc/wk-alerter/rules".into(),
             state_dir: "/var/lib/wk-alerter".into(),
             reload_interval: Duration::from_secs(5),
-            max_eval_time: Duration::from_secs(5),
+            max_eval_time: DEFAULT_MAX_EVAL_TIME,
             max_concurrent_evals: 4,
             max_rule_memory_bytes: 32 << 20,
             rule_errors_notify: Vec::new(),

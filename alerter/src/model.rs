@@ -190,7 +190,7 @@ pub struct RuleSettings {
     pub name: String,
     /// How often the rule is evaluated.
     pub every: Duration,
-    /// Pending duration (`for`): a level must hold this long before it fires.
+    /// Pending duration (`pending`, or its old name `"for"`): a level must hold this long before it fires.
     pub pending: Duration,
     /// Keep firing this long after the condition stopped being true.
     pub keep_firing: Duration,

@@ -616,7 +616,7 @@ impl Service {
                 continue;
             }
             // Evaluate as of the scheduled tick, not the moment the evaluation starts:
-            // `for` and `repeat` compare these times, and microseconds of jitter would make
+            // `pending` and `repeat` compare these times, and microseconds of jitter would make
             // them fire one `every` late. A scheduler late by whole intervals evaluates the
             // latest tick that has passed.
             let e = every.as_nanos().max(1) as i64;

@@ -58,7 +58,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            timeout: Duration::from_secs(10),
+            // The alerter's `max_eval_time` default (docs/rules.md, "Limits"): this said 10 s
+            // while the service, `check` and `test` stopped rules at 5 s.
+            timeout: crate::config::DEFAULT_MAX_EVAL_TIME,
             max_operations: 10_000_000,
             max_call_levels: 32,
             max_expr_depth: 64,
@@ -193,11 +195,13 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
                 .nth(l.saturating_sub(1))
                 .map(|line| line.chars().skip(c.saturating_sub(1)).collect::<String>())
         };
-        if pos
-            .and_then(rest_of_line)
-            .is_some_and(|rest| rest.starts_with("for"))
-        {
-            message += " (`for` is a Rhai keyword: write the key quoted, \"for\": \"1m\")";
+        // `for: "1m"`, the key as Prometheus spells it (a `for` loop is not meant).
+        let bare_for_key = |rest: String| {
+            rest.strip_prefix("for")
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        };
+        if pos.and_then(rest_of_line).is_some_and(bare_for_key) {
+            message += " (`for` is a Rhai keyword: the setting is `pending: \"1m\"`)";
         }
         err(RuleErrorKind::Syntax, pos, message)
     })?;
@@ -665,8 +669,26 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
         Err("sleep() is not available in rules".into())
     });
     register_rule_api(&mut engine);
+    register_integer_math(&mut engine);
     series::register(&mut engine);
     engine
+}
+
+/// Integer fields reach scripts as integers: the float methods a rule calls on a value
+/// (`s.value.round()`, `.sqrt()`) work on them too, rather than failing only on the hosts
+/// whose field happens to be an integer. Mixed arithmetic and comparisons (`s.value > 90.0`)
+/// are Rhai's own.
+fn register_integer_math(engine: &mut Engine) {
+    for name in ["floor", "ceiling", "round", "int"] {
+        engine.register_fn(name, |x: i64| x);
+    }
+    engine.register_fn("sqrt", |x: i64| (x as f64).sqrt());
+    engine.register_fn("exp", |x: i64| (x as f64).exp());
+    engine.register_fn("ln", |x: i64| (x as f64).ln());
+    engine.register_fn("log", |x: i64| (x as f64).log10());
+    engine.register_fn("is_nan", |_: i64| false);
+    engine.register_fn("is_infinite", |_: i64| false);
+    engine.register_fn("is_finite", |_: i64| true);
 }
 
 /// The token `on_progress` stops a script with when it exceeds its memory budget.
@@ -712,6 +734,47 @@ fn register_rule_api(engine: &mut Engine) {
     // The evaluation time (ns since the epoch), so a rule can compare a series' last point
     // with it: how long ago a host last reported (see docs/rules.md, "Hosts silent at start").
     engine.register_fn("now", || -> RhaiResult<i64> { Ok(in_check("now()")?.1) });
+    // How long ago the series' point was, as of the evaluation time (not the wall clock, so
+    // a replay with `wk-alerter test` gives what the service would have).
+    engine.register_fn("age", |s: &mut ScriptSeries| -> RhaiResult<i64> {
+        let (time, stamped_by) = {
+            let d = s.lock();
+            (d.time, d.stamped_by)
+        };
+        if let Some(agg) = stamped_by {
+            return Err(format!(
+                "s.age(): a {agg}() is stamped with the evaluation time, not with a point's: \
+                 query .last() (or raw points) to know how old the data is"
+            )
+            .into());
+        }
+        Ok(in_check("s.age()")?.1.saturating_sub(time))
+    });
+    // Durations in ns, the unit of now(), s.time and s.age(): `s.age() > mins(2)`.
+    for (name, unit) in [
+        ("secs", 1_000_000_000i64),
+        ("mins", 60_000_000_000),
+        ("hours", 3_600_000_000_000),
+        ("days", 86_400_000_000_000),
+    ] {
+        engine.register_fn(name, move |n: i64| -> RhaiResult<i64> {
+            n.checked_mul(unit)
+                .ok_or_else(|| format!("{name}({n}): too long for a duration in ns").into())
+        });
+        engine.register_fn(name, move |n: f64| -> RhaiResult<i64> {
+            let ns = (n * unit as f64).round();
+            // i64::MAX as f64 rounds up to 2^63, which is already out of range.
+            if !ns.is_finite() || ns.abs() >= i64::MAX as f64 {
+                return Err(format!("{name}({n}): not a duration in ns").into());
+            }
+            Ok(ns as i64)
+        });
+    }
+    engine.register_fn("duration", |text: &str| -> RhaiResult<i64> {
+        let d = parse_duration(text).map_err(|e| format!("duration(): {e}"))?;
+        i64::try_from(d.as_nanos())
+            .map_err(|_| format!("duration({text:?}): too long for a duration in ns").into())
+    });
     engine.register_type_with_name::<QueryBuilder>("Query");
     engine.register_fn("query", |measurement: &str| -> RhaiResult<QueryBuilder> {
         in_check("query()")?;
@@ -880,9 +943,13 @@ fn register_rule_api(engine: &mut Engine) {
         q.0.validate().map_err(|e| e.0)?;
         let field = q.0.field.clone().unwrap_or_default();
         let series = source.query(&q.0, now).map_err(source_failed)?;
+        let stamped_by = match q.0.aggregate {
+            Aggregate::Mean | Aggregate::Sum | Aggregate::Count => Some(q.0.aggregate.name()),
+            _ => None,
+        };
         Ok(series
             .into_iter()
-            .map(|s| Dynamic::from(ScriptSeries::from_source(s, &field)))
+            .map(|s| Dynamic::from(ScriptSeries::from_source(s, &field, stamped_by)))
             .collect())
     });
     engine.register_fn("to_string", |q: &mut QueryBuilder| {
@@ -896,7 +963,7 @@ fn register_rule_api(engine: &mut Engine) {
         let series = source.influxql(text, now).map_err(source_failed)?;
         Ok(series
             .into_iter()
-            .map(|s| Dynamic::from(ScriptSeries::from_source(s, "")))
+            .map(|s| Dynamic::from(ScriptSeries::from_source(s, "", None)))
             .collect())
     });
 }

@@ -26,6 +26,9 @@ pub struct SeriesData {
     pub value: Option<Value>,
     /// Time of the last row (ns), 0 without rows.
     pub time: i64,
+    /// The aggregate whose rows are stamped with the evaluation time rather than a point's
+    /// (`mean`, `sum`, `count`): `s.age()` has no point to measure from then.
+    pub stamped_by: Option<&'static str>,
     /// Values set with `s.set(name, v)`.
     pub extra: BTreeMap<String, Value>,
     pub levels: LevelConditions,
@@ -36,8 +39,9 @@ pub struct SeriesData {
 pub struct ScriptSeries(Arc<Mutex<SeriesData>>);
 
 impl ScriptSeries {
-    /// A handle over a source's result series.
-    pub fn from_source(s: Series, field: &str) -> ScriptSeries {
+    /// A handle over a source's result series; `stamped_by` names the aggregate if its rows
+    /// carry the evaluation time instead of a point's time.
+    pub fn from_source(s: Series, field: &str, stamped_by: Option<&'static str>) -> ScriptSeries {
         let last = s.rows.last();
         let value = last.and_then(|r| r.values.first().cloned().flatten());
         let time = last.map_or(0, |r| r.time);
@@ -49,6 +53,7 @@ impl ScriptSeries {
             rows: s.rows,
             value,
             time,
+            stamped_by,
             extra: BTreeMap::new(),
             levels: LevelConditions::default(),
         })))
@@ -204,8 +209,115 @@ pub fn register(engine: &mut rhai::Engine) {
             },
         );
     }
+    // The threshold shortcut: warn and crit from two thresholds, with an optional hysteresis
+    // (Kapacitor's warnReset/critReset at `threshold - hysteresis`).
+    for (name, above) in [("above", true), ("below", false)] {
+        engine.register_fn(
+            name,
+            move |s: &mut ScriptSeries, warn: Dynamic, crit: Dynamic| {
+                thresholds(s, above, &warn, &crit, None)
+            },
+        );
+        engine.register_fn(
+            name,
+            move |s: &mut ScriptSeries, warn: Dynamic, crit: Dynamic, hysteresis: Dynamic| {
+                thresholds(s, above, &warn, &crit, Some(&hysteresis))
+            },
+        );
+    }
     engine.register_fn("to_string", |s: &mut ScriptSeries| describe(s));
     engine.register_fn("to_debug", |s: &mut ScriptSeries| describe(s));
+}
+
+/// `s.above(warn, crit[, hysteresis])` (`above` false: `s.below`): sets the warn and crit
+/// conditions from `s.value`. A threshold of `()` leaves that level alone; a series without a
+/// value (a null) gets no condition, as `s.crit(s.value > x)` cannot be asked of it.
+fn thresholds(
+    s: &mut ScriptSeries,
+    above: bool,
+    warn: &Dynamic,
+    crit: &Dynamic,
+    hysteresis: Option<&Dynamic>,
+) -> Result<(), Box<rhai::EvalAltResult>> {
+    let call = if above { "s.above" } else { "s.below" };
+    let number = |what: &str, v: &Dynamic| -> Result<Option<f64>, String> {
+        if v.is_unit() {
+            return Ok(None);
+        }
+        let n = v
+            .as_float()
+            .ok()
+            .or_else(|| v.as_int().ok().map(|i| i as f64))
+            .filter(|f| f.is_finite());
+        n.map(Some).ok_or_else(|| {
+            format!(
+                "{call}(warn, crit[, hysteresis]): {what} must be a number or () (no such \
+                 level), got {}",
+                type_name(v)
+            )
+        })
+    };
+    let warn = number("warn", warn)?;
+    let crit = number("crit", crit)?;
+    let hysteresis = match hysteresis {
+        None => None,
+        Some(h) => match number("hysteresis", h)? {
+            Some(h) if h >= 0.0 => Some(h),
+            _ => {
+                return Err(format!(
+                    "{call}(warn, crit, hysteresis): hysteresis must be a number >= 0, got {}",
+                    h
+                )
+                .into());
+            }
+        },
+    };
+    if warn.is_none() && crit.is_none() {
+        return Err(format!("{call}((), ()): give a warn or a crit threshold").into());
+    }
+    if let (Some(w), Some(c)) = (warn, crit)
+        && ((above && w > c) || (!above && w < c))
+    {
+        let order = if above { "above" } else { "below" };
+        return Err(format!(
+            "{call}({w}, {c}): the warn threshold must not be {order} the crit one (warn first)"
+        )
+        .into());
+    }
+    let mut d = s.lock();
+    let v = match &d.value {
+        None => return Ok(()),
+        Some(Value::Float(f)) => *f,
+        Some(Value::Int(i)) => *i as f64,
+        Some(other) => {
+            let t = match other {
+                Value::Bool(_) => "a boolean",
+                _ => "a string",
+            };
+            return Err(format!("{call}(): s.value is {t}, not a number").into());
+        }
+    };
+    let condition = |t: f64| Condition {
+        matched: if above { v > t } else { v < t },
+        reset: hysteresis.map(|h| if above { v < t - h } else { v > t + h }),
+    };
+    if let Some(w) = warn {
+        d.levels.warn = Some(condition(w));
+    }
+    if let Some(c) = crit {
+        d.levels.crit = Some(condition(c));
+    }
+    Ok(())
+}
+
+fn type_name(v: &Dynamic) -> String {
+    if v.is_string() {
+        "a string".to_owned()
+    } else if v.is_bool() {
+        "a boolean".to_owned()
+    } else {
+        v.type_name().to_owned()
+    }
 }
 
 fn describe(s: &ScriptSeries) -> String {
@@ -225,4 +337,35 @@ fn describe(s: &ScriptSeries) -> String {
         tags.join(","),
         d.time
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series without a value (a null from InfluxDB) gets no condition from the shortcut:
+    /// "no data" is NoData's business, not a threshold's.
+    #[test]
+    fn thresholds_on_a_null_value_set_nothing() {
+        let mut s = ScriptSeries::default();
+        let n = |v: i64| Dynamic::from_int(v);
+        thresholds(&mut s, true, &n(80), &n(90), Some(&n(5))).unwrap();
+        assert_eq!(s.lock().levels, LevelConditions::default());
+        s.lock().value = Some(Value::Int(85));
+        thresholds(&mut s, true, &n(80), &n(90), Some(&n(5))).unwrap();
+        let l = s.lock().levels;
+        assert_eq!(
+            (l.warn, l.crit),
+            (
+                Some(Condition {
+                    matched: true,
+                    reset: Some(false)
+                }),
+                Some(Condition {
+                    matched: false,
+                    reset: Some(false)
+                })
+            )
+        );
+    }
 }

@@ -24,11 +24,12 @@ pub struct SettingsError {
     pub message: String,
 }
 
-/// Every key `rule()` accepts (docs/rules.md, "Settings").
+/// Every key `rule()` accepts (docs/rules.md, "Settings"); `"for"` is also accepted, as
+/// [`PENDING_ALIAS`].
 pub const KEYS: &[&str] = &[
     "name",
     "every",
-    "for",
+    "pending",
     "keep_firing",
     "repeat",
     "flapping",
@@ -48,6 +49,10 @@ pub const KEYS: &[&str] = &[
     "actions",
 ];
 
+/// The old name of `pending` (Prometheus' `for:`), still accepted. It is a Rhai keyword, so
+/// it has to be written quoted, which is why `pending` took over.
+pub const PENDING_ALIAS: &str = "for";
+
 /// Builds the settings from the map given to `rule()`. `default_name` is the file name without
 /// `.rhai`; `source` and `call` (the position of `rule`) locate keys for messages.
 pub fn build(
@@ -66,6 +71,8 @@ pub fn build(
     // Report problems in source order, so the first error shown is the first in the file.
     let mut keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
     keys.sort_by_key(|k| key_pos(k));
+    // Which of `pending` / `"for"` set the pending time, so that giving both is an error.
+    let mut pending_from: Option<&str> = None;
     for key in keys {
         let Some(v) = map.get(key) else { continue };
         let bad = |message: String| SettingsError {
@@ -84,7 +91,19 @@ pub fn build(
                     )));
                 }
             }
-            "for" => s.pending = duration(v).map_err(bad)?,
+            "pending" | PENDING_ALIAS => {
+                if let Some(first) = pending_from {
+                    return Err(SettingsError {
+                        pos: key_pos(key),
+                        message: format!(
+                            "rule(): {key:?} and {first:?} are the same setting \
+                             (\"{PENDING_ALIAS}\" is the old name of \"pending\"): give it once"
+                        ),
+                    });
+                }
+                pending_from = Some(key);
+                s.pending = duration(v).map_err(bad)?;
+            }
             "keep_firing" => s.keep_firing = duration(v).map_err(bad)?,
             "repeat" => {
                 let d = duration(v).map_err(bad)?;

@@ -123,7 +123,7 @@ fn every_setting_is_read() {
         r#"rule(#{
     name: "cpu",
     every: "30s",
-    "for": "2m",
+    pending: "2m",
     keep_firing: "1m",
     repeat: "1h",
     flapping: [0.25, 0.5],
@@ -241,6 +241,15 @@ fn settings_errors_name_line_and_column() {
             "let s = #{ every: \"0s\" };\n  rule(s);\nfn check() { [] }",
             "rules/test.rhai:2:3: rule(): every: 0ns is too short: must be at least 1s",
         ),
+        // pending and its old name "for" are one setting: given twice, the second is wrong.
+        (
+            "rule(#{\n  pending: \"1m\",\n  \"for\": \"2m\",\n});\nfn check() { [] }",
+            "rules/test.rhai:3:3: rule(): \"for\" and \"pending\" are the same setting",
+        ),
+        (
+            "rule(#{ pending: 60 });\nfn check() { [] }",
+            "rules/test.rhai:1:18: rule(): pending: expected a duration string",
+        ),
         // Regression: "1ns" was accepted and ran ~145 queries a second.
         (
             "rule(#{ every: \"1ns\" });\nfn check() { [] }",
@@ -259,7 +268,31 @@ fn unquoted_for_gets_a_hint() {
     let e = load_err("rule(#{\n    for: \"1m\",\n});\nfn check() { [] }");
     assert_eq!(e.kind, RuleErrorKind::Syntax);
     assert_eq!((e.line, e.column), (Some(2), Some(5)), "{e}");
-    assert!(e.message.contains("write the key quoted, \"for\""), "{e}");
+    assert!(
+        e.message.contains("the setting is `pending: \"1m\"`"),
+        "{e}"
+    );
+    // A broken `for` loop is not the setting: no hint there.
+    let e = load_err("fn check() {\n  for in [] {}\n  []\n}");
+    assert!(!e.message.contains("pending"), "{e}");
+}
+
+/// `pending` is the pending time's name (unquoted: it is no Rhai keyword); `"for"` still works.
+#[test]
+fn pending_and_its_old_name_for() {
+    let pending = |text: &str| load(text).unwrap().settings().pending;
+    assert_eq!(
+        pending("rule(#{ pending: \"90s\" });\nfn check() { [] }"),
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        pending("rule(#{ \"for\": \"2m\" });\nfn check() { [] }"),
+        Duration::from_secs(120)
+    );
+    assert_eq!(pending("fn check() { [] }"), Duration::ZERO);
+    // A typo is pointed at the new name.
+    let e = load_err("rule(#{ pendng: \"1m\" });\nfn check() { [] }");
+    assert!(e.message.contains("(did you mean \"pending\"?)"), "{e}");
 }
 
 #[test]
@@ -897,4 +930,222 @@ fn where_match_and_where_in_select_tags() {
     assert!(e.message.contains("bad regex"), "{e}");
     let rule = check_only("  query(\"cpu\").field(\"f\").where_in(\"host\", []).run()");
     assert!(failed(&rule).contains("the list is empty"));
+}
+
+/// Evaluates `body` (the inside of `fn check()`) at NOW over `lp`.
+fn run_over(lp: &str, body: &str) -> Vec<Observation> {
+    let src: Arc<dyn QuerySource> = Arc::new(MemorySource::from_line_protocol(lp, 0).unwrap());
+    match check_only(body).evaluate(&src, NOW) {
+        CycleResult::Observed(o) => o,
+        CycleResult::Failed(m) => panic!("{m}\n{body}"),
+    }
+}
+
+/// Issue 10 item 16: ages were written as `now() - s.time > 120 * 1000000000`.
+#[test]
+fn durations_and_ages_without_nanosecond_arithmetic() {
+    let lp = format!(
+        "system,host=alive uptime=10i {}\nsystem,host=gone uptime=10i {}\n",
+        NOW - 5 * S,
+        NOW - 3600 * S
+    );
+    let obs = run_over(
+        &lp,
+        r#"  if secs(1) != 1000000000 || mins(2) != 120 * secs(1) || hours(1.5) != mins(90)
+      || days(1) != hours(24) || duration("1m30s") != secs(90) || secs(0.25) != 250000000 {
+      throw "wrong unit";
+  }
+  let hosts = query("system").field("uptime").range("24h").last().group_by("host").run();
+  for s in hosts {
+      s.set("age", s.age());
+      s.crit(s.age() > mins(2));
+  }
+  hosts"#,
+    );
+    assert_eq!(obs[0].fields["age"], Value::Int(5 * S));
+    assert_eq!(obs[1].fields["age"], Value::Int(3600 * S));
+    let firing: Vec<bool> = obs
+        .iter()
+        .map(|o| o.levels.crit.is_some_and(|c| c.matched))
+        .collect();
+    assert_eq!(firing, [false, true]);
+    // Out of range, a bad duration text, and the age of a mean (stamped with now, not a
+    // point): script errors that say why.
+    let m = failed(&check_only("  days(200000000); []"));
+    assert!(
+        m.ends_with("days(200000000): too long for a duration in ns"),
+        "{m}"
+    );
+    let m = failed(&check_only("  duration(\"2 minutes\"); []"));
+    assert!(
+        m.contains("duration(): invalid duration \"2 minutes\""),
+        "{m}"
+    );
+    let m = failed(&check_only(
+        "  let c = query(\"cpu\").field(\"usage_idle\").mean().run();\n  c[0].age(); c",
+    ));
+    assert!(
+        m.contains("s.age(): a mean() is stamped with the evaluation time"),
+        "{m}"
+    );
+}
+
+/// `s.age()` is measured from the evaluation time (the tick), not the wall clock: the same
+/// data evaluated as of two times gives two ages, whatever the time is now.
+#[test]
+fn age_is_as_of_the_evaluation_time() {
+    let rule = check_only(
+        "  let a = query(\"cpu\").field(\"usage_idle\").where(\"host\", \"web1\").range(\"1h\").last().run();\n  a[0].set(\"age\", a[0].age());\n  a",
+    );
+    for later in [0, 42] {
+        let CycleResult::Observed(obs) = rule.evaluate(&cpu_source(), NOW + later * S) else {
+            panic!("failed")
+        };
+        assert_eq!(obs[0].fields["age"], Value::Int(later * S));
+    }
+}
+
+/// Issue 10 item 16: integer fields reached the script as floats. Over the memory source an
+/// integer field is an INT (`s.value`, `s.values`, last, max, count), a mean is a float, and
+/// comparing or mixing an INT with a float works as with a float.
+#[test]
+fn integer_fields_reach_the_script_as_integers() {
+    let lp = format!(
+        "netstat,host=a tcp_close_wait=120i {}\nnetstat,host=a tcp_close_wait=130i {}\n",
+        NOW - 20 * S,
+        NOW - 10 * S
+    );
+    let obs = run_over(
+        &lp,
+        r#"  let q = query("netstat").field("tcp_close_wait");
+  let raw = q.run()[0];
+  let last = q.last().run()[0];
+  let count = query("netstat").field("tcp_close_wait").count().run()[0];
+  let mean = query("netstat").field("tcp_close_wait").mean().run()[0];
+  if type_of(raw.value) != "i64" || type_of(raw.values[0]) != "i64" || type_of(last.value) != "i64"
+      || type_of(count.value) != "i64" || type_of(mean.value) != "f64" {
+      throw `types: ${type_of(raw.value)} ${type_of(last.value)} ${type_of(count.value)} ${type_of(mean.value)}`;
+  }
+  if !(last.value > 100.0) || last.value != 130.0 || last.value / 4 != 32 || last.value / 4.0 != 32.5
+      || 200.0 - last.value != 70.0 || last.value.round() != 130 || mean.value != 125.0 {
+      throw "arithmetic";
+  }
+  last.crit(last.value > 100.0);
+  last.set("half", last.value / 2.0);
+  last"#,
+    );
+    assert_eq!(obs[0].fields["value"], Value::Int(130));
+    assert_eq!(obs[0].fields["half"], Value::Float(65.0));
+    assert!(obs[0].levels.crit.is_some_and(|c| c.matched));
+}
+
+fn conditions(lp_value: &str, body: &str) -> crate::model::LevelConditions {
+    let lp = format!("cpu,host=a v={lp_value} {NOW}\n");
+    let obs = run_over(
+        &lp,
+        &format!(
+            "  let a = query(\"cpu\").field(\"v\").last().run();\n  let s = a[0];\n  {body};\n  a"
+        ),
+    );
+    obs[0].levels
+}
+
+/// The threshold shortcut sets warn and crit as the long form would: `s.above(80, 90, 5)` is
+/// `s.warn(v > 80, v < 75); s.crit(v > 90, v < 85)`, `s.below` mirrored.
+#[test]
+fn threshold_shortcuts_set_warn_and_crit() {
+    let c = |matched, reset| Some(Condition { matched, reset });
+    let l = conditions("87.5", "s.above(80, 90.0, 5)");
+    assert_eq!(
+        (l.warn, l.crit, l.info),
+        (c(true, Some(false)), c(false, Some(false)), None)
+    );
+    let l = conditions("74", "s.above(80, 90, 5)");
+    assert_eq!(
+        (l.warn, l.crit),
+        (c(false, Some(true)), c(false, Some(true)))
+    );
+    let l = conditions("95", "s.above(80, 90)");
+    assert_eq!((l.warn, l.crit), (c(true, None), c(true, None)));
+    // Idle CPU: warn below 20 %, crit below 10 %, resets 5 points above.
+    let l = conditions("8", "s.below(20, 10, 5)");
+    assert_eq!(
+        (l.warn, l.crit),
+        (c(true, Some(false)), c(true, Some(false)))
+    );
+    let l = conditions("16", "s.below(20.0, 10.0, 5.0)");
+    assert_eq!(
+        (l.warn, l.crit),
+        (c(true, Some(false)), c(false, Some(true)))
+    );
+    // () leaves a level alone.
+    let l = conditions("95", "s.above((), 90)");
+    assert_eq!((l.warn, l.crit), (None, c(true, None)));
+}
+
+#[test]
+fn threshold_shortcut_mistakes_are_script_errors() {
+    for (body, want) in [
+        (
+            "s.above(90, 80)",
+            "s.above(90, 80): the warn threshold must not be above the crit one",
+        ),
+        (
+            "s.below(10, 20)",
+            "s.below(10, 20): the warn threshold must not be below the crit one",
+        ),
+        (
+            "s.above(80, 90, -1)",
+            "hysteresis must be a number >= 0, got -1",
+        ),
+        (
+            "s.above(\"80\", 90)",
+            "warn must be a number or () (no such level), got a string",
+        ),
+        ("s.above((), ())", "give a warn or a crit threshold"),
+        (
+            "s.value = \"x\"; s.above(80, 90)",
+            "s.above(): s.value is a string, not a number",
+        ),
+    ] {
+        let rule = check_only(&format!(
+            "  let a = query(\"cpu\").field(\"usage_idle\").last().run();\n  let s = a[0];\n  {body};\n  a"
+        ));
+        let m = failed(&rule);
+        assert!(m.contains(want), "{body}: {m}");
+    }
+}
+
+/// The shortcut's hysteresis through the state machine, as Kapacitor's warnReset/critReset:
+/// a level is entered above its threshold and left only below threshold − hysteresis.
+#[test]
+fn threshold_hysteresis_through_the_state_machine() {
+    use crate::model::EventKind::{Alert, Recovery};
+    use Level::{Critical as C, Ok as O, Warning as W};
+    let rule = load(
+        "rule(#{ every: \"1s\" });\nfn check() {\n  let a = query(\"cpu\").field(\"v\").range(\"1s\").last().group_by(\"host\").run();\n  for s in a { s.above(80, 90, 5); }\n  a\n}\n",
+    )
+    .unwrap();
+    let values = [81.0, 77.0, 74.0, 92.0, 87.0, 84.0, 79.0, 76.0, 74.0];
+    let lp: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("cpu,host=a v={v} {}\n", NOW + i as i64 * S))
+        .collect();
+    let points = wk_core::lineproto::parse(&lp, 0).unwrap();
+    let got: Vec<_> = crate::app::replay(&rule, &points, Duration::ZERO)
+        .into_iter()
+        .flat_map(|step| step.events)
+        .map(|(e, _)| (e.kind, e.level, (e.time - NOW) / S))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Alert, W, 0),    // 81 > 80
+            (Recovery, O, 2), // 77 holds warn (not < 75); 74 resets
+            (Alert, C, 3),    // 92 > 90
+            (Alert, W, 5),    // 87 holds crit; 84 < 85 resets crit to warn (84 > 80)
+            (Recovery, O, 8), // 79 and 76 hold warn; 74 < 75 resets
+        ]
+    );
 }

@@ -10,16 +10,22 @@
 //! Raw `influxql()` from a rule is limited to read-only statements (`SELECT` without `INTO`,
 //! `SHOW`) by [`check_read_only`]: InfluxDB 1.x executes `DROP DATABASE` even when it comes as
 //! a GET, with only a deprecation warning, so the HTTP method is no guard.
+//!
+//! InfluxDB's JSON writes the float 5.0 as `5`, so a number's type cannot be read from the
+//! answer. A rule query whose aggregate keeps the field's type (raw points, `last`, `max`,
+//! `min`, `percentile`, `sum`) asks `SHOW FIELD KEYS` once per measurement (cached, see
+//! [`FIELD_TYPES_TTL`]) and gives an integer field's values as integers, as the memory source
+//! does; `count` is always an integer; everything else, and raw `influxql()`, gives floats.
 
-use std::collections::BTreeMap;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::{QuerySource, Row, Series, SourceError};
 use crate::model::Value;
-use crate::query::{Aggregate, Query};
+use crate::query::{Aggregate, Query, quote_ident};
 
 /// How to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,6 +58,25 @@ pub struct InfluxDbSource {
     query_url: String,
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    /// Per measurement: its integer fields, from `SHOW FIELD KEYS`.
+    field_types: Arc<Mutex<HashMap<String, FieldTypes>>>,
+}
+
+/// How long a measurement's field types are trusted. A field's type is fixed per shard, so
+/// it changes (if ever) at a shard boundary; this bounds how long a change goes unseen.
+pub const FIELD_TYPES_TTL: Duration = Duration::from_secs(600);
+/// How soon the types are asked again when the field was not among them (or the question
+/// failed): a new field, or a server that does not answer `SHOW FIELD KEYS`.
+const FIELD_TYPES_RETRY: Duration = Duration::from_secs(60);
+
+/// One measurement's field types, as of `fetched`.
+#[derive(Debug)]
+struct FieldTypes {
+    fetched: Instant,
+    /// Every field listed.
+    known: BTreeSet<String>,
+    /// The fields that are integers (or unsigned) in every shard.
+    integers: BTreeSet<String>,
 }
 
 impl InfluxDbSource {
@@ -74,7 +99,51 @@ impl InfluxDbSource {
             query_url,
             client,
             runtime,
+            field_types: Arc::default(),
         })
+    }
+
+    /// Whether `field` of `measurement` is an integer field (cached; a failed lookup counts
+    /// as "no": the values stay floats, as before types were asked).
+    fn integer_field(&self, measurement: &str, field: &str) -> bool {
+        let lock = || self.field_types.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = lock().get(measurement) {
+            let age = t.fetched.elapsed();
+            if age < FIELD_TYPES_TTL && (t.known.contains(field) || age < FIELD_TYPES_RETRY) {
+                return t.integers.contains(field);
+            }
+        }
+        let mut from = String::new();
+        if let Some(rp) = self
+            .config
+            .retention_policy
+            .as_deref()
+            .filter(|r| !r.is_empty())
+        {
+            from.push_str(&quote_ident(rp));
+            from.push('.');
+        }
+        from.push_str(&quote_ident(measurement));
+        let mut types = FieldTypes {
+            fetched: Instant::now(),
+            known: BTreeSet::new(),
+            integers: BTreeSet::new(),
+        };
+        match self.run(&format!("SHOW FIELD KEYS FROM {from}")) {
+            Ok(series) => {
+                let (known, integers) = field_types(&series);
+                types.known = known;
+                types.integers = integers;
+            }
+            Err(e) => tracing::debug!(
+                measurement,
+                error = %e,
+                "SHOW FIELD KEYS failed: numbers of this measurement are read as floats"
+            ),
+        }
+        let integer = types.integers.contains(field);
+        lock().insert(measurement.to_owned(), types);
+        integer
     }
 
     /// The configuration this source was built with.
@@ -158,6 +227,30 @@ impl QuerySource for InfluxDbSource {
             .map_err(|e| SourceError::Query(e.0))?;
         let mut series = self.run(&text)?;
         normalize(q, &mut series, now_ns);
+        let integers = match q.aggregate {
+            Aggregate::Count => true,
+            Aggregate::Raw
+            | Aggregate::Last
+            | Aggregate::Max
+            | Aggregate::Min
+            | Aggregate::Sum
+            | Aggregate::Percentile(_) => {
+                // Only a result with integral numbers needs the question.
+                let integral = series
+                    .iter()
+                    .flat_map(|s| &s.rows)
+                    .flat_map(|r| &r.values)
+                    .any(|v| matches!(v, Some(Value::Int(_))));
+                integral
+                    && q.field
+                        .as_deref()
+                        .is_some_and(|f| self.integer_field(&q.measurement, f))
+            }
+            Aggregate::Mean | Aggregate::Derivative { .. } => false,
+        };
+        if !integers {
+            to_floats(&mut series);
+        }
         Ok(series)
     }
 
@@ -167,7 +260,49 @@ impl QuerySource for InfluxDbSource {
         for s in &mut series {
             s.tags.retain(|_, v| !v.is_empty());
         }
+        // The columns' fields are not known here: every number is a float.
+        to_floats(&mut series);
         Ok(series)
+    }
+}
+
+/// The fields a `SHOW FIELD KEYS` answer lists, and those that are integers in every shard
+/// (a field written with two types in two shards is listed once per type).
+fn field_types(series: &[Series]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut known = BTreeSet::new();
+    let mut other = BTreeSet::new();
+    for s in series {
+        let col = |name: &str| s.columns.iter().position(|c| c == name);
+        let (Some(k), Some(t)) = (col("fieldKey"), col("fieldType")) else {
+            continue;
+        };
+        for r in &s.rows {
+            let (Some(Some(Value::Str(key))), Some(Some(Value::Str(ty)))) =
+                (r.values.get(k), r.values.get(t))
+            else {
+                continue;
+            };
+            known.insert(key.clone());
+            if ty != "integer" && ty != "unsigned" {
+                other.insert(key.clone());
+            }
+        }
+    }
+    let integers = known.difference(&other).cloned().collect();
+    (known, integers)
+}
+
+/// Turns the integers [`decode`] read into floats.
+fn to_floats(series: &mut [Series]) {
+    for v in series
+        .iter_mut()
+        .flat_map(|s| &mut s.rows)
+        .flat_map(|r| &mut r.values)
+        .flatten()
+    {
+        if let Value::Int(i) = v {
+            *v = Value::Float(*i as f64);
+        }
     }
 }
 
@@ -361,13 +496,18 @@ fn convert(raw: RawSeries) -> Result<Series, SourceError> {
     })
 }
 
-/// JSON numbers become floats: InfluxDB's JSON writes the float 1.0 as `1`, so integers and
-/// floats cannot be told apart anyway.
+/// A JSON number written without a fraction or exponent becomes an integer (exactly, also
+/// above 2^53), any other a float. InfluxDB's JSON writes the float 1.0 as `1` too, so which
+/// integers really are depends on the field's type: [`QuerySource::query`] turns the others
+/// back into floats.
 fn json_value(v: serde_json::Value) -> Result<Option<Value>, SourceError> {
     Ok(match v {
         serde_json::Value::Null => None,
         serde_json::Value::Bool(b) => Some(Value::Bool(b)),
-        serde_json::Value::Number(n) => Some(Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+        serde_json::Value::Number(n) => Some(match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        }),
         serde_json::Value::String(s) => Some(Value::Str(s)),
         other => return Err(SourceError::Decode(format!("unexpected value {other}"))),
     })
@@ -391,15 +531,41 @@ mod tests {
             got[0].rows[1],
             Row {
                 time: 2000,
-                values: vec![Some(Value::Float(3.0)), Some(Value::Str("x".into()))]
+                // Integral as written; query() makes it a float unless the field is an integer.
+                values: vec![Some(Value::Int(3)), Some(Value::Str("x".into()))]
             }
         );
+        assert_eq!(got[0].rows[0].values[0], Some(Value::Float(12.5)));
         assert_eq!(got[0].rows[0].values[1], None);
         assert!(got[1].tags.is_empty());
         assert_eq!(
             decode(200, br#"{"results":[{"statement_id":0}]}"#),
             Ok(vec![])
         );
+    }
+
+    #[test]
+    fn show_field_keys_gives_the_integer_fields() {
+        // `t` was written as an integer in one shard and a float in another: not an integer.
+        let body = br#"{"results":[{"statement_id":0,"series":[{"name":"net",
+            "columns":["fieldKey","fieldType"],
+            "values":[["bytes","integer"],["u","unsigned"],["rate","float"],["t","integer"],
+                      ["t","float"],["up","boolean"]]}]}]}"#;
+        let (known, integers) = field_types(&decode(200, body).unwrap());
+        assert_eq!(known.len(), 5);
+        assert_eq!(
+            integers.into_iter().collect::<Vec<_>>(),
+            ["bytes", "u"],
+            "{known:?}"
+        );
+        let mut series = decode(
+            200,
+            br#"{"results":[{"series":[{"columns":["time","value"],"values":[[1,5],[2,5.5]]}]}]}"#,
+        )
+        .unwrap();
+        to_floats(&mut series);
+        assert_eq!(series[0].rows[0].values[0], Some(Value::Float(5.0)));
+        assert_eq!(series[0].rows[1].values[0], Some(Value::Float(5.5)));
     }
 
     #[test]

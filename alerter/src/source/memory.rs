@@ -331,12 +331,13 @@ impl QuerySource for MemorySource {
     }
 }
 
-/// A stored field value as a query result value (numbers are floats, as from InfluxDB's JSON).
+/// A stored field value as a query result value: an integer field stays an integer (an
+/// unsigned one above `i64::MAX` saturates, as Telegraf writes it to InfluxDB 1.x).
 fn result_value(v: &FieldValue) -> Value {
     match v {
         FieldValue::Float(f) => Value::Float(*f),
-        FieldValue::Int(i) => Value::Float(*i as f64),
-        FieldValue::Uint(u) => Value::Float(*u as f64),
+        FieldValue::Int(i) => Value::Int(*i),
+        FieldValue::Uint(u) => Value::Int(i64::try_from(*u).unwrap_or(i64::MAX)),
         FieldValue::Bool(b) => Value::Bool(*b),
         FieldValue::Str(s) => Value::Str(s.clone()),
     }
@@ -370,6 +371,17 @@ fn reduce(
             })
             .collect()
     };
+    // Every point an integer: the selectors and sum keep the type (InfluxDB answers an
+    // integer field's max, min, last, percentile and sum with integers).
+    let ints = || -> Option<Vec<(i64, i64)>> {
+        points
+            .iter()
+            .map(|(t, v)| match result_value(v) {
+                Value::Int(i) => Some((*t, i)),
+                _ => None,
+            })
+            .collect()
+    };
     Ok(match agg {
         Aggregate::Raw => points
             .iter()
@@ -391,45 +403,66 @@ fn reduce(
                 .into_iter()
                 .collect()
         }
-        Aggregate::Count => vec![row(end, Value::Float(points.len() as f64))],
+        Aggregate::Count => vec![row(
+            end,
+            Value::Int(i64::try_from(points.len()).unwrap_or(i64::MAX)),
+        )],
         Aggregate::Mean => {
             let p = numeric()?;
             let sum: f64 = p.iter().map(|(_, v)| v).sum();
             vec![row(end, Value::Float(sum / p.len() as f64))]
         }
-        Aggregate::Sum => {
-            let p = numeric()?;
-            vec![row(end, Value::Float(p.iter().map(|(_, v)| v).sum()))]
-        }
-        Aggregate::Max | Aggregate::Min => {
-            let p = numeric()?;
-            let want_max = *agg == Aggregate::Max;
-            // Ties go to the earliest point, as InfluxDB's max/min selectors.
-            let mut best: Option<(i64, f64)> = None;
-            for &(t, v) in &p {
-                let better = match best {
-                    None => true,
-                    Some((_, b)) => (want_max && v > b) || (!want_max && v < b),
-                };
-                if better {
-                    best = Some((t, v));
-                }
+        Aggregate::Sum => match ints() {
+            // Wrapping on overflow, as InfluxDB's integer sum (Go's int64 addition).
+            Some(p) => vec![row(
+                end,
+                Value::Int(p.iter().fold(0i64, |a, (_, v)| a.wrapping_add(*v))),
+            )],
+            None => {
+                let p = numeric()?;
+                vec![row(end, Value::Float(p.iter().map(|(_, v)| v).sum()))]
             }
-            best.map(|(t, v)| row(t, Value::Float(v)))
-                .into_iter()
-                .collect()
+        },
+        Aggregate::Max | Aggregate::Min => {
+            let want_max = *agg == Aggregate::Max;
+            match ints() {
+                Some(p) => select_extreme(&p, want_max)
+                    .map(|(t, v)| row(t, Value::Int(v)))
+                    .into_iter()
+                    .collect(),
+                None => select_extreme(&numeric()?, want_max)
+                    .map(|(t, v)| row(t, Value::Float(v)))
+                    .into_iter()
+                    .collect(),
+            }
         }
         Aggregate::Percentile(pct) => {
-            let mut p = numeric()?;
+            let ints = ints();
+            let floats = if ints.is_none() {
+                numeric()?
+            } else {
+                Vec::new()
+            };
             // InfluxDB's nearest rank: i = floor(n * p / 100 + 0.5) - 1, no point when outside.
-            let n = p.len();
+            let n = points.len();
             let i = (n as f64 * pct / 100.0 + 0.5).floor() as i64 - 1;
             if i < 0 || i as usize >= n {
                 return Ok(Vec::new());
             }
-            p.sort_by(|a, b| a.1.total_cmp(&b.1));
-            let (t, v) = p[i as usize];
-            vec![row(t, Value::Float(v))]
+            let i = i as usize;
+            match ints {
+                Some(mut p) => {
+                    p.sort_by_key(|(_, v)| *v);
+                    let (t, v) = p[i];
+                    vec![row(t, Value::Int(v))]
+                }
+                None => {
+                    let mut p = floats;
+                    p.sort_by(|a, b| a.1.total_cmp(&b.1));
+                    let (t, v) = p[i];
+                    vec![row(t, Value::Float(v))]
+                }
+            }
         }
         Aggregate::Derivative { unit, non_negative } => {
             let p = numeric()?;
@@ -456,9 +489,26 @@ fn reduce(
     })
 }
 
+/// The point with the greatest (`want_max`) or least value; ties go to the earliest point,
+/// as InfluxDB's max/min selectors.
+fn select_extreme<T: PartialOrd + Copy>(points: &[(i64, T)], want_max: bool) -> Option<(i64, T)> {
+    let mut best: Option<(i64, T)> = None;
+    for &(t, v) in points {
+        let better = match best {
+            None => true,
+            Some((_, b)) => (want_max && v > b) || (!want_max && v < b),
+        };
+        if better {
+            best = Some((t, v));
+        }
+    }
+    best
+}
+
 /// `a > b` for two values of one field (numbers by value, strings bytewise, false < true).
 fn greater(a: &FieldValue, b: &FieldValue) -> bool {
     match (a, b) {
+        (FieldValue::Int(x), FieldValue::Int(y)) => x > y,
         (FieldValue::Str(x), FieldValue::Str(y)) => x > y,
         (FieldValue::Bool(x), FieldValue::Bool(y)) => x > y,
         _ => match (number(&result_value(a)), number(&result_value(b))) {
@@ -609,7 +659,7 @@ mod tests {
         let got = src.query(&q, NOW).unwrap();
         assert_eq!(
             got[0].rows[0].values[0],
-            Some(Value::Float(5.0)),
+            Some(Value::Int(5)),
             "(-50 s, 0] holds -40..0"
         );
         // No group_by: one series over everything that passed the filter.
@@ -619,7 +669,57 @@ mod tests {
         let got = src.query(&q, NOW).unwrap();
         assert_eq!(got.len(), 1);
         assert!(got[0].tags.is_empty());
-        assert_eq!(got[0].rows[0].values[0], Some(Value::Float(18.0)));
+        assert_eq!(got[0].rows[0].values[0], Some(Value::Int(18)));
+    }
+
+    /// Issue 10 item 16: an integer field reached rules as a float. The selectors and sum of
+    /// integers are integers (as InfluxDB answers them), count always is, mean is a float.
+    #[test]
+    fn integer_fields_stay_integers() {
+        let src = MemorySource::from_line_protocol(
+            "net,host=a drops=7i 10\nnet,host=a drops=3i 20\nnet,host=a drops=9i 30\n\
+             net,host=a big=18446744073709551615u 30\nnet,host=b drops=1.5 30\n",
+            0,
+        )
+        .unwrap();
+        let mut q = Query::new("net");
+        q.field = Some("drops".into());
+        q.filters.push(TagFilter {
+            tag: "host".into(),
+            value: "a".into(),
+            negate: false,
+        });
+        let one = |q: &Query| src.query(q, 30).unwrap()[0].rows.clone();
+        let value = |q: &Query| one(q).last().unwrap().values[0].clone().unwrap();
+        for (agg, want) in [
+            (Aggregate::Raw, Value::Int(9)),
+            (Aggregate::Last, Value::Int(9)),
+            (Aggregate::Max, Value::Int(9)),
+            (Aggregate::Min, Value::Int(3)),
+            (Aggregate::Sum, Value::Int(19)),
+            (Aggregate::Count, Value::Int(3)),
+            (Aggregate::Percentile(50.0), Value::Int(7)),
+            (Aggregate::Mean, Value::Float(19.0 / 3.0)),
+        ] {
+            q.aggregate = agg.clone();
+            assert_eq!(value(&q), want, "{agg:?}");
+        }
+        q.aggregate = Aggregate::Derivative {
+            unit: Duration::from_nanos(10),
+            non_negative: false,
+        };
+        assert_eq!(value(&q), Value::Float(6.0));
+        // Unsigned: an integer, saturating above i64::MAX (as Telegraf writes it to 1.x).
+        q.field = Some("big".into());
+        q.aggregate = Aggregate::Last;
+        assert_eq!(value(&q), Value::Int(i64::MAX));
+        // Host b's field is a float: merged with a's integers the group is floats.
+        q.field = Some("drops".into());
+        q.filters.clear();
+        q.aggregate = Aggregate::Max;
+        assert_eq!(value(&q), Value::Float(9.0));
+        q.aggregate = Aggregate::Count;
+        assert_eq!(value(&q), Value::Int(4));
     }
 
     #[test]

@@ -570,7 +570,7 @@ impl Cycle<'_> {
     /// The instance's series is not in this (successful) result.
     fn missing(&mut self, inst: &mut Instance) {
         let since = *inst.missing_since.get_or_insert(self.now);
-        // Missing data waits like a condition does: `no_data_after` if set, else `for`.
+        // Missing data waits like a condition does: `no_data_after` if set, else `pending`.
         let wait = if self.s.no_data_after.is_zero() {
             self.s.pending
         } else {

@@ -7,7 +7,7 @@
 //!
 //! - **Level** from the series' conditions as Kapacitor's `determineLevel` (hysteresis with
 //!   reset conditions): [`determine_level`].
-//! - **Pending** (`for`): a non-OK level fires once it has held for `pending` (0 = at once).
+//! - **Pending** (`pending`, Prometheus' `for`): a non-OK level fires once it has held for `pending` (0 = at once).
 //!   Escalating or de-escalating while pending keeps the pending start and fires at the level
 //!   current then; clearing while pending drops it silently. Once firing, level changes (up or
 //!   down) apply at once and notify (Kapacitor); pending gates only OK → firing.

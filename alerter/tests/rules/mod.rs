@@ -171,6 +171,24 @@ fn influxdb_and_memory_source_agree_on_every_query_shape() {
         q.range = Duration::from_secs(45);
         cases.push(q);
     }
+    // An integer field: the selectors, sum and count are integers from both (InfluxDB's
+    // JSON cannot say so: the source asks SHOW FIELD KEYS); mean is a float. The float
+    // fields above have integral values too (mem 40.0, 41.0...), which must stay floats.
+    for agg in [
+        Aggregate::Raw,
+        Aggregate::Last,
+        Aggregate::Max,
+        Aggregate::Min,
+        Aggregate::Sum,
+        Aggregate::Count,
+        Aggregate::Percentile(50.0),
+        Aggregate::Mean,
+    ] {
+        let mut q = query("net", "bytes_recv", agg);
+        q.group_by = vec!["host".into()];
+        q.range = Duration::from_secs(45);
+        cases.push(q);
+    }
     for non_negative in [false, true] {
         for unit in [sec, Duration::from_secs(60)] {
             let mut q = query(
@@ -232,6 +250,15 @@ fn influxdb_and_memory_source_agree_on_every_query_shape() {
             .query(q, NOW)
             .unwrap_or_else(|e| panic!("{text}: {e}"));
         same_series(&text, &i, &m);
+        // Not only equal: of the same type (close() compares floats approximately).
+        let types = |s: &[Series]| -> Vec<String> {
+            s.iter()
+                .flat_map(|s| &s.rows)
+                .flat_map(|r| &r.values)
+                .map(|v| format!("{:?}", v.as_ref().map(std::mem::discriminant)))
+                .collect()
+        };
+        assert_eq!(types(&i), types(&m), "{text}");
     }
 }
 

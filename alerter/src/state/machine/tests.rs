@@ -277,6 +277,40 @@ fn repeat_renotifies_an_unchanged_alert() {
     assert_eq!(sim.one(300, O), [], "OK is never repeated");
 }
 
+/// docs/kapacitor-to-rhai.md §7: `repeat` equal to `every` is Kapacitor without
+/// `.stateChangesOnly()`: an event at every evaluation while non-OK, none while pending,
+/// none for OK.
+#[test]
+fn repeat_equal_to_every_reminds_at_every_evaluation_once_firing() {
+    let mut s = base();
+    s.repeat = Some(secs(10));
+    s.pending = secs(20);
+    let mut sim = Sim::new(s);
+    let got: Vec<_> = [
+        (0, C),
+        (10, C),
+        (20, C),
+        (30, C),
+        (40, W),
+        (50, W),
+        (60, O),
+        (70, O),
+    ]
+    .into_iter()
+    .flat_map(|(t, l)| sim.one(t, l).into_iter().map(move |e| (t, e)))
+    .collect();
+    assert_eq!(
+        got,
+        [
+            (20, (Alert, C)),
+            (30, (Alert, C)),
+            (40, (Alert, W)),
+            (50, (Alert, W)),
+            (60, (Recovery, O)),
+        ]
+    );
+}
+
 #[test]
 fn no_recoveries_tracks_state_silently() {
     let mut s = base();
