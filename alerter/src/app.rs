@@ -194,7 +194,8 @@ pub fn check(
                 if let Some(c) = cfg
                     && let Err(e) = c.notify.validate_names(&s.notify)
                 {
-                    let _ = writeln!(out, "{}: {e}", p.display());
+                    let (l, col) = s.notify_pos;
+                    let _ = writeln!(out, "{}:{l}:{col}: {e}", p.display());
                     failed = true;
                     continue;
                 }

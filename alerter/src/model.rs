@@ -217,6 +217,9 @@ pub struct RuleSettings {
     pub details_template: String,
     /// Notifier names this rule sends to.
     pub notify: Vec<String>,
+    /// Where `notify` is written in the rule file (line, column; (0, 0) when unknown), for
+    /// "unknown notifier" errors.
+    pub notify_pos: Pos,
     /// Category for inhibition (`inhibits` of other rules match it).
     pub category: Option<String>,
     /// While this rule's instance is non-OK, it mutes instances of rules with these categories
@@ -246,6 +249,7 @@ impl Default for RuleSettings {
             message_template: "{{id}} is {{level}}".into(),
             details_template: String::new(),
             notify: Vec::new(),
+            notify_pos: (0, 0),
             category: None,
             inhibits: Vec::new(),
             actions: Vec::new(),

@@ -457,9 +457,10 @@ impl Service {
         let loaded = load_rule_with(path, &self.limits)
             .map_err(|e| e.to_string())
             .and_then(|rule| {
+                let (l, c) = rule.settings().notify_pos;
                 self.router
                     .validate_names(&rule.settings().notify)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| format!("{}:{l}:{c}: {e}", path.display()))?;
                 self.config
                     .actions
                     .validate_rule(rule.settings())

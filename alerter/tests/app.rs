@@ -168,6 +168,50 @@ fn check_runs_each_rule_once_and_fails_the_broken_kinds() {
     }
 }
 
+/// A rule naming a notifier that is not configured: file:line:column of its `notify`.
+#[test]
+fn an_unknown_notifier_is_reported_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("alerter.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n\
+             [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"a-token-long-enough-for-tests\"\n\
+             [[notifiers.log]]\n  name = \"ops\"\n",
+            dir.path().display().to_string(),
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = app::load_config(&conf, &|_| None).expect("config loads");
+    let rule = dir.path().join("cpu.rhai");
+    std::fs::write(
+        &rule,
+        GOOD_RULE.replacen("rule(#{", "rule(#{\n  notify: [\"opz\"],", 1),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let opts = app::CheckOptions {
+        eval: false,
+        data: None,
+    };
+    assert!(!app::check(
+        Some(&cfg),
+        std::slice::from_ref(&rule),
+        &opts,
+        &mut out
+    ));
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.starts_with(&format!(
+            "{}:3:11: unknown notifier \"opz\"",
+            rule.display()
+        )),
+        "{out}"
+    );
+}
+
 /// Regression: `wk-alerter test ... | head` panicked on the broken pipe.
 #[test]
 fn test_command_stops_quietly_when_stdout_closes() {

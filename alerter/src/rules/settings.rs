@@ -138,7 +138,10 @@ pub fn build(
             "id" => s.id_template = template(v).map_err(bad)?,
             "message" => s.message_template = template(v).map_err(bad)?,
             "details" => s.details_template = template(v).map_err(bad)?,
-            "notify" => s.notify = strings(v).map_err(bad)?,
+            "notify" => {
+                s.notify = strings(v).map_err(bad)?;
+                s.notify_pos = value_pos(key);
+            }
             "category" => s.category = Some(non_empty_string(v).map_err(bad)?),
             "inhibits" => s.inhibits = inhibits(v).map_err(bad)?,
             "actions" => {
