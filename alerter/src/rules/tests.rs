@@ -1115,37 +1115,3 @@ fn threshold_shortcut_mistakes_are_script_errors() {
         assert!(m.contains(want), "{body}: {m}");
     }
 }
-
-/// The shortcut's hysteresis through the state machine, as Kapacitor's warnReset/critReset:
-/// a level is entered above its threshold and left only below threshold − hysteresis.
-#[test]
-fn threshold_hysteresis_through_the_state_machine() {
-    use crate::model::EventKind::{Alert, Recovery};
-    use Level::{Critical as C, Ok as O, Warning as W};
-    let rule = load(
-        "rule(#{ every: \"1s\" });\nfn check() {\n  let a = query(\"cpu\").field(\"v\").range(\"1s\").last().group_by(\"host\").run();\n  for s in a { s.above(80, 90, 5); }\n  a\n}\n",
-    )
-    .unwrap();
-    let values = [81.0, 77.0, 74.0, 92.0, 87.0, 84.0, 79.0, 76.0, 74.0];
-    let lp: String = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("cpu,host=a v={v} {}\n", NOW + i as i64 * S))
-        .collect();
-    let points = wk_core::lineproto::parse(&lp, 0).unwrap();
-    let got: Vec<_> = crate::app::replay(&rule, &points, Duration::ZERO)
-        .into_iter()
-        .flat_map(|step| step.events)
-        .map(|(e, _)| (e.kind, e.level, (e.time - NOW) / S))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            (Alert, W, 0),    // 81 > 80
-            (Recovery, O, 2), // 77 holds warn (not < 75); 74 resets
-            (Alert, C, 3),    // 92 > 90
-            (Alert, W, 5),    // 87 holds crit; 84 < 85 resets crit to warn (84 > 80)
-            (Recovery, O, 8), // 79 and 76 hold warn; 74 < 75 resets
-        ]
-    );
-}
