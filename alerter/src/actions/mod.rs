@@ -220,12 +220,11 @@ impl ActionResult {
 }
 
 /// Sends `sig` to `pid`; false when the process is gone or not ours to signal.
-pub(crate) fn signal(pid: i32, sig: libc::c_int) -> bool {
-    if pid <= 1 {
-        return false;
+pub(crate) fn signal(pid: i32, sig: rustix::process::Signal) -> bool {
+    match rustix::process::Pid::from_raw(pid) {
+        Some(p) if pid > 1 => rustix::process::kill_process(p, sig).is_ok(),
+        _ => false,
     }
-    // SAFETY: kill(2) takes plain integers; no memory is shared.
-    unsafe { libc::kill(pid, sig) == 0 }
 }
 
 /// Whether `pid` still runs (not a zombie) under `proc_root`.
@@ -238,7 +237,7 @@ pub(crate) fn alive(proc_root: &std::path::Path, pid: i32) -> bool {
 pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for &pid in pids {
-        if !signal(pid, libc::SIGTERM) {
+        if !signal(pid, rustix::process::Signal::TERM) {
             out.push((pid, "gone before SIGTERM".to_owned()));
             continue;
         }
@@ -262,7 +261,7 @@ pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)
         if tokio::time::Instant::now() >= deadline {
             for (p, how) in out.iter_mut() {
                 if how.is_empty() {
-                    signal(*p, libc::SIGKILL);
+                    signal(*p, rustix::process::Signal::KILL);
                     *how = format!(
                         "SIGKILL after {} (ignored SIGTERM)",
                         crate::template::format_duration(ctx.grace)

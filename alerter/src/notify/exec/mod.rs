@@ -133,19 +133,16 @@ pub fn event_env(e: &AlertEvent) -> Vec<(String, String)> {
 
 /// Kills a process group when dropped (a cancelled or timed-out attempt) unless disarmed.
 struct GroupKill {
-    pgid: Option<libc::pid_t>,
+    pgid: Option<i32>,
 }
 
 impl GroupKill {
     fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take()
-            && pgid > 1
+        // The group is ours: the child was started with process_group(0).
+        if let Some(pgid) = self.pgid.take().filter(|p| *p > 1)
+            && let Some(pgid) = rustix::process::Pid::from_raw(pgid)
         {
-            // SAFETY: kill(2) with a negative pid signals a process group; no memory is
-            // involved. The group is ours: the child was started with process_group(0).
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
     }
 }
@@ -229,7 +226,7 @@ pub async fn run_program(p: Program<'_>) -> std::io::Result<Captured> {
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let mut group = GroupKill {
-        pgid: child.id().map(|p| p as libc::pid_t),
+        pgid: child.id().map(|p| p as i32),
     };
     let stdin = child.stdin.take();
     let input = p.stdin;
