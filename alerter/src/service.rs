@@ -148,6 +148,8 @@ pub struct Service {
     host_pages: HostPages,
     /// The silences active at the last scan (to see one end).
     active_silences: Vec<String>,
+    /// Writes rule states off the scheduler.
+    persister: Option<crate::state::Persister>,
     /// A copy of every routed event, for in-process observers (tests).
     tap: Option<mpsc::UnboundedSender<AlertEvent>>,
 }
@@ -173,6 +175,11 @@ impl Service {
         };
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let source_health = RuleState::load(&config.settings.state_dir, SOURCE_RULE);
+        let persister = crate::state::Persister::start(config.settings.state_dir.clone())
+            .inspect_err(|e| {
+                warn!("cannot start the state writer thread; states are saved inline: {e}")
+            })
+            .ok();
         let engine = Engine::new(
             config.actions.clone(),
             config.settings.state_dir.clone(),
@@ -194,6 +201,7 @@ impl Service {
             clock,
             host_pages: HostPages::default(),
             active_silences: Vec::new(),
+            persister,
             tap: None,
         }
     }
@@ -361,12 +369,11 @@ impl Service {
                 let why = format!("the rule was removed ({} deleted)", path.display());
                 let events = slot.state.retire(settings, now, &why);
                 self.route(events);
-                let file =
-                    crate::state::state_path(&self.config.settings.state_dir, &settings.name);
-                if let Err(e) = std::fs::remove_file(&file)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    warn!(file = %file.display(), "cannot remove the state of a removed rule: {e}");
+                match &self.persister {
+                    Some(p) => p.remove(&settings.name),
+                    None => {
+                        crate::state::remove_state(&self.config.settings.state_dir, &settings.name)
+                    }
                 }
             }
         }
@@ -571,9 +578,23 @@ impl Service {
         self.route(events);
     }
 
+    /// Saves a rule's state: encoded here, written by the state writer thread (the fsyncs
+    /// never hold up the scheduler); synchronously if that thread could not start.
     fn persist(&self, name: &str, state: &RuleState) {
-        if let Err(e) = state.save(&self.config.settings.state_dir, name) {
+        let dir = &self.config.settings.state_dir;
+        let saved = match &self.persister {
+            Some(p) => state.encode(dir, name).map(|json| p.save(name, json)),
+            None => state.save(dir, name),
+        };
+        if let Err(e) = saved {
             error!(rule = %name, "cannot save alert state: {e}");
+        }
+    }
+
+    /// Waits until every state handed to the writer is on disk.
+    pub fn flush_state(&self) {
+        if let Some(p) = &self.persister {
+            p.flush();
         }
     }
 
@@ -871,6 +892,7 @@ impl Service {
             }
         }
         self.router.shutdown(Duration::from_secs(5)).await;
+        self.flush_state();
         info!("alerter stopped");
     }
 

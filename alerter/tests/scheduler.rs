@@ -357,6 +357,11 @@ fn check() {
         (EventKind::Alert, "cpu:host=web1")
     );
     let state = run._dir.path().join("state").join("cpu.state.json");
+    // States are written by their own thread: give it a moment (real time).
+    let t0 = std::time::Instant::now();
+    while !state.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(state.exists());
     std::fs::remove_file(run._dir.path().join("rules").join("cpu.rhai")).unwrap();
     let closed = next_event(&mut run, 10).await.expect("a recovery");
@@ -368,6 +373,6 @@ fn check() {
         "{}",
         closed.message
     );
-    assert!(!state.exists(), "the removed rule's state is forgotten");
     run.stop().await;
+    assert!(!state.exists(), "the removed rule's state is forgotten");
 }

@@ -57,4 +57,4 @@ pub use level::determine_level;
 pub use machine::{
     DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, Tags, TemplateSettingError, Templates,
 };
-pub use persist::{PersistError, STATE_VERSION, state_path, write_atomic};
+pub use persist::{PersistError, Persister, STATE_VERSION, remove_state, state_path, write_atomic};

@@ -116,23 +116,22 @@ pub fn state_path(dir: &Path, rule_name: &str) -> PathBuf {
 impl RuleState {
     /// Writes this rule's state to `dir` atomically (creating `dir` if needed).
     pub fn save(&self, dir: &Path, rule_name: &str) -> Result<(), PersistError> {
-        let path = state_path(dir, rule_name);
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PersistError::Io { path, source }
-        };
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let json = self.encode(dir, rule_name)?;
+        write_state(dir, rule_name, &json)
+    }
+
+    /// The state file's content.
+    pub fn encode(&self, dir: &Path, rule_name: &str) -> Result<Vec<u8>, PersistError> {
         let file = StateFileOut {
             version: STATE_VERSION,
             rule: rule_name,
             instances: self.instances.values().collect(),
             error: self.error.as_ref(),
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|source| PersistError::Json {
-            path: path.clone(),
+        serde_json::to_vec_pretty(&file).map_err(|source| PersistError::Json {
+            path: state_path(dir, rule_name),
             source,
-        })?;
-        write_atomic(&path, &json).map_err(|(p, source)| PersistError::Io { path: p, source })
+        })
     }
 
     /// Reads this rule's state from `dir`: `Ok(None)` when there is no state file.
@@ -180,6 +179,123 @@ impl RuleState {
             Err(err) => {
                 tracing::warn!(rule = rule_name, %err, "ignoring the saved alert state; the rule starts with no state");
                 RuleState::new()
+            }
+        }
+    }
+}
+
+/// Writes encoded state atomically (creating `dir` if needed).
+fn write_state(dir: &Path, rule_name: &str, json: &[u8]) -> Result<(), PersistError> {
+    fs::create_dir_all(dir).map_err(|source| PersistError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_atomic(&state_path(dir, rule_name), json)
+        .map_err(|(path, source)| PersistError::Io { path, source })
+}
+
+/// Saves rule states on a thread of its own, so the fsyncs never hold up the scheduler: the
+/// scheduler hands over the encoded state; the latest one per rule wins (an older one not yet
+/// written is dropped), an unchanged one is not written again, and [`Persister::flush`]
+/// waits until everything handed over is on disk (shutdown, tests).
+pub struct Persister {
+    shared: std::sync::Arc<Pending>,
+}
+
+/// (states to write — `None`: remove the file —, a batch is being written, the persister
+/// is gone).
+type Queue = (BTreeMap<String, Option<Vec<u8>>>, bool, bool);
+
+#[derive(Default)]
+struct Pending {
+    queue: std::sync::Mutex<Queue>,
+    wake: std::sync::Condvar,
+    idle: std::sync::Condvar,
+}
+
+impl Persister {
+    /// Starts the writer thread for the state files in `dir`.
+    pub fn start(dir: PathBuf) -> io::Result<Persister> {
+        let shared = std::sync::Arc::new(Pending::default());
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || writer(&s, &dir))?;
+        Ok(Persister { shared })
+    }
+
+    /// Hands over `rule_name`'s encoded state.
+    pub fn save(&self, rule_name: &str, json: Vec<u8>) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.0.insert(rule_name.to_owned(), Some(json));
+        self.shared.wake.notify_one();
+    }
+
+    /// Removes `rule_name`'s state file (the rule was deleted), after any write handed over.
+    pub fn remove(&self, rule_name: &str) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.0.insert(rule_name.to_owned(), None);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until every state handed over so far is written (or failed and was logged).
+    pub fn flush(&self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while !q.0.is_empty() || q.1 {
+            q = self.shared.idle.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Removes a rule's state file (a missing one is fine).
+pub fn remove_state(dir: &Path, rule_name: &str) {
+    let file = state_path(dir, rule_name);
+    if let Err(e) = fs::remove_file(&file)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %file.display(), "cannot remove the state of a removed rule: {e}");
+    }
+}
+
+impl Drop for Persister {
+    /// The writer finishes what was handed over, then ends.
+    fn drop(&mut self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.2 = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+fn writer(shared: &Pending, dir: &Path) {
+    let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    loop {
+        let batch = {
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.1 = false;
+            shared.idle.notify_all();
+            while q.0.is_empty() {
+                if q.2 {
+                    return;
+                }
+                q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            q.1 = true;
+            std::mem::take(&mut q.0)
+        };
+        for (name, json) in batch {
+            let Some(json) = json else {
+                written.remove(&name);
+                remove_state(dir, &name);
+                continue;
+            };
+            if written.get(&name) == Some(&json) {
+                continue;
+            }
+            match write_state(dir, &name, &json) {
+                Ok(()) => {
+                    written.insert(name, json);
+                }
+                Err(e) => tracing::error!(rule = %name, "cannot save alert state: {e}"),
             }
         }
     }
@@ -334,5 +450,32 @@ mod tests {
         fs::remove_file(&p).expect("rm");
         fs::create_dir(&p).expect("mkdir");
         assert_eq!(RuleState::load(dir.path(), "r").instance_count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+
+    /// The writer thread writes the latest state handed over per rule; flush waits for it.
+    #[test]
+    fn the_latest_state_per_rule_is_written_and_flush_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Persister::start(dir.path().to_owned()).unwrap();
+        let mut s = RuleState::new();
+        for i in 0..50 {
+            s.error = Some(super::super::machine::ErrorState {
+                level: crate::model::Level::Critical,
+                since: i,
+                announced: false,
+                last_sent: None,
+                message: format!("m{i}"),
+            });
+            p.save("r", s.encode(dir.path(), "r").unwrap());
+        }
+        p.flush();
+        let back = RuleState::try_load(dir.path(), "r").unwrap().unwrap();
+        assert_eq!(back.error.unwrap().message, "m49");
+        drop(p);
     }
 }
