@@ -1,5 +1,6 @@
 //! `[[inputs.internal]]`: the agent's own counters (Telegraf's `internal_agent`,
-//! `internal_gather`, `internal_write`), so an operator can alert on a struggling agent.
+//! `internal_gather`, `internal_write`) and memory (`internal_memstats`), so an operator can
+//! alert on a struggling agent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,19 +21,57 @@ pub const SPEC: InputSpec = InputSpec {
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The compiler that built the agent: Telegraf's `go_version` tag, here `rust_version`.
+const RUST_VERSION: &str = env!("WK_RUSTC_VERSION");
 
 struct Internal {
     stats: Arc<SelfStats>,
     per_instance: bool,
+    memstats: bool,
+    proc_root: std::path::PathBuf,
 }
 
 fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
     let per_instance = opts.bool("per_instance", false);
-    opts.unsupported(&["collect_memstats", "collect_gostats"]);
+    let memstats = opts.bool("collect_memstats", true);
+    opts.unsupported(&["collect_gostats"]);
     Box::new(Internal {
         stats: ctx.stats.clone(),
         per_instance,
+        memstats,
+        proc_root: ctx.paths.proc.clone(),
     })
+}
+
+/// `internal_memstats` from what Linux and glibc's malloc say of this process, under
+/// Telegraf's names where they mean the same thing: `heap_alloc_bytes`/`alloc_bytes` (bytes
+/// in use by allocations, malloc's `uordblks` + `hblkhd`), `heap_sys_bytes` (heap obtained
+/// from the OS: `arena` + `hblkhd`), `heap_idle_bytes` (free inside it, `fordblks`),
+/// `heap_in_use_bytes` (= alloc), `sys_bytes` (resident memory, VmRSS). Go's GC counters
+/// (`mallocs`, `frees`, `num_gc`, `pointer_lookups`, `heap_objects`, `total_alloc_bytes`,
+/// `heap_released_bytes`) have no meaning here and are not sent.
+fn memstats(proc_root: &std::path::Path) -> Option<[(&'static str, u64); 6]> {
+    // SAFETY: mallinfo2 reads the allocator's counters into a plain struct it returns by
+    // value; it takes no pointers and has no preconditions.
+    let mi = unsafe { libc::mallinfo2() };
+    let in_use = (mi.uordblks + mi.hblkhd) as u64;
+    let status = std::fs::read_to_string(proc_root.join("self/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some([
+        ("alloc_bytes", in_use),
+        ("heap_alloc_bytes", in_use),
+        ("heap_idle_bytes", mi.fordblks as u64),
+        ("heap_in_use_bytes", in_use),
+        ("heap_sys_bytes", (mi.arena + mi.hblkhd) as u64),
+        ("sys_bytes", rss_kb * 1024),
+    ])
 }
 
 fn int(v: u64) -> i64 {
@@ -94,9 +133,19 @@ impl Input for Internal {
             agent.5 += s.metrics_written;
             agent.6 += s.write_errors;
         }
+        if self.memstats
+            && let Some(fields) = memstats(&self.proc_root)
+        {
+            let mut m = acc.metric("internal_memstats");
+            for (k, v) in fields {
+                m.add_field(k, v);
+            }
+            acc.push(m);
+        }
         acc.push(
             acc.metric("internal_agent")
                 .with_tag("version", VERSION)
+                .with_tag("rust_version", RUST_VERSION)
                 .with_field("gather_errors", int(agent.0))
                 .with_field("gather_timeouts", int(agent.1))
                 .with_field("metrics_dropped", int(agent.2))
@@ -115,6 +164,7 @@ impl Input for Internal {
             }
             acc.push(
                 m.with_field("errors", int(s.gather_errors))
+                    .with_field("gather_errors", int(s.gather_errors))
                     .with_field("gather_time_ns", int(s.gather_time_ns))
                     .with_field("gather_timeouts", int(s.gather_timeouts))
                     .with_field("metrics_gathered", int(s.metrics_gathered))
@@ -159,6 +209,8 @@ mod tests {
         let mut i = Internal {
             stats: stats.clone(),
             per_instance,
+            memstats: true,
+            proc_root: "/proc".into(),
         };
         let mut acc = Accumulator::new(0);
         i.gather(&mut acc).unwrap();
@@ -186,12 +238,25 @@ mod tests {
             None,
         );
         let m = gather(false, &stats);
+        // This process's own memory, in Telegraf's field names.
+        assert_eq!(m[0].name, "internal_memstats");
+        // uint64, as Go's runtime.MemStats.
+        let Some(FieldValue::Uint(rss)) = m[0].field("sys_bytes") else {
+            panic!("{:?}", m[0])
+        };
+        assert!(*rss > 1 << 20, "{rss}");
+        let m: Vec<Metric> = m.into_iter().skip(1).collect();
         assert_eq!(m[0].name, "internal_agent");
+        assert!(
+            m[0].tag("rust_version")
+                .is_some_and(|v| v.starts_with("1."))
+        );
         assert_eq!(m[0].field("metrics_gathered"), Some(&FieldValue::Int(7)));
         assert_eq!(m[0].field("metrics_dropped"), Some(&FieldValue::Int(7)));
         assert_eq!(m[0].field("gather_errors"), Some(&FieldValue::Int(1)));
         let gathers: Vec<_> = m.iter().filter(|m| m.name == "internal_gather").collect();
         assert_eq!(gathers.len(), 1);
+        assert_eq!(gathers[0].field("gather_errors"), Some(&FieldValue::Int(1)));
         assert_eq!(
             gathers[0].field("metrics_gathered"),
             Some(&FieldValue::Int(7))
