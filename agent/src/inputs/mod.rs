@@ -16,6 +16,7 @@ pub mod haproxy;
 pub mod http_response;
 pub mod internal;
 pub mod kernel;
+pub mod linux_sysctl_fs;
 pub mod mem;
 pub mod net;
 pub mod net_response;
@@ -66,6 +67,7 @@ pub static REGISTRY: &[InputSpec] = &[
     http_response::SPEC,
     internal::SPEC,
     kernel::SPEC,
+    linux_sysctl_fs::SPEC,
     mem::SPEC,
     net::SPEC,
     net_response::SPEC,

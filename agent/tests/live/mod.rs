@@ -7,6 +7,7 @@ mod docker;
 mod haproxy;
 mod http_response;
 mod kernel;
+mod linux_sysctl_fs;
 mod mem;
 mod net;
 mod net_response;
