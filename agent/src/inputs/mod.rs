@@ -8,6 +8,7 @@ use wk_core::options::Options;
 pub use crate::error::GatherError;
 pub use crate::plugin::BuildContext;
 
+pub mod conntrack;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
@@ -59,6 +60,7 @@ pub struct InputSpec {
 
 /// Every input, one line each.
 pub static REGISTRY: &[InputSpec] = &[
+    conntrack::SPEC,
     cpu::SPEC,
     disk::SPEC,
     diskio::SPEC,
