@@ -16,6 +16,7 @@ pub mod docker;
 pub mod haproxy;
 pub mod http_response;
 pub mod internal;
+pub mod interrupts;
 pub mod kernel;
 pub mod linux_sysctl_fs;
 pub mod mem;
@@ -68,6 +69,7 @@ pub static REGISTRY: &[InputSpec] = &[
     haproxy::SPEC,
     http_response::SPEC,
     internal::SPEC,
+    interrupts::SPEC,
     kernel::SPEC,
     linux_sysctl_fs::SPEC,
     mem::SPEC,

@@ -7,6 +7,7 @@ mod diskio;
 mod docker;
 mod haproxy;
 mod http_response;
+mod interrupts;
 mod kernel;
 mod linux_sysctl_fs;
 mod mem;
