@@ -133,6 +133,25 @@ pub fn socket_owners(proc_root: &Path) -> HashMap<u64, Vec<i32>> {
     map
 }
 
+/// Socket inode → how many file descriptors refer to it, over every process whose fd table
+/// can be read (one walk of all fd tables; a socket shared by a parent and its child, or
+/// dup'ed, counts once per fd).
+pub fn socket_fd_counts(proc_root: &Path) -> HashMap<u64, u32> {
+    let mut map: HashMap<u64, u32> = HashMap::new();
+    let Ok(iter) = procfs::process::all_processes_with_root(proc_root) else {
+        return map;
+    };
+    for p in iter.filter_map(Result::ok) {
+        let Ok(fds) = p.fd() else { continue };
+        for fd in fds.filter_map(Result::ok) {
+            if let FDTarget::Socket(inode) = fd.target {
+                *map.entry(inode).or_default() += 1;
+            }
+        }
+    }
+    map
+}
+
 /// Inodes of TCP sockets (v4 and v6) listening on `port`, from `<proc_root>/self/net/tcp{,6}`
 /// (the network namespace of this process).
 pub fn tcp_listener_inodes(proc_root: &Path, port: u16) -> Vec<u64> {

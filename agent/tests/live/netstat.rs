@@ -294,13 +294,11 @@ fn netlink_and_proc_give_the_same_counts() {
     let mut last = None;
     for _ in 0..50 {
         let a = nl
-            .count(&paths, Source::Netlink, UnixCounting::TelegrafKey)
+            .count(&paths, Source::Netlink, UnixCounting::PerFd)
             .unwrap();
-        let p = pr
-            .count(&paths, Source::Proc, UnixCounting::TelegrafKey)
-            .unwrap();
+        let p = pr.count(&paths, Source::Proc, UnixCounting::PerFd).unwrap();
         let b = nl
-            .count(&paths, Source::Netlink, UnixCounting::TelegrafKey)
+            .count(&paths, Source::Netlink, UnixCounting::PerFd)
             .unwrap();
         if a == b {
             assert_eq!(a, p, "netlink vs /proc");
@@ -314,18 +312,49 @@ fn netlink_and_proc_give_the_same_counts() {
     panic!("counts never stable: {last:?}");
 }
 
-/// tcp_none and the unix part of udp_socket recounted from /proc/net/unix with gopsutil's
-/// rule: distinct (type, path), path = 8th column when there are exactly 8.
+/// tcp_none and the unix part of udp_socket recounted with Telegraf 1.39's rule (gopsutil
+/// ≥ v4.26.3): one per process fd referring to the socket, one per socket when no fd of it is
+/// visible — from /proc/net/unix and our own walk of /proc/*/fd.
 fn unix_recount() -> (u64, u64) {
+    let mut fds: std::collections::HashMap<u64, u64> = Default::default();
+    for pid in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !pid
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(dir) = std::fs::read_dir(pid.path().join("fd")) else {
+            continue;
+        };
+        for fd in dir.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                *fds.entry(inode.parse().unwrap()).or_default() += 1;
+            }
+        }
+    }
     let text = std::fs::read_to_string("/proc/net/unix").unwrap();
-    let mut keys = HashSet::new();
+    let (mut stream, mut dgram) = (0, 0);
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_ascii_whitespace().collect();
-        let path = if cols.len() == 8 { cols[7] } else { "" };
-        keys.insert((cols[4].to_owned(), path.to_owned()));
+        let n = fds
+            .get(&cols[6].parse().unwrap())
+            .copied()
+            .unwrap_or(0)
+            .max(1);
+        if cols[4] == "0002" {
+            dgram += n;
+        } else {
+            stream += n;
+        }
     }
-    let dgram = keys.iter().filter(|(t, _)| t == "0002").count() as u64;
-    (keys.len() as u64 - dgram, dgram)
+    (stream, dgram)
 }
 
 #[test]
@@ -338,12 +367,12 @@ fn netstat_input_fields() {
     let paths = HostPaths::default();
     for _ in 0..50 {
         let before: Counts = c
-            .count(&paths, Source::Netlink, UnixCounting::TelegrafKey)
+            .count(&paths, Source::Netlink, UnixCounting::PerFd)
             .unwrap();
         let unix_before = unix_recount();
         let out = plan.inputs[0].gather(1, &GlobalTags::default());
         let after = c
-            .count(&paths, Source::Netlink, UnixCounting::TelegrafKey)
+            .count(&paths, Source::Netlink, UnixCounting::PerFd)
             .unwrap();
         let unix_after = unix_recount();
         if before != after || unix_before != unix_after {
@@ -365,18 +394,53 @@ fn netstat_input_fields() {
         assert_eq!(int("tcp_none"), unix_stream, "tcp_none");
         assert_eq!(after.unix_stream, unix_stream);
         assert_eq!(int("udp_socket"), after.udp + unix_dgram, "udp_socket");
-        // Per-socket counting is never below Telegraf's per-(type, path) counting.
-        let per = c
-            .count(&paths, Source::Netlink, UnixCounting::PerSocket)
+        // Telegraf ≤ 1.38.2's per-(type, path) counting is never above 1.39's per-fd one.
+        let old = c
+            .count(&paths, Source::Netlink, UnixCounting::TelegrafKey)
             .unwrap();
-        assert!(per.unix_stream >= unix_stream);
+        assert!(old.unix_stream <= unix_stream);
         let mut rows = 0;
         let text = std::fs::read_to_string("/proc/net/unix").unwrap();
         parse_unix(&text, |_| rows += 1).unwrap();
         eprintln!(
-            "unix sockets: {rows} rows; Telegraf key: {unix_stream} stream + {unix_dgram} dgram"
+            "unix sockets: {rows} rows; Telegraf 1.39: {unix_stream} stream + {unix_dgram} dgram"
         );
         return;
     }
     panic!("socket counts never stable around the gather");
+}
+
+/// The case: 20 unix stream socketpairs, 5 datagram socketpairs and a named listener
+/// with 3 accepted connections, all held by this process (one fd each), add 47 to tcp_none
+/// and 10 to udp_socket under Telegraf 1.39's counting (≤ 1.38.2 added 2 and 1).
+#[test]
+fn unix_socketpairs_count_per_fd_as_telegraf_1_39() {
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let paths = HostPaths::default();
+    let mut c = Counter::new();
+    let mut count = || {
+        let n = c.count(&paths, Source::Proc, UnixCounting::PerFd).unwrap();
+        (n.unix_stream, n.unix_dgram)
+    };
+    for round in 0..50 {
+        let b0 = count();
+        let streams: Vec<_> = (0..20).map(|_| UnixStream::pair().unwrap()).collect();
+        let dgrams: Vec<_> = (0..5).map(|_| UnixDatagram::pair().unwrap()).collect();
+        let path = dir.path().join(format!("l{round}"));
+        let listener = UnixListener::bind(&path).unwrap();
+        let clients: Vec<_> = (0..3)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let accepted: Vec<_> = (0..3).map(|_| listener.accept().unwrap().0).collect();
+        let c1 = count();
+        let c1b = count();
+        drop((streams, dgrams, listener, clients, accepted));
+        let b2 = count();
+        if b0 == b2 && c1 == c1b {
+            assert_eq!((c1.0 - b0.0, c1.1 - b0.1), (47, 10), "{b0:?} → {c1:?}");
+            return;
+        }
+    }
+    panic!("the machine's unix sockets never held still");
 }

@@ -6,7 +6,7 @@
 
 pub mod netlink;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::Path;
@@ -70,8 +70,12 @@ pub struct Counts {
 /// How unix sockets are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnixCounting {
-    /// gopsutil's key (type, path): unnamed sockets collapse to one per type, and a listener
-    /// and the connections it accepted (which show its path) count once. What Telegraf emits.
+    /// Telegraf ≥ 1.38.3 (gopsutil ≥ v4.26.3, "prevent incorrect deduplication of unnamed
+    /// UNIX sockets"): one per process fd referring to the socket, or one per socket when no
+    /// fd of it can be seen (another user's process when not root). What Telegraf 1.39 emits.
+    PerFd,
+    /// Telegraf ≤ 1.38.2 (gopsutil's old key, type and path): unnamed sockets collapse to one
+    /// per type, a listener and the connections it accepted count once.
     TelegrafKey,
     /// Every socket (inode) once.
     PerSocket,
@@ -153,7 +157,12 @@ impl Tally {
         }
     }
 
-    fn add_unix(&mut self, row: &UnixRow<'_>, how: UnixCounting) {
+    fn add_unix(&mut self, row: &UnixRow<'_>, how: UnixCounting, fds: &HashMap<u64, u32>) {
+        let n = if how == UnixCounting::PerFd {
+            u64::from(fds.get(&row.inode).copied().unwrap_or(0).max(1))
+        } else {
+            1
+        };
         if how == UnixCounting::TelegrafKey {
             let mut h = std::hash::DefaultHasher::new();
             row.kind.hash(&mut h);
@@ -163,9 +172,9 @@ impl Tally {
             }
         }
         if row.kind == libc::SOCK_DGRAM as u32 {
-            self.counts.unix_dgram += 1;
+            self.counts.unix_dgram += n;
         } else {
-            self.counts.unix_stream += 1;
+            self.counts.unix_stream += n;
         }
     }
 }
@@ -178,6 +187,8 @@ pub struct UnixRow<'a> {
     /// The bound path ("@name" for abstract ones); "" when unnamed or when the path contains
     /// whitespace (gopsutil takes the 8th column only when there are exactly 8).
     pub path: &'a str,
+    /// The socket's inode (0 when the column is not a number).
+    pub inode: u64,
 }
 
 /// Parses `/proc/net/unix` (header line skipped): `Num RefCount Protocol Flags Type St Inode
@@ -192,8 +203,8 @@ pub fn parse_unix<'t>(
         }
         let mut cols = line.split_ascii_whitespace();
         let kind = cols.nth(4);
-        let rest = cols.nth(1); // the inode column must exist
-        let (Some(kind), Some(_)) = (kind, rest) else {
+        let inode = cols.nth(1); // the inode column must exist
+        let (Some(kind), Some(inode)) = (kind, inode) else {
             return Err((
                 i + 1,
                 format!("expected at least 7 columns, found {line:?}"),
@@ -207,7 +218,11 @@ pub fn parse_unix<'t>(
             (Some(p), None) => p,
             _ => "",
         };
-        f(UnixRow { kind, path });
+        f(UnixRow {
+            kind,
+            path,
+            inode: inode.parse().unwrap_or(0),
+        });
     }
     Ok(())
 }
@@ -492,9 +507,15 @@ impl Counter {
             self.add_proc_table(tally, &paths.proc("net/udp"), AF_INET, true)?;
             self.add_proc_table(tally, &paths.proc("net/udp6"), AF_INET6, true)?;
         }
+        // Who holds each socket: one walk of every fd table, for the per-fd count.
+        let fds = if unix == UnixCounting::PerFd {
+            wk_core::procs::socket_fd_counts(&paths.proc)
+        } else {
+            HashMap::new()
+        };
         let path = paths.proc("net/unix");
         self.read(&path)?;
-        parse_unix(&self.text, |row| tally.add_unix(&row, unix))
+        parse_unix(&self.text, |row| tally.add_unix(&row, unix, &fds))
             .map_err(|(line, msg)| GatherError::malformed(&path, line, msg))
     }
 }
@@ -522,7 +543,7 @@ impl Input for Netstat {
         };
         let c = self
             .counter
-            .count(&self.paths, source, UnixCounting::TelegrafKey)?;
+            .count(&self.paths, source, UnixCounting::PerFd)?;
         let mut m = acc.metric("netstat");
         m.fields.reserve(13);
         for (state, name) in TCP_FIELDS.iter().enumerate().skip(1) {
@@ -654,17 +675,23 @@ mod tests {
             "a path with a space is dropped, as gopsutil does"
         );
 
-        let mut t = Tally::default();
-        for r in &rows {
-            t.add_unix(r, UnixCounting::TelegrafKey);
-        }
-        // stream keys: (1, dbus path), (1, ""), seqpacket (5, ""); dgram: (2, @abstract), (2, "").
-        assert_eq!((t.counts.unix_stream, t.counts.unix_dgram), (3, 2));
-        let mut t = Tally::default();
-        for r in &rows {
-            t.add_unix(r, UnixCounting::PerSocket);
-        }
-        assert_eq!((t.counts.unix_stream, t.counts.unix_dgram), (6, 2));
+        assert_eq!(rows[2].inode, 102);
+        let none = HashMap::new();
+        let count = |how, fds: &HashMap<u64, u32>| {
+            let mut t = Tally::default();
+            for r in &rows {
+                t.add_unix(r, how, fds);
+            }
+            (t.counts.unix_stream, t.counts.unix_dgram)
+        };
+        // ≤ 1.38.2: stream keys (1, dbus path), (1, ""), seqpacket (5, ""); dgram (2, @abstract),
+        // (2, "").
+        assert_eq!(count(UnixCounting::TelegrafKey, &none), (3, 2));
+        assert_eq!(count(UnixCounting::PerSocket, &none), (6, 2));
+        // 1.39: one per fd referring to the socket; a socket with no visible fd counts once.
+        let fds: HashMap<u64, u32> = [(100, 3), (102, 2), (105, 2)].into_iter().collect();
+        assert_eq!(count(UnixCounting::PerFd, &fds), (6 + 2 + 1, 2 + 1));
+        assert_eq!(count(UnixCounting::PerFd, &none), (6, 2));
     }
 
     #[test]
