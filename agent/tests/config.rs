@@ -267,6 +267,37 @@ fn typo_in_an_option_is_an_error_at_its_line_and_column() {
     );
 }
 
+/// Lenient where Telegraf is lenient, strict where it is strict (the three cases).
+#[test]
+fn leniency_matches_telegraf() {
+    // Telegraf ignores an unknown kernel `collect` value and a lone tls_cert: they load, and
+    // we say so.
+    let c = conf(
+        "[[inputs.kernel]]\n  collect = [\"pressure\"]\n[[inputs.haproxy]]\n  tls_cert = \"/etc/c.pem\"\n",
+    );
+    let p = load_ok(&c.load().test_mode(), &c.path);
+    let w = warnings(&p);
+    assert!(
+        w.iter()
+            .any(|w| w
+                .starts_with("2:13: [inputs.kernel] collect: unknown value \"pressure\" ignored")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|w| w.starts_with(
+            "4:14: [inputs.haproxy] tls_cert: tls_cert and tls_key work only together"
+        )),
+        "{w:?}"
+    );
+    // `[agent] utc` is no Telegraf 1.39 option: Telegraf refuses it, so do we.
+    let c = conf("[agent]\n  utc = true\n[[inputs.cpu]]\n");
+    let e = errors(c.load().test_mode().run());
+    assert!(
+        e[0].starts_with("2:3: [agent] unknown option \"utc\""),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn the_full_diagnostic_names_file_line_and_column() {
     let c = conf("[[inputs.cpu]]\n  percpu = \"yes\"\n");

@@ -58,7 +58,10 @@ pub fn read_http_options(opts: &mut Options<'_, '_>, default_url: &str) -> HttpS
     let tls_cert = opts.opt_string("tls_cert");
     let tls_key = opts.opt_string("tls_key");
     if tls_cert.is_some() != tls_key.is_some() {
-        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
+        opts.warn_at(
+            "tls_cert",
+            "tls_cert and tls_key work only together: no client certificate is sent (Telegraf ignores a lone one too)",
+        );
     }
     let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
     // tls_enable defaults to true; only "false" (plain HTTP to https:// URLs) is unsupported.
@@ -107,7 +110,10 @@ pub fn read_tls_options(opts: &mut Options<'_, '_>) -> TlsOptions {
     let cert = opts.opt_string("tls_cert").filter(|s| !s.is_empty());
     let key = opts.opt_string("tls_key").filter(|s| !s.is_empty());
     if cert.is_some() != key.is_some() {
-        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
+        opts.warn_at(
+            "tls_cert",
+            "tls_cert and tls_key work only together: no client certificate is sent (Telegraf ignores a lone one too)",
+        );
     }
     let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
     if cfg!(not(feature = "tls")) && (ca.is_some() || cert.is_some() || insecure_skip_verify) {

@@ -91,7 +91,6 @@ const AGENT_UNSUPPORTED: &[(&str, Harmless)] = &[
 
 /// `[agent]` keys that have no meaning on Linux or for us and are accepted silently.
 const AGENT_ACCEPTED: &[&str] = &[
-    "utc",
     "snmp_translator",
     "skip_processors_before_aggregators",
     "skip_processors_after_aggregators",

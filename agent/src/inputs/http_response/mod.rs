@@ -176,7 +176,10 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     let tls_cert = opts.opt_string("tls_cert").filter(|s| !s.is_empty());
     let tls_key = opts.opt_string("tls_key").filter(|s| !s.is_empty());
     if tls_cert.is_some() != tls_key.is_some() {
-        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
+        opts.warn_at(
+            "tls_cert",
+            "tls_cert and tls_key work only together: no client certificate is sent (Telegraf ignores a lone one too)",
+        );
     }
     let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
     if cfg!(not(feature = "tls"))

@@ -144,9 +144,10 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
         match c.as_str() {
             "ksm" => ksm = true,
             "psi" => psi = true,
-            other => opts.error_at(
+            // Telegraf ignores other values; a warning says so rather than a refusal.
+            other => opts.warn_at(
                 "collect",
-                format!("invalid value {other:?}: expected one of ksm, psi"),
+                format!("unknown value {other:?} ignored: expected ksm or psi"),
             ),
         }
     }
