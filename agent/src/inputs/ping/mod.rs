@@ -164,8 +164,8 @@ impl ExecArgs {
             a.extend(["-W".into(), secs(self.timeout)]);
         }
         if !self.deadline.is_zero() {
-            // Telegraf's deadline is an integer number of seconds.
-            a.extend(["-w".into(), self.deadline.as_secs().max(1).to_string()]);
+            // Telegraf's deadline is a whole number of seconds, truncated.
+            a.extend(["-w".into(), self.deadline.as_secs().to_string()]);
         }
         if let Some(iface) = &self.interface {
             a.extend(["-I".into(), iface.clone()]);
@@ -407,11 +407,15 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Input> 
     if interface.as_deref().is_some_and(|s| s.starts_with('-')) {
         opts.error_at("interface", "must not start with '-'");
     }
+    // Telegraf applies ipv4/ipv6 to the native method only (both = either family); the exec
+    // method ignores them. With `native` (run through the binary here) they become -4/-6.
     let ipv4 = opts.bool("ipv4", false);
     let ipv6 = opts.bool("ipv6", false);
-    if ipv4 && ipv6 {
-        opts.error_at("ipv6", "ipv4 and ipv6 cannot both be true");
-    }
+    let (ipv4, ipv6) = if method == "native" && ipv4 != ipv6 {
+        (ipv4, ipv6)
+    } else {
+        (false, false)
+    };
     let binary = opts.string("binary", "ping");
     if binary.is_empty() {
         opts.error_at("binary", "must not be empty");

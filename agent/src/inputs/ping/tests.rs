@@ -230,6 +230,14 @@ fn telegraf_linux_argv() {
         ..args()
     };
     assert_eq!(a.argv("h"), ["-c", "3", "h"]);
+    // Telegraf truncates the deadline to whole seconds (int(seconds)), 0.5 s included.
+    for (ms, w) in [(1500, "1"), (500, "0")] {
+        let a = ExecArgs {
+            deadline: Duration::from_millis(ms),
+            ..args()
+        };
+        assert_eq!(a.argv("h")[9..11], ["-w", w]);
+    }
 }
 
 #[test]
