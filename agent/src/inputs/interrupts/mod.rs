@@ -43,7 +43,11 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
 /// counts, a numeric IRQ has its type and device, a named one its description as the type.
 pub fn parse(text: &str) -> Result<Vec<Irq>, String> {
     let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    // An empty file has nothing to report, and is no error (Telegraf's scanner finds no line).
+    let Some(first) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let header: Vec<&str> = first.split_whitespace().collect();
     if header.first() != Some(&"CPU0") {
         return Err(format!(
             "expected first line to start with CPU0, but was {:?}",
@@ -98,7 +102,9 @@ impl Interrupts {
                     acc.push(m);
                 }
             } else {
-                let mut m = tagged(acc).with_field("total", irq.cpus.iter().sum::<i64>());
+                // Go's int64 sum wraps; so does this one (no overflow panic).
+                let total = irq.cpus.iter().fold(0i64, |a, n| a.wrapping_add(*n));
+                let mut m = tagged(acc).with_field("total", total);
                 for (i, n) in irq.cpus.iter().enumerate() {
                     m.add_field(format!("CPU{i}"), *n);
                 }
@@ -185,7 +191,12 @@ mod tests {
     #[test]
     fn bad_header_and_odd_lines() {
         assert!(parse("cpu0 cpu1\n0: 1 2\n").is_err());
-        assert!(parse("").is_err());
+        assert!(parse("\n").is_err());
+        assert_eq!(
+            parse(""),
+            Ok(vec![]),
+            "an empty file is no error, as in Telegraf"
+        );
         // A line whose counts are not numbers is skipped; blank lines too.
         let got = parse("CPU0 CPU1\n\n  5:  1  x  PCI-MSI eth0\n  6:  1  2  PCI-MSI 3-edge eth1\n")
             .unwrap();
