@@ -148,6 +148,31 @@ fn readme_and_compatibility_table_name_every_plugin() {
             ));
         }
     }
+    // Every other Telegraf input is named once in the "Other Telegraf inputs" list.
+    let others: std::collections::BTreeSet<&str> = compat
+        .split("<!-- other-inputs -->")
+        .nth(1)
+        .and_then(|s| s.split("<!-- /other-inputs -->").next())
+        .expect("docs/telegraf-compatibility.md has the other-inputs list")
+        .split(',')
+        .map(|w| w.trim().trim_matches('`'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let want: std::collections::BTreeSet<&str> = wk_agent::config::telegraf_plugins::INPUTS
+        .iter()
+        .copied()
+        .filter(|n| wk_agent::inputs::find(n).is_none())
+        .collect();
+    for n in want.difference(&others) {
+        missing.push(format!(
+            "docs/telegraf-compatibility.md: other inputs lack `{n}`"
+        ));
+    }
+    for n in others.difference(&want) {
+        missing.push(format!(
+            "docs/telegraf-compatibility.md: `{n}` is listed as another input but is implemented or no Telegraf input"
+        ));
+    }
     for spec in wk_agent::outputs::REGISTRY {
         let tick = format!("`{}`", spec.name);
         if !compat.contains(&format!("| {tick} |")) {
