@@ -118,6 +118,31 @@ pub fn run_case(case: &Path) -> (String, String) {
     (out, errs)
 }
 
+/// Git keeps no empty directory: one in a fixture tree passes here and fails on a fresh
+/// clone (CI). Such a directory needs a `.keep` file.
+#[test]
+fn no_fixture_directory_is_empty() {
+    fn walk(dir: &Path, empty: &mut Vec<String>) {
+        let entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
+        if entries.is_empty() {
+            empty.push(dir.display().to_string());
+        }
+        for e in entries {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), empty);
+            }
+        }
+    }
+    let mut empty = Vec::new();
+    for case in cases() {
+        walk(&case, &mut empty);
+    }
+    assert!(
+        empty.is_empty(),
+        "empty fixture directories (add a .keep file): {empty:?}"
+    );
+}
+
 #[test]
 fn fixture_cases() {
     let bless = std::env::var_os("WK_BLESS").is_some();
