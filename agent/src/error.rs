@@ -55,6 +55,22 @@ impl GatherError {
     }
 
     /// A parse error on `path` at 1-based `line` (0 when not tied to a line).
+    /// The outcome of a gather that met `errors` and carried on: none is success, one is
+    /// itself, several are one error listing them all.
+    pub fn all(mut errors: Vec<GatherError>) -> Result<(), GatherError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(GatherError::Other(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
+    }
+
     pub fn malformed(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
         GatherError::Malformed {
             path: path.into(),

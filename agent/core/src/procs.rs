@@ -112,43 +112,40 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Result<Vec<u64>, ProcsError>
         .collect())
 }
 
-/// Socket inode → the pids holding it, over every process (one walk of all fd tables).
-/// Processes whose fds cannot be read (another user's, when not root) are left out.
-pub fn socket_owners(proc_root: &Path) -> HashMap<u64, Vec<i32>> {
-    let mut map: HashMap<u64, Vec<i32>> = HashMap::new();
+/// Calls `f(pid, inode)` for every fd of every process that refers to a socket (one walk of
+/// all fd tables). Processes whose fds cannot be read (another user's, when not root) are
+/// left out.
+fn for_each_socket_fd(proc_root: &Path, mut f: impl FnMut(i32, u64)) {
     let Ok(iter) = procfs::process::all_processes_with_root(proc_root) else {
-        return map;
+        return;
     };
     for p in iter.filter_map(Result::ok) {
         let Ok(fds) = p.fd() else { continue };
         for fd in fds.filter_map(Result::ok) {
             if let FDTarget::Socket(inode) = fd.target {
-                let pids = map.entry(inode).or_default();
-                if pids.last() != Some(&p.pid) {
-                    pids.push(p.pid);
-                }
+                f(p.pid, inode);
             }
         }
     }
+}
+
+/// Socket inode → the pids holding it, over every process.
+pub fn socket_owners(proc_root: &Path) -> HashMap<u64, Vec<i32>> {
+    let mut map: HashMap<u64, Vec<i32>> = HashMap::new();
+    for_each_socket_fd(proc_root, |pid, inode| {
+        let pids = map.entry(inode).or_default();
+        if pids.last() != Some(&pid) {
+            pids.push(pid);
+        }
+    });
     map
 }
 
-/// Socket inode → how many file descriptors refer to it, over every process whose fd table
-/// can be read (one walk of all fd tables; a socket shared by a parent and its child, or
-/// dup'ed, counts once per fd).
+/// Socket inode → how many file descriptors refer to it, over every process (a socket shared
+/// by a parent and its child, or dup'ed, counts once per fd).
 pub fn socket_fd_counts(proc_root: &Path) -> HashMap<u64, u32> {
     let mut map: HashMap<u64, u32> = HashMap::new();
-    let Ok(iter) = procfs::process::all_processes_with_root(proc_root) else {
-        return map;
-    };
-    for p in iter.filter_map(Result::ok) {
-        let Ok(fds) = p.fd() else { continue };
-        for fd in fds.filter_map(Result::ok) {
-            if let FDTarget::Socket(inode) = fd.target {
-                *map.entry(inode).or_default() += 1;
-            }
-        }
-    }
+    for_each_socket_fd(proc_root, |_, inode| *map.entry(inode).or_default() += 1);
     map
 }
 

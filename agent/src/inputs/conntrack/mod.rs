@@ -207,17 +207,7 @@ impl Input for Conntrack {
                     .into(),
             ));
         }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(GatherError::Other(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
-        }
+        GatherError::all(errors)
     }
 }
 

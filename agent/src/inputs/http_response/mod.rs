@@ -172,34 +172,15 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     {
         opts.error_at("http_proxy", format!("{p:?}: {e}"));
     }
-    let tls_ca = opts.opt_string("tls_ca").filter(|s| !s.is_empty());
-    let tls_cert = opts.opt_string("tls_cert").filter(|s| !s.is_empty());
-    let tls_key = opts.opt_string("tls_key").filter(|s| !s.is_empty());
-    if tls_cert.is_some() != tls_key.is_some() {
-        opts.warn_at(
-            "tls_cert",
-            "tls_cert and tls_key work only together: no client certificate is sent (Telegraf ignores a lone one too)",
-        );
-    }
-    let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
-    if cfg!(not(feature = "tls"))
-        && (tls_ca.is_some() || tls_cert.is_some() || insecure_skip_verify)
-    {
-        opts.warn_at(
-            "tls_ca",
-            "this wk-agent was built without TLS (cargo feature \"tls\"); TLS options ignored",
-        );
-    }
+    let crate::common::http::TlsOptions {
+        ca: tls_ca,
+        cert: tls_cert,
+        key: tls_key,
+        insecure_skip_verify,
+    } = crate::common::http::read_tls_options(opts);
     opts.unsupported(&[
         "body_form",
         "interface",
-        "tls_server_name",
-        "tls_key_pwd",
-        "tls_min_version",
-        "tls_max_version",
-        "tls_cipher_suites",
-        "tls_renegotiation_method",
-        "tls_enable",
         "cookie_auth_url",
         "cookie_auth_method",
         "cookie_auth_username",

@@ -131,17 +131,7 @@ impl Input for Interrupts {
                 Err(e) => errors.push(e),
             }
         }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(GatherError::Other(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
-        }
+        GatherError::all(errors)
     }
 }
 
