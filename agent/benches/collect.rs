@@ -613,14 +613,10 @@ fn inputs_config(names: &[&str]) -> String {
 fn try_load_plan(path: &Path) -> Result<Plan, config::ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
     let req = LoadRequest {
-        configs: vec![path.to_path_buf()],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
         env: &env,
         paths: HostPaths::from_env(&env),
         test_mode: true,
-        stats: Default::default(),
+        ..LoadRequest::new(vec![path.to_path_buf()])
     };
     config::load(&req)
 }

@@ -12,7 +12,6 @@ mod servers;
 use std::time::Instant;
 
 use wk_agent::config::{self, LoadRequest};
-use wk_agent::hostpaths::HostPaths;
 use wk_agent::lineproto::Serializer;
 use wk_agent::metric::Metric;
 use wk_agent::models::running_output::RunningOutput;
@@ -142,18 +141,7 @@ fn output(db_url: &str, extra: &str) -> (tempfile::TempDir, RunningOutput) {
         format!("[[inputs.cpu]]\n[[outputs.influxdb]]\n  urls = [\"{db_url}\"]\n  database = \"bench\"\n{extra}\n"),
     )
     .unwrap();
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs: vec![path],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
-        test_mode: false,
-        stats: Default::default(),
-    };
-    let plan = config::load(&req).unwrap_or_else(|e| panic!("{e}"));
+    let plan = config::load(&LoadRequest::new(vec![path])).unwrap_or_else(|e| panic!("{e}"));
     (dir, plan.outputs.into_iter().next().unwrap())
 }
 

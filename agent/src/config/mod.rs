@@ -114,6 +114,29 @@ pub struct LoadRequest<'a> {
     pub stats: Arc<SelfStats>,
 }
 
+impl<'a> LoadRequest<'a> {
+    /// A request for `configs` and nothing else: no directories or filters, no environment
+    /// variables, the default host paths, not `--test`, fresh self-telemetry. Set the rest
+    /// with struct update syntax: `LoadRequest { test_mode: true, ..LoadRequest::new(files) }`.
+    pub fn new(configs: Vec<PathBuf>) -> Self {
+        LoadRequest {
+            configs,
+            config_dirs: Vec::new(),
+            input_filter: None,
+            output_filter: None,
+            env: &no_env,
+            paths: HostPaths::default(),
+            test_mode: false,
+            stats: Default::default(),
+        }
+    }
+}
+
+/// The empty environment of [`LoadRequest::new`].
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
 /// A validated config, ready to run.
 pub struct Plan {
     pub agent: AgentSettings,
