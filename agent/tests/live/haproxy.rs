@@ -7,29 +7,23 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::uint;
 use crate::outputs::servers::{binary, free_ports};
 use wk_agent::metric::{FieldValue, Metric};
+use wk_core::testing::KillOnDrop;
 
 /// A running HAProxy, killed on drop.
 struct Haproxy {
     dir: tempfile::TempDir,
-    child: Child,
+    child: KillOnDrop,
     /// The frontend the test sends requests to.
     web_port: u16,
     stats_port: u16,
     /// The stats socket on TCP (`tcp://` servers).
     tcp_port: u16,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Haproxy {
@@ -66,7 +60,7 @@ impl Haproxy {
             .expect("start haproxy");
         let mut h = Haproxy {
             dir,
-            child,
+            child: KillOnDrop(child),
             web_port,
             stats_port,
             tcp_port,

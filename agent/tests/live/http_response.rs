@@ -406,25 +406,9 @@ fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
         "anchored: no match mid-body"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(
-        &path,
+    let Err(e) = super::try_plan(
         "[[inputs.http_response]]\n  response_string_match = \"(unclosed\"\n  interface = \"eth0\"\n",
-    )
-    .unwrap();
-    let no_env = |_: &str| None;
-    let req = wk_agent::config::LoadRequest {
-        configs: vec![path],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: Default::default(),
-        test_mode: true,
-        stats: Default::default(),
-    };
-    let Err(e) = wk_agent::config::load(&req) else {
+    ) else {
         panic!("a bad regex loaded")
     };
     let errors: Vec<String> = e.errors.iter().map(|d| d.to_string()).collect();
@@ -435,12 +419,7 @@ fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
         "{errors:?}"
     );
     // Options wk-agent does not implement warn.
-    std::fs::write(
-        dir.path().join("telegraf.conf"),
-        "[[inputs.http_response]]\n  interface = \"eth0\"\n",
-    )
-    .unwrap();
-    let plan = super::load(vec![dir.path().join("telegraf.conf")]);
+    let plan = super::plan("[[inputs.http_response]]\n  interface = \"eth0\"\n");
     let warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
     assert!(
         warnings
@@ -448,18 +427,6 @@ fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
             .any(|w| w.contains("interface") && w.contains("does not implement")),
         "{warnings:?}"
     );
-}
-
-/// An `openssl s_server -www` child, killed on drop.
-#[cfg(feature = "tls")]
-struct TlsServer(std::process::Child);
-
-#[cfg(feature = "tls")]
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// TLS: a self-signed certificate for 127.0.0.1 is trusted through `tls_ca`, rejected
@@ -502,7 +469,7 @@ fn https_with_tls_ca_and_insecure_skip_verify() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let _server = TlsServer(
+    let _server = wk_core::testing::KillOnDrop(
         Command::new("openssl")
             .args(["s_server", "-www", "-quiet", "-accept"])
             .arg(format!("127.0.0.1:{port}"))

@@ -5,25 +5,19 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::uint;
 use crate::outputs::servers::{binary, free_port};
+use wk_core::testing::KillOnDrop;
 
 /// A running nginx, killed on drop. `master_process off` keeps it one process: killing a
 /// master would leave its workers running.
 struct Nginx {
     dir: tempfile::TempDir,
-    child: Child,
+    child: KillOnDrop,
     port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Nginx {
@@ -58,7 +52,11 @@ impl Nginx {
             .stderr(log)
             .spawn()
             .expect("start nginx");
-        let mut n = Nginx { dir, child, port };
+        let mut n = Nginx {
+            dir,
+            child: KillOnDrop(child),
+            port,
+        };
         let start = Instant::now();
         // Ready when the status page answers: exactly one connection and one request are
         // counted before the test's own (failed connects are not).

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wk_core::testing::KillOnDrop;
+
 /// How long a server may take to answer its health check.
 const STARTUP: Duration = Duration::from_secs(30);
 
@@ -90,20 +92,14 @@ fn wait_ready(url: &str, want: u16, child: &mut Child, log: &Path) {
     }
 }
 
-fn stop_child(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
 /// An `influxd` (1.x) with its own config, data and port.
 pub struct Influxd {
+    /// First, so that the server is killed before its directory is removed.
+    child: Option<KillOnDrop>,
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
     scheme: &'static str,
-    child: Option<Child>,
 }
 
 impl Influxd {
@@ -172,16 +168,7 @@ impl Influxd {
                 .collect(),
         ];
         for args in steps {
-            let out = Command::new(&openssl)
-                .args(&args)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            wk_core::testing::run_ok(Command::new(&openssl).args(&args).stdin(Stdio::null()));
         }
         let extra = format!(
             "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"",
@@ -243,11 +230,11 @@ bind-address = "127.0.0.1:{rpc}"
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
         Some(Influxd {
+            child: None,
             dir,
             bin,
             port,
             scheme: "http",
-            child: None,
         })
     }
 
@@ -268,12 +255,12 @@ bind-address = "127.0.0.1:{rpc}"
             .spawn()
             .expect("spawn influxd");
         wait_ready(&format!("{}/ping", self.url()), 204, &mut child, &log_path);
-        self.child = Some(child);
+        self.child = Some(KillOnDrop(child));
     }
 
     /// Kills the server (the outage starts).
     pub fn stop(&mut self) {
-        stop_child(&mut self.child);
+        self.child = None;
     }
 
     /// Starts it again on the same port and data.
@@ -356,18 +343,13 @@ bind-address = "127.0.0.1:{rpc}"
     }
 }
 
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        stop_child(&mut self.child);
-    }
-}
-
 /// A single-node VictoriaMetrics.
 pub struct VictoriaMetrics {
+    /// First, so that the server is killed before its data is removed.
+    _child: KillOnDrop,
     /// Holds the data until the server is dropped.
     _dir: tempfile::TempDir,
     pub port: u16,
-    child: Option<Child>,
 }
 
 impl VictoriaMetrics {
@@ -402,9 +384,9 @@ impl VictoriaMetrics {
             &log_path,
         );
         Some(VictoriaMetrics {
+            _child: KillOnDrop(child),
             _dir: dir,
             port,
-            child: Some(child),
         })
     }
 
@@ -464,12 +446,6 @@ impl VictoriaMetrics {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        stop_child(&mut self.child);
     }
 }
 
