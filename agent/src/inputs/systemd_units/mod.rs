@@ -351,9 +351,7 @@ impl Input for SystemdUnits {
         } else {
             None
         };
-        let argv = self.settings.argv();
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let text = match run("systemctl", &argv, self.settings.timeout) {
+        let text = match run("systemctl", &self.settings.argv(), self.settings.timeout) {
             Run::Exited {
                 code: 0, stdout, ..
             } => stdout,
