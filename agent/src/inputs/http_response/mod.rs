@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use ureq::RequestExt;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
+#[cfg(feature = "tls")]
+use crate::common::http::tls_config;
+use crate::common::http::{TlsOptions, read_tls_options};
 use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
@@ -92,10 +95,7 @@ pub struct Settings {
     /// Response header name -> tag name.
     pub header_tags: Vec<(String, String)>,
     pub http_proxy: Option<String>,
-    pub tls_ca: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub insecure_skip_verify: bool,
+    pub tls: TlsOptions,
 }
 
 pub use crate::common::http::check_url;
@@ -172,31 +172,10 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     {
         opts.error_at("http_proxy", format!("{p:?}: {e}"));
     }
-    let tls_ca = opts.opt_string("tls_ca").filter(|s| !s.is_empty());
-    let tls_cert = opts.opt_string("tls_cert").filter(|s| !s.is_empty());
-    let tls_key = opts.opt_string("tls_key").filter(|s| !s.is_empty());
-    if tls_cert.is_some() != tls_key.is_some() {
-        opts.error_at("tls_cert", "tls_cert and tls_key must be given together");
-    }
-    let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
-    if cfg!(not(feature = "tls"))
-        && (tls_ca.is_some() || tls_cert.is_some() || insecure_skip_verify)
-    {
-        opts.warn_at(
-            "tls_ca",
-            "this wk-agent was built without TLS (cargo feature \"tls\"); TLS options ignored",
-        );
-    }
+    let tls = read_tls_options(opts);
     opts.unsupported(&[
         "body_form",
         "interface",
-        "tls_server_name",
-        "tls_key_pwd",
-        "tls_min_version",
-        "tls_max_version",
-        "tls_cipher_suites",
-        "tls_renegotiation_method",
-        "tls_enable",
         "cookie_auth_url",
         "cookie_auth_method",
         "cookie_auth_username",
@@ -221,10 +200,7 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
         body_field,
         header_tags,
         http_proxy,
-        tls_ca,
-        tls_cert,
-        tls_key,
-        insecure_skip_verify,
+        tls,
     }
 }
 
@@ -398,7 +374,7 @@ impl HttpResponse {
             .accept(ureq::config::AutoHeaderValue::None)
             .proxy(proxy);
         #[cfg(feature = "tls")]
-        let builder = builder.tls_config(build_tls(s).map_err(GatherError::Other)?);
+        let builder = builder.tls_config(tls_config(&s.tls).map_err(GatherError::Other)?);
         let agent = ureq::Agent::new_with_config(builder.build());
         self.agent = Some(agent.clone());
         Ok(agent)
@@ -561,16 +537,6 @@ impl Input for HttpResponse {
     }
 }
 
-#[cfg(feature = "tls")]
-fn build_tls(s: &Settings) -> Result<ureq::tls::TlsConfig, String> {
-    crate::common::http::tls_config(
-        s.tls_ca.as_deref(),
-        s.tls_cert.as_deref(),
-        s.tls_key.as_deref(),
-        s.insecure_skip_verify,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,17 +687,6 @@ mod tests {
             "a plain string still matches"
         );
         assert_eq!(m("a.c", b"abc"), Some(1));
-    }
-
-    #[test]
-    fn urls_checked() {
-        assert!(check_url("http://localhost").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/health?x=1").is_ok());
-        assert!(check_url("ftp://host").is_err());
-        assert!(check_url("localhost").is_err());
-        assert!(check_url("http://").is_err());
-        assert!(check_url("http:///x").is_err());
-        assert!(check_url("http://bad host/").is_err());
     }
 
     #[test]
