@@ -15,8 +15,8 @@ use crate::config::Plan;
 use crate::metric::Metric;
 use crate::models::error_log::{ErrorLog, Verdict};
 use crate::models::running_input::{GatherOutcome, GlobalTags, RunningInput};
-use crate::models::running_output::{OutputStats, RunningOutput};
-use crate::selfstat::{SelfStats, WriteDelta};
+use crate::models::running_output::RunningOutput;
+use crate::selfstat::{SelfStats, WriteCounts};
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> i64 {
@@ -331,7 +331,7 @@ struct OutputJob {
 
 /// What the worker reports after a job: counters for the self-statistics.
 struct OutputReport {
-    stats: OutputStats,
+    stats: WriteCounts,
     buffered: usize,
     write_time: Option<Duration>,
 }
@@ -559,23 +559,18 @@ pub fn open_disk_buffer(ro: &mut RunningOutput) {
 struct Reporter {
     stats: Arc<SelfStats>,
     key: crate::selfstat::PluginKey,
-    last: OutputStats,
+    last: WriteCounts,
 }
 
 impl Reporter {
     fn report(&mut self, r: &OutputReport) {
-        let (now, last) = (r.stats, self.last);
-        let d = WriteDelta {
-            metrics_added: now.metrics_added - last.metrics_added,
-            metrics_written: now.metrics_written - last.metrics_written,
-            metrics_dropped: now.metrics_dropped - last.metrics_dropped,
-            metrics_filtered: now.metrics_filtered - last.metrics_filtered,
-            metrics_rejected: now.metrics_rejected - last.metrics_rejected,
-            write_errors: now.write_errors - last.write_errors,
-        };
-        self.stats
-            .record_write(&self.key, d, r.buffered, r.write_time);
-        self.last = now;
+        self.stats.record_write(
+            &self.key,
+            r.stats.since(self.last),
+            r.buffered,
+            r.write_time,
+        );
+        self.last = r.stats;
     }
 }
 
@@ -663,7 +658,7 @@ mod tests {
             .unwrap();
         let w = written.load(std::sync::atomic::Ordering::SeqCst);
         let (_, outputs) = stats.read();
-        let dropped: u64 = outputs.iter().map(|(_, o)| o.metrics_dropped).sum();
+        let dropped: u64 = outputs.iter().map(|(_, o)| o.counts.metrics_dropped).sum();
         assert_eq!(
             w as u64 + dropped,
             101,

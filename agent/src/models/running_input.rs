@@ -109,10 +109,7 @@ impl RunningInput {
 
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
-        match &self.alias {
-            Some(a) => format!("inputs.{}::{a}", self.spec.name),
-            None => format!("inputs.{}", self.spec.name),
-        }
+        super::log_name("inputs", self.spec.name, self.alias.as_deref())
     }
 
     /// Gathers once at `time` (ns, already rounded) and returns the finished metrics.

@@ -18,6 +18,7 @@ use super::filter::Filter;
 use crate::metric::Metric;
 use crate::outputs::{Output, OutputSpec, WriteError};
 use crate::plugin::BuildContext;
+use crate::selfstat::WriteCounts;
 use wk_core::options::Options;
 
 /// Common Telegraf output options that wk-agent accepts but does not act on.
@@ -27,18 +28,6 @@ pub const UNSUPPORTED_OUTPUT_KEYS: &[&str] = &[
     "labels",
     "metricpass",
 ];
-
-/// Counters of one output (reported by the `internal` measurements).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OutputStats {
-    pub metrics_added: u64,
-    pub metrics_written: u64,
-    pub metrics_dropped: u64,
-    /// Refused for good by the server (type conflict, parse error, 4xx): removed, not retried.
-    pub metrics_rejected: u64,
-    pub metrics_filtered: u64,
-    pub write_errors: u64,
-}
 
 /// An output with its buffer.
 pub struct RunningOutput {
@@ -59,7 +48,7 @@ pub struct RunningOutput {
     disk: Option<(PathBuf, bool)>,
     /// Drops not yet reported in the log.
     unreported_drops: u64,
-    pub stats: OutputStats,
+    pub stats: WriteCounts,
     /// First retry delay after a failed write (doubles with each consecutive failure).
     pub backoff_min: Duration,
     /// Longest retry delay (a server's `Retry-After` may ask for more, up to 10 min).
@@ -138,7 +127,7 @@ impl RunningOutput {
             buffer: Buffer::Memory(VecDeque::new()),
             disk: None,
             unreported_drops: 0,
-            stats: OutputStats::default(),
+            stats: WriteCounts::default(),
             backoff_min: Duration::from_secs(1),
             // Short enough that a backlog starts draining within ~15 s of the database
             // coming back (at 60 s the alerter saw every host go NoData first).
@@ -155,10 +144,7 @@ impl RunningOutput {
 
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
-        match &self.alias {
-            Some(a) => format!("outputs.{}::{a}", self.spec.name),
-            None => format!("outputs.{}", self.spec.name),
-        }
+        super::log_name("outputs", self.spec.name, self.alias.as_deref())
     }
 
     /// Metrics waiting to be written.
