@@ -406,23 +406,8 @@ impl Loader<'_, '_> {
             );
         }
         // Our own keys (not Telegraf's): the host roots, for a containerised agent.
-        let p = &mut self.paths;
-        for (key, slot) in [
-            ("host_proc", &mut p.proc),
-            ("host_sys", &mut p.sys),
-            ("host_etc", &mut p.etc),
-            ("host_var", &mut p.var),
-            ("host_run", &mut p.run),
-            ("host_dev", &mut p.dev),
-            ("host_mount_prefix", &mut p.mount_prefix),
-        ] {
-            if let Some(v) = o.opt_string(key) {
-                if key == "host_proc" {
-                    p.proc_overridden = true;
-                }
-                *slot = PathBuf::from(v);
-            }
-        }
+        self.paths
+            .set_roots(|name| o.opt_string(&format!("host_{name}")));
         o.unsupported_unless(AGENT_UNSUPPORTED);
         o.accepted(AGENT_ACCEPTED);
         o.finish();
@@ -479,64 +464,50 @@ impl Loader<'_, '_> {
             interval: self.agent.interval,
             stats: &self.req.stats,
         };
-        let input_spec = if kind == "inputs" {
-            inputs::find(name)
-        } else {
-            None
+        // Every table is built (so its errors are reported); a filter only decides what runs.
+        let wanted = |filter: &Option<Vec<String>>| {
+            filter.as_ref().is_none_or(|f| f.iter().any(|n| n == name))
         };
-        let output_spec = if kind == "outputs" {
-            outputs::find(name)
-        } else {
-            None
-        };
-        if let Some(spec) = input_spec {
-            {
-                let wanted = self
-                    .req
-                    .input_filter
-                    .as_ref()
-                    .is_none_or(|f| f.iter().any(|n| n == name));
-                for (t, off) in tables {
-                    let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
-                    let ri = RunningInput::build(spec, &mut o, &ctx);
-                    o.finish();
-                    if wanted {
-                        self.inputs.push(ri);
-                    }
+        if kind == "inputs"
+            && let Some(spec) = inputs::find(name)
+        {
+            let wanted = wanted(&self.req.input_filter);
+            for (t, off) in tables {
+                let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
+                let ri = RunningInput::build(spec, &mut o, &ctx);
+                o.finish();
+                if wanted {
+                    self.inputs.push(ri);
                 }
-                return;
             }
+            return;
         }
-        if let Some(spec) = output_spec {
-            {
-                let wanted = self
-                    .req
-                    .output_filter
-                    .as_ref()
-                    .is_none_or(|f| f.iter().any(|n| n == name));
-                let (batch, limit) = (self.agent.metric_batch_size, self.agent.metric_buffer_limit);
-                for (t, off) in tables {
-                    let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
-                    let mut ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
-                    o.finish();
-                    if self.agent.buffer_disk {
-                        // One directory per output: its name, then its alias or position.
-                        let n = self.outputs.iter().filter(|x| x.spec.name == name).count();
-                        let id = match &ro.alias {
-                            Some(a) => format!("{name}-{a}"),
-                            None => format!("{name}-{n}"),
-                        };
-                        ro.set_disk_buffer(
-                            self.agent.buffer_directory.join(id),
-                            self.agent.buffer_disk_sync,
-                        );
-                    }
-                    if wanted {
-                        self.outputs.push(ro);
-                    }
+        if kind == "outputs"
+            && let Some(spec) = outputs::find(name)
+        {
+            let wanted = wanted(&self.req.output_filter);
+            let (batch, limit) = (self.agent.metric_batch_size, self.agent.metric_buffer_limit);
+            for (t, off) in tables {
+                let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
+                let mut ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
+                o.finish();
+                if self.agent.buffer_disk {
+                    // One directory per output: its name, then its alias or position.
+                    let n = self.outputs.iter().filter(|x| x.spec.name == name).count();
+                    let id = match &ro.alias {
+                        Some(a) => format!("{name}-{a}"),
+                        None => format!("{name}-{n}"),
+                    };
+                    ro.set_disk_buffer(
+                        self.agent.buffer_directory.join(id),
+                        self.agent.buffer_disk_sync,
+                    );
                 }
-                return;
+                if wanted {
+                    self.outputs.push(ro);
+                }
             }
+            return;
         }
         let (severity, msg) = if telegraf_plugins::is_telegraf_plugin(kind, name) {
             if kind == "outputs" {
