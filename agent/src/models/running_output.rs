@@ -35,9 +35,7 @@ pub struct RunningOutput {
     pub alias: Option<String>,
     output: Box<dyn Output>,
     filter: Filter,
-    name_override: Option<String>,
-    name_prefix: Option<String>,
-    name_suffix: Option<String>,
+    rename: super::Rename,
     pub batch_size: usize,
     pub buffer_limit: usize,
     pub flush_interval: Option<Duration>,
@@ -81,18 +79,14 @@ impl RunningOutput {
         let batch_size = opts.int("metric_batch_size", batch_size as i64, 0, i64::MAX) as usize;
         let buffer_limit =
             opts.int("metric_buffer_limit", buffer_limit as i64, 0, i64::MAX) as usize;
-        let name_override = opts.opt_string("name_override");
-        let name_prefix = opts.opt_string("name_prefix");
-        let name_suffix = opts.opt_string("name_suffix");
+        let rename = super::Rename::from_options(opts);
         let filter = Filter::from_options(opts);
         opts.unsupported(UNSUPPORTED_OUTPUT_KEYS);
         let output = (spec.build)(opts, ctx);
         RunningOutput {
             alias,
             filter,
-            name_override,
-            name_prefix,
-            name_suffix,
+            rename,
             batch_size: if batch_size == 0 {
                 agent_batch_size
             } else {
@@ -117,9 +111,7 @@ impl RunningOutput {
             alias: None,
             output,
             filter: Filter::default(),
-            name_override: None,
-            name_prefix: None,
-            name_suffix: None,
+            rename: Default::default(),
             batch_size: 1000,
             buffer_limit: 10000,
             flush_interval: None,
@@ -205,14 +197,7 @@ impl RunningOutput {
             self.stats.metrics_filtered += 1;
             return None;
         }
-        if let Some(n) = &self.name_override {
-            m.name = n.clone().into();
-        }
-        if self.name_prefix.is_some() || self.name_suffix.is_some() {
-            let prefix = self.name_prefix.as_deref().unwrap_or("");
-            let suffix = self.name_suffix.as_deref().unwrap_or("");
-            m.name = format!("{prefix}{}{suffix}", m.name).into();
-        }
+        self.rename.apply(&mut m);
         Some(m)
     }
 
