@@ -786,27 +786,19 @@ mod loop_tests {
             panic!("bug in an input")
         }
     }
-    static SLOW: InputSpec = InputSpec {
-        name: "slow",
-        description: "",
-        sample_config: "",
-        build: |_, _| Box::new(Slow),
-        test_twice: false,
-    };
-    static FAILING: InputSpec = InputSpec {
-        name: "failing",
-        description: "",
-        sample_config: "",
-        build: |_, _| Box::new(Failing),
-        test_twice: false,
-    };
-    static PANICKING: InputSpec = InputSpec {
-        name: "panicking",
-        description: "",
-        sample_config: "",
-        build: |_, _| Box::new(Panicking),
-        test_twice: false,
-    };
+    /// A registry entry for a test input.
+    const fn spec(name: &'static str, build: crate::inputs::BuildFn) -> InputSpec {
+        InputSpec {
+            name,
+            description: "",
+            sample_config: "",
+            build,
+            test_twice: false,
+        }
+    }
+    static SLOW: InputSpec = spec("slow", |_, _| Box::new(Slow));
+    static FAILING: InputSpec = spec("failing", |_, _| Box::new(Failing));
+    static PANICKING: InputSpec = spec("panicking", |_, _| Box::new(Panicking));
 
     fn running(spec: &'static InputSpec, interval_ms: u64) -> RunningInput {
         let src = Source::new("test.conf", String::new());

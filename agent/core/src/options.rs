@@ -76,23 +76,21 @@ impl<'a, 'i> Options<'a, 'i> {
 
     /// Records an error at the value of `key` (or at the table when it is absent).
     pub fn error_at(&mut self, key: &str, message: impl std::fmt::Display) {
-        let offset = self
-            .table
-            .get(key)
-            .map_or(self.table_offset, |v| v.span().start);
-        let msg = format!("[{}] {key}: {message}", self.section);
-        self.diags.push(self.src.diag(Severity::Error, offset, msg));
+        self.diag_at(Severity::Error, key, message);
     }
 
-    /// Records a warning at the value of `key`.
+    /// Records a warning at the value of `key` (or at the table when it is absent).
     pub fn warn_at(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.diag_at(Severity::Warning, key, message);
+    }
+
+    fn diag_at(&mut self, severity: Severity, key: &str, message: impl std::fmt::Display) {
         let offset = self
             .table
             .get(key)
             .map_or(self.table_offset, |v| v.span().start);
         let msg = format!("[{}] {key}: {message}", self.section);
-        self.diags
-            .push(self.src.diag(Severity::Warning, offset, msg));
+        self.diags.push(self.src.diag(severity, offset, msg));
     }
 
     fn type_error(&mut self, key: &str, want: &str, got: &DeValue<'_>) {
