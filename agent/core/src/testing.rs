@@ -118,6 +118,31 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
 #[derive(Debug)]
 pub struct KillOnDrop(pub std::process::Child);
 
+impl KillOnDrop {
+    /// Polls `ready` every 50 ms until it holds. Fails the test, showing `log()`, when the
+    /// child exits first or `timeout` passes; `what` names the child in the message.
+    pub fn wait_ready(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        mut ready: impl FnMut() -> bool,
+        log: impl Fn() -> String,
+    ) {
+        let start = std::time::Instant::now();
+        while !ready() {
+            if let Ok(Some(exit)) = self.0.try_wait() {
+                panic!("{what} exited with {exit}; log:\n{}", log());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{what} not ready within {timeout:?}; log:\n{}",
+                log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 impl std::ops::Deref for KillOnDrop {
     type Target = std::process::Child;
     fn deref(&self) -> &Self::Target {

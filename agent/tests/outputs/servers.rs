@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wk_core::testing::KillOnDrop;
@@ -67,29 +67,17 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Polls `url` until it answers `want`, or panics after [`STARTUP`] showing the server log.
-fn wait_ready(url: &str, want: u16, child: &mut Child, log: &Path) {
-    let start = Instant::now();
-    loop {
-        if let Some((status, _)) = get(url)
-            && status == want
-        {
-            return;
-        }
-        if let Ok(Some(exit)) = child.try_wait() {
-            panic!(
-                "server exited with {exit} before answering {url}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if start.elapsed() > STARTUP {
-            panic!(
-                "{url} did not answer {want} within {STARTUP:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Starts `cmd` and waits until `url` answers `want`; a server that exits first or takes
+/// longer than [`STARTUP`] fails the test with its log.
+fn start_server(cmd: &mut Command, url: &str, want: u16, log: &Path) -> KillOnDrop {
+    let mut child = KillOnDrop(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")));
+    child.wait_ready(
+        url,
+        STARTUP,
+        || get(url).is_some_and(|(status, _)| status == want),
+        || std::fs::read_to_string(log).unwrap_or_default(),
+    );
+    child
 }
 
 /// An `influxd` (1.x) with its own config, data and port.
@@ -245,17 +233,19 @@ bind-address = "127.0.0.1:{rpc}"
             .append(true)
             .open(&log_path)
             .expect("open influxd.log");
-        let mut child = Command::new(&self.bin)
-            .arg("-config")
-            .arg(self.dir.path().join("influxdb.conf"))
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn influxd");
-        wait_ready(&format!("{}/ping", self.url()), 204, &mut child, &log_path);
-        self.child = Some(KillOnDrop(child));
+        let child = start_server(
+            Command::new(&self.bin)
+                .arg("-config")
+                .arg(self.dir.path().join("influxdb.conf"))
+                .env("HOME", self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
+            &format!("{}/ping", self.url()),
+            204,
+            &log_path,
+        );
+        self.child = Some(child);
     }
 
     /// Kills the server (the outage starts).
@@ -364,27 +354,24 @@ impl VictoriaMetrics {
         let port = free_port();
         let log_path = dir.path().join("vm.log");
         let log = std::fs::File::create(&log_path).expect("create vm.log");
-        let mut child = Command::new(bin)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
-            .arg("-loggerLevel=ERROR")
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn victoria-metrics");
-        wait_ready(
+        let child = start_server(
+            Command::new(bin)
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("data").display()
+                ))
+                .arg("-loggerLevel=ERROR")
+                .args(flags)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
             &format!("http://127.0.0.1:{port}/health"),
             200,
-            &mut child,
             &log_path,
         );
         Some(VictoriaMetrics {
-            _child: KillOnDrop(child),
+            _child: child,
             _dir: dir,
             port,
         })
