@@ -606,27 +606,40 @@ mod tests {
         }
     }
 
-    /// Regression: while a write was in flight the loop stopped receiving, so everything the
-    /// inputs sent piled up in the unbounded channel, past `metric_buffer_limit` and uncounted.
-    #[tokio::test]
-    async fn a_slow_write_does_not_let_the_queue_grow_past_the_buffer_limit() {
+    /// A running [`Slow`] output holding at most `buffer_limit` metrics, registered with
+    /// fresh self-statistics; its reporter, write count and statistics.
+    fn slow_output(
+        delay: Duration,
+        buffer_limit: usize,
+    ) -> (
+        RunningOutput,
+        Reporter,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<SelfStats>,
+    ) {
         let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let spec = crate::outputs::find("file").expect("file output");
-        let mut ro = RunningOutput::new(
-            spec,
-            Box::new(Slow {
-                delay: Duration::from_millis(600),
-                written: written.clone(),
-            }),
-        );
-        ro.buffer_limit = 10;
+        let output = Box::new(Slow {
+            delay,
+            written: written.clone(),
+        });
+        let mut ro = RunningOutput::new(spec, output);
+        ro.buffer_limit = buffer_limit;
         let stats = Arc::new(SelfStats::default());
-        stats.register_output(&ro.stats_key(), 10);
+        stats.register_output(&ro.stats_key(), buffer_limit);
         let reporter = Reporter {
             stats: stats.clone(),
             key: ro.stats_key(),
             last: ro.stats,
         };
+        (ro, reporter, written, stats)
+    }
+
+    /// Regression: while a write was in flight the loop stopped receiving, so everything the
+    /// inputs sent piled up in the unbounded channel, past `metric_buffer_limit` and uncounted.
+    #[tokio::test]
+    async fn a_slow_write_does_not_let_the_queue_grow_past_the_buffer_limit() {
+        let (ro, reporter, written, stats) = slow_output(Duration::from_millis(600), 10);
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let timing = Flushing {
@@ -670,22 +683,7 @@ mod tests {
     /// alert rules see a tick's points on that tick.
     #[tokio::test]
     async fn a_collection_is_written_as_soon_as_it_is_gathered() {
-        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let spec = crate::outputs::find("file").expect("file output");
-        let ro = RunningOutput::new(
-            spec,
-            Box::new(Slow {
-                delay: Duration::ZERO,
-                written: written.clone(),
-            }),
-        );
-        let stats = Arc::new(SelfStats::default());
-        stats.register_output(&ro.stats_key(), 1000);
-        let reporter = Reporter {
-            stats,
-            key: ro.stats_key(),
-            last: ro.stats,
-        };
+        let (ro, reporter, written, _) = slow_output(Duration::ZERO, 10_000);
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let timing = Flushing {
