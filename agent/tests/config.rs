@@ -136,19 +136,7 @@ fn telegraf_default_config_loads_with_only_the_expected_warnings() {
     // inputs and the InfluxDB output use only options Telegraf has: no warning at all.
     assert_eq!(warnings(&plan), Vec::<String>::new());
     let names: Vec<_> = plan.inputs.iter().map(|i| i.spec.name).collect();
-    assert_eq!(
-        names,
-        [
-            "cpu",
-            "disk",
-            "diskio",
-            "kernel",
-            "mem",
-            "processes",
-            "swap",
-            "system"
-        ]
-    );
+    assert_eq!(names, config::TELEGRAF_DEFAULT_INPUTS);
     assert_eq!(plan.outputs.len(), 1, "the InfluxDB output");
     assert_eq!(
         plan.agent,

@@ -655,6 +655,19 @@ pub fn os_hostname() -> String {
     }
 }
 
+/// Telegraf's default `--input-filter` of `telegraf config`: the inputs its default config
+/// file has on.
+pub const TELEGRAF_DEFAULT_INPUTS: &[&str] = &[
+    "cpu",
+    "disk",
+    "diskio",
+    "kernel",
+    "mem",
+    "processes",
+    "swap",
+    "system",
+];
+
 /// The `[agent]` section, every output's and every input's sample, as Telegraf's
 /// `telegraf config` prints them.
 ///
@@ -662,17 +675,7 @@ pub fn os_hostname() -> String {
 /// inputs and `outputs.influxdb`), every other plugin is printed commented out, so the first
 /// `--test` of the file probes nothing; plugins named by a filter are printed on.
 pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) -> String {
-    /// Telegraf's default `--input-filter` and `--output-filter` of `telegraf config`.
-    const DEFAULT_INPUTS: &[&str] = &[
-        "cpu",
-        "disk",
-        "diskio",
-        "kernel",
-        "mem",
-        "processes",
-        "swap",
-        "system",
-    ];
+    /// Telegraf's default `--output-filter` of `telegraf config`.
     const DEFAULT_OUTPUTS: &[&str] = &["influxdb"];
     let mut s = String::from(include_str!("../agent_sample.conf"));
     let keep = |f: Option<&[String]>, name: &str| f.is_none_or(|f| f.iter().any(|n| n == name));
@@ -697,7 +700,7 @@ pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) 
     for i in inputs::REGISTRY.iter().filter(|i| keep(inputs_f, i.name)) {
         add(
             i.sample_config,
-            inputs_f.is_some() || DEFAULT_INPUTS.contains(&i.name),
+            inputs_f.is_some() || TELEGRAF_DEFAULT_INPUTS.contains(&i.name),
         );
     }
     s
