@@ -8,24 +8,15 @@
 #[allow(dead_code)]
 #[path = "../tests/outputs/servers.rs"]
 mod servers;
+mod support;
 
 use std::time::Instant;
 
+use support::thread_cpu_ns;
 use wk_agent::config::{self, LoadRequest};
 use wk_agent::lineproto::Serializer;
 use wk_agent::metric::Metric;
 use wk_agent::models::running_output::RunningOutput;
-
-/// CPU time of this thread in ns (CLOCK_THREAD_CPUTIME_ID: the scheduler's exact runtime).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
