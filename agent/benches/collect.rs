@@ -35,6 +35,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::thread_cpu_ns;
 use wk_agent::config::{self, LoadRequest, Plan};
 use wk_agent::hostpaths::HostPaths;
 use wk_agent::lineproto::Serializer;
@@ -88,17 +91,6 @@ fn allocs() -> (u64, u64) {
 
 // ---------------------------------------------------------------------------------------------
 // Clocks and statistics.
-
-/// CPU time of the calling thread in ns (sum_exec_runtime, as /proc/thread-self/schedstat).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and a valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// (user, sys) µs of the calling thread (tick-split; meaningful only over many iterations).
 fn thread_rusage_us() -> (u64, u64) {
@@ -613,14 +605,10 @@ fn inputs_config(names: &[&str]) -> String {
 fn try_load_plan(path: &Path) -> Result<Plan, config::ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
     let req = LoadRequest {
-        configs: vec![path.to_path_buf()],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
         env: &env,
         paths: HostPaths::from_env(&env),
         test_mode: true,
-        stats: Default::default(),
+        ..LoadRequest::new(vec![path.to_path_buf()])
     };
     config::load(&req)
 }
@@ -2029,6 +2017,21 @@ fn bench_processes(
     );
     if o.peers {
         let reps = if o.quick { 20 } else { 100 };
+        // A peer's row (CPU per request: median and its ratio to wk-agent's, p90, mean; RSS)
+        // and its median.
+        let peer_row = |label: &str, v: &[f64], rss: u64| {
+            let s = stats(v);
+            let row = format!(
+                "| {label} | {} ({}) | {} | {} | {:.1} MiB | {} |",
+                us(s.median),
+                ratio(s.median, wk_cpu),
+                us(s.p90),
+                us(s.mean),
+                rss as f64 / 1024.0,
+                ratio(rss as f64, wk_rss),
+            );
+            (row, us(s.median))
+        };
         let collectors = [
             "cpu",
             "meminfo",
@@ -2050,20 +2053,14 @@ fn bench_processes(
                 }
                 let (v, rss, bytes) =
                     measure_requests(p.pid(), reps, Duration::from_millis(50), || scrape(port));
-                let s = stats(&v);
-                let _ = writeln!(
-                    md,
-                    "| {} 1.5 (`{}`; {reps} scrapes, {bytes} B each) | {} ({}) | {} | {} | {:.1} MiB | {} |",
+                let label = format!(
+                    "{} 1.5 (`{}`; {reps} scrapes, {bytes} B each)",
                     p.name,
-                    collectors.join(","),
-                    us(s.median),
-                    ratio(s.median, wk_cpu),
-                    us(s.p90),
-                    us(s.mean),
-                    rss as f64 / 1024.0,
-                    ratio(rss as f64, wk_rss),
+                    collectors.join(",")
                 );
-                log(&format!("node_exporter: {} rss {rss} KiB", us(s.median)));
+                let (row, median) = peer_row(&label, &v, rss);
+                let _ = writeln!(md, "{row}");
+                log(&format!("node_exporter: {median} rss {rss} KiB"));
             }
             None => {
                 let _ = writeln!(
@@ -2080,19 +2077,13 @@ fn bench_processes(
                 let pid = p.peer.pid();
                 let (v, rss, _) =
                     measure_requests(pid, reps, Duration::from_millis(10), || p.ask("c"));
-                let s = stats(&v);
-                let _ = writeln!(
-                    md,
-                    "| {} (scripts/bench-psutil.py, python3-psutil; {reps} collections) | {} ({}) | {} | {} | {:.1} MiB | {} |",
-                    p.peer.name,
-                    us(s.median),
-                    ratio(s.median, wk_cpu),
-                    us(s.p90),
-                    us(s.mean),
-                    rss as f64 / 1024.0,
-                    ratio(rss as f64, wk_rss),
+                let label = format!(
+                    "{} (scripts/bench-psutil.py, python3-psutil; {reps} collections)",
+                    p.peer.name
                 );
-                log(&format!("psutil: {} rss {rss} KiB", us(s.median)));
+                let (row, median) = peer_row(&label, &v, rss);
+                let _ = writeln!(md, "{row}");
+                log(&format!("psutil: {median} rss {rss} KiB"));
             }
             None => {
                 let _ = writeln!(

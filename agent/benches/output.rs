@@ -8,25 +8,15 @@
 #[allow(dead_code)]
 #[path = "../tests/outputs/servers.rs"]
 mod servers;
+mod support;
 
 use std::time::Instant;
 
+use support::thread_cpu_ns;
 use wk_agent::config::{self, LoadRequest};
-use wk_agent::hostpaths::HostPaths;
 use wk_agent::lineproto::Serializer;
 use wk_agent::metric::Metric;
 use wk_agent::models::running_output::RunningOutput;
-
-/// CPU time of this thread in ns (CLOCK_THREAD_CPUTIME_ID: the scheduler's exact runtime).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -142,18 +132,7 @@ fn output(db_url: &str, extra: &str) -> (tempfile::TempDir, RunningOutput) {
         format!("[[inputs.cpu]]\n[[outputs.influxdb]]\n  urls = [\"{db_url}\"]\n  database = \"bench\"\n{extra}\n"),
     )
     .unwrap();
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs: vec![path],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
-        test_mode: false,
-        stats: Default::default(),
-    };
-    let plan = config::load(&req).unwrap_or_else(|e| panic!("{e}"));
+    let plan = config::load(&LoadRequest::new(vec![path])).unwrap_or_else(|e| panic!("{e}"));
     (dir, plan.outputs.into_iter().next().unwrap())
 }
 

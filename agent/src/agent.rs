@@ -15,8 +15,8 @@ use crate::config::Plan;
 use crate::metric::Metric;
 use crate::models::error_log::{ErrorLog, Verdict};
 use crate::models::running_input::{GatherOutcome, GlobalTags, RunningInput};
-use crate::models::running_output::{OutputStats, RunningOutput};
-use crate::selfstat::{SelfStats, WriteDelta};
+use crate::models::running_output::RunningOutput;
+use crate::selfstat::{SelfStats, WriteCounts};
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> i64 {
@@ -331,7 +331,7 @@ struct OutputJob {
 
 /// What the worker reports after a job: counters for the self-statistics.
 struct OutputReport {
-    stats: OutputStats,
+    stats: WriteCounts,
     buffered: usize,
     write_time: Option<Duration>,
 }
@@ -559,23 +559,18 @@ pub fn open_disk_buffer(ro: &mut RunningOutput) {
 struct Reporter {
     stats: Arc<SelfStats>,
     key: crate::selfstat::PluginKey,
-    last: OutputStats,
+    last: WriteCounts,
 }
 
 impl Reporter {
     fn report(&mut self, r: &OutputReport) {
-        let (now, last) = (r.stats, self.last);
-        let d = WriteDelta {
-            metrics_added: now.metrics_added - last.metrics_added,
-            metrics_written: now.metrics_written - last.metrics_written,
-            metrics_dropped: now.metrics_dropped - last.metrics_dropped,
-            metrics_filtered: now.metrics_filtered - last.metrics_filtered,
-            metrics_rejected: now.metrics_rejected - last.metrics_rejected,
-            write_errors: now.write_errors - last.write_errors,
-        };
-        self.stats
-            .record_write(&self.key, d, r.buffered, r.write_time);
-        self.last = now;
+        self.stats.record_write(
+            &self.key,
+            r.stats.since(self.last),
+            r.buffered,
+            r.write_time,
+        );
+        self.last = r.stats;
     }
 }
 
@@ -611,27 +606,40 @@ mod tests {
         }
     }
 
-    /// Regression: while a write was in flight the loop stopped receiving, so everything the
-    /// inputs sent piled up in the unbounded channel, past `metric_buffer_limit` and uncounted.
-    #[tokio::test]
-    async fn a_slow_write_does_not_let_the_queue_grow_past_the_buffer_limit() {
+    /// A running [`Slow`] output holding at most `buffer_limit` metrics, registered with
+    /// fresh self-statistics; its reporter, write count and statistics.
+    fn slow_output(
+        delay: Duration,
+        buffer_limit: usize,
+    ) -> (
+        RunningOutput,
+        Reporter,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<SelfStats>,
+    ) {
         let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let spec = crate::outputs::find("file").expect("file output");
-        let mut ro = RunningOutput::new(
-            spec,
-            Box::new(Slow {
-                delay: Duration::from_millis(600),
-                written: written.clone(),
-            }),
-        );
-        ro.buffer_limit = 10;
+        let output = Box::new(Slow {
+            delay,
+            written: written.clone(),
+        });
+        let mut ro = RunningOutput::new(spec, output);
+        ro.buffer_limit = buffer_limit;
         let stats = Arc::new(SelfStats::default());
-        stats.register_output(&ro.stats_key(), 10);
+        stats.register_output(&ro.stats_key(), buffer_limit);
         let reporter = Reporter {
             stats: stats.clone(),
             key: ro.stats_key(),
             last: ro.stats,
         };
+        (ro, reporter, written, stats)
+    }
+
+    /// Regression: while a write was in flight the loop stopped receiving, so everything the
+    /// inputs sent piled up in the unbounded channel, past `metric_buffer_limit` and uncounted.
+    #[tokio::test]
+    async fn a_slow_write_does_not_let_the_queue_grow_past_the_buffer_limit() {
+        let (ro, reporter, written, stats) = slow_output(Duration::from_millis(600), 10);
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let timing = Flushing {
@@ -663,7 +671,7 @@ mod tests {
             .unwrap();
         let w = written.load(std::sync::atomic::Ordering::SeqCst);
         let (_, outputs) = stats.read();
-        let dropped: u64 = outputs.iter().map(|(_, o)| o.metrics_dropped).sum();
+        let dropped: u64 = outputs.iter().map(|(_, o)| o.counts.metrics_dropped).sum();
         assert_eq!(
             w as u64 + dropped,
             101,
@@ -675,22 +683,7 @@ mod tests {
     /// alert rules see a tick's points on that tick.
     #[tokio::test]
     async fn a_collection_is_written_as_soon_as_it_is_gathered() {
-        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let spec = crate::outputs::find("file").expect("file output");
-        let ro = RunningOutput::new(
-            spec,
-            Box::new(Slow {
-                delay: Duration::ZERO,
-                written: written.clone(),
-            }),
-        );
-        let stats = Arc::new(SelfStats::default());
-        stats.register_output(&ro.stats_key(), 1000);
-        let reporter = Reporter {
-            stats,
-            key: ro.stats_key(),
-            last: ro.stats,
-        };
+        let (ro, reporter, written, _) = slow_output(Duration::ZERO, 10_000);
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let timing = Flushing {
@@ -791,27 +784,19 @@ mod loop_tests {
             panic!("bug in an input")
         }
     }
-    static SLOW: InputSpec = InputSpec {
-        name: "slow",
-        description: "",
-        sample_config: "",
-        build: |_, _| Box::new(Slow),
-        test_twice: false,
-    };
-    static FAILING: InputSpec = InputSpec {
-        name: "failing",
-        description: "",
-        sample_config: "",
-        build: |_, _| Box::new(Failing),
-        test_twice: false,
-    };
-    static PANICKING: InputSpec = InputSpec {
-        name: "panicking",
-        description: "",
-        sample_config: "",
-        build: |_, _| Box::new(Panicking),
-        test_twice: false,
-    };
+    /// A registry entry for a test input.
+    const fn spec(name: &'static str, build: crate::inputs::BuildFn) -> InputSpec {
+        InputSpec {
+            name,
+            description: "",
+            sample_config: "",
+            build,
+            test_twice: false,
+        }
+    }
+    static SLOW: InputSpec = spec("slow", |_, _| Box::new(Slow));
+    static FAILING: InputSpec = spec("failing", |_, _| Box::new(Failing));
+    static PANICKING: InputSpec = spec("panicking", |_, _| Box::new(Panicking));
 
     fn running(spec: &'static InputSpec, interval_ms: u64) -> RunningInput {
         let src = Source::new("test.conf", String::new());

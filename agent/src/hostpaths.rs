@@ -42,30 +42,30 @@ impl HostPaths {
     /// `HOST_ETC`, `HOST_VAR`, `HOST_RUN`, `HOST_DEV`, `HOST_MOUNT_PREFIX`), read once at start.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
         let mut p = HostPaths::default();
-        let get = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        if let Some(v) = get("HOST_PROC") {
-            p.proc = v;
-            p.proc_overridden = true;
-        }
-        if let Some(v) = get("HOST_SYS") {
-            p.sys = v;
-        }
-        if let Some(v) = get("HOST_ETC") {
-            p.etc = v;
-        }
-        if let Some(v) = get("HOST_VAR") {
-            p.var = v;
-        }
-        if let Some(v) = get("HOST_RUN") {
-            p.run = v;
-        }
-        if let Some(v) = get("HOST_DEV") {
-            p.dev = v;
-        }
-        if let Some(v) = get("HOST_MOUNT_PREFIX") {
-            p.mount_prefix = v;
-        }
+        p.set_roots(|name| {
+            env(&format!("HOST_{}", name.to_ascii_uppercase())).filter(|v| !v.is_empty())
+        });
         p
+    }
+
+    /// Sets each root that `value` gives a path for, asked by name: `proc`, `sys`, `etc`,
+    /// `var`, `run`, `dev`, `mount_prefix` (the `HOST_<NAME>` variables, the `[agent]
+    /// host_<name>` keys). Setting `proc` marks it overridden.
+    pub fn set_roots(&mut self, mut value: impl FnMut(&str) -> Option<String>) {
+        for (name, slot) in [
+            ("proc", &mut self.proc),
+            ("sys", &mut self.sys),
+            ("etc", &mut self.etc),
+            ("var", &mut self.var),
+            ("run", &mut self.run),
+            ("dev", &mut self.dev),
+            ("mount_prefix", &mut self.mount_prefix),
+        ] {
+            if let Some(v) = value(name) {
+                *slot = PathBuf::from(v);
+                self.proc_overridden |= name == "proc";
+            }
+        }
     }
 
     /// A fixture tree: `root/proc`, `root/sys`, … with no mount prefix.

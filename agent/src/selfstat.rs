@@ -31,12 +31,7 @@ pub struct GatherStats {
 /// Counters of one output.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteStats {
-    pub metrics_added: u64,
-    pub metrics_written: u64,
-    pub metrics_dropped: u64,
-    pub metrics_filtered: u64,
-    pub metrics_rejected: u64,
-    pub write_errors: u64,
+    pub counts: WriteCounts,
     pub buffer_size: u64,
     pub buffer_limit: u64,
     pub write_time_ns_sum: u64,
@@ -44,15 +39,42 @@ pub struct WriteStats {
     pub write_time_ns: u64,
 }
 
-/// A change to an output's counters (what happened since the last report).
+/// The counts an output keeps (Telegraf's `internal_write` fields of the same names): its
+/// own since it was built, the registry's totals, or the change between two reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct WriteDelta {
+pub struct WriteCounts {
     pub metrics_added: u64,
     pub metrics_written: u64,
     pub metrics_dropped: u64,
-    pub metrics_filtered: u64,
+    /// Refused for good by the server (type conflict, parse error, 4xx): removed, not retried.
     pub metrics_rejected: u64,
+    pub metrics_filtered: u64,
     pub write_errors: u64,
+}
+
+impl WriteCounts {
+    /// What was counted since `earlier` (a previous read of the same counters).
+    pub fn since(self, earlier: WriteCounts) -> WriteCounts {
+        WriteCounts {
+            metrics_added: self.metrics_added - earlier.metrics_added,
+            metrics_written: self.metrics_written - earlier.metrics_written,
+            metrics_dropped: self.metrics_dropped - earlier.metrics_dropped,
+            metrics_rejected: self.metrics_rejected - earlier.metrics_rejected,
+            metrics_filtered: self.metrics_filtered - earlier.metrics_filtered,
+            write_errors: self.write_errors - earlier.write_errors,
+        }
+    }
+}
+
+impl std::ops::AddAssign for WriteCounts {
+    fn add_assign(&mut self, d: WriteCounts) {
+        self.metrics_added += d.metrics_added;
+        self.metrics_written += d.metrics_written;
+        self.metrics_dropped += d.metrics_dropped;
+        self.metrics_rejected += d.metrics_rejected;
+        self.metrics_filtered += d.metrics_filtered;
+        self.write_errors += d.write_errors;
+    }
 }
 
 /// The registry.
@@ -102,18 +124,13 @@ impl SelfStats {
     pub fn record_write(
         &self,
         key: &PluginKey,
-        d: WriteDelta,
+        d: WriteCounts,
         buffer_size: usize,
         write_time: Option<Duration>,
     ) {
         let mut g = self.lock();
         let s = g.outputs.entry(key.clone()).or_default();
-        s.metrics_added += d.metrics_added;
-        s.metrics_written += d.metrics_written;
-        s.metrics_dropped += d.metrics_dropped;
-        s.metrics_filtered += d.metrics_filtered;
-        s.metrics_rejected += d.metrics_rejected;
-        s.write_errors += d.write_errors;
+        s.counts += d;
         s.buffer_size = buffer_size as u64;
         if let Some(t) = write_time {
             s.write_time_ns_sum += t.as_nanos() as u64;
@@ -170,7 +187,7 @@ mod tests {
         s.register_output(&o, 5);
         s.record_write(
             &o,
-            WriteDelta {
+            WriteCounts {
                 metrics_dropped: 3,
                 ..Default::default()
             },
@@ -179,7 +196,7 @@ mod tests {
         );
         s.record_write(
             &o,
-            WriteDelta {
+            WriteCounts {
                 metrics_dropped: 2,
                 ..Default::default()
             },
@@ -189,7 +206,7 @@ mod tests {
         let (_, out) = s.read();
         assert_eq!(
             (
-                out[0].1.metrics_dropped,
+                out[0].1.counts.metrics_dropped,
                 out[0].1.buffer_limit,
                 out[0].1.buffer_size
             ),

@@ -2,18 +2,13 @@
 //! reload and SIGTERM shutdown.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wk-agent"));
-    c.env_remove("WK_LOG");
-    c
-}
+use crate::support::{Conf, agent, conf, daemon_config, signal};
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run wk-agent")
+    agent().args(args).output().expect("run wk-agent")
 }
 
 fn text(b: &[u8]) -> String {
@@ -23,22 +18,10 @@ fn text(b: &[u8]) -> String {
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 use wk_core::testing::poll_until as wait_for;
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) with a pid we own.
-    let rc = unsafe { libc::kill(child.id() as i32, sig) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
 #[test]
 fn test_mode_prints_line_protocol_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("a.conf");
-    fs::write(
-        &conf,
-        "[[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n",
-    )
-    .unwrap();
-    let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
+    let c = conf("[[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n");
+    let out = run(&["--config", c.arg(), "--test"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -51,27 +34,21 @@ fn test_mode_prints_line_protocol_and_exits_zero() {
 
 #[test]
 fn invalid_config_exits_2_and_names_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("bad.conf");
-    fs::write(
-        &conf,
-        "[agent]\n  interval = \"10x\"\n[[inputs.cpu]]\n  percpu = 1\n",
-    )
-    .unwrap();
-    let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
+    let c = conf("[agent]\n  interval = \"10x\"\n[[inputs.cpu]]\n  percpu = 1\n");
+    let out = run(&["--config", c.arg(), "--test"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!(
             "{}:2:14: error: [agent] interval: invalid duration",
-            conf.display()
+            c.path.display()
         )),
         "{err}"
     );
     assert!(
         err.contains(&format!(
             "{}:4:12: error: [inputs.cpu] percpu: expected a boolean",
-            conf.display()
+            c.path.display()
         )),
         "{err}"
     );
@@ -88,10 +65,8 @@ fn missing_config_file_exits_2() {
 fn sample_config_loads_back() {
     let out = run(&["--sample-config"]);
     assert!(out.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("sample.conf");
-    fs::write(&conf, &out.stdout).unwrap();
-    let out = run(&["--config", conf.to_str().unwrap(), "--test"]);
+    let c = conf(&out.stdout);
+    let out = run(&["--config", c.arg(), "--test"]);
     assert!(
         out.status.success(),
         "the printed sample config must load and gather: {}",
@@ -117,18 +92,12 @@ fn input_filter_limits_inputs() {
 
 #[test]
 fn once_writes_to_the_file_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("metrics.lp");
-    let conf = dir.path().join("a.conf");
-    fs::write(
-        &conf,
-        format!(
-            "[agent]\n  omit_hostname = true\n[[inputs.cpu]]\n[[outputs.file]]\n  files = [{:?}]\n",
-            out_file
-        ),
-    )
-    .unwrap();
-    let out = run(&["--config", conf.to_str().unwrap(), "--once"]);
+    let c = Conf::empty();
+    let out_file = c.beside("metrics.lp");
+    c.write(format!(
+        "[agent]\n  omit_hostname = true\n[[inputs.cpu]]\n[[outputs.file]]\n  files = [{out_file:?}]\n"
+    ));
+    let out = run(&["--config", c.arg(), "--once"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lp = fs::read_to_string(&out_file).unwrap();
     assert!(
@@ -139,41 +108,33 @@ fn once_writes_to_the_file_output() {
     assert!(!lp.contains("host="));
 }
 
-fn daemon_config(out_file: &Path, tag: &str) -> String {
-    format!(
-        "[global_tags]\n  deploy = \"{tag}\"\n[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
-         [[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n  files = [{out_file:?}]\n"
-    )
-}
-
 #[test]
 fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("metrics.lp");
-    let conf = dir.path().join("agent.conf");
-    fs::write(&conf, daemon_config(&out_file, "v1")).unwrap();
-    let mut child = bin()
-        .args(["--config", conf.to_str().unwrap()])
+    let c = Conf::empty();
+    let out_file = c.beside("metrics.lp");
+    c.write(daemon_config(&out_file, "v1"));
+    let mut child = agent()
+        .args(["--config", c.arg()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let read = || fs::read_to_string(&out_file).unwrap_or_default();
     assert!(
-        wait_for(Duration::from_secs(10), || read().contains("deploy=v1")),
+        wait_for(Duration::from_secs(10), || read().contains("version=v1")),
         "no metrics written"
     );
 
     // A good change is applied.
-    fs::write(&conf, daemon_config(&out_file, "v2")).unwrap();
+    c.write(daemon_config(&out_file, "v2"));
     signal(&child, libc::SIGHUP);
     assert!(
-        wait_for(Duration::from_secs(10), || read().contains("deploy=v2")),
+        wait_for(Duration::from_secs(10), || read().contains("version=v2")),
         "reload not applied"
     );
 
     // A broken change is refused: the agent keeps running the v2 config.
-    fs::write(&conf, "[agent]\n  interval = \"soon\"\n").unwrap();
+    c.write("[agent]\n  interval = \"soon\"\n");
     signal(&child, libc::SIGHUP);
     let len_at_bad_reload = read().len();
     assert!(
@@ -186,7 +147,7 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
     );
     let tail = read()[len_at_bad_reload..].to_owned();
     assert!(
-        tail.contains("deploy=v2") && !tail.contains("deploy=v1"),
+        tail.contains("version=v2") && !tail.contains("version=v1"),
         "{tail}"
     );
 
@@ -198,16 +159,9 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
             .is_some()),
         "no exit on SIGTERM"
     );
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit status {status}");
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {}", out.status);
+    let stderr = text(&out.stderr);
     assert!(
         stderr.contains("interval: invalid duration \"soon\""),
         "{stderr}"
@@ -218,21 +172,16 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
 /// `internal_write.metrics_dropped` must say exactly how many metrics a full buffer discarded.
 #[test]
 fn internal_metrics_count_every_dropped_metric() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("internal.lp");
-    let conf = dir.path().join("agent.conf");
-    fs::write(
-        &conf,
-        format!(
+    let c = Conf::empty();
+    let good = c.beside("internal.lp");
+    c.write(format!(
             "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n\
              [[inputs.cpu]]\n  percpu = false\n[[inputs.internal]]\n  per_instance = true\n\
              [[outputs.file]]\n  alias = \"broken\"\n  files = [\"/dev/full\"]\n  metric_buffer_limit = 3\n  namepass = [\"cpu\"]\n\
              [[outputs.file]]\n  alias = \"good\"\n  files = [{good:?}]\n  namepass = [\"internal_*\"]\n"
-        ),
-    )
-    .unwrap();
-    let mut child = bin()
-        .args(["--config", conf.to_str().unwrap()])
+    ));
+    let mut child = agent()
+        .args(["--config", c.arg()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::support::{Conf, conf};
 use wk_agent::config::{self, ConfigError, LoadRequest, Plan};
 use wk_agent::hostpaths::HostPaths;
 use wk_agent::metric::Metric;
@@ -49,36 +50,25 @@ impl Load {
     fn run(&self) -> Result<Plan, ConfigError> {
         let lookup = |k: &str| self.env.get(k).cloned();
         let req = LoadRequest {
-            configs: self.configs.clone(),
             config_dirs: self.dirs.clone(),
-            input_filter: None,
-            output_filter: None,
             env: &lookup,
             paths: self.paths.clone(),
             test_mode: self.test_mode,
-            stats: Default::default(),
+            ..LoadRequest::new(self.configs.clone())
         };
         config::load(&req)
     }
-}
-
-/// A config file in a temporary directory.
-struct Conf {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-fn conf(text: &str) -> Conf {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    fs::write(&path, text).unwrap();
-    Conf { _dir: dir, path }
 }
 
 impl Conf {
     fn load(&self) -> Load {
         Load::files(std::slice::from_ref(&self.path))
     }
+}
+
+/// The errors of `text` loaded in test mode, which must fail, as `line:col: message`.
+fn load_errors(text: &str) -> Vec<String> {
+    errors(conf(text).load().test_mode().run())
 }
 
 /// The errors of a load that must fail, as `line:col: message`.
@@ -146,19 +136,7 @@ fn telegraf_default_config_loads_with_only_the_expected_warnings() {
     // inputs and the InfluxDB output use only options Telegraf has: no warning at all.
     assert_eq!(warnings(&plan), Vec::<String>::new());
     let names: Vec<_> = plan.inputs.iter().map(|i| i.spec.name).collect();
-    assert_eq!(
-        names,
-        [
-            "cpu",
-            "disk",
-            "diskio",
-            "kernel",
-            "mem",
-            "processes",
-            "swap",
-            "system"
-        ]
-    );
+    assert_eq!(names, config::TELEGRAF_DEFAULT_INPUTS);
     assert_eq!(plan.outputs.len(), 1, "the InfluxDB output");
     assert_eq!(
         plan.agent,
@@ -187,9 +165,8 @@ fn agent_options_we_do_not_implement_warn_only_when_they_ask_for_something() {
         ]
     );
     // A wrong type is still an error, as in Telegraf.
-    let c = conf("[agent]\n  buffer_disk_sync = \"maybe\"\n[[inputs.cpu]]\n");
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors("[agent]\n  buffer_disk_sync = \"maybe\"\n[[inputs.cpu]]\n"),
         ["2:22: [agent] buffer_disk_sync: expected true or false, found \"maybe\""]
     );
 }
@@ -258,9 +235,8 @@ fn typo_in_an_option_is_an_error_at_its_line_and_column() {
         ]
     );
     // Nothing close: no suggestion.
-    let c = conf("[[inputs.cpu]]\n  frobnicate = 1\n");
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors("[[inputs.cpu]]\n  frobnicate = 1\n"),
         [
             "2:3: [inputs.cpu] unknown option \"frobnicate\": Telegraf has no such option here (a typo?)"
         ]
@@ -313,11 +289,10 @@ fn the_full_diagnostic_names_file_line_and_column() {
 
 #[test]
 fn wrong_types_are_errors() {
-    let c = conf(
-        "[agent]\n  interval = true\n  metric_batch_size = \"lots\"\n  hostname = 5\n[[inputs.cpu]]\n  percpu = 1\n  totalcpu = [true]\n",
-    );
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors(
+            "[agent]\n  interval = true\n  metric_batch_size = \"lots\"\n  hostname = 5\n[[inputs.cpu]]\n  percpu = 1\n  totalcpu = [true]\n"
+        ),
         [
             "2:14: [agent] interval: expected a duration such as \"10s\", found a boolean",
             "3:23: [agent] metric_batch_size: expected an integer",
@@ -330,11 +305,10 @@ fn wrong_types_are_errors() {
 
 #[test]
 fn bad_durations_are_errors() {
-    let c = conf(
-        "[agent]\n  interval = \"10 seconds\"\n  flush_interval = \"0s\"\n  collection_jitter = \"-1s\"\n  flush_jitter = \"5m5\"\n[[inputs.cpu]]\n  interval = -5\n",
-    );
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors(
+            "[agent]\n  interval = \"10 seconds\"\n  flush_interval = \"0s\"\n  collection_jitter = \"-1s\"\n  flush_jitter = \"5m5\"\n[[inputs.cpu]]\n  interval = -5\n"
+        ),
         [
             "2:14: [agent] interval: invalid duration \"10 seconds\": unknown unit \" seconds\" (use ns, us, ms, s, m, h or d)",
             "3:20: [agent] flush_interval: 0ns is too short: must be at least 100ms",
@@ -352,11 +326,10 @@ fn bad_durations_are_errors() {
     assert_eq!(p.agent.flush_interval.as_millis(), 1500);
     assert_eq!(p.agent.collection_offset.as_secs(), 2 * 86400);
     // Regression: "1ns" was accepted and gathered ~800 times a second.
-    let c = conf(
-        "[agent]\n  interval = \"1ns\"\n[[inputs.cpu]]\n  interval = \"50ms\"\n[[outputs.file]]\n  flush_interval = \"0.01\"\n",
-    );
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors(
+            "[agent]\n  interval = \"1ns\"\n[[inputs.cpu]]\n  interval = \"50ms\"\n[[outputs.file]]\n  flush_interval = \"0.01\"\n"
+        ),
         [
             "2:14: [agent] interval: 1ns is too short: must be at least 100ms",
             "4:14: [inputs.cpu] interval: 50ms is too short: must be at least 100ms",
@@ -447,8 +420,7 @@ fn invalid_toml_names_the_line() {
         ("[[inputs.cpu]]\n  tags = { a = \"b\"\n", "2:"),
         ("\u{feff}[[inputs.cpu]]\n\n\n  x = \"unterminated\n", "4:"),
     ] {
-        let c = conf(text);
-        let e = errors(c.load().test_mode().run());
+        let e = load_errors(text);
         assert_eq!(e.len(), 1, "{text:?}: {e:?}");
         assert!(e[0].starts_with(at), "{text:?}: {e:?}");
         assert!(e[0].contains("invalid TOML"), "{text:?}: {e:?}");
@@ -632,8 +604,7 @@ fn filters_select_and_modify() {
     let ms = gather(&format!("{base}{CPU}  tagexclude = [\"host\"]\n"));
     assert_eq!(tags(&ms[0]), ["cpu=cpu0", "dc=x"]);
     // A bad glob is a config error at its line.
-    let c = conf(&format!("{CPU}  namepass = [\"cpu[\"]\n"));
-    let e = errors(c.load().test_mode().run());
+    let e = load_errors(&format!("{CPU}  namepass = [\"cpu[\"]\n"));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("5:14: [inputs.cpu] namepass: "), "{e:?}");
 }
@@ -674,23 +645,20 @@ fn single_table_legacy_form_is_accepted() {
 
 #[test]
 fn unknown_sections_and_plugins() {
-    let c = conf("[agnet]\n  interval = \"10s\"\n[[inputs.cpu]]\n");
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors("[agnet]\n  interval = \"10s\"\n[[inputs.cpu]]\n"),
         [
             "1:2: unsupported config section [agnet]: expected agent, global_tags, inputs, outputs, processors or aggregators"
         ]
     );
-    let c = conf("interval = \"10s\"\n[[inputs.cpu]]\n");
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors("interval = \"10s\"\n[[inputs.cpu]]\n"),
         [
             "1:1: top-level key \"interval\" is not allowed: settings belong in a table such as [agent]"
         ]
     );
-    let c = conf("[[inputs.cpu]]\n[[inputs.dokcer]]\n[[outputs.influx]]\n[[inputs.io]]\n");
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors("[[inputs.cpu]]\n[[inputs.dokcer]]\n[[outputs.influx]]\n[[inputs.io]]\n"),
         [
             "2:10: [inputs.dokcer]: no such plugin (undefined but requested input); did you mean \"docker\"?",
             "3:11: [outputs.influx]: no such plugin (undefined but requested output); did you mean \"influxdb\"?",
@@ -756,11 +724,10 @@ fn global_tags_of_later_files_override_earlier_ones() {
 
 #[test]
 fn bad_values_inside_tables_are_errors_at_the_value() {
-    let c = conf(
-        "[global_tags]\n  dc = 5\n[[inputs.cpu]]\n  [inputs.cpu.tags]\n    team = true\n  [inputs.cpu.tagpass]\n    cpu = [\"cpu0\", 1]\n    core = 7\n",
-    );
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors(
+            "[global_tags]\n  dc = 5\n[[inputs.cpu]]\n  [inputs.cpu.tags]\n    team = true\n  [inputs.cpu.tagpass]\n    cpu = [\"cpu0\", 1]\n    core = 7\n"
+        ),
         [
             "2:8: [global_tags] dc: expected a string, found an integer",
             "5:12: [inputs.cpu.tags] team: expected a string, found a boolean",
@@ -777,9 +744,8 @@ fn byte_order_mark_and_crlf_line_ends_are_accepted() {
     let p = c.load().test_mode().run().unwrap();
     assert_eq!(p.agent.interval.as_secs(), 20);
     // Positions still count from the first visible character.
-    let c = conf("\u{feff}[[inputs.cpu]]\r\n  percpu = \"no\"\r\n");
     assert_eq!(
-        errors(c.load().test_mode().run()),
+        load_errors("\u{feff}[[inputs.cpu]]\r\n  percpu = \"no\"\r\n"),
         ["2:12: [inputs.cpu] percpu: expected true or false, found \"no\""]
     );
 }
@@ -800,8 +766,7 @@ fn sections_in_the_wrong_shape() {
             "1:3: [[inputs]] is not allowed: write [[inputs.NAME]]",
         ),
     ] {
-        let c = conf(text);
-        assert_eq!(errors(c.load().test_mode().run()), [want], "{text:?}");
+        assert_eq!(load_errors(text), [want], "{text:?}");
     }
 }
 
@@ -862,17 +827,11 @@ proptest::proptest! {
 fn filters_that_match_nothing_leave_no_inputs_or_outputs() {
     let c = conf("[[inputs.cpu]]\n[[inputs.mem]]\n[[outputs.file]]\n");
     let run = |inputs: Option<&str>, outputs: Option<&str>| {
-        let no_env = |_: &str| None;
         let split = |s: Option<&str>| s.map(|s| s.split(':').map(String::from).collect());
         config::load(&LoadRequest {
-            configs: vec![c.path.clone()],
-            config_dirs: vec![],
             input_filter: split(inputs),
             output_filter: split(outputs),
-            env: &no_env,
-            paths: HostPaths::default(),
-            test_mode: false,
-            stats: Default::default(),
+            ..LoadRequest::new(vec![c.path.clone()])
         })
     };
     let p = run(Some("mem:swap"), None).unwrap();

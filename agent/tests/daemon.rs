@@ -4,32 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::daemon_config;
 use tokio::sync::mpsc;
 use wk_agent::config::{self, LoadRequest, Plan};
 use wk_agent::daemon::{self, Control};
-use wk_agent::hostpaths::HostPaths;
 
-fn plan_writing_to(dir: &Path, out: &Path, tag: &str) -> Option<Plan> {
-    let conf = dir.join(format!("{tag}.conf"));
-    let text = format!(
-        "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n  omit_hostname = true\n\
-         [global_tags]\n  run = \"{tag}\"\n[[inputs.mem]]\n\
-         [[outputs.file]]\n  files = [{:?}]\n",
-        out.display().to_string()
-    );
-    std::fs::write(&conf, text).unwrap();
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs: vec![conf],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
-        test_mode: false,
-        stats: Default::default(),
-    };
-    config::load(&req).ok()
+fn plan_writing_to(dir: &Path, out: &Path, version: &str) -> Option<Plan> {
+    let conf = dir.join(format!("{version}.conf"));
+    std::fs::write(&conf, daemon_config(out, version)).unwrap();
+    config::load(&LoadRequest::new(vec![conf])).ok()
 }
 
 async fn wait_for_text(path: &PathBuf, needle: &str) -> bool {
@@ -54,7 +37,10 @@ async fn reload_swaps_only_a_plan_that_builds_and_stop_returns() {
     ];
     let (tx, rx) = mpsc::channel(4);
     let running = tokio::spawn(daemon::run(plan, move || reloads.pop().flatten(), rx));
-    assert!(wait_for_text(&first, "run=one").await, "first plan writes");
+    assert!(
+        wait_for_text(&first, "version=one").await,
+        "first plan writes"
+    );
 
     tx.send(Control::Reload).await.unwrap();
     let size = std::fs::metadata(&first).unwrap().len();
@@ -66,7 +52,10 @@ async fn reload_swaps_only_a_plan_that_builds_and_stop_returns() {
     assert!(!second.exists());
 
     tx.send(Control::Reload).await.unwrap();
-    assert!(wait_for_text(&second, "run=two").await, "the new plan runs");
+    assert!(
+        wait_for_text(&second, "version=two").await,
+        "the new plan runs"
+    );
     tx.send(Control::Stop).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), running)
         .await

@@ -3,31 +3,27 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::{agent, daemon_config as config, signal};
+use wk_core::testing::{poll_until as wait_for, run_ok};
+
 fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git is needed for this test");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("git")
+            .current_dir(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args),
     );
 }
-
-use wk_core::testing::poll_until as wait_for;
 
 struct Deploy {
     checkout: PathBuf,
@@ -36,7 +32,8 @@ struct Deploy {
 }
 
 impl Deploy {
-    fn run(&self, with_pidfile: bool) -> Output {
+    /// The script's command line.
+    fn command(&self, with_pidfile: bool) -> Command {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/deploy-config.sh");
         let mut c = Command::new("bash");
         c.arg(script)
@@ -51,15 +48,8 @@ impl Deploy {
         if with_pidfile {
             c.args(["--pidfile", self.pidfile.to_str().unwrap()]);
         }
-        c.output().unwrap()
+        c
     }
-}
-
-fn config(out: &Path, version: &str) -> String {
-    format!(
-        "[global_tags]\n  version = \"{version}\"\n[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
-         [[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n  files = [{out:?}]\n"
-    )
 }
 
 #[test]
@@ -88,18 +78,13 @@ fn deploy_applies_good_changes_and_refuses_broken_ones() {
     };
 
     // First install, agent not running yet.
-    let out = d.run(false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&mut d.command(false));
     assert_eq!(
         fs::read_to_string(&d.target).unwrap(),
         config(&metrics, "v1")
     );
 
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_wk-agent"))
+    let mut agent = agent()
         .args([
             "--config",
             d.target.to_str().unwrap(),
@@ -118,12 +103,7 @@ fn deploy_applies_good_changes_and_refuses_broken_ones() {
     // A good change: installed and reloaded.
     fs::write(origin.join("web1.conf"), config(&metrics, "v2")).unwrap();
     git(&origin, &["commit", "-qam", "v2"]);
-    let out = d.run(true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut d.command(true));
     assert!(String::from_utf8_lossy(&out.stdout).contains("sent SIGHUP"));
     assert!(
         wait_for(Duration::from_secs(10), || read().contains("version=v2")),
@@ -137,7 +117,7 @@ fn deploy_applies_good_changes_and_refuses_broken_ones() {
     )
     .unwrap();
     git(&origin, &["commit", "-qam", "broken"]);
-    let out = d.run(true);
+    let out = d.command(true).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -158,14 +138,13 @@ fn deploy_applies_good_changes_and_refuses_broken_ones() {
     assert!(read()[len..].contains("version=v2"));
 
     // Deploying the same commit again changes nothing.
-    let out = d.run(true);
+    let out = d.command(true).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(2),
         "the broken head is still refused"
     );
 
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    signal(&agent, libc::SIGTERM);
     assert!(agent.wait().unwrap().success());
 }

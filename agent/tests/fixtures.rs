@@ -64,16 +64,10 @@ pub fn run_case(case: &Path) -> (String, String) {
             copy_tree(&case.join(fixed), &root.join(fixed));
         }
     }
-    let no_env = |_: &str| None;
     let req = LoadRequest {
-        configs: vec![case.join("config.conf")],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
         paths: HostPaths::under(root),
         test_mode: true,
-        stats: Default::default(),
+        ..LoadRequest::new(vec![case.join("config.conf")])
     };
     let scrub = |s: &str| {
         s.replace(&root.display().to_string(), "<root>")

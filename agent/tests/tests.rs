@@ -11,3 +11,4 @@ mod layering;
 mod live;
 mod outputs;
 mod registry_docs;
+mod support;

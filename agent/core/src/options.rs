@@ -76,23 +76,21 @@ impl<'a, 'i> Options<'a, 'i> {
 
     /// Records an error at the value of `key` (or at the table when it is absent).
     pub fn error_at(&mut self, key: &str, message: impl std::fmt::Display) {
-        let offset = self
-            .table
-            .get(key)
-            .map_or(self.table_offset, |v| v.span().start);
-        let msg = format!("[{}] {key}: {message}", self.section);
-        self.diags.push(self.src.diag(Severity::Error, offset, msg));
+        self.diag_at(Severity::Error, key, message);
     }
 
-    /// Records a warning at the value of `key`.
+    /// Records a warning at the value of `key` (or at the table when it is absent).
     pub fn warn_at(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.diag_at(Severity::Warning, key, message);
+    }
+
+    fn diag_at(&mut self, severity: Severity, key: &str, message: impl std::fmt::Display) {
         let offset = self
             .table
             .get(key)
             .map_or(self.table_offset, |v| v.span().start);
         let msg = format!("[{}] {key}: {message}", self.section);
-        self.diags
-            .push(self.src.diag(Severity::Warning, offset, msg));
+        self.diags.push(self.src.diag(severity, offset, msg));
     }
 
     fn type_error(&mut self, key: &str, want: &str, got: &DeValue<'_>) {
@@ -361,17 +359,23 @@ impl<'a, 'i> Options<'a, 'i> {
         }
     }
 
-    /// A table of string values (`[inputs.x.tags]`), in file order.
-    pub fn string_table(&mut self, key: &str) -> Vec<(String, String)> {
-        let Some(v) = self.lookup(key) else {
-            return Vec::new();
-        };
+    /// The sub-table `key` (`[inputs.x.tags]`) and its section name for messages; `None`
+    /// when absent or (an error) not a table.
+    fn sub_table(&mut self, key: &str) -> Option<(String, &'a DeTable<'i>)> {
+        let v = self.lookup(key)?;
         let DeValue::Table(t) = v.get_ref() else {
             self.type_error(key, "a table", v.get_ref());
-            return Vec::new();
+            return None;
         };
-        let section = format!("{}.{key}", self.section);
-        self.strings_of(&section, t)
+        Some((format!("{}.{key}", self.section), t))
+    }
+
+    /// A table of string values (`[inputs.x.tags]`), in file order.
+    pub fn string_table(&mut self, key: &str) -> Vec<(String, String)> {
+        match self.sub_table(key) {
+            Some((section, t)) => self.strings_of(&section, t),
+            None => Vec::new(),
+        }
     }
 
     /// Every entry of this table as a string (`[global_tags]`), in file order; each entry is
@@ -408,14 +412,9 @@ impl<'a, 'i> Options<'a, 'i> {
 
     /// A table whose values are lists of strings (`[inputs.x.tagpass]`), in file order.
     pub fn strings_table(&mut self, key: &str) -> Vec<(String, Vec<String>)> {
-        let Some(v) = self.lookup(key) else {
+        let Some((section, t)) = self.sub_table(key) else {
             return Vec::new();
         };
-        let DeValue::Table(t) = v.get_ref() else {
-            self.type_error(key, "a table", v.get_ref());
-            return Vec::new();
-        };
-        let section = format!("{}.{key}", self.section);
         let mut out = Vec::new();
         for (k, v) in t.iter() {
             let k = k.get_ref();

@@ -1,5 +1,6 @@
 //! Test support shared by both programs' test suites: one way to skip a test, counted, that
-//! cannot hide a missing dependency in CI.
+//! cannot hide a missing dependency in CI; polling for a condition; running a helper command
+//! that must succeed; a child process that cannot outlive its test.
 //!
 //! A test that cannot run here (a tool or kernel feature is missing) calls
 //! [`skip!`](crate::skip) with the reason. It prints `SKIPPED: <test>: <reason>` and appends
@@ -95,6 +96,71 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, cond: impl FnMut() -> 
         poll_until(timeout, cond),
         "timed out after {timeout:?} waiting for {what}"
     );
+}
+
+/// Runs `cmd` to completion and returns its output; fails the test, showing its stderr, when
+/// it cannot start or does not exit with status 0.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A child process (a server a test started) killed and reaped when dropped, so a failing
+/// test leaves nothing running. Derefs to the [`Child`](std::process::Child).
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Polls `ready` every 50 ms until it holds. Fails the test, showing `log()`, when the
+    /// child exits first or `timeout` passes; `what` names the child in the message.
+    pub fn wait_ready(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        mut ready: impl FnMut() -> bool,
+        log: impl Fn() -> String,
+    ) {
+        let start = std::time::Instant::now();
+        while !ready() {
+            if let Ok(Some(exit)) = self.0.try_wait() {
+                panic!("{what} exited with {exit}; log:\n{}", log());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{what} not ready within {timeout:?}; log:\n{}",
+                log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[cfg(test)]

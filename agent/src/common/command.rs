@@ -1,6 +1,7 @@
 //! Running a helper program without a shell: argv only, stdin closed, both pipes drained on
 //! their own threads (a chatty child never blocks on a full pipe), killed after a time limit.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ pub enum Run {
 }
 
 /// Runs `binary argv…`, killing it after `limit`.
-pub fn run(binary: &str, argv: &[&str], limit: Duration) -> Run {
+pub fn run(binary: &str, argv: &[impl AsRef<OsStr>], limit: Duration) -> Run {
     let mut child = match Command::new(binary)
         .args(argv)
         .stdin(Stdio::null())
@@ -113,7 +114,7 @@ mod tests {
         ));
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(matches!(
-            run("/nonexistent/prog", &[], Duration::from_secs(1)),
+            run("/nonexistent/prog", &[] as &[&str], Duration::from_secs(1)),
             Run::Failed(e) if e.contains("cannot run")
         ));
     }

@@ -19,10 +19,7 @@ pub struct HttpSettings {
     pub headers: Vec<(String, String)>,
     pub gzip: bool,
     pub user_agent: String,
-    pub tls_ca: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub insecure_skip_verify: bool,
+    pub tls: TlsOptions,
 }
 
 /// Our default `User-Agent` (Telegraf sends `Telegraf/<ver> Go/<gover>`).
@@ -54,48 +51,21 @@ pub fn read_http_options(opts: &mut Options<'_, '_>, default_url: &str) -> HttpS
     let headers = opts.string_table("http_headers");
     let gzip = opts.choice("content_encoding", "gzip", &["gzip", "identity"]) == "gzip";
     let user_agent = opts.string("user_agent", &default_user_agent());
-    let tls_ca = opts.opt_string("tls_ca");
-    let tls_cert = opts.opt_string("tls_cert");
-    let tls_key = opts.opt_string("tls_key");
-    if tls_cert.is_some() != tls_key.is_some() {
-        opts.warn_at(
-            "tls_cert",
-            "tls_cert and tls_key work only together: no client certificate is sent (Telegraf ignores a lone one too)",
-        );
-    }
-    let insecure_skip_verify = opts.bool("insecure_skip_verify", false);
-    // tls_enable defaults to true; only "false" (plain HTTP to https:// URLs) is unsupported.
-    if !opts.bool("tls_enable", true) {
-        opts.warn_at(
-            "tls_enable",
-            "false is not implemented; https:// URLs use TLS",
-        );
-    }
-    opts.unsupported(&[
-        "tls_server_name",
-        "tls_key_pwd",
-        "tls_min_version",
-        "tls_max_version",
-        "tls_cipher_suites",
-        "tls_renegotiation_method",
-        "http_proxy",
-        "local_address",
-    ]);
+    let tls = read_tls_options(opts);
+    opts.unsupported(&["http_proxy", "local_address"]);
     HttpSettings {
         urls,
         timeout,
         headers,
         gzip,
         user_agent,
-        tls_ca,
-        tls_cert,
-        tls_key,
-        insecure_skip_verify,
+        tls,
     }
 }
 
 /// Telegraf's common/tls client options (`tls_ca`, `tls_cert`, `tls_key`,
-/// `insecure_skip_verify`) as the status-page inputs (`haproxy`, `nginx`) read them.
+/// `insecure_skip_verify`), read the same way by every HTTP plugin. An empty path is no path,
+/// as in Telegraf.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     pub ca: Option<String>,
@@ -122,6 +92,7 @@ pub fn read_tls_options(opts: &mut Options<'_, '_>) -> TlsOptions {
             "this wk-agent was built without TLS (cargo feature \"tls\"); TLS options ignored",
         );
     }
+    // tls_enable defaults to true; only "false" (plain HTTP to https:// URLs) is unsupported.
     if !opts.bool("tls_enable", true) {
         opts.warn_at(
             "tls_enable",
@@ -159,12 +130,7 @@ pub fn status_page_agent(
         .max_redirects(10)
         .user_agent(default_user_agent());
     #[cfg(feature = "tls")]
-    let builder = builder.tls_config(tls_config(
-        tls.ca.as_deref(),
-        tls.cert.as_deref(),
-        tls.key.as_deref(),
-        tls.insecure_skip_verify,
-    )?);
+    let builder = builder.tls_config(tls_config(tls)?);
     #[cfg(not(feature = "tls"))]
     let _ = tls;
     Ok(ureq::Agent::new_with_config(builder.build()))
@@ -310,7 +276,7 @@ impl Client {
                 .user_agent(self.settings.user_agent.as_str())
                 .max_redirects(0);
             #[cfg(feature = "tls")]
-            let builder = builder.tls_config(build_tls(&self.settings)?);
+            let builder = builder.tls_config(tls_config(&self.settings.tls)?);
             let config = builder.build();
             self.agent = Some(ureq::Agent::new_with_config(config));
         }
@@ -379,16 +345,6 @@ impl Client {
 }
 
 #[cfg(feature = "tls")]
-fn build_tls(s: &HttpSettings) -> Result<ureq::tls::TlsConfig, String> {
-    tls_config(
-        s.tls_ca.as_deref(),
-        s.tls_cert.as_deref(),
-        s.tls_key.as_deref(),
-        s.insecure_skip_verify,
-    )
-}
-
-#[cfg(feature = "tls")]
 fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
 }
@@ -413,23 +369,17 @@ fn pem_certs(
     Ok(certs)
 }
 
-/// The TLS settings every HTTP plugin takes (Telegraf's `tls_ca`, `tls_cert`, `tls_key`,
-/// `insecure_skip_verify`), read from their PEM files.
+/// The client TLS configuration of [`TlsOptions`], its PEM files read.
 #[cfg(feature = "tls")]
-pub fn tls_config(
-    tls_ca: Option<&str>,
-    tls_cert: Option<&str>,
-    tls_key: Option<&str>,
-    insecure_skip_verify: bool,
-) -> Result<ureq::tls::TlsConfig, String> {
+pub fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
     use std::sync::Arc;
     use ureq::tls::{ClientCert, PrivateKey, RootCerts, TlsConfig};
-    let mut b = TlsConfig::builder().disable_verification(insecure_skip_verify);
-    if let Some(ca) = tls_ca {
+    let mut b = TlsConfig::builder().disable_verification(tls.insecure_skip_verify);
+    if let Some(ca) = &tls.ca {
         let certs = pem_certs("tls_ca", ca, &read_file("tls_ca", ca)?)?;
         b = b.root_certs(RootCerts::Specific(Arc::new(certs)));
     }
-    if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         let chain = pem_certs("tls_cert", cert, &read_file("tls_cert", cert)?)?;
         let key_pem = read_file("tls_key", key)?;
         let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("tls_key {key}: {e}"))?;
@@ -540,15 +490,24 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_accepted() {
-        assert!(check_url("http://127.0.0.1:8086").is_ok());
+        for ok in ["http://127.0.0.1:8086", "http://127.0.0.1:8080/health?x=1"] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
         assert_eq!(
             check_url("HTTPS://influx.example.com").is_ok(),
             cfg!(feature = "tls")
         );
-        assert!(check_url("udp://127.0.0.1:8089").is_err());
-        assert!(check_url("unix:///var/run/influxdb.sock").is_err());
-        assert!(check_url("localhost:8086").is_err());
-        assert!(check_url("http://").is_err());
+        for bad in [
+            "udp://127.0.0.1:8089",
+            "unix:///var/run/influxdb.sock",
+            "ftp://host",
+            "localhost:8086",
+            "http://",
+            "http:///x",
+            "http://bad host/",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -113,6 +113,29 @@ pub struct LoadRequest<'a> {
     pub stats: Arc<SelfStats>,
 }
 
+impl<'a> LoadRequest<'a> {
+    /// A request for `configs` and nothing else: no directories or filters, no environment
+    /// variables, the default host paths, not `--test`, fresh self-telemetry. Set the rest
+    /// with struct update syntax: `LoadRequest { test_mode: true, ..LoadRequest::new(files) }`.
+    pub fn new(configs: Vec<PathBuf>) -> Self {
+        LoadRequest {
+            configs,
+            config_dirs: Vec::new(),
+            input_filter: None,
+            output_filter: None,
+            env: &no_env,
+            paths: HostPaths::default(),
+            test_mode: false,
+            stats: Default::default(),
+        }
+    }
+}
+
+/// The empty environment of [`LoadRequest::new`].
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
 /// A validated config, ready to run.
 pub struct Plan {
     pub agent: AgentSettings,
@@ -382,23 +405,8 @@ impl Loader<'_, '_> {
             );
         }
         // Our own keys (not Telegraf's): the host roots, for a containerised agent.
-        let p = &mut self.paths;
-        for (key, slot) in [
-            ("host_proc", &mut p.proc),
-            ("host_sys", &mut p.sys),
-            ("host_etc", &mut p.etc),
-            ("host_var", &mut p.var),
-            ("host_run", &mut p.run),
-            ("host_dev", &mut p.dev),
-            ("host_mount_prefix", &mut p.mount_prefix),
-        ] {
-            if let Some(v) = o.opt_string(key) {
-                if key == "host_proc" {
-                    p.proc_overridden = true;
-                }
-                *slot = PathBuf::from(v);
-            }
-        }
+        self.paths
+            .set_roots(|name| o.opt_string(&format!("host_{name}")));
         o.unsupported_unless(AGENT_UNSUPPORTED);
         o.accepted(AGENT_ACCEPTED);
         o.finish();
@@ -455,64 +463,50 @@ impl Loader<'_, '_> {
             interval: self.agent.interval,
             stats: &self.req.stats,
         };
-        let input_spec = if kind == "inputs" {
-            inputs::find(name)
-        } else {
-            None
+        // Every table is built (so its errors are reported); a filter only decides what runs.
+        let wanted = |filter: &Option<Vec<String>>| {
+            filter.as_ref().is_none_or(|f| f.iter().any(|n| n == name))
         };
-        let output_spec = if kind == "outputs" {
-            outputs::find(name)
-        } else {
-            None
-        };
-        if let Some(spec) = input_spec {
-            {
-                let wanted = self
-                    .req
-                    .input_filter
-                    .as_ref()
-                    .is_none_or(|f| f.iter().any(|n| n == name));
-                for (t, off) in tables {
-                    let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
-                    let ri = RunningInput::build(spec, &mut o, &ctx);
-                    o.finish();
-                    if wanted {
-                        self.inputs.push(ri);
-                    }
+        if kind == "inputs"
+            && let Some(spec) = inputs::find(name)
+        {
+            let wanted = wanted(&self.req.input_filter);
+            for (t, off) in tables {
+                let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
+                let ri = RunningInput::build(spec, &mut o, &ctx);
+                o.finish();
+                if wanted {
+                    self.inputs.push(ri);
                 }
-                return;
             }
+            return;
         }
-        if let Some(spec) = output_spec {
-            {
-                let wanted = self
-                    .req
-                    .output_filter
-                    .as_ref()
-                    .is_none_or(|f| f.iter().any(|n| n == name));
-                let (batch, limit) = (self.agent.metric_batch_size, self.agent.metric_buffer_limit);
-                for (t, off) in tables {
-                    let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
-                    let mut ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
-                    o.finish();
-                    if self.agent.buffer_disk {
-                        // One directory per output: its name, then its alias or position.
-                        let n = self.outputs.iter().filter(|x| x.spec.name == name).count();
-                        let id = match &ro.alias {
-                            Some(a) => format!("{name}-{a}"),
-                            None => format!("{name}-{n}"),
-                        };
-                        ro.set_disk_buffer(
-                            self.agent.buffer_directory.join(id),
-                            self.agent.buffer_disk_sync,
-                        );
-                    }
-                    if wanted {
-                        self.outputs.push(ro);
-                    }
+        if kind == "outputs"
+            && let Some(spec) = outputs::find(name)
+        {
+            let wanted = wanted(&self.req.output_filter);
+            let (batch, limit) = (self.agent.metric_batch_size, self.agent.metric_buffer_limit);
+            for (t, off) in tables {
+                let mut o = Options::new(src, &section, t, *off, &mut self.diags, self.req.env);
+                let mut ro = RunningOutput::build(spec, &mut o, &ctx, batch, limit);
+                o.finish();
+                if self.agent.buffer_disk {
+                    // One directory per output: its name, then its alias or position.
+                    let n = self.outputs.iter().filter(|x| x.spec.name == name).count();
+                    let id = match &ro.alias {
+                        Some(a) => format!("{name}-{a}"),
+                        None => format!("{name}-{n}"),
+                    };
+                    ro.set_disk_buffer(
+                        self.agent.buffer_directory.join(id),
+                        self.agent.buffer_disk_sync,
+                    );
                 }
-                return;
+                if wanted {
+                    self.outputs.push(ro);
+                }
             }
+            return;
         }
         let (severity, msg) = if telegraf_plugins::is_telegraf_plugin(kind, name) {
             if kind == "outputs" {
@@ -660,6 +654,19 @@ pub fn os_hostname() -> String {
     }
 }
 
+/// Telegraf's default `--input-filter` of `telegraf config`: the inputs its default config
+/// file has on.
+pub const TELEGRAF_DEFAULT_INPUTS: &[&str] = &[
+    "cpu",
+    "disk",
+    "diskio",
+    "kernel",
+    "mem",
+    "processes",
+    "swap",
+    "system",
+];
+
 /// The `[agent]` section, every output's and every input's sample, as Telegraf's
 /// `telegraf config` prints them.
 ///
@@ -667,17 +674,7 @@ pub fn os_hostname() -> String {
 /// inputs and `outputs.influxdb`), every other plugin is printed commented out, so the first
 /// `--test` of the file probes nothing; plugins named by a filter are printed on.
 pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) -> String {
-    /// Telegraf's default `--input-filter` and `--output-filter` of `telegraf config`.
-    const DEFAULT_INPUTS: &[&str] = &[
-        "cpu",
-        "disk",
-        "diskio",
-        "kernel",
-        "mem",
-        "processes",
-        "swap",
-        "system",
-    ];
+    /// Telegraf's default `--output-filter` of `telegraf config`.
     const DEFAULT_OUTPUTS: &[&str] = &["influxdb"];
     let mut s = String::from(include_str!("../agent_sample.conf"));
     let keep = |f: Option<&[String]>, name: &str| f.is_none_or(|f| f.iter().any(|n| n == name));
@@ -702,7 +699,7 @@ pub fn sample_config(inputs_f: Option<&[String]>, outputs_f: Option<&[String]>) 
     for i in inputs::REGISTRY.iter().filter(|i| keep(inputs_f, i.name)) {
         add(
             i.sample_config,
-            inputs_f.is_some() || DEFAULT_INPUTS.contains(&i.name),
+            inputs_f.is_some() || TELEGRAF_DEFAULT_INPUTS.contains(&i.name),
         );
     }
     s

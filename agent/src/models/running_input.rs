@@ -55,9 +55,7 @@ pub struct RunningInput {
     pub precision: Option<Duration>,
     pub collection_jitter: Option<Duration>,
     pub collection_offset: Option<Duration>,
-    name_override: Option<String>,
-    name_prefix: Option<String>,
-    name_suffix: Option<String>,
+    rename: super::Rename,
     tags: Vec<(String, String)>,
     filter: Filter,
 }
@@ -73,9 +71,7 @@ impl RunningInput {
         let precision = opts.opt_duration("precision");
         let collection_jitter = opts.opt_duration("collection_jitter");
         let collection_offset = opts.opt_duration("collection_offset");
-        let name_override = opts.opt_string("name_override");
-        let name_prefix = opts.opt_string("name_prefix");
-        let name_suffix = opts.opt_string("name_suffix");
+        let rename = super::Rename::from_options(opts);
         let tags = opts.string_table("tags");
         let alias = opts.opt_string("alias");
         let filter = Filter::from_options(opts);
@@ -94,9 +90,7 @@ impl RunningInput {
             precision,
             collection_jitter,
             collection_offset,
-            name_override,
-            name_prefix,
-            name_suffix,
+            rename,
             tags,
             filter,
         }
@@ -109,10 +103,7 @@ impl RunningInput {
 
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
-        match &self.alias {
-            Some(a) => format!("inputs.{}::{a}", self.spec.name),
-            None => format!("inputs.{}", self.spec.name),
-        }
+        super::log_name("inputs", self.spec.name, self.alias.as_deref())
     }
 
     /// Gathers once at `time` (ns, already rounded) and returns the finished metrics.
@@ -147,14 +138,7 @@ impl RunningInput {
         if !self.filter.select(&m) {
             return None;
         }
-        if let Some(n) = &self.name_override {
-            m.name = n.clone().into();
-        }
-        if self.name_prefix.is_some() || self.name_suffix.is_some() {
-            let prefix = self.name_prefix.as_deref().unwrap_or("");
-            let suffix = self.name_suffix.as_deref().unwrap_or("");
-            m.name = format!("{prefix}{}{suffix}", m.name).into();
-        }
+        self.rename.apply(&mut m);
         for (k, v) in &self.tags {
             m.add_tag_if_absent(k, v);
         }

@@ -18,6 +18,7 @@ use super::filter::Filter;
 use crate::metric::Metric;
 use crate::outputs::{Output, OutputSpec, WriteError};
 use crate::plugin::BuildContext;
+use crate::selfstat::WriteCounts;
 use wk_core::options::Options;
 
 /// Common Telegraf output options that wk-agent accepts but does not act on.
@@ -28,27 +29,13 @@ pub const UNSUPPORTED_OUTPUT_KEYS: &[&str] = &[
     "metricpass",
 ];
 
-/// Counters of one output (reported by the `internal` measurements).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OutputStats {
-    pub metrics_added: u64,
-    pub metrics_written: u64,
-    pub metrics_dropped: u64,
-    /// Refused for good by the server (type conflict, parse error, 4xx): removed, not retried.
-    pub metrics_rejected: u64,
-    pub metrics_filtered: u64,
-    pub write_errors: u64,
-}
-
 /// An output with its buffer.
 pub struct RunningOutput {
     pub spec: &'static OutputSpec,
     pub alias: Option<String>,
     output: Box<dyn Output>,
     filter: Filter,
-    name_override: Option<String>,
-    name_prefix: Option<String>,
-    name_suffix: Option<String>,
+    rename: super::Rename,
     pub batch_size: usize,
     pub buffer_limit: usize,
     pub flush_interval: Option<Duration>,
@@ -59,7 +46,7 @@ pub struct RunningOutput {
     disk: Option<(PathBuf, bool)>,
     /// Drops not yet reported in the log.
     unreported_drops: u64,
-    pub stats: OutputStats,
+    pub stats: WriteCounts,
     /// First retry delay after a failed write (doubles with each consecutive failure).
     pub backoff_min: Duration,
     /// Longest retry delay (a server's `Retry-After` may ask for more, up to 10 min).
@@ -92,18 +79,14 @@ impl RunningOutput {
         let batch_size = opts.int("metric_batch_size", batch_size as i64, 0, i64::MAX) as usize;
         let buffer_limit =
             opts.int("metric_buffer_limit", buffer_limit as i64, 0, i64::MAX) as usize;
-        let name_override = opts.opt_string("name_override");
-        let name_prefix = opts.opt_string("name_prefix");
-        let name_suffix = opts.opt_string("name_suffix");
+        let rename = super::Rename::from_options(opts);
         let filter = Filter::from_options(opts);
         opts.unsupported(UNSUPPORTED_OUTPUT_KEYS);
         let output = (spec.build)(opts, ctx);
         RunningOutput {
             alias,
             filter,
-            name_override,
-            name_prefix,
-            name_suffix,
+            rename,
             batch_size: if batch_size == 0 {
                 agent_batch_size
             } else {
@@ -128,9 +111,7 @@ impl RunningOutput {
             alias: None,
             output,
             filter: Filter::default(),
-            name_override: None,
-            name_prefix: None,
-            name_suffix: None,
+            rename: Default::default(),
             batch_size: 1000,
             buffer_limit: 10000,
             flush_interval: None,
@@ -138,7 +119,7 @@ impl RunningOutput {
             buffer: Buffer::Memory(VecDeque::new()),
             disk: None,
             unreported_drops: 0,
-            stats: OutputStats::default(),
+            stats: WriteCounts::default(),
             backoff_min: Duration::from_secs(1),
             // Short enough that a backlog starts draining within ~15 s of the database
             // coming back (at 60 s the alerter saw every host go NoData first).
@@ -155,10 +136,7 @@ impl RunningOutput {
 
     /// The plugin name, with its alias when it has one (for logs).
     pub fn log_name(&self) -> String {
-        match &self.alias {
-            Some(a) => format!("outputs.{}::{a}", self.spec.name),
-            None => format!("outputs.{}", self.spec.name),
-        }
+        super::log_name("outputs", self.spec.name, self.alias.as_deref())
     }
 
     /// Metrics waiting to be written.
@@ -219,14 +197,7 @@ impl RunningOutput {
             self.stats.metrics_filtered += 1;
             return None;
         }
-        if let Some(n) = &self.name_override {
-            m.name = n.clone().into();
-        }
-        if self.name_prefix.is_some() || self.name_suffix.is_some() {
-            let prefix = self.name_prefix.as_deref().unwrap_or("");
-            let suffix = self.name_suffix.as_deref().unwrap_or("");
-            m.name = format!("{prefix}{}{suffix}", m.name).into();
-        }
+        self.rename.apply(&mut m);
         Some(m)
     }
 

@@ -55,15 +55,11 @@ fn disk_matches_df() {
     if init.is_some() && init != own {
         wk_core::skip!("pid 1 sees other mounts than this process (another mount namespace)");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("disk.conf");
     let list: Vec<String> = IGNORE_FS.iter().map(|s| format!("{s:?}")).collect();
-    std::fs::write(
-        &conf,
-        format!("[[inputs.disk]]\n  ignore_fs = [{}]\n", list.join(", ")),
-    )
-    .unwrap();
-    let mut plan = super::load(vec![conf]);
+    let mut plan = super::plan(&format!(
+        "[[inputs.disk]]\n  ignore_fs = [{}]\n",
+        list.join(", ")
+    ));
     let before = df();
     let outcome = plan.inputs[0].gather(1, &GlobalTags::default());
     let after = df();

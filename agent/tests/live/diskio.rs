@@ -40,10 +40,8 @@ fn now_ns() -> i64 {
 
 #[test]
 fn diskio_counters_between_two_reads_of_diskstats() {
+    let mut plan = super::plan("[[inputs.diskio]]\n");
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("diskio.conf");
-    std::fs::write(&conf, "[[inputs.diskio]]\n").unwrap();
-    let mut plan = super::load(vec![conf]);
     // io_time of each device at the first gather, and that gather's time.
     let mut first: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_ns = 0;

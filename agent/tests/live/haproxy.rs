@@ -7,29 +7,24 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::uint;
 use crate::outputs::servers::{binary, free_ports};
 use wk_agent::metric::{FieldValue, Metric};
+use wk_core::testing::KillOnDrop;
 
 /// A running HAProxy, killed on drop.
 struct Haproxy {
+    /// First, so that HAProxy is killed before its directory is removed.
+    _child: KillOnDrop,
     dir: tempfile::TempDir,
-    child: Child,
     /// The frontend the test sends requests to.
     web_port: u16,
     stats_port: u16,
     /// The stats socket on TCP (`tcp://` servers).
     tcp_port: u16,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Haproxy {
@@ -55,45 +50,36 @@ impl Haproxy {
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg_path)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start haproxy");
-        let mut h = Haproxy {
+        let mut child = KillOnDrop(
+            Command::new(bin)
+                .arg("-f")
+                .arg(&cfg_path)
+                .arg("-db")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start haproxy"),
+        );
+        // Ready when the socket answers (every listener is bound by then) and the health
+        // check has marked s1 UP. No probe of the frontend: it would count as a request.
+        child.wait_ready(
+            "haproxy",
+            Duration::from_secs(20),
+            || {
+                show_stat(&sock).is_ok_and(|text| {
+                    raw_row(&text, "app", "s1").is_some_and(|r| r["status"] == "UP")
+                })
+            },
+            || std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default(),
+        );
+        Some(Haproxy {
+            _child: child,
             dir,
-            child,
             web_port,
             stats_port,
             tcp_port,
-        };
-        // Ready when the socket answers (every listener is bound by then) and the health
-        // check has marked s1 UP. No probe of the frontend: it would count as a request.
-        let start = Instant::now();
-        loop {
-            if let Ok(text) = show_stat(&h.socket())
-                && raw_row(&text, "app", "s1").is_some_and(|r| r["status"] == "UP")
-            {
-                return Some(h);
-            }
-            if let Ok(Some(exit)) = h.child.try_wait() {
-                panic!("haproxy exited with {exit}; log:\n{}", h.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "haproxy not ready in 20 s; log:\n{}",
-                h.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
+        })
     }
 }
 

@@ -3,22 +3,15 @@
 //! the test and every answer is exactly known. No mocks: the input's real client does real
 //! TCP. Also a refused port, a listener that never answers, and an unresolvable name.
 
-use super::gather;
+use super::{gather, gather_one};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use super::int;
+use crate::outputs::servers::free_port;
 use wk_agent::metric::{FieldValue, Metric};
-
-/// Gathers once with `conf` (a `[[inputs.http_response]]` section).
-/// Gathers once and returns the single line.
-fn one(conf: &str) -> Metric {
-    let mut ms = gather(conf);
-    assert_eq!(ms.len(), 1, "{ms:?}");
-    ms.remove(0)
-}
 
 /// Reads one request (head and a Content-Length body).
 fn read_request(s: &mut TcpStream) -> String {
@@ -48,22 +41,30 @@ fn read_request(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).to_string()
 }
 
-/// Serves every connection with `answer(request)`, forever (the thread dies with the test
-/// process). Returns the base URL and the requests as received.
-fn serve(answer: fn(&str) -> String) -> (String, Receiver<String>) {
+/// Handles every connection with `handle`, forever (the thread dies with the test process).
+/// Returns the base URL and what `handle` returned for each connection.
+fn serve_with<T: Send + 'static>(
+    handle: impl Fn(&mut TcpStream) -> T + Send + 'static,
+) -> (String, Receiver<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { continue };
-            let req = read_request(&mut s);
-            let resp = answer(&req);
-            let _ = s.write_all(resp.as_bytes());
-            let _ = tx.send(req);
+            let _ = tx.send(handle(&mut s));
         }
     });
     (format!("http://127.0.0.1:{port}"), rx)
+}
+
+/// Answers every request with `answer(request)`; the receiver gets the requests.
+fn serve(answer: fn(&str) -> String) -> (String, Receiver<String>) {
+    serve_with(move |s| {
+        let req = read_request(s);
+        let _ = s.write_all(answer(&req).as_bytes());
+        req
+    })
 }
 
 fn reply(status: &str, extra: &str, body: &str) -> String {
@@ -108,7 +109,7 @@ fn assert_response(m: &Metric, status: i64, len: usize, wall: Duration) {
 
 fn timed(conf: &str) -> (Metric, Duration) {
     let t = Instant::now();
-    let m = one(conf);
+    let m = gather_one(conf);
     (m, t.elapsed())
 }
 
@@ -161,14 +162,14 @@ fn http_500_is_still_success() {
 #[test]
 fn status_code_match_and_mismatch() {
     let (url, _rx) = serve(five_hundred);
-    let m = one(&conf(&url, "  response_status_code = 200\n"));
+    let m = gather_one(&conf(&url, "  response_status_code = 200\n"));
     assert_eq!(int(&m, "response_status_code_match"), 0);
     assert_result(&m, "response_status_code_mismatch", 6);
-    let m = one(&conf(&url, "  response_status_code = 500\n"));
+    let m = gather_one(&conf(&url, "  response_status_code = 500\n"));
     assert_eq!(int(&m, "response_status_code_match"), 1);
     assert_result(&m, "success", 0);
     // Both checks failing: the status code result wins (it is set last in Telegraf).
-    let m = one(&conf(
+    let m = gather_one(&conf(
         &url,
         "  response_status_code = 200\n  response_string_match = \"nope\"\n",
     ));
@@ -180,7 +181,7 @@ fn status_code_match_and_mismatch() {
 #[test]
 fn body_larger_than_max_is_body_read_error() {
     let (url, _rx) = serve(hello);
-    let m = one(&conf(
+    let m = gather_one(&conf(
         &url,
         "  response_body_max_size = 5\n  response_string_match = \"hello\"\n",
     ));
@@ -193,11 +194,8 @@ fn body_larger_than_max_is_body_read_error() {
 
 #[test]
 fn connection_refused() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let m = one(&conf(&format!("http://127.0.0.1:{port}/"), ""));
+    let port = free_port();
+    let m = gather_one(&conf(&format!("http://127.0.0.1:{port}/"), ""));
     assert_result(&m, "connection_failed", 3);
     assert!(m.field("response_time").is_none());
     assert!(m.field("http_response_code").is_none());
@@ -226,7 +224,7 @@ fn no_answer_is_timeout() {
 #[test]
 fn unresolvable_host_is_dns_error() {
     // RFC 6761: .invalid never resolves, with or without network.
-    let m = one(&conf("http://nonexistent.invalid/", ""));
+    let m = gather_one(&conf("http://nonexistent.invalid/", ""));
     assert_result(&m, "dns_error", 5);
     assert!(m.field("response_time").is_none());
 }
@@ -274,7 +272,7 @@ fn echo_ok(_req: &str) -> String {
 #[test]
 fn basic_auth_headers_and_body_are_sent() {
     let (url, rx) = serve(echo_ok);
-    let m = one(&conf(
+    let m = gather_one(&conf(
         &format!("{url}/submit"),
         "  method = \"POST\"\n  username = \"user\"\n  password = \"pass\"\n  body = '{\"a\":1}'\n\
          [inputs.http_response.headers]\n  Host = \"example.test\"\n  X-Probe = \"yes\"\n  User-Agent = \"custom/1\"\n",
@@ -302,7 +300,7 @@ fn basic_auth_headers_and_body_are_sent() {
 #[test]
 fn bearer_token_and_no_basic_auth_without_password() {
     let (url, rx) = serve(echo_ok);
-    let m = one(&conf(&url, "  token = \"t0k\"\n  username = \"user\"\n"));
+    let m = gather_one(&conf(&url, "  token = \"t0k\"\n  username = \"user\"\n"));
     assert_result(&m, "success", 0);
     let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(req.contains("Bearer t0k\r\n"), "{req}");
@@ -313,7 +311,7 @@ fn bearer_token_and_no_basic_auth_without_password() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "fr0m-file\n").unwrap();
-    let m = one(&conf(
+    let m = gather_one(&conf(
         &url,
         &format!("  bearer_token = {:?}\n", file.display().to_string()),
     ));
@@ -335,21 +333,17 @@ fn gzip_answers_are_decoded() {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(body.as_bytes()).unwrap();
     let gz = enc.finish().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let req = read_request(&mut s);
+    let (url, rx) = serve_with(move |s| {
+        let req = read_request(s);
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             gz.len()
         );
         let _ = s.write_all(head.as_bytes());
         let _ = s.write_all(&gz);
-        let _ = tx.send(req);
+        req
     });
-    let m = one(&conf(
+    let m = gather_one(&conf(
         &url,
         "  response_string_match = '^(status ok, )+$'\n",
     ));
@@ -366,7 +360,7 @@ fn gzip_answers_are_decoded() {
 #[test]
 fn header_tags_and_body_field() {
     let (url, _rx) = serve(hello);
-    let m = one(&conf(
+    let m = gather_one(&conf(
         &url,
         "  response_body_field = \"body\"\n  http_header_tags = {\"X-Backend\" = \"backend\"}\n",
     ));
@@ -406,25 +400,9 @@ fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
         "anchored: no match mid-body"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(
-        &path,
+    let Err(e) = super::try_plan(
         "[[inputs.http_response]]\n  response_string_match = \"(unclosed\"\n  interface = \"eth0\"\n",
-    )
-    .unwrap();
-    let no_env = |_: &str| None;
-    let req = wk_agent::config::LoadRequest {
-        configs: vec![path],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: Default::default(),
-        test_mode: true,
-        stats: Default::default(),
-    };
-    let Err(e) = wk_agent::config::load(&req) else {
+    ) else {
         panic!("a bad regex loaded")
     };
     let errors: Vec<String> = e.errors.iter().map(|d| d.to_string()).collect();
@@ -435,12 +413,7 @@ fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
         "{errors:?}"
     );
     // Options wk-agent does not implement warn.
-    std::fs::write(
-        dir.path().join("telegraf.conf"),
-        "[[inputs.http_response]]\n  interface = \"eth0\"\n",
-    )
-    .unwrap();
-    let plan = super::load(vec![dir.path().join("telegraf.conf")]);
+    let plan = super::plan("[[inputs.http_response]]\n  interface = \"eth0\"\n");
     let warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
     assert!(
         warnings
@@ -448,18 +421,6 @@ fn string_match_is_a_regex_and_a_bad_one_is_a_config_error() {
             .any(|w| w.contains("interface") && w.contains("does not implement")),
         "{warnings:?}"
     );
-}
-
-/// An `openssl s_server -www` child, killed on drop.
-#[cfg(feature = "tls")]
-struct TlsServer(std::process::Child);
-
-#[cfg(feature = "tls")]
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// TLS: a self-signed certificate for 127.0.0.1 is trusted through `tls_ca`, rejected
@@ -498,11 +459,8 @@ fn https_with_tls_ca_and_insecure_skip_verify() {
         .status()
         .unwrap();
     assert!(st.success());
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let _server = TlsServer(
+    let port = free_port();
+    let _server = wk_core::testing::KillOnDrop(
         Command::new("openssl")
             .args(["s_server", "-www", "-quiet", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
@@ -523,40 +481,33 @@ fn https_with_tls_ca_and_insecure_skip_verify() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let url = format!("https://127.0.0.1:{port}/");
-    let m = one(&conf(&url, &format!("  tls_ca = \"{}\"\n", cert.display())));
+    let m = gather_one(&conf(&url, &format!("  tls_ca = \"{}\"\n", cert.display())));
     assert_eq!(int(&m, "http_response_code"), 200);
     assert_result(&m, "success", 0);
-    let m = one(&conf(&url, ""));
+    let m = gather_one(&conf(&url, ""));
     assert_result(&m, "connection_failed", 3);
     assert!(m.tag("status_code").is_none());
-    let m = one(&conf(&url, "  insecure_skip_verify = true\n"));
+    let m = gather_one(&conf(&url, "  insecure_skip_verify = true\n"));
     assert_eq!(int(&m, "http_response_code"), 200);
     assert_result(&m, "success", 0);
 }
 
 /// A CONNECT proxy on 127.0.0.1 that answers the tunnelled request itself.
 fn connect_proxy() -> (String, Receiver<(String, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let connect = read_request(&mut s);
-            let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-            let inner = read_request(&mut s);
-            let _ = s.write_all(reply("200 OK", "", "via proxy").as_bytes());
-            let _ = tx.send((connect, inner));
-        }
-    });
-    (format!("http://127.0.0.1:{port}"), rx)
+    serve_with(|s| {
+        let connect = read_request(s);
+        let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let inner = read_request(s);
+        let _ = s.write_all(reply("200 OK", "", "via proxy").as_bytes());
+        (connect, inner)
+    })
 }
 
 #[test]
 fn http_proxy_option_tunnels_through_the_proxy() {
     // The name cannot resolve: only the proxy can answer.
     let (proxy, rx) = connect_proxy();
-    let m = one(&conf(
+    let m = gather_one(&conf(
         "http://nonexistent.invalid/page",
         &format!("  http_proxy = \"{proxy}\"\n  response_string_match = \"via proxy\"\n"),
     ));

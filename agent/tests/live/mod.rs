@@ -24,26 +24,23 @@ mod system;
 mod systemd_units;
 mod vip;
 
-use std::path::PathBuf;
+use wk_agent::config::{self, ConfigError, LoadRequest, Plan};
 
-use wk_agent::config::{self, LoadRequest, Plan};
-use wk_agent::hostpaths::HostPaths;
-
-/// Loads config files for a live test: this machine's real /proc and /sys, `--test` mode,
-/// no environment variables.
-pub fn load(configs: Vec<PathBuf>) -> Plan {
-    let no_env = |_: &str| None;
-    let req = LoadRequest {
-        configs,
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
-        env: &no_env,
-        paths: HostPaths::default(),
+/// Loads a config text for a live test from a temporary `telegraf.conf`: this machine's real
+/// /proc and /sys, `--test` mode, no environment variables.
+pub fn try_plan(conf: &str) -> Result<Plan, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("telegraf.conf");
+    std::fs::write(&path, conf).unwrap();
+    config::load(&LoadRequest {
         test_mode: true,
-        stats: Default::default(),
-    };
-    config::load(&req).unwrap_or_else(|e| panic!("{:?}", e.errors))
+        ..LoadRequest::new(vec![path])
+    })
+}
+
+/// [`try_plan`] where a config error fails the test.
+pub fn plan(conf: &str) -> Plan {
+    try_plan(conf).unwrap_or_else(|e| panic!("{:?}", e.errors))
 }
 
 use wk_agent::metric::{FieldValue, Metric};
@@ -51,11 +48,7 @@ use wk_agent::models::running_input::GlobalTags;
 
 /// Gathers the first input of a config text once on this machine: its metrics and errors.
 pub fn gather_with_errors(conf: &str) -> (Vec<Metric>, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = load(vec![path]);
-    let out = plan.inputs[0].gather(1, &GlobalTags::default());
+    let out = plan(conf).inputs[0].gather(1, &GlobalTags::default());
     let errors = out.errors.iter().map(ToString::to_string).collect();
     (out.metrics, errors)
 }

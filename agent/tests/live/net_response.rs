@@ -13,10 +13,7 @@ use wk_agent::models::running_input::GlobalTags;
 
 /// Loads `[[inputs.net_response]]` with `body` and gathers once; returns the one metric.
 fn probe(body: &str) -> Metric {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("net_response.conf");
-    std::fs::write(&path, format!("[[inputs.net_response]]\n{body}\n")).unwrap();
-    let mut plan = super::load(vec![path]);
+    let mut plan = super::plan(&format!("[[inputs.net_response]]\n{body}\n"));
     assert_eq!(plan.inputs.len(), 1);
     let out = plan.inputs[0].gather(1, &GlobalTags::default());
     assert!(out.errors.is_empty(), "{:?}", out.errors);

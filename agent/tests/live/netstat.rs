@@ -359,10 +359,7 @@ fn unix_recount() -> (u64, u64) {
 
 #[test]
 fn netstat_input_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, "[[inputs.netstat]]\n").unwrap();
-    let mut plan = super::load(vec![path]);
+    let mut plan = super::plan("[[inputs.netstat]]\n");
     let mut c = Counter::new();
     let paths = HostPaths::default();
     for _ in 0..50 {

@@ -5,25 +5,26 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::uint;
 use crate::outputs::servers::{binary, free_port};
+use wk_core::testing::KillOnDrop;
 
 /// A running nginx, killed on drop. `master_process off` keeps it one process: killing a
 /// master would leave its workers running.
 struct Nginx {
+    /// First, so that nginx is killed before its directory is removed.
+    _child: KillOnDrop,
     dir: tempfile::TempDir,
-    child: Child,
     port: u16,
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// nginx's stderr and error log in `dir`.
+fn server_log(dir: &std::path::Path) -> String {
+    let read = |f| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    format!("{}{}", read("stderr.log"), read("error.log"))
 }
 
 impl Nginx {
@@ -45,40 +46,38 @@ impl Nginx {
         let cfg_path = dir.path().join("nginx.conf");
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&cfg_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start nginx");
-        let mut n = Nginx { dir, child, port };
-        let start = Instant::now();
+        let mut child = KillOnDrop(
+            Command::new(bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-c")
+                .arg(&cfg_path)
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start nginx"),
+        );
         // Ready when the status page answers: exactly one connection and one request are
         // counted before the test's own (failed connects are not).
-        while !try_get(port, "/status").is_some_and(|p| p.contains("Active connections")) {
-            if let Ok(Some(exit)) = n.child.try_wait() {
-                panic!("nginx exited with {exit}; log:\n{}", n.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nginx not listening in 20 s; log:\n{}",
-                n.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(n)
+        child.wait_ready(
+            "nginx",
+            Duration::from_secs(20),
+            || try_get(port, "/status").is_some_and(|p| p.contains("Active connections")),
+            || server_log(dir.path()),
+        );
+        Some(Nginx {
+            _child: child,
+            dir,
+            port,
+        })
     }
 
     fn log(&self) -> String {
-        let read = |f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        format!("{}{}", read("stderr.log"), read("error.log"))
+        server_log(self.dir.path())
     }
 }
 

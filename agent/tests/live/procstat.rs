@@ -4,20 +4,14 @@
 
 use std::io::BufRead;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use super::{float, int, uint};
 use wk_agent::metric::Metric;
 use wk_agent::models::running_input::GlobalTags;
+use wk_core::testing::KillOnDrop;
 
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+struct Server(KillOnDrop, u16);
 
 /// A python3 server holding every accepted connection open forever; `tag` makes its command
 /// line unique so the pattern selects only it.
@@ -36,14 +30,11 @@ fn close_wait_server(tag: &str) -> Server {
         .read_line(&mut line)
         .unwrap();
     let port = line.trim().parse().unwrap();
-    Server(child, port)
+    Server(KillOnDrop(child), port)
 }
 
 fn gather(conf: &str) -> Vec<Metric> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut plan = super::load(vec![path]);
+    let mut plan = super::plan(conf);
     let global = GlobalTags::default();
     let _ = plan.inputs[0].gather(0, &global);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -142,14 +133,7 @@ fn procstat_sees_the_process_and_its_close_wait_sockets() {
 
 #[test]
 fn a_missing_pid_file_is_a_lookup_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("telegraf.conf");
-    std::fs::write(
-        &path,
-        "[[inputs.procstat]]\n  pid_file = \"/nonexistent/wk-test.pid\"\n",
-    )
-    .unwrap();
-    let mut plan = super::load(vec![path]);
+    let mut plan = super::plan("[[inputs.procstat]]\n  pid_file = \"/nonexistent/wk-test.pid\"\n");
     let out = plan.inputs[0].gather(0, &GlobalTags::default());
     assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
     let lookup = &out.metrics[0];

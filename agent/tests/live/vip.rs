@@ -7,6 +7,8 @@
 
 use std::process::{Command, Output};
 
+use wk_core::testing::run_ok;
+
 struct Netns(String);
 
 impl Drop for Netns {
@@ -20,35 +22,24 @@ fn ip(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) {
-    let out = ip(args);
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("ip").args(args));
 }
 
 /// The `vip` lines of one `wk-agent --test` run inside the namespace.
 fn gather_in(ns: &str, conf: &std::path::Path) -> Vec<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            env!("CARGO_BIN_EXE_wk-agent"),
-            "--test",
-            "--config",
-        ])
-        .arg(conf)
-        .output()
-        .expect("run wk-agent in the namespace");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "wk-agent --test: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                env!("CARGO_BIN_EXE_wk-agent"),
+                "--test",
+                "--config",
+            ])
+            .arg(conf),
     );
-    stdout
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("> vip,"))
         .map(str::to_owned)

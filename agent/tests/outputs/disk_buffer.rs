@@ -3,13 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::servers::Influxd;
 use super::{now_ms_ns, output_from, series};
 
-use wk_core::testing::poll_until as wait_for;
+use crate::support::{agent, signal};
+use wk_core::testing::{KillOnDrop, poll_until as wait_for};
 
 fn seqs(db: &Influxd, measurement: &str) -> Vec<i64> {
     db.rows("wk", &format!("SELECT seq FROM \"{measurement}\""))
@@ -88,32 +89,24 @@ fn disk_buffer_limit_drops_the_oldest_and_counts_them() {
     assert_eq!(seqs(&db, "limited"), vec![3, 4, 5, 6, 7]);
 }
 
-struct Agent(Child);
+struct Agent(KillOnDrop);
 
 impl Agent {
     fn start(conf: &Path) -> Agent {
-        Agent(
-            Command::new(env!("CARGO_BIN_EXE_wk-agent"))
+        Agent(KillOnDrop(
+            agent()
                 .args(["--config", conf.to_str().unwrap()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start wk-agent"),
-        )
+        ))
     }
 
     fn stop(mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        signal(&self.0, libc::SIGTERM);
         let status = self.0.wait().unwrap();
         assert!(status.success(), "{status}");
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -32,14 +32,9 @@ pub fn plan_from(dir: &Path, conf: &str, paths: HostPaths) -> config::Plan {
     std::fs::write(&path, conf).expect("write config");
     let env = |k: &str| std::env::var(k).ok();
     let req = LoadRequest {
-        configs: vec![path],
-        config_dirs: vec![],
-        input_filter: None,
-        output_filter: None,
         env: &env,
         paths,
-        test_mode: false,
-        stats: Default::default(),
+        ..LoadRequest::new(vec![path])
     };
     match config::load(&req) {
         Ok(p) => p,

@@ -5,8 +5,10 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use wk_core::testing::KillOnDrop;
 
 /// How long a server may take to answer its health check.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -65,45 +67,27 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Polls `url` until it answers `want`, or panics after [`STARTUP`] showing the server log.
-fn wait_ready(url: &str, want: u16, child: &mut Child, log: &Path) {
-    let start = Instant::now();
-    loop {
-        if let Some((status, _)) = get(url)
-            && status == want
-        {
-            return;
-        }
-        if let Ok(Some(exit)) = child.try_wait() {
-            panic!(
-                "server exited with {exit} before answering {url}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if start.elapsed() > STARTUP {
-            panic!(
-                "{url} did not answer {want} within {STARTUP:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stop_child(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+/// Starts `cmd` and waits until `url` answers `want`; a server that exits first or takes
+/// longer than [`STARTUP`] fails the test with its log.
+fn start_server(cmd: &mut Command, url: &str, want: u16, log: &Path) -> KillOnDrop {
+    let mut child = KillOnDrop(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")));
+    child.wait_ready(
+        url,
+        STARTUP,
+        || get(url).is_some_and(|(status, _)| status == want),
+        || std::fs::read_to_string(log).unwrap_or_default(),
+    );
+    child
 }
 
 /// An `influxd` (1.x) with its own config, data and port.
 pub struct Influxd {
+    /// First, so that the server is killed before its directory is removed.
+    child: Option<KillOnDrop>,
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
     scheme: &'static str,
-    child: Option<Child>,
 }
 
 impl Influxd {
@@ -172,16 +156,7 @@ impl Influxd {
                 .collect(),
         ];
         for args in steps {
-            let out = Command::new(&openssl)
-                .args(&args)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            wk_core::testing::run_ok(Command::new(&openssl).args(&args).stdin(Stdio::null()));
         }
         let extra = format!(
             "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"",
@@ -243,11 +218,11 @@ bind-address = "127.0.0.1:{rpc}"
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
         Some(Influxd {
+            child: None,
             dir,
             bin,
             port,
             scheme: "http",
-            child: None,
         })
     }
 
@@ -258,22 +233,24 @@ bind-address = "127.0.0.1:{rpc}"
             .append(true)
             .open(&log_path)
             .expect("open influxd.log");
-        let mut child = Command::new(&self.bin)
-            .arg("-config")
-            .arg(self.dir.path().join("influxdb.conf"))
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn influxd");
-        wait_ready(&format!("{}/ping", self.url()), 204, &mut child, &log_path);
+        let child = start_server(
+            Command::new(&self.bin)
+                .arg("-config")
+                .arg(self.dir.path().join("influxdb.conf"))
+                .env("HOME", self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
+            &format!("{}/ping", self.url()),
+            204,
+            &log_path,
+        );
         self.child = Some(child);
     }
 
     /// Kills the server (the outage starts).
     pub fn stop(&mut self) {
-        stop_child(&mut self.child);
+        self.child = None;
     }
 
     /// Starts it again on the same port and data.
@@ -356,18 +333,13 @@ bind-address = "127.0.0.1:{rpc}"
     }
 }
 
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        stop_child(&mut self.child);
-    }
-}
-
 /// A single-node VictoriaMetrics.
 pub struct VictoriaMetrics {
+    /// First, so that the server is killed before its data is removed.
+    _child: KillOnDrop,
     /// Holds the data until the server is dropped.
     _dir: tempfile::TempDir,
     pub port: u16,
-    child: Option<Child>,
 }
 
 impl VictoriaMetrics {
@@ -382,29 +354,26 @@ impl VictoriaMetrics {
         let port = free_port();
         let log_path = dir.path().join("vm.log");
         let log = std::fs::File::create(&log_path).expect("create vm.log");
-        let mut child = Command::new(bin)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
-            .arg("-loggerLevel=ERROR")
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn victoria-metrics");
-        wait_ready(
+        let child = start_server(
+            Command::new(bin)
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("data").display()
+                ))
+                .arg("-loggerLevel=ERROR")
+                .args(flags)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
             &format!("http://127.0.0.1:{port}/health"),
             200,
-            &mut child,
             &log_path,
         );
         Some(VictoriaMetrics {
+            _child: child,
             _dir: dir,
             port,
-            child: Some(child),
         })
     }
 
@@ -464,12 +433,6 @@ impl VictoriaMetrics {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        stop_child(&mut self.child);
     }
 }
 

@@ -700,6 +700,32 @@ fn percpu(stats: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// The `docker_container_cpu` totals, in Telegraf's order: field, and its path in the stats.
+const CPU_TOTALS: [(&str, &[&str]); 7] = [
+    ("usage_total", &["cpu_stats", "cpu_usage", "total_usage"]),
+    (
+        "usage_in_usermode",
+        &["cpu_stats", "cpu_usage", "usage_in_usermode"],
+    ),
+    (
+        "usage_in_kernelmode",
+        &["cpu_stats", "cpu_usage", "usage_in_kernelmode"],
+    ),
+    ("usage_system", &["cpu_stats", "system_cpu_usage"]),
+    (
+        "throttling_periods",
+        &["cpu_stats", "throttling_data", "periods"],
+    ),
+    (
+        "throttling_throttled_periods",
+        &["cpu_stats", "throttling_data", "throttled_periods"],
+    ),
+    (
+        "throttling_throttled_time",
+        &["cpu_stats", "throttling_data", "throttled_time"],
+    ),
+];
+
 /// The network counters, in Telegraf's field names.
 const NET_FIELDS: [&str; 8] = [
     "rx_dropped",
@@ -781,29 +807,9 @@ impl Settings {
         if self.total.cpu {
             let mut c = metric("docker_container_cpu", time, tags);
             c.set_tag("cpu", "cpu-total");
-            let u = |p: &[&str]| u64_at(stats, p);
-            c.add_field("usage_total", u(&["cpu_stats", "cpu_usage", "total_usage"]));
-            c.add_field(
-                "usage_in_usermode",
-                u(&["cpu_stats", "cpu_usage", "usage_in_usermode"]),
-            );
-            c.add_field(
-                "usage_in_kernelmode",
-                u(&["cpu_stats", "cpu_usage", "usage_in_kernelmode"]),
-            );
-            c.add_field("usage_system", u(&["cpu_stats", "system_cpu_usage"]));
-            c.add_field(
-                "throttling_periods",
-                u(&["cpu_stats", "throttling_data", "periods"]),
-            );
-            c.add_field(
-                "throttling_throttled_periods",
-                u(&["cpu_stats", "throttling_data", "throttled_periods"]),
-            );
-            c.add_field(
-                "throttling_throttled_time",
-                u(&["cpu_stats", "throttling_data", "throttled_time"]),
-            );
+            for (field, path) in CPU_TOTALS {
+                c.add_field(field, u64_at(stats, path));
+            }
             c.add_field("container_id", id);
             let pct = if windows {
                 cpu_percent_windows(stats)

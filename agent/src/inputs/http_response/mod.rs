@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use ureq::RequestExt;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
+#[cfg(feature = "tls")]
+use crate::common::http::tls_config;
+use crate::common::http::{TlsOptions, read_tls_options};
 use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
@@ -92,10 +95,7 @@ pub struct Settings {
     /// Response header name -> tag name.
     pub header_tags: Vec<(String, String)>,
     pub http_proxy: Option<String>,
-    pub tls_ca: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub insecure_skip_verify: bool,
+    pub tls: TlsOptions,
 }
 
 pub use crate::common::http::check_url;
@@ -172,12 +172,7 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     {
         opts.error_at("http_proxy", format!("{p:?}: {e}"));
     }
-    let crate::common::http::TlsOptions {
-        ca: tls_ca,
-        cert: tls_cert,
-        key: tls_key,
-        insecure_skip_verify,
-    } = crate::common::http::read_tls_options(opts);
+    let tls = read_tls_options(opts);
     opts.unsupported(&[
         "body_form",
         "interface",
@@ -205,10 +200,7 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
         body_field,
         header_tags,
         http_proxy,
-        tls_ca,
-        tls_cert,
-        tls_key,
-        insecure_skip_verify,
+        tls,
     }
 }
 
@@ -382,7 +374,7 @@ impl HttpResponse {
             .accept(ureq::config::AutoHeaderValue::None)
             .proxy(proxy);
         #[cfg(feature = "tls")]
-        let builder = builder.tls_config(build_tls(s).map_err(GatherError::Other)?);
+        let builder = builder.tls_config(tls_config(&s.tls).map_err(GatherError::Other)?);
         let agent = ureq::Agent::new_with_config(builder.build());
         self.agent = Some(agent.clone());
         Ok(agent)
@@ -545,16 +537,6 @@ impl Input for HttpResponse {
     }
 }
 
-#[cfg(feature = "tls")]
-fn build_tls(s: &Settings) -> Result<ureq::tls::TlsConfig, String> {
-    crate::common::http::tls_config(
-        s.tls_ca.as_deref(),
-        s.tls_cert.as_deref(),
-        s.tls_key.as_deref(),
-        s.insecure_skip_verify,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,17 +687,6 @@ mod tests {
             "a plain string still matches"
         );
         assert_eq!(m("a.c", b"abc"), Some(1));
-    }
-
-    #[test]
-    fn urls_checked() {
-        assert!(check_url("http://localhost").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/health?x=1").is_ok());
-        assert!(check_url("ftp://host").is_err());
-        assert!(check_url("localhost").is_err());
-        assert!(check_url("http://").is_err());
-        assert!(check_url("http:///x").is_err());
-        assert!(check_url("http://bad host/").is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::metric::Metric;
 use crate::plugin::Accumulator;
-use crate::selfstat::{GatherStats, SelfStats, WriteStats};
+use crate::selfstat::{GatherStats, PluginKey, SelfStats, WriteStats};
 use wk_core::options::Options;
 
 /// Registry entry.
@@ -107,15 +107,28 @@ fn add_gather(a: &mut GatherStats, b: &GatherStats) {
 }
 
 fn add_write(a: &mut WriteStats, b: &WriteStats) {
-    a.metrics_added += b.metrics_added;
-    a.metrics_written += b.metrics_written;
-    a.metrics_dropped += b.metrics_dropped;
-    a.metrics_filtered += b.metrics_filtered;
-    a.metrics_rejected += b.metrics_rejected;
-    a.write_errors += b.write_errors;
+    a.counts += b.counts;
     a.buffer_size += b.buffer_size;
     a.buffer_limit += b.buffer_limit;
     a.write_time_ns = a.write_time_ns.max(b.write_time_ns);
+}
+
+/// The head of one plugin's `internal_gather` or `internal_write` metric: the plugin's name
+/// under `kind` (`input`, `output`), the version, and its alias when it has one.
+fn plugin_metric(
+    acc: &Accumulator,
+    measurement: &'static str,
+    kind: &'static str,
+    (name, alias): PluginKey,
+) -> Metric {
+    let mut m = acc
+        .metric(measurement)
+        .with_tag(kind, name)
+        .with_tag("version", VERSION);
+    if let Some(a) = alias {
+        m.set_tag("alias", a);
+    }
+    m
 }
 
 impl Input for Internal {
@@ -128,10 +141,10 @@ impl Input for Internal {
             agent.3 += s.metrics_gathered;
         }
         for (_, s) in &outputs {
-            agent.2 += s.metrics_dropped;
-            agent.4 += s.metrics_rejected;
-            agent.5 += s.metrics_written;
-            agent.6 += s.write_errors;
+            agent.2 += s.counts.metrics_dropped;
+            agent.4 += s.counts.metrics_rejected;
+            agent.5 += s.counts.metrics_written;
+            agent.6 += s.counts.write_errors;
         }
         if self.memstats
             && let Some(fields) = memstats(&self.proc_root)
@@ -154,16 +167,10 @@ impl Input for Internal {
                 .with_field("metrics_written", int(agent.5))
                 .with_field("write_errors", int(agent.6)),
         );
-        for ((name, alias), s) in self.group(inputs, add_gather) {
-            let mut m: Metric = acc
-                .metric("internal_gather")
-                .with_tag("input", name)
-                .with_tag("version", VERSION);
-            if let Some(a) = alias {
-                m.set_tag("alias", a);
-            }
+        for (key, s) in self.group(inputs, add_gather) {
             acc.push(
-                m.with_field("errors", int(s.gather_errors))
+                plugin_metric(acc, "internal_gather", "input", key)
+                    .with_field("errors", int(s.gather_errors))
                     .with_field("gather_errors", int(s.gather_errors))
                     .with_field("gather_time_ns", int(s.gather_time_ns))
                     .with_field("gather_timeouts", int(s.gather_timeouts))
@@ -171,25 +178,20 @@ impl Input for Internal {
                     .with_field("startup_errors", 0i64),
             );
         }
-        for ((name, alias), s) in self.group(outputs, add_write) {
-            let mut m: Metric = acc
-                .metric("internal_write")
-                .with_tag("output", name)
-                .with_tag("version", VERSION);
-            if let Some(a) = alias {
-                m.set_tag("alias", a);
-            }
+        for (key, s) in self.group(outputs, add_write) {
+            let c = &s.counts;
             acc.push(
-                m.with_field("buffer_limit", int(s.buffer_limit))
+                plugin_metric(acc, "internal_write", "output", key)
+                    .with_field("buffer_limit", int(s.buffer_limit))
                     .with_field("buffer_size", int(s.buffer_size))
-                    .with_field("errors", int(s.write_errors))
-                    .with_field("metrics_added", int(s.metrics_added))
-                    .with_field("metrics_dropped", int(s.metrics_dropped))
-                    .with_field("metrics_filtered", int(s.metrics_filtered))
-                    .with_field("metrics_rejected", int(s.metrics_rejected))
-                    .with_field("metrics_written", int(s.metrics_written))
+                    .with_field("errors", int(c.write_errors))
+                    .with_field("metrics_added", int(c.metrics_added))
+                    .with_field("metrics_dropped", int(c.metrics_dropped))
+                    .with_field("metrics_filtered", int(c.metrics_filtered))
+                    .with_field("metrics_rejected", int(c.metrics_rejected))
+                    .with_field("metrics_written", int(c.metrics_written))
                     .with_field("startup_errors", 0i64)
-                    .with_field("write_errors", int(s.write_errors))
+                    .with_field("write_errors", int(c.write_errors))
                     .with_field("write_time_ns", int(s.write_time_ns)),
             );
         }
@@ -203,7 +205,7 @@ mod tests {
 
     use super::*;
     use crate::metric::FieldValue;
-    use crate::selfstat::WriteDelta;
+    use crate::selfstat::WriteCounts;
 
     fn gather(per_instance: bool, stats: &Arc<SelfStats>) -> Vec<Metric> {
         let mut i = Internal {
@@ -229,7 +231,7 @@ mod tests {
         stats.record_gather(&("cpu".into(), None), 4, 0, Duration::from_nanos(10));
         stats.record_write(
             &("file".into(), None),
-            WriteDelta {
+            WriteCounts {
                 metrics_dropped: 7,
                 metrics_written: 2,
                 ..Default::default()

@@ -329,24 +329,23 @@ impl Counter {
                 Err(e) => return Err(e),
             }
         }
-        for family in [AF_INET, AF_INET6] {
-            let req = Request::ByFamily {
-                family,
-                protocol: IPPROTO_TCP,
-            };
-            self.diag()?.dump(req, f)?;
-        }
-        Ok(())
+        self.for_each_by_family(IPPROTO_TCP, f)
     }
 
     /// Walks every UDP socket (v4 then v6) through netlink.
     pub fn for_each_udp_netlink(&mut self, f: &mut dyn FnMut(&InetSock)) -> Result<(), DiagError> {
+        self.for_each_by_family(IPPROTO_UDP, f)
+    }
+
+    /// Walks every `protocol` socket, v4 then v6, with one SOCK_DIAG_BY_FAMILY dump each.
+    fn for_each_by_family(
+        &mut self,
+        protocol: u8,
+        f: &mut dyn FnMut(&InetSock),
+    ) -> Result<(), DiagError> {
         for family in [AF_INET, AF_INET6] {
-            let req = Request::ByFamily {
-                family,
-                protocol: IPPROTO_UDP,
-            };
-            self.diag()?.dump(req, f)?;
+            self.diag()?
+                .dump(Request::ByFamily { family, protocol }, f)?;
         }
         Ok(())
     }

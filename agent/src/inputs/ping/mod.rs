@@ -3,11 +3,10 @@
 //! summary. URLs are pinged concurrently, one thread and one child process each; the child is
 //! never run through a shell. See README.md for the schema.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
+use crate::common::command::{Run, run};
 use crate::plugin::Accumulator;
 use wk_core::options::Options;
 
@@ -181,78 +180,6 @@ impl ExecArgs {
     }
 }
 
-/// How one ping process ended.
-#[derive(Debug)]
-enum Run {
-    /// Exited with a status code; stdout followed by stderr.
-    Exited(i32, String),
-    /// Could not start, was killed by a signal, or ran past the limit.
-    Failed(String),
-}
-
-/// Runs `binary argv…` (no shell), killing it after `limit`.
-fn run(binary: &str, argv: &[String], limit: Duration) -> Run {
-    let mut child = match Command::new(binary)
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return Run::Failed(format!("cannot run {binary:?}: {e}")),
-    };
-    // Drain both pipes on their own threads so a chatty child never blocks on a full pipe.
-    let readers = [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .map(|p| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut s);
-            }
-            s
-        })
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if start.elapsed() >= limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("killed after {} s", limit.as_secs_f64()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("waiting for {binary:?}: {e}"));
-            }
-        }
-    };
-    let mut out = Vec::new();
-    for r in readers {
-        out.extend(r.join().unwrap_or_default());
-    }
-    let out = String::from_utf8_lossy(&out).into_owned();
-    match status {
-        Ok(st) => match st.code() {
-            Some(code) => Run::Exited(code, out),
-            None => Run::Failed(format!("{st}: {}", out.trim())),
-        },
-        Err(e) => Run::Failed(e),
-    }
-}
-
 /// The fields of one URL's metric, in Telegraf's order of assignment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -268,7 +195,12 @@ pub struct Outcome {
 /// → result_code 1 and parse anyway; anything else → result_code 2 and nothing else.
 fn outcome(url: &str, run: Run) -> Outcome {
     let (code, out) = match run {
-        Run::Exited(code, out) => (code, out),
+        // Both streams, as Telegraf's CombinedOutput: an unknown host is reported on stderr.
+        Run::Exited {
+            code,
+            stdout,
+            stderr,
+        } => (code, stdout + &stderr),
         Run::Failed(e) => {
             return Outcome {
                 result_code: 2,

@@ -240,30 +240,38 @@ fn telegraf_linux_argv() {
     }
 }
 
+fn exited(code: i32, stdout: &str) -> Run {
+    Run::Exited {
+        code,
+        stdout: stdout.into(),
+        stderr: String::new(),
+    }
+}
+
 #[test]
 fn result_codes() {
-    let o = outcome("h", Run::Exited(0, IPUTILS_OK.into()));
+    let o = outcome("h", exited(0, IPUTILS_OK));
     assert_eq!((o.result_code, o.parse_failed, o.error), (0, false, None));
     assert_eq!(o.stats.unwrap().received, 3);
     // iputils exits 1 when no reply came: the output is still parsed.
-    let o = outcome("h", Run::Exited(1, IPUTILS_LOSS.into()));
+    let o = outcome("h", exited(1, IPUTILS_LOSS));
     assert_eq!(o.result_code, 1);
     assert_eq!(o.stats.unwrap().transmitted, 2);
     // iputils exits 2 on an unknown host: only result_code, and an error.
-    let o = outcome("h", Run::Exited(2, IPUTILS_UNKNOWN.into()));
+    let o = outcome("h", exited(2, IPUTILS_UNKNOWN));
     assert_eq!((o.result_code, o.stats), (2, None));
     assert!(o.error.unwrap().contains("Name or service not known"));
     let o = outcome("h", Run::Failed("cannot run \"ping\"".into()));
     assert_eq!((o.result_code, o.stats), (2, None));
     // busybox exits 1 on a bad address: Telegraf's parse failure, errors = 100.
-    let o = outcome("h", Run::Exited(1, BUSYBOX_UNKNOWN.into()));
+    let o = outcome("h", exited(1, BUSYBOX_UNKNOWN));
     assert_eq!((o.result_code, o.parse_failed), (1, true));
 }
 
 #[test]
 fn fields_on_total_loss_and_hard_failure() {
     let acc = Accumulator::new(0);
-    let o = outcome("h", Run::Exited(1, IPUTILS_LOSS.into()));
+    let o = outcome("h", exited(1, IPUTILS_LOSS));
     let m = metric(&acc, "h", &o);
     let keys: Vec<&str> = m.fields.iter().map(|(k, _)| k.as_ref()).collect();
     assert_eq!(
@@ -279,12 +287,12 @@ fn fields_on_total_loss_and_hard_failure() {
     assert_eq!(m.field("result_code"), Some(&1i64.into()));
     assert_eq!(m.tag("url"), Some("h"));
 
-    let o = outcome("h", Run::Exited(2, IPUTILS_UNKNOWN.into()));
+    let o = outcome("h", exited(2, IPUTILS_UNKNOWN));
     let m = metric(&acc, "h", &o);
     assert_eq!(m.fields.len(), 1);
     assert_eq!(m.field("result_code"), Some(&2i64.into()));
 
-    let o = outcome("h", Run::Exited(0, IPUTILS_PARTIAL.into()));
+    let o = outcome("h", exited(0, IPUTILS_PARTIAL));
     let m = metric(&acc, "h", &o);
     assert_eq!(m.field("percent_packet_loss"), Some(&50.0.into()));
     assert_eq!(m.field("ttl"), Some(&255i64.into()));

@@ -20,48 +20,33 @@ const SWAP_PAGE_BYTES: u64 = 4096;
 
 /// `SwapTotal` and `SwapFree` of `/proc/meminfo`, in bytes; a missing key is 0.
 pub fn parse_meminfo_swap(text: &str) -> Result<(u64, u64), (usize, String)> {
-    let (mut total, mut free) = (0u64, 0u64);
-    let mut err = None;
-    for_each_key_value(text, |key, value, line| {
-        let slot = match key {
-            "SwapTotal" => &mut total,
-            "SwapFree" => &mut free,
-            _ => return,
-        };
-        match value.parse::<u64>() {
-            Ok(kb) => *slot = kb.saturating_mul(1024),
-            Err(_) => {
-                err.get_or_insert((line, format!("bad number {value:?} for {key}")));
-            }
-        }
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok((total, free)),
-    }
+    let [total, free] = parse_keys(text, ["SwapTotal", "SwapFree"])?;
+    Ok((total.saturating_mul(1024), free.saturating_mul(1024)))
 }
 
 /// `pswpin` and `pswpout` of `/proc/vmstat`, in pages; a missing key is 0.
 pub fn parse_vmstat_swap(text: &str) -> Result<(u64, u64), (usize, String)> {
-    let (mut pin, mut pout) = (0u64, 0u64);
+    let [pin, pout] = parse_keys(text, ["pswpin", "pswpout"])?;
+    Ok((pin, pout))
+}
+
+/// The numbers of `keys` in a `key value` file, in the order asked; a missing key is 0, a bad
+/// number the error of its first line.
+fn parse_keys<const N: usize>(text: &str, keys: [&str; N]) -> Result<[u64; N], (usize, String)> {
+    let mut out = [0u64; N];
     let mut err = None;
     for_each_key_value(text, |key, value, line| {
-        let slot = match key {
-            "pswpin" => &mut pin,
-            "pswpout" => &mut pout,
-            _ => return,
+        let Some(i) = keys.iter().position(|k| *k == key) else {
+            return;
         };
         match value.parse::<u64>() {
-            Ok(v) => *slot = v,
+            Ok(v) => out[i] = v,
             Err(_) => {
                 err.get_or_insert((line, format!("bad number {value:?} for {key}")));
             }
         }
     });
-    match err {
-        Some(e) => Err(e),
-        None => Ok((pin, pout)),
-    }
+    err.map_or(Ok(out), Err)
 }
 
 struct Swap {

@@ -270,26 +270,12 @@ impl Settings {
             if u.name.rsplit_once('.').map(|(_, t)| t) != Some(self.unittype.as_str()) {
                 continue;
             }
-            let Some(load) = load_code(&u.load) else {
-                errors.push(format!(
-                    "parsing field 'load' failed, value not in map: {}",
-                    u.load
-                ));
-                continue;
-            };
-            let Some(active) = active_code(&u.active) else {
-                errors.push(format!(
-                    "parsing field 'active' failed, value not in map: {}",
-                    u.active
-                ));
-                continue;
-            };
-            let Some(sub) = sub_code(&u.sub) else {
-                errors.push(format!(
-                    "parsing field 'sub' failed, value not in map: {}",
-                    u.sub
-                ));
-                continue;
+            let (load, active, sub) = match state_codes(u) {
+                Ok(codes) => codes,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
             };
             let mut m = Metric::new("systemd_units", time)
                 .with_tag("name", u.name.clone())
@@ -351,9 +337,7 @@ impl Input for SystemdUnits {
         } else {
             None
         };
-        let argv = self.settings.argv();
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let text = match run("systemctl", &argv, self.settings.timeout) {
+        let text = match run("systemctl", &self.settings.argv(), self.settings.timeout) {
             Run::Exited {
                 code: 0, stdout, ..
             } => stdout,
@@ -379,6 +363,20 @@ impl Input for SystemdUnits {
         }
         Ok(())
     }
+}
+
+/// A unit's load, active and sub state codes, or Telegraf's error for the first state that has
+/// none.
+fn state_codes(u: &Unit) -> Result<(i64, i64, i64), String> {
+    let code = |field: &str, value: &str, code: fn(&str) -> Option<i64>| {
+        code(value)
+            .ok_or_else(|| format!("parsing field '{field}' failed, value not in map: {value}"))
+    };
+    Ok((
+        code("load", &u.load, load_code)?,
+        code("active", &u.active, active_code)?,
+        code("sub", &u.sub, sub_code)?,
+    ))
 }
 
 #[cfg(test)]

@@ -304,18 +304,15 @@ impl Output for InfluxDb {
         let mut groups: Vec<(String, String, Vec<u8>, usize)> = Vec::new();
         let mut unwritable = 0;
         for m in metrics {
-            let db = self
-                .database_tag
-                .as_deref()
-                .and_then(|t| m.tag(t))
-                .unwrap_or(&self.database)
-                .to_owned();
-            let rp = self
-                .retention_policy_tag
-                .as_deref()
-                .and_then(|t| m.tag(t))
-                .unwrap_or(&self.retention_policy)
-                .to_owned();
+            // The value of the metric's routing tag, else the configured name.
+            let route = |tag: &Option<String>, default: &str| {
+                tag.as_deref()
+                    .and_then(|t| m.tag(t))
+                    .unwrap_or(default)
+                    .to_owned()
+            };
+            let db = route(&self.database_tag, &self.database);
+            let rp = route(&self.retention_policy_tag, &self.retention_policy);
             let g = match groups.iter().position(|g| g.0 == db && g.1 == rp) {
                 Some(g) => g,
                 None => {
