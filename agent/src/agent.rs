@@ -837,32 +837,16 @@ mod loop_tests {
         let (stop_tx, stop_rx) = watch::channel(false);
         let st: Arc<SelfStats> = Default::default();
         rt.block_on(async {
-            let tasks = [
+            let tasks = [&SLOW, &FAILING, &PANICKING].map(|spec| {
                 tokio::spawn(input_loop(
-                    running(&SLOW, 50),
+                    running(spec, 50),
                     schedule(),
                     global.clone(),
                     senders.clone(),
                     stop_rx.clone(),
                     st.clone(),
-                )),
-                tokio::spawn(input_loop(
-                    running(&FAILING, 50),
-                    schedule(),
-                    global.clone(),
-                    senders.clone(),
-                    stop_rx.clone(),
-                    st.clone(),
-                )),
-                tokio::spawn(input_loop(
-                    running(&PANICKING, 50),
-                    schedule(),
-                    global.clone(),
-                    senders.clone(),
-                    stop_rx.clone(),
-                    st.clone(),
-                )),
-            ];
+                ))
+            });
             // Wait for three metrics from the slow input (readiness, not a fixed sleep).
             for _ in 0..3 {
                 tokio::time::timeout(Duration::from_secs(10), rx.recv())

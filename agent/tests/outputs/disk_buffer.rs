@@ -37,7 +37,7 @@ fn disk_buffer_survives_a_restart_during_an_outage() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let all = series("diskbuf", now_ms_ns(), 12);
-    let mut out = output_from(tmp.path(), &disk_conf(&db, tmp.path()));
+    let mut out = output_from(&disk_conf(&db, tmp.path()));
     let rec = out
         .open_disk_buffer()
         .unwrap()
@@ -52,7 +52,7 @@ fn disk_buffer_survives_a_restart_during_an_outage() {
     assert_eq!(out.buffered(), 5);
     drop(out); // the agent stops (or crashes) during the outage
 
-    let mut out = output_from(tmp.path(), &disk_conf(&db, tmp.path()));
+    let mut out = output_from(&disk_conf(&db, tmp.path()));
     let rec = out.open_disk_buffer().unwrap().unwrap();
     assert_eq!(rec.restored, 5, "what was unsent comes back");
     out.add_all(&all[9..]);
@@ -60,13 +60,13 @@ fn disk_buffer_survives_a_restart_during_an_outage() {
     drop(out);
 
     db.restart();
-    let mut out = output_from(tmp.path(), &disk_conf(&db, tmp.path()));
+    let mut out = output_from(&disk_conf(&db, tmp.path()));
     assert_eq!(out.open_disk_buffer().unwrap().unwrap().restored, 8);
     assert_eq!(out.flush(), Ok(8));
     assert_eq!(out.buffered(), 0);
     assert_eq!(seqs(&db, "diskbuf"), (0..12).collect::<Vec<i64>>());
     // Nothing is left to send again.
-    let mut out = output_from(tmp.path(), &disk_conf(&db, tmp.path()));
+    let mut out = output_from(&disk_conf(&db, tmp.path()));
     assert_eq!(out.open_disk_buffer().unwrap().unwrap().restored, 0);
 }
 
@@ -78,7 +78,7 @@ fn disk_buffer_limit_drops_the_oldest_and_counts_them() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let conf = format!("{}  metric_buffer_limit = 5\n", disk_conf(&db, tmp.path()));
-    let mut out = output_from(tmp.path(), &conf);
+    let mut out = output_from(&conf);
     out.open_disk_buffer().unwrap();
     db.stop();
     out.add_all(&series("limited", now_ms_ns(), 8));
@@ -230,8 +230,7 @@ fn a_full_disk_drops_the_oldest_and_recovers_when_the_database_returns() {
         fs.path().join("buffer"),
         db.url()
     );
-    let work = tempfile::tempdir().unwrap();
-    let mut out = output_from(work.path(), &conf);
+    let mut out = output_from(&conf);
     out.open_disk_buffer().unwrap();
     db.stop();
     // ~100 KiB of metrics into 64 KiB: the disk fills and the oldest go.

@@ -7,15 +7,11 @@ fn v2_round_trip(encoding: &str) {
     let Some(vm) = VictoriaMetrics::start() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
     let name = format!("wkt_v2_{encoding}");
-    let mut out = output_from(
-        tmp.path(),
-        &format!(
-            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  token = \"${{WK_TEST_NO_SUCH_VAR:-t0ken}}\"\n  organization = \"org\"\n  bucket = \"wkt\"\n  content_encoding = \"{encoding}\"\n  metric_batch_size = 3\n",
-            vm.url()
-        ),
-    );
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  token = \"${{WK_TEST_NO_SUCH_VAR:-t0ken}}\"\n  organization = \"org\"\n  bucket = \"wkt\"\n  content_encoding = \"{encoding}\"\n  metric_batch_size = 3\n",
+        vm.url()
+    ));
     let t0 = now_ms_ns();
     for m in series(&name, t0, 5) {
         out.add(&m);
@@ -58,14 +54,10 @@ fn v2_413_splits_the_batch_until_it_fits() {
     };
     // One line is about 60 bytes: two fit under the limit, four do not.
     let proxy = LimitProxy::start(vm.url(), 150);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut out = output_from(
-        tmp.path(),
-        &format!(
-            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  content_encoding = \"identity\"\n  metric_batch_size = 8\n",
-            proxy.url()
-        ),
-    );
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  content_encoding = \"identity\"\n  metric_batch_size = 8\n",
+        proxy.url()
+    ));
     let t0 = now_ms_ns();
     for m in series("wkt_split", t0, 8) {
         out.add(&m);
@@ -79,13 +71,10 @@ fn v2_413_splits_the_batch_until_it_fits() {
 
     // A single metric larger than the limit cannot be split: it stays buffered.
     let tiny = LimitProxy::start(vm.url(), 10);
-    let mut out = output_from(
-        tmp.path(),
-        &format!(
-            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  content_encoding = \"identity\"\n",
-            tiny.url()
-        ),
-    );
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  content_encoding = \"identity\"\n",
+        tiny.url()
+    ));
     for m in series("wkt_toolarge", t0, 2) {
         out.add(&m);
     }
@@ -102,14 +91,10 @@ fn v2_401_keeps_the_batch() {
     else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut out = output_from(
-        tmp.path(),
-        &format!(
-            "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  token = \"not-basic-auth\"\n  bucket = \"wkt\"\n",
-            vm.url()
-        ),
-    );
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  token = \"not-basic-auth\"\n  bucket = \"wkt\"\n",
+        vm.url()
+    ));
     for m in series("wkt_unauth", now_ms_ns(), 3) {
         out.add(&m);
     }

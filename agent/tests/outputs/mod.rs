@@ -16,12 +16,13 @@ use wk_agent::metric::Metric;
 use wk_agent::models::running_output::RunningOutput;
 
 /// Loads `conf` (which must hold one `[[outputs.*]]`; an `[[inputs.cpu]]` is added because a
-/// config needs an input) and returns the output, its config file kept in `dir`.
-pub fn output_from(dir: &Path, conf: &str) -> RunningOutput {
+/// config needs an input) and returns the output.
+pub fn output_from(conf: &str) -> RunningOutput {
+    let dir = tempfile::tempdir().expect("tempdir");
     let plan = plan_from(
-        dir,
+        dir.path(),
         &format!("[[inputs.cpu]]\n\n{conf}"),
-        HostPaths::under(dir),
+        HostPaths::under(dir.path()),
     );
     plan.outputs.into_iter().next().expect("one output")
 }
