@@ -54,7 +54,6 @@ impl GatherError {
         matches!(self, GatherError::Unsupported(_))
     }
 
-    /// A parse error on `path` at 1-based `line` (0 when not tied to a line).
     /// The outcome of a gather that met `errors` and carried on: none is success, one is
     /// itself, several are one error listing them all.
     pub fn all(mut errors: Vec<GatherError>) -> Result<(), GatherError> {
@@ -71,6 +70,7 @@ impl GatherError {
         }
     }
 
+    /// A parse error on `path` at 1-based `line` (0 when not tied to a line).
     pub fn malformed(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
         GatherError::Malformed {
             path: path.into(),
