@@ -1,8 +1,10 @@
 //! Every list of plugins outside the registries is checked against them, so adding a plugin
-//! is one folder plus one registry line, and a forgotten doc fails here: each input and
-//! output folder has a README whose configuration block is its sample.conf, the README's
-//! supported-inputs sentence and docs/telegraf-compatibility.md name every plugin, and the
-//! alerter's notifier folders (and action folders, when present) follow the same shape.
+//! is one folder plus one registry line, and a forgotten step of docs/architecture.md's
+//! "Adding a plugin" fails here: each input and output folder has mod.rs and a README whose
+//! configuration block is its sample.conf, each input has fixture cases and a live test, the
+//! README's supported-inputs sentence and docs/telegraf-compatibility.md name every plugin,
+//! and the alerter's notifier folders (and action folders, when present) follow the same
+//! shape.
 
 use std::path::{Path, PathBuf};
 
@@ -21,14 +23,14 @@ fn config_block(readme: &str) -> Option<&str> {
     Some(&readme[start..start + len])
 }
 
-/// A plugin folder: README.md whose configuration block is exactly sample.conf.
+/// A plugin folder: mod.rs, and README.md whose configuration block is exactly sample.conf.
 fn check_folder(dir: &Path, sample_config: Option<&str>) -> Vec<String> {
     let mut problems = Vec::new();
     let sample = dir.join("sample.conf");
     let readme = dir.join("README.md");
-    if !sample.exists() || !readme.exists() {
+    if !sample.exists() || !readme.exists() || !dir.join("mod.rs").exists() {
         problems.push(format!(
-            "{}: needs README.md and sample.conf",
+            "{}: needs mod.rs, README.md and sample.conf",
             dir.display()
         ));
         return problems;
@@ -68,6 +70,68 @@ fn every_input_and_output_folder_documents_its_sample_config() {
             &src.join("outputs").join(spec.name),
             Some(spec.sample_config),
         ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Plugins whose tests cannot take the usual form, and where they are instead.
+const TESTED_ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "internal",
+        "reads the agent's own counters, not /proc: tests/cli.rs internal_metrics_count_every_dropped_metric",
+    ),
+    (
+        "file",
+        "writes local files: tests/cli.rs once_writes_to_the_file_output and the daemon tests",
+    ),
+];
+
+/// Step 1's `testdata/<case>/` (at least one case fixtures.rs runs) and step 5's live test
+/// (declared in tests/live/mod.rs); for outputs, a test file against a real server in
+/// tests/outputs/ (declared in its mod.rs).
+#[test]
+fn every_plugin_has_fixture_cases_and_a_test_against_the_real_thing() {
+    let agent = root().join("agent");
+    let live_mods = read(&agent.join("tests/live/mod.rs"));
+    let output_mods = read(&agent.join("tests/outputs/mod.rs"));
+    let declared = |mods: &str, name: &str| {
+        mods.lines()
+            .any(|l| l.trim_start_matches("pub ") == format!("mod {name};"))
+    };
+    let mut problems = Vec::new();
+    for spec in wk_agent::inputs::REGISTRY {
+        let name = spec.name;
+        if TESTED_ELSEWHERE.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let testdata = agent.join("src/inputs").join(name).join("testdata");
+        let has_case = std::fs::read_dir(&testdata)
+            .into_iter()
+            .flatten()
+            .any(|e| e.is_ok_and(|e| e.path().join("config.conf").is_file()));
+        if !has_case {
+            problems.push(format!(
+                "inputs/{name}: no testdata/<case>/config.conf fixture case"
+            ));
+        }
+        if !agent.join(format!("tests/live/{name}.rs")).is_file() || !declared(&live_mods, name) {
+            problems.push(format!(
+                "inputs/{name}: no live test tests/live/{name}.rs declared in tests/live/mod.rs"
+            ));
+        }
+    }
+    for spec in wk_agent::outputs::REGISTRY {
+        let name = spec.name;
+        if TESTED_ELSEWHERE.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if !agent.join(format!("tests/outputs/{name}.rs")).is_file()
+            || !declared(&output_mods, name)
+        {
+            problems.push(format!(
+                "outputs/{name}: no tests/outputs/{name}.rs declared in tests/outputs/mod.rs"
+            ));
+        }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -2,6 +2,7 @@
 //! (`free -b`, `df`, `ss`, `nstat`, /proc itself). One file per input.
 
 mod conntrack;
+mod cpu;
 mod disk;
 mod diskio;
 mod docker;
