@@ -1,6 +1,7 @@
 //! wk-agent integration tests: one binary (fixture cases of every input, config loading,
 //! live-machine oracles, the CLI).
 
+mod adding_an_input;
 mod cli;
 mod config;
 mod daemon;

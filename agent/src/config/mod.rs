@@ -17,7 +17,7 @@ pub use wk_core::options::{EnvLookup, Harmless, Options};
 pub use wk_core::{diag, options, values};
 
 use crate::hostpaths::HostPaths;
-use crate::inputs::{self, BuildContext};
+use crate::inputs::{self, BuildContext, InputSpec};
 use crate::models::running_input::{GlobalTags, RunningInput};
 use crate::models::running_output::RunningOutput;
 use crate::outputs;
@@ -186,6 +186,16 @@ fn walk_conf(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Loads and validates every file. Errors from all files are reported together.
 pub fn load(req: &LoadRequest<'_>) -> Result<Plan, ConfigError> {
+    load_with(req, inputs::REGISTRY)
+}
+
+/// [`load`] knowing the inputs of `registry` instead of [`inputs::REGISTRY`]: the registry is
+/// a static list, so a test of the plugin contract hands the loader its own to run a
+/// throwaway input exactly as a real one (agent/tests/adding_an_input.rs).
+pub fn load_with(
+    req: &LoadRequest<'_>,
+    registry: &'static [InputSpec],
+) -> Result<Plan, ConfigError> {
     let no_file = |msg: String| ConfigError {
         errors: vec![Diag {
             severity: Severity::Error,
@@ -217,6 +227,7 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Plan, ConfigError> {
     }
     let mut loader = Loader {
         req,
+        registry,
         agent: AgentSettings::default(),
         agent_seen: false,
         global_tags: Vec::new(),
@@ -257,6 +268,8 @@ pub fn load(req: &LoadRequest<'_>) -> Result<Plan, ConfigError> {
 
 struct Loader<'r, 'e> {
     req: &'r LoadRequest<'e>,
+    /// The inputs `[[inputs.<name>]]` may name.
+    registry: &'static [InputSpec],
     agent: AgentSettings,
     agent_seen: bool,
     global_tags: Vec<(String, String)>,
@@ -468,7 +481,7 @@ impl Loader<'_, '_> {
             filter.as_ref().is_none_or(|f| f.iter().any(|n| n == name))
         };
         if kind == "inputs"
-            && let Some(spec) = inputs::find(name)
+            && let Some(spec) = self.registry.iter().find(|s| s.name == name)
         {
             let wanted = wanted(&self.req.input_filter);
             for (t, off) in tables {
