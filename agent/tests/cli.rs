@@ -5,7 +5,7 @@ use std::fs;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{Conf, agent, conf, daemon_config, signal};
+use crate::support::{Conf, agent, conf, daemon, daemon_config, signal};
 
 fn run(args: &[&str]) -> Output {
     agent().args(args).output().expect("run wk-agent")
@@ -113,12 +113,7 @@ fn daemon_reloads_on_sighup_keeps_running_on_a_bad_config_and_stops_on_sigterm()
     let c = Conf::empty();
     let out_file = c.beside("metrics.lp");
     c.write(daemon_config(&out_file, "v1"));
-    let mut child = agent()
-        .args(["--config", c.arg()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = daemon(&c.path, Stdio::piped());
     let read = || fs::read_to_string(&out_file).unwrap_or_default();
     assert!(
         wait_for(Duration::from_secs(10), || read().contains("version=v1")),
@@ -180,12 +175,7 @@ fn internal_metrics_count_every_dropped_metric() {
              [[outputs.file]]\n  alias = \"broken\"\n  files = [\"/dev/full\"]\n  metric_buffer_limit = 3\n  namepass = [\"cpu\"]\n\
              [[outputs.file]]\n  alias = \"good\"\n  files = [{good:?}]\n  namepass = [\"internal_*\"]\n"
     ));
-    let mut child = agent()
-        .args(["--config", c.arg()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = daemon(&c.path, Stdio::null());
     let field = |line: &str, key: &str| -> i64 {
         let fields = line.split(' ').nth(1).unwrap();
         let v = fields

@@ -2,7 +2,7 @@
 //! the config the daemon tests run, and the agent binary with signals to send it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 /// A config file, `telegraf.conf`, in a temporary directory removed on drop; files the test
 /// needs beside it go in the same directory.
@@ -56,6 +56,17 @@ pub fn agent() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wk-agent"));
     c.env_remove("WK_LOG");
     c
+}
+
+/// The agent running as a daemon on `config`, its stdout discarded.
+pub fn daemon(config: &Path, stderr: Stdio) -> Child {
+    agent()
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start wk-agent")
 }
 
 /// Sends `sig` to `child`.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::assert_between;
 use wk_agent::inputs::diskio::parse_diskstats;
 use wk_agent::metric::FieldValue;
 use wk_agent::models::running_input::GlobalTags;
@@ -77,12 +78,7 @@ fn diskio_counters_between_two_reads_of_diskstats() {
                     Some(FieldValue::Uint(v)) => *v,
                     other => panic!("{name} {k}: {other:?}"),
                 };
-                assert!(
-                    b[i] * scale <= v && v <= a[i] * scale,
-                    "{name} {k}={v} not within [{}, {}]",
-                    b[i] * scale,
-                    a[i] * scale
-                );
+                assert_between(&format!("{name} {k}"), v, b[i] * scale, a[i] * scale);
             };
             check("reads", 0, 1);
             check("writes", 1, 1);

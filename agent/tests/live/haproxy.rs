@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::uint;
-use crate::outputs::servers::{binary, free_ports};
+use crate::outputs::servers::{binary, free_ports, start_server};
 use wk_agent::metric::{FieldValue, Metric};
 use wk_core::testing::KillOnDrop;
 
@@ -49,29 +49,16 @@ impl Haproxy {
         );
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let mut child = KillOnDrop(
-            Command::new(bin)
-                .arg("-f")
-                .arg(&cfg_path)
-                .arg("-db")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start haproxy"),
-        );
         // Ready when the socket answers (every listener is bound by then) and the health
         // check has marked s1 UP. No probe of the frontend: it would count as a request.
-        child.wait_ready(
-            "haproxy",
-            Duration::from_secs(20),
+        let child = start_server(
+            Command::new(bin).arg("-f").arg(&cfg_path).arg("-db"),
+            &dir.path().join("haproxy.log"),
             || {
                 show_stat(&sock).is_ok_and(|text| {
                     raw_row(&text, "app", "s1").is_some_and(|r| r["status"] == "UP")
                 })
             },
-            || std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default(),
         );
         Some(Haproxy {
             _child: child,

@@ -1,7 +1,7 @@
 //! `interrupts` against this machine's /proc/interrupts and /proc/softirqs, read before and
 //! after our gather.
 
-use super::gather;
+use super::{assert_between, gather};
 use wk_agent::metric::FieldValue;
 
 /// The per-CPU counts of `irq` in a file (`NET_RX`, `0`, …).
@@ -57,8 +57,7 @@ fn interrupts_match_proc() {
         .find(|m| m.name == "soft_interrupts" && m.tag("irq") == Some("TIMER"))
         .unwrap();
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-        let v = int(timer, &format!("CPU{i}"));
-        assert!(*b <= v && v <= *a, "CPU{i}: {v} not within {b}..={a}");
+        assert_between(&format!("CPU{i}"), int(timer, &format!("CPU{i}")), *b, *a);
     }
     // cpu_as_tag: one line per CPU with a `count`.
     let tagged = gather("[[inputs.interrupts]]\n  cpu_as_tag = true\n");

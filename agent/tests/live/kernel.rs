@@ -2,7 +2,7 @@
 //! monotonic counters must lie between two readings taken around our gather.
 
 use super::gather;
-use super::int;
+use super::{assert_between, int};
 
 fn stat(key: &str) -> i64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap();
@@ -28,13 +28,7 @@ fn kernel_matches_proc_stat() {
     let m = &lines[0];
     assert_eq!(int(m, "boot_time"), stat("btime"));
     for (i, (_, field)) in keys.iter().enumerate() {
-        let v = int(m, field);
-        assert!(
-            before[i] <= v && v <= after[i],
-            "{field}: {v} not within {}..={}",
-            before[i],
-            after[i]
-        );
+        assert_between(field, int(m, field), before[i], after[i]);
     }
     let entropy = int(m, "entropy_avail");
     assert!((0..=4096).contains(&entropy), "entropy_avail {entropy}");

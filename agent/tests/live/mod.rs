@@ -68,6 +68,11 @@ pub fn gather_one(conf: &str) -> Metric {
     ms.remove(0)
 }
 
+/// Fails the test unless `lo <= v <= hi`: a counter read between two readings of its oracle.
+pub fn assert_between<T: PartialOrd + std::fmt::Display>(what: &str, v: T, lo: T, hi: T) {
+    assert!(lo <= v && v <= hi, "{what}: {v} not within {lo}..={hi}");
+}
+
 /// A uint field, or a panic naming what it was instead.
 pub fn uint(m: &Metric, key: &str) -> u64 {
     match m.field(key) {

@@ -6,7 +6,7 @@ use super::gather;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use super::uint;
+use super::{assert_between, uint};
 use wk_agent::metric::FieldValue;
 
 /// (field, statistics files whose sum is the /proc/net/dev column).
@@ -77,13 +77,7 @@ fn net_matches_ip_link_and_sys_statistics() {
             .find(|m| m.tag("interface") == Some(&iface))
             .unwrap();
         for (i, (field, _)) in STATS.iter().enumerate() {
-            let v = uint(m, field);
-            assert!(
-                lo[i] <= v && v <= hi[i],
-                "{iface} {field}: {v} not in [{}, {}]",
-                lo[i],
-                hi[i]
-            );
+            assert_between(&format!("{iface} {field}"), uint(m, field), lo[i], hi[i]);
         }
         let speed = std::fs::read_to_string(format!("/sys/class/net/{iface}/speed"))
             .ok()

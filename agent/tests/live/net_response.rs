@@ -188,21 +188,18 @@ fn udp_echo(prefix: &'static str) -> (u16, thread::JoinHandle<()>) {
 
 #[test]
 fn udp_echo_match_and_mismatch() {
-    let (port, h) = udp_echo("echo: ");
-    let m = probe(&format!(
-        "protocol = \"udp\"\naddress = \"127.0.0.1:{port}\"\nsend = \"hello\"\nexpect = \"echo: hello\""
-    ));
-    assert!(check(&m, port, "udp", "success", 0).is_some());
-    assert_eq!(m.field("string_found"), Some(&FieldValue::Bool(true)));
-    h.join().unwrap();
-
-    let (port, h) = udp_echo("echo: ");
-    let m = probe(&format!(
-        "protocol = \"udp\"\naddress = \"127.0.0.1:{port}\"\nsend = \"hello\"\nexpect = \"bye\""
-    ));
-    assert!(check(&m, port, "udp", "string_mismatch", 4).is_some());
-    assert_eq!(m.field("string_found"), Some(&FieldValue::Bool(false)));
-    h.join().unwrap();
+    for (expect, result, code, found) in [
+        ("echo: hello", "success", 0, true),
+        ("bye", "string_mismatch", 4, false),
+    ] {
+        let (port, h) = udp_echo("echo: ");
+        let m = probe(&format!(
+            "protocol = \"udp\"\naddress = \"127.0.0.1:{port}\"\nsend = \"hello\"\nexpect = \"{expect}\""
+        ));
+        assert!(check(&m, port, "udp", result, code).is_some(), "{expect}");
+        assert_eq!(m.field("string_found"), Some(&FieldValue::Bool(found)));
+        h.join().unwrap();
+    }
 }
 
 #[test]

@@ -5,11 +5,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::uint;
-use crate::outputs::servers::{binary, free_port};
+use crate::outputs::servers::{binary, free_port, start_server};
 use wk_core::testing::KillOnDrop;
 
 /// A running nginx, killed on drop. `master_process off` keeps it one process: killing a
@@ -21,12 +21,6 @@ struct Nginx {
     port: u16,
 }
 
-/// nginx's stderr and error log in `dir`.
-fn server_log(dir: &std::path::Path) -> String {
-    let read = |f| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-    format!("{}{}", read("stderr.log"), read("error.log"))
-}
-
 impl Nginx {
     /// `None` only when WK_SKIP_SERVERS=1 and nginx is missing.
     fn start() -> Option<Nginx> {
@@ -35,7 +29,7 @@ impl Nginx {
         let port = free_port();
         let d = dir.path().display();
         let cfg = format!(
-            "master_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+            "master_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -45,29 +39,21 @@ impl Nginx {
         );
         let cfg_path = dir.path().join("nginx.conf");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut child = KillOnDrop(
+        // One log for everything: startup errors (-e), the error_log, stdout and stderr.
+        let log = dir.path().join("nginx.log");
+        // Ready when the status page answers: exactly one connection and one request are
+        // counted before the test's own (failed connects are not).
+        let child = start_server(
             Command::new(bin)
                 .arg("-p")
                 .arg(dir.path())
                 .arg("-e")
-                .arg(dir.path().join("error.log"))
+                .arg(&log)
                 .arg("-c")
                 .arg(&cfg_path)
-                .args(["-g", "daemon off;"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start nginx"),
-        );
-        // Ready when the status page answers: exactly one connection and one request are
-        // counted before the test's own (failed connects are not).
-        child.wait_ready(
-            "nginx",
-            Duration::from_secs(20),
+                .args(["-g", "daemon off;"]),
+            &log,
             || try_get(port, "/status").is_some_and(|p| p.contains("Active connections")),
-            || server_log(dir.path()),
         );
         Some(Nginx {
             _child: child,
@@ -77,7 +63,7 @@ impl Nginx {
     }
 
     fn log(&self) -> String {
-        server_log(self.dir.path())
+        std::fs::read_to_string(self.dir.path().join("nginx.log")).unwrap_or_default()
     }
 }
 

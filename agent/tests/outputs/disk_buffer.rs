@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::servers::Influxd;
 use super::{now_ms_ns, output_from, series};
 
-use crate::support::{agent, signal};
+use crate::support::{daemon, signal};
 use wk_core::testing::{KillOnDrop, poll_until as wait_for};
 
 fn seqs(db: &Influxd, measurement: &str) -> Vec<i64> {
@@ -93,14 +93,7 @@ struct Agent(KillOnDrop);
 
 impl Agent {
     fn start(conf: &Path) -> Agent {
-        Agent(KillOnDrop(
-            agent()
-                .args(["--config", conf.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start wk-agent"),
-        ))
+        Agent(KillOnDrop(daemon(conf, Stdio::null())))
     }
 
     fn stop(mut self) {

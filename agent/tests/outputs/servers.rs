@@ -67,17 +67,32 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Starts `cmd` and waits until `url` answers `want`; a server that exits first or takes
-/// longer than [`STARTUP`] fails the test with its log.
-fn start_server(cmd: &mut Command, url: &str, want: u16, log: &Path) -> KillOnDrop {
-    let mut child = KillOnDrop(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")));
-    child.wait_ready(
-        url,
-        STARTUP,
-        || get(url).is_some_and(|(status, _)| status == want),
-        || std::fs::read_to_string(log).unwrap_or_default(),
-    );
+/// Starts the server `cmd` (stdin closed, stdout and stderr appended to `log`) and waits
+/// until `ready()`; one that exits first or is not ready within [`STARTUP`] fails the test
+/// with its log.
+pub fn start_server(cmd: &mut Command, log: &Path, ready: impl FnMut() -> bool) -> KillOnDrop {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup log"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut child = KillOnDrop(child);
+    let what = cmd.get_program().to_string_lossy().into_owned();
+    child.wait_ready(&what, STARTUP, ready, || {
+        std::fs::read_to_string(log).unwrap_or_default()
+    });
     child
+}
+
+/// Ready when `url` answers with status `want`.
+fn answers(url: String, want: u16) -> impl FnMut() -> bool {
+    move || get(&url).is_some_and(|(status, _)| status == want)
 }
 
 /// An `influxd` (1.x) with its own config, data and port.
@@ -227,23 +242,13 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     fn run(&mut self) {
-        let log_path = self.dir.path().join("influxd.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open influxd.log");
         let child = start_server(
             Command::new(&self.bin)
                 .arg("-config")
                 .arg(self.dir.path().join("influxdb.conf"))
-                .env("HOME", self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup log"))
-                .stderr(log),
-            &format!("{}/ping", self.url()),
-            204,
-            &log_path,
+                .env("HOME", self.dir.path()),
+            &self.dir.path().join("influxd.log"),
+            answers(format!("{}/ping", self.url()), 204),
         );
         self.child = Some(child);
     }
@@ -333,6 +338,20 @@ bind-address = "127.0.0.1:{rpc}"
     }
 }
 
+/// The array `key` of an export line, each element read by `read`.
+fn column<T>(
+    line: &serde_json::Value,
+    key: &str,
+    read: fn(&serde_json::Value) -> Option<T>,
+) -> Vec<T> {
+    line[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {line}"))
+        .iter()
+        .map(|x| read(x).unwrap_or_else(|| panic!("{key}: {x} is not a number")))
+        .collect()
+}
+
 /// A single-node VictoriaMetrics.
 pub struct VictoriaMetrics {
     /// First, so that the server is killed before its data is removed.
@@ -352,8 +371,6 @@ impl VictoriaMetrics {
         let bin = binary("victoria-metrics", "victoria-metrics")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let log_path = dir.path().join("vm.log");
-        let log = std::fs::File::create(&log_path).expect("create vm.log");
         let child = start_server(
             Command::new(bin)
                 .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -362,13 +379,9 @@ impl VictoriaMetrics {
                     dir.path().join("data").display()
                 ))
                 .arg("-loggerLevel=ERROR")
-                .args(flags)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup log"))
-                .stderr(log),
-            &format!("http://127.0.0.1:{port}/health"),
-            200,
-            &log_path,
+                .args(flags),
+            &dir.path().join("vm.log"),
+            answers(format!("http://127.0.0.1:{port}/health"), 200),
         );
         Some(VictoriaMetrics {
             _child: child,
@@ -395,18 +408,8 @@ impl VictoriaMetrics {
         let mut out = Vec::new();
         for line in body.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).expect("export line");
-            let values = v["values"]
-                .as_array()
-                .expect("values")
-                .iter()
-                .map(|x| x.as_f64().expect("number"))
-                .collect();
-            let ts = v["timestamps"]
-                .as_array()
-                .expect("timestamps")
-                .iter()
-                .map(|x| x.as_i64().expect("ms"))
-                .collect();
+            let values = column(&v, "values", serde_json::Value::as_f64);
+            let ts = column(&v, "timestamps", serde_json::Value::as_i64);
             out.push((v["metric"].clone(), values, ts));
         }
         out.sort_by(|a, b| {
