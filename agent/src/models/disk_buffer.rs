@@ -514,13 +514,17 @@ mod tests {
         );
     }
 
+    /// A closed buffer in `dir` holding metrics 0, 1, 2 in one segment; that segment's path.
+    fn three_metrics_in_one_segment(dir: &Path) -> PathBuf {
+        let (mut b, _) = DiskBuffer::open(dir, 100, false).unwrap();
+        b.push(&(0..3).map(metric).collect::<Vec<_>>()).unwrap();
+        seg_path(dir, b.head.0)
+    }
+
     #[test]
     fn a_torn_write_is_truncated_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
-        b.push(&(0..3).map(metric).collect::<Vec<_>>()).unwrap();
-        let seg = seg_path(dir.path(), b.head.0);
-        drop(b);
+        let seg = three_metrics_in_one_segment(dir.path());
         // A crash in the middle of the next record: half a header and some payload.
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
@@ -535,10 +539,7 @@ mod tests {
     #[test]
     fn a_corrupt_record_ends_its_segment_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
-        b.push(&(0..3).map(metric).collect::<Vec<_>>()).unwrap();
-        let seg = seg_path(dir.path(), b.head.0);
-        drop(b);
+        let seg = three_metrics_in_one_segment(dir.path());
         let mut data = fs::read(&seg).unwrap();
         let second = 8 + encode(&metric(0)).len() + 10;
         data[second] ^= 0xff;

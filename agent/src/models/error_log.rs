@@ -106,18 +106,21 @@ impl ErrorLog {
 mod tests {
     use super::*;
 
+    /// `e` again every 10 s after `t0`, `n - 1` times: quiet each time.
+    fn assert_quiet(log: &mut ErrorLog, e: &GatherError, t0: Instant, n: u64) {
+        for i in 1..n {
+            let at = t0 + Duration::from_secs(10 * i);
+            assert_eq!(log.check(e, at), Verdict::Quiet, "repeat {i}");
+        }
+    }
+
     #[test]
     fn a_repeated_error_is_logged_once_per_window_with_its_count() {
         let mut log = ErrorLog::new(Duration::from_secs(300));
         let t0 = Instant::now();
         let e = GatherError::Other("connection refused".into());
         assert_eq!(log.check(&e, t0), Verdict::First);
-        for i in 1..30 {
-            assert_eq!(
-                log.check(&e, t0 + Duration::from_secs(10 * i)),
-                Verdict::Quiet
-            );
-        }
+        assert_quiet(&mut log, &e, t0, 30);
         assert_eq!(
             log.check(&e, t0 + Duration::from_secs(300)),
             Verdict::Repeated(29)
@@ -137,12 +140,7 @@ mod tests {
         let t0 = Instant::now();
         let e = GatherError::Unsupported("/proc/pressure/cpu: No such file or directory".into());
         assert_eq!(log.check(&e, t0), Verdict::Unsupported);
-        for i in 1..100 {
-            assert_eq!(
-                log.check(&e, t0 + Duration::from_secs(10 * i)),
-                Verdict::Quiet
-            );
-        }
+        assert_quiet(&mut log, &e, t0, 100);
     }
 
     #[test]

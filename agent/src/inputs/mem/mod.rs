@@ -309,22 +309,19 @@ mod tests {
     }
 
     #[test]
-    fn estimate_like_gopsutil_when_free_is_below_the_watermark() {
-        // free 4 KiB < wm 8 KiB, but the page cache makes up for it: Go's wrapping u64
-        // arithmetic lands on the exact sum, 4096 − 8192 + (65536 − 8192) = 53248.
-        let m = parse_meminfo(
-            "MemFree: 4 kB\nActive(file): 64 kB\nInactive(file): 0 kB\nSReclaimable: 0 kB\n",
-        )
-        .unwrap();
-        assert_eq!(available(&m, Some("low 2"), 4096), 53248);
-    }
-
-    #[test]
-    fn estimate_never_goes_below_zero() {
-        let m = parse_meminfo(
-            "MemFree: 1 kB\nActive(file): 0 kB\nInactive(file): 0 kB\nSReclaimable: 0 kB\n",
-        )
-        .unwrap();
-        assert_eq!(available(&m, Some("low 1000000"), 4096), 0);
+    fn estimate_with_free_below_the_watermark_like_gopsutil_and_never_below_zero() {
+        // (MemFree, Active(file) in kB, zoneinfo, MemAvailable estimate in bytes)
+        for (free, active_file, zoneinfo, want) in [
+            // free 4 KiB < wm 8 KiB, but the page cache makes up for it: Go's wrapping u64
+            // arithmetic lands on the exact sum, 4096 − 8192 + (65536 − 8192) = 53248.
+            (4, 64, "low 2", 53248),
+            (1, 0, "low 1000000", 0),
+        ] {
+            let m = parse_meminfo(&format!(
+                "MemFree: {free} kB\nActive(file): {active_file} kB\nInactive(file): 0 kB\nSReclaimable: 0 kB\n"
+            ))
+            .unwrap();
+            assert_eq!(available(&m, Some(zoneinfo), 4096), want, "{zoneinfo}");
+        }
     }
 }

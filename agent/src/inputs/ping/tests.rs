@@ -78,74 +78,63 @@ const BSD_V6: &str = "PING6(64=40+8+16 bytes) ::1 --> ::1
 round-trip min/avg/max/std-dev = 0.071/0.071/0.071/0.000 ms
 ";
 
+/// The summary and round-trip line of every flavour: packets transmitted and received, the
+/// first reply's ttl, the rtt line (absent without replies).
 #[test]
-fn iputils_ok() {
-    let s = parse_ping_output(IPUTILS_OK).unwrap();
-    assert_eq!(s.transmitted, 3);
-    assert_eq!(s.received, 3);
-    assert_eq!(s.ttl, Some(64), "the first reply's ttl");
-    assert_eq!(
-        s.rtt,
+fn summaries_of_every_ping_flavour() {
+    let rtt = |min, avg, max, stddev| {
         Some(Rtt {
-            min: 0.041,
-            avg: 0.047,
-            max: 0.052,
-            stddev: Some(0.004)
+            min,
+            avg,
+            max,
+            stddev,
         })
-    );
-}
-
-#[test]
-fn iputils_total_loss_has_counts_but_no_rtt_or_ttl() {
-    let s = parse_ping_output(IPUTILS_LOSS).unwrap();
-    assert_eq!(
-        (s.transmitted, s.received, s.ttl, s.rtt),
-        (2, 0, None, None)
-    );
-    let s = parse_ping_output(IPUTILS_ERRORS).unwrap();
-    assert_eq!(
-        (s.transmitted, s.received, s.ttl, s.rtt),
-        (3, 0, None, None)
-    );
-}
-
-#[test]
-fn iputils_partial_and_v6() {
-    let s = parse_ping_output(IPUTILS_PARTIAL).unwrap();
-    assert_eq!((s.transmitted, s.received, s.ttl), (2, 1, Some(255)));
-    assert_eq!(s.rtt.unwrap().min, 1.53);
-    let s = parse_ping_output(IPUTILS_V6).unwrap();
-    assert_eq!((s.transmitted, s.received, s.ttl), (1, 1, Some(64)));
-}
-
-#[test]
-fn busybox() {
-    let s = parse_ping_output(BUSYBOX_OK).unwrap();
-    assert_eq!((s.transmitted, s.received, s.ttl), (2, 2, Some(64)));
-    assert_eq!(
-        s.rtt,
-        Some(Rtt {
-            min: 0.072,
-            avg: 0.086,
-            max: 0.101,
-            stddev: None
-        })
-    );
-    let s = parse_ping_output(BUSYBOX_LOSS).unwrap();
-    assert_eq!(
-        (s.transmitted, s.received, s.ttl, s.rtt),
-        (1, 0, None, None)
-    );
-}
-
-#[test]
-fn inetutils_and_bsd() {
-    let s = parse_ping_output(INETUTILS_OK).unwrap();
-    assert_eq!((s.transmitted, s.received, s.ttl), (1, 1, Some(64)));
-    assert_eq!(s.rtt.unwrap().stddev, Some(0.0));
-    let s = parse_ping_output(BSD_V6).unwrap();
-    assert_eq!((s.transmitted, s.received, s.ttl), (1, 1, Some(64)));
-    assert_eq!(s.rtt.unwrap().avg, 0.071);
+    };
+    for (name, text, counts, want_rtt) in [
+        (
+            "iputils",
+            IPUTILS_OK,
+            (3, 3, Some(64)),
+            rtt(0.041, 0.047, 0.052, Some(0.004)),
+        ),
+        ("iputils total loss", IPUTILS_LOSS, (2, 0, None), None),
+        ("iputils errors", IPUTILS_ERRORS, (3, 0, None), None),
+        (
+            "iputils partial",
+            IPUTILS_PARTIAL,
+            (2, 1, Some(255)),
+            rtt(1.53, 1.53, 1.53, Some(0.0)),
+        ),
+        (
+            "iputils v6",
+            IPUTILS_V6,
+            (1, 1, Some(64)),
+            rtt(0.03, 0.03, 0.03, Some(0.0)),
+        ),
+        (
+            "busybox",
+            BUSYBOX_OK,
+            (2, 2, Some(64)),
+            rtt(0.072, 0.086, 0.101, None),
+        ),
+        ("busybox loss", BUSYBOX_LOSS, (1, 0, None), None),
+        (
+            "inetutils",
+            INETUTILS_OK,
+            (1, 1, Some(64)),
+            rtt(0.05, 0.05, 0.05, Some(0.0)),
+        ),
+        (
+            "bsd v6",
+            BSD_V6,
+            (1, 1, Some(64)),
+            rtt(0.071, 0.071, 0.071, Some(0.0)),
+        ),
+    ] {
+        let s = parse_ping_output(text).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!((s.transmitted, s.received, s.ttl), counts, "{name}");
+        assert_eq!(s.rtt, want_rtt, "{name}");
+    }
 }
 
 #[test]

@@ -834,55 +834,56 @@ mod tests {
 
     #[test]
     fn platform_from_os_release_and_debian_version() {
-        let files = |names: &'static [(&'static str, &'static str)]| {
-            move |n: &str| {
-                names
+        type Files = &'static [(&'static str, &'static str)];
+        let cases: [(Files, (&str, &str, &str)); 7] = [
+            (
+                &[("debian_version", "12.8\n"), ("os-release", "ID=debian\n")],
+                ("debian", "debian", "12.8"),
+            ),
+            (
+                &[
+                    ("debian_version", "trixie/sid\n"),
+                    ("lsb-release", "DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=24.04\n"),
+                ],
+                ("ubuntu", "debian", "24.04"),
+            ),
+            (
+                &[("redhat-release", "Rocky Linux release 9.4 (Blue Onyx)\n")],
+                ("rocky", "rhel", "9.4"),
+            ),
+            (
+                &[(
+                    "redhat-release",
+                    "Red Hat Enterprise Linux Server release 7.9 (Maipo)\n",
+                )],
+                ("redhat", "rhel", "7.9"),
+            ),
+            (
+                &[("os-release", "ID=\"amzn\"\nVERSION_ID=\"2023\"\n")],
+                ("amazon", "rhel", "2023"),
+            ),
+            (
+                &[(
+                    "SuSE-release",
+                    "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
+                )],
+                ("suse", "suse", "11.4"),
+            ),
+            (&[], ("", "", "")),
+        ];
+        for (files, (platform, family, version)) in cases {
+            let read = |n: &str| {
+                files
                     .iter()
                     .find(|(k, _)| *k == n)
                     .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let debian = files(&[("debian_version", "12.8\n"), ("os-release", "ID=debian\n")]);
-        assert_eq!(
-            platform_information(&debian, false),
-            ("debian".into(), "debian".into(), "12.8".into())
-        );
-        let ubuntu = files(&[
-            ("debian_version", "trixie/sid\n"),
-            ("lsb-release", "DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=24.04\n"),
-        ]);
-        assert_eq!(
-            platform_information(&ubuntu, false),
-            ("ubuntu".into(), "debian".into(), "24.04".into())
-        );
-        let rocky = files(&[("redhat-release", "Rocky Linux release 9.4 (Blue Onyx)\n")]);
-        assert_eq!(
-            platform_information(&rocky, false),
-            ("rocky".into(), "rhel".into(), "9.4".into())
-        );
-        let rhel = files(&[(
-            "redhat-release",
-            "Red Hat Enterprise Linux Server release 7.9 (Maipo)\n",
-        )]);
-        assert_eq!(platform_information(&rhel, false).0, "redhat");
-        let amzn = files(&[("os-release", "ID=\"amzn\"\nVERSION_ID=\"2023\"\n")]);
-        assert_eq!(
-            platform_information(&amzn, false),
-            ("amazon".into(), "rhel".into(), "2023".into())
-        );
-        let suse = files(&[(
-            "SuSE-release",
-            "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
-        )]);
-        assert_eq!(
-            platform_information(&suse, false),
-            ("suse".into(), "suse".into(), "11.4".into())
-        );
-        let nothing = files(&[]);
-        assert_eq!(
-            platform_information(&nothing, false),
-            (String::new(), String::new(), String::new())
-        );
+            };
+            assert_eq!(
+                platform_information(&read, false),
+                (platform.into(), family.into(), version.into()),
+                "{files:?}"
+            );
+        }
     }
 
     #[test]
