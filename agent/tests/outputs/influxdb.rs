@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wk_agent::metric::Metric;
+use wk_agent::models::running_output::RunningOutput;
 use wk_agent::outputs::WriteError;
 
 use super::servers::{Influxd, free_port, free_ports};
@@ -11,6 +12,11 @@ use super::{now_ms_ns, output_from, plan_from, series};
 
 fn conf(url: &str, extra: &str) -> String {
     format!("[[outputs.influxdb]]\n  urls = [\"{url}\"]\n  database = \"wkt\"\n{extra}\n")
+}
+
+/// An `[[outputs.influxdb]]` writing to database `wkt` of `db`, with `extra` options.
+fn output_to(db: &Influxd, extra: &str) -> RunningOutput {
+    output_from(&conf(&db.url(), extra))
 }
 
 /// `SELECT seq` of a measurement, in time order.
@@ -23,10 +29,7 @@ fn seqs(db: &Influxd, measurement: &str) -> Vec<i64> {
 
 fn round_trip(encoding: &str) {
     let Some(db) = Influxd::start() else { return };
-    let mut out = output_from(&conf(
-        &db.url(),
-        &format!("  content_encoding = \"{encoding}\""),
-    ));
+    let mut out = output_to(&db, &format!("  content_encoding = \"{encoding}\""));
     let t0 = now_ms_ns() + 123; // a nanosecond part, kept exactly
     let m = Metric::new("wkt_types", t0)
         .with_tag("host", "h 1")
@@ -93,7 +96,7 @@ fn partial_write_keeps_good_points_and_rejects_the_bad_one_once() {
         204
     );
 
-    let mut out = output_from(&conf(&db.url(), "  metric_batch_size = 100"));
+    let mut out = output_to(&db, "  metric_batch_size = 100");
     for i in 1..=5i64 {
         let mut m = Metric::new("conflict", t0 + i * 1_000_000).with_tag("host", "h");
         if i == 3 {
@@ -132,10 +135,7 @@ fn outage_keeps_the_batch_and_delivers_every_point_once() {
     let Some(mut db) = Influxd::start() else {
         return;
     };
-    let mut out = output_from(&conf(
-        &db.url(),
-        "  timeout = \"2s\"\n  metric_batch_size = 4",
-    ));
+    let mut out = output_to(&db, "  timeout = \"2s\"\n  metric_batch_size = 4");
     let t0 = now_ms_ns();
     let all = series("outage", t0, 10);
     for m in &all[..3] {
@@ -174,10 +174,7 @@ fn outage_keeps_the_batch_and_delivers_every_point_once() {
 #[test]
 fn tiny_buffer_drops_the_oldest_and_counts_exactly() {
     let Some(db) = Influxd::start() else { return };
-    let mut out = output_from(&conf(
-        &db.url(),
-        "  metric_buffer_limit = 3\n  metric_batch_size = 2",
-    ));
+    let mut out = output_to(&db, "  metric_buffer_limit = 3\n  metric_batch_size = 2");
     for m in series("overflow", now_ms_ns(), 7) {
         out.add(&m);
     }
@@ -192,10 +189,10 @@ fn tiny_buffer_drops_the_oldest_and_counts_exactly() {
 #[test]
 fn database_tag_routes_each_metric_and_can_be_excluded() {
     let Some(db) = Influxd::start() else { return };
-    let mut out = output_from(&conf(
-        &db.url(),
+    let mut out = output_to(
+        &db,
         "  database_tag = \"dest\"\n  exclude_database_tag = true",
-    ));
+    );
     let t0 = now_ms_ns();
     for (i, dest) in [Some("alpha"), None, Some("beta"), Some("alpha")]
         .iter()
@@ -272,25 +269,25 @@ fn password_file_and_basic_auth() {
     let tmp = tempfile::tempdir().unwrap();
     let pw = tmp.path().join("pw");
     std::fs::write(&pw, "s3cret\n").unwrap();
-    let mut out = output_from(&conf(
-        &db.url(),
+    let mut out = output_to(
+        &db,
         &format!(
             "  username = \"wk\"\n  password_file = \"{}\"",
             pw.display()
         ),
-    ));
+    );
     out.add(&series("authed", now_ms_ns(), 1)[0]);
     assert_eq!(out.flush(), Ok(1));
 
     // A wrong password is a 401: Telegraf drops the batch (any 4xx), and so do we, counted.
     std::fs::write(&pw, "wrong").unwrap();
-    let mut bad = output_from(&conf(
-        &db.url(),
+    let mut bad = output_to(
+        &db,
         &format!(
             "  username = \"wk\"\n  password_file = \"{}\"\n  skip_database_creation = true",
             pw.display()
         ),
-    ));
+    );
     bad.add(&series("authed", now_ms_ns() + 1_000_000, 1)[0]);
     assert_eq!(bad.flush(), Ok(0));
     assert_eq!(bad.stats.metrics_rejected, 1);
@@ -355,7 +352,7 @@ fn unparsable_lines_are_rejected_alone() {
     // influxd 1.x does not accept the `u` suffix: with influx_uint_support the line holding a
     // uint is refused ("unable to parse"), the lines around it are stored.
     let Some(db) = Influxd::start() else { return };
-    let mut out = output_from(&conf(&db.url(), "  influx_uint_support = true"));
+    let mut out = output_to(&db, "  influx_uint_support = true");
     let t0 = now_ms_ns();
     let mut batch = series("uints", t0, 4);
     batch[1].add_field("counter", 7u64);
@@ -375,19 +372,16 @@ fn https_with_tls_ca_and_with_insecure_skip_verify() {
     assert!(db.url().starts_with("https://"));
     let t0 = now_ms_ns();
     // Trusting the server's certificate through tls_ca.
-    let mut out = output_from(&conf(
-        &db.url(),
-        &format!("  tls_ca = \"{}\"", cert.display()),
-    ));
+    let mut out = output_to(&db, &format!("  tls_ca = \"{}\"", cert.display()));
     out.add(&series("tls", t0, 1)[0]);
     assert_eq!(out.flush(), Ok(1));
     // Without tls_ca the self-signed certificate is refused: kept, retried.
-    let mut strict = output_from(&conf(&db.url(), ""));
+    let mut strict = output_to(&db, "");
     strict.add(&series("tls", t0 + 1_000_000, 1)[0]);
     assert!(matches!(strict.flush(), Err(WriteError::Retry(_))));
     assert_eq!(strict.buffered(), 1);
     // insecure_skip_verify accepts it.
-    let mut lax = output_from(&conf(&db.url(), "  insecure_skip_verify = true"));
+    let mut lax = output_to(&db, "  insecure_skip_verify = true");
     lax.add(&series("tls", t0 + 2_000_000, 1)[0]);
     assert_eq!(lax.flush(), Ok(1));
     assert_eq!(seqs(&db, "tls"), vec![0, 0]);
