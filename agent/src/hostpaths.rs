@@ -117,6 +117,16 @@ pub fn read_to_string(path: &Path) -> Result<String, GatherError> {
     std::fs::read_to_string(path).map_err(|e| GatherError::io(path, e))
 }
 
+/// [`read_to_string`], with `None` for a file that does not exist (inputs that skip what
+/// this kernel lacks, as Telegraf's do).
+pub fn read_if_exists(path: &Path) -> Result<Option<String>, GatherError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(GatherError::io(path, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

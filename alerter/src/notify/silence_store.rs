@@ -53,25 +53,19 @@ pub fn load(state_dir: &Path) -> Result<Vec<Stored>, String> {
 }
 
 fn save(state_dir: &Path, silences: &[Stored], now: i64) -> Result<(), String> {
-    use std::io::Write;
     let keep: Vec<Stored> = silences
         .iter()
         .filter(|s| s.ends > now - KEEP_ENDED_NS)
         .cloned()
         .collect();
-    let p = path(state_dir);
-    let err = |e: std::io::Error| format!("{}: {e}", p.display());
-    std::fs::create_dir_all(state_dir).map_err(err)?;
-    let tmp = p.with_extension("json.tmp");
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     let text = serde_json::to_string_pretty(&File {
         version: 1,
         silences: keep,
     })
     .map_err(|e| e.to_string())?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &p).map_err(err)
+    crate::state::write_atomic(&path(state_dir), text.as_bytes())
+        .map_err(|(p, e)| format!("{}: {e}", p.display()))
 }
 
 impl Stored {

@@ -118,10 +118,9 @@ impl Conntrack {
         if self.all + self.percpu == 0 {
             return Vec::new();
         }
-        let path = self.paths.proc("net/stat/nf_conntrack");
-        let rows = match std::fs::read_to_string(&path) {
+        let rows = match self.paths.read_proc("net/stat/nf_conntrack") {
             Ok(t) => parse_stats(&t),
-            Err(e) => return vec![GatherError::io(path, e)],
+            Err(e) => return vec![e],
         };
         let mut errors = Vec::new();
         let push = |acc: &mut Accumulator, cpu: String, row: &[u64; 17]| {
@@ -161,17 +160,16 @@ impl Conntrack {
 }
 
 fn read_number(path: &Path) -> Result<Option<f64>, GatherError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => t.trim().parse::<f64>().map(Some).map_err(|_| {
-            GatherError::Other(format!(
-                "failed to parse metric, expected number but found {:?} in {}",
-                t.trim(),
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(GatherError::io(path, e)),
-    }
+    let Some(t) = crate::hostpaths::read_if_exists(path)? else {
+        return Ok(None);
+    };
+    t.trim().parse::<f64>().map(Some).map_err(|_| {
+        GatherError::Other(format!(
+            "failed to parse metric, expected number but found {:?} in {}",
+            t.trim(),
+            path.display()
+        ))
+    })
 }
 
 impl Input for Conntrack {

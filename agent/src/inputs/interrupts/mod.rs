@@ -124,7 +124,9 @@ impl Input for Interrupts {
             ("soft_interrupts", "softirqs"),
         ] {
             let path = self.paths.proc(file);
-            let irqs = crate::hostpaths::read_to_string(&path)
+            let irqs = self
+                .paths
+                .read_proc(file)
                 .and_then(|t| parse(&t).map_err(|m| GatherError::malformed(&path, 1, m)));
             match irqs {
                 Ok(irqs) => self.report(measurement, &irqs, acc),

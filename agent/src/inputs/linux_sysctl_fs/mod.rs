@@ -54,19 +54,6 @@ fn build(_opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> 
     })
 }
 
-/// A file's text; `None` when it does not exist (such entries are skipped, as in Telegraf).
-fn read(
-    paths: &HostPaths,
-    name: &str,
-) -> Result<Option<(std::path::PathBuf, String)>, GatherError> {
-    let path = paths.proc(&format!("sys/fs/{name}"));
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some((path, t))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(GatherError::io(path, e)),
-    }
-}
-
 /// Parses `text`'s tab-separated columns (trailing newlines removed) into `fields`, one per
 /// name; extra columns are ignored, missing ones are not reported.
 pub fn parse_columns(
@@ -92,7 +79,9 @@ impl Input for SysctlFs {
         let mut fields = Vec::new();
         let single = SINGLE.iter().map(|n| (*n, std::slice::from_ref(n)));
         for (file, names) in single.chain(LISTS.iter().map(|(f, n)| (*f, *n))) {
-            let Some((path, text)) = read(&self.paths, file)? else {
+            // A file this kernel lacks is skipped, as in Telegraf.
+            let path = self.paths.proc(&format!("sys/fs/{file}"));
+            let Some(text) = crate::hostpaths::read_if_exists(&path)? else {
                 continue;
             };
             parse_columns(&text, names, &mut fields)
