@@ -12,6 +12,7 @@
 //! that `on_progress` enforces.
 
 pub mod budget;
+mod presize;
 pub mod series;
 pub mod settings;
 
@@ -46,10 +47,6 @@ pub struct Limits {
     /// Expression nesting at the top level and inside functions (parse time).
     pub max_expr_depth: usize,
     pub max_function_expr_depth: usize,
-    /// Largest string, in bytes.
-    pub max_string_size: usize,
-    pub max_array_size: usize,
-    pub max_map_size: usize,
     /// Bytes an evaluation (or load) may hold at once, counted at the allocator: the bound on
     /// everything a script grows.
     pub max_memory_bytes: usize,
@@ -65,9 +62,6 @@ impl Default for Limits {
             max_call_levels: 32,
             max_expr_depth: 64,
             max_function_expr_depth: 32,
-            max_string_size: 1 << 20,
-            max_array_size: 100_000,
-            max_map_size: 10_000,
             max_memory_bytes: 32 << 20,
         }
     }
@@ -638,9 +632,10 @@ fn build_engine(file: &str, limits: &Limits) -> Engine {
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(limits.max_call_levels);
     engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
-    engine.set_max_string_size(limits.max_string_size);
-    engine.set_max_array_size(limits.max_array_size);
-    engine.set_max_map_size(limits.max_map_size);
+    // No element limits (`set_max_array_size` and the like): with any set, Rhai re-measures a
+    // whole array after every push (quadratic); the memory budget bounds growth instead and
+    // `presize` refuses the single allocations it cannot.
+    presize::register(&mut engine, remaining_budget);
     engine.on_progress(|ops| {
         // Memory every step (a thread-local read): one step can allocate up to the largest
         // string or array, so checking rarely would let a script overshoot by hundreds of MB.
@@ -689,6 +684,14 @@ fn register_integer_math(engine: &mut Engine) {
     engine.register_fn("is_nan", |_: i64| false);
     engine.register_fn("is_infinite", |_: i64| false);
     engine.register_fn("is_finite", |_: i64| true);
+}
+
+/// The bytes the running evaluation may still allocate (`None` outside one).
+fn remaining_budget() -> Option<usize> {
+    context(|c| {
+        let used = budget::held_bytes().saturating_sub(c.mem_base);
+        usize::try_from(c.mem_budget.saturating_sub(used)).unwrap_or(0)
+    })
 }
 
 /// The token `on_progress` stops a script with when it exceeds its memory budget.
