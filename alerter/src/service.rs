@@ -33,7 +33,7 @@ use crate::model::{
     LevelConditions, Observation, Policy, RuleSettings, Value,
 };
 use crate::notify::router::Router;
-use crate::rules::{Limits, Rule, load_rule_with};
+use crate::rules::{Limits, Rule, load_rule_source_with, load_rule_with};
 use crate::source::QuerySource;
 use crate::state::RuleState;
 
@@ -169,10 +169,7 @@ impl Service {
         clock: Arc<dyn Clock>,
     ) -> Service {
         let router = Router::start(config.notify.clone());
-        let limits = Limits {
-            timeout: config.settings.max_eval_time,
-            ..Limits::default()
-        };
+        let limits = Limits::from_settings(&config.settings);
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let source_health = RuleState::load(&config.settings.state_dir, SOURCE_RULE);
         let persister = crate::state::Persister::start(config.settings.state_dir.clone())
@@ -341,17 +338,37 @@ impl Service {
     /// Re-reads the rules directory: loads new and changed files, drops deleted ones, and
     /// raises or clears the alert about broken files.
     pub fn scan(&mut self, now: i64) {
-        let dir = self.config.settings.rules_dir.clone();
+        let scanned = self.scanner().read();
+        self.apply_scan(scanned, now);
+    }
+
+    /// What reads and compiles the rules directory, detached from the service so it can run
+    /// on the blocking pool: it knows each file's last text and compiles only changed files.
+    fn scanner(&self) -> Scanner {
+        Scanner {
+            dir: self.config.settings.rules_dir.clone(),
+            known: self
+                .slots
+                .iter()
+                .map(|(p, s)| (p.clone(), s.text.clone()))
+                .collect(),
+            limits: self.limits.clone(),
+        }
+    }
+
+    /// Applies a read of the rules directory: new and changed rules replace the running
+    /// ones (after checking their notifiers and actions), deleted files stop.
+    fn apply_scan(&mut self, scanned: Scanned, now: i64) {
         let mut seen = BTreeSet::new();
         let mut rearm = Vec::new();
-        match crate::rules::rule_files(&dir) {
-            Ok(paths) => {
-                for path in paths {
-                    seen.insert(path.clone());
-                    rearm.extend(self.load_file(&path, now));
+        match scanned {
+            Ok(files) => {
+                for file in files {
+                    seen.insert(file.path.clone());
+                    rearm.extend(self.load_file(file, now));
                 }
             }
-            Err(e) => error!("cannot read the rules directory {}: {e}", dir.display()),
+            Err(e) => error!("{e}"),
         }
         let gone: Vec<PathBuf> = self
             .slots
@@ -449,32 +466,29 @@ impl Service {
     /// Loads one rule file if it changed. Returns the restored instances still firing when a
     /// rule is first loaded (after a restart): the actions engine must hear of them, since no
     /// new event will say they fire.
-    fn load_file(&mut self, path: &Path, now: i64) -> Vec<AlertEvent> {
+    fn load_file(&mut self, file: ScannedFile, now: i64) -> Vec<AlertEvent> {
         let mut rearm = Vec::new();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let path = file.path.as_path();
+        let (text, compiled) = match file.content {
+            Ok(Some(changed)) => changed,
+            Ok(None) => return rearm,
             Err(e) => {
                 warn!(file = %path.display(), "cannot read rule file: {e}");
                 return rearm;
             }
         };
-        if self.slots.get(path).is_some_and(|s| s.text == text) {
-            return rearm;
-        }
-        let loaded = load_rule_with(path, &self.limits)
-            .map_err(|e| e.to_string())
-            .and_then(|rule| {
-                let (l, c) = rule.settings().notify_pos;
-                self.router
-                    .validate_names(&rule.settings().notify)
-                    .map_err(|e| format!("{}:{l}:{c}: {e}", path.display()))?;
-                self.config
-                    .actions
-                    .validate_rule(rule.settings())
-                    .map_err(|((l, c), e)| format!("{}:{l}:{c}: {e}", path.display()))?;
-                Ok(rule)
-            });
-        let slot = self.slots.entry(path.to_owned()).or_insert_with(|| Slot {
+        let loaded = compiled.map_err(|e| e.to_string()).and_then(|rule| {
+            let (l, c) = rule.settings().notify_pos;
+            self.router
+                .validate_names(&rule.settings().notify)
+                .map_err(|e| format!("{}:{l}:{c}: {e}", path.display()))?;
+            self.config
+                .actions
+                .validate_rule(rule.settings())
+                .map_err(|((l, c), e)| format!("{}:{l}:{c}: {e}", path.display()))?;
+            Ok(rule)
+        });
+        let slot = self.slots.entry(file.path.clone()).or_insert_with(|| Slot {
             rule: None,
             good: None,
             text: String::new(),
@@ -831,21 +845,23 @@ impl Service {
     /// Swaps in a new config (SIGHUP): notifiers and silences are replaced, the rules
     /// directory is rescanned. The query source is kept (a changed source needs a restart).
     pub fn reload(&mut self, config: Config, now: i64) {
+        self.apply_config(config);
+        self.scan(now);
+    }
+
+    /// Takes a new config; every rule is re-read and re-validated by the next scan.
+    fn apply_config(&mut self, config: Config) {
         if config.sources != self.config.sources {
             warn!("[[sources.influxdb]] changed: restart the alerter to use the new source");
         }
         self.router.replace(config.notify.clone());
         self.engine.set_config(config.actions.clone());
-        self.limits = Limits {
-            timeout: config.settings.max_eval_time,
-            ..Limits::default()
-        };
+        self.limits = Limits::from_settings(&config.settings);
         self.config = config;
         // Re-validate every rule against the new notifier names.
         for slot in self.slots.values_mut() {
             slot.text.clear();
         }
-        self.scan(now);
     }
 
     /// Runs until `shutdown` completes. `reload` delivers a new config (SIGHUP), or `None`
@@ -861,7 +877,19 @@ impl Service {
         // Instances restored from disk that are still firing inhibit from the start.
         let mut next_scan = tokio::time::Instant::now() + reload_every;
         tokio::pin!(shutdown);
+        // Rescans read and compile on the blocking pool, one at a time; the result is
+        // applied here, between evaluations.
+        let (scans_tx, mut scans_rx) = mpsc::unbounded_channel();
+        let (mut scanning, mut rescan) = (false, false);
         loop {
+            if rescan && !scanning {
+                let scanner = self.scanner();
+                let scans_tx = scans_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = scans_tx.send(scanner.read());
+                });
+                (scanning, rescan) = (true, false);
+            }
             let now = self.clock.now_ns();
             self.start_due(now, &tx);
             let settings = &self.config.settings;
@@ -879,13 +907,20 @@ impl Service {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(done) = rx.recv() => self.finish(done),
+                Some(scanned) = scans_rx.recv() => {
+                    scanning = false;
+                    self.apply_scan(scanned, self.clock.now_ns());
+                }
                 Some(new) = reload.recv() => match new {
-                    Some(cfg) => self.reload(*cfg, self.clock.now_ns()),
-                    None => self.scan(self.clock.now_ns()),
+                    Some(cfg) => {
+                        self.apply_config(*cfg);
+                        rescan = true;
+                    }
+                    None => rescan = true,
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= next_scan {
-                        self.scan(self.clock.now_ns());
+                        rescan = true;
                         next_scan = tokio::time::Instant::now() + reload_every;
                     }
                 }
@@ -905,6 +940,53 @@ impl Service {
             .filter_map(|s| s.rule.as_ref())
             .map(|r| (r.settings().name.clone(), r.evaluate(&self.source, now)))
             .collect()
+    }
+}
+
+/// Reads the rules directory and compiles the files whose text changed: file I/O and Rhai
+/// compilation, kept off the scheduler task (the service runs it on the blocking pool).
+struct Scanner {
+    dir: PathBuf,
+    /// Each known file's text at its last load.
+    known: BTreeMap<PathBuf, String>,
+    limits: Limits,
+}
+
+/// Every rule file of the directory, or why the directory could not be read.
+type Scanned = Result<Vec<ScannedFile>, String>;
+
+struct ScannedFile {
+    path: PathBuf,
+    /// The new text and its compiled rule; `None` when the text is unchanged.
+    content: Result<Option<Changed>, String>,
+}
+
+/// A rule file's new text and what compiling it gave.
+type Changed = (String, Result<Rule, crate::rules::RuleError>);
+
+impl Scanner {
+    fn read(self) -> Scanned {
+        let paths = crate::rules::rule_files(&self.dir).map_err(|e| {
+            format!(
+                "cannot read the rules directory {}: {e}",
+                self.dir.display()
+            )
+        })?;
+        Ok(paths
+            .into_iter()
+            .map(|path| {
+                let content = std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .map(|text| {
+                        (self.known.get(&path) != Some(&text)).then(|| {
+                            let name = path.display().to_string();
+                            let rule = load_rule_source_with(&name, &text, &self.limits);
+                            (text, rule)
+                        })
+                    });
+                ScannedFile { path, content }
+            })
+            .collect())
     }
 }
 
@@ -989,14 +1071,9 @@ fn sync_inhibitors(router: &Router, settings: &RuleSettings, state: &RuleState) 
 /// Rule files of a directory that do not load, as `file:line:col: message` lines.
 pub fn check_dir(dir: &Path, limits: &Limits) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(paths) = crate::rules::rule_files(dir) else {
         return vec![format!("{}: cannot read directory", dir.display())];
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-        .collect();
-    paths.sort();
     for p in paths {
         if let Err(e) = load_rule_with(&p, limits) {
             out.push(e.to_string());
@@ -1075,18 +1152,36 @@ mod rollback_tests {
     /// Loads, then fails at every evaluation: `()` in arithmetic.
     const BAD: &str = "rule(#{ every: \"10s\" });\nfn check() {\n  let s = query(\"cpu\").field(\"busy\").last().group_by(\"host\").run();\n  let n = ();\n  n + 1;\n  s\n}\n";
 
+    /// Regression: the service built its rule limits from the time limit alone, so
+    /// `max_rule_memory_bytes` reached `check` but not the running alerter (nor a reload).
+    #[tokio::test]
+    async fn the_configured_memory_budget_bounds_running_rules() {
+        let mut f = Fixture::with("  max_rule_memory_bytes = \"2MiB\"");
+        assert_eq!(f.svc.limits.max_memory_bytes, 2 << 20);
+        let path = f.dir.path().join("alerter.conf");
+        let cfg = crate::config::load_str(&path, &f.conf, &|_: &str| None).unwrap();
+        f.svc.reload(cfg, NOW);
+        assert_eq!(f.svc.limits.max_memory_bytes, 2 << 20);
+    }
+
     struct Fixture {
         dir: tempfile::TempDir,
         svc: Service,
+        conf: String,
     }
 
     impl Fixture {
         fn new() -> Fixture {
+            Fixture::with("")
+        }
+
+        /// With `alerter` added to the `[alerter]` table.
+        fn with(alerter: &str) -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             let rules = dir.path().join("rules");
             std::fs::create_dir(&rules).unwrap();
             let conf = format!(
-                "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n\
+                "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n{alerter}\n\
                  [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"s3cret-token-for-tests\"\n",
                 rules.display().to_string(),
                 dir.path().join("state").display().to_string()
@@ -1098,7 +1193,7 @@ mod rollback_tests {
             let src: Arc<dyn QuerySource> =
                 Arc::new(MemorySource::from_line_protocol(&text, 0).unwrap());
             let svc = Service::new(cfg, src);
-            Fixture { dir, svc }
+            Fixture { dir, svc, conf }
         }
 
         fn path(&self) -> PathBuf {

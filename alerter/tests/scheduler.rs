@@ -331,6 +331,46 @@ async fn runaway_rules_do_not_delay_a_healthy_one() {
     );
 }
 
+/// A rule whose top level (run when the file loads) takes about a second.
+const SLOW_TO_LOAD: &str = r#"
+rule(#{ every: "1h" });
+let i = 0;
+while i < 2_500_000 { i += 1; }
+fn check() { [] }
+"#;
+
+/// Regression (issue 10 item 12): rule files were read and compiled on the scheduler task, so
+/// a file slow to load (or a slow disk) delayed every rule's tick. Real time: compiling runs
+/// on the blocking pool, and the healthy rule keeps its ticks while a new file loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_a_rule_file_does_not_delay_the_others() {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
+    let run = start(
+        &[("healthy.rhai", HEALTHY_RULE)],
+        Arc::new(MemorySource::from_metrics(&points)),
+        Arc::new(wk_alerter::clock::SystemClock),
+        "  reload_interval = \"300ms\"\n",
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for n in 0..3 {
+        let path = run._dir.path().join("rules").join(format!("slow{n}.rhai"));
+        std::fs::write(path, SLOW_TO_LOAD).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let events = run.stop().await;
+    let healthy: Vec<i64> = events
+        .iter()
+        .filter(|e| e.rule == "healthy")
+        .map(|e| e.time)
+        .collect();
+    assert!(healthy.len() >= 5, "healthy rule ran at {healthy:?}");
+    assert!(
+        healthy.windows(2).all(|w| w[1] - w[0] == SEC),
+        "healthy rule skipped ticks: {healthy:?}"
+    );
+}
+
 /// Regression: a rule file deleted while its alert fired left the incident open forever and
 /// its state file behind (Kapacitor does the same). Now a recovery says why, and the state
 /// goes.
