@@ -186,12 +186,16 @@ fn the_walkthrough_names_tests_that_exist() {
         .and_then(|s| s.split("\n# ").next())
         .expect("docs/architecture.md has an \"Adding a plugin\" section");
     let mut sources = String::new();
-    for dir in ["agent/tests", "agent/tests/live", "agent/tests/outputs"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                sources.push_str(&std::fs::read_to_string(path).unwrap());
-            }
+    let live_tests = std::fs::read_dir(root.join("agent/src/inputs"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("live.rs"));
+    let test_dirs = ["agent/tests", "agent/tests/outputs"].into_iter();
+    let test_files = test_dirs
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
+        .map(|e| e.unwrap().path());
+    for path in test_files.chain(live_tests) {
+        if path.extension().is_some_and(|e| e == "rs") && path.is_file() {
+            sources.push_str(&std::fs::read_to_string(path).unwrap());
         }
     }
     // Test names: backticked snake_case words of three parts or more.

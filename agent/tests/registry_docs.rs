@@ -87,12 +87,11 @@ const TESTED_ELSEWHERE: &[(&str, &str)] = &[
 ];
 
 /// Step 1's `testdata/<case>/` (at least one case fixtures.rs runs) and step 5's live test
-/// (declared in tests/live/mod.rs); for outputs, a test file against a real server in
-/// tests/outputs/ (declared in its mod.rs).
+/// (`live.rs` in the input's folder; build.rs adds it to tests/live.rs); for outputs, a test
+/// file against a real server in tests/outputs/ (declared in its mod.rs).
 #[test]
 fn every_plugin_has_fixture_cases_and_a_test_against_the_real_thing() {
     let agent = root().join("agent");
-    let live_mods = read(&agent.join("tests/live/mod.rs"));
     let output_mods = read(&agent.join("tests/outputs/mod.rs"));
     let declared = |mods: &str, name: &str| {
         mods.lines()
@@ -114,9 +113,9 @@ fn every_plugin_has_fixture_cases_and_a_test_against_the_real_thing() {
                 "inputs/{name}: no testdata/<case>/config.conf fixture case"
             ));
         }
-        if !agent.join(format!("tests/live/{name}.rs")).is_file() || !declared(&live_mods, name) {
+        if !agent.join(format!("src/inputs/{name}/live.rs")).is_file() {
             problems.push(format!(
-                "inputs/{name}: no live test tests/live/{name}.rs declared in tests/live/mod.rs"
+                "inputs/{name}: no live test src/inputs/{name}/live.rs"
             ));
         }
     }
