@@ -258,10 +258,11 @@ impl Default for RuleSettings {
 }
 
 /// Why an event was emitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The instance fired, changed level, or repeats (repeat interval).
+    #[default]
     Alert,
     /// The instance went back to OK.
     Recovery,
@@ -273,8 +274,9 @@ pub enum EventKind {
     Flapping,
 }
 
-/// One notification-worthy change of one alert instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One notification-worthy change of one alert instance. `Default` is an empty `Alert` event
+/// at level OK, for building events field by field (`..Default::default()`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
     pub rule: String,
     /// Rendered id template: the instance's identity for humans and dedup.

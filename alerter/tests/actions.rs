@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wk_alerter::actions::engine::{Engine, RuleEntry};
 use wk_alerter::actions::rule::ActionRule;
 use wk_alerter::actions::{ActionsConfig, Args, Ctx, RawArg};
-use wk_alerter::model::{AlertEvent, EventKind, Level, RuleSettings};
+use wk_alerter::model::{AlertEvent, Level, RuleSettings};
 use wk_alerter::notify::Router;
 
 fn free_port() -> u16 {
@@ -208,20 +208,15 @@ fn event(tags: &[(&str, &str)]) -> AlertEvent {
         rule: "squat".into(),
         id: "squat:x".into(),
         message: "port check failed".into(),
-        details: String::new(),
-        kind: EventKind::Alert,
         level: Level::Critical,
-        previous_level: Level::Ok,
         tags: tags
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect(),
-        fields: Default::default(),
         time: wk_alerter::clock::now_ns(),
-        point_time: 0,
         duration: Duration::from_secs(2),
         notify: vec!["log".into()],
-        category: None,
+        ..Default::default()
     }
 }
 

@@ -393,24 +393,14 @@ impl ActionRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EventKind;
 
     fn event(tag: &str) -> AlertEvent {
         AlertEvent {
             rule: "r".into(),
             id: "r:x".into(),
-            message: String::new(),
-            details: String::new(),
-            kind: EventKind::Alert,
             level: Level::Critical,
-            previous_level: Level::Ok,
             tags: [("svc".to_owned(), tag.to_owned())].into(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: Duration::ZERO,
-            notify: vec![],
-            category: None,
+            ..Default::default()
         }
     }
 

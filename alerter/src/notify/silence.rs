@@ -247,30 +247,20 @@ fn time_option(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
-    use crate::model::{EventKind, Level};
+    use crate::model::Level;
 
     fn ev(rule: &str, tags: &[(&str, &str)]) -> AlertEvent {
         AlertEvent {
             rule: rule.into(),
             id: rule.into(),
-            message: String::new(),
-            details: String::new(),
-            kind: EventKind::Alert,
             level: Level::Critical,
-            previous_level: Level::Ok,
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: Duration::ZERO,
-            notify: vec![],
-            category: None,
+            ..Default::default()
         }
     }
 

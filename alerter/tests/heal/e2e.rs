@@ -372,22 +372,13 @@ fn check() {
         .into_iter()
         .find(|(n, _)| *n == "newline")
         .unwrap();
-    use wk_alerter::model::{AlertEvent, EventKind, Level};
+    use wk_alerter::model::{AlertEvent, Level};
     let e = AlertEvent {
         rule: "svc".into(),
         id: "svc:host=web1".into(),
-        message: String::new(),
-        details: String::new(),
-        kind: EventKind::Alert,
         level: Level::Critical,
-        previous_level: Level::Ok,
         tags: [("service".to_owned(), newline)].into(),
-        fields: Default::default(),
-        time: 0,
-        point_time: 0,
-        duration: Duration::ZERO,
-        notify: vec![],
-        category: None,
+        ..Default::default()
     };
     let err = rule.render(&e).unwrap_err();
     assert!(

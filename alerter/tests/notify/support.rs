@@ -28,10 +28,8 @@ pub fn event(rule: &str, host: &str, kind: EventKind, level: Level) -> AlertEven
         tags: BTreeMap::from([("host".to_owned(), host.to_owned())]),
         fields: BTreeMap::from([("value".to_owned(), Value::Float(93.25))]),
         time: 1_795_000_000_000_000_000,
-        point_time: 0,
         duration: Duration::from_secs(65),
-        notify: vec![],
-        category: None,
+        ..Default::default()
     }
 }
 

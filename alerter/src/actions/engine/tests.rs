@@ -10,20 +10,13 @@ fn event(rule: &str, level: Level, tags: &[(&str, &str)]) -> AlertEvent {
         rule: rule.into(),
         id: format!("{rule}:x"),
         message: "down".into(),
-        details: String::new(),
-        kind: EventKind::Alert,
         level,
-        previous_level: Level::Ok,
         tags: tags
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect(),
-        fields: Default::default(),
         time: crate::clock::now_ns(),
-        point_time: 0,
-        duration: Duration::ZERO,
-        notify: vec![],
-        category: None,
+        ..Default::default()
     }
 }
 

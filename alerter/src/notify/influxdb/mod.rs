@@ -155,7 +155,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{EventKind, Level};
+    use crate::model::Level;
 
     #[test]
     fn point_has_our_tags_over_the_events_and_float_values() {
@@ -163,10 +163,7 @@ mod tests {
             rule: "cpu_high".into(),
             id: "cpu_high:host=web1".into(),
             message: "web1 \"hot\"".into(),
-            details: String::new(),
-            kind: EventKind::Alert,
             level: Level::Critical,
-            previous_level: Level::Ok,
             tags: [
                 ("host".to_owned(), "web 1".to_owned()),
                 ("level".to_owned(), "spoofed".to_owned()),
@@ -178,10 +175,8 @@ mod tests {
             ]
             .into(),
             time: 1_700_000_000_000_000_000,
-            point_time: 0,
             duration: Duration::from_secs(65),
-            notify: vec![],
-            category: None,
+            ..Default::default()
         };
         let line =
             String::from_utf8(Serializer::default().serialize(&[point("alerts", &e)])).unwrap();
