@@ -245,24 +245,47 @@ async fn thirty_firing_instances_are_one_email_per_group() {
   group_by = ["rule"]
   group_wait = "300ms"
   group_interval = "1s"
+
+[[notifiers.email]]
+  name = "all-email"
+  host = "127.0.0.1"
+  port = {port}
+  tls = "none"
+  from = "Watchkeeper <alerts@example.com>"
+  to = ["oncall@example.com"]
+  group_by = []
+  group_wait = "300ms"
+  group_interval = "1s"
+  group_subject = "{{{{firing}}}} firing, {{{{resolved}}}} resolved ({{{{group_key}}}})"
 "#
     )));
     let hosts: Vec<String> = (1..=30).map(|i| format!("web{i:02}")).collect();
     let fire = |rule: &str, h: &str| {
         to(
             event(rule, h, EventKind::Alert, Level::Critical),
-            &["ops-email"],
+            &["ops-email", "all-email"],
         )
     };
     let mut events: Vec<_> = hosts.iter().map(|h| fire("cpu", h)).collect();
     events.extend(["db1", "db2"].map(|h| fire("disk", h)));
     router.dispatch(events);
     router.flush().await;
-    assert_eq!(messages(&maildir), 2, "one email per group, not 32");
+    assert_eq!(
+        messages(&maildir),
+        3,
+        "one email per group and receiver, not 64"
+    );
     let m = parsed(&maildir);
-    assert_eq!(m[0]["subject"], "[FIRING:2] rule=disk");
-    assert_eq!(m[1]["subject"], "[FIRING:30] rule=cpu");
-    let plain = m[1]["plain"].as_str().unwrap();
+    let subjects: Vec<&str> = m.iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "32 firing, 0 resolved (all)",
+            "[FIRING:2] rule=disk",
+            "[FIRING:30] rule=cpu"
+        ]
+    );
+    let plain = m[2]["plain"].as_str().unwrap();
     assert!(
         plain.starts_with("FIRING:30 rule=cpu\n\nFiring (30):\n"),
         "{plain}"
@@ -273,7 +296,7 @@ async fn thirty_firing_instances_are_one_email_per_group() {
             "{h} not listed:\n{plain}"
         );
     }
-    let html = m[1]["html"].as_str().unwrap();
+    let html = m[2]["html"].as_str().unwrap();
     assert_eq!(html.matches("<td>cpu:host=web").count(), 30, "{html}");
 
     // 28 recover: one more email with what still fires and what resolved.
@@ -283,16 +306,26 @@ async fn thirty_firing_instances_are_one_email_per_group() {
             .map(|h| {
                 to(
                     event("cpu", h, EventKind::Recovery, Level::Ok),
-                    &["ops-email"],
+                    &["ops-email", "all-email"],
                 )
             })
             .collect(),
     );
     router.flush().await;
-    assert_eq!(messages(&maildir), 3);
+    assert_eq!(messages(&maildir), 5);
     let m = parsed(&maildir);
-    assert_eq!(m[0]["subject"], "[FIRING:2 RESOLVED:28] rule=cpu");
-    let plain = m[0]["plain"].as_str().unwrap();
+    let subjects: Vec<&str> = m.iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "32 firing, 0 resolved (all)",
+            "4 firing, 28 resolved (all)",
+            "[FIRING:2 RESOLVED:28] rule=cpu",
+            "[FIRING:2] rule=disk",
+            "[FIRING:30] rule=cpu"
+        ]
+    );
+    let plain = m[2]["plain"].as_str().unwrap();
     assert!(
         plain.contains("\nResolved (28):\n  OK       web03: cpu is OK  [cpu:host=web03; resolved "),
         "{plain}"

@@ -27,7 +27,7 @@ pub const SPEC: NotifierSpec = NotifierSpec {
 const MAX_SUBJECT_CHARS: usize = 200;
 
 /// The subject of a grouped message (`group_by`): `[FIRING:28 RESOLVED:2] rule=cpu_high`.
-pub const DEFAULT_GROUP_SUBJECT: &str = "[{{status}}] {{group}}";
+pub const DEFAULT_GROUP_SUBJECT: &str = "[{{status}}] {{group_key}}";
 
 /// The email notifier.
 pub struct EmailNotifier {
@@ -162,6 +162,7 @@ impl EmailNotifier {
             ("firing", Value::Int(n.firing.len() as i64)),
             ("resolved", Value::Int(n.resolved.len() as i64)),
             ("reports", Value::Int(n.reports.len() as i64)),
+            ("group_key", Value::Str(n.key())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
