@@ -385,7 +385,7 @@ impl Router {
         if events.is_empty() {
             return;
         }
-        let mut muted = Vec::new();
+        let mut leaving = Vec::new();
         let c = &self.shared.counters;
         let mut deliver = Vec::with_capacity(events.len());
         {
@@ -395,21 +395,26 @@ impl Router {
             }
             for (i, e) in events.into_iter().enumerate() {
                 if held.get(i).copied().unwrap_or(false) {
+                    // The report told its end: a grouped notifier stops listing it.
+                    if super::group::resolves(&e) {
+                        leaving.push(e);
+                    }
                     continue;
                 }
                 c.received.fetch_add(1, Ordering::Relaxed);
                 if f.admit(&e, &self.shared.counters) {
                     deliver.push(Arc::new(e));
                 } else {
-                    muted.push(e);
+                    leaving.push(e);
                 }
             }
         }
-        if !muted.is_empty() {
+        if !leaving.is_empty() {
             // A muted instance leaves its groups: later messages of the group must not
-            // list it as firing (Alertmanager leaves silenced alerts out).
+            // list it as firing (Alertmanager leaves silenced alerts out); so does one whose
+            // recovery the action engine's report announced.
             let workers = self.workers();
-            for e in &muted {
+            for e in &leaving {
                 for name in &e.notify {
                     if let Some(w) = workers.get(name) {
                         w.forget(&e.rule, &e.id);

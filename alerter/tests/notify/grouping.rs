@@ -356,3 +356,22 @@ fn grouping_options_are_checked_with_their_position() {
         "{errs:#?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_the_action_report_announced_takes_the_instance_out_of_the_group() {
+    let (router, mut rx) = router(BY_RULE, "");
+    router.dispatch(vec![fire("cpu_high", "web1"), fire("cpu_high", "web2")]);
+    router.flush().await;
+    assert_eq!(drain(&mut rx).len(), 1);
+    // The engine's report said web1 recovered; it holds the recovery back.
+    router.dispatch_except(vec![resolve("cpu_high", "web1")], &[true]);
+    router.dispatch(vec![fire("cpu_high", "web3")]);
+    router.flush().await;
+    assert_eq!(
+        drain(&mut rx),
+        [(
+            Duration::ZERO,
+            "FIRING:2 rule=cpu_high: cpu_high:host=web2 cpu_high:host=web3".to_owned()
+        )]
+    );
+}
