@@ -6,10 +6,10 @@
 //! A group holds the latest event of each of its instances. A message lists the group's
 //! firing instances (all of them, so the receiver always sees the whole incident), the
 //! instances resolved since the last message, and the action reports that came in meanwhile
-//! (reports and records are one-shot: listed once, never "firing"). A resolved instance is
-//! listed only if a message of this notifier listed it as firing (an instance that fired and
-//! recovered within `group_wait` is never told); a group with nothing left after a message is
-//! deleted, so the next event starts a new `group_wait`.
+//! (reports and records are one-shot: listed once, never "firing"). An instance that fired
+//! and resolved before any message listed it is never told; any other resolution is listed
+//! (also one the notifier never saw fire: told before a restart). A group with nothing left
+//! after a message is deleted, so the next event starts a new `group_wait`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -203,20 +203,22 @@ impl Groups {
         let labels = g.labels(&e);
         let key = crate::template::group(&labels);
         let inst = (e.rule.clone(), e.id.clone());
-        if !oneshot && resolves(&e) {
-            // Only what a message told as firing is closed; a firing not yet told is
-            // dropped with its resolution.
-            let Some(group) = self.groups.get_mut(&key) else {
-                return;
-            };
-            if !group.notified.contains(&inst) {
-                group.instances.remove(&inst);
-                if group.instances.is_empty() && group.reports.is_empty() {
-                    self.groups.remove(&key);
-                }
-                return;
+        if !oneshot
+            && resolves(&e)
+            && let Some(group) = self.groups.get_mut(&key)
+            && group.instances.contains_key(&inst)
+            && !group.notified.contains(&inst)
+        {
+            // Fired and resolved before any message listed it: never told, nothing to close.
+            group.instances.remove(&inst);
+            if group.instances.is_empty() && group.reports.is_empty() {
+                self.groups.remove(&key);
             }
+            return;
         }
+        // Any other resolution is listed: of an instance a message told as firing, or of one
+        // this notifier does not know (told before a restart or a reload: fail open, as the
+        // ungrouped path sends every recovery of an alert it did not mute).
         let group = self.groups.entry(key).or_insert_with(|| Group {
             labels,
             instances: BTreeMap::new(),

@@ -375,3 +375,43 @@ async fn a_recovery_the_action_report_announced_takes_the_instance_out_of_the_gr
         )]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_recovery_of_an_alert_told_before_a_restart_is_still_sent() {
+    // A fresh router (the alerter restarted; groups are not persisted) gets the recovery of
+    // an instance the state machine restored as firing.
+    let (router, mut rx) = router(BY_RULE, "");
+    router.dispatch(vec![resolve("cpu_high", "web1")]);
+    router.flush().await;
+    assert_eq!(
+        drain(&mut rx),
+        [(
+            Duration::ZERO,
+            "RESOLVED:1 rule=cpu_high: cpu_high:host=web1".to_owned()
+        )]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_repeat_resends_the_whole_group_at_the_next_tick() {
+    let (router, mut rx) = router(BY_RULE, "");
+    let t0 = Instant::now();
+    router.dispatch(vec![fire("cpu_high", "web1"), fire("cpu_high", "web2")]);
+    router.flush().await;
+    sleep(60).await;
+    router.dispatch(vec![fire("cpu_high", "web2")]); // the rule's `repeat`
+    router.flush().await;
+    assert_eq!(
+        drain_at(&mut rx, Some(t0)),
+        [
+            (
+                Duration::from_secs(30),
+                "FIRING:2 rule=cpu_high: cpu_high:host=web1 cpu_high:host=web2".to_owned()
+            ),
+            (
+                Duration::from_secs(330),
+                "FIRING:2 rule=cpu_high: cpu_high:host=web1 cpu_high:host=web2".to_owned()
+            )
+        ]
+    );
+}
