@@ -189,3 +189,115 @@ fn every_recorded_example_replays() {
         );
     }
 }
+
+/// Every file under examples/ is one of the kinds the tests load (so a new example cannot
+/// ship unchecked): agent and alerter configs, rules, recordings, Grafana dashboards, and the
+/// READMEs that explain them.
+#[test]
+fn every_example_file_is_of_a_kind_the_tests_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let checked = |rel: &str| {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+        matches!(
+            (dir, ext),
+            ("agent" | "alerter" | "quickstart", "conf")
+                | ("rules", "rhai")
+                | ("recorded", "lp")
+                | ("grafana", "json")
+                | (_, "md")
+        )
+    };
+    let mut stack = vec![root.clone()];
+    let mut unchecked = Vec::new();
+    let mut n = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            n += 1;
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if !checked(&rel) {
+                unchecked.push(rel);
+            }
+        }
+    }
+    assert!(n > 20);
+    assert!(
+        unchecked.is_empty(),
+        "files under examples/ no test loads: {unchecked:?}"
+    );
+}
+
+/// Every Grafana dashboard under examples/grafana is an importable JSON model: unique uid,
+/// no fixed id, the InfluxDB datasource variable used by every panel, unique panel ids that
+/// fit the 24-column grid, raw InfluxQL limited to the dashboard's time range. (That each
+/// query returns data from the real agent and alerter is `dashboards::every_panel_...`.)
+#[test]
+fn grafana_dashboards_are_importable_models() {
+    let mut uids = std::collections::BTreeSet::new();
+    let files = crate::dashboards::dashboard_files();
+    assert!(!files.is_empty());
+    for f in files {
+        let name = f.display().to_string();
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: invalid JSON: {e}"));
+        let uid = d["uid"].as_str().unwrap_or_default();
+        assert!(!uid.is_empty() && uid.len() <= 40, "{name}: uid {uid:?}");
+        assert!(uids.insert(uid.to_owned()), "{name}: uid {uid} used twice");
+        assert!(d["id"].is_null(), "{name}: a fixed id breaks imports");
+        assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()), "{name}");
+        assert!(d["schemaVersion"].as_u64().is_some(), "{name}");
+        let vars = d["templating"]["list"].as_array().unwrap();
+        assert!(
+            vars.iter().any(|v| v["name"] == "datasource"
+                && v["type"] == "datasource"
+                && v["query"] == "influxdb"),
+            "{name}: no InfluxDB datasource variable"
+        );
+        let mut ids = std::collections::BTreeSet::new();
+        for p in d["panels"].as_array().unwrap() {
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{name}: panel id {} twice",
+                p["id"]
+            );
+            let g = &p["gridPos"];
+            let (x, w) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap());
+            assert!(
+                x + w <= 24 && g["h"].as_u64().unwrap() > 0,
+                "{name}: {}",
+                p["title"]
+            );
+            if p["type"] != "row" {
+                assert_eq!(
+                    p["datasource"]["uid"], "${datasource}",
+                    "{name}: {}",
+                    p["title"]
+                );
+            }
+        }
+        let (_, queries) = crate::dashboards::queries(&d);
+        for q in queries {
+            assert!(
+                q.text.contains("$timeFilter"),
+                "{name} {}: no $timeFilter",
+                q.place
+            );
+            if q.text.contains("GROUP BY time(") {
+                assert!(
+                    q.text.contains("GROUP BY time($__interval)"),
+                    "{name} {}: a fixed interval ignores the zoom",
+                    q.place
+                );
+            }
+        }
+    }
+}

@@ -468,3 +468,87 @@ fn check_reports_what_would_fire_and_broken_rules() {
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("bad.rhai:1:"), "{stdout}");
 }
+
+/// The real alerter with a grouped email notifier (`group_by = ["rule"]`) and a real
+/// aiosmtpd: 30 hosts over the limit in one evaluation are one email, and their 30
+/// recoveries one more — not 60.
+#[test]
+fn thirty_hosts_firing_are_one_grouped_email_from_the_running_alerter() {
+    if !crate::heal::require(crate::heal::PYTHON, "python3-aiosmtpd") {
+        return;
+    }
+    let Some(s) = Setup::new() else { return };
+    let smtp_port = crate::common::influxd::free_port();
+    let maildir = s.dir.path().join("mail");
+    let mut smtp = Command::new(crate::heal::PYTHON)
+        .args(["-m", "aiosmtpd", "-n", "-l"])
+        .arg(format!("127.0.0.1:{smtp_port}"))
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start aiosmtpd (apt-get install python3-aiosmtpd)");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _smtp = Kill(&mut smtp);
+    wait_for("aiosmtpd to listen", T, || {
+        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
+    });
+    let conf = s.dir.path().join("alerter.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "[[notifiers.email]]\n  name = \"mail\"\n  host = \"127.0.0.1\"\n  port = {smtp_port}\n  \
+         tls = \"none\"\n  from = \"wk@example.com\"\n  to = [\"ops@example.com\"]\n  \
+         group_by = [\"rule\"]\n  group_wait = \"2s\"\n  group_interval = \"1s\"\n"
+    ));
+    std::fs::write(&conf, text).unwrap();
+    let hosts: Vec<String> = (1..=30).map(|i| format!("web{i:02}")).collect();
+    let all = |busy: f64| {
+        let lines: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("cpu,host={h} busy={busy}"))
+            .collect();
+        s.db.write("wk", &lines.join("\n"));
+    };
+    all(95.0);
+    s.rule(
+        "cpu.rhai",
+        &CPU_RULE.replace("notify: [\"log\"]", "notify: [\"log\", \"mail\"]"),
+    );
+    let a = s.start(0);
+    let mails = || -> Vec<String> {
+        let mut subjects: Vec<String> = std::fs::read_dir(maildir.join("new"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_else(|_| Vec::new())
+            .iter()
+            .map(|p| {
+                let m = std::fs::read_to_string(p).unwrap_or_default();
+                m.lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        subjects.sort();
+        subjects
+    };
+    wait_for("30 alerts", T, || s.count("cpu", "alert", None) == 30);
+    wait_for("the grouped email", T, || !mails().is_empty());
+    a.wait_evaluations("cpu", 3);
+    assert_eq!(mails(), ["[FIRING:30] rule=cpu"]);
+
+    all(10.0);
+    wait_for("30 recoveries", T, || {
+        s.count("cpu", "recovery", None) == 30
+    });
+    wait_for("the resolved email", T, || mails().len() == 2);
+    a.wait_evaluations("cpu", 3);
+    assert_eq!(mails(), ["[FIRING:30] rule=cpu", "[RESOLVED:30] rule=cpu"]);
+    a.stop();
+}

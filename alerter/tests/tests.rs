@@ -3,6 +3,7 @@
 mod actions;
 mod app;
 mod common;
+mod dashboards;
 mod examples;
 mod heal;
 mod kapacitor;

@@ -820,7 +820,7 @@ impl Engine {
             notify,
             category: None,
         };
-        self.inner.router.dispatch(vec![e]);
+        self.inner.router.dispatch_reports(vec![e]);
     }
 
     fn report_interrupted(&self) {

@@ -6,8 +6,10 @@
 //!   `webhook/`, `exec/`, `influxdb/`) with its code, `README.md` and `sample.conf`. The kind is
 //!   the folder name and the config table: `[[notifiers.<kind>]]`.
 //! - [`running`]: the wrapper with the options every notifier shares (`name`, `timeout`,
-//!   `retries`, `backoff`, `send_recoveries`, `min_level`, `queue_size`).
+//!   `retries`, `backoff`, `send_recoveries`, `min_level`, `queue_size`, grouping).
 //! - [`config`]: reading the `[[notifiers.*]]` and `[[silences]]` tables into a [`NotifyPlan`].
+//! - [`group`]: grouping (`group_by`, `group_wait`, `group_interval`): events gathered per
+//!   group into one [`Notification`].
 //! - [`router`]: [`Router`] fans events out to per-notifier queues and tasks (timeouts,
 //!   retries with backoff, isolation), after [`silence`]s and [`inhibit`]ion.
 //! - [`text`]: HTML and Slack escaping, RFC 3339 parsing (templates are `crate::template`).
@@ -22,6 +24,7 @@ use crate::model::AlertEvent;
 pub mod config;
 pub mod email;
 pub mod exec;
+pub mod group;
 pub mod influxdb;
 pub mod inhibit;
 pub mod log;
@@ -34,6 +37,7 @@ pub mod text;
 pub mod webhook;
 
 pub use config::{NotifyPlan, UnknownNotifiers, load, load_str};
+pub use group::{Grouping, Notification};
 pub use router::{NotifierStats, Router, RouterStats};
 pub use running::{NotifierSettings, RunningNotifier};
 pub use silence::Silence;
@@ -47,6 +51,18 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), NotifyError>> +
 pub trait Notifier: Send + Sync {
     /// Delivers one event.
     fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a>;
+
+    /// Delivers one grouped message (notifiers with `group_by`). The default sends the
+    /// group's events one after another (records such as `influxdb` and `log` stay one per
+    /// event; the group only decides when); notifiers that speak to people override it.
+    fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
+        Box::pin(async move {
+            for e in group.events() {
+                self.send(e).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Why an event was not delivered.

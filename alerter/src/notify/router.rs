@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::config::{NotifyPlan, UnknownNotifiers};
+use super::group::{Groups, Notification};
 use super::inhibit::{InhibitList, Inhibitions};
 use super::running::{NotifierSettings, RunningNotifier};
 use super::silence::Silence;
@@ -80,6 +81,7 @@ struct NotifierCounters {
     retries: AtomicU64,
     timeouts: AtomicU64,
     dropped: AtomicU64,
+    messages: AtomicU64,
 }
 
 /// A snapshot of the router's counters.
@@ -111,8 +113,10 @@ pub struct NotifierStats {
     pub queued: u64,
     /// Events routed to it that its `min_level` / `send_recoveries` refused.
     pub filtered: u64,
-    /// Events delivered.
+    /// Events delivered (each event of a grouped message counts).
     pub sent: u64,
+    /// Messages delivered: one per event, or one per group with `group_by`.
+    pub messages: u64,
     /// Events given up on (permanent error, or retries exhausted).
     pub failed: u64,
     /// Attempts retried.
@@ -121,7 +125,8 @@ pub struct NotifierStats {
     pub timeouts: u64,
     /// Events dropped from a full queue (the oldest first).
     pub dropped: u64,
-    /// Events waiting or in flight now.
+    /// Messages waiting or in flight now, groups waiting for their `group_wait` or
+    /// `group_interval` included.
     pub pending: usize,
 }
 
@@ -138,10 +143,44 @@ struct Worker {
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<Arc<AlertEvent>>,
+    events: VecDeque<Item>,
+    /// Events gathered per group (notifiers with `group_by`), not yet messages.
+    groups: Groups,
     /// A send is in flight.
     busy: bool,
     closed: bool,
+}
+
+/// One message in a notifier's queue.
+#[derive(Clone)]
+enum Item {
+    Event(Arc<AlertEvent>),
+    Group(Arc<Notification>),
+}
+
+impl Item {
+    /// The events the message carries.
+    fn events(&self) -> usize {
+        match self {
+            Item::Event(_) => 1,
+            Item::Group(n) => n.len(),
+        }
+    }
+
+    /// What logs name the message by: the alert id, or the group.
+    fn label(&self) -> String {
+        match self {
+            Item::Event(e) => e.id.clone(),
+            Item::Group(n) => format!("group {} ({})", n.key(), n.status()),
+        }
+    }
+
+    fn level(&self) -> crate::model::Level {
+        match self {
+            Item::Event(e) => e.level,
+            Item::Group(n) => n.level(),
+        }
+    }
 }
 
 /// Aborts the attempt's task when the attempt is given up: on timeout, and when the worker
@@ -194,14 +233,14 @@ impl Router {
             new.insert(worker.settings.name.clone(), worker);
         }
         for (name, w) in old.iter() {
-            let leftover = w.close();
+            let (leftover, groups) = w.close();
             if let Some(nw) = new.get(name) {
-                nw.prepend(leftover);
-            } else if !leftover.is_empty() {
+                nw.prepend(leftover, groups, &w.settings);
+            } else if !leftover.is_empty() || groups.waiting() > 0 {
                 tracing::warn!(
                     notifier = %name,
-                    events = leftover.len(),
-                    "notifier removed by reload; its queued events are dropped"
+                    messages = leftover.len() + groups.waiting(),
+                    "notifier removed by reload; its queued messages are dropped"
                 );
             }
         }
@@ -294,9 +333,14 @@ impl Router {
     /// Forgets an instance that expired without a recovery, so it stops inhibiting and its
     /// muted state is dropped.
     pub fn forget(&self, rule: &str, id: &str, tags: &std::collections::BTreeMap<String, String>) {
-        let mut f = lock(&self.shared.filter);
-        f.inhibitions.forget(rule, tags);
-        f.muted.remove(&(rule.to_owned(), id.to_owned()));
+        {
+            let mut f = lock(&self.shared.filter);
+            f.inhibitions.forget(rule, tags);
+            f.muted.remove(&(rule.to_owned(), id.to_owned()));
+        }
+        for w in self.workers().values() {
+            w.forget(rule, id);
+        }
     }
 
     /// Why `event` would be muted now (a silence or an active inhibitor), without counting
@@ -327,9 +371,21 @@ impl Router {
     /// [`dispatch`](Self::dispatch), except the events flagged in `held` (by position): the
     /// action engine says those itself, in its report. They still teach inhibition.
     pub fn dispatch_except(&self, events: Vec<AlertEvent>, held: &[bool]) {
+        self.route(events, held, false);
+    }
+
+    /// Routes one-shot messages (the action engine's reports) through silences and
+    /// inhibition like [`dispatch`](Self::dispatch); a grouped notifier lists them once in
+    /// the group's next message rather than as instances that fire until they recover.
+    pub fn dispatch_reports(&self, events: Vec<AlertEvent>) {
+        self.route(events, &[], true);
+    }
+
+    fn route(&self, events: Vec<AlertEvent>, held: &[bool], oneshot: bool) {
         if events.is_empty() {
             return;
         }
+        let mut leaving = Vec::new();
         let c = &self.shared.counters;
         let mut deliver = Vec::with_capacity(events.len());
         {
@@ -339,15 +395,34 @@ impl Router {
             }
             for (i, e) in events.into_iter().enumerate() {
                 if held.get(i).copied().unwrap_or(false) {
+                    // The report told its end: a grouped notifier stops listing it.
+                    if super::group::resolves(&e) {
+                        leaving.push(e);
+                    }
                     continue;
                 }
                 c.received.fetch_add(1, Ordering::Relaxed);
                 if f.admit(&e, &self.shared.counters) {
                     deliver.push(Arc::new(e));
+                } else {
+                    leaving.push(e);
                 }
             }
         }
-        self.deliver(deliver);
+        if !leaving.is_empty() {
+            // A muted instance leaves its groups: later messages of the group must not
+            // list it as firing (Alertmanager leaves silenced alerts out); so does one whose
+            // recovery the action engine's report announced.
+            let workers = self.workers();
+            for e in &leaving {
+                for name in &e.notify {
+                    if let Some(w) = workers.get(name) {
+                        w.forget(&e.rule, &e.id);
+                    }
+                }
+            }
+        }
+        self.deliver(deliver, oneshot);
     }
 
     /// Hands `events` to their notifiers without silences or inhibition, and without
@@ -358,10 +433,12 @@ impl Router {
     pub fn dispatch_unfiltered(&self, events: Vec<AlertEvent>) {
         let c = &self.shared.counters;
         c.received.fetch_add(events.len() as u64, Ordering::Relaxed);
-        self.deliver(events.into_iter().map(Arc::new).collect());
+        self.deliver(events.into_iter().map(Arc::new).collect(), true);
     }
 
-    fn deliver(&self, deliver: Vec<Arc<AlertEvent>>) {
+    /// `oneshot`: the events are reports or records, not instance state (see
+    /// [`dispatch_reports`](Self::dispatch_reports)).
+    fn deliver(&self, deliver: Vec<Arc<AlertEvent>>, oneshot: bool) {
         let c = &self.shared.counters;
         let workers = self.workers();
         for e in deliver {
@@ -378,8 +455,11 @@ impl Router {
                     continue;
                 };
                 if w.settings.wants(&e) {
-                    w.push(e.clone());
+                    w.push(e.clone(), oneshot);
                 } else {
+                    // For this receiver the instance is over (a recovery it does not take,
+                    // or a level below its min_level): its group stops listing it.
+                    w.forget(&e.rule, &e.id);
                     w.counters.filtered.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         notifier = %name, alert_id = %e.id, level = %e.level,
@@ -445,6 +525,7 @@ impl Router {
                         queued: get(&n.queued),
                         filtered: get(&n.filtered),
                         sent: get(&n.sent),
+                        messages: get(&n.messages),
                         failed: get(&n.failed),
                         retries: get(&n.retries),
                         timeouts: get(&n.timeouts),
@@ -522,48 +603,76 @@ impl Worker {
         worker
     }
 
-    fn push(&self, e: Arc<AlertEvent>) {
+    /// Queues `e`, or gathers it into its group when the notifier groups.
+    fn push(&self, e: Arc<AlertEvent>, oneshot: bool) {
         let mut q = lock(&self.queue);
         if q.closed {
             return;
         }
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        if let Some(g) = &self.settings.group {
+            q.groups.offer(g, e, oneshot, tokio::time::Instant::now());
+        } else {
+            self.enqueue(&mut q, Item::Event(e));
+        }
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Appends a message, dropping the oldest when the queue is full.
+    fn enqueue(&self, q: &mut Queue, item: Item) {
         if q.events.len() >= self.settings.queue_size
             && let Some(old) = q.events.pop_front()
         {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 notifier = %self.settings.name,
-                dropped_alert_id = %old.id,
+                dropped = %old.label(),
                 queue_size = self.settings.queue_size,
-                "queue full: oldest event dropped"
+                "queue full: oldest message dropped"
             );
         }
-        q.events.push_back(e);
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.publish(&q);
-        drop(q);
-        self.wake.notify_one();
+        q.events.push_back(item);
     }
 
-    /// Closes the queue and takes what is still in it.
-    fn close(&self) -> Vec<Arc<AlertEvent>> {
-        let mut q = lock(&self.queue);
-        q.closed = true;
-        let left: Vec<_> = q.events.drain(..).collect();
-        self.publish(&q);
-        drop(q);
-        self.wake.notify_one();
-        left
-    }
-
-    /// Puts events taken from the previous worker of the same name in front of the queue.
-    fn prepend(&self, events: Vec<Arc<AlertEvent>>) {
-        if events.is_empty() {
+    /// Drops an instance from this notifier's groups.
+    fn forget(&self, rule: &str, id: &str) {
+        if self.settings.group.is_none() {
             return;
         }
         let mut q = lock(&self.queue);
-        for e in events.into_iter().rev() {
+        q.groups.forget(rule, id);
+        self.publish(&q);
+    }
+
+    /// Closes the queue and takes what is still in it: messages and groups.
+    fn close(&self) -> (Vec<Item>, Groups) {
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        let left: Vec<_> = q.events.drain(..).collect();
+        let groups = std::mem::take(&mut q.groups);
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
+        (left, groups)
+    }
+
+    /// Takes over what the previous worker of the same name left: its messages go in front
+    /// of the queue; its groups are kept when the grouping is the same, else their waiting
+    /// messages are queued now.
+    fn prepend(&self, items: Vec<Item>, mut groups: Groups, old: &NotifierSettings) {
+        let mut q = lock(&self.queue);
+        for e in items.into_iter().rev() {
             q.events.push_front(e);
+        }
+        let same = matches!((&old.group, &self.settings.group), (Some(a), Some(b)) if a.by == b.by);
+        if same {
+            q.groups.adopt(groups);
+        } else {
+            for n in groups.take_all(tokio::time::Instant::now()) {
+                q.events.push_back(Item::Group(Arc::new(n)));
+            }
         }
         while q.events.len() > self.settings.queue_size {
             q.events.pop_front();
@@ -574,39 +683,60 @@ impl Worker {
         self.wake.notify_one();
     }
 
-    /// Publishes how many events are queued or in flight.
+    /// Publishes how many messages are queued, in flight or waiting in a group.
     fn publish(&self, q: &Queue) {
-        let n = q.events.len() + usize::from(q.busy);
+        let n = q.events.len() + usize::from(q.busy) + q.groups.waiting();
         self.pending
             .send_if_modified(|p| std::mem::replace(p, n) != n);
     }
 
     async fn run(self: Arc<Self>) {
         loop {
-            let next = {
+            let (next, due) = {
                 let mut q = lock(&self.queue);
+                let now = tokio::time::Instant::now();
+                // At shutdown every waiting group goes now rather than being lost.
+                let ready = if q.closed {
+                    q.groups.take_all(now)
+                } else {
+                    q.groups.take_due(now)
+                };
+                for n in ready {
+                    self.enqueue(&mut q, Item::Group(Arc::new(n)));
+                }
                 let next = q.events.pop_front();
                 q.busy = next.is_some();
                 self.publish(&q);
                 if next.is_none() && q.closed {
                     return;
                 }
-                next
+                (next, q.groups.next_due())
             };
-            match next {
-                Some(e) => self.deliver(&e).await,
-                None => self.wake.notified().await,
+            match (next, due) {
+                (Some(item), _) => self.deliver(&item).await,
+                (None, Some(due)) => {
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                (None, None) => self.wake.notified().await,
             }
         }
     }
 
-    /// One attempt in its own task, so that a panicking notifier costs one event, not the
+    /// One attempt in its own task, so that a panicking notifier costs one message, not the
     /// worker; on timeout the task is aborted, which drops the send (an exec kills its
     /// process group then).
-    async fn attempt(&self, e: &Arc<AlertEvent>) -> Result<(), NotifyError> {
+    async fn attempt(&self, item: &Item) -> Result<(), NotifyError> {
         let notifier = self.notifier.clone();
-        let event = e.clone();
-        let mut task = AbortOnDrop(tokio::spawn(async move { notifier.send(&event).await }));
+        let item = item.clone();
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            match &item {
+                Item::Event(e) => notifier.send(e).await,
+                Item::Group(n) => notifier.send_group(n).await,
+            }
+        }));
         match tokio::time::timeout(self.settings.timeout, &mut task.0).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) if join.is_panic() => Err(NotifyError::Permanent(
@@ -624,19 +754,22 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, e: &Arc<AlertEvent>) {
+    async fn deliver(&self, item: &Item) {
         let s = &self.settings;
         let mut retry = 0;
         loop {
-            let result = self.attempt(e).await;
+            let result = self.attempt(item).await;
             match result {
                 Ok(()) => {
-                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .sent
+                        .fetch_add(item.events() as u64, Ordering::Relaxed);
+                    self.counters.messages.fetch_add(1, Ordering::Relaxed);
                     // Debug: the event itself is logged once by the scheduler; a delivery is
                     // routine (failures are warnings).
                     tracing::debug!(
-                        notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
-                        event = crate::template::kind_str(e.kind), attempts = retry + 1,
+                        notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
+                        level = %item.level(), events = item.events(), attempts = retry + 1,
                         "notified"
                     );
                     return;
@@ -645,7 +778,7 @@ impl Worker {
                     let delay = s.backoff_delay(retry);
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        notifier = %s.name, alert_id = %e.id, attempt = retry + 1,
+                        notifier = %s.name, alert_id = %item.label(), attempt = retry + 1,
                         retry_in_ms = delay.as_millis() as u64, error = %err,
                         "notification failed; will retry"
                     );
@@ -653,10 +786,13 @@ impl Worker {
                     retry += 1;
                 }
                 Err(err) => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .failed
+                        .fetch_add(item.events() as u64, Ordering::Relaxed);
                     tracing::error!(
-                        notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
-                        attempts = retry + 1, permanent = !err.is_retryable(), error = %err,
+                        notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
+                        level = %item.level(), events = item.events(), attempts = retry + 1,
+                        permanent = !err.is_retryable(), error = %err,
                         "notification failed; giving up"
                     );
                     return;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wk_core::options::Options;
 
+use super::group::Grouping;
 use super::{Notifier, NotifierSpec};
 use crate::model::{AlertEvent, EventKind, Level};
 
@@ -30,6 +31,8 @@ pub struct NotifierSettings {
     pub min_level: Level,
     /// Events waiting for this notifier; when full the oldest is dropped (and counted).
     pub queue_size: usize,
+    /// `group_by` / `group_wait` / `group_interval`: `None` sends every event on its own.
+    pub group: Option<Grouping>,
 }
 
 impl NotifierSettings {
@@ -46,6 +49,7 @@ impl NotifierSettings {
             send_recoveries: true,
             min_level: Level::Ok,
             queue_size: 1000,
+            group: None,
         }
     }
 
@@ -81,6 +85,7 @@ impl NotifierSettings {
             }
         }
         s.queue_size = opts.int("queue_size", s.queue_size as i64, 1, 1_000_000) as usize;
+        s.group = Grouping::read(opts);
         s
     }
 

@@ -206,3 +206,131 @@ async fn starttls_and_implicit_tls_are_used_and_certificates_checked() {
     assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
     assert_eq!(messages(&plain_dir), 0);
 }
+
+/// Parses every message in `maildir/new` with PARSE, sorted by subject.
+fn parsed(maildir: &Path) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = std::fs::read_dir(maildir.join("new"))
+        .unwrap()
+        .map(|f| {
+            let o = std::process::Command::new(PYTHON)
+                .args(["-c", PARSE])
+                .arg(f.unwrap().path())
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).unwrap()
+        })
+        .collect();
+    out.sort_by_key(|m| m["subject"].as_str().unwrap_or_default().to_owned());
+    out
+}
+
+#[tokio::test]
+async fn thirty_firing_instances_are_one_email_per_group() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("mail");
+    let (_server, port) = smtp_server(&maildir, &[]).await;
+    let router = Router::start(plan(&format!(
+        r#"
+[[notifiers.email]]
+  name = "ops-email"
+  host = "127.0.0.1"
+  port = {port}
+  tls = "none"
+  from = "Watchkeeper <alerts@example.com>"
+  to = ["ops@example.com"]
+  group_by = ["rule"]
+  group_wait = "300ms"
+  group_interval = "1s"
+
+[[notifiers.email]]
+  name = "all-email"
+  host = "127.0.0.1"
+  port = {port}
+  tls = "none"
+  from = "Watchkeeper <alerts@example.com>"
+  to = ["oncall@example.com"]
+  group_by = []
+  group_wait = "300ms"
+  group_interval = "1s"
+  group_subject = "{{{{firing}}}} firing, {{{{resolved}}}} resolved ({{{{group_key}}}})"
+"#
+    )));
+    let hosts: Vec<String> = (1..=30).map(|i| format!("web{i:02}")).collect();
+    let fire = |rule: &str, h: &str| {
+        to(
+            event(rule, h, EventKind::Alert, Level::Critical),
+            &["ops-email", "all-email"],
+        )
+    };
+    let mut events: Vec<_> = hosts.iter().map(|h| fire("cpu", h)).collect();
+    events.extend(["db1", "db2"].map(|h| fire("disk", h)));
+    router.dispatch(events);
+    router.flush().await;
+    assert_eq!(
+        messages(&maildir),
+        3,
+        "one email per group and receiver, not 64"
+    );
+    let m = parsed(&maildir);
+    let subjects: Vec<&str> = m.iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "32 firing, 0 resolved (all)",
+            "[FIRING:2] rule=disk",
+            "[FIRING:30] rule=cpu"
+        ]
+    );
+    let plain = m[2]["plain"].as_str().unwrap();
+    assert!(
+        plain.starts_with("FIRING:30 rule=cpu\n\nFiring (30):\n"),
+        "{plain}"
+    );
+    for h in &hosts {
+        assert!(
+            plain.contains(&format!("CRITICAL {h}: cpu is CRITICAL  [cpu:host={h}; ")),
+            "{h} not listed:\n{plain}"
+        );
+    }
+    let html = m[2]["html"].as_str().unwrap();
+    assert_eq!(html.matches("<td>cpu:host=web").count(), 30, "{html}");
+
+    // 28 recover: one more email with what still fires and what resolved.
+    router.dispatch(
+        hosts[2..]
+            .iter()
+            .map(|h| {
+                to(
+                    event("cpu", h, EventKind::Recovery, Level::Ok),
+                    &["ops-email", "all-email"],
+                )
+            })
+            .collect(),
+    );
+    router.flush().await;
+    assert_eq!(messages(&maildir), 5);
+    let m = parsed(&maildir);
+    let subjects: Vec<&str> = m.iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "32 firing, 0 resolved (all)",
+            "4 firing, 28 resolved (all)",
+            "[FIRING:2 RESOLVED:28] rule=cpu",
+            "[FIRING:2] rule=disk",
+            "[FIRING:30] rule=cpu"
+        ]
+    );
+    let plain = m[2]["plain"].as_str().unwrap();
+    assert!(
+        plain.contains("\nResolved (28):\n  OK       web03: cpu is OK  [cpu:host=web03; resolved "),
+        "{plain}"
+    );
+    let st = router.stats();
+    let n = st.notifier("ops-email").unwrap();
+    assert_eq!((n.messages, n.sent, n.failed), (3, 62, 0), "{st:?}");
+}

@@ -4,6 +4,7 @@
 mod config;
 mod email;
 mod exec;
+mod grouping;
 mod influxdb;
 mod log;
 mod router;

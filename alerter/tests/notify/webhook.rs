@@ -178,3 +178,39 @@ async fn server_errors_are_retried_client_errors_are_not() {
     let w = st.notifier("wrong").unwrap();
     assert_eq!((w.failed, w.retries), (1, 0));
 }
+
+#[tokio::test]
+async fn a_grouped_webhook_is_one_signed_post_per_group() {
+    let mut sink = HttpSink::start(vec![200]).await;
+    let router = Router::start(plan_env(
+        &format!(
+            "[[notifiers.webhook]]\nname = \"hook\"\nurl = \"{}\"\nsecret = \"s3cret\"\n\
+             group_by = [\"rule\"]\ngroup_wait = \"100ms\"\n",
+            sink.url("/hook")
+        ),
+        &[],
+    ));
+    let events = (1..=5)
+        .map(|i| {
+            to(
+                event("cpu", &format!("web{i}"), EventKind::Alert, Level::Critical),
+                &["hook"],
+            )
+        })
+        .collect();
+    router.dispatch(events);
+    router.flush().await;
+    let req = sink.next().await;
+    let body = req.json();
+    assert_eq!(body["group"], json!({"rule": "cpu"}));
+    assert_eq!(body["status"], "FIRING:5");
+    assert_eq!(body["level"], "CRITICAL");
+    assert_eq!(body["firing"].as_array().unwrap().len(), 5);
+    assert_eq!(body["firing"][4]["id"], "cpu:host=web5");
+    assert_eq!(body["resolved"], json!([]));
+    assert_eq!(
+        req.header("x-watchkeeper-signature"),
+        Some(webhook::signature(b"s3cret", &req.body).as_str())
+    );
+    assert!(sink.requests.try_recv().is_err(), "one POST, not five");
+}

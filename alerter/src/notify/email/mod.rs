@@ -7,9 +7,10 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use wk_core::options::Options;
 
+use super::group::Notification;
 use super::text::{fmt_value, html_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
-use crate::model::AlertEvent;
+use crate::model::{AlertEvent, Value};
 use crate::template::{
     Template, TemplateData, format_duration as fmt_duration, format_rfc3339 as rfc3339, kind_str,
 };
@@ -25,6 +26,9 @@ pub const SPEC: NotifierSpec = NotifierSpec {
 /// Longest subject line we send; longer ones are cut.
 const MAX_SUBJECT_CHARS: usize = 200;
 
+/// The subject of a grouped message (`group_by`): `[FIRING:28 RESOLVED:2] rule=cpu_high`.
+pub const DEFAULT_GROUP_SUBJECT: &str = "[{{status}}] {{group_key}}";
+
 /// The email notifier.
 pub struct EmailNotifier {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -32,6 +36,7 @@ pub struct EmailNotifier {
     from: Option<Mailbox>,
     to: Vec<Mailbox>,
     subject: Template,
+    group_subject: Template,
 }
 
 fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
@@ -78,6 +83,14 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
         opts.error_at("subject", format!("invalid template {subject_text:?}: {e}"));
         Template::literal(&subject_text)
     });
+    let group_text = opts.string("group_subject", DEFAULT_GROUP_SUBJECT);
+    let group_subject = Template::parse(&group_text).unwrap_or_else(|e| {
+        opts.error_at(
+            "group_subject",
+            format!("invalid template {group_text:?}: {e}"),
+        );
+        Template::literal(&group_text)
+    });
 
     let mut builder =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(port);
@@ -107,6 +120,7 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
         from,
         to,
         subject,
+        group_subject,
     })
 }
 
@@ -133,9 +147,40 @@ impl EmailNotifier {
             time_ns: event.time,
             ..TemplateData::new(&event.rule, &event.tags, &event.fields)
         };
-        let mut subject: String = self
-            .subject
-            .render(&data)
+        self.build(
+            &self.subject.render(&data),
+            plain_body(event),
+            html_body(event),
+        )
+    }
+
+    /// Builds the one message of a group (public for tests and `check`): the subject from
+    /// `group_subject`, the body listing every instance.
+    pub fn group_message(&self, n: &Notification) -> Result<Message, NotifyError> {
+        let fields: std::collections::BTreeMap<String, Value> = [
+            ("status", Value::Str(n.status())),
+            ("firing", Value::Int(n.firing.len() as i64)),
+            ("resolved", Value::Int(n.resolved.len() as i64)),
+            ("reports", Value::Int(n.reports.len() as i64)),
+            ("group_key", Value::Str(n.key())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let rule = n.labels.get("rule").map_or("", String::as_str);
+        let data = TemplateData {
+            level: n.level(),
+            ..TemplateData::new(rule, &n.labels, &fields)
+        };
+        self.build(
+            &self.group_subject.render(&data),
+            group_plain_body(n),
+            group_html_body(n),
+        )
+    }
+
+    fn build(&self, subject: &str, plain: String, html: String) -> Result<Message, NotifyError> {
+        let mut subject: String = subject
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
@@ -150,15 +195,12 @@ impl EmailNotifier {
         for to in &self.to {
             b = b.to(to.clone());
         }
-        b.multipart(MultiPart::alternative_plain_html(
-            plain_body(event),
-            html_body(event),
-        ))
-        .map_err(|e| NotifyError::Permanent(format!("cannot build the message: {e}")))
+        b.multipart(MultiPart::alternative_plain_html(plain, html))
+            .map_err(|e| NotifyError::Permanent(format!("cannot build the message: {e}")))
     }
 
-    async fn deliver(&self, event: &AlertEvent) -> Result<(), NotifyError> {
-        let msg = self.message(event)?;
+    async fn deliver(&self, msg: Result<Message, NotifyError>) -> Result<(), NotifyError> {
+        let msg = msg?;
         match self.transport.send(msg).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => {
@@ -171,7 +213,11 @@ impl EmailNotifier {
 
 impl Notifier for EmailNotifier {
     fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a> {
-        Box::pin(self.deliver(event))
+        Box::pin(self.deliver(self.message(event)))
+    }
+
+    fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
+        Box::pin(self.deliver(self.group_message(group)))
     }
 }
 
@@ -226,15 +272,109 @@ pub fn plain_body(e: &AlertEvent) -> String {
     s
 }
 
-/// The HTML body: the message as a heading colored by level, then the same content as the
-/// plain part; every value is escaped (tag values come from monitored hosts).
-pub fn html_body(e: &AlertEvent) -> String {
-    let color = match e.level {
+/// One line per event of a group: level, message, id, since when / for how long.
+fn group_line(e: &AlertEvent) -> String {
+    let when = if e.kind == crate::model::EventKind::Recovery {
+        format!(
+            "resolved {}, after {}",
+            rfc3339(e.time),
+            fmt_duration(e.duration)
+        )
+    } else {
+        format!("{}, for {}", rfc3339(e.time), fmt_duration(e.duration))
+    };
+    format!("{:<9}{}  [{}; {when}]", e.level.as_str(), e.message, e.id)
+}
+
+/// The sections of a grouped message: (title, events).
+fn group_sections(n: &Notification) -> [(&'static str, &[std::sync::Arc<AlertEvent>]); 3] {
+    [
+        ("Firing", &n.firing),
+        ("Resolved", &n.resolved),
+        ("Action reports", &n.reports),
+    ]
+}
+
+/// The plain-text body of a grouped message: a line per instance under Firing, Resolved and
+/// Action reports, then each event's own body.
+pub fn group_plain_body(n: &Notification) -> String {
+    let mut s = format!("{} {}\n", n.status(), n.key());
+    for (title, events) in group_sections(n) {
+        if events.is_empty() {
+            continue;
+        }
+        s.push_str(&format!("\n{title} ({}):\n", events.len()));
+        for e in events {
+            s.push_str(&format!("  {}\n", group_line(e)));
+        }
+    }
+    for e in n.events() {
+        s.push_str(&format!("\n--- {} ({})\n", e.id, e.level.as_str()));
+        s.push_str(&plain_body(e));
+    }
+    s
+}
+
+/// The HTML body of a grouped message: a table per section, then each event's details.
+pub fn group_html_body(n: &Notification) -> String {
+    let mut s = String::from("<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n");
+    s.push_str(&format!(
+        "<h2 style=\"color: {}\">{} {}</h2>\n",
+        level_color(n.level()),
+        html_escape(&n.status()),
+        html_escape(&n.key())
+    ));
+    for (title, events) in group_sections(n) {
+        if events.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "<h3>{} ({})</h3>\n<table cellpadding=\"3\">\n<tr><th align=\"left\">Level</th><th align=\"left\">Message</th><th align=\"left\">Alert</th><th align=\"left\">Time</th><th align=\"left\">Duration</th></tr>\n",
+            html_escape(title),
+            events.len()
+        ));
+        for e in events {
+            s.push_str(&format!(
+                "<tr><td style=\"color: {}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                level_color(e.level),
+                e.level.as_str(),
+                html_escape(&e.message),
+                html_escape(&e.id),
+                rfc3339(e.time),
+                fmt_duration(e.duration)
+            ));
+        }
+        s.push_str("</table>\n");
+    }
+    for e in n.events() {
+        let text = if e.details.is_empty() {
+            plain_body(e)
+        } else {
+            e.details.clone()
+        };
+        s.push_str(&format!(
+            "<h4>{}</h4>\n<pre style=\"white-space: pre-wrap\">{}</pre>\n",
+            html_escape(&e.id),
+            html_escape(&text)
+        ));
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+fn level_color(l: crate::model::Level) -> &'static str {
+    match l {
         crate::model::Level::Critical => "#d50000",
         crate::model::Level::Warning => "#f1a500",
         crate::model::Level::Info => "#3498db",
         crate::model::Level::Ok => "#2e9e5b",
-    };
+    }
+}
+
+/// The HTML body: the message as a heading colored by level, then the same content as the
+/// plain part; every value is escaped (tag values come from monitored hosts).
+pub fn html_body(e: &AlertEvent) -> String {
+    let color = level_color(e.level);
     let mut s = String::from("<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n");
     s.push_str(&format!(
         "<h2 style=\"color: {color}\">{}</h2>\n",

@@ -8,6 +8,7 @@ use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use wk_core::options::Options;
 
+use super::group::Notification;
 use super::text::{fmt_value, slack_escape, truncate};
 use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
 use crate::model::{AlertEvent, Level};
@@ -127,11 +128,24 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
 impl WebhookNotifier {
     /// The JSON body for `event`.
     pub fn body(&self, event: &AlertEvent) -> Json {
-        let mut body = match self.format {
+        self.finish(match self.format {
             Format::Default => serde_json::to_value(event).unwrap_or(Json::Null),
             Format::Slack => slack_payload(event),
             Format::Discord => discord_payload(event),
-        };
+        })
+    }
+
+    /// The JSON body of a grouped message (`group_by`).
+    pub fn group_body(&self, n: &Notification) -> Json {
+        self.finish(match self.format {
+            Format::Default => group_payload(n),
+            Format::Slack => slack_group_payload(n),
+            Format::Discord => discord_group_payload(n),
+        })
+    }
+
+    /// Adds the chat username and channel.
+    fn finish(&self, mut body: Json) -> Json {
         if let Json::Object(map) = &mut body {
             if let (Some(u), Format::Slack | Format::Discord) = (&self.username, self.format) {
                 map.insert("username".into(), json!(u));
@@ -143,8 +157,8 @@ impl WebhookNotifier {
         body
     }
 
-    async fn post(&self, event: &AlertEvent) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(&self.body(event))
+    async fn post(&self, body: Json) -> Result<(), NotifyError> {
+        let body = serde_json::to_vec(&body)
             .map_err(|e| NotifyError::Permanent(format!("cannot serialize the body: {e}")))?;
         let mut req = self
             .client
@@ -160,7 +174,11 @@ impl WebhookNotifier {
 
 impl Notifier for WebhookNotifier {
     fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a> {
-        Box::pin(self.post(event))
+        Box::pin(self.post(self.body(event)))
+    }
+
+    fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
+        Box::pin(self.post(self.group_body(group)))
     }
 }
 
@@ -262,6 +280,56 @@ pub fn discord_payload(e: &AlertEvent) -> Json {
     json!({
         "content": truncate(&e.message, 2000),
         "embeds": [embed],
+        "allowed_mentions": {"parse": []},
+    })
+}
+
+/// Chat messages list at most this many instances of a group (then "and N more").
+const MAX_CHAT_LINES: usize = 20;
+
+/// The default body of a grouped message: the group, its status, and the events (each as
+/// the ungrouped body) under `firing`, `resolved` and `reports`.
+pub fn group_payload(n: &Notification) -> Json {
+    let list = |v: &[std::sync::Arc<AlertEvent>]| -> Vec<Json> {
+        v.iter()
+            .map(|e| serde_json::to_value(&**e).unwrap_or(Json::Null))
+            .collect()
+    };
+    json!({
+        "group": n.labels,
+        "group_key": n.key(),
+        "status": n.status(),
+        "level": n.level(),
+        "firing": list(&n.firing),
+        "resolved": list(&n.resolved),
+        "reports": list(&n.reports),
+    })
+}
+
+/// `[FIRING:2] rule=cpu` and one line per event (at most [`MAX_CHAT_LINES`]).
+fn group_lines(n: &Notification, escape: fn(&str) -> String) -> String {
+    let mut s = escape(&format!("[{}] {}", n.status(), n.key()));
+    for e in n.events().take(MAX_CHAT_LINES) {
+        s.push_str(&format!("\n• {} {}", e.level, escape(&e.message)));
+    }
+    if n.len() > MAX_CHAT_LINES {
+        s.push_str(&format!("\n… and {} more", n.len() - MAX_CHAT_LINES));
+    }
+    s
+}
+
+/// A grouped message for Slack: the status line and one line per instance.
+pub fn slack_group_payload(n: &Notification) -> Json {
+    json!({
+        "text": truncate(&group_lines(n, slack_escape), 3000),
+        "attachments": [{"color": slack_color(n.level()), "footer": "wk-alerter"}],
+    })
+}
+
+/// A grouped message for Discord: the status line and one line per instance.
+pub fn discord_group_payload(n: &Notification) -> Json {
+    json!({
+        "content": truncate(&group_lines(n, str::to_owned), 2000),
         "allowed_mentions": {"parse": []},
     })
 }
