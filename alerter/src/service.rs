@@ -852,7 +852,7 @@ impl Service {
     /// Takes a new config; every rule is re-read and re-validated by the next scan.
     fn apply_config(&mut self, config: Config) {
         if config.sources != self.config.sources {
-            warn!("[[sources.influxdb]] changed: restart the alerter to use the new source");
+            warn!("[[sources.*]] changed: restart the alerter to use the new source");
         }
         self.router.replace(config.notify.clone());
         self.engine.set_config(config.actions.clone());

@@ -372,7 +372,8 @@ struct PerSeries {
 
 /// Combines the per-series rollups of an instant answer into one row per group.
 fn combine(q: &Query, samples: &[Sample], now_ns: i64) -> Result<Vec<Series>, SourceError> {
-    // Per series (its labels without the rollup label), then per group.
+    // Per series (its labels without the rollup label, and without the metric name, which
+    // `last_over_time` keeps and the others drop), then per group.
     let mut series: HashMap<Vec<(&str, &str)>, PerSeries> = HashMap::new();
     for s in samples {
         let mut kind = None;
@@ -383,7 +384,7 @@ fn combine(q: &Query, samples: &[Sample], now_ns: i64) -> Result<Vec<Series>, So
                 if *k == ROLLUP_LABEL {
                     kind = Some(v.as_str());
                 }
-                *k != ROLLUP_LABEL
+                *k != ROLLUP_LABEL && *k != "__name__"
             })
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
@@ -719,7 +720,7 @@ mod tests {
         );
 
         let body = br#"{"status":"success","data":{"resultType":"vector","result":[
-            {"metric":{"host":"a","cpu":"0","__wk_rollup":"last_over_time"},"value":[1,"1.5"]},
+            {"metric":{"__name__":"cpu_usage_idle","host":"a","cpu":"0","__wk_rollup":"last_over_time"},"value":[1,"1.5"]},
             {"metric":{"host":"a","cpu":"0","__wk_rollup":"tlast_over_time"},"value":[1,"1700000000.001"]},
             {"metric":{"host":"a","cpu":"1","__wk_rollup":"last_over_time"},"value":[1,"9"]},
             {"metric":{"host":"a","cpu":"1","__wk_rollup":"tlast_over_time"},"value":[1,"1700000000.001"]},
