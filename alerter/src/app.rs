@@ -491,7 +491,7 @@ pub fn action_plans(settings: &RuleSettings, e: &AlertEvent) -> Vec<ActionPlan> 
 pub fn load_rule(path: &Path, cfg: Option<&Config>) -> Result<Rule, crate::rules::RuleError> {
     let limits = cfg.map_or_else(
         || Limits::from_settings(&crate::config::Settings::default()),
-        |c| Limits::from_settings(&c.settings),
+        Limits::from_config,
     );
     load_rule_with(path, &limits)
 }

@@ -46,6 +46,12 @@ fn agent_writes_to_victoriametrics_and_rules_fire_from_it() {
     std::fs::create_dir(&rules).unwrap();
     std::fs::write(rules.join("cpu_idle.rhai"), CPU_RULE).unwrap();
     std::fs::write(rules.join("mem_used.rhai"), MEM_RULE).unwrap();
+    // Raw InfluxQL cannot run on VictoriaMetrics: this file does not load, naming the call.
+    std::fs::write(
+        rules.join("raw.rhai"),
+        "fn check() {\n    influxql(\"SELECT last(used_percent) FROM mem GROUP BY host\")\n}\n",
+    )
+    .unwrap();
     let events = dir.path().join("events.jsonl");
     std::fs::write(
         dir.path().join("alerter.conf"),
@@ -128,5 +134,14 @@ fn agent_writes_to_victoriametrics_and_rules_fire_from_it() {
         "the agent's cpu points are in VictoriaMetrics"
     );
     let log = alerter.log();
-    assert!(!log.contains("ERROR"), "{log}");
+    assert!(
+        log.contains("raw.rhai:2:5: influxql() needs an InfluxDB source and this alerter queries VictoriaMetrics"),
+        "{log}"
+    );
+    // Nothing else went wrong: no query failed.
+    let other: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains("ERROR") || l.contains("WARN")) && !l.contains("raw.rhai"))
+        .collect();
+    assert!(other.is_empty(), "{log}");
 }
