@@ -13,12 +13,13 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 use wk_core::metric::Metric;
 
-use crate::config::{self, Config, InfluxSource};
+use crate::config::{self, Config, InfluxSource, SourceKind};
 use crate::model::{AlertEvent, CycleResult, EventKind, Level, RuleSettings};
 use crate::rules::{Limits, Rule, load_rule_with, rule_files};
 use crate::service::Service;
 use crate::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, SyntheticSource,
+    VictoriaMetricsConfig, VictoriaMetricsSource,
 };
 use crate::state::{RuleState, determine_level};
 
@@ -29,7 +30,7 @@ pub use wk_core::control::Control;
 pub enum StartError {
     #[error("{0}: no data source configured")]
     NoSource(String),
-    #[error("[[sources.influxdb]] {url}: {message}")]
+    #[error("[[sources.*]] {url}: {message}")]
     Source { url: String, message: String },
     #[error("[stream] cannot listen on {listen}: {source}")]
     Listen {
@@ -56,8 +57,8 @@ pub fn load_config(path: &Path, env: wk_core::options::EnvLookup<'_>) -> Option<
     }
 }
 
-/// The InfluxDB source a `[[sources.influxdb]]` table describes.
-pub fn influx_source(
+/// The source a `[[sources.influxdb]]` or `[[sources.victoriametrics]]` table describes.
+pub fn query_source(
     s: &InfluxSource,
     handle: tokio::runtime::Handle,
 ) -> Option<Arc<dyn QuerySource>> {
@@ -71,6 +72,21 @@ pub fn influx_source(
     } else {
         InfluxAuth::None
     };
+    if s.kind == SourceKind::VictoriaMetrics {
+        let cfg = VictoriaMetricsConfig {
+            url: s.url.clone(),
+            database: (!s.database.is_empty()).then(|| s.database.clone()),
+            auth,
+            timeout: s.timeout,
+        };
+        return match VictoriaMetricsSource::new(cfg, handle) {
+            Ok(src) => Some(Arc::new(src)),
+            Err(e) => {
+                error!("[[sources.victoriametrics]] {}: {e}", s.url);
+                None
+            }
+        };
+    }
     let cfg = InfluxDbConfig {
         url: s.url.clone(),
         database: s.database.clone(),
@@ -96,14 +112,14 @@ pub async fn run(
     env: fn(&str) -> Option<String>,
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), StartError> {
-    // The loader guarantees exactly one of [[sources.influxdb]] and [stream].
+    // The loader guarantees exactly one of [[sources.*]] and [stream].
     let source_cfg = cfg.sources.first().cloned();
     let stream_cfg = cfg.stream.clone();
     // Stream mode: the receiver lives as long as this function (dropping it stops it).
     let mut _receiver = None;
     let (source, label): (Arc<dyn QuerySource>, String) = match (&source_cfg, &stream_cfg) {
         (Some(sc), _) => {
-            let source = influx_source(sc, tokio::runtime::Handle::current()).ok_or_else(|| {
+            let source = query_source(sc, tokio::runtime::Handle::current()).ok_or_else(|| {
                 StartError::Source {
                     url: sc.url.clone(),
                     message: "cannot build the client".into(),
@@ -249,7 +265,7 @@ pub fn check(
                 return false;
             }
         };
-        let Some(source) = influx_source(&sc, rt.handle().clone()) else {
+        let Some(source) = query_source(&sc, rt.handle().clone()) else {
             return false;
         };
         let now = crate::clock::now_ns();
@@ -475,7 +491,7 @@ pub fn action_plans(settings: &RuleSettings, e: &AlertEvent) -> Vec<ActionPlan> 
 pub fn load_rule(path: &Path, cfg: Option<&Config>) -> Result<Rule, crate::rules::RuleError> {
     let limits = cfg.map_or_else(
         || Limits::from_settings(&crate::config::Settings::default()),
-        |c| Limits::from_settings(&c.settings),
+        Limits::from_config,
     );
     load_rule_with(path, &limits)
 }

@@ -14,7 +14,16 @@
 //! name = "log"
 //! ```
 //!
-//! Instead of `[[sources.influxdb]]`, stream mode (no database: agents write line protocol to
+//! Or VictoriaMetrics (single node, or a cluster's vmselect with its `/select/<tenant>/prometheus`
+//! prefix in `url`), which answers the same rules in MetricsQL:
+//!
+//! ```toml
+//! [[sources.victoriametrics]]
+//! url = "http://127.0.0.1:8428"
+//! database = "telegraf"   # the `db` label the agents' writes carry; "" = any
+//! ```
+//!
+//! Instead of a source, stream mode (no database: agents write line protocol to
 //! the alerter, which keeps a bounded window in memory):
 //!
 //! ```toml
@@ -93,17 +102,42 @@ impl Default for Settings {
     }
 }
 
-/// An InfluxDB to query (`[[sources.influxdb]]`), over the v1 `/query` API that InfluxDB 1.x,
-/// 2.x (v1 compatibility) and 3.x answer.
+/// Which engine a `[[sources.KIND]]` table names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceKind {
+    /// InfluxQL over the v1 `/query` API.
+    #[default]
+    InfluxDb,
+    /// MetricsQL over the Prometheus API (`/api/v1/query`, `/api/v1/export`).
+    VictoriaMetrics,
+}
+
+impl SourceKind {
+    /// The config table's key: `[[sources.KEY]]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            SourceKind::InfluxDb => "influxdb",
+            SourceKind::VictoriaMetrics => "victoriametrics",
+        }
+    }
+}
+
+/// A database to query: an InfluxDB (`[[sources.influxdb]]`) over the v1 `/query` API that
+/// InfluxDB 1.x, 2.x (v1 compatibility) and 3.x answer, or a VictoriaMetrics
+/// (`[[sources.victoriametrics]]`) over its Prometheus API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InfluxSource {
+    pub kind: SourceKind,
     pub name: String,
     pub url: String,
+    /// InfluxDB: the database; VictoriaMetrics: the `db` label to match ("" = any).
     pub database: String,
+    /// InfluxDB only.
     pub retention_policy: String,
     pub username: String,
     pub password: String,
-    /// `Authorization: Token …` (InfluxDB 2.x/3.x); used instead of username/password.
+    /// `Authorization: Token …` (InfluxDB 2.x/3.x), `Authorization: Bearer …`
+    /// (VictoriaMetrics behind vmauth); used instead of username/password.
     pub token: String,
     pub timeout: Duration,
 }
@@ -189,7 +223,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                         o.finish();
                     }
                     ("sources", DeValue::Table(kinds)) => {
-                        sources.extend(influx_sources(&src, kinds, &mut diags, env));
+                        sources.extend(database_sources(&src, kinds, &mut diags, env));
                     }
                     ("stream", DeValue::Table(t)) => {
                         let mut o =
@@ -223,31 +257,38 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
             }
         }
     }
-    let source_db = sources.first().map(|s| crate::actions::record::SourceDb {
-        url: s.url.clone(),
-        database: s.database.clone(),
-        retention_policy: s.retention_policy.clone(),
-        username: s.username.clone(),
-        password: s.password.clone(),
-        token: s.token.clone(),
-    });
+    // wk_actions are written to an InfluxDB source's database; a VictoriaMetrics source takes
+    // writes elsewhere (vminsert), so [actions] record_url names that.
+    let source_db = sources
+        .first()
+        .filter(|s| s.kind == SourceKind::InfluxDb)
+        .map(|s| crate::actions::record::SourceDb {
+            url: s.url.clone(),
+            database: s.database.clone(),
+            retention_policy: s.retention_policy.clone(),
+            username: s.username.clone(),
+            password: s.password.clone(),
+            token: s.token.clone(),
+        });
     actions.resolve_record(source_db.as_ref());
     if sources.len() > 1 {
-        let msg = "only one [[sources.influxdb]] is supported for now; split rules between alerters instead";
+        let msg =
+            "only one [[sources.*]] is supported for now; split rules between alerters instead";
         diags.push(src.diag(Severity::Error, 0, msg));
     }
     match (&stream, sources.is_empty()) {
         (Some((_, at)), false) => diags.push(src.diag(
             Severity::Error,
             *at,
-            "[stream] and [[sources.influxdb]] are both set: configure exactly one (stream mode \
-             keeps points in memory, query mode asks InfluxDB)",
+            "[stream] and [[sources.*]] are both set: configure exactly one (stream mode \
+             keeps points in memory, query mode asks InfluxDB or VictoriaMetrics)",
         )),
         (None, true) if !diags.has_errors() => diags.push(src.diag(
             Severity::Error,
             0,
-            "no data source: configure [[sources.influxdb]] (query an InfluxDB) or [stream] \
-             (receive the agents' writes, no database)",
+            "no data source: configure [[sources.influxdb]] (query an InfluxDB), \
+             [[sources.victoriametrics]] (query a VictoriaMetrics) or [stream] (receive the \
+             agents' writes, no database)",
         )),
         _ => {}
     }
@@ -305,8 +346,9 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
     settings
 }
 
-/// `[[sources.influxdb]]` tables (any other kind is an error).
-fn influx_sources(
+/// `[[sources.influxdb]]` and `[[sources.victoriametrics]]` tables (any other kind is an
+/// error).
+fn database_sources(
     src: &Source,
     kinds: &DeTable<'_>,
     diags: &mut Diagnostics,
@@ -314,14 +356,19 @@ fn influx_sources(
 ) -> Vec<InfluxSource> {
     let mut sources = Vec::new();
     for (kind, instances) in kinds.iter() {
-        if kind.get_ref() != "influxdb" {
-            let msg = format!(
-                "[sources.{}]: unknown source kind (expected influxdb)",
-                kind.get_ref()
-            );
-            diags.push(src.diag(Severity::Error, kind.span().start, msg));
-            continue;
-        }
+        let kind_name = kind.get_ref().as_ref();
+        let kind = match kind_name {
+            "influxdb" => SourceKind::InfluxDb,
+            "victoriametrics" => SourceKind::VictoriaMetrics,
+            other => {
+                let msg = format!(
+                    "[sources.{other}]: unknown source kind (expected influxdb or victoriametrics)"
+                );
+                diags.push(src.diag(Severity::Error, kind.span().start, msg));
+                continue;
+            }
+        };
+        let section = format!("sources.{kind_name}");
         let tables: Vec<_> = match instances.get_ref() {
             DeValue::Array(a) => a.iter().collect(),
             _ => vec![instances],
@@ -331,16 +378,24 @@ fn influx_sources(
                 diags.push(src.diag(
                     Severity::Error,
                     t.span().start,
-                    "[[sources.influxdb]] must be a table",
+                    format!("[[{section}]] must be a table"),
                 ));
                 continue;
             };
-            let mut o = Options::new(src, "sources.influxdb", table, t.span().start, diags, env);
+            let mut o = Options::new(src, &section, table, t.span().start, diags, env);
+            let (url, database) = match kind {
+                SourceKind::InfluxDb => ("http://127.0.0.1:8086", "telegraf"),
+                SourceKind::VictoriaMetrics => ("http://127.0.0.1:8428", ""),
+            };
             let s = InfluxSource {
+                kind,
                 name: o.string("name", "default"),
-                url: o.string("url", "http://127.0.0.1:8086"),
-                database: o.string("database", "telegraf"),
-                retention_policy: o.string("retention_policy", ""),
+                url: o.string("url", url),
+                database: o.string("database", database),
+                retention_policy: match kind {
+                    SourceKind::InfluxDb => o.string("retention_policy", ""),
+                    SourceKind::VictoriaMetrics => String::new(),
+                },
                 username: o.string("username", ""),
                 password: secret(&mut o, "password"),
                 token: secret(&mut o, "token"),
@@ -537,6 +592,46 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("cannot read /nonexistent.pem"), "{e}");
+    }
+
+    #[test]
+    fn victoriametrics_source() {
+        let c = load("[[sources.victoriametrics]]\n  url = \"http://vmselect:8481/select/0/prometheus\"\n  database = \"telegraf\"\n  token = \"${TOKEN}\"\n").unwrap();
+        let s = &c.sources[0];
+        assert_eq!(s.kind, SourceKind::VictoriaMetrics);
+        assert_eq!(
+            (s.url.as_str(), s.database.as_str(), s.token.as_str()),
+            (
+                "http://vmselect:8481/select/0/prometheus",
+                "telegraf",
+                "from-env-0123456789"
+            )
+        );
+        // Defaults: single node on loopback, any `db` label; wk_actions are not written to it.
+        let c = load("[[sources.victoriametrics]]\n").unwrap();
+        assert_eq!(
+            (c.sources[0].url.as_str(), c.sources[0].database.as_str()),
+            ("http://127.0.0.1:8428", "")
+        );
+        assert_eq!(c.sources[0].kind.key(), "victoriametrics");
+        // retention_policy is InfluxDB's: unknown here, named by line.
+        let c = load("[[sources.victoriametrics]]\n  retention_policy = \"x\"\n");
+        assert!(
+            c.as_ref().is_err_and(|e| e.contains("wk.conf:2:"))
+                || c.as_ref()
+                    .is_ok_and(|c| c.warnings.iter().any(|w| w.line == 2)),
+            "{:?}",
+            c.as_ref().map(|c| &c.warnings)
+        );
+        let e = load("[[sources.victoriametrics]]\n  url = \"vm:8428\"\n").unwrap_err();
+        assert!(
+            e.contains("wk.conf:2:") && e.contains("not an http://"),
+            "{e}"
+        );
+        let e = load("[[sources.influxdb]]\n[[sources.victoriametrics]]\n").unwrap_err();
+        assert!(e.contains("only one [[sources.*]]"), "{e}");
+        let e = load("[[sources.prometheus]]\n").unwrap_err();
+        assert!(e.contains("expected influxdb or victoriametrics"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! wk-alerter: a Kapacitor-style alert processor running Rhai rules over InfluxDB.
+//! wk-alerter: a Kapacitor-style alert processor running Rhai rules over InfluxDB,
+//! VictoriaMetrics or a stream window.
 //!
 //! Map of the crate:
 //! - [`app`]: the commands (`run` with reload/stop, `check`, `replay`) as library functions.
@@ -10,8 +11,9 @@
 //!   the series API exposed to scripts.
 //! - [`query`]: the query a rule builds, which every source answers (a leaf below `rules`
 //!   and `source`, so neither depends on the other).
-//! - [`source`]: where queries go: InfluxDB (InfluxQL over `/query`) or in-memory points
-//!   (recorded line protocol; later the stream window).
+//! - [`source`]: where queries go: InfluxDB (InfluxQL over `/query`), VictoriaMetrics
+//!   (MetricsQL over the Prometheus API) or in-memory points (recorded line protocol, the
+//!   stream window).
 //! - [`state`]: the per-instance alert state machine (pending, keep-firing, hysteresis,
 //!   flapping, NoData, Error, repeat, expiry) and its persistence.
 //! - [`template`]: message templates (`{{host}}`, `{{value:.1}}`), used by state and notifiers.

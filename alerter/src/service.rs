@@ -169,7 +169,7 @@ impl Service {
         clock: Arc<dyn Clock>,
     ) -> Service {
         let router = Router::start(config.notify.clone());
-        let limits = Limits::from_settings(&config.settings);
+        let limits = Limits::from_config(&config);
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let source_health = RuleState::load(&config.settings.state_dir, SOURCE_RULE);
         let persister = crate::state::Persister::start(config.settings.state_dir.clone())
@@ -852,11 +852,11 @@ impl Service {
     /// Takes a new config; every rule is re-read and re-validated by the next scan.
     fn apply_config(&mut self, config: Config) {
         if config.sources != self.config.sources {
-            warn!("[[sources.influxdb]] changed: restart the alerter to use the new source");
+            warn!("[[sources.*]] changed: restart the alerter to use the new source");
         }
         self.router.replace(config.notify.clone());
         self.engine.set_config(config.actions.clone());
-        self.limits = Limits::from_settings(&config.settings);
+        self.limits = Limits::from_config(&config);
         self.config = config;
         // Re-validate every rule against the new notifier names.
         for slot in self.slots.values_mut() {

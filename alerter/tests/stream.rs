@@ -504,7 +504,7 @@ use wk_core::testing::wait_for;
 
 /// The wk-agent binary of the same build (target/<profile>/wk-agent next to this test's
 /// deps/ directory). `cargo build --workspace` (scripts/test does) puts it there.
-fn agent_binary() -> PathBuf {
+pub(crate) fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_owned();
     let path = profile_dir.join("wk-agent");
@@ -517,10 +517,11 @@ fn agent_binary() -> PathBuf {
     path
 }
 
-struct Killed(Child, PathBuf);
+/// A child process killed on drop, and the file its stderr goes to.
+pub(crate) struct Killed(pub(crate) Child, pub(crate) PathBuf);
 
 impl Killed {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.1).unwrap_or_default()
     }
 }

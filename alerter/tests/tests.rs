@@ -14,3 +14,4 @@ mod scheduler;
 mod service;
 mod stream;
 mod stream_limits;
+mod victoria;

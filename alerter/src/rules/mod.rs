@@ -50,6 +50,9 @@ pub struct Limits {
     /// Bytes an evaluation (or load) may hold at once, counted at the allocator: the bound on
     /// everything a script grows.
     pub max_memory_bytes: usize,
+    /// `Some(engine)` when the source cannot answer `influxql()` (VictoriaMetrics): a rule
+    /// calling it does not load, with the call's position, rather than failing every cycle.
+    pub no_influxql: Option<&'static str>,
 }
 
 impl Default for Limits {
@@ -63,6 +66,7 @@ impl Default for Limits {
             max_expr_depth: 64,
             max_function_expr_depth: 32,
             max_memory_bytes: 32 << 20,
+            no_influxql: None,
         }
     }
 }
@@ -74,6 +78,17 @@ impl Limits {
             timeout: s.max_eval_time,
             max_memory_bytes: s.max_rule_memory_bytes,
             ..Limits::default()
+        }
+    }
+
+    /// [`Limits::from_settings`], and what the configured source cannot answer.
+    pub fn from_config(c: &crate::config::Config) -> Limits {
+        Limits {
+            no_influxql: c.sources.first().and_then(|s| match s.kind {
+                crate::config::SourceKind::InfluxDb => None,
+                crate::config::SourceKind::VictoriaMetrics => Some("VictoriaMetrics"),
+            }),
+            ..Limits::from_settings(&c.settings)
         }
     }
 }
@@ -212,7 +227,7 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         };
         return Err(err(RuleErrorKind::Script, None, message));
     }
-    if let Err((pos, message)) = static_check(&engine, &ast) {
+    if let Err((pos, message)) = static_check(&engine, &ast, limits) {
         return Err(err(RuleErrorKind::Script, Some(pos), message));
     }
 
@@ -297,7 +312,11 @@ fn known_functions(engine: &Engine) -> Arc<BTreeSet<String>> {
 /// Rejects calls to functions and methods that exist neither in the engine nor in the
 /// script: Rhai only finds them when the call runs, which for a rule may be never in `check`
 /// and at 3 a.m. in production.
-fn static_check(engine: &Engine, ast: &AST) -> Result<(), ((usize, usize), String)> {
+fn static_check(
+    engine: &Engine,
+    ast: &AST,
+    limits: &Limits,
+) -> Result<(), ((usize, usize), String)> {
     use rhai::{ASTNode, Expr, Stmt};
     let known = known_functions(engine);
     let script: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_owned()).collect();
@@ -310,6 +329,21 @@ fn static_check(engine: &Engine, ast: &AST) -> Result<(), ((usize, usize), Strin
             _ => return true,
         };
         let name = call.name.as_str();
+        if let Some(source) = limits.no_influxql
+            && name == "influxql"
+            && !method
+            && call.namespace.is_empty()
+            && !script.contains(name)
+        {
+            found = Some((
+                position(pos).unwrap_or((1, 1)),
+                format!(
+                    "influxql() needs an InfluxDB source and this alerter queries {source}: \
+                     write the query with query(\"measurement\").field(..)"
+                ),
+            ));
+            return false;
+        }
         // A literal pattern is compiled at load: a bad one is a load error with its position.
         if name == "where_match"
             && let Some(Expr::StringConstant(p, at)) = call.args.get(1)

@@ -1,11 +1,5 @@
-//! InfluxDB v1 `/query` client (InfluxDB 1.x, and 2.x/3.x through their v1 API).
-//!
-//! Rhai calls the source synchronously from inside a script, on a blocking thread. The request
-//! itself runs on a tokio runtime with reqwest's async client: the source spawns it on the
-//! runtime handle it was built with and waits on a std channel. Unlike `Handle::block_on` this
-//! never panics when called from inside a runtime, and unlike `reqwest::blocking` it needs no
-//! private runtime (whose drop panics inside async code) and shares the program's connection
-//! pool.
+//! InfluxDB v1 `/query` client (InfluxDB 1.x, and 2.x/3.x through their v1 API). Requests run
+//! as `super::http` describes (a synchronous caller, the program's tokio runtime).
 //!
 //! Raw `influxql()` from a rule is limited to read-only statements (`SELECT` without `INTO`,
 //! `SHOW`) by [`check_read_only`]: InfluxDB 1.x executes `DROP DATABASE` even when it comes as
@@ -18,7 +12,7 @@
 //! does; `count` is always an integer; everything else, and raw `influxql()`, gives floats.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -26,6 +20,9 @@ use serde::Deserialize;
 use super::{QuerySource, Row, Series, SourceError};
 use crate::model::Value;
 use crate::query::{Aggregate, Query, quote_ident};
+
+/// The server's name in errors.
+const ENGINE: &str = "InfluxDB";
 
 /// How to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -86,13 +83,7 @@ impl InfluxDbSource {
         config: InfluxDbConfig,
         runtime: tokio::runtime::Handle,
     ) -> Result<InfluxDbSource, SourceError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| SourceError::Connect {
-                url: config.url.clone(),
-                message: format!("cannot build HTTP client: {e}"),
-            })?;
+        let client = super::http::client(ENGINE, &config.url, config.timeout)?;
         let query_url = format!("{}/query", config.url.trim_end_matches('/'));
         Ok(InfluxDbSource {
             config,
@@ -163,61 +154,15 @@ impl InfluxDbSource {
             InfluxAuth::Basic { username, password } => req.basic_auth(username, Some(password)),
             InfluxAuth::Token(t) => req.header("Authorization", format!("Token {t}")),
         };
-        let (tx, rx) = mpsc::sync_channel(1);
-        let url = self.config.url.clone();
-        let timeout = self.config.timeout;
-        self.runtime.spawn(async move {
-            let result = async {
-                let resp = req.send().await?;
-                let status = resp.status();
-                let body = resp.bytes().await?;
-                Ok::<_, reqwest::Error>((status, body))
-            }
-            .await;
-            // The receiver only goes away if the caller is gone; nothing to report then.
-            let _ = tx.send(result);
-        });
-        // reqwest enforces the timeout; the extra margin only guards against a runtime that
-        // cannot make progress (e.g. called from its only worker thread).
-        let (status, body) = match rx.recv_timeout(timeout + Duration::from_secs(5)) {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(SourceError::Timeout {
-                    url,
-                    timeout_ms: timeout.as_millis(),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(SourceError::Connect {
-                    url,
-                    message: error_chain(&e),
-                });
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(SourceError::Timeout {
-                    url,
-                    timeout_ms: timeout.as_millis(),
-                });
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(SourceError::Connect {
-                    url,
-                    message: "the runtime that runs requests has shut down".into(),
-                });
-            }
-        };
-        decode(status.as_u16(), &body)
+        let (status, body) = super::http::send(
+            ENGINE,
+            &self.config.url,
+            self.config.timeout,
+            &self.runtime,
+            req,
+        )?;
+        decode(status, &body)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s += &format!(": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 impl QuerySource for InfluxDbSource {

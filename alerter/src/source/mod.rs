@@ -1,13 +1,16 @@
-//! Where rule queries go: InfluxDB over InfluxQL ([`influxdb`]) or points held in memory
-//! ([`memory`]: recorded line protocol, and the stream window of `crate::stream`). Both answer the same
-//! [`Query`] with the same semantics (see `crate::query`), so a rule runs unchanged on either.
+//! Where rule queries go: InfluxDB over InfluxQL ([`influxdb`]), VictoriaMetrics over
+//! MetricsQL ([`victoriametrics`]) or points held in memory ([`memory`]: recorded line
+//! protocol, and the stream window of `crate::stream`). All answer the same [`Query`] with the
+//! same semantics (see `crate::query`), so a rule runs unchanged on any of them.
 //!
 //! The trait is synchronous because Rhai calls it from inside script evaluation; the caller
 //! runs evaluations on a blocking thread (tokio's blocking pool).
 
+mod http;
 pub mod influxdb;
 pub mod memory;
 pub mod synthetic;
+pub mod victoriametrics;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,7 @@ use crate::query::Query;
 pub use influxdb::{InfluxAuth, InfluxDbConfig, InfluxDbSource};
 pub use memory::MemorySource;
 pub use synthetic::SyntheticSource;
+pub use victoriametrics::{VictoriaMetricsConfig, VictoriaMetricsSource};
 
 /// A data source a rule can query.
 pub trait QuerySource: Send + Sync {
@@ -56,11 +60,19 @@ pub enum SourceError {
     #[error("{0}")]
     Unsupported(String),
     /// Could not reach the server (connection refused, DNS, TLS).
-    #[error("InfluxDB at {url} unreachable: {message}")]
-    Connect { url: String, message: String },
+    #[error("{engine} at {url} unreachable: {message}")]
+    Connect {
+        engine: &'static str,
+        url: String,
+        message: String,
+    },
     /// No answer within the configured timeout.
-    #[error("InfluxDB at {url} did not answer within {timeout_ms} ms")]
-    Timeout { url: String, timeout_ms: u128 },
+    #[error("{engine} at {url} did not answer within {timeout_ms} ms")]
+    Timeout {
+        engine: &'static str,
+        url: String,
+        timeout_ms: u128,
+    },
     /// The server answered with an error (HTTP status or an `error` in the JSON).
     #[error("InfluxDB error: {0}")]
     Server(String),
@@ -70,6 +82,9 @@ pub enum SourceError {
     /// A field of a type the aggregate cannot use (e.g. mean of a string).
     #[error("{0}")]
     Type(String),
+    /// VictoriaMetrics answered with an error, or with something it does not send.
+    #[error("VictoriaMetrics error: {0}")]
+    Victoria(String),
 }
 
 /// A value as a float when it is a number (ints widen; bools and strings are not numbers).

@@ -1,4 +1,8 @@
 //! Helpers shared by the integration tests: real servers started in temp dirs, bounded waits.
 
 pub mod influxd;
+/// The agent's test servers (VictoriaMetrics among them), shared rather than copied.
+#[allow(dead_code)]
+#[path = "../../../agent/tests/outputs/servers.rs"]
+pub mod servers;
 pub mod wait;

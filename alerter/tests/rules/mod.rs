@@ -1,6 +1,9 @@
-//! Rules against a real InfluxDB: the same query gives the same series from InfluxDB
-//! (InfluxQL) as from the memory source (native evaluation) over the same points, and a whole
-//! rule gives the same observations from both.
+//! Rules against a real InfluxDB and a real VictoriaMetrics: the same query gives the same
+//! series from InfluxDB (InfluxQL), from VictoriaMetrics (MetricsQL) and from the memory source
+//! (native evaluation) over the same points, and a whole rule gives the same observations from
+//! all three. VictoriaMetrics keeps every value as a float: its answers are compared with the
+//! memory source's after integers are widened (`count` stays an integer), see
+//! `source::victoriametrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +13,11 @@ use wk_alerter::query::{Aggregate, Query, TagFilter, TagMatch, compile_regex};
 use wk_alerter::rules::load_rule_source;
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series,
+    VictoriaMetricsConfig, VictoriaMetricsSource,
 };
 
 use crate::common::influxd::Influxd;
+use crate::common::servers::{VictoriaMetrics, http};
 
 const S: i64 = 1_000_000_000;
 /// Evaluation time: fixed, so InfluxDB and the memory source see the same window.
@@ -67,9 +72,50 @@ fn data() -> String {
 
 struct Backends {
     _influxd: Influxd,
+    _vm: VictoriaMetrics,
     _runtime: tokio::runtime::Runtime,
     influx: Arc<dyn QuerySource>,
     memory: Arc<dyn QuerySource>,
+    vm: Arc<dyn QuerySource>,
+}
+
+/// A VictoriaMetrics holding `text`, written as the agent writes it (`/write?db=…`). The
+/// points are from 2023: a retention of 100 years keeps VictoriaMetrics from dropping them.
+fn victoria_with(text: &str) -> Option<VictoriaMetrics> {
+    let vm = VictoriaMetrics::start_with(&["-retentionPeriod=100y"])?;
+    let mut r = http()
+        .post(&format!("{}/write?db={DB}", vm.url()))
+        .send(text)
+        .expect("write to VictoriaMetrics");
+    assert_eq!(
+        r.status().as_u16(),
+        204,
+        "{:?}",
+        r.body_mut().read_to_string()
+    );
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    let got: usize = vm
+        .export_until("{__name__=~\".+\"}", lines)
+        .iter()
+        .map(|s| s.1.len())
+        .sum();
+    assert_eq!(got, lines, "VictoriaMetrics holds every point written");
+    Some(vm)
+}
+
+fn vm_source(vm: &VictoriaMetrics, runtime: &tokio::runtime::Runtime) -> Arc<dyn QuerySource> {
+    Arc::new(
+        VictoriaMetricsSource::new(
+            VictoriaMetricsConfig {
+                url: vm.url(),
+                database: Some(DB.into()),
+                auth: InfluxAuth::None,
+                timeout: Duration::from_secs(10),
+            },
+            runtime.handle().clone(),
+        )
+        .expect("source"),
+    )
 }
 
 fn backends() -> Option<Backends> {
@@ -77,6 +123,7 @@ fn backends() -> Option<Backends> {
     influxd.create_database(DB);
     let text = data();
     influxd.write(DB, &text);
+    let vm = victoria_with(&text)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -96,10 +143,31 @@ fn backends() -> Option<Backends> {
     let memory = MemorySource::from_line_protocol(&text, 0).expect("parse data");
     Some(Backends {
         _influxd: influxd,
+        vm: vm_source(&vm, &runtime),
+        _vm: vm,
         _runtime: runtime,
         influx: Arc::new(influx),
         memory: Arc::new(memory),
     })
+}
+
+/// The memory source's answer as VictoriaMetrics gives it: every number a float, except
+/// `count`.
+fn as_floats(series: &[Series], agg: &Aggregate) -> Vec<Series> {
+    let mut out = series.to_vec();
+    if *agg != Aggregate::Count {
+        for v in out
+            .iter_mut()
+            .flat_map(|s| &mut s.rows)
+            .flat_map(|r| &mut r.values)
+            .flatten()
+        {
+            if let Value::Int(i) = v {
+                *v = Value::Float(*i as f64);
+            }
+        }
+    }
+    out
 }
 
 fn close(a: &Option<Value>, b: &Option<Value>) -> bool {
@@ -112,7 +180,7 @@ fn close(a: &Option<Value>, b: &Option<Value>) -> bool {
 }
 
 fn same_series(what: &str, influx: &[Series], memory: &[Series]) {
-    let show = || format!("{what}\ninfluxdb: {influx:#?}\nmemory:   {memory:#?}");
+    let show = || format!("{what}\nfirst:  {influx:#?}\nmemory: {memory:#?}");
     assert_eq!(influx.len(), memory.len(), "{}", show());
     for (i, m) in influx.iter().zip(memory) {
         assert_eq!(i.tags, m.tags, "{}", show());
@@ -144,7 +212,7 @@ fn filter(tag: &str, value: &str, negate: bool) -> TagFilter {
 }
 
 #[test]
-fn influxdb_and_memory_source_agree_on_every_query_shape() {
+fn influxdb_victoriametrics_and_memory_source_agree_on_every_query_shape() {
     let Some(b) = backends() else { return };
     let sec = Duration::from_secs(1);
     let aggregates = [
@@ -259,6 +327,12 @@ fn influxdb_and_memory_source_agree_on_every_query_shape() {
                 .collect()
         };
         assert_eq!(types(&i), types(&m), "{text}");
+        let v =
+            b.vm.query(q, NOW)
+                .unwrap_or_else(|e| panic!("VictoriaMetrics, {text}: {e}"));
+        let m = as_floats(&m, &q.aggregate);
+        same_series(&format!("VictoriaMetrics, {text}"), &v, &m);
+        assert_eq!(types(&v), types(&m), "VictoriaMetrics, {text}");
     }
 }
 
@@ -273,6 +347,7 @@ fn hostile_tag_values_select_exactly_their_host() {
         assert_eq!(i.len(), 1, "{host}: {i:?}");
         assert_eq!(i[0].tags["host"], host);
         same_series(host, &i, &b.memory.query(&q, NOW).unwrap());
+        same_series(host, &b.vm.query(&q, NOW).unwrap(), &i);
     }
     for attack in [
         "nobody' OR host != '",
@@ -283,6 +358,16 @@ fn hostile_tag_values_select_exactly_their_host() {
         q.filters.push(filter("host", attack, false));
         let i = b.influx.query(&q, NOW).unwrap();
         assert!(i.is_empty(), "{attack:?} matched: {i:?}");
+        let v = b.vm.query(&q, NOW).unwrap();
+        assert!(v.is_empty(), "{attack:?} matched in VictoriaMetrics: {v:?}");
+        // The same attacks as regexes and lists.
+        q.filters.clear();
+        q.matches = vec![TagMatch::In {
+            tag: "host".into(),
+            values: vec![attack.into()],
+        }];
+        assert!(b.vm.query(&q, NOW).unwrap().is_empty(), "{attack:?}");
+        assert!(b.influx.query(&q, NOW).unwrap().is_empty(), "{attack:?}");
     }
 }
 
@@ -317,34 +402,88 @@ fn observations(source: &Arc<dyn QuerySource>, text: &str) -> Vec<Observation> {
     }
 }
 
-#[test]
-fn a_rule_observes_the_same_from_both_backends() {
-    let Some(b) = backends() else { return };
-    let i = observations(&b.influx, RULE);
-    let m = observations(&b.memory, RULE);
-    assert_eq!(i.len(), HOSTS.len() * 2, "{i:#?}");
-    assert_eq!(i.len(), m.len());
-    for (oi, om) in i.iter().zip(&m) {
-        assert_eq!(oi.tags, om.tags);
-        assert_eq!(oi.measurement, om.measurement);
-        assert_eq!(oi.time, om.time);
-        assert_eq!(oi.levels, om.levels, "{oi:?} vs {om:?}");
+/// Numbers equal up to rounding, an integer equal to the same float (VictoriaMetrics gives
+/// integer fields as floats); anything else exactly.
+fn same_number(a: &Value, b: &Value) -> bool {
+    let f = |v: &Value| match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(x) => Some(*x),
+        _ => None,
+    };
+    match (f(a), f(b)) {
+        (Some(x), Some(y)) => close(&Some(Value::Float(x)), &Some(Value::Float(y))),
+        _ => a == b,
+    }
+}
+
+fn same_observations(what: &str, got: &[Observation], want: &[Observation]) {
+    assert_eq!(got.len(), want.len(), "{what}\n{got:#?}\nvs\n{want:#?}");
+    for (og, ow) in got.iter().zip(want) {
+        assert_eq!(og.tags, ow.tags, "{what}");
+        assert_eq!(og.measurement, ow.measurement, "{what}");
+        assert_eq!(og.time, ow.time, "{what}");
+        assert_eq!(og.levels, ow.levels, "{what}: {og:?} vs {ow:?}");
         assert_eq!(
-            oi.fields.keys().collect::<Vec<_>>(),
-            om.fields.keys().collect::<Vec<_>>()
+            og.fields.keys().collect::<Vec<_>>(),
+            ow.fields.keys().collect::<Vec<_>>(),
+            "{what}"
         );
-        for (k, v) in &oi.fields {
+        for (k, v) in &og.fields {
             assert!(
-                close(&Some(v.clone()), &Some(om.fields[k].clone())),
-                "{k}: {oi:?} vs {om:?}"
+                same_number(v, &ow.fields[k]),
+                "{what}: {k}: {og:?} vs {ow:?}"
             );
         }
     }
+}
+
+#[test]
+fn a_rule_observes_the_same_from_all_three_backends() {
+    let Some(b) = backends() else { return };
+    let i = observations(&b.influx, RULE);
+    let m = observations(&b.memory, RULE);
+    let v = observations(&b.vm, RULE);
+    assert_eq!(i.len(), HOSTS.len() * 2, "{i:#?}");
+    same_observations("InfluxDB", &i, &m);
+    same_observations("VictoriaMetrics", &v, &m);
     // Some instance of each level, so the comparison covers them.
     assert!(
         i.iter().any(|o| o.levels.warn.is_some_and(|c| c.matched)),
         "{i:#?}"
     );
+}
+
+/// The rule files shipped in examples/rules run unchanged on all three backends, with the
+/// same observations over the same points (or the same failure).
+#[test]
+fn every_example_rule_observes_the_same_from_all_three_backends() {
+    let Some(b) = backends() else { return };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/rules")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .collect();
+    files.sort();
+    let mut observed = 0;
+    for f in &files {
+        let rule = wk_alerter::app::load_rule(f, None).unwrap_or_else(|e| panic!("{e}"));
+        let run = |s: &Arc<dyn QuerySource>| match rule.evaluate(s, NOW) {
+            CycleResult::Observed(o) => Ok(o),
+            CycleResult::Failed(e) => Err(e.message),
+        };
+        let name = f.display();
+        match (run(&b.memory), run(&b.influx), run(&b.vm)) {
+            (Ok(m), Ok(i), Ok(v)) => {
+                same_observations(&format!("{name} on InfluxDB"), &i, &m);
+                same_observations(&format!("{name} on VictoriaMetrics"), &v, &m);
+                observed += m.len();
+            }
+            (m, i, v) => panic!("{name}: memory {m:?}\nInfluxDB {i:?}\nVictoriaMetrics {v:?}"),
+        }
+    }
+    // The test data feeds some of them (cpu, mem): the comparison is not only of empty results.
+    assert!(observed >= HOSTS.len() * 2, "{observed}");
 }
 
 #[test]
@@ -373,6 +512,15 @@ fn influxql_and_server_errors_reach_the_rule() {
     };
     assert!(m.starts_with("bad.rhai:2:3: InfluxDB error: "), "{m}");
     assert!(m.contains("error parsing query"), "{m}");
+    // VictoriaMetrics has no InfluxQL: the rule's evaluation (and `check`) says so, with the
+    // call's position.
+    let CycleResult::Failed(EvalFailure { message: m, .. }) = rule.evaluate(&b.vm, NOW) else {
+        panic!("influxql() on VictoriaMetrics must fail the cycle")
+    };
+    assert!(
+        m.starts_with("bad.rhai:2:3: influxql() needs an InfluxDB source"),
+        "{m}"
+    );
 
     // influxql() is read-only: a rule cannot drop the database (InfluxDB 1.6 would execute a
     // DROP sent as GET, so the alerter refuses it before sending).
