@@ -13,36 +13,7 @@ use wk_core::testing::KillOnDrop;
 /// How long a server may take to answer its health check.
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// A free port on 127.0.0.1 (bound, read, released: the server binds it right after).
-pub fn free_port() -> u16 {
-    free_ports::<1>()[0]
-}
-
-/// `N` distinct free ports (all held until every one is chosen, so none repeats).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let mut ports = [0; N];
-    for (p, l) in ports.iter_mut().zip(&listeners) {
-        *p = l.local_addr().expect("local_addr").port();
-    }
-    ports
-}
-
-/// Finds `name` on PATH or in /usr/bin and /usr/sbin; `None` (the test returns early) only
-/// when WK_SKIP_SERVERS=1, else a panic naming the package to install.
-pub fn binary(name: &str, package: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.push("/usr/bin".into());
-    dirs.push("/usr/sbin".into());
-    if let Some(p) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
-        return Some(p);
-    }
-    wk_core::testing::missing_server(name, package).map(|never| match never {})
-}
+pub use wk_core::testing::{binary, free_port, free_ports};
 
 /// A plain blocking HTTP client for the tests' own queries (loopback only: it accepts the
 /// tests' self-signed certificates).

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,11 +50,7 @@ fn find_influxd() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+pub use wk_core::testing::free_port;
 
 impl Influxd {
     /// Starts influxd and waits until `/ping` answers 204 (at most 60 s).

@@ -65,11 +65,7 @@ pub fn config_errors(toml: &str) -> Vec<String> {
     }
 }
 
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+pub use wk_core::testing::free_port;
 
 /// True when `path` exists; otherwise fails the test, or returns false (skip) when
 /// WK_SKIP_SERVERS=1.

@@ -11,9 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::uint;
-use crate::outputs::servers::{binary, free_ports, start_server};
+use crate::outputs::servers::start_server;
 use wk_agent::metric::{FieldValue, Metric};
 use wk_core::testing::KillOnDrop;
+use wk_core::testing::{binary, free_ports};
 
 /// A running HAProxy, killed on drop.
 struct Haproxy {

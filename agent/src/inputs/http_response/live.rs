@@ -10,8 +10,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use super::int;
-use crate::outputs::servers::free_port;
 use wk_agent::metric::{FieldValue, Metric};
+use wk_core::testing::free_port;
 
 /// Reads one request (head and a Content-Length body).
 fn read_request(s: &mut TcpStream) -> String {

@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::uint;
-use crate::outputs::servers::{binary, free_port, start_server};
+use crate::outputs::servers::start_server;
 use wk_core::testing::KillOnDrop;
+use wk_core::testing::{binary, free_port};
 
 /// A running nginx, killed on drop. `master_process off` keeps it one process: killing a
 /// master would leave its workers running.
