@@ -11,5 +11,6 @@ mod remote_helper;
 mod rules;
 mod scheduler;
 mod service;
+mod status;
 mod stream;
 mod stream_limits;

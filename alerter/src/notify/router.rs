@@ -43,6 +43,74 @@ struct Shared {
     workers: RwLock<Arc<BTreeMap<String, Arc<Worker>>>>,
     filter: Mutex<Filter>,
     counters: RouterCounters,
+    history: Arc<History>,
+}
+
+/// Notifications kept for the status page and `/api/v1/notifications`.
+pub const KEEP_NOTIFICATIONS: usize = 200;
+
+/// One notification (an event for one notifier) and what became of it, or one event muted
+/// before any notifier saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    /// When it was routed (ns since the epoch).
+    pub time: i64,
+    /// The notifier; empty for an event muted before routing.
+    pub notifier: String,
+    pub rule: String,
+    pub id: String,
+    pub level: String,
+    pub kind: String,
+    /// `queued`, `sent`, `failed`, `dropped` (queue full), `silenced` or `inhibited`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The last error, or why it was muted.
+    pub error: String,
+    /// When it was delivered or given up (ns; 0 while queued).
+    pub done: i64,
+    #[serde(skip)]
+    seq: u64,
+}
+
+/// The last [`KEEP_NOTIFICATIONS`] deliveries, updated in place as they progress.
+#[derive(Default)]
+struct History {
+    entries: Mutex<VecDeque<Delivery>>,
+    next: AtomicU64,
+}
+
+impl History {
+    /// Records a new entry; returns its number (to update it).
+    fn add(&self, e: &AlertEvent, notifier: &str, status: &str, error: String) -> u64 {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut q = lock(&self.entries);
+        if q.len() >= KEEP_NOTIFICATIONS {
+            q.pop_front();
+        }
+        q.push_back(Delivery {
+            time: now_ns(),
+            notifier: notifier.to_owned(),
+            rule: e.rule.clone(),
+            id: e.id.clone(),
+            level: e.level.as_str().to_owned(),
+            kind: crate::template::kind_str(e.kind).to_owned(),
+            status: status.to_owned(),
+            attempts: 0,
+            error,
+            done: 0,
+            seq,
+        });
+        seq
+    }
+
+    fn update(&self, seq: u64, f: impl FnOnce(&mut Delivery)) {
+        let mut q = lock(&self.entries);
+        // Entries are in seq order: the one wanted is near the end.
+        if let Some(d) = q.iter_mut().rev().find(|d| d.seq == seq) {
+            f(d);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -126,6 +194,7 @@ pub struct NotifierStats {
 }
 
 struct Worker {
+    history: Arc<History>,
     settings: NotifierSettings,
     notifier: Arc<dyn Notifier>,
     queue: Mutex<Queue>,
@@ -138,7 +207,8 @@ struct Worker {
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<Arc<AlertEvent>>,
+    /// Events and their [`History`] entries.
+    events: VecDeque<(Arc<AlertEvent>, u64)>,
     /// A send is in flight.
     busy: bool,
     closed: bool,
@@ -173,6 +243,7 @@ impl Router {
             workers: RwLock::new(Arc::new(BTreeMap::new())),
             filter: Mutex::new(Filter::default()),
             counters: RouterCounters::default(),
+            history: Arc::default(),
         });
         let router = Router { shared };
         router.replace(plan);
@@ -190,7 +261,7 @@ impl Router {
                 .get(&rn.settings.name)
                 .map(|w| w.counters.clone())
                 .unwrap_or_default();
-            let worker = Worker::spawn(rn, counters);
+            let worker = Worker::spawn(rn, counters, self.shared.history.clone());
             new.insert(worker.settings.name.clone(), worker);
         }
         for (name, w) in old.iter() {
@@ -342,7 +413,7 @@ impl Router {
                     continue;
                 }
                 c.received.fetch_add(1, Ordering::Relaxed);
-                if f.admit(&e, &self.shared.counters) {
+                if f.admit(&e, &self.shared.counters, &self.shared.history) {
                     deliver.push(Arc::new(e));
                 }
             }
@@ -426,6 +497,11 @@ impl Router {
         }
     }
 
+    /// The last notifications, oldest first.
+    pub fn history(&self) -> Vec<Delivery> {
+        lock(&self.shared.history.entries).iter().cloned().collect()
+    }
+
     /// The counters.
     pub fn stats(&self) -> RouterStats {
         let c = &self.shared.counters;
@@ -459,16 +535,23 @@ impl Router {
 
 impl Filter {
     /// Whether `e` may be sent; counts and logs when not.
-    fn admit(&mut self, e: &AlertEvent, c: &RouterCounters) -> bool {
+    fn admit(&mut self, e: &AlertEvent, c: &RouterCounters, history: &History) -> bool {
         let key = (e.rule.clone(), e.id.clone());
         if e.kind == EventKind::Recovery {
             let Some(why) = self.muted.remove(&key) else {
                 return true;
             };
-            match why {
-                Muted::Silenced => c.silenced.fetch_add(1, Ordering::Relaxed),
-                Muted::Inhibited => c.inhibited.fetch_add(1, Ordering::Relaxed),
+            let status = match why {
+                Muted::Silenced => {
+                    c.silenced.fetch_add(1, Ordering::Relaxed);
+                    "silenced"
+                }
+                Muted::Inhibited => {
+                    c.inhibited.fetch_add(1, Ordering::Relaxed);
+                    "inhibited"
+                }
             };
+            history.add(e, "", status, "its alert was not sent either".into());
             tracing::debug!(alert_id = %e.id, rule = %e.rule, "recovery muted: its alert was not sent either");
             return false;
         }
@@ -491,6 +574,11 @@ impl Filter {
         match reason {
             Some((why, reason)) => {
                 tracing::debug!(alert_id = %e.id, rule = %e.rule, level = %e.level, "{reason}");
+                let status = match why {
+                    Muted::Silenced => "silenced",
+                    Muted::Inhibited => "inhibited",
+                };
+                history.add(e, "", status, reason);
                 if self.muted.len() >= MAX_MUTED_INSTANCES {
                     self.muted.clear();
                 }
@@ -506,9 +594,14 @@ impl Filter {
 }
 
 impl Worker {
-    fn spawn(rn: RunningNotifier, counters: Arc<NotifierCounters>) -> Arc<Worker> {
+    fn spawn(
+        rn: RunningNotifier,
+        counters: Arc<NotifierCounters>,
+        history: Arc<History>,
+    ) -> Arc<Worker> {
         let (pending, _) = watch::channel(0);
         let worker = Arc::new(Worker {
+            history,
             settings: rn.settings,
             notifier: rn.notifier,
             queue: Mutex::new(Queue::default()),
@@ -528,9 +621,13 @@ impl Worker {
             return;
         }
         if q.events.len() >= self.settings.queue_size
-            && let Some(old) = q.events.pop_front()
+            && let Some((old, seq)) = q.events.pop_front()
         {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.history.update(seq, |d| {
+                d.status = "dropped".into();
+                d.done = now_ns();
+            });
             tracing::warn!(
                 notifier = %self.settings.name,
                 dropped_alert_id = %old.id,
@@ -538,7 +635,10 @@ impl Worker {
                 "queue full: oldest event dropped"
             );
         }
-        q.events.push_back(e);
+        let seq = self
+            .history
+            .add(&e, &self.settings.name, "queued", String::new());
+        q.events.push_back((e, seq));
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         self.publish(&q);
         drop(q);
@@ -546,7 +646,7 @@ impl Worker {
     }
 
     /// Closes the queue and takes what is still in it.
-    fn close(&self) -> Vec<Arc<AlertEvent>> {
+    fn close(&self) -> Vec<(Arc<AlertEvent>, u64)> {
         let mut q = lock(&self.queue);
         q.closed = true;
         let left: Vec<_> = q.events.drain(..).collect();
@@ -557,7 +657,7 @@ impl Worker {
     }
 
     /// Puts events taken from the previous worker of the same name in front of the queue.
-    fn prepend(&self, events: Vec<Arc<AlertEvent>>) {
+    fn prepend(&self, events: Vec<(Arc<AlertEvent>, u64)>) {
         if events.is_empty() {
             return;
         }
@@ -594,7 +694,7 @@ impl Worker {
                 next
             };
             match next {
-                Some(e) => self.deliver(&e).await,
+                Some((e, seq)) => self.deliver(&e, seq).await,
                 None => self.wake.notified().await,
             }
         }
@@ -624,11 +724,27 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, e: &Arc<AlertEvent>) {
+    async fn deliver(&self, e: &Arc<AlertEvent>, seq: u64) {
         let s = &self.settings;
         let mut retry = 0;
         loop {
             let result = self.attempt(e).await;
+            self.history.update(seq, |d| {
+                d.attempts = retry + 1;
+                match &result {
+                    Ok(()) => {
+                        d.status = "sent".into();
+                        d.done = now_ns();
+                    }
+                    Err(err) => {
+                        d.error = err.to_string();
+                        if !(err.is_retryable() && retry < s.retries) {
+                            d.status = "failed".into();
+                            d.done = now_ns();
+                        }
+                    }
+                }
+            });
             match result {
                 Ok(()) => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
