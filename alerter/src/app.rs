@@ -176,7 +176,7 @@ pub async fn run(
 /// on this host) is a warning, not a failure.
 async fn serve(
     stream: Option<&crate::stream::StreamSettings>,
-    http: &crate::api::HttpSettings,
+    http: &crate::config::HttpSettings,
     store: Option<Arc<MemorySource>>,
     api: Arc<crate::api::Api>,
 ) -> Result<Option<crate::stream::Receiver>, StartError> {

@@ -115,6 +115,40 @@ pub struct InfluxSource {
     pub timeout: Duration,
 }
 
+/// Where the status page listens in query mode when `[http]` does not say.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8187";
+
+/// The `[http]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Query mode: where the page and the API listen; empty: not served.
+    pub listen: String,
+    /// Needed off loopback (query mode; stream mode uses the `[stream]` token).
+    pub token: String,
+    /// Off loopback, serve GET requests without the token.
+    pub read_only_without_token: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The URL `wk-alerter silence` uses to reach the running alerter; empty: from `listen`.
+    pub url: String,
+    /// Whether `listen`, a token or TLS was set (stream mode refuses them).
+    pub listen_set: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: DEFAULT_LISTEN.into(),
+            token: String::new(),
+            read_only_without_token: false,
+            tls_cert: None,
+            tls_key: None,
+            url: String::new(),
+            listen_set: false,
+        }
+    }
+}
+
 /// A loaded, validated config.
 #[derive(Debug)]
 pub struct Config {
@@ -127,7 +161,7 @@ pub struct Config {
     /// `[actions]` and `[[actions.ssh]]`.
     pub actions: crate::actions::ActionsConfig,
     /// `[http]`: the status page and API.
-    pub http: crate::api::HttpSettings,
+    pub http: HttpSettings,
     pub warnings: Vec<Diag>,
 }
 
@@ -280,7 +314,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
             h
         }
         (Some((h, _)), _) => h,
-        (None, _) => crate::api::HttpSettings::default(),
+        (None, _) => HttpSettings::default(),
     };
     if diags.has_errors() {
         return Err(ConfigError {
@@ -301,12 +335,12 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
 
 /// `[http]`: where the status page and API listen in query mode, their token, and whether
 /// reading needs it.
-fn http_section(o: &mut Options<'_, '_>) -> crate::api::HttpSettings {
-    let d = crate::api::HttpSettings::default();
+fn http_section(o: &mut Options<'_, '_>) -> HttpSettings {
+    let d = HttpSettings::default();
     let listen_set = ["listen", "token", "token_file", "tls_cert", "tls_key"]
         .iter()
         .any(|k| o.has(k));
-    let h = crate::api::HttpSettings {
+    let h = HttpSettings {
         listen: o.string("listen", &d.listen),
         token: secret(o, "token"),
         read_only_without_token: o.bool("read_only_without_token", d.read_only_without_token),
@@ -658,6 +692,42 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("cannot read /nonexistent.pem"), "{e}");
+    }
+
+    #[test]
+    fn http_section() {
+        let c = load("[[sources.influxdb]]\n").unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8187");
+        assert!(!c.http.read_only_without_token && !c.http.listen_set);
+        let c = load(
+            "[[sources.influxdb]]\n[http]\n  listen = \"0.0.0.0:9000\"\n  token = \"${TOKEN}\"\n  read_only_without_token = true\n",
+        )
+        .unwrap();
+        assert!(c.http.read_only_without_token && c.http.listen_set);
+        assert!(
+            c.warnings[0].message.contains("plain HTTP"),
+            "{:?}",
+            c.warnings
+        );
+        // Off loopback without a token: refused at its line.
+        let e = load("[[sources.influxdb]]\n[http]\n  listen = \"0.0.0.0:9000\"\n").unwrap_err();
+        assert!(e.contains("wk.conf:3:") && e.contains("set a token"), "{e}");
+        let e = load("[[sources.influxdb]]\n[http]\n  listen = \"x\"\n  url = \"ftp://a\"\n")
+            .unwrap_err();
+        assert!(e.contains("wk.conf:3:") && e.contains("wk.conf:4:"), "{e}");
+        // Stream mode: one listener, the receiver's.
+        let e = load("[stream]\n  token = \"${TOKEN}\"\n[http]\n  listen = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("wk.conf:3:") && e.contains("[stream] listener"),
+            "{e}"
+        );
+        let c =
+            load("[stream]\n  token = \"${TOKEN}\"\n[http]\n  read_only_without_token = true\n")
+                .unwrap();
+        assert!(c.http.read_only_without_token);
+        let c = load("[[sources.influxdb]]\n[alerter]\n  summary_interval = \"0s\"\n").unwrap();
+        assert!(c.settings.summary_interval.is_zero());
     }
 
     #[test]

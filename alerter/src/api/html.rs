@@ -33,7 +33,7 @@ pub fn esc(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:72em;padding:.5em;\
 color:#222}h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.5em}table{border-collapse:collapse;\
 width:100%}td,th{text-align:left;padding:.25em .4em;border-bottom:1px solid #ddd;vertical-align:top;\
-overflow-wrap:anywhere}.wrap{overflow-x:auto}.crit{color:#b00;font-weight:bold}.warn{color:#a60;\
+overflow-wrap:anywhere}td.crit,td.warn,td.info{overflow-wrap:normal}.wrap{overflow-x:auto}.crit{color:#b00;font-weight:bold}.warn{color:#a60;\
 font-weight:bold}.info{color:#06a}.muted{color:#777}.tag{font-family:monospace;font-size:.9em}\
 .counts span{display:inline-block;margin-right:1em}form{margin:.2em 0}input,select,button{font-size:1em}\
 details summary{cursor:pointer;color:#06a}@media(max-width:40em){td,th{display:block;border:0;\

@@ -34,57 +34,13 @@ use crate::actions::engine::Engine;
 use crate::config::Config;
 use crate::notify::Router;
 use crate::notify::silence_store as store;
+pub use crate::stream::Access;
 use crate::stream::http::{Head, Response};
 use crate::template::format_rfc3339 as rfc3339;
 use board::Board;
 
-/// Where the status page listens in query mode when `[http]` does not say.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8187";
-
 /// Largest request body the API reads (a silence).
 pub const MAX_BODY: u64 = 64 * 1024;
-
-/// The `[http]` table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpSettings {
-    /// Query mode: where the page and the API listen; empty: not served.
-    pub listen: String,
-    /// Needed off loopback (query mode; stream mode uses the `[stream]` token).
-    pub token: String,
-    /// Off loopback, serve GET requests without the token.
-    pub read_only_without_token: bool,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// The URL `wk-alerter silence` uses to reach the running alerter; empty: from `listen`.
-    pub url: String,
-    /// Whether `listen`, a token or TLS was set (stream mode refuses them).
-    pub listen_set: bool,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            listen: DEFAULT_LISTEN.into(),
-            token: String::new(),
-            read_only_without_token: false,
-            tls_cert: None,
-            tls_key: None,
-            url: String::new(),
-            listen_set: false,
-        }
-    }
-}
-
-/// What a request may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Everything (loopback, or the token).
-    Full,
-    /// Reads only (`read_only_without_token`).
-    Read,
-    /// Nothing: 401.
-    Denied,
-}
 
 /// The API's state: the board the scheduler publishes, the router and engine it reads, the
 /// silence store it writes.
@@ -105,6 +61,24 @@ pub struct Api {
 /// Whether `path` is the API's (the rest is the stream receiver's).
 pub fn is_api_path(path: &str) -> bool {
     path == "/" || path == "/metrics" || path.starts_with("/api/v1/")
+}
+
+impl crate::stream::Routes for Api {
+    fn serves(&self, path: &str) -> bool {
+        is_api_path(path)
+    }
+    fn access(&self, head: &Head, loopback: bool, token: bool) -> Access {
+        Api::access(self, head, loopback, token)
+    }
+    fn max_body(&self) -> u64 {
+        MAX_BODY
+    }
+    fn handle(&self, head: &Head, body: &[u8], access: Access) -> Response {
+        Api::handle(self, head, body, access)
+    }
+    fn stream_stats(&self, stats: Arc<crate::stream::Stats>) {
+        self.set_stream_stats(stats);
+    }
 }
 
 /// Whether a `Host` header names this machine by a loopback name or address.
@@ -353,13 +327,13 @@ impl Api {
                 Err(e) => return error(400, format!("invalid silence: {e}")),
             }
         };
-        match self.add(&new, head, now) {
+        match self.add(&new, form, now) {
             Ok(s) => Self::done(form, json_response(200, &silence_json(&s, now))),
             Err(e) => error(400, e),
         }
     }
 
-    fn add(&self, n: &NewSilence, head: &Head, now: i64) -> Result<store::Stored, String> {
+    fn add(&self, n: &NewSilence, form: bool, now: i64) -> Result<store::Stored, String> {
         use crate::notify::text::parse_rfc3339;
         if n.comment.trim().is_empty() {
             return Err("a comment is required: why, and who asked".into());
@@ -379,12 +353,10 @@ impl Api {
             (None, Some(t)) => parse_rfc3339(t).map_err(|e| format!("ends: {e}"))?,
             _ => return Err("give either duration (e.g. \"2h\") or ends (RFC 3339)".into()),
         };
-        let by = n.created_by.clone().unwrap_or_else(|| {
-            format!(
-                "api@{}",
-                head.header("x-forwarded-for").unwrap_or("status page")
-            )
-        });
+        let by = n
+            .created_by
+            .clone()
+            .unwrap_or_else(|| if form { "status page" } else { "api" }.to_owned());
         let s = {
             let _one = self.silences.lock().unwrap_or_else(PoisonError::into_inner);
             store::add(

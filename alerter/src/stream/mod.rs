@@ -128,6 +128,33 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// that have it; see [`conns`]).
 pub const MAX_PENDING: usize = MAX_CONNECTIONS / 2;
 
+/// What a request for the extra [`Routes`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything (loopback, or the token).
+    Full,
+    /// Reads only (`read_only_without_token`).
+    Read,
+    /// Nothing: 401.
+    Denied,
+}
+
+/// More routes served by the same listener: the status page and API ([`crate::api`]),
+/// which this server knows only through this contract.
+pub trait Routes: Send + Sync {
+    /// Whether `path` is one of these routes.
+    fn serves(&self, path: &str) -> bool;
+    /// What the request may do: `loopback` says the listener is on loopback, `token` that
+    /// the request carries the token.
+    fn access(&self, head: &Head, loopback: bool, token: bool) -> Access;
+    /// Largest body read for a change.
+    fn max_body(&self) -> u64;
+    /// The answer (the body already read when access is [`Access::Full`]).
+    fn handle(&self, head: &Head, body: &[u8], access: Access) -> Response;
+    /// The receiver's counters, in stream mode.
+    fn stream_stats(&self, stats: Arc<Stats>);
+}
+
 /// Counters of the receiver (for logs and tests).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -150,7 +177,7 @@ struct Shared {
     /// Where writes go; `None`: query mode, the server only serves the API.
     store: Option<Arc<MemorySource>>,
     /// The status page and API, when served here.
-    api: Option<Arc<crate::api::Api>>,
+    api: Option<Arc<dyn Routes>>,
     /// The listener is on a loopback address (the API needs no token then).
     loopback: bool,
     /// SHA-256 of the token: candidates are hashed too, so the compare leaks not even the
@@ -192,7 +219,7 @@ impl Receiver {
     pub async fn start_with(
         settings: &StreamSettings,
         store: Option<Arc<MemorySource>>,
-        api: Option<Arc<crate::api::Api>>,
+        api: Option<Arc<dyn Routes>>,
     ) -> std::io::Result<Receiver> {
         let listener = TcpListener::bind(&settings.listen).await?;
         let addr = listener.local_addr()?;
@@ -200,7 +227,7 @@ impl Receiver {
         if let Some(api) = &api
             && store.is_some()
         {
-            api.set_stream_stats(stats.clone());
+            api.stream_stats(stats.clone());
         }
         let shared = Arc::new(Shared {
             auth_log: AuthFailures::default(),
@@ -501,9 +528,9 @@ async fn route(
     let v2 = head.path.starts_with("/api/v2/");
     let method = head.method.as_str();
     if let Some(api) = &shared.api
-        && crate::api::is_api_path(&head.path)
+        && api.serves(&head.path)
     {
-        return serve_api(api, head, body, shared, ticket, peer).await;
+        return serve_api(api.as_ref(), head, body, shared, ticket, peer).await;
     }
     if shared.store.is_none() && head.path != "/ping" && head.path != "/health" {
         return error_v1(404, "path not found (see docs/api.md)");
@@ -572,14 +599,13 @@ async fn route(
 /// A request for the status page or API: access decided on the head (loopback listener, the
 /// token, `read_only_without_token`), then the body read (bounded) for changes.
 async fn serve_api(
-    api: &crate::api::Api,
+    api: &dyn Routes,
     head: &Head,
     body: Incoming,
     shared: &Shared,
     ticket: &Ticket,
     peer: SocketAddr,
 ) -> Response {
-    use crate::api::Access;
     let token = authorized(head, &shared.token_digest);
     let access = api.access(head, shared.loopback, token);
     if token {
@@ -599,7 +625,7 @@ async fn serve_api(
     let bytes = if reading || access != Access::Full {
         Vec::new()
     } else {
-        match read_body(body, crate::api::MAX_BODY, shared).await {
+        match read_body(body, api.max_body(), shared).await {
             Ok(b) => b,
             Err(resp) => return resp,
         }
