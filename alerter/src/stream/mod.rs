@@ -13,6 +13,7 @@
 //! | any other `/query` | 400: stream mode answers no queries |
 //! | `GET`/`HEAD /ping` | 204 (no token needed, as InfluxDB) |
 //! | `GET /health` | 200 `{"status":"pass"}` (no token needed) |
+//! | `/`, `/api/v1/…`, `/metrics` | the status page and API ([`Routes`], docs/api.md): no token on a loopback listener |
 //!
 //! Every other request needs the token: `Authorization: Token <t>` or `Bearer <t>`, Basic with
 //! the token as password (any user name), or the `p=` query parameter; else 401 with InfluxDB's
