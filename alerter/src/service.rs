@@ -510,7 +510,7 @@ impl Service {
     /// each alert it had muted that still fires, as Alertmanager does.
     fn sync_silences(&mut self, now: i64) {
         let dir = &self.config.settings.state_dir;
-        match crate::notify::silence_store::active_silences(dir) {
+        match crate::notify::silence_store::router_silences(dir) {
             Ok(silences) => self.router.set_run_silences(silences),
             Err(e) => warn!("cannot read the silences made at run time (kept as they were): {e}"),
         }

@@ -395,6 +395,15 @@ fn rules_silences_metrics_and_the_summary_line() {
     );
     let (status, _) = http(&addr, "DELETE", "/api/v1/silences/nope", &[], "");
     assert_eq!(status, 404);
+    // A body-less POST is a "simple" request a page of another origin can send: refused.
+    let (status, _) = http(
+        &addr,
+        "POST",
+        &format!("/api/v1/silences/{id}/expire"),
+        &[("Origin", "http://evil.example")],
+        "",
+    );
+    assert_eq!(status, 403);
     let (status, body) = http(
         &addr,
         "POST",
@@ -578,4 +587,16 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     let (_, list, err) = cli(&["silence", "list"]);
     assert!(!err.contains("does not answer"), "{err}");
     assert!(list.contains(&id2) && !list.contains(&id), "{list}");
+    // Pointed at another alerter (two on one host), the command refuses instead of
+    // silencing there.
+    let other = Alerter::start(&stream_section(), "");
+    std::fs::write(
+        &cli_conf,
+        format!("{conf}\n[http]\n  url = \"http://{}\"\n", other.addr()),
+    )
+    .unwrap();
+    let (code, _, err) = cli(&add);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("keeps its state in"), "{err}");
+    assert!(!other.log().contains("through the API"), "{}", other.log());
 }

@@ -71,7 +71,7 @@ pub fn silence(
     now: i64,
 ) -> Result<(String, Option<String>), String> {
     if let Some((url, token)) = endpoint(cfg) {
-        match through_api(&url, &token, req, now)? {
+        match through_api(&url, &token, &cfg.settings.state_dir, req, now)? {
             Some(out) => return Ok((out, None)),
             None => {
                 let note = format!(
@@ -132,6 +132,7 @@ fn stored(v: &Json) -> Option<Stored> {
 fn through_api(
     url: &str,
     token: &str,
+    state_dir: &std::path::Path,
     req: &SilenceRequest,
     now: i64,
 ) -> Result<Option<String>, String> {
@@ -151,6 +152,33 @@ fn through_api(
                 r.bearer_auth(token)
             }
         };
+        // Another alerter may hold the address (two on one host): only the one whose state
+        // dir is this config's may take the request.
+        let status = match with_token(client.get(format!("{url}/api/v1/status")))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Ok(None),
+            Err(e) => return Err(format!("{url}: {e}")),
+        };
+        if !status.status().is_success() {
+            return Err(format!("{url}/api/v1/status: {}", status.status()));
+        }
+        let status: Json = status
+            .json()
+            .await
+            .map_err(|e| format!("{url}: unreadable answer: {e}"))?;
+        let theirs = status["state_dir"].as_str().unwrap_or_default();
+        if let Ok(ours) = std::fs::canonicalize(state_dir)
+            && std::path::Path::new(theirs) != ours
+        {
+            return Err(format!(
+                "the alerter at {url} keeps its state in {theirs}, not in {} (this config's): \
+                 set [http] url to this alerter's address",
+                ours.display()
+            ));
+        }
         let request = match req {
             SilenceRequest::Add {
                 matchers,

@@ -272,12 +272,14 @@ impl Api {
         !origin_host.eq_ignore_ascii_case(host)
     }
 
-    /// Checks a change request's form: JSON (`application/json`) or a same-origin form.
+    /// Checks a change request: never from a page of another origin (a body-less POST is a
+    /// "simple" request browsers send cross-site without asking); JSON
+    /// (`application/json`) or a form.
     fn change_allowed(head: &Head) -> Result<bool, Response> {
+        if Self::cross_site(head) {
+            return Err(error(403, "request from a page of another origin refused"));
+        }
         if Self::is_form(head) {
-            if Self::cross_site(head) {
-                return Err(error(403, "form post from another origin refused"));
-            }
             return Ok(true);
         }
         match head.header("content-type") {
@@ -397,7 +399,7 @@ impl Api {
     /// The router sees a change at once; the scheduler's rescan re-notifies what an expired
     /// silence muted.
     fn apply_silences(&self) {
-        match crate::notify::silence_store::active_silences(&self.state_dir) {
+        match crate::notify::silence_store::router_silences(&self.state_dir) {
             Ok(s) => self.router.set_run_silences(s),
             Err(e) => tracing::warn!("cannot re-read the silences: {e}"),
         }
@@ -407,6 +409,9 @@ impl Api {
     fn status_json(&self, now: i64) -> Json {
         let b = self.board.get();
         json!({
+            // The silence command checks it talks to the alerter of its config.
+            "state_dir": std::fs::canonicalize(&self.state_dir)
+                .unwrap_or_else(|_| self.state_dir.clone()),
             "started": time_json(b.started),
             "source": b.source,
             "counts": b.counts(&self.router, now),

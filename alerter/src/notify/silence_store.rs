@@ -54,7 +54,7 @@ pub fn load(state_dir: &Path) -> Result<Vec<Stored>, String> {
 
 /// The stored silences as the router applies them (a stored one that no longer parses is
 /// logged and left out).
-pub fn active_silences(state_dir: &Path) -> Result<Vec<Silence>, String> {
+pub fn router_silences(state_dir: &Path) -> Result<Vec<Silence>, String> {
     Ok(load(state_dir)?
         .iter()
         .filter_map(|s| {
