@@ -361,6 +361,37 @@ fn rules_silences_metrics_and_the_summary_line() {
             && r["rules"][0]["version"] != r["rules"][0]["file_version"]
     });
 
+    // A recovery action (a diagnosis that changes nothing) is listed with its result.
+    std::fs::write(
+        a.dir.path().join("rules/top.rhai"),
+        r#"
+rule(#{ every: "1s", notify: ["log"],
+        actions: [#{ action: "top_processes", by: "cpu", n: 3, on: "CRITICAL" }] });
+fn check() {
+    let s = query("load").field("v").range("1h").last().group_by("host").run();
+    for x in s { x.crit(x.value > 1.0); }
+    s
+}
+"#,
+    )
+    .unwrap();
+    wait_for("top.rhai loaded", T, || {
+        a.log().contains("rule loaded rule=top")
+    });
+    a.write("load,host=localhost v=5\n");
+    wait_for("the action listed", T, || {
+        let (_, body) = http(&addr, "GET", "/api/v1/actions", &[], "");
+        json(&body)["actions"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|x| x["action"] == "top_processes" && x["status"] == "diagnosed")
+        })
+    });
+    let (_, body) = http(&addr, "GET", "/api/v1/actions", &[], "");
+    let action = &json(&body)["actions"][0];
+    assert_eq!(action["rule"], "top", "{action}");
+    assert_eq!(action["ran_on"], "local", "{action}");
+    assert!(action["time"].as_str().unwrap().ends_with('Z'), "{action}");
+
     let (status, metrics) = http(&addr, "GET", "/metrics", &[], "");
     assert_eq!(status, 200);
     for line in [
@@ -368,6 +399,7 @@ fn rules_silences_metrics_and_the_summary_line() {
         "wk_alerter_notifier_sent{notifier=\"log\"} ",
         "wk_alerter_alerts_firing ",
         "wk_alerter_stream_points ",
+        "wk_alerter_actions_recent{status=\"diagnosed\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
@@ -443,7 +475,9 @@ fn rules_silences_metrics_and_the_summary_line() {
     let log = a.log();
     let line = log.lines().find(|l| l.contains("summary: ")).unwrap();
     assert!(
-        line.contains("1 rules") && line.contains("firing") && line.contains("status page http://"),
+        line.contains(" rules (")
+            && line.contains("firing")
+            && line.contains("status page http://"),
         "{line}"
     );
 }
