@@ -249,13 +249,23 @@ impl Service {
         };
         let mut builtin = self.meta.current(&self.meta_settings(), now);
         builtin.extend(self.source_health.current(&self.source_settings(), now));
-        let self_metrics = self.self_metrics(now);
+        // After one evaluation only its rule's entries change: the cost stays per evaluation,
+        // not per rule loaded.
+        let metric = |name: &str| {
+            self.counts
+                .get(name)
+                .map(|c| (name.to_owned(), rule_metric(name, c, now)))
+        };
         self.board.update(|b| {
-            b.self_metrics = self_metrics;
             match only {
                 Some(p) => {
                     if let Some(slot) = self.slots.get(p) {
                         b.rules.insert(p.to_owned(), view(p, slot));
+                        if let Some((name, m)) =
+                            slot.rule.as_ref().and_then(|r| metric(&r.settings().name))
+                        {
+                            b.self_metrics.insert(name, m);
+                        }
                     }
                 }
                 None => {
@@ -264,6 +274,7 @@ impl Service {
                         .iter()
                         .map(|(p, slot)| (p.clone(), view(p, slot)))
                         .collect();
+                    b.self_metrics = self.counts.keys().filter_map(|name| metric(name)).collect();
                 }
             }
             b.builtin = builtin;
@@ -318,24 +329,7 @@ impl Service {
     pub fn self_metrics(&self, now: i64) -> Vec<wk_core::metric::Metric> {
         self.counts
             .iter()
-            .map(|(rule, c)| {
-                let mut m = wk_core::metric::Metric::new("wk_alerter", now)
-                    .with_tag("rule", rule.as_str())
-                    .with_field("evaluations", c.evaluations)
-                    .with_field("evaluation_failures", c.failures.values().sum::<u64>());
-                for kind in [
-                    FailureKind::Source,
-                    FailureKind::Script,
-                    FailureKind::Timeout,
-                    FailureKind::BadReturn,
-                ] {
-                    m.add_field(
-                        format!("evaluation_failures_{}", kind.as_str()),
-                        c.failures.get(&kind).copied().unwrap_or(0),
-                    );
-                }
-                m
-            })
+            .map(|(rule, c)| rule_metric(rule, c, now))
             .collect()
     }
 
@@ -1128,6 +1122,26 @@ impl Scanner {
             })
             .collect())
     }
+}
+
+/// One rule's `wk_alerter` self-metric.
+fn rule_metric(rule: &str, c: &EvalCounts, now: i64) -> wk_core::metric::Metric {
+    let mut m = wk_core::metric::Metric::new("wk_alerter", now)
+        .with_tag("rule", rule)
+        .with_field("evaluations", c.evaluations)
+        .with_field("evaluation_failures", c.failures.values().sum::<u64>());
+    for kind in [
+        FailureKind::Source,
+        FailureKind::Script,
+        FailureKind::Timeout,
+        FailureKind::BadReturn,
+    ] {
+        m.add_field(
+            format!("evaluation_failures_{}", kind.as_str()),
+            c.failures.get(&kind).copied().unwrap_or(0),
+        );
+    }
+    m
 }
 
 /// "One dead host = one page": NoData events of instances tagged `host` are folded per host.

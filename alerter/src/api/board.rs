@@ -30,8 +30,8 @@ pub struct BoardData {
     pub rules: BTreeMap<PathBuf, RuleView>,
     /// Alerts of the built-in rules (`wk_rules`: files that do not load; `wk_source`).
     pub builtin: Vec<Current>,
-    /// The scheduler's counters (`wk_alerter`, one per rule).
-    pub self_metrics: Vec<wk_core::metric::Metric>,
+    /// The scheduler's counters (`wk_alerter`, one per rule), by rule name.
+    pub self_metrics: BTreeMap<String, wk_core::metric::Metric>,
 }
 
 /// One rule file as the scheduler runs it.

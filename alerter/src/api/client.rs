@@ -212,6 +212,8 @@ fn through_api(
                 body["error"].as_str().unwrap_or("")
             ));
         }
+        // The server's times are whole seconds of its clock: judge them after its answer.
+        let now = now.max(crate::clock::now_ns());
         let out = match req {
             SilenceRequest::Add { .. } => body["id"].as_str().unwrap_or_default().to_owned(),
             SilenceRequest::List { all } => {

@@ -64,7 +64,7 @@ impl Api {
     pub fn self_metrics(&self, now: i64) -> Vec<Metric> {
         let b = self.board.get();
         let c = b.counts(&self.router, now);
-        let mut out = b.self_metrics.clone();
+        let mut out: Vec<Metric> = b.self_metrics.values().cloned().collect();
         out.push(
             Metric::new("wk_alerter_alerts", now)
                 .with_field("firing", c.firing as u64)
