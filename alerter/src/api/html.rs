@@ -372,22 +372,9 @@ mod tests {
 
     #[test]
     fn silence_matchers_for_an_alert_are_exact() {
-        use crate::model::{AlertEvent, EventKind, Level};
-        let mut e = AlertEvent {
+        let mut e = crate::model::AlertEvent {
             rule: "cpu".into(),
-            id: String::new(),
-            message: String::new(),
-            details: String::new(),
-            kind: EventKind::Alert,
-            level: Level::Critical,
-            previous_level: Level::Ok,
-            tags: Default::default(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: std::time::Duration::ZERO,
-            notify: Vec::new(),
-            category: None,
+            ..Default::default()
         };
         e.tags.insert("host".into(), "web1".into());
         e.tags.insert("path".into(), "/a b*".into());
