@@ -32,8 +32,9 @@ pub enum StartError {
     NoSource(String),
     #[error("[[sources.*]] {url}: {message}")]
     Source { url: String, message: String },
-    #[error("[stream] cannot listen on {listen}: {source}")]
+    #[error("[{section}] cannot listen on {listen}: {source}")]
     Listen {
+        section: &'static str,
         listen: String,
         source: std::io::Error,
     },
@@ -115,36 +116,50 @@ pub async fn run(
     // The loader guarantees exactly one of [[sources.*]] and [stream].
     let source_cfg = cfg.sources.first().cloned();
     let stream_cfg = cfg.stream.clone();
-    // Stream mode: the receiver lives as long as this function (dropping it stops it).
-    let mut _receiver = None;
-    let (source, label): (Arc<dyn QuerySource>, String) = match (&source_cfg, &stream_cfg) {
-        (Some(sc), _) => {
-            let source = query_source(sc, tokio::runtime::Handle::current()).ok_or_else(|| {
-                StartError::Source {
-                    url: sc.url.clone(),
-                    message: "cannot build the client".into(),
-                }
-            })?;
-            (source, sc.url.clone())
-        }
-        (None, Some(st)) => {
-            let store = Arc::new(MemorySource::new());
-            let receiver = crate::stream::Receiver::start(st, store.clone())
-                .await
-                .map_err(|source| StartError::Listen {
-                    listen: st.listen.to_string(),
-                    source,
-                })?;
-            crate::stream::log_listening(&receiver, st);
-            let label = format!("stream http://{}", receiver.local_addr());
-            _receiver = Some(receiver);
-            (store, label)
-        }
-        (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
-    };
-    info!(rules_dir = %cfg.settings.rules_dir.display(), source = %label, "wk-alerter starting");
+    let http_cfg = cfg.http.clone();
+    let (source, store, label): (Arc<dyn QuerySource>, Option<Arc<MemorySource>>, String) =
+        match (&source_cfg, &stream_cfg) {
+            (Some(sc), _) => {
+                let source =
+                    query_source(sc, tokio::runtime::Handle::current()).ok_or_else(|| {
+                        StartError::Source {
+                            url: sc.url.clone(),
+                            message: "cannot build the client".into(),
+                        }
+                    })?;
+                (source, None, sc.url.clone())
+            }
+            (None, Some(_)) => {
+                let store = Arc::new(MemorySource::new());
+                (store.clone(), Some(store), "stream".into())
+            }
+            (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
+        };
+    let state_dir = cfg.settings.state_dir.clone();
+    let rules_dir = cfg.settings.rules_dir.clone();
     let service = Service::new(cfg, source);
+    let board = service.board();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let api = Arc::new(crate::api::Api::new(
+        board.clone(),
+        service.router().clone(),
+        service.engine().clone(),
+        state_dir,
+        reload_tx.clone(),
+        http_cfg.read_only_without_token,
+    ));
+    // One HTTP server: the stream receiver with the API, or (query mode) the API alone.
+    // It lives as long as this function (dropping it stops it).
+    let _server = serve(stream_cfg.as_ref(), &http_cfg, store, api).await?;
+    let label = match &_server {
+        Some(s) if stream_cfg.is_some() => format!("stream http://{}", s.local_addr()),
+        _ => label,
+    };
+    board.update(|b| {
+        b.started = crate::clock::now_ns();
+        b.source = label.clone();
+    });
+    info!(rules_dir = %rules_dir.display(), source = %label, "wk-alerter starting");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(service.run(
         async {
@@ -169,6 +184,76 @@ pub async fn run(
     let _ = stop_tx.send(());
     let _ = running.await;
     Ok(())
+}
+
+/// Starts the alerter's HTTP server: the stream receiver (stream mode) or `[http] listen`
+/// (query mode), with the status page and API; says where the page is. In query mode
+/// without an `[http]` listen of its own, a default address already in use (another alerter
+/// on this host) is a warning, not a failure.
+async fn serve(
+    stream: Option<&crate::stream::StreamSettings>,
+    http: &crate::config::HttpSettings,
+    store: Option<Arc<MemorySource>>,
+    api: Arc<crate::api::Api>,
+) -> Result<Option<crate::stream::Receiver>, StartError> {
+    let board = api.clone();
+    let (settings, section) = match stream {
+        Some(st) => (st.clone(), "stream"),
+        None if http.listen.is_empty() => {
+            info!("status page off ([http] listen = \"\")");
+            return Ok(None);
+        }
+        None => (
+            crate::stream::StreamSettings {
+                listen: http.listen.clone(),
+                token: http.token.clone(),
+                tls_cert: http.tls_cert.clone(),
+                tls_key: http.tls_key.clone(),
+                ..Default::default()
+            },
+            "http",
+        ),
+    };
+    let server = match crate::stream::Receiver::start_with(&settings, store, Some(api)).await {
+        Ok(s) => s,
+        Err(e)
+            if stream.is_none()
+                && !http.listen_set
+                && e.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            warn!(
+                "status page not served: {} is in use (another wk-alerter?); set [http] listen",
+                settings.listen
+            );
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(StartError::Listen {
+                section,
+                listen: settings.listen.clone(),
+                source,
+            });
+        }
+    };
+    if stream.is_some() {
+        crate::stream::log_listening(&server, &settings);
+    }
+    let scheme = if settings.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut addr = server.local_addr();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("{scheme}://{addr}/");
+    info!(
+        listen = %server.local_addr(),
+        "status page at {url} (JSON API under {url}api/v1/, metrics at {url}metrics)"
+    );
+    board.board().set_url(url);
+    Ok(Some(server))
 }
 
 /// A runtime for the alerter. Rules run on the blocking pool and wait for InfluxDB answers

@@ -33,6 +33,9 @@
 //! window = "1h"
 //! max_points = 100000
 //! ```
+//!
+//! The status page and JSON API (`[http]`, docs/api.md) are served on the stream listener in
+//! stream mode, and on `[http] listen` (default `127.0.0.1:8187`) in query mode.
 
 use crate::stream::MIN_TOKEN_LEN;
 pub use crate::stream::StreamSettings;
@@ -70,6 +73,9 @@ pub struct Settings {
     /// After the source answers again, how long series missing from results do not go
     /// NoData (the agents re-send what they buffered during the outage).
     pub source_recovery_grace: Duration,
+    /// How often one summary line (rules evaluated, firing, silenced, actions) is logged;
+    /// zero: never.
+    pub summary_interval: Duration,
 }
 
 impl Settings {
@@ -98,6 +104,7 @@ impl Default for Settings {
             evaluation_delay: None,
             source_outage_after: Duration::from_secs(30),
             source_recovery_grace: Duration::from_secs(60),
+            summary_interval: Duration::from_secs(60),
         }
     }
 }
@@ -142,6 +149,40 @@ pub struct InfluxSource {
     pub timeout: Duration,
 }
 
+/// Where the status page listens in query mode when `[http]` does not say.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8187";
+
+/// The `[http]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Query mode: where the page and the API listen; empty: not served.
+    pub listen: String,
+    /// Needed off loopback (query mode; stream mode uses the `[stream]` token).
+    pub token: String,
+    /// Off loopback, serve GET requests without the token.
+    pub read_only_without_token: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The URL `wk-alerter silence` uses to reach the running alerter; empty: from `listen`.
+    pub url: String,
+    /// Whether `listen`, a token or TLS was set (stream mode refuses them).
+    pub listen_set: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: DEFAULT_LISTEN.into(),
+            token: String::new(),
+            read_only_without_token: false,
+            tls_cert: None,
+            tls_key: None,
+            url: String::new(),
+            listen_set: false,
+        }
+    }
+}
+
 /// A loaded, validated config.
 #[derive(Debug)]
 pub struct Config {
@@ -153,6 +194,8 @@ pub struct Config {
     pub notify: NotifyPlan,
     /// `[actions]` and `[[actions.ssh]]`.
     pub actions: crate::actions::ActionsConfig,
+    /// `[http]`: the status page and API.
+    pub http: HttpSettings,
     pub warnings: Vec<Diag>,
 }
 
@@ -203,6 +246,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     let mut stream = None;
     let mut notify = NotifyPlan::default();
     let mut actions = crate::actions::ActionsConfig::default();
+    let mut http = None;
     match DeTable::parse(&src.text) {
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
@@ -232,10 +276,16 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                         o.finish();
                         stream = Some((s, value.span().start));
                     }
+                    ("http", DeValue::Table(t)) => {
+                        let mut o =
+                            Options::new(&src, "http", t, value.span().start, &mut diags, env);
+                        http = Some((http_section(&mut o), value.span().start));
+                        o.finish();
+                    }
                     ("notifiers" | "silences" | "actions", _) => {}
                     (name, _) => {
                         let msg = format!(
-                            "unsupported config section [{name}]: expected alerter, sources, stream, notifiers, silences or actions"
+                            "unsupported config section [{name}]: expected alerter, sources, stream, http, notifiers, silences or actions"
                         );
                         diags.push(src.diag(Severity::Error, key.span().start, msg));
                     }
@@ -292,6 +342,21 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         )),
         _ => {}
     }
+    let http = match (http, &stream) {
+        // Stream mode: one listener, the stream receiver's, serves the page and the API.
+        (Some((h, at)), Some(_)) if h.listen_set => {
+            diags.push(src.diag(
+                Severity::Error,
+                at,
+                "[http] listen, token and tls_* are for query mode: in stream mode the status \
+                 page and the API are served on the [stream] listener with its token (only \
+                 read_only_without_token and url may be set here)",
+            ));
+            h
+        }
+        (Some((h, _)), _) => h,
+        (None, _) => HttpSettings::default(),
+    };
     if diags.has_errors() {
         return Err(ConfigError {
             errors: diags.errors().cloned().collect(),
@@ -304,8 +369,97 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         stream: stream.map(|(s, _)| s),
         notify,
         actions,
+        http,
         warnings: diags.warnings().cloned().collect(),
     })
+}
+
+/// `[http]`: where the status page and API listen in query mode, their token, and whether
+/// reading needs it.
+fn http_section(o: &mut Options<'_, '_>) -> HttpSettings {
+    let d = HttpSettings::default();
+    let listen_set = ["listen", "token", "token_file", "tls_cert", "tls_key"]
+        .iter()
+        .any(|k| o.has(k));
+    let h = HttpSettings {
+        listen: o.string("listen", &d.listen),
+        token: secret(o, "token"),
+        read_only_without_token: o.bool("read_only_without_token", d.read_only_without_token),
+        tls_cert: o.opt_string("tls_cert").map(PathBuf::from),
+        tls_key: o.opt_string("tls_key").map(PathBuf::from),
+        url: o.string("url", ""),
+        listen_set,
+    };
+    match (&h.tls_cert, &h.tls_key) {
+        (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
+        (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
+        _ => {}
+    }
+    for (key, path) in [("tls_cert", &h.tls_cert), ("tls_key", &h.tls_key)] {
+        if let Some(p) = path
+            && let Err(e) = std::fs::File::open(p)
+        {
+            o.error_at(key, format!("cannot read {}: {e}", p.display()));
+        }
+    }
+    if !h.listen.is_empty() {
+        match h.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => o.error_at(
+                "listen",
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:8187\"; \"\" turns the \
+                     status page off)",
+                    h.listen
+                ),
+            ),
+            Ok(addr) if !addr.ip().is_loopback() && h.token.is_empty() => o.error_at(
+                "listen",
+                format!(
+                    "{} is reachable from other hosts: set a token (token = \"${{WK_HTTP_TOKEN}}\" \
+                     or token_file) or listen on loopback",
+                    h.listen
+                ),
+            ),
+            Ok(addr) if !addr.ip().is_loopback() && h.tls_cert.is_none() => o.warn_at(
+                "listen",
+                format!(
+                    "{} is reachable from other hosts over plain HTTP: the token travels in \
+                     clear (set tls_cert and tls_key)",
+                    h.listen
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if h.token.contains("${") {
+        o.error_at(
+            "token",
+            format!(
+                "{:?} names an environment variable that is not set",
+                h.token
+            ),
+        );
+    } else if !h.token.is_empty() && h.token.chars().count() < MIN_TOKEN_LEN {
+        let key = if o.has("token_file") {
+            "token_file"
+        } else {
+            "token"
+        };
+        o.error_at(
+            key,
+            format!(
+                "the token has {} characters; use at least {MIN_TOKEN_LEN} random ones",
+                h.token.chars().count()
+            ),
+        );
+    }
+    if !(h.url.is_empty() || h.url.starts_with("http://") || h.url.starts_with("https://")) {
+        o.error_at(
+            "url",
+            format!("{:?} is not an http:// or https:// URL", h.url),
+        );
+    }
+    h
 }
 
 /// `[alerter]`: where rules and state live, reload and evaluation limits.
@@ -337,6 +491,7 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
     settings.source_outage_after = o.duration("source_outage_after", settings.source_outage_after);
     settings.source_recovery_grace =
         o.duration("source_recovery_grace", settings.source_recovery_grace);
+    settings.summary_interval = o.duration("summary_interval", settings.summary_interval);
     if settings.reload_interval.is_zero() {
         o.error_at("reload_interval", "must be greater than 0");
     }
@@ -632,6 +787,42 @@ mod tests {
         assert!(e.contains("only one [[sources.*]]"), "{e}");
         let e = load("[[sources.prometheus]]\n").unwrap_err();
         assert!(e.contains("expected influxdb or victoriametrics"), "{e}");
+    }
+
+    #[test]
+    fn http_section() {
+        let c = load("[[sources.influxdb]]\n").unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8187");
+        assert!(!c.http.read_only_without_token && !c.http.listen_set);
+        let c = load(
+            "[[sources.influxdb]]\n[http]\n  listen = \"0.0.0.0:9000\"\n  token = \"${TOKEN}\"\n  read_only_without_token = true\n",
+        )
+        .unwrap();
+        assert!(c.http.read_only_without_token && c.http.listen_set);
+        assert!(
+            c.warnings[0].message.contains("plain HTTP"),
+            "{:?}",
+            c.warnings
+        );
+        // Off loopback without a token: refused at its line.
+        let e = load("[[sources.influxdb]]\n[http]\n  listen = \"0.0.0.0:9000\"\n").unwrap_err();
+        assert!(e.contains("wk.conf:3:") && e.contains("set a token"), "{e}");
+        let e = load("[[sources.influxdb]]\n[http]\n  listen = \"x\"\n  url = \"ftp://a\"\n")
+            .unwrap_err();
+        assert!(e.contains("wk.conf:3:") && e.contains("wk.conf:4:"), "{e}");
+        // Stream mode: one listener, the receiver's.
+        let e = load("[stream]\n  token = \"${TOKEN}\"\n[http]\n  listen = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("wk.conf:3:") && e.contains("[stream] listener"),
+            "{e}"
+        );
+        let c =
+            load("[stream]\n  token = \"${TOKEN}\"\n[http]\n  read_only_without_token = true\n")
+                .unwrap();
+        assert!(c.http.read_only_without_token);
+        let c = load("[[sources.influxdb]]\n[alerter]\n  summary_interval = \"0s\"\n").unwrap();
+        assert!(c.settings.summary_interval.is_zero());
     }
 
     #[test]

@@ -19,10 +19,13 @@
 //! - [`template`]: message templates (`{{host}}`, `{{value:.1}}`), used by state and notifiers.
 //! - [`clock`]: the wall clock in ns.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
+//! - [`api`]: the status page, the JSON API (`/api/v1/…`), `/metrics`, and the client the
+//!   `silence` command uses.
 //! - [`actions`]: recovery actions beside the notifiers (typed arguments, local or ssh, guard
 //!   rails persisted with the state, verify, one report, audit log).
 
 pub mod actions;
+pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;

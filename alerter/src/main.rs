@@ -63,8 +63,9 @@ enum Cmd {
         #[arg(long, default_value = "0s", value_parser = wk_core::values::parse_duration)]
         tail: Duration,
     },
-    /// Silences made at run time, kept in the state dir (the running alerter re-reads them
-    /// every reload_interval; they work whether it runs or not and survive restarts).
+    /// Silences made at run time: through the running alerter's API ([http] url, or its
+    /// listener), or in the state dir when it does not answer (it reads them at start and
+    /// every reload_interval); they survive restarts.
     Silence {
         #[command(subcommand)]
         cmd: SilenceCmd,
@@ -125,14 +126,13 @@ fn main() -> ExitCode {
 }
 
 fn silence(config_path: &Path, cmd: SilenceCmd) -> ExitCode {
-    use wk_alerter::notify::silence_store as store;
+    use wk_alerter::api::client::{self, SilenceRequest};
     use wk_alerter::notify::text::parse_rfc3339;
     let Some(cfg) = app::load_config(config_path, &env_lookup) else {
         return ExitCode::from(EXIT_INVALID);
     };
-    let dir = &cfg.settings.state_dir;
     let now = wk_alerter::clock::now_ns();
-    let result = match cmd {
+    let req = match cmd {
         SilenceCmd::Add {
             matchers,
             duration,
@@ -148,20 +148,22 @@ fn silence(config_path: &Path, cmd: SilenceCmd) -> ExitCode {
                 (None, Some(t)) => parse_rfc3339(&t).map_err(|e| format!("--until: {e}"))?,
                 (None, None) => return Err("give --for DURATION or --until TIME".to_owned()),
             };
-            let s = store::add(dir, &matchers, starts, ends, &comment, &who(), now)?;
-            Ok(s.id)
+            Ok(SilenceRequest::Add {
+                matchers,
+                starts,
+                ends,
+                comment,
+                by: who(),
+            })
         })(),
-        SilenceCmd::List { all } => store::load(dir).map(|v| {
-            v.iter()
-                .filter(|s| all || s.ends > now)
-                .map(|s| s.describe(now))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }),
-        SilenceCmd::Expire { id } => store::expire(dir, &id, now).map(|s| s.describe(now)),
+        SilenceCmd::List { all } => Ok(SilenceRequest::List { all }),
+        SilenceCmd::Expire { id } => Ok(SilenceRequest::Expire { id }),
     };
-    match result {
-        Ok(text) => {
+    match req.and_then(|r| client::silence(&cfg, &r, now)) {
+        Ok((text, note)) => {
+            if let Some(n) = note {
+                eprintln!("wk-alerter silence: {n}");
+            }
             if !text.is_empty() {
                 println!("{text}");
             }

@@ -71,6 +71,15 @@ struct Slot {
     runaway: Option<String>,
     /// What the `wk_rules` recovery says about this file: fits the last problem reported.
     ok_status: &'static str,
+    /// Versions (see [`crate::api::board::version_of`]) of the running rule and of `good`.
+    version: String,
+    good_version: String,
+    /// When the running version was loaded (ns).
+    loaded_ns: i64,
+    /// The last evaluation: its tick (ns), how long it took, its failure.
+    last_eval_ns: i64,
+    last_elapsed: Duration,
+    last_error: Option<String>,
 }
 
 /// How an evaluation ended, sent back from the blocking pool.
@@ -152,6 +161,8 @@ pub struct Service {
     persister: Option<crate::state::Persister>,
     /// A copy of every routed event, for in-process observers (tests).
     tap: Option<mpsc::UnboundedSender<AlertEvent>>,
+    /// What the status page shows, updated after each evaluation and rescan.
+    board: Arc<crate::api::board::Board>,
 }
 
 impl Service {
@@ -200,7 +211,105 @@ impl Service {
             active_silences: Vec::new(),
             persister,
             tap: None,
+            board: Arc::default(),
         }
+    }
+
+    /// The status page's snapshot (shared with the HTTP API).
+    pub fn board(&self) -> Arc<crate::api::board::Board> {
+        self.board.clone()
+    }
+
+    /// Publishes the rule of `only` (or every rule) and the built-in alerts to the board.
+    fn publish(&self, only: Option<&Path>) {
+        use crate::api::board::{RuleView, version_of};
+        let now = self.clock.now_ns();
+        let view = |path: &Path, slot: &Slot| {
+            let rule = slot.rule.as_ref();
+            let counts = rule.and_then(|r| self.counts.get(&r.settings().name));
+            RuleView {
+                file: path
+                    .file_name()
+                    .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+                name: rule.map_or_else(String::new, |r| r.settings().name.clone()),
+                every: rule.map_or_else(String::new, |r| {
+                    crate::template::format_duration(r.settings().every)
+                }),
+                loaded_ns: slot.loaded_ns,
+                version: slot.version.clone(),
+                file_version: version_of(&slot.text),
+                newer_file_failed: slot.broken.clone().or_else(|| slot.rolled_back.clone()),
+                last_evaluation_ns: slot.last_eval_ns,
+                last_duration_ms: slot.last_elapsed.as_secs_f64() * 1000.0,
+                last_error: slot.last_error.clone(),
+                evaluations: counts.map_or(0, |c| c.evaluations),
+                failures: counts.map_or(0, |c| c.failures.values().sum()),
+                alerts: rule.map_or_else(Vec::new, |r| slot.state.current(r.settings(), now)),
+            }
+        };
+        let mut builtin = self.meta.current(&self.meta_settings(), now);
+        builtin.extend(self.source_health.current(&self.source_settings(), now));
+        // After one evaluation only its rule's entries change: the cost stays per evaluation,
+        // not per rule loaded.
+        let metric = |name: &str| {
+            self.counts
+                .get(name)
+                .map(|c| (name.to_owned(), rule_metric(name, c, now)))
+        };
+        self.board.update(|b| {
+            match only {
+                Some(p) => {
+                    if let Some(slot) = self.slots.get(p) {
+                        b.rules.insert(p.to_owned(), view(p, slot));
+                        if let Some((name, m)) =
+                            slot.rule.as_ref().and_then(|r| metric(&r.settings().name))
+                        {
+                            b.self_metrics.insert(name, m);
+                        }
+                    }
+                }
+                None => {
+                    b.rules = self
+                        .slots
+                        .iter()
+                        .map(|(p, slot)| (p.clone(), view(p, slot)))
+                        .collect();
+                    b.self_metrics = self.counts.keys().filter_map(|name| metric(name)).collect();
+                }
+            }
+            b.builtin = builtin;
+        });
+    }
+
+    /// One line saying what the alerter did since `since` (ns): rules, evaluations, alerts
+    /// firing and silenced, actions run (logged every `summary_interval`).
+    pub fn summary_line(&self, since: i64, evaluations: u64, failures: u64) -> String {
+        let now = self.clock.now_ns();
+        let c = self.board.get().counts(&self.router, now);
+        let results = self.engine.results();
+        let actions: Vec<_> = results.iter().filter(|r| r.finished_ns > since).collect();
+        let recovered = actions.iter().filter(|r| r.recovered).count();
+        let mut line = format!(
+            "{} rules ({} with problems), {} evaluations ({} failed) in the last {}; {} firing \
+             ({} silenced, {} inhibited), {} pending; {} actions ({} recovered)",
+            c.rules,
+            c.broken,
+            c.evaluations.saturating_sub(evaluations),
+            c.failures.saturating_sub(failures),
+            crate::template::format_duration(Duration::from_nanos(
+                u64::try_from(now.saturating_sub(since)).unwrap_or(0)
+            )),
+            c.firing,
+            c.silenced,
+            c.inhibited,
+            c.pending,
+            actions.len(),
+            recovered,
+        );
+        if let Some(url) = self.board.url() {
+            line.push_str(&format!("; status page {url}"));
+        }
+        line
     }
 
     /// Every event routed from now on is also sent to the returned receiver.
@@ -220,24 +329,7 @@ impl Service {
     pub fn self_metrics(&self, now: i64) -> Vec<wk_core::metric::Metric> {
         self.counts
             .iter()
-            .map(|(rule, c)| {
-                let mut m = wk_core::metric::Metric::new("wk_alerter", now)
-                    .with_tag("rule", rule.as_str())
-                    .with_field("evaluations", c.evaluations)
-                    .with_field("evaluation_failures", c.failures.values().sum::<u64>());
-                for kind in [
-                    FailureKind::Source,
-                    FailureKind::Script,
-                    FailureKind::Timeout,
-                    FailureKind::BadReturn,
-                ] {
-                    m.add_field(
-                        format!("evaluation_failures_{}", kind.as_str()),
-                        c.failures.get(&kind).copied().unwrap_or(0),
-                    );
-                }
-                m
-            })
+            .map(|(rule, c)| rule_metric(rule, c, now))
             .collect()
     }
 
@@ -404,6 +496,7 @@ impl Service {
         }
         self.report_broken(now);
         self.sync_silences(now);
+        self.publish(None);
     }
 
     /// Re-reads the silences made at run time (`wk-alerter silence`, `silences.json` in the
@@ -411,18 +504,8 @@ impl Service {
     /// each alert it had muted that still fires, as Alertmanager does.
     fn sync_silences(&mut self, now: i64) {
         let dir = &self.config.settings.state_dir;
-        match crate::notify::silence_store::load(dir) {
-            Ok(stored) => {
-                let silences = stored
-                    .iter()
-                    .filter_map(|s| {
-                        s.silence()
-                            .inspect_err(|e| warn!("silence {} ignored: {e}", s.id))
-                            .ok()
-                    })
-                    .collect();
-                self.router.set_run_silences(silences);
-            }
+        match crate::notify::silence_store::router_silences(dir) {
+            Ok(silences) => self.router.set_run_silences(silences),
             Err(e) => warn!("cannot read the silences made at run time (kept as they were): {e}"),
         }
         let active = self.router.active_silences(now);
@@ -500,6 +583,12 @@ impl Service {
             running: false,
             runaway: None,
             ok_status: "loads again",
+            version: String::new(),
+            good_version: String::new(),
+            loaded_ns: 0,
+            last_eval_ns: 0,
+            last_elapsed: Duration::ZERO,
+            last_error: None,
         });
         slot.text = text;
         // A changed file ends what was said about its last content.
@@ -519,6 +608,8 @@ impl Service {
                 }
                 sync_inhibitors(&self.router, rule.settings(), &slot.state);
                 slot.rule = Some(Arc::new(rule));
+                slot.version = crate::api::board::version_of(&slot.text);
+                slot.loaded_ns = now;
                 slot.broken = None;
                 slot.failing = None;
                 slot.next_due = next_tick(now, every);
@@ -719,7 +810,24 @@ impl Service {
         }
     }
 
+    /// Takes one evaluation's result: state machine, events, and the status page.
     fn finish(&mut self, done: Evaluated) {
+        let path = done.path.clone();
+        if let Some(slot) = self.slots.get_mut(&path)
+            && done.outcome != Outcome::Ended
+        {
+            slot.last_eval_ns = done.now;
+            slot.last_elapsed = done.elapsed;
+            slot.last_error = match &done.result {
+                CycleResult::Failed(f) => Some(f.message.clone()),
+                CycleResult::Observed(_) => None,
+            };
+        }
+        self.apply_result(done);
+        self.publish(Some(&path));
+    }
+
+    fn apply_result(&mut self, done: Evaluated) {
         let limit = self.limits.timeout;
         let clock_now = self.clock.now_ns();
         let Some(slot) = self.slots.get_mut(&done.path) else {
@@ -768,6 +876,7 @@ impl Service {
                 };
                 if current {
                     slot.good = Some(rule.clone());
+                    slot.good_version = slot.version.clone();
                     if slot.failing.take().is_some() {
                         info!(rule = %settings.name, "evaluates cleanly again");
                         slot.ok_status = "evaluates cleanly again";
@@ -827,6 +936,7 @@ impl Service {
                     "{f}: the new version fails; rolled back to the last version that evaluated cleanly"
                 );
                 slot.rule = Some(good.clone());
+                slot.version = slot.good_version.clone();
                 slot.rolled_back = Some(f.message.clone());
                 slot.ok_status = "loads again";
                 true
@@ -876,6 +986,15 @@ impl Service {
         self.scan(self.clock.now_ns());
         // Instances restored from disk that are still firing inhibit from the start.
         let mut next_scan = tokio::time::Instant::now() + reload_every;
+        let summary_every = self.config.settings.summary_interval;
+        let mut next_summary = (!summary_every.is_zero()).then(|| {
+            (
+                tokio::time::Instant::now() + summary_every,
+                self.clock.now_ns(),
+                0,
+                0,
+            )
+        });
         tokio::pin!(shutdown);
         // Rescans read and compile on the blocking pool, one at a time; the result is
         // applied here, between evaluations.
@@ -903,7 +1022,10 @@ impl Service {
             let wait = next_due.map_or(reload_every, |d| {
                 Duration::from_nanos((d - now).max(0) as u64)
             });
-            let wake = (tokio::time::Instant::now() + wait).min(next_scan);
+            let mut wake = (tokio::time::Instant::now() + wait).min(next_scan);
+            if let Some((at, ..)) = next_summary {
+                wake = wake.min(at);
+            }
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(done) = rx.recv() => self.finish(done),
@@ -922,6 +1044,18 @@ impl Service {
                     if tokio::time::Instant::now() >= next_scan {
                         rescan = true;
                         next_scan = tokio::time::Instant::now() + reload_every;
+                    }
+                    if let Some((at, since, evals, fails)) = next_summary
+                        && tokio::time::Instant::now() >= at
+                    {
+                        info!("summary: {}", self.summary_line(since, evals, fails));
+                        let c = self.board.get().counts(&self.router, self.clock.now_ns());
+                        next_summary = Some((
+                            tokio::time::Instant::now() + summary_every,
+                            self.clock.now_ns(),
+                            c.evaluations,
+                            c.failures,
+                        ));
                     }
                 }
             }
@@ -988,6 +1122,26 @@ impl Scanner {
             })
             .collect())
     }
+}
+
+/// One rule's `wk_alerter` self-metric.
+fn rule_metric(rule: &str, c: &EvalCounts, now: i64) -> wk_core::metric::Metric {
+    let mut m = wk_core::metric::Metric::new("wk_alerter", now)
+        .with_tag("rule", rule)
+        .with_field("evaluations", c.evaluations)
+        .with_field("evaluation_failures", c.failures.values().sum::<u64>());
+    for kind in [
+        FailureKind::Source,
+        FailureKind::Script,
+        FailureKind::Timeout,
+        FailureKind::BadReturn,
+    ] {
+        m.add_field(
+            format!("evaluation_failures_{}", kind.as_str()),
+            c.failures.get(&kind).copied().unwrap_or(0),
+        );
+    }
+    m
 }
 
 /// "One dead host = one page": NoData events of instances tagged `host` are folded per host.

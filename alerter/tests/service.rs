@@ -58,7 +58,8 @@ impl Setup {
         let conf = format!(
             "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n  rule_errors_notify = [\"log\"]\n{extra}\
              [[sources.influxdb]]\n  url = \"{}\"\n  database = \"wk\"\n  timeout = \"2s\"\n\
-             [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
+             [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n\
+             [http]\n  listen = \"127.0.0.1:0\"\n",
             dir.path().join("rules"),
             dir.path().join("state"),
             db.url,

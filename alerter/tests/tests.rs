@@ -12,6 +12,7 @@ mod remote_helper;
 mod rules;
 mod scheduler;
 mod service;
+mod status;
 mod stream;
 mod stream_limits;
 mod victoria;

@@ -44,6 +44,119 @@ struct Shared {
     workers: RwLock<Arc<BTreeMap<String, Arc<Worker>>>>,
     filter: Mutex<Filter>,
     counters: RouterCounters,
+    history: Arc<History>,
+}
+
+/// Notifications kept for the status page and `/api/v1/notifications`.
+pub const KEEP_NOTIFICATIONS: usize = 200;
+
+/// One notification (an event for one notifier) and what became of it, or one event muted
+/// before any notifier saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    /// When it was routed (ns since the epoch).
+    pub time: i64,
+    /// The notifier; empty for an event muted before routing.
+    pub notifier: String,
+    pub rule: String,
+    pub id: String,
+    pub level: String,
+    pub kind: String,
+    /// `queued`, `sent`, `failed`, `dropped` (queue full), `silenced` or `inhibited`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The last error, or why it was muted.
+    pub error: String,
+    /// When it was delivered or given up (ns; 0 while queued).
+    pub done: i64,
+    #[serde(skip)]
+    seq: u64,
+}
+
+/// The last [`KEEP_NOTIFICATIONS`] deliveries, updated in place as they progress.
+#[derive(Default)]
+struct History {
+    entries: Mutex<VecDeque<Delivery>>,
+    next: AtomicU64,
+}
+
+impl History {
+    /// Records a new entry; returns its number (to update it).
+    fn add(&self, e: &AlertEvent, notifier: &str, status: &str, error: String) -> u64 {
+        let kind = crate::template::kind_str(e.kind);
+        self.add_entry(
+            (&e.rule, &e.id, e.level.as_str(), kind),
+            notifier,
+            status,
+            error,
+        )
+    }
+
+    /// Records a message of a notifier's queue: an event, or a group message.
+    fn add_item(&self, item: &Item, notifier: &str) -> u64 {
+        match item {
+            Item::Event(e) => self.add(e, notifier, "queued", String::new()),
+            Item::Group(n) => {
+                let rules: std::collections::BTreeSet<&str> =
+                    n.events().map(|e| e.rule.as_str()).collect();
+                let rules: Vec<&str> = rules.into_iter().collect();
+                let id = format!("group {} ({})", n.key(), n.status());
+                let entry = (
+                    &rules.join(",") as &str,
+                    &id as &str,
+                    n.level().as_str(),
+                    "group",
+                );
+                self.add_entry(entry, notifier, "queued", String::new())
+            }
+        }
+    }
+
+    /// Records (rule, id, level, kind) for `notifier`.
+    fn add_entry(
+        &self,
+        (rule, id, level, kind): (&str, &str, &str, &str),
+        notifier: &str,
+        status: &str,
+        error: String,
+    ) -> u64 {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut q = lock(&self.entries);
+        if q.len() >= KEEP_NOTIFICATIONS {
+            q.pop_front();
+        }
+        q.push_back(Delivery {
+            time: now_ns(),
+            notifier: notifier.to_owned(),
+            rule: rule.to_owned(),
+            id: id.to_owned(),
+            level: level.to_owned(),
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+            attempts: 0,
+            error,
+            done: 0,
+            seq,
+        });
+        seq
+    }
+
+    /// Marks an entry dropped (its queue was full).
+    fn dropped(&self, seq: u64) {
+        self.update(seq, |d| {
+            d.status = "dropped".into();
+            d.done = now_ns();
+        });
+    }
+
+    fn update(&self, seq: u64, f: impl FnOnce(&mut Delivery)) {
+        let mut q = lock(&self.entries);
+        // Entries are in seq order: the one wanted is near the end.
+        if let Some(d) = q.iter_mut().rev().find(|d| d.seq == seq) {
+            f(d);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -131,6 +244,7 @@ pub struct NotifierStats {
 }
 
 struct Worker {
+    history: Arc<History>,
     settings: NotifierSettings,
     notifier: Arc<dyn Notifier>,
     queue: Mutex<Queue>,
@@ -143,7 +257,8 @@ struct Worker {
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<Item>,
+    /// Messages and their [`History`] entries.
+    events: VecDeque<(Item, u64)>,
     /// Events gathered per group (notifiers with `group_by`), not yet messages.
     groups: Groups,
     /// A send is in flight.
@@ -212,6 +327,7 @@ impl Router {
             workers: RwLock::new(Arc::new(BTreeMap::new())),
             filter: Mutex::new(Filter::default()),
             counters: RouterCounters::default(),
+            history: Arc::default(),
         });
         let router = Router { shared };
         router.replace(plan);
@@ -229,7 +345,7 @@ impl Router {
                 .get(&rn.settings.name)
                 .map(|w| w.counters.clone())
                 .unwrap_or_default();
-            let worker = Worker::spawn(rn, counters);
+            let worker = Worker::spawn(rn, counters, self.shared.history.clone());
             new.insert(worker.settings.name.clone(), worker);
         }
         for (name, w) in old.iter() {
@@ -402,7 +518,7 @@ impl Router {
                     continue;
                 }
                 c.received.fetch_add(1, Ordering::Relaxed);
-                if f.admit(&e, &self.shared.counters) {
+                if f.admit(&e, &self.shared.counters, &self.shared.history) {
                     deliver.push(Arc::new(e));
                 } else {
                     leaving.push(e);
@@ -506,6 +622,11 @@ impl Router {
         }
     }
 
+    /// The last notifications, oldest first.
+    pub fn history(&self) -> Vec<Delivery> {
+        lock(&self.shared.history.entries).iter().cloned().collect()
+    }
+
     /// The counters.
     pub fn stats(&self) -> RouterStats {
         let c = &self.shared.counters;
@@ -540,16 +661,23 @@ impl Router {
 
 impl Filter {
     /// Whether `e` may be sent; counts and logs when not.
-    fn admit(&mut self, e: &AlertEvent, c: &RouterCounters) -> bool {
+    fn admit(&mut self, e: &AlertEvent, c: &RouterCounters, history: &History) -> bool {
         let key = (e.rule.clone(), e.id.clone());
         if e.kind == EventKind::Recovery {
             let Some(why) = self.muted.remove(&key) else {
                 return true;
             };
-            match why {
-                Muted::Silenced => c.silenced.fetch_add(1, Ordering::Relaxed),
-                Muted::Inhibited => c.inhibited.fetch_add(1, Ordering::Relaxed),
+            let status = match why {
+                Muted::Silenced => {
+                    c.silenced.fetch_add(1, Ordering::Relaxed);
+                    "silenced"
+                }
+                Muted::Inhibited => {
+                    c.inhibited.fetch_add(1, Ordering::Relaxed);
+                    "inhibited"
+                }
             };
+            history.add(e, "", status, "its alert was not sent either".into());
             tracing::debug!(alert_id = %e.id, rule = %e.rule, "recovery muted: its alert was not sent either");
             return false;
         }
@@ -572,6 +700,11 @@ impl Filter {
         match reason {
             Some((why, reason)) => {
                 tracing::debug!(alert_id = %e.id, rule = %e.rule, level = %e.level, "{reason}");
+                let status = match why {
+                    Muted::Silenced => "silenced",
+                    Muted::Inhibited => "inhibited",
+                };
+                history.add(e, "", status, reason);
                 if self.muted.len() >= MAX_MUTED_INSTANCES {
                     self.muted.clear();
                 }
@@ -587,9 +720,14 @@ impl Filter {
 }
 
 impl Worker {
-    fn spawn(rn: RunningNotifier, counters: Arc<NotifierCounters>) -> Arc<Worker> {
+    fn spawn(
+        rn: RunningNotifier,
+        counters: Arc<NotifierCounters>,
+        history: Arc<History>,
+    ) -> Arc<Worker> {
         let (pending, _) = watch::channel(0);
         let worker = Arc::new(Worker {
+            history,
             settings: rn.settings,
             notifier: rn.notifier,
             queue: Mutex::new(Queue::default()),
@@ -623,9 +761,10 @@ impl Worker {
     /// Appends a message, dropping the oldest when the queue is full.
     fn enqueue(&self, q: &mut Queue, item: Item) {
         if q.events.len() >= self.settings.queue_size
-            && let Some(old) = q.events.pop_front()
+            && let Some((old, seq)) = q.events.pop_front()
         {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.history.dropped(seq);
             tracing::warn!(
                 notifier = %self.settings.name,
                 dropped = %old.label(),
@@ -633,7 +772,8 @@ impl Worker {
                 "queue full: oldest message dropped"
             );
         }
-        q.events.push_back(item);
+        let seq = self.history.add_item(&item, &self.settings.name);
+        q.events.push_back((item, seq));
     }
 
     /// Drops an instance from this notifier's groups.
@@ -647,7 +787,7 @@ impl Worker {
     }
 
     /// Closes the queue and takes what is still in it: messages and groups.
-    fn close(&self) -> (Vec<Item>, Groups) {
+    fn close(&self) -> (Vec<(Item, u64)>, Groups) {
         let mut q = lock(&self.queue);
         q.closed = true;
         let left: Vec<_> = q.events.drain(..).collect();
@@ -661,7 +801,7 @@ impl Worker {
     /// Takes over what the previous worker of the same name left: its messages go in front
     /// of the queue; its groups are kept when the grouping is the same, else their waiting
     /// messages are queued now.
-    fn prepend(&self, items: Vec<Item>, mut groups: Groups, old: &NotifierSettings) {
+    fn prepend(&self, items: Vec<(Item, u64)>, mut groups: Groups, old: &NotifierSettings) {
         let mut q = lock(&self.queue);
         for e in items.into_iter().rev() {
             q.events.push_front(e);
@@ -671,11 +811,15 @@ impl Worker {
             q.groups.adopt(groups);
         } else {
             for n in groups.take_all(tokio::time::Instant::now()) {
-                q.events.push_back(Item::Group(Arc::new(n)));
+                let item = Item::Group(Arc::new(n));
+                let seq = self.history.add_item(&item, &self.settings.name);
+                q.events.push_back((item, seq));
             }
         }
         while q.events.len() > self.settings.queue_size {
-            q.events.pop_front();
+            if let Some((_, seq)) = q.events.pop_front() {
+                self.history.dropped(seq);
+            }
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.publish(&q);
@@ -713,7 +857,7 @@ impl Worker {
                 (next, q.groups.next_due())
             };
             match (next, due) {
-                (Some(item), _) => self.deliver(&item).await,
+                (Some((item, seq)), _) => self.deliver(&item, seq).await,
                 (None, Some(due)) => {
                     tokio::select! {
                         () = self.wake.notified() => {}
@@ -754,11 +898,27 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, item: &Item) {
+    async fn deliver(&self, item: &Item, seq: u64) {
         let s = &self.settings;
         let mut retry = 0;
         loop {
             let result = self.attempt(item).await;
+            self.history.update(seq, |d| {
+                d.attempts = retry + 1;
+                match &result {
+                    Ok(()) => {
+                        d.status = "sent".into();
+                        d.done = now_ns();
+                    }
+                    Err(err) => {
+                        d.error = err.to_string();
+                        if !(err.is_retryable() && retry < s.retries) {
+                            d.status = "failed".into();
+                            d.done = now_ns();
+                        }
+                    }
+                }
+            });
             match result {
                 Ok(()) => {
                     self.counters

@@ -52,6 +52,19 @@ pub fn load(state_dir: &Path) -> Result<Vec<Stored>, String> {
     Ok(f.silences)
 }
 
+/// The stored silences as the router applies them (a stored one that no longer parses is
+/// logged and left out).
+pub fn router_silences(state_dir: &Path) -> Result<Vec<Silence>, String> {
+    Ok(load(state_dir)?
+        .iter()
+        .filter_map(|s| {
+            s.silence()
+                .inspect_err(|e| tracing::warn!("silence {} ignored: {e}", s.id))
+                .ok()
+        })
+        .collect())
+}
+
 fn save(state_dir: &Path, silences: &[Stored], now: i64) -> Result<(), String> {
     let keep: Vec<Stored> = silences
         .iter()

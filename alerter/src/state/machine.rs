@@ -190,6 +190,62 @@ pub struct InstanceStatus {
     pub last_seen: i64,
 }
 
+/// One instance that is not OK now (see [`RuleState::current`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Current {
+    /// The alert as it reads (id, message, level, tags, fields; `kind` NoData or Error when
+    /// that is why it is not OK).
+    pub event: AlertEvent,
+    /// Its level waits for the rule's `pending` time (not sent yet).
+    pub pending: bool,
+    /// Since when it fires (or is pending).
+    pub since: Option<i64>,
+    pub flapping: bool,
+}
+
+/// The alert event of an instance at `level`, rendered with the rule's templates.
+fn alert_of(
+    inst: &Instance,
+    level: Level,
+    settings: &RuleSettings,
+    templates: &Templates,
+    now_ns: i64,
+) -> AlertEvent {
+    let duration = inst.since.map_or(Duration::ZERO, |t| dur(t, now_ns));
+    let data = TemplateData {
+        rule: &settings.name,
+        id: None,
+        message: None,
+        kind: Some(EventKind::Alert),
+        level,
+        previous_level: inst.notified_level,
+        duration,
+        time_ns: now_ns,
+        measurement: &inst.measurement,
+        tags: &inst.tags,
+        fields: &inst.fields,
+        error: None,
+    };
+    let id = templates.id.render(&data);
+    let message = templates.message.render(&data);
+    AlertEvent {
+        rule: settings.name.clone(),
+        id,
+        details: message.clone(),
+        message,
+        kind: EventKind::Alert,
+        level,
+        previous_level: inst.notified_level,
+        tags: inst.tags.clone(),
+        fields: inst.fields.clone(),
+        time: now_ns,
+        point_time: inst.last_point.unwrap_or(0),
+        duration,
+        notify: settings.notify.clone(),
+        category: settings.category.clone(),
+    }
+}
+
 /// All alert instances of one rule, and the rule's Error state.
 #[derive(Debug, Clone, Default)]
 pub struct RuleState {
@@ -255,42 +311,63 @@ impl RuleState {
         self.instances
             .values()
             .filter(|i| i.level > Level::Ok && i.phase != Phase::NoData)
+            .map(|inst| alert_of(inst, inst.level, settings, &templates, now_ns))
+            .collect()
+    }
+
+    /// The instances that are not OK now — firing, in NoData, or pending (their level waits
+    /// for `pending`) — each as the alert event it is (or will be), for the status page.
+    pub fn current(&self, settings: &RuleSettings, now_ns: i64) -> Vec<Current> {
+        let templates = Templates::compile_lenient(settings);
+        let mut out: Vec<Current> = self
+            .instances
+            .values()
+            .filter(|i| i.level > Level::Ok || i.pending_since.is_some())
             .map(|inst| {
-                let duration = inst.since.map_or(Duration::ZERO, |t| dur(t, now_ns));
-                let data = TemplateData {
-                    rule: &settings.name,
-                    id: None,
-                    message: None,
-                    kind: Some(EventKind::Alert),
-                    level: inst.level,
-                    previous_level: inst.notified_level,
-                    duration,
-                    time_ns: now_ns,
-                    measurement: &inst.measurement,
-                    tags: &inst.tags,
-                    fields: &inst.fields,
-                    error: None,
-                };
-                let id = templates.id.render(&data);
-                let message = templates.message.render(&data);
-                AlertEvent {
-                    rule: settings.name.clone(),
-                    id,
-                    details: message.clone(),
-                    message,
-                    kind: EventKind::Alert,
-                    level: inst.level,
-                    previous_level: inst.notified_level,
-                    tags: inst.tags.clone(),
-                    fields: inst.fields.clone(),
-                    time: now_ns,
-                    point_time: inst.last_point.unwrap_or(0),
-                    duration,
-                    notify: settings.notify.clone(),
-                    category: settings.category.clone(),
+                let pending = inst.level == Level::Ok;
+                let level = if pending { inst.raw } else { inst.level };
+                let mut event = alert_of(inst, level, settings, &templates, now_ns);
+                if inst.phase == Phase::NoData {
+                    event.kind = EventKind::NoData;
+                }
+                Current {
+                    event,
+                    pending,
+                    since: if pending {
+                        inst.pending_since
+                    } else {
+                        inst.since
+                    },
+                    flapping: inst.flap.flapping,
                 }
             })
-            .collect()
+            .collect();
+        if let Some(e) = &self.error {
+            let mut event = AlertEvent {
+                rule: settings.name.clone(),
+                id: format!("{}:error", settings.name),
+                message: e.message.clone(),
+                details: e.message.clone(),
+                kind: EventKind::Error,
+                level: e.level,
+                previous_level: Level::Ok,
+                tags: Tags::new(),
+                fields: BTreeMap::new(),
+                time: now_ns,
+                point_time: 0,
+                duration: dur(e.since, now_ns),
+                notify: settings.notify.clone(),
+                category: settings.category.clone(),
+            };
+            event.details.clear();
+            out.push(Current {
+                event,
+                pending: !e.announced,
+                since: Some(e.since),
+                flapping: false,
+            });
+        }
+        out
     }
 
     /// The rule is gone (its file was deleted): a recovery for every instance whose receivers

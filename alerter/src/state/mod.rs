@@ -55,6 +55,7 @@ pub use crate::template::{
 pub use flapping::{FlapState, percent_change};
 pub use level::determine_level;
 pub use machine::{
-    DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, Tags, TemplateSettingError, Templates,
+    Current, DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, Tags, TemplateSettingError,
+    Templates,
 };
 pub use persist::{PersistError, Persister, STATE_VERSION, remove_state, state_path, write_atomic};

@@ -42,13 +42,17 @@ impl Head {
     }
 }
 
-/// An answer: a status and InfluxDB's JSON error (or result) body.
+/// An answer: a status and a body (InfluxDB's JSON error or result, or a status page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub body: String,
     /// Close the connection after it.
     pub close: bool,
+    /// `Content-Type` of the body (JSON unless set).
+    pub content_type: &'static str,
+    /// Extra headers (`Location`, `WWW-Authenticate`, `Cache-Control`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -57,11 +61,25 @@ impl Response {
             status,
             body: body.into(),
             close: false,
+            content_type: "application/json",
+            headers: Vec::new(),
         }
     }
 
     pub fn closing(mut self) -> Response {
         self.close = true;
+        self
+    }
+
+    /// The same answer with another `Content-Type`.
+    pub fn typed(mut self, content_type: &'static str) -> Response {
+        self.content_type = content_type;
+        self
+    }
+
+    /// The same answer with one more header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -81,7 +99,12 @@ impl Response {
             HeaderValue::from_static("wk-alerter-stream"),
         );
         if !no_body {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        }
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
         }
         if self.close {
             // hyper closes the connection after an answer that says so.

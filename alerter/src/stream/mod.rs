@@ -13,6 +13,7 @@
 //! | any other `/query` | 400: stream mode answers no queries |
 //! | `GET`/`HEAD /ping` | 204 (no token needed, as InfluxDB) |
 //! | `GET /health` | 200 `{"status":"pass"}` (no token needed) |
+//! | `/`, `/api/v1/…`, `/metrics` | the status page and API ([`Routes`], docs/api.md): no token on a loopback listener |
 //!
 //! Every other request needs the token: `Authorization: Token <t>` or `Bearer <t>`, Basic with
 //! the token as password (any user name), or the `p=` query parameter; else 401 with InfluxDB's
@@ -128,6 +129,33 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// that have it; see [`conns`]).
 pub const MAX_PENDING: usize = MAX_CONNECTIONS / 2;
 
+/// What a request for the extra [`Routes`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything (loopback, or the token).
+    Full,
+    /// Reads only (`read_only_without_token`).
+    Read,
+    /// Nothing: 401.
+    Denied,
+}
+
+/// More routes served by the same listener: the status page and API ([`crate::api`]),
+/// which this server knows only through this contract.
+pub trait Routes: Send + Sync {
+    /// Whether `path` is one of these routes.
+    fn serves(&self, path: &str) -> bool;
+    /// What the request may do: `loopback` says the listener is on loopback, `token` that
+    /// the request carries the token.
+    fn access(&self, head: &Head, loopback: bool, token: bool) -> Access;
+    /// Largest body read for a change.
+    fn max_body(&self) -> u64;
+    /// The answer (the body already read when access is [`Access::Full`]).
+    fn handle(&self, head: &Head, body: &[u8], access: Access) -> Response;
+    /// The receiver's counters, in stream mode.
+    fn stream_stats(&self, stats: Arc<Stats>);
+}
+
 /// Counters of the receiver (for logs and tests).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -147,7 +175,12 @@ pub struct Stats {
 
 struct Shared {
     auth_log: AuthFailures,
-    store: Arc<MemorySource>,
+    /// Where writes go; `None`: query mode, the server only serves the API.
+    store: Option<Arc<MemorySource>>,
+    /// The status page and API, when served here.
+    api: Option<Arc<dyn Routes>>,
+    /// The listener is on a loopback address (the API needs no token then).
+    loopback: bool,
     /// SHA-256 of the token: candidates are hashed too, so the compare leaks not even the
     /// token's length.
     token_digest: [u8; 32],
@@ -178,12 +211,30 @@ impl Receiver {
         settings: &StreamSettings,
         store: Arc<MemorySource>,
     ) -> std::io::Result<Receiver> {
+        Receiver::start_with(settings, Some(store), None).await
+    }
+
+    /// The alerter's one HTTP server: with a `store`, the stream receiver; with an `api`, the
+    /// status page and API too (query mode: the API alone, `settings` giving the listener,
+    /// token and TLS).
+    pub async fn start_with(
+        settings: &StreamSettings,
+        store: Option<Arc<MemorySource>>,
+        api: Option<Arc<dyn Routes>>,
+    ) -> std::io::Result<Receiver> {
         let listener = TcpListener::bind(&settings.listen).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
+        if let Some(api) = &api
+            && store.is_some()
+        {
+            api.stream_stats(stats.clone());
+        }
         let shared = Arc::new(Shared {
             auth_log: AuthFailures::default(),
             store: store.clone(),
+            api,
+            loopback: addr.ip().is_loopback(),
             token_digest: digest(settings.token.as_bytes()),
             max_points: settings.max_points,
             max_bytes: usize::try_from(settings.max_bytes).unwrap_or(usize::MAX),
@@ -248,12 +299,19 @@ impl Receiver {
                 }
             }
         });
-        let prune = tokio::spawn(prune_loop(store, settings.window, settings.max_points));
+        let mut tasks = vec![accept];
+        if let Some(store) = store {
+            tasks.push(tokio::spawn(prune_loop(
+                store,
+                settings.window,
+                settings.max_points,
+            )));
+        }
         Ok(Receiver {
             addr,
             stats,
             admission,
-            tasks: vec![accept, prune],
+            tasks,
             stop,
         })
     }
@@ -470,6 +528,14 @@ async fn route(
 ) -> Response {
     let v2 = head.path.starts_with("/api/v2/");
     let method = head.method.as_str();
+    if let Some(api) = &shared.api
+        && api.serves(&head.path)
+    {
+        return serve_api(api.as_ref(), head, body, shared, ticket, peer).await;
+    }
+    if shared.store.is_none() && head.path != "/ping" && head.path != "/health" {
+        return error_v1(404, "path not found (see docs/api.md)");
+    }
     match head.path.as_str() {
         "/ping" => match method {
             "GET" | "HEAD" => Response::new(204, ""),
@@ -529,6 +595,48 @@ async fn route(
             }
         }
     }
+}
+
+/// A request for the status page or API: access decided on the head (loopback listener, the
+/// token, `read_only_without_token`), then the body read (bounded) for changes.
+async fn serve_api(
+    api: &dyn Routes,
+    head: &Head,
+    body: Incoming,
+    shared: &Shared,
+    ticket: &Ticket,
+    peer: SocketAddr,
+) -> Response {
+    let token = authorized(head, &shared.token_digest);
+    let access = api.access(head, shared.loopback, token);
+    if token {
+        ticket.authenticate();
+    }
+    if access == Access::Denied {
+        shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = shared.auth_log.failed(peer.ip(), std::time::Instant::now()) {
+            warn!(
+                peer = %peer.ip(),
+                refused = n,
+                "api: requests without a valid token refused (logged at most once a minute per peer)"
+            );
+        }
+    }
+    let reading = matches!(head.method.as_str(), "GET" | "HEAD");
+    let bytes = if reading || access != Access::Full {
+        Vec::new()
+    } else {
+        match read_body(body, api.max_body(), shared).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        }
+    };
+    let resp = api.handle(head, &bytes, access);
+    if !reading && access != Access::Full && has_body(head) {
+        // The body was not read: the connection cannot be reused.
+        return resp.closing();
+    }
+    resp
 }
 
 /// Failed authentications per peer, logged at most once a minute per peer with the count.
@@ -737,7 +845,9 @@ async fn write(head: &Head, body: Incoming, shared: &Shared, v2: bool) -> Respon
         max_bytes: shared.max_bytes,
         max_body: shared.max_body,
     };
-    let store = shared.store.clone();
+    let Some(store) = shared.store.clone() else {
+        return err(404, "this listener receives no writes (query mode)");
+    };
     // Decompression and parsing are CPU work: on the blocking pool, fed chunk by chunk.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let parse = tokio::task::spawn_blocking(move || {

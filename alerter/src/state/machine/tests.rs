@@ -803,3 +803,27 @@ fn firing_events_name_what_still_fires() {
     sim.at(50, seen(&[obs("web1", O), obs("web2", O)]));
     assert!(sim.st.firing_events(&sim.s, T0 + 60 * SEC).is_empty());
 }
+
+/// The status page's view: a pending instance shows the level it waits to fire at, then the
+/// firing one; an OK instance is not listed.
+#[test]
+fn current_lists_pending_then_firing_and_not_ok_instances() {
+    let mut s = base();
+    s.pending = secs(20);
+    s.message_template = "{{host}} at {{value}}".into();
+    let mut sim = Sim::new(s);
+    sim.at(0, seen(&[obs("web1", C), obs("web2", O)]));
+    let c = sim.st.current(&sim.s, T0);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(c[0].pending);
+    assert_eq!((c[0].event.level, c[0].since), (C, Some(T0)));
+    assert_eq!(c[0].event.message, "web1 at 42.25");
+    sim.at(20, seen(&[obs("web1", C), obs("web2", O)]));
+    let c = sim.st.current(&sim.s, T0 + 20 * SEC);
+    assert!(
+        !c[0].pending && c[0].event.kind == Alert && c[0].event.level == C,
+        "{c:?}"
+    );
+    sim.at(30, seen(&[obs("web1", O), obs("web2", O)]));
+    assert!(sim.st.current(&sim.s, T0 + 30 * SEC).is_empty());
+}

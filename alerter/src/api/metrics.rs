@@ -1,0 +1,154 @@
+//! `/metrics`: the alerter's own health in Prometheus' text format. The counters are the
+//! alerter's self-metrics as [`Metric`]s (the scheduler's `wk_alerter` per rule, the router's,
+//! the action engine's, the stream receiver's), each field written as
+//! `<measurement>_<field>{tags} value`, as Telegraf's prometheus_client output names them.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use wk_core::metric::{FieldValue, Metric};
+
+use super::Api;
+
+/// A metric or label name with the characters Prometheus does not take replaced by `_`.
+fn name(s: &str) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.is_ascii_alphanumeric() && !(i == 0 && c.is_ascii_digit()) || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A label value, escaped as the text format wants (`\\`, `\"`, `\n`).
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes `metrics` in the text format (string fields are left out).
+pub fn render(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    for m in metrics {
+        let tags: Vec<String> = m
+            .tags()
+            .iter()
+            .map(|(k, v)| format!("{}=\"{}\"", name(k), label(v)))
+            .collect();
+        let tags = if tags.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", tags.join(","))
+        };
+        for (field, value) in &m.fields {
+            let v = match value {
+                FieldValue::Float(f) => f.to_string(),
+                FieldValue::Int(i) => i.to_string(),
+                FieldValue::Uint(u) => u.to_string(),
+                FieldValue::Bool(b) => u8::from(*b).to_string(),
+                FieldValue::Str(_) => continue,
+            };
+            let _ = writeln!(out, "{}_{}{tags} {v}", name(&m.name), name(field));
+        }
+    }
+    out
+}
+
+impl Api {
+    /// The alerter's self-metrics now.
+    pub fn self_metrics(&self, now: i64) -> Vec<Metric> {
+        let b = self.board.get();
+        let c = b.counts(&self.router, now);
+        let mut out: Vec<Metric> = b.self_metrics.values().cloned().collect();
+        out.push(
+            Metric::new("wk_alerter_alerts", now)
+                .with_field("firing", c.firing as u64)
+                .with_field("pending", c.pending as u64)
+                .with_field("silenced", c.silenced as u64)
+                .with_field("inhibited", c.inhibited as u64)
+                .with_field("rules", c.rules as u64)
+                .with_field("rules_with_problems", c.broken as u64),
+        );
+        let r = self.router.stats();
+        out.push(
+            Metric::new("wk_alerter_router", now)
+                .with_field("events_received", r.received)
+                .with_field("events_silenced", r.silenced)
+                .with_field("events_inhibited", r.inhibited)
+                .with_field("events_unknown_notifier", r.unknown_notifier),
+        );
+        for n in &r.notifiers {
+            out.push(
+                Metric::new("wk_alerter_notifier", now)
+                    .with_tag("notifier", n.name.as_str())
+                    .with_field("queued", n.queued)
+                    .with_field("filtered", n.filtered)
+                    .with_field("sent", n.sent)
+                    .with_field("failed", n.failed)
+                    .with_field("retries", n.retries)
+                    .with_field("timeouts", n.timeouts)
+                    .with_field("dropped", n.dropped)
+                    .with_field("pending", n.pending as u64),
+            );
+        }
+        let results = self.engine.results();
+        let mut by_status: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for a in &results {
+            let e = by_status.entry(a.status.as_str()).or_default();
+            e.0 += 1;
+            e.1 += u64::from(a.recovered);
+        }
+        for (status, (n, recovered)) in by_status {
+            out.push(
+                Metric::new("wk_alerter_actions", now)
+                    .with_tag("status", status)
+                    .with_field("recent", n)
+                    .with_field("recovered", recovered),
+            );
+        }
+        if let Some(s) = self.stream_stats.get() {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            out.push(
+                Metric::new("wk_alerter_stream", now)
+                    .with_field("writes", get(&s.writes))
+                    .with_field("points", get(&s.points))
+                    .with_field("rejected_lines", get(&s.rejected_lines))
+                    .with_field("unauthorized", get(&s.unauthorized))
+                    .with_field("future_points", get(&s.future_points))
+                    .with_field("body_bytes", get(&s.body_bytes)),
+            );
+        }
+        out
+    }
+
+    /// `/metrics`.
+    pub(super) fn metrics(&self, now: i64) -> String {
+        render(&self.self_metrics(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_labels_and_values() {
+        let m = Metric::new("wk_alerter", 0)
+            .with_tag("rule", "cpu \"x\"\\")
+            .with_field("evaluations", 3u64)
+            .with_field("evaluation_failures_bad-return", 1u64)
+            .with_field("status", "ok")
+            .with_field("up", true);
+        assert_eq!(
+            render(&[m]),
+            "wk_alerter_evaluations{rule=\"cpu \\\"x\\\"\\\\\"} 3\n\
+             wk_alerter_evaluation_failures_bad_return{rule=\"cpu \\\"x\\\"\\\\\"} 1\n\
+             wk_alerter_up{rule=\"cpu \\\"x\\\"\\\\\"} 1\n"
+        );
+    }
+}
