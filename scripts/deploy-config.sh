@@ -5,10 +5,10 @@
 # printing the agent's errors (file:line:column).
 #
 # Usage: deploy-config.sh [options]
-#   --repo DIR        config repository (default: /etc/wk-agent/repo)
+#   --repo DIR        config repository (default: /etc/watchkeeper/repo)
 #   --host NAME       host whose file to deploy (default: `hostname -s`)
 #   --file PATH       file inside the repo to deploy (default: first of NAME.conf, hosts/NAME.conf)
-#   --target PATH     installed config (default: /etc/wk-agent/wk-agent.conf)
+#   --target PATH     installed config (default: /etc/watchkeeper/wk-agent.conf)
 #   --agent PATH      wk-agent binary (default: wk-agent on PATH)
 #   --service NAME    systemd unit to reload (default: wk-agent, when systemctl can see it)
 #   --pidfile PATH    reload by sending SIGHUP to the pid in this file instead of systemd
@@ -21,10 +21,10 @@
 #              2 the new config is invalid (nothing installed), 3 reload failed.
 set -euo pipefail
 
-repo=/etc/wk-agent/repo
+repo=/etc/watchkeeper/repo
 host=$(hostname -s 2>/dev/null || uname -n)
 file=""
-target=/etc/wk-agent/wk-agent.conf
+target=/etc/watchkeeper/wk-agent.conf
 agent=wk-agent
 service=wk-agent
 pidfile=""

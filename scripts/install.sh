@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and install wk-agent on this host (as root):
 #   scripts/install.sh [--config FILE]
-# Installs /usr/local/bin/wk-agent, /etc/wk-agent/wk-agent.conf (only if absent; from FILE or
+# Installs /usr/local/bin/wk-agent, /etc/watchkeeper/wk-agent.conf (only if absent; from FILE or
 # examples/agent/web-server.conf), the systemd unit, and a wk-agent system user; then enables
 # and starts the service when systemd is running.
 set -euo pipefail
@@ -19,11 +19,11 @@ done
 cargo build --release --locked -p wk-agent
 install -m 0755 target/release/wk-agent /usr/local/bin/wk-agent
 install -m 0755 scripts/deploy-config.sh /usr/local/bin/wk-deploy-config
-install -d -m 0755 /etc/wk-agent /usr/local/share/doc/watchkeeper
+install -d -m 0755 /etc/watchkeeper /usr/local/share/doc/watchkeeper
 install -m 0644 README.md /usr/local/share/doc/watchkeeper/README.md
-if [[ ! -f /etc/wk-agent/wk-agent.conf ]]; then
+if [[ ! -f /etc/watchkeeper/wk-agent.conf ]]; then
   /usr/local/bin/wk-agent --config "$config" --test --quiet >/dev/null
-  install -m 0644 "$config" /etc/wk-agent/wk-agent.conf
+  install -m 0644 "$config" /etc/watchkeeper/wk-agent.conf
 fi
 [[ -f /etc/default/wk-agent ]] || install -m 0600 /dev/null /etc/default/wk-agent
 id wk-agent >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin wk-agent
@@ -34,5 +34,5 @@ if [[ -d /run/systemd/system ]]; then
   echo "install: wk-agent installed and started (journalctl -u wk-agent)"
 else
   echo "install: wk-agent installed; systemd is not running here, start it with:"
-  echo "  /usr/local/bin/wk-agent --config /etc/wk-agent/wk-agent.conf"
+  echo "  /usr/local/bin/wk-agent --config /etc/watchkeeper/wk-agent.conf"
 fi
