@@ -2,6 +2,7 @@
 
 mod actions;
 mod app;
+mod cli;
 mod common;
 mod examples;
 mod heal;
