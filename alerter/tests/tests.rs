@@ -9,6 +9,7 @@ mod examples;
 mod heal;
 mod kapacitor;
 mod notify;
+mod package;
 mod remote_helper;
 mod rules;
 mod scheduler;
