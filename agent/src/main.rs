@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use tokio::sync::mpsc;
 use tracing::error;
 use wk_agent::config::{self, LoadRequest};
 use wk_agent::daemon;
 use wk_agent::hostpaths::HostPaths;
-use wk_core::cli::{Shell, exit};
+use wk_core::cli::{Generate, exit};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,7 +25,7 @@ use wk_core::cli::{Shell, exit};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Cmd>,
+    command: Option<Generate>,
     /// Config file (repeatable). Default: $TELEGRAF_CONFIG_PATH, else /etc/telegraf/telegraf.conf
     /// plus /etc/telegraf/telegraf.d/*.conf.
     #[arg(long, value_name = "FILE")]
@@ -62,22 +62,6 @@ struct Cli {
     pidfile: Option<PathBuf>,
 }
 
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Print the shell completion script to stdout (e.g. `wk-agent completions bash >
-    /// /usr/share/bash-completion/completions/wk-agent`).
-    Completions {
-        #[arg(value_enum)]
-        shell: Shell,
-    },
-    /// Write the man pages (wk-agent.1, …) into a directory.
-    Man {
-        /// Output directory (created if missing).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-    },
-}
-
 fn split_filter(f: &Option<String>) -> Option<Vec<String>> {
     f.as_ref().map(|s| {
         s.split(':')
@@ -93,30 +77,8 @@ fn env_lookup(name: &str) -> Option<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        Some(Cmd::Completions { shell }) => {
-            return match wk_core::cli::completions(
-                &mut Cli::command(),
-                *shell,
-                &mut std::io::stdout(),
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wk-agent completions: {e}");
-                    ExitCode::from(exit::FAILURE)
-                }
-            };
-        }
-        Some(Cmd::Man { dir }) => {
-            return match wk_core::cli::man_pages(Cli::command(), dir) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wk-agent man: {}: {e}", dir.display());
-                    ExitCode::from(exit::FAILURE)
-                }
-            };
-        }
-        None => {}
+    if let Some(g) = &cli.command {
+        return ExitCode::from(g.run(Cli::command()));
     }
     let input_filter = split_filter(&cli.input_filter);
     let output_filter = split_filter(&cli.output_filter);

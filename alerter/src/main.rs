@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use wk_alerter::app;
 use wk_alerter::model::AlertEvent;
-use wk_core::cli::{Shell, exit};
+use wk_core::cli::{Generate, exit};
 
 const EXIT_INVALID: u8 = exit::INVALID;
 
@@ -80,18 +80,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SilenceCmd,
     },
-    /// Print the shell completion script to stdout (e.g. `wk-alerter completions bash >
-    /// /usr/share/bash-completion/completions/wk-alerter`).
-    Completions {
-        #[arg(value_enum)]
-        shell: Shell,
-    },
-    /// Write the man pages (wk-alerter.1, wk-alerter-check.1, …) into a directory.
-    Man {
-        /// Output directory (created if missing).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-    },
+    #[command(flatten)]
+    Generate(Generate),
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,22 +138,7 @@ fn main() -> ExitCode {
             tail,
         } => test(&rule, &data, json, tail),
         Cmd::Silence { cmd } => silence(&cli.config, cmd),
-        Cmd::Completions { shell } => {
-            match wk_core::cli::completions(&mut Cli::command(), shell, &mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wk-alerter completions: {e}");
-                    ExitCode::from(exit::FAILURE)
-                }
-            }
-        }
-        Cmd::Man { dir } => match wk_core::cli::man_pages(Cli::command(), &dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wk-alerter man: {}: {e}", dir.display());
-                ExitCode::from(exit::FAILURE)
-            }
-        },
+        Cmd::Generate(g) => ExitCode::from(g.run(Cli::command())),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::tools::on_path;
-use wk_core::testing::{KillOnDrop, poll_until, run_ok};
+use wk_core::testing::{KillOnDrop, git, poll_until, run_ok};
 
 const TOKEN: &str = "deploy-test-token";
 /// The pull interval of this test (the shipped timer's is a minute).
@@ -20,21 +20,6 @@ const PULL: Duration = Duration::from_secs(1);
 
 /// Each deploy run's exit status and stderr.
 type Runs = Arc<Mutex<Vec<(Option<i32>, String)>>>;
-
-fn git(dir: &Path, args: &[&str]) {
-    run_ok(
-        Command::new("git")
-            .current_dir(dir)
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.invalid",
-            ])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args),
-    );
-}
 
 fn commit(origin: &Path, msg: &str) {
     git(origin, &["add", "-A"]);

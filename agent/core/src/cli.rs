@@ -4,7 +4,7 @@
 //! `--help`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use clap_complete::Shell;
 
@@ -42,4 +42,45 @@ pub fn completions(
 pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(cmd, dir)
+}
+
+/// The `completions` and `man` subcommands, the same in both programs (flattened into their
+/// command enums).
+#[derive(clap::Subcommand, Debug)]
+pub enum Generate {
+    /// Print the shell completion script to stdout (e.g. `completions bash >
+    /// /usr/share/bash-completion/completions/NAME`).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages, one per command and sub-command, into a directory.
+    Man {
+        /// Output directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+impl Generate {
+    /// Generates for `cmd` (the program's whole definition); returns the exit status, having
+    /// printed any error.
+    pub fn run(&self, mut cmd: clap::Command) -> u8 {
+        let name = cmd.get_name().to_owned();
+        let result = match self {
+            Generate::Completions { shell } => {
+                completions(&mut cmd, *shell, &mut std::io::stdout()).map_err(|e| e.to_string())
+            }
+            Generate::Man { dir } => {
+                man_pages(cmd, dir).map_err(|e| format!("{}: {e}", dir.display()))
+            }
+        };
+        match result {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                exit::FAILURE
+            }
+        }
+    }
 }

@@ -113,6 +113,23 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// Runs `git ARGS` in `dir` with a fixed identity and `main` as the default branch (the
+/// deploy tests' repositories); fails the test when git fails.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run_ok(
+        std::process::Command::new("git")
+            .current_dir(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args),
+    )
+}
+
 /// A child process (a server a test started) killed and reaped when dropped, so a failing
 /// test leaves nothing running. Derefs to the [`Child`](std::process::Child).
 #[derive(Debug)]
