@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 
 def fail(msg):
@@ -152,8 +153,10 @@ def main():
                 if v:
                     f.write(f"{k}: {v}\n")
             f.write(f"Description: {desc}\n")
-            for line in ext.splitlines() or []:
-                f.write(f" {line}\n" if line.strip() else " .\n")
+            # Wrapped as cargo-deb wraps it.
+            for para in ext.split("\n\n"):
+                for line in textwrap.wrap(" ".join(para.split()), 79) or ["."]:
+                    f.write(f" {line}\n")
 
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(os.path.abspath(args.out), f"{name}_{version}_{arch}.deb")

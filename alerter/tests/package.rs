@@ -1,8 +1,8 @@
 //! scripts/package builds the two .deb files from this build's binaries (dev profile: the
 //! same layout as a release build, without minutes of LTO in CI); the test reads them with
 //! `dpkg-deb --info`, unpacks them with `dpkg-deb -x` into a fresh tree, checks the files,
-//! runs `systemd-analyze verify` on the shipped units and runs the installed binaries on the
-//! shipped default configs.
+//! runs `systemd-analyze verify` on the shipped units, runs the unpacked binaries on the
+//! shipped default configs, and installs and purges both with dpkg in a fresh tree.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ fn units_for_verify(root: &Path, dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn packages_install_files_units_and_binaries_that_run() {
-    for tool in ["dpkg-deb", "python3", "systemd-analyze", "man"] {
+    for tool in ["dpkg", "dpkg-deb", "python3", "systemd-analyze", "man"] {
         if !on_path(tool) {
             wk_core::skip!(
                 "{tool} is not installed (Debian packages dpkg, python3, systemd, man-db)"
@@ -227,10 +227,62 @@ fn packages_install_files_units_and_binaries_that_run() {
             .args(&rules),
     );
     assert!(text(&out).contains("deploy_refused"), "{}", text(&out));
+    // A real install with dpkg into a fresh tree (its own package database; the maintainer
+    // scripts run outside a chroot with $DPKG_ROOT set, and touch nothing of this machine),
+    // then a purge that removes everything, the state in /var/lib included.
+    let installed = tmp.path().join("installed");
+    fs::create_dir_all(installed.join("var/lib/dpkg/info")).unwrap();
+    fs::create_dir_all(installed.join("var/lib/dpkg/updates")).unwrap();
+    fs::write(installed.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = |args: &[&str]| {
+        let mut c = Command::new("dpkg");
+        c.arg(format!("--root={}", installed.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-not-root",
+                "--force-depends",
+            ])
+            .args(["--log=/dev/null"])
+            .args(args);
+        c
+    };
+    run_ok(dpkg(&["-i"]).args(&debs));
+    for name in ["wk-agent", "wk-alerter"] {
+        let status = text(&run_ok(&mut dpkg(&["-s", name])));
+        assert!(status.contains("Status: install ok installed"), "{status}");
+    }
+    assert!(
+        installed
+            .join("etc/watchkeeper/rules/cpu_high.rhai")
+            .is_file()
+    );
+    fs::create_dir_all(installed.join("var/lib/wk-alerter")).unwrap();
+    fs::write(installed.join("var/lib/wk-alerter/alerts.json"), "{}").unwrap();
+    run_ok(&mut dpkg(&["--purge", "wk-agent", "wk-alerter"]));
+    let left: Vec<PathBuf> = walk(&installed)
+        .into_iter()
+        .filter(|p| !p.starts_with(installed.join("var/lib/dpkg")))
+        .collect();
+    assert!(left.is_empty(), "left after purge: {left:?}");
+
     // The deploy script shipped is the repository's.
     assert_eq!(
         fs::read(root.join("usr/bin/wk-deploy-config")).unwrap(),
         fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/deploy-config.sh"))
             .unwrap()
     );
+}
+
+/// Every file (not directory) under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
