@@ -5,23 +5,27 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::sync::mpsc;
 use tracing::error;
 use wk_agent::config::{self, LoadRequest};
 use wk_agent::daemon;
 use wk_agent::hostpaths::HostPaths;
-
-/// Exit status for a config that does not load.
-const EXIT_CONFIG: u8 = 2;
+use wk_core::cli::{Generate, exit};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "wk-agent",
     version,
-    about = "Watchkeeper host agent: Telegraf-compatible metrics from /proc"
+    about = "Watchkeeper host agent: Telegraf-compatible metrics from /proc",
+    after_long_help = "Exit status: 0 done (or stopped by SIGTERM/SIGINT); 1 an input failed \
+        in --test or --once, metrics unsent, or a run-time failure; 2 the config does not load \
+        or the arguments are invalid.\n\nSIGHUP reloads the config (a config that does not load \
+        is refused and the running one kept). See docs/cli.md."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Generate>,
     /// Config file (repeatable). Default: $TELEGRAF_CONFIG_PATH, else /etc/telegraf/telegraf.conf
     /// plus /etc/telegraf/telegraf.d/*.conf.
     #[arg(long, value_name = "FILE")]
@@ -73,6 +77,9 @@ fn env_lookup(name: &str) -> Option<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(g) = &cli.command {
+        return ExitCode::from(g.run(Cli::command()));
+    }
     let input_filter = split_filter(&cli.input_filter);
     let output_filter = split_filter(&cli.output_filter);
     if cli.sample_config {
@@ -97,7 +104,7 @@ fn main() -> ExitCode {
         stats: Default::default(),
     };
     let Some(plan) = daemon::load(&req) else {
-        return ExitCode::from(EXIT_CONFIG);
+        return ExitCode::from(exit::INVALID);
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -106,14 +113,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     let status = |ok: bool| {
         if ok {
             ExitCode::SUCCESS
         } else {
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     };
     if test_mode {
@@ -127,13 +134,13 @@ fn main() -> ExitCode {
         && let Err(e) = std::fs::write(p, format!("{}\n", std::process::id()))
     {
         error!("cannot write pidfile {}: {e}", p.display());
-        return ExitCode::FAILURE;
+        return ExitCode::from(exit::FAILURE);
     }
     let code = rt.block_on(async {
         let (tx, rx) = mpsc::channel(4);
         if let Err(e) = wk_core::control::forward_signals(tx) {
             error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
         daemon::run(plan, || daemon::load(&req), rx).await;
         ExitCode::SUCCESS

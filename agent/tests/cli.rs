@@ -207,3 +207,46 @@ fn internal_metrics_count_every_dropped_metric() {
     );
     assert!(field(&line, "write_errors") > 0, "{line}");
 }
+
+/// docs/cli.md's exit statuses of wk-agent, case by case (the table is read by the test).
+#[test]
+fn exit_statuses_are_the_documented_ones() {
+    let good = conf("[[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n");
+    // Nothing listens on port 1: the nginx input fails to gather.
+    let failing =
+        conf("[[inputs.nginx]]\n  urls = [\"http://127.0.0.1:1/status\"]\n[[outputs.file]]\n");
+    let bad = conf("[agent]\n  interval = \"10x\"\n[[inputs.cpu]]\n");
+    let man = good.beside("man1");
+    let cases: &[(&str, &dyn Fn() -> Output)] = &[
+        ("`--test`, every input gathered", &|| {
+            run(&["--config", good.arg(), "--test"])
+        }),
+        ("`--test`, an input failed", &|| {
+            run(&["--config", failing.arg(), "--test"])
+        }),
+        ("a config that does not load", &|| {
+            run(&["--config", bad.arg(), "--test"])
+        }),
+        ("a config file that does not exist", &|| {
+            run(&["--config", "/nonexistent/wk.conf", "--test"])
+        }),
+        ("an unknown option", &|| run(&["--no-such-option"])),
+        ("`completions bash`", &|| run(&["completions", "bash"])),
+        ("`man --dir DIR`", &|| {
+            run(&["man", "--dir", man.to_str().unwrap()])
+        }),
+    ];
+    wk_core::testing::assert_documented_exit_statuses("wk-agent", cases);
+}
+
+/// `--help` of every command, the man pages and the bash completion come from one definition.
+#[test]
+fn help_man_pages_and_completions_cover_every_command() {
+    let pages = wk_core::testing::assert_help_man_and_completions_agree(std::path::Path::new(
+        env!("CARGO_BIN_EXE_wk-agent"),
+    ));
+    assert_eq!(
+        pages,
+        ["wk-agent-completions.1", "wk-agent-man.1", "wk-agent.1"]
+    );
+}

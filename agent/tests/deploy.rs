@@ -7,23 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{agent, daemon_config as config, signal};
-use wk_core::testing::{poll_until as wait_for, run_ok};
-
-fn git(dir: &Path, args: &[&str]) {
-    run_ok(
-        Command::new("git")
-            .current_dir(dir)
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.invalid",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args),
-    );
-}
+use wk_core::testing::{git, poll_until as wait_for, run_ok};
 
 struct Deploy {
     checkout: PathBuf,

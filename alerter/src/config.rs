@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [alerter]
-//! rules_dir = "/etc/wk-alerter/rules"
+//! rules_dir = "/etc/watchkeeper/rules"
 //! state_dir = "/var/lib/wk-alerter"
 //!
 //! [[sources.influxdb]]
@@ -94,7 +94,7 @@ pub const DEFAULT_MAX_EVAL_TIME: Duration = Duration::from_secs(5);
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            rules_dir: "/etc/wk-alerter/rules".into(),
+            rules_dir: "/etc/watchkeeper/rules".into(),
             state_dir: "/var/lib/wk-alerter".into(),
             reload_interval: Duration::from_secs(5),
             max_eval_time: DEFAULT_MAX_EVAL_TIME,

@@ -7,23 +7,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::sync::mpsc;
 use tracing::error;
 use wk_alerter::app;
 use wk_alerter::model::AlertEvent;
+use wk_core::cli::{Generate, exit};
 
-const EXIT_INVALID: u8 = 2;
+const EXIT_INVALID: u8 = exit::INVALID;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "wk-alerter",
     version,
-    about = "Watchkeeper alert processor: Rhai rules over InfluxDB"
+    about = "Watchkeeper alert processor: Rhai rules over InfluxDB",
+    after_long_help = "Exit status: 0 done (or stopped by SIGTERM/SIGINT); 1 a run-time \
+        failure (a listener that cannot bind, the runtime); 2 invalid input: a config or rule \
+        that does not load, data that does not parse, every evaluation of `test` failed, a bad \
+        silence, or invalid arguments.\n\nSIGHUP reloads the config and rules (what does not \
+        load is refused and the running version kept). See docs/cli.md."
 )]
 struct Cli {
     /// Config file.
-    #[arg(long, global = true, default_value = "/etc/wk-alerter/wk-alerter.conf")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/etc/watchkeeper/wk-alerter.conf"
+    )]
     config: PathBuf,
     /// Log at debug level.
     #[arg(long, global = true)]
@@ -52,6 +62,7 @@ enum Cmd {
     /// Evaluate one rule over recorded line protocol with a simulated clock and print the
     /// alert events it would send.
     Test {
+        /// The rule file (.rhai).
         rule: PathBuf,
         /// Line protocol file (timestamps in ns).
         #[arg(long)]
@@ -70,6 +81,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SilenceCmd,
     },
+    #[command(flatten)]
+    Generate(Generate),
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,11 +107,15 @@ enum SilenceCmd {
     },
     /// List the silences (ended ones too with --all).
     List {
+        /// Also the silences that have ended.
         #[arg(long)]
         all: bool,
     },
     /// End a silence now.
-    Expire { id: String },
+    Expire {
+        /// The silence's id (as `silence add` printed it, or from `silence list`).
+        id: String,
+    },
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -122,6 +139,7 @@ fn main() -> ExitCode {
             tail,
         } => test(&rule, &data, json, tail),
         Cmd::Silence { cmd } => silence(&cli.config, cmd),
+        Cmd::Generate(g) => ExitCode::from(g.run(Cli::command())),
     }
 }
 
@@ -197,20 +215,20 @@ fn run(config_path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     rt.block_on(async {
         let (tx, rx) = mpsc::channel(4);
         if let Err(e) = wk_core::control::forward_signals(tx) {
             error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
         match app::run(config_path, cfg, env_lookup, rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ app::StartError::Listen { .. }) => {
                 error!("{e}");
-                ExitCode::FAILURE
+                ExitCode::from(exit::FAILURE)
             }
             Err(e) => {
                 error!("{e}");

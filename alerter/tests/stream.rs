@@ -502,20 +502,7 @@ fn ingest_and_parse_survive_random_text() {
 
 use wk_core::testing::wait_for;
 
-/// The wk-agent binary of the same build (target/<profile>/wk-agent next to this test's
-/// deps/ directory). `cargo build --workspace` (scripts/test does) puts it there.
-pub(crate) fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_owned();
-    let path = profile_dir.join("wk-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: build the agent first (`cargo build -p wk-agent`, or scripts/test which \
-         builds the workspace)",
-        path.display()
-    );
-    path
-}
+use crate::tools::agent_binary;
 
 /// A child process killed on drop, and the file its stderr goes to.
 pub(crate) struct Killed(pub(crate) Child, pub(crate) PathBuf);

@@ -2,12 +2,15 @@
 
 mod actions;
 mod app;
+mod cli;
 mod common;
 mod dashboards;
+mod deploy;
 mod examples;
 mod heal;
 mod kapacitor;
 mod notify;
+mod package;
 mod remote_helper;
 mod rules;
 mod scheduler;
@@ -15,4 +18,5 @@ mod service;
 mod status;
 mod stream;
 mod stream_limits;
+mod tools;
 mod victoria;

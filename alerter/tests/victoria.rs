@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::servers::VictoriaMetrics;
-use crate::stream::{Killed, agent_binary};
+use crate::stream::Killed;
+use crate::tools::agent_binary;
 
 /// Rules as they run on InfluxDB: a filter, a regex, mean, last and max per host.
 const CPU_RULE: &str = r#"

@@ -12,11 +12,13 @@
 //! - [`logging`]: the log set-up of both programs.
 //! - [`testing`]: `skip!`, the one way a test may skip (counted; a failure in CI).
 //! - [`control`]: reload/stop messages and the signals that send them.
+//! - [`cli`]: exit statuses, shell completions and man pages of both command lines.
 //! - [`procs`]: the process table and socket inode → process, from /proc (procfs crate).
 //!
 //! The agent adds inputs, outputs and its loop on top; the alerter adds rules, state and
 //! notifiers. Neither depends on the other.
 
+pub mod cli;
 pub mod control;
 pub mod diag;
 pub mod glob;

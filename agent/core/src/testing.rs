@@ -113,6 +113,23 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// Runs `git ARGS` in `dir` with a fixed identity and `main` as the default branch (the
+/// deploy tests' repositories); fails the test when git fails.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run_ok(
+        std::process::Command::new("git")
+            .current_dir(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args),
+    )
+}
+
 /// A child process (a server a test started) killed and reaped when dropped, so a failing
 /// test leaves nothing running. Derefs to the [`Child`](std::process::Child).
 #[derive(Debug)]
@@ -192,6 +209,154 @@ pub fn binary(name: &str, package: &str) -> Option<std::path::PathBuf> {
         return Some(p);
     }
     missing_server(name, package).map(|never| match never {})
+}
+
+/// Checks `program`'s rows of docs/cli.md's exit status table (`| program | case | status |`)
+/// against `cases` (case text as in the table → a run of that case): every documented case is
+/// run and exits with its documented status, and every run case is documented.
+pub fn assert_documented_exit_statuses(
+    program: &str,
+    cases: &[(&str, &dyn Fn() -> std::process::Output)],
+) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let documented: Vec<(String, i32)> = doc
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            match cols.as_slice() {
+                [p, case, status] if *p == program => {
+                    Some((case.to_string(), status.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(
+        !documented.is_empty(),
+        "docs/cli.md documents no exit status of {program}"
+    );
+    for (case, _) in cases {
+        assert!(
+            documented.iter().any(|(c, _)| c == case),
+            "docs/cli.md does not document {program}'s case {case:?}"
+        );
+    }
+    for (case, status) in &documented {
+        let run = cases
+            .iter()
+            .find(|(c, _)| c == case)
+            .unwrap_or_else(|| panic!("docs/cli.md's case {case:?} of {program} has no test"))
+            .1;
+        let out = run();
+        assert_eq!(
+            out.status.code(),
+            Some(*status),
+            "{program}: {case}: stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Runs `bin man --dir` and, for each page (`wk-alerter-silence-add.1`), the command's
+/// `--help` (`wk-alerter silence add --help`): each must succeed, and every long option the
+/// help shows must be in the page; `bin completions bash` must be valid bash naming every
+/// command. Returns the page names.
+pub fn assert_help_man_and_completions_agree(bin: &std::path::Path) -> Vec<String> {
+    let name = bin.file_name().unwrap().to_str().unwrap().to_owned();
+    let dir = tempfile_dir(&name);
+    let out = std::process::Command::new(bin)
+        .args(["man", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name} man: {out:?}");
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    assert!(pages.contains(&format!("{name}.1")), "{pages:?}");
+    let script = std::process::Command::new(bin)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(script.status.success());
+    let script_path = dir.join("completion.bash");
+    std::fs::write(&script_path, &script.stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script_path)
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "bash -n: {syntax:?}");
+    let script = String::from_utf8(script.stdout).unwrap();
+    for page in &pages {
+        let page_text = std::fs::read_to_string(dir.join(page))
+            .unwrap()
+            .replace("\\-", "-");
+        let words: Vec<&str> = page
+            .trim_end_matches(".1")
+            .strip_prefix(&name)
+            .unwrap()
+            .split('-')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let help = std::process::Command::new(bin)
+            .args(&words)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success(), "{name} {words:?} --help: {help:?}");
+        let usage = format!(
+            "Usage: {}",
+            [name.as_str()]
+                .into_iter()
+                .chain(words.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(
+            text.contains(&usage),
+            "{name} {words:?} --help lacks {usage:?}:\n{text}"
+        );
+        for opt in text
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+        {
+            let opt = opt.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+            assert!(
+                page_text.contains(opt),
+                "{page} lacks {opt} (in {name} {words:?} --help)"
+            );
+        }
+        if let Some(last) = words.last() {
+            assert!(script.contains(last), "the bash completion lacks {last}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    pages
+}
+
+/// A fresh directory under the system temp dir (wk-core has no tempfile dependency outside
+/// its own tests).
+fn tempfile_dir(prefix: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[cfg(test)]

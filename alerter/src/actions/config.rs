@@ -4,7 +4,7 @@
 //! ```toml
 //! [actions]
 //!   dry_run = false                       # true: log and report what would run, run nothing
-//!   scripts_dir = "/etc/wk-alerter/scripts"
+//!   scripts_dir = "/etc/watchkeeper/scripts"
 //!   audit_log = "/var/lib/wk-alerter/actions.log"
 //!   record = ["influx_actions"]           # notifiers that get one event per action (wk_actions)
 //!   local_hosts = ["web1"]                # host tag values that mean "this host" (+ hostname)
@@ -13,8 +13,8 @@
 //!   host = "web2"                         # the alert's host tag
 //!   address = "10.0.0.12"                 # default: host
 //!   user = "wk"
-//!   key = "/etc/wk-alerter/id_ed25519"    # must exist (checked at load)
-//!   known_hosts = "/etc/wk-alerter/known_hosts"
+//!   key = "/etc/watchkeeper/id_ed25519"    # must exist (checked at load)
+//!   known_hosts = "/etc/watchkeeper/known_hosts"
 //!   port = 22
 //!   helper = "/usr/local/bin/wk-remote-helper" # scripts/wk-remote-helper, for /proc there
 //! ```
@@ -82,7 +82,7 @@ impl Default for ActionsConfig {
         ActionsConfig {
             enabled: true,
             dry_run: false,
-            scripts_dir: "/etc/wk-alerter/scripts".into(),
+            scripts_dir: "/etc/watchkeeper/scripts".into(),
             audit_log: PathBuf::new(),
             audit_max_bytes: 10 << 20,
             audit_keep: 3,

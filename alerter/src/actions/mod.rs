@@ -75,7 +75,7 @@ impl Ctx {
             host: Host::Local,
             proc_root: "/proc".into(),
             passwd: "/etc/passwd".into(),
-            scripts_dir: "/etc/wk-alerter/scripts".into(),
+            scripts_dir: "/etc/watchkeeper/scripts".into(),
             timeout: Duration::from_secs(30),
             grace: Duration::from_secs(5),
             max_output: 4096,

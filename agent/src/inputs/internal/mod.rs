@@ -49,7 +49,15 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
 /// from the OS: `arena` + `hblkhd`), `heap_idle_bytes` (free inside it, `fordblks`),
 /// `heap_in_use_bytes` (= alloc), `sys_bytes` (resident memory, VmRSS). Go's GC counters
 /// (`mallocs`, `frees`, `num_gc`, `pointer_lookups`, `heap_objects`, `total_alloc_bytes`,
-/// `heap_released_bytes`) have no meaning here and are not sent.
+/// `heap_released_bytes`) have no meaning here and are not sent. Static (musl) builds have no
+/// glibc malloc to ask: no `internal_memstats` there.
+#[cfg(not(target_env = "gnu"))]
+fn memstats(_proc_root: &std::path::Path) -> Option<[(&'static str, u64); 6]> {
+    None
+}
+
+/// See the musl variant above.
+#[cfg(target_env = "gnu")]
 fn memstats(proc_root: &std::path::Path) -> Option<[(&'static str, u64); 6]> {
     // SAFETY: mallinfo2 reads the allocator's counters into a plain struct it returns by
     // value; it takes no pointers and has no preconditions.
