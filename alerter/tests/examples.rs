@@ -102,6 +102,71 @@ fn test_command_replays_recorded_data_with_a_simulated_clock() {
     );
 }
 
+/// The self-healing demo (scripts/demo), run as a newcomer would, on this build's binaries
+/// and free ports: the web server killed, its port squatted, a CPU hog; each is detected,
+/// acted on, verified and reported (the script exits 0 only then; each fault has 60 s).
+#[test]
+fn the_demo_heals_a_killed_server_a_squatted_port_and_reports_a_cpu_hog() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin_dir = crate::tools::agent_binary().parent().unwrap().to_owned();
+    let [listen, port] = wk_core::testing::free_ports::<2>();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(root.join("scripts/demo"))
+        .env("WK_BIN_DIR", &bin_dir)
+        .env("WK_DEMO_LISTEN", format!("127.0.0.1:{listen}"))
+        .env("WK_DEMO_PORT", port.to_string())
+        .env("WK_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let logs = ["alerter.log", "agent.log"]
+        .map(|f| std::fs::read_to_string(state.path().join(f)).unwrap_or_default());
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs[0],
+        logs[1]
+    );
+    for want in [
+        "healed in",
+        "the squatter was named and stopped",
+        "demo-squatter",
+        "exited after SIGTERM",
+        "top 5 by cpu",
+        "demo-cpu-hog",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+}
+
+/// The demo's configs load with the demo's environment, and its rules with their notifiers.
+#[test]
+fn demo_configs_and_rules_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("examples/demo");
+    let env = |k: &str| (k == "WK_STREAM_TOKEN").then(|| "demo-token-0123456789".to_owned());
+    let cfg = config::load(&dir.join("alerter.conf"), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let rules = files(&root.join(&cfg.settings.rules_dir), "rhai");
+    assert_eq!(rules.len(), 2);
+    for r in rules {
+        let rule = load_rule(&r).unwrap_or_else(|e| panic!("{e}"));
+        cfg.notify
+            .validate_names(&rule.settings().notify)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+        cfg.actions
+            .validate_rule(rule.settings())
+            .unwrap_or_else(|(_, e)| panic!("{}: {e}", r.display()));
+    }
+    let req = wk_agent::config::LoadRequest {
+        env: &env,
+        ..wk_agent::config::LoadRequest::new(vec![dir.join("agent.conf")])
+    };
+    let plan = wk_agent::config::load(&req).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
 /// The quick start (scripts/quickstart): the alerter config in stream mode with every example
 /// rule resolving its notifiers, and the agent config (loaded by the agent's own loader)
 /// writing to the alerter's stream address.
@@ -201,8 +266,8 @@ fn every_example_file_is_of_a_kind_the_tests_load() {
         let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
         matches!(
             (dir, ext),
-            ("agent" | "alerter" | "quickstart", "conf")
-                | ("rules", "rhai")
+            ("agent" | "alerter" | "quickstart" | "demo", "conf")
+                | ("rules" | "demo/rules", "rhai")
                 | ("recorded", "lp")
                 | ("grafana", "json")
                 | (_, "md")
