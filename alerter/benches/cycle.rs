@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use wk_alerter::model::{CycleResult, RuleSettings};
 use wk_alerter::query::Query;
-use wk_alerter::rules::{Rule, load_rule_source};
+use wk_alerter::rules::{Limits, Rule, load_rule_source, load_rule_source_with};
 use wk_alerter::source::influxdb::decode;
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series, SourceError,
@@ -367,7 +367,12 @@ fn run() -> Result<(), BoxError> {
     let mut rules: Vec<(Rule, RuleState)> = Vec::new();
     for copy in ["a", "b"] {
         for (name, text) in &examples {
-            let rule = load_rule_source(&format!("{name}_{copy}.rhai"), text)
+            // At 10,000 hosts a query alone can take longer than the default 5 s under load.
+            let limits = Limits {
+                timeout: Duration::from_secs(120),
+                ..Limits::default()
+            };
+            let rule = load_rule_source_with(&format!("{name}_{copy}.rhai"), text, &limits)
                 .map_err(|e| e.to_string())?;
             rules.push((rule, RuleState::new()));
         }
