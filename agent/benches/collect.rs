@@ -2,7 +2,7 @@
 //!
 //! Run: `scripts/bench` (installs the peers, then runs this), or directly
 //! `cargo bench -p wk-agent --bench collect -- [--quick] [--out FILE] [--sockets 0,10000,100000]
-//! [--no-peers] [--daemon-secs N] [--procs N] [--only-procstat]`.
+//! [--no-peers] [--daemon-secs N] [--procs N] [--only-procstat] [--only-tcp]`.
 //!
 //! One invocation measures, side by side on the same machine state:
 //! 1. one full collection of the default inputs, in process, through the real config loader and
@@ -949,6 +949,8 @@ struct Opts {
     procs: usize,
     /// Run section 2b alone and print it (a short run; never overwrites the report).
     only_procstat: bool,
+    /// Run section 2 alone and print it (large populations: `--sockets 500000` is 1 M sockets).
+    only_tcp: bool,
 }
 
 fn parse_args() -> Opts {
@@ -960,6 +962,7 @@ fn parse_args() -> Opts {
         daemon_secs: 60,
         procs: 1000,
         only_procstat: false,
+        only_tcp: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -971,6 +974,7 @@ fn parse_args() -> Opts {
             }
             "--no-peers" => o.peers = false,
             "--only-procstat" => o.only_procstat = true,
+            "--only-tcp" => o.only_tcp = true,
             "--procs" => o.procs = args.next().and_then(|v| v.parse().ok()).unwrap_or(1000),
             "--out" => o.out = args.next().map(PathBuf::from),
             "--sockets" => {
@@ -2172,6 +2176,17 @@ fn main() {
         return;
     }
     let mut sum = Summary::default();
+    if o.only_tcp {
+        if o.out.is_some() {
+            log("--only-tcp prints its section; --out is ignored (the report stays whole)");
+        }
+        let mut psutil = start_py();
+        bench_tcp(&o, &dir, psutil.as_mut(), &mut md, &mut sum);
+        drop(psutil);
+        let _ = std::fs::remove_dir_all(&dir);
+        print!("{md}");
+        return;
+    }
     let head = std::mem::take(&mut md);
     let median = bench_collection(&o, &dir, &mut md, &mut sum);
     let mut psutil = start_py();

@@ -683,16 +683,30 @@ impl Service {
         self.route(events);
     }
 
-    /// Saves a rule's state: encoded here, written by the state writer thread (the fsyncs
-    /// never hold up the scheduler); synchronously if that thread could not start.
+    /// Saves a rule's state (see the free function [`persist`]).
     fn persist(&self, name: &str, state: &RuleState) {
-        let dir = &self.config.settings.state_dir;
-        let saved = match &self.persister {
-            Some(p) => state.encode(dir, name).map(|json| p.save(name, json)),
-            None => state.save(dir, name),
-        };
-        if let Err(e) = saved {
-            error!(rule = %name, "cannot save alert state: {e}");
+        persist(
+            self.persister.as_ref(),
+            &self.config.settings.state_dir,
+            name,
+            state,
+        );
+    }
+
+    /// Saves every rule state evaluated since its last save (shutdown: what was left for the
+    /// next checkpoint).
+    fn save_unsaved(&mut self, now: i64) {
+        for slot in self.slots.values_mut() {
+            let Some(rule) = &slot.rule else { continue };
+            if slot.state.unsaved() {
+                slot.state.mark_saved(now);
+                persist(
+                    self.persister.as_ref(),
+                    &self.config.settings.state_dir,
+                    &rule.settings().name,
+                    &slot.state,
+                );
+            }
         }
     }
 
@@ -915,8 +929,17 @@ impl Service {
         let events = slot.state.apply(settings, &done.result, done.now);
         sync_inhibitors(&self.router, settings, &slot.state);
         debug!(rule = %settings.name, events = events.len(), "evaluated");
-        let state = slot.state.clone();
-        self.persist(&settings.name, &state);
+        // Saved at once when something a restart needs exactly changed, else at checkpoints
+        // (state::STATE_CHECKPOINT): at thousands of instances, encoding and writing the
+        // whole file after every evaluation only to move `last_seen` was the cost.
+        if slot.state.save_due(done.now) {
+            persist(
+                self.persister.as_ref(),
+                &self.config.settings.state_dir,
+                &settings.name,
+                &slot.state,
+            );
+        }
         self.route(events);
         if report {
             self.report_broken(clock_now);
@@ -1061,6 +1084,7 @@ impl Service {
             }
         }
         self.router.shutdown(Duration::from_secs(5)).await;
+        self.save_unsaved(self.clock.now_ns());
         self.flush_state();
         info!("alerter stopped");
     }
@@ -1210,6 +1234,18 @@ impl HostPages {
 
 /// Tells the router which instances of an inhibiting rule are non-OK (events alone do not
 /// end an inhibitor whose rule sends no recoveries, nor announce state restored from disk).
+/// Saves a rule's state: encoded here, written by the state writer thread (the fsyncs
+/// never hold up the scheduler); synchronously if that thread could not start.
+fn persist(persister: Option<&crate::state::Persister>, dir: &Path, name: &str, state: &RuleState) {
+    let saved = match persister {
+        Some(p) => state.encode(dir, name).map(|json| p.save(name, json)),
+        None => state.save(dir, name),
+    };
+    if let Err(e) = saved {
+        error!(rule = %name, "cannot save alert state: {e}");
+    }
+}
+
 fn sync_inhibitors(router: &Router, settings: &RuleSettings, state: &RuleState) {
     if settings.inhibits.is_empty() {
         return;

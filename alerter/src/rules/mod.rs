@@ -493,13 +493,15 @@ fn observations(value: Dynamic) -> Result<Vec<Observation>, String> {
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let Some(s) = item.clone().try_cast::<ScriptSeries>() else {
+        if !item.is::<ScriptSeries>() {
             return Err(format!(
                 "check() returned an array holding {} at index {i}; it must hold series",
                 type_name(&item)
             ));
-        };
-        out.push(s.observation());
+        }
+        if let Some(s) = item.try_cast::<ScriptSeries>() {
+            out.push(s.into_observation());
+        }
     }
     // Duplicates are found on references: no tag map is copied for the check.
     let mut seen = BTreeSet::new();
@@ -989,6 +991,26 @@ fn register_rule_api(engine: &mut Engine) {
             .map(|s| Dynamic::from(ScriptSeries::from_source(s, &field, stamped_by)))
             .collect())
     });
+    // A join of two results on a tag, built natively: one call where a script loop would take
+    // an operation per series.
+    engine.register_fn(
+        "by_tag",
+        |series: &mut Array, tag: &str| -> RhaiResult<Map> {
+            let mut out = Map::new();
+            for (i, item) in series.iter().enumerate() {
+                let Some(s) = item.read_lock::<ScriptSeries>() else {
+                    return Err(format!(
+                        "by_tag({tag:?}): the array holds {} at index {i}; it must hold series",
+                        type_name(item)
+                    )
+                    .into());
+                };
+                let key = s.lock().tags.get(tag).cloned().unwrap_or_default();
+                out.insert(key.into(), item.clone());
+            }
+            Ok(out)
+        },
+    );
     engine.register_fn("to_string", |q: &mut QueryBuilder| {
         q.0.to_influxql(None, 0).unwrap_or_else(|e| e.0)
     });

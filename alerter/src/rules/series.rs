@@ -65,31 +65,50 @@ impl ScriptSeries {
     }
 
     /// What the state machine gets: tags, measurement, fields (the last row's columns, then
-    /// `value`, then what `s.set` added), time and the level conditions.
-    pub fn observation(&self) -> Observation {
-        let d = self.lock();
+    /// `value`, then what `s.set` added), time and the level conditions. The data is moved
+    /// out when this is the last handle (the usual case once `check()` has returned), so no
+    /// tag map or string is copied then.
+    pub fn into_observation(self) -> Observation {
+        match Arc::try_unwrap(self.0) {
+            Ok(m) => Self::observe(m.into_inner().unwrap_or_else(|e| e.into_inner())),
+            Err(shared) => {
+                let d = shared.lock().unwrap_or_else(|e| e.into_inner());
+                Self::observe(SeriesData {
+                    measurement: d.measurement.clone(),
+                    tags: d.tags.clone(),
+                    columns: d.columns.clone(),
+                    rows: d.rows.last().cloned().into_iter().collect(),
+                    value: d.value.clone(),
+                    extra: d.extra.clone(),
+                    field: String::new(),
+                    ..*d
+                })
+            }
+        }
+    }
+
+    fn observe(d: SeriesData) -> Observation {
         let mut fields = BTreeMap::new();
-        if let Some(row) = d.rows.last() {
-            for (c, v) in d.columns.iter().zip(&row.values) {
+        if let Some(row) = d.rows.into_iter().next_back() {
+            for (c, v) in d.columns.into_iter().zip(row.values) {
                 if let Some(v) = v {
-                    fields.insert(c.clone(), v.clone());
+                    fields.insert(c, v);
                 }
             }
         }
-        match &d.value {
-            Some(v) => {
-                fields.insert("value".to_owned(), v.clone());
+        match (d.value, fields.get_mut("value")) {
+            (Some(v), Some(slot)) => *slot = v,
+            (Some(v), None) => {
+                fields.insert("value".to_owned(), v);
             }
-            None => {
+            (None, _) => {
                 fields.remove("value");
             }
         }
-        for (k, v) in &d.extra {
-            fields.insert(k.clone(), v.clone());
-        }
+        fields.extend(d.extra);
         Observation {
-            tags: d.tags.clone(),
-            measurement: d.measurement.clone(),
+            tags: d.tags,
+            measurement: d.measurement,
             fields,
             time: d.time,
             levels: d.levels,

@@ -1149,3 +1149,26 @@ fn influxql_does_not_load_when_the_source_is_victoriametrics() {
     let own = "fn influxql(x) { [] }\nfn check() { influxql(1) }\n";
     assert!(load_rule_source_with("own.rhai", own, &limits).is_ok());
 }
+
+/// Issue 13: `by_tag` joins two results on a tag natively (a map filled in a script loop is
+/// quadratic under Rhai's map size check); a series without the tag is under "", and
+/// anything but series is refused by index.
+#[test]
+fn by_tag_joins_results_on_a_tag() {
+    let rule = check_only(
+        "  let all = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\", \"cpu\").run();\n  let by_cpu = all.by_tag(\"cpu\");\n  let by_host = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\").run().by_tag(\"host\");\n  let none = all.by_tag(\"nope\");\n  let out = query(\"cpu\").field(\"usage_idle\").last().group_by(\"host\").run();\n  for s in out {\n    s.set(\"keys\", by_cpu.keys().len());\n    s.set(\"mine\", by_host[s.tag(\"host\")].tag(\"host\"));\n    s.set(\"blank\", none.keys()[0]);\n    s.set(\"cpu0\", by_cpu[\"cpu0\"].value);\n  }\n  out",
+    );
+    let obs = observed(&rule);
+    assert_eq!(obs.len(), 2);
+    for o in &obs {
+        assert_eq!(o.fields["keys"], Value::Int(2), "{o:?}");
+        assert_eq!(o.fields["mine"], Value::Str(o.tags["host"].clone()));
+        assert_eq!(o.fields["blank"], Value::Str(String::new()));
+        assert_eq!(o.fields["cpu0"], Value::Float(1.0));
+    }
+    let m = failed(&check_only("  [1, 2].by_tag(\"host\")"));
+    assert!(
+        m.contains("by_tag(\"host\"): the array holds i64 at index 0"),
+        "{m}"
+    );
+}

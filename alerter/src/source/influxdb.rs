@@ -367,9 +367,57 @@ struct RawSeries {
     #[serde(default)]
     columns: Vec<String>,
     #[serde(default)]
-    values: Vec<Vec<serde_json::Value>>,
+    values: Vec<Vec<Cell>>,
     #[serde(default)]
     partial: bool,
+}
+
+/// One cell of an answer's `values`, decoded straight from the JSON text (no intermediate
+/// `serde_json::Value`, whose per-cell allocation was most of the decoding time). A number
+/// written without a fraction or exponent becomes an integer (exactly, also above 2^53;
+/// above `i64::MAX` a float), any other a float. InfluxDB's JSON writes the float 1.0 as `1`
+/// too, so which integers really are depends on the field's type: [`QuerySource::query`]
+/// turns the others back into floats.
+struct Cell(Option<Value>);
+
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Cell, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Cell;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("null, a boolean, a number or a string")
+            }
+            fn visit_unit<E>(self) -> Result<Cell, E> {
+                Ok(Cell(None))
+            }
+            fn visit_none<E>(self) -> Result<Cell, E> {
+                Ok(Cell(None))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Cell, E> {
+                Ok(Cell(Some(Value::Bool(b))))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<Cell, E> {
+                Ok(Cell(Some(Value::Int(i))))
+            }
+            fn visit_u64<E>(self, u: u64) -> Result<Cell, E> {
+                Ok(Cell(Some(match i64::try_from(u) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Float(u as f64),
+                })))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Cell, E> {
+                Ok(Cell(Some(Value::Float(f))))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Cell, E> {
+                Ok(Cell(Some(Value::Str(s.to_owned()))))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Cell, E> {
+                Ok(Cell(Some(Value::Str(s))))
+            }
+        }
+        de.deserialize_any(V)
+    }
 }
 
 /// Decodes a `/query` answer (status and body).
@@ -411,50 +459,37 @@ fn convert(raw: RawSeries) -> Result<Series, SourceError> {
     let time_col = raw.columns.iter().position(|c| c == "time");
     let columns: Vec<String> = raw
         .columns
-        .iter()
+        .into_iter()
         .enumerate()
         .filter(|(i, _)| Some(*i) != time_col)
-        .map(|(_, c)| c.clone())
+        .map(|(_, c)| c)
         .collect();
     let mut rows = Vec::with_capacity(raw.values.len());
     for values in raw.values {
-        let mut row = Row {
-            time: 0,
-            values: Vec::with_capacity(columns.len()),
-        };
-        for (i, v) in values.into_iter().enumerate() {
-            if Some(i) == time_col {
-                row.time = v.as_i64().ok_or_else(|| {
-                    SourceError::Decode(format!("time {v} is not integer nanoseconds"))
-                })?;
-                continue;
+        let time = match time_col.map(|i| values.get(i).map(|c| &c.0)) {
+            None => 0,
+            Some(Some(Some(Value::Int(t)))) => *t,
+            Some(other) => {
+                return Err(SourceError::Decode(format!(
+                    "time {:?} is not integer nanoseconds",
+                    other.cloned().flatten()
+                )));
             }
-            row.values.push(json_value(v)?);
-        }
-        rows.push(row);
+        };
+        // Collected in place: the row keeps the vector the cells were decoded into.
+        let values = values
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != time_col)
+            .map(|(_, Cell(v))| v)
+            .collect();
+        rows.push(Row { time, values });
     }
     Ok(Series {
         measurement: raw.name,
         tags: raw.tags.unwrap_or_default(),
         columns,
         rows,
-    })
-}
-
-/// A JSON number written without a fraction or exponent becomes an integer (exactly, also
-/// above 2^53), any other a float. InfluxDB's JSON writes the float 1.0 as `1` too, so which
-/// integers really are depends on the field's type: [`QuerySource::query`] turns the others
-/// back into floats.
-fn json_value(v: serde_json::Value) -> Result<Option<Value>, SourceError> {
-    Ok(match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::Bool(b) => Some(Value::Bool(b)),
-        serde_json::Value::Number(n) => Some(match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        }),
-        serde_json::Value::String(s) => Some(Value::Str(s)),
-        other => return Err(SourceError::Decode(format!("unexpected value {other}"))),
     })
 }
 
@@ -483,6 +518,30 @@ mod tests {
         assert_eq!(got[0].rows[0].values[0], Some(Value::Float(12.5)));
         assert_eq!(got[0].rows[0].values[1], None);
         assert!(got[1].tags.is_empty());
+        // Cells straight from the text: integers exactly (also above 2^53), above i64::MAX a
+        // float; a time that is not an integer, or a cell that is an array, is an error.
+        let got = decode(
+            200,
+            br#"{"results":[{"series":[{"name":"m","columns":["time","a","b","c"],
+            "values":[[1,9007199254740993,18446744073709551615,-2.5e3]]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            got[0].rows[0].values,
+            [
+                Some(Value::Int(9007199254740993)),
+                Some(Value::Float(18446744073709551615.0)),
+                Some(Value::Float(-2500.0))
+            ]
+        );
+        for bad in [
+            r#"{"results":[{"series":[{"columns":["time","a"],"values":[[1.5,1]]}]}]}"#,
+            r#"{"results":[{"series":[{"columns":["time","a"],"values":[[1,[2]]]}]}]}"#,
+            r#"{"results":[{"series":[{"columns":["time","a"],"values":[[1,{"x":1}]]}]}]}"#,
+        ] {
+            let e = decode(200, bad.as_bytes()).unwrap_err();
+            assert!(matches!(e, SourceError::Decode(_)), "{bad}: {e}");
+        }
         assert_eq!(
             decode(200, br#"{"results":[{"statement_id":0}]}"#),
             Ok(vec![])

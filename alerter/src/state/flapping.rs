@@ -30,9 +30,12 @@ pub struct FlapState {
 
 impl FlapState {
     /// Records `level`, resizing the ring to `len` (padding with OK at the old end), then
-    /// updates `flapping` with the (low, high) thresholds.
-    pub fn push(&mut self, level: Level, len: usize, low: f64, high: f64) {
+    /// updates `flapping` with the (low, high) thresholds. Returns whether the history or
+    /// `flapping` changed (a full ring of one level that records that level again is the same).
+    pub fn push(&mut self, level: Level, len: usize, low: f64, high: f64) -> bool {
         let len = len.max(MIN_HISTORY);
+        let same = self.history.len() == len && self.history.iter().all(|l| *l == level);
+        let was = self.flapping;
         while self.history.len() < len {
             self.history.push_front(Level::Ok);
         }
@@ -46,6 +49,7 @@ impl FlapState {
         } else if !self.flapping && p > high {
             self.flapping = true;
         }
+        !same || self.flapping != was
     }
 
     /// Flap detection switched off: forget the history and stop flapping.

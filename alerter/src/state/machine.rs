@@ -79,7 +79,45 @@ pub(crate) struct Instance {
     pub observed_at: Option<i64>,
 }
 
+/// What of an instance a restart needs exactly: everything but `last_seen`, `last_point`,
+/// `measurement` and `fields`, which change on every evaluation and are saved at checkpoints
+/// (see [`RuleState::save_due`]). The flap history is compared apart (it is not `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Lasting {
+    raw: Level,
+    level: Level,
+    phase: Phase,
+    since: Option<i64>,
+    pending_since: Option<i64>,
+    cleared_at: Option<i64>,
+    notified_level: Level,
+    notified_phase: Phase,
+    last_sent: Option<i64>,
+    sent_level: Option<Level>,
+    flapping: bool,
+    missing_since: Option<i64>,
+    changed_at: i64,
+}
+
 impl Instance {
+    fn lasting(&self) -> Lasting {
+        Lasting {
+            raw: self.raw,
+            level: self.level,
+            phase: self.phase,
+            since: self.since,
+            pending_since: self.pending_since,
+            cleared_at: self.cleared_at,
+            notified_level: self.notified_level,
+            notified_phase: self.notified_phase,
+            last_sent: self.last_sent,
+            sent_level: self.sent_level,
+            flapping: self.flap.flapping,
+            missing_since: self.missing_since,
+            changed_at: self.changed_at,
+        }
+    }
+
     fn new(tags: Tags, now: i64) -> Instance {
         Instance {
             tags,
@@ -255,7 +293,20 @@ pub struct RuleState {
     /// Until then (ns), series missing from a result do not go NoData: the source has just
     /// come back from an outage and the agents are still re-sending what they buffered.
     pub hold_no_data_until: i64,
+    /// An evaluation since the last save changed what a restart needs exactly (see
+    /// [`Lasting`]): instances, levels, clocks, notifications, the Error state.
+    changed: bool,
+    /// An evaluation since the last save changed only what is saved at checkpoints.
+    touched: bool,
+    /// When the state was last handed over for saving (evaluation time).
+    saved_at: Option<i64>,
 }
+
+/// How often a state whose evaluations changed only `last_seen`, `last_point` and the field
+/// values is saved: at 28,000 instances every evaluation moves those, and writing the whole
+/// file each time was most of the cost of persistence. A restart may find them up to this
+/// old; everything else (levels, pending, NoData clocks, notifications) is saved at once.
+pub const STATE_CHECKPOINT: Duration = Duration::from_secs(60);
 
 fn ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
@@ -263,6 +314,18 @@ fn ns(d: Duration) -> i64 {
 
 fn dur(from: i64, to: i64) -> Duration {
     Duration::from_nanos(u64::try_from(to.saturating_sub(from)).unwrap_or(0))
+}
+
+/// `dst = src.clone()`, in place when both have the same field names (every evaluation of
+/// a steady series): no node or name is allocated again.
+fn assign_fields(dst: &mut BTreeMap<String, Value>, src: &BTreeMap<String, Value>) {
+    if dst.len() == src.len() && dst.keys().eq(src.keys()) {
+        for (d, s) in dst.values_mut().zip(src.values()) {
+            d.clone_from(s);
+        }
+    } else {
+        dst.clone_from(src);
+    }
 }
 
 fn is_superset(tags: &Tags, subset: &Tags) -> bool {
@@ -273,6 +336,33 @@ impl RuleState {
     /// An empty state (no instances).
     pub fn new() -> RuleState {
         RuleState::default()
+    }
+
+    /// Whether to save the state now, after an evaluation at `now_ns`: at once when it
+    /// changed what a restart needs exactly, else every [`STATE_CHECKPOINT`] while it is
+    /// being evaluated. `true` resets the bookkeeping (the caller saves it).
+    pub fn save_due(&mut self, now_ns: i64) -> bool {
+        let due = self.changed
+            || (self.touched
+                && self
+                    .saved_at
+                    .is_none_or(|t| now_ns.saturating_sub(t) >= ns(STATE_CHECKPOINT)));
+        if due {
+            self.mark_saved(now_ns);
+        }
+        due
+    }
+
+    /// Whether anything was evaluated since the last save (shutdown saves those).
+    pub fn unsaved(&self) -> bool {
+        self.changed || self.touched
+    }
+
+    /// The state was handed over for saving at `now_ns`.
+    pub fn mark_saved(&mut self, now_ns: i64) {
+        self.changed = false;
+        self.touched = false;
+        self.saved_at = Some(now_ns);
     }
 
     /// Number of instances held (bounded by `expire_after`).
@@ -436,7 +526,9 @@ impl RuleState {
             tpl: &templates,
             now: now_ns,
             out: Vec::new(),
+            changed: false,
         };
+        let error_before = self.error.clone();
         match result {
             CycleResult::Failed(f) => self.failed(&mut cycle, &f.message),
             CycleResult::Observed(obs) => {
@@ -446,6 +538,8 @@ impl RuleState {
                 self.observed(&mut cycle, obs);
             }
         }
+        self.changed |= cycle.changed || self.error != error_before;
+        self.touched = true;
         let out = cycle.out;
         self.templates = Some(templates);
         out
@@ -459,7 +553,9 @@ impl RuleState {
                     inst.raw = Level::Ok;
                     inst.pending_since = None;
                     inst.cleared_at = None;
+                    let before = inst.lasting();
                     c.settle(inst, Level::Ok, Phase::Normal, c.now, None);
+                    c.changed |= inst.lasting() != before;
                 }
             }
             Policy::Alert(level) => {
@@ -485,23 +581,51 @@ impl RuleState {
     }
 
     fn observed(&mut self, c: &mut Cycle, obs: &[Observation]) {
-        // One observation per tag set; if a result repeats a series the last one wins.
-        let mut seen: BTreeMap<&Tags, &Observation> = BTreeMap::new();
-        for o in obs {
-            if seen.insert(&o.tags, o).is_some() {
-                tracing::debug!(rule = %c.s.name, tags = %template::group(&o.tags), "series repeated in one result; the last one counts");
-            }
-        }
-        for (tags, o) in &seen {
-            // Look up before inserting: cloning the tag map is only for new instances.
-            match self.instances.get_mut(*tags) {
-                Some(inst) => c.observe(inst, o),
-                None => {
-                    let mut inst = Instance::new((*tags).clone(), c.now);
-                    c.observe(&mut inst, o);
-                    self.instances.insert((*tags).clone(), inst);
+        // One observation per tag set, in tag order; if a result repeats a series the last one
+        // wins. Sources answer in tag order (InfluxDB's GROUP BY, the memory source), so that
+        // is checked in one pass and the map is only built when it is not so.
+        let seen: Vec<&Observation> = if obs.windows(2).all(|w| w[0].tags < w[1].tags) {
+            obs.iter().collect()
+        } else {
+            let mut by_tags: BTreeMap<&Tags, &Observation> = BTreeMap::new();
+            for o in obs {
+                if by_tags.insert(&o.tags, o).is_some() {
+                    tracing::debug!(rule = %c.s.name, tags = %template::group(&o.tags), "series repeated in one result; the last one counts");
                 }
             }
+            by_tags.into_values().collect()
+        };
+        // One merge walk over the instances (also in tag order): one comparison of tag sets per
+        // step instead of a map search per series; tag sets are cloned only for new instances.
+        let mut fresh = Vec::new();
+        let mut instances = self.instances.iter_mut().peekable();
+        for o in &seen {
+            loop {
+                match instances.peek_mut() {
+                    Some((key, inst)) => match (*key).cmp(&o.tags) {
+                        std::cmp::Ordering::Less => {
+                            instances.next();
+                        }
+                        std::cmp::Ordering::Equal => {
+                            c.observe(inst, o);
+                            instances.next();
+                            break;
+                        }
+                        std::cmp::Ordering::Greater => {
+                            fresh.push(c.first(o));
+                            break;
+                        }
+                    },
+                    None => {
+                        fresh.push(c.first(o));
+                        break;
+                    }
+                }
+            }
+        }
+        c.changed |= !fresh.is_empty();
+        for inst in fresh {
+            self.instances.insert(inst.tags.clone(), inst);
         }
         // Expected tag sets nobody has reported yet get an instance, so they can go NoData.
         for e in &c.s.expected {
@@ -509,6 +633,7 @@ impl RuleState {
             {
                 self.instances
                     .insert(e.clone(), Instance::new(e.clone(), c.now));
+                c.changed = true;
             }
         }
         let expected: BTreeSet<&Tags> = c.s.expected.iter().collect();
@@ -518,7 +643,7 @@ impl RuleState {
             if inst.observed_at == Some(c.now) {
                 continue;
             }
-            if expected.contains(key) && seen.keys().any(|t| is_superset(t, key)) {
+            if expected.contains(key) && seen.iter().any(|o| is_superset(&o.tags, key)) {
                 // An expected tag set that reports through more specific series exists: it is
                 // OK, and once receivers know that, the real series' instances replace it.
                 let ok = Observation {
@@ -537,6 +662,7 @@ impl RuleState {
         }
         for key in covered {
             self.instances.remove(&key);
+            c.changed = true;
         }
         self.expire(c, &expected);
     }
@@ -562,6 +688,7 @@ impl RuleState {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
+            c.changed = true;
             if let Some(mut inst) = self.instances.remove(&key)
                 && inst.notified_level != Level::Ok
                 && c.s.recoveries
@@ -589,18 +716,33 @@ struct Cycle<'a> {
     tpl: &'a Templates,
     now: i64,
     out: Vec<AlertEvent>,
+    /// Something a restart needs exactly changed (see [`Lasting`]).
+    changed: bool,
 }
 
 impl Cycle<'_> {
+    /// A new instance for a series seen for the first time.
+    fn first(&mut self, obs: &Observation) -> Instance {
+        let mut inst = Instance::new(obs.tags.clone(), self.now);
+        self.observe(&mut inst, obs);
+        inst
+    }
+
     /// The instance's series is in this result.
     fn observe(&mut self, inst: &mut Instance, obs: &Observation) {
+        let before = inst.lasting();
+        self.observe_inner(inst, obs);
+        self.changed |= inst.lasting() != before;
+    }
+
+    fn observe_inner(&mut self, inst: &mut Instance, obs: &Observation) {
         let now = self.now;
         inst.last_seen = now;
         inst.last_point = Some(if obs.time > 0 { obs.time } else { now });
         inst.observed_at = Some(now);
         inst.missing_since = None;
         inst.measurement.clone_from(&obs.measurement);
-        inst.fields.clone_from(&obs.fields);
+        assign_fields(&mut inst.fields, &obs.fields);
         inst.raw = determine_level(inst.raw, &obs.levels);
         let raw = inst.raw;
         let mut start = now;
@@ -646,6 +788,12 @@ impl Cycle<'_> {
 
     /// The instance's series is not in this (successful) result.
     fn missing(&mut self, inst: &mut Instance) {
+        let before = inst.lasting();
+        self.missing_inner(inst);
+        self.changed |= inst.lasting() != before;
+    }
+
+    fn missing_inner(&mut self, inst: &mut Instance) {
         let since = *inst.missing_since.get_or_insert(self.now);
         // Missing data waits like a condition does: `no_data_after` if set, else `pending`.
         let wait = if self.s.no_data_after.is_zero() {
@@ -694,8 +842,14 @@ impl Cycle<'_> {
         }
         let was_flapping = inst.flap.flapping;
         match self.s.flapping {
-            Some((low, high)) => inst.flap.push(level, self.s.history, low, high),
-            None => inst.flap.disable(),
+            Some((low, high)) => {
+                self.changed |= inst.flap.push(level, self.s.history, low, high);
+            }
+            None if inst.flap.history.is_empty() && !inst.flap.flapping => {}
+            None => {
+                inst.flap.disable();
+                self.changed = true;
+            }
         }
         let duration = inst.since.map_or(Duration::ZERO, |s| dur(s, now));
         if inst.flap.flapping {
@@ -749,6 +903,7 @@ impl Cycle<'_> {
         duration: Duration,
         note: Option<&str>,
     ) {
+        self.changed = true;
         let s = self.s;
         let previous_level = inst.sent_level.unwrap_or(inst.notified_level);
         inst.sent_level = Some(level);
@@ -848,6 +1003,7 @@ impl Cycle<'_> {
         message: String,
         error: &str,
     ) {
+        self.changed = true;
         let s = self.s;
         let id = format!("{}:error", s.name);
         let tags = Tags::new();

@@ -827,3 +827,97 @@ fn current_lists_pending_then_firing_and_not_ok_instances() {
     sim.at(30, seen(&[obs("web1", O), obs("web2", O)]));
     assert!(sim.st.current(&sim.s, T0 + 30 * SEC).is_empty());
 }
+
+/// Issue 13: results in tag order are merged with the instances in one walk; a result out of
+/// order or repeating a series gives the same instances, events and event order (the last
+/// repeat wins), as the map built for it before.
+#[test]
+fn results_out_of_tag_order_or_repeated_give_the_same_events() {
+    let ordered = [obs("a", C), obs("b", O), obs("c", W), obs("d", C)];
+    let shuffled = [
+        obs("d", O),
+        obs("c", W),
+        obs("a", C),
+        obs("d", C),
+        obs("b", O),
+    ];
+    let mut one = Sim::new(base());
+    let mut two = Sim::new(base());
+    let order = |ev: &[AlertEvent]| -> Vec<(String, Level)> {
+        ev.iter()
+            .map(|e| (e.tags["host"].clone(), e.level))
+            .collect()
+    };
+    let a = one.at(0, seen(&ordered));
+    let b = two.at(0, seen(&shuffled));
+    assert_eq!(a, b);
+    assert_eq!(
+        order(&a),
+        [("a".into(), C), ("c".into(), W), ("d".into(), C)]
+    );
+    // New series between known ones, and known ones missing: same on both paths.
+    let next = [obs("aa", C), obs("c", O), obs("e", W)];
+    let mut rev = next.clone();
+    rev.reverse();
+    let a = one.at(10, seen(&next));
+    let b = two.at(10, seen(&rev));
+    assert_eq!(a, b);
+    // Observed series first, in tag order, then the missing ones going NoData (pending 0).
+    assert_eq!(
+        order(&a),
+        [
+            ("aa".into(), C),
+            ("c".into(), O),
+            ("e".into(), W),
+            ("a".into(), C),
+            ("b".into(), C),
+            ("d".into(), C)
+        ]
+    );
+    assert_eq!(one.st.instances(), two.st.instances());
+    assert_eq!(one.st.instance_count(), 6);
+}
+
+/// Issue 13: a state whose evaluations only move `last_seen`, `last_point` and the values is
+/// saved at checkpoints; any change a restart needs exactly is saved at once.
+#[test]
+fn saving_is_due_on_lasting_changes_and_at_checkpoints() {
+    let mut s = base();
+    s.pending = secs(30);
+    let mut sim = Sim::new(s);
+    let due = |sim: &mut Sim, t: i64| sim.st.save_due(T0 + t * SEC);
+    assert!(!due(&mut sim, 0), "nothing evaluated yet");
+    sim.one(0, O);
+    assert!(due(&mut sim, 0), "a new instance");
+    sim.one(10, O);
+    assert!(!due(&mut sim, 10), "only last_seen moved");
+    sim.one(20, C);
+    assert!(due(&mut sim, 20), "pending started");
+    sim.one(30, C);
+    assert!(!due(&mut sim, 30), "still pending, the same start");
+    sim.one(50, C);
+    assert!(due(&mut sim, 50), "fired: an event");
+    for t in [60, 70, 80, 90, 100] {
+        sim.one(t, C);
+        assert!(!due(&mut sim, t), "unchanged at {t}");
+    }
+    sim.one(110, C);
+    assert!(due(&mut sim, 110), "a checkpoint 60 s after the last save");
+    assert!(!sim.st.unsaved());
+    sim.one(120, C);
+    assert!(
+        sim.st.unsaved(),
+        "shutdown saves what waits for a checkpoint"
+    );
+    // Missing data starts the NoData clock: saved at once.
+    sim.at(130, seen(&[]));
+    assert!(due(&mut sim, 130));
+    // A failed evaluation entering the Error state is saved at once.
+    let mut e = base();
+    e.error = Policy::Alert(C);
+    let mut sim = Sim::new(e);
+    sim.one(0, O);
+    assert!(due(&mut sim, 0));
+    sim.at(10, CycleResult::Failed("down".into()));
+    assert!(due(&mut sim, 10));
+}
