@@ -101,6 +101,9 @@ pub async fn run(
     let stream_cfg = cfg.stream.clone();
     // Stream mode: the receiver lives as long as this function (dropping it stops it).
     let mut _receiver = None;
+    // Stream mode with snapshots: the periodic saver, and what to save at the end.
+    let mut _snapshots: Option<tokio::task::JoinHandle<()>> = None;
+    let mut window: Option<(Arc<MemorySource>, std::path::PathBuf)> = None;
     let (source, label): (Arc<dyn QuerySource>, String) = match (&source_cfg, &stream_cfg) {
         (Some(sc), _) => {
             let source = influx_source(sc, tokio::runtime::Handle::current()).ok_or_else(|| {
@@ -112,7 +115,13 @@ pub async fn run(
             (source, sc.url.clone())
         }
         (None, Some(st)) => {
-            let store = Arc::new(MemorySource::new());
+            let store = if st.snapshot_interval.is_zero() {
+                Arc::new(MemorySource::new())
+            } else {
+                let path = cfg.settings.state_dir.join(crate::stream::WINDOW_FILE);
+                let load = tokio::task::spawn_blocking(move || crate::stream::load_window(&path));
+                Arc::new(load.await.unwrap_or_default())
+            };
             let receiver = crate::stream::Receiver::start(st, store.clone())
                 .await
                 .map_err(|source| StartError::Listen {
@@ -122,6 +131,15 @@ pub async fn run(
             crate::stream::log_listening(&receiver, st);
             let label = format!("stream http://{}", receiver.local_addr());
             _receiver = Some(receiver);
+            if !st.snapshot_interval.is_zero() {
+                let path = cfg.settings.state_dir.join(crate::stream::WINDOW_FILE);
+                _snapshots = Some(tokio::spawn(crate::stream::snapshot_loop(
+                    store.clone(),
+                    path.clone(),
+                    st.snapshot_interval,
+                )));
+                window = Some((store.clone(), path));
+            }
             (store, label)
         }
         (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
@@ -152,6 +170,22 @@ pub async fn run(
     }
     let _ = stop_tx.send(());
     let _ = running.await;
+    drop(_receiver);
+    if let Some(task) = _snapshots {
+        task.abort();
+    }
+    if let Some((store, path)) = window {
+        // The last writes are in: save them so that the next start has the whole window.
+        let saved = tokio::task::spawn_blocking(move || {
+            crate::stream::save_window(&store, &path).map(|b| (b, path))
+        })
+        .await;
+        match saved {
+            Ok(Ok((bytes, path))) => info!(bytes, "stream: window saved to {}", path.display()),
+            Ok(Err(e)) => error!("stream: cannot save the window; it is lost at exit: {e}"),
+            Err(e) => error!("stream: saving the window failed: {e}"),
+        }
+    }
     Ok(())
 }
 
