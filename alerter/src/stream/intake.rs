@@ -160,14 +160,22 @@ pub fn ingest_reader(
         }
         if start <= last {
             let mut w = store.writer();
-            for text in buf[start..last].split(|&b| b == b'\n') {
-                consumed += text.len() as u64 + 1;
+            let lines = &buf[start..last];
+            let mut one = |text: &str, len: usize| {
+                consumed += len as u64 + 1;
                 if consumed > intake.max_body {
-                    too_large = true;
-                    break;
+                    return false;
                 }
-                taker.line(&String::from_utf8_lossy(text), &mut w);
-            }
+                taker.line(text, &mut w);
+                true
+            };
+            // Valid UTF-8 (the rule) is checked once for the whole buffer.
+            too_large = !match std::str::from_utf8(lines) {
+                Ok(text) => text.split('\n').all(|l| one(l, l.len())),
+                Err(_) => lines
+                    .split(|&b| b == b'\n')
+                    .all(|l| one(&String::from_utf8_lossy(l), l.len())),
+            };
         }
         if too_large {
             break Some(Stop::TooLarge);

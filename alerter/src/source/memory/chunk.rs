@@ -67,14 +67,15 @@ pub struct BitWriter {
 }
 
 impl BitWriter {
-    /// Appends the low `n` (≤ 64) bits of `v`.
+    /// Appends the low `n` (≤ 64) bits of `v`: the last byte's free bits first, then whole
+    /// bytes at once.
     #[inline]
     pub fn write(&mut self, v: u64, n: u32) {
+        if n == 0 {
+            return;
+        }
         let mut n = n;
-        while n > 0 {
-            if self.used == 0 {
-                self.buf.push(0);
-            }
+        if self.used != 0 {
             let free = 8 - self.used;
             let take = free.min(n);
             let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
@@ -83,7 +84,16 @@ impl BitWriter {
             }
             self.used = (self.used + take) % 8;
             n -= take;
+            if n == 0 {
+                return;
+            }
         }
+        // Byte-aligned: the remaining n bits, left-aligned, big-endian.
+        let x = v << (64 - n);
+        let bytes = x.to_be_bytes();
+        self.buf
+            .extend_from_slice(&bytes[..(n as usize).div_ceil(8)]);
+        self.used = n % 8;
     }
 
     #[inline]
@@ -510,6 +520,8 @@ struct OpenCol {
 #[derive(Debug, Clone, Default)]
 pub struct Open {
     rows: usize,
+    /// The columns' costs and buffer capacities (kept in step: read at every write).
+    cols_bytes: usize,
     times: BitWriter,
     tst: Dod,
     first: i64,
@@ -547,28 +559,35 @@ impl Open {
         self.last = t;
         self.tst.put(&mut self.times, t);
         let bit = 1u128 << self.rows;
-        for (field, v) in fields {
+        for (pos, (field, v)) in fields.iter().enumerate() {
             let kind = Kind::of(v);
-            let col = match self
-                .cols
-                .iter()
-                .position(|c| c.field == *field && c.kind == kind)
-            {
-                Some(i) => &mut self.cols[i],
-                None => {
-                    self.cols.push(OpenCol {
-                        field: *field,
-                        kind,
-                        present: 0,
-                        w: BitWriter::default(),
-                        st: State::new(kind),
-                    });
-                    let last = self.cols.len() - 1;
-                    &mut self.cols[last]
-                }
+            // Fields usually come in the same order, so column `pos` is the one.
+            let i = match self.cols.get(pos) {
+                Some(c) if c.field == *field && c.kind == kind => pos,
+                _ => match self
+                    .cols
+                    .iter()
+                    .position(|c| c.field == *field && c.kind == kind)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.cols.push(OpenCol {
+                            field: *field,
+                            kind,
+                            present: 0,
+                            w: BitWriter::default(),
+                            st: State::new(kind),
+                        });
+                        self.cols_bytes += COL_COST;
+                        self.cols.len() - 1
+                    }
+                },
             };
+            let col = &mut self.cols[i];
+            let cap = col.w.capacity();
             col.present |= bit;
             col.st.put(&mut col.w, v);
+            self.cols_bytes = self.cols_bytes + col.w.capacity() - cap;
         }
         self.rows += 1;
     }
@@ -592,17 +611,12 @@ impl Open {
         for c in &mut self.cols {
             c.w.shrink();
         }
+        self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
     }
 
     /// Heap bytes held (an estimate of what the allocator gives out).
     pub fn bytes(&self) -> usize {
-        OPEN_COST
-            + self.times.capacity()
-            + self
-                .cols
-                .iter()
-                .map(|c| COL_COST + c.w.capacity())
-                .sum::<usize>()
+        OPEN_COST + self.times.capacity() + self.cols_bytes
     }
 
     /// [`Open::bytes`] without the spare capacity (what a compaction leaves).
