@@ -77,7 +77,7 @@ pub fn parse_line(line: &str, default_time: i64) -> Result<Metric, String> {
 pub fn parse_line_ref(line: &str) -> Result<PointRef<'_>, String> {
     let b = line.as_bytes();
     let mut pos = 0;
-    let name = read_token(line, &mut pos, b",", false);
+    let name = read_token(line, &mut pos, b',', false);
     if name.is_empty() {
         return Err("missing measurement name".into());
     }
@@ -85,12 +85,12 @@ pub fn parse_line_ref(line: &str) -> Result<PointRef<'_>, String> {
     // Tags.
     while pos < b.len() && b[pos] == b',' {
         pos += 1;
-        let key = read_token(line, &mut pos, b"=", true);
+        let key = read_token(line, &mut pos, b'=', true);
         if pos >= b.len() || b[pos] != b'=' {
             return Err(format!("tag {key:?} has no '='"));
         }
         pos += 1;
-        let value = read_token(line, &mut pos, b",", true);
+        let value = read_token(line, &mut pos, b',', true);
         if key.is_empty() || value.is_empty() {
             return Err("empty tag key or value".into());
         }
@@ -109,10 +109,10 @@ pub fn parse_line_ref(line: &str) -> Result<PointRef<'_>, String> {
     while pos < b.len() && b[pos] == b' ' {
         pos += 1;
     }
-    // Fields.
-    let mut fields = Vec::new();
+    // Fields (agents' points carry up to a dozen or so).
+    let mut fields = Vec::with_capacity(16);
     loop {
-        let key = read_token(line, &mut pos, b"=", true);
+        let key = read_token(line, &mut pos, b'=', true);
         if key.is_empty() {
             return Err("empty field key".into());
         }
@@ -147,32 +147,35 @@ pub fn parse_line_ref(line: &str) -> Result<PointRef<'_>, String> {
     })
 }
 
-/// Reads up to an unescaped space or one of `stops`, unescaping `\,`, `\ ` and, when
-/// `eq_escape`, `\=`.
-fn read_token<'a>(line: &'a str, pos: &mut usize, stops: &[u8], eq_escape: bool) -> Cow<'a, str> {
+/// Reads up to an unescaped space or `stop`, unescaping `\,`, `\ ` and, when `eq_escape`,
+/// `\=` (borrowed when nothing was unescaped).
+fn read_token<'a>(line: &'a str, pos: &mut usize, stop: u8, eq_escape: bool) -> Cow<'a, str> {
     let b = line.as_bytes();
     let start = *pos;
     let mut out: Option<String> = None;
     let mut copied = start;
-    while *pos < b.len() {
-        let c = b[*pos];
-        if c == b'\\' && *pos + 1 < b.len() {
-            let n = b[*pos + 1];
-            if n == b',' || n == b' ' || (eq_escape && n == b'=') {
+    while let Some(i) = memchr::memchr3(b'\\', b' ', stop, &b[*pos..]) {
+        *pos += i;
+        if b[*pos] != b'\\' {
+            break;
+        }
+        match b.get(*pos + 1) {
+            Some(&n) if n == b',' || n == b' ' || (eq_escape && n == b'=') => {
                 let o = out.get_or_insert_with(String::new);
                 o.push_str(&line[copied..*pos]);
                 o.push(n as char);
                 *pos += 2;
                 copied = *pos;
-                continue;
             }
-            *pos += 1;
-            continue;
+            // Any other backslash is kept as it is.
+            _ => *pos += 1,
         }
-        if c == b' ' || stops.contains(&c) {
+        if *pos >= b.len() {
             break;
         }
-        *pos += 1;
+    }
+    if *pos >= b.len() || !(b[*pos] == b' ' || b[*pos] == stop) {
+        *pos = b.len();
     }
     match out {
         None => Cow::Borrowed(&line[start..*pos]),
@@ -208,9 +211,7 @@ fn read_field_value(line: &str, pos: &mut usize) -> Result<FieldValue, String> {
         return Err("unterminated string".into());
     }
     let start = *pos;
-    while *pos < b.len() && b[*pos] != b',' && b[*pos] != b' ' {
-        *pos += 1;
-    }
+    *pos = memchr::memchr2(b',', b' ', &b[start..]).map_or(b.len(), |i| start + i);
     let v = &line[start..*pos];
     match v {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
@@ -230,16 +231,23 @@ fn read_field_value(line: &str, pos: &mut usize) -> Result<FieldValue, String> {
             .map(FieldValue::Uint)
             .map_err(|_| format!("bad unsigned integer {v:?}"));
     }
-    // f64::from_str also takes "inf" and "NaN", which line protocol does not.
-    if !v
-        .bytes()
-        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'))
-    {
-        return Err(format!("bad value {v:?}"));
+    // f64::from_str also takes "inf", "infinity" and "NaN", which line protocol does not:
+    // a number it takes ends in a digit or '.', those words do not.
+    match v.parse::<f64>() {
+        Ok(f) if matches!(v.as_bytes().last(), Some(b'0'..=b'9' | b'.')) => {
+            Ok(FieldValue::Float(f))
+        }
+        r => {
+            let numeric = v
+                .bytes()
+                .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'));
+            Err(if r.is_err() && numeric {
+                format!("bad float {v:?}")
+            } else {
+                format!("bad value {v:?}")
+            })
+        }
     }
-    v.parse::<f64>()
-        .map(FieldValue::Float)
-        .map_err(|_| format!("bad float {v:?}"))
 }
 
 #[cfg(test)]
