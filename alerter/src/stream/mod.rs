@@ -1,5 +1,7 @@
 //! Stream mode: the alerter receives line protocol writes, as InfluxDB would, and keeps the
-//! points in a bounded in-memory window ([`MemorySource`]) that the rules query. For a single
+//! points in a bounded, compressed in-memory window ([`MemorySource`]) that the rules query,
+//! saved to the state directory every `snapshot_interval` and at shutdown and loaded at start
+//! ([`save_window`], [`load_window`]). For a single
 //! host or a trial with no database: the agent's `[[outputs.influxdb]]` (or
 //! `[[outputs.influxdb_v2]]`) points at this endpoint, exactly as Telegraf can write to
 //! Kapacitor.
