@@ -117,6 +117,9 @@ pub async fn run(
     let source_cfg = cfg.sources.first().cloned();
     let stream_cfg = cfg.stream.clone();
     let http_cfg = cfg.http.clone();
+    // Stream mode with snapshots: the periodic saver, and what to save at the end.
+    let mut _snapshots: Option<tokio::task::JoinHandle<()>> = None;
+    let mut window: Option<(Arc<MemorySource>, std::path::PathBuf)> = None;
     let (source, store, label): (Arc<dyn QuerySource>, Option<Arc<MemorySource>>, String) =
         match (&source_cfg, &stream_cfg) {
             (Some(sc), _) => {
@@ -129,8 +132,23 @@ pub async fn run(
                     })?;
                 (source, None, sc.url.clone())
             }
-            (None, Some(_)) => {
-                let store = Arc::new(MemorySource::new());
+            (None, Some(st)) => {
+                let store = if st.snapshot_interval.is_zero() {
+                    Arc::new(MemorySource::new())
+                } else {
+                    let path = cfg.settings.state_dir.join(crate::stream::WINDOW_FILE);
+                    let load =
+                        tokio::task::spawn_blocking(move || crate::stream::load_window(&path));
+                    let store = Arc::new(load.await.unwrap_or_default());
+                    let path = cfg.settings.state_dir.join(crate::stream::WINDOW_FILE);
+                    _snapshots = Some(tokio::spawn(crate::stream::snapshot_loop(
+                        store.clone(),
+                        path.clone(),
+                        st.snapshot_interval,
+                    )));
+                    window = Some((store.clone(), path));
+                    store
+                };
                 (store.clone(), Some(store), "stream".into())
             }
             (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
@@ -183,6 +201,23 @@ pub async fn run(
     }
     let _ = stop_tx.send(());
     let _ = running.await;
+    // Writes stop before the window's last save.
+    drop(_server);
+    if let Some(task) = _snapshots {
+        task.abort();
+    }
+    if let Some((store, path)) = window {
+        // The last writes are in: save them so that the next start has the whole window.
+        let saved = tokio::task::spawn_blocking(move || {
+            crate::stream::save_window(&store, &path).map(|b| (b, path))
+        })
+        .await;
+        match saved {
+            Ok(Ok((bytes, path))) => info!(bytes, "stream: window saved to {}", path.display()),
+            Ok(Err(e)) => error!("stream: cannot save the window; it is lost at exit: {e}"),
+            Err(e) => error!("stream: saving the window failed: {e}"),
+        }
+    }
     Ok(())
 }
 

@@ -591,6 +591,7 @@ fn stream_section(o: &mut Options<'_, '_>) -> StreamSettings {
         max_string_size: o.size("max_string_size", d.max_string_size),
         tls_cert: o.opt_string("tls_cert").map(PathBuf::from),
         tls_key: o.opt_string("tls_key").map(PathBuf::from),
+        snapshot_interval: o.duration("snapshot_interval", d.snapshot_interval),
     };
     match (&s.tls_cert, &s.tls_key) {
         (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),

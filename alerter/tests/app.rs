@@ -319,3 +319,140 @@ fn threshold_hysteresis_through_the_state_machine() {
         ]
     );
 }
+
+/// POSTs line protocol to a stream receiver on `port`; the answer's status line.
+fn post_write(port: u16, token: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /write?db=telegraf HTTP/1.1\r\nHost: x\r\nAuthorization: Token {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_owned()
+}
+
+/// Issue 13: a restart in stream mode lost the whole window (rules saw no data until the
+/// agents' next writes). Points written before a stop are seen by a rule after the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_stream_mode_keeps_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-for-tests";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let events = dir.path().join("events.jsonl");
+    let conf = dir.path().join("alerter.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n\
+             [stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{token}\"\n  window = \"1h\"\n\
+             [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
+            rules.display().to_string(),
+            dir.path().join("state").display().to_string(),
+            events.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let cfg = app::load_config(&conf, &|_: &str| None).expect("config loads");
+        let (tx, rx) = mpsc::channel(4);
+        let path = conf.clone();
+        let running = tokio::spawn(async move { app::run(&path, cfg, |_: &str| None, rx).await });
+        (tx, running)
+    };
+    type Running = tokio::task::JoinHandle<Result<(), app::StartError>>;
+    let stop = |tx: mpsc::Sender<Control>, running: Running| async move {
+        tx.send(Control::Stop).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), running)
+            .await
+            .expect("stops")
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    };
+    let listening = move || {
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "not listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // First run: no rule yet; points of two hosts, some minutes old, over several chunks.
+    let (tx, running) = start();
+    tokio::task::spawn_blocking(listening).await.unwrap();
+    let now = wk_alerter::clock::now_ns();
+    let mut body = String::new();
+    for k in 0..300i64 {
+        let t = now - (600 - k) * 1_000_000_000;
+        body += &format!("mem,host=a used_percent={} {t}\n", 90.0 + k as f64 / 1000.0);
+        body += &format!("mem,host=b used_percent=10.5 {t}\n");
+    }
+    let status = tokio::task::spawn_blocking(move || post_write(port, token, &body))
+        .await
+        .unwrap();
+    assert!(status.contains("204"), "{status}");
+    stop(tx, running).await;
+    let snap = dir
+        .path()
+        .join("state")
+        .join(wk_alerter::stream::WINDOW_FILE);
+    assert!(snap.exists(), "the window is saved at stop");
+
+    // Second run: a rule over the last 15 minutes, and no new write.
+    std::fs::write(
+        rules.join("mem.rhai"),
+        r#"
+rule(#{ every: "1s", notify: ["log"], message: "{{host}} {{value}}" });
+
+fn check() {
+    let mem = query("mem").field("used_percent").range("15m").max().group_by("host").run();
+    for s in mem {
+        s.crit(s.value > 50.0);
+    }
+    mem
+}
+"#,
+    )
+    .unwrap();
+    let (tx, running) = start();
+    let fired = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["rule"] == "mem" && e["level"] == "CRITICAL")
+    };
+    let t0 = std::time::Instant::now();
+    while fired().is_none() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let event = fired().expect("the rule sees the points written before the restart");
+    assert_eq!(event["tags"]["host"], "a", "{event}");
+    // The newest point of host a, written before the restart.
+    assert!(
+        event["message"].as_str().unwrap().starts_with("a 90.299"),
+        "{event}"
+    );
+    stop(tx, running).await;
+
+    // A damaged snapshot: a clear warning, an empty window, and the daemon runs.
+    std::fs::write(&snap, b"WKWINDOW\x01 not a window").unwrap();
+    let (tx, running) = start();
+    tokio::task::spawn_blocking(listening).await.unwrap();
+    assert!(!running.is_finished());
+    let mut aside = snap.clone().into_os_string();
+    aside.push(".corrupt");
+    assert!(std::path::Path::new(&aside).exists(), "kept aside");
+    stop(tx, running).await;
+}

@@ -91,6 +91,9 @@ pub fn ingest(text: &str, intake: &Intake, store: &MemorySource) -> Ingest {
 /// Takes in a body: decompresses it when `gzip`, parses it line by line (good lines are
 /// stored even when others are not) and keeps the window within its bounds as it goes (within
 /// a slack), and exactly at the end.
+///
+/// The lines complete in the read buffer are parsed in place and written under one lock (the
+/// lock is never held while the body is awaited); a line across two reads is copied.
 pub fn ingest_reader(
     body: impl Read,
     gzip: bool,
@@ -105,51 +108,144 @@ pub fn ingest_reader(
         Box::new(body.take(limit))
     };
     let mut r = BufReader::with_capacity(64 * 1024, reader);
-    // Trimming costs O(series): a slack of 1/8 makes it rare, and bounds what it lets pass.
-    let slack_points = (intake.max_points / 8).max(1024);
-    let slack_bytes = (intake.max_bytes / 8).max(1 << 20);
+    let mut taker = Taker {
+        intake,
+        // Trimming costs O(series): a slack of 1/8 makes it rare, and bounds what it lets pass.
+        slack_points: (intake.max_points / 8).max(1024),
+        slack_bytes: (intake.max_bytes / 8).max(1 << 20),
+        out: &mut out,
+    };
     let max_line = intake.max_line();
+    // A line begun in an earlier read (at most `max_line` bytes of it kept) and whether it fit.
     let mut line = Vec::new();
+    let mut carried = false;
+    let mut fits = true;
     let mut consumed: u64 = 0;
     let stop = loop {
-        let (n, complete) = match read_line(&mut r, &mut line, max_line) {
-            Ok(x) => x,
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
             Err(e) => break Some(stop_of(e, gzip)),
         };
-        if n == 0 {
+        if buf.is_empty() {
+            if carried {
+                taker.carried(&line, fits, max_line, store);
+            }
             break None;
         }
-        consumed += n as u64;
-        if consumed > intake.max_body {
+        let Some(last) = memchr_last(buf) else {
+            // No line ends here: all of it continues (or starts) the carried line.
+            let n = buf.len();
+            consumed += n as u64;
+            if consumed > intake.max_body {
+                break Some(Stop::TooLarge);
+            }
+            fits = keep(&mut line, buf, max_line, fits);
+            carried = true;
+            r.consume(n);
+            continue;
+        };
+        let mut start = 0;
+        let mut too_large = false;
+        if carried {
+            let end = buf.iter().position(|&b| b == b'\n').unwrap_or(last);
+            consumed += end as u64 + 1;
+            if consumed > intake.max_body {
+                break Some(Stop::TooLarge);
+            }
+            fits = keep(&mut line, &buf[..end], max_line, fits);
+            taker.carried(&line, fits, max_line, store);
+            line.clear();
+            (carried, fits) = (false, true);
+            start = end + 1;
+        }
+        if start <= last {
+            let mut w = store.writer();
+            let lines = &buf[start..last];
+            let mut one = |text: &str, len: usize| {
+                consumed += len as u64 + 1;
+                if consumed > intake.max_body {
+                    return false;
+                }
+                taker.line(text, &mut w);
+                true
+            };
+            // Valid UTF-8 (the rule) is checked once for the whole buffer.
+            too_large = !match std::str::from_utf8(lines) {
+                Ok(text) => text.split('\n').all(|l| one(l, l.len())),
+                Err(_) => lines
+                    .split(|&b| b == b'\n')
+                    .all(|l| one(&String::from_utf8_lossy(l), l.len())),
+            };
+        }
+        if too_large {
             break Some(Stop::TooLarge);
         }
-        if !complete {
-            refuse(
-                &mut out,
-                &String::from_utf8_lossy(&line),
-                &format!("line longer than {max_line} bytes"),
-            );
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line);
-        if let Some(held) = take_line(&text, intake, store, &mut out)
-            && (held.points > intake.max_points.saturating_add(slack_points)
-                || held.bytes > intake.max_bytes.saturating_add(slack_bytes))
-        {
-            trim(store, intake);
-        }
+        r.consume(last + 1);
     };
-    let (points, bytes) = (store.len(), store.bytes());
-    if points > intake.max_points || bytes > intake.max_bytes {
-        trim(store, intake);
+    let mut w = store.writer();
+    let held = w.held();
+    if held.points > intake.max_points || held.bytes > intake.max_bytes {
+        trim(&mut w, intake);
     }
     (out, stop)
 }
 
+/// The index of the last `\n` in `buf`.
+fn memchr_last(buf: &[u8]) -> Option<usize> {
+    buf.iter().rposition(|&b| b == b'\n')
+}
+
+/// Appends `more` to a carried line, keeping at most `max` bytes (the start, to quote it);
+/// false once it did not fit.
+fn keep(line: &mut Vec<u8>, more: &[u8], max: usize, fits: bool) -> bool {
+    if fits && line.len() + more.len() <= max {
+        line.extend_from_slice(more);
+        return true;
+    }
+    if fits {
+        let room = max.saturating_sub(line.len()).min(more.len());
+        line.extend_from_slice(&more[..room]);
+    }
+    false
+}
+
 /// Brings the window within its bounds: by age first, then the oldest points.
-fn trim(store: &MemorySource, intake: &Intake) {
-    store.prune_before(intake.window_start);
-    store.enforce_bounds(intake.max_points, intake.max_bytes);
+fn trim(w: &mut crate::source::memory::Writer<'_>, intake: &Intake) {
+    w.prune_before(intake.window_start);
+    w.enforce_bounds(intake.max_points, intake.max_bytes);
+}
+
+/// Takes lines into the store, with the window's bounds applied as it goes.
+struct Taker<'a> {
+    intake: &'a Intake,
+    slack_points: usize,
+    slack_bytes: usize,
+    out: &'a mut Ingest,
+}
+
+impl Taker<'_> {
+    /// A line that came across reads.
+    fn carried(&mut self, line: &[u8], fits: bool, max_line: usize, store: &MemorySource) {
+        if fits {
+            self.line(&String::from_utf8_lossy(line), &mut store.writer());
+        } else {
+            refuse(
+                self.out,
+                &String::from_utf8_lossy(line),
+                &format!("line longer than {max_line} bytes"),
+            );
+        }
+    }
+
+    fn line(&mut self, text: &str, w: &mut crate::source::memory::Writer<'_>) {
+        let intake = self.intake;
+        if let Some(held) = take_line(text, intake, w, self.out)
+            && (held.points > intake.max_points.saturating_add(self.slack_points)
+                || held.bytes > intake.max_bytes.saturating_add(self.slack_bytes))
+        {
+            trim(w, intake);
+        }
+    }
 }
 
 fn stop_of(e: std::io::Error, gzip: bool) -> Stop {
@@ -161,42 +257,6 @@ fn stop_of(e: std::io::Error, gzip: bool) -> Stop {
             Stop::Gzip(e.to_string())
         }
         _ => Stop::Aborted(e.to_string()),
-    }
-}
-
-/// Reads one line (without its `\n`) into `line`, keeping at most `max` bytes of it. Returns
-/// the bytes consumed (0 at the end) and whether the line fit.
-fn read_line(
-    r: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<(usize, bool)> {
-    line.clear();
-    let mut consumed = 0;
-    let mut fits = true;
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok((consumed, fits));
-        }
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], Some(i + 1)),
-            None => (buf, None),
-        };
-        if fits && line.len() + chunk.len() <= max {
-            line.extend_from_slice(chunk);
-        } else if fits {
-            // Keep the start, to quote it.
-            let room = max.saturating_sub(line.len()).min(chunk.len());
-            line.extend_from_slice(&chunk[..room]);
-            fits = false;
-        }
-        let used = done.unwrap_or(buf.len());
-        r.consume(used);
-        consumed += used;
-        if done.is_some() {
-            return Ok((consumed, fits));
-        }
     }
 }
 
@@ -212,24 +272,22 @@ fn refuse(out: &mut Ingest, line: &str, why: &str) {
 fn take_line(
     raw: &str,
     intake: &Intake,
-    store: &MemorySource,
+    w: &mut crate::source::memory::Writer<'_>,
     out: &mut Ingest,
 ) -> Option<crate::source::memory::Held> {
-    // A timestamp no client sends marks "no timestamp" (parse_line fills in the default).
-    const NONE: i64 = i64::MIN;
     let line = raw.trim_start();
     if line.trim_end().is_empty() || line.starts_with('#') {
         return None;
     }
     let line = line.trim_end_matches('\r');
-    let mut m = match lineproto::parse_line(line, NONE) {
-        Ok(m) => m,
+    let p = match lineproto::parse_line_ref(line) {
+        Ok(p) => p,
         Err(why) => {
             refuse(out, line, &why);
             return None;
         }
     };
-    if let Some((name, len)) = m.fields.iter().find_map(|(k, v)| match v {
+    if let Some((name, len)) = p.fields.iter().find_map(|(k, v)| match v {
         FieldValue::Str(s) if s.len() > intake.max_string => Some((k, s.len())),
         _ => None,
     }) {
@@ -240,17 +298,16 @@ fn take_line(
         refuse(out, line, &why);
         return None;
     }
-    m.time = if m.time == NONE {
-        intake.now
-    } else {
-        m.time.saturating_mul(intake.unit)
+    let time = match p.time {
+        None => intake.now,
+        Some(t) => t.saturating_mul(intake.unit),
     };
-    if m.time > intake.max_time {
+    if time > intake.max_time {
         out.future += 1;
         return None;
     }
     out.written += 1;
-    Some(store.push(&m))
+    Some(w.push(&p, time))
 }
 
 /// A body arriving as chunks on a channel, read from a blocking thread. An `Err` chunk ends

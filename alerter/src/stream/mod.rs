@@ -1,5 +1,7 @@
 //! Stream mode: the alerter receives line protocol writes, as InfluxDB would, and keeps the
-//! points in a bounded in-memory window ([`MemorySource`]) that the rules query. For a single
+//! points in a bounded, compressed in-memory window ([`MemorySource`]) that the rules query,
+//! saved to the state directory every `snapshot_interval` and at shutdown and loaded at start
+//! ([`save_window`], [`load_window`]). For a single
 //! host or a trial with no database: the agent's `[[outputs.influxdb]]` (or
 //! `[[outputs.influxdb_v2]]`) points at this endpoint, exactly as Telegraf can write to
 //! Kapacitor.
@@ -36,7 +38,7 @@ pub mod intake;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -86,6 +88,9 @@ pub struct StreamSettings {
     /// PEM certificate chain and private key: the receiver speaks HTTPS when both are set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// How often the window is saved to `state_dir` (and at shutdown), so that a restart
+    /// keeps it; zero: never (the window lives in memory only).
+    pub snapshot_interval: Duration,
 }
 
 /// Shortest token accepted: guessing one of 16 random characters is out of reach.
@@ -106,6 +111,7 @@ impl Default for StreamSettings {
             max_string_size: 64 * 1024,
             tls_cert: None,
             tls_key: None,
+            snapshot_interval: Duration::from_secs(60),
         }
     }
 }
@@ -385,6 +391,98 @@ async fn refuse(conn: TcpStream, why: &str) {
     );
     let mut conn = conn;
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.write_all(text.as_bytes())).await;
+}
+
+/// The window's snapshot in the state directory.
+pub const WINDOW_FILE: &str = "stream-window.snap";
+
+/// The window saved by the last run. A missing file is an empty window; so is an unreadable
+/// or damaged one, with a warning (a damaged file is kept aside as `….corrupt`, so that the
+/// next snapshot does not erase the evidence).
+pub fn load_window(path: &Path) -> MemorySource {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return MemorySource::new(),
+        Err(e) => {
+            warn!(
+                "stream: cannot read the saved window {}: {e}; starting with an empty window",
+                path.display()
+            );
+            return MemorySource::new();
+        }
+    };
+    match MemorySource::from_snapshot(&bytes) {
+        Ok(store) => {
+            info!(
+                points = store.len(),
+                series = store.series_count(),
+                "stream: window restored from {}",
+                path.display()
+            );
+            store
+        }
+        Err(e) => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".corrupt");
+            let kept = match std::fs::rename(path, &aside) {
+                Ok(()) => format!("kept as {}", Path::new(&aside).display()),
+                Err(e) => format!("could not be moved aside: {e}"),
+            };
+            warn!(
+                "stream: the saved window {} is unusable ({e}); starting with an empty window (the file {kept})",
+                path.display()
+            );
+            MemorySource::new()
+        }
+    }
+}
+
+/// Writes the window to `path` (atomically: a crash leaves the previous snapshot). Returns
+/// the bytes written. Blocking: call it off the async threads.
+pub fn save_window(store: &MemorySource, path: &Path) -> Result<usize, String> {
+    // One save at a time (the periodic one may still run when the last one starts): they
+    // share the temporary file.
+    static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SAVING.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes = store.snapshot();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    crate::state::write_atomic(path, &bytes).map_err(|(p, e)| format!("{}: {e}", p.display()))?;
+    Ok(bytes.len())
+}
+
+/// Saves the window every `every`, on the blocking pool. A failure is logged once until a
+/// save succeeds again.
+pub async fn snapshot_loop(store: Arc<MemorySource>, path: PathBuf, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: nothing new to save yet.
+    tick.tick().await;
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let (s, p) = (store.clone(), path.clone());
+        match tokio::task::spawn_blocking(move || save_window(&s, &p)).await {
+            Ok(Ok(bytes)) => {
+                if failing {
+                    info!(
+                        "stream: window snapshots written again ({})",
+                        path.display()
+                    );
+                }
+                failing = false;
+                debug!(bytes, "stream: window saved");
+            }
+            Ok(Err(e)) => {
+                if !failing {
+                    warn!("stream: cannot save the window (a restart would lose it): {e}");
+                }
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Forgets points older than the window, and reports points dropped for `max_points`.

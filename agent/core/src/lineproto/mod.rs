@@ -14,7 +14,7 @@ use std::io::Write;
 use crate::metric::{FieldValue, Metric};
 
 mod parse;
-pub use parse::{LineProtocolError, parse, parse_line};
+pub use parse::{LineProtocolError, PointRef, parse, parse_line, parse_line_ref};
 
 /// Serializer options, named after Telegraf's `influx_*` keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

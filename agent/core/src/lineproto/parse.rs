@@ -7,6 +7,8 @@
 //! the serializer writes control characters as `\t` `\n` `\f` `\r`, which InfluxDB (and
 //! therefore this reader) keeps as two characters; no agent input emits control characters.
 
+use std::borrow::Cow;
+
 use crate::metric::{FieldValue, Metric};
 
 /// A malformed line, with its 1-based line number.
@@ -39,28 +41,67 @@ pub fn parse(text: &str, default_time: i64) -> Result<Vec<Metric>, LineProtocolE
     Ok(out)
 }
 
+/// One parsed line, borrowing its text wherever no escape had to be undone (the stream
+/// receiver's path: no allocation per name, tag or field).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointRef<'a> {
+    pub name: Cow<'a, str>,
+    /// Sorted by key, each key once (the last value given wins, as [`Metric::set_tag`]).
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// In line order.
+    pub fields: Vec<(Cow<'a, str>, FieldValue)>,
+    /// `None`: the line has no timestamp.
+    pub time: Option<i64>,
+}
+
+impl PointRef<'_> {
+    /// The point as a [`Metric`] (`default_time` when the line has no timestamp).
+    pub fn into_metric(self, default_time: i64) -> Metric {
+        let mut m = Metric::new(self.name.into_owned(), self.time.unwrap_or(default_time));
+        for (k, v) in self.tags {
+            m.set_tag(k.into_owned(), v.into_owned());
+        }
+        for (k, v) in self.fields {
+            m.add_field(k.into_owned(), v);
+        }
+        m
+    }
+}
+
 /// Parses one line (without its newline).
 pub fn parse_line(line: &str, default_time: i64) -> Result<Metric, String> {
+    parse_line_ref(line).map(|p| p.into_metric(default_time))
+}
+
+/// Parses one line (without its newline), borrowing from it.
+pub fn parse_line_ref(line: &str) -> Result<PointRef<'_>, String> {
     let b = line.as_bytes();
     let mut pos = 0;
-    let name = read_token(line, &mut pos, b",", false);
+    let name = read_token(line, &mut pos, b',', false);
     if name.is_empty() {
         return Err("missing measurement name".into());
     }
-    let mut metric = Metric::new(name, default_time);
+    let mut tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     // Tags.
     while pos < b.len() && b[pos] == b',' {
         pos += 1;
-        let key = read_token(line, &mut pos, b"=", true);
+        let key = read_token(line, &mut pos, b'=', true);
         if pos >= b.len() || b[pos] != b'=' {
             return Err(format!("tag {key:?} has no '='"));
         }
         pos += 1;
-        let value = read_token(line, &mut pos, b",", true);
+        let value = read_token(line, &mut pos, b',', true);
         if key.is_empty() || value.is_empty() {
             return Err("empty tag key or value".into());
         }
-        metric.set_tag(key, value);
+        tags.push((key, value));
+    }
+    if tags.windows(2).any(|w| w[0].0 >= w[1].0) {
+        // Sorted, the last of a repeated key kept: reversed, a stable sort puts the last
+        // one first among equals, and dedup keeps the first.
+        tags.reverse();
+        tags.sort_by(|a, b| a.0.cmp(&b.0));
+        tags.dedup_by(|a, b| a.0 == b.0);
     }
     if pos >= b.len() || b[pos] != b' ' {
         return Err("missing fields".into());
@@ -68,9 +109,10 @@ pub fn parse_line(line: &str, default_time: i64) -> Result<Metric, String> {
     while pos < b.len() && b[pos] == b' ' {
         pos += 1;
     }
-    // Fields.
+    // Fields (agents' points carry up to a dozen or so).
+    let mut fields = Vec::with_capacity(16);
     loop {
-        let key = read_token(line, &mut pos, b"=", true);
+        let key = read_token(line, &mut pos, b'=', true);
         if key.is_empty() {
             return Err("empty field key".into());
         }
@@ -79,7 +121,7 @@ pub fn parse_line(line: &str, default_time: i64) -> Result<Metric, String> {
         }
         pos += 1;
         let value = read_field_value(line, &mut pos).map_err(|e| format!("field {key:?}: {e}"))?;
-        metric.add_field(key, value);
+        fields.push((key, value));
         if pos < b.len() && b[pos] == b',' {
             pos += 1;
             continue;
@@ -89,43 +131,59 @@ pub fn parse_line(line: &str, default_time: i64) -> Result<Metric, String> {
     while pos < b.len() && b[pos] == b' ' {
         pos += 1;
     }
+    let mut time = None;
     if pos < b.len() {
         let ts = line[pos..].trim_end();
-        metric.time = ts
-            .parse::<i64>()
-            .map_err(|_| format!("bad timestamp {ts:?} (expected integer nanoseconds)"))?;
+        time = Some(
+            ts.parse::<i64>()
+                .map_err(|_| format!("bad timestamp {ts:?} (expected integer nanoseconds)"))?,
+        );
     }
-    Ok(metric)
+    Ok(PointRef {
+        name,
+        tags,
+        fields,
+        time,
+    })
 }
 
-/// Reads up to an unescaped space or one of `stops`, unescaping `\,`, `\ ` and, when
-/// `eq_escape`, `\=`.
-fn read_token(line: &str, pos: &mut usize, stops: &[u8], eq_escape: bool) -> String {
+/// Reads up to an unescaped space or `stop`, unescaping `\,`, `\ ` and, when `eq_escape`,
+/// `\=` (borrowed when nothing was unescaped).
+fn read_token<'a>(line: &'a str, pos: &mut usize, stop: u8, eq_escape: bool) -> Cow<'a, str> {
     let b = line.as_bytes();
     let start = *pos;
-    let mut out = String::new();
+    let mut out: Option<String> = None;
     let mut copied = start;
-    while *pos < b.len() {
-        let c = b[*pos];
-        if c == b'\\' && *pos + 1 < b.len() {
-            let n = b[*pos + 1];
-            if n == b',' || n == b' ' || (eq_escape && n == b'=') {
-                out.push_str(&line[copied..*pos]);
-                out.push(n as char);
-                *pos += 2;
-                copied = *pos;
-                continue;
-            }
-            *pos += 1;
-            continue;
-        }
-        if c == b' ' || stops.contains(&c) {
+    while let Some(i) = memchr::memchr3(b'\\', b' ', stop, &b[*pos..]) {
+        *pos += i;
+        if b[*pos] != b'\\' {
             break;
         }
-        *pos += 1;
+        match b.get(*pos + 1) {
+            Some(&n) if n == b',' || n == b' ' || (eq_escape && n == b'=') => {
+                let o = out.get_or_insert_with(String::new);
+                o.push_str(&line[copied..*pos]);
+                o.push(n as char);
+                *pos += 2;
+                copied = *pos;
+            }
+            // Any other backslash is kept as it is.
+            _ => *pos += 1,
+        }
+        if *pos >= b.len() {
+            break;
+        }
     }
-    out.push_str(&line[copied..*pos]);
-    out
+    if *pos >= b.len() || !(b[*pos] == b' ' || b[*pos] == stop) {
+        *pos = b.len();
+    }
+    match out {
+        None => Cow::Borrowed(&line[start..*pos]),
+        Some(mut o) => {
+            o.push_str(&line[copied..*pos]);
+            Cow::Owned(o)
+        }
+    }
 }
 
 fn read_field_value(line: &str, pos: &mut usize) -> Result<FieldValue, String> {
@@ -153,9 +211,7 @@ fn read_field_value(line: &str, pos: &mut usize) -> Result<FieldValue, String> {
         return Err("unterminated string".into());
     }
     let start = *pos;
-    while *pos < b.len() && b[*pos] != b',' && b[*pos] != b' ' {
-        *pos += 1;
-    }
+    *pos = memchr::memchr2(b',', b' ', &b[start..]).map_or(b.len(), |i| start + i);
     let v = &line[start..*pos];
     match v {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
@@ -175,16 +231,23 @@ fn read_field_value(line: &str, pos: &mut usize) -> Result<FieldValue, String> {
             .map(FieldValue::Uint)
             .map_err(|_| format!("bad unsigned integer {v:?}"));
     }
-    // f64::from_str also takes "inf" and "NaN", which line protocol does not.
-    if !v
-        .bytes()
-        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'))
-    {
-        return Err(format!("bad value {v:?}"));
+    // f64::from_str also takes "inf", "infinity" and "NaN", which line protocol does not:
+    // a number it takes ends in a digit or '.', those words do not.
+    match v.parse::<f64>() {
+        Ok(f) if matches!(v.as_bytes().last(), Some(b'0'..=b'9' | b'.')) => {
+            Ok(FieldValue::Float(f))
+        }
+        r => {
+            let numeric = v
+                .bytes()
+                .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'));
+            Err(if r.is_err() && numeric {
+                format!("bad float {v:?}")
+            } else {
+                format!("bad value {v:?}")
+            })
+        }
     }
-    v.parse::<f64>()
-        .map(FieldValue::Float)
-        .map_err(|_| format!("bad float {v:?}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,998 @@
+//! The compressed form of a series' points: chunks of up to [`CHUNK_ROWS`] rows, one column
+//! per (field, type), as Prometheus' `chunkenc` and InfluxDB's TSM store them.
+//!
+//! - times: delta-of-delta, in buckets of 0, 13, 24, 36 or 64 bits (nanosecond times from an
+//!   agent on a fixed interval cost one bit each);
+//! - floats: Gorilla XOR against the previous value, reusing the previous leading/trailing
+//!   zero window when it fits (bit-exact: NaN payloads, ±inf and -0.0 round trip);
+//! - integers (signed and unsigned): delta-of-delta with wrapping arithmetic (counters cost a
+//!   bit or a few);
+//! - booleans: one bit; strings: one bit when equal to the previous value, else the bytes.
+//!
+//! A column carries a presence bitmap over the chunk's rows, so fields written only
+//! sometimes (or whose type changes) cost nothing in the rows without them. The open chunk
+//! appends in place ([`Open`]); a full one is sealed into one byte buffer ([`Sealed`]).
+//! Decoding is checked: a corrupt buffer (a damaged snapshot) is an error, never a panic.
+
+use wk_core::metric::FieldValue;
+
+/// Rows per chunk (Prometheus' choice: ~120 samples amortise a chunk's header well).
+pub const CHUNK_ROWS: usize = 120;
+// Row counts are stored in a byte and presence in a u128.
+const _: () = assert!(CHUNK_ROWS <= 127);
+
+/// The type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Float = 0,
+    Int = 1,
+    Uint = 2,
+    Bool = 3,
+    Str = 4,
+}
+
+impl Kind {
+    pub fn of(v: &FieldValue) -> Kind {
+        match v {
+            FieldValue::Float(_) => Kind::Float,
+            FieldValue::Int(_) => Kind::Int,
+            FieldValue::Uint(_) => Kind::Uint,
+            FieldValue::Bool(_) => Kind::Bool,
+            FieldValue::Str(_) => Kind::Str,
+        }
+    }
+
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            0 => Kind::Float,
+            1 => Kind::Int,
+            2 => Kind::Uint,
+            3 => Kind::Bool,
+            4 => Kind::Str,
+            _ => return None,
+        })
+    }
+}
+
+/// A chunk that does not decode (only a damaged snapshot can hold one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt;
+
+/// Bits appended most significant first.
+#[derive(Debug, Default, Clone)]
+pub struct BitWriter {
+    buf: Vec<u8>,
+    /// Bits used in the last byte (0 = the last byte is full or there is none).
+    used: u32,
+}
+
+impl BitWriter {
+    /// Appends the low `n` (≤ 64) bits of `v`: the last byte's free bits first, then whole
+    /// bytes at once.
+    #[inline]
+    pub fn write(&mut self, v: u64, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let mut n = n;
+        if self.used != 0 {
+            let free = 8 - self.used;
+            let take = free.min(n);
+            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.buf.last_mut() {
+                *last |= chunk << (free - take);
+            }
+            self.used = (self.used + take) % 8;
+            n -= take;
+            if n == 0 {
+                return;
+            }
+        }
+        // Byte-aligned: the remaining n bits, left-aligned, big-endian.
+        let x = v << (64 - n);
+        let bytes = x.to_be_bytes();
+        self.buf
+            .extend_from_slice(&bytes[..(n as usize).div_ceil(8)]);
+        self.used = n % 8;
+    }
+
+    #[inline]
+    fn bit(&mut self, b: bool) {
+        self.write(u64::from(b), 1);
+    }
+
+    /// Appends whole bytes (strings): copied when aligned, else shifted byte by byte.
+    fn write_bytes(&mut self, s: &[u8]) {
+        if self.used == 0 {
+            self.buf.extend_from_slice(s);
+            return;
+        }
+        let used = self.used;
+        for &b in s {
+            if let Some(last) = self.buf.last_mut() {
+                *last |= b >> used;
+            }
+            self.buf.push(b << (8 - used));
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Bits written.
+    fn len_bits(&self) -> usize {
+        self.buf.len() * 8
+            - if self.used == 0 {
+                0
+            } else {
+                (8 - self.used) as usize
+            }
+    }
+
+    /// True when the bytes written from bit `at` on, `len` of them, are `s`.
+    fn holds(&self, (at, len): (usize, usize), s: &[u8]) -> bool {
+        if len != s.len() {
+            return false;
+        }
+        let mut r = BitReader {
+            buf: &self.buf,
+            pos: at,
+        };
+        r.bytes(len).is_ok_and(|b| b == s)
+    }
+
+    fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
+    }
+
+    /// Heap bytes held.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Reads what a [`BitWriter`] wrote; reading past the end is [`Corrupt`].
+pub struct BitReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(buf: &'a [u8]) -> BitReader<'a> {
+        BitReader { buf, pos: 0 }
+    }
+
+    #[inline]
+    fn read(&mut self, n: u32) -> Result<u64, Corrupt> {
+        let n = n as usize;
+        if self.pos + n > self.buf.len() * 8 {
+            return Err(Corrupt);
+        }
+        let mut v = 0u64;
+        let mut left = n;
+        while left > 0 {
+            let byte = self.buf[self.pos / 8];
+            let off = self.pos % 8;
+            let avail = 8 - off;
+            let take = avail.min(left);
+            let bits = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
+            v = (v << take) | u64::from(bits);
+            self.pos += take;
+            left -= take;
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn bit(&mut self) -> Result<bool, Corrupt> {
+        Ok(self.read(1)? == 1)
+    }
+
+    /// `n` whole bytes (borrowed when aligned).
+    fn bytes(&mut self, n: usize) -> Result<std::borrow::Cow<'a, [u8]>, Corrupt> {
+        if n > (self.buf.len() * 8 - self.pos) / 8 {
+            return Err(Corrupt);
+        }
+        let at = self.pos / 8;
+        let off = self.pos % 8;
+        self.pos += n * 8;
+        if off == 0 {
+            return Ok(std::borrow::Cow::Borrowed(&self.buf[at..at + n]));
+        }
+        Ok(std::borrow::Cow::Owned(
+            (0..n)
+                .map(|i| (self.buf[at + i] << off) | (self.buf[at + i + 1] >> (8 - off)))
+                .collect(),
+        ))
+    }
+}
+
+fn fits(v: i64, bits: u32) -> bool {
+    let half = 1i64 << (bits - 1);
+    (-half..half).contains(&v)
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    let shift = 64 - bits;
+    ((v << shift) as i64) >> shift
+}
+
+/// Delta-of-delta buckets: '0' | '10'+13 | '110'+24 | '1110'+36 | '1111'+64 bits.
+fn put_dod(w: &mut BitWriter, dod: i64) {
+    if dod == 0 {
+        w.bit(false);
+    } else if fits(dod, 13) {
+        w.write(0b10, 2);
+        w.write(dod as u64, 13);
+    } else if fits(dod, 24) {
+        w.write(0b110, 3);
+        w.write(dod as u64, 24);
+    } else if fits(dod, 36) {
+        w.write(0b1110, 4);
+        w.write(dod as u64, 36);
+    } else {
+        w.write(0b1111, 4);
+        w.write(dod as u64, 64);
+    }
+}
+
+fn get_dod(r: &mut BitReader<'_>) -> Result<i64, Corrupt> {
+    if !r.bit()? {
+        return Ok(0);
+    }
+    let bits = if !r.bit()? {
+        13
+    } else if !r.bit()? {
+        24
+    } else if !r.bit()? {
+        36
+    } else {
+        64
+    };
+    let v = r.read(bits)?;
+    Ok(if bits == 64 {
+        v as i64
+    } else {
+        sign_extend(v, bits)
+    })
+}
+
+/// The state of a delta-of-delta column (times, integers).
+#[derive(Debug, Clone, Copy, Default)]
+struct Dod {
+    n: u32,
+    prev: i64,
+    delta: i64,
+}
+
+impl Dod {
+    fn put(&mut self, w: &mut BitWriter, v: i64) {
+        if self.n == 0 {
+            w.write(v as u64, 64);
+        } else {
+            let delta = v.wrapping_sub(self.prev);
+            put_dod(w, delta.wrapping_sub(self.delta));
+            self.delta = delta;
+        }
+        self.prev = v;
+        self.n += 1;
+    }
+
+    fn get(&mut self, r: &mut BitReader<'_>) -> Result<i64, Corrupt> {
+        let v = if self.n == 0 {
+            r.read(64)? as i64
+        } else {
+            self.delta = self.delta.wrapping_add(get_dod(r)?);
+            self.prev.wrapping_add(self.delta)
+        };
+        self.prev = v;
+        self.n += 1;
+        Ok(v)
+    }
+}
+
+/// The state of a Gorilla XOR float column.
+#[derive(Debug, Clone, Copy)]
+struct Xor {
+    n: u32,
+    prev: u64,
+    /// Leading and trailing zeros of the window in use (`lead` 0xff: none yet).
+    lead: u8,
+    trail: u8,
+}
+
+impl Default for Xor {
+    fn default() -> Xor {
+        Xor {
+            n: 0,
+            prev: 0,
+            lead: 0xff,
+            trail: 0,
+        }
+    }
+}
+
+impl Xor {
+    fn put(&mut self, w: &mut BitWriter, v: f64) {
+        let bits = v.to_bits();
+        if self.n == 0 {
+            w.write(bits, 64);
+        } else {
+            let x = bits ^ self.prev;
+            if x == 0 {
+                w.bit(false);
+            } else {
+                w.bit(true);
+                let lead = x.leading_zeros().min(31) as u8;
+                let trail = x.trailing_zeros() as u8;
+                if self.lead != 0xff && lead >= self.lead && trail >= self.trail {
+                    w.bit(false);
+                    let sig = 64 - u32::from(self.lead) - u32::from(self.trail);
+                    w.write(x >> self.trail, sig);
+                } else {
+                    w.bit(true);
+                    let sig = 64 - u32::from(lead) - u32::from(trail);
+                    w.write(u64::from(lead), 5);
+                    // 64 significant bits are written as 0 (sig is never 0: x != 0).
+                    w.write(u64::from(sig % 64), 6);
+                    w.write(x >> trail, sig);
+                    self.lead = lead;
+                    self.trail = trail;
+                }
+            }
+        }
+        self.prev = bits;
+        self.n += 1;
+    }
+
+    fn get(&mut self, r: &mut BitReader<'_>) -> Result<f64, Corrupt> {
+        if self.n == 0 {
+            self.prev = r.read(64)?;
+        } else if r.bit()? {
+            if r.bit()? {
+                let lead = r.read(5)? as u32;
+                let sig = match r.read(6)? as u32 {
+                    0 => 64,
+                    s => s,
+                };
+                if lead + sig > 64 {
+                    return Err(Corrupt);
+                }
+                self.lead = lead as u8;
+                self.trail = (64 - lead - sig) as u8;
+            } else if self.lead == 0xff {
+                return Err(Corrupt);
+            }
+            let sig = 64 - u32::from(self.lead) - u32::from(self.trail);
+            let x = r.read(sig)?;
+            // trail ≤ 63: at least one significant bit.
+            self.prev ^= x << self.trail;
+        }
+        self.n += 1;
+        Ok(f64::from_bits(self.prev))
+    }
+}
+
+/// Variable-length unsigned integer in the bit stream (7 bits per group, a continuation bit).
+fn put_varbits(w: &mut BitWriter, mut v: u64) {
+    loop {
+        let more = v >= 0x80;
+        w.write(((v & 0x7f) << 1) | u64::from(more), 8);
+        v >>= 7;
+        if !more {
+            return;
+        }
+    }
+}
+
+fn get_varbits(r: &mut BitReader<'_>) -> Result<u64, Corrupt> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let g = r.read(8)?;
+        v |= (g >> 1) << shift;
+        if g & 1 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(Corrupt)
+}
+
+/// The per-column encoder state.
+#[derive(Debug, Clone)]
+enum State {
+    Float(Xor),
+    Int(Dod),
+    Bool,
+    /// Where the previous string's bytes start in the column (bits) and its length: the
+    /// column itself holds it, no copy is kept.
+    Str(Option<(usize, usize)>),
+}
+
+impl State {
+    fn new(kind: Kind) -> State {
+        match kind {
+            Kind::Float => State::Float(Xor::default()),
+            Kind::Int | Kind::Uint => State::Int(Dod::default()),
+            Kind::Bool => State::Bool,
+            Kind::Str => State::Str(None),
+        }
+    }
+
+    fn put(&mut self, w: &mut BitWriter, v: &FieldValue) {
+        match (self, v) {
+            (State::Float(s), FieldValue::Float(f)) => s.put(w, *f),
+            (State::Int(s), FieldValue::Int(i)) => s.put(w, *i),
+            (State::Int(s), FieldValue::Uint(u)) => s.put(w, *u as i64),
+            (State::Bool, FieldValue::Bool(b)) => w.bit(*b),
+            (State::Str(prev), FieldValue::Str(s)) => {
+                if prev.is_some_and(|p| w.holds(p, s.as_bytes())) {
+                    w.bit(false);
+                } else {
+                    w.bit(true);
+                    put_varbits(w, s.len() as u64);
+                    *prev = Some((w.len_bits(), s.len()));
+                    w.write_bytes(s.as_bytes());
+                }
+            }
+            // The caller picks the column by the value's kind.
+            _ => debug_assert!(false, "value of another kind than its column"),
+        }
+    }
+
+    /// `text` holds the previous string value of a string column between calls.
+    fn get_into(
+        &mut self,
+        kind: Kind,
+        r: &mut BitReader<'_>,
+        text: &mut String,
+    ) -> Result<FieldValue, Corrupt> {
+        Ok(match self {
+            State::Float(s) => FieldValue::Float(s.get(r)?),
+            State::Int(s) if kind == Kind::Uint => FieldValue::Uint(s.get(r)? as u64),
+            State::Int(s) => FieldValue::Int(s.get(r)?),
+            State::Bool => FieldValue::Bool(r.bit()?),
+            State::Str(prev) => {
+                if r.bit()? {
+                    let len = usize::try_from(get_varbits(r)?).map_err(|_| Corrupt)?;
+                    let bytes = r.bytes(len)?;
+                    *text = std::str::from_utf8(&bytes).map_err(|_| Corrupt)?.to_owned();
+                    *prev = Some((0, text.len()));
+                } else if prev.is_none() {
+                    return Err(Corrupt);
+                }
+                FieldValue::Str(text.clone())
+            }
+        })
+    }
+}
+
+/// One column of a chunk as the decoder sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ColView<'a> {
+    /// The field's index in the series' field names.
+    pub field: u16,
+    pub kind: Kind,
+    /// Bit r set: row r has a value.
+    pub present: u128,
+    pub bits: &'a [u8],
+}
+
+impl ColView<'_> {
+    /// The values with their row numbers, in row order.
+    pub fn decode(&self, rows: usize) -> Result<Vec<(u8, FieldValue)>, Corrupt> {
+        let mut st = State::new(self.kind);
+        let mut r = BitReader::new(self.bits);
+        let mut text = String::new();
+        let mut out = Vec::with_capacity(self.present.count_ones() as usize);
+        for row in 0..rows {
+            if self.present & (1u128 << row) != 0 {
+                out.push((row as u8, st.get_into(self.kind, &mut r, &mut text)?));
+            }
+        }
+        if rows < 128 && self.present >> rows != 0 {
+            return Err(Corrupt);
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a time column of `rows` values.
+pub fn decode_times(bits: &[u8], rows: usize) -> Result<Vec<i64>, Corrupt> {
+    let mut st = Dod::default();
+    let mut r = BitReader::new(bits);
+    (0..rows).map(|_| st.get(&mut r)).collect()
+}
+
+/// A row: its time and its fields (by index in the series' field names, each at most once).
+pub type Row = (i64, Vec<(u16, FieldValue)>);
+
+#[derive(Debug, Clone)]
+struct OpenCol {
+    field: u16,
+    kind: Kind,
+    present: u128,
+    w: BitWriter,
+    st: State,
+}
+
+/// The chunk being appended to.
+#[derive(Debug, Clone, Default)]
+pub struct Open {
+    rows: usize,
+    /// The columns' costs and buffer capacities (kept in step: read at every write).
+    cols_bytes: usize,
+    times: BitWriter,
+    tst: Dod,
+    first: i64,
+    last: i64,
+    cols: Vec<OpenCol>,
+}
+
+/// What an open chunk costs besides its buffers, and a column besides its buffer.
+const OPEN_COST: usize = 96;
+const COL_COST: usize = 112;
+/// What a sealed chunk costs besides its bytes (the struct in its deque, the allocation).
+pub const SEALED_COST: usize = 56;
+
+impl Open {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows >= CHUNK_ROWS
+    }
+
+    /// First and last time (meaningless when empty).
+    pub fn span(&self) -> (i64, i64) {
+        (self.first, self.last)
+    }
+
+    /// Appends a row later than every row held (the caller checks), not full.
+    pub fn append(&mut self, t: i64, fields: &[(u16, &FieldValue)]) {
+        debug_assert!(self.rows == 0 || t > self.last);
+        debug_assert!(self.rows < CHUNK_ROWS);
+        if self.rows == 0 {
+            self.first = t;
+        }
+        self.last = t;
+        self.tst.put(&mut self.times, t);
+        let bit = 1u128 << self.rows;
+        for (pos, (field, v)) in fields.iter().enumerate() {
+            let kind = Kind::of(v);
+            // Fields usually come in the same order, so column `pos` is the one.
+            let i = match self.cols.get(pos) {
+                Some(c) if c.field == *field && c.kind == kind => pos,
+                _ => match self
+                    .cols
+                    .iter()
+                    .position(|c| c.field == *field && c.kind == kind)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.cols.push(OpenCol {
+                            field: *field,
+                            kind,
+                            present: 0,
+                            w: BitWriter::default(),
+                            st: State::new(kind),
+                        });
+                        self.cols_bytes += COL_COST;
+                        self.cols.len() - 1
+                    }
+                },
+            };
+            let col = &mut self.cols[i];
+            let cap = col.w.capacity();
+            col.present |= bit;
+            col.st.put(&mut col.w, v);
+            self.cols_bytes = self.cols_bytes + col.w.capacity() - cap;
+        }
+        self.rows += 1;
+    }
+
+    /// An open chunk holding `rows` (sorted, distinct times, at most [`CHUNK_ROWS`]).
+    pub fn from_rows(rows: &[Row]) -> Open {
+        let mut o = Open::default();
+        let mut refs = Vec::new();
+        for (t, fields) in rows {
+            refs.clear();
+            refs.extend(fields.iter().map(|(f, v)| (*f, v)));
+            o.append(*t, &refs);
+        }
+        o.shrink();
+        o
+    }
+
+    /// Gives back the buffers' spare capacity.
+    pub fn shrink(&mut self) {
+        self.times.shrink();
+        for c in &mut self.cols {
+            c.w.shrink();
+        }
+        self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
+    }
+
+    /// Heap bytes held (an estimate of what the allocator gives out).
+    pub fn bytes(&self) -> usize {
+        OPEN_COST + self.times.capacity() + self.cols_bytes
+    }
+
+    /// [`Open::bytes`] without the spare capacity (what a compaction leaves).
+    pub fn used_bytes(&self) -> usize {
+        OPEN_COST
+            + self.times.bytes().len()
+            + self
+                .cols
+                .iter()
+                .map(|c| COL_COST + c.w.bytes().len())
+                .sum::<usize>()
+    }
+
+    pub fn view(&self) -> View<'_> {
+        View {
+            rows: self.rows,
+            first: self.first,
+            last: self.last,
+            times: self.times.bytes(),
+            cols: Cols::Open(&self.cols),
+        }
+    }
+
+    /// The chunk in its sealed form.
+    pub fn seal(&self) -> Sealed {
+        let mut data = Vec::with_capacity(
+            8 + self.times.bytes().len()
+                + self
+                    .cols
+                    .iter()
+                    .map(|c| 24 + c.w.bytes().len())
+                    .sum::<usize>(),
+        );
+        put_varint(&mut data, self.times.bytes().len() as u64);
+        data.extend_from_slice(self.times.bytes());
+        put_varint(&mut data, self.cols.len() as u64);
+        let full = if self.rows >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.rows) - 1
+        };
+        for c in &self.cols {
+            put_varint(&mut data, u64::from(c.field));
+            data.push(c.kind as u8);
+            if c.present == full {
+                data.push(0);
+            } else {
+                data.push(1);
+                data.extend_from_slice(&c.present.to_le_bytes());
+            }
+            put_varint(&mut data, c.w.bytes().len() as u64);
+            data.extend_from_slice(c.w.bytes());
+        }
+        Sealed {
+            first: self.first,
+            last: self.last,
+            rows: self.rows as u8,
+            data: data.into_boxed_slice(),
+        }
+    }
+}
+
+/// A full chunk, immutable: its columns in one buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sealed {
+    pub first: i64,
+    pub last: i64,
+    pub rows: u8,
+    pub data: Box<[u8]>,
+}
+
+impl Sealed {
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        SEALED_COST + self.data.len()
+    }
+
+    /// The chunk's directory read (it is checked, so a damaged chunk is an error).
+    pub fn view(&self) -> Result<View<'_>, Corrupt> {
+        let mut p = 0usize;
+        let d = &self.data[..];
+        let tlen = get_varint(d, &mut p)? as usize;
+        let times = d
+            .get(p..p.checked_add(tlen).ok_or(Corrupt)?)
+            .ok_or(Corrupt)?;
+        p += tlen;
+        let ncols = get_varint(d, &mut p)? as usize;
+        if ncols > d.len() {
+            return Err(Corrupt);
+        }
+        if self.rows == 0 || usize::from(self.rows) > CHUNK_ROWS {
+            return Err(Corrupt);
+        }
+        let mut cols = Vec::with_capacity(ncols);
+        let full = (1u128 << self.rows) - 1;
+        for _ in 0..ncols {
+            let field = u16::try_from(get_varint(d, &mut p)?).map_err(|_| Corrupt)?;
+            let kind = Kind::from_u8(*d.get(p).ok_or(Corrupt)?).ok_or(Corrupt)?;
+            let flag = *d.get(p + 1).ok_or(Corrupt)?;
+            p += 2;
+            let present = match flag {
+                0 => full,
+                1 => {
+                    let b: [u8; 16] = d
+                        .get(p..p + 16)
+                        .ok_or(Corrupt)?
+                        .try_into()
+                        .map_err(|_| Corrupt)?;
+                    p += 16;
+                    u128::from_le_bytes(b)
+                }
+                _ => return Err(Corrupt),
+            };
+            let len = get_varint(d, &mut p)? as usize;
+            let bits = d
+                .get(p..p.checked_add(len).ok_or(Corrupt)?)
+                .ok_or(Corrupt)?;
+            p += len;
+            cols.push(ColView {
+                field,
+                kind,
+                present,
+                bits,
+            });
+        }
+        if p != d.len() {
+            return Err(Corrupt);
+        }
+        Ok(View {
+            rows: self.rows as usize,
+            first: self.first,
+            last: self.last,
+            times,
+            cols: Cols::Sealed(cols),
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Cols<'a> {
+    Open(&'a [OpenCol]),
+    Sealed(Vec<ColView<'a>>),
+}
+
+/// A chunk (open or sealed) as the decoder sees it.
+#[derive(Debug)]
+pub struct View<'a> {
+    pub rows: usize,
+    pub first: i64,
+    pub last: i64,
+    times: &'a [u8],
+    cols: Cols<'a>,
+}
+
+impl<'a> View<'a> {
+    pub fn times(&self) -> Result<Vec<i64>, Corrupt> {
+        decode_times(self.times, self.rows)
+    }
+
+    pub fn cols(&self) -> Vec<ColView<'a>> {
+        match &self.cols {
+            Cols::Open(c) => c
+                .iter()
+                .map(|c| ColView {
+                    field: c.field,
+                    kind: c.kind,
+                    present: c.present,
+                    bits: c.w.bytes(),
+                })
+                .collect(),
+            Cols::Sealed(c) => c.clone(),
+        }
+    }
+
+    /// Every row, decoded (rows before `skip` left out).
+    pub fn rows(&self, skip: usize) -> Result<Vec<Row>, Corrupt> {
+        let times = self.times()?;
+        let mut rows: Vec<Row> = times.into_iter().map(|t| (t, Vec::new())).collect();
+        for c in self.cols() {
+            for (r, v) in c.decode(self.rows)? {
+                rows[r as usize].1.push((c.field, v));
+            }
+        }
+        rows.drain(..skip.min(rows.len()));
+        Ok(rows)
+    }
+
+    /// Decodes everything and checks the times: strictly increasing, matching the span, and
+    /// each field at most once per row (what a snapshot must hold before it is trusted).
+    pub fn check(&self, fields: usize) -> Result<(), Corrupt> {
+        let times = self.times()?;
+        if times.first() != Some(&self.first)
+            || times.last() != Some(&self.last)
+            || times.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Corrupt);
+        }
+        let mut seen = vec![0u128; fields];
+        for c in self.cols() {
+            let s = seen.get_mut(c.field as usize).ok_or(Corrupt)?;
+            if *s & c.present != 0 {
+                return Err(Corrupt);
+            }
+            *s |= c.present;
+            c.decode(self.rows)?;
+        }
+        Ok(())
+    }
+}
+
+/// Seals `rows` into chunks of at most [`CHUNK_ROWS`].
+pub fn seal_rows(rows: &[Row]) -> Vec<Sealed> {
+    rows.chunks(CHUNK_ROWS)
+        .map(|c| Open::from_rows(c).seal())
+        .collect()
+}
+
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+pub fn get_varint(d: &[u8], p: &mut usize) -> Result<u64, Corrupt> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *d.get(*p).ok_or(Corrupt)?;
+        *p += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(Corrupt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            any::<f64>().prop_map(FieldValue::Float),
+            prop_oneof![
+                Just(f64::NAN),
+                Just(-f64::NAN),
+                Just(f64::from_bits(0x7ff0_0000_0000_0001)),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(-0.0),
+                Just(0.0),
+                Just(f64::MIN_POSITIVE / 2.0),
+                (0..1000i32).prop_map(|i| f64::from(i) / 100.0),
+            ]
+            .prop_map(FieldValue::Float),
+            any::<i64>().prop_map(FieldValue::Int),
+            (-5i64..5).prop_map(|i| FieldValue::Int(1_000_000 + i)),
+            any::<u64>().prop_map(FieldValue::Uint),
+            any::<bool>().prop_map(FieldValue::Bool),
+            prop_oneof![Just(String::new()), Just("ok".to_owned()), ".{0,40}"]
+                .prop_map(FieldValue::Str),
+        ]
+    }
+
+    /// Bit-exact equality (NaN payloads, -0.0).
+    fn same(a: &FieldValue, b: &FieldValue) -> bool {
+        match (a, b) {
+            (FieldValue::Float(x), FieldValue::Float(y)) => x.to_bits() == y.to_bits(),
+            _ => a == b,
+        }
+    }
+
+    fn rows() -> impl Strategy<Value = Vec<Row>> {
+        let times = prop_oneof![
+            proptest::collection::btree_set(any::<i64>(), 0..CHUNK_ROWS),
+            // Regular with jitter, as an agent writes.
+            (
+                any::<i32>(),
+                proptest::collection::vec(-2_000_000i64..2_000_000, 0..CHUNK_ROWS)
+            )
+                .prop_map(|(base, jitter)| jitter
+                    .iter()
+                    .enumerate()
+                    .map(|(i, j)| i64::from(base) * 1_000_000_000 + i as i64 * 10_000_000_000 + j)
+                    .collect()),
+        ];
+        let row = proptest::collection::vec((0u16..6, value()), 0..6);
+        (times, proptest::collection::vec(row, CHUNK_ROWS)).prop_map(|(ts, fs)| {
+            ts.into_iter()
+                .zip(fs)
+                .map(|(t, mut f)| {
+                    f.sort_by_key(|(k, _)| *k);
+                    f.dedup_by_key(|(k, _)| *k);
+                    (t, f)
+                })
+                .collect()
+        })
+    }
+
+    fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+        for r in &mut rows {
+            r.1.sort_by_key(|(k, _)| *k);
+        }
+        rows
+    }
+
+    fn assert_same(a: &[Row], b: &[Row]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.0, y.0);
+            assert_eq!(x.1.len(), y.1.len(), "{x:?} {y:?}");
+            for (p, q) in x.1.iter().zip(&y.1) {
+                assert!(p.0 == q.0 && same(&p.1, &q.1), "{p:?} != {q:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every value of every type, any times: the open and the sealed form decode to what
+        /// was appended, bit for bit, and the sealed form passes its check.
+        #[test]
+        fn rows_round_trip(rows in rows()) {
+            let open = Open::from_rows(&rows);
+            let back = sorted(open.view().rows(0).unwrap());
+            assert_same(&back, &rows);
+            if !rows.is_empty() {
+                let sealed = open.seal();
+                let v = sealed.view().unwrap();
+                v.check(6).unwrap();
+                assert_same(&sorted(v.rows(0).unwrap()), &rows);
+                assert_same(&sorted(v.rows(3).unwrap()), &rows[3.min(rows.len())..]);
+            }
+        }
+
+        /// A damaged chunk is an error or decodes to something, never a panic.
+        #[test]
+        fn corrupt_chunks_never_panic(rows in rows(), at in any::<prop::sample::Index>(), b in any::<u8>(), cut in any::<bool>()) {
+            prop_assume!(!rows.is_empty());
+            let mut s = Open::from_rows(&rows).seal();
+            let mut d = s.data.to_vec();
+            let i = at.index(d.len());
+            if cut { d.truncate(i) } else { d[i] ^= b.max(1) }
+            s.data = d.into_boxed_slice();
+            if let Ok(v) = s.view() {
+                let _ = v.check(6);
+                let _ = v.rows(0);
+            }
+        }
+    }
+
+    #[test]
+    fn regular_times_and_steady_values_cost_bits() {
+        let rows: Vec<Row> = (0..CHUNK_ROWS as i64)
+            .map(|i| {
+                (
+                    1_700_000_000_000_000_000 + i * 10_000_000_000,
+                    vec![
+                        (0, FieldValue::Float(50.0)),
+                        (1, FieldValue::Int(1_000 + 100 * i)),
+                        (2, FieldValue::Bool(true)),
+                        (3, FieldValue::Str("ok".into())),
+                    ],
+                )
+            })
+            .collect();
+        let s = Open::from_rows(&rows).seal();
+        // 4 columns of ~120 bits, headers and the first values: well under 1 byte per value.
+        assert!(s.data.len() < 150, "{}", s.data.len());
+    }
+}
