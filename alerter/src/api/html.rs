@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::Api;
 use super::board::muted;
+use crate::notify::text::html_escape as esc;
 use crate::stream::http::Head;
 use crate::template::{format_duration, format_rfc3339 as rfc3339};
 
@@ -13,22 +14,6 @@ use crate::template::{format_duration, format_rfc3339 as rfc3339};
 const REFRESH_SECS: u32 = 15;
 /// Rows of the notification and action tables.
 const RECENT: usize = 20;
-
-/// `s` escaped for HTML text and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:72em;padding:.5em;\
 color:#222}h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.5em}table{border-collapse:collapse;\
