@@ -285,7 +285,15 @@ fn appends_recover_when_another_file_frees_the_disk() {
         "nothing of ours to drop: the push fails"
     );
     std::fs::remove_file(&hog).unwrap();
-    assert_eq!(q.push(&m).unwrap(), 0);
+    // The space is back when the hog's last descriptor closes: a process that another test
+    // forks at that moment holds a copy until it execs (seen once in CI, under load).
+    let mut pushed = None;
+    let back = wk_core::testing::poll_until(std::time::Duration::from_secs(10), || {
+        pushed = q.push(&m).ok();
+        pushed.is_some()
+    });
+    assert!(back, "appends still fail after the space came back");
+    assert_eq!(pushed, Some(0));
     assert_eq!(q.len(), 5);
     q.ack(5).unwrap();
     drop(q);
