@@ -30,7 +30,7 @@ use wk_core::metric::{FieldValue, Metric};
 
 use super::{QuerySource, Row, Series, SourceError, number};
 use crate::model::Value;
-use crate::query::{Aggregate, Query, VALUE_COLUMN};
+use crate::query::{Aggregate, Query};
 use chunk::{Open, Sealed, View};
 use wk_core::lineproto::{self, LineProtocolError};
 
@@ -850,19 +850,7 @@ impl QuerySource for MemorySource {
             if rows.is_empty() {
                 continue;
             }
-            let tags = q
-                .group_by
-                .iter()
-                .zip(key)
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| (k.clone(), v))
-                .collect();
-            out.push(Series {
-                measurement: q.measurement.clone(),
-                tags,
-                columns: vec![VALUE_COLUMN.to_owned()],
-                rows,
-            });
+            out.push(Series::of_group(q, key, rows));
         }
         out.sort_by(|a, b| a.tags.cmp(&b.tags));
         Ok(out)

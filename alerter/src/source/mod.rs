@@ -43,6 +43,26 @@ pub struct Series {
     pub rows: Vec<Row>,
 }
 
+impl Series {
+    /// The one-column (`value`) series of a query's group: `key` holds the group's tag values
+    /// in `group_by` order; empty ones (a tag the series lacks) are left out.
+    pub fn of_group(q: &crate::query::Query, key: Vec<String>, rows: Vec<Row>) -> Series {
+        let tags = q
+            .group_by
+            .iter()
+            .zip(key)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v))
+            .collect();
+        Series {
+            measurement: q.measurement.clone(),
+            tags,
+            columns: vec![crate::query::VALUE_COLUMN.to_owned()],
+            rows,
+        }
+    }
+}
+
 /// One row of a [`Series`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Row {

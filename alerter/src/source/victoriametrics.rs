@@ -42,7 +42,7 @@ use wk_core::metric::{FieldValue, Metric};
 use super::influxdb::InfluxAuth;
 use super::{MemorySource, QuerySource, Row, Series, SourceError};
 use crate::model::Value;
-use crate::query::{Aggregate, Query, QueryError, TagMatch, VALUE_COLUMN};
+use crate::query::{Aggregate, Query, QueryError, TagMatch};
 
 /// The server's name in errors.
 const ENGINE: &str = "VictoriaMetrics";
@@ -453,19 +453,7 @@ fn combine(q: &Query, samples: &[Sample], now_ns: i64) -> Result<Vec<Series>, So
             },
             _ => continue,
         };
-        let tags = q
-            .group_by
-            .iter()
-            .zip(key)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v))
-            .collect();
-        out.push(Series {
-            measurement: q.measurement.clone(),
-            tags,
-            columns: vec![VALUE_COLUMN.to_owned()],
-            rows: vec![row],
-        });
+        out.push(Series::of_group(q, key, vec![row]));
     }
     out.sort_by(|a, b| a.tags.cmp(&b.tags));
     Ok(out)
