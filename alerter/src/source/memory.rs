@@ -884,7 +884,7 @@ fn row(time: i64, v: Value) -> Row {
 }
 
 /// Reduces one group's points (sorted by time) to result rows.
-fn reduce(
+pub(super) fn reduce(
     agg: &Aggregate,
     field: &str,
     points: &[(i64, FieldValue)],
