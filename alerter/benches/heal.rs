@@ -818,7 +818,7 @@ fn main() {
     let shown: String = args
         .iter()
         .filter(|a| *a != "--bench")
-        .fold(String::new(), |acc, a| acc + " " + a);
+        .fold(String::new(), |acc, a| acc + " " + a.as_str());
     let text = report(&outcomes, &shown, start.elapsed());
     println!("{text}");
     if let Some(out) = value("--out") {
