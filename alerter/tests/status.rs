@@ -17,23 +17,13 @@ const TOKEN: &str = "status-token-0123456789";
 
 /// Fires for every host whose latest `busy` is above 90, and repeats every second (so a
 /// delivery that does not come is the silence's doing).
-const CPU_RULE: &str = r#"
-rule(#{
-    every: "1s",
-    notify: ["log"],
-    repeat: "1s",
-    no_data: "keep",
-    message: "{{host}}: busy {{value:.0}} <b>is</b> {{level}}",
-});
-
-fn check() {
-    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
-    for s in cpu {
-        s.crit(s.value > 90.0);
-    }
-    cpu
+fn cpu_rule() -> String {
+    crate::common::alerter::crit_rule(
+        r#"every: "1s", notify: ["log"], repeat: "1s", no_data: "keep", message: "{{host}}: busy {{value:.0}} <b>is</b> {{level}}""#,
+        r#"query("cpu").field("busy").range("1h").last().group_by("host")"#,
+        "s.value > 90.0",
+    )
 }
-"#;
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
 fn http(
@@ -85,7 +75,7 @@ impl Alerter {
     fn start(data: &str, extra: &str) -> Alerter {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/cpu.rhai"), CPU_RULE).unwrap();
+        std::fs::write(dir.path().join("rules/cpu.rhai"), cpu_rule()).unwrap();
         let conf = format!(
             "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n  summary_interval = \"1s\"\n\
              {data}\n{extra}\n[[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
@@ -555,19 +545,7 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     let mut a = Alerter::start(&stream_section(), "");
     // The command reads the same config, told where the running alerter listens.
     let cli_conf = a.dir.path().join("cli.conf");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-            .arg("--config")
-            .arg(&cli_conf)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let cli = |args: &[&str]| crate::common::alerter::cli(&cli_conf, args);
     let conf = std::fs::read_to_string(a.conf()).unwrap();
     std::fs::write(
         &cli_conf,

@@ -5,8 +5,7 @@
 //! notifier's file.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -504,26 +503,8 @@ use wk_core::testing::wait_for;
 
 use crate::tools::agent_binary;
 
-/// A child process killed on drop, and the file its stderr goes to.
-pub(crate) struct Killed(pub(crate) Child, pub(crate) PathBuf);
-
-impl Killed {
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use crate::common::alerter::{Logged, crit_rule, event_at, write_agent_conf, write_alerter_conf};
+use wk_core::testing::free_port;
 
 fn ping(port: u16) -> bool {
     use std::io::Read;
@@ -545,78 +526,45 @@ fn ping(port: u16) -> bool {
 fn agent_writes_to_the_alerter_in_stream_mode_and_a_rule_fires() {
     let agent = agent_binary();
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (alerter_conf, events) = write_alerter_conf(
+        dir.path(),
+        &format!(
+            "[stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"${{WK_STREAM_TOKEN}}\"\n  window = \"10m\"\n"
+        ),
+    );
     let rules = dir.path().join("rules");
-    std::fs::create_dir(&rules).unwrap();
     // Memory used is always ≥ 0 %: this rule must fire as soon as one point arrived.
     std::fs::write(
         rules.join("mem_any.rhai"),
-        r#"
-rule(#{ every: "1s", notify: ["log"], message: "{{host}}: memory {{value:.1}}% used" });
-
-fn check() {
-    let mem = query("mem").field("used_percent").range("1m").last().group_by("host").run();
-    for s in mem {
-        s.crit(s.value >= 0.0);
-    }
-    mem
-}
-"#,
+        crit_rule(
+            r#"every: "1s", notify: ["log"], message: "{{host}}: memory {{value:.1}}% used""#,
+            r#"query("mem").field("used_percent").range("1m").last().group_by("host")"#,
+            "s.value >= 0.0",
+        ),
     )
     .unwrap();
     // cpu arrives only through the agent's influxdb_v2 output (namepass below).
     std::fs::write(
         rules.join("cpu_any.rhai"),
-        r#"
-rule(#{ every: "1s", notify: ["log"] });
-
-fn check() {
-    let cpu = query("cpu").field("usage_idle").where("cpu", "cpu-total").range("1m").last().group_by("host").run();
-    for s in cpu {
-        s.crit(s.value >= 0.0);
-    }
-    cpu
-}
-"#,
-    )
-    .unwrap();
-    let port = free_port();
-    let events = dir.path().join("events.jsonl");
-    std::fs::write(
-        dir.path().join("alerter.conf"),
-        format!(
-            "[alerter]\n  rules_dir = {rules:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n\
-             [stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"${{WK_STREAM_TOKEN}}\"\n  window = \"10m\"\n\
-             [[notifiers.log]]\n  name = \"log\"\n  file = {events:?}\n",
-            dir.path().join("state"),
+        crit_rule(
+            r#"every: "1s", notify: ["log"]"#,
+            r#"query("cpu").field("usage_idle").where("cpu", "cpu-total").range("1m").last().group_by("host")"#,
+            "s.value >= 0.0",
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("agent.conf"),
-        format!(
-            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
-             [[inputs.mem]]\n[[inputs.cpu]]\n\
-             [[outputs.influxdb]]\n  namepass = [\"mem\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
+    let agent_conf = write_agent_conf(
+        dir.path(),
+        &format!(
+            "[[outputs.influxdb]]\n  namepass = [\"mem\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
              username = \"wk\"\n  password = \"${{WK_STREAM_TOKEN}}\"\n\
              [[outputs.influxdb_v2]]\n  namepass = [\"cpu\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  token = \"${{WK_STREAM_TOKEN}}\"\n  \
              organization = \"wk\"\n  bucket = \"telegraf\"\n"
         ),
-    )
-    .unwrap();
-    let token = "e2e-token-0123456789";
-    let alerter_log = dir.path().join("alerter.log");
-    let alerter = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-            .arg("--config")
-            .arg(dir.path().join("alerter.conf"))
-            .arg("run")
-            .env("WK_STREAM_TOKEN", token)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&alerter_log).unwrap())
-            .spawn()
-            .expect("start wk-alerter"),
-        alerter_log,
     );
+    let env = [("WK_STREAM_TOKEN", "e2e-token-0123456789")];
+    let alerter = Logged::alerter(&alerter_conf, &env, dir.path().join("alerter.log"));
     wait_for("the stream endpoint", Duration::from_secs(20), || {
         ping(port)
     });
@@ -625,29 +573,9 @@ fn check() {
         "the listen address is logged:\n{}",
         alerter.log()
     );
-    let agent_log = dir.path().join("agent.log");
-    let agent = Killed(
-        Command::new(&agent)
-            .arg("--config")
-            .arg(dir.path().join("agent.conf"))
-            .env("WK_STREAM_TOKEN", token)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .expect("start wk-agent"),
-        agent_log,
-    );
-    let fired = || {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|e| e["rule"] == "mem_any" && e["level"] == "CRITICAL")
-    };
-    let start = Instant::now();
-    while fired().is_none() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let agent = Logged::start(&agent, &agent_conf, &[], &env, dir.path().join("agent.log"));
+    let fired = || event_at(&events, "mem_any", "CRITICAL");
+    wk_core::testing::poll_until(Duration::from_secs(30), || fired().is_some());
     let event = fired().unwrap_or_else(|| {
         panic!(
             "no CRITICAL event from mem_any within 30 s\n--- alerter ---\n{}\n--- agent ---\n{}",
@@ -667,12 +595,7 @@ fn check() {
     wait_for(
         "cpu_any (the influxdb_v2 output's points) to fire",
         Duration::from_secs(30),
-        || {
-            std::fs::read_to_string(&events)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.contains("\"rule\":\"cpu_any\"") && l.contains("\"level\":\"CRITICAL\""))
-        },
+        || event_at(&events, "cpu_any", "CRITICAL").is_some(),
     );
     // Both outputs (v1 and v2 write APIs) delivered: no warning about database creation, no
     // write refused or failed.

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: real servers started in temp dirs, bounded waits.
 
+/// Used by the tests, not by the benches that include this module.
+#[allow(dead_code)]
+pub mod alerter;
 pub mod influxd;
 /// Used by the tests, not by the benches that include this module.
 #[allow(dead_code)]
