@@ -20,16 +20,27 @@ use wk_alerter::stream::Receiver;
 
 const TOKEN: &str = "s3cret-token";
 
+/// The tests write tiny timestamps (ns since the epoch): a window of a century keeps them.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 86400);
+
 async fn receiver(max_body_size: u64) -> (Receiver, Arc<MemorySource>) {
+    start(StreamSettings {
+        window: CENTURY,
+        max_points: 1000,
+        max_body_size,
+        ..StreamSettings::default()
+    })
+    .await
+}
+
+/// A receiver on a free loopback port taking [`TOKEN`], with `settings` otherwise, and the
+/// store it writes to.
+async fn start(settings: StreamSettings) -> (Receiver, Arc<MemorySource>) {
     let store = Arc::new(MemorySource::new());
     let settings = StreamSettings {
         listen: "127.0.0.1:0".into(),
         token: TOKEN.into(),
-        // The tests write tiny timestamps (ns since the epoch): a window of a century keeps them.
-        window: Duration::from_secs(100 * 365 * 86400),
-        max_points: 1000,
-        max_body_size,
-        ..StreamSettings::default()
+        ..settings
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     (r, store)
@@ -116,6 +127,10 @@ impl Conn {
             .expect("the server closed the connection")
     }
 
+    async fn post(&mut self, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        self.request("POST", target, headers, body).await
+    }
+
     /// True when the server closed its side.
     async fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
@@ -157,8 +172,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     let mut c = Conn::open(&r).await;
     // v1, plain, Token header, ns timestamps (what wk-agent sends with content_encoding = "identity").
     let a = c
-        .request(
-            "POST",
+        .post(
             "/write?db=telegraf",
             &[AUTH],
             b"cpu,host=a busy=1 1000000000\n",
@@ -171,8 +185,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
         wk_agent::common::http::base64(b"wk:s3cret-token")
     );
     let a = c
-        .request(
-            "POST",
+        .post(
             "/write?db=telegraf",
             &[("Authorization", &basic), ("Content-Encoding", "gzip")],
             &gzip(b"cpu,host=a busy=2 2000000000\n"),
@@ -181,8 +194,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     assert_eq!(a.status, 204, "{a:?}");
     // v1, p= query parameter, seconds precision.
     let a = c
-        .request(
-            "POST",
+        .post(
             "/write?db=telegraf&u=x&p=s3cret-token&precision=s",
             &[],
             b"cpu,host=a busy=3 3\n",
@@ -191,8 +203,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     assert_eq!(a.status, 204, "{a:?}");
     // v2, gzip, Bearer.
     let a = c
-        .request(
-            "POST",
+        .post(
             "/api/v2/write?org=o&bucket=b&precision=ms",
             &[
                 ("Authorization", "Bearer s3cret-token"),
@@ -218,7 +229,7 @@ async fn wrong_or_missing_token_is_401_and_stores_nothing() {
         vec![("Authorization", "Bearer")],
     ] {
         let mut c = Conn::open(&r).await;
-        let a = c.request("POST", "/write?db=x", &headers, line).await;
+        let a = c.post("/write?db=x", &headers, line).await;
         assert_eq!(a.status, 401, "{headers:?}: {a:?}");
         assert_eq!(a.body, r#"{"error":"authorization failed"}"#);
         // Refused on the head: the body is not read, so the connection is not reused.
@@ -229,10 +240,10 @@ async fn wrong_or_missing_token_is_401_and_stores_nothing() {
         assert!(c.closed().await);
     }
     let mut c = Conn::open(&r).await;
-    let a = c.request("POST", "/write?db=x&p=nope", &[], line).await;
+    let a = c.post("/write?db=x&p=nope", &[], line).await;
     assert_eq!(a.status, 401);
     let mut c = Conn::open(&r).await;
-    let a = c.request("POST", "/api/v2/write", &[], line).await;
+    let a = c.post("/api/v2/write", &[], line).await;
     assert_eq!(a.status, 401);
     assert_eq!(
         a.body,
@@ -273,8 +284,7 @@ async fn ping_query_and_unknown_paths() {
     assert!(a.headers.iter().any(|(k, _)| k == "x-influxdb-version"));
     // What the agent sends before its first write.
     let a = c
-        .request(
-            "POST",
+        .post(
             "/query",
             &[AUTH, ("Content-Type", "application/x-www-form-urlencoded")],
             b"q=CREATE+DATABASE+%22telegraf%22",
@@ -297,7 +307,7 @@ async fn bodies_over_the_limit_are_413_before_and_after_gzip() {
     let (r, store) = receiver(1024).await;
     let mut c = Conn::open(&r).await;
     let big = "cpu,host=a busy=1\n".repeat(100);
-    let a = c.request("POST", "/write", &[AUTH], big.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], big.as_bytes()).await;
     assert_eq!(a.status, 413, "{a:?}");
     assert!(a.body.contains("max_body_size"), "{a:?}");
     // The unread body makes the connection unusable: the server closes it.
@@ -307,34 +317,22 @@ async fn bodies_over_the_limit_are_413_before_and_after_gzip() {
     let bomb = gzip(big.as_bytes());
     assert!(bomb.len() < 1024);
     let a = c
-        .request(
-            "POST",
-            "/write",
-            &[AUTH, ("Content-Encoding", "gzip")],
-            &bomb,
-        )
+        .post("/write", &[AUTH, ("Content-Encoding", "gzip")], &bomb)
         .await;
     assert_eq!(a.status, 413, "{a:?}");
     let a = c
-        .request(
-            "POST",
-            "/write",
-            &[AUTH, ("Content-Encoding", "gzip")],
-            b"not gzip",
-        )
+        .post("/write", &[AUTH, ("Content-Encoding", "gzip")], b"not gzip")
         .await;
     assert_eq!(a.status, 400, "{a:?}");
     let a = c
-        .request("POST", "/write", &[AUTH, ("Content-Encoding", "br")], b"x")
+        .post("/write", &[AUTH, ("Content-Encoding", "br")], b"x")
         .await;
     assert_eq!(a.status, 415, "{a:?}");
     // The body is parsed as it is decompressed: lines before the limit may be stored (here
     // one point, the same series and time). A resent batch rewrites them: no duplicates.
     assert!(store.len() <= 1);
     // A v2 client splits the batch on 413 (wk-agent's influxdb_v2 output does).
-    let a = c
-        .request("POST", "/api/v2/write", &[AUTH], big.as_bytes())
-        .await;
+    let a = c.post("/api/v2/write", &[AUTH], big.as_bytes()).await;
     assert_eq!(a.status, 413);
     assert!(a.body.contains("\"code\":\"request too large\""), "{a:?}");
 }
@@ -344,7 +342,7 @@ async fn malformed_lines_are_a_partial_write_the_agent_counts_as_rejected() {
     let (r, store) = receiver(1 << 20).await;
     let mut c = Conn::open(&r).await;
     let body = b"cpu,host=a busy=1 1\ncpu,host=a busy= 2\ncpu,host=a busy=3 3\nnofields 4\n";
-    let a = c.request("POST", "/write?db=x", &[AUTH], body).await;
+    let a = c.post("/write?db=x", &[AUTH], body).await;
     assert_eq!(a.status, 400, "{a:?}");
     let msg = wk_agent::outputs::influxdb::error_text(&a.body);
     assert!(
@@ -361,9 +359,7 @@ async fn malformed_lines_are_a_partial_write_the_agent_counts_as_rejected() {
     }
     // More bad lines than are quoted: the rest are counted in dropped=.
     let body = "x\n".repeat(30);
-    let a = c
-        .request("POST", "/write?db=x", &[AUTH], body.as_bytes())
-        .await;
+    let a = c.post("/write?db=x", &[AUTH], body.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(!a.body.contains("partial write"), "nothing stored: {a:?}");
     assert!(matches!(
@@ -381,7 +377,7 @@ async fn keep_alive_expect_continue_and_connection_close() {
     let mut c = Conn::open(&r).await;
     for i in 0..20 {
         let line = format!("m,host=a v={i} {}\n", i + 1);
-        let a = c.request("POST", "/write", &[AUTH], line.as_bytes()).await;
+        let a = c.post("/write", &[AUTH], line.as_bytes()).await;
         assert_eq!(a.status, 204);
     }
     // A refused request without a body keeps the connection too.
@@ -452,7 +448,7 @@ async fn random_garbage_never_breaks_the_receiver() {
         } else {
             &[AUTH]
         };
-        let a = c.request("POST", "/write?db=x", headers, &body).await;
+        let a = c.post("/write?db=x", headers, &body).await;
         assert!(matches!(a.status, 204 | 400), "{a:?}");
     }
     // Garbage as whole requests, each on its own connection.
@@ -473,7 +469,7 @@ async fn random_garbage_never_breaks_the_receiver() {
     // Still serving.
     let mut c = Conn::open(&r).await;
     assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
-    let a = c.request("POST", "/write", &[AUTH], b"alive v=1 1\n").await;
+    let a = c.post("/write", &[AUTH], b"alive v=1 1\n").await;
     assert_eq!(a.status, 204);
     assert!(!store.is_empty());
 }
@@ -610,22 +606,19 @@ fn agent_writes_to_the_alerter_in_stream_mode_and_a_rule_fires() {
 
 #[tokio::test]
 async fn window_and_max_points_bound_what_is_held() {
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
+    let (r, store) = start(StreamSettings {
         window: Duration::from_secs(60),
         max_points: 5,
         max_body_size: 1 << 20,
         ..StreamSettings::default()
-    };
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    })
+    .await;
     let mut c = Conn::open(&r).await;
     let now = wk_alerter::clock::now_ns();
     let s = 1_000_000_000;
     // A point older than the window is forgotten by the background pruning.
     let old = format!("m,host=b v=1 {}\n", now - 3600 * s);
-    let a = c.request("POST", "/write", &[AUTH], old.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], old.as_bytes()).await;
     assert_eq!(a.status, 204);
     let start = Instant::now();
     while !store.is_empty() && start.elapsed() < Duration::from_secs(30) {
@@ -636,7 +629,7 @@ async fn window_and_max_points_bound_what_is_held() {
     let body: String = (0..10)
         .map(|i| format!("m,host=a v={i} {}\n", now - (10 - i) * s))
         .collect();
-    let a = c.request("POST", "/write", &[AUTH], body.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], body.as_bytes()).await;
     assert_eq!(a.status, 204);
     assert_eq!(store.len(), 5);
     assert_eq!(store.dropped(), 5);
@@ -647,29 +640,18 @@ async fn window_and_max_points_bound_what_is_held() {
 /// every real point (max_points) and, never expiring, kept the hosts NoData for good.
 #[tokio::test]
 async fn points_from_the_far_future_are_refused_and_evict_nothing() {
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
-        ..StreamSettings::default()
-    };
-    assert_eq!(settings.max_points, 100_000);
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    assert_eq!(StreamSettings::default().max_points, 100_000);
+    let (r, store) = start(StreamSettings::default()).await;
     let mut c = Conn::open(&r).await;
     let now = wk_alerter::clock::now_ns();
     let real = format!("cpu,host=real busy=1 {now}\n");
-    assert_eq!(
-        c.request("POST", "/write", &[AUTH], real.as_bytes())
-            .await
-            .status,
-        204
-    );
+    assert_eq!(c.post("/write", &[AUTH], real.as_bytes()).await.status, 204);
     // 2100-01-01, in seconds.
     let flood: String = (0..100_001)
         .map(|i| format!("cpu,host=h{i} busy=9 4102444800\n"))
         .collect();
     let a = c
-        .request("POST", "/write?precision=s", &[AUTH], flood.as_bytes())
+        .post("/write?precision=s", &[AUTH], flood.as_bytes())
         .await;
     assert_eq!(a.status, 400, "{a:?}");
     let msg = wk_agent::outputs::influxdb::error_text(&a.body);
@@ -692,7 +674,7 @@ async fn points_from_the_far_future_are_refused_and_evict_nothing() {
         now + 60_000_000_000,
         now + 3_600_000_000_000
     );
-    let a = c.request("POST", "/write", &[AUTH], soon.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], soon.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(a.body.contains("dropped=1"), "{a:?}");
     assert!(matches!(
@@ -705,24 +687,21 @@ async fn points_from_the_far_future_are_refused_and_evict_nothing() {
 /// The window is bounded by bytes (issue 15 item 6): strings allowed up to 2 MiB, 8 MiB held.
 #[tokio::test]
 async fn max_bytes_bounds_the_window_by_memory() {
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
-        window: Duration::from_secs(100 * 365 * 86400),
+    let (r, store) = start(StreamSettings {
+        window: CENTURY,
         max_body_size: 64 << 20,
         max_string_size: 2 << 20,
         max_bytes: 8 << 20,
         ..StreamSettings::default()
-    };
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    })
+    .await;
     let mut c = Conn::open(&r).await;
     let big = "s".repeat(1 << 20);
     // Distinct strings: one equal to the previous costs a bit.
     let body: String = (1..=20)
         .map(|t| format!("log,host=a msg=\"{t:02}{}\" {t}\n", &big[2..]))
         .collect();
-    let a = c.request("POST", "/write", &[AUTH], body.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], body.as_bytes()).await;
     assert_eq!(a.status, 204, "{a:?}");
     assert!(store.bytes() <= 8 << 20, "{}", store.bytes());
     // The newest seven 1 MiB points fit; the oldest were dropped and counted.
@@ -731,7 +710,7 @@ async fn max_bytes_bounds_the_window_by_memory() {
     assert_eq!(store.dropped(), 13);
     // Over max_string_size: the line is refused, quoted with the reason.
     let huge = format!("log,host=a msg=\"{}\" 21\n", "s".repeat((2 << 20) + 1));
-    let a = c.request("POST", "/write", &[AUTH], huge.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], huge.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(a.body.contains("over max_string_size"), "{a:?}");
 }
@@ -838,15 +817,12 @@ async fn tls_with_an_openssl_certificate() {
     let Some((cert, key)) = wk_core::testing::self_signed_cert(dir.path()) else {
         return;
     };
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
+    let (r, store) = start(StreamSettings {
         tls_cert: Some(cert.clone()),
         tls_key: Some(key),
         ..StreamSettings::default()
-    };
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    })
+    .await;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(ca)

@@ -102,6 +102,8 @@ pub fn cli(conf: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 /// A program the test started, killed when dropped, its stderr in a file.
 pub struct Logged {
     pub child: KillOnDrop,
+    /// The program's file name, for messages.
+    name: String,
     log: PathBuf,
 }
 
@@ -125,6 +127,11 @@ impl Logged {
             .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
         Logged {
             child: KillOnDrop(child),
+            name: program
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into(),
             log,
         }
     }
@@ -133,6 +140,15 @@ impl Logged {
     pub fn alerter(conf: &Path, env: &[(&str, &str)], log: PathBuf) -> Logged {
         let bin = Path::new(env!("CARGO_BIN_EXE_wk-alerter"));
         Logged::start(bin, conf, &["run"], env, log)
+    }
+
+    /// Polls `ready` until it holds; fails the test, showing the log, when the program exits
+    /// first or `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: std::time::Duration, ready: impl FnMut() -> bool) {
+        let log = self.log.clone();
+        self.child.wait_ready(&self.name, timeout, ready, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
     }
 
     /// What it wrote to stderr so far.
