@@ -297,12 +297,7 @@ fn threshold_hysteresis_through_the_state_machine() {
     )
     .unwrap();
     let values = [81.0, 77.0, 74.0, 92.0, 87.0, 84.0, 79.0, 76.0, 74.0];
-    let lp: String = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("cpu,host=a v={v} {}\n", NOW + i as i64 * S))
-        .collect();
-    let points = wk_core::lineproto::parse(&lp, 0).unwrap();
+    let points = crate::common::alerter::points("cpu,host=a v", &values, NOW, S);
     let got: Vec<_> = app::replay(&rule, &points, Duration::ZERO)
         .into_iter()
         .flat_map(|step| step.events)

@@ -130,6 +130,25 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     )
 }
 
+/// Makes `origin` a git repository of the files in it (one commit, `message`) and clones it to
+/// `checkout`: the config repository and the host's checkout of the deploy tests.
+pub fn git_repo_and_clone(origin: &std::path::Path, message: &str, checkout: &std::path::Path) {
+    git(origin, &["init", "-q"]);
+    git(origin, &["add", "-A"]);
+    git(origin, &["commit", "-qm", message]);
+    let clone = [
+        std::ffi::OsStr::new("clone"),
+        "-q".as_ref(),
+        origin.as_os_str(),
+    ];
+    run_ok(
+        std::process::Command::new("git")
+            .args(clone)
+            .arg(checkout)
+            .current_dir(origin),
+    );
+}
+
 /// A child process (a server a test started) killed and reaped when dropped, so a failing
 /// test leaves nothing running. Derefs to the [`Child`](std::process::Child).
 #[derive(Debug)]

@@ -27,6 +27,17 @@ fn check() {{
     )
 }
 
+/// The points `series=<v> <t>` (`series` is `measurement,tags field`) for each of `values`,
+/// the first at `t0` and one every `step` ns after.
+pub fn points(series: &str, values: &[f64], t0: i64, step: i64) -> Vec<wk_core::metric::Metric> {
+    let text: String = values
+        .iter()
+        .zip(0..)
+        .map(|(v, i): (&f64, i64)| format!("{series}={v} {}\n", t0 + i * step))
+        .collect();
+    wk_core::lineproto::parse(&text, 0).unwrap()
+}
+
 /// The `[alerter]` section with its rules in `dir/rules` (created) and its state in
 /// `dir/state`, then `extra` lines of the section.
 pub fn alerter_section(dir: &Path, extra: &str) -> String {
