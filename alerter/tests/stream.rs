@@ -17,6 +17,7 @@ use wk_alerter::config::StreamSettings;
 use wk_alerter::query::{Aggregate, Query};
 use wk_alerter::source::{MemorySource, QuerySource};
 use wk_alerter::stream::Receiver;
+use wk_core::testing::Xorshift;
 
 const TOKEN: &str = "s3cret-token";
 
@@ -407,42 +408,31 @@ async fn keep_alive_expect_continue_and_connection_close() {
     assert!(c.closed().await);
 }
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        // Mix raw bytes with line-protocol and HTTP punctuation to reach deeper paths.
-        const ALPHABET: &[u8] = b" ,=\\\"\n\r\t:/?&%0123456789.eEtfiu-+#aZ\xc3\xa9\xff\x00";
-        (0..n)
-            .map(|_| {
-                let x = self.next();
-                if x.is_multiple_of(3) {
-                    (x >> 8) as u8
-                } else {
-                    ALPHABET[(x >> 8) as usize % ALPHABET.len()]
-                }
-            })
-            .collect()
-    }
+/// `n` bytes from `rng` (deterministic, so failures reproduce): raw bytes mixed with line
+/// protocol and HTTP punctuation, to reach deeper paths.
+fn garbage(rng: &mut Xorshift, n: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b" ,=\\\"\n\r\t:/?&%0123456789.eEtfiu-+#aZ\xc3\xa9\xff\x00";
+    (0..n)
+        .map(|_| {
+            let x = rng.next_u64();
+            if x.is_multiple_of(3) {
+                (x >> 8) as u8
+            } else {
+                ALPHABET[(x >> 8) as usize % ALPHABET.len()]
+            }
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn random_garbage_never_breaks_the_receiver() {
     let (r, store) = receiver(64 * 1024).await;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
     // Garbage as line protocol bodies (plain and claimed gzip) on an authorized connection.
     let mut c = Conn::open(&r).await;
     for i in 0..300 {
-        let n = (rng.next() % 400) as usize;
-        let body = rng.bytes(n);
+        let n = (rng.next_u64() % 400) as usize;
+        let body = garbage(&mut rng, n);
         let headers: &[(&str, &str)] = if i % 5 == 0 {
             &[AUTH, ("Content-Encoding", "gzip")]
         } else {
@@ -453,9 +443,9 @@ async fn random_garbage_never_breaks_the_receiver() {
     }
     // Garbage as whole requests, each on its own connection.
     for _ in 0..200 {
-        let n = (rng.next() % 600) as usize;
-        let mut junk = rng.bytes(n);
-        if rng.next().is_multiple_of(2) {
+        let n = (rng.next_u64() % 600) as usize;
+        let mut junk = garbage(&mut rng, n);
+        if rng.next_u64().is_multiple_of(2) {
             let mut req = b"POST /write?p=s3cret-token HTTP/1.1\r\n".to_vec();
             req.append(&mut junk);
             junk = req;
@@ -481,10 +471,10 @@ fn at(unit: i64, now: i64) -> wk_alerter::stream::Intake {
 #[test]
 fn ingest_and_parse_survive_random_text() {
     let store = MemorySource::new();
-    let mut rng = Rng(42);
+    let mut rng = Xorshift(42);
     for _ in 0..20_000 {
-        let n = (rng.next() % 120) as usize;
-        let bytes = rng.bytes(n);
+        let n = (rng.next_u64() % 120) as usize;
+        let bytes = garbage(&mut rng, n);
         let text = String::from_utf8_lossy(&bytes);
         let got = wk_alerter::stream::ingest(&text, &at(1_000, 7), &store);
         assert!(got.errors.len() <= got.bad);

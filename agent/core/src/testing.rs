@@ -76,6 +76,26 @@ pub fn missing_server(name: &str, package: &str) -> Option<std::convert::Infalli
     );
 }
 
+/// A small deterministic generator (xorshift64), so that generated test data and benchmark
+/// inputs are the same on every run and a failure reproduces.
+#[derive(Debug, Clone)]
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    /// The next value (the seed must not be 0).
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next value in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
 pub fn poll_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
