@@ -13,6 +13,10 @@ mod influxd;
 
 #[path = "common/agent_lines.rs"]
 mod agent_lines;
+#[path = "common/cpu.rs"]
+mod cpu;
+
+use cpu::other_process_cpu;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -212,24 +216,4 @@ impl Drop for Alerter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn clock(id: libc::clockid_t) -> Option<Duration> {
-    // SAFETY: a zeroed timespec is a valid value; clock_gettime only writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-        return None;
-    }
-    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-/// CPU of another process, all threads (its CPU-time clock).
-fn other_process_cpu(pid: u32) -> Duration {
-    let mut id: libc::clockid_t = 0;
-    // SAFETY: clock_getcpuclockid only writes `id`.
-    if unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) } == 0 {
-        return clock(id).unwrap_or_default();
-    }
-    Duration::ZERO
 }

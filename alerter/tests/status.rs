@@ -393,6 +393,7 @@ fn check() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    promtool_accepts(&metrics);
 
     // Silences: create, list, expire (DELETE), 404 for an unknown one.
     let (status, body) = http(
@@ -600,4 +601,33 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("keeps its state in"), "{err}");
     assert!(!other.log().contains("through the API"), "{}", other.log());
+}
+
+/// Prometheus' own checker (`promtool check metrics`, Debian `prometheus`) reads `text` as
+/// valid exposition with no lint problem (families grouped, HELP and TYPE present).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        wk_core::skip!("promtool is not installed (Debian package prometheus)");
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
