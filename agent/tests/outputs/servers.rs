@@ -366,6 +366,7 @@ impl VictoriaMetrics {
     }
 
     /// The server's process id (for benches that read its CPU time).
+    #[allow(dead_code)] // the alerter's vmalert bench, not the agent's tests
     pub fn pid(&self) -> u32 {
         self._child.0.id()
     }
