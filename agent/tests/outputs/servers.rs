@@ -365,8 +365,8 @@ impl VictoriaMetrics {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The server's process id (for benches that read its CPU time).
-    #[allow(dead_code)] // the alerter's vmalert bench, not the agent's tests
+    /// The server's process id (the alerter's vmalert bench reads its CPU time).
+    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self._child.0.id()
     }
