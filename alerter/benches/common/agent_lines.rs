@@ -9,21 +9,7 @@
 
 use std::fmt::Write;
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use wk_core::testing::Xorshift;
 
 const HOSTS: usize = 100;
 const CPUS: [&str; 5] = ["cpu-total", "cpu0", "cpu1", "cpu2", "cpu3"];
@@ -32,7 +18,7 @@ const CPUS: [&str; 5] = ["cpu-total", "cpu0", "cpu1", "cpu2", "cpu3"];
 pub struct AgentLines {
     agent: bool,
     t0_secs: i64,
-    rng: Rng,
+    rng: Xorshift,
     cpu: Vec<(f64, f64, f64)>,
     used: Vec<i64>,
     i: usize,
@@ -45,7 +31,7 @@ impl AgentLines {
         AgentLines {
             agent,
             t0_secs,
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            rng: Xorshift(0x9e37_79b9_7f4a_7c15),
             cpu: vec![(5.0, 2.0, 0.5); HOSTS * CPUS.len()],
             used: vec![4_000_000_000; HOSTS],
             i: 0,
@@ -60,7 +46,7 @@ impl AgentLines {
         let round = (self.i / series) as i64;
         let s = self.i % series;
         self.i += 1;
-        let late = i64::from(rng.next() % 20 == 0);
+        let late = i64::from(rng.next_u64() % 20 == 0);
         let t = (self.t0_secs + round * 10 + late) * 1_000_000_000;
         let host = s % HOSTS;
         if s < HOSTS * CPUS.len() {
@@ -90,7 +76,7 @@ impl AgentLines {
             let total = 8_000_000_000i64;
             let u = if agent {
                 let used = &mut self.used[host];
-                *used += (rng.next() % 2001) as i64 * 4096 - 1000 * 4096;
+                *used += (rng.next_u64() % 2001) as i64 * 4096 - 1000 * 4096;
                 *used = (*used).clamp(1 << 30, 7 << 30);
                 *used
             } else {
