@@ -434,10 +434,13 @@ impl Api {
             .rules
             .values()
             .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or(Json::Null);
-                v["last_evaluation"] = time_json(r.last_evaluation_ns);
-                v["loaded"] = time_json(r.loaded_ns);
-                v
+                json_with(
+                    r,
+                    [
+                        ("last_evaluation", time_json(r.last_evaluation_ns)),
+                        ("loaded", time_json(r.loaded_ns)),
+                    ],
+                )
             })
             .collect();
         json!({ "rules": rules })
@@ -449,10 +452,10 @@ impl Api {
             .iter()
             .rev()
             .map(|d| {
-                let mut v = serde_json::to_value(d).unwrap_or(Json::Null);
-                v["time"] = time_json(d.time);
-                v["done"] = time_json(d.done);
-                v
+                json_with(
+                    d,
+                    [("time", time_json(d.time)), ("done", time_json(d.done))],
+                )
             })
             .collect()
     }
@@ -463,17 +466,30 @@ impl Api {
             .iter()
             .rev()
             .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or(Json::Null);
-                v["time"] = time_json(r.started_ns);
-                v["time_to_recover_ms"] = if r.recovered && r.verified_ns > 0 && r.fault_ns > 0 {
+                let recover = if r.recovered && r.verified_ns > 0 && r.fault_ns > 0 {
                     json!((r.verified_ns - r.fault_ns) / 1_000_000)
                 } else {
                     Json::Null
                 };
-                v
+                json_with(
+                    r,
+                    [
+                        ("time", time_json(r.started_ns)),
+                        ("time_to_recover_ms", recover),
+                    ],
+                )
             })
             .collect()
     }
+}
+
+/// `item` as JSON with the `extra` keys set over its own (times as the API writes them).
+fn json_with<T: serde::Serialize, const N: usize>(item: &T, extra: [(&str, Json); N]) -> Json {
+    let mut v = serde_json::to_value(item).unwrap_or(Json::Null);
+    for (k, x) in extra {
+        v[k] = x;
+    }
+    v
 }
 
 /// One alert as the API shows it.

@@ -330,18 +330,10 @@ mod tests {
         Arc::new(AlertEvent {
             rule: "cpu".into(),
             id: format!("cpu:host={host}"),
-            message: String::new(),
-            details: String::new(),
             kind,
             level,
-            previous_level: Level::Ok,
             tags: [("host".to_owned(), host.to_owned())].into(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: Duration::ZERO,
-            notify: vec![],
-            category: None,
+            ..Default::default()
         })
     }
 

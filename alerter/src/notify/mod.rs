@@ -113,6 +113,27 @@ pub fn find(kind: &str) -> Option<&'static NotifierSpec> {
     REGISTRY.iter().find(|s| s.name == kind)
 }
 
+/// Why a notifier's (or the action recorder's) URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("invalid URL {text:?}: {reason}")]
+    Invalid { text: String, reason: String },
+    #[error("scheme {0:?} is not supported: use http or https")]
+    Scheme(String),
+}
+
+/// `text` as an `http` or `https` URL.
+pub fn http_url(text: &str) -> Result<reqwest::Url, UrlError> {
+    let u = reqwest::Url::parse(text).map_err(|e| UrlError::Invalid {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(UrlError::Scheme(u.scheme().to_owned()));
+    }
+    Ok(u)
+}
+
 /// The HTTP client of the notifiers that POST (webhook, influxdb); a set-up failure is a
 /// config error at the notifier's `url`.
 pub(crate) fn http_client(opts: &mut Options<'_, '_>) -> reqwest::Client {

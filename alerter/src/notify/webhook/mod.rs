@@ -50,24 +50,14 @@ pub struct WebhookNotifier {
 
 fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     let url_text = opts.string("url", "");
-    let url = match reqwest::Url::parse(&url_text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-        Ok(u) => {
-            opts.error_at(
-                "url",
-                format!(
-                    "scheme {:?} is not supported: use http or https",
-                    u.scheme()
-                ),
-            );
-            None
-        }
+    let url = match super::http_url(&url_text) {
+        Ok(u) => Some(u),
         Err(_) if url_text.is_empty() => {
             opts.error_at("url", "is required: the URL to POST to");
             None
         }
         Err(e) => {
-            opts.error_at("url", format!("invalid URL {url_text:?}: {e}"));
+            opts.error_at("url", e);
             None
         }
     };
