@@ -248,14 +248,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     let mut actions = crate::actions::ActionsConfig::default();
     let mut http = None;
     match DeTable::parse(&src.text) {
-        Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            diags.push(src.diag(
-                Severity::Error,
-                offset,
-                format!("invalid TOML: {}", e.message()),
-            ));
-        }
+        Err(e) => diags.push(src.toml_error(&e)),
         Ok(doc) => {
             let doc = doc.get_ref();
             for (key, value) in doc.iter() {

@@ -247,14 +247,13 @@ pub fn load_with(
         match doc {
             Ok(doc) => loader.settings(src, doc.get_ref()),
             Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                let mut msg = format!("invalid TOML: {}", e.message().trim_end());
-                if unquoted_variable(src, offset) {
-                    msg.push_str(
+                let mut d = src.toml_error(e);
+                if unquoted_variable(src, e.span().map_or(0, |s| s.start)) {
+                    d.message.push_str(
                         " (environment variables are replaced only inside strings: quote the value, e.g. \"${N}\")",
                     );
                 }
-                loader.diags.push(src.diag(Severity::Error, offset, msg));
+                loader.diags.push(d);
             }
         }
     }

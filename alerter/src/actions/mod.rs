@@ -157,7 +157,7 @@ pub struct ActionSpec {
 
 impl ActionSpec {
     /// A repair: changes the host, spends the attempt budget and is verified by its probe.
-    pub const fn repair(
+    pub const fn new(
         name: &'static str,
         description: &'static str,
         args: &'static [ArgSpec],
@@ -173,16 +173,11 @@ impl ActionSpec {
         }
     }
 
-    /// A diagnosis: reports on the host, changes nothing, runs once per firing episode.
-    pub const fn diagnosis(
-        name: &'static str,
-        description: &'static str,
-        args: &'static [ArgSpec],
-        build: fn(&Args) -> Box<dyn Action>,
-    ) -> ActionSpec {
+    /// The same as a diagnosis: reports on the host, changes nothing.
+    pub const fn as_diagnosis(self) -> ActionSpec {
         ActionSpec {
             diagnosis: true,
-            ..ActionSpec::repair(name, description, args, build)
+            ..self
         }
     }
 

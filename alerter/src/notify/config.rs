@@ -226,12 +226,7 @@ pub fn load_str(
     let plan = match DeTable::parse(&src.text) {
         Ok(doc) => load(&src, doc.get_ref(), &mut diags, env),
         Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            diags.push(src.diag(
-                Severity::Error,
-                offset,
-                format!("invalid TOML: {}", e.message()),
-            ));
+            diags.push(src.toml_error(&e));
             NotifyPlan::default()
         }
     };

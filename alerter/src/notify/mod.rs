@@ -120,6 +120,22 @@ pub enum UrlError {
     Invalid { text: String, reason: String },
     #[error("scheme {0:?} is not supported: use http or https")]
     Scheme(String),
+    /// No URL where one is needed; says what it is for.
+    #[error("is required: {0}")]
+    Missing(&'static str),
+}
+
+/// The URL a notifier's `key` option gave, or, after reporting why it is refused, a
+/// placeholder: the config has an error then and never loads, so it is never used.
+pub(crate) fn url_option(
+    opts: &mut Options<'_, '_>,
+    key: &str,
+    url: Result<reqwest::Url, UrlError>,
+) -> reqwest::Url {
+    url.unwrap_or_else(|e| {
+        opts.error_at(key, e);
+        reqwest::Url::parse("http://invalid.invalid/").expect("a constant valid URL")
+    })
 }
 
 /// `text` as an `http` or `https` URL.

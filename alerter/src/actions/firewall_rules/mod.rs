@@ -4,12 +4,13 @@
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::diagnosis(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "firewall_rules",
     "List the firewall rules for a port (nft, iptables or ufw, whichever exists); changes nothing",
     &[ArgSpec::required("port", ArgKind::Port)],
     build,
-);
+)
+.as_diagnosis();
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(FirewallRules {

@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::repair(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "free_port",
     "Find the process holding a TCP port (command, pid, user), stop it and report who it was",
     &[ArgSpec::required("port", ArgKind::Port)],

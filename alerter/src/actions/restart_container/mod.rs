@@ -8,7 +8,7 @@ use super::{
 };
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::repair(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "restart_container",
     "docker inspect (exit 137 → out of memory; address in use → who holds the port), then docker restart",
     &[ArgSpec::required("name", ArgKind::Container)],

@@ -18,7 +18,7 @@ use super::{
 };
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::repair(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "restart_process",
     "Stop the processes matching a pattern (or a pid), SIGTERM then SIGKILL, and start a configured command",
     &[

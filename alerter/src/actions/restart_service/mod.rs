@@ -5,7 +5,7 @@
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Probe, last_lines};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::repair(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "restart_service",
     "systemctl restart a unit; state before/after from systemctl show; journal lines on failure",
     &[ArgSpec::required("unit", ArgKind::Unit)],

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::repair(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "run_script",
     "Run an operator script from the allowlisted scripts_dir with typed word arguments",
     &[

@@ -9,7 +9,7 @@ use super::remote::{self, Call, TopRow};
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec::diagnosis(
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "top_processes",
     "Report the top N processes by CPU or memory (command, pid, user, %); changes nothing",
     &[
@@ -17,7 +17,8 @@ pub const SPEC: super::ActionSpec = super::ActionSpec::diagnosis(
         ArgSpec::optional("n", ArgKind::Count),
     ],
     build,
-);
+)
+.as_diagnosis();
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(TopProcesses {

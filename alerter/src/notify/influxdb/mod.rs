@@ -46,16 +46,12 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     }
     let username = opts.opt_string("username");
     let password = secret::read(opts, "password", "password_file");
-    let write_url = write_url(&url_text, &database, rp.as_deref().unwrap_or_default())
-        .map_err(|e| opts.error_at("url", e))
-        .ok();
+    let write_url = write_url(&url_text, &database, rp.as_deref().unwrap_or_default());
+    let write_url = super::url_option(opts, "url", write_url);
     let client = super::http_client(opts);
     Box::new(InfluxNotifier {
         client,
-        write_url: write_url.unwrap_or_else(|| {
-            // Only reached when the config already has an error (and will not load).
-            reqwest::Url::parse("http://invalid.invalid/write").expect("a constant valid URL")
-        }),
+        write_url,
         measurement,
         username,
         password,
