@@ -177,16 +177,7 @@ pub fn load(
         o.error_at("record_measurement", "must not be empty");
     }
     if !c.record_options.url.is_empty() {
-        let probe = super::record::RecordTarget {
-            url: c.record_options.url.clone(),
-            database: "x".into(),
-            retention_policy: String::new(),
-            measurement: String::new(),
-            username: String::new(),
-            password: String::new(),
-            token: String::new(),
-        };
-        if let Err(e) = probe.write_url() {
+        if let Err(e) = crate::notify::http_url(&c.record_options.url) {
             o.error_at("record_url", e);
         }
     }

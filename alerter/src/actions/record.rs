@@ -18,7 +18,7 @@ use super::ActionResult;
 use crate::notify::UrlError;
 
 /// Where the points go (resolved from `[actions]` and the source by the config loader).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordTarget {
     /// The server's base URL (`http://127.0.0.1:8086`).
     pub url: String,
@@ -216,11 +216,8 @@ mod tests {
         let t = RecordTarget {
             url: "http://127.0.0.1:8086/".into(),
             database: "wk".into(),
-            retention_policy: String::new(),
             measurement: "wk_actions".into(),
-            username: String::new(),
-            password: String::new(),
-            token: String::new(),
+            ..Default::default()
         };
         assert_eq!(
             t.write_url().unwrap().as_str(),
