@@ -526,6 +526,23 @@ pub enum Harmless {
     ZeroSize,
 }
 
+/// The tables of `[[x]]` (an array of tables; other items are skipped) or `[x]` (one table),
+/// each with its offset; `None` when `v` is neither.
+pub fn tables_of<'a, 'i>(v: &'a Spanned<DeValue<'i>>) -> Option<Vec<(&'a DeTable<'i>, usize)>> {
+    match v.get_ref() {
+        DeValue::Array(a) => Some(
+            a.iter()
+                .filter_map(|item| match item.get_ref() {
+                    DeValue::Table(t) => Some((t, item.span().start)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        DeValue::Table(t) => Some(vec![(t, v.span().start)]),
+        _ => None,
+    }
+}
+
 /// TOML's name for a value's type, for messages.
 pub fn type_name(v: &DeValue<'_>) -> &'static str {
     match v {

@@ -440,21 +440,11 @@ impl Loader<'_, '_> {
                 continue;
             };
             for (name, instances) in plugins.iter() {
-                let tables: Vec<(&DeTable<'_>, usize)> = match instances.get_ref() {
-                    DeValue::Array(a) => a
-                        .iter()
-                        .filter_map(|v| match v.get_ref() {
-                            DeValue::Table(t) => Some((t, v.span().start)),
-                            _ => None,
-                        })
-                        .collect(),
-                    DeValue::Table(t) => vec![(t, instances.span().start)],
-                    _ => {
-                        let msg = format!("[{kind}.{}] must be a table", name.get_ref());
-                        self.diags
-                            .push(src.diag(Severity::Error, name.span().start, msg));
-                        continue;
-                    }
+                let Some(tables) = wk_core::options::tables_of(instances) else {
+                    let msg = format!("[{kind}.{}] must be a table", name.get_ref());
+                    self.diags
+                        .push(src.diag(Severity::Error, name.span().start, msg));
+                    continue;
                 };
                 self.plugin(src, kind, name.get_ref(), name.span().start, &tables);
             }

@@ -143,21 +143,11 @@ pub fn load(
     plan
 }
 
-/// The tables of `[[x]]` (an array of tables) or `[x]` (one table), with their offsets.
+/// The tables of `[[x]]` or `[x]`, with their offsets; none for any other value.
 pub(crate) fn tables_of<'a, 'i>(
     v: &'a toml::Spanned<DeValue<'i>>,
 ) -> Vec<(&'a DeTable<'i>, usize)> {
-    match v.get_ref() {
-        DeValue::Array(a) => a
-            .iter()
-            .filter_map(|item| match item.get_ref() {
-                DeValue::Table(t) => Some((t, item.span().start)),
-                _ => None,
-            })
-            .collect(),
-        DeValue::Table(t) => vec![(t, v.span().start)],
-        _ => Vec::new(),
-    }
+    wk_core::options::tables_of(v).unwrap_or_default()
 }
 
 fn notifier_tables(
