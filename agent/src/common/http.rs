@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use wk_core::options::Options;
+use wk_core::options::{Options, SecretSource};
 
 /// What can go wrong in the shared HTTP side: a URL refused at config load, a secret or TLS
 /// file that cannot be read, a request that got no answer. Each plugin decides what it means
@@ -247,19 +247,10 @@ pub enum Secret {
 impl Secret {
     /// Reads `key` and `file_key` (at most one may be set).
     pub fn read(opts: &mut Options<'_, '_>, key: &str, file_key: &str) -> Secret {
-        let v = opts.opt_string(key);
-        let f = opts.opt_string(file_key);
-        match (v, f) {
-            (Some(_), Some(_)) => {
-                opts.error_at(
-                    file_key,
-                    format!("give either {key} or {file_key}, not both"),
-                );
-                Secret::None
-            }
-            (Some(v), None) => Secret::Value(v),
-            (None, Some(f)) => Secret::File(f),
-            (None, None) => Secret::None,
+        match opts.secret_source(key, file_key) {
+            Some(SecretSource::Inline(v)) => Secret::Value(v),
+            Some(SecretSource::File(f)) => Secret::File(f),
+            None => Secret::None,
         }
     }
 
