@@ -936,15 +936,9 @@ pub fn report_text(event: &AlertEvent, results: &[ActionResult]) -> String {
             s.push_str(&format!(", attempt {} of {}", r.attempt, r.max_attempts));
         }
         s.push('\n');
-        for (k, v) in [
-            ("found", &r.before),
-            ("did", &r.did),
-            ("after", &r.after),
-            ("error", &r.stderr),
-        ] {
-            if !v.is_empty() {
-                s.push_str(&format!("  {k}: {v}\n"));
-            }
+        let error = Some(("error", r.stderr.as_str())).filter(|(_, e)| !e.is_empty());
+        for (k, v) in r.findings().chain(error) {
+            s.push_str(&format!("  {k}: {v}\n"));
         }
         if let Some(c) = r.exit_status {
             s.push_str(&format!("  exit status: {c}\n"));

@@ -241,6 +241,19 @@ pub struct ActionResult {
 }
 
 impl ActionResult {
+    /// What the action found, did and saw after, under the names the report and
+    /// `wk_actions` give them (`found`, `did`, `after`); empty ones left out.
+    pub fn findings(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("found", &self.before),
+            ("did", &self.did),
+            ("after", &self.after),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.as_str()))
+    }
+
     /// The fields an event (report, `wk_actions` point) carries.
     pub fn fields(&self) -> BTreeMap<String, crate::model::Value> {
         use crate::model::Value;

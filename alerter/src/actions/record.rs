@@ -85,10 +85,8 @@ pub fn point(measurement: &str, r: &ActionResult, now_ns: i64) -> Metric {
     m.add_field("recovery_ms", ms(r.fault_ns, r.verified_ns));
     m.add_field("duration_ms", ms(r.started_ns, r.finished_ns));
     m.add_field("message", super::engine::summary_line(r));
-    for (k, v) in [("found", &r.before), ("did", &r.did), ("after", &r.after)] {
-        if !v.is_empty() {
-            m.add_field(k, crate::notify::text::truncate(v, 4096));
-        }
+    for (k, v) in r.findings() {
+        m.add_field(k, crate::notify::text::truncate(v, 4096));
     }
     m
 }
