@@ -224,7 +224,7 @@ impl Api {
                 });
             }
             Err(e) => {
-                let _ = write!(p, "<p class=\"crit\">{}</p>", esc(&e));
+                let _ = write!(p, "<p class=\"crit\">{}</p>", esc(&e.to_string()));
             }
         }
         let _ = write!(

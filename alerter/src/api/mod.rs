@@ -331,29 +331,35 @@ impl Api {
         };
         match self.add(&new, form, now) {
             Ok(s) => Self::done(form, json_response(200, &silence_json(&s, now))),
-            Err(e) => error(400, e),
+            Err((status, e)) => error(status, e),
         }
     }
 
-    fn add(&self, n: &NewSilence, form: bool, now: i64) -> Result<store::Stored, String> {
+    fn add(&self, n: &NewSilence, form: bool, now: i64) -> Result<store::Stored, (u16, String)> {
         use crate::notify::text::parse_rfc3339;
         if n.comment.trim().is_empty() {
-            return Err("a comment is required: why, and who asked".into());
+            return Err((400, "a comment is required: why, and who asked".into()));
         }
         let starts = n
             .starts
             .as_deref()
-            .map(|t| parse_rfc3339(t).map_err(|e| format!("starts: {e}")))
+            .map(|t| parse_rfc3339(t).map_err(|e| (400, format!("starts: {e}"))))
             .transpose()?;
         let ends = match (&n.duration, &n.ends) {
             (Some(d), None) => {
-                let d = wk_core::values::parse_duration(d).map_err(|e| format!("duration: {e}"))?;
+                let d = wk_core::values::parse_duration(d)
+                    .map_err(|e| (400, format!("duration: {e}")))?;
                 starts
                     .unwrap_or(now)
                     .saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             }
-            (None, Some(t)) => parse_rfc3339(t).map_err(|e| format!("ends: {e}"))?,
-            _ => return Err("give either duration (e.g. \"2h\") or ends (RFC 3339)".into()),
+            (None, Some(t)) => parse_rfc3339(t).map_err(|e| (400, format!("ends: {e}")))?,
+            _ => {
+                return Err((
+                    400,
+                    "give either duration (e.g. \"2h\") or ends (RFC 3339)".into(),
+                ));
+            }
         };
         let by = n
             .created_by
@@ -369,7 +375,8 @@ impl Api {
                 &n.comment,
                 &by,
                 now,
-            )?
+            )
+            .map_err(|e| (if e.is_bad_request() { 400 } else { 500 }, e.to_string()))?
         };
         tracing::info!(id = %s.id, matchers = %s.matchers.join(","), by = %s.by, "silence added through the API");
         self.apply_silences();
@@ -391,8 +398,8 @@ impl Api {
                 self.apply_silences();
                 Self::done(form, json_response(200, &silence_json(&s, now)))
             }
-            Err(e) if e.starts_with("no silence") => error(404, e),
-            Err(e) => error(500, e),
+            Err(e @ store::SilenceError::NotFound { .. }) => error(404, e.to_string()),
+            Err(e) => error(500, e.to_string()),
         }
     }
 
