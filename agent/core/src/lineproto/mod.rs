@@ -14,7 +14,9 @@ use std::io::Write;
 use crate::metric::{FieldValue, Metric};
 
 mod parse;
-pub use parse::{LineProtocolError, PointRef, parse, parse_line, parse_line_ref};
+pub use parse::{
+    LineProtocolError, PointRef, parse, parse_fields, parse_line, parse_line_ref, series_key_end,
+};
 
 /// Serializer options, named after Telegraf's `influx_*` keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
