@@ -148,6 +148,9 @@ struct SeriesData {
     key: Key,
     /// Field names; columns refer to them by index.
     fields: Vec<Arc<str>>,
+    /// Bit i set: `fields[i]` is written in a line as it is (no escapes), so the stream
+    /// receiver can match it in place ([`Writer::expected_field`]).
+    plain_fields: u64,
     sealed: VecDeque<Sealed>,
     open: Open,
     /// Rows forgotten at the start of the first chunk (`sealed[0]`, else `open`); always
@@ -184,6 +187,7 @@ impl SeriesData {
         SeriesData {
             key,
             fields: Vec::new(),
+            plain_fields: 0,
             sealed: VecDeque::new(),
             open: Open::default(),
             skip: 0,
@@ -209,6 +213,9 @@ impl SeriesData {
         let i = u16::try_from(self.fields.len()).ok()?;
         self.fixed += FIELD_COST + name.len();
         self.fields.push(strings.get(name));
+        if i < 64 && !name.is_empty() && !name.bytes().any(|c| matches!(c, b' ' | b'=' | b'\\')) {
+            self.plain_fields |= 1 << i;
+        }
         Some(i)
     }
 
@@ -900,6 +907,22 @@ impl Writer<'_> {
         self.store.slots[series.0 as usize]
             .as_ref()?
             .known_field(name, hint)
+    }
+
+    /// The name of the `i`-th field of `series` when a line writes it as it is (see
+    /// [`lineproto::parse_fields_expecting`]): a line's `i`-th field is most often that one.
+    pub fn expected_field(&self, series: LineSeries, i: usize) -> Option<&str> {
+        let s = self.store.slots[series.0 as usize].as_ref()?;
+        if i >= 64 || s.plain_fields & (1 << i) == 0 {
+            return None;
+        }
+        s.fields.get(i).map(|f| f.as_ref())
+    }
+
+    /// The name of field `i` of `series`.
+    pub fn field_name(&self, series: LineSeries, i: u16) -> Option<&str> {
+        let s = self.store.slots[series.0 as usize].as_ref()?;
+        s.fields.get(usize::from(i)).map(|f| f.as_ref())
     }
 
     /// Adds (or merges) one point of `series` at `time`, its fields by index

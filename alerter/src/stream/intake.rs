@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
 use crate::source::MemorySource;
-use wk_core::lineproto;
+use wk_core::lineproto::{self, FieldKey};
 use wk_core::metric::FieldValue;
 
 use super::QUOTED_ERRORS;
@@ -355,20 +355,29 @@ fn fast_line(
     fields.clear();
     let mut new_field = false;
     let mut long = None;
-    let parsed = lineproto::parse_fields(line, end, |name, value| {
-        match w.known_field(series, &name, fields.len()) {
-            Some(i) => {
-                if let FieldValue::Str(s) = &value
-                    && s.len() > intake.max_string
-                    && long.is_none()
-                {
-                    long = Some((name.into_owned(), s.len()));
-                }
-                fields.push((i, value));
+    let parsed = lineproto::parse_fields_expecting(
+        line,
+        end,
+        |i| w.expected_field(series, i),
+        |key, value| {
+            let i = match key {
+                // `expected_field(i)` is field i of the series.
+                FieldKey::Expected(i) => u16::try_from(i).ok(),
+                FieldKey::Read(name) => w.known_field(series, &name, fields.len()),
+            };
+            let Some(i) = i else {
+                new_field = true;
+                return;
+            };
+            if let FieldValue::Str(s) = &value
+                && s.len() > intake.max_string
+                && long.is_none()
+            {
+                long = Some((i, s.len()));
             }
-            None => new_field = true,
-        }
-    });
+            fields.push((i, value));
+        },
+    );
     let time = match parsed {
         // The general parser gives the same error (the key parses: its series is held).
         Err(why) => {
@@ -378,8 +387,14 @@ fn fast_line(
         Ok(_) if new_field => return None,
         Ok(time) => time,
     };
-    if let Some((name, len)) = long {
-        refuse_long(out, line, &name, len, intake);
+    if let Some((i, len)) = long {
+        refuse_long(
+            out,
+            line,
+            w.field_name(series, i).unwrap_or(""),
+            len,
+            intake,
+        );
         return Some(None);
     }
     let Some(time) = point_time(time, intake, out) else {
@@ -624,7 +639,7 @@ mod tests {
                 .prop_map(str::to_owned),
             ];
             let field = (
-                prop::sample::select(vec!["a", "b", "c", "used", "x\\ y", "d\\=e"]),
+                prop::sample::select(vec!["a", "ab", "b", "c", "used", "x\\ y", "d\\=e"]),
                 value,
             );
             let fields = proptest::collection::vec(field, 0..5);

@@ -15,7 +15,8 @@ use crate::metric::{FieldValue, Metric};
 
 mod parse;
 pub use parse::{
-    LineProtocolError, PointRef, parse, parse_fields, parse_line, parse_line_ref, series_key_end,
+    FieldKey, LineProtocolError, PointRef, parse, parse_fields, parse_fields_expecting, parse_line,
+    parse_line_ref, series_key_end,
 };
 
 /// Serializer options, named after Telegraf's `influx_*` keys.

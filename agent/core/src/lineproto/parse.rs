@@ -138,8 +138,39 @@ pub fn series_key_end(line: &str) -> usize {
 /// On an error some fields may have been handed over already.
 pub fn parse_fields<'a>(
     line: &'a str,
-    mut pos: usize,
+    pos: usize,
     mut field: impl FnMut(Cow<'a, str>, FieldValue),
+) -> Result<Option<i64>, String> {
+    parse_fields_expecting(
+        line,
+        pos,
+        |_| None,
+        |key, value| match key {
+            FieldKey::Read(k) => field(k, value),
+            FieldKey::Expected(_) => {}
+        },
+    )
+}
+
+/// A field's key as [`parse_fields_expecting`] hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldKey<'a> {
+    /// The name `expected` gave for this field's place in the line.
+    Expected(usize),
+    /// Any other key, as read.
+    Read(Cow<'a, str>),
+}
+
+/// [`parse_fields`] for a reader that knows the field names to expect at each place (those
+/// of the series' previous line): `expected(i)` is the name expected as the `i`-th field of
+/// the line, given only when it needs no escape (no space, `=` or backslash; not empty). A
+/// key that is those bytes followed by `=` is the name the general reader would read there,
+/// so it is matched in place and handed over as [`FieldKey::Expected`].
+pub fn parse_fields_expecting<'a, 'e>(
+    line: &'a str,
+    mut pos: usize,
+    expected: impl Fn(usize) -> Option<&'e str>,
+    mut field: impl FnMut(FieldKey<'a>, FieldValue),
 ) -> Result<Option<i64>, String> {
     let b = line.as_bytes();
     if pos >= b.len() || b[pos] != b' ' {
@@ -148,17 +179,31 @@ pub fn parse_fields<'a>(
     while pos < b.len() && b[pos] == b' ' {
         pos += 1;
     }
+    let mut i = 0;
     loop {
-        let key = read_token(line, &mut pos, b'=', true);
-        if key.is_empty() {
-            return Err("empty field key".into());
+        if let Some(e) = expected(i)
+            && b.get(pos + e.len()) == Some(&b'=')
+            && b[pos..].starts_with(e.as_bytes())
+        {
+            debug_assert!(!e.is_empty() && !e.bytes().any(|c| matches!(c, b' ' | b'=' | b'\\')));
+            pos += e.len() + 1;
+            let value =
+                read_field_value(line, &mut pos).map_err(|err| format!("field {e:?}: {err}"))?;
+            field(FieldKey::Expected(i), value);
+        } else {
+            let key = read_token(line, &mut pos, b'=', true);
+            if key.is_empty() {
+                return Err("empty field key".into());
+            }
+            if pos >= b.len() || b[pos] != b'=' {
+                return Err(format!("field {key:?} has no '='"));
+            }
+            pos += 1;
+            let value =
+                read_field_value(line, &mut pos).map_err(|e| format!("field {key:?}: {e}"))?;
+            field(FieldKey::Read(key), value);
         }
-        if pos >= b.len() || b[pos] != b'=' {
-            return Err(format!("field {key:?} has no '='"));
-        }
-        pos += 1;
-        let value = read_field_value(line, &mut pos).map_err(|e| format!("field {key:?}: {e}"))?;
-        field(key, value);
+        i += 1;
         if pos < b.len() && b[pos] == b',' {
             pos += 1;
             continue;
@@ -514,6 +559,48 @@ mod tests {
                     Err(e) if key_alone.is_ok() => prop_assert_eq!(rest, Err(e)),
                     Err(_) => {}
                 }
+            }
+
+            /// Expected names matched in place read as the general reader reads them: the
+            /// same keys, values, time and errors, whatever names are expected where.
+            #[test]
+            fn expected_names_read_as_without(l in line(), picks in proptest::collection::vec(0u8..6, 0..6)) {
+                let k = series_key_end(&l);
+                let mut plain = Vec::new();
+                let general = parse_fields(&l, k, |k, v| plain.push((k, v)));
+                let keys: Vec<String> = plain.iter().map(|(k, _)| k.to_string()).collect();
+                // Per place: the key found there, another place's, a prefix, or a stranger.
+                let expected: Vec<String> = picks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let own = keys.get(i).cloned().unwrap_or_default();
+                        match p {
+                            0 | 1 => own,
+                            2 => keys.get(i + 1).cloned().unwrap_or_default(),
+                            3 => own.chars().take(1).collect(),
+                            4 => format!("{own}x"),
+                            _ => "f".into(),
+                        }
+                    })
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                let usable = |e: &String| !e.bytes().any(|c| matches!(c, b' ' | b'=' | b'\\'));
+                let mut got = Vec::new();
+                let fast = parse_fields_expecting(
+                    &l,
+                    k,
+                    |i| expected.get(i).filter(|e| usable(e)).map(String::as_str),
+                    |key, v| {
+                        let name = match key {
+                            FieldKey::Expected(i) => Cow::Owned(expected[i].clone()),
+                            FieldKey::Read(k) => k,
+                        };
+                        got.push((name, v));
+                    },
+                );
+                prop_assert_eq!(fast, general);
+                prop_assert_eq!(got, plain);
             }
         }
     }
