@@ -425,7 +425,7 @@ pub fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, HttpError> {
     Ok(b.build())
 }
 
-/// Gzips `data` (flate2's pure-Rust miniz_oxide backend, default level).
+/// Gzips `data` (flate2's pure-Rust zlib-rs backend, default level).
 pub fn gzip_bytes(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4 + 64),
