@@ -1651,8 +1651,7 @@ fn ss_established_of(pids: &HashSet<i32>) -> Option<u64> {
 /// largest socket population, the socket ownership map against the netlink walk alone,
 /// `ss -tanp`, and procfs against hand readers.
 fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
-    use wk_agent::inputs::netstat::FD_FULL_READ_PERIOD;
-    use wk_agent::inputs::procstat::TcpOwners;
+    use wk_agent::inputs::procstat::{FD_FULL_READ_PERIOD, TcpOwners};
     let sockets = o.sockets.iter().copied().max().unwrap_or(0);
     let procs = o.procs.max(1);
     let title = format!(

@@ -696,17 +696,35 @@ impl SockMap {
     /// Re-reads every fd the map credits with one of `inodes` and, where one no longer
     /// refers to it, that process's whole table, so that no socket of the set is credited
     /// to a process that has let go of it. For counts that recovery rules act on.
-    pub fn confirm(&mut self, inodes: impl Fn(u64) -> bool) {
+    pub fn confirm(&mut self, inodes: &[u64]) {
+        let set: FxHashSet<u32> = inodes
+            .iter()
+            .filter_map(|i| u32::try_from(*i).ok())
+            .collect();
+        // Only the processes the map credits with one of them.
+        let mut pids: Vec<i32> = set
+            .iter()
+            .flat_map(|i| self.holders(u64::from(*i)))
+            .map(|(pid, _)| pid)
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        pids.sort_unstable();
+        pids.dedup();
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let Ok(root) = openat(rustix::fs::CWD, &self.root, flags, Mode::empty()) else {
             return;
         };
         let mut wrong = Vec::new();
         let mut link = [0u8; 64];
-        for (pid, p) in &self.procs {
+        for pid in &pids {
+            let Some(p) = self.procs.get(pid) else {
+                continue;
+            };
             let mut dirfd: Option<OwnedFd> = None;
             for f in &p.fds {
-                if f.kind != Kind::Tracked || !inodes(u64::from(f.inode)) {
+                if f.kind != Kind::Tracked || !set.contains(&f.inode) {
                     continue;
                 }
                 if dirfd.is_none() {
@@ -1252,7 +1270,7 @@ serve()
         link(r, 11, 4, "socket:[100]");
         gather(&mut map, t0, &[100, 200], None);
         assert_eq!(map.holders(200).count(), 2, "stale before the confirmation");
-        map.confirm(|i| i == 200);
+        map.confirm(&[200]);
         assert_eq!(map.holders(200).collect::<Vec<_>>(), [(10, 1)]);
         assert_eq!(map.holders(100).collect::<BTreeMap<_, _>>().len(), 2);
     }

@@ -288,8 +288,10 @@ pub fn parse_inet_table(
 }
 
 /// How often each process's fd table is read in full for the per-fd unix count (the staleness
-/// bound of [`SockMap`]; between full reads only changed processes are read).
-pub const FD_FULL_READ_PERIOD: Duration = Duration::from_secs(300);
+/// bound of [`SockMap`]; between full reads only changed processes are read). An hour: what
+/// can be stale is rare and only moves a count by the fds of one socket, while at 1 M
+/// sockets reading every fd costs about 4× a gather.
+pub const FD_FULL_READ_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Counts sockets for the `netstat` input and for benchmarks. Holds the netlink socket, the
 /// receive buffer, the text buffer for /proc files, the de-duplication sets and the map of

@@ -18,8 +18,8 @@ use regex::Regex;
 
 use std::time::Duration;
 
+use super::netstat::Counter;
 use super::netstat::netlink::DiagError;
-use super::netstat::{Counter, FD_FULL_READ_PERIOD};
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::HostPaths;
 use crate::metric::FieldValue;
@@ -654,6 +654,10 @@ impl Procstat {
     }
 }
 
+/// How often each selected process's fd table is read in full (the staleness bound of
+/// `procstat_tcp`; between full reads only changed processes are read).
+pub const FD_FULL_READ_PERIOD: Duration = Duration::from_secs(300);
+
 /// Kernel TCP state number of CLOSE_WAIT.
 const TCP_CLOSE_WAIT: u8 = 8;
 
@@ -705,15 +709,13 @@ impl TcpOwners {
             self.map.live(u64::from(*inode));
         }
         self.map.update(Some(pids));
-        let close_wait: HashSet<u64> = self
+        let close_wait: Vec<u64> = self
             .dump
             .iter()
             .filter(|(i, st)| *st == TCP_CLOSE_WAIT && *i != 0)
             .map(|(i, _)| u64::from(*i))
             .collect();
-        if !close_wait.is_empty() {
-            self.map.confirm(|i| close_wait.contains(&i));
-        }
+        self.map.confirm(&close_wait);
         let mut out = TcpStates::default();
         for &pid in pids {
             match self.map.readable(pid) {
