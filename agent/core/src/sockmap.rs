@@ -17,7 +17,7 @@
 //!   before and of fds whose socket is gone from the dump;
 //! - a socket it held is gone from the dump (closed; its fd number may hold a new one): the
 //!   same;
-//! - with [`SockMap::hunt`] on, when a socket in the dump is still held by no known fd after
+//! - with hunting on (the `hunt` argument of [`SockMap::new`]), when a socket in the dump is still held by no known fd after
 //!   that: readdir of every covered process and `readlink` of its fds that were not sockets,
 //!   until every such socket is found (sockets held by no readable process, such as those of
 //!   other users' processes when not root, or embryos in a listener's queue, are then
