@@ -1322,6 +1322,7 @@ fn bench_tcp(
          | connections | sockets seen | established: input / floor | wk-agent netstat CPU median (p90) | floor A one walk | floor B two dumps | **ratio to floor A** | allocations per gather | node_exporter tcpstat scrape | psutil net_connections |\n\
          |---|---|---|---|---|---|---|---|---|---|"
     );
+    let mut first_counts = Vec::new();
     for &n in &o.sockets {
         log(&format!("tcp: opening {n} connections"));
         let holders = match timed(&format!("tcp: {n} connections"), || Holders::start(n)) {
@@ -1354,6 +1355,26 @@ fn bench_tcp(
                 }
             }
         };
+        // A new input's first count reads every fd on the host once (the fd map of the
+        // per-fd unix count); the input under test already made its map in an earlier
+        // population or the warm-up below, so time a fresh counter apart.
+        {
+            use wk_agent::inputs::netstat::{Counter, Source, UnixCounting};
+            let mut fresh = Counter::new();
+            let t0 = thread_cpu_ns();
+            let _ = fresh.count(&HostPaths::default(), Source::Netlink, UnixCounting::PerFd);
+            let t1 = thread_cpu_ns();
+            let _ = fresh.count(&HostPaths::default(), Source::Netlink, UnixCounting::PerFd);
+            let t2 = thread_cpu_ns();
+            let st = fresh.fd_map_stats().unwrap_or_default();
+            first_counts.push(format!(
+                "{n} connections: first count {} ({} fd directories, {} readlinks), the next {}",
+                us((t1 - t0) as f64),
+                st.dirs_read,
+                st.readlinks,
+                us((t2 - t1) as f64),
+            ));
+        }
         let (mut seen, mut floor_est) = (0u64, 0u64);
         let mut input_est = String::from("— (no tcp_established field: a stub?)");
         for _ in 0..3 {
@@ -1431,6 +1452,17 @@ fn bench_tcp(
             sal.median
         ));
         drop(holders);
+    }
+    let _ = writeln!(
+        md,
+        "\nThe input counts unix sockets once per fd (Telegraf 1.39), from a map of every \
+         process's fds kept between gathers (`wk_core::sockmap`): a gather above reads only \
+         processes that changed, plus the full reads the schedule owes (every process once an \
+         hour, spread over the gathers). A new input reads every fd once (same run, a fresh \
+         `Counter` per population):\n"
+    );
+    for line in &first_counts {
+        let _ = writeln!(md, "- {line}");
     }
     md.push('\n');
 }
@@ -1525,34 +1557,13 @@ impl Drop for Sleepers {
     }
 }
 
-/// The fd walk by hand: readdir of `fd/` and one readlinkat per entry into a stack buffer,
-/// `socket:[N]` parsed in place, into the same map as `SocketOwners::walk` (procfs's `fd()`
-/// makes four syscalls per fd: openat O_PATH, readlinkat, fstatat, close).
-fn hand_socket_owners(pids: &[i32]) -> HashMap<u64, Vec<i32>> {
-    use rustix::fs::{CWD, Dir, Mode, OFlags, openat, readlinkat_raw};
+/// The fd walk through the procfs crate (the reader before `wk_core::sockmap`: four system
+/// calls per fd — openat O_PATH, readlinkat, fstatat, close), into an inode → pids map.
+fn procfs_socket_owners(pids: &[i32]) -> HashMap<u64, Vec<i32>> {
     let mut map: HashMap<u64, Vec<i32>> = HashMap::new();
-    let mut link = [0u8; 64];
     for &pid in pids {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let Ok(dirfd) = openat(CWD, format!("/proc/{pid}/fd"), flags, Mode::empty()) else {
-            continue;
-        };
-        let Ok(mut dir) = Dir::read_from(&dirfd) else {
-            continue;
-        };
-        while let Some(Ok(e)) = dir.next() {
-            let name = e.file_name();
-            if name.to_bytes().first() == Some(&b'.') {
-                continue;
-            }
-            let Ok(n) = readlinkat_raw(&dirfd, name, &mut link[..]) else {
-                continue;
-            };
-            let inode = link[..n]
-                .strip_prefix(b"socket:[")
-                .and_then(|r| r.strip_suffix(b"]"))
-                .and_then(|r| std::str::from_utf8(r).ok()?.parse::<u64>().ok());
-            if let Some(inode) = inode {
+        if let Ok(inodes) = wk_core::procs::socket_inodes(Path::new("/proc"), pid) {
+            for inode in inodes {
                 let holders = map.entry(inode).or_default();
                 if !holders.contains(&pid) {
                     holders.push(pid);
@@ -1675,10 +1686,10 @@ fn ss_established_of(pids: &HashSet<i32>) -> Option<u64> {
 }
 
 /// Section 2b: one procstat gather (with procstat_tcp) over 1,000 processes holding the
-/// largest socket population, its parts, `ss -tanp`, and procfs against hand readers.
+/// largest socket population, the socket ownership map against the netlink walk alone,
+/// `ss -tanp`, and procfs against hand readers.
 fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
-    use wk_agent::inputs::netstat::Counter;
-    use wk_agent::inputs::procstat::SocketOwners;
+    use wk_agent::inputs::procstat::{FD_FULL_READ_PERIOD, TcpOwners};
     let sockets = o.sockets.iter().copied().max().unwrap_or(0);
     let procs = o.procs.max(1);
     let title = format!(
@@ -1692,7 +1703,8 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
             return;
         }
     };
-    let pids = world.pids();
+    let mut pids = world.pids();
+    pids.sort_unstable();
     let pid_set: HashSet<i32> = pids.iter().copied().collect();
     let cfg = format!(
         "[agent]\n  omit_hostname = true\n[[inputs.procstat]]\n  pattern = '^sleep {}$'\n",
@@ -1701,7 +1713,10 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
     let path = write_config(dir, "procstat.conf", &cfg);
     let mut plan = load_plan(&path);
     let global = plan.global_tags.clone();
-    let mut counter = Counter::new();
+    // The map as procstat keeps it (default period), and one that reads every fd every time
+    // (period zero: what each gather cost before the map was kept).
+    let mut kept = TcpOwners::new(Path::new("/proc"), FD_FULL_READ_PERIOD);
+    let mut fresh = TcpOwners::new(Path::new("/proc"), Duration::ZERO);
     let mut diag = Diag::open().ok();
     let mut buf = vec![0u8; 64 * 1024];
     let ss = o.peers
@@ -1710,11 +1725,15 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
             .output()
             .is_ok_and(|o| o.status.success());
 
-    // Warm-up (cpu_usage needs a previous sample) and the cross-checks.
+    // Warm-up (cpu_usage needs a previous sample; the maps' first, full read) and the
+    // cross-checks.
     let first = plan.inputs[0].gather(wk_agent::agent::now_ns(), &global);
     for e in &first.errors {
         log(&format!("procstat gather error: {e}"));
     }
+    let t = Instant::now();
+    let first_kept = kept.states(&pids).map(|s| s.counts).unwrap_or_default();
+    let first_read = t.elapsed();
     let count = |name: &str| first.metrics.iter().filter(|m| m.name == name).count();
     let (n_proc, n_tcp) = (count("procstat"), count("procstat_tcp"));
     let established: i64 = first
@@ -1738,11 +1757,17 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
     };
 
     let reps = if o.quick { 3 } else { 7 };
-    let mut v: [Vec<f64>; 12] = Default::default();
+    // 0 gather, 1 kept map (dump + update + count), 2 netlink floor, 3 fresh map (every fd
+    // read), 4 procfs fd walk, 5 process table (procfs), 6 raw, 7 per-process files
+    // (procfs), 8 raw, 9 ss -tanp, 10 ss -tan
+    let mut v: [Vec<f64>; 11] = Default::default();
     let (mut user_us, mut sys_us) = (0u64, 0u64);
-    // Allocations: the gather, the procfs fd walk, the hand fd walk.
+    // Allocations: the gather, the kept map, the fresh map.
     let mut allocs_n: [Vec<f64>; 3] = Default::default();
+    let mut ratio_kept = Vec::new();
     let mut agree = true;
+    let stats0 = kept.map_stats();
+    let wall0 = Instant::now();
     for _ in 0..reps {
         let (u0, s0) = thread_rusage_us();
         let a0 = allocs();
@@ -1754,35 +1779,33 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
         std::hint::black_box(out.metrics.len());
         let b0 = allocs();
         let w0 = thread_cpu_ns();
-        let owners = SocketOwners::walk(Path::new("/proc"), &pids);
+        let k = kept.states(&pids);
         let t2 = thread_cpu_ns();
         let b1 = allocs();
-        let states = owners.tcp_states(&mut counter);
-        let t3 = thread_cpu_ns();
-        let c0 = allocs();
-        let hand = hand_socket_owners(&pids);
-        let c1 = allocs();
-        let t4 = thread_cpu_ns();
         if let Some(d) = diag.as_mut() {
             let _ = d.tcp_one_walk();
         }
+        let t3 = thread_cpu_ns();
+        let c0 = allocs();
+        let f = fresh.states(&pids);
+        let c1 = allocs();
+        let t4 = thread_cpu_ns();
+        let pf = procfs_socket_owners(&pids);
         let t5 = thread_cpu_ns();
         let table = wk_core::procs::list(Path::new("/proc")).map_or(0, |l| l.len());
         let t6 = thread_cpu_ns();
         let raw_table = raw_process_table(&mut buf);
         let t7 = thread_cpu_ns();
-        let pf = procfs_process_files(&pids);
+        let pfiles = procfs_process_files(&pids);
         let t8 = thread_cpu_ns();
-        let rf = raw_process_files(&pids, &mut buf);
+        let rfiles = raw_process_files(&pids, &mut buf);
         let t9 = thread_cpu_ns();
-        std::hint::black_box((table, raw_table, pf, rf, states.is_ok()));
-        agree &= hand.len() == owners.by_inode.len();
-        let (whole, fds, diag_walk) = ((t1 - t0) as f64, (t2 - w0) as f64, (t3 - t2) as f64);
+        std::hint::black_box((table, raw_table, pfiles, rfiles, pf.len()));
+        agree &= matches!((&k, &f), (Ok(a), Ok(b)) if a.counts == b.counts);
         for (i, x) in [
-            whole,
-            fds,
-            diag_walk,
-            whole - fds - diag_walk,
+            (t1 - t0) as f64,
+            (t2 - w0) as f64,
+            (t3 - t2) as f64,
             (t4 - t3) as f64,
             (t5 - t4) as f64,
             (t6 - t5) as f64,
@@ -1795,12 +1818,13 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
         {
             v[i].push(x);
         }
+        ratio_kept.push((t2 - w0) as f64 / ((t3 - t2) as f64).max(1.0));
         if ss {
             if let Some(ns) = child_cpu_ns("ss", &["-tanp"]) {
-                v[10].push(ns as f64);
+                v[9].push(ns as f64);
             }
             if let Some(ns) = child_cpu_ns("ss", &["-tan"]) {
-                v[11].push(ns as f64);
+                v[10].push(ns as f64);
             }
         }
         user_us += u1 - u0;
@@ -1809,9 +1833,56 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
         allocs_n[1].push((b1.0 - b0.0) as f64);
         allocs_n[2].push((c1.0 - c0.0) as f64);
     }
+    let round_secs = wall0.elapsed().as_secs_f64() / reps as f64;
+    let stats1 = kept.map_stats();
+
+    // Foreign churn: each round the bench (not selected) opens 20 new loopback connections
+    // and closes the previous 20, so the dump always has sockets the map does not know and
+    // hunts the selected processes for them.
+    let churn_reps = reps;
+    let (mut churn_kept, mut churn_floor, mut churn_ratio) = (vec![], vec![], vec![]);
+    let churn_l = TcpListener::bind("127.0.0.1:0").ok();
+    let mut held: Vec<TcpStream> = Vec::new();
+    let stats2 = kept.map_stats();
+    for _ in 0..churn_reps {
+        held.clear();
+        if let Some(l) = &churn_l
+            && let Ok(addr) = l.local_addr()
+        {
+            for _ in 0..20 {
+                if let (Ok(c), Ok((s, _))) = (TcpStream::connect(addr), l.accept()) {
+                    held.push(c);
+                    held.push(s);
+                }
+            }
+        }
+        let t0 = thread_cpu_ns();
+        let _ = kept.states(&pids);
+        let t1 = thread_cpu_ns();
+        if let Some(d) = diag.as_mut() {
+            let _ = d.tcp_one_walk();
+        }
+        let t2 = thread_cpu_ns();
+        churn_kept.push((t1 - t0) as f64);
+        churn_floor.push((t2 - t1) as f64);
+        churn_ratio.push((t1 - t0) as f64 / ((t2 - t1) as f64).max(1.0));
+    }
+    drop(held);
+    let stats3 = kept.map_stats();
+
     let st: Vec<Stats> = v.iter().map(|x| stats(x)).collect();
     let whole = st[0].median;
-    // (peer's CPU, our gather / peer, our like-for-like part / peer)
+    let rk = stats(&ratio_kept);
+    let (ck, cf, cr) = (stats(&churn_kept), stats(&churn_floor), stats(&churn_ratio));
+    let per_round = |a: u64, b: u64, n: usize| (b - a) as f64 / n as f64;
+    // At a 10 s interval: the kept map's rounds minus the full reads the schedule owed at
+    // this bench's cadence, plus those owed at 10 s (a full read of one process costs the
+    // fresh map's fd part — fresh map minus floor — over the processes).
+    let full_part = (st[3].median - st[2].median).max(0.0);
+    let per_proc = full_part / procs as f64;
+    let owed_here = per_round(stats0.full_reads, stats1.full_reads, reps);
+    let owed_10s = procs as f64 * 10.0 / FD_FULL_READ_PERIOD.as_secs_f64();
+    let amortized = (st[1].median - owed_here * per_proc).max(0.0) + owed_10s * per_proc;
     let ss_cell = |i: usize, ours: f64| {
         if st[i].median > 0.0 {
             let p = st[i].median;
@@ -1833,74 +1904,98 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
          {n_proc} `procstat` and {n_tcp} `procstat_tcp` lines, `tcp_established` summed over \
          them {established}; `ss -tanp` attributes {} ESTAB sockets to these pids. CPU time of \
          the bench thread (`CLOCK_THREAD_CPUTIME_ID`), medians of {reps} rounds after one \
-         warm-up gather; in each round the parts run again right after the gather on the same \
-         pids; \"the rest\" is the gather minus both walks (median of the per-round differences, \
-         so the rows need not add up). `ss` runs as a child process: its \
-         CPU is user + system from `wait4`'s rusage, output to /dev/null.\n\n\
+         warm-up gather ({:.1} s of wall time per round); in each round every row runs once, \
+         on the same pids. `ss` runs as a child process: its CPU is user + system from \
+         `wait4`'s rusage, output to /dev/null.\n\n\
+         The socket ownership map (`procstat_tcp`'s part: `TcpOwners::states` = one netlink \
+         walk of every TCP socket, the map of the selected processes' fds brought up to date \
+         — `wk_core::sockmap`, kept between gathers, each process read in full at least every \
+         {} s, spread over the gathers — and the counts per pid) against the netlink walk \
+         alone (one `TCPDIAG_GETSOCK` dump, headers only):\n\n\
+         | | CPU median (p90) | ratio to the netlink walk (median of per-round ratios) | allocations (median) |\n|---|---|---|---|\n\
+         | **map kept between gathers** (steady: no process changed; {:.1} full reads of a process and {:.0} readlinks per round from the spread schedule) | {} ({}) | **{:.2}×** | {:.0} |\n\
+         | … at a 10 s interval (the same with the full reads a 10 s cadence owes instead: {:.1} per gather, every process once per {} s) | {} | {} | |\n\
+         | … with foreign churn (the bench opens 20 new connections per round: the map hunts the {procs} processes for them; {:.1} hunts, {:.0} fd directories read, {:.0} readlinks per round) | {} ({}) | {:.2}× | |\n\
+         | map read afresh every gather (every fd of the {procs} processes: readdir + one readlinkat each) | {} ({}) | {} | {:.0} |\n\
+         | netlink walk alone (floor) | {} ({}) | 1.00× | |\n\
+         | first gather of a kept map (everything read; once) | {} (wall) | | |\n\n\
+         Kept and fresh maps give the same counts every round: {}. The first kept-map gather \
+         counted {} ESTABLISHED sockets for these pids.\n\n\
          | part | CPU median (p90) | share of the gather |\n|---|---|---|\n\
          | whole `procstat` gather (`RunningInput::gather`, with `procstat_tcp`) | {} ({}) | 100% |\n\
-         | fd walk → inode → pid map (`SocketOwners::walk`, procfs `fd()`) | {} ({}) | {:.0}% |\n\
-         | sock_diag walk of every TCP socket, counted per pid (`SocketOwners::tcp_states`) | {} ({}) | {:.0}% |\n\
-         | the rest: process table for the `pattern`, per-process files, smaps_rollup, metrics | {} ({}) | {:.0}% |\n\n\
-         Gather: user / system {:.0} / {:.0} ms (mean, tick-split), {:.0} allocations (median), \
-         of which the fd walk {:.0} (the hand walk below: {:.0}).\n\n\
+         | socket ownership map and TCP states (`TcpOwners::states`, kept map) | {} ({}) | {:.0}% |\n\n\
+         Gather: user / system {:.0} / {:.0} ms (mean, tick-split), {:.0} allocations (median).\n\n\
          | peer, same rounds | CPU median | our whole gather / peer | our like-for-like part / peer |\n|---|---|---|---|\n\
-         | `ss -tanp`: every TCP socket with its owners (fd walk of every process, sock_diag, {} lines of text) | {} (part: fd walk + sock_diag walk) |\n\
-         | `ss -tan`: the same without the process walk | {} (part: sock_diag walk) |\n\n\
+         | `ss -tanp`: every TCP socket with its owners (fd walk of every process, sock_diag, {} lines of text) | {} (part: the kept map) |\n\
+         | `ss -tan`: the same without the process walk | {} (part: the kept map) |\n\n\
          procfs against hand readers (same rounds; decision in docs/architecture.md):\n\n\
          | reader | procfs crate | by hand | procfs / hand |\n|---|---|---|---|\n\
-         | fd walk of the {procs} processes → inode map | {} | {} (readdir + readlinkat into a stack buffer{}) | {} |\n\
+         | fd walk of the {procs} processes | {} (`socket_inodes` per pid) | {} (the fresh map: readdir + one readlinkat per fd, netlink walk included) | {} |\n\
          | process table (every pid: stat, cmdline, owner) | {} (`wk_core::procs::list`, parsed) | {} (read raw, no parsing) | {} |\n\
-         | per-process files of the {procs} (stat, cmdline, status, io, fd count) | {} (parsed) | {} (read raw, no parsing) | {} |\n\
-         | netlink floor: one TCP dump, headers only | | {} | |\n",
+         | per-process files of the {procs} (stat, cmdline, status, io, fd count) | {} (parsed) | {} (read raw, no parsing) | {} |\n",
         sockets / procs,
         kernel_total,
         ss_est.map_or("— (ss not run)".to_string(), |n| n.to_string()),
+        round_secs,
+        FD_FULL_READ_PERIOD.as_secs(),
+        per_round(stats0.full_reads, stats1.full_reads, reps),
+        per_round(stats0.readlinks, stats1.readlinks, reps),
+        us(st[1].median),
+        us(st[1].p90),
+        rk.median,
+        stats(&allocs_n[1]).median,
+        owed_10s,
+        FD_FULL_READ_PERIOD.as_secs(),
+        us(amortized),
+        ratio(amortized, st[2].median),
+        per_round(stats2.hunts, stats3.hunts, churn_reps),
+        per_round(stats2.dirs_read, stats3.dirs_read, churn_reps),
+        per_round(stats2.readlinks, stats3.readlinks, churn_reps),
+        us(ck.median),
+        us(ck.p90),
+        cr.median,
+        us(st[3].median),
+        us(st[3].p90),
+        ratio(st[3].median, st[2].median),
+        stats(&allocs_n[2]).median,
+        us(st[2].median),
+        us(st[2].p90),
+        us(first_read.as_nanos() as f64),
+        if agree { "yes" } else { "**no**" },
+        first_kept.values().map(|c| c[0]).sum::<u64>(),
         us(st[0].median),
         us(st[0].p90),
         us(st[1].median),
         us(st[1].p90),
         100.0 * st[1].median / whole.max(1.0),
-        us(st[2].median),
-        us(st[2].p90),
-        100.0 * st[2].median / whole.max(1.0),
-        us(st[3].median),
-        us(st[3].p90),
-        100.0 * st[3].median / whole.max(1.0),
         user_us as f64 / reps as f64 / 1e3,
         sys_us as f64 / reps as f64 / 1e3,
         stats(&allocs_n[0]).median,
-        stats(&allocs_n[1]).median,
-        stats(&allocs_n[2]).median,
         kernel_total,
-        ss_cell(10, st[1].median + st[2].median),
-        ss_cell(11, st[2].median),
-        us(st[1].median),
+        ss_cell(9, st[1].median),
+        ss_cell(10, st[1].median),
         us(st[4].median),
-        if agree {
-            ", same map"
-        } else {
-            ", **maps differ**"
-        },
-        ratio(st[1].median, st[4].median),
-        us(st[6].median),
-        us(st[7].median),
-        ratio(st[6].median, st[7].median),
-        us(st[8].median),
-        us(st[9].median),
-        ratio(st[8].median, st[9].median),
+        us(st[3].median),
+        ratio(st[4].median, st[3].median),
         us(st[5].median),
+        us(st[6].median),
+        ratio(st[5].median, st[6].median),
+        us(st[7].median),
+        us(st[8].median),
+        ratio(st[7].median, st[8].median),
     );
     log(&format!(
-        "procstat: gather {} fd walk {} sock_diag {} rest {} hand fd walk {} ss -tanp {} ss -tan {}",
+        "procstat: gather {} kept map {} ({:.2}x floor; churn {:.2}x) fresh map {} floor {} procfs walk {} ss -tanp {}",
         us(st[0].median),
         us(st[1].median),
-        us(st[2].median),
+        rk.median,
+        cr.median,
         us(st[3].median),
+        us(st[2].median),
         us(st[4].median),
-        us(st[10].median),
-        us(st[11].median),
+        us(st[9].median),
     ));
+    let _ = cf;
     drop(plan);
     let t = Instant::now();
     drop(world);

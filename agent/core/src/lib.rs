@@ -13,6 +13,7 @@
 //! - [`testing`]: `skip!`, the one way a test may skip (counted; a failure in CI).
 //! - [`control`]: reload/stop messages and the signals that send them.
 //! - [`cli`]: exit statuses, shell completions and man pages of both command lines.
+//! - [`sockmap`]: socket inode → holding processes and fds, kept between gathers (rustix).
 //! - [`procs`]: the process table and socket inode → process, from /proc (procfs crate).
 //!
 //! The agent adds inputs, outputs and its loop on top; the alerter adds rules, state and
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod metric;
 pub mod options;
 pub mod procs;
+pub mod sockmap;
 pub mod suggest;
 pub mod testing;
 pub mod values;

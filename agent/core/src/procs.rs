@@ -112,40 +112,17 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Result<Vec<u64>, ProcsError>
         .collect())
 }
 
-/// Calls `f(pid, inode)` for every fd of every process that refers to a socket (one walk of
-/// all fd tables). Processes whose fds cannot be read (another user's, when not root) are
-/// left out.
-fn for_each_socket_fd(proc_root: &Path, mut f: impl FnMut(i32, u64)) {
-    let Ok(iter) = procfs::process::all_processes_with_root(proc_root) else {
-        return;
-    };
-    for p in iter.filter_map(Result::ok) {
-        let Ok(fds) = p.fd() else { continue };
-        for fd in fds.filter_map(Result::ok) {
-            if let FDTarget::Socket(inode) = fd.target {
-                f(p.pid, inode);
-            }
-        }
-    }
-}
-
-/// Socket inode → the pids holding it, over every process.
+/// Socket inode → the pids holding it, over every process: one fresh walk of every fd table
+/// (readdir and one readlink per fd, [`crate::sockmap::for_each_socket_fd`]). Processes
+/// whose fds cannot be read (another user's, when not root) are left out.
 pub fn socket_owners(proc_root: &Path) -> HashMap<u64, Vec<i32>> {
     let mut map: HashMap<u64, Vec<i32>> = HashMap::new();
-    for_each_socket_fd(proc_root, |pid, inode| {
+    crate::sockmap::for_each_socket_fd(proc_root, |pid, _, inode| {
         let pids = map.entry(inode).or_default();
         if pids.last() != Some(&pid) {
             pids.push(pid);
         }
     });
-    map
-}
-
-/// Socket inode → how many file descriptors refer to it, over every process (a socket shared
-/// by a parent and its child, or dup'ed, counts once per fd).
-pub fn socket_fd_counts(proc_root: &Path) -> HashMap<u64, u32> {
-    let mut map: HashMap<u64, u32> = HashMap::new();
-    for_each_socket_fd(proc_root, |_, inode| *map.entry(inode).or_default() += 1);
     map
 }
 
@@ -164,7 +141,8 @@ pub fn tcp_listener_inodes(proc_root: &Path, port: u16) -> Vec<u64> {
         .collect()
 }
 
-/// The processes holding a TCP socket that listens on `port`, in pid order.
+/// The processes holding a TCP socket that listens on `port`, in pid order, from a fresh walk
+/// (never a kept map: recovery actions stop what this returns).
 pub fn tcp_port_holders(proc_root: &Path, port: u16) -> Vec<Process> {
     let inodes = tcp_listener_inodes(proc_root, port);
     if inodes.is_empty() {

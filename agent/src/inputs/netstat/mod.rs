@@ -6,16 +6,18 @@
 
 pub mod netlink;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use self::netlink::{DiagError, InetSock, Request, SockDiag};
 use super::{BuildContext, GatherError, Input, InputSpec};
 use crate::hostpaths::HostPaths;
 use crate::plugin::Accumulator;
 use wk_core::options::Options;
+use wk_core::sockmap::SockMap;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -157,9 +159,10 @@ impl Tally {
         }
     }
 
-    fn add_unix(&mut self, row: &UnixRow<'_>, how: UnixCounting, fds: &HashMap<u64, u32>) {
+    /// `fds(inode)`: how many process fds refer to the socket (per-fd counting).
+    fn add_unix(&mut self, row: &UnixRow<'_>, how: UnixCounting, fds: &dyn Fn(u64) -> u32) {
         let n = if how == UnixCounting::PerFd {
-            u64::from(fds.get(&row.inode).copied().unwrap_or(0).max(1))
+            u64::from(fds(row.inode).max(1))
         } else {
             1
         };
@@ -284,13 +287,24 @@ pub fn parse_inet_table(
     Ok(())
 }
 
+/// How often each process's fd table is read in full for the per-fd unix count (the staleness
+/// bound of [`SockMap`]; between full reads only changed processes are read). An hour: what
+/// can be stale is rare and only moves a count by the fds of one socket, while at 1 M
+/// sockets reading every fd costs about 4× a gather.
+pub const FD_FULL_READ_PERIOD: Duration = Duration::from_secs(3600);
+
 /// Counts sockets for the `netstat` input and for benchmarks. Holds the netlink socket, the
-/// receive buffer, the text buffer for /proc files and the de-duplication sets, all reused.
+/// receive buffer, the text buffer for /proc files, the de-duplication sets and the map of
+/// which fds hold which unix socket, all kept between gathers.
 #[derive(Default)]
 pub struct Counter {
     diag: Option<SockDiag>,
     tally: Tally,
     text: String,
+    /// Unix socket inode → fds, for the per-fd count (made at the first gather that needs it).
+    fds: Option<SockMap>,
+    /// Full-read period of `fds`; `None`: [`FD_FULL_READ_PERIOD`].
+    fd_period: Option<Duration>,
     /// Netlink gave up for TCP / UDP on this host (socket refused, diag module missing).
     tcp_netlink_off: bool,
     udp_netlink_off: bool,
@@ -376,6 +390,23 @@ impl Counter {
             n += self.diag()?.dump_floor(req)?;
         }
         Ok(n)
+    }
+
+    /// Sets how often the fd tables are read in full (zero: every gather, a fresh walk each
+    /// time); the map is rebuilt.
+    pub fn set_fd_full_read_period(&mut self, period: Duration) {
+        self.fd_period = Some(period);
+        self.fds = None;
+    }
+
+    /// Work counters of the fd map (None before the first per-fd count).
+    pub fn fd_map_stats(&self) -> Option<wk_core::sockmap::Stats> {
+        self.fds.as_ref().map(SockMap::stats)
+    }
+
+    /// True while TCP and UDP are read through netlink (not given up for /proc).
+    pub fn uses_netlink(&self) -> (bool, bool) {
+        (!self.tcp_netlink_off, !self.udp_netlink_off)
     }
 
     /// True while TCP dumps use the legacy single-walk request (the kernel accepted it).
@@ -506,16 +537,30 @@ impl Counter {
             self.add_proc_table(tally, &paths.proc("net/udp"), AF_INET, true)?;
             self.add_proc_table(tally, &paths.proc("net/udp6"), AF_INET6, true)?;
         }
-        // Who holds each socket: one walk of every fd table, for the per-fd count.
-        let fds = if unix == UnixCounting::PerFd {
-            wk_core::procs::socket_fd_counts(&paths.proc)
-        } else {
-            HashMap::new()
-        };
         let path = paths.proc("net/unix");
         self.read(&path)?;
-        parse_unix(&self.text, |row| tally.add_unix(&row, unix, &fds))
-            .map_err(|(line, msg)| GatherError::malformed(&path, line, msg))
+        if unix != UnixCounting::PerFd {
+            return parse_unix(&self.text, |row| tally.add_unix(&row, unix, &|_| 0))
+                .map_err(|(line, msg)| GatherError::malformed(&path, line, msg));
+        }
+        // Who holds each unix socket: the fd map, brought up to date with this list of
+        // sockets (only processes whose fds changed are read again; see wk_core::sockmap).
+        if self.fds.as_ref().is_none_or(|m| m.root() != paths.proc) {
+            let period = self.fd_period.unwrap_or(FD_FULL_READ_PERIOD);
+            self.fds = Some(SockMap::new(&paths.proc, period, false));
+        }
+        let Some(map) = self.fds.as_mut() else {
+            return Ok(());
+        };
+        map.begin();
+        // A malformed row is reported by the counting pass below.
+        let _ = parse_unix(&self.text, |row| map.live(row.inode));
+        map.update(None);
+        let map = &*map;
+        parse_unix(&self.text, |row| {
+            tally.add_unix(&row, unix, &|inode| map.fd_count(inode))
+        })
+        .map_err(|(line, msg)| GatherError::malformed(&path, line, msg))
     }
 }
 
@@ -558,6 +603,7 @@ impl Input for Netstat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:0277 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 17411 1 0000000000000000 100 0 0 10 0
@@ -679,7 +725,7 @@ mod tests {
         let count = |how, fds: &HashMap<u64, u32>| {
             let mut t = Tally::default();
             for r in &rows {
-                t.add_unix(r, how, fds);
+                t.add_unix(r, how, &|i| fds.get(&i).copied().unwrap_or(0));
             }
             (t.counts.unix_stream, t.counts.unix_dgram)
         };

@@ -140,3 +140,57 @@ fn a_missing_pid_file_is_a_lookup_error() {
     assert_eq!(lookup.tag("result"), Some("lookup_error"));
     assert_eq!(int(lookup, "result_code"), 1);
 }
+
+/// procstat_tcp from the map kept between gathers equals a map read afresh (and `ss`) after
+/// the process gains sockets, without reading its fds in full again.
+#[test]
+fn the_kept_socket_map_follows_new_sockets() {
+    use wk_agent::inputs::procstat::TcpOwners;
+    let tag = format!("wk-procstat-kept-{}", std::process::id());
+    let server = close_wait_server(&tag);
+    let pid = server.0.id();
+    let settle = |cw: i64, accepted: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+            // stdio, the listener and the accepted sockets.
+            if ss_close_wait(pid) == cw && fds >= 4 + accepted {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    for _ in 0..3 {
+        drop(TcpStream::connect(("127.0.0.1", server.1)).unwrap());
+    }
+    settle(3, 3);
+    let proc_root = std::path::Path::new("/proc");
+    let mut kept = TcpOwners::new(proc_root, std::time::Duration::from_secs(3600));
+    let mut fresh = TcpOwners::new(proc_root, std::time::Duration::ZERO);
+    let pids = [pid as i32];
+    let k = kept.states(&pids).unwrap();
+    assert_eq!(k.counts[&(pid as i32)][7], 3, "tcp_close_wait");
+    let full = kept.map_stats().full_reads;
+
+    // Two more connections left open (ESTABLISHED on the server side) and two closed.
+    let open: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.1)).unwrap())
+        .collect();
+    for _ in 0..2 {
+        drop(TcpStream::connect(("127.0.0.1", server.1)).unwrap());
+    }
+    settle(5, 7);
+    let k = kept.states(&pids).unwrap();
+    let f = fresh.states(&pids).unwrap();
+    assert_eq!(k.counts, f.counts, "kept vs fresh");
+    let c = k.counts[&(pid as i32)];
+    assert_eq!((c[0], c[7], c[9]), (2, 5, 1), "established, close_wait, listen");
+    assert_eq!(c[7] as i64, ss_close_wait(pid), "ss -tanp state close-wait");
+    assert_eq!(
+        kept.map_stats().full_reads,
+        full,
+        "found without reading the process in full"
+    );
+    drop(open);
+}

@@ -6,13 +6,17 @@
 //!
 //! Processes are read from the configured proc root with the `procfs` crate; the TCP states
 //! come from one netlink sock_diag walk per gather (the `netstat` input's), matched to the
-//! selected processes' socket inodes from their fd tables.
+//! selected processes' sockets through a map of their fd tables kept between gathers
+//! (`wk_core::sockmap`: only processes whose fds changed are read again, each one in full at
+//! least every 5 minutes).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use procfs::process::Process as ProcfsProcess;
 use regex::Regex;
+
+use std::time::Duration;
 
 use super::netstat::Counter;
 use super::netstat::netlink::DiagError;
@@ -21,6 +25,7 @@ use crate::hostpaths::HostPaths;
 use crate::metric::FieldValue;
 use crate::plugin::Accumulator;
 use wk_core::options::Options;
+use wk_core::sockmap::SockMap;
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -67,7 +72,8 @@ struct Procstat {
     props: Properties,
     /// Previous (cpu ticks, clock ns) per pid, for `cpu_usage`.
     prev: HashMap<i32, (u64, i64)>,
-    counter: Counter,
+    /// Made at the first gather with samples.
+    owners: Option<TcpOwners>,
     /// Selected pids whose fd table was unreadable, already logged (once per pid).
     fd_unreadable: HashSet<i32>,
 }
@@ -210,7 +216,7 @@ fn build(opts: &mut Options<'_, '_>, ctx: &BuildContext<'_>) -> Box<dyn Input> {
         tag_with,
         props,
         prev: HashMap::new(),
-        counter: Counter::new(),
+        owners: None,
         fd_unreadable: HashSet::new(),
     })
 }
@@ -244,7 +250,7 @@ impl Procstat {
             tag_with: HashSet::new(),
             props: Properties::default(),
             prev: HashMap::new(),
-            counter: Counter::new(),
+            owners: None,
             fd_unreadable: HashSet::new(),
         }
     }
@@ -630,76 +636,114 @@ impl Input for Procstat {
 impl Procstat {
     /// Socket counts per TCP state for each sampled pid whose fd table could be read.
     fn tcp_states(&mut self, samples: &[Sample]) -> Result<HashMap<i32, [u64; 11]>, String> {
-        let pids: Vec<i32> = samples.iter().map(|s| s.pid).collect();
-        let owners = SocketOwners::walk(&self.paths.proc, &pids);
-        for (pid, e) in &owners.unreadable {
+        let mut pids: Vec<i32> = samples.iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        let owners = self
+            .owners
+            .get_or_insert_with(|| TcpOwners::new(&self.paths.proc, FD_FULL_READ_PERIOD));
+        let states = owners.states(&pids).map_err(|e| e.to_string())?;
+        for (pid, e) in &states.unreadable {
             if self.fd_unreadable.insert(*pid) {
-                // procfs's error already names the path.
-                tracing::debug!("procstat: no procstat_tcp line for pid {pid}: {}", e.source);
+                tracing::debug!(
+                    "procstat: no procstat_tcp line for pid {pid}: {}/{pid}/fd: {e}",
+                    self.paths.proc.display()
+                );
             }
         }
-        owners
-            .tcp_states(&mut self.counter)
-            .map_err(|e| e.to_string())
+        Ok(states.counts)
     }
 }
 
-/// The selected processes' sockets, from one walk of their `fd/` tables: the per-gather half
-/// of `procstat_tcp` (public for the benchmark, which times it apart from the gather).
+/// How often each selected process's fd table is read in full (the staleness bound of
+/// `procstat_tcp`; between full reads only changed processes are read).
+pub const FD_FULL_READ_PERIOD: Duration = Duration::from_secs(300);
+
+/// Kernel TCP state number of CLOSE_WAIT.
+const TCP_CLOSE_WAIT: u8 = 8;
+
+/// `procstat_tcp`'s state, kept between gathers: which selected process holds which TCP
+/// socket (a [`SockMap`]: only processes whose fds changed are read again; every one in full
+/// at least once per period), the netlink socket and the dump buffer. Public for the
+/// benchmark, which times it apart from the gather.
+pub struct TcpOwners {
+    map: SockMap,
+    counter: Counter,
+    /// (inode, state) of every TCP socket of the last dump.
+    dump: Vec<(u32, u8)>,
+}
+
+/// One gather's `procstat_tcp` counts.
 #[derive(Debug, Default)]
-pub struct SocketOwners {
-    /// Socket inode → the pids holding it (several when a socket is shared, e.g. by forked
-    /// workers).
-    pub by_inode: HashMap<u64, Vec<i32>>,
-    /// Pids whose fd table was read, with or without sockets.
-    pub readable: Vec<i32>,
-    /// Pids whose fd table could not be read (another user's process when not root, or gone).
-    pub unreadable: Vec<(i32, wk_core::procs::ProcsError)>,
+pub struct TcpStates {
+    /// Per readable pid, sockets per TCP state (index = kernel state − 1), zeros included.
+    pub counts: HashMap<i32, [u64; 11]>,
+    /// Pids whose fd table could not be read (another user's process when not root): no
+    /// counts, since zeros would claim they hold no socket.
+    pub unreadable: Vec<(i32, std::io::Error)>,
 }
 
-impl SocketOwners {
-    /// Reads the fd tables of `pids` under `proc_root`.
-    pub fn walk(proc_root: &Path, pids: &[i32]) -> SocketOwners {
-        let mut out = SocketOwners::default();
-        for &pid in pids {
-            match wk_core::procs::socket_inodes(proc_root, pid) {
-                Ok(inodes) => {
-                    out.readable.push(pid);
-                    for inode in inodes {
-                        let holders = out.by_inode.entry(inode).or_default();
-                        if !holders.contains(&pid) {
-                            holders.push(pid);
-                        }
-                    }
-                }
-                Err(e) => out.unreadable.push((pid, e)),
-            }
+impl TcpOwners {
+    /// Owners of the processes under `proc_root`, each read in full at least once per
+    /// `period` (zero: every gather).
+    pub fn new(proc_root: &Path, period: Duration) -> TcpOwners {
+        TcpOwners {
+            map: SockMap::new(proc_root, period, true),
+            counter: Counter::new(),
+            dump: Vec::new(),
         }
-        out
     }
 
-    /// Socket counts per TCP state (index = kernel state − 1) for every readable pid, zeros
-    /// included, from one netlink walk of every TCP socket; no walk when none holds a socket.
-    pub fn tcp_states(&self, counter: &mut Counter) -> Result<HashMap<i32, [u64; 11]>, DiagError> {
-        let mut out: HashMap<i32, [u64; 11]> =
-            self.readable.iter().map(|pid| (*pid, [0; 11])).collect();
-        if self.by_inode.is_empty() {
-            return Ok(out);
-        }
-        counter.for_each_tcp_netlink(&mut |sock| {
-            let st = usize::from(sock.state);
-            if !(1..=11).contains(&st) {
-                return;
-            }
-            if let Some(pids) = self.by_inode.get(&u64::from(sock.inode)) {
-                for pid in pids {
-                    if let Some(counts) = out.get_mut(pid) {
-                        counts[st - 1] += 1;
-                    }
-                }
+    /// One netlink walk of every TCP socket, the map brought up to date for `pids` (sorted),
+    /// and the counts per pid. CLOSE_WAIT sockets — what recovery rules restart a process for —
+    /// are confirmed fd by fd, so none is credited to a process that has let go of it.
+    pub fn states(&mut self, pids: &[i32]) -> Result<TcpStates, DiagError> {
+        let dump = &mut self.dump;
+        dump.clear();
+        self.counter.for_each_tcp_netlink(&mut |s| {
+            if (1..=11).contains(&s.state) {
+                dump.push((s.inode, s.state));
             }
         })?;
+        self.map.begin();
+        for (inode, _) in &self.dump {
+            self.map.live(u64::from(*inode));
+        }
+        self.map.update(Some(pids));
+        let close_wait: Vec<u64> = self
+            .dump
+            .iter()
+            .filter(|(i, st)| *st == TCP_CLOSE_WAIT && *i != 0)
+            .map(|(i, _)| u64::from(*i))
+            .collect();
+        self.map.confirm(&close_wait);
+        let mut out = TcpStates::default();
+        for &pid in pids {
+            match self.map.readable(pid) {
+                Some(Ok(())) => {
+                    out.counts.insert(pid, [0; 11]);
+                }
+                Some(Err(e)) => out.unreadable.push((pid, e)),
+                None => {}
+            }
+        }
+        for &(inode, state) in &self.dump {
+            for (pid, _) in self.map.holders(u64::from(inode)) {
+                if let Some(c) = out.counts.get_mut(&pid) {
+                    c[usize::from(state) - 1] += 1;
+                }
+            }
+        }
         Ok(out)
+    }
+
+    /// The map's work counters.
+    pub fn map_stats(&self) -> wk_core::sockmap::Stats {
+        self.map.stats()
+    }
+
+    /// The next call reads every selected process's fds in full.
+    pub fn force_full(&mut self) {
+        self.map.force_full();
     }
 }
 
@@ -734,38 +778,26 @@ mod tests {
         std::fs::create_dir_all(root.path().join("100")).unwrap();
         std::fs::create_dir_all(root.path().join("200/fd")).unwrap();
         std::os::unix::fs::symlink("pipe:[4242]", root.path().join("200/fd/0")).unwrap();
-        let owners = SocketOwners::walk(root.path(), &[100, 200]);
-        assert_eq!(owners.readable, [200]);
+        let mut owners = TcpOwners::new(root.path(), FD_FULL_READ_PERIOD);
+        let states = owners.states(&[100, 200]).unwrap();
         assert_eq!(
-            owners
+            states
                 .unreadable
                 .iter()
                 .map(|(p, _)| *p)
                 .collect::<Vec<_>>(),
             [100]
         );
-        assert!(owners.by_inode.is_empty());
-        let states = owners.tcp_states(&mut Counter::new()).unwrap();
         assert_eq!(
-            states.get(&200),
+            states.counts.get(&200),
             Some(&[0; 11]),
             "readable, no sockets: zeros"
         );
-        assert_eq!(states.get(&100), None, "unreadable: no counts at all");
-    }
-
-    #[test]
-    fn a_socket_shared_by_two_selected_processes_counts_for_each() {
-        let root = tempfile::tempdir().unwrap();
-        for pid in ["100", "200"] {
-            let fd = root.path().join(pid).join("fd");
-            std::fs::create_dir_all(&fd).unwrap();
-            std::os::unix::fs::symlink("socket:[777]", fd.join("3")).unwrap();
-            std::os::unix::fs::symlink("socket:[777]", fd.join("4")).unwrap();
-        }
-        let owners = SocketOwners::walk(root.path(), &[100, 200]);
-        assert_eq!(owners.by_inode.get(&777), Some(&vec![100, 200]));
-        assert_eq!(owners.by_inode.len(), 1);
+        assert_eq!(
+            states.counts.get(&100),
+            None,
+            "unreadable: no counts at all"
+        );
     }
 
     #[test]
