@@ -37,7 +37,7 @@ use wk_alerter::source::influxdb::decode;
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series, SourceError,
 };
-use wk_alerter::state::RuleState;
+use wk_alerter::state::{RuleState, StateSave};
 
 const DB: &str = "telegraf";
 const S: i64 = 1_000_000_000;
@@ -186,9 +186,11 @@ struct CycleFigures {
     influxd_cpu: Duration,
     query: QueryStats,
     apply: Duration,
-    /// Encoding the states the service would save after this cycle (`RuleState::save_due`).
+    /// Encoding what the service would save after this cycle (`RuleState::due_save`: journal
+    /// records of changed instances, or snapshots at checkpoints).
     persist: Duration,
     saved: usize,
+    snapshots: usize,
     observations: usize,
     events: usize,
 }
@@ -293,9 +295,11 @@ fn run() -> Result<(), BoxError> {
             f.apply += thread_cpu().saturating_sub(a0);
             // What the service then hands to the state writer (the fsyncs are that thread's).
             let p0 = thread_cpu();
-            if state.save_due(apply_now) {
-                let json = state.encode(Path::new("/state"), &rule.settings().name)?;
-                f.saved += json.len();
+            if let Some(save) = state.due_save(apply_now, &rule.settings().name)? {
+                f.saved += save.len();
+                if matches!(save, StateSave::Snapshot { .. }) {
+                    f.snapshots += 1;
+                }
             }
             f.persist += thread_cpu().saturating_sub(p0);
         }
@@ -413,9 +417,10 @@ fn run() -> Result<(), BoxError> {
     );
     let _ = writeln!(
         report,
-        "State saving: {} of {} warm cycles encoded something ({:.1} MB in all); encoding every state after every cycle, as before the checkpoints, costs {:.1} ms per cycle ({:.1} MB).\n",
+        "State saving: {} of {} warm cycles encoded something ({} snapshots, {:.1} MB in all); encoding every state after every cycle, as before the checkpoints, costs {:.1} ms per cycle ({:.1} MB).\n",
         warm.iter().filter(|f| f.saved > 0).count(),
         warm.len(),
+        warm.iter().map(|f| f.snapshots).sum::<usize>(),
         warm.iter().map(|f| f.saved).sum::<usize>() as f64 / 1e6,
         ms(encode_all),
         all_bytes as f64 / 1e6
