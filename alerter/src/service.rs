@@ -711,6 +711,21 @@ impl Service {
                 );
             }
         }
+        // The built-in rules' states too (their changes went to the journal already).
+        for (name, state) in [
+            (RULES_RULE, &mut self.meta),
+            (SOURCE_RULE, &mut self.source_health),
+        ] {
+            if state.unsaved() {
+                let save = state.snapshot(now, name).map(Some);
+                persist(
+                    self.persister.as_ref(),
+                    &self.config.settings.state_dir,
+                    name,
+                    save,
+                );
+            }
+        }
     }
 
     /// Waits until every state handed to the writer is on disk.

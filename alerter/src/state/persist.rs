@@ -253,9 +253,10 @@ impl RuleState {
             instances: self.instances.values().collect(),
             error: self.error.as_ref(),
         };
-        // Sized after the last snapshot: growing a buffer of megabytes by doubling copies it
-        // again and again.
-        let mut out = Vec::with_capacity(self.journal.snapshot_bytes * 9 / 8 + 4096);
+        // Sized after the last snapshot (or ~500 bytes an instance): growing a buffer of
+        // megabytes by doubling copies it again and again, into fresh pages each time.
+        let guess = self.journal.snapshot_bytes.max(self.instances.len() * 500);
+        let mut out = Vec::with_capacity(guess * 9 / 8 + 4096);
         serde_json::to_writer(&mut out, &file).map_err(|source| PersistError::Json {
             path: state_path(dir, rule_name),
             source,
