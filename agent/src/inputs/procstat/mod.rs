@@ -697,17 +697,26 @@ impl TcpOwners {
     /// and the counts per pid. CLOSE_WAIT sockets — what recovery rules restart a process for —
     /// are confirmed fd by fd, so none is credited to a process that has let go of it.
     pub fn states(&mut self, pids: &[i32]) -> Result<TcpStates, DiagError> {
-        let dump = &mut self.dump;
+        let sorted;
+        let pids = if pids.is_sorted() {
+            pids
+        } else {
+            sorted = {
+                let mut v = pids.to_vec();
+                v.sort_unstable();
+                v
+            };
+            &sorted[..]
+        };
+        let (dump, map) = (&mut self.dump, &mut self.map);
         dump.clear();
+        map.begin();
         self.counter.for_each_tcp_netlink(&mut |s| {
             if (1..=11).contains(&s.state) {
                 dump.push((s.inode, s.state));
+                map.live(u64::from(s.inode));
             }
         })?;
-        self.map.begin();
-        for (inode, _) in &self.dump {
-            self.map.live(u64::from(*inode));
-        }
         self.map.update(Some(pids));
         let close_wait: Vec<u64> = self
             .dump
@@ -716,21 +725,23 @@ impl TcpOwners {
             .map(|(i, _)| u64::from(*i))
             .collect();
         self.map.confirm(&close_wait);
+        // Counted by position in `pids` (a binary search per holder, no hashing).
+        let mut counts = vec![[0u64; 11]; pids.len()];
+        for &(inode, state) in &self.dump {
+            for (pid, _) in self.map.holders(u64::from(inode)) {
+                if let Ok(i) = pids.binary_search(&pid) {
+                    counts[i][usize::from(state) - 1] += 1;
+                }
+            }
+        }
         let mut out = TcpStates::default();
-        for &pid in pids {
+        for (&pid, c) in pids.iter().zip(counts) {
             match self.map.readable(pid) {
                 Some(Ok(())) => {
-                    out.counts.insert(pid, [0; 11]);
+                    out.counts.insert(pid, c);
                 }
                 Some(Err(e)) => out.unreadable.push((pid, e)),
                 None => {}
-            }
-        }
-        for &(inode, state) in &self.dump {
-            for (pid, _) in self.map.holders(u64::from(inode)) {
-                if let Some(c) = out.counts.get_mut(&pid) {
-                    c[usize::from(state) - 1] += 1;
-                }
             }
         }
         Ok(out)
