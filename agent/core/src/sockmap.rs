@@ -121,6 +121,8 @@ struct Index {
     shared: FxHashMap<u32, Vec<(i32, u32)>>,
     /// Reported by this gather's dump, not in `map`.
     unknown: FxHashSet<u32>,
+    /// Holder changes so far (adds and removes).
+    changes: u64,
 }
 
 impl Index {
@@ -129,6 +131,7 @@ impl Index {
     }
 
     fn add(&mut self, pid: i32, inode: u32) {
+        self.changes += 1;
         let round = self.round;
         if self.unknown.remove(&inode) {
             self.map.insert(
@@ -164,6 +167,7 @@ impl Index {
         let Some(e) = self.map.get_mut(&inode) else {
             return;
         };
+        self.changes += 1;
         if e.pid == SHARED {
             let Some(v) = self.shared.get_mut(&inode) else {
                 return;
@@ -316,20 +320,32 @@ impl SockMap {
         self.idx.unknown.clear();
     }
 
-    /// A socket inode the dump reported (0, as for TIME_WAIT sockets, is ignored).
-    pub fn live(&mut self, inode: u64) {
+    /// A socket inode the dump reported (0, as for TIME_WAIT sockets, is ignored). Returns
+    /// what the map knows of its holders now: if [`SockMap::changes`] is the same after the
+    /// update, [`Hint::holder`] answers without a second lookup.
+    pub fn live(&mut self, inode: u64) -> Hint {
         let Ok(inode) = u32::try_from(inode) else {
-            return;
+            return Hint(NONE);
         };
         if inode == 0 {
-            return;
+            return Hint(NONE);
         }
         match self.idx.map.get_mut(&inode) {
-            Some(e) => e.round = self.idx.round,
+            Some(e) => {
+                e.round = self.idx.round;
+                Hint(e.pid)
+            }
             None => {
                 self.idx.unknown.insert(inode);
+                Hint(NONE)
             }
         }
+    }
+
+    /// A counter of every change of holders; equal before and after an update when the
+    /// update changed no holder.
+    pub fn changes(&self) -> u64 {
+        self.idx.changes
     }
 
     /// The next update reads every covered process in full.
@@ -761,6 +777,23 @@ fn fd_size(root: &impl AsFd, pid: i32) -> i64 {
     statat(root, path.cstr(), AtFlags::empty()).map_or(-1, |s| s.st_size)
 }
 
+/// What [`SockMap::live`] saw of a socket's holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint(i32);
+
+impl Hint {
+    /// `Some(Some(pid))`: held by that one process only; `Some(None)`: by no known process;
+    /// `None`: by several (ask [`SockMap::holders`]). Valid while [`SockMap::changes`] has
+    /// not moved since the call to `live`.
+    pub fn holder(self) -> Option<Option<i32>> {
+        match self.0 {
+            SHARED => None,
+            NONE => Some(None),
+            pid => Some(Some(pid)),
+        }
+    }
+}
+
 /// The holders of one socket: (pid, number of its fds).
 pub enum Holders<'a> {
     One(Option<(i32, u32)>),
@@ -907,6 +940,16 @@ mod tests {
         assert_eq!(map.fd_count(200), 2);
         assert_eq!(map.holders(200).count(), 2, "shared by two processes");
         assert_eq!(map.stats().full_reads, 2);
+        // What `live` tells of the holders, valid while no holder changes.
+        map.begin();
+        let hints: Vec<_> = [100u64, 200, 300]
+            .iter()
+            .map(|i| map.live(*i).holder())
+            .collect();
+        let changes = map.changes();
+        map.update_at(t0, None);
+        assert_eq!(map.changes(), changes, "nothing changed");
+        assert_eq!(hints, [Some(Some(10)), None, Some(None)]);
 
         // Pid 11 exits and a new process gets its pid: a new directory, other fds. Nothing
         // vanished from the dump and (a fixture dir's size is constant) no fd count moved:

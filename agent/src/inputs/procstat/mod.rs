@@ -25,7 +25,7 @@ use crate::hostpaths::HostPaths;
 use crate::metric::FieldValue;
 use crate::plugin::Accumulator;
 use wk_core::options::Options;
-use wk_core::sockmap::SockMap;
+use wk_core::sockmap::{Hint, SockMap};
 
 /// Registry entry.
 pub const SPEC: InputSpec = InputSpec {
@@ -668,8 +668,8 @@ const TCP_CLOSE_WAIT: u8 = 8;
 pub struct TcpOwners {
     map: SockMap,
     counter: Counter,
-    /// (inode, state) of every TCP socket of the last dump.
-    dump: Vec<(u32, u8)>,
+    /// (inode, state, holders as the map knew them) of every TCP socket of the last dump.
+    dump: Vec<(u32, u8, Hint)>,
 }
 
 /// One gather's `procstat_tcp` counts.
@@ -713,24 +713,36 @@ impl TcpOwners {
         map.begin();
         self.counter.for_each_tcp_netlink(&mut |s| {
             if (1..=11).contains(&s.state) {
-                dump.push((s.inode, s.state));
-                map.live(u64::from(s.inode));
+                let hint = map.live(u64::from(s.inode));
+                dump.push((s.inode, s.state, hint));
             }
         })?;
+        let changes = self.map.changes();
         self.map.update(Some(pids));
         let close_wait: Vec<u64> = self
             .dump
             .iter()
-            .filter(|(i, st)| *st == TCP_CLOSE_WAIT && *i != 0)
-            .map(|(i, _)| u64::from(*i))
+            .filter(|(i, st, _)| *st == TCP_CLOSE_WAIT && *i != 0)
+            .map(|(i, _, _)| u64::from(*i))
             .collect();
         self.map.confirm(&close_wait);
-        // Counted by position in `pids` (a binary search per holder, no hashing).
+        // Counted by position in `pids` (a binary search per holder). When no holder changed
+        // during the update (the steady state), each socket's holder is the one `live` saw.
+        let unchanged = self.map.changes() == changes;
         let mut counts = vec![[0u64; 11]; pids.len()];
-        for &(inode, state) in &self.dump {
-            for (pid, _) in self.map.holders(u64::from(inode)) {
-                if let Ok(i) = pids.binary_search(&pid) {
-                    counts[i][usize::from(state) - 1] += 1;
+        let mut add = |pid: i32, state: u8| {
+            if let Ok(i) = pids.binary_search(&pid) {
+                counts[i][usize::from(state) - 1] += 1;
+            }
+        };
+        for &(inode, state, hint) in &self.dump {
+            match hint.holder() {
+                Some(Some(pid)) if unchanged => add(pid, state),
+                Some(None) if unchanged => {}
+                _ => {
+                    for (pid, _) in self.map.holders(u64::from(inode)) {
+                        add(pid, state);
+                    }
                 }
             }
         }
