@@ -32,7 +32,8 @@
 //! of a socket another process keeps open while opening another fd, or moving a socket between
 //! fds with `dup2` — is seen at its next full read, at most `period` plus one gather interval
 //! later. Everything else (new and closed sockets, new, exited and reused pids, fd numbers
-//! reused for new sockets, forks that share sockets) is seen at the gather where it happens.
+//! reused for new sockets, forks that share sockets) is seen at the gather where it happens
+//! (a socket made while that gather runs, at the next).
 //! Recovery actions never use this map: they look the owner up afresh
 //! ([`crate::procs::tcp_port_holders`]).
 //!
