@@ -17,8 +17,9 @@
 //!   before and of fds whose socket is gone from the dump;
 //! - a socket it held is gone from the dump (closed; its fd number may hold a new one): the
 //!   same;
-//! - with hunting on (the `hunt` argument of [`SockMap::new`]), when a socket in the dump is still held by no known fd after
-//!   that: readdir of every covered process and `readlink` of its fds that were not sockets,
+//! - with hunting on (the `hunt` argument of [`SockMap::new`]), when a socket in the dump is
+//!   still held by no known fd after that: a `readlink` of each fd of each covered process
+//!   that was not a socket of the dumps (a listing only where one of those numbers is gone),
 //!   until every such socket is found (sockets held by no readable process, such as those of
 //!   other users' processes when not root, or embryos in a listener's queue, are then
 //!   remembered as unowned and not looked for again);
@@ -82,7 +83,7 @@ enum Depth {
     Full,
     /// New fd numbers and fds whose socket is gone.
     Changed,
-    /// The same, plus every fd that was not a socket of the dumps (looking for new sockets).
+    /// Every fd that was not a socket of the dumps, without a listing (see `hunt`).
     Hunt,
 }
 
@@ -498,7 +499,7 @@ impl SockMap {
                     p.unreadable.is_none()
                         && (p.read_round != round || p.read_depth == Depth::Changed)
                 }) {
-                    self.read(&root, pid, ident, Depth::Hunt, now);
+                    self.hunt(&root, pid, ident, now);
                 }
             }
         }
@@ -539,6 +540,70 @@ impl SockMap {
             }
         }
         self.now.sort_unstable();
+    }
+
+    /// Looks for unknown sockets in `pid`'s fds that were not sockets of the dumps (a file
+    /// or another socket closed and a new socket given its number, the fd count unchanged):
+    /// one readlink each, no listing. The listing is needed only if the set of fd numbers
+    /// changed, and with an unchanged count that closes one of the numbers the map has: a
+    /// readlink that fails sends the process to a listing (`Depth::Changed`); a closed
+    /// number that held a socket of the dumps is the map's documented staleness.
+    fn hunt(&mut self, root: &OwnedFd, pid: i32, ident: u64, now: Instant) {
+        let round = self.idx.round;
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        p.read_round = round;
+        p.read_depth = Depth::Hunt;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(dirfd) = openat(
+            root,
+            Name::new(pid as u32, b"/fd").cstr(),
+            flags,
+            Mode::empty(),
+        ) else {
+            return;
+        };
+        let mut link = [0u8; 64];
+        let mut closed = false;
+        for f in p.fds.iter_mut() {
+            if f.kind == Kind::Tracked {
+                continue;
+            }
+            self.stats.readlinks += 1;
+            let Ok(n) = readlinkat_raw(&dirfd, Name::new(f.num, b"").cstr(), &mut link[..]) else {
+                closed = true;
+                break;
+            };
+            match parse_socket_link(&link[..n.min(link.len())]).and_then(|i| u32::try_from(i).ok())
+            {
+                Some(inode) if self.idx.is_live(inode) => {
+                    *f = Fd {
+                        num: f.num,
+                        inode,
+                        kind: Kind::Tracked,
+                    };
+                    self.idx.add(pid, inode);
+                }
+                Some(inode) => {
+                    *f = Fd {
+                        num: f.num,
+                        inode,
+                        kind: Kind::Socket,
+                    }
+                }
+                None => {
+                    *f = Fd {
+                        num: f.num,
+                        inode: 0,
+                        kind: Kind::File,
+                    }
+                }
+            }
+        }
+        if closed {
+            self.read(root, pid, ident, Depth::Changed, now);
+        }
     }
 
     /// Reads `pid`'s fd table to `depth`, updating the index.
@@ -615,8 +680,6 @@ impl SockMap {
                     (_, Kind::Tracked) => {
                         self.idx.map.get(&f.inode).is_none_or(|e| e.round != round)
                     }
-                    (Depth::Hunt, Kind::File) => true,
-                    (Depth::Hunt, Kind::Socket) => self.idx.unknown.contains(&f.inode),
                     _ => false,
                 },
             };
@@ -987,6 +1050,39 @@ mod tests {
         }
         let fixed = fixed.expect("never fixed");
         assert!(fixed <= 100 + 10, "fixed after {fixed} s, period 100 s");
+    }
+
+    #[test]
+    fn hunting_lists_a_process_whose_file_fd_is_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        link(r, 10, 3, "socket:[100]");
+        link(r, 10, 5, "/dev/null");
+        let t0 = Instant::now();
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t0, &[100], None);
+        // The file closed and a new socket on another number; a fixture directory's size does
+        // not move, so only the hunt for socket 300 can find it: its readlink of fd 5 fails,
+        // and the listing finds fd 6.
+        std::fs::remove_file(r.join("10/fd/5")).unwrap();
+        link(r, 10, 6, "socket:[300]");
+        gather(&mut map, t0, &[100, 300], None);
+        assert_eq!(map.holders(300).collect::<Vec<_>>(), [(10, 1)]);
+        assert_eq!(map.stats().hunts, 1);
+        // Without hunting it stays unowned until the full read.
+        let mut plain = SockMap::new(r, Duration::from_secs(3600), false);
+        link(r, 10, 6, "/dev/null");
+        gather(&mut plain, t0, &[100], None);
+        link(r, 10, 6, "socket:[300]");
+        gather(&mut plain, t0, &[100, 300], None);
+        assert_eq!(plain.holders(300).count(), 0);
+        gather(
+            &mut plain,
+            t0 + Duration::from_secs(3601),
+            &[100, 300],
+            None,
+        );
+        assert_eq!(plain.holders(300).collect::<Vec<_>>(), [(10, 1)]);
     }
 
     #[test]
