@@ -1092,6 +1092,17 @@ fn log(msg: &str) {
     );
 }
 
+/// Runs `setup` (processes, sockets), then logs "`what` ready in N s" when it succeeded.
+fn timed<T, E>(what: &str, setup: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let t = Instant::now();
+    let done = setup()?;
+    log(&format!(
+        "{what} ready in {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(done)
+}
+
 thread_local! {
     static START: Instant = Instant::now();
 }
@@ -1314,18 +1325,13 @@ fn bench_tcp(
     let mut first_counts = Vec::new();
     for &n in &o.sockets {
         log(&format!("tcp: opening {n} connections"));
-        let t = Instant::now();
-        let holders = match Holders::start(n) {
+        let holders = match timed(&format!("tcp: {n} connections"), || Holders::start(n)) {
             Ok(h) => h,
             Err(e) => {
                 let _ = writeln!(md, "| {n} | setup failed: {e} | | | | | | | | |");
                 continue;
             }
         };
-        log(&format!(
-            "tcp: {n} connections ready in {:.1}s",
-            t.elapsed().as_secs_f64()
-        ));
         let reps = match n {
             0..=1_000 => {
                 if o.quick {
@@ -1690,18 +1696,13 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
         "## 2b. procstat with `procstat_tcp`: {procs} processes holding {sockets} TCP sockets"
     );
     log(&format!("procstat: {procs} processes, {sockets} sockets"));
-    let t = Instant::now();
-    let world = match Sleepers::start(procs, sockets) {
+    let world = match timed("procstat", || Sleepers::start(procs, sockets)) {
         Ok(w) => w,
         Err(e) => {
             let _ = writeln!(md, "{title}\n\nsetup failed: {e}\n");
             return;
         }
     };
-    log(&format!(
-        "procstat: ready in {:.1}s",
-        t.elapsed().as_secs_f64()
-    ));
     let mut pids = world.pids();
     pids.sort_unstable();
     let pid_set: HashSet<i32> = pids.iter().copied().collect();
@@ -2132,8 +2133,10 @@ fn bench_processes(
         let reps = if o.quick { 20 } else { 100 };
         // A peer's row (CPU per request: median and its ratio to wk-agent's, p90, mean; RSS)
         // and its median.
-        let peer_row = |label: &str, v: &[f64], rss: u64| {
+        // The peer's table row; logs its median CPU and RSS, `what` naming it.
+        let peer_row = |what: &str, label: &str, v: &[f64], rss: u64| {
             let s = stats(v);
+            log(&format!("{what}: {} rss {rss} KiB", us(s.median)));
             let row = format!(
                 "| {label} | {} ({}) | {} | {} | {:.1} MiB | {} |",
                 us(s.median),
@@ -2143,7 +2146,7 @@ fn bench_processes(
                 rss as f64 / 1024.0,
                 ratio(rss as f64, wk_rss),
             );
-            (row, us(s.median))
+            row
         };
         let collectors = [
             "cpu",
@@ -2171,9 +2174,7 @@ fn bench_processes(
                     p.name,
                     collectors.join(",")
                 );
-                let (row, median) = peer_row(&label, &v, rss);
-                let _ = writeln!(md, "{row}");
-                log(&format!("node_exporter: {median} rss {rss} KiB"));
+                let _ = writeln!(md, "{}", peer_row("node_exporter", &label, &v, rss));
             }
             None => {
                 let _ = writeln!(
@@ -2194,9 +2195,7 @@ fn bench_processes(
                     "{} (scripts/bench-psutil.py, python3-psutil; {reps} collections)",
                     p.peer.name
                 );
-                let (row, median) = peer_row(&label, &v, rss);
-                let _ = writeln!(md, "{row}");
-                log(&format!("psutil: {median} rss {rss} KiB"));
+                let _ = writeln!(md, "{}", peer_row("psutil", &label, &v, rss));
             }
             None => {
                 let _ = writeln!(

@@ -32,6 +32,16 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The fields of each measurement (but the float ones set on their own), as the inputs name
+/// them.
+const CPU_FIELDS: &str = "usage_user usage_system usage_idle usage_nice usage_iowait usage_irq \
+                          usage_softirq usage_steal usage_guest usage_guest_nice";
+const DISK_FIELDS: &str = "total free used inodes_total inodes_free inodes_used";
+const DISKIO_FIELDS: &str = "reads writes read_bytes write_bytes read_time write_time io_time \
+                             weighted_io_time iops_in_progress merged_reads merged_writes";
+const NET_FIELDS: &str = "bytes_sent bytes_recv packets_sent packets_recv err_in err_out drop_in \
+                          drop_out";
+
 /// One 10 s collection of a host with 64 CPUs, 20 disks and 20 interfaces, shaped like the
 /// real inputs' output (same measurements, tag and field counts).
 fn big_host(t: i64) -> Vec<Metric> {
@@ -48,18 +58,7 @@ fn big_host(t: i64) -> Vec<Metric> {
             format!("cpu{c}")
         };
         let mut m = tagged("cpu", "cpu", id);
-        for f in [
-            "usage_user",
-            "usage_system",
-            "usage_idle",
-            "usage_nice",
-            "usage_iowait",
-            "usage_irq",
-            "usage_softirq",
-            "usage_steal",
-            "usage_guest",
-            "usage_guest_nice",
-        ] {
+        for f in CPU_FIELDS.split_whitespace() {
             m.add_field(f, 12.345678901234 + c as f64);
         }
         out.push(m);
@@ -68,49 +67,21 @@ fn big_host(t: i64) -> Vec<Metric> {
         let mut m = tagged("disk", "path", format!("/srv/data{d}"))
             .with_tag("device", format!("sd{d}"))
             .with_tag("fstype", "xfs");
-        for f in [
-            "total",
-            "free",
-            "used",
-            "inodes_total",
-            "inodes_free",
-            "inodes_used",
-        ] {
+        for f in DISK_FIELDS.split_whitespace() {
             m.add_field(f, 1_000_000_000_000u64 + d);
         }
         m.add_field("used_percent", 47.123456);
         m.add_field("inodes_used_percent", 3.5);
         out.push(m);
         let mut m = tagged("diskio", "name", format!("sd{d}"));
-        for f in [
-            "reads",
-            "writes",
-            "read_bytes",
-            "write_bytes",
-            "read_time",
-            "write_time",
-            "io_time",
-            "weighted_io_time",
-            "iops_in_progress",
-            "merged_reads",
-            "merged_writes",
-        ] {
+        for f in DISKIO_FIELDS.split_whitespace() {
             m.add_field(f, 123_456_789u64 * (d + 1));
         }
         out.push(m);
     }
     for i in 0..20 {
         let mut m = tagged("net", "interface", format!("eth{i}"));
-        for f in [
-            "bytes_sent",
-            "bytes_recv",
-            "packets_sent",
-            "packets_recv",
-            "err_in",
-            "err_out",
-            "drop_in",
-            "drop_out",
-        ] {
+        for f in NET_FIELDS.split_whitespace() {
             m.add_field(f, 987_654_321_000u64 + i);
         }
         m.add_field("speed", 10000i64);

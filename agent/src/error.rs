@@ -23,6 +23,9 @@ pub enum GatherError {
     /// built in): nothing is wrong, so it is logged once at debug level, not every interval.
     #[error("{0}")]
     Unsupported(String),
+    /// The shared HTTP side could not set up or make a request (TLS files, no answer).
+    #[error(transparent)]
+    Http(#[from] crate::common::http::HttpError),
     /// Anything else.
     #[error("{0}")]
     Other(String),

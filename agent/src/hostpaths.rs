@@ -97,6 +97,18 @@ impl HostPaths {
         read_to_string(&self.proc(rel))
     }
 
+    /// Reads a file under /proc and parses it; the parser's `(line, message)` becomes
+    /// [`GatherError::malformed`] naming the file and line.
+    pub fn parse_proc<T>(
+        &self,
+        rel: &str,
+        parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+    ) -> Result<T, GatherError> {
+        let path = self.proc(rel);
+        let text = read_to_string(&path)?;
+        parse(&text).map_err(|(line, msg)| GatherError::malformed(&path, line, msg))
+    }
+
     /// Reads a file under /sys into a string.
     pub fn read_sys(&self, rel: &str) -> Result<String, GatherError> {
         read_to_string(&self.sys(rel))

@@ -189,7 +189,7 @@ fn the_walkthrough_names_tests_that_exist() {
     let live_tests = std::fs::read_dir(root.join("agent/src/inputs"))
         .unwrap()
         .map(|e| e.unwrap().path().join("live.rs"));
-    let test_dirs = ["agent/tests", "agent/tests/outputs"].into_iter();
+    let test_dirs = ["agent/tests", "agent/tests/outputs", "alerter/tests"].into_iter();
     let test_files = test_dirs
         .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
         .map(|e| e.unwrap().path());

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{agent, daemon_config as config, signal};
-use wk_core::testing::{git, poll_until as wait_for, run_ok};
+use wk_core::testing::{git, git_repo_and_clone, poll_until as wait_for, run_ok};
 
 struct Deploy {
     checkout: PathBuf,
@@ -42,19 +42,8 @@ fn deploy_applies_good_changes_and_refuses_broken_ones() {
     let (origin, checkout) = (tmp.path().join("origin"), tmp.path().join("checkout"));
     let metrics = tmp.path().join("metrics.lp");
     fs::create_dir_all(&origin).unwrap();
-    git(&origin, &["init", "-q"]);
     fs::write(origin.join("web1.conf"), config(&metrics, "v1")).unwrap();
-    git(&origin, &["add", "."]);
-    git(&origin, &["commit", "-qm", "v1"]);
-    git(
-        tmp.path(),
-        &[
-            "clone",
-            "-q",
-            origin.to_str().unwrap(),
-            checkout.to_str().unwrap(),
-        ],
-    );
+    git_repo_and_clone(&origin, "v1", &checkout);
     let d = Deploy {
         checkout,
         target: tmp.path().join("etc/wk-agent.conf"),

@@ -14,8 +14,15 @@
 //! influxdb`). `WK_BENCH_HOSTS` and `WK_BENCH_CYCLES` change the size; `WK_BENCH_ONLY_CYCLE=1`
 //! stops after part 1 (for profiling the cycle with `perf record`).
 
+#[path = "common/cpu.rs"]
+mod cpu;
+#[path = "common/hosts.rs"]
+mod hosts;
 #[path = "../tests/common/influxd.rs"]
 mod influxd;
+
+use cpu::{other_process_cpu, process_cpu, thread_cpu};
+use hosts::{POINTS, step_lines};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -30,13 +37,12 @@ use wk_alerter::source::influxdb::decode;
 use wk_alerter::source::{
     InfluxAuth, InfluxDbConfig, InfluxDbSource, MemorySource, QuerySource, Series, SourceError,
 };
-use wk_alerter::state::RuleState;
+use wk_alerter::state::{RuleState, StateSave};
 
 const DB: &str = "telegraf";
 const S: i64 = 1_000_000_000;
 /// Telegraf's interval, and how much history is loaded (the longest rule range is 5m).
 const INTERVAL: i64 = 10 * S;
-const POINTS: i64 = 36;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -54,138 +60,8 @@ fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-// ---------------------------------------------------------------------------------------
-// CPU clocks
-
-fn clock(id: libc::clockid_t) -> Option<Duration> {
-    // SAFETY: a zeroed timespec is a valid value; clock_gettime only writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-        return None;
-    }
-    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-/// CPU of this process, all threads (CLOCK_PROCESS_CPUTIME_ID: ns, brought up to date when
-/// read, unlike /proc/self/schedstat, which lags by up to a scheduler tick for running threads).
-fn process_cpu() -> Duration {
-    clock(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap_or_default()
-}
-
-/// CPU of the calling thread (CLOCK_THREAD_CPUTIME_ID).
-fn thread_cpu() -> Duration {
-    clock(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or_default()
-}
-
-/// CPU of another process, all threads: its CPU-time clock (clock_getcpuclockid), else the
-/// sum of its threads' /proc/<pid>/task/*/schedstat.
-fn other_process_cpu(pid: u32) -> Duration {
-    let mut id: libc::clockid_t = 0;
-    // SAFETY: clock_getcpuclockid only writes `id`.
-    if unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) } == 0
-        && let Some(d) = clock(id)
-    {
-        return d;
-    }
-    let mut total = 0u64;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(total)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-// ---------------------------------------------------------------------------------------
-// Data
-
-/// Telegraf-shaped line protocol for host `h` at time `t` (step `k` of the history): what the
-/// ten example rules query. Every 20th host is in trouble on every check.
-fn host_lines(out: &mut String, h: usize, k: i64, t: i64) {
-    let host = format!("h{h:04}");
-    let sick = h.is_multiple_of(20);
-    let j = ((h * 7 + k as usize * 13) % 10) as f64; // some jitter
-    let idle = if sick { 3.0 + j / 10.0 } else { 60.0 + j };
-    let _ = writeln!(
-        out,
-        "cpu,cpu=cpu-total,host={host} usage_idle={idle},usage_user={},usage_system=2.5 {t}",
-        97.5 - idle
-    );
-    let mem = if sick { 97.0 } else { 40.0 + j };
-    let _ = writeln!(
-        out,
-        "mem,host={host} used_percent={mem},available_percent={} {t}",
-        100.0 - mem
-    );
-    for (dev, path, fstype, used) in [
-        ("sda1", "/", "ext4", if sick { 95.0 } else { 50.0 + j }),
-        ("sda2", "/var", "ext4", 30.0 + j),
-        ("sdb1", "/data", "xfs", 70.0),
-        ("tmpfs", "/run", "tmpfs", 99.0),
-    ] {
-        let _ = writeln!(
-            out,
-            "disk,device={dev},fstype={fstype},host={host},mode=rw,path={path} used_percent={used},free=1000000i,total=2000000i {t}"
-        );
-    }
-    let swap = if sick { 90.0 } else { 1.0 };
-    let _ = writeln!(
-        out,
-        "swap,host={host} used_percent={swap},total=1000000i {t}"
-    );
-    let load5 = if sick { 20.0 } else { 0.5 + j / 10.0 };
-    let uptime = 100_000 + k * 10;
-    let _ = writeln!(
-        out,
-        "system,host={host} load1={load5},load5={load5},load15={load5},n_cpus=4i,n_users=1i,uptime={uptime}i {t}"
-    );
-    let cw = if sick { 900 } else { 3 };
-    let _ = writeln!(
-        out,
-        "netstat,host={host} tcp_close_wait={cw}i,tcp_established=40i,tcp_time_wait=12i {t}"
-    );
-    // Counter: 300/s on sick hosts, 1/s on the others; k counts back from now.
-    let step = POINTS - k;
-    let retrans = 1_000_000 + step * if sick { 3000 } else { 10 };
-    let _ = writeln!(
-        out,
-        "nstat,host={host},name=snmp TcpRetransSegs={retrans}i,TcpOutSegs={}i {t}",
-        step * 5000
-    );
-    for server in ["http://localhost:8080/health", "https://localhost/"] {
-        let code = i64::from(sick);
-        let _ = writeln!(
-            out,
-            "http_response,host={host},method=GET,result=success,server={server},status_code=200 result_code={code}i,response_time=0.012,http_response_code=200i {t}"
-        );
-    }
-    for port in [22, 5432] {
-        let code = if sick { 2 } else { 0 };
-        let _ = writeln!(
-            out,
-            "net_response,host={host},port={port},protocol=tcp,result=success,server=localhost result_code={code}i,response_time=0.001 {t}"
-        );
-    }
-}
-
-/// All hosts' lines for one timestamp.
-fn step_lines(hosts: usize, k: i64, t: i64) -> String {
-    let mut out = String::with_capacity(hosts * 1500);
-    for h in 0..hosts {
-        host_lines(&mut out, h, k, t);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -310,9 +186,11 @@ struct CycleFigures {
     influxd_cpu: Duration,
     query: QueryStats,
     apply: Duration,
-    /// Encoding the states the service would save after this cycle (`RuleState::save_due`).
+    /// Encoding what the service would save after this cycle (`RuleState::due_save`: journal
+    /// records of changed instances, or snapshots at checkpoints).
     persist: Duration,
     saved: usize,
+    snapshots: usize,
     observations: usize,
     events: usize,
 }
@@ -417,9 +295,11 @@ fn run() -> Result<(), BoxError> {
             f.apply += thread_cpu().saturating_sub(a0);
             // What the service then hands to the state writer (the fsyncs are that thread's).
             let p0 = thread_cpu();
-            if state.save_due(apply_now) {
-                let json = state.encode(Path::new("/state"), &rule.settings().name)?;
-                f.saved += json.len();
+            if let Some(save) = state.due_save(apply_now, &rule.settings().name)? {
+                f.saved += save.len();
+                if matches!(save, StateSave::Snapshot { .. }) {
+                    f.snapshots += 1;
+                }
             }
             f.persist += thread_cpu().saturating_sub(p0);
         }
@@ -537,9 +417,10 @@ fn run() -> Result<(), BoxError> {
     );
     let _ = writeln!(
         report,
-        "State saving: {} of {} warm cycles encoded something ({:.1} MB in all); encoding every state after every cycle, as before the checkpoints, costs {:.1} ms per cycle ({:.1} MB).\n",
+        "State saving: {} of {} warm cycles encoded something ({} snapshots, {:.1} MB in all); encoding every state after every cycle, as before the checkpoints, costs {:.1} ms per cycle ({:.1} MB).\n",
         warm.iter().filter(|f| f.saved > 0).count(),
         warm.len(),
+        warm.iter().map(|f| f.snapshots).sum::<usize>(),
         warm.iter().map(|f| f.saved).sum::<usize>() as f64 / 1e6,
         ms(encode_all),
         all_bytes as f64 / 1e6

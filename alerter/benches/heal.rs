@@ -54,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use heal::close_wait;
+use heal::rules::{self, http_input};
 use heal::squatter::Squatter;
 use heal::stack::{Source, Stack, parse_mail};
 use heal::supervisor::Supervisor;
@@ -194,50 +195,20 @@ fn is_report(e: &Value) -> bool {
     s(&e["id"]).ends_with(":actions")
 }
 
-/// The http_response rule: critical while the last check failed.
+/// [`rules::http_rule`] at `mode`'s pace.
 fn http_rule(mode: &Mode, actions: &str) -> String {
-    format!(
-        r#"
-rule(#{{
-    every: "{every}",
-    notify: ["ops", "log"],
-    message: "{{{{host}}}}: {{{{server}}}} result {{{{value}}}} is {{{{level}}}}",
-    actions: [{actions}],
-}});
-
-fn check() {{
-    let c = query("http_response").field("result_code").range("{range}").last()
-               .group_by("host", "server").run();
-    for s in c {{
-        s.crit(s.value != 0.0);
-    }}
-    c
-}}
-"#,
-        every = mode.every,
-        range = mode.range,
-    )
+    rules::http_rule(mode.every, mode.range, actions)
 }
 
+/// [`rules::restart_web`] with the action budget `budget` and `mode`'s pace, verified by
+/// probing.
 fn restart_web(mode: &Mode, web: &Supervisor, budget: &str) -> String {
-    format!(
-        r#"#{{ action: "restart_process", pattern: "http.server {port}", start: [{ctl:?}, "start"],
-            port: {port}, {budget}, window: "1h", cooldown: "{cooldown}", settle: "{settle}",
-            verify: "probe" }}"#,
-        port = web.port,
-        ctl = web.ctl().display().to_string(),
-        cooldown = mode.cooldown,
-        settle = mode.settle,
-    )
-}
-
-/// `response_timeout` at Telegraf's floor (anything under 1 s becomes 5 s): a port that
-/// accepts and never answers (the squatter) costs one second before the check fails.
-fn http_input(web: &Supervisor) -> String {
-    format!(
-        "[[inputs.http_response]]\n  urls = [\"{}\"]\n  response_timeout = \"1s\"\n",
-        web.url()
-    )
+    let options = format!(
+        r#"{budget}, window: "1h", cooldown: "{}", settle: "{}",
+            verify: "probe""#,
+        mode.cooldown, mode.settle
+    );
+    rules::restart_web(web, &options)
 }
 
 /// Watches a stack's outputs: events, audit lines, report emails.
@@ -247,7 +218,22 @@ struct Watch<'a> {
     mails_seen: std::collections::HashSet<PathBuf>,
 }
 
-impl Watch<'_> {
+impl<'a> Watch<'a> {
+    /// Runs `text` as the rule `rule` on `st`, starts the alerter and the agent (`inputs`
+    /// at `mode`'s pace) for host web1, and watches the rule once a few evaluations have seen
+    /// the healthy service (the warm-up).
+    fn start(st: &'a mut Stack, mode: &Mode, rule: &'static str, text: &str, inputs: &str) -> Self {
+        st.rule(&format!("{rule}.rhai"), text);
+        st.start_alerter();
+        st.start_agent_every("web1", inputs, mode.agent_interval);
+        std::thread::sleep(mode.interval * 3);
+        Watch {
+            st,
+            rule,
+            mails_seen: Default::default(),
+        }
+    }
+
     fn events(&self) -> Vec<Value> {
         self.st
             .events()
@@ -435,17 +421,9 @@ fn run_web(mode: Mode, faults: usize, squat: bool, seed: u64) -> Result<Vec<Samp
     } else {
         restart
     };
-    st.rule("web.rhai", &http_rule(&mode, &actions));
-    st.start_alerter();
-    st.start_agent_every("web1", &http_input(&web), mode.agent_interval);
-    let mut w = Watch {
-        st: &st,
-        rule: "web",
-        mails_seen: Default::default(),
-    };
+    let rule = http_rule(&mode, &actions);
+    let mut w = Watch::start(&mut st, &mode, "web", &rule, &http_input(&web));
     let mut rng = Lcg(seed);
-    // Warm-up: the healthy service seen by a few evaluations.
-    std::thread::sleep(mode.interval * 3);
     let mut out = Vec::new();
     for i in 0..faults {
         rest(&mut w, &mode, &mut rng).map_err(|e| format!("before fault {}: {e}", i + 1))?;
@@ -455,16 +433,8 @@ fn run_web(mode: Mode, faults: usize, squat: bool, seed: u64) -> Result<Vec<Samp
         let smp = measure(&mut w, &mode, t0, || {
             web.pid().is_some() && web.answers_http()
         })?;
-        eprintln!(
-            "heal bench {} {}: fault {}/{faults}: {}",
-            mode.name,
-            if squat { "squatter" } else { "web" },
-            i + 1,
-            line(&smp)
-        );
-        let failed = !smp.recovered;
-        out.push(smp);
-        if failed {
+        let scenario = if squat { "squatter" } else { "web" };
+        if keep(&mut out, smp, &mode, scenario, (i + 1, faults)) {
             // The service may still be down: bring it back for the next fault.
             web.kill();
             drop(_squatter);
@@ -478,50 +448,21 @@ fn run_close_wait(mode: Mode, faults: usize, seed: u64) -> Result<Vec<Sample>, S
     let server = Supervisor::close_wait();
     server.start();
     let mut st = new_stack(&mode)?;
-    st.rule(
-        "close_wait.rhai",
-        &format!(
-            r#"
-rule(#{{
-    every: "{every}",
-    notify: ["ops", "log"],
-    message: "{{{{host}}}}: pid {{{{pid}}}} holds {{{{value}}}} CLOSE_WAIT sockets",
-    actions: [#{{ action: "restart_process", pid: "{{{{pid}}}}", start: [{ctl:?}, "start"],
-                  port: {port}, max_attempts: 100, window: "1h", cooldown: "{cooldown}",
-                  settle: "{settle}", verify: "probe" }}],
-}});
-
-fn check() {{
-    let c = query("procstat_tcp").field("tcp_close_wait").range("{range}").last()
-               .group_by("host", "pid").run();
-    for s in c {{
-        s.crit(s.value > 3.0);
-    }}
-    c
-}}
-"#,
-            every = mode.every,
-            range = mode.range,
-            cooldown = mode.cooldown,
-            settle = mode.settle,
-            ctl = server.ctl().display().to_string(),
-            port = server.port,
-        ),
+    let options = format!(
+        r#"max_attempts: 100, window: "1h", cooldown: "{}", settle: "{}", verify: "probe""#,
+        mode.cooldown, mode.settle
     );
-    st.start_alerter();
+    let rule = rules::close_wait_rule(
+        mode.every,
+        mode.range,
+        r#"["ops", "log"]"#,
+        &server,
+        &options,
+    );
     // The real agent's procstat input: the CLOSE_WAIT server's command line has `held.append`.
-    st.start_agent_every(
-        "web1",
-        "[[inputs.procstat]]\n  pattern = 'held\\.append'\n",
-        mode.agent_interval,
-    );
-    let mut w = Watch {
-        st: &st,
-        rule: "close_wait",
-        mails_seen: Default::default(),
-    };
+    let procstat = "[[inputs.procstat]]\n  pattern = 'held\\.append'\n";
+    let mut w = Watch::start(&mut st, &mode, "close_wait", &rule, procstat);
     let mut rng = Lcg(seed);
-    std::thread::sleep(mode.interval * 3);
     let mut out = Vec::new();
     for i in 0..faults {
         // Each fault is a new pid, so a new alert instance: no need to wait for the old one
@@ -534,15 +475,7 @@ fn check() {{
         let smp = measure(&mut w, &mode, t0, || {
             server.pid().is_some_and(|p| p != pid) && !heal::listeners(server.port).is_empty()
         })?;
-        eprintln!(
-            "heal bench {} close_wait: fault {}/{faults}: {}",
-            mode.name,
-            i + 1,
-            line(&smp)
-        );
-        let failed = !smp.recovered;
-        out.push(smp);
-        if failed {
+        if keep(&mut out, smp, &mode, "close_wait", (i + 1, faults)) {
             server.kill();
             server.start();
         }
@@ -550,23 +483,32 @@ fn check() {{
     Ok(out)
 }
 
+/// Prints the sample of fault `n` of `of` (`(n, of)`) of `scenario` and keeps it in `out`;
+/// whether the service did not recover.
+fn keep(
+    out: &mut Vec<Sample>,
+    smp: Sample,
+    mode: &Mode,
+    scenario: &str,
+    (n, of): (usize, usize),
+) -> bool {
+    eprintln!(
+        "heal bench {} {scenario}: fault {n}/{of}: {}",
+        mode.name,
+        line(&smp)
+    );
+    let failed = !smp.recovered;
+    out.push(smp);
+    failed
+}
+
 /// One fault, a service that never starts again: attempts, time to the page, pages.
 fn run_never(mode: Mode) -> Result<String, String> {
     let web = Supervisor::web();
     web.start();
     let mut st = new_stack(&mode)?;
-    st.rule(
-        "web.rhai",
-        &http_rule(&mode, &restart_web(&mode, &web, "max_attempts: 3")),
-    );
-    st.start_alerter();
-    st.start_agent_every("web1", &http_input(&web), mode.agent_interval);
-    let w = Watch {
-        st: &st,
-        rule: "web",
-        mails_seen: Default::default(),
-    };
-    std::thread::sleep(mode.interval * 3);
+    let rule = http_rule(&mode, &restart_web(&mode, &web, "max_attempts: 3"));
+    let w = Watch::start(&mut st, &mode, "web", &rule, &http_input(&web));
     let t0 = now_ns();
     web.set_broken(true);
     web.kill();
@@ -818,7 +760,7 @@ fn main() {
     let shown: String = args
         .iter()
         .filter(|a| *a != "--bench")
-        .fold(String::new(), |acc, a| acc + " " + a);
+        .fold(String::new(), |acc, a| acc + " " + a.as_str());
     let text = report(&outcomes, &shown, start.elapsed());
     println!("{text}");
     if let Some(out) = value("--out") {

@@ -5,14 +5,22 @@
 //! its CPU-time clock) while it takes the batches, as points per CPU-second and as a ratio.
 //!
 //! Run: `cargo bench -p wk-alerter --bench stream_ingest` (needs `influxd`: `apt-get install -y
-//! influxdb`); `WK_BENCH_POINTS` (default 1,000,000 per encoding) changes the size. The points
-//! are the `agent` mix of `benches/common/agent_lines.rs` (docs/performance-alerter.md).
+//! influxdb`); `WK_BENCH_POINTS` (default 1,000,000 per encoding and round) changes the size,
+//! `WK_BENCH_ROUNDS` (default 3) the rounds: each round sends a new set of batches (later
+//! times, so that neither server rewrites points) plain and gzip to both servers, and the
+//! table gives each figure's median over the rounds (on a shared machine one round can be
+//! slowed by the neighbours). The points are the `agent` mix of `benches/common/agent_lines.rs`
+//! (docs/performance-alerter.md).
 
 #[path = "../tests/common/influxd.rs"]
 mod influxd;
 
 #[path = "common/agent_lines.rs"]
 mod agent_lines;
+#[path = "common/cpu.rs"]
+mod cpu;
+
+use cpu::other_process_cpu;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,22 +35,8 @@ fn main() {
         println!("stream_ingest: skipped (not run by `cargo bench`)");
         return;
     }
-    let n: usize = std::env::var("WK_BENCH_POINTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    // Two sets of batches, later times for the second: neither server sees a rewrite.
-    let now_secs = wk_alerter::clock::now_ns() / 1_000_000_000;
-    let span = (n / 600 + 1) as i64 * 10;
-    let plain = batches(n, now_secs - 2 * span - 60, false);
-    let gzip = batches(n, now_secs - span - 30, true);
-    let bytes = |b: &[Vec<u8>]| b.iter().map(Vec::len).sum::<usize>();
-    println!(
-        "{n} points per encoding in batches of {BATCH}: plain {:.1} MB, gzip {:.1} MB",
-        bytes(&plain) as f64 / 1e6,
-        bytes(&gzip) as f64 / 1e6
-    );
-
+    let n: usize = env_or("WK_BENCH_POINTS", 1_000_000);
+    let rounds: usize = env_or("WK_BENCH_ROUNDS", 3).max(1);
     let Some(influxd) = influxd::Influxd::start() else {
         println!("stream_ingest: influxd missing (apt-get install -y influxdb)");
         return;
@@ -50,33 +44,76 @@ fn main() {
     influxd.create_database("bench");
     let alerter = Alerter::start();
 
-    let mut results = Vec::new();
-    for (enc, set) in [("plain", &plain), ("gzip", &gzip)] {
-        let gz = enc == "gzip";
-        let i = send(
-            influxd.port,
-            influxd.pid(),
-            "/write?db=bench&precision=ns",
-            set,
-            gz,
-        );
-        let a = send(alerter.port, alerter.child.id(), "/write?db=bench", set, gz);
-        results.push((enc, i, a));
+    // A set of batches per round and encoding, each later than the one before.
+    let now_secs = wk_alerter::clock::now_ns() / 1_000_000_000;
+    let span = (n / 600 + 1) as i64 * 10 + 30;
+    let sets = 2 * rounds as i64;
+    // (encoding, influxd CPU, wk-alerter CPU) per round.
+    let mut results: Vec<(&str, Duration, Duration)> = Vec::new();
+    for round in 0..rounds {
+        for (k, enc) in ["plain", "gzip"].into_iter().enumerate() {
+            let gz = enc == "gzip";
+            let t0 = now_secs - (sets - (2 * round + k) as i64) * span;
+            let set = batches(n, t0, gz);
+            let mb = set.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
+            println!("round {round} {enc}: {n} points in batches of {BATCH} ({mb:.1} MB)");
+            let i = send(
+                influxd.port,
+                influxd.pid(),
+                "/write?db=bench&precision=ns",
+                &set,
+                gz,
+            );
+            let a = send(
+                alerter.port,
+                alerter.child.id(),
+                "/write?db=bench",
+                &set,
+                gz,
+            );
+            println!(
+                "  CPU s: influxd {:.2}, wk-alerter {:.2} ({:.0} points/CPU-s)",
+                i.as_secs_f64(),
+                a.as_secs_f64(),
+                n as f64 / a.as_secs_f64()
+            );
+            results.push((enc, i, a));
+        }
     }
     println!();
     println!(
         "| body | influxd CPU s | influxd points/CPU-s | wk-alerter CPU s | wk-alerter points/CPU-s | CPU ratio (wk-alerter / influxd) |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    for (enc, i, a) in results {
+    for enc in ["plain", "gzip"] {
+        let of = |f: fn(&(&str, Duration, Duration)) -> f64| {
+            median(results.iter().filter(|r| r.0 == enc).map(f).collect())
+        };
+        let (i, a) = (of(|r| r.1.as_secs_f64()), of(|r| r.2.as_secs_f64()));
+        let ratio = of(|r| r.2.as_secs_f64() / r.1.as_secs_f64());
         println!(
-            "| {enc} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} |",
-            i.as_secs_f64(),
-            n as f64 / i.as_secs_f64(),
-            a.as_secs_f64(),
-            n as f64 / a.as_secs_f64(),
-            a.as_secs_f64() / i.as_secs_f64()
+            "| {enc} | {i:.2} | {:.0} | {a:.2} | {:.0} | {ratio:.3} |",
+            n as f64 / i,
+            n as f64 / a,
         );
+    }
+    println!("(medians over {rounds} rounds of {n} points per encoding)");
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
     }
 }
 
@@ -212,24 +249,4 @@ impl Drop for Alerter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn clock(id: libc::clockid_t) -> Option<Duration> {
-    // SAFETY: a zeroed timespec is a valid value; clock_gettime only writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-        return None;
-    }
-    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-/// CPU of another process, all threads (its CPU-time clock).
-fn other_process_cpu(pid: u32) -> Duration {
-    let mut id: libc::clockid_t = 0;
-    // SAFETY: clock_getcpuclockid only writes `id`.
-    if unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) } == 0 {
-        return clock(id).unwrap_or_default();
-    }
-    Duration::ZERO
 }

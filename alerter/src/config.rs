@@ -248,14 +248,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     let mut actions = crate::actions::ActionsConfig::default();
     let mut http = None;
     match DeTable::parse(&src.text) {
-        Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            diags.push(src.diag(
-                Severity::Error,
-                offset,
-                format!("invalid TOML: {}", e.message()),
-            ));
-        }
+        Err(e) => diags.push(src.toml_error(&e)),
         Ok(doc) => {
             let doc = doc.get_ref();
             for (key, value) in doc.iter() {
@@ -374,6 +367,47 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     })
 }
 
+/// `tls_cert` and `tls_key` of a listener: both or neither, and readable.
+fn check_tls(o: &mut Options<'_, '_>, cert: &Option<PathBuf>, key: &Option<PathBuf>) {
+    match (cert, key) {
+        (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
+        (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
+        _ => {}
+    }
+    for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
+        if let Some(p) = path
+            && let Err(e) = std::fs::File::open(p)
+        {
+            o.error_at(name, format!("cannot read {}: {e}", p.display()));
+        }
+    }
+}
+
+/// A listener's token (when set): not an unset `${VAR}`, which is left as written (as
+/// Telegraf does) and must never become a guessable token; at least [`MIN_TOKEN_LEN`]
+/// characters (`advice` ends that message).
+fn check_token(o: &mut Options<'_, '_>, token: &str, advice: &str) {
+    if token.contains("${") {
+        o.error_at(
+            "token",
+            format!("{token:?} names an environment variable that is not set"),
+        );
+    } else if !token.is_empty() && token.chars().count() < MIN_TOKEN_LEN {
+        let key = if o.has("token_file") {
+            "token_file"
+        } else {
+            "token"
+        };
+        o.error_at(
+            key,
+            format!(
+                "the token has {} characters; use at least {MIN_TOKEN_LEN} random ones{advice}",
+                token.chars().count()
+            ),
+        );
+    }
+}
+
 /// `[http]`: where the status page and API listen in query mode, their token, and whether
 /// reading needs it.
 fn http_section(o: &mut Options<'_, '_>) -> HttpSettings {
@@ -390,18 +424,7 @@ fn http_section(o: &mut Options<'_, '_>) -> HttpSettings {
         url: o.string("url", ""),
         listen_set,
     };
-    match (&h.tls_cert, &h.tls_key) {
-        (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
-        (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
-        _ => {}
-    }
-    for (key, path) in [("tls_cert", &h.tls_cert), ("tls_key", &h.tls_key)] {
-        if let Some(p) = path
-            && let Err(e) = std::fs::File::open(p)
-        {
-            o.error_at(key, format!("cannot read {}: {e}", p.display()));
-        }
-    }
+    check_tls(o, &h.tls_cert, &h.tls_key);
     if !h.listen.is_empty() {
         match h.listen.parse::<std::net::SocketAddr>() {
             Err(_) => o.error_at(
@@ -431,28 +454,7 @@ fn http_section(o: &mut Options<'_, '_>) -> HttpSettings {
             Ok(_) => {}
         }
     }
-    if h.token.contains("${") {
-        o.error_at(
-            "token",
-            format!(
-                "{:?} names an environment variable that is not set",
-                h.token
-            ),
-        );
-    } else if !h.token.is_empty() && h.token.chars().count() < MIN_TOKEN_LEN {
-        let key = if o.has("token_file") {
-            "token_file"
-        } else {
-            "token"
-        };
-        o.error_at(
-            key,
-            format!(
-                "the token has {} characters; use at least {MIN_TOKEN_LEN} random ones",
-                h.token.chars().count()
-            ),
-        );
-    }
+    check_token(o, &h.token, "");
     if !(h.url.is_empty() || h.url.starts_with("http://") || h.url.starts_with("https://")) {
         o.error_at(
             "url",
@@ -593,18 +595,7 @@ fn stream_section(o: &mut Options<'_, '_>) -> StreamSettings {
         tls_key: o.opt_string("tls_key").map(PathBuf::from),
         snapshot_interval: o.duration("snapshot_interval", d.snapshot_interval),
     };
-    match (&s.tls_cert, &s.tls_key) {
-        (Some(_), None) => o.error_at("tls_cert", "set tls_key too"),
-        (None, Some(_)) => o.error_at("tls_key", "set tls_cert too"),
-        _ => {}
-    }
-    for (key, path) in [("tls_cert", &s.tls_cert), ("tls_key", &s.tls_key)] {
-        if let Some(p) = path
-            && let Err(e) = std::fs::File::open(p)
-        {
-            o.error_at(key, format!("cannot read {}: {e}", p.display()));
-        }
-    }
+    check_tls(o, &s.tls_cert, &s.tls_key);
     if let Ok(addr) = s.listen.parse::<std::net::SocketAddr>()
         && !addr.ip().is_loopback()
         && s.tls_cert.is_none()
@@ -628,37 +619,18 @@ fn stream_section(o: &mut Options<'_, '_>) -> StreamSettings {
             ),
         );
     }
-    if s.token.contains("${") {
-        // An unset variable is left as written (as Telegraf does): never
-        // let its name become a guessable token.
-        o.error_at(
-            "token",
-            format!(
-                "{:?} names an environment variable that is not set",
-                s.token
-            ),
-        );
-    } else if s.token.is_empty() {
+    if s.token.is_empty() {
         o.error_at(
             "token",
             "a token is required (listening endpoints take a token): \
              token = \"${WK_STREAM_TOKEN}\" or token_file = \"/path\"",
         );
-    } else if s.token.chars().count() < MIN_TOKEN_LEN {
-        let key = if o.has("token_file") {
-            "token_file"
-        } else {
-            "token"
-        };
-        o.error_at(
-            key,
-            format!(
-                "the token has {} characters; use at least {MIN_TOKEN_LEN} \
-                 random ones (e.g. od -An -tx1 -N16 /dev/urandom | tr -d ' \\n')",
-                s.token.chars().count()
-            ),
-        );
     }
+    check_token(
+        o,
+        &s.token,
+        " (e.g. od -An -tx1 -N16 /dev/urandom | tr -d ' \\n')",
+    );
     if s.window.is_zero() {
         o.error_at("window", "must be greater than 0");
     }

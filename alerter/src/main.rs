@@ -123,6 +123,7 @@ fn env_lookup(name: &str) -> Option<String> {
 }
 
 fn main() -> ExitCode {
+    wk_alerter::rules::budget::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.debug);
     match cli.command.unwrap_or(Cmd::Run) {

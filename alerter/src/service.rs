@@ -423,7 +423,8 @@ impl Service {
         let events = self
             .source_health
             .apply(&settings, &CycleResult::Observed(vec![o]), now);
-        self.persist(SOURCE_RULE, &self.source_health);
+        let save = self.source_health.due_save(now, SOURCE_RULE);
+        self.persist(SOURCE_RULE, save);
         self.route(events);
     }
 
@@ -679,17 +680,18 @@ impl Service {
         let events = self
             .meta
             .apply(&settings, &CycleResult::Observed(observations), now);
-        self.persist(RULES_RULE, &self.meta);
+        let save = self.meta.due_save(now, RULES_RULE);
+        self.persist(RULES_RULE, save);
         self.route(events);
     }
 
     /// Saves a rule's state (see the free function [`persist`]).
-    fn persist(&self, name: &str, state: &RuleState) {
+    fn persist(&self, name: &str, save: StateSaveResult) {
         persist(
             self.persister.as_ref(),
             &self.config.settings.state_dir,
             name,
-            state,
+            save,
         );
     }
 
@@ -699,12 +701,28 @@ impl Service {
         for slot in self.slots.values_mut() {
             let Some(rule) = &slot.rule else { continue };
             if slot.state.unsaved() {
-                slot.state.mark_saved(now);
+                let name = &rule.settings().name;
+                let save = slot.state.snapshot(now, name).map(Some);
                 persist(
                     self.persister.as_ref(),
                     &self.config.settings.state_dir,
-                    &rule.settings().name,
-                    &slot.state,
+                    name,
+                    save,
+                );
+            }
+        }
+        // The built-in rules' states too (their changes went to the journal already).
+        for (name, state) in [
+            (RULES_RULE, &mut self.meta),
+            (SOURCE_RULE, &mut self.source_health),
+        ] {
+            if state.unsaved() {
+                let save = state.snapshot(now, name).map(Some);
+                persist(
+                    self.persister.as_ref(),
+                    &self.config.settings.state_dir,
+                    name,
+                    save,
                 );
             }
         }
@@ -929,17 +947,16 @@ impl Service {
         let events = slot.state.apply(settings, &done.result, done.now);
         sync_inhibitors(&self.router, settings, &slot.state);
         debug!(rule = %settings.name, events = events.len(), "evaluated");
-        // Saved at once when something a restart needs exactly changed, else at checkpoints
-        // (state::STATE_CHECKPOINT): at thousands of instances, encoding and writing the
-        // whole file after every evaluation only to move `last_seen` was the cost.
-        if slot.state.save_due(done.now) {
-            persist(
-                self.persister.as_ref(),
-                &self.config.settings.state_dir,
-                &settings.name,
-                &slot.state,
-            );
-        }
+        // What changed is appended to the rule's journal at once; the whole state is written
+        // at checkpoints (state::STATE_CHECKPOINT): at thousands of instances, rewriting the
+        // whole file for every change, or only to move `last_seen`, was the cost.
+        let save = slot.state.due_save(done.now, &settings.name);
+        persist(
+            self.persister.as_ref(),
+            &self.config.settings.state_dir,
+            &settings.name,
+            save,
+        );
         self.route(events);
         if report {
             self.report_broken(clock_now);
@@ -1234,12 +1251,25 @@ impl HostPages {
 
 /// Tells the router which instances of an inhibiting rule are non-OK (events alone do not
 /// end an inhibitor whose rule sends no recoveries, nor announce state restored from disk).
-/// Saves a rule's state: encoded here, written by the state writer thread (the fsyncs
-/// never hold up the scheduler); synchronously if that thread could not start.
-fn persist(persister: Option<&crate::state::Persister>, dir: &Path, name: &str, state: &RuleState) {
-    let saved = match persister {
-        Some(p) => state.encode(dir, name).map(|json| p.save(name, json)),
-        None => state.save(dir, name),
+/// What a state gave to save (nothing, a snapshot or journal records), or why it could not.
+type StateSaveResult = Result<Option<crate::state::StateSave>, crate::state::PersistError>;
+
+/// Saves a rule's state: encoded by the caller, written by the state writer thread (the
+/// fsyncs never hold up the scheduler); synchronously if that thread could not start.
+fn persist(
+    persister: Option<&crate::state::Persister>,
+    dir: &Path,
+    name: &str,
+    save: StateSaveResult,
+) {
+    let saved = match (save, persister) {
+        (Ok(None), _) => Ok(()),
+        (Ok(Some(save)), Some(p)) => {
+            p.save(name, save);
+            Ok(())
+        }
+        (Ok(Some(save)), None) => crate::state::write_save(dir, name, &save),
+        (Err(e), _) => Err(e),
     };
     if let Err(e) = saved {
         error!(rule = %name, "cannot save alert state: {e}");

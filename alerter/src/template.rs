@@ -279,33 +279,31 @@ pub fn kind_str(k: EventKind) -> &'static str {
 
 /// Kapacitor's `Group`: `k=v,k2=v2` of the tags in key order, or `nil` without tags.
 pub fn group(tags: &BTreeMap<String, String>) -> String {
-    if tags.is_empty() {
-        return "nil".into();
-    }
-    let mut s = String::new();
-    for (i, (k, v)) in tags.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(k);
-        s.push('=');
-        s.push_str(v);
-    }
-    s
+    key_values(tags, "nil", ",", |s, v| s.push_str(v))
 }
 
 fn fields_summary(fields: &BTreeMap<String, Value>) -> String {
-    if fields.is_empty() {
-        return "none".into();
+    key_values(fields, "none", ", ", |s, v| write_value(s, v, None))
+}
+
+/// `k=v` of each entry in key order, joined by `sep`; `empty` when there is none.
+fn key_values<V>(
+    map: &BTreeMap<String, V>,
+    empty: &str,
+    sep: &str,
+    mut value: impl FnMut(&mut String, &V),
+) -> String {
+    if map.is_empty() {
+        return empty.into();
     }
     let mut s = String::new();
-    for (i, (k, v)) in fields.iter().enumerate() {
+    for (i, (k, v)) in map.iter().enumerate() {
         if i > 0 {
-            s.push_str(", ");
+            s.push_str(sep);
         }
         s.push_str(k);
         s.push('=');
-        write_value(&mut s, v, None);
+        value(&mut s, v);
     }
     s
 }
@@ -424,6 +422,13 @@ mod tests {
         Template::parse(src).expect("template parses").render(d)
     }
 
+    /// Each `(template, expected)` renders as expected over `d`.
+    fn renders_all(d: &TemplateData, cases: &[(&str, &str)]) {
+        for (src, want) in cases {
+            assert_eq!(render(src, d), *want, "{src}");
+        }
+    }
+
     #[test]
     fn placeholders_resolve_builtins_tags_and_fields() {
         let t = tags(&[("host", "web1"), ("cpu", "cpu-total")]);
@@ -437,27 +442,26 @@ mod tests {
         d.duration = Duration::from_secs(330);
         d.time_ns = 1_795_000_000_123_000_000;
         d.kind = Some(EventKind::Alert);
-        assert_eq!(
-            render("{{host}}: CPU {{value:.1}}% busy is {{level}}", &d),
-            "web1: CPU 93.5% busy is CRITICAL"
-        );
-        assert_eq!(
-            render("{{tags.cpu}} {{fields.count:.2}} {{ count }}", &d),
-            "cpu-total 7.00 7"
-        );
-        assert_eq!(
-            render("{{rule}}:{{group}}", &d),
-            "cpu_high:cpu=cpu-total,host=web1"
-        );
-        assert_eq!(
-            render("{{duration}} {{previous_level}} {{kind}}", &d),
-            "5m30s WARNING alert"
-        );
-        assert_eq!(render("{{time}}", &d), "2026-11-18T11:06:40Z");
-        assert_eq!(render("{{nope}} {{message}}", &d), "<no value> <no value>");
-        assert_eq!(
-            render("no placeholders }} here", &d),
-            "no placeholders }} here"
+        renders_all(
+            &d,
+            &[
+                (
+                    "{{host}}: CPU {{value:.1}}% busy is {{level}}",
+                    "web1: CPU 93.5% busy is CRITICAL",
+                ),
+                (
+                    "{{tags.cpu}} {{fields.count:.2}} {{ count }}",
+                    "cpu-total 7.00 7",
+                ),
+                ("{{rule}}:{{group}}", "cpu_high:cpu=cpu-total,host=web1"),
+                (
+                    "{{duration}} {{previous_level}} {{kind}}",
+                    "5m30s WARNING alert",
+                ),
+                ("{{time}}", "2026-11-18T11:06:40Z"),
+                ("{{nope}} {{message}}", "<no value> <no value>"),
+                ("no placeholders }} here", "no placeholders }} here"),
+            ],
         );
     }
 
@@ -469,17 +473,22 @@ mod tests {
         f.insert("s".to_string(), Value::Str("text".into()));
         f.insert("b".to_string(), Value::Bool(true));
         let d = TemplateData::new("r", &t, &f);
-        assert_eq!(
-            render("{{level}} {{tags.level}} {{x}} {{fields.x}}", &d),
-            "OK tag-level tag-x field-x"
-        );
-        assert_eq!(
-            render("{{s:.2}} {{b:.1}} {{id}} {{tags.nope}}", &d),
-            "text true <no value> <no value>"
-        );
-        assert_eq!(
-            render("{{fields}} / {{tags}}", &d),
-            "b=true, s=text, x=field-x / level=tag-level,x=tag-x"
+        renders_all(
+            &d,
+            &[
+                (
+                    "{{level}} {{tags.level}} {{x}} {{fields.x}}",
+                    "OK tag-level tag-x field-x",
+                ),
+                (
+                    "{{s:.2}} {{b:.1}} {{id}} {{tags.nope}}",
+                    "text true <no value> <no value>",
+                ),
+                (
+                    "{{fields}} / {{tags}}",
+                    "b=true, s=text, x=field-x / level=tag-level,x=tag-x",
+                ),
+            ],
         );
     }
 

@@ -3,68 +3,27 @@
 //! guarded action → settle → verify → one report through a real log notifier → audit log),
 //! with injected tag values that must never run.
 
-use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use wk_alerter::actions::engine::{Engine, RuleEntry};
 use wk_alerter::actions::rule::ActionRule;
-use wk_alerter::actions::{ActionsConfig, Args, Ctx, RawArg};
+use wk_alerter::actions::{ActionsConfig, Ctx, RawArg};
 use wk_alerter::model::{AlertEvent, Level, RuleSettings};
 use wk_alerter::notify::Router;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A python listener on `port` (the "squatter"), once it listens.
-fn listener(port: u16) -> Child {
-    let child = Command::new("python3")
-        .args([
-            "-c",
-            "import socket,sys,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',int(sys.argv[1])))\ns.listen()\ntime.sleep(600)",
-            &port.to_string(),
-        ])
-        .spawn()
-        .unwrap();
-    wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    child
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("condition not met in 10s");
-}
-
-fn args(one: &[(&str, &str)], lists: &[(&str, &[&str])]) -> Args {
-    Args {
-        one: one
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        lists: lists
-            .iter()
-            .map(|(k, v)| ((*k).into(), v.iter().map(|s| (*s).to_owned()).collect()))
-            .collect(),
-    }
-}
+use crate::common::procs::{
+    action, http_server_argv, http_server_pattern, kill_matching, listener, probe_until, reap,
+    spawn, wait_listening,
+};
+use crate::common::wait::poll_until_async;
+use wk_core::testing::free_port;
 
 #[tokio::test]
 async fn free_port_names_and_stops_the_real_holder() {
     let port = free_port();
     let mut squatter = listener(port);
-    let spec = wk_alerter::actions::find("free_port").unwrap();
-    let a = (spec.build)(&args(&[("port", &port.to_string())], &[]));
+    let a = action("free_port", &[("port", &port.to_string())], &[]);
     let ctx = Ctx::local();
     let done = a.run(&ctx).await;
     assert!(done.ok, "{done:?}");
@@ -85,46 +44,25 @@ async fn free_port_names_and_stops_the_real_holder() {
 #[tokio::test]
 async fn restart_process_restarts_a_real_server() {
     let port = free_port();
-    let mut old = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let port_s = port.to_string();
+    let start = http_server_argv(&port_s);
+    let mut old = spawn(&start);
+    wait_listening(port);
     // A decoy whose command line contains the server's, but does not start with it: the
     // anchored regular expression (matched against the whole command line, as pgrep -f)
     // leaves it alone. A substring match stopped it too.
-    let mut decoy = Command::new("python3")
-        .args([
-            "-c",
-            "import time; time.sleep(60)",
-            &format!("python3 -m http.server --bind 127.0.0.1 {port}"),
-        ])
-        .spawn()
-        .unwrap();
-    // (`python3` may run as its full path: a pyenv shim execs the real one.)
-    let pattern = format!(r"^(\S*/)?python3 -m http\.server --bind 127\.0\.0\.1 {port}$");
-    let port_s = port.to_string();
-    let start: Vec<&str> = vec![
+    let mut decoy = spawn(&[
         "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        "127.0.0.1",
-        &port_s,
-    ];
-    let spec = wk_alerter::actions::find("restart_process").unwrap();
-    let a = (spec.build)(&args(
+        "-c",
+        "import time; time.sleep(60)",
+        &start.join(" "),
+    ]);
+    let pattern = http_server_pattern(port);
+    let a = action(
+        "restart_process",
         &[("pattern", &pattern), ("port", &port_s)],
         &[("start", &start)],
-    ));
+    );
     let ctx = Ctx::local();
     let done = a.run(&ctx).await;
     assert!(done.ok, "{done:?}");
@@ -140,25 +78,13 @@ async fn restart_process_restarts_a_real_server() {
     );
     assert!(done.did.contains("started"), "{}", done.did);
     assert!(decoy.try_wait().unwrap().is_none(), "the decoy still runs");
-    let _ = decoy.kill();
-    let _ = decoy.wait();
+    reap(decoy);
     old.wait().unwrap();
-    // The new server needs a moment to listen (longer on a loaded machine).
-    let mut probe = a.probe(&ctx).await;
-    for _ in 0..60 {
-        if probe.healthy == Some(true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        probe = a.probe(&ctx).await;
-    }
+    let pause = Duration::from_millis(250);
+    let probe = probe_until(&*a, &ctx, 60, pause, |p| p.healthy == Some(true)).await;
     assert_eq!(probe.healthy, Some(true), "{probe:?}");
     assert!(probe.after.contains("answers"), "{}", probe.after);
-    // Clean up the started server.
-    let re = regex::Regex::new(&pattern).unwrap();
-    for p in wk_alerter::actions::restart_process::matching(std::path::Path::new("/proc"), &re) {
-        kill(p.pid);
-    }
+    kill_matching(&pattern); // the started server
 }
 
 /// A start that dies at once (the port is taken) is reported with its exit status and the
@@ -168,19 +94,16 @@ async fn a_start_that_dies_reports_its_exit_status_and_stderr() {
     let nonce = format!("wk-dies-at-once-{}", std::process::id());
     let script = "echo 'OSError: [Errno 98] Address already in use' >&2; exit 3";
     let start: Vec<&str> = vec!["sh", "-c", script, &nonce];
-    let spec = wk_alerter::actions::find("restart_process").unwrap();
-    let a = (spec.build)(&args(&[("pattern", &nonce)], &[("start", &start)]));
+    let a = action(
+        "restart_process",
+        &[("pattern", &nonce)],
+        &[("start", &start)],
+    );
     let ctx = Ctx::local();
     let done = a.run(&ctx).await;
     assert!(done.ok && done.did.contains("started"), "{done:?}");
-    let mut probe = a.probe(&ctx).await;
-    for _ in 0..40 {
-        if probe.exit_status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        probe = a.probe(&ctx).await;
-    }
+    let pause = Duration::from_millis(100);
+    let probe = probe_until(&*a, &ctx, 40, pause, |p| p.exit_status.is_some()).await;
     assert_eq!(probe.exit_status, Some(3), "{probe:?}");
     assert_eq!(probe.healthy, Some(false), "{probe:?}");
     assert!(probe.stderr.contains("Address already in use"), "{probe:?}");
@@ -190,17 +113,19 @@ async fn a_start_that_dies_reports_its_exit_status_and_stderr() {
     let nonce = format!("wk-daemonizes-{}", std::process::id());
     let script = format!("sh -c 'sleep 30; : {nonce}' >/dev/null 2>&1 & exit 0");
     let start: Vec<&str> = vec!["sh", "-c", &script];
-    let a = (spec.build)(&args(&[("pattern", &nonce)], &[("start", &start)]));
+    let a = action(
+        "restart_process",
+        &[("pattern", &nonce)],
+        &[("start", &start)],
+    );
     assert!(a.run(&ctx).await.ok);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let probe = a.probe(&ctx).await;
     assert_eq!(probe.healthy, Some(true), "{probe:?}");
     assert_eq!(probe.exit_status, None, "{probe:?}");
-    let _ = Command::new("pkill").args(["-f", &nonce]).status();
-}
-
-fn kill(pid: i32) {
-    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &nonce])
+        .status();
 }
 
 fn event(tags: &[(&str, &str)]) -> AlertEvent {
@@ -231,37 +156,13 @@ fn read_lines(p: &std::path::Path) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn alert_to_guarded_action_to_one_report_and_audit_line() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("notify.log");
-    let (plan, _) = wk_alerter::notify::load_str(
-        "wk.conf",
-        &format!("[[notifiers.log]]\nname = \"log\"\nfile = {log:?}\n"),
-        &|_| None,
-    )
-    .unwrap();
-    let router = Router::start(plan);
-    let engine = Engine::new(
-        ActionsConfig::default(),
-        dir.path().into(),
-        router.clone(),
-        None,
-    );
-    let mut a = ActionRule {
-        action: "free_port".into(),
+    let (router, [log]) = log_router(dir.path(), ["log"]);
+    let squat = ActionRule {
         settle: Duration::from_millis(300),
         after: Duration::ZERO,
-        ..ActionRule::default()
+        ..free_port_action()
     };
-    a.args
-        .insert("port".into(), RawArg::One("{{tags.port}}".into()));
-    engine.set_rules([RuleEntry {
-        settings: RuleSettings {
-            name: "squat".into(),
-            notify: vec!["log".into()],
-            actions: vec![a],
-            ..RuleSettings::default()
-        },
-        rule: None,
-    }]);
+    let engine = squat_engine(dir.path(), ActionsConfig::default(), &router, squat);
     let port = free_port();
     let mut squatter = listener(port);
     let marker = dir.path().join("X");
@@ -270,10 +171,7 @@ async fn alert_to_guarded_action_to_one_report_and_audit_line() {
     bad.id = "squat:bad".into();
     engine.handle(&[bad]);
     engine.handle(&[event(&[("port", &port.to_string())])]);
-    let start = Instant::now();
-    while engine.results().len() < 2 && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until_async(SECS_20, PAUSE, || engine.results().len() >= 2).await;
     router.flush().await;
     let results = engine.results();
     assert_eq!(results.len(), 2, "{results:?}");
@@ -308,12 +206,57 @@ async fn alert_to_guarded_action_to_one_report_and_audit_line() {
     assert_eq!(audit.len(), 2);
 }
 
-fn guard_started(engine: &Engine, host: &str) -> bool {
-    engine
-        .guard()
-        .targets
+/// Waits (10 s at most) until the engine's guard counts an attempt on `host`.
+async fn started(engine: &Engine, host: &str) {
+    poll_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
+        engine
+            .guard()
+            .targets
+            .iter()
+            .any(|(k, t)| k.starts_with(&format!("{host}|")) && !t.attempts.is_empty())
+    })
+    .await;
+}
+
+const SECS_20: Duration = Duration::from_secs(20);
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// A router with one log notifier per name of `names`, writing to `dir/NAME.log`; the files.
+fn log_router<const N: usize>(dir: &Path, names: [&str; N]) -> (Router, [PathBuf; N]) {
+    let files = names.map(|n| dir.join(format!("{n}.log")));
+    let toml: String = names
         .iter()
-        .any(|(k, t)| k.starts_with(&format!("{host}|")) && !t.attempts.is_empty())
+        .zip(&files)
+        .map(|(n, f)| format!("[[notifiers.log]]\nname = \"{n}\"\nfile = {f:?}\n"))
+        .collect();
+    let (plan, _) = wk_alerter::notify::load_str("wk.conf", &toml, &|_| None).unwrap();
+    (Router::start(plan), files)
+}
+
+/// `free_port` on the port in the alert's `port` tag.
+fn free_port_action() -> ActionRule {
+    let mut a = ActionRule {
+        action: "free_port".into(),
+        ..ActionRule::default()
+    };
+    a.args
+        .insert("port".into(), RawArg::One("{{tags.port}}".into()));
+    a
+}
+
+/// An engine (audit log in `dir`) whose rule `squat`, notifying `log`, runs `action`.
+fn squat_engine(dir: &Path, config: ActionsConfig, router: &Router, action: ActionRule) -> Engine {
+    let engine = Engine::new(config, dir.into(), router.clone(), None);
+    engine.set_rules([RuleEntry {
+        settings: RuleSettings {
+            name: "squat".into(),
+            notify: vec!["log".into()],
+            actions: vec![action],
+            ..RuleSettings::default()
+        },
+        rule: None,
+    }]);
+    engine
 }
 
 fn svc_point(host: &str, up: f64, time: i64) -> wk_core::metric::Metric {
@@ -373,14 +316,9 @@ fn check() {
         engine.handle(&[e]);
     }
     // The action "fixes" localhost: once it started, the data says the service is up.
-    let start = Instant::now();
-    while !guard_started(&engine, "localhost") && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    started(&engine, "localhost").await;
     data.push(&svc_point("localhost", 1.0, wk_alerter::clock::now_ns()));
-    while engine.results().len() < 2 && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until_async(SECS_20, PAUSE, || engine.results().len() >= 2).await;
     let results = engine.results();
     let by_host = |h: &str| results.iter().find(|r| r.host == h).unwrap().clone();
     let (fixed, broken) = (by_host("localhost"), by_host("web2"));
@@ -400,64 +338,35 @@ fn check() {
 /// event was silenced too, and nothing was written to InfluxDB.)
 #[tokio::test]
 async fn records_reach_influxdb_and_record_notifiers_inside_a_silence() {
-    use wk_alerter::actions::record::RecordTarget;
+    use wk_alerter::actions::config::RecordOptions;
     use wk_alerter::notify::silence::Silence;
     let Some(db) = crate::common::influxd::Influxd::start() else {
         return;
     };
     db.create_database("wk");
     let dir = tempfile::tempdir().unwrap();
-    let (ops, rec) = (dir.path().join("ops.log"), dir.path().join("rec.log"));
-    let (plan, _) = wk_alerter::notify::load_str(
-        "wk.conf",
-        &format!(
-            "[[notifiers.log]]\nname = \"log\"\nfile = {ops:?}\n[[notifiers.log]]\nname = \"rec\"\nfile = {rec:?}\n"
-        ),
-        &|_| None,
-    )
-    .unwrap();
-    let router = Router::start(plan);
-    let engine = Engine::new(
-        ActionsConfig {
-            record: vec!["rec".into()],
-            record_target: Some(RecordTarget {
-                url: db.url.clone(),
-                database: "wk".into(),
-                retention_policy: String::new(),
-                measurement: "wk_actions".into(),
-                username: String::new(),
-                password: String::new(),
-                token: String::new(),
-            }),
-            ..ActionsConfig::default()
+    let (router, [ops, rec]) = log_router(dir.path(), ["log", "rec"]);
+    let mut config = ActionsConfig {
+        record: vec!["rec".into()],
+        record_options: RecordOptions {
+            url: db.url.clone(),
+            database: "wk".into(),
+            measurement: "wk_actions".into(),
+            ..RecordOptions::default()
         },
-        dir.path().into(),
-        router.clone(),
-        None,
-    );
-    let mut a = ActionRule {
-        action: "free_port".into(),
-        settle: Duration::from_secs(2),
-        ..ActionRule::default()
+        ..ActionsConfig::default()
     };
-    a.args
-        .insert("port".into(), RawArg::One("{{tags.port}}".into()));
-    engine.set_rules([RuleEntry {
-        settings: RuleSettings {
-            name: "squat".into(),
-            notify: vec!["log".into()],
-            actions: vec![a],
-            ..RuleSettings::default()
-        },
-        rule: None,
-    }]);
+    config.resolve_record(None);
+    let squat = ActionRule {
+        settle: Duration::from_secs(2),
+        ..free_port_action()
+    };
+    let engine = squat_engine(dir.path(), config, &router, squat);
     let port = free_port();
     let mut squatter = listener(port);
     engine.handle(&[event(&[("port", &port.to_string())])]);
     let start = Instant::now();
-    while !guard_started(&engine, "") && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    started(&engine, "").await;
     // Maintenance starts while the action settles.
     router.set_silences(vec![Silence {
         matchers: vec![],
@@ -465,9 +374,7 @@ async fn records_reach_influxdb_and_record_notifiers_inside_a_silence() {
         ends: i64::MAX,
         comment: "maintenance".into(),
     }]);
-    while engine.results().is_empty() && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until_async(SECS_20, PAUSE, || !engine.results().is_empty()).await;
     squatter.wait().unwrap();
     router.flush().await;
     assert!(engine.results()[0].recovered, "{:?}", engine.results());

@@ -2,10 +2,14 @@
 //! stream mode, reloads and stops through its control channel; `replay` and the `test`
 //! command report evaluations that fail.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use wk_alerter::app::{self, Control};
+
+use crate::common::alerter::{crit_rule, event_at, write_alerter_conf};
+use crate::common::wait::poll_until_async;
 
 const GOOD_RULE: &str = r#"
 rule(#{ every: "1s" });
@@ -34,40 +38,69 @@ fn stream_config(dir: &std::path::Path, token: &str) -> std::path::PathBuf {
 async fn the_daemon_runs_reloads_and_stops_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let conf = stream_config(dir.path(), "s3cret-token-for-tests");
-    let no_env = |_: &str| None;
-    let cfg = app::load_config(&conf, &no_env).expect("config loads");
-    let (tx, rx) = mpsc::channel(4);
-    let path = conf.clone();
-    let running = tokio::spawn(async move { app::run(&path, cfg, |_: &str| None, rx).await });
+    let daemon = Daemon::start(&conf);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A broken config on reload is refused; the daemon keeps running.
     std::fs::write(&conf, "[alerter\n").unwrap();
-    tx.send(Control::Reload).await.unwrap();
+    daemon.tx.send(Control::Reload).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        !running.is_finished(),
+        !daemon.running.is_finished(),
         "a bad reload must not stop the daemon"
     );
-    tx.send(Control::Stop).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("stops")
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    daemon.stop(Duration::from_secs(10)).await;
+}
+
+/// The daemon (`app::run`) on the config file `conf`, in a task of its own.
+struct Daemon {
+    tx: mpsc::Sender<Control>,
+    running: tokio::task::JoinHandle<Result<(), app::StartError>>,
+}
+
+impl Daemon {
+    fn start(conf: &Path) -> Daemon {
+        let cfg = app::load_config(conf, &|_: &str| None).expect("config loads");
+        let (tx, rx) = mpsc::channel(4);
+        let path = conf.to_owned();
+        let running = tokio::spawn(async move { app::run(&path, cfg, |_: &str| None, rx).await });
+        Daemon { tx, running }
+    }
+
+    /// Tells it to stop; fails the test unless it stops cleanly `within`.
+    async fn stop(self, within: Duration) {
+        self.tx.send(Control::Stop).await.unwrap();
+        let result = tokio::time::timeout(within, self.running)
+            .await
+            .expect("stops")
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
+
+/// Writes `rule` (Rhai) and `data` (line protocol) to files in `dir`; their paths.
+fn rule_and_data(dir: &Path, rule: &str, data: &str) -> (PathBuf, PathBuf) {
+    let paths = (dir.join("rule.rhai"), dir.join("data.lp"));
+    std::fs::write(&paths.0, rule).unwrap();
+    std::fs::write(&paths.1, data).unwrap();
+    paths
+}
+
+/// `wk-alerter test RULE --data DATA`.
+fn test_command(rule: &Path, data: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"));
+    c.arg("test").arg(rule).arg("--data").arg(data);
+    c
 }
 
 #[test]
 fn replay_reports_failed_evaluations_and_test_exits_non_zero_when_all_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let rule = dir.path().join("broken.rhai");
     // Loads, then fails at every evaluation (arithmetic on `()`).
-    std::fs::write(
-        &rule,
+    let (rule, data) = rule_and_data(
+        dir.path(),
         "rule(#{ every: \"10s\" });\nfn check() { let s = query(\"m\").field(\"v\").range(\"1m\").last().run(); let n = (); n + 1; s }\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data.lp");
-    std::fs::write(&data, "m v=1 1000000000\nm v=2 21000000000\n").unwrap();
+        "m v=1 1000000000\nm v=2 21000000000\n",
+    );
     let r = app::load_rule(&rule, None).unwrap();
     let points = wk_core::lineproto::parse(&std::fs::read_to_string(&data).unwrap(), 0).unwrap();
     let steps = app::replay(&r, &points, Duration::ZERO);
@@ -75,13 +108,7 @@ fn replay_reports_failed_evaluations_and_test_exits_non_zero_when_all_fail() {
     assert!(steps.iter().all(|s| s.failure.is_some()), "{steps:?}");
 
     // Regression: `wk-alerter test` printed "0 events" and exited 0.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-        .arg("test")
-        .arg(&rule)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = test_command(&rule, &data).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("every evaluation failed"), "{stderr}");
@@ -217,23 +244,15 @@ fn an_unknown_notifier_is_reported_at_its_line_and_column() {
 fn test_command_stops_quietly_when_stdout_closes() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let rule = dir.path().join("r.rhai");
-    std::fs::write(
-        &rule,
+    let lp: String = (0..3000)
+        .map(|h| format!("m,host=h{h} v=1 1000000000\n"))
+        .collect();
+    let (rule, data) = rule_and_data(
+        dir.path(),
         "rule(#{ every: \"10s\" });\nfn check() {\n  let s = query(\"m\").field(\"v\").last().group_by(\"host\").run();\n  for x in s { x.crit(x.value > 0.5); }\n  s\n}\n",
-    )
-    .unwrap();
-    let mut lp = String::new();
-    for h in 0..3000 {
-        lp += &format!("m,host=h{h} v=1 1000000000\n");
-    }
-    let data = dir.path().join("d.lp");
-    std::fs::write(&data, lp).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-        .arg("test")
-        .arg(&rule)
-        .arg("--data")
-        .arg(&data)
+        &lp,
+    );
+    let mut child = test_command(&rule, &data)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -297,12 +316,7 @@ fn threshold_hysteresis_through_the_state_machine() {
     )
     .unwrap();
     let values = [81.0, 77.0, 74.0, 92.0, 87.0, 84.0, 79.0, 76.0, 74.0];
-    let lp: String = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("cpu,host=a v={v} {}\n", NOW + i as i64 * S))
-        .collect();
-    let points = wk_core::lineproto::parse(&lp, 0).unwrap();
+    let points = crate::common::alerter::points("cpu,host=a v", &values, NOW, S);
     let got: Vec<_> = app::replay(&rule, &points, Duration::ZERO)
         .into_iter()
         .flat_map(|step| step.events)
@@ -343,43 +357,16 @@ fn post_write(port: u16, token: &str, body: &str) -> String {
 async fn a_restart_in_stream_mode_keeps_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let token = "s3cret-token-for-tests";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    let events = dir.path().join("events.jsonl");
-    let conf = dir.path().join("alerter.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n\
-             [stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{token}\"\n  window = \"1h\"\n\
-             [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
-            rules.display().to_string(),
-            dir.path().join("state").display().to_string(),
-            events.display().to_string(),
+    let port = wk_core::testing::free_port();
+    let (conf, events) = write_alerter_conf(
+        dir.path(),
+        &format!(
+            "[stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{token}\"\n  window = \"1h\"\n"
         ),
-    )
-    .unwrap();
-    let start = || {
-        let cfg = app::load_config(&conf, &|_: &str| None).expect("config loads");
-        let (tx, rx) = mpsc::channel(4);
-        let path = conf.clone();
-        let running = tokio::spawn(async move { app::run(&path, cfg, |_: &str| None, rx).await });
-        (tx, running)
-    };
-    type Running = tokio::task::JoinHandle<Result<(), app::StartError>>;
-    let stop = |tx: mpsc::Sender<Control>, running: Running| async move {
-        tx.send(Control::Stop).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(20), running)
-            .await
-            .expect("stops")
-            .unwrap();
-        assert!(r.is_ok(), "{r:?}");
-    };
+    );
+    let rules = dir.path().join("rules");
+    let start = || Daemon::start(&conf);
+    let stop = |d: Daemon| d.stop(Duration::from_secs(20));
     let listening = move || {
         let t0 = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -389,7 +376,7 @@ async fn a_restart_in_stream_mode_keeps_the_window() {
     };
 
     // First run: no rule yet; points of two hosts, some minutes old, over several chunks.
-    let (tx, running) = start();
+    let daemon = start();
     tokio::task::spawn_blocking(listening).await.unwrap();
     let now = wk_alerter::clock::now_ns();
     let mut body = String::new();
@@ -402,7 +389,7 @@ async fn a_restart_in_stream_mode_keeps_the_window() {
         .await
         .unwrap();
     assert!(status.contains("204"), "{status}");
-    stop(tx, running).await;
+    stop(daemon).await;
     let snap = dir
         .path()
         .join("state")
@@ -410,33 +397,16 @@ async fn a_restart_in_stream_mode_keeps_the_window() {
     assert!(snap.exists(), "the window is saved at stop");
 
     // Second run: a rule over the last 15 minutes, and no new write.
-    std::fs::write(
-        rules.join("mem.rhai"),
-        r#"
-rule(#{ every: "1s", notify: ["log"], message: "{{host}} {{value}}" });
-
-fn check() {
-    let mem = query("mem").field("used_percent").range("15m").max().group_by("host").run();
-    for s in mem {
-        s.crit(s.value > 50.0);
-    }
-    mem
-}
-"#,
-    )
-    .unwrap();
-    let (tx, running) = start();
-    let fired = || {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|e| e["rule"] == "mem" && e["level"] == "CRITICAL")
-    };
-    let t0 = std::time::Instant::now();
-    while fired().is_none() && t0.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mem_rule = crit_rule(
+        r#"every: "1s", notify: ["log"], message: "{{host}} {{value}}""#,
+        r#"query("mem").field("used_percent").range("15m").max().group_by("host")"#,
+        "s.value > 50.0",
+    );
+    std::fs::write(rules.join("mem.rhai"), mem_rule).unwrap();
+    let daemon = start();
+    let fired = || event_at(&events, "mem", "CRITICAL");
+    let (within, pause) = (Duration::from_secs(30), Duration::from_millis(100));
+    poll_until_async(within, pause, || fired().is_some()).await;
     let event = fired().expect("the rule sees the points written before the restart");
     assert_eq!(event["tags"]["host"], "a", "{event}");
     // The newest point of host a, written before the restart.
@@ -444,15 +414,15 @@ fn check() {
         event["message"].as_str().unwrap().starts_with("a 90.299"),
         "{event}"
     );
-    stop(tx, running).await;
+    stop(daemon).await;
 
     // A damaged snapshot: a clear warning, an empty window, and the daemon runs.
     std::fs::write(&snap, b"WKWINDOW\x01 not a window").unwrap();
-    let (tx, running) = start();
+    let daemon = start();
     tokio::task::spawn_blocking(listening).await.unwrap();
-    assert!(!running.is_finished());
+    assert!(!daemon.running.is_finished());
     let mut aside = snap.clone().into_os_string();
     aside.push(".corrupt");
     assert!(std::path::Path::new(&aside).exists(), "kept aside");
-    stop(tx, running).await;
+    stop(daemon).await;
 }

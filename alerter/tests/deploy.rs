@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::alerter::json_lines as events;
 use crate::tools::on_path;
-use wk_core::testing::{KillOnDrop, git, poll_until, run_ok};
+use wk_core::testing::{KillOnDrop, free_port, git, git_repo_and_clone, poll_until, run_ok};
 
 const TOKEN: &str = "deploy-test-token";
 /// The pull interval of this test (the shipped timer's is a minute).
@@ -74,21 +75,6 @@ impl Setup {
     }
 }
 
-/// The events the log notifier wrote, one JSON object per line.
-fn events(path: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn has_event(path: &Path, rule: &str, level: &str) -> bool {
-    events(path)
-        .iter()
-        .any(|e| e["rule"] == rule && e["level"] == level)
-}
-
 #[test]
 fn a_good_push_is_live_within_one_pull_and_a_bad_one_is_refused_and_alerted() {
     for tool in ["git", "curl"] {
@@ -99,12 +85,16 @@ fn a_good_push_is_live_within_one_pull_and_a_bad_one_is_refused_and_alerted() {
     let tmp = tempfile::tempdir().unwrap();
     let (origin, checkout) = (tmp.path().join("origin"), tmp.path().join("checkout"));
     let alerts = tmp.path().join("alerts.jsonl");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let etc = tmp.path().join("etc");
+    // Whether the log notifier writes an event of `rule` at `level` within `secs` seconds.
+    let event_within = |rule: &str, level: &str, secs: u64| {
+        poll_until(Duration::from_secs(secs), || {
+            events(&alerts)
+                .iter()
+                .any(|e| e["rule"] == rule && e["level"] == level)
+        })
+    };
 
     // The repository: the alerter's config (its token from the environment, not git) and
     // the shipped deploy_refused rule, evaluated every second here.
@@ -131,17 +121,7 @@ fn a_good_push_is_live_within_one_pull_and_a_bad_one_is_refused_and_alerted() {
         shipped.replace("every: \"10s\"", "every: \"1s\""),
     )
     .unwrap();
-    git(&origin, &["init", "-q"]);
-    commit(&origin, "v1");
-    git(
-        tmp.path(),
-        &[
-            "clone",
-            "-q",
-            origin.to_str().unwrap(),
-            checkout.to_str().unwrap(),
-        ],
-    );
+    git_repo_and_clone(&origin, "v1", &checkout);
     let s = Setup {
         checkout,
         etc: etc.clone(),
@@ -220,9 +200,7 @@ fn a_good_push_is_live_within_one_pull_and_a_bad_one_is_refused_and_alerted() {
         "live after {live_after:?}, the pull interval is {PULL:?}"
     );
     assert!(
-        poll_until(Duration::from_secs(10), || has_event(
-            &alerts, "deployed", "WARNING"
-        )),
+        event_within("deployed", "WARNING", 10),
         "the pushed rule does not run: {:?}",
         events(&alerts)
     );
@@ -235,11 +213,7 @@ fn a_good_push_is_live_within_one_pull_and_a_bad_one_is_refused_and_alerted() {
     .unwrap();
     commit(&origin, "break the deployed rule");
     assert!(
-        poll_until(Duration::from_secs(20), || has_event(
-            &alerts,
-            "deploy_refused",
-            "CRITICAL"
-        )),
+        event_within("deploy_refused", "CRITICAL", 20),
         "no alert for the refused push: {:?}\nruns: {:?}",
         events(&alerts),
         runs.lock().unwrap()
@@ -280,11 +254,7 @@ fn a_good_push_is_live_within_one_pull_and_a_bad_one_is_refused_and_alerted() {
     // Rollback: revert the bad commit; the next pull deploys and the alert recovers.
     git(&origin, &["revert", "--no-edit", "HEAD"]);
     assert!(
-        poll_until(Duration::from_secs(20), || has_event(
-            &alerts,
-            "deploy_refused",
-            "OK"
-        )),
+        event_within("deploy_refused", "OK", 20),
         "the refusal alert did not recover after the revert: {:?}",
         events(&alerts)
     );

@@ -10,6 +10,8 @@ use wk_alerter::app;
 use wk_alerter::model::{EventKind, Level};
 use wk_alerter::rules::load_rule_source;
 
+use crate::common::alerter::points;
+
 const SEC: i64 = 1_000_000_000;
 /// Kapacitor's recordings start at 1971-01-01T00:00:00Z.
 const BASE: i64 = 31_536_000 * SEC;
@@ -17,12 +19,7 @@ const BASE: i64 = 31_536_000 * SEC;
 /// (kind, level, previous level) of each event of `rule` replayed over `values`, one point
 /// per second of `cpu,host=serverA value=<v>`.
 fn replay(rule: &str, values: &[f64]) -> Vec<(EventKind, Level, Level, i64)> {
-    let text: String = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("cpu,host=serverA value={v} {}\n", BASE + i as i64 * SEC))
-        .collect();
-    let points = wk_core::lineproto::parse(&text, 0).unwrap();
+    let points = points("cpu,host=serverA value", values, BASE, SEC);
     let rule = load_rule_source("kapacitor.rhai", rule).unwrap();
     app::replay(&rule, &points, Duration::ZERO)
         .into_iter()

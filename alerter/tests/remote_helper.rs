@@ -6,11 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use wk_alerter::actions::Ctx;
 use wk_alerter::actions::host::{Host, SshHost};
-use wk_alerter::actions::{Args, Ctx};
+use wk_core::testing::free_port;
+
+use crate::common::procs::{
+    action, http_server_argv, http_server_pattern, kill_matching, listener, probe_until, reap,
+    spawn, wait_listening,
+};
 
 fn helper_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wk-remote-helper")
@@ -38,52 +44,6 @@ fn lines(out: &Output) -> Vec<serde_json::Value> {
 
 fn proc_of(pid: u32) -> wk_core::procs::Process {
     wk_core::procs::get(Path::new("/proc"), pid as i32).expect("process exists")
-}
-
-fn spawn(argv: &[&str]) -> Child {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("condition not met in 10s");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A python listener on `port`, once it listens.
-fn listener(port: u16) -> Child {
-    let c = spawn(&[
-        "python3",
-        "-c",
-        "import socket,sys,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',int(sys.argv[1])))\ns.listen()\ntime.sleep(600)",
-        &port.to_string(),
-    ]);
-    wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    c
-}
-
-fn reap(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
 }
 
 #[test]
@@ -297,24 +257,10 @@ async fn actions_run_on_a_remote_host_through_sshd_and_the_helper() {
         connect_timeout: Duration::from_secs(5),
         helper: helper_path().canonicalize().unwrap(),
     });
-    let build = |name: &str, one: &[(&str, &str)], lists: &[(&str, &[&str])]| {
-        let spec = wk_alerter::actions::find(name).unwrap();
-        (spec.build)(&Args {
-            one: one
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            lists: lists
-                .iter()
-                .map(|(k, v)| ((*k).into(), v.iter().map(|s| (*s).to_owned()).collect()))
-                .collect(),
-        })
-    };
-
     // free_port names the squatter and stops it.
     let port = free_port();
     let mut squatter = listener(port);
-    let a = build("free_port", &[("port", &port.to_string())], &[]);
+    let a = action("free_port", &[("port", &port.to_string())], &[]);
     let done = a.run(&ctx).await;
     assert!(done.ok, "{done:?}\n{}", sshd.log());
     assert!(
@@ -336,18 +282,11 @@ async fn actions_run_on_a_remote_host_through_sshd_and_the_helper() {
     // the start run there.
     let port = free_port();
     let ps = port.to_string();
-    let server = [
-        "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        "127.0.0.1",
-        ps.as_str(),
-    ];
+    let server = http_server_argv(&ps);
     let mut old = spawn(&server);
-    wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let pattern = format!(r"^(\S*/)?python3 -m http\.server --bind 127\.0\.0\.1 {port}$");
-    let a = build(
+    wait_listening(port);
+    let pattern = http_server_pattern(port);
+    let a = action(
         "restart_process",
         &[("pattern", &pattern), ("port", &ps)],
         &[("start", &server)],
@@ -360,23 +299,13 @@ async fn actions_run_on_a_remote_host_through_sshd_and_the_helper() {
     );
     assert!(done.did.contains("started"), "{done:?}");
     old.wait().unwrap();
-    let mut probe = a.probe(&ctx).await;
-    for _ in 0..20 {
-        if probe.healthy == Some(true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        probe = a.probe(&ctx).await;
-    }
+    let pause = Duration::from_millis(250);
+    let probe = probe_until(&*a, &ctx, 20, pause, |p| p.healthy == Some(true)).await;
     assert_eq!(probe.healthy, Some(true), "{probe:?}");
-    let re = regex::Regex::new(&pattern).unwrap();
-    for p in wk_alerter::actions::restart_process::matching(Path::new("/proc"), &re) {
-        // SAFETY: kill(2) on the server the action started.
-        unsafe { libc::kill(p.pid, libc::SIGKILL) };
-    }
+    kill_matching(&pattern); // the started server
 
     // top_processes reports rows from the helper.
-    let a = build("top_processes", &[("by", "memory"), ("n", "3")], &[]);
+    let a = action("top_processes", &[("by", "memory"), ("n", "3")], &[]);
     let done = a.run(&ctx).await;
     assert!(done.ok, "{done:?}");
     assert_eq!(done.before.lines().count(), 4, "{}", done.before);

@@ -307,16 +307,7 @@ async fn runaway_rules_do_not_delay_a_healthy_one() {
     );
     tokio::time::sleep(Duration::from_millis(4_600)).await;
     let events = run.stop().await;
-    let healthy: Vec<i64> = events
-        .iter()
-        .filter(|e| e.rule == "z_healthy")
-        .map(|e| e.time)
-        .collect();
-    assert!(healthy.len() >= 4, "healthy rule ran at {healthy:?}");
-    assert!(
-        healthy.windows(2).all(|w| w[1] - w[0] == SEC),
-        "healthy rule skipped ticks: {healthy:?}"
-    );
+    assert_ticks(&events, "z_healthy", 4);
     let reported: Vec<&str> = events
         .iter()
         .filter(|e| e.rule == "wk_rules")
@@ -328,6 +319,22 @@ async fn runaway_rules_do_not_delay_a_healthy_one() {
             .iter()
             .all(|m| m.contains("stopped at its time limit of 500ms")),
         "{reported:#?}"
+    );
+}
+
+/// Fails the test unless `rule` ran at least `n` times, each a second after the one before
+/// (no tick skipped).
+#[track_caller]
+fn assert_ticks(events: &[AlertEvent], rule: &str, n: usize) {
+    let ran: Vec<i64> = events
+        .iter()
+        .filter(|e| e.rule == rule)
+        .map(|e| e.time)
+        .collect();
+    assert!(ran.len() >= n, "{rule} ran at {ran:?}");
+    assert!(
+        ran.windows(2).all(|w| w[1] - w[0] == SEC),
+        "{rule} skipped ticks: {ran:?}"
     );
 }
 
@@ -359,16 +366,7 @@ async fn loading_a_rule_file_does_not_delay_the_others() {
     }
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     let events = run.stop().await;
-    let healthy: Vec<i64> = events
-        .iter()
-        .filter(|e| e.rule == "healthy")
-        .map(|e| e.time)
-        .collect();
-    assert!(healthy.len() >= 5, "healthy rule ran at {healthy:?}");
-    assert!(
-        healthy.windows(2).all(|w| w[1] - w[0] == SEC),
-        "healthy rule skipped ticks: {healthy:?}"
-    );
+    assert_ticks(&events, "healthy", 5);
 }
 
 /// Regression: a rule file deleted while its alert fired left the incident open forever and

@@ -13,22 +13,13 @@ use crate::common::influxd::Influxd;
 
 use wk_core::testing::wait_for;
 
-const CPU_RULE: &str = r#"
-rule(#{
-    every: "1s",
-    notify: ["log"],
-    no_data: "keep",
-    message: "{{host}}: busy {{value:.0}} is {{level}}",
-});
-
-fn check() {
-    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
-    for s in cpu {
-        s.crit(s.value > 90.0);
-    }
-    cpu
+fn cpu_rule() -> String {
+    crate::common::alerter::crit_rule(
+        r#"every: "1s", notify: ["log"], no_data: "keep", message: "{{host}}: busy {{value:.0}} is {{level}}""#,
+        r#"query("cpu").field("busy").range("1h").last().group_by("host")"#,
+        "s.value > 90.0",
+    )
 }
-"#;
 
 /// The same query as the cpu rule, with an Error policy that notifies.
 const PROBE_RULE: &str = r#"
@@ -38,6 +29,14 @@ fn check() {
     query("cpu").field("busy").range("1h").last().group_by("host").run()
 }
 "#;
+
+/// Which events [`Setup::count`] counts: rule, kind and (when given) host.
+type Key<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// The cpu rule's events of `kind` for `host`.
+fn cpu<'a>(kind: &'a str, host: &'a str) -> Key<'a> {
+    ("cpu", kind, Some(host))
+}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -97,6 +96,33 @@ impl Setup {
             .filter(|e| e["rule"] == rule && e["kind"] == kind)
             .filter(|e| host.is_none_or(|h| e["tags"]["host"] == h))
             .count()
+    }
+
+    /// Waits until `count(rule, kind, host)` is `n`; `what` names the wait.
+    fn wait_count(&self, what: &str, (rule, kind, host): Key, n: usize) {
+        wait_for(what, T, || self.count(rule, kind, host) == n);
+    }
+
+    /// Fails the test, saying `why`, unless `count(rule, kind, host)` is `n`.
+    #[track_caller]
+    fn assert_count(&self, (rule, kind, host): Key, n: usize, why: &str) {
+        assert_eq!(self.count(rule, kind, host), n, "{why}");
+    }
+
+    /// The first event of `rule`.
+    fn first(&self, rule: &str) -> Value {
+        let events = self.events();
+        let found = events.into_iter().find(|e| e["rule"] == rule);
+        found.unwrap_or_else(|| panic!("no event of {rule}"))
+    }
+
+    /// Writes the `busy` value of each host, the cpu rule, and starts the alerter.
+    fn start_cpu(&self, busy: &[(&str, f64)]) -> Alerter {
+        for (host, value) in busy {
+            self.busy(host, *value);
+        }
+        self.rule("cpu.rhai", &cpu_rule());
+        self.start(0)
     }
 
     fn start(&self, run: usize) -> Alerter {
@@ -169,120 +195,87 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn rules_fire_recover_and_a_broken_push_keeps_the_last_good_version() {
     let Some(s) = Setup::new() else { return };
-    s.busy("web1", 95.0);
-    s.busy("web2", 10.0);
-    s.rule("cpu.rhai", CPU_RULE);
-    let a = s.start(0);
-    wait_for("web1 CRITICAL", T, || {
-        s.count("cpu", "alert", Some("web1")) == 1
-    });
+    let a = s.start_cpu(&[("web1", 95.0), ("web2", 10.0)]);
+    s.wait_count("web1 CRITICAL", cpu("alert", "web1"), 1);
     a.wait_evaluations("cpu", 2);
-    assert_eq!(s.count("cpu", "alert", Some("web2")), 0, "web2 is fine");
+    s.assert_count(cpu("alert", "web2"), 0, "web2 is fine");
 
     // A broken version is pushed: reported with file and line, the old one keeps running.
     s.rule("cpu.rhai", "rule(#{ every: \"1s\" });\nfn check( {\n");
-    wait_for("the broken-rule alert", T, || {
-        s.count("wk_rules", "alert", None) == 1
-    });
-    let broken = s
-        .events()
-        .into_iter()
-        .find(|e| e["rule"] == "wk_rules")
-        .unwrap();
+    s.wait_count("the broken-rule alert", ("wk_rules", "alert", None), 1);
+    let broken = s.first("wk_rules");
     let msg = broken["message"].as_str().unwrap();
     assert!(
         msg.contains("cpu.rhai") && msg.contains("cpu.rhai:2:"),
         "{msg}"
     );
     s.busy("web1", 5.0);
-    wait_for("web1 recovery from the last good version", T, || {
-        s.count("cpu", "recovery", Some("web1")) == 1
-    });
+    s.wait_count(
+        "web1 recovery from the last good version",
+        cpu("recovery", "web1"),
+        1,
+    );
 
     // Fixed: the rule-file alert recovers.
-    s.rule("cpu.rhai", CPU_RULE);
-    wait_for("the broken-rule recovery", T, || {
-        s.count("wk_rules", "recovery", None) == 1
-    });
+    s.rule("cpu.rhai", &cpu_rule());
+    s.wait_count(
+        "the broken-rule recovery",
+        ("wk_rules", "recovery", None),
+        1,
+    );
     a.stop();
 }
 
 #[test]
 fn a_restart_neither_repeats_a_firing_alert_nor_loses_a_recovery() {
     let Some(s) = Setup::new() else { return };
-    s.busy("web1", 95.0);
-    s.rule("cpu.rhai", CPU_RULE);
-    let a = s.start(0);
-    wait_for("web1 CRITICAL", T, || {
-        s.count("cpu", "alert", Some("web1")) == 1
-    });
+    let a = s.start_cpu(&[("web1", 95.0)]);
+    s.wait_count("web1 CRITICAL", cpu("alert", "web1"), 1);
     a.stop();
 
     // Still firing after the restart: no second notification.
     let a = s.start(1);
     a.wait_evaluations("cpu", 3);
-    assert_eq!(
-        s.count("cpu", "alert", Some("web1")),
-        1,
-        "re-notified after restart"
-    );
+    s.assert_count(cpu("alert", "web1"), 1, "re-notified after restart");
     a.stop();
 
     // Cleared while the alerter was down: exactly one recovery.
     s.busy("web1", 5.0);
     let a = s.start(2);
-    wait_for("web1 recovery", T, || {
-        s.count("cpu", "recovery", Some("web1")) == 1
-    });
+    s.wait_count("web1 recovery", cpu("recovery", "web1"), 1);
     a.wait_evaluations("cpu", 3);
-    assert_eq!(s.count("cpu", "recovery", Some("web1")), 1);
-    assert_eq!(s.count("cpu", "alert", Some("web1")), 1);
+    s.assert_count(cpu("recovery", "web1"), 1, "");
+    s.assert_count(cpu("alert", "web1"), 1, "");
     a.stop();
 }
 
 #[test]
 fn an_influxdb_outage_is_an_error_not_a_recovery_and_evaluation_resumes() {
     let Some(mut s) = Setup::new() else { return };
-    s.busy("web1", 95.0);
-    s.rule("cpu.rhai", CPU_RULE);
     s.rule("probe.rhai", PROBE_RULE);
-    let a = s.start(0);
-    wait_for("web1 CRITICAL", T, || {
-        s.count("cpu", "alert", Some("web1")) == 1
-    });
+    let a = s.start_cpu(&[("web1", 95.0)]);
+    s.wait_count("web1 CRITICAL", cpu("alert", "web1"), 1);
 
     s.db.stop();
-    wait_for("the probe's Error event", T, || {
-        s.count("probe", "error", None) == 1
-    });
+    s.wait_count("the probe's Error event", ("probe", "error", None), 1);
     a.wait_evaluations("cpu", 3);
-    assert_eq!(
-        s.count("cpu", "recovery", Some("web1")),
+    s.assert_count(
+        cpu("recovery", "web1"),
         0,
-        "false recovery during the outage"
+        "false recovery during the outage",
     );
-    assert_eq!(
-        s.count("cpu", "no_data", Some("web1")),
-        0,
-        "NoData during the outage"
-    );
-    assert_eq!(
-        s.count("probe", "error", None),
+    s.assert_count(cpu("no_data", "web1"), 0, "NoData during the outage");
+    s.assert_count(
+        ("probe", "error", None),
         1,
-        "the Error event is not repeated"
+        "the Error event is not repeated",
     );
 
     s.db.restart();
-    wait_for("the probe's recovery", T, || {
-        s.count("probe", "recovery", None) == 1
-    });
+    s.wait_count("the probe's recovery", ("probe", "recovery", None), 1);
     a.wait_evaluations("cpu", 2);
-    assert_eq!(
-        s.count("cpu", "alert", Some("web1")),
-        1,
-        "re-notified after the outage"
-    );
-    assert_eq!(s.count("cpu", "recovery", Some("web1")), 0);
+    s.assert_count(cpu("alert", "web1"), 1, "re-notified after the outage");
+    s.assert_count(cpu("recovery", "web1"), 0, "");
     a.stop();
 }
 
@@ -293,19 +286,7 @@ fn an_influxdb_outage_is_an_error_not_a_recovery_and_evaluation_resumes() {
 fn command_line_silences_mute_and_an_expired_one_sends_the_alert_once() {
     let Some(s) = Setup::new() else { return };
     let conf = s.dir.path().join("alerter.conf");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-            .arg("--config")
-            .arg(&conf)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let cli = |args: &[&str]| crate::common::alerter::cli(&conf, args);
     let (code, id, err) = cli(&[
         "silence",
         "add",
@@ -333,15 +314,10 @@ fn command_line_silences_mute_and_an_expired_one_sends_the_alert_once() {
     assert_eq!(code, Some(2));
     assert!(err.contains("not a valid regular expression"), "{err}");
 
-    s.busy("web1", 95.0);
-    s.busy("web2", 95.0);
-    s.rule("cpu.rhai", CPU_RULE);
-    let a = s.start(0);
-    wait_for("web2 CRITICAL", T, || {
-        s.count("cpu", "alert", Some("web2")) == 1
-    });
+    let a = s.start_cpu(&[("web1", 95.0), ("web2", 95.0)]);
+    s.wait_count("web2 CRITICAL", cpu("alert", "web2"), 1);
     a.wait_evaluations("cpu", 2);
-    assert_eq!(s.count("cpu", "alert", Some("web1")), 0, "silenced");
+    s.assert_count(cpu("alert", "web1"), 0, "silenced");
     let (_, list, _) = cli(&["silence", "list"]);
     assert!(
         list.contains(&id) && list.contains("active until") && list.contains("kernel upgrade"),
@@ -350,12 +326,10 @@ fn command_line_silences_mute_and_an_expired_one_sends_the_alert_once() {
 
     let (code, _, err) = cli(&["silence", "expire", &id]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for("web1 sent once the silence ended", T, || {
-        s.count("cpu", "alert", Some("web1")) == 1
-    });
+    s.wait_count("web1 sent once the silence ended", cpu("alert", "web1"), 1);
     a.wait_evaluations("cpu", 3);
-    assert_eq!(s.count("cpu", "alert", Some("web1")), 1, "sent once");
-    assert_eq!(s.count("cpu", "alert", Some("web2")), 1);
+    s.assert_count(cpu("alert", "web1"), 1, "sent once");
+    s.assert_count(cpu("alert", "web2"), 1, "");
     let (_, list, _) = cli(&["silence", "list"]);
     assert!(!list.contains(&id), "{list}");
     let (_, all, _) = cli(&["silence", "list", "--all"]);
@@ -388,25 +362,11 @@ fn a_source_outage_is_one_health_alert_and_no_nodata_storm_when_it_returns() {
     s.busy("web1", 5.0);
 
     s.db.stop();
-    wait_for("the wk_source alert", T, || {
-        s.count("wk_source", "alert", None) == 1
-    });
+    s.wait_count("the wk_source alert", ("wk_source", "alert", None), 1);
     a.wait_evaluations("fresh", 2);
-    assert_eq!(
-        s.count("wk_source", "alert", None),
-        1,
-        "one alert per outage"
-    );
-    assert_eq!(
-        s.count("fresh", "no_data", None),
-        0,
-        "NoData during the outage"
-    );
-    let alert = s
-        .events()
-        .into_iter()
-        .find(|e| e["rule"] == "wk_source")
-        .unwrap();
+    s.assert_count(("wk_source", "alert", None), 1, "one alert per outage");
+    s.assert_count(("fresh", "no_data", None), 0, "NoData during the outage");
+    let alert = s.first("wk_source");
     assert!(
         alert["message"]
             .as_str()
@@ -417,19 +377,19 @@ fn a_source_outage_is_one_health_alert_and_no_nodata_storm_when_it_returns() {
 
     // Back, but web1's agent has not re-sent yet: within the grace, no NoData.
     s.db.restart();
-    wait_for("the wk_source recovery", T, || {
-        s.count("wk_source", "recovery", None) == 1
-    });
+    s.wait_count("the wk_source recovery", ("wk_source", "recovery", None), 1);
     a.wait_evaluations("fresh", 3);
-    assert_eq!(
-        s.count("fresh", "no_data", None),
+    s.assert_count(
+        ("fresh", "no_data", None),
         0,
-        "NoData storm after the outage"
+        "NoData storm after the outage",
     );
     // The grace ends: a host that stays silent does go NoData.
-    wait_for("web1 NoData after the grace", T, || {
-        s.count("fresh", "no_data", Some("web1")) == 1
-    });
+    s.wait_count(
+        "web1 NoData after the grace",
+        ("fresh", "no_data", Some("web1")),
+        1,
+    );
     a.stop();
 }
 
@@ -438,7 +398,7 @@ fn check_reports_what_would_fire_and_broken_rules() {
     let Some(s) = Setup::new() else { return };
     s.busy("web1", 95.0);
     s.busy("web2", 10.0);
-    s.rule("cpu.rhai", CPU_RULE);
+    s.rule("cpu.rhai", &cpu_rule());
     let conf = s.dir.path().join("alerter.conf");
     let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
         .args(["--config", conf.to_str().unwrap(), "check"])
@@ -520,7 +480,7 @@ fn thirty_hosts_firing_are_one_grouped_email_from_the_running_alerter() {
     all(95.0);
     s.rule(
         "cpu.rhai",
-        &CPU_RULE.replace("notify: [\"log\"]", "notify: [\"log\", \"mail\"]"),
+        &cpu_rule().replace("notify: [\"log\"]", "notify: [\"log\", \"mail\"]"),
     );
     let a = s.start(0);
     let mails = || -> Vec<String> {
@@ -539,15 +499,13 @@ fn thirty_hosts_firing_are_one_grouped_email_from_the_running_alerter() {
         subjects.sort();
         subjects
     };
-    wait_for("30 alerts", T, || s.count("cpu", "alert", None) == 30);
+    s.wait_count("30 alerts", ("cpu", "alert", None), 30);
     wait_for("the grouped email", T, || !mails().is_empty());
     a.wait_evaluations("cpu", 3);
     assert_eq!(mails(), ["[FIRING:30] rule=cpu"]);
 
     all(10.0);
-    wait_for("30 recoveries", T, || {
-        s.count("cpu", "recovery", None) == 30
-    });
+    s.wait_count("30 recoveries", ("cpu", "recovery", None), 30);
     wait_for("the resolved email", T, || mails().len() == 2);
     a.wait_evaluations("cpu", 3);
     assert_eq!(mails(), ["[FIRING:30] rule=cpu", "[RESOLVED:30] rule=cpu"]);

@@ -17,23 +17,13 @@ const TOKEN: &str = "status-token-0123456789";
 
 /// Fires for every host whose latest `busy` is above 90, and repeats every second (so a
 /// delivery that does not come is the silence's doing).
-const CPU_RULE: &str = r#"
-rule(#{
-    every: "1s",
-    notify: ["log"],
-    repeat: "1s",
-    no_data: "keep",
-    message: "{{host}}: busy {{value:.0}} <b>is</b> {{level}}",
-});
-
-fn check() {
-    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
-    for s in cpu {
-        s.crit(s.value > 90.0);
-    }
-    cpu
+fn cpu_rule() -> String {
+    crate::common::alerter::crit_rule(
+        r#"every: "1s", notify: ["log"], repeat: "1s", no_data: "keep", message: "{{host}}: busy {{value:.0}} <b>is</b> {{level}}""#,
+        r#"query("cpu").field("busy").range("1h").last().group_by("host")"#,
+        "s.value > 90.0",
+    )
 }
-"#;
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
 fn http(
@@ -85,7 +75,7 @@ impl Alerter {
     fn start(data: &str, extra: &str) -> Alerter {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/cpu.rhai"), CPU_RULE).unwrap();
+        std::fs::write(dir.path().join("rules/cpu.rhai"), cpu_rule()).unwrap();
         let conf = format!(
             "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n  summary_interval = \"1s\"\n\
              {data}\n{extra}\n[[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n",
@@ -403,6 +393,7 @@ fn check() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    promtool_accepts(&metrics);
 
     // Silences: create, list, expire (DELETE), 404 for an unknown one.
     let (status, body) = http(
@@ -436,40 +427,29 @@ fn check() {
         "",
     );
     assert_eq!(status, 403);
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/api/v1/silences",
-        &[("Content-Type", "application/json")],
-        r#"{"matchers":[],"duration":"1h","comment":"everything"}"#,
-    );
-    assert_eq!(status, 400, "{body}");
-    // Text/plain (what a cross-site page can send without a preflight) is refused.
-    let (status, _) = http(
-        &addr,
-        "POST",
-        "/api/v1/silences",
-        &[("Content-Type", "text/plain")],
-        r#"{"matchers":["host=a"],"duration":"1h","comment":"x"}"#,
-    );
-    assert_eq!(status, 415);
+    // A silence of everything is refused; so is text/plain (what a cross-site page can send
+    // without a preflight).
+    for (content_type, silence, want) in [
+        (
+            "application/json",
+            r#"{"matchers":[],"duration":"1h","comment":"everything"}"#,
+            400,
+        ),
+        (
+            "text/plain",
+            r#"{"matchers":["host=a"],"duration":"1h","comment":"x"}"#,
+            415,
+        ),
+    ] {
+        let headers = [("Content-Type", content_type)];
+        let (status, body) = http(&addr, "POST", "/api/v1/silences", &headers, silence);
+        assert_eq!(status, want, "{content_type}: {body}");
+    }
     // DNS rebinding: a loopback listener asked under another name wants the token.
-    let (status, _) = http(
-        &addr,
-        "GET",
-        "/api/v1/alerts",
-        &[("Host", "evil.example")],
-        "",
-    );
-    assert_eq!(status, 401);
-    let (status, _) = http(
-        &addr,
-        "GET",
-        "/api/v1/alerts",
-        &[("Host", "localhost:1")],
-        "",
-    );
-    assert_eq!(status, 200);
+    for (host, want) in [("evil.example", 401), ("localhost:1", 200)] {
+        let (status, _) = http(&addr, "GET", "/api/v1/alerts", &[("Host", host)], "");
+        assert_eq!(status, want, "Host: {host}");
+    }
 
     wait_for("the summary line", T, || a.log().contains("summary: "));
     let log = a.log();
@@ -555,19 +535,7 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     let mut a = Alerter::start(&stream_section(), "");
     // The command reads the same config, told where the running alerter listens.
     let cli_conf = a.dir.path().join("cli.conf");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-            .arg("--config")
-            .arg(&cli_conf)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let cli = |args: &[&str]| crate::common::alerter::cli(&cli_conf, args);
     let conf = std::fs::read_to_string(a.conf()).unwrap();
     std::fs::write(
         &cli_conf,
@@ -633,4 +601,33 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("keeps its state in"), "{err}");
     assert!(!other.log().contains("through the API"), "{}", other.log());
+}
+
+/// Prometheus' own checker (`promtool check metrics`, Debian `prometheus`) reads `text` as
+/// valid exposition with no lint problem (families grouped, HELP and TYPE present).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        wk_core::skip!("promtool is not installed (Debian package prometheus)");
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -5,8 +5,7 @@
 //! notifier's file.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,19 +17,31 @@ use wk_alerter::config::StreamSettings;
 use wk_alerter::query::{Aggregate, Query};
 use wk_alerter::source::{MemorySource, QuerySource};
 use wk_alerter::stream::Receiver;
+use wk_core::testing::Xorshift;
 
 const TOKEN: &str = "s3cret-token";
 
+/// The tests write tiny timestamps (ns since the epoch): a window of a century keeps them.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 86400);
+
 async fn receiver(max_body_size: u64) -> (Receiver, Arc<MemorySource>) {
+    start(StreamSettings {
+        window: CENTURY,
+        max_points: 1000,
+        max_body_size,
+        ..StreamSettings::default()
+    })
+    .await
+}
+
+/// A receiver on a free loopback port taking [`TOKEN`], with `settings` otherwise, and the
+/// store it writes to.
+async fn start(settings: StreamSettings) -> (Receiver, Arc<MemorySource>) {
     let store = Arc::new(MemorySource::new());
     let settings = StreamSettings {
         listen: "127.0.0.1:0".into(),
         token: TOKEN.into(),
-        // The tests write tiny timestamps (ns since the epoch): a window of a century keeps them.
-        window: Duration::from_secs(100 * 365 * 86400),
-        max_points: 1000,
-        max_body_size,
-        ..StreamSettings::default()
+        ..settings
     };
     let r = Receiver::start(&settings, store.clone()).await.unwrap();
     (r, store)
@@ -117,6 +128,10 @@ impl Conn {
             .expect("the server closed the connection")
     }
 
+    async fn post(&mut self, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        self.request("POST", target, headers, body).await
+    }
+
     /// True when the server closed its side.
     async fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
@@ -158,8 +173,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     let mut c = Conn::open(&r).await;
     // v1, plain, Token header, ns timestamps (what wk-agent sends with content_encoding = "identity").
     let a = c
-        .request(
-            "POST",
+        .post(
             "/write?db=telegraf",
             &[AUTH],
             b"cpu,host=a busy=1 1000000000\n",
@@ -172,8 +186,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
         wk_agent::common::http::base64(b"wk:s3cret-token")
     );
     let a = c
-        .request(
-            "POST",
+        .post(
             "/write?db=telegraf",
             &[("Authorization", &basic), ("Content-Encoding", "gzip")],
             &gzip(b"cpu,host=a busy=2 2000000000\n"),
@@ -182,8 +195,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     assert_eq!(a.status, 204, "{a:?}");
     // v1, p= query parameter, seconds precision.
     let a = c
-        .request(
-            "POST",
+        .post(
             "/write?db=telegraf&u=x&p=s3cret-token&precision=s",
             &[],
             b"cpu,host=a busy=3 3\n",
@@ -192,8 +204,7 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     assert_eq!(a.status, 204, "{a:?}");
     // v2, gzip, Bearer.
     let a = c
-        .request(
-            "POST",
+        .post(
             "/api/v2/write?org=o&bucket=b&precision=ms",
             &[
                 ("Authorization", "Bearer s3cret-token"),
@@ -219,7 +230,7 @@ async fn wrong_or_missing_token_is_401_and_stores_nothing() {
         vec![("Authorization", "Bearer")],
     ] {
         let mut c = Conn::open(&r).await;
-        let a = c.request("POST", "/write?db=x", &headers, line).await;
+        let a = c.post("/write?db=x", &headers, line).await;
         assert_eq!(a.status, 401, "{headers:?}: {a:?}");
         assert_eq!(a.body, r#"{"error":"authorization failed"}"#);
         // Refused on the head: the body is not read, so the connection is not reused.
@@ -230,10 +241,10 @@ async fn wrong_or_missing_token_is_401_and_stores_nothing() {
         assert!(c.closed().await);
     }
     let mut c = Conn::open(&r).await;
-    let a = c.request("POST", "/write?db=x&p=nope", &[], line).await;
+    let a = c.post("/write?db=x&p=nope", &[], line).await;
     assert_eq!(a.status, 401);
     let mut c = Conn::open(&r).await;
-    let a = c.request("POST", "/api/v2/write", &[], line).await;
+    let a = c.post("/api/v2/write", &[], line).await;
     assert_eq!(a.status, 401);
     assert_eq!(
         a.body,
@@ -274,8 +285,7 @@ async fn ping_query_and_unknown_paths() {
     assert!(a.headers.iter().any(|(k, _)| k == "x-influxdb-version"));
     // What the agent sends before its first write.
     let a = c
-        .request(
-            "POST",
+        .post(
             "/query",
             &[AUTH, ("Content-Type", "application/x-www-form-urlencoded")],
             b"q=CREATE+DATABASE+%22telegraf%22",
@@ -298,7 +308,7 @@ async fn bodies_over_the_limit_are_413_before_and_after_gzip() {
     let (r, store) = receiver(1024).await;
     let mut c = Conn::open(&r).await;
     let big = "cpu,host=a busy=1\n".repeat(100);
-    let a = c.request("POST", "/write", &[AUTH], big.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], big.as_bytes()).await;
     assert_eq!(a.status, 413, "{a:?}");
     assert!(a.body.contains("max_body_size"), "{a:?}");
     // The unread body makes the connection unusable: the server closes it.
@@ -308,34 +318,22 @@ async fn bodies_over_the_limit_are_413_before_and_after_gzip() {
     let bomb = gzip(big.as_bytes());
     assert!(bomb.len() < 1024);
     let a = c
-        .request(
-            "POST",
-            "/write",
-            &[AUTH, ("Content-Encoding", "gzip")],
-            &bomb,
-        )
+        .post("/write", &[AUTH, ("Content-Encoding", "gzip")], &bomb)
         .await;
     assert_eq!(a.status, 413, "{a:?}");
     let a = c
-        .request(
-            "POST",
-            "/write",
-            &[AUTH, ("Content-Encoding", "gzip")],
-            b"not gzip",
-        )
+        .post("/write", &[AUTH, ("Content-Encoding", "gzip")], b"not gzip")
         .await;
     assert_eq!(a.status, 400, "{a:?}");
     let a = c
-        .request("POST", "/write", &[AUTH, ("Content-Encoding", "br")], b"x")
+        .post("/write", &[AUTH, ("Content-Encoding", "br")], b"x")
         .await;
     assert_eq!(a.status, 415, "{a:?}");
     // The body is parsed as it is decompressed: lines before the limit may be stored (here
     // one point, the same series and time). A resent batch rewrites them: no duplicates.
     assert!(store.len() <= 1);
     // A v2 client splits the batch on 413 (wk-agent's influxdb_v2 output does).
-    let a = c
-        .request("POST", "/api/v2/write", &[AUTH], big.as_bytes())
-        .await;
+    let a = c.post("/api/v2/write", &[AUTH], big.as_bytes()).await;
     assert_eq!(a.status, 413);
     assert!(a.body.contains("\"code\":\"request too large\""), "{a:?}");
 }
@@ -345,7 +343,7 @@ async fn malformed_lines_are_a_partial_write_the_agent_counts_as_rejected() {
     let (r, store) = receiver(1 << 20).await;
     let mut c = Conn::open(&r).await;
     let body = b"cpu,host=a busy=1 1\ncpu,host=a busy= 2\ncpu,host=a busy=3 3\nnofields 4\n";
-    let a = c.request("POST", "/write?db=x", &[AUTH], body).await;
+    let a = c.post("/write?db=x", &[AUTH], body).await;
     assert_eq!(a.status, 400, "{a:?}");
     let msg = wk_agent::outputs::influxdb::error_text(&a.body);
     assert!(
@@ -362,9 +360,7 @@ async fn malformed_lines_are_a_partial_write_the_agent_counts_as_rejected() {
     }
     // More bad lines than are quoted: the rest are counted in dropped=.
     let body = "x\n".repeat(30);
-    let a = c
-        .request("POST", "/write?db=x", &[AUTH], body.as_bytes())
-        .await;
+    let a = c.post("/write?db=x", &[AUTH], body.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(!a.body.contains("partial write"), "nothing stored: {a:?}");
     assert!(matches!(
@@ -382,7 +378,7 @@ async fn keep_alive_expect_continue_and_connection_close() {
     let mut c = Conn::open(&r).await;
     for i in 0..20 {
         let line = format!("m,host=a v={i} {}\n", i + 1);
-        let a = c.request("POST", "/write", &[AUTH], line.as_bytes()).await;
+        let a = c.post("/write", &[AUTH], line.as_bytes()).await;
         assert_eq!(a.status, 204);
     }
     // A refused request without a body keeps the connection too.
@@ -412,55 +408,44 @@ async fn keep_alive_expect_continue_and_connection_close() {
     assert!(c.closed().await);
 }
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        // Mix raw bytes with line-protocol and HTTP punctuation to reach deeper paths.
-        const ALPHABET: &[u8] = b" ,=\\\"\n\r\t:/?&%0123456789.eEtfiu-+#aZ\xc3\xa9\xff\x00";
-        (0..n)
-            .map(|_| {
-                let x = self.next();
-                if x.is_multiple_of(3) {
-                    (x >> 8) as u8
-                } else {
-                    ALPHABET[(x >> 8) as usize % ALPHABET.len()]
-                }
-            })
-            .collect()
-    }
+/// `n` bytes from `rng` (deterministic, so failures reproduce): raw bytes mixed with line
+/// protocol and HTTP punctuation, to reach deeper paths.
+fn garbage(rng: &mut Xorshift, n: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b" ,=\\\"\n\r\t:/?&%0123456789.eEtfiu-+#aZ\xc3\xa9\xff\x00";
+    (0..n)
+        .map(|_| {
+            let x = rng.next_u64();
+            if x.is_multiple_of(3) {
+                (x >> 8) as u8
+            } else {
+                ALPHABET[(x >> 8) as usize % ALPHABET.len()]
+            }
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn random_garbage_never_breaks_the_receiver() {
     let (r, store) = receiver(64 * 1024).await;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
     // Garbage as line protocol bodies (plain and claimed gzip) on an authorized connection.
     let mut c = Conn::open(&r).await;
     for i in 0..300 {
-        let n = (rng.next() % 400) as usize;
-        let body = rng.bytes(n);
+        let n = (rng.next_u64() % 400) as usize;
+        let body = garbage(&mut rng, n);
         let headers: &[(&str, &str)] = if i % 5 == 0 {
             &[AUTH, ("Content-Encoding", "gzip")]
         } else {
             &[AUTH]
         };
-        let a = c.request("POST", "/write?db=x", headers, &body).await;
+        let a = c.post("/write?db=x", headers, &body).await;
         assert!(matches!(a.status, 204 | 400), "{a:?}");
     }
     // Garbage as whole requests, each on its own connection.
     for _ in 0..200 {
-        let n = (rng.next() % 600) as usize;
-        let mut junk = rng.bytes(n);
-        if rng.next().is_multiple_of(2) {
+        let n = (rng.next_u64() % 600) as usize;
+        let mut junk = garbage(&mut rng, n);
+        if rng.next_u64().is_multiple_of(2) {
             let mut req = b"POST /write?p=s3cret-token HTTP/1.1\r\n".to_vec();
             req.append(&mut junk);
             junk = req;
@@ -474,7 +459,7 @@ async fn random_garbage_never_breaks_the_receiver() {
     // Still serving.
     let mut c = Conn::open(&r).await;
     assert_eq!(c.request("GET", "/ping", &[], b"").await.status, 204);
-    let a = c.request("POST", "/write", &[AUTH], b"alive v=1 1\n").await;
+    let a = c.post("/write", &[AUTH], b"alive v=1 1\n").await;
     assert_eq!(a.status, 204);
     assert!(!store.is_empty());
 }
@@ -486,10 +471,10 @@ fn at(unit: i64, now: i64) -> wk_alerter::stream::Intake {
 #[test]
 fn ingest_and_parse_survive_random_text() {
     let store = MemorySource::new();
-    let mut rng = Rng(42);
+    let mut rng = Xorshift(42);
     for _ in 0..20_000 {
-        let n = (rng.next() % 120) as usize;
-        let bytes = rng.bytes(n);
+        let n = (rng.next_u64() % 120) as usize;
+        let bytes = garbage(&mut rng, n);
         let text = String::from_utf8_lossy(&bytes);
         let got = wk_alerter::stream::ingest(&text, &at(1_000, 7), &store);
         assert!(got.errors.len() <= got.bad);
@@ -504,26 +489,8 @@ use wk_core::testing::wait_for;
 
 use crate::tools::agent_binary;
 
-/// A child process killed on drop, and the file its stderr goes to.
-pub(crate) struct Killed(pub(crate) Child, pub(crate) PathBuf);
-
-impl Killed {
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use crate::common::alerter::{Logged, crit_rule, event_at, write_agent_conf, write_alerter_conf};
+use wk_core::testing::free_port;
 
 fn ping(port: u16) -> bool {
     use std::io::Read;
@@ -545,78 +512,45 @@ fn ping(port: u16) -> bool {
 fn agent_writes_to_the_alerter_in_stream_mode_and_a_rule_fires() {
     let agent = agent_binary();
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (alerter_conf, events) = write_alerter_conf(
+        dir.path(),
+        &format!(
+            "[stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"${{WK_STREAM_TOKEN}}\"\n  window = \"10m\"\n"
+        ),
+    );
     let rules = dir.path().join("rules");
-    std::fs::create_dir(&rules).unwrap();
     // Memory used is always ≥ 0 %: this rule must fire as soon as one point arrived.
     std::fs::write(
         rules.join("mem_any.rhai"),
-        r#"
-rule(#{ every: "1s", notify: ["log"], message: "{{host}}: memory {{value:.1}}% used" });
-
-fn check() {
-    let mem = query("mem").field("used_percent").range("1m").last().group_by("host").run();
-    for s in mem {
-        s.crit(s.value >= 0.0);
-    }
-    mem
-}
-"#,
+        crit_rule(
+            r#"every: "1s", notify: ["log"], message: "{{host}}: memory {{value:.1}}% used""#,
+            r#"query("mem").field("used_percent").range("1m").last().group_by("host")"#,
+            "s.value >= 0.0",
+        ),
     )
     .unwrap();
     // cpu arrives only through the agent's influxdb_v2 output (namepass below).
     std::fs::write(
         rules.join("cpu_any.rhai"),
-        r#"
-rule(#{ every: "1s", notify: ["log"] });
-
-fn check() {
-    let cpu = query("cpu").field("usage_idle").where("cpu", "cpu-total").range("1m").last().group_by("host").run();
-    for s in cpu {
-        s.crit(s.value >= 0.0);
-    }
-    cpu
-}
-"#,
-    )
-    .unwrap();
-    let port = free_port();
-    let events = dir.path().join("events.jsonl");
-    std::fs::write(
-        dir.path().join("alerter.conf"),
-        format!(
-            "[alerter]\n  rules_dir = {rules:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n\
-             [stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"${{WK_STREAM_TOKEN}}\"\n  window = \"10m\"\n\
-             [[notifiers.log]]\n  name = \"log\"\n  file = {events:?}\n",
-            dir.path().join("state"),
+        crit_rule(
+            r#"every: "1s", notify: ["log"]"#,
+            r#"query("cpu").field("usage_idle").where("cpu", "cpu-total").range("1m").last().group_by("host")"#,
+            "s.value >= 0.0",
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("agent.conf"),
-        format!(
-            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
-             [[inputs.mem]]\n[[inputs.cpu]]\n\
-             [[outputs.influxdb]]\n  namepass = [\"mem\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
+    let agent_conf = write_agent_conf(
+        dir.path(),
+        &format!(
+            "[[outputs.influxdb]]\n  namepass = [\"mem\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  database = \"telegraf\"\n  \
              username = \"wk\"\n  password = \"${{WK_STREAM_TOKEN}}\"\n\
              [[outputs.influxdb_v2]]\n  namepass = [\"cpu\"]\n  urls = [\"http://127.0.0.1:{port}\"]\n  token = \"${{WK_STREAM_TOKEN}}\"\n  \
              organization = \"wk\"\n  bucket = \"telegraf\"\n"
         ),
-    )
-    .unwrap();
-    let token = "e2e-token-0123456789";
-    let alerter_log = dir.path().join("alerter.log");
-    let alerter = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-            .arg("--config")
-            .arg(dir.path().join("alerter.conf"))
-            .arg("run")
-            .env("WK_STREAM_TOKEN", token)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&alerter_log).unwrap())
-            .spawn()
-            .expect("start wk-alerter"),
-        alerter_log,
     );
+    let env = [("WK_STREAM_TOKEN", "e2e-token-0123456789")];
+    let alerter = Logged::alerter(&alerter_conf, &env, dir.path().join("alerter.log"));
     wait_for("the stream endpoint", Duration::from_secs(20), || {
         ping(port)
     });
@@ -625,29 +559,9 @@ fn check() {
         "the listen address is logged:\n{}",
         alerter.log()
     );
-    let agent_log = dir.path().join("agent.log");
-    let agent = Killed(
-        Command::new(&agent)
-            .arg("--config")
-            .arg(dir.path().join("agent.conf"))
-            .env("WK_STREAM_TOKEN", token)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .expect("start wk-agent"),
-        agent_log,
-    );
-    let fired = || {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|e| e["rule"] == "mem_any" && e["level"] == "CRITICAL")
-    };
-    let start = Instant::now();
-    while fired().is_none() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let agent = Logged::start(&agent, &agent_conf, &[], &env, dir.path().join("agent.log"));
+    let fired = || event_at(&events, "mem_any", "CRITICAL");
+    wk_core::testing::poll_until(Duration::from_secs(30), || fired().is_some());
     let event = fired().unwrap_or_else(|| {
         panic!(
             "no CRITICAL event from mem_any within 30 s\n--- alerter ---\n{}\n--- agent ---\n{}",
@@ -667,12 +581,7 @@ fn check() {
     wait_for(
         "cpu_any (the influxdb_v2 output's points) to fire",
         Duration::from_secs(30),
-        || {
-            std::fs::read_to_string(&events)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.contains("\"rule\":\"cpu_any\"") && l.contains("\"level\":\"CRITICAL\""))
-        },
+        || event_at(&events, "cpu_any", "CRITICAL").is_some(),
     );
     // Both outputs (v1 and v2 write APIs) delivered: no warning about database creation, no
     // write refused or failed.
@@ -687,22 +596,19 @@ fn check() {
 
 #[tokio::test]
 async fn window_and_max_points_bound_what_is_held() {
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
+    let (r, store) = start(StreamSettings {
         window: Duration::from_secs(60),
         max_points: 5,
         max_body_size: 1 << 20,
         ..StreamSettings::default()
-    };
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    })
+    .await;
     let mut c = Conn::open(&r).await;
     let now = wk_alerter::clock::now_ns();
     let s = 1_000_000_000;
     // A point older than the window is forgotten by the background pruning.
     let old = format!("m,host=b v=1 {}\n", now - 3600 * s);
-    let a = c.request("POST", "/write", &[AUTH], old.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], old.as_bytes()).await;
     assert_eq!(a.status, 204);
     let start = Instant::now();
     while !store.is_empty() && start.elapsed() < Duration::from_secs(30) {
@@ -713,7 +619,7 @@ async fn window_and_max_points_bound_what_is_held() {
     let body: String = (0..10)
         .map(|i| format!("m,host=a v={i} {}\n", now - (10 - i) * s))
         .collect();
-    let a = c.request("POST", "/write", &[AUTH], body.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], body.as_bytes()).await;
     assert_eq!(a.status, 204);
     assert_eq!(store.len(), 5);
     assert_eq!(store.dropped(), 5);
@@ -724,29 +630,18 @@ async fn window_and_max_points_bound_what_is_held() {
 /// every real point (max_points) and, never expiring, kept the hosts NoData for good.
 #[tokio::test]
 async fn points_from_the_far_future_are_refused_and_evict_nothing() {
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
-        ..StreamSettings::default()
-    };
-    assert_eq!(settings.max_points, 100_000);
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    assert_eq!(StreamSettings::default().max_points, 100_000);
+    let (r, store) = start(StreamSettings::default()).await;
     let mut c = Conn::open(&r).await;
     let now = wk_alerter::clock::now_ns();
     let real = format!("cpu,host=real busy=1 {now}\n");
-    assert_eq!(
-        c.request("POST", "/write", &[AUTH], real.as_bytes())
-            .await
-            .status,
-        204
-    );
+    assert_eq!(c.post("/write", &[AUTH], real.as_bytes()).await.status, 204);
     // 2100-01-01, in seconds.
     let flood: String = (0..100_001)
         .map(|i| format!("cpu,host=h{i} busy=9 4102444800\n"))
         .collect();
     let a = c
-        .request("POST", "/write?precision=s", &[AUTH], flood.as_bytes())
+        .post("/write?precision=s", &[AUTH], flood.as_bytes())
         .await;
     assert_eq!(a.status, 400, "{a:?}");
     let msg = wk_agent::outputs::influxdb::error_text(&a.body);
@@ -769,7 +664,7 @@ async fn points_from_the_far_future_are_refused_and_evict_nothing() {
         now + 60_000_000_000,
         now + 3_600_000_000_000
     );
-    let a = c.request("POST", "/write", &[AUTH], soon.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], soon.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(a.body.contains("dropped=1"), "{a:?}");
     assert!(matches!(
@@ -782,24 +677,21 @@ async fn points_from_the_far_future_are_refused_and_evict_nothing() {
 /// The window is bounded by bytes (issue 15 item 6): strings allowed up to 2 MiB, 8 MiB held.
 #[tokio::test]
 async fn max_bytes_bounds_the_window_by_memory() {
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
-        window: Duration::from_secs(100 * 365 * 86400),
+    let (r, store) = start(StreamSettings {
+        window: CENTURY,
         max_body_size: 64 << 20,
         max_string_size: 2 << 20,
         max_bytes: 8 << 20,
         ..StreamSettings::default()
-    };
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    })
+    .await;
     let mut c = Conn::open(&r).await;
     let big = "s".repeat(1 << 20);
     // Distinct strings: one equal to the previous costs a bit.
     let body: String = (1..=20)
         .map(|t| format!("log,host=a msg=\"{t:02}{}\" {t}\n", &big[2..]))
         .collect();
-    let a = c.request("POST", "/write", &[AUTH], body.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], body.as_bytes()).await;
     assert_eq!(a.status, 204, "{a:?}");
     assert!(store.bytes() <= 8 << 20, "{}", store.bytes());
     // The newest seven 1 MiB points fit; the oldest were dropped and counted.
@@ -808,7 +700,7 @@ async fn max_bytes_bounds_the_window_by_memory() {
     assert_eq!(store.dropped(), 13);
     // Over max_string_size: the line is refused, quoted with the reason.
     let huge = format!("log,host=a msg=\"{}\" 21\n", "s".repeat((2 << 20) + 1));
-    let a = c.request("POST", "/write", &[AUTH], huge.as_bytes()).await;
+    let a = c.post("/write", &[AUTH], huge.as_bytes()).await;
     assert_eq!(a.status, 400);
     assert!(a.body.contains("over max_string_size"), "{a:?}");
 }
@@ -912,36 +804,15 @@ fn chunked_bodies_any_split_same_points_and_garbage_is_harmless() {
 #[tokio::test]
 async fn tls_with_an_openssl_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=wk-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed to make the test certificate");
-    assert!(made.success());
-    let store = Arc::new(MemorySource::new());
-    let settings = StreamSettings {
-        listen: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
+    let Some((cert, key)) = wk_core::testing::self_signed_cert(dir.path()) else {
+        return;
+    };
+    let (r, store) = start(StreamSettings {
         tls_cert: Some(cert.clone()),
         tls_key: Some(key),
         ..StreamSettings::default()
-    };
-    let r = Receiver::start(&settings, store.clone()).await.unwrap();
+    })
+    .await;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(ca)

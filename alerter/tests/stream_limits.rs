@@ -6,18 +6,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use crate::common::alerter::{Logged, alerter_section};
 
 /// A strong token (16+ characters).
 const TOKEN: &str = "limits-test-token-0123456789";
 
 /// A wk-alerter in stream mode, killed on drop.
 struct Alerter {
-    child: Child,
+    process: Logged,
     port: u16,
-    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -25,70 +25,45 @@ impl Alerter {
     /// Starts one with these extra `[stream]` options and waits until /ping answers.
     fn start(stream_options: &str) -> Alerter {
         let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("rules");
-        std::fs::create_dir(&rules).unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = wk_core::testing::free_port();
         let conf = dir.path().join("alerter.conf");
         std::fs::write(
             &conf,
             format!(
-                "[alerter]\n  rules_dir = {rules:?}\n  state_dir = {:?}\n\
-                 [stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{TOKEN}\"\n{stream_options}\n",
-                dir.path().join("state")
+                "{}[stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{TOKEN}\"\n{stream_options}\n",
+                alerter_section(dir.path(), "")
             ),
         )
         .unwrap();
-        let log = dir.path().join("alerter.log");
         let bin = std::env::var("WK_TEST_ALERTER")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wk-alerter").to_owned());
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&conf)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start wk-alerter");
-        let a = Alerter {
-            child,
+        let env = [("RUST_LOG", "info")];
+        let log = dir.path().join("alerter.log");
+        let process = Logged::start(Path::new(&bin), &conf, &["run"], &env, log);
+        let mut a = Alerter {
+            process,
             port,
-            log,
             _dir: dir,
         };
-        let start = Instant::now();
-        while request(port, "GET", "/ping", &[], b"").map(|r| r.0) != Some(204) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "wk-alerter did not answer /ping:\n{}",
-                a.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Until /ping answers.
+        a.process.wait_ready(Duration::from_secs(20), || {
+            request(port, "GET", "/ping", &[], b"").map(|r| r.0) == Some(204)
+        });
         a
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM` = peak resident).
     fn status_kib(&self, key: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let pid = self.process.child.id();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         s.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("{key} not in /proc status"))
-    }
-}
-
-impl Drop for Alerter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -119,6 +94,14 @@ fn request(
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
+}
+
+/// Fails the test unless memory grew by less than `limit_mib` MiB from `before` to `after`
+/// (KiB, as [`Alerter::status_kib`] reads them).
+#[track_caller]
+fn assert_grew_less_than(limit_mib: u64, before: u64, after: u64, what: &str) {
+    let grown = after.saturating_sub(before);
+    assert!(grown < limit_mib << 10, "{what}: +{} MiB", grown >> 10);
 }
 
 const AUTH: (&str, &str) = ("Authorization", "Token limits-test-token-0123456789");
@@ -176,11 +159,7 @@ fn uploads_without_a_token_are_refused_on_the_head_and_cost_no_memory() {
         (peak - before) >> 10
     );
     // Reading the bodies would take UPLOADS × 31 MiB = 744 MiB.
-    assert!(
-        peak - before < 48 << 10,
-        "peak RSS grew by {} MiB",
-        (peak - before) >> 10
-    );
+    assert_grew_less_than(48, before, peak, "peak RSS");
     assert!(
         refused_early > 0,
         "the connections were closed on the uploads"
@@ -293,15 +272,7 @@ fn huge_strings_and_a_million_lines_stay_within_the_window_bounds() {
         (after_strings - before) >> 10,
         (peak - before) >> 10
     );
-    assert!(
-        after_strings - before < 128 << 10,
-        "1 MB strings: +{} MiB",
-        (after_strings - before) >> 10
-    );
+    assert_grew_less_than(128, before, after_strings, "1 MB strings");
     // 100,000 points held (≈ 20 MB) plus the body in flight and the parser's slack.
-    assert!(
-        peak - before < 200 << 10,
-        "1,000,000 lines: +{} MiB",
-        (peak - before) >> 10
-    );
+    assert_grew_less_than(200, before, peak, "1,000,000 lines");
 }

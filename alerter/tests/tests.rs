@@ -11,6 +11,7 @@ mod heal;
 mod kapacitor;
 mod notify;
 mod package;
+mod plugins;
 mod remote_helper;
 mod rules;
 mod scheduler;

@@ -2,11 +2,10 @@
 //! (`/write?db=telegraf`, as to InfluxDB), the real wk-alerter queries it through
 //! `[[sources.victoriametrics]]`, and rules written for InfluxDB fire unchanged.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::alerter::{Logged, event_at, write_agent_conf, write_alerter_conf};
 use crate::common::servers::VictoriaMetrics;
-use crate::stream::Killed;
 use crate::tools::agent_binary;
 
 /// Rules as they run on InfluxDB: a filter, a regex, mean, last and max per host.
@@ -43,8 +42,14 @@ fn agent_writes_to_victoriametrics_and_rules_fire_from_it() {
     };
     let agent = agent_binary();
     let dir = tempfile::tempdir().unwrap();
+    let (alerter_conf, events) = write_alerter_conf(
+        dir.path(),
+        &format!(
+            "[[sources.victoriametrics]]\n  url = \"{}\"\n  database = \"telegraf\"\n",
+            vm.url()
+        ),
+    );
     let rules = dir.path().join("rules");
-    std::fs::create_dir(&rules).unwrap();
     std::fs::write(rules.join("cpu_idle.rhai"), CPU_RULE).unwrap();
     std::fs::write(rules.join("mem_used.rhai"), MEM_RULE).unwrap();
     // Raw InfluxQL cannot run on VictoriaMetrics: this file does not load, naming the call.
@@ -53,59 +58,16 @@ fn agent_writes_to_victoriametrics_and_rules_fire_from_it() {
         "fn check() {\n    influxql(\"SELECT last(used_percent) FROM mem GROUP BY host\")\n}\n",
     )
     .unwrap();
-    let events = dir.path().join("events.jsonl");
-    std::fs::write(
-        dir.path().join("alerter.conf"),
-        format!(
-            "[alerter]\n  rules_dir = {rules:?}\n  state_dir = {:?}\n  reload_interval = \"200ms\"\n\
-             [[sources.victoriametrics]]\n  url = \"{}\"\n  database = \"telegraf\"\n\
-             [[notifiers.log]]\n  name = \"log\"\n  file = {events:?}\n",
-            dir.path().join("state"),
-            vm.url(),
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("agent.conf"),
-        format!(
-            "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
-             [[inputs.mem]]\n[[inputs.cpu]]\n\
-             [[outputs.influxdb]]\n  urls = [\"{}\"]\n  database = \"telegraf\"\n  \
-             skip_database_creation = true\n",
+    let agent_conf = write_agent_conf(
+        dir.path(),
+        &format!(
+            "[[outputs.influxdb]]\n  urls = [\"{}\"]\n  database = \"telegraf\"\n  skip_database_creation = true\n",
             vm.url()
         ),
-    )
-    .unwrap();
-    let alerter_log = dir.path().join("alerter.log");
-    let alerter = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
-            .arg("--config")
-            .arg(dir.path().join("alerter.conf"))
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&alerter_log).unwrap())
-            .spawn()
-            .expect("start wk-alerter"),
-        alerter_log,
     );
-    let agent_log = dir.path().join("agent.log");
-    let agent = Killed(
-        Command::new(&agent)
-            .arg("--config")
-            .arg(dir.path().join("agent.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .expect("start wk-agent"),
-        agent_log,
-    );
-    let fired = |rule: &str| -> Option<serde_json::Value> {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|e| e["rule"] == rule && e["level"] == "CRITICAL")
-    };
+    let alerter = Logged::alerter(&alerter_conf, &[], dir.path().join("alerter.log"));
+    let agent = Logged::start(&agent, &agent_conf, &[], &[], dir.path().join("agent.log"));
+    let fired = |rule: &str| event_at(&events, rule, "CRITICAL");
     let mut both = None;
     let seen = wk_core::testing::poll_until(Duration::from_secs(40), || {
         both = fired("cpu_idle").zip(fired("mem_used"));

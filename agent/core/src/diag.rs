@@ -79,6 +79,13 @@ impl Source {
         (line, col)
     }
 
+    /// The error for text that does not parse as TOML, where the parser stopped.
+    pub fn toml_error(&self, e: &toml::de::Error) -> Diag {
+        let offset = e.span().map_or(0, |s| s.start);
+        let message = format!("invalid TOML: {}", e.message().trim_end());
+        self.diag(Severity::Error, offset, message)
+    }
+
     /// A diagnostic at a byte offset.
     pub fn diag(&self, severity: Severity, offset: usize, message: impl Into<String>) -> Diag {
         let (line, column) = self.line_col(offset);

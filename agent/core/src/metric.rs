@@ -20,36 +20,18 @@ pub enum FieldValue {
     Str(String),
 }
 
-impl From<f64> for FieldValue {
-    fn from(v: f64) -> Self {
-        FieldValue::Float(v)
-    }
+/// `From` each Rust type to the field type it is written as (its variant above).
+macro_rules! field_value_from {
+    ($($t:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$t> for FieldValue {
+            fn from(v: $t) -> Self {
+                FieldValue::$variant(v.into())
+            }
+        })*
+    };
 }
-impl From<i64> for FieldValue {
-    fn from(v: i64) -> Self {
-        FieldValue::Int(v)
-    }
-}
-impl From<u64> for FieldValue {
-    fn from(v: u64) -> Self {
-        FieldValue::Uint(v)
-    }
-}
-impl From<bool> for FieldValue {
-    fn from(v: bool) -> Self {
-        FieldValue::Bool(v)
-    }
-}
-impl From<String> for FieldValue {
-    fn from(v: String) -> Self {
-        FieldValue::Str(v)
-    }
-}
-impl From<&str> for FieldValue {
-    fn from(v: &str) -> Self {
-        FieldValue::Str(v.to_owned())
-    }
-}
+
+field_value_from!(f64 => Float, i64 => Int, u64 => Uint, bool => Bool, String => Str, &str => Str);
 
 /// One point: measurement, tags kept sorted by key, fields in emission order, time in ns.
 #[derive(Debug, Clone, PartialEq)]

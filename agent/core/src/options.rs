@@ -189,6 +189,25 @@ impl<'a, 'i> Options<'a, 'i> {
         }
     }
 
+    /// A secret given inline in `key` (usually `"${ENV_VAR}"`) or as the path of a file in
+    /// `file_key` (so that configs kept in git hold no secrets); `None` when neither is set.
+    /// Both set is an error at `file_key`, and `None`. Reading the file is the caller's:
+    /// when (now or at each use) and how its newline is trimmed.
+    pub fn secret_source(&mut self, key: &str, file_key: &str) -> Option<SecretSource> {
+        match (self.opt_string(key), self.opt_string(file_key)) {
+            (Some(_), Some(_)) => {
+                self.error_at(
+                    file_key,
+                    format!("give either `{key}` or `{file_key}`, not both"),
+                );
+                None
+            }
+            (Some(v), None) => Some(SecretSource::Inline(v)),
+            (None, Some(path)) => Some(SecretSource::File(path)),
+            (None, None) => None,
+        }
+    }
+
     /// A string that must be one of `allowed`.
     pub fn choice(&mut self, key: &str, default: &str, allowed: &[&str]) -> String {
         let v = self.string(key, default);
@@ -524,6 +543,32 @@ pub enum Harmless {
     Int(i64),
     ZeroDuration,
     ZeroSize,
+}
+
+/// The tables of `[[x]]` (an array of tables; other items are skipped) or `[x]` (one table),
+/// each with its offset; `None` when `v` is neither.
+pub fn tables_of<'a, 'i>(v: &'a Spanned<DeValue<'i>>) -> Option<Vec<(&'a DeTable<'i>, usize)>> {
+    match v.get_ref() {
+        DeValue::Array(a) => Some(
+            a.iter()
+                .filter_map(|item| match item.get_ref() {
+                    DeValue::Table(t) => Some((t, item.span().start)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        DeValue::Table(t) => Some(vec![(t, v.span().start)]),
+        _ => None,
+    }
+}
+
+/// Where a secret option's value is: [`Options::secret_source`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The option's value, `${VAR}` substituted.
+    Inline(String),
+    /// The path of the file that holds it.
+    File(String),
 }
 
 /// TOML's name for a value's type, for messages.

@@ -76,6 +76,26 @@ pub fn missing_server(name: &str, package: &str) -> Option<std::convert::Infalli
     );
 }
 
+/// A small deterministic generator (xorshift64), so that generated test data and benchmark
+/// inputs are the same on every run and a failure reproduces.
+#[derive(Debug, Clone)]
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    /// The next value (the seed must not be 0).
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next value in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
 pub fn poll_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
@@ -128,6 +148,25 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
             .args(["-c", "init.defaultBranch=main"])
             .args(args),
     )
+}
+
+/// Makes `origin` a git repository of the files in it (one commit, `message`) and clones it to
+/// `checkout`: the config repository and the host's checkout of the deploy tests.
+pub fn git_repo_and_clone(origin: &std::path::Path, message: &str, checkout: &std::path::Path) {
+    git(origin, &["init", "-q"]);
+    git(origin, &["add", "-A"]);
+    git(origin, &["commit", "-qm", message]);
+    let clone = [
+        std::ffi::OsStr::new("clone"),
+        "-q".as_ref(),
+        origin.as_os_str(),
+    ];
+    run_ok(
+        std::process::Command::new("git")
+            .args(clone)
+            .arg(checkout)
+            .current_dir(origin),
+    );
 }
 
 /// A child process (a server a test started) killed and reaped when dropped, so a failing
@@ -209,6 +248,28 @@ pub fn binary(name: &str, package: &str) -> Option<std::path::PathBuf> {
         return Some(p);
     }
     missing_server(name, package).map(|never| match never {})
+}
+
+/// Makes a self-signed certificate for 127.0.0.1 (EC P-256, not a CA) and its key in `dir`
+/// with the `openssl` command; returns (cert, key) or, when openssl is missing, what
+/// [`binary`] returns.
+pub fn self_signed_cert(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let openssl = binary("openssl", "openssl")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        std::process::Command::new(openssl)
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=wk-test"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdin(std::process::Stdio::null()),
+    );
+    Some((cert, key))
 }
 
 /// Checks `program`'s rows of docs/cli.md's exit status table (`| program | case | status |`)

@@ -9,7 +9,44 @@
 use std::io::Write;
 use std::time::Duration;
 
-use wk_core::options::Options;
+use wk_core::options::{Options, SecretSource};
+
+/// What can go wrong in the shared HTTP side: a URL refused at config load, a secret or TLS
+/// file that cannot be read, a request that got no answer. Each plugin decides what it means
+/// (a config error, a gather error, a batch to retry).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{0:?}: this wk-agent was built without TLS (cargo feature \"tls\")")]
+    NoTls(String),
+    #[error("{0:?} is not a valid URL")]
+    InvalidUrl(String),
+    /// Telegraf's outputs also take unix:// and udp://; neither is implemented here.
+    #[error("{0:?}: only http:// and https:// URLs are supported")]
+    Scheme(String),
+    #[error("reading secret file {path}: {source}")]
+    SecretFile {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A TLS option's file (`tls_ca`, `tls_cert`, `tls_key`: `what`) cannot be read or holds
+    /// no usable PEM.
+    #[error("{what} {path}: {detail}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        detail: String,
+    },
+    #[error("gzip: {0}")]
+    Gzip(std::io::Error),
+    /// No answer (connect, TLS, timeout, a body too large or not UTF-8); the caller names the URL.
+    #[error("{0}")]
+    Request(ureq::Error),
+    /// No answer from `url` (connect, TLS, timeout, a body too large or not UTF-8).
+    #[error("{url}: {source}")]
+    Transport { url: String, source: ureq::Error },
+}
 
 /// The HTTP options every InfluxDB output reads.
 #[derive(Debug, Clone)]
@@ -122,7 +159,7 @@ pub fn status_page_agent(
     total: Duration,
     response_header: Duration,
     tls: &TlsOptions,
-) -> Result<ureq::Agent, String> {
+) -> Result<ureq::Agent, HttpError> {
     let builder = ureq::Agent::config_builder()
         .timeout_global(Some(total))
         .timeout_recv_response(Some(response_header))
@@ -152,7 +189,7 @@ pub fn get_page(
     url: &str,
     basic_auth: Option<(&str, &str)>,
     limit: u64,
-) -> Result<Page, String> {
+) -> Result<Page, HttpError> {
     let mut req = agent.get(url);
     if let Some((u, p)) = basic_auth {
         req = req.header(
@@ -160,14 +197,14 @@ pub fn get_page(
             format!("Basic {}", base64(format!("{u}:{p}").as_bytes())),
         );
     }
-    let mut resp = req.call().map_err(|e| e.to_string())?;
+    let mut resp = req.call().map_err(HttpError::Request)?;
     let status = resp.status();
     let body = resp
         .body_mut()
         .with_config()
         .limit(limit)
         .read_to_string()
-        .map_err(|e| e.to_string())?;
+        .map_err(HttpError::Request)?;
     Ok(Page {
         status: status.as_u16(),
         reason: status.canonical_reason().unwrap_or("").to_owned(),
@@ -176,29 +213,24 @@ pub fn get_page(
 }
 
 /// Accepts `http://` and `https://` URLs (Telegraf also takes `unix://` and `udp://`).
-pub fn check_url(u: &str) -> Result<(), String> {
+pub fn check_url(u: &str) -> Result<(), HttpError> {
     let lower = u.to_ascii_lowercase();
     if let Some(rest) = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"))
     {
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("{u:?} has no host"));
+            return Err(HttpError::NoHost(u.to_owned()));
         }
         if cfg!(not(feature = "tls")) && lower.starts_with("https://") {
-            return Err(format!(
-                "{u:?}: this wk-agent was built without TLS (cargo feature \"tls\")"
-            ));
+            return Err(HttpError::NoTls(u.to_owned()));
         }
         if u.parse::<ureq::http::Uri>().is_err() {
-            return Err(format!("{u:?} is not a valid URL"));
+            return Err(HttpError::InvalidUrl(u.to_owned()));
         }
         return Ok(());
     }
-    // Telegraf's outputs also take unix:// and udp://; neither is implemented here.
-    Err(format!(
-        "{u:?}: only http:// and https:// URLs are supported"
-    ))
+    Err(HttpError::Scheme(u.to_owned()))
 }
 
 /// Reads a secret either from its option (with `${ENV}` already substituted) or from a file
@@ -215,30 +247,24 @@ pub enum Secret {
 impl Secret {
     /// Reads `key` and `file_key` (at most one may be set).
     pub fn read(opts: &mut Options<'_, '_>, key: &str, file_key: &str) -> Secret {
-        let v = opts.opt_string(key);
-        let f = opts.opt_string(file_key);
-        match (v, f) {
-            (Some(_), Some(_)) => {
-                opts.error_at(
-                    file_key,
-                    format!("give either {key} or {file_key}, not both"),
-                );
-                Secret::None
-            }
-            (Some(v), None) => Secret::Value(v),
-            (None, Some(f)) => Secret::File(f),
-            (None, None) => Secret::None,
+        match opts.secret_source(key, file_key) {
+            Some(SecretSource::Inline(v)) => Secret::Value(v),
+            Some(SecretSource::File(f)) => Secret::File(f),
+            None => Secret::None,
         }
     }
 
     /// The secret's value ("" when unset).
-    pub fn get(&self) -> Result<String, String> {
+    pub fn get(&self) -> Result<String, HttpError> {
         match self {
             Secret::None => Ok(String::new()),
             Secret::Value(v) => Ok(v.clone()),
             Secret::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim().to_owned())
-                .map_err(|e| format!("reading secret file {path}: {e}")),
+                .map_err(|source| HttpError::SecretFile {
+                    path: path.clone(),
+                    source,
+                }),
         }
     }
 }
@@ -268,22 +294,21 @@ impl Client {
         }
     }
 
-    fn agent(&mut self) -> Result<&ureq::Agent, String> {
-        if self.agent.is_none() {
-            let builder = ureq::Agent::config_builder()
-                .timeout_global(Some(self.settings.timeout))
-                .http_status_as_error(false)
-                .user_agent(self.settings.user_agent.as_str())
-                .max_redirects(0);
-            #[cfg(feature = "tls")]
-            let builder = builder.tls_config(tls_config(&self.settings.tls)?);
-            let config = builder.build();
-            self.agent = Some(ureq::Agent::new_with_config(config));
-        }
-        // Set just above.
-        self.agent
-            .as_ref()
-            .ok_or_else(|| "HTTP client not built".to_owned())
+    fn agent(&mut self) -> Result<&ureq::Agent, HttpError> {
+        let agent = match self.agent.take() {
+            Some(a) => a,
+            None => {
+                let builder = ureq::Agent::config_builder()
+                    .timeout_global(Some(self.settings.timeout))
+                    .http_status_as_error(false)
+                    .user_agent(self.settings.user_agent.as_str())
+                    .max_redirects(0);
+                #[cfg(feature = "tls")]
+                let builder = builder.tls_config(tls_config(&self.settings.tls)?);
+                ureq::Agent::new_with_config(builder.build())
+            }
+        };
+        Ok(self.agent.insert(agent))
     }
 
     /// POSTs `body` (gzipped here when configured) to `url` with the configured and the
@@ -295,11 +320,11 @@ impl Client {
         body: &[u8],
         extra_headers: &[(&str, String)],
         compress: bool,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, HttpError> {
         let gzip = compress && self.settings.gzip;
         let payload;
         let body = if gzip {
-            payload = gzip_bytes(body).map_err(|e| format!("gzip: {e}"))?;
+            payload = gzip_bytes(body).map_err(HttpError::Gzip)?;
             &payload[..]
         } else {
             body
@@ -316,7 +341,10 @@ impl Client {
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let mut resp = req.send(body).map_err(|e| format!("{url}: {e}"))?;
+        let mut resp = req.send(body).map_err(|source| HttpError::Transport {
+            url: url.to_owned(),
+            source,
+        })?;
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -345,33 +373,42 @@ impl Client {
 }
 
 #[cfg(feature = "tls")]
-fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{what} {path}: {e}"))
+fn tls_file(what: &'static str, path: &str, detail: impl std::fmt::Display) -> HttpError {
+    HttpError::TlsFile {
+        what,
+        path: path.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+#[cfg(feature = "tls")]
+fn read_file(what: &'static str, path: &str) -> Result<Vec<u8>, HttpError> {
+    std::fs::read(path).map_err(|e| tls_file(what, path, e))
 }
 
 #[cfg(feature = "tls")]
 fn pem_certs(
-    what: &str,
+    what: &'static str,
     path: &str,
     pem: &[u8],
-) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+) -> Result<Vec<ureq::tls::Certificate<'static>>, HttpError> {
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
-            Err(e) => return Err(format!("{what} {path}: {e}")),
+            Err(e) => return Err(tls_file(what, path, e)),
         }
     }
     if certs.is_empty() {
-        return Err(format!("{what} {path}: no PEM certificate found"));
+        return Err(tls_file(what, path, "no PEM certificate found"));
     }
     Ok(certs)
 }
 
 /// The client TLS configuration of [`TlsOptions`], its PEM files read.
 #[cfg(feature = "tls")]
-pub fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
+pub fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, HttpError> {
     use std::sync::Arc;
     use ureq::tls::{ClientCert, PrivateKey, RootCerts, TlsConfig};
     let mut b = TlsConfig::builder().disable_verification(tls.insecure_skip_verify);
@@ -382,13 +419,13 @@ pub fn tls_config(tls: &TlsOptions) -> Result<ureq::tls::TlsConfig, String> {
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         let chain = pem_certs("tls_cert", cert, &read_file("tls_cert", cert)?)?;
         let key_pem = read_file("tls_key", key)?;
-        let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("tls_key {key}: {e}"))?;
+        let key = PrivateKey::from_pem(&key_pem).map_err(|e| tls_file("tls_key", key, e))?;
         b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
     }
     Ok(b.build())
 }
 
-/// Gzips `data` (flate2's pure-Rust miniz_oxide backend, default level).
+/// Gzips `data` (flate2's pure-Rust zlib-rs backend, default level).
 pub fn gzip_bytes(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4 + 64),

@@ -247,14 +247,13 @@ pub fn load_with(
         match doc {
             Ok(doc) => loader.settings(src, doc.get_ref()),
             Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                let mut msg = format!("invalid TOML: {}", e.message().trim_end());
-                if unquoted_variable(src, offset) {
-                    msg.push_str(
+                let mut d = src.toml_error(e);
+                if unquoted_variable(src, e.span().map_or(0, |s| s.start)) {
+                    d.message.push_str(
                         " (environment variables are replaced only inside strings: quote the value, e.g. \"${N}\")",
                     );
                 }
-                loader.diags.push(src.diag(Severity::Error, offset, msg));
+                loader.diags.push(d);
             }
         }
     }
@@ -441,21 +440,11 @@ impl Loader<'_, '_> {
                 continue;
             };
             for (name, instances) in plugins.iter() {
-                let tables: Vec<(&DeTable<'_>, usize)> = match instances.get_ref() {
-                    DeValue::Array(a) => a
-                        .iter()
-                        .filter_map(|v| match v.get_ref() {
-                            DeValue::Table(t) => Some((t, v.span().start)),
-                            _ => None,
-                        })
-                        .collect(),
-                    DeValue::Table(t) => vec![(t, instances.span().start)],
-                    _ => {
-                        let msg = format!("[{kind}.{}] must be a table", name.get_ref());
-                        self.diags
-                            .push(src.diag(Severity::Error, name.span().start, msg));
-                        continue;
-                    }
+                let Some(tables) = wk_core::options::tables_of(instances) else {
+                    let msg = format!("[{kind}.{}] must be a table", name.get_ref());
+                    self.diags
+                        .push(src.diag(Severity::Error, name.span().start, msg));
+                    continue;
                 };
                 self.plugin(src, kind, name.get_ref(), name.span().start, &tables);
             }

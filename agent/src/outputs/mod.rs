@@ -48,6 +48,14 @@ pub enum WriteError {
     },
 }
 
+/// A secret file that cannot be read or a request without an answer: worth retrying (the file
+/// may be fixed, the server come back), so the batch is kept.
+impl From<crate::common::http::HttpError> for WriteError {
+    fn from(e: crate::common::http::HttpError) -> Self {
+        WriteError::Retry(e.to_string())
+    }
+}
+
 /// A constructor from options.
 pub type BuildFn = fn(&mut Options<'_, '_>, &BuildContext<'_>) -> Box<dyn Output>;
 

@@ -269,25 +269,18 @@ fn password_file_and_basic_auth() {
     let tmp = tempfile::tempdir().unwrap();
     let pw = tmp.path().join("pw");
     std::fs::write(&pw, "s3cret\n").unwrap();
-    let mut out = output_to(
-        &db,
-        &format!(
-            "  username = \"wk\"\n  password_file = \"{}\"",
-            pw.display()
-        ),
-    );
+    // An output of user wk with the password in `pw`, then the option lines `more`.
+    let as_wk = |more: &str| {
+        let options = format!("  username = \"wk\"\n  password_file = {pw:?}\n{more}");
+        output_to(&db, &options)
+    };
+    let mut out = as_wk("");
     out.add(&series("authed", now_ms_ns(), 1)[0]);
     assert_eq!(out.flush(), Ok(1));
 
     // A wrong password is a 401: Telegraf drops the batch (any 4xx), and so do we, counted.
     std::fs::write(&pw, "wrong").unwrap();
-    let mut bad = output_to(
-        &db,
-        &format!(
-            "  username = \"wk\"\n  password_file = \"{}\"\n  skip_database_creation = true",
-            pw.display()
-        ),
-    );
+    let mut bad = as_wk("  skip_database_creation = true");
     bad.add(&series("authed", now_ms_ns() + 1_000_000, 1)[0]);
     assert_eq!(bad.flush(), Ok(0));
     assert_eq!(bad.stats.metrics_rejected, 1);

@@ -365,6 +365,12 @@ impl VictoriaMetrics {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (the alerter's vmalert bench reads its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self._child.0.id()
+    }
+
     /// Every sample of the series matching `selector` (via /api/v1/export, after a forced
     /// flush): one (labels, values, timestamps_ms) per series, sorted by metric name.
     pub fn export(&self, selector: &str) -> Vec<(serde_json::Value, Vec<f64>, Vec<i64>)> {

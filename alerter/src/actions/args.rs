@@ -72,12 +72,46 @@ pub struct ArgSpec {
     pub required: bool,
 }
 
+impl ArgSpec {
+    /// An argument every use of the action must give.
+    pub const fn required(name: &'static str, kind: ArgKind) -> ArgSpec {
+        ArgSpec {
+            name,
+            kind,
+            required: true,
+        }
+    }
+
+    /// An argument the action can do without.
+    pub const fn optional(name: &'static str, kind: ArgKind) -> ArgSpec {
+        ArgSpec {
+            name,
+            kind,
+            required: false,
+        }
+    }
+}
+
 /// Longest accepted value.
 const MAX_LEN: usize = 256;
 
 fn chars_ok(s: &str, extra: &str) -> bool {
     s.chars()
         .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+/// Why `v` may not reach a command line whatever its kind: too long, control characters, or
+/// a leading `-` (an option to the program).
+fn unsafe_word(v: &str) -> Option<&'static str> {
+    if v.len() > MAX_LEN {
+        Some("too long")
+    } else if v.chars().any(char::is_control) {
+        Some("control characters (newline, tab, NUL…) are not allowed")
+    } else if v.starts_with('-') {
+        Some("a leading `-` would be read as an option")
+    } else {
+        None
+    }
 }
 
 /// Checks one scalar value against its kind. The error says what was refused and why, with
@@ -87,14 +121,8 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
     if v.is_empty() {
         return bad("empty");
     }
-    if v.len() > MAX_LEN {
-        return bad("too long");
-    }
-    if v.chars().any(char::is_control) {
-        return bad("control characters (newline, tab, NUL…) are not allowed");
-    }
-    if v.starts_with('-') {
-        return bad("a leading `-` would be read as an option");
+    if let Some(why) = unsafe_word(v) {
+        return bad(why);
     }
     let ok = match kind {
         ArgKind::Unit => chars_ok(v, ":_.@-"),
@@ -173,14 +201,8 @@ pub fn check_pattern_value(v: &str) -> Result<(), String> {
     if v.trim().is_empty() {
         return bad("empty");
     }
-    if v.len() > MAX_LEN {
-        return bad("too long");
-    }
-    if v.chars().any(char::is_control) {
-        return bad("control characters (newline, tab, NUL…) are not allowed");
-    }
-    if v.starts_with('-') {
-        return bad("a leading `-` would be read as an option");
+    if let Some(why) = unsafe_word(v) {
+        return bad(why);
     }
     if !chars_ok(v, " _.,:/=@+%-") {
         return bad("character not allowed");

@@ -176,19 +176,10 @@ pub fn load(
     if c.record_options.measurement.is_empty() {
         o.error_at("record_measurement", "must not be empty");
     }
-    if !c.record_options.url.is_empty() {
-        let probe = super::record::RecordTarget {
-            url: c.record_options.url.clone(),
-            database: "x".into(),
-            retention_policy: String::new(),
-            measurement: String::new(),
-            username: String::new(),
-            password: String::new(),
-            token: String::new(),
-        };
-        if let Err(e) = probe.write_url() {
-            o.error_at("record_url", e);
-        }
+    if !c.record_options.url.is_empty()
+        && let Err(e) = crate::notify::http_url(&c.record_options.url)
+    {
+        o.error_at("record_url", e);
     }
     let has_ssh = o.has("ssh");
     o.finish();

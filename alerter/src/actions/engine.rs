@@ -106,6 +106,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn audit_path(c: &ActionsConfig, state_dir: &std::path::Path) -> PathBuf {
     if c.audit_log.as_os_str().is_empty() {
         state_dir.join("actions.log")
@@ -169,21 +177,9 @@ impl Engine {
             config.audit_max_bytes,
             config.audit_keep,
         );
-        *self
-            .inner
-            .audit
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(audit);
-        *self
-            .inner
-            .recorder
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = recorder(&config);
-        *self
-            .inner
-            .config
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = config;
+        *write(&self.inner.audit) = Arc::new(audit);
+        *write(&self.inner.recorder) = recorder(&config);
+        *write(&self.inner.config) = config;
     }
 
     /// Tells the engine the loaded rules (at load and every reload).
@@ -192,11 +188,7 @@ impl Engine {
             .into_iter()
             .map(|r| (r.settings.name.clone(), r))
             .collect();
-        *self
-            .inner
-            .rules
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = map;
+        *write(&self.inner.rules) = map;
     }
 
     /// The last action results, oldest first.
@@ -249,11 +241,7 @@ impl Engine {
             return self.owned(&key, e, false);
         }
         let actions: Vec<ActionRule> = {
-            let rules = self
-                .inner
-                .rules
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let rules = read(&self.inner.rules);
             let Some(r) = rules.get(&e.rule) else {
                 return false;
             };
@@ -406,12 +394,7 @@ impl Engine {
         detected_ns: i64,
         diagnosed: &mut std::collections::HashSet<usize>,
     ) -> Next {
-        let cfg = self
-            .inner
-            .config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let cfg = read(&self.inner.config).clone();
         let host_tag = event.tags.get("host").cloned().unwrap_or_default();
         let mut ran: Vec<(usize, usize, Box<dyn super::Action>, Ctx)> = Vec::new();
         let mut results: Vec<ActionResult> = Vec::new();
@@ -439,20 +422,15 @@ impl Engine {
                 started_ns: now,
                 ..Default::default()
             };
-            let args = match a.render(event) {
-                Ok(args) => args,
-                Err(m) => {
-                    warn!(rule = %event.rule, id = %event.id, "{m}");
-                    r.status = "refused".into();
-                    r.stderr = m;
-                    results.push(r);
-                    stop = true;
-                    continue;
-                }
-            };
-            r.args = args.summary();
-            let host = match cfg.resolve(event.tags.get("host").map(String::as_str)) {
-                Ok(h) => h,
+            // Arguments that do not fit their types, or a host with no way to reach it:
+            // refused, and the rest of the attempt with it.
+            let prepared = a.render(event).and_then(|args| {
+                r.args = args.summary();
+                let host = cfg.resolve(event.tags.get("host").map(String::as_str))?;
+                Ok((args, host))
+            });
+            let (args, host) = match prepared {
+                Ok(p) => p,
                 Err(m) => {
                     warn!(rule = %event.rule, id = %event.id, "{m}");
                     r.status = "refused".into();
@@ -627,13 +605,7 @@ impl Engine {
     }
 
     fn begin(&self, target: &str, now: i64, event: &AlertEvent, r: &ActionResult) {
-        let notify = self
-            .inner
-            .rules
-            .read()
-            .ok()
-            .and_then(|m| m.get(&event.rule).map(|e| e.settings.notify.clone()))
-            .unwrap_or_default();
+        let notify = self.rule_notify(&event.rule).unwrap_or_default();
         let mut g = lock(&self.inner.guard);
         g.begin(
             target,
@@ -707,12 +679,7 @@ impl Engine {
     }
 
     fn record(&self, r: &ActionResult) {
-        let audit = self
-            .inner
-            .audit
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let audit = read(&self.inner.audit).clone();
         audit.write(r);
         {
             let mut res = lock(&self.inner.results);
@@ -724,13 +691,7 @@ impl Engine {
         }
         // The records are never muted: silences and inhibition decide what people are
         // told (the report), not what is written down.
-        if let Some(rec) = self
-            .inner
-            .recorder
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
+        if let Some(rec) = read(&self.inner.recorder).as_ref() {
             rec.write(r, self.now());
         }
         let record = self
@@ -773,14 +734,19 @@ impl Engine {
         self.inner.router.dispatch_unfiltered(vec![e]);
     }
 
-    /// The one message for an attempt, through the rule's notifiers.
-    fn report(&self, event: &AlertEvent, results: &[ActionResult]) {
-        let notify = self
-            .inner
+    /// The notifiers of the loaded rule `rule` (`None`: not loaded now).
+    fn rule_notify(&self, rule: &str) -> Option<Vec<String>> {
+        self.inner
             .rules
             .read()
             .ok()
-            .and_then(|m| m.get(&event.rule).map(|e| e.settings.notify.clone()))
+            .and_then(|m| m.get(rule).map(|e| e.settings.notify.clone()))
+    }
+
+    /// The one message for an attempt, through the rule's notifiers.
+    fn report(&self, event: &AlertEvent, results: &[ActionResult]) {
+        let notify = self
+            .rule_notify(&event.rule)
             .unwrap_or_else(|| event.notify.clone());
         let recovered = results
             .iter()
@@ -970,15 +936,9 @@ pub fn report_text(event: &AlertEvent, results: &[ActionResult]) -> String {
             s.push_str(&format!(", attempt {} of {}", r.attempt, r.max_attempts));
         }
         s.push('\n');
-        for (k, v) in [
-            ("found", &r.before),
-            ("did", &r.did),
-            ("after", &r.after),
-            ("error", &r.stderr),
-        ] {
-            if !v.is_empty() {
-                s.push_str(&format!("  {k}: {v}\n"));
-            }
+        let error = Some(("error", r.stderr.as_str())).filter(|(_, e)| !e.is_empty());
+        for (k, v) in r.findings().chain(error) {
+            s.push_str(&format!("  {k}: {v}\n"));
         }
         if let Some(c) = r.exit_status {
             s.push_str(&format!("  exit status: {c}\n"));

@@ -119,6 +119,17 @@ impl CmdOutput {
         self.code == Some(0)
     }
 
+    /// `ok` when it exited 0, else why not (the error, or the exit status).
+    pub fn outcome(&self, ok: &str) -> String {
+        if self.ok() {
+            ok.to_owned()
+        } else {
+            self.error
+                .clone()
+                .unwrap_or_else(|| format!("exit status {:?}", self.code))
+        }
+    }
+
     /// stderr, or stdout when stderr is empty, or the error, trimmed and shortened.
     pub fn excerpt(&self, max: usize) -> String {
         let t = [

@@ -106,6 +106,15 @@ pub struct Done {
     pub commands: Vec<Vec<String>>,
 }
 
+impl Done {
+    /// Records the action's main command: its argv, its exit status and whether it succeeded.
+    pub fn main_command(&mut self, o: &host::CmdOutput) {
+        self.commands.push(o.argv.clone());
+        self.exit_status = o.code;
+        self.ok = o.ok();
+    }
+}
+
 /// What [`Action::probe`] saw after the settle time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
@@ -122,8 +131,11 @@ pub struct Probe {
 pub trait Action: Send + Sync {
     /// Looks, acts, reports. Never panics; failures are in [`Done::ok`] / `stderr`.
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Done>;
-    /// Looks again after the settle time.
-    fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe>;
+    /// Looks again after the settle time. By default nothing to look at: a diagnosis changes
+    /// nothing and is not verified.
+    fn probe<'a>(&'a self, _ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
+        Box::pin(async { Probe::default() })
+    }
     /// The commands it would run (dry run, `wk-alerter test`), as text.
     fn plan(&self) -> Vec<String>;
 }
@@ -141,6 +153,41 @@ pub struct ActionSpec {
     /// Reports on the host without repairing anything (top processes, firewall rules): runs
     /// once per firing episode, spends no attempt budget and is not verified.
     pub diagnosis: bool,
+}
+
+impl ActionSpec {
+    /// A repair: changes the host, spends the attempt budget and is verified by its probe.
+    pub const fn new(
+        name: &'static str,
+        description: &'static str,
+        args: &'static [ArgSpec],
+        build: fn(&Args) -> Box<dyn Action>,
+    ) -> ActionSpec {
+        ActionSpec {
+            name,
+            description,
+            args,
+            one_of: &[],
+            build,
+            diagnosis: false,
+        }
+    }
+
+    /// The same as a diagnosis: reports on the host, changes nothing.
+    pub const fn as_diagnosis(self) -> ActionSpec {
+        ActionSpec {
+            diagnosis: true,
+            ..self
+        }
+    }
+
+    /// The same, with at least one of the arguments `names` required.
+    pub const fn one_of(self, names: &'static [&'static str]) -> ActionSpec {
+        ActionSpec {
+            one_of: names,
+            ..self
+        }
+    }
 }
 
 /// Every action, one line each.
@@ -194,6 +241,19 @@ pub struct ActionResult {
 }
 
 impl ActionResult {
+    /// What the action found, did and saw after, under the names the report and
+    /// `wk_actions` give them (`found`, `did`, `after`); empty ones left out.
+    pub fn findings(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("found", &self.before),
+            ("did", &self.did),
+            ("after", &self.after),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.as_str()))
+    }
+
     /// The fields an event (report, `wk_actions` point) carries.
     pub fn fields(&self) -> BTreeMap<String, crate::model::Value> {
         use crate::model::Value;

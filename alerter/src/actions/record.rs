@@ -15,9 +15,10 @@ use wk_core::lineproto::Serializer;
 use wk_core::metric::Metric;
 
 use super::ActionResult;
+use crate::notify::UrlError;
 
 /// Where the points go (resolved from `[actions]` and the source by the config loader).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordTarget {
     /// The server's base URL (`http://127.0.0.1:8086`).
     pub url: String,
@@ -32,26 +33,8 @@ pub struct RecordTarget {
 
 impl RecordTarget {
     /// `<url>/write?db=…&precision=ns`.
-    pub fn write_url(&self) -> Result<reqwest::Url, String> {
-        let mut u = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("invalid URL {:?}: {e}", self.url))?;
-        if !matches!(u.scheme(), "http" | "https") {
-            return Err(format!(
-                "scheme {:?} is not supported: use http or https",
-                u.scheme()
-            ));
-        }
-        let path = format!("{}/write", u.path().trim_end_matches('/'));
-        u.set_path(&path);
-        {
-            let mut q = u.query_pairs_mut();
-            q.append_pair("db", &self.database);
-            if !self.retention_policy.is_empty() {
-                q.append_pair("rp", &self.retention_policy);
-            }
-            q.append_pair("precision", "ns");
-        }
-        Ok(u)
+    pub fn write_url(&self) -> Result<reqwest::Url, UrlError> {
+        crate::notify::influxdb::write_url(&self.url, &self.database, &self.retention_policy)
     }
 }
 
@@ -102,10 +85,8 @@ pub fn point(measurement: &str, r: &ActionResult, now_ns: i64) -> Metric {
     m.add_field("recovery_ms", ms(r.fault_ns, r.verified_ns));
     m.add_field("duration_ms", ms(r.started_ns, r.finished_ns));
     m.add_field("message", super::engine::summary_line(r));
-    for (k, v) in [("found", &r.before), ("did", &r.did), ("after", &r.after)] {
-        if !v.is_empty() {
-            m.add_field(k, crate::notify::text::truncate(v, 4096));
-        }
+    for (k, v) in r.findings() {
+        m.add_field(k, crate::notify::text::truncate(v, 4096));
     }
     m
 }
@@ -125,7 +106,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 impl Recorder {
     /// A recorder, or why not (bad URL, client set-up).
     pub fn new(target: RecordTarget) -> Result<Recorder, String> {
-        let write_url = target.write_url()?;
+        let write_url = target.write_url().map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("wk-alerter/", env!("CARGO_PKG_VERSION")))
             .timeout(TIMEOUT)
@@ -233,11 +214,8 @@ mod tests {
         let t = RecordTarget {
             url: "http://127.0.0.1:8086/".into(),
             database: "wk".into(),
-            retention_policy: String::new(),
             measurement: "wk_actions".into(),
-            username: String::new(),
-            password: String::new(),
-            token: String::new(),
+            ..Default::default()
         };
         assert_eq!(
             t.write_url().unwrap().as_str(),

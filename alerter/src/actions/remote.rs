@@ -188,6 +188,20 @@ pub async fn call<T: DeserializeOwned>(ctx: &Ctx, ssh: &SshHost, call: &Call<'_>
     }
 }
 
+/// SIGTERM, the context's grace time, SIGKILL: `pids` on `ssh`'s host (as
+/// [`super::stop_processes`] locally).
+pub async fn stop(ctx: &Ctx, ssh: &SshHost, pids: &[i32]) -> Reply<Stopped> {
+    call(
+        ctx,
+        ssh,
+        &Call::Stop {
+            grace: ctx.grace,
+            pids,
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

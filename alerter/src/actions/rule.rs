@@ -40,7 +40,9 @@ pub const GUARD_KEYS: &[&str] = &[
 /// An error in one action map: where, what.
 pub type ActionError = (Pos, String);
 
-fn type_of(v: &Dynamic) -> &'static str {
+/// A script value's type as messages name it ("a string", "an integer"). Shared with the
+/// rule's own settings (`rules::settings`, which depends on this module).
+pub(crate) fn type_of(v: &Dynamic) -> &'static str {
     match v.type_name() {
         "string" | "ImmutableString" => "a string",
         "i64" => "an integer",
@@ -52,14 +54,17 @@ fn type_of(v: &Dynamic) -> &'static str {
     }
 }
 
-fn dur(v: &Dynamic) -> Result<Duration, String> {
-    let s = v.clone().into_string().map_err(|_| {
-        format!(
-            "expected a duration string like \"30s\", got {}",
-            type_of(v)
-        )
-    })?;
+/// A duration string (`"30s"`); `like` is the example the error shows.
+pub(crate) fn duration_like(v: &Dynamic, like: &str) -> Result<Duration, String> {
+    let s = v
+        .clone()
+        .into_string()
+        .map_err(|_| format!("expected a duration string like {like}, got {}", type_of(v)))?;
     parse_duration(&s).map_err(|e| e.to_string())
+}
+
+fn dur(v: &Dynamic) -> Result<Duration, String> {
+    duration_like(v, "\"30s\"")
 }
 
 fn raw(v: &Dynamic) -> Result<RawArg, String> {

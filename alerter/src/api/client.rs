@@ -79,11 +79,17 @@ pub fn silence(
                      reads it when it starts)",
                     cfg.settings.state_dir.display()
                 );
-                return Ok((in_state_dir(cfg, req, now)?, Some(note)));
+                return Ok((
+                    in_state_dir(cfg, req, now).map_err(|e| e.to_string())?,
+                    Some(note),
+                ));
             }
         }
     }
-    Ok((in_state_dir(cfg, req, now)?, None))
+    Ok((
+        in_state_dir(cfg, req, now).map_err(|e| e.to_string())?,
+        None,
+    ))
 }
 
 fn list_text(all: &[Stored], show_all: bool, now: i64) -> String {
@@ -95,7 +101,11 @@ fn list_text(all: &[Stored], show_all: bool, now: i64) -> String {
 }
 
 /// The request done on the state dir.
-pub fn in_state_dir(cfg: &Config, req: &SilenceRequest, now: i64) -> Result<String, String> {
+pub fn in_state_dir(
+    cfg: &Config,
+    req: &SilenceRequest,
+    now: i64,
+) -> Result<String, store::SilenceError> {
     let dir = &cfg.settings.state_dir;
     match req {
         SilenceRequest::Add {

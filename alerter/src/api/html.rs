@@ -62,6 +62,33 @@ fn matchers_for(e: &crate::model::AlertEvent) -> String {
     m.join(" ")
 }
 
+/// A table of the page: `empty` (when given) instead of a table without rows, else the
+/// column heads and one `row` per item.
+fn table<T>(
+    p: &mut String,
+    empty: Option<&str>,
+    heads: &[&str],
+    items: impl IntoIterator<Item = T>,
+    mut row: impl FnMut(&mut String, T),
+) {
+    let mut items = items.into_iter().peekable();
+    if let Some(empty) = empty
+        && items.peek().is_none()
+    {
+        let _ = write!(p, "<p>{empty}</p>");
+        return;
+    }
+    let _ = write!(p, "<div class=\"wrap\"><table><thead><tr>");
+    for h in heads {
+        let _ = write!(p, "<th>{h}</th>");
+    }
+    let _ = write!(p, "</tr></thead><tbody>");
+    for item in items {
+        row(p, item);
+    }
+    let _ = write!(p, "</tbody></table></div>");
+}
+
 impl Api {
     /// The whole page.
     pub(super) fn page(&self, head: &Head, now: i64) -> String {
@@ -108,15 +135,13 @@ impl Api {
         // Alerts.
         let _ = write!(p, "<h2 id=\"alerts\">Alerts</h2>");
         let alerts: Vec<_> = b.alerts().collect();
-        if alerts.is_empty() {
-            let _ = write!(p, "<p>Nothing is firing.</p>");
-        } else {
-            let _ = write!(
-                p,
-                "<div class=\"wrap\"><table><thead><tr><th>level</th><th>alert</th><th>value</th>\
-                 <th>since</th><th>state</th></tr></thead><tbody>"
-            );
-            for a in alerts {
+        let heads = ["level", "alert", "value", "since", "state"];
+        table(
+            &mut p,
+            Some("Nothing is firing."),
+            &heads,
+            alerts,
+            |p, a| {
                 let e = &a.event;
                 let level = e.level.as_str();
                 let state = if a.pending {
@@ -169,47 +194,37 @@ impl Api {
                      <button>silence</button></form></details></td></tr>",
                     esc(&matchers_for(e))
                 );
-            }
-            let _ = write!(p, "</tbody></table></div>");
-        }
+            },
+        );
 
         // Silences.
         let _ = write!(p, "<h2 id=\"silences\">Silences</h2>");
         match crate::notify::silence_store::load(&self.state_dir) {
             Ok(all) => {
                 let live: Vec<_> = all.iter().filter(|s| s.ends > now).collect();
-                if live.is_empty() {
-                    let _ = write!(p, "<p>No silence.</p>");
-                } else {
+                let heads = ["matchers", "until", "by", ""];
+                table(&mut p, Some("No silence."), &heads, live, |p, s| {
                     let _ = write!(
                         p,
-                        "<div class=\"wrap\"><table><thead><tr><th>matchers</th><th>until</th>\
-                         <th>by</th><th></th></tr></thead><tbody>"
-                    );
-                    for s in live {
-                        let _ = write!(
-                            p,
-                            "<tr class=\"silence\"><td class=\"tag\">{}</td><td>{}{}</td>\
+                        "<tr class=\"silence\"><td class=\"tag\">{}</td><td>{}{}</td>\
                              <td>{}: {}</td><td><form method=\"post\" \
                              action=\"/api/v1/silences/{}/expire\"><button>expire</button>\
                              </form></td></tr>",
-                            esc(&s.matchers.join(" ")),
-                            esc(&rfc3339(s.ends)),
-                            if s.starts.is_some_and(|t| t > now) {
-                                format!(" (from {})", esc(&rfc3339(s.starts.unwrap_or(0))))
-                            } else {
-                                String::new()
-                            },
-                            esc(&s.by),
-                            esc(&s.comment),
-                            esc(&s.id),
-                        );
-                    }
-                    let _ = write!(p, "</tbody></table></div>");
-                }
+                        esc(&s.matchers.join(" ")),
+                        esc(&rfc3339(s.ends)),
+                        if s.starts.is_some_and(|t| t > now) {
+                            format!(" (from {})", esc(&rfc3339(s.starts.unwrap_or(0))))
+                        } else {
+                            String::new()
+                        },
+                        esc(&s.by),
+                        esc(&s.comment),
+                        esc(&s.id),
+                    );
+                });
             }
             Err(e) => {
-                let _ = write!(p, "<p class=\"crit\">{}</p>", esc(&e));
+                let _ = write!(p, "<p class=\"crit\">{}</p>", esc(&e.to_string()));
             }
         }
         let _ = write!(
@@ -224,13 +239,9 @@ impl Api {
         );
 
         // Rules.
-        let _ = write!(
-            p,
-            "<h2 id=\"rules\">Rules</h2><div class=\"wrap\"><table><thead><tr><th>rule</th>\
-             <th>every</th><th>last evaluation</th><th>version</th><th>problem</th></tr>\
-             </thead><tbody>"
-        );
-        for r in b.rules.values() {
+        let _ = write!(p, "<h2 id=\"rules\">Rules</h2>");
+        let heads = ["rule", "every", "last evaluation", "version", "problem"];
+        table(&mut p, None, &heads, b.rules.values(), |p, r| {
             let problem = match (&r.newer_file_failed, &r.last_error) {
                 (Some(f), _) => format!(
                     "<span class=\"crit\">the file on disk ({}) does not run: {}</span>",
@@ -256,81 +267,64 @@ impl Api {
                 r.failures,
                 esc(&r.version),
             );
-        }
-        let _ = write!(p, "</tbody></table></div>");
+        });
 
         // Notifications.
         let _ = write!(p, "<h2 id=\"notifications\">Recent notifications</h2>");
         let history = self.router.history();
-        if history.is_empty() {
-            let _ = write!(p, "<p>None yet.</p>");
-        } else {
+        let recent = history.iter().rev().take(RECENT);
+        let heads = ["when", "alert", "to", "status"];
+        table(&mut p, Some("None yet."), &heads, recent, |p, d| {
             let _ = write!(
                 p,
-                "<div class=\"wrap\"><table><thead><tr><th>when</th><th>alert</th><th>to</th>\
-                 <th>status</th></tr></thead><tbody>"
-            );
-            for d in history.iter().rev().take(RECENT) {
-                let _ = write!(
-                    p,
-                    "<tr><td>{}</td><td class=\"{}\">{} {} <span class=\"tag\">{}</span></td>\
+                "<tr><td>{}</td><td class=\"{}\">{} {} <span class=\"tag\">{}</span></td>\
                      <td>{}</td><td>{}{}</td></tr>",
-                    esc(&ago(now, d.time)),
-                    level_class(&d.level),
-                    esc(&d.level),
-                    esc(&d.kind),
-                    esc(&d.id),
-                    esc(if d.notifier.is_empty() {
-                        "-"
-                    } else {
-                        &d.notifier
-                    }),
-                    esc(&d.status),
-                    if d.error.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" <span class=\"muted\">{}</span>", esc(&d.error))
-                    },
-                );
-            }
-            let _ = write!(p, "</tbody></table></div>");
-        }
+                esc(&ago(now, d.time)),
+                level_class(&d.level),
+                esc(&d.level),
+                esc(&d.kind),
+                esc(&d.id),
+                esc(if d.notifier.is_empty() {
+                    "-"
+                } else {
+                    &d.notifier
+                }),
+                esc(&d.status),
+                if d.error.is_empty() {
+                    String::new()
+                } else {
+                    format!(" <span class=\"muted\">{}</span>", esc(&d.error))
+                },
+            );
+        });
 
         // Actions.
         let _ = write!(p, "<h2 id=\"actions\">Recent recovery actions</h2>");
         let results = self.engine.results();
-        if results.is_empty() {
-            let _ = write!(p, "<p>None yet.</p>");
-        } else {
+        let recent = results.iter().rev().take(RECENT);
+        let heads = ["when", "action", "result", "time to recover"];
+        table(&mut p, Some("None yet."), &heads, recent, |p, r| {
+            let ttr = if r.recovered && r.verified_ns > 0 && r.fault_ns > 0 {
+                format_duration(std::time::Duration::from_millis(
+                    u64::try_from((r.verified_ns - r.fault_ns) / 1_000_000).unwrap_or(0),
+                ))
+            } else {
+                "-".into()
+            };
             let _ = write!(
                 p,
-                "<div class=\"wrap\"><table><thead><tr><th>when</th><th>action</th><th>result</th>\
-                 <th>time to recover</th></tr></thead><tbody>"
-            );
-            for r in results.iter().rev().take(RECENT) {
-                let ttr = if r.recovered && r.verified_ns > 0 && r.fault_ns > 0 {
-                    format_duration(std::time::Duration::from_millis(
-                        u64::try_from((r.verified_ns - r.fault_ns) / 1_000_000).unwrap_or(0),
-                    ))
-                } else {
-                    "-".into()
-                };
-                let _ = write!(
-                    p,
-                    "<tr><td>{}</td><td><b>{}</b>({}) <span class=\"tag\">{}</span></td>\
+                "<tr><td>{}</td><td><b>{}</b>({}) <span class=\"tag\">{}</span></td>\
                      <td>{}{}: {}</td><td>{}</td></tr>",
-                    esc(&ago(now, r.started_ns)),
-                    esc(&r.action),
-                    esc(&r.args),
-                    esc(&r.alert_id),
-                    esc(&r.status),
-                    if r.recovered { ", recovered" } else { "" },
-                    esc(&r.did),
-                    esc(&ttr),
-                );
-            }
-            let _ = write!(p, "</tbody></table></div>");
-        }
+                esc(&ago(now, r.started_ns)),
+                esc(&r.action),
+                esc(&r.args),
+                esc(&r.alert_id),
+                esc(&r.status),
+                if r.recovered { ", recovered" } else { "" },
+                esc(&r.did),
+                esc(&ttr),
+            );
+        });
         let _ = writeln!(
             p,
             "<p class=\"muted\">JSON: <a href=\"/api/v1/alerts\">alerts</a> · \

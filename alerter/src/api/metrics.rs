@@ -31,9 +31,15 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Writes `metrics` in the text format (string fields are left out).
+/// Writes `metrics` in the text format (string fields are left out). The samples of one
+/// family (one `<measurement>_<field>` name) are written together under their `# HELP` and
+/// `# TYPE` lines, as the format requires, in the order the families first appear. The type is
+/// `untyped` (as Telegraf's prometheus_client output writes fields it has no type for): the
+/// self-metrics mix counters and gauges, and renaming counters to `_total` would break
+/// dashboards built on these names.
 pub fn render(metrics: &[Metric]) -> String {
-    let mut out = String::new();
+    let mut families: Vec<(String, String, String)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
     for m in metrics {
         let tags: Vec<String> = m
             .tags()
@@ -53,8 +59,25 @@ pub fn render(metrics: &[Metric]) -> String {
                 FieldValue::Bool(b) => u8::from(*b).to_string(),
                 FieldValue::Str(_) => continue,
             };
-            let _ = writeln!(out, "{}_{}{tags} {v}", name(&m.name), name(field));
+            let family = format!("{}_{}", name(&m.name), name(field));
+            let i = *index.entry(family.clone()).or_insert_with(|| {
+                let help = format!(
+                    "wk-alerter self-metric {}, field {field} (docs/api.md)",
+                    m.name
+                );
+                families.push((family.clone(), help, String::new()));
+                families.len() - 1
+            });
+            let _ = writeln!(families[i].2, "{family}{tags} {v}");
         }
+    }
+    let mut out = String::new();
+    for (family, help, samples) in families {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = write!(
+            out,
+            "# HELP {family} {help}\n# TYPE {family} untyped\n{samples}"
+        );
     }
     out
 }
@@ -144,10 +167,20 @@ mod tests {
             .with_field("evaluation_failures_bad-return", 1u64)
             .with_field("status", "ok")
             .with_field("up", true);
+        let other = Metric::new("wk_alerter", 0)
+            .with_tag("rule", "mem")
+            .with_field("evaluations", 5u64);
         assert_eq!(
-            render(&[m]),
-            "wk_alerter_evaluations{rule=\"cpu \\\"x\\\"\\\\\"} 3\n\
+            render(&[m, other]),
+            "# HELP wk_alerter_evaluations wk-alerter self-metric wk_alerter, field evaluations (docs/api.md)\n\
+             # TYPE wk_alerter_evaluations untyped\n\
+             wk_alerter_evaluations{rule=\"cpu \\\"x\\\"\\\\\"} 3\n\
+             wk_alerter_evaluations{rule=\"mem\"} 5\n\
+             # HELP wk_alerter_evaluation_failures_bad_return wk-alerter self-metric wk_alerter, field evaluation_failures_bad-return (docs/api.md)\n\
+             # TYPE wk_alerter_evaluation_failures_bad_return untyped\n\
              wk_alerter_evaluation_failures_bad_return{rule=\"cpu \\\"x\\\"\\\\\"} 1\n\
+             # HELP wk_alerter_up wk-alerter self-metric wk_alerter, field up (docs/api.md)\n\
+             # TYPE wk_alerter_up untyped\n\
              wk_alerter_up{rule=\"cpu \\\"x\\\"\\\\\"} 1\n"
         );
     }

@@ -331,29 +331,35 @@ impl Api {
         };
         match self.add(&new, form, now) {
             Ok(s) => Self::done(form, json_response(200, &silence_json(&s, now))),
-            Err(e) => error(400, e),
+            Err((status, e)) => error(status, e),
         }
     }
 
-    fn add(&self, n: &NewSilence, form: bool, now: i64) -> Result<store::Stored, String> {
+    fn add(&self, n: &NewSilence, form: bool, now: i64) -> Result<store::Stored, (u16, String)> {
         use crate::notify::text::parse_rfc3339;
         if n.comment.trim().is_empty() {
-            return Err("a comment is required: why, and who asked".into());
+            return Err((400, "a comment is required: why, and who asked".into()));
         }
         let starts = n
             .starts
             .as_deref()
-            .map(|t| parse_rfc3339(t).map_err(|e| format!("starts: {e}")))
+            .map(|t| parse_rfc3339(t).map_err(|e| (400, format!("starts: {e}"))))
             .transpose()?;
         let ends = match (&n.duration, &n.ends) {
             (Some(d), None) => {
-                let d = wk_core::values::parse_duration(d).map_err(|e| format!("duration: {e}"))?;
+                let d = wk_core::values::parse_duration(d)
+                    .map_err(|e| (400, format!("duration: {e}")))?;
                 starts
                     .unwrap_or(now)
                     .saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             }
-            (None, Some(t)) => parse_rfc3339(t).map_err(|e| format!("ends: {e}"))?,
-            _ => return Err("give either duration (e.g. \"2h\") or ends (RFC 3339)".into()),
+            (None, Some(t)) => parse_rfc3339(t).map_err(|e| (400, format!("ends: {e}")))?,
+            _ => {
+                return Err((
+                    400,
+                    "give either duration (e.g. \"2h\") or ends (RFC 3339)".into(),
+                ));
+            }
         };
         let by = n
             .created_by
@@ -369,7 +375,8 @@ impl Api {
                 &n.comment,
                 &by,
                 now,
-            )?
+            )
+            .map_err(|e| (if e.is_bad_request() { 400 } else { 500 }, e.to_string()))?
         };
         tracing::info!(id = %s.id, matchers = %s.matchers.join(","), by = %s.by, "silence added through the API");
         self.apply_silences();
@@ -391,8 +398,8 @@ impl Api {
                 self.apply_silences();
                 Self::done(form, json_response(200, &silence_json(&s, now)))
             }
-            Err(e) if e.starts_with("no silence") => error(404, e),
-            Err(e) => error(500, e),
+            Err(e @ store::SilenceError::NotFound { .. }) => error(404, e.to_string()),
+            Err(e) => error(500, e.to_string()),
         }
     }
 
@@ -434,10 +441,13 @@ impl Api {
             .rules
             .values()
             .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or(Json::Null);
-                v["last_evaluation"] = time_json(r.last_evaluation_ns);
-                v["loaded"] = time_json(r.loaded_ns);
-                v
+                json_with(
+                    r,
+                    [
+                        ("last_evaluation", time_json(r.last_evaluation_ns)),
+                        ("loaded", time_json(r.loaded_ns)),
+                    ],
+                )
             })
             .collect();
         json!({ "rules": rules })
@@ -449,10 +459,10 @@ impl Api {
             .iter()
             .rev()
             .map(|d| {
-                let mut v = serde_json::to_value(d).unwrap_or(Json::Null);
-                v["time"] = time_json(d.time);
-                v["done"] = time_json(d.done);
-                v
+                json_with(
+                    d,
+                    [("time", time_json(d.time)), ("done", time_json(d.done))],
+                )
             })
             .collect()
     }
@@ -463,17 +473,30 @@ impl Api {
             .iter()
             .rev()
             .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or(Json::Null);
-                v["time"] = time_json(r.started_ns);
-                v["time_to_recover_ms"] = if r.recovered && r.verified_ns > 0 && r.fault_ns > 0 {
+                let recover = if r.recovered && r.verified_ns > 0 && r.fault_ns > 0 {
                     json!((r.verified_ns - r.fault_ns) / 1_000_000)
                 } else {
                     Json::Null
                 };
-                v
+                json_with(
+                    r,
+                    [
+                        ("time", time_json(r.started_ns)),
+                        ("time_to_recover_ms", recover),
+                    ],
+                )
             })
             .collect()
     }
+}
+
+/// `item` as JSON with the `extra` keys set over its own (times as the API writes them).
+fn json_with<T: serde::Serialize, const N: usize>(item: &T, extra: [(&str, Json); N]) -> Json {
+    let mut v = serde_json::to_value(item).unwrap_or(Json::Null);
+    for (k, x) in extra {
+        v[k] = x;
+    }
+    v
 }
 
 /// One alert as the API shows it.

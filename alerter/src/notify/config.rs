@@ -143,21 +143,11 @@ pub fn load(
     plan
 }
 
-/// The tables of `[[x]]` (an array of tables) or `[x]` (one table), with their offsets.
+/// The tables of `[[x]]` or `[x]`, with their offsets; none for any other value.
 pub(crate) fn tables_of<'a, 'i>(
     v: &'a toml::Spanned<DeValue<'i>>,
 ) -> Vec<(&'a DeTable<'i>, usize)> {
-    match v.get_ref() {
-        DeValue::Array(a) => a
-            .iter()
-            .filter_map(|item| match item.get_ref() {
-                DeValue::Table(t) => Some((t, item.span().start)),
-                _ => None,
-            })
-            .collect(),
-        DeValue::Table(t) => vec![(t, v.span().start)],
-        _ => Vec::new(),
-    }
+    wk_core::options::tables_of(v).unwrap_or_default()
 }
 
 fn notifier_tables(
@@ -226,12 +216,7 @@ pub fn load_str(
     let plan = match DeTable::parse(&src.text) {
         Ok(doc) => load(&src, doc.get_ref(), &mut diags, env),
         Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            diags.push(src.diag(
-                Severity::Error,
-                offset,
-                format!("invalid TOML: {}", e.message()),
-            ));
+            diags.push(src.toml_error(&e));
             NotifyPlan::default()
         }
     };

@@ -330,18 +330,10 @@ mod tests {
         Arc::new(AlertEvent {
             rule: "cpu".into(),
             id: format!("cpu:host={host}"),
-            message: String::new(),
-            details: String::new(),
             kind,
             level,
-            previous_level: Level::Ok,
             tags: [("host".to_owned(), host.to_owned())].into(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: Duration::ZERO,
-            notify: vec![],
-            category: None,
+            ..Default::default()
         })
     }
 
@@ -353,12 +345,18 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn resolved_within_group_wait_is_never_told_and_the_group_ends() {
+    /// Grouping by rule, with host a's critical alert offered now (`t0`).
+    fn one_critical() -> (Grouping, Groups, Instant) {
         let g = grouping(&["rule"]);
         let mut gs = Groups::default();
         let t0 = Instant::now();
         gs.offer(&g, ev("a", EventKind::Alert, Level::Critical), false, t0);
+        (g, gs, t0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolved_within_group_wait_is_never_told_and_the_group_ends() {
+        let (g, mut gs, t0) = one_critical();
         gs.offer(&g, ev("a", EventKind::Recovery, Level::Ok), false, t0);
         assert_eq!(gs.take_due(t0 + Duration::from_secs(30)), vec![]);
         assert!(gs.groups.is_empty());
@@ -366,10 +364,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_change_after_a_message_waits_for_the_next_interval_tick() {
-        let g = grouping(&["rule"]);
-        let mut gs = Groups::default();
-        let t0 = Instant::now();
-        gs.offer(&g, ev("a", EventKind::Alert, Level::Critical), false, t0);
+        let (g, mut gs, t0) = one_critical();
         let t1 = t0 + Duration::from_secs(30);
         assert_eq!(gs.next_due(), Some(t1));
         assert_eq!(gs.take_due(t1).len(), 1);

@@ -120,26 +120,17 @@ impl Inhibitions {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn ev(rule: &str, host: &str, kind: EventKind, level: Level, cat: &str) -> AlertEvent {
         AlertEvent {
             rule: rule.into(),
             id: format!("{rule}:{host}"),
-            message: String::new(),
-            details: String::new(),
             kind,
             level,
-            previous_level: Level::Ok,
             tags: [("host".to_owned(), host.to_owned())].into(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: Duration::ZERO,
-            notify: vec![],
             category: Some(cat.into()),
+            ..Default::default()
         }
     }
 

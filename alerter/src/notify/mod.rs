@@ -113,6 +113,43 @@ pub fn find(kind: &str) -> Option<&'static NotifierSpec> {
     REGISTRY.iter().find(|s| s.name == kind)
 }
 
+/// Why a notifier's (or the action recorder's) URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("invalid URL {text:?}: {reason}")]
+    Invalid { text: String, reason: String },
+    #[error("scheme {0:?} is not supported: use http or https")]
+    Scheme(String),
+    /// No URL where one is needed; says what it is for.
+    #[error("is required: {0}")]
+    Missing(&'static str),
+}
+
+/// The URL a notifier's `key` option gave, or, after reporting why it is refused, a
+/// placeholder: the config has an error then and never loads, so it is never used.
+pub(crate) fn url_option(
+    opts: &mut Options<'_, '_>,
+    key: &str,
+    url: Result<reqwest::Url, UrlError>,
+) -> reqwest::Url {
+    url.unwrap_or_else(|e| {
+        opts.error_at(key, e);
+        reqwest::Url::parse("http://invalid.invalid/").expect("a constant valid URL")
+    })
+}
+
+/// `text` as an `http` or `https` URL.
+pub fn http_url(text: &str) -> Result<reqwest::Url, UrlError> {
+    let u = reqwest::Url::parse(text).map_err(|e| UrlError::Invalid {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(UrlError::Scheme(u.scheme().to_owned()));
+    }
+    Ok(u)
+}
+
 /// The HTTP client of the notifiers that POST (webhook, influxdb); a set-up failure is a
 /// config error at the notifier's `url`.
 pub(crate) fn http_client(opts: &mut Options<'_, '_>) -> reqwest::Client {

@@ -195,18 +195,10 @@ mod tests {
         let ev = |kind, level, previous_level| AlertEvent {
             rule: "r".into(),
             id: "r:x".into(),
-            message: String::new(),
-            details: String::new(),
             kind,
             level,
             previous_level,
-            tags: Default::default(),
-            fields: Default::default(),
-            time: 0,
-            point_time: 0,
-            duration: Duration::ZERO,
-            notify: vec![],
-            category: None,
+            ..Default::default()
         };
         assert!(!s.wants(&ev(EventKind::Alert, Level::Warning, Level::Ok)));
         assert!(s.wants(&ev(EventKind::Alert, Level::Critical, Level::Warning)));

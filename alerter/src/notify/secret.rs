@@ -1,7 +1,7 @@
 //! Secrets in notifier options: given inline (usually as `"${ENV_VAR}"`) or read from a file
 //! (`*_file`, for systemd credentials and mounted secrets), never both.
 
-use wk_core::options::Options;
+use wk_core::options::{Options, SecretSource};
 
 /// Reads the secret `key` or the file named by `file_key`; `None` when neither is given.
 /// An inline value still containing `${` means the environment variable was not set (the
@@ -9,17 +9,8 @@ use wk_core::options::Options;
 /// The file is read now, so that a missing file is a config error naming the line; its
 /// trailing newline is dropped.
 pub fn read(opts: &mut Options<'_, '_>, key: &str, file_key: &str) -> Option<String> {
-    let inline = opts.opt_string(key);
-    let file = opts.opt_string(file_key);
-    match (inline, file) {
-        (Some(_), Some(_)) => {
-            opts.error_at(
-                file_key,
-                format!("give either `{key}` or `{file_key}`, not both"),
-            );
-            None
-        }
-        (Some(v), None) => {
+    match opts.secret_source(key, file_key)? {
+        SecretSource::Inline(v) => {
             if let Some(start) = v.find("${") {
                 let name: String = v[start + 2..].chars().take_while(|c| *c != '}').collect();
                 opts.error_at(key, format!("environment variable {name:?} is not set"));
@@ -27,7 +18,7 @@ pub fn read(opts: &mut Options<'_, '_>, key: &str, file_key: &str) -> Option<Str
             }
             Some(v)
         }
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
+        SecretSource::File(path) => match std::fs::read_to_string(&path) {
             Ok(s) => {
                 let s = s.strip_suffix('\n').unwrap_or(&s);
                 let s = s.strip_suffix('\r').unwrap_or(s);
@@ -38,6 +29,5 @@ pub fn read(opts: &mut Options<'_, '_>, key: &str, file_key: &str) -> Option<Str
                 None
             }
         },
-        (None, None) => None,
     }
 }

@@ -58,25 +58,45 @@ impl std::fmt::Display for Matcher {
     }
 }
 
+/// Why a matcher (`key=glob`, `key!=glob`, `key=~regex`, `key!~regex`) was refused; `text` is
+/// the matcher as given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("{text:?}: expected key=value, key!=value, key=~regex or key!~regex")]
+    Syntax { text: String },
+    #[error("{text:?}: {key:?} is not a tag name")]
+    TagName { text: String, key: String },
+    #[error("{text:?}: not a valid regular expression: {detail}")]
+    Regex { text: String, detail: String },
+    #[error("{text:?}: {detail}")]
+    Glob { text: String, detail: String },
+    /// A config matcher's glob (`matchers = { key = "glob" }`; the config error names the key).
+    #[error("{detail}")]
+    ConfigGlob { key: String, detail: String },
+}
+
 impl Matcher {
     /// A glob equality matcher (the config's `matchers = { key = "glob" }`).
-    pub fn glob(key: &str, glob: &str) -> Result<Matcher, String> {
+    pub fn glob(key: &str, glob: &str) -> Result<Matcher, MatcherError> {
         Ok(Matcher {
             key: key.to_owned(),
-            pattern: Pattern::Glob(Glob::new(glob).map_err(|e| e.to_string())?),
+            pattern: Pattern::Glob(Glob::new(glob).map_err(|e| MatcherError::ConfigGlob {
+                key: key.to_owned(),
+                detail: e.to_string(),
+            })?),
             negate: false,
         })
     }
 
     /// Parses `key=glob`, `key!=glob`, `key=~regex` or `key!~regex` (Alertmanager's
     /// operators; `rule` names the rule).
-    pub fn parse(text: &str) -> Result<Matcher, String> {
+    pub fn parse(text: &str) -> Result<Matcher, MatcherError> {
         let (at, op) = ["=~", "!~", "!=", "="]
             .iter()
             .filter_map(|op| text.find(op).map(|i| (i, *op)))
             .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
-            .ok_or_else(|| {
-                format!("{text:?}: expected key=value, key!=value, key=~regex or key!~regex")
+            .ok_or_else(|| MatcherError::Syntax {
+                text: text.to_owned(),
             })?;
         let key = text[..at].trim();
         let value = &text[at + op.len()..];
@@ -85,16 +105,24 @@ impl Matcher {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         {
-            return Err(format!("{text:?}: {key:?} is not a tag name"));
+            return Err(MatcherError::TagName {
+                text: text.to_owned(),
+                key: key.to_owned(),
+            });
         }
         let negate = op.starts_with('!');
         let pattern = if op.ends_with('~') {
-            Pattern::Regex(
-                regex::Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("{text:?}: not a valid regular expression: {e}"))?,
-            )
+            Pattern::Regex(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                MatcherError::Regex {
+                    text: text.to_owned(),
+                    detail: e.to_string(),
+                }
+            })?)
         } else {
-            Pattern::Glob(Glob::new(value).map_err(|e| format!("{text:?}: {e}"))?)
+            Pattern::Glob(Glob::new(value).map_err(|e| MatcherError::Glob {
+                text: text.to_owned(),
+                detail: e.to_string(),
+            })?)
         };
         Ok(Matcher {
             key: key.to_owned(),

@@ -2,13 +2,15 @@
 //! state directory, `silences.json`, written atomically (temp file, fsync, rename). The
 //! running alerter re-reads it with the rules (every `reload_interval`), so a silence works
 //! whether the alerter runs or not, and survives restarts. Silences that ended more than a
-//! week ago are dropped when the file is written.
+//! week ago are dropped when the file is written. Changes are made under an exclusive lock
+//! on `silences.json.lock`, so the command line (alerter down) and an alerter starting up
+//! cannot lose each other's silence.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::silence::{Matcher, Silence};
+use super::silence::{Matcher, MatcherError, Silence};
 use crate::template::format_rfc3339 as rfc3339;
 
 /// Ended silences are kept this long (for `silence list --all`), then dropped.
@@ -35,26 +37,84 @@ struct File {
     silences: Vec<Stored>,
 }
 
+/// Why a silence could not be read, added or expired.
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    /// The file (or the state directory, or its lock) could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not the JSON this module writes.
+    #[error("{}: {source}", path.display())]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Matcher(#[from] MatcherError),
+    #[error("at least one --match is required: a silence of everything is not allowed")]
+    NoMatcher,
+    #[error("the silence would end ({0}) before it starts")]
+    EndsBeforeStart(String),
+    #[error("no silence {id:?} in {}", path.display())]
+    NotFound { id: String, path: PathBuf },
+}
+
+impl SilenceError {
+    /// The request was wrong (as opposed to the state directory failing).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            SilenceError::Matcher(_) | SilenceError::NoMatcher | SilenceError::EndsBeforeStart(_)
+        )
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SilenceError + '_ {
+    move |source| SilenceError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Holds the exclusive lock of `state_dir`'s silences until dropped.
+fn lock(state_dir: &Path) -> Result<std::fs::File, SilenceError> {
+    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let p = state_dir.join("silences.json.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io(&p))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io(&p)(e.into()))?;
+    Ok(f)
+}
+
 /// The file in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("silences.json")
 }
 
 /// The stored silences (none when the file does not exist).
-pub fn load(state_dir: &Path) -> Result<Vec<Stored>, String> {
+pub fn load(state_dir: &Path) -> Result<Vec<Stored>, SilenceError> {
     let p = path(state_dir);
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", p.display())),
+        Err(e) => return Err(io(&p)(e)),
     };
-    let f: File = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    let f: File =
+        serde_json::from_str(&text).map_err(|source| SilenceError::Damaged { path: p, source })?;
     Ok(f.silences)
 }
 
 /// The stored silences as the router applies them (a stored one that no longer parses is
 /// logged and left out).
-pub fn router_silences(state_dir: &Path) -> Result<Vec<Silence>, String> {
+pub fn router_silences(state_dir: &Path) -> Result<Vec<Silence>, SilenceError> {
     Ok(load(state_dir)?
         .iter()
         .filter_map(|s| {
@@ -65,25 +125,28 @@ pub fn router_silences(state_dir: &Path) -> Result<Vec<Silence>, String> {
         .collect())
 }
 
-fn save(state_dir: &Path, silences: &[Stored], now: i64) -> Result<(), String> {
+fn save(state_dir: &Path, silences: &[Stored], now: i64) -> Result<(), SilenceError> {
     let keep: Vec<Stored> = silences
         .iter()
         .filter(|s| s.ends > now - KEEP_ENDED_NS)
         .cloned()
         .collect();
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    let p = path(state_dir);
     let text = serde_json::to_string_pretty(&File {
         version: 1,
         silences: keep,
     })
-    .map_err(|e| e.to_string())?;
-    crate::state::write_atomic(&path(state_dir), text.as_bytes())
-        .map_err(|(p, e)| format!("{}: {e}", p.display()))
+    .map_err(|source| SilenceError::Damaged {
+        path: p.clone(),
+        source,
+    })?;
+    crate::state::write_atomic(&p, text.as_bytes())
+        .map_err(|(path, source)| SilenceError::Io { path, source })
 }
 
 impl Stored {
     /// The silence the router applies.
-    pub fn silence(&self) -> Result<Silence, String> {
+    pub fn silence(&self) -> Result<Silence, MatcherError> {
         let matchers = self
             .matchers
             .iter()
@@ -133,21 +196,17 @@ pub fn add(
     comment: &str,
     by: &str,
     now: i64,
-) -> Result<Stored, String> {
+) -> Result<Stored, SilenceError> {
     if matchers.is_empty() {
-        return Err(
-            "at least one --match is required: a silence of everything is not allowed".into(),
-        );
+        return Err(SilenceError::NoMatcher);
     }
     for m in matchers {
         Matcher::parse(m)?;
     }
     if ends <= starts.unwrap_or(now) {
-        return Err(format!(
-            "the silence would end ({}) before it starts",
-            rfc3339(ends)
-        ));
+        return Err(SilenceError::EndsBeforeStart(rfc3339(ends)));
     }
+    let _lock = lock(state_dir)?;
     let mut all = load(state_dir)?;
     let id = loop {
         let id = format!("{:08x}", fastrand::u32(..));
@@ -170,12 +229,16 @@ pub fn add(
 }
 
 /// Ends the silence `id` now (`wk-alerter silence expire`).
-pub fn expire(state_dir: &Path, id: &str, now: i64) -> Result<Stored, String> {
+pub fn expire(state_dir: &Path, id: &str, now: i64) -> Result<Stored, SilenceError> {
+    let _lock = lock(state_dir)?;
     let mut all = load(state_dir)?;
     let s = all
         .iter_mut()
         .find(|s| s.id == id)
-        .ok_or_else(|| format!("no silence {id:?} in {}", path(state_dir).display()))?;
+        .ok_or_else(|| SilenceError::NotFound {
+            id: id.to_owned(),
+            path: path(state_dir),
+        })?;
     if s.ends > now {
         s.ends = now;
     }
@@ -244,5 +307,53 @@ mod tests {
         assert!(add(dir.path(), &["host=a".into()], None, now, "", "", now).is_err());
         std::fs::write(path(dir.path()), "not json").unwrap();
         assert!(load(dir.path()).is_err());
+    }
+
+    /// A change waits for the lock another writer (the command line, another alerter) holds,
+    /// then reads the file that writer left: no silence is lost to a race.
+    #[test]
+    fn changes_wait_for_the_lock_and_keep_the_other_writers_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000_000_000;
+        let hour = 3_600_000_000_000;
+        let held = lock(dir.path()).unwrap();
+        let d = dir.path().to_owned();
+        let waiter = std::thread::spawn(move || {
+            add(
+                &d,
+                &["host=b".into()],
+                None,
+                now + hour,
+                "second",
+                "ops",
+                now,
+            )
+            .map(|s| s.id)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "add did not wait for the lock");
+        // The holder writes its own silence while the other waits.
+        let first = Stored {
+            id: "00000001".into(),
+            matchers: vec!["host=a".into()],
+            starts: None,
+            ends: now + hour,
+            comment: "first".into(),
+            created: now,
+            by: "cli".into(),
+        };
+        save(dir.path(), &[first], now).unwrap();
+        drop(held);
+        waiter.join().unwrap().unwrap();
+        let ids: Vec<String> = load(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.comment)
+            .collect();
+        assert_eq!(ids, ["first", "second"]);
+        assert!(matches!(
+            expire(dir.path(), "nope", now),
+            Err(SilenceError::NotFound { .. })
+        ));
     }
 }

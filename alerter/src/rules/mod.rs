@@ -503,7 +503,11 @@ fn observations(value: Dynamic) -> Result<Vec<Observation>, String> {
             out.push(s.into_observation());
         }
     }
-    // Duplicates are found on references: no tag map is copied for the check.
+    // Sources answer in tag order, so a strictly ascending result (one comparison per
+    // series) has no duplicates; otherwise they are found on references (no tag map copied).
+    if out.windows(2).all(|w| w[0].tags < w[1].tags) {
+        return Ok(out);
+    }
     let mut seen = BTreeSet::new();
     for obs in &out {
         if !seen.insert(&obs.tags) {
@@ -737,6 +741,14 @@ const OVER_BUDGET: &str = "memory budget";
 #[derive(Debug, Clone)]
 pub struct QueryBuilder(pub Query);
 
+impl QueryBuilder {
+    /// Adds a tag match; the query so far (each call of the chain returns a copy).
+    fn matching(&mut self, m: TagMatch) -> QueryBuilder {
+        self.0.matches.push(m);
+        self.clone()
+    }
+}
+
 fn register_rule_api(engine: &mut Engine) {
     engine.register_fn(
         "rule",
@@ -833,33 +845,30 @@ fn register_rule_api(engine: &mut Engine) {
         },
     );
     for (name, negate) in [("where", false), ("where_not", true)] {
-        engine.register_fn(name, move |q: &mut QueryBuilder, tag: &str, value: &str| {
+        let filter = move |q: &mut QueryBuilder, tag: &str, value: String| {
             q.0.filters.push(TagFilter {
                 tag: tag.to_owned(),
-                value: value.to_owned(),
+                value,
                 negate,
             });
             q.clone()
+        };
+        engine.register_fn(name, move |q: &mut QueryBuilder, tag: &str, value: &str| {
+            filter(q, tag, value.to_owned())
         });
         // Tag values are strings; `.where("port", 5432)` means "5432".
         engine.register_fn(name, move |q: &mut QueryBuilder, tag: &str, value: i64| {
-            q.0.filters.push(TagFilter {
-                tag: tag.to_owned(),
-                value: value.to_string(),
-                negate,
-            });
-            q.clone()
+            filter(q, tag, value.to_string())
         });
     }
     engine.register_fn(
         "where_match",
         |q: &mut QueryBuilder, tag: &str, pattern: &str| -> RhaiResult<QueryBuilder> {
             let re = compile_regex(pattern).map_err(|e| format!(".where_match(): {e}"))?;
-            q.0.matches.push(TagMatch::Regex {
+            Ok(q.matching(TagMatch::Regex {
                 tag: tag.to_owned(),
                 re,
-            });
-            Ok(q.clone())
+            }))
         },
     );
     engine.register_fn(
@@ -881,11 +890,10 @@ fn register_rule_api(engine: &mut Engine) {
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            q.0.matches.push(TagMatch::In {
+            Ok(q.matching(TagMatch::In {
                 tag: tag.to_owned(),
                 values,
-            });
-            Ok(q.clone())
+            }))
         },
     );
     engine.register_fn(

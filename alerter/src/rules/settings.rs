@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
-use wk_core::values::parse_duration;
 
+use crate::actions::rule::{duration_like, type_of};
 use crate::model::{Level, Policy, RuleSettings};
 
 /// A line and column (1-based, in characters, as Rhai counts them).
@@ -167,20 +167,6 @@ pub fn build(
     Ok(s)
 }
 
-fn type_of(v: &Dynamic) -> &'static str {
-    let t = v.type_name();
-    match t {
-        "string" | "ImmutableString" => "a string",
-        "i64" => "an integer",
-        "f64" => "a float",
-        "bool" => "a boolean",
-        "array" => "an array",
-        "map" => "a map",
-        "()" => "()",
-        _ => t,
-    }
-}
-
 fn string(v: &Dynamic) -> Result<String, String> {
     v.clone()
         .into_string()
@@ -199,13 +185,7 @@ fn non_empty_string(v: &Dynamic) -> Result<String, String> {
 pub const MIN_EVERY: Duration = Duration::from_secs(1);
 
 fn duration(v: &Dynamic) -> Result<Duration, String> {
-    let s = v.clone().into_string().map_err(|_| {
-        format!(
-            "expected a duration string like \"10s\" or \"5m\", got {}",
-            type_of(v)
-        )
-    })?;
-    parse_duration(&s).map_err(|e| e.to_string())
+    duration_like(v, "\"10s\" or \"5m\"")
 }
 
 fn template(v: &Dynamic) -> Result<String, String> {
@@ -363,7 +343,20 @@ struct Cursor<'a> {
     col: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    /// A cursor over `source` at `pos`; `None` when the source ends before it.
+    fn at(source: &'a str, pos: Pos) -> Option<Cursor<'a>> {
+        let mut c = Cursor {
+            chars: source.chars().peekable(),
+            line: 1,
+            col: 1,
+        };
+        while c.pos() < pos {
+            c.bump()?;
+        }
+        Some(c)
+    }
+
     fn peek(&mut self) -> Option<char> {
         self.chars.peek().copied()
     }
@@ -453,16 +446,9 @@ impl Cursor<'_> {
 /// For the map literal of the `rule(` call at `call`: each key's position and its value's.
 fn key_positions(source: &str, call: Pos) -> BTreeMap<String, (Pos, Pos)> {
     let out = BTreeMap::new();
-    let mut c = Cursor {
-        chars: source.chars().peekable(),
-        line: 1,
-        col: 1,
+    let Some(mut c) = Cursor::at(source, call) else {
+        return out;
     };
-    while c.pos() < call {
-        if c.bump().is_none() {
-            return out;
-        }
-    }
     // `rule` `(` `#{`
     while let Some(ch) = c.peek() {
         if ch.is_alphanumeric() || ch == '_' {
@@ -544,16 +530,9 @@ fn scan_map(c: &mut Cursor<'_>) -> BTreeMap<String, (Pos, Pos)> {
 /// positions, so that errors inside `actions: [...]` point at the element's key or value.
 fn array_map_positions(source: &str, at: Pos) -> Vec<BTreeMap<String, (Pos, Pos)>> {
     let mut out = Vec::new();
-    let mut c = Cursor {
-        chars: source.chars().peekable(),
-        line: 1,
-        col: 1,
+    let Some(mut c) = Cursor::at(source, at) else {
+        return out;
     };
-    while c.pos() < at {
-        if c.bump().is_none() {
-            return out;
-        }
-    }
     c.skip_trivia();
     if c.bump() != Some('[') {
         return out;

@@ -422,7 +422,7 @@ impl<'de> Deserialize<'de> for Cell {
 
 /// Decodes a `/query` answer (status and body).
 pub fn decode(status: u16, body: &[u8]) -> Result<Vec<Series>, SourceError> {
-    let answer: Result<Answer, _> = serde_json::from_slice(body);
+    let answer: Result<Answer, _> = sonic_rs::from_slice(body);
     if !(200..300).contains(&status) {
         let detail = match &answer {
             Ok(Answer { error: Some(e), .. }) => e.clone(),

@@ -19,9 +19,10 @@
 pub mod chunk;
 pub mod snapshot;
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -125,14 +126,18 @@ struct Store {
     slots: Vec<Option<SeriesData>>,
     free: Vec<u32>,
     strings: Interner,
+    /// Series by their key as a line writes it (see [`Store::line_series`]): the hash of those
+    /// bytes and the series. Only series whose key reads back as itself are here.
+    lines: hashbrown::HashTable<(u64, u32)>,
+    hasher: hashbrown::DefaultHashBuilder,
     /// Points held (kept in step with the series).
     points: usize,
     /// Estimated bytes held (kept in step with the series).
     bytes: usize,
 }
 
-/// What a series costs besides its chunks and strings (two map entries, the slot, the key).
-const SERIES_COST: usize = 160;
+/// What a series costs besides its chunks and strings (three map entries, the slot, the key).
+const SERIES_COST: usize = 176;
 /// What a tag, and a field name, cost besides their strings.
 const TAG_COST: usize = 32;
 const FIELD_COST: usize = 16;
@@ -143,6 +148,9 @@ struct SeriesData {
     key: Key,
     /// Field names; columns refer to them by index.
     fields: Vec<Arc<str>>,
+    /// Bit i set: `fields[i]` is written in a line as it is (no escapes), so the stream
+    /// receiver can match it in place ([`Writer::expected_field`]).
+    plain_fields: u64,
     sealed: VecDeque<Sealed>,
     open: Open,
     /// Rows forgotten at the start of the first chunk (`sealed[0]`, else `open`); always
@@ -152,6 +160,19 @@ struct SeriesData {
     points: usize,
     /// Bytes of the key, the field names and the sealed chunks.
     fixed: usize,
+    /// Where the series stands in [`Store::lines`].
+    line: LineKey,
+}
+
+/// Whether a series can be found by the bytes of a line's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKey {
+    /// Not looked at yet.
+    Unknown,
+    /// In [`Store::lines`].
+    Indexed,
+    /// Its key needs escapes (or is not one a line can give): never found that way.
+    Never,
 }
 
 impl SeriesData {
@@ -166,11 +187,13 @@ impl SeriesData {
         SeriesData {
             key,
             fields: Vec::new(),
+            plain_fields: 0,
             sealed: VecDeque::new(),
             open: Open::default(),
             skip: 0,
             points: 0,
             fixed,
+            line: LineKey::Unknown,
         }
     }
 
@@ -190,7 +213,27 @@ impl SeriesData {
         let i = u16::try_from(self.fields.len()).ok()?;
         self.fixed += FIELD_COST + name.len();
         self.fields.push(strings.get(name));
+        if i < 64 && !name.is_empty() && !name.bytes().any(|c| matches!(c, b' ' | b'=' | b'\\')) {
+            self.plain_fields |= 1 << i;
+        }
         Some(i)
+    }
+
+    /// The index of a known field name (`hint` as in [`SeriesData::field_index`]).
+    fn known_field(&self, name: &str, hint: usize) -> Option<u16> {
+        if self.fields.get(hint).is_some_and(|f| f.as_ref() == name) {
+            return u16::try_from(hint).ok();
+        }
+        let i = self.fields.iter().position(|f| f.as_ref() == name)?;
+        u16::try_from(i).ok()
+    }
+
+    /// Writes one row: appended when later than the last, else merged.
+    fn put<V: Borrow<FieldValue>>(&mut self, time: i64, fields: &[(u16, V)]) {
+        match self.last_time() {
+            Some(last) if time <= last => self.merge(time, fields),
+            _ => self.append(time, fields),
+        }
     }
 
     fn last_time(&self) -> Option<i64> {
@@ -240,19 +283,19 @@ impl SeriesData {
     }
 
     /// Appends a row later than every row held.
-    fn append(&mut self, t: i64, fields: &[(u16, &FieldValue)]) {
+    fn append<V: Borrow<FieldValue>>(&mut self, t: i64, fields: &[(u16, V)]) {
         self.open.append(t, fields);
         self.points += 1;
         if self.open.is_full() {
             let sealed = self.open.seal();
             self.fixed += sealed.bytes();
             self.sealed.push_back(sealed);
-            self.open = Open::default();
+            self.open.clear();
         }
     }
 
     /// Writes a row at or before the last time: rewrites the chunk it falls in.
-    fn merge(&mut self, t: i64, fields: &[(u16, &FieldValue)]) {
+    fn merge<V: Borrow<FieldValue>>(&mut self, t: i64, fields: &[(u16, V)]) {
         let n = self.sealed.len();
         let chunks = n + usize::from(self.open.rows() > 0);
         // The last chunk starting at or before t; the first when t is older than all.
@@ -280,14 +323,20 @@ impl SeriesData {
             Ok(i) => {
                 for (f, v) in fields {
                     match rows[i].1.iter_mut().find(|(k, _)| k == f) {
-                        Some(slot) => slot.1 = (*v).clone(),
-                        None => rows[i].1.push((*f, (*v).clone())),
+                        Some(slot) => slot.1 = v.borrow().clone(),
+                        None => rows[i].1.push((*f, v.borrow().clone())),
                     }
                 }
             }
             Err(i) => rows.insert(
                 i,
-                (t, fields.iter().map(|(f, v)| (*f, (*v).clone())).collect()),
+                (
+                    t,
+                    fields
+                        .iter()
+                        .map(|(f, v)| (*f, v.borrow().clone()))
+                        .collect(),
+                ),
             ),
         }
         let lost = if target < n {
@@ -349,6 +398,99 @@ static NO_VALUE: FieldValue = FieldValue::Bool(false);
 /// Fields of one point handled without allocating (more go through a vector).
 const FIELDS_INLINE: usize = 32;
 
+/// One row's fields by index, each once (a field given twice in a line: the last value
+/// wins); no allocation up to [`FIELDS_INLINE`] fields.
+struct RowFields<'v> {
+    inline: [(u16, &'v FieldValue); FIELDS_INLINE],
+    n: usize,
+    spill: Vec<(u16, &'v FieldValue)>,
+}
+
+impl<'v> RowFields<'v> {
+    fn new() -> RowFields<'v> {
+        RowFields {
+            inline: [(0, &NO_VALUE); FIELDS_INLINE],
+            n: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, i: u16, v: &'v FieldValue) {
+        let spilled = !self.spill.is_empty();
+        let held = if spilled {
+            &mut self.spill[..]
+        } else {
+            &mut self.inline[..self.n]
+        };
+        if let Some(slot) = held.iter_mut().find(|(f, _)| *f == i) {
+            slot.1 = v;
+        } else if !spilled && self.n < FIELDS_INLINE {
+            self.inline[self.n] = (i, v);
+            self.n += 1;
+        } else {
+            if !spilled {
+                self.spill.extend_from_slice(&self.inline[..self.n]);
+            }
+            self.spill.push((i, v));
+        }
+    }
+
+    fn get(&self) -> &[(u16, &'v FieldValue)] {
+        if self.spill.is_empty() {
+            &self.inline[..self.n]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// A key as a line writes it when none of its strings needs an escape (`None` otherwise):
+/// the measurement, then `,key=value` per tag in order. The parser reads these bytes back as
+/// this key.
+fn plain_key(key: &Key) -> Option<Vec<u8>> {
+    let plain = |s: &str, tag_key: bool| {
+        !s.is_empty()
+            && !s
+                .bytes()
+                .any(|c| matches!(c, b',' | b' ' | b'\\') || (tag_key && c == b'='))
+    };
+    if !plain(&key.name, false)
+        || !key
+            .tags
+            .iter()
+            .all(|(k, v)| plain(k, true) && plain(v, false))
+    {
+        return None;
+    }
+    let mut out = key.name.as_bytes().to_vec();
+    for (k, v) in key.tags.iter() {
+        out.push(b',');
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(out)
+}
+
+/// True when `raw` is [`plain_key`] of `key` (without building it).
+fn plain_eq(key: &Key, raw: &[u8]) -> bool {
+    let Some(mut rest) = raw.strip_prefix(key.name.as_bytes()) else {
+        return false;
+    };
+    for (k, v) in key.tags.iter() {
+        let tag = rest
+            .strip_prefix(b",")
+            .and_then(|r| r.strip_prefix(k.as_bytes()))
+            .and_then(|r| r.strip_prefix(b"="))
+            .and_then(|r| r.strip_prefix(v.as_bytes()));
+        match tag {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 impl Store {
     /// The series of a key (tags sorted by key, each once), made when new.
     fn series_id<K: AsRef<str>, V: AsRef<str>>(&mut self, name: &str, tags: &[(K, V)]) -> u32 {
@@ -384,52 +526,68 @@ impl Store {
         &mut self,
         name: &str,
         tags: &[(K, V)],
-        fields: impl ExactSizeIterator<Item = (&'f str, &'f FieldValue)>,
+        fields: impl Iterator<Item = (&'f str, &'f FieldValue)>,
         time: i64,
     ) {
         let id = self.series_id(name, tags);
-        let Store {
-            slots,
-            strings,
-            points,
-            bytes,
-            ..
-        } = self;
-        let Some(s) = slots[id as usize].as_mut() else {
+        self.index_line(id);
+        let Some(s) = self.slots[id as usize].as_mut() else {
+            return;
+        };
+        let mut row = RowFields::new();
+        let fixed = s.fixed;
+        for (pos, (k, v)) in fields.enumerate() {
+            // More than 65,535 field names in one series: the rest are not kept.
+            if let Some(i) = s.field_index(k, pos, &mut self.strings) {
+                row.put(i, v);
+            }
+        }
+        // New field names cost their bytes.
+        self.bytes += s.fixed - fixed;
+        self.put_row(id, row.get(), time);
+    }
+
+    /// Writes one row of a series, its fields by index.
+    fn put_row<V: Borrow<FieldValue>>(&mut self, id: u32, fields: &[(u16, V)], time: i64) {
+        let Some(s) = self.slots[id as usize].as_mut() else {
             return;
         };
         let before = (s.points, s.bytes());
-        let mut inline = [(0u16, &NO_VALUE); FIELDS_INLINE];
-        let mut spill = Vec::new();
-        let mut n = 0;
-        let many = fields.len() > FIELDS_INLINE;
-        for (pos, (k, v)) in fields.enumerate() {
-            // More than 65,535 field names in one series: the rest are not kept.
-            let Some(i) = s.field_index(k, pos, strings) else {
-                continue;
-            };
-            // A field given twice in one line: the last value wins.
-            let found = if many {
-                spill.iter_mut().find(|(f, _)| *f == i)
-            } else {
-                inline[..n].iter_mut().find(|(f, _)| *f == i)
-            };
-            match found {
-                Some(slot) => slot.1 = v,
-                None if many => spill.push((i, v)),
-                None => {
-                    inline[n] = (i, v);
-                    n += 1;
-                }
-            }
+        s.put(time, fields);
+        self.points = self.points + s.points - before.0;
+        self.bytes = self.bytes + s.bytes() - before.1;
+    }
+
+    /// The series a line names with these key bytes (what comes before
+    /// [`lineproto::series_key_end`]), when the series is in [`Store::lines`].
+    fn line_series(&self, raw: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(raw);
+        let slots = &self.slots;
+        self.lines
+            .find(hash, |&(h, id)| {
+                h == hash
+                    && slots[id as usize]
+                        .as_ref()
+                        .is_some_and(|s| plain_eq(&s.key, raw))
+            })
+            .map(|&(_, id)| id)
+    }
+
+    /// Puts a series in [`Store::lines`] when its key can be written without escapes.
+    fn index_line(&mut self, id: u32) {
+        let Some(s) = self.slots[id as usize].as_mut() else {
+            return;
+        };
+        if s.line != LineKey::Unknown {
+            return;
         }
-        let fields = if many { &spill[..] } else { &inline[..n] };
-        match s.last_time() {
-            Some(last) if time <= last => s.merge(time, fields),
-            _ => s.append(time, fields),
-        }
-        *points = *points + s.points - before.0;
-        *bytes = *bytes + s.bytes() - before.1;
+        let Some(raw) = plain_key(&s.key) else {
+            s.line = LineKey::Never;
+            return;
+        };
+        s.line = LineKey::Indexed;
+        let hash = self.hasher.hash_one(&raw[..]);
+        self.lines.insert_unique(hash, (hash, id), |&(h, _)| h);
     }
 
     /// Forgets a series (and the strings only it used).
@@ -441,6 +599,14 @@ impl Store {
         self.bytes -= s.bytes();
         self.index.remove(&s.key);
         self.order.remove(&s.key);
+        if s.line == LineKey::Indexed
+            && let Some(raw) = plain_key(&s.key)
+            && let Ok(e) = self
+                .lines
+                .find_entry(self.hasher.hash_one(&raw[..]), |&(_, i)| i == id)
+        {
+            e.remove();
+        }
         self.free.push(id);
         let SeriesData { key, fields, .. } = s;
         self.strings.release(&key.name);
@@ -695,12 +861,16 @@ impl MemorySource {
 
 /// A point as tests list them: measurement, tags, time, fields sorted by name.
 #[cfg(test)]
-type Dumped = (
+pub(crate) type Dumped = (
     String,
     Vec<(String, String)>,
     i64,
     Vec<(String, FieldValue)>,
 );
+
+/// A series found by [`Writer::line_series`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineSeries(u32);
 
 /// The source held for writing (see [`MemorySource::writer`]).
 pub struct Writer<'a> {
@@ -720,6 +890,63 @@ impl Writer<'_> {
     pub fn push(&mut self, p: &PointRef<'_>, time: i64) -> Held {
         let fields = p.fields.iter().map(|(k, v)| (k.as_ref(), v));
         self.store.push(&p.name, &p.tags, fields, time);
+        self.held()
+    }
+
+    /// The series a line names with the key bytes `key` (the line up to
+    /// [`lineproto::series_key_end`]), when it is held and its key needs no escapes: that
+    /// line's point can then be written with [`Writer::push_known`] without parsing its key.
+    /// Valid until the next write that is not one of these.
+    pub fn line_series(&self, key: &str) -> Option<LineSeries> {
+        self.store.line_series(key.as_bytes()).map(LineSeries)
+    }
+
+    /// The index of a field `series` already has (`hint`: where it usually is, the field's
+    /// place in the line); `None` for a new field.
+    pub fn known_field(&self, series: LineSeries, name: &str, hint: usize) -> Option<u16> {
+        self.store.slots[series.0 as usize]
+            .as_ref()?
+            .known_field(name, hint)
+    }
+
+    /// The name of the `i`-th field of `series` when a line writes it as it is (see
+    /// [`lineproto::parse_fields_expecting`]): a line's `i`-th field is most often that one.
+    pub fn expected_field(&self, series: LineSeries, i: usize) -> Option<&str> {
+        let s = self.store.slots[series.0 as usize].as_ref()?;
+        if i >= 64 || s.plain_fields & (1 << i) == 0 {
+            return None;
+        }
+        s.fields.get(i).map(|f| f.as_ref())
+    }
+
+    /// The name of field `i` of `series`.
+    pub fn field_name(&self, series: LineSeries, i: u16) -> Option<&str> {
+        let s = self.store.slots[series.0 as usize].as_ref()?;
+        s.fields.get(usize::from(i)).map(|f| f.as_ref())
+    }
+
+    /// Adds (or merges) one point of `series` at `time`, its fields by index
+    /// ([`Writer::known_field`]).
+    pub fn push_known(
+        &mut self,
+        series: LineSeries,
+        fields: &[(u16, FieldValue)],
+        time: i64,
+    ) -> Held {
+        // Fields found where the series' last line had them are each there once.
+        if fields
+            .iter()
+            .enumerate()
+            .all(|(p, (i, _))| usize::from(*i) == p)
+        {
+            self.store.put_row(series.0, fields, time);
+        } else {
+            let mut row = RowFields::new();
+            for (i, v) in fields {
+                row.put(*i, v);
+            }
+            self.store.put_row(series.0, row.get(), time);
+        }
         self.held()
     }
 
@@ -747,7 +974,7 @@ impl Writer<'_> {
 #[cfg(test)]
 impl MemorySource {
     /// Every point held: (measurement, tags, time, fields sorted by name), in series order.
-    fn dump(&self) -> Vec<Dumped> {
+    pub(crate) fn dump(&self) -> Vec<Dumped> {
         let store = self.read();
         let mut out = Vec::new();
         for id in store.order.values() {
@@ -884,7 +1111,7 @@ fn row(time: i64, v: Value) -> Row {
 }
 
 /// Reduces one group's points (sorted by time) to result rows.
-fn reduce(
+pub(super) fn reduce(
     agg: &Aggregate,
     field: &str,
     points: &[(i64, FieldValue)],

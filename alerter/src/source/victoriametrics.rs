@@ -37,10 +37,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Deserialize;
-use wk_core::metric::{FieldValue, Metric};
+use wk_core::metric::FieldValue;
 
 use super::influxdb::InfluxAuth;
-use super::{MemorySource, QuerySource, Row, Series, SourceError};
+use super::{QuerySource, Row, Series, SourceError};
 use crate::model::Value;
 use crate::query::{Aggregate, Query, QueryError, TagMatch};
 
@@ -337,28 +337,69 @@ impl QuerySource for VictoriaMetricsSource {
     }
 }
 
-/// Reduces exported samples exactly as the memory source reduces its points.
+/// Reduces exported samples exactly as the memory source reduces its points: series in tag
+/// order, one value per time in a series (the last one written, as the memory source keeps
+/// it; VictoriaMetrics may export a series in several lines and keeps repeated writes), the
+/// points of a group in time order (series order at equal times), then the same reduction.
+/// Tags are read once per series, not copied per sample.
 fn reduce_samples(
     q: &Query,
-    lines: Vec<ExportLine>,
+    mut lines: Vec<ExportLine>,
     now_ns: i64,
 ) -> Result<Vec<Series>, SourceError> {
     let field = q.field.as_deref().unwrap_or_default();
-    let mut metrics = Vec::new();
-    for line in lines {
-        for (v, t) in line.values.iter().zip(&line.timestamps) {
-            let Some(v) = v else { continue };
-            let mut m = Metric::new(q.measurement.clone(), t.saturating_mul(NS_PER_MS));
-            for (k, val) in &line.metric {
-                if k != "__name__" {
-                    m.set_tag(k.clone(), val.clone());
-                }
+    let (_, end) = q.window(now_ns);
+    for line in &mut lines {
+        line.metric.remove("__name__");
+    }
+    lines.sort_by(|a, b| a.metric.cmp(&b.metric));
+    let mut groups: BTreeMap<Vec<String>, Vec<(i64, FieldValue)>> = BTreeMap::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let tags = &lines[i].metric;
+        let mut series: Vec<(i64, f64)> = Vec::new();
+        while i < lines.len() && lines[i].metric == *tags {
+            let line = &lines[i];
+            series.extend(
+                line.values
+                    .iter()
+                    .zip(&line.timestamps)
+                    .filter_map(|(v, t)| v.map(|v| (t.saturating_mul(NS_PER_MS), v))),
+            );
+            i += 1;
+        }
+        // Stable, so of equal times the last written stays last; keep only that one.
+        series.sort_by_key(|(t, _)| *t);
+        let mut kept: Vec<(i64, f64)> = Vec::with_capacity(series.len());
+        for p in series {
+            match kept.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => kept.push(p),
             }
-            m.add_field(field.to_owned(), FieldValue::Float(*v));
-            metrics.push(m);
+        }
+        let key = q
+            .group_by
+            .iter()
+            .map(|t| tags.get(t).cloned().unwrap_or_default())
+            .collect();
+        groups
+            .entry(key)
+            .or_default()
+            .extend(kept.into_iter().map(|(t, v)| (t, FieldValue::Float(v))));
+    }
+    let mut out = Vec::new();
+    for (key, mut points) in groups {
+        if points.is_empty() {
+            continue;
+        }
+        points.sort_by_key(|(t, _)| *t);
+        let rows = super::memory::reduce(&q.aggregate, field, &points, end)?;
+        if !rows.is_empty() {
+            out.push(Series::of_group(q, key, rows));
         }
     }
-    MemorySource::from_metrics(&metrics).query(q, now_ns)
+    out.sort_by(|a, b| a.tags.cmp(&b.tags));
+    Ok(out)
 }
 
 /// One series' rollups.
@@ -529,7 +570,7 @@ fn decode_instant(body: &[u8]) -> Result<Vec<Sample>, SourceError> {
 }
 
 /// One line of `/api/v1/export`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct ExportLine {
     metric: BTreeMap<String, String>,
     /// `null` for a value JSON cannot write (NaN).
@@ -748,5 +789,88 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].values, vec![Some(1.0), Some(2.5)]);
         assert!(decode_export(b"not json\n").is_err());
+    }
+
+    /// The export reduction agrees with pushing every sample into a memory source and
+    /// querying it (what it did before it read samples straight into groups), for every
+    /// aggregate that reads samples and the rollup ones too: a series exported in two lines,
+    /// a repeated time (the later value counts), a NaN, equal times across series, a group
+    /// whose tag some series lack.
+    #[test]
+    fn export_reduction_agrees_with_the_memory_source() {
+        use crate::source::MemorySource;
+        use wk_core::metric::Metric;
+        let t0 = NOW / 1_000_000 - 50_000;
+        let line = |tags: &[(&str, &str)], vals: &[(i64, Option<f64>)]| ExportLine {
+            metric: std::iter::once(("__name__".to_owned(), "cpu_usage_idle".to_owned()))
+                .chain(tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+                .collect(),
+            values: vals.iter().map(|(_, v)| *v).collect(),
+            timestamps: vals.iter().map(|(t, _)| t0 + t * 1000).collect(),
+        };
+        let lines = vec![
+            line(
+                &[("host", "b"), ("cpu", "0")],
+                &[(0, Some(5.0)), (10, Some(7.0))],
+            ),
+            line(
+                &[("host", "a")],
+                &[(0, Some(1.0)), (10, None), (20, Some(3.0))],
+            ),
+            line(
+                &[("host", "b"), ("cpu", "0")],
+                &[(10, Some(9.0)), (20, Some(2.0))],
+            ),
+            line(&[("cpu", "1")], &[(0, Some(4.0)), (20, Some(4.0))]),
+            line(
+                &[("host", "b"), ("cpu", "1")],
+                &[(0, Some(7.0)), (30, Some(-1.5))],
+            ),
+        ];
+        let mut metrics = Vec::new();
+        for l in &lines {
+            for (v, t) in l.values.iter().zip(&l.timestamps) {
+                let Some(v) = v else { continue };
+                let mut m = Metric::new("cpu", t * 1_000_000);
+                for (k, val) in l.metric.iter().filter(|(k, _)| *k != "__name__") {
+                    m.set_tag(k.clone(), val.clone());
+                }
+                m.add_field("usage_idle", FieldValue::Float(*v));
+                metrics.push(m);
+            }
+        }
+        let memory = MemorySource::from_metrics(&metrics);
+        for agg in [
+            Aggregate::Raw,
+            Aggregate::Max,
+            Aggregate::Min,
+            Aggregate::Percentile(50.0),
+            Aggregate::Derivative {
+                unit: std::time::Duration::from_secs(1),
+                non_negative: false,
+            },
+            Aggregate::Derivative {
+                unit: std::time::Duration::from_secs(1),
+                non_negative: true,
+            },
+            Aggregate::Last,
+            Aggregate::Count,
+            Aggregate::Mean,
+            Aggregate::Sum,
+        ] {
+            for group_by in [
+                vec![],
+                vec!["host".to_owned()],
+                vec!["host".to_owned(), "cpu".to_owned()],
+            ] {
+                let mut q = cpu(agg.clone());
+                q.range = std::time::Duration::from_secs(60);
+                q.group_by = group_by;
+                let got = reduce_samples(&q, lines.clone(), NOW).unwrap();
+                let want = memory.query(&q, NOW).unwrap();
+                assert!(!want.is_empty(), "{agg:?}");
+                assert_eq!(got, want, "{agg:?} by {:?}", q.group_by);
+            }
+        }
     }
 }

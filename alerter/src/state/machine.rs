@@ -77,6 +77,10 @@ pub(crate) struct Instance {
     /// the current one); not persisted. Saves comparing whole tag maps to know what was seen.
     #[serde(skip)]
     pub observed_at: Option<i64>,
+    /// Changed what a restart needs exactly since the state was last handed over for saving:
+    /// the next journal record of the rule ([`RuleState::due_save`]) carries it. Not persisted.
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 /// What of an instance a restart needs exactly: everything but `last_seen`, `last_point`,
@@ -123,6 +127,7 @@ impl Instance {
             tags,
             last_seen: now,
             changed_at: now,
+            dirty: true,
             ..Instance::default()
         }
     }
@@ -295,11 +300,17 @@ pub struct RuleState {
     pub hold_no_data_until: i64,
     /// An evaluation since the last save changed what a restart needs exactly (see
     /// [`Lasting`]): instances, levels, clocks, notifications, the Error state.
-    changed: bool,
-    /// An evaluation since the last save changed only what is saved at checkpoints.
-    touched: bool,
-    /// When the state was last handed over for saving (evaluation time).
-    saved_at: Option<i64>,
+    pub(super) changed: bool,
+    /// An evaluation since the last snapshot changed only what is saved at checkpoints.
+    pub(super) touched: bool,
+    /// When the state was last handed over whole (a snapshot; evaluation time).
+    pub(super) saved_at: Option<i64>,
+    /// Tag sets of the instances forgotten since the last save (journal records).
+    pub(super) removed: Vec<Tags>,
+    /// The Error state changed since the last save.
+    pub(super) error_dirty: bool,
+    /// Where the saved state stands: its snapshot and journal (see `persist.rs`).
+    pub(super) journal: super::persist::JournalInfo,
 }
 
 /// How often a state whose evaluations changed only `last_seen`, `last_point` and the field
@@ -338,31 +349,18 @@ impl RuleState {
         RuleState::default()
     }
 
-    /// Whether to save the state now, after an evaluation at `now_ns`: at once when it
-    /// changed what a restart needs exactly, else every [`STATE_CHECKPOINT`] while it is
-    /// being evaluated. `true` resets the bookkeeping (the caller saves it).
-    pub fn save_due(&mut self, now_ns: i64) -> bool {
-        let due = self.changed
-            || (self.touched
-                && self
-                    .saved_at
-                    .is_none_or(|t| now_ns.saturating_sub(t) >= ns(STATE_CHECKPOINT)));
-        if due {
-            self.mark_saved(now_ns);
-        }
-        due
+    /// Whether a checkpoint is due at `now_ns`: evaluations moved what is saved only at
+    /// checkpoints, and the last snapshot is [`STATE_CHECKPOINT`] old (or there is none).
+    pub(super) fn checkpoint_due(&self, now_ns: i64) -> bool {
+        self.touched
+            && self
+                .saved_at
+                .is_none_or(|t| now_ns.saturating_sub(t) >= ns(STATE_CHECKPOINT))
     }
 
-    /// Whether anything was evaluated since the last save (shutdown saves those).
+    /// Whether anything was evaluated since the last snapshot (shutdown saves those).
     pub fn unsaved(&self) -> bool {
         self.changed || self.touched
-    }
-
-    /// The state was handed over for saving at `now_ns`.
-    pub fn mark_saved(&mut self, now_ns: i64) {
-        self.changed = false;
-        self.touched = false;
-        self.saved_at = Some(now_ns);
     }
 
     /// Number of instances held (bounded by `expire_after`).
@@ -467,6 +465,8 @@ impl RuleState {
         let templates = Templates::compile_lenient(settings);
         let no_fields = BTreeMap::new();
         let mut out = Vec::new();
+        // Everything goes: the next save (if any) is a snapshot, not a journal of removals.
+        self.journal.base = false;
         for inst in std::mem::take(&mut self.instances).into_values() {
             let heard = inst.sent_level.unwrap_or(inst.notified_level);
             if heard == Level::Ok {
@@ -538,6 +538,7 @@ impl RuleState {
                 self.observed(&mut cycle, obs);
             }
         }
+        self.error_dirty |= self.error != error_before;
         self.changed |= cycle.changed || self.error != error_before;
         self.touched = true;
         let out = cycle.out;
@@ -555,7 +556,9 @@ impl RuleState {
                     inst.cleared_at = None;
                     let before = inst.lasting();
                     c.settle(inst, Level::Ok, Phase::Normal, c.now, None);
-                    c.changed |= inst.lasting() != before;
+                    let changed = inst.lasting() != before;
+                    inst.dirty |= changed;
+                    c.changed |= changed;
                 }
             }
             Policy::Alert(level) => {
@@ -662,6 +665,7 @@ impl RuleState {
         }
         for key in covered {
             self.instances.remove(&key);
+            self.removed.push(key);
             c.changed = true;
         }
         self.expire(c, &expected);
@@ -689,7 +693,9 @@ impl RuleState {
             .collect();
         for key in gone {
             c.changed = true;
-            if let Some(mut inst) = self.instances.remove(&key)
+            let inst = self.instances.remove(&key);
+            self.removed.push(key);
+            if let Some(mut inst) = inst
                 && inst.notified_level != Level::Ok
                 && c.s.recoveries
             {
@@ -732,7 +738,9 @@ impl Cycle<'_> {
     fn observe(&mut self, inst: &mut Instance, obs: &Observation) {
         let before = inst.lasting();
         self.observe_inner(inst, obs);
-        self.changed |= inst.lasting() != before;
+        let changed = inst.lasting() != before;
+        inst.dirty |= changed;
+        self.changed |= changed;
     }
 
     fn observe_inner(&mut self, inst: &mut Instance, obs: &Observation) {
@@ -790,7 +798,9 @@ impl Cycle<'_> {
     fn missing(&mut self, inst: &mut Instance) {
         let before = inst.lasting();
         self.missing_inner(inst);
-        self.changed |= inst.lasting() != before;
+        let changed = inst.lasting() != before;
+        inst.dirty |= changed;
+        self.changed |= changed;
     }
 
     fn missing_inner(&mut self, inst: &mut Instance) {
@@ -843,11 +853,15 @@ impl Cycle<'_> {
         let was_flapping = inst.flap.flapping;
         match self.s.flapping {
             Some((low, high)) => {
-                self.changed |= inst.flap.push(level, self.s.history, low, high);
+                if inst.flap.push(level, self.s.history, low, high) {
+                    inst.dirty = true;
+                    self.changed = true;
+                }
             }
             None if inst.flap.history.is_empty() && !inst.flap.flapping => {}
             None => {
                 inst.flap.disable();
+                inst.dirty = true;
                 self.changed = true;
             }
         }
@@ -904,6 +918,7 @@ impl Cycle<'_> {
         note: Option<&str>,
     ) {
         self.changed = true;
+        inst.dirty = true;
         let s = self.s;
         let previous_level = inst.sent_level.unwrap_or(inst.notified_level);
         inst.sent_level = Some(level);

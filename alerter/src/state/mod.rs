@@ -1,7 +1,7 @@
 //! The alert state machine: [`RuleState::apply`] turns one evaluation of a rule
 //! ([`CycleResult`](crate::model::CycleResult)) at a given time into the events to notify.
 //! Pure and deterministic: the clock is an argument (`now_ns`), the only I/O is
-//! [`RuleState::save`]/[`RuleState::load`].
+//! [`RuleState::save`]/[`RuleState::load`] (a snapshot and a journal per rule, `persist.rs`).
 //!
 //! One instance per tag set of the rule's series. Per instance and evaluation:
 //!
@@ -55,7 +55,10 @@ pub use crate::template::{
 pub use flapping::{FlapState, percent_change};
 pub use level::determine_level;
 pub use machine::{
-    Current, DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, Tags, TemplateSettingError,
-    Templates,
+    Current, DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, STATE_CHECKPOINT, Tags,
+    TemplateSettingError, Templates,
 };
-pub use persist::{PersistError, Persister, STATE_VERSION, remove_state, state_path, write_atomic};
+pub use persist::{
+    JOURNAL_MIN_BYTES, PersistError, Persister, STATE_VERSION, StateSave, journal_path,
+    remove_state, state_path, write_atomic, write_save,
+};

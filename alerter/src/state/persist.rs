@@ -1,5 +1,22 @@
-//! Saving and restoring a rule's state: one JSON file per rule in the state directory,
-//! `<rule>.state.json`, written atomically (temp file, fsync, rename, fsync of the directory).
+//! Saving and restoring a rule's state: per rule in the state directory, a snapshot
+//! `<rule>.state.json` (the whole state, written atomically: temp file, fsync, rename, fsync of
+//! the directory) and a journal `<rule>.state.journal` of what changed since that snapshot.
+//!
+//! The journal is append-only: one line per record (an instance as it is now, an instance
+//! forgotten, the rule's Error state), each line `<crc32 of the JSON, 8 hex digits> <JSON>`,
+//! fsynced per batch. Its first line names the rule and the snapshot's generation (a random
+//! number drawn for each snapshot), so a journal left from before a snapshot (a crash between
+//! the snapshot's rename and the new journal's) is ignored, not replayed on the wrong base. A
+//! line that is cut short or whose checksum fails ends the replay there (a crash in the middle
+//! of an append): what follows it is ignored with a warning, and the next save is a snapshot.
+//!
+//! When each is written ([`RuleState::due_save`]): a change a restart needs exactly (a level,
+//! a clock, a notification, an instance created or forgotten) appends the changed instances
+//! only; a snapshot is written every [`STATE_CHECKPOINT`](super::machine::STATE_CHECKPOINT)
+//! while the rule is evaluated (it also carries `last_seen`, `last_point` and the values, which
+//! move at every evaluation), when the journal has grown past the snapshot's size (at least
+//! [`JOURNAL_MIN_BYTES`]), and as the first save after a start. So the journal stays bounded
+//! and a change costs a few lines, not the rule's whole file.
 //!
 //! What survives a restart: every instance's levels (raw for hysteresis, effective, announced),
 //! the episode start, pending start, keep_firing clock, last notification time, flap history,
@@ -15,10 +32,56 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{ErrorState, Instance, RuleState};
+use super::machine::{ErrorState, Instance, RuleState, Tags};
 
 /// The state file format this build writes (and the newest it reads).
 pub const STATE_VERSION: u32 = 1;
+
+/// A journal may grow to the size of its snapshot, and at least to this, before the next
+/// save is a snapshot instead.
+pub const JOURNAL_MIN_BYTES: usize = 1 << 20;
+
+/// Where a rule's saved state stands (kept with its [`RuleState`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JournalInfo {
+    /// A snapshot of this state was handed over: journal records may follow it.
+    pub base: bool,
+    /// The last snapshot's generation.
+    pub generation: u64,
+    /// Its size, and the bytes of journal records handed over since.
+    pub snapshot_bytes: usize,
+    pub journal_bytes: usize,
+}
+
+impl JournalInfo {
+    fn full(&self) -> bool {
+        self.journal_bytes > self.snapshot_bytes.max(JOURNAL_MIN_BYTES)
+    }
+}
+
+/// What to write after an evaluation ([`RuleState::due_save`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSave {
+    /// The whole state, and the new journal's first line (it replaces the old journal).
+    Snapshot { state: Vec<u8>, journal: Vec<u8> },
+    /// Journal records to append.
+    Journal(Vec<u8>),
+}
+
+impl StateSave {
+    /// Bytes to write.
+    pub fn len(&self) -> usize {
+        match self {
+            StateSave::Snapshot { state, journal } => state.len() + journal.len(),
+            StateSave::Journal(j) => j.len(),
+        }
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// A failure to save or load a rule's state file.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +118,7 @@ pub enum PersistError {
 struct StateFileOut<'a> {
     version: u32,
     rule: &'a str,
+    generation: u64,
     instances: Vec<&'a Instance>,
     error: Option<&'a ErrorState>,
 }
@@ -67,10 +131,59 @@ struct Header {
 #[derive(Deserialize)]
 struct StateFileIn {
     rule: String,
+    /// 0 in files written before the journal (no journal can match it).
+    #[serde(default)]
+    generation: u64,
     #[serde(default)]
     instances: Vec<Instance>,
     #[serde(default)]
     error: Option<ErrorState>,
+}
+
+/// The journal's first line.
+#[derive(Serialize, Deserialize)]
+struct JournalHeader {
+    rule: String,
+    generation: u64,
+}
+
+#[derive(Serialize)]
+enum RecordOut<'a> {
+    #[serde(rename = "set")]
+    Set(&'a Instance),
+    #[serde(rename = "remove")]
+    Remove(&'a Tags),
+    #[serde(rename = "error")]
+    Error(Option<&'a ErrorState>),
+}
+
+#[derive(Deserialize)]
+enum RecordIn {
+    #[serde(rename = "set")]
+    Set(Instance),
+    #[serde(rename = "remove")]
+    Remove(Tags),
+    #[serde(rename = "error")]
+    Error(Option<ErrorState>),
+}
+
+/// Appends one journal line: the JSON's crc32, a space, the JSON, a newline.
+fn push_line<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    out.extend_from_slice(b"00000000 ");
+    serde_json::to_writer(&mut *out, value)?;
+    let crc = crc32fast::hash(&out[start + 9..]);
+    out[start..start + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+    out.push(b'\n');
+    Ok(())
+}
+
+/// One journal line's JSON (without the newline), if its checksum holds.
+fn checked_line(line: &[u8]) -> Option<&[u8]> {
+    let (crc, rest) = (line.get(..8)?, line.get(8..)?);
+    let json = rest.strip_prefix(b" ")?;
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    (crc32fast::hash(json) == crc).then_some(json)
 }
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
@@ -101,6 +214,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error
 /// The state file of `rule_name` in `dir`. Characters other than ASCII letters, digits,
 /// `-`, `_` and `.` are written as `%XX` so any rule name maps to one plain file name.
 pub fn state_path(dir: &Path, rule_name: &str) -> PathBuf {
+    dir.join(format!("{}.state.json", file_stem(rule_name)))
+}
+
+/// The journal beside [`state_path`]: `<rule>.state.journal`.
+pub fn journal_path(dir: &Path, rule_name: &str) -> PathBuf {
+    dir.join(format!("{}.state.journal", file_stem(rule_name)))
+}
+
+fn file_stem(rule_name: &str) -> String {
     let mut name = String::new();
     for b in rule_name.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') || (b == b'.' && !name.is_empty())
@@ -110,28 +232,101 @@ pub fn state_path(dir: &Path, rule_name: &str) -> PathBuf {
             name.push_str(&format!("%{b:02X}"));
         }
     }
-    dir.join(format!("{name}.state.json"))
+    name
 }
 
 impl RuleState {
-    /// Writes this rule's state to `dir` atomically (creating `dir` if needed).
-    pub fn save(&self, dir: &Path, rule_name: &str) -> Result<(), PersistError> {
-        let json = self.encode(dir, rule_name)?;
-        write_state(dir, rule_name, &json)
+    /// Writes a snapshot of this rule's state to `dir` now (creating `dir` if needed), and
+    /// starts its journal afresh.
+    pub fn save(&mut self, dir: &Path, rule_name: &str) -> Result<(), PersistError> {
+        let now = self.saved_at.unwrap_or(0);
+        let save = self.snapshot(now, rule_name)?;
+        write_save(dir, rule_name, &save)
     }
 
-    /// The state file's content.
+    /// The state file's content, at the current generation.
     pub fn encode(&self, dir: &Path, rule_name: &str) -> Result<Vec<u8>, PersistError> {
         let file = StateFileOut {
             version: STATE_VERSION,
             rule: rule_name,
+            generation: self.journal.generation,
             instances: self.instances.values().collect(),
             error: self.error.as_ref(),
         };
-        serde_json::to_vec_pretty(&file).map_err(|source| PersistError::Json {
+        // Sized after the last snapshot (or ~500 bytes an instance): growing a buffer of
+        // megabytes by doubling copies it again and again, into fresh pages each time.
+        let guess = self.journal.snapshot_bytes.max(self.instances.len() * 500);
+        let mut out = Vec::with_capacity(guess * 9 / 8 + 4096);
+        serde_json::to_writer(&mut out, &file).map_err(|source| PersistError::Json {
             path: state_path(dir, rule_name),
             source,
-        })
+        })?;
+        Ok(out)
+    }
+
+    /// What to save after an evaluation at `now_ns`, if anything: the changed instances as
+    /// journal records, or a snapshot (see the module docs for when). Hands the state over:
+    /// the bookkeeping of what is unsaved is reset.
+    pub fn due_save(
+        &mut self,
+        now_ns: i64,
+        rule_name: &str,
+    ) -> Result<Option<StateSave>, PersistError> {
+        let checkpoint = self.checkpoint_due(now_ns);
+        if !self.changed && !checkpoint {
+            return Ok(None);
+        }
+        if checkpoint || !self.journal.base || self.journal.full() {
+            return self.snapshot(now_ns, rule_name).map(Some);
+        }
+        let json_err = |source| PersistError::Json {
+            path: journal_path(Path::new(""), rule_name),
+            source,
+        };
+        let mut out = Vec::new();
+        // Removals first: an instance forgotten and back since the last save is then set.
+        for key in self.removed.drain(..) {
+            push_line(&mut out, &RecordOut::Remove(&key)).map_err(json_err)?;
+        }
+        for inst in self.instances.values_mut().filter(|i| i.dirty) {
+            inst.dirty = false;
+            push_line(&mut out, &RecordOut::Set(inst)).map_err(json_err)?;
+        }
+        if std::mem::take(&mut self.error_dirty) {
+            push_line(&mut out, &RecordOut::Error(self.error.as_ref())).map_err(json_err)?;
+        }
+        self.changed = false;
+        self.journal.journal_bytes += out.len();
+        Ok(Some(StateSave::Journal(out)))
+    }
+
+    /// The whole state as a new snapshot (a new generation) and its journal's first line;
+    /// everything counts as saved at `now_ns`.
+    pub fn snapshot(&mut self, now_ns: i64, rule_name: &str) -> Result<StateSave, PersistError> {
+        // Random, so that no journal left by an earlier run can match a new snapshot.
+        self.journal.generation = fastrand::u64(1..);
+        let state = self.encode(Path::new(""), rule_name)?;
+        let mut journal = Vec::new();
+        let header = JournalHeader {
+            rule: rule_name.to_owned(),
+            generation: self.journal.generation,
+        };
+        push_line(&mut journal, &header).map_err(|source| PersistError::Json {
+            path: journal_path(Path::new(""), rule_name),
+            source,
+        })?;
+        for inst in self.instances.values_mut() {
+            inst.dirty = false;
+        }
+        self.removed.clear();
+        self.error_dirty = false;
+        self.changed = false;
+        self.touched = false;
+        self.saved_at = Some(now_ns);
+        self.journal.base = true;
+        self.journal.snapshot_bytes = state.len();
+        self.journal.journal_bytes = 0;
+        Ok(StateSave::Snapshot { state, journal })
     }
 
     /// Reads this rule's state from `dir`: `Ok(None)` when there is no state file.
@@ -167,7 +362,63 @@ impl RuleState {
             state.instances.insert(inst.tags.clone(), inst);
         }
         state.error = file.error;
+        state.replay_journal(dir, rule_name, file.generation);
         Ok(Some(state))
+    }
+
+    /// Applies the records of the journal that follows the snapshot of `generation`. A
+    /// journal of another generation is left out (the snapshot is newer); a damaged line ends
+    /// the replay there, with a warning naming it.
+    fn replay_journal(&mut self, dir: &Path, rule_name: &str, generation: u64) {
+        let path = journal_path(dir, rule_name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "cannot read the state journal; the state is the snapshot's: {e}");
+                return;
+            }
+        };
+        let mut lines = bytes.split_inclusive(|b| *b == b'\n').enumerate();
+        let header = lines
+            .next()
+            .and_then(|(_, l)| checked_line(l.strip_suffix(b"\n")?))
+            .and_then(|j| serde_json::from_slice::<JournalHeader>(j).ok());
+        match header {
+            Some(h) if h.rule == rule_name && h.generation == generation => {}
+            Some(h) if h.rule == rule_name => {
+                tracing::debug!(file = %path.display(), "the state journal precedes the snapshot; not replayed");
+                return;
+            }
+            _ => {
+                tracing::warn!(file = %path.display(), "ignoring a state journal with a damaged or foreign first line");
+                return;
+            }
+        }
+        for (i, line) in lines {
+            let record = line
+                .strip_suffix(b"\n")
+                .and_then(checked_line)
+                .and_then(|j| serde_json::from_slice::<RecordIn>(j).ok());
+            let Some(record) = record else {
+                tracing::warn!(
+                    file = %path.display(),
+                    line = i + 1,
+                    "the state journal is damaged from this line on (cut short or a bad checksum); \
+                     the state is restored up to the line before"
+                );
+                return;
+            };
+            match record {
+                RecordIn::Set(inst) => {
+                    self.instances.insert(inst.tags.clone(), inst);
+                }
+                RecordIn::Remove(tags) => {
+                    self.instances.remove(&tags);
+                }
+                RecordIn::Error(e) => self.error = e,
+            }
+        }
     }
 
     /// Restores this rule's state from `dir`; a missing file gives an empty state, and an
@@ -184,27 +435,76 @@ impl RuleState {
     }
 }
 
-/// Writes encoded state atomically (creating `dir` if needed).
-fn write_state(dir: &Path, rule_name: &str, json: &[u8]) -> Result<(), PersistError> {
+/// Writes a snapshot and its new journal, each atomically (creating `dir` if needed): the
+/// journal after the snapshot, so a crash between the two leaves a journal of an older
+/// generation, which is not replayed.
+fn write_snapshot(
+    dir: &Path,
+    rule_name: &str,
+    state: &[u8],
+    journal: &[u8],
+) -> Result<(), PersistError> {
     fs::create_dir_all(dir).map_err(|source| PersistError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    write_atomic(&state_path(dir, rule_name), json)
-        .map_err(|(path, source)| PersistError::Io { path, source })
+    let io = |(path, source)| PersistError::Io { path, source };
+    write_atomic(&state_path(dir, rule_name), state).map_err(io)?;
+    write_atomic(&journal_path(dir, rule_name), journal).map_err(io)
+}
+
+/// Appends records to an open journal and makes them durable.
+fn append(file: &mut File, records: &[u8]) -> io::Result<()> {
+    file.write_all(records)?;
+    file.sync_data()
+}
+
+fn open_journal(dir: &Path, rule_name: &str) -> Result<File, PersistError> {
+    let path = journal_path(dir, rule_name);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|source| PersistError::Io { path, source })
+}
+
+/// Writes what [`RuleState::due_save`] gave, synchronously (the writer thread keeps its
+/// journals open instead).
+pub fn write_save(dir: &Path, rule_name: &str, save: &StateSave) -> Result<(), PersistError> {
+    match save {
+        StateSave::Snapshot { state, journal } => write_snapshot(dir, rule_name, state, journal),
+        StateSave::Journal(records) => {
+            let mut f = open_journal(dir, rule_name)?;
+            append(&mut f, records).map_err(|source| PersistError::Io {
+                path: journal_path(dir, rule_name),
+                source,
+            })
+        }
+    }
 }
 
 /// Saves rule states on a thread of its own, so the fsyncs never hold up the scheduler: the
-/// scheduler hands over the encoded state; the latest one per rule wins (an older one not yet
-/// written is dropped), an unchanged one is not written again, and [`Persister::flush`]
-/// waits until everything handed over is on disk (shutdown, tests).
+/// scheduler hands over snapshots and journal records; a snapshot supersedes whatever of its
+/// rule was not written yet, records queue behind it, and [`Persister::flush`] waits until
+/// everything handed over is on disk (shutdown, tests). The writer keeps each rule's journal
+/// open; if a write fails, that rule's records are dropped until its next snapshot (at the
+/// latest a checkpoint later), so the files never hold records past a gap.
 pub struct Persister {
     shared: std::sync::Arc<Pending>,
 }
 
-/// (states to write — `None`: remove the file —, a batch is being written, the persister
-/// is gone).
-type Queue = (BTreeMap<String, Option<Vec<u8>>>, bool, bool);
+/// What is waiting to be written for one rule.
+enum Job {
+    Snapshot {
+        state: Vec<u8>,
+        journal: Vec<u8>,
+        records: Vec<u8>,
+    },
+    Records(Vec<u8>),
+    Remove,
+}
+
+/// (what to write per rule, a batch is being written, the persister is gone).
+type Queue = (BTreeMap<String, Job>, bool, bool);
 
 #[derive(Default)]
 struct Pending {
@@ -224,17 +524,44 @@ impl Persister {
         Ok(Persister { shared })
     }
 
-    /// Hands over `rule_name`'s encoded state.
-    pub fn save(&self, rule_name: &str, json: Vec<u8>) {
+    /// Hands over what `rule_name`'s state gave to save.
+    pub fn save(&self, rule_name: &str, save: StateSave) {
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.0.insert(rule_name.to_owned(), Some(json));
+        let job = match (q.0.remove(rule_name), save) {
+            (_, StateSave::Snapshot { state, journal }) => Job::Snapshot {
+                state,
+                journal,
+                records: Vec::new(),
+            },
+            (
+                Some(Job::Snapshot {
+                    state,
+                    journal,
+                    mut records,
+                }),
+                StateSave::Journal(r),
+            ) => {
+                records.extend_from_slice(&r);
+                Job::Snapshot {
+                    state,
+                    journal,
+                    records,
+                }
+            }
+            (Some(Job::Records(mut records)), StateSave::Journal(r)) => {
+                records.extend_from_slice(&r);
+                Job::Records(records)
+            }
+            (None | Some(Job::Remove), StateSave::Journal(r)) => Job::Records(r),
+        };
+        q.0.insert(rule_name.to_owned(), job);
         self.shared.wake.notify_one();
     }
 
-    /// Removes `rule_name`'s state file (the rule was deleted), after any write handed over.
+    /// Removes `rule_name`'s state files (the rule was deleted), after any write handed over.
     pub fn remove(&self, rule_name: &str) {
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.0.insert(rule_name.to_owned(), None);
+        q.0.insert(rule_name.to_owned(), Job::Remove);
         self.shared.wake.notify_one();
     }
 
@@ -247,13 +574,14 @@ impl Persister {
     }
 }
 
-/// Removes a rule's state file (a missing one is fine).
+/// Removes a rule's state files (missing ones are fine).
 pub fn remove_state(dir: &Path, rule_name: &str) {
-    let file = state_path(dir, rule_name);
-    if let Err(e) = fs::remove_file(&file)
-        && e.kind() != io::ErrorKind::NotFound
-    {
-        tracing::warn!(file = %file.display(), "cannot remove the state of a removed rule: {e}");
+    for file in [state_path(dir, rule_name), journal_path(dir, rule_name)] {
+        if let Err(e) = fs::remove_file(&file)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), "cannot remove the state of a removed rule: {e}");
+        }
     }
 }
 
@@ -267,7 +595,8 @@ impl Drop for Persister {
 }
 
 fn writer(shared: &Pending, dir: &Path) {
-    let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // Each rule's journal, open for appending once its snapshot is written.
+    let mut journals: BTreeMap<String, File> = BTreeMap::new();
     loop {
         let batch = {
             let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -282,20 +611,48 @@ fn writer(shared: &Pending, dir: &Path) {
             q.1 = true;
             std::mem::take(&mut q.0)
         };
-        for (name, json) in batch {
-            let Some(json) = json else {
-                written.remove(&name);
-                remove_state(dir, &name);
-                continue;
+        for (name, job) in batch {
+            let records = match job {
+                Job::Remove => {
+                    journals.remove(&name);
+                    remove_state(dir, &name);
+                    continue;
+                }
+                Job::Snapshot {
+                    state,
+                    journal,
+                    records,
+                } => {
+                    journals.remove(&name);
+                    let opened = write_snapshot(dir, &name, &state, &journal)
+                        .and_then(|()| open_journal(dir, &name));
+                    match opened {
+                        Ok(f) => {
+                            journals.insert(name.clone(), f);
+                        }
+                        Err(e) => {
+                            tracing::error!(rule = %name, "cannot save alert state: {e}");
+                            continue;
+                        }
+                    }
+                    records
+                }
+                Job::Records(records) => records,
             };
-            if written.get(&name) == Some(&json) {
+            if records.is_empty() {
                 continue;
             }
-            match write_state(dir, &name, &json) {
-                Ok(()) => {
-                    written.insert(name, json);
-                }
-                Err(e) => tracing::error!(rule = %name, "cannot save alert state: {e}"),
+            let Some(f) = journals.get_mut(&name) else {
+                tracing::debug!(rule = %name, "journal records dropped: the last snapshot was not written; the next one will be");
+                continue;
+            };
+            if let Err(e) = append(f, &records) {
+                journals.remove(&name);
+                tracing::error!(
+                    rule = %name,
+                    file = %journal_path(dir, &name).display(),
+                    "cannot append to the alert state journal; changes are saved again at the next checkpoint: {e}"
+                );
             }
         }
     }
@@ -398,11 +755,12 @@ mod tests {
             .expect("present");
         assert_eq!(back.instances.get(&inst.tags), Some(&inst));
         // No temp file left behind.
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let mut names: Vec<_> = fs::read_dir(dir.path())
             .expect("readdir")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("r.state.json")]);
+        names.sort();
+        assert_eq!(names, ["r.state.journal", "r.state.json"]);
     }
 
     #[test]
@@ -420,6 +778,159 @@ mod tests {
         fs::write(&file, b"x").expect("write");
         let err = st.save(&file, "r").unwrap_err();
         assert!(err.to_string().contains("plain-file"), "{err}");
+    }
+
+    fn instance(host: &str, level: crate::model::Level, seen: i64) -> Instance {
+        let mut inst = Instance::default();
+        inst.tags.insert("host".into(), host.into());
+        inst.fields
+            .insert("value".into(), Value::Float(seen as f64 / 7.0));
+        inst.level = level;
+        inst.last_seen = seen;
+        inst
+    }
+
+    /// Every instance, as a restart gets it.
+    fn all(st: &RuleState) -> Vec<Instance> {
+        st.instances.values().cloned().collect()
+    }
+
+    /// Issue 13: a change appends the changed instances to the journal, not the whole state;
+    /// a restart (snapshot + journal) gives back exactly the state that was handed over.
+    #[test]
+    fn a_restart_restores_the_snapshot_plus_the_journal_exactly() {
+        use crate::model::Level::{Critical, Ok as Fine, Warning};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut st = RuleState::new();
+        for i in 0..100 {
+            let inst = instance(&format!("h{i:03}"), Fine, 1);
+            st.instances.insert(inst.tags.clone(), inst);
+        }
+        st.touched = true;
+        let first = st.due_save(10, "r").unwrap().expect("due");
+        assert!(matches!(first, StateSave::Snapshot { .. }), "first save");
+        write_save(d, "r", &first).unwrap();
+        let snapshot_len = fs::metadata(state_path(d, "r")).unwrap().len();
+        // Three changes: one instance fires, one is forgotten, one is new; and an Error.
+        let key = |h: &str| instance(h, Fine, 0).tags;
+        let firing = st.instances.get_mut(&key("h007")).unwrap();
+        firing.level = Critical;
+        firing.since = Some(15);
+        firing.dirty = true;
+        st.instances.remove(&key("h008"));
+        st.removed.push(key("h008"));
+        let mut new = instance("h100", Warning, 20);
+        new.dirty = true;
+        st.instances.insert(new.tags.clone(), new);
+        st.error = Some(ErrorState {
+            level: Critical,
+            since: 20,
+            announced: true,
+            last_sent: Some(20),
+            message: "down".into(),
+        });
+        st.error_dirty = true;
+        st.changed = true;
+        let records = st.due_save(20, "r").unwrap().expect("due");
+        let StateSave::Journal(bytes) = &records else {
+            panic!("a change is journal records, got {records:?}")
+        };
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 4);
+        assert!(
+            (bytes.len() as u64) < snapshot_len / 10,
+            "records, not the state"
+        );
+        write_save(d, "r", &records).unwrap();
+        // Then the remove is undone: forgotten and back between two saves.
+        let back = instance("h008", Critical, 30);
+        st.removed.push(back.tags.clone());
+        st.instances.insert(
+            back.tags.clone(),
+            Instance {
+                dirty: true,
+                ..back
+            },
+        );
+        st.changed = true;
+        write_save(d, "r", &st.due_save(30, "r").unwrap().unwrap()).unwrap();
+        let restored = RuleState::try_load(d, "r").unwrap().expect("present");
+        let expect: Vec<Instance> = all(&st)
+            .into_iter()
+            .map(|i| Instance { dirty: false, ..i })
+            .collect();
+        assert_eq!(all(&restored), expect);
+        assert_eq!(restored.error, st.error);
+        assert_eq!(restored.instance_count(), 101);
+        // After a restart the first save is a snapshot, which starts a new journal.
+        let mut restored = restored;
+        restored.touched = true;
+        let again = restored.due_save(40, "r").unwrap().unwrap();
+        assert!(matches!(again, StateSave::Snapshot { .. }));
+        write_save(d, "r", &again).unwrap();
+        let journal = fs::read(journal_path(d, "r")).unwrap();
+        assert_eq!(
+            journal.iter().filter(|b| **b == b'\n').count(),
+            1,
+            "the header only"
+        );
+        assert_eq!(all(&RuleState::try_load(d, "r").unwrap().unwrap()), expect);
+    }
+
+    /// A crash in the middle of an append leaves a line cut short or garbage: the replay
+    /// stops there (the records before it count), nothing panics, and a journal of an older
+    /// generation (a crash between a snapshot and its journal) is not replayed at all.
+    #[test]
+    fn a_damaged_journal_tail_is_ignored_and_an_old_journal_is_not_replayed() {
+        use crate::model::Level::{Critical, Ok as Fine, Warning};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut st = RuleState::new();
+        let a = instance("a", Fine, 1);
+        st.instances.insert(a.tags.clone(), a.clone());
+        st.save(d, "r").unwrap();
+        let change = |st: &mut RuleState, level| {
+            let i = st.instances.get_mut(&a.tags).unwrap();
+            i.level = level;
+            i.dirty = true;
+            st.changed = true;
+            let StateSave::Journal(r) = st.due_save(5, "r").unwrap().unwrap() else {
+                panic!("records expected")
+            };
+            write_save(d, "r", &StateSave::Journal(r.clone())).unwrap();
+            r
+        };
+        change(&mut st, Warning);
+        let second = change(&mut st, Critical);
+        let level =
+            |d: &Path| RuleState::try_load(d, "r").unwrap().unwrap().instances[&a.tags].level;
+        assert_eq!(level(d), Critical);
+        let path = journal_path(d, "r");
+        let whole = fs::read(&path).unwrap();
+        let cut = whole.len() - second.len();
+        // Cut anywhere inside the last record, or one byte of it changed: the level before.
+        for keep in [cut + 1, cut + 9, whole.len() - 1] {
+            fs::write(&path, &whole[..keep]).unwrap();
+            assert_eq!(level(d), Warning, "cut at {keep}");
+        }
+        let mut flipped = whole.clone();
+        flipped[cut + 20] ^= 0x01;
+        fs::write(&path, &flipped).unwrap();
+        assert_eq!(level(d), Warning, "a bad checksum");
+        // Garbage after a good journal, and a damaged first line.
+        let mut garbage = whole.clone();
+        garbage.extend_from_slice(b"\0\0\0{not json\n");
+        fs::write(&path, &garbage).unwrap();
+        assert_eq!(level(d), Critical);
+        fs::write(&path, b"12345678 {\"rule\":\"r\"").unwrap();
+        assert_eq!(level(d), Fine, "the snapshot alone");
+        // A newer snapshot with the old journal beside it: the journal is not replayed.
+        fs::write(&path, &whole).unwrap();
+        let old_journal = whole;
+        st.instances.get_mut(&a.tags).unwrap().level = Fine;
+        st.save(d, "r").unwrap();
+        fs::write(&path, &old_journal).unwrap();
+        assert_eq!(level(d), Fine);
     }
 
     #[test]
@@ -471,7 +982,14 @@ mod writer_tests {
                 last_sent: None,
                 message: format!("m{i}"),
             });
-            p.save("r", s.encode(dir.path(), "r").unwrap());
+            let save = if i % 10 == 0 {
+                s.snapshot(i, "r").unwrap()
+            } else {
+                s.error_dirty = true;
+                s.changed = true;
+                s.due_save(i, "r").unwrap().unwrap()
+            };
+            p.save("r", save);
         }
         p.flush();
         let back = RuleState::try_load(dir.path(), "r").unwrap().unwrap();

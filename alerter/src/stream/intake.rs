@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
 use crate::source::MemorySource;
-use wk_core::lineproto;
+use wk_core::lineproto::{self, FieldKey};
 use wk_core::metric::FieldValue;
 
 use super::QUOTED_ERRORS;
@@ -92,28 +92,45 @@ pub fn ingest(text: &str, intake: &Intake, store: &MemorySource) -> Ingest {
 /// stored even when others are not) and keeps the window within its bounds as it goes (within
 /// a slack), and exactly at the end.
 ///
-/// The lines complete in the read buffer are parsed in place and written under one lock (the
-/// lock is never held while the body is awaited); a line across two reads is copied.
+/// The lines complete in the body's buffer (as it arrived, or as decompressed) are parsed in
+/// place and written under one lock (the lock is never held while the body is awaited); a
+/// line across two buffers is copied.
 pub fn ingest_reader(
-    body: impl Read,
+    body: impl BufRead,
     gzip: bool,
     intake: &Intake,
     store: &MemorySource,
 ) -> (Ingest, Option<Stop>) {
+    ingest_body(body, gzip, intake, store, true)
+}
+
+/// [`ingest_reader`], with the fast path for lines of known series or without (the tests
+/// compare the two).
+fn ingest_body(
+    body: impl BufRead,
+    gzip: bool,
+    intake: &Intake,
+    store: &MemorySource,
+    fast: bool,
+) -> (Ingest, Option<Stop>) {
     let mut out = Ingest::default();
     let limit = intake.max_body.saturating_add(1);
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(body).take(limit))
+    let mut r: Box<dyn BufRead> = if gzip {
+        Box::new(BufReader::with_capacity(
+            64 * 1024,
+            flate2::bufread::MultiGzDecoder::new(body).take(limit),
+        ))
     } else {
         Box::new(body.take(limit))
     };
-    let mut r = BufReader::with_capacity(64 * 1024, reader);
     let mut taker = Taker {
         intake,
         // Trimming costs O(series): a slack of 1/8 makes it rare, and bounds what it lets pass.
         slack_points: (intake.max_points / 8).max(1024),
         slack_bytes: (intake.max_bytes / 8).max(1 << 20),
         out: &mut out,
+        fields: Vec::new(),
+        fast,
     };
     let max_line = intake.max_line();
     // A line begun in an earlier read (at most `max_line` bytes of it kept) and whether it fit.
@@ -166,7 +183,16 @@ pub fn ingest_reader(
                 if consumed > intake.max_body {
                     return false;
                 }
-                taker.line(text, &mut w);
+                // As a line across buffers: the bound does not depend on where they end.
+                if len > max_line {
+                    refuse(
+                        taker.out,
+                        text,
+                        &format!("line longer than {max_line} bytes"),
+                    );
+                } else {
+                    taker.line(text, &mut w);
+                }
                 true
             };
             // Valid UTF-8 (the rule) is checked once for the whole buffer.
@@ -221,6 +247,10 @@ struct Taker<'a> {
     slack_points: usize,
     slack_bytes: usize,
     out: &'a mut Ingest,
+    /// A line's fields on the fast path (kept for the next line).
+    fields: Vec<(u16, FieldValue)>,
+    /// Whether lines of known series take the fast path (the tests compare both).
+    fast: bool,
 }
 
 impl Taker<'_> {
@@ -239,7 +269,8 @@ impl Taker<'_> {
 
     fn line(&mut self, text: &str, w: &mut crate::source::memory::Writer<'_>) {
         let intake = self.intake;
-        if let Some(held) = take_line(text, intake, w, self.out)
+        let fields = self.fast.then_some(&mut self.fields);
+        if let Some(held) = take_line(text, intake, w, self.out, fields)
             && (held.points > intake.max_points.saturating_add(self.slack_points)
                 || held.bytes > intake.max_bytes.saturating_add(self.slack_bytes))
         {
@@ -269,17 +300,25 @@ fn refuse(out: &mut Ingest, line: &str, why: &str) {
 }
 
 /// Parses and stores one line; what the store holds after it when a point was stored.
+/// With `fast` (a buffer for the fields), a line whose key bytes name a series the store
+/// holds has only its fields parsed ([`fast_line`]).
 fn take_line(
     raw: &str,
     intake: &Intake,
     w: &mut crate::source::memory::Writer<'_>,
     out: &mut Ingest,
+    fast: Option<&mut Vec<(u16, FieldValue)>>,
 ) -> Option<crate::source::memory::Held> {
     let line = raw.trim_start();
     if line.trim_end().is_empty() || line.starts_with('#') {
         return None;
     }
     let line = line.trim_end_matches('\r');
+    if let Some(fields) = fast
+        && let Some(r) = fast_line(line, intake, w, out, fields)
+    {
+        return r;
+    }
     let p = match lineproto::parse_line_ref(line) {
         Ok(p) => p,
         Err(why) => {
@@ -287,18 +326,96 @@ fn take_line(
             return None;
         }
     };
-    if let Some((name, len)) = p.fields.iter().find_map(|(k, v)| match v {
-        FieldValue::Str(s) if s.len() > intake.max_string => Some((k, s.len())),
+    let long = p.fields.iter().find_map(|(k, v)| match v {
+        FieldValue::Str(s) if s.len() > intake.max_string => Some((k.as_ref(), s.len())),
         _ => None,
-    }) {
-        let why = format!(
-            "string field {name:?} is {len} bytes, over max_string_size ({})",
-            intake.max_string
-        );
-        refuse(out, line, &why);
+    });
+    if let Some((name, len)) = long {
+        refuse_long(out, line, name, len, intake);
         return None;
     }
-    let time = match p.time {
+    let time = point_time(p.time, intake, out)?;
+    out.written += 1;
+    Some(w.push(&p, time))
+}
+
+/// The fast path of [`take_line`]: the series found by the bytes of the line's key, and the
+/// fields parsed straight into indexes of that series' fields, by the same code as the
+/// general parser's ([`lineproto::parse_fields`]). `None` when the line must take the general
+/// path: its series is not known by these bytes, or it brings a field new to its series.
+fn fast_line(
+    line: &str,
+    intake: &Intake,
+    w: &mut crate::source::memory::Writer<'_>,
+    out: &mut Ingest,
+    fields: &mut Vec<(u16, FieldValue)>,
+) -> Option<Option<crate::source::memory::Held>> {
+    let end = lineproto::series_key_end(line);
+    let series = w.line_series(&line[..end])?;
+    fields.clear();
+    let mut new_field = false;
+    let mut long = None;
+    let parsed = lineproto::parse_fields_expecting(
+        line,
+        end,
+        |i| w.expected_field(series, i),
+        |key, value| {
+            let i = match key {
+                // `expected_field(i)` is field i of the series.
+                FieldKey::Expected(i) => u16::try_from(i).ok(),
+                FieldKey::Read(name) => w.known_field(series, &name, fields.len()),
+            };
+            let Some(i) = i else {
+                new_field = true;
+                return;
+            };
+            if let FieldValue::Str(s) = &value
+                && s.len() > intake.max_string
+                && long.is_none()
+            {
+                long = Some((i, s.len()));
+            }
+            fields.push((i, value));
+        },
+    );
+    let time = match parsed {
+        // The general parser gives the same error (the key parses: its series is held).
+        Err(why) => {
+            refuse(out, line, &why);
+            return Some(None);
+        }
+        Ok(_) if new_field => return None,
+        Ok(time) => time,
+    };
+    if let Some((i, len)) = long {
+        refuse_long(
+            out,
+            line,
+            w.field_name(series, i).unwrap_or(""),
+            len,
+            intake,
+        );
+        return Some(None);
+    }
+    let Some(time) = point_time(time, intake, out) else {
+        return Some(None);
+    };
+    out.written += 1;
+    Some(Some(w.push_known(series, fields, time)))
+}
+
+fn refuse_long(out: &mut Ingest, line: &str, name: &str, len: usize, intake: &Intake) {
+    let why = format!(
+        "string field {name:?} is {len} bytes, over max_string_size ({})",
+        intake.max_string
+    );
+    refuse(out, line, &why);
+}
+
+/// A point's time in ns (`now` when the line has none); `None`, counted, when it is later
+/// than `max_time`.
+fn point_time(time: Option<i64>, intake: &Intake, out: &mut Ingest) -> Option<i64> {
+    let time = match time {
         None => intake.now,
         Some(t) => t.saturating_mul(intake.unit),
     };
@@ -306,12 +423,11 @@ fn take_line(
         out.future += 1;
         return None;
     }
-    out.written += 1;
-    Some(w.push(&p, time))
+    Some(time)
 }
 
-/// A body arriving as chunks on a channel, read from a blocking thread. An `Err` chunk ends
-/// it with that error.
+/// A body arriving as chunks on a channel, read from a blocking thread (as a buffered reader
+/// whose buffer is the chunk: no copy). An `Err` chunk ends it with that error.
 pub struct ChannelReader {
     rx: mpsc::Receiver<std::io::Result<Bytes>>,
     current: Bytes,
@@ -328,16 +444,25 @@ impl ChannelReader {
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
-                None => return Ok(0),
+                None => break,
                 Some(chunk) => self.current = chunk?,
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
         self.current.advance(n);
-        Ok(n)
     }
 }
 
@@ -415,7 +540,7 @@ mod tests {
             store: &store,
             peak: 0,
         };
-        let (got, stop) = ingest_reader(&mut watch, false, &intake, &store);
+        let (got, stop) = ingest_reader(BufReader::new(&mut watch), false, &intake, &store);
         assert_eq!(stop, None);
         assert!(watch.peak <= 2_000 + 1_024 + 250, "{}", watch.peak);
         assert_eq!(got.written, 100_000);
@@ -476,8 +601,87 @@ mod tests {
             assert!(store.latest_time().is_none_or(|t| t <= intake.max_time));
         }
 
+        /// A few series (so that lines repeat their keys) written in every way the reader
+        /// tells apart: tags out of order or twice, escapes, new and repeated fields, every
+        /// type, strings too long, bad values, timestamps missing, late, equal or bad.
+        fn line() -> impl Strategy<Value = String> {
+            let key = prop::sample::select(vec![
+                "cpu,cpu=cpu0,host=a",
+                "cpu,cpu=cpu1,host=a",
+                "cpu,host=a,cpu=cpu0",
+                "cpu,cpu=cpu0,host=a,host=b",
+                "mem,host=a",
+                "mem,host=a\\ b",
+                "m\\,x,k\\=y=v\\ w",
+                "disk,path=/a=b,host=a",
+                "mem",
+                " mem,host=a",
+                "mem,host=",
+                "mem,host",
+                "#mem",
+            ]);
+            let value = prop_oneof![
+                (-5.0f64..5.0).prop_map(|f| f.to_string()),
+                (-3i64..3).prop_map(|i| format!("{i}i")),
+                (0u64..3).prop_map(|u| format!("{u}u")),
+                prop::sample::select(vec![
+                    "t",
+                    "false",
+                    "\"ok\"",
+                    "\"a \\\" b\"",
+                    "\"0123456789abcdefXYZ\"",
+                    "1x",
+                    "",
+                    "\"open",
+                    "-",
+                    "inf",
+                ])
+                .prop_map(str::to_owned),
+            ];
+            let field = (
+                prop::sample::select(vec!["a", "ab", "b", "c", "used", "x\\ y", "d\\=e"]),
+                value,
+            );
+            let fields = proptest::collection::vec(field, 0..5);
+            let time = prop_oneof![
+                Just(String::new()),
+                (0i64..40).prop_map(|t| format!(" {t}")),
+                Just(" 2000000".to_owned()),
+                Just(" 7x".to_owned()),
+            ];
+            let tail = prop::sample::select(vec!["", "\r", " "]);
+            (key, fields, time, tail).prop_map(|(k, f, t, tail)| {
+                let f: Vec<String> = f.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{k} {}{t}{tail}", f.join(","))
+            })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Lines of series already held skip the key parse and match field names by
+            /// position: what is stored and what is refused (with its message) is the same
+            /// as through the general parser, in whatever precision.
+            #[test]
+            fn the_fast_path_stores_what_the_general_parser_does(
+                lines in proptest::collection::vec(line(), 1..80),
+                unit in prop::sample::select(vec![1i64, 1_000, 1_000_000_000]),
+            ) {
+                let body = lines.join("\n");
+                // The point bound trims (and drops whole series) along the way.
+                let intake = Intake {
+                    max_string: 16,
+                    max_points: 30,
+                    max_time: 35 * unit,
+                    ..Intake::new(unit, 5)
+                };
+                let (fast, general) = (MemorySource::new(), MemorySource::new());
+                let a = ingest_body(body.as_bytes(), false, &intake, &fast, true);
+                let b = ingest_body(body.as_bytes(), false, &intake, &general, false);
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(fast.dump(), general.dump());
+                prop_assert_eq!(fast.bytes(), general.bytes());
+            }
 
             /// Arbitrary bytes, plain or claimed gzip: no panic, the bounds hold.
             #[test]

@@ -27,15 +27,10 @@ pub fn open_and_close(port: u16, server_pid: i32, n: usize) {
 /// Sockets on local `port` in `state` (an `ss` state name: established, close-wait…)
 /// held by `pid`, as `ss -tanp` reports them.
 pub fn count(port: u16, pid: i32, state: &str) -> usize {
-    let out = Command::new("ss")
-        .args(["-H", "-t", "-a", "-n", "-p", "state", state])
-        .arg(format!("sport = :{port}"))
-        .output()
-        .expect("run ss (iproute2)");
-    assert!(
-        out.status.success(),
-        "ss: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = wk_core::testing::run_ok(
+        Command::new("ss")
+            .args(["-H", "-t", "-a", "-n", "-p", "state", state])
+            .arg(format!("sport = :{port}")),
     );
     let needle = format!("pid={pid},");
     String::from_utf8_lossy(&out.stdout)

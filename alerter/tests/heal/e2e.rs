@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::close_wait;
 use super::payloads::Payloads;
+use super::rules::{self, http_input, restart_web};
 use super::squatter::Squatter;
 use super::sshd::Sshd;
 use super::stack::{Stack, lp_tag};
@@ -24,44 +25,29 @@ use crate::common::wait::{poll_until, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
-/// The http_response rule with `actions` (Rhai) spliced in: critical while the last check
-/// of the server failed.
+/// [`rules::http_rule`] every second over the last 5 s.
 fn http_rule(actions: &str) -> String {
-    format!(
-        r#"
-rule(#{{
-    every: "1s",
-    notify: ["ops", "log"],
-    message: "{{{{host}}}}: {{{{server}}}} result {{{{value}}}} is {{{{level}}}}",
-    actions: [{actions}],
-}});
-
-fn check() {{
-    let c = query("http_response").field("result_code").range("5s").last()
-               .group_by("host", "server").run();
-    for s in c {{
-        s.crit(s.value != 0.0);
-    }}
-    c
-}}
-"#
-    )
+    rules::http_rule("1s", "5s", actions)
 }
 
-fn http_input(web: &Supervisor) -> String {
-    format!(
-        "[[inputs.http_response]]\n  urls = [\"{}\"]\n  response_timeout = \"1s\"\n",
-        web.url()
-    )
+/// A stack of default servers running `rule` (file `name`); None when they are missing.
+fn stack_with(name: &str, rule: &str) -> Option<Stack> {
+    let st = Stack::new("", "")?;
+    st.rule(name, rule);
+    Some(st)
 }
 
-fn restart_web(web: &Supervisor, guard: &str) -> String {
-    format!(
-        r#"#{{ action: "restart_process", pattern: "http.server {port}", start: [{ctl:?}, "start"],
-            port: {port}, {guard} }}"#,
-        port = web.port,
-        ctl = web.ctl().display().to_string(),
-    )
+/// Waits until the agent's first http_response point is stored.
+fn wait_checked(st: &Stack) {
+    wait_for("a successful http_response point", T, || {
+        st.db()
+            .http(
+                "GET",
+                "/query?db=wk&q=SELECT+count(*)+FROM+http_response",
+                "",
+            )
+            .is_ok_and(|(_, b)| b.contains("result_code"))
+    });
 }
 
 fn s(v: &Value) -> &str {
@@ -81,28 +67,15 @@ fn show(what: &str, r: &Value) {
 fn killed_web_server_is_restarted_and_one_email_reports_the_recovery() {
     let web = Supervisor::web();
     let first = web.start();
-    let Some(mut st) = Stack::new("", "") else {
+    let guard = r#"max_attempts: 3, window: "10m", cooldown: "2s", settle: "1s", verify: "probe""#;
+    let rule = http_rule(&restart_web(&web, guard));
+    let Some(mut st) = stack_with("web.rhai", &rule) else {
         return;
     };
-    st.rule(
-        "web.rhai",
-        &http_rule(&restart_web(
-            &web,
-            r#"max_attempts: 3, window: "10m", cooldown: "2s", settle: "1s", verify: "probe""#,
-        )),
-    );
     st.start_agent("web1", &http_input(&web));
     st.start_alerter();
     // The healthy service is seen first (no alert, no action).
-    wait_for("a successful http_response point", T, || {
-        st.db()
-            .http(
-                "GET",
-                "/query?db=wk&q=SELECT+count(*)+FROM+http_response",
-                "",
-            )
-            .is_ok_and(|(_, b)| b.contains("result_code"))
-    });
+    wait_checked(&st);
 
     let fault = Instant::now();
     web.kill();
@@ -414,15 +387,7 @@ fn the_same_restart_over_ssh_through_a_real_sshd() {
     );
     st.start_agent("remote1", &http_input(&web));
     st.start_alerter();
-    wait_for("a successful http_response point", T, || {
-        st.db()
-            .http(
-                "GET",
-                "/query?db=wk&q=SELECT+count(*)+FROM+http_response",
-                "",
-            )
-            .is_ok_and(|(_, b)| b.contains("result_code"))
-    });
+    wait_checked(&st);
     web.kill();
     wait_for("the web server to answer again", T, || {
         web.pid().is_some() && web.answers_http()
@@ -456,34 +421,11 @@ fn the_same_restart_over_ssh_through_a_real_sshd() {
 fn a_close_wait_pile_up_restarts_the_owning_process_named_in_the_report() {
     let server = Supervisor::close_wait();
     let first = server.start();
-    let Some(mut st) = Stack::new("", "") else {
+    let options = r#"cooldown: "5s", settle: "1s", verify: "probe""#;
+    let rule = rules::close_wait_rule("1s", "3s", r#"["log"]"#, &server, options);
+    let Some(mut st) = stack_with("close_wait.rhai", &rule) else {
         return;
     };
-    st.rule(
-        "close_wait.rhai",
-        &format!(
-            r#"
-rule(#{{
-    every: "1s",
-    notify: ["log"],
-    message: "{{{{host}}}}: pid {{{{pid}}}} holds {{{{value}}}} CLOSE_WAIT sockets",
-    actions: [#{{ action: "restart_process", pid: "{{{{pid}}}}", start: [{ctl:?}, "start"],
-                  port: {port}, cooldown: "5s", settle: "1s", verify: "probe" }}],
-}});
-
-fn check() {{
-    let c = query("procstat_tcp").field("tcp_close_wait").range("3s").last()
-               .group_by("host", "pid").run();
-    for s in c {{
-        s.crit(s.value > 3.0);
-    }}
-    c
-}}
-"#,
-            ctl = server.ctl().display().to_string(),
-            port = server.port,
-        ),
-    );
     // Stand-in for the agent's procstat input: the server's CLOSE_WAIT count from `ss`.
     let feeding = Arc::new(AtomicBool::new(true));
     let server = Arc::new(server);

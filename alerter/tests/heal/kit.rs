@@ -7,6 +7,8 @@
 pub mod close_wait;
 #[path = "process.rs"]
 pub mod process;
+#[path = "rules.rs"]
+pub mod rules;
 #[path = "squatter.rs"]
 pub mod squatter;
 #[path = "sshd.rs"]

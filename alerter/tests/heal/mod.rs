@@ -16,6 +16,7 @@
 pub mod close_wait;
 pub mod payloads;
 pub mod process;
+pub mod rules;
 pub mod squatter;
 pub mod sshd;
 pub mod stack;

@@ -32,15 +32,10 @@ pub struct Sshd {
 }
 
 fn keygen(path: &Path) {
-    let out = Command::new(SSH_KEYGEN)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "wk-heal-test", "-f"])
-        .arg(path)
-        .output()
-        .expect("run ssh-keygen");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
+    wk_core::testing::run_ok(
+        Command::new(SSH_KEYGEN)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "wk-heal-test", "-f"])
+            .arg(path),
     );
 }
 

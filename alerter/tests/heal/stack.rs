@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::PYTHON;
 use super::process::Spawned;
+use crate::common::alerter::json_lines;
 use crate::common::influxd::{Influxd, free_port};
 use crate::common::wait::poll_until;
 
@@ -234,11 +235,7 @@ impl Stack {
 
     /// The events the `log` notifier wrote (alerts, recoveries, action reports).
     pub fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        json_lines(&self.dir.path().join("events.jsonl"))
     }
 
     /// Action reports (ids ending in `:actions`) in the log.
@@ -251,11 +248,7 @@ impl Stack {
 
     /// The audit log (JSON lines).
     pub fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("state/actions.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        json_lines(&self.dir.path().join("state/actions.log"))
     }
 
     /// Every email received so far, oldest first.

@@ -93,6 +93,20 @@ fn samples_of_every_kind_load() {
     }
 }
 
+/// Fails the test unless `errs` are `expect`, in any order, each error starting with its
+/// expected text.
+#[track_caller]
+fn assert_errors(errs: &[String], expect: &[&str]) {
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+    assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
+}
+
 #[test]
 fn errors_name_the_file_line_and_column() {
     let errs = config_errors(
@@ -139,14 +153,7 @@ fn errors_name_the_file_line_and_column() {
         "alerter.toml:18:1: error: [notifiers.email] to: is required",
         "alerter.toml:27:13: error: [notifiers.exec] command: is required",
     ];
-    for e in expect {
-        assert!(
-            errs.iter().any(|got| got.starts_with(e)),
-            "missing {e:?} in:\n{}",
-            errs.join("\n")
-        );
-    }
-    assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
+    assert_errors(&errs, &expect);
 }
 
 #[test]
@@ -226,12 +233,5 @@ fn silences_load_and_reject_unbounded_or_broken_ones() {
         "alerter.toml:12:10: error: [silences.2] ends: invalid time \"tomorrow\"",
         "alerter.toml:13:3: error: [silences.2] unknown option \"reason\": no such option",
     ];
-    for e in expect {
-        assert!(
-            errs.iter().any(|got| got.starts_with(e)),
-            "missing {e:?} in:\n{}",
-            errs.join("\n")
-        );
-    }
-    assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
+    assert_errors(&errs, &expect);
 }

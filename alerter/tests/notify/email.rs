@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use wk_alerter::model::{EventKind, Level};
+use wk_alerter::model::{AlertEvent, EventKind, Level};
 use wk_alerter::notify::{NotifyError, Router};
 
 use super::support::{event, free_port, plan, require, to, wait_port};
@@ -60,26 +60,61 @@ fn messages(maildir: &Path) -> usize {
     std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
 }
 
+/// A temp dir with an SMTP server storing mail in its `mail` folder.
+struct Mailbox {
+    _server: tokio::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mailbox {
+    /// None (the test returns) when aiosmtpd is missing and may be skipped.
+    async fn start() -> Option<Mailbox> {
+        if !aiosmtpd_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = dir.path().join("mail");
+        let (server, port) = smtp_server(&maildir, &[]).await;
+        Some(Mailbox {
+            _server: server,
+            port,
+            maildir,
+            _dir: dir,
+        })
+    }
+
+    /// A `[[notifiers.email]]` named `name` sending here without TLS, from Watchkeeper, plus
+    /// the TOML lines `more`.
+    fn notifier(&self, name: &str, more: &str) -> String {
+        format!(
+            "[[notifiers.email]]\n  name = \"{name}\"\n  host = \"127.0.0.1\"\n  port = {}\n  \
+             tls = \"none\"\n  from = \"Watchkeeper <alerts@example.com>\"\n{more}\n",
+            self.port
+        )
+    }
+}
+
+/// The message in file `path` parsed with PARSE.
+fn parse_mail(path: &Path) -> serde_json::Value {
+    let out = wk_core::testing::run_ok(
+        std::process::Command::new(PYTHON)
+            .args(["-c", PARSE])
+            .arg(path),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
-    if !aiosmtpd_available() {
+    let Some(mailbox) = Mailbox::start().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let maildir = dir.path().join("mail");
-    let (_server, port) = smtp_server(&maildir, &[]).await;
-
-    let router = Router::start(plan(&format!(
-        r#"
-[[notifiers.email]]
-  name = "ops-email"
-  host = "127.0.0.1"
-  port = {port}
-  tls = "none"
-  from = "Watchkeeper <alerts@example.com>"
-  to = ["ops@example.com", "oncall@example.com"]
-  subject = "[{{{{level}}}}] {{{{message}}}}"
-"#
+    };
+    let router = Router::start(plan(&mailbox.notifier(
+        "ops-email",
+        r#"  to = ["ops@example.com", "oncall@example.com"]
+  subject = "[{{level}}] {{message}}""#,
     )));
     let mut e = to(
         event("cpu", "web1", EventKind::Alert, Level::Critical),
@@ -88,26 +123,11 @@ async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
     e.tags
         .insert("owner".into(), "<script>alert(1)</script>".into());
     e.details = "CPU busy 93.2% > 90%\nsecond line <script>alert(1)</script>".into();
-    router.dispatch(vec![e]);
-    router.flush().await;
+    let mails = delivered(&router, vec![e], &mailbox.maildir).await;
     let st = router.stats();
     assert_eq!(st.notifier("ops-email").unwrap().sent, 1, "{st:?}");
-
-    let new = maildir.join("new");
-    let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
-    assert_eq!(files.len(), 1);
-    let path = files[0].as_ref().unwrap().path();
-    let out = std::process::Command::new(PYTHON)
-        .args(["-c", PARSE])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
     assert_eq!(m["subject"], "[CRITICAL] web1: cpu is CRITICAL");
     assert_eq!(m["from"], "Watchkeeper <alerts@example.com>");
     assert_eq!(m["to"], "ops@example.com, oncall@example.com");
@@ -133,30 +153,18 @@ async fn an_unreachable_server_is_a_retryable_failure() {
         "[[notifiers.email]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"a@example.com\"\nto = \"b@example.com\"\n"
     ));
     let e = event("cpu", "web1", EventKind::Alert, Level::Critical);
-    let err = p.notifiers[0].notifier.send(&e).await.unwrap_err();
-    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+    retryable(p.notifiers[0].notifier.send(&e).await);
 }
 
 #[tokio::test]
 async fn starttls_and_implicit_tls_are_used_and_certificates_checked() {
-    if !aiosmtpd_available() || !require("/usr/bin/openssl", "openssl") {
+    if !aiosmtpd_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = std::process::Command::new("/usr/bin/openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-        ])
-        .arg("/CN=localhost")
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let Some((cert, key)) = wk_core::testing::self_signed_cert(dir.path()) else {
+        return;
+    };
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let starttls_dir = dir.path().join("starttls");
     let (_s1, starttls_port) =
@@ -175,51 +183,54 @@ async fn starttls_and_implicit_tls_are_used_and_certificates_checked() {
         .notifier
     };
     let e = event("cpu", "web1", EventKind::Alert, Level::Critical);
+    let send =
+        async |tls: &str, port: u16, insecure: bool| notifier(tls, port, insecure).send(&e).await;
     // A self-signed certificate is refused unless verification is switched off.
-    let err = notifier("starttls", starttls_port, false)
-        .send(&e)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+    retryable(send("starttls", starttls_port, false).await);
     assert_eq!(messages(&starttls_dir), 0);
-    notifier("starttls", starttls_port, true)
-        .send(&e)
-        .await
-        .unwrap();
+    send("starttls", starttls_port, true).await.unwrap();
     assert_eq!(messages(&starttls_dir), 1);
 
-    let err = notifier("tls", smtps_port, false)
-        .send(&e)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
-    notifier("tls", smtps_port, true).send(&e).await.unwrap();
+    retryable(send("tls", smtps_port, false).await);
+    send("tls", smtps_port, true).await.unwrap();
     assert_eq!(messages(&smtps_dir), 1);
 
     // A STARTTLS client never falls back to plain text against a server without STARTTLS.
     let plain_dir = dir.path().join("plain");
     let (_s3, plain_port) = smtp_server(&plain_dir, &[]).await;
-    let err = notifier("starttls", plain_port, true)
-        .send(&e)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+    retryable(send("starttls", plain_port, true).await);
     assert_eq!(messages(&plain_dir), 0);
+}
+
+/// Fails the test unless `sent` is a retryable failure.
+fn retryable(sent: Result<(), NotifyError>) {
+    let err = sent.unwrap_err();
+    assert!(matches!(err, NotifyError::Retryable(_)), "{err:?}");
+}
+
+/// Every message in `maildir` (see [`parsed`]) once `router` has sent `events`.
+async fn delivered(
+    router: &Router,
+    events: Vec<AlertEvent>,
+    maildir: &Path,
+) -> Vec<serde_json::Value> {
+    router.dispatch(events);
+    router.flush().await;
+    parsed(maildir)
+}
+
+fn subjects(mails: &[serde_json::Value]) -> Vec<&str> {
+    mails
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .collect()
 }
 
 /// Parses every message in `maildir/new` with PARSE, sorted by subject.
 fn parsed(maildir: &Path) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = std::fs::read_dir(maildir.join("new"))
         .unwrap()
-        .map(|f| {
-            let o = std::process::Command::new(PYTHON)
-                .args(["-c", PARSE])
-                .arg(f.unwrap().path())
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            serde_json::from_slice(&o.stdout).unwrap()
-        })
+        .map(|f| parse_mail(&f.unwrap().path()))
         .collect();
     out.sort_by_key(|m| m["subject"].as_str().unwrap_or_default().to_owned());
     out
@@ -227,63 +238,41 @@ fn parsed(maildir: &Path) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn thirty_firing_instances_are_one_email_per_group() {
-    if !aiosmtpd_available() {
+    let Some(mailbox) = Mailbox::start().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let maildir = dir.path().join("mail");
-    let (_server, port) = smtp_server(&maildir, &[]).await;
-    let router = Router::start(plan(&format!(
-        r#"
-[[notifiers.email]]
-  name = "ops-email"
-  host = "127.0.0.1"
-  port = {port}
-  tls = "none"
-  from = "Watchkeeper <alerts@example.com>"
-  to = ["ops@example.com"]
+    };
+    let maildir = &mailbox.maildir;
+    let ops = mailbox.notifier(
+        "ops-email",
+        r#"  to = ["ops@example.com"]
   group_by = ["rule"]
   group_wait = "300ms"
-  group_interval = "1s"
-
-[[notifiers.email]]
-  name = "all-email"
-  host = "127.0.0.1"
-  port = {port}
-  tls = "none"
-  from = "Watchkeeper <alerts@example.com>"
-  to = ["oncall@example.com"]
+  group_interval = "1s""#,
+    );
+    let all = mailbox.notifier(
+        "all-email",
+        r#"  to = ["oncall@example.com"]
   group_by = []
   group_wait = "300ms"
   group_interval = "1s"
-  group_subject = "{{{{firing}}}} firing, {{{{resolved}}}} resolved ({{{{group_key}}}})"
-"#
-    )));
+  group_subject = "{{firing}} firing, {{resolved}} resolved ({{group_key}})""#,
+    );
+    let router = Router::start(plan(&format!("{ops}\n{all}")));
     let hosts: Vec<String> = (1..=30).map(|i| format!("web{i:02}")).collect();
-    let fire = |rule: &str, h: &str| {
-        to(
-            event(rule, h, EventKind::Alert, Level::Critical),
-            &["ops-email", "all-email"],
-        )
-    };
+    let both = |e| to(e, &["ops-email", "all-email"]);
+    let fire = |rule: &str, h: &str| both(event(rule, h, EventKind::Alert, Level::Critical));
     let mut events: Vec<_> = hosts.iter().map(|h| fire("cpu", h)).collect();
     events.extend(["db1", "db2"].map(|h| fire("disk", h)));
-    router.dispatch(events);
-    router.flush().await;
+    let m = delivered(&router, events, maildir).await;
+    let first = [
+        "32 firing, 0 resolved (all)",
+        "[FIRING:2] rule=disk",
+        "[FIRING:30] rule=cpu",
+    ];
     assert_eq!(
-        messages(&maildir),
-        3,
+        subjects(&m),
+        first,
         "one email per group and receiver, not 64"
-    );
-    let m = parsed(&maildir);
-    let subjects: Vec<&str> = m.iter().map(|m| m["subject"].as_str().unwrap()).collect();
-    assert_eq!(
-        subjects,
-        [
-            "32 firing, 0 resolved (all)",
-            "[FIRING:2] rule=disk",
-            "[FIRING:30] rule=cpu"
-        ]
     );
     let plain = m[2]["plain"].as_str().unwrap();
     assert!(
@@ -300,23 +289,10 @@ async fn thirty_firing_instances_are_one_email_per_group() {
     assert_eq!(html.matches("<td>cpu:host=web").count(), 30, "{html}");
 
     // 28 recover: one more email with what still fires and what resolved.
-    router.dispatch(
-        hosts[2..]
-            .iter()
-            .map(|h| {
-                to(
-                    event("cpu", h, EventKind::Recovery, Level::Ok),
-                    &["ops-email", "all-email"],
-                )
-            })
-            .collect(),
-    );
-    router.flush().await;
-    assert_eq!(messages(&maildir), 5);
-    let m = parsed(&maildir);
-    let subjects: Vec<&str> = m.iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    let resolve = |h: &String| both(event("cpu", h, EventKind::Recovery, Level::Ok));
+    let m = delivered(&router, hosts[2..].iter().map(resolve).collect(), maildir).await;
     assert_eq!(
-        subjects,
+        subjects(&m),
         [
             "32 firing, 0 resolved (all)",
             "4 firing, 28 resolved (all)",

@@ -1,13 +1,14 @@
 //! The exec notifier with real processes: stdin JSON, environment, no interpolation of event
 //! data, stderr in the error, and the whole process group killed on timeout.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use wk_alerter::model::{AlertEvent, EventKind, Level};
 use wk_alerter::notify::{NotifyError, Router};
 
 use super::support::{event, plan, to};
+use crate::common::wait::poll_until_async;
 
 /// A config with one exec notifier running `/bin/sh <script>`.
 fn exec_config(dir: &Path, script: &str, extra: &str) -> String {
@@ -20,35 +21,76 @@ fn exec_config(dir: &Path, script: &str, extra: &str) -> String {
     )
 }
 
+/// A router whose one notifier `run` is [`exec_config`]'s in a temp dir (the script's `$OUT`).
+struct Exec {
+    dir: tempfile::TempDir,
+    router: Router,
+}
+
+impl Exec {
+    fn start(script: &str, extra: &str) -> Exec {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::start(plan(&exec_config(dir.path(), script, extra)));
+        Exec { dir, router }
+    }
+
+    /// A script that saves its stdin for [`Exec::stdin`], then runs `then`; nothing of the
+    /// alerter's environment is passed on (`inherit_env = false`).
+    fn saving_stdin(then: &str) -> Exec {
+        let script = format!("cat > \"$OUT/stdin.json\"\n{then}");
+        Exec::start(&script, "inherit_env = false")
+    }
+
+    /// A script that first starts a background `sleep 300` (its pid in `$OUT/child.pid`), then
+    /// runs `then`; `extra` are the notifier's options.
+    fn with_child(then: &str, extra: &str) -> Exec {
+        let script = format!("sleep 300 &\necho $! > \"$OUT/child.pid\"\n{then}");
+        Exec::start(&script, extra)
+    }
+
+    /// Dispatches `events` and waits until the router has sent them; how long that took.
+    async fn send(&self, events: Vec<AlertEvent>) -> Duration {
+        let started = Instant::now();
+        self.router.dispatch(events);
+        self.router.flush().await;
+        started.elapsed()
+    }
+
+    fn sent(&self) -> u64 {
+        self.router.stats().notifier("run").unwrap().sent
+    }
+
+    /// `file` in the script's `$OUT`.
+    fn out(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// The event the script saved from its stdin to `$OUT/stdin.json`.
+    fn stdin(&self) -> AlertEvent {
+        serde_json::from_slice(&std::fs::read(self.out("stdin.json")).unwrap()).unwrap()
+    }
+
+    /// The pid the script wrote to `$OUT/file`.
+    fn pid(&self, file: &str) -> i32 {
+        let text = std::fs::read_to_string(self.out(file)).unwrap();
+        text.trim().parse().unwrap()
+    }
+}
+
 #[tokio::test]
 async fn gets_the_event_on_stdin_and_in_the_environment_never_in_argv() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = exec_config(
-        dir.path(),
-        "cat > \"$OUT/stdin.json\"\nenv | sort > \"$OUT/env\"\necho \"$@\" > \"$OUT/argv\"\n",
-        "inherit_env = false",
-    );
-    let router = Router::start(plan(&cfg));
-    let mut e = to(
-        event("cpu", "web1", EventKind::Alert, Level::Critical),
-        &["run"],
-    );
-    let evil = format!(
-        "$(touch {}/pwned); `touch {}/pwned2`",
-        dir.path().display(),
-        dir.path().display()
-    );
+    let x = Exec::saving_stdin("env | sort > \"$OUT/env\"\necho \"$@\" > \"$OUT/argv\"\n");
+    let [mut e] = alert();
+    let (pwned, pwned2) = (x.out("pwned"), x.out("pwned2"));
+    let evil = format!("$(touch {}); `touch {}`", pwned.display(), pwned2.display());
     e.tags.insert("host".into(), evil.clone());
     e.tags.insert("dc-name.x".into(), "eu".into());
     e.category = Some("system".into());
-    router.dispatch(vec![e.clone()]);
-    router.flush().await;
-    assert_eq!(router.stats().notifier("run").unwrap().sent, 1);
+    x.send(vec![e.clone()]).await;
+    assert_eq!(x.sent(), 1);
 
-    let stdin: AlertEvent =
-        serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).unwrap()).unwrap();
-    assert_eq!(stdin, e);
-    let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    assert_eq!(x.stdin(), e);
+    let env = std::fs::read_to_string(x.out("env")).unwrap();
     // inherit_env = false: nothing of the alerter's environment (HOME, CARGO_*, ...).
     assert!(
         !env.lines()
@@ -74,41 +116,22 @@ async fn gets_the_event_on_stdin_and_in_the_environment_never_in_argv() {
     ] {
         assert!(env.lines().any(|l| l == want), "{want:?} not in:\n{env}");
     }
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("argv")).unwrap(),
-        "\n"
-    );
-    assert!(!dir.path().join("pwned").exists() && !dir.path().join("pwned2").exists());
+    assert_eq!(std::fs::read_to_string(x.out("argv")).unwrap(), "\n");
+    assert!(!pwned.exists() && !pwned2.exists());
 }
 
 /// Regression: a tag value over 128 KiB made every exec fail (E2BIG: the kernel refuses one
 /// environment string that long). Variables are cut; stdin still has the whole event.
 #[tokio::test]
 async fn a_huge_tag_value_is_cut_in_the_environment_and_whole_on_stdin() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = exec_config(
-        dir.path(),
-        "cat > \"$OUT/stdin.json\"\nprintf %s \"$WK_TAG_BIG\" > \"$OUT/big\"\n",
-        "inherit_env = false",
-    );
-    let router = Router::start(plan(&cfg));
-    let mut e = to(
-        event("cpu", "web1", EventKind::Alert, Level::Critical),
-        &["run"],
-    );
+    let x = Exec::saving_stdin("printf %s \"$WK_TAG_BIG\" > \"$OUT/big\"\n");
+    let [mut e] = alert();
     let big = "é".repeat(100_000); // 200 KB
     e.tags.insert("big".into(), big.clone());
-    router.dispatch(vec![e.clone()]);
-    router.flush().await;
-    assert_eq!(
-        router.stats().notifier("run").unwrap().sent,
-        1,
-        "the program ran"
-    );
-    let stdin: AlertEvent =
-        serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).unwrap()).unwrap();
-    assert_eq!(stdin.tags["big"], big);
-    let cut = std::fs::read_to_string(dir.path().join("big")).unwrap();
+    x.send(vec![e]).await;
+    assert_eq!(x.sent(), 1, "the program ran");
+    assert_eq!(x.stdin().tags["big"], big);
+    let cut = std::fs::read_to_string(x.out("big")).unwrap();
     assert!(
         cut.len() <= wk_alerter::notify::exec::MAX_ENV_VALUE,
         "{}",
@@ -150,27 +173,15 @@ fn running(pid: i32) -> bool {
     }
 }
 
-/// The pid a test script wrote to `dir/file`.
-fn pid_in(dir: &Path, file: &str) -> i32 {
-    std::fs::read_to_string(dir.join(file))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Waits up to 5 s for every pid to be gone; true when they are.
 async fn all_gone(pids: &[i32]) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    !pids.iter().any(|p| running(*p))
+    let (within, pause) = (Duration::from_secs(5), Duration::from_millis(20));
+    poll_until_async(within, pause, || !pids.iter().any(|p| running(*p))).await
 }
 
 /// One critical alert for the `run` notifier.
-fn alert() -> Vec<AlertEvent> {
-    vec![to(
+fn alert() -> [AlertEvent; 1] {
+    [to(
         event("cpu", "web1", EventKind::Alert, Level::Critical),
         &["run"],
     )]
@@ -178,29 +189,20 @@ fn alert() -> Vec<AlertEvent> {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = exec_config(
-        dir.path(),
-        "sleep 300 &\necho $! > \"$OUT/child.pid\"\necho $$ > \"$OUT/main.pid\"\nsleep 300\n",
+    let x = Exec::with_child(
+        "echo $$ > \"$OUT/main.pid\"\nsleep 300\n",
         "timeout = \"500ms\"\nretries = 0\n",
     );
-    let router = Router::start(plan(&cfg));
-    let started = Instant::now();
-    router.dispatch(alert());
-    router.flush().await;
-    let took = started.elapsed();
+    let took = x.send(alert().into()).await;
     assert!(
         took >= Duration::from_millis(500) && took < Duration::from_secs(10),
         "{took:?}"
     );
-    let st = router.stats();
+    let st = x.router.stats();
     let st = st.notifier("run").unwrap();
     assert_eq!((st.timeouts, st.failed), (1, 1));
 
-    let (main, child) = (
-        pid_in(dir.path(), "main.pid"),
-        pid_in(dir.path(), "child.pid"),
-    );
+    let (main, child) = (x.pid("main.pid"), x.pid("child.pid"));
     assert!(
         all_gone(&[main, child]).await,
         "the program {main} or its background child {child} survived its timeout"
@@ -209,49 +211,29 @@ async fn timeout_kills_the_whole_process_group() {
 
 #[tokio::test]
 async fn leftovers_of_a_finished_program_do_not_hold_it_open() {
-    let dir = tempfile::tempdir().unwrap();
     // Exits at once but leaves a child holding stdout/stderr open.
-    let cfg = exec_config(
-        dir.path(),
-        "sleep 300 &\necho $! > \"$OUT/child.pid\"\nexit 0\n",
-        "timeout = \"20s\"\n",
-    );
-    let router = Router::start(plan(&cfg));
-    let started = Instant::now();
-    router.dispatch(alert());
-    router.flush().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(router.stats().notifier("run").unwrap().sent, 1);
-    assert!(all_gone(&[pid_in(dir.path(), "child.pid")]).await);
+    let x = Exec::with_child("exit 0\n", "timeout = \"20s\"\n");
+    let took = x.send(alert().into()).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(x.sent(), 1);
+    assert!(all_gone(&[x.pid("child.pid")]).await);
 }
 
 #[tokio::test]
 async fn shutdown_cancels_a_running_program_and_kills_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = exec_config(
-        dir.path(),
-        "sleep 300 &\necho $! > \"$OUT/child.pid\"\necho $$ > \"$OUT/main.tmp\"\nmv \"$OUT/main.tmp\" \"$OUT/main.pid\"\nsleep 300\n",
+    let x = Exec::with_child(
+        "echo $$ > \"$OUT/main.tmp\"\nmv \"$OUT/main.tmp\" \"$OUT/main.pid\"\nsleep 300\n",
         "timeout = \"1h\"\n",
     );
-    let router = Router::start(plan(&cfg));
-    router.dispatch(alert());
-    let main_pid = dir.path().join("main.pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !main_pid.exists() {
-        assert!(Instant::now() < deadline, "the program did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    x.router.dispatch(alert().into());
+    let main_pid = x.out("main.pid");
+    let (within, pause) = (Duration::from_secs(10), Duration::from_millis(10));
+    let started = poll_until_async(within, pause, || main_pid.exists()).await;
+    assert!(started, "the program did not start");
     let started = Instant::now();
-    router.shutdown(Duration::from_millis(200)).await;
+    x.router.shutdown(Duration::from_millis(200)).await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    let (main, child) = (
-        pid_in(dir.path(), "main.pid"),
-        pid_in(dir.path(), "child.pid"),
-    );
+    let (main, child) = (x.pid("main.pid"), x.pid("child.pid"));
     assert!(
         all_gone(&[main, child]).await,
         "{main} or {child} survived shutdown"

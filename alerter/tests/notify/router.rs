@@ -93,6 +93,14 @@ fn drain(rx: &mut Attempts) -> Vec<(Instant, AlertEvent)> {
     v
 }
 
+/// What was delivered since the last drain, as "kind id".
+fn delivered(rx: &mut Attempts) -> Vec<String> {
+    drain(rx)
+        .into_iter()
+        .map(|(_, e)| format!("{:?} {}", e.kind, e.id))
+        .collect()
+}
+
 fn alert(rule: &str, host: &str, level: Level, names: &[&str]) -> AlertEvent {
     to(event(rule, host, EventKind::Alert, level), names)
 }
@@ -297,12 +305,8 @@ async fn silences_mute_matching_events_in_their_window() {
         at(alert("cpu_high", "web2", Level::Warning, &ops), "12:00"),  // window over
     ]);
     router.flush().await;
-    let got: Vec<String> = drain(&mut rx)
-        .into_iter()
-        .map(|(_, e)| format!("{:?} {}", e.kind, e.id))
-        .collect();
     assert_eq!(
-        got,
+        delivered(&mut rx),
         [
             "Alert cpu_high:host=web3",
             "Alert disk_full:host=web1",
@@ -353,12 +357,8 @@ async fn inhibitors_mute_their_category_on_equal_tags_while_non_ok() {
     router.dispatch(vec![up, cpu_recovery("web1")]); // recovery of a muted alert: muted
     router.dispatch(vec![cpu("web1", Level::Critical)]); // inhibitor gone
     router.flush().await;
-    let got: Vec<String> = drain(&mut rx)
-        .into_iter()
-        .map(|(_, e)| format!("{:?} {}", e.kind, e.id))
-        .collect();
     assert_eq!(
-        got,
+        delivered(&mut rx),
         [
             "NoData host_down:host=web1",
             "Alert cpu:host=web2",

@@ -5,25 +5,23 @@ use serde_json::json;
 use wk_alerter::model::{EventKind, Level};
 use wk_alerter::notify::{Router, webhook};
 
-use super::support::{HttpSink, event, plan_env, to};
+use super::support::{HttpSink, event, plan, plan_env, to};
+
+/// A `[[notifiers.webhook]]` named `name` posting to `url`, then the TOML lines `more`.
+fn webhook_toml(name: &str, url: &str, more: &str) -> String {
+    format!("[[notifiers.webhook]]\n  name = \"{name}\"\n  url = \"{url}\"\n{more}")
+}
 
 #[tokio::test]
 async fn default_body_is_the_event_signed_with_hmac_and_custom_headers() {
     let mut sink = HttpSink::start(vec![200]).await;
-    let router = Router::start(plan_env(
-        &format!(
-            r#"
-[[notifiers.webhook]]
-  name = "hook"
-  url = "{}"
-  secret = "${{HOOK_SECRET}}"
-  [notifiers.webhook.headers]
-    Authorization = "Bearer ${{HOOK_TOKEN}}"
-"#,
-            sink.url("/alerts?x=1")
-        ),
-        &[("HOOK_SECRET", "s3cret"), ("HOOK_TOKEN", "tok")],
-    ));
+    let hook = webhook_toml(
+        "hook",
+        &sink.url("/alerts?x=1"),
+        "  secret = \"${HOOK_SECRET}\"\n  [notifiers.webhook.headers]\n    Authorization = \"Bearer ${HOOK_TOKEN}\"\n",
+    );
+    let env = [("HOOK_SECRET", "s3cret"), ("HOOK_TOKEN", "tok")];
+    let router = Router::start(plan_env(&hook, &env));
     let e = to(
         event("cpu", "web1", EventKind::Alert, Level::Critical),
         &["hook"],
@@ -72,25 +70,20 @@ fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
 async fn slack_and_discord_shapes() {
     let mut slack = HttpSink::start(vec![200]).await;
     let mut discord = HttpSink::start(vec![204]).await;
-    let router = Router::start(plan_env(
-        &format!(
-            r##"
-[[notifiers.webhook]]
-  name = "slack"
-  url = "{}"
-  format = "slack"
-  channel = "#ops"
-
-[[notifiers.webhook]]
-  name = "discord"
-  url = "{}"
-  format = "discord"
-  username = "watchkeeper"
-"##,
-            slack.url("/services/T/B/X"),
-            discord.url("/api/webhooks/1/abc")
-        ),
-        &[],
+    let router = Router::start(plan(
+        &[
+            webhook_toml(
+                "slack",
+                &slack.url("/services/T/B/X"),
+                "  format = \"slack\"\n  channel = \"#ops\"\n",
+            ),
+            webhook_toml(
+                "discord",
+                &discord.url("/api/webhooks/1/abc"),
+                "  format = \"discord\"\n  username = \"watchkeeper\"\n",
+            ),
+        ]
+        .concat(),
     ));
     let mut e = to(
         event("cpu", "<!channel>", EventKind::Alert, Level::Critical),
@@ -144,23 +137,13 @@ async fn slack_and_discord_shapes() {
 async fn server_errors_are_retried_client_errors_are_not() {
     let mut flaky = HttpSink::start(vec![503, 500, 200]).await;
     let mut wrong = HttpSink::start(vec![404]).await;
-    let router = Router::start(plan_env(
-        &format!(
-            r#"
-[[notifiers.webhook]]
-  name = "flaky"
-  url = "{}"
-  backoff = "10ms"
-
-[[notifiers.webhook]]
-  name = "wrong"
-  url = "{}"
-  backoff = "10ms"
-"#,
-            flaky.url("/"),
-            wrong.url("/")
-        ),
-        &[],
+    let backoff = "  backoff = \"10ms\"\n";
+    let router = Router::start(plan(
+        &[
+            webhook_toml("flaky", &flaky.url("/"), backoff),
+            webhook_toml("wrong", &wrong.url("/"), backoff),
+        ]
+        .concat(),
     ));
     router.dispatch(vec![to(
         event("cpu", "web1", EventKind::Alert, Level::Warning),
@@ -182,14 +165,11 @@ async fn server_errors_are_retried_client_errors_are_not() {
 #[tokio::test]
 async fn a_grouped_webhook_is_one_signed_post_per_group() {
     let mut sink = HttpSink::start(vec![200]).await;
-    let router = Router::start(plan_env(
-        &format!(
-            "[[notifiers.webhook]]\nname = \"hook\"\nurl = \"{}\"\nsecret = \"s3cret\"\n\
-             group_by = [\"rule\"]\ngroup_wait = \"100ms\"\n",
-            sink.url("/hook")
-        ),
-        &[],
-    ));
+    let router = Router::start(plan(&webhook_toml(
+        "hook",
+        &sink.url("/hook"),
+        "  secret = \"s3cret\"\n  group_by = [\"rule\"]\n  group_wait = \"100ms\"\n",
+    )));
     let events = (1..=5)
         .map(|i| {
             to(

@@ -14,7 +14,10 @@ use std::io::Write;
 use crate::metric::{FieldValue, Metric};
 
 mod parse;
-pub use parse::{LineProtocolError, PointRef, parse, parse_line, parse_line_ref};
+pub use parse::{
+    FieldKey, LineProtocolError, PointRef, parse, parse_fields, parse_fields_expecting, parse_line,
+    parse_line_ref, series_key_end,
+};
 
 /// Serializer options, named after Telegraf's `influx_*` keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -169,10 +169,8 @@ fn clock_ticks() -> f64 {
 
 impl Input for Cpu {
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let path = self.paths.proc("stat");
-        let text = crate::hostpaths::read_to_string(&path)?;
-        let all = parse_stat(&text, self.ticks_per_sec)
-            .map_err(|(line, msg)| GatherError::malformed(&path, line, msg))?;
+        let ticks = self.ticks_per_sec;
+        let all = self.paths.parse_proc("stat", |t| parse_stat(t, ticks))?;
         if self.core_tags && self.topology.is_none() {
             let info = self.paths.read_proc("cpuinfo").map(|t| parse_cpuinfo(&t));
             match info {

@@ -389,11 +389,7 @@ impl Disk {
     /// Reads the mount table: `<proc>/1/mountinfo`, else `<proc>/self/mountinfo`, else
     /// `<proc>/mounts`. When all fail the error names the first.
     fn mounts(&self) -> Result<Vec<Mount>, GatherError> {
-        let parse_with = |rel: &str, parse: ParseFn| {
-            let path = self.paths.proc(rel);
-            let text = crate::hostpaths::read_to_string(&path)?;
-            parse(&text).map_err(|(line, msg)| GatherError::malformed(&path, line, msg))
-        };
+        let parse_with = |rel: &str, parse: ParseFn| self.paths.parse_proc(rel, parse);
         let first = match parse_with("1/mountinfo", parse_mountinfo) {
             Ok(m) => return Ok(m),
             Err(e @ GatherError::Malformed { .. }) => return Err(e),

@@ -255,10 +255,7 @@ impl DiskIo {
 
 impl Input for DiskIo {
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let path = self.paths.proc("diskstats");
-        let text = crate::hostpaths::read_to_string(&path)?;
-        let stats = parse_diskstats(&text)
-            .map_err(|(line, msg)| GatherError::malformed(&path, line, msg))?;
+        let stats = self.paths.parse_proc("diskstats", parse_diskstats)?;
         let exact: Option<HashSet<String>> = match &self.devices {
             Devices::Exact(list) => Some(list.iter().map(|d| self.resolve_name(d)).collect()),
             _ => None,

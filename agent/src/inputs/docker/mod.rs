@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{BuildContext, GatherError, Input, InputSpec};
-use crate::metric::Metric;
+use crate::metric::{Metric, Name};
 use crate::plugin::Accumulator;
 use client::Endpoint;
 use wk_core::glob::GlobSet;
@@ -381,6 +381,22 @@ fn metric(name: &str, time: i64, tags: &[(String, String)]) -> Metric {
     let mut m = Metric::new(name.to_owned(), time);
     for (k, v) in tags {
         m.set_tag(k.clone(), v.clone());
+    }
+    m
+}
+
+/// A container's sum over its interfaces or devices: `tag=total`, `container_id` and the
+/// summed fields, in Telegraf's order.
+fn summed<K: Into<Name>>(
+    mut m: Metric,
+    tag: &'static str,
+    id: &str,
+    sums: impl IntoIterator<Item = (K, u64)>,
+) -> Metric {
+    m.set_tag(tag, "total");
+    m.add_field("container_id", id);
+    for (k, v) in sums {
+        m.add_field(k, v);
     }
     m
 }
@@ -859,13 +875,8 @@ impl Settings {
             }
         }
         if self.total.network && !total.is_empty() {
-            let mut m = metric("docker_container_net", time, tags);
-            m.set_tag("network", "total");
-            m.add_field("container_id", id);
-            for (k, v) in total {
-                m.add_field(k, v);
-            }
-            out.push(m);
+            let m = metric("docker_container_net", time, tags);
+            out.push(summed(m, "network", id, total));
         }
 
         // Block I/O: per major:minor device, and the sum.
@@ -905,13 +916,8 @@ impl Settings {
             }
         }
         if self.total.blkio {
-            let mut m = metric("docker_container_blkio", time, tags);
-            m.set_tag("device", "total");
-            m.add_field("container_id", id);
-            for (k, v) in sums {
-                m.add_field(k, v);
-            }
-            out.push(m);
+            let m = metric("docker_container_blkio", time, tags);
+            out.push(summed(m, "device", id, sums));
         }
         out
     }
@@ -1044,25 +1050,20 @@ mod tests {
 
     #[test]
     fn image_names_and_versions_as_telegraf() {
-        let p = |s: &str| parse_image(s);
-        assert_eq!(p("redis"), ("redis".into(), "unknown".into()));
-        assert_eq!(p("redis:7"), ("redis".into(), "7".into()));
-        assert_eq!(
-            p("redis/image/6"),
-            ("redis/image/6".into(), "unknown".into())
-        );
-        assert_eq!(
-            p("quay.io:4443/coreos/etcd:v3.3.25"),
-            ("quay.io:4443/coreos/etcd".into(), "v3.3.25".into())
-        );
-        assert_eq!(
-            p("localhost/app:1.0"),
-            ("localhost/app".into(), "1.0".into())
-        );
-        assert_eq!(
-            p("localhost:5000/app"),
-            ("localhost:5000/app".into(), "unknown".into())
-        );
+        for (image, name, version) in [
+            ("redis", "redis", "unknown"),
+            ("redis:7", "redis", "7"),
+            ("redis/image/6", "redis/image/6", "unknown"),
+            (
+                "quay.io:4443/coreos/etcd:v3.3.25",
+                "quay.io:4443/coreos/etcd",
+                "v3.3.25",
+            ),
+            ("localhost/app:1.0", "localhost/app", "1.0"),
+            ("localhost:5000/app", "localhost:5000/app", "unknown"),
+        ] {
+            assert_eq!(parse_image(image), (name.into(), version.into()), "{image}");
+        }
     }
 
     #[test]
@@ -1074,36 +1075,41 @@ mod tests {
 
     #[test]
     fn driver_status_sizes() {
-        assert_eq!(parse_size("65.54 kB"), Some(65540));
-        assert_eq!(parse_size("107.4 GB"), Some(107_400_000_000));
-        // float64 rounding, as in Telegraf (its testdata expects 2146999999).
-        assert_eq!(parse_size("2.147 GB"), Some(2_146_999_999));
-        assert_eq!(parse_size("10"), Some(10));
-        assert_eq!(parse_size("3kb"), Some(3000));
-        assert_eq!(parse_size("1.2.3 MB"), None);
-        assert_eq!(parse_size("/dev/loop0"), None);
-        assert_eq!(parse_size("true"), None);
-        assert_eq!(parse_size("kB"), None);
-        assert_eq!(parse_size("1.02.137 (2016-11-30)"), None);
+        for (text, want) in [
+            ("65.54 kB", Some(65540)),
+            ("107.4 GB", Some(107_400_000_000)),
+            // float64 rounding, as in Telegraf (its testdata expects 2146999999).
+            ("2.147 GB", Some(2_146_999_999)),
+            ("10", Some(10)),
+            ("3kb", Some(3000)),
+            ("1.2.3 MB", None),
+            ("/dev/loop0", None),
+            ("true", None),
+            ("kB", None),
+            ("1.02.137 (2016-11-30)", None),
+        ] {
+            assert_eq!(parse_size(text), want, "{text}");
+        }
     }
 
     #[test]
     fn rfc3339_times() {
-        assert_eq!(
-            parse_rfc3339("2018-06-14T05:48:53.266176036Z"),
-            Some(1_528_955_333_266_176_036)
-        );
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2024-01-01T00:00:00.5Z"),
-            Some(1_704_067_200_500_000_000)
-        );
-        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), Some(GO_ZERO_TIME_NS));
-        assert_eq!(parse_rfc3339(""), None);
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("2024-01-01 00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("2024-01-01T00:00:00"), None);
+        for (text, want) in [
+            (
+                "2018-06-14T05:48:53.266176036Z",
+                Some(1_528_955_333_266_176_036),
+            ),
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("1970-01-01T01:00:00+01:00", Some(0)),
+            ("2024-01-01T00:00:00.5Z", Some(1_704_067_200_500_000_000)),
+            ("0001-01-01T00:00:00Z", Some(GO_ZERO_TIME_NS)),
+            ("", None),
+            ("2024-13-01T00:00:00Z", None),
+            ("2024-01-01 00:00:00Z", None),
+            ("2024-01-01T00:00:00", None),
+        ] {
+            assert_eq!(parse_rfc3339(text), want, "{text}");
+        }
     }
 
     fn settings() -> Settings {

@@ -429,7 +429,8 @@ impl Haproxy {
         if let Some(a) = &self.agent {
             return Ok(a.clone());
         }
-        let a = status_page_agent(HTTP_TIMEOUT, HTTP_HEADER_TIMEOUT, &self.settings.tls)?;
+        let a = status_page_agent(HTTP_TIMEOUT, HTTP_HEADER_TIMEOUT, &self.settings.tls)
+            .map_err(|e| e.to_string())?;
         self.agent = Some(a.clone());
         Ok(a)
     }

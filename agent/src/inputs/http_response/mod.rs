@@ -374,7 +374,7 @@ impl HttpResponse {
             .accept(ureq::config::AutoHeaderValue::None)
             .proxy(proxy);
         #[cfg(feature = "tls")]
-        let builder = builder.tls_config(tls_config(&s.tls).map_err(GatherError::Other)?);
+        let builder = builder.tls_config(tls_config(&s.tls)?);
         let agent = ureq::Agent::new_with_config(builder.build());
         self.agent = Some(agent.clone());
         Ok(agent)

@@ -222,9 +222,7 @@ impl Kernel {
 
 impl Input for Kernel {
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let stat_path = self.paths.proc("stat");
-        let text = read_to_string(&stat_path)?;
-        let stat = parse_stat(&text).map_err(|(l, m)| GatherError::malformed(&stat_path, l, m))?;
+        let stat = self.paths.parse_proc("stat", parse_stat)?;
         let ent_path = self.paths.proc("sys/kernel/random/entropy_avail");
         let entropy = parse_int(&read_to_string(&ent_path)?)
             .map_err(|m| GatherError::malformed(&ent_path, 1, m))?;

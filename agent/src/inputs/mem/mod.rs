@@ -173,9 +173,7 @@ fn page_size() -> u64 {
 
 impl Input for Mem {
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let path = self.paths.proc("meminfo");
-        let text = crate::hostpaths::read_to_string(&path)?;
-        let m = parse_meminfo(&text).map_err(|(l, msg)| GatherError::malformed(&path, l, msg))?;
+        let m = self.paths.parse_proc("meminfo", parse_meminfo)?;
         let zoneinfo = if m.has("MemAvailable") {
             None
         } else {

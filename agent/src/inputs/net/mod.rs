@@ -155,10 +155,7 @@ impl Net {
 
 impl Input for Net {
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let path = self.paths.proc("net/dev");
-        let text = crate::hostpaths::read_to_string(&path)?;
-        let devs =
-            parse_net_dev(&text).map_err(|(line, msg)| GatherError::malformed(&path, line, msg))?;
+        let devs = self.paths.parse_proc("net/dev", parse_net_dev)?;
         for d in devs {
             if !self.selected(&d.name) {
                 continue;

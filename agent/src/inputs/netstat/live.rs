@@ -289,17 +289,19 @@ fn netlink_and_proc_give_the_same_counts() {
     let (_t2, _) = reuseport(true, tp);
 
     let paths = HostPaths::default();
-    let mut nl = Counter::new();
-    let mut pr = Counter::new();
+    // A fresh counter for every count: a kept one reads the fds of known sockets again only
+    // at its full-read period, so two counts of one counter agree even while other processes
+    // open unix sockets, and `a == b` would not show that nothing changed.
+    let count = |source| {
+        Counter::new()
+            .count(&paths, source, UnixCounting::PerFd)
+            .unwrap()
+    };
     let mut last = None;
     for _ in 0..50 {
-        let a = nl
-            .count(&paths, Source::Netlink, UnixCounting::PerFd)
-            .unwrap();
-        let p = pr.count(&paths, Source::Proc, UnixCounting::PerFd).unwrap();
-        let b = nl
-            .count(&paths, Source::Netlink, UnixCounting::PerFd)
-            .unwrap();
+        let a = count(Source::Netlink);
+        let p = count(Source::Proc);
+        let b = count(Source::Netlink);
         if a == b {
             assert_eq!(a, p, "netlink vs /proc");
             assert!(a.udp >= 2, "our UDP sockets: {a:?}");
@@ -476,6 +478,10 @@ fn a_gather_does_not_read_every_fd_again() {
     // hundred at most, never the 2,000 sockets held here.
     assert!(again < 1000, "second gather: {again} readlinks ({s2:?})");
     assert!(second.tcp[1] >= 2000, "{second:?}");
-    assert_eq!(c.uses_netlink(), (true, true), "TCP and UDP through netlink");
+    assert_eq!(
+        c.uses_netlink(),
+        (true, true),
+        "TCP and UDP through netlink"
+    );
     drop(held);
 }

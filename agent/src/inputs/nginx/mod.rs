@@ -192,7 +192,8 @@ impl Nginx {
             return Ok(a.clone());
         }
         let s = &self.settings;
-        let a = status_page_agent(s.timeout, s.response_timeout, &s.tls)?;
+        let a =
+            status_page_agent(s.timeout, s.response_timeout, &s.tls).map_err(|e| e.to_string())?;
         self.agent = Some(a.clone());
         Ok(a)
     }

@@ -63,14 +63,8 @@ impl Input for Swap {
     /// Both files are read before anything is emitted: as in Telegraf (gopsutil v4), a
     /// problem with either fails the whole gather.
     fn gather(&mut self, acc: &mut Accumulator) -> Result<(), GatherError> {
-        let path = self.paths.proc("meminfo");
-        let text = crate::hostpaths::read_to_string(&path)?;
-        let (total, free) =
-            parse_meminfo_swap(&text).map_err(|(l, m)| GatherError::malformed(&path, l, m))?;
-        let path = self.paths.proc("vmstat");
-        let text = crate::hostpaths::read_to_string(&path)?;
-        let (pin, pout) =
-            parse_vmstat_swap(&text).map_err(|(l, m)| GatherError::malformed(&path, l, m))?;
+        let (total, free) = self.paths.parse_proc("meminfo", parse_meminfo_swap)?;
+        let (pin, pout) = self.paths.parse_proc("vmstat", parse_vmstat_swap)?;
         let used = total.saturating_sub(free);
         let used_percent = if total == 0 {
             0.0

@@ -189,7 +189,7 @@ pub fn rejected_count(msg: &str, count: usize) -> usize {
 
 impl InfluxDb {
     fn auth_headers(&self) -> Result<Vec<(&'static str, String)>, WriteError> {
-        let password = self.password.get().map_err(WriteError::Retry)?;
+        let password = self.password.get()?;
         if self.username.is_empty() && password.is_empty() {
             return Ok(Vec::new());
         }
@@ -257,7 +257,7 @@ impl InfluxDb {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    errors.push(e);
+                    errors.push(e.to_string());
                     continue;
                 }
             };

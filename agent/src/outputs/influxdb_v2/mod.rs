@@ -122,7 +122,7 @@ struct Progress {
 }
 
 impl InfluxDbV2 {
-    fn headers(&self) -> Result<Vec<(&'static str, String)>, String> {
+    fn headers(&self) -> Result<Vec<(&'static str, String)>, http::HttpError> {
         let token = self.token.get()?;
         if token.is_empty() {
             return Ok(Vec::new());
@@ -181,7 +181,7 @@ impl InfluxDbV2 {
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        errors.push(e);
+                        errors.push(e.to_string());
                         continue;
                     }
                 };
@@ -244,7 +244,7 @@ impl InfluxDbV2 {
 
 impl Output for InfluxDbV2 {
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
-        let headers = self.headers().map_err(WriteError::Retry)?;
+        let headers = self.headers()?;
         // Group by bucket, in order of first appearance.
         let mut groups: Vec<(String, Vec<&Metric>)> = Vec::new();
         for m in metrics {

@@ -1,21 +1,16 @@
 //! `firewall_rules`: lists the firewall rules that mention a port, from whichever of nft,
 //! iptables or ufw exists (tried in that order), changing nothing.
 
-use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Probe};
+use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "firewall_rules",
-    description: "List the firewall rules for a port (nft, iptables or ufw, whichever exists); changes nothing",
-    args: &[ArgSpec {
-        name: "port",
-        kind: ArgKind::Port,
-        required: true,
-    }],
-    one_of: &[],
-    diagnosis: true,
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "firewall_rules",
+    "List the firewall rules for a port (nft, iptables or ufw, whichever exists); changes nothing",
+    &[ArgSpec::required("port", ArgKind::Port)],
     build,
-};
+)
+.as_diagnosis();
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(FirewallRules {
@@ -87,10 +82,6 @@ impl Action for FirewallRules {
             d.did = "nothing (no nft, iptables or ufw)".into();
             d
         })
-    }
-
-    fn probe<'a>(&'a self, _ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
-        Box::pin(async { Probe::default() })
     }
 
     fn plan(&self) -> Vec<String> {

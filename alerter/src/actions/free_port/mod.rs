@@ -6,25 +6,19 @@
 use std::sync::Mutex;
 
 use super::host::SshHost;
-use super::remote::{self, Call, RemoteProc, Stopped};
+use super::remote::{self, Call, RemoteProc};
 use super::{
     Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, alive, describe_process,
     stop_processes,
 };
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "free_port",
-    description: "Find the process holding a TCP port (command, pid, user), stop it and report who it was",
-    args: &[ArgSpec {
-        name: "port",
-        kind: ArgKind::Port,
-        required: true,
-    }],
-    one_of: &[],
-    diagnosis: false,
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "free_port",
+    "Find the process holding a TCP port (command, pid, user), stop it and report who it was",
+    &[ArgSpec::required("port", ArgKind::Port)],
     build,
-};
+);
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(FreePort {
@@ -47,45 +41,21 @@ impl Action for FreePort {
             }
             let users = wk_core::procs::user_names(&ctx.passwd);
             let me = std::process::id() as i32;
-            let holders: Vec<_> = wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
-                .into_iter()
-                .filter(|p| p.pid != me)
-                .collect();
+            let holders: Vec<(i32, String)> =
+                wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
+                    .iter()
+                    .filter(|p| p.pid != me)
+                    .map(|p| (p.pid, describe_process(p, &users)))
+                    .collect();
             let mut d = Done {
                 ok: true,
                 ..Done::default()
             };
-            if holders.is_empty() {
-                d.before = format!("port {} is not held by any process", self.port);
-                d.did = "nothing to stop".into();
+            let Some(pids) = self.found(&mut d, &holders) else {
                 return d;
-            }
-            d.before = format!(
-                "port {} held by {}",
-                self.port,
-                holders
-                    .iter()
-                    .map(|p| describe_process(p, &users))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-            let pids: Vec<i32> = holders.iter().map(|p| p.pid).collect();
-            if let Ok(mut s) = self.stopped.lock() {
-                *s = pids.clone();
-            }
+            };
             let stopped = stop_processes(ctx, &pids).await;
-            d.did = stopped
-                .iter()
-                .map(|(pid, how)| {
-                    let who = holders
-                        .iter()
-                        .find(|p| p.pid == *pid)
-                        .map(|p| describe_process(p, &users))
-                        .unwrap_or_default();
-                    format!("stopped {who}: {how}")
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            d.did = stopped_text(&holders, stopped.iter().map(|(p, how)| (*p, how.as_str())));
             d
         })
     }
@@ -106,16 +76,7 @@ impl Action for FreePort {
                 .iter()
                 .map(|p| describe_process(p, &users))
                 .collect();
-            let after = match (left.is_empty(), now.is_empty()) {
-                (false, _) => format!("still running: {left:?}"),
-                (true, true) => format!("port {} is free", self.port),
-                (true, false) => format!("port {} now held by {}", self.port, now.join("; ")),
-            };
-            Probe {
-                after,
-                healthy: Some(left.is_empty()),
-                ..Probe::default()
-            }
+            self.verdict(&left, &now)
         })
     }
 
@@ -127,7 +88,56 @@ impl Action for FreePort {
     }
 }
 
+/// `stopped <who>: <how>` for each stopped pid, `who` from the holders (pid, description).
+fn stopped_text<'s>(
+    holders: &[(i32, String)],
+    stopped: impl Iterator<Item = (i32, &'s str)>,
+) -> String {
+    stopped
+        .map(|(pid, how)| {
+            let who = holders
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .map_or_else(|| format!("pid {pid}"), |(_, who)| who.clone());
+            format!("stopped {who}: {how}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl FreePort {
+    /// Says in `d` who holds the port (pid, description: local or remote alike) and
+    /// remembers their pids for the probe; `None` when nobody does (nothing to stop).
+    fn found(&self, d: &mut Done, holders: &[(i32, String)]) -> Option<Vec<i32>> {
+        if holders.is_empty() {
+            d.before = format!("port {} is not held by any process", self.port);
+            d.did = "nothing to stop".into();
+            return None;
+        }
+        let who: Vec<&str> = holders.iter().map(|(_, w)| w.as_str()).collect();
+        d.before = format!("port {} held by {}", self.port, who.join("; "));
+        let pids: Vec<i32> = holders.iter().map(|(p, _)| *p).collect();
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = pids.clone();
+        }
+        Some(pids)
+    }
+
+    /// The probe's verdict: healthy once none of the stopped pids (`left`) runs; `now`
+    /// describes who holds the port now.
+    fn verdict(&self, left: &[i32], now: &[String]) -> Probe {
+        let after = match (left.is_empty(), now.is_empty()) {
+            (false, _) => format!("still running: {left:?}"),
+            (true, true) => format!("port {} is free", self.port),
+            (true, false) => format!("port {} now held by {}", self.port, now.join("; ")),
+        };
+        Probe {
+            after,
+            healthy: Some(left.is_empty()),
+            ..Probe::default()
+        }
+    }
+
     async fn run_remote(&self, ctx: &Ctx, ssh: &SshHost) -> Done {
         let mut d = Done {
             ok: true,
@@ -136,8 +146,8 @@ impl FreePort {
         let r = remote::call::<RemoteProc>(ctx, ssh, &Call::PortHolders(self.port)).await;
         d.commands.push(r.argv);
         d.exit_status = r.code;
-        let holders = match r.rows {
-            Ok(h) => h,
+        let holders: Vec<(i32, String)> = match r.rows {
+            Ok(h) => h.iter().map(|p| (p.pid, p.describe())).collect(),
             Err(e) => {
                 d.ok = false;
                 d.before = format!("could not list the holders of port {}", self.port);
@@ -145,49 +155,15 @@ impl FreePort {
                 return d;
             }
         };
-        if holders.is_empty() {
-            d.before = format!("port {} is not held by any process", self.port);
-            d.did = "nothing to stop".into();
+        let Some(pids) = self.found(&mut d, &holders) else {
             return d;
-        }
-        d.before = format!(
-            "port {} held by {}",
-            self.port,
-            holders
-                .iter()
-                .map(RemoteProc::describe)
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        let pids: Vec<i32> = holders.iter().map(|p| p.pid).collect();
-        if let Ok(mut s) = self.stopped.lock() {
-            *s = pids.clone();
-        }
-        let r = remote::call::<Stopped>(
-            ctx,
-            ssh,
-            &Call::Stop {
-                grace: ctx.grace,
-                pids: &pids,
-            },
-        )
-        .await;
+        };
+        let r = remote::stop(ctx, ssh, &pids).await;
         d.commands.push(r.argv);
         d.exit_status = r.code;
         match r.rows {
             Ok(rows) => {
-                d.did = rows
-                    .iter()
-                    .map(|s| {
-                        let who = holders
-                            .iter()
-                            .find(|p| p.pid == s.pid)
-                            .map(RemoteProc::describe)
-                            .unwrap_or_else(|| format!("pid {}", s.pid));
-                        format!("stopped {who}: {}", s.result)
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                d.did = stopped_text(&holders, rows.iter().map(|s| (s.pid, s.result.as_str())));
             }
             Err(e) => {
                 d.ok = false;
@@ -217,15 +193,6 @@ impl FreePort {
             .filter(|pid| procs.iter().any(|p| p.pid == *pid && p.alive()))
             .collect();
         let now: Vec<String> = holders.iter().map(RemoteProc::describe).collect();
-        let after = match (left.is_empty(), now.is_empty()) {
-            (false, _) => format!("still running: {left:?}"),
-            (true, true) => format!("port {} is free", self.port),
-            (true, false) => format!("port {} now held by {}", self.port, now.join("; ")),
-        };
-        Probe {
-            after,
-            healthy: Some(left.is_empty()),
-            ..Probe::default()
-        }
+        self.verdict(&left, &now)
     }
 }

@@ -8,18 +8,12 @@ use super::{
 };
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "restart_container",
-    description: "docker inspect (exit 137 → out of memory; address in use → who holds the port), then docker restart",
-    args: &[ArgSpec {
-        name: "name",
-        kind: ArgKind::Container,
-        required: true,
-    }],
-    one_of: &[],
-    diagnosis: false,
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "restart_container",
+    "docker inspect (exit 137 → out of memory; address in use → who holds the port), then docker restart",
+    &[ArgSpec::required("name", ArgKind::Container)],
     build,
-};
+);
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(RestartContainer {
@@ -146,19 +140,8 @@ impl Action for RestartContainer {
                 ));
             }
             let r = ctx.cmd(&restart_argv(n)).await;
-            d.commands.push(r.argv.clone());
-            d.exit_status = r.code;
-            d.ok = r.ok();
-            d.did = format!(
-                "docker restart {n}: {}",
-                if r.ok() {
-                    "ok".into()
-                } else {
-                    r.error
-                        .clone()
-                        .unwrap_or_else(|| format!("exit status {:?}", r.code))
-                }
-            );
+            d.main_command(&r);
+            d.did = format!("docker restart {n}: {}", r.outcome("ok"));
             if !r.ok() {
                 let logs = ctx.cmd(&logs_argv(n)).await;
                 d.stderr = format!(

@@ -11,42 +11,25 @@ use std::sync::{Arc, Mutex};
 use regex::Regex;
 
 use super::host::SshHost;
-use super::remote::{self, Call, PortOpen, RemoteProc, Started, Stopped};
+use super::remote::{self, Call, PortOpen, RemoteProc, Started};
 use super::{
     Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, describe_process,
     stop_processes,
 };
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "restart_process",
-    description: "Stop the processes matching a pattern (or a pid), SIGTERM then SIGKILL, and start a configured command",
-    args: &[
-        ArgSpec {
-            name: "pattern",
-            kind: ArgKind::Pattern,
-            required: false,
-        },
-        ArgSpec {
-            name: "pid",
-            kind: ArgKind::Pid,
-            required: false,
-        },
-        ArgSpec {
-            name: "start",
-            kind: ArgKind::Argv,
-            required: false,
-        },
-        ArgSpec {
-            name: "port",
-            kind: ArgKind::Port,
-            required: false,
-        },
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "restart_process",
+    "Stop the processes matching a pattern (or a pid), SIGTERM then SIGKILL, and start a configured command",
+    &[
+        ArgSpec::optional("pattern", ArgKind::Pattern),
+        ArgSpec::optional("pid", ArgKind::Pid),
+        ArgSpec::optional("start", ArgKind::Argv),
+        ArgSpec::optional("port", ArgKind::Port),
     ],
-    one_of: &["pattern", "pid"],
-    diagnosis: false,
     build,
-};
+)
+.one_of(&["pattern", "pid"]);
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(RestartProcess {
@@ -188,17 +171,9 @@ impl RestartProcess {
         if let (Some(_), Some(pid)) = (&self.pattern, self.pid) {
             procs.retain(|p| p.pid == pid);
         }
-        let before = if procs.is_empty() {
-            "no matching process running".into()
-        } else {
-            procs
-                .iter()
-                .map(|p| describe_process(p, &users))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
+        let described: Vec<String> = procs.iter().map(|p| describe_process(p, &users)).collect();
         let mut d = Done {
-            before,
+            before: before(&described),
             ..Done::default()
         };
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
@@ -253,43 +228,19 @@ impl Action for RestartProcess {
                 return self.probe_remote(ctx, s, &old).await;
             }
             let users = wk_core::procs::user_names(&ctx.passwd);
-            let mut healthy = None;
-            let mut after = Vec::new();
+            let mut v = Verdict::default();
             if let Some(pat) = &self.pattern {
-                let now: Vec<_> = matching(&ctx.proc_root, pat)
-                    .into_iter()
+                let now: Vec<String> = matching(&ctx.proc_root, pat)
+                    .iter()
                     .filter(|p| !old.contains(&p.pid))
+                    .map(|p| describe_process(p, &users))
                     .collect();
-                after.push(if now.is_empty() {
-                    "no new matching process".to_owned()
-                } else {
-                    format!(
-                        "running: {}",
-                        now.iter()
-                            .map(|p| describe_process(p, &users))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                });
-                healthy = Some(!now.is_empty());
+                v.processes(&now);
             }
             if let Some(port) = self.port {
-                let answers = port_answers(port).await;
-                after.push(format!(
-                    "port {port} {}",
-                    if answers {
-                        "answers"
-                    } else {
-                        "does not answer"
-                    }
-                ));
-                healthy = Some(healthy.unwrap_or(true) && answers);
+                v.port(port, port_answers(port).await);
             }
-            let mut probe = Probe {
-                after: after.join("; "),
-                healthy,
-                ..Probe::default()
-            };
+            let mut probe = v.probe();
             // A start that died meanwhile says why (its status and stderr).
             let exited = self
                 .started
@@ -322,6 +273,60 @@ impl Action for RestartProcess {
             v.push(format!("start {:?}", self.start));
         }
         v
+    }
+}
+
+/// `Done::before`: the processes found (their descriptions), or that none runs.
+fn before(described: &[String]) -> String {
+    if described.is_empty() {
+        "no matching process running".into()
+    } else {
+        described.join("; ")
+    }
+}
+
+/// What the probe found, check by check (local and remote alike).
+#[derive(Default)]
+struct Verdict {
+    after: Vec<String>,
+    /// `None` until a check ran; then healthy while every check passed.
+    healthy: Option<bool>,
+}
+
+impl Verdict {
+    /// Matching processes that are not the stopped ones (their descriptions): healthy when
+    /// one runs.
+    fn processes(&mut self, now: &[String]) {
+        self.after.push(if now.is_empty() {
+            "no new matching process".to_owned()
+        } else {
+            format!("running: {}", now.join("; "))
+        });
+        self.healthy = Some(!now.is_empty());
+    }
+
+    /// A check that could not be made: unhealthy.
+    fn failed(&mut self, why: String) {
+        self.after.push(why);
+        self.healthy = Some(false);
+    }
+
+    fn port(&mut self, port: u16, answers: bool) {
+        let word = if answers {
+            "answers"
+        } else {
+            "does not answer"
+        };
+        self.after.push(format!("port {port} {word}"));
+        self.healthy = Some(self.healthy.unwrap_or(true) && answers);
+    }
+
+    fn probe(self) -> Probe {
+        Probe {
+            after: self.after.join("; "),
+            healthy: self.healthy,
+            ..Probe::default()
+        }
     }
 }
 
@@ -367,15 +372,8 @@ impl RestartProcess {
             }
         };
         let procs = self.select(&all);
-        d.before = if procs.is_empty() {
-            "no matching process running".into()
-        } else {
-            procs
-                .iter()
-                .map(|p| p.describe())
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
+        let described: Vec<String> = procs.iter().map(|p| p.describe()).collect();
+        d.before = before(&described);
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         if let Ok(mut s) = self.stopped.lock() {
             *s = pids.clone();
@@ -383,15 +381,7 @@ impl RestartProcess {
         let mut did = Vec::new();
         d.ok = true;
         if !pids.is_empty() {
-            let r = remote::call::<Stopped>(
-                ctx,
-                ssh,
-                &Call::Stop {
-                    grace: ctx.grace,
-                    pids: &pids,
-                },
-            )
-            .await;
+            let r = remote::stop(ctx, ssh, &pids).await;
             d.commands.push(r.argv);
             match r.rows {
                 Ok(rows) => did.extend(rows.iter().map(|s| format!("pid {}: {}", s.pid, s.result))),
@@ -432,53 +422,27 @@ impl RestartProcess {
     }
 
     async fn probe_remote(&self, ctx: &Ctx, ssh: &SshHost, old: &[i32]) -> Probe {
-        let mut healthy = None;
-        let mut after = Vec::new();
+        let mut v = Verdict::default();
         if self.pattern.is_some() {
             let r = remote::call::<RemoteProc>(ctx, ssh, &Call::Procs).await;
             match r.rows {
                 Ok(all) => {
-                    let now: Vec<&RemoteProc> = self
+                    let now: Vec<String> = self
                         .select(&all)
                         .into_iter()
                         .filter(|p| !old.contains(&p.pid))
+                        .map(RemoteProc::describe)
                         .collect();
-                    after.push(if now.is_empty() {
-                        "no new matching process".to_owned()
-                    } else {
-                        format!(
-                            "running: {}",
-                            now.iter()
-                                .map(|p| p.describe())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )
-                    });
-                    healthy = Some(!now.is_empty());
+                    v.processes(&now);
                 }
-                Err(e) => {
-                    after.push(format!("could not list the processes: {e}"));
-                    healthy = Some(false);
-                }
+                Err(e) => v.failed(format!("could not list the processes: {e}")),
             }
         }
         if let Some(port) = self.port {
             let r = remote::call::<PortOpen>(ctx, ssh, &Call::PortOpen(port)).await;
             let answers = r.rows.ok().and_then(|r| r.first().map(|p| p.open)) == Some(true);
-            after.push(format!(
-                "port {port} {}",
-                if answers {
-                    "answers"
-                } else {
-                    "does not answer"
-                }
-            ));
-            healthy = Some(healthy.unwrap_or(true) && answers);
+            v.port(port, answers);
         }
-        Probe {
-            after: after.join("; "),
-            healthy,
-            ..Probe::default()
-        }
+        v.probe()
     }
 }

@@ -5,18 +5,12 @@
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Probe, last_lines};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "restart_service",
-    description: "systemctl restart a unit; state before/after from systemctl show; journal lines on failure",
-    args: &[ArgSpec {
-        name: "unit",
-        kind: ArgKind::Unit,
-        required: true,
-    }],
-    one_of: &[],
-    diagnosis: false,
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "restart_service",
+    "systemctl restart a unit; state before/after from systemctl show; journal lines on failure",
+    &[ArgSpec::required("unit", ArgKind::Unit)],
     build,
-};
+);
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(RestartService {
@@ -88,19 +82,8 @@ impl Action for RestartService {
                 format!("systemctl show failed: {}", show.excerpt(300))
             };
             let r = ctx.cmd(&restart_argv(u)).await;
-            d.commands.push(r.argv.clone());
-            d.exit_status = r.code;
-            d.ok = r.ok();
-            d.did = format!(
-                "systemctl restart {u}: {}",
-                if r.ok() {
-                    "ok".to_owned()
-                } else {
-                    r.error
-                        .clone()
-                        .unwrap_or_else(|| format!("exit status {:?}", r.code))
-                }
-            );
+            d.main_command(&r);
+            d.did = format!("systemctl restart {u}: {}", r.outcome("ok"));
             if !r.ok() {
                 let j = ctx.cmd(&journal_argv(u)).await;
                 let mut err = r.excerpt(ctx.max_output);

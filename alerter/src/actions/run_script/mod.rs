@@ -9,25 +9,15 @@ use std::path::{Path, PathBuf};
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "run_script",
-    description: "Run an operator script from the allowlisted scripts_dir with typed word arguments",
-    args: &[
-        ArgSpec {
-            name: "name",
-            kind: ArgKind::Script,
-            required: true,
-        },
-        ArgSpec {
-            name: "args",
-            kind: ArgKind::Words,
-            required: false,
-        },
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "run_script",
+    "Run an operator script from the allowlisted scripts_dir with typed word arguments",
+    &[
+        ArgSpec::required("name", ArgKind::Script),
+        ArgSpec::optional("args", ArgKind::Words),
     ],
-    one_of: &[],
-    diagnosis: false,
     build,
-};
+);
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(RunScript {
@@ -89,21 +79,13 @@ impl Action for RunScript {
             argv.extend(self.args.iter().cloned());
             let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
             let o = ctx.cmd(&refs).await;
-            d.commands.push(o.argv.clone());
-            d.exit_status = o.code;
-            d.ok = o.ok();
+            d.main_command(&o);
             d.before = String::new();
             d.did = format!(
                 "ran {} {}: {}",
                 self.name,
                 self.args.join(" "),
-                if o.ok() {
-                    "exit status 0".into()
-                } else {
-                    o.error
-                        .clone()
-                        .unwrap_or_else(|| format!("exit status {:?}", o.code))
-                }
+                o.outcome("exit status 0")
             );
             let out = o.stdout.trim();
             if !out.is_empty() {

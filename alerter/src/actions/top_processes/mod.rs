@@ -6,28 +6,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::remote::{self, Call, TopRow};
-use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe};
+use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host};
 
 /// Registry entry.
-pub const SPEC: super::ActionSpec = super::ActionSpec {
-    name: "top_processes",
-    description: "Report the top N processes by CPU or memory (command, pid, user, %); changes nothing",
-    args: &[
-        ArgSpec {
-            name: "by",
-            kind: ArgKind::OneOf(&["cpu", "memory"]),
-            required: false,
-        },
-        ArgSpec {
-            name: "n",
-            kind: ArgKind::Count,
-            required: false,
-        },
+pub const SPEC: super::ActionSpec = super::ActionSpec::new(
+    "top_processes",
+    "Report the top N processes by CPU or memory (command, pid, user, %); changes nothing",
+    &[
+        ArgSpec::optional("by", ArgKind::OneOf(&["cpu", "memory"])),
+        ArgSpec::optional("n", ArgKind::Count),
     ],
-    one_of: &[],
-    diagnosis: true,
     build,
-};
+)
+.as_diagnosis();
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(TopProcesses {
@@ -165,10 +156,6 @@ impl Action for TopProcesses {
             d.did = "reported (nothing changed)".into();
             d
         })
-    }
-
-    fn probe<'a>(&'a self, _ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
-        Box::pin(async { Probe::default() })
     }
 
     fn plan(&self) -> Vec<String> {

@@ -9,7 +9,7 @@ use wk_core::lineproto::Serializer;
 use wk_core::metric::{FieldValue, Metric};
 use wk_core::options::Options;
 
-use super::{Notifier, NotifierSpec, NotifyError, SendFuture, secret};
+use super::{Notifier, NotifierSpec, NotifyError, SendFuture, UrlError, http_url, secret};
 use crate::model::{AlertEvent, Value};
 use crate::template::kind_str;
 
@@ -46,47 +46,33 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     }
     let username = opts.opt_string("username");
     let password = secret::read(opts, "password", "password_file");
-    let write_url = match reqwest::Url::parse(&url_text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {
-            let mut u = u;
-            let path = format!("{}/write", u.path().trim_end_matches('/'));
-            u.set_path(&path);
-            {
-                let mut q = u.query_pairs_mut();
-                q.append_pair("db", &database);
-                if let Some(rp) = rp.as_deref().filter(|r| !r.is_empty()) {
-                    q.append_pair("rp", rp);
-                }
-                q.append_pair("precision", "ns");
-            }
-            Some(u)
-        }
-        Ok(u) => {
-            opts.error_at(
-                "url",
-                format!(
-                    "scheme {:?} is not supported: use http or https",
-                    u.scheme()
-                ),
-            );
-            None
-        }
-        Err(e) => {
-            opts.error_at("url", format!("invalid URL {url_text:?}: {e}"));
-            None
-        }
-    };
+    let write_url = write_url(&url_text, &database, rp.as_deref().unwrap_or_default());
+    let write_url = super::url_option(opts, "url", write_url);
     let client = super::http_client(opts);
     Box::new(InfluxNotifier {
         client,
-        write_url: write_url.unwrap_or_else(|| {
-            // Only reached when the config already has an error (and will not load).
-            reqwest::Url::parse("http://invalid.invalid/write").expect("a constant valid URL")
-        }),
+        write_url,
         measurement,
         username,
         password,
     })
+}
+
+/// InfluxDB's v1 write endpoint under `base`: `<base>/write?db=…[&rp=…]&precision=ns` (also
+/// where the action recorder writes `wk_actions`).
+pub fn write_url(base: &str, database: &str, rp: &str) -> Result<reqwest::Url, UrlError> {
+    let mut u = http_url(base)?;
+    let path = format!("{}/write", u.path().trim_end_matches('/'));
+    u.set_path(&path);
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("db", database);
+        if !rp.is_empty() {
+            q.append_pair("rp", rp);
+        }
+        q.append_pair("precision", "ns");
+    }
+    Ok(u)
 }
 
 /// The point written for `event`: tags `rule`, `id`, `level`, `kind` over the event's own

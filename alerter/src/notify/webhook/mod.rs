@@ -50,27 +50,12 @@ pub struct WebhookNotifier {
 
 fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     let url_text = opts.string("url", "");
-    let url = match reqwest::Url::parse(&url_text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-        Ok(u) => {
-            opts.error_at(
-                "url",
-                format!(
-                    "scheme {:?} is not supported: use http or https",
-                    u.scheme()
-                ),
-            );
-            None
-        }
-        Err(_) if url_text.is_empty() => {
-            opts.error_at("url", "is required: the URL to POST to");
-            None
-        }
-        Err(e) => {
-            opts.error_at("url", format!("invalid URL {url_text:?}: {e}"));
-            None
-        }
+    let url = if url_text.is_empty() {
+        Err(super::UrlError::Missing("the URL to POST to"))
+    } else {
+        super::http_url(&url_text)
     };
+    let url = super::url_option(opts, "url", url);
     let format = match opts
         .choice("format", "default", &["default", "slack", "discord"])
         .as_str()
@@ -112,10 +97,7 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
     let client = super::http_client(opts);
     Box::new(WebhookNotifier {
         client,
-        url: url.unwrap_or_else(|| {
-            // Only reached when the config already has an error (and will not load).
-            reqwest::Url::parse("http://invalid.invalid/").expect("a constant valid URL")
-        }),
+        url,
         format,
         headers,
         secret,

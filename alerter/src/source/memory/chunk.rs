@@ -14,6 +14,8 @@
 //! appends in place ([`Open`]); a full one is sealed into one byte buffer ([`Sealed`]).
 //! Decoding is checked: a corrupt buffer (a damaged snapshot) is an error, never a panic.
 
+use std::borrow::Cow;
+
 use wk_core::metric::FieldValue;
 
 /// Rows per chunk (Prometheus' choice: ~120 samples amortise a chunk's header well).
@@ -58,42 +60,47 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corrupt;
 
-/// Bits appended most significant first.
+/// Bits appended most significant first. The last bits (fewer than 64) wait in a register
+/// and go to the buffer as a whole word: appending to a column never reads its buffer back,
+/// which is what cost most when thousands of columns take a value each in turn.
 #[derive(Debug, Default, Clone)]
 pub struct BitWriter {
+    /// The bytes complete so far.
     buf: Vec<u8>,
-    /// Bits used in the last byte (0 = the last byte is full or there is none).
-    used: u32,
+    /// The `n` bits after them, in the low bits.
+    acc: u64,
+    n: u32,
 }
 
 impl BitWriter {
-    /// Appends the low `n` (≤ 64) bits of `v`: the last byte's free bits first, then whole
-    /// bytes at once.
+    /// Appends the low `n` (≤ 64) bits of `v`.
     #[inline]
     pub fn write(&mut self, v: u64, n: u32) {
+        debug_assert!(n <= 64);
         if n == 0 {
             return;
         }
-        let mut n = n;
-        if self.used != 0 {
-            let free = 8 - self.used;
-            let take = free.min(n);
-            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            if let Some(last) = self.buf.last_mut() {
-                *last |= chunk << (free - take);
-            }
-            self.used = (self.used + take) % 8;
-            n -= take;
-            if n == 0 {
-                return;
-            }
+        let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
+        let free = 64 - self.n;
+        if n < free {
+            self.acc = (self.acc << n) | v;
+            self.n += n;
+            return;
         }
-        // Byte-aligned: the remaining n bits, left-aligned, big-endian.
-        let x = v << (64 - n);
-        let bytes = x.to_be_bytes();
-        self.buf
-            .extend_from_slice(&bytes[..(n as usize).div_ceil(8)]);
-        self.used = n % 8;
+        // The register fills: a whole word out, the rest of `v` stays (`rest` < 64).
+        let rest = n - free;
+        let word = if free == 64 {
+            v
+        } else {
+            (self.acc << free) | (v >> rest)
+        };
+        self.buf.extend_from_slice(&word.to_be_bytes());
+        self.acc = if rest == 0 {
+            0
+        } else {
+            v & ((1u64 << rest) - 1)
+        };
+        self.n = rest;
     }
 
     #[inline]
@@ -101,45 +108,84 @@ impl BitWriter {
         self.write(u64::from(b), 1);
     }
 
-    /// Appends whole bytes (strings): copied when aligned, else shifted byte by byte.
+    /// The pending bits as bytes (the last one padded with zeros) and how many.
+    fn tail(&self) -> ([u8; 8], usize) {
+        if self.n == 0 {
+            return ([0; 8], 0);
+        }
+        (
+            (self.acc << (64 - self.n)).to_be_bytes(),
+            self.n.div_ceil(8) as usize,
+        )
+    }
+
+    /// Appends whole bytes (strings): copied when aligned, else bits by the byte.
     fn write_bytes(&mut self, s: &[u8]) {
-        if self.used == 0 {
+        if self.n.is_multiple_of(8) {
+            let (tail, k) = self.tail();
+            self.buf.extend_from_slice(&tail[..k]);
+            (self.acc, self.n) = (0, 0);
             self.buf.extend_from_slice(s);
             return;
         }
-        let used = self.used;
         for &b in s {
-            if let Some(last) = self.buf.last_mut() {
-                *last |= b >> used;
-            }
-            self.buf.push(b << (8 - used));
+            self.write(u64::from(b), 8);
         }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf
+    /// Bytes written (the last one padded with zeros).
+    pub fn byte_len(&self) -> usize {
+        self.buf.len() + self.n.div_ceil(8) as usize
+    }
+
+    /// Appends the bytes written to `out`.
+    pub fn extend_into(&self, out: &mut Vec<u8>) {
+        let (tail, k) = self.tail();
+        out.extend_from_slice(&self.buf);
+        out.extend_from_slice(&tail[..k]);
+    }
+
+    /// The bytes written.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.byte_len());
+        self.extend_into(&mut v);
+        v
     }
 
     /// Bits written.
     fn len_bits(&self) -> usize {
-        self.buf.len() * 8
-            - if self.used == 0 {
-                0
-            } else {
-                (8 - self.used) as usize
-            }
+        self.buf.len() * 8 + self.n as usize
+    }
+
+    /// The 8 bits written from bit `at` on (`at + 8` ≤ [`BitWriter::len_bits`]).
+    fn byte_at(&self, at: usize) -> u8 {
+        let (tail, _) = self.tail();
+        let byte = |k: usize| {
+            self.buf
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| tail[(k - self.buf.len()).min(7)])
+        };
+        let (k, off) = (at / 8, at % 8);
+        if off == 0 {
+            return byte(k);
+        }
+        (byte(k) << off) | (byte(k + 1) >> (8 - off))
+    }
+
+    /// Empties the writer, keeping its buffer.
+    fn clear(&mut self) {
+        self.buf.clear();
+        (self.acc, self.n) = (0, 0);
     }
 
     /// True when the bytes written from bit `at` on, `len` of them, are `s`.
     fn holds(&self, (at, len): (usize, usize), s: &[u8]) -> bool {
-        if len != s.len() {
-            return false;
-        }
-        let mut r = BitReader {
-            buf: &self.buf,
-            pos: at,
-        };
-        r.bytes(len).is_ok_and(|b| b == s)
+        len == s.len()
+            && at + 8 * len <= self.len_bits()
+            && s.iter()
+                .enumerate()
+                .all(|(i, &b)| self.byte_at(at + 8 * i) == b)
     }
 
     fn shrink(&mut self) {
@@ -468,21 +514,22 @@ impl State {
 }
 
 /// One column of a chunk as the decoder sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ColView<'a> {
     /// The field's index in the series' field names.
     pub field: u16,
     pub kind: Kind,
     /// Bit r set: row r has a value.
     pub present: u128,
-    pub bits: &'a [u8],
+    /// Borrowed from a sealed chunk, copied from an open one.
+    pub bits: Cow<'a, [u8]>,
 }
 
 impl ColView<'_> {
     /// The values with their row numbers, in row order.
     pub fn decode(&self, rows: usize) -> Result<Vec<(u8, FieldValue)>, Corrupt> {
         let mut st = State::new(self.kind);
-        let mut r = BitReader::new(self.bits);
+        let mut r = BitReader::new(&self.bits);
         let mut text = String::new();
         let mut out = Vec::with_capacity(self.present.count_ones() as usize);
         for row in 0..rows {
@@ -550,7 +597,7 @@ impl Open {
     }
 
     /// Appends a row later than every row held (the caller checks), not full.
-    pub fn append(&mut self, t: i64, fields: &[(u16, &FieldValue)]) {
+    pub fn append<V: std::borrow::Borrow<FieldValue>>(&mut self, t: i64, fields: &[(u16, V)]) {
         debug_assert!(self.rows == 0 || t > self.last);
         debug_assert!(self.rows < CHUNK_ROWS);
         if self.rows == 0 {
@@ -560,6 +607,7 @@ impl Open {
         self.tst.put(&mut self.times, t);
         let bit = 1u128 << self.rows;
         for (pos, (field, v)) in fields.iter().enumerate() {
+            let v = v.borrow();
             let kind = Kind::of(v);
             // Fields usually come in the same order, so column `pos` is the one.
             let i = match self.cols.get(pos) {
@@ -592,6 +640,30 @@ impl Open {
         self.rows += 1;
     }
 
+    /// Empties the chunk for the next rows, keeping its columns' buffers (a series' chunks
+    /// are alike: the next one fills them again without growing them).
+    pub fn clear(&mut self) {
+        self.rows = 0;
+        self.times.clear();
+        self.tst = Dod::default();
+        // Columns the chunk did not use go.
+        let before = self.cols.len();
+        self.cols.retain(|c| c.present != 0);
+        if self.cols.len() != before {
+            self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
+        }
+        for c in &mut self.cols {
+            c.present = 0;
+            c.w.clear();
+            c.st = State::new(c.kind);
+        }
+    }
+
+    /// The columns with values.
+    fn live_cols(&self) -> impl Iterator<Item = &OpenCol> {
+        self.cols.iter().filter(|c| c.present != 0)
+    }
+
     /// An open chunk holding `rows` (sorted, distinct times, at most [`CHUNK_ROWS`]).
     pub fn from_rows(rows: &[Row]) -> Open {
         let mut o = Open::default();
@@ -622,43 +694,58 @@ impl Open {
     /// [`Open::bytes`] without the spare capacity (what a compaction leaves).
     pub fn used_bytes(&self) -> usize {
         OPEN_COST
-            + self.times.bytes().len()
+            + self.times.byte_len()
             + self
-                .cols
-                .iter()
-                .map(|c| COL_COST + c.w.bytes().len())
+                .live_cols()
+                .map(|c| COL_COST + c.w.byte_len())
                 .sum::<usize>()
     }
 
-    pub fn view(&self) -> View<'_> {
+    /// The chunk as the decoder sees it (its bits copied).
+    pub fn view(&self) -> View<'static> {
         View {
             rows: self.rows,
             first: self.first,
             last: self.last,
-            times: self.times.bytes(),
-            cols: Cols::Open(&self.cols),
+            times: Cow::Owned(self.times.to_vec()),
+            cols: self
+                .live_cols()
+                .map(|c| ColView {
+                    field: c.field,
+                    kind: c.kind,
+                    present: c.present,
+                    bits: Cow::Owned(c.w.to_vec()),
+                })
+                .collect(),
         }
     }
 
     /// The chunk in its sealed form.
     pub fn seal(&self) -> Sealed {
-        let mut data = Vec::with_capacity(
-            8 + self.times.bytes().len()
-                + self
-                    .cols
-                    .iter()
-                    .map(|c| 24 + c.w.bytes().len())
-                    .sum::<usize>(),
-        );
-        put_varint(&mut data, self.times.bytes().len() as u64);
-        data.extend_from_slice(self.times.bytes());
-        put_varint(&mut data, self.cols.len() as u64);
         let full = if self.rows >= 128 {
             u128::MAX
         } else {
             (1u128 << self.rows) - 1
         };
-        for c in &self.cols {
+        let cols = self.live_cols().count();
+        let size = varint_len(self.times.byte_len() as u64)
+            + self.times.byte_len()
+            + varint_len(cols as u64)
+            + self
+                .live_cols()
+                .map(|c| {
+                    varint_len(u64::from(c.field))
+                        + 2
+                        + if c.present == full { 0 } else { 16 }
+                        + varint_len(c.w.byte_len() as u64)
+                        + c.w.byte_len()
+                })
+                .sum::<usize>();
+        let mut data = Vec::with_capacity(size);
+        put_varint(&mut data, self.times.byte_len() as u64);
+        self.times.extend_into(&mut data);
+        put_varint(&mut data, cols as u64);
+        for c in self.live_cols() {
             put_varint(&mut data, u64::from(c.field));
             data.push(c.kind as u8);
             if c.present == full {
@@ -667,9 +754,10 @@ impl Open {
                 data.push(1);
                 data.extend_from_slice(&c.present.to_le_bytes());
             }
-            put_varint(&mut data, c.w.bytes().len() as u64);
-            data.extend_from_slice(c.w.bytes());
+            put_varint(&mut data, c.w.byte_len() as u64);
+            c.w.extend_into(&mut data);
         }
+        debug_assert_eq!(data.len(), size);
         Sealed {
             first: self.first,
             last: self.last,
@@ -739,7 +827,7 @@ impl Sealed {
                 field,
                 kind,
                 present,
-                bits,
+                bits: Cow::Borrowed(bits),
             });
         }
         if p != d.len() {
@@ -749,16 +837,10 @@ impl Sealed {
             rows: self.rows as usize,
             first: self.first,
             last: self.last,
-            times,
-            cols: Cols::Sealed(cols),
+            times: Cow::Borrowed(times),
+            cols,
         })
     }
-}
-
-#[derive(Debug)]
-enum Cols<'a> {
-    Open(&'a [OpenCol]),
-    Sealed(Vec<ColView<'a>>),
 }
 
 /// A chunk (open or sealed) as the decoder sees it.
@@ -767,28 +849,17 @@ pub struct View<'a> {
     pub rows: usize,
     pub first: i64,
     pub last: i64,
-    times: &'a [u8],
-    cols: Cols<'a>,
+    times: Cow<'a, [u8]>,
+    cols: Vec<ColView<'a>>,
 }
 
 impl<'a> View<'a> {
     pub fn times(&self) -> Result<Vec<i64>, Corrupt> {
-        decode_times(self.times, self.rows)
+        decode_times(&self.times, self.rows)
     }
 
-    pub fn cols(&self) -> Vec<ColView<'a>> {
-        match &self.cols {
-            Cols::Open(c) => c
-                .iter()
-                .map(|c| ColView {
-                    field: c.field,
-                    kind: c.kind,
-                    present: c.present,
-                    bits: c.w.bytes(),
-                })
-                .collect(),
-            Cols::Sealed(c) => c.clone(),
-        }
+    pub fn cols(&self) -> &[ColView<'a>] {
+        &self.cols
     }
 
     /// Every row, decoded (rows before `skip` left out).
@@ -832,6 +903,11 @@ pub fn seal_rows(rows: &[Row]) -> Vec<Sealed> {
     rows.chunks(CHUNK_ROWS)
         .map(|c| Open::from_rows(c).seal())
         .collect()
+}
+
+/// Bytes of [`put_varint`]'s encoding of `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -879,45 +879,61 @@ fn results_out_of_tag_order_or_repeated_give_the_same_events() {
 }
 
 /// Issue 13: a state whose evaluations only move `last_seen`, `last_point` and the values is
-/// saved at checkpoints; any change a restart needs exactly is saved at once.
+/// saved at checkpoints (a snapshot); any change a restart needs exactly is saved at once, as
+/// journal records of the changed instances only.
 #[test]
 fn saving_is_due_on_lasting_changes_and_at_checkpoints() {
+    use crate::state::StateSave;
+    #[derive(Debug, PartialEq)]
+    enum Due {
+        No,
+        Snapshot,
+        Records(usize),
+    }
+    use Due::*;
     let mut s = base();
     s.pending = secs(30);
     let mut sim = Sim::new(s);
-    let due = |sim: &mut Sim, t: i64| sim.st.save_due(T0 + t * SEC);
-    assert!(!due(&mut sim, 0), "nothing evaluated yet");
-    sim.one(0, O);
-    assert!(due(&mut sim, 0), "a new instance");
-    sim.one(10, O);
-    assert!(!due(&mut sim, 10), "only last_seen moved");
-    sim.one(20, C);
-    assert!(due(&mut sim, 20), "pending started");
-    sim.one(30, C);
-    assert!(!due(&mut sim, 30), "still pending, the same start");
-    sim.one(50, C);
-    assert!(due(&mut sim, 50), "fired: an event");
-    for t in [60, 70, 80, 90, 100] {
-        sim.one(t, C);
-        assert!(!due(&mut sim, t), "unchanged at {t}");
-    }
-    sim.one(110, C);
-    assert!(due(&mut sim, 110), "a checkpoint 60 s after the last save");
+    let due = |sim: &mut Sim, t: i64| match sim.st.due_save(T0 + t * SEC, "cpu").unwrap() {
+        None => No,
+        Some(StateSave::Snapshot { .. }) => Snapshot,
+        Some(StateSave::Journal(j)) => Records(j.iter().filter(|b| **b == b'\n').count()),
+    };
+    assert_eq!(due(&mut sim, 0), No, "nothing evaluated yet");
+    sim.at(0, seen(&[obs("web1", O), obs("web2", O)]));
+    assert_eq!(due(&mut sim, 0), Snapshot, "new instances, no snapshot yet");
+    sim.at(10, seen(&[obs("web1", O), obs("web2", O)]));
+    assert_eq!(due(&mut sim, 10), No, "only last_seen moved");
+    sim.at(20, seen(&[obs("web1", C), obs("web2", O)]));
+    assert_eq!(due(&mut sim, 20), Records(1), "pending started: web1 only");
+    sim.at(30, seen(&[obs("web1", C), obs("web2", O)]));
+    assert_eq!(due(&mut sim, 30), No, "still pending, the same start");
+    sim.at(50, seen(&[obs("web1", C), obs("web2", O)]));
+    assert_eq!(due(&mut sim, 50), Records(1), "fired: an event");
+    sim.at(55, seen(&[obs("web1", C), obs("web2", O)]));
+    assert_eq!(due(&mut sim, 55), No, "unchanged");
+    sim.at(60, seen(&[obs("web1", C), obs("web2", O)]));
+    assert_eq!(
+        due(&mut sim, 60),
+        Snapshot,
+        "a checkpoint 60 s after the last snapshot"
+    );
     assert!(!sim.st.unsaved());
-    sim.one(120, C);
+    sim.at(70, seen(&[obs("web1", C), obs("web2", O)]));
     assert!(
         sim.st.unsaved(),
         "shutdown saves what waits for a checkpoint"
     );
+    assert_eq!(due(&mut sim, 70), No);
     // Missing data starts the NoData clock: saved at once.
-    sim.at(130, seen(&[]));
-    assert!(due(&mut sim, 130));
+    sim.at(80, seen(&[obs("web1", C)]));
+    assert_eq!(due(&mut sim, 80), Records(1));
     // A failed evaluation entering the Error state is saved at once.
     let mut e = base();
     e.error = Policy::Alert(C);
     let mut sim = Sim::new(e);
     sim.one(0, O);
-    assert!(due(&mut sim, 0));
+    assert_eq!(due(&mut sim, 0), Snapshot);
     sim.at(10, CycleResult::Failed("down".into()));
-    assert!(due(&mut sim, 10));
+    assert_eq!(due(&mut sim, 10), Records(1), "the Error state");
 }
