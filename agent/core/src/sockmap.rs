@@ -28,13 +28,19 @@
 //!   that every covered process is read in full at least once per `period` (plus one gather
 //!   interval). A period of zero reads everything every gather.
 //!
-//! Staleness bound: between two full reads of a process, a change that keeps its number of
-//! open fds, removes no socket from the dump and (without hunting) adds none — closing an fd
-//! of a socket another process keeps open while opening another fd, or moving a socket between
-//! fds with `dup2` — is seen at its next full read, at most `period` plus one gather interval
-//! later. Everything else (new and closed sockets, new, exited and reused pids, fd numbers
-//! reused for new sockets, forks that share sockets) is seen at the gather where it happens
-//! (a socket made while that gather runs, at the next).
+//! - every fd of a socket the map credits with more than one fd (shared by processes, or
+//!   dup'ed): a `readlink` each gather, and a full read of a process where one no longer
+//!   refers to it — so the map never keeps an fd that let go of a socket still alive through
+//!   another.
+//!
+//! Staleness bound: missed until the process's next full read, at most `period` plus one
+//! gather interval later, is an fd that comes to refer to a socket the map already knows (a
+//! `dup`/`dup2`, one received over a unix socket) in a process whose number of open fds is
+//! back to the same at the next gather — and, through it, a process still credited with a
+//! socket it handed on that way and then closed. Everything else (new and closed sockets,
+//! new, exited and reused pids, fd numbers reused for new sockets, forks that share sockets,
+//! an fd of a shared socket closed) is seen at the gather where it happens (a socket made
+//! while that gather runs, at the next).
 //! Recovery actions never use this map: they look the owner up afresh
 //! ([`crate::procs::tcp_port_holders`]).
 //!
@@ -505,6 +511,18 @@ impl SockMap {
         }
         self.now = list;
         self.orphan_unknown();
+
+        // A socket credited with several fds is where a stale entry can hide: an fd of it
+        // closed while the socket lives on through another, in a process whose fd count came
+        // back to the same number. Those fds are read again every gather.
+        let several: Vec<u64> = self
+            .idx
+            .map
+            .iter()
+            .filter(|(_, e)| e.nfds >= 2)
+            .map(|(i, _)| u64::from(*i))
+            .collect();
+        self.confirm(&several);
     }
 
     /// Sockets still unknown are remembered as unowned (not looked for again while live).
@@ -1366,14 +1384,24 @@ serve()
         check(&mut map, &h, tick(), "child exited");
         h.pids.retain(|p| *p != b);
 
-        // Beyond the bound: dup2 over a socket kept alive elsewhere changes nothing the
-        // checks see (same fd count, nothing leaves or joins the dump) — fixed by the next
-        // full read. Fork again so that the overwritten socket stays alive in the parent.
+        // A dup2 over one fd of a shared socket (alive in the parent) is seen at once: fds of
+        // sockets held more than once are read again every gather.
         let b2 = h.cmd(a, "fork")[0] as i32;
         h.wait_ready(b2);
         h.pids.push(b2);
         check(&mut map, &h, tick(), "second child");
         h.cmd(b2, &format!("dup2 {} {}", c[6], c[7]));
+        let s = check(&mut map, &h, tick(), "dup2 over a shared socket");
+        assert!(
+            s.full_reads >= 1,
+            "the confirmation read the child again: {s:?}"
+        );
+
+        // Beyond the bound: an fd that comes to refer to a known socket in place of a file
+        // (same fd count, nothing joins or leaves the dump) — fixed by the next full read.
+        let file = h.cmd(b2, "file")[0];
+        check(&mut map, &h, tick(), "a file opened in the child");
+        h.cmd(b2, &format!("dup2 {} {file}", c[8]));
         map.begin();
         let live = live_inodes();
         for i in &live {
@@ -1383,7 +1411,7 @@ serve()
         assert_ne!(
             view(&map, &live),
             fresh(Path::new("/proc"), &live, &h.pids),
-            "a dup2 over a shared socket is only seen at the next full read"
+            "an fd moved onto a known socket is only seen at the next full read"
         );
         let later = t0 + Duration::from_secs(3600 * 2);
         let s = check(&mut map, &h, later, "after the period");
@@ -1406,12 +1434,25 @@ serve()
         let mut map = SockMap::new(r, Duration::from_secs(3600), true);
         let t0 = Instant::now();
         gather(&mut map, t0, &[100, 200], None);
-        // Pid 11's fd 4 moves to socket 100 behind the map's back (dup2).
+        // Pid 11's fd 4 moves to socket 100 behind the map's back (dup2): socket 200 was held
+        // twice, so its fds are read again by the update itself.
         link(r, 11, 4, "socket:[100]");
         gather(&mut map, t0, &[100, 200], None);
-        assert_eq!(map.holders(200).count(), 2, "stale before the confirmation");
-        map.confirm(&[200]);
         assert_eq!(map.holders(200).collect::<Vec<_>>(), [(10, 1)]);
         assert_eq!(map.holders(100).collect::<BTreeMap<_, _>>().len(), 2);
+        // A socket of one fd handed on (alive, say, in flight) while its fd now refers to
+        // another: only an explicit confirmation (procstat's CLOSE_WAIT) sees it before the
+        // full read.
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        link(r, 10, 3, "socket:[100]");
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t0, &[100], None);
+        link(r, 10, 3, "socket:[300]");
+        gather(&mut map, t0, &[100, 300], None);
+        assert_eq!(map.holders(100).count(), 1, "stale before the confirmation");
+        map.confirm(&[100]);
+        assert_eq!(map.holders(100).count(), 0);
+        assert_eq!(map.holders(300).collect::<Vec<_>>(), [(10, 1)]);
     }
 }
