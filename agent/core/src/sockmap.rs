@@ -17,8 +17,9 @@
 //!   before and of fds whose socket is gone from the dump;
 //! - a socket it held is gone from the dump (closed; its fd number may hold a new one): the
 //!   same;
-//! - with hunting on (the `hunt` argument of [`SockMap::new`]), when a socket in the dump is still held by no known fd after
-//!   that: readdir of every covered process and `readlink` of its fds that were not sockets,
+//! - with hunting on (the `hunt` argument of [`SockMap::new`]), when a socket in the dump is
+//!   still held by no known fd after that: a `readlink` of each fd of each covered process
+//!   that was not a socket of the dumps (a listing only where one of those numbers is gone),
 //!   until every such socket is found (sockets held by no readable process, such as those of
 //!   other users' processes when not root, or embryos in a listener's queue, are then
 //!   remembered as unowned and not looked for again);
@@ -27,12 +28,19 @@
 //!   that every covered process is read in full at least once per `period` (plus one gather
 //!   interval). A period of zero reads everything every gather.
 //!
-//! Staleness bound: between two full reads of a process, a change that keeps its number of
-//! open fds, removes no socket from the dump and (without hunting) adds none — closing an fd
-//! of a socket another process keeps open while opening another fd, or moving a socket between
-//! fds with `dup2` — is seen at its next full read, at most `period` plus one gather interval
-//! later. Everything else (new and closed sockets, new, exited and reused pids, fd numbers
-//! reused for new sockets, forks that share sockets) is seen at the gather where it happens.
+//! - every fd of a socket the map credits with more than one fd (shared by processes, or
+//!   dup'ed): a `readlink` each gather, and a full read of a process where one no longer
+//!   refers to it — so the map never keeps an fd that let go of a socket still alive through
+//!   another.
+//!
+//! Staleness bound: missed until the process's next full read, at most `period` plus one
+//! gather interval later, is an fd that comes to refer to a socket the map already knows (a
+//! `dup`/`dup2`, one received over a unix socket) in a process whose number of open fds is
+//! back to the same at the next gather — and, through it, a process still credited with a
+//! socket it handed on that way and then closed. Everything else (new and closed sockets,
+//! new, exited and reused pids, fd numbers reused for new sockets, forks that share sockets,
+//! an fd of a shared socket closed) is seen at the gather where it happens (a socket made
+//! while that gather runs, at the next).
 //! Recovery actions never use this map: they look the owner up afresh
 //! ([`crate::procs::tcp_port_holders`]).
 //!
@@ -81,7 +89,7 @@ enum Depth {
     Full,
     /// New fd numbers and fds whose socket is gone.
     Changed,
-    /// The same, plus every fd that was not a socket of the dumps (looking for new sockets).
+    /// Every fd that was not a socket of the dumps, without a listing (see `hunt`).
     Hunt,
 }
 
@@ -121,6 +129,8 @@ struct Index {
     shared: FxHashMap<u32, Vec<(i32, u32)>>,
     /// Reported by this gather's dump, not in `map`.
     unknown: FxHashSet<u32>,
+    /// Holder changes so far (adds and removes).
+    changes: u64,
 }
 
 impl Index {
@@ -129,6 +139,7 @@ impl Index {
     }
 
     fn add(&mut self, pid: i32, inode: u32) {
+        self.changes += 1;
         let round = self.round;
         if self.unknown.remove(&inode) {
             self.map.insert(
@@ -164,6 +175,7 @@ impl Index {
         let Some(e) = self.map.get_mut(&inode) else {
             return;
         };
+        self.changes += 1;
         if e.pid == SHARED {
             let Some(v) = self.shared.get_mut(&inode) else {
                 return;
@@ -316,20 +328,32 @@ impl SockMap {
         self.idx.unknown.clear();
     }
 
-    /// A socket inode the dump reported (0, as for TIME_WAIT sockets, is ignored).
-    pub fn live(&mut self, inode: u64) {
+    /// A socket inode the dump reported (0, as for TIME_WAIT sockets, is ignored). Returns
+    /// what the map knows of its holders now: if [`SockMap::changes`] is the same after the
+    /// update, [`Hint::holder`] answers without a second lookup.
+    pub fn live(&mut self, inode: u64) -> Hint {
         let Ok(inode) = u32::try_from(inode) else {
-            return;
+            return Hint(NONE);
         };
         if inode == 0 {
-            return;
+            return Hint(NONE);
         }
         match self.idx.map.get_mut(&inode) {
-            Some(e) => e.round = self.idx.round,
+            Some(e) => {
+                e.round = self.idx.round;
+                Hint(e.pid)
+            }
             None => {
                 self.idx.unknown.insert(inode);
+                Hint(NONE)
             }
         }
+    }
+
+    /// A counter of every change of holders; equal before and after an update when the
+    /// update changed no holder.
+    pub fn changes(&self) -> u64 {
+        self.idx.changes
     }
 
     /// The next update reads every covered process in full.
@@ -481,12 +505,24 @@ impl SockMap {
                     p.unreadable.is_none()
                         && (p.read_round != round || p.read_depth == Depth::Changed)
                 }) {
-                    self.read(&root, pid, ident, Depth::Hunt, now);
+                    self.hunt(&root, pid, ident, now);
                 }
             }
         }
         self.now = list;
         self.orphan_unknown();
+
+        // A socket credited with several fds is where a stale entry can hide: an fd of it
+        // closed while the socket lives on through another, in a process whose fd count came
+        // back to the same number. Those fds are read again every gather.
+        let several: Vec<u64> = self
+            .idx
+            .map
+            .iter()
+            .filter(|(_, e)| e.nfds >= 2)
+            .map(|(i, _)| u64::from(*i))
+            .collect();
+        self.confirm(&several);
     }
 
     /// Sockets still unknown are remembered as unowned (not looked for again while live).
@@ -522,6 +558,70 @@ impl SockMap {
             }
         }
         self.now.sort_unstable();
+    }
+
+    /// Looks for unknown sockets in `pid`'s fds that were not sockets of the dumps (a file
+    /// or another socket closed and a new socket given its number, the fd count unchanged):
+    /// one readlink each, no listing. The listing is needed only if the set of fd numbers
+    /// changed, and with an unchanged count that closes one of the numbers the map has: a
+    /// readlink that fails sends the process to a listing (`Depth::Changed`); a closed
+    /// number that held a socket of the dumps is the map's documented staleness.
+    fn hunt(&mut self, root: &OwnedFd, pid: i32, ident: u64, now: Instant) {
+        let round = self.idx.round;
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        p.read_round = round;
+        p.read_depth = Depth::Hunt;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(dirfd) = openat(
+            root,
+            Name::new(pid as u32, b"/fd").cstr(),
+            flags,
+            Mode::empty(),
+        ) else {
+            return;
+        };
+        let mut link = [0u8; 64];
+        let mut closed = false;
+        for f in p.fds.iter_mut() {
+            if f.kind == Kind::Tracked {
+                continue;
+            }
+            self.stats.readlinks += 1;
+            let Ok(n) = readlinkat_raw(&dirfd, Name::new(f.num, b"").cstr(), &mut link[..]) else {
+                closed = true;
+                break;
+            };
+            match parse_socket_link(&link[..n.min(link.len())]).and_then(|i| u32::try_from(i).ok())
+            {
+                Some(inode) if self.idx.is_live(inode) => {
+                    *f = Fd {
+                        num: f.num,
+                        inode,
+                        kind: Kind::Tracked,
+                    };
+                    self.idx.add(pid, inode);
+                }
+                Some(inode) => {
+                    *f = Fd {
+                        num: f.num,
+                        inode,
+                        kind: Kind::Socket,
+                    }
+                }
+                None => {
+                    *f = Fd {
+                        num: f.num,
+                        inode: 0,
+                        kind: Kind::File,
+                    }
+                }
+            }
+        }
+        if closed {
+            self.read(root, pid, ident, Depth::Changed, now);
+        }
     }
 
     /// Reads `pid`'s fd table to `depth`, updating the index.
@@ -598,8 +698,6 @@ impl SockMap {
                     (_, Kind::Tracked) => {
                         self.idx.map.get(&f.inode).is_none_or(|e| e.round != round)
                     }
-                    (Depth::Hunt, Kind::File) => true,
-                    (Depth::Hunt, Kind::Socket) => self.idx.unknown.contains(&f.inode),
                     _ => false,
                 },
             };
@@ -761,6 +859,23 @@ fn fd_size(root: &impl AsFd, pid: i32) -> i64 {
     statat(root, path.cstr(), AtFlags::empty()).map_or(-1, |s| s.st_size)
 }
 
+/// What [`SockMap::live`] saw of a socket's holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint(i32);
+
+impl Hint {
+    /// `Some(Some(pid))`: held by that one process only; `Some(None)`: by no known process;
+    /// `None`: by several (ask [`SockMap::holders`]). Valid while [`SockMap::changes`] has
+    /// not moved since the call to `live`.
+    pub fn holder(self) -> Option<Option<i32>> {
+        match self.0 {
+            SHARED => None,
+            NONE => Some(None),
+            pid => Some(Some(pid)),
+        }
+    }
+}
+
 /// The holders of one socket: (pid, number of its fds).
 pub enum Holders<'a> {
     One(Option<(i32, u32)>),
@@ -907,6 +1022,16 @@ mod tests {
         assert_eq!(map.fd_count(200), 2);
         assert_eq!(map.holders(200).count(), 2, "shared by two processes");
         assert_eq!(map.stats().full_reads, 2);
+        // What `live` tells of the holders, valid while no holder changes.
+        map.begin();
+        let hints: Vec<_> = [100u64, 200, 300]
+            .iter()
+            .map(|i| map.live(*i).holder())
+            .collect();
+        let changes = map.changes();
+        map.update_at(t0, None);
+        assert_eq!(map.changes(), changes, "nothing changed");
+        assert_eq!(hints, [Some(Some(10)), None, Some(None)]);
 
         // Pid 11 exits and a new process gets its pid: a new directory, other fds. Nothing
         // vanished from the dump and (a fixture dir's size is constant) no fd count moved:
@@ -943,6 +1068,39 @@ mod tests {
         }
         let fixed = fixed.expect("never fixed");
         assert!(fixed <= 100 + 10, "fixed after {fixed} s, period 100 s");
+    }
+
+    #[test]
+    fn hunting_lists_a_process_whose_file_fd_is_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        link(r, 10, 3, "socket:[100]");
+        link(r, 10, 5, "/dev/null");
+        let t0 = Instant::now();
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t0, &[100], None);
+        // The file closed and a new socket on another number; a fixture directory's size does
+        // not move, so only the hunt for socket 300 can find it: its readlink of fd 5 fails,
+        // and the listing finds fd 6.
+        std::fs::remove_file(r.join("10/fd/5")).unwrap();
+        link(r, 10, 6, "socket:[300]");
+        gather(&mut map, t0, &[100, 300], None);
+        assert_eq!(map.holders(300).collect::<Vec<_>>(), [(10, 1)]);
+        assert_eq!(map.stats().hunts, 1);
+        // Without hunting it stays unowned until the full read.
+        let mut plain = SockMap::new(r, Duration::from_secs(3600), false);
+        link(r, 10, 6, "/dev/null");
+        gather(&mut plain, t0, &[100], None);
+        link(r, 10, 6, "socket:[300]");
+        gather(&mut plain, t0, &[100, 300], None);
+        assert_eq!(plain.holders(300).count(), 0);
+        gather(
+            &mut plain,
+            t0 + Duration::from_secs(3601),
+            &[100, 300],
+            None,
+        );
+        assert_eq!(plain.holders(300).collect::<Vec<_>>(), [(10, 1)]);
     }
 
     #[test]
@@ -1226,14 +1384,24 @@ serve()
         check(&mut map, &h, tick(), "child exited");
         h.pids.retain(|p| *p != b);
 
-        // Beyond the bound: dup2 over a socket kept alive elsewhere changes nothing the
-        // checks see (same fd count, nothing leaves or joins the dump) — fixed by the next
-        // full read. Fork again so that the overwritten socket stays alive in the parent.
+        // A dup2 over one fd of a shared socket (alive in the parent) is seen at once: fds of
+        // sockets held more than once are read again every gather.
         let b2 = h.cmd(a, "fork")[0] as i32;
         h.wait_ready(b2);
         h.pids.push(b2);
         check(&mut map, &h, tick(), "second child");
         h.cmd(b2, &format!("dup2 {} {}", c[6], c[7]));
+        let s = check(&mut map, &h, tick(), "dup2 over a shared socket");
+        assert!(
+            s.full_reads >= 1,
+            "the confirmation read the child again: {s:?}"
+        );
+
+        // Beyond the bound: an fd that comes to refer to a known socket in place of a file
+        // (same fd count, nothing joins or leaves the dump) — fixed by the next full read.
+        let file = h.cmd(b2, "file")[0];
+        check(&mut map, &h, tick(), "a file opened in the child");
+        h.cmd(b2, &format!("dup2 {} {file}", c[8]));
         map.begin();
         let live = live_inodes();
         for i in &live {
@@ -1243,7 +1411,7 @@ serve()
         assert_ne!(
             view(&map, &live),
             fresh(Path::new("/proc"), &live, &h.pids),
-            "a dup2 over a shared socket is only seen at the next full read"
+            "an fd moved onto a known socket is only seen at the next full read"
         );
         let later = t0 + Duration::from_secs(3600 * 2);
         let s = check(&mut map, &h, later, "after the period");
@@ -1266,12 +1434,25 @@ serve()
         let mut map = SockMap::new(r, Duration::from_secs(3600), true);
         let t0 = Instant::now();
         gather(&mut map, t0, &[100, 200], None);
-        // Pid 11's fd 4 moves to socket 100 behind the map's back (dup2).
+        // Pid 11's fd 4 moves to socket 100 behind the map's back (dup2): socket 200 was held
+        // twice, so its fds are read again by the update itself.
         link(r, 11, 4, "socket:[100]");
         gather(&mut map, t0, &[100, 200], None);
-        assert_eq!(map.holders(200).count(), 2, "stale before the confirmation");
-        map.confirm(&[200]);
         assert_eq!(map.holders(200).collect::<Vec<_>>(), [(10, 1)]);
         assert_eq!(map.holders(100).collect::<BTreeMap<_, _>>().len(), 2);
+        // A socket of one fd handed on (alive, say, in flight) while its fd now refers to
+        // another: only an explicit confirmation (procstat's CLOSE_WAIT) sees it before the
+        // full read.
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        link(r, 10, 3, "socket:[100]");
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t0, &[100], None);
+        link(r, 10, 3, "socket:[300]");
+        gather(&mut map, t0, &[100, 300], None);
+        assert_eq!(map.holders(100).count(), 1, "stale before the confirmation");
+        map.confirm(&[100]);
+        assert_eq!(map.holders(100).count(), 0);
+        assert_eq!(map.holders(300).collect::<Vec<_>>(), [(10, 1)]);
     }
 }

@@ -554,7 +554,9 @@ impl Counter {
         };
         map.begin();
         // A malformed row is reported by the counting pass below.
-        let _ = parse_unix(&self.text, |row| map.live(row.inode));
+        let _ = parse_unix(&self.text, |row| {
+            map.live(row.inode);
+        });
         map.update(None);
         let map = &*map;
         parse_unix(&self.text, |row| {
