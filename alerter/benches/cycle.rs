@@ -12,8 +12,8 @@
 //!
 //! Run: `cargo bench -p wk-alerter --bench cycle` (needs `influxd`: `apt-get install -y
 //! influxdb`). `WK_BENCH_HOSTS` and `WK_BENCH_CYCLES` change the size; `WK_BENCH_ONLY_CYCLE=1`
-//! stops after part 1 (for profiling the cycle with `perf record`); `WK_BENCH_PURGE_DEFAULT=1`
-//! leaves mimalloc's purge delay at its default instead of the alerter's.
+//! stops after part 1 (for profiling the cycle with `perf record`); `WK_BENCH_MEMORY_DEFAULT=1`
+//! leaves mimalloc's defaults instead of the alerter's settings (`wk_alerter::memory::tune`).
 
 #[path = "common/cpu.rs"]
 mod cpu;
@@ -197,12 +197,6 @@ struct CycleFigures {
 }
 
 fn run() -> Result<(), BoxError> {
-    // As `wk-alerter run` does first: freed memory stays 30 s before going back to the
-    // system, so the cycles do not fault their pages in again, zeroed, every second.
-    // (`WK_BENCH_PURGE_DEFAULT=1` keeps mimalloc's default, 1 s, for comparison.)
-    if std::env::var_os("WK_BENCH_PURGE_DEFAULT").is_none() {
-        wk_alerter::rules::budget::keep_freed_memory();
-    }
     let hosts = env_num("WK_BENCH_HOSTS", 1000);
     let cycles = env_num("WK_BENCH_CYCLES", 10).max(2);
     let mut report = String::new();
@@ -211,6 +205,12 @@ fn run() -> Result<(), BoxError> {
     let Some(influxd) = influxd::Influxd::start() else {
         return Err("influxd not installed (WK_SKIP_SERVERS=1): nothing measured".into());
     };
+    // The alerter's memory settings, as `wk-alerter run` makes them first (after influxd has
+    // started: the peer keeps the system's huge page policy). `WK_BENCH_MEMORY_DEFAULT=1`
+    // leaves mimalloc's defaults, for comparison.
+    if std::env::var_os("WK_BENCH_MEMORY_DEFAULT").is_none() {
+        wk_alerter::memory::tune();
+    }
     influxd.create_database(DB);
     let wall_now = wk_alerter::clock::now_ns();
     let last = wall_now.div_euclid(INTERVAL) * INTERVAL;

@@ -18,6 +18,8 @@
 //!   flapping, NoData, Error, repeat, expiry) and its persistence.
 //! - [`template`]: message templates (`{{host}}`, `{{value:.1}}`), used by state and notifiers.
 //! - [`clock`]: the wall clock in ns.
+//! - [`memory`]: the process's allocator settings (purge delay, no huge pages) and undoing
+//!   them for the programs it starts.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
 //! - [`api`]: the status page, the JSON API (`/api/v1/…`), `/metrics`, and the client the
 //!   `silence` command uses.
@@ -29,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod memory;
 pub mod model;
 pub mod notify;
 pub mod query;

@@ -123,7 +123,7 @@ fn env_lookup(name: &str) -> Option<String> {
 }
 
 fn main() -> ExitCode {
-    wk_alerter::rules::budget::keep_freed_memory();
+    wk_alerter::memory::tune();
     let cli = Cli::parse();
     init_logging(cli.debug);
     match cli.command.unwrap_or(Cmd::Run) {

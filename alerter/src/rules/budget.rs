@@ -29,22 +29,6 @@ fn add(n: isize) {
     let _ = HELD.try_with(|c| c.set(c.get().wrapping_add(n)));
 }
 
-/// mimalloc's `mi_option_purge_delay`: its place in `mi_option_e` (mimalloc.h, v2 and v3).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// How long freed memory stays with the process before it goes back to the system.
-const PURGE_DELAY_MS: std::os::raw::c_long = 30_000;
-
-/// Keeps freed memory 30 s before giving it back to the system (mimalloc's default is 1 s).
-/// A daemon evaluating every second or two otherwise returns its pages between evaluations
-/// and has them faulted in again, zeroed by the kernel: that was half of wk-alerter's CPU
-/// over VictoriaMetrics (`cargo bench --bench vmalert`: 2.8× vmalert's CPU, 1.3× with the
-/// pages kept). An idle alerter still returns what it freed, 30 s later.
-pub fn keep_freed_memory() {
-    // SAFETY: mi_option_set stores an integer option; mimalloc reads it at its next purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
-}
-
 /// Bytes allocated minus bytes freed by this thread since it started.
 pub fn held_bytes() -> isize {
     HELD.try_with(Cell::get).unwrap_or(0)
@@ -84,17 +68,5 @@ unsafe impl GlobalAlloc for CountingAlloc {
             add(new_size as isize - layout.size() as isize);
         }
         p
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The option at MI_OPTION_PURGE_DELAY is the purge delay: mimalloc's default for it
-    /// (1,000 ms in v3) is what it holds before anything sets it.
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        // SAFETY: mi_option_get only reads an option.
-        let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert_eq!(v, 1000);
     }
 }

@@ -121,14 +121,15 @@ pub(crate) fn spawn_detached(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .process_group(0)
-        .kill_on_drop(false)
-        .spawn()?;
+        .kill_on_drop(false);
+    crate::memory::for_child(cmd.as_std_mut());
+    let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
     let watch = Arc::new(StartWatch::default());
     let stderr = child.stderr.take();

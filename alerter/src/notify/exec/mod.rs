@@ -224,6 +224,7 @@ pub async fn run_program(p: Program<'_>) -> std::io::Result<Captured> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    crate::memory::for_child(cmd.as_std_mut());
     let mut child = cmd.spawn()?;
     let mut group = GroupKill {
         pgid: child.id().map(|p| p as i32),
