@@ -290,11 +290,11 @@ impl Service {
         let actions: Vec<_> = results.iter().filter(|r| r.finished_ns > since).collect();
         let recovered = actions.iter().filter(|r| r.recovered).count();
         let mut line = format!(
-            "{} rules ({} with problems), {} evaluations ({} failed) in the last {}; {} firing \
-             ({} silenced, {} inhibited), {} pending; {} actions ({} recovered)",
-            c.rules,
+            "{} ({} with problems), {} ({} failed) in the last {}; {} firing \
+             ({} silenced, {} inhibited), {} pending; {} ({} recovered)",
+            crate::template::count(c.rules as u64, "rule"),
             c.broken,
-            c.evaluations.saturating_sub(evaluations),
+            crate::template::count(c.evaluations.saturating_sub(evaluations), "evaluation"),
             c.failures.saturating_sub(failures),
             crate::template::format_duration(Duration::from_nanos(
                 u64::try_from(now.saturating_sub(since)).unwrap_or(0)
@@ -303,7 +303,7 @@ impl Service {
             c.silenced,
             c.inhibited,
             c.pending,
-            actions.len(),
+            crate::template::count(actions.len() as u64, "action"),
             recovered,
         );
         if let Some(url) = self.board.url() {

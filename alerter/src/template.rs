@@ -308,6 +308,11 @@ fn key_values<V>(
     s
 }
 
+/// A count with its noun: `1 rule`, `2 rules` (nouns that take an `s`).
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A duration as people read it, Go's `time.Duration` shape at a sensible precision: whole
 /// seconds from a minute up (`1m44s`, not `1m43.999641905s`; `1h0m0s`), tenths of a second
 /// below (`8s`, `1.5s`), whole milliseconds below a second (`750ms`), then `µs`, `ns`.
@@ -427,6 +432,13 @@ mod tests {
         for (src, want) in cases {
             assert_eq!(render(src, d), *want, "{src}");
         }
+    }
+
+    #[test]
+    fn counts_take_their_plural() {
+        assert_eq!(count(0, "rule"), "0 rules");
+        assert_eq!(count(1, "rule"), "1 rule");
+        assert_eq!(count(2, "action"), "2 actions");
     }
 
     #[test]

@@ -455,7 +455,7 @@ fn check() {
     let log = a.log();
     let line = log.lines().find(|l| l.contains("summary: ")).unwrap();
     assert!(
-        line.contains(" rules (")
+        (line.contains(" rules (") || line.contains(" rule ("))
             && line.contains("firing")
             && line.contains("status page http://"),
         "{line}"

@@ -112,16 +112,16 @@ impl Api {
             "<title>{} firing · wk-alerter</title><style>{STYLE}</style></head><body>\
              <h1>wk-alerter</h1><p class=\"counts\"><span><b>{}</b> firing</span>\
              <span>{} silenced</span><span>{} inhibited</span><span>{} pending</span>\
-             <span>{} rules ({} with problems)</span><span>{} evaluations</span></p>\
+             <span>{} ({} with problems)</span><span>{}</span></p>\
              <p class=\"muted\">source {} · up since {} · page at {}{}</p>",
             c.firing,
             c.firing,
             c.silenced,
             c.inhibited,
             c.pending,
-            c.rules,
+            crate::template::count(c.rules as u64, "rule"),
             c.broken,
-            c.evaluations,
+            crate::template::count(c.evaluations, "evaluation"),
             esc(&b.source),
             esc(&rfc3339(b.started)),
             esc(&rfc3339(now)),
