@@ -212,7 +212,9 @@ fn slow_connections_without_a_token_never_starve_writers() {
     let (status, took) = timed_write(a.port);
     eprintln!("600 slow connections from 127.0.0.1: authenticated write {status:?} in {took:?}");
     assert_eq!(status, Some(204), "{}", a.log());
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Starved, it would wait for the 5 s header timeout to free a slot (60 s before the fix);
+    // 3 s leaves room for a loaded machine running the suite's heaviest tests beside it.
+    assert!(took < Duration::from_secs(3), "{took:?}");
     drop(slow);
     // ... and 600 from 20 other addresses, 30 each (under the per-peer limit: the pending cap).
     let slow: Vec<_> = (0..600)
@@ -222,7 +224,7 @@ fn slow_connections_without_a_token_never_starve_writers() {
     let (status, took) = timed_write(a.port);
     eprintln!("600 slow connections from 20 addresses: authenticated write {status:?} in {took:?}");
     assert_eq!(status, Some(204));
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
     // The slow ones still open are closed once the header timeout has passed.
     let mut one = slow.into_iter().last().unwrap();
     one.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
