@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod tags;
+pub use tags::Tags;
+
 /// Alert levels, ordered as Kapacitor's: OK < INFO < WARNING < CRITICAL.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
@@ -82,7 +85,7 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Observation {
     /// The series' tags: with the rule name they identify the alert instance.
-    pub tags: BTreeMap<String, String>,
+    pub tags: Tags,
     /// The measurement the values came from.
     pub measurement: String,
     /// Values for templates and events; by convention `value` is the one compared.
@@ -210,7 +213,7 @@ pub struct RuleSettings {
     pub recoveries: bool,
     /// Series that must exist (tag sets such as `host=web3`), so that a host already silent
     /// when the alerter starts still goes NoData.
-    pub expected: Vec<BTreeMap<String, String>>,
+    pub expected: Vec<Tags>,
     /// Templates: id, message, details (see docs/rules.md).
     pub id_template: String,
     pub message_template: String,
@@ -286,7 +289,7 @@ pub struct AlertEvent {
     pub kind: EventKind,
     pub level: Level,
     pub previous_level: Level,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Tags,
     pub fields: BTreeMap<String, Value>,
     /// When the evaluation that produced this event ran (ns since the epoch).
     pub time: i64,

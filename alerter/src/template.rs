@@ -89,7 +89,7 @@ pub struct TemplateData<'a> {
     /// The event's time, ns since the epoch.
     pub time_ns: i64,
     pub measurement: &'a str,
-    pub tags: &'a BTreeMap<String, String>,
+    pub tags: &'a crate::model::Tags,
     pub fields: &'a BTreeMap<String, Value>,
     /// The evaluation error, for Error events.
     pub error: Option<&'a str>,
@@ -99,7 +99,7 @@ impl<'a> TemplateData<'a> {
     /// Data for a rule's instance with everything but rule, tags and fields at its zero value.
     pub fn new(
         rule: &'a str,
-        tags: &'a BTreeMap<String, String>,
+        tags: &'a crate::model::Tags,
         fields: &'a BTreeMap<String, Value>,
     ) -> Self {
         TemplateData {
@@ -278,26 +278,26 @@ pub fn kind_str(k: EventKind) -> &'static str {
 }
 
 /// Kapacitor's `Group`: `k=v,k2=v2` of the tags in key order, or `nil` without tags.
-pub fn group(tags: &BTreeMap<String, String>) -> String {
-    key_values(tags, "nil", ",", |s, v| s.push_str(v))
+pub fn group(tags: &crate::model::Tags) -> String {
+    key_values(tags.iter(), "nil", ",", |s, v| s.push_str(v))
 }
 
 fn fields_summary(fields: &BTreeMap<String, Value>) -> String {
-    key_values(fields, "none", ", ", |s, v| write_value(s, v, None))
+    key_values(fields.iter(), "none", ", ", |s, v| write_value(s, v, None))
 }
 
 /// `k=v` of each entry in key order, joined by `sep`; `empty` when there is none.
-fn key_values<V>(
-    map: &BTreeMap<String, V>,
+fn key_values<'a, V: 'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a String, &'a V)>,
     empty: &str,
     sep: &str,
     mut value: impl FnMut(&mut String, &V),
 ) -> String {
-    if map.is_empty() {
+    if pairs.len() == 0 {
         return empty.into();
     }
     let mut s = String::new();
-    for (i, (k, v)) in map.iter().enumerate() {
+    for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
             s.push_str(sep);
         }
@@ -416,7 +416,7 @@ impl fmt::Display for Template {
 mod tests {
     use super::*;
 
-    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn tags(pairs: &[(&str, &str)]) -> crate::model::Tags {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn group_without_tags_is_nil() {
-        let (t, f) = (BTreeMap::new(), BTreeMap::new());
+        let (t, f) = (crate::model::Tags::new(), BTreeMap::new());
         let d = TemplateData::new("r", &t, &f);
         assert_eq!(render("{{rule}}:{{group}}", &d), "r:nil");
     }
@@ -589,7 +589,7 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(format_number(f), want, "{f:?}");
         }
-        let (t, mut f) = (BTreeMap::new(), BTreeMap::new());
+        let (t, mut f) = (crate::model::Tags::new(), BTreeMap::new());
         f.insert("value".to_string(), Value::Float(90.00000000000021));
         let d = TemplateData::new("r", &t, &f);
         assert_eq!(

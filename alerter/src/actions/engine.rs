@@ -703,7 +703,7 @@ impl Engine {
         if record.is_empty() {
             return;
         }
-        let mut tags = BTreeMap::new();
+        let mut tags = crate::model::Tags::new();
         tags.insert("host".to_owned(), r.host.clone());
         tags.insert("action".to_owned(), r.action.clone());
         tags.insert("status".to_owned(), r.status.clone());

@@ -26,7 +26,7 @@ pub struct InFlight {
     pub started_ns: i64,
     /// The rule's notifiers, to report the interruption even if the rule is gone.
     pub notify: Vec<String>,
-    pub tags: BTreeMap<String, String>,
+    pub tags: crate::model::Tags,
 }
 
 /// One target's record.

@@ -79,7 +79,7 @@ impl Grouping {
 
     /// The group labels of `e`: each `group_by` name with its value (`rule` is the rule
     /// name, anything else a tag; an absent tag is the empty string).
-    pub fn labels(&self, e: &AlertEvent) -> BTreeMap<String, String> {
+    pub fn labels(&self, e: &AlertEvent) -> crate::model::Tags {
         match &self.by {
             None => {
                 let mut l = e.tags.clone();
@@ -106,7 +106,7 @@ impl Grouping {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     /// The group's `group_by` values.
-    pub labels: BTreeMap<String, String>,
+    pub labels: crate::model::Tags,
     /// The group's firing instances, latest event each, by rule and id.
     pub firing: Vec<Arc<AlertEvent>>,
     /// Instances resolved since the last message (their recovery events).
@@ -177,7 +177,7 @@ type Instance = (String, String);
 
 #[derive(Debug)]
 struct Group {
-    labels: BTreeMap<String, String>,
+    labels: crate::model::Tags,
     /// Latest event per instance (firing, or resolved and not yet told).
     instances: BTreeMap<Instance, Arc<AlertEvent>>,
     /// Instances a message listed as firing.

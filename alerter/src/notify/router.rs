@@ -441,14 +441,14 @@ impl Router {
     pub fn sync_inhibitors(
         &self,
         rule: &str,
-        non_ok: impl IntoIterator<Item = std::collections::BTreeMap<String, String>>,
+        non_ok: impl IntoIterator<Item = crate::model::Tags>,
     ) {
         lock(&self.shared.filter).inhibitions.sync(rule, non_ok);
     }
 
     /// Forgets an instance that expired without a recovery, so it stops inhibiting and its
     /// muted state is dropped.
-    pub fn forget(&self, rule: &str, id: &str, tags: &std::collections::BTreeMap<String, String>) {
+    pub fn forget(&self, rule: &str, id: &str, tags: &crate::model::Tags) {
         {
             let mut f = lock(&self.shared.filter);
             f.inhibitions.forget(rule, tags);

@@ -18,7 +18,7 @@ pub struct SeriesData {
     pub measurement: String,
     /// The queried field (empty for raw InfluxQL).
     pub field: String,
-    pub tags: BTreeMap<String, String>,
+    pub tags: crate::model::Tags,
     /// Result columns (without time) and rows, oldest first.
     pub columns: Vec<String>,
     pub rows: Vec<crate::source::Row>,

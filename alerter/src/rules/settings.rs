@@ -266,7 +266,7 @@ fn flapping(v: &Dynamic) -> Result<(f64, f64), String> {
     Ok((low, high))
 }
 
-fn tag_map(v: &Dynamic) -> Result<BTreeMap<String, String>, String> {
+fn tag_map(v: &Dynamic) -> Result<crate::model::Tags, String> {
     let map = v.read_lock::<Map>().ok_or_else(|| {
         format!(
             "expected a tag map like #{{host: \"web1\"}}, got {}",
@@ -285,7 +285,7 @@ fn tag_map(v: &Dynamic) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-fn expect(v: &Dynamic) -> Result<Vec<BTreeMap<String, String>>, String> {
+fn expect(v: &Dynamic) -> Result<Vec<crate::model::Tags>, String> {
     let arr = v.clone().into_array().map_err(|_| {
         format!(
             "expected an array of tag maps like [#{{host: \"web1\"}}], got {}",

@@ -11,7 +11,7 @@
 //! [`FIELD_TYPES_TTL`]) and gives an integer field's values as integers, as the memory source
 //! does; `count` is always an integer; everything else, and raw `influxql()`, gives floats.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -363,7 +363,7 @@ struct RawSeries {
     #[serde(default)]
     name: String,
     #[serde(default)]
-    tags: Option<BTreeMap<String, String>>,
+    tags: Option<crate::model::Tags>,
     #[serde(default)]
     columns: Vec<String>,
     #[serde(default)]

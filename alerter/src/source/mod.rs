@@ -12,8 +12,6 @@ pub mod memory;
 pub mod synthetic;
 pub mod victoriametrics;
 
-use std::collections::BTreeMap;
-
 use crate::model::Value;
 use crate::query::Query;
 
@@ -36,7 +34,7 @@ pub trait QuerySource: Send + Sync {
 pub struct Series {
     pub measurement: String,
     /// The group's tags; tags with empty values (a group_by tag the series lacks) are left out.
-    pub tags: BTreeMap<String, String>,
+    pub tags: crate::model::Tags,
     /// Column names without `time`.
     pub columns: Vec<String>,
     /// Rows oldest first: (time in ns, one value per column; `None` = null).

@@ -36,10 +36,9 @@ impl QuerySource for SyntheticSource {
             }
         }
         for t in &q.group_by {
-            series
-                .tags
-                .entry(t.clone())
-                .or_insert_with(|| "sample".to_owned());
+            if !series.tags.contains_key(t) {
+                series.tags.insert(t.clone(), "sample".to_owned());
+            }
         }
         let (start, end) = q.window(now_ns);
         let value = match q.aggregate {

@@ -25,7 +25,7 @@ pub fn event(rule: &str, host: &str, kind: EventKind, level: Level) -> AlertEven
         } else {
             Level::Ok
         },
-        tags: BTreeMap::from([("host".to_owned(), host.to_owned())]),
+        tags: wk_alerter::model::Tags::from([("host".to_owned(), host.to_owned())]),
         fields: BTreeMap::from([("value".to_owned(), Value::Float(93.25))]),
         time: 1_795_000_000_000_000_000,
         duration: Duration::from_secs(65),
