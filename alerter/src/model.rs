@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-mod tags;
-pub use tags::Tags;
+mod sorted;
+pub use sorted::{Fields, SortedMap, Tags};
 
 /// Alert levels, ordered as Kapacitor's: OK < INFO < WARNING < CRITICAL.
 #[derive(
@@ -89,7 +89,7 @@ pub struct Observation {
     /// The measurement the values came from.
     pub measurement: String,
     /// Values for templates and events; by convention `value` is the one compared.
-    pub fields: BTreeMap<String, Value>,
+    pub fields: Fields,
     /// Time of the data point (ns since the epoch); 0 when unknown.
     pub time: i64,
     pub levels: LevelConditions,
@@ -290,7 +290,7 @@ pub struct AlertEvent {
     pub level: Level,
     pub previous_level: Level,
     pub tags: Tags,
-    pub fields: BTreeMap<String, Value>,
+    pub fields: Fields,
     /// When the evaluation that produced this event ran (ns since the epoch).
     pub time: i64,
     /// Time of the latest data point behind the event (ns; 0 when there is none): with

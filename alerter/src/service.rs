@@ -1320,7 +1320,7 @@ mod tests {
             },
             previous_level: Level::Ok,
             tags: [("host".to_string(), host.to_string())].into(),
-            fields: BTreeMap::new(),
+            fields: crate::model::Fields::new(),
             time: 0,
             point_time: 0,
             duration: Duration::ZERO,

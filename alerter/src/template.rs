@@ -7,7 +7,6 @@
 //! measurement message error`), then a tag, then a field. `{{value:.N}}` formats a number with
 //! N decimals (an integer field too); on a non-number the spec is ignored.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -90,7 +89,7 @@ pub struct TemplateData<'a> {
     pub time_ns: i64,
     pub measurement: &'a str,
     pub tags: &'a crate::model::Tags,
-    pub fields: &'a BTreeMap<String, Value>,
+    pub fields: &'a crate::model::Fields,
     /// The evaluation error, for Error events.
     pub error: Option<&'a str>,
 }
@@ -100,7 +99,7 @@ impl<'a> TemplateData<'a> {
     pub fn new(
         rule: &'a str,
         tags: &'a crate::model::Tags,
-        fields: &'a BTreeMap<String, Value>,
+        fields: &'a crate::model::Fields,
     ) -> Self {
         TemplateData {
             rule,
@@ -282,7 +281,7 @@ pub fn group(tags: &crate::model::Tags) -> String {
     key_values(tags.iter(), "nil", ",", |s, v| s.push_str(v))
 }
 
-fn fields_summary(fields: &BTreeMap<String, Value>) -> String {
+fn fields_summary(fields: &crate::model::Fields) -> String {
     key_values(fields.iter(), "none", ", ", |s, v| write_value(s, v, None))
 }
 
@@ -444,7 +443,7 @@ mod tests {
     #[test]
     fn placeholders_resolve_builtins_tags_and_fields() {
         let t = tags(&[("host", "web1"), ("cpu", "cpu-total")]);
-        let mut f = BTreeMap::new();
+        let mut f = crate::model::Fields::new();
         f.insert("value".to_string(), Value::Float(93.456));
         f.insert("count".to_string(), Value::Int(7));
         let mut d = TemplateData::new("cpu_high", &t, &f);
@@ -480,7 +479,7 @@ mod tests {
     #[test]
     fn builtins_win_over_tags_and_tags_over_fields() {
         let t = tags(&[("level", "tag-level"), ("x", "tag-x")]);
-        let mut f = BTreeMap::new();
+        let mut f = crate::model::Fields::new();
         f.insert("x".to_string(), Value::Str("field-x".into()));
         f.insert("s".to_string(), Value::Str("text".into()));
         f.insert("b".to_string(), Value::Bool(true));
@@ -506,7 +505,7 @@ mod tests {
 
     #[test]
     fn group_without_tags_is_nil() {
-        let (t, f) = (crate::model::Tags::new(), BTreeMap::new());
+        let (t, f) = (crate::model::Tags::new(), crate::model::Fields::new());
         let d = TemplateData::new("r", &t, &f);
         assert_eq!(render("{{rule}}:{{group}}", &d), "r:nil");
     }
@@ -589,7 +588,7 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(format_number(f), want, "{f:?}");
         }
-        let (t, mut f) = (crate::model::Tags::new(), BTreeMap::new());
+        let (t, mut f) = (crate::model::Tags::new(), crate::model::Fields::new());
         f.insert("value".to_string(), Value::Float(90.00000000000021));
         let d = TemplateData::new("r", &t, &f);
         assert_eq!(
@@ -611,7 +610,7 @@ mod tests {
     #[test]
     fn default_details_is_a_summary() {
         let t = tags(&[("host", "a")]);
-        let mut f = BTreeMap::new();
+        let mut f = crate::model::Fields::new();
         f.insert("value".to_string(), Value::Float(1.5));
         let mut d = TemplateData::new("r", &t, &f);
         d.id = Some("r:host=a");

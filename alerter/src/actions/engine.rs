@@ -17,7 +17,7 @@
 //! Not recovered → after the cooldown the task tries again (within the budget). A recovery
 //! event ends the task at its next wait (a running action is never cancelled midway).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -828,7 +828,7 @@ impl Engine {
                 level: Level::Critical,
                 previous_level: Level::Critical,
                 tags: f.tags.clone(),
-                fields: BTreeMap::new(),
+                fields: crate::model::Fields::new(),
                 time: now,
                 point_time: 0,
                 duration: Duration::ZERO,

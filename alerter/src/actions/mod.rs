@@ -15,7 +15,6 @@
 //! - [`config`]: the `[actions]` and `[[actions.ssh]]` tables; [`rule`]: the `actions: [...]`
 //!   rule setting.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -255,10 +254,10 @@ impl ActionResult {
     }
 
     /// The fields an event (report, `wk_actions` point) carries.
-    pub fn fields(&self) -> BTreeMap<String, crate::model::Value> {
+    pub fn fields(&self) -> crate::model::Fields {
         use crate::model::Value;
         let ms = |a: i64, b: i64| Value::Int(((b - a).max(0)) / 1_000_000);
-        let mut f = BTreeMap::new();
+        let mut f = crate::model::Fields::new();
         f.insert("action".into(), Value::Str(self.action.clone()));
         f.insert("args".into(), Value::Str(self.args.clone()));
         f.insert("status".into(), Value::Str(self.status.clone()));

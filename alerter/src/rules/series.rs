@@ -88,7 +88,7 @@ impl ScriptSeries {
     }
 
     fn observe(d: SeriesData) -> Observation {
-        let mut fields = BTreeMap::new();
+        let mut fields = crate::model::Fields::new();
         if let Some(row) = d.rows.into_iter().next_back() {
             for (c, v) in d.columns.into_iter().zip(row.values) {
                 if let Some(v) = v {

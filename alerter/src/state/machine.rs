@@ -41,7 +41,7 @@ pub(crate) struct Instance {
     pub tags: Tags,
     pub measurement: String,
     #[serde(with = "super::persist::stored_fields")]
-    pub fields: BTreeMap<String, Value>,
+    pub fields: crate::model::Fields,
     /// Last level chosen from the conditions (the base of hysteresis).
     pub raw: Level,
     /// Effective level: OK while inactive or pending, else the firing (or NoData) level.
@@ -329,7 +329,7 @@ fn dur(from: i64, to: i64) -> Duration {
 
 /// `dst = src.clone()`, in place when both have the same field names (every evaluation of
 /// a steady series): no node or name is allocated again.
-fn assign_fields(dst: &mut BTreeMap<String, Value>, src: &BTreeMap<String, Value>) {
+fn assign_fields(dst: &mut crate::model::Fields, src: &crate::model::Fields) {
     if dst.len() == src.len() && dst.keys().eq(src.keys()) {
         for (d, s) in dst.values_mut().zip(src.values()) {
             d.clone_from(s);
@@ -440,7 +440,7 @@ impl RuleState {
                 level: e.level,
                 previous_level: Level::Ok,
                 tags: Tags::new(),
-                fields: BTreeMap::new(),
+                fields: crate::model::Fields::new(),
                 time: now_ns,
                 point_time: 0,
                 duration: dur(e.since, now_ns),
@@ -463,7 +463,7 @@ impl RuleState {
     /// open). The state is emptied.
     pub fn retire(&mut self, settings: &RuleSettings, now_ns: i64, why: &str) -> Vec<AlertEvent> {
         let templates = Templates::compile_lenient(settings);
-        let no_fields = BTreeMap::new();
+        let no_fields = crate::model::Fields::new();
         let mut out = Vec::new();
         // Everything goes: the next save (if any) is a snapshot, not a journal of removals.
         self.journal.base = false;
@@ -498,7 +498,7 @@ impl RuleState {
                 level: Level::Ok,
                 previous_level: heard,
                 tags: inst.tags,
-                fields: BTreeMap::new(),
+                fields: crate::model::Fields::new(),
                 time: now_ns,
                 point_time: 0,
                 duration,
@@ -923,7 +923,7 @@ impl Cycle<'_> {
         let previous_level = inst.sent_level.unwrap_or(inst.notified_level);
         inst.sent_level = Some(level);
         // A NoData event carries no values: the last ones are stale and would read as current.
-        let no_fields = BTreeMap::new();
+        let no_fields = crate::model::Fields::new();
         let fields = if kind == EventKind::NoData {
             &no_fields
         } else {
@@ -1022,7 +1022,7 @@ impl Cycle<'_> {
         let s = self.s;
         let id = format!("{}:error", s.name);
         let tags = Tags::new();
-        let mut fields = BTreeMap::new();
+        let mut fields = crate::model::Fields::new();
         fields.insert("error".to_string(), Value::Str(error.to_string()));
         let data = TemplateData {
             rule: &s.name,

@@ -680,7 +680,7 @@ pub(crate) mod stored_fields {
     }
 
     pub fn serialize<S: serde::Serializer>(
-        fields: &BTreeMap<String, Value>,
+        fields: &crate::model::Fields,
         ser: S,
     ) -> Result<S::Ok, S::Error> {
         let stored: BTreeMap<&String, Stored> = fields
@@ -701,7 +701,7 @@ pub(crate) mod stored_fields {
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(
         de: D,
-    ) -> Result<BTreeMap<String, Value>, D::Error> {
+    ) -> Result<crate::model::Fields, D::Error> {
         let stored = BTreeMap::<String, Stored>::deserialize(de)?;
         Ok(stored
             .into_iter()

@@ -1,6 +1,5 @@
 //! Helpers for the notify tests: events, plans from TOML, free ports, a tiny HTTP sink.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +25,7 @@ pub fn event(rule: &str, host: &str, kind: EventKind, level: Level) -> AlertEven
             Level::Ok
         },
         tags: wk_alerter::model::Tags::from([("host".to_owned(), host.to_owned())]),
-        fields: BTreeMap::from([("value".to_owned(), Value::Float(93.25))]),
+        fields: wk_alerter::model::Fields::from([("value".to_owned(), Value::Float(93.25))]),
         time: 1_795_000_000_000_000_000,
         duration: Duration::from_secs(65),
         ..Default::default()

@@ -157,7 +157,7 @@ impl EmailNotifier {
     /// Builds the one message of a group (public for tests and `check`): the subject from
     /// `group_subject`, the body listing every instance.
     pub fn group_message(&self, n: &Notification) -> Result<Message, NotifyError> {
-        let fields: std::collections::BTreeMap<String, Value> = [
+        let fields: crate::model::Fields = [
             ("status", Value::Str(n.status())),
             ("firing", Value::Int(n.firing.len() as i64)),
             ("resolved", Value::Int(n.resolved.len() as i64)),

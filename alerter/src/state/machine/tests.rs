@@ -28,7 +28,7 @@ fn obs(host: &str, level: Level) -> Observation {
             reset: None,
         })
     };
-    let mut fields = BTreeMap::new();
+    let mut fields = crate::model::Fields::new();
     fields.insert("value".to_string(), Value::Float(42.25));
     Observation {
         tags: tags(&[("host", host)]),

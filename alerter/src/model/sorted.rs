@@ -1,4 +1,6 @@
-//! A series' tag set: what, with the rule's name, identifies an alert instance.
+//! Small maps keyed by name, kept as one sorted `Vec`: a series' tags ([`Tags`], what with the
+//! rule's name identifies an alert instance) and an observation's or instance's fields
+//! ([`Fields`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,23 +9,35 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Tag keys and values, sorted by key, each key once: one allocation for the set (a
-/// `BTreeMap` allocates a ~500-byte node even for one tag) and comparisons that walk two
-/// slices. Orders, compares and serializes exactly as the `BTreeMap<String, String>` it
-/// replaces (pairs in key order; JSON an object).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tags(Vec<(String, String)>);
+/// Names and values, sorted by name, each name once: one allocation for the whole map (a
+/// `BTreeMap` allocates a ~500-byte node even for one entry) and comparisons that walk two
+/// slices. Orders, compares and serializes exactly as the `BTreeMap<String, V>` it replaces
+/// (pairs in key order; JSON an object).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SortedMap<V>(Vec<(String, V)>);
 
-impl Tags {
-    pub const fn new() -> Tags {
-        Tags(Vec::new())
+/// A series' tags.
+pub type Tags = SortedMap<String>;
+
+/// The values of an observation, an instance or an event, by field name.
+pub type Fields = SortedMap<super::Value>;
+
+impl<V> Default for SortedMap<V> {
+    fn default() -> Self {
+        SortedMap(Vec::new())
+    }
+}
+
+impl<V> SortedMap<V> {
+    pub const fn new() -> Self {
+        SortedMap(Vec::new())
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
     }
 
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&V> {
         self.find(key).ok().map(|i| &self.0[i].1)
     }
 
@@ -31,8 +45,12 @@ impl Tags {
         self.find(key).is_ok()
     }
 
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.find(key).ok().map(|i| &mut self.0[i].1)
+    }
+
     /// Sets `key` to `value`; the value it had, if any.
-    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+    pub fn insert(&mut self, key: String, value: V) -> Option<V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
@@ -42,11 +60,11 @@ impl Tags {
         }
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<String> {
+    pub fn remove(&mut self, key: &str) -> Option<V> {
         self.find(key).ok().map(|i| self.0.remove(i).1)
     }
 
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut String) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
         self.0.retain_mut(|(k, v)| keep(k, v));
     }
 
@@ -59,7 +77,7 @@ impl Tags {
     }
 
     /// The pairs in key order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &String)> + ExactSizeIterator {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &V)> + ExactSizeIterator {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
@@ -67,17 +85,21 @@ impl Tags {
         self.0.iter().map(|(k, _)| k)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &String> {
+    pub fn values(&self) -> impl Iterator<Item = &V> {
         self.0.iter().map(|(_, v)| v)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().map(|(_, v)| v)
     }
 
     /// The pairs as given, sorted by key; a repeated key keeps its last value (as inserting
     /// them into a map would).
-    fn from_pairs(mut pairs: Vec<(String, String)>) -> Tags {
+    fn from_pairs(mut pairs: Vec<(String, V)>) -> Self {
         if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
             // Stable: equal keys stay in the order given, so the last one is the last kept.
             pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+            let mut out: Vec<(String, V)> = Vec::with_capacity(pairs.len());
             for p in pairs {
                 match out.last_mut() {
                     Some(last) if last.0 == p.0 => *last = p,
@@ -86,71 +108,71 @@ impl Tags {
             }
             pairs = out;
         }
-        Tags(pairs)
+        SortedMap(pairs)
     }
 }
 
-impl FromIterator<(String, String)> for Tags {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Tags {
-        Tags::from_pairs(iter.into_iter().collect())
+impl<V> FromIterator<(String, V)> for SortedMap<V> {
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+        SortedMap::from_pairs(iter.into_iter().collect())
     }
 }
 
-impl<const N: usize> From<[(String, String); N]> for Tags {
-    fn from(pairs: [(String, String); N]) -> Tags {
+impl<V, const N: usize> From<[(String, V); N]> for SortedMap<V> {
+    fn from(pairs: [(String, V); N]) -> Self {
         pairs.into_iter().collect()
     }
 }
 
-impl From<BTreeMap<String, String>> for Tags {
-    fn from(m: BTreeMap<String, String>) -> Tags {
-        Tags(m.into_iter().collect())
+impl<V> From<BTreeMap<String, V>> for SortedMap<V> {
+    fn from(m: BTreeMap<String, V>) -> Self {
+        SortedMap(m.into_iter().collect())
     }
 }
 
-impl From<Tags> for BTreeMap<String, String> {
-    fn from(t: Tags) -> BTreeMap<String, String> {
+impl<V> From<SortedMap<V>> for BTreeMap<String, V> {
+    fn from(t: SortedMap<V>) -> Self {
         t.0.into_iter().collect()
     }
 }
 
 /// `tags["host"]`: the value; panics when the key is missing, as a map's index does.
-impl std::ops::Index<&str> for Tags {
-    type Output = String;
-    fn index(&self, key: &str) -> &String {
+impl<V: fmt::Debug> std::ops::Index<&str> for SortedMap<V> {
+    type Output = V;
+    fn index(&self, key: &str) -> &V {
         self.get(key)
-            .unwrap_or_else(|| panic!("no tag {key:?} in {self:?}"))
+            .unwrap_or_else(|| panic!("no {key:?} in {self:?}"))
     }
 }
 
-impl Extend<(String, String)> for Tags {
-    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+impl<V> Extend<(String, V)> for SortedMap<V> {
+    fn extend<I: IntoIterator<Item = (String, V)>>(&mut self, iter: I) {
         for (k, v) in iter {
             self.insert(k, v);
         }
     }
 }
 
-impl IntoIterator for Tags {
-    type Item = (String, String);
-    type IntoIter = std::vec::IntoIter<(String, String)>;
+impl<V> IntoIterator for SortedMap<V> {
+    type Item = (String, V);
+    type IntoIter = std::vec::IntoIter<(String, V)>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
     }
 }
 
-impl<'a> IntoIterator for &'a Tags {
-    type Item = (&'a String, &'a String);
+impl<'a, V> IntoIterator for &'a SortedMap<V> {
+    type Item = (&'a String, &'a V);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, String)>,
-        fn(&'a (String, String)) -> (&'a String, &'a String),
+        std::slice::Iter<'a, (String, V)>,
+        fn(&'a (String, V)) -> (&'a String, &'a V),
     >;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(k, v)| (k, v))
     }
 }
 
-impl Serialize for Tags {
+impl<V: Serialize> Serialize for SortedMap<V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
@@ -160,23 +182,23 @@ impl Serialize for Tags {
     }
 }
 
-impl<'de> Deserialize<'de> for Tags {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tags, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Tags;
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SortedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Pairs<V> {
+            type Value = SortedMap<V>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of tag keys to values")
+                f.write_str("a map of names to values")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tags, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SortedMap<V>, A::Error> {
                 let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(2).min(64));
                 while let Some(pair) = map.next_entry()? {
                     pairs.push(pair);
                 }
-                Ok(Tags::from_pairs(pairs))
+                Ok(SortedMap::from_pairs(pairs))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(Pairs(std::marker::PhantomData))
     }
 }
 
