@@ -239,3 +239,17 @@ async fn shutdown_cancels_a_running_program_and_kills_its_group() {
         "{main} or {child} survived shutdown"
     );
 }
+
+/// The alerter turns transparent huge pages off for itself (`memory::tune`); the programs
+/// its notifiers run get the system's policy back (the flag survives exec otherwise).
+#[tokio::test]
+async fn the_program_does_not_inherit_the_alerters_huge_page_setting() {
+    let x = Exec::start("grep THP_enabled /proc/self/status > \"$OUT/thp\"\n", "");
+    // As `wk-alerter run` sets it (the flag is the whole test process's; no other test reads it).
+    rustix::thread::disable_transparent_huge_pages(true).unwrap();
+    x.send(alert().to_vec()).await;
+    rustix::thread::disable_transparent_huge_pages(false).unwrap();
+    assert_eq!(x.sent(), 1);
+    let thp = std::fs::read_to_string(x.out("thp")).unwrap();
+    assert_eq!(thp.trim_end(), "THP_enabled:\t1");
+}
