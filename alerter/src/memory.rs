@@ -50,6 +50,13 @@ pub fn for_child(cmd: &mut std::process::Command) {
     }
 }
 
+/// Tests that set this process's huge page flag hold this, so none resets it under another.
+#[cfg(test)]
+pub(crate) fn thp_test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     /// The option at MI_OPTION_PURGE_DELAY is the purge delay: mimalloc's default for it
@@ -73,7 +80,8 @@ mod tests {
                 .unwrap_or("no THP_enabled line")
                 .to_owned()
         };
-        // The flag is the whole test process's; no other test depends on it.
+        // The flag is the whole test process's.
+        let _only = super::thp_test_lock();
         rustix::thread::disable_transparent_huge_pages(true).unwrap();
         let inherited = thp_of(std::process::Command::new("cat"));
         let mut cmd = std::process::Command::new("cat");

@@ -447,3 +447,34 @@ impl RestartProcess {
         v.probe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A started service does not run with the alerter's memory settings: the alerter turns
+    /// transparent huge pages off for itself (`memory::tune`) and the flag survives exec.
+    #[tokio::test]
+    async fn a_started_process_gets_transparent_huge_pages_back() {
+        let argv: Vec<String> = ["/bin/sh", "-c", "grep THP_enabled /proc/self/status >&2"]
+            .map(String::from)
+            .into();
+        let watch = {
+            let _only = crate::memory::thp_test_lock();
+            rustix::thread::disable_transparent_huge_pages(true).unwrap();
+            let started = super::spawn_detached(&argv, 4096);
+            rustix::thread::disable_transparent_huge_pages(false).unwrap();
+            started.unwrap().1
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (code, stderr) = loop {
+            if let Some(done) = watch.exited() {
+                break done;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the process did not exit"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!((code, stderr.as_str()), (0, "THP_enabled:\t1"));
+    }
+}
