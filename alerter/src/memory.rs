@@ -22,8 +22,8 @@ const PURGE_DELAY_MS: std::os::raw::c_long = 30_000;
 /// - No transparent huge pages for this process. mimalloc asks for them on its arenas
 ///   (`madvise(MADV_HUGEPAGE)`), so a small object on a fresh page costs the kernel zeroing
 ///   2 MiB, and resident memory grows in 2 MiB steps: the first cycle after a start, which
-///   creates every alert instance, cost 410–700 ms of CPU at 1,000 hosts with them and
-///   130–200 ms without. The setting is inherited by child processes; [`for_child`] takes it
+///   creates every alert instance, cost 330–510 ms of CPU at 1,000 hosts with them and
+///   155–186 ms without (4.8 s and 1.3 s at 10,000). The setting is inherited by child processes; [`for_child`] takes it
 ///   back for the programs we start.
 pub fn tune() {
     // SAFETY: mi_option_set stores an integer option; mimalloc reads it at its next purge.

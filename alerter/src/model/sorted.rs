@@ -97,16 +97,16 @@ impl<V> SortedMap<V> {
     /// them into a map would).
     fn from_pairs(mut pairs: Vec<(String, V)>) -> Self {
         if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
-            // Stable: equal keys stay in the order given, so the last one is the last kept.
+            // Stable: equal keys stay in the order given; of a run of them the kept (first)
+            // slot takes each later one's pair, so the last value is what remains.
             pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out: Vec<(String, V)> = Vec::with_capacity(pairs.len());
-            for p in pairs {
-                match out.last_mut() {
-                    Some(last) if last.0 == p.0 => *last = p,
-                    _ => out.push(p),
+            pairs.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(later, kept);
                 }
-            }
-            pairs = out;
+                same
+            });
         }
         SortedMap(pairs)
     }
@@ -127,12 +127,6 @@ impl<V, const N: usize> From<[(String, V); N]> for SortedMap<V> {
 impl<V> From<BTreeMap<String, V>> for SortedMap<V> {
     fn from(m: BTreeMap<String, V>) -> Self {
         SortedMap(m.into_iter().collect())
-    }
-}
-
-impl<V> From<SortedMap<V>> for BTreeMap<String, V> {
-    fn from(t: SortedMap<V>) -> Self {
-        t.0.into_iter().collect()
     }
 }
 
@@ -235,7 +229,7 @@ mod tests {
             ta.retain(|k, _| k != "a");
             ma.retain(|k, _| k != "a");
             prop_assert_eq!(ta.remove("b"), ma.remove("b"));
-            prop_assert_eq!(BTreeMap::from(ta), ma);
+            prop_assert_eq!(ta.into_iter().collect::<BTreeMap<_, _>>(), ma);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::model::{AlertEvent, EventKind, Level, RuleSettings};
 pub type InhibitList = Vec<(String, Vec<String>)>;
 
 /// An instance's tags (with its rule, its identity: the state machine keys instances so).
-pub use crate::model::Tags;
+use crate::model::Tags;
 
 /// Inhibitor rules and the inhibiting instances that are currently non-OK.
 #[derive(Debug, Default, Clone)]

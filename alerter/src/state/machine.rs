@@ -14,7 +14,7 @@ use crate::model::{
 use crate::template::{self, DEFAULT_DETAILS, Template, TemplateData, TemplateError};
 
 /// An instance's identity within its rule: the tag set of its series.
-pub use crate::model::Tags;
+use crate::model::Tags;
 
 /// Default id template (also used when a rule's id template is empty or broken).
 pub const DEFAULT_ID: &str = "{{rule}}:{{group}}";

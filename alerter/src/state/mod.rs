@@ -55,7 +55,7 @@ pub use crate::template::{
 pub use flapping::{FlapState, percent_change};
 pub use level::determine_level;
 pub use machine::{
-    Current, DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, STATE_CHECKPOINT, Tags,
+    Current, DEFAULT_ID, DEFAULT_MESSAGE, InstanceStatus, RuleState, STATE_CHECKPOINT,
     TemplateSettingError, Templates,
 };
 pub use persist::{

@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{ErrorState, Instance, RuleState, Tags};
+use super::machine::{ErrorState, Instance, RuleState};
+use crate::model::Tags;
 
 /// The state file format this build writes (and the newest it reads).
 pub const STATE_VERSION: u32 = 1;
@@ -683,26 +684,23 @@ pub(crate) mod stored_fields {
         fields: &crate::model::Fields,
         ser: S,
     ) -> Result<S::Ok, S::Error> {
-        let stored: BTreeMap<&String, Stored> = fields
-            .iter()
-            .map(|(k, v)| {
-                let s = match v {
-                    Value::Float(f) if f.is_finite() => Stored::Float(*f),
-                    Value::Float(f) => Stored::FloatText(f.to_string()),
-                    Value::Int(i) => Stored::Int(*i),
-                    Value::Bool(b) => Stored::Bool(*b),
-                    Value::Str(s) => Stored::Str(s.clone()),
-                };
-                (k, s)
-            })
-            .collect();
-        stored.serialize(ser)
+        // Fields are kept in key order: written as they are, no map built to sort them.
+        ser.collect_map(fields.iter().map(|(k, v)| {
+            let s = match v {
+                Value::Float(f) if f.is_finite() => Stored::Float(*f),
+                Value::Float(f) => Stored::FloatText(f.to_string()),
+                Value::Int(i) => Stored::Int(*i),
+                Value::Bool(b) => Stored::Bool(*b),
+                Value::Str(s) => Stored::Str(s.clone()),
+            };
+            (k, s)
+        }))
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(
         de: D,
     ) -> Result<crate::model::Fields, D::Error> {
-        let stored = BTreeMap::<String, Stored>::deserialize(de)?;
+        let stored = crate::model::SortedMap::<Stored>::deserialize(de)?;
         Ok(stored
             .into_iter()
             .map(|(k, s)| {
