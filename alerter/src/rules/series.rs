@@ -19,8 +19,9 @@ pub struct SeriesData {
     /// The queried field (empty for raw InfluxQL).
     pub field: String,
     pub tags: crate::model::Tags,
-    /// Result columns (without time) and rows, oldest first.
-    pub columns: Vec<String>,
+    /// Result columns (without time; shared with the other series of the answer) and rows,
+    /// oldest first.
+    pub columns: std::sync::Arc<[String]>,
     pub rows: Vec<crate::source::Row>,
     /// `s.value`: the first column of the last row until the script sets it.
     pub value: Option<Value>,
@@ -88,11 +89,12 @@ impl ScriptSeries {
     }
 
     fn observe(d: SeriesData) -> Observation {
-        let mut fields = crate::model::Fields::new();
+        // Room for the columns, `value` and what the script set: one allocation.
+        let mut fields = crate::model::Fields::with_capacity(d.columns.len() + 1 + d.extra.len());
         if let Some(row) = d.rows.into_iter().next_back() {
-            for (c, v) in d.columns.into_iter().zip(row.values) {
+            for (c, v) in d.columns.iter().zip(row.values) {
                 if let Some(v) = v {
-                    fields.insert(c, v);
+                    fields.insert(c.clone(), v);
                 }
             }
         }
