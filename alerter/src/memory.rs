@@ -144,16 +144,28 @@ mod tests {
                 // SAFETY: valid layouts; every block is freed with the layout it has.
                 unsafe {
                     let p = a.alloc(layout);
-                    assert!(!p.is_null() && (p as usize).is_multiple_of(align), "{size} {align}");
+                    assert!(
+                        !p.is_null() && (p as usize).is_multiple_of(align),
+                        "{size} {align}"
+                    );
                     let z = a.alloc_zeroed(layout);
-                    assert!(!z.is_null() && (z as usize).is_multiple_of(align), "{size} {align}");
+                    assert!(
+                        !z.is_null() && (z as usize).is_multiple_of(align),
+                        "{size} {align}"
+                    );
                     assert!(std::slice::from_raw_parts(z, size).iter().all(|b| *b == 0));
                     let bigger = size * 3 / 2 + 1;
                     let r = a.realloc(z, layout, bigger);
-                    assert!(!r.is_null() && (r as usize).is_multiple_of(align), "{size} {align}");
+                    assert!(
+                        !r.is_null() && (r as usize).is_multiple_of(align),
+                        "{size} {align}"
+                    );
                     let smaller = size.div_ceil(2);
                     let r = a.realloc(r, Layout::from_size_align(bigger, align).unwrap(), smaller);
-                    assert!(!r.is_null() && (r as usize).is_multiple_of(align), "{size} {align}");
+                    assert!(
+                        !r.is_null() && (r as usize).is_multiple_of(align),
+                        "{size} {align}"
+                    );
                     a.dealloc(r, Layout::from_size_align(smaller, align).unwrap());
                     // Kept until the end, so the next ones come from fresh free lists too.
                     held.push((p, layout));
