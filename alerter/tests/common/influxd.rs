@@ -55,12 +55,18 @@ pub use wk_core::testing::free_port;
 impl Influxd {
     /// Starts influxd and waits until `/ping` answers 204 (at most 60 s).
     pub fn start() -> Option<Influxd> {
-        Influxd::launch(false)
+        Influxd::launch(false, "")
+    }
+
+    /// Like [`Influxd::start`] with more `[data]` settings (TOML lines, e.g. the compaction
+    /// delays a benchmark shortens).
+    pub fn start_with_data_settings(settings: &str) -> Option<Influxd> {
+        Influxd::launch(false, settings)
     }
 
     /// Like [`Influxd::start`] with authentication on and an admin `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> Option<Influxd> {
-        let mut me = Influxd::launch(true)?;
+        let mut me = Influxd::launch(true, "")?;
         // The first admin user may be created without credentials.
         me.exec(&format!(
             "CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"
@@ -69,7 +75,7 @@ impl Influxd {
         Some(me)
     }
 
-    fn launch(auth: bool) -> Option<Influxd> {
+    fn launch(auth: bool, data_settings: &str) -> Option<Influxd> {
         let Some(bin) = find_influxd() else {
             return wk_core::testing::missing_server("influxd", "influxdb").map(|n| match n {});
         };
@@ -80,7 +86,7 @@ impl Influxd {
             "reporting-disabled = true\n\
              bind-address = \"127.0.0.1:{rpc_port}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
-             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n{data_settings}\n\
              [monitor]\n  store-enabled = false\n\
              [subscriber]\n  enabled = false\n\
              [continuous_queries]\n  enabled = false\n\
@@ -98,6 +104,11 @@ impl Influxd {
         };
         me.wait_ready();
         Some(me)
+    }
+
+    /// Where influxd keeps its TSM files (`data/<db>/<rp>/<shard>/`) and its WAL.
+    pub fn data_dirs(&self) -> (PathBuf, PathBuf) {
+        (self.dir.path().join("data"), self.dir.path().join("wal"))
     }
 
     /// influxd's process id (the benchmark reads its CPU time from /proc).
