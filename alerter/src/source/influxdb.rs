@@ -661,22 +661,50 @@ impl<'de> serde::de::Visitor<'de> for RowSeed {
         f.write_str("a row of cells")
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
-        let mut values = Vec::with_capacity(self.width);
-        let mut time = None;
-        let mut i = 0;
+        let mut row = RowSplit::new(self.time_col, self.width);
         while let Some(Cell(v)) = seq.next_element()? {
-            if Some(i) == self.time_col {
-                time = Some(v);
-            } else {
-                values.push(v);
-            }
-            i += 1;
+            row.push(v);
         }
+        row.finish().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Splits a row's cells, as they come, into its time and its values.
+struct RowSplit {
+    time_col: Option<usize>,
+    time: Option<Value>,
+    values: Vec<Option<Value>>,
+    i: usize,
+}
+
+impl RowSplit {
+    fn new(time_col: Option<usize>, width: usize) -> RowSplit {
+        RowSplit {
+            time_col,
+            time: None,
+            values: Vec::with_capacity(width),
+            i: 0,
+        }
+    }
+
+    fn push(&mut self, v: Option<Value>) {
+        if Some(self.i) == self.time_col {
+            self.time = v;
+        } else {
+            self.values.push(v);
+        }
+        self.i += 1;
+    }
+
+    fn finish(self) -> Result<Row, String> {
         let time = match self.time_col {
             None => 0,
-            Some(_) => row_time(time.flatten()).map_err(serde::de::Error::custom)?,
+            Some(_) => row_time(self.time)?,
         };
-        Ok(Row { time, values })
+        Ok(Row {
+            time,
+            values: self.values,
+        })
     }
 }
 
@@ -685,20 +713,9 @@ fn split_row(
     cells: impl Iterator<Item = Option<Value>>,
     time_col: Option<usize>,
 ) -> Result<Row, String> {
-    let mut time = None;
-    let mut values = Vec::new();
-    for (i, v) in cells.enumerate() {
-        if Some(i) == time_col {
-            time = Some(v);
-        } else {
-            values.push(v);
-        }
-    }
-    let time = match time_col {
-        None => 0,
-        Some(_) => row_time(time.flatten())?,
-    };
-    Ok(Row { time, values })
+    let mut row = RowSplit::new(time_col, 0);
+    cells.for_each(|v| row.push(v));
+    row.finish()
 }
 
 /// A row's `time` cell: integer nanoseconds (the query asks `epoch=ns`).
