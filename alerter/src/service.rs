@@ -423,8 +423,13 @@ impl Service {
         let events = self
             .source_health
             .apply(&settings, &CycleResult::Observed(vec![o]), now);
-        let save = self.source_health.due_save(now, SOURCE_RULE);
-        self.persist(SOURCE_RULE, save);
+        save_due(
+            self.persister.as_ref(),
+            &self.config.settings.state_dir,
+            SOURCE_RULE,
+            &mut self.source_health,
+            now,
+        );
         self.route(events);
     }
 
@@ -680,19 +685,14 @@ impl Service {
         let events = self
             .meta
             .apply(&settings, &CycleResult::Observed(observations), now);
-        let save = self.meta.due_save(now, RULES_RULE);
-        self.persist(RULES_RULE, save);
-        self.route(events);
-    }
-
-    /// Saves a rule's state (see the free function [`persist`]).
-    fn persist(&self, name: &str, save: StateSaveResult) {
-        persist(
+        save_due(
             self.persister.as_ref(),
             &self.config.settings.state_dir,
-            name,
-            save,
+            RULES_RULE,
+            &mut self.meta,
+            now,
         );
+        self.route(events);
     }
 
     /// Saves every rule state evaluated since its last save (shutdown: what was left for the
@@ -950,12 +950,12 @@ impl Service {
         // What changed is appended to the rule's journal at once; the whole state is written
         // at checkpoints (state::STATE_CHECKPOINT): at thousands of instances, rewriting the
         // whole file for every change, or only to move `last_seen`, was the cost.
-        let save = slot.state.due_save(done.now, &settings.name);
-        persist(
+        save_due(
             self.persister.as_ref(),
             &self.config.settings.state_dir,
             &settings.name,
-            save,
+            &mut slot.state,
+            done.now,
         );
         self.route(events);
         if report {
@@ -1254,14 +1254,35 @@ impl HostPages {
 /// What a state gave to save (nothing, a snapshot or journal records), or why it could not.
 type StateSaveResult = Result<Option<crate::state::StateSave>, crate::state::PersistError>;
 
+/// Saves what changed in a rule's state after an evaluation at `now`
+/// ([`RuleState::due_save`]). When the writer could not write the rule's last save, this one
+/// is the whole state ([`RuleState::resave`]): what failed is saved again one evaluation
+/// later, not at the next checkpoint.
+fn save_due(
+    persister: Option<&crate::state::Persister>,
+    dir: &Path,
+    name: &str,
+    state: &mut RuleState,
+    now: i64,
+) {
+    if persister.is_some_and(|p| p.failed(name)) {
+        state.resave();
+    }
+    let save = state.due_save(now, name);
+    if !persist(persister, dir, name, save) {
+        state.resave();
+    }
+}
+
 /// Saves a rule's state: encoded by the caller, written by the state writer thread (the
-/// fsyncs never hold up the scheduler); synchronously if that thread could not start.
+/// fsyncs never hold up the scheduler); synchronously if that thread could not start. False
+/// when it could not be encoded or (synchronously) written.
 fn persist(
     persister: Option<&crate::state::Persister>,
     dir: &Path,
     name: &str,
     save: StateSaveResult,
-) {
+) -> bool {
     let saved = match (save, persister) {
         (Ok(None), _) => Ok(()),
         (Ok(Some(save)), Some(p)) => {
@@ -1271,9 +1292,10 @@ fn persist(
         (Ok(Some(save)), None) => crate::state::write_save(dir, name, &save),
         (Err(e), _) => Err(e),
     };
-    if let Err(e) = saved {
+    if let Err(e) = &saved {
         error!(rule = %name, "cannot save alert state: {e}");
     }
+    saved.is_ok()
 }
 
 fn sync_inhibitors(router: &Router, settings: &RuleSettings, state: &RuleState) {

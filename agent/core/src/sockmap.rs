@@ -1166,29 +1166,30 @@ def serve():
     fifo = os.path.join(d, str(os.getpid()))
     os.mkfifo(fifo)
     print('ready', os.getpid(), flush=True)
-    while True:
-        with open(fifo) as f:
-            for line in f:
-                w = line.split(); cmd, a = w[0], [int(x) for x in w[1:]]
-                out = ''
-                if cmd == 'conn':
-                    out = ' '.join('%d %d' % conn() for _ in range(a[0]))
-                elif cmd == 'close':
-                    for fd in a: os.close(fd)
-                elif cmd == 'file':
-                    out = str(os.open('/dev/null', os.O_RDONLY))
-                elif cmd == 'dup2':
-                    os.dup2(a[0], a[1])
-                elif cmd == 'fork':
-                    pid = os.fork()
-                    if pid == 0:
-                        ctypes.CDLL(None).prctl(1, 9)
-                        f.close()
-                        serve()
-                    out = str(pid)
-                elif cmd == 'exit':
-                    print('ok exit', flush=True); os._exit(0)
-                print('ok', cmd, out, flush=True)
+    # Held open for reading and writing: never at EOF, so a command written just as the
+    # previous one is answered waits in the pipe (reopening after each EOF could drop it).
+    f = os.fdopen(os.open(fifo, os.O_RDWR), 'r')
+    for line in f:
+        w = line.split(); cmd, a = w[0], [int(x) for x in w[1:]]
+        out = ''
+        if cmd == 'conn':
+            out = ' '.join('%d %d' % conn() for _ in range(a[0]))
+        elif cmd == 'close':
+            for fd in a: os.close(fd)
+        elif cmd == 'file':
+            out = str(os.open('/dev/null', os.O_RDONLY))
+        elif cmd == 'dup2':
+            os.dup2(a[0], a[1])
+        elif cmd == 'fork':
+            pid = os.fork()
+            if pid == 0:
+                ctypes.CDLL(None).prctl(1, 9)
+                f.close()
+                serve()
+            out = str(pid)
+        elif cmd == 'exit':
+            print('ok exit', flush=True); os._exit(0)
+        print('ok', cmd, out, flush=True)
 serve()
 "#;
 

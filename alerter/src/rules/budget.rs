@@ -11,7 +11,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use mimalloc::MiMalloc as System;
+use crate::memory::Mimalloc as System;
 use std::cell::Cell;
 
 /// mimalloc, counting bytes held per thread. (glibc's malloc spent ~30 % of an evaluation

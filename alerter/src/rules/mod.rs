@@ -988,7 +988,8 @@ fn register_rule_api(engine: &mut Engine) {
     engine.register_fn("run", |q: &mut QueryBuilder| -> RhaiResult<Array> {
         let (source, now) = in_check(".run()")?;
         q.0.validate().map_err(|e| e.0)?;
-        let field = q.0.field.clone().unwrap_or_default();
+        // One name for all the series of the answer.
+        let field: std::sync::Arc<str> = q.0.field.as_deref().unwrap_or_default().into();
         let series = source.query(&q.0, now).map_err(source_failed)?;
         let stamped_by = match q.0.aggregate {
             Aggregate::Mean | Aggregate::Sum | Aggregate::Count => Some(q.0.aggregate.name()),
@@ -1028,9 +1029,10 @@ fn register_rule_api(engine: &mut Engine) {
     engine.register_fn("influxql", |text: &str| -> RhaiResult<Array> {
         let (source, now) = in_check("influxql()")?;
         let series = source.influxql(text, now).map_err(source_failed)?;
+        let no_field = std::sync::Arc::from("");
         Ok(series
             .into_iter()
-            .map(|s| Dynamic::from(ScriptSeries::from_source(s, "", None)))
+            .map(|s| Dynamic::from(ScriptSeries::from_source(s, &no_field, None)))
             .collect())
     });
 }

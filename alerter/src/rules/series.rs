@@ -4,7 +4,6 @@
 //! Rhai's `for s in array` iterates over copies, so a series is a shared handle: `s.warn(..)`
 //! inside the loop changes the series the array holds and `check()` returns.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rhai::{Array, Dynamic, Map};
@@ -16,11 +15,12 @@ use crate::source::Series;
 #[derive(Debug, Clone, Default)]
 pub struct SeriesData {
     pub measurement: String,
-    /// The queried field (empty for raw InfluxQL).
-    pub field: String,
+    /// The queried field (empty for raw InfluxQL), shared by the series of one answer.
+    pub field: std::sync::Arc<str>,
     pub tags: crate::model::Tags,
-    /// Result columns (without time) and rows, oldest first.
-    pub columns: Vec<String>,
+    /// Result columns (without time; shared with the other series of the answer) and rows,
+    /// oldest first.
+    pub columns: std::sync::Arc<[String]>,
     pub rows: Vec<crate::source::Row>,
     /// `s.value`: the first column of the last row until the script sets it.
     pub value: Option<Value>,
@@ -30,7 +30,7 @@ pub struct SeriesData {
     /// (`mean`, `sum`, `count`): `s.age()` has no point to measure from then.
     pub stamped_by: Option<&'static str>,
     /// Values set with `s.set(name, v)`.
-    pub extra: BTreeMap<String, Value>,
+    pub extra: crate::model::Fields,
     pub levels: LevelConditions,
 }
 
@@ -41,20 +41,24 @@ pub struct ScriptSeries(Arc<Mutex<SeriesData>>);
 impl ScriptSeries {
     /// A handle over a source's result series; `stamped_by` names the aggregate if its rows
     /// carry the evaluation time instead of a point's time.
-    pub fn from_source(s: Series, field: &str, stamped_by: Option<&'static str>) -> ScriptSeries {
+    pub fn from_source(
+        s: Series,
+        field: &std::sync::Arc<str>,
+        stamped_by: Option<&'static str>,
+    ) -> ScriptSeries {
         let last = s.rows.last();
         let value = last.and_then(|r| r.values.first().cloned().flatten());
         let time = last.map_or(0, |r| r.time);
         ScriptSeries(Arc::new(Mutex::new(SeriesData {
             measurement: s.measurement,
-            field: field.to_owned(),
+            field: field.clone(),
             tags: s.tags,
             columns: s.columns,
             rows: s.rows,
             value,
             time,
             stamped_by,
-            extra: BTreeMap::new(),
+            extra: crate::model::Fields::new(),
             levels: LevelConditions::default(),
         })))
     }
@@ -80,7 +84,7 @@ impl ScriptSeries {
                     rows: d.rows.last().cloned().into_iter().collect(),
                     value: d.value.clone(),
                     extra: d.extra.clone(),
-                    field: String::new(),
+                    field: d.field.clone(),
                     ..*d
                 })
             }
@@ -88,11 +92,12 @@ impl ScriptSeries {
     }
 
     fn observe(d: SeriesData) -> Observation {
-        let mut fields = crate::model::Fields::new();
+        // Room for the columns, `value` and what the script set: one allocation.
+        let mut fields = crate::model::Fields::with_capacity(d.columns.len() + 1 + d.extra.len());
         if let Some(row) = d.rows.into_iter().next_back() {
-            for (c, v) in d.columns.into_iter().zip(row.values) {
+            for (c, v) in d.columns.iter().zip(row.values) {
                 if let Some(v) = v {
-                    fields.insert(c, v);
+                    fields.insert(c.clone(), v);
                 }
             }
         }
@@ -168,7 +173,7 @@ pub fn register(engine: &mut rhai::Engine) {
     engine.register_get("measurement", |s: &mut ScriptSeries| {
         s.lock().measurement.clone()
     });
-    engine.register_get("field", |s: &mut ScriptSeries| s.lock().field.clone());
+    engine.register_get("field", |s: &mut ScriptSeries| s.lock().field.to_string());
     engine.register_get("tags", |s: &mut ScriptSeries| -> Map {
         s.lock()
             .tags

@@ -349,27 +349,381 @@ struct Answer {
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One statement's answer, its series decoded straight into [`Series`] (see [`SeriesList`]).
+#[derive(Default)]
 struct StatementResult {
-    #[serde(default)]
-    series: Vec<RawSeries>,
+    series: Vec<Series>,
     error: Option<String>,
-    #[serde(default)]
+    /// The statement's or any of its series' `partial`.
     partial: bool,
 }
 
 #[derive(Deserialize)]
-struct RawSeries {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    tags: Option<crate::model::Tags>,
-    #[serde(default)]
-    columns: Vec<String>,
-    #[serde(default)]
-    values: Vec<Vec<Cell>>,
-    #[serde(default)]
-    partial: bool,
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ResultKey {
+    Series,
+    Error,
+    Partial,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum SeriesKey {
+    Name,
+    Tags,
+    Columns,
+    Values,
+    Partial,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for StatementResult {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StatementResult;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a statement result")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StatementResult, A::Error> {
+                let mut out = StatementResult::default();
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        ResultKey::Series => {
+                            let list = SeriesList {
+                                out: &mut out.series,
+                                partial: &mut out.partial,
+                            };
+                            map.next_value_seed(list)?;
+                        }
+                        ResultKey::Error => out.error = map.next_value()?,
+                        ResultKey::Partial => out.partial |= map.next_value::<bool>()?,
+                        ResultKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        de.deserialize_map(V)
+    }
+}
+
+/// A statement's `series`, decoded into [`Series`] without an intermediate form: rows go
+/// straight into [`Row`]s (the `time` cell taken out as it is read), and series whose columns
+/// are those of the series before share one column list. A 1,000-host answer is thousands of
+/// series with the same `["time","value"]`: the allocations this saves (the columns, their
+/// names, the raw rows) were most of the decoding's cost (cache misses in the allocator).
+struct SeriesList<'a> {
+    out: &'a mut Vec<Series>,
+    partial: &'a mut bool,
+}
+
+/// The last column list read, and what it decoded to.
+#[derive(Default)]
+struct ColumnCache {
+    /// As written, `time` included.
+    raw: Vec<String>,
+    /// Without `time`.
+    columns: Arc<[String]>,
+    /// Where `time` is in a row.
+    time_col: Option<usize>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SeriesList<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SeriesList<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of series")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut cache = ColumnCache::default();
+        while let Some((series, partial)) = seq.next_element_seed(OneSeries(&mut cache))? {
+            *self.partial |= partial;
+            self.out.push(series);
+        }
+        Ok(())
+    }
+}
+
+struct OneSeries<'a>(&'a mut ColumnCache);
+
+impl<'de> serde::de::DeserializeSeed<'de> for OneSeries<'_> {
+    type Value = (Series, bool);
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for OneSeries<'_> {
+    type Value = (Series, bool);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a series")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let cache = self.0;
+        let mut series = Series::default();
+        let mut partial = false;
+        let mut columns_seen = false;
+        // Rows that came before the columns (InfluxDB writes the columns first; another
+        // server may not): kept as read and split once the columns are known.
+        let mut early: Option<Vec<Vec<Cell>>> = None;
+        while let Some(key) = map.next_key()? {
+            match key {
+                SeriesKey::Name => series.measurement = map.next_value()?,
+                SeriesKey::Tags => {
+                    series.tags = map
+                        .next_value::<Option<crate::model::Tags>>()?
+                        .unwrap_or_default()
+                }
+                SeriesKey::Columns => {
+                    map.next_value_seed(ColumnsSeed(&mut *cache))?;
+                    columns_seen = true;
+                }
+                SeriesKey::Values if columns_seen => {
+                    series.rows = map.next_value_seed(RowsSeed {
+                        time_col: cache.time_col,
+                        width: cache.columns.len(),
+                    })?;
+                }
+                SeriesKey::Values => early = map.next_value()?,
+                SeriesKey::Partial => partial = map.next_value()?,
+                SeriesKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let time_col = if columns_seen {
+            series.columns = cache.columns.clone();
+            cache.time_col
+        } else {
+            None
+        };
+        if let Some(rows) = early {
+            series.rows = rows
+                .into_iter()
+                .map(|cells| split_row(cells.into_iter().map(|Cell(v)| v), time_col))
+                .collect::<Result<_, _>>()
+                .map_err(serde::de::Error::custom)?;
+        }
+        Ok((series, partial))
+    }
+}
+
+/// Reads a column list; one equal to the cached one is not built again.
+struct ColumnsSeed<'a>(&'a mut ColumnCache);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ColumnsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ColumnsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of column names")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.set(Vec::new());
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let cache = self.0;
+        // Compared as read; names are only copied from the first difference on.
+        let mut matched = 0;
+        let mut fresh: Option<Vec<String>> = None;
+        while let Some(Name(name)) = seq.next_element()? {
+            match &mut fresh {
+                Some(names) => names.push(name.into_owned()),
+                None if cache.raw.get(matched).is_some_and(|c| *c == *name) => matched += 1,
+                None => {
+                    let mut names = cache.raw[..matched].to_vec();
+                    names.push(name.into_owned());
+                    fresh = Some(names);
+                }
+            }
+        }
+        match fresh {
+            Some(names) => cache.set(names),
+            // A prefix of the cached list.
+            None if matched < cache.raw.len() => cache.set(cache.raw[..matched].to_vec()),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl ColumnCache {
+    fn set(&mut self, raw: Vec<String>) {
+        self.time_col = raw.iter().position(|c| c == "time");
+        self.columns = raw
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.time_col)
+            .map(|(_, c)| c.clone())
+            .collect();
+        self.raw = raw;
+    }
+}
+
+/// A column name, borrowed from the answer when it has no escapes.
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a column name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(s)))
+            }
+        }
+        de.deserialize_str(V)
+    }
+}
+
+/// A series' `values`, each row split as it is read.
+struct RowsSeed {
+    time_col: Option<usize>,
+    /// Cells per row without `time`.
+    width: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowsSeed {
+    type Value = Vec<Row>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Vec<Row>, D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowsSeed {
+    type Value = Vec<Row>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of rows")
+    }
+    fn visit_unit<E>(self) -> Result<Vec<Row>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Row>, A::Error> {
+        let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(row) = seq.next_element_seed(RowSeed {
+            time_col: self.time_col,
+            width: self.width,
+        })? {
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+struct RowSeed {
+    time_col: Option<usize>,
+    width: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowSeed {
+    type Value = Row;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Row, D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowSeed {
+    type Value = Row;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row of cells")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
+        let mut row = RowSplit::new(self.time_col, self.width);
+        while let Some(Cell(v)) = seq.next_element()? {
+            row.push(v);
+        }
+        row.finish().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Splits a row's cells, as they come, into its time and its values.
+struct RowSplit {
+    time_col: Option<usize>,
+    time: Option<Value>,
+    values: Vec<Option<Value>>,
+    i: usize,
+}
+
+impl RowSplit {
+    fn new(time_col: Option<usize>, width: usize) -> RowSplit {
+        RowSplit {
+            time_col,
+            time: None,
+            values: Vec::with_capacity(width),
+            i: 0,
+        }
+    }
+
+    fn push(&mut self, v: Option<Value>) {
+        if Some(self.i) == self.time_col {
+            self.time = v;
+        } else {
+            self.values.push(v);
+        }
+        self.i += 1;
+    }
+
+    fn finish(self) -> Result<Row, String> {
+        let time = match self.time_col {
+            None => 0,
+            Some(_) => row_time(self.time)?,
+        };
+        Ok(Row {
+            time,
+            values: self.values,
+        })
+    }
+}
+
+/// A row read before its columns, split now.
+fn split_row(
+    cells: impl Iterator<Item = Option<Value>>,
+    time_col: Option<usize>,
+) -> Result<Row, String> {
+    let mut row = RowSplit::new(time_col, 0);
+    cells.for_each(|v| row.push(v));
+    row.finish()
+}
+
+/// A row's `time` cell: integer nanoseconds (the query asks `epoch=ns`).
+fn row_time(cell: Option<Value>) -> Result<i64, String> {
+    match cell {
+        Some(Value::Int(t)) => Ok(t),
+        other => Err(format!("time {other:?} is not integer nanoseconds")),
+    }
 }
 
 /// One cell of an answer's `values`, decoded straight from the JSON text (no intermediate
@@ -443,54 +797,18 @@ pub fn decode(status: u16, body: &[u8]) -> Result<Vec<Series>, SourceError> {
         }
         // Without chunking, `partial` means the server cut the answer at its max-row-limit:
         // deciding on part of the data would be wrong, so say so.
-        if result.partial || result.series.iter().any(|s| s.partial) {
+        if result.partial {
             return Err(SourceError::Server(
                 "the result was truncated (max-row-limit): narrow the range or aggregate".into(),
             ));
         }
-        for raw in result.series {
-            out.push(convert(raw)?);
+        if out.is_empty() {
+            out = result.series;
+        } else {
+            out.extend(result.series);
         }
     }
     Ok(out)
-}
-
-fn convert(raw: RawSeries) -> Result<Series, SourceError> {
-    let time_col = raw.columns.iter().position(|c| c == "time");
-    let columns: Vec<String> = raw
-        .columns
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != time_col)
-        .map(|(_, c)| c)
-        .collect();
-    let mut rows = Vec::with_capacity(raw.values.len());
-    for values in raw.values {
-        let time = match time_col.map(|i| values.get(i).map(|c| &c.0)) {
-            None => 0,
-            Some(Some(Some(Value::Int(t)))) => *t,
-            Some(other) => {
-                return Err(SourceError::Decode(format!(
-                    "time {:?} is not integer nanoseconds",
-                    other.cloned().flatten()
-                )));
-            }
-        };
-        // Collected in place: the row keeps the vector the cells were decoded into.
-        let values = values
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != time_col)
-            .map(|(_, Cell(v))| v)
-            .collect();
-        rows.push(Row { time, values });
-    }
-    Ok(Series {
-        measurement: raw.name,
-        tags: raw.tags.unwrap_or_default(),
-        columns,
-        rows,
-    })
 }
 
 #[cfg(test)]
@@ -506,7 +824,7 @@ mod tests {
         let got = decode(200, body).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].tags["host"], "a");
-        assert_eq!(got[0].columns, vec!["value", "n"]);
+        assert_eq!(*got[0].columns, ["value", "n"]);
         assert_eq!(
             got[0].rows[1],
             Row {
@@ -546,6 +864,88 @@ mod tests {
             decode(200, br#"{"results":[{"statement_id":0}]}"#),
             Ok(vec![])
         );
+    }
+
+    /// Series with the columns of the series before share its list; any other list (longer,
+    /// shorter, different, `time` elsewhere or absent) is read as written, and rows that come
+    /// before their columns are split the same way.
+    #[test]
+    fn column_lists_are_shared_and_rows_split_in_any_order() {
+        let got = decode(
+            200,
+            br#"{"results":[{"series":[
+            {"name":"a","columns":["time","value"],"values":[[1,1]]},
+            {"name":"a","columns":["time","value"],"values":[[2,2]]},
+            {"name":"a","columns":["time","value","x"],"values":[[3,3,"x"]]},
+            {"name":"a","columns":["time"],"values":[[4]]},
+            {"name":"a","columns":["v","time"],"values":[[5,50]]},
+            {"name":"a","values":[[6,60]],"columns":["time","value"]},
+            {"name":"a","columns":["time","value"],"extra":{"ignored":[1]},"values":[[7,7]]},
+            {"name":"a","columns":["va\u006cue"],"values":[[8]]},
+            {"name":"a","values":[[9,90]]}]}]}"#,
+        )
+        .unwrap();
+        let columns: Vec<Vec<&str>> = got
+            .iter()
+            .map(|s| s.columns.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                vec!["value"],
+                vec!["value"],
+                vec!["value", "x"],
+                vec![],
+                vec!["v"],
+                vec!["value"],
+                vec!["value"],
+                vec!["value"],
+                vec![]
+            ]
+        );
+        assert!(Arc::ptr_eq(&got[0].columns, &got[1].columns));
+        assert!(Arc::ptr_eq(&got[5].columns, &got[6].columns));
+        let rows: Vec<(i64, Vec<Option<Value>>)> = got
+            .iter()
+            .flat_map(|s| &s.rows)
+            .map(|r| (r.time, r.values.clone()))
+            .collect();
+        let int = |i| Some(Value::Int(i));
+        assert_eq!(
+            rows,
+            [
+                (1, vec![int(1)]),
+                (2, vec![int(2)]),
+                (3, vec![int(3), Some(Value::Str("x".into()))]),
+                (4, vec![]),
+                (50, vec![int(5)]),
+                (6, vec![int(60)]),
+                (7, vec![int(7)]),
+                (0, vec![int(8)]),
+                // No columns: no time either, every cell a value.
+                (0, vec![int(9), int(90)]),
+            ]
+        );
+        // A row without its time cell, before or after the columns.
+        for bad in [
+            r#"{"results":[{"series":[{"columns":["time","a"],"values":[[]]}]}]}"#,
+            r#"{"results":[{"series":[{"values":[[]],"columns":["time","a"]}]}]}"#,
+            r#"{"results":[{"series":[{"values":[[null,1]],"columns":["time","a"]}]}]}"#,
+        ] {
+            let e = decode(200, bad.as_bytes()).unwrap_err();
+            assert!(
+                e.to_string().contains("not integer nanoseconds"),
+                "{bad}: {e}"
+            );
+        }
+        // `partial` on a series or on the statement.
+        for cut in [
+            r#"{"results":[{"series":[{"columns":["time"],"values":[[1]],"partial":true}]}]}"#,
+            r#"{"results":[{"series":[],"partial":true}]}"#,
+        ] {
+            let e = decode(200, cut.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("truncated"), "{cut}: {e}");
+        }
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub struct Series {
     pub measurement: String,
     /// The group's tags; tags with empty values (a group_by tag the series lacks) are left out.
     pub tags: crate::model::Tags,
-    /// Column names without `time`.
-    pub columns: Vec<String>,
+    /// Column names without `time`, shared by the series of one answer that have the same.
+    pub columns: std::sync::Arc<[String]>,
     /// Rows oldest first: (time in ns, one value per column; `None` = null).
     pub rows: Vec<Row>,
 }
@@ -55,10 +55,17 @@ impl Series {
         Series {
             measurement: q.measurement.clone(),
             tags,
-            columns: vec![crate::query::VALUE_COLUMN.to_owned()],
+            columns: value_column(),
             rows,
         }
     }
+}
+
+/// `["value"]`, the columns of every series [`QuerySource::query`] gives: one list for all.
+pub fn value_column() -> std::sync::Arc<[String]> {
+    static COLUMNS: std::sync::LazyLock<std::sync::Arc<[String]>> =
+        std::sync::LazyLock::new(|| [crate::query::VALUE_COLUMN.to_owned()].into());
+    COLUMNS.clone()
 }
 
 /// One row of a [`Series`].

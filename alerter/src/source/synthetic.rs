@@ -5,7 +5,7 @@
 //! series, arithmetic on values, the return value), not to predict what fires.
 
 use crate::model::Value;
-use crate::query::{Aggregate, Query, VALUE_COLUMN};
+use crate::query::{Aggregate, Query};
 use crate::source::{QuerySource, Row, Series, SourceError};
 
 /// See the module doc.
@@ -17,7 +17,7 @@ impl QuerySource for SyntheticSource {
         q.validate().map_err(|e| SourceError::Query(e.0))?;
         let mut series = Series {
             measurement: q.measurement.clone(),
-            columns: vec![VALUE_COLUMN.to_owned()],
+            columns: super::value_column(),
             ..Series::default()
         };
         for f in &q.filters {

@@ -301,6 +301,13 @@ impl RuleState {
         Ok(Some(StateSave::Journal(out)))
     }
 
+    /// The last save handed over was not written (the disk refused it): the next save is a
+    /// snapshot of the whole state, at the next evaluation rather than the next checkpoint.
+    pub fn resave(&mut self) {
+        self.journal.base = false;
+        self.changed = true;
+    }
+
     /// The whole state as a new snapshot (a new generation) and its journal's first line;
     /// everything counts as saved at `now_ns`.
     pub fn snapshot(&mut self, now_ns: i64, rule_name: &str) -> Result<StateSave, PersistError> {
@@ -487,8 +494,9 @@ pub fn write_save(dir: &Path, rule_name: &str, save: &StateSave) -> Result<(), P
 /// scheduler hands over snapshots and journal records; a snapshot supersedes whatever of its
 /// rule was not written yet, records queue behind it, and [`Persister::flush`] waits until
 /// everything handed over is on disk (shutdown, tests). The writer keeps each rule's journal
-/// open; if a write fails, that rule's records are dropped until its next snapshot (at the
-/// latest a checkpoint later), so the files never hold records past a gap.
+/// open; if a write fails, that rule's records are dropped until its next snapshot, so the
+/// files never hold records past a gap, and [`Persister::failed`] tells the scheduler, whose
+/// next save of the rule is then that snapshot ([`RuleState::resave`]).
 pub struct Persister {
     shared: std::sync::Arc<Pending>,
 }
@@ -504,8 +512,17 @@ enum Job {
     Remove,
 }
 
-/// (what to write per rule, a batch is being written, the persister is gone).
-type Queue = (BTreeMap<String, Job>, bool, bool);
+/// What to write per rule, and what the writer reports back.
+#[derive(Default)]
+struct Queue {
+    jobs: BTreeMap<String, Job>,
+    /// A batch is being written.
+    busy: bool,
+    /// The persister is gone: finish and end.
+    closed: bool,
+    /// Rules whose last write failed (see [`Persister::failed`]).
+    failed: std::collections::BTreeSet<String>,
+}
 
 #[derive(Default)]
 struct Pending {
@@ -528,7 +545,7 @@ impl Persister {
     /// Hands over what `rule_name`'s state gave to save.
     pub fn save(&self, rule_name: &str, save: StateSave) {
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let job = match (q.0.remove(rule_name), save) {
+        let job = match (q.jobs.remove(rule_name), save) {
             (_, StateSave::Snapshot { state, journal }) => Job::Snapshot {
                 state,
                 journal,
@@ -555,21 +572,28 @@ impl Persister {
             }
             (None | Some(Job::Remove), StateSave::Journal(r)) => Job::Records(r),
         };
-        q.0.insert(rule_name.to_owned(), job);
+        q.jobs.insert(rule_name.to_owned(), job);
         self.shared.wake.notify_one();
+    }
+
+    /// Whether a write of `rule_name`'s state failed since this was last asked (the records
+    /// since were dropped: the rule's next save must be a snapshot, [`RuleState::resave`]).
+    pub fn failed(&self, rule_name: &str) -> bool {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.failed.remove(rule_name)
     }
 
     /// Removes `rule_name`'s state files (the rule was deleted), after any write handed over.
     pub fn remove(&self, rule_name: &str) {
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.0.insert(rule_name.to_owned(), Job::Remove);
+        q.jobs.insert(rule_name.to_owned(), Job::Remove);
         self.shared.wake.notify_one();
     }
 
     /// Waits until every state handed over so far is written (or failed and was logged).
     pub fn flush(&self) {
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        while !q.0.is_empty() || q.1 {
+        while !q.jobs.is_empty() || q.busy {
             q = self.shared.idle.wait(q).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -590,7 +614,7 @@ impl Drop for Persister {
     /// The writer finishes what was handed over, then ends.
     fn drop(&mut self) {
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.2 = true;
+        q.closed = true;
         self.shared.wake.notify_one();
     }
 }
@@ -598,19 +622,21 @@ impl Drop for Persister {
 fn writer(shared: &Pending, dir: &Path) {
     // Each rule's journal, open for appending once its snapshot is written.
     let mut journals: BTreeMap<String, File> = BTreeMap::new();
+    let mut failed = Vec::new();
     loop {
         let batch = {
             let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.1 = false;
+            q.failed.extend(failed.drain(..));
+            q.busy = false;
             shared.idle.notify_all();
-            while q.0.is_empty() {
-                if q.2 {
+            while q.jobs.is_empty() {
+                if q.closed {
                     return;
                 }
                 q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
             }
-            q.1 = true;
-            std::mem::take(&mut q.0)
+            q.busy = true;
+            std::mem::take(&mut q.jobs)
         };
         for (name, job) in batch {
             let records = match job {
@@ -632,7 +658,8 @@ fn writer(shared: &Pending, dir: &Path) {
                             journals.insert(name.clone(), f);
                         }
                         Err(e) => {
-                            tracing::error!(rule = %name, "cannot save alert state: {e}");
+                            tracing::error!(rule = %name, "cannot save alert state (tried again at its next evaluation): {e}");
+                            failed.push(name);
                             continue;
                         }
                     }
@@ -645,6 +672,7 @@ fn writer(shared: &Pending, dir: &Path) {
             }
             let Some(f) = journals.get_mut(&name) else {
                 tracing::debug!(rule = %name, "journal records dropped: the last snapshot was not written; the next one will be");
+                failed.push(name);
                 continue;
             };
             if let Err(e) = append(f, &records) {
@@ -652,8 +680,9 @@ fn writer(shared: &Pending, dir: &Path) {
                 tracing::error!(
                     rule = %name,
                     file = %journal_path(dir, &name).display(),
-                    "cannot append to the alert state journal; changes are saved again at the next checkpoint: {e}"
+                    "cannot append to the alert state journal; the whole state is saved again at the rule's next evaluation: {e}"
                 );
+                failed.push(name);
             }
         }
     }
@@ -993,5 +1022,52 @@ mod writer_tests {
         let back = RuleState::try_load(dir.path(), "r").unwrap().unwrap();
         assert_eq!(back.error.unwrap().message, "m49");
         drop(p);
+    }
+    fn error(message: &str) -> Option<super::super::machine::ErrorState> {
+        Some(super::super::machine::ErrorState {
+            level: crate::model::Level::Critical,
+            since: 1,
+            announced: false,
+            last_sent: None,
+            message: message.into(),
+        })
+    }
+
+    /// A save the disk refuses is reported back, once, and the rule's next save is then the
+    /// whole state, the changes made since included, instead of records nothing can follow
+    /// until the next checkpoint.
+    #[test]
+    fn a_failed_write_is_reported_and_the_next_save_is_the_whole_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        // A file where the directory should be: every write fails, root or not.
+        fs::write(&state_dir, b"in the way").unwrap();
+        let p = Persister::start(state_dir.clone()).unwrap();
+        let mut s = RuleState::new();
+        s.error = error("first");
+        p.save("r", s.snapshot(1, "r").unwrap());
+        p.flush();
+        assert!(p.failed("r"), "the failed snapshot is reported");
+        assert!(!p.failed("r"), "once");
+        assert!(!p.failed("other"));
+        // Records after a snapshot that was not written are dropped, and reported too.
+        s.error = error("second");
+        s.error_dirty = true;
+        s.changed = true;
+        let records = s.due_save(2, "r").unwrap().unwrap();
+        assert!(matches!(records, StateSave::Journal(_)));
+        p.save("r", records);
+        p.flush();
+        assert!(p.failed("r"), "dropped records are reported");
+        // The disk is back: the next save is a snapshot even with nothing changed since.
+        fs::remove_file(&state_dir).unwrap();
+        s.resave();
+        let save = s.due_save(3, "r").unwrap().expect("a save is due");
+        assert!(matches!(save, StateSave::Snapshot { .. }), "{save:?}");
+        p.save("r", save);
+        p.flush();
+        assert!(!p.failed("r"));
+        let back = RuleState::try_load(&state_dir, "r").unwrap().unwrap();
+        assert_eq!(back.error.unwrap().message, "second");
     }
 }

@@ -126,8 +126,12 @@ fn a_squatter_keeps_the_service_from_starting_until_it_is_gone() {
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(squatter.pid(), libc::SIGTERM) };
-    wait_for("the squatter to exit", T, || !squatter.alive());
-    assert!(squatter.exit_status().is_some());
+    // Reaped, not only a zombie (`alive()` is false as soon as /proc shows it dead, a moment
+    // before the thread waiting for it has its status).
+    wait_for("the squatter to exit", T, || {
+        squatter.exit_status().is_some()
+    });
+    assert!(!squatter.alive());
     let (ok, out) = web.ctl_run("start");
     assert!(ok, "{out}");
     assert!(web.answers_http());

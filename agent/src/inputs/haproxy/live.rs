@@ -168,6 +168,23 @@ fn socket_and_http_stats_match_haproxys_show_stat_after_n_requests() {
     for _ in 0..N {
         assert!(request(h.web_port).contains("200"));
     }
+    // HAProxy adds a request's bytes to the server's counters when its stream ends, which can
+    // be just after the client has the response: wait until they stop moving (two reads
+    // 100 ms apart agree), so the gather and the raw read below see the same counts.
+    let counters = || {
+        let raw = show_stat(&h.socket()).unwrap();
+        let row = raw_row(&raw, "app", "s1").unwrap();
+        (row["bin"].clone(), row["bout"].clone())
+    };
+    let mut last = counters();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = counters();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let sock = h.socket().display().to_string();
     // The socket by glob, the stats page with credentials in the URL, the TCP socket.
     let conf = format!(
