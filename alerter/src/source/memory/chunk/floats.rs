@@ -57,21 +57,6 @@ fn signed_cost(v: i64, buckets: &[u32]) -> u32 {
     buckets.len() as u32 + 1 + 64
 }
 
-/// [`put_signed`]'s code as one value and its length, when not the 64-bit escape.
-#[inline]
-fn signed_code(v: i64, buckets: &[u32]) -> Option<(u64, u32)> {
-    if v == 0 {
-        return Some((0, 1));
-    }
-    for (i, &b) in buckets.iter().enumerate() {
-        if fits(v, b) {
-            let prefix = (1u64 << (i + 2)) - 2;
-            return Some(((prefix << b) | (v as u64 & ((1u64 << b) - 1)), i as u32 + 2 + b));
-        }
-    }
-    None
-}
-
 fn get_signed(r: &mut BitReader<'_>, buckets: &[u32]) -> Result<i64, Corrupt> {
     if !r.bit()? {
         return Ok(0);
@@ -109,7 +94,11 @@ const TOLERANCE: u64 = 1 << 24;
 fn round(x: f64) -> f64 {
     const C: f64 = 6_755_399_441_055_744.0; // 1.5 × 2^52: the sum's ulp is 1
     let r = (x + C) - C;
-    if x.abs() < 2_251_799_813_685_248.0 { r } else { x }
+    if x.abs() < 2_251_799_813_685_248.0 {
+        r
+    } else {
+        x
+    }
 }
 
 /// 2^e (e within the normal exponents; clamped).
@@ -299,6 +288,8 @@ pub struct Hint {
     searched_den: bool,
     /// Grid searches left in this chunk.
     grid_searches: u8,
+    /// Chunks still to code with Gorilla only ([`PLAIN_CHUNKS`]).
+    plain: u8,
     /// The last values coded as ratios with a rounding, (value, numerator, denominator):
     /// a grid found must fit them too.
     recent: [(f64, i64, i64); 2],
@@ -313,6 +304,7 @@ impl Default for Hint {
             misses: 0,
             searched_den: false,
             grid_searches: GRID_SEARCHES,
+            plain: 0,
             recent: [(0.0, 0, 0); 2],
             recent_len: 0,
         }
@@ -426,18 +418,8 @@ impl Floats {
         fit_ratio(v, den).map(|(n, r)| (den, n, r))
     }
 
-    fn put_changed(&mut self, w: &mut BitWriter, v: f64, hint: &mut Hint) {
-        #[cfg(any(test, fb2))]
-        SLOW.with(|c| {
-            c.set(c.get() + 1);
-            if c.get() > 3000 && c.get() < 3012 && std::env::var_os("WK_SHOW").is_some() {
-                eprintln!("hint den {} grid {:?} misses {}", hint.den, hint.grid, hint.misses);
-                let g = self.grid.or(hint.grid);
-                let fit = g.map(|g| Model::new(self.home.max(1), g).fit(v));
-                let gf = g.and_then(|g| g.fit(v, round(v * self.home as f64 * 0.01) as i64, self.home));
-                eprintln!("slow v={v:?} home={} grid={g:?} model={fit:?} gridfit={gf:?}", self.home);
-            }
-        });
+    /// Writes a changed value the fast path did not take; true when coded as a ratio.
+    fn put_changed(&mut self, w: &mut BitWriter, v: f64, hint: &mut Hint) -> bool {
         let x = v.to_bits() ^ self.prev;
         let (xor_bits, _) = self.xor_cost(x);
         let xor_bits = xor_bits + 3;
@@ -498,6 +480,7 @@ impl Floats {
                 self.put_ratio(w, den, n, mode, hint);
                 // The next chunk starts from the home (not from a neighbour of it).
                 hint.den = self.home;
+                true
             }
             None => {
                 w.write(0b111, 3);
@@ -518,6 +501,7 @@ impl Floats {
                     self.lead = lead as u8;
                     self.trail = trail as u8;
                 }
+                false
             }
         }
     }
@@ -655,12 +639,13 @@ type Fit = (i64, i64, i64, i64);
 struct Model {
     den: i64,
     g: Grid,
-    /// den / 100; 2^-e1 / 100; 2^e1; 2^-e2; 2^e2; the total's nearest steps.
+    /// den / 100; 2^-e1 / 100; 2^e1; 2^-e2; 2^e2; 2^-e2 / 100; the total's nearest steps.
     c: f64,
     s1: f64,
     p1: f64,
     s2: f64,
     p2: f64,
+    s2c: f64,
     bt: f64,
 }
 
@@ -675,16 +660,18 @@ impl Model {
             p1: pow2(e1),
             s2: pow2(-e2),
             p2: pow2(e2),
+            s2c: pow2(-e2) * 0.01,
             bt: Grid::steps(den, g.e2),
         }
     }
 
-    /// The numerator and grid steps that give exactly `v`, and how far the best candidate
-    /// for the total's steps was from a whole number (tiny when the model holds; then only
-    /// the last division checks it). Selects, not branches: a chunk's values go through
-    /// this in a loop of their own, where one value's divisions overlap the next one's.
+    /// The numerator and grid steps that give exactly `v`, with the total (seconds) they
+    /// imply, and how far the best candidate for the total's steps was from a whole number
+    /// (tiny when the model holds; then only the last division checks it). Selects, not
+    /// branches: a chunk's values go through this in a loop of their own, where one value's
+    /// divisions overlap the next one's.
     #[inline]
-    fn fit(&self, v: f64) -> (Option<Fit>, f64) {
+    fn fit(&self, v: f64) -> (Option<(Fit, f64)>, f64) {
         let nf = round(v * self.c);
         let base = round(nf * self.s1);
         // The total's steps for the part `base + k1` steps: x(k1) = 100 (base + k1) 2^e1 / v
@@ -704,7 +691,8 @@ impl Model {
         }
         let d = (base + k1) * self.p1;
         let kt = round((base + k1) * q);
-        let exact = (100.0 * d / (kt * self.p2)).to_bits() == v.to_bits();
+        let t = kt * self.p2;
+        let exact = (100.0 * d / t).to_bits() == v.to_bits();
         if !(exact && d != 0.0 && nf.abs() < MAX_N) {
             return (None, best);
         }
@@ -713,7 +701,34 @@ impl Model {
             self.g.value(n, self.den, k1 as i64, k2).to_bits(),
             v.to_bits()
         );
-        (Some((self.den, n, k1 as i64, k2)), best)
+        (Some(((self.den, n, k1 as i64, k2), t)), best)
+    }
+
+    /// [`Model::fit`] when the total is known (`t` seconds over `den` ticks: what another
+    /// field of the same row fitted, for the fields of a point share the agent's Δtotal).
+    /// One division, no search: the part's steps are read off `v t / 100`.
+    #[inline]
+    fn fit_at(&self, v: f64, den: i64, t: f64) -> Option<Fit> {
+        let den_f = den as f64;
+        let nf = round(v * (den_f * 0.01));
+        let base = round(nf * self.s1);
+        // The total on this column's grid (another column may have a finer one).
+        let kt = t * self.s2;
+        let sd = round(v * t * self.s1);
+        let k1 = sd - base;
+        // NaN fails every comparison: it is never taken for a ratio here.
+        if !(kt == round(kt) && kt.abs() < MAX_N && k1.abs() <= 1.0 && nf.abs() < MAX_N) {
+            return None;
+        }
+        let d = sd * self.p1;
+        if d == 0.0 || (100.0 * d / (kt * self.p2)).to_bits() != v.to_bits() {
+            return None;
+        }
+        // Grid::steps(den, e2), as the decoder computes it.
+        let k2 = (kt - round(den_f * self.s2c)) as i64;
+        let (n, k1) = (nf as i64, k1 as i64);
+        debug_assert_eq!(self.g.value(n, den, k1, k2).to_bits(), v.to_bits());
+        Some((den, n, k1, k2))
     }
 }
 
@@ -797,14 +812,37 @@ impl Floats {
     }
 }
 
-/// Codes a chunk's float column (its values in row order) into `w`. The agent model at the
-/// column's denominator and grids so far is tried on every value first, and the codes made,
-/// in a loop of their own: there the values do not depend on one another, so the divisions
-/// of one overlap those of the next (a value at a time, the coder cost five times
-/// Gorilla's). What it does not fit goes through the searches.
-pub(super) fn encode(values: &[f64], hint: &mut Hint, w: &mut BitWriter) {
-    #[cfg(test)]
-    let t_pass1 = std::time::Instant::now();
+/// The Δtotal of each row of a chunk (its ticks and seconds, ticks 0: not known yet), as the
+/// first float column coded found it: the fields of an agent's point share it, so the next
+/// columns check a value with one division instead of searching.
+pub(super) type Totals = [(i64, f64); super::CHUNK_ROWS];
+
+/// Chunks a column is coded with Gorilla only after one where the agent model and ratios
+/// coded under an eighth of the changed values (a measurement, not a ratio): they then
+/// cost Gorilla's CPU. Every this many chunks the model is tried again.
+pub(super) const PLAIN_CHUNKS: u8 = 8;
+
+/// Codes a chunk's float column (its values in row order) into `w`: format 2 (true), or
+/// Gorilla's XOR (format 1, false) for a column where ratios did not pay in the chunk
+/// before. `totals` (when every row has a value) carries the rows' Δtotal from column to
+/// column. The agent model at the column's denominator and grids so far is tried on every
+/// value first, and the codes made, in a loop of their own: there the values do not depend
+/// on one another, so the divisions of one overlap those of the next. What it does not fit
+/// goes through the searches.
+pub(super) fn encode(
+    values: &[f64],
+    hint: &mut Hint,
+    mut totals: Option<&mut Totals>,
+    w: &mut BitWriter,
+) -> bool {
+    if hint.plain > 0 {
+        hint.plain -= 1;
+        let mut x = super::Xor::default();
+        for &v in values {
+            x.put(w, v);
+        }
+        return false;
+    }
     hint.next_chunk();
     let n = values.len().min(super::CHUNK_ROWS);
     let mut fast = [(0i64, 0i64, 0i64, 0i64); super::CHUNK_ROWS];
@@ -821,18 +859,31 @@ pub(super) fn encode(values: &[f64], hint: &mut Hint, w: &mut BitWriter) {
                 if v.to_bits() == values[i - 1].to_bits() {
                     continue;
                 }
-                let (fit, err) = home.fit(v);
-                // The total a tick more or less (the ratio's denominator): either far from
-                // a whole number of steps, or a whole number far away (a step is 2^e2 s,
-                // a tick 10 ms).
-                let far = fit.is_some_and(|f| f.3.abs() >= 1 << 11);
-                let mut fit = fit.filter(|_| !far);
-                if fit.is_none() && (far || err > 1e-3) {
-                    #[cfg(any(test, fb2))]
-                    RETRY.with(|c| c.set(c.get() + 1));
-                    fit = [1, -1, 2, -2]
-                        .into_iter()
-                        .find_map(|j| Model::new(hint.den + j, g).fit(v).0.filter(|f| f.3.abs() < 1 << 11));
+                let row = totals.as_deref().map_or((0, 0.0), |t| t[i]);
+                let mut fit = if row.0 != 0 {
+                    home.fit_at(v, row.0, row.1).filter(|f| f.3.abs() < 1 << 11)
+                } else {
+                    None
+                };
+                if fit.is_none() {
+                    let (f, err) = home.fit(v);
+                    // The total a tick more or less (the ratio's denominator): either far
+                    // from a whole number of steps, or a whole number far away (a step is
+                    // 2^e2 s, a tick 10 ms).
+                    let far = f.is_some_and(|(f, _)| f.3.abs() >= 1 << 11);
+                    let mut f = f.filter(|_| !far);
+                    if f.is_none() && (far || err > 1e-3) {
+                        f = [1, -1, 2, -2].into_iter().find_map(|j| {
+                            Model::new(hint.den + j, g)
+                                .fit(v)
+                                .0
+                                .filter(|(f, _)| f.3.abs() < 1 << 11)
+                        });
+                    }
+                    if let (Some((f, t)), Some(totals)) = (f, totals.as_deref_mut()) {
+                        totals[i] = (f.0, t);
+                    }
+                    fit = f.map(|(f, _)| f);
                 }
                 if let Some(f @ (den, num, k1, k2)) = fit {
                     let dn = num.wrapping_sub(predict(values[i - 1], den));
@@ -845,35 +896,35 @@ pub(super) fn encode(values: &[f64], hint: &mut Hint, w: &mut BitWriter) {
         }
         _ => None,
     };
-    #[cfg(test)]
-    let t_pass2 = std::time::Instant::now();
-    #[cfg(test)]
-    PASS1.with(|c| c.set(c.get() + (t_pass2 - t_pass1).as_nanos() as u64));
     let mut st = Floats::default();
+    // Changed values, and those coded as ratios.
+    let (mut changed, mut ratios) = (0usize, 0usize);
     for (i, &v) in values.iter().enumerate() {
         let bits = v.to_bits();
         if st.n == 0 {
             w.write(bits, 64);
         } else if bits == st.prev {
             w.write(0, 1);
-        } else if !(i < n && codes[i].1 != 0 && st.put_known(w, v, known, fast[i], codes[i], hint)) {
-            #[cfg(fb2)]
-            let t = std::time::Instant::now();
-            st.put_changed(w, v, hint);
-            #[cfg(fb2)]
-            SLOWNS.with(|c| c.set(c.get() + t.elapsed().as_nanos() as u64));
+        } else {
+            changed += 1;
+            let ratio =
+                (i < n && codes[i].1 != 0 && st.put_known(w, v, known, fast[i], codes[i], hint))
+                    || st.put_changed(w, v, hint);
+            ratios += usize::from(ratio);
         }
         st.prev = bits;
         st.n += 1;
     }
-    #[cfg(test)]
-    PASS2.with(|c| c.set(c.get() + t_pass2.elapsed().as_nanos() as u64));
     // The next chunk starts from the denominator most of this one's values had.
     if at_home * 2 < n {
         hint.den = st.home;
     } else if let Some((den, _)) = known {
         hint.den = den;
     }
+    if changed >= 8 && ratios * 8 < changed {
+        hint.plain = PLAIN_CHUNKS - 1;
+    }
+    true
 }
 
 impl Floats {
@@ -906,53 +957,5 @@ impl Floats {
             return true;
         }
         false
-    }
-}
-
-#[cfg(any(test, fb2))]
-thread_local! {
-    pub(super) static SLOW: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    pub(super) static PASS2: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    pub(super) static PASS1: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    pub(super) static RETRY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    pub(super) static SLOWNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-#[cfg(test)]
-pub(super) fn fit_test(v: f64, den: i64, e1: i8, e2: i8) -> bool {
-    Model::new(den, Grid::new(e1, e2)).fit(v).0.is_some()
-}
-
-#[cfg(fb2)]
-pub mod fb2 {
-    use super::*;
-    pub fn pass1(values: &[f64], den: i64, e1: i8, e2: i8) -> usize {
-        let home = Model::new(den, Grid::new(e1, e2));
-        let mut hits = 0;
-        for &v in values {
-            hits += usize::from(home.fit(v).0.is_some());
-        }
-        hits
-    }
-    pub fn pass1_codes(values: &[f64], den: i64, e1: i8, e2: i8) -> usize {
-        let home = Model::new(den, Grid::new(e1, e2));
-        let mut codes = [(0u64, 0u32); super::super::CHUNK_ROWS];
-        let mut hits = 0;
-        for (i, &v) in values.iter().enumerate().skip(1) {
-            if let Some((den, num, k1, k2)) = home.fit(v).0 {
-                let dn = num.wrapping_sub(predict(values[i - 1], den));
-                codes[i] = fast_code(0, dn, k1, k2);
-                hits += codes[i].1 as usize;
-            }
-        }
-        hits
-    }
-    pub fn counts() -> (usize, u64, u64) {
-        (SLOW.with(|c| c.replace(0)), RETRY.with(|c| c.replace(0)), SLOWNS.with(|c| c.replace(0)))
-    }
-    pub fn encode_only(values: &[f64], hint: &mut Hint) -> usize {
-        let mut w = BitWriter::default();
-        encode(values, hint, &mut w);
-        w.byte_len()
     }
 }
