@@ -5,7 +5,9 @@
 //! Two mixes of `benches/common/agent_lines.rs`, each measured in a process of its own (so
 //! that one's freed memory does not hide the other's): `steady` (the constant values this
 //! bench used before the window was compressed) and `agent` (values as the agent writes them).
-//! The points go through the receiver's intake in bodies of 5,000 lines.
+//! The points go through the receiver's intake in bodies of 5,000 lines. Each child makes the
+//! alerter's memory settings first (`wk_alerter::memory::tune`, as `wk-alerter run` does);
+//! `WK_BENCH_MEMORY_DEFAULT=1` leaves mimalloc's defaults.
 //!
 //! `WK_BENCH_PEER=influxd` adds the peer (needs `influxd`: `apt-get install -y influxdb`; the
 //! bench fails without it): the same points of each mix written to a real influxd 1.x over
@@ -117,6 +119,12 @@ impl Ours {
 }
 
 fn measure(mix: &str) {
+    // The alerter's memory settings, as `wk-alerter run` makes them first (no transparent huge
+    // pages: resident memory would grow in 2 MiB steps); `WK_BENCH_MEMORY_DEFAULT=1` leaves
+    // mimalloc's defaults, for comparison.
+    if std::env::var_os("WK_BENCH_MEMORY_DEFAULT").is_none() {
+        wk_alerter::memory::tune();
+    }
     let n = points();
     let mut lines = agent_lines::AgentLines::new(mix == "agent", T0_SECS);
     let store = MemorySource::new();

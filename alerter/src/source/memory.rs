@@ -289,6 +289,11 @@ impl SeriesData {
         if self.open.is_full() {
             let sealed = self.open.seal_and_clear();
             self.fixed += sealed.bytes();
+            // Grown by an eighth, not doubled: a window of long series would otherwise hold
+            // up to as many empty slots as chunks (40 bytes each).
+            if self.sealed.len() == self.sealed.capacity() {
+                self.sealed.reserve_exact(self.sealed.len() / 8 + 4);
+            }
             self.sealed.push_back(sealed);
         }
     }

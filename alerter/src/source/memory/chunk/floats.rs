@@ -101,6 +101,15 @@ fn round(x: f64) -> f64 {
     }
 }
 
+/// [`round`] without its guard, for the encoder's candidates that a range check and the
+/// bit-exact check then vet: for |x| ≥ 2^51 it gives some value ≥ 2^50 in magnitude, never
+/// a small one.
+#[inline(always)]
+fn round_fast(x: f64) -> f64 {
+    const C: f64 = 6_755_399_441_055_744.0;
+    (x + C) - C
+}
+
 /// 2^e (e within the normal exponents; clamped).
 fn pow2(e: i32) -> f64 {
     f64::from_bits(((1023 + e.clamp(-1022, 1023)) as u64) << 52)
@@ -672,14 +681,14 @@ impl Model {
     /// divisions overlap the next one's.
     #[inline]
     fn fit(&self, v: f64) -> (Option<(Fit, f64)>, f64) {
-        let nf = round(v * self.c);
+        let nf = round_fast(v * self.c);
         let base = round(nf * self.s1);
         // The total's steps for the part `base + k1` steps: x(k1) = 100 (base + k1) 2^e1 / v
         // / 2^e2; the right k1 (0 three times in four, at random) makes it a whole number.
         let q = 100.0 * self.p1 / v * self.s2;
         let err = |k1: f64| {
             let x = (base + k1) * q;
-            (x - round(x)).abs()
+            (x - round_fast(x)).abs()
         };
         let (mut k1, mut best) = (0.0, err(0.0));
         let (ep, em) = (err(1.0), err(-1.0));
@@ -690,7 +699,7 @@ impl Model {
             (k1, best) = (-1.0, em);
         }
         let d = (base + k1) * self.p1;
-        let kt = round((base + k1) * q);
+        let kt = round_fast((base + k1) * q);
         let t = kt * self.p2;
         let exact = (100.0 * d / t).to_bits() == v.to_bits();
         if !(exact && d != 0.0 && nf.abs() < MAX_N) {
@@ -710,14 +719,15 @@ impl Model {
     #[inline]
     fn fit_at(&self, v: f64, den: i64, t: f64) -> Option<Fit> {
         let den_f = den as f64;
-        let nf = round(v * (den_f * 0.01));
+        let nf = round_fast(v * (den_f * 0.01));
+        // The part's steps as the decoder reads them off n.
         let base = round(nf * self.s1);
         // The total on this column's grid (another column may have a finer one).
         let kt = t * self.s2;
-        let sd = round(v * t * self.s1);
+        let sd = round_fast(v * t * self.s1);
         let k1 = sd - base;
         // NaN fails every comparison: it is never taken for a ratio here.
-        if !(kt == round(kt) && kt.abs() < MAX_N && k1.abs() <= 1.0 && nf.abs() < MAX_N) {
+        if !(kt == round_fast(kt) && kt.abs() < MAX_N && k1.abs() <= 1.0 && nf.abs() < MAX_N) {
             return None;
         }
         let d = sd * self.p1;
@@ -757,7 +767,7 @@ const K_CODES: [(u64, u32, u32); 65] = codes(&K);
 const DDEN_CODES: [(u64, u32, u32); 65] = codes(&[4]);
 
 /// [`put_signed`]'s code of `v` as one value and its length (length past 64: not here).
-#[inline]
+#[inline(always)]
 fn code(v: i64, table: &[(u64, u32, u32); 65]) -> (u64, u32) {
     let need = if v == 0 {
         0
@@ -776,7 +786,7 @@ fn code(v: i64, table: &[(u64, u32, u32); 65]) -> (u64, u32) {
 /// numerator's change, `k1`, `k2`) and its length; a length past 64 when a code is long.
 /// `'10'` home | `'110'` + Δden (within ±8: the home stays); Δn; `'0'` these grids; k1
 /// (`'0'`, `'10'` +1, `'11'` -1); k2.
-#[inline]
+#[inline(always)]
 fn fast_code(dden: i64, dn: i64, k1: i64, k2: i64) -> (u64, u32) {
     let (dn_code, dn_len) = code(dn, &DN_CODES);
     let (k2_code, k2_len) = code(k2, &K_CODES);
@@ -802,7 +812,7 @@ fn fast_code(dden: i64, dn: i64, k1: i64, k2: i64) -> (u64, u32) {
 impl Floats {
     /// Writes a value the agent model fits (on the grids in use) in one go. False when a
     /// code is long or Gorilla would be cheaper.
-    #[inline]
+    #[inline(always)]
     fn put_code(&mut self, w: &mut BitWriter, v: f64, (code, len): (u64, u32)) -> bool {
         if len > 64 || (len > 24 && len >= self.xor_cost(v.to_bits() ^ self.prev).0 + 3) {
             return false;
