@@ -642,6 +642,7 @@ impl Router {
         let file = path.clone();
         let task = tokio::spawn(async move {
             let mut last: Option<Vec<u8>> = None;
+            let mut failing = false;
             loop {
                 tokio::time::sleep(OUTBOX_EVERY).await;
                 let Some(shared) = shared.upgrade() else {
@@ -650,21 +651,35 @@ impl Router {
                 if !shared.changed.swap(false, Ordering::Relaxed) {
                     continue;
                 }
-                let pending = Router { shared }.undelivered();
+                let pending = Router {
+                    shared: shared.clone(),
+                }
+                .undelivered();
                 let bytes = outbox::encode(&pending);
                 if last.as_ref() == Some(&bytes) {
                     continue;
                 }
-                let (file, b) = (file.clone(), bytes.clone());
+                let (to, b) = (file.clone(), bytes.clone());
                 let empty = pending.is_empty();
-                let written = tokio::task::spawn_blocking(move || outbox::store(&file, &b, empty))
+                let written = tokio::task::spawn_blocking(move || outbox::store(&to, &b, empty))
                     .await
                     .unwrap_or_else(|e| Err((PathBuf::new(), std::io::Error::other(e))));
                 match written {
-                    Ok(()) => last = Some(bytes),
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(file = %file.display(), "the notification outbox is written again");
+                        }
+                        failing = false;
+                        last = Some(bytes);
+                    }
                     Err((p, e)) => {
-                        tracing::error!(file = %p.display(), "cannot write the notification outbox (tried again in a second): {e}");
+                        // Tried again every second; said once.
+                        if !failing {
+                            tracing::error!(file = %p.display(), "cannot write the notification outbox (trying again every second): {e}");
+                        }
+                        failing = true;
                         last = None;
+                        shared.changed.store(true, Ordering::Relaxed);
                     }
                 }
             }

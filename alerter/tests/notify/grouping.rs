@@ -438,3 +438,28 @@ async fn a_waiting_group_survives_a_crash_through_the_outbox() {
     }
     assert!(!path.exists(), "delivered: the outbox is emptied");
 }
+
+/// An outbox the disk refuses is tried again every second, not only at the next change.
+#[tokio::test(start_paused = true)]
+async fn an_outbox_write_that_failed_is_tried_again() {
+    use wk_alerter::notify::outbox;
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, b"a file where the directory should be").unwrap();
+    let path = blocker.join(outbox::OUTBOX_FILE);
+    let ops = Ops::start(BY_RULE, "");
+    ops.router.keep_outbox(path.clone());
+    ops.router.dispatch(cpu_high(&["web1"]));
+    sleep(3).await;
+    assert!(!path.exists());
+    std::fs::remove_file(&blocker).unwrap();
+    let mut saved = Vec::new();
+    for _ in 0..10 {
+        sleep(1).await;
+        saved = outbox::load(&path);
+        if !saved.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(saved.len(), 1, "written once the disk takes it");
+}
