@@ -1023,6 +1023,13 @@ impl Service {
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let reload_every = self.config.settings.reload_interval;
+        // What the last run did not deliver goes out first; what this one leaves is kept.
+        self.router.keep_outbox(
+            self.config
+                .settings
+                .state_dir
+                .join(crate::notify::outbox::OUTBOX_FILE),
+        );
         self.scan(self.clock.now_ns());
         // Instances restored from disk that are still firing inhibit from the start.
         let mut next_scan = tokio::time::Instant::now() + reload_every;

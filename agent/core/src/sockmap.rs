@@ -1193,10 +1193,15 @@ def serve():
 serve()
 "#;
 
+    /// How long a holder may take to answer (it answers in milliseconds).
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
     struct Holders {
         dir: tempfile::TempDir,
         main: crate::testing::KillOnDrop,
-        out: BufReader<std::process::ChildStdout>,
+        /// The holders' output lines, read on a thread of their own: an answer that never
+        /// comes fails the test after [`ANSWER_TIMEOUT`] instead of hanging it.
+        out: std::sync::mpsc::Receiver<String>,
         pids: Vec<i32>,
         ready: BTreeSet<i32>,
     }
@@ -1210,7 +1215,16 @@ serve()
                 .stdout(Stdio::piped())
                 .spawn()
                 .ok()?;
-            let out = BufReader::new(child.stdout.take()?);
+            let mut stdout = BufReader::new(child.stdout.take()?);
+            let (tx, out) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut l = String::new();
+                while stdout.read_line(&mut l).is_ok_and(|n| n > 0) {
+                    if tx.send(std::mem::take(&mut l)).is_err() {
+                        break;
+                    }
+                }
+            });
             let mut h = Holders {
                 dir,
                 main: crate::testing::KillOnDrop(child),
@@ -1225,9 +1239,14 @@ serve()
         }
 
         fn line(&mut self) -> String {
-            let mut l = String::new();
-            self.out.read_line(&mut l).unwrap();
-            assert!(!l.is_empty(), "holder exited");
+            use std::sync::mpsc::RecvTimeoutError;
+            let l = match self.out.recv_timeout(ANSWER_TIMEOUT) {
+                Ok(l) => l,
+                Err(RecvTimeoutError::Disconnected) => panic!("holder exited"),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("the holders wrote nothing for {ANSWER_TIMEOUT:?}")
+                }
+            };
             if let Some(p) = l.strip_prefix("ready ") {
                 self.ready.insert(p.trim().parse().unwrap());
             }

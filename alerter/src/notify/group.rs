@@ -313,6 +313,17 @@ impl Groups {
         out
     }
 
+    /// What the groups gathered and have not sent: every instance of a group waiting for its
+    /// next message (a message lists them all), and its reports (`true`: one-shot).
+    pub fn pending(&self) -> impl Iterator<Item = (&Arc<AlertEvent>, bool)> {
+        self.groups.values().filter(|g| g.changed).flat_map(|g| {
+            g.instances
+                .values()
+                .map(|e| (e, false))
+                .chain(g.reports.iter().map(|e| (e, true)))
+        })
+    }
+
     /// Moves `other`'s groups in (a reload that keeps the grouping); a group present in both
     /// keeps ours.
     pub fn adopt(&mut self, other: Groups) {

@@ -12,6 +12,8 @@
 //!   group into one [`Notification`].
 //! - [`router`]: [`Router`] fans events out to per-notifier queues and tasks (timeouts,
 //!   retries with backoff, isolation), after [`silence`]s and [`inhibit`]ion.
+//! - [`outbox`]: what the notifiers have not delivered, kept in the state directory across
+//!   restarts.
 //! - [`text`]: HTML and Slack escaping, RFC 3339 parsing (templates are `crate::template`).
 
 use std::future::Future;
@@ -28,6 +30,7 @@ pub mod group;
 pub mod influxdb;
 pub mod inhibit;
 pub mod log;
+pub mod outbox;
 pub mod router;
 pub mod running;
 pub mod secret;

@@ -6,7 +6,8 @@
 //! is dropped, counted and logged (Kapacitor drops too, but keeps a 5000-event buffer with no
 //! timeout behind it; we bound every attempt instead). Each attempt has the notifier's
 //! `timeout`; retryable failures are retried `retries` times with doubling, jittered backoff;
-//! every outcome is logged and counted.
+//! every outcome is logged and counted. With [`Router::keep_outbox`], what is not delivered
+//! yet survives a restart ([`super::outbox`]).
 //!
 //! Muting, in order: a silenced or inhibited non-recovery event is not sent and its instance
 //! is remembered as muted; the recovery of a muted instance is muted as well (the receiver
@@ -14,7 +15,8 @@
 //! even inside a silence: it closes what the receiver opened (Kapacitor#1607's open incidents).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::config::{NotifyPlan, UnknownNotifiers};
 use super::group::{Groups, Notification};
 use super::inhibit::{InhibitList, Inhibitions};
+use super::outbox::{self, Pending};
 use super::running::{NotifierSettings, RunningNotifier};
 use super::silence::Silence;
 use super::{Notifier, NotifyError};
@@ -45,7 +48,14 @@ struct Shared {
     filter: Mutex<Filter>,
     counters: RouterCounters,
     history: Arc<History>,
+    /// A queue changed since the outbox was last written.
+    changed: Arc<AtomicBool>,
+    /// Where undelivered messages are kept, and the task that writes them.
+    outbox: Mutex<Option<(PathBuf, AbortOnDrop<()>)>>,
 }
+
+/// How often the outbox is written while the queues change.
+const OUTBOX_EVERY: Duration = Duration::from_secs(1);
 
 /// Notifications kept for the status page and `/api/v1/notifications`.
 pub const KEEP_NOTIFICATIONS: usize = 200;
@@ -96,7 +106,7 @@ impl History {
     /// Records a message of a notifier's queue: an event, or a group message.
     fn add_item(&self, item: &Item, notifier: &str) -> u64 {
         match item {
-            Item::Event(e) => self.add(e, notifier, "queued", String::new()),
+            Item::Event(e, _) => self.add(e, notifier, "queued", String::new()),
             Item::Group(n) => {
                 let rules: std::collections::BTreeSet<&str> =
                     n.events().map(|e| e.rule.as_str()).collect();
@@ -253,6 +263,8 @@ struct Worker {
     pending: watch::Sender<usize>,
     counters: Arc<NotifierCounters>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The router's flag: a queue changed (the outbox is due to be written).
+    changed: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -261,15 +273,16 @@ struct Queue {
     events: VecDeque<(Item, u64)>,
     /// Events gathered per group (notifiers with `group_by`), not yet messages.
     groups: Groups,
-    /// A send is in flight.
-    busy: bool,
+    /// The message being sent (its attempts and retries).
+    busy: Option<Item>,
     closed: bool,
 }
 
 /// One message in a notifier's queue.
 #[derive(Clone)]
 enum Item {
-    Event(Arc<AlertEvent>),
+    /// An event, and whether it is a report or record (see [`Router::dispatch_reports`]).
+    Event(Arc<AlertEvent>, bool),
     Group(Arc<Notification>),
 }
 
@@ -277,7 +290,7 @@ impl Item {
     /// The events the message carries.
     fn events(&self) -> usize {
         match self {
-            Item::Event(_) => 1,
+            Item::Event(..) => 1,
             Item::Group(n) => n.len(),
         }
     }
@@ -285,14 +298,14 @@ impl Item {
     /// What logs name the message by: the alert id, or the group.
     fn label(&self) -> String {
         match self {
-            Item::Event(e) => e.id.clone(),
+            Item::Event(e, _) => e.id.clone(),
             Item::Group(n) => format!("group {} ({})", n.key(), n.status()),
         }
     }
 
     fn level(&self) -> crate::model::Level {
         match self {
-            Item::Event(e) => e.level,
+            Item::Event(e, _) => e.level,
             Item::Group(n) => n.level(),
         }
     }
@@ -328,6 +341,8 @@ impl Router {
             filter: Mutex::new(Filter::default()),
             counters: RouterCounters::default(),
             history: Arc::default(),
+            changed: Arc::default(),
+            outbox: Mutex::new(None),
         });
         let router = Router { shared };
         router.replace(plan);
@@ -345,7 +360,12 @@ impl Router {
                 .get(&rn.settings.name)
                 .map(|w| w.counters.clone())
                 .unwrap_or_default();
-            let worker = Worker::spawn(rn, counters, self.shared.history.clone());
+            let worker = Worker::spawn(
+                rn,
+                counters,
+                self.shared.history.clone(),
+                self.shared.changed.clone(),
+            );
             new.insert(worker.settings.name.clone(), worker);
         }
         for (name, w) in old.iter() {
@@ -595,9 +615,99 @@ impl Router {
         }
     }
 
+    /// What the notifiers have not delivered yet (see [`super::outbox`]).
+    pub fn undelivered(&self) -> Vec<Pending> {
+        let mut out = Vec::new();
+        for w in self.workers().values() {
+            w.undelivered(&mut out);
+        }
+        out
+    }
+
+    /// Keeps undelivered messages in the outbox file `path` across restarts: hands what it
+    /// holds from the last run to the notifiers of the same name, then writes it about once
+    /// a second while the queues change (and at [`Router::shutdown`]).
+    pub fn keep_outbox(&self, path: PathBuf) {
+        let left = outbox::load(&path);
+        if !left.is_empty() {
+            tracing::info!(
+                messages = left.len(),
+                file = %path.display(),
+                "notifications the last run did not deliver are sent again"
+            );
+            self.redeliver(left);
+        }
+        self.shared.changed.store(true, Ordering::Relaxed);
+        let shared = Arc::downgrade(&self.shared);
+        let file = path.clone();
+        let task = tokio::spawn(async move {
+            let mut last: Option<Vec<u8>> = None;
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(OUTBOX_EVERY).await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if !shared.changed.swap(false, Ordering::Relaxed) {
+                    continue;
+                }
+                let pending = Router {
+                    shared: shared.clone(),
+                }
+                .undelivered();
+                let bytes = outbox::encode(&pending);
+                if last.as_ref() == Some(&bytes) {
+                    continue;
+                }
+                let (to, b) = (file.clone(), bytes.clone());
+                let empty = pending.is_empty();
+                let written = tokio::task::spawn_blocking(move || outbox::store(&to, &b, empty))
+                    .await
+                    .unwrap_or_else(|e| Err((PathBuf::new(), std::io::Error::other(e))));
+                match written {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(file = %file.display(), "the notification outbox is written again");
+                        }
+                        failing = false;
+                        last = Some(bytes);
+                    }
+                    Err((p, e)) => {
+                        // Tried again every second; said once.
+                        if !failing {
+                            tracing::error!(file = %p.display(), "cannot write the notification outbox (trying again every second): {e}");
+                        }
+                        failing = true;
+                        last = None;
+                        shared.changed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        *lock(&self.shared.outbox) = Some((path, AbortOnDrop(task)));
+    }
+
+    /// Hands events the last run did not deliver to their notifiers again (they passed
+    /// silences and inhibition then); a notifier no longer configured drops its share.
+    fn redeliver(&self, pending: Vec<Pending>) {
+        let workers = self.workers();
+        for p in pending {
+            match workers.get(&p.notifier) {
+                Some(w) if w.settings.wants(&p.event) => w.push(Arc::new(p.event), p.oneshot),
+                Some(_) => {}
+                None => tracing::warn!(
+                    notifier = %p.notifier, alert_id = %p.event.id,
+                    "an undelivered notification's notifier is gone from the config; dropped"
+                ),
+            }
+        }
+    }
+
     /// Stops taking events, gives queued ones up to `grace` to be delivered, then cancels
-    /// whatever is left (a cancelled exec kills its process group).
+    /// whatever is left (a cancelled exec kills its process group) and keeps it in the
+    /// outbox, if there is one, for the next start.
     pub async fn shutdown(&self, grace: Duration) {
+        let outbox = lock(&self.shared.outbox).take();
         let workers = std::mem::take(
             &mut *self
                 .shared
@@ -616,8 +726,32 @@ impl Router {
                 && tokio::time::timeout_at(deadline, &mut task).await.is_err()
             {
                 task.abort();
-                let left = lock(&w.queue).events.len();
-                tracing::warn!(notifier = %name, events = left, "shutdown: undelivered events dropped");
+                let q = lock(&w.queue);
+                let left = q.events.len() + usize::from(q.busy.is_some());
+                if outbox.is_some() {
+                    tracing::warn!(notifier = %name, messages = left, "shutdown: undelivered messages kept in the outbox for the next start");
+                } else {
+                    tracing::warn!(notifier = %name, messages = left, "shutdown: undelivered messages dropped");
+                }
+            }
+        }
+        if let Some((path, saver)) = outbox {
+            drop(saver);
+            let mut pending = Vec::new();
+            for w in workers.values() {
+                w.undelivered(&mut pending);
+            }
+            let bytes = outbox::encode(&pending);
+            let empty = pending.is_empty();
+            let written =
+                tokio::task::spawn_blocking(move || outbox::store(&path, &bytes, empty)).await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err((p, e))) => tracing::error!(
+                    file = %p.display(), messages = pending.len(),
+                    "cannot write the notification outbox; undelivered messages are lost: {e}"
+                ),
+                Err(e) => tracing::error!("cannot write the notification outbox: {e}"),
             }
         }
     }
@@ -724,6 +858,7 @@ impl Worker {
         rn: RunningNotifier,
         counters: Arc<NotifierCounters>,
         history: Arc<History>,
+        changed: Arc<AtomicBool>,
     ) -> Arc<Worker> {
         let (pending, _) = watch::channel(0);
         let worker = Arc::new(Worker {
@@ -735,6 +870,7 @@ impl Worker {
             pending,
             counters,
             task: Mutex::new(None),
+            changed,
         });
         let handle = tokio::spawn(worker.clone().run());
         *lock(&worker.task) = Some(handle);
@@ -751,7 +887,7 @@ impl Worker {
         if let Some(g) = &self.settings.group {
             q.groups.offer(g, e, oneshot, tokio::time::Instant::now());
         } else {
-            self.enqueue(&mut q, Item::Event(e));
+            self.enqueue(&mut q, Item::Event(e, oneshot));
         }
         self.publish(&q);
         drop(q);
@@ -827,9 +963,38 @@ impl Worker {
         self.wake.notify_one();
     }
 
+    /// What this notifier has not delivered: the message being sent, the queued ones, and
+    /// what its groups gathered since their last message.
+    fn undelivered(&self, out: &mut Vec<Pending>) {
+        let q = lock(&self.queue);
+        let mut add = |event: &Arc<AlertEvent>, oneshot: bool| {
+            out.push(Pending {
+                notifier: self.settings.name.clone(),
+                oneshot,
+                event: AlertEvent::clone(event),
+            })
+        };
+        for item in q.busy.iter().chain(q.events.iter().map(|(item, _)| item)) {
+            match item {
+                Item::Event(e, oneshot) => add(e, *oneshot),
+                Item::Group(n) => {
+                    n.firing
+                        .iter()
+                        .chain(&n.resolved)
+                        .for_each(|e| add(e, false));
+                    n.reports.iter().for_each(|e| add(e, true));
+                }
+            }
+        }
+        for (e, oneshot) in q.groups.pending() {
+            add(e, oneshot);
+        }
+    }
+
     /// Publishes how many messages are queued, in flight or waiting in a group.
     fn publish(&self, q: &Queue) {
-        let n = q.events.len() + usize::from(q.busy) + q.groups.waiting();
+        let n = q.events.len() + usize::from(q.busy.is_some()) + q.groups.waiting();
+        self.changed.store(true, Ordering::Relaxed);
         self.pending
             .send_if_modified(|p| std::mem::replace(p, n) != n);
     }
@@ -849,7 +1014,7 @@ impl Worker {
                     self.enqueue(&mut q, Item::Group(Arc::new(n)));
                 }
                 let next = q.events.pop_front();
-                q.busy = next.is_some();
+                q.busy = next.as_ref().map(|(item, _)| item.clone());
                 self.publish(&q);
                 if next.is_none() && q.closed {
                     return;
@@ -877,7 +1042,7 @@ impl Worker {
         let item = item.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move {
             match &item {
-                Item::Event(e) => notifier.send(e).await,
+                Item::Event(e, _) => notifier.send(e).await,
                 Item::Group(n) => notifier.send_group(n).await,
             }
         }));

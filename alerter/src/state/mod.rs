@@ -60,5 +60,5 @@ pub use machine::{
 };
 pub use persist::{
     JOURNAL_MIN_BYTES, PersistError, Persister, STATE_VERSION, StateSave, journal_path,
-    remove_state, state_path, write_atomic, write_save,
+    remove_state, set_aside, state_path, write_atomic, write_save,
 };

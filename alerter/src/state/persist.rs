@@ -212,6 +212,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error
         .map_err(|e| (dir.to_owned(), e))
 }
 
+/// Moves a damaged file aside as `….corrupt` (so that the next write does not erase the
+/// evidence); says where it went, for the warning.
+pub fn set_aside(path: &Path) -> String {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    match fs::rename(path, &aside) {
+        Ok(()) => format!("kept as {}", Path::new(&aside).display()),
+        Err(e) => format!("could not be moved aside: {e}"),
+    }
+}
+
 /// The state file of `rule_name` in `dir`. Characters other than ASCII letters, digits,
 /// `-`, `_` and `.` are written as `%XX` so any rule name maps to one plain file name.
 pub fn state_path(dir: &Path, rule_name: &str) -> PathBuf {

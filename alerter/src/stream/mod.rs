@@ -422,12 +422,7 @@ pub fn load_window(path: &Path) -> MemorySource {
             store
         }
         Err(e) => {
-            let mut aside = path.as_os_str().to_owned();
-            aside.push(".corrupt");
-            let kept = match std::fs::rename(path, &aside) {
-                Ok(()) => format!("kept as {}", Path::new(&aside).display()),
-                Err(e) => format!("could not be moved aside: {e}"),
-            };
+            let kept = crate::state::set_aside(path);
             warn!(
                 "stream: the saved window {} is unusable ({e}); starting with an empty window (the file {kept})",
                 path.display()

@@ -31,13 +31,25 @@ fn spawn(bin: &std::path::Path, dir: &std::path::Path) -> Child {
         .open(dir.join("influxd.log"))
         .expect("log file");
     let log2 = log.try_clone().expect("log file");
-    Command::new(bin)
-        .arg("-config")
+    let mut cmd = Command::new(bin);
+    cmd.arg("-config")
         .arg(dir.join("influxdb.conf"))
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log2)
-        .spawn()
+        .stderr(log2);
+    // A test or bench killed hard (no Drop) takes its influxd with it instead of leaving it
+    // running. The signal comes when the thread that started it ends: every user holds the
+    // server in the thread that started it.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec and makes one system call
+    // (no allocation, no lock).
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 

@@ -382,3 +382,84 @@ async fn a_rule_repeat_resends_the_whole_group_at_the_next_tick() {
         ]
     );
 }
+
+/// What a group gathered and had not sent is in the outbox within a second or two: after a
+/// crash, the next start sends it as one message (its report still a report), and the
+/// outbox is emptied once it is delivered.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_group_survives_a_crash_through_the_outbox() {
+    use wk_alerter::notify::outbox;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(outbox::OUTBOX_FILE);
+    let before = Ops::start(BY_RULE, "");
+    before.router.keep_outbox(path.clone());
+    before.router.dispatch(cpu_high(&["web1", "web2"]));
+    let mut report = fire("cpu_high", "web3");
+    report.id = "cpu_high:host=web3:actions".into();
+    before.router.dispatch_reports(vec![report]);
+    let mut saved = Vec::new();
+    for _ in 0..50 {
+        sleep(1).await;
+        saved = outbox::load(&path);
+        if saved.len() == 3 {
+            break;
+        }
+    }
+    let mut ids: Vec<(&str, bool)> = saved
+        .iter()
+        .map(|p| (p.event.id.as_str(), p.oneshot))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("cpu_high:host=web1", false),
+            ("cpu_high:host=web2", false),
+            ("cpu_high:host=web3:actions", true)
+        ]
+    );
+    assert!(saved.iter().all(|p| p.notifier == "ops"));
+    // The crash: this router's tasks are gone with nothing sent.
+    drop(before);
+    let mut after = Ops::start(BY_RULE, "");
+    after.router.keep_outbox(path.clone());
+    sleep(31).await;
+    assert_eq!(
+        after.flushed().await,
+        [
+            "FIRING:2 rule=cpu_high: cpu_high:host=web1 cpu_high:host=web2 cpu_high:host=web3:actions"
+        ]
+    );
+    for _ in 0..50 {
+        if !path.exists() {
+            break;
+        }
+        sleep(1).await;
+    }
+    assert!(!path.exists(), "delivered: the outbox is emptied");
+}
+
+/// An outbox the disk refuses is tried again every second, not only at the next change.
+#[tokio::test(start_paused = true)]
+async fn an_outbox_write_that_failed_is_tried_again() {
+    use wk_alerter::notify::outbox;
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, b"a file where the directory should be").unwrap();
+    let path = blocker.join(outbox::OUTBOX_FILE);
+    let ops = Ops::start(BY_RULE, "");
+    ops.router.keep_outbox(path.clone());
+    ops.router.dispatch(cpu_high(&["web1"]));
+    sleep(3).await;
+    assert!(!path.exists());
+    std::fs::remove_file(&blocker).unwrap();
+    let mut saved = Vec::new();
+    for _ in 0..10 {
+        sleep(1).await;
+        saved = outbox::load(&path);
+        if !saved.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(saved.len(), 1, "written once the disk takes it");
+}

@@ -7,6 +7,7 @@ mod exec;
 mod grouping;
 mod influxdb;
 mod log;
+mod outbox;
 mod router;
 mod support;
 mod webhook;
