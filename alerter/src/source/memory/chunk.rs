@@ -479,8 +479,9 @@ enum State {
     /// Format 1 (decoded only).
     Float(Xor),
     Floats(Floats),
-    /// The open chunk's floats, as they are.
-    Raw,
+    /// The open chunk's floats, as they are: 64 bits per value that differs from the one
+    /// before it (the last such value here), a bit in [`OpenCol::repeats`] per other one.
+    Raw(Option<u64>),
     Int(Dod),
     Bool,
     /// Where the previous string's bytes start in the column (bits) and its length: the
@@ -491,7 +492,7 @@ enum State {
 impl State {
     fn new(kind: Kind) -> State {
         match kind {
-            Kind::Float => State::Raw,
+            Kind::Float => State::Raw(None),
             Kind::Int | Kind::Uint => State::Int(Dod::default()),
             Kind::Bool => State::Bool,
             Kind::Str => State::Str(None),
@@ -503,7 +504,7 @@ impl State {
         Some(match b {
             0 => (Kind::Float, State::Float(Xor::default())),
             FLOAT_RATIO => (Kind::Float, State::Floats(Floats::default())),
-            FLOAT_RAW => (Kind::Float, State::Raw),
+            FLOAT_RAW => (Kind::Float, State::Raw(None)),
             b => {
                 let kind = Kind::from_u8(b)?;
                 (kind, State::new(kind))
@@ -514,7 +515,7 @@ impl State {
     fn put(&mut self, w: &mut BitWriter, v: &FieldValue) {
         match (self, v) {
             (State::Float(s), FieldValue::Float(f)) => s.put(w, *f),
-            (State::Raw, FieldValue::Float(f)) => w.write(f.to_bits(), 64),
+            (State::Raw(_), FieldValue::Float(f)) => w.write(f.to_bits(), 64),
             (State::Int(s), FieldValue::Int(i)) => s.put(w, *i),
             (State::Int(s), FieldValue::Uint(u)) => s.put(w, *u as i64),
             (State::Bool, FieldValue::Bool(b)) => w.bit(*b),
@@ -543,7 +544,7 @@ impl State {
         Ok(match self {
             State::Float(s) => FieldValue::Float(s.get(r)?),
             State::Floats(s) => FieldValue::Float(s.get(r)?),
-            State::Raw => FieldValue::Float(f64::from_bits(r.read(64)?)),
+            State::Raw(_) => FieldValue::Float(f64::from_bits(r.read(64)?)),
             State::Int(s) if kind == Kind::Uint => FieldValue::Uint(s.get(r)? as u64),
             State::Int(s) => FieldValue::Int(s.get(r)?),
             State::Bool => FieldValue::Bool(r.bit()?),
@@ -614,14 +615,48 @@ struct OpenCol {
     st: State,
     /// What the encoder carries from one chunk of the column to the next.
     hint: Hint,
+    /// A raw float column's rows whose value repeats the one before (not in `w`): the zeros
+    /// of idle cpu fields cost a bit, not 8 bytes, until the chunk is sealed.
+    repeats: u128,
 }
 
 impl OpenCol {
+    /// A raw float column's values in row order (repeats written out).
+    fn raw_values(&self, out: &mut Vec<f64>) {
+        let mut words = self.w.words();
+        let mut last = 0.0;
+        let mut present = self.present;
+        while present != 0 {
+            let row = present.trailing_zeros();
+            present &= present - 1;
+            if self.repeats & (1u128 << row) == 0 {
+                // One word per row not repeated (append wrote it).
+                last = f64::from_bits(words.next().unwrap_or_default());
+            }
+            out.push(last);
+        }
+    }
+
+    /// The column's bits as the decoder reads them: a raw float column's values in full.
+    fn bits(&self) -> Vec<u8> {
+        match self.st {
+            State::Raw(_) => {
+                let mut values = Vec::with_capacity(self.present.count_ones() as usize);
+                self.raw_values(&mut values);
+                values
+                    .iter()
+                    .flat_map(|v| v.to_bits().to_be_bytes())
+                    .collect()
+            }
+            _ => self.w.to_vec(),
+        }
+    }
+
     /// The type byte of the column in a sealed chunk.
     fn coder(&self) -> u8 {
         match self.st {
             State::Floats(_) => FLOAT_RATIO,
-            State::Raw => FLOAT_RAW,
+            State::Raw(_) => FLOAT_RAW,
             _ => self.kind as u8,
         }
     }
@@ -642,7 +677,7 @@ pub struct Open {
 
 /// What an open chunk costs besides its buffers, and a column besides its buffer.
 const OPEN_COST: usize = 96;
-const COL_COST: usize = 112;
+const COL_COST: usize = 176;
 /// What a sealed chunk costs besides its bytes (the struct in its deque, the allocation).
 pub const SEALED_COST: usize = 56;
 
@@ -690,6 +725,7 @@ impl Open {
                             w: BitWriter::default(),
                             st: State::new(kind),
                             hint: Hint::default(),
+                            repeats: 0,
                         });
                         self.cols_bytes += COL_COST;
                         self.cols.len() - 1
@@ -699,7 +735,18 @@ impl Open {
             let col = &mut self.cols[i];
             let cap = col.w.capacity();
             col.present |= bit;
-            col.st.put(&mut col.w, v);
+            match (&mut col.st, v) {
+                (State::Raw(last), FieldValue::Float(f)) => {
+                    let b = f.to_bits();
+                    if *last == Some(b) {
+                        col.repeats |= bit;
+                    } else {
+                        col.w.write(b, 64);
+                        *last = Some(b);
+                    }
+                }
+                (st, v) => st.put(&mut col.w, v),
+            }
             self.cols_bytes = self.cols_bytes + col.w.capacity() - cap;
         }
         self.rows += 1;
@@ -719,6 +766,7 @@ impl Open {
         }
         for c in &mut self.cols {
             c.present = 0;
+            c.repeats = 0;
             c.w.clear();
             c.st = State::new(c.kind);
         }
@@ -779,7 +827,7 @@ impl Open {
                     field: c.field,
                     kind: c.kind,
                     present: c.present,
-                    bits: Cow::Owned(c.w.to_vec()),
+                    bits: Cow::Owned(c.bits()),
                     coder: c.coder(),
                 })
                 .collect(),
@@ -816,9 +864,9 @@ impl Open {
         let mut totals: floats::Totals = [(0, 0.0); CHUNK_ROWS];
         for (c, hint) in self.cols.iter().zip(hints) {
             coded.push(match c.st {
-                State::Raw if c.present != 0 => {
+                State::Raw(_) if c.present != 0 => {
                     values.clear();
-                    values.extend(c.w.words().map(f64::from_bits));
+                    c.raw_values(&mut values);
                     // A value takes ~2 bytes: one allocation, not a doubling from 8 bytes.
                     let mut w = BitWriter::with_capacity(values.len() * 2 + 16);
                     let every_row = c.present == full;
@@ -1141,12 +1189,12 @@ mod tests {
     fn format_1(rows: &[Row]) -> Sealed {
         let mut open = Open::from_rows(rows);
         for c in &mut open.cols {
-            if let State::Raw = c.st {
+            if let State::Raw(_) = c.st {
                 let view = ColView {
                     field: c.field,
                     kind: c.kind,
                     present: c.present,
-                    bits: Cow::Owned(c.w.to_vec()),
+                    bits: Cow::Owned(c.bits()),
                     coder: FLOAT_RAW,
                 };
                 let (mut xor, mut w) = (Xor::default(), BitWriter::default());
@@ -1396,6 +1444,16 @@ mod tests {
             let want = if i == 0 || i == plain { FLOAT_RATIO } else { 0 };
             assert_eq!(*c, (want, FLOAT_RATIO), "chunk {i}: {coders:?}");
         }
+    }
+
+    /// The costs the window accounts cover the structs they stand for.
+    #[test]
+    fn accounted_costs_cover_the_structs() {
+        let col = std::mem::size_of::<OpenCol>();
+        assert!(
+            col <= COL_COST,
+            "OpenCol is {col} bytes, COL_COST {COL_COST}"
+        );
     }
 
     #[test]
