@@ -18,6 +18,8 @@
 
 #[path = "common/agent_lines.rs"]
 mod agent_lines;
+// Its thread_cpu only (other_process_cpu serves stream_ingest).
+#[allow(dead_code)]
 #[path = "common/cpu.rs"]
 mod cpu;
 #[path = "../tests/common/influxd.rs"]

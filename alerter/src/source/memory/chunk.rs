@@ -6,7 +6,9 @@
 //! - floats ([`floats`], format 2): a ratio of integers (what agents write: percentages of
 //!   counter deltas) as its numerator's change and the float rounding of the agent's own
 //!   arithmetic; anything else as Gorilla's XOR against the previous value (format 1 stored
-//!   every float so, and is still read). Bit-exact: NaN payloads, ±inf and -0.0 round trip;
+//!   every float so, and is still read; a column of measurements, where ratios did not pay,
+//!   is coded so again for a few chunks). The open chunk holds a float column's values as they
+//!   are and codes them when it is sealed. Bit-exact: NaN payloads, ±inf and -0.0 round trip;
 //! - integers (signed and unsigned): delta-of-delta with wrapping arithmetic (counters cost a
 //!   bit or a few);
 //! - booleans: one bit; strings: one bit when equal to the previous value, else the bytes.
@@ -613,8 +615,9 @@ struct OpenCol {
     present: u128,
     w: BitWriter,
     st: State,
-    /// What the encoder carries from one chunk of the column to the next.
-    hint: Hint,
+    /// What the float coder carries from one chunk of the column to the next (a float
+    /// column's, from its first seal on: boxed, so that the other columns do not pay for it).
+    hint: Option<Box<Hint>>,
     /// A raw float column's rows whose value repeats the one before (not in `w`): the zeros
     /// of idle cpu fields cost a bit, not 8 bytes, until the chunk is sealed.
     repeats: u128,
@@ -677,7 +680,14 @@ pub struct Open {
 
 /// What an open chunk costs besides its buffers, and a column besides its buffer.
 const OPEN_COST: usize = 96;
-const COL_COST: usize = 176;
+const COL_COST: usize = 128;
+/// What a float column's coder hint costs besides (the box and its allocation).
+const HINT_COST: usize = std::mem::size_of::<Hint>() + 16;
+
+/// What a column costs besides its buffer.
+fn col_cost(kind: Kind) -> usize {
+    COL_COST + if kind == Kind::Float { HINT_COST } else { 0 }
+}
 /// What a sealed chunk costs besides its bytes (the struct in its deque, the allocation).
 pub const SEALED_COST: usize = 56;
 
@@ -724,10 +734,10 @@ impl Open {
                             present: 0,
                             w: BitWriter::default(),
                             st: State::new(kind),
-                            hint: Hint::default(),
+                            hint: None,
                             repeats: 0,
                         });
-                        self.cols_bytes += COL_COST;
+                        self.cols_bytes += col_cost(kind);
                         self.cols.len() - 1
                     }
                 },
@@ -762,7 +772,11 @@ impl Open {
         let before = self.cols.len();
         self.cols.retain(|c| c.present != 0);
         if self.cols.len() != before {
-            self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
+            self.cols_bytes = self
+                .cols
+                .iter()
+                .map(|c| col_cost(c.kind) + c.w.capacity())
+                .sum();
         }
         for c in &mut self.cols {
             c.present = 0;
@@ -796,7 +810,11 @@ impl Open {
         for c in &mut self.cols {
             c.w.shrink();
         }
-        self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
+        self.cols_bytes = self
+            .cols
+            .iter()
+            .map(|c| col_cost(c.kind) + c.w.capacity())
+            .sum();
     }
 
     /// Heap bytes held (an estimate of what the allocator gives out).
@@ -810,7 +828,7 @@ impl Open {
             + self.times.byte_len()
             + self
                 .live_cols()
-                .map(|c| COL_COST + c.w.byte_len())
+                .map(|c| col_cost(c.kind) + c.w.byte_len())
                 .sum::<usize>()
     }
 
@@ -836,19 +854,28 @@ impl Open {
 
     /// The chunk in its sealed form.
     pub fn seal(&self) -> Sealed {
-        let mut hints: Vec<Hint> = self.cols.iter().map(|c| c.hint).collect();
-        self.seal_with(&mut hints)
+        self.seal_with(&mut self.hints())
     }
 
     /// The chunk sealed and emptied for the next rows; the float coder's hints carry on.
     pub fn seal_and_clear(&mut self) -> Sealed {
-        let mut hints: Vec<Hint> = self.cols.iter().map(|c| c.hint).collect();
+        let mut hints = self.hints();
         let sealed = self.seal_with(&mut hints);
         for (c, h) in self.cols.iter_mut().zip(hints) {
-            c.hint = h;
+            if c.kind == Kind::Float {
+                **c.hint.get_or_insert_with(Box::default) = h;
+            }
         }
         self.clear();
         sealed
+    }
+
+    /// The columns' coder hints (a copy: sealing updates them).
+    fn hints(&self) -> Vec<Hint> {
+        self.cols
+            .iter()
+            .map(|c| c.hint.as_deref().copied().unwrap_or_default())
+            .collect()
     }
 
     fn seal_with(&self, hints: &mut [Hint]) -> Sealed {

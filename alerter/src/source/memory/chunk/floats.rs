@@ -110,6 +110,12 @@ fn round_fast(x: f64) -> f64 {
     (x + C) - C
 }
 
+/// `x < max`, false for NaN (what the checks before a cast rely on).
+#[inline(always)]
+fn below(x: f64, max: f64) -> bool {
+    x < max
+}
+
 /// 2^e (e within the normal exponents; clamped).
 fn pow2(e: i32) -> f64 {
     f64::from_bits(((1023 + e.clamp(-1022, 1023)) as u64) << 52)
@@ -129,7 +135,7 @@ fn predict(prev: f64, den: i64) -> i64 {
 /// `v` as `100 n / den` plus a residual in ulps, when the residual is small.
 fn fit_ratio(v: f64, den: i64) -> Option<(i64, i64)> {
     let n = round(v * den as f64 * 0.01);
-    if !(n.abs() < MAX_N) {
+    if !below(n.abs(), MAX_N) {
         return None;
     }
     let n = n as i64;
@@ -178,7 +184,7 @@ impl Grid {
                 continue;
             }
             let kt = round(100.0 * d / v * inv_p2);
-            if !(kt.abs() < MAX_N) {
+            if !below(kt.abs(), MAX_N) {
                 continue;
             }
             let k2 = (kt - base_t) as i64;
@@ -243,7 +249,7 @@ fn find_den(v: f64) -> Option<i64> {
     let mut x = x0;
     for _ in 0..40 {
         let a = x.floor();
-        if !(a < MAX_DEN as f64) {
+        if !below(a, MAX_DEN as f64) {
             return None;
         }
         let k = (a as i64).checked_mul(k1)?.checked_add(k0)?;
