@@ -135,8 +135,18 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
         )));
     }
     info!(inputs = input_tasks.len(), outputs = output_tasks.len(), interval = ?agent.interval, "agent started");
+    // What the gathers freed goes back to the system (crate::memory).
+    let releaser = tokio::spawn(async {
+        let mut tick = tokio::time::interval(crate::memory::RELEASE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            crate::memory::release_free_memory();
+        }
+    });
 
     stop.await;
+    releaser.abort();
     let _ = stop_tx.send(true);
     for t in input_tasks {
         let _ = t.await;

@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod error;
 pub mod hostpaths;
 pub mod inputs;
+pub mod memory;
 pub mod models;
 pub mod outputs;
 pub mod plugin;

@@ -243,6 +243,27 @@ pub struct SockMap {
     dirty: FxHashSet<i32>,
 }
 
+/// Room kept: 2× what is used when more than 4× is held (at least `floor`).
+fn shrink_vec<T>(v: &mut Vec<T>, used: usize, floor: usize) {
+    if v.capacity() > floor.max(4 * used) {
+        v.shrink_to(floor.max(2 * used));
+    }
+}
+
+/// [`shrink_vec`] for a map (a floor of 64 entries).
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut FxHashMap<K, V>, used: usize) {
+    if m.capacity() > 64.max(4 * used) {
+        m.shrink_to(64.max(2 * used));
+    }
+}
+
+/// [`shrink_map`] for a set.
+fn shrink_set<K: Eq + std::hash::Hash>(m: &mut FxHashSet<K>, used: usize) {
+    if m.capacity() > 64.max(4 * used) {
+        m.shrink_to(64.max(2 * used));
+    }
+}
+
 /// `"<pid>/fd"` or `"<n>"` as a NUL-terminated string on the stack.
 struct Name {
     buf: [u8; 24],
@@ -523,6 +544,35 @@ impl SockMap {
             .map(|(i, _)| u64::from(*i))
             .collect();
         self.confirm(&several);
+        self.shrink();
+    }
+
+    /// Gives back what a spike grew (a process that held 100,000 sockets, then closed them or
+    /// exited): a collection keeps at most four times what it holds now, so the agent's memory
+    /// follows the host down again instead of keeping its peak (docs/performance-agent.md §4).
+    /// Steady gathers never reallocate: the slack is 2× to 4×, and small collections are left
+    /// alone.
+    fn shrink(&mut self) {
+        let mut most = 0;
+        for p in self.procs.values_mut() {
+            let used = p.fds.len();
+            most = most.max(used);
+            shrink_vec(&mut p.fds, used, 16);
+        }
+        // The scratch lists hold one process's fds at a time (cleared before each use).
+        self.fds.clear();
+        self.nums.clear();
+        shrink_vec(&mut self.fds, most, 256);
+        shrink_vec(&mut self.nums, most, 256);
+        let n = self.procs.len();
+        shrink_map(&mut self.procs, n);
+        let n = self.idx.map.len();
+        shrink_map(&mut self.idx.map, n);
+        let n = self.idx.shared.len();
+        shrink_map(&mut self.idx.shared, n);
+        let n = self.idx.unknown.len();
+        shrink_set(&mut self.idx.unknown, n);
+        shrink_set(&mut self.dirty, 0);
     }
 
     /// Sockets still unknown are remembered as unowned (not looked for again while live).
@@ -1001,6 +1051,54 @@ mod tests {
             map.live(*i);
         }
         map.update_at(at, only);
+    }
+
+    /// Bytes the map's collections hold room for (their capacity).
+    fn footprint(map: &SockMap) -> usize {
+        use std::mem::size_of;
+        let per_entry = |k: usize, v: usize| k + v + 1;
+        map.procs
+            .values()
+            .map(|p| p.fds.capacity() * size_of::<Fd>())
+            .sum::<usize>()
+            + map.procs.capacity() * per_entry(4, size_of::<Proc>())
+            + map.idx.map.capacity() * per_entry(4, size_of::<Entry>())
+            + map.idx.unknown.capacity() * per_entry(4, 0)
+            + map.dirty.capacity() * per_entry(4, 0)
+            + (map.fds.capacity() * size_of::<Fd>() + map.nums.capacity() * 4)
+    }
+
+    /// A process that held 20,000 sockets and exited leaves no room for them behind.
+    #[test]
+    fn what_a_spike_grew_is_given_back() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        link(r, 10, 3, "socket:[5]");
+        let mut map = SockMap::new(r, Duration::from_secs(600), true);
+        let t0 = Instant::now();
+        gather(&mut map, t0, &[5], None);
+        let steady = footprint(&map);
+        let many: Vec<u64> = (1000..21_000).collect();
+        for (fd, inode) in (3..).zip(&many) {
+            link(r, 11, fd, &format!("socket:[{inode}]"));
+        }
+        let mut live = many.clone();
+        live.push(5);
+        gather(&mut map, t0 + Duration::from_secs(1), &live, None);
+        assert_eq!(map.holders(20_999).collect::<Vec<_>>(), [(11, 1)]);
+        let peak = footprint(&map);
+        assert!(peak > 20_000 * 16, "{peak}");
+        std::fs::remove_dir_all(r.join("11")).unwrap();
+        gather(&mut map, t0 + Duration::from_secs(2), &[5], None);
+        assert_eq!(map.holders(5).collect::<Vec<_>>(), [(10, 1)]);
+        let after = footprint(&map);
+        assert!(
+            after <= steady.max(16 * 1024),
+            "steady {steady} B, peak {peak} B, after {after} B"
+        );
+        // A steady gather keeps its room (no reallocation every gather).
+        gather(&mut map, t0 + Duration::from_secs(3), &[5], None);
+        assert_eq!(footprint(&map), after);
     }
 
     #[test]
