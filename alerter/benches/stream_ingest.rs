@@ -10,7 +10,8 @@
 //! times, so that neither server rewrites points) plain and gzip to both servers, and the
 //! table gives each figure's median over the rounds (on a shared machine one round can be
 //! slowed by the neighbours). The points are the `agent` mix of `benches/common/agent_lines.rs`
-//! (docs/performance-alerter.md).
+//! (docs/performance-alerter.md). `WK_BENCH_ALERTER=path` measures another wk-alerter binary
+//! (an earlier build, for an A/B of a change) in place of this build's.
 
 #[path = "../tests/common/influxd.rs"]
 mod influxd;
@@ -223,7 +224,10 @@ impl Alerter {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wk-alerter"))
+        let bin = std::env::var_os("WK_BENCH_ALERTER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_wk-alerter").into());
+        println!("wk-alerter: {}", std::path::Path::new(&bin).display());
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&conf)
             .arg("run")

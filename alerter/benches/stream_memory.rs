@@ -5,7 +5,9 @@
 //! Two mixes of `benches/common/agent_lines.rs`, each measured in a process of its own (so
 //! that one's freed memory does not hide the other's): `steady` (the constant values this
 //! bench used before the window was compressed) and `agent` (values as the agent writes them).
-//! The points go through the receiver's intake in bodies of 5,000 lines.
+//! The points go through the receiver's intake in bodies of 5,000 lines. Each child makes the
+//! alerter's memory settings first (`wk_alerter::memory::tune`, as `wk-alerter run` does);
+//! `WK_BENCH_MEMORY_DEFAULT=1` leaves mimalloc's defaults.
 //!
 //! `WK_BENCH_PEER=influxd` adds the peer (needs `influxd`: `apt-get install -y influxdb`; the
 //! bench fails without it): the same points of each mix written to a real influxd 1.x over
@@ -16,6 +18,10 @@
 
 #[path = "common/agent_lines.rs"]
 mod agent_lines;
+// Its thread_cpu only (other_process_cpu serves stream_ingest).
+#[allow(dead_code)]
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../tests/common/influxd.rs"]
 mod influxd;
 
@@ -115,16 +121,25 @@ impl Ours {
 }
 
 fn measure(mix: &str) {
+    // The alerter's memory settings, as `wk-alerter run` makes them first (no transparent huge
+    // pages: resident memory would grow in 2 MiB steps); `WK_BENCH_MEMORY_DEFAULT=1` leaves
+    // mimalloc's defaults, for comparison.
+    if std::env::var_os("WK_BENCH_MEMORY_DEFAULT").is_none() {
+        wk_alerter::memory::tune();
+    }
     let n = points();
     let mut lines = agent_lines::AgentLines::new(mix == "agent", T0_SECS);
     let store = MemorySource::new();
     let intake = Intake::new(1, 0);
     let before = rss_kb();
     let mut batch = String::with_capacity(BATCH * 300);
+    let mut cpu = std::time::Duration::ZERO;
     for i in 0..n {
         lines.next_line(&mut batch);
         if (i + 1) % BATCH == 0 || i + 1 == n {
+            let t = cpu::thread_cpu();
             ingest(&batch, &intake, &store);
+            cpu += cpu::thread_cpu() - t;
             batch.clear();
         }
     }
@@ -139,6 +154,10 @@ fn measure(mix: &str) {
         store.series_count(),
         rss >> 20,
         rss as f64 / lines.values as f64,
+    );
+    println!(
+        "{mix:>6}: ingest (parse + insert, this thread's CPU) {:.0} ns/point",
+        cpu.as_nanos() as f64 / n as f64
     );
     println!("result {rss_pp} {acc_pp}");
 }

@@ -287,10 +287,14 @@ impl SeriesData {
         self.open.append(t, fields);
         self.points += 1;
         if self.open.is_full() {
-            let sealed = self.open.seal();
+            let sealed = self.open.seal_and_clear();
             self.fixed += sealed.bytes();
+            // Grown by an eighth, not doubled: a window of long series would otherwise hold
+            // up to as many empty slots as chunks (40 bytes each).
+            if self.sealed.len() == self.sealed.capacity() {
+                self.sealed.reserve_exact(self.sealed.len() / 8 + 4);
+            }
             self.sealed.push_back(sealed);
-            self.open.clear();
         }
     }
 
@@ -1764,9 +1768,38 @@ mod tests {
                 }
             }
             assert_eq!(
-                MemorySource::from_snapshot(b"WKWINDOW\x02xxxx").unwrap_err(),
-                snapshot::SnapshotError::Version(2)
+                MemorySource::from_snapshot(b"WKWINDOW\x03xxxx").unwrap_err(),
+                snapshot::SnapshotError::Version(3)
             );
+        }
+
+        /// A window saved before the float coder of format 2 (a version-1 snapshot, written by
+        /// the release build of git 13269f0 from the lines beside it) is still restored, bit
+        /// for bit, and saved again as version 2.
+        #[test]
+        fn version_1_snapshots_are_restored() {
+            let v1 = include_bytes!("../../testdata/window/v1.snap");
+            let lines = include_str!("../../testdata/window/v1.lp");
+            assert_eq!(v1[8], 1);
+            let want = MemorySource::from_line_protocol(lines, 0).unwrap().dump();
+            let old = MemorySource::from_snapshot(v1).unwrap();
+            let snap = old.snapshot();
+            assert_eq!(snap[8], 2);
+            let again = MemorySource::from_snapshot(&snap).unwrap();
+            for src in [&old, &again] {
+                let got = src.dump();
+                assert_eq!(got.len(), want.len());
+                assert_eq!(got.len(), lines.lines().count());
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!((&g.0, &g.1, g.2), (&w.0, &w.1, w.2));
+                    assert_eq!(g.3.len(), w.3.len());
+                    for ((k, v), (wk, wv)) in g.3.iter().zip(&w.3) {
+                        assert!(k == wk && same(v, wv), "{k}={v:?}, want {wk}={wv:?}");
+                    }
+                }
+            }
+            // The floats now cost less than format 1 made them cost.
+            assert!(snap.len() < v1.len(), "{} >= {}", snap.len(), v1.len());
         }
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! - times: delta-of-delta, in buckets of 0, 13, 24, 36 or 64 bits (nanosecond times from an
 //!   agent on a fixed interval cost one bit each);
-//! - floats: Gorilla XOR against the previous value, reusing the previous leading/trailing
-//!   zero window when it fits (bit-exact: NaN payloads, ±inf and -0.0 round trip);
+//! - floats ([`floats`], format 2): a ratio of integers (what agents write: percentages of
+//!   counter deltas) as its numerator's change and the float rounding of the agent's own
+//!   arithmetic; anything else as Gorilla's XOR against the previous value (format 1 stored
+//!   every float so, and is still read; a column of measurements, where ratios did not pay,
+//!   is coded so again for a few chunks). The open chunk holds a float column's values as they
+//!   are and codes them when it is sealed. Bit-exact: NaN payloads, ±inf and -0.0 round trip;
 //! - integers (signed and unsigned): delta-of-delta with wrapping arithmetic (counters cost a
 //!   bit or a few);
 //! - booleans: one bit; strings: one bit when equal to the previous value, else the bytes.
@@ -14,9 +18,13 @@
 //! appends in place ([`Open`]); a full one is sealed into one byte buffer ([`Sealed`]).
 //! Decoding is checked: a corrupt buffer (a damaged snapshot) is an error, never a panic.
 
+pub mod floats;
+
 use std::borrow::Cow;
 
 use wk_core::metric::FieldValue;
+
+use floats::{Floats, Hint};
 
 /// Rows per chunk (Prometheus' choice: ~120 samples amortise a chunk's header well).
 pub const CHUNK_ROWS: usize = 120;
@@ -56,6 +64,13 @@ impl Kind {
     }
 }
 
+/// The type byte of a float column with the format-2 coder ([`floats`]); a column typed
+/// [`Kind::Float`] (0) is a format-1 one, all Gorilla XOR.
+const FLOAT_RATIO: u8 = 5;
+/// The type byte of a float column of the open chunk: the values' 64 bits each, coded when
+/// the chunk is sealed (all of a column's values at once: the coder's divisions overlap).
+const FLOAT_RAW: u8 = 6;
+
 /// A chunk that does not decode (only a damaged snapshot can hold one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corrupt;
@@ -73,6 +88,14 @@ pub struct BitWriter {
 }
 
 impl BitWriter {
+    /// An empty writer with room for `bytes`.
+    fn with_capacity(bytes: usize) -> BitWriter {
+        BitWriter {
+            buf: Vec::with_capacity(bytes),
+            ..BitWriter::default()
+        }
+    }
+
     /// Appends the low `n` (≤ 64) bits of `v`.
     #[inline]
     pub fn write(&mut self, v: u64, n: u32) {
@@ -150,6 +173,14 @@ impl BitWriter {
         let mut v = Vec::with_capacity(self.byte_len());
         self.extend_into(&mut v);
         v
+    }
+
+    /// The 64-bit words written (a raw float column), in order.
+    fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        debug_assert_eq!(self.n % 64, 0);
+        self.buf
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()))
     }
 
     /// Bits written.
@@ -338,7 +369,7 @@ impl Dod {
     }
 }
 
-/// The state of a Gorilla XOR float column.
+/// The state of a Gorilla XOR float column (format 1: read, and written by the tests).
 #[derive(Debug, Clone, Copy)]
 struct Xor {
     n: u32,
@@ -447,7 +478,12 @@ fn get_varbits(r: &mut BitReader<'_>) -> Result<u64, Corrupt> {
 /// The per-column encoder state.
 #[derive(Debug, Clone)]
 enum State {
+    /// Format 1 (decoded only).
     Float(Xor),
+    Floats(Floats),
+    /// The open chunk's floats, as they are: 64 bits per value that differs from the one
+    /// before it (the last such value here), a bit in [`OpenCol::repeats`] per other one.
+    Raw(Option<u64>),
     Int(Dod),
     Bool,
     /// Where the previous string's bytes start in the column (bits) and its length: the
@@ -458,16 +494,30 @@ enum State {
 impl State {
     fn new(kind: Kind) -> State {
         match kind {
-            Kind::Float => State::Float(Xor::default()),
+            Kind::Float => State::Raw(None),
             Kind::Int | Kind::Uint => State::Int(Dod::default()),
             Kind::Bool => State::Bool,
             Kind::Str => State::Str(None),
         }
     }
 
+    /// The decoder of a column typed `byte` in a sealed chunk.
+    fn of_type_byte(b: u8) -> Option<(Kind, State)> {
+        Some(match b {
+            0 => (Kind::Float, State::Float(Xor::default())),
+            FLOAT_RATIO => (Kind::Float, State::Floats(Floats::default())),
+            FLOAT_RAW => (Kind::Float, State::Raw(None)),
+            b => {
+                let kind = Kind::from_u8(b)?;
+                (kind, State::new(kind))
+            }
+        })
+    }
+
     fn put(&mut self, w: &mut BitWriter, v: &FieldValue) {
         match (self, v) {
             (State::Float(s), FieldValue::Float(f)) => s.put(w, *f),
+            (State::Raw(_), FieldValue::Float(f)) => w.write(f.to_bits(), 64),
             (State::Int(s), FieldValue::Int(i)) => s.put(w, *i),
             (State::Int(s), FieldValue::Uint(u)) => s.put(w, *u as i64),
             (State::Bool, FieldValue::Bool(b)) => w.bit(*b),
@@ -495,6 +545,8 @@ impl State {
     ) -> Result<FieldValue, Corrupt> {
         Ok(match self {
             State::Float(s) => FieldValue::Float(s.get(r)?),
+            State::Floats(s) => FieldValue::Float(s.get(r)?),
+            State::Raw(_) => FieldValue::Float(f64::from_bits(r.read(64)?)),
             State::Int(s) if kind == Kind::Uint => FieldValue::Uint(s.get(r)? as u64),
             State::Int(s) => FieldValue::Int(s.get(r)?),
             State::Bool => FieldValue::Bool(r.bit()?),
@@ -523,12 +575,14 @@ pub struct ColView<'a> {
     pub present: u128,
     /// Borrowed from a sealed chunk, copied from an open one.
     pub bits: Cow<'a, [u8]>,
+    /// The column's type byte (the kind, or the coder of a float column).
+    coder: u8,
 }
 
 impl ColView<'_> {
     /// The values with their row numbers, in row order.
     pub fn decode(&self, rows: usize) -> Result<Vec<(u8, FieldValue)>, Corrupt> {
-        let mut st = State::new(self.kind);
+        let (_, mut st) = State::of_type_byte(self.coder).ok_or(Corrupt)?;
         let mut r = BitReader::new(&self.bits);
         let mut text = String::new();
         let mut out = Vec::with_capacity(self.present.count_ones() as usize);
@@ -561,6 +615,54 @@ struct OpenCol {
     present: u128,
     w: BitWriter,
     st: State,
+    /// What the float coder carries from one chunk of the column to the next (a float
+    /// column's, from its first seal on: boxed, so that the other columns do not pay for it).
+    hint: Option<Box<Hint>>,
+    /// A raw float column's rows whose value repeats the one before (not in `w`): the zeros
+    /// of idle cpu fields cost a bit, not 8 bytes, until the chunk is sealed.
+    repeats: u128,
+}
+
+impl OpenCol {
+    /// A raw float column's values in row order (repeats written out).
+    fn raw_values(&self, out: &mut Vec<f64>) {
+        let mut words = self.w.words();
+        let mut last = 0.0;
+        let mut present = self.present;
+        while present != 0 {
+            let row = present.trailing_zeros();
+            present &= present - 1;
+            if self.repeats & (1u128 << row) == 0 {
+                // One word per row not repeated (append wrote it).
+                last = f64::from_bits(words.next().unwrap_or_default());
+            }
+            out.push(last);
+        }
+    }
+
+    /// The column's bits as the decoder reads them: a raw float column's values in full.
+    fn bits(&self) -> Vec<u8> {
+        match self.st {
+            State::Raw(_) => {
+                let mut values = Vec::with_capacity(self.present.count_ones() as usize);
+                self.raw_values(&mut values);
+                values
+                    .iter()
+                    .flat_map(|v| v.to_bits().to_be_bytes())
+                    .collect()
+            }
+            _ => self.w.to_vec(),
+        }
+    }
+
+    /// The type byte of the column in a sealed chunk.
+    fn coder(&self) -> u8 {
+        match self.st {
+            State::Floats(_) => FLOAT_RATIO,
+            State::Raw(_) => FLOAT_RAW,
+            _ => self.kind as u8,
+        }
+    }
 }
 
 /// The chunk being appended to.
@@ -578,7 +680,14 @@ pub struct Open {
 
 /// What an open chunk costs besides its buffers, and a column besides its buffer.
 const OPEN_COST: usize = 96;
-const COL_COST: usize = 112;
+const COL_COST: usize = 128;
+/// What a float column's coder hint costs besides (the box and its allocation).
+const HINT_COST: usize = std::mem::size_of::<Hint>() + 16;
+
+/// What a column costs besides its buffer.
+fn col_cost(kind: Kind) -> usize {
+    COL_COST + if kind == Kind::Float { HINT_COST } else { 0 }
+}
 /// What a sealed chunk costs besides its bytes (the struct in its deque, the allocation).
 pub const SEALED_COST: usize = 56;
 
@@ -625,8 +734,10 @@ impl Open {
                             present: 0,
                             w: BitWriter::default(),
                             st: State::new(kind),
+                            hint: None,
+                            repeats: 0,
                         });
-                        self.cols_bytes += COL_COST;
+                        self.cols_bytes += col_cost(kind);
                         self.cols.len() - 1
                     }
                 },
@@ -634,7 +745,18 @@ impl Open {
             let col = &mut self.cols[i];
             let cap = col.w.capacity();
             col.present |= bit;
-            col.st.put(&mut col.w, v);
+            match (&mut col.st, v) {
+                (State::Raw(last), FieldValue::Float(f)) => {
+                    let b = f.to_bits();
+                    if *last == Some(b) {
+                        col.repeats |= bit;
+                    } else {
+                        col.w.write(b, 64);
+                        *last = Some(b);
+                    }
+                }
+                (st, v) => st.put(&mut col.w, v),
+            }
             self.cols_bytes = self.cols_bytes + col.w.capacity() - cap;
         }
         self.rows += 1;
@@ -650,10 +772,15 @@ impl Open {
         let before = self.cols.len();
         self.cols.retain(|c| c.present != 0);
         if self.cols.len() != before {
-            self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
+            self.cols_bytes = self
+                .cols
+                .iter()
+                .map(|c| col_cost(c.kind) + c.w.capacity())
+                .sum();
         }
         for c in &mut self.cols {
             c.present = 0;
+            c.repeats = 0;
             c.w.clear();
             c.st = State::new(c.kind);
         }
@@ -683,7 +810,11 @@ impl Open {
         for c in &mut self.cols {
             c.w.shrink();
         }
-        self.cols_bytes = self.cols.iter().map(|c| COL_COST + c.w.capacity()).sum();
+        self.cols_bytes = self
+            .cols
+            .iter()
+            .map(|c| col_cost(c.kind) + c.w.capacity())
+            .sum();
     }
 
     /// Heap bytes held (an estimate of what the allocator gives out).
@@ -697,7 +828,7 @@ impl Open {
             + self.times.byte_len()
             + self
                 .live_cols()
-                .map(|c| COL_COST + c.w.byte_len())
+                .map(|c| col_cost(c.kind) + c.w.byte_len())
                 .sum::<usize>()
     }
 
@@ -714,7 +845,8 @@ impl Open {
                     field: c.field,
                     kind: c.kind,
                     present: c.present,
-                    bits: Cow::Owned(c.w.to_vec()),
+                    bits: Cow::Owned(c.bits()),
+                    coder: c.coder(),
                 })
                 .collect(),
         }
@@ -722,40 +854,101 @@ impl Open {
 
     /// The chunk in its sealed form.
     pub fn seal(&self) -> Sealed {
+        self.seal_with(&mut self.hints())
+    }
+
+    /// The chunk sealed and emptied for the next rows; the float coder's hints carry on.
+    pub fn seal_and_clear(&mut self) -> Sealed {
+        let mut hints = self.hints();
+        let sealed = self.seal_with(&mut hints);
+        for (c, h) in self.cols.iter_mut().zip(hints) {
+            if c.kind == Kind::Float {
+                **c.hint.get_or_insert_with(Box::default) = h;
+            }
+        }
+        self.clear();
+        sealed
+    }
+
+    /// The columns' coder hints (a copy: sealing updates them).
+    fn hints(&self) -> Vec<Hint> {
+        self.cols
+            .iter()
+            .map(|c| c.hint.as_deref().copied().unwrap_or_default())
+            .collect()
+    }
+
+    fn seal_with(&self, hints: &mut [Hint]) -> Sealed {
         let full = if self.rows >= 128 {
             u128::MAX
         } else {
             (1u128 << self.rows) - 1
         };
-        let cols = self.live_cols().count();
+        // The raw float columns coded (the others are final as they are), with their type
+        // byte: format 2, or Gorilla where ratios did not pay (format 1's coding).
+        let mut coded: Vec<Option<(u8, BitWriter)>> = Vec::with_capacity(self.cols.len());
+        let mut values = Vec::with_capacity(self.rows);
+        let mut totals: floats::Totals = [(0, 0.0); CHUNK_ROWS];
+        for (c, hint) in self.cols.iter().zip(hints) {
+            coded.push(match c.st {
+                State::Raw(_) if c.present != 0 => {
+                    values.clear();
+                    c.raw_values(&mut values);
+                    // A value takes ~2 bytes: one allocation, not a doubling from 8 bytes.
+                    let mut w = BitWriter::with_capacity(values.len() * 2 + 16);
+                    let every_row = c.present == full;
+                    let ratio =
+                        floats::encode(&values, hint, every_row.then_some(&mut totals), &mut w);
+                    Some((
+                        if ratio {
+                            FLOAT_RATIO
+                        } else {
+                            Kind::Float as u8
+                        },
+                        w,
+                    ))
+                }
+                _ => None,
+            });
+        }
+        let live = || {
+            self.cols
+                .iter()
+                .zip(&coded)
+                .filter(|(c, _)| c.present != 0)
+                .map(|(c, w)| match w {
+                    Some((coder, w)) => (c, *coder, w),
+                    None => (c, c.coder(), &c.w),
+                })
+        };
+        let cols = live().count();
         let size = varint_len(self.times.byte_len() as u64)
             + self.times.byte_len()
             + varint_len(cols as u64)
-            + self
-                .live_cols()
-                .map(|c| {
+            + live()
+                .map(|(c, _, w)| {
                     varint_len(u64::from(c.field))
                         + 2
                         + if c.present == full { 0 } else { 16 }
-                        + varint_len(c.w.byte_len() as u64)
-                        + c.w.byte_len()
+                        + varint_len(w.byte_len() as u64)
+                        + w.byte_len()
                 })
                 .sum::<usize>();
         let mut data = Vec::with_capacity(size);
         put_varint(&mut data, self.times.byte_len() as u64);
         self.times.extend_into(&mut data);
         put_varint(&mut data, cols as u64);
-        for c in self.live_cols() {
+        for (c, coder, w) in live() {
             put_varint(&mut data, u64::from(c.field));
-            data.push(c.kind as u8);
+            data.push(coder);
             if c.present == full {
                 data.push(0);
             } else {
                 data.push(1);
                 data.extend_from_slice(&c.present.to_le_bytes());
             }
-            put_varint(&mut data, c.w.byte_len() as u64);
-            c.w.extend_into(&mut data);
+            put_varint(&mut data, w.byte_len() as u64);
+            w.extend_into(&mut data);
         }
         debug_assert_eq!(data.len(), size);
         Sealed {
@@ -802,7 +995,8 @@ impl Sealed {
         let full = (1u128 << self.rows) - 1;
         for _ in 0..ncols {
             let field = u16::try_from(get_varint(d, &mut p)?).map_err(|_| Corrupt)?;
-            let kind = Kind::from_u8(*d.get(p).ok_or(Corrupt)?).ok_or(Corrupt)?;
+            let coder = *d.get(p).ok_or(Corrupt)?;
+            let (kind, _) = State::of_type_byte(coder).ok_or(Corrupt)?;
             let flag = *d.get(p + 1).ok_or(Corrupt)?;
             p += 2;
             let present = match flag {
@@ -828,6 +1022,7 @@ impl Sealed {
                 kind,
                 present,
                 bits: Cow::Borrowed(bits),
+                coder,
             });
         }
         if p != d.len() {
@@ -1017,8 +1212,146 @@ mod tests {
         }
     }
 
+    /// The chunk as format 1 wrote it: every float column Gorilla-coded.
+    fn format_1(rows: &[Row]) -> Sealed {
+        let mut open = Open::from_rows(rows);
+        for c in &mut open.cols {
+            if let State::Raw(_) = c.st {
+                let view = ColView {
+                    field: c.field,
+                    kind: c.kind,
+                    present: c.present,
+                    bits: Cow::Owned(c.bits()),
+                    coder: FLOAT_RAW,
+                };
+                let (mut xor, mut w) = (Xor::default(), BitWriter::default());
+                for (_, v) in view.decode(open.rows).unwrap() {
+                    let FieldValue::Float(f) = v else {
+                        panic!("{v:?} in a float column")
+                    };
+                    xor.put(&mut w, f);
+                }
+                (c.w, c.st) = (w, State::Float(xor));
+            }
+        }
+        open.seal()
+    }
+
+    /// Percentages as the agent computes them (`100.0 * Δpart / Δtotal` over seconds =
+    /// `ticks / 100.0`, the total a sum of floats) from any counters and deltas; in between,
+    /// ratios off by a few ulps, exact ratios and the special values.
+    fn agent_column() -> impl Strategy<Value = Vec<f64>> {
+        let step = (0u64..1_100, 0u64..1_100, 0u8..40, any::<u64>());
+        (
+            1u64..1 << 46,
+            1u64..1 << 46,
+            proptest::collection::vec(step, 1..CHUNK_ROWS),
+        )
+            .prop_map(|(mut a, mut b, steps)| {
+                let secs = |a: u64, b: u64| (a as f64 / 100.0, a as f64 / 100.0 + b as f64 / 100.0);
+                steps
+                    .into_iter()
+                    .map(|(da, db, kind, x)| {
+                        let (pa, pt) = secs(a, b);
+                        (a, b) = (a + da, b + db);
+                        let (na, nt) = secs(a, b);
+                        let pct = 100.0 * (na - pa) / (nt - pt);
+                        match kind {
+                            0 => f64::from_bits(0x7ff0_0000_0000_0000 | (x >> 12).max(1)),
+                            1 => -0.0,
+                            2 => f64::NEG_INFINITY,
+                            3 => f64::from_bits(x),
+                            4 => (da as f64 * 100.0) / (da + db).max(1) as f64,
+                            5 => f64::from_bits(pct.to_bits() ^ (x & 0xfff)),
+                            _ => pct,
+                        }
+                    })
+                    .collect()
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Format-1 chunks (in version-1 snapshots) decode as they did.
+        #[test]
+        fn format_1_chunks_decode(rows in rows()) {
+            prop_assume!(!rows.is_empty());
+            let sealed = format_1(&rows);
+            let v = sealed.view().unwrap();
+            assert!(v.cols().iter().all(|c| c.kind != Kind::Float || c.coder == 0));
+            v.check(6).unwrap();
+            assert_same(&sorted(v.rows(0).unwrap()), &rows);
+        }
+
+        /// Points as the agent's cpu input writes them (the fields share one Δtotal, which
+        /// the coder carries from column to column), a field of noise that goes to Gorilla
+        /// after a chunk, and special values anywhere, sealed chunk after chunk as the store
+        /// does (the hints carry on): every chunk decodes to what was appended.
+        #[test]
+        fn agent_points_round_trip_chunk_after_chunk(
+            start in proptest::collection::vec(1u64..1 << 40, 4),
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(0u64..400, 4), 0u8..60, any::<u64>()),
+                CHUNK_ROWS..CHUNK_ROWS * 4,
+            ),
+        ) {
+            let mut ticks = start;
+            let mut open = Open::default();
+            let mut rows: Vec<Row> = Vec::new();
+            for (i, (deltas, kind, x)) in steps.into_iter().enumerate() {
+                let secs = |t: &[u64]| {
+                    let s: Vec<f64> = t.iter().map(|v| *v as f64 / 100.0).collect();
+                    let total = s.iter().sum::<f64>();
+                    (s, total)
+                };
+                let (last, last_total) = secs(&ticks);
+                ticks.iter_mut().zip(&deltas).for_each(|(t, d)| *t += d);
+                let (now, total) = secs(&ticks);
+                let mut fields: Vec<(u16, FieldValue)> = (0..4)
+                    .map(|k| {
+                        let pct = 100.0 * (now[k] - last[k]) / (total - last_total);
+                        let v = match (kind, k) {
+                            (0, 0) => f64::NAN,
+                            (1, 1) => -0.0,
+                            (2, 2) => f64::INFINITY,
+                            (3, 3) => f64::from_bits(x),
+                            (4, _) => f64::from_bits(pct.to_bits() ^ (x & 0xff)),
+                            _ => pct,
+                        };
+                        (k as u16, FieldValue::Float(v))
+                    })
+                    .collect();
+                fields.push((4, FieldValue::Float(f64::from_bits(x >> 2))));
+                let t = i as i64 * 10_000_000_000;
+                open.append(t, &fields);
+                rows.push((t, fields));
+                if open.is_full() {
+                    let sealed = open.seal_and_clear();
+                    let v = sealed.view().unwrap();
+                    v.check(5).unwrap();
+                    assert_same(&v.rows(0).unwrap(), &rows);
+                    rows.clear();
+                }
+            }
+            assert_same(&sorted(open.view().rows(0).unwrap()), &rows);
+        }
+
+        /// The agent's percentages and their neighbours round trip bit for bit, in both forms.
+        #[test]
+        fn percentages_round_trip(values in agent_column()) {
+            let rows: Vec<Row> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as i64 * 10_000_000_000, vec![(0, FieldValue::Float(*v))]))
+                .collect();
+            let open = Open::from_rows(&rows);
+            assert_same(&open.view().rows(0).unwrap(), &rows);
+            let v = open.seal();
+            let v = v.view().unwrap();
+            v.check(1).unwrap();
+            assert_same(&v.rows(0).unwrap(), &rows);
+        }
 
         /// Every value of every type, any times: the open and the sealed form decode to what
         /// was appended, bit for bit, and the sealed form passes its check.
@@ -1050,6 +1383,104 @@ mod tests {
                 let _ = v.rows(0);
             }
         }
+    }
+
+    /// The column's bytes for `values` (one row each, 10 s apart), sealed.
+    fn column_bytes(values: &[f64]) -> usize {
+        let rows: Vec<Row> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64 * 10_000_000_000, vec![(0, FieldValue::Float(*v))]))
+            .collect();
+        let sealed = Open::from_rows(&rows).seal();
+        let view = sealed.view().unwrap();
+        assert_same(&view.rows(0).unwrap(), &rows);
+        assert_eq!(view.cols()[0].coder, FLOAT_RATIO);
+        view.cols()[0].bits.len()
+    }
+
+    /// What format 2 is for: the agent's cpu percentages cost under a third of Gorilla's
+    /// bits (~15 bits instead of ~55), exact ratios as little, and what is no ratio hardly
+    /// more than Gorilla's.
+    #[test]
+    fn percentages_cost_a_third_of_gorilla() {
+        let mut rng = wk_core::testing::Xorshift(0x5eed);
+        // One CPU's idle and user ticks, a host up for months (counters near 2^31); the
+        // load walks, a tick more or less in one interval of ten.
+        let (mut idle, mut user, mut du) = (2_000_000_000u64, 300_000_000u64, 100u64);
+        let (mut pct, mut exact, mut noise) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..CHUNK_ROWS {
+            let (pi, pu) = (idle as f64 / 100.0, user as f64 / 100.0);
+            du = (du + rng.next_u64() % 21).saturating_sub(10).min(900);
+            let total = match rng.next_u64() % 20 {
+                0 => 999,
+                1 => 1001,
+                _ => 1000,
+            };
+            (idle, user) = (idle + total - du, user + du);
+            let (ni, nu) = (idle as f64 / 100.0, user as f64 / 100.0);
+            pct.push(100.0 * (nu - pu) / ((nu + ni) - (pu + pi)));
+            exact.push(100.0 * du as f64 / total as f64);
+            noise.push(rng.unit() * 100.0);
+        }
+        let gorilla = |v: &[f64]| {
+            let (mut x, mut w) = (Xor::default(), BitWriter::default());
+            v.iter().for_each(|f| x.put(&mut w, *f));
+            w.byte_len()
+        };
+        let (p, g) = (column_bytes(&pct), gorilla(&pct));
+        assert!(p * 3 < g, "agent percentages: {p} bytes, Gorilla {g}");
+        let e = column_bytes(&exact);
+        assert!(e < CHUNK_ROWS * 2, "exact ratios: {e} bytes");
+        let (n, g) = (column_bytes(&noise), gorilla(&noise));
+        assert!(
+            n <= g + CHUNK_ROWS * 3 / 8,
+            "no ratio: {n} bytes, Gorilla {g}"
+        );
+    }
+
+    /// A column of measurements (no ratio) costs Gorilla's CPU after the first chunk that
+    /// showed it: coded as format 1 for [`floats::PLAIN_CHUNKS`] − 1 chunks, then tried with
+    /// the model again; a column of ratios beside it stays format 2.
+    #[test]
+    fn measurements_go_to_gorilla_until_the_model_is_tried_again() {
+        let mut rng = wk_core::testing::Xorshift(0x5eed);
+        let mut open = Open::default();
+        let mut coders = Vec::new();
+        for chunk in 0..floats::PLAIN_CHUNKS as usize + 2 {
+            let mut rows = Vec::new();
+            for i in 0..CHUNK_ROWS {
+                let t = (chunk * CHUNK_ROWS + i) as i64 * 10_000_000_000;
+                let fields = vec![
+                    (0, FieldValue::Float(rng.unit() * 1e3)),
+                    (
+                        1,
+                        FieldValue::Float(100.0 * (rng.next_u64() % 997) as f64 / 997.0),
+                    ),
+                ];
+                open.append(t, &fields);
+                rows.push((t, fields));
+            }
+            let sealed = open.seal_and_clear();
+            let v = sealed.view().unwrap();
+            assert_same(&v.rows(0).unwrap(), &rows);
+            coders.push((v.cols()[0].coder, v.cols()[1].coder));
+        }
+        let plain = floats::PLAIN_CHUNKS as usize;
+        for (i, c) in coders.iter().enumerate() {
+            let want = if i == 0 || i == plain { FLOAT_RATIO } else { 0 };
+            assert_eq!(*c, (want, FLOAT_RATIO), "chunk {i}: {coders:?}");
+        }
+    }
+
+    /// The costs the window accounts cover the structs they stand for.
+    #[test]
+    fn accounted_costs_cover_the_structs() {
+        let col = std::mem::size_of::<OpenCol>();
+        assert!(
+            col <= COL_COST,
+            "OpenCol is {col} bytes, COL_COST {COL_COST}"
+        );
     }
 
     #[test]

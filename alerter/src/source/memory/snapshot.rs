@@ -2,11 +2,13 @@
 //! so a restart in stream mode keeps what the rules look back on. The file is about the size
 //! of the window in memory (bounded by `max_bytes` and `max_points`).
 //!
-//! Format (version 1): `WKWINDOW`, a version byte, the series count, then per series its
+//! Format (version 2): `WKWINDOW`, a version byte, the series count, then per series its
 //! measurement, tags, field names, forgotten rows of the first chunk and chunks (first and
 //! last time, rows, bytes), and a CRC-32 of everything before it. Strings and counts are
 //! LEB128-prefixed. A file that fails any check is refused whole: a damaged window is never
-//! half trusted.
+//! half trusted. Version 1 (before the float coder of `chunk::floats`: its chunks hold
+//! Gorilla-coded floats only) is read as well; a build before version 2 refuses a version-2
+//! file by its version ([`SnapshotError::Version`]).
 
 use std::collections::VecDeque;
 
@@ -14,14 +16,16 @@ use super::chunk::{CHUNK_ROWS, Open, Sealed, get_varint, put_varint};
 use super::{Key, MemorySource, SeriesData, Store};
 
 const MAGIC: &[u8] = b"WKWINDOW";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The versions this build reads.
+const READS: [u8; 2] = [1, 2];
 
 /// Why a snapshot was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     #[error("not a wk-alerter window snapshot")]
     NotSnapshot,
-    #[error("snapshot version {0} is not supported (this build reads version {VERSION})")]
+    #[error("snapshot version {0} is not supported (this build reads versions 1 and {VERSION})")]
     Version(u8),
     #[error("snapshot checksum mismatch (the file is damaged or truncated)")]
     Checksum,
@@ -75,7 +79,7 @@ impl MemorySource {
         if bytes.len() < MAGIC.len() + 1 + 4 || !bytes.starts_with(MAGIC) {
             return Err(SnapshotError::NotSnapshot);
         }
-        if bytes[MAGIC.len()] != VERSION {
+        if !READS.contains(&bytes[MAGIC.len()]) {
             return Err(SnapshotError::Version(bytes[MAGIC.len()]));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
