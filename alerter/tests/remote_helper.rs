@@ -182,8 +182,15 @@ fn stop_terms_then_kills_and_never_its_own_session() {
 fn start_detaches_and_port_open_probes() {
     let rows = lines(&helper(&["start", "--", "sleep", "30"]));
     let pid = rows[0]["pid"].as_i64().unwrap() as i32;
-    let p = wk_core::procs::get(Path::new("/proc"), pid).expect("started");
-    assert_eq!(p.cmdline, ["sleep", "30"]);
+    // The helper answers once the program is started, not once it has exec'd: its command
+    // line can still be empty for a moment (seen in CI).
+    let cmdline = || {
+        wk_core::procs::get(Path::new("/proc"), pid)
+            .expect("started")
+            .cmdline
+    };
+    wk_core::testing::poll_until(Duration::from_secs(5), || !cmdline().is_empty());
+    assert_eq!(cmdline(), ["sleep", "30"]);
     // Its own session (setsid): the sid is its pid.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let sid: i32 = stat
