@@ -224,14 +224,49 @@ pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct free ports (all held until every one is chosen, so none repeats).
+/// `N` distinct free ports on 127.0.0.1, below the kernel's ephemeral range: a port taken
+/// from that range (port 0) could be given to any test's outgoing connection as its source
+/// port between our release and the server's bind ("address already in use", seen in CI).
+/// Ports are never handed out twice by one test process, and each one was bound once here.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
+    use std::sync::Mutex;
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    const LOWEST: u16 = 10_000;
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
     let mut ports = [0; N];
-    for (p, l) in ports.iter_mut().zip(&listeners) {
-        *p = l.local_addr().expect("local_addr").port();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32;
+    let mut rng = Xorshift(seed | 1);
+    let span = u64::from(first_ephemeral.saturating_sub(LOWEST));
+    for p in ports.iter_mut() {
+        let mut tries = 0;
+        *p = loop {
+            tries += 1;
+            if span < 1_000 || tries > 1_000 {
+                // No room below the ephemeral range: the kernel's choice.
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+                let port = l.local_addr().expect("local_addr").port();
+                held.push(l);
+                break port;
+            }
+            let port = LOWEST + (rng.next_u64() % span) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                held.push(l);
+                break port;
+            }
+        };
+        given.insert(*p);
     }
     ports
 }
