@@ -390,6 +390,50 @@ impl Default for Xor {
     }
 }
 
+/// Gorilla's code of a changed value's XOR with the previous one (`x` ≠ 0): `0` and the bits
+/// inside the window in use (`lead`, `trail`; `lead` 0xff: none yet), or `1`, lead(5), sig(6)
+/// and the bits, which makes that the window.
+pub(super) fn put_xor(w: &mut BitWriter, x: u64, lead: &mut u8, trail: &mut u8) {
+    let (l, t) = (x.leading_zeros().min(31) as u8, x.trailing_zeros() as u8);
+    if *lead != 0xff && l >= *lead && t >= *trail {
+        w.bit(false);
+        let sig = 64 - u32::from(*lead) - u32::from(*trail);
+        w.write(x >> *trail, sig);
+    } else {
+        w.bit(true);
+        let sig = 64 - u32::from(l) - u32::from(t);
+        w.write(u64::from(l), 5);
+        // 64 significant bits are written as 0 (sig is never 0: x != 0).
+        w.write(u64::from(sig % 64), 6);
+        w.write(x >> t, sig);
+        (*lead, *trail) = (l, t);
+    }
+}
+
+/// Reads what [`put_xor`] wrote: the XOR, the window updated.
+pub(super) fn get_xor(
+    r: &mut BitReader<'_>,
+    lead: &mut u8,
+    trail: &mut u8,
+) -> Result<u64, Corrupt> {
+    if r.bit()? {
+        let l = r.read(5)? as u32;
+        let sig = match r.read(6)? as u32 {
+            0 => 64,
+            s => s,
+        };
+        if l + sig > 64 {
+            return Err(Corrupt);
+        }
+        (*lead, *trail) = (l as u8, (64 - l - sig) as u8);
+    } else if *lead == 0xff {
+        return Err(Corrupt);
+    }
+    let sig = 64 - u32::from(*lead) - u32::from(*trail);
+    // trail ≤ 63: at least one significant bit.
+    Ok(r.read(sig)? << *trail)
+}
+
 impl Xor {
     fn put(&mut self, w: &mut BitWriter, v: f64) {
         let bits = v.to_bits();
@@ -401,22 +445,7 @@ impl Xor {
                 w.bit(false);
             } else {
                 w.bit(true);
-                let lead = x.leading_zeros().min(31) as u8;
-                let trail = x.trailing_zeros() as u8;
-                if self.lead != 0xff && lead >= self.lead && trail >= self.trail {
-                    w.bit(false);
-                    let sig = 64 - u32::from(self.lead) - u32::from(self.trail);
-                    w.write(x >> self.trail, sig);
-                } else {
-                    w.bit(true);
-                    let sig = 64 - u32::from(lead) - u32::from(trail);
-                    w.write(u64::from(lead), 5);
-                    // 64 significant bits are written as 0 (sig is never 0: x != 0).
-                    w.write(u64::from(sig % 64), 6);
-                    w.write(x >> trail, sig);
-                    self.lead = lead;
-                    self.trail = trail;
-                }
+                put_xor(w, x, &mut self.lead, &mut self.trail);
             }
         }
         self.prev = bits;
@@ -427,24 +456,7 @@ impl Xor {
         if self.n == 0 {
             self.prev = r.read(64)?;
         } else if r.bit()? {
-            if r.bit()? {
-                let lead = r.read(5)? as u32;
-                let sig = match r.read(6)? as u32 {
-                    0 => 64,
-                    s => s,
-                };
-                if lead + sig > 64 {
-                    return Err(Corrupt);
-                }
-                self.lead = lead as u8;
-                self.trail = (64 - lead - sig) as u8;
-            } else if self.lead == 0xff {
-                return Err(Corrupt);
-            }
-            let sig = 64 - u32::from(self.lead) - u32::from(self.trail);
-            let x = r.read(sig)?;
-            // trail ≤ 63: at least one significant bit.
-            self.prev ^= x << self.trail;
+            self.prev ^= get_xor(r, &mut self.lead, &mut self.trail)?;
         }
         self.n += 1;
         Ok(f64::from_bits(self.prev))

@@ -499,23 +499,7 @@ impl Floats {
             }
             None => {
                 w.write(0b111, 3);
-                let (_, reuse) = self.xor_cost(x);
-                if reuse {
-                    w.write(0, 1);
-                    let sig = 64 - u32::from(self.lead) - u32::from(self.trail);
-                    w.write(x >> self.trail, sig);
-                } else {
-                    let lead = x.leading_zeros().min(31);
-                    let trail = x.trailing_zeros();
-                    let sig = 64 - lead - trail;
-                    w.write(1, 1);
-                    w.write(u64::from(lead), 5);
-                    // 64 significant bits are written as 0 (sig is never 0: x != 0).
-                    w.write(u64::from(sig % 64), 6);
-                    w.write(x >> trail, sig);
-                    self.lead = lead as u8;
-                    self.trail = trail as u8;
-                }
+                super::put_xor(w, x, &mut self.lead, &mut self.trail);
                 false
             }
         }
@@ -587,22 +571,7 @@ impl Floats {
             den
         } else {
             // Gorilla.
-            if r.bit()? {
-                let lead = r.read(5)? as u32;
-                let sig = match r.read(6)? as u32 {
-                    0 => 64,
-                    s => s,
-                };
-                if lead + sig > 64 {
-                    return Err(Corrupt);
-                }
-                self.lead = lead as u8;
-                self.trail = (64 - lead - sig) as u8;
-            } else if self.lead == 0xff {
-                return Err(Corrupt);
-            }
-            let sig = 64 - u32::from(self.lead) - u32::from(self.trail);
-            return Ok(self.prev ^ (r.read(sig)? << self.trail));
+            return Ok(self.prev ^ super::get_xor(r, &mut self.lead, &mut self.trail)?);
         };
         if den <= 0 {
             return Err(Corrupt);
