@@ -1836,44 +1836,52 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
     let round_secs = wall0.elapsed().as_secs_f64() / reps as f64;
     let stats1 = kept.map_stats();
 
-    // Foreign churn: each round the bench (not selected) opens 20 new loopback connections
-    // and closes the previous 20, so the dump always has sockets the map does not know and
-    // hunts the selected processes for them.
+    // At a 10 s interval, measured: the map's clock advances 10 s a round, so it does the
+    // full reads and the hunts a 10 s cadence owes. First quiet, then with foreign churn: each
+    // round the bench (not selected) opens 20 new loopback connections and closes the
+    // previous 20, so the dump always has sockets the map does not know and the map hunts
+    // the selected processes for them.
     let churn_reps = reps;
-    let (mut churn_kept, mut churn_floor, mut churn_ratio) = (vec![], vec![], vec![]);
-    let churn_l = TcpListener::bind("127.0.0.1:0").ok();
-    let mut held: Vec<TcpStream> = Vec::new();
-    let stats2 = kept.map_stats();
-    for _ in 0..churn_reps {
-        held.clear();
-        if let Some(l) = &churn_l
-            && let Ok(addr) = l.local_addr()
-        {
-            for _ in 0..20 {
-                if let (Ok(c), Ok((s, _))) = (TcpStream::connect(addr), l.accept()) {
-                    held.push(c);
-                    held.push(s);
+    let mut clock = Instant::now();
+    let mut at_10s = |churn: bool, kept: &mut TcpOwners| {
+        let (mut cpu, mut ratios) = (vec![], vec![]);
+        let l = TcpListener::bind("127.0.0.1:0").ok();
+        let mut held: Vec<TcpStream> = Vec::new();
+        let before = kept.map_stats();
+        for _ in 0..churn_reps {
+            held.clear();
+            if churn
+                && let Some(l) = &l
+                && let Ok(addr) = l.local_addr()
+            {
+                for _ in 0..20 {
+                    if let (Ok(c), Ok((s, _))) = (TcpStream::connect(addr), l.accept()) {
+                        held.push(c);
+                        held.push(s);
+                    }
                 }
             }
+            clock += Duration::from_secs(10);
+            let t0 = thread_cpu_ns();
+            let _ = kept.states_at(clock, &pids);
+            let t1 = thread_cpu_ns();
+            if let Some(d) = diag.as_mut() {
+                let _ = d.tcp_one_walk();
+            }
+            let t2 = thread_cpu_ns();
+            cpu.push((t1 - t0) as f64);
+            ratios.push((t1 - t0) as f64 / ((t2 - t1) as f64).max(1.0));
         }
-        let t0 = thread_cpu_ns();
-        let _ = kept.states(&pids);
-        let t1 = thread_cpu_ns();
-        if let Some(d) = diag.as_mut() {
-            let _ = d.tcp_one_walk();
-        }
-        let t2 = thread_cpu_ns();
-        churn_kept.push((t1 - t0) as f64);
-        churn_floor.push((t2 - t1) as f64);
-        churn_ratio.push((t1 - t0) as f64 / ((t2 - t1) as f64).max(1.0));
-    }
-    drop(held);
-    let stats3 = kept.map_stats();
+        (cpu, ratios, before, kept.map_stats())
+    };
+    let (quiet_kept, quiet_ratio, stats4, stats5) = at_10s(false, &mut kept);
+    let (churn_kept, churn_ratio, stats2, stats3) = at_10s(true, &mut kept);
 
     let st: Vec<Stats> = v.iter().map(|x| stats(x)).collect();
     let whole = st[0].median;
     let rk = stats(&ratio_kept);
-    let (ck, cf, cr) = (stats(&churn_kept), stats(&churn_floor), stats(&churn_ratio));
+    let (ck, cr) = (stats(&churn_kept), stats(&churn_ratio));
+    let (qk, qr) = (stats(&quiet_kept), stats(&quiet_ratio));
     let per_round = |a: u64, b: u64, n: usize| (b - a) as f64 / n as f64;
     // At a 10 s interval: the kept map's rounds minus the full reads the schedule owed at
     // this bench's cadence, plus those owed at 10 s (a full read of one process costs the
@@ -1923,8 +1931,9 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
          alone (one `TCPDIAG_GETSOCK` dump, headers only):\n\n\
          | | CPU median (p90) | ratio to the netlink walk (median of per-round ratios) | allocations (median) |\n|---|---|---|---|\n\
          | **map kept between gathers** (steady: no process changed; {:.1} full reads of a process and {:.0} readlinks per round from the spread schedule) | {} ({}) | **{:.2}×** | {:.0} |\n\
-         | … at a 10 s interval (the same with the full reads a 10 s cadence owes instead: {:.1} per gather, every process once per {} s) | {} | {} | |\n\
-         | … with foreign churn (the bench opens 20 new connections per round: the map hunts the {procs} processes for them; {:.1} hunts, {:.0} fd directories read, {:.0} readlinks per round) | {} ({}) | {:.2}× | |\n\
+         | … at a 10 s interval (computed: the same with the full reads a 10 s cadence owes instead: {:.1} per gather, every process once per {} s) | {} | {} | |\n\
+         | … at a 10 s interval, measured (the map's clock advances 10 s a round: {:.1} full reads, {:.0} readlinks per round) | {} ({}) | **{:.2}×** | |\n\
+         | … at a 10 s interval with foreign churn (the bench opens 20 new connections per round, in no selected process: the map hunts for them, {:.0} processes a round, every process once per {} s; {:.1} full reads, {:.0} readlinks per round) | {} ({}) | **{:.2}×** | |\n\
          | map read afresh every gather (every fd of the {procs} processes: readdir + one readlinkat each) | {} ({}) | {} | {:.0} |\n\
          | netlink walk alone (floor) | {} ({}) | 1.00× | |\n\
          | first gather of a kept map (everything read; once) | {} (wall) | | |\n\n\
@@ -1959,8 +1968,14 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
         FD_FULL_READ_PERIOD.as_secs(),
         us(amortized),
         ratio(amortized, st[2].median),
-        per_round(stats2.hunts, stats3.hunts, churn_reps),
-        per_round(stats2.dirs_read, stats3.dirs_read, churn_reps),
+        per_round(stats4.full_reads, stats5.full_reads, churn_reps),
+        per_round(stats4.readlinks, stats5.readlinks, churn_reps),
+        us(qk.median),
+        us(qk.p90),
+        qr.median,
+        per_round(stats2.hunted, stats3.hunted, churn_reps),
+        wk_core::sockmap::HUNT_PERIOD.as_secs(),
+        per_round(stats2.full_reads, stats3.full_reads, churn_reps),
         per_round(stats2.readlinks, stats3.readlinks, churn_reps),
         us(ck.median),
         us(ck.p90),
@@ -1999,17 +2014,17 @@ fn bench_procstat(o: &Opts, dir: &Path, md: &mut String) {
         ratio(st[7].median, st[8].median),
     );
     log(&format!(
-        "procstat: gather {} kept map {} ({:.2}x floor; churn {:.2}x) fresh map {} floor {} procfs walk {} ss -tanp {}",
+        "procstat: gather {} kept map {} ({:.2}x floor; at 10 s {:.2}x, with churn {:.2}x) fresh map {} floor {} procfs walk {} ss -tanp {}",
         us(st[0].median),
         us(st[1].median),
         rk.median,
+        qr.median,
         cr.median,
         us(st[3].median),
         us(st[2].median),
         us(st[4].median),
         us(st[9].median),
     ));
-    let _ = cf;
     drop(plan);
     let t = Instant::now();
     drop(world);

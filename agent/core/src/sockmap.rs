@@ -18,11 +18,16 @@
 //! - a socket it held is gone from the dump (closed; its fd number may hold a new one): the
 //!   same;
 //! - with hunting on (the `hunt` argument of [`SockMap::new`]), when a socket in the dump is
-//!   still held by no known fd after that: a `readlink` of each fd of each covered process
-//!   that was not a socket of the dumps (a listing only where one of those numbers is gone),
-//!   until every such socket is found (sockets held by no readable process, such as those of
-//!   other users' processes when not root, or embryos in a listener's queue, are then
-//!   remembered as unowned and not looked for again);
+//!   still held by no known fd after that: a `readlink` of each fd that was not a socket of
+//!   the dumps (a listing only where one of those numbers is gone), first in every process
+//!   whose table moved this gather, then in the processes least recently hunted or read in
+//!   full — as many as `processes × elapsed / HUNT_PERIOD` per gather (at least one), so
+//!   that sockets of processes outside the set (a busy host makes some every gather) cost a
+//!   bounded share of a hunt instead of a readlink of every file of every process each
+//!   gather — until every such socket is found. A socket that every covered process has
+//!   been hunted or read in full for since the dump first showed it (sockets of other
+//!   processes, of other users' processes when not root, embryos in a listener's queue) is
+//!   remembered as unowned and not looked for again;
 //! - **a full re-read of every fd, spread over time**: each gather re-reads in full the
 //!   processes whose last full read is oldest, as many as `processes × elapsed / period`, so
 //!   that every covered process is read in full at least once per `period` (plus one gather
@@ -33,8 +38,10 @@
 //!   refers to it — so the map never keeps an fd that let go of a socket still alive through
 //!   another.
 //!
-//! Staleness bound: missed until the process's next full read, at most `period` plus one
-//! gather interval later, is an fd that comes to refer to a socket the map already knows (a
+//! Staleness bound: a new socket that took the fd number of a file (or of a socket not in
+//! the dumps) in a process whose table did not otherwise move is found by the hunt, at most
+//! [`HUNT_PERIOD`] plus one gather interval later. Missed until the process's next full
+//! read, at most `period` plus one gather interval later, is an fd that comes to refer to a socket the map already knows (a
 //! `dup`/`dup2`, one received over a unix socket) in a process whose number of open fds is
 //! back to the same at the next gather — and, through it, a process still credited with a
 //! socket it handed on that way and then closed. Everything else (new and closed sockets,
@@ -56,6 +63,10 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use rustix::fs::{AtFlags, Mode, OFlags, RawDir, openat, readlinkat_raw, statat};
 use rustix::io::Errno;
+
+/// How long a socket no known fd holds may be looked for before every covered process has
+/// been hunted for it: the hunt reads `processes × elapsed / HUNT_PERIOD` processes a gather.
+pub const HUNT_PERIOD: Duration = Duration::from_secs(60);
 
 /// No process holds the socket (yet): an unowned live socket.
 const NONE: i32 = 0;
@@ -108,6 +119,8 @@ struct Proc {
     read_depth: Depth,
     /// When it was last read in full.
     full_at: Instant,
+    /// When every fd that was not a socket of the dumps was last read (a hunt or a full read).
+    hunted_at: Instant,
 }
 
 /// Index entry of one live socket.
@@ -220,6 +233,8 @@ pub struct Stats {
     pub stats: u64,
     /// Updates that hunted for unowned sockets.
     pub hunts: u64,
+    /// Processes hunted (over every update).
+    pub hunted: u64,
 }
 
 /// The socket → holders map of a set of processes. See the module documentation.
@@ -233,6 +248,11 @@ pub struct SockMap {
     last_update: Option<Instant>,
     /// Fractional processes owed a full read (see `update`).
     credit: f64,
+    /// Fractional processes owed a hunt while sockets are unknown (see `hunt_unknown`).
+    hunt_credit: f64,
+    /// Sockets of the dumps no known fd holds, still looked for: when the dump first showed
+    /// each (see `settle_unknown`).
+    pending: FxHashMap<u32, Instant>,
     force_full: bool,
     stats: Stats,
     // Scratch, reused.
@@ -327,6 +347,8 @@ impl SockMap {
             idx: Index::default(),
             last_update: None,
             credit: 0.0,
+            hunt_credit: 0.0,
+            pending: FxHashMap::default(),
             force_full: false,
             stats: Stats::default(),
             dirbuf: Vec::new(),
@@ -407,7 +429,7 @@ impl SockMap {
                         }
                     }
                 }
-                self.orphan_unknown();
+                self.settle_unknown(now);
                 return;
             }
         };
@@ -464,8 +486,11 @@ impl SockMap {
         let all = self.force_full || self.period.is_zero() || self.last_update.is_none();
         self.force_full = false;
         let mut owed = FxHashSet::default();
-        if !all && let Some(last) = self.last_update {
-            let dt = now.saturating_duration_since(last).as_secs_f64();
+        let elapsed = self.last_update.map_or(0.0, |last| {
+            now.saturating_duration_since(last).as_secs_f64()
+        });
+        if !all && self.last_update.is_some() {
+            let dt = elapsed;
             self.credit += self.procs.len() as f64 * dt / self.period.as_secs_f64();
             let k = (self.credit.floor() as usize).min(self.procs.len());
             self.credit -= k as f64;
@@ -515,23 +540,11 @@ impl SockMap {
                 }
             }
         }
-        if self.hunt && !self.idx.unknown.is_empty() {
-            self.stats.hunts += 1;
-            for &(pid, ident) in &list {
-                if self.idx.unknown.is_empty() {
-                    break;
-                }
-                // Not again if this gather already read it in full or hunting.
-                if self.procs.get(&pid).is_some_and(|p| {
-                    p.unreadable.is_none()
-                        && (p.read_round != round || p.read_depth == Depth::Changed)
-                }) {
-                    self.hunt(&root, pid, ident, now);
-                }
-            }
+        if self.hunt {
+            self.hunt_unknown(&root, &list, elapsed, now);
         }
         self.now = list;
-        self.orphan_unknown();
+        self.settle_unknown(now);
 
         // A socket credited with several fds is where a stale entry can hide: an fd of it
         // closed while the socket lives on through another, in a process whose fd count came
@@ -572,14 +585,85 @@ impl SockMap {
         shrink_map(&mut self.idx.shared, n);
         let n = self.idx.unknown.len();
         shrink_set(&mut self.idx.unknown, n);
+        let n = self.pending.len();
+        shrink_map(&mut self.pending, n);
         shrink_set(&mut self.dirty, 0);
     }
 
-    /// Sockets still unknown are remembered as unowned (not looked for again while live).
-    fn orphan_unknown(&mut self) {
+    /// Looks for the sockets of the dump that no known fd holds: first in every process whose
+    /// table moved this gather (where a new socket most likely is), then in the processes
+    /// least recently hunted or read in full, `processes × elapsed / HUNT_PERIOD` of them (at
+    /// least one), until none is left.
+    fn hunt_unknown(&mut self, root: &OwnedFd, list: &[(i32, u64)], elapsed: f64, now: Instant) {
+        if self.idx.unknown.is_empty() {
+            self.hunt_credit = 0.0;
+            return;
+        }
+        self.stats.hunts += 1;
         let round = self.idx.round;
-        for inode in self.idx.unknown.drain() {
-            self.idx.map.insert(
+        for &(pid, ident) in list {
+            if self.idx.unknown.is_empty() {
+                return;
+            }
+            if self.procs.get(&pid).is_some_and(|p| {
+                p.unreadable.is_none() && p.read_round == round && p.read_depth == Depth::Changed
+            }) {
+                self.hunt(root, pid, ident, now);
+            }
+        }
+        if self.idx.unknown.is_empty() {
+            return;
+        }
+        // Not again if this gather already read it in full or hunted it.
+        let mut by_age: Vec<(Instant, i32, u64)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.unreadable.is_none() && p.read_round != round)
+            .map(|(pid, p)| (p.hunted_at, *pid, p.ident))
+            .collect();
+        if by_age.is_empty() {
+            return;
+        }
+        self.hunt_credit += self.procs.len() as f64 * elapsed / HUNT_PERIOD.as_secs_f64();
+        let k = (self.hunt_credit.ceil() as usize).clamp(1, by_age.len());
+        self.hunt_credit = (self.hunt_credit - k as f64).clamp(0.0, self.procs.len() as f64);
+        if k < by_age.len() {
+            by_age.select_nth_unstable(k - 1);
+            by_age.truncate(k);
+        }
+        by_age.sort_unstable();
+        for (_, pid, ident) in by_age {
+            if self.idx.unknown.is_empty() {
+                break;
+            }
+            self.hunt(root, pid, ident, now);
+        }
+    }
+
+    /// Sockets still unknown after the update: one that every covered process has been
+    /// hunted or read in full for since the dump first showed it is remembered as unowned
+    /// (not looked for again while live); the others are looked for again at the next
+    /// gathers. Without hunting, every one is unowned at once.
+    fn settle_unknown(&mut self, now: Instant) {
+        let unknown = &self.idx.unknown;
+        self.pending.retain(|i, _| unknown.contains(i));
+        let oldest = if self.hunt {
+            self.procs
+                .values()
+                .filter(|p| p.unreadable.is_none())
+                .map(|p| p.hunted_at)
+                .min()
+        } else {
+            None
+        };
+        let (round, map, pending) = (self.idx.round, &mut self.idx.map, &mut self.pending);
+        self.idx.unknown.retain(|&inode| {
+            let since = *pending.entry(inode).or_insert(now);
+            if oldest.is_some_and(|o| o < since) {
+                return true;
+            }
+            pending.remove(&inode);
+            map.insert(
                 inode,
                 Entry {
                     round,
@@ -587,7 +671,8 @@ impl SockMap {
                     nfds: 0,
                 },
             );
-        }
+            false
+        });
     }
 
     /// The processes under the root (pid, inode number of its directory), filtered by `only`,
@@ -623,6 +708,8 @@ impl SockMap {
         };
         p.read_round = round;
         p.read_depth = Depth::Hunt;
+        p.hunted_at = now;
+        self.stats.hunted += 1;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let Ok(dirfd) = openat(
             root,
@@ -685,11 +772,13 @@ impl SockMap {
             read_round: 0,
             read_depth: Depth::Full,
             full_at: now,
+            hunted_at: now,
         });
         p.read_round = round;
         p.read_depth = depth;
         if depth == Depth::Full {
             p.full_at = now;
+            p.hunted_at = now;
         }
         // The size before the listing: an fd opened in between is in the listing but not in
         // the size, so the next check reads again rather than missing it.
@@ -1202,6 +1291,72 @@ mod tests {
     }
 
     #[test]
+    fn hunting_is_spread_over_the_hunt_period() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // 60 processes, each holding a socket and a file.
+        for pid in 1..=60 {
+            link(r, pid, 3, &format!("socket:[{}]", 1000 + pid));
+            link(r, pid, 5, "/dev/null");
+        }
+        let mut live: Vec<u64> = (1001..=1060).collect();
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t, &live, None);
+        // Every 10 s the dump shows a socket none of them holds (another process's): each
+        // gather hunts 60 × 10 s / HUNT_PERIOD processes, not all 60.
+        let per_gather = 60 * 10 / HUNT_PERIOD.as_secs();
+        assert!(per_gather < 60);
+        for k in 0..3 {
+            t += Duration::from_secs(10);
+            live.push(5000 + k);
+            let before = map.stats();
+            gather(&mut map, t, &live, None);
+            assert_eq!(map.stats().hunted - before.hunted, per_gather);
+        }
+        // A new socket that took the file's number in one process (its fd count unchanged)
+        // is found within the hunt period.
+        link(r, 42, 5, "socket:[7000]");
+        live.push(7000);
+        let mut found = None;
+        for step in 1..=20 {
+            t += Duration::from_secs(10);
+            gather(&mut map, t, &live, None);
+            if map.holders(7000).count() == 1 {
+                found = Some(step * 10);
+                break;
+            }
+        }
+        let found = found.expect("never found");
+        assert!(found <= HUNT_PERIOD.as_secs() + 10, "found after {found} s");
+        // A process whose table moved (here: its socket closed) is hunted first, whatever
+        // its turn.
+        std::fs::remove_file(r.join("7/fd/3")).unwrap();
+        live.retain(|i| *i != 1007);
+        link(r, 7, 5, "socket:[7001]");
+        live.push(7001);
+        t += Duration::from_secs(10);
+        gather(&mut map, t, &live, None);
+        assert_eq!(map.holders(7001).collect::<Vec<_>>(), [(7, 1)]);
+        // The other process's sockets are given up once every process was hunted for them:
+        // no hunting once the dump shows no new one.
+        for _ in 0..(HUNT_PERIOD.as_secs() / 10) {
+            t += Duration::from_secs(10);
+            gather(&mut map, t, &live, None);
+        }
+        let before = map.stats();
+        t += Duration::from_secs(10);
+        gather(&mut map, t, &live, None);
+        assert_eq!(map.stats().hunts, before.hunts, "nothing left to look for");
+        assert_eq!(map.holders(5000).count(), 0);
+        assert_eq!(
+            view(&map, &live),
+            fresh(r, &live, &(1..=60).collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
     fn full_reads_are_spread_over_the_period() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
@@ -1429,6 +1584,7 @@ serve()
             readlinks: after.readlinks - before.readlinks,
             stats: after.stats - before.stats,
             hunts: after.hunts - before.hunts,
+            hunted: after.hunted - before.hunted,
         }
     }
 

@@ -152,7 +152,9 @@ fn the_kept_socket_map_follows_new_sockets() {
     let settle = |cw: i64, accepted: usize| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count();
             // stdio, the listener and the accepted sockets.
             if ss_close_wait(pid) == cw && fds >= 4 + accepted {
                 return;
@@ -185,7 +187,11 @@ fn the_kept_socket_map_follows_new_sockets() {
     let f = fresh.states(&pids).unwrap();
     assert_eq!(k.counts, f.counts, "kept vs fresh");
     let c = k.counts[&(pid as i32)];
-    assert_eq!((c[0], c[7], c[9]), (2, 5, 1), "established, close_wait, listen");
+    assert_eq!(
+        (c[0], c[7], c[9]),
+        (2, 5, 1),
+        "established, close_wait, listen"
+    );
     assert_eq!(c[7] as i64, ss_close_wait(pid), "ss -tanp state close-wait");
     assert_eq!(
         kept.map_stats().full_reads,

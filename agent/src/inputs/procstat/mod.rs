@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use procfs::process::Process as ProcfsProcess;
 use regex::Regex;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::netstat::Counter;
 use super::netstat::netlink::DiagError;
@@ -699,6 +699,11 @@ impl TcpOwners {
     /// and the counts per pid. CLOSE_WAIT sockets — what recovery rules restart a process for —
     /// are confirmed fd by fd, so none is credited to a process that has let go of it.
     pub fn states(&mut self, pids: &[i32]) -> Result<TcpStates, DiagError> {
+        self.states_at(Instant::now(), pids)
+    }
+
+    /// [`TcpOwners::states`] as if at `now` (benchmarks drive the map's schedules with it).
+    pub fn states_at(&mut self, now: Instant, pids: &[i32]) -> Result<TcpStates, DiagError> {
         let sorted;
         let pids = if pids.is_sorted() {
             pids
@@ -720,7 +725,7 @@ impl TcpOwners {
             }
         })?;
         let changes = self.map.changes();
-        self.map.update(Some(pids));
+        self.map.update_at(now, Some(pids));
         let close_wait: Vec<u64> = self
             .dump
             .iter()
