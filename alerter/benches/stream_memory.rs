@@ -131,8 +131,12 @@ fn measure(mix: &str) {
     let mut lines = agent_lines::AgentLines::new(mix == "agent", T0_SECS);
     let store = MemorySource::new();
     let intake = Intake::new(1, 0);
-    let before = rss_kb();
+    // The bench's own line buffer is made (and touched) before the first reading: it is not
+    // the window's.
     let mut batch = String::with_capacity(BATCH * 300);
+    batch.extend(std::iter::repeat_n(' ', BATCH * 300));
+    batch.clear();
+    let before = rss_kb();
     let mut cpu = std::time::Duration::ZERO;
     for i in 0..n {
         lines.next_line(&mut batch);
@@ -160,6 +164,37 @@ fn measure(mix: &str) {
         cpu.as_nanos() as f64 / n as f64
     );
     println!("result {rss_pp} {acc_pp}");
+
+    // The window turning over: as many points again, the oldest forgotten as the newest come
+    // (the age bound of `wk-alerter run`), so that every chunk sealed above is dropped. What
+    // stays resident shows whether freed chunks give their memory back (sealed chunks share
+    // blocks: chunk::Arena).
+    let span = store.latest_time().expect("points held") - T0_SECS * 1_000_000_000;
+    for i in 0..n {
+        lines.next_line(&mut batch);
+        if (i + 1) % BATCH == 0 || i + 1 == n {
+            ingest(&batch, &intake, &store);
+            batch.clear();
+            if let Some(latest) = store.latest_time() {
+                store.prune_before(latest - span);
+            }
+        }
+    }
+    let held = store.len();
+    let per_point = |kb: u64| kb.saturating_sub(before) as f64 * 1024.0 / held as f64;
+    let turned = rss_kb();
+    // What was freed stays with the process for the allocator's purge delay
+    // (`memory::tune`: 30 s) and is handed back at its next purge.
+    std::thread::sleep(Duration::from_secs(32));
+    // SAFETY: asks mimalloc (this process's allocator) to purge what it may.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+    let settled = rss_kb();
+    println!(
+        "{mix:>6}: after the window turned over once ({n} more points, the oldest pruned): {held} points held, RSS {:.1} bytes/point, {:.1} after the allocator's purge delay; accounted {:.1} bytes/point",
+        per_point(turned),
+        per_point(settled),
+        store.bytes() as f64 / held as f64,
+    );
 }
 
 /// What influxd holds for one mix.

@@ -32,7 +32,7 @@ use wk_core::metric::{FieldValue, Metric};
 use super::{QuerySource, Row, Series, SourceError, number};
 use crate::model::Value;
 use crate::query::{Aggregate, Query};
-use chunk::{Open, Sealed, View};
+use chunk::{Arena, Open, Sealed, View};
 use wk_core::lineproto::{self, LineProtocolError};
 
 /// An in-memory point store answering rule queries.
@@ -130,6 +130,8 @@ struct Store {
     /// bytes and the series. Only series whose key reads back as itself are here.
     lines: hashbrown::HashTable<(u64, u32)>,
     hasher: hashbrown::DefaultHashBuilder,
+    /// Where sealed chunks live.
+    arena: Arena,
     /// Points held (kept in step with the series).
     points: usize,
     /// Estimated bytes held (kept in step with the series).
@@ -229,10 +231,10 @@ impl SeriesData {
     }
 
     /// Writes one row: appended when later than the last, else merged.
-    fn put<V: Borrow<FieldValue>>(&mut self, time: i64, fields: &[(u16, V)]) {
+    fn put<V: Borrow<FieldValue>>(&mut self, time: i64, fields: &[(u16, V)], arena: &mut Arena) {
         match self.last_time() {
             Some(last) if time <= last => self.merge(time, fields),
-            _ => self.append(time, fields),
+            _ => self.append(time, fields, arena),
         }
     }
 
@@ -283,11 +285,11 @@ impl SeriesData {
     }
 
     /// Appends a row later than every row held.
-    fn append<V: Borrow<FieldValue>>(&mut self, t: i64, fields: &[(u16, V)]) {
+    fn append<V: Borrow<FieldValue>>(&mut self, t: i64, fields: &[(u16, V)], arena: &mut Arena) {
         self.open.append(t, fields);
         self.points += 1;
         if self.open.is_full() {
-            let sealed = self.open.seal_and_clear();
+            let sealed = self.open.seal_and_clear(arena);
             self.fixed += sealed.bytes();
             // Grown by an eighth, not doubled: a window of long series would otherwise hold
             // up to as many empty slots as chunks (40 bytes each).
@@ -557,7 +559,7 @@ impl Store {
             return;
         };
         let before = (s.points, s.bytes());
-        s.put(time, fields);
+        s.put(time, fields, &mut self.arena);
         self.points = self.points + s.points - before.0;
         self.bytes = self.bytes + s.bytes() - before.1;
     }

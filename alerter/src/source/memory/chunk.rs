@@ -15,13 +15,15 @@
 //!
 //! A column carries a presence bitmap over the chunk's rows, so fields written only
 //! sometimes (or whose type changes) cost nothing in the rows without them. The open chunk
-//! appends in place ([`Open`]); a full one is sealed into one byte buffer ([`Sealed`]).
+//! appends in place ([`Open`]); a full one is sealed into one byte buffer ([`Sealed`]),
+//! packed with the other chunks sealed about then into a shared block ([`Arena`]).
 //! Decoding is checked: a corrupt buffer (a damaged snapshot) is an error, never a panic.
 
 pub mod floats;
 
 use std::borrow::Cow;
 
+use bytes::{Bytes, BytesMut};
 use wk_core::metric::FieldValue;
 
 use floats::{Floats, Hint};
@@ -700,8 +702,43 @@ const HINT_COST: usize = std::mem::size_of::<Hint>() + 16;
 fn col_cost(kind: Kind) -> usize {
     COL_COST + if kind == Kind::Float { HINT_COST } else { 0 }
 }
-/// What a sealed chunk costs besides its bytes (the struct in its deque, the allocation).
+/// What a sealed chunk costs besides its bytes (the struct in its deque).
 pub const SEALED_COST: usize = 56;
+
+/// Where the chunks a window seals live: one after another in shared blocks of
+/// [`Arena::BLOCK`] bytes, each given back when the last chunk in it is dropped.
+///
+/// A chunk of its own allocation is rounded up to the allocator's size class (about 1 byte
+/// per point of agent data, 7 % of the window: docs/performance-alerter.md). Chunks are
+/// sealed in time order over all series and forgotten in about the same order (the window's
+/// age and byte bounds drop the oldest first), so a block empties as a whole. Chunks that
+/// are not sealed in time order (rewritten by a late point, loaded from a snapshot series by
+/// series) get an allocation of their own, so that they never keep a block of newer data.
+#[derive(Debug, Default)]
+pub struct Arena {
+    /// The block being filled: its free room, after the chunks handed out.
+    block: BytesMut,
+    /// Where a chunk is coded before it is copied into the block.
+    scratch: Vec<u8>,
+}
+
+impl Arena {
+    /// Bytes per block.
+    pub const BLOCK: usize = 256 << 10;
+
+    /// `data` in the block (a new one when it does not fit); a chunk larger than an eighth
+    /// of a block gets its own allocation.
+    fn put(&mut self, data: &[u8]) -> Bytes {
+        if data.len() > Self::BLOCK / 8 {
+            return Bytes::copy_from_slice(data);
+        }
+        if self.block.capacity() - self.block.len() < data.len() {
+            self.block = BytesMut::with_capacity(Self::BLOCK);
+        }
+        self.block.extend_from_slice(data);
+        self.block.split().freeze()
+    }
+}
 
 impl Open {
     pub fn rows(&self) -> usize {
@@ -864,15 +901,28 @@ impl Open {
         }
     }
 
-    /// The chunk in its sealed form.
+    /// The chunk in its sealed form, in an allocation of its own.
     pub fn seal(&self) -> Sealed {
-        self.seal_with(&mut self.hints())
+        let mut data = Vec::new();
+        let sealed = self.seal_with(&mut self.hints(), &mut data);
+        Sealed {
+            data: Bytes::from(data),
+            ..sealed
+        }
     }
 
-    /// The chunk sealed and emptied for the next rows; the float coder's hints carry on.
-    pub fn seal_and_clear(&mut self) -> Sealed {
+    /// The chunk sealed into `arena` and emptied for the next rows; the float coder's hints
+    /// carry on.
+    pub fn seal_and_clear(&mut self, arena: &mut Arena) -> Sealed {
         let mut hints = self.hints();
-        let sealed = self.seal_with(&mut hints);
+        let mut data = std::mem::take(&mut arena.scratch);
+        let sealed = self.seal_with(&mut hints, &mut data);
+        let sealed = Sealed {
+            data: arena.put(&data),
+            ..sealed
+        };
+        data.clear();
+        arena.scratch = data;
         for (c, h) in self.cols.iter_mut().zip(hints) {
             if c.kind == Kind::Float {
                 **c.hint.get_or_insert_with(Box::default) = h;
@@ -890,7 +940,8 @@ impl Open {
             .collect()
     }
 
-    fn seal_with(&self, hints: &mut [Hint]) -> Sealed {
+    /// Codes the chunk into `data` (cleared first); the [`Sealed`] returned has no bytes yet.
+    fn seal_with(&self, hints: &mut [Hint], data: &mut Vec<u8>) -> Sealed {
         let full = if self.rows >= 128 {
             u128::MAX
         } else {
@@ -946,12 +997,13 @@ impl Open {
                         + w.byte_len()
                 })
                 .sum::<usize>();
-        let mut data = Vec::with_capacity(size);
-        put_varint(&mut data, self.times.byte_len() as u64);
-        self.times.extend_into(&mut data);
-        put_varint(&mut data, cols as u64);
+        data.clear();
+        data.reserve_exact(size);
+        put_varint(data, self.times.byte_len() as u64);
+        self.times.extend_into(data);
+        put_varint(data, cols as u64);
         for (c, coder, w) in live() {
-            put_varint(&mut data, u64::from(c.field));
+            put_varint(data, u64::from(c.field));
             data.push(coder);
             if c.present == full {
                 data.push(0);
@@ -959,15 +1011,15 @@ impl Open {
                 data.push(1);
                 data.extend_from_slice(&c.present.to_le_bytes());
             }
-            put_varint(&mut data, w.byte_len() as u64);
-            w.extend_into(&mut data);
+            put_varint(data, w.byte_len() as u64);
+            w.extend_into(data);
         }
         debug_assert_eq!(data.len(), size);
         Sealed {
             first: self.first,
             last: self.last,
             rows: self.rows as u8,
-            data: data.into_boxed_slice(),
+            data: Bytes::new(),
         }
     }
 }
@@ -978,7 +1030,8 @@ pub struct Sealed {
     pub first: i64,
     pub last: i64,
     pub rows: u8,
-    pub data: Box<[u8]>,
+    /// In an [`Arena`] block or an allocation of its own.
+    pub data: Bytes,
 }
 
 impl Sealed {
@@ -1339,7 +1392,7 @@ mod tests {
                 open.append(t, &fields);
                 rows.push((t, fields));
                 if open.is_full() {
-                    let sealed = open.seal_and_clear();
+                    let sealed = open.seal_and_clear(&mut Arena::default());
                     let v = sealed.view().unwrap();
                     v.check(5).unwrap();
                     assert_same(&v.rows(0).unwrap(), &rows);
@@ -1389,7 +1442,7 @@ mod tests {
             let mut d = s.data.to_vec();
             let i = at.index(d.len());
             if cut { d.truncate(i) } else { d[i] ^= b.max(1) }
-            s.data = d.into_boxed_slice();
+            s.data = Bytes::from(d);
             if let Ok(v) = s.view() {
                 let _ = v.check(6);
                 let _ = v.rows(0);
@@ -1473,7 +1526,7 @@ mod tests {
                 open.append(t, &fields);
                 rows.push((t, fields));
             }
-            let sealed = open.seal_and_clear();
+            let sealed = open.seal_and_clear(&mut Arena::default());
             let v = sealed.view().unwrap();
             assert_same(&v.rows(0).unwrap(), &rows);
             coders.push((v.cols()[0].coder, v.cols()[1].coder));

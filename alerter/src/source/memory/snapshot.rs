@@ -141,7 +141,7 @@ impl MemorySource {
                     first,
                     last,
                     rows,
-                    data: data.into(),
+                    data: bytes::Bytes::copy_from_slice(data),
                 };
                 let ok = usize::from(rows) <= CHUNK_ROWS
                     && c.view().is_ok_and(|v| v.check(s.fields.len()).is_ok())
