@@ -726,9 +726,11 @@ impl SockMap {
                 continue;
             }
             self.stats.readlinks += 1;
+            // A number gone sends the process to a listing afterwards; the other numbers
+            // are still read here (a listing does not read numbers it already has).
             let Ok(n) = readlinkat_raw(&dirfd, Name::new(f.num, b"").cstr(), &mut link[..]) else {
                 closed = true;
-                break;
+                continue;
             };
             match parse_socket_link(&link[..n.min(link.len())]).and_then(|i| u32::try_from(i).ok())
             {
@@ -1255,6 +1257,25 @@ mod tests {
         }
         let fixed = fixed.expect("never fixed");
         assert!(fixed <= 100 + 10, "fixed after {fixed} s, period 100 s");
+    }
+
+    #[test]
+    fn a_hunt_reads_every_number_past_one_that_is_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        link(r, 10, 2, "/dev/null");
+        link(r, 10, 3, "socket:[100]");
+        link(r, 10, 6, "/dev/null");
+        let t0 = Instant::now();
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t0, &[100], None);
+        // File 2 closed, a socket opened on file 6's number, a file on a new number: the
+        // count is the same; the hunt's readlink of 2 fails, and 6 must still be read.
+        std::fs::remove_file(r.join("10/fd/2")).unwrap();
+        link(r, 10, 6, "socket:[300]");
+        link(r, 10, 10, "/dev/null");
+        gather(&mut map, t0, &[100, 300], None);
+        assert_eq!(map.holders(300).collect::<Vec<_>>(), [(10, 1)]);
     }
 
     #[test]
