@@ -292,7 +292,7 @@ impl SeriesData {
             let sealed = self.open.seal_and_clear(arena);
             self.fixed += sealed.bytes();
             // Grown by an eighth, not doubled: a window of long series would otherwise hold
-            // up to as many empty slots as chunks (40 bytes each).
+            // up to as many empty slots as chunks (56 bytes each).
             if self.sealed.len() == self.sealed.capacity() {
                 self.sealed.reserve_exact(self.sealed.len() / 8 + 4);
             }

@@ -708,8 +708,9 @@ pub const SEALED_COST: usize = 56;
 /// Where the chunks a window seals live: one after another in shared blocks of
 /// [`Arena::BLOCK`] bytes, each given back when the last chunk in it is dropped.
 ///
-/// A chunk of its own allocation is rounded up to the allocator's size class (about 1 byte
-/// per point of agent data, 7 % of the window: docs/performance-alerter.md). Chunks are
+/// A chunk of its own allocation is rounded up to the allocator's size class (about 1.7 bytes
+/// per point of agent data, 11 % of the window: docs/performance-alerter.md). A chunk larger
+/// than an eighth of a block (long strings) keeps a buffer of its own. Chunks are
 /// sealed in time order over all series and forgotten in about the same order (the window's
 /// age and byte bounds drop the oldest first), so a block empties as a whole. Chunks that
 /// are not sealed in time order (rewritten by a late point, loaded from a snapshot series by
@@ -726,12 +727,11 @@ impl Arena {
     /// Bytes per block.
     pub const BLOCK: usize = 256 << 10;
 
-    /// `data` in the block (a new one when it does not fit); a chunk larger than an eighth
-    /// of a block gets its own allocation.
+    /// Largest chunk put in a block; a larger one (strings) keeps the buffer it was coded in.
+    const LARGE: usize = Self::BLOCK / 8;
+
+    /// `data` in the block (a new one when it does not fit).
     fn put(&mut self, data: &[u8]) -> Bytes {
-        if data.len() > Self::BLOCK / 8 {
-            return Bytes::copy_from_slice(data);
-        }
         if self.block.capacity() - self.block.len() < data.len() {
             self.block = BytesMut::with_capacity(Self::BLOCK);
         }
@@ -917,12 +917,22 @@ impl Open {
         let mut hints = self.hints();
         let mut data = std::mem::take(&mut arena.scratch);
         let sealed = self.seal_with(&mut hints, &mut data);
-        let sealed = Sealed {
-            data: arena.put(&data),
-            ..sealed
+        let sealed = if data.len() > Arena::LARGE {
+            // Its own buffer, without a copy; the scratch starts small again.
+            data.shrink_to_fit();
+            Sealed {
+                data: Bytes::from(data),
+                ..sealed
+            }
+        } else {
+            let sealed = Sealed {
+                data: arena.put(&data),
+                ..sealed
+            };
+            data.clear();
+            arena.scratch = data;
+            sealed
         };
-        data.clear();
-        arena.scratch = data;
         for (c, h) in self.cols.iter_mut().zip(hints) {
             if c.kind == Kind::Float {
                 **c.hint.get_or_insert_with(Box::default) = h;
