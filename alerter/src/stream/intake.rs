@@ -115,11 +115,28 @@ fn ingest_body(
 ) -> (Ingest, Option<Stop>) {
     let mut out = Ingest::default();
     let limit = intake.max_body.saturating_add(1);
-    let mut r: Box<dyn BufRead> = if gzip {
-        Box::new(BufReader::with_capacity(
-            64 * 1024,
-            flate2::bufread::MultiGzDecoder::new(body).take(limit),
-        ))
+    // A gzip body of up to WHOLE_GZIP bytes, compressed and decompressed, is decoded whole;
+    // a larger one, or one libdeflate refuses, is streamed (which says what is wrong with it).
+    let mut whole = Vec::new();
+    let mut r: Box<dyn BufRead + '_> = if gzip {
+        let mut body = body;
+        let mut gz = Vec::new();
+        if let Err(e) = (&mut body).take(WHOLE_GZIP as u64 + 1).read_to_end(&mut gz) {
+            return (out, Some(stop_of(e, gzip)));
+        }
+        let max = WHOLE_GZIP.min(usize::try_from(intake.max_body).unwrap_or(usize::MAX));
+        if gz.len() <= WHOLE_GZIP && gunzip_whole(&gz, &mut whole, max) {
+            Box::new(&whole[..])
+        } else {
+            // Not held while the body streams.
+            whole.clear();
+            whole.shrink_to_fit();
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                flate2::bufread::MultiGzDecoder::new(Read::chain(std::io::Cursor::new(gz), body))
+                    .take(limit),
+            ))
+        }
     } else {
         Box::new(body.take(limit))
     };
@@ -225,6 +242,77 @@ fn ingest_body(
         trim(&mut w, intake);
     }
     (out, stop)
+}
+
+/// Largest gzip body decoded whole (compressed, and decompressed): an agent's batch of 5,000
+/// lines is about 1.2 MB. Bodies are decoded whole for speed (libdeflate, about twice the
+/// streaming inflate's), at the cost of holding both forms at once.
+const WHOLE_GZIP: usize = 4 << 20;
+
+/// Every gzip member of `gz` decoded into `out`, when they all decode and fit in `max` bytes.
+/// False otherwise (and for an empty body): the caller streams the body instead, which gives
+/// the same lines and says what is wrong with it.
+fn gunzip_whole(gz: &[u8], out: &mut Vec<u8>, max: usize) -> bool {
+    use libdeflate_sys as sys;
+    /// The decompressor, freed on drop.
+    struct Inflater(std::ptr::NonNull<sys::libdeflate_decompressor>);
+    impl Drop for Inflater {
+        fn drop(&mut self) {
+            // SAFETY: allocated by libdeflate_alloc_decompressor, freed once.
+            unsafe { sys::libdeflate_free_decompressor(self.0.as_ptr()) }
+        }
+    }
+    if gz.is_empty() {
+        return false;
+    }
+    // SAFETY: a plain allocation; null when out of memory.
+    let Some(d) = std::ptr::NonNull::new(unsafe { sys::libdeflate_alloc_decompressor() }) else {
+        return false;
+    };
+    let d = Inflater(d);
+    out.clear();
+    // Room for what the last member's trailer says it holds (all of a one-member body);
+    // more, up to `max`, only when a member needs it.
+    let size = gz
+        .len()
+        .checked_sub(4)
+        .and_then(|i| gz.get(i..))
+        .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize);
+    out.reserve_exact(size.min(max));
+    let mut input = gz;
+    while !input.is_empty() {
+        // At most `max` in all (the buffer may have room for more).
+        let left = max - out.len();
+        let spare = out.spare_capacity_mut();
+        let n = spare.len().min(left);
+        let room = &mut spare[..n];
+        let (mut used_in, mut made) = (0usize, 0usize);
+        // SAFETY: `input` is readable for its length; `room` is writable for its length
+        // (uninitialised bytes libdeflate only writes); both pointers outlive the call.
+        let r = unsafe {
+            sys::libdeflate_gzip_decompress_ex(
+                d.0.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                room.as_mut_ptr().cast(),
+                room.len(),
+                &mut used_in,
+                &mut made,
+            )
+        };
+        if r == sys::libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE && n < left {
+            // The member again, with all the room `max` allows.
+            out.reserve_exact(left);
+            continue;
+        }
+        if r != sys::libdeflate_result_LIBDEFLATE_SUCCESS || used_in == 0 || made > n {
+            return false;
+        }
+        // SAFETY: libdeflate wrote `made` bytes at the start of the spare capacity.
+        unsafe { out.set_len(out.len() + made) };
+        input = input.get(used_in..).unwrap_or_default();
+    }
+    true
 }
 
 /// The index of the last `\n` in `buf`.
@@ -568,6 +656,81 @@ mod tests {
         assert_eq!((got.written, stop), (1, Some(Stop::TooLarge)));
         let (_, stop) = ingest_reader(&b"not gzip"[..], true, &Intake::new(1, 0), &store);
         assert!(matches!(stop, Some(Stop::Gzip(_))), "{stop:?}");
+    }
+
+    fn gz(b: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_bodies_are_decoded_whole_or_streamed_with_the_same_result() {
+        let lines = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("m,h=h{} v={}.5,w={i}i {}\n", i % 7, i % 1000, i + 1))
+                .collect()
+        };
+        // Whole: one member, and several concatenated (as `cat a.gz b.gz` makes).
+        let (a, b) = (lines(3_000), lines(500));
+        let mut two = gz(a.as_bytes());
+        two.extend(gz(b.as_bytes()));
+        let mut out = Vec::new();
+        assert!(gunzip_whole(&gz(a.as_bytes()), &mut out, WHOLE_GZIP));
+        assert_eq!(out, a.as_bytes());
+        assert!(gunzip_whole(&two, &mut out, WHOLE_GZIP));
+        assert_eq!(out, format!("{a}{b}").as_bytes());
+        // Not whole: larger than the bound, damaged, trailing bytes, empty.
+        assert!(!gunzip_whole(&two, &mut out, a.len()));
+        let mut bad = two.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x5a;
+        assert!(!gunzip_whole(&bad, &mut out, WHOLE_GZIP));
+        let mut trailing = gz(a.as_bytes());
+        trailing.extend(b"junk");
+        assert!(!gunzip_whole(&trailing, &mut out, WHOLE_GZIP));
+        assert!(!gunzip_whole(b"", &mut out, WHOLE_GZIP));
+        // Through the intake: the same points as the plain body, decoded whole, and streamed
+        // for a body over the bound (about 6 MB of lines).
+        let big = lines(200_000);
+        assert!(big.len() > WHOLE_GZIP);
+        for text in [format!("{a}{b}"), big] {
+            let body = if text.len() > WHOLE_GZIP {
+                gz(text.as_bytes())
+            } else {
+                let (x, y) = text.split_at(a.len());
+                let mut v = gz(x.as_bytes());
+                v.extend(gz(y.as_bytes()));
+                v
+            };
+            let intake = Intake {
+                max_points: usize::MAX,
+                max_bytes: usize::MAX,
+                ..Intake::new(1, 0)
+            };
+            let (plain, gzipped) = (MemorySource::new(), MemorySource::new());
+            let (p, stop) = ingest_reader(text.as_bytes(), false, &intake, &plain);
+            assert_eq!(stop, None);
+            let (g, stop) = ingest_reader(&body[..], true, &intake, &gzipped);
+            assert_eq!(stop, None);
+            assert_eq!(p, g);
+            assert_eq!(plain.len(), gzipped.len());
+            assert_eq!(plain.series_count(), gzipped.series_count());
+            assert_eq!(plain.latest_time(), gzipped.latest_time());
+            assert_eq!(plain.bytes(), gzipped.bytes());
+        }
+        // A damaged body still says what is wrong (the streamed decoder's message).
+        let (_, stop) = ingest_reader(&bad[..], true, &Intake::new(1, 0), &MemorySource::new());
+        assert!(matches!(stop, Some(Stop::Gzip(_))), "{stop:?}");
+        // Over max_body once decompressed: the lines that fit, then 413, as before.
+        let small = Intake {
+            max_body: 1_000,
+            ..Intake::new(1, 0)
+        };
+        let (got, stop) = ingest_reader(&two[..], true, &small, &MemorySource::new());
+        assert_eq!(stop, Some(Stop::TooLarge));
+        assert!(got.written > 0 && got.written < 100, "{}", got.written);
     }
 
     mod props {
