@@ -115,27 +115,11 @@ fn ingest_body(
 ) -> (Ingest, Option<Stop>) {
     let mut out = Ingest::default();
     let limit = intake.max_body.saturating_add(1);
-    // A gzip body of up to WHOLE_GZIP bytes, compressed and decompressed, is decoded whole;
-    // a larger one, or one libdeflate refuses, is streamed (which says what is wrong with it).
     let mut whole = Vec::new();
     let mut r: Box<dyn BufRead + '_> = if gzip {
-        let mut body = body;
-        let mut gz = Vec::new();
-        if let Err(e) = (&mut body).take(WHOLE_GZIP as u64 + 1).read_to_end(&mut gz) {
-            return (out, Some(stop_of(e, gzip)));
-        }
-        let max = WHOLE_GZIP.min(usize::try_from(intake.max_body).unwrap_or(usize::MAX));
-        if gz.len() <= WHOLE_GZIP && gunzip_whole(&gz, &mut whole, max) {
-            Box::new(&whole[..])
-        } else {
-            // Not held while the body streams.
-            whole.clear();
-            whole.shrink_to_fit();
-            Box::new(BufReader::with_capacity(
-                256 * 1024,
-                flate2::bufread::MultiGzDecoder::new(Read::chain(std::io::Cursor::new(gz), body))
-                    .take(limit),
-            ))
+        match gzip_reader(body, intake, &mut whole) {
+            Ok(r) => r,
+            Err(e) => return (out, Some(stop_of(e, gzip))),
         }
     } else {
         Box::new(body.take(limit))
@@ -242,6 +226,33 @@ fn ingest_body(
         trim(&mut w, intake);
     }
     (out, stop)
+}
+
+/// The decompressed lines of a gzip body. One of up to [`WHOLE_GZIP`] bytes, compressed and
+/// decompressed, is decoded whole into `whole`; a larger one, or one libdeflate refuses, is
+/// streamed (which stores the same lines and says what is wrong with it). An error reading the
+/// body is returned as it is.
+#[inline(never)]
+fn gzip_reader<'a>(
+    mut body: impl BufRead + 'a,
+    intake: &Intake,
+    whole: &'a mut Vec<u8>,
+) -> std::io::Result<Box<dyn BufRead + 'a>> {
+    let mut gz = Vec::new();
+    (&mut body)
+        .take(WHOLE_GZIP as u64 + 1)
+        .read_to_end(&mut gz)?;
+    let max = WHOLE_GZIP.min(usize::try_from(intake.max_body).unwrap_or(usize::MAX));
+    if gz.len() <= WHOLE_GZIP && gunzip_whole(&gz, whole, max) {
+        return Ok(Box::new(&whole[..]));
+    }
+    // Not held while the body streams.
+    *whole = Vec::new();
+    Ok(Box::new(BufReader::with_capacity(
+        256 * 1024,
+        flate2::bufread::MultiGzDecoder::new(Read::chain(std::io::Cursor::new(gz), body))
+            .take(intake.max_body.saturating_add(1)),
+    )))
 }
 
 /// Largest gzip body decoded whole (compressed, and decompressed): an agent's batch of 5,000
