@@ -40,7 +40,7 @@
 //!
 //! Staleness bound: a new socket that took the fd number of a file (or of a socket not in
 //! the dumps) in a process whose table did not otherwise move is found by the hunt, at most
-//! [`HUNT_PERIOD`] plus one gather interval later. Missed until the process's next full
+//! [`HUNT_PERIOD`] plus one gather interval later (without hunting, at its next full read). Missed until the process's next full
 //! read, at most `period` plus one gather interval later, is an fd that comes to refer to a socket the map already knows (a
 //! `dup`/`dup2`, one received over a unix socket) in a process whose number of open fds is
 //! back to the same at the next gather — and, through it, a process still credited with a
@@ -556,7 +556,7 @@ impl SockMap {
             .filter(|(_, e)| e.nfds >= 2)
             .map(|(i, _)| u64::from(*i))
             .collect();
-        self.confirm(&several);
+        self.confirm_at(now, &several);
         self.shrink();
     }
 
@@ -936,6 +936,11 @@ impl SockMap {
     /// refers to it, that process's whole table, so that no socket of the set is credited
     /// to a process that has let go of it. For counts that recovery rules act on.
     pub fn confirm(&mut self, inodes: &[u64]) {
+        self.confirm_at(Instant::now(), inodes);
+    }
+
+    /// [`SockMap::confirm`] at a given time (the time of the update it follows).
+    pub fn confirm_at(&mut self, now: Instant, inodes: &[u64]) {
         let set: FxHashSet<u32> = inodes
             .iter()
             .filter_map(|i| u32::try_from(*i).ok())
@@ -988,10 +993,12 @@ impl SockMap {
                 }
             }
         }
-        let now = Instant::now();
         for (pid, ident) in wrong {
             self.read(&root, pid, ident, Depth::Full, now);
         }
+        // A socket still looked for that a read above found is no longer pending.
+        let unknown = &self.idx.unknown;
+        self.pending.retain(|i, _| unknown.contains(i));
     }
 }
 

@@ -732,7 +732,7 @@ impl TcpOwners {
             .filter(|(i, st, _)| *st == TCP_CLOSE_WAIT && *i != 0)
             .map(|(i, _, _)| u64::from(*i))
             .collect();
-        self.map.confirm(&close_wait);
+        self.map.confirm_at(now, &close_wait);
         // Counted by position in `pids` (a binary search per holder). When no holder changed
         // during the update (the steady state), each socket's holder is the one `live` saw.
         let unchanged = self.map.changes() == changes;
