@@ -1440,13 +1440,18 @@ import ctypes, os, socket, sys
 d = sys.argv[1]
 lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1024)
 port = lst.getsockname()[1]
+def say(*words):
+    # One write per line: the holders share stdout, and print() writes word by word when
+    # Python runs unbuffered (PYTHONUNBUFFERED), which interleaves a parent's answer with
+    # its fork's 'ready'.
+    os.write(1, (' '.join(str(w) for w in words) + '\n').encode())
 def conn():
     c = socket.create_connection(('127.0.0.1', port)); s, _ = lst.accept()
     return c.detach(), s.detach()
 def serve():
     fifo = os.path.join(d, str(os.getpid()))
     os.mkfifo(fifo)
-    print('ready', os.getpid(), flush=True)
+    say('ready', os.getpid())
     # Held open for reading and writing: never at EOF, so a command written just as the
     # previous one is answered waits in the pipe (reopening after each EOF could drop it).
     f = os.fdopen(os.open(fifo, os.O_RDWR), 'r')
@@ -1469,8 +1474,8 @@ def serve():
                 serve()
             out = str(pid)
         elif cmd == 'exit':
-            print('ok exit', flush=True); os._exit(0)
-        print('ok', cmd, out, flush=True)
+            say('ok exit'); os._exit(0)
+        say('ok', cmd, out)
 serve()
 "#;
 
@@ -1485,6 +1490,8 @@ serve()
         out: std::sync::mpsc::Receiver<String>,
         pids: Vec<i32>,
         ready: BTreeSet<i32>,
+        /// Every line read and command sent, for the message of a failure.
+        log: Vec<String>,
     }
 
     impl Holders {
@@ -1512,6 +1519,7 @@ serve()
                 out,
                 pids: Vec::new(),
                 ready: BTreeSet::new(),
+                log: Vec::new(),
             };
             let pid = h.main.id() as i32;
             h.wait_ready(pid);
@@ -1525,9 +1533,13 @@ serve()
                 Ok(l) => l,
                 Err(RecvTimeoutError::Disconnected) => panic!("holder exited"),
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("the holders wrote nothing for {ANSWER_TIMEOUT:?}")
+                    panic!(
+                        "the holders wrote nothing for {ANSWER_TIMEOUT:?}; so far: {:?}",
+                        self.log
+                    )
                 }
             };
+            self.log.push(l.trim_end().to_string());
             if let Some(p) = l.strip_prefix("ready ") {
                 self.ready.insert(p.trim().parse().unwrap());
             }
@@ -1548,6 +1560,7 @@ serve()
                 .unwrap();
             writeln!(f, "{cmd}").unwrap();
             drop(f);
+            self.log.push(format!("> {pid} {cmd}"));
             let name = cmd.split_whitespace().next().unwrap_or_default();
             loop {
                 let l = self.line();
