@@ -116,8 +116,10 @@ fn ingest_body(
     let mut out = Ingest::default();
     let limit = intake.max_body.saturating_add(1);
     let mut whole = Vec::new();
+    // Held until the body is parsed: it bounds the memory of bodies decoded whole.
+    let slot = gzip.then(|| WHOLE_SLOTS.take()).flatten();
     let mut r: Box<dyn BufRead + '_> = if gzip {
-        match gzip_reader(body, intake, &mut whole) {
+        match gzip_reader(body, intake, slot.is_some(), &mut whole) {
             Ok(r) => r,
             Err(e) => return (out, Some(stop_of(e, gzip))),
         }
@@ -228,23 +230,27 @@ fn ingest_body(
     (out, stop)
 }
 
-/// The decompressed lines of a gzip body. One of up to [`WHOLE_GZIP`] bytes, compressed and
-/// decompressed, is decoded whole into `whole`; a larger one, or one libdeflate refuses, is
-/// streamed (which stores the same lines and says what is wrong with it). An error reading the
-/// body is returned as it is.
+/// The decompressed lines of a gzip body. With `may_hold` (a [`WHOLE_SLOTS`] slot), one of up
+/// to [`WHOLE_GZIP`] bytes, compressed and decompressed, is decoded whole into `whole`; a
+/// larger one, one libdeflate refuses, or any body without a slot is streamed (which stores
+/// the same lines and says what is wrong with a body). An error reading the body is returned
+/// as it is.
 #[inline(never)]
 fn gzip_reader<'a>(
     mut body: impl BufRead + 'a,
     intake: &Intake,
+    may_hold: bool,
     whole: &'a mut Vec<u8>,
 ) -> std::io::Result<Box<dyn BufRead + 'a>> {
     let mut gz = Vec::new();
-    (&mut body)
-        .take(WHOLE_GZIP as u64 + 1)
-        .read_to_end(&mut gz)?;
-    let max = WHOLE_GZIP.min(usize::try_from(intake.max_body).unwrap_or(usize::MAX));
-    if gz.len() <= WHOLE_GZIP && gunzip_whole(&gz, whole, max) {
-        return Ok(Box::new(&whole[..]));
+    if may_hold {
+        (&mut body)
+            .take(WHOLE_GZIP as u64 + 1)
+            .read_to_end(&mut gz)?;
+        let max = WHOLE_GZIP.min(usize::try_from(intake.max_body).unwrap_or(usize::MAX));
+        if gz.len() <= WHOLE_GZIP && gunzip_whole(&gz, whole, max) {
+            return Ok(Box::new(&whole[..]));
+        }
     }
     // Not held while the body streams.
     *whole = Vec::new();
@@ -259,6 +265,48 @@ fn gzip_reader<'a>(
 /// lines is about 1.2 MB. Bodies are decoded whole for speed (libdeflate, about twice the
 /// streaming inflate's), at the cost of holding both forms at once.
 const WHOLE_GZIP: usize = 4 << 20;
+
+/// How many bodies may be decoded whole at once (each holds up to twice [`WHOLE_GZIP`]);
+/// the others stream, as every gzip body did before: 64 MiB at most, whatever the number of
+/// writers.
+static WHOLE_SLOTS: Slots = Slots::new(8);
+
+/// A count of things running at once, up to a bound.
+struct Slots {
+    running: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One of [`Slots`], given back on drop.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    const fn new(max: usize) -> Slots {
+        Slots {
+            running: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A slot, if fewer than `max` are taken.
+    fn take(&self) -> Option<Slot<'_>> {
+        use std::sync::atomic::Ordering;
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// Every gzip member of `gz` decoded into `out`, when they all decode and fit in `max` bytes.
 /// False otherwise (and for an empty body): the caller streams the body instead, which gives
@@ -731,6 +779,23 @@ mod tests {
             assert_eq!(plain.latest_time(), gzipped.latest_time());
             assert_eq!(plain.bytes(), gzipped.bytes());
         }
+        // Without a slot a body streams, with the same result.
+        let (text, body) = (format!("{a}{b}"), two.clone());
+        let intake = Intake::new(1, 0);
+        let (plain, streamed) = (MemorySource::new(), MemorySource::new());
+        let (p, _) = ingest_reader(text.as_bytes(), false, &intake, &plain);
+        let mut held = Vec::new();
+        let r = gzip_reader(&body[..], &intake, false, &mut held).unwrap();
+        let (g, stop) = ingest_reader(r, false, &intake, &streamed);
+        assert!(held.is_empty(), "not decoded whole");
+        assert_eq!((p.written, stop), (g.written, None));
+        assert_eq!(plain.len(), streamed.len());
+        // Slots are bounded and given back.
+        let slots = Slots::new(2);
+        let (x, y) = (slots.take(), slots.take());
+        assert!(x.is_some() && y.is_some() && slots.take().is_none());
+        drop(x);
+        assert!(slots.take().is_some());
         // A damaged body still says what is wrong (the streamed decoder's message).
         let (_, stop) = ingest_reader(&bad[..], true, &Intake::new(1, 0), &MemorySource::new());
         assert!(matches!(stop, Some(Stop::Gzip(_))), "{stop:?}");
