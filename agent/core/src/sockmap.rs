@@ -40,9 +40,9 @@
 //!
 //! Staleness bound: a new socket that took the fd number of a file (or of a socket not in
 //! the dumps) in a process whose table did not otherwise move is found by the hunt, at most
-//! [`HUNT_PERIOD`] plus one gather interval later (without hunting, at its next full read). Missed until the process's next full
-//! read, at most `period` plus one gather interval later, is an fd that comes to refer to a socket the map already knows (a
-//! `dup`/`dup2`, one received over a unix socket) in a process whose number of open fds is
+//! [`HUNT_PERIOD`] plus one gather interval later (without hunting, at its next full read).
+//! Missed until the process's next full read, at most `period` plus one gather interval
+//! later, is an fd that comes to refer to a socket the map already knows (a `dup`/`dup2`, one received over a unix socket) in a process whose number of open fds is
 //! back to the same at the next gather — and, through it, a process still credited with a
 //! socket it handed on that way and then closed. Everything else (new and closed sockets,
 //! new, exited and reused pids, fd numbers reused for new sockets, forks that share sockets,
@@ -261,6 +261,17 @@ pub struct SockMap {
     fds: Vec<Fd>,
     now: Vec<(i32, u64)>,
     dirty: FxHashSet<i32>,
+}
+
+/// Keeps the `k` smallest items of `v` (the oldest, for items that start with an `Instant`),
+/// in no particular order.
+fn keep_oldest<T: Ord>(v: &mut Vec<T>, k: usize) {
+    if k == 0 {
+        v.clear();
+    } else if k < v.len() {
+        v.select_nth_unstable(k - 1);
+        v.truncate(k);
+    }
 }
 
 /// Room kept: 2× what is used when more than 4× is held (at least `floor`).
@@ -490,8 +501,7 @@ impl SockMap {
             now.saturating_duration_since(last).as_secs_f64()
         });
         if !all && self.last_update.is_some() {
-            let dt = elapsed;
-            self.credit += self.procs.len() as f64 * dt / self.period.as_secs_f64();
+            self.credit += self.procs.len() as f64 * elapsed / self.period.as_secs_f64();
             let k = (self.credit.floor() as usize).min(self.procs.len());
             self.credit -= k as f64;
             if self.credit > self.procs.len() as f64 {
@@ -503,8 +513,8 @@ impl SockMap {
                     .iter()
                     .map(|(pid, p)| (p.full_at, *pid))
                     .collect();
-                by_age.select_nth_unstable(k - 1);
-                owed.extend(by_age[..k].iter().map(|(_, pid)| *pid));
+                keep_oldest(&mut by_age, k);
+                owed.extend(by_age.iter().map(|(_, pid)| *pid));
             }
         }
         self.last_update = Some(now);
@@ -627,10 +637,7 @@ impl SockMap {
         self.hunt_credit += self.procs.len() as f64 * elapsed / HUNT_PERIOD.as_secs_f64();
         let k = (self.hunt_credit.ceil() as usize).clamp(1, by_age.len());
         self.hunt_credit = (self.hunt_credit - k as f64).clamp(0.0, self.procs.len() as f64);
-        if k < by_age.len() {
-            by_age.select_nth_unstable(k - 1);
-            by_age.truncate(k);
-        }
+        keep_oldest(&mut by_age, k);
         by_age.sort_unstable();
         for (_, pid, ident) in by_age {
             if self.idx.unknown.is_empty() {

@@ -117,7 +117,7 @@ fn ingest_body(
     let limit = intake.max_body.saturating_add(1);
     let mut whole = Vec::new();
     // Held until the body is parsed: it bounds the memory of bodies decoded whole.
-    let slot = gzip.then(|| WHOLE_SLOTS.take()).flatten();
+    let slot = gzip.then(|| WHOLE_SLOTS.try_acquire().ok()).flatten();
     let mut r: Box<dyn BufRead + '_> = if gzip {
         match gzip_reader(body, intake, slot.is_some(), &mut whole) {
             Ok(r) => r,
@@ -269,44 +269,7 @@ const WHOLE_GZIP: usize = 4 << 20;
 /// How many bodies may be decoded whole at once (each holds up to twice [`WHOLE_GZIP`]);
 /// the others stream, as every gzip body did before: 64 MiB at most, whatever the number of
 /// writers.
-static WHOLE_SLOTS: Slots = Slots::new(8);
-
-/// A count of things running at once, up to a bound.
-struct Slots {
-    running: std::sync::atomic::AtomicUsize,
-    max: usize,
-}
-
-/// One of [`Slots`], given back on drop.
-struct Slot<'a>(&'a Slots);
-
-impl Slots {
-    const fn new(max: usize) -> Slots {
-        Slots {
-            running: std::sync::atomic::AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// A slot, if fewer than `max` are taken.
-    fn take(&self) -> Option<Slot<'_>> {
-        use std::sync::atomic::Ordering;
-        self.running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(self))
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0
-            .running
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
+static WHOLE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
 /// Every gzip member of `gz` decoded into `out`, when they all decode and fit in `max` bytes.
 /// False otherwise (and for an empty body): the caller streams the body instead, which gives
@@ -790,12 +753,6 @@ mod tests {
         assert!(held.is_empty(), "not decoded whole");
         assert_eq!((p.written, stop), (g.written, None));
         assert_eq!(plain.len(), streamed.len());
-        // Slots are bounded and given back.
-        let slots = Slots::new(2);
-        let (x, y) = (slots.take(), slots.take());
-        assert!(x.is_some() && y.is_some() && slots.take().is_none());
-        drop(x);
-        assert!(slots.take().is_some());
         // A damaged body still says what is wrong (the streamed decoder's message).
         let (_, stop) = ingest_reader(&bad[..], true, &Intake::new(1, 0), &MemorySource::new());
         assert!(matches!(stop, Some(Stop::Gzip(_))), "{stop:?}");
