@@ -7,7 +7,8 @@
 //! bench used before the window was compressed) and `agent` (values as the agent writes them).
 //! The points go through the receiver's intake in bodies of 5,000 lines. Each child makes the
 //! alerter's memory settings first (`wk_alerter::memory::tune`, as `wk-alerter run` does);
-//! `WK_BENCH_MEMORY_DEFAULT=1` leaves mimalloc's defaults.
+//! `WK_BENCH_MEMORY_DEFAULT=1` leaves mimalloc's defaults. Each mix's window is then turned
+//! over once, saved as a snapshot file and loaded in another fresh process (a restart).
 //!
 //! `WK_BENCH_PEER=influxd` adds the peer (needs `influxd`: `apt-get install -y influxdb`; the
 //! bench fails without it): the same points of each mix written to a real influxd 1.x over
@@ -39,7 +40,11 @@ const BATCH: usize = 5_000;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--mix") {
-        measure(&args[i + 1]);
+        measure(&args[i + 1], Path::new(&args[i + 2]));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--restore") {
+        restore(Path::new(&args[i + 1]));
         return;
     }
     if !args.iter().any(|a| a == "--bench") {
@@ -55,14 +60,24 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     let mut rows = Vec::new();
     for mix in ["steady", "agent"] {
-        let out = Command::new(&exe)
-            .args(["--mix", mix])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run the bench's child");
-        let text = String::from_utf8_lossy(&out.stdout);
-        print!("{text}");
-        assert!(out.status.success(), "{mix}: {}", out.status);
+        let snap = std::env::temp_dir().join(format!(
+            "wk-stream-memory-{}-{mix}.snap",
+            std::process::id()
+        ));
+        let child = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new(&exe)
+                .args(args)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run the bench's child");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            print!("{text}");
+            assert!(out.status.success(), "{mix}: {}", out.status);
+            text
+        };
+        let text = child(&["--mix".as_ref(), mix.as_ref(), snap.as_os_str()]);
+        child(&["--restore".as_ref(), snap.as_os_str()]);
+        let _ = std::fs::remove_file(&snap);
         let ours = Ours::parse(&text).expect("the child's figures");
         if peer {
             let theirs = influxd_peer(mix, n);
@@ -120,7 +135,7 @@ impl Ours {
     }
 }
 
-fn measure(mix: &str) {
+fn measure(mix: &str, snap: &Path) {
     // The alerter's memory settings, as `wk-alerter run` makes them first (no transparent huge
     // pages: resident memory would grow in 2 MiB steps); `WK_BENCH_MEMORY_DEFAULT=1` leaves
     // mimalloc's defaults, for comparison.
@@ -194,6 +209,31 @@ fn measure(mix: &str) {
         per_point(turned),
         per_point(settled),
         store.bytes() as f64 / held as f64,
+    );
+    std::fs::write(snap, store.snapshot()).expect("write the window's snapshot");
+}
+
+/// The window of a snapshot restored in a fresh process (as `wk-alerter run` does at start):
+/// its resident memory per point, and the CPU the load took.
+fn restore(snap: &Path) {
+    if std::env::var_os("WK_BENCH_MEMORY_DEFAULT").is_none() {
+        wk_alerter::memory::tune();
+    }
+    // The file's bytes are read (and touched) before the first reading: they are not the window's.
+    let bytes = std::fs::read(snap).expect("read the snapshot");
+    let before = rss_kb();
+    let t = cpu::thread_cpu();
+    let store = MemorySource::from_snapshot(&bytes).expect("the snapshot loads");
+    let cpu = cpu::thread_cpu() - t;
+    let after = rss_kb();
+    let held = store.len();
+    println!(
+        "restored from a snapshot of {} MiB in a fresh process: {held} points, RSS {:.1} bytes/point, accounted {:.1}; load {:.2} s CPU ({:.0} ns/point)",
+        bytes.len() >> 20,
+        (after - before) as f64 * 1024.0 / held as f64,
+        store.bytes() as f64 / held as f64,
+        cpu.as_secs_f64(),
+        cpu.as_nanos() as f64 / held as f64,
     );
 }
 

@@ -1754,6 +1754,38 @@ mod tests {
             }
         }
 
+        /// A restored window's sealed chunks are packed into shared blocks oldest first over
+        /// all series, as the writes sealed them, so that the window dropping its oldest frees
+        /// whole blocks (chunk::Arena); their accounted bytes are the original's.
+        #[test]
+        fn restored_chunks_are_packed_oldest_first() {
+            // Three series whose chunks interleave in time: s=c's first chunk is the oldest.
+            let mut lines = String::new();
+            for t in 0..5 * chunk::CHUNK_ROWS {
+                for (s, lag) in [("a", 2), ("b", 1), ("c", 0)] {
+                    lines += &format!("m,s={s} f={t}i {}\n", 1000 * t + 300 * lag);
+                }
+            }
+            let src = MemorySource::from_line_protocol(&lines, 0).unwrap();
+            let back = MemorySource::from_snapshot(&src.snapshot()).unwrap();
+            let sealed = |src: &MemorySource| -> usize {
+                let store = src.read();
+                let s = store.slots.iter().flatten();
+                s.map(|s| s.fixed).sum()
+            };
+            assert_eq!(sealed(&back), sealed(&src));
+            let store = back.read();
+            let mut chunks: Vec<(i64, *const u8)> = (store.slots.iter().flatten())
+                .flat_map(|s| s.sealed.iter().map(|c| (c.first, c.data.as_ptr())))
+                .collect();
+            assert_eq!(chunks.len(), 3 * 5);
+            chunks.sort_unstable();
+            assert!(
+                chunks.windows(2).all(|w| w[0].1 < w[1].1),
+                "not in time order in one block: {chunks:?}"
+            );
+        }
+
         /// Past the checksum (a file written by a buggy or hostile writer): still no panic.
         #[test]
         fn malformed_snapshot_with_a_good_checksum_is_refused() {

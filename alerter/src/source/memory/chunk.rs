@@ -712,9 +712,10 @@ pub const SEALED_COST: usize = 56;
 /// per point of agent data, 11 % of the window: docs/performance-alerter.md). A chunk larger
 /// than an eighth of a block (long strings) keeps a buffer of its own. Chunks are
 /// sealed in time order over all series and forgotten in about the same order (the window's
-/// age and byte bounds drop the oldest first), so a block empties as a whole. Chunks that
-/// are not sealed in time order (rewritten by a late point, loaded from a snapshot series by
-/// series) get an allocation of their own, so that they never keep a block of newer data.
+/// age and byte bounds drop the oldest first), so a block empties as a whole. A chunk
+/// rewritten by a late point gets an allocation of its own, so that it never keeps a block of
+/// newer data alive; a snapshot's chunks are packed oldest first over all series, as if
+/// sealed again.
 #[derive(Debug, Default)]
 pub struct Arena {
     /// The block being filled: its free room, after the chunks handed out.
@@ -1052,8 +1053,29 @@ impl Sealed {
 
     /// The chunk's directory read (it is checked, so a damaged chunk is an error).
     pub fn view(&self) -> Result<View<'_>, Corrupt> {
+        View::of_sealed(self.first, self.last, self.rows, &self.data)
+    }
+
+    /// Put into `arena` (a chunk over [`Arena::LARGE`] keeps an allocation of its own).
+    pub fn packed(first: i64, last: i64, rows: u8, data: &[u8], arena: &mut Arena) -> Sealed {
+        let data = if data.len() > Arena::LARGE {
+            Bytes::copy_from_slice(data)
+        } else {
+            arena.put(data)
+        };
+        Sealed {
+            first,
+            last,
+            rows,
+            data,
+        }
+    }
+}
+
+impl<'a> View<'a> {
+    /// The directory of a sealed chunk's bytes, checked.
+    pub fn of_sealed(first: i64, last: i64, rows: u8, d: &'a [u8]) -> Result<View<'a>, Corrupt> {
         let mut p = 0usize;
-        let d = &self.data[..];
         let tlen = get_varint(d, &mut p)? as usize;
         let times = d
             .get(p..p.checked_add(tlen).ok_or(Corrupt)?)
@@ -1063,11 +1085,11 @@ impl Sealed {
         if ncols > d.len() {
             return Err(Corrupt);
         }
-        if self.rows == 0 || usize::from(self.rows) > CHUNK_ROWS {
+        if rows == 0 || usize::from(rows) > CHUNK_ROWS {
             return Err(Corrupt);
         }
         let mut cols = Vec::with_capacity(ncols);
-        let full = (1u128 << self.rows) - 1;
+        let full = (1u128 << rows) - 1;
         for _ in 0..ncols {
             let field = u16::try_from(get_varint(d, &mut p)?).map_err(|_| Corrupt)?;
             let coder = *d.get(p).ok_or(Corrupt)?;
@@ -1104,9 +1126,9 @@ impl Sealed {
             return Err(Corrupt);
         }
         Ok(View {
-            rows: self.rows as usize,
-            first: self.first,
-            last: self.last,
+            rows: rows as usize,
+            first,
+            last,
             times: Cow::Borrowed(times),
             cols,
         })

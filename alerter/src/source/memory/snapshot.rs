@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use super::chunk::{CHUNK_ROWS, Open, Sealed, get_varint, put_varint};
+use super::chunk::{CHUNK_ROWS, Open, Sealed, View, get_varint, put_varint};
 use super::{Key, MemorySource, SeriesData, Store};
 
 const MAGIC: &[u8] = b"WKWINDOW";
@@ -91,6 +91,8 @@ impl MemorySource {
             p: MAGIC.len() + 1,
         };
         let mut store = Store::default();
+        // Where each sealed chunk's bytes are in `body`.
+        let mut places = Vec::new();
         let n = r.count()?;
         for _ in 0..n {
             let at = r.p;
@@ -137,19 +139,27 @@ impl MemorySource {
                 let rows = r.byte()?;
                 let len = r.count()?;
                 let data = r.take(len)?;
-                let c = Sealed {
-                    first,
-                    last,
-                    rows,
-                    data: bytes::Bytes::copy_from_slice(data),
-                };
                 let ok = usize::from(rows) <= CHUNK_ROWS
-                    && c.view().is_ok_and(|v| v.check(s.fields.len()).is_ok())
+                    && View::of_sealed(first, last, rows, data)
+                        .is_ok_and(|v| v.check(s.fields.len()).is_ok())
                     && chunks.back().is_none_or(|p: &Sealed| p.last < first);
                 if !ok {
                     return Err(SnapshotError::Malformed(at));
                 }
-                chunks.push_back(c);
+                // Its bytes are put in place once every series is read (below).
+                chunks.push_back(Sealed {
+                    first,
+                    last,
+                    rows,
+                    data: bytes::Bytes::new(),
+                });
+                places.push(Place {
+                    first,
+                    slot: store.slots.len() as u32,
+                    chunk: chunks.len() - 1,
+                    start: r.p - len,
+                    len,
+                });
             }
             if chunks.is_empty() || s.skip >= usize::from(chunks[0].rows) {
                 return Err(SnapshotError::Malformed(at));
@@ -160,18 +170,17 @@ impl MemorySource {
                 .back()
                 .is_some_and(|c| usize::from(c.rows) < CHUNK_ROWS)
             {
-                let last = chunks.pop_back().and_then(|c| {
-                    c.view()
+                let c = chunks.pop_back().expect("a last chunk");
+                let p = places.pop().expect("its place");
+                let open =
+                    View::of_sealed(c.first, c.last, c.rows, &body[p.start..p.start + p.len])
                         .ok()
                         .and_then(|v| v.rows(0).ok())
-                        .map(|rows| Open::from_rows(&rows))
-                });
-                s.open = last.ok_or(SnapshotError::Malformed(at))?;
+                        .map(|rows| Open::from_rows(&rows));
+                s.open = open.ok_or(SnapshotError::Malformed(at))?;
             }
-            s.fixed += chunks.iter().map(Sealed::bytes).sum::<usize>();
             s.sealed = chunks;
             store.points += s.points;
-            store.bytes += s.bytes();
             let id = store.slots.len() as u32;
             store.slots.push(Some(s));
             store.index.insert(key.clone(), id);
@@ -180,11 +189,40 @@ impl MemorySource {
         if r.p != body.len() {
             return Err(SnapshotError::Malformed(r.p));
         }
+        // The chunks go into the store's arena blocks oldest first, as they were sealed, so
+        // that a block empties as a whole when the window drops the oldest (chunk::Arena).
+        places.sort_by_key(|p| p.first);
+        for p in places {
+            let Some(s) = store.slots[p.slot as usize].as_mut() else {
+                continue;
+            };
+            let c = &mut s.sealed[p.chunk];
+            *c = Sealed::packed(
+                c.first,
+                c.last,
+                c.rows,
+                &body[p.start..p.start + p.len],
+                &mut store.arena,
+            );
+        }
+        for s in store.slots.iter_mut().flatten() {
+            s.fixed += s.sealed.iter().map(Sealed::bytes).sum::<usize>();
+            store.bytes += s.bytes();
+        }
         Ok(MemorySource {
             store: std::sync::RwLock::new(store),
             dropped: Default::default(),
         })
     }
+}
+
+/// Where a sealed chunk read from a snapshot is, and where it goes.
+struct Place {
+    first: i64,
+    slot: u32,
+    chunk: usize,
+    start: usize,
+    len: usize,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
