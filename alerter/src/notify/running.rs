@@ -2,8 +2,7 @@
 //! in each notifier (Telegraf's `models/running_*.go`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use wk_core::options::Options;
 
@@ -112,24 +111,8 @@ impl NotifierSettings {
             .checked_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX))
             .unwrap_or(self.backoff_max)
             .min(self.backoff_max);
-        full / 2 + full.mul_f64(0.5 * jitter_fraction())
+        full / 2 + full.mul_f64(0.5 * fastrand::f64())
     }
-}
-
-/// A number in [0, 1): splitmix64 over the clock and a counter. Jitter needs no quality
-/// randomness, only different values per call and per process.
-fn jitter_fraction() -> f64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = nanos
-        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A built notifier with its shared settings.
