@@ -158,6 +158,19 @@ impl Notification {
         }
     }
 
+    /// Takes in what an older message of the same group (one that could not be delivered)
+    /// told and this one does not: its resolved instances that this message neither lists as
+    /// firing nor as resolved, and its reports, first. Its firing instances are this
+    /// message's or were dropped from the group since (muted, expired).
+    pub fn absorb(&mut self, older: &Notification) {
+        let inst = |e: &Arc<AlertEvent>| (e.rule.clone(), e.id.clone());
+        let known: BTreeSet<Instance> =
+            self.firing.iter().chain(&self.resolved).map(inst).collect();
+        let resolved = older.resolved.iter().filter(|e| !known.contains(&inst(e)));
+        self.resolved.splice(0..0, resolved.cloned());
+        self.reports.splice(0..0, older.reports.iter().cloned());
+    }
+
     /// The highest level among the firing instances (OK when none fires).
     pub fn level(&self) -> Level {
         self.firing

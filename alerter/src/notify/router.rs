@@ -5,9 +5,11 @@
 //! delays another and [`Router::dispatch`] never waits: when a queue is full the oldest event
 //! is dropped, counted and logged (Kapacitor drops too, but keeps a 5000-event buffer with no
 //! timeout behind it; we bound every attempt instead). Each attempt has the notifier's
-//! `timeout`; retryable failures are retried `retries` times with doubling, jittered backoff;
-//! every outcome is logged and counted. With [`Router::keep_outbox`], what is not delivered
-//! yet survives a restart ([`super::outbox`]).
+//! `timeout`; retryable failures are retried `retries` times with doubling, jittered backoff,
+//! then the message waits for its receiver (tried again, one waiting message per round, up to
+//! `give_up_after`) unless a newer message of its alert or group replaces it (Monit's event
+//! queue; Alertmanager resends at the next flush); every outcome is logged and counted. With
+//! [`Router::keep_outbox`], what is not delivered yet survives a restart ([`super::outbox`]).
 //!
 //! Muting, in order: a silenced or inhibited non-recovery event is not sent and its instance
 //! is remembered as muted; the recovery of a muted instance is muted as well (the receiver
@@ -72,7 +74,9 @@ pub struct Delivery {
     pub id: String,
     pub level: String,
     pub kind: String,
-    /// `queued`, `sent`, `failed`, `dropped` (queue full), `silenced` or `inhibited`.
+    /// `queued`, `retrying` (its `retries` spent, tried again until `give_up_after`), `sent`,
+    /// `failed`, `dropped` (queue full), `superseded` (a newer message of its alert or group
+    /// replaced it while it waited), `silenced` or `inhibited`.
     pub status: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -154,8 +158,13 @@ impl History {
 
     /// Marks an entry dropped (its queue was full).
     fn dropped(&self, seq: u64) {
+        self.ended(seq, "dropped");
+    }
+
+    /// Marks an entry done with `status`.
+    fn ended(&self, seq: u64, status: &str) {
         self.update(seq, |d| {
-            d.status = "dropped".into();
+            d.status = status.into();
             d.done = now_ns();
         });
     }
@@ -275,7 +284,35 @@ struct Queue {
     groups: Groups,
     /// The message being sent (its attempts and retries).
     busy: Option<Item>,
+    /// Messages whose `retries` are spent, tried again until `give_up_after`.
+    parked: Vec<Parked>,
     closed: bool,
+    /// After a reload, the worker of the same name: a send in flight at the reload that then
+    /// waits for its receiver waits there.
+    successor: Option<std::sync::Weak<Worker>>,
+}
+
+/// A message waiting for its receiver to come back.
+struct Parked {
+    item: Item,
+    seq: u64,
+    /// Attempts made so far.
+    attempts: u32,
+    /// When it is tried next.
+    due: tokio::time::Instant,
+    /// When it is given up.
+    until: tokio::time::Instant,
+}
+
+/// How a message in hand came to be sent.
+enum Origin {
+    /// From the queue: its `retries` are ahead of it.
+    Queued,
+    /// Parked: one attempt, then parked again or given up.
+    Parked {
+        attempts: u32,
+        until: tokio::time::Instant,
+    },
 }
 
 /// One message in a notifier's queue.
@@ -287,6 +324,30 @@ enum Item {
 }
 
 impl Item {
+    /// Whether `self`, newer, makes `older` (not delivered) needless: a later event of the
+    /// same alert instance (reports and records never replace or are replaced), or the next
+    /// message of the same group (which takes in what the older one alone told:
+    /// [`Notification::absorb`]).
+    fn supersedes(&self, older: &Item) -> bool {
+        match (self, older) {
+            (Item::Event(a, false), Item::Event(b, false)) => a.rule == b.rule && a.id == b.id,
+            (Item::Group(a), Item::Group(b)) => a.labels == b.labels,
+            _ => false,
+        }
+    }
+
+    /// `self` with what `older`, which it supersedes, alone told.
+    fn absorbing(self, older: &Item) -> Item {
+        match (self, older) {
+            (Item::Group(a), Item::Group(b)) => {
+                let mut n = Notification::clone(&a);
+                n.absorb(b);
+                Item::Group(Arc::new(n))
+            }
+            (item, _) => item,
+        }
+    }
+
     /// The events the message carries.
     fn events(&self) -> usize {
         match self {
@@ -369,13 +430,13 @@ impl Router {
             new.insert(worker.settings.name.clone(), worker);
         }
         for (name, w) in old.iter() {
-            let (leftover, groups) = w.close();
+            let (leftover, parked, groups) = w.close(new.get(name));
             if let Some(nw) = new.get(name) {
-                nw.prepend(leftover, groups, &w.settings);
-            } else if !leftover.is_empty() || groups.waiting() > 0 {
+                nw.prepend(leftover, parked, groups, &w.settings);
+            } else if !leftover.is_empty() || !parked.is_empty() || groups.waiting() > 0 {
                 tracing::warn!(
                     notifier = %name,
-                    messages = leftover.len() + groups.waiting(),
+                    messages = leftover.len() + parked.len() + groups.waiting(),
                     "notifier removed by reload; its queued messages are dropped"
                 );
             }
@@ -726,8 +787,12 @@ impl Router {
                 && tokio::time::timeout_at(deadline, &mut task).await.is_err()
             {
                 task.abort();
-                let q = lock(&w.queue);
-                let left = q.events.len() + usize::from(q.busy.is_some());
+            }
+            // Messages still queued or in flight at the deadline, and those that wait for
+            // their receiver (they are not tried again at shutdown: they had their retries).
+            let q = lock(&w.queue);
+            let left = q.events.len() + usize::from(q.busy.is_some()) + q.parked.len();
+            if left > 0 {
                 if outbox.is_some() {
                     tracing::warn!(notifier = %name, messages = left, "shutdown: undelivered messages kept in the outbox for the next start");
                 } else {
@@ -894,8 +959,14 @@ impl Worker {
         self.wake.notify_one();
     }
 
-    /// Appends a message, dropping the oldest when the queue is full.
-    fn enqueue(&self, q: &mut Queue, item: Item) {
+    /// Appends a message, dropping the oldest when the queue is full. A parked message it
+    /// supersedes goes (a group's next message takes in what the parked one alone told).
+    fn enqueue(&self, q: &mut Queue, mut item: Item) {
+        while let Some(i) = q.parked.iter().position(|p| item.supersedes(&p.item)) {
+            let old = q.parked.remove(i);
+            item = item.absorbing(&old.item);
+            self.history.ended(old.seq, "superseded");
+        }
         if q.events.len() >= self.settings.queue_size
             && let Some((old, seq)) = q.events.pop_front()
         {
@@ -922,25 +993,40 @@ impl Worker {
         self.publish(&q);
     }
 
-    /// Closes the queue and takes what is still in it: messages and groups.
-    fn close(&self) -> (Vec<(Item, u64)>, Groups) {
+    /// Closes the queue and takes what is still in it: messages, parked ones and groups.
+    /// A message in flight that ends up waiting for its receiver goes to `successor`.
+    fn close(&self, successor: Option<&Arc<Worker>>) -> (Vec<(Item, u64)>, Vec<Parked>, Groups) {
         let mut q = lock(&self.queue);
         q.closed = true;
+        q.successor = successor.map(Arc::downgrade);
         let left: Vec<_> = q.events.drain(..).collect();
+        let parked = std::mem::take(&mut q.parked);
         let groups = std::mem::take(&mut q.groups);
         self.publish(&q);
         drop(q);
         self.wake.notify_one();
-        (left, groups)
+        (left, parked, groups)
     }
 
     /// Takes over what the previous worker of the same name left: its messages go in front
     /// of the queue; its groups are kept when the grouping is the same, else their waiting
     /// messages are queued now.
-    fn prepend(&self, items: Vec<(Item, u64)>, mut groups: Groups, old: &NotifierSettings) {
+    fn prepend(
+        &self,
+        items: Vec<(Item, u64)>,
+        parked: Vec<Parked>,
+        mut groups: Groups,
+        old: &NotifierSettings,
+    ) {
         let mut q = lock(&self.queue);
         for e in items.into_iter().rev() {
             q.events.push_front(e);
+        }
+        q.parked.splice(0..0, parked);
+        while q.parked.len() > self.settings.queue_size {
+            let old = q.parked.remove(0);
+            self.history.dropped(old.seq);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         let same = matches!((&old.group, &self.settings.group), (Some(a), Some(b)) if a.by == b.by);
         if same {
@@ -974,7 +1060,8 @@ impl Worker {
                 event: AlertEvent::clone(event),
             })
         };
-        for item in q.busy.iter().chain(q.events.iter().map(|(item, _)| item)) {
+        let items = q.busy.iter().chain(q.events.iter().map(|(item, _)| item));
+        for item in items.chain(q.parked.iter().map(|p| &p.item)) {
             match item {
                 Item::Event(e, oneshot) => add(e, *oneshot),
                 Item::Group(n) => {
@@ -993,7 +1080,8 @@ impl Worker {
 
     /// Publishes how many messages are queued, in flight or waiting in a group.
     fn publish(&self, q: &Queue) {
-        let n = q.events.len() + usize::from(q.busy.is_some()) + q.groups.waiting();
+        let n =
+            q.events.len() + usize::from(q.busy.is_some()) + q.parked.len() + q.groups.waiting();
         self.changed.store(true, Ordering::Relaxed);
         self.pending
             .send_if_modified(|p| std::mem::replace(p, n) != n);
@@ -1013,16 +1101,33 @@ impl Worker {
                 for n in ready {
                     self.enqueue(&mut q, Item::Group(Arc::new(n)));
                 }
-                let next = q.events.pop_front();
-                q.busy = next.as_ref().map(|(item, _)| item.clone());
+                // A parked message that is due goes first: it is older than what is queued.
+                // At shutdown parked messages wait for the outbox (they had their retries).
+                let parked = q.parked.iter().position(|p| p.due <= now);
+                let next = match parked.filter(|_| !q.closed) {
+                    Some(i) => {
+                        let p = q.parked.remove(i);
+                        let origin = Origin::Parked {
+                            attempts: p.attempts,
+                            until: p.until,
+                        };
+                        Some((p.item, p.seq, origin))
+                    }
+                    None => (q.events.pop_front()).map(|(item, seq)| (item, seq, Origin::Queued)),
+                };
+                q.busy = next.as_ref().map(|(item, ..)| item.clone());
                 self.publish(&q);
                 if next.is_none() && q.closed {
                     return;
                 }
-                (next, q.groups.next_due())
+                let parked_due = q.parked.iter().map(|p| p.due).min().filter(|_| !q.closed);
+                (
+                    next,
+                    q.groups.next_due().into_iter().chain(parked_due).min(),
+                )
             };
             match (next, due) {
-                (Some((item, seq)), _) => self.deliver(&item, seq).await,
+                (Some((item, seq, origin)), _) => self.deliver(&item, seq, origin).await,
                 (None, Some(due)) => {
                     tokio::select! {
                         () = self.wake.notified() => {}
@@ -1063,13 +1168,27 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, item: &Item, seq: u64) {
+    /// Sends `item`: from the queue with its `retries`, parked with one attempt. A message
+    /// whose retries are spent on retryable failures is parked until `give_up_after` after
+    /// its first attempt.
+    async fn deliver(&self, item: &Item, seq: u64, origin: Origin) {
         let s = &self.settings;
+        let now = tokio::time::Instant::now;
+        let (before, retries, until) = match origin {
+            Origin::Queued => (0, s.retries, now() + s.give_up_after),
+            Origin::Parked { attempts, until } => (attempts, 0, until),
+        };
         let mut retry = 0;
         loop {
             let result = self.attempt(item).await;
+            let attempts = before + retry + 1;
+            let delay = s.backoff_delay(attempts - 1);
+            let park = match &result {
+                Err(e) => e.is_retryable() && retry >= retries && now() + delay < until,
+                Ok(()) => false,
+            };
             self.history.update(seq, |d| {
-                d.attempts = retry + 1;
+                d.attempts = attempts;
                 match &result {
                     Ok(()) => {
                         d.status = "sent".into();
@@ -1077,7 +1196,9 @@ impl Worker {
                     }
                     Err(err) => {
                         d.error = err.to_string();
-                        if !(err.is_retryable() && retry < s.retries) {
+                        if park {
+                            d.status = "retrying".into();
+                        } else if !(err.is_retryable() && retry < retries) {
                             d.status = "failed".into();
                             d.done = now_ns();
                         }
@@ -1090,25 +1211,57 @@ impl Worker {
                         .sent
                         .fetch_add(item.events() as u64, Ordering::Relaxed);
                     self.counters.messages.fetch_add(1, Ordering::Relaxed);
-                    // Debug: the event itself is logged once by the scheduler; a delivery is
-                    // routine (failures are warnings).
-                    tracing::debug!(
-                        notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
-                        level = %item.level(), events = item.events(), attempts = retry + 1,
-                        "notified"
-                    );
+                    // The receiver answers again: what waits for it goes now.
+                    let mut q = lock(&self.queue);
+                    let t = now();
+                    q.parked.iter_mut().for_each(|p| p.due = p.due.min(t));
+                    drop(q);
+                    if before > 0 {
+                        tracing::info!(
+                            notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
+                            level = %item.level(), events = item.events(), attempts,
+                            "notified after its receiver came back"
+                        );
+                    } else {
+                        // Debug: the event itself is logged once by the scheduler; a delivery
+                        // is routine (failures are warnings).
+                        tracing::debug!(
+                            notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
+                            level = %item.level(), events = item.events(), attempts,
+                            "notified"
+                        );
+                    }
                     return;
                 }
-                Err(err) if err.is_retryable() && retry < s.retries => {
-                    let delay = s.backoff_delay(retry);
+                Err(err) if err.is_retryable() && retry < retries => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        notifier = %s.name, alert_id = %item.label(), attempt = retry + 1,
+                        notifier = %s.name, alert_id = %item.label(), attempt = attempts,
                         retry_in_ms = delay.as_millis() as u64, error = %err,
                         "notification failed; will retry"
                     );
                     tokio::time::sleep(delay).await;
                     retry += 1;
+                }
+                Err(err) if park => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if before == 0 {
+                        tracing::warn!(
+                            notifier = %s.name, alert_id = %item.label(), attempts,
+                            retry_in_ms = delay.as_millis() as u64,
+                            give_up_after = %crate::template::format_duration(s.give_up_after),
+                            error = %err,
+                            "notification failed; its retries are spent, it is tried again until given up"
+                        );
+                    } else {
+                        tracing::debug!(
+                            notifier = %s.name, alert_id = %item.label(), attempts,
+                            retry_in_ms = delay.as_millis() as u64, error = %err,
+                            "notification failed again; kept"
+                        );
+                    }
+                    self.park(item, seq, attempts, now() + delay, until);
+                    return;
                 }
                 Err(err) => {
                     self.counters
@@ -1116,7 +1269,7 @@ impl Worker {
                         .fetch_add(item.events() as u64, Ordering::Relaxed);
                     tracing::error!(
                         notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
-                        level = %item.level(), events = item.events(), attempts = retry + 1,
+                        level = %item.level(), events = item.events(), attempts,
                         permanent = !err.is_retryable(), error = %err,
                         "notification failed; giving up"
                     );
@@ -1124,5 +1277,56 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Keeps a message whose receiver fails, to be tried at `due`, unless a newer message in
+    /// the queue supersedes it (a group's next message takes in what it alone told). While
+    /// the receiver fails, the other parked messages wait as long: one message probes it.
+    fn park(
+        &self,
+        item: &Item,
+        seq: u64,
+        attempts: u32,
+        due: tokio::time::Instant,
+        until: tokio::time::Instant,
+    ) {
+        let mut q = lock(&self.queue);
+        q.busy = None;
+        if let Some(next) = q.successor.as_ref().and_then(std::sync::Weak::upgrade) {
+            self.publish(&q);
+            drop(q);
+            next.park(item, seq, attempts, due, until);
+            next.wake.notify_one();
+            return;
+        }
+        if let Some((newer, _)) = q
+            .events
+            .iter_mut()
+            .find(|(newer, _)| newer.supersedes(item))
+        {
+            *newer = newer.clone().absorbing(item);
+            self.history.ended(seq, "superseded");
+        } else {
+            q.parked.iter_mut().for_each(|p| p.due = p.due.max(due));
+            if q.parked.len() >= self.settings.queue_size {
+                let old = q.parked.remove(0);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.history.dropped(old.seq);
+                tracing::warn!(
+                    notifier = %self.settings.name,
+                    dropped = %old.item.label(),
+                    queue_size = self.settings.queue_size,
+                    "too many messages wait for their receiver: the oldest is dropped"
+                );
+            }
+            q.parked.push(Parked {
+                item: item.clone(),
+                seq,
+                attempts,
+                due,
+                until,
+            });
+        }
+        self.publish(&q);
     }
 }

@@ -24,6 +24,9 @@ pub struct NotifierSettings {
     /// Delay before the first retry; doubles per retry (with jitter) up to `backoff_max`.
     pub backoff: Duration,
     pub backoff_max: Duration,
+    /// A message whose `retries` are spent on retryable failures is kept and tried again
+    /// about every `backoff_max` for this long after its first attempt (zero: given up then).
+    pub give_up_after: Duration,
     /// Whether recovery (back to OK) events are sent.
     pub send_recoveries: bool,
     /// Events below this level are not sent (see [`NotifierSettings::wants`]).
@@ -35,8 +38,8 @@ pub struct NotifierSettings {
 }
 
 impl NotifierSettings {
-    /// The defaults: timeout 10s, 3 retries, backoff 1s doubling up to 1m, recoveries on,
-    /// every level, a queue of 1000 events.
+    /// The defaults: timeout 10s, 3 retries, backoff 1s doubling up to 1m, then tried again
+    /// every minute for up to 24h, recoveries on, every level, a queue of 1000 events.
     pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
         NotifierSettings {
             name: name.into(),
@@ -45,6 +48,7 @@ impl NotifierSettings {
             retries: 3,
             backoff: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(24 * 3600),
             send_recoveries: true,
             min_level: Level::Ok,
             queue_size: 1000,
@@ -73,6 +77,7 @@ impl NotifierSettings {
         if s.backoff_max < s.backoff {
             opts.error_at("backoff_max", "must not be smaller than backoff");
         }
+        s.give_up_after = opts.duration("give_up_after", s.give_up_after);
         s.send_recoveries = opts.bool("send_recoveries", s.send_recoveries);
         if let Some(l) = opts.opt_string("min_level") {
             match Level::parse(&l) {

@@ -29,6 +29,7 @@ const ALL_KINDS: &str = r#"
   retries = 5
   backoff = "500ms"
   backoff_max = "30s"
+  give_up_after = "2h"
   [notifiers.webhook.headers]
     X-Team = "ops"
 
@@ -66,9 +67,15 @@ fn every_kind_loads_with_shared_options() {
             Duration::from_secs(30)
         )
     );
+    assert_eq!(chat.give_up_after, Duration::from_secs(7200));
     let pager = &p.notifiers[3].settings;
     assert_eq!((pager.queue_size, pager.retries), (50, 3));
     assert_eq!(pager.timeout, Duration::from_secs(10));
+    assert_eq!(
+        pager.give_up_after,
+        Duration::from_secs(86_400),
+        "the default"
+    );
     assert!(p.validate_names(&["chat".into(), "pager".into()]).is_ok());
     let err = p
         .validate_names(&["chat".into(), "pagr".into()])
@@ -118,6 +125,7 @@ fn errors_name_the_file_line_and_column() {
   name = "a"
   min_level = "loud"
   retries = -1
+  give_up_after = "soon"
 
 [[notifiers.webhook]]
   name = "a"
@@ -143,15 +151,16 @@ fn errors_name_the_file_line_and_column() {
         "alerter.toml:2:1: error: [notifiers.log] name: is required",
         "alerter.toml:7:15: error: [notifiers.log] min_level: invalid level \"loud\"",
         "alerter.toml:8:13: error: [notifiers.log] retries: -1 is out of range 0..=100",
-        "alerter.toml:12:9: error: [notifiers.webhook] url: scheme \"ftp\" is not supported",
-        "alerter.toml:11:10: error: [notifiers.webhook] name: \"a\" is already the name of another notifier",
-        "alerter.toml:13:3: error: [notifiers.webhook] unknown option \"formatt\": no such option",
-        "alerter.toml:15:13: error: [notifiers.pagerduty]: no such notifier kind; known kinds are email, exec, influxdb, log, webhook",
-        "alerter.toml:23:9: error: [notifiers.email] tls: invalid value \"ssl\"",
-        "alerter.toml:21:14: error: [notifiers.email] password: environment variable \"NOT_SET\" is not set",
-        "alerter.toml:22:10: error: [notifiers.email] from: invalid address \"not an address\"",
-        "alerter.toml:18:1: error: [notifiers.email] to: is required",
-        "alerter.toml:27:13: error: [notifiers.exec] command: is required",
+        "alerter.toml:9:19: error: [notifiers.log] give_up_after:",
+        "alerter.toml:13:9: error: [notifiers.webhook] url: scheme \"ftp\" is not supported",
+        "alerter.toml:12:10: error: [notifiers.webhook] name: \"a\" is already the name of another notifier",
+        "alerter.toml:14:3: error: [notifiers.webhook] unknown option \"formatt\": no such option",
+        "alerter.toml:16:13: error: [notifiers.pagerduty]: no such notifier kind; known kinds are email, exec, influxdb, log, webhook",
+        "alerter.toml:24:9: error: [notifiers.email] tls: invalid value \"ssl\"",
+        "alerter.toml:22:14: error: [notifiers.email] password: environment variable \"NOT_SET\" is not set",
+        "alerter.toml:23:10: error: [notifiers.email] from: invalid address \"not an address\"",
+        "alerter.toml:19:1: error: [notifiers.email] to: is required",
+        "alerter.toml:28:13: error: [notifiers.exec] command: is required",
     ];
     assert_errors(&errs, &expect);
 }

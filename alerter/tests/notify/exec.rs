@@ -191,7 +191,7 @@ fn alert() -> [AlertEvent; 1] {
 async fn timeout_kills_the_whole_process_group() {
     let x = Exec::with_child(
         "echo $$ > \"$OUT/main.pid\"\nsleep 300\n",
-        "timeout = \"500ms\"\nretries = 0\n",
+        "timeout = \"500ms\"\nretries = 0\ngive_up_after = \"0s\"\n",
     );
     let took = x.send(alert().into()).await;
     assert!(

@@ -1,17 +1,23 @@
 //! Notification grouping (`group_by`, `group_wait`, `group_interval`) through the router,
 //! with a notifier that records each grouped message and a paused tokio clock.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wk_alerter::model::{AlertEvent, EventKind, Level};
-use wk_alerter::notify::{Notification, Notifier, NotifyPlan, Router, SendFuture};
+use wk_alerter::notify::{Notification, Notifier, NotifyError, NotifyPlan, Router, SendFuture};
 
 use super::support::{config_errors, event, plan, to};
 
-/// Records (time, message) of every grouped message and every single event.
-struct Recorder(mpsc::UnboundedSender<(Instant, Notification)>);
+/// Records (time, message) of every grouped message and every single event, unless its
+/// receiver is down (then the send fails, retryable, and nothing is recorded).
+struct Recorder(
+    mpsc::UnboundedSender<(Instant, Notification)>,
+    Arc<AtomicBool>,
+);
 
 impl Notifier for Recorder {
     fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a> {
@@ -26,6 +32,9 @@ impl Notifier for Recorder {
     }
 
     fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
+        if self.1.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(NotifyError::Retryable("receiver down".into())) });
+        }
         let _ = self.0.send((Instant::now(), group.clone()));
         Box::pin(async { Ok(()) })
     }
@@ -37,16 +46,19 @@ type Messages = mpsc::UnboundedReceiver<(Instant, Notification)>;
 struct Ops {
     router: Router,
     rx: Messages,
+    /// The receiver is down while set.
+    down: Arc<AtomicBool>,
 }
 
 impl Ops {
     /// The notifier's shared options (grouping among them) come from `options` (TOML lines),
     /// plus the config's `silences`.
     fn start(options: &str, silences: &str) -> Ops {
-        let (plan, rx) = recorder_plan(options, silences);
+        let (plan, rx, down) = recorder_plan(options, silences);
         Ops {
             router: Router::start(plan),
             rx,
+            down,
         }
     }
 
@@ -83,18 +95,19 @@ impl Ops {
 }
 
 /// The plan of [`Ops::start`], its notifier a new [`Recorder`].
-fn recorder_plan(options: &str, silences: &str) -> (NotifyPlan, Messages) {
+fn recorder_plan(options: &str, silences: &str) -> (NotifyPlan, Messages, Arc<AtomicBool>) {
     let p = plan(&format!(
         "[[notifiers.log]]\nname = \"ops\"\n{options}\n{silences}"
     ));
     let (tx, rx) = mpsc::unbounded_channel();
     let mut rn = p.notifiers[0].clone();
-    rn.notifier = std::sync::Arc::new(Recorder(tx));
+    let down = Arc::new(AtomicBool::new(false));
+    rn.notifier = Arc::new(Recorder(tx, down.clone()));
     let plan = NotifyPlan {
         notifiers: vec![rn],
         silences: p.silences,
     };
-    (plan, rx)
+    (plan, rx, down)
 }
 
 /// What [`Ops::drain`] returns when nothing was sent.
@@ -311,7 +324,7 @@ async fn reload_keeps_the_groups_of_a_notifier_that_still_groups() {
     assert_eq!(ops.send(cpu_high(&["web1"])).await.len(), 1);
     // The same notifier reloaded (a new Recorder): web1 is still known as told, so its
     // recovery is sent, at web1's group's next tick.
-    let (plan2, rx2) = recorder_plan(BY_RULE, "");
+    let (plan2, rx2, _) = recorder_plan(BY_RULE, "");
     ops.router.replace(plan2);
     let rx1 = std::mem::replace(&mut ops.rx, rx2);
     let told = ops.send(vec![resolve("cpu_high", "web1")]).await;
@@ -462,4 +475,44 @@ async fn an_outbox_write_that_failed_is_tried_again() {
         }
     }
     assert_eq!(saved.len(), 1, "written once the disk takes it");
+}
+
+/// A group message its receiver did not take waits for the receiver; the group's next message
+/// takes its place, with the resolution only the lost one told, and goes when the receiver
+/// answers again.
+#[tokio::test(start_paused = true)]
+async fn the_next_message_of_a_group_takes_over_one_not_delivered() {
+    let mut ops = Ops::start(
+        &format!("{BY_RULE}\nretries = 0\nbackoff = \"10s\"\nbackoff_max = \"10s\""),
+        "",
+    );
+    ops.router.dispatch(cpu_high(&["h1", "h2"]));
+    sleep(31).await;
+    assert_eq!(
+        ops.drain(),
+        ["FIRING:2 rule=cpu_high: cpu_high:host=h1 cpu_high:host=h2"]
+    );
+    ops.down.store(true, Ordering::SeqCst);
+    ops.router.dispatch(vec![resolve("cpu_high", "h1")]);
+    sleep(300).await; // the tick at 5m30s: told to a receiver that is down
+    ops.router.dispatch(cpu_high(&["h3"]));
+    sleep(300).await; // the next tick: a new message, while the receiver is still down
+    assert_eq!(ops.drain(), NONE);
+    let history = ops.router.history();
+    let statuses: Vec<&str> = history.iter().map(|d| d.status.as_str()).collect();
+    assert_eq!(statuses, ["sent", "superseded", "retrying"], "{history:?}");
+    assert_eq!(
+        ops.router.undelivered().len(),
+        3,
+        "h2 and h3 firing, h1 resolved: kept for the outbox"
+    );
+    ops.down.store(false, Ordering::SeqCst);
+    sleep(11).await;
+    assert_eq!(
+        ops.drain(),
+        ["FIRING:2 RESOLVED:1 rule=cpu_high: cpu_high:host=h2 cpu_high:host=h3 cpu_high:host=h1"]
+    );
+    let st = ops.router.stats();
+    let st = st.notifier("ops").unwrap();
+    assert_eq!((st.messages, st.failed, st.pending), (2, 0, 0));
 }

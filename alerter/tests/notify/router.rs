@@ -3,7 +3,7 @@
 //! inhibition, reload.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -28,6 +28,10 @@ enum Behavior {
     Gate(Arc<Semaphore>),
     /// Panic on the first attempt, then succeed.
     PanicOnce,
+    /// Fail (retryable) while the flag is set.
+    DownWhile(Arc<AtomicBool>),
+    /// Wait for a permit, then fail (retryable) while the flag is set.
+    GateThenDownWhile(Arc<Semaphore>, Arc<AtomicBool>),
 }
 
 /// Records (time, event) at the start of every attempt.
@@ -52,6 +56,18 @@ impl Notifier for Fake {
                 Behavior::HangOnce => Ok(()),
                 Behavior::PanicOnce if n == 0 => panic!("a bug in a notifier"),
                 Behavior::PanicOnce => Ok(()),
+                Behavior::DownWhile(down) if down.load(Ordering::SeqCst) => {
+                    Err(NotifyError::Retryable("connection refused".into()))
+                }
+                Behavior::DownWhile(_) => Ok(()),
+                Behavior::GateThenDownWhile(gate, down) => {
+                    let _permit = gate.acquire().await;
+                    if down.load(Ordering::SeqCst) {
+                        Err(NotifyError::Retryable("connection refused".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
                 Behavior::Gate(s) => {
                     let _permit = s.acquire().await;
                     Ok(())
@@ -113,6 +129,7 @@ fn recovery(rule: &str, host: &str, names: &[&str]) -> AlertEvent {
 async fn hanging_notifier_does_not_delay_another() {
     let mut slow = NotifierSettings::new("slow", "fake");
     slow.retries = 0;
+    slow.give_up_after = Duration::ZERO;
     let (a, mut a_rx) = fake_with(slow, Behavior::Hang);
     let (b, mut b_rx) = fake("fast", Behavior::Ok);
     let router = start(vec![a, b]);
@@ -148,6 +165,7 @@ async fn retries_back_off_doubling_with_jitter_then_give_up() {
     s.retries = 3;
     s.backoff = Duration::from_secs(1);
     s.backoff_max = Duration::from_secs(3);
+    s.give_up_after = Duration::ZERO;
     let (n, mut rx) = fake_with(s, Behavior::Fail(NotifyError::Retryable("503".into())));
     let router = start(vec![n]);
     router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["flaky"])]);
@@ -461,4 +479,154 @@ async fn the_state_machines_view_ends_an_inhibitor_that_sends_no_recovery() {
     let got: Vec<Level> = drain(&mut rx).into_iter().map(|(_, e)| e.level).collect();
     assert_eq!(got, [Level::Warning]);
     assert_eq!(router.stats().inhibited, 1);
+}
+
+/// A receiver down longer than a message's `retries`: the message waits for it (tried again
+/// every `backoff_max` at most), and goes when it answers again.
+#[tokio::test(start_paused = true)]
+async fn a_message_whose_retries_are_spent_waits_for_its_receiver() {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 2;
+    s.backoff = Duration::from_secs(1);
+    s.backoff_max = Duration::from_secs(20);
+    let down = Arc::new(AtomicBool::new(true));
+    let (n, mut rx) = fake_with(s, Behavior::DownWhile(down.clone()));
+    let router = start(vec![n]);
+    let t0 = Instant::now();
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let tries: Vec<Instant> = drain(&mut rx).into_iter().map(|(t, _)| t).collect();
+    let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(tries.len() >= 30 && tries.len() <= 62, "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g <= Duration::from_secs(20)),
+        "{gaps:?}"
+    );
+    let d = router.history();
+    assert_eq!(
+        (d[0].status.as_str(), d[0].attempts as usize),
+        ("retrying", tries.len())
+    );
+    assert_eq!(d[0].error, "connection refused");
+    let st = router.stats();
+    let st = st.notifier("pager").unwrap();
+    assert_eq!((st.pending, st.failed, st.sent), (1, 0, 0));
+    assert_eq!(router.undelivered().len(), 1, "kept for the outbox");
+
+    down.store(false, Ordering::SeqCst);
+    router.flush().await;
+    let sent_at = drain(&mut rx).last().unwrap().0;
+    assert!(
+        sent_at - t0 <= Duration::from_secs(620),
+        "{:?}",
+        sent_at - t0
+    );
+    let st = router.stats();
+    let st = st.notifier("pager").unwrap();
+    assert_eq!((st.pending, st.failed, st.sent), (0, 0, 1));
+    assert_eq!(router.history()[0].status, "sent");
+    assert!(router.undelivered().is_empty());
+}
+
+/// A later event of the same alert replaces the one waiting for the receiver: the receiver is
+/// told where the alert is now, once.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_alert_is_replaced_by_its_recovery() {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    let down = Arc::new(AtomicBool::new(true));
+    let (n, mut rx) = fake_with(s, Behavior::DownWhile(down.clone()));
+    let router = start(vec![n]);
+    router.dispatch(vec![
+        alert("cpu", "web1", Level::Critical, &["pager"]),
+        alert("cpu", "web2", Level::Critical, &["pager"]),
+    ]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    router.dispatch(vec![recovery("cpu", "web1", &["pager"])]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    drain(&mut rx);
+    down.store(false, Ordering::SeqCst);
+    router.flush().await;
+    let mut got = delivered(&mut rx);
+    got.sort();
+    assert_eq!(got, ["Alert cpu:host=web2", "Recovery cpu:host=web1"]);
+    let statuses: Vec<String> = router.history().into_iter().map(|d| d.status).collect();
+    assert_eq!(statuses, ["superseded", "sent", "sent"]);
+}
+
+/// While the receiver is down one waiting message probes it per round, not every one of
+/// them; the first that goes through sends the others at once. Past `give_up_after` a message
+/// is given up.
+#[tokio::test(start_paused = true)]
+async fn one_waiting_message_probes_a_receiver_that_is_down_and_they_end_at_give_up_after() {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.backoff = Duration::from_secs(10);
+    s.backoff_max = Duration::from_secs(10);
+    s.give_up_after = Duration::from_secs(3600);
+    let down = Arc::new(AtomicBool::new(true));
+    let (n, mut rx) = fake_with(s.clone(), Behavior::DownWhile(down.clone()));
+    let router = start(vec![n]);
+    let hosts: Vec<String> = (1..=20).map(|i| format!("web{i}")).collect();
+    router.dispatch(
+        hosts
+            .iter()
+            .map(|h| alert("cpu", h, Level::Critical, &["pager"]))
+            .collect(),
+    );
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let tries = drain(&mut rx).len();
+    // 20 first attempts, then one probe every 5-10 s (jitter) in 300 s.
+    assert!((20 + 25..=20 + 61).contains(&tries), "{tries} attempts");
+    down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(router.stats().notifier("pager").unwrap().sent, 20);
+
+    // Down for good: given up an hour after the first attempt.
+    down.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    router.dispatch(vec![alert("disk", "db1", Level::Critical, &["pager"])]);
+    router.flush().await;
+    let took = t0.elapsed();
+    assert!(
+        took > Duration::from_secs(3580) && took <= Duration::from_secs(3600),
+        "{took:?}"
+    );
+    let st = router.stats();
+    let st = st.notifier("pager").unwrap();
+    assert_eq!((st.sent, st.failed, st.pending), (20, 1, 0));
+    assert_eq!(router.history().last().unwrap().status, "failed");
+}
+
+/// A send in flight at a reload that then has to wait for its receiver waits at the new
+/// notifier of the same name, and goes from there.
+#[tokio::test(start_paused = true)]
+async fn a_send_in_flight_at_a_reload_waits_at_the_new_notifier() {
+    let gate = Arc::new(Semaphore::new(0));
+    let down = Arc::new(AtomicBool::new(true));
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 1;
+    s.timeout = Duration::from_secs(3600);
+    let (old, mut old_rx) = fake_with(s, Behavior::GateThenDownWhile(gate.clone(), down.clone()));
+    let router = start(vec![old]);
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    assert_eq!(old_rx.recv().await.unwrap().1.id, "cpu:host=web1");
+    let (new, mut new_rx) = fake("pager", Behavior::DownWhile(down.clone()));
+    router.replace(NotifyPlan {
+        notifiers: vec![new],
+        silences: vec![],
+    });
+    gate.add_permits(2); // the old notifier's attempt and its retry fail
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(drain(&mut old_rx).len(), 1, "the retry");
+    assert_eq!(router.undelivered().len(), 1, "waiting at the new notifier");
+    down.store(false, Ordering::SeqCst);
+    router.flush().await;
+    assert_eq!(
+        delivered(&mut new_rx).last().unwrap(),
+        "Alert cpu:host=web1"
+    );
+    let st = router.stats();
+    assert_eq!(st.notifier("pager").unwrap().sent, 1);
+    assert_eq!(router.history()[0].status, "sent");
 }
