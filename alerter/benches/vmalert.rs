@@ -15,7 +15,8 @@
 //!
 //! Run: `cargo bench -p wk-alerter --bench vmalert` (needs Debian's `victoria-metrics`, which
 //! ships `vmalert`). `WK_BENCH_HOSTS` (default 1000), `WK_BENCH_WARMUP_SECS` (default 60),
-//! `WK_BENCH_SECS` (measured window, default 180).
+//! `WK_BENCH_SECS` (measured window, default 180), `WK_BENCH_SPREAD` (wk-alerter's
+//! `evaluation_spread`, default none).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
@@ -224,11 +225,14 @@ fn start_wk_alerter(dir: &Path, vm: &str, sink: u16, port: u16) -> Result<Proc, 
             std::fs::write(rules.join(format!("{name}_{copy}.rhai")), &text)?;
         }
     }
+    let spread = std::env::var("WK_BENCH_SPREAD")
+        .map(|s| format!("  evaluation_spread = {s:?}\n"))
+        .unwrap_or_default();
     let conf = dir.join("alerter.conf");
     std::fs::write(
         &conf,
         format!(
-            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n\
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n{spread}\
              [http]\n  listen = \"127.0.0.1:{port}\"\n\
              [[sources.victoriametrics]]\n  url = \"{vm}\"\n  database = \"telegraf\"\n\
              [[notifiers.webhook]]\n  name = \"ops-email\"\n  url = \"http://127.0.0.1:{sink}/\"\n",
@@ -283,20 +287,31 @@ fn start_vmalert(dir: &Path, vm: &str, sink: u16, port: u16) -> Result<Proc, Box
     Ok(p)
 }
 
-/// wk-alerter's firing and pending alerts (its API).
-fn wk_alerts(port: u16) -> Result<usize, BoxError> {
+/// Alerts per rule name.
+type PerRule = std::collections::BTreeMap<String, usize>;
+
+/// wk-alerter's firing and pending alerts (its API), per rule.
+fn wk_alerts(port: u16) -> Result<PerRule, BoxError> {
     let v = get_json(&format!("http://127.0.0.1:{port}/api/v1/alerts"))?;
-    Ok(v["alerts"].as_array().map_or(0, |a| {
-        a.iter()
-            .filter(|x| matches!(x["state"].as_str(), Some("firing" | "pending")))
-            .count()
-    }))
+    let mut n = PerRule::new();
+    for a in v["alerts"].as_array().into_iter().flatten() {
+        if matches!(a["state"].as_str(), Some("firing" | "pending")) {
+            *n.entry(a["rule"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+    }
+    Ok(n)
 }
 
-/// vmalert's firing and pending alerts (its Prometheus-compatible API).
-fn vmalert_alerts(port: u16) -> Result<usize, BoxError> {
+/// vmalert's firing and pending alerts (its Prometheus-compatible API), per rule.
+fn vmalert_alerts(port: u16) -> Result<PerRule, BoxError> {
     let v = get_json(&format!("http://127.0.0.1:{port}/api/v1/alerts"))?;
-    Ok(v["data"]["alerts"].as_array().map_or(0, Vec::len))
+    let mut n = PerRule::new();
+    for a in v["data"]["alerts"].as_array().into_iter().flatten() {
+        *n.entry(a["name"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    Ok(n)
 }
 
 fn run() -> Result<(), BoxError> {
@@ -347,7 +362,11 @@ fn run() -> Result<(), BoxError> {
     std::thread::sleep(window);
     let c1 = pids.map(other_process_cpu);
     let wall = t0.elapsed();
-    let (wk_n, vma_n) = (wk_alerts(wk_port)?, vmalert_alerts(vma_port)?);
+    let (wk_rules, vma_rules) = (wk_alerts(wk_port)?, vmalert_alerts(vma_port)?);
+    let (wk_n, vma_n) = (
+        wk_rules.values().sum::<usize>(),
+        vma_rules.values().sum::<usize>(),
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = TcpStream::connect(("127.0.0.1", sink_port));
     writer.join().map_err(|_| "writer panicked")??;
@@ -375,6 +394,29 @@ fn run() -> Result<(), BoxError> {
             dir.keep().display()
         )
         .into());
+    }
+    // Evaluations stopped at the time limit and other trouble: the work is not the same if
+    // there are any, even when the counts agree.
+    let log = std::fs::read_to_string(dir.path().join("wk-alerter.log")).unwrap_or_default();
+    let noted: Vec<&str> = (log.lines())
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    println!(
+        "wk-alerter logged {} warnings and errors ({} evaluations stopped at the time limit)",
+        noted.len(),
+        noted
+            .iter()
+            .filter(|l| l.contains("evaluation failed") && l.contains("time limit"))
+            .count()
+    );
+    if wk_n != vma_n || !noted.is_empty() {
+        // Say where they differ, and keep the logs to find out why.
+        println!("per rule, wk-alerter: {wk_rules:?}");
+        println!("vmalert: {vma_rules:?}");
+        for l in noted.iter().take(10) {
+            println!("  {l}");
+        }
+        println!("logs kept in {}", dir.keep().display());
     }
     Ok(())
 }

@@ -68,6 +68,9 @@ pub struct Settings {
     /// How long after its tick a rule is evaluated (as of the tick), so that the points
     /// collected on the tick have arrived; `None`: [`Settings::delay`]'s default.
     pub evaluation_delay: Option<Duration>,
+    /// Rules that share an `every` start over this much time after their tick, each at a
+    /// fixed offset of its own (zero: all at once), still evaluated as of the tick.
+    pub evaluation_spread: Duration,
     /// How long the query source must fail before the `wk_source` alert fires.
     pub source_outage_after: Duration,
     /// After the source answers again, how long series missing from results do not go
@@ -86,6 +89,16 @@ impl Settings {
             .unwrap_or_else(|| (every / 4).min(Duration::from_secs(2)))
             .min(every / 2)
     }
+
+    /// How long after its tick the rule in file `key` starts: the evaluation delay, plus
+    /// its own offset within `evaluation_spread` (at most half of `every`), fixed by a hash
+    /// of `key` so that it is the same at every tick and after a restart.
+    pub fn start_after(&self, every: Duration, key: &str) -> Duration {
+        let spread = self.evaluation_spread.min(every / 2);
+        let share = u128::from(crc32fast::hash(key.as_bytes()));
+        let offset = Duration::from_nanos(((spread.as_nanos() * share) >> 32) as u64);
+        self.delay(every) + offset
+    }
 }
 
 /// The default `max_eval_time`: the time limit of one rule evaluation (docs/alerter.md).
@@ -102,6 +115,7 @@ impl Default for Settings {
             max_rule_memory_bytes: 32 << 20,
             rule_errors_notify: Vec::new(),
             evaluation_delay: None,
+            evaluation_spread: Duration::ZERO,
             source_outage_after: Duration::from_secs(30),
             source_recovery_grace: Duration::from_secs(60),
             summary_interval: Duration::from_secs(60),
@@ -490,6 +504,7 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
     }
     settings.rule_errors_notify = o.strings("rule_errors_notify");
     settings.evaluation_delay = o.opt_duration("evaluation_delay");
+    settings.evaluation_spread = o.duration("evaluation_spread", settings.evaluation_spread);
     settings.source_outage_after = o.duration("source_outage_after", settings.source_outage_after);
     settings.source_recovery_grace =
         o.duration("source_recovery_grace", settings.source_recovery_grace);

@@ -769,8 +769,12 @@ impl Service {
             };
             let every = rule.settings().every;
             // Evaluated a little after the tick, as of the tick: agents collect on the tick
-            // and write right after, so the tick's points are in by then.
-            let delay = self.config.settings.delay(every).as_nanos() as i64;
+            // and write right after, so the tick's points are in by then. With
+            // `evaluation_spread`, rules that share a tick start at offsets of their own,
+            // so that they do not all query the database at once.
+            let delay = (self.config.settings)
+                .start_after(every, &rule.settings().name)
+                .as_nanos() as i64;
             if slot.running || now < slot.next_due + delay {
                 continue;
             }
@@ -1064,7 +1068,10 @@ impl Service {
                 .values()
                 .filter_map(|s| Some((s, s.rule.as_ref()?)))
                 .filter(|(s, _)| !s.running)
-                .map(|(s, r)| s.next_due + settings.delay(r.settings().every).as_nanos() as i64)
+                .map(|(s, r)| {
+                    let rs = r.settings();
+                    s.next_due + settings.start_after(rs.every, &rs.name).as_nanos() as i64
+                })
                 .min();
             let wait = next_due.map_or(reload_every, |d| {
                 Duration::from_nanos((d - now).max(0) as u64)

@@ -414,3 +414,63 @@ fn check() {
     run.stop().await;
     assert!(!state.exists(), "the removed rule's state is forgotten");
 }
+
+/// `evaluation_spread`: rules that share a tick start at offsets of their own (fixed by their
+/// name, within the spread), so they do not all query at once, and are still evaluated as of
+/// the tick: `for`, `repeat` and event times are those of the run without a spread.
+#[tokio::test(start_paused = true)]
+async fn evaluation_spread_staggers_starts_not_ticks() {
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let t0 = tokio::time::Instant::now();
+    let names = ["a", "b", "c", "d"];
+    let files: Vec<(String, &str)> = names
+        .iter()
+        .map(|n| (format!("{n}.rhai"), FOR_8S))
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(f, t)| (f.as_str(), *t)).collect();
+    let extra = "  evaluation_spread = \"2s\"\n";
+    let mut run = start(&files, busy_host(), clock, extra);
+    let mut first = std::collections::BTreeMap::new();
+    let deadline = t0 + Duration::from_secs(30);
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, run.events.recv()).await {
+        if e.kind == EventKind::Alert {
+            first
+                .entry(e.rule.clone())
+                .or_insert((tokio::time::Instant::now() - t0, e.time - START));
+        }
+    }
+    run.stop().await;
+
+    let settings = wk_alerter::config::Settings {
+        evaluation_spread: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let every = Duration::from_secs(4);
+    let mut starts = Vec::new();
+    for n in names {
+        let after = settings.start_after(every, n);
+        let delay = Duration::from_secs(1); // the default: a quarter of `every`
+        assert!(
+            after >= delay && after < delay + Duration::from_secs(2),
+            "{n}: {after:?}"
+        );
+        // The first tick is 3 s in; `for "8s"` holds from it: the alert is evaluated as of
+        // the tick 8 s later and sent when that evaluation starts.
+        let (at, stamped) = first[n];
+        // (tokio's timers round up to the millisecond)
+        let want = Duration::from_secs(3 + 8) + after;
+        assert!(
+            at >= want && at <= want + Duration::from_millis(1),
+            "{n}: {at:?}, want {want:?}"
+        );
+        assert_eq!(stamped, 11 * SEC, "{n}: stamped with its tick");
+        starts.push(after);
+    }
+    starts.sort();
+    starts.dedup();
+    assert_eq!(
+        starts.len(),
+        names.len(),
+        "each rule at an offset of its own: {starts:?}"
+    );
+}
