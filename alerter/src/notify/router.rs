@@ -249,7 +249,8 @@ pub struct NotifierStats {
     pub sent: u64,
     /// Messages delivered: one per event, or one per group with `group_by`.
     pub messages: u64,
-    /// Events given up on (permanent error, or retries exhausted).
+    /// Events given up on (permanent error, retries spent with `give_up_after` zero, or
+    /// `give_up_after` passed).
     pub failed: u64,
     /// Attempts retried.
     pub retries: u64,
@@ -289,7 +290,7 @@ struct Queue {
     closed: bool,
     /// After a reload, the worker of the same name: a send in flight at the reload that then
     /// waits for its receiver waits there.
-    successor: Option<std::sync::Weak<Worker>>,
+    successor: Option<Arc<Worker>>,
 }
 
 /// A message waiting for its receiver to come back.
@@ -998,7 +999,7 @@ impl Worker {
     fn close(&self, successor: Option<&Arc<Worker>>) -> (Vec<(Item, u64)>, Vec<Parked>, Groups) {
         let mut q = lock(&self.queue);
         q.closed = true;
-        q.successor = successor.map(Arc::downgrade);
+        q.successor = successor.cloned();
         let left: Vec<_> = q.events.drain(..).collect();
         let parked = std::mem::take(&mut q.parked);
         let groups = std::mem::take(&mut q.groups);
@@ -1022,11 +1023,19 @@ impl Worker {
         for e in items.into_iter().rev() {
             q.events.push_front(e);
         }
-        q.parked.splice(0..0, parked);
+        for p in parked {
+            // The queue taken over may hold a newer message of the same alert or group.
+            match (q.events.iter_mut()).find(|(n, _)| n.supersedes(&p.item)) {
+                Some((newer, _)) => {
+                    *newer = newer.clone().absorbing(&p.item);
+                    self.history.ended(p.seq, "superseded");
+                }
+                None => q.parked.push(p),
+            }
+        }
         while q.parked.len() > self.settings.queue_size {
             let old = q.parked.remove(0);
-            self.history.dropped(old.seq);
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drop_parked(&old);
         }
         let same = matches!((&old.group, &self.settings.group), (Some(a), Some(b)) if a.by == b.by);
         if same {
@@ -1101,6 +1110,9 @@ impl Worker {
                 for n in ready {
                     self.enqueue(&mut q, Item::Group(Arc::new(n)));
                 }
+                if !q.closed {
+                    self.expire_parked(&mut q, now);
+                }
                 // A parked message that is due goes first: it is older than what is queued.
                 // At shutdown parked messages wait for the outbox (they had their retries).
                 let parked = q.parked.iter().position(|p| p.due <= now);
@@ -1120,7 +1132,10 @@ impl Worker {
                 if next.is_none() && q.closed {
                     return;
                 }
-                let parked_due = q.parked.iter().map(|p| p.due).min().filter(|_| !q.closed);
+                let parked_due = (q.parked.iter())
+                    .map(|p| p.due.min(p.until))
+                    .min()
+                    .filter(|_| !q.closed);
                 (
                     next,
                     q.groups.next_due().into_iter().chain(parked_due).min(),
@@ -1175,7 +1190,13 @@ impl Worker {
         let s = &self.settings;
         let now = tokio::time::Instant::now;
         let (before, retries, until) = match origin {
-            Origin::Queued => (0, s.retries, now() + s.give_up_after),
+            // A give_up_after too large for the clock: never.
+            Origin::Queued => (
+                0,
+                s.retries,
+                (now().checked_add(s.give_up_after))
+                    .unwrap_or_else(|| now() + Duration::from_secs(100 * 365 * 86_400)),
+            ),
             Origin::Parked { attempts, until } => (attempts, 0, until),
         };
         let mut retry = 0;
@@ -1211,12 +1232,14 @@ impl Worker {
                         .sent
                         .fetch_add(item.events() as u64, Ordering::Relaxed);
                     self.counters.messages.fetch_add(1, Ordering::Relaxed);
-                    // The receiver answers again: what waits for it goes now.
-                    let mut q = lock(&self.queue);
-                    let t = now();
-                    q.parked.iter_mut().for_each(|p| p.due = p.due.min(t));
-                    drop(q);
                     if before > 0 {
+                        // A waiting message went through: the receiver is back, and what
+                        // waits for it goes now. (Not on the success of a queued message: a
+                        // message that fails by its content would be tried after each.)
+                        let mut q = lock(&self.queue);
+                        let t = now();
+                        q.parked.iter_mut().for_each(|p| p.due = p.due.min(t));
+                        drop(q);
                         tracing::info!(
                             notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
                             level = %item.level(), events = item.events(), attempts,
@@ -1260,7 +1283,15 @@ impl Worker {
                             "notification failed again; kept"
                         );
                     }
-                    self.park(item, seq, attempts, now() + delay, until);
+                    let p = Parked {
+                        item: item.clone(),
+                        seq,
+                        attempts,
+                        // At least a second apart, whatever `backoff` says.
+                        due: now() + delay.max(Duration::from_secs(1)),
+                        until,
+                    };
+                    self.park(p, true);
                     return;
                 }
                 Err(err) => {
@@ -1279,54 +1310,72 @@ impl Worker {
         }
     }
 
-    /// Keeps a message whose receiver fails, to be tried at `due`, unless a newer message in
-    /// the queue supersedes it (a group's next message takes in what it alone told). While
-    /// the receiver fails, the other parked messages wait as long: one message probes it.
-    fn park(
-        &self,
-        item: &Item,
-        seq: u64,
-        attempts: u32,
-        due: tokio::time::Instant,
-        until: tokio::time::Instant,
-    ) {
+    /// Keeps a message whose receiver fails, to be tried at `p.due`, unless a newer message
+    /// queued or in flight supersedes it (a group's next message takes in what it alone
+    /// told). While the receiver fails, the other parked messages wait as long: one message
+    /// probes it. `own`: this worker was sending it (not a predecessor's message handed on at
+    /// a reload), so it is no longer in flight here.
+    fn park(&self, p: Parked, own: bool) {
         let mut q = lock(&self.queue);
-        q.busy = None;
-        if let Some(next) = q.successor.as_ref().and_then(std::sync::Weak::upgrade) {
+        if own {
+            q.busy = None;
+        }
+        if let Some(next) = q.successor.clone() {
             self.publish(&q);
             drop(q);
-            next.park(item, seq, attempts, due, until);
+            next.park(p, false);
             next.wake.notify_one();
             return;
         }
-        if let Some((newer, _)) = q
-            .events
-            .iter_mut()
-            .find(|(newer, _)| newer.supersedes(item))
+        if q.busy.as_ref().is_some_and(|b| b.supersedes(&p.item)) {
+            // Being sent already: what it alone told is lost only for a group whose next
+            // message is in flight (it went out before this one was handed on).
+            self.history.ended(p.seq, "superseded");
+        } else if let Some((newer, _)) = (q.events.iter_mut()).find(|(n, _)| n.supersedes(&p.item))
         {
-            *newer = newer.clone().absorbing(item);
-            self.history.ended(seq, "superseded");
+            *newer = newer.clone().absorbing(&p.item);
+            self.history.ended(p.seq, "superseded");
         } else {
-            q.parked.iter_mut().for_each(|p| p.due = p.due.max(due));
+            q.parked.iter_mut().for_each(|o| o.due = o.due.max(p.due));
             if q.parked.len() >= self.settings.queue_size {
                 let old = q.parked.remove(0);
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.history.dropped(old.seq);
-                tracing::warn!(
-                    notifier = %self.settings.name,
-                    dropped = %old.item.label(),
-                    queue_size = self.settings.queue_size,
-                    "too many messages wait for their receiver: the oldest is dropped"
-                );
+                self.drop_parked(&old);
             }
-            q.parked.push(Parked {
-                item: item.clone(),
-                seq,
-                attempts,
-                due,
-                until,
-            });
+            q.parked.push(p);
         }
         self.publish(&q);
+    }
+
+    /// Counts, logs and records a parked message dropped for room.
+    fn drop_parked(&self, old: &Parked) {
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        self.history.dropped(old.seq);
+        tracing::warn!(
+            notifier = %self.settings.name,
+            dropped = %old.item.label(),
+            queue_size = self.settings.queue_size,
+            "too many messages wait for their receiver: the oldest is dropped"
+        );
+    }
+
+    /// Gives up the parked messages whose `give_up_after` has passed, tried or not.
+    fn expire_parked(&self, q: &mut Queue, now: tokio::time::Instant) {
+        let s = &self.settings;
+        q.parked.retain(|p| {
+            if p.until > now {
+                return true;
+            }
+            self.counters
+                .failed
+                .fetch_add(p.item.events() as u64, Ordering::Relaxed);
+            self.history.ended(p.seq, "failed");
+            tracing::error!(
+                notifier = %s.name, kind = %s.kind, alert_id = %p.item.label(),
+                level = %p.item.level(), events = p.item.events(), attempts = p.attempts,
+                give_up_after = %crate::template::format_duration(s.give_up_after),
+                "notification failed; its receiver did not come back in time, giving up"
+            );
+            false
+        });
     }
 }

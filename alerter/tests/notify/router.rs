@@ -630,3 +630,49 @@ async fn a_send_in_flight_at_a_reload_waits_at_the_new_notifier() {
     assert_eq!(st.notifier("pager").unwrap().sent, 1);
     assert_eq!(router.history()[0].status, "sent");
 }
+
+/// Two reloads while a send is in flight: the message that then has to wait goes to the
+/// notifier of the name now (through the one between, gone by then), and does not push out
+/// of sight the message that notifier has in flight (both stay in the outbox).
+#[tokio::test(start_paused = true)]
+async fn a_send_in_flight_across_two_reloads_waits_at_the_latest_notifier() {
+    let down = Arc::new(AtomicBool::new(true));
+    let (gate_a, gate_b) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.timeout = Duration::from_secs(3600);
+    let behavior = Behavior::GateThenDownWhile(gate_a.clone(), down.clone());
+    let (a, _a_rx) = fake_with(s.clone(), behavior);
+    let router = start(vec![a]);
+    let plan = |n| NotifyPlan {
+        notifiers: vec![n],
+        silences: vec![],
+    };
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    tokio::task::yield_now().await;
+    let (b, mut b_rx) = fake_with(s.clone(), Behavior::Gate(gate_b.clone()));
+    router.replace(plan(b));
+    router.dispatch(vec![alert("cpu", "web2", Level::Critical, &["pager"])]);
+    assert_eq!(b_rx.recv().await.unwrap().1.id, "cpu:host=web2");
+    let (c, mut c_rx) = fake("pager", Behavior::DownWhile(down.clone()));
+    router.replace(plan(c));
+    gate_b.add_permits(1); // the one between delivers its message and ends
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    router.dispatch(vec![alert("cpu", "web3", Level::Critical, &["pager"])]);
+    assert_eq!(c_rx.recv().await.unwrap().1.id, "cpu:host=web3");
+    gate_a.add_permits(1); // the first one's send fails while the latest is retrying web3
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut waiting: Vec<String> = router
+        .undelivered()
+        .into_iter()
+        .map(|p| p.event.id)
+        .collect();
+    waiting.sort();
+    assert_eq!(waiting, ["cpu:host=web1", "cpu:host=web3"]);
+    down.store(false, Ordering::SeqCst);
+    router.flush().await;
+    let mut got: Vec<String> = drain(&mut c_rx).into_iter().map(|(_, e)| e.id).collect();
+    got.dedup();
+    assert!(got.contains(&"cpu:host=web1".to_owned()), "{got:?}");
+    assert_eq!(router.stats().notifier("pager").unwrap().sent, 3);
+}
