@@ -984,13 +984,21 @@ impl Worker {
         q.events.push_back((item, seq));
     }
 
-    /// Drops an instance from this notifier's groups.
+    /// Drops an instance from this notifier's groups, and its event waiting for the receiver
+    /// (the instance was muted, expired, or ended by an event this notifier does not take).
     fn forget(&self, rule: &str, id: &str) {
-        if self.settings.group.is_none() {
+        let mut q = lock(&self.queue);
+        if self.settings.group.is_none() && q.parked.is_empty() {
             return;
         }
-        let mut q = lock(&self.queue);
         q.groups.forget(rule, id);
+        q.parked.retain(|p| match &p.item {
+            Item::Event(e, false) if e.rule == rule && e.id == id => {
+                self.history.ended(p.seq, "superseded");
+                false
+            }
+            _ => true,
+        });
         self.publish(&q);
     }
 

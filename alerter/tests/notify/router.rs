@@ -676,3 +676,24 @@ async fn a_send_in_flight_across_two_reloads_waits_at_the_latest_notifier() {
     assert!(got.contains(&"cpu:host=web1".to_owned()), "{got:?}");
     assert_eq!(router.stats().notifier("pager").unwrap().sent, 3);
 }
+
+/// An alert waiting for its receiver is not sent after its instance ended for this notifier
+/// (here by a recovery it does not take).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_alert_whose_instance_ended_is_not_sent() {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.send_recoveries = false;
+    let down = Arc::new(AtomicBool::new(true));
+    let (n, mut rx) = fake_with(s, Behavior::DownWhile(down.clone()));
+    let router = start(vec![n]);
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    router.dispatch(vec![recovery("cpu", "web1", &["pager"])]);
+    assert!(router.undelivered().is_empty());
+    drain(&mut rx);
+    down.store(false, Ordering::SeqCst);
+    router.flush().await;
+    assert_eq!(delivered(&mut rx), Vec::<String>::new());
+    assert_eq!(router.history()[0].status, "superseded");
+}
