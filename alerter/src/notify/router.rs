@@ -1033,12 +1033,8 @@ impl Worker {
         }
         for p in parked {
             // The queue taken over may hold a newer message of the same alert or group.
-            match (q.events.iter_mut()).find(|(n, _)| n.supersedes(&p.item)) {
-                Some((newer, _)) => {
-                    *newer = newer.clone().absorbing(&p.item);
-                    self.history.ended(p.seq, "superseded");
-                }
-                None => q.parked.push(p),
+            if !self.taken_over(&mut q, &p) {
+                q.parked.push(p);
             }
         }
         while q.parked.len() > self.settings.queue_size {
@@ -1335,15 +1331,7 @@ impl Worker {
             next.wake.notify_one();
             return;
         }
-        if q.busy.as_ref().is_some_and(|b| b.supersedes(&p.item)) {
-            // Being sent already: what it alone told is lost only for a group whose next
-            // message is in flight (it went out before this one was handed on).
-            self.history.ended(p.seq, "superseded");
-        } else if let Some((newer, _)) = (q.events.iter_mut()).find(|(n, _)| n.supersedes(&p.item))
-        {
-            *newer = newer.clone().absorbing(&p.item);
-            self.history.ended(p.seq, "superseded");
-        } else {
+        if !self.taken_over(&mut q, &p) {
             q.parked.iter_mut().for_each(|o| o.due = o.due.max(p.due));
             if q.parked.len() >= self.settings.queue_size {
                 let old = q.parked.remove(0);
@@ -1352,6 +1340,21 @@ impl Worker {
             q.parked.push(p);
         }
         self.publish(&q);
+    }
+
+    /// Whether a newer message in flight or queued supersedes `p` (a queued group message
+    /// then takes in what `p` alone told; one in flight went out before `p` came). Records
+    /// `p` as superseded if so.
+    fn taken_over(&self, q: &mut Queue, p: &Parked) -> bool {
+        if !q.busy.as_ref().is_some_and(|b| b.supersedes(&p.item)) {
+            let Some((newer, _)) = (q.events.iter_mut()).find(|(n, _)| n.supersedes(&p.item))
+            else {
+                return false;
+            };
+            *newer = newer.clone().absorbing(&p.item);
+        }
+        self.history.ended(p.seq, "superseded");
+        true
     }
 
     /// Counts, logs and records a parked message dropped for room.
