@@ -76,6 +76,9 @@ pub struct Settings {
     /// After the source answers again, how long series missing from results do not go
     /// NoData (the agents re-send what they buffered during the outage).
     pub source_recovery_grace: Duration,
+    /// How long a notifier must fail to deliver (no attempt succeeding since one failed)
+    /// before the `wk_notifiers` alert fires.
+    pub notifier_outage_after: Duration,
     /// How often one summary line (rules evaluated, firing, silenced, actions) is logged;
     /// zero: never.
     pub summary_interval: Duration,
@@ -118,6 +121,7 @@ impl Default for Settings {
             evaluation_spread: Duration::ZERO,
             source_outage_after: Duration::from_secs(30),
             source_recovery_grace: Duration::from_secs(60),
+            notifier_outage_after: Duration::from_secs(60),
             summary_interval: Duration::from_secs(60),
         }
     }
@@ -508,6 +512,8 @@ fn alerter_section(o: &mut Options<'_, '_>) -> Settings {
     settings.source_outage_after = o.duration("source_outage_after", settings.source_outage_after);
     settings.source_recovery_grace =
         o.duration("source_recovery_grace", settings.source_recovery_grace);
+    settings.notifier_outage_after =
+        o.duration("notifier_outage_after", settings.notifier_outage_after);
     settings.summary_interval = o.duration("summary_interval", settings.summary_interval);
     if settings.reload_interval.is_zero() {
         o.error_at("reload_interval", "must be greater than 0");

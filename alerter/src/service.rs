@@ -43,6 +43,9 @@ pub const RULES_RULE: &str = "wk_rules";
 /// Name of the built-in rule that reports a query source that does not answer.
 pub const SOURCE_RULE: &str = "wk_source";
 
+/// Name of the built-in rule that reports a notifier that cannot deliver.
+pub const NOTIFIER_RULE: &str = "wk_notifiers";
+
 /// The next multiple of `every` after `now` (ns).
 fn next_tick(now: i64, every: Duration) -> i64 {
     let e = every.as_nanos().max(1) as i64;
@@ -151,6 +154,9 @@ pub struct Service {
     source_failing: Option<String>,
     /// When the source answered again after failing: NoData waits a grace period.
     source_back_at: Option<i64>,
+    /// The `wk_notifiers` alert: a notifier's receiver has refused or not answered for
+    /// `notifier_outage_after` (its messages wait; this one goes to the others).
+    notifier_health: RuleState,
     limits: Limits,
     counts: BTreeMap<String, EvalCounts>,
     clock: Arc<dyn Clock>,
@@ -183,6 +189,7 @@ impl Service {
         let limits = Limits::from_config(&config);
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let source_health = RuleState::load(&config.settings.state_dir, SOURCE_RULE);
+        let notifier_health = RuleState::load(&config.settings.state_dir, NOTIFIER_RULE);
         let persister = crate::state::Persister::start(config.settings.state_dir.clone())
             .inspect_err(|e| {
                 warn!("cannot start the state writer thread; states are saved inline: {e}")
@@ -204,6 +211,7 @@ impl Service {
             source_health,
             source_failing: None,
             source_back_at: None,
+            notifier_health,
             limits,
             counts: BTreeMap::new(),
             clock,
@@ -249,6 +257,7 @@ impl Service {
         };
         let mut builtin = self.meta.current(&self.meta_settings(), now);
         builtin.extend(self.source_health.current(&self.source_settings(), now));
+        builtin.extend((self.notifier_health).current(&self.notifier_settings(), now));
         // After one evaluation only its rule's entries change: the cost stays per evaluation,
         // not per rule loaded.
         let metric = |name: &str| {
@@ -370,6 +379,69 @@ impl Service {
             expire_after: Duration::ZERO,
             ..RuleSettings::default()
         }
+    }
+
+    /// Settings of the built-in rule reporting a notifier that cannot deliver.
+    fn notifier_settings(&self) -> RuleSettings {
+        RuleSettings {
+            name: NOTIFIER_RULE.into(),
+            id_template: "wk_notifiers:{{notifier}}".into(),
+            message_template: "notifier {{notifier}} {{status}}".into(),
+            // A notifier the config no longer has is not failing.
+            no_data: Policy::Ok,
+            notify: self.config.settings.rule_errors_notify.clone(),
+            expire_after: Duration::ZERO,
+            ..RuleSettings::default()
+        }
+    }
+
+    /// Feeds the `wk_notifiers` state machine from the router: one instance per notifier,
+    /// critical once no attempt of it has succeeded for `notifier_outage_after` since one
+    /// failed. Called at each rescan tick.
+    fn notifier_status(&mut self, now: i64) {
+        let after = self.config.settings.notifier_outage_after;
+        let observations = (self.router.stats().notifiers.into_iter())
+            .map(|n| {
+                let down = n.failing.as_ref().filter(|f| f.for_ >= after);
+                let mut o = Observation {
+                    measurement: NOTIFIER_RULE.into(),
+                    time: now,
+                    ..Default::default()
+                };
+                o.tags.insert("notifier".into(), n.name);
+                let status = match down {
+                    Some(f) => format!(
+                        "has not delivered for {}: {}",
+                        crate::template::format_duration(after),
+                        f.error
+                    ),
+                    None => "delivers again".to_owned(),
+                };
+                o.fields.insert("status".into(), Value::Str(status));
+                o.fields
+                    .insert("waiting".into(), Value::Int(n.pending as i64));
+                o.levels = LevelConditions {
+                    crit: Some(Condition {
+                        matched: down.is_some(),
+                        reset: None,
+                    }),
+                    ..Default::default()
+                };
+                o
+            })
+            .collect();
+        let settings = self.notifier_settings();
+        let events =
+            (self.notifier_health).apply(&settings, &CycleResult::Observed(observations), now);
+        save_due(
+            self.persister.as_ref(),
+            &self.config.settings.state_dir,
+            NOTIFIER_RULE,
+            &mut self.notifier_health,
+            now,
+        );
+        // The board shows it after the rescan this tick starts.
+        self.route(events);
     }
 
     /// The source failed a query (`Some(error)`) or answered after failing (`None`): feeds
@@ -715,6 +787,7 @@ impl Service {
         for (name, state) in [
             (RULES_RULE, &mut self.meta),
             (SOURCE_RULE, &mut self.source_health),
+            (NOTIFIER_RULE, &mut self.notifier_health),
         ] {
             if state.unsaved() {
                 let save = state.snapshot(now, name).map(Some);
@@ -1098,6 +1171,7 @@ impl Service {
                     if tokio::time::Instant::now() >= next_scan {
                         rescan = true;
                         next_scan = tokio::time::Instant::now() + reload_every;
+                        self.notifier_status(self.clock.now_ns());
                     }
                     if let Some((at, since, evals, fails)) = next_summary
                         && tokio::time::Instant::now() >= at

@@ -474,3 +474,93 @@ async fn evaluation_spread_staggers_starts_not_ticks() {
         "each rule at an offset of its own: {starts:?}"
     );
 }
+
+const ALWAYS: &str = r#"
+rule(#{ every: "1s", notify: ["hook"] });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(true); }
+    cpu
+}
+"#;
+
+/// Runs [`ALWAYS`] with its page going to a webhook that answers `statuses` in turn
+/// (`notifier_outage_after` 1 s) until `health` events of `wk_notifiers` or `secs` seconds;
+/// returns them and the first `requests` bodies the webhook received.
+async fn webhook_health(
+    statuses: Vec<u16>,
+    health: usize,
+    secs: u64,
+    requests: usize,
+) -> (Vec<AlertEvent>, Vec<serde_json::Value>) {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
+    let mut sink = crate::notify::support::HttpSink::start(statuses).await;
+    let extra = format!(
+        "  reload_interval = \"100ms\"\n  notifier_outage_after = \"1s\"\n\
+         [[notifiers.webhook]]\n  name = \"hook\"\n  url = \"{}\"\n  retries = 1\n  backoff = \"100ms\"\n",
+        sink.url("/hook")
+    );
+    let mut run = start(
+        &[("cpu.rhai", ALWAYS)],
+        Arc::new(MemorySource::from_metrics(&points)),
+        Arc::new(wk_alerter::clock::SystemClock),
+        &extra,
+    );
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while seen.len() < health {
+        let Ok(Some(e)) = tokio::time::timeout_at(deadline, run.events.recv()).await else {
+            break;
+        };
+        if e.rule == "wk_notifiers" {
+            seen.push(e);
+        }
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..requests {
+        bodies.push(sink.next().await.json());
+    }
+    run.stop().await;
+    (seen, bodies)
+}
+
+/// A receiver that refuses for longer than `notifier_outage_after` is one `wk_notifiers`
+/// alert naming the notifier and the error, and a recovery once a message gets through;
+/// the page itself waits for the receiver and is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_refuses_is_a_health_alert_until_a_message_gets_through() {
+    // Two attempts refused (the retry), the parked message's probe refused, then accepted.
+    let (health, bodies) = webhook_health(vec![503, 503, 503, 200], 2, 15, 4).await;
+    let kinds: Vec<_> = health.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Alert, EventKind::Recovery],
+        "{health:#?}"
+    );
+    assert_eq!(health[0].id, "wk_notifiers:hook");
+    assert!(
+        health[0]
+            .message
+            .starts_with("notifier hook has not delivered for 1s: ")
+            && health[0].message.contains("503"),
+        "{}",
+        health[0].message
+    );
+    assert_eq!(health[1].message, "notifier hook delivers again");
+    // The page was tried four times (the fourth delivered it) and nothing else was sent.
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["rule"] == "cpu" && b["kind"] == "alert"),
+        "{bodies:#?}"
+    );
+}
+
+/// A refusal that a retry gets past within `notifier_outage_after` is no alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_shorter_than_notifier_outage_after_is_no_alert() {
+    let (health, bodies) = webhook_health(vec![503, 200], 1, 4, 2).await;
+    assert_eq!(health, [], "no wk_notifiers event");
+    assert_eq!(bodies[1]["rule"], "cpu", "delivered by the retry");
+}

@@ -9,7 +9,7 @@ mod deploy;
 mod examples;
 mod heal;
 mod kapacitor;
-mod notify;
+pub mod notify;
 mod package;
 mod plugins;
 mod remote_helper;

@@ -116,7 +116,11 @@ impl Api {
                     .with_field("retries", n.retries)
                     .with_field("timeouts", n.timeouts)
                     .with_field("dropped", n.dropped)
-                    .with_field("pending", n.pending as u64),
+                    .with_field("pending", n.pending as u64)
+                    .with_field(
+                        "failing_seconds",
+                        n.failing.as_ref().map_or(0, |f| f.for_.as_secs()),
+                    ),
             );
         }
         let results = self.engine.results();

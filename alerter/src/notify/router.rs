@@ -214,6 +214,41 @@ struct NotifierCounters {
     timeouts: AtomicU64,
     dropped: AtomicU64,
     messages: AtomicU64,
+    /// Since its last attempt failed, while no attempt has succeeded (the `wk_notifiers`
+    /// alert).
+    failing: Mutex<Option<Failing>>,
+}
+
+/// A notifier that cannot deliver: since when, and the last error.
+#[derive(Clone)]
+struct Failing {
+    since: tokio::time::Instant,
+    since_ns: i64,
+    error: String,
+}
+
+impl NotifierCounters {
+    /// Notes an attempt's outcome: a failure starts (or goes on with) the notifier's
+    /// failing spell, a success ends it.
+    fn note(&self, result: &Result<(), NotifyError>) {
+        let mut f = lock(&self.failing);
+        match result {
+            Ok(()) => *f = None,
+            Err(e) => {
+                let error = e.to_string();
+                match f.as_mut() {
+                    Some(f) => f.error = error,
+                    None => {
+                        *f = Some(Failing {
+                            since: tokio::time::Instant::now(),
+                            since_ns: now_ns(),
+                            error,
+                        })
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A snapshot of the router's counters.
@@ -261,6 +296,19 @@ pub struct NotifierStats {
     /// Messages waiting or in flight now, groups waiting for their `group_wait` or
     /// `group_interval` included.
     pub pending: usize,
+    /// Whether its last attempt failed, and none has succeeded since.
+    pub failing: Option<NotifierFailing>,
+}
+
+/// A notifier's failing spell, as [`NotifierStats`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifierFailing {
+    /// How long since the first failed attempt of the spell.
+    pub for_: Duration,
+    /// When that was (ns since the epoch).
+    pub since_ns: i64,
+    /// The last attempt's error.
+    pub error: String,
 }
 
 struct Worker {
@@ -852,6 +900,11 @@ impl Router {
                         timeouts: get(&n.timeouts),
                         dropped: get(&n.dropped),
                         pending: *w.pending.borrow(),
+                        failing: lock(&n.failing).as_ref().map(|f| NotifierFailing {
+                            for_: f.since.elapsed(),
+                            since_ns: f.since_ns,
+                            error: f.error.clone(),
+                        }),
                     }
                 })
                 .collect(),
@@ -1170,7 +1223,7 @@ impl Worker {
                 Item::Group(n) => notifier.send_group(n).await,
             }
         }));
-        match tokio::time::timeout(self.settings.timeout, &mut task.0).await {
+        let result = match tokio::time::timeout(self.settings.timeout, &mut task.0).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) if join.is_panic() => Err(NotifyError::Permanent(
                 "the notifier panicked (a bug; please report it)".into(),
@@ -1184,7 +1237,9 @@ impl Worker {
                     crate::template::format_duration(self.settings.timeout)
                 )))
             }
-        }
+        };
+        self.counters.note(&result);
+        result
     }
 
     /// Sends `item`: from the queue with its `retries`, parked with one attempt. A message

@@ -9,5 +9,5 @@ mod influxdb;
 mod log;
 mod outbox;
 mod router;
-mod support;
+pub mod support;
 mod webhook;
