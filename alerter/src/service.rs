@@ -46,6 +46,33 @@ pub const SOURCE_RULE: &str = "wk_source";
 /// Name of the built-in rule that reports a notifier that cannot deliver.
 pub const NOTIFIER_RULE: &str = "wk_notifiers";
 
+/// An observation of a built-in rule (`wk_rules`, `wk_source`, `wk_notifiers`): one instance
+/// per `tag` value, its `status` text, critical while `failing`.
+fn health_observation(
+    rule: &str,
+    tag: &str,
+    value: String,
+    status: String,
+    failing: bool,
+    now: i64,
+) -> Observation {
+    let mut o = Observation {
+        measurement: rule.into(),
+        time: now,
+        ..Default::default()
+    };
+    o.tags.insert(tag.into(), value);
+    o.fields.insert("status".into(), Value::Str(status));
+    o.levels = LevelConditions {
+        crit: Some(Condition {
+            matched: failing,
+            reset: None,
+        }),
+        ..Default::default()
+    };
+    o
+}
+
 /// The next multiple of `every` after `now` (ns).
 fn next_tick(now: i64, every: Duration) -> i64 {
     let e = every.as_nanos().max(1) as i64;
@@ -403,12 +430,6 @@ impl Service {
         let observations = (self.router.stats().notifiers.into_iter())
             .map(|n| {
                 let down = n.failing.as_ref().filter(|f| f.for_ >= after);
-                let mut o = Observation {
-                    measurement: NOTIFIER_RULE.into(),
-                    time: now,
-                    ..Default::default()
-                };
-                o.tags.insert("notifier".into(), n.name);
                 let status = match down {
                     Some(f) => format!(
                         "has not delivered for {}: {}",
@@ -417,30 +438,41 @@ impl Service {
                     ),
                     None => "delivers again".to_owned(),
                 };
-                o.fields.insert("status".into(), Value::Str(status));
+                let mut o = health_observation(
+                    NOTIFIER_RULE,
+                    "notifier",
+                    n.name,
+                    status,
+                    down.is_some(),
+                    now,
+                );
                 o.fields
                     .insert("waiting".into(), Value::Int(n.pending as i64));
-                o.levels = LevelConditions {
-                    crit: Some(Condition {
-                        matched: down.is_some(),
-                        reset: None,
-                    }),
-                    ..Default::default()
-                };
                 o
             })
             .collect();
         let settings = self.notifier_settings();
-        let events =
-            (self.notifier_health).apply(&settings, &CycleResult::Observed(observations), now);
-        save_due(
-            self.persister.as_ref(),
-            &self.config.settings.state_dir,
-            NOTIFIER_RULE,
-            &mut self.notifier_health,
-            now,
-        );
         // The board shows it after the rescan this tick starts.
+        self.apply_health(NOTIFIER_RULE, &settings, observations, now);
+    }
+
+    /// Applies `observations` to the state of the built-in rule `name` (`wk_rules`,
+    /// `wk_source`, `wk_notifiers`), saves it and routes its events.
+    fn apply_health(
+        &mut self,
+        name: &str,
+        settings: &RuleSettings,
+        observations: Vec<Observation>,
+        now: i64,
+    ) {
+        let state = match name {
+            RULES_RULE => &mut self.meta,
+            SOURCE_RULE => &mut self.source_health,
+            _ => &mut self.notifier_health,
+        };
+        let events = state.apply(settings, &CycleResult::Observed(observations), now);
+        let dir = &self.config.settings.state_dir;
+        save_due(self.persister.as_ref(), dir, name, state, now);
         self.route(events);
     }
 
@@ -473,36 +505,13 @@ impl Service {
             || "stream".to_owned(),
             |s| format!("{} ({})", s.name, s.url),
         );
-        let mut o = Observation {
-            measurement: SOURCE_RULE.into(),
-            time: now,
-            ..Default::default()
-        };
-        o.tags.insert("source".into(), name);
         let status = match error {
             Some(e) => format!("does not answer: {e}"),
             None => "answers again".to_owned(),
         };
-        o.fields.insert("status".into(), Value::Str(status));
-        o.levels = LevelConditions {
-            crit: Some(Condition {
-                matched: error.is_some(),
-                reset: None,
-            }),
-            ..Default::default()
-        };
+        let o = health_observation(SOURCE_RULE, "source", name, status, error.is_some(), now);
         let settings = self.source_settings();
-        let events = self
-            .source_health
-            .apply(&settings, &CycleResult::Observed(vec![o]), now);
-        save_due(
-            self.persister.as_ref(),
-            &self.config.settings.state_dir,
-            SOURCE_RULE,
-            &mut self.source_health,
-            now,
-        );
-        self.route(events);
+        self.apply_health(SOURCE_RULE, &settings, vec![o], now);
     }
 
     /// Re-reads the rules directory: loads new and changed files, drops deleted ones, and
@@ -714,12 +723,6 @@ impl Service {
                 let file = path
                     .file_name()
                     .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-                let mut o = Observation {
-                    measurement: "wk_rules".into(),
-                    time: now,
-                    ..Default::default()
-                };
-                o.tags.insert("file".into(), file);
                 let status = match (&slot.broken, &slot.rule, &slot.runaway) {
                     (Some(p), Some(_), _) => {
                         format!("does not load; the last good version keeps running: {p}")
@@ -735,36 +738,20 @@ impl Service {
                         (None, None) => slot.ok_status.to_string(),
                     },
                 };
-                o.fields.insert("status".into(), Value::Str(status));
+                let failing = slot.broken.is_some()
+                    || slot.runaway.is_some()
+                    || slot.rolled_back.is_some()
+                    || slot.failing.is_some();
+                let mut o = health_observation(RULES_RULE, "file", file, status, failing, now);
                 o.fields.insert(
                     "problem".into(),
                     Value::Str(slot.broken.clone().unwrap_or_default()),
                 );
-                o.levels = LevelConditions {
-                    crit: Some(Condition {
-                        matched: slot.broken.is_some()
-                            || slot.runaway.is_some()
-                            || slot.rolled_back.is_some()
-                            || slot.failing.is_some(),
-                        reset: None,
-                    }),
-                    ..Default::default()
-                };
                 o
             })
             .collect();
         let settings = self.meta_settings();
-        let events = self
-            .meta
-            .apply(&settings, &CycleResult::Observed(observations), now);
-        save_due(
-            self.persister.as_ref(),
-            &self.config.settings.state_dir,
-            RULES_RULE,
-            &mut self.meta,
-            now,
-        );
-        self.route(events);
+        self.apply_health(RULES_RULE, &settings, observations, now);
     }
 
     /// Saves every rule state evaluated since its last save (shutdown: what was left for the
