@@ -147,6 +147,8 @@ impl Engine {
         );
         let guard = Guard::load(&state_dir);
         let recorder = recorder(&config);
+        // What the last run did shows on the status page and the API after a restart.
+        let results = audit.recent(KEEP_RESULTS);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
@@ -159,7 +161,7 @@ impl Engine {
                 rules: RwLock::new(HashMap::new()),
                 tasks: Mutex::new(HashMap::new()),
                 told: Mutex::new(HashMap::new()),
-                results: Mutex::new(Vec::new()),
+                results: Mutex::new(results),
                 clock: Clock {
                     base_ns: crate::clock::now_ns(),
                     base: tokio::time::Instant::now(),
