@@ -300,6 +300,91 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// What `notifiers test` found for one notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyTest {
+    pub name: String,
+    pub kind: String,
+    /// How long the receiver took to accept the message, or why it did not.
+    pub outcome: Result<Duration, String>,
+}
+
+/// `notifiers test`: sends one test message through each notifier of `cfg` (or those named),
+/// once, within its `timeout`, with no retry and whatever its `min_level` (a message the
+/// operator asked for), as the running alerter would format it (a grouped notifier gets a
+/// group of one). Names the config does not have are an error, listing those it has.
+pub async fn notify_test(cfg: &Config, names: &[String]) -> Result<Vec<NotifyTest>, String> {
+    let all = &cfg.notify.notifiers;
+    if all.is_empty() {
+        return Err("the config has no [[notifiers.*]]".into());
+    }
+    let unknown: Vec<&str> = (names.iter())
+        .filter(|n| !all.iter().any(|rn| &rn.settings.name == *n))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = all.iter().map(|rn| rn.settings.name.as_str()).collect();
+        return Err(format!(
+            "no notifier named {}; the config has: {}",
+            unknown.join(", "),
+            known.join(", ")
+        ));
+    }
+    let host = crate::actions::config::hostname();
+    let mut out = Vec::new();
+    for rn in all {
+        let s = &rn.settings;
+        if !names.is_empty() && !names.contains(&s.name) {
+            continue;
+        }
+        let mut event = AlertEvent {
+            rule: "wk_test".into(),
+            id: format!("wk_test:{}", s.name),
+            message: format!(
+                "test message from wk-alerter on {host} (`wk-alerter notifiers test`): notifier {} reaches you",
+                s.name
+            ),
+            kind: EventKind::Alert,
+            level: Level::Info,
+            time: crate::clock::now_ns(),
+            notify: vec![s.name.clone()],
+            ..Default::default()
+        };
+        event.point_time = event.time;
+        event.tags.insert("host".into(), host.clone());
+        let event = Arc::new(event);
+        let started = tokio::time::Instant::now();
+        let send = async {
+            match &s.group {
+                Some(g) => {
+                    let n = crate::notify::Notification {
+                        labels: g.labels(&event),
+                        firing: vec![event.clone()],
+                        resolved: Vec::new(),
+                        reports: Vec::new(),
+                    };
+                    rn.notifier.send_group(&n).await
+                }
+                None => rn.notifier.send(&event).await,
+            }
+        };
+        let outcome = match tokio::time::timeout(s.timeout, send).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within its timeout ({})",
+                crate::template::format_duration(s.timeout)
+            )),
+        };
+        out.push(NotifyTest {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
 /// What `check` does beyond compiling.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckOptions<'a> {

@@ -1,6 +1,7 @@
 //! wk-alerter command line: `run` (the daemon), `check` (compile rules, and with a source
 //! configured evaluate them once, sending nothing), `test` (a rule over recorded line
-//! protocol with a simulated clock) and `silence add|list|expire`. The logic lives in the library ([`wk_alerter::app`]);
+//! protocol with a simulated clock), `notifiers test` (one test message per notifier) and
+//! `silence add|list|expire`. The logic lives in the library ([`wk_alerter::app`]);
 //! this file parses arguments, prints and forwards signals.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,8 @@ const EXIT_INVALID: u8 = exit::INVALID;
     after_long_help = "Exit status: 0 done (or stopped by SIGTERM/SIGINT); 1 a run-time \
         failure (a listener that cannot bind, the runtime); 2 invalid input: a config or rule \
         that does not load, data that does not parse, every evaluation of `test` failed, a bad \
-        silence, or invalid arguments.\n\nSIGHUP reloads the config and rules (what does not \
+        silence, an unknown notifier name, or invalid arguments. `notifiers test` exits 1 when \
+        a receiver did not take its message.\n\nSIGHUP reloads the config and rules (what does not \
         load is refused and the running version kept). See docs/cli.md."
 )]
 struct Cli {
@@ -74,6 +76,11 @@ enum Cmd {
         #[arg(long, default_value = "0s", value_parser = wk_core::values::parse_duration)]
         tail: Duration,
     },
+    /// The config's notifiers.
+    Notifiers {
+        #[command(subcommand)]
+        cmd: NotifiersCmd,
+    },
     /// Silences made at run time: through the running alerter's API ([http] url, or its
     /// listener), or in the state dir when it does not answer (it reads them at start and
     /// every reload_interval); they survive restarts.
@@ -83,6 +90,17 @@ enum Cmd {
     },
     #[command(flatten)]
     Generate(Generate),
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifiersCmd {
+    /// Send one test message through each notifier (or those named) and say whether its
+    /// receiver took it: once, within the notifier's timeout, no retry, whatever its
+    /// min_level. Exits 1 when one did not.
+    Test {
+        /// Notifier names; without any, every notifier of the config.
+        names: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,9 +157,52 @@ fn main() -> ExitCode {
             json,
             tail,
         } => test(&rule, &data, json, tail),
+        Cmd::Notifiers {
+            cmd: NotifiersCmd::Test { names },
+        } => notifiers_test(&cli.config, &names),
         Cmd::Silence { cmd } => silence(&cli.config, cmd),
         Cmd::Generate(g) => ExitCode::from(g.run(Cli::command())),
     }
+}
+
+fn notifiers_test(config_path: &Path, names: &[String]) -> ExitCode {
+    let Some(cfg) = app::load_config(config_path, &env_lookup) else {
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let rt = match app::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let results = match rt.block_on(app::notify_test(&cfg, names)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wk-alerter notifiers test: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let mut failed = 0;
+    for r in &results {
+        let _ = match &r.outcome {
+            Ok(took) => out(format_args!(
+                "{} ({}): delivered in {} ms",
+                r.name,
+                r.kind,
+                took.as_millis()
+            )),
+            Err(e) => {
+                failed += 1;
+                out(format_args!("{} ({}): FAILED: {e}", r.name, r.kind))
+            }
+        };
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} notifiers failed", results.len());
+        return ExitCode::from(exit::FAILURE);
+    }
+    ExitCode::SUCCESS
 }
 
 fn silence(config_path: &Path, cmd: SilenceCmd) -> ExitCode {

@@ -48,6 +48,18 @@ fn exit_statuses_are_the_documented_ones() {
     let bad_data = dir.join("bad.lp");
     std::fs::write(&bad_data, "this is not line protocol\n").unwrap();
     let rule = dir.join("rules/cpu.rhai");
+    // A webhook to a port nothing listens on.
+    let refused = dir.join("refused.conf");
+    let port = wk_core::testing::free_port();
+    std::fs::write(
+        &refused,
+        format!(
+            "{}[[notifiers.webhook]]\n  name = \"hook\"\n  url = \"http://127.0.0.1:{port}/\"\n",
+            std::fs::read_to_string(&good).unwrap()
+        ),
+    )
+    .unwrap();
+    let refused = refused.to_str().unwrap().to_owned();
     let man = dir.join("man1");
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let cases: &[(&str, &dyn Fn() -> Output)] = &[
@@ -80,6 +92,12 @@ fn exit_statuses_are_the_documented_ones() {
         ("`run`, the stream listener cannot bind", &|| {
             alerter(&["--config", &busy, "run"])
         }),
+        ("`notifiers test`, a receiver refused", &|| {
+            alerter(&["--config", &refused, "notifiers", "test"])
+        }),
+        ("`notifiers test`, an unknown notifier", &|| {
+            alerter(&["--config", &refused, "notifiers", "test", "nope"])
+        }),
         ("an unknown command", &|| alerter(&["frobnicate"])),
         ("`completions bash`", &|| alerter(&["completions", "bash"])),
         ("`man --dir DIR`", &|| alerter(&["man", "--dir", &s(&man)])),
@@ -100,6 +118,7 @@ fn help_man_pages_and_completions_cover_every_command() {
         "silence-add",
         "silence-list",
         "silence-expire",
+        "notifiers-test",
     ] {
         assert!(pages.contains(&format!("wk-alerter-{cmd}.1")), "{pages:?}");
     }

@@ -3,6 +3,23 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// An error with its causes, `outer: cause: root cause` (reqwest says only "error sending
+/// request"; the cause says "Connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        // Some layers repeat their cause in their own text.
+        if !s.ends_with(&text) {
+            s += ": ";
+            s += &text;
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// How bad a diagnostic is: warnings let the config load, errors reject it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {

@@ -154,7 +154,7 @@ impl Recorder {
         let resp = req
             .send()
             .await
-            .map_err(|e| (true, e.without_url().to_string()))?;
+            .map_err(|e| (true, wk_core::diag::error_chain(&e.without_url())))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

@@ -173,8 +173,10 @@ pub(crate) async fn http_verdict(
     max_body: usize,
 ) -> Result<(), NotifyError> {
     // Without the URL: it may carry a token (Slack and Discord put it in the path).
-    let resp =
-        sent.map_err(|e| NotifyError::Retryable(format!("{what} failed: {}", e.without_url())))?;
+    let resp = sent.map_err(|e| {
+        let e = wk_core::diag::error_chain(&e.without_url());
+        NotifyError::Retryable(format!("{what} failed: {e}"))
+    })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());

@@ -62,7 +62,7 @@ pub(crate) fn send(
         Ok(Err(e)) => Err(SourceError::Connect {
             engine,
             url: url.to_owned(),
-            message: error_chain(&e),
+            message: wk_core::diag::error_chain(&e),
         }),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out()),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(SourceError::Connect {
@@ -71,14 +71,4 @@ pub(crate) fn send(
             message: "the runtime that runs requests has shut down".into(),
         }),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s += &format!(": {c}");
-        cur = c.source();
-    }
-    s
 }

@@ -10,4 +10,5 @@ mod log;
 mod outbox;
 mod router;
 pub mod support;
+mod test_command;
 mod webhook;
