@@ -981,6 +981,8 @@ impl Service {
                 }
             }
         }
+        let in_flight = self.slots.values().filter(|s| s.running).count();
+        let spread = self.config.settings.evaluation_spread;
         let Some(slot) = self.slots.get_mut(&done.path) else {
             return;
         };
@@ -1003,6 +1005,14 @@ impl Service {
         let report = runaway.is_some() != slot.runaway.is_some();
         if report && runaway.is_some() {
             warn!(rule = %settings.name, "evaluation stopped at the time limit; reported as wk_rules");
+            // A query that did not come back while many others were in flight: the source
+            // is more likely overloaded by them than slow for this one.
+            if done.outcome == Outcome::Overran && spread.is_zero() && in_flight > 4 {
+                warn!(
+                    rule = %settings.name,
+                    "{in_flight} evaluations were in flight at once; if rules time out together, the source is overloaded by queries arriving in the same second: set [alerter] evaluation_spread (docs/scaling.md)"
+                );
+            }
             slot.ok_status = "evaluates within its time limit again";
         }
         slot.runaway = runaway;
