@@ -214,6 +214,8 @@ pub struct Config {
     pub actions: crate::actions::ActionsConfig,
     /// `[http]`: the status page and API.
     pub http: HttpSettings,
+    /// `[heartbeat]`: pings to an external dead man's switch.
+    pub heartbeat: Option<crate::heartbeat::HeartbeatConfig>,
     pub warnings: Vec<Diag>,
 }
 
@@ -265,6 +267,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
     let mut notify = NotifyPlan::default();
     let mut actions = crate::actions::ActionsConfig::default();
     let mut http = None;
+    let mut heartbeat = None;
     match DeTable::parse(&src.text) {
         Err(e) => diags.push(src.toml_error(&e)),
         Ok(doc) => {
@@ -293,10 +296,16 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
                         http = Some((http_section(&mut o), value.span().start));
                         o.finish();
                     }
+                    ("heartbeat", DeValue::Table(t)) => {
+                        let mut o =
+                            Options::new(&src, "heartbeat", t, value.span().start, &mut diags, env);
+                        heartbeat = Some(crate::heartbeat::HeartbeatConfig::read(&mut o));
+                        o.finish();
+                    }
                     ("notifiers" | "silences" | "actions", _) => {}
                     (name, _) => {
                         let msg = format!(
-                            "unsupported config section [{name}]: expected alerter, sources, stream, http, notifiers, silences or actions"
+                            "unsupported config section [{name}]: expected alerter, sources, stream, http, heartbeat, notifiers, silences or actions"
                         );
                         diags.push(src.diag(Severity::Error, key.span().start, msg));
                     }
@@ -381,6 +390,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, C
         notify,
         actions,
         http,
+        heartbeat,
         warnings: diags.warnings().cloned().collect(),
     })
 }
@@ -832,5 +842,30 @@ mod tests {
             "{e}"
         );
         assert!(load("[[sources.influxdb]]\n").unwrap().stream.is_none());
+    }
+
+    #[test]
+    fn heartbeat_section() {
+        let c = load("[[sources.influxdb]]\n[heartbeat]\n  url = \"https://hc.example/ping/u\"\n")
+            .unwrap();
+        let h = c.heartbeat.unwrap();
+        assert_eq!(h.stop_on, ["wk_source", "wk_notifiers"], "the default");
+        assert_eq!((h.interval.as_secs(), h.post), (60, false));
+        assert!(load("[[sources.influxdb]]\n").unwrap().heartbeat.is_none());
+        let e = load(
+            "[[sources.influxdb]]\n[heartbeat]\n  interval = \"100ms\"\n  stop_on = [\"wk_disk\"]\n  method = \"PUT\"\n",
+        )
+        .unwrap_err();
+        for want in [
+            "wk.conf:2:",
+            "the dead man's switch's ping URL",
+            "wk.conf:3:",
+            "at least 1s",
+            "wk.conf:4:",
+            "\"wk_disk\" is not a built-in alert",
+            "wk.conf:5:",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 }

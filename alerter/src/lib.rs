@@ -21,6 +21,7 @@
 //! - [`memory`]: the process's allocator settings (purge delay, no huge pages) and undoing
 //!   them for the programs it starts.
 //! - [`notify`]: routing, silences, inhibition and the notifiers (log, email, webhook, exec).
+//! - [`heartbeat`]: pings an external dead man's switch while the alerter is healthy.
 //! - [`api`]: the status page, the JSON API (`/api/v1/…`), `/metrics`, and the client the
 //!   `silence` command uses.
 //! - [`actions`]: recovery actions beside the notifiers (typed arguments, local or ssh, guard
@@ -31,6 +32,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod heartbeat;
 pub mod memory;
 pub mod model;
 pub mod notify;

@@ -196,6 +196,8 @@ pub struct Service {
     tap: Option<mpsc::UnboundedSender<AlertEvent>>,
     /// What the status page shows, updated after each evaluation and rescan.
     board: Arc<crate::api::board::Board>,
+    /// `[heartbeat]`: pings an external dead man's switch from the scheduler loop.
+    heartbeat: Option<crate::heartbeat::Heartbeat>,
 }
 
 impl Service {
@@ -247,6 +249,7 @@ impl Service {
             persister,
             tap: None,
             board: Arc::default(),
+            heartbeat: None,
         }
     }
 
@@ -420,6 +423,24 @@ impl Service {
             expire_after: Duration::ZERO,
             ..RuleSettings::default()
         }
+    }
+
+    /// What withholds the heartbeat now: the messages of the firing built-in alerts its
+    /// `stop_on` names.
+    fn heartbeat_problems(&self, now: i64) -> Vec<String> {
+        let Some(h) = &self.heartbeat else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for name in &h.config().stop_on {
+            let (state, settings) = match name.as_str() {
+                SOURCE_RULE => (&self.source_health, self.source_settings()),
+                NOTIFIER_RULE => (&self.notifier_health, self.notifier_settings()),
+                _ => (&self.meta, self.meta_settings()),
+            };
+            out.extend((state.firing_events(&settings, now).into_iter()).map(|e| e.message));
+        }
+        out
     }
 
     /// Feeds the `wk_notifiers` state machine from the router: one instance per notifier,
@@ -1081,6 +1102,12 @@ impl Service {
         self.router.replace(config.notify.clone());
         self.engine.set_config(config.actions.clone());
         self.limits = Limits::from_config(&config);
+        if config.heartbeat != self.config.heartbeat {
+            self.heartbeat = config
+                .heartbeat
+                .clone()
+                .map(crate::heartbeat::Heartbeat::new);
+        }
         self.config = config;
         // Re-validate every rule against the new notifier names.
         for slot in self.slots.values_mut() {
@@ -1105,6 +1132,8 @@ impl Service {
                 .join(crate::notify::outbox::OUTBOX_FILE),
         );
         self.scan(self.clock.now_ns());
+        // After the first scan: a wk_rules alert restored from disk counts from the start.
+        self.heartbeat = (self.config.heartbeat.clone()).map(crate::heartbeat::Heartbeat::new);
         // Instances restored from disk that are still firing inhibit from the start.
         let mut next_scan = tokio::time::Instant::now() + reload_every;
         let summary_every = self.config.settings.summary_interval;
@@ -1131,6 +1160,16 @@ impl Service {
                 (scanning, rescan) = (true, false);
             }
             let now = self.clock.now_ns();
+            if self
+                .heartbeat
+                .as_ref()
+                .is_some_and(|h| tokio::time::Instant::now() >= h.due())
+            {
+                let problems = self.heartbeat_problems(now);
+                if let Some(h) = &mut self.heartbeat {
+                    h.beat(problems);
+                }
+            }
             self.start_due(now, &tx);
             let settings = &self.config.settings;
             let next_due = self
@@ -1149,6 +1188,9 @@ impl Service {
             let mut wake = (tokio::time::Instant::now() + wait).min(next_scan);
             if let Some((at, ..)) = next_summary {
                 wake = wake.min(at);
+            }
+            if let Some(h) = &self.heartbeat {
+                wake = wake.min(h.due());
             }
             tokio::select! {
                 _ = &mut shutdown => break,

@@ -244,17 +244,26 @@ async fn one_dead_host_is_one_page() {
 }
 
 /// A source whose `slow` measurement blocks its thread for 3 s (an InfluxDB query that hangs),
-/// burning no CPU; everything else is answered by `inner`.
-struct SlowSource {
+/// burning no CPU, and that fails every query while `down` is set (a database outage);
+/// everything else is answered by `inner`.
+struct TestSource {
     inner: MemorySource,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl QuerySource for SlowSource {
+impl QuerySource for TestSource {
     fn query(
         &self,
         q: &wk_alerter::query::Query,
         now_ns: i64,
     ) -> Result<Vec<wk_alerter::source::Series>, wk_alerter::source::SourceError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(wk_alerter::source::SourceError::Connect {
+                engine: "InfluxDB",
+                url: "http://db.invalid:8086".into(),
+                message: "connection refused".into(),
+            });
+        }
         if q.measurement == "slow" {
             std::thread::sleep(Duration::from_secs(3));
         }
@@ -291,8 +300,9 @@ fn check() {
 async fn runaway_rules_do_not_delay_a_healthy_one() {
     let now = wk_alerter::clock::now_ns();
     let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
-    let source = Arc::new(SlowSource {
+    let source = Arc::new(TestSource {
         inner: MemorySource::from_metrics(&points),
+        down: Arc::default(),
     });
     let mut rules: Vec<(String, &str)> = (0..6)
         .map(|i| (format!("a_slow{i}.rhai"), SLOW_RULE))
@@ -563,4 +573,79 @@ async fn a_refusal_shorter_than_notifier_outage_after_is_no_alert() {
     let (health, bodies) = webhook_health(vec![503, 200], 1, 4, 2).await;
     assert_eq!(health, [], "no wk_notifiers event");
     assert_eq!(bodies[1]["rule"], "cpu", "delivered by the retry");
+}
+
+/// `[heartbeat]`: the dead man's switch is pinged at once and every `interval`; while the
+/// source does not answer (`wk_source` fires) the pings stop and `fail_url` gets the reason
+/// once; when it answers again the pings resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_stops_while_the_alerter_cannot_see_and_says_why() {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=5 {now}\n"), 0).unwrap();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = Arc::new(TestSource {
+        inner: MemorySource::from_metrics(&points),
+        down: down.clone(),
+    });
+    let mut sink = crate::notify::support::HttpSink::start(vec![200]).await;
+    let extra = format!(
+        "  reload_interval = \"100ms\"\n  source_outage_after = \"1s\"\n\
+         [heartbeat]\n  url = \"{}\"\n  fail_url = \"{}\"\n  interval = \"1s\"\n  method = \"POST\"\n\
+         [heartbeat.headers]\n  Authorization = \"Bearer hb\"\n",
+        sink.url("/ping/uuid"),
+        sink.url("/ping/uuid/fail"),
+    );
+    let t0 = tokio::time::Instant::now();
+    let run = start(
+        &[(
+            "cpu.rhai",
+            ALWAYS
+                .replace("notify: [\"hook\"]", "no_data: \"keep\"")
+                .as_str(),
+        )],
+        source,
+        Arc::new(wk_alerter::clock::SystemClock),
+        &extra,
+    );
+    let first = sink.next().await;
+    assert_eq!(first.path, "/ping/uuid");
+    assert_eq!(first.header("authorization"), Some("Bearer hb"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the first ping at start"
+    );
+    let second = sink.next().await;
+    assert_eq!(second.path, "/ping/uuid", "every interval");
+
+    down.store(true, Ordering::Relaxed);
+    let mut fail = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fail.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no fail_url request"
+        );
+        let r = sink.next().await;
+        if r.path.ends_with("/fail") {
+            fail = Some(r);
+        }
+    }
+    let fail = fail.unwrap();
+    let reason = String::from_utf8_lossy(&fail.body).into_owned();
+    assert!(
+        reason.contains("query source") && reason.contains("does not answer"),
+        "{reason}"
+    );
+    // Withheld: nothing for three intervals.
+    let quiet = tokio::time::timeout(Duration::from_secs(3), sink.next()).await;
+    assert!(
+        quiet.is_err(),
+        "a ping while the source was down: {:?}",
+        quiet.map(|r| r.path)
+    );
+
+    down.store(false, Ordering::Relaxed);
+    let back = sink.next().await;
+    assert_eq!(back.path, "/ping/uuid", "the pings resume");
+    run.stop().await;
 }

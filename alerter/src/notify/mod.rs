@@ -153,6 +153,26 @@ pub fn http_url(text: &str) -> Result<reqwest::Url, UrlError> {
     Ok(u)
 }
 
+/// The table `key` of header names and values (secrets from `${ENV}`), values marked
+/// sensitive so that they never show in debug output.
+pub(crate) fn header_table(opts: &mut Options<'_, '_>, key: &str) -> reqwest::header::HeaderMap {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in opts.string_table(key) {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            _ => opts.error_at(key, format!("invalid header {k:?}")),
+        }
+    }
+    headers
+}
+
 /// The HTTP client of the notifiers that POST (webhook, influxdb); a set-up failure is a
 /// config error at the notifier's `url`.
 pub(crate) fn http_client(opts: &mut Options<'_, '_>) -> reqwest::Client {

@@ -3,7 +3,7 @@
 //! signature of the body.
 
 use hmac::{Hmac, Mac};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName};
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use wk_core::options::Options;
@@ -64,19 +64,7 @@ fn build(opts: &mut Options<'_, '_>) -> Box<dyn Notifier> {
         "discord" => Format::Discord,
         _ => Format::Default,
     };
-    let mut headers = HeaderMap::new();
-    for (k, v) in opts.string_table("headers") {
-        match (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&v),
-        ) {
-            (Ok(name), Ok(mut value)) => {
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-            _ => opts.error_at("headers", format!("invalid header {k:?}")),
-        }
-    }
+    let headers = super::header_table(opts, "headers");
     let secret = secret::read(opts, "secret", "secret_file").map(String::into_bytes);
     if secret.as_ref().is_some_and(Vec::is_empty) {
         opts.error_at("secret", "must not be empty");

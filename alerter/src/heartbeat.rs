@@ -1,0 +1,199 @@
+//! `[heartbeat]`: who watches the alerter. An alerter that crashed, hangs, or whose host is
+//! gone pages nobody; an external dead man's switch (healthchecks.io, Uptime Kuma's push
+//! monitor, Cronitor, Dead Man's Snitch, Opsgenie heartbeats) does, when the pings it expects
+//! stop. The scheduler pings `url` every `interval` while the alerter is healthy, so a stuck
+//! scheduler stops the pings too; while a built-in alert of `stop_on` fires (by default the
+//! source does not answer, or a notifier does not deliver: the alerter cannot see, or cannot
+//! tell) it withholds them, and requests `fail_url` once with the reason, for services that
+//! take an explicit failure. Prometheus users get the same from an always-firing "Watchdog"
+//! alert routed to such a service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use tracing::{info, warn};
+use wk_core::options::Options;
+
+/// The built-in alerts `stop_on` may name.
+pub const STOPPABLE: [&str; 3] = ["wk_source", "wk_notifiers", "wk_rules"];
+
+/// The `[heartbeat]` table.
+#[derive(Debug, Clone)]
+pub struct HeartbeatConfig {
+    pub url: reqwest::Url,
+    pub fail_url: Option<reqwest::Url>,
+    /// GET (the default: every such service takes it) or POST (the status text as body).
+    pub post: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub headers: HeaderMap,
+    /// Built-in alerts that withhold the pings while they fire.
+    pub stop_on: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl PartialEq for HeartbeatConfig {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.url,
+            &self.fail_url,
+            self.post,
+            self.interval,
+            self.timeout,
+        ) == (&o.url, &o.fail_url, o.post, o.interval, o.timeout)
+            && self.headers == o.headers
+            && self.stop_on == o.stop_on
+    }
+}
+
+impl HeartbeatConfig {
+    /// Reads the table (`url` is required).
+    pub fn read(o: &mut Options<'_, '_>) -> HeartbeatConfig {
+        let text = o.string("url", "");
+        let url = if text.is_empty() {
+            Err(crate::notify::UrlError::Missing(
+                "the dead man's switch's ping URL",
+            ))
+        } else {
+            crate::notify::http_url(&text)
+        };
+        let url = crate::notify::url_option(o, "url", url);
+        let fail_url = o.opt_string("fail_url").map(|t| {
+            let u = crate::notify::http_url(&t);
+            crate::notify::url_option(o, "fail_url", u)
+        });
+        let post = o.choice("method", "GET", &["GET", "POST"]) == "POST";
+        let interval = o.duration("interval", Duration::from_secs(60));
+        if interval < Duration::from_secs(1) {
+            o.error_at("interval", "must be at least 1s");
+        }
+        let timeout = o.duration("timeout", Duration::from_secs(10));
+        if timeout.is_zero() {
+            o.error_at("timeout", "must be greater than 0");
+        }
+        let stop_on = o
+            .opt_strings("stop_on")
+            .unwrap_or_else(|| vec!["wk_source".into(), "wk_notifiers".into()]);
+        for name in &stop_on {
+            if !STOPPABLE.contains(&name.as_str()) {
+                o.error_at(
+                    "stop_on",
+                    format!(
+                        "{name:?} is not a built-in alert: use {}",
+                        STOPPABLE.join(", ")
+                    ),
+                );
+            }
+        }
+        let headers = crate::notify::header_table(o, "headers");
+        let client = crate::notify::http_client(o);
+        HeartbeatConfig {
+            url,
+            fail_url,
+            post,
+            interval,
+            timeout,
+            headers,
+            stop_on,
+            client,
+        }
+    }
+}
+
+/// The pinger, driven by the scheduler.
+pub struct Heartbeat {
+    cfg: HeartbeatConfig,
+    next: tokio::time::Instant,
+    /// A ping is on its way (the next waits rather than pile up behind a slow service).
+    in_flight: Arc<AtomicBool>,
+    /// The last pings failed (logged once, and once when they get through again).
+    failing: Arc<AtomicBool>,
+    /// Why the pings are withheld; empty while they are sent.
+    withheld: Vec<String>,
+}
+
+impl Heartbeat {
+    /// The first ping goes at once: a start is news to the service.
+    pub fn new(cfg: HeartbeatConfig) -> Heartbeat {
+        Heartbeat {
+            cfg,
+            next: tokio::time::Instant::now(),
+            in_flight: Arc::default(),
+            failing: Arc::default(),
+            withheld: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HeartbeatConfig {
+        &self.cfg
+    }
+
+    /// When [`Heartbeat::beat`] is due.
+    pub fn due(&self) -> tokio::time::Instant {
+        self.next
+    }
+
+    /// Pings, unless `problems` (the firing built-in alerts of `stop_on`, as their messages)
+    /// withhold it; the first time they do, requests `fail_url` with them.
+    pub fn beat(&mut self, problems: Vec<String>) {
+        self.next = tokio::time::Instant::now() + self.cfg.interval;
+        if !problems.is_empty() {
+            if self.withheld.is_empty() {
+                warn!(
+                    "heartbeat withheld while {}: the dead man's switch will page",
+                    problems.join("; ")
+                );
+                if let Some(u) = &self.cfg.fail_url {
+                    self.send(u.clone(), problems.join("\n"), "fail_url");
+                }
+            }
+            self.withheld = problems;
+            return;
+        }
+        if !self.withheld.is_empty() {
+            info!("heartbeat resumes");
+            self.withheld.clear();
+        }
+        if self.in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.send(self.cfg.url.clone(), "wk-alerter is up".into(), "url");
+    }
+
+    fn send(&self, url: reqwest::Url, text: String, which: &'static str) {
+        let req = if self.cfg.post {
+            self.cfg.client.post(url).body(text)
+        } else {
+            self.cfg.client.get(url)
+        };
+        let req = req
+            .headers(self.cfg.headers.clone())
+            .timeout(self.cfg.timeout);
+        let (in_flight, failing) = (self.in_flight.clone(), self.failing.clone());
+        tokio::spawn(async move {
+            let result = match req.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                // Without the URL: it is the secret (healthchecks.io's ping URL is).
+                Err(e) => Err(wk_core::diag::error_chain(&e.without_url())),
+            };
+            if which == "url" {
+                in_flight.store(false, Ordering::Release);
+            }
+            match result {
+                Ok(()) => {
+                    if failing.swap(false, Ordering::AcqRel) {
+                        info!("heartbeat {which} answers again");
+                    }
+                }
+                Err(e) => {
+                    if !failing.swap(true, Ordering::AcqRel) {
+                        warn!("heartbeat {which} failed (the dead man's switch may page): {e}");
+                    }
+                }
+            }
+        });
+    }
+}
