@@ -182,11 +182,18 @@ fn quickstart_configs_load_and_point_at_each_other() {
     assert_eq!(stream.token, "quickstart-token");
     let rules = files(&root.join(&cfg.settings.rules_dir), "rhai");
     assert!(!rules.is_empty());
+    // Paths in the quick start are relative to the repository root, where it runs.
+    let mut actions = cfg.actions.clone();
+    actions.scripts_dir = root.join(&actions.scripts_dir);
     for r in rules {
         let rule = load_rule(&r).unwrap_or_else(|e| panic!("{e}"));
         cfg.notify
             .validate_names(&rule.settings().notify)
             .unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+        // What the running alerter checks too: a run_script name must be in scripts_dir.
+        actions
+            .validate_rule(rule.settings())
+            .unwrap_or_else(|(_, e)| panic!("{}: {e}", r.display()));
     }
     // Without the token the alerter refuses to start (listening endpoints take a token).
     let no_env = |_: &str| None;
