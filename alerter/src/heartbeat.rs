@@ -9,7 +9,7 @@
 //! alert routed to such a service.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -112,6 +112,21 @@ pub struct Heartbeat {
     failing: Arc<AtomicBool>,
     /// Why the pings are withheld; empty while they are sent.
     withheld: Vec<String>,
+    /// When a ping was last answered with 2xx (ns; 0: never).
+    last_ok_ns: Arc<AtomicI64>,
+}
+
+/// What the status API says of the heartbeat.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeartbeatView {
+    /// `pinging`, `withheld` (a `stop_on` alert fires) or `failing` (the last ping did not
+    /// get a 2xx answer).
+    pub state: &'static str,
+    /// Why it is withheld: the firing alerts' messages.
+    pub withheld: Vec<String>,
+    /// When a ping was last answered (ns; 0: never).
+    #[serde(skip)]
+    pub last_ok_ns: i64,
 }
 
 impl Heartbeat {
@@ -123,6 +138,23 @@ impl Heartbeat {
             in_flight: Arc::default(),
             failing: Arc::default(),
             withheld: Vec::new(),
+            last_ok_ns: Arc::default(),
+        }
+    }
+
+    /// Its state now, for the status API.
+    pub fn view(&self) -> HeartbeatView {
+        let state = if !self.withheld.is_empty() {
+            "withheld"
+        } else if self.failing.load(Ordering::Acquire) {
+            "failing"
+        } else {
+            "pinging"
+        };
+        HeartbeatView {
+            state,
+            withheld: self.withheld.clone(),
+            last_ok_ns: self.last_ok_ns.load(Ordering::Acquire),
         }
     }
 
@@ -172,6 +204,7 @@ impl Heartbeat {
             .headers(self.cfg.headers.clone())
             .timeout(self.cfg.timeout);
         let (in_flight, failing) = (self.in_flight.clone(), self.failing.clone());
+        let last_ok = self.last_ok_ns.clone();
         tokio::spawn(async move {
             let result = match req.send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
@@ -184,6 +217,9 @@ impl Heartbeat {
             }
             match result {
                 Ok(()) => {
+                    if which == "url" {
+                        last_ok.store(crate::clock::now_ns(), Ordering::Release);
+                    }
                     if failing.swap(false, Ordering::AcqRel) {
                         info!("heartbeat {which} answers again");
                     }
@@ -195,5 +231,50 @@ impl Heartbeat {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> HeartbeatConfig {
+        let text = format!("[heartbeat]\n  url = \"{url}\"\n");
+        let src = wk_core::diag::Source::new(std::path::Path::new("t.conf"), text.clone());
+        let doc = toml::de::DeTable::parse(&text).unwrap();
+        let doc = doc.get_ref();
+        let (_, value) = doc.iter().next().unwrap();
+        let toml::de::DeValue::Table(t) = value.get_ref() else {
+            panic!()
+        };
+        let mut diags = wk_core::diag::Diagnostics::default();
+        let no_env = |_: &str| None;
+        let mut o = Options::new(&src, "heartbeat", t, 0, &mut diags, &no_env);
+        let c = HeartbeatConfig::read(&mut o);
+        o.finish();
+        assert!(!diags.has_errors());
+        c
+    }
+
+    /// The view says what the pings do: failing when the service does not answer, withheld
+    /// (with why) while a stop_on alert fires, and the withheld reasons go when it stops.
+    #[tokio::test]
+    async fn the_view_follows_the_pings() {
+        let port = wk_core::testing::free_port();
+        let mut h = Heartbeat::new(config(&format!("http://127.0.0.1:{port}/ping")));
+        assert_eq!(h.view().state, "pinging");
+        h.beat(Vec::new());
+        for _ in 0..100 {
+            if h.view().state == "failing" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(h.view().state, "failing", "nothing listens on the port");
+        assert_eq!(h.view().last_ok_ns, 0);
+        h.beat(vec!["query source x does not answer".into()]);
+        let v = h.view();
+        assert_eq!((v.state, v.withheld.len()), ("withheld", 1));
+        assert!(h.due() > tokio::time::Instant::now(), "the next beat an interval on");
     }
 }

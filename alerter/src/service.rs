@@ -1103,10 +1103,9 @@ impl Service {
         self.engine.set_config(config.actions.clone());
         self.limits = Limits::from_config(&config);
         if config.heartbeat != self.config.heartbeat {
-            self.heartbeat = config
-                .heartbeat
-                .clone()
-                .map(crate::heartbeat::Heartbeat::new);
+            self.heartbeat = (config.heartbeat.clone()).map(crate::heartbeat::Heartbeat::new);
+            // A new one shows at its first beat, which is at once.
+            self.board.update(|b| b.heartbeat = None);
         }
         self.config = config;
         // Re-validate every rule against the new notifier names.
@@ -1168,6 +1167,8 @@ impl Service {
                 let problems = self.heartbeat_problems(now);
                 if let Some(h) = &mut self.heartbeat {
                     h.beat(problems);
+                    let view = h.view();
+                    self.board.update(|b| b.heartbeat = Some(view));
                 }
             }
             self.start_due(now, &tx);

@@ -28,10 +28,13 @@ pub struct BoardData {
     pub source: String,
     /// One entry per rule file.
     pub rules: BTreeMap<PathBuf, RuleView>,
-    /// Alerts of the built-in rules (`wk_rules`: files that do not load; `wk_source`).
+    /// Alerts of the built-in rules (`wk_rules`: files that do not load; `wk_source`,
+    /// `wk_notifiers`).
     pub builtin: Vec<Current>,
     /// The scheduler's counters (`wk_alerter`, one per rule), by rule name.
     pub self_metrics: BTreeMap<String, wk_core::metric::Metric>,
+    /// `[heartbeat]`, when configured: as of its last beat.
+    pub heartbeat: Option<crate::heartbeat::HeartbeatView>,
 }
 
 /// One rule file as the scheduler runs it.

@@ -138,6 +138,13 @@ impl Api {
                     .with_field("recovered", recovered),
             );
         }
+        if let Some(h) = &b.heartbeat {
+            out.push(
+                Metric::new("wk_alerter_heartbeat", now)
+                    .with_field("withheld", u64::from(h.state == "withheld"))
+                    .with_field("failing", u64::from(h.state == "failing")),
+            );
+        }
         if let Some(s) = self.stream_stats.get() {
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             out.push(

@@ -423,6 +423,11 @@ impl Api {
             "source": b.source,
             "counts": b.counts(&self.router, now),
             "url": self.board.url(),
+            "heartbeat": b.heartbeat.as_ref().map(|h| json!({
+                "state": h.state,
+                "withheld": h.withheld,
+                "last_ok": time_json(h.last_ok_ns),
+            })),
         })
     }
 
