@@ -275,6 +275,9 @@ mod tests {
         h.beat(vec!["query source x does not answer".into()]);
         let v = h.view();
         assert_eq!((v.state, v.withheld.len()), ("withheld", 1));
-        assert!(h.due() > tokio::time::Instant::now(), "the next beat an interval on");
+        assert!(
+            h.due() > tokio::time::Instant::now(),
+            "the next beat an interval on"
+        );
     }
 }

@@ -1298,7 +1298,16 @@ impl Worker {
                         let mut q = lock(&self.queue);
                         let t = now();
                         q.parked.iter_mut().for_each(|p| p.due = p.due.min(t));
+                        // Closed by a reload: what waits now waits at the notifier of the
+                        // name after it, for the same receiver.
+                        let successor = q.successor.clone();
                         drop(q);
+                        if let Some(next) = successor {
+                            let mut nq = lock(&next.queue);
+                            nq.parked.iter_mut().for_each(|p| p.due = p.due.min(t));
+                            drop(nq);
+                            next.wake.notify_one();
+                        }
                         tracing::info!(
                             notifier = %s.name, kind = %s.kind, alert_id = %item.label(),
                             level = %item.level(), events = item.events(), attempts,

@@ -697,3 +697,49 @@ async fn a_waiting_alert_whose_instance_ended_is_not_sent() {
     assert_eq!(delivered(&mut rx), Vec::<String>::new());
     assert_eq!(router.history()[0].status, "superseded");
 }
+
+/// A waiting message that gets through at the notifier a reload closed tells the new
+/// notifier of the name that the receiver is back: what waits there goes at once, not after
+/// its next probe.
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_gets_through_at_the_old_notifier_releases_the_new_ones_waiting() {
+    let gate = Arc::new(Semaphore::new(0));
+    let down = Arc::new(AtomicBool::new(true));
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.backoff = Duration::from_secs(3600);
+    s.backoff_max = Duration::from_secs(3600);
+    s.timeout = Duration::from_secs(7200);
+    let behavior = Behavior::GateThenDownWhile(gate.clone(), down.clone());
+    let (old, mut old_rx) = fake_with(s.clone(), behavior);
+    let router = start(vec![old]);
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    old_rx.recv().await.unwrap();
+    gate.add_permits(1); // the first attempt fails: web1 waits
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The gate gives its permit back after each attempt: take it, so the probe waits.
+    gate.acquire().await.unwrap().forget();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        old_rx.recv().await.unwrap().1.id,
+        "cpu:host=web1",
+        "its probe, in flight"
+    );
+    let (new, mut new_rx) = fake_with(s, Behavior::DownWhile(down.clone()));
+    router.replace(NotifyPlan {
+        notifiers: vec![new],
+        silences: vec![],
+    });
+    router.dispatch(vec![alert("cpu", "web2", Level::Critical, &["pager"])]);
+    assert_eq!(new_rx.recv().await.unwrap().1.id, "cpu:host=web2");
+    tokio::time::sleep(Duration::from_secs(1)).await; // refused: web2 waits an hour
+    down.store(false, Ordering::SeqCst);
+    gate.add_permits(1); // the old notifier's probe gets through
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        delivered(&mut new_rx),
+        ["Alert cpu:host=web2"],
+        "at once, not in an hour"
+    );
+    assert_eq!(router.stats().notifier("pager").unwrap().sent, 2);
+}
