@@ -3,8 +3,8 @@
 //! monitor, Cronitor, Dead Man's Snitch, Opsgenie heartbeats) does, when the pings it expects
 //! stop. The scheduler pings `url` every `interval` while the alerter is healthy, so a stuck
 //! scheduler stops the pings too; while a built-in alert of `stop_on` fires (by default the
-//! source does not answer, or a notifier does not deliver: the alerter cannot see, or cannot
-//! tell) it withholds them, and requests `fail_url` once with the reason, for services that
+//! source does not answer, or none of the notifiers that tell of its health delivers: the
+//! alerter cannot see, or cannot tell) it withholds them, and requests `fail_url` once with the reason, for services that
 //! take an explicit failure. Prometheus users get the same from an always-firing "Watchdog"
 //! alert routed to such a service.
 

@@ -427,6 +427,10 @@ impl Service {
 
     /// What withholds the heartbeat now: the messages of the firing built-in alerts its
     /// `stop_on` names.
+    ///
+    /// `wk_notifiers` withholds it only when the alerter cannot tell anyone: every notifier
+    /// of `rule_errors_notify` (every notifier, when that is empty) fails. One of them failing
+    /// is a `wk_notifiers` alert the others deliver, not a reason to page through the switch.
     fn heartbeat_problems(&self, now: i64) -> Vec<String> {
         let Some(h) = &self.heartbeat else {
             return Vec::new();
@@ -438,7 +442,28 @@ impl Service {
                 NOTIFIER_RULE => (&self.notifier_health, self.notifier_settings()),
                 _ => (&self.meta, self.meta_settings()),
             };
-            out.extend((state.firing_events(&settings, now).into_iter()).map(|e| e.message));
+            let firing = state.firing_events(&settings, now);
+            if name == NOTIFIER_RULE {
+                let down: Vec<&str> = (firing.iter())
+                    .filter_map(|e| e.tags.get("notifier").map(String::as_str))
+                    .collect();
+                let tellers = &self.config.settings.rule_errors_notify;
+                let all = self
+                    .config
+                    .notify
+                    .notifiers
+                    .iter()
+                    .map(|n| &n.settings.name);
+                let cannot_tell = if tellers.is_empty() {
+                    all.into_iter().all(|n| down.contains(&n.as_str()))
+                } else {
+                    tellers.iter().all(|n| down.contains(&n.as_str()))
+                };
+                if !cannot_tell || down.is_empty() {
+                    continue;
+                }
+            }
+            out.extend(firing.into_iter().map(|e| e.message));
         }
         out
     }

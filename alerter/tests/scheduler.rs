@@ -649,3 +649,62 @@ async fn the_heartbeat_stops_while_the_alerter_cannot_see_and_says_why() {
     assert_eq!(back.path, "/ping/uuid", "the pings resume");
     run.stop().await;
 }
+
+/// Runs [`ALWAYS`] paging a webhook nothing listens on, with a heartbeat to a sink and
+/// `rule_errors_notify = tellers`; once `wk_notifiers` fires, returns the paths the sink got
+/// over the next 3 s.
+async fn heartbeat_with_a_dead_notifier(tellers: &str) -> Vec<String> {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
+    let mut sink = crate::notify::support::HttpSink::start(vec![200]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "  reload_interval = \"100ms\"\n  notifier_outage_after = \"1s\"\n  rule_errors_notify = {tellers}\n\
+         [[notifiers.webhook]]\n  name = \"hook\"\n  url = \"http://127.0.0.1:{}/\"\n  retries = 0\n\
+         [[notifiers.log]]\n  name = \"log\"\n  file = {:?}\n\
+         [heartbeat]\n  url = \"{}\"\n  fail_url = \"{}\"\n  interval = \"1s\"\n",
+        wk_core::testing::free_port(),
+        dir.path().join("events.jsonl"),
+        sink.url("/ping"),
+        sink.url("/fail"),
+    );
+    let mut run = start(
+        &[("cpu.rhai", ALWAYS)],
+        Arc::new(MemorySource::from_metrics(&points)),
+        Arc::new(wk_alerter::clock::SystemClock),
+        &extra,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = tokio::time::timeout_at(deadline, run.events.recv()).await;
+        let e = e.expect("wk_notifiers fires").unwrap();
+        if e.rule == "wk_notifiers" {
+            assert_eq!(e.id, "wk_notifiers:hook");
+            break;
+        }
+    }
+    while sink.requests.try_recv().is_ok() {}
+    let mut paths = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(r)) = tokio::time::timeout_at(until, sink.requests.recv()).await {
+        paths.push(r.path);
+    }
+    run.stop().await;
+    paths
+}
+
+/// One notifier down while another can tell about it is a `wk_notifiers` alert, not a page
+/// through the dead man's switch; the one that would tell being down withholds the pings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_is_withheld_only_when_no_notifier_can_tell() {
+    let paths = heartbeat_with_a_dead_notifier("[\"log\", \"hook\"]").await;
+    assert!(
+        paths.len() >= 2 && paths.iter().all(|p| p == "/ping"),
+        "{paths:?}"
+    );
+    let paths = heartbeat_with_a_dead_notifier("[\"hook\"]").await;
+    assert!(
+        paths.len() <= 1 && paths.iter().all(|p| p == "/fail"),
+        "{paths:?}"
+    );
+}
