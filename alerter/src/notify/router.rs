@@ -339,7 +339,14 @@ struct Queue {
     /// After a reload, the worker of the same name: a send in flight at the reload that then
     /// waits for its receiver waits there.
     successor: Option<Arc<Worker>>,
+    /// The last events delivered (at most [`RECENT`]): a predecessor's send handed on after
+    /// a newer event of its alert went out here is stale, not news.
+    recent: VecDeque<Item>,
 }
+
+/// How many delivered events a worker remembers for [`Queue::recent`]: what it can deliver
+/// while a predecessor's send is in flight (one `timeout`).
+const RECENT: usize = 64;
 
 /// A message waiting for its receiver to come back.
 struct Parked {
@@ -1290,6 +1297,13 @@ impl Worker {
                     self.counters
                         .sent
                         .fetch_add(item.events() as u64, Ordering::Relaxed);
+                    if let Item::Event(..) = item {
+                        let mut q = lock(&self.queue);
+                        if q.recent.len() == RECENT {
+                            q.recent.pop_front();
+                        }
+                        q.recent.push_back(item.clone());
+                    }
                     self.counters.messages.fetch_add(1, Ordering::Relaxed);
                     if before > 0 {
                         // A waiting message went through: the receiver is back, and what
@@ -1395,7 +1409,13 @@ impl Worker {
             next.wake.notify_one();
             return;
         }
-        if !self.taken_over(&mut q, &p) {
+        // Handed on by a predecessor: an event of its alert delivered here since is newer
+        // (dispatched after the reload, or queued behind it), and the receiver has it.
+        // (Groups are not dropped: a group message sent here may lack what this one told.)
+        let stale = !own && q.recent.iter().any(|d| d.supersedes(&p.item));
+        if stale {
+            self.history.ended(p.seq, "superseded");
+        } else if !self.taken_over(&mut q, &p) {
             q.parked.iter_mut().for_each(|o| o.due = o.due.max(p.due));
             if q.parked.len() >= self.settings.queue_size {
                 let old = q.parked.remove(0);

@@ -743,3 +743,36 @@ async fn a_probe_that_gets_through_at_the_old_notifier_releases_the_new_ones_wai
     );
     assert_eq!(router.stats().notifier("pager").unwrap().sent, 2);
 }
+
+/// A send in flight at a reload that then has to wait is not delivered after a newer event of
+/// its alert that the new notifier already sent: the receiver would read "firing" last.
+#[tokio::test(start_paused = true)]
+async fn a_send_handed_on_at_a_reload_after_its_recovery_went_out_is_dropped() {
+    let gate = Arc::new(Semaphore::new(0));
+    let down = Arc::new(AtomicBool::new(true));
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 1;
+    s.timeout = Duration::from_secs(3600);
+    let (old, mut old_rx) = fake_with(s, Behavior::GateThenDownWhile(gate.clone(), down));
+    let router = start(vec![old]);
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    assert_eq!(old_rx.recv().await.unwrap().1.id, "cpu:host=web1");
+    let (new, mut new_rx) = fake("pager", Behavior::Ok);
+    router.replace(NotifyPlan {
+        notifiers: vec![new],
+        silences: vec![],
+    });
+    router.dispatch(vec![recovery("cpu", "web1", &["pager"])]);
+    router.flush().await;
+    assert_eq!(delivered(&mut new_rx), ["Recovery cpu:host=web1"]);
+    gate.add_permits(2); // the old notifier's attempt and its retry fail
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        delivered(&mut new_rx),
+        Vec::<String>::new(),
+        "no stale alert"
+    );
+    assert!(router.undelivered().is_empty());
+    let statuses: Vec<String> = router.history().into_iter().map(|d| d.status).collect();
+    assert_eq!(statuses, ["superseded", "sent"]);
+}
