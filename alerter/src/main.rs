@@ -165,16 +165,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config (invalid: exit 2) and the runtime (cannot start: exit 1) a command runs on.
+fn config_and_runtime(
+    config_path: &Path,
+) -> Result<(wk_alerter::config::Config, tokio::runtime::Runtime), ExitCode> {
+    let cfg = app::load_config(config_path, &env_lookup).ok_or(ExitCode::from(EXIT_INVALID))?;
+    let rt = app::runtime().map_err(|e| {
+        error!("cannot start the runtime: {e}");
+        ExitCode::from(exit::FAILURE)
+    })?;
+    Ok((cfg, rt))
+}
+
 fn notifiers_test(config_path: &Path, names: &[String]) -> ExitCode {
-    let Some(cfg) = app::load_config(config_path, &env_lookup) else {
-        return ExitCode::from(EXIT_INVALID);
-    };
-    let rt = match app::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
+    let (cfg, rt) = match config_and_runtime(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let results = match rt.block_on(app::notify_test(&cfg, names)) {
         Ok(r) => r,
@@ -270,15 +276,9 @@ fn init_logging(debug: bool) {
 }
 
 fn run(config_path: &Path) -> ExitCode {
-    let Some(cfg) = app::load_config(config_path, &env_lookup) else {
-        return ExitCode::from(EXIT_INVALID);
-    };
-    let rt = match app::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
+    let (cfg, rt) = match config_and_runtime(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     rt.block_on(async {
         let (tx, rx) = mpsc::channel(4);
