@@ -191,6 +191,8 @@ pub enum Policy {
 pub struct RuleSettings {
     /// The rule's name: the file name without `.rhai` unless the script sets one.
     pub name: String,
+    /// Where `name` is set in the script; `(0, 0)` when it is the file's name.
+    pub name_pos: Pos,
     /// How often the rule is evaluated.
     pub every: Duration,
     /// Pending duration (`pending`, or its old name `"for"`): a level must hold this long before it fires.
@@ -253,6 +255,7 @@ impl Default for RuleSettings {
             details_template: String::new(),
             notify: Vec::new(),
             notify_pos: (0, 0),
+            name_pos: (0, 0),
             category: None,
             inhibits: Vec::new(),
             actions: Vec::new(),

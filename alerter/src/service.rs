@@ -110,6 +110,9 @@ struct Slot {
     last_eval_ns: i64,
     last_elapsed: Duration,
     last_error: Option<String>,
+    /// The last scan of the directory did not list the file (it goes at the next that does
+    /// not either).
+    missing: bool,
 }
 
 /// How an evaluation ended, sent back from the blocking pool.
@@ -173,6 +176,9 @@ pub struct Service {
     router: Router,
     engine: Engine,
     slots: BTreeMap<PathBuf, Slot>,
+    /// Why the last scan could not read the rules directory; `Some(None)` once it reads
+    /// again after failing (so that `wk_rules` recovers), `None` if it never failed.
+    rules_dir_error: Option<Option<String>>,
     meta: RuleState,
     /// The `wk_source` alert: the query source does not answer (whatever the rules'
     /// `error` policy, an outage is one alert on the alerter's own health).
@@ -236,6 +242,7 @@ impl Service {
             router,
             engine,
             slots: BTreeMap::new(),
+            rules_dir_error: None,
             meta,
             source_health,
             source_failing: None,
@@ -584,24 +591,49 @@ impl Service {
     /// Applies a read of the rules directory: new and changed rules replace the running
     /// ones (after checking their notifiers and actions), deleted files stop.
     fn apply_scan(&mut self, scanned: Scanned, now: i64) {
-        let mut seen = BTreeSet::new();
         let mut rearm = Vec::new();
-        match scanned {
+        let files = match scanned {
             Ok(files) => {
-                for file in files {
-                    seen.insert(file.path.clone());
-                    rearm.extend(self.load_file(file, now));
+                if let Some(e) = &mut self.rules_dir_error {
+                    *e = None;
                 }
+                files
             }
-            Err(e) => error!("{e}"),
+            Err(e) => {
+                // Unreadable for a moment (NFS, a directory swapped by a deploy) is not "every
+                // rule was deleted": what runs keeps running, and wk_rules says why.
+                error!("{e} (the rules loaded keep running)");
+                self.rules_dir_error = Some(Some(e));
+                self.report_broken(now);
+                self.publish(None);
+                return;
+            }
+        };
+        let listed: BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        for file in files {
+            rearm.extend(self.load_file(file, &listed, now));
+        }
+        for (_, slot) in self.slots.iter_mut().filter(|(p, _)| listed.contains(*p)) {
+            slot.missing = false;
         }
         let gone: Vec<PathBuf> = self
             .slots
             .keys()
-            .filter(|p| !seen.contains(*p))
+            .filter(|p| !listed.contains(*p))
             .cloned()
             .collect();
         for path in gone {
+            let Some(slot) = self.slots.get_mut(&path) else {
+                continue;
+            };
+            // `git pull` replaces a changed file by unlinking it and writing a new one: a
+            // scan between the two must not close the rule's alerts and reopen them at the
+            // next. A file is gone when two scans in a row miss it.
+            if !slot.missing && slot.rule.is_some() {
+                slot.missing = true;
+                debug!(file = %path.display(), "rule file missing; its rule stops if the next scan misses it too");
+                continue;
+            }
             info!(file = %path.display(), "rule file removed; its rule stops");
             if let Some(mut slot) = self.slots.remove(&path)
                 && let Some(rule) = slot.rule.take()
@@ -611,12 +643,7 @@ impl Service {
                 let why = format!("the rule was removed ({} deleted)", path.display());
                 let events = slot.state.retire(settings, now, &why);
                 self.route(events);
-                match &self.persister {
-                    Some(p) => p.remove(&settings.name),
-                    None => {
-                        crate::state::remove_state(&self.config.settings.state_dir, &settings.name)
-                    }
-                }
+                self.forget_state(&settings.name);
             }
         }
         self.sync_rules();
@@ -682,7 +709,12 @@ impl Service {
     /// Loads one rule file if it changed. Returns the restored instances still firing when a
     /// rule is first loaded (after a restart): the actions engine must hear of them, since no
     /// new event will say they fire.
-    fn load_file(&mut self, file: ScannedFile, now: i64) -> Vec<AlertEvent> {
+    fn load_file(
+        &mut self,
+        file: ScannedFile,
+        listed: &BTreeSet<PathBuf>,
+        now: i64,
+    ) -> Vec<AlertEvent> {
         let mut rearm = Vec::new();
         let path = file.path.as_path();
         let (text, compiled) = match file.content {
@@ -702,6 +734,23 @@ impl Service {
                 .actions
                 .validate_rule(rule.settings())
                 .map_err(|((l, c), e)| format!("{}:{l}:{c}: {e}", path.display()))?;
+            // Alerts, state files and silences are keyed by the rule's name.
+            let name = &rule.settings().name;
+            if let Some(other) = self.slots.iter().find_map(|(p, s)| {
+                let same = s.rule.as_ref()?.settings().name == *name;
+                (same && p != path && listed.contains(p)).then_some(p)
+            }) {
+                let (l, c) = match rule.settings().name_pos {
+                    (0, 0) => (1, 1),
+                    at => at,
+                };
+                return Err(format!(
+                    "{}:{l}:{c}: rule name {name:?} is already used by {}: alerts and their \
+                     state are kept by rule name; give this rule a name of its own",
+                    path.display(),
+                    other.display()
+                ));
+            }
             Ok(rule)
         });
         let slot = self.slots.entry(file.path.clone()).or_insert_with(|| Slot {
@@ -722,6 +771,7 @@ impl Service {
             last_eval_ns: 0,
             last_elapsed: Duration::ZERO,
             last_error: None,
+            missing: false,
         });
         slot.text = text;
         // A changed file ends what was said about its last content.
@@ -730,15 +780,30 @@ impl Service {
             Ok(rule) => {
                 let name = rule.settings().name.clone();
                 let every = rule.settings().every;
-                if slot.rule.is_none() {
+                if let Some(old) = slot.rule.as_ref().map(|r| r.settings().name.clone())
+                    && old != name
+                {
+                    // Renamed in its script: its alerts carry on under the new name, and its
+                    // state is saved under it.
+                    info!(rule = %name, was = %old, "rule reloaded under a new name");
+                    slot.state.resave();
+                    self.forget_state(&old);
+                } else if slot.rule.is_some() {
+                    info!(rule = %name, "rule reloaded");
+                } else if let Some(moved) = self.take_renamed(&name, path, listed) {
+                    // The file was renamed (`git mv`), the rule was not: the same alerts.
+                    info!(rule = %name, file = %path.display(), "rule file renamed; its alerts carry on");
+                    let slot = self.slots.get_mut(path).expect("inserted above");
+                    slot.state = moved;
+                } else {
+                    let slot = self.slots.get_mut(path).expect("inserted above");
                     slot.state = RuleState::load(&self.config.settings.state_dir, &name);
                     info!(rule = %name, every = ?every, restored = slot.state.instance_count(), "rule loaded");
                     if !rule.settings().actions.is_empty() {
                         rearm = slot.state.firing_events(rule.settings(), now);
                     }
-                } else {
-                    info!(rule = %name, "rule reloaded");
                 }
+                let slot = self.slots.get_mut(path).expect("inserted above");
                 sync_inhibitors(&self.router, rule.settings(), &slot.state);
                 slot.rule = Some(Arc::new(rule));
                 slot.version = crate::api::board::version_of(&slot.text);
@@ -758,6 +823,30 @@ impl Service {
             }
         }
         rearm
+    }
+
+    /// The state of a rule whose file left the directory while a file that is listed now
+    /// loads a rule of the same name: the file was renamed. Its slot goes without closing
+    /// anything.
+    fn take_renamed(
+        &mut self,
+        name: &str,
+        path: &Path,
+        listed: &BTreeSet<PathBuf>,
+    ) -> Option<RuleState> {
+        let old = self.slots.iter().find_map(|(p, s)| {
+            let same = s.rule.as_ref()?.settings().name == name;
+            (same && p != path && !listed.contains(p)).then(|| p.clone())
+        })?;
+        self.slots.remove(&old).map(|s| s.state)
+    }
+
+    /// Deletes a rule's saved state (the rule is gone, or goes on under another name).
+    fn forget_state(&self, name: &str) {
+        match &self.persister {
+            Some(p) => p.remove(name),
+            None => crate::state::remove_state(&self.config.settings.state_dir, name),
+        }
     }
 
     /// Feeds the `wk_rules` state machine one observation per rule file.
@@ -795,7 +884,25 @@ impl Service {
                 );
                 o
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut observations = observations;
+        if let Some(e) = &self.rules_dir_error {
+            let dir = format!("{}/", self.config.settings.rules_dir.display());
+            let status = match e {
+                Some(e) => {
+                    format!("(the directory) cannot be read; the rules loaded keep running: {e}")
+                }
+                None => "(the directory) can be read again".into(),
+            };
+            observations.push(health_observation(
+                RULES_RULE,
+                "file",
+                dir,
+                status,
+                e.is_some(),
+                now,
+            ));
+        }
         let settings = self.meta_settings();
         self.apply_health(RULES_RULE, &settings, observations, now);
     }

@@ -39,6 +39,11 @@ pub struct Running {
 
 impl Running {
     pub async fn stop(self) -> Vec<AlertEvent> {
+        self.stop_keeping_dir().await.0
+    }
+
+    /// Stops the service (its states flushed) and keeps its directory to look into.
+    pub async fn stop_keeping_dir(self) -> (Vec<AlertEvent>, tempfile::TempDir) {
         let _ = self.stop.send(());
         self.task.await.unwrap();
         let mut events = self.events;
@@ -46,7 +51,7 @@ impl Running {
         while let Ok(e) = events.try_recv() {
             out.push(e);
         }
-        out
+        (out, self._dir)
     }
 }
 
@@ -421,8 +426,131 @@ fn check() {
         "{}",
         closed.message
     );
-    run.stop().await;
+    let (_, _dir) = run.stop_keeping_dir().await;
+    assert!(state.with_file_name("").exists());
     assert!(!state.exists(), "the removed rule's state is forgotten");
+}
+
+const NAMED_CPU: &str = r#"
+rule(#{ name: "cpu", every: "1s", no_data: "keep" });
+fn check() {
+    let cpu = query("cpu").field("busy").range("1h").last().group_by("host").run();
+    for s in cpu { s.crit(s.value > 90.0); }
+    cpu
+}
+"#;
+
+/// Waits (paused time) until the alert of rule `cpu` fires, then returns the run.
+async fn cpu_firing(rules: &[(&str, &str)]) -> Running {
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let mut run = start(rules, busy_host(), clock, "  reload_interval = \"1s\"\n");
+    let alert = next_event(&mut run, 10).await.expect("the alert");
+    assert_eq!(
+        (alert.kind, alert.id.as_str()),
+        (EventKind::Alert, "cpu:host=web1")
+    );
+    run
+}
+
+/// What the run sent in `secs` seconds of (paused) time.
+async fn events_for(run: &mut Running, secs: u64) -> Vec<AlertEvent> {
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while let Ok(Some(e)) = tokio::time::timeout_at(end, run.events.recv()).await {
+        out.push(e);
+    }
+    out
+}
+
+/// Regression: `git pull` replaces a changed file by unlinking it and writing the new one; a
+/// scan between the two closed the rule's alerts ("the rule was removed") and the next scan
+/// fired them again: two pages for nothing. A file is gone when two scans miss it.
+#[tokio::test(start_paused = true)]
+async fn a_rule_file_missing_for_one_scan_keeps_its_alerts() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    let file = run._dir.path().join("rules").join("cpu.rhai");
+    std::fs::remove_file(&file).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    std::fs::write(&file, NAMED_CPU.replace("90.0", "91.0")).unwrap();
+    let events = events_for(&mut run, 5).await;
+    assert!(events.is_empty(), "{events:#?}");
+    run.stop().await;
+}
+
+/// Regression: a scan that could not read the rules directory (NFS, a directory swapped by a
+/// deploy) retired every rule: all alerts closed, their states deleted, and fired again once
+/// the directory was back. Now the rules keep running and `wk_rules` says why.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_rules_directory_stops_no_rule() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    let rules = run._dir.path().join("rules");
+    let aside = run._dir.path().join("rules.old");
+    std::fs::rename(&rules, &aside).unwrap();
+    let events = events_for(&mut run, 4).await;
+    let said: Vec<(EventKind, &str, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!((said[0].0, said[0].1), (EventKind::Alert, "wk_rules"));
+    assert!(
+        said[0]
+            .2
+            .contains("cannot be read; the rules loaded keep running"),
+        "{}",
+        said[0].2
+    );
+    std::fs::rename(&aside, &rules).unwrap();
+    let events = events_for(&mut run, 4).await;
+    let said: Vec<(EventKind, &str, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!((said[0].0, said[0].1), (EventKind::Recovery, "wk_rules"));
+    assert!(said[0].2.ends_with("can be read again"), "{}", said[0].2);
+    run.stop().await;
+}
+
+/// Regression: `git mv cpu.rhai cpu_high.rhai` of a rule that names itself loaded the new
+/// file with the old state, then retired the old one: receivers read "closed: the rule was
+/// removed" for an alert that still fired, and its state file was deleted. Now the alerts
+/// carry on under the new file, silently.
+#[tokio::test(start_paused = true)]
+async fn a_renamed_rule_file_carries_its_alerts() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    let rules = run._dir.path().join("rules");
+    std::fs::rename(rules.join("cpu.rhai"), rules.join("cpu_high.rhai")).unwrap();
+    let events = events_for(&mut run, 5).await;
+    assert!(events.is_empty(), "{events:#?}");
+    // The carried state is the running one: the recovery still comes when the value drops.
+    let state = run._dir.path().join("state").join("cpu.state.json");
+    let (_, _dir) = run.stop_keeping_dir().await;
+    assert!(state.exists(), "the rule's state is kept");
+}
+
+/// Two files that load rules of one name would share one state file (each restoring the
+/// other's alerts after a restart): the second is refused, and the first keeps running.
+#[tokio::test(start_paused = true)]
+async fn a_second_rule_of_the_same_name_is_refused() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    let rules = run._dir.path().join("rules");
+    std::fs::write(rules.join("cpu_copy.rhai"), NAMED_CPU).unwrap();
+    let events = events_for(&mut run, 4).await;
+    let said: Vec<(EventKind, &str, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!((said[0].0, said[0].1), (EventKind::Alert, "wk_rules"));
+    assert!(
+        said[0]
+            .2
+            .contains("cpu_copy.rhai:2:15: rule name \"cpu\" is already used by"),
+        "{}",
+        said[0].2
+    );
+    run.stop().await;
 }
 
 /// `evaluation_spread`: rules that share a tick start at offsets of their own (fixed by their

@@ -248,6 +248,7 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         })
         .unwrap_or_else(|| name.to_owned());
     let calls_rule = ctx.settings.is_some();
+    let call_pos = ctx.settings.as_ref().map_or((1, 1), |(_, pos)| *pos);
     let settings = match ctx.settings {
         None => RuleSettings {
             name: default_name,
@@ -256,6 +257,21 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         Some((map, pos)) => settings::build(&map, &default_name, text, pos)
             .map_err(|e| err(RuleErrorKind::Settings, Some(e.pos), e.message))?,
     };
+    if let Some(why) = settings::reserved(&settings.name) {
+        let pos = match settings.name_pos {
+            (0, 0) => call_pos,
+            at => at,
+        };
+        return Err(err(
+            RuleErrorKind::Settings,
+            Some(pos),
+            format!(
+                "rule name {:?} {why}: name the rule otherwise (rule(#{{ name: \"...\" }}), or \
+                 the file)",
+                settings.name
+            ),
+        ));
+    }
     Ok(Rule {
         file,
         settings,
@@ -444,13 +460,16 @@ impl Rule {
             Err(e) => {
                 let (pos, message) = describe_error(&e, &self.limits);
                 let kind = match e.unwrap_inner() {
+                    // Over its memory or operation budget: the rule's own doing, told through
+                    // wk_rules (a rule that loops over a fleet grown past 10 M operations was
+                    // a Timeout, which only its `error` policy saw: with "keep", silence).
                     EvalAltResult::ErrorTerminated(token, _)
                         if token.to_string() == OVER_BUDGET =>
                     {
                         FailureKind::Script
                     }
-                    EvalAltResult::ErrorTooManyOperations(_)
-                    | EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
+                    EvalAltResult::ErrorTooManyOperations(_) => FailureKind::Script,
+                    EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
                     EvalAltResult::ErrorRuntime(..)
                         if ctx.source_error.as_deref() == Some(message.as_str()) =>
                     {

@@ -80,7 +80,10 @@ pub fn build(
             message: format!("rule(): {key}: {message}"),
         };
         match key {
-            "name" => s.name = non_empty_string(v).map_err(bad)?,
+            "name" => {
+                s.name = non_empty_string(v).map_err(bad)?;
+                s.name_pos = value_pos(key);
+            }
             "every" => {
                 s.every = duration(v).map_err(bad)?;
                 // "1ns" ran ~145 queries a second against the database.
@@ -165,6 +168,19 @@ pub fn build(
         }
     }
     Ok(s)
+}
+
+/// Why a rule may not be called `name`: the built-in rules' names, and names whose state file
+/// would be another component's.
+pub fn reserved(name: &str) -> Option<&'static str> {
+    match name {
+        "wk_rules" | "wk_source" | "wk_notifiers" | "wk_actions" | "wk_test" => {
+            Some("is a built-in alert's")
+        }
+        // state_dir/actions.state.json is the recovery actions' attempt budget.
+        "actions" => Some("would share its state file with the recovery actions'"),
+        _ => None,
+    }
 }
 
 fn string(v: &Dynamic) -> Result<String, String> {

@@ -250,6 +250,15 @@ fn settings_errors_name_line_and_column() {
             "rule(#{ pending: 60 });\nfn check() { [] }",
             "rules/test.rhai:1:18: rule(): pending: expected a duration string",
         ),
+        // Built-in alerts' names, and a name whose state file is the actions' budget.
+        (
+            "rule(#{ every: \"10s\",\n  name: \"wk_source\" });\nfn check() { [] }",
+            "rules/test.rhai:2:9: rule name \"wk_source\" is a built-in alert's",
+        ),
+        (
+            "rule(#{ name: \"actions\" });\nfn check() { [] }",
+            "rules/test.rhai:1:15: rule name \"actions\" would share its state file",
+        ),
         // Regression: "1ns" was accepted and ran ~145 queries a second.
         (
             "rule(#{ every: \"1ns\" });\nfn check() { [] }",
@@ -874,7 +883,8 @@ fn evaluation_failures_are_typed_and_name_file_line_column() {
         &limited(60_000, 100_000),
     )
     .unwrap();
-    assert_eq!(failure(&rule).kind, FailureKind::Timeout);
+    // The operation budget is the script's own limit: `wk_rules`, not the `error` policy.
+    assert_eq!(failure(&rule).kind, FailureKind::Script);
 }
 
 /// Regression: a misspelled query method or an undefined function loaded fine and failed at

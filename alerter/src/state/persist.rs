@@ -442,12 +442,18 @@ impl RuleState {
 
     /// Restores this rule's state from `dir`; a missing file gives an empty state, and an
     /// unreadable, corrupt or newer-format file is logged and ignored (never blocks start).
+    /// A file that was read but cannot be used is moved aside as `….corrupt` first: the
+    /// rule's next save would overwrite it, and with it what it says fired.
     pub fn load(dir: &Path, rule_name: &str) -> RuleState {
         match RuleState::try_load(dir, rule_name) {
             Ok(Some(s)) => s,
             Ok(None) => RuleState::new(),
             Err(err) => {
-                tracing::warn!(rule = rule_name, %err, "ignoring the saved alert state; the rule starts with no state");
+                let aside = match err {
+                    PersistError::Io { .. } => String::new(),
+                    _ => format!(" (the file {})", set_aside(&state_path(dir, rule_name))),
+                };
+                tracing::warn!(rule = rule_name, %err, "ignoring the saved alert state; the rule starts with no state{aside}");
                 RuleState::new()
             }
         }
@@ -986,6 +992,10 @@ mod tests {
             Err(PersistError::Json { .. })
         ));
         assert_eq!(RuleState::load(dir.path(), "r").instance_count(), 0);
+        // Set aside, so that the rule's first save does not erase it.
+        let aside = dir.path().join("r.state.json.corrupt");
+        assert!(!p.exists());
+        assert!(fs::read(&aside).expect("aside").ends_with(b"\"instan"));
         fs::write(&p, b"{\"version\": 99, \"something\": \"else\"}").expect("write");
         let err = RuleState::try_load(dir.path(), "r").unwrap_err();
         assert!(err.to_string().contains("state format 99"), "{err}");
