@@ -155,7 +155,10 @@ pub async fn run(
         };
     let state_dir = cfg.settings.state_dir.clone();
     let rules_dir = cfg.settings.rules_dir.clone();
-    let service = Service::new(cfg, source);
+    let mut service = Service::new(cfg, source);
+    if stream_cfg.is_some() {
+        service.source_back_now();
+    }
     let board = service.board();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     let api = Arc::new(crate::api::Api::new(

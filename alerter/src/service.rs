@@ -529,6 +529,14 @@ impl Service {
         self.route(events);
     }
 
+    /// The source starts now after being down: stream mode, where the alerter is the source
+    /// and its window has a gap for the time it was stopped. Series missing from results
+    /// wait `source_recovery_grace` before going NoData, while the agents re-send what they
+    /// buffered, as after a database outage.
+    pub fn source_back_now(&mut self) {
+        self.source_back_at = Some(self.clock.now_ns());
+    }
+
     /// The source failed a query (`Some(error)`) or answered after failing (`None`): feeds
     /// the `wk_source` state machine. Called for every failed evaluation while it fails (so
     /// `source_outage_after` can pass) and once when it answers again.

@@ -426,3 +426,67 @@ async fn a_restart_in_stream_mode_keeps_the_window() {
     assert!(std::path::Path::new(&aside).exists(), "kept aside");
     stop(daemon).await;
 }
+
+/// Regression: in stream mode the alerter is the source, and its window has a gap for the
+/// time it was stopped. After a restart longer than a rule's range, every known host went
+/// NoData at the first evaluation, before the agents had re-sent what they buffered. Now
+/// NoData waits `source_recovery_grace` from the start, as after a database outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_stream_mode_is_no_nodata_storm() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-for-tests";
+    let port = wk_core::testing::free_port();
+    let (conf, events) = write_alerter_conf(
+        dir.path(),
+        &format!("[stream]\n  listen = \"127.0.0.1:{port}\"\n  token = \"{token}\"\n"),
+    );
+    let conf_text = std::fs::read_to_string(&conf).unwrap();
+    let conf_text = conf_text.replacen(
+        "[alerter]\n",
+        "[alerter]\n  source_recovery_grace = \"4s\"\n",
+        1,
+    );
+    std::fs::write(&conf, conf_text).unwrap();
+    let fresh = r#"
+rule(#{ every: "1s", notify: ["log"] });
+fn check() { query("mem").field("used_percent").range("2s").last().group_by("host").run() }
+"#;
+    std::fs::write(dir.path().join("rules").join("fresh.rhai"), fresh).unwrap();
+    let write = move || {
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "not listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let now = wk_alerter::clock::now_ns();
+        let status = post_write(port, token, &format!("mem,host=a used_percent=10 {now}\n"));
+        assert!(status.contains("204"), "{status}");
+    };
+    let no_data = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"no_data\""))
+            .count()
+    };
+
+    // First run: host a writes every 0.5 s, so the rule knows it (and saves it at the stop).
+    let daemon = Daemon::start(&conf);
+    for _ in 0..6 {
+        tokio::task::spawn_blocking(write).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    daemon.stop(Duration::from_secs(20)).await;
+    assert_eq!(no_data(), 0);
+
+    // Stopped longer than the rule's range: at the start the window holds nothing recent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let daemon = Daemon::start(&conf);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(no_data(), 0, "NoData within the grace after the start");
+    // The agent does not come back: once the grace is over, the host goes NoData.
+    let (within, pause) = (Duration::from_secs(20), Duration::from_millis(100));
+    poll_until_async(within, pause, || no_data() == 1).await;
+    assert_eq!(no_data(), 1);
+    daemon.stop(Duration::from_secs(20)).await;
+}
