@@ -73,6 +73,9 @@ fn health_observation(
     o
 }
 
+/// How far the clock may go back between two looks before the schedule is rebuilt.
+const CLOCK_STEP_BACK: i64 = 2_000_000_000;
+
 /// The next multiple of `every` after `now` (ns).
 fn next_tick(now: i64, every: Duration) -> i64 {
     let e = every.as_nanos().max(1) as i64;
@@ -179,6 +182,8 @@ pub struct Service {
     /// Why the last scan could not read the rules directory; `Some(None)` once it reads
     /// again after failing (so that `wk_rules` recovers), `None` if it never failed.
     rules_dir_error: Option<Option<String>>,
+    /// The clock when due evaluations were last looked for (to notice a step back).
+    last_now: i64,
     meta: RuleState,
     /// The `wk_source` alert: the query source does not answer (whatever the rules'
     /// `error` policy, an outage is one alert on the alerter's own health).
@@ -243,6 +248,7 @@ impl Service {
             engine,
             slots: BTreeMap::new(),
             rules_dir_error: None,
+            last_now: 0,
             meta,
             source_health,
             source_failing: None,
@@ -983,6 +989,23 @@ impl Service {
     /// per rule, no slots shared with other rules) for at most the time limit, so a runaway
     /// rule delays nobody but itself.
     fn start_due(&mut self, now: i64, tx: &mpsc::UnboundedSender<Evaluated>) {
+        // The wall clock stepped back (NTP correcting a clock that ran ahead, `date -s`):
+        // ticks scheduled in the old future would stop every rule for as long as the step,
+        // while the heartbeat (on the monotonic clock) kept saying all is well.
+        if now < self.last_now.saturating_sub(CLOCK_STEP_BACK) {
+            warn!(
+                by = %crate::template::format_duration(Duration::from_nanos(
+                    (self.last_now - now) as u64
+                )),
+                "the system clock stepped back; rules are rescheduled from the new time"
+            );
+            for slot in self.slots.values_mut() {
+                if let Some(rule) = &slot.rule {
+                    slot.next_due = next_tick(now, rule.settings().every);
+                }
+            }
+        }
+        self.last_now = now;
         let limit = self.limits.timeout;
         for (path, slot) in self.slots.iter_mut() {
             let Some(rule) = slot.rule.clone() else {

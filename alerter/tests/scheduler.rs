@@ -30,8 +30,21 @@ impl Clock for JitteryClock {
     }
 }
 
+/// Tokio's time minus a step the test sets (a wall clock set back).
+struct SteppedClock {
+    inner: TokioClock,
+    back: AtomicI64,
+}
+
+impl Clock for SteppedClock {
+    fn now_ns(&self) -> i64 {
+        self.inner.now_ns() - self.back.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Running {
     pub events: mpsc::UnboundedReceiver<AlertEvent>,
+    pub board: Arc<wk_alerter::api::board::Board>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     pub _dir: tempfile::TempDir,
@@ -79,6 +92,7 @@ pub fn start(
         .unwrap_or_else(|e| panic!("config: {:?}", e.errors));
     let mut service = Service::with_clock(cfg, source, clock);
     let events = service.subscribe();
+    let board = service.board();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (_reload_tx, reload_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -94,6 +108,7 @@ pub fn start(
     });
     Running {
         events,
+        board,
         stop,
         task,
         _dir: dir,
@@ -549,6 +564,31 @@ async fn a_second_rule_of_the_same_name_is_refused() {
             .contains("cpu_copy.rhai:2:15: rule name \"cpu\" is already used by"),
         "{}",
         said[0].2
+    );
+    run.stop().await;
+}
+
+/// Regression: evaluations were scheduled on the wall clock, so a clock set back (NTP
+/// correcting a clock that ran ahead) stopped every rule for as long as the step, while the
+/// heartbeat went on. Now the schedule is rebuilt from the new time.
+#[tokio::test(start_paused = true)]
+async fn a_clock_set_back_does_not_stop_the_rules() {
+    let clock = Arc::new(SteppedClock {
+        inner: TokioClock::starting_at(START),
+        back: AtomicI64::new(0),
+    });
+    let run = start(&[("cpu.rhai", NAMED_CPU)], busy_host(), clock.clone(), "");
+    let evaluations =
+        |run: &Running| -> u64 { run.board.get().rules.values().map(|r| r.evaluations).sum() };
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let before = evaluations(&run);
+    assert!(before >= 3, "{before}");
+    clock.back.store(3_600 * SEC, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = evaluations(&run) - before;
+    assert!(
+        after >= 4,
+        "{after} evaluations in the 5 s after the clock went back an hour"
     );
     run.stop().await;
 }
