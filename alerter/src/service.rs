@@ -182,6 +182,8 @@ pub struct Service {
     /// Why the last scan could not read the rules directory; `Some(None)` once it reads
     /// again after failing (so that `wk_rules` recovers), `None` if it never failed.
     rules_dir_error: Option<Option<String>>,
+    /// The rules directory was read since the start.
+    scanned_once: bool,
     /// The clock when due evaluations were last looked for (to notice a step back).
     last_now: i64,
     meta: RuleState,
@@ -248,6 +250,7 @@ impl Service {
             engine,
             slots: BTreeMap::new(),
             rules_dir_error: None,
+            scanned_once: false,
             last_now: 0,
             meta,
             source_health,
@@ -668,7 +671,31 @@ impl Service {
             );
             self.engine.resume(&rearm);
         }
+        // The first scan after a start: a file that does not load has no earlier version to
+        // run any more (that was only in memory). If its wk_rules alert was firing before the
+        // restart, the last thing receivers read was "the last good version keeps running".
+        let retell: Vec<String> = if self.scanned_once {
+            Vec::new()
+        } else {
+            let settings = self.meta_settings();
+            let unrun: BTreeSet<String> = (self.slots.iter())
+                .filter(|(_, s)| s.rule.is_none() && s.broken.is_some())
+                .filter_map(|(p, _)| Some(p.file_name()?.to_string_lossy().into_owned()))
+                .collect();
+            (self.meta.firing_events(&settings, now).into_iter())
+                .filter_map(|e| e.tags.get("file").cloned())
+                .filter(|f| unrun.contains(f))
+                .collect()
+        };
+        self.scanned_once = true;
         self.report_broken(now);
+        if !retell.is_empty() {
+            let settings = self.meta_settings();
+            let events: Vec<AlertEvent> = (self.meta.firing_events(&settings, now).into_iter())
+                .filter(|e| e.tags.get("file").is_some_and(|f| retell.contains(f)))
+                .collect();
+            self.route(events);
+        }
         self.sync_silences(now);
         self.publish(None);
     }

@@ -75,9 +75,19 @@ pub fn start(
     clock: Arc<dyn Clock>,
     extra: &str,
 ) -> Running {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), rules, source, clock, extra)
+}
+
+/// [`start`] in `dir` (a restart: its rules and states as a stopped run left them).
+pub fn start_in(
+    dir: tempfile::TempDir,
+    rules: &[(&str, &str)],
+    source: Arc<dyn QuerySource>,
+    clock: Arc<dyn Clock>,
+    extra: &str,
+) -> Running {
     let rules_dir = dir.path().join("rules");
-    std::fs::create_dir(&rules_dir).unwrap();
+    std::fs::create_dir_all(&rules_dir).unwrap();
     for (name, text) in rules {
         std::fs::write(rules_dir.join(name), text).unwrap();
     }
@@ -589,6 +599,48 @@ async fn a_clock_set_back_does_not_stop_the_rules() {
     assert!(
         after >= 4,
         "{after} evaluations in the 5 s after the clock went back an hour"
+    );
+    run.stop().await;
+}
+
+/// Regression: the last good version of a rule whose file does not load runs only until a
+/// restart. After one, the rule did not run at all, and receivers had last read "the last good
+/// version keeps running" (the wk_rules alert, restored as firing, was not sent again).
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_broken_rule_that_no_longer_runs_is_told_again() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    std::fs::write(
+        run._dir.path().join("rules").join("cpu.rhai"),
+        "fn check( {\n",
+    )
+    .unwrap();
+    let told = next_event(&mut run, 5).await.expect("wk_rules");
+    assert_eq!(
+        (told.kind, told.rule.as_str()),
+        (EventKind::Alert, "wk_rules")
+    );
+    assert!(
+        told.message.contains("the last good version keeps running"),
+        "{}",
+        told.message
+    );
+    let (_, dir) = run.stop_keeping_dir().await;
+
+    let clock = Arc::new(TokioClock::starting_at(START + 60 * SEC));
+    let mut run = start_in(dir, &[], busy_host(), clock, "  reload_interval = \"1s\"\n");
+    let events = events_for(&mut run, 5).await;
+    let said: Vec<(EventKind, &str, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!((said[0].0, said[0].1), (EventKind::Alert, "wk_rules"));
+    assert!(
+        said[0]
+            .2
+            .contains("does not load (no earlier version runs)"),
+        "{}",
+        said[0].2
     );
     run.stop().await;
 }
