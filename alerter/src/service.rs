@@ -116,6 +116,9 @@ struct Slot {
     /// The last scan of the directory did not list the file (it goes at the next that does
     /// not either).
     missing: bool,
+    /// A reloaded version has not returned series yet: its first ones tell whether it groups
+    /// by other tags than the instances it inherited.
+    regroup_check: bool,
 }
 
 /// How an evaluation ended, sent back from the blocking pool.
@@ -813,6 +816,7 @@ impl Service {
             last_elapsed: Duration::ZERO,
             last_error: None,
             missing: false,
+            regroup_check: false,
         });
         slot.text = text;
         // A changed file ends what was said about its last content.
@@ -828,9 +832,11 @@ impl Service {
                     // state is saved under it.
                     info!(rule = %name, was = %old, "rule reloaded under a new name");
                     slot.state.resave();
+                    slot.regroup_check = true;
                     self.forget_state(&old);
                 } else if slot.rule.is_some() {
                     info!(rule = %name, "rule reloaded");
+                    slot.regroup_check = true;
                 } else if let Some(moved) = self.take_renamed(&name, path, listed) {
                     // The file was renamed (`git mv`), the rule was not: the same alerts.
                     info!(rule = %name, file = %path.display(), "rule file renamed; its alerts carry on");
@@ -1229,7 +1235,27 @@ impl Service {
         slot.runaway = runaway;
         let grace = self.config.settings.source_recovery_grace.as_nanos() as i64;
         slot.state.hold_no_data_until = self.source_back_at.map_or(0, |t| t.saturating_add(grace));
-        let events = slot.state.apply(settings, &done.result, done.now);
+        let mut events = Vec::new();
+        if let CycleResult::Observed(obs) = &done.result
+            && current
+            && slot.regroup_check
+            && !obs.is_empty()
+        {
+            // The first series of a reloaded version: instances of tag sets it does not
+            // return (its `group_by` changed) would otherwise go NoData, CRITICAL by default,
+            // until `expire_after`, and keep inhibiting what they inhibit.
+            slot.regroup_check = false;
+            let shapes: BTreeSet<Vec<&String>> =
+                obs.iter().map(|o| o.tags.keys().collect()).collect();
+            let why = "the rule now groups its series by other tags";
+            events = slot.state.retire_where(settings, done.now, why, |tags| {
+                !shapes.contains(&tags.keys().collect::<Vec<_>>())
+            });
+            if !events.is_empty() {
+                info!(rule = %settings.name, closed = events.len(), "{why}: alerts of the old grouping closed");
+            }
+        }
+        events.extend(slot.state.apply(settings, &done.result, done.now));
         sync_inhibitors(&self.router, settings, &slot.state);
         debug!(rule = %settings.name, events = events.len(), "evaluated");
         // What changed is appended to the rule's journal at once; the whole state is written

@@ -645,6 +645,63 @@ async fn after_a_restart_a_broken_rule_that_no_longer_runs_is_told_again() {
     run.stop().await;
 }
 
+/// Regression: a reload that changed a rule's `group_by` left the instances of the old
+/// grouping to go NoData (CRITICAL by default) until `expire_after`, 24 h, inhibiting what
+/// they inhibit. The first series of the new version close them, saying why.
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_regroups_closes_the_old_groups_alerts() {
+    let by = |tags: &str| {
+        format!(
+            r#"
+rule(#{{ every: "1s" }});
+fn check() {{
+    let cpu = query("cpu").field("busy").range("1h").last().group_by({tags}).run();
+    for s in cpu {{ s.crit(s.value > 90.0); }}
+    cpu
+}}
+"#
+        )
+    };
+    let points = format!(
+        "cpu,host=web1,cpu=cpu0 busy=95 {t}\ncpu,host=web1,cpu=cpu1 busy=5 {t}\n",
+        t = START - SEC
+    );
+    let source = Arc::new(MemorySource::from_metrics(
+        &wk_core::lineproto::parse(&points, 0).unwrap(),
+    ));
+    let clock = Arc::new(TokioClock::starting_at(START));
+    let rule = by("\"host\"");
+    let mut run = start(
+        &[("cpu.rhai", &rule)],
+        source,
+        clock,
+        "  reload_interval = \"1s\"\n",
+    );
+    let alert = next_event(&mut run, 10).await.expect("the alert");
+    assert_eq!(alert.id, "cpu:host=web1");
+    let file = run._dir.path().join("rules").join("cpu.rhai");
+    std::fs::write(&file, by("\"host\", \"cpu\"")).unwrap();
+    let events = events_for(&mut run, 5).await;
+    let said: Vec<(EventKind, &str, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.id.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(said.len(), 2, "{said:#?}");
+    assert_eq!(
+        (said[0].0, said[0].1),
+        (EventKind::Recovery, "cpu:host=web1")
+    );
+    assert_eq!(
+        said[0].2,
+        "cpu:host=web1 is closed: the rule now groups its series by other tags"
+    );
+    assert_eq!(
+        (said[1].0, said[1].1),
+        (EventKind::Alert, "cpu:cpu=cpu0,host=web1")
+    );
+    run.stop().await;
+}
+
 /// `evaluation_spread`: rules that share a tick start at offsets of their own (fixed by their
 /// name, within the spread), so they do not all query at once, and are still evaluated as of
 /// the tick: `for`, `repeat` and event times are those of the run without a spread.

@@ -462,12 +462,30 @@ impl RuleState {
     /// heard of it firing, saying why, so no incident stays open forever (Kapacitor leaves it
     /// open). The state is emptied.
     pub fn retire(&mut self, settings: &RuleSettings, now_ns: i64, why: &str) -> Vec<AlertEvent> {
+        // Everything goes: the next save (if any) is a snapshot, not a journal of removals.
+        self.journal.base = false;
+        self.error = None;
+        self.retire_where(settings, now_ns, why, |_| true)
+    }
+
+    /// Like [`RuleState::retire`], for the instances whose tags `gone` says are gone.
+    pub fn retire_where(
+        &mut self,
+        settings: &RuleSettings,
+        now_ns: i64,
+        why: &str,
+        gone: impl Fn(&Tags) -> bool,
+    ) -> Vec<AlertEvent> {
         let templates = Templates::compile_lenient(settings);
         let no_fields = crate::model::Fields::new();
         let mut out = Vec::new();
-        // Everything goes: the next save (if any) is a snapshot, not a journal of removals.
-        self.journal.base = false;
-        for inst in std::mem::take(&mut self.instances).into_values() {
+        let keys: Vec<Tags> = self.instances.keys().filter(|k| gone(k)).cloned().collect();
+        for key in keys {
+            let Some(inst) = self.instances.remove(&key) else {
+                continue;
+            };
+            self.removed.push(key);
+            self.changed = true;
             let heard = inst.sent_level.unwrap_or(inst.notified_level);
             if heard == Level::Ok {
                 continue;
@@ -506,7 +524,6 @@ impl RuleState {
                 category: settings.category.clone(),
             });
         }
-        self.error = None;
         out
     }
 
