@@ -69,7 +69,8 @@ impl Setup {
     }
 
     fn rule(&self, name: &str, text: &str) {
-        // Write then rename, as `git pull` replaces files: the alerter never reads half a file.
+        // Write then rename, as wk-deploy-config installs files: the alerter never reads half
+        // a file. (`git pull` itself unlinks and rewrites: see scheduler's missing-file test.)
         let tmp = self.dir.path().join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.dir.path().join("rules").join(name)).unwrap();
