@@ -119,6 +119,9 @@ struct Slot {
     /// A reloaded version has not returned series yet: its first ones tell whether it groups
     /// by other tags than the instances it inherited.
     regroup_check: bool,
+    /// Why the file's new content does not load, until a second scan reads the same content
+    /// (then it is `broken`).
+    unconfirmed: Option<String>,
 }
 
 /// How an evaluation ended, sent back from the blocking pool.
@@ -763,7 +766,21 @@ impl Service {
         let path = file.path.as_path();
         let (text, compiled) = match file.content {
             Ok(Some(changed)) => changed,
-            Ok(None) => return rearm,
+            Ok(None) => {
+                // Unchanged since a scan found it broken: not a file caught half-written.
+                if let Some(slot) = self.slots.get_mut(path)
+                    && let Some(msg) = slot.unconfirmed.take()
+                {
+                    if slot.rule.is_some() {
+                        error!("{msg} (the last good version keeps running)");
+                    } else {
+                        error!("{msg}");
+                    }
+                    slot.broken = Some(msg);
+                    slot.ok_status = "loads again";
+                }
+                return rearm;
+            }
             Err(e) => {
                 warn!(file = %path.display(), "cannot read rule file: {e}");
                 return rearm;
@@ -817,6 +834,7 @@ impl Service {
             last_error: None,
             missing: false,
             regroup_check: false,
+            unconfirmed: None,
         });
         slot.text = text;
         // A changed file ends what was said about its last content.
@@ -856,15 +874,18 @@ impl Service {
                 slot.version = crate::api::board::version_of(&slot.text);
                 slot.loaded_ns = now;
                 slot.broken = None;
+                slot.unconfirmed = None;
                 slot.failing = None;
                 slot.next_due = next_tick(now, every);
             }
+            Err(msg) if self.scanned_once => {
+                // Reported when the next scan reads the same text: `git pull` writes files in
+                // place, and a scan may read one half-written.
+                debug!(file = %path.display(), "does not load; reported if unchanged at the next scan: {msg}");
+                slot.unconfirmed = Some(msg);
+            }
             Err(msg) => {
-                if slot.rule.is_some() {
-                    error!("{msg} (the last good version keeps running)");
-                } else {
-                    error!("{msg}");
-                }
+                error!("{msg}");
                 slot.broken = Some(msg);
                 slot.ok_status = "loads again";
             }

@@ -502,6 +502,29 @@ async fn a_rule_file_missing_for_one_scan_keeps_its_alerts() {
     run.stop().await;
 }
 
+/// `git pull` writes a changed file in place: a scan may read it half-written. A file that
+/// does not load is reported when the next scan reads the same text; meanwhile the running
+/// version goes on, and nobody is paged for a file caught mid-write.
+#[tokio::test(start_paused = true)]
+async fn a_rule_file_read_half_written_is_no_page() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    let file = run._dir.path().join("rules").join("cpu.rhai");
+    let half = &NAMED_CPU[..NAMED_CPU.len() / 2];
+    std::fs::write(&file, half).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    std::fs::write(&file, NAMED_CPU.replace("90.0", "91.0")).unwrap();
+    let events = events_for(&mut run, 5).await;
+    assert!(events.is_empty(), "{events:#?}");
+    // Left broken, it is reported.
+    std::fs::write(&file, half).unwrap();
+    let told = next_event(&mut run, 5).await.expect("wk_rules");
+    assert_eq!(
+        (told.kind, told.rule.as_str()),
+        (EventKind::Alert, "wk_rules")
+    );
+    run.stop().await;
+}
+
 /// Regression: a scan that could not read the rules directory (NFS, a directory swapped by a
 /// deploy) retired every rule: all alerts closed, their states deleted, and fired again once
 /// the directory was back. Now the rules keep running and `wk_rules` says why.
