@@ -477,6 +477,14 @@ async fn cpu_firing(rules: &[(&str, &str)]) -> Running {
     run
 }
 
+/// Each event as (kind, rule, message).
+fn summarize(events: &[AlertEvent]) -> Vec<(EventKind, &str, &str)> {
+    events
+        .iter()
+        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
+        .collect()
+}
+
 /// What the run sent in `secs` seconds of (paused) time.
 async fn events_for(run: &mut Running, secs: u64) -> Vec<AlertEvent> {
     let mut out = Vec::new();
@@ -535,10 +543,7 @@ async fn an_unreadable_rules_directory_stops_no_rule() {
     let aside = run._dir.path().join("rules.old");
     std::fs::rename(&rules, &aside).unwrap();
     let events = events_for(&mut run, 4).await;
-    let said: Vec<(EventKind, &str, &str)> = events
-        .iter()
-        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
-        .collect();
+    let said = summarize(&events);
     assert_eq!(said.len(), 1, "{said:#?}");
     assert_eq!((said[0].0, said[0].1), (EventKind::Alert, "wk_rules"));
     assert!(
@@ -550,10 +555,7 @@ async fn an_unreadable_rules_directory_stops_no_rule() {
     );
     std::fs::rename(&aside, &rules).unwrap();
     let events = events_for(&mut run, 4).await;
-    let said: Vec<(EventKind, &str, &str)> = events
-        .iter()
-        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
-        .collect();
+    let said = summarize(&events);
     assert_eq!(said.len(), 1, "{said:#?}");
     assert_eq!((said[0].0, said[0].1), (EventKind::Recovery, "wk_rules"));
     assert!(said[0].2.ends_with("can be read again"), "{}", said[0].2);
@@ -585,10 +587,7 @@ async fn a_second_rule_of_the_same_name_is_refused() {
     let rules = run._dir.path().join("rules");
     std::fs::write(rules.join("cpu_copy.rhai"), NAMED_CPU).unwrap();
     let events = events_for(&mut run, 4).await;
-    let said: Vec<(EventKind, &str, &str)> = events
-        .iter()
-        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
-        .collect();
+    let said = summarize(&events);
     assert_eq!(said.len(), 1, "{said:#?}");
     assert_eq!((said[0].0, said[0].1), (EventKind::Alert, "wk_rules"));
     assert!(
@@ -652,10 +651,7 @@ async fn after_a_restart_a_broken_rule_that_no_longer_runs_is_told_again() {
     let clock = Arc::new(TokioClock::starting_at(START + 60 * SEC));
     let mut run = start_in(dir, &[], busy_host(), clock, "  reload_interval = \"1s\"\n");
     let events = events_for(&mut run, 5).await;
-    let said: Vec<(EventKind, &str, &str)> = events
-        .iter()
-        .map(|e| (e.kind, e.rule.as_str(), e.message.as_str()))
-        .collect();
+    let said = summarize(&events);
     assert_eq!(said.len(), 1, "{said:#?}");
     assert_eq!((said[0].0, said[0].1), (EventKind::Alert, "wk_rules"));
     assert!(
