@@ -191,7 +191,8 @@ pub enum Policy {
 pub struct RuleSettings {
     /// The rule's name: the file name without `.rhai` unless the script sets one.
     pub name: String,
-    /// Where `name` is set in the script; `(0, 0)` when it is the file's name.
+    /// Where `name` is set in the script; when it is the file's name, the `rule()` call (or
+    /// 1:1 without one). `(0, 0)` only in settings not loaded from a file.
     pub name_pos: Pos,
     /// How often the rule is evaluated.
     pub every: Duration,

@@ -124,6 +124,19 @@ struct Slot {
     unconfirmed: Option<String>,
 }
 
+impl Slot {
+    /// The file's content does not load, for `msg`: logged, and reported through wk_rules.
+    fn mark_broken(&mut self, msg: String) {
+        if self.rule.is_some() {
+            error!("{msg} (the last good version keeps running)");
+        } else {
+            error!("{msg}");
+        }
+        self.broken = Some(msg);
+        self.ok_status = "loads again";
+    }
+}
+
 /// How an evaluation ended, sent back from the blocking pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -771,13 +784,7 @@ impl Service {
                 if let Some(slot) = self.slots.get_mut(path)
                     && let Some(msg) = slot.unconfirmed.take()
                 {
-                    if slot.rule.is_some() {
-                        error!("{msg} (the last good version keeps running)");
-                    } else {
-                        error!("{msg}");
-                    }
-                    slot.broken = Some(msg);
-                    slot.ok_status = "loads again";
+                    slot.mark_broken(msg);
                 }
                 return rearm;
             }
@@ -797,14 +804,8 @@ impl Service {
                 .map_err(|((l, c), e)| format!("{}:{l}:{c}: {e}", path.display()))?;
             // Alerts, state files and silences are keyed by the rule's name.
             let name = &rule.settings().name;
-            if let Some(other) = self.slots.iter().find_map(|(p, s)| {
-                let same = s.rule.as_ref()?.settings().name == *name;
-                (same && p != path && listed.contains(p)).then_some(p)
-            }) {
-                let (l, c) = match rule.settings().name_pos {
-                    (0, 0) => (1, 1),
-                    at => at,
-                };
+            if let Some(other) = self.other_slot_named(name, path, true, listed) {
+                let (l, c) = rule.settings().name_pos;
                 return Err(format!(
                     "{}:{l}:{c}: rule name {name:?} is already used by {}: alerts and their \
                      state are kept by rule name; give this rule a name of its own",
@@ -884,11 +885,7 @@ impl Service {
                 debug!(file = %path.display(), "does not load; reported if unchanged at the next scan: {msg}");
                 slot.unconfirmed = Some(msg);
             }
-            Err(msg) => {
-                error!("{msg}");
-                slot.broken = Some(msg);
-                slot.ok_status = "loads again";
-            }
+            Err(msg) => slot.mark_broken(msg),
         }
         rearm
     }
@@ -902,11 +899,23 @@ impl Service {
         path: &Path,
         listed: &BTreeSet<PathBuf>,
     ) -> Option<RuleState> {
-        let old = self.slots.iter().find_map(|(p, s)| {
-            let same = s.rule.as_ref()?.settings().name == name;
-            (same && p != path && !listed.contains(p)).then(|| p.clone())
-        })?;
+        let old = self.other_slot_named(name, path, false, listed)?.clone();
         self.slots.remove(&old).map(|s| s.state)
+    }
+
+    /// The file, other than `path`, whose running rule is called `name`, among the files the
+    /// scan listed (`listed_now`) or those it did not.
+    fn other_slot_named(
+        &self,
+        name: &str,
+        path: &Path,
+        listed_now: bool,
+        listed: &BTreeSet<PathBuf>,
+    ) -> Option<&PathBuf> {
+        self.slots.iter().find_map(|(p, s)| {
+            let same = s.rule.as_ref()?.settings().name == name;
+            (same && p != path && listed.contains(p) == listed_now).then_some(p)
+        })
     }
 
     /// Deletes a rule's saved state (the rule is gone, or goes on under another name).
@@ -919,7 +928,7 @@ impl Service {
 
     /// Feeds the `wk_rules` state machine one observation per rule file.
     fn report_broken(&mut self, now: i64) {
-        let observations = self
+        let mut observations: Vec<Observation> = self
             .slots
             .iter()
             .map(|(path, slot)| {
@@ -952,8 +961,7 @@ impl Service {
                 );
                 o
             })
-            .collect::<Vec<_>>();
-        let mut observations = observations;
+            .collect();
         if let Some(e) = &self.rules_dir_error {
             let dir = format!("{}/", self.config.settings.rules_dir.display());
             let status = match e {

@@ -257,14 +257,14 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         Some((map, pos)) => settings::build(&map, &default_name, text, pos)
             .map_err(|e| err(RuleErrorKind::Settings, Some(e.pos), e.message))?,
     };
+    let mut settings = settings;
+    if settings.name_pos == (0, 0) {
+        settings.name_pos = call_pos;
+    }
     if let Some(why) = settings::reserved(&settings.name) {
-        let pos = match settings.name_pos {
-            (0, 0) => call_pos,
-            at => at,
-        };
         return Err(err(
             RuleErrorKind::Settings,
-            Some(pos),
+            Some(settings.name_pos),
             format!(
                 "rule name {:?} {why}: name the rule otherwise (rule(#{{ name: \"...\" }}), or \
                  the file)",
