@@ -41,6 +41,63 @@ async fn free_port_names_and_stops_the_real_holder() {
     assert_eq!(probe.healthy, Some(true), "{probe:?}");
 }
 
+/// Nothing held the port: nothing was done, and the probe does not call that a recovery
+/// (with `verify = "auto"` the rule's query decides).
+#[tokio::test]
+async fn free_port_on_a_free_port_claims_no_recovery() {
+    let port = free_port();
+    let a = action("free_port", &[("port", &port.to_string())], &[]);
+    let ctx = Ctx::local();
+    let done = a.run(&ctx).await;
+    assert!(done.before.contains("not held"), "{done:?}");
+    let probe = a.probe(&ctx).await;
+    assert_eq!(probe.healthy, None, "{probe:?}");
+    assert!(probe.after.contains("nothing was stopped"), "{probe:?}");
+}
+
+/// A pid from a tag is checked before anything is stopped: never the alerter (here, the test
+/// process) or one of its ancestors, and, with `name`, only a process of that name (a pid
+/// reused by another program since the point was written is left alone). The probe of a
+/// restart by pid: the old pid is gone and, with `name`, another process of that name runs.
+#[tokio::test]
+async fn restart_process_by_pid_spares_the_alerter_and_checks_the_name() {
+    let ctx = Ctx::local();
+    let me = std::process::id().to_string();
+    let parent = std::os::unix::process::parent_id().to_string();
+    for pid in [&me, &parent] {
+        let done = action("restart_process", &[("pid", pid)], &[])
+            .run(&ctx)
+            .await;
+        assert!(
+            done.before.contains("no matching process"),
+            "pid {pid}: {done:?}"
+        );
+    }
+    let mut target = spawn(&["sleep", "600"]);
+    let other = spawn(&["sleep", "601"]);
+    let pid = target.id().to_string();
+    let done = action("restart_process", &[("pid", &pid), ("name", "nginx")], &[])
+        .run(&ctx)
+        .await;
+    assert!(done.before.contains("no matching process"), "{done:?}");
+    assert!(target.try_wait().unwrap().is_none(), "a sleep is no nginx");
+    let a = action("restart_process", &[("pid", &pid), ("name", "sleep")], &[]);
+    let done = a.run(&ctx).await;
+    assert!(done.before.contains(&format!("pid {pid}")), "{done:?}");
+    assert!(!target.wait().unwrap().success(), "stopped");
+    let probe = a.probe(&ctx).await;
+    assert_eq!(probe.healthy, Some(true), "{probe:?}");
+    assert!(
+        probe.after.contains(&format!("pid {pid} gone")),
+        "{probe:?}"
+    );
+    assert!(
+        probe.after.contains(&format!("{}", other.id())),
+        "{probe:?}"
+    );
+    reap(other);
+}
+
 #[tokio::test]
 async fn restart_process_restarts_a_real_server() {
     let port = free_port();
@@ -292,13 +349,13 @@ fn check() {
     .unwrap();
     let now = wk_alerter::clock::now_ns();
     let data = Arc::new(MemorySource::new());
-    for host in ["localhost", "web2"] {
+    for host in ["localhost", "web2", "web3"] {
         data.push(&svc_point(host, 0.0, now - 5_000_000_000));
     }
     let source: Arc<dyn QuerySource> = data.clone();
     let engine = Engine::new(
         ActionsConfig {
-            local_hosts: vec!["web2".into()],
+            local_hosts: vec!["localhost".into(), "web2".into(), "web3".into()],
             ..ActionsConfig::default()
         },
         dir.path().into(),
@@ -309,19 +366,31 @@ fn check() {
         settings: rule.settings().clone(),
         rule: Some(Arc::new(rule)),
     }]);
-    for host in ["localhost", "web2"] {
+    for host in ["localhost", "web2", "web3"] {
         let mut e = event(&[("host", host)]);
         e.rule = "svc".into();
         e.id = format!("svc:host={host}");
         engine.handle(&[e]);
     }
-    // The action "fixes" localhost: once it started, the data says the service is up.
-    started(&engine, "localhost").await;
+    // The action "fixes" localhost: once it started, the data says the service is up. web2's
+    // data after the action says it is still down; web3 sends nothing after the action, and
+    // its last point (from before) is no verdict either way.
+    for host in ["localhost", "web2"] {
+        started(&engine, host).await;
+    }
     data.push(&svc_point("localhost", 1.0, wk_alerter::clock::now_ns()));
-    poll_until_async(SECS_20, PAUSE, || engine.results().len() >= 2).await;
+    data.push(&svc_point("web2", 0.0, wk_alerter::clock::now_ns()));
+    poll_until_async(SECS_20, PAUSE, || engine.results().len() >= 3).await;
     let results = engine.results();
     let by_host = |h: &str| results.iter().find(|r| r.host == h).unwrap().clone();
-    let (fixed, broken) = (by_host("localhost"), by_host("web2"));
+    let (fixed, broken, silent) = (by_host("localhost"), by_host("web2"), by_host("web3"));
+    assert!(!silent.recovered, "{silent:?}");
+    assert!(
+        silent
+            .after
+            .contains("rule query: no data since the action"),
+        "{silent:?}"
+    );
     assert_eq!(fixed.status, "ran");
     assert!(fixed.recovered, "{fixed:?}");
     assert!(fixed.after.contains("rule query: recovered"), "{fixed:?}");

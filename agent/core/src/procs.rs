@@ -52,6 +52,21 @@ pub struct ProcsError {
     pub source: procfs::ProcError,
 }
 
+/// Telegraf's process name (procstat's `process_name` tag): `comm`, or the basename of
+/// argv[0] when comm was cut at 15 bytes and argv[0]'s basename starts with it.
+pub fn process_name(comm: &str, cmdline: &[String]) -> String {
+    if comm.len() >= 15
+        && let Some(base) = cmdline
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .map(|b| b.to_string_lossy().into_owned())
+        && base.starts_with(comm)
+    {
+        return base;
+    }
+    comm.to_owned()
+}
+
 fn read_one(p: &ProcfsProcess) -> Option<Process> {
     let stat = p.stat().ok()?;
     let page = procfs::page_size();

@@ -10,7 +10,9 @@ pub use crate::model::RawArg;
 /// The type of one argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgKind {
-    /// A systemd unit name: `nginx`, `nginx.service`, `getty@tty1.service`.
+    /// A systemd service: `nginx`, `nginx.service`, `getty@tty1.service`. Other unit types
+    /// (`reboot.target`, `home.mount`, `user.slice`…) are refused: a tag value must not be
+    /// able to restart a target or unmount a filesystem.
     Unit,
     /// A docker container name or id: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
     Container,
@@ -40,7 +42,9 @@ impl ArgKind {
     /// What a value of this kind looks like, for messages.
     pub fn describe(self) -> String {
         match self {
-            ArgKind::Unit => "a systemd unit name (letters, digits, `:_.@-`)".into(),
+            ArgKind::Unit => {
+                "a systemd service name (letters, digits, `:_.@-`; no other unit type)".into()
+            }
             ArgKind::Container => "a container name ([A-Za-z0-9][A-Za-z0-9_.-]*)".into(),
             ArgKind::Port => "a TCP port (1-65535)".into(),
             ArgKind::Pid => "a process id (an integer > 1)".into(),
@@ -125,7 +129,12 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
         return bad(why);
     }
     let ok = match kind {
-        ArgKind::Unit => chars_ok(v, ":_.@-"),
+        ArgKind::Unit => {
+            if let Some(kind) = other_unit_type(v) {
+                return bad(&format!("a .{kind} unit, not a service"));
+            }
+            chars_ok(v, ":_.@-")
+        }
         ArgKind::Container => chars_ok(v, "_.-"),
         ArgKind::Port => {
             return match v.parse::<u32>() {
@@ -165,6 +174,25 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
     } else {
         bad("character not allowed")
     }
+}
+
+/// The unit type of `v` when it names a unit that is not a service (`systemctl` adds
+/// `.service` to a name without a unit type's suffix).
+fn other_unit_type(v: &str) -> Option<&str> {
+    const OTHERS: &[&str] = &[
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    ];
+    let (_, suffix) = v.rsplit_once('.')?;
+    OTHERS.contains(&suffix).then_some(suffix)
 }
 
 /// Compiles a `pattern`: a regular expression that must not match the empty string (it would
@@ -305,6 +333,15 @@ mod tests {
     #[test]
     fn ordinary_values_pass() {
         assert!(check(ArgKind::Unit, "getty@tty1.service").is_ok());
+        assert!(check(ArgKind::Unit, "nginx").is_ok());
+        assert!(
+            check(ArgKind::Unit, "my.app").is_ok(),
+            "systemctl adds .service"
+        );
+        for unit in ["reboot.target", "home.mount", "user.slice", "docker.socket"] {
+            let e = check(ArgKind::Unit, unit).unwrap_err();
+            assert!(e.contains("not a service"), "{unit}: {e}");
+        }
         assert!(check(ArgKind::Container, "web_db-1.2").is_ok());
         assert!(check(ArgKind::Port, "8080").is_ok());
         assert!(check(ArgKind::Port, "0").is_err());

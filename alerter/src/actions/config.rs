@@ -6,7 +6,8 @@
 //!   dry_run = false                       # true: log and report what would run, run nothing
 //!   scripts_dir = "/etc/watchkeeper/scripts"
 //!   audit_log = "/var/lib/wk-alerter/actions.log"
-//!   record = ["influx_actions"]           # notifiers that get one event per action (wk_actions)
+//!   record = ["ops-webhook"]              # other notifiers that get one event per result
+//!                                         # (wk_actions goes to InfluxDB by record_influxdb)
 //!   local_hosts = ["web1"]                # host tag values that mean "this host" (+ hostname)
 //!
 //! [[actions.ssh]]
@@ -48,7 +49,8 @@ pub struct ActionsConfig {
     /// Notifier names that get one event per action result (an influxdb notifier with
     /// `measurement = "wk_actions"` gives Grafana its panel).
     pub record: Vec<String>,
-    /// Host tag values meaning this host (the hostname and `localhost` are always in).
+    /// Host tag values meaning this host (the hostname is always in; `localhost` only when
+    /// listed).
     pub local_hosts: Vec<String>,
     pub proc_root: PathBuf,
     pub passwd: PathBuf,
@@ -116,7 +118,9 @@ impl ActionsConfig {
         let Some(h) = host.filter(|h| !h.is_empty()) else {
             return Ok(Host::Local);
         };
-        if h == "localhost" || h == hostname() || self.local_hosts.iter().any(|l| l == h) {
+        // Not `localhost`: an agent that could not learn its name reports it, from any
+        // machine. The alerter's own host name, or the names the operator lists, only.
+        if h == hostname() || self.local_hosts.iter().any(|l| l == h) {
             return Ok(Host::Local);
         }
         if let Some(s) = self.ssh.iter().find(|s| s.host == h) {

@@ -86,6 +86,10 @@ enum Told {
     /// The alert was not sent: the report will carry it. Released as it was if no report
     /// comes out of an attempt (busy target, cooldown, spent budget).
     Held(Box<AlertEvent>),
+    /// Held, and the recovery came while an attempt was under way. If the report then says
+    /// "not recovered", the recovery follows it (the last word is the data's); if no report
+    /// comes, neither was ever news.
+    Recovering(Box<AlertEvent>),
     /// A report said "recovered": the state machine's recovery would repeat it.
     Recovered,
 }
@@ -133,7 +137,7 @@ fn recorder(c: &ActionsConfig) -> Option<Recorder> {
 
 impl Engine {
     /// Loads the guard-rail state from `state_dir`; actions that were in flight when the
-    /// alerter stopped are reported as interrupted (and not retried).
+    /// alerter stopped are reported as interrupted (they count as an attempt).
     pub fn new(
         config: ActionsConfig,
         state_dir: PathBuf,
@@ -242,18 +246,7 @@ impl Engine {
         if !firing {
             return self.owned(&key, e, false);
         }
-        let actions: Vec<ActionRule> = {
-            let rules = read(&self.inner.rules);
-            let Some(r) = rules.get(&e.rule) else {
-                return false;
-            };
-            r.settings
-                .actions
-                .iter()
-                .filter(|a| e.level >= a.on)
-                .cloned()
-                .collect()
-        };
+        let actions = self.actions_for(e);
         if actions.is_empty() {
             lock(&self.inner.told).remove(&key);
             return false;
@@ -279,18 +272,43 @@ impl Engine {
         held
     }
 
+    /// The actions the loaded rule of `e` takes at `e`'s level; none when actions are
+    /// disabled or the rule is gone (read again before each attempt: a reload that disables
+    /// actions, removes them or turns on a dry run applies to episodes already running).
+    fn actions_for(&self, e: &AlertEvent) -> Vec<ActionRule> {
+        if !read(&self.inner.config).enabled {
+            return Vec::new();
+        }
+        read(&self.inner.rules)
+            .get(&e.rule)
+            .map_or_else(Vec::new, |r| {
+                r.settings
+                    .actions
+                    .iter()
+                    .filter(|a| e.level >= a.on)
+                    .cloned()
+                    .collect()
+            })
+    }
+
     /// Whether the notification of `e`, for an instance the engine knows, is the engine's.
     fn owned(&self, key: &(String, String), e: &AlertEvent, firing: bool) -> bool {
         let mut told = lock(&self.inner.told);
         match told.get(key) {
             // A repeat while the report is being prepared: the report says it.
             Some(Told::Held(_)) if firing => true,
-            // Recovered before any report: never announced, so its recovery is not either.
-            // Data that stops is news of its own (NoData) and goes out.
+            // Recovered before any report: never announced, so its recovery is not either,
+            // unless a report comes after all (see `Told::Recovering`). Data that stops is
+            // news of its own (NoData) and goes out.
+            Some(Told::Held(_)) if e.kind == EventKind::Recovery => {
+                told.insert(key.clone(), Told::Recovering(Box::new(e.clone())));
+                true
+            }
             Some(Told::Held(_)) => {
                 told.remove(key);
-                e.kind == EventKind::Recovery
+                false
             }
+            Some(Told::Recovering(_)) => !firing,
             // The report said "recovered": the recovery is no news, nor is the series going
             // away (the restarted process has a new pid, the old one's series stops). Still
             // firing (a repeat, a level change) is news, and a new attempt.
@@ -302,19 +320,29 @@ impl Engine {
         }
     }
 
-    /// Sends an alert held back for a report that did not come out of an attempt.
+    /// Sends an alert held back for a report that did not come out of an attempt (one that
+    /// recovered meanwhile was never news: dropped with its recovery).
     fn release(&self, rule: &str, id: &str) {
         let key = (rule.to_owned(), id.to_owned());
         let held = {
             let mut told = lock(&self.inner.told);
             match told.get(&key) {
-                Some(Told::Held(_)) => told.remove(&key),
+                Some(Told::Held(_) | Told::Recovering(_)) => told.remove(&key),
                 _ => None,
             }
         };
         if let Some(Told::Held(e)) = held {
             info!(rule = %e.rule, id = %e.id, "no action report this time: the alert is sent as it is");
             self.inner.router.dispatch(vec![*e]);
+        }
+    }
+
+    /// An instance that recovered before any report: nothing about it was told.
+    fn forget(&self, rule: &str, id: &str) {
+        let key = (rule.to_owned(), id.to_owned());
+        let mut told = lock(&self.inner.told);
+        if matches!(told.get(&key), Some(Told::Recovering(_))) {
+            told.remove(&key);
         }
     }
 
@@ -343,7 +371,7 @@ impl Engine {
     async fn instance(
         self,
         mut rx: watch::Receiver<Option<AlertEvent>>,
-        actions: Vec<ActionRule>,
+        mut actions: Vec<ActionRule>,
         fault_ns: i64,
         detected_ns: i64,
     ) {
@@ -352,16 +380,29 @@ impl Engine {
         };
         let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
         let mut due = fault_ns + after.as_nanos() as i64;
-        // Diagnosis actions already run in this episode (by index in `actions`).
-        let mut diagnosed = std::collections::HashSet::new();
+        // Actions done with for this episode (by index in `actions`): diagnoses, dry runs,
+        // refusals, nothing to do. Only repairs that ran are tried again.
+        let mut finished = std::collections::HashSet::new();
         loop {
             if !self.wait(&mut rx, due).await {
                 info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
+                self.forget(&first.rule, &first.id);
                 return;
             }
             let Some(event) = rx.borrow().clone() else {
+                self.forget(&first.rule, &first.id);
                 return;
             };
+            let now_actions = self.actions_for(&event);
+            if now_actions.is_empty() {
+                info!(rule = %event.rule, id = %event.id, "actions disabled or removed by a reload; this episode stops");
+                self.release(&event.rule, &event.id);
+                return;
+            }
+            if now_actions != actions {
+                actions = now_actions;
+                finished.clear();
+            }
             let now = self.now();
             if let Some(why) = self.inner.router.mute_reason(&event, now) {
                 info!(rule = %event.rule, id = %event.id, "actions paused: {why}");
@@ -377,7 +418,7 @@ impl Engine {
                 continue;
             }
             let next = self
-                .attempt(&event, &actions, fault_ns, detected_ns, &mut diagnosed)
+                .attempt(&event, &actions, fault_ns, detected_ns, &mut finished)
                 .await;
             self.release(&event.rule, &event.id);
             match next {
@@ -394,7 +435,7 @@ impl Engine {
         actions: &[ActionRule],
         fault_ns: i64,
         detected_ns: i64,
-        diagnosed: &mut std::collections::HashSet<usize>,
+        finished: &mut std::collections::HashSet<usize>,
     ) -> Next {
         let cfg = read(&self.inner.config).clone();
         let host_tag = event.tags.get("host").cloned().unwrap_or_default();
@@ -409,8 +450,13 @@ impl Engine {
         let mut order: Vec<(usize, &ActionRule)> = actions.iter().enumerate().collect();
         order.sort_by_key(|(_, a)| !super::find(&a.action).is_some_and(|s| s.diagnosis));
         for (idx, a) in order {
-            if diagnosed.contains(&idx) {
+            if finished.contains(&idx) {
                 continue;
+            }
+            if !read(&self.inner.config).enabled {
+                info!(rule = %event.rule, id = %event.id, "actions disabled by a reload; the attempt stops");
+                stop = true;
+                break;
             }
             let now = self.now();
             let mut r = ActionResult {
@@ -438,7 +484,7 @@ impl Engine {
                     r.status = "refused".into();
                     r.stderr = m;
                     results.push(r);
-                    stop = true;
+                    finished.insert(idx);
                     continue;
                 }
             };
@@ -467,12 +513,12 @@ impl Engine {
                 info!(rule = %event.rule, id = %event.id, action = %a.action, "dry run: {}", r.did);
                 r.finished_ns = now;
                 results.push(r);
-                stop = true;
+                finished.insert(idx);
                 continue;
             }
             if spec.diagnosis {
                 // A report, not a repair: once per episode, no budget, nothing to verify.
-                diagnosed.insert(idx);
+                finished.insert(idx);
                 info!(rule = %event.rule, id = %event.id, action = %a.action, args = %r.args,
                       on = %r.ran_on, "running diagnosis");
                 let done = action.run(&ctx).await;
@@ -509,6 +555,14 @@ impl Engine {
                     r.finished_ns = end;
                     if !done.ok {
                         warn!(rule = %event.rule, action = %a.action, "action failed: {}", r.stderr);
+                    }
+                    if done.nothing_to_do {
+                        // Nothing changed: nothing to verify, no repair to claim, no reason
+                        // to try it again in this episode.
+                        r.status = "nothing_to_do".into();
+                        finished.insert(idx);
+                        results.push(r);
+                        continue;
                     }
                     let next = end + a.cooldown.as_nanos() as i64;
                     retry_at = Some(retry_at.map_or(next, |t| t.max(next)));
@@ -549,7 +603,12 @@ impl Engine {
         if !ran.is_empty() {
             let settle = actions.iter().map(|a| a.settle).max().unwrap_or_default();
             tokio::time::sleep(settle).await;
-            let query = self.query_recovered(event, actions).await;
+            let since = ran
+                .iter()
+                .map(|(i, ..)| results[*i].started_ns)
+                .min()
+                .unwrap_or_default();
+            let (query, query_says) = self.query_recovered(event, actions, since).await;
             let mut all = true;
             for (i, idx, action, ctx) in &ran {
                 // By position: two actions of one kind may verify differently.
@@ -570,16 +629,11 @@ impl Engine {
                     (Verify::Auto, Some(p), _) => p,
                     (Verify::Auto, None, q) => q.unwrap_or(false),
                 };
-                if let Some(q) = query {
-                    let s = if q {
-                        "rule query: recovered"
-                    } else {
-                        "rule query: still firing"
-                    };
+                if !query_says.is_empty() {
                     r.after = if r.after.is_empty() {
-                        s.to_owned()
+                        query_says.to_owned()
                     } else {
-                        format!("{}; {s}", r.after)
+                        format!("{}; {query_says}", r.after)
                     };
                 }
                 r.recovered = recovered;
@@ -639,45 +693,59 @@ impl Engine {
         }
     }
 
-    /// Re-runs the rule: `Some(true)` when the instance's series is back below every
-    /// action's `on` level, `None` when the rule or a source is not available.
-    async fn query_recovered(&self, event: &AlertEvent, actions: &[ActionRule]) -> Option<bool> {
+    /// Re-runs the rule: `Some(true)` when the instance's series has data from after the
+    /// action (`since_ns`) and is back below every action's `on` level, `Some(false)` when it
+    /// still fires; `None` when the rule or a source is not available, when the series is
+    /// gone from the answer (an agent down is no recovery) or its last point predates the
+    /// action (a `last()` still sees the point that fired). The text says which, for the
+    /// report (empty when the query was not asked).
+    async fn query_recovered(
+        &self,
+        event: &AlertEvent,
+        actions: &[ActionRule],
+        since_ns: i64,
+    ) -> (Option<bool>, &'static str) {
         if !actions
             .iter()
             .any(|a| matches!(a.verify, Verify::Query | Verify::Both | Verify::Auto))
         {
-            return None;
+            return (None, "");
         }
-        let source = self.inner.source.clone()?;
-        let rule = self
-            .inner
-            .rules
-            .read()
-            .ok()?
-            .get(&event.rule)?
-            .rule
-            .clone()?;
+        let Some(source) = self.inner.source.clone() else {
+            return (None, "");
+        };
+        let rule = read(&self.inner.rules)
+            .get(&event.rule)
+            .and_then(|r| r.rule.clone());
+        let Some(rule) = rule else {
+            return (None, "");
+        };
         let on = actions
             .iter()
             .map(|a| a.on)
             .min()
             .unwrap_or(Level::Critical);
         let now = self.now();
-        let result = tokio::task::spawn_blocking(move || Recheck::evaluate(&*rule, &source, now))
-            .await
-            .ok()?;
-        let CycleResult::Observed(obs) = result else {
-            return None;
+        let result =
+            tokio::task::spawn_blocking(move || Recheck::evaluate(&*rule, &source, now)).await;
+        let Ok(CycleResult::Observed(obs)) = result else {
+            return (None, "rule query: failed");
         };
-        let level = obs
-            .iter()
-            .find(|o| {
-                o.tags.iter().all(|(k, v)| event.tags.get(k) == Some(v)) && !o.tags.is_empty()
-                    || o.tags == event.tags
-            })
-            .map(|o| crate::state::determine_level(Level::Ok, &o.levels))
-            .unwrap_or(Level::Ok);
-        Some(level < on)
+        let Some(o) = obs.iter().find(|o| {
+            o.tags.iter().all(|(k, v)| event.tags.get(k) == Some(v)) && !o.tags.is_empty()
+                || o.tags == event.tags
+        }) else {
+            return (None, "rule query: the series is gone (no verdict)");
+        };
+        // Aggregates are stamped with the evaluation time (0: unknown): fresh either way.
+        if o.time != 0 && o.time < since_ns {
+            return (None, "rule query: no data since the action (no verdict)");
+        }
+        if crate::state::determine_level(Level::Ok, &o.levels) < on {
+            (Some(true), "rule query: recovered")
+        } else {
+            (Some(false), "rule query: still firing")
+        }
     }
 
     fn record(&self, r: &ActionResult) {
@@ -755,15 +823,22 @@ impl Engine {
             .filter(|r| r.status == "ran")
             .all(|r| r.recovered)
             && results.iter().any(|r| r.status == "ran");
-        {
+        // A recovery that came during the attempt: no news if the report says "recovered",
+        // else it follows the report.
+        let recovery = {
             let key = (event.rule.clone(), event.id.clone());
             let mut told = lock(&self.inner.told);
-            if recovered {
-                told.insert(key, Told::Recovered);
-            } else {
-                told.remove(&key);
+            let before = told.remove(&key);
+            match before {
+                Some(Told::Recovering(r)) => Some(r).filter(|_| !recovered),
+                _ => {
+                    if recovered {
+                        told.insert(key, Told::Recovered);
+                    }
+                    None
+                }
             }
-        }
+        };
         if notify.is_empty() {
             return;
         }
@@ -789,6 +864,10 @@ impl Engine {
             category: None,
         };
         self.inner.router.dispatch_reports(vec![e]);
+        if let Some(r) = recovery {
+            info!(rule = %r.rule, id = %r.id, "the alert recovered while its actions ran: the recovery follows the report");
+            self.inner.router.dispatch(vec![*r]);
+        }
     }
 
     fn report_interrupted(&self) {
@@ -810,7 +889,7 @@ impl Engine {
                 host: f.host.clone(),
                 status: "interrupted".into(),
                 did: format!(
-                    "{}({}) was running when the alerter stopped (started {}); its outcome is unknown and it is not retried automatically",
+                    "{}({}) was running when the alerter stopped (started {}); its outcome is unknown. If the alert still fires after the restart, its actions go on within their budget",
                     f.action,
                     f.args,
                     crate::template::format_rfc3339(f.started_ns)
@@ -889,6 +968,7 @@ fn report_subject(event: &AlertEvent, results: &[ActionResult], recovered: bool)
                 "ran" => "not recovered",
                 "diagnosed" => "diagnosis",
                 "dry_run" => "dry run",
+                "nothing_to_do" => "nothing to do",
                 "refused" => "refused",
                 "gave_up" => "gave up",
                 "interrupted" => "interrupted",

@@ -101,6 +101,9 @@ pub struct Done {
     pub stderr: String,
     /// Whether the action did what it meant to (not yet whether the fault is gone).
     pub ok: bool,
+    /// It found nothing to do (`free_port`: nobody held the port): nothing to verify, and
+    /// no claim that it repaired anything (status `nothing_to_do`).
+    pub nothing_to_do: bool,
     /// The commands run, as argv.
     pub commands: Vec<Vec<String>>,
 }
@@ -218,7 +221,8 @@ pub struct ActionResult {
     pub host: String,
     /// `local` or `user@address:port`.
     pub ran_on: String,
-    /// `ran`, `dry_run`, `refused` (bad argument), `skipped` (guard rail), `interrupted`.
+    /// `ran`, `nothing_to_do`, `diagnosed`, `dry_run`, `refused` (bad argument), `gave_up`
+    /// (budget spent), `interrupted`.
     pub status: String,
     pub before: String,
     pub did: String,

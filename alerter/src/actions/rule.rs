@@ -301,8 +301,12 @@ fn check_literal(spec: &ArgSpec, v: &RawArg) -> Result<(), String> {
 
 /// Renders a `pattern`: the rule's text is a regular expression; each `{{…}}` value from the
 /// alert (untrusted) must be a plain command-line word ([`super::args::check_pattern_value`])
-/// and goes in escaped, so it matches literally (a tag `.*` cannot match every process).
+/// and goes in escaped, so it matches literally (a tag `.*` cannot match every process), and
+/// as whole words: where the value begins or ends with a letter or digit that the rule's
+/// text does not continue, a word boundary is added, so a tag `s` or `py` cannot match
+/// inside every command line that has the letters.
 fn render_pattern(text: &str, data: &TemplateData<'_>) -> Result<String, String> {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let mut out = String::new();
     let mut rest = text;
     while let Some(i) = rest.find("{{") {
@@ -315,8 +319,12 @@ fn render_pattern(text: &str, data: &TemplateData<'_>) -> Result<String, String>
             .map_err(|e| format!("{piece:?}: {e}"))?
             .render(data);
         super::args::check_pattern_value(&value)?;
-        out.push_str(&regex::escape(&value));
         rest = &rest[i + j + 2..];
+        let before = !word(out.chars().last()) && word(value.chars().next());
+        let after = !word(rest.chars().next()) && word(value.chars().last());
+        out.push_str(if before { r"\b" } else { "" });
+        out.push_str(&regex::escape(&value));
+        out.push_str(if after { r"\b" } else { "" });
     }
     out.push_str(rest);
     Ok(out)
@@ -424,6 +432,24 @@ mod tests {
         let re = regex::Regex::new(args.get("pattern").unwrap()).unwrap();
         assert!(re.is_match("/opt/app --name web.1 --port 80"));
         assert!(!re.is_match("/opt/app --name webX1"), "the dot is literal");
+        // A value is matched as whole words: a short tag cannot match inside every command
+        // line, while the rule's own text may continue a word.
+        a.args
+            .insert("pattern".into(), RawArg::One("{{tags.svc}}".into()));
+        let re = |a: &ActionRule, v: &str| {
+            regex::Regex::new(a.render(&event(v)).unwrap().get("pattern").unwrap()).unwrap()
+        };
+        assert!(!re(&a, "s").is_match("/usr/sbin/sshd -D"));
+        assert!(re(&a, "sshd").is_match("/usr/sbin/sshd -D"));
+        assert!(!re(&a, "web").is_match("/opt/webapp"));
+        assert!(re(&a, "/opt/web").is_match("/opt/web --port 1"));
+        a.args
+            .insert("pattern".into(), RawArg::One("^worker{{tags.svc}} ".into()));
+        assert!(
+            re(&a, "3").is_match("worker3 --x"),
+            "the rule's text continues the word"
+        );
+        assert!(!re(&a, "3").is_match("worker31 --x"));
         for bad in [".*", "$(id)", "a|b", "--all", "x\ny", "(", ""] {
             let e = a.render(&event(bad)).unwrap_err();
             assert!(e.contains("refused"), "{bad:?}: {e}");

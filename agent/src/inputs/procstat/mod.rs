@@ -355,21 +355,6 @@ fn status_word(state: char) -> String {
     .to_owned()
 }
 
-/// Telegraf's process name: `comm`, or the basename of argv[0] when comm was cut at 15 bytes
-/// and argv[0]'s basename starts with it.
-fn process_name(comm: &str, cmdline: &[String]) -> String {
-    if comm.len() >= 15
-        && let Some(base) = cmdline
-            .first()
-            .and_then(|a| Path::new(a).file_name())
-            .map(|b| b.to_string_lossy().into_owned())
-        && base.starts_with(comm)
-    {
-        return base;
-    }
-    comm.to_owned()
-}
-
 /// `smaps_rollup` lines `Name:   123 kB` → (name, kB).
 pub fn parse_smaps_rollup(text: &str) -> Vec<(&str, u64)> {
     text.lines()
@@ -450,7 +435,7 @@ impl Input for Procstat {
             let name = self
                 .process_name
                 .clone()
-                .unwrap_or_else(|| process_name(&stat.comm, &cmdline));
+                .unwrap_or_else(|| wk_core::procs::process_name(&stat.comm, &cmdline));
             if name.is_empty() {
                 continue;
             }
@@ -783,6 +768,7 @@ mod tests {
 
     #[test]
     fn long_names_come_from_argv0_as_telegraf_does() {
+        use wk_core::procs::process_name;
         let argv = vec!["/usr/local/bin/very-long-daemon-name".to_owned()];
         assert_eq!(process_name("very-long-daem", &argv), "very-long-daem");
         assert_eq!(

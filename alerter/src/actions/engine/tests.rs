@@ -285,3 +285,91 @@ async fn the_report_is_the_one_message_of_an_incident() {
         .args(["-f", &nonce])
         .status();
 }
+
+/// `[actions] enabled = false` by a reload stops the episodes already running: no more
+/// attempts after the next cooldown (they went on to the end of their budget).
+#[tokio::test(start_paused = true)]
+async fn disabling_actions_stops_running_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 1).await;
+    e.set_config(ActionsConfig {
+        enabled: false,
+        ..ActionsConfig::default()
+    });
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    let st: Vec<String> = e.results().iter().map(|r| r.status.clone()).collect();
+    assert_eq!(st, ["ran"], "no attempt after actions were disabled");
+}
+
+/// An action refused (a tag value that does not fit) is reported once; the rule's other
+/// repairs are still retried within their budget (the refusal used to end the episode).
+#[tokio::test(start_paused = true)]
+async fn a_refused_action_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = ActionRule {
+        action: "restart_service".into(),
+        ..ActionRule::default()
+    };
+    bad.args
+        .insert("unit".into(), RawArg::One("{{tags.service}}".into()));
+    let e = engine(dir.path(), vec![bad, never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[("service", "a;b")])]);
+    settle(&e, 4).await;
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    let st: Vec<String> = e.results().iter().map(|r| r.status.clone()).collect();
+    assert_eq!(st, ["refused", "ran", "ran", "gave_up"]);
+}
+
+/// The alert recovers while its action runs, and the verification then says "not
+/// recovered": the report goes out, and the recovery after it (it was swallowed, and the
+/// last message people had was the CRITICAL report).
+#[tokio::test(start_paused = true)]
+async fn a_recovery_during_an_attempt_follows_a_not_recovered_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.log");
+    let toml = format!("[[notifiers.log]]\nname = \"log\"\nfile = {log:?}\n");
+    let (plan, _) = crate::notify::load_str("wk.conf", &toml, &|_| None).unwrap();
+    let router = Router::start(plan);
+    let e = Engine::new(
+        ActionsConfig::default(),
+        dir.path().to_owned(),
+        router.clone(),
+        None,
+    );
+    let mut a = never_recovers();
+    a.after = Duration::ZERO;
+    e.set_rules([RuleEntry {
+        settings: RuleSettings {
+            name: "r".into(),
+            notify: vec!["log".into()],
+            actions: vec![a],
+            ..RuleSettings::default()
+        },
+        rule: None,
+    }]);
+    let mut alert = event("r", Level::Critical, &[]);
+    alert.notify = vec!["log".into()];
+    assert_eq!(e.handle(&[alert]), [true], "held for the report");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ok = recovery("r");
+    ok.notify = vec!["log".into()];
+    assert_eq!(e.handle(&[ok]), [true], "held until the report is out");
+    settle(&e, 1).await;
+    assert!(!e.results()[0].recovered);
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        sent = router
+            .history()
+            .iter()
+            .map(|d| (d.id.clone(), d.kind.clone()))
+            .collect();
+        if sent.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<&str> = sent.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["r:x:actions", "r:x"], "{sent:?}");
+}

@@ -76,7 +76,7 @@ impl Action for FreePort {
                 .iter()
                 .map(|p| describe_process(p, &users))
                 .collect();
-            self.verdict(&left, &now)
+            self.verdict(&old, &left, &now)
         })
     }
 
@@ -112,6 +112,7 @@ impl FreePort {
         if holders.is_empty() {
             d.before = format!("port {} is not held by any process", self.port);
             d.did = "nothing to stop".into();
+            d.nothing_to_do = true;
             return None;
         }
         let who: Vec<&str> = holders.iter().map(|(_, w)| w.as_str()).collect();
@@ -123,9 +124,27 @@ impl FreePort {
         Some(pids)
     }
 
-    /// The probe's verdict: healthy once none of the stopped pids (`left`) runs; `now`
-    /// describes who holds the port now.
-    fn verdict(&self, left: &[i32], now: &[String]) -> Probe {
+    /// The probe's verdict: healthy once none of the stopped pids (`old`) runs (`left`: those
+    /// still running); `now` describes who holds the port now. When nobody held the port,
+    /// nothing was done and the probe has no verdict: the fault lies elsewhere, and only the
+    /// rule's query can say whether it is gone.
+    fn verdict(&self, old: &[i32], left: &[i32], now: &[String]) -> Probe {
+        if old.is_empty() {
+            let after = if now.is_empty() {
+                format!("port {} was not held: nothing was stopped", self.port)
+            } else {
+                format!(
+                    "port {} was not held when the action ran; now held by {}",
+                    self.port,
+                    now.join("; ")
+                )
+            };
+            return Probe {
+                after,
+                healthy: None,
+                ..Probe::default()
+            };
+        }
         let after = match (left.is_empty(), now.is_empty()) {
             (false, _) => format!("still running: {left:?}"),
             (true, true) => format!("port {} is free", self.port),
@@ -193,6 +212,6 @@ impl FreePort {
             .filter(|pid| procs.iter().any(|p| p.pid == *pid && p.alive()))
             .collect();
         let now: Vec<String> = holders.iter().map(RemoteProc::describe).collect();
-        self.verdict(&left, &now)
+        self.verdict(old, &left, &now)
     }
 }

@@ -26,6 +26,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec::new(
         ArgSpec::optional("pid", ArgKind::Pid),
         ArgSpec::optional("start", ArgKind::Argv),
         ArgSpec::optional("port", ArgKind::Port),
+        ArgSpec::optional("name", ArgKind::Word),
     ],
     build,
 )
@@ -41,6 +42,7 @@ fn build(a: &Args) -> Box<dyn Action> {
         pid: a.get("pid").and_then(|p| p.parse().ok()),
         start: a.list("start").to_vec(),
         port: a.get("port").and_then(|p| p.parse().ok()),
+        name: a.get("name").map(str::to_owned),
         stopped: Mutex::new(Vec::new()),
         started: Mutex::new(None),
     })
@@ -63,17 +65,19 @@ pub struct RestartProcess {
     pub start: Vec<String>,
     /// When set, the probe also checks that this TCP port on 127.0.0.1 answers.
     pub port: Option<u16>,
+    /// The process's name must be this (Telegraf's `process_name`: `comm`, or argv[0]'s
+    /// basename): a pid from a tag may have been reused by another program since the point
+    /// was written, or be crafted.
+    pub name: Option<String>,
     stopped: Mutex<Vec<i32>>,
     /// What `start` started, watched until the probe.
     started: Mutex<Option<Arc<StartWatch>>>,
 }
 
-/// Processes whose command line matches `pattern`, without the alerter and its ancestors
-/// (whose command lines may well match too: a test runner, a shell).
-pub fn matching(proc_root: &std::path::Path, pattern: &Regex) -> Vec<wk_core::procs::Process> {
-    let Ok(all) = wk_core::procs::list(proc_root) else {
-        return Vec::new();
-    };
+/// The alerter's own pid and its ancestors' (up to, not including, init): never stopped,
+/// whatever a pattern or a pid from a tag says (a test runner, a shell, sshd, the
+/// supervisor).
+fn ours(all: &[wk_core::procs::Process]) -> Vec<i32> {
     let mut ours = vec![std::process::id() as i32];
     let by_pid: std::collections::HashMap<i32, i32> = all.iter().map(|p| (p.pid, p.ppid)).collect();
     let mut p = std::process::id() as i32;
@@ -84,10 +88,49 @@ pub fn matching(proc_root: &std::path::Path, pattern: &Regex) -> Vec<wk_core::pr
         ours.push(pp);
         p = pp;
     }
+    ours
+}
+
+/// The processes that may be stopped, by `pattern` or by `pid` (both: the pid, if it
+/// matches), named `name` if given: never the alerter or its ancestors, init, kernel
+/// threads or zombies.
+pub fn candidates(
+    proc_root: &std::path::Path,
+    pattern: Option<&Regex>,
+    pid: Option<i32>,
+    name: Option<&str>,
+) -> Vec<wk_core::procs::Process> {
+    let Ok(all) = wk_core::procs::list(proc_root) else {
+        return Vec::new();
+    };
+    let ours = ours(&all);
     all.into_iter()
-        .filter(|p| p.pid > 1 && !ours.contains(&p.pid) && p.state != 'Z')
-        .filter(|p| cmdline_matches(pattern, &p.cmdline))
+        .filter(|p| p.pid > 1 && !ours.contains(&p.pid) && p.state != 'Z' && !p.cmdline.is_empty())
+        .filter(|p| selected(pattern, pid, name, p.pid, &p.comm, &p.cmdline))
         .collect()
+}
+
+/// Processes whose command line matches `pattern` (see [`candidates`]).
+pub fn matching(proc_root: &std::path::Path, pattern: &Regex) -> Vec<wk_core::procs::Process> {
+    candidates(proc_root, Some(pattern), None, None)
+}
+
+/// Whether one process (pid, comm, argv) is the action's target.
+fn selected(
+    pattern: Option<&Regex>,
+    pid: Option<i32>,
+    name: Option<&str>,
+    p_pid: i32,
+    comm: &str,
+    cmdline: &[String],
+) -> bool {
+    let by = match (pattern, pid) {
+        (Some(re), pid) => cmdline_matches(re, cmdline) && pid.is_none_or(|pid| pid == p_pid),
+        (None, Some(pid)) => p_pid == pid,
+        // Only the probe asks by name alone (a rule gives a pattern or a pid).
+        (None, None) => name.is_some(),
+    };
+    by && name.is_none_or(|n| wk_core::procs::process_name(comm, cmdline) == n)
 }
 
 /// What became of a started process: its exit status once it died, and the end of its
@@ -162,16 +205,12 @@ pub(crate) fn spawn_detached(
 impl RestartProcess {
     async fn run_local(&self, ctx: &Ctx) -> Done {
         let users = wk_core::procs::user_names(&ctx.passwd);
-        let mut procs = match (&self.pattern, self.pid) {
-            (Some(pat), _) => matching(&ctx.proc_root, pat),
-            (None, Some(pid)) => wk_core::procs::get(&ctx.proc_root, pid)
-                .into_iter()
-                .collect(),
-            (None, None) => Vec::new(),
-        };
-        if let (Some(_), Some(pid)) = (&self.pattern, self.pid) {
-            procs.retain(|p| p.pid == pid);
-        }
+        let procs = candidates(
+            &ctx.proc_root,
+            self.pattern.as_ref(),
+            self.pid,
+            self.name.as_deref(),
+        );
         let described: Vec<String> = procs.iter().map(|p| describe_process(p, &users)).collect();
         let mut d = Done {
             before: before(&described),
@@ -230,13 +269,26 @@ impl Action for RestartProcess {
             }
             let users = wk_core::procs::user_names(&ctx.passwd);
             let mut v = Verdict::default();
-            if let Some(pat) = &self.pattern {
-                let now: Vec<String> = matching(&ctx.proc_root, pat)
-                    .iter()
-                    .filter(|p| !old.contains(&p.pid))
-                    .map(|p| describe_process(p, &users))
-                    .collect();
+            if self.pattern.is_some() || self.name.is_some() {
+                let now: Vec<String> = candidates(
+                    &ctx.proc_root,
+                    self.pattern.as_ref(),
+                    None,
+                    self.name.as_deref(),
+                )
+                .iter()
+                .filter(|p| !old.contains(&p.pid))
+                .map(|p| describe_process(p, &users))
+                .collect();
                 v.processes(&now);
+            }
+            if self.pattern.is_none() {
+                let left: Vec<i32> = old
+                    .iter()
+                    .copied()
+                    .filter(|p| super::alive(&ctx.proc_root, *p))
+                    .collect();
+                v.stopped(&old, &left);
             }
             if let Some(port) = self.port {
                 v.port(port, port_answers(port).await);
@@ -306,6 +358,23 @@ impl Verdict {
         self.healthy = Some(!now.is_empty());
     }
 
+    /// The stopped pids (`old`; those still running: `left`), for a restart by pid: healthy
+    /// once they are gone. Nothing stopped is no verdict.
+    fn stopped(&mut self, old: &[i32], left: &[i32]) {
+        if old.is_empty() {
+            self.after.push("nothing was stopped".to_owned());
+            return;
+        }
+        if left.is_empty() {
+            let pids: Vec<String> = old.iter().map(i32::to_string).collect();
+            self.after.push(format!("pid {} gone", pids.join(", ")));
+            self.healthy = Some(self.healthy.unwrap_or(true));
+        } else {
+            self.after.push(format!("still running: {left:?}"));
+            self.healthy = Some(false);
+        }
+    }
+
     /// A check that could not be made: unhealthy.
     fn failed(&mut self, why: String) {
         self.after.push(why);
@@ -348,13 +417,16 @@ impl RestartProcess {
     fn select<'p>(&self, procs: &'p [RemoteProc]) -> Vec<&'p RemoteProc> {
         procs
             .iter()
-            .filter(|p| p.pid > 1 && p.alive())
-            .filter(|p| match (&self.pattern, self.pid) {
-                (Some(re), pid) => {
-                    cmdline_matches(re, &p.cmdline) && pid.is_none_or(|pid| pid == p.pid)
-                }
-                (None, Some(pid)) => p.pid == pid,
-                (None, None) => false,
+            .filter(|p| p.pid > 1 && p.alive() && !p.cmdline.is_empty())
+            .filter(|p| {
+                selected(
+                    self.pattern.as_ref(),
+                    self.pid,
+                    self.name.as_deref(),
+                    p.pid,
+                    &p.comm,
+                    &p.cmdline,
+                )
             })
             .collect()
     }
@@ -424,17 +496,36 @@ impl RestartProcess {
 
     async fn probe_remote(&self, ctx: &Ctx, ssh: &SshHost, old: &[i32]) -> Probe {
         let mut v = Verdict::default();
-        if self.pattern.is_some() {
+        if self.pattern.is_some() || self.name.is_some() || self.pid.is_some() {
             let r = remote::call::<RemoteProc>(ctx, ssh, &Call::Procs).await;
             match r.rows {
                 Ok(all) => {
-                    let now: Vec<String> = self
-                        .select(&all)
-                        .into_iter()
-                        .filter(|p| !old.contains(&p.pid))
-                        .map(RemoteProc::describe)
-                        .collect();
-                    v.processes(&now);
+                    if self.pattern.is_some() || self.name.is_some() {
+                        let now: Vec<String> = all
+                            .iter()
+                            .filter(|p| p.pid > 1 && p.alive() && !old.contains(&p.pid))
+                            .filter(|p| {
+                                selected(
+                                    self.pattern.as_ref(),
+                                    None,
+                                    self.name.as_deref(),
+                                    p.pid,
+                                    &p.comm,
+                                    &p.cmdline,
+                                )
+                            })
+                            .map(RemoteProc::describe)
+                            .collect();
+                        v.processes(&now);
+                    }
+                    if self.pattern.is_none() {
+                        let left: Vec<i32> = old
+                            .iter()
+                            .copied()
+                            .filter(|pid| all.iter().any(|p| p.pid == *pid && p.alive()))
+                            .collect();
+                        v.stopped(old, &left);
+                    }
                 }
                 Err(e) => v.failed(format!("could not list the processes: {e}")),
             }
