@@ -58,6 +58,9 @@ pub struct ActionsConfig {
     pub grace: Duration,
     pub max_output_bytes: usize,
     pub ssh: Vec<SshHost>,
+    /// How started services and operator scripts run on this host (`launch`: `auto` is
+    /// `systemd-run` when the alerter is a systemd service and `systemd-run` is installed).
+    pub launch: super::Launch,
     /// Write one `wk_actions` point per result to InfluxDB (default true).
     pub record_influxdb: bool,
     /// `record_url`, `record_database`, `record_measurement`, `record_username`,
@@ -98,6 +101,7 @@ impl Default for ActionsConfig {
             record_influxdb: true,
             record_options: RecordOptions::default(),
             record_target: None,
+            launch: super::Launch::Direct,
         }
     }
 }
@@ -130,6 +134,17 @@ impl ActionsConfig {
             "host {h:?} is neither this host ({:?}, local_hosts) nor in [[actions.ssh]]: not acting on it",
             hostname()
         ))
+    }
+}
+
+/// `launch = "auto"`: `systemd-run` when this process is a systemd service (systemd sets
+/// `INVOCATION_ID`) and `systemd-run` is installed, else direct.
+fn auto_launch() -> super::Launch {
+    let service = std::env::var_os("INVOCATION_ID").is_some_and(|v| !v.is_empty());
+    if service && super::host::local_has("systemd-run") {
+        super::Launch::SystemdRun
+    } else {
+        super::Launch::Direct
     }
 }
 
@@ -168,6 +183,14 @@ pub fn load(
     c.passwd = o.string("passwd", "/etc/passwd").into();
     c.grace = o.duration("grace", d.grace);
     c.max_output_bytes = o.size("max_output_bytes", d.max_output_bytes as u64) as usize;
+    c.launch = match o
+        .choice("launch", "auto", &["auto", "systemd-run", "direct"])
+        .as_str()
+    {
+        "systemd-run" => super::Launch::SystemdRun,
+        "direct" => super::Launch::Direct,
+        _ => auto_launch(),
+    };
     c.record_influxdb = o.bool("record_influxdb", true);
     c.record_options = RecordOptions {
         url: o.string("record_url", ""),

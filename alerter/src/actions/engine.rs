@@ -502,6 +502,7 @@ impl Engine {
                 timeout: a.timeout,
                 grace: cfg.grace,
                 max_output: cfg.max_output_bytes,
+                launch: cfg.launch,
             };
             if a.dry_run || cfg.dry_run {
                 r.status = "dry_run".into();

@@ -181,6 +181,44 @@ pub async fn run(host: &Host, argv: &[String], timeout: Duration, max_output: us
     out
 }
 
+/// The argv that runs `argv` as the transient systemd service `unit` (`systemd-run`): in its
+/// own cgroup, outside the alerter's sandbox. `wait`: run it to the end with its output and
+/// exit status piped back (`--wait --pipe`), stopped by systemd after that long
+/// (`RuntimeMaxSec`: killing `systemd-run` alone would leave it running); `None`: start it
+/// and return (a service; it stays loaded if it fails, for `systemctl status`).
+pub fn systemd_run(unit: &str, argv: &[String], wait: Option<Duration>) -> Vec<String> {
+    let mut v: Vec<String> = ["systemd-run", "--quiet", "--unit", unit]
+        .map(String::from)
+        .into();
+    if let Some(t) = wait {
+        v.extend([
+            "--wait".into(),
+            "--pipe".into(),
+            "--collect".into(),
+            format!("--property=RuntimeMaxSec={}ms", t.as_millis().max(1)),
+        ]);
+    }
+    v.push("--".into());
+    v.extend(argv.iter().cloned());
+    v
+}
+
+/// A unit name for something the alerter launches: `wk-<what>-<ns>` (`what`: letters,
+/// digits, `_.-`; anything else becomes `_`).
+pub fn unit_name(what: &str) -> String {
+    let what: String = what
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("wk-{what}-{}.service", crate::clock::now_ns())
+}
+
 /// Whether `program` is on `PATH` (local only; remote hosts answer with an exit status).
 pub fn local_has(program: &str) -> bool {
     let path = std::env::var_os("PATH")
@@ -224,6 +262,32 @@ mod tests {
         assert_eq!(v[dd + 1], "10.0.0.5");
         assert_eq!(v[dd + 2], "'systemctl' 'restart' '--' 'it'\\''s'");
         assert_eq!(v.len(), dd + 3);
+    }
+
+    #[test]
+    fn systemd_run_argv() {
+        let argv: Vec<String> = vec!["/opt/app".into(), "--serve".into()];
+        assert_eq!(
+            systemd_run("wk-start-1.service", &argv, None),
+            [
+                "systemd-run",
+                "--quiet",
+                "--unit",
+                "wk-start-1.service",
+                "--",
+                "/opt/app",
+                "--serve"
+            ]
+        );
+        let w = systemd_run("u.service", &argv, Some(Duration::from_secs(30)));
+        assert!(w.contains(&"--wait".to_owned()) && w.contains(&"--pipe".to_owned()));
+        assert!(w.contains(&"--property=RuntimeMaxSec=30000ms".to_owned()));
+        assert_eq!(w[w.len() - 3..], ["--", "/opt/app", "--serve"]);
+        let u = unit_name("script-a b/c");
+        assert!(
+            u.starts_with("wk-script-a_b_c-") && u.ends_with(".service"),
+            "{u}"
+        );
     }
 
     #[tokio::test]

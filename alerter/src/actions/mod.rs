@@ -65,6 +65,22 @@ pub struct Ctx {
     pub grace: Duration,
     /// Output kept per command.
     pub max_output: usize,
+    /// How started services and operator scripts run on this host.
+    pub launch: Launch,
+}
+
+/// How local commands that must live outside the alerter run: a service `restart_process`
+/// starts (`start`) and operator scripts (`run_script`). `[actions] launch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Launch {
+    /// As the alerter's children: in its cgroup (stopping or restarting the alerter's unit
+    /// kills them) and under its sandbox (no write+execute memory, its capability bounding
+    /// set, read-only /proc/sys…). Right when the alerter runs outside systemd.
+    #[default]
+    Direct,
+    /// As transient systemd services (`systemd-run`): their own cgroup, the system's
+    /// defaults rather than the alerter's sandbox, their output in the journal.
+    SystemdRun,
 }
 
 impl Ctx {
@@ -78,6 +94,7 @@ impl Ctx {
             timeout: Duration::from_secs(30),
             grace: Duration::from_secs(5),
             max_output: 4096,
+            launch: Launch::Direct,
         }
     }
 

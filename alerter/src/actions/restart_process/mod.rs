@@ -45,6 +45,7 @@ fn build(a: &Args) -> Box<dyn Action> {
         name: a.get("name").map(str::to_owned),
         stopped: Mutex::new(Vec::new()),
         started: Mutex::new(None),
+        started_unit: Mutex::new(None),
     })
 }
 
@@ -72,6 +73,8 @@ pub struct RestartProcess {
     stopped: Mutex<Vec<i32>>,
     /// What `start` started, watched until the probe.
     started: Mutex<Option<Arc<StartWatch>>>,
+    /// The transient unit `start` runs as (`launch = "systemd-run"`), watched until the probe.
+    started_unit: Mutex<Option<String>>,
 }
 
 /// The alerter's own pid and its ancestors' (up to, not including, init): never stopped,
@@ -152,6 +155,9 @@ impl StartWatch {
     }
 }
 
+/// The environment a started service keeps from the alerter's.
+const KEPT_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ"];
+
 /// Starts `argv` detached (own process group, stdin and stdout on /dev/null) and reaps it
 /// when it exits; its stderr is drained for as long as it runs, keeping the last
 /// `max_output` bytes.
@@ -171,6 +177,15 @@ pub(crate) fn spawn_detached(
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    // Not the alerter's secrets (INFLUX_PASSWORD, SMTP_PASSWORD… from its environment
+    // file): a login-like environment only.
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let k_str = k.to_string_lossy();
+        if KEPT_ENV.contains(&k_str.as_ref()) || k_str.starts_with("LC_") {
+            cmd.env(&k, v);
+        }
+    }
     crate::memory::for_child(cmd.as_std_mut());
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
@@ -226,7 +241,28 @@ impl RestartProcess {
             .map(|(p, how)| format!("pid {p}: {how}"))
             .collect();
         d.ok = true;
-        if !self.start.is_empty() {
+        if !self.start.is_empty() && ctx.launch == super::Launch::SystemdRun {
+            // Its own cgroup, outside the alerter's sandbox: a restart of the alerter does
+            // not kill it, and it may map JIT memory or bind port 80.
+            let unit = super::host::unit_name("start");
+            let argv = super::host::systemd_run(&unit, &self.start, None);
+            let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let o = ctx.cmd(&refs).await;
+            d.main_command(&o);
+            if o.ok() {
+                did.push(format!(
+                    "started {:?} as {unit} (journalctl -u {unit})",
+                    self.start.join(" ")
+                ));
+                if let Ok(mut s) = self.started_unit.lock() {
+                    *s = Some(unit);
+                }
+            } else {
+                d.stderr = o.excerpt(ctx.max_output);
+                did.push(format!("could not start {:?}", self.start.join(" ")));
+            }
+            d.ok = o.ok();
+        } else if !self.start.is_empty() {
             d.commands.push(self.start.clone());
             match spawn_detached(&self.start, ctx.max_output) {
                 Ok((pid, watch)) => {
@@ -310,6 +346,10 @@ impl Action for RestartProcess {
                 probe.healthy = Some(false);
                 probe.exit_status = Some(code);
                 probe.stderr = err;
+            }
+            let unit = self.started_unit.lock().ok().and_then(|u| u.clone());
+            if let Some(unit) = unit {
+                unit_failed(ctx, &unit, &mut probe).await;
             }
             probe
         })
@@ -398,6 +438,27 @@ impl Verdict {
             ..Probe::default()
         }
     }
+}
+
+/// A started transient unit that failed says so in the probe: its state, exit status and
+/// last journal lines (a unit that is running, or exited 0 after daemonizing, is no news).
+async fn unit_failed(ctx: &Ctx, unit: &str, probe: &mut Probe) {
+    use super::restart_service::{journal_argv, show_argv};
+    let show = ctx.cmd(&show_argv(unit)).await;
+    let get = |k: &str| {
+        show.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    if get("ActiveState") != Some("failed") {
+        return;
+    }
+    probe.after = format!("{}; {unit} failed", probe.after);
+    probe.healthy = Some(false);
+    probe.exit_status = get("ExecMainStatus").and_then(|s| s.parse().ok());
+    let journal = ctx.cmd(&journal_argv(unit)).await;
+    probe.stderr = super::last_lines(journal.stdout.trim(), 20);
 }
 
 /// Whether 127.0.0.1:`port` accepts a TCP connection within a second.
@@ -541,6 +602,28 @@ impl RestartProcess {
 
 #[cfg(test)]
 mod tests {
+    /// A started service gets a login-like environment, not the alerter's (whose environment
+    /// file holds its secrets). Cargo's variables stand in for them here.
+    #[tokio::test]
+    async fn a_started_process_does_not_inherit_the_alerters_environment() {
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "run by cargo"
+        );
+        let argv: Vec<String> = ["/bin/sh", "-c", "env >&2"].map(String::from).into();
+        let watch = super::spawn_detached(&argv, 1 << 16).unwrap().1;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let env = loop {
+            if let Some((_, env)) = watch.exited() {
+                break env;
+            }
+            assert!(std::time::Instant::now() < deadline, "did not exit");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+        assert!(!env.contains("CARGO_"), "{env}");
+    }
+
     /// A started service does not run with the alerter's memory settings: the alerter turns
     /// transparent huge pages off for itself (`memory::tune`) and the flag survives exec.
     #[tokio::test]

@@ -77,6 +77,12 @@ impl Action for RunScript {
             };
             let mut argv = vec![path.display().to_string()];
             argv.extend(self.args.iter().cloned());
+            if ctx.host == Host::Local && ctx.launch == super::Launch::SystemdRun {
+                // Outside the alerter's sandbox: a script that drops caches needs a
+                // writable /proc/sys, one that restarts things its own capabilities.
+                let unit = super::host::unit_name(&format!("script-{}", self.name));
+                argv = super::host::systemd_run(&unit, &argv, Some(ctx.timeout));
+            }
             let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
             let o = ctx.cmd(&refs).await;
             d.main_command(&o);
