@@ -536,12 +536,19 @@ impl Engine {
                 continue;
             }
             let target = format!("{host_tag}|{}|{}", a.action, r.args);
-            let decision =
-                lock(&self.inner.guard).decide(&target, now, a.max_attempts, a.window, a.cooldown);
+            // Decided and begun under one lock: two instances acting on one target (one
+            // host, two rules) cannot both be told Go.
+            let decision = {
+                let mut g = lock(&self.inner.guard);
+                let d = g.decide(&target, now, a.max_attempts, a.window, a.cooldown);
+                if let Decision::Go { attempt } = d {
+                    r.attempt = attempt;
+                    self.begin(&mut g, &target, now, event, &r);
+                }
+                d
+            };
             match decision {
                 Decision::Go { attempt } => {
-                    r.attempt = attempt;
-                    self.begin(&target, now, event, &r);
                     info!(rule = %event.rule, id = %event.id, action = %a.action, args = %r.args,
                           on = %r.ran_on, attempt, "running action");
                     let done = action.run(&ctx).await;
@@ -661,9 +668,8 @@ impl Engine {
         }
     }
 
-    fn begin(&self, target: &str, now: i64, event: &AlertEvent, r: &ActionResult) {
+    fn begin(&self, g: &mut Guard, target: &str, now: i64, event: &AlertEvent, r: &ActionResult) {
         let notify = self.rule_notify(&event.rule).unwrap_or_default();
-        let mut g = lock(&self.inner.guard);
         g.begin(
             target,
             now,
@@ -678,7 +684,7 @@ impl Engine {
                 tags: event.tags.clone(),
             },
         );
-        self.save(&g);
+        self.save(g);
     }
 
     fn end(&self, target: &str, now: i64) {

@@ -299,11 +299,12 @@ impl ActionResult {
     }
 }
 
-/// Sends `sig` to `pid`; false when the process is gone or not ours to signal.
-pub(crate) fn signal(pid: i32, sig: rustix::process::Signal) -> bool {
+/// Sends `sig` to `pid`: `Err(ESRCH)` when the process is gone, `Err(EPERM)` when it is not
+/// ours to signal.
+pub(crate) fn signal(pid: i32, sig: rustix::process::Signal) -> rustix::io::Result<()> {
     match rustix::process::Pid::from_raw(pid) {
-        Some(p) if pid > 1 => rustix::process::kill_process(p, sig).is_ok(),
-        _ => false,
+        Some(p) if pid > 1 => rustix::process::kill_process(p, sig),
+        _ => Err(rustix::io::Errno::INVAL),
     }
 }
 
@@ -317,9 +318,18 @@ pub(crate) fn alive(proc_root: &std::path::Path, pid: i32) -> bool {
 pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for &pid in pids {
-        if !signal(pid, rustix::process::Signal::TERM) {
-            out.push((pid, "gone before SIGTERM".to_owned()));
-            continue;
+        match signal(pid, rustix::process::Signal::TERM) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::SRCH) => {
+                out.push((pid, "gone before SIGTERM".to_owned()));
+                continue;
+            }
+            // Still running: a failure, not "gone" (the alerter lacks CAP_KILL for another
+            // user's process, see docs/packaging.md).
+            Err(e) => {
+                out.push((pid, format!("NOT stopped: SIGTERM refused ({e})")));
+                continue;
+            }
         }
         out.push((pid, String::new()));
     }
@@ -341,7 +351,7 @@ pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)
         if tokio::time::Instant::now() >= deadline {
             for (p, how) in out.iter_mut() {
                 if how.is_empty() {
-                    signal(*p, rustix::process::Signal::KILL);
+                    let _ = signal(*p, rustix::process::Signal::KILL);
                     *how = format!(
                         "SIGKILL after {} (ignored SIGTERM)",
                         crate::template::format_duration(ctx.grace)

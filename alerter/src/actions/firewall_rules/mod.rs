@@ -1,12 +1,13 @@
-//! `firewall_rules`: lists the firewall rules that mention a port, from whichever of nft,
-//! iptables or ufw exists (tried in that order), changing nothing.
+//! `firewall_rules`: lists the firewall rules that mention a port, from each of nft,
+//! iptables and ufw that answers (an empty nft ruleset says nothing of rules loaded with
+//! iptables-legacy), changing nothing.
 
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done};
 
 /// Registry entry.
 pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     "firewall_rules",
-    "List the firewall rules for a port (nft, iptables or ufw, whichever exists); changes nothing",
+    "List the firewall rules for a port (each of nft, iptables and ufw that answers); changes nothing",
     &[ArgSpec::required("port", ArgKind::Port)],
     build,
 )
@@ -60,26 +61,33 @@ impl Action for FirewallRules {
                 ok: false,
                 ..Done::default()
             };
+            // Every tool that answers: an empty nft ruleset says nothing of rules loaded
+            // with iptables-legacy, nor ufw of either.
             let mut tried = Vec::new();
+            let mut found = Vec::new();
             for (name, argv) in TOOLS {
                 let o = ctx.cmd(argv).await;
                 d.commands.push(o.argv.clone());
-                if o.ok() {
-                    let rules = rules_for_port(&o.stdout, self.port);
-                    d.ok = true;
-                    d.exit_status = o.code;
-                    d.before = if rules.is_empty() {
-                        format!("{name}: no rule mentions port {}", self.port)
-                    } else {
-                        format!("{name} rules for port {}:\n{}", self.port, rules.join("\n"))
-                    };
-                    d.did = "reported (nothing changed)".into();
-                    return d;
+                if !o.ok() {
+                    tried.push(format!("{name}: {}", o.excerpt(200)));
+                    continue;
                 }
-                tried.push(format!("{name}: {}", o.excerpt(200)));
+                d.ok = true;
+                d.exit_status = o.code;
+                let rules = rules_for_port(&o.stdout, self.port);
+                found.push(if rules.is_empty() {
+                    format!("{name}: no rule mentions port {}", self.port)
+                } else {
+                    format!("{name} rules for port {}:\n{}", self.port, rules.join("\n"))
+                });
             }
-            d.stderr = format!("no firewall tool answered: {}", tried.join("; "));
-            d.did = "nothing (no nft, iptables or ufw)".into();
+            if !d.ok {
+                d.stderr = format!("no firewall tool answered: {}", tried.join("; "));
+                d.did = "nothing (no nft, iptables or ufw)".into();
+                return d;
+            }
+            d.before = found.join("\n");
+            d.did = "reported (nothing changed)".into();
             d
         })
     }
