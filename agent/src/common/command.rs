@@ -1,5 +1,8 @@
 //! Running a helper program without a shell: argv only, stdin closed, both pipes drained on
-//! their own threads (a chatty child never blocks on a full pipe), killed after a time limit.
+//! their own threads (a chatty child never blocks on a full pipe), killed after a time limit
+//! with its whole process group (a wrapper script's children would otherwise keep the pipes
+//! open, and the read waiting, past the limit), in the C locale (the output is parsed: a
+//! translated ping summary would parse as nothing).
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -21,8 +24,11 @@ pub enum Run {
 
 /// Runs `binary argv…`, killing it after `limit`.
 pub fn run(binary: &str, argv: &[impl AsRef<OsStr>], limit: Duration) -> Run {
+    use std::os::unix::process::CommandExt;
     let mut child = match Command::new(binary)
         .args(argv)
+        .env("LC_ALL", "C")
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,12 +63,14 @@ pub fn run(binary: &str, argv: &[impl AsRef<OsStr>], limit: Duration) -> Run {
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) if start.elapsed() >= limit => {
+                kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(format!("{binary:?} killed after {} s", limit.as_secs_f64()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => {
+                kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(format!("waiting for {binary:?}: {e}"));
@@ -83,6 +91,15 @@ pub fn run(binary: &str, argv: &[impl AsRef<OsStr>], limit: Duration) -> Run {
             None => Run::Failed(format!("{binary:?}: {st}: {}", stderr.trim())),
         },
         Err(e) => Run::Failed(e),
+    }
+}
+
+/// SIGKILLs the process group `pgid` (the child and whatever it started).
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the group the child leads (it was started
+    // with process_group(0), so its pid is the group id); no memory is involved.
+    unsafe {
+        libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
     }
 }
 
@@ -113,6 +130,21 @@ mod tests {
             Run::Failed(e) if e.contains("killed")
         ));
         assert!(start.elapsed() < Duration::from_secs(5));
+        // A wrapper whose child keeps the pipes open: the whole group goes at the limit.
+        let start = Instant::now();
+        assert!(matches!(
+            run("sh", &["-c", "sleep 30; :"], Duration::from_millis(200)),
+            Run::Failed(e) if e.contains("killed")
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        match run("sh", &["-c", "echo $LC_ALL"], Duration::from_secs(5)) {
+            Run::Exited { stdout, .. } => assert_eq!(stdout, "C\n"),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             run("/nonexistent/prog", &[] as &[&str], Duration::from_secs(1)),
             Run::Failed(e) if e.contains("cannot run")

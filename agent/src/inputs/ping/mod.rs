@@ -21,7 +21,8 @@ pub const SPEC: InputSpec = InputSpec {
 
 /// The smallest interval between packets ping accepts for unprivileged users.
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
-/// Telegraf kills the ping process after 60 s + 5 s; we use this when no deadline is set.
+/// Telegraf kills the ping process after 60 s + 5 s; we use this when no `-w` deadline is
+/// passed (none set, or `arguments` given).
 const NO_DEADLINE_LIMIT: Duration = Duration::from_secs(65);
 /// Extra time the child gets beyond `deadline` before we kill it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(5);
@@ -359,7 +360,8 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Input> 
             opts.warn_at(key, "only used by method = \"native\"; ignored");
         }
     }
-    let limit = if deadline.is_zero() {
+    // deadline + 5 s only when our own `-w` ends ping by then; `arguments` replace it.
+    let limit = if deadline.is_zero() || !arguments.is_empty() {
         NO_DEADLINE_LIMIT
     } else {
         deadline + DEADLINE_SLACK
