@@ -202,6 +202,31 @@ fn udp_echo_match_and_mismatch() {
     }
 }
 
+/// `localhost` may resolve to `::1` first while the server is bound to 127.0.0.1 only: the
+/// port unreachable from `::1` sends the probe on to the next address (it stopped there,
+/// read_failed).
+#[test]
+fn udp_goes_on_to_the_next_address_when_one_refuses() {
+    let (port, h) = udp_echo("echo: ");
+    use wk_agent::inputs::net_response::{Outcome, probe_udp_at, validate};
+    let t = validate(
+        Some("udp"),
+        Some(&format!("localhost:{port}")),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        "hello",
+        "echo: hello",
+    )
+    .unwrap();
+    let addrs = vec![
+        std::net::SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    ];
+    let p = probe_udp_at(&t, addrs).unwrap();
+    assert_eq!(p.outcome, Outcome::Success, "{p:?}");
+    h.join().unwrap();
+}
+
 #[test]
 fn udp_no_answer_is_read_failed_without_time() {
     // Closed port: ICMP port unreachable makes recv fail at once.

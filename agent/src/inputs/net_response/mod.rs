@@ -27,6 +27,8 @@ pub const SPEC: InputSpec = InputSpec {
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Telegraf reads one UDP datagram into a 1024-byte buffer.
 const UDP_BUF: usize = 1024;
+/// The least time one of several addresses gets to connect (Go's `partialDeadline`).
+const MIN_DIAL_SHARE: Duration = Duration::from_secs(2);
 /// Longest TCP answer line we keep (Telegraf's textproto has no limit; we do not want one
 /// misbehaving server to make us allocate without bound).
 const MAX_LINE: usize = 64 * 1024;
@@ -255,13 +257,17 @@ pub fn probe_tcp(t: &Target) -> Result<Probe, GatherError> {
     };
     let mut stream = None;
     let mut timed_out = false;
-    for addr in addrs {
+    let n = addrs.len();
+    for (i, addr) in addrs.into_iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             timed_out = true;
             break;
         }
-        match TcpStream::connect_timeout(&addr, left) {
+        // As Go's serial dial: each address gets its share of what is left (at least 2 s),
+        // so one that drops SYNs does not eat the time of the others.
+        let share = (left / (n - i) as u32).max(MIN_DIAL_SHARE).min(left);
+        match TcpStream::connect_timeout(&addr, share) {
             Ok(s) => {
                 stream = Some(s);
                 break;
@@ -323,41 +329,72 @@ fn read_line(stream: &mut TcpStream, read_timeout: Duration) -> Vec<u8> {
     data
 }
 
-/// Sends `send` in one datagram and waits `read_timeout` for one answer.
+/// Sends `send` in one datagram and waits `read_timeout` for one answer. A name with several
+/// addresses (`localhost`: `::1` and `127.0.0.1`) goes on to the next address when one
+/// answers "port unreachable" (a server bound to one family only); a silent one is the end.
 pub fn probe_udp(t: &Target) -> Result<Probe, GatherError> {
+    probe_udp_at(t, resolve(t).unwrap_or_default())
+}
+
+/// [`probe_udp`] over the resolved addresses `addrs`.
+pub fn probe_udp_at(t: &Target, addrs: Vec<SocketAddr>) -> Result<Probe, GatherError> {
     let start = Instant::now();
     let failed = |outcome| Probe {
         outcome,
         response_time: None,
     };
-    let Some(addr) = resolve(t).and_then(|a| a.into_iter().next()) else {
-        return Ok(failed(Outcome::ConnectionFailed));
-    };
-    let local: SocketAddr = if addr.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let Ok(sock) = UdpSocket::bind(local) else {
-        return Ok(failed(Outcome::ConnectionFailed));
-    };
-    if sock.connect(addr).is_err() {
+    if addrs.is_empty() {
         return Ok(failed(Outcome::ConnectionFailed));
     }
+    let deadline = start + t.read_timeout;
     let io_err =
         |what: &str, e: std::io::Error| GatherError::Other(format!("{}: {what}: {e}", address(t)));
-    sock.send(t.send.as_bytes())
-        .map_err(|e| io_err("send", e))?;
-    sock.set_read_timeout(Some(t.read_timeout))
-        .map_err(|e| io_err("set read timeout", e))?;
     let mut buf = [0u8; UDP_BUF];
-    let n = loop {
-        match sock.recv(&mut buf) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            // Timeout, or ICMP port unreachable (ECONNREFUSED): read_failed, no time.
-            Err(_) => return Ok(failed(Outcome::ReadFailed)),
+    let mut answer = None;
+    let mut connected = false;
+    for addr in addrs {
+        let local: SocketAddr = if addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let Ok(sock) = UdpSocket::bind(local) else {
+            continue;
+        };
+        if sock.connect(addr).is_err() {
+            continue;
         }
+        connected = true;
+        sock.send(t.send.as_bytes())
+            .map_err(|e| io_err("send", e))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| io_err("set read timeout", e))?;
+        let refused = loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => {
+                    answer = Some(n);
+                    break false;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // ICMP port unreachable: maybe the server is on the other family.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => break true,
+                Err(_) => break false,
+            }
+        };
+        if !refused {
+            break;
+        }
+    }
+    if !connected {
+        return Ok(failed(Outcome::ConnectionFailed));
+    }
+    // Timeout, or every address refused: read_failed, no time.
+    let Some(n) = answer else {
+        return Ok(failed(Outcome::ReadFailed));
     };
     let response_time = Some(start.elapsed().as_secs_f64());
     let answer = String::from_utf8_lossy(&buf[..n]);
