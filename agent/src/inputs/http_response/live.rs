@@ -265,6 +265,57 @@ fn redirect_followed_when_asked() {
     assert!(second.starts_with("GET /new "), "{second}");
 }
 
+/// 307 keeps the method and the body; the Location is absolute to `localhost` (another host
+/// name than the configured 127.0.0.1) for `/away`.
+fn redirecting_post(req: &str) -> String {
+    let port = req
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+        .and_then(|h| h.trim().rsplit_once(':'))
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default();
+    if req.starts_with("POST /form ") {
+        reply("307 Temporary Redirect", "Location: /landing\r\n", "")
+    } else if req.starts_with("GET /old ") {
+        reply("302 Found", "Location: /new\r\n", "")
+    } else if req.starts_with("GET /away ") {
+        let to = format!("Location: http://localhost:{port}/new\r\n");
+        reply("302 Found", &to, "")
+    } else {
+        reply("200 OK", "", "landed")
+    }
+}
+
+/// Redirects as Go's client follows them (Telegraf): a POST answered 307 is sent again with
+/// its body (it stopped at the 307); credentials follow a redirect on the same host (they
+/// were dropped) and never go to another host.
+#[test]
+fn redirects_keep_the_body_on_307_and_credentials_on_the_same_host() {
+    let (url, rx) = serve(redirecting_post);
+    let m = gather_one(&conf(
+        &format!("{url}/form"),
+        "  method = \"POST\"\n  body = \"a=1\"\n  follow_redirects = true\n",
+    ));
+    assert_eq!(int(&m, "http_response_code"), 200, "{m:?}");
+    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(first.starts_with("POST /form "), "{first}");
+    assert!(second.starts_with("POST /landing "), "{second}");
+    assert!(second.ends_with("\r\n\r\na=1"), "{second}");
+    for (path, kept) in [("/old", true), ("/away", false)] {
+        let m = gather_one(&conf(
+            &format!("{url}{path}"),
+            "  follow_redirects = true\n  username = \"u\"\n  password = \"p\"\n",
+        ));
+        assert_eq!(int(&m, "http_response_code"), 200, "{m:?}");
+        let _first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(second.starts_with("GET /new "), "{second}");
+        let auth = second.to_ascii_lowercase().contains("authorization:");
+        assert_eq!(auth, kept, "{path}: {second}");
+    }
+}
+
 fn echo_ok(_req: &str) -> String {
     reply("201 Created", "", "")
 }

@@ -6,8 +6,6 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use ureq::RequestExt;
-
 use super::{BuildContext, GatherError, Input, InputSpec};
 #[cfg(feature = "tls")]
 use crate::common::http::tls_config;
@@ -364,8 +362,8 @@ impl HttpResponse {
         let builder = ureq::Agent::config_builder()
             .timeout_global(Some(s.timeout))
             .http_status_as_error(false)
-            .max_redirects(if s.follow_redirects { MAX_REDIRECTS } else { 0 })
-            .max_redirects_will_error(true)
+            // Redirects are followed here, as Go's client does (see `redirect`).
+            .max_redirects(0)
             // Telegraf disables keep-alives: a fresh connection per check.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
@@ -420,6 +418,42 @@ impl HttpResponse {
     }
 
     /// Checks one URL.
+    /// Sends one request (the first or a redirect's) with what is left of `timeout`.
+    fn send(
+        &self,
+        agent: &ureq::Agent,
+        hop: &Hop,
+        left: Duration,
+    ) -> Result<Result<ureq::http::Response<ureq::Body>, ureq::Error>, GatherError> {
+        // Without http_proxy, Go's ProxyFromEnvironment rules, per URL.
+        let proxy = if self.settings.http_proxy.is_none() {
+            let https = hop.uri.scheme_str() == Some("https");
+            let host = hop.uri.host().unwrap_or("");
+            match env_proxy(https, host, &|k| std::env::var(k).ok()) {
+                Some(p) => Some(ureq::Proxy::new(&p).map_err(|e| {
+                    GatherError::Other(format!(
+                        "{}: proxy from the environment {p:?}: {e}",
+                        hop.uri
+                    ))
+                })?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let mut b = ureq::http::Request::builder()
+            .method(hop.method.clone())
+            .uri(hop.uri.clone());
+        if let Some(h) = b.headers_mut() {
+            *h = hop.headers.clone();
+        }
+        let bad = |e: ureq::http::Error| GatherError::Other(format!("{}: {e}", hop.uri));
+        Ok(match &hop.body {
+            Some(body) => run_with(agent, b.body(body.clone()).map_err(bad)?, left, proxy),
+            None => run_with(agent, b.body(()).map_err(bad)?, left, proxy),
+        })
+    }
+
     fn check(&mut self, url: &str, acc: &mut Accumulator) -> Result<(), GatherError> {
         let agent = self.agent()?;
         let req = self
@@ -429,32 +463,40 @@ impl HttpResponse {
         let mut m = acc.metric("http_response");
         m.set_tag("server", url);
         m.set_tag("method", s.method.as_str());
-        // Without http_proxy, Go's ProxyFromEnvironment rules, per URL.
-        let env_proxy = if s.http_proxy.is_none() {
-            let uri = req.uri();
-            let https = uri.scheme_str() == Some("https");
-            let host = uri.host().unwrap_or("");
-            match env_proxy(https, host, &|k| std::env::var(k).ok()) {
-                Some(p) => Some(ureq::Proxy::new(&p).map_err(|e| {
-                    GatherError::Other(format!("{url}: proxy from the environment {p:?}: {e}"))
-                })?),
-                None => None,
-            }
-        } else {
-            None
+        let (parts, body) = req.into_parts();
+        let first = Hop {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: s.body.is_some().then_some(body),
         };
         let start = Instant::now();
-        let sent = match (s.body.is_some(), env_proxy) {
-            (true, None) => agent.run(req),
-            (true, Some(p)) => req.with_agent(&agent).configure().proxy(Some(p)).run(),
-            (false, p) => {
-                let (parts, _) = req.into_parts();
-                let req = ureq::http::Request::from_parts(parts, ());
-                match p {
-                    None => agent.run(req),
-                    Some(p) => req.with_agent(&agent).configure().proxy(Some(p)).run(),
-                }
+        let mut hop = first.clone();
+        let mut redirects = 0;
+        let sent = loop {
+            let left = s.timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break Err(ureq::Error::Timeout(ureq::Timeout::Global));
             }
+            let resp = match self.send(&agent, &hop, left)? {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            let location = resp.headers().get("location").and_then(|v| v.to_str().ok());
+            let next = match location {
+                Some(loc) if s.follow_redirects => {
+                    redirect(&first, &hop, resp.status().as_u16(), loc)
+                }
+                _ => None,
+            };
+            let Some(next) = next else {
+                break Ok(resp);
+            };
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                break Err(ureq::Error::TooManyRedirects);
+            }
+            hop = next;
         };
         let mut resp = match sent {
             Ok(r) => r,
@@ -516,6 +558,95 @@ impl HttpResponse {
         acc.push(m);
         Ok(())
     }
+}
+
+/// One request of a check: the configured one, or where a redirect sent it.
+#[derive(Clone)]
+struct Hop {
+    method: ureq::http::Method,
+    uri: ureq::http::Uri,
+    headers: ureq::http::HeaderMap,
+    body: Option<Vec<u8>>,
+}
+
+fn run_with<B: ureq::AsSendBody>(
+    agent: &ureq::Agent,
+    req: ureq::http::Request<B>,
+    left: Duration,
+    proxy: Option<ureq::Proxy>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    use ureq::RequestExt;
+    let c = req.with_agent(agent).configure().timeout_global(Some(left));
+    match proxy {
+        Some(p) => c.proxy(Some(p)).run(),
+        None => c.run(),
+    }
+}
+
+/// The request a redirect leads to, by Go's client rules; `None`: not a redirect to follow
+/// (not 301/302/303/307/308, or a Location that does not parse).
+/// - 301, 302, 303: GET (HEAD stays HEAD), without the body;
+/// - 307, 308: the same method with the same body (a POST is sent again, as Go does for a
+///   body it can re-read);
+/// - headers are kept, except that `Authorization`, `Cookie` and `WWW-Authenticate` go only
+///   to the first request's host or its subdomains, and a `Host` header only follows a
+///   relative Location.
+fn redirect(first: &Hop, prev: &Hop, status: u16, location: &str) -> Option<Hop> {
+    let (method, body) = match status {
+        301..=303 => {
+            let keep = prev.method == ureq::http::Method::HEAD;
+            let m = if keep {
+                prev.method.clone()
+            } else {
+                ureq::http::Method::GET
+            };
+            (m, None)
+        }
+        307 | 308 => (prev.method.clone(), prev.body.clone()),
+        _ => return None,
+    };
+    let absolute = location.contains("://") || location.starts_with("//");
+    let uri: ureq::http::Uri = resolve_location(&prev.uri, location)?.parse().ok()?;
+    let mut headers = prev.headers.clone();
+    headers.remove(ureq::http::header::CONTENT_LENGTH);
+    if body.is_none() {
+        headers.remove(ureq::http::header::CONTENT_TYPE);
+    }
+    if absolute {
+        headers.remove(ureq::http::header::HOST);
+    }
+    let from = first.uri.host().unwrap_or("").to_ascii_lowercase();
+    let to = uri.host().unwrap_or("").to_ascii_lowercase();
+    if to != from && !to.ends_with(&format!(".{from}")) {
+        for h in ["authorization", "www-authenticate", "cookie", "cookie2"] {
+            headers.remove(h);
+        }
+    }
+    Some(Hop {
+        method,
+        uri,
+        headers,
+        body,
+    })
+}
+
+/// `location` resolved against `base` (absolute, scheme-relative, absolute-path or relative).
+fn resolve_location(base: &ureq::http::Uri, location: &str) -> Option<String> {
+    if location.contains("://") {
+        return Some(location.to_owned());
+    }
+    let scheme = base.scheme_str()?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return Some(format!("{scheme}://{rest}"));
+    }
+    let authority = base.authority()?.as_str();
+    if location.starts_with('/') {
+        return Some(format!("{scheme}://{authority}{location}"));
+    }
+    let path = base.path();
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Some(format!("{scheme}://{authority}{dir}{location}"))
 }
 
 fn set_result(m: &mut crate::metric::Metric, outcome: Outcome) {
