@@ -4,7 +4,7 @@
 //! stop. The scheduler pings `url` every `interval` while the alerter is healthy, so a stuck
 //! scheduler stops the pings too; while a built-in alert of `stop_on` fires (by default the
 //! source does not answer, or none of the notifiers that tell of its health delivers: the
-//! alerter cannot see, or cannot tell) it withholds them, and requests `fail_url` once with the reason, for services that
+//! alerter cannot see, or cannot tell) it withholds them, and requests `fail_url` with the reason (until it answers), for services that
 //! take an explicit failure. Prometheus users get the same from an always-firing "Watchdog"
 //! alert routed to such a service.
 
@@ -114,6 +114,12 @@ pub struct Heartbeat {
     withheld: Vec<String>,
     /// When a ping was last answered with 2xx (ns; 0: never).
     last_ok_ns: Arc<AtomicI64>,
+    /// The `fail_url` request of the current withheld spell got a 2xx answer (it is asked
+    /// again at each beat until then: the network trouble that withholds the pings may well
+    /// have eaten the first).
+    fail_told: Arc<AtomicBool>,
+    /// A `fail_url` request is on its way.
+    fail_in_flight: Arc<AtomicBool>,
 }
 
 /// What the status API says of the heartbeat.
@@ -139,6 +145,8 @@ impl Heartbeat {
             failing: Arc::default(),
             withheld: Vec::new(),
             last_ok_ns: Arc::default(),
+            fail_told: Arc::default(),
+            fail_in_flight: Arc::default(),
         }
     }
 
@@ -168,7 +176,8 @@ impl Heartbeat {
     }
 
     /// Pings, unless `problems` (the firing built-in alerts of `stop_on`, as their messages)
-    /// withhold it; the first time they do, requests `fail_url` with them.
+    /// withhold it; while they do, requests `fail_url` with them, at each beat until it is
+    /// answered with 2xx.
     pub fn beat(&mut self, problems: Vec<String>) {
         self.next = tokio::time::Instant::now() + self.cfg.interval;
         if !problems.is_empty() {
@@ -177,9 +186,13 @@ impl Heartbeat {
                     "heartbeat withheld while {}: the dead man's switch will page",
                     problems.join("; ")
                 );
-                if let Some(u) = &self.cfg.fail_url {
-                    self.send(u.clone(), problems.join("\n"), "fail_url");
-                }
+                self.fail_told.store(false, Ordering::Release);
+            }
+            if let Some(u) = &self.cfg.fail_url
+                && !self.fail_told.load(Ordering::Acquire)
+                && !self.fail_in_flight.swap(true, Ordering::AcqRel)
+            {
+                self.send(u.clone(), problems.join("\n"), "fail_url");
             }
             self.withheld = problems;
             return;
@@ -205,6 +218,7 @@ impl Heartbeat {
             .timeout(self.cfg.timeout);
         let (in_flight, failing) = (self.in_flight.clone(), self.failing.clone());
         let last_ok = self.last_ok_ns.clone();
+        let (fail_told, fail_in_flight) = (self.fail_told.clone(), self.fail_in_flight.clone());
         tokio::spawn(async move {
             let result = match req.send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
@@ -214,6 +228,9 @@ impl Heartbeat {
             };
             if which == "url" {
                 in_flight.store(false, Ordering::Release);
+            } else {
+                fail_told.store(result.is_ok(), Ordering::Release);
+                fail_in_flight.store(false, Ordering::Release);
             }
             match result {
                 Ok(()) => {
@@ -239,7 +256,11 @@ mod tests {
     use super::*;
 
     fn config(url: &str) -> HeartbeatConfig {
-        let text = format!("[heartbeat]\n  url = \"{url}\"\n");
+        config_text(&format!("[heartbeat]\n  url = \"{url}\"\n"))
+    }
+
+    fn config_text(text: &str) -> HeartbeatConfig {
+        let text = text.to_owned();
         let src = wk_core::diag::Source::new(std::path::Path::new("t.conf"), text.clone());
         let doc = toml::de::DeTable::parse(&text).unwrap();
         let doc = doc.get_ref();
@@ -254,6 +275,56 @@ mod tests {
         o.finish();
         assert!(!diags.has_errors());
         c
+    }
+
+    /// `fail_url` is asked again at each beat of a withheld spell until it answers 2xx (the
+    /// trouble that withholds the pings may have eaten the first request), then not again.
+    #[tokio::test]
+    async fn fail_url_is_retried_until_it_answers() {
+        let port = wk_core::testing::free_port();
+        let mut h = Heartbeat::new(config_text(&format!(
+            "[heartbeat]\n  url = \"http://127.0.0.1:1/ping\"\n  fail_url = \"http://127.0.0.1:{port}/fail\"\n"
+        )));
+        let problem = || vec!["query source x does not answer".to_owned()];
+        let settled = |h: &Heartbeat| !h.fail_in_flight.load(Ordering::Acquire);
+        h.beat(problem());
+        for _ in 0..250 {
+            if settled(&h) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(settled(&h) && !h.fail_told.load(Ordering::Acquire));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = requests.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                n.fetch_add(1, Ordering::AcqRel);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        h.beat(problem());
+        for _ in 0..250 {
+            if h.fail_told.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            h.fail_told.load(Ordering::Acquire),
+            "the second beat told it"
+        );
+        h.beat(problem());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(requests.load(Ordering::Acquire), 1, "once told, not again");
     }
 
     /// The view says what the pings do: failing when the service does not answer, withheld
