@@ -318,15 +318,20 @@ pub struct NotifyTest {
 /// group of one). Names the config does not have are an error, listing those it has.
 pub async fn notify_test(cfg: &Config, names: &[String]) -> Result<Vec<NotifyTest>, String> {
     let all = &cfg.notify.notifiers;
-    if all.is_empty() {
-        return Err("the config has no [[notifiers.*]]".into());
+    let heartbeat = cfg.heartbeat.as_ref();
+    if all.is_empty() && heartbeat.is_none() {
+        return Err("the config has no [[notifiers.*]] and no [heartbeat]".into());
     }
     let unknown: Vec<&str> = (names.iter())
         .filter(|n| !all.iter().any(|rn| &rn.settings.name == *n))
+        .filter(|n| !(heartbeat.is_some() && *n == "heartbeat"))
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = all.iter().map(|rn| rn.settings.name.as_str()).collect();
+        let mut known: Vec<&str> = all.iter().map(|rn| rn.settings.name.as_str()).collect();
+        if heartbeat.is_some() {
+            known.push("heartbeat");
+        }
         return Err(format!(
             "no notifier named {}; the config has: {}",
             unknown.join(", "),
@@ -383,6 +388,17 @@ pub async fn notify_test(cfg: &Config, names: &[String]) -> Result<Vec<NotifyTes
             name: s.name.clone(),
             kind: s.kind.clone(),
             outcome,
+        });
+    }
+    // The dead man's switch: one ping to `url` (never `fail_url`: that would page).
+    if let Some(h) =
+        heartbeat.filter(|_| names.is_empty() || names.iter().any(|n| n == "heartbeat"))
+    {
+        let started = tokio::time::Instant::now();
+        out.push(NotifyTest {
+            name: "heartbeat".into(),
+            kind: "heartbeat".into(),
+            outcome: h.ping_once().await.map(|()| started.elapsed()),
         });
     }
     Ok(out)

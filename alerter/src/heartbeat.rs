@@ -102,6 +102,34 @@ impl HeartbeatConfig {
     }
 }
 
+impl HeartbeatConfig {
+    /// The request to `url` (GET, or POST with `text`), with the headers and timeout.
+    fn request(&self, url: reqwest::Url, text: String) -> reqwest::RequestBuilder {
+        let req = if self.post {
+            self.client.post(url).body(text)
+        } else {
+            self.client.get(url)
+        };
+        req.headers(self.headers.clone()).timeout(self.timeout)
+    }
+
+    /// One ping now (`wk-alerter notifiers test`): whether the service answered 2xx.
+    pub async fn ping_once(&self) -> Result<(), String> {
+        let req = self.request(self.url.clone(), "wk-alerter test ping".into());
+        answered(req.send().await)
+    }
+}
+
+/// A ping's outcome: a 2xx answer, or why not (without the URL: it is the secret, as
+/// healthchecks.io's ping URL is).
+fn answered(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
+    match r {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(wk_core::diag::error_chain(&e.without_url())),
+    }
+}
+
 /// The pinger, driven by the scheduler.
 pub struct Heartbeat {
     cfg: HeartbeatConfig,
@@ -208,24 +236,12 @@ impl Heartbeat {
     }
 
     fn send(&self, url: reqwest::Url, text: String, which: &'static str) {
-        let req = if self.cfg.post {
-            self.cfg.client.post(url).body(text)
-        } else {
-            self.cfg.client.get(url)
-        };
-        let req = req
-            .headers(self.cfg.headers.clone())
-            .timeout(self.cfg.timeout);
+        let req = self.cfg.request(url, text);
         let (in_flight, failing) = (self.in_flight.clone(), self.failing.clone());
         let last_ok = self.last_ok_ns.clone();
         let (fail_told, fail_in_flight) = (self.fail_told.clone(), self.fail_in_flight.clone());
         tokio::spawn(async move {
-            let result = match req.send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("HTTP {}", r.status())),
-                // Without the URL: it is the secret (healthchecks.io's ping URL is).
-                Err(e) => Err(wk_core::diag::error_chain(&e.without_url())),
-            };
+            let result = answered(req.send().await);
             if which == "url" {
                 in_flight.store(false, Ordering::Release);
             } else {

@@ -96,7 +96,8 @@ enum Cmd {
 enum NotifiersCmd {
     /// Send one test message through each notifier (or those named) and say whether its
     /// receiver took it: once, within the notifier's timeout, no retry, whatever its
-    /// min_level. Exits 1 when one did not.
+    /// min_level; with a [heartbeat], one ping to its url (name: heartbeat). Exits 1 when
+    /// one did not.
     Test {
         /// Notifier names; without any, every notifier of the config.
         names: Vec<String>,

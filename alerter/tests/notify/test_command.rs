@@ -95,3 +95,34 @@ async fn each_notifier_gets_one_test_message_and_a_refusal_is_named() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With a `[heartbeat]`, `notifiers test` (or `notifiers test heartbeat`) also pings the dead
+/// man's switch once — its `url`, never `fail_url`, which would page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_gets_one_test_ping() {
+    let mut sink = HttpSink::start(vec![200]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("alerter.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[alerter]\n  rules_dir = {:?}\n  state_dir = {:?}\n\
+             [stream]\n  listen = \"127.0.0.1:0\"\n  token = \"a-token-long-enough-for-tests\"\n\
+             [heartbeat]\n  url = \"{}\"\n  fail_url = \"{}\"\n",
+            dir.path().join("rules"),
+            dir.path().join("state"),
+            sink.url("/ping"),
+            sink.url("/fail"),
+        ),
+    )
+    .unwrap();
+    let out = notify_test(&conf, &["heartbeat"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("heartbeat (heartbeat): delivered in "),
+        "{stdout}"
+    );
+    let ping = sink.next().await;
+    assert_eq!((ping.method.as_str(), ping.path.as_str()), ("GET", "/ping"));
+}
