@@ -1065,6 +1065,7 @@ impl Service {
                 if let Some(rule) = &slot.rule {
                     slot.next_due = next_tick(now, rule.settings().every);
                 }
+                slot.state.clock_stepped_back(now);
             }
         }
         self.last_now = now;

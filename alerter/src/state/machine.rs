@@ -344,6 +344,39 @@ fn is_superset(tags: &Tags, subset: &Tags) -> bool {
 }
 
 impl RuleState {
+    /// The wall clock stepped back to `now_ns` (NTP correcting a clock that ran ahead):
+    /// clocks stored in the old future would hold `pending`, `repeat`, NoData, `keep_firing`,
+    /// expiry and the next checkpoint for as long as the step. They restart from now.
+    pub fn clock_stepped_back(&mut self, now_ns: i64) {
+        let clamp = |t: &mut i64| *t = (*t).min(now_ns);
+        let clamp_opt = |t: &mut Option<i64>| {
+            if let Some(v) = t {
+                *v = (*v).min(now_ns);
+            }
+        };
+        for inst in self.instances.values_mut() {
+            for t in [
+                &mut inst.since,
+                &mut inst.pending_since,
+                &mut inst.cleared_at,
+                &mut inst.last_sent,
+                &mut inst.missing_since,
+            ] {
+                clamp_opt(t);
+            }
+            clamp(&mut inst.changed_at);
+            clamp(&mut inst.last_seen);
+            inst.dirty = true;
+        }
+        if let Some(e) = &mut self.error {
+            clamp(&mut e.since);
+            clamp_opt(&mut e.last_sent);
+            self.error_dirty = true;
+        }
+        clamp_opt(&mut self.saved_at);
+        self.changed = true;
+    }
+
     /// An empty state (no instances).
     pub fn new() -> RuleState {
         RuleState::default()

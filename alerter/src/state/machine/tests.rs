@@ -188,6 +188,20 @@ fn hysteresis_example_notifies_its_changes() {
     assert_eq!(got, want);
 }
 
+/// A pending start stored before the wall clock stepped back an hour would have held the
+/// alert for that hour; after `clock_stepped_back` it fires one `pending` after the step.
+#[test]
+fn a_clock_set_back_does_not_stretch_pending() {
+    let mut s = base();
+    s.pending = secs(30);
+    let mut sim = Sim::new(s);
+    assert_eq!(sim.one(3600, C), []);
+    sim.st.clock_stepped_back(T0);
+    assert_eq!(sim.one(0, C), []);
+    assert_eq!(sim.one(20, C), []);
+    assert_eq!(sim.one(30, C), [(Alert, C)], "one pending after the step");
+}
+
 #[test]
 fn pending_then_clear_never_notifies() {
     let mut s = base();
