@@ -838,21 +838,26 @@ impl Service {
             unconfirmed: None,
         });
         slot.text = text;
+        let mut closed = Vec::new();
         // A changed file ends what was said about its last content.
         slot.rolled_back = None;
         match loaded {
             Ok(rule) => {
                 let name = rule.settings().name.clone();
                 let every = rule.settings().every;
-                if let Some(old) = slot.rule.as_ref().map(|r| r.settings().name.clone())
-                    && old != name
+                if let Some(old) = slot.rule.clone()
+                    && old.settings().name != name
                 {
-                    // Renamed in its script: its alerts carry on under the new name, and its
-                    // state is saved under it.
-                    info!(rule = %name, was = %old, "rule reloaded under a new name");
-                    slot.state.resave();
-                    slot.regroup_check = true;
-                    self.forget_state(&old);
+                    // Renamed in its script: a new rule to receivers, whose alert ids and
+                    // groups carry the rule's name (an incident opened under the old id would
+                    // stay open forever). The old name's alerts are closed, saying so; the
+                    // new rule starts from nothing.
+                    let was = &old.settings().name;
+                    info!(rule = %name, was = %was, "rule reloaded under a new name: a new rule");
+                    let why = format!("the rule was renamed to {name}");
+                    closed = slot.state.retire(old.settings(), now, &why);
+                    slot.state = RuleState::new();
+                    self.forget_state(was);
                 } else if slot.rule.is_some() {
                     info!(rule = %name, "rule reloaded");
                     slot.regroup_check = true;
@@ -887,6 +892,7 @@ impl Service {
             }
             Err(msg) => slot.mark_broken(msg),
         }
+        self.route(closed);
         rearm
     }
 

@@ -579,6 +579,43 @@ async fn a_renamed_rule_file_carries_its_alerts() {
     assert!(state.exists(), "the rule's state is kept");
 }
 
+/// A rule renamed in its script is a new rule to receivers: alert ids carry the rule's name,
+/// so the old name's alerts are closed (saying why) and the new name fires its own. Before,
+/// the instances carried on under new ids and the old incidents stayed open forever.
+#[tokio::test(start_paused = true)]
+async fn a_rule_renamed_in_its_script_closes_the_old_names_alerts() {
+    let mut run = cpu_firing(&[("cpu.rhai", NAMED_CPU)]).await;
+    let file = run._dir.path().join("rules").join("cpu.rhai");
+    std::fs::write(
+        &file,
+        NAMED_CPU.replace("name: \"cpu\"", "name: \"cpu_busy\""),
+    )
+    .unwrap();
+    let events = events_for(&mut run, 5).await;
+    let said: Vec<(EventKind, &str)> = events.iter().map(|e| (e.kind, e.id.as_str())).collect();
+    assert_eq!(
+        said,
+        [
+            (EventKind::Recovery, "cpu:host=web1"),
+            (EventKind::Alert, "cpu_busy:host=web1")
+        ],
+        "{events:#?}"
+    );
+    assert!(
+        events[0]
+            .message
+            .contains("the rule was renamed to cpu_busy"),
+        "{}",
+        events[0].message
+    );
+    let state = run._dir.path().join("state");
+    let (_, _dir) = run.stop_keeping_dir().await;
+    assert!(
+        !state.join("cpu.state.json").exists(),
+        "the old name's state is forgotten"
+    );
+}
+
 /// Two files that load rules of one name would share one state file (each restoring the
 /// other's alerts after a restart): the second is refused, and the first keeps running.
 #[tokio::test(start_paused = true)]
