@@ -137,10 +137,14 @@ impl ActionsConfig {
     }
 }
 
-/// `launch = "auto"`: `systemd-run` when this process is a systemd service (systemd sets
-/// `INVOCATION_ID`) and `systemd-run` is installed, else direct.
+/// `launch = "auto"`: `systemd-run` when this process is a systemd system service — the
+/// main process of a unit (systemd sets `INVOCATION_ID`; its parent is PID 1, so not a shell
+/// in a terminal that inherited the variable from a user service) on a host booted with
+/// systemd — and `systemd-run` is installed; else direct.
 fn auto_launch() -> super::Launch {
-    let service = std::env::var_os("INVOCATION_ID").is_some_and(|v| !v.is_empty());
+    let service = std::env::var_os("INVOCATION_ID").is_some_and(|v| !v.is_empty())
+        && std::os::unix::process::parent_id() == 1
+        && std::path::Path::new("/run/systemd/system").is_dir();
     if service && super::host::local_has("systemd-run") {
         super::Launch::SystemdRun
     } else {
