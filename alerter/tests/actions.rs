@@ -349,13 +349,15 @@ fn check() {
     .unwrap();
     let now = wk_alerter::clock::now_ns();
     let data = Arc::new(MemorySource::new());
-    for host in ["localhost", "web2", "web3"] {
+    for host in ["localhost", "web2", "web3", "web4"] {
         data.push(&svc_point(host, 0.0, now - 5_000_000_000));
     }
     let source: Arc<dyn QuerySource> = data.clone();
     let engine = Engine::new(
         ActionsConfig {
-            local_hosts: vec!["localhost".into(), "web2".into(), "web3".into()],
+            local_hosts: ["localhost", "web2", "web3", "web4"]
+                .map(String::from)
+                .into(),
             ..ActionsConfig::default()
         },
         dir.path().into(),
@@ -366,7 +368,7 @@ fn check() {
         settings: rule.settings().clone(),
         rule: Some(Arc::new(rule)),
     }]);
-    for host in ["localhost", "web2", "web3"] {
+    for host in ["localhost", "web2", "web3", "web4"] {
         let mut e = event(&[("host", host)]);
         e.rule = "svc".into();
         e.id = format!("svc:host={host}");
@@ -380,9 +382,15 @@ fn check() {
     }
     data.push(&svc_point("localhost", 1.0, wk_alerter::clock::now_ns()));
     data.push(&svc_point("web2", 0.0, wk_alerter::clock::now_ns()));
-    poll_until_async(SECS_20, PAUSE, || engine.results().len() >= 3).await;
+    // web4's data after the action arrives late (after `settle`): the query is asked again.
+    started(&engine, "web4").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    data.push(&svc_point("web4", 1.0, wk_alerter::clock::now_ns()));
+    poll_until_async(SECS_20, PAUSE, || engine.results().len() >= 4).await;
     let results = engine.results();
-    let by_host = |h: &str| results.iter().find(|r| r.host == h).unwrap().clone();
+    let late = by_host_in(&results, "web4");
+    assert!(late.recovered, "{late:?}");
+    let by_host = |h: &str| by_host_in(&results, h);
     let (fixed, broken, silent) = (by_host("localhost"), by_host("web2"), by_host("web3"));
     assert!(!silent.recovered, "{silent:?}");
     assert!(
@@ -399,6 +407,13 @@ fn check() {
         broken.after.contains("rule query: still firing"),
         "{broken:?}"
     );
+}
+
+fn by_host_in(
+    results: &[wk_alerter::actions::ActionResult],
+    host: &str,
+) -> wk_alerter::actions::ActionResult {
+    results.iter().find(|r| r.host == host).unwrap().clone()
 }
 
 /// Action results are recorded — in InfluxDB (`wk_actions`, written directly) and to the

@@ -616,12 +616,26 @@ impl Engine {
                 .map(|(i, ..)| results[*i].started_ns)
                 .min()
                 .unwrap_or_default();
-            let (query, query_says) = self.query_recovered(event, actions, since).await;
+            // The probes first: the query is asked (and waited for) only when an action's
+            // verdict needs it.
+            let mut probes = Vec::new();
+            for (_, idx, action, ctx) in &ran {
+                probes.push((*idx, action.probe(ctx).await));
+            }
+            let needs_query = probes.iter().any(|(idx, p)| match actions[*idx].verify {
+                Verify::Query | Verify::Both => true,
+                Verify::Auto => p.healthy.is_none(),
+                Verify::Probe => false,
+            });
+            let (query, query_says) = if needs_query {
+                self.query_recovered(event, actions, since).await
+            } else {
+                (None, "")
+            };
             let mut all = true;
-            for (i, idx, action, ctx) in &ran {
+            for ((i, ..), (idx, probe)) in ran.iter().zip(probes) {
                 // By position: two actions of one kind may verify differently.
-                let a = &actions[*idx];
-                let probe = action.probe(ctx).await;
+                let a = &actions[idx];
                 let r = &mut results[*i];
                 r.after = probe.after;
                 if probe.exit_status.is_some() {
@@ -706,18 +720,35 @@ impl Engine {
     /// gone from the answer (an agent down is no recovery) or its last point predates the
     /// action (a `last()` still sees the point that fired). The text says which, for the
     /// report (empty when the query was not asked).
+    /// Data written after the action may take a collection interval and a flush to arrive:
+    /// without any yet, the query is asked again every `every` of the rule, for up to two of
+    /// them.
     async fn query_recovered(
         &self,
         event: &AlertEvent,
         actions: &[ActionRule],
         since_ns: i64,
     ) -> (Option<bool>, &'static str) {
-        if !actions
-            .iter()
-            .any(|a| matches!(a.verify, Verify::Query | Verify::Both | Verify::Auto))
-        {
-            return (None, "");
+        let every = read(&self.inner.rules)
+            .get(&event.rule)
+            .map_or(Duration::ZERO, |r| r.settings.every);
+        let deadline = self.now() + 2 * every.as_nanos() as i64;
+        loop {
+            let (verdict, says) = self.query_once(event, actions, since_ns).await;
+            if verdict.is_some() || says != NO_DATA_SINCE || self.now() >= deadline {
+                return (verdict, says);
+            }
+            tokio::time::sleep(every.clamp(Duration::from_secs(1), Duration::from_secs(60))).await;
         }
+    }
+
+    /// One query of [`Engine::query_recovered`].
+    async fn query_once(
+        &self,
+        event: &AlertEvent,
+        actions: &[ActionRule],
+        since_ns: i64,
+    ) -> (Option<bool>, &'static str) {
         let Some(source) = self.inner.source.clone() else {
             return (None, "");
         };
@@ -746,7 +777,7 @@ impl Engine {
         };
         // Aggregates are stamped with the evaluation time (0: unknown): fresh either way.
         if o.time != 0 && o.time < since_ns {
-            return (None, "rule query: no data since the action (no verdict)");
+            return (None, NO_DATA_SINCE);
         }
         if crate::state::determine_level(Level::Ok, &o.levels) < on {
             (Some(true), "rule query: recovered")
@@ -927,6 +958,8 @@ impl Engine {
         }
     }
 }
+
+const NO_DATA_SINCE: &str = "rule query: no data since the action (no verdict)";
 
 enum Next {
     Done,
