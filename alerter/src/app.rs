@@ -167,7 +167,14 @@ pub async fn run(
         service.engine().clone(),
         state_dir,
         reload_tx.clone(),
-        http_cfg.read_only_without_token,
+        crate::api::Openness {
+            read_only_without_token: http_cfg.read_only_without_token,
+            // With no token at all (query mode on loopback) there is nothing to send.
+            loopback_writes: http_cfg.loopback_writes_without_token
+                || stream_cfg
+                    .as_ref()
+                    .map_or(http_cfg.token.is_empty(), |s| s.token.is_empty()),
+        },
     ));
     // One HTTP server: the stream receiver with the API, or (query mode) the API alone.
     // It lives as long as this function (dropping it stops it).

@@ -179,6 +179,9 @@ pub struct HttpSettings {
     pub token: String,
     /// Off loopback, serve GET requests without the token.
     pub read_only_without_token: bool,
+    /// On a loopback listener, changes (silences) without the token too. Off by default: a
+    /// reverse proxy on the same host makes every request loopback.
+    pub loopback_writes_without_token: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// The URL `wk-alerter silence` uses to reach the running alerter; empty: from `listen`.
@@ -193,6 +196,7 @@ impl Default for HttpSettings {
             listen: DEFAULT_LISTEN.into(),
             token: String::new(),
             read_only_without_token: false,
+            loopback_writes_without_token: false,
             tls_cert: None,
             tls_key: None,
             url: String::new(),
@@ -447,6 +451,10 @@ fn http_section(o: &mut Options<'_, '_>) -> HttpSettings {
         listen: o.string("listen", &d.listen),
         token: secret(o, "token"),
         read_only_without_token: o.bool("read_only_without_token", d.read_only_without_token),
+        loopback_writes_without_token: o.bool(
+            "loopback_writes_without_token",
+            d.loopback_writes_without_token,
+        ),
         tls_cert: o.opt_string("tls_cert").map(PathBuf::from),
         tls_key: o.opt_string("tls_key").map(PathBuf::from),
         url: o.string("url", ""),

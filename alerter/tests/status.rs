@@ -213,7 +213,11 @@ fn the_page_in_chromium_shows_a_firing_alert_then_silenced_and_nothing_is_sent()
     let Some(chromium) = find_chromium() else {
         wk_core::skip!("chromium is not installed (Debian package chromium)");
     };
-    let a = Alerter::start(&stream_section(), "");
+    // The operator at this machine's browser, with changes allowed without the token.
+    let a = Alerter::start(
+        &stream_section(),
+        "[http]\n  loopback_writes_without_token = true\n",
+    );
     let addr = a.addr();
     let url = format!("http://{addr}/?refresh=0");
     a.write("cpu,host=web1 busy=95\ncpu,host=web2 busy=10\n");
@@ -397,14 +401,24 @@ fn check() {
     }
     promtool_accepts(&metrics);
 
-    // Silences: create, list, expire (DELETE), 404 for an unknown one.
-    let (status, body) = http(
+    // Changes need the token even on loopback (a reverse proxy on this host makes every
+    // request loopback); reads do not, unless a proxy forwarded them.
+    let new = r#"{"matchers":["host=~web[0-9]+"],"ends":"2099-01-01T00:00:00Z","comment":"c","created_by":"ops"}"#;
+    let json_type = ("Content-Type", "application/json");
+    let (status, _) = http(&addr, "POST", "/api/v1/silences", &[json_type], new);
+    assert_eq!(status, 401, "a change without the token");
+    let (status, _) = http(
         &addr,
-        "POST",
-        "/api/v1/silences",
-        &[("Content-Type", "application/json")],
-        r#"{"matchers":["host=~web[0-9]+"],"ends":"2099-01-01T00:00:00Z","comment":"c","created_by":"ops"}"#,
+        "GET",
+        "/api/v1/alerts",
+        &[("X-Forwarded-For", "203.0.113.9")],
+        "",
     );
+    assert_eq!(status, 401, "a read a proxy forwarded");
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = ("Authorization", bearer.as_str());
+    // Silences: create, list, expire (DELETE), 404 for an unknown one.
+    let (status, body) = http(&addr, "POST", "/api/v1/silences", &[json_type, auth], new);
     assert_eq!(status, 200, "{body}");
     let id = json(&body)["id"].as_str().unwrap().to_owned();
     let (_, body) = http(&addr, "GET", "/api/v1/silences", &[], "");
@@ -412,20 +426,26 @@ fn check() {
         body.contains(&id) && body.contains("\"created_by\":\"ops\""),
         "{body}"
     );
-    let (status, body) = http(&addr, "DELETE", &format!("/api/v1/silences/{id}"), &[], "");
+    let (status, body) = http(
+        &addr,
+        "DELETE",
+        &format!("/api/v1/silences/{id}"),
+        &[auth],
+        "",
+    );
     assert_eq!(
         (status, json(&body)["state"].as_str()),
         (200, Some("expired")),
         "{body}"
     );
-    let (status, _) = http(&addr, "DELETE", "/api/v1/silences/nope", &[], "");
+    let (status, _) = http(&addr, "DELETE", "/api/v1/silences/nope", &[auth], "");
     assert_eq!(status, 404);
     // A body-less POST is a "simple" request a page of another origin can send: refused.
     let (status, _) = http(
         &addr,
         "POST",
         &format!("/api/v1/silences/{id}/expire"),
-        &[("Origin", "http://evil.example")],
+        &[("Origin", "http://evil.example"), auth],
         "",
     );
     assert_eq!(status, 403);
@@ -443,7 +463,7 @@ fn check() {
             415,
         ),
     ] {
-        let headers = [("Content-Type", content_type)];
+        let headers = [("Content-Type", content_type), auth];
         let (status, body) = http(&addr, "POST", "/api/v1/silences", &headers, silence);
         assert_eq!(status, want, "{content_type}: {body}");
     }

@@ -13,10 +13,14 @@
 //! | `GET /api/v1/actions` | recent recovery actions |
 //! | `GET /metrics` | the alerter's own counters, Prometheus text format |
 //!
-//! Access: on a loopback listener every request is served (when its `Host` is a loopback
-//! name, so a web page cannot reach it by DNS rebinding); elsewhere a request needs the token
-//! (the `[stream]` or `[http]` one, sent as the stream receiver takes it), except reads when
-//! `read_only_without_token = true`. Form posts from another origin are refused (CSRF).
+//! Access: a request with the token (the `[stream]` or `[http]` one, sent as the stream
+//! receiver takes it) may do everything. Without it, on a loopback listener, a request whose
+//! `Host` is a loopback name (a web page cannot reach it by DNS rebinding) and that no proxy
+//! forwarded (no `Forwarded`, `X-Forwarded-For` or `X-Real-IP`) may read; it may change
+//! things (silences) only with `loopback_writes_without_token = true` or when no token is
+//! configured: a reverse proxy on the same host makes every request loopback. Elsewhere reads
+//! need the token too unless `read_only_without_token = true`. Form posts from another origin
+//! are refused (CSRF).
 
 pub mod board;
 pub mod client;
@@ -51,7 +55,7 @@ pub struct Api {
     state_dir: PathBuf,
     /// Asks the scheduler to rescan (it re-reads silences and re-notifies after an expiry).
     rescan: mpsc::UnboundedSender<Option<Box<Config>>>,
-    read_only_without_token: bool,
+    open: Openness,
     /// One writer of silences.json at a time.
     silences: Mutex<()>,
     /// The stream receiver's counters (stream mode), for `/metrics`.
@@ -79,6 +83,15 @@ impl crate::stream::Routes for Api {
     fn stream_stats(&self, stats: Arc<crate::stream::Stats>) {
         self.set_stream_stats(stats);
     }
+}
+
+/// What the API serves without the token (see the module's access rules).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Openness {
+    /// Off loopback: reads without the token.
+    pub read_only_without_token: bool,
+    /// On loopback (not proxied): changes without the token.
+    pub loopback_writes: bool,
 }
 
 /// Whether a `Host` header names this machine by a loopback name or address.
@@ -161,7 +174,7 @@ impl Api {
         engine: Engine,
         state_dir: PathBuf,
         rescan: mpsc::UnboundedSender<Option<Box<Config>>>,
-        read_only_without_token: bool,
+        open: Openness,
     ) -> Api {
         Api {
             board,
@@ -169,7 +182,7 @@ impl Api {
             engine,
             state_dir,
             rescan,
-            read_only_without_token,
+            open,
             silences: Mutex::new(()),
             stream_stats: OnceLock::new(),
         }
@@ -188,9 +201,15 @@ impl Api {
     /// What a request may do: `loopback` is whether the listener is on loopback, `token`
     /// whether the request carries the token.
     pub fn access(&self, head: &Head, loopback: bool, token: bool) -> Access {
-        if token || (loopback && loopback_host(head.header("host"))) {
+        let reading = matches!(head.method.as_str(), "GET" | "HEAD");
+        // A proxy on this host forwards what anyone sent it: not a local user.
+        let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|h| head.header(h).is_some());
+        let local = loopback && !proxied && loopback_host(head.header("host"));
+        if token || (local && self.open.loopback_writes) {
             Access::Full
-        } else if self.read_only_without_token && matches!(head.method.as_str(), "GET" | "HEAD") {
+        } else if reading && (local || self.open.read_only_without_token) {
             Access::Read
         } else {
             Access::Denied
@@ -206,7 +225,7 @@ impl Api {
                 "authorization failed: send the token (Authorization: Bearer TOKEN, or Basic \
                  with the token as password)"
             } else {
-                "changes need the token (read_only_without_token allows reading only)"
+                "changes need the token (without it, only reading is allowed here)"
             };
             return error(401, msg).header("www-authenticate", "Basic realm=\"wk-alerter\"");
         }
