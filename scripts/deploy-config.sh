@@ -144,7 +144,9 @@ deploy_agent() {
   # Validate a private copy, so what is validated is exactly what gets installed.
   local tmp=$work/agent.conf errors=$work/agent.err code=0
   cp "$src" "$tmp"
-  "$agent" --config "$tmp" --test --quiet >/dev/null 2>"$errors" || code=$?
+  # --require-outputs: the daemon's checks too (--test alone runs without outputs, and a
+  # config the daemon refuses would be installed and keep the agent down at its next start).
+  "$agent" --config "$tmp" --test --require-outputs --quiet >/dev/null 2>"$errors" || code=$?
   if ((code == 2)); then
     echo "deploy-config: $file at $rev is INVALID; the running config is kept:" >&2
     sed "s|$tmp|$file|g" "$errors" >&2

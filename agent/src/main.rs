@@ -42,6 +42,10 @@ struct Cli {
     /// With --test: wait this many seconds after gathering before exiting.
     #[arg(long, value_name = "SECS")]
     test_wait: Option<u64>,
+    /// With --test: also apply the daemon's checks (a config without outputs is invalid,
+    /// exit 2), as a deploy must before installing a config the daemon will load.
+    #[arg(long)]
+    require_outputs: bool,
     /// Only run these inputs, separated by ':' (e.g. cpu:mem).
     #[arg(long, value_name = "a:b")]
     input_filter: Option<String>,
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
         output_filter,
         env: &env_lookup,
         paths: HostPaths::from_env(&env_lookup),
-        test_mode,
+        test_mode: test_mode && !cli.require_outputs,
         stats: Default::default(),
     };
     let Some(plan) = daemon::load(&req) else {

@@ -110,6 +110,22 @@ fn deploy_applies_good_changes_and_refuses_broken_ones() {
     assert!(agent.try_wait().unwrap().is_none(), "agent died");
     assert!(read()[len..].contains("version=v2"));
 
+    // No outputs: `--test` alone accepts that, the daemon does not (it would exit 2 at its
+    // next start and stay down): refused.
+    fs::write(origin.join("web1.conf"), "[[inputs.cpu]]\n").unwrap();
+    git(&origin, &["commit", "-qam", "no outputs"]);
+    let out = d.command(true).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("INVALID") && err.contains("no outputs found"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(&d.target).unwrap(),
+        config(&metrics, "v2")
+    );
+
     // Deploying the same commit again changes nothing.
     let out = d.command(true).output().unwrap();
     assert_eq!(
