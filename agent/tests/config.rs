@@ -317,6 +317,17 @@ fn bad_durations_are_errors() {
             "7:14: [inputs.cpu] interval: invalid duration -5: must be a non-negative number of seconds",
         ]
     );
+    // Numbers have the text form's bounds: a huge interval became 0 ns further on, and the
+    // scheduler divided by it.
+    assert_eq!(
+        load_errors(
+            "[agent]\n  interval = 99999999999999\n  flush_interval = 1e300\n[[inputs.cpu]]\n"
+        ),
+        [
+            "2:14: [agent] interval: invalid duration \"99999999999999\": too large",
+            "3:20: [agent] flush_interval: invalid duration 1e300",
+        ]
+    );
     // Integers are seconds, floats fractional seconds, "2d" days.
     let c = conf(
         "[agent]\n  interval = 30\n  flush_interval = 1.5\n  collection_offset = \"2d\"\n[[inputs.cpu]]\n",

@@ -314,7 +314,15 @@ impl<'a, 'i> Options<'a, 'i> {
             }
             DeValue::Integer(i) => {
                 match u64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
-                    Ok(secs) => Some(Duration::from_secs(secs)),
+                    // The same bounds as the text form (a huge interval became 0 ns
+                    // further on, and a division by it panicked).
+                    Ok(secs) => match parse_duration(&secs.to_string()) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            self.error_at(key, e);
+                            None
+                        }
+                    },
                     Err(_) => {
                         self.error_at(
                             key,
@@ -332,6 +340,7 @@ impl<'a, 'i> Options<'a, 'i> {
                 .parse::<f64>()
                 .ok()
                 .and_then(|f| Duration::try_from_secs_f64(f).ok())
+                .filter(|d| d.as_nanos() <= i64::MAX as u128)
             {
                 Some(d) => Some(d),
                 None => {

@@ -51,7 +51,10 @@ fn duration(s: &str) -> Result<Duration, String> {
         .all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'+')
         && let Ok(secs) = s.parse::<f64>()
     {
-        return Duration::try_from_secs_f64(secs).map_err(|_| too_big());
+        return Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| d.as_nanos() <= i64::MAX as u128)
+            .ok_or_else(too_big);
     }
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     let mut total: u64 = 0;
