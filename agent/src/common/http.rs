@@ -214,6 +214,51 @@ pub fn get_page(
 
 /// Accepts `http://` and `https://` URLs (Telegraf also takes `unix://` and `udp://`).
 pub fn check_url(u: &str) -> Result<(), HttpError> {
+    check_url_text(u).map_err(|e| match e {
+        HttpError::NoHost(v) => HttpError::NoHost(redact_url(&v)),
+        HttpError::NoTls(v) => HttpError::NoTls(redact_url(&v)),
+        HttpError::InvalidUrl(v) => HttpError::InvalidUrl(redact_url(&v)),
+        HttpError::Scheme(v) => HttpError::Scheme(redact_url(&v)),
+        other => other,
+    })
+}
+
+/// `u` for logs and messages: a password in its user info (`http://user:PW@host`) and the
+/// values of credential query parameters (`p`, `password`, `token`) become `***`.
+pub fn redact_url(u: &str) -> String {
+    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _))
+                        if ["p", "password", "token"]
+                            .contains(&k.to_ascii_lowercase().as_str()) =>
+                    {
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    let sep = if scheme.is_empty() { "" } else { "://" };
+    format!("{scheme}{sep}{authority}{tail}")
+}
+
+fn check_url_text(u: &str) -> Result<(), HttpError> {
     let lower = u.to_ascii_lowercase();
     if let Some(rest) = lower
         .strip_prefix("http://")
@@ -342,7 +387,7 @@ impl Client {
             req = req.header(k.as_str(), v.as_str());
         }
         let mut resp = req.send(body).map_err(|source| HttpError::Transport {
-            url: url.to_owned(),
+            url: redact_url(url),
             source,
         })?;
         let status = resp.status().as_u16();
@@ -545,6 +590,25 @@ mod tests {
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
+        // Credentials never reach a message.
+        for (u, shown) in [
+            (
+                "http://admin:s3cret@db:8086/write?db=x",
+                "http://admin:***@db:8086/write?db=x",
+            ),
+            (
+                "http://db:8086/write?db=x&p=s3cret&u=a",
+                "http://db:8086/write?db=x&p=***&u=a",
+            ),
+            ("https://tok@db/x", "https://tok@db/x"),
+            ("http://db:8086", "http://db:8086"),
+        ] {
+            assert_eq!(redact_url(u), shown);
+        }
+        let e = check_url("http://admin:s3cret@bad host/")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

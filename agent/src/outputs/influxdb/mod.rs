@@ -200,6 +200,7 @@ impl InfluxDb {
     /// `CREATE DATABASE` at URL `i`; true when it exists now (or we may not create it).
     fn create_database(&mut self, i: usize, db: &str, auth: &[(&str, String)]) -> bool {
         let url = join_url(&self.client.settings.urls[i], "query", &[]);
+        let shown = crate::common::http::redact_url(&url);
         let q = format!(
             "CREATE DATABASE \"{}\"",
             db.replace('\\', "\\\\").replace('"', "\\\"")
@@ -217,7 +218,7 @@ impl InfluxDb {
                 true
             }
             Ok(r) => {
-                warn!(url = %url, "creating database {db:?} failed: HTTP {}: {}", r.status, short(&error_text(&r.body)));
+                warn!(url = %shown, "creating database {db:?} failed: HTTP {}: {}", r.status, short(&error_text(&r.body)));
                 false
             }
             Err(e) => {
@@ -251,6 +252,7 @@ impl InfluxDb {
                 params.push(("consistency", self.write_consistency.as_str()));
             }
             let url = join_url(&self.client.settings.urls[i], "write", &params);
+            let shown = crate::common::http::redact_url(&url);
             let reply = match self
                 .client
                 .post(&url, "text/plain; charset=utf-8", body, &auth, true)
@@ -266,7 +268,7 @@ impl InfluxDb {
                 Verdict::Rejected(rejected, reason) => {
                     return Err(WriteError::Rejected {
                         rejected,
-                        reason: format!("{url}: {}", short(&reason)),
+                        reason: format!("{shown}: {}", short(&reason)),
                     });
                 }
                 Verdict::DatabaseNotFound(msg) => {
@@ -274,14 +276,14 @@ impl InfluxDb {
                         self.created.remove(&(i, db.to_owned()));
                         self.create_database(i, db, &auth);
                         return Err(WriteError::Retry(format!(
-                            "{url}: {}; created it, the batch is kept for the next attempt",
+                            "{shown}: {}; created it, the batch is kept for the next attempt",
                             short(&msg)
                         )));
                     }
                     not_found += 1;
-                    errors.push(format!("{url}: {}", short(&msg)));
+                    errors.push(format!("{shown}: {}", short(&msg)));
                 }
-                Verdict::Retry(msg) => errors.push(format!("{url}: {}", short(&msg))),
+                Verdict::Retry(msg) => errors.push(format!("{shown}: {}", short(&msg))),
             }
         }
         if not_found == urls {

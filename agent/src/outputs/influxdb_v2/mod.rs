@@ -174,6 +174,7 @@ impl InfluxDbV2 {
                 "api/v2/write",
                 &[("bucket", bucket), ("org", &self.organization)],
             );
+            let shown = crate::common::http::redact_url(&url);
             let reply =
                 match self
                     .client
@@ -203,12 +204,12 @@ impl InfluxDbV2 {
                 Verdict::Rejected(msg) => {
                     p.done = metrics.len();
                     p.rejected = metrics.len();
-                    p.reasons.push(format!("{url}: {msg}"));
+                    p.reasons.push(format!("{shown}: {msg}"));
                     return p;
                 }
                 Verdict::TooLarge if metrics.len() > 1 => {
                     let half = metrics.len() / 2;
-                    debug!(url = %url, metrics = metrics.len(), "HTTP 413: splitting the batch in two");
+                    debug!(url = %shown, metrics = metrics.len(), "HTTP 413: splitting the batch in two");
                     let first = self.send(bucket, &metrics[..half], headers);
                     if first.error.is_some() {
                         return first;
@@ -223,14 +224,14 @@ impl InfluxDbV2 {
                 }
                 Verdict::TooLarge => {
                     errors.push(format!(
-                        "{url}: HTTP 413: a single metric is larger than the server accepts"
+                        "{shown}: HTTP 413: a single metric is larger than the server accepts"
                     ));
                 }
                 Verdict::Retry(msg, w) => {
                     if w.is_some() {
                         wait = wait.max(w);
                     }
-                    errors.push(format!("{url}: {msg}"));
+                    errors.push(format!("{shown}: {msg}"));
                 }
             }
         }
