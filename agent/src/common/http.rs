@@ -64,15 +64,26 @@ pub fn default_user_agent() -> String {
     format!("wk-agent/{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Reads the HTTP options; `default_url` when `urls` is absent.
-pub fn read_http_options(opts: &mut Options<'_, '_>, default_url: &str) -> HttpSettings {
-    let mut urls = opts
-        .opt_strings("urls")
-        .unwrap_or_else(|| vec![default_url.to_owned()]);
-    // The deprecated single `url` of old Telegraf configs.
-    if let Some(u) = opts.opt_string("url") {
-        urls.push(u);
-    }
+/// Reads the HTTP options; `default_url` when no URL is given. `legacy_url`: the plugin also
+/// takes the deprecated single `url` of old Telegraf configs (outputs.influxdb; Telegraf's
+/// influxdb_v2 never had it), added to `urls`.
+pub fn read_http_options(
+    opts: &mut Options<'_, '_>,
+    default_url: &str,
+    legacy_url: bool,
+) -> HttpSettings {
+    let listed = opts.opt_strings("urls");
+    let single = if legacy_url {
+        opts.opt_string("url")
+    } else {
+        None
+    };
+    // As Telegraf: the default only when neither is given (`url` alone replaced it before
+    // being appended to it, and the agent wrote to localhost too).
+    let urls = match (listed, single) {
+        (None, None) => vec![default_url.to_owned()],
+        (listed, single) => listed.into_iter().flatten().chain(single).collect(),
+    };
     if urls.is_empty() {
         opts.error_at("urls", "must name at least one URL");
     }
@@ -609,6 +620,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    /// The URLs a plugin table gives (`legacy`: it takes `url`), and the diagnostics.
+    fn urls_of(table: &str, legacy: bool) -> (Vec<String>, Vec<String>) {
+        let text = format!("[x]\n{table}");
+        let src = wk_core::diag::Source::new(std::path::Path::new("t.conf"), text.clone());
+        let doc = toml::de::DeTable::parse(&text).unwrap();
+        let doc = doc.get_ref();
+        let (_, value) = doc.iter().next().unwrap();
+        let toml::de::DeValue::Table(t) = value.get_ref() else {
+            panic!()
+        };
+        let mut diags = wk_core::diag::Diagnostics::default();
+        let no_env = |_: &str| None;
+        let mut o = Options::new(&src, "x", t, 0, &mut diags, &no_env);
+        let urls = read_http_options(&mut o, "http://localhost:8086", legacy).urls;
+        o.finish();
+        let said = diags.items.iter().map(|d| d.message.clone()).collect();
+        (urls, said)
+    }
+
+    /// As Telegraf: the deprecated `url` replaces the default (it was added to it, so the
+    /// agent also wrote to localhost); with `urls` it is one more; influxdb_v2 never had it.
+    #[test]
+    fn the_legacy_url_replaces_the_default() {
+        let one = "  url = \"http://db1:8086\"\n";
+        assert_eq!(urls_of(one, true).0, ["http://db1:8086"]);
+        let both = "  urls = [\"http://db2:8086\"]\n  url = \"http://db1:8086\"\n";
+        assert_eq!(
+            urls_of(both, true).0,
+            ["http://db2:8086", "http://db1:8086"]
+        );
+        assert_eq!(urls_of("", true).0, ["http://localhost:8086"]);
+        let (urls, said) = urls_of(one, false);
+        assert_eq!(urls, ["http://localhost:8086"]);
+        assert!(
+            said.iter().any(|m| m.contains("unknown option \"url\"")),
+            "{said:?}"
+        );
     }
 
     #[test]

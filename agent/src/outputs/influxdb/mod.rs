@@ -51,7 +51,7 @@ struct InfluxDb {
 }
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
-    let settings = http::read_http_options(opts, "http://localhost:8086");
+    let settings = http::read_http_options(opts, "http://localhost:8086", true);
     let database = opts.string("database", "telegraf");
     if database.is_empty() {
         opts.error_at("database", "must not be empty");

@@ -36,7 +36,7 @@ struct InfluxDbV2 {
 }
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
-    let settings = http::read_http_options(opts, "http://localhost:8086");
+    let settings = http::read_http_options(opts, "http://localhost:8086", false);
     let token = Secret::read(opts, "token", "token_file");
     let organization = opts.string("organization", "");
     let bucket = opts.string("bucket", "");
