@@ -110,6 +110,14 @@ fn main() -> ExitCode {
     let Some(plan) = daemon::load(&req) else {
         return ExitCode::from(exit::INVALID);
     };
+    // The config's [agent] debug/quiet, when no flag said (flags, then WK_LOG, win).
+    if !cli.debug && !cli.quiet {
+        match (plan.agent.debug, plan.agent.quiet) {
+            (true, _) => wk_agent::logging::set_level("debug"),
+            (false, true) => wk_agent::logging::set_level("error"),
+            _ => {}
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -250,3 +250,27 @@ fn help_man_pages_and_completions_cover_every_command() {
         ["wk-agent-completions.1", "wk-agent-man.1", "wk-agent.1"]
     );
 }
+
+/// `[agent] debug` and `quiet` set the log level when no flag does (they were read and did
+/// nothing).
+#[test]
+fn agent_debug_and_quiet_set_the_log_level() {
+    let log_of = |agent_table: &str| {
+        let c = conf(&format!(
+            "[agent]\n  interval = \"500ms\"\n{agent_table}\n[[inputs.mem]]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n"
+        ));
+        let child = daemon(std::path::Path::new(c.arg()), Stdio::piped());
+        std::thread::sleep(Duration::from_millis(1_500));
+        signal(&child, libc::SIGTERM);
+        text(&child.wait_with_output().unwrap().stderr)
+    };
+    let plain = log_of("");
+    assert!(
+        plain.contains("agent started") && !plain.contains("DEBUG"),
+        "{plain}"
+    );
+    let quiet = log_of("  quiet = true");
+    assert!(!quiet.contains("agent started"), "{quiet}");
+    let debug = log_of("  debug = true");
+    assert!(debug.contains("DEBUG gathered"), "{debug}");
+}

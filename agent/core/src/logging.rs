@@ -7,18 +7,40 @@
 //! escaped (`\n`, `\r`, `\x1b`, …), so one event is always one line.
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::OnceLock;
+
+type SetLevel = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Changes the installed subscriber's level (see [`set_level`]).
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
 
 /// Installs the global subscriber at `level` ("debug", "info", "error", …).
 pub fn init(level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("WK_LOG").unwrap_or_else(|_| level.into());
     let ansi = io::stderr().is_terminal();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(move || EscapingStderr { ansi })
         .with_ansi(ansi)
         .with_target(false)
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    let _ = SET_LEVEL.set(Box::new(move |level: &str| {
+        let _ = handle.reload(tracing_subscriber::EnvFilter::new(level));
+    }));
+    builder.init();
+}
+
+/// Sets the level after [`init`] (a config file's `debug`/`quiet`, read once the flags have
+/// set the first level), unless `WK_LOG` chose it.
+pub fn set_level(level: &str) {
+    if std::env::var_os("WK_LOG").is_some() {
+        return;
+    }
+    if let Some(set) = SET_LEVEL.get() {
+        set(level);
+    }
 }
 
 /// Stderr that escapes control characters inside each formatted event (the formatter writes
