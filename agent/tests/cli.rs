@@ -256,7 +256,7 @@ fn help_man_pages_and_completions_cover_every_command() {
 #[test]
 fn agent_debug_and_quiet_set_the_log_level() {
     let log_of = |agent_table: &str| {
-        let c = conf(&format!(
+        let c = conf(format!(
             "[agent]\n  interval = \"500ms\"\n{agent_table}\n[[inputs.mem]]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n"
         ));
         let child = daemon(std::path::Path::new(c.arg()), Stdio::piped());
