@@ -154,6 +154,7 @@ pub async fn run(
             (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
         };
     let state_dir = cfg.settings.state_dir.clone();
+    let first_state_dir = state_dir.clone();
     let rules_dir = cfg.settings.rules_dir.clone();
     let mut service = Service::new(cfg, source);
     if stream_cfg.is_some() {
@@ -199,10 +200,8 @@ pub async fn run(
         info!("reloading configuration and rules");
         match load_config(config_path, &env) {
             Some(c) => {
-                if c.stream != stream_cfg {
-                    warn!(
-                        "[stream] changed: restart wk-alerter to apply it; the running receiver stays"
-                    );
+                for what in restart_needed(&c, &stream_cfg, &http_cfg, &first_state_dir) {
+                    warn!("{what} changed: restart wk-alerter to apply it; the running one stays");
                 }
                 let _ = reload_tx.send(Some(Box::new(c)));
             }
@@ -409,6 +408,28 @@ pub async fn notify_test(cfg: &Config, names: &[String]) -> Result<Vec<NotifyTes
         });
     }
     Ok(out)
+}
+
+/// What a reload to `c` changes that only a restart applies: the listener and its token and
+/// access rules (`[stream]`, `[http]`), and the state directory (alert state, silences and
+/// the window would be written to the old one).
+fn restart_needed(
+    c: &Config,
+    stream: &Option<crate::stream::StreamSettings>,
+    http: &crate::config::HttpSettings,
+    state_dir: &std::path::Path,
+) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if c.stream != *stream {
+        out.push("[stream]");
+    }
+    if c.http != *http {
+        out.push("[http]");
+    }
+    if c.settings.state_dir != state_dir {
+        out.push("[alerter] state_dir");
+    }
+    out
 }
 
 /// What `check` does beyond compiling.
@@ -734,4 +755,28 @@ pub fn rule_paths(cfg: Option<&Config>, given: &[PathBuf]) -> Vec<PathBuf> {
     }
     cfg.map(|c| rule_files(&c.settings.rules_dir).unwrap_or_default())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod reload_tests {
+    /// A reload that changes what only a restart applies says so (token rotation, access
+    /// rules, the state directory were ignored silently).
+    #[test]
+    fn a_reload_names_what_needs_a_restart() {
+        let load = |extra: &str| {
+            let text =
+                format!("[alerter]\n  state_dir = \"/tmp/a\"\n[[sources.influxdb]]\n{extra}");
+            crate::config::load_str(std::path::Path::new("t.conf"), &text, &|_| None).unwrap()
+        };
+        let old = load("");
+        let same = super::restart_needed(&old, &old.stream, &old.http, &old.settings.state_dir);
+        assert!(same.is_empty(), "{same:?}");
+        let new = load("[http]\n  read_only_without_token = true\n");
+        let said = super::restart_needed(&new, &old.stream, &old.http, &old.settings.state_dir);
+        assert_eq!(said, ["[http]"]);
+        let mut moved = load("");
+        moved.settings.state_dir = "/tmp/b".into();
+        let said = super::restart_needed(&moved, &old.stream, &old.http, &old.settings.state_dir);
+        assert_eq!(said, ["[alerter] state_dir"]);
+    }
 }
