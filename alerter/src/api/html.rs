@@ -41,23 +41,30 @@ fn ago(now: i64, ns: i64) -> String {
     format!("{} ago", format_duration(d))
 }
 
-/// The matchers that silence exactly this alert: its rule and every tag (exact, as anchored
-/// regexes where the value holds glob characters).
+/// The matchers that silence exactly this alert: its rule and every tag, each tag value as
+/// an escaped regular expression (matched whole), so that no value can be read as an
+/// operator, a glob or a regex (`~x`, `a*`), and whitespace, which separates matchers in the
+/// form, is written as `\x{…}`. A tag named `rule` is left out: the matcher key `rule` is
+/// the rule's name.
 fn matchers_for(e: &crate::model::AlertEvent) -> String {
-    let mut m = vec![format!("rule={}", e.rule)];
-    for (k, v) in &e.tags {
-        if !k
+    let literal = |v: &str| -> String {
+        regex::escape(v)
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
+            .map(|c| {
+                if c.is_whitespace() {
+                    format!("\\x{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let mut m = vec![format!("rule=~{}", literal(&e.rule))];
+    for (k, v) in &e.tags {
+        if k == "rule" || !crate::notify::silence::matcher_key_ok(k) {
             continue;
         }
-        if v.chars().any(|c| "*?[]{}\\ ".contains(c)) || v.is_empty() {
-            // Spaces separate matchers in the form: written as \x20.
-            m.push(format!("{k}=~{}", regex::escape(v).replace(' ', "\\x20")));
-        } else {
-            m.push(format!("{k}={v}"));
-        }
+        m.push(format!("{k}=~{}", literal(v)));
     }
     m.join(" ")
 }
@@ -355,12 +362,23 @@ mod tests {
             rule: "cpu".into(),
             ..Default::default()
         };
+        // Values that were misread: a leading `~` (a regex operator), glob characters,
+        // whitespace that splits the form (a tab was a 400), a key with `/` (left out), a
+        // tag named `rule` (a second rule matcher that never matched).
         e.tags.insert("host".into(), "web1".into());
         e.tags.insert("path".into(), "/a b*".into());
+        e.tags.insert("mood".into(), "~x".into());
+        e.tags.insert("tabbed".into(), "a\tb".into());
+        e.tags.insert("k8s/pod".into(), "api-1".into());
+        e.tags.insert("rule".into(), "other".into());
         let m = matchers_for(&e);
-        assert_eq!(m, "rule=cpu host=web1 path=~/a\\x20b\\*");
+        assert_eq!(
+            m,
+            "rule=~cpu host=~web1 k8s/pod=~api\\-1 mood=~\\~x path=~/a\\x{20}b\\* tabbed=~a\\x{9}b"
+        );
+        // As the form posts it: split on whitespace.
         let matchers = m
-            .split(' ')
+            .split_whitespace()
             .map(|one| crate::notify::silence::Matcher::parse(one).unwrap())
             .collect();
         let s = crate::notify::Silence {
@@ -370,7 +388,11 @@ mod tests {
             comment: String::new(),
         };
         assert!(s.silences(&e, 1));
-        e.tags.insert("path".into(), "/a bc".into());
-        assert!(!s.silences(&e, 1), "exact, not a glob");
+        let mut other = e.clone();
+        other.tags.insert("path".into(), "/a bc".into());
+        assert!(!s.silences(&other, 1), "exact, not a glob");
+        let mut other = e.clone();
+        other.tags.insert("k8s/pod".into(), "api-2".into());
+        assert!(!s.silences(&other, 1), "the k8s/pod tag counts");
     }
 }

@@ -75,6 +75,15 @@ pub enum MatcherError {
     ConfigGlob { key: String, detail: String },
 }
 
+/// Whether `key` can be a matcher's key: letters, digits and `_.-/:` (tag keys such as
+/// `k8s/pod` or `com.example:zone` included; not `=`, `!`, `~` or whitespace).
+pub fn matcher_key_ok(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-/:".contains(c))
+}
+
 impl Matcher {
     /// A glob equality matcher (the config's `matchers = { key = "glob" }`).
     pub fn glob(key: &str, glob: &str) -> Result<Matcher, MatcherError> {
@@ -100,11 +109,7 @@ impl Matcher {
             })?;
         let key = text[..at].trim();
         let value = &text[at + op.len()..];
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
+        if !matcher_key_ok(key) {
             return Err(MatcherError::TagName {
                 text: text.to_owned(),
                 key: key.to_owned(),
