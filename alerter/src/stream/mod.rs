@@ -624,7 +624,7 @@ async fn route(
     if let Some(api) = &shared.api
         && api.serves(&head.path)
     {
-        return serve_api(api.as_ref(), head, body, shared, ticket, peer).await;
+        return serve_api(api, head, body, shared, ticket, peer).await;
     }
     if shared.store.is_none() && head.path != "/ping" && head.path != "/health" {
         return error_v1(404, "path not found (see docs/api.md)");
@@ -693,7 +693,7 @@ async fn route(
 /// A request for the status page or API: access decided on the head (loopback listener, the
 /// token, `read_only_without_token`), then the body read (bounded) for changes.
 async fn serve_api(
-    api: &dyn Routes,
+    api: &Arc<dyn Routes>,
     head: &Head,
     body: Incoming,
     shared: &Shared,
@@ -724,7 +724,15 @@ async fn serve_api(
             Err(resp) => return resp,
         }
     };
-    let resp = api.handle(head, &bytes, access);
+    let resp = if reading {
+        api.handle(head, &bytes, access)
+    } else {
+        // Changes write silences.json (a lock, fsync): off the two async workers.
+        let (api, owned) = (api.clone(), head.clone());
+        tokio::task::spawn_blocking(move || api.handle(&owned, &bytes, access))
+            .await
+            .unwrap_or_else(|e| error_v1(500, &format!("the request failed: {e}")))
+    };
     if !reading && access != Access::Full && has_body(head) {
         // The body was not read: the connection cannot be reused.
         return resp.closing();
