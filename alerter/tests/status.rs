@@ -33,6 +33,32 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, out) = exchange(addr, method, path, headers, body);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// [`http`], returning the status line and headers instead of the body.
+fn http_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let (status, out) = exchange(addr, method, path, headers, body);
+    let head = out.split_once("\r\n\r\n").map_or(out.as_str(), |(h, _)| h);
+    (status, head.to_owned())
+}
+
+/// One request on a fresh connection: the status and the whole answer.
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut conn = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -56,8 +82,7 @@ fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP answer: {out:?}"));
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    (status, out)
 }
 
 fn json(body: &str) -> Value {
@@ -467,6 +492,31 @@ fn check() {
         let (status, body) = http(&addr, "POST", "/api/v1/silences", &headers, silence);
         assert_eq!(status, want, "{content_type}: {body}");
     }
+    // A page opened with ?p=TOKEN keeps the token in its forms and its redirect back.
+    let (status, page) = http(&addr, "GET", &format!("/?p={TOKEN}"), &[], "");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("action=\"/api/v1/silences?p={TOKEN}\"")),
+        "{page}"
+    );
+    let origin = format!("http://{addr}");
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
+    let (status, head) = http_head(
+        &addr,
+        "POST",
+        &format!("/api/v1/silences?p={TOKEN}"),
+        &form,
+        "matchers=host%3Dweb9&duration=1h&comment=form",
+    );
+    assert_eq!(status, 303);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("location: /?p={TOKEN}")),
+        "{head}"
+    );
     // DNS rebinding: a loopback listener asked under another name wants the token.
     for (host, want) in [("evil.example", 401), ("localhost:1", 200)] {
         let (status, _) = http(&addr, "GET", "/api/v1/alerts", &[("Host", host)], "");

@@ -96,6 +96,23 @@ fn table<T>(
     let _ = write!(p, "</tbody></table></div>");
 }
 
+/// `?p=…` when the request carried the token as `p` (percent-encoded), else empty.
+pub(super) fn token_query(head: &Head) -> String {
+    head.param("p").map_or_else(String::new, |t| {
+        let enc: String = t
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("?p={enc}")
+    })
+}
+
 impl Api {
     /// The whole page.
     pub(super) fn page(&self, head: &Head, now: i64) -> String {
@@ -103,6 +120,8 @@ impl Api {
             .param("refresh")
             .and_then(|r| r.parse::<u32>().ok())
             .unwrap_or(REFRESH_SECS);
+        // A page opened with `?p=TOKEN` keeps it in its forms (they would be refused without).
+        let keep = esc(&token_query(head));
         let b = self.board.get();
         let c = b.counts(&self.router, now);
         let mut p = String::with_capacity(16 * 1024);
@@ -193,7 +212,7 @@ impl Api {
                 let _ = write!(
                     p,
                     "<tr><td></td><td colspan=\"4\"><details><summary>silence this alert</summary>\
-                     <form method=\"post\" action=\"/api/v1/silences\">\
+                     <form method=\"post\" action=\"/api/v1/silences{keep}\">\
                      <input type=\"hidden\" name=\"matchers\" value=\"{}\">\
                      <select name=\"duration\"><option>1h</option><option>2h</option>\
                      <option>8h</option><option>1d</option></select> \
@@ -215,7 +234,7 @@ impl Api {
                         p,
                         "<tr class=\"silence\"><td class=\"tag\">{}</td><td>{}{}</td>\
                              <td>{}: {}</td><td><form method=\"post\" \
-                             action=\"/api/v1/silences/{}/expire\"><button>expire</button>\
+                             action=\"/api/v1/silences/{}/expire{keep}\"><button>expire</button>\
                              </form></td></tr>",
                         esc(&s.matchers.join(" ")),
                         esc(&rfc3339(s.ends)),
@@ -237,7 +256,7 @@ impl Api {
         let _ = write!(
             p,
             "<details><summary>new silence</summary><form method=\"post\" \
-             action=\"/api/v1/silences\"><p><input name=\"matchers\" required size=\"30\" \
+             action=\"/api/v1/silences{keep}\"><p><input name=\"matchers\" required size=\"30\" \
              placeholder=\"host=web1 rule=cpu_*\"> for <input name=\"duration\" value=\"2h\" \
              size=\"4\"></p><p><input name=\"comment\" required size=\"30\" \
              placeholder=\"why, and who\"> <button>silence</button></p><p class=\"muted\">\

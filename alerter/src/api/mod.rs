@@ -312,10 +312,10 @@ impl Api {
         }
     }
 
-    /// After a change: back to the page for a form, else `ok`.
-    fn done(form: bool, ok: Response) -> Response {
+    /// After a change: back to the page for a form (keeping a `?p=` token), else `ok`.
+    fn done(head: &Head, form: bool, ok: Response) -> Response {
         if form {
-            Response::new(303, "").header("location", "/")
+            Response::new(303, "").header("location", &format!("/{}", html::token_query(head)))
         } else {
             ok
         }
@@ -349,7 +349,7 @@ impl Api {
             }
         };
         match self.add(&new, form, now) {
-            Ok(s) => Self::done(form, json_response(200, &silence_json(&s, now))),
+            Ok(s) => Self::done(head, form, json_response(200, &silence_json(&s, now))),
             Err((status, e)) => error(status, e),
         }
     }
@@ -415,7 +415,7 @@ impl Api {
             Ok(s) => {
                 tracing::info!(id = %s.id, "silence expired through the API");
                 self.apply_silences();
-                Self::done(form, json_response(200, &silence_json(&s, now)))
+                Self::done(head, form, json_response(200, &silence_json(&s, now)))
             }
             Err(e @ store::SilenceError::NotFound { .. }) => error(404, e.to_string()),
             Err(e) => error(500, e.to_string()),
