@@ -315,7 +315,7 @@ impl Api {
     /// After a change: back to the page for a form (keeping a `?p=` token), else `ok`.
     fn done(head: &Head, form: bool, ok: Response) -> Response {
         if form {
-            Response::new(303, "").header("location", &format!("/{}", html::token_query(head)))
+            Response::new(303, "").header("location", format!("/{}", html::token_query(head)))
         } else {
             ok
         }
