@@ -276,20 +276,8 @@ mod tests {
     }
 
     fn config_text(text: &str) -> HeartbeatConfig {
-        let text = text.to_owned();
-        let src = wk_core::diag::Source::new(std::path::Path::new("t.conf"), text.clone());
-        let doc = toml::de::DeTable::parse(&text).unwrap();
-        let doc = doc.get_ref();
-        let (_, value) = doc.iter().next().unwrap();
-        let toml::de::DeValue::Table(t) = value.get_ref() else {
-            panic!()
-        };
-        let mut diags = wk_core::diag::Diagnostics::default();
-        let no_env = |_: &str| None;
-        let mut o = Options::new(&src, "heartbeat", t, 0, &mut diags, &no_env);
-        let c = HeartbeatConfig::read(&mut o);
-        o.finish();
-        assert!(!diags.has_errors());
+        let (c, said) = wk_core::testing::read_table(text, HeartbeatConfig::read);
+        assert!(said.is_empty(), "{said:?}");
         c
     }
 

@@ -15,6 +15,7 @@
 //! - [`cli`]: exit statuses, shell completions and man pages of both command lines.
 //! - [`sockmap`]: socket inode → holding processes and fds, kept between gathers (rustix).
 //! - [`procs`]: the process table and socket inode → process, from /proc (procfs crate).
+//! - [`systemd`]: systemd's unit types.
 //!
 //! The agent adds inputs, outputs and its loop on top; the alerter adds rules, state and
 //! notifiers. Neither depends on the other.
@@ -30,5 +31,6 @@ pub mod options;
 pub mod procs;
 pub mod sockmap;
 pub mod suggest;
+pub mod systemd;
 pub mod testing;
 pub mod values;

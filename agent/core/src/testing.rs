@@ -471,3 +471,25 @@ mod tests {
         skipped("wk_core::testing::tests", "a demonstration skip");
     }
 }
+
+/// Reads the one table of `text` (`[x]\n…`) with `read`, as a plugin's build reads its
+/// options: what `read` returned and the diagnostics' messages.
+pub fn read_table<T>(
+    text: &str,
+    read: impl FnOnce(&mut crate::options::Options<'_, '_>) -> T,
+) -> (T, Vec<String>) {
+    let src = crate::diag::Source::new(std::path::Path::new("t.conf"), text.to_owned());
+    let doc = toml::de::DeTable::parse(text).expect("valid TOML");
+    let doc = doc.get_ref();
+    let (name, value) = doc.iter().next().expect("a table");
+    let toml::de::DeValue::Table(t) = value.get_ref() else {
+        panic!("[{}] is not a table", name.get_ref())
+    };
+    let mut diags = crate::diag::Diagnostics::default();
+    let no_env = |_: &str| None;
+    let mut o =
+        crate::options::Options::new(&src, name.get_ref().to_string(), t, 0, &mut diags, &no_env);
+    let out = read(&mut o);
+    o.finish();
+    (out, diags.items.iter().map(|d| d.message.clone()).collect())
+}

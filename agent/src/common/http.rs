@@ -624,21 +624,9 @@ mod tests {
 
     /// The URLs a plugin table gives (`legacy`: it takes `url`), and the diagnostics.
     fn urls_of(table: &str, legacy: bool) -> (Vec<String>, Vec<String>) {
-        let text = format!("[x]\n{table}");
-        let src = wk_core::diag::Source::new(std::path::Path::new("t.conf"), text.clone());
-        let doc = toml::de::DeTable::parse(&text).unwrap();
-        let doc = doc.get_ref();
-        let (_, value) = doc.iter().next().unwrap();
-        let toml::de::DeValue::Table(t) = value.get_ref() else {
-            panic!()
-        };
-        let mut diags = wk_core::diag::Diagnostics::default();
-        let no_env = |_: &str| None;
-        let mut o = Options::new(&src, "x", t, 0, &mut diags, &no_env);
-        let urls = read_http_options(&mut o, "http://localhost:8086", legacy).urls;
-        o.finish();
-        let said = diags.items.iter().map(|d| d.message.clone()).collect();
-        (urls, said)
+        wk_core::testing::read_table(&format!("[x]\n{table}"), |o| {
+            read_http_options(o, "http://localhost:8086", legacy).urls
+        })
     }
 
     /// As Telegraf: the deprecated `url` replaces the default (it was added to it, so the

@@ -179,20 +179,8 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
 /// The unit type of `v` when it names a unit that is not a service (`systemctl` adds
 /// `.service` to a name without a unit type's suffix).
 fn other_unit_type(v: &str) -> Option<&str> {
-    const OTHERS: &[&str] = &[
-        "socket",
-        "target",
-        "device",
-        "mount",
-        "automount",
-        "swap",
-        "timer",
-        "path",
-        "slice",
-        "scope",
-    ];
     let (_, suffix) = v.rsplit_once('.')?;
-    OTHERS.contains(&suffix).then_some(suffix)
+    (suffix != "service" && wk_core::systemd::UNIT_TYPES.contains(&suffix)).then_some(suffix)
 }
 
 /// Compiles a `pattern`: a regular expression that must not match the empty string (it would

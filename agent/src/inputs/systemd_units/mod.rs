@@ -23,19 +23,7 @@ pub const SPEC: InputSpec = InputSpec {
 };
 
 /// The unit types Telegraf accepts for `unittype`.
-pub const UNIT_TYPES: [&str; 11] = [
-    "service",
-    "socket",
-    "target",
-    "device",
-    "mount",
-    "automount",
-    "swap",
-    "timer",
-    "path",
-    "slice",
-    "scope",
-];
+pub use wk_core::systemd::UNIT_TYPES;
 
 /// systemd's `unit_load_state_table`, numbered as Telegraf does.
 pub fn load_code(s: &str) -> Option<i64> {
