@@ -455,23 +455,6 @@ fn tempfile_dir(prefix: &str) -> std::path::PathBuf {
     dir
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_skip_is_logged_and_counted() {
-        // The environment is process-wide: this test only runs the logging path when the
-        // suite did not ask skips to fail.
-        if std::env::var("WK_TEST_ALL_DEPS").as_deref() == Ok("1") {
-            let r = std::panic::catch_unwind(|| skipped("t", "no tool"));
-            assert!(r.is_err(), "WK_TEST_ALL_DEPS=1 makes a skip fail");
-            return;
-        }
-        skipped("wk_core::testing::tests", "a demonstration skip");
-    }
-}
-
 /// Reads the one table of `text` (`[x]\n…`) with `read`, as a plugin's build reads its
 /// options: what `read` returned and the diagnostics' messages.
 pub fn read_table<T>(
@@ -492,4 +475,21 @@ pub fn read_table<T>(
     let out = read(&mut o);
     o.finish();
     (out, diags.items.iter().map(|d| d.message.clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_is_logged_and_counted() {
+        // The environment is process-wide: this test only runs the logging path when the
+        // suite did not ask skips to fail.
+        if std::env::var("WK_TEST_ALL_DEPS").as_deref() == Ok("1") {
+            let r = std::panic::catch_unwind(|| skipped("t", "no tool"));
+            assert!(r.is_err(), "WK_TEST_ALL_DEPS=1 makes a skip fail");
+            return;
+        }
+        skipped("wk_core::testing::tests", "a demonstration skip");
+    }
 }
