@@ -51,12 +51,13 @@ use crate::models::running_output::jitter_up_to as jitter;
 /// Gathers every input once (twice, 500 ms apart, discarding the first, for inputs whose
 /// fields need a previous sample) without running outputs: `--test` and `--once`.
 pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, GatherOutcome)> {
-    let precision = plan.agent.precision;
+    let agent = plan.agent.clone();
     let global = plan.global_tags.clone();
     let twice = wait_twice && plan.inputs.iter().any(|i| i.spec.test_twice);
     if twice {
         for ri in plan.inputs.iter_mut().filter(|i| i.spec.test_twice) {
             let now = now_ns();
+            let precision = agent.precision_for(ri.interval, ri.precision);
             let _ = ri.gather_at(round_ns(now, precision), now, &global);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -65,7 +66,7 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
     for ri in plan.inputs.iter_mut() {
         let now = now_ns();
         let outcome = ri.gather_at(
-            round_ns(now, ri.precision.unwrap_or(precision)),
+            round_ns(now, agent.precision_for(ri.interval, ri.precision)),
             now,
             &global,
         );
@@ -121,7 +122,7 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
             interval: ri.interval.unwrap_or(agent.interval),
             offset: ri.collection_offset.unwrap_or(agent.collection_offset),
             jitter: ri.collection_jitter.unwrap_or(agent.collection_jitter),
-            precision: ri.precision.unwrap_or(agent.precision),
+            precision: agent.precision_for(ri.interval, ri.precision),
             aligned: agent.round_interval,
         };
         stats.register_input(&ri.stats_key());

@@ -880,3 +880,36 @@ fn a_misspelled_sub_table_is_an_unknown_option_and_missing_files_are_errors() {
         "{e}"
     );
 }
+
+/// As Telegraf's `getPrecision`: an input with its own `interval` and no `precision` gets
+/// the precision of its interval (a 500 ms input had the agent's 1 s, and its points
+/// overwrote each other), unless the agent's `precision` is set explicitly.
+#[test]
+fn an_input_interval_sets_its_default_precision() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let p = conf("[agent]\n  interval = \"10s\"\n[[inputs.cpu]]\n  interval = \"500ms\"\n")
+        .load()
+        .test_mode()
+        .run()
+        .unwrap();
+    let ri = &p.inputs[0];
+    assert_eq!(p.agent.precision_for(ri.interval, ri.precision), ms(1));
+    assert_eq!(p.agent.precision_for(None, None), Duration::from_secs(1));
+    let p = conf(
+        "[agent]\n  precision = \"1s\"\n[[inputs.cpu]]\n  interval = \"500ms\"\n[[inputs.mem]]\n  interval = \"500ms\"\n  precision = \"1us\"\n",
+    )
+    .load()
+    .test_mode()
+    .run()
+    .unwrap();
+    let (a, b) = (&p.inputs[0], &p.inputs[1]);
+    assert_eq!(
+        p.agent.precision_for(a.interval, a.precision),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        p.agent.precision_for(b.interval, b.precision),
+        Duration::from_micros(1)
+    );
+}

@@ -36,6 +36,9 @@ pub struct AgentSettings {
     pub metric_buffer_limit: usize,
     /// Timestamps are rounded to this; derived from the interval when the config says 0.
     pub precision: Duration,
+    /// The config set a non-zero `precision` (else each input's default follows its own
+    /// interval, as Telegraf's `getPrecision`).
+    pub precision_set: bool,
     pub hostname: String,
     pub omit_hostname: bool,
     pub debug: bool,
@@ -59,6 +62,7 @@ impl Default for AgentSettings {
             metric_batch_size: 1000,
             metric_buffer_limit: 10000,
             precision: Duration::ZERO,
+            precision_set: false,
             hostname: String::new(),
             omit_hostname: false,
             debug: false,
@@ -395,6 +399,7 @@ impl Loader<'_, '_> {
             a.metric_buffer_limit = defaults.metric_buffer_limit;
         }
         a.precision = o.duration("precision", a.precision);
+        a.precision_set = !a.precision.is_zero();
         a.hostname = o.string("hostname", &a.hostname);
         a.omit_hostname = o.bool("omit_hostname", a.omit_hostname);
         a.debug = o.bool("debug", a.debug);
@@ -627,6 +632,25 @@ fn unquoted_variable(src: &Source, offset: usize) -> bool {
         .unwrap_or("");
     line.split_once('=')
         .is_some_and(|(_, value)| value.trim_start().starts_with('$'))
+}
+
+impl AgentSettings {
+    /// The precision of an input with its own `interval` and `precision` (each `None` when
+    /// unset): its own, else the agent's when the config set one, else derived from the
+    /// input's interval (a 500 ms input gets ms, not the agent's 1 s: its points would
+    /// overwrite each other).
+    pub fn precision_for(
+        &self,
+        interval: Option<Duration>,
+        precision: Option<Duration>,
+    ) -> Duration {
+        precision
+            .filter(|p| !p.is_zero())
+            .unwrap_or_else(|| match interval {
+                Some(i) if !self.precision_set => default_precision(i),
+                _ => self.precision,
+            })
+    }
 }
 
 /// Telegraf's precision when none is set: ≥1s → 1s, ≥1ms → 1ms, ≥1µs → 1µs, else 1ns.
