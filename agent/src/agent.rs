@@ -187,14 +187,23 @@ async fn input_loop(
         }
     };
     let mut errors = ErrorLog::default();
+    // A tick passed while the last gather ran: as Telegraf's ticker (one tick buffered), the
+    // next gather starts at once instead of at the tick after (a ping at its defaults
+    // against a down host reported every other interval).
+    let mut tick_pending = false;
     loop {
-        let wait = until_next_tick(now_ns(), s.interval, s.offset, s.aligned) + jitter(s.jitter);
+        let wait = if tick_pending {
+            Duration::ZERO
+        } else {
+            until_next_tick(now_ns(), s.interval, s.offset, s.aligned) + jitter(s.jitter)
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
         let started = Instant::now();
         let clock = now_ns();
+        let next_tick_in = until_next_tick(clock, s.interval, s.offset, s.aligned);
         let time = round_ns(clock, s.precision);
         let outcome = match worker.gather(time, clock).await {
             Some(o) => o,
@@ -227,9 +236,10 @@ async fn input_loop(
             }
         }
         let took = started.elapsed();
+        tick_pending = took >= next_tick_in;
         if took > s.interval {
             warn!(input = %name, took = ?took, interval = ?s.interval,
-                "collection took longer than the interval; missed ticks are skipped");
+                "collection took longer than the interval; the next starts at once, further missed ticks are skipped");
         }
     }
 }

@@ -274,3 +274,28 @@ fn agent_debug_and_quiet_set_the_log_level() {
     let debug = log_of("  debug = true");
     assert!(debug.contains("DEBUG gathered"), "{debug}");
 }
+
+/// An input that overruns its interval: the tick that passed meanwhile starts the next
+/// gather at once, as Telegraf's buffered ticker does (it waited for the tick after, so a
+/// 1.2 s gather on a 1 s interval ran every 2 s).
+#[test]
+fn an_overrun_gather_is_followed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.lp");
+    let c = conf(format!(
+        "[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
+         [[inputs.ping]]\n  urls = [\"x\"]\n  binary = \"sh\"\n  arguments = [\"-c\", \"sleep 1.2\"]\n\
+         [[outputs.file]]\n  files = [{out:?}]\n"
+    ));
+    let child = daemon(std::path::Path::new(c.arg()), Stdio::null());
+    std::thread::sleep(Duration::from_secs(8));
+    signal(&child, libc::SIGTERM);
+    let _ = child.wait_with_output();
+    let gathered = fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("ping,"))
+        .count();
+    // Every 1.2 s: at least 5 in 8 s (every 2 s: at most 4).
+    assert!(gathered >= 5, "{gathered} gathers in 8 s");
+}
