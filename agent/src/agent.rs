@@ -397,7 +397,15 @@ impl OutputWorker {
                     }
                     if job.flush == FlushKind::Last {
                         if last_failed && ro.buffered() > 0 {
-                            error!(output = %ro.log_name(), unsent = ro.buffered(), "metrics could not be written before shutdown");
+                            let unsent = ro.buffered();
+                            let lost = ro.abandon();
+                            if lost > 0 {
+                                error!(output = %ro.log_name(), dropped = lost,
+                                    "metrics could not be written before shutdown or reload; dropped (counted in metrics_dropped; buffer_strategy = \"disk\" keeps them)");
+                            } else {
+                                warn!(output = %ro.log_name(), unsent,
+                                    "metrics could not be written before shutdown or reload; kept in the disk buffer");
+                            }
                         }
                         ro.close();
                     }

@@ -362,6 +362,18 @@ impl RunningOutput {
     pub fn close(&mut self) {
         self.output.close();
     }
+
+    /// At a stop or reload with metrics still unsent: a memory buffer's are lost, counted
+    /// in `metrics_dropped` (returns how many); a disk buffer keeps them for the next run.
+    pub fn abandon(&mut self) -> usize {
+        let n = match &mut self.buffer {
+            Buffer::Memory(m) => std::mem::take(m).len(),
+            Buffer::Disk { .. } => 0,
+        };
+        self.count_drops(n);
+        self.unreported_drops = 0;
+        n
+    }
 }
 
 /// Where metrics wait: in memory, or in a crash-safe queue on disk whose first batch is
@@ -465,6 +477,16 @@ mod tests {
         for t in 0..n {
             ro.add(&Metric::new("m", t).with_field("v", t));
         }
+    }
+
+    /// Metrics a stop or reload leaves unsent in memory are counted as dropped (they were
+    /// lost without a count: metrics_dropped said nothing of a reload during an outage).
+    #[test]
+    fn metrics_abandoned_at_a_stop_are_counted_as_dropped() {
+        let (mut ro, _) = scripted(vec![]);
+        fill(&mut ro, 5);
+        assert_eq!(ro.abandon(), 5);
+        assert_eq!((ro.buffered(), ro.stats.metrics_dropped), (0, 5));
     }
 
     #[test]
