@@ -724,15 +724,12 @@ async fn serve_api(
             Err(resp) => return resp,
         }
     };
-    let resp = if reading {
-        api.handle(head, &bytes, access)
-    } else {
-        // Changes write silences.json (a lock, fsync): off the two async workers.
-        let (api, owned) = (api.clone(), head.clone());
-        tokio::task::spawn_blocking(move || api.handle(&owned, &bytes, access))
-            .await
-            .unwrap_or_else(|e| error_v1(500, &format!("the request failed: {e}")))
-    };
+    // Off the two async workers: changes write silences.json (a lock, fsync) and the page
+    // reads it.
+    let (api_owned, owned) = (api.clone(), head.clone());
+    let resp = tokio::task::spawn_blocking(move || api_owned.handle(&owned, &bytes, access))
+        .await
+        .unwrap_or_else(|e| error_v1(500, &format!("the request failed: {e}")));
     if !reading && access != Access::Full && has_body(head) {
         // The body was not read: the connection cannot be reused.
         return resp.closing();
