@@ -58,7 +58,8 @@ async fn free_port_on_a_free_port_claims_no_recovery() {
 /// A pid from a tag is checked before anything is stopped: never the alerter (here, the test
 /// process) or one of its ancestors, and, with `name`, only a process of that name (a pid
 /// reused by another program since the point was written is left alone). The probe of a
-/// restart by pid: the old pid is gone and, with `name`, another process of that name runs.
+/// restart by pid: the old pid is gone and, with `name`, a process of that name runs that did
+/// not before the action.
 #[tokio::test]
 async fn restart_process_by_pid_spares_the_alerter_and_checks_the_name() {
     let ctx = Ctx::local();
@@ -85,17 +86,27 @@ async fn restart_process_by_pid_spares_the_alerter_and_checks_the_name() {
     let done = a.run(&ctx).await;
     assert!(done.before.contains(&format!("pid {pid}")), "{done:?}");
     assert!(!target.wait().unwrap().success(), "stopped");
+    // A process of that name that ran before the action proves no restart.
     let probe = a.probe(&ctx).await;
-    assert_eq!(probe.healthy, Some(true), "{probe:?}");
+    assert_eq!(probe.healthy, Some(false), "{probe:?}");
     assert!(
         probe.after.contains(&format!("pid {pid} gone")),
         "{probe:?}"
     );
+    // The supervisor starts it again: that one counts.
+    let restarted = spawn(&["sleep", "602"]);
+    let probe = a.probe(&ctx).await;
+    assert_eq!(probe.healthy, Some(true), "{probe:?}");
     assert!(
-        probe.after.contains(&format!("{}", other.id())),
+        probe.after.contains(&format!("{}", restarted.id())),
+        "{probe:?}"
+    );
+    assert!(
+        !probe.after.contains(&format!("{}", other.id())),
         "{probe:?}"
     );
     reap(other);
+    reap(restarted);
 }
 
 #[tokio::test]

@@ -223,6 +223,10 @@ pub fn check_pattern_value(v: &str) -> Result<(), String> {
     if !chars_ok(v, " _.,:/=@+%-") {
         return bad("character not allowed");
     }
+    if !v.chars().any(|c| c.is_ascii_alphanumeric()) {
+        // `/` or `.` alone would match nearly every command line.
+        return bad("no letter or digit");
+    }
     Ok(())
 }
 

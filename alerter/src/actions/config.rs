@@ -142,7 +142,10 @@ impl ActionsConfig {
 /// in a terminal that inherited the variable from a user service) on a host booted with
 /// systemd — and `systemd-run` is installed; else direct.
 fn auto_launch() -> super::Launch {
+    // Root too: the packaged unit's dynamic user may not ask PID 1 for units (polkit), and
+    // started services and scripts worked directly there before.
     let service = std::env::var_os("INVOCATION_ID").is_some_and(|v| !v.is_empty())
+        && rustix::process::geteuid().is_root()
         && std::os::unix::process::parent_id() == 1
         && std::path::Path::new("/run/systemd/system").is_dir();
     if service && super::host::local_has("systemd-run") {

@@ -190,6 +190,11 @@ pub fn systemd_run(unit: &str, argv: &[String], wait: Option<Duration>) -> Vec<S
     let mut v: Vec<String> = ["systemd-run", "--quiet", "--unit", unit]
         .map(String::from)
         .into();
+    if wait.is_none() {
+        // A launcher that forks and exits 0 (nginx, `apachectl start`) would end a plain
+        // service unit and take its daemon with it.
+        v.push("--property=RemainAfterExit=yes".into());
+    }
     if let Some(t) = wait {
         v.extend([
             "--wait".into(),
@@ -274,6 +279,7 @@ mod tests {
                 "--quiet",
                 "--unit",
                 "wk-start-1.service",
+                "--property=RemainAfterExit=yes",
                 "--",
                 "/opt/app",
                 "--serve"

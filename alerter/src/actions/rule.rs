@@ -320,11 +320,25 @@ fn render_pattern(text: &str, data: &TemplateData<'_>) -> Result<String, String>
             .render(data);
         super::args::check_pattern_value(&value)?;
         rest = &rest[i + j + 2..];
-        let before = !word(out.chars().last()) && word(value.chars().next());
-        let after = !word(rest.chars().next()) && word(value.chars().last());
-        out.push_str(if before { r"\b" } else { "" });
+        // A value alone at an end of the pattern is a whole command-line word (or a path's
+        // last part): `usr` does not match `/usr/sbin/sshd`, `sshd` does.
+        let before = if out.is_empty() {
+            r"(?:^|[\s/])"
+        } else if !word(out.chars().last()) && word(value.chars().next()) {
+            r"\b"
+        } else {
+            ""
+        };
+        let after = if rest.is_empty() {
+            r"(?:\s|$)"
+        } else if !word(rest.chars().next()) && word(value.chars().last()) {
+            r"\b"
+        } else {
+            ""
+        };
+        out.push_str(before);
         out.push_str(&regex::escape(&value));
-        out.push_str(if after { r"\b" } else { "" });
+        out.push_str(after);
     }
     out.push_str(rest);
     Ok(out)
@@ -440,6 +454,8 @@ mod tests {
             regex::Regex::new(a.render(&event(v)).unwrap().get("pattern").unwrap()).unwrap()
         };
         assert!(!re(&a, "s").is_match("/usr/sbin/sshd -D"));
+        assert!(!re(&a, "usr").is_match("/usr/sbin/sshd -D"), "a path part");
+        assert!(a.render(&event("/")).is_err(), "no letter or digit");
         assert!(re(&a, "sshd").is_match("/usr/sbin/sshd -D"));
         assert!(!re(&a, "web").is_match("/opt/webapp"));
         assert!(re(&a, "/opt/web").is_match("/opt/web --port 1"));

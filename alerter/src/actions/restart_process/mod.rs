@@ -46,6 +46,7 @@ fn build(a: &Args) -> Box<dyn Action> {
         stopped: Mutex::new(Vec::new()),
         started: Mutex::new(None),
         started_unit: Mutex::new(None),
+        before: Mutex::new(Vec::new()),
     })
 }
 
@@ -75,6 +76,9 @@ pub struct RestartProcess {
     started: Mutex<Option<Arc<StartWatch>>>,
     /// The transient unit `start` runs as (`launch = "systemd-run"`), watched until the probe.
     started_unit: Mutex<Option<String>>,
+    /// The processes that matched (pattern or name) before the action: the probe wants one
+    /// that was not running then (another process of that name proves no restart).
+    before: Mutex<Vec<i32>>,
 }
 
 /// The alerter's own pid and its ancestors' (up to, not including, init): never stopped,
@@ -220,6 +224,18 @@ pub(crate) fn spawn_detached(
 impl RestartProcess {
     async fn run_local(&self, ctx: &Ctx) -> Done {
         let users = wk_core::procs::user_names(&ctx.passwd);
+        let already: Vec<i32> = candidates(
+            &ctx.proc_root,
+            self.pattern.as_ref(),
+            None,
+            self.name.as_deref(),
+        )
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+        if let Ok(mut b) = self.before.lock() {
+            *b = already;
+        }
         let procs = candidates(
             &ctx.proc_root,
             self.pattern.as_ref(),
@@ -300,6 +316,7 @@ impl Action for RestartProcess {
     fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
         Box::pin(async move {
             let old = self.stopped.lock().map(|s| s.clone()).unwrap_or_default();
+            let earlier = self.before.lock().map(|s| s.clone()).unwrap_or_default();
             if let Host::Ssh(s) = &ctx.host {
                 return self.probe_remote(ctx, s, &old).await;
             }
@@ -313,7 +330,7 @@ impl Action for RestartProcess {
                     self.name.as_deref(),
                 )
                 .iter()
-                .filter(|p| !old.contains(&p.pid))
+                .filter(|p| !old.contains(&p.pid) && !earlier.contains(&p.pid))
                 .map(|p| describe_process(p, &users))
                 .collect();
                 v.processes(&now);
@@ -505,6 +522,24 @@ impl RestartProcess {
                 return d;
             }
         };
+        let already: Vec<i32> = all
+            .iter()
+            .filter(|p| p.pid > 1 && p.alive())
+            .filter(|p| {
+                selected(
+                    self.pattern.as_ref(),
+                    None,
+                    self.name.as_deref(),
+                    p.pid,
+                    &p.comm,
+                    &p.cmdline,
+                )
+            })
+            .map(|p| p.pid)
+            .collect();
+        if let Ok(mut b) = self.before.lock() {
+            *b = already;
+        }
         let procs = self.select(&all);
         let described: Vec<String> = procs.iter().map(|p| p.describe()).collect();
         d.before = before(&described);
@@ -556,6 +591,7 @@ impl RestartProcess {
     }
 
     async fn probe_remote(&self, ctx: &Ctx, ssh: &SshHost, old: &[i32]) -> Probe {
+        let earlier = self.before.lock().map(|s| s.clone()).unwrap_or_default();
         let mut v = Verdict::default();
         if self.pattern.is_some() || self.name.is_some() || self.pid.is_some() {
             let r = remote::call::<RemoteProc>(ctx, ssh, &Call::Procs).await;
@@ -565,6 +601,7 @@ impl RestartProcess {
                         let now: Vec<String> = all
                             .iter()
                             .filter(|p| p.pid > 1 && p.alive() && !old.contains(&p.pid))
+                            .filter(|p| !earlier.contains(&p.pid))
                             .filter(|p| {
                                 selected(
                                     self.pattern.as_ref(),
