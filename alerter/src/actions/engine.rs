@@ -212,9 +212,9 @@ impl Engine {
     /// once (its report will say it), a repeat of it, or a recovery already announced by a
     /// report. The router must not send those.
     pub fn handle(&self, events: &[AlertEvent]) -> Vec<bool> {
-        if !self.inner.config.read().map(|c| c.enabled).unwrap_or(true) {
-            return vec![false; events.len()];
-        }
+        // Disabled actions start nothing (`actions_for` is empty), but running episodes still
+        // hear of recoveries: re-enabled before their next attempt, they would act on a
+        // fault that is gone.
         events.iter().map(|e| self.handle_one(e, true)).collect()
     }
 
@@ -553,7 +553,14 @@ impl Engine {
                           on = %r.ran_on, attempt, "running action");
                     let done = action.run(&ctx).await;
                     let end = self.now();
-                    self.end(&target, end);
+                    if done.nothing_to_do {
+                        // It changed nothing: no attempt spent, no cooldown.
+                        let mut g = lock(&self.inner.guard);
+                        g.cancel(&target, now);
+                        self.save(&g);
+                    } else {
+                        self.end(&target, end);
+                    }
                     r.status = "ran".into();
                     r.before = done.before;
                     r.did = done.did;
@@ -776,7 +783,13 @@ impl Engine {
             return (None, "rule query: the series is gone (no verdict)");
         };
         // Aggregates are stamped with the evaluation time (0: unknown): fresh either way.
-        if o.time != 0 && o.time < since_ns {
+        // Data time against data time where the alert has one (the engine's clock may be off
+        // after a clock step or a VM pause): a point newer than the one that fired.
+        let stale = match event.point_time {
+            0 => o.time < since_ns,
+            fired => o.time <= fired,
+        };
+        if o.time != 0 && stale {
             return (None, NO_DATA_SINCE);
         }
         if crate::state::determine_level(Level::Ok, &o.levels) < on {

@@ -106,6 +106,17 @@ impl Guard {
         t.in_flight = Some(f);
     }
 
+    /// Takes back the attempt begun at `started` (it found nothing to do): no budget spent,
+    /// no cooldown started.
+    pub fn cancel(&mut self, key: &str, started: i64) {
+        if let Some(t) = self.targets.get_mut(key) {
+            t.in_flight = None;
+            if let Some(i) = t.attempts.iter().rposition(|&a| a == started) {
+                t.attempts.remove(i);
+            }
+        }
+    }
+
     /// Records the end of an attempt.
     pub fn end(&mut self, key: &str, now: i64) {
         if let Some(t) = self.targets.get_mut(key) {
@@ -180,6 +191,24 @@ mod tests {
             notify: vec![],
             tags: Default::default(),
         }
+    }
+
+    /// An attempt that found nothing to do is taken back: the budget is whole again.
+    #[test]
+    fn a_cancelled_attempt_spends_nothing() {
+        let mut g = Guard::default();
+        let hour = std::time::Duration::from_secs(3600);
+        let m = std::time::Duration::from_secs(60);
+        assert!(matches!(
+            g.decide("t", 0, 1, hour, m),
+            Decision::Go { attempt: 1 }
+        ));
+        g.begin("t", 0, fl());
+        g.cancel("t", 0);
+        assert!(matches!(
+            g.decide("t", S, 1, hour, m),
+            Decision::Go { attempt: 1 }
+        ));
     }
 
     #[test]
