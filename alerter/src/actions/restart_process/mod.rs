@@ -492,14 +492,14 @@ pub async fn port_answers(port: u16) -> bool {
 
 impl RestartProcess {
     /// The processes this action is about, from a process list.
-    fn select<'p>(&self, procs: &'p [RemoteProc]) -> Vec<&'p RemoteProc> {
+    fn select<'p>(&self, procs: &'p [RemoteProc], pid: Option<i32>) -> Vec<&'p RemoteProc> {
         procs
             .iter()
             .filter(|p| p.pid > 1 && p.alive() && !p.cmdline.is_empty())
             .filter(|p| {
                 selected(
                     self.pattern.as_ref(),
-                    self.pid,
+                    pid,
                     self.name.as_deref(),
                     p.pid,
                     &p.comm,
@@ -522,25 +522,11 @@ impl RestartProcess {
                 return d;
             }
         };
-        let already: Vec<i32> = all
-            .iter()
-            .filter(|p| p.pid > 1 && p.alive())
-            .filter(|p| {
-                selected(
-                    self.pattern.as_ref(),
-                    None,
-                    self.name.as_deref(),
-                    p.pid,
-                    &p.comm,
-                    &p.cmdline,
-                )
-            })
-            .map(|p| p.pid)
-            .collect();
+        let already: Vec<i32> = self.select(&all, None).iter().map(|p| p.pid).collect();
         if let Ok(mut b) = self.before.lock() {
             *b = already;
         }
-        let procs = self.select(&all);
+        let procs = self.select(&all, self.pid);
         let described: Vec<String> = procs.iter().map(|p| p.describe()).collect();
         d.before = before(&described);
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
@@ -598,20 +584,10 @@ impl RestartProcess {
             match r.rows {
                 Ok(all) => {
                     if self.pattern.is_some() || self.name.is_some() {
-                        let now: Vec<String> = all
-                            .iter()
-                            .filter(|p| p.pid > 1 && p.alive() && !old.contains(&p.pid))
-                            .filter(|p| !earlier.contains(&p.pid))
-                            .filter(|p| {
-                                selected(
-                                    self.pattern.as_ref(),
-                                    None,
-                                    self.name.as_deref(),
-                                    p.pid,
-                                    &p.comm,
-                                    &p.cmdline,
-                                )
-                            })
+                        let now: Vec<String> = self
+                            .select(&all, None)
+                            .into_iter()
+                            .filter(|p| !old.contains(&p.pid) && !earlier.contains(&p.pid))
                             .map(RemoteProc::describe)
                             .collect();
                         v.processes(&now);
