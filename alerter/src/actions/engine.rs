@@ -68,8 +68,11 @@ struct Inner {
     rules: RwLock<HashMap<String, RuleEntry>>,
     /// Firing instances with a task: the latest event, `None` once recovered.
     tasks: Mutex<HashMap<(String, String), Firing>>,
-    /// What people were told of the instances the engine acts on (see [`Told`]).
-    told: Mutex<HashMap<(String, String), Told>>,
+    /// What people were told of the instances the engine acts on (see [`Told`]), with the
+    /// episode it belongs to: a late report of an episode that ended cannot touch the next.
+    told: Mutex<HashMap<(String, String), (u64, Told)>>,
+    /// The last episode number given out (one per task).
+    episodes: std::sync::atomic::AtomicU64,
     /// The last results (tests, diagnostics), newest last, bounded.
     results: Mutex<Vec<ActionResult>>,
     clock: Clock,
@@ -83,6 +86,8 @@ type Firing = watch::Sender<Option<AlertEvent>>;
 /// done, whether it recovered, how long it took); a recovery the report already announced
 /// is not sent again.
 enum Told {
+    /// The engine acts on the instance and holds nothing: its messages go out as they come.
+    Plain,
     /// The alert was not sent: the report will carry it. Released as it was if no report
     /// comes out of an attempt (busy target, cooldown, spent budget).
     Held(Box<AlertEvent>),
@@ -165,6 +170,7 @@ impl Engine {
                 rules: RwLock::new(HashMap::new()),
                 tasks: Mutex::new(HashMap::new()),
                 told: Mutex::new(HashMap::new()),
+                episodes: std::sync::atomic::AtomicU64::new(0),
                 results: Mutex::new(results),
                 clock: Clock {
                     base_ns: crate::clock::now_ns(),
@@ -257,18 +263,25 @@ impl Engine {
         // Hold the alert only when the engine acts on it now: an `after` wait is the
         // operator asking for time before acting, and people hear of the fault meanwhile.
         let held = hold && fault_ns + after.as_nanos() as i64 <= e.time.max(now);
-        {
-            let mut told = lock(&self.inner.told);
-            if held {
-                told.insert(key.clone(), Told::Held(Box::new(e.clone())));
-            } else {
-                told.remove(&key);
-            }
-        }
+        let episode = 1 + self
+            .inner
+            .episodes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let told = if held {
+            Told::Held(Box::new(e.clone()))
+        } else {
+            Told::Plain
+        };
+        lock(&self.inner.told).insert(key.clone(), (episode, told));
         let (tx, rx) = watch::channel(Some(e.clone()));
         tasks.insert(key, tx);
         let engine = self.clone();
-        tokio::spawn(async move { engine.instance(rx, actions, fault_ns, now).await });
+        let ep = Episode {
+            number: episode,
+            fault_ns,
+            detected_ns: now,
+        };
+        tokio::spawn(async move { engine.instance(rx, actions, ep).await });
         held
     }
 
@@ -294,54 +307,64 @@ impl Engine {
     /// Whether the notification of `e`, for an instance the engine knows, is the engine's.
     fn owned(&self, key: &(String, String), e: &AlertEvent, firing: bool) -> bool {
         let mut told = lock(&self.inner.told);
-        match told.get(key) {
+        let Some((_, now)) = told.get_mut(key) else {
+            return false;
+        };
+        match now {
+            Told::Plain => {
+                if !firing {
+                    told.remove(key);
+                }
+                false
+            }
             // A repeat while the report is being prepared: the report says it.
-            Some(Told::Held(_)) if firing => true,
+            Told::Held(_) if firing => true,
             // Recovered before any report: never announced, so its recovery is not either,
             // unless a report comes after all (see `Told::Recovering`). Data that stops is
             // news of its own (NoData) and goes out.
-            Some(Told::Held(_)) if e.kind == EventKind::Recovery => {
-                told.insert(key.clone(), Told::Recovering(Box::new(e.clone())));
+            Told::Held(_) if e.kind == EventKind::Recovery => {
+                *now = Told::Recovering(Box::new(e.clone()));
                 true
             }
-            Some(Told::Held(_)) => {
+            Told::Held(_) => {
                 told.remove(key);
                 false
             }
-            Some(Told::Recovering(_)) => !firing,
+            Told::Recovering(_) => !firing,
             // The report said "recovered": the recovery is no news, nor is the series going
             // away (the restarted process has a new pid, the old one's series stops). Still
             // firing (a repeat, a level change) is news, and a new attempt.
-            Some(Told::Recovered) => {
+            Told::Recovered => {
                 told.remove(key);
                 !firing
             }
-            None => false,
         }
     }
 
     /// Sends an alert held back for a report that did not come out of an attempt (one that
     /// recovered meanwhile was never news: dropped with its recovery).
-    fn release(&self, rule: &str, id: &str) {
+    fn release(&self, rule: &str, id: &str, episode: u64) {
         let key = (rule.to_owned(), id.to_owned());
         let held = {
             let mut told = lock(&self.inner.told);
             match told.get(&key) {
-                Some(Told::Held(_) | Told::Recovering(_)) => told.remove(&key),
+                Some((n, Told::Held(_) | Told::Recovering(_))) if *n == episode => {
+                    told.insert(key, (episode, Told::Plain))
+                }
                 _ => None,
             }
         };
-        if let Some(Told::Held(e)) = held {
+        if let Some((_, Told::Held(e))) = held {
             info!(rule = %e.rule, id = %e.id, "no action report this time: the alert is sent as it is");
             self.inner.router.dispatch(vec![*e]);
         }
     }
 
     /// An instance that recovered before any report: nothing about it was told.
-    fn forget(&self, rule: &str, id: &str) {
+    fn forget(&self, rule: &str, id: &str, episode: u64) {
         let key = (rule.to_owned(), id.to_owned());
         let mut told = lock(&self.inner.told);
-        if matches!(told.get(&key), Some(Told::Recovering(_))) {
+        if matches!(told.get(&key), Some((n, Told::Recovering(_) | Told::Plain)) if *n == episode) {
             told.remove(&key);
         }
     }
@@ -372,31 +395,30 @@ impl Engine {
         self,
         mut rx: watch::Receiver<Option<AlertEvent>>,
         mut actions: Vec<ActionRule>,
-        fault_ns: i64,
-        detected_ns: i64,
+        ep: Episode,
     ) {
         let Some(first) = rx.borrow().clone() else {
             return;
         };
         let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
-        let mut due = fault_ns + after.as_nanos() as i64;
+        let mut due = ep.fault_ns + after.as_nanos() as i64;
         // Actions done with for this episode (by index in `actions`): diagnoses, dry runs,
         // refusals, nothing to do. Only repairs that ran are tried again.
         let mut finished = std::collections::HashSet::new();
         loop {
             if !self.wait(&mut rx, due).await {
                 info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
-                self.forget(&first.rule, &first.id);
+                self.forget(&first.rule, &first.id, ep.number);
                 return;
             }
             let Some(event) = rx.borrow().clone() else {
-                self.forget(&first.rule, &first.id);
+                self.forget(&first.rule, &first.id, ep.number);
                 return;
             };
             let now_actions = self.actions_for(&event);
             if now_actions.is_empty() {
                 info!(rule = %event.rule, id = %event.id, "actions disabled or removed by a reload; this episode stops");
-                self.release(&event.rule, &event.id);
+                self.release(&event.rule, &event.id, ep.number);
                 return;
             }
             if now_actions != actions {
@@ -406,7 +428,7 @@ impl Engine {
             let now = self.now();
             if let Some(why) = self.inner.router.mute_reason(&event, now) {
                 info!(rule = %event.rule, id = %event.id, "actions paused: {why}");
-                self.release(&event.rule, &event.id);
+                self.release(&event.rule, &event.id, ep.number);
                 due = now
                     + actions
                         .iter()
@@ -417,10 +439,8 @@ impl Engine {
                         .as_nanos() as i64;
                 continue;
             }
-            let next = self
-                .attempt(&event, &actions, fault_ns, detected_ns, &mut finished)
-                .await;
-            self.release(&event.rule, &event.id);
+            let next = self.attempt(&event, &actions, &ep, &mut finished).await;
+            self.release(&event.rule, &event.id, ep.number);
             match next {
                 Next::RetryAt(t) => due = t,
                 Next::Done => return,
@@ -433,10 +453,10 @@ impl Engine {
         &self,
         event: &AlertEvent,
         actions: &[ActionRule],
-        fault_ns: i64,
-        detected_ns: i64,
+        ep: &Episode,
         finished: &mut std::collections::HashSet<usize>,
     ) -> Next {
+        let (fault_ns, detected_ns, episode) = (ep.fault_ns, ep.detected_ns, ep.number);
         let cfg = read(&self.inner.config).clone();
         let host_tag = event.tags.get("host").cloned().unwrap_or_default();
         let mut ran: Vec<(usize, usize, Box<dyn super::Action>, Ctx)> = Vec::new();
@@ -677,11 +697,11 @@ impl Engine {
             self.record(r);
         }
         if !results.is_empty() {
-            self.report(event, &results);
+            self.report(event, &results, episode);
         }
         for p in &pages {
             self.record(p);
-            self.report(event, std::slice::from_ref(p));
+            self.report(event, std::slice::from_ref(p), episode);
         }
         match (stop || !repairs, retry_at) {
             (false, Some(t)) => Next::RetryAt(t),
@@ -855,6 +875,35 @@ impl Engine {
         self.inner.router.dispatch_unfiltered(vec![e]);
     }
 
+    /// What a report of `episode` changes in what people were told; the recovery that came
+    /// during the attempt when it is still news (the report says "not recovered"). A report
+    /// of an episode that is over (the instance recovered and fired again while it ran)
+    /// touches nothing of the next one's.
+    fn reported(
+        &self,
+        event: &AlertEvent,
+        episode: u64,
+        recovered: bool,
+    ) -> Option<Box<AlertEvent>> {
+        let key = (event.rule.clone(), event.id.clone());
+        let mut told = lock(&self.inner.told);
+        if !matches!(told.get(&key), Some((n, _)) if *n == episode) {
+            return None;
+        }
+        match told.remove(&key) {
+            Some((_, Told::Recovering(r))) => (!recovered).then_some(r),
+            _ => {
+                let now = if recovered {
+                    Told::Recovered
+                } else {
+                    Told::Plain
+                };
+                told.insert(key, (episode, now));
+                None
+            }
+        }
+    }
+
     /// The notifiers of the loaded rule `rule` (`None`: not loaded now).
     fn rule_notify(&self, rule: &str) -> Option<Vec<String>> {
         self.inner
@@ -865,7 +914,7 @@ impl Engine {
     }
 
     /// The one message for an attempt, through the rule's notifiers.
-    fn report(&self, event: &AlertEvent, results: &[ActionResult]) {
+    fn report(&self, event: &AlertEvent, results: &[ActionResult], episode: u64) {
         let notify = self
             .rule_notify(&event.rule)
             .unwrap_or_else(|| event.notify.clone());
@@ -876,20 +925,7 @@ impl Engine {
             && results.iter().any(|r| r.status == "ran");
         // A recovery that came during the attempt: no news if the report says "recovered",
         // else it follows the report.
-        let recovery = {
-            let key = (event.rule.clone(), event.id.clone());
-            let mut told = lock(&self.inner.told);
-            let before = told.remove(&key);
-            match before {
-                Some(Told::Recovering(r)) => Some(r).filter(|_| !recovered),
-                _ => {
-                    if recovered {
-                        told.insert(key, Told::Recovered);
-                    }
-                    None
-                }
-            }
-        };
+        let recovery = self.reported(event, episode, recovered);
         if notify.is_empty() {
             return;
         }
@@ -967,12 +1003,22 @@ impl Engine {
                 notify: f.notify.clone(),
                 category: None,
             };
-            self.report(&event, std::slice::from_ref(&r));
+            self.report(&event, std::slice::from_ref(&r), 0);
         }
     }
 }
 
 const NO_DATA_SINCE: &str = "rule query: no data since the action (no verdict)";
+
+/// One task's episode: from the alert that started it to its recovery or the end of its
+/// actions.
+struct Episode {
+    number: u64,
+    /// The first evaluation that saw the fault.
+    fault_ns: i64,
+    /// When the engine heard of it.
+    detected_ns: i64,
+}
 
 enum Next {
     Done,

@@ -373,3 +373,30 @@ async fn a_recovery_during_an_attempt_follows_a_not_recovered_report() {
     let ids: Vec<&str> = sent.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["r:x:actions", "r:x"], "{sent:?}");
 }
+
+/// The alert recovers and fires again while the first episode's action still runs: the
+/// first report, late and "recovered", must not speak for the second episode (it did: the
+/// second alert went out, and its recovery was then swallowed as "already announced").
+#[tokio::test]
+async fn a_late_report_leaves_the_next_episode_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = format!("wk-late-report-{}", std::process::id());
+    let mut a = restarts(&nonce);
+    a.settle = Duration::from_millis(800);
+    let e = engine(dir.path(), vec![a]);
+    assert_eq!(e.handle(&[event("r", Level::Critical, &[])]), [true]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(e.handle(&[recovery("r")]), [true], "held until the report");
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 1).await;
+    assert!(e.results()[0].recovered, "{:?}", e.results());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        e.handle(&[recovery("r")]),
+        [false],
+        "the second episode's recovery is news"
+    );
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &nonce])
+        .status();
+}
