@@ -181,27 +181,42 @@ pub async fn run(host: &Host, argv: &[String], timeout: Duration, max_output: us
     out
 }
 
+/// How long a `systemd-run --wait` unit may run: stopped by systemd after `run`
+/// (`RuntimeMaxSec`; killing `systemd-run` alone would leave the unit running), its whole
+/// cgroup SIGKILLed `grace` after the SIGTERM (`TimeoutStopSec`; systemd's default is 90 s).
+#[derive(Debug, Clone, Copy)]
+pub struct UnitLimit {
+    pub run: Duration,
+    pub grace: Duration,
+}
+
+impl UnitLimit {
+    /// How long the `systemd-run` client waits for the unit's end: its run, its stop, and
+    /// a margin for systemd to say so.
+    pub fn client_timeout(&self) -> Duration {
+        self.run + self.grace + Duration::from_secs(5)
+    }
+}
+
 /// The argv that runs `argv` as the transient systemd service `unit` (`systemd-run`): in its
 /// own cgroup, outside the alerter's sandbox. `wait`: run it to the end with its output and
-/// exit status piped back (`--wait --pipe`), stopped by systemd after that long
-/// (`RuntimeMaxSec`: killing `systemd-run` alone would leave it running); `None`: start it
-/// and return (a service; it stays loaded if it fails, for `systemctl status`).
-pub fn systemd_run(unit: &str, argv: &[String], wait: Option<Duration>) -> Vec<String> {
+/// exit status piped back (`--wait --pipe`), within the limit; `None`: start it and return
+/// (a service; it stays loaded if it fails, for `systemctl status`).
+pub fn systemd_run(unit: &str, argv: &[String], wait: Option<UnitLimit>) -> Vec<String> {
     let mut v: Vec<String> = ["systemd-run", "--quiet", "--unit", unit]
         .map(String::from)
         .into();
-    if wait.is_none() {
+    match wait {
         // A launcher that forks and exits 0 (nginx, `apachectl start`) would end a plain
         // service unit and take its daemon with it.
-        v.push("--property=RemainAfterExit=yes".into());
-    }
-    if let Some(t) = wait {
-        v.extend([
+        None => v.push("--property=RemainAfterExit=yes".into()),
+        Some(l) => v.extend([
             "--wait".into(),
             "--pipe".into(),
             "--collect".into(),
-            format!("--property=RuntimeMaxSec={}ms", t.as_millis().max(1)),
-        ]);
+            format!("--property=RuntimeMaxSec={}ms", l.run.as_millis().max(1)),
+            format!("--property=TimeoutStopSec={}ms", l.grace.as_millis().max(1)),
+        ]),
     }
     v.push("--".into());
     v.extend(argv.iter().cloned());
@@ -285,9 +300,15 @@ mod tests {
                 "--serve"
             ]
         );
-        let w = systemd_run("u.service", &argv, Some(Duration::from_secs(30)));
+        let limit = UnitLimit {
+            run: Duration::from_secs(30),
+            grace: Duration::from_secs(5),
+        };
+        let w = systemd_run("u.service", &argv, Some(limit));
         assert!(w.contains(&"--wait".to_owned()) && w.contains(&"--pipe".to_owned()));
         assert!(w.contains(&"--property=RuntimeMaxSec=30000ms".to_owned()));
+        assert!(w.contains(&"--property=TimeoutStopSec=5000ms".to_owned()));
+        assert!(limit.client_timeout() > limit.run + limit.grace);
         assert_eq!(w[w.len() - 3..], ["--", "/opt/app", "--serve"]);
         let u = unit_name("script-a b/c");
         assert!(

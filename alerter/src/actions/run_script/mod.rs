@@ -5,6 +5,7 @@
 //! Over ssh the same path is run on the remote host.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe};
 
@@ -77,14 +78,28 @@ impl Action for RunScript {
             };
             let mut argv = vec![path.display().to_string()];
             argv.extend(self.args.iter().cloned());
-            if ctx.host == Host::Local && ctx.launch == super::Launch::SystemdRun {
+            let o = if ctx.host == Host::Local && ctx.launch == super::Launch::SystemdRun {
                 // Outside the alerter's sandbox: a script that drops caches needs a
                 // writable /proc/sys, one that restarts things its own capabilities.
+                // systemd stops it at the timeout; the client waits for that stop.
                 let unit = super::host::unit_name(&format!("script-{}", self.name));
-                argv = super::host::systemd_run(&unit, &argv, Some(ctx.timeout));
-            }
-            let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let o = ctx.cmd(&refs).await;
+                let limit = super::host::UnitLimit {
+                    run: ctx.timeout,
+                    grace: ctx.grace,
+                };
+                let argv = super::host::systemd_run(&unit, &argv, Some(limit));
+                let o = super::host::run(&ctx.host, &argv, limit.client_timeout(), ctx.max_output)
+                    .await;
+                if o.error.as_deref().is_some_and(|e| e.contains("timed out")) {
+                    // systemd did not stop it in time: the unit, not only the client.
+                    let stop = ["systemctl", "kill", "--signal=SIGKILL", &unit].map(String::from);
+                    let _ = super::host::run(&ctx.host, &stop, Duration::from_secs(10), 4096).await;
+                }
+                o
+            } else {
+                let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+                ctx.cmd(&refs).await
+            };
             d.main_command(&o);
             d.before = String::new();
             d.did = format!(
@@ -93,6 +108,12 @@ impl Action for RunScript {
                 self.args.join(" "),
                 o.outcome("exit status 0")
             );
+            if ctx.launch == super::Launch::SystemdRun && !o.ok() && o.took >= ctx.timeout {
+                d.did.push_str(&format!(
+                    " (it ran into its timeout of {}: systemd stopped its unit)",
+                    crate::template::format_duration(ctx.timeout)
+                ));
+            }
             let out = o.stdout.trim();
             if !out.is_empty() {
                 d.before = super::last_lines(out, 20);
