@@ -482,10 +482,19 @@ impl HttpResponse {
                 Ok(r) => r,
                 Err(e) => break Err(e),
             };
-            let location = resp.headers().get("location").and_then(|v| v.to_str().ok());
+            // Go's client: no (or an empty) Location returns the 3xx as it is; one that
+            // does not parse is an error (connection_failed).
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .filter(|l| !l.is_empty());
             let next = match location {
                 Some(loc) if s.follow_redirects => {
-                    redirect(&first, &hop, resp.status().as_u16(), loc)
+                    match redirect(&first, &hop, resp.status().as_u16(), &loc) {
+                        Ok(next) => next,
+                        Err(e) => break Err(ureq::Error::BadUri(e)),
+                    }
                 }
                 _ => None,
             };
@@ -583,15 +592,16 @@ fn run_with<B: ureq::AsSendBody>(
     }
 }
 
-/// The request a redirect leads to, by Go's client rules; `None`: not a redirect to follow
-/// (not 301/302/303/307/308, or a Location that does not parse).
+/// The request a redirect leads to, by Go's client rules; `Ok(None)`: not a redirect to
+/// follow (not 301/302/303/307/308); `Err`: a Location that does not resolve to an http(s)
+/// URL.
 /// - 301, 302, 303: GET (HEAD stays HEAD), without the body;
 /// - 307, 308: the same method with the same body (a POST is sent again, as Go does for a
 ///   body it can re-read);
 /// - headers are kept, except that `Authorization`, `Cookie` and `WWW-Authenticate` go only
 ///   to the first request's host or its subdomains, and a `Host` header only follows a
-///   relative Location.
-fn redirect(first: &Hop, prev: &Hop, status: u16, location: &str) -> Option<Hop> {
+///   Location without a scheme (`/path`, `page`, `//host/path`).
+fn redirect(first: &Hop, prev: &Hop, status: u16, location: &str) -> Result<Option<Hop>, String> {
     let (method, body) = match status {
         301..=303 => {
             let keep = prev.method == ureq::http::Method::HEAD;
@@ -603,10 +613,9 @@ fn redirect(first: &Hop, prev: &Hop, status: u16, location: &str) -> Option<Hop>
             (m, None)
         }
         307 | 308 => (prev.method.clone(), prev.body.clone()),
-        _ => return None,
+        _ => return Ok(None),
     };
-    let absolute = location.contains("://") || location.starts_with("//");
-    let uri: ureq::http::Uri = resolve_location(&prev.uri, location)?.parse().ok()?;
+    let (uri, absolute) = resolve_location(&prev.uri, location)?;
     let mut headers = prev.headers.clone();
     headers.remove(ureq::http::header::CONTENT_LENGTH);
     if body.is_none() {
@@ -622,31 +631,114 @@ fn redirect(first: &Hop, prev: &Hop, status: u16, location: &str) -> Option<Hop>
             headers.remove(h);
         }
     }
-    Some(Hop {
+    Ok(Some(Hop {
         method,
         uri,
         headers,
         body,
-    })
+    }))
 }
 
-/// `location` resolved against `base` (absolute, scheme-relative, absolute-path or relative).
-fn resolve_location(base: &ureq::http::Uri, location: &str) -> Option<String> {
-    if location.contains("://") {
-        return Some(location.to_owned());
+/// `location` resolved against `base` as RFC 3986 §5.2 (and Go's `URL.ResolveReference`)
+/// resolve a reference: with a scheme it stands alone; `//host/p` takes the base's scheme;
+/// `/p` the base's authority; `?q` the base's path; `p` is merged with the base's
+/// directory; dot segments are removed; the fragment is never sent. Bytes a URI may not
+/// hold (spaces, non-ASCII) are percent-encoded, as Go does. Also says whether the
+/// Location had a scheme.
+fn resolve_location(
+    base: &ureq::http::Uri,
+    location: &str,
+) -> Result<(ureq::http::Uri, bool), String> {
+    let bad = |why: String| format!("failed to follow the redirect to {location:?}: {why}");
+    let loc = escape_loose(location.split('#').next().unwrap_or_default());
+    let absolute = has_scheme(&loc);
+    let target = if absolute {
+        loc
+    } else {
+        let scheme = base.scheme_str().unwrap_or("http");
+        if let Some(rest) = loc.strip_prefix("//") {
+            format!("{scheme}://{rest}")
+        } else {
+            let authority = base
+                .authority()
+                .ok_or_else(|| bad("the request had no host".into()))?;
+            let (path, query) = match loc.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (loc.as_str(), None),
+            };
+            let (path, query) = if path.is_empty() {
+                (base.path().to_owned(), query.or(base.query()))
+            } else if path.starts_with('/') {
+                (remove_dot_segments(path), query)
+            } else {
+                let b = base.path();
+                let dir = &b[..b.rfind('/').map_or(0, |i| i + 1)];
+                let dir = if dir.is_empty() { "/" } else { dir };
+                (remove_dot_segments(&format!("{dir}{path}")), query)
+            };
+            match query {
+                Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+                None => format!("{scheme}://{authority}{path}"),
+            }
+        }
+    };
+    let uri: ureq::http::Uri = target.parse().map_err(|e| bad(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        other => {
+            return Err(bad(format!(
+                "unsupported protocol scheme {:?}",
+                other.unwrap_or_default()
+            )));
+        }
     }
-    let scheme = base.scheme_str()?;
-    if let Some(rest) = location.strip_prefix("//") {
-        return Some(format!("{scheme}://{rest}"));
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host".into()));
     }
-    let authority = base.authority()?.as_str();
-    if location.starts_with('/') {
-        return Some(format!("{scheme}://{authority}{location}"));
+    Ok((uri, absolute))
+}
+
+/// Whether a URI reference starts with a scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`).
+fn has_scheme(r: &str) -> bool {
+    let end = r
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        .unwrap_or(r.len());
+    end > 0 && r.as_bytes()[0].is_ascii_alphabetic() && r[end..].starts_with(':')
+}
+
+/// `s` with the bytes a URI cannot hold percent-encoded (controls, space, non-ASCII and
+/// `"<>\^`{|}`); `%` and the reserved characters are kept as they are.
+fn escape_loose(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b <= b' ' || b >= 0x7f || br#""<>\^`{|}"#.contains(&b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
     }
-    let path = base.path();
-    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-    let dir = if dir.is_empty() { "/" } else { dir };
-    Some(format!("{scheme}://{authority}{dir}{location}"))
+    out
+}
+
+/// RFC 3986 §5.2.4 for an absolute path: `.` and `..` segments resolved.
+fn remove_dot_segments(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segs.len());
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 fn set_result(m: &mut crate::metric::Metric, outcome: Outcome) {
@@ -671,6 +763,59 @@ impl Input for HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_resolve_as_go_resolves_them() {
+        let base: ureq::http::Uri = "http://h:8080/a/b/c?x=1".parse().unwrap();
+        let cases = [
+            ("https://o/p", "https://o/p", true),
+            ("/d?y=2", "http://h:8080/d?y=2", false),
+            (
+                "/d?next=http://o/x",
+                "http://h:8080/d?next=http://o/x",
+                false,
+            ),
+            ("d", "http://h:8080/a/b/d", false),
+            ("../d", "http://h:8080/a/d", false),
+            ("./", "http://h:8080/a/b/", false),
+            ("../../../../d", "http://h:8080/d", false),
+            ("?q=1", "http://h:8080/a/b/c?q=1", false),
+            ("#frag", "http://h:8080/a/b/c?x=1", false),
+            ("d#frag", "http://h:8080/a/b/d", false),
+            ("//o:81/p", "http://o:81/p", false),
+            ("/a b/é", "http://h:8080/a%20b/%C3%A9", false),
+            ("HTTP://O/P", "http://O/P", true),
+        ];
+        for (loc, want, abs) in cases {
+            let (uri, absolute) = resolve_location(&base, loc).unwrap();
+            assert_eq!((uri.to_string().as_str(), absolute), (want, abs), "{loc}");
+        }
+        for loc in ["ftp://o/p", "mailto:x@y", "http://", "http://[::1"] {
+            assert!(resolve_location(&base, loc).is_err(), "{loc}");
+        }
+    }
+
+    #[test]
+    fn a_host_header_follows_a_location_without_a_scheme() {
+        let mut headers = ureq::http::HeaderMap::new();
+        headers.insert("host", "site.example".parse().unwrap());
+        let first = Hop {
+            method: ureq::http::Method::GET,
+            uri: "http://10.0.0.1/".parse().unwrap(),
+            headers,
+            body: None,
+        };
+        for (loc, kept) in [
+            ("/x", true),
+            ("//10.0.0.1/x", true),
+            ("http://10.0.0.1/x", false),
+        ] {
+            let next = redirect(&first, &first, 302, loc).unwrap().unwrap();
+            assert_eq!(next.headers.contains_key("host"), kept, "{loc}");
+        }
+        assert!(redirect(&first, &first, 304, "/x").unwrap().is_none());
+        assert!(redirect(&first, &first, 302, "gopher://x/").is_err());
+    }
 
     fn re(p: &str) -> regex::bytes::Regex {
         regex::bytes::Regex::new(p).unwrap()
