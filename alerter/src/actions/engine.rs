@@ -524,6 +524,14 @@ impl Engine {
                 max_output: cfg.max_output_bytes,
                 launch: cfg.launch,
             };
+            if let Some(why) = action.refuse(&ctx) {
+                warn!(rule = %event.rule, id = %event.id, action = %a.action, "{why}");
+                r.status = "refused".into();
+                r.stderr = why;
+                results.push(r);
+                finished.insert(idx);
+                continue;
+            }
             if a.dry_run || cfg.dry_run {
                 r.status = "dry_run".into();
                 r.did = format!(

@@ -157,6 +157,11 @@ pub trait Action: Send + Sync {
     }
     /// The commands it would run (dry run, `wk-alerter test`), as text.
     fn plan(&self) -> Vec<String>;
+    /// Why it must not run on `ctx`'s host at all (checked before a dry run too): refused,
+    /// reported, never run.
+    fn refuse(&self, _ctx: &Ctx) -> Option<String> {
+        None
+    }
 }
 
 /// One registry entry.

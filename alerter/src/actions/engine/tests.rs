@@ -400,3 +400,23 @@ async fn a_late_report_leaves_the_next_episode_alone() {
         .args(["-f", &nonce])
         .status();
 }
+
+/// A tag that names the alerter's own service is refused before anything runs, dry run or
+/// not: the restart would kill the alerter in the middle of the action.
+#[tokio::test(start_paused = true)]
+async fn restarting_the_alerters_own_service_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = ActionRule {
+        action: "restart_service".into(),
+        dry_run: true,
+        ..ActionRule::default()
+    };
+    a.args
+        .insert("unit".into(), RawArg::One("{{tags.service}}".into()));
+    let e = engine(dir.path(), vec![a]);
+    e.handle(&[event("r", Level::Critical, &[("service", "wk-alerter")])]);
+    settle(&e, 1).await;
+    let r = &e.results()[0];
+    assert_eq!(r.status, "refused", "{r:?}");
+    assert!(r.stderr.contains("own service"), "{}", r.stderr);
+}

@@ -116,6 +116,28 @@ impl Action for RestartService {
     fn plan(&self) -> Vec<String> {
         vec![restart_argv(&self.unit).join(" ")]
     }
+
+    fn refuse(&self, ctx: &Ctx) -> Option<String> {
+        if ctx.host != super::Host::Local {
+            return None;
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|t| wk_core::systemd::service_of_cgroup(&t));
+        own_unit(&self.unit, own.as_deref())
+    }
+}
+
+/// Why restarting `unit` on this host is refused: it is the alerter's own service (`own`,
+/// from its cgroup) or the packaged `wk-alerter.service`. The restart would kill the
+/// alerter in the middle of the action, with nobody left to verify or report it.
+pub fn own_unit(unit: &str, own: Option<&str>) -> Option<String> {
+    let full = wk_core::systemd::full_unit_name(unit);
+    (own == Some(full.as_str()) || full == "wk-alerter.service").then(|| {
+        format!(
+            "refused to restart {full}: it is the alerter's own service, which would die in the middle of the action (restart it by hand, or from an alerter on another host)"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -143,5 +165,15 @@ mod tests {
             ["systemctl", "restart", "--", "nginx.service"]
         );
         assert_eq!(show_argv("a").last(), Some(&"a"));
+    }
+
+    #[test]
+    fn the_alerters_own_service_is_refused() {
+        let own = Some("wk-alerter-prod.service");
+        assert!(own_unit("wk-alerter-prod", own).is_some());
+        assert!(own_unit("wk-alerter-prod.service", own).is_some());
+        assert!(own_unit("wk-alerter", None).is_some());
+        assert!(own_unit("nginx", own).is_none());
+        assert!(own_unit("wk-agent.service", own).is_none());
     }
 }
