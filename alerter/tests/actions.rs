@@ -109,6 +109,46 @@ async fn restart_process_by_pid_spares_the_alerter_and_checks_the_name() {
     reap(restarted);
 }
 
+/// A pattern that matches more processes than `max_matches` (default 10) stops none of
+/// them: the report says how many matched. Within the cap, all of them are stopped.
+#[tokio::test]
+async fn restart_process_refuses_a_pattern_that_matches_too_many() {
+    let nonce = format!("wk-too-many-{}", std::process::id());
+    let mut kids: Vec<_> = (0..3)
+        .map(|_| spawn(&["sh", "-c", "sleep 600", &nonce]))
+        .collect();
+    let ctx = Ctx::local();
+    let re = regex::Regex::new(&nonce).unwrap();
+    let all_up = poll_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
+        wk_alerter::actions::restart_process::matching(&ctx.proc_root, &re).len() == 3
+    })
+    .await;
+    assert!(all_up, "the three processes started");
+    let done = action(
+        "restart_process",
+        &[("pattern", &nonce), ("max_matches", "2")],
+        &[],
+    )
+    .run(&ctx)
+    .await;
+    assert!(done.refused && !done.ok, "{done:?}");
+    assert!(done.stderr.contains("3 processes match"), "{done:?}");
+    for k in &mut kids {
+        assert!(k.try_wait().unwrap().is_none(), "nothing was stopped");
+    }
+    let done = action(
+        "restart_process",
+        &[("pattern", &nonce), ("max_matches", "3")],
+        &[],
+    )
+    .run(&ctx)
+    .await;
+    assert!(!done.refused, "{done:?}");
+    for k in &mut kids {
+        assert!(!k.wait().unwrap().success(), "stopped");
+    }
+}
+
 #[tokio::test]
 async fn restart_process_restarts_a_real_server() {
     let port = free_port();

@@ -581,7 +581,7 @@ impl Engine {
                           on = %r.ran_on, attempt, "running action");
                     let done = action.run(&ctx).await;
                     let end = self.now();
-                    if done.nothing_to_do {
+                    if done.nothing_to_do || done.refused {
                         // It changed nothing: no attempt spent, no cooldown.
                         let mut g = lock(&self.inner.guard);
                         g.cancel(&target, now);
@@ -596,6 +596,13 @@ impl Engine {
                     r.stderr = done.stderr;
                     r.commands = done.commands;
                     r.finished_ns = end;
+                    if done.refused {
+                        warn!(rule = %event.rule, id = %event.id, action = %a.action, "{}", r.stderr);
+                        r.status = "refused".into();
+                        finished.insert(idx);
+                        results.push(r);
+                        continue;
+                    }
                     if !done.ok {
                         warn!(rule = %event.rule, action = %a.action, "action failed: {}", r.stderr);
                     }

@@ -121,11 +121,22 @@ pub struct Done {
     /// It found nothing to do (`free_port`: nobody held the port): nothing to verify, and
     /// no claim that it repaired anything (status `nothing_to_do`).
     pub nothing_to_do: bool,
+    /// It refused once it saw the host (a pattern matching too many processes): nothing
+    /// changed, no attempt spent, not tried again in the episode (status `refused`).
+    pub refused: bool,
     /// The commands run, as argv.
     pub commands: Vec<Vec<String>>,
 }
 
 impl Done {
+    /// Refuses: nothing done, `why` in the report (see [`Done::refused`]).
+    pub fn refuse(&mut self, why: String) {
+        self.refused = true;
+        self.ok = false;
+        self.did = "nothing".into();
+        self.stderr = why;
+    }
+
     /// Records the action's main command: its argv, its exit status and whether it succeeded.
     pub fn main_command(&mut self, o: &host::CmdOutput) {
         self.commands.push(o.argv.clone());

@@ -27,6 +27,7 @@ pub const SPEC: super::ActionSpec = super::ActionSpec::new(
         ArgSpec::optional("start", ArgKind::Argv),
         ArgSpec::optional("port", ArgKind::Port),
         ArgSpec::optional("name", ArgKind::Word),
+        ArgSpec::optional("max_matches", ArgKind::Count),
     ],
     build,
 )
@@ -43,6 +44,10 @@ fn build(a: &Args) -> Box<dyn Action> {
         start: a.list("start").to_vec(),
         port: a.get("port").and_then(|p| p.parse().ok()),
         name: a.get("name").map(str::to_owned),
+        max_matches: a
+            .get("max_matches")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MATCHES),
         stopped: Mutex::new(Vec::new()),
         started: Mutex::new(None),
         started_unit: Mutex::new(None),
@@ -71,6 +76,9 @@ pub struct RestartProcess {
     /// basename): a pid from a tag may have been reused by another program since the point
     /// was written, or be crafted.
     pub name: Option<String>,
+    /// More processes matching than this: nothing is stopped (a pattern too broad, such as
+    /// `python`, would stop every Python program on the host).
+    pub max_matches: usize,
     stopped: Mutex<Vec<i32>>,
     /// What `start` started, watched until the probe.
     started: Mutex<Option<Arc<StartWatch>>>,
@@ -79,6 +87,19 @@ pub struct RestartProcess {
     /// The processes that matched (pattern or name) before the action: the probe wants one
     /// that was not running then (another process of that name proves no restart).
     before: Mutex<Vec<i32>>,
+}
+
+/// The default `max_matches`: a service's master and its workers on a small host, not
+/// everything of one language.
+pub const DEFAULT_MAX_MATCHES: usize = 10;
+
+/// Whether `n` processes are too many to stop; says why, for the report.
+fn too_many(n: usize, max: usize) -> Option<String> {
+    (n > max).then(|| {
+        format!(
+            "refused: {n} processes match, more than max_matches = {max}; nothing was stopped (narrow the pattern, add `name`, or raise max_matches)"
+        )
+    })
 }
 
 /// The alerter's own pid and its ancestors' (up to, not including, init): never stopped,
@@ -247,6 +268,10 @@ impl RestartProcess {
             before: before(&described),
             ..Done::default()
         };
+        if let Some(why) = too_many(procs.len(), self.max_matches) {
+            d.refuse(why);
+            return d;
+        }
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         let stopped = stop_processes(ctx, &pids).await;
         if let Ok(mut s) = self.stopped.lock() {
@@ -529,6 +554,10 @@ impl RestartProcess {
         let procs = self.select(&all, self.pid);
         let described: Vec<String> = procs.iter().map(|p| p.describe()).collect();
         d.before = before(&described);
+        if let Some(why) = too_many(procs.len(), self.max_matches) {
+            d.refuse(why);
+            return d;
+        }
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         if let Ok(mut s) = self.stopped.lock() {
             *s = pids.clone();
