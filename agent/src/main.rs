@@ -110,14 +110,8 @@ fn main() -> ExitCode {
     let Some(plan) = daemon::load(&req) else {
         return ExitCode::from(exit::INVALID);
     };
-    // The config's [agent] debug/quiet, when no flag said (flags, then WK_LOG, win).
-    if !cli.debug && !cli.quiet {
-        match (plan.agent.debug, plan.agent.quiet) {
-            (true, _) => wk_agent::logging::set_level("debug"),
-            (false, true) => wk_agent::logging::set_level("error"),
-            _ => {}
-        }
-    }
+    let flags_chose_level = cli.debug || cli.quiet;
+    config_log_level(flags_chose_level, &plan);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,13 +148,31 @@ fn main() -> ExitCode {
             error!("cannot install signal handlers: {e}");
             return ExitCode::from(exit::FAILURE);
         }
-        daemon::run(plan, || daemon::load(&req), rx).await;
+        let reload = || {
+            let plan = daemon::load(&req)?;
+            config_log_level(flags_chose_level, &plan);
+            Some(plan)
+        };
+        daemon::run(plan, reload, rx).await;
         ExitCode::SUCCESS
     });
     if let Some(p) = &cli.pidfile {
         let _ = std::fs::remove_file(p);
     }
     code
+}
+
+/// The config's `[agent] debug`/`quiet`, at start and at every reload (back to info when
+/// a reload turns them off), unless a flag chose the level (flags, then `WK_LOG`, win).
+fn config_log_level(flags_chose_level: bool, plan: &wk_agent::config::Plan) {
+    if flags_chose_level {
+        return;
+    }
+    wk_agent::logging::set_level(match (plan.agent.debug, plan.agent.quiet) {
+        (true, _) => "debug",
+        (false, true) => "error",
+        _ => "info",
+    });
 }
 
 fn init_logging(debug: bool, quiet: bool) {

@@ -273,6 +273,23 @@ fn agent_debug_and_quiet_set_the_log_level() {
     assert!(!quiet.contains("agent started"), "{quiet}");
     let debug = log_of("  debug = true");
     assert!(debug.contains("DEBUG gathered"), "{debug}");
+    // A reload applies them again: debug off, then on.
+    let text_of = |debug: bool| {
+        format!(
+            "[agent]\n  interval = \"500ms\"\n  debug = {debug}\n[[inputs.mem]]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n"
+        )
+    };
+    let c = conf(text_of(false));
+    let child = daemon(std::path::Path::new(c.arg()), Stdio::piped());
+    std::thread::sleep(Duration::from_millis(1_500));
+    c.write(text_of(true));
+    signal(&child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(1_500));
+    signal(&child, libc::SIGTERM);
+    let log = text(&child.wait_with_output().unwrap().stderr);
+    let (before, after) = log.split_once("reloading configuration").expect("reloaded");
+    assert!(!before.contains("DEBUG"), "{log}");
+    assert!(after.contains("DEBUG gathered"), "{log}");
 }
 
 /// An input that overruns its interval: the tick that passed meanwhile starts the next
