@@ -16,7 +16,7 @@ use crate::metric::Metric;
 use crate::models::error_log::{ErrorLog, Verdict};
 use crate::models::running_input::{GatherOutcome, GlobalTags, RunningInput};
 use crate::models::running_output::RunningOutput;
-use crate::selfstat::{SelfStats, WriteCounts};
+use crate::selfstat::{PluginKey, SelfStats, WriteCounts};
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> i64 {
@@ -75,8 +75,65 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
     out
 }
 
-/// Runs the plan until `stop` completes, then flushes every output one last time.
-pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
+/// What the outputs of a stopped agent could not write from their memory buffers (a disk
+/// buffer keeps its own), output by output in config order.
+#[must_use = "unsent metrics are handed to the reloaded outputs or logged as lost"]
+#[derive(Default)]
+pub struct Unsent(Vec<(PluginKey, String, Vec<Metric>)>);
+
+impl Unsent {
+    /// Metrics left, all outputs together.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|(_, _, m)| m.len()).sum()
+    }
+
+    /// True when every output wrote everything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Gives each output of the reloaded plan what the output of the same plugin and alias
+    /// (the n-th such when there are several) left, so a reload during an outage loses
+    /// nothing; what no output takes (its output was removed) is logged and counted as
+    /// dropped.
+    pub fn hand_over(self, outputs: &mut [RunningOutput], stats: &SelfStats) {
+        let mut taken = vec![false; outputs.len()];
+        for (key, name, metrics) in self.0 {
+            let next = outputs
+                .iter_mut()
+                .enumerate()
+                .find(|(i, o)| !taken[*i] && o.stats_key() == key);
+            match next {
+                Some((i, o)) => {
+                    taken[i] = true;
+                    info!(output = %name, metrics = metrics.len(), "unsent metrics kept across the reload");
+                    o.restore_unsent(metrics);
+                }
+                None => {
+                    error!(output = %name, dropped = metrics.len(),
+                        "output removed by the reload: its unsent metrics are dropped (counted in metrics_dropped)");
+                    let dropped = WriteCounts {
+                        metrics_dropped: metrics.len() as u64,
+                        ..Default::default()
+                    };
+                    stats.record_write(&key, dropped, 0, None);
+                }
+            }
+        }
+    }
+
+    /// At exit: says what is lost.
+    pub fn log_lost(self) {
+        for (_, name, metrics) in self.0 {
+            error!(output = %name, dropped = metrics.len(),
+                "metrics could not be written before shutdown; lost (buffer_strategy = \"disk\" keeps them)");
+        }
+    }
+}
+
+/// Runs the plan until `stop` completes, then flushes every output one last time and
+/// returns what the memory buffers still hold.
+pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> Unsent {
     let Plan {
         agent,
         global_tags,
@@ -100,7 +157,9 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
         let reporter = Reporter {
             stats: stats.clone(),
             key: ro.stats_key(),
-            last: ro.stats,
+            // From zero: drops counted before the start (a reload's hand-over beyond the
+            // limit, the memory buffer moved to a full disk buffer) are reported too.
+            last: WriteCounts::default(),
         };
         output_tasks.push(tokio::spawn(output_loop(
             ro,
@@ -155,10 +214,16 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) {
     // Inputs are done: dropping the last senders lets each output drain its channel and do
     // its final flush.
     drop(senders);
+    let mut unsent = Unsent::default();
     for t in output_tasks {
-        let _ = t.await;
+        if let Ok(Some(left)) = t.await
+            && !left.2.is_empty()
+        {
+            unsent.0.push(left);
+        }
     }
     info!("agent stopped");
+    unsent
 }
 
 struct InputSchedule {
@@ -355,6 +420,8 @@ struct OutputReport {
     stats: WriteCounts,
     buffered: usize,
     write_time: Option<Duration>,
+    /// After the last job: what the memory buffer could not write.
+    unsent: Vec<Metric>,
 }
 
 /// A long-lived thread that owns one output: its buffer (memory or disk, with its fsyncs)
@@ -395,17 +462,13 @@ impl OutputWorker {
                             write_time = Some(started.elapsed());
                         }
                     }
+                    let mut unsent = Vec::new();
                     if job.flush == FlushKind::Last {
+                        // The caller decides: handed to the reloaded output, or lost at exit.
+                        unsent = ro.take_unsent();
                         if last_failed && ro.buffered() > 0 {
-                            let unsent = ro.buffered();
-                            let lost = ro.abandon();
-                            if lost > 0 {
-                                error!(output = %ro.log_name(), dropped = lost,
-                                    "metrics could not be written before shutdown or reload; dropped (counted in metrics_dropped; buffer_strategy = \"disk\" keeps them)");
-                            } else {
-                                warn!(output = %ro.log_name(), unsent,
-                                    "metrics could not be written before shutdown or reload; kept in the disk buffer");
-                            }
+                            warn!(output = %ro.log_name(), unsent = ro.buffered(),
+                                "metrics could not be written before shutdown or reload; kept in the disk buffer");
                         }
                         ro.close();
                     }
@@ -413,6 +476,7 @@ impl OutputWorker {
                         stats: ro.stats,
                         buffered: ro.buffered(),
                         write_time,
+                        unsent,
                     });
                 }
             })?;
@@ -464,14 +528,15 @@ async fn output_loop(
     timing: Flushing,
     mut stop: watch::Receiver<bool>,
     mut reporter: Reporter,
-) {
+) -> Option<(PluginKey, String, Vec<Metric>)> {
     let name = ro.log_name();
+    let key = ro.stats_key();
     let limit = ro.buffer_limit;
     let worker = match OutputWorker::spawn(ro) {
         Ok(w) => w,
         Err(e) => {
             error!(output = %name, "cannot start the output thread, output stopped: {e}");
-            return;
+            return None;
         }
     };
     let Flushing {
@@ -504,7 +569,7 @@ async fn output_loop(
                     Ok(r) => reporter.report(&r),
                     Err(_) => {
                         error!(output = %name, "output crashed and is stopped");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -524,11 +589,16 @@ async fn output_loop(
         if closed {
             // Inputs are done: one last job with what is left, then stop.
             let (batches, dropped) = pending.take();
-            match worker.submit(batches, dropped, FlushKind::Last).await {
-                Ok(r) => reporter.report(&r),
-                Err(_) => error!(output = %name, "output crashed and is stopped"),
-            }
-            return;
+            return match worker.submit(batches, dropped, FlushKind::Last).await {
+                Ok(mut r) => {
+                    reporter.report(&r);
+                    Some((key, name, std::mem::take(&mut r.unsent)))
+                }
+                Err(_) => {
+                    error!(output = %name, "output crashed and is stopped");
+                    None
+                }
+            };
         }
         if !pending.is_empty() || flush_due {
             let (batches, dropped) = pending.take();
@@ -659,7 +729,9 @@ mod tests {
         let reporter = Reporter {
             stats: stats.clone(),
             key: ro.stats_key(),
-            last: ro.stats,
+            // From zero: drops counted before the start (a reload's hand-over beyond the
+            // limit, the memory buffer moved to a full disk buffer) are reported too.
+            last: WriteCounts::default(),
         };
         (ro, reporter, written, stats)
     }

@@ -114,12 +114,19 @@ pub async fn run(
             }
         };
         let _ = stop_tx.send(());
-        if let Err(e) = running.await {
+        let unsent = running.await.unwrap_or_else(|e| {
             error!("agent task failed: {e}");
-        }
+            agent::Unsent::default()
+        });
         match next {
-            Some(new) => plan = new,
-            None => return,
+            Some(mut new) => {
+                unsent.hand_over(&mut new.outputs, &new.stats);
+                plan = new;
+            }
+            None => {
+                unsent.log_lost();
+                return;
+            }
         }
     }
 }

@@ -62,3 +62,56 @@ async fn reload_swaps_only_a_plan_that_builds_and_stop_returns() {
         .expect("stops")
         .unwrap();
 }
+
+/// Regression: a reload during an output outage dropped the output's memory buffer, without
+/// counting it. The output of the same name and alias in the new plan now takes it over.
+#[tokio::test]
+async fn a_reload_during_an_outage_keeps_the_unsent_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sink.lp");
+    let plan = |version: &str, file: &Path| {
+        let conf = dir.path().join(format!("{version}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[global_tags]\n  version = \"{version}\"\n[agent]\n  interval = \"1s\"\n  flush_interval = \"1s\"\n\
+                 [[inputs.cpu]]\n  percpu = false\n[[outputs.file]]\n  alias = \"sink\"\n  files = [{file:?}]\n"
+            ),
+        )
+        .unwrap();
+        config::load(&LoadRequest::new(vec![conf])).unwrap()
+    };
+    // The sink is down (every write fails), then a reload points it somewhere that works.
+    let down = plan("one", Path::new("/dev/full"));
+    let mut reloads = vec![plan("two", &out)];
+    let stats = down.stats.clone();
+    let (tx, rx) = mpsc::channel(4);
+    let running = tokio::spawn(daemon::run(down, move || reloads.pop(), rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = ("file".to_owned(), Some("sink".to_owned()));
+    let buffered = || {
+        let (_, outputs) = stats.read();
+        outputs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0, |(_, s)| s.buffer_size)
+    };
+    while buffered() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(buffered() >= 2, "nothing buffered during the outage");
+
+    tx.send(Control::Reload).await.unwrap();
+    assert!(
+        wait_for_text(&out, "version=one").await,
+        "what the outage left was not written after the reload"
+    );
+    tx.send(Control::Stop).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .unwrap();
+    let (_, outputs) = stats.read();
+    let (_, s) = outputs.iter().find(|(k, _)| *k == key).unwrap();
+    assert_eq!(s.counts.metrics_dropped, 0, "{s:?}");
+}

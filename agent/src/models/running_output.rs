@@ -363,16 +363,31 @@ impl RunningOutput {
         self.output.close();
     }
 
-    /// At a stop or reload with metrics still unsent: a memory buffer's are lost, counted
-    /// in `metrics_dropped` (returns how many); a disk buffer keeps them for the next run.
-    pub fn abandon(&mut self) -> usize {
-        let n = match &mut self.buffer {
-            Buffer::Memory(m) => std::mem::take(m).len(),
-            Buffer::Disk { .. } => 0,
+    /// At a stop or reload: takes what waits in the memory buffer, oldest first, for the
+    /// output that replaces this one (a disk buffer keeps what it holds on disk: nothing is
+    /// taken).
+    pub fn take_unsent(&mut self) -> Vec<Metric> {
+        match &mut self.buffer {
+            Buffer::Memory(m) => m.drain(..).collect(),
+            Buffer::Disk { .. } => Vec::new(),
+        }
+    }
+
+    /// Puts back, ahead of anything newer, what the output this one replaces left unsent
+    /// (already filtered and renamed by it: as they are). Beyond the buffer limit the oldest
+    /// are dropped and counted. Called before the disk buffer opens, which takes them over.
+    pub fn restore_unsent(&mut self, metrics: Vec<Metric>) {
+        let n = metrics.len();
+        let Buffer::Memory(mem) = &mut self.buffer else {
+            self.count_drops(n);
+            return;
         };
-        self.count_drops(n);
-        self.unreported_drops = 0;
-        n
+        let newer = std::mem::take(mem);
+        mem.extend(metrics);
+        mem.extend(newer);
+        let excess = mem.len().saturating_sub(self.buffer_limit);
+        mem.drain(..excess);
+        self.count_drops(excess);
     }
 }
 
@@ -479,14 +494,21 @@ mod tests {
         }
     }
 
-    /// Metrics a stop or reload leaves unsent in memory are counted as dropped (they were
-    /// lost without a count: metrics_dropped said nothing of a reload during an outage).
+    /// What a reload hands over goes ahead of newer metrics, as is; beyond the limit the
+    /// oldest are dropped and counted.
     #[test]
-    fn metrics_abandoned_at_a_stop_are_counted_as_dropped() {
-        let (mut ro, _) = scripted(vec![]);
-        fill(&mut ro, 5);
-        assert_eq!(ro.abandon(), 5);
-        assert_eq!((ro.buffered(), ro.stats.metrics_dropped), (0, 5));
+    fn unsent_metrics_handed_over_keep_their_order_and_the_limit() {
+        let (mut old, _) = scripted(vec![]);
+        fill(&mut old, 3);
+        let unsent = old.take_unsent();
+        assert_eq!(old.buffered(), 0);
+        let (mut new, seen) = scripted(vec![]);
+        new.buffer_limit = 3;
+        new.add(&Metric::new("m", 3).with_field("v", 3i64));
+        new.restore_unsent(unsent);
+        assert_eq!((new.buffered(), new.stats.metrics_dropped), (3, 1));
+        assert_eq!(new.flush(), Ok(3));
+        assert_eq!(*seen.lock().unwrap(), vec![vec![1, 2, 3]]);
     }
 
     #[test]

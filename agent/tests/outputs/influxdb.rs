@@ -328,7 +328,8 @@ async fn the_agent_loop_delivers_cpu_metrics_with_telegraf_types() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    wk_agent::agent::run(plan, stop).await;
+    let unsent = wk_agent::agent::run(plan, stop).await;
+    assert!(unsent.is_empty(), "{} metrics unsent", unsent.len());
     let rows = db.rows("wkt", "SELECT * FROM cpu");
     assert!(rows.len() >= 2, "{rows:?}");
     assert!(rows.iter().all(|r| r["cpu"] == "cpu-total"));
