@@ -234,10 +234,30 @@ pub fn check_url(u: &str) -> Result<(), HttpError> {
     })
 }
 
-/// `u` for logs and messages: a password in its user info (`http://user:PW@host`) and the
-/// values of credential query parameters (`p`, `password`, `token`) become `***`.
-pub fn redact_url(u: &str) -> String {
-    let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+/// `text` for logs and messages with the secrets of every URL in it masked: a password in
+/// its user info (`http://user:PW@host`) and the values of credential query parameters
+/// (`p`, `password`, `token`) become `***`. Safe on any text (an error message that quotes
+/// a URL, or none).
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        // A URL ends where a character it cannot hold unescaped starts.
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(end);
+        out.push_str(&redact_one(url));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What follows `scheme://` in one URL, its secrets masked.
+fn redact_one(rest: &str) -> String {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let authority = match authority.rsplit_once('@') {
@@ -265,8 +285,7 @@ pub fn redact_url(u: &str) -> String {
         }
         None => tail.to_owned(),
     };
-    let sep = if scheme.is_empty() { "" } else { "://" };
-    format!("{scheme}{sep}{authority}{tail}")
+    format!("{authority}{tail}")
 }
 
 fn check_url_text(u: &str) -> Result<(), HttpError> {
@@ -613,6 +632,14 @@ mod tests {
             ),
             ("https://tok@db/x", "https://tok@db/x"),
             ("http://db:8086", "http://db:8086"),
+            (
+                "GET \"http://a:b@h1/x\" failed; proxy http://c:d@h2: refused",
+                "GET \"http://a:***@h1/x\" failed; proxy http://c:***@h2: refused",
+            ),
+            (
+                "Connection refused: user:x@y (os error 111)",
+                "Connection refused: user:x@y (os error 111)",
+            ),
         ] {
             assert_eq!(redact_url(u), shown);
         }

@@ -168,7 +168,8 @@ fn read_settings(opts: &mut Options<'_, '_>) -> Settings {
     if let Some(p) = &http_proxy
         && let Err(e) = ureq::Proxy::new(p)
     {
-        opts.error_at("http_proxy", format!("{p:?}: {e}"));
+        let shown = crate::common::http::redact_url(p);
+        opts.error_at("http_proxy", format!("{shown:?}: {e}"));
     }
     let tls = read_tls_options(opts);
     opts.unsupported(&[
@@ -432,8 +433,9 @@ impl HttpResponse {
             match env_proxy(https, host, &|k| std::env::var(k).ok()) {
                 Some(p) => Some(ureq::Proxy::new(&p).map_err(|e| {
                     GatherError::Other(format!(
-                        "{}: proxy from the environment {p:?}: {e}",
-                        hop.uri
+                        "{}: proxy from the environment {:?}: {e}",
+                        redact(&hop.uri.to_string()),
+                        redact(&p)
                     ))
                 })?),
                 None => None,
@@ -447,7 +449,9 @@ impl HttpResponse {
         if let Some(h) = b.headers_mut() {
             *h = hop.headers.clone();
         }
-        let bad = |e: ureq::http::Error| GatherError::Other(format!("{}: {e}", hop.uri));
+        let bad = |e: ureq::http::Error| {
+            GatherError::Other(format!("{}: {e}", redact(&hop.uri.to_string())))
+        };
         Ok(match &hop.body {
             Some(body) => run_with(agent, b.body(body.clone()).map_err(bad)?, left, proxy),
             None => run_with(agent, b.body(()).map_err(bad)?, left, proxy),
@@ -458,7 +462,7 @@ impl HttpResponse {
         let agent = self.agent()?;
         let req = self
             .request(url)
-            .map_err(|e| GatherError::Other(format!("{url}: {e}")))?;
+            .map_err(|e| GatherError::Other(format!("{}: {e}", redact(url))))?;
         let s = &self.settings;
         let mut m = acc.metric("http_response");
         m.set_tag("server", url);
@@ -511,7 +515,11 @@ impl HttpResponse {
             Ok(r) => r,
             Err(e) => {
                 let outcome = classify_error(&e);
-                tracing::debug!("http_response: network error while polling {url}: {e}");
+                tracing::debug!(
+                    "http_response: network error while polling {}: {}",
+                    redact(url),
+                    redact(&e.to_string())
+                );
                 set_result(&mut m, outcome);
                 acc.push(m);
                 return Ok(());
@@ -536,7 +544,7 @@ impl HttpResponse {
             .take(s.body_max.saturating_add(1))
             .read_to_end(&mut buf);
         if let Err(e) = &read {
-            tracing::debug!("http_response: failed to read body of {url}: {e}");
+            tracing::debug!("http_response: failed to read body of {}: {e}", redact(url));
         }
         let body = match read {
             Ok(_) => Ok(&buf[..]),
@@ -739,6 +747,12 @@ fn remove_dot_segments(path: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// A URL for logs: its password and credential parameters masked (the `server` tag keeps
+/// the URL as configured, as Telegraf's does).
+fn redact(url: &str) -> String {
+    crate::common::http::redact_url(url)
 }
 
 fn set_result(m: &mut crate::metric::Metric, outcome: Outcome) {

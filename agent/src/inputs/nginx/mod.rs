@@ -200,15 +200,21 @@ impl Nginx {
 }
 
 fn fetch(agent: &ureq::Agent, url: &str) -> Result<StubStatus, String> {
-    let page = get_page(agent, url, None, BODY_LIMIT)
-        .map_err(|e| format!("error making HTTP request to {url:?}: {e}"))?;
+    // A status page behind basic auth is configured as http://user:PW@host: not in logs.
+    let shown = crate::common::http::redact_url(url);
+    let page = get_page(agent, url, None, BODY_LIMIT).map_err(|e| {
+        format!(
+            "error making HTTP request to {shown:?}: {}",
+            crate::common::http::redact_url(&e.to_string())
+        )
+    })?;
     if page.status != 200 {
         return Err(format!(
-            "{url} returned HTTP status {} {}",
+            "{shown} returned HTTP status {} {}",
             page.status, page.reason
         ));
     }
-    parse_stub_status(&page.body).map_err(|e| format!("{url}: {e}"))
+    parse_stub_status(&page.body).map_err(|e| format!("{shown}: {e}"))
 }
 
 impl Input for Nginx {
@@ -261,6 +267,25 @@ impl Input for Nginx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A status page behind basic auth (`http://user:PW@host`): the password is in no error.
+    #[test]
+    fn errors_do_not_show_the_password() {
+        let tls = crate::common::http::TlsOptions::default();
+        let agent = status_page_agent(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(2),
+            &tls,
+        )
+        .unwrap();
+        let port = wk_core::testing::free_port();
+        let e = fetch(
+            &agent,
+            &format!("http://stats:hunter2@127.0.0.1:{port}/status"),
+        )
+        .unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("stats:***@"), "{e}");
+    }
 
     /// Telegraf's nginx_test.go answers (leading newline included).
     const NGINX: &str = "\nActive connections: 585\nserver accepts handled requests\n 85340 85340 35085\nReading: 4 Writing: 135 Waiting: 446\n";
