@@ -154,7 +154,11 @@ pub async fn run(
             (None, None) => return Err(StartError::NoSource(config_path.display().to_string())),
         };
     let state_dir = cfg.settings.state_dir.clone();
-    let first_state_dir = state_dir.clone();
+    let mut live = Running {
+        state_dir: state_dir.clone(),
+        stream: stream_cfg.clone(),
+        http: http_cfg.clone(),
+    };
     let rules_dir = cfg.settings.rules_dir.clone();
     let mut service = Service::new(cfg, source);
     if stream_cfg.is_some() {
@@ -168,15 +172,9 @@ pub async fn run(
         service.engine().clone(),
         state_dir,
         reload_tx.clone(),
-        crate::api::Openness {
-            read_only_without_token: http_cfg.read_only_without_token,
-            // With no token at all (query mode on loopback) there is nothing to send.
-            loopback_writes: http_cfg.loopback_writes_without_token
-                || stream_cfg
-                    .as_ref()
-                    .map_or(http_cfg.token.is_empty(), |s| s.token.is_empty()),
-        },
+        live.openness(),
     ));
+    let access = api.clone();
     // One HTTP server: the stream receiver with the API, or (query mode) the API alone.
     // It lives as long as this function (dropping it stops it).
     let _server = serve(stream_cfg.as_ref(), &http_cfg, store, api).await?;
@@ -199,10 +197,8 @@ pub async fn run(
     while let Some(Control::Reload) = control.recv().await {
         info!("reloading configuration and rules");
         match load_config(config_path, &env) {
-            Some(c) => {
-                for what in restart_needed(&c, &stream_cfg, &http_cfg, &first_state_dir) {
-                    warn!("{what} changed: restart wk-alerter to apply it; the running one stays");
-                }
+            Some(mut c) => {
+                live.reload(&mut c, _server.as_ref(), &access);
                 let _ = reload_tx.send(Some(Box::new(c)));
             }
             None => error!("new configuration is invalid; keeping the running one"),
@@ -410,26 +406,110 @@ pub async fn notify_test(cfg: &Config, names: &[String]) -> Result<Vec<NotifyTes
     Ok(out)
 }
 
-/// What a reload to `c` changes that only a restart applies: the listener and its token and
-/// access rules (`[stream]`, `[http]`), and the state directory (alert state, silences and
-/// the window would be written to the old one).
-fn restart_needed(
-    c: &Config,
-    stream: &Option<crate::stream::StreamSettings>,
-    http: &crate::config::HttpSettings,
-    state_dir: &std::path::Path,
-) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if c.stream != *stream {
-        out.push("[stream]");
+/// The HTTP side a reload can change only in part: the token and the access switches apply
+/// at once (rotation without a restart); the listener, TLS, the rest of `[stream]` and the
+/// state dir need a restart, and the running ones are kept until then, with a warning.
+struct Running {
+    state_dir: std::path::PathBuf,
+    stream: Option<crate::stream::StreamSettings>,
+    http: crate::config::HttpSettings,
+}
+
+impl Running {
+    /// The token in force: `[stream]`'s in stream mode, else `[http]`'s.
+    fn token(&self) -> &str {
+        self.stream.as_ref().map_or(&self.http.token, |s| &s.token)
     }
-    if c.http != *http {
-        out.push("[http]");
+
+    /// What the API serves without the token.
+    fn openness(&self) -> crate::api::Openness {
+        crate::api::Openness {
+            read_only_without_token: self.http.read_only_without_token,
+            // With no token at all (query mode on loopback) there is nothing to send.
+            loopback_writes: self.http.loopback_writes_without_token || self.token().is_empty(),
+        }
     }
-    if c.settings.state_dir != state_dir {
-        out.push("[alerter] state_dir");
+
+    /// Applies `new`'s token and access switches to `server` and `api`; says what needs a
+    /// restart, and keeps the running state dir in `new` (the API and the scheduler go on
+    /// writing where they started).
+    fn reload(
+        &mut self,
+        new: &mut Config,
+        server: Option<&crate::stream::Receiver>,
+        api: &crate::api::Api,
+    ) {
+        for what in self.restart_needed(new) {
+            warn!("changed {what}: restart wk-alerter to apply it; the running one stays");
+        }
+        new.settings.state_dir = self.state_dir.clone();
+        let new_token = new
+            .stream
+            .as_ref()
+            .map_or(&new.http.token, |s| &s.token)
+            .clone();
+        // The loader wants a token off loopback, judged on the new listen: a listener that
+        // runs off loopback keeps its token until the restart that moves it.
+        let exposed = self.stream.is_none()
+            && self
+                .http
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| !a.ip().is_loopback());
+        if exposed && new_token.is_empty() && !self.token().is_empty() {
+            warn!(
+                "[http] token removed while {} is off loopback: the running one is kept until a restart",
+                self.http.listen
+            );
+        } else if new_token != self.token() && self.stream.is_some() == new.stream.is_some() {
+            if let Some(server) = server {
+                server.set_token(&new_token);
+            }
+            let section = if self.stream.is_some() {
+                "[stream]"
+            } else {
+                "[http]"
+            };
+            info!("{section} token replaced: requests with the previous one are refused");
+            match &mut self.stream {
+                Some(s) => s.token = new_token,
+                None => self.http.token = new_token,
+            }
+        }
+        self.http.read_only_without_token = new.http.read_only_without_token;
+        self.http.loopback_writes_without_token = new.http.loopback_writes_without_token;
+        api.set_open(self.openness());
     }
-    out
+
+    /// What of `new` differs from the running listener and needs a restart.
+    fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if new.settings.state_dir != self.state_dir {
+            out.push("[alerter] state_dir");
+        }
+        match (&self.stream, &new.stream) {
+            (Some(old), Some(now)) => {
+                let blank = |s: &crate::stream::StreamSettings| crate::stream::StreamSettings {
+                    token: String::new(),
+                    ..s.clone()
+                };
+                if blank(old) != blank(now) {
+                    out.push("[stream] (other than its token)");
+                }
+            }
+            (None, None) => {
+                if self.http.listen != new.http.listen {
+                    out.push("[http] listen");
+                }
+                if self.http.tls_cert != new.http.tls_cert || self.http.tls_key != new.http.tls_key
+                {
+                    out.push("[http] tls_cert/tls_key");
+                }
+            }
+            _ => out.push("the data source (query mode or [stream])"),
+        }
+        out
+    }
 }
 
 /// What `check` does beyond compiling.
@@ -759,24 +839,60 @@ pub fn rule_paths(cfg: Option<&Config>, given: &[PathBuf]) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod reload_tests {
-    /// A reload that changes what only a restart applies says so (token rotation, access
-    /// rules, the state directory were ignored silently).
+    /// A reload applies the token and the access switches, names what needs a restart and
+    /// keeps the running state dir (the scheduler took the new one while the API wrote
+    /// silences in the old).
     #[test]
-    fn a_reload_names_what_needs_a_restart() {
+    fn a_reload_applies_the_token_and_names_what_needs_a_restart() {
         let load = |extra: &str| {
-            let text =
-                format!("[alerter]\n  state_dir = \"/tmp/a\"\n[[sources.influxdb]]\n{extra}");
+            let text = format!(
+                "[alerter]\n  state_dir = \"/tmp/a\"\n[[sources.influxdb]]\n  url = \"http://127.0.0.1:9\"\n{extra}"
+            );
             crate::config::load_str(std::path::Path::new("t.conf"), &text, &|_| None).unwrap()
         };
-        let old = load("");
-        let same = super::restart_needed(&old, &old.stream, &old.http, &old.settings.state_dir);
-        assert!(same.is_empty(), "{same:?}");
-        let new = load("[http]\n  read_only_without_token = true\n");
-        let said = super::restart_needed(&new, &old.stream, &old.http, &old.settings.state_dir);
-        assert_eq!(said, ["[http]"]);
-        let mut moved = load("");
-        moved.settings.state_dir = "/tmp/b".into();
-        let said = super::restart_needed(&moved, &old.stream, &old.http, &old.settings.state_dir);
-        assert_eq!(said, ["[alerter] state_dir"]);
+        let old = load("[http]\n  token = \"old-token-0123456789\"\n");
+        let mut live = super::Running {
+            state_dir: old.settings.state_dir.clone(),
+            stream: old.stream.clone(),
+            http: old.http.clone(),
+        };
+        assert!(live.restart_needed(&old).is_empty());
+        assert!(!live.openness().loopback_writes, "a token: writes need it");
+        let mut new = load(
+            "[http]\n  token = \"new-token-0123456789\"\n  read_only_without_token = true\n  listen = \"127.0.0.1:1\"\n",
+        );
+        new.settings.state_dir = "/tmp/b".into();
+        assert_eq!(
+            live.restart_needed(&new),
+            ["[alerter] state_dir", "[http] listen"]
+        );
+        let (board, router) = (
+            std::sync::Arc::new(crate::api::board::Board::default()),
+            crate::notify::Router::start(crate::notify::NotifyPlan::default()),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let engine = crate::actions::engine::Engine::new(
+                crate::actions::ActionsConfig::default(),
+                "/tmp/a".into(),
+                router.clone(),
+                None,
+            );
+            let api = crate::api::Api::new(
+                board,
+                router,
+                engine,
+                "/tmp/a".into(),
+                tokio::sync::mpsc::unbounded_channel().0,
+                live.openness(),
+            );
+            live.reload(&mut new, None, &api);
+        });
+        assert_eq!(new.settings.state_dir, std::path::Path::new("/tmp/a"));
+        assert_eq!(live.token(), "new-token-0123456789");
+        assert!(live.openness().read_only_without_token);
     }
 }

@@ -137,6 +137,17 @@ impl Alerter {
         self.child = None;
     }
 
+    /// Sends SIGHUP: reload the config.
+    fn reload(&self) {
+        let pid = self.child.as_ref().expect("running").0.id();
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP {pid}");
+    }
+
     fn conf(&self) -> PathBuf {
         self.dir.path().join("alerter.conf")
     }
@@ -702,4 +713,67 @@ fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// SIGHUP once kept the old `[http]` token and access switches and said nothing (the API
+/// went on writing silences in the old state dir too): the token and the switches apply at
+/// once, what needs a restart is logged as such and the running state dir is kept.
+#[test]
+fn a_reload_rotates_the_token_and_warns_about_what_needs_a_restart() {
+    const NEW: &str = "rotated-token-0123456789";
+    let source = "[[sources.influxdb]]\n  url = \"http://127.0.0.1:9\"\n  database = \"none\"\n";
+    let a = Alerter::start(
+        source,
+        &format!("[http]\n  listen = \"0.0.0.0:0\"\n  token = \"{TOKEN}\"\n"),
+    );
+    let port = a.addr().rsplit(':').next().unwrap().to_owned();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = std::fs::read_to_string(a.conf()).unwrap();
+    let moved = a.dir.path().join("state2");
+    let conf = conf
+        .replace(TOKEN, NEW)
+        .replace(
+            "[http]\n",
+            "[http]\n  read_only_without_token = true\n  listen = \"0.0.0.0:1\"\n",
+        )
+        .replace("listen = \"0.0.0.0:0\"\n", "")
+        .replace(&format!("{:?}", a.state_dir()), &format!("{moved:?}"));
+    std::fs::write(a.conf(), &conf).unwrap();
+    a.reload();
+    wait_for("the token replaced", T, || {
+        a.log().contains("token replaced")
+    });
+    let log = a.log();
+    for what in ["[alerter] state_dir", "[http] listen"] {
+        assert!(
+            log.contains(&format!("changed {what}: restart wk-alerter to apply it")),
+            "{what}:\n{log}"
+        );
+    }
+    let silence = r#"{"matchers":["host=web1"],"duration":"1h","comment":"c"}"#;
+    let json_type = ("Content-Type", "application/json");
+    let old = format!("Bearer {TOKEN}");
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/api/v1/silences",
+        &[json_type, ("Authorization", &old)],
+        silence,
+    );
+    assert_eq!(status, 401, "the old token is refused");
+    let new = format!("Bearer {NEW}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/silences",
+        &[json_type, ("Authorization", &new)],
+        silence,
+    );
+    assert_eq!(status, 200, "the new token is taken: {body}");
+    let (status, _) = http(&addr, "GET", "/api/v1/alerts", &[], "");
+    assert_eq!(status, 200, "read_only_without_token applied");
+    // The silence is where the running alerter reads it.
+    let stored = wk_alerter::notify::silence_store::load(&a.state_dir()).unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(!moved.join("silences.json").exists());
 }

@@ -55,7 +55,7 @@ pub struct Api {
     state_dir: PathBuf,
     /// Asks the scheduler to rescan (it re-reads silences and re-notifies after an expiry).
     rescan: mpsc::UnboundedSender<Option<Box<Config>>>,
-    open: Openness,
+    open: std::sync::RwLock<Openness>,
     /// One writer of silences.json at a time.
     silences: Mutex<()>,
     /// The stream receiver's counters (stream mode), for `/metrics`.
@@ -182,10 +182,18 @@ impl Api {
             engine,
             state_dir,
             rescan,
-            open,
+            open: std::sync::RwLock::new(open),
             silences: Mutex::new(()),
             stream_stats: OnceLock::new(),
         }
+    }
+
+    /// What is served without the token from now on (a reload).
+    pub fn set_open(&self, open: Openness) {
+        *self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = open;
     }
 
     /// Shows the stream receiver's counters in `/metrics`.
@@ -207,9 +215,13 @@ impl Api {
             .iter()
             .any(|h| head.header(h).is_some());
         let local = loopback && !proxied && loopback_host(head.header("host"));
-        if token || (local && self.open.loopback_writes) {
+        let open = *self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if token || (local && open.loopback_writes) {
             Access::Full
-        } else if reading && (local || self.open.read_only_without_token) {
+        } else if reading && (local || open.read_only_without_token) {
             Access::Read
         } else {
             Access::Denied

@@ -179,6 +179,16 @@ pub struct Stats {
     pub body_bytes: AtomicU64,
 }
 
+impl Shared {
+    /// The digest of the token in force now.
+    fn token(&self) -> [u8; 32] {
+        *self
+            .token_digest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 struct Shared {
     auth_log: AuthFailures,
     /// Where writes go; `None`: query mode, the server only serves the API.
@@ -188,8 +198,8 @@ struct Shared {
     /// The listener is on a loopback address (the API needs no token then).
     loopback: bool,
     /// SHA-256 of the token: candidates are hashed too, so the compare leaks not even the
-    /// token's length.
-    token_digest: [u8; 32],
+    /// token's length. Replaced by a reload ([`Receiver::set_token`]).
+    token_digest: std::sync::RwLock<[u8; 32]>,
     max_points: usize,
     max_bytes: usize,
     max_string: usize,
@@ -204,6 +214,7 @@ struct Shared {
 /// connections to finish their request and close.
 pub struct Receiver {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     stats: Arc<Stats>,
     admission: Arc<Admission>,
     tasks: Vec<JoinHandle<()>>,
@@ -241,7 +252,7 @@ impl Receiver {
             store: store.clone(),
             api,
             loopback: addr.ip().is_loopback(),
-            token_digest: digest(settings.token.as_bytes()),
+            token_digest: std::sync::RwLock::new(digest(settings.token.as_bytes())),
             max_points: settings.max_points,
             max_bytes: usize::try_from(settings.max_bytes).unwrap_or(usize::MAX),
             max_string: usize::try_from(settings.max_string_size).unwrap_or(usize::MAX),
@@ -262,6 +273,7 @@ impl Receiver {
             _ => None,
         };
         let admit = admission.clone();
+        let served = shared.clone();
         let accept = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
@@ -315,11 +327,22 @@ impl Receiver {
         }
         Ok(Receiver {
             addr,
+            shared: served,
             stats,
             admission,
             tasks,
             stop,
         })
+    }
+
+    /// Replaces the token (a reload): from the next request on only the new one is taken,
+    /// on connections already open too.
+    pub fn set_token(&self, token: &str) {
+        *self
+            .shared
+            .token_digest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = digest(token.as_bytes());
     }
 
     /// The address actually bound (port 0 resolved).
@@ -642,7 +665,7 @@ async fn route(
             _ => method_not_allowed(v2),
         },
         "/write" | "/api/v2/write" | "/query" => {
-            if !authorized(head, &shared.token_digest) {
+            if !authorized(head, &shared.token()) {
                 shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
                 if let Some(n) = shared.auth_log.failed(peer.ip(), std::time::Instant::now()) {
                     warn!(
@@ -700,7 +723,7 @@ async fn serve_api(
     ticket: &Ticket,
     peer: SocketAddr,
 ) -> Response {
-    let token = authorized(head, &shared.token_digest);
+    let token = authorized(head, &shared.token());
     let access = api.access(head, shared.loopback, token);
     if token {
         ticket.authenticate();
