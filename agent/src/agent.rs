@@ -256,7 +256,11 @@ async fn input_loop(
     // next gather starts at once instead of at the tick after (a ping at its defaults
     // against a down host reported every other interval).
     let mut tick_pending = false;
+    let mut stopping = false;
     loop {
+        if stopping {
+            return;
+        }
         let wait = if tick_pending {
             Duration::ZERO
         } else {
@@ -270,7 +274,26 @@ async fn input_loop(
         let clock = now_ns();
         let next_tick_in = until_next_tick(clock, s.interval, s.offset, s.aligned);
         let time = round_ns(clock, s.precision);
-        let outcome = match worker.gather(time, clock).await {
+        let gathered = worker.gather(time, clock);
+        tokio::pin!(gathered);
+        let outcome = tokio::select! {
+            o = &mut gathered => o,
+            _ = stop.changed() => {
+                // A stop or reload during a gather: it gets a moment to finish; one that
+                // hangs (a dead NFS mount, a stuck helper program) does not hold up the
+                // stop or the reload. Its thread is left to end on its own.
+                stopping = true;
+                match tokio::time::timeout(STOP_GRACE, &mut gathered).await {
+                    Ok(o) => o,
+                    Err(_) => {
+                        warn!(input = %name, grace = ?STOP_GRACE,
+                            "gather still running at stop; abandoned (its metrics are lost)");
+                        return;
+                    }
+                }
+            }
+        };
+        let outcome = match outcome {
             Some(o) => o,
             None => {
                 // The input panicked: it is gone, but the others keep running.
@@ -308,6 +331,9 @@ async fn input_loop(
         }
     }
 }
+
+/// How long a stop or reload waits for a gather under way.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// One gather request: the frozen times, and where the outcome goes.
 struct GatherJob {

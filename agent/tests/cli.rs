@@ -292,6 +292,27 @@ fn agent_debug_and_quiet_set_the_log_level() {
     assert!(after.contains("DEBUG gathered"), "{log}");
 }
 
+/// A gather that hangs (here a ping helper that sleeps 30 s) does not hold up SIGTERM: it
+/// gets a few seconds, then is abandoned (the agent waited for it to the end).
+#[test]
+fn a_hung_gather_does_not_hold_up_the_stop() {
+    let c = conf(
+        "[agent]\n  interval = \"1s\"\n[[inputs.ping]]\n  urls = [\"x\"]\n  binary = \"sh\"\n  arguments = [\"-c\", \"sleep 30\"]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n",
+    );
+    let child = daemon(std::path::Path::new(c.arg()), Stdio::piped());
+    std::thread::sleep(Duration::from_millis(2_500));
+    let asked = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    let took = asked.elapsed();
+    let log = text(&out.stderr);
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped after {took:?}: {log}"
+    );
+    assert!(log.contains("abandoned"), "{log}");
+}
+
 /// An input that overruns its interval: the tick that passed meanwhile starts the next
 /// gather at once, as Telegraf's buffered ticker does (it waited for the tick after, so a
 /// 1.2 s gather on a 1 s interval ran every 2 s).
