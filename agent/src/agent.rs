@@ -489,18 +489,20 @@ impl OutputWorker {
                         }
                     }
                     let mut unsent = Vec::new();
+                    let mut buffered = ro.buffered();
                     if job.flush == FlushKind::Last {
                         // The caller decides: handed to the reloaded output, or lost at exit.
                         unsent = ro.take_unsent();
-                        if last_failed && ro.buffered() > 0 {
-                            warn!(output = %ro.log_name(), unsent = ro.buffered(),
+                        buffered = ro.buffered();
+                        if last_failed && buffered > 0 {
+                            warn!(output = %ro.log_name(), unsent = buffered,
                                 "metrics could not be written before shutdown or reload; kept in the disk buffer");
                         }
                         ro.close();
                     }
                     let _ = job.reply.send(OutputReport {
                         stats: ro.stats,
-                        buffered: ro.buffered(),
+                        buffered,
                         write_time,
                         unsent,
                     });

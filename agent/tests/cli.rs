@@ -292,6 +292,34 @@ fn agent_debug_and_quiet_set_the_log_level() {
     assert!(after.contains("DEBUG gathered"), "{log}");
 }
 
+/// A disk buffer is one writer's: a reload reopens it (the old output lets go of its lock
+/// first), and a `--once` beside the running daemon is refused it and keeps to memory.
+#[test]
+fn a_disk_buffer_survives_reloads_and_is_not_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[agent]\n  interval = \"500ms\"\n  flush_interval = \"500ms\"\n  buffer_strategy = \"disk\"\n  buffer_directory = {:?}\n[[inputs.mem]]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n",
+        dir.path().join("buffer")
+    );
+    let c = conf(&config);
+    let child = daemon(std::path::Path::new(c.arg()), Stdio::piped());
+    std::thread::sleep(Duration::from_millis(1_500));
+    for _ in 0..2 {
+        signal(&child, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(1_500));
+    }
+    let once = agent()
+        .args(["--config", c.arg(), "--once"])
+        .output()
+        .unwrap();
+    signal(&child, libc::SIGTERM);
+    let log = text(&child.wait_with_output().unwrap().stderr);
+    assert_eq!(log.matches("disk buffer opened").count(), 3, "{log}");
+    assert!(!log.contains("cannot open the disk buffer"), "{log}");
+    let once = text(&once.stderr);
+    assert!(once.contains("in use by another wk-agent"), "{once}");
+}
+
 /// A gather that hangs (here a ping helper that sleeps 30 s) does not hold up SIGTERM: it
 /// gets a few seconds, then is abandoned (the agent waited for it to the end).
 #[test]

@@ -76,6 +76,7 @@ impl DiskBuffer {
             .create(true)
             .truncate(false)
             .open(dir.join(ACK_FILE))?;
+        lock(&ack_file, dir)?;
         let (ack_seq, ack_at) = read_ack_slots(&ack_file)?;
         let (ack_seg, ack_off) = match ack_at {
             Some(at) => at,
@@ -342,6 +343,33 @@ fn open_segment(dir: &Path, id: u64) -> io::Result<(u64, File, u64)> {
     Ok((id, f, len))
 }
 
+/// Takes the buffer for this process: an exclusive `flock` on its ack file, held as long as
+/// the buffer is open. Two writers (a `wk-agent --once` beside the daemon, two agents given
+/// one directory) would interleave segments and acks and lose or replay metrics. A reload
+/// may find the previous output a moment from closing: tried for up to a second.
+fn lock(ack_file: &File, dir: &Path) -> io::Result<()> {
+    use rustix::fs::{FlockOperation, flock};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match flock(ack_file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is in use by another wk-agent (or another output of this one): give each its own buffer_directory",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The text ack file of earlier versions: `"<segment> <offset>\n"`.
 fn read_legacy_ack(dir: &Path) -> io::Result<(u64, u64)> {
     match fs::read_to_string(dir.join(LEGACY_ACK_FILE)) {
@@ -494,6 +522,20 @@ mod tests {
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    }
+
+    /// One writer per directory: a second open (another agent, `--once` beside the daemon)
+    /// is refused with a clear error, and the directory is free again once the first closes.
+    #[test]
+    fn a_directory_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = DiskBuffer::open(dir.path(), 10, false).unwrap();
+        let e = DiskBuffer::open(dir.path(), 10, false)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("in use by another wk-agent"), "{e}");
+        drop(first);
+        assert!(DiskBuffer::open(dir.path(), 10, false).is_ok());
     }
 
     #[test]

@@ -361,6 +361,11 @@ impl RunningOutput {
     /// Closes the plugin.
     pub fn close(&mut self) {
         self.output.close();
+        // The disk buffer's lock goes with it, for the output a reload opens next; what
+        // it holds stays on disk.
+        if matches!(self.buffer, Buffer::Disk { .. }) {
+            self.buffer = Buffer::Memory(VecDeque::new());
+        }
     }
 
     /// At a stop or reload: takes what waits in the memory buffer, oldest first, for the

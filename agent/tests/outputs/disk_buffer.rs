@@ -65,6 +65,7 @@ fn disk_buffer_survives_a_restart_during_an_outage() {
     assert_eq!(out.flush(), Ok(8));
     assert_eq!(out.buffered(), 0);
     assert_eq!(seqs(&db, "diskbuf"), (0..12).collect::<Vec<i64>>());
+    drop(out);
     // Nothing is left to send again.
     let mut out = output_from(&disk_conf(&db, tmp.path()));
     assert_eq!(out.open_disk_buffer().unwrap().unwrap().restored, 0);
