@@ -29,6 +29,17 @@ pub struct Pending {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oneshot: bool,
     pub event: AlertEvent,
+    /// It waited for its receiver (its retries spent): attempts made, and when it is given
+    /// up (ns since the epoch), so that a restart does not give it a new `give_up_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// A message that waits for its receiver (see [`Pending::waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub attempts: u32,
+    pub give_up_at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,6 +105,10 @@ mod tests {
             .map(|i| Pending {
                 notifier: format!("n{}", i % 2),
                 oneshot: i == 2,
+                waiting: (i == 1).then_some(Waiting {
+                    attempts: 4,
+                    give_up_at: 1_700_000_000_000_000_000,
+                }),
                 event: AlertEvent {
                     rule: "cpu".into(),
                     id: format!("cpu:host=h{i}"),

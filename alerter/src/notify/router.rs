@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use super::config::{NotifyPlan, UnknownNotifiers};
 use super::group::{Groups, Notification};
 use super::inhibit::{InhibitList, Inhibitions};
-use super::outbox::{self, Pending};
+use super::outbox::{self, Pending, Waiting};
 use super::running::{NotifierSettings, RunningNotifier};
 use super::silence::Silence;
 use super::{Notifier, NotifyError};
@@ -810,7 +810,13 @@ impl Router {
         let workers = self.workers();
         for p in pending {
             match workers.get(&p.notifier) {
-                Some(w) if w.settings.wants(&p.event) => w.push(Arc::new(p.event), p.oneshot),
+                // A grouping notifier takes it into its groups again (a new deadline).
+                Some(w) if w.settings.wants(&p.event) => match p.waiting {
+                    Some(waiting) if w.settings.group.is_none() => {
+                        w.push_waiting(Arc::new(p.event), p.oneshot, waiting)
+                    }
+                    _ => w.push(Arc::new(p.event), p.oneshot),
+                },
                 Some(_) => {}
                 None => tracing::warn!(
                     notifier = %p.notifier, alert_id = %p.event.id,
@@ -1126,29 +1132,75 @@ impl Worker {
     /// what its groups gathered since their last message.
     fn undelivered(&self, out: &mut Vec<Pending>) {
         let q = lock(&self.queue);
-        let mut add = |event: &Arc<AlertEvent>, oneshot: bool| {
+        let mut add = |event: &Arc<AlertEvent>, oneshot: bool, waiting: Option<Waiting>| {
             out.push(Pending {
                 notifier: self.settings.name.clone(),
                 oneshot,
                 event: AlertEvent::clone(event),
+                waiting,
             })
         };
-        let items = q.busy.iter().chain(q.events.iter().map(|(item, _)| item));
-        for item in items.chain(q.parked.iter().map(|p| &p.item)) {
+        let (now, wall) = (tokio::time::Instant::now(), now_ns());
+        let queued = q.busy.iter().chain(q.events.iter().map(|(item, _)| item));
+        let parked = q.parked.iter().map(|p| {
+            let left = p.until.saturating_duration_since(now).as_nanos();
+            let waiting = Waiting {
+                attempts: p.attempts,
+                give_up_at: wall.saturating_add(i64::try_from(left).unwrap_or(i64::MAX)),
+            };
+            (&p.item, Some(waiting))
+        });
+        for (item, waiting) in queued.map(|i| (i, None)).chain(parked) {
             match item {
-                Item::Event(e, oneshot) => add(e, *oneshot),
+                Item::Event(e, oneshot) => add(e, *oneshot, waiting),
                 Item::Group(n) => {
                     n.firing
                         .iter()
                         .chain(&n.resolved)
-                        .for_each(|e| add(e, false));
-                    n.reports.iter().for_each(|e| add(e, true));
+                        .for_each(|e| add(e, false, waiting));
+                    n.reports.iter().for_each(|e| add(e, true, waiting));
                 }
             }
         }
         for (e, oneshot) in q.groups.pending() {
-            add(e, oneshot);
+            add(e, oneshot, None);
         }
+    }
+
+    /// A message of the last run that waited for its receiver: waits again with the
+    /// attempts it had and its deadline, or is given up if that passed meanwhile.
+    fn push_waiting(&self, e: Arc<AlertEvent>, oneshot: bool, w: Waiting) {
+        let s = &self.settings;
+        let left = w.give_up_at.saturating_sub(now_ns());
+        if left <= 0 {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                notifier = %s.name, kind = %s.kind, alert_id = %e.id, level = %e.level,
+                attempts = w.attempts,
+                give_up_after = %crate::template::format_duration(s.give_up_after),
+                "notification failed; its receiver did not come back in time (give_up_after passed while the alerter was down), giving up"
+            );
+            return;
+        }
+        let mut q = lock(&self.queue);
+        if q.closed {
+            return;
+        }
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let item = Item::Event(e, oneshot);
+        let seq = self.history.add_item(&item, &s.name);
+        let now = tokio::time::Instant::now();
+        let until = now + Duration::from_nanos(left as u64);
+        q.parked.push(Parked {
+            item,
+            seq,
+            attempts: w.attempts,
+            due: now,
+            until,
+        });
+        self.publish(&q);
+        drop(q);
+        self.wake.notify_one();
     }
 
     /// Publishes how many messages are queued, in flight or waiting in a group.

@@ -776,3 +776,62 @@ async fn a_send_handed_on_at_a_reload_after_its_recovery_went_out_is_dropped() {
     let statuses: Vec<String> = router.history().into_iter().map(|d| d.status).collect();
     assert_eq!(statuses, ["superseded", "sent"]);
 }
+
+/// A message that waits for its receiver keeps its `give_up_after` deadline across a
+/// restart (the outbox): it was given a new one at each start, so an alerter restarted
+/// daily kept an undeliverable page for ever.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_message_keeps_its_deadline_across_a_restart() {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.backoff = Duration::from_secs(10);
+    s.backoff_max = Duration::from_secs(10);
+    s.give_up_after = Duration::from_secs(3600);
+    let down = Arc::new(AtomicBool::new(true));
+    let (n, _rx) = fake_with(s.clone(), Behavior::DownWhile(down.clone()));
+    let router = start(vec![n]);
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let mut left = router.undelivered();
+    assert_eq!(left.len(), 1);
+    let w = left[0].waiting.expect("it waits for its receiver");
+    let wall = wk_alerter::clock::now_ns();
+    let in_s = (w.give_up_at - wall) / 1_000_000_000;
+    assert!((2990..=3000).contains(&in_s), "given up in {in_s} s");
+    assert!(w.attempts >= 1);
+
+    // The next start: 100 s left of it, then given up (not an hour after the start).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(wk_alerter::notify::outbox::OUTBOX_FILE);
+    left[0].waiting = Some(wk_alerter::notify::outbox::Waiting {
+        give_up_at: wall + 100_000_000_000,
+        ..w
+    });
+    wk_alerter::notify::outbox::store(&path, &wk_alerter::notify::outbox::encode(&left), false)
+        .unwrap();
+    let (n, _rx2) = fake_with(s.clone(), Behavior::DownWhile(down.clone()));
+    let next = start(vec![n]);
+    next.keep_outbox(path.clone());
+    let t0 = Instant::now();
+    next.flush().await;
+    let took = t0.elapsed();
+    assert!(took <= Duration::from_secs(100), "{took:?}");
+    let st = next.stats();
+    assert_eq!(st.notifier("pager").unwrap().failed, 1);
+
+    // Past its deadline already: given up at the start, not tried.
+    left[0].waiting = Some(wk_alerter::notify::outbox::Waiting {
+        give_up_at: wall - 1,
+        ..w
+    });
+    wk_alerter::notify::outbox::store(&path, &wk_alerter::notify::outbox::encode(&left), false)
+        .unwrap();
+    let (n, mut rx3) = fake_with(s, Behavior::DownWhile(down));
+    let last = start(vec![n]);
+    last.keep_outbox(path);
+    last.flush().await;
+    assert!(drain(&mut rx3).is_empty(), "not tried");
+    let st = last.stats();
+    let st = st.notifier("pager").unwrap();
+    assert_eq!((st.failed, st.pending), (1, 0));
+}
