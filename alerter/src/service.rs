@@ -251,6 +251,19 @@ impl Service {
         let meta = RuleState::load(&config.settings.state_dir, RULES_RULE);
         let source_health = RuleState::load(&config.settings.state_dir, SOURCE_RULE);
         let notifier_health = RuleState::load(&config.settings.state_dir, NOTIFIER_RULE);
+        // A notifier that was down at the stop is down at the start until it delivers.
+        for i in notifier_health.instances() {
+            if let (true, Some(since), Some(name)) =
+                (i.level > Level::Ok, i.since, i.tags.get("notifier"))
+            {
+                let after = config.settings.notifier_outage_after.as_nanos() as i64;
+                router.resume_failing(
+                    name,
+                    since.saturating_sub(after),
+                    "not delivered before the restart".into(),
+                );
+            }
+        }
         let persister = crate::state::Persister::start(config.settings.state_dir.clone())
             .inspect_err(|e| {
                 warn!("cannot start the state writer thread; states are saved inline: {e}")

@@ -1041,3 +1041,53 @@ async fn the_heartbeat_is_withheld_only_when_no_notifier_can_tell() {
         "{paths:?}"
     );
 }
+
+/// A notifier still down across a restart stays a `wk_notifiers` alert: the fresh counters
+/// read as "delivers again" until its first attempt, a false recovery at every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_down_across_a_restart_is_still_down() {
+    let now = wk_alerter::clock::now_ns();
+    let points = wk_core::lineproto::parse(&format!("cpu,host=web1 busy=95 {now}\n"), 0).unwrap();
+    let sink = crate::notify::support::HttpSink::start(vec![503; 1000]).await;
+    let extra = format!(
+        "  reload_interval = \"100ms\"\n  notifier_outage_after = \"1s\"\n\
+         [[notifiers.webhook]]\n  name = \"hook\"\n  url = \"{}\"\n  retries = 0\n  backoff = \"30s\"\n  backoff_max = \"30s\"\n",
+        sink.url("/hook")
+    );
+    let source = Arc::new(MemorySource::from_metrics(&points));
+    let clock = Arc::new(wk_alerter::clock::SystemClock);
+    let mut run = start(
+        &[("cpu.rhai", ALWAYS)],
+        source.clone(),
+        clock.clone(),
+        &extra,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = tokio::time::timeout_at(deadline, run.events.recv())
+            .await
+            .expect("wk_notifiers fires")
+            .unwrap();
+        if e.rule == "wk_notifiers" {
+            assert_eq!(e.kind, EventKind::Alert, "{e:?}");
+            break;
+        }
+    }
+    let (_, dir) = run.stop_keeping_dir().await;
+    let mut run = start_in(dir, &[], source, clock, &extra);
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(Some(e)) = tokio::time::timeout_at(quiet, run.events.recv()).await {
+        assert_ne!(
+            e.rule, "wk_notifiers",
+            "no recovery while it is down: {e:?}"
+        );
+    }
+    let still = run
+        .board
+        .get()
+        .builtin
+        .iter()
+        .any(|c| c.event.rule == "wk_notifiers");
+    assert!(still, "still firing after the restart");
+    run.stop().await;
+}

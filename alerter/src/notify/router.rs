@@ -888,6 +888,26 @@ impl Router {
         lock(&self.shared.history.entries).iter().cloned().collect()
     }
 
+    /// Carries a notifier's failing spell over a restart (the `wk_notifiers` state said it
+    /// had not delivered since `since_ns`): its first attempt after the start goes on with
+    /// that spell instead of starting a new one, and with no attempt at all it stays down
+    /// (the fresh counters read as "delivers again", a false recovery at every restart).
+    pub fn resume_failing(&self, name: &str, since_ns: i64, error: String) {
+        let Some(w) = self.workers().get(name).cloned() else {
+            return;
+        };
+        let ago = Duration::from_nanos(now_ns().saturating_sub(since_ns).max(0) as u64);
+        let now = tokio::time::Instant::now();
+        let mut f = lock(&w.counters.failing);
+        if f.is_none() {
+            *f = Some(Failing {
+                since: now.checked_sub(ago).unwrap_or(now),
+                since_ns,
+                error,
+            });
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> RouterStats {
         let c = &self.shared.counters;
