@@ -108,7 +108,8 @@ enum NotifiersCmd {
 enum SilenceCmd {
     /// Silence the alerts that match every --match, for a while; prints the silence's id.
     Add {
-        /// key=glob, key!=glob, key=~regex or key!~regex; `rule` names the rule (repeatable).
+        /// key=glob, key!=glob, key=~regex or key!~regex; `rule` names the rule, a quoted
+        /// key ("k8s pod"=x) any tag (repeatable).
         #[arg(long = "match", required = true)]
         matchers: Vec<String>,
         /// How long from now (or from --starts), e.g. 2h.

@@ -41,32 +41,17 @@ fn ago(now: i64, ns: i64) -> String {
     format!("{} ago", format_duration(d))
 }
 
-/// The matchers that silence exactly this alert: its rule and every tag, each tag value as
-/// an escaped regular expression (matched whole), so that no value can be read as an
-/// operator, a glob or a regex (`~x`, `a*`), and whitespace, which separates matchers in the
-/// form, is written as `\x{…}`. A tag named `rule` is left out: the matcher key `rule` is
-/// the rule's name.
-fn matchers_for(e: &crate::model::AlertEvent) -> String {
-    let literal = |v: &str| -> String {
-        regex::escape(v)
-            .chars()
-            .map(|c| {
-                if c.is_whitespace() {
-                    format!("\\x{{{:x}}}", c as u32)
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    };
-    let mut m = vec![format!("rule=~{}", literal(&e.rule))];
+/// The matchers that silence exactly this alert: its rule and every tag, each value as an
+/// escaped regular expression (matched whole) with whitespace written as `\x{…}`, each key
+/// bare or quoted ([`tag_key`](crate::notify::silence::tag_key): a tag named `rule`, a key
+/// with a space), so that no value or key reads as anything but itself. One form field each.
+fn matchers_for(e: &crate::model::AlertEvent) -> Vec<String> {
+    use crate::notify::silence::{exact_regex, tag_key};
+    let mut m = vec![format!("rule=~{}", exact_regex(&e.rule))];
     for (k, v) in &e.tags {
-        if k == "rule" || !crate::notify::silence::matcher_key_ok(k) {
-            continue;
-        }
-        m.push(format!("{k}=~{}", literal(v)));
+        m.push(format!("{}=~{}", tag_key(k), exact_regex(v)));
     }
-    m.join(" ")
+    m
 }
 
 /// A table of the page: `empty` (when given) instead of a table without rows, else the
@@ -212,13 +197,18 @@ impl Api {
                 let _ = write!(
                     p,
                     "<tr><td></td><td colspan=\"4\"><details><summary>silence this alert</summary>\
-                     <form method=\"post\" action=\"/api/v1/silences{keep}\">\
-                     <input type=\"hidden\" name=\"matchers\" value=\"{}\">\
+                     <form method=\"post\" action=\"/api/v1/silences{keep}\">{}\
                      <select name=\"duration\"><option>1h</option><option>2h</option>\
                      <option>8h</option><option>1d</option></select> \
                      <input name=\"comment\" required placeholder=\"why, and who\"> \
                      <button>silence</button></form></details></td></tr>",
-                    esc(&matchers_for(e))
+                    matchers_for(e)
+                        .iter()
+                        .map(|m| format!(
+                            "<input type=\"hidden\" name=\"matcher\" value=\"{}\">",
+                            esc(m)
+                        ))
+                        .collect::<String>()
                 );
             },
         );
@@ -261,7 +251,7 @@ impl Api {
              size=\"4\"></p><p><input name=\"comment\" required size=\"30\" \
              placeholder=\"why, and who\"> <button>silence</button></p><p class=\"muted\">\
              Matchers, space-separated: key=glob, key!=glob, key=~regex, key!~regex; \
-             <code>rule</code> names the rule.</p></form></details>"
+             <code>rule</code> names the rule, a quoted key (\"k8s pod\"=x) any tag.</p></form></details>"
         );
 
         // Rules.
@@ -390,14 +380,24 @@ mod tests {
         e.tags.insert("tabbed".into(), "a\tb".into());
         e.tags.insert("k8s/pod".into(), "api-1".into());
         e.tags.insert("rule".into(), "other".into());
+        e.tags.insert("k8s pod".into(), "api 1".into());
         let m = matchers_for(&e);
         assert_eq!(
             m,
-            "rule=~cpu host=~web1 k8s/pod=~api\\-1 mood=~\\~x path=~/a\\x{20}b\\* tabbed=~a\\x{9}b"
+            [
+                "rule=~cpu",
+                "host=~web1",
+                "\"k8s pod\"=~api\\x{20}1",
+                "k8s/pod=~api\\-1",
+                "mood=~\\~x",
+                "path=~/a\\x{20}b\\*",
+                "\"rule\"=~other",
+                "tabbed=~a\\x{9}b"
+            ]
         );
-        // As the form posts it: split on whitespace.
+        // As the form posts them: one field each.
         let matchers = m
-            .split_whitespace()
+            .iter()
             .map(|one| crate::notify::silence::Matcher::parse(one).unwrap())
             .collect();
         let s = crate::notify::Silence {
@@ -413,5 +413,10 @@ mod tests {
         let mut other = e.clone();
         other.tags.insert("k8s/pod".into(), "api-2".into());
         assert!(!s.silences(&other, 1), "the k8s/pod tag counts");
+        for (k, v) in [("rule", "x"), ("k8s pod", "api 2")] {
+            let mut other = e.clone();
+            other.tags.insert(k.into(), v.into());
+            assert!(!s.silences(&other, 1), "the {k:?} tag counts");
+        }
     }
 }

@@ -22,6 +22,9 @@ use crate::template::format_rfc3339 as rfc3339;
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub key: String,
+    /// The matcher is on the rule's name (a bare `rule`), not on a tag (a tag named `rule`
+    /// is written quoted: `"rule"=…`).
+    pub on_rule: bool,
     pub pattern: Pattern,
     /// `!=` / `!~`: the value must not match.
     pub negate: bool,
@@ -54,8 +57,38 @@ impl std::fmt::Display for Matcher {
                 (if self.negate { "!~" } else { "=~" }, t)
             }
         };
-        write!(f, "{}{op}{text}", self.key)
+        if self.on_rule {
+            write!(f, "rule{op}{text}")
+        } else {
+            write!(f, "{}{op}{text}", tag_key(&self.key))
+        }
     }
+}
+
+/// The matcher key for the tag `key`: bare when it can be, else a JSON string (`"k8s pod"`,
+/// `"rule"` for a tag of that name), which [`Matcher::parse`] takes literally.
+pub fn tag_key(key: &str) -> String {
+    if matcher_key_ok(key) && key != "rule" {
+        key.to_owned()
+    } else {
+        serde_json::Value::String(key.to_owned()).to_string()
+    }
+}
+
+/// `value` as a regular expression that matches exactly it: metacharacters escaped, and
+/// whitespace and control characters written as `\x{…}` so that the matcher holds none
+/// (forms and the command line split and trim on whitespace).
+pub fn exact_regex(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_whitespace() || c.is_control() {
+            out.push_str(&format!("\\x{{{:x}}}", u32::from(c)));
+        } else {
+            let mut b = [0u8; 4];
+            out.push_str(&regex::escape(c.encode_utf8(&mut b)));
+        }
+    }
+    out
 }
 
 /// Why a matcher (`key=glob`, `key!=glob`, `key=~regex`, `key!~regex`) was refused; `text` is
@@ -64,7 +97,7 @@ impl std::fmt::Display for Matcher {
 pub enum MatcherError {
     #[error("{text:?}: expected key=value, key!=value, key=~regex or key!~regex")]
     Syntax { text: String },
-    #[error("{text:?}: {key:?} is not a tag name")]
+    #[error("{text:?}: {key:?} is not a tag name (quote it as a JSON string: \"k8s pod\"=x)")]
     TagName { text: String, key: String },
     #[error("{text:?}: not a valid regular expression: {detail}")]
     Regex { text: String, detail: String },
@@ -89,6 +122,7 @@ impl Matcher {
     pub fn glob(key: &str, glob: &str) -> Result<Matcher, MatcherError> {
         Ok(Matcher {
             key: key.to_owned(),
+            on_rule: key == "rule",
             pattern: Pattern::Glob(Glob::new(glob).map_err(|e| MatcherError::ConfigGlob {
                 key: key.to_owned(),
                 detail: e.to_string(),
@@ -98,23 +132,54 @@ impl Matcher {
     }
 
     /// Parses `key=glob`, `key!=glob`, `key=~regex` or `key!~regex` (Alertmanager's
-    /// operators; `rule` names the rule).
+    /// operators; a bare `rule` names the rule). The key may be a JSON string
+    /// (`"k8s pod"=~…`): any tag name, taken literally, never the rule.
     pub fn parse(text: &str) -> Result<Matcher, MatcherError> {
-        let (at, op) = ["=~", "!~", "!=", "="]
+        const OPS: [&str; 4] = ["=~", "!~", "!=", "="];
+        let syntax = || MatcherError::Syntax {
+            text: text.to_owned(),
+        };
+        let (key, on_rule, rest) = if let Some(quoted) = text.strip_prefix('"') {
+            // The closing quote: the first one a backslash does not escape.
+            let mut escaped = false;
+            let end = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let close = c == '"' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    close
+                })
+                .map(|(i, _)| i + 2)
+                .ok_or_else(syntax)?;
+            let key: String = serde_json::from_str(&text[..end]).map_err(|_| syntax())?;
+            if key.is_empty() {
+                return Err(MatcherError::TagName {
+                    text: text.to_owned(),
+                    key,
+                });
+            }
+            (key, false, &text[end..])
+        } else {
+            let at = OPS
+                .iter()
+                .filter_map(|op| text.find(op))
+                .min()
+                .ok_or_else(syntax)?;
+            let key = text[..at].trim();
+            if !matcher_key_ok(key) {
+                return Err(MatcherError::TagName {
+                    text: text.to_owned(),
+                    key: key.to_owned(),
+                });
+            }
+            (key.to_owned(), key == "rule", &text[at..])
+        };
+        // The longest operator at the key's end (`=~` before `=`).
+        let op = OPS
             .iter()
-            .filter_map(|op| text.find(op).map(|i| (i, *op)))
-            .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
-            .ok_or_else(|| MatcherError::Syntax {
-                text: text.to_owned(),
-            })?;
-        let key = text[..at].trim();
-        let value = &text[at + op.len()..];
-        if !matcher_key_ok(key) {
-            return Err(MatcherError::TagName {
-                text: text.to_owned(),
-                key: key.to_owned(),
-            });
-        }
+            .find(|op| rest.starts_with(*op))
+            .ok_or_else(syntax)?;
+        let value = &rest[op.len()..];
         let negate = op.starts_with('!');
         let pattern = if op.ends_with('~') {
             Pattern::Regex(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| {
@@ -130,14 +195,15 @@ impl Matcher {
             })?)
         };
         Ok(Matcher {
-            key: key.to_owned(),
+            key,
+            on_rule,
             pattern,
             negate,
         })
     }
 
     fn matches(&self, event: &AlertEvent) -> bool {
-        let value = if self.key == "rule" {
+        let value = if self.on_rule {
             event.rule.as_str()
         } else {
             event.tags.get(&self.key).map_or("", String::as_str)
@@ -344,9 +410,31 @@ mod tests {
             assert_eq!(m(t).to_string(), t);
         }
         assert!(m("url=~http://x=y").to_string() == "url=~http://x=y");
-        for bad in ["host", "=web1", "host=~(", "ho st=x"] {
+        for bad in [
+            "host", "=web1", "host=~(", "ho st=x", "\"\"=x", "\"a=x", "\"a\"x",
+        ] {
             assert!(Matcher::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A tag named `rule`, or with a key the bare form refuses (a space, a quote), could not
+    /// be matched at all: a quoted key names any tag, literally.
+    #[test]
+    fn quoted_keys_name_any_tag_and_never_the_rule() {
+        let m = |t: &str| Matcher::parse(t).unwrap();
+        let e = ev("cpu", &[("rule", "disk"), ("k8s pod", "p1"), ("a\"b", "v")]);
+        assert!(m(r#""rule"=disk"#).matches(&e));
+        assert!(!m(r#""rule"=cpu"#).matches(&e), "the tag, not the rule");
+        assert!(m("rule=cpu").matches(&e), "bare: the rule");
+        assert!(m(r#""k8s pod"=~p1"#).matches(&e));
+        assert!(m(r#""a\"b"=v"#).matches(&e));
+        assert_eq!(m(r#""host"=~~x"#).to_string(), "host=~~x");
+        for t in [r#""rule"=~disk"#, r#""k8s pod"!=p*"#, r#""a\"b"=v"#] {
+            assert_eq!(m(t).to_string(), t, "round trip");
+        }
+        let exact = m(&format!("host=~{}", exact_regex("~a b\t.*")));
+        assert!(exact.matches(&ev("r", &[("host", "~a b\t.*")])));
+        assert!(!exact.matches(&ev("r", &[("host", "~a b\txx")])));
     }
 
     #[test]
