@@ -56,6 +56,41 @@ struct Shared {
     outbox: Mutex<Option<(PathBuf, AbortOnDrop<()>)>>,
 }
 
+/// The last run's notification history; nothing if there is none or it does not read (a
+/// damaged file is set aside: the history is a view, not state to recover).
+fn load_history(path: &std::path::Path) -> Vec<Delivery> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), "cannot read the notification history: {e}");
+            return Vec::new();
+        }
+    };
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let kept = crate::state::set_aside(path);
+        tracing::warn!(file = %path.display(), "the notification history does not read ({e}); it starts empty (the file {kept})");
+        Vec::new()
+    })
+}
+
+/// Writes the history to `path` (atomically); false when that failed (logged if `say`).
+async fn save_history(history: &History, path: &std::path::Path, say: bool) -> bool {
+    let (bytes, to) = (history.encode(), path.to_owned());
+    let written = tokio::task::spawn_blocking(move || crate::state::write_atomic(&to, &bytes))
+        .await
+        .unwrap_or_else(|e| Err((PathBuf::new(), std::io::Error::other(e))));
+    match written {
+        Ok(()) => true,
+        Err((p, e)) => {
+            if say {
+                tracing::error!(file = %p.display(), "cannot write the notification history (trying again every second): {e}");
+            }
+            false
+        }
+    }
+}
+
 /// How often the outbox is written while the queues change.
 const OUTBOX_EVERY: Duration = Duration::from_secs(1);
 
@@ -64,7 +99,7 @@ pub const KEEP_NOTIFICATIONS: usize = 200;
 
 /// One notification (an event for one notifier) and what became of it, or one event muted
 /// before any notifier saw it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Delivery {
     /// When it was routed (ns since the epoch).
     pub time: i64,
@@ -76,7 +111,8 @@ pub struct Delivery {
     pub kind: String,
     /// `queued`, `retrying` (its `retries` spent, tried again until `give_up_after`), `sent`,
     /// `failed`, `dropped` (queue full), `superseded` (a newer message of its alert or group
-    /// replaced it while it waited), `silenced` or `inhibited`.
+    /// replaced it while it waited), `silenced`, `inhibited`, or `interrupted` (the alerter
+    /// stopped first; the message went on in the outbox, a new entry of the next run).
     pub status: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -93,9 +129,37 @@ pub struct Delivery {
 struct History {
     entries: Mutex<VecDeque<Delivery>>,
     next: AtomicU64,
+    /// Changed since last written to [`HISTORY_FILE`].
+    dirty: AtomicBool,
 }
 
+/// The notification history in the state directory: the status page and
+/// `/api/v1/notifications` show what was sent before a restart too.
+pub const HISTORY_FILE: &str = "notify-history.json";
+
 impl History {
+    /// Takes the last run's entries, older than any of this run: a message still under way
+    /// then is `interrupted` (it went on in the outbox, as an entry of this run).
+    fn restore(&self, old: Vec<Delivery>) {
+        let mut q = lock(&self.entries);
+        let room = KEEP_NOTIFICATIONS.saturating_sub(q.len());
+        let skip = old.len().saturating_sub(room);
+        for mut d in old.into_iter().skip(skip).rev() {
+            if matches!(d.status.as_str(), "queued" | "retrying") {
+                d.status = "interrupted".into();
+            }
+            // Never the number of an entry of this run.
+            d.seq = u64::MAX;
+            q.push_front(d);
+        }
+    }
+
+    /// The entries as the history file holds them.
+    fn encode(&self) -> Vec<u8> {
+        let q = lock(&self.entries);
+        serde_json::to_vec(&*q).unwrap_or_default()
+    }
+
     /// Records a new entry; returns its number (to update it).
     fn add(&self, e: &AlertEvent, notifier: &str, status: &str, error: String) -> u64 {
         let kind = crate::template::kind_str(e.kind);
@@ -136,6 +200,7 @@ impl History {
         error: String,
     ) -> u64 {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
         let mut q = lock(&self.entries);
         if q.len() >= KEEP_NOTIFICATIONS {
             q.pop_front();
@@ -174,6 +239,7 @@ impl History {
         // Entries are in seq order: the one wanted is near the end.
         if let Some(d) = q.iter_mut().rev().find(|d| d.seq == seq) {
             f(d);
+            self.dirty.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -745,6 +811,8 @@ impl Router {
     /// holds from the last run to the notifiers of the same name, then writes it about once
     /// a second while the queues change (and at [`Router::shutdown`]).
     pub fn keep_outbox(&self, path: PathBuf) {
+        let history_path = path.with_file_name(HISTORY_FILE);
+        self.shared.history.restore(load_history(&history_path));
         let left = outbox::load(&path);
         if !left.is_empty() {
             tracing::info!(
@@ -760,11 +828,21 @@ impl Router {
         let task = tokio::spawn(async move {
             let mut last: Option<Vec<u8>> = None;
             let mut failing = false;
+            let mut history_failing = false;
             loop {
                 tokio::time::sleep(OUTBOX_EVERY).await;
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
+                if shared.history.dirty.swap(false, Ordering::Relaxed) {
+                    let ok = save_history(&shared.history, &history_path, !history_failing).await;
+                    if !ok {
+                        shared.history.dirty.store(true, Ordering::Relaxed);
+                    } else if history_failing {
+                        tracing::info!(file = %history_path.display(), "the notification history is written again");
+                    }
+                    history_failing = !ok;
+                }
                 if !shared.changed.swap(false, Ordering::Relaxed) {
                     continue;
                 }
@@ -864,6 +942,12 @@ impl Router {
         }
         if let Some((path, saver)) = outbox {
             drop(saver);
+            save_history(
+                &self.shared.history,
+                &path.with_file_name(HISTORY_FILE),
+                true,
+            )
+            .await;
             let mut pending = Vec::new();
             for w in workers.values() {
                 w.undelivered(&mut pending);

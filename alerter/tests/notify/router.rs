@@ -835,3 +835,49 @@ async fn a_waiting_message_keeps_its_deadline_across_a_restart() {
     let st = st.notifier("pager").unwrap();
     assert_eq!((st.failed, st.pending), (1, 0));
 }
+
+/// The notification history survives a restart (the status page showed nothing of what was
+/// sent before it); a message still under way at the stop reads `interrupted`.
+#[tokio::test]
+async fn the_notification_history_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(wk_alerter::notify::outbox::OUTBOX_FILE);
+    let (n, _rx) = fake("pager", Behavior::Ok);
+    let router = start(vec![n]);
+    router.keep_outbox(path.clone());
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    router.flush().await;
+    router.shutdown(Duration::from_secs(1)).await;
+    let history = dir.path().join(wk_alerter::notify::router::HISTORY_FILE);
+    let text = std::fs::read_to_string(&history).expect("written at shutdown");
+    // As if a second message had been under way at the stop.
+    let mut entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut queued = entries[0].clone();
+    queued["id"] = "cpu:host=web2".into();
+    queued["status"] = "queued".into();
+    entries.push(queued);
+    std::fs::write(&history, serde_json::to_vec(&entries).unwrap()).unwrap();
+
+    let (n, _rx) = fake("pager", Behavior::Ok);
+    let next = start(vec![n]);
+    next.keep_outbox(path);
+    let seen: Vec<(String, String)> = next
+        .history()
+        .into_iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("cpu:host=web1".to_owned(), "sent".to_owned()),
+            ("cpu:host=web2".to_owned(), "interrupted".to_owned())
+        ]
+    );
+    next.dispatch(vec![alert("cpu", "web3", Level::Critical, &["pager"])]);
+    next.flush().await;
+    let last = next.history().pop().unwrap();
+    assert_eq!(
+        (last.id.as_str(), last.status.as_str()),
+        ("cpu:host=web3", "sent")
+    );
+}
