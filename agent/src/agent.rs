@@ -76,7 +76,8 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
 }
 
 /// What the outputs of a stopped agent could not write from their memory buffers (a disk
-/// buffer keeps its own), output by output in config order.
+/// buffer keeps its own): every output in config order, those with nothing left too, so
+/// that an output's position among those of its plugin is its position in the config.
 #[must_use = "unsent metrics are handed to the reloaded outputs or logged as lost"]
 #[derive(Default)]
 pub struct Unsent(Vec<(PluginKey, String, Vec<Metric>)>);
@@ -97,15 +98,17 @@ impl Unsent {
     /// nothing; what no output takes (its output was removed) is logged and counted as
     /// dropped.
     pub fn hand_over(self, outputs: &mut [RunningOutput], stats: &SelfStats) {
-        let mut taken = vec![false; outputs.len()];
+        let mut seen: Vec<PluginKey> = Vec::new();
         for (key, name, metrics) in self.0 {
-            let next = outputs
-                .iter_mut()
-                .enumerate()
-                .find(|(i, o)| !taken[*i] && o.stats_key() == key);
+            // The n-th old output of this plugin and alias goes to the n-th new one.
+            let n = seen.iter().filter(|k| **k == key).count();
+            seen.push(key.clone());
+            if metrics.is_empty() {
+                continue;
+            }
+            let next = outputs.iter_mut().filter(|o| o.stats_key() == key).nth(n);
             match next {
-                Some((i, o)) => {
-                    taken[i] = true;
+                Some(o) => {
                     info!(output = %name, metrics = metrics.len(), "unsent metrics kept across the reload");
                     o.restore_unsent(metrics);
                 }
@@ -124,7 +127,7 @@ impl Unsent {
 
     /// At exit: says what is lost.
     pub fn log_lost(self) {
-        for (_, name, metrics) in self.0 {
+        for (_, name, metrics) in self.0.into_iter().filter(|(_, _, m)| !m.is_empty()) {
             error!(output = %name, dropped = metrics.len(),
                 "metrics could not be written before shutdown; lost (buffer_strategy = \"disk\" keeps them)");
         }
@@ -161,17 +164,21 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> Unsent {
             // limit, the memory buffer moved to a full disk buffer) are reported too.
             last: WriteCounts::default(),
         };
-        output_tasks.push(tokio::spawn(output_loop(
-            ro,
-            rx,
-            Flushing {
-                interval: flush_interval,
-                jitter: flush_jitter,
-                linger: linger(agent.interval, flush_interval),
-            },
-            stop_rx.clone(),
-            reporter,
-        )));
+        let meta = (ro.stats_key(), ro.log_name());
+        output_tasks.push((
+            meta,
+            tokio::spawn(output_loop(
+                ro,
+                rx,
+                Flushing {
+                    interval: flush_interval,
+                    jitter: flush_jitter,
+                    linger: linger(agent.interval, flush_interval),
+                },
+                stop_rx.clone(),
+                reporter,
+            )),
+        ));
     }
     let senders = Arc::new(senders);
 
@@ -215,12 +222,10 @@ pub async fn run(plan: Plan, stop: impl Future<Output = ()>) -> Unsent {
     // its final flush.
     drop(senders);
     let mut unsent = Unsent::default();
-    for t in output_tasks {
-        if let Ok(Some(left)) = t.await
-            && !left.2.is_empty()
-        {
-            unsent.0.push(left);
-        }
+    for ((key, name), t) in output_tasks {
+        // An output that crashed left nothing to hand over, but keeps its place.
+        let left = t.await.ok().flatten().unwrap_or_default();
+        unsent.0.push((key, name, left));
     }
     info!("agent stopped");
     unsent
@@ -556,9 +561,8 @@ async fn output_loop(
     timing: Flushing,
     mut stop: watch::Receiver<bool>,
     mut reporter: Reporter,
-) -> Option<(PluginKey, String, Vec<Metric>)> {
+) -> Option<Vec<Metric>> {
     let name = ro.log_name();
-    let key = ro.stats_key();
     let limit = ro.buffer_limit;
     let worker = match OutputWorker::spawn(ro) {
         Ok(w) => w,
@@ -620,7 +624,7 @@ async fn output_loop(
             return match worker.submit(batches, dropped, FlushKind::Last).await {
                 Ok(mut r) => {
                     reporter.report(&r);
-                    Some((key, name, std::mem::take(&mut r.unsent)))
+                    Some(std::mem::take(&mut r.unsent))
                 }
                 Err(_) => {
                     error!(output = %name, "output crashed and is stopped");
@@ -704,6 +708,48 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an output leaves goes to the output at its position among those of its plugin
+    /// and alias, counting the ones that left nothing (it went to the first such output
+    /// that had not taken anything: another database).
+    #[test]
+    fn unsent_metrics_go_to_the_output_at_the_same_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("a.conf");
+        std::fs::write(
+            &conf,
+            "[[inputs.mem]]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n",
+        )
+        .unwrap();
+        let mut plan = crate::config::load(&crate::config::LoadRequest::new(vec![conf])).unwrap();
+        let key = plan.outputs[0].stats_key();
+        let unsent = Unsent(vec![
+            (key.clone(), "outputs.file".into(), Vec::new()),
+            (
+                key.clone(),
+                "outputs.file".into(),
+                vec![Metric::new("m", 1)],
+            ),
+        ]);
+        unsent.hand_over(&mut plan.outputs, &plan.stats);
+        assert_eq!(plan.outputs[0].buffered(), 0, "the first had nothing left");
+        assert_eq!(plan.outputs[1].buffered(), 1, "the second's, to the second");
+        // Removed by the reload (one output of the plugin left): dropped and counted.
+        plan.outputs.truncate(1);
+        let unsent = Unsent(vec![
+            (key.clone(), "outputs.file".into(), Vec::new()),
+            (
+                key.clone(),
+                "outputs.file".into(),
+                vec![Metric::new("m", 2)],
+            ),
+        ]);
+        unsent.hand_over(&mut plan.outputs, &plan.stats);
+        assert_eq!(plan.outputs[0].buffered(), 0);
+        let (_, outputs) = plan.stats.read();
+        let (_, st) = outputs.iter().find(|(k, _)| *k == key).unwrap();
+        assert_eq!(st.counts.metrics_dropped, 1);
+    }
 
     #[test]
     fn pending_keeps_at_most_the_limit_and_counts_what_it_drops() {

@@ -365,6 +365,12 @@ fn lock(ack_file: &File, dir: &Path) -> io::Result<()> {
                     ),
                 ));
             }
+            // A file system without flock (some CIFS and FUSE mounts): the buffer works as
+            // it did before the lock, unguarded.
+            Err(e @ (rustix::io::Errno::NOLCK | rustix::io::Errno::OPNOTSUPP)) => {
+                tracing::warn!(dir = %dir.display(), "cannot lock the disk buffer ({e}): make sure no other wk-agent uses this buffer_directory");
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         }
     }

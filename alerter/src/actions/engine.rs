@@ -465,6 +465,9 @@ impl Engine {
         let mut pages = Vec::new();
         let mut stop = false;
         let mut repairs = false;
+        // A repair of this attempt waits (its cooldown, or another action on its target):
+        // the attempt is not over, whatever the others' verdicts.
+        let mut waiting = false;
         // Diagnoses first, whatever the rule's order: they report the state the repairs are
         // about to change (top processes before a restart kills the culprit).
         let mut order: Vec<(usize, &ActionRule)> = actions.iter().enumerate().collect();
@@ -621,11 +624,22 @@ impl Engine {
                 }
                 Decision::Busy => {
                     info!(rule = %event.rule, action = %a.action, "another action on {target} is running; skipped");
-                    retry_at =
-                        Some(retry_at.unwrap_or(now + Duration::from_secs(5).as_nanos() as i64));
+                    let at = now + Duration::from_secs(5).as_nanos() as i64;
+                    retry_at = Some(retry_at.unwrap_or(at));
+                    waiting = true;
+                    r.status = "waiting".into();
+                    r.did = "nothing yet: another action on the same target is running; tried again after it".into();
+                    results.push(r);
                 }
                 Decision::Cooldown { until_ns } => {
                     retry_at = Some(retry_at.map_or(until_ns, |t| t.max(until_ns)));
+                    waiting = true;
+                    r.status = "waiting".into();
+                    r.did = format!(
+                        "nothing yet: in its cooldown until {} (an attempt on the same target was recent); tried then",
+                        crate::template::format_rfc3339(until_ns)
+                    );
+                    results.push(r);
                 }
                 Decision::Exhausted { page, attempts } => {
                     stop = true;
@@ -704,14 +718,15 @@ impl Engine {
                 r.verified_ns = self.now();
                 all &= r.recovered;
             }
-            if all {
+            if all && !waiting {
                 stop = true;
             }
         }
-        for r in &results {
+        // A repair that waits did nothing: not a record, and no report of its own.
+        for r in results.iter().filter(|r| r.status != "waiting") {
             self.record(r);
         }
-        if !results.is_empty() {
+        if results.iter().any(|r| r.status != "waiting") {
             self.report(event, &results, episode);
         }
         for p in &pages {
@@ -935,7 +950,7 @@ impl Engine {
             .unwrap_or_else(|| event.notify.clone());
         let recovered = results
             .iter()
-            .filter(|r| r.status == "ran")
+            .filter(|r| r.status == "ran" || r.status == "waiting")
             .all(|r| r.recovered)
             && results.iter().any(|r| r.status == "ran");
         // A recovery that came during the attempt: no news if the report says "recovered",
@@ -1086,6 +1101,7 @@ fn report_subject(event: &AlertEvent, results: &[ActionResult], recovered: bool)
                 "refused" => "refused",
                 "gave_up" => "gave up",
                 "interrupted" => "interrupted",
+                "waiting" => "waits",
                 _ => "skipped",
             })
             .collect::<Vec<_>>()

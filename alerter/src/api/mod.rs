@@ -343,7 +343,9 @@ impl Api {
             for (k, v) in crate::stream::http::parse_query(&String::from_utf8_lossy(body)) {
                 let v = v.trim().to_owned();
                 match k.as_str() {
-                    "matchers" => n.matchers.extend(v.split_whitespace().map(str::to_owned)),
+                    "matchers" => n
+                        .matchers
+                        .extend(crate::notify::silence::split_matchers(&v)),
                     "matcher" if !v.is_empty() => n.matchers.push(v),
                     "duration" if !v.is_empty() => n.duration = Some(v),
                     "ends" if !v.is_empty() => n.ends = Some(v),

@@ -399,6 +399,8 @@ struct Queue {
     groups: Groups,
     /// The message being sent (its attempts and retries).
     busy: Option<Item>,
+    /// When `busy` is a waiting message: its attempts before this one and its deadline.
+    busy_waiting: Option<(u32, tokio::time::Instant)>,
     /// Messages whose `retries` are spent, tried again until `give_up_after`.
     parked: Vec<Parked>,
     closed: bool,
@@ -1245,16 +1247,18 @@ impl Worker {
             })
         };
         let (now, wall) = (tokio::time::Instant::now(), now_ns());
-        let queued = q.busy.iter().chain(q.events.iter().map(|(item, _)| item));
-        let parked = q.parked.iter().map(|p| {
-            let left = p.until.saturating_duration_since(now).as_nanos();
-            let waiting = Waiting {
-                attempts: p.attempts,
+        let waiting = |attempts: u32, until: tokio::time::Instant| {
+            let left = until.saturating_duration_since(now).as_nanos();
+            Some(Waiting {
+                attempts,
                 give_up_at: wall.saturating_add(i64::try_from(left).unwrap_or(i64::MAX)),
-            };
-            (&p.item, Some(waiting))
-        });
-        for (item, waiting) in queued.map(|i| (i, None)).chain(parked) {
+            })
+        };
+        // A waiting message in flight (a probe of its receiver) keeps its deadline too.
+        let busy = (q.busy.iter()).map(|i| (i, q.busy_waiting.and_then(|(a, u)| waiting(a, u))));
+        let queued = q.events.iter().map(|(item, _)| (item, None));
+        let parked = (q.parked.iter()).map(|p| (&p.item, waiting(p.attempts, p.until)));
+        for (item, waiting) in busy.chain(queued).chain(parked) {
             match item {
                 Item::Event(e, oneshot) => add(e, *oneshot, waiting),
                 Item::Group(n) => {
@@ -1348,6 +1352,10 @@ impl Worker {
                     None => (q.events.pop_front()).map(|(item, seq)| (item, seq, Origin::Queued)),
                 };
                 q.busy = next.as_ref().map(|(item, ..)| item.clone());
+                q.busy_waiting = match &next {
+                    Some((_, _, Origin::Parked { attempts, until })) => Some((*attempts, *until)),
+                    _ => None,
+                };
                 self.publish(&q);
                 if next.is_none() && q.closed {
                     return;

@@ -75,6 +75,33 @@ pub fn tag_key(key: &str) -> String {
     }
 }
 
+/// Matchers written in one line, separated by whitespace outside quoted keys
+/// (`"k8s pod"=~x host=web1` is two).
+pub fn split_matchers(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in text.chars() {
+        if c.is_whitespace() && !quoted {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if quoted && c == '"' && !escaped {
+            quoted = false;
+        } else if !quoted && c == '"' && cur.is_empty() {
+            quoted = true;
+        }
+        escaped = quoted && c == '\\' && !escaped;
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// `value` as a regular expression that matches exactly it: metacharacters escaped, and
 /// whitespace and control characters written as `\x{…}` so that the matcher holds none
 /// (forms and the command line split and trim on whitespace).
@@ -431,6 +458,13 @@ mod tests {
         assert_eq!(m(r#""host"=~~x"#).to_string(), "host=~~x");
         for t in [r#""rule"=~disk"#, r#""k8s pod"!=p*"#, r#""a\"b"=v"#] {
             assert_eq!(m(t).to_string(), t, "round trip");
+        }
+        assert_eq!(
+            split_matchers(r#" "k8s pod"=~a\x{20}b  host=web1 "a\"b c"!=x "#),
+            [r#""k8s pod"=~a\x{20}b"#, "host=web1", r#""a\"b c"!=x"#]
+        );
+        for one in split_matchers(r#""k8s pod"=p1 "a\"b"=v"#) {
+            assert!(m(&one).matches(&e), "{one}");
         }
         let exact = m(&format!("host=~{}", exact_regex("~a b\t.*")));
         assert!(exact.matches(&ev("r", &[("host", "~a b\t.*")])));

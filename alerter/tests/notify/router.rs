@@ -32,6 +32,8 @@ enum Behavior {
     DownWhile(Arc<AtomicBool>),
     /// Wait for a permit, then fail (retryable) while the flag is set.
     GateThenDownWhile(Arc<Semaphore>, Arc<AtomicBool>),
+    /// Fail (retryable) on the first attempt, then hang.
+    FailThenHang,
 }
 
 /// Records (time, event) at the start of every attempt.
@@ -54,6 +56,10 @@ impl Notifier for Fake {
                 Behavior::FailTimes(_) => Ok(()),
                 Behavior::HangOnce if n == 0 => std::future::pending().await,
                 Behavior::HangOnce => Ok(()),
+                Behavior::FailThenHang if n == 0 => {
+                    Err(NotifyError::Retryable("connection refused".into()))
+                }
+                Behavior::FailThenHang => std::future::pending().await,
                 Behavior::PanicOnce if n == 0 => panic!("a bug in a notifier"),
                 Behavior::PanicOnce => Ok(()),
                 Behavior::DownWhile(down) if down.load(Ordering::SeqCst) => {
@@ -880,4 +886,32 @@ async fn the_notification_history_survives_a_restart() {
         (last.id.as_str(), last.status.as_str()),
         ("cpu:host=web3", "sent")
     );
+}
+
+/// A waiting message whose probe is in flight at the stop keeps its deadline too (it was
+/// saved as a fresh message: a receiver that hangs, restarted daily, never gave up).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_message_in_flight_keeps_its_deadline() {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.timeout = Duration::from_secs(3600);
+    s.backoff = Duration::from_secs(10);
+    s.backoff_max = Duration::from_secs(10);
+    s.give_up_after = Duration::from_secs(3600);
+    let (n, mut rx) = fake_with(s, Behavior::FailThenHang);
+    let router = start(vec![n]);
+    router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        drain(&mut rx).len(),
+        2,
+        "the first attempt, and the probe that hangs"
+    );
+    let left = router.undelivered();
+    assert_eq!(left.len(), 1);
+    let w = left[0]
+        .waiting
+        .expect("the probe in flight is a waiting message");
+    let in_s = (w.give_up_at - wk_alerter::clock::now_ns()) / 1_000_000_000;
+    assert!((3530..=3545).contains(&in_s), "given up in {in_s} s");
 }

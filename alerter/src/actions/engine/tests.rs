@@ -420,3 +420,39 @@ async fn restarting_the_alerters_own_service_is_refused() {
     assert_eq!(r.status, "refused", "{r:?}");
     assert!(r.stderr.contains("own service"), "{}", r.stderr);
 }
+
+/// One repair recovers while another waits for its cooldown: the attempt is not over (it
+/// was: "recovered", and the waiting repair never ran while the alert went on firing).
+#[tokio::test]
+async fn a_repair_in_its_cooldown_is_tried_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, n2) = (
+        format!("wk-cool-a-{}", std::process::id()),
+        format!("wk-cool-b-{}", std::process::id()),
+    );
+    let mut a1 = restarts(&n1);
+    a1.cooldown = Duration::ZERO;
+    let mut a2 = restarts(&n2);
+    a2.cooldown = Duration::from_secs(3);
+    let e = engine(dir.path(), vec![a1, a2]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 2).await;
+    e.handle(&[recovery("r")]);
+    // It fires again at once: the second repair is in its cooldown.
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 5).await;
+    let second: Vec<String> = e
+        .results()
+        .iter()
+        .filter(|r| r.args.contains(&n2))
+        .map(|r| r.status.clone())
+        .collect();
+    assert_eq!(second, ["ran", "ran"], "{:?}", e.results());
+    assert!(
+        e.results().iter().all(|r| r.status != "waiting"),
+        "not recorded"
+    );
+    for n in [&n1, &n2] {
+        let _ = std::process::Command::new("pkill").args(["-f", n]).status();
+    }
+}

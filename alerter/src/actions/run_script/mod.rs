@@ -108,7 +108,8 @@ impl Action for RunScript {
                 self.args.join(" "),
                 o.outcome("exit status 0")
             );
-            if ctx.launch == super::Launch::SystemdRun && !o.ok() && o.took >= ctx.timeout {
+            let unit = ctx.host == Host::Local && ctx.launch == super::Launch::SystemdRun;
+            if unit && !o.ok() && o.took >= ctx.timeout {
                 d.did.push_str(&format!(
                     " (it ran into its timeout of {}: systemd stopped its unit)",
                     crate::template::format_duration(ctx.timeout)
