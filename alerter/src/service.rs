@@ -523,12 +523,23 @@ impl Service {
         let after = self.config.settings.notifier_outage_after;
         let observations = (self.router.stats().notifiers.into_iter())
             .map(|n| {
-                let down = n.failing.as_ref().filter(|f| f.for_ >= after);
+                // A spell carried over a restart with nothing to send since: nothing says it
+                // is still down once `notifier_outage_after` has passed without a message.
+                let stale = |f: &&crate::notify::router::NotifierFailing| {
+                    n.pending == 0 && f.untried_for.is_some_and(|t| t >= after)
+                };
+                let down = (n.failing.as_ref())
+                    .filter(|f| f.for_ >= after)
+                    .filter(|f| !stale(f));
                 let status = match down {
                     Some(f) => format!(
                         "has not delivered for {}: {}",
                         crate::template::format_duration(after),
                         f.error
+                    ),
+                    None if n.failing.as_ref().is_some_and(|f| stale(&f)) => format!(
+                        "had nothing to send for {} since the restart (it was down before it)",
+                        crate::template::format_duration(after)
                     ),
                     None => "delivers again".to_owned(),
                 };

@@ -1089,5 +1089,28 @@ async fn a_notifier_down_across_a_restart_is_still_down() {
         .iter()
         .any(|c| c.event.rule == "wk_notifiers");
     assert!(still, "still firing after the restart");
+    // Nothing to send after the next restart (the outbox gone): nothing says it is still
+    // down, and the alert ends once notifier_outage_after passes with no attempt.
+    let (_, dir) = run.stop_keeping_dir().await;
+    std::fs::remove_file(dir.path().join("state").join("notify-outbox.json")).unwrap();
+    let source = Arc::new(MemorySource::from_metrics(&points));
+    let clock = Arc::new(wk_alerter::clock::SystemClock);
+    let mut run = start_in(dir, &[], source, clock, &extra);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        let e = tokio::time::timeout_at(deadline, run.events.recv())
+            .await
+            .expect("wk_notifiers ends")
+            .unwrap();
+        if e.rule == "wk_notifiers" {
+            break e;
+        }
+    };
+    assert_eq!(ended.kind, EventKind::Recovery, "{ended:?}");
+    assert!(
+        ended.message.contains("had nothing to send"),
+        "{}",
+        ended.message
+    );
     run.stop().await;
 }

@@ -291,6 +291,8 @@ struct Failing {
     since: tokio::time::Instant,
     since_ns: i64,
     error: String,
+    /// Carried over a restart ([`Router::resume_failing`]), and no attempt made since: when.
+    resumed: Option<tokio::time::Instant>,
 }
 
 impl NotifierCounters {
@@ -303,12 +305,16 @@ impl NotifierCounters {
             Err(e) => {
                 let error = e.to_string();
                 match f.as_mut() {
-                    Some(f) => f.error = error,
+                    Some(f) => {
+                        f.error = error;
+                        f.resumed = None;
+                    }
                     None => {
                         *f = Some(Failing {
                             since: tokio::time::Instant::now(),
                             since_ns: now_ns(),
                             error,
+                            resumed: None,
                         })
                     }
                 }
@@ -375,6 +381,8 @@ pub struct NotifierFailing {
     pub since_ns: i64,
     /// The last attempt's error.
     pub error: String,
+    /// Carried over a restart with no attempt since: for how long.
+    pub untried_for: Option<Duration>,
 }
 
 struct Worker {
@@ -990,6 +998,7 @@ impl Router {
                 since: now.checked_sub(ago).unwrap_or(now),
                 since_ns,
                 error,
+                resumed: Some(now),
             });
         }
     }
@@ -1023,6 +1032,7 @@ impl Router {
                             for_: f.since.elapsed(),
                             since_ns: f.since_ns,
                             error: f.error.clone(),
+                            untried_for: f.resumed.map(|t| t.elapsed()),
                         }),
                     }
                 })
