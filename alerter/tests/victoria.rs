@@ -45,7 +45,8 @@ fn agent_writes_to_victoriametrics_and_rules_fire_from_it() {
     let (alerter_conf, events) = write_alerter_conf(
         dir.path(),
         &format!(
-            "[[sources.victoriametrics]]\n  url = \"{}\"\n  database = \"telegraf\"\n",
+            // Its own port for the status page: the default one may be another test's.
+            "[[sources.victoriametrics]]\n  url = \"{}\"\n  database = \"telegraf\"\n[http]\n  listen = \"127.0.0.1:0\"\n",
             vm.url()
         ),
     );
