@@ -405,11 +405,22 @@ impl Engine {
         // Actions done with for this episode (by index in `actions`): diagnoses, dry runs,
         // refusals, nothing to do. Only repairs that ran are tried again.
         let mut finished = std::collections::HashSet::new();
+        // An attempt was verified as recovered: the task waits to see the alert end.
+        let mut watching = false;
         loop {
             if !self.wait(&mut rx, due).await {
-                info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
+                if !watching {
+                    info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
+                }
                 self.forget(&first.rule, &first.id, ep.number);
                 return;
+            }
+            if watching {
+                // The repairs said "recovered", but the rule still sees the fault: the
+                // report was wrong about the incident, and the repairs go on (within their
+                // budget, which pages people once when spent).
+                warn!(rule = %first.rule, id = %first.id, "the alert still fires after its repairs were verified: acting again");
+                watching = false;
             }
             let Some(event) = rx.borrow().clone() else {
                 self.forget(&first.rule, &first.id, ep.number);
@@ -443,6 +454,10 @@ impl Engine {
             self.release(&event.rule, &event.id, ep.number);
             match next {
                 Next::RetryAt(t) => due = t,
+                Next::Watch(t) => {
+                    due = t;
+                    watching = true;
+                }
                 Next::Done => return,
             }
         }
@@ -468,6 +483,10 @@ impl Engine {
         // A repair of this attempt waits (its cooldown, or another action on its target):
         // the attempt is not over, whatever the others' verdicts.
         let mut waiting = false;
+        // Every repair that ran was verified as recovered (and none waits).
+        let mut verified = false;
+        // A repair's budget is spent: the episode ends here.
+        let mut exhausted = false;
         // Diagnoses first, whatever the rule's order: they report the state the repairs are
         // about to change (top processes before a restart kills the culprit).
         let mut order: Vec<(usize, &ActionRule)> = actions.iter().enumerate().collect();
@@ -643,6 +662,7 @@ impl Engine {
                 }
                 Decision::Exhausted { page, attempts } => {
                     stop = true;
+                    exhausted = true;
                     if page {
                         r.status = "gave_up".into();
                         r.attempt = attempts;
@@ -720,6 +740,7 @@ impl Engine {
             }
             if all && !waiting {
                 stop = true;
+                verified = true;
             }
         }
         // A repair that waits did nothing: not a record, and no report of its own.
@@ -733,10 +754,27 @@ impl Engine {
             self.record(p);
             self.report(event, std::slice::from_ref(p), episode);
         }
+        let gave_up = exhausted || !read(&self.inner.config).enabled;
         match (stop || !repairs, retry_at) {
+            // Watched until the alert ends: the rule's next evaluations, or the cooldown.
+            _ if verified && !gave_up => Next::Watch(self.now() + self.watch_for(event, actions)),
             (false, Some(t)) => Next::RetryAt(t),
             _ => Next::Done,
         }
+    }
+
+    /// How long after repairs verified as recovered the alert may go on firing before they
+    /// are tried again: two of the rule's evaluations (its data must catch up), at least the
+    /// longest cooldown, and 10 s.
+    fn watch_for(&self, event: &AlertEvent, actions: &[ActionRule]) -> i64 {
+        let every = read(&self.inner.rules)
+            .get(&event.rule)
+            .map_or(Duration::ZERO, |r| r.settings.every);
+        let cooldown = actions.iter().map(|a| a.cooldown).max().unwrap_or_default();
+        (2 * every)
+            .max(cooldown)
+            .max(Duration::from_secs(10))
+            .as_nanos() as i64
     }
 
     fn begin(&self, g: &mut Guard, target: &str, now: i64, event: &AlertEvent, r: &ActionResult) {
@@ -1053,6 +1091,8 @@ struct Episode {
 enum Next {
     Done,
     RetryAt(i64),
+    /// Verified as recovered: wait until then for the alert to end, else act again.
+    Watch(i64),
 }
 
 /// When the fault began, dated by the data: the first failing point's time (the latest

@@ -456,3 +456,30 @@ async fn a_repair_in_its_cooldown_is_tried_when_it_ends() {
         let _ = std::process::Command::new("pkill").args(["-f", n]).status();
     }
 }
+
+/// The repair says "recovered" but the alert goes on firing: after two evaluations (at
+/// least 10 s, or the cooldown) the repair is tried again (the episode ended, and the alert
+/// fired on unseen, its report having said "recovered").
+#[tokio::test]
+async fn an_alert_that_goes_on_firing_after_a_verified_repair_is_acted_on_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = format!("wk-still-firing-{}", std::process::id());
+    let mut a = restarts(&nonce);
+    a.cooldown = Duration::ZERO;
+    let e = engine(dir.path(), vec![a]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 1).await;
+    assert!(e.results()[0].recovered);
+    let t0 = std::time::Instant::now();
+    settle(&e, 2).await;
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(9), "watched first: {took:?}");
+    assert_eq!(e.results()[1].attempt, 2, "{:?}", e.results());
+    // The alert ends: the task with it.
+    e.handle(&[recovery("r")]);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(e.results().len(), 2);
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &nonce])
+        .status();
+}
