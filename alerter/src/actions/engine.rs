@@ -236,7 +236,10 @@ impl Engine {
 
     fn handle_one(&self, e: &AlertEvent, hold: bool) -> bool {
         let key = (e.rule.clone(), e.id.clone());
-        let firing = e.kind == EventKind::Alert && e.level > Level::Ok;
+        // Flapping at a level is still the fault (its later events are suppressed: a task
+        // that ended on it would never act again).
+        let firing =
+            matches!(e.kind, EventKind::Alert | EventKind::Flapping) && e.level > Level::Ok;
         let mut tasks = lock(&self.inner.tasks);
         if let Some(tx) = tasks.get(&key) {
             if tx.is_closed() {
@@ -310,6 +313,16 @@ impl Engine {
         let Some((_, now)) = told.get_mut(key) else {
             return false;
         };
+        // Flapping is news of its own, whatever was held or announced; and a level change
+        // is no repeat: the report speaks of the level it started with.
+        let changed = match &*now {
+            Told::Held(h) => h.level != e.level,
+            _ => false,
+        };
+        if firing && (e.kind == EventKind::Flapping || changed) {
+            *now = Told::Plain;
+            return false;
+        }
         match now {
             Told::Plain => {
                 if !firing {
@@ -338,6 +351,17 @@ impl Engine {
                 told.remove(key);
                 !firing
             }
+        }
+    }
+
+    /// The alert fires on after a report that said "recovered": held again for the next
+    /// report (released as it is if none comes), so that it is told either way and a
+    /// recovery during the next attempt is handled as for the first.
+    fn hold_again(&self, e: &AlertEvent, episode: u64) {
+        let key = (e.rule.clone(), e.id.clone());
+        let mut told = lock(&self.inner.told);
+        if matches!(told.get(&key), Some((n, _)) if *n == episode) || !told.contains_key(&key) {
+            told.insert(key, (episode, Told::Held(Box::new(e.clone()))));
         }
     }
 
@@ -373,11 +397,19 @@ impl Engine {
         self.inner.clock.now()
     }
 
-    /// Sleeps until `deadline_ns`; false when the instance recovered meanwhile.
-    async fn wait(&self, rx: &mut watch::Receiver<Option<AlertEvent>>, deadline_ns: i64) -> bool {
+    /// Sleeps until `deadline_ns`, or until the instance's level rises above `above` (when
+    /// given); false when the instance recovered meanwhile.
+    async fn wait(
+        &self,
+        rx: &mut watch::Receiver<Option<AlertEvent>>,
+        deadline_ns: i64,
+        above: Option<Level>,
+    ) -> bool {
         loop {
-            if rx.borrow().is_none() {
-                return false;
+            match &*rx.borrow() {
+                None => return false,
+                Some(e) if above.is_some_and(|l| e.level > l) => return true,
+                Some(_) => {}
             }
             let left = deadline_ns - self.now();
             if left <= 0 {
@@ -405,27 +437,42 @@ impl Engine {
         // Actions done with for this episode (by index in `actions`): diagnoses, dry runs,
         // refusals, nothing to do. Only repairs that ran are tried again.
         let mut finished = std::collections::HashSet::new();
-        // An attempt was verified as recovered: the task waits to see the alert end.
-        let mut watching = false;
+        // Repairs verified as recovered while another repair of the attempt waits: not run
+        // again for it.
+        let mut verified = std::collections::HashSet::new();
+        // The last attempt's repairs were verified as recovered: the task watches for the
+        // alert to end (the level then, and when the repairs started).
+        let mut watching: Option<(Level, i64)> = None;
         loop {
-            if !self.wait(&mut rx, due).await {
-                if !watching {
+            if !self.wait(&mut rx, due, watching.map(|(l, _)| l)).await {
+                if watching.is_none() {
                     info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
                 }
                 self.forget(&first.rule, &first.id, ep.number);
                 return;
             }
-            if watching {
-                // The repairs said "recovered", but the rule still sees the fault: the
-                // report was wrong about the incident, and the repairs go on (within their
-                // budget, which pages people once when spent).
-                warn!(rule = %first.rule, id = %first.id, "the alert still fires after its repairs were verified: acting again");
-                watching = false;
-            }
             let Some(event) = rx.borrow().clone() else {
                 self.forget(&first.rule, &first.id, ep.number);
                 return;
             };
+            if let Some((level, since)) = watching.take() {
+                // The alert still fires after repairs verified as recovered. A rule may
+                // keep an alert up for reasons of its own (keep_firing, reset conditions,
+                // recoveries = false, a source outage): act again only on fresh evidence,
+                // the level rising or the rule's query seeing the fault in data from after
+                // the repairs.
+                let fresh = event.level > level
+                    || self.query_recovered(&event, &actions, since).await.0 == Some(false);
+                if !fresh {
+                    info!(rule = %event.rule, id = %event.id, "the alert still fires after its repairs were verified, but the rule's data does not show the fault: the episode ends");
+                    return;
+                }
+                warn!(rule = %event.rule, id = %event.id, "the alert still fires after its repairs were verified: acting again");
+                // Not announced since the report said "recovered": the next report (or the
+                // alert itself, if none comes) carries it.
+                self.hold_again(&event, ep.number);
+                verified.clear();
+            }
             let now_actions = self.actions_for(&event);
             if now_actions.is_empty() {
                 info!(rule = %event.rule, id = %event.id, "actions disabled or removed by a reload; this episode stops");
@@ -435,6 +482,7 @@ impl Engine {
             if now_actions != actions {
                 actions = now_actions;
                 finished.clear();
+                verified.clear();
             }
             let now = self.now();
             if let Some(why) = self.inner.router.mute_reason(&event, now) {
@@ -450,13 +498,15 @@ impl Engine {
                         .as_nanos() as i64;
                 continue;
             }
-            let next = self.attempt(&event, &actions, &ep, &mut finished).await;
+            let next = self
+                .attempt(&event, &actions, &ep, &mut finished, &mut verified)
+                .await;
             self.release(&event.rule, &event.id, ep.number);
             match next {
                 Next::RetryAt(t) => due = t,
-                Next::Watch(t) => {
+                Next::Watch(t, since) => {
                     due = t;
-                    watching = true;
+                    watching = Some((event.level, since));
                 }
                 Next::Done => return,
             }
@@ -470,6 +520,7 @@ impl Engine {
         actions: &[ActionRule],
         ep: &Episode,
         finished: &mut std::collections::HashSet<usize>,
+        verified_ok: &mut std::collections::HashSet<usize>,
     ) -> Next {
         let (fault_ns, detected_ns, episode) = (ep.fault_ns, ep.detected_ns, ep.number);
         let cfg = read(&self.inner.config).clone();
@@ -492,7 +543,7 @@ impl Engine {
         let mut order: Vec<(usize, &ActionRule)> = actions.iter().enumerate().collect();
         order.sort_by_key(|(_, a)| !super::find(&a.action).is_some_and(|s| s.diagnosis));
         for (idx, a) in order {
-            if finished.contains(&idx) {
+            if finished.contains(&idx) || verified_ok.contains(&idx) {
                 continue;
             }
             if !read(&self.inner.config).enabled {
@@ -684,6 +735,7 @@ impl Engine {
                 }
             }
         }
+        let mut repaired_since = 0;
         if !ran.is_empty() {
             let settle = actions.iter().map(|a| a.settle).max().unwrap_or_default();
             tokio::time::sleep(settle).await;
@@ -737,7 +789,12 @@ impl Engine {
                 r.recovered = recovered;
                 r.verified_ns = self.now();
                 all &= r.recovered;
+                if recovered && waiting {
+                    // The attempt stays open for a repair that waits: this one is done.
+                    verified_ok.insert(idx);
+                }
             }
+            repaired_since = since;
             if all && !waiting {
                 stop = true;
                 verified = true;
@@ -757,7 +814,9 @@ impl Engine {
         let gave_up = exhausted || !read(&self.inner.config).enabled;
         match (stop || !repairs, retry_at) {
             // Watched until the alert ends: the rule's next evaluations, or the cooldown.
-            _ if verified && !gave_up => Next::Watch(self.now() + self.watch_for(event, actions)),
+            _ if verified && !gave_up => {
+                Next::Watch(self.now() + self.watch_for(event, actions), repaired_since)
+            }
             (false, Some(t)) => Next::RetryAt(t),
             _ => Next::Done,
         }
@@ -1091,8 +1150,9 @@ struct Episode {
 enum Next {
     Done,
     RetryAt(i64),
-    /// Verified as recovered: wait until then for the alert to end, else act again.
-    Watch(i64),
+    /// Verified as recovered: wait until then for the alert to end, else act again on fresh
+    /// evidence (data from after the repairs, which started at the second time).
+    Watch(i64, i64),
 }
 
 /// When the fault began, dated by the data: the first failing point's time (the latest
@@ -1134,6 +1194,7 @@ fn report_subject(event: &AlertEvent, results: &[ActionResult], recovered: bool)
             .iter()
             .filter(|r| r.status != "diagnosed" || results.iter().all(|r| r.status == "diagnosed"))
             .map(|r| match r.status.as_str() {
+                "ran" if r.recovered => "recovered",
                 "ran" => "not recovered",
                 "diagnosed" => "diagnosis",
                 "dry_run" => "dry run",
