@@ -100,6 +100,17 @@ fn fake_with(settings: NotifierSettings, behavior: Behavior) -> (RunningNotifier
 }
 
 /// A router over these notifiers, with no silences.
+/// A notifier `pager` whose messages wait for their receiver at once (no retries), probe it
+/// every 10 s, and are given up after an hour.
+fn waiting_pager() -> NotifierSettings {
+    let mut s = NotifierSettings::new("pager", "fake");
+    s.retries = 0;
+    s.backoff = Duration::from_secs(10);
+    s.backoff_max = Duration::from_secs(10);
+    s.give_up_after = Duration::from_secs(3600);
+    s
+}
+
 fn start(notifiers: Vec<RunningNotifier>) -> Router {
     Router::start(NotifyPlan {
         notifiers,
@@ -565,11 +576,7 @@ async fn a_waiting_alert_is_replaced_by_its_recovery() {
 /// is given up.
 #[tokio::test(start_paused = true)]
 async fn one_waiting_message_probes_a_receiver_that_is_down_and_they_end_at_give_up_after() {
-    let mut s = NotifierSettings::new("pager", "fake");
-    s.retries = 0;
-    s.backoff = Duration::from_secs(10);
-    s.backoff_max = Duration::from_secs(10);
-    s.give_up_after = Duration::from_secs(3600);
+    let s = waiting_pager();
     let down = Arc::new(AtomicBool::new(true));
     let (n, mut rx) = fake_with(s.clone(), Behavior::DownWhile(down.clone()));
     let router = start(vec![n]);
@@ -788,11 +795,7 @@ async fn a_send_handed_on_at_a_reload_after_its_recovery_went_out_is_dropped() {
 /// daily kept an undeliverable page for ever.
 #[tokio::test(start_paused = true)]
 async fn a_waiting_message_keeps_its_deadline_across_a_restart() {
-    let mut s = NotifierSettings::new("pager", "fake");
-    s.retries = 0;
-    s.backoff = Duration::from_secs(10);
-    s.backoff_max = Duration::from_secs(10);
-    s.give_up_after = Duration::from_secs(3600);
+    let s = waiting_pager();
     let down = Arc::new(AtomicBool::new(true));
     let (n, _rx) = fake_with(s.clone(), Behavior::DownWhile(down.clone()));
     let router = start(vec![n]);
@@ -892,12 +895,8 @@ async fn the_notification_history_survives_a_restart() {
 /// saved as a fresh message: a receiver that hangs, restarted daily, never gave up).
 #[tokio::test(start_paused = true)]
 async fn a_waiting_message_in_flight_keeps_its_deadline() {
-    let mut s = NotifierSettings::new("pager", "fake");
-    s.retries = 0;
+    let mut s = waiting_pager();
     s.timeout = Duration::from_secs(3600);
-    s.backoff = Duration::from_secs(10);
-    s.backoff_max = Duration::from_secs(10);
-    s.give_up_after = Duration::from_secs(3600);
     let (n, mut rx) = fake_with(s, Behavior::FailThenHang);
     let router = start(vec![n]);
     router.dispatch(vec![alert("cpu", "web1", Level::Critical, &["pager"])]);
