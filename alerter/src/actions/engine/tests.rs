@@ -57,10 +57,16 @@ fn engine(dir: &std::path::Path, actions: Vec<ActionRule>) -> Engine {
     e
 }
 
+/// Waits for `n` results: up to 1,000 s of the test's clock (paused tests advance it at
+/// once), and 2 min of real time, so that an engine that never acts fails, not hangs.
 async fn settle(e: &Engine, n: usize) {
+    let real = std::time::Instant::now();
     for _ in 0..10_000 {
         if e.results().len() >= n {
             return;
+        }
+        if real.elapsed() > Duration::from_secs(120) {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
