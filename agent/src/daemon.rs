@@ -125,6 +125,8 @@ pub async fn run(
             }
             None => {
                 unsent.log_lost();
+                // What an abandoned gather left running does not outlive the agent.
+                crate::common::command::kill_running();
                 return;
             }
         }

@@ -324,9 +324,10 @@ fn a_disk_buffer_survives_reloads_and_is_not_shared() {
 /// gets a few seconds, then is abandoned (the agent waited for it to the end).
 #[test]
 fn a_hung_gather_does_not_hold_up_the_stop() {
-    let c = conf(
-        "[agent]\n  interval = \"1s\"\n[[inputs.ping]]\n  urls = [\"x\"]\n  binary = \"sh\"\n  arguments = [\"-c\", \"sleep 30\"]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n",
-    );
+    let nonce = format!("wk-hung-{}", std::process::id());
+    let c = conf(format!(
+        "[agent]\n  interval = \"1s\"\n[[inputs.ping]]\n  urls = [\"x\"]\n  binary = \"sh\"\n  arguments = [\"-c\", \"sleep 30; : {nonce}\"]\n[[outputs.file]]\n  files = [\"/dev/null\"]\n",
+    ));
     let child = daemon(std::path::Path::new(c.arg()), Stdio::piped());
     std::thread::sleep(Duration::from_millis(2_500));
     let asked = std::time::Instant::now();
@@ -339,6 +340,16 @@ fn a_hung_gather_does_not_hold_up_the_stop() {
         "stopped after {took:?}: {log}"
     );
     assert!(log.contains("abandoned"), "{log}");
+    // Its helper does not outlive the agent.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &nonce])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "still running: {}",
+        text(&left.stdout)
+    );
 }
 
 /// An input that overruns its interval: the tick that passed meanwhile starts the next

@@ -7,7 +7,21 @@
 use std::ffi::OsStr;
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// The process groups of the helpers running now: a gather abandoned at a stop leaves its
+/// helper behind, and [`kill_running`] ends them at exit.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// SIGKILLs the helpers still running (at exit: a gather that hung was abandoned, its helper
+/// would outlive the agent).
+pub fn kill_running() {
+    let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(PoisonError::into_inner));
+    for g in groups {
+        kill_group(g);
+    }
+}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +51,11 @@ pub fn run(binary: &str, argv: &[impl AsRef<OsStr>], limit: Duration) -> Run {
         Ok(c) => c,
         Err(e) => return Run::Failed(format!("cannot run {binary:?}: {e}")),
     };
+    let pgid = child.id();
+    RUNNING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(pgid);
     let drain = |p: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut s = Vec::new();
@@ -77,6 +96,10 @@ pub fn run(binary: &str, argv: &[impl AsRef<OsStr>], limit: Duration) -> Run {
             }
         }
     };
+    RUNNING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|g| *g != pgid);
     let (stdout, stderr) = (
         out.join().unwrap_or_default(),
         err.join().unwrap_or_default(),
