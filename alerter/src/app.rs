@@ -418,7 +418,7 @@ struct Running {
 impl Running {
     /// The token in force: `[stream]`'s in stream mode, else `[http]`'s.
     fn token(&self) -> &str {
-        self.stream.as_ref().map_or(&self.http.token, |s| &s.token)
+        crate::config::api_token(&self.stream, &self.http)
     }
 
     /// What the API serves without the token.
@@ -443,11 +443,7 @@ impl Running {
             warn!("changed {what}: restart wk-alerter to apply it; the running one stays");
         }
         new.settings.state_dir = self.state_dir.clone();
-        let new_token = new
-            .stream
-            .as_ref()
-            .map_or(&new.http.token, |s| &s.token)
-            .clone();
+        let new_token = crate::config::api_token(&new.stream, &new.http).to_owned();
         // The loader wants a token off loopback, judged on the new listen: a listener that
         // runs off loopback keeps its token until the restart that moves it.
         let exposed = self.stream.is_none()

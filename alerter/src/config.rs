@@ -223,6 +223,12 @@ pub struct Config {
     pub warnings: Vec<Diag>,
 }
 
+/// The token of the listener that serves the API: `[stream]`'s in stream mode, else
+/// `[http]`'s (empty: none).
+pub fn api_token<'a>(stream: &'a Option<StreamSettings>, http: &'a HttpSettings) -> &'a str {
+    stream.as_ref().map_or(&http.token, |s| &s.token)
+}
+
 /// Reads a secret from `key` or, when `key_file` is set, from that file (trailing newline
 /// trimmed), so that configs in git hold no secrets.
 fn secret(o: &mut Options<'_, '_>, key: &str) -> String {

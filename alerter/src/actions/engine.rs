@@ -360,7 +360,7 @@ impl Engine {
     fn hold_again(&self, e: &AlertEvent, episode: u64) {
         let key = (e.rule.clone(), e.id.clone());
         let mut told = lock(&self.inner.told);
-        if matches!(told.get(&key), Some((n, _)) if *n == episode) || !told.contains_key(&key) {
+        if told.get(&key).is_none_or(|(n, _)| *n == episode) {
             told.insert(key, (episode, Told::Held(Box::new(e.clone()))));
         }
     }
@@ -439,7 +439,7 @@ impl Engine {
         let mut finished = std::collections::HashSet::new();
         // Repairs verified as recovered while another repair of the attempt waits: not run
         // again for it.
-        let mut verified = std::collections::HashSet::new();
+        let mut verified_ok = std::collections::HashSet::new();
         // The last attempt's repairs were verified as recovered: the task watches for the
         // alert to end (the level then, and when the repairs started).
         let mut watching: Option<(Level, i64)> = None;
@@ -471,7 +471,7 @@ impl Engine {
                 // Not announced since the report said "recovered": the next report (or the
                 // alert itself, if none comes) carries it.
                 self.hold_again(&event, ep.number);
-                verified.clear();
+                verified_ok.clear();
             }
             let now_actions = self.actions_for(&event);
             if now_actions.is_empty() {
@@ -482,7 +482,7 @@ impl Engine {
             if now_actions != actions {
                 actions = now_actions;
                 finished.clear();
-                verified.clear();
+                verified_ok.clear();
             }
             let now = self.now();
             if let Some(why) = self.inner.router.mute_reason(&event, now) {
@@ -499,7 +499,7 @@ impl Engine {
                 continue;
             }
             let next = self
-                .attempt(&event, &actions, &ep, &mut finished, &mut verified)
+                .attempt(&event, &actions, &ep, &mut finished, &mut verified_ok)
                 .await;
             self.release(&event.rule, &event.id, ep.number);
             match next {

@@ -33,10 +33,7 @@ pub enum SilenceRequest {
 /// `[http] listen`, a wildcard address read as loopback); `None` when nothing is served.
 pub fn endpoint(cfg: &Config) -> Option<(String, String)> {
     if !cfg.http.url.is_empty() {
-        let token = match &cfg.stream {
-            Some(s) => s.token.clone(),
-            None => cfg.http.token.clone(),
-        };
+        let token = crate::config::api_token(&cfg.stream, &cfg.http).to_owned();
         return Some((cfg.http.url.trim_end_matches('/').to_owned(), token));
     }
     let (listen, token, tls) = match &cfg.stream {

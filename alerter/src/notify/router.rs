@@ -74,19 +74,53 @@ fn load_history(path: &std::path::Path) -> Vec<Delivery> {
     })
 }
 
-/// Writes the history to `path` (atomically); false when that failed (logged if `say`).
-async fn save_history(history: &History, path: &std::path::Path, say: bool) -> bool {
-    let (bytes, to) = (history.encode(), path.to_owned());
-    let written = tokio::task::spawn_blocking(move || crate::state::write_atomic(&to, &bytes))
-        .await
-        .unwrap_or_else(|e| Err((PathBuf::new(), std::io::Error::other(e))));
-    match written {
-        Ok(()) => true,
-        Err((p, e)) => {
-            if say {
-                tracing::error!(file = %p.display(), "cannot write the notification history (trying again every second): {e}");
+/// A file the router keeps written (the outbox, the history), off the runtime: unchanged
+/// bytes are not written again, and a failure is said once until a write succeeds.
+struct KeptFile {
+    path: PathBuf,
+    what: &'static str,
+    last: Option<Vec<u8>>,
+    failing: bool,
+}
+
+impl KeptFile {
+    fn new(path: PathBuf, what: &'static str) -> KeptFile {
+        KeptFile {
+            path,
+            what,
+            last: None,
+            failing: false,
+        }
+    }
+
+    /// Writes `bytes` (removes the file when `empty`); false when that failed (the caller
+    /// tries again).
+    async fn write(&mut self, bytes: Vec<u8>, empty: bool) -> bool {
+        if self.last.as_ref() == Some(&bytes) {
+            return true;
+        }
+        let (to, b) = (self.path.clone(), bytes.clone());
+        let written = tokio::task::spawn_blocking(move || outbox::store(&to, &b, empty))
+            .await
+            .unwrap_or_else(|e| Err((PathBuf::new(), std::io::Error::other(e))));
+        let what = self.what;
+        match written {
+            Ok(()) => {
+                if self.failing {
+                    tracing::info!(file = %self.path.display(), "the {what} is written again");
+                }
+                self.failing = false;
+                self.last = Some(bytes);
+                true
             }
-            false
+            Err((p, e)) => {
+                if !self.failing {
+                    tracing::error!(file = %p.display(), "cannot write the {what} (trying again every second): {e}");
+                }
+                self.failing = true;
+                self.last = None;
+                false
+            }
         }
     }
 }
@@ -836,22 +870,17 @@ impl Router {
         let shared = Arc::downgrade(&self.shared);
         let file = path.clone();
         let task = tokio::spawn(async move {
-            let mut last: Option<Vec<u8>> = None;
-            let mut failing = false;
-            let mut history_failing = false;
+            let mut out = KeptFile::new(file, "notification outbox");
+            let mut history = KeptFile::new(history_path, "notification history");
             loop {
                 tokio::time::sleep(OUTBOX_EVERY).await;
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                if shared.history.dirty.swap(false, Ordering::Relaxed) {
-                    let ok = save_history(&shared.history, &history_path, !history_failing).await;
-                    if !ok {
-                        shared.history.dirty.store(true, Ordering::Relaxed);
-                    } else if history_failing {
-                        tracing::info!(file = %history_path.display(), "the notification history is written again");
-                    }
-                    history_failing = !ok;
+                if shared.history.dirty.swap(false, Ordering::Relaxed)
+                    && !history.write(shared.history.encode(), false).await
+                {
+                    shared.history.dirty.store(true, Ordering::Relaxed);
                 }
                 if !shared.changed.swap(false, Ordering::Relaxed) {
                     continue;
@@ -860,32 +889,11 @@ impl Router {
                     shared: shared.clone(),
                 }
                 .undelivered();
-                let bytes = outbox::encode(&pending);
-                if last.as_ref() == Some(&bytes) {
-                    continue;
-                }
-                let (to, b) = (file.clone(), bytes.clone());
-                let empty = pending.is_empty();
-                let written = tokio::task::spawn_blocking(move || outbox::store(&to, &b, empty))
+                if !out
+                    .write(outbox::encode(&pending), pending.is_empty())
                     .await
-                    .unwrap_or_else(|e| Err((PathBuf::new(), std::io::Error::other(e))));
-                match written {
-                    Ok(()) => {
-                        if failing {
-                            tracing::info!(file = %file.display(), "the notification outbox is written again");
-                        }
-                        failing = false;
-                        last = Some(bytes);
-                    }
-                    Err((p, e)) => {
-                        // Tried again every second; said once.
-                        if !failing {
-                            tracing::error!(file = %p.display(), "cannot write the notification outbox (trying again every second): {e}");
-                        }
-                        failing = true;
-                        last = None;
-                        shared.changed.store(true, Ordering::Relaxed);
-                    }
+                {
+                    shared.changed.store(true, Ordering::Relaxed);
                 }
             }
         });
@@ -952,12 +960,10 @@ impl Router {
         }
         if let Some((path, saver)) = outbox {
             drop(saver);
-            save_history(
-                &self.shared.history,
-                &path.with_file_name(HISTORY_FILE),
-                true,
-            )
-            .await;
+            let history = self.shared.history.encode();
+            KeptFile::new(path.with_file_name(HISTORY_FILE), "notification history")
+                .write(history, false)
+                .await;
             let mut pending = Vec::new();
             for w in workers.values() {
                 w.undelivered(&mut pending);
