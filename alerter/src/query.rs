@@ -302,15 +302,17 @@ fn quote(s: &str, q: char) -> String {
 }
 
 /// An InfluxQL regex literal: `/.../` with `/` escaped (the only escape its scanner needs;
-/// a backslash before any other character is passed to the regex engine as is).
+/// a backslash before any other character is passed to the regex engine as is). A newline,
+/// which the scanner refuses inside a regex, is written as the regex escape `\n`.
 pub fn regex_literal(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 2);
     out.push('/');
     for c in pattern.chars() {
-        if c == '/' {
-            out.push('\\');
+        match c {
+            '/' => out.push_str("\\/"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
-        out.push(c);
     }
     out.push('/');
     out

@@ -1045,6 +1045,10 @@ fn register_rule_api(engine: &mut Engine) {
     engine.register_fn("to_debug", |q: &mut QueryBuilder| {
         q.0.to_influxql(None, 0).unwrap_or_else(|e| e.0)
     });
+    // For text built into influxql(): tag values come from monitored hosts.
+    engine.register_fn("influxql_string", |s: &str| crate::query::quote_string(s));
+    engine.register_fn("influxql_ident", |s: &str| crate::query::quote_ident(s));
+    engine.register_fn("influxql_regex", |s: &str| crate::query::regex_literal(s));
     engine.register_fn("influxql", |text: &str| -> RhaiResult<Array> {
         let (source, now) = in_check("influxql()")?;
         let series = source.influxql(text, now).map_err(source_failed)?;

@@ -430,6 +430,19 @@ fn series_members() {
     );
 }
 
+/// A tag value from a host, built into raw InfluxQL, stays a literal.
+#[test]
+fn influxql_quoting_helpers_keep_host_values_literal() {
+    let rule = check_only(
+        r#"  let hostile = "x' AND h =~ /--/; DROP DATABASE telegraf; --";
+  if influxql_string(hostile) != "'x\\' AND h =~ /--/; DROP DATABASE telegraf; --'" { throw `string ${influxql_string(hostile)}` }
+  if influxql_ident("a\"b") != "\"a\\\"b\"" { throw "ident" }
+  if influxql_regex("^/var/\n") != "/^\\/var\\/\\n/" { throw `regex ${influxql_regex("^/var/\n")}` }
+  []"#,
+    );
+    assert_eq!(observed(&rule), vec![]);
+}
+
 #[test]
 fn top_level_constants_reach_check_through_global() {
     let rule = load(

@@ -270,76 +270,55 @@ fn normalize(q: &Query, series: &mut [Series], now_ns: i64) {
     series.sort_by(|a, b| a.tags.cmp(&b.tags));
 }
 
-/// Accepts only read-only InfluxQL: every statement starts with `SELECT` (and has no `INTO`)
-/// or `SHOW`. Strings, quoted identifiers and comments are skipped, so words inside them do
-/// not count, and `;` inside them does not split statements.
+/// Accepts only read-only InfluxQL: one statement, which starts with `SELECT` (and has no
+/// `INTO`) or `SHOW`. Comments before the first word are skipped.
+///
+/// Where a string, a quoted identifier or a regex ends is InfluxDB's parser's call, by
+/// context (`/` divides or opens a regex), and a check that guessed otherwise could be led to
+/// skip a `; DROP DATABASE` hidden behind an opening quote inside a regex. So `;` (but a final
+/// one) and the word `INTO` are refused anywhere in the text, quoted or not.
 pub fn check_read_only(text: &str) -> Result<(), SourceError> {
     let refuse = |why: String| {
         Err(SourceError::Query(format!(
             "influxql(): only read-only statements (SELECT without INTO, SHOW) are allowed: {why}"
         )))
     };
-    let b = text.as_bytes();
-    let mut i = 0;
-    let mut first: Option<String> = None;
-    let mut statements = 0;
-    let mut end_statement = |first: &mut Option<String>| -> Result<(), SourceError> {
-        if let Some(w) = first.take() {
-            statements += 1;
-            if w != "SELECT" && w != "SHOW" {
-                return refuse(format!("a statement starts with {w}"));
-            }
-        }
-        Ok(())
-    };
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\'' | b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != c {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i += 2;
-            }
-            b';' => {
-                end_statement(&mut first)?;
-                i += 1;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                    i += 1;
-                }
-                let word = text[start..i].to_ascii_uppercase();
-                match &first {
-                    None => first = Some(word),
-                    Some(f) if f == "SELECT" && word == "INTO" => {
-                        return refuse("SELECT ... INTO writes data".into());
-                    }
-                    Some(_) => {}
-                }
-            }
-            _ => i += 1,
+    if text.trim_end().trim_end_matches(';').contains(';') {
+        return refuse(
+            "one statement per call: a ';' is refused anywhere in the text, even inside a \
+             string (call influxql() once per statement)"
+                .into(),
+        );
+    }
+    let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    if words.into_iter().any(|w| w.eq_ignore_ascii_case("into")) {
+        return refuse(
+            "the word INTO is refused anywhere in the text, even quoted (SELECT ... INTO \
+             writes data)"
+                .into(),
+        );
+    }
+    // The first word, after any comments.
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
         }
     }
-    end_statement(&mut first)?;
-    if statements == 0 {
-        return refuse("the statement is empty".into());
+    let first = rest
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match first.as_str() {
+        "SELECT" | "SHOW" => Ok(()),
+        "" => refuse("the statement is empty".into()),
+        w => refuse(format!("the statement starts with {w}")),
     }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -999,9 +978,10 @@ mod tests {
     fn raw_influxql_must_be_read_only() {
         for ok in [
             "SELECT mean(\"x\") FROM \"cpu\" GROUP BY \"host\"",
-            "select 1; show databases",
-            "SELECT \"into\" FROM \"drop\" WHERE host = 'x; DROP DATABASE y' -- INTO\n",
-            "SHOW TAG VALUES WITH KEY = \"host\" /* DROP */",
+            "select 1;",
+            "SELECT \"intot\" FROM \"drop\" WHERE host = 'x DROP DATABASE y' -- DELETE\n",
+            "SHOW TAG VALUES WITH KEY = \"host\" /* DROP */ ;\n",
+            "-- a comment\n/* another */ SELECT v FROM m WHERE h =~ /a-b/",
         ] {
             assert_eq!(check_read_only(ok), Ok(()), "{ok}");
         }
@@ -1016,6 +996,13 @@ mod tests {
             "GRANT ALL TO a",
             "",
             " ; ",
+            "select 1; show databases",
+            "SELECT \"into\" FROM \"drop\"",
+            // Regex literals: InfluxDB's scanner reads `--`, `'` and `;` in them as text.
+            "SELECT v FROM m WHERE h =~ /--/; DROP DATABASE telegraf",
+            "SELECT * FROM /'/; DROP DATABASE telegraf; SELECT * FROM m WHERE a = '/'",
+            "SELECT /'/ INTO \"x\" FROM cpu WHERE a = '/'",
+            "SELECT v FROM m WHERE host = 'x' AND h =~ /--/; DROP DATABASE t; SELECT v FROM m WHERE h = ''",
         ] {
             let e = check_read_only(bad).unwrap_err();
             assert!(e.to_string().contains("only read-only"), "{bad}: {e}");
