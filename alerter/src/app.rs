@@ -198,8 +198,18 @@ pub async fn run(
         info!("reloading configuration and rules");
         match load_config(config_path, &env) {
             Some(mut c) => {
-                live.reload(&mut c, _server.as_ref(), &access);
-                let _ = reload_tx.send(Some(Box::new(c)));
+                live.pin(&mut c);
+                let listener = (c.stream.clone(), c.http.clone());
+                // Nothing of it applies unless the running rules fit it.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = reload_tx.send(Some((Box::new(c), tx)));
+                match rx.await {
+                    Ok(Ok(())) => {
+                        live.reload((&listener.0, &listener.1), _server.as_ref(), &access)
+                    }
+                    Ok(Err(e)) => error!("new configuration refused; keeping the running one: {e}"),
+                    Err(_) => {}
+                }
             }
             None => error!("new configuration is invalid; keeping the running one"),
         }
@@ -430,20 +440,27 @@ impl Running {
         }
     }
 
-    /// Applies `new`'s token and access switches to `server` and `api`; says what needs a
-    /// restart, and keeps the running state dir in `new` (the API and the scheduler go on
-    /// writing where they started).
-    fn reload(
-        &mut self,
-        new: &mut Config,
-        server: Option<&crate::stream::Receiver>,
-        api: &crate::api::Api,
-    ) {
+    /// Says what of `new` needs a restart, and keeps the running state dir in it (the API and
+    /// the scheduler go on writing where they started).
+    fn pin(&self, new: &mut Config) {
         for what in self.restart_needed(new) {
             warn!("changed {what}: restart wk-alerter to apply it; the running one stays");
         }
         new.settings.state_dir = self.state_dir.clone();
-        let new_token = crate::config::api_token(&new.stream, &new.http).to_owned();
+    }
+
+    /// Applies a new config's token and access switches (its `[stream]` and `[http]`) to
+    /// `server` and `api`.
+    fn reload(
+        &mut self,
+        (stream, http): (
+            &Option<crate::stream::StreamSettings>,
+            &crate::config::HttpSettings,
+        ),
+        server: Option<&crate::stream::Receiver>,
+        api: &crate::api::Api,
+    ) {
+        let new_token = crate::config::api_token(stream, http).to_owned();
         // The loader wants a token off loopback, judged on the new listen: a listener that
         // runs off loopback keeps its token until the restart that moves it.
         let exposed = self.stream.is_none()
@@ -457,7 +474,7 @@ impl Running {
                 "[http] token removed while {} is off loopback: the running one is kept until a restart",
                 self.http.listen
             );
-        } else if new_token != self.token() && self.stream.is_some() == new.stream.is_some() {
+        } else if new_token != self.token() && self.stream.is_some() == stream.is_some() {
             if let Some(server) = server {
                 server.set_token(&new_token);
             }
@@ -472,8 +489,8 @@ impl Running {
                 None => self.http.token = new_token,
             }
         }
-        self.http.read_only_without_token = new.http.read_only_without_token;
-        self.http.loopback_writes_without_token = new.http.loopback_writes_without_token;
+        self.http.read_only_without_token = http.read_only_without_token;
+        self.http.loopback_writes_without_token = http.loopback_writes_without_token;
         api.set_open(self.openness());
     }
 
@@ -885,7 +902,8 @@ mod reload_tests {
                 tokio::sync::mpsc::unbounded_channel().0,
                 live.openness(),
             );
-            live.reload(&mut new, None, &api);
+            live.pin(&mut new);
+            live.reload((&new.stream, &new.http), None, &api);
         });
         assert_eq!(new.settings.state_dir, std::path::Path::new("/tmp/a"));
         assert_eq!(live.token(), "new-token-0123456789");

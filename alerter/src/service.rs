@@ -125,6 +125,31 @@ struct Slot {
 }
 
 impl Slot {
+    fn new() -> Slot {
+        Slot {
+            rule: None,
+            good: None,
+            text: String::new(),
+            broken: None,
+            rolled_back: None,
+            failing: None,
+            state: RuleState::new(),
+            next_due: 0,
+            running: false,
+            runaway: None,
+            ok_status: "loads again",
+            version: String::new(),
+            good_version: String::new(),
+            loaded_ns: 0,
+            last_eval_ns: 0,
+            last_elapsed: Duration::ZERO,
+            last_error: None,
+            missing: false,
+            regroup_check: false,
+            unconfirmed: None,
+        }
+    }
+
     /// The file's content does not load, for `msg`: logged, and reported through wk_rules.
     fn mark_broken(&mut self, msg: String) {
         if self.rule.is_some() {
@@ -136,6 +161,13 @@ impl Slot {
         self.ok_status = "loads again";
     }
 }
+
+/// What [`Service::run`] is sent: `None` to read the rules directory now, or a new config
+/// (SIGHUP) and where to say whether it was taken.
+pub type Reload = Option<(
+    Box<Config>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+)>;
 
 /// How an evaluation ended, sent back from the blocking pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -812,8 +844,23 @@ impl Service {
                 }
                 return rearm;
             }
-            Err(e) => {
-                warn!(file = %path.display(), "cannot read rule file: {e}");
+            Err(msg) => {
+                // Like a file that does not load (an older version keeps running): reported
+                // through wk_rules once a second scan cannot read it either. Its text is
+                // forgotten, so that once readable it loads whatever it holds.
+                let slot = self
+                    .slots
+                    .entry(file.path.clone())
+                    .or_insert_with(Slot::new);
+                slot.text.clear();
+                if slot.broken.as_ref() != Some(&msg) {
+                    if slot.unconfirmed.as_ref() == Some(&msg) || !self.scanned_once {
+                        slot.unconfirmed = None;
+                        slot.mark_broken(msg);
+                    } else {
+                        slot.unconfirmed = Some(msg);
+                    }
+                }
                 return rearm;
             }
         };
@@ -839,33 +886,37 @@ impl Service {
             }
             Ok(rule)
         });
-        let slot = self.slots.entry(file.path.clone()).or_insert_with(|| Slot {
-            rule: None,
-            good: None,
-            text: String::new(),
-            broken: None,
-            rolled_back: None,
-            failing: None,
-            state: RuleState::new(),
-            next_due: 0,
-            running: false,
-            runaway: None,
-            ok_status: "loads again",
-            version: String::new(),
-            good_version: String::new(),
-            loaded_ns: 0,
-            last_eval_ns: 0,
-            last_elapsed: Duration::ZERO,
-            last_error: None,
-            missing: false,
-            regroup_check: false,
-            unconfirmed: None,
-        });
+        let slot = self
+            .slots
+            .entry(file.path.clone())
+            .or_insert_with(Slot::new);
         slot.text = text;
         let mut closed = Vec::new();
         // A changed file ends what was said about its last content.
         slot.rolled_back = None;
         match loaded {
+            // The running version's text, read again after a config reload: compiled anew
+            // (the limits may have changed) and nothing else. Its alerts, schedule and what
+            // wk_rules says of it stay as they are.
+            Ok(rule)
+                if slot.broken.is_none()
+                    && slot.version == crate::api::board::version_of(&slot.text)
+                    && slot
+                        .rule
+                        .as_ref()
+                        .is_some_and(|r| r.settings().name == rule.settings().name) =>
+            {
+                debug!(rule = %rule.settings().name, "rule checked against the new config");
+                let new = Arc::new(rule);
+                let old = slot.rule.replace(new.clone());
+                if let (Some(g), Some(o)) = (&slot.good, &old)
+                    && Arc::ptr_eq(g, o)
+                {
+                    slot.good = Some(new);
+                }
+                slot.unconfirmed = None;
+                return rearm;
+            }
             Ok(rule) => {
                 let name = rule.settings().name.clone();
                 let every = rule.settings().every;
@@ -1365,13 +1416,40 @@ impl Service {
 
     /// Swaps in a new config (SIGHUP): notifiers and silences are replaced, the rules
     /// directory is rescanned. The query source is kept (a changed source needs a restart).
-    pub fn reload(&mut self, config: Config, now: i64) {
-        self.apply_config(config);
+    pub fn reload(&mut self, config: Config, now: i64) -> Result<(), String> {
+        self.apply_config(config)?;
         self.scan(now);
+        Ok(())
     }
 
-    /// Takes a new config; every rule is re-read and re-validated by the next scan.
-    fn apply_config(&mut self, config: Config) {
+    /// Takes a new config, unless a running rule names a notifier it does not define or an
+    /// action it refuses: then none of it is taken, and the error names each such rule
+    /// (file:line:column). Every rule file is read again by the next scan: one that did not
+    /// load may now; the running ones are compiled anew and keep their alerts and state.
+    pub fn apply_config(&mut self, config: Config) -> Result<(), String> {
+        let known: Vec<&str> = (config.notify.notifiers.iter())
+            .map(|n| n.settings.name.as_str())
+            .collect();
+        let mut refused = Vec::new();
+        for (path, slot) in &self.slots {
+            let Some(rule) = &slot.rule else {
+                continue;
+            };
+            let s = rule.settings();
+            if let Err(e) = crate::notify::config::check_names(&known, &s.notify) {
+                let (l, c) = s.notify_pos;
+                refused.push(format!("{}:{l}:{c}: {e}", path.display()));
+            }
+            if let Err(((l, c), e)) = config.actions.validate_rule(s) {
+                refused.push(format!("{}:{l}:{c}: {e}", path.display()));
+            }
+        }
+        if !refused.is_empty() {
+            return Err(format!(
+                "running rules do not fit it (change the rules in the same push): {}",
+                refused.join("; ")
+            ));
+        }
         if config.sources != self.config.sources {
             warn!("[[sources.*]] changed: restart the alerter to use the new source");
         }
@@ -1384,10 +1462,11 @@ impl Service {
             self.board.update(|b| b.heartbeat = None);
         }
         self.config = config;
-        // Re-validate every rule against the new notifier names.
-        for slot in self.slots.values_mut() {
+        // Read again: a rolled-back version stays rolled back (its failure was its own).
+        for slot in self.slots.values_mut().filter(|s| s.rolled_back.is_none()) {
             slot.text.clear();
         }
+        Ok(())
     }
 
     /// Runs until `shutdown` completes. `reload` delivers a new config (SIGHUP), or `None`
@@ -1395,7 +1474,7 @@ impl Service {
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
-        mut reload: mpsc::UnboundedReceiver<Option<Box<Config>>>,
+        mut reload: mpsc::UnboundedReceiver<Reload>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let reload_every = self.config.settings.reload_interval;
@@ -1477,9 +1556,10 @@ impl Service {
                     self.apply_scan(scanned, self.clock.now_ns());
                 }
                 Some(new) = reload.recv() => match new {
-                    Some(cfg) => {
-                        self.apply_config(*cfg);
-                        rescan = true;
+                    Some((cfg, reply)) => {
+                        let applied = self.apply_config(*cfg);
+                        rescan |= applied.is_ok();
+                        let _ = reply.send(applied);
                     }
                     None => rescan = true,
                 },
@@ -1554,19 +1634,35 @@ impl Scanner {
         Ok(paths
             .into_iter()
             .map(|path| {
-                let content = std::fs::read_to_string(&path)
-                    .map_err(|e| e.to_string())
-                    .map(|text| {
-                        (self.known.get(&path) != Some(&text)).then(|| {
-                            let name = path.display().to_string();
-                            let rule = load_rule_source_with(&name, &text, &self.limits);
-                            (text, rule)
-                        })
-                    });
+                let content = read_rule_text(&path).map(|text| {
+                    (self.known.get(&path) != Some(&text)).then(|| {
+                        let name = path.display().to_string();
+                        let rule = load_rule_source_with(&name, &text, &self.limits);
+                        (text, rule)
+                    })
+                });
                 ScannedFile { path, content }
             })
             .collect())
     }
+}
+
+/// A rule file's text, or why it cannot be read: `file:line:column` of the first byte that is
+/// not UTF-8.
+fn read_rule_text(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let good = &e.as_bytes()[..at];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        format!(
+            "{}:{line}:{column}: not UTF-8 (byte 0x{:02x}): rule files are read as UTF-8",
+            path.display(),
+            e.as_bytes()[at]
+        )
+    })
 }
 
 /// One rule's `wk_alerter` self-metric.
@@ -1806,8 +1902,93 @@ mod rollback_tests {
         assert_eq!(f.svc.limits.max_memory_bytes, 2 << 20);
         let path = f.dir.path().join("alerter.conf");
         let cfg = crate::config::load_str(&path, &f.conf, &|_: &str| None).unwrap();
-        f.svc.reload(cfg, NOW);
+        f.svc.reload(cfg, NOW).unwrap();
         assert_eq!(f.svc.limits.max_memory_bytes, 2 << 20);
+    }
+
+    /// Regression: every SIGHUP (deploy-config.sh sends one at each deploy) reloaded every
+    /// rule as if its file had changed: a failing rule's wk_rules alert recovered falsely,
+    /// and the regroup check could close alerts of series lacking a `group_by` tag.
+    #[tokio::test]
+    async fn a_config_reload_leaves_unchanged_rules_as_they_are_but_for_new_limits() {
+        let mut f = Fixture::new();
+        f.write(BAD, NOW);
+        f.evaluate(NOW);
+        assert_eq!(f.wk_rules_level(), Level::Critical);
+        let before = f.running();
+        let loaded = f.svc.slots[&f.path()].loaded_ns;
+
+        let conf = f.conf.replace(
+            "[alerter]\n",
+            "[alerter]\n  max_rule_memory_bytes = \"3MiB\"\n",
+        );
+        let cfg =
+            crate::config::load_str(&f.dir.path().join("alerter.conf"), &conf, &|_: &str| None)
+                .unwrap();
+        f.svc.reload(cfg, NOW + 5 * S).unwrap();
+        let slot = &f.svc.slots[&f.path()];
+        assert!(
+            !Arc::ptr_eq(&f.running(), &before),
+            "compiled with the new limits"
+        );
+        assert!(slot.failing.is_some(), "the failure stands");
+        assert!(!slot.regroup_check);
+        assert_eq!(slot.loaded_ns, loaded);
+        assert_eq!(f.wk_rules_level(), Level::Critical, "no false recovery");
+    }
+
+    /// Regression: a config that dropped a notifier running rules name was applied at once;
+    /// the rules were then reported as not loading, while their events went nowhere.
+    #[tokio::test]
+    async fn a_config_lacking_a_running_rules_notifier_is_refused_whole() {
+        let mut f = Fixture::new();
+        let load = |conf: &str| {
+            crate::config::load_str(std::path::Path::new("alerter.conf"), conf, &|_: &str| None)
+                .unwrap()
+        };
+        f.conf += "[[notifiers.log]]\n  name = \"ops\"\n";
+        f.svc.reload(load(&f.conf), NOW).unwrap();
+        f.write(
+            &GOOD.replace("every: \"10s\"", "every: \"10s\", notify: [\"ops\"]"),
+            NOW,
+        );
+        assert!(f.svc.slots[&f.path()].broken.is_none());
+        let conf = f.conf.replace("name = \"ops\"", "name = \"ops-mail\"");
+        let e = f.svc.reload(load(&conf), NOW + S).unwrap_err();
+        assert!(e.contains("cpu.rhai:1:") && e.contains("\"ops\""), "{e}");
+        assert!(
+            f.svc.router.validate_names(&["ops".into()]).is_ok(),
+            "the old notifiers stay"
+        );
+        assert!(f.svc.slots[&f.path()].broken.is_none());
+    }
+
+    /// Regression: a rule file that could not be read (not UTF-8, no permission) was only
+    /// logged, every scan; nothing raised wk_rules.
+    #[tokio::test]
+    async fn an_unreadable_rule_file_raises_wk_rules_with_its_position() {
+        let mut f = Fixture::new();
+        f.write(GOOD, NOW);
+        f.svc.scanned_once = true;
+        let mut text = GOOD.as_bytes().to_vec();
+        text.splice(0..0, b"// 30\xb0C\n".iter().copied());
+        std::fs::write(f.path(), &text).unwrap();
+        f.svc.scan(NOW + S);
+        assert_eq!(
+            f.wk_rules_level(),
+            Level::Ok,
+            "a file caught half-written waits a scan"
+        );
+        f.svc.scan(NOW + 2 * S);
+        assert_eq!(f.wk_rules_level(), Level::Critical);
+        let broken = f.svc.slots[&f.path()].broken.clone().unwrap();
+        assert!(broken.contains("cpu.rhai:1:6: "), "{broken}");
+        assert!(
+            f.svc.slots[&f.path()].rule.is_some(),
+            "the last good version runs"
+        );
+        f.write(GOOD, NOW + 3 * S);
+        assert_eq!(f.wk_rules_level(), Level::Ok);
     }
 
     struct Fixture {

@@ -35,7 +35,6 @@ use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
 use crate::actions::engine::Engine;
-use crate::config::Config;
 use crate::notify::Router;
 use crate::notify::silence_store as store;
 pub use crate::stream::Access;
@@ -54,7 +53,7 @@ pub struct Api {
     engine: Engine,
     state_dir: PathBuf,
     /// Asks the scheduler to rescan (it re-reads silences and re-notifies after an expiry).
-    rescan: mpsc::UnboundedSender<Option<Box<Config>>>,
+    rescan: mpsc::UnboundedSender<crate::service::Reload>,
     open: std::sync::RwLock<Openness>,
     /// One writer of silences.json at a time.
     silences: Mutex<()>,
@@ -173,7 +172,7 @@ impl Api {
         router: Router,
         engine: Engine,
         state_dir: PathBuf,
-        rescan: mpsc::UnboundedSender<Option<Box<Config>>>,
+        rescan: mpsc::UnboundedSender<crate::service::Reload>,
         open: Openness,
     ) -> Api {
         Api {
