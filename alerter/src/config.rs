@@ -603,6 +603,9 @@ fn database_sources(
                 token: secret(&mut o, "token"),
                 timeout: o.duration("timeout", Duration::from_secs(10)),
             };
+            if s.timeout.is_zero() {
+                o.error_at("timeout", "must be greater than 0 (every query would fail)");
+            }
             if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
                 o.error_at(
                     "url",
@@ -685,12 +688,40 @@ fn stream_section(o: &mut Options<'_, '_>) -> StreamSettings {
     if s.max_body_size == 0 {
         o.error_at("max_body_size", "must be greater than 0");
     }
+    // 0 would hold nothing, or refuse every line with a string field.
+    if s.max_bytes == 0 {
+        o.error_at("max_bytes", "must be greater than 0");
+    }
+    if s.max_string_size == 0 {
+        o.error_at("max_string_size", "must be greater than 0");
+    }
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_bounds_and_timeouts_are_refused_with_their_position() {
+        for (text, want) in [
+            (
+                "[[sources.influxdb]]\n  timeout = \"0s\"\n",
+                "wk.conf:2:13: error: [sources.influxdb] timeout: must be greater than 0",
+            ),
+            (
+                "[stream]\n  token = \"${TOKEN}\"\n  max_bytes = 0\n",
+                "[stream] max_bytes: must be greater than 0",
+            ),
+            (
+                "[stream]\n  token = \"${TOKEN}\"\n  max_string_size = \"0B\"\n",
+                "[stream] max_string_size: must be greater than 0",
+            ),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
 
     fn load(text: &str) -> Result<Config, String> {
         let env = |name: &str| (name == "TOKEN").then(|| "from-env-0123456789".to_owned());
