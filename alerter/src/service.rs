@@ -933,6 +933,15 @@ impl Service {
                     closed = slot.state.retire(old.settings(), now, &why);
                     slot.state = RuleState::new();
                     self.forget_state(was);
+                } else if let Some(old) = slot.rule.clone()
+                    && old.settings().id_template != rule.settings().id_template
+                {
+                    // A new `id` template: receivers know the alerts by their old ids, which
+                    // nothing would close (recoveries would go out under the new ones). They
+                    // are closed now; the alerts open again under their new ids.
+                    info!(rule = %name, "rule reloaded with a new id template: its alerts start again");
+                    let why = "the rule's alert id changed";
+                    closed = slot.state.retire(old.settings(), now, why);
                 } else if slot.rule.is_some() {
                     info!(rule = %name, "rule reloaded");
                     slot.regroup_check = true;
@@ -1935,6 +1944,39 @@ mod rollback_tests {
         assert!(!slot.regroup_check);
         assert_eq!(slot.loaded_ns, loaded);
         assert_eq!(f.wk_rules_level(), Level::Critical, "no false recovery");
+    }
+
+    /// Regression: a new `id` template kept the alerts, whose recoveries then went out under
+    /// the new ids: the incidents receivers opened under the old ones stayed open.
+    #[tokio::test]
+    async fn a_new_id_template_closes_the_alerts_under_their_old_ids() {
+        let mut f = Fixture::new();
+        f.write(GOOD, NOW);
+        f.evaluate(NOW);
+        let firing = f.svc.slots[&f.path()]
+            .state
+            .firing_events(f.running().settings(), NOW);
+        assert_eq!(firing.len(), 1, "web1 is at 95");
+        assert_eq!(firing[0].id, "cpu:host=web1");
+        let received = f.svc.router.stats().received;
+        f.write(
+            &GOOD.replace(
+                "every: \"10s\"",
+                "every: \"10s\", id: \"{{rule}}-{{host}}\"",
+            ),
+            NOW + S,
+        );
+        assert_eq!(f.svc.slots[&f.path()].state.instance_count(), 0);
+        assert_eq!(
+            f.svc.router.stats().received,
+            received + 1,
+            "one closing event"
+        );
+        f.evaluate(NOW + 10 * S);
+        let firing = f.svc.slots[&f.path()]
+            .state
+            .firing_events(f.running().settings(), NOW);
+        assert_eq!(firing[0].id, "cpu-web1");
     }
 
     /// Regression: a config that dropped a notifier running rules name was applied at once;
