@@ -216,8 +216,11 @@ pub async fn run(
     }
     let _ = stop_tx.send(());
     let _ = running.await;
-    // Writes stop before the window's last save.
-    drop(_server);
+    // Writes stop before the window's last save, and those under way finish: an agent told
+    // 204 does not send them again.
+    if let Some(server) = _server {
+        server.shutdown().await;
+    }
     if let Some(task) = _snapshots {
         task.abort();
     }

@@ -219,6 +219,29 @@ async fn v1_and_v2_writes_plain_and_gzip_with_every_token_placement() {
     assert_eq!(r.stats().writes.load(Ordering::Relaxed), 4);
 }
 
+/// Regression: at a stop, the window was saved while a write was still being received; the
+/// agent was then told 204 for points the next start did not have.
+#[tokio::test]
+async fn a_shutdown_waits_for_the_writes_under_way() {
+    let (r, store) = receiver(1 << 20).await;
+    let mut c = Conn::open(&r).await;
+    let body = b"cpu,host=a busy=1 1000\n";
+    let head = format!(
+        "POST /write?db=telegraf HTTP/1.1\r\nHost: test\r\nAuthorization: Token {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.w.write_all(head.as_bytes()).await.unwrap();
+    c.w.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(r.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished(), "a write is under way");
+    c.w.write_all(&body[10..]).await.unwrap();
+    assert_eq!(c.answer(false).await.unwrap().status, 204);
+    stopping.await.unwrap();
+    assert_eq!(store.len(), 1, "the acknowledged point is in the store");
+}
+
 #[tokio::test]
 async fn wrong_or_missing_token_is_401_and_stores_nothing() {
     let (r, store) = receiver(1 << 20).await;

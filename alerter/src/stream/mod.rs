@@ -355,6 +355,20 @@ impl Receiver {
         &self.stats
     }
 
+    /// Stops as dropping does, then waits for the open connections to finish what they are
+    /// doing (at most [`SHUTDOWN_GRACE`] and a second): a write acknowledged by then is in the
+    /// store, for the window's last save.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+        while self.admission.open() != (0, 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Connections open now: (pending, authenticated), and how many pending ones were closed
     /// to make room since the start.
     pub fn connections(&self) -> (usize, usize, u64) {
