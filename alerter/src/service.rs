@@ -122,6 +122,10 @@ struct Slot {
     /// Why the file's new content does not load, until a second scan reads the same content
     /// (then it is `broken`).
     unconfirmed: Option<String>,
+    /// Clean evaluations of the running version that returned no series, until one returns
+    /// some (then `None`): a misspelled measurement, field or tag value matches nothing, and
+    /// a rule without series never fires nor goes NoData.
+    no_series_yet: Option<u32>,
 }
 
 impl Slot {
@@ -147,6 +151,7 @@ impl Slot {
             missing: false,
             regroup_check: false,
             unconfirmed: None,
+            no_series_yet: Some(0),
         }
     }
 
@@ -201,6 +206,8 @@ pub struct EvalCounts {
     pub evaluations: u64,
     /// Failures by kind.
     pub failures: BTreeMap<FailureKind, u64>,
+    /// Series the last clean evaluation returned.
+    pub series: Option<u64>,
 }
 
 /// The typed event for a failed evaluation: [`EvaluationFailed::emit`] logs it and counts it,
@@ -360,6 +367,10 @@ impl Service {
                 last_evaluation_ns: slot.last_eval_ns,
                 last_duration_ms: slot.last_elapsed.as_secs_f64() * 1000.0,
                 last_error: slot.last_error.clone(),
+                no_series: (slot.no_series_yet)
+                    .filter(|n| *n >= NO_SERIES_WARN_AFTER)
+                    .map(no_series_text),
+                series: counts.and_then(|c| c.series),
                 evaluations: counts.map_or(0, |c| c.evaluations),
                 failures: counts.map_or(0, |c| c.failures.values().sum()),
                 alerts: rule.map_or_else(Vec::new, |r| slot.state.current(r.settings(), now)),
@@ -963,6 +974,7 @@ impl Service {
                 slot.rule = Some(Arc::new(rule));
                 slot.version = crate::api::board::version_of(&slot.text);
                 slot.loaded_ns = now;
+                slot.no_series_yet = Some(0);
                 slot.broken = None;
                 slot.unconfirmed = None;
                 slot.failing = None;
@@ -1300,14 +1312,26 @@ impl Service {
                     return;
                 }
             }
-            CycleResult::Observed(_) => {
+            CycleResult::Observed(obs) => {
                 if self.source_failing.is_some() {
                     self.source_status(None, clock_now);
+                }
+                if let Some(c) = self.counts.get_mut(&settings.name) {
+                    c.series = Some(obs.len() as u64);
                 }
                 let Some(slot) = self.slots.get_mut(&done.path) else {
                     return;
                 };
                 if current {
+                    slot.no_series_yet = match slot.no_series_yet {
+                        Some(n) if obs.is_empty() => {
+                            if n + 1 == NO_SERIES_WARN_AFTER {
+                                warn!(rule = %settings.name, "{}", no_series_text(n + 1));
+                            }
+                            Some(n + 1)
+                        }
+                        _ => None,
+                    };
                     slot.good = Some(rule.clone());
                     slot.good_version = slot.version.clone();
                     if slot.failing.take().is_some() {
@@ -1674,12 +1698,29 @@ fn read_rule_text(path: &Path) -> Result<String, String> {
     })
 }
 
+/// Clean evaluations without a series after which a newly loaded rule is reported (log and
+/// status page): the first ones may come before any agent wrote.
+const NO_SERIES_WARN_AFTER: u32 = 3;
+
+/// What the log and the status page say of a rule whose `n` clean evaluations since it
+/// loaded returned no series.
+fn no_series_text(n: u32) -> String {
+    format!(
+        "no series in its {n} evaluations since it loaded: is a measurement, field or tag value \
+         misspelled? (`wk-alerter check` prints what its queries return) A rule without series \
+         never fires, nor goes NoData"
+    )
+}
+
 /// One rule's `wk_alerter` self-metric.
 fn rule_metric(rule: &str, c: &EvalCounts, now: i64) -> wk_core::metric::Metric {
     let mut m = wk_core::metric::Metric::new("wk_alerter", now)
         .with_tag("rule", rule)
         .with_field("evaluations", c.evaluations)
         .with_field("evaluation_failures", c.failures.values().sum::<u64>());
+    if let Some(n) = c.series {
+        m.add_field("series", n);
+    }
     for kind in [
         FailureKind::Source,
         FailureKind::Script,
@@ -1944,6 +1985,33 @@ mod rollback_tests {
         assert!(!slot.regroup_check);
         assert_eq!(slot.loaded_ns, loaded);
         assert_eq!(f.wk_rules_level(), Level::Critical, "no false recovery");
+    }
+
+    /// Regression: a rule whose query matched nothing (a misspelled measurement) ran
+    /// without a word: no series, so no alert and no NoData.
+    #[tokio::test]
+    async fn a_rule_that_never_returned_a_series_is_pointed_out() {
+        let mut f = Fixture::new();
+        let view = |f: &Fixture| f.svc.board().get().rules[&f.path()].clone();
+        f.write(&GOOD.replace("query(\"cpu\")", "query(\"cpuu\")"), NOW);
+        for i in 0..NO_SERIES_WARN_AFTER as i64 {
+            assert_eq!(view(&f).no_series, None, "not after {i} evaluations");
+            f.evaluate(NOW + i * 10 * S);
+        }
+        let said = view(&f).no_series.unwrap();
+        assert!(said.contains("no series in its 3 evaluations"), "{said}");
+        assert_eq!(view(&f).series, Some(0));
+        let m = f.svc.self_metrics(NOW);
+        assert_eq!(
+            m[0].field("series"),
+            Some(&wk_core::metric::FieldValue::from(0u64))
+        );
+
+        // Fixed: the first series ends it.
+        f.write(GOOD, NOW + 40 * S);
+        f.evaluate(NOW + 40 * S);
+        assert_eq!(view(&f).no_series, None);
+        assert_eq!(view(&f).series, Some(1));
     }
 
     /// Regression: a new `id` template kept the alerts, whose recoveries then went out under

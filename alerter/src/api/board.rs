@@ -61,6 +61,11 @@ pub struct RuleView {
     pub last_duration_ms: f64,
     /// The last evaluation's failure, while it fails.
     pub last_error: Option<String>,
+    /// Series the last clean evaluation returned (null before the first).
+    pub series: Option<u64>,
+    /// The running version has returned no series in any of its first evaluations: why that
+    /// is suspect (null once one returned a series).
+    pub no_series: Option<String>,
     pub evaluations: u64,
     pub failures: u64,
     /// Its alerts that are not OK (firing, pending, NoData, Error).

@@ -268,7 +268,9 @@ impl Api {
                 (None, None) if r.name.is_empty() => {
                     "<span class=\"crit\">not loaded</span>".into()
                 }
-                (None, None) => String::new(),
+                (None, None) => r.no_series.as_ref().map_or_else(String::new, |w| {
+                    format!("<span class=\"warn\">{}</span>", esc(w))
+                }),
             };
             let _ = write!(
                 p,
