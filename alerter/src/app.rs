@@ -551,10 +551,27 @@ pub fn check(
 ) -> bool {
     let mut rules = Vec::new();
     let mut failed = false;
+    // Alerts and their state are kept by rule name: the running alerter refuses a second
+    // file with a name already taken.
+    let mut names: std::collections::BTreeMap<String, &Path> = Default::default();
     for p in paths {
         match load_rule(p, cfg) {
             Ok(r) => {
                 let s = r.settings();
+                if let Some(other) = names.get(&s.name) {
+                    let (l, col) = s.name_pos;
+                    let _ = writeln!(
+                        out,
+                        "{}:{l}:{col}: rule name {:?} is already used by {}: alerts and their \
+                         state are kept by rule name; give this rule a name of its own",
+                        p.display(),
+                        s.name,
+                        other.display()
+                    );
+                    failed = true;
+                    continue;
+                }
+                names.insert(s.name.clone(), p);
                 if let Some(c) = cfg
                     && let Err(e) = c.notify.validate_names(&s.notify)
                 {

@@ -33,7 +33,7 @@ use crate::model::{
     LevelConditions, Observation, Policy, RuleSettings, Value,
 };
 use crate::notify::router::Router;
-use crate::rules::{Limits, Rule, load_rule_source_with, load_rule_with};
+use crate::rules::{Limits, Rule, load_rule_source_with};
 use crate::source::QuerySource;
 use crate::state::RuleState;
 
@@ -1858,20 +1858,6 @@ fn sync_inhibitors(router: &Router, settings: &RuleSettings, state: &RuleState) 
         .filter(|i| i.level > Level::Ok)
         .map(|i| i.tags);
     router.sync_inhibitors(&settings.name, active);
-}
-
-/// Rule files of a directory that do not load, as `file:line:col: message` lines.
-pub fn check_dir(dir: &Path, limits: &Limits) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(paths) = crate::rules::rule_files(dir) else {
-        return vec![format!("{}: cannot read directory", dir.display())];
-    };
-    for p in paths {
-        if let Err(e) = load_rule_with(&p, limits) {
-            out.push(e.to_string());
-        }
-    }
-    out
 }
 
 #[cfg(test)]

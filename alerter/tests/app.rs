@@ -195,6 +195,32 @@ fn check_runs_each_rule_once_and_fails_the_broken_kinds() {
     }
 }
 
+/// Regression: two files whose rules have the same name passed `check`; the running
+/// alerter then refused the second one and kept it refused.
+#[test]
+fn check_refuses_a_rule_name_used_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = GOOD_RULE.replacen("rule(#{", "rule(#{\n  name: \"cpu\",", 1);
+    let (a, b) = (dir.path().join("cpu.rhai"), dir.path().join("cpu2.rhai"));
+    std::fs::write(&a, &named).unwrap();
+    std::fs::write(&b, &named).unwrap();
+    let mut out = Vec::new();
+    let ok = app::check(
+        None,
+        &[a.clone(), b.clone()],
+        &app::CheckOptions::default(),
+        &mut out,
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(!ok, "{out}");
+    let want = format!(
+        "{}:3:9: rule name \"cpu\" is already used by {}",
+        b.display(),
+        a.display()
+    );
+    assert!(out.contains(&want), "{out}");
+}
+
 /// A rule naming a notifier that is not configured: file:line:column of its `notify`.
 #[test]
 fn an_unknown_notifier_is_reported_at_its_line_and_column() {
