@@ -725,6 +725,7 @@ impl Service {
             .filter(|p| !listed.contains(*p))
             .cloned()
             .collect();
+        let mut stopped = false;
         for path in gone {
             let Some(slot) = self.slots.get_mut(&path) else {
                 continue;
@@ -747,6 +748,13 @@ impl Service {
                 let events = slot.state.retire(settings, now, &why);
                 self.route(events);
                 self.forget_state(&settings.name);
+                stopped = true;
+            }
+        }
+        if stopped {
+            // A file refused because another took its rule name may load now: read again.
+            for slot in self.slots.values_mut().filter(|s| s.broken.is_some()) {
+                slot.text.clear();
             }
         }
         self.sync_rules();
@@ -1971,6 +1979,29 @@ mod rollback_tests {
         assert!(!slot.regroup_check);
         assert_eq!(slot.loaded_ns, loaded);
         assert_eq!(f.wk_rules_level(), Level::Critical, "no false recovery");
+    }
+
+    /// Regression: a file refused because another file's rule had its name stayed refused
+    /// after that file was deleted (`cp cpu.rhai cpu2.rhai; rm cpu.rhai`).
+    #[tokio::test]
+    async fn a_file_refused_for_a_taken_name_loads_once_the_other_is_gone() {
+        let mut f = Fixture::new();
+        f.write(GOOD, NOW);
+        f.svc.scanned_once = true;
+        let copy = f.path().with_file_name("cpu2.rhai");
+        let named = GOOD.replace("every: \"10s\"", "every: \"10s\", name: \"cpu\"");
+        std::fs::write(&copy, &named).unwrap();
+        f.svc.scan(NOW + S);
+        f.svc.scan(NOW + 2 * S);
+        let broken = f.svc.slots[&copy].broken.clone().unwrap();
+        assert!(broken.contains("already used by"), "{broken}");
+        std::fs::remove_file(f.path()).unwrap();
+        for i in 3..6 {
+            f.svc.scan(NOW + i * S);
+        }
+        assert!(!f.svc.slots.contains_key(&f.path()));
+        assert!(f.svc.slots[&copy].broken.is_none());
+        assert!(f.svc.slots[&copy].rule.is_some());
     }
 
     /// Regression: a rule whose query matched nothing (a misspelled measurement) ran
