@@ -630,8 +630,48 @@ thread_local! {
     static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with `ctx` installed for this thread; returns `f`'s result and the context.
-fn with_context<T>(ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
+/// Runs `f` with `ctx` installed, on a thread of its own with a stack sized for the data a
+/// script may build: Rhai drops (and prints, and compares) nested arrays and maps
+/// recursively, and a rule nesting 20,000 arrays overflowed the 2 MiB of a tokio thread,
+/// which aborted the alerter, again at each start. The nesting a script can reach is bounded
+/// by its memory budget (about 40 bytes a level); the stack is address space, used as
+/// touched. Returns `f`'s result and the context.
+fn with_context<T: Send>(ctx: Context, f: impl FnOnce() -> T + Send) -> (T, Context) {
+    let stack = usize::try_from(ctx.mem_budget)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(16)
+        .clamp(64 << 20, 1 << 30);
+    let work = std::sync::Mutex::new(Some((ctx, f)));
+    let take = || work.lock().unwrap_or_else(|e| e.into_inner()).take();
+    std::thread::scope(|s| {
+        let spawned = std::thread::Builder::new()
+            .name("wk-rule".into())
+            .stack_size(stack)
+            .spawn_scoped(s, || take().map(|(ctx, f)| with_context_here(ctx, f)));
+        let done = match spawned {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start a thread for a rule's script ({e}); it runs on this one"
+                );
+                None
+            }
+        };
+        match done {
+            Some(done) => done,
+            None => {
+                // Only a thread that started takes the work, and this one did not.
+                let (ctx, f) = take().expect("not taken: the thread did not start");
+                with_context_here(ctx, f)
+            }
+        }
+    })
+}
+
+/// [`with_context`] on the calling thread.
+fn with_context_here<T>(mut ctx: Context, f: impl FnOnce() -> T) -> (T, Context) {
+    // The budget counts this thread's allocations.
+    ctx.mem_base = budget::held_bytes();
     struct Restore(Option<Option<Context>>);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -551,6 +551,22 @@ fn deep_recursion_and_deep_nesting_are_refused() {
     assert!(e.message.contains("exceeds maximum complexity"), "{e}");
 }
 
+/// Regression: Rhai drops nested arrays recursively, and 20,000 levels overflowed the 2 MiB
+/// stack of the thread that ran the rule: the alerter aborted (and again at each start).
+#[test]
+fn deeply_nested_data_does_not_overflow_the_stack() {
+    let rule = load("fn check() {\n  let a = [];\n  for i in 0..20000 { a = [take(a)]; }\n  []\n}")
+        .unwrap();
+    // On a thread with the 2 MiB a tokio blocking thread has.
+    let done = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || observed(&rule))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(done, vec![]);
+}
+
 #[test]
 fn sandbox_has_no_eval_import_files_or_sleep() {
     let e = load_err("fn check() { eval(\"1\") }");
