@@ -389,6 +389,29 @@ fn environment_variables_are_substituted_in_strings() {
     assert_eq!(p.agent.metric_batch_size, 500);
 }
 
+/// Regression: `password = "Pa$sw0rd"` logged "environment variable sw0rd is not set", part
+/// of the password. A secret's warning names no variable and says how to write a `$`.
+#[test]
+fn a_dollar_in_a_secret_is_warned_about_without_quoting_it() {
+    let c = conf(
+        "[[inputs.cpu]]\n[[outputs.influxdb]]\n  password = \"Pa$sw0rd\"\n  username = \"$svc\"\n[outputs.influxdb.http_headers]\n  X-Api-Key = \"k3y${Tail}\"\n",
+    );
+    let p = c.load().run().unwrap();
+    let said = warnings(&p);
+    for secret in ["sw0rd", "Tail"] {
+        assert!(said.iter().all(|w| !w.contains(secret)), "{said:?}");
+    }
+    let hint = "`$` followed by a name reads as an environment variable, and it is not set; the text is used verbatim (value not shown: it is a secret; write `$$` for a literal `$`)";
+    assert_eq!(
+        said,
+        [
+            format!("3:14: [outputs.influxdb] password: {hint}"),
+            "4:14: [outputs.influxdb] username: environment variable svc is not set; the text is used verbatim".to_string(),
+            format!("6:15: [outputs.influxdb.http_headers] X-Api-Key: {hint}"),
+        ]
+    );
+}
+
 #[test]
 fn required_variable_unset_is_an_error() {
     let c = conf(

@@ -131,14 +131,28 @@ impl<'a, 'i> Options<'a, 'i> {
             Ok(v) => {
                 let mut names = missing.into_inner();
                 names.dedup();
+                names.retain(|name| {
+                    v.contains(&format!("${{{name}}}")) || v.contains(&format!("${name}"))
+                });
+                if names.is_empty() {
+                    return Some(v);
+                }
+                if is_secret(section, key) {
+                    // `password = "Pa$sw0rd"`: the "variable" is part of the secret, so it is
+                    // not named (Telegraf keeps the text too, and says nothing).
+                    let msg = format!(
+                        "[{section}] {key}: `$` followed by a name reads as an environment variable, and it is not set; the text is used verbatim (value not shown: it is a secret; write `$$` for a literal `$`)"
+                    );
+                    self.diags
+                        .push(self.src.diag(Severity::Warning, offset, msg));
+                    return Some(v);
+                }
                 for name in names {
-                    if v.contains(&format!("${{{name}}}")) || v.contains(&format!("${name}")) {
-                        let msg = format!(
-                            "[{section}] {key}: environment variable {name} is not set; the text is used verbatim"
-                        );
-                        self.diags
-                            .push(self.src.diag(Severity::Warning, offset, msg));
-                    }
+                    let msg = format!(
+                        "[{section}] {key}: environment variable {name} is not set; the text is used verbatim"
+                    );
+                    self.diags
+                        .push(self.src.diag(Severity::Warning, offset, msg));
                 }
                 Some(v)
             }
@@ -578,6 +592,18 @@ pub enum SecretSource {
     Inline(String),
     /// The path of the file that holds it.
     File(String),
+}
+
+/// True for options whose value must never appear in a log: passwords, tokens and other
+/// credentials, and the values of HTTP header tables (they carry `Authorization`).
+pub fn is_secret(section: &str, key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    section.ends_with(".http_headers")
+        || section.ends_with(".headers")
+        || matches!(key.as_str(), "password" | "token")
+        || ["_password", "_token", "_secret", "_pwd"]
+            .iter()
+            .any(|s| key.ends_with(s))
 }
 
 /// TOML's name for a value's type, for messages.
