@@ -412,6 +412,23 @@ fn a_dollar_in_a_secret_is_warned_about_without_quoting_it() {
     );
 }
 
+/// Regression: `password = "@{os:influx_pw}"` (Telegraf's secret-store syntax) became the
+/// password itself and every write was refused with 401; it is a load error at its line.
+#[test]
+fn a_secret_store_reference_is_an_error_at_its_line() {
+    let c = conf(
+        "[[inputs.cpu]]\n[[outputs.influxdb]]\n  password = \"@{os:influx_pw}\"\n[outputs.influxdb.http_headers]\n  X-Key = \"k-${STORE}:key}\"\n[[outputs.influxdb_v2]]\n  token = \"mail@{example.com}\"\n[secretstores.os]\n  id = \"os\"\n",
+    );
+    let advice = "is a Telegraf secret-store reference, and wk-agent has no secret stores: use an environment variable (\"${VAR}\") or, where the option has one, a file (password_file, token_file)";
+    assert_eq!(
+        errors(c.load().env("STORE", "@{vault").run()),
+        [
+            format!("3:14: [outputs.influxdb] password: @{{os:influx_pw}} {advice}"),
+            format!("5:11: [outputs.influxdb.http_headers] X-Key: @{{vault:key}} {advice}"),
+        ]
+    );
+}
+
 #[test]
 fn required_variable_unset_is_an_error() {
     let c = conf(
