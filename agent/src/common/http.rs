@@ -59,6 +59,9 @@ pub struct HttpSettings {
     pub tls: TlsOptions,
 }
 
+/// The whole-request timeout when none (or 0) is given, Telegraf's.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Our default `User-Agent` (Telegraf sends `Telegraf/<ver> Go/<gover>`).
 pub fn default_user_agent() -> String {
     format!("wk-agent/{}", env!("CARGO_PKG_VERSION"))
@@ -92,10 +95,10 @@ pub fn read_http_options(
             opts.error_at("urls", e);
         }
     }
-    let timeout = opts.duration("timeout", Duration::from_secs(5));
-    if timeout.is_zero() {
-        opts.error_at("timeout", "must be greater than 0");
-    }
+    // As Telegraf's influxdb output: 0 (`"0s"`, `""`) is the default, not "no limit".
+    let timeout = Some(opts.duration("timeout", DEFAULT_TIMEOUT))
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
     let headers = opts.string_table("http_headers");
     let gzip = opts.choice("content_encoding", "gzip", &["gzip", "identity"]) == "gzip";
     let user_agent = opts.string("user_agent", &default_user_agent());
@@ -674,6 +677,20 @@ mod tests {
             said.iter().any(|m| m.contains("unknown option \"url\"")),
             "{said:?}"
         );
+    }
+
+    /// Regression: `timeout = "0s"` was a load error; Telegraf's influxdb output takes 0 as
+    /// its default of 5 s.
+    #[test]
+    fn a_zero_timeout_is_the_default() {
+        for (value, want) in [("\"0s\"", 5), ("0", 5), ("\"\"", 5), ("\"2s\"", 2)] {
+            let (timeout, said) =
+                wk_core::testing::read_table(&format!("[x]\n  timeout = {value}\n"), |o| {
+                    read_http_options(o, "http://localhost:8086", false).timeout
+                });
+            assert_eq!(timeout, Duration::from_secs(want), "{value}");
+            assert!(said.is_empty(), "{value}: {said:?}");
+        }
     }
 
     #[test]

@@ -220,6 +220,20 @@ fn database_tag_routes_each_metric_and_can_be_excluded() {
     assert_eq!(keys, vec!["host"], "the routing tag is excluded");
 }
 
+/// Regression: `database = ""` was a load error; Telegraf writes to its default database.
+#[test]
+fn an_empty_database_is_telegraf() {
+    let Some(db) = Influxd::start() else { return };
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb]]\n  urls = [\"{}\"]\n  database = \"\"\n",
+        db.url()
+    ));
+    out.add(&series("defaulted", now_ms_ns(), 1)[0]);
+    assert_eq!(out.flush(), Ok(1));
+    let rows = db.rows("telegraf", "SELECT seq FROM defaulted");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}
+
 #[test]
 fn failover_writes_through_the_live_url() {
     let Some(db) = Influxd::start() else { return };

@@ -33,6 +33,9 @@ pub const SPEC: OutputSpec = OutputSpec {
     build,
 };
 
+/// The database when none (or `""`) is given, Telegraf's.
+const DEFAULT_DATABASE: &str = "telegraf";
+
 struct InfluxDb {
     client: Client,
     database: String,
@@ -52,10 +55,10 @@ struct InfluxDb {
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
     let settings = http::read_http_options(opts, "http://localhost:8086", true);
-    let database = opts.string("database", "telegraf");
-    if database.is_empty() {
-        opts.error_at("database", "must not be empty");
-    }
+    // As Telegraf: an empty name is the default one.
+    let database = Some(opts.string("database", DEFAULT_DATABASE))
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
     let database_tag = opts.opt_string("database_tag").filter(|s| !s.is_empty());
     let exclude_database_tag = opts.bool("exclude_database_tag", false);
     let retention_policy = opts.string("retention_policy", "");
