@@ -371,6 +371,11 @@ mod tests {
             classify(503, "", None, None),
             Verdict::Retry(_, Some(Duration::ZERO))
         ));
+        // Only the four throttling answers read Retry-After (as Telegraf; the docs say so).
+        assert_eq!(
+            classify(500, "", Some(Duration::from_secs(7)), None),
+            Verdict::Retry("HTTP 500".into(), None)
+        );
     }
 
     #[test]
