@@ -35,15 +35,13 @@ pub fn round_ns(t: i64, precision: Duration) -> i64 {
     (t + half).div_euclid(p) * p
 }
 
-/// How long to wait from `now` (ns) for the next tick: the next multiple of `interval` (plus
-/// `offset`) when aligned, else one interval.
-pub fn until_next_tick(now: i64, interval: Duration, offset: Duration, aligned: bool) -> Duration {
-    let i = interval.as_nanos().max(1) as i64;
-    if !aligned {
-        return interval;
-    }
-    let next = (now - offset.as_nanos() as i64).div_euclid(i) * i + i + offset.as_nanos() as i64;
-    Duration::from_nanos((next - now).max(0) as u64)
+/// How long to wait from `now` (ns) for the first tick after it of the schedule
+/// `anchor + k·interval` (ns since the epoch, any whole k).
+pub fn until_next_tick(now: i64, interval: Duration, anchor: i64) -> Duration {
+    let i = interval.as_nanos().max(1) as i128;
+    let (now, anchor) = (i128::from(now), i128::from(anchor));
+    let next = (now - anchor).div_euclid(i) * i + i + anchor;
+    Duration::from_nanos((next - now).clamp(0, i128::from(u64::MAX)) as u64)
 }
 
 use crate::models::running_output::jitter_up_to as jitter;
@@ -239,6 +237,31 @@ struct InputSchedule {
     aligned: bool,
 }
 
+impl InputSchedule {
+    /// The instant (ns) the ticks count from: with `round_interval`, the epoch (ticks on
+    /// the wall clock's multiples of the interval), else the input's start (`start`); shifted
+    /// by `collection_offset` either way. So, as Telegraf's unaligned ticker, ticks keep
+    /// their phase instead of drifting by each gather's duration.
+    fn anchor(&self, start: i64) -> i64 {
+        let offset = i64::try_from(self.offset.as_nanos()).unwrap_or(i64::MAX);
+        if self.aligned {
+            offset
+        } else {
+            start.saturating_add(offset)
+        }
+    }
+
+    /// How long to wait from `now` for the next tick (before jitter). Unaligned, the first
+    /// tick is at start + offset (at once when no offset), as Telegraf 1.39's ticker;
+    /// aligned, it is the next boundary.
+    fn wait(&self, now: i64, anchor: i64, first: bool) -> Duration {
+        if first && !self.aligned {
+            return Duration::from_nanos(anchor.saturating_sub(now).max(0) as u64);
+        }
+        until_next_tick(now, self.interval, anchor)
+    }
+}
+
 async fn input_loop(
     ri: RunningInput,
     s: InputSchedule,
@@ -262,6 +285,8 @@ async fn input_loop(
     // against a down host reported every other interval).
     let mut tick_pending = false;
     let mut stopping = false;
+    let anchor = s.anchor(now_ns());
+    let mut first = true;
     loop {
         if stopping {
             return;
@@ -269,15 +294,16 @@ async fn input_loop(
         let wait = if tick_pending {
             Duration::ZERO
         } else {
-            until_next_tick(now_ns(), s.interval, s.offset, s.aligned) + jitter(s.jitter)
+            s.wait(now_ns(), anchor, first) + jitter(s.jitter)
         };
+        first = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
         let started = Instant::now();
         let clock = now_ns();
-        let next_tick_in = until_next_tick(clock, s.interval, s.offset, s.aligned);
+        let next_tick_in = until_next_tick(clock, s.interval, anchor);
         let time = round_ns(clock, s.precision);
         let gathered = worker.gather(time, clock);
         tokio::pin!(gathered);
@@ -906,15 +932,46 @@ mod tests {
     fn ticks_align_to_the_interval() {
         let i = Duration::from_secs(10);
         let now = 1_000_000_003_000_000_000; // 3 s past a multiple of 10 s
-        assert_eq!(
-            until_next_tick(now, i, Duration::ZERO, true),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            until_next_tick(now, i, Duration::from_secs(5), true),
-            Duration::from_secs(2)
-        );
-        assert_eq!(until_next_tick(now, i, Duration::ZERO, false), i);
+        let aligned = |offset: u64| InputSchedule {
+            interval: i,
+            offset: Duration::from_secs(offset),
+            jitter: Duration::ZERO,
+            precision: Duration::from_secs(1),
+            aligned: true,
+        };
+        for first in [true, false] {
+            let s = aligned(0);
+            assert_eq!(s.wait(now, s.anchor(now), first), Duration::from_secs(7));
+            let s = aligned(5);
+            assert_eq!(s.wait(now, s.anchor(now), first), Duration::from_secs(2));
+        }
+    }
+
+    /// Regression: with `round_interval = false` the offset was ignored and the first gather
+    /// waited a whole interval, and each next one an interval after the previous ended.
+    /// Telegraf's ticker fires at start + offset, then every interval from there.
+    #[test]
+    fn unaligned_ticks_start_at_the_offset_and_keep_their_phase() {
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        let unaligned = |offset: f64| InputSchedule {
+            interval: secs(10.0),
+            offset: secs(offset),
+            jitter: Duration::ZERO,
+            precision: Duration::from_secs(1),
+            aligned: false,
+        };
+        let start = 1_000_000_003_400_000_000; // 3.4 s past a multiple of 10 s
+        let s = unaligned(3.0);
+        let anchor = s.anchor(start);
+        assert_eq!(s.wait(start, anchor, true), secs(3.0));
+        // The first gather ran at start + 3 s and took 2.5 s: the next tick is 10 s after
+        // the first, not 10 s after the gather ended.
+        let after = start + secs(5.5).as_nanos() as i64;
+        assert_eq!(s.wait(after, anchor, false), secs(7.5));
+        // No offset: the first gather at once, as Telegraf.
+        let s = unaligned(0.0);
+        assert_eq!(s.wait(start, s.anchor(start), true), Duration::ZERO);
+        assert_eq!(s.wait(start, s.anchor(start), false), secs(10.0));
     }
 }
 

@@ -389,6 +389,46 @@ fn environment_variables_are_substituted_in_strings() {
     assert_eq!(p.agent.metric_batch_size, 500);
 }
 
+/// Regression: `password = "Pa$sw0rd"` logged "environment variable sw0rd is not set", part
+/// of the password. A secret's warning names no variable and says how to write a `$`.
+#[test]
+fn a_dollar_in_a_secret_is_warned_about_without_quoting_it() {
+    let c = conf(
+        "[[inputs.cpu]]\n[[outputs.influxdb]]\n  password = \"Pa$sw0rd\"\n  username = \"$svc\"\n[outputs.influxdb.http_headers]\n  X-Api-Key = \"k3y${Tail}\"\n",
+    );
+    let p = c.load().run().unwrap();
+    let said = warnings(&p);
+    for secret in ["sw0rd", "Tail"] {
+        assert!(said.iter().all(|w| !w.contains(secret)), "{said:?}");
+    }
+    let hint = "`$` followed by a name reads as an environment variable, and it is not set; the text is used verbatim (value not shown: it is a secret; write `$$` for a literal `$`)";
+    assert_eq!(
+        said,
+        [
+            format!("3:14: [outputs.influxdb] password: {hint}"),
+            "4:14: [outputs.influxdb] username: environment variable svc is not set; the text is used verbatim".to_string(),
+            format!("6:15: [outputs.influxdb.http_headers] X-Api-Key: {hint}"),
+        ]
+    );
+}
+
+/// Regression: `password = "@{os:influx_pw}"` (Telegraf's secret-store syntax) became the
+/// password itself and every write was refused with 401; it is a load error at its line.
+#[test]
+fn a_secret_store_reference_is_an_error_at_its_line() {
+    let c = conf(
+        "[[inputs.cpu]]\n[[outputs.influxdb]]\n  password = \"@{os:influx_pw}\"\n[outputs.influxdb.http_headers]\n  X-Key = \"k-${STORE}:key}\"\n[[outputs.influxdb_v2]]\n  token = \"mail@{example.com}\"\n[secretstores.os]\n  id = \"os\"\n",
+    );
+    let advice = "is a Telegraf secret-store reference, and wk-agent has no secret stores: use an environment variable (\"${VAR}\") or, where the option has one, a file (password_file, token_file)";
+    assert_eq!(
+        errors(c.load().env("STORE", "@{vault").run()),
+        [
+            format!("3:14: [outputs.influxdb] password: @{{os:influx_pw}} {advice}"),
+            format!("5:11: [outputs.influxdb.http_headers] X-Key: @{{vault:key}} {advice}"),
+        ]
+    );
+}
+
 #[test]
 fn required_variable_unset_is_an_error() {
     let c = conf(

@@ -109,8 +109,8 @@ impl<'a, 'i> Options<'a, 'i> {
     }
 
     /// `${VAR}` substitution for `key` of `section` at `offset`: an error (and None) for
-    /// `${VAR:?msg}` on an unset variable, a warning for an unset variable left verbatim (as
-    /// Telegraf warns).
+    /// `${VAR:?msg}` on an unset variable and for a secret-store reference `@{store:key}`, a
+    /// warning for an unset variable left verbatim.
     fn substitute_in(
         &mut self,
         section: &str,
@@ -129,16 +129,39 @@ impl<'a, 'i> Options<'a, 'i> {
         };
         match substitute_env(s, &lookup) {
             Ok(v) => {
+                if let Some(reference) = secret_store_reference(&v) {
+                    // Passed on as is, the reference became the password and every write was
+                    // refused (401); Telegraf refuses to start when it cannot resolve one.
+                    let msg = format!(
+                        "{reference} is a Telegraf secret-store reference, and wk-agent has no secret stores: use an environment variable (\"${{VAR}}\") or, where the option has one, a file (password_file, token_file)"
+                    );
+                    self.error_in(section, key, offset, msg);
+                    return None;
+                }
                 let mut names = missing.into_inner();
                 names.dedup();
+                names.retain(|name| {
+                    v.contains(&format!("${{{name}}}")) || v.contains(&format!("${name}"))
+                });
+                if names.is_empty() {
+                    return Some(v);
+                }
+                if is_secret(section, key) {
+                    // `password = "Pa$sw0rd"`: the "variable" is part of the secret, so it is
+                    // not named (Telegraf keeps the text too, and says nothing).
+                    let msg = format!(
+                        "[{section}] {key}: `$` followed by a name reads as an environment variable, and it is not set; the text is used verbatim (value not shown: it is a secret; write `$$` for a literal `$`)"
+                    );
+                    self.diags
+                        .push(self.src.diag(Severity::Warning, offset, msg));
+                    return Some(v);
+                }
                 for name in names {
-                    if v.contains(&format!("${{{name}}}")) || v.contains(&format!("${name}")) {
-                        let msg = format!(
-                            "[{section}] {key}: environment variable {name} is not set; the text is used verbatim"
-                        );
-                        self.diags
-                            .push(self.src.diag(Severity::Warning, offset, msg));
-                    }
+                    let msg = format!(
+                        "[{section}] {key}: environment variable {name} is not set; the text is used verbatim"
+                    );
+                    self.diags
+                        .push(self.src.diag(Severity::Warning, offset, msg));
                 }
                 Some(v)
             }
@@ -578,6 +601,42 @@ pub enum SecretSource {
     Inline(String),
     /// The path of the file that holds it.
     File(String),
+}
+
+/// The first Telegraf secret-store reference in `s`: `@{store:key}`, both names of letters,
+/// digits and `_` (Telegraf's pattern `@\{(\w+:\w+)\}`).
+pub fn secret_store_reference(s: &str) -> Option<&str> {
+    let word = |t: &str| {
+        t.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(t.len())
+    };
+    let mut from = 0;
+    while let Some(i) = s[from..].find("@{") {
+        let start = from + i;
+        let rest = &s[start + 2..];
+        let store = word(rest);
+        if store > 0 && rest[store..].starts_with(':') {
+            let after = &rest[store + 1..];
+            let key = word(after);
+            if key > 0 && after[key..].starts_with('}') {
+                return Some(&s[start..start + 2 + store + 1 + key + 1]);
+            }
+        }
+        from = start + 2;
+    }
+    None
+}
+
+/// True for options whose value must never appear in a log: passwords, tokens and other
+/// credentials, and the values of HTTP header tables (they carry `Authorization`).
+pub fn is_secret(section: &str, key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    section.ends_with(".http_headers")
+        || section.ends_with(".headers")
+        || matches!(key.as_str(), "password" | "token")
+        || ["_password", "_token", "_secret", "_pwd"]
+            .iter()
+            .any(|s| key.ends_with(s))
 }
 
 /// TOML's name for a value's type, for messages.

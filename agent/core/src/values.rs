@@ -189,7 +189,7 @@ fn substitute(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let Some(end) = body.find('}') else {
+            let Some(end) = closing_brace(body) else {
                 out.push_str(&rest[pos..]);
                 return Ok(out);
             };
@@ -214,6 +214,32 @@ fn substitute(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The index in `body` (the text after `${`) of the `}` that closes it: braces are matched by
+/// depth, each nested `${` opening one more, as compose-go's `getFirstBraceClosingIndex`, so
+/// `${DB:-${ENV}_metrics}` ends at its last brace, not at the first.
+fn closing_brace(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut depth = 1usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn name_len(s: &str) -> usize {
@@ -379,6 +405,20 @@ mod tests {
             ))
         );
         assert_eq!(s("unterminated ${HOST"), Ok("unterminated ${HOST".into()));
+    }
+
+    /// `${DB:-${ENV}_metrics}` took the first `}` as its end and silently gave
+    /// `${ENV_metrics}`: braces nest, as in compose-go.
+    #[test]
+    fn nested_defaults_match_braces_by_depth() {
+        let s = |x: &str| substitute_env(x, &env);
+        assert_eq!(s("${DB:-${HOST}_metrics}"), Ok("web1_metrics".into()));
+        assert_eq!(s("${DB:-${NOPE:-${HOST}}}/x"), Ok("web1/x".into()));
+        assert_eq!(s("${HOST:+[${HOST}]}-${DB-a}"), Ok("[web1]-a".into()));
+        assert_eq!(s("${HOST:-${NOPE}}"), Ok("web1".into()));
+        // Only `${` opens: a lone `{` in a default is text.
+        assert_eq!(s("${DB:-{a}b}"), Ok("{ab}".into()));
+        assert_eq!(s("${DB:-${HOST}"), Ok("${DB:-${HOST}".into()));
     }
 
     proptest::proptest! {

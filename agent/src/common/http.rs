@@ -59,6 +59,9 @@ pub struct HttpSettings {
     pub tls: TlsOptions,
 }
 
+/// The whole-request timeout when none (or 0) is given, Telegraf's.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Our default `User-Agent` (Telegraf sends `Telegraf/<ver> Go/<gover>`).
 pub fn default_user_agent() -> String {
     format!("wk-agent/{}", env!("CARGO_PKG_VERSION"))
@@ -92,10 +95,10 @@ pub fn read_http_options(
             opts.error_at("urls", e);
         }
     }
-    let timeout = opts.duration("timeout", Duration::from_secs(5));
-    if timeout.is_zero() {
-        opts.error_at("timeout", "must be greater than 0");
-    }
+    // As Telegraf's influxdb output: 0 (`"0s"`, `""`) is the default, not "no limit".
+    let timeout = Some(opts.duration("timeout", DEFAULT_TIMEOUT))
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
     let headers = opts.string_table("http_headers");
     let gzip = opts.choice("content_encoding", "gzip", &["gzip", "identity"]) == "gzip";
     let user_agent = opts.string("user_agent", &default_user_agent());
@@ -404,15 +407,9 @@ impl Client {
         } else {
             body
         };
-        let headers = self.settings.headers.clone();
+        let headers = request_headers(content_type, gzip, extra_headers, &self.settings.headers);
         let agent = self.agent()?;
-        let mut req = agent.post(url).header("Content-Type", content_type);
-        if gzip {
-            req = req.header("Content-Encoding", "gzip");
-        }
-        for (k, v) in extra_headers {
-            req = req.header(*k, v.as_str());
-        }
+        let mut req = agent.post(url);
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -445,6 +442,31 @@ impl Client {
             influx_error,
         })
     }
+}
+
+/// The headers of a request, one per name: ours, then each of `http_headers` replacing the
+/// one of the same name (Go's `Header.Set`, as Telegraf: an `Authorization` in `http_headers`
+/// wins over `username`/`password` and `token`), except `Content-Encoding` when we gzip the
+/// body (it must say what the body is, as Telegraf's influxdb output sets it last).
+fn request_headers(
+    content_type: &str,
+    gzip: bool,
+    extra: &[(&str, String)],
+    configured: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out = vec![("Content-Type".to_owned(), content_type.to_owned())];
+    out.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    for (k, v) in configured {
+        if gzip && k.eq_ignore_ascii_case("content-encoding") {
+            continue;
+        }
+        out.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        out.push((k.clone(), v.clone()));
+    }
+    if gzip {
+        out.push(("Content-Encoding".to_owned(), "gzip".to_owned()));
+    }
+    out
 }
 
 #[cfg(feature = "tls")]
@@ -673,6 +695,90 @@ mod tests {
         assert!(
             said.iter().any(|m| m.contains("unknown option \"url\"")),
             "{said:?}"
+        );
+    }
+
+    /// Regression: `timeout = "0s"` was a load error; Telegraf's influxdb output takes 0 as
+    /// its default of 5 s.
+    #[test]
+    fn a_zero_timeout_is_the_default() {
+        for (value, want) in [("\"0s\"", 5), ("0", 5), ("\"\"", 5), ("\"2s\"", 2)] {
+            let (timeout, said) =
+                wk_core::testing::read_table(&format!("[x]\n  timeout = {value}\n"), |o| {
+                    read_http_options(o, "http://localhost:8086", false).timeout
+                });
+            assert_eq!(timeout, Duration::from_secs(want), "{value}");
+            assert!(said.is_empty(), "{value}: {said:?}");
+        }
+    }
+
+    /// One request read off `listener`, answered 204: its head, lowercased.
+    fn one_request_head(listener: std::net::TcpListener) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader};
+            let Ok((mut conn, _)) = listener.accept() else {
+                return String::new();
+            };
+            let mut head = String::new();
+            let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                head.push_str(&line.to_ascii_lowercase());
+                line.clear();
+            }
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            head
+        })
+    }
+
+    /// Regression: `http_headers` were added next to ours, so `username`/`password` plus an
+    /// `Authorization` entry sent two Authorization headers; as Telegraf (Go's Header.Set),
+    /// the configured one replaces ours, and only once.
+    #[test]
+    fn http_headers_replace_ours_of_the_same_name() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/write", listener.local_addr().expect("addr"));
+        let server = one_request_head(listener);
+        let mut client = Client::new(HttpSettings {
+            urls: vec![url.clone()],
+            timeout: Duration::from_secs(5),
+            headers: vec![
+                ("authorization".into(), "Bearer from-headers".into()),
+                ("User-Agent".into(), "custom/1".into()),
+                ("Content-Encoding".into(), "identity".into()),
+                ("X-Tenant".into(), "a".into()),
+            ],
+            gzip: true,
+            user_agent: default_user_agent(),
+            tls: TlsOptions::default(),
+        });
+        let basic = [("Authorization", "Basic dTpw".to_owned())];
+        let reply = client
+            .post(
+                &url,
+                "text/plain; charset=utf-8",
+                b"m v=1 1\n",
+                &basic,
+                true,
+            )
+            .expect("an answer");
+        assert_eq!(reply.status, 204);
+        let head = server.join().expect("server thread");
+        let values = |name: &str| -> Vec<&str> {
+            head.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .map(str::trim)
+                .collect()
+        };
+        assert_eq!(values("authorization"), ["bearer from-headers"], "{head}");
+        assert_eq!(values("user-agent"), ["custom/1"], "{head}");
+        // The body is gzip whatever the headers say.
+        assert_eq!(values("content-encoding"), ["gzip"], "{head}");
+        assert_eq!(values("x-tenant"), ["a"], "{head}");
+        assert_eq!(
+            values("content-type"),
+            ["text/plain; charset=utf-8"],
+            "{head}"
         );
     }
 

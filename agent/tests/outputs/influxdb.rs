@@ -220,6 +220,96 @@ fn database_tag_routes_each_metric_and_can_be_excluded() {
     assert_eq!(keys, vec!["host"], "the routing tag is excluded");
 }
 
+/// Regression: with `database_tag`, a metric naming a database its user may not create
+/// (CREATE DATABASE: 403) got "database not found", the create was tried again, and the
+/// batch was kept forever: every other database's metrics stalled behind it until the
+/// buffer overflowed. As Telegraf: not created at any URL, that database's metrics are
+/// dropped, with a reason naming it; the rest is written.
+#[test]
+fn a_database_that_cannot_be_created_does_not_block_the_others() {
+    let Some(db) = Influxd::start_with("  auth-enabled = true") else {
+        return;
+    };
+    db.query(
+        "",
+        "CREATE USER admin WITH PASSWORD 'adm1n' WITH ALL PRIVILEGES",
+    );
+    for q in [
+        "CREATE DATABASE wkt",
+        "CREATE USER writer WITH PASSWORD 'wr1te'",
+        "GRANT WRITE ON wkt TO writer",
+    ] {
+        db.query_as("admin", "adm1n", "", q);
+    }
+    let options = format!(
+        "  urls = [\"{}\"]\n  database = \"wkt\"\n  database_tag = \"dest\"\n  username = \"writer\"\n  password = \"wr1te\"\n",
+        db.url()
+    );
+    // Four metrics, the odd ones for the database the writer may not create.
+    let batch = |t0: i64| -> Vec<Metric> {
+        let mut metrics = series("mixed", t0, 4);
+        metrics[1].set_tag("dest", "forbidden");
+        metrics[3].set_tag("dest", "forbidden");
+        metrics
+    };
+    let t0 = now_ms_ns();
+
+    // What the output says: which database, and why its metrics go.
+    let paths = wk_agent::hostpaths::HostPaths::default();
+    let stats = Default::default();
+    let ctx = wk_agent::plugin::BuildContext {
+        paths: &paths,
+        interval: Duration::from_secs(10),
+        stats: &stats,
+    };
+    let spec = wk_agent::outputs::find("influxdb").expect("registered");
+    let (mut output, said) =
+        wk_core::testing::read_table(&format!("[influxdb]\n{options}"), |o| (spec.build)(o, &ctx));
+    assert!(said.is_empty(), "{said:?}");
+    match output.write(&batch(t0)) {
+        Err(WriteError::Rejected { rejected, reason }) => {
+            assert_eq!(rejected, 2);
+            assert!(
+                reason.contains("database \"forbidden\" does not exist and cannot be created")
+                    && reason.contains("HTTP 403"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Through the buffer: settled, nothing kept, the other database written.
+    let mut out = output_from(&format!("[[outputs.influxdb]]\n{options}"));
+    for m in batch(t0 + 10_000_000) {
+        out.add(&m);
+    }
+    assert_eq!(out.flush(), Ok(2));
+    assert_eq!(out.buffered(), 0);
+    assert_eq!(out.stats.metrics_rejected, 2);
+    let rows = db.query_as("admin", "adm1n", "wkt", "SELECT seq FROM mixed");
+    let seqs: Vec<i64> = rows["results"][0]["series"][0]["values"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r[1].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [0, 2, 0, 2], "{rows}");
+}
+
+/// Regression: `database = ""` was a load error; Telegraf writes to its default database.
+#[test]
+fn an_empty_database_is_telegraf() {
+    let Some(db) = Influxd::start() else { return };
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb]]\n  urls = [\"{}\"]\n  database = \"\"\n",
+        db.url()
+    ));
+    out.add(&series("defaulted", now_ms_ns(), 1)[0]);
+    assert_eq!(out.flush(), Ok(1));
+    let rows = db.rows("telegraf", "SELECT seq FROM defaulted");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}
+
 #[test]
 fn failover_writes_through_the_live_url() {
     let Some(db) = Influxd::start() else { return };

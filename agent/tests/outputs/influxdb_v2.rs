@@ -107,3 +107,62 @@ fn v2_401_keeps_the_batch() {
     assert_eq!(out.buffered(), 3);
     assert_eq!(out.stats.metrics_rejected, 0);
 }
+
+/// Regression: with `bucket_tag`, one bucket the token may not write (403) stopped the write
+/// at the first failing group and kept the whole batch, so every bucket stalled behind it.
+/// Each bucket is written and settled on its own: the refused bucket's metrics stay
+/// buffered (a 403 is kept), the others land and leave the buffer, also when the refused
+/// ones fill whole batches.
+#[test]
+fn v2_a_refused_bucket_does_not_stall_the_others() {
+    let Some(vm) = VictoriaMetrics::start() else {
+        return;
+    };
+    let proxy = LimitProxy::refusing(vm.url(), "bucket=secret", 403);
+    let mut out = output_from(&format!(
+        "[[outputs.influxdb_v2]]\n  urls = [\"{}\"]\n  bucket = \"wkt\"\n  bucket_tag = \"bucket\"\n  metric_batch_size = 3\n",
+        proxy.url()
+    ));
+    let t0 = now_ms_ns();
+    // Four refused metrics first (more than a batch), then three that may be written.
+    let mut metrics = series("wkt_secret", t0, 4);
+    for m in &mut metrics {
+        m.set_tag("bucket", "secret");
+    }
+    metrics.extend(series("wkt_open", t0, 3));
+    for m in &metrics {
+        out.add(m);
+    }
+    match out.flush() {
+        Err(wk_agent::outputs::WriteError::Partial { reason, .. }) => {
+            assert!(
+                reason.contains("bucket \"secret\"") && reason.contains("403"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out.buffered(), 4, "the refused bucket's metrics are kept");
+    assert_eq!(out.stats.metrics_written, 3);
+    assert_eq!(out.stats.metrics_rejected, 0);
+    assert_eq!(out.retry_in(), None, "the others were written: no backoff");
+    let got = vm.export_until("{__name__=\"wkt_open_seq\"}", 3);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, vec![0.0, 1.0, 2.0]);
+
+    // The next flush sends only the refused bucket's metrics, again refused, again kept.
+    proxy.log.lock().unwrap().clear();
+    assert!(out.flush().is_err());
+    assert_eq!(out.buffered(), 4);
+    let paths: Vec<String> = proxy
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.2.clone())
+        .collect();
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p.contains("bucket=secret")),
+        "{paths:?}"
+    );
+}

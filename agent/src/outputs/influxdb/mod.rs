@@ -10,7 +10,9 @@
 //!   stored the good points and refused the others for good; the output reports
 //!   [`WriteError::Rejected`] with the refused count (`dropped=N` in the message), so the good
 //!   points are not written twice and the bad ones are never retried.
-//! * `database not found`: the database is created and the batch kept for the next attempt.
+//! * `database not found`: the database is created and the batch kept for the next attempt;
+//!   when it cannot be created (a user without the right: 403) at any URL, the metrics of
+//!   that database are dropped (logged, naming it), as in Telegraf, and the others written.
 //! * any other 4xx: the batch is refused (logged, counted as rejected), except 408/429 (retry).
 //! * 5xx, timeout, connection refused: the batch is kept and retried with backoff.
 
@@ -33,6 +35,9 @@ pub const SPEC: OutputSpec = OutputSpec {
     build,
 };
 
+/// The database when none (or `""`) is given, Telegraf's.
+const DEFAULT_DATABASE: &str = "telegraf";
+
 struct InfluxDb {
     client: Client,
     database: String,
@@ -52,10 +57,10 @@ struct InfluxDb {
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
     let settings = http::read_http_options(opts, "http://localhost:8086", true);
-    let database = opts.string("database", "telegraf");
-    if database.is_empty() {
-        opts.error_at("database", "must not be empty");
-    }
+    // As Telegraf: an empty name is the default one.
+    let database = Some(opts.string("database", DEFAULT_DATABASE))
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
     let database_tag = opts.opt_string("database_tag").filter(|s| !s.is_empty());
     let exclude_database_tag = opts.bool("exclude_database_tag", false);
     let retention_policy = opts.string("retention_policy", "");
@@ -197,35 +202,41 @@ impl InfluxDb {
         Ok(vec![("Authorization", format!("Basic {cred}"))])
     }
 
-    /// `CREATE DATABASE` at URL `i`; true when it exists now (or we may not create it).
-    fn create_database(&mut self, i: usize, db: &str, auth: &[(&str, String)]) -> bool {
+    /// `CREATE DATABASE` at URL `i`; `Err` says why it failed (for the log). A 403 (a user
+    /// who may not create databases) is also remembered as done, so that it is not tried
+    /// again before each write, as in Telegraf.
+    fn create_database(
+        &mut self,
+        i: usize,
+        db: &str,
+        auth: &[(&str, String)],
+    ) -> Result<(), String> {
         let url = join_url(&self.client.settings.urls[i], "query", &[]);
-        let shown = crate::common::http::redact_url(&url);
         let q = format!(
             "CREATE DATABASE \"{}\"",
             db.replace('\\', "\\\\").replace('"', "\\\"")
         );
         let body = format!("q={}", http::percent_encode(&q));
-        match self.client.post(
-            &url,
-            "application/x-www-form-urlencoded",
-            body.as_bytes(),
-            auth,
-            false,
-        ) {
-            Ok(r) if (200..300).contains(&r.status) || r.status == 403 => {
-                self.created.insert((i, db.to_owned()));
-                true
-            }
-            Ok(r) => {
-                warn!(url = %shown, "creating database {db:?} failed: HTTP {}: {}", r.status, short(&error_text(&r.body)));
-                false
-            }
-            Err(e) => {
-                warn!("creating database {db:?} failed: {e}");
-                false
-            }
+        let r = self
+            .client
+            .post(
+                &url,
+                "application/x-www-form-urlencoded",
+                body.as_bytes(),
+                auth,
+                false,
+            )
+            .map_err(|e| e.to_string())?;
+        // InfluxDB answers some refusals with 200 and an error in the body.
+        let refused = short(&error_text(&r.body));
+        if (200..300).contains(&r.status) && !r.body.contains("\"error\"") {
+            self.created.insert((i, db.to_owned()));
+            return Ok(());
         }
+        if r.status == 403 {
+            self.created.insert((i, db.to_owned()));
+        }
+        Err(format!("HTTP {}: {refused}", r.status))
     }
 
     /// Writes one serialized group to the first URL that answers.
@@ -241,8 +252,12 @@ impl InfluxDb {
         let mut errors = Vec::new();
         let mut not_found = 0;
         for i in shuffled(urls) {
-            if !self.skip_database_creation && !self.created.contains(&(i, db.to_owned())) {
-                self.create_database(i, db, &auth);
+            if !self.skip_database_creation
+                && !self.created.contains(&(i, db.to_owned()))
+                && let Err(e) = self.create_database(i, db, &auth)
+            {
+                let url = http::redact_url(&self.client.settings.urls[i]);
+                warn!(url = %url, "creating database {db:?} failed: {e}");
             }
             let mut params = vec![("db", db)];
             if !rp.is_empty() {
@@ -272,25 +287,38 @@ impl InfluxDb {
                     });
                 }
                 Verdict::DatabaseNotFound(msg) => {
-                    if !self.skip_database_creation {
+                    // As Telegraf: created now, the write is retried; not created (a user
+                    // without the right, 403), the next URL is tried, and when every URL
+                    // says so the metrics are dropped rather than kept forever.
+                    let why = if self.skip_database_creation {
+                        "skip_database_creation is set".to_owned()
+                    } else {
                         self.created.remove(&(i, db.to_owned()));
-                        self.create_database(i, db, &auth);
-                        return Err(WriteError::Retry(format!(
-                            "{shown}: {}; created it, the batch is kept for the next attempt",
-                            short(&msg)
-                        )));
-                    }
+                        match self.create_database(i, db, &auth) {
+                            Ok(()) => {
+                                return Err(WriteError::Retry(format!(
+                                    "{shown}: {}; created it, the batch is kept for the next attempt",
+                                    short(&msg)
+                                )));
+                            }
+                            Err(e) => format!("creating it failed: {e}"),
+                        }
+                    };
                     not_found += 1;
-                    errors.push(format!("{shown}: {}", short(&msg)));
+                    errors.push(format!("{shown}: {}; {why}", short(&msg)));
                 }
                 Verdict::Retry(msg) => errors.push(format!("{shown}: {}", short(&msg))),
             }
         }
         if not_found == urls {
-            // Every server says the database does not exist and we may not create it.
+            // Every server says the database does not exist and it cannot be created: kept,
+            // these metrics would block every other database's behind them for good.
             return Err(WriteError::Rejected {
                 rejected: count,
-                reason: errors.join("; "),
+                reason: format!(
+                    "database {db:?} does not exist and cannot be created, its {count} metric(s) are dropped: {}",
+                    errors.join("; ")
+                ),
             });
         }
         Err(WriteError::Retry(format!(
