@@ -205,6 +205,13 @@ impl Default for HttpSettings {
     }
 }
 
+/// What the scheduler (`service::Service::run`) is sent: `None` to read the rules directory
+/// now, or a new config (SIGHUP) and where to say whether it was taken.
+pub type Reload = Option<(
+    Box<Config>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+)>;
+
 /// A loaded, validated config.
 #[derive(Debug)]
 pub struct Config {

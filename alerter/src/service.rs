@@ -167,13 +167,6 @@ impl Slot {
     }
 }
 
-/// What [`Service::run`] is sent: `None` to read the rules directory now, or a new config
-/// (SIGHUP) and where to say whether it was taken.
-pub type Reload = Option<(
-    Box<Config>,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
-)>;
-
 /// How an evaluation ended, sent back from the blocking pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -1515,7 +1508,7 @@ impl Service {
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
-        mut reload: mpsc::UnboundedReceiver<Reload>,
+        mut reload: mpsc::UnboundedReceiver<crate::config::Reload>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let reload_every = self.config.settings.reload_interval;

@@ -53,7 +53,7 @@ pub struct Api {
     engine: Engine,
     state_dir: PathBuf,
     /// Asks the scheduler to rescan (it re-reads silences and re-notifies after an expiry).
-    rescan: mpsc::UnboundedSender<crate::service::Reload>,
+    rescan: mpsc::UnboundedSender<crate::config::Reload>,
     open: std::sync::RwLock<Openness>,
     /// One writer of silences.json at a time.
     silences: Mutex<()>,
@@ -172,7 +172,7 @@ impl Api {
         router: Router,
         engine: Engine,
         state_dir: PathBuf,
-        rescan: mpsc::UnboundedSender<crate::service::Reload>,
+        rescan: mpsc::UnboundedSender<crate::config::Reload>,
         open: Openness,
     ) -> Api {
         Api {
