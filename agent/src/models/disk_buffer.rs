@@ -228,15 +228,10 @@ impl DiskBuffer {
     /// not decode (written by another version) is removed from the queue and counted in the
     /// second value, so the metrics returned are exactly the queue's first entries.
     pub fn peek(&mut self, n: usize) -> io::Result<(Vec<Metric>, usize)> {
-        self.peek_from(0, n)
-    }
-
-    /// [`DiskBuffer::peek`] of the `n` metrics after the first `skip`.
-    pub fn peek_from(&mut self, skip: usize, n: usize) -> io::Result<(Vec<Metric>, usize)> {
-        let mut out = Vec::with_capacity(n.min(self.index.len().saturating_sub(skip)));
+        let mut out = Vec::with_capacity(n.min(self.index.len()));
         let mut bad = 0;
         let mut file: Option<(u64, File)> = None;
-        let mut i = skip;
+        let mut i = 0;
         while out.len() < n && i < self.index.len() {
             let e = self.index[i];
             if file.as_ref().is_none_or(|(s, _)| *s != e.segment) {
@@ -268,25 +263,6 @@ impl DiskBuffer {
     pub fn ack(&mut self, n: usize) -> io::Result<()> {
         let n = n.min(self.index.len());
         self.index.drain(..n);
-        self.forget_files()
-    }
-
-    /// Forgets the metrics at `skip..skip + n` but those at the positions `kept` (relative to
-    /// `skip`, ascending): a write settled them out of order. Only the position of the first
-    /// metric left is recorded, so after a restart the forgotten ones behind it are sent
-    /// again (duplicates, never loss), as Telegraf's disk buffer does.
-    pub fn forget_within(&mut self, skip: usize, n: usize, kept: &[usize]) -> io::Result<()> {
-        let mut pos = 0;
-        self.index.retain(|_| {
-            let p = pos;
-            pos += 1;
-            p < skip || p >= skip + n || kept.binary_search(&(p - skip)).is_ok()
-        });
-        self.forget_files()
-    }
-
-    /// Deletes the segments before the first metric left and records its position.
-    fn forget_files(&mut self) -> io::Result<()> {
         let keep_from = self.index.front().map_or(self.head.0, |e| e.segment);
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -566,32 +542,6 @@ mod tests {
         assert!(e.to_string().contains("in use by another wk-agent"), "{e}");
         drop(first);
         assert!(DiskBuffer::open(dir.path(), 10, false).is_ok());
-    }
-
-    /// A write settled metrics out of order (one bucket refused): the others go, the kept
-    /// ones stay in place; a restart may send the forgotten ones behind the first kept one
-    /// again, never loses one.
-    #[test]
-    fn metrics_settled_out_of_order_are_forgotten_and_never_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut b, _) = DiskBuffer::open(dir.path(), 100, true).unwrap();
-        b.push(&(0..6).map(metric).collect::<Vec<_>>()).unwrap();
-        let times = |ms: Vec<Metric>| ms.iter().map(|m| m.time).collect::<Vec<_>>();
-        assert_eq!(times(b.peek_from(2, 3).unwrap().0), [2, 3, 4]);
-        // The batch 1..=4 was written but for its second metric (2).
-        b.forget_within(1, 4, &[1]).unwrap();
-        assert_eq!(times(b.peek(10).unwrap().0), [0, 2, 5]);
-        b.forget_within(0, 2, &[]).unwrap();
-        assert_eq!(times(b.peek(10).unwrap().0), [5]);
-        drop(b);
-        let (mut b, rec) = DiskBuffer::open(dir.path(), 100, true).unwrap();
-        assert_eq!(rec.restored, 1);
-        assert_eq!(times(b.peek(10).unwrap().0), [5]);
-        b.push(&(6..9).map(metric).collect::<Vec<_>>()).unwrap();
-        b.forget_within(1, 1, &[]).unwrap();
-        drop(b);
-        let (mut b, _) = DiskBuffer::open(dir.path(), 100, true).unwrap();
-        assert_eq!(times(b.peek(10).unwrap().0), [5, 6, 7, 8]);
     }
 
     #[test]

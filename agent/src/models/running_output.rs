@@ -167,7 +167,6 @@ impl RunningOutput {
         self.buffer = Buffer::Disk {
             queue,
             front: Vec::new(),
-            front_at: 0,
         };
         Ok(Some(rec))
     }
@@ -229,7 +228,7 @@ impl RunningOutput {
                 }
                 Ok(dropped)
             }
-            Buffer::Disk { queue, front, .. } => queue.push(&prepared).inspect(|dropped| {
+            Buffer::Disk { queue, front } => queue.push(&prepared).inspect(|dropped| {
                 // The cached head is stale once the oldest were dropped.
                 if *dropped > 0 {
                     front.clear();
@@ -292,82 +291,57 @@ impl RunningOutput {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    /// Removes the metrics at `skip..skip + n` of the buffer but those at the positions `kept`
-    /// (relative to `skip`, ascending); `rejected` of the removed ones were refused by the
-    /// server. Returns how many were stored.
-    fn settle(&mut self, skip: usize, n: usize, kept: &[usize], rejected: usize) -> usize {
-        let n = n.min(self.buffer.len().saturating_sub(skip));
-        let settled = n - kept.len().min(n);
-        let rejected = rejected.min(settled);
-        if let Err(e) = self.buffer.forget(skip, n, kept) {
+    /// Removes the first `n` metrics of the buffer, `rejected` of them refused by the server.
+    fn settle(&mut self, n: usize, rejected: usize) -> usize {
+        let n = n.min(self.buffer.len());
+        let rejected = rejected.min(n);
+        if let Err(e) = self.buffer.drain(n) {
             // The metrics were written; failing to record it means they may be sent again
             // after a restart (duplicates, never loss).
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
         }
-        self.stats.metrics_written += (settled - rejected) as u64;
+        self.stats.metrics_written += (n - rejected) as u64;
         self.stats.metrics_rejected += rejected as u64;
-        settled - rejected
+        n - rejected
     }
 
-    /// Writes what is buffered, oldest first, one batch at a time. A failed batch stays at the
-    /// head of the buffer and ends the flush. Metrics the server refused for good
-    /// ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop the flush;
-    /// nor do the metrics a write kept while it settled others ([`WriteError::Partial`]: one
-    /// bucket refused): they stay at the head and the flush goes on with the metrics behind
-    /// them, so they never block the rest. Returns the number of metrics stored. Does not
-    /// look at the backoff: the caller does (see [`RunningOutput::retry_in`]); a flush that
-    /// stored something does not back off for the metrics it kept (the server takes writes:
-    /// they are retried at the next flush, as in Telegraf).
+    /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
+    /// batch, which stays at the head of the buffer. Metrics the server refused for good
+    /// ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop the flush.
+    /// Returns the number of metrics stored. Does not look at the backoff: the caller does
+    /// (see [`RunningOutput::retry_in`]).
     pub fn flush(&mut self) -> Result<usize, WriteError> {
         let mut written = 0;
-        // Metrics at the head that a write of this flush kept: the next batch starts after.
-        let mut skip = 0;
-        let mut settled_any = false;
-        let mut kept_error = None;
-        while self.buffer.len() > skip {
-            let n = self.batch_size.min(self.buffer.len() - skip);
+        while !self.buffer.is_empty() {
+            let n = self.batch_size.min(self.buffer.len());
             let batch = self
                 .buffer
-                .window(skip, n)
+                .front(n)
                 .map_err(|e| WriteError::Retry(format!("disk buffer: cannot read: {e}")))?;
             let n = batch.len();
             if n == 0 {
                 break;
             }
             match self.output.write(batch) {
-                Ok(()) => {
-                    written += self.settle(skip, n, &[], 0);
-                    settled_any = true;
-                }
+                Ok(()) => written += self.settle(n, 0),
                 Err(WriteError::Rejected { rejected, reason }) => {
                     warn!(output = %self.log_name(), batch = n, rejected,
                         "metrics rejected by the server and dropped: {reason}");
-                    written += self.settle(skip, n, &[], rejected);
-                    settled_any = true;
+                    written += self.settle(n, rejected);
                 }
-                Err(WriteError::Partial {
-                    mut kept,
-                    rejected,
-                    reason,
-                    retry_after,
-                }) => {
-                    kept.sort_unstable();
-                    kept.dedup();
-                    kept.retain(|&i| i < n);
-                    written += self.settle(skip, n, &kept, rejected);
-                    settled_any |= kept.len() < n;
-                    skip += kept.len();
-                    let e = WriteError::Partial {
-                        kept,
+                Err(e @ WriteError::Partial { .. }) => {
+                    if let WriteError::Partial {
+                        done,
                         rejected,
-                        reason,
                         retry_after,
-                    };
-                    if retry_after.is_some() {
+                        ..
+                    } = &e
+                    {
+                        let (done, rejected, retry_after) = (*done, *rejected, *retry_after);
+                        self.settle(done.min(n), rejected);
                         self.failed(retry_after);
-                        return Err(e);
                     }
-                    kept_error = Some(e);
+                    return Err(e);
                 }
                 Err(e) => {
                     let wait = match &e {
@@ -378,16 +352,6 @@ impl RunningOutput {
                     return Err(e);
                 }
             }
-        }
-        if let Some(e) = kept_error {
-            if settled_any {
-                self.stats.write_errors += 1;
-                self.failures = 0;
-                self.retry_at = None;
-            } else {
-                self.failed(None);
-            }
-            return Err(e);
         }
         self.failures = 0;
         self.retry_at = None;
@@ -432,14 +396,13 @@ impl RunningOutput {
     }
 }
 
-/// Where metrics wait: in memory, or in a crash-safe queue on disk whose batch being written
-/// is cached in memory (`front`: the metrics from position `front_at`).
+/// Where metrics wait: in memory, or in a crash-safe queue on disk whose first batch is
+/// cached in memory while it is being written.
 enum Buffer {
     Memory(VecDeque<Metric>),
     Disk {
         queue: DiskBuffer,
         front: Vec<Metric>,
-        front_at: usize,
     },
 }
 
@@ -451,22 +414,20 @@ impl Buffer {
         }
     }
 
-    /// The `n` metrics after the oldest `skip` (fewer when fewer wait).
-    fn window(&mut self, skip: usize, n: usize) -> std::io::Result<&[Metric]> {
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The oldest `n` metrics (fewer when fewer wait).
+    fn front(&mut self, n: usize) -> std::io::Result<&[Metric]> {
         match self {
             Buffer::Memory(m) => {
-                let skip = skip.min(m.len());
-                let n = n.min(m.len() - skip);
-                Ok(&m.make_contiguous()[skip..skip + n])
+                let n = n.min(m.len());
+                Ok(&m.make_contiguous()[..n])
             }
-            Buffer::Disk {
-                queue,
-                front,
-                front_at,
-            } => {
-                if *front_at != skip || front.len() < n.min(queue.len().saturating_sub(skip)) {
-                    *front = queue.peek_from(skip, n)?.0;
-                    *front_at = skip;
+            Buffer::Disk { queue, front } => {
+                if front.len() < n.min(queue.len()) {
+                    *front = queue.peek(n)?.0;
                 }
                 let n = n.min(front.len());
                 Ok(&front[..n])
@@ -474,31 +435,16 @@ impl Buffer {
         }
     }
 
-    /// Forgets the metrics at `skip..skip + n` but those at the positions `kept` (relative to
-    /// `skip`, ascending).
-    fn forget(&mut self, skip: usize, n: usize, kept: &[usize]) -> std::io::Result<()> {
-        let stays = |p: usize| p < skip || p >= skip + n || kept.binary_search(&(p - skip)).is_ok();
+    /// Forgets the oldest `n` metrics.
+    fn drain(&mut self, n: usize) -> std::io::Result<()> {
         match self {
             Buffer::Memory(m) => {
-                let mut pos = 0;
-                m.retain(|_| {
-                    pos += 1;
-                    stays(pos - 1)
-                });
+                m.drain(..n.min(m.len()));
                 Ok(())
             }
-            Buffer::Disk {
-                queue,
-                front,
-                front_at,
-            } if skip == 0 && kept.is_empty() && *front_at == 0 => {
-                // The common case, a whole batch from the head: the rest of the cache stays.
+            Buffer::Disk { queue, front } => {
                 front.drain(..n.min(front.len()));
                 queue.ack(n)
-            }
-            Buffer::Disk { queue, front, .. } => {
-                front.clear();
-                queue.forget_within(skip, n, kept)
             }
         }
     }
@@ -589,17 +535,19 @@ mod tests {
     #[test]
     fn a_partial_batch_settles_its_prefix_and_keeps_the_rest() {
         let (mut ro, seen) = scripted(vec![Err(WriteError::Partial {
-            kept: vec![2, 3],
+            done: 2,
             rejected: 0,
             reason: "second half: HTTP 503".into(),
-            retry_after: Some(Duration::from_secs(5)),
+            retry_after: None,
         })]);
         ro.batch_size = 4;
         fill(&mut ro, 6);
-        assert!(matches!(ro.flush(), Err(WriteError::Partial { .. })));
+        assert!(matches!(
+            ro.flush(),
+            Err(WriteError::Partial { done: 2, .. })
+        ));
         assert_eq!(ro.buffered(), 4);
         assert_eq!(ro.stats.metrics_written, 2);
-        // The server asked to wait: the flush stopped there, and the next waits.
         assert!(ro.retry_in().is_some());
         assert_eq!(ro.flush(), Ok(4));
         assert_eq!(
@@ -607,56 +555,6 @@ mod tests {
             vec![vec![0, 1, 2, 3], vec![2, 3, 4, 5]]
         );
         assert_eq!(ro.retry_in(), None);
-    }
-
-    /// Regression: the metrics of one bucket the token may not write (influxdb_v2, 403) stayed
-    /// at the head and every flush stopped at them, so once they filled a batch no other
-    /// bucket was written again. Kept metrics are stepped over: the rest is written and
-    /// settled, they wait for the next flush, and no backoff delays the others.
-    #[test]
-    fn metrics_kept_by_a_partial_write_do_not_block_those_behind_them() {
-        kept_metrics_do_not_block(false);
-        kept_metrics_do_not_block(true);
-    }
-
-    fn kept_metrics_do_not_block(disk: bool) {
-        let refused = |kept: Vec<usize>| {
-            Err(WriteError::Partial {
-                kept,
-                rejected: 0,
-                reason: "bucket \"secret\": HTTP 403".into(),
-                retry_after: None,
-            })
-        };
-        let (mut ro, seen) = scripted(vec![
-            refused(vec![0, 2]),
-            refused(vec![1]),
-            Ok(()),
-            Err(WriteError::Retry("bucket \"secret\": HTTP 403".into())),
-        ]);
-        ro.batch_size = 3;
-        let dir = tempfile::tempdir().unwrap();
-        if disk {
-            ro.set_disk_buffer(dir.path().to_owned(), false);
-            ro.open_disk_buffer().unwrap();
-        }
-        fill(&mut ro, 7);
-        assert!(matches!(ro.flush(), Err(WriteError::Partial { .. })));
-        // 0 and 2 kept, 1 written; then 4 kept, 3 and 5 written; then 6 written.
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]
-        );
-        assert_eq!(ro.buffered(), 3);
-        assert_eq!(ro.stats.metrics_written, 4);
-        assert_eq!(ro.stats.metrics_rejected, 0);
-        assert_eq!(ro.stats.write_errors, 1);
-        assert_eq!(ro.retry_in(), None, "others were written: no backoff");
-        // The kept ones, in their order, are what the next flush sends; refused again with
-        // nothing else written, the output backs off.
-        assert!(matches!(ro.flush(), Err(WriteError::Retry(_))));
-        assert_eq!(seen.lock().unwrap()[3], vec![0, 2, 4]);
-        assert!(ro.retry_in().is_some());
     }
 
     #[test]

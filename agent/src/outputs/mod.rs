@@ -36,15 +36,12 @@ pub enum WriteError {
     /// `metrics_rejected`.
     #[error("{rejected} metric(s) rejected: {reason}")]
     Rejected { rejected: usize, reason: String },
-    /// Only part of the batch is settled: the metrics at `kept` (ascending indices into the
-    /// batch) stay in the buffer for a retry, for `reason`; every other one was stored, or
-    /// refused for good (`rejected` of them). A batch split after HTTP 413 whose second half
-    /// failed; the metrics of one bucket the server refused while others were written. The
-    /// flush goes on past the kept metrics (they do not block the rest of the buffer), unless
-    /// the server asked to wait (`retry_after`).
-    #[error("{reason} ({} metric(s) kept for a retry, {rejected} rejected, the others written)", kept.len())]
+    /// Only the first `done` metrics of the batch are settled (stored, or `rejected` of them
+    /// refused for good); the rest stays at the head of the buffer for a retry, for `reason`
+    /// (a batch split after HTTP 413 whose second half failed).
+    #[error("{reason} ({done} metric(s) settled, {rejected} of them rejected; the rest is kept)")]
     Partial {
-        kept: Vec<usize>,
+        done: usize,
         rejected: usize,
         reason: String,
         retry_after: Option<Duration>,

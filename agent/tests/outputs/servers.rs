@@ -417,48 +417,18 @@ impl VictoriaMetrics {
 }
 
 /// What a [`LimitProxy`] saw: (request body bytes, status answered).
-pub type ProxyLog = std::sync::Arc<std::sync::Mutex<Vec<(usize, u16, String)>>>;
+pub type ProxyLog = std::sync::Arc<std::sync::Mutex<Vec<(usize, u16)>>>;
 
 /// A reverse proxy in front of a real server that refuses bodies over `limit` bytes with
-/// HTTP 413, as nginx's `client_max_body_size` does, and forwards the others; it logs each
-/// request's body size, answer and path.
+/// HTTP 413, as nginx's `client_max_body_size` does, and forwards the others.
 pub struct LimitProxy {
     pub port: u16,
     pub log: ProxyLog,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What the proxy refuses: bodies over `limit` bytes (413), and requests whose path and
-/// query hold `refuse.0` (answered `refuse.1`, as an authorization layer would).
-#[derive(Clone)]
-struct Refusals {
-    limit: usize,
-    refuse: Option<(String, u16)>,
-}
-
 impl LimitProxy {
     pub fn start(upstream: String, limit: usize) -> LimitProxy {
-        Self::spawn(
-            upstream,
-            Refusals {
-                limit,
-                refuse: None,
-            },
-        )
-    }
-
-    /// A proxy answering `status` to requests whose path holds `needle` (`bucket=secret`).
-    pub fn refusing(upstream: String, needle: &str, status: u16) -> LimitProxy {
-        Self::spawn(
-            upstream,
-            Refusals {
-                limit: usize::MAX,
-                refuse: Some((needle.to_owned(), status)),
-            },
-        )
-    }
-
-    fn spawn(upstream: String, rules: Refusals) -> LimitProxy {
         use std::sync::atomic::AtomicBool;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
@@ -471,7 +441,7 @@ impl LimitProxy {
                     return;
                 }
                 if let Ok(c) = conn {
-                    let _ = proxy_one(c, &upstream, &rules, &log2);
+                    let _ = proxy_one(c, &upstream, limit, &log2);
                 }
             }
         });
@@ -494,7 +464,7 @@ impl Drop for LimitProxy {
 fn proxy_one(
     mut c: std::net::TcpStream,
     upstream: &str,
-    rules: &Refusals,
+    limit: usize,
     log: &ProxyLog,
 ) -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -523,17 +493,8 @@ fn proxy_one(
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
-    let refused = rules
-        .refuse
-        .as_ref()
-        .filter(|(needle, _)| path.contains(needle.as_str()));
-    let (status, answer) = if len > rules.limit {
+    let (status, answer) = if len > limit {
         (413, String::new())
-    } else if let Some((_, status)) = refused {
-        (
-            *status,
-            r#"{"code":"forbidden","message":"insufficient permissions"}"#.to_owned(),
-        )
     } else {
         let mut req = http().post(format!("{upstream}{path}"));
         for (k, v) in &headers {
@@ -548,7 +509,7 @@ fn proxy_one(
         }
     };
     if let Ok(mut l) = log.lock() {
-        l.push((len, status, path.clone()));
+        l.push((len, status));
     }
     write!(
         c,

@@ -5,10 +5,8 @@
 //! (recursively; a single metric still too large stays buffered); 401/403 keep the batch
 //! (a token problem is fixed by the operator, not by dropping data); 429/502/503/504 keep
 //! it and honour `Retry-After` (up to 10 min); other 4xx reject the (sub)batch for good;
-//! other statuses and transport errors keep it. With `bucket_tag`, each bucket is one
-//! request and is settled on its own ([`WriteError::Partial`]): a bucket the token may not
-//! write keeps only its metrics, and the flush goes on past them. The shared HTTP code lives
-//! in `common::http`.
+//! other statuses and transport errors keep it. The shared HTTP code lives in
+//! `outputs::influxdb::http`.
 
 use tracing::debug;
 
@@ -121,9 +119,6 @@ struct Progress {
     rejected: usize,
     reasons: Vec<String>,
     error: Option<(String, Option<std::time::Duration>)>,
-    /// The error is the server's answer about these metrics (401, 403, 500…), not "no
-    /// server answered" or "slow down": other buckets may still be written.
-    answered: bool,
 }
 
 impl InfluxDbV2 {
@@ -225,7 +220,6 @@ impl InfluxDbV2 {
                         rejected: first.rejected + second.rejected,
                         reasons: first.reasons.into_iter().chain(second.reasons).collect(),
                         error: second.error,
-                        answered: second.answered,
                     };
                 }
                 Verdict::TooLarge => {
@@ -236,8 +230,6 @@ impl InfluxDbV2 {
                 Verdict::Retry(msg, w) => {
                     if w.is_some() {
                         wait = wait.max(w);
-                    } else {
-                        p.answered = true;
                     }
                     errors.push(format!("{shown}: {msg}"));
                 }
@@ -254,77 +246,55 @@ impl InfluxDbV2 {
 impl Output for InfluxDbV2 {
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
         let headers = self.headers()?;
-        // Group by bucket, in order of first appearance, each metric with its batch index.
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, m) in metrics.iter().enumerate() {
+        // Group by bucket, in order of first appearance.
+        let mut groups: Vec<(String, Vec<&Metric>)> = Vec::new();
+        for m in metrics {
             let b = self
                 .bucket_tag
                 .as_deref()
                 .and_then(|t| m.tag(t))
                 .unwrap_or(&self.bucket);
             match groups.iter_mut().find(|g| g.0 == b) {
-                Some(g) => g.1.push(i),
-                None => groups.push((b.to_owned(), vec![i])),
+                Some(g) => g.1.push(m),
+                None => groups.push((b.to_owned(), vec![m])),
             }
         }
-        // Every bucket is written, as Telegraf does: one the token may not write (401/403)
-        // or that fails keeps only its own metrics. A server asking to slow down
-        // (429/502/503/504) stops the write: the buckets not tried yet are kept too.
-        let mut kept = Vec::new();
-        let mut rejected = 0;
-        let mut reasons = Vec::new();
-        let mut errors = Vec::new();
-        let mut wait = None;
-        let mut answered = true;
-        for (bucket, indices) in &groups {
-            if wait.is_some() {
-                kept.extend_from_slice(indices);
-                continue;
-            }
-            let ms: Vec<&Metric> = indices.iter().map(|&i| &metrics[i]).collect();
-            let p = self.send(bucket, &ms, &headers);
-            rejected += p.rejected;
-            reasons.extend(p.reasons);
-            if let Some((msg, w)) = p.error {
-                kept.extend_from_slice(&indices[p.done.min(indices.len())..]);
-                errors.push(if self.bucket_tag.is_some() {
-                    format!("bucket {bucket:?}: {msg}")
-                } else {
-                    msg
-                });
-                wait = wait.max(w);
-                answered &= p.answered;
+        let single = groups.len() == 1;
+        let mut total = Progress::default();
+        for (bucket, ms) in &groups {
+            let p = self.send(bucket, ms, &headers);
+            total.done += p.done;
+            total.rejected += p.rejected;
+            total.reasons.extend(p.reasons);
+            if p.error.is_some() {
+                total.error = p.error;
+                break;
             }
         }
-        let reason = reasons.join("; ");
-        if errors.is_empty() {
-            return match rejected {
-                0 => Ok(()),
-                _ => Err(WriteError::Rejected { rejected, reason }),
-            };
-        }
-        let msg = errors.join("; ");
-        // Nothing settled: the whole batch stays. With bucket routing, a batch refused by
-        // the server bucket by bucket (401/403…) still says so, so the flush goes on to the
-        // metrics of other buckets behind it; no answer at all, or "slow down", ends it.
-        let per_bucket = self.bucket_tag.is_some() && answered && wait.is_none();
-        if kept.len() == metrics.len() && !per_bucket {
-            return Err(match wait {
-                Some(after) => WriteError::RetryAfter { after, reason: msg },
-                None => WriteError::Retry(msg),
-            });
-        }
-        kept.sort_unstable();
-        Err(WriteError::Partial {
-            kept,
-            rejected,
-            reason: if reason.is_empty() {
-                msg
-            } else {
-                format!("{msg}; rejected: {reason}")
+        let reason = total.reasons.join("; ");
+        match total.error {
+            None if total.rejected == 0 => Ok(()),
+            None => Err(WriteError::Rejected {
+                rejected: total.rejected,
+                reason,
+            }),
+            Some((msg, wait)) if total.done == 0 || !single => match wait {
+                // Several buckets: a settled group is not a prefix of the batch, so the whole
+                // batch is kept (a stored group is overwritten with the same points on retry).
+                Some(after) => Err(WriteError::RetryAfter { after, reason: msg }),
+                None => Err(WriteError::Retry(msg)),
             },
-            retry_after: wait,
-        })
+            Some((msg, wait)) => Err(WriteError::Partial {
+                done: total.done,
+                rejected: total.rejected,
+                reason: if reason.is_empty() {
+                    msg
+                } else {
+                    format!("{msg}; rejected: {reason}")
+                },
+                retry_after: wait,
+            }),
+        }
     }
 }
 
