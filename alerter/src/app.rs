@@ -438,8 +438,10 @@ impl Running {
     fn openness(&self) -> crate::api::Openness {
         crate::api::Openness {
             read_only_without_token: self.http.read_only_without_token,
-            // With no token at all (query mode on loopback) there is nothing to send.
-            loopback_writes: self.http.loopback_writes_without_token || self.token().is_empty(),
+            // Not even when no token is configured (query mode on loopback): a reverse proxy
+            // on this host that adds no X-Forwarded-For would open changes to whoever
+            // reaches it. `wk-alerter silence` then writes in the state dir.
+            loopback_writes: self.http.loopback_writes_without_token,
         }
     }
 

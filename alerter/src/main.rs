@@ -82,8 +82,9 @@ enum Cmd {
         cmd: NotifiersCmd,
     },
     /// Silences made at run time: through the running alerter's API ([http] url, or its
-    /// listener), or in the state dir when it does not answer (it reads them at start and
-    /// every reload_interval); they survive restarts.
+    /// listener), or in the state dir when it does not answer or takes no changes without a
+    /// token and none is configured (it reads them at start and every reload_interval); they
+    /// survive restarts.
     Silence {
         #[command(subcommand)]
         cmd: SilenceCmd,

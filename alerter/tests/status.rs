@@ -686,6 +686,60 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     assert!(!other.log().contains("through the API"), "{}", other.log());
 }
 
+/// Regression: with no token configured (query mode on loopback, the default), changes were
+/// open to every loopback request, so a reverse proxy on the host that adds no
+/// X-Forwarded-For (nginx's default `proxy_pass`) let whoever reached it silence
+/// everything. Changes now need `loopback_writes_without_token`; `wk-alerter silence` writes
+/// in the state dir instead. The page cannot be framed by another.
+#[test]
+fn without_a_token_loopback_reads_only_and_the_silence_command_uses_the_state_dir() {
+    let a = Alerter::start(
+        "[[sources.influxdb]]\n  url = \"http://127.0.0.1:9\"\n  database = \"none\"\n",
+        "[http]\n  listen = \"127.0.0.1:0\"\n",
+    );
+    let addr = a.addr();
+    let silence = r#"{"matchers":["host=web1"],"duration":"1h","comment":"c"}"#;
+    let json_type = ("Content-Type", "application/json");
+    let (status, body) = http(&addr, "POST", "/api/v1/silences", &[json_type], silence);
+    assert_eq!(status, 401, "changes need a token: {body}");
+    let (status, head) = http_head(&addr, "GET", "/", &[], "");
+    assert_eq!(status, 200, "reads stay open on loopback");
+    let head = head.to_ascii_lowercase();
+    for h in [
+        "x-frame-options: deny",
+        "frame-ancestors 'none'",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head.contains(h), "{h} in {head}");
+    }
+
+    let cli_conf = a.dir.path().join("cli.conf");
+    let conf = std::fs::read_to_string(a.conf()).unwrap();
+    let conf = conf.replacen(
+        "[http]\n",
+        &format!("[http]\n  url = \"http://{addr}\"\n"),
+        1,
+    );
+    std::fs::write(&cli_conf, conf).unwrap();
+    let (code, id, err) = crate::common::alerter::cli(
+        &cli_conf,
+        &[
+            "silence",
+            "add",
+            "--match",
+            "host=web1",
+            "--for",
+            "1h",
+            "--comment",
+            "c",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("takes changes only with a token"), "{err}");
+    let stored = wk_alerter::notify::silence_store::load(&a.state_dir()).unwrap();
+    assert!(stored.iter().any(|s| s.id == id), "{stored:?}");
+}
+
 /// Prometheus' own checker (`promtool check metrics`, Debian `prometheus`) reads `text` as
 /// valid exposition with no lint problem (families grouped, HELP and TYPE present).
 fn promtool_accepts(text: &str) {

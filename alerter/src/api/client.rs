@@ -69,8 +69,20 @@ pub fn silence(
 ) -> Result<(String, Option<String>), String> {
     if let Some((url, token)) = endpoint(cfg) {
         match through_api(&url, &token, &cfg.settings.state_dir, req, now)? {
-            Some(out) => return Ok((out, None)),
-            None => {
+            Answer::Done(out) => return Ok((out, None)),
+            Answer::NeedsToken => {
+                let note = format!(
+                    "wk-alerter at {url} takes changes only with a token, and none is \
+                     configured: written in the state dir {} (the alerter reads it within \
+                     reload_interval)",
+                    cfg.settings.state_dir.display()
+                );
+                return Ok((
+                    in_state_dir(cfg, req, now).map_err(|e| e.to_string())?,
+                    Some(note),
+                ));
+            }
+            Answer::Down => {
                 let note = format!(
                     "wk-alerter does not answer at {url}: using the state dir {} (the alerter \
                      reads it when it starts)",
@@ -142,7 +154,7 @@ fn through_api(
     state_dir: &std::path::Path,
     req: &SilenceRequest,
     now: i64,
-) -> Result<Option<String>, String> {
+) -> Result<Answer, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -166,7 +178,7 @@ fn through_api(
             .await
         {
             Ok(r) => r,
-            Err(e) if e.is_connect() => return Ok(None),
+            Err(e) if e.is_connect() => return Ok(Answer::Down),
             Err(e) => return Err(format!("{url}: {e}")),
         };
         if !status.status().is_success() {
@@ -205,10 +217,13 @@ fn through_api(
         };
         let resp = match with_token(request).send().await {
             Ok(r) => r,
-            Err(e) if e.is_connect() => return Ok(None),
+            Err(e) if e.is_connect() => return Ok(Answer::Down),
             Err(e) => return Err(format!("{url}: {e}")),
         };
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED && token.is_empty() {
+            return Ok(Answer::NeedsToken);
+        }
         let body: Json = resp
             .json()
             .await
@@ -234,6 +249,16 @@ fn through_api(
                 stored(&body).map(|s| s.describe(now)).unwrap_or_default()
             }
         };
-        Ok(Some(out))
+        Ok(Answer::Done(out))
     })
+}
+
+/// How the API took a request.
+enum Answer {
+    /// What to print.
+    Done(String),
+    /// It does not answer.
+    Down,
+    /// It wants a token for changes, and the config has none.
+    NeedsToken,
 }
