@@ -219,6 +219,24 @@ async fn leftovers_of_a_finished_program_do_not_hold_it_open() {
     assert!(all_gone(&[x.pid("child.pid")]).await);
 }
 
+/// Regression: a helper started in a session of its own (`setsid`, as the README advises for
+/// long-lived helpers) kept the output pipes open: the run waited for them until its
+/// timeout, was reported as timed out and sent again.
+#[tokio::test]
+async fn a_helper_in_its_own_session_does_not_hold_the_program_open() {
+    let x = Exec::start(
+        "setsid sleep 300 &\necho $! > \"$OUT/helper.pid\"\necho sent\n",
+        "timeout = \"20s\"\n",
+    );
+    let took = x.send(alert().into()).await;
+    let helper = x.pid("helper.pid");
+    let _ = std::process::Command::new("kill")
+        .arg(helper.to_string())
+        .status();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(x.sent(), 1);
+}
+
 #[tokio::test]
 async fn shutdown_cancels_a_running_program_and_kills_its_group() {
     let x = Exec::with_child(

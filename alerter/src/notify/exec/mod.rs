@@ -154,15 +154,14 @@ impl Drop for GroupKill {
 }
 
 /// Reads up to `max` bytes and drains (discards) the rest so the writer never blocks.
-async fn read_limited(r: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> {
+async fn read_limited(r: Option<impl AsyncRead + Unpin>, max: usize, kept: &mut Vec<u8>) {
     let Some(mut r) = r else {
-        return Vec::new();
+        return;
     };
-    let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => return,
             Ok(n) => {
                 let room = max.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
@@ -170,6 +169,10 @@ async fn read_limited(r: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> 
         }
     }
 }
+
+/// How long output is still read once the program has exited and its group is killed: a
+/// helper it started in a session of its own (`setsid`) may hold the pipes for good.
+const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What a finished program left: its exit status and the first bytes of its output.
 #[derive(Debug)]
@@ -239,14 +242,33 @@ pub async fn run_program(p: Program<'_>) -> std::io::Result<Captured> {
         }
     };
     let max = p.max_output_bytes;
-    let out = read_limited(child.stdout.take(), max);
-    let err = read_limited(child.stderr.take(), max);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let (pipe_out, pipe_err) = (child.stdout.take(), child.stderr.take());
     let wait = async {
         let status = child.wait().await;
         group.kill();
         status
     };
-    let ((), status, stdout, stderr) = tokio::join!(write, wait, out, err);
+    let status = {
+        let mut reads = std::pin::pin!(async {
+            tokio::join!(
+                read_limited(pipe_out, max, &mut stdout),
+                read_limited(pipe_err, max, &mut stderr)
+            )
+        });
+        let mut run = std::pin::pin!(async { tokio::join!(write, wait).1 });
+        let mut read_all = false;
+        let status = loop {
+            tokio::select! {
+                status = &mut run => break status,
+                _ = &mut reads, if !read_all => read_all = true,
+            }
+        };
+        if !read_all {
+            let _ = tokio::time::timeout(OUTPUT_GRACE, &mut reads).await;
+        }
+        status
+    };
     Ok(Captured {
         status: status?,
         stdout,
