@@ -155,6 +155,14 @@ impl Slot {
         }
     }
 
+    /// How many clean evaluations since the running version loaded returned no series, once
+    /// that many, over long enough, make it suspect.
+    fn no_series_suspect(&self) -> Option<u32> {
+        let age = self.last_eval_ns.saturating_sub(self.loaded_ns);
+        self.no_series_yet
+            .filter(|n| *n >= NO_SERIES_WARN_AFTER && age >= NO_SERIES_WARN_AGE.as_nanos() as i64)
+    }
+
     /// The file's content does not load, for `msg`: logged, and reported through wk_rules.
     fn mark_broken(&mut self, msg: String) {
         if self.rule.is_some() {
@@ -360,9 +368,7 @@ impl Service {
                 last_evaluation_ns: slot.last_eval_ns,
                 last_duration_ms: slot.last_elapsed.as_secs_f64() * 1000.0,
                 last_error: slot.last_error.clone(),
-                no_series: (slot.no_series_yet)
-                    .filter(|n| *n >= NO_SERIES_WARN_AFTER)
-                    .map(no_series_text),
+                no_series: slot.no_series_suspect().map(no_series_text),
                 series: counts.and_then(|c| c.series),
                 evaluations: counts.map_or(0, |c| c.evaluations),
                 failures: counts.map_or(0, |c| c.failures.values().sum()),
@@ -1324,15 +1330,16 @@ impl Service {
                     return;
                 };
                 if current {
+                    let told = slot.no_series_suspect().is_some();
                     slot.no_series_yet = match slot.no_series_yet {
-                        Some(n) if obs.is_empty() => {
-                            if n + 1 == NO_SERIES_WARN_AFTER {
-                                warn!(rule = %settings.name, "{}", no_series_text(n + 1));
-                            }
-                            Some(n + 1)
-                        }
+                        Some(n) if obs.is_empty() => Some(n + 1),
                         _ => None,
                     };
+                    if let Some(n) = slot.no_series_suspect()
+                        && !told
+                    {
+                        warn!(rule = %settings.name, "{}", no_series_text(n));
+                    }
                     slot.good = Some(rule.clone());
                     slot.good_version = slot.version.clone();
                     if slot.failing.take().is_some() {
@@ -1699,9 +1706,10 @@ fn read_rule_text(path: &Path) -> Result<String, String> {
     })
 }
 
-/// Clean evaluations without a series after which a newly loaded rule is reported (log and
-/// status page): the first ones may come before any agent wrote.
+/// Clean evaluations without a series, and time since it loaded, after which a rule is
+/// reported (log and status page): the first ones may come before any agent wrote.
 const NO_SERIES_WARN_AFTER: u32 = 3;
+const NO_SERIES_WARN_AGE: Duration = Duration::from_secs(120);
 
 /// What the log and the status page say of a rule whose `n` clean evaluations since it
 /// loaded returned no series.
@@ -2003,13 +2011,15 @@ mod rollback_tests {
     async fn a_rule_that_never_returned_a_series_is_pointed_out() {
         let mut f = Fixture::new();
         let view = |f: &Fixture| f.svc.board().get().rules[&f.path()].clone();
-        f.write(&GOOD.replace("query(\"cpu\")", "query(\"cpuu\")"), NOW);
+        let t0 = NOW - 200 * S;
+        f.write(&GOOD.replace("query(\"cpu\")", "query(\"cpuu\")"), t0);
         for i in 0..NO_SERIES_WARN_AFTER as i64 {
-            assert_eq!(view(&f).no_series, None, "not after {i} evaluations");
-            f.evaluate(NOW + i * 10 * S);
+            f.evaluate(t0 + i * 10 * S);
         }
+        assert_eq!(view(&f).no_series, None, "not within 2 min of the load");
+        f.evaluate(t0 + 120 * S);
         let said = view(&f).no_series.unwrap();
-        assert!(said.contains("no series in its 3 evaluations"), "{said}");
+        assert!(said.contains("no series in its 4 evaluations"), "{said}");
         assert_eq!(view(&f).series, Some(0));
         let m = f.svc.self_metrics(NOW);
         assert_eq!(
@@ -2018,8 +2028,8 @@ mod rollback_tests {
         );
 
         // Fixed: the first series ends it.
-        f.write(GOOD, NOW + 40 * S);
-        f.evaluate(NOW + 40 * S);
+        f.write(GOOD, NOW);
+        f.evaluate(NOW);
         assert_eq!(view(&f).no_series, None);
         assert_eq!(view(&f).series, Some(1));
     }

@@ -275,6 +275,8 @@ fn huge_strings_and_a_million_lines_stay_within_the_window_bounds() {
         (peak - before) >> 10
     );
     assert_grew_less_than(128, before, after_strings, "1 MB strings");
-    // 100,000 points held (≈ 20 MB) plus the body in flight and the parser's slack.
-    assert_grew_less_than(200, before, peak, "1,000,000 lines");
+    // 100,000 points held (≈ 20 MB) plus the body in flight and the parser's slack: 173 and
+    // 181 MiB on a quiet 2-core machine, 201 during a full suite with a build beside it
+    // (it failed at 200). What this guards is the order of magnitude: unbounded, it is GBs.
+    assert_grew_less_than(256, before, peak, "1,000,000 lines");
 }

@@ -528,6 +528,9 @@ impl Engine {
         let mut ran: Vec<(usize, usize, Box<dyn super::Action>, Ctx)> = Vec::new();
         let mut results: Vec<ActionResult> = Vec::new();
         let mut retry_at: Option<i64> = None;
+        // The earliest time a repair that waits may run: the attempt resumes then (a repair
+        // that ran and needs another go is decided again then, and waits its own cooldown).
+        let mut wait_at: Option<i64> = None;
         let mut pages = Vec::new();
         let mut stop = false;
         let mut repairs = false;
@@ -695,14 +698,14 @@ impl Engine {
                 Decision::Busy => {
                     info!(rule = %event.rule, action = %a.action, "another action on {target} is running; skipped");
                     let at = now + Duration::from_secs(5).as_nanos() as i64;
-                    retry_at = Some(retry_at.unwrap_or(at));
+                    wait_at = Some(wait_at.map_or(at, |t| t.min(at)));
                     waiting = true;
                     r.status = "waiting".into();
                     r.did = "nothing yet: another action on the same target is running; tried again after it".into();
                     results.push(r);
                 }
                 Decision::Cooldown { until_ns } => {
-                    retry_at = Some(retry_at.map_or(until_ns, |t| t.max(until_ns)));
+                    wait_at = Some(wait_at.map_or(until_ns, |t| t.min(until_ns)));
                     waiting = true;
                     r.status = "waiting".into();
                     r.did = format!(
@@ -812,6 +815,9 @@ impl Engine {
             self.report(event, std::slice::from_ref(p), episode);
         }
         let gave_up = exhausted || !read(&self.inner.config).enabled;
+        if waiting {
+            retry_at = wait_at;
+        }
         match (stop || !repairs, retry_at) {
             // Watched until the alert ends: the rule's next evaluations, or the cooldown.
             _ if verified && !gave_up => {

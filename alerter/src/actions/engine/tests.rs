@@ -476,6 +476,46 @@ async fn a_repair_in_its_cooldown_is_tried_when_it_ends() {
     }
 }
 
+/// Regression: a repair waiting for its cooldown was tried only once every repair of the
+/// attempt was out of its cooldown (the latest end, not the earliest): the demo's web server
+/// stayed down 5 s longer, behind free_port's cooldown.
+#[tokio::test]
+async fn a_waiting_repair_runs_at_the_end_of_its_own_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n1, n2) = (
+        format!("wk-wait-a-{}", std::process::id()),
+        format!("wk-wait-b-{}", std::process::id()),
+    );
+    let mut a1 = restarts(&n1);
+    a1.cooldown = Duration::from_secs(30);
+    let mut a2 = restarts(&n2);
+    a2.cooldown = Duration::from_secs(2);
+    let e = engine(dir.path(), vec![a1, a2]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 2).await;
+    e.handle(&[recovery("r")]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 3).await;
+    let runs: Vec<(bool, i64)> = (e.results().iter())
+        .filter(|r| r.status == "ran")
+        .map(|r| (r.args.contains(&n2), r.started_ns))
+        .collect();
+    for n in [&n1, &n2] {
+        let _ = std::process::Command::new("pkill").args(["-f", n]).status();
+    }
+    let (second, again) = runs[2];
+    assert!(
+        second,
+        "the short cooldown's repair runs first: {:?}",
+        e.results()
+    );
+    let waited = Duration::from_nanos((again - runs[1].1) as u64);
+    assert!(
+        waited < Duration::from_secs(10),
+        "{waited:?} after its first run"
+    );
+}
+
 /// The repair says "recovered" but the alert goes on firing. Without fresh evidence of the
 /// fault (no rule's query to ask here, the level unchanged) the repair is not run again: a
 /// rule may keep an alert up for reasons of its own (keep_firing, reset conditions). A level
