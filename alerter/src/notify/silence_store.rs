@@ -60,14 +60,26 @@ pub enum SilenceError {
     EndsBeforeStart(String),
     #[error("no silence {id:?} in {}", path.display())]
     NotFound { id: String, path: PathBuf },
+    /// Over one of the bounds (each create rewrites the whole file, and the page lists them).
+    #[error("{0}")]
+    TooBig(String),
 }
+
+/// Silences kept at once (active, and ended within the last week); each matcher's and the
+/// comment's length.
+pub const MAX_SILENCES: usize = 1000;
+pub const MAX_MATCHERS: usize = 32;
+pub const MAX_TEXT: usize = 1024;
 
 impl SilenceError {
     /// The request was wrong (as opposed to the state directory failing).
     pub fn is_bad_request(&self) -> bool {
         matches!(
             self,
-            SilenceError::Matcher(_) | SilenceError::NoMatcher | SilenceError::EndsBeforeStart(_)
+            SilenceError::Matcher(_)
+                | SilenceError::NoMatcher
+                | SilenceError::EndsBeforeStart(_)
+                | SilenceError::TooBig(_)
         )
     }
 }
@@ -200,6 +212,22 @@ pub fn add(
     if matchers.is_empty() {
         return Err(SilenceError::NoMatcher);
     }
+    if matchers.len() > MAX_MATCHERS {
+        return Err(SilenceError::TooBig(format!(
+            "{} matchers: at most {MAX_MATCHERS}",
+            matchers.len()
+        )));
+    }
+    for (what, text) in (matchers.iter().map(|m| ("a matcher", m.as_str())))
+        .chain([("the comment", comment), ("the author", by)])
+    {
+        if text.len() > MAX_TEXT {
+            return Err(SilenceError::TooBig(format!(
+                "{what} is {} bytes: at most {MAX_TEXT}",
+                text.len()
+            )));
+        }
+    }
     for m in matchers {
         Matcher::parse(m)?;
     }
@@ -208,6 +236,13 @@ pub fn add(
     }
     let _lock = lock(state_dir)?;
     let mut all = load(state_dir)?;
+    if all.len() >= MAX_SILENCES {
+        return Err(SilenceError::TooBig(format!(
+            "{} silences are kept already (active, or ended within a week): at most \
+             {MAX_SILENCES}; expire some, or widen one",
+            all.len()
+        )));
+    }
     let id = loop {
         let id = format!("{:08x}", fastrand::u32(..));
         if !all.iter().any(|s| s.id == id) {
@@ -307,6 +342,47 @@ mod tests {
         assert!(add(dir.path(), &["host=a".into()], None, now, "", "", now).is_err());
         std::fs::write(path(dir.path()), "not json").unwrap();
         assert!(load(dir.path()).is_err());
+    }
+
+    /// Regression: nothing bounded the silences: each create rewrites the whole file and the
+    /// page lists them all, so a loop of 64 KiB comments grew both without end.
+    #[test]
+    fn silences_and_their_texts_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (now, end) = (1_000, 1_000_000_000_000);
+        let m = vec!["host=a".to_owned()];
+        let too_big = |r: Result<Stored, SilenceError>| matches!(r, Err(ref e @ SilenceError::TooBig(_)) if e.is_bad_request());
+        let long = "x".repeat(MAX_TEXT + 1);
+        assert!(too_big(add(dir.path(), &m, None, end, &long, "", now)));
+        assert!(too_big(add(
+            dir.path(),
+            &[format!("host={long}")],
+            None,
+            end,
+            "",
+            "",
+            now
+        )));
+        let many = vec!["host=a".to_owned(); MAX_MATCHERS + 1];
+        assert!(too_big(add(dir.path(), &many, None, end, "", "", now)));
+        let kept: Vec<Stored> = (0..MAX_SILENCES)
+            .map(|i| Stored {
+                id: format!("{i:08x}"),
+                matchers: m.clone(),
+                starts: None,
+                ends: end,
+                comment: String::new(),
+                created: now,
+                by: String::new(),
+            })
+            .collect();
+        save(dir.path(), &kept, now).unwrap();
+        assert!(too_big(add(dir.path(), &m, None, end, "", "", now)));
+        expire(dir.path(), "00000000", now).unwrap();
+        assert!(
+            too_big(add(dir.path(), &m, None, end, "", "", now)),
+            "ended, still kept"
+        );
     }
 
     /// A change waits for the lock another writer (the command line, another alerter) holds,
