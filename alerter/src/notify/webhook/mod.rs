@@ -224,28 +224,49 @@ pub fn slack_payload(e: &AlertEvent) -> Json {
     })
 }
 
+/// Discord's limit on the characters of one embed: title, fields' names and values, footer.
+const DISCORD_EMBED_TOTAL: usize = 6000;
+
 /// Discord webhook payload: the message, and one embed with the facts as fields, within
-/// Discord's limits (content 2000, title 256, 25 fields of name 256 / value 1024); mentions are disabled so tag values cannot
-/// ping `@everyone`.
+/// Discord's limits (content 2000, title 256, 25 fields of name 256 / value 1024, 6000
+/// characters in all: facts that do not fit are counted in a last field); mentions are
+/// disabled so tag values cannot ping `@everyone`.
 pub fn discord_payload(e: &AlertEvent) -> Json {
     let nonempty = |s: String| if s.is_empty() { "-".to_owned() } else { s };
-    let fields: Vec<Json> = facts(e)
-        .into_iter()
-        .take(25)
-        .map(|(k, v)| {
-            json!({
-                "name": truncate(&nonempty(k), 256),
-                "value": truncate(&nonempty(v), 1024),
-                "inline": true,
-            })
-        })
-        .collect();
+    let title = truncate(&e.id, 256);
+    let footer = truncate(&format!("wk-alerter · rule {}", e.rule), 2048);
+    let facts = facts(e);
+    // Room for a last field saying how many did not fit.
+    let mut left = DISCORD_EMBED_TOTAL
+        .saturating_sub(title.chars().count() + footer.chars().count())
+        .saturating_sub(64);
+    let mut fields: Vec<Json> = Vec::new();
+    for (k, v) in &facts {
+        let (name, value) = (
+            truncate(&nonempty(k.clone()), 256),
+            truncate(&nonempty(v.clone()), 1024),
+        );
+        let size = name.chars().count() + value.chars().count();
+        if fields.len() == 24 || size > left {
+            break;
+        }
+        left -= size;
+        fields.push(json!({"name": name, "value": value, "inline": true}));
+    }
+    if fields.len() < facts.len() {
+        let more = facts.len() - fields.len();
+        fields.push(json!({
+            "name": "…",
+            "value": format!("{more} more not shown (Discord's embed limits)"),
+            "inline": false,
+        }));
+    }
     let embed = json!({
-        "title": truncate(&e.id, 256),
+        "title": title,
         "color": discord_color(e.level),
         "fields": fields,
         "timestamp": rfc3339(e.time),
-        "footer": {"text": truncate(&format!("wk-alerter · rule {}", e.rule), 2048)},
+        "footer": {"text": footer},
     });
     json!({
         "content": truncate(&e.message, 2000),
@@ -307,6 +328,36 @@ pub fn discord_group_payload(n: &Notification) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: each field was cut to Discord's limits but not their sum, so an event
+    /// with a few long values (command lines) made an embed over 6000 characters, which
+    /// Discord refuses with a 400: the message was lost.
+    #[test]
+    fn a_discord_embed_stays_within_6000_characters() {
+        let mut e = AlertEvent {
+            rule: "r".into(),
+            id: "r:x".into(),
+            message: "m".into(),
+            ..AlertEvent::default()
+        };
+        for i in 0..30 {
+            e.tags.insert(format!("tag{i:02}"), "v".repeat(900));
+        }
+        let p = discord_payload(&e);
+        let embed = &p["embeds"][0];
+        let chars = |v: &Json| v.as_str().unwrap().chars().count();
+        let fields = embed["fields"].as_array().unwrap();
+        let total = chars(&embed["title"])
+            + chars(&embed["footer"]["text"])
+            + fields
+                .iter()
+                .map(|f| chars(&f["name"]) + chars(&f["value"]))
+                .sum::<usize>();
+        assert!(total <= 6000, "{total}");
+        assert!(fields.len() <= 25);
+        let last = fields.last().unwrap()["value"].as_str().unwrap();
+        assert!(last.contains("more not shown"), "{last}");
+    }
 
     #[test]
     fn signature_matches_a_known_vector() {
