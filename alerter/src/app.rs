@@ -385,6 +385,7 @@ pub async fn notify_test(cfg: &Config, names: &[String]) -> Result<Vec<NotifyTes
                         firing: vec![event.clone()],
                         resolved: Vec::new(),
                         reports: Vec::new(),
+                        unchanged: Default::default(),
                     };
                     rn.notifier.send_group(&n).await
                 }

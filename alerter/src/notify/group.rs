@@ -113,6 +113,9 @@ pub struct Notification {
     pub resolved: Vec<Arc<AlertEvent>>,
     /// One-shot events since the last message: action reports, records.
     pub reports: Vec<Arc<AlertEvent>>,
+    /// Firing instances listed with the same event as in the group's previous message: a
+    /// message to people lists them again, a record or a program is not sent them again.
+    pub unchanged: BTreeSet<Instance>,
 }
 
 impl Notification {
@@ -120,6 +123,15 @@ impl Notification {
     pub fn events(&self) -> impl Iterator<Item = &Arc<AlertEvent>> {
         self.firing
             .iter()
+            .chain(&self.resolved)
+            .chain(&self.reports)
+    }
+
+    /// What is new since the group's previous message: firing instances that changed, then
+    /// the resolved ones, then reports (what notifiers of records and programs are sent).
+    pub fn news(&self) -> impl Iterator<Item = &Arc<AlertEvent>> {
+        (self.firing.iter())
+            .filter(|e| !self.unchanged.contains(&(e.rule.clone(), e.id.clone())))
             .chain(&self.resolved)
             .chain(&self.reports)
     }
@@ -169,6 +181,12 @@ impl Notification {
         let resolved = older.resolved.iter().filter(|e| !known.contains(&inst(e)));
         self.resolved.splice(0..0, resolved.cloned());
         self.reports.splice(0..0, older.reports.iter().cloned());
+        // What the older message would have told as new still is.
+        let older_news: BTreeSet<Instance> = (older.firing.iter())
+            .map(inst)
+            .filter(|i| !older.unchanged.contains(i))
+            .collect();
+        self.unchanged.retain(|i| !older_news.contains(i));
     }
 
     /// The highest level among the firing instances (OK when none fires).
@@ -193,8 +211,8 @@ struct Group {
     labels: crate::model::Tags,
     /// Latest event per instance (firing, or resolved and not yet told).
     instances: BTreeMap<Instance, Arc<AlertEvent>>,
-    /// Instances a message listed as firing.
-    notified: BTreeSet<Instance>,
+    /// Instances a message listed as firing, with the event it listed.
+    notified: BTreeMap<Instance, Arc<AlertEvent>>,
     reports: Vec<Arc<AlertEvent>>,
     /// Something arrived since the last message.
     changed: bool,
@@ -220,7 +238,7 @@ impl Groups {
             && resolves(&e)
             && let Some(group) = self.groups.get_mut(&key)
             && group.instances.contains_key(&inst)
-            && !group.notified.contains(&inst)
+            && !group.notified.contains_key(&inst)
         {
             // Fired and resolved before any message listed it: never told, nothing to close.
             group.instances.remove(&inst);
@@ -235,7 +253,7 @@ impl Groups {
         let group = self.groups.entry(key).or_insert_with(|| Group {
             labels,
             instances: BTreeMap::new(),
-            notified: BTreeSet::new(),
+            notified: BTreeMap::new(),
             reports: Vec::new(),
             changed: false,
             due: now + g.wait,
@@ -304,6 +322,7 @@ impl Groups {
                 firing: Vec::new(),
                 resolved: Vec::new(),
                 reports: std::mem::take(&mut g.reports),
+                unchanged: BTreeSet::new(),
             };
             g.instances.retain(|inst, e| {
                 if resolves(e) {
@@ -311,7 +330,11 @@ impl Groups {
                     n.resolved.push(e.clone());
                     false
                 } else {
-                    g.notified.insert(inst.clone());
+                    if let Some(told) = g.notified.insert(inst.clone(), e.clone())
+                        && Arc::ptr_eq(&told, e)
+                    {
+                        n.unchanged.insert(inst.clone());
+                    }
                     n.firing.push(e.clone());
                     true
                 }
@@ -376,6 +399,28 @@ mod tests {
         let t0 = Instant::now();
         gs.offer(&g, ev("a", EventKind::Alert, Level::Critical), false, t0);
         (g, gs, t0)
+    }
+
+    /// Regression: a record notifier (`exec`, `log`, `influxdb`) with `group_by` was sent
+    /// every instance of the group at every message: one new host in a 30-host incident ran
+    /// the pager 31 times. Only what changed goes to it; a message that was not delivered
+    /// leaves its news to the next.
+    #[tokio::test(start_paused = true)]
+    async fn a_group_message_tells_records_only_what_changed() {
+        let (g, mut gs, t0) = one_critical();
+        let ids = |n: &Notification| -> Vec<String> { n.news().map(|e| e.id.clone()).collect() };
+        let first = gs.take_due(t0 + Duration::from_secs(30));
+        assert_eq!(ids(&first[0]), ["cpu:host=a"]);
+        gs.offer(&g, ev("b", EventKind::Alert, Level::Critical), false, t0);
+        let second = gs.take_all(t0 + Duration::from_secs(60));
+        assert_eq!(second[0].firing.len(), 2, "people get the whole group");
+        assert_eq!(ids(&second[0]), ["cpu:host=b"]);
+        // Not delivered; then a changes: the next message tells both.
+        gs.offer(&g, ev("a", EventKind::Alert, Level::Warning), false, t0);
+        let mut third = gs.take_all(t0 + Duration::from_secs(90));
+        assert_eq!(ids(&third[0]), ["cpu:host=a"]);
+        third[0].absorb(&second[0]);
+        assert_eq!(ids(&third[0]), ["cpu:host=a", "cpu:host=b"]);
     }
 
     #[tokio::test(start_paused = true)]

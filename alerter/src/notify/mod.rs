@@ -55,12 +55,14 @@ pub trait Notifier: Send + Sync {
     /// Delivers one event.
     fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a>;
 
-    /// Delivers one grouped message (notifiers with `group_by`). The default sends the
-    /// group's events one after another (records such as `influxdb` and `log` stay one per
-    /// event; the group only decides when); notifiers that speak to people override it.
+    /// Delivers one grouped message (notifiers with `group_by`). The default sends what is
+    /// new since the group's previous message, one event after another (records such as
+    /// `influxdb` and `log` stay one per event, and `exec` runs once per event: the group
+    /// decides when, and an instance still firing unchanged is not sent again); notifiers
+    /// that speak to people override it and list the whole group.
     fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            for e in group.events() {
+            for e in group.news() {
                 self.send(e).await?;
             }
             Ok(())

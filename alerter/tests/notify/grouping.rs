@@ -26,6 +26,7 @@ impl Notifier for Recorder {
             firing: vec![event.clone().into()],
             resolved: vec![],
             reports: vec![],
+            unchanged: Default::default(),
         };
         let _ = self.0.send((Instant::now(), n));
         Box::pin(async { Ok(()) })
