@@ -10,7 +10,9 @@
 //!   stored the good points and refused the others for good; the output reports
 //!   [`WriteError::Rejected`] with the refused count (`dropped=N` in the message), so the good
 //!   points are not written twice and the bad ones are never retried.
-//! * `database not found`: the database is created and the batch kept for the next attempt;
+//! * `database not found`: the database is created and the batch kept for the next attempt
+//!   (before that, each database is created once per URL: a refusal for good, 403 or a 2xx
+//!   holding an error, is not tried again before each write);
 //!   when it cannot be created (a user without the right: 403) at any URL, the metrics of
 //!   that database are dropped (logged, naming it), as in Telegraf, and the others written.
 //! * any other 4xx: the batch is refused (logged, counted as rejected), except 408/429 (retry).
@@ -51,7 +53,8 @@ struct InfluxDb {
     password: Secret,
     skip_database_creation: bool,
     serializer: Serializer,
-    /// (url index, database) pairs known to exist (created, or creation refused with 403).
+    /// (url index, database) pairs not to create again before each write: created, or the
+    /// creation refused in a way that will not change (see `create_database`).
     created: HashSet<(usize, String)>,
 }
 
@@ -202,9 +205,12 @@ impl InfluxDb {
         Ok(vec![("Authorization", format!("Basic {cred}"))])
     }
 
-    /// `CREATE DATABASE` at URL `i`; `Err` says why it failed (for the log). A 403 (a user
-    /// who may not create databases) is also remembered as done, so that it is not tried
-    /// again before each write, as in Telegraf.
+    /// `CREATE DATABASE` at URL `i`; `Err` says why it failed (for the log). A refusal that
+    /// will not change is remembered as done, so that it is not tried (nor logged) again
+    /// before each write: a 403 (a user who may not create databases), as in Telegraf, and a
+    /// 2xx whose body holds an error (InfluxDB 2.x's v1 API: "not implemented: CREATE
+    /// DATABASE"), which Telegraf 1.39 tries again before every write. A "database not found"
+    /// answer to a write still tries once more (`write_group`).
     fn create_database(
         &mut self,
         i: usize,
@@ -233,7 +239,7 @@ impl InfluxDb {
             self.created.insert((i, db.to_owned()));
             return Ok(());
         }
-        if r.status == 403 {
+        if r.status == 403 || (200..300).contains(&r.status) {
             self.created.insert((i, db.to_owned()));
         }
         Err(format!("HTTP {}: {refused}", r.status))
@@ -411,6 +417,83 @@ impl Output for InfluxDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: InfluxDB 2.x's v1 API answers CREATE DATABASE with 200 and "not
+    /// implemented" in the body; that answer was no longer remembered, so a CREATE DATABASE
+    /// and a WARN went out before every write.
+    #[test]
+    fn a_creation_refused_with_a_2xx_is_not_tried_before_every_write() {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        // One request per connection (the answers close it), recorded before it is answered.
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let line = head.lines().next().unwrap_or("").to_owned();
+                let answer = if line.starts_with("post /query") {
+                    let body = r#"{"results":[{"statement_id":0,"error":"not implemented: CREATE DATABASE"}]}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_owned()
+                };
+                log.lock().expect("lock").push(line);
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        let paths = crate::hostpaths::HostPaths::default();
+        let stats = Default::default();
+        let ctx = BuildContext {
+            paths: &paths,
+            interval: std::time::Duration::from_secs(10),
+            stats: &stats,
+        };
+        let (mut out, said) =
+            wk_core::testing::read_table(&format!("[influxdb]\n  urls = [\"{url}\"]\n"), |o| {
+                build(o, &ctx)
+            });
+        assert!(said.is_empty(), "{said:?}");
+        for t in 1..=3 {
+            let m = Metric::new("m", t).with_field("x", 1i64);
+            assert_eq!(out.write(&[m]), Ok(()));
+        }
+        let seen = seen.lock().expect("lock").clone();
+        let queries = seen.iter().filter(|l| l.starts_with("post /query")).count();
+        let writes = seen.iter().filter(|l| l.starts_with("post /write")).count();
+        assert_eq!((queries, writes), (1, 3), "{seen:?}");
+    }
 
     #[test]
     fn success_codes_store() {
