@@ -613,6 +613,18 @@ fn off_loopback_the_token_guards_the_api_and_reads_may_be_open() {
 
 /// `wk-alerter silence` goes through the API while the alerter runs (it logs the change at
 /// once) and writes the state dir when it does not answer; both end in the same store.
+/// `wk-alerter silence add` of host web1 for an hour.
+const SILENCE_ADD: [&str; 8] = [
+    "silence",
+    "add",
+    "--match",
+    "host=web1",
+    "--for",
+    "1h",
+    "--comment",
+    "upgrade",
+];
+
 #[test]
 fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
     let mut a = Alerter::start(&stream_section(), "");
@@ -625,16 +637,7 @@ fn the_silence_command_uses_the_api_when_up_and_the_state_dir_when_down() {
         format!("{conf}\n[http]\n  url = \"http://{}\"\n", a.addr()),
     )
     .unwrap();
-    let add = [
-        "silence",
-        "add",
-        "--match",
-        "host=web1",
-        "--for",
-        "1h",
-        "--comment",
-        "upgrade",
-    ];
+    let add = SILENCE_ADD;
     let (code, id, err) = cli(&add);
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("does not answer"), "{err}");
@@ -721,19 +724,7 @@ fn without_a_token_loopback_reads_only_and_the_silence_command_uses_the_state_di
         1,
     );
     std::fs::write(&cli_conf, conf).unwrap();
-    let (code, id, err) = crate::common::alerter::cli(
-        &cli_conf,
-        &[
-            "silence",
-            "add",
-            "--match",
-            "host=web1",
-            "--for",
-            "1h",
-            "--comment",
-            "c",
-        ],
-    );
+    let (code, id, err) = crate::common::alerter::cli(&cli_conf, &SILENCE_ADD);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("takes changes only with a token"), "{err}");
     let stored = wk_alerter::notify::silence_store::load(&a.state_dir()).unwrap();
