@@ -35,13 +35,14 @@ pub fn round_ns(t: i64, precision: Duration) -> i64 {
     (t + half).div_euclid(p) * p
 }
 
-/// How long to wait from `now` (ns) for the first tick after it of the schedule
-/// `anchor + k·interval` (ns since the epoch, any whole k).
-pub fn until_next_tick(now: i64, interval: Duration, anchor: i64) -> Duration {
-    let i = interval.as_nanos().max(1) as i128;
-    let (now, anchor) = (i128::from(now), i128::from(anchor));
-    let next = (now - anchor).div_euclid(i) * i + i + anchor;
-    Duration::from_nanos((next - now).clamp(0, i128::from(u64::MAX)) as u64)
+/// The first multiple of `interval` (ns) at or after `t` (ns since the epoch): Telegraf's
+/// `internal.AlignTime`.
+fn align_up(t: i64, interval: i64) -> i64 {
+    let i = interval.max(1);
+    match t.rem_euclid(i) {
+        0 => t,
+        r => t.saturating_add(i - r),
+    }
 }
 
 use crate::models::running_output::jitter_up_to as jitter;
@@ -238,27 +239,39 @@ struct InputSchedule {
 }
 
 impl InputSchedule {
-    /// The instant (ns) the ticks count from: with `round_interval`, the epoch (ticks on
-    /// the wall clock's multiples of the interval), else the input's start (`start`); shifted
-    /// by `collection_offset` either way. So, as Telegraf's unaligned ticker, ticks keep
-    /// their phase instead of drifting by each gather's duration.
-    fn anchor(&self, start: i64) -> i64 {
-        let offset = i64::try_from(self.offset.as_nanos()).unwrap_or(i64::MAX);
-        if self.aligned {
-            offset
-        } else {
-            start.saturating_add(offset)
-        }
+    fn interval_ns(&self) -> i64 {
+        i64::try_from(self.interval.as_nanos())
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 
-    /// How long to wait from `now` for the next tick (before jitter). Unaligned, the first
-    /// tick is at start + offset (at once when no offset), as Telegraf 1.39's ticker;
-    /// aligned, it is the next boundary.
-    fn wait(&self, now: i64, anchor: i64, first: bool) -> Duration {
-        if first && !self.aligned {
-            return Duration::from_nanos(anchor.saturating_sub(now).max(0) as u64);
-        }
-        until_next_tick(now, self.interval, anchor)
+    /// The clock reading (ns) of the first tick for an input started at `start`, as Telegraf
+    /// 1.39's `internal/clock` ticker: aligned, the first multiple of the interval at least a
+    /// hundredth of an interval after `start`, then shifted by `collection_offset` (a start at
+    /// :03 with a 10 s interval and a 5 s offset first ticks at :15, not :05); unaligned,
+    /// `start` plus the offset (at once when there is none).
+    fn first_tick(&self, start: i64) -> i64 {
+        let i = self.interval_ns();
+        let offset = i64::try_from(self.offset.as_nanos()).unwrap_or(i64::MAX);
+        let base = if self.aligned {
+            align_up(start.saturating_add(i / 100), i)
+        } else {
+            start
+        };
+        base.saturating_add(offset)
+    }
+
+    /// The tick after `last` as seen at `now`: `last + interval` while it is ahead; if ticks
+    /// passed during the gather, the latest of them (it starts at once, the earlier ones are
+    /// skipped, never stacked). Ticks count on from the last one fired, never from `now`
+    /// alone, as Telegraf's ticker adds the interval to its schedule: a wall clock stepped
+    /// back, or a sleep (monotonic) that ends a little before the wall clock reaches its tick,
+    /// cannot fire one tick twice.
+    fn next_tick(&self, last: i64, now: i64) -> i64 {
+        let i = i128::from(self.interval_ns());
+        let (last, now) = (i128::from(last), i128::from(now));
+        let passed = ((now - last) / i).max(1);
+        i64::try_from(last + passed * i).unwrap_or(i64::MAX)
     }
 }
 
@@ -280,21 +293,33 @@ async fn input_loop(
         }
     };
     let mut errors = ErrorLog::default();
-    // A tick passed while the last gather ran: as Telegraf's ticker (one tick buffered), the
-    // next gather starts at once instead of at the tick after (a ping at its defaults
-    // against a down host reported every other interval).
-    let mut tick_pending = false;
     let mut stopping = false;
-    let anchor = s.anchor(now_ns());
+    // Aligned ticks are multiples of the interval on the wall clock; unaligned ones count on
+    // the monotonic clock from the input's start, as Telegraf's (its unaligned schedule keeps
+    // Go's monotonic reading, its aligned one is truncated, which drops it). So a wall-clock
+    // step moves aligned ticks only.
+    let origin = tokio::time::Instant::now();
+    let read = || {
+        if s.aligned {
+            now_ns()
+        } else {
+            i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
+        }
+    };
+    let mut tick = s.first_tick(read());
     let mut first = true;
     loop {
         if stopping {
             return;
         }
-        let wait = if tick_pending {
-            Duration::ZERO
+        // A tick that passed while the last gather ran starts the next at once instead of
+        // waiting for the tick after (a ping at its defaults against a down host reported
+        // every other interval); a tick waited for gets its jitter, as does the first.
+        let until = tick.saturating_sub(read());
+        let wait = if until > 0 || first {
+            Duration::from_nanos(until.max(0) as u64) + jitter(s.jitter)
         } else {
-            s.wait(now_ns(), anchor, first) + jitter(s.jitter)
+            Duration::ZERO
         };
         first = false;
         tokio::select! {
@@ -303,7 +328,6 @@ async fn input_loop(
         }
         let started = Instant::now();
         let clock = now_ns();
-        let next_tick_in = until_next_tick(clock, s.interval, anchor);
         let time = round_ns(clock, s.precision);
         let gathered = worker.gather(time, clock);
         tokio::pin!(gathered);
@@ -355,7 +379,7 @@ async fn input_loop(
             }
         }
         let took = started.elapsed();
-        tick_pending = took >= next_tick_in;
+        tick = s.next_tick(tick, read());
         if took > s.interval {
             warn!(input = %name, took = ?took, interval = ?s.interval,
                 "collection took longer than the interval; the next starts at once, further missed ticks are skipped");
@@ -928,50 +952,67 @@ mod tests {
         assert_eq!(round_ns(123, Duration::from_nanos(1)), 123);
     }
 
-    #[test]
-    fn ticks_align_to_the_interval() {
-        let i = Duration::from_secs(10);
-        let now = 1_000_000_003_000_000_000; // 3 s past a multiple of 10 s
-        let aligned = |offset: u64| InputSchedule {
-            interval: i,
-            offset: Duration::from_secs(offset),
+    const S: i64 = 1_000_000_000;
+
+    fn schedule(aligned: bool, offset_ms: u64) -> InputSchedule {
+        InputSchedule {
+            interval: Duration::from_secs(10),
+            offset: Duration::from_millis(offset_ms),
             jitter: Duration::ZERO,
             precision: Duration::from_secs(1),
-            aligned: true,
-        };
-        for first in [true, false] {
-            let s = aligned(0);
-            assert_eq!(s.wait(now, s.anchor(now), first), Duration::from_secs(7));
-            let s = aligned(5);
-            assert_eq!(s.wait(now, s.anchor(now), first), Duration::from_secs(2));
+            aligned,
         }
     }
 
-    /// Regression: with `round_interval = false` the offset was ignored and the first gather
-    /// waited a whole interval, and each next one an interval after the previous ended.
-    /// Telegraf's ticker fires at start + offset, then every interval from there.
+    /// Regression: an aligned first tick was the next boundary of the offset grid (a start at
+    /// :03 with a 5 s offset gathered at :05); Telegraf 1.39 aligns the start first (to the
+    /// boundary at least a hundredth of an interval ahead), then adds the offset (:15).
+    #[test]
+    fn aligned_ticks_align_the_start_then_add_the_offset() {
+        let boundary = 100_000_000 * S; // a multiple of 10 s
+        let s = schedule(true, 0);
+        assert_eq!(s.first_tick(boundary + 3 * S), boundary + 10 * S);
+        assert_eq!(s.first_tick(boundary), boundary + 10 * S);
+        // Within a hundredth of an interval of a boundary: the one after.
+        assert_eq!(s.first_tick(boundary + 9_950_000_000), boundary + 20 * S);
+        let s = schedule(true, 5_000);
+        assert_eq!(s.first_tick(boundary + 3 * S), boundary + 15 * S);
+        assert_eq!(
+            s.next_tick(boundary + 15 * S, boundary + 15_200_000_000),
+            boundary + 25 * S
+        );
+    }
+
+    /// Telegraf 1.39's ticker (`internal/clock`, which replaced the `UnalignedTicker` that
+    /// fired at start + interval + offset) fires at start + offset, then every interval from
+    /// there, whatever the gathers take.
     #[test]
     fn unaligned_ticks_start_at_the_offset_and_keep_their_phase() {
-        let secs = |s: f64| Duration::from_secs_f64(s);
-        let unaligned = |offset: f64| InputSchedule {
-            interval: secs(10.0),
-            offset: secs(offset),
-            jitter: Duration::ZERO,
-            precision: Duration::from_secs(1),
-            aligned: false,
-        };
-        let start = 1_000_000_003_400_000_000; // 3.4 s past a multiple of 10 s
-        let s = unaligned(3.0);
-        let anchor = s.anchor(start);
-        assert_eq!(s.wait(start, anchor, true), secs(3.0));
-        // The first gather ran at start + 3 s and took 2.5 s: the next tick is 10 s after
-        // the first, not 10 s after the gather ended.
-        let after = start + secs(5.5).as_nanos() as i64;
-        assert_eq!(s.wait(after, anchor, false), secs(7.5));
-        // No offset: the first gather at once, as Telegraf.
-        let s = unaligned(0.0);
-        assert_eq!(s.wait(start, s.anchor(start), true), Duration::ZERO);
-        assert_eq!(s.wait(start, s.anchor(start), false), secs(10.0));
+        let start = 7 * S;
+        let s = schedule(false, 3_000);
+        let first = s.first_tick(start);
+        assert_eq!(first, start + 3 * S);
+        // The first gather took 2.5 s: the next tick is 10 s after the first.
+        assert_eq!(s.next_tick(first, first + 2_500_000_000), first + 10 * S);
+        // One took 12 s: the tick it missed starts the next at once, from the same phase.
+        assert_eq!(s.next_tick(first, first + 12 * S), first + 10 * S);
+        // One took 25 s: the latest missed tick only, never a stack of them.
+        assert_eq!(s.next_tick(first, first + 25 * S), first + 20 * S);
+        // No offset: the first gather at once.
+        assert_eq!(schedule(false, 0).first_tick(start), start);
+    }
+
+    /// Regression: the next tick was the first one after the wall clock read after a gather,
+    /// so a clock stepped back (or a monotonic sleep ending a little before the wall clock
+    /// reached its tick) fired the same tick again, repeating its timestamps.
+    #[test]
+    fn a_clock_read_behind_the_last_tick_never_fires_it_twice() {
+        let s = schedule(true, 0);
+        let tick = 100_000_000 * S;
+        // The sleep ended 1 ms early by the wall clock; the gather took 0.5 ms.
+        assert_eq!(s.next_tick(tick, tick - 500_000), tick + 10 * S);
+        // The wall clock stepped back 1 h: wait for the next tick, not the hour's ticks again.
+        assert_eq!(s.next_tick(tick, tick - 3600 * S), tick + 10 * S);
     }
 }
 
