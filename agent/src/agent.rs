@@ -261,18 +261,43 @@ impl InputSchedule {
         base.saturating_add(offset)
     }
 
-    /// The tick after `last` as seen at `now`: `last + interval` while it is ahead; if ticks
-    /// passed during the gather, the latest of them (it starts at once, the earlier ones are
-    /// skipped, never stacked). Ticks count on from the last one fired, never from `now`
-    /// alone, as Telegraf's ticker adds the interval to its schedule: a wall clock stepped
-    /// back, or a sleep (monotonic) that ends a little before the wall clock reaches its tick,
-    /// cannot fire one tick twice.
-    fn next_tick(&self, last: i64, now: i64) -> i64 {
+    /// Where the schedule goes after the gather for `tick`, which started at the clock reading
+    /// `started` and ended at `now`. Ticks count on from the last one fired, never from `now`
+    /// alone, as Telegraf's ticker adds the interval to its schedule: a sleep (monotonic) that
+    /// ends a little before the wall clock reaches its tick cannot fire one tick twice. If
+    /// ticks passed during the gather, the latest of them is next (it starts at once, the
+    /// earlier ones are skipped, never stacked).
+    ///
+    /// Aligned ticks follow the wall clock, which can be stepped:
+    /// - back by less than an interval: the next tick is still the one after the last fired;
+    /// - back by an interval or more (chrony's makestep at boot, a VM resumed): the schedule
+    ///   starts again from the grid after `now`, as at start. Counting on from the last tick
+    ///   would wait for the clock to catch up (a step back of 1 h stopped the host reporting
+    ///   for 1 h, and every alert on it went NoData);
+    /// - forward during the wait: the gather served the latest tick at or before `started`,
+    ///   not the one it waited for, so one gather covers the jump and the next waits on the
+    ///   grid (counting from the tick waited for made the latest passed tick fire at once,
+    ///   a second gather a few ms after the first, its rates over almost nothing).
+    fn next_tick(&self, tick: i64, started: i64, now: i64) -> Next {
         let i = i128::from(self.interval_ns());
-        let (last, now) = (i128::from(last), i128::from(now));
-        let passed = ((now - last) / i).max(1);
-        i64::try_from(last + passed * i).unwrap_or(i64::MAX)
+        let (tick, started, now) = (i128::from(tick), i128::from(started), i128::from(now));
+        let served = tick + ((started - tick) / i).max(0) * i;
+        // Unaligned ticks are read on the monotonic clock, which is never stepped.
+        if self.aligned && now <= served - i {
+            return Next::Realigned(self.first_tick(i64::try_from(now).unwrap_or(i64::MAX)));
+        }
+        let passed = ((now - served) / i).max(1);
+        Next::OnSchedule(i64::try_from(served + passed * i).unwrap_or(i64::MAX))
     }
+}
+
+/// The clock reading (ns) of an input's next tick.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// On the schedule of the last tick (one that already passed starts at once).
+    OnSchedule(i64),
+    /// The wall clock was stepped back an interval or more: the first tick of a new schedule.
+    Realigned(i64),
 }
 
 async fn input_loop(
@@ -327,6 +352,7 @@ async fn input_loop(
             _ = stop.changed() => return,
         }
         let started = Instant::now();
+        let fired_at = read();
         let clock = now_ns();
         let time = round_ns(clock, s.precision);
         let gathered = worker.gather(time, clock);
@@ -379,7 +405,16 @@ async fn input_loop(
             }
         }
         let took = started.elapsed();
-        tick = s.next_tick(tick, read());
+        let now = read();
+        tick = match s.next_tick(tick, fired_at, now) {
+            Next::OnSchedule(next) => next,
+            Next::Realigned(next) => {
+                let behind = Duration::from_nanos(tick.saturating_sub(now).max(0) as u64);
+                warn!(input = %name, behind = ?behind,
+                    "the wall clock was stepped back; collections realigned to it (the timestamps since its new time are collected again)");
+                next
+            }
+        };
         if took > s.interval {
             warn!(input = %name, took = ?took, interval = ?s.interval,
                 "collection took longer than the interval; the next starts at once, further missed ticks are skipped");
@@ -978,8 +1013,12 @@ mod tests {
         let s = schedule(true, 5_000);
         assert_eq!(s.first_tick(boundary + 3 * S), boundary + 15 * S);
         assert_eq!(
-            s.next_tick(boundary + 15 * S, boundary + 15_200_000_000),
-            boundary + 25 * S
+            s.next_tick(
+                boundary + 15 * S,
+                boundary + 15 * S,
+                boundary + 15_200_000_000
+            ),
+            Next::OnSchedule(boundary + 25 * S)
         );
     }
 
@@ -993,26 +1032,82 @@ mod tests {
         let first = s.first_tick(start);
         assert_eq!(first, start + 3 * S);
         // The first gather took 2.5 s: the next tick is 10 s after the first.
-        assert_eq!(s.next_tick(first, first + 2_500_000_000), first + 10 * S);
+        let after = |took: i64| s.next_tick(first, first, first + took);
+        assert_eq!(after(2_500_000_000), Next::OnSchedule(first + 10 * S));
         // One took 12 s: the tick it missed starts the next at once, from the same phase.
-        assert_eq!(s.next_tick(first, first + 12 * S), first + 10 * S);
+        assert_eq!(after(12 * S), Next::OnSchedule(first + 10 * S));
         // One took 25 s: the latest missed tick only, never a stack of them.
-        assert_eq!(s.next_tick(first, first + 25 * S), first + 20 * S);
+        assert_eq!(after(25 * S), Next::OnSchedule(first + 20 * S));
         // No offset: the first gather at once.
         assert_eq!(schedule(false, 0).first_tick(start), start);
     }
 
     /// Regression: the next tick was the first one after the wall clock read after a gather,
-    /// so a clock stepped back (or a monotonic sleep ending a little before the wall clock
-    /// reached its tick) fired the same tick again, repeating its timestamps.
+    /// so a monotonic sleep ending a little before the wall clock reached its tick (or a clock
+    /// stepped back a little) fired the same tick again, repeating its timestamps.
     #[test]
-    fn a_clock_read_behind_the_last_tick_never_fires_it_twice() {
+    fn a_clock_behind_the_last_tick_by_less_than_an_interval_never_fires_it_twice() {
         let s = schedule(true, 0);
         let tick = 100_000_000 * S;
         // The sleep ended 1 ms early by the wall clock; the gather took 0.5 ms.
-        assert_eq!(s.next_tick(tick, tick - 500_000), tick + 10 * S);
-        // The wall clock stepped back 1 h: wait for the next tick, not the hour's ticks again.
-        assert_eq!(s.next_tick(tick, tick - 3600 * S), tick + 10 * S);
+        let next = s.next_tick(tick, tick - 1_000_000, tick - 500_000);
+        assert_eq!(next, Next::OnSchedule(tick + 10 * S));
+        // Stepped back 5 s during the wait, or during the gather: not `tick` again.
+        let next = s.next_tick(tick, tick - 5 * S, tick - 5 * S + 1_000_000);
+        assert_eq!(next, Next::OnSchedule(tick + 10 * S));
+        let next = s.next_tick(tick, tick, tick - 5 * S);
+        assert_eq!(next, Next::OnSchedule(tick + 10 * S));
+        // Just under an interval behind.
+        let next = s.next_tick(tick, tick, tick - 10 * S + 1);
+        assert_eq!(next, Next::OnSchedule(tick + 10 * S));
+    }
+
+    /// Regression: ticks counted on from the last one fired whatever the clock read, so a wall
+    /// clock stepped back 1 h (chrony's makestep at boot, a VM resumed) made the next gather
+    /// wait 1 h and an interval: the host stopped reporting and its alerts went NoData.
+    #[test]
+    fn a_clock_stepped_back_an_interval_or_more_realigns_to_the_grid() {
+        let tick = 100_000_000 * S; // a multiple of 10 s
+        let s = schedule(true, 0);
+        // Stepped back 1 h less 3 s during the wait: the boundary after the new time, as at
+        // start (aligned at least a hundredth of an interval ahead).
+        let back = tick - 3597 * S;
+        let next = s.next_tick(tick, back, back + 2_000_000);
+        assert_eq!(next, Next::Realigned(tick - 3590 * S));
+        // Stepped back during the gather, 9.95 s before a boundary: the one after it.
+        let next = s.next_tick(tick, tick, tick - 3600 * S - 50_000_000);
+        assert_eq!(next, Next::Realigned(tick - 3590 * S));
+        // Exactly an interval behind: realigned.
+        let next = s.next_tick(tick, tick, tick - 10 * S);
+        assert_eq!(next, Next::Realigned(tick));
+        // With an offset, the grid of the offset again (aligned, then shifted).
+        let s = schedule(true, 5_000);
+        let next = s.next_tick(tick + 5 * S, tick + 5 * S, tick - 3597 * S);
+        assert_eq!(next, Next::Realigned(tick - 3585 * S));
+        // The monotonic clock of unaligned ticks is never stepped: no realignment.
+        let s = schedule(false, 0);
+        let next = s.next_tick(tick, tick, tick - 3600 * S);
+        assert_eq!(next, Next::OnSchedule(tick + 10 * S));
+    }
+
+    /// A wall clock stepped 3 h forward fires one gather, not the 1080 ticks it skipped, nor a
+    /// second one at once after the first (its rates would span a few ms); the next is on the
+    /// grid an interval later.
+    #[test]
+    fn a_clock_stepped_forward_fires_once_then_continues_on_the_grid() {
+        let s = schedule(true, 0);
+        let tick = 100_000_000 * S;
+        let ahead = tick + 3 * 3600 * S;
+        // During the wait: the gather that woke at `tick` read `ahead + 2 s`; it served the
+        // tick at `ahead`, so the next is the one after, still to come.
+        let next = s.next_tick(tick, ahead + 2 * S, ahead + 2_300_000_000);
+        assert_eq!(next, Next::OnSchedule(ahead + 10 * S));
+        // During the gather: the latest tick passed starts at once (ahead + 0 ≤ now)...
+        let next = s.next_tick(tick, tick, ahead + 500_000_000);
+        assert_eq!(next, Next::OnSchedule(ahead));
+        // ...and after it, the grid.
+        let next = s.next_tick(ahead, ahead + 1_000_000, ahead + 300_000_000);
+        assert_eq!(next, Next::OnSchedule(ahead + 10 * S));
     }
 }
 
