@@ -80,6 +80,12 @@ struct QueryStats {
     texts: Vec<String>,
 }
 
+/// CPU of the evaluating thread, with that of the threads its rules' scripts ran on (each
+/// script runs on a thread of its own: `wk_alerter::rules::script_cpu`).
+fn eval_cpu() -> Duration {
+    thread_cpu() + wk_alerter::rules::script_cpu()
+}
+
 /// Wraps a source and measures time spent in it.
 struct Timed {
     inner: Arc<dyn QuerySource>,
@@ -290,7 +296,7 @@ fn run() -> Result<(), BoxError> {
         let (w0, s0, m0, d0) = (
             Instant::now(),
             process_cpu(),
-            thread_cpu(),
+            eval_cpu(),
             other_process_cpu(pid),
         );
         let mut f = CycleFigures::default();
@@ -312,7 +318,7 @@ fn run() -> Result<(), BoxError> {
         }
         f.wall = w0.elapsed();
         f.self_cpu = process_cpu().saturating_sub(s0);
-        f.main_cpu = thread_cpu().saturating_sub(m0);
+        f.main_cpu = eval_cpu().saturating_sub(m0);
         f.influxd_cpu = other_process_cpu(pid).saturating_sub(d0);
         f.query = timed.take();
         figures.push(f);
@@ -482,11 +488,11 @@ fn run() -> Result<(), BoxError> {
         let settings: &RuleSettings = rule.settings();
         let series = observed(&rule.evaluate(&canned, now), name)?; // fills the cache
         let per = |src: &Arc<dyn QuerySource>| -> Result<Duration, BoxError> {
-            let c0 = thread_cpu();
+            let c0 = eval_cpu();
             for _ in 0..reps {
                 observed(&rule.evaluate(src, now), name)?;
             }
-            Ok(thread_cpu().saturating_sub(c0) / reps)
+            Ok(eval_cpu().saturating_sub(c0) / reps)
         };
         let canned_t = per(&canned)?;
         let memory_t = per(&memory)?;

@@ -647,9 +647,16 @@ fn with_context<T: Send>(ctx: Context, f: impl FnOnce() -> T + Send) -> (T, Cont
         let spawned = std::thread::Builder::new()
             .name("wk-rule".into())
             .stack_size(stack)
-            .spawn_scoped(s, || take().map(|(ctx, f)| with_context_here(ctx, f)));
+            .spawn_scoped(s, || {
+                let done = take().map(|(ctx, f)| with_context_here(ctx, f));
+                (done, thread_cpu_now())
+            });
         let done = match spawned {
-            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Ok(h) => {
+                let (done, cpu) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                SCRIPT_CPU.with(|c| c.set(c.get() + cpu));
+                done
+            }
             Err(e) => {
                 tracing::warn!(
                     "cannot start a thread for a rule's script ({e}); it runs on this one"
@@ -666,6 +673,25 @@ fn with_context<T: Send>(ctx: Context, f: impl FnOnce() -> T + Send) -> (T, Cont
             }
         }
     })
+}
+
+thread_local! {
+    static SCRIPT_CPU: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// CPU that the scripts this thread ran used on their own threads ([`with_context`]) since it
+/// started: what this thread's CPU clock leaves out (the benches add it).
+pub fn script_cpu() -> Duration {
+    SCRIPT_CPU.with(std::cell::Cell::get)
+}
+
+/// The calling thread's CPU time.
+fn thread_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// [`with_context`] on the calling thread.
