@@ -951,6 +951,12 @@ impl Service {
                     closed = slot.state.retire(old.settings(), now, &why);
                     slot.state = RuleState::new();
                     self.forget_state(was);
+                    // No rollback across a rename: the old name's alerts are closed and its
+                    // state is gone, so it would come back empty and page anew. A new
+                    // version that fails is reported, as a first version is.
+                    let slot = self.slots.get_mut(path).expect("inserted above");
+                    slot.good = None;
+                    slot.good_version.clear();
                 } else if let Some(old) = slot.rule.clone()
                     && old.settings().id_template != rule.settings().id_template
                 {
@@ -2003,6 +2009,25 @@ mod rollback_tests {
         assert!(!f.svc.slots.contains_key(&f.path()));
         assert!(f.svc.slots[&copy].broken.is_none());
         assert!(f.svc.slots[&copy].rule.is_some());
+    }
+
+    /// Regression: a new version that renamed the rule and failed at its first evaluation was
+    /// rolled back to the old name, whose alerts had been closed and state deleted: it came
+    /// back empty and paged anew.
+    #[tokio::test]
+    async fn a_renamed_version_that_fails_is_not_rolled_back_to_the_old_name() {
+        let mut f = Fixture::new();
+        f.write(GOOD, NOW);
+        f.evaluate(NOW);
+        assert_eq!(f.running().settings().name, "cpu");
+        f.write(
+            &BAD.replace("every: \"10s\"", "every: \"10s\", name: \"cpu2\""),
+            NOW + S,
+        );
+        f.evaluate(NOW + 10 * S);
+        assert_eq!(f.running().settings().name, "cpu2", "not rolled back");
+        assert!(f.svc.slots[&f.path()].failing.is_some());
+        assert_eq!(f.wk_rules_level(), Level::Critical);
     }
 
     /// Regression: a rule whose query matched nothing (a misspelled measurement) ran
