@@ -318,6 +318,73 @@ pub fn regex_literal(pattern: &str) -> String {
     out
 }
 
+/// What of Rust's regex syntax Go's RE2 (which InfluxDB and VictoriaMetrics use) refuses: the
+/// rule would load, pass `check` and run over the stream, then fail every query in
+/// production. Flags other than `i`, `m`, `s` and `U` (`x` verbose mode, `R`, `u`), class set
+/// operations (`[a-z&&[^x]]`, `--`, `~~`) and classes nested in classes.
+fn beyond_re2(pattern: &str) -> Result<(), String> {
+    use regex_syntax::ast::{self, Ast, ClassSetItem, visit};
+    struct Re2;
+    impl ast::Visitor for Re2 {
+        type Output = ();
+        type Err = String;
+        fn finish(self) -> Result<(), String> {
+            Ok(())
+        }
+        fn visit_pre(&mut self, a: &Ast) -> Result<(), String> {
+            let flags = match a {
+                Ast::Flags(f) => Some(&f.flags),
+                Ast::Group(g) => match &g.kind {
+                    ast::GroupKind::NonCapturing(f) => Some(f),
+                    _ => None,
+                },
+                _ => None,
+            };
+            for item in flags.map_or(&[][..], |f| &f.items) {
+                if let ast::FlagsItemKind::Flag(flag) = &item.kind
+                    && !matches!(
+                        flag,
+                        ast::Flag::CaseInsensitive
+                            | ast::Flag::MultiLine
+                            | ast::Flag::DotMatchesNewLine
+                            | ast::Flag::SwapGreed
+                    )
+                {
+                    return Err(format!(
+                        "the flag {flag:?} is not in Go's RE2 (InfluxDB, VictoriaMetrics): \
+                         only i, m, s and U"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        fn visit_class_set_binary_op_pre(
+            &mut self,
+            _: &ast::ClassSetBinaryOp,
+        ) -> Result<(), String> {
+            Err(
+                "class set operations (&&, --, ~~) are not in Go's RE2 (InfluxDB, \
+                 VictoriaMetrics)"
+                    .into(),
+            )
+        }
+        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), String> {
+            if matches!(item, ClassSetItem::Bracketed(_)) {
+                return Err(
+                    "a class inside a class ([a[b]]) is not in Go's RE2 (InfluxDB, \
+                            VictoriaMetrics)"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
+    }
+    let parsed = ast::parse::Parser::new()
+        .parse(pattern)
+        .map_err(|e| e.to_string())?;
+    visit(&parsed, Re2)
+}
+
 /// Compiles a tag regex, through a cache: rules build their queries at every evaluation, and
 /// the patterns (literals in the rule) are few.
 pub fn compile_regex(pattern: &str) -> Result<TagRegex, String> {
@@ -333,6 +400,7 @@ pub fn compile_regex(pattern: &str) -> Result<TagRegex, String> {
         .size_limit(1 << 20)
         .build()
         .map_err(|e| format!("bad regex {pattern:?}: {e}"))?;
+    beyond_re2(pattern).map_err(|e| format!("bad regex {pattern:?}: {e}"))?;
     // Bounded: patterns built from data would otherwise grow it without end.
     if cache.len() >= 1024 {
         cache.clear();
@@ -459,6 +527,32 @@ mod tests {
         assert!(!q.matches[0].matches("db1"));
         assert!(q.matches[1].matches("u's") && !q.matches[1].matches(""));
         assert!(compile_regex("(").unwrap_err().contains("bad regex"));
+    }
+
+    /// Regression (helper-45): patterns only Rust's regex takes loaded, passed `check` and ran
+    /// over the stream, then failed every query on InfluxDB and VictoriaMetrics (Go's RE2).
+    #[test]
+    fn regex_syntax_beyond_re2_is_refused() {
+        for bad in [
+            "(?x) web \\d+",
+            "(?R)^a$",
+            "[a-z&&[^x]]",
+            "[a-z--b]",
+            "[a[bc]]",
+        ] {
+            let e = compile_regex(bad).unwrap_err();
+            assert!(e.contains("RE2"), "{bad}: {e}");
+        }
+        for ok in [
+            "(?i)^WEB\\d+$",
+            "(?s:a.b)",
+            "(?U)a+",
+            "[[:alpha:]]+",
+            "\\p{Greek}",
+            "[^a-z]",
+        ] {
+            compile_regex(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]
