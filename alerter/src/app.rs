@@ -198,13 +198,18 @@ pub async fn run(
         info!("reloading configuration and rules");
         match load_config(config_path, &env) {
             Some(mut c) => {
-                live.pin(&mut c);
+                let restart = live.pin(&mut c);
                 let listener = (c.stream.clone(), c.http.clone());
                 // Nothing of it applies unless the running rules fit it.
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let _ = reload_tx.send(Some((Box::new(c), tx)));
                 match rx.await {
                     Ok(Ok(())) => {
+                        for what in restart {
+                            warn!(
+                                "changed {what}: restart wk-alerter to apply it; the running one stays"
+                            );
+                        }
                         live.reload((&listener.0, &listener.1), _server.as_ref(), &access)
                     }
                     Ok(Err(e)) => error!("new configuration refused; keeping the running one: {e}"),
@@ -446,13 +451,12 @@ impl Running {
         }
     }
 
-    /// Says what of `new` needs a restart, and keeps the running state dir in it (the API and
-    /// the scheduler go on writing where they started).
-    fn pin(&self, new: &mut Config) {
-        for what in self.restart_needed(new) {
-            warn!("changed {what}: restart wk-alerter to apply it; the running one stays");
-        }
+    /// Keeps the running state dir in `new` (the API and the scheduler go on writing where
+    /// they started); returns what of `new` needs a restart, to be said once it is taken.
+    fn pin(&self, new: &mut Config) -> Vec<&'static str> {
+        let restart = self.restart_needed(new);
         new.settings.state_dir = self.state_dir.clone();
+        restart
     }
 
     /// Applies a new config's token and access switches (its `[stream]` and `[http]`) to
@@ -925,7 +929,7 @@ mod reload_tests {
                 tokio::sync::mpsc::unbounded_channel().0,
                 live.openness(),
             );
-            live.pin(&mut new);
+            let _ = live.pin(&mut new);
             live.reload((&new.stream, &new.http), None, &api);
         });
         assert_eq!(new.settings.state_dir, std::path::Path::new("/tmp/a"));
