@@ -146,6 +146,56 @@ async fn mail_reaches_a_real_smtp_server_with_subject_and_both_bodies() {
     assert!(html.contains(">web1: cpu is CRITICAL</h2>"), "{html}");
 }
 
+/// Regression: one recipient the server refuses (550 to its RCPT: an address that left)
+/// failed the message for good for every recipient. The others now get it, one transaction
+/// each.
+#[tokio::test]
+async fn a_refused_recipient_does_not_cost_the_others_their_mail() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("refusing.py"),
+        "from aiosmtpd.handlers import Mailbox\n\
+         class Refusing(Mailbox):\n    \
+             async def handle_RCPT(self, server, session, envelope, address, options):\n        \
+                 if address.startswith('gone@'):\n            \
+                     return '550 5.1.1 no such user'\n        \
+                 envelope.rcpt_tos.append(address)\n        \
+                 return '250 OK'\n",
+    )
+    .unwrap();
+    let maildir = dir.path().join("mail");
+    let port = free_port();
+    let _server = tokio::process::Command::new(PYTHON)
+        .args(["-m", "aiosmtpd", "-n", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-c", "refusing.Refusing"])
+        .arg(&maildir)
+        .env("PYTHONPATH", dir.path())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start aiosmtpd");
+    wait_port(port, Duration::from_secs(20)).await;
+    let p = plan(&format!(
+        "[[notifiers.email]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"a@example.com\"\nto = [\"gone@example.com\", \"ops@example.com\"]\n"
+    ));
+    let e = event("cpu", "web1", EventKind::Alert, Level::Critical);
+    let sent = p.notifiers[0].notifier.send(&e).await;
+    assert!(sent.is_ok(), "{sent:?}");
+    assert_eq!(messages(&maildir), 1, "ops@ got it");
+    // Every recipient refused: refused for good, as before.
+    let p = plan(&format!(
+        "[[notifiers.email]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"a@example.com\"\nto = [\"gone@example.com\", \"gone@example.org\"]\n"
+    ));
+    let sent = p.notifiers[0].notifier.send(&e).await;
+    assert!(matches!(sent, Err(NotifyError::Permanent(_))), "{sent:?}");
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_a_retryable_failure() {
     let port = free_port();

@@ -201,13 +201,52 @@ impl EmailNotifier {
 
     async fn deliver(&self, msg: Result<Message, NotifyError>) -> Result<(), NotifyError> {
         let msg = msg?;
-        match self.transport.send(msg).await {
+        match self.transport.send(msg.clone()).await {
             Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() && self.to.len() > 1 => self.deliver_each(&msg, e).await,
             Err(e) if e.is_permanent() => {
                 Err(NotifyError::Permanent(format!("SMTP server refused: {e}")))
             }
             Err(e) => Err(NotifyError::Retryable(format!("SMTP: {e}"))),
         }
+    }
+
+    /// A message to several recipients refused for good may be refused for one of them (an
+    /// address that no longer exists: the server answers 550 to its RCPT, and the whole
+    /// transaction fails): each recipient then gets it in a transaction of its own, the
+    /// message counts as delivered when one did, and the refused addresses are logged. Not
+    /// tried again: a refusal for good stays one, and a retry would send the others twice.
+    async fn deliver_each(
+        &self,
+        msg: &Message,
+        first: lettre::transport::smtp::Error,
+    ) -> Result<(), NotifyError> {
+        let bytes = msg.formatted();
+        let from = msg.envelope().from().cloned();
+        let mut refused = Vec::new();
+        for to in &self.to {
+            let sent = match lettre::address::Envelope::new(from.clone(), vec![to.email.clone()]) {
+                Ok(envelope) => (self.transport.send_raw(&envelope, &bytes).await)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                refused.push(format!("{}: {e}", to.email));
+            }
+        }
+        if refused.len() == self.to.len() {
+            return Err(NotifyError::Permanent(format!(
+                "SMTP server refused: {first}"
+            )));
+        }
+        tracing::warn!(
+            "email delivered to {} of {} recipients; refused: {}",
+            self.to.len() - refused.len(),
+            self.to.len(),
+            refused.join("; ")
+        );
+        Ok(())
     }
 }
 
