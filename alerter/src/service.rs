@@ -966,6 +966,10 @@ impl Service {
                     info!(rule = %name, "rule reloaded with a new id template: its alerts start again");
                     let why = "the rule's alert id changed";
                     closed = slot.state.retire(old.settings(), now, why);
+                    // Nor back to the old template if this version fails: its alerts are
+                    // closed, they would open again as new.
+                    slot.good = None;
+                    slot.good_version.clear();
                 } else if slot.rule.is_some() {
                     info!(rule = %name, "rule reloaded");
                     slot.regroup_check = true;
@@ -2090,6 +2094,17 @@ mod rollback_tests {
             .state
             .firing_events(f.running().settings(), NOW);
         assert_eq!(firing[0].id, "cpu-web1");
+        // A next template whose version fails is not rolled back to the closed ids.
+        f.write(
+            &BAD.replace("every: \"10s\"", "every: \"10s\", id: \"{{host}}\""),
+            NOW + 20 * S,
+        );
+        f.evaluate(NOW + 20 * S);
+        assert_eq!(
+            f.running().settings().id_template,
+            "{{host}}",
+            "not rolled back"
+        );
     }
 
     /// Regression: a config that dropped a notifier running rules name was applied at once;

@@ -231,13 +231,15 @@ pub fn load_rule_source_with(name: &str, text: &str, limits: &Limits) -> Result<
         return Err(err(RuleErrorKind::Script, Some(pos), message));
     }
 
-    let mut scope = Scope::new();
-    let ctx = with_context(Context::new(Phase::Load, None, 0, limits), || {
-        engine.run_ast_with_scope(&mut scope, &ast)
+    // The top level's variables, an error's value and its text are made and dropped on the
+    // script's thread (their nesting is the script's, see `with_context`).
+    let (run, ctx) = with_context(Context::new(Phase::Load, None, 0, limits), || {
+        let mut scope = Scope::new();
+        engine
+            .run_ast_with_scope(&mut scope, &ast)
+            .map_err(|e| describe_error(&e, limits))
     });
-    let (run, ctx) = ctx;
-    if let Err(e) = run {
-        let (pos, message) = describe_error(&e, limits);
+    if let Err((pos, message)) = run {
         return Err(err(RuleErrorKind::Script, pos, message));
     }
     let default_name = Path::new(name)
@@ -443,18 +445,27 @@ impl Rule {
     /// The top level runs again before `check()` (its `rule()` call is then ignored): that is
     /// how Rhai makes top-level constants visible in functions as `global::NAME`.
     pub fn evaluate(&self, source: &Arc<dyn QuerySource>, now_ns: i64) -> CycleResult {
-        let mut scope = Scope::new();
         let mut ctx = Context::new(Phase::Check, Some(Arc::clone(source)), now_ns, &self.limits);
         ctx.rule_calls_left = usize::from(self.calls_rule);
-        let (result, ctx) = with_context(ctx, || {
-            self.engine.call_fn_with_options::<Dynamic>(
+        // Everything that holds the script's values (its scope, the returned value, an error
+        // and its text) is made and dropped on the script's thread: only plain data leaves it.
+        let (result, _) = with_context(ctx, || {
+            let mut scope = Scope::new();
+            let result = self.engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(true).rewind_scope(true),
                 &mut scope,
                 &self.ast,
                 "check",
                 (),
-            )
+            );
+            self.result_of(result)
         });
+        result
+    }
+
+    /// Turns `check()`'s outcome into the cycle's result (on the script's thread).
+    fn result_of(&self, result: Result<Dynamic, Box<EvalAltResult>>) -> CycleResult {
+        let source_error = context(|c| c.source_error.clone()).flatten();
         let value = match result {
             Ok(v) => v,
             Err(e) => {
@@ -471,7 +482,7 @@ impl Rule {
                     EvalAltResult::ErrorTooManyOperations(_) => FailureKind::Script,
                     EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
                     EvalAltResult::ErrorRuntime(..)
-                        if ctx.source_error.as_deref() == Some(message.as_str()) =>
+                        if source_error.as_deref() == Some(message.as_str()) =>
                     {
                         FailureKind::Source
                     }

@@ -555,16 +555,35 @@ fn deep_recursion_and_deep_nesting_are_refused() {
 /// stack of the thread that ran the rule: the alerter aborted (and again at each start).
 #[test]
 fn deeply_nested_data_does_not_overflow_the_stack() {
-    let rule = load("fn check() {\n  let a = [];\n  for i in 0..20000 { a = [take(a)]; }\n  []\n}")
-        .unwrap();
+    const NEST: &str = "let a = []; for i in 0..20000 { a = [take(a)]; }";
     // On a thread with the 2 MiB a tokio blocking thread has.
-    let done = std::thread::Builder::new()
-        .stack_size(2 << 20)
-        .spawn(move || observed(&rule))
-        .unwrap()
-        .join()
-        .unwrap();
-    assert_eq!(done, vec![]);
+    let on_small_stack = |f: Box<dyn FnOnce() -> String + Send>| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    // Dropped at the end of check(); at the end of the load (a top-level variable); handed
+    // back as a bad return value; thrown (the error's text prints it).
+    let ok = on_small_stack(Box::new(|| {
+        let rule = load(&format!("fn check() {{\n  {NEST}\n  []\n}}")).unwrap();
+        format!("{:?}", observed(&rule))
+    }));
+    assert_eq!(ok, "[]");
+    let loaded = on_small_stack(Box::new(|| {
+        let rule = load(&format!("{NEST}\nfn check() {{ [] }}"));
+        format!("{:?}", rule.map(|_| ()))
+    }));
+    assert_eq!(loaded, "Ok(())");
+    for end in ["[a]", "throw a"] {
+        let said = on_small_stack(Box::new(move || {
+            let rule = load(&format!("fn check() {{\n  {NEST}\n  {end}\n}}")).unwrap();
+            failed(&rule)
+        }));
+        assert!(said.contains("rules/test.rhai:"), "{end}: {said}");
+    }
 }
 
 #[test]
