@@ -1481,18 +1481,31 @@ impl Service {
         let known: Vec<&str> = (config.notify.notifiers.iter())
             .map(|n| n.settings.name.as_str())
             .collect();
+        let fits = |path: &Path, s: &crate::model::RuleSettings| -> Result<(), String> {
+            if let Err(e) = crate::notify::config::check_names(&known, &s.notify) {
+                let (l, c) = s.notify_pos;
+                return Err(format!("{}:{l}:{c}: {e}", path.display()));
+            }
+            (config.actions.validate_rule(s))
+                .map_err(|((l, c), e)| format!("{}:{l}:{c}: {e}", path.display()))
+        };
+        let limits = Limits::from_config(&config);
         let mut refused = Vec::new();
         for (path, slot) in &self.slots {
             let Some(rule) = &slot.rule else {
                 continue;
             };
-            let s = rule.settings();
-            if let Err(e) = crate::notify::config::check_names(&known, &s.notify) {
-                let (l, c) = s.notify_pos;
-                refused.push(format!("{}:{l}:{c}: {e}", path.display()));
+            // What the next scan runs: the file as it is now when it loads and fits (one
+            // push may rename a notifier in the config and in the rules), else the running
+            // version.
+            let on_disk = read_rule_text(path).ok().and_then(|text| {
+                load_rule_source_with(&path.display().to_string(), &text, &limits).ok()
+            });
+            if on_disk.is_some_and(|r| fits(path, r.settings()).is_ok()) {
+                continue;
             }
-            if let Err(((l, c), e)) = config.actions.validate_rule(s) {
-                refused.push(format!("{}:{l}:{c}: {e}", path.display()));
+            if let Err(e) = fits(path, rule.settings()) {
+                refused.push(e);
             }
         }
         if !refused.is_empty() {
@@ -2130,6 +2143,14 @@ mod rollback_tests {
             f.svc.router.validate_names(&["ops".into()]).is_ok(),
             "the old notifiers stay"
         );
+        assert!(f.svc.slots[&f.path()].broken.is_none());
+        // The same rename in the config and in the rule file (one push): taken, and the
+        // rule runs its new version (it was refused for good: the running version was
+        // checked, and the new file against the old notifiers).
+        let renamed = GOOD.replace("every: \"10s\"", "every: \"10s\", notify: [\"ops-mail\"]");
+        std::fs::write(f.path(), &renamed).unwrap();
+        f.svc.reload(load(&conf), NOW + 2 * S).unwrap();
+        assert_eq!(f.running().settings().notify, ["ops-mail"]);
         assert!(f.svc.slots[&f.path()].broken.is_none());
     }
 
