@@ -162,6 +162,8 @@ async fn a_refused_recipient_does_not_cost_the_others_their_mail() {
              async def handle_RCPT(self, server, session, envelope, address, options):\n        \
                  if address.startswith('gone@'):\n            \
                      return '550 5.1.1 no such user'\n        \
+                 if address.startswith('later@'):\n            \
+                     return '450 4.2.0 try again later'\n        \
                  envelope.rcpt_tos.append(address)\n        \
                  return '250 OK'\n",
     )
@@ -194,6 +196,16 @@ async fn a_refused_recipient_does_not_cost_the_others_their_mail() {
     ));
     let sent = p.notifiers[0].notifier.send(&e).await;
     assert!(matches!(sent, Err(NotifyError::Permanent(_))), "{sent:?}");
+    // One reachable only later: tried again whole (ops@ may get it twice), never dropped.
+    let p = plan(&format!(
+        "[[notifiers.email]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"a@example.com\"\nto = [\"gone@example.com\", \"later@example.com\", \"ops@example.com\"]\n"
+    ));
+    let sent = p.notifiers[0].notifier.send(&e).await;
+    assert!(
+        matches!(sent, Err(NotifyError::Retryable(ref m)) if m.contains("later@")),
+        "{sent:?}"
+    );
 }
 
 #[tokio::test]

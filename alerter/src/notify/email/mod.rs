@@ -224,16 +224,27 @@ impl EmailNotifier {
         let bytes = msg.formatted();
         let from = msg.envelope().from().cloned();
         let mut refused = Vec::new();
+        let mut for_now = Vec::new();
         for to in &self.to {
             let sent = match lettre::address::Envelope::new(from.clone(), vec![to.email.clone()]) {
-                Ok(envelope) => (self.transport.send_raw(&envelope, &bytes).await)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(envelope) => (self.transport.send_raw(&envelope, &bytes).await).map(|_| ()),
+                Err(e) => {
+                    refused.push(format!("{}: {e}", to.email));
+                    continue;
+                }
             };
-            if let Err(e) = sent {
-                refused.push(format!("{}: {e}", to.email));
+            match sent {
+                Ok(()) => {}
+                Err(e) if e.is_permanent() => refused.push(format!("{}: {e}", to.email)),
+                Err(e) => for_now.push(format!("{}: {e}", to.email)),
             }
+        }
+        if !for_now.is_empty() {
+            // Tried again whole: those who got it may get it twice, rather than some never.
+            return Err(NotifyError::Retryable(format!(
+                "SMTP: not delivered for now to {}",
+                for_now.join("; ")
+            )));
         }
         if refused.len() == self.to.len() {
             return Err(NotifyError::Permanent(format!(
