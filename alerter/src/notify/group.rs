@@ -211,8 +211,11 @@ struct Group {
     labels: crate::model::Tags,
     /// Latest event per instance (firing, or resolved and not yet told).
     instances: BTreeMap<Instance, Arc<AlertEvent>>,
-    /// Instances a message listed as firing, with the event it listed.
-    notified: BTreeMap<Instance, Arc<AlertEvent>>,
+    /// Instances a message listed as firing.
+    notified: BTreeSet<Instance>,
+    /// The event of each firing instance that a delivered message carried: what records
+    /// were told (a message taken but not delivered told nothing).
+    delivered: BTreeMap<Instance, Arc<AlertEvent>>,
     reports: Vec<Arc<AlertEvent>>,
     /// Something arrived since the last message.
     changed: bool,
@@ -238,7 +241,7 @@ impl Groups {
             && resolves(&e)
             && let Some(group) = self.groups.get_mut(&key)
             && group.instances.contains_key(&inst)
-            && !group.notified.contains_key(&inst)
+            && !group.notified.contains(&inst)
         {
             // Fired and resolved before any message listed it: never told, nothing to close.
             group.instances.remove(&inst);
@@ -253,7 +256,8 @@ impl Groups {
         let group = self.groups.entry(key).or_insert_with(|| Group {
             labels,
             instances: BTreeMap::new(),
-            notified: BTreeMap::new(),
+            notified: BTreeSet::new(),
+            delivered: BTreeMap::new(),
             reports: Vec::new(),
             changed: false,
             due: now + g.wait,
@@ -276,6 +280,21 @@ impl Groups {
         }
     }
 
+    /// `n` was delivered: its firing events are what records were told (see
+    /// [`Notification::unchanged`]). A message that fails tells nothing, so the next one of
+    /// its group carries its news again.
+    pub fn delivered(&mut self, n: &Notification) {
+        let Some(g) = self.groups.get_mut(&crate::template::group(&n.labels)) else {
+            return;
+        };
+        for e in &n.firing {
+            let inst = (e.rule.clone(), e.id.clone());
+            if g.instances.contains_key(&inst) {
+                g.delivered.insert(inst, e.clone());
+            }
+        }
+    }
+
     /// Drops an instance from every group (muted, expired, or an event the notifier does not
     /// want ended it for this receiver).
     pub fn forget(&mut self, rule: &str, id: &str) {
@@ -283,6 +302,7 @@ impl Groups {
         self.groups.retain(|_, g| {
             g.instances.remove(&inst);
             g.notified.remove(&inst);
+            g.delivered.remove(&inst);
             !(g.instances.is_empty() && g.reports.is_empty())
         });
     }
@@ -327,12 +347,12 @@ impl Groups {
             g.instances.retain(|inst, e| {
                 if resolves(e) {
                     g.notified.remove(inst);
+                    g.delivered.remove(inst);
                     n.resolved.push(e.clone());
                     false
                 } else {
-                    if let Some(told) = g.notified.insert(inst.clone(), e.clone())
-                        && Arc::ptr_eq(&told, e)
-                    {
+                    g.notified.insert(inst.clone());
+                    if g.delivered.get(inst).is_some_and(|d| Arc::ptr_eq(d, e)) {
                         n.unchanged.insert(inst.clone());
                     }
                     n.firing.push(e.clone());
@@ -411,16 +431,22 @@ mod tests {
         let ids = |n: &Notification| -> Vec<String> { n.news().map(|e| e.id.clone()).collect() };
         let first = gs.take_due(t0 + Duration::from_secs(30));
         assert_eq!(ids(&first[0]), ["cpu:host=a"]);
+        gs.delivered(&first[0]);
         gs.offer(&g, ev("b", EventKind::Alert, Level::Critical), false, t0);
         let second = gs.take_all(t0 + Duration::from_secs(60));
         assert_eq!(second[0].firing.len(), 2, "people get the whole group");
         assert_eq!(ids(&second[0]), ["cpu:host=b"]);
-        // Not delivered; then a changes: the next message tells both.
+        // Not delivered; then a changes: the next message tells both (b was never told),
+        // whether it takes the undelivered one in or not.
         gs.offer(&g, ev("a", EventKind::Alert, Level::Warning), false, t0);
         let mut third = gs.take_all(t0 + Duration::from_secs(90));
-        assert_eq!(ids(&third[0]), ["cpu:host=a"]);
+        assert_eq!(ids(&third[0]), ["cpu:host=a", "cpu:host=b"]);
         third[0].absorb(&second[0]);
         assert_eq!(ids(&third[0]), ["cpu:host=a", "cpu:host=b"]);
+        gs.delivered(&third[0]);
+        gs.offer(&g, ev("c", EventKind::Alert, Level::Critical), false, t0);
+        let fourth = gs.take_all(t0 + Duration::from_secs(120));
+        assert_eq!(ids(&fourth[0]), ["cpu:host=c"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1477,12 +1477,16 @@ impl Worker {
                     self.counters
                         .sent
                         .fetch_add(item.events() as u64, Ordering::Relaxed);
-                    if let Item::Event(..) = item {
-                        let mut q = lock(&self.queue);
-                        if q.recent.len() == RECENT {
-                            q.recent.pop_front();
+                    match &item {
+                        Item::Event(..) => {
+                            let mut q = lock(&self.queue);
+                            if q.recent.len() == RECENT {
+                                q.recent.pop_front();
+                            }
+                            q.recent.push_back(item.clone());
                         }
-                        q.recent.push_back(item.clone());
+                        // What records were told: the group's next message leaves it out.
+                        Item::Group(n) => lock(&self.queue).groups.delivered(n),
                     }
                     self.counters.messages.fetch_add(1, Ordering::Relaxed);
                     if before > 0 {
