@@ -358,6 +358,39 @@ fn beyond_re2(pattern: &str) -> Result<(), String> {
             }
             Ok(())
         }
+        fn visit_post(&mut self, a: &Ast) -> Result<(), String> {
+            use ast::AssertionKind as K;
+            match a {
+                Ast::Assertion(x)
+                    if !matches!(
+                        x.kind,
+                        K::StartLine
+                            | K::EndLine
+                            | K::StartText
+                            | K::EndText
+                            | K::WordBoundary
+                            | K::NotWordBoundary
+                    ) =>
+                {
+                    Err(
+                        "this word-boundary form (\\<, \\>, \\b{start}, …) is not in Go's RE2 \
+                         (InfluxDB, VictoriaMetrics): only \\b and \\B"
+                            .into(),
+                    )
+                }
+                Ast::Repetition(r) => match r.op.kind {
+                    ast::RepetitionKind::Range(
+                        ast::RepetitionRange::Exactly(n)
+                        | ast::RepetitionRange::AtLeast(n)
+                        | ast::RepetitionRange::Bounded(_, n),
+                    ) if n > 1000 => Err(format!(
+                        "a repetition count of {n} is over Go's RE2 limit of 1000"
+                    )),
+                    _ => Ok(()),
+                },
+                _ => Ok(()),
+            }
+        }
         fn visit_class_set_binary_op_pre(
             &mut self,
             _: &ast::ClassSetBinaryOp,
@@ -539,6 +572,9 @@ mod tests {
             "[a-z&&[^x]]",
             "[a-z--b]",
             "[a[bc]]",
+            "\\<web",
+            "a\\b{end}",
+            "a{1001}",
         ] {
             let e = compile_regex(bad).unwrap_err();
             assert!(e.contains("RE2"), "{bad}: {e}");

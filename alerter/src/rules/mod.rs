@@ -1125,7 +1125,11 @@ fn register_rule_api(engine: &mut Engine) {
     // For text built into influxql(): tag values come from monitored hosts.
     engine.register_fn("influxql_string", |s: &str| crate::query::quote_string(s));
     engine.register_fn("influxql_ident", |s: &str| crate::query::quote_ident(s));
-    engine.register_fn("influxql_regex", |s: &str| crate::query::regex_literal(s));
+    // A valid regex only: `C:\` would end in `\/`, which InfluxQL reads as an escaped slash.
+    engine.register_fn("influxql_regex", |s: &str| -> RhaiResult<String> {
+        crate::query::compile_regex(s).map_err(|e| format!("influxql_regex(): {e}"))?;
+        Ok(crate::query::regex_literal(s))
+    });
     engine.register_fn("influxql", |text: &str| -> RhaiResult<Array> {
         let (source, now) = in_check("influxql()")?;
         let series = source.influxql(text, now).map_err(source_failed)?;

@@ -441,6 +441,13 @@ fn influxql_quoting_helpers_keep_host_values_literal() {
   []"#,
     );
     assert_eq!(observed(&rule), vec![]);
+    // Not a regex (a Windows path's final backslash would escape the closing slash).
+    let rule = check_only(r#"  influxql_regex("C:\\"); []"#);
+    assert!(
+        failed(&rule).contains("influxql_regex(): bad regex"),
+        "{}",
+        failed(&rule)
+    );
 }
 
 #[test]
