@@ -1348,7 +1348,7 @@ impl Service {
                     if let Some(n) = slot.no_series_suspect()
                         && !told
                     {
-                        warn!(rule = %settings.name, "{}", no_series_text(n));
+                        info!(rule = %settings.name, "{}", no_series_text(n));
                     }
                     slot.good = Some(rule.clone());
                     slot.good_version = slot.version.clone();
@@ -1738,9 +1738,10 @@ const NO_SERIES_WARN_AGE: Duration = Duration::from_secs(120);
 /// loaded returned no series.
 fn no_series_text(n: u32) -> String {
     format!(
-        "no series in its {n} evaluations since it loaded: is a measurement, field or tag value \
-         misspelled? (`wk-alerter check` prints what its queries return) A rule without series \
-         never fires, nor goes NoData"
+        "no series in its {n} evaluations since it loaded: its queries match nothing (no agent \
+         writes what it reads yet, or a measurement, field or tag value is misspelled: \
+         `wk-alerter check` prints what they return); a rule without series never fires, nor \
+         goes NoData"
     )
 }
 

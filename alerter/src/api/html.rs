@@ -269,7 +269,7 @@ impl Api {
                     "<span class=\"crit\">not loaded</span>".into()
                 }
                 (None, None) => r.no_series.as_ref().map_or_else(String::new, |w| {
-                    format!("<span class=\"warn\">{}</span>", esc(w))
+                    format!("<span class=\"muted\">{}</span>", esc(w))
                 }),
             };
             let _ = write!(
