@@ -241,6 +241,10 @@ pub struct Service {
     /// Why the last scan could not read the rules directory; `Some(None)` once it reads
     /// again after failing (so that `wk_rules` recovers), `None` if it never failed.
     rules_dir_error: Option<Option<String>>,
+    /// The state of a rule whose file was removed while another file, refused for taking
+    /// its name, waits to load it (`cp cpu.rhai cpu2.rhai; rm cpu.rhai`): that file takes
+    /// the alerts over when it loads, as a renamed file does.
+    heirs: BTreeMap<String, RuleState>,
     /// The rules directory was read since the start.
     scanned_once: bool,
     /// The clock when due evaluations were last looked for (to notice a step back).
@@ -322,6 +326,7 @@ impl Service {
             engine,
             slots: BTreeMap::new(),
             rules_dir_error: None,
+            heirs: BTreeMap::new(),
             scanned_once: false,
             last_now: 0,
             meta,
@@ -737,12 +742,18 @@ impl Service {
                 debug!(file = %path.display(), "rule file missing; its rule stops if the next scan misses it too");
                 continue;
             }
-            info!(file = %path.display(), "rule file removed; its rule stops");
             if let Some(mut slot) = self.slots.remove(&path)
                 && let Some(rule) = slot.rule.take()
             {
-                // Close what receivers heard of, and forget the rule's state file.
                 let settings = rule.settings();
+                if let Some(heir) = self.heir_of(&settings.name, &listed) {
+                    info!(file = %path.display(), heir = %heir.display(), "rule file removed; the file that was refused for its rule name takes its alerts over");
+                    self.heirs.insert(settings.name.clone(), slot.state);
+                    stopped = true;
+                    continue;
+                }
+                info!(file = %path.display(), "rule file removed; its rule stops");
+                // Close what receivers heard of, and forget the rule's state file.
                 let why = format!("the rule was removed ({} deleted)", path.display());
                 let events = slot.state.retire(settings, now, &why);
                 self.route(events);
@@ -978,6 +989,11 @@ impl Service {
                     info!(rule = %name, file = %path.display(), "rule file renamed; its alerts carry on");
                     let slot = self.slots.get_mut(path).expect("inserted above");
                     slot.state = moved;
+                } else if let Some(state) = self.heirs.remove(&name) {
+                    // Its file was refused while another file had the name; that one is gone.
+                    info!(rule = %name, file = %path.display(), "rule loaded; the alerts of the removed file carry on");
+                    let slot = self.slots.get_mut(path).expect("inserted above");
+                    slot.state = state;
                 } else {
                     let slot = self.slots.get_mut(path).expect("inserted above");
                     slot.state = RuleState::load(&self.config.settings.state_dir, &name);
@@ -1007,6 +1023,18 @@ impl Service {
         }
         self.route(closed);
         rearm
+    }
+
+    /// A listed file that does not load (refused, as it names a rule another file had) and
+    /// would now load a rule called `name`.
+    fn heir_of(&self, name: &str, listed: &BTreeSet<PathBuf>) -> Option<PathBuf> {
+        self.slots.iter().find_map(|(p, s)| {
+            let refused = s.broken.is_some() || s.unconfirmed.is_some();
+            let rule = (refused && s.rule.is_none() && listed.contains(p))
+                .then(|| load_rule_source_with(&p.display().to_string(), &s.text, &self.limits))?
+                .ok()?;
+            (rule.settings().name == name).then(|| p.clone())
+        })
     }
 
     /// The state of a rule whose file left the directory while a file that is listed now
@@ -2020,6 +2048,13 @@ mod rollback_tests {
         f.svc.scan(NOW + 2 * S);
         let broken = f.svc.slots[&copy].broken.clone().unwrap();
         assert!(broken.contains("already used by"), "{broken}");
+        f.evaluate(NOW + 2 * S);
+        assert_eq!(
+            f.svc.slots[&f.path()].state.instance_count(),
+            1,
+            "web1 fires"
+        );
+        let received = f.svc.router.stats().received;
         std::fs::remove_file(f.path()).unwrap();
         for i in 3..6 {
             f.svc.scan(NOW + i * S);
@@ -2027,6 +2062,14 @@ mod rollback_tests {
         assert!(!f.svc.slots.contains_key(&f.path()));
         assert!(f.svc.slots[&copy].broken.is_none());
         assert!(f.svc.slots[&copy].rule.is_some());
+        // Its alerts carried on: nothing closed, nothing to open again (closed, they would be
+        // gone with the state file; the one event routed is wk_rules' "loads again").
+        let settings = f.svc.slots[&copy].rule.clone().unwrap().settings().clone();
+        let firing = f.svc.slots[&copy]
+            .state
+            .firing_events(&settings, NOW + 6 * S);
+        assert_eq!(firing.len(), 1, "web1 still fires");
+        assert_eq!(f.svc.router.stats().received, received + 1);
     }
 
     /// Regression: a new version that renamed the rule and failed at its first evaluation was
