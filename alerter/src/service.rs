@@ -1997,9 +1997,7 @@ mod rollback_tests {
     async fn the_configured_memory_budget_bounds_running_rules() {
         let mut f = Fixture::with("  max_rule_memory_bytes = \"2MiB\"");
         assert_eq!(f.svc.limits.max_memory_bytes, 2 << 20);
-        let path = f.dir.path().join("alerter.conf");
-        let cfg = crate::config::load_str(&path, &f.conf, &|_: &str| None).unwrap();
-        f.svc.reload(cfg, NOW).unwrap();
+        f.svc.reload(config(&f.conf), NOW).unwrap();
         assert_eq!(f.svc.limits.max_memory_bytes, 2 << 20);
     }
 
@@ -2019,10 +2017,7 @@ mod rollback_tests {
             "[alerter]\n",
             "[alerter]\n  max_rule_memory_bytes = \"3MiB\"\n",
         );
-        let cfg =
-            crate::config::load_str(&f.dir.path().join("alerter.conf"), &conf, &|_: &str| None)
-                .unwrap();
-        f.svc.reload(cfg, NOW + 5 * S).unwrap();
+        f.svc.reload(config(&conf), NOW + 5 * S).unwrap();
         let slot = &f.svc.slots[&f.path()];
         assert!(
             !Arc::ptr_eq(&f.running(), &before),
@@ -2169,10 +2164,7 @@ mod rollback_tests {
     #[tokio::test]
     async fn a_config_lacking_a_running_rules_notifier_is_refused_whole() {
         let mut f = Fixture::new();
-        let load = |conf: &str| {
-            crate::config::load_str(std::path::Path::new("alerter.conf"), conf, &|_: &str| None)
-                .unwrap()
-        };
+        let load = config;
         f.conf += "[[notifiers.log]]\n  name = \"ops\"\n";
         f.svc.reload(load(&f.conf), NOW).unwrap();
         f.write(
@@ -2224,6 +2216,11 @@ mod rollback_tests {
         );
         f.write(GOOD, NOW + 3 * S);
         assert_eq!(f.wk_rules_level(), Level::Ok);
+    }
+
+    /// The config `text` (as the fixture's file, no environment).
+    fn config(text: &str) -> Config {
+        crate::config::load_str(Path::new("alerter.conf"), text, &|_: &str| None).unwrap()
     }
 
     struct Fixture {
