@@ -245,6 +245,9 @@ pub struct Service {
     /// its name, waits to load it (`cp cpu.rhai cpu2.rhai; rm cpu.rhai`): that file takes
     /// the alerts over when it loads, as a renamed file does.
     heirs: BTreeMap<String, RuleState>,
+    /// Configs taken since the start: a scan started under an earlier one compiled with its
+    /// limits and is read again.
+    config_generation: u64,
     /// The rules directory was read since the start.
     scanned_once: bool,
     /// The clock when due evaluations were last looked for (to notice a step back).
@@ -327,6 +330,7 @@ impl Service {
             slots: BTreeMap::new(),
             rules_dir_error: None,
             heirs: BTreeMap::new(),
+            config_generation: 0,
             scanned_once: false,
             last_now: 0,
             meta,
@@ -1554,6 +1558,7 @@ impl Service {
             self.board.update(|b| b.heartbeat = None);
         }
         self.config = config;
+        self.config_generation += 1;
         // Read again: a rolled-back version stays rolled back (its failure was its own).
         for slot in self.slots.values_mut().filter(|s| s.rolled_back.is_none()) {
             slot.text.clear();
@@ -1600,8 +1605,9 @@ impl Service {
             if rescan && !scanning {
                 let scanner = self.scanner();
                 let scans_tx = scans_tx.clone();
+                let generation = self.config_generation;
                 tokio::task::spawn_blocking(move || {
-                    let _ = scans_tx.send(scanner.read());
+                    let _ = scans_tx.send((generation, scanner.read()));
                 });
                 (scanning, rescan) = (true, false);
             }
@@ -1643,9 +1649,15 @@ impl Service {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(done) = rx.recv() => self.finish(done),
-                Some(scanned) = scans_rx.recv() => {
+                Some((generation, scanned)) = scans_rx.recv() => {
                     scanning = false;
-                    self.apply_scan(scanned, self.clock.now_ns());
+                    if generation == self.config_generation {
+                        self.apply_scan(scanned, self.clock.now_ns());
+                    } else {
+                        // Compiled with the limits of the config before: read again (the
+                        // config cleared every text, so the next scan compiles them all).
+                        rescan = true;
+                    }
                 }
                 Some(new) = reload.recv() => match new {
                     Some((cfg, reply)) => {
