@@ -55,6 +55,12 @@ pub trait Notifier: Send + Sync {
     /// Delivers one event.
     fn send<'a>(&'a self, event: &'a AlertEvent) -> SendFuture<'a>;
 
+    /// Whether [`Notifier::send_group`] sends a group as one message (email, chat webhooks);
+    /// the default sends its events one by one.
+    fn sends_group_whole(&self) -> bool {
+        false
+    }
+
     /// Delivers one grouped message (notifiers with `group_by`). The default sends what is
     /// new since the group's previous message, one event after another (records such as
     /// `influxdb` and `log` stay one per event, and `exec` runs once per event: the group
@@ -67,6 +73,19 @@ pub trait Notifier: Send + Sync {
             }
             Ok(())
         })
+    }
+}
+
+/// How many sends a group message takes, each given the notifier's `timeout`: one per
+/// event for the default [`Notifier::send_group`] (records), one for notifiers that send the
+/// group as one message.
+pub fn group_sends(notifier: &dyn Notifier, group: &Notification) -> u32 {
+    if notifier.sends_group_whole() {
+        1
+    } else {
+        u32::try_from(group.news().count())
+            .unwrap_or(u32::MAX)
+            .clamp(1, 1000)
     }
 }
 

@@ -1404,13 +1404,18 @@ impl Worker {
     async fn attempt(&self, item: &Item) -> Result<(), NotifyError> {
         let notifier = self.notifier.clone();
         let item = item.clone();
+        // A record notifier sends a group's events one by one: each gets the timeout.
+        let timeout = match &item {
+            Item::Group(n) => self.settings.timeout * super::group_sends(&*notifier, n),
+            Item::Event(..) => self.settings.timeout,
+        };
         let mut task = AbortOnDrop(tokio::spawn(async move {
             match &item {
                 Item::Event(e, _) => notifier.send(e).await,
                 Item::Group(n) => notifier.send_group(n).await,
             }
         }));
-        let result = match tokio::time::timeout(self.settings.timeout, &mut task.0).await {
+        let result = match tokio::time::timeout(timeout, &mut task.0).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) if join.is_panic() => Err(NotifyError::Permanent(
                 "the notifier panicked (a bug; please report it)".into(),
@@ -1421,7 +1426,7 @@ impl Worker {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(NotifyError::Retryable(format!(
                     "timed out after {}",
-                    crate::template::format_duration(self.settings.timeout)
+                    crate::template::format_duration(timeout)
                 )))
             }
         };

@@ -237,6 +237,36 @@ async fn a_helper_in_its_own_session_does_not_hold_the_program_open() {
     assert_eq!(x.sent(), 1);
 }
 
+/// Regression: with `group_by`, a group message runs the program once per event, and the
+/// whole message had one `timeout`: three events of 0.4 s each against a 1 s timeout
+/// always timed out, and were sent again and again.
+#[tokio::test]
+async fn a_group_message_gives_each_run_of_the_program_the_timeout() {
+    let x = Exec::start(
+        "sleep 0.4\necho run >> \"$OUT/runs\"\n",
+        "timeout = \"1s\"\nretries = 0\ngroup_by = [\"rule\"]\ngroup_wait = \"100ms\"\n",
+    );
+    let fire = |h: &str| to(event("cpu", h, EventKind::Alert, Level::Critical), &["run"]);
+    x.router.dispatch(vec![fire("a"), fire("b"), fire("c")]);
+    let runs = x.out("runs");
+    let (within, pause) = (Duration::from_secs(20), Duration::from_millis(50));
+    let lines = || std::fs::read_to_string(&runs).map_or(0, |t| t.lines().count());
+    // Delivered, or timed out (then retried without end: no flush).
+    let settled = || {
+        let st = x.router.stats();
+        let st = st.notifier("run").unwrap();
+        st.sent >= 3 || st.timeouts > 0
+    };
+    assert!(
+        poll_until_async(within, pause, settled).await,
+        "{} runs",
+        lines()
+    );
+    let st = x.router.stats();
+    let st = st.notifier("run").unwrap();
+    assert_eq!((st.timeouts, st.failed, lines()), (0, 0, 3), "{st:?}");
+}
+
 #[tokio::test]
 async fn shutdown_cancels_a_running_program_and_kills_its_group() {
     let x = Exec::with_child(

@@ -266,6 +266,10 @@ impl Notifier for EmailNotifier {
         Box::pin(self.deliver(self.message(event)))
     }
 
+    fn sends_group_whole(&self) -> bool {
+        true
+    }
+
     fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
         Box::pin(self.deliver(self.group_message(group)))
     }

@@ -147,6 +147,10 @@ impl Notifier for WebhookNotifier {
         Box::pin(self.post(self.body(event)))
     }
 
+    fn sends_group_whole(&self) -> bool {
+        true
+    }
+
     fn send_group<'a>(&'a self, group: &'a Notification) -> SendFuture<'a> {
         Box::pin(self.post(self.group_body(group)))
     }
