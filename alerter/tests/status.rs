@@ -705,8 +705,13 @@ fn without_a_token_loopback_reads_only_and_the_silence_command_uses_the_state_di
     let json_type = ("Content-Type", "application/json");
     let (status, body) = http(&addr, "POST", "/api/v1/silences", &[json_type], silence);
     assert_eq!(status, 401, "changes need a token: {body}");
-    let (status, head) = http_head(&addr, "GET", "/", &[], "");
+    let (status, page) = http(&addr, "GET", "/", &[], "");
     assert_eq!(status, 200, "reads stay open on loopback");
+    assert!(
+        page.contains("Read-only here"),
+        "the page says why its forms fail"
+    );
+    let (_, head) = http_head(&addr, "GET", "/", &[], "");
     let head = head.to_ascii_lowercase();
     for h in [
         "x-frame-options: deny",

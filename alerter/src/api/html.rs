@@ -99,8 +99,8 @@ pub(super) fn token_query(head: &Head) -> String {
 }
 
 impl Api {
-    /// The whole page.
-    pub(super) fn page(&self, head: &Head, now: i64) -> String {
+    /// The whole page; `writable`: the request may change things (its forms would work).
+    pub(super) fn page(&self, head: &Head, now: i64, writable: bool) -> String {
         let refresh = head
             .param("refresh")
             .and_then(|r| r.parse::<u32>().ok())
@@ -242,6 +242,16 @@ impl Api {
             Err(e) => {
                 let _ = write!(p, "<p class=\"crit\">{}</p>", esc(&e.to_string()));
             }
+        }
+        if !writable {
+            // The forms below would be refused: say why, and how to get them.
+            let _ = write!(
+                p,
+                "<p class=\"muted\">Read-only here: changes need the token (open this page \
+                 as <code>/?p=TOKEN</code>, or use <code>wk-alerter silence</code>), or \
+                 <code>[http] loopback_writes_without_token = true</code> on a machine whose \
+                 local users and proxies you trust.</p>"
+            );
         }
         let _ = write!(
             p,

@@ -243,20 +243,22 @@ impl Api {
         let now = crate::clock::now_ns();
         let path = head.path.as_str();
         match (method, path) {
-            ("GET" | "HEAD", "/") => Response::new(200, self.page(head, now))
-                .typed("text/html; charset=utf-8")
-                .header("cache-control", "no-store")
-                // Not in a frame of another page (a disguised click on its buttons), no script
-                // or anything fetched (the page has none), forms only to itself, and the
-                // `?p=TOKEN` of its address sent nowhere.
-                .header("x-frame-options", "DENY")
-                .header(
-                    "content-security-policy",
-                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+            ("GET" | "HEAD", "/") => {
+                Response::new(200, self.page(head, now, access == Access::Full))
+                    .typed("text/html; charset=utf-8")
+                    .header("cache-control", "no-store")
+                    // Not in a frame of another page (a disguised click on its buttons), no script
+                    // or anything fetched (the page has none), forms only to itself, and the
+                    // `?p=TOKEN` of its address sent nowhere.
+                    .header("x-frame-options", "DENY")
+                    .header(
+                        "content-security-policy",
+                        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
                      frame-ancestors 'none'; base-uri 'none'",
-                )
-                .header("x-content-type-options", "nosniff")
-                .header("referrer-policy", "no-referrer"),
+                    )
+                    .header("x-content-type-options", "nosniff")
+                    .header("referrer-policy", "no-referrer")
+            }
             ("GET" | "HEAD", "/api/v1/status") => json_response(200, &self.status_json(now)),
             ("GET" | "HEAD", "/api/v1/alerts") => json_response(200, &self.alerts_json(now)),
             ("GET" | "HEAD", "/api/v1/rules") => json_response(200, &self.rules_json()),
