@@ -1527,16 +1527,16 @@ impl Service {
             let Some(rule) = &slot.rule else {
                 continue;
             };
-            // What the next scan runs: the file as it is now when it loads and fits (one
-            // push may rename a notifier in the config and in the rules), else the running
-            // version.
+            // The running version fits, or what the next scan runs does: the file as it is now
+            // when it loads and fits (one push may rename a notifier in the config and in the
+            // rules). The file is read only when the running version does not fit.
+            let Err(e) = fits(path, rule.settings()) else {
+                continue;
+            };
             let on_disk = read_rule_text(path).ok().and_then(|text| {
                 load_rule_source_with(&path.display().to_string(), &text, &limits).ok()
             });
-            if on_disk.is_some_and(|r| fits(path, r.settings()).is_ok()) {
-                continue;
-            }
-            if let Err(e) = fits(path, rule.settings()) {
+            if on_disk.is_none_or(|r| fits(path, r.settings()).is_err()) {
                 refused.push(e);
             }
         }

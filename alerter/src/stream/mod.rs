@@ -359,10 +359,7 @@ impl Receiver {
     /// doing (at most [`SHUTDOWN_GRACE`] and a second): a write acknowledged by then is in the
     /// store, for the window's last save.
     pub async fn shutdown(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        let _ = self.stop.send(true);
+        self.stop();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
         while self.admission.open() != (0, 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -377,12 +374,19 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
+impl Receiver {
+    /// Stops accepting and pruning, and asks the open connections to finish and close.
+    fn stop(&self) {
         for t in &self.tasks {
             t.abort();
         }
         let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -247,6 +247,13 @@ fn restarts(nonce: &str) -> ActionRule {
     a
 }
 
+/// Stops what [`restarts`] started for these nonces.
+fn kill_started(nonces: &[&str]) {
+    for n in nonces {
+        let _ = std::process::Command::new("pkill").args(["-f", n]).status();
+    }
+}
+
 fn recovery(rule: &str) -> AlertEvent {
     let mut ok = event(rule, Level::Ok, &[]);
     ok.kind = EventKind::Recovery;
@@ -287,9 +294,7 @@ async fn the_report_is_the_one_message_of_an_incident() {
     let e3 = engine(&dir.path().join("3"), vec![never_recovers()]);
     assert_eq!(e3.handle(&[event("r", Level::Critical, &[])]), [false]);
     assert_eq!(e3.handle(&[recovery("r")]), [false]);
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", &nonce])
-        .status();
+    kill_started(&[&nonce]);
 }
 
 /// `[actions] enabled = false` by a reload stops the episodes already running: no more
@@ -402,9 +407,7 @@ async fn a_late_report_leaves_the_next_episode_alone() {
         [false],
         "the second episode's recovery is news"
     );
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", &nonce])
-        .status();
+    kill_started(&[&nonce]);
 }
 
 /// A tag that names the alerter's own service is refused before anything runs, dry run or
@@ -471,9 +474,7 @@ async fn a_repair_in_its_cooldown_is_tried_when_it_ends() {
         e.results().iter().all(|r| r.status != "waiting"),
         "not recorded"
     );
-    for n in [&n1, &n2] {
-        let _ = std::process::Command::new("pkill").args(["-f", n]).status();
-    }
+    kill_started(&[&n1, &n2]);
 }
 
 /// Regression: a repair waiting for its cooldown was tried only once every repair of the
@@ -500,9 +501,7 @@ async fn a_waiting_repair_runs_at_the_end_of_its_own_cooldown() {
         .filter(|r| r.status == "ran")
         .map(|r| (r.args.contains(&n2), r.started_ns))
         .collect();
-    for n in [&n1, &n2] {
-        let _ = std::process::Command::new("pkill").args(["-f", n]).status();
-    }
+    kill_started(&[&n1, &n2]);
     let (second, again) = runs[2];
     assert!(
         second,
@@ -550,9 +549,7 @@ async fn an_alert_that_goes_on_firing_after_a_verified_repair_needs_fresh_eviden
         "at once: {:?}",
         t0.elapsed()
     );
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", &nonce])
-        .status();
+    kill_started(&[&nonce]);
 }
 
 /// While an attempt holds the alert for its report, a repeat is the report's, but a level

@@ -201,9 +201,13 @@ impl EmailNotifier {
 
     async fn deliver(&self, msg: Result<Message, NotifyError>) -> Result<(), NotifyError> {
         let msg = msg?;
-        match self.transport.send(msg.clone()).await {
+        // Formatted once: the fallback sends the same bytes.
+        let bytes = msg.formatted();
+        match self.transport.send_raw(msg.envelope(), &bytes).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() && self.to.len() > 1 => self.deliver_each(&msg, e).await,
+            Err(e) if e.is_permanent() && self.to.len() > 1 => {
+                self.deliver_each(&msg, &bytes, e).await
+            }
             Err(e) if e.is_permanent() => {
                 Err(NotifyError::Permanent(format!("SMTP server refused: {e}")))
             }
@@ -219,15 +223,15 @@ impl EmailNotifier {
     async fn deliver_each(
         &self,
         msg: &Message,
+        bytes: &[u8],
         first: lettre::transport::smtp::Error,
     ) -> Result<(), NotifyError> {
-        let bytes = msg.formatted();
         let from = msg.envelope().from().cloned();
         let mut refused = Vec::new();
         let mut for_now = Vec::new();
         for to in &self.to {
             let sent = match lettre::address::Envelope::new(from.clone(), vec![to.email.clone()]) {
-                Ok(envelope) => (self.transport.send_raw(&envelope, &bytes).await).map(|_| ()),
+                Ok(envelope) => (self.transport.send_raw(&envelope, bytes).await).map(|_| ()),
                 Err(e) => {
                     refused.push(format!("{}: {e}", to.email));
                     continue;
