@@ -106,8 +106,13 @@ enum Depth {
 
 #[derive(Debug)]
 struct Proc {
-    /// Inode number of `/proc/<pid>`: a new process under a reused pid has a new one.
+    /// Inode number of `/proc/<pid>`: a new process under a reused pid has a new one. So may
+    /// the same process, when the kernel drops its proc dentry under memory pressure: `start`
+    /// tells the two apart.
     ident: u64,
+    /// Start time of the process (`/proc/<pid>/stat` field 22, clock ticks since boot), read
+    /// at each full read; `None` when it could not be read.
+    start: Option<u64>,
     /// `st_size` of `fd/` when last read (the number of open fds on Linux ≥ 6.2).
     fd_size: i64,
     /// Sorted by fd number.
@@ -476,12 +481,23 @@ impl SockMap {
             false
         });
 
-        // Exited processes and reused pids.
+        // Exited processes and reused pids. A new directory inode under the same pid is a
+        // new process unless its start time is the one read before (the kernel also gives a
+        // live process's directory a new inode when it drops the dentry under memory
+        // pressure, or after `drop_caches`: without this, every process would be read in full
+        // again just when the host is short of memory).
         let (now_list, idx) = (&self.now, &mut self.idx);
         self.procs.retain(|pid, p| {
             let keep = now_list
                 .binary_search_by_key(pid, |(q, _)| *q)
-                .is_ok_and(|i| now_list[i].1 == p.ident);
+                .is_ok_and(|i| {
+                    let ident = now_list[i].1;
+                    if ident != p.ident && p.start.is_some() && start_ticks(&root, *pid) == p.start
+                    {
+                        p.ident = ident;
+                    }
+                    ident == p.ident
+                });
             if !keep {
                 for f in &p.fds {
                     if f.kind == Kind::Tracked {
@@ -775,6 +791,7 @@ impl SockMap {
         let round = self.idx.round;
         let p = self.procs.entry(pid).or_insert_with(|| Proc {
             ident,
+            start: None,
             fd_size: -1,
             fds: Vec::new(),
             unreadable: None,
@@ -788,6 +805,7 @@ impl SockMap {
         if depth == Depth::Full {
             p.full_at = now;
             p.hunted_at = now;
+            p.start = start_ticks(root, pid);
         }
         // The size before the listing: an fd opened in between is in the listing but not in
         // the size, so the next check reads again rather than missing it.
@@ -1009,6 +1027,26 @@ impl SockMap {
     }
 }
 
+/// Field 22 of `/proc/<pid>/stat` (the process's start time in clock ticks since boot).
+fn start_ticks(root: &impl AsFd, pid: i32) -> Option<u64> {
+    let fd = openat(
+        root,
+        Name::new(pid as u32, b"/stat").cstr(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 1024];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &buf[buf[..n].iter().rposition(|&b| b == b')')? + 1..n];
+    let field = rest
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
 fn fd_size(root: &impl AsFd, pid: i32) -> i64 {
     let path = Name::new(pid as u32, b"/fd");
     statat(root, path.cstr(), AtFlags::empty()).map_or(-1, |s| s.st_size)
@@ -1204,6 +1242,45 @@ mod tests {
         // A steady gather keeps its room (no reallocation every gather).
         gather(&mut map, t0 + Duration::from_secs(3), &[5], None);
         assert_eq!(footprint(&map), after);
+    }
+
+    #[test]
+    fn a_new_directory_inode_with_the_same_start_time_is_the_same_process() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let stat = |dir: &str, start: u64| {
+            // `cat (x) y` as the command name: the fields are counted from the last ')'.
+            let line =
+                format!("10 (cat (x) y) S 1 10 10 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0");
+            std::fs::write(r.join(dir).join("stat"), line).unwrap();
+        };
+        link(r, 10, 3, "socket:[100]");
+        stat("10", 4242);
+        let t0 = Instant::now();
+        let mut map = SockMap::new(r, Duration::from_secs(3600), true);
+        gather(&mut map, t0, &[100], None);
+        assert_eq!(map.stats().full_reads, 1);
+        // The same process, its proc dentry dropped: a new directory inode, the same start
+        // time. (Made before the old one goes, so that the inode number differs.)
+        let again = |name: &str, start: u64| {
+            link(r, 1010, 3, "socket:[100]");
+            stat("1010", start);
+            std::fs::remove_dir_all(r.join(name)).unwrap();
+            std::fs::rename(r.join("1010"), r.join(name)).unwrap();
+        };
+        again("10", 4242);
+        gather(&mut map, t0 + Duration::from_secs(1), &[100], None);
+        assert_eq!(map.stats().full_reads, 1, "not read again");
+        // Another process under the pid: another start time.
+        again("10", 4343);
+        gather(&mut map, t0 + Duration::from_secs(2), &[100], None);
+        assert_eq!(map.stats().full_reads, 2, "a reused pid is read in full");
+        assert_eq!(map.holders(100).collect::<Vec<_>>(), [(10, 1)]);
+
+        // The real file, against procfs's parser.
+        let me = procfs::process::Process::myself().unwrap().stat().unwrap();
+        let proc_root = std::fs::File::open("/proc").unwrap();
+        assert_eq!(start_ticks(&proc_root, me.pid), Some(me.starttime));
     }
 
     #[test]
@@ -1595,9 +1672,17 @@ serve()
         fn kill(pid: i32, sig: i32) -> i32;
     }
 
-    /// Inodes of every TCP and unix socket of this network namespace, from /proc/net (the
-    /// dump stand-in; no fd walk involved).
-    fn live_inodes() -> Vec<u64> {
+    /// Inodes of the TCP and unix sockets of this network namespace, from /proc/net (the dump
+    /// stand-in), that the holders hold: other processes' sockets (the rest of a test suite,
+    /// a busy host) would make the map hunt at times the test does not choose. The holders
+    /// change only on a command, so this is the dump they would give alone.
+    fn live_inodes(h: &Holders) -> Vec<u64> {
+        let mut held = FxHashSet::default();
+        for_each_socket_fd(Path::new("/proc"), |pid, _, inode| {
+            if h.pids.contains(&pid) {
+                held.insert(inode);
+            }
+        });
         let mut out = Vec::new();
         for (file, col) in [("tcp", 9), ("tcp6", 9), ("unix", 6)] {
             let Ok(text) = std::fs::read_to_string(format!("/proc/net/{file}")) else {
@@ -1609,6 +1694,7 @@ serve()
                     .nth(col)
                     .and_then(|c| c.parse().ok())
                     && i != 0
+                    && held.contains(&i)
                 {
                     out.push(i);
                 }
@@ -1620,7 +1706,7 @@ serve()
     /// One gather of `map` over the holders, checked against a fresh walk.
     fn check(map: &mut SockMap, h: &Holders, at: Instant, what: &str) -> Stats {
         let before = map.stats();
-        let live = live_inodes();
+        let live = live_inodes(h);
         gather(map, at, &live, Some(&h.pids));
         let root = Path::new("/proc");
         assert_eq!(view(map, &live), fresh(root, &live, &h.pids), "{what}");
@@ -1725,7 +1811,7 @@ serve()
         check(&mut map, &h, tick(), "a file opened in the child");
         h.cmd(b2, &format!("dup2 {} {file}", c[8]));
         map.begin();
-        let live = live_inodes();
+        let live = live_inodes(&h);
         for i in &live {
             map.live(*i);
         }
