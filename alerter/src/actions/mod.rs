@@ -16,6 +16,7 @@
 //!   rule setting.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -315,70 +316,103 @@ impl ActionResult {
     }
 }
 
-/// Sends `sig` to `pid`: `Err(ESRCH)` when the process is gone, `Err(EPERM)` when it is not
-/// ours to signal.
-pub(crate) fn signal(pid: i32, sig: rustix::process::Signal) -> rustix::io::Result<()> {
-    match rustix::process::Pid::from_raw(pid) {
-        Some(p) if pid > 1 => rustix::process::kill_process(p, sig),
-        _ => Err(rustix::io::Errno::INVAL),
-    }
-}
-
 /// Whether `pid` still runs (not a zombie) under `proc_root`.
 pub(crate) fn alive(proc_root: &std::path::Path, pid: i32) -> bool {
     wk_core::procs::get(proc_root, pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
 }
 
-/// SIGTERM, then up to `grace` for the processes to exit, then SIGKILL. Returns a
-/// description per process: "SIGTERM → exited" / "SIGKILL after 5s".
-pub(crate) async fn stop_processes(ctx: &Ctx, pids: &[i32]) -> Vec<(i32, String)> {
+/// Whether the process `pid` that started at `start` (clock ticks since boot) still runs:
+/// another process under the same pid is not it.
+fn still_runs(proc_root: &std::path::Path, pid: i32, start: u64) -> bool {
+    wk_core::procs::get(proc_root, pid)
+        .is_some_and(|p| p.start_ticks == start && p.state != 'Z' && p.state != 'X')
+}
+
+/// A handle on the process `pid` that started at `start`: a pidfd, so that every signal
+/// reaches that process and no other, even once it has exited and its pid is reused. `Err`
+/// with the words for the report when it is gone or cannot be had.
+fn hold(proc_root: &std::path::Path, pid: i32, start: u64) -> Result<OwnedFd, String> {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    let Some(p) = Pid::from_raw(pid).filter(|_| pid > 1) else {
+        return Err(format!("NOT stopped: pid {pid} is not one to signal"));
+    };
+    let fd = match pidfd_open(p, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Err("gone before SIGTERM".into()),
+        Err(e) => return Err(format!("NOT stopped: cannot open the process ({e})")),
+    };
+    // The pidfd names whatever runs under the pid now: it is ours only if that is still the
+    // process that was found.
+    match wk_core::procs::get(proc_root, pid) {
+        Some(now) if now.start_ticks == start => Ok(fd),
+        Some(_) => Err("gone before SIGTERM (its pid now names another process)".into()),
+        None => Err("gone before SIGTERM".into()),
+    }
+}
+
+/// SIGTERM, then up to `grace` for the processes to exit, then SIGKILL. Each process is given
+/// as (pid, start time in clock ticks, as [`wk_core::procs::Process::start_ticks`]) and held
+/// by a pidfd from before the first signal: a process that exits meanwhile and whose pid is
+/// reused is never signalled in its place. Returns a description per process: "exited
+/// after SIGTERM" / "SIGKILL after 5s" / "NOT stopped: …" (the alerter may not signal it).
+pub(crate) async fn stop_processes(ctx: &Ctx, procs: &[(i32, u64)]) -> Vec<(i32, String)> {
+    use rustix::process::{Signal, pidfd_send_signal};
     let mut out = Vec::new();
-    for &pid in pids {
-        match signal(pid, rustix::process::Signal::TERM) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::SRCH) => {
-                out.push((pid, "gone before SIGTERM".to_owned()));
+    let mut held = Vec::new();
+    for &(pid, start) in procs {
+        let fd = match hold(&ctx.proc_root, pid, start) {
+            Ok(fd) => fd,
+            Err(how) => {
+                out.push((pid, how));
                 continue;
             }
+        };
+        match pidfd_send_signal(&fd, Signal::TERM) {
+            Ok(()) => {
+                out.push((pid, String::new()));
+                held.push((out.len() - 1, start, fd));
+            }
+            Err(rustix::io::Errno::SRCH) => out.push((pid, "gone before SIGTERM".into())),
             // Still running: a failure, not "gone" (the alerter lacks CAP_KILL for another
             // user's process, see docs/packaging.md).
-            Err(e) => {
-                out.push((pid, format!("NOT stopped: SIGTERM refused ({e})")));
-                continue;
-            }
+            Err(e) => out.push((pid, format!("NOT stopped: SIGTERM refused ({e})"))),
         }
-        out.push((pid, String::new()));
     }
     let deadline = tokio::time::Instant::now() + ctx.grace;
     loop {
-        let left: Vec<i32> = out
-            .iter()
-            .filter(|(p, how)| how.is_empty() && alive(&ctx.proc_root, *p))
-            .map(|(p, _)| *p)
-            .collect();
-        for (p, how) in out.iter_mut() {
-            if how.is_empty() && !left.contains(p) {
-                *how = "exited after SIGTERM".into();
+        held.retain(|(i, start, _)| {
+            let runs = still_runs(&ctx.proc_root, out[*i].0, *start);
+            if !runs {
+                out[*i].1 = "exited after SIGTERM".into();
             }
-        }
-        if left.is_empty() {
+            runs
+        });
+        if held.is_empty() {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            for (p, how) in out.iter_mut() {
-                if how.is_empty() {
-                    let _ = signal(*p, rustix::process::Signal::KILL);
-                    *how = format!(
+            for (i, _, fd) in held {
+                out[i].1 = match pidfd_send_signal(&fd, Signal::KILL) {
+                    Ok(()) => format!(
                         "SIGKILL after {} (ignored SIGTERM)",
                         crate::template::format_duration(ctx.grace)
-                    );
-                }
+                    ),
+                    Err(rustix::io::Errno::SRCH) => "exited after SIGTERM".into(),
+                    Err(e) => format!("NOT stopped: SIGKILL refused ({e})"),
+                };
             }
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     out
+}
+
+/// Whether every process of a [`stop_processes`] result was stopped (or was gone already).
+pub(crate) fn all_stopped(stopped: &[(i32, String)]) -> bool {
+    !stopped
+        .iter()
+        .any(|(_, how)| how.starts_with("NOT stopped"))
 }
 
 /// `pid 42 "python3 -m http.server" (user www-data)`.
@@ -397,4 +431,35 @@ pub(crate) fn describe_process(
 pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn a_process_whose_pid_names_another_is_not_signalled() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = wk_core::procs::get(Path::new("/proc"), pid)
+            .unwrap()
+            .start_ticks;
+        let ctx = Ctx::local();
+        // As if `sleep` had been found earlier and its pid given since to this one.
+        let out = stop_processes(&ctx, &[(pid, start + 1)]).await;
+        assert_eq!(
+            out[0].1,
+            "gone before SIGTERM (its pid now names another process)"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "not signalled");
+        let out = stop_processes(&ctx, &[(pid, start)]).await;
+        assert_eq!(out[0].1, "exited after SIGTERM");
+        assert!(all_stopped(&out));
+        assert!(child.wait().unwrap().signal().is_some());
+    }
 }

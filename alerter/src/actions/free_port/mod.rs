@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use super::host::SshHost;
 use super::remote::{self, Call, RemoteProc};
 use super::{
-    Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, alive, describe_process,
-    stop_processes,
+    Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, alive, all_stopped,
+    describe_process, stop_processes,
 };
 
 /// Registry entry.
@@ -41,20 +41,24 @@ impl Action for FreePort {
             }
             let users = wk_core::procs::user_names(&ctx.passwd);
             let me = std::process::id() as i32;
-            let holders: Vec<(i32, String)> =
-                wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
-                    .iter()
-                    .filter(|p| p.pid != me)
-                    .map(|p| (p.pid, describe_process(p, &users)))
-                    .collect();
+            let procs: Vec<_> = wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
+                .into_iter()
+                .filter(|p| p.pid != me)
+                .collect();
+            let holders: Vec<(i32, String)> = procs
+                .iter()
+                .map(|p| (p.pid, describe_process(p, &users)))
+                .collect();
             let mut d = Done {
                 ok: true,
                 ..Done::default()
             };
-            let Some(pids) = self.found(&mut d, &holders) else {
+            if self.found(&mut d, &holders).is_none() {
                 return d;
-            };
-            let stopped = stop_processes(ctx, &pids).await;
+            }
+            let started: Vec<(i32, u64)> = procs.iter().map(|p| (p.pid, p.start_ticks)).collect();
+            let stopped = stop_processes(ctx, &started).await;
+            d.ok = all_stopped(&stopped);
             d.did = stopped_text(&holders, stopped.iter().map(|(p, how)| (*p, how.as_str())));
             d
         })

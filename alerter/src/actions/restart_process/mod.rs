@@ -13,8 +13,8 @@ use regex::Regex;
 use super::host::SshHost;
 use super::remote::{self, Call, PortOpen, RemoteProc, Started};
 use super::{
-    Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, describe_process,
-    stop_processes,
+    Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, all_stopped,
+    describe_process, stop_processes,
 };
 
 /// Registry entry.
@@ -273,7 +273,8 @@ impl RestartProcess {
             return d;
         }
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-        let stopped = stop_processes(ctx, &pids).await;
+        let started: Vec<(i32, u64)> = procs.iter().map(|p| (p.pid, p.start_ticks)).collect();
+        let stopped = stop_processes(ctx, &started).await;
         if let Ok(mut s) = self.stopped.lock() {
             *s = pids.clone();
         }
@@ -282,7 +283,15 @@ impl RestartProcess {
             .map(|(p, how)| format!("pid {p}: {how}"))
             .collect();
         d.ok = true;
-        if !self.start.is_empty() && ctx.launch == super::Launch::SystemdRun {
+        if !all_stopped(&stopped) {
+            // Starting beside a process that still runs would make two instances, and the
+            // probe could take the new one for a repair.
+            d.ok = false;
+            d.stderr = "a process could not be stopped".into();
+            if !self.start.is_empty() {
+                did.push(format!("did not start {:?}", self.start.join(" ")));
+            }
+        } else if !self.start.is_empty() && ctx.launch == super::Launch::SystemdRun {
             // Its own cgroup, outside the alerter's sandbox: a restart of the alerter does
             // not kill it, and it may map JIT memory or bind port 80.
             let unit = super::host::unit_name("start");
