@@ -189,6 +189,10 @@ pub struct ActionSpec {
     /// Reports on the host without repairing anything (top processes, firewall rules): runs
     /// once per firing episode, spends no attempt budget and is not verified.
     pub diagnosis: bool,
+    /// (argument, others): when the argument takes `{{...}}` from the alert, one of the
+    /// others must be written in the rule. A pid from a point names any process on the host;
+    /// the rule must say which program it may be.
+    pub templated_needs: Option<(&'static str, &'static [&'static str])>,
 }
 
 impl ActionSpec {
@@ -206,6 +210,7 @@ impl ActionSpec {
             one_of: &[],
             build,
             diagnosis: false,
+            templated_needs: None,
         }
     }
 
@@ -221,6 +226,18 @@ impl ActionSpec {
     pub const fn one_of(self, names: &'static [&'static str]) -> ActionSpec {
         ActionSpec {
             one_of: names,
+            ..self
+        }
+    }
+
+    /// The same, where `arg` taken from the alert needs one of `others` written in the rule.
+    pub const fn templated_needs(
+        self,
+        arg: &'static str,
+        others: &'static [&'static str],
+    ) -> ActionSpec {
+        ActionSpec {
+            templated_needs: Some((arg, others)),
             ..self
         }
     }

@@ -268,6 +268,25 @@ fn parse_one(
             ),
         ));
     }
+    if let Some((arg, others)) = spec.templated_needs
+        && a.args.get(arg).is_some_and(RawArg::is_templated)
+        && !others
+            .iter()
+            .any(|k| a.args.get(*k).is_some_and(|v| !v.is_templated()))
+    {
+        return Err((
+            a.arg_pos.get(arg).copied().unwrap_or(start),
+            format!(
+                "rule(): actions[{i}]: {} takes `{arg}` from the alert, so it needs {} written in the rule, not taken from the alert: a point can name any {arg} on the host (`name: \"nginx\"`)",
+                a.action,
+                others
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        ));
+    }
     Ok(a)
 }
 

@@ -1237,3 +1237,34 @@ fn by_tag_joins_results_on_a_tag() {
         "{m}"
     );
 }
+
+/// A pid from the alert can name any process on the host: restart_process then needs the
+/// program (`name`) or a `pattern` written in the rule, else the file does not load.
+#[test]
+fn a_pid_from_the_alert_needs_the_program_written_in_the_rule() {
+    let load = |args: &str| {
+        load_rule_source(
+            "p.rhai",
+            &format!(
+                "rule(#{{\n  actions: [\n    #{{ action: \"restart_process\", {args} }},\n  ],\n}});\nfn check() {{ [] }}\n"
+            ),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    for args in [
+        r#"pid: "{{pid}}""#,
+        r#"pid: "{{pid}}", name: "{{process_name}}""#,
+        r#"pid: "{{pid}}", pattern: "^{{tags.cmd}}$""#,
+    ] {
+        let e = load(args).unwrap_err();
+        assert!(
+            e.starts_with("p.rhai:3:")
+                && e.contains("takes `pid` from the alert, so it needs `name` or `pattern` written in the rule"),
+            "{args}: {e}"
+        );
+    }
+    load(r#"pid: "{{pid}}", name: "nginx""#).unwrap();
+    load(r#"pid: "{{pid}}", pattern: "^/usr/sbin/nginx""#).unwrap();
+    load(r#"pid: "4242""#).unwrap();
+}

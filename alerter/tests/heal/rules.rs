@@ -65,7 +65,7 @@ rule(#{{
     every: "{every}",
     notify: {notify},
     message: "{{{{host}}}}: pid {{{{pid}}}} holds {{{{value}}}} CLOSE_WAIT sockets",
-    actions: [#{{ action: "restart_process", pid: "{{{{pid}}}}", start: [{ctl:?}, "start"],
+    actions: [#{{ action: "restart_process", pid: "{{{{pid}}}}", name: "python3", start: [{ctl:?}, "start"],
                   port: {port}, {options} }}],
 }});
 

@@ -31,7 +31,8 @@ pub const SPEC: super::ActionSpec = super::ActionSpec::new(
     ],
     build,
 )
-.one_of(&["pattern", "pid"]);
+.one_of(&["pattern", "pid"])
+.templated_needs("pid", &["name", "pattern"]);
 
 fn build(a: &Args) -> Box<dyn Action> {
     Box::new(RestartProcess {
