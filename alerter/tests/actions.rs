@@ -314,14 +314,15 @@ async fn alert_to_guarded_action_to_one_report_and_audit_line() {
     assert_eq!(audit.len(), 2);
 }
 
-/// Waits (10 s at most) until the engine's guard counts an attempt on `host`.
-async fn started(engine: &Engine, host: &str) {
+/// Waits (10 s at most) until the engine's guard counts an attempt on a target whose key
+/// (host it ran on | action | target) holds `needle`.
+async fn started(engine: &Engine, needle: &str) {
     poll_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
         engine
             .guard()
             .targets
             .iter()
-            .any(|(k, t)| k.starts_with(&format!("{host}|")) && !t.attempts.is_empty())
+            .any(|(k, t)| k.contains(needle) && !t.attempts.is_empty())
     })
     .await;
 }
@@ -387,7 +388,7 @@ async fn verify_by_query_reruns_the_rule_on_the_data() {
         r#"
 rule(#{
     every: "1s",
-    actions: [#{ action: "restart_process", pattern: "^wk-no-such-process-qq$", start: ["true"],
+    actions: [#{ action: "restart_process", pattern: "^wk-no-such-process-{{host}}$", start: ["true"],
                  verify: "query", settle: "1s", cooldown: "1h", max_attempts: 1 }],
 });
 fn check() {
@@ -428,6 +429,8 @@ fn check() {
     // The action "fixes" localhost: once it started, the data says the service is up. web2's
     // data after the action says it is still down; web3 sends nothing after the action, and
     // its last point (from before) is no verdict either way.
+    // (Each host's pattern names it: all four run here, on one host, so one pattern would
+    // be one target, acted on once.)
     for host in ["localhost", "web2"] {
         started(&engine, host).await;
     }

@@ -539,8 +539,9 @@ impl Engine {
         let mut waiting = false;
         // Every repair that ran was verified as recovered (and none waits).
         let mut verified = false;
-        // A repair's budget is spent: the episode ends here.
-        let mut exhausted = false;
+        // A repair's budget is spent: nothing more until its window frees up (the earliest
+        // such time of the attempt's spent repairs).
+        let mut exhausted: Option<i64> = None;
         // Diagnoses first, whatever the rule's order: they report the state the repairs are
         // about to change (top processes before a restart kills the culprit).
         let mut order: Vec<(usize, &ActionRule)> = actions.iter().enumerate().collect();
@@ -639,7 +640,15 @@ impl Engine {
                 results.push(r);
                 continue;
             }
-            let target = format!("{host_tag}|{}|{}", a.action, r.args);
+            // By the host it runs on (a host tag "", the host's name and a `local_hosts`
+            // name are one host) and the action's canonical target: two spellings of one
+            // thing share one budget, and never run at once.
+            let target = format!(
+                "{}|{}|{}",
+                host.describe(),
+                a.action,
+                action.target().unwrap_or_else(|| r.args.clone())
+            );
             // Decided and begun under one lock: two instances acting on one target (one
             // host, two rules) cannot both be told Go.
             let decision = {
@@ -714,9 +723,13 @@ impl Engine {
                     );
                     results.push(r);
                 }
-                Decision::Exhausted { page, attempts } => {
+                Decision::Exhausted {
+                    page,
+                    attempts,
+                    frees_ns,
+                } => {
                     stop = true;
-                    exhausted = true;
+                    exhausted = Some(exhausted.map_or(frees_ns, |t| t.min(frees_ns)));
                     if page {
                         r.status = "gave_up".into();
                         r.attempt = attempts;
@@ -814,7 +827,8 @@ impl Engine {
             self.record(p);
             self.report(event, std::slice::from_ref(p), episode);
         }
-        let gave_up = exhausted || !read(&self.inner.config).enabled;
+        let enabled = read(&self.inner.config).enabled;
+        let gave_up = exhausted.is_some() || !enabled;
         if waiting {
             retry_at = wait_at;
         }
@@ -824,6 +838,9 @@ impl Engine {
                 Next::Watch(self.now() + self.watch_for(event, actions), repaired_since)
             }
             (false, Some(t)) => Next::RetryAt(t),
+            // A spent budget: tried again once its window lets one more attempt in, if the
+            // alert still fires then (people were paged meanwhile).
+            _ if enabled && let Some(t) = exhausted => Next::RetryAt(t),
             _ => Next::Done,
         }
     }

@@ -1,5 +1,6 @@
 //! Guard rails, as plain data with the clock as an argument (so they are tested without
-//! waiting): per target (host + action + rendered arguments) the attempt times within the
+//! waiting): per target (the host it runs on + action + its canonical target, see
+//! [`super::Action::target`]) the attempt times within the
 //! window, the end of the last attempt (cooldown), whether people were paged for a spent
 //! budget, and the action in flight. Saved to `<state_dir>/actions.state.json` after every
 //! change, so a restart keeps the budget; an action still in flight when the alerter stopped
@@ -50,8 +51,14 @@ pub enum Decision {
     Busy,
     /// Too soon after the last attempt; allowed again at `until_ns`.
     Cooldown { until_ns: i64 },
-    /// `max_attempts` used within the window. `page` is true the first time (tell people).
-    Exhausted { page: bool, attempts: u32 },
+    /// `max_attempts` used within the window. `page` is true the first time (tell people);
+    /// one more attempt is allowed again at `frees_ns`, when the oldest counted one leaves
+    /// the window.
+    Exhausted {
+        page: bool,
+        attempts: u32,
+        frees_ns: i64,
+    },
 }
 
 /// The guard-rail state of every target.
@@ -87,7 +94,14 @@ impl Guard {
         if attempts >= max_attempts {
             let page = !t.paged;
             t.paged = true;
-            return Decision::Exhausted { page, attempts };
+            // Start times are in order: the one whose leaving brings the count under the
+            // budget.
+            let oldest = t.attempts[t.attempts.len() - max_attempts as usize];
+            return Decision::Exhausted {
+                page,
+                attempts,
+                frees_ns: oldest.saturating_add(ns(window)),
+            };
         }
         if t.last_end_ns > 0 && now < t.last_end_ns.saturating_add(ns(cooldown)) {
             return Decision::Cooldown {
@@ -230,14 +244,16 @@ mod tests {
             g.decide(k, 200 * S, 2, w, c),
             Decision::Exhausted {
                 page: true,
-                attempts: 2
+                attempts: 2,
+                frees_ns: 600 * S
             }
         );
         assert_eq!(
             g.decide(k, 300 * S, 2, w, c),
             Decision::Exhausted {
                 page: false,
-                attempts: 2
+                attempts: 2,
+                frees_ns: 600 * S
             }
         );
         // The first attempt leaves the window: one more is allowed, and a later exhaustion

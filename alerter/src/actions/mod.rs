@@ -174,6 +174,12 @@ pub trait Action: Send + Sync {
     fn refuse(&self, _ctx: &Ctx) -> Option<String> {
         None
     }
+    /// What it acts on, in one canonical form, for the guard rails (budget, cooldown, one at
+    /// a time): `nginx` and `nginx.service` are one unit; a restart by pid is of the program
+    /// named, whose pid changes with every restart. `None`: the rendered arguments.
+    fn target(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One registry entry.
@@ -455,6 +461,43 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use std::path::Path;
+
+    /// The guard rails go by what is acted on, not how the rule spelled it.
+    #[test]
+    fn one_target_however_spelled() {
+        let target = |action: &str, args: &[(&str, &str)]| {
+            let a = Args {
+                one: args
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                lists: Default::default(),
+            };
+            let spec = find(action).unwrap();
+            (spec.build)(&a).target().unwrap_or_else(|| a.summary())
+        };
+        assert_eq!(
+            target("restart_service", &[("unit", "nginx")]),
+            target("restart_service", &[("unit", "nginx.service")])
+        );
+        // By pid: the program, whatever its pid (it changes with every restart) or the
+        // other arguments.
+        assert_eq!(
+            target("restart_process", &[("pid", "41"), ("name", "myapp")]),
+            target(
+                "restart_process",
+                &[("pid", "42"), ("name", "myapp"), ("max_matches", "1")]
+            )
+        );
+        assert_ne!(
+            target("restart_process", &[("pid", "41"), ("name", "myapp")]),
+            target("restart_process", &[("pid", "41"), ("name", "other")])
+        );
+        assert_eq!(
+            target("free_port", &[("port", "8080")]),
+            target("free_port", &[("port", "08080")])
+        );
+    }
 
     #[tokio::test]
     async fn a_process_whose_pid_names_another_is_not_signalled() {

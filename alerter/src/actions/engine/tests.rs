@@ -99,6 +99,32 @@ async fn waits_after_then_at_most_n_attempts_then_pages_once() {
     assert_eq!(e2.results()[3].status, "gave_up");
 }
 
+/// "No more actions until the window frees up": the alert still firing then, the repair is
+/// tried again, and a spent budget pages again.
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_is_tried_again_when_its_window_frees_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 3).await;
+    let first = e.results()[0].started_ns;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    settle(&e, 6).await;
+    let r = e.results();
+    let st: Vec<&str> = r.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(
+        st[..6],
+        ["ran", "ran", "gave_up", "ran", "ran", "gave_up"],
+        "{st:?}"
+    );
+    assert!(
+        r[3].started_ns >= first + 3_600_000_000_000,
+        "not before the window"
+    );
+    // Each run when one attempt has left the window (the first, then the second).
+    assert_eq!((r[3].attempt, r[4].attempt), (2, 2));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_recovery_before_after_cancels() {
     let dir = tempfile::tempdir().unwrap();

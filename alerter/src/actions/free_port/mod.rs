@@ -84,6 +84,10 @@ impl Action for FreePort {
         })
     }
 
+    fn target(&self) -> Option<String> {
+        Some(format!("port={}", self.port))
+    }
+
     fn plan(&self) -> Vec<String> {
         vec![format!(
             "SIGTERM (then SIGKILL) the holder of TCP port {}",

@@ -407,6 +407,16 @@ impl Action for RestartProcess {
         })
     }
 
+    fn target(&self) -> Option<String> {
+        // A pid changes with every restart: by pid, the target is the program named (so the
+        // budget holds across restarts), else the pid.
+        Some(match (&self.pattern, &self.name, self.pid) {
+            (Some(re), _, _) => format!("pattern={}", re.as_str()),
+            (None, Some(name), _) => format!("name={name}"),
+            (None, None, pid) => format!("pid={}", pid.unwrap_or_default()),
+        })
+    }
+
     fn plan(&self) -> Vec<String> {
         let what = match (&self.pattern, self.pid) {
             (Some(p), _) => format!("processes matching /{}/", p.as_str()),

@@ -97,6 +97,12 @@ impl Action for RestartService {
         })
     }
 
+    fn target(&self) -> Option<String> {
+        // systemctl reads a name without a type as a service (only services are taken).
+        let unit = self.unit.strip_suffix(".service").unwrap_or(&self.unit);
+        Some(format!("{unit}.service"))
+    }
+
     fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
         Box::pin(async move {
             let show = ctx.cmd(&show_argv(&self.unit)).await;
