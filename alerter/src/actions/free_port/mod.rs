@@ -1,7 +1,8 @@
 //! `free_port`: finds who holds a listening TCP port (from /proc: socket inode → process;
 //! command, pid, user), stops it (SIGTERM, then SIGKILL after the grace time) and reports
-//! who it was. On a remote host the same through `wk-remote-helper` over ssh
-//! (`port-holders`, `stop`, `procs`; see `remote.rs`).
+//! who it was; never the alerter or its ancestors (as `restart_process`). On a remote host
+//! the same through `wk-remote-helper` over ssh (`port-holders`, `stop`, `procs`; see
+//! `remote.rs`), whose `stop` spares its own session.
 
 use std::sync::Mutex;
 
@@ -39,19 +40,12 @@ impl Action for FreePort {
             if let Host::Ssh(s) = &ctx.host {
                 return self.run_remote(ctx, s).await;
             }
-            let users = wk_core::procs::user_names(&ctx.passwd);
-            let me = std::process::id() as i32;
-            let holders: Vec<(i32, String)> =
-                wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
-                    .iter()
-                    .filter(|p| p.pid != me)
-                    .map(|p| (p.pid, describe_process(p, &users)))
-                    .collect();
+            let (holders, spared) = local_holders(ctx, self.port, std::process::id() as i32);
             let mut d = Done {
                 ok: true,
                 ..Done::default()
             };
-            let Some(pids) = self.found(&mut d, &holders) else {
+            let Some(pids) = self.found(&mut d, &holders, &spared) else {
                 return d;
             };
             let stopped = stop_processes(ctx, &pids).await;
@@ -88,6 +82,21 @@ impl Action for FreePort {
     }
 }
 
+/// The holders of `port` (pid, description) but `me` (the alerter) and its ancestors, and
+/// the descriptions of those spared: `free_port 22` must not stop the sshd that holds the
+/// alerter's session, nor a supervisor that listens.
+fn local_holders(ctx: &Ctx, port: u16, me: i32) -> (Vec<(i32, String)>, Vec<String>) {
+    let users = wk_core::procs::user_names(&ctx.passwd);
+    let all = wk_core::procs::list(&ctx.proc_root).unwrap_or_default();
+    let ours = super::restart_process::ours(&all, me);
+    let (spared, holders): (Vec<_>, Vec<_>) =
+        wk_core::procs::tcp_port_holders(&ctx.proc_root, port)
+            .iter()
+            .map(|p| (p.pid, describe_process(p, &users)))
+            .partition(|(pid, _)| ours.contains(pid));
+    (holders, spared.into_iter().map(|(_, who)| who).collect())
+}
+
 /// `stopped <who>: <how>` for each stopped pid, `who` from the holders (pid, description).
 fn stopped_text<'s>(
     holders: &[(i32, String)],
@@ -106,17 +115,38 @@ fn stopped_text<'s>(
 }
 
 impl FreePort {
-    /// Says in `d` who holds the port (pid, description: local or remote alike) and
-    /// remembers their pids for the probe; `None` when nobody does (nothing to stop).
-    fn found(&self, d: &mut Done, holders: &[(i32, String)]) -> Option<Vec<i32>> {
+    /// Says in `d` who holds the port (pid, description: local or remote alike; `spared`:
+    /// the alerter and its ancestors, never stopped) and remembers the pids to stop for the
+    /// probe; `None` when there are none (nothing to stop).
+    fn found(
+        &self,
+        d: &mut Done,
+        holders: &[(i32, String)],
+        spared: &[String],
+    ) -> Option<Vec<i32>> {
+        let spared = if spared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (not stopped: {}, the alerter or a parent of it)",
+                spared.join("; ")
+            )
+        };
         if holders.is_empty() {
-            d.before = format!("port {} is not held by any process", self.port);
+            d.before = if spared.is_empty() {
+                format!("port {} is not held by any process", self.port)
+            } else {
+                format!(
+                    "port {} held only by the alerter's own processes{spared}",
+                    self.port
+                )
+            };
             d.did = "nothing to stop".into();
             d.nothing_to_do = true;
             return None;
         }
         let who: Vec<&str> = holders.iter().map(|(_, w)| w.as_str()).collect();
-        d.before = format!("port {} held by {}", self.port, who.join("; "));
+        d.before = format!("port {} held by {}{spared}", self.port, who.join("; "));
         let pids: Vec<i32> = holders.iter().map(|(p, _)| *p).collect();
         if let Ok(mut s) = self.stopped.lock() {
             *s = pids.clone();
@@ -174,7 +204,8 @@ impl FreePort {
                 return d;
             }
         };
-        let Some(pids) = self.found(&mut d, &holders) else {
+        // The helper spares its own session itself ("not signalled").
+        let Some(pids) = self.found(&mut d, &holders, &[]) else {
             return d;
         };
         let r = remote::stop(ctx, ssh, &pids).await;
@@ -213,5 +244,50 @@ impl FreePort {
             .collect();
         let now: Vec<String> = holders.iter().map(RemoteProc::describe).collect();
         self.verdict(old, &left, &now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `free_port` spared only the alerter's own pid: a port held by one of its ancestors
+    /// (sshd holding the session the alerter was started from, a supervisor) was freed by
+    /// stopping it. Here a python3 that listens, with a child standing for the alerter.
+    #[test]
+    fn the_alerters_ancestors_are_not_holders_to_stop() {
+        use std::io::BufRead;
+        let mut parent = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket, subprocess\n\
+                 s = socket.socket()\n\
+                 s.bind(('127.0.0.1', 0))\n\
+                 s.listen()\n\
+                 c = subprocess.Popen(['sleep', '30'])\n\
+                 print(s.getsockname()[1], c.pid, flush=True)\n\
+                 c.wait()",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(parent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let (port, child) = line.trim().split_once(' ').unwrap();
+        let (port, child): (u16, i32) = (port.parse().unwrap(), child.parse().unwrap());
+        let ctx = Ctx::local();
+        let pid = parent.id() as i32;
+        let stranger = local_holders(&ctx, port, std::process::id() as i32);
+        let as_child = local_holders(&ctx, port, child);
+        let _ = super::super::signal(child, rustix::process::Signal::KILL);
+        parent.wait().unwrap();
+        assert_eq!(stranger.0.iter().map(|h| h.0).collect::<Vec<_>>(), [pid]);
+        assert!(as_child.0.is_empty(), "{as_child:?}");
+        assert!(
+            as_child.1[0].starts_with(&format!("pid {pid} ")),
+            "{as_child:?}"
+        );
     }
 }
