@@ -195,8 +195,8 @@ impl FreePort {
         let r = remote::call::<RemoteProc>(ctx, ssh, &Call::PortHolders(self.port)).await;
         d.commands.push(r.argv);
         d.exit_status = r.code;
-        let holders: Vec<(i32, String)> = match r.rows {
-            Ok(h) => h.iter().map(|p| (p.pid, p.describe())).collect(),
+        let rows = match r.rows {
+            Ok(rows) => rows,
             Err(e) => {
                 d.ok = false;
                 d.before = format!("could not list the holders of port {}", self.port);
@@ -204,11 +204,12 @@ impl FreePort {
                 return d;
             }
         };
+        let holders: Vec<(i32, String)> = rows.iter().map(|p| (p.pid, p.describe())).collect();
         // The helper spares its own session itself ("not signalled").
         let Some(pids) = self.found(&mut d, &holders, &[]) else {
             return d;
         };
-        let r = remote::stop(ctx, ssh, &pids).await;
+        let r = remote::stop(ctx, ssh, &rows.iter().collect::<Vec<_>>()).await;
         d.commands.push(r.argv);
         d.exit_status = r.code;
         match r.rows {

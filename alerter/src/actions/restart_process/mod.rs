@@ -565,7 +565,7 @@ impl RestartProcess {
         let mut did = Vec::new();
         d.ok = true;
         if !pids.is_empty() {
-            let r = remote::stop(ctx, ssh, &pids).await;
+            let r = remote::stop(ctx, ssh, &procs).await;
             d.commands.push(r.argv);
             match r.rows {
                 Ok(rows) => did.extend(rows.iter().map(|s| format!("pid {}: {}", s.pid, s.result))),
