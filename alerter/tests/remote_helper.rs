@@ -349,3 +349,49 @@ async fn actions_run_on_a_remote_host_through_sshd_and_the_helper() {
     assert_eq!(done.before.lines().count(), 4, "{}", done.before);
     assert!(done.before.contains("% mem"), "{}", done.before);
 }
+
+/// Over ssh only the local client was killed at the timeout (no tty, so no SIGHUP reaches
+/// the remote side) and the remote command ran on, while the record said "process group
+/// killed". It now runs under timeout(1) there and is stopped at its time.
+#[tokio::test]
+async fn a_remote_command_past_its_timeout_is_stopped_on_the_remote_host() {
+    let Some(sshd) = crate::heal::sshd::Sshd::start() else {
+        return;
+    };
+    let host = Host::Ssh(SshHost {
+        host: "remote1".into(),
+        address: "127.0.0.1".into(),
+        user: sshd.user.clone(),
+        port: sshd.port,
+        key: sshd.key.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        connect_timeout: Duration::from_secs(5),
+        helper: helper_path(),
+    });
+    // A duration no other process sleeps for, to find this one.
+    let nap = format!(
+        "{}.{}",
+        40 + std::process::id() % 50,
+        std::process::id() % 997
+    );
+    let argv = ["sleep".to_owned(), nap.clone()];
+    let out = wk_alerter::actions::host::run(&host, &argv, Duration::from_secs(1), 4096).await;
+    let running = || {
+        wk_core::procs::list(Path::new("/proc"))
+            .unwrap()
+            .iter()
+            .any(|p| p.cmdline == argv)
+    };
+    let stopped = wk_core::testing::poll_until(Duration::from_secs(3), || !running());
+    kill_matching(&format!("^sleep {}$", regex::escape(&nap)));
+    assert!(
+        stopped,
+        "`sleep {nap}` still runs on the remote host: {out:?}"
+    );
+    let error = out.error.unwrap_or_default();
+    assert!(
+        error.contains("stopped on the remote host"),
+        "{error}\n{}",
+        sshd.log()
+    );
+}

@@ -182,7 +182,7 @@ pub async fn call<T: DeserializeOwned>(ctx: &Ctx, ssh: &SshHost, call: &Call<'_>
         let mut why = out.excerpt(ctx.max_output);
         if out.code == Some(127) {
             why = format!(
-                "{why} (is scripts/wk-remote-helper installed as {} on {}? [[actions.ssh]] helper sets the path)",
+                "{why} (is scripts/wk-remote-helper installed as {} on {}? [[actions.ssh]] helper sets the path; coreutils timeout must be on the PATH too)",
                 ssh.helper.display(),
                 ssh.address
             );
