@@ -62,6 +62,7 @@ fn procs_lists_what_wk_core_reads_but_its_own_session() {
         let Some(c) = core.get(&pid) else { continue }; // came or went in between
         assert_eq!(p["ppid"], c.ppid, "{p}");
         assert_eq!(p["uid"], c.uid, "{p}");
+        assert_eq!(p["start_ticks"], c.start_ticks, "{p}");
         assert_eq!(
             p["user"],
             users.get(&c.uid).cloned().unwrap_or(c.uid.to_string()),
@@ -149,13 +150,12 @@ fn stop_terms_then_kills_and_never_its_own_session() {
         "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(30)",
     ]);
     std::thread::sleep(Duration::from_millis(300));
-    let me = std::process::id().to_string();
     let rows = lines(&helper(&[
         "stop",
         "400",
-        &polite.id().to_string(),
-        &stubborn.id().to_string(),
-        &me,
+        &named(polite.id()),
+        &named(stubborn.id()),
+        &named(std::process::id()),
     ]));
     let result = |pid: u32| {
         rows.iter().find(|r| r["pid"] == pid).unwrap()["result"]
@@ -176,6 +176,32 @@ fn stop_terms_then_kills_and_never_its_own_session() {
         let status = { c }.wait().unwrap();
         assert!(!status.success());
     }
+}
+
+/// `PID:START` of a running process, as the alerter passes it to `stop`.
+fn named(pid: u32) -> String {
+    format!("{pid}:{}", proc_of(pid).start_ticks)
+}
+
+/// The list and the stop are two ssh calls: a pid reused in between belongs to another
+/// process, which `stop` signalled all the same. It now checks the start time first.
+#[test]
+fn stop_leaves_a_reused_pid_alone() {
+    let mut other = spawn(&["sleep", "30"]);
+    let pid = other.id();
+    let earlier = format!("{pid}:{}", proc_of(pid).start_ticks - 1);
+    let rows = lines(&helper(&["stop", "0", &earlier]));
+    assert_eq!(
+        rows,
+        [serde_json::json!({"pid": pid, "result": "gone (pid reused)"})]
+    );
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the reused pid's process was signalled"
+    );
+    let rows = lines(&helper(&["stop", "5000", &named(pid)]));
+    assert_eq!(rows[0]["result"], "exited after SIGTERM");
+    assert!(!{ other }.wait().unwrap().success());
 }
 
 #[test]
@@ -223,9 +249,14 @@ fn bad_arguments_are_refused_and_nothing_runs() {
     let sub = format!("$(touch {})", marker.display());
     for args in [
         vec!["stop", "100", inject.as_str()],
-        vec!["stop", "100", "1"],
-        vec!["stop", "-9", "4242"],
-        vec!["stop", "100", "--", "4242"],
+        vec!["stop", "100", "1:5"],
+        vec!["stop", "-9", "4242:5"],
+        vec!["stop", "100", "--", "4242:5"],
+        vec!["stop", "100", "4242"],
+        vec!["stop", "100", "4242:"],
+        vec!["stop", "100", ":5"],
+        vec!["stop", "100", "4242:5:6"],
+        vec!["stop", "100", "4242:-5"],
         vec!["port-holders", sub.as_str()],
         vec!["port-holders", "0"],
         vec!["port-holders", "+80"],
@@ -317,4 +348,50 @@ async fn actions_run_on_a_remote_host_through_sshd_and_the_helper() {
     assert!(done.ok, "{done:?}");
     assert_eq!(done.before.lines().count(), 4, "{}", done.before);
     assert!(done.before.contains("% mem"), "{}", done.before);
+}
+
+/// Over ssh only the local client was killed at the timeout (no tty, so no SIGHUP reaches
+/// the remote side) and the remote command ran on, while the record said "process group
+/// killed". It now runs under timeout(1) there and is stopped at its time.
+#[tokio::test]
+async fn a_remote_command_past_its_timeout_is_stopped_on_the_remote_host() {
+    let Some(sshd) = crate::heal::sshd::Sshd::start() else {
+        return;
+    };
+    let host = Host::Ssh(SshHost {
+        host: "remote1".into(),
+        address: "127.0.0.1".into(),
+        user: sshd.user.clone(),
+        port: sshd.port,
+        key: sshd.key.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        connect_timeout: Duration::from_secs(5),
+        helper: helper_path(),
+    });
+    // A duration no other process sleeps for, to find this one.
+    let nap = format!(
+        "{}.{}",
+        40 + std::process::id() % 50,
+        std::process::id() % 997
+    );
+    let argv = ["sleep".to_owned(), nap.clone()];
+    let out = wk_alerter::actions::host::run(&host, &argv, Duration::from_secs(1), 4096).await;
+    let running = || {
+        wk_core::procs::list(Path::new("/proc"))
+            .unwrap()
+            .iter()
+            .any(|p| p.cmdline == argv)
+    };
+    let stopped = wk_core::testing::poll_until(Duration::from_secs(3), || !running());
+    kill_matching(&format!("^sleep {}$", regex::escape(&nap)));
+    assert!(
+        stopped,
+        "`sleep {nap}` still runs on the remote host: {out:?}"
+    );
+    let error = out.error.unwrap_or_default();
+    assert!(
+        error.contains("stopped on the remote host"),
+        "{error}\n{}",
+        sshd.log()
+    );
 }

@@ -16,7 +16,7 @@ pub enum ArgKind {
     Unit,
     /// A docker container name or id: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
     Container,
-    /// A TCP port, 1–65535.
+    /// A TCP port, 1–65535, written canonically (digits, no leading zero).
     Port,
     /// A process id, 2 or more (1 is init).
     Pid,
@@ -26,7 +26,8 @@ pub enum ArgKind {
     Pattern,
     /// A script's file name in the scripts directory: `[A-Za-z0-9_.-]`, not starting with `.`.
     Script,
-    /// A plain word (script arguments): letters, digits and `_.,:/=@+%-`.
+    /// A plain word (script arguments, a process name): letters, digits and `_.,:=@+%-`; not
+    /// `.` or `..`, and no `/`, so it cannot name a path.
     Word,
     /// A count, 1–100.
     Count,
@@ -46,13 +47,13 @@ impl ArgKind {
                 "a systemd service name (letters, digits, `:_.@-`; no other unit type)".into()
             }
             ArgKind::Container => "a container name ([A-Za-z0-9][A-Za-z0-9_.-]*)".into(),
-            ArgKind::Port => "a TCP port (1-65535)".into(),
+            ArgKind::Port => "a TCP port (1-65535, no leading zero)".into(),
             ArgKind::Pid => "a process id (an integer > 1)".into(),
             ArgKind::Pattern => {
                 "a regular expression over the full command line (e.g. \"^python3 -m http\\\\.server 8080$\")".into()
             }
             ArgKind::Script => "a script file name ([A-Za-z0-9_.-], no leading `.`)".into(),
-            ArgKind::Word => "a word (letters, digits, `_.,:/=@+%-`)".into(),
+            ArgKind::Word => "a word (letters, digits, `_.,:=@+%-`; not `.` or `..`)".into(),
             ArgKind::Count => "a count (1-100)".into(),
             ArgKind::OneOf(w) => format!("one of {}", w.join(", ")),
             ArgKind::Argv => {
@@ -135,25 +136,25 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
             }
             chars_ok(v, ":_.@-")
         }
-        ArgKind::Container => chars_ok(v, "_.-"),
+        ArgKind::Container => {
+            chars_ok(v, "_.-") && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        }
         ArgKind::Port => {
-            return match v.parse::<u32>() {
-                Ok(p) if (1..=65535).contains(&p) && v.bytes().all(|b| b.is_ascii_digit()) => {
-                    Ok(())
-                }
-                _ => bad("not a number in 1-65535"),
+            return match number(v) {
+                Some(p) if (1..=65535).contains(&p) => Ok(()),
+                _ => bad("not a number in 1-65535 without leading zeros"),
             };
         }
         ArgKind::Pid => {
-            return match v.parse::<i32>() {
-                Ok(p) if p > 1 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
-                _ => bad("not a number > 1"),
+            return match number(v) {
+                Some(p) if (2..=i32::MAX as u64).contains(&p) => Ok(()),
+                _ => bad("not a number > 1 without leading zeros"),
             };
         }
         ArgKind::Count => {
-            return match v.parse::<u32>() {
-                Ok(n) if (1..=100).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
-                _ => bad("not a number in 1-100"),
+            return match number(v) {
+                Some(n) if (1..=100).contains(&n) => Ok(()),
+                _ => bad("not a number in 1-100 without leading zeros"),
             };
         }
         ArgKind::Pattern => {
@@ -163,7 +164,7 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
             };
         }
         ArgKind::Script => chars_ok(v, "_.-") && !v.starts_with('.'),
-        ArgKind::Word | ArgKind::Words => chars_ok(v, "_.,:/=@+%-"),
+        ArgKind::Word | ArgKind::Words => chars_ok(v, "_.,:=@+%-") && v != "." && v != "..",
         ArgKind::OneOf(words) => words.contains(&v),
         // A program written in the rule itself (not from tags): any text but control
         // characters; it is never a shell string.
@@ -174,6 +175,14 @@ pub fn check(kind: ArgKind, v: &str) -> Result<(), String> {
     } else {
         bad("character not allowed")
     }
+}
+
+/// A number written canonically: digits only, no sign and no leading zero. `08080` would be
+/// port 8080 to the action but another target to the guard rails (their key is the rendered
+/// text), with a budget and a cooldown of its own.
+fn number(v: &str) -> Option<u64> {
+    let canonical = v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0');
+    canonical.then(|| v.parse().ok()).flatten()
 }
 
 /// The unit type of `v` when it names a unit that is not a service (`systemctl` adds
@@ -375,6 +384,40 @@ mod tests {
         assert!(re.is_match("python3 -m http.server 8080"));
         assert!(!re.is_match("python3 -m http_server 8080"));
         assert!(!re.is_match("sudo python3 -m http.server 8080"));
+    }
+
+    /// Values that meant something else than they look: a container name the doc's pattern
+    /// does not allow (`.`, `_x`), a path in a word (`/`, `..`), and numbers with leading
+    /// zeros (`08080`: port 8080 to the action, another target with its own budget to the
+    /// guard rails).
+    #[test]
+    fn aliases_paths_and_leading_zeros_are_refused() {
+        for (kind, v) in [
+            (ArgKind::Container, "."),
+            (ArgKind::Container, ".x"),
+            (ArgKind::Container, "_x"),
+            (ArgKind::Word, "/etc/passwd"),
+            (ArgKind::Word, "a/b"),
+            (ArgKind::Word, "."),
+            (ArgKind::Word, ".."),
+            (ArgKind::Words, ".."),
+            (ArgKind::Port, "08080"),
+            (ArgKind::Port, "00"),
+            (ArgKind::Pid, "042"),
+            (ArgKind::Count, "05"),
+        ] {
+            assert!(check(kind, v).is_err(), "{kind:?} accepted {v:?}");
+        }
+        for (kind, v) in [
+            (ArgKind::Container, "x_.-1"),
+            (ArgKind::Word, "..a"),
+            (ArgKind::Word, "key=value,1:2@h+5%"),
+            (ArgKind::Port, "10"),
+            (ArgKind::Pid, "2"),
+            (ArgKind::Count, "100"),
+        ] {
+            assert!(check(kind, v).is_ok(), "{kind:?} refused {v:?}");
+        }
     }
 
     #[test]

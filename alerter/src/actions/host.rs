@@ -144,9 +144,40 @@ impl CmdOutput {
     }
 }
 
-/// Runs `argv` on `host` with `timeout` (the process group is killed when it expires).
+/// How long after its SIGTERM a remote command past its time is SIGKILLed (`timeout -k`).
+const REMOTE_KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// How much longer than a remote command's time (and ssh's `connect_timeout`) the local ssh
+/// client is waited for: the remote SIGKILL, authentication, the network.
+const SSH_SLACK: Duration = Duration::from_secs(5);
+
+/// `argv` under coreutils `timeout` on the remote host: SIGTERM after `limit`, SIGKILL
+/// [`REMOTE_KILL_AFTER`] later. Killing the local ssh client would not stop it: without a
+/// tty (`-T`) nothing sends the remote command a SIGHUP.
+fn remote_deadline(argv: &[String], limit: Duration) -> Vec<String> {
+    let secs = |d: Duration| format!("{}.{:03}s", d.as_secs(), d.subsec_millis());
+    let mut v = vec![
+        "timeout".to_owned(),
+        "-k".to_owned(),
+        secs(REMOTE_KILL_AFTER),
+        secs(limit),
+    ];
+    v.extend(argv.iter().cloned());
+    v
+}
+
+/// Runs `argv` on `host` with `timeout`. Locally its process group is killed when it
+/// expires; over ssh the remote command runs under [`remote_deadline`] and the ssh client
+/// gets `connect_timeout` and [`SSH_SLACK`] more before it is killed.
 pub async fn run(host: &Host, argv: &[String], timeout: Duration, max_output: usize) -> CmdOutput {
-    let argv = host.wrap(argv);
+    let (argv, wait) = match host {
+        Host::Local => (argv.to_vec(), timeout),
+        Host::Ssh(s) => (
+            host.wrap(&remote_deadline(argv, timeout)),
+            timeout + s.connect_timeout + SSH_SLACK,
+        ),
+    };
+    let remote = matches!(host, Host::Ssh(_));
     let started = Instant::now();
     let env: Vec<(String, String)> = vec![("LC_ALL".into(), "C".into())];
     let fut = run_program(Program {
@@ -160,22 +191,31 @@ pub async fn run(host: &Host, argv: &[String], timeout: Duration, max_output: us
         argv: argv.clone(),
         ..Default::default()
     };
-    match tokio::time::timeout(timeout, fut).await {
+    let limit = crate::template::format_duration(timeout);
+    match tokio::time::timeout(wait, fut).await {
         Ok(Ok(c)) => {
             out.code = c.status.code();
             if out.code.is_none() {
                 out.error = Some(c.how());
             }
+            // timeout(1)'s status after SIGTERM (124) or SIGKILL (128 + 9).
+            let past = out.code == Some(124) || out.code == Some(137);
+            if remote && past && started.elapsed() >= timeout {
+                out.error = Some(format!(
+                    "timed out after {limit} (stopped on the remote host by timeout)"
+                ));
+            }
             out.stdout = String::from_utf8_lossy(&c.stdout).into_owned();
             out.stderr = String::from_utf8_lossy(&c.stderr).into_owned();
         }
         Ok(Err(e)) => out.error = Some(format!("cannot run {:?}: {e}", argv[0])),
-        Err(_) => {
+        Err(_) if remote => {
             out.error = Some(format!(
-                "timed out after {} (process group killed)",
-                crate::template::format_duration(timeout)
+                "timed out after {}: ssh client killed; the remote command may still run",
+                crate::template::format_duration(wait)
             ))
         }
+        Err(_) => out.error = Some(format!("timed out after {limit} (process group killed)")),
     }
     out.took = started.elapsed();
     out
@@ -315,6 +355,14 @@ mod tests {
             u.starts_with("wk-script-a_b_c-") && u.ends_with(".service"),
             "{u}"
         );
+    }
+
+    /// The remote command has a deadline of its own, the configured timeout; ssh's
+    /// words stay as they were, quoted.
+    #[test]
+    fn remote_commands_run_under_timeout() {
+        let argv = remote_deadline(&["sleep".into(), "9".into()], Duration::from_millis(1500));
+        assert_eq!(argv, ["timeout", "-k", "2.000s", "1.500s", "sleep", "9"]);
     }
 
     #[tokio::test]

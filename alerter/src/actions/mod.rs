@@ -60,7 +60,8 @@ pub struct Ctx {
     pub passwd: PathBuf,
     /// The operator scripts directory (`run_script`).
     pub scripts_dir: PathBuf,
-    /// One command may take this long; its process group is killed then.
+    /// One command may take this long; then its process group is killed (over ssh: the
+    /// remote `timeout` stops it on that host).
     pub timeout: Duration,
     /// How long a stopped process gets between SIGTERM and SIGKILL.
     pub grace: Duration,

@@ -34,8 +34,13 @@ pub enum Call<'a> {
     PortHolders(u16),
     /// The top `n` processes by CPU or resident memory.
     Top { by_memory: bool, n: usize },
-    /// SIGTERM, `grace`, SIGKILL.
-    Stop { grace: Duration, pids: &'a [i32] },
+    /// SIGTERM, `grace`, SIGKILL: each process named by its pid and start time (the helper
+    /// signals a pid only while its process started then: a pid reused since the list, or
+    /// during the grace time, is left alone).
+    Stop {
+        grace: Duration,
+        procs: &'a [(i32, u64)],
+    },
     /// Start a program (from the rule) detached.
     Start(&'a [String]),
     /// Whether 127.0.0.1:port accepts a connection.
@@ -54,9 +59,9 @@ impl Call<'_> {
                 if *by_memory { "memory" } else { "cpu" }.into(),
                 n.to_string(),
             ]),
-            Call::Stop { grace, pids } => {
+            Call::Stop { grace, procs } => {
                 v.extend(["stop".into(), grace.as_millis().to_string()]);
-                v.extend(pids.iter().map(i32::to_string));
+                v.extend(procs.iter().map(|(pid, start)| format!("{pid}:{start}")));
             }
             Call::Start(argv) => {
                 v.extend(["start".into(), "--".into()]);
@@ -78,6 +83,9 @@ pub struct RemoteProc {
     pub state: String,
     pub comm: String,
     pub cmdline: Vec<String>,
+    /// When it started, in clock ticks after boot (field 22 of /proc/PID/stat): with the
+    /// pid, it names one process (`stop` takes both).
+    pub start_ticks: u64,
 }
 
 impl RemoteProc {
@@ -174,7 +182,7 @@ pub async fn call<T: DeserializeOwned>(ctx: &Ctx, ssh: &SshHost, call: &Call<'_>
         let mut why = out.excerpt(ctx.max_output);
         if out.code == Some(127) {
             why = format!(
-                "{why} (is scripts/wk-remote-helper installed as {} on {}? [[actions.ssh]] helper sets the path)",
+                "{why} (is scripts/wk-remote-helper installed as {} on {}? [[actions.ssh]] helper sets the path; coreutils timeout must be on the PATH too)",
                 ssh.helper.display(),
                 ssh.address
             );
@@ -188,15 +196,16 @@ pub async fn call<T: DeserializeOwned>(ctx: &Ctx, ssh: &SshHost, call: &Call<'_>
     }
 }
 
-/// SIGTERM, the context's grace time, SIGKILL: `pids` on `ssh`'s host (as
-/// [`super::stop_processes`] locally).
-pub async fn stop(ctx: &Ctx, ssh: &SshHost, pids: &[i32]) -> Reply<Stopped> {
+/// SIGTERM, the context's grace time, SIGKILL: `procs` (as listed by the helper) on `ssh`'s
+/// host (as [`super::stop_processes`] locally).
+pub async fn stop(ctx: &Ctx, ssh: &SshHost, procs: &[&RemoteProc]) -> Reply<Stopped> {
+    let procs: Vec<(i32, u64)> = procs.iter().map(|p| (p.pid, p.start_ticks)).collect();
     call(
         ctx,
         ssh,
         &Call::Stop {
             grace: ctx.grace,
-            pids,
+            procs: &procs,
         },
     )
     .await
@@ -237,9 +246,9 @@ mod tests {
         assert_eq!(
             remote(Call::Stop {
                 grace: Duration::from_secs(5),
-                pids: &[42, 43]
+                procs: &[(42, 1234), (43, 0)]
             }),
-            "'/usr/local/bin/wk-remote-helper' 'stop' '5000' '42' '43'"
+            "'/usr/local/bin/wk-remote-helper' 'stop' '5000' '42:1234' '43:0'"
         );
         assert_eq!(
             remote(Call::Top {
@@ -262,7 +271,7 @@ mod tests {
     #[test]
     fn helper_output_is_parsed_and_garbage_is_an_error() {
         let rows: Vec<RemoteProc> = parse(
-            "{\"cmdline\":[\"nginx:\",\"master\"],\"comm\":\"nginx\",\"pid\":7,\"ppid\":1,\"state\":\"S\",\"uid\":0,\"user\":\"root\"}\n\n",
+            "{\"cmdline\":[\"nginx:\",\"master\"],\"comm\":\"nginx\",\"pid\":7,\"ppid\":1,\"start_ticks\":812,\"state\":\"S\",\"uid\":0,\"user\":\"root\"}\n\n",
         )
         .unwrap();
         assert_eq!(rows[0].describe(), "pid 7 \"nginx: master\" (user root)");

@@ -1,7 +1,8 @@
 //! `free_port`: finds who holds a listening TCP port (from /proc: socket inode → process;
 //! command, pid, user), stops it (SIGTERM, then SIGKILL after the grace time) and reports
-//! who it was. On a remote host the same through `wk-remote-helper` over ssh
-//! (`port-holders`, `stop`, `procs`; see `remote.rs`).
+//! who it was; never the alerter or its ancestors (as `restart_process`). On a remote host
+//! the same through `wk-remote-helper` over ssh (`port-holders`, `stop`, `procs`; see
+//! `remote.rs`), whose `stop` spares its own session.
 
 use std::sync::Mutex;
 
@@ -39,12 +40,8 @@ impl Action for FreePort {
             if let Host::Ssh(s) = &ctx.host {
                 return self.run_remote(ctx, s).await;
             }
+            let (procs, spared) = local_holders(ctx, self.port, std::process::id() as i32);
             let users = wk_core::procs::user_names(&ctx.passwd);
-            let me = std::process::id() as i32;
-            let procs: Vec<_> = wk_core::procs::tcp_port_holders(&ctx.proc_root, self.port)
-                .into_iter()
-                .filter(|p| p.pid != me)
-                .collect();
             let holders: Vec<(i32, String)> = procs
                 .iter()
                 .map(|p| (p.pid, describe_process(p, &users)))
@@ -53,7 +50,7 @@ impl Action for FreePort {
                 ok: true,
                 ..Done::default()
             };
-            if self.found(&mut d, &holders).is_none() {
+            if self.found(&mut d, &holders, &spared).is_none() {
                 return d;
             }
             let started: Vec<(i32, u64)> = procs.iter().map(|p| (p.pid, p.start_ticks)).collect();
@@ -96,6 +93,21 @@ impl Action for FreePort {
     }
 }
 
+/// The holders of `port` but `me` (the alerter) and its ancestors, and
+/// the descriptions of those spared: `free_port 22` must not stop the sshd that holds the
+/// alerter's session, nor a supervisor that listens.
+fn local_holders(ctx: &Ctx, port: u16, me: i32) -> (Vec<wk_core::procs::Process>, Vec<String>) {
+    let users = wk_core::procs::user_names(&ctx.passwd);
+    let all = wk_core::procs::list(&ctx.proc_root).unwrap_or_default();
+    let ours = super::restart_process::ours(&all, me);
+    let (spared, holders): (Vec<_>, Vec<_>) =
+        wk_core::procs::tcp_port_holders(&ctx.proc_root, port)
+            .into_iter()
+            .partition(|p| ours.contains(&p.pid));
+    let spared = spared.iter().map(|p| describe_process(p, &users)).collect();
+    (holders, spared)
+}
+
 /// `stopped <who>: <how>` for each stopped pid, `who` from the holders (pid, description).
 fn stopped_text<'s>(
     holders: &[(i32, String)],
@@ -114,17 +126,38 @@ fn stopped_text<'s>(
 }
 
 impl FreePort {
-    /// Says in `d` who holds the port (pid, description: local or remote alike) and
-    /// remembers their pids for the probe; `None` when nobody does (nothing to stop).
-    fn found(&self, d: &mut Done, holders: &[(i32, String)]) -> Option<Vec<i32>> {
+    /// Says in `d` who holds the port (pid, description: local or remote alike; `spared`:
+    /// the alerter and its ancestors, never stopped) and remembers the pids to stop for the
+    /// probe; `None` when there are none (nothing to stop).
+    fn found(
+        &self,
+        d: &mut Done,
+        holders: &[(i32, String)],
+        spared: &[String],
+    ) -> Option<Vec<i32>> {
+        let spared = if spared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (not stopped: {}, the alerter or a parent of it)",
+                spared.join("; ")
+            )
+        };
         if holders.is_empty() {
-            d.before = format!("port {} is not held by any process", self.port);
+            d.before = if spared.is_empty() {
+                format!("port {} is not held by any process", self.port)
+            } else {
+                format!(
+                    "port {} held only by the alerter's own processes{spared}",
+                    self.port
+                )
+            };
             d.did = "nothing to stop".into();
             d.nothing_to_do = true;
             return None;
         }
         let who: Vec<&str> = holders.iter().map(|(_, w)| w.as_str()).collect();
-        d.before = format!("port {} held by {}", self.port, who.join("; "));
+        d.before = format!("port {} held by {}{spared}", self.port, who.join("; "));
         let pids: Vec<i32> = holders.iter().map(|(p, _)| *p).collect();
         if let Ok(mut s) = self.stopped.lock() {
             *s = pids.clone();
@@ -173,8 +206,8 @@ impl FreePort {
         let r = remote::call::<RemoteProc>(ctx, ssh, &Call::PortHolders(self.port)).await;
         d.commands.push(r.argv);
         d.exit_status = r.code;
-        let holders: Vec<(i32, String)> = match r.rows {
-            Ok(h) => h.iter().map(|p| (p.pid, p.describe())).collect(),
+        let rows = match r.rows {
+            Ok(rows) => rows,
             Err(e) => {
                 d.ok = false;
                 d.before = format!("could not list the holders of port {}", self.port);
@@ -182,10 +215,12 @@ impl FreePort {
                 return d;
             }
         };
-        let Some(pids) = self.found(&mut d, &holders) else {
+        let holders: Vec<(i32, String)> = rows.iter().map(|p| (p.pid, p.describe())).collect();
+        // The helper spares its own session itself ("not signalled").
+        let Some(pids) = self.found(&mut d, &holders, &[]) else {
             return d;
         };
-        let r = remote::stop(ctx, ssh, &pids).await;
+        let r = remote::stop(ctx, ssh, &rows.iter().collect::<Vec<_>>()).await;
         d.commands.push(r.argv);
         d.exit_status = r.code;
         match r.rows {
@@ -221,5 +256,53 @@ impl FreePort {
             .collect();
         let now: Vec<String> = holders.iter().map(RemoteProc::describe).collect();
         self.verdict(old, &left, &now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `free_port` spared only the alerter's own pid: a port held by one of its ancestors
+    /// (sshd holding the session the alerter was started from, a supervisor) was freed by
+    /// stopping it. Here a python3 that listens, with a child standing for the alerter.
+    #[test]
+    fn the_alerters_ancestors_are_not_holders_to_stop() {
+        use std::io::BufRead;
+        let mut parent = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket, subprocess\n\
+                 s = socket.socket()\n\
+                 s.bind(('127.0.0.1', 0))\n\
+                 s.listen()\n\
+                 c = subprocess.Popen(['sleep', '30'])\n\
+                 print(s.getsockname()[1], c.pid, flush=True)\n\
+                 c.wait()",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(parent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let (port, child) = line.trim().split_once(' ').unwrap();
+        let (port, child): (u16, i32) = (port.parse().unwrap(), child.parse().unwrap());
+        let ctx = Ctx::local();
+        let pid = parent.id() as i32;
+        let stranger = local_holders(&ctx, port, std::process::id() as i32);
+        let as_child = local_holders(&ctx, port, child);
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(child).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+        parent.wait().unwrap();
+        assert_eq!(stranger.0.iter().map(|h| h.pid).collect::<Vec<_>>(), [pid]);
+        assert!(as_child.0.is_empty(), "{as_child:?}");
+        assert!(
+            as_child.1[0].starts_with(&format!("pid {pid} ")),
+            "{as_child:?}"
+        );
     }
 }

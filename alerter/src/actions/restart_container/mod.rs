@@ -1,7 +1,10 @@
 //! `restart_container`: inspects the container first (`docker inspect`: status, exit code —
 //! 137 is SIGKILL, "out of memory" when docker says OOMKilled or the code is 137 —, the
 //! error), names the holder of the port when the error or the logs say "address already in
-//! use", then `docker restart -- <name>`; on failure the last log lines.
+//! use", then `docker restart -- <name>`; on failure the last log lines. Docker also takes a
+//! prefix of a container's ID for its name: the container inspected must be named exactly
+//! `name` (or have it as its full ID), else the action is refused (a tag value `a` must not
+//! restart whichever container's ID starts with `a`).
 
 use super::{
     Action, ArgKind, ArgSpec, Args, BoxFuture, Ctx, Done, Host, Probe, describe_process, last_lines,
@@ -26,7 +29,7 @@ pub struct RestartContainer {
     pub name: String,
 }
 
-/// argv of the state query.
+/// argv of the state query: the container's ID, name and state as one JSON object.
 pub fn inspect_argv(name: &str) -> Vec<&str> {
     vec![
         "docker",
@@ -34,10 +37,39 @@ pub fn inspect_argv(name: &str) -> Vec<&str> {
         "--type",
         "container",
         "--format",
-        "{{json .State}}",
+        r#"{"Id":{{json .Id}},"Name":{{json .Name}},"State":{{json .State}}}"#,
         "--",
         name,
     ]
+}
+
+/// What `docker inspect` says of the container a name resolved to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Inspected {
+    pub id: String,
+    /// `/web`: docker keeps the leading `/`.
+    pub name: String,
+    pub state: State,
+}
+
+impl Inspected {
+    /// Parses [`inspect_argv`]'s output (`None` when it is not such an object).
+    pub fn parse(text: &str) -> Option<Inspected> {
+        serde_json::from_str(text.trim()).ok()
+    }
+
+    /// Why the container is not the one `arg` names exactly (docker resolved an ID prefix):
+    /// `None` when its name or full ID is `arg`.
+    pub fn not_named(&self, arg: &str) -> Option<String> {
+        let name = self.name.strip_prefix('/').unwrap_or(&self.name);
+        (name != arg && self.id != arg).then(|| {
+            format!(
+                "refused: docker resolved {arg:?} to container {name:?} (ID {}), not to a container of that name or ID",
+                self.id
+            )
+        })
+    }
 }
 
 /// argv of the restart.
@@ -50,7 +82,7 @@ pub fn logs_argv(name: &str) -> Vec<&str> {
     vec!["docker", "logs", "--tail", "20", "--", name]
 }
 
-/// A container's state, from `docker inspect --format '{{json .State}}'`.
+/// A container's state (`.State` in `docker inspect`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct State {
@@ -63,11 +95,6 @@ pub struct State {
 }
 
 impl State {
-    /// Parses the JSON (`None` when it is not a state object).
-    pub fn parse(text: &str) -> Option<State> {
-        serde_json::from_str(text.trim()).ok()
-    }
-
     /// "exited (exit code 137: out of memory (SIGKILL))", "running".
     pub fn describe(&self) -> String {
         let mut s = self.status.clone();
@@ -107,7 +134,13 @@ impl Action for RestartContainer {
             let n = self.name.as_str();
             let mut d = Done::default();
             let inspect = ctx.cmd(&inspect_argv(n)).await;
-            let state = State::parse(&inspect.stdout);
+            let found = Inspected::parse(&inspect.stdout);
+            if let Some(why) = found.as_ref().and_then(|c| c.not_named(n)) {
+                d.commands.push(inspect.argv);
+                d.refuse(why);
+                return d;
+            }
+            let state = found.map(|c| c.state);
             d.before = match &state {
                 Some(s) => s.describe(),
                 None => format!("docker inspect failed: {}", inspect.excerpt(300)),
@@ -157,11 +190,18 @@ impl Action for RestartContainer {
     fn probe<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Probe> {
         Box::pin(async move {
             let inspect = ctx.cmd(&inspect_argv(&self.name)).await;
-            match State::parse(&inspect.stdout) {
-                Some(s) => Probe {
-                    after: s.describe(),
-                    healthy: Some(s.running),
-                    ..Probe::default()
+            match Inspected::parse(&inspect.stdout) {
+                Some(c) => match c.not_named(&self.name) {
+                    Some(why) => Probe {
+                        after: why,
+                        healthy: Some(false),
+                        ..Probe::default()
+                    },
+                    None => Probe {
+                        after: c.state.describe(),
+                        healthy: Some(c.state.running),
+                        ..Probe::default()
+                    },
                 },
                 None => Probe {
                     after: inspect.excerpt(300),
@@ -186,7 +226,9 @@ mod tests {
 
     #[test]
     fn exit_137_says_out_of_memory() {
-        let s = State::parse(include_str!("testdata/inspect_oom.json")).unwrap();
+        let s = Inspected::parse(include_str!("testdata/inspect_oom.json"))
+            .unwrap()
+            .state;
         assert!(!s.running);
         assert_eq!(
             s.describe(),
@@ -196,7 +238,9 @@ mod tests {
 
     #[test]
     fn address_in_use_names_the_port() {
-        let s = State::parse(include_str!("testdata/inspect_addr_in_use.json")).unwrap();
+        let s = Inspected::parse(include_str!("testdata/inspect_addr_in_use.json"))
+            .unwrap()
+            .state;
         assert_eq!(port_in_use(&s.error), Some(8080));
         assert!(
             s.describe().contains("exit code 128: could not start"),
@@ -208,6 +252,24 @@ mod tests {
             Some(5432)
         );
         assert_eq!(port_in_use("nothing here"), None);
+    }
+
+    /// Docker resolves a unique ID prefix as a name: a tag value `3f` inspected container
+    /// `web` (ID 3f2a…), and its restart would have restarted `web`.
+    #[test]
+    fn a_container_found_by_id_prefix_is_refused() {
+        let c = Inspected::parse(include_str!("testdata/inspect_addr_in_use.json")).unwrap();
+        assert_eq!(c.name, "/web");
+        assert_eq!(c.not_named("web"), None);
+        assert_eq!(c.not_named(&c.id.clone()), None);
+        for prefix in ["3", "3f2a", &c.id[..12]] {
+            let why = c.not_named(prefix).expect(prefix);
+            assert!(why.contains("resolved") && why.contains("\"web\""), "{why}");
+        }
+        assert!(
+            c.not_named("/web").is_some(),
+            "the name, not docker's spelling of it"
+        );
     }
 
     #[test]

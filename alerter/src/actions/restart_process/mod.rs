@@ -103,13 +103,13 @@ fn too_many(n: usize, max: usize) -> Option<String> {
     })
 }
 
-/// The alerter's own pid and its ancestors' (up to, not including, init): never stopped,
-/// whatever a pattern or a pid from a tag says (a test runner, a shell, sshd, the
-/// supervisor).
-fn ours(all: &[wk_core::procs::Process]) -> Vec<i32> {
-    let mut ours = vec![std::process::id() as i32];
+/// `me` (the alerter's pid) and its ancestors' (up to, not including, init): never stopped,
+/// whatever a pattern, a pid or a port from a tag says (a test runner, a shell, sshd, the
+/// supervisor). `free_port` spares them too.
+pub(crate) fn ours(all: &[wk_core::procs::Process], me: i32) -> Vec<i32> {
+    let mut ours = vec![me];
     let by_pid: std::collections::HashMap<i32, i32> = all.iter().map(|p| (p.pid, p.ppid)).collect();
-    let mut p = std::process::id() as i32;
+    let mut p = me;
     while let Some(&pp) = by_pid.get(&p) {
         if pp <= 1 || ours.contains(&pp) {
             break;
@@ -132,7 +132,7 @@ pub fn candidates(
     let Ok(all) = wk_core::procs::list(proc_root) else {
         return Vec::new();
     };
-    let ours = ours(&all);
+    let ours = ours(&all, std::process::id() as i32);
     all.into_iter()
         .filter(|p| p.pid > 1 && !ours.contains(&p.pid) && p.state != 'Z' && !p.cmdline.is_empty())
         .filter(|p| selected(pattern, pid, name, p.pid, &p.comm, &p.cmdline))
@@ -585,7 +585,7 @@ impl RestartProcess {
         let mut did = Vec::new();
         d.ok = true;
         if !pids.is_empty() {
-            let r = remote::stop(ctx, ssh, &pids).await;
+            let r = remote::stop(ctx, ssh, &procs).await;
             d.commands.push(r.argv);
             match r.rows {
                 Ok(rows) => did.extend(rows.iter().map(|s| format!("pid {}: {}", s.pid, s.result))),

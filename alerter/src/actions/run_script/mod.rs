@@ -1,8 +1,9 @@
 //! `run_script`: runs an operator script from the allowlisted `scripts_dir` (`[actions]`),
 //! with typed word arguments, as argv. The name may not leave the directory (no `/`, no
 //! leading `.`; the resolved path must lie inside the directory) and the script must be an
-//! executable file — checked when the rule loads for a literal name, and before every run.
-//! Over ssh the same path is run on the remote host.
+//! executable file — checked when the rule loads for a literal name, and before every run,
+//! which runs the resolved path (a symlink's target, as checked). Over ssh the same path is
+//! run on the remote host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +34,8 @@ pub struct RunScript {
     pub args: Vec<String>,
 }
 
-/// The script's path if `name` is an executable file inside `dir`.
+/// The script's canonical path if `name` is an executable file inside `dir`: the path that was
+/// checked is the one run (a symlink in `dir` swapped after the check changes nothing).
 pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
     super::args::check(ArgKind::Script, name)?;
     let canon_dir = dir
@@ -57,7 +59,7 @@ pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, String> {
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("{} is not an executable file", canon.display()));
     }
-    Ok(p)
+    Ok(canon)
 }
 
 impl Action for RunScript {
@@ -165,5 +167,20 @@ mod tests {
         assert!(resolve(dir.path(), "../etc/passwd").is_err());
         std::os::unix::fs::symlink("/bin/sh", dir.path().join("sh")).unwrap();
         assert!(resolve(dir.path(), "sh").unwrap_err().contains("outside"));
+    }
+
+    /// The path run is the one checked: returning the name's own path let a symlink in
+    /// `scripts_dir`, swapped between the check and the run, point anywhere.
+    #[test]
+    fn resolve_returns_the_checked_canonical_path_not_the_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("fix.sh");
+        std::fs::write(&s, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("fix.sh", dir.path().join("alias.sh")).unwrap();
+        assert_eq!(
+            resolve(dir.path(), "alias.sh").unwrap(),
+            s.canonicalize().unwrap()
+        );
     }
 }
