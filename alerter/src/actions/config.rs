@@ -164,6 +164,9 @@ pub fn load(
 ) -> ActionsConfig {
     let mut c = ActionsConfig::default();
     let Some(section) = doc.get("actions") else {
+        // `launch` defaults to "auto" with or without the table (the packaged config has
+        // none): a service restarted by a root alerter under systemd outlives the alerter.
+        c.launch = auto_launch();
         return c;
     };
     let toml::de::DeValue::Table(t) = section.get_ref() else {
