@@ -881,7 +881,7 @@ impl Engine {
     fn end(&self, target: &str, now: i64) {
         let mut g = lock(&self.inner.guard);
         g.end(target, now);
-        g.prune(now, Duration::from_secs(7 * 24 * 3600));
+        g.prune(now, super::guard::KEPT);
         self.save(&g);
     }
 

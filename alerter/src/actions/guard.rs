@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 /// File name under `state_dir`.
 pub const FILE: &str = "actions.state.json";
 
+/// How long attempts are remembered: the longest `window` a rule may give.
+pub const KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// An action that was running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {

@@ -187,7 +187,18 @@ fn parse_one(
                     .ok_or_else(|| err(k, format!("{s:?} is not INFO, WARNING or CRITICAL")))?;
             }
             "after" => a.after = dur(v).map_err(|m| err(k, m))?,
-            "window" => a.window = dur(v).map_err(|m| err(k, m))?,
+            "window" => {
+                a.window = dur(v).map_err(|m| err(k, m))?;
+                if a.window.is_zero() || a.window > super::guard::KEPT {
+                    return Err(err(
+                        k,
+                        format!(
+                            "must be longer than 0s and at most {} (the attempts kept)",
+                            crate::template::format_duration(super::guard::KEPT)
+                        ),
+                    ));
+                }
+            }
             "cooldown" => a.cooldown = dur(v).map_err(|m| err(k, m))?,
             "settle" => a.settle = dur(v).map_err(|m| err(k, m))?,
             "timeout" => {

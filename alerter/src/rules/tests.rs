@@ -1268,3 +1268,28 @@ fn a_pid_from_the_alert_needs_the_program_written_in_the_rule() {
     load(r#"pid: "{{pid}}", pattern: "^/usr/sbin/nginx""#).unwrap();
     load(r#"pid: "4242""#).unwrap();
 }
+
+/// The guard keeps a week of attempts: a longer `window` (or none) would be a budget that
+/// is silently forgotten, so it does not load.
+#[test]
+fn an_action_window_beyond_what_the_guard_keeps_is_a_load_error() {
+    let load = |window: &str| {
+        load_rule_source(
+            "w.rhai",
+            &format!(
+                "rule(#{{\n  actions: [\n    #{{ action: \"restart_service\", unit: \"nginx\", window: \"{window}\" }},\n  ],\n}});\nfn check() {{ [] }}\n"
+            ),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    for bad in ["30d", "169h", "0s"] {
+        let e = load(bad).unwrap_err();
+        assert!(
+            e.starts_with("w.rhai:3:") && e.contains("at most 168h0m0s"),
+            "{bad}: {e}"
+        );
+    }
+    load("168h").unwrap();
+    load("1h").unwrap();
+}
