@@ -213,6 +213,16 @@ pub(crate) fn spawn_detached(
         }
     }
     crate::memory::for_child(cmd.as_std_mut());
+    // SIGPIPE ignored, as systemd starts services (IgnoreSIGPIPE=yes): its stderr is a pipe
+    // to the alerter, and once the alerter exits (a restart, an upgrade) a write to it must
+    // fail with EPIPE, not kill the service it restarted.
+    // SAFETY: runs in the child between fork and exec; signal() is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
     let watch = Arc::new(StartWatch::default());
@@ -664,6 +674,32 @@ impl RestartProcess {
 
 #[cfg(test)]
 mod tests {
+    /// A started service outlives the alerter's end of its stderr pipe: it writes to stderr
+    /// after the alerter (here: the runtime that drained it) is gone, and goes on.
+    #[test]
+    fn a_started_process_survives_the_alerter_closing_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let alive = dir.path().join("alive");
+        let script = format!(
+            "sleep 0.5; echo one >&2; echo two >&2; touch {}",
+            alive.display()
+        );
+        let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (pid, _watch) = rt.block_on(async { super::spawn_detached(&argv, 4096).unwrap() });
+        // The alerter exits: the task draining stderr, and the pipe's read end, are gone.
+        drop(rt);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !alive.exists() && super::super::alive(std::path::Path::new("/proc"), pid as i32) {
+            assert!(std::time::Instant::now() < deadline, "still running");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(alive.exists(), "killed by its write to stderr");
+    }
+
     /// A started service gets a login-like environment, not the alerter's (whose environment
     /// file holds its secrets). Cargo's variables stand in for them here.
     #[tokio::test]
