@@ -397,8 +397,8 @@ impl Engine {
         self.inner.clock.now()
     }
 
-    /// Sleeps until `deadline_ns`, or until the instance's level rises above `above` (when
-    /// given); false when the instance recovered meanwhile.
+    /// Sleeps until `deadline_ns` (`i64::MAX`: no deadline), or until the instance's level
+    /// rises above `above` (when given); false when the instance recovered meanwhile.
     async fn wait(
         &self,
         rx: &mut watch::Receiver<Option<AlertEvent>>,
@@ -410,6 +410,12 @@ impl Engine {
                 None => return false,
                 Some(e) if above.is_some_and(|l| e.level > l) => return true,
                 Some(_) => {}
+            }
+            if deadline_ns == i64::MAX {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+                continue;
             }
             let left = deadline_ns - self.now();
             if left <= 0 {
@@ -443,9 +449,17 @@ impl Engine {
         // The last attempt's repairs were verified as recovered: the task watches for the
         // alert to end (the level then, and when the repairs started).
         let mut watching: Option<(Level, i64)> = None;
+        // Nothing more to do at this level (diagnoses done; repairs refused, with nothing to
+        // do, or verified while the rule's data no longer shows the fault): the episode lasts
+        // until the alert ends or its level rises, so that a repeat of the alert is not a new
+        // episode that runs everything again.
+        let mut dormant: Option<Level> = None;
+        // "Watching on" was logged for this episode.
+        let mut told_quiet = false;
         loop {
-            if !self.wait(&mut rx, due, watching.map(|(l, _)| l)).await {
-                if watching.is_none() {
+            let above = watching.map(|(l, _)| l).or(dormant);
+            if !self.wait(&mut rx, due, above).await {
+                if watching.is_none() && dormant.is_none() {
                     info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
                 }
                 self.forget(&first.rule, &first.id, ep.number);
@@ -455,6 +469,12 @@ impl Engine {
                 self.forget(&first.rule, &first.id, ep.number);
                 return;
             };
+            // Woken from dormancy only by a higher level: news, acted on as at the start of
+            // the episode (its diagnoses report the state at the new level).
+            if dormant.take().is_some() {
+                finished.clear();
+                verified_ok.clear();
+            }
             if let Some((level, since)) = watching.take() {
                 // The alert still fires after repairs verified as recovered. A rule may
                 // keep an alert up for reasons of its own (keep_firing, reset conditions,
@@ -464,8 +484,15 @@ impl Engine {
                 let fresh = event.level > level
                     || self.query_recovered(&event, &actions, since).await.0 == Some(false);
                 if !fresh {
-                    info!(rule = %event.rule, id = %event.id, "the alert still fires after its repairs were verified, but the rule's data does not show the fault: the episode ends");
-                    return;
+                    // Watched on: the data may show the fault again later, and a repeat of
+                    // the alert is no evidence.
+                    if !told_quiet {
+                        info!(rule = %event.rule, id = %event.id, "the alert still fires after its repairs were verified, but the rule's data does not show the fault: not acting, watching on");
+                        told_quiet = true;
+                    }
+                    watching = Some((level, since));
+                    due = self.now() + self.watch_for(&event, &actions);
+                    continue;
                 }
                 warn!(rule = %event.rule, id = %event.id, "the alert still fires after its repairs were verified: acting again");
                 // Not announced since the report said "recovered": the next report (or the
@@ -507,6 +534,10 @@ impl Engine {
                 Next::Watch(t, since) => {
                     due = t;
                     watching = Some((event.level, since));
+                }
+                Next::Done if read(&self.inner.config).enabled => {
+                    dormant = Some(event.level);
+                    due = i64::MAX;
                 }
                 Next::Done => return,
             }

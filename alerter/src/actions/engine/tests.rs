@@ -195,6 +195,32 @@ async fn unknown_hosts_are_refused() {
     assert!(e.results()[0].stderr.contains("[[actions.ssh]]"));
 }
 
+/// A rule whose only action is a diagnosis: a repeat of its alert is the same episode, so the
+/// diagnosis does not run again; a higher level is news, and runs it.
+#[tokio::test(start_paused = true)]
+async fn a_repeat_of_the_alert_does_not_run_a_diagnosis_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut top = ActionRule {
+        action: "top_processes".into(),
+        on: Level::Warning,
+        ..ActionRule::default()
+    };
+    top.args.insert("by".into(), RawArg::One("memory".into()));
+    top.args.insert("n".into(), RawArg::One("3".into()));
+    let e = engine(dir.path(), vec![top]);
+    e.handle(&[event("r", Level::Warning, &[])]);
+    settle(&e, 1).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        e.handle(&[event("r", Level::Warning, &[])]);
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(e.results().len(), 1, "{:?}", e.results());
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 2).await;
+    assert_eq!(e.results()[1].status, "diagnosed");
+}
+
 /// Regression: report-only actions (top_processes) were retried after every cooldown while the
 /// alert kept firing, spent the repair budget and ended in a "gave up" page. A diagnosis runs
 /// once per firing episode, beside the repairs.
@@ -554,11 +580,19 @@ async fn an_alert_that_goes_on_firing_after_a_verified_repair_needs_fresh_eviden
     a.cooldown = Duration::ZERO;
     a.on = Level::Warning;
     let e = engine(dir.path(), vec![a]);
+    // Evaluated every second: watched for 10 s after the repair (the floor).
+    let mut rule = read(&e.inner.rules).get("r").cloned().unwrap();
+    rule.settings.every = Duration::from_secs(1);
+    e.set_rules([rule]);
     e.handle(&[event("r", Level::Warning, &[])]);
     settle(&e, 1).await;
     assert!(e.results()[0].recovered);
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(e.results().len(), 1, "no evidence, no second restart");
+    // A repeat of the alert is no evidence either (it was a new episode, run at once).
+    e.handle(&[event("r", Level::Warning, &[])]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(e.results().len(), 1, "a repeat is not a new episode");
     // A new episode, then the level rises while it is watched.
     e.handle(&[recovery("r")]);
     e.handle(&[event("r", Level::Warning, &[])]);
