@@ -410,8 +410,13 @@ async fn input_loop(
             Next::OnSchedule(next) => next,
             Next::Realigned(next) => {
                 let behind = Duration::from_nanos(tick.saturating_sub(now).max(0) as u64);
-                warn!(input = %name, behind = ?behind,
-                    "the wall clock was stepped back; collections realigned to it (the timestamps since its new time are collected again)");
+                // One step is seen by every aligned input: one warning, the rest at debug.
+                if first_to_see_step(now) {
+                    warn!(input = %name, behind = ?behind,
+                        "the wall clock was stepped back; collections realigned to it (the timestamps since its new time are collected again; every input does the same)");
+                } else {
+                    debug!(input = %name, behind = ?behind, "wall clock stepped back; realigned");
+                }
                 next
             }
         };
@@ -420,6 +425,19 @@ async fn input_loop(
                 "collection took longer than the interval; the next starts at once, further missed ticks are skipped");
         }
     }
+}
+
+/// Whether this input is the first to see a wall-clock step back at `now` (ns): no input has
+/// reported one in the minute before. Each aligned input realigns on its own; one step is
+/// logged once, not once per input.
+fn first_to_see_step(now: i64) -> bool {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    const QUIET_NS: i64 = 60_000_000_000;
+    let last = LAST.swap(now, Ordering::Relaxed);
+    // After a step back, `now` is below the times of earlier reports: far from it either way
+    // is a new step.
+    last == i64::MIN || now.abs_diff(last) > QUIET_NS as u64
 }
 
 /// How long a stop or reload waits for a gather under way.
@@ -1088,6 +1106,19 @@ mod tests {
         let s = schedule(false, 0);
         let next = s.next_tick(tick, tick, tick - 3600 * S);
         assert_eq!(next, Next::OnSchedule(tick + 10 * S));
+    }
+
+    /// One step back is seen by every aligned input: the first warns, the others within a
+    /// minute of it do not; a later step, or another one back, warns again.
+    #[test]
+    fn a_clock_step_is_warned_once_not_once_per_input() {
+        let s = 1_000_000_000i64;
+        let t = 1_800_000_000 * s;
+        assert!(super::first_to_see_step(t));
+        assert!(!super::first_to_see_step(t + 10 * s), "the next input");
+        assert!(!super::first_to_see_step(t + 50 * s));
+        assert!(super::first_to_see_step(t + 200 * s), "a later step");
+        assert!(super::first_to_see_step(t - 3600 * s), "stepped back again");
     }
 
     /// A wall clock stepped 3 h forward fires one gather, not the 1080 ticks it skipped, nor a
