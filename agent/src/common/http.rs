@@ -352,7 +352,7 @@ impl Secret {
 pub struct Reply {
     pub status: u16,
     pub body: String,
-    /// `Retry-After` in seconds, when present and numeric.
+    /// `Retry-After` when present (see [`parse_retry_after`]).
     pub retry_after: Option<Duration>,
     /// `X-Influx-Error`, when present.
     pub influx_error: Option<String>,
@@ -424,9 +424,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let retry_after = header("Retry-After")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = header("Retry-After").map(|v| parse_retry_after(&v));
         let influx_error = header("X-Influx-Error");
         // Error bodies are short; a failure to read one only loses the message.
         let body = resp
@@ -586,9 +584,32 @@ pub fn short(msg: &str) -> String {
     format!("{}…", &msg[..end])
 }
 
+/// A `Retry-After` value as Telegraf 1.39 reads it: seconds, fractions allowed (`1.5`); one
+/// it cannot read (an HTTP date among them) waits 10 s; a negative one, none.
+pub fn parse_retry_after(v: &str) -> Duration {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() => Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX),
+        _ => Duration::from_secs(10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_telegraf_reads_it() {
+        assert_eq!(parse_retry_after("7"), Duration::from_secs(7));
+        assert_eq!(parse_retry_after(" 1.5 "), Duration::from_millis(1500));
+        assert_eq!(parse_retry_after("-3"), Duration::ZERO);
+        for unreadable in ["Wed, 21 Oct 2026 07:28:00 GMT", "soon", "", "NaN", "inf"] {
+            assert_eq!(
+                parse_retry_after(unreadable),
+                Duration::from_secs(10),
+                "{unreadable}"
+            );
+        }
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
