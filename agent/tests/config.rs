@@ -412,6 +412,23 @@ fn a_dollar_in_a_secret_is_warned_about_without_quoting_it() {
     );
 }
 
+/// The same for a password inside a URL (`urls`, `servers`, DSNs): the "variable" after a
+/// `$` in the credentials is part of the secret.
+#[test]
+fn a_dollar_in_a_url_password_is_warned_about_without_quoting_it() {
+    let c = conf(
+        "[[inputs.cpu]]\n[[outputs.influxdb]]\n  urls = [\"http://svc:Pa$Zq9x@127.0.0.1:8086\"]\n",
+    );
+    let p = c.load().run().unwrap();
+    let said = warnings(&p);
+    assert!(said.iter().all(|w| !w.contains("Zq9x")), "{said:?}");
+    assert!(
+        said.iter()
+            .any(|w| w.contains("urls: `$` followed by a name")),
+        "{said:?}"
+    );
+}
+
 /// Regression: `password = "@{os:influx_pw}"` (Telegraf's secret-store syntax) became the
 /// password itself and every write was refused with 401; it is a load error at its line.
 #[test]

@@ -146,7 +146,7 @@ impl<'a, 'i> Options<'a, 'i> {
                 if names.is_empty() {
                     return Some(v);
                 }
-                if is_secret(section, key) {
+                if is_secret(section, key) || has_url_credentials(&v) {
                     // `password = "Pa$sw0rd"`: the "variable" is part of the secret, so it is
                     // not named (Telegraf keeps the text too, and says nothing).
                     let msg = format!(
@@ -637,6 +637,15 @@ pub fn is_secret(section: &str, key: &str) -> bool {
         || ["_password", "_token", "_secret", "_pwd"]
             .iter()
             .any(|s| key.ends_with(s))
+}
+
+/// True for a value holding a URL with credentials (`http://user:Pa$sw0rd@host`): a `$` in
+/// it must not be named in a log as a variable either.
+fn has_url_credentials(v: &str) -> bool {
+    v.split("://").skip(1).any(|rest| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        authority.contains('@')
+    })
 }
 
 /// TOML's name for a value's type, for messages.
