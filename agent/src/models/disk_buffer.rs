@@ -19,6 +19,11 @@
 //!
 //! Only an index (segment, offset, length) per metric lives in memory; payloads are read back
 //! from disk one batch at a time.
+//!
+//! Metrics leave only from the front, so the ack record always describes the queue: metrics
+//! an output keeps while it settles the rest of their batch (a bucket refused for now) are
+//! appended again at the back ([`DiskBuffer::requeue`]) rather than left in place, which
+//! would hold every later segment on disk and make a restart replay what was written.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -263,6 +268,53 @@ impl DiskBuffer {
     pub fn ack(&mut self, n: usize) -> io::Result<()> {
         let n = n.min(self.index.len());
         self.index.drain(..n);
+        self.forget_files()
+    }
+
+    /// Settles the oldest `n` metrics but `kept` (copies of some of them, which the output
+    /// refused for now): those are appended again at the back, then the `n` are forgotten.
+    /// Metrics only ever leave from the front, so the ack record describes the queue exactly
+    /// (a restart neither replays the settled ones nor loses the kept ones), segments are
+    /// deleted as the front passes them (disk use follows the metrics waiting, bounded by the
+    /// limit), and the queue never grows (`kept` ≤ `n`). Returns how many of `kept` could not
+    /// be appended (no space: dropped with the rest, as a full disk drops the oldest); an
+    /// error means only that the progress was not recorded (a restart may replay the `n`
+    /// and the copies: duplicates, never loss).
+    pub fn requeue(&mut self, n: usize, kept: &[Metric]) -> io::Result<usize> {
+        let n = n.min(self.index.len());
+        let kept = &kept[..kept.len().min(n)];
+        let mut buf = Vec::new();
+        let mut records = Vec::with_capacity(kept.len());
+        for m in kept {
+            let payload = encode(m);
+            records.push((buf.len() as u64, payload.len() as u32));
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            buf.extend_from_slice(&payload);
+        }
+        let (lost, at) = if buf.is_empty() {
+            (0, None)
+        } else {
+            match self.append(&buf) {
+                Ok(at) => (0, Some(at)),
+                Err(_) => (kept.len(), None),
+            }
+        };
+        self.index.drain(..n);
+        if let Some((seg, start)) = at {
+            self.index
+                .extend(records.into_iter().map(|(rel, len)| Entry {
+                    segment: seg,
+                    offset: start + rel,
+                    len,
+                }));
+        }
+        self.forget_files()?;
+        Ok(lost)
+    }
+
+    /// Deletes the segments before the first metric waiting and records its position.
+    fn forget_files(&mut self) -> io::Result<()> {
         let keep_from = self.index.front().map_or(self.head.0, |e| e.segment);
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -515,6 +567,65 @@ mod tests {
             .with_field("u", u64::MAX)
             .with_field("b", true)
             .with_field("s", "x\"y")
+    }
+
+    /// Bytes of the segment files in `dir`.
+    fn segment_bytes_on_disk(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    }
+
+    /// Regression (review of 2150503): metrics settled out of order were forgotten in the
+    /// middle of the queue, so one kept metric held every later segment on disk (use grew
+    /// past the limit without bound), and the ack, which records only the first metric
+    /// left, made a restart replay the written ones behind it. Kept metrics are appended
+    /// again and the queue only ever leaves from its front: disk use follows the metrics
+    /// waiting, and a restart finds exactly them.
+    #[test]
+    fn requeued_metrics_keep_disk_use_bounded_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 20;
+        let (mut b, _) = DiskBuffer::open(dir.path(), limit, false).unwrap();
+        b.segment_bytes = 1024;
+        let record = encode(&metric(1_000_000)).len() as u64 + 8;
+        let mut expected: Vec<i64> = Vec::new();
+        for round in 0..200 {
+            // Four new metrics a round; the first of each is refused (kept) at every flush.
+            let new: Vec<Metric> = (0..4).map(|i| metric(1_000_000 + round * 4 + i)).collect();
+            b.push(&new).unwrap();
+            let waiting = b.len();
+            let (batch, _) = b.peek(waiting).unwrap();
+            let kept: Vec<Metric> = batch
+                .into_iter()
+                .filter(|m| (m.time - 1_000_000) % 4 == 0)
+                .collect();
+            assert_eq!(b.requeue(waiting, &kept).unwrap(), 0);
+            expected = kept.iter().map(|m| m.time).collect();
+            // The limit holds, and the disk holds little more than what waits: a segment
+            // being written and one partly read.
+            assert!(b.len() <= limit);
+            let bytes = segment_bytes_on_disk(dir.path());
+            assert!(
+                bytes <= limit as u64 * record + 2 * (b.segment_bytes + 4 * record),
+                "round {round}: {bytes} bytes on disk for {} metrics",
+                b.len()
+            );
+        }
+        // Full: each round's four new ones push out the four oldest kept, one of them stays.
+        assert_eq!(
+            expected.len(),
+            limit - 3,
+            "the oldest kept ones went with the limit"
+        );
+        drop(b);
+        let (mut b, rec) = DiskBuffer::open(dir.path(), limit, false).unwrap();
+        assert_eq!(rec.restored, limit - 3);
+        let times: Vec<i64> = b.peek(100).unwrap().0.iter().map(|m| m.time).collect();
+        assert_eq!(times, expected, "exactly the kept ones, in order");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::disk_buffer::{DiskBuffer, Recovery};
 use super::filter::Filter;
@@ -55,6 +55,9 @@ pub struct RunningOutput {
     failures: u32,
     /// No new attempt before this instant (after a failure).
     retry_at: Option<Instant>,
+    /// Metrics the last flush put back at the end of the buffer ([`WriteError::Kept`]): not
+    /// counted towards a full batch, so they do not set off a write at every collection.
+    parked: usize,
 }
 
 /// Longest `Retry-After` honoured (Telegraf's cap).
@@ -126,6 +129,7 @@ impl RunningOutput {
             backoff_max: Duration::from_secs(15),
             failures: 0,
             retry_at: None,
+            parked: 0,
         }
     }
 
@@ -243,9 +247,9 @@ impl RunningOutput {
         self.count_drops(dropped);
     }
 
-    /// True when a full batch is waiting.
+    /// True when a full batch is waiting (besides the metrics the last flush put back).
     pub fn batch_ready(&self) -> bool {
-        self.buffer.len() >= self.batch_size
+        self.buffer.len().saturating_sub(self.parked) >= self.batch_size
     }
 
     /// Whether this output keeps its buffer on disk (opened).
@@ -305,15 +309,46 @@ impl RunningOutput {
         n - rejected
     }
 
-    /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
-    /// batch, which stays at the head of the buffer. Metrics the server refused for good
-    /// ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop the flush.
-    /// Returns the number of metrics stored. Does not look at the backoff: the caller does
-    /// (see [`RunningOutput::retry_in`]).
+    /// Settles the first `n` metrics of the buffer but `kept` (copies of some of them), which
+    /// go to its end; `rejected` of the others were refused by the server. Returns how many
+    /// were stored.
+    fn requeue(&mut self, n: usize, kept: Vec<Metric>, rejected: usize) -> usize {
+        let n = n.min(self.buffer.len());
+        let settled = n - kept.len().min(n);
+        let rejected = rejected.min(settled);
+        match self.buffer.requeue(n, kept) {
+            Ok(0) => {}
+            Ok(lost) => {
+                tracing::error!(output = %self.log_name(), "disk buffer: cannot put back {lost} metric(s) kept for a retry (disk full?): dropped");
+                self.count_drops(lost);
+            }
+            Err(e) => {
+                tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
+            }
+        }
+        self.stats.metrics_written += (settled - rejected) as u64;
+        self.stats.metrics_rejected += rejected as u64;
+        settled - rejected
+    }
+
+    /// Writes what is buffered at its start, oldest first, one batch at a time; stops at the
+    /// first failed batch, which stays at the head of the buffer. Metrics the server refused
+    /// for good ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop
+    /// the flush; nor do metrics refused for now on their own ([`WriteError::Kept`]: a bucket
+    /// the token may not write): they go to the end of the buffer, for the next flush, and
+    /// the flush goes on with the metrics behind them. A flush that settled nothing but kept
+    /// metrics fails (and backs off) as any other. Returns the number of metrics stored. Does
+    /// not look at the backoff: the caller does (see [`RunningOutput::retry_in`]).
     pub fn flush(&mut self) -> Result<usize, WriteError> {
         let mut written = 0;
-        while !self.buffer.is_empty() {
-            let n = self.batch_size.min(self.buffer.len());
+        // Kept metrics go behind this mark, so each is tried once per flush.
+        let mut left = self.buffer.len();
+        let mut parked = 0;
+        let mut settled_any = false;
+        let mut kept_reason = None;
+        self.parked = 0;
+        while left > 0 {
+            let n = self.batch_size.min(left);
             let batch = self
                 .buffer
                 .front(n)
@@ -322,12 +357,34 @@ impl RunningOutput {
             if n == 0 {
                 break;
             }
+            left -= n;
             match self.output.write(batch) {
-                Ok(()) => written += self.settle(n, 0),
+                Ok(()) => {
+                    written += self.settle(n, 0);
+                    settled_any = true;
+                }
                 Err(WriteError::Rejected { rejected, reason }) => {
                     warn!(output = %self.log_name(), batch = n, rejected,
                         "metrics rejected by the server and dropped: {reason}");
                     written += self.settle(n, rejected);
+                    settled_any = true;
+                }
+                Err(WriteError::Kept {
+                    mut kept,
+                    rejected,
+                    reason,
+                }) => {
+                    kept.sort_unstable();
+                    kept.dedup();
+                    kept.retain(|&i| i < n);
+                    let copies: Vec<Metric> = kept.iter().map(|&i| batch[i].clone()).collect();
+                    debug!(output = %self.log_name(), batch = n, kept = copies.len(),
+                        "metrics kept for a later retry, the others settled: {reason}");
+                    settled_any |= copies.len() < n;
+                    parked += copies.len();
+                    self.parked = parked;
+                    written += self.requeue(n, copies, rejected);
+                    kept_reason = Some(reason);
                 }
                 Err(e @ WriteError::Partial { .. }) => {
                     if let WriteError::Partial {
@@ -352,6 +409,13 @@ impl RunningOutput {
                     return Err(e);
                 }
             }
+        }
+        if let Some(reason) = kept_reason.filter(|_| !settled_any) {
+            // Nothing could be written, only kept: as after any failure, the output backs off,
+            // so a server that refuses every bucket is not asked again at each flush.
+            let e = WriteError::Retry(format!("every metric kept for a later retry: {reason}"));
+            self.failed(None);
+            return Err(e);
         }
         self.failures = 0;
         self.retry_at = None;
@@ -414,10 +478,6 @@ impl Buffer {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The oldest `n` metrics (fewer when fewer wait).
     fn front(&mut self, n: usize) -> std::io::Result<&[Metric]> {
         match self {
@@ -431,6 +491,23 @@ impl Buffer {
                 }
                 let n = n.min(front.len());
                 Ok(&front[..n])
+            }
+        }
+    }
+
+    /// Settles the oldest `n` metrics but `kept` (copies of some of them), which go to the
+    /// end; returns how many of `kept` were lost instead (disk full).
+    fn requeue(&mut self, n: usize, kept: Vec<Metric>) -> std::io::Result<usize> {
+        match self {
+            Buffer::Memory(m) => {
+                m.drain(..n.min(m.len()));
+                m.extend(kept);
+                Ok(0)
+            }
+            Buffer::Disk { queue, front } => {
+                // The cache stays the queue's first metrics: the copies go to the end.
+                front.drain(..n.min(front.len()));
+                queue.requeue(n, &kept)
             }
         }
     }
@@ -611,5 +688,150 @@ mod tests {
             w > Duration::from_secs(599) && w <= MAX_RETRY_AFTER,
             "{w:?}"
         );
+    }
+}
+
+/// influxdb_v2 with `bucket_tag` through the buffer: a bucket refused for now (401/403) and
+/// the ways a flush must not multiply requests or grow the disk buffer.
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An influxdb_v2 output with `bucket_tag = "bucket"` against a test server answering
+    /// `answer`, in a `RunningOutput` with batches of `batch`.
+    fn routed(
+        answer: fn(&str) -> (&'static str, &'static str),
+        batch: usize,
+    ) -> (RunningOutput, Arc<Mutex<Vec<String>>>) {
+        let (url, seen) = crate::common::http::test_server(answer);
+        let paths = crate::hostpaths::HostPaths::default();
+        let stats = Default::default();
+        let ctx = crate::plugin::BuildContext {
+            paths: &paths,
+            interval: Duration::from_secs(10),
+            stats: &stats,
+        };
+        let spec = crate::outputs::find("influxdb_v2").expect("registered");
+        let (out, said) = wk_core::testing::read_table(
+            &format!(
+                "[influxdb_v2]\n  urls = [\"{url}\"]\n  bucket = \"main\"\n  bucket_tag = \"bucket\"\n"
+            ),
+            |o| (spec.build)(o, &ctx),
+        );
+        assert!(said.is_empty(), "{said:?}");
+        let mut ro = RunningOutput::new(spec, out);
+        ro.batch_size = batch;
+        (ro, seen)
+    }
+
+    /// Metrics at times `0..n`, to buckets `a`, `secret`, `b` in turn.
+    fn three_buckets(ro: &mut RunningOutput, times: std::ops::Range<i64>) {
+        for t in times {
+            let bucket = ["a", "secret", "b"][t as usize % 3];
+            ro.add(
+                &Metric::new("m", t)
+                    .with_field("v", t)
+                    .with_tag("bucket", bucket),
+            );
+        }
+    }
+
+    /// The buckets of the write requests the server saw, and forgets them.
+    fn buckets(seen: &Mutex<Vec<String>>) -> Vec<String> {
+        let mut seen = seen.lock().expect("lock");
+        let out = seen
+            .iter()
+            .filter_map(|l| {
+                let q = l.split_once("bucket=")?.1;
+                Some(q.split(['&', ' ']).next()?.to_owned())
+            })
+            .collect();
+        seen.clear();
+        out
+    }
+
+    /// Regression: with `bucket_tag`, one bucket the token may not write (403) kept the whole
+    /// batch and stopped the flush, so every other bucket stalled behind it until the buffer
+    /// overflowed. Its metrics are kept (at the back of the buffer), the others written; the
+    /// flush is not a failure (no backoff, no error), and the refused bucket is not asked
+    /// again before its own backoff.
+    #[test]
+    fn a_refused_bucket_does_not_stall_the_others() {
+        let (mut ro, seen) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", r#"{"code":"forbidden","message":"no"}"#),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        three_buckets(&mut ro, 0..9);
+        // Batches [0 1 2 3] and [4 5 6 7] and [8]: `secret` asked once, then in its backoff.
+        assert_eq!(ro.flush(), Ok(6));
+        assert_eq!(buckets(&seen), ["a", "secret", "b", "b", "a", "b"]);
+        assert_eq!((ro.buffered(), ro.stats.metrics_written), (3, 6));
+        assert_eq!(ro.retry_in(), None, "others were written: no backoff");
+        assert_eq!(ro.stats.write_errors, 0);
+        // The kept metrics are not a full batch: new ones still start a batch-full write.
+        assert!(!ro.batch_ready());
+        three_buckets(&mut ro, 9..12);
+        assert!(!ro.batch_ready());
+        three_buckets(&mut ro, 12..13);
+        assert!(ro.batch_ready());
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(buckets(&seen), ["a", "b", "a"]);
+        assert_eq!(ro.buffered(), 4, "the 4 metrics of `secret` wait");
+    }
+
+    /// With a disk buffer, a restart finds exactly the refused bucket's metrics: the written
+    /// ones are not sent again, the kept ones not lost.
+    #[test]
+    fn a_restart_finds_only_the_kept_metrics_in_the_disk_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..9);
+        assert_eq!(ro.flush(), Ok(6));
+        ro.close();
+        let (mut ro, seen) = routed(|_| ("204 No Content", ""), 100);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        let restored = ro.open_disk_buffer().unwrap().map(|r| r.restored);
+        assert_eq!(restored, Some(3));
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(buckets(&seen), ["secret"]);
+    }
+
+    /// A server-wide failure (500) with `bucket_tag`: one request, the whole batch kept, and
+    /// the output backs off; not one request per bucket at every flush.
+    #[test]
+    fn a_server_failure_is_not_retried_bucket_by_bucket() {
+        let (mut ro, seen) = routed(|_| ("500 Internal Server Error", "down"), 4);
+        three_buckets(&mut ro, 0..9);
+        assert!(matches!(ro.flush(), Err(WriteError::Retry(_))));
+        assert_eq!(buckets(&seen).len(), 1);
+        assert_eq!(ro.buffered(), 9);
+        assert!(ro.retry_in().is_some());
+    }
+
+    /// A token refused by every bucket: each bucket is asked once, then not before its
+    /// backoff, and the output backs off too (nothing could be written).
+    #[test]
+    fn a_token_refused_everywhere_costs_one_request_per_bucket() {
+        let (mut ro, seen) = routed(|_| ("401 Unauthorized", "bad token"), 2);
+        three_buckets(&mut ro, 0..9);
+        assert!(matches!(ro.flush(), Err(WriteError::Retry(_))));
+        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
+        assert_eq!(ro.buffered(), 9);
+        assert!(ro.retry_in().is_some());
+        assert!(ro.flush().is_err());
+        assert!(buckets(&seen).is_empty(), "every bucket is in its backoff");
+        assert_eq!(ro.buffered(), 9);
     }
 }

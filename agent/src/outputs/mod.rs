@@ -36,6 +36,18 @@ pub enum WriteError {
     /// `metrics_rejected`.
     #[error("{rejected} metric(s) rejected: {reason}")]
     Rejected { rejected: usize, reason: String },
+    /// Every metric of the batch is settled (stored, or `rejected` of them refused for good)
+    /// but those at `kept` (ascending indices into the batch), which the server refused for
+    /// now on their own: influxdb_v2 with `bucket_tag`, a bucket the token may not write
+    /// (401/403). They go to the back of the buffer, so they never hold up the metrics behind
+    /// them, and the flush goes on: not a failure of the output (no backoff) unless the whole
+    /// flush settled nothing.
+    #[error("{reason} ({} metric(s) kept for a later retry, {rejected} rejected, the others written)", kept.len())]
+    Kept {
+        kept: Vec<usize>,
+        rejected: usize,
+        reason: String,
+    },
     /// Only the first `done` metrics of the batch are settled (stored, or `rejected` of them
     /// refused for good); the rest stays at the head of the buffer for a retry, for `reason`
     /// (a batch split after HTTP 413 whose second half failed).

@@ -6,9 +6,20 @@
 //! (a token problem is fixed by the operator, not by dropping data); 429/502/503/504 keep
 //! it and honour `Retry-After` (up to 10 min); other 4xx reject the (sub)batch for good;
 //! other statuses and transport errors keep it. The shared HTTP code lives in
-//! `outputs::influxdb::http`.
+//! `common::http`.
+//!
+//! With `bucket_tag`, a bucket the token may not write (every URL that answered said 401 or
+//! 403) does not stall the others: its metrics are kept ([`WriteError::Kept`]: they go to the
+//! back of the buffer) while the other buckets of the batch are written, and the bucket is
+//! not asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a
+//! token refused everywhere costs one request per bucket per backoff, not one per batch.
+//! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
+//! write stops there and keeps the whole batch, as without `bucket_tag`.
 
-use tracing::debug;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
 
 use super::{Output, OutputSpec, WriteError};
 use crate::common::http::{self, Client, Secret, join_url, short, shuffled};
@@ -33,6 +44,20 @@ struct InfluxDbV2 {
     bucket_tag: Option<String>,
     exclude_bucket_tag: bool,
     serializer: Serializer,
+    /// Buckets that answered 401/403 (with `bucket_tag`): consecutive refusals, and no new
+    /// attempt before the instant.
+    refused: HashMap<String, (u32, Instant)>,
+}
+
+/// First wait before a refused bucket is asked again; it doubles up to [`REFUSED_MAX`].
+const REFUSED_MIN: Duration = Duration::from_secs(10);
+const REFUSED_MAX: Duration = Duration::from_secs(300);
+
+/// The wait after `n` consecutive refusals of a bucket.
+fn refused_backoff(n: u32) -> Duration {
+    REFUSED_MIN
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(REFUSED_MAX)
 }
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
@@ -69,6 +94,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         bucket_tag,
         exclude_bucket_tag,
         serializer,
+        refused: HashMap::new(),
     })
 }
 
@@ -119,6 +145,8 @@ struct Progress {
     rejected: usize,
     reasons: Vec<String>,
     error: Option<(String, Option<std::time::Duration>)>,
+    /// The error is a refusal of this bucket: every URL that answered said 401 or 403.
+    refused: bool,
 }
 
 impl InfluxDbV2 {
@@ -168,6 +196,7 @@ impl InfluxDbV2 {
         }
         let mut errors = Vec::new();
         let mut wait = None;
+        let (mut refusals, mut other_answers) = (0, 0);
         for i in shuffled(self.client.settings.urls.len()) {
             let url = join_url(
                 &self.client.settings.urls[i],
@@ -220,9 +249,11 @@ impl InfluxDbV2 {
                         rejected: first.rejected + second.rejected,
                         reasons: first.reasons.into_iter().chain(second.reasons).collect(),
                         error: second.error,
+                        refused: second.refused,
                     };
                 }
                 Verdict::TooLarge => {
+                    other_answers += 1;
                     errors.push(format!(
                         "{shown}: HTTP 413: a single metric is larger than the server accepts"
                     ));
@@ -231,10 +262,16 @@ impl InfluxDbV2 {
                     if w.is_some() {
                         wait = wait.max(w);
                     }
+                    if matches!(reply.status, 401 | 403) {
+                        refusals += 1;
+                    } else {
+                        other_answers += 1;
+                    }
                     errors.push(format!("{shown}: {msg}"));
                 }
             }
         }
+        p.refused = refusals > 0 && other_answers == 0;
         p.error = Some((
             format!("could not write any address: {}", errors.join("; ")),
             wait,
@@ -243,26 +280,111 @@ impl InfluxDbV2 {
     }
 }
 
+impl InfluxDbV2 {
+    /// [`Output::write`] with `bucket_tag`: each bucket settled on its own. A bucket that
+    /// refuses (401/403) keeps only its metrics and waits for its backoff; any other failure
+    /// stops the write and keeps the whole batch (the server, not the bucket, is in trouble:
+    /// asking it once per bucket would multiply the requests).
+    fn write_per_bucket(
+        &mut self,
+        metrics: &[Metric],
+        groups: &[(String, Vec<usize>)],
+        headers: &[(&str, String)],
+    ) -> Result<(), WriteError> {
+        let mut kept = Vec::new();
+        let mut rejected = 0;
+        let mut reasons = Vec::new();
+        let mut refusals = Vec::new();
+        for (bucket, indices) in groups {
+            let now = Instant::now();
+            if let Some((_, until)) = self.refused.get(bucket.as_str())
+                && *until > now
+            {
+                kept.extend_from_slice(indices);
+                refusals.push(format!(
+                    "bucket {bucket:?} refused, asked again in {:?}",
+                    until.duration_since(now)
+                ));
+                continue;
+            }
+            let ms: Vec<&Metric> = indices.iter().map(|&i| &metrics[i]).collect();
+            let p = self.send(bucket, &ms, headers);
+            rejected += p.rejected;
+            reasons.extend(p.reasons);
+            match p.error {
+                None => {
+                    if self.refused.remove(bucket.as_str()).is_some() {
+                        info!("bucket {bucket:?} accepts writes again");
+                    }
+                }
+                Some((msg, _)) if p.refused => {
+                    let n = self.refused.get(bucket.as_str()).map_or(0, |r| r.0) + 1;
+                    let wait = refused_backoff(n);
+                    if n == 1 {
+                        warn!(
+                            "bucket {bucket:?} refused: {msg}; its metrics are kept and it is asked again with backoff (first in {wait:?}); the other buckets are written"
+                        );
+                    } else {
+                        debug!("bucket {bucket:?} refused again ({n} times): {msg}");
+                    }
+                    self.refused
+                        .insert(bucket.clone(), (n, Instant::now() + wait));
+                    kept.extend_from_slice(&indices[p.done.min(indices.len())..]);
+                    refusals.push(format!("bucket {bucket:?}: {msg}"));
+                }
+                Some((msg, wait)) => {
+                    let reason = format!("bucket {bucket:?}: {msg}");
+                    return Err(match wait {
+                        Some(after) => WriteError::RetryAfter { after, reason },
+                        None => WriteError::Retry(reason),
+                    });
+                }
+            }
+        }
+        let reason = reasons.join("; ");
+        if !kept.is_empty() {
+            kept.sort_unstable();
+            let mut why = refusals.join("; ");
+            if !reason.is_empty() {
+                why = format!("{why}; rejected: {reason}");
+            }
+            return Err(WriteError::Kept {
+                kept,
+                rejected,
+                reason: why,
+            });
+        }
+        match rejected {
+            0 => Ok(()),
+            _ => Err(WriteError::Rejected { rejected, reason }),
+        }
+    }
+}
+
 impl Output for InfluxDbV2 {
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
         let headers = self.headers()?;
-        // Group by bucket, in order of first appearance.
-        let mut groups: Vec<(String, Vec<&Metric>)> = Vec::new();
-        for m in metrics {
+        // Group by bucket, in order of first appearance, each metric by its batch index.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, m) in metrics.iter().enumerate() {
             let b = self
                 .bucket_tag
                 .as_deref()
                 .and_then(|t| m.tag(t))
                 .unwrap_or(&self.bucket);
             match groups.iter_mut().find(|g| g.0 == b) {
-                Some(g) => g.1.push(m),
-                None => groups.push((b.to_owned(), vec![m])),
+                Some(g) => g.1.push(i),
+                None => groups.push((b.to_owned(), vec![i])),
             }
+        }
+        if self.bucket_tag.is_some() {
+            return self.write_per_bucket(metrics, &groups, &headers);
         }
         let single = groups.len() == 1;
         let mut total = Progress::default();
-        for (bucket, ms) in &groups {
-            let p = self.send(bucket, ms, &headers);
+        for (bucket, indices) in &groups {
+            let ms: Vec<&Metric> = indices.iter().map(|&i| &metrics[i]).collect();
+            let p = self.send(bucket, &ms, &headers);
             total.done += p.done;
             total.rejected += p.rejected;
             total.reasons.extend(p.reasons);
