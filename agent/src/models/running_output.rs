@@ -820,6 +820,37 @@ mod bucket_tests {
         assert!(ro.retry_in().is_some());
     }
 
+    /// Regression (review of 1d28d1f): with `bucket_tag`, a 413 split whose first half was
+    /// stored and whose second half failed with a 5xx kept the whole batch, so the stored
+    /// half was sent again. The settled prefix leaves the buffer, as without `bucket_tag`.
+    #[test]
+    fn a_split_then_a_server_failure_keeps_only_the_unsent_half() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static ASKED: AtomicUsize = AtomicUsize::new(0);
+        let (mut ro, seen) = routed(
+            |_| match ASKED.fetch_add(1, Ordering::SeqCst) {
+                0 => ("413 Payload Too Large", ""),
+                1 => ("204 No Content", ""),
+                _ => ("500 Internal Server Error", "down"),
+            },
+            4,
+        );
+        for t in 0..4 {
+            ro.add(
+                &Metric::new("m", t)
+                    .with_field("v", t)
+                    .with_tag("bucket", "a"),
+            );
+        }
+        assert!(matches!(
+            ro.flush(),
+            Err(WriteError::Partial { done: 2, .. })
+        ));
+        assert_eq!(buckets(&seen), ["a", "a", "a"]);
+        assert_eq!((ro.buffered(), ro.stats.metrics_written), (2, 2));
+        assert!(ro.retry_in().is_some());
+    }
+
     /// A token refused by every bucket: each bucket is asked once, then not before its
     /// backoff, and the output backs off too (nothing could be written).
     #[test]

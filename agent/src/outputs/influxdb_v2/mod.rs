@@ -14,7 +14,8 @@
 //! not asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a
 //! token refused everywhere costs one request per bucket per backoff, not one per batch.
 //! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
-//! write stops there and keeps the whole batch, as without `bucket_tag`.
+//! write stops there and keeps the batch from its first metric not yet settled (what a 413
+//! split stored is not sent again, as without `bucket_tag`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -283,8 +284,8 @@ impl InfluxDbV2 {
 impl InfluxDbV2 {
     /// [`Output::write`] with `bucket_tag`: each bucket settled on its own. A bucket that
     /// refuses (401/403) keeps only its metrics and waits for its backoff; any other failure
-    /// stops the write and keeps the whole batch (the server, not the bucket, is in trouble:
-    /// asking it once per bucket would multiply the requests).
+    /// stops the write and keeps the batch from its first metric not settled (the server, not
+    /// the bucket, is in trouble: asking it once per bucket would multiply the requests).
     fn write_per_bucket(
         &mut self,
         metrics: &[Metric],
@@ -295,6 +296,8 @@ impl InfluxDbV2 {
         let mut rejected = 0;
         let mut reasons = Vec::new();
         let mut refusals = Vec::new();
+        // Per bucket tried: the indices it settled and how many of them were rejected.
+        let mut settled: Vec<(&[usize], usize)> = Vec::new();
         for (bucket, indices) in groups {
             let now = Instant::now();
             if let Some((_, until)) = self.refused.get(bucket.as_str())
@@ -313,6 +316,7 @@ impl InfluxDbV2 {
             reasons.extend(p.reasons);
             match p.error {
                 None => {
+                    settled.push((indices, p.rejected));
                     if self.refused.remove(bucket.as_str()).is_some() {
                         info!("bucket {bucket:?} accepts writes again");
                     }
@@ -329,15 +333,17 @@ impl InfluxDbV2 {
                     }
                     self.refused
                         .insert(bucket.clone(), (n, Instant::now() + wait));
-                    kept.extend_from_slice(&indices[p.done.min(indices.len())..]);
+                    let done = p.done.min(indices.len());
+                    settled.push((&indices[..done], p.rejected));
+                    kept.extend_from_slice(&indices[done..]);
                     refusals.push(format!("bucket {bucket:?}: {msg}"));
                 }
                 Some((msg, wait)) => {
+                    // What this bucket stored before the failure (the first half after a
+                    // 413) is settled too: the batch's settled prefix is not sent again.
+                    settled.push((&indices[..p.done.min(indices.len())], p.rejected));
                     let reason = format!("bucket {bucket:?}: {msg}");
-                    return Err(match wait {
-                        Some(after) => WriteError::RetryAfter { after, reason },
-                        None => WriteError::Retry(reason),
-                    });
+                    return Err(settled_prefix(metrics.len(), &settled, reason, wait));
                 }
             }
         }
@@ -358,6 +364,42 @@ impl InfluxDbV2 {
             0 => Ok(()),
             _ => Err(WriteError::Rejected { rejected, reason }),
         }
+    }
+}
+
+/// The error for a per-bucket write stopped by a failure other than a refusal: the longest
+/// prefix of the batch that `settled` covers is settled ([`WriteError::Partial`], as without
+/// `bucket_tag`), the rest stays at the head of the buffer. A settled metric behind the first
+/// unsettled one is sent again (the server overwrites the same points).
+fn settled_prefix(
+    n: usize,
+    settled: &[(&[usize], usize)],
+    reason: String,
+    wait: Option<Duration>,
+) -> WriteError {
+    let mut done = vec![false; n];
+    for &i in settled.iter().flat_map(|s| s.0) {
+        if let Some(d) = done.get_mut(i) {
+            *d = true;
+        }
+    }
+    let done = done.iter().take_while(|d| **d).count();
+    // Rejections are counted per bucket: those of the buckets wholly inside the prefix.
+    let rejected = settled
+        .iter()
+        .filter(|s| s.0.iter().all(|&i| i < done))
+        .map(|s| s.1)
+        .sum::<usize>()
+        .min(done);
+    match (done, wait) {
+        (0, Some(after)) => WriteError::RetryAfter { after, reason },
+        (0, None) => WriteError::Retry(reason),
+        (done, retry_after) => WriteError::Partial {
+            done,
+            rejected,
+            reason,
+            retry_after,
+        },
     }
 }
 
