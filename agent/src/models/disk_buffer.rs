@@ -69,6 +69,9 @@ pub struct DiskBuffer {
     /// The ack slots, and the sequence number of the last write.
     ack_file: File,
     ack_seq: u64,
+    /// Data and directory fsyncs forced by [`DiskBuffer::requeue`] (for tests).
+    #[cfg(test)]
+    forced_syncs: (u32, u32),
 }
 
 impl DiskBuffer {
@@ -130,6 +133,8 @@ impl DiskBuffer {
             head,
             ack_file,
             ack_seq,
+            #[cfg(test)]
+            forced_syncs: (0, 0),
         };
         buf.write_ack()?;
         let _ = fs::remove_file(dir.join(LEGACY_ACK_FILE));
@@ -277,9 +282,11 @@ impl DiskBuffer {
     /// (a restart neither replays the settled ones nor loses the kept ones), segments are
     /// deleted as the front passes them (disk use follows the metrics waiting, bounded by the
     /// limit), and the queue never grows (`kept` ≤ `n`). Returns how many of `kept` could not
-    /// be appended (no space: dropped with the rest, as a full disk drops the oldest); an
-    /// error means only that the progress was not recorded (a restart may replay the `n`
-    /// and the copies: duplicates, never loss).
+    /// be appended (no space: dropped with the rest, as a full disk drops the oldest). The
+    /// copies are fsynced (with the directory when they start a segment) before the ack moves,
+    /// even without `sync`. An error means only that the progress was not recorded (the `n`
+    /// may be sent again, and a restart may replay them and the copies: duplicates, never
+    /// loss).
     pub fn requeue(&mut self, n: usize, kept: &[Metric]) -> io::Result<usize> {
         let n = n.min(self.index.len());
         let kept = &kept[..kept.len().min(n)];
@@ -292,6 +299,7 @@ impl DiskBuffer {
             buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
             buf.extend_from_slice(&payload);
         }
+        let head_before = self.head.0;
         let (lost, at) = if buf.is_empty() {
             (0, None)
         } else {
@@ -300,6 +308,12 @@ impl DiskBuffer {
                 Err(_) => (kept.len(), None),
             }
         };
+        if at.is_some() {
+            // The ack is about to move past the originals: the copies must be on disk first
+            // whatever `buffer_disk_sync` says, or a power cut loses them. On failure the
+            // originals stay (sent again later: duplicates, never loss).
+            self.sync_copies(self.head.0 != head_before)?;
+        }
         self.index.drain(..n);
         if let Some((seg, start)) = at {
             self.index
@@ -311,6 +325,26 @@ impl DiskBuffer {
         }
         self.forget_files()?;
         Ok(lost)
+    }
+
+    /// Makes the head segment's data durable (unless every append already is) and, when
+    /// `new_segment`, its directory entry.
+    fn sync_copies(&mut self, new_segment: bool) -> io::Result<()> {
+        if !self.sync {
+            self.head.1.sync_data()?;
+            #[cfg(test)]
+            {
+                self.forced_syncs.0 += 1;
+            }
+        }
+        if new_segment {
+            File::open(&self.dir)?.sync_all()?;
+            #[cfg(test)]
+            {
+                self.forced_syncs.1 += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the segments before the first metric waiting and records its position.
@@ -626,6 +660,26 @@ mod tests {
         assert_eq!(rec.restored, limit - 3);
         let times: Vec<i64> = b.peek(100).unwrap().0.iter().map(|m| m.time).collect();
         assert_eq!(times, expected, "exactly the kept ones, in order");
+    }
+
+    /// Regression (review of 1d28d1f): with `buffer_disk_sync = false`, requeue moved the
+    /// ack past the originals while their copies were not yet on disk, so a power cut could
+    /// lose them. The copies (and a new segment's directory entry) are synced first.
+    #[test]
+    fn requeued_copies_are_synced_before_the_ack_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        b.push(&[metric(1), metric(2)]).unwrap();
+        assert_eq!(b.requeue(2, &[metric(1)]).unwrap(), 0);
+        assert_eq!(b.forced_syncs, (1, 0), "the copy synced, same segment");
+        b.segment_bytes = 1;
+        b.push(&[metric(3)]).unwrap();
+        let seg = b.head.0;
+        assert_eq!(b.requeue(1, &[metric(1)]).unwrap(), 0);
+        assert_ne!(b.head.0, seg, "the copy went to a new segment");
+        assert_eq!(b.forced_syncs, (2, 1), "and its directory entry synced");
+        assert_eq!(b.requeue(0, &[]).unwrap(), 0);
+        assert_eq!(b.forced_syncs, (2, 1), "nothing copied, nothing synced");
     }
 
     #[test]

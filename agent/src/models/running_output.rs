@@ -505,9 +505,10 @@ impl Buffer {
                 Ok(0)
             }
             Buffer::Disk { queue, front } => {
-                // The cache stays the queue's first metrics: the copies go to the end.
+                // The cache stays the queue's first metrics: the copies go to the end. After
+                // an error the queue may not have moved: the cache is read again.
                 front.drain(..n.min(front.len()));
-                queue.requeue(n, &kept)
+                queue.requeue(n, &kept).inspect_err(|_| front.clear())
             }
         }
     }
