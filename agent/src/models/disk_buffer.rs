@@ -22,8 +22,9 @@
 //!
 //! Metrics leave only from the front, so the ack record always describes the queue: metrics
 //! an output keeps while it settles the rest of their batch (a bucket refused for now) are
-//! appended again at the back ([`DiskBuffer::requeue`]) rather than left in place, which
-//! would hold every later segment on disk and make a restart replay what was written.
+//! appended to another queue ([`DiskBuffer::push_durable`]), or again at the back of their
+//! own ([`DiskBuffer::requeue`]), rather than left in place, which would hold every later
+//! segment on disk and make a restart replay what was written.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -188,6 +189,15 @@ impl DiskBuffer {
             self.ack(over)?;
         }
         Ok(dropped + over)
+    }
+
+    /// [`DiskBuffer::push`], then fsyncs them (and the directory when they started a
+    /// segment) even without `sync`: the caller forgets their originals elsewhere next.
+    pub fn push_durable(&mut self, metrics: &[Metric]) -> io::Result<usize> {
+        let head_before = self.head.0;
+        let dropped = self.push(metrics)?;
+        self.sync_copies(self.head.0 != head_before)?;
+        Ok(dropped)
     }
 
     /// Writes `buf` at the end of the head segment (a new one when it is full); returns where.

@@ -6,6 +6,11 @@
 //! many agents do not retry in step), or later when the server asked so with `Retry-After`.
 //! The agent loop asks [`RunningOutput::retry_in`] before a timed or batch-full flush and skips
 //! the flush while it is `Some`; the shutdown flush tries once regardless. A success resets it.
+//!
+//! Metrics an output keeps while the rest of their batch is settled ([`WriteError::Kept`]:
+//! influxdb_v2, a bucket refused for now) are set aside in a second queue (on disk in
+//! `parked/` inside the buffer directory) within the same limit, and read only when the
+//! output says they are due, so they cost nothing while they wait.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -55,10 +60,19 @@ pub struct RunningOutput {
     failures: u32,
     /// No new attempt before this instant (after a failure).
     retry_at: Option<Instant>,
-    /// Metrics the last flush put back at the end of the buffer ([`WriteError::Kept`]): not
-    /// counted towards a full batch, so they do not set off a write at every collection.
-    parked: usize,
+    /// Metrics set aside by a [`WriteError::Kept`] (a bucket refused for now), oldest first:
+    /// they share `buffer_limit` with `buffer` (and go first when it is passed), are not
+    /// counted towards a full batch, and are read only when the output says they are due
+    /// ([`Output::kept_due`]), so a flush with every refused bucket in its backoff costs
+    /// nothing for them.
+    parked: Buffer,
+    /// A walk of `parked` was cut short by a failure: the next flush walks it again, due or
+    /// not (a bucket accepted during the walk is no longer refused, so not "due").
+    walk_parked: bool,
 }
+
+/// The disk buffer's subdirectory for the metrics set aside for refused buckets.
+const PARKED_DIR: &str = "parked";
 
 /// Longest `Retry-After` honoured (Telegraf's cap).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -129,7 +143,8 @@ impl RunningOutput {
             backoff_max: Duration::from_secs(15),
             failures: 0,
             retry_at: None,
-            parked: 0,
+            parked: Buffer::Memory(VecDeque::new()),
+            walk_parked: false,
         }
     }
 
@@ -143,9 +158,9 @@ impl RunningOutput {
         super::log_name("outputs", self.spec.name, self.alias.as_deref())
     }
 
-    /// Metrics waiting to be written.
+    /// Metrics waiting to be written (those set aside for a refused bucket included).
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len() + self.parked.len()
     }
 
     /// Asks for a disk buffer in `dir` (`buffer_strategy = "disk"`); nothing is opened yet.
@@ -159,19 +174,37 @@ impl RunningOutput {
         let Some((dir, sync)) = self.disk.clone() else {
             return Ok(None);
         };
-        let (mut queue, rec) = DiskBuffer::open(&dir, self.buffer_limit, sync)?;
+        // Metrics set aside for a refused bucket have a queue of their own inside.
+        let (mut parked, parked_rec) =
+            DiskBuffer::open(&dir.join(PARKED_DIR), self.buffer_limit, sync)?;
+        let (mut queue, mut rec) = DiskBuffer::open(&dir, self.buffer_limit, sync)?;
         // Anything already buffered in memory goes behind what the disk held (it is newer).
-        if let Buffer::Memory(mem) = &mut self.buffer
-            && !mem.is_empty()
-        {
-            let pending: Vec<Metric> = mem.drain(..).collect();
-            let dropped = queue.push(&pending)?;
-            self.count_drops(dropped);
+        for (mem, disk) in [
+            (&mut self.parked, &mut parked),
+            (&mut self.buffer, &mut queue),
+        ] {
+            if let Buffer::Memory(mem) = mem
+                && !mem.is_empty()
+            {
+                let pending: Vec<Metric> = mem.drain(..).collect();
+                let dropped = disk.push(&pending)?;
+                self.stats.metrics_dropped += dropped as u64;
+                self.unreported_drops += dropped as u64;
+            }
         }
+        rec.restored += parked_rec.restored;
+        rec.truncated_bytes += parked_rec.truncated_bytes;
+        self.parked = Buffer::Disk {
+            queue: parked,
+            front: Vec::new(),
+        };
         self.buffer = Buffer::Disk {
             queue,
             front: Vec::new(),
         };
+        // Together within the limit: the oldest, set aside, go first.
+        let over = self.buffered().saturating_sub(self.buffer_limit);
+        self.drop_oldest(over);
         Ok(Some(rec))
     }
 
@@ -188,6 +221,23 @@ impl RunningOutput {
     fn count_drops(&mut self, n: usize) {
         self.stats.metrics_dropped += n as u64;
         self.unreported_drops += n as u64;
+    }
+
+    /// Drops (and counts) the oldest `n` metrics: first those set aside, then the buffer's.
+    fn drop_oldest(&mut self, n: usize) {
+        let from_parked = n.min(self.parked.len());
+        let from_buffer = (n - from_parked).min(self.buffer.len());
+        for (q, k) in [
+            (&mut self.parked, from_parked),
+            (&mut self.buffer, from_buffer),
+        ] {
+            if k > 0
+                && let Err(e) = q.drain(k)
+            {
+                tracing::error!("disk buffer: cannot record dropped metrics: {e}");
+            }
+        }
+        self.count_drops(from_parked + from_buffer);
     }
 
     /// Filters and renames a copy of `m`, or None when a filter drops it.
@@ -220,6 +270,9 @@ impl RunningOutput {
         }
         let n = prepared.len();
         let limit = self.buffer_limit;
+        // The metrics set aside share the limit and are older: they go first.
+        let over = (self.buffered() + n).saturating_sub(limit);
+        self.drop_oldest(over.min(self.parked.len()));
         let result = match &mut self.buffer {
             Buffer::Memory(mem) => {
                 let mut dropped = 0;
@@ -247,9 +300,9 @@ impl RunningOutput {
         self.count_drops(dropped);
     }
 
-    /// True when a full batch is waiting (besides the metrics the last flush put back).
+    /// True when a full batch is waiting (besides the metrics set aside for refused buckets).
     pub fn batch_ready(&self) -> bool {
-        self.buffer.len().saturating_sub(self.parked) >= self.batch_size
+        self.buffer.len() >= self.batch_size
     }
 
     /// Whether this output keeps its buffer on disk (opened).
@@ -295,11 +348,20 @@ impl RunningOutput {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    /// Removes the first `n` metrics of the buffer, `rejected` of them refused by the server.
-    fn settle(&mut self, n: usize, rejected: usize) -> usize {
-        let n = n.min(self.buffer.len());
+    /// The main queue, or the one of metrics set aside.
+    fn queue(&mut self, parked: bool) -> &mut Buffer {
+        match parked {
+            true => &mut self.parked,
+            false => &mut self.buffer,
+        }
+    }
+
+    /// Removes the first `n` metrics of a queue, `rejected` of them refused by the server.
+    fn settle(&mut self, parked: bool, n: usize, rejected: usize) -> usize {
+        let q = self.queue(parked);
+        let n = n.min(q.len());
         let rejected = rejected.min(n);
-        if let Err(e) = self.buffer.drain(n) {
+        if let Err(e) = q.drain(n) {
             // The metrics were written; failing to record it means they may be sent again
             // after a restart (duplicates, never loss).
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
@@ -309,48 +371,94 @@ impl RunningOutput {
         n - rejected
     }
 
-    /// Settles the first `n` metrics of the buffer but `kept` (copies of some of them), which
-    /// go to its end; `rejected` of the others were refused by the server. Returns how many
-    /// were stored.
-    fn requeue(&mut self, n: usize, kept: Vec<Metric>, rejected: usize) -> usize {
-        let n = n.min(self.buffer.len());
-        let settled = n - kept.len().min(n);
-        let rejected = rejected.min(settled);
-        match self.buffer.requeue(n, kept) {
+    /// Sets `kept` (copies of some of the first `n` metrics of a queue) aside, at the back of
+    /// the parked queue, then removes the `n`. The copies are durable before the originals
+    /// are forgotten; copies that cannot be stored (disk full) are dropped and counted.
+    fn park(&mut self, parked: bool, n: usize, kept: Vec<Metric>) {
+        let k = kept.len();
+        let result = match parked {
+            true => self.parked.requeue(n, kept),
+            false => match self.parked.push_durable(kept) {
+                Ok(lost) => self.buffer.drain(n).map(|_| lost),
+                Err(e) => {
+                    tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {k} metric(s) kept for a retry: {e}; dropped");
+                    self.buffer.drain(n).map(|_| k)
+                }
+            },
+        };
+        match result {
             Ok(0) => {}
             Ok(lost) => {
-                tracing::error!(output = %self.log_name(), "disk buffer: cannot put back {lost} metric(s) kept for a retry (disk full?): dropped");
+                tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {lost} metric(s) kept for a retry (disk full?): dropped");
                 self.count_drops(lost);
             }
             Err(e) => {
                 tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
             }
         }
-        self.stats.metrics_written += (settled - rejected) as u64;
-        self.stats.metrics_rejected += rejected as u64;
-        settled - rejected
     }
 
-    /// Writes what is buffered at its start, oldest first, one batch at a time; stops at the
-    /// first failed batch, which stays at the head of the buffer. Metrics the server refused
-    /// for good ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop
-    /// the flush; nor do metrics refused for now on their own ([`WriteError::Kept`]: a bucket
-    /// the token may not write): they go to the end of the buffer, for the next flush, and
-    /// the flush goes on with the metrics behind them. A flush that settled nothing but kept
-    /// metrics fails (and backs off) as any other. Returns the number of metrics stored. Does
-    /// not look at the backoff: the caller does (see [`RunningOutput::retry_in`]).
+    /// Moves the first `n` metrics of the parked queue to its back, unsent, a batch at a
+    /// time: after a walk cut short, so the metrics set aside again during it stay ahead of
+    /// the newer ones it did not reach.
+    fn rotate_parked(&mut self, mut n: usize) {
+        while n > 0 {
+            let k = self.batch_size.min(n);
+            let copies = match self.parked.front(k) {
+                Ok(b) if !b.is_empty() => b.to_vec(),
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(output = %self.log_name(), "disk buffer: cannot read: {e}");
+                    return;
+                }
+            };
+            let k = copies.len();
+            self.park(true, k, copies);
+            n -= k;
+        }
+    }
+
+    /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
+    /// batch, which stays at the head of its queue. Metrics the server refused for good
+    /// ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop the
+    /// flush; nor do metrics refused for now on their own ([`WriteError::Kept`]: a bucket the
+    /// token may not write): they are set aside in the parked queue, and the flush goes on
+    /// with the metrics behind them. The parked queue is walked first, and only when the
+    /// output says a refused bucket is due ([`Output::kept_due`]). A flush that settled
+    /// nothing and received a refusal fails (and backs off) as any other; metrics only skipped
+    /// for a bucket's backoff are no failure. Returns the number of metrics stored. Does not
+    /// look at the backoff: the caller does (see [`RunningOutput::retry_in`]).
     pub fn flush(&mut self) -> Result<usize, WriteError> {
-        let mut written = 0;
-        // Kept metrics go behind this mark, so each is tried once per flush.
-        let mut left = self.buffer.len();
-        let mut parked = 0;
-        let mut settled_any = false;
-        let mut kept_reason = None;
-        self.parked = 0;
+        let mut t = Tally::default();
+        if self.parked.len() > 0 && (self.walk_parked || self.output.kept_due()) {
+            self.walk_parked = true;
+            self.walk(true, &mut t)?;
+            self.walk_parked = false;
+        }
+        self.walk(false, &mut t)?;
+        if let Some(reason) = t.refused.filter(|_| !t.settled_any) {
+            // Nothing could be written and a bucket refused: as after any failure, the
+            // output backs off.
+            let e = WriteError::Retry(format!("every metric kept for a later retry: {reason}"));
+            self.failed(None);
+            return Err(e);
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        Ok(t.written)
+    }
+
+    /// One pass over a queue (the parked one when `parked`): each metric waiting at its start
+    /// is tried once.
+    fn walk(&mut self, parked: bool, t: &mut Tally) -> Result<(), WriteError> {
+        let mut left = self.queue(parked).len();
         while left > 0 {
             let n = self.batch_size.min(left);
-            let batch = self
-                .buffer
+            let q = match parked {
+                true => &mut self.parked,
+                false => &mut self.buffer,
+            };
+            let batch = q
                 .front(n)
                 .map_err(|e| WriteError::Retry(format!("disk buffer: cannot read: {e}")))?;
             let n = batch.len();
@@ -360,66 +468,62 @@ impl RunningOutput {
             left -= n;
             match self.output.write(batch) {
                 Ok(()) => {
-                    written += self.settle(n, 0);
-                    settled_any = true;
+                    t.written += self.settle(parked, n, 0);
+                    t.settled_any = true;
                 }
                 Err(WriteError::Rejected { rejected, reason }) => {
                     warn!(output = %self.log_name(), batch = n, rejected,
                         "metrics rejected by the server and dropped: {reason}");
-                    written += self.settle(n, rejected);
-                    settled_any = true;
+                    t.written += self.settle(parked, n, rejected);
+                    t.settled_any = true;
                 }
                 Err(WriteError::Kept {
                     mut kept,
                     rejected,
                     reason,
+                    refused,
                 }) => {
                     kept.sort_unstable();
                     kept.dedup();
                     kept.retain(|&i| i < n);
                     let copies: Vec<Metric> = kept.iter().map(|&i| batch[i].clone()).collect();
                     debug!(output = %self.log_name(), batch = n, kept = copies.len(),
-                        "metrics kept for a later retry, the others settled: {reason}");
-                    settled_any |= copies.len() < n;
-                    parked += copies.len();
-                    self.parked = parked;
-                    written += self.requeue(n, copies, rejected);
-                    kept_reason = Some(reason);
-                }
-                Err(e @ WriteError::Partial { .. }) => {
-                    if let WriteError::Partial {
-                        done,
-                        rejected,
-                        retry_after,
-                        ..
-                    } = &e
-                    {
-                        let (done, rejected, retry_after) = (*done, *rejected, *retry_after);
-                        self.settle(done.min(n), rejected);
-                        self.failed(retry_after);
+                        "metrics set aside for a later retry, the others settled: {reason}");
+                    let settled = n - copies.len();
+                    let rejected = rejected.min(settled);
+                    t.settled_any |= settled > 0;
+                    self.park(parked, n, copies);
+                    self.stats.metrics_written += (settled - rejected) as u64;
+                    self.stats.metrics_rejected += rejected as u64;
+                    t.written += settled - rejected;
+                    if refused {
+                        t.refused = Some(reason);
                     }
-                    return Err(e);
                 }
                 Err(e) => {
-                    let wait = match &e {
-                        WriteError::RetryAfter { after, .. } => Some(*after),
-                        _ => None,
+                    let (done, rejected, wait) = match &e {
+                        WriteError::Partial {
+                            done,
+                            rejected,
+                            retry_after,
+                            ..
+                        } => (*done, *rejected, *retry_after),
+                        WriteError::RetryAfter { after, .. } => (0, 0, Some(*after)),
+                        _ => (0, 0, None),
                     };
+                    let done = done.min(n);
+                    if done > 0 {
+                        self.settle(parked, done, rejected);
+                    }
+                    if parked {
+                        self.rotate_parked(n - done + left);
+                    }
                     self.failed(wait);
                     return Err(e);
                 }
             }
         }
-        if let Some(reason) = kept_reason.filter(|_| !settled_any) {
-            // Nothing could be written, only kept: as after any failure, the output backs off,
-            // so a server that refuses every bucket is not asked again at each flush.
-            let e = WriteError::Retry(format!("every metric kept for a later retry: {reason}"));
-            self.failed(None);
-            return Err(e);
-        }
-        self.failures = 0;
-        self.retry_at = None;
-        Ok(written)
+        Ok(())
     }
 
     /// Closes the plugin.
@@ -430,16 +534,23 @@ impl RunningOutput {
         if matches!(self.buffer, Buffer::Disk { .. }) {
             self.buffer = Buffer::Memory(VecDeque::new());
         }
+        if matches!(self.parked, Buffer::Disk { .. }) {
+            self.parked = Buffer::Memory(VecDeque::new());
+        }
     }
 
     /// At a stop or reload: takes what waits in the memory buffer, oldest first, for the
     /// output that replaces this one (a disk buffer keeps what it holds on disk: nothing is
     /// taken).
     pub fn take_unsent(&mut self) -> Vec<Metric> {
-        match &mut self.buffer {
-            Buffer::Memory(m) => m.drain(..).collect(),
-            Buffer::Disk { .. } => Vec::new(),
+        let mut out = Vec::new();
+        // Those set aside are the older.
+        for q in [&mut self.parked, &mut self.buffer] {
+            if let Buffer::Memory(m) = q {
+                out.extend(m.drain(..));
+            }
         }
+        out
     }
 
     /// Puts back, ahead of anything newer, what the output this one replaces left unsent
@@ -458,6 +569,16 @@ impl RunningOutput {
         mem.drain(..excess);
         self.count_drops(excess);
     }
+}
+
+/// What a flush has done so far.
+#[derive(Default)]
+struct Tally {
+    written: usize,
+    /// Some metric left its queue (stored or rejected).
+    settled_any: bool,
+    /// The last refusal (401/403) received in this flush.
+    refused: Option<String>,
 }
 
 /// Where metrics wait: in memory, or in a crash-safe queue on disk whose first batch is
@@ -510,6 +631,25 @@ impl Buffer {
                 front.drain(..n.min(front.len()));
                 queue.requeue(n, &kept).inspect_err(|_| front.clear())
             }
+        }
+    }
+
+    /// Appends `metrics`, on disk durably (fsynced) whatever `buffer_disk_sync` says: the
+    /// caller forgets their originals next. Returns how many were dropped (disk full).
+    fn push_durable(&mut self, metrics: Vec<Metric>) -> std::io::Result<usize> {
+        if metrics.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Buffer::Memory(m) => {
+                m.extend(metrics);
+                Ok(0)
+            }
+            Buffer::Disk { queue, front } => queue.push_durable(&metrics).inspect(|dropped| {
+                if *dropped > 0 {
+                    front.clear();
+                }
+            }),
         }
     }
 
@@ -656,6 +796,50 @@ mod tests {
         assert_eq!(ro.consecutive_failures(), 0);
     }
 
+    fn kept(first: bool, refused: bool) -> Result<(), WriteError> {
+        Err(WriteError::Kept {
+            kept: if first { vec![0] } else { vec![] },
+            rejected: 0,
+            reason: "bucket refused".into(),
+            refused,
+        })
+    }
+
+    /// Regression (review of 1d28d1f): a flush that only skipped metrics of a bucket in its
+    /// backoff (no refusal received) was an error, counted and backed off.
+    #[test]
+    fn metrics_only_skipped_for_a_backoff_are_no_failure() {
+        let (mut ro, _) = scripted(vec![kept(true, false)]);
+        fill(&mut ro, 1);
+        assert_eq!(ro.flush(), Ok(0));
+        assert_eq!((ro.stats.write_errors, ro.retry_in()), (0, None));
+        let (mut ro, _) = scripted(vec![kept(true, true)]);
+        fill(&mut ro, 1);
+        assert!(ro.flush().is_err(), "a refusal received, nothing written");
+        assert_eq!(ro.stats.write_errors, 1);
+    }
+
+    /// Regression (review of 1d28d1f): a walk of the kept metrics cut short by a 5xx left
+    /// those kept again during it behind the newer ones it had not reached.
+    #[test]
+    fn a_walk_of_kept_metrics_cut_short_keeps_their_order() {
+        let (mut ro, seen) = scripted(vec![
+            kept(true, true),
+            kept(true, true),
+            kept(true, true),
+            kept(true, true),
+            Err(WriteError::Retry("HTTP 500".into())),
+        ]);
+        ro.batch_size = 1;
+        fill(&mut ro, 3);
+        assert!(ro.flush().is_err());
+        assert!(ro.flush().is_err());
+        assert_eq!(ro.buffered(), 3);
+        seen.lock().unwrap().clear();
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(*seen.lock().unwrap(), vec![vec![0], vec![1], vec![2]]);
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let (ro, _) = scripted(vec![]);
@@ -754,7 +938,7 @@ mod bucket_tests {
 
     /// Regression: with `bucket_tag`, one bucket the token may not write (403) kept the whole
     /// batch and stopped the flush, so every other bucket stalled behind it until the buffer
-    /// overflowed. Its metrics are kept (at the back of the buffer), the others written; the
+    /// overflowed. Its metrics are kept (set aside), the others written; the
     /// flush is not a failure (no backoff, no error), and the refused bucket is not asked
     /// again before its own backoff.
     #[test]
@@ -780,7 +964,7 @@ mod bucket_tests {
         three_buckets(&mut ro, 12..13);
         assert!(ro.batch_ready());
         assert_eq!(ro.flush(), Ok(3));
-        assert_eq!(buckets(&seen), ["a", "b", "a"]);
+        assert_eq!(buckets(&seen), ["a", "b"], "`secret` is in its backoff");
         assert_eq!(ro.buffered(), 4, "the 4 metrics of `secret` wait");
     }
 
@@ -854,6 +1038,10 @@ mod bucket_tests {
 
     /// A token refused by every bucket: each bucket is asked once, then not before its
     /// backoff, and the output backs off too (nothing could be written).
+    ///
+    /// Regression (review of 1d28d1f): a later flush that finds only metrics of buckets in
+    /// their backoff sends nothing, and was still an error (logged, counted, backed off,
+    /// which also blocked batch-full writes). Only a refusal received counts.
     #[test]
     fn a_token_refused_everywhere_costs_one_request_per_bucket() {
         let (mut ro, seen) = routed(|_| ("401 Unauthorized", "bad token"), 2);
@@ -862,8 +1050,80 @@ mod bucket_tests {
         assert_eq!(buckets(&seen), ["a", "secret", "b"]);
         assert_eq!(ro.buffered(), 9);
         assert!(ro.retry_in().is_some());
-        assert!(ro.flush().is_err());
+        assert_eq!(ro.stats.write_errors, 1);
+        three_buckets(&mut ro, 9..11);
+        assert_eq!(ro.flush(), Ok(0), "nothing refused in this flush: no error");
         assert!(buckets(&seen).is_empty(), "every bucket is in its backoff");
+        assert_eq!(ro.buffered(), 11);
+        assert_eq!((ro.stats.write_errors, ro.retry_in()), (1, None));
+    }
+
+    /// Regression (review of 1d28d1f): every flush read, re-encoded, appended and fsynced
+    /// every kept metric, even for buckets in their backoff (about 200 MB a flush at a limit
+    /// of a million). They wait aside, untouched, until a refused bucket is due.
+    #[test]
+    fn a_flush_with_every_refused_bucket_in_its_backoff_leaves_the_disk_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, seen) = routed(|_| ("403 Forbidden", "no"), 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..9);
+        assert!(ro.flush().is_err());
+        assert_eq!(buckets(&seen).len(), 3);
+        let files = |d: &std::path::Path| {
+            let mut all = Vec::new();
+            for sub in [d.to_owned(), d.join(PARKED_DIR)] {
+                for e in std::fs::read_dir(sub).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_file() {
+                        all.push((p.clone(), std::fs::read(&p).unwrap()));
+                    }
+                }
+            }
+            all.sort();
+            all
+        };
+        let before = files(dir.path());
+        for _ in 0..3 {
+            assert_eq!(ro.flush(), Ok(0));
+        }
+        assert_eq!(files(dir.path()), before, "not a byte written");
+        assert!(buckets(&seen).is_empty());
         assert_eq!(ro.buffered(), 9);
+    }
+
+    /// Regression (review of 1d28d1f): the count of kept metrics, kept beside the buffer,
+    /// went stale when the limit dropped some, so a full batch of new metrics was not seen
+    /// as one. Kept metrics share the limit, go first, and are counted exactly.
+    #[test]
+    fn kept_metrics_share_the_limit_and_go_first() {
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.buffer_limit = 6;
+        three_buckets(&mut ro, 0..6);
+        assert_eq!(ro.flush(), Ok(4));
+        assert_eq!(ro.buffered(), 2, "two of `secret` kept");
+        ro.batch_size = 6;
+        for t in 6..12 {
+            ro.add(
+                &Metric::new("m", t)
+                    .with_field("v", t)
+                    .with_tag("bucket", "a"),
+            );
+        }
+        assert_eq!((ro.buffered(), ro.stats.metrics_dropped), (6, 2));
+        assert_eq!(ro.parked.len(), 0, "the kept ones, oldest, went first");
+        assert!(ro.batch_ready(), "6 new metrics are a full batch");
+        ro.add(
+            &Metric::new("m", 12)
+                .with_field("v", 12i64)
+                .with_tag("bucket", "a"),
+        );
+        assert_eq!((ro.buffered(), ro.stats.metrics_dropped), (6, 3));
     }
 }

@@ -16,6 +16,13 @@ pub trait Output: Send {
     /// which metrics leave the buffer and which are kept for a later retry.
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError>;
 
+    /// Whether metrics set aside after a [`WriteError::Kept`] may be tried again now
+    /// (influxdb_v2: a refused bucket's backoff has passed, or none is refused). Until then
+    /// they wait in a queue of their own that a flush does not read.
+    fn kept_due(&self) -> bool {
+        true
+    }
+
     /// Flushes and releases resources at shutdown or reload.
     fn close(&mut self) {}
 }
@@ -39,14 +46,16 @@ pub enum WriteError {
     /// Every metric of the batch is settled (stored, or `rejected` of them refused for good)
     /// but those at `kept` (ascending indices into the batch), which the server refused for
     /// now on their own: influxdb_v2 with `bucket_tag`, a bucket the token may not write
-    /// (401/403). They go to the back of the buffer, so they never hold up the metrics behind
-    /// them, and the flush goes on: not a failure of the output (no backoff) unless the whole
-    /// flush settled nothing.
+    /// (401/403). They are set aside (parked, see [`Output::kept_due`]), so they never hold up
+    /// the metrics behind them, and the flush goes on: not a failure of the output (no
+    /// backoff) unless the flush settled nothing and `refused` (the server answered a refusal
+    /// in this write, not merely a bucket still in its backoff).
     #[error("{reason} ({} metric(s) kept for a later retry, {rejected} rejected, the others written)", kept.len())]
     Kept {
         kept: Vec<usize>,
         rejected: usize,
         reason: String,
+        refused: bool,
     },
     /// Only the first `done` metrics of the batch are settled (stored, or `rejected` of them
     /// refused for good); the rest stays at the head of the buffer for a retry, for `reason`

@@ -9,10 +9,11 @@
 //! `common::http`.
 //!
 //! With `bucket_tag`, a bucket the token may not write (every URL that answered said 401 or
-//! 403) does not stall the others: its metrics are kept ([`WriteError::Kept`]: they go to the
-//! back of the buffer) while the other buckets of the batch are written, and the bucket is
-//! not asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a
-//! token refused everywhere costs one request per bucket per backoff, not one per batch.
+//! 403) does not stall the others: its metrics are kept ([`WriteError::Kept`]: the buffer
+//! sets them aside) while the other buckets of the batch are written, and the bucket is not
+//! asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a token
+//! refused everywhere costs one request per bucket per backoff, not one per batch; the
+//! metrics set aside are not read before then ([`Output::kept_due`]).
 //! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
 //! write stops there and keeps the batch from its first metric not yet settled (what a 413
 //! split stored is not sent again, as without `bucket_tag`).
@@ -296,6 +297,7 @@ impl InfluxDbV2 {
         let mut rejected = 0;
         let mut reasons = Vec::new();
         let mut refusals = Vec::new();
+        let mut refused_now = false;
         // Per bucket tried: the indices it settled and how many of them were rejected.
         let mut settled: Vec<(&[usize], usize)> = Vec::new();
         for (bucket, indices) in groups {
@@ -336,6 +338,7 @@ impl InfluxDbV2 {
                     let done = p.done.min(indices.len());
                     settled.push((&indices[..done], p.rejected));
                     kept.extend_from_slice(&indices[done..]);
+                    refused_now = true;
                     refusals.push(format!("bucket {bucket:?}: {msg}"));
                 }
                 Some((msg, wait)) => {
@@ -358,6 +361,7 @@ impl InfluxDbV2 {
                 kept,
                 rejected,
                 reason: why,
+                refused: refused_now,
             });
         }
         match rejected {
@@ -404,6 +408,11 @@ fn settled_prefix(
 }
 
 impl Output for InfluxDbV2 {
+    fn kept_due(&self) -> bool {
+        let now = Instant::now();
+        self.refused.is_empty() || self.refused.values().any(|(_, until)| *until <= now)
+    }
+
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
         let headers = self.headers()?;
         // Group by bucket, in order of first appearance, each metric by its batch index.
