@@ -553,6 +553,16 @@ impl RunningOutput {
         out
     }
 
+    /// At a stop or reload: the plugin's state for the output that replaces this one.
+    pub fn hand_over(&mut self) -> Option<crate::outputs::HandOver> {
+        self.output.hand_over()
+    }
+
+    /// Takes the state the output this one replaces handed over.
+    pub fn take_over(&mut self, state: crate::outputs::HandOver) {
+        self.output.take_over(state);
+    }
+
     /// Puts back, ahead of anything newer, what the output this one replaces left unsent
     /// (already filtered and renamed by it: as they are). Beyond the buffer limit the oldest
     /// are dropped and counted. Called before the disk buffer opens, which takes them over.
@@ -1003,6 +1013,40 @@ mod bucket_tests {
         assert_eq!(buckets(&seen).len(), 1);
         assert_eq!(ro.buffered(), 9);
         assert!(ro.retry_in().is_some());
+    }
+
+    /// Regression (review of 1d28d1f): a reload forgot the refused buckets, so the new output
+    /// warned about each again at once and restarted its backoff at 10 s. It asks at once
+    /// (the reload may bring a new token) but the refusal counts on, without a warning (the
+    /// warning is logged only at the first refusal).
+    #[test]
+    fn a_reload_remembers_the_refused_buckets() {
+        let refuse_secret = |line: &str| match line.contains("bucket=secret") {
+            true => ("403 Forbidden", "no"),
+            false => ("204 No Content", ""),
+        };
+        let (mut old, _) = routed(refuse_secret, 4);
+        three_buckets(&mut old, 0..3);
+        assert_eq!(old.flush(), Ok(2));
+        let (unsent, state) = (old.take_unsent(), old.hand_over());
+        old.close();
+        let (mut new, seen) = routed(refuse_secret, 4);
+        new.take_over(state.expect("the refused bucket is handed over"));
+        new.restore_unsent(unsent);
+        assert!(new.flush().is_err(), "refused, nothing written");
+        assert_eq!(buckets(&seen), ["secret"], "asked again at once");
+        let counts = new
+            .hand_over()
+            .and_then(|s| {
+                s.downcast::<crate::outputs::influxdb_v2::RefusedBuckets>()
+                    .ok()
+            })
+            .and_then(|c| c.0.get("secret").copied());
+        assert_eq!(
+            counts,
+            Some(2),
+            "the second refusal in a row: no new warning"
+        );
     }
 
     /// Regression (review of 1d28d1f): with `bucket_tag`, a 413 split whose first half was

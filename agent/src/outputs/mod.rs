@@ -23,9 +23,22 @@ pub trait Output: Send {
         true
     }
 
+    /// At a reload: what the output that replaces this one should know (influxdb_v2: the
+    /// buckets refused so far), given to its [`Output::take_over`].
+    fn hand_over(&mut self) -> Option<HandOver> {
+        None
+    }
+
+    /// Takes what the output this one replaces handed over (a state of another type, from
+    /// another plugin, is ignored).
+    fn take_over(&mut self, _state: HandOver) {}
+
     /// Flushes and releases resources at shutdown or reload.
     fn close(&mut self) {}
 }
+
+/// An output's state handed to the output that replaces it at a reload.
+pub type HandOver = Box<dyn std::any::Any + Send>;
 
 /// Why a batch was not (entirely) written, and what becomes of its metrics.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,9 @@
 //! sets them aside) while the other buckets of the batch are written, and the bucket is not
 //! asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a token
 //! refused everywhere costs one request per bucket per backoff, not one per batch; the
-//! metrics set aside are not read before then ([`Output::kept_due`]).
+//! metrics set aside are not read before then ([`Output::kept_due`]). A reload asks the
+//! refused buckets again at once (it may bring a new token) but remembers them: a refusal
+//! then goes on with the backoff it had reached, without a new warning.
 //! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
 //! write stops there and keeps the batch from its first metric not yet settled (what a 413
 //! split stored is not sent again, as without `bucket_tag`).
@@ -49,7 +51,14 @@ struct InfluxDbV2 {
     /// Buckets that answered 401/403 (with `bucket_tag`): consecutive refusals, and no new
     /// attempt before the instant.
     refused: HashMap<String, (u32, Instant)>,
+    /// Buckets the output this one replaced (a reload) saw refused, and how often: asked at
+    /// once (the reload may bring a new token), but a refusal goes on counting and is not
+    /// warned about again.
+    was_refused: HashMap<String, u32>,
 }
+
+/// What a reload hands over: the refused buckets and their consecutive refusals.
+pub(crate) struct RefusedBuckets(pub(crate) HashMap<String, u32>);
 
 /// First wait before a refused bucket is asked again; it doubles up to [`REFUSED_MAX`].
 const REFUSED_MIN: Duration = Duration::from_secs(10);
@@ -97,6 +106,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         exclude_bucket_tag,
         serializer,
         refused: HashMap::new(),
+        was_refused: HashMap::new(),
     })
 }
 
@@ -319,12 +329,16 @@ impl InfluxDbV2 {
             match p.error {
                 None => {
                     settled.push((indices, p.rejected));
-                    if self.refused.remove(bucket.as_str()).is_some() {
+                    let was = self.was_refused.remove(bucket.as_str()).is_some();
+                    if self.refused.remove(bucket.as_str()).is_some() || was {
                         info!("bucket {bucket:?} accepts writes again");
                     }
                 }
                 Some((msg, _)) if p.refused => {
-                    let n = self.refused.get(bucket.as_str()).map_or(0, |r| r.0) + 1;
+                    let n = match self.refused.get(bucket.as_str()) {
+                        Some(r) => r.0,
+                        None => self.was_refused.remove(bucket.as_str()).unwrap_or(0),
+                    } + 1;
                     let wait = refused_backoff(n);
                     if n == 1 {
                         warn!(
@@ -411,6 +425,18 @@ impl Output for InfluxDbV2 {
     fn kept_due(&self) -> bool {
         let now = Instant::now();
         self.refused.is_empty() || self.refused.values().any(|(_, until)| *until <= now)
+    }
+
+    fn hand_over(&mut self) -> Option<super::HandOver> {
+        let mut counts = std::mem::take(&mut self.was_refused);
+        counts.extend(self.refused.drain().map(|(b, (n, _))| (b, n)));
+        (!counts.is_empty()).then(|| Box::new(RefusedBuckets(counts)) as super::HandOver)
+    }
+
+    fn take_over(&mut self, state: super::HandOver) {
+        if let Ok(r) = state.downcast::<RefusedBuckets>() {
+            self.was_refused = r.0;
+        }
     }
 
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
