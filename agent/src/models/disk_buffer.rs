@@ -22,9 +22,8 @@
 //!
 //! Metrics leave only from the front, so the ack record always describes the queue: metrics
 //! an output keeps while it settles the rest of their batch (a bucket refused for now) are
-//! appended to another queue ([`DiskBuffer::push_durable`]), or again at the back of their
-//! own ([`DiskBuffer::requeue`]), rather than left in place, which would hold every later
-//! segment on disk and make a restart replay what was written.
+//! appended to another queue ([`DiskBuffer::push_durable`]) rather than left in place, which
+//! would hold every later segment on disk and make a restart replay what was written.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -70,7 +69,7 @@ pub struct DiskBuffer {
     /// The ack slots, and the sequence number of the last write.
     ack_file: File,
     ack_seq: u64,
-    /// Data and directory fsyncs forced by [`DiskBuffer::requeue`] (for tests).
+    /// Data and directory fsyncs forced by [`DiskBuffer::push_durable`] (for tests).
     #[cfg(test)]
     forced_syncs: (u32, u32),
 }
@@ -284,57 +283,6 @@ impl DiskBuffer {
         let n = n.min(self.index.len());
         self.index.drain(..n);
         self.forget_files()
-    }
-
-    /// Settles the oldest `n` metrics but `kept` (copies of some of them, which the output
-    /// refused for now): those are appended again at the back, then the `n` are forgotten.
-    /// Metrics only ever leave from the front, so the ack record describes the queue exactly
-    /// (a restart neither replays the settled ones nor loses the kept ones), segments are
-    /// deleted as the front passes them (disk use follows the metrics waiting, bounded by the
-    /// limit), and the queue never grows (`kept` ≤ `n`). Returns how many of `kept` could not
-    /// be appended (no space: dropped with the rest, as a full disk drops the oldest). The
-    /// copies are fsynced (with the directory when they start a segment) before the ack moves,
-    /// even without `sync`. An error means only that the progress was not recorded (the `n`
-    /// may be sent again, and a restart may replay them and the copies: duplicates, never
-    /// loss).
-    pub fn requeue(&mut self, n: usize, kept: &[Metric]) -> io::Result<usize> {
-        let n = n.min(self.index.len());
-        let kept = &kept[..kept.len().min(n)];
-        let mut buf = Vec::new();
-        let mut records = Vec::with_capacity(kept.len());
-        for m in kept {
-            let payload = encode(m);
-            records.push((buf.len() as u64, payload.len() as u32));
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            buf.extend_from_slice(&payload);
-        }
-        let head_before = self.head.0;
-        let (lost, at) = if buf.is_empty() {
-            (0, None)
-        } else {
-            match self.append(&buf) {
-                Ok(at) => (0, Some(at)),
-                Err(_) => (kept.len(), None),
-            }
-        };
-        if at.is_some() {
-            // The ack is about to move past the originals: the copies must be on disk first
-            // whatever `buffer_disk_sync` says, or a power cut loses them. On failure the
-            // originals stay (sent again later: duplicates, never loss).
-            self.sync_copies(self.head.0 != head_before)?;
-        }
-        self.index.drain(..n);
-        if let Some((seg, start)) = at {
-            self.index
-                .extend(records.into_iter().map(|(rel, len)| Entry {
-                    segment: seg,
-                    offset: start + rel,
-                    len,
-                }));
-        }
-        self.forget_files()?;
-        Ok(lost)
     }
 
     /// Makes the head segment's data durable (unless every append already is) and, when
@@ -613,83 +561,22 @@ mod tests {
             .with_field("s", "x\"y")
     }
 
-    /// Bytes of the segment files in `dir`.
-    fn segment_bytes_on_disk(dir: &Path) -> u64 {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .map(|p| fs::metadata(p).unwrap().len())
-            .sum()
-    }
-
-    /// Regression (review of 2150503): metrics settled out of order were forgotten in the
-    /// middle of the queue, so one kept metric held every later segment on disk (use grew
-    /// past the limit without bound), and the ack, which records only the first metric
-    /// left, made a restart replay the written ones behind it. Kept metrics are appended
-    /// again and the queue only ever leaves from its front: disk use follows the metrics
-    /// waiting, and a restart finds exactly them.
+    /// Regression (review of 1d28d1f): with `buffer_disk_sync = false`, metrics set aside
+    /// could have their originals forgotten while the copies were not yet on disk, so a
+    /// power cut could lose them. The copies (and a new segment's directory entry) are synced
+    /// first.
     #[test]
-    fn requeued_metrics_keep_disk_use_bounded_and_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let limit = 20;
-        let (mut b, _) = DiskBuffer::open(dir.path(), limit, false).unwrap();
-        b.segment_bytes = 1024;
-        let record = encode(&metric(1_000_000)).len() as u64 + 8;
-        let mut expected: Vec<i64> = Vec::new();
-        for round in 0..200 {
-            // Four new metrics a round; the first of each is refused (kept) at every flush.
-            let new: Vec<Metric> = (0..4).map(|i| metric(1_000_000 + round * 4 + i)).collect();
-            b.push(&new).unwrap();
-            let waiting = b.len();
-            let (batch, _) = b.peek(waiting).unwrap();
-            let kept: Vec<Metric> = batch
-                .into_iter()
-                .filter(|m| (m.time - 1_000_000) % 4 == 0)
-                .collect();
-            assert_eq!(b.requeue(waiting, &kept).unwrap(), 0);
-            expected = kept.iter().map(|m| m.time).collect();
-            // The limit holds, and the disk holds little more than what waits: a segment
-            // being written and one partly read.
-            assert!(b.len() <= limit);
-            let bytes = segment_bytes_on_disk(dir.path());
-            assert!(
-                bytes <= limit as u64 * record + 2 * (b.segment_bytes + 4 * record),
-                "round {round}: {bytes} bytes on disk for {} metrics",
-                b.len()
-            );
-        }
-        // Full: each round's four new ones push out the four oldest kept, one of them stays.
-        assert_eq!(
-            expected.len(),
-            limit - 3,
-            "the oldest kept ones went with the limit"
-        );
-        drop(b);
-        let (mut b, rec) = DiskBuffer::open(dir.path(), limit, false).unwrap();
-        assert_eq!(rec.restored, limit - 3);
-        let times: Vec<i64> = b.peek(100).unwrap().0.iter().map(|m| m.time).collect();
-        assert_eq!(times, expected, "exactly the kept ones, in order");
-    }
-
-    /// Regression (review of 1d28d1f): with `buffer_disk_sync = false`, requeue moved the
-    /// ack past the originals while their copies were not yet on disk, so a power cut could
-    /// lose them. The copies (and a new segment's directory entry) are synced first.
-    #[test]
-    fn requeued_copies_are_synced_before_the_ack_moves() {
+    fn durable_copies_are_synced_even_without_sync() {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
-        b.push(&[metric(1), metric(2)]).unwrap();
-        assert_eq!(b.requeue(2, &[metric(1)]).unwrap(), 0);
+        b.push(&[metric(1)]).unwrap();
+        assert_eq!(b.push_durable(&[metric(2)]).unwrap(), 0);
         assert_eq!(b.forced_syncs, (1, 0), "the copy synced, same segment");
         b.segment_bytes = 1;
-        b.push(&[metric(3)]).unwrap();
         let seg = b.head.0;
-        assert_eq!(b.requeue(1, &[metric(1)]).unwrap(), 0);
+        assert_eq!(b.push_durable(&[metric(3)]).unwrap(), 0);
         assert_ne!(b.head.0, seg, "the copy went to a new segment");
         assert_eq!(b.forced_syncs, (2, 1), "and its directory entry synced");
-        assert_eq!(b.requeue(0, &[]).unwrap(), 0);
-        assert_eq!(b.forced_syncs, (2, 1), "nothing copied, nothing synced");
     }
 
     #[test]

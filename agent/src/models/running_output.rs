@@ -8,12 +8,14 @@
 //! the flush while it is `Some`; the shutdown flush tries once regardless. A success resets it.
 //!
 //! Metrics an output keeps while the rest of their batch is settled ([`WriteError::Kept`]:
-//! influxdb_v2, a bucket refused for now) are set aside in a second queue (on disk in
-//! `parked/` inside the buffer directory) within the same limit, and read only when the
-//! output says they are due, so they cost nothing while they wait.
+//! influxdb_v2, a bucket refused for now) are set aside in a queue per bucket (on disk in
+//! `parked/<bucket>/` inside the buffer directory, made when first needed) within the same
+//! limit, and each is read only when the output says its bucket is due: they cost nothing
+//! while they wait, a bucket's turn touches no other bucket's metrics, and a turn cut short
+//! leaves the rest of its queue where it was.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
@@ -60,18 +62,23 @@ pub struct RunningOutput {
     failures: u32,
     /// No new attempt before this instant (after a failure).
     retry_at: Option<Instant>,
-    /// Metrics set aside by a [`WriteError::Kept`] (a bucket refused for now), oldest first:
-    /// they share `buffer_limit` with `buffer` (and go first when it is passed), are not
-    /// counted towards a full batch, and are read only when the output says they are due
+    /// Metrics set aside by a [`WriteError::Kept`] (a bucket refused for now), a queue per
+    /// [`Output::kept_key`] in the order they were made (none empty): they share
+    /// `buffer_limit` with `buffer` (and go first when it is passed), are not counted towards
+    /// a full batch, and a queue is read only when the output says its key is due
     /// ([`Output::kept_due`]), so a flush with every refused bucket in its backoff costs
     /// nothing for them.
-    parked: Buffer,
-    /// A walk of `parked` was cut short by a failure: the next flush walks it again, due or
-    /// not (a bucket accepted during the walk is no longer refused, so not "due").
-    walk_parked: bool,
+    parked: Vec<Parked>,
 }
 
-/// The disk buffer's subdirectory for the metrics set aside for refused buckets.
+/// The metrics set aside under one key (a refused bucket), oldest first.
+struct Parked {
+    key: String,
+    queue: Buffer,
+}
+
+/// The disk buffer's subdirectory for the metrics set aside for refused buckets: one
+/// directory per bucket inside, see [`parked_dir`].
 const PARKED_DIR: &str = "parked";
 
 /// Longest `Retry-After` honoured (Telegraf's cap).
@@ -143,8 +150,7 @@ impl RunningOutput {
             backoff_max: Duration::from_secs(15),
             failures: 0,
             retry_at: None,
-            parked: Buffer::Memory(VecDeque::new()),
-            walk_parked: false,
+            parked: Vec::new(),
         }
     }
 
@@ -160,7 +166,12 @@ impl RunningOutput {
 
     /// Metrics waiting to be written (those set aside for a refused bucket included).
     pub fn buffered(&self) -> usize {
-        self.buffer.len() + self.parked.len()
+        self.buffer.len() + self.parked_len()
+    }
+
+    /// Metrics set aside for refused buckets.
+    fn parked_len(&self) -> usize {
+        self.parked.iter().map(|p| p.queue.len()).sum()
     }
 
     /// Asks for a disk buffer in `dir` (`buffer_strategy = "disk"`); nothing is opened yet.
@@ -174,34 +185,51 @@ impl RunningOutput {
         let Some((dir, sync)) = self.disk.clone() else {
             return Ok(None);
         };
-        // Metrics set aside for a refused bucket have a queue of their own inside.
-        let (mut parked, parked_rec) =
-            DiskBuffer::open(&dir.join(PARKED_DIR), self.buffer_limit, sync)?;
         let (mut queue, mut rec) = DiskBuffer::open(&dir, self.buffer_limit, sync)?;
-        // Anything already buffered in memory goes behind what the disk held (it is newer).
-        for (mem, disk) in [
-            (&mut self.parked, &mut parked),
-            (&mut self.buffer, &mut queue),
-        ] {
-            if let Buffer::Memory(mem) = mem
-                && !mem.is_empty()
-            {
-                let pending: Vec<Metric> = mem.drain(..).collect();
-                let dropped = disk.push(&pending)?;
-                self.stats.metrics_dropped += dropped as u64;
-                self.unreported_drops += dropped as u64;
+        // The queues of metrics set aside for refused buckets that a previous run left.
+        let mut parked = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir.join(PARKED_DIR)) {
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name();
+                let key = name.to_str().and_then(parked_key);
+                let Some(key) = key.filter(|_| entry.path().is_dir()) else {
+                    continue;
+                };
+                let (q, r) = DiskBuffer::open(&entry.path(), self.buffer_limit, sync)?;
+                rec.restored += r.restored;
+                rec.truncated_bytes += r.truncated_bytes;
+                parked.push(Parked {
+                    key,
+                    queue: Buffer::Disk {
+                        queue: q,
+                        front: Vec::new(),
+                    },
+                });
             }
         }
-        rec.restored += parked_rec.restored;
-        rec.truncated_bytes += parked_rec.truncated_bytes;
-        self.parked = Buffer::Disk {
-            queue: parked,
-            front: Vec::new(),
-        };
+        parked.sort_by(|a, b| a.key.cmp(&b.key));
+        // Anything already buffered in memory goes behind what the disk held (it is newer);
+        // what was set aside is tried again from the main queue (set aside again if need be).
+        let mut pending: Vec<Metric> = Vec::new();
+        for q in self.parked.iter_mut().map(|p| &mut p.queue) {
+            if let Buffer::Memory(mem) = q {
+                pending.extend(mem.drain(..));
+            }
+        }
+        if let Buffer::Memory(mem) = &mut self.buffer {
+            pending.extend(mem.drain(..));
+        }
+        if !pending.is_empty() {
+            let dropped = queue.push(&pending)?;
+            self.count_drops(dropped);
+        }
+        self.parked = parked;
         self.buffer = Buffer::Disk {
             queue,
             front: Vec::new(),
         };
+        self.prune_parked();
         // Together within the limit: the oldest, set aside, go first.
         let over = self.buffered().saturating_sub(self.buffer_limit);
         self.drop_oldest(over);
@@ -223,21 +251,62 @@ impl RunningOutput {
         self.unreported_drops += n as u64;
     }
 
-    /// Drops (and counts) the oldest `n` metrics: first those set aside, then the buffer's.
+    /// Drops (and counts) the oldest `n` metrics: first those set aside (queue by queue, the
+    /// first made first), then the buffer's.
     fn drop_oldest(&mut self, n: usize) {
-        let from_parked = n.min(self.parked.len());
-        let from_buffer = (n - from_parked).min(self.buffer.len());
-        for (q, k) in [
-            (&mut self.parked, from_parked),
-            (&mut self.buffer, from_buffer),
-        ] {
+        let mut left = n;
+        let queues = self.parked.iter_mut().map(|p| &mut p.queue);
+        for q in queues.chain([&mut self.buffer]) {
+            let k = left.min(q.len());
             if k > 0
                 && let Err(e) = q.drain(k)
             {
                 tracing::error!("disk buffer: cannot record dropped metrics: {e}");
             }
+            left -= k;
         }
-        self.count_drops(from_parked + from_buffer);
+        self.count_drops(n - left);
+        self.prune_parked();
+    }
+
+    /// The parked queue for `key`, made when missing (on disk when the buffer is).
+    fn parked_queue(&mut self, key: &str) -> std::io::Result<&mut Buffer> {
+        let i = match self.parked.iter().position(|p| p.key == key) {
+            Some(i) => i,
+            None => {
+                let queue = match (&self.buffer, &self.disk) {
+                    (Buffer::Disk { .. }, Some((dir, sync))) => Buffer::Disk {
+                        queue: open_parked(dir, key, self.buffer_limit, *sync)?,
+                        front: Vec::new(),
+                    },
+                    _ => Buffer::Memory(VecDeque::new()),
+                };
+                self.parked.push(Parked {
+                    key: key.to_owned(),
+                    queue,
+                });
+                self.parked.len() - 1
+            }
+        };
+        Ok(&mut self.parked[i].queue)
+    }
+
+    /// Forgets the parked queues left empty, with their directories.
+    fn prune_parked(&mut self) {
+        let (empty, left) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.queue.len() == 0);
+        self.parked = left;
+        for p in empty {
+            let on_disk = matches!(p.queue, Buffer::Disk { .. });
+            // Closed (its lock released) before its directory goes.
+            drop(p.queue);
+            if let (true, Some((dir, _))) = (on_disk, &self.disk)
+                && let Err(e) = std::fs::remove_dir_all(parked_dir(dir, &p.key))
+            {
+                debug!(output = %self.log_name(), "cannot remove an empty parked queue: {e}");
+            }
+        }
     }
 
     /// Filters and renames a copy of `m`, or None when a filter drops it.
@@ -272,7 +341,7 @@ impl RunningOutput {
         let limit = self.buffer_limit;
         // The metrics set aside share the limit and are older: they go first.
         let over = (self.buffered() + n).saturating_sub(limit);
-        self.drop_oldest(over.min(self.parked.len()));
+        self.drop_oldest(over.min(self.parked_len()));
         let result = match &mut self.buffer {
             Buffer::Memory(mem) => {
                 let mut dropped = 0;
@@ -348,20 +417,22 @@ impl RunningOutput {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    /// The main queue, or the one of metrics set aside.
-    fn queue(&mut self, parked: bool) -> &mut Buffer {
-        match parked {
-            true => &mut self.parked,
-            false => &mut self.buffer,
+    /// The main queue (`None`), or the `i`-th parked one.
+    fn queue(&mut self, q: Option<usize>) -> &mut Buffer {
+        match q {
+            Some(i) => &mut self.parked[i].queue,
+            None => &mut self.buffer,
         }
     }
 
     /// Removes the first `n` metrics of a queue, `rejected` of them refused by the server.
-    fn settle(&mut self, parked: bool, n: usize, rejected: usize) -> usize {
-        let q = self.queue(parked);
-        let n = n.min(q.len());
+    fn settle(&mut self, q: Option<usize>, n: usize, rejected: usize) -> usize {
+        let queue = self.queue(q);
+        let n = n.min(queue.len());
         let rejected = rejected.min(n);
-        if let Err(e) = q.drain(n) {
+        if n > 0
+            && let Err(e) = queue.drain(n)
+        {
             // The metrics were written; failing to record it means they may be sent again
             // after a restart (duplicates, never loss).
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
@@ -371,71 +442,65 @@ impl RunningOutput {
         n - rejected
     }
 
-    /// Sets `kept` (copies of some of the first `n` metrics of a queue) aside, at the back of
-    /// the parked queue, then removes the `n`. The copies are durable before the originals
-    /// are forgotten; copies that cannot be stored (disk full) are dropped and counted.
-    fn park(&mut self, parked: bool, n: usize, kept: Vec<Metric>) {
-        let k = kept.len();
-        let result = match parked {
-            true => self.parked.requeue(n, kept),
-            false => match self.parked.push_durable(kept) {
-                Ok(lost) => self.buffer.drain(n).map(|_| lost),
+    /// Sets `kept` (copies of some of the first `n` metrics of the main queue) aside, each at
+    /// the back of the parked queue of its key, then removes the `n`. The copies are durable
+    /// before the originals are forgotten; copies that cannot be stored (disk full) are
+    /// dropped and counted.
+    fn park(&mut self, n: usize, kept: Vec<Metric>) {
+        let mut groups: Vec<(String, Vec<Metric>)> = Vec::new();
+        for m in kept {
+            let key = self.output.kept_key(&m);
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(m),
+                None => groups.push((key, vec![m])),
+            }
+        }
+        let mut lost = 0;
+        for (key, metrics) in groups {
+            let k = metrics.len();
+            match self
+                .parked_queue(&key)
+                .and_then(|q| q.push_durable(metrics))
+            {
+                Ok(l) => lost += l,
                 Err(e) => {
                     tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {k} metric(s) kept for a retry: {e}; dropped");
-                    self.buffer.drain(n).map(|_| k)
+                    lost += k;
                 }
-            },
-        };
-        match result {
-            Ok(0) => {}
-            Ok(lost) => {
-                tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {lost} metric(s) kept for a retry (disk full?): dropped");
-                self.count_drops(lost);
-            }
-            Err(e) => {
-                tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
             }
         }
-    }
-
-    /// Moves the first `n` metrics of the parked queue to its back, unsent, a batch at a
-    /// time: after a walk cut short, so the metrics set aside again during it stay ahead of
-    /// the newer ones it did not reach.
-    fn rotate_parked(&mut self, mut n: usize) {
-        while n > 0 {
-            let k = self.batch_size.min(n);
-            let copies = match self.parked.front(k) {
-                Ok(b) if !b.is_empty() => b.to_vec(),
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::error!(output = %self.log_name(), "disk buffer: cannot read: {e}");
-                    return;
-                }
-            };
-            let k = copies.len();
-            self.park(true, k, copies);
-            n -= k;
+        if let Err(e) = self.buffer.drain(n) {
+            tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
         }
+        if lost > 0 {
+            tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {lost} metric(s) kept for a retry (disk full?): dropped");
+            self.count_drops(lost);
+        }
+        self.prune_parked();
     }
 
     /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
     /// batch, which stays at the head of its queue. Metrics the server refused for good
     /// ([`WriteError::Rejected`]) are removed, logged and counted, and do not stop the
     /// flush; nor do metrics refused for now on their own ([`WriteError::Kept`]: a bucket the
-    /// token may not write): they are set aside in the parked queue, and the flush goes on
-    /// with the metrics behind them. The parked queue is walked first, and only when the
-    /// output says a refused bucket is due ([`Output::kept_due`]). A flush that settled
-    /// nothing and received a refusal fails (and backs off) as any other; metrics only skipped
-    /// for a bucket's backoff are no failure. Returns the number of metrics stored. Does not
-    /// look at the backoff: the caller does (see [`RunningOutput::retry_in`]).
+    /// token may not write): they are set aside in the parked queue of their bucket, and the
+    /// flush goes on with the metrics behind them. The parked queues are walked first, each
+    /// only when the output says its bucket is due ([`Output::kept_due`]), and only as far as
+    /// the bucket accepts: what it refuses again, or what a failure leaves, stays where it
+    /// is, untouched. A flush that settled nothing and received a refusal fails (and backs
+    /// off) as any other; metrics only skipped for a bucket's backoff are no failure. Returns
+    /// the number of metrics stored. Does not look at the backoff: the caller does (see
+    /// [`RunningOutput::retry_in`]).
     pub fn flush(&mut self) -> Result<usize, WriteError> {
         let mut t = Tally::default();
-        if self.parked.len() > 0 && (self.walk_parked || self.output.kept_due()) {
-            self.walk_parked = true;
-            self.walk(true, &mut t)?;
-            self.walk_parked = false;
-        }
-        self.walk(false, &mut t)?;
+        let walked = (0..self.parked.len())
+            .filter(|&i| self.output.kept_due(&self.parked[i].key))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .try_for_each(|i| self.walk(Some(i), &mut t));
+        self.prune_parked();
+        walked?;
+        self.walk(None, &mut t)?;
         if let Some(reason) = t.refused.filter(|_| !t.settled_any) {
             // Nothing could be written and a bucket refused: as after any failure, the
             // output backs off.
@@ -448,17 +513,18 @@ impl RunningOutput {
         Ok(t.written)
     }
 
-    /// One pass over a queue (the parked one when `parked`): each metric waiting at its start
-    /// is tried once.
-    fn walk(&mut self, parked: bool, t: &mut Tally) -> Result<(), WriteError> {
-        let mut left = self.queue(parked).len();
+    /// One pass over a queue (the main one for `None`, else the `i`-th parked one): each
+    /// metric waiting at its start is tried once; a parked queue only up to its first metric
+    /// kept again (its bucket refused).
+    fn walk(&mut self, q: Option<usize>, t: &mut Tally) -> Result<(), WriteError> {
+        let mut left = self.queue(q).len();
         while left > 0 {
             let n = self.batch_size.min(left);
-            let q = match parked {
-                true => &mut self.parked,
-                false => &mut self.buffer,
+            let queue = match q {
+                Some(i) => &mut self.parked[i].queue,
+                None => &mut self.buffer,
             };
-            let batch = q
+            let batch = queue
                 .front(n)
                 .map_err(|e| WriteError::Retry(format!("disk buffer: cannot read: {e}")))?;
             let n = batch.len();
@@ -468,13 +534,13 @@ impl RunningOutput {
             left -= n;
             match self.output.write(batch) {
                 Ok(()) => {
-                    t.written += self.settle(parked, n, 0);
+                    t.written += self.settle(q, n, 0);
                     t.settled_any = true;
                 }
                 Err(WriteError::Rejected { rejected, reason }) => {
                     warn!(output = %self.log_name(), batch = n, rejected,
                         "metrics rejected by the server and dropped: {reason}");
-                    t.written += self.settle(parked, n, rejected);
+                    t.written += self.settle(q, n, rejected);
                     t.settled_any = true;
                 }
                 Err(WriteError::Kept {
@@ -486,19 +552,34 @@ impl RunningOutput {
                     kept.sort_unstable();
                     kept.dedup();
                     kept.retain(|&i| i < n);
-                    let copies: Vec<Metric> = kept.iter().map(|&i| batch[i].clone()).collect();
-                    debug!(output = %self.log_name(), batch = n, kept = copies.len(),
+                    let copies: Vec<Metric> = match q {
+                        Some(_) => Vec::new(),
+                        None => kept.iter().map(|&i| batch[i].clone()).collect(),
+                    };
+                    debug!(output = %self.log_name(), batch = n, kept = kept.len(),
                         "metrics set aside for a later retry, the others settled: {reason}");
-                    let settled = n - copies.len();
-                    let rejected = rejected.min(settled);
-                    t.settled_any |= settled > 0;
-                    self.park(parked, n, copies);
-                    self.stats.metrics_written += (settled - rejected) as u64;
-                    self.stats.metrics_rejected += rejected as u64;
-                    t.written += settled - rejected;
                     if refused {
                         t.refused = Some(reason);
                     }
+                    if q.is_some() {
+                        // A parked queue holds one bucket: it is settled up to its first
+                        // metric kept again, and waits from there, as it is, for its next
+                        // turn (nothing is copied or rewritten).
+                        let first = kept.first().copied().unwrap_or(n);
+                        t.written += self.settle(q, first, rejected);
+                        t.settled_any |= first > 0;
+                        if first < n {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let settled = n - copies.len();
+                    let rejected = rejected.min(settled);
+                    t.settled_any |= settled > 0;
+                    self.park(n, copies);
+                    self.stats.metrics_written += (settled - rejected) as u64;
+                    self.stats.metrics_rejected += rejected as u64;
+                    t.written += settled - rejected;
                 }
                 Err(e) => {
                     let (done, rejected, wait) = match &e {
@@ -511,13 +592,8 @@ impl RunningOutput {
                         WriteError::RetryAfter { after, .. } => (0, 0, Some(*after)),
                         _ => (0, 0, None),
                     };
-                    let done = done.min(n);
-                    if done > 0 {
-                        self.settle(parked, done, rejected);
-                    }
-                    if parked {
-                        self.rotate_parked(n - done + left);
-                    }
+                    // The rest stays at the head of its queue, untouched.
+                    self.settle(q, done.min(n), rejected);
                     self.failed(wait);
                     return Err(e);
                 }
@@ -534,9 +610,7 @@ impl RunningOutput {
         if matches!(self.buffer, Buffer::Disk { .. }) {
             self.buffer = Buffer::Memory(VecDeque::new());
         }
-        if matches!(self.parked, Buffer::Disk { .. }) {
-            self.parked = Buffer::Memory(VecDeque::new());
-        }
+        self.parked.retain(|p| matches!(p.queue, Buffer::Memory(_)));
     }
 
     /// At a stop or reload: takes what waits in the memory buffer, oldest first, for the
@@ -545,7 +619,8 @@ impl RunningOutput {
     pub fn take_unsent(&mut self) -> Vec<Metric> {
         let mut out = Vec::new();
         // Those set aside are the older.
-        for q in [&mut self.parked, &mut self.buffer] {
+        let parked = self.parked.iter_mut().map(|p| &mut p.queue);
+        for q in parked.chain([&mut self.buffer]) {
             if let Buffer::Memory(m) = q {
                 out.extend(m.drain(..));
             }
@@ -626,24 +701,6 @@ impl Buffer {
         }
     }
 
-    /// Settles the oldest `n` metrics but `kept` (copies of some of them), which go to the
-    /// end; returns how many of `kept` were lost instead (disk full).
-    fn requeue(&mut self, n: usize, kept: Vec<Metric>) -> std::io::Result<usize> {
-        match self {
-            Buffer::Memory(m) => {
-                m.drain(..n.min(m.len()));
-                m.extend(kept);
-                Ok(0)
-            }
-            Buffer::Disk { queue, front } => {
-                // The cache stays the queue's first metrics: the copies go to the end. After
-                // an error the queue may not have moved: the cache is read again.
-                front.drain(..n.min(front.len()));
-                queue.requeue(n, &kept).inspect_err(|_| front.clear())
-            }
-        }
-    }
-
     /// Appends `metrics`, on disk durably (fsynced) whatever `buffer_disk_sync` says: the
     /// caller forgets their originals next. Returns how many were dropped (disk full).
     fn push_durable(&mut self, metrics: Vec<Metric>) -> std::io::Result<usize> {
@@ -676,6 +733,49 @@ impl Buffer {
             }
         }
     }
+}
+
+/// The directory of the parked queue for `key` in the buffer directory `dir`:
+/// `parked/_<key>`, each byte of the key but ASCII letters, digits, `-` and `_` as `%XX`.
+fn parked_dir(dir: &Path, key: &str) -> PathBuf {
+    let mut name = String::from("_");
+    for b in key.bytes() {
+        match b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            true => name.push(b as char),
+            false => name.push_str(&format!("%{b:02X}")),
+        }
+    }
+    dir.join(PARKED_DIR).join(name)
+}
+
+/// The key of a parked queue's directory name (see [`parked_dir`]); None for another name.
+fn parked_key(name: &str) -> Option<String> {
+    let mut bytes = name.strip_prefix('_')?.bytes();
+    let mut key = Vec::new();
+    while let Some(b) = bytes.next() {
+        key.push(match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(key).ok()
+}
+
+/// Opens (or makes) the parked queue for `key` in the buffer directory `dir`; a new directory
+/// is fsynced into its parent, so the metrics set aside in it survive a power cut.
+fn open_parked(dir: &Path, key: &str, limit: usize, sync: bool) -> std::io::Result<DiskBuffer> {
+    let path = parked_dir(dir, key);
+    let new = !path.exists();
+    let (queue, _) = DiskBuffer::open(&path, limit, sync)?;
+    if new {
+        for d in [dir.join(PARKED_DIR), dir.to_owned()] {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+    }
+    Ok(queue)
 }
 
 /// A random delay in `0..max` (collection and flush jitter, retry backoff).
@@ -837,17 +937,86 @@ mod tests {
             kept(true, true),
             kept(true, true),
             kept(true, true),
-            kept(true, true),
+            Ok(()),
             Err(WriteError::Retry("HTTP 500".into())),
         ]);
         ro.batch_size = 1;
         fill(&mut ro, 3);
         assert!(ro.flush().is_err());
         assert!(ro.flush().is_err());
-        assert_eq!(ro.buffered(), 3);
+        assert_eq!((ro.buffered(), ro.stats.metrics_written), (2, 1));
         seen.lock().unwrap().clear();
+        assert_eq!(ro.flush(), Ok(2));
+        assert_eq!(*seen.lock().unwrap(), vec![vec![1], vec![2]]);
+    }
+
+    /// An output that keeps the metrics whose tag `k` it refuses, sets them aside by that
+    /// tag, and says a key is due when it is in `due`.
+    struct ByKey {
+        refuse: Arc<Mutex<Vec<&'static str>>>,
+        due: Arc<Mutex<Vec<&'static str>>>,
+        seen: Arc<Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl Output for ByKey {
+        fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(metrics.iter().map(|m| m.time).collect());
+            let refuse = self.refuse.lock().unwrap();
+            let kept: Vec<usize> = (0..metrics.len())
+                .filter(|&i| metrics[i].tag("k").is_some_and(|k| refuse.contains(&k)))
+                .collect();
+            match kept.is_empty() {
+                true => Ok(()),
+                false => Err(WriteError::Kept {
+                    kept,
+                    rejected: 0,
+                    reason: "refused".into(),
+                    refused: true,
+                }),
+            }
+        }
+
+        fn kept_key(&self, m: &Metric) -> String {
+            m.tag("k").unwrap_or("").to_owned()
+        }
+
+        fn kept_due(&self, key: &str) -> bool {
+            self.due.lock().unwrap().contains(&key)
+        }
+    }
+
+    /// Regression (review of 8d62f7a): one bucket falling due walked (and rewrote) every
+    /// bucket's parked metrics. Only the due bucket's queue is read.
+    #[test]
+    fn one_bucket_falling_due_reads_only_its_own_parked_metrics() {
+        let refuse = Arc::new(Mutex::new(vec!["a", "b"]));
+        let due = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = ByKey {
+            refuse: refuse.clone(),
+            due: due.clone(),
+            seen: seen.clone(),
+        };
+        let spec = crate::outputs::find("file").expect("file output is registered");
+        let mut ro = RunningOutput::new(spec, Box::new(out));
+        for t in 0..6 {
+            let k = ["a", "b"][t as usize % 2];
+            ro.add(&Metric::new("m", t).with_field("v", t).with_tag("k", k));
+        }
+        assert!(ro.flush().is_err(), "both refused, nothing written");
+        seen.lock().unwrap().clear();
+        *refuse.lock().unwrap() = Vec::new();
+        *due.lock().unwrap() = vec!["a"];
         assert_eq!(ro.flush(), Ok(3));
-        assert_eq!(*seen.lock().unwrap(), vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![vec![0, 2, 4]],
+            "`b` is not read"
+        );
+        assert_eq!(ro.buffered(), 3);
     }
 
     #[test]
@@ -918,6 +1087,99 @@ mod bucket_tests {
         let mut ro = RunningOutput::new(spec, out);
         ro.batch_size = batch;
         (ro, seen)
+    }
+
+    /// Every file under `dir` with its bytes, sorted by path.
+    fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut all = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return all;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            match p.is_dir() {
+                true => all.extend(files(&p)),
+                false => all.push((p.clone(), std::fs::read(&p).unwrap())),
+            }
+        }
+        all.sort();
+        all
+    }
+
+    /// Regression (review of 8d62f7a): a walk of the parked metrics cut short by an outage
+    /// (InfluxDB answering 500) moved every parked metric it had not reached to the back of
+    /// the queue, so each retry rewrote the whole parked queue (~200 MB every 15 s at a
+    /// million). What a walk does not settle stays where it was: not a byte is written.
+    #[test]
+    fn a_parked_walk_cut_short_by_an_outage_leaves_the_disk_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            1,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..9);
+        assert_eq!(ro.flush(), Ok(6));
+        ro.close();
+        // After a restart `secret` is due at once, and the server is down.
+        let (mut ro, seen) = routed(|_| ("500 Internal Server Error", "down"), 1);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        let before = files(dir.path());
+        for _ in 0..3 {
+            assert!(matches!(ro.flush(), Err(WriteError::Retry(_))));
+        }
+        assert_eq!(buckets(&seen), ["secret"; 3], "one request a flush");
+        assert_eq!(files(dir.path()), before, "not a byte written");
+        assert_eq!(ro.buffered(), 3);
+    }
+
+    /// Regression (review of 8d62f7a): a refused bucket falling due read and rewrote every
+    /// bucket's parked metrics. Each bucket has its own queue: `secret`'s turn writes and
+    /// removes its own, `hidden`, refused again, keeps its files as they were.
+    #[test]
+    fn a_bucket_s_turn_leaves_the_other_buckets_parked_metrics_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=a") {
+                true => ("204 No Content", ""),
+                false => ("403 Forbidden", "no"),
+            },
+            2,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        for t in 0..9 {
+            let bucket = ["a", "secret", "hidden"][t as usize % 3];
+            ro.add(
+                &Metric::new("m", t)
+                    .with_field("v", t)
+                    .with_tag("bucket", bucket),
+            );
+        }
+        assert_eq!(ro.flush(), Ok(3));
+        ro.close();
+        let (mut ro, seen) = routed(
+            |line| match line.contains("bucket=hidden") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            2,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        let hidden = dir.path().join(PARKED_DIR).join("_hidden");
+        let before = files(&hidden);
+        assert!(before.len() >= 2, "an ack and segments: {before:?}");
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(buckets(&seen), ["hidden", "secret", "secret"]);
+        assert_eq!(files(&hidden), before, "`hidden` untouched");
+        assert!(!dir.path().join(PARKED_DIR).join("_secret").exists());
+        assert_eq!(ro.buffered(), 3);
     }
 
     /// Metrics at times `0..n`, to buckets `a`, `secret`, `b` in turn.
@@ -1114,19 +1376,6 @@ mod bucket_tests {
         three_buckets(&mut ro, 0..9);
         assert!(ro.flush().is_err());
         assert_eq!(buckets(&seen).len(), 3);
-        let files = |d: &std::path::Path| {
-            let mut all = Vec::new();
-            for sub in [d.to_owned(), d.join(PARKED_DIR)] {
-                for e in std::fs::read_dir(sub).unwrap() {
-                    let p = e.unwrap().path();
-                    if p.is_file() {
-                        all.push((p.clone(), std::fs::read(&p).unwrap()));
-                    }
-                }
-            }
-            all.sort();
-            all
-        };
         let before = files(dir.path());
         for _ in 0..3 {
             assert_eq!(ro.flush(), Ok(0));
@@ -1161,7 +1410,7 @@ mod bucket_tests {
             );
         }
         assert_eq!((ro.buffered(), ro.stats.metrics_dropped), (6, 2));
-        assert_eq!(ro.parked.len(), 0, "the kept ones, oldest, went first");
+        assert_eq!(ro.parked_len(), 0, "the kept ones, oldest, went first");
         assert!(ro.batch_ready(), "6 new metrics are a full batch");
         ro.add(
             &Metric::new("m", 12)

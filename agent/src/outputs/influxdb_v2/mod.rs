@@ -13,7 +13,8 @@
 //! sets them aside) while the other buckets of the batch are written, and the bucket is not
 //! asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a token
 //! refused everywhere costs one request per bucket per backoff, not one per batch; the
-//! metrics set aside are not read before then ([`Output::kept_due`]). A reload asks the
+//! metrics set aside wait in a queue per bucket ([`Output::kept_key`]), not read before
+//! then ([`Output::kept_due`]). A reload asks the
 //! refused buckets again at once (it may bring a new token) but remembers them: a refusal
 //! then goes on with the backoff it had reached, without a new warning.
 //! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
@@ -162,6 +163,14 @@ struct Progress {
 }
 
 impl InfluxDbV2 {
+    /// The bucket `m` is written to: its `bucket_tag`, else `bucket`.
+    fn bucket_of<'a>(&'a self, m: &'a Metric) -> &'a str {
+        self.bucket_tag
+            .as_deref()
+            .and_then(|t| m.tag(t))
+            .unwrap_or(&self.bucket)
+    }
+
     fn headers(&self) -> Result<Vec<(&'static str, String)>, http::HttpError> {
         let token = self.token.get()?;
         if token.is_empty() {
@@ -422,9 +431,14 @@ fn settled_prefix(
 }
 
 impl Output for InfluxDbV2 {
-    fn kept_due(&self) -> bool {
-        let now = Instant::now();
-        self.refused.is_empty() || self.refused.values().any(|(_, until)| *until <= now)
+    fn kept_key(&self, metric: &Metric) -> String {
+        self.bucket_of(metric).to_owned()
+    }
+
+    fn kept_due(&self, bucket: &str) -> bool {
+        self.refused
+            .get(bucket)
+            .is_none_or(|(_, until)| *until <= Instant::now())
     }
 
     fn hand_over(&mut self) -> Option<super::HandOver> {
@@ -444,11 +458,7 @@ impl Output for InfluxDbV2 {
         // Group by bucket, in order of first appearance, each metric by its batch index.
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, m) in metrics.iter().enumerate() {
-            let b = self
-                .bucket_tag
-                .as_deref()
-                .and_then(|t| m.tag(t))
-                .unwrap_or(&self.bucket);
+            let b = self.bucket_of(m);
             match groups.iter_mut().find(|g| g.0 == b) {
                 Some(g) => g.1.push(i),
                 None => groups.push((b.to_owned(), vec![i])),
