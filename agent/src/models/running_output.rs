@@ -291,13 +291,16 @@ impl RunningOutput {
         Ok(&mut self.parked[i].queue)
     }
 
-    /// Forgets the parked queues left empty, with their directories.
+    /// Forgets the parked queues left empty, with their directories, and tells the output
+    /// ([`Output::forget_kept`]): a refused bucket none of whose metrics waits any more is
+    /// not kept due (or in its backoff) for ever.
     fn prune_parked(&mut self) {
         let (empty, left) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.queue.len() == 0);
         self.parked = left;
         for p in empty {
+            self.output.forget_kept(&p.key);
             let on_disk = matches!(p.queue, Buffer::Disk { .. });
             // Closed (its lock released) before its directory goes.
             drop(p.queue);
@@ -1180,6 +1183,49 @@ mod bucket_tests {
         assert_eq!(files(&hidden), before, "`hidden` untouched");
         assert!(!dir.path().join(PARKED_DIR).join("_secret").exists());
         assert_eq!(ro.buffered(), 3);
+    }
+
+    /// Regression (review of 8d62f7a): a refused bucket whose parked metrics were all
+    /// dropped by the limit stayed refused, due for ever once its backoff passed, so every
+    /// flush walked (and rewrote) the parked metrics. It is forgotten once none of its
+    /// metrics waits: a new one is asked at once, and a refusal then counts on (no new
+    /// warning).
+    #[test]
+    fn a_refused_bucket_is_forgotten_once_its_metrics_are_gone() {
+        let (mut ro, seen) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.buffer_limit = 4;
+        three_buckets(&mut ro, 0..3);
+        assert_eq!(ro.flush(), Ok(2));
+        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
+        for t in 3..7 {
+            ro.add(
+                &Metric::new("m", t)
+                    .with_field("v", t)
+                    .with_tag("bucket", "a"),
+            );
+        }
+        assert_eq!((ro.parked_len(), ro.stats.metrics_dropped), (0, 1));
+        ro.add(
+            &Metric::new("m", 7)
+                .with_field("v", 7i64)
+                .with_tag("bucket", "secret"),
+        );
+        assert_eq!(ro.flush(), Ok(3), "the oldest `a` went with the limit");
+        assert_eq!(buckets(&seen), ["a", "secret"], "`secret` asked at once");
+        let counts = ro
+            .hand_over()
+            .and_then(|s| {
+                s.downcast::<crate::outputs::influxdb_v2::RefusedBuckets>()
+                    .ok()
+            })
+            .and_then(|c| c.0.get("secret").copied());
+        assert_eq!(counts, Some(2), "the refusals count on");
     }
 
     /// Metrics at times `0..n`, to buckets `a`, `secret`, `b` in turn.

@@ -28,6 +28,11 @@ pub trait Output: Send {
         true
     }
 
+    /// No metric set aside under `key` is left (written, or dropped by the limit): the
+    /// output may forget what it knew about it (influxdb_v2: the bucket's backoff, so that a
+    /// new metric for it is asked at once; the count of refusals goes on).
+    fn forget_kept(&mut self, _key: &str) {}
+
     /// At a reload: what the output that replaces this one should know (influxdb_v2: the
     /// buckets refused so far), given to its [`Output::take_over`].
     fn hand_over(&mut self) -> Option<HandOver> {

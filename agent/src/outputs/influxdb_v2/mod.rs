@@ -16,7 +16,8 @@
 //! metrics set aside wait in a queue per bucket ([`Output::kept_key`]), not read before
 //! then ([`Output::kept_due`]). A reload asks the
 //! refused buckets again at once (it may bring a new token) but remembers them: a refusal
-//! then goes on with the backoff it had reached, without a new warning.
+//! then goes on with the backoff it had reached, without a new warning; so does a bucket
+//! none of whose metrics waits any more (dropped by the limit: [`Output::forget_kept`]).
 //! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
 //! write stops there and keeps the batch from its first metric not yet settled (what a 413
 //! split stored is not sent again, as without `bucket_tag`).
@@ -439,6 +440,13 @@ impl Output for InfluxDbV2 {
         self.refused
             .get(bucket)
             .is_none_or(|(_, until)| *until <= Instant::now())
+    }
+
+    fn forget_kept(&mut self, bucket: &str) {
+        // As at a reload: asked at once next time, a refusal then counts on, unwarned.
+        if let Some((n, _)) = self.refused.remove(bucket) {
+            self.was_refused.insert(bucket.to_owned(), n);
+        }
     }
 
     fn hand_over(&mut self) -> Option<super::HandOver> {
