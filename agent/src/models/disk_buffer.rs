@@ -72,6 +72,9 @@ pub struct DiskBuffer {
     /// Data and directory fsyncs forced by [`DiskBuffer::push_durable`] (for tests).
     #[cfg(test)]
     forced_syncs: (u32, u32),
+    /// Makes those fsyncs fail (for tests).
+    #[cfg(test)]
+    fail_syncs: bool,
 }
 
 impl DiskBuffer {
@@ -135,6 +138,8 @@ impl DiskBuffer {
             ack_seq,
             #[cfg(test)]
             forced_syncs: (0, 0),
+            #[cfg(test)]
+            fail_syncs: false,
         };
         buf.write_ack()?;
         let _ = fs::remove_file(dir.join(LEGACY_ACK_FILE));
@@ -154,6 +159,18 @@ impl DiskBuffer {
     /// Appends metrics; when the limit is passed, or the disk is full, the oldest are dropped.
     /// Returns how many were dropped. An error means these metrics could not be stored.
     pub fn push(&mut self, metrics: &[Metric]) -> io::Result<usize> {
+        self.push_with(metrics, false)
+    }
+
+    /// [`DiskBuffer::push`], fsynced (with the directory when they started a segment) even
+    /// without `sync`, for metrics whose originals the caller forgets elsewhere next. All or
+    /// nothing: on any error (a full disk included: nothing is dropped for them) the queue is
+    /// as it was, and the caller keeps the originals.
+    pub fn push_durable(&mut self, metrics: &[Metric]) -> io::Result<usize> {
+        self.push_with(metrics, true)
+    }
+
+    fn push_with(&mut self, metrics: &[Metric], durable: bool) -> io::Result<usize> {
         let mut buf = Vec::with_capacity(metrics.len() * 96);
         let mut records = Vec::with_capacity(metrics.len());
         for m in metrics {
@@ -164,10 +181,11 @@ impl DiskBuffer {
             buf.extend_from_slice(&payload);
         }
         let mut dropped = 0;
+        let head_before = self.head.0;
         let (seg, start) = loop {
             match self.append(&buf) {
                 Ok(at) => break at,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && !durable => {
                     let freed = self.drop_oldest_segment()?;
                     if freed == 0 {
                         return Err(e);
@@ -177,6 +195,13 @@ impl DiskBuffer {
                 Err(e) => return Err(e),
             }
         };
+        if durable && let Err(e) = self.sync_copies(self.head.0 != head_before) {
+            // Not stored: cut the records off (the file is opened to append), so that a
+            // restart does not find them beside the originals.
+            let _ = self.head.1.set_len(start);
+            self.head.2 = start;
+            return Err(e);
+        }
         self.index
             .extend(records.into_iter().map(|(rel, len)| Entry {
                 segment: seg,
@@ -188,15 +213,6 @@ impl DiskBuffer {
             self.ack(over)?;
         }
         Ok(dropped + over)
-    }
-
-    /// [`DiskBuffer::push`], then fsyncs them (and the directory when they started a
-    /// segment) even without `sync`: the caller forgets their originals elsewhere next.
-    pub fn push_durable(&mut self, metrics: &[Metric]) -> io::Result<usize> {
-        let head_before = self.head.0;
-        let dropped = self.push(metrics)?;
-        self.sync_copies(self.head.0 != head_before)?;
-        Ok(dropped)
     }
 
     /// Writes `buf` at the end of the head segment (a new one when it is full); returns where.
@@ -288,6 +304,10 @@ impl DiskBuffer {
     /// Makes the head segment's data durable (unless every append already is) and, when
     /// `new_segment`, its directory entry.
     fn sync_copies(&mut self, new_segment: bool) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs {
+            return Err(io::Error::other("fsync failed (test)"));
+        }
         if !self.sync {
             self.head.1.sync_data()?;
             #[cfg(test)]
@@ -577,6 +597,41 @@ mod tests {
         assert_eq!(b.push_durable(&[metric(3)]).unwrap(), 0);
         assert_ne!(b.head.0, seg, "the copy went to a new segment");
         assert_eq!(b.forced_syncs, (2, 1), "and its directory entry synced");
+    }
+
+    /// Regression (review of 8d62f7a): copies whose fsync failed stayed in the queue while
+    /// the caller, told they failed, kept (and later sent) the originals too. A failed
+    /// durable push leaves the queue as it was, on disk too; so does any append error.
+    #[test]
+    fn a_failed_durable_push_leaves_the_queue_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        b.push(&[metric(1)]).unwrap();
+        b.fail_syncs = true;
+        assert!(b.push_durable(&[metric(2)]).is_err());
+        assert_eq!(b.len(), 1);
+        b.fail_syncs = false;
+        b.segment_bytes = 1;
+        fs::remove_dir_all(dir.path()).unwrap();
+        assert!(
+            b.push_durable(&[metric(3)]).is_err(),
+            "no directory for a segment"
+        );
+        assert_eq!(b.len(), 1);
+        fs::create_dir(dir.path()).unwrap();
+        drop(b);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        b.push(&[metric(1)]).unwrap();
+        b.fail_syncs = true;
+        assert!(b.push_durable(&[metric(2)]).is_err());
+        b.fail_syncs = false;
+        b.push(&[metric(3)]).unwrap();
+        drop(b);
+        let (mut b, rec) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        assert_eq!(rec.restored, 2);
+        let times: Vec<i64> = b.peek(10).unwrap().0.iter().map(|m| m.time).collect();
+        assert_eq!(times, [1, 3], "the failed copy is not on disk");
     }
 
     #[test]

@@ -447,9 +447,9 @@ impl RunningOutput {
 
     /// Sets `kept` (copies of some of the first `n` metrics of the main queue) aside, each at
     /// the back of the parked queue of its key, then removes the `n`. The copies are durable
-    /// before the originals are forgotten; copies that cannot be stored (disk full) are
-    /// dropped and counted.
-    fn park(&mut self, n: usize, kept: Vec<Metric>) {
+    /// before the originals are forgotten. On an error the `n` stay where they were (sent
+    /// again, with the copies already set aside for other keys: duplicates, never loss).
+    fn park(&mut self, n: usize, kept: Vec<Metric>) -> std::io::Result<()> {
         let mut groups: Vec<(String, Vec<Metric>)> = Vec::new();
         for m in kept {
             let key = self.output.kept_key(&m);
@@ -460,26 +460,15 @@ impl RunningOutput {
         }
         let mut lost = 0;
         for (key, metrics) in groups {
-            let k = metrics.len();
-            match self
-                .parked_queue(&key)
-                .and_then(|q| q.push_durable(metrics))
-            {
-                Ok(l) => lost += l,
-                Err(e) => {
-                    tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {k} metric(s) kept for a retry: {e}; dropped");
-                    lost += k;
-                }
-            }
+            lost += self.parked_queue(&key)?.push_durable(metrics)?;
         }
         if let Err(e) = self.buffer.drain(n) {
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
         }
-        if lost > 0 {
-            tracing::error!(output = %self.log_name(), "disk buffer: cannot set aside {lost} metric(s) kept for a retry (disk full?): dropped");
-            self.count_drops(lost);
-        }
-        self.prune_parked();
+        // Only the limit drops here (counted): the parked queues together hold no more
+        // than what left the main queue.
+        self.count_drops(lost);
+        Ok(())
     }
 
     /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
@@ -578,8 +567,15 @@ impl RunningOutput {
                     }
                     let settled = n - copies.len();
                     let rejected = rejected.min(settled);
+                    if let Err(e) = self.park(n, copies) {
+                        self.prune_parked();
+                        let e = WriteError::Retry(format!(
+                            "disk buffer: cannot set aside the metrics kept for a retry: {e}"
+                        ));
+                        self.failed(None);
+                        return Err(e);
+                    }
                     t.settled_any |= settled > 0;
-                    self.park(n, copies);
                     self.stats.metrics_written += (settled - rejected) as u64;
                     self.stats.metrics_rejected += rejected as u64;
                     t.written += settled - rejected;
@@ -1090,6 +1086,43 @@ mod bucket_tests {
         let mut ro = RunningOutput::new(spec, out);
         ro.batch_size = batch;
         (ro, seen)
+    }
+
+    /// Regression (review of 8d62f7a): when the kept metrics could not be set aside (an I/O
+    /// error other than a full disk), their originals were forgotten anyway and counted as
+    /// dropped. They stay in the main queue, the flush stops there (an error, backed off),
+    /// and nothing is counted until they are settled.
+    #[test]
+    fn kept_metrics_that_cannot_be_set_aside_stay_where_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, seen) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        // A file where the parked queues' directory should be.
+        std::fs::write(dir.path().join(PARKED_DIR), "").unwrap();
+        three_buckets(&mut ro, 0..9);
+        assert!(matches!(ro.flush(), Err(WriteError::Retry(_))));
+        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
+        assert_eq!(ro.buffered(), 9);
+        assert!(ro.retry_in().is_some());
+        let s = &ro.stats;
+        assert_eq!(
+            (s.metrics_written, s.metrics_dropped, s.write_errors),
+            (0, 0, 1)
+        );
+        std::fs::remove_file(dir.path().join(PARKED_DIR)).unwrap();
+        // `secret` is in its backoff now: set aside without a request.
+        assert_eq!(ro.flush(), Ok(6));
+        assert_eq!(buckets(&seen), ["a", "b", "b", "a", "b"]);
+        assert_eq!(ro.buffered(), 3);
+        let s = &ro.stats;
+        assert_eq!((s.metrics_written, s.metrics_dropped), (6, 0));
     }
 
     /// Every file under `dir` with its bytes, sorted by path.
