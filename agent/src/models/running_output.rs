@@ -516,9 +516,18 @@ impl RunningOutput {
                 Some(i) => &mut self.parked[i].queue,
                 None => &mut self.buffer,
             };
-            let batch = queue
-                .front(n)
-                .map_err(|e| WriteError::Retry(format!("disk buffer: cannot read: {e}")))?;
+            let batch = match (queue.front(n), q) {
+                (Ok(batch), _) => batch,
+                (Err(e), Some(i)) => {
+                    // One bucket's unreadable file holds up that bucket only.
+                    let key = &self.parked[i].key;
+                    tracing::error!(output = %self.log_name(), "disk buffer: cannot read the metrics set aside for {key:?}, skipped: {e}");
+                    return Ok(());
+                }
+                (Err(e), None) => {
+                    return Err(WriteError::Retry(format!("disk buffer: cannot read: {e}")));
+                }
+            };
             let n = batch.len();
             if n == 0 {
                 break;
@@ -1123,6 +1132,37 @@ mod bucket_tests {
         assert_eq!(ro.buffered(), 3);
         let s = &ro.stats;
         assert_eq!((s.metrics_written, s.metrics_dropped), (6, 0));
+    }
+
+    /// Regression (review of 8d62f7a): a parked segment that could not be read stopped the
+    /// flush, so every bucket stalled behind it. It is logged and that bucket skipped.
+    #[test]
+    fn an_unreadable_parked_queue_holds_up_only_its_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..3);
+        assert_eq!(ro.flush(), Ok(2));
+        ro.close();
+        let (mut ro, seen) = routed(|_| ("204 No Content", ""), 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        for (p, _) in files(&dir.path().join(PARKED_DIR)) {
+            if p.extension().is_some_and(|x| x == "seg") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        three_buckets(&mut ro, 3..6);
+        assert_eq!(ro.flush(), Ok(3), "the new metrics are written");
+        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
+        assert_eq!(ro.buffered(), 1, "the unreadable one is still counted");
     }
 
     /// Every file under `dir` with its bytes, sorted by path.
