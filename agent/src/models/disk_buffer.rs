@@ -163,11 +163,12 @@ impl DiskBuffer {
     }
 
     /// [`DiskBuffer::push`], fsynced (with the directory when they started a segment) even
-    /// without `sync`, for metrics whose originals the caller forgets elsewhere next. All or
-    /// nothing: on any error (a full disk included: nothing is dropped for them) the queue is
-    /// as it was, and the caller keeps the originals.
-    pub fn push_durable(&mut self, metrics: &[Metric]) -> io::Result<usize> {
-        self.push_with(metrics, true)
+    /// without `sync`, for metrics whose originals the caller forgets elsewhere next, and not
+    /// bounded by the limit (the caller keeps its queues within it). All or nothing: on any
+    /// error (a full disk included: nothing is dropped for them) the queue is as it was, and
+    /// the caller keeps the originals.
+    pub fn push_durable(&mut self, metrics: &[Metric]) -> io::Result<()> {
+        self.push_with(metrics, true).map(|_| ())
     }
 
     fn push_with(&mut self, metrics: &[Metric], durable: bool) -> io::Result<usize> {
@@ -208,7 +209,11 @@ impl DiskBuffer {
                 offset: start + rel,
                 len,
             }));
-        let over = self.index.len().saturating_sub(self.limit);
+        // Durable copies are not bounded here: their originals, still in a queue, go next.
+        let over = match durable {
+            true => 0,
+            false => self.index.len().saturating_sub(self.limit),
+        };
         if over > 0 {
             self.ack(over)?;
         }
@@ -590,11 +595,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
         b.push(&[metric(1)]).unwrap();
-        assert_eq!(b.push_durable(&[metric(2)]).unwrap(), 0);
+        b.push_durable(&[metric(2)]).unwrap();
         assert_eq!(b.forced_syncs, (1, 0), "the copy synced, same segment");
         b.segment_bytes = 1;
         let seg = b.head.0;
-        assert_eq!(b.push_durable(&[metric(3)]).unwrap(), 0);
+        b.push_durable(&[metric(3)]).unwrap();
         assert_ne!(b.head.0, seg, "the copy went to a new segment");
         assert_eq!(b.forced_syncs, (2, 1), "and its directory entry synced");
     }

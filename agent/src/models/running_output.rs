@@ -9,7 +9,8 @@
 //!
 //! Metrics an output keeps while the rest of their batch is settled ([`WriteError::Kept`]:
 //! influxdb_v2, a bucket refused for now) are set aside in a queue per bucket (on disk in
-//! `parked/<bucket>/` inside the buffer directory, made when first needed) within the same
+//! `parked/<hash of the bucket>/` inside the buffer directory, see [`parked_dir`], made when
+//! first needed; one that cannot be made leaves its metrics in the main queue) within the same
 //! limit, and each is read only when the output says its bucket is due: they cost nothing
 //! while they wait, a bucket's turn touches no other bucket's metrics, and a turn cut short
 //! leaves the rest of its queue where it was.
@@ -190,13 +191,11 @@ impl RunningOutput {
         let mut parked = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir.join(PARKED_DIR)) {
             for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name();
-                let key = name.to_str().and_then(parked_key);
-                let Some(key) = key.filter(|_| entry.path().is_dir()) else {
+                let path = entry?.path();
+                let Some(key) = parked_key(&dir, &path)? else {
                     continue;
                 };
-                let (q, r) = DiskBuffer::open(&entry.path(), self.buffer_limit, sync)?;
+                let (q, r) = DiskBuffer::open(&path, self.buffer_limit, sync)?;
                 rec.restored += r.restored;
                 rec.truncated_bytes += r.truncated_bytes;
                 parked.push(Parked {
@@ -447,9 +446,10 @@ impl RunningOutput {
 
     /// Sets `kept` (copies of some of the first `n` metrics of the main queue) aside, each at
     /// the back of the parked queue of its key, then removes the `n`. The copies are durable
-    /// before the originals are forgotten. On an error the `n` stay where they were (sent
-    /// again, with the copies already set aside for other keys: duplicates, never loss).
-    fn park(&mut self, n: usize, kept: Vec<Metric>) -> std::io::Result<()> {
+    /// before the originals are forgotten. A key whose queue cannot take them (an I/O error)
+    /// has its copies put back at the end of the main queue instead, so one bucket's failure
+    /// holds up neither the others nor the main queue, and nothing is set aside twice.
+    fn park(&mut self, n: usize, kept: Vec<Metric>) {
         let mut groups: Vec<(String, Vec<Metric>)> = Vec::new();
         for m in kept {
             let key = self.output.kept_key(&m);
@@ -458,17 +458,25 @@ impl RunningOutput {
                 None => groups.push((key, vec![m])),
             }
         }
-        let mut lost = 0;
-        for (key, metrics) in groups {
-            lost += self.parked_queue(&key)?.push_durable(metrics)?;
+        let mut back = Vec::new();
+        for (key, mut metrics) in groups {
+            if let Err(e) = self
+                .parked_queue(&key)
+                .and_then(|q| q.push_durable(&mut metrics))
+            {
+                warn!(output = %self.log_name(), "cannot set aside the metrics kept for bucket {key:?}, put back in the main queue: {e}");
+                back.append(&mut metrics);
+            }
+        }
+        let k = back.len();
+        if let Err(e) = self.buffer.push_durable(&mut back) {
+            // The main queue itself cannot be written: as when new metrics cannot be.
+            tracing::error!(output = %self.log_name(), "disk buffer write failed, {k} metrics lost: {e}");
+            self.count_drops(k);
         }
         if let Err(e) = self.buffer.drain(n) {
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
         }
-        // Only the limit drops here (counted): the parked queues together hold no more
-        // than what left the main queue.
-        self.count_drops(lost);
-        Ok(())
     }
 
     /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
@@ -576,14 +584,7 @@ impl RunningOutput {
                     }
                     let settled = n - copies.len();
                     let rejected = rejected.min(settled);
-                    if let Err(e) = self.park(n, copies) {
-                        self.prune_parked();
-                        let e = WriteError::Retry(format!(
-                            "disk buffer: cannot set aside the metrics kept for a retry: {e}"
-                        ));
-                        self.failed(None);
-                        return Err(e);
-                    }
+                    self.park(n, copies);
                     t.settled_any |= settled > 0;
                     self.stats.metrics_written += (settled - rejected) as u64;
                     self.stats.metrics_rejected += rejected as u64;
@@ -709,23 +710,21 @@ impl Buffer {
         }
     }
 
-    /// Appends `metrics`, on disk durably (fsynced) whatever `buffer_disk_sync` says: the
-    /// caller forgets their originals next. Returns how many were dropped (disk full).
-    fn push_durable(&mut self, metrics: Vec<Metric>) -> std::io::Result<usize> {
+    /// Moves `metrics` to the end, on disk durably (fsynced) whatever `buffer_disk_sync`
+    /// says: the caller forgets their originals next. All or nothing: on an error `metrics`
+    /// is left as it was. Not bounded by the limit: the caller forgets as many originals.
+    fn push_durable(&mut self, metrics: &mut Vec<Metric>) -> std::io::Result<()> {
         if metrics.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         match self {
-            Buffer::Memory(m) => {
-                m.extend(metrics);
-                Ok(0)
+            Buffer::Memory(m) => m.extend(metrics.drain(..)),
+            Buffer::Disk { queue, .. } => {
+                queue.push_durable(metrics)?;
+                metrics.clear();
             }
-            Buffer::Disk { queue, front } => queue.push_durable(&metrics).inspect(|dropped| {
-                if *dropped > 0 {
-                    front.clear();
-                }
-            }),
         }
+        Ok(())
     }
 
     /// Forgets the oldest `n` metrics.
@@ -743,45 +742,55 @@ impl Buffer {
     }
 }
 
-/// The directory of the parked queue for `key` in the buffer directory `dir`:
-/// `parked/_<key>`, each byte of the key but ASCII letters, digits, `-` and `_` as `%XX`.
+/// The directory of the parked queue for `key` in the buffer directory `dir`: `parked/`
+/// and the 64-bit FNV-1a hash of the key in 16 hex digits, so any bucket name (a tag's value,
+/// up to 64 KiB) gives a valid file name; the key itself is in its [`PARKED_KEY_FILE`].
 fn parked_dir(dir: &Path, key: &str) -> PathBuf {
-    let mut name = String::from("_");
-    for b in key.bytes() {
-        match b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            true => name.push(b as char),
-            false => name.push_str(&format!("%{b:02X}")),
-        }
-    }
-    dir.join(PARKED_DIR).join(name)
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    dir.join(PARKED_DIR).join(format!("{hash:016x}"))
 }
 
-/// The key of a parked queue's directory name (see [`parked_dir`]); None for another name.
-fn parked_key(name: &str) -> Option<String> {
-    let mut bytes = name.strip_prefix('_')?.bytes();
-    let mut key = Vec::new();
-    while let Some(b) = bytes.next() {
-        key.push(match b {
-            b'%' => {
-                let hex = [bytes.next()?, bytes.next()?];
-                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
-            }
-            b => b,
-        });
-    }
-    String::from_utf8(key).ok()
+/// The file in a parked queue's directory holding its key (the bucket name), as is.
+const PARKED_KEY_FILE: &str = "bucket";
+
+/// The key of the parked queue in `path` (a directory of `parked/` in the buffer directory
+/// `dir`); None when `path` is not one (no key file, or the key does not hash to its name).
+fn parked_key(dir: &Path, path: &Path) -> std::io::Result<Option<String>> {
+    let key = match std::fs::read(path.join(PARKED_KEY_FILE)) {
+        Ok(k) => String::from_utf8(k).ok(),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(key.filter(|k| parked_dir(dir, k) == path))
 }
 
-/// Opens (or makes) the parked queue for `key` in the buffer directory `dir`; a new directory
-/// is fsynced into its parent, so the metrics set aside in it survive a power cut.
+/// Opens (or makes) the parked queue for `key` in the buffer directory `dir`. A new
+/// directory gets its key file first, then is fsynced with its parents, so the metrics set
+/// aside in it survive a power cut and are found again by their key. A directory holding
+/// another key (a hash collision) is an error: that key's metrics stay in the main queue.
 fn open_parked(dir: &Path, key: &str, limit: usize, sync: bool) -> std::io::Result<DiskBuffer> {
     let path = parked_dir(dir, key);
-    let new = !path.exists();
-    let (queue, _) = DiskBuffer::open(&path, limit, sync)?;
-    if new {
-        for d in [dir.join(PARKED_DIR), dir.to_owned()] {
-            std::fs::File::open(d)?.sync_all()?;
+    let key_file = path.join(PARKED_KEY_FILE);
+    match std::fs::read(&key_file) {
+        Ok(k) if k == key.as_bytes() => return Ok(DiskBuffer::open(&path, limit, sync)?.0),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} holds another bucket's metrics", path.display()),
+            ));
         }
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(&path)?;
+    let mut f = std::fs::File::create(&key_file)?;
+    std::io::Write::write_all(&mut f, key.as_bytes())?;
+    f.sync_all()?;
+    let (queue, _) = DiskBuffer::open(&path, limit, sync)?;
+    for d in [path, dir.join(PARKED_DIR), dir.to_owned()] {
+        std::fs::File::open(d)?.sync_all()?;
     }
     Ok(queue)
 }
@@ -1097,41 +1106,77 @@ mod bucket_tests {
         (ro, seen)
     }
 
-    /// Regression (review of 8d62f7a): when the kept metrics could not be set aside (an I/O
-    /// error other than a full disk), their originals were forgotten anyway and counted as
-    /// dropped. They stay in the main queue, the flush stops there (an error, backed off),
-    /// and nothing is counted until they are settled.
+    /// Regression (review of 0c78aa3): a bucket whose metrics could not be set aside (here a
+    /// file where its directory goes) failed the flush after the other buckets' copies were
+    /// made, so the main queue stalled and each retry set those aside again (duplicates).
+    /// Only that bucket's metrics stay in the main queue; the others are set aside, once.
     #[test]
-    fn kept_metrics_that_cannot_be_set_aside_stay_where_they_were() {
+    fn a_bucket_that_cannot_be_set_aside_holds_up_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ro, seen) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
+            |line| match line.contains("bucket=a") {
+                true => ("204 No Content", ""),
+                false => ("403 Forbidden", "no"),
             },
-            4,
+            3,
         );
         ro.set_disk_buffer(dir.path().to_owned(), false);
         ro.open_disk_buffer().unwrap();
-        // A file where the parked queues' directory should be.
-        std::fs::write(dir.path().join(PARKED_DIR), "").unwrap();
+        std::fs::create_dir_all(dir.path().join(PARKED_DIR)).unwrap();
+        std::fs::write(parked_dir(dir.path(), "b"), "").unwrap();
         three_buckets(&mut ro, 0..9);
-        assert!(matches!(ro.flush(), Err(WriteError::Retry(_))));
-        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
-        assert_eq!(ro.buffered(), 9);
-        assert!(ro.retry_in().is_some());
-        let s = &ro.stats;
+        assert_eq!(ro.flush(), Ok(3));
+        assert_eq!(buckets(&seen), ["a", "secret", "b", "a", "a"]);
         assert_eq!(
-            (s.metrics_written, s.metrics_dropped, s.write_errors),
-            (0, 0, 1)
+            (ro.buffered(), ro.parked_len()),
+            (6, 3),
+            "`b` in the main queue"
         );
-        std::fs::remove_file(dir.path().join(PARKED_DIR)).unwrap();
-        // `secret` is in its backoff now: set aside without a request.
-        assert_eq!(ro.flush(), Ok(6));
-        assert_eq!(buckets(&seen), ["a", "b", "b", "a", "b"]);
-        assert_eq!(ro.buffered(), 3);
-        let s = &ro.stats;
-        assert_eq!((s.metrics_written, s.metrics_dropped), (6, 0));
+        assert_eq!(ro.retry_in(), None);
+        for _ in 0..3 {
+            assert_eq!(ro.flush(), Ok(0), "both in their backoff");
+        }
+        assert!(buckets(&seen).is_empty());
+        assert_eq!(
+            (ro.buffered(), ro.parked_len()),
+            (6, 3),
+            "nothing set aside twice"
+        );
+        assert_eq!(ro.stats.metrics_dropped, 0);
+    }
+
+    /// Regression (review of 0c78aa3): a parked queue's directory was named after its bucket
+    /// with `%XX` escapes, so a long non-ASCII bucket name (43 Cyrillic letters) made a name
+    /// over 255 bytes and could never be set aside. Any name fits; a restart finds it again.
+    #[test]
+    fn a_long_non_ascii_bucket_name_is_set_aside_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let refuse_long = |line: &str| match line.contains("bucket=a") {
+            true => ("204 No Content", ""),
+            false => ("403 Forbidden", "no"),
+        };
+        let long = "я".repeat(43);
+        let (mut ro, _) = routed(refuse_long, 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        for t in 0..4 {
+            let bucket = if t % 2 == 0 { "a" } else { long.as_str() };
+            ro.add(
+                &Metric::new("m", t)
+                    .with_field("v", t)
+                    .with_tag("bucket", bucket),
+            );
+        }
+        assert_eq!(ro.flush(), Ok(2));
+        assert_eq!((ro.buffered(), ro.parked_len()), (2, 2));
+        ro.close();
+        let (mut ro, seen) = routed(|_| ("204 No Content", ""), 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        assert_eq!((ro.buffered(), ro.parked_len()), (2, 2), "still set aside");
+        assert_eq!(ro.flush(), Ok(2));
+        assert_eq!(buckets(&seen).len(), 1);
+        assert!(!parked_dir(dir.path(), &long).exists());
     }
 
     /// Regression (review of 8d62f7a): a parked segment that could not be read stopped the
@@ -1248,13 +1293,13 @@ mod bucket_tests {
         );
         ro.set_disk_buffer(dir.path().to_owned(), false);
         ro.open_disk_buffer().unwrap();
-        let hidden = dir.path().join(PARKED_DIR).join("_hidden");
+        let hidden = parked_dir(dir.path(), "hidden");
         let before = files(&hidden);
         assert!(before.len() >= 2, "an ack and segments: {before:?}");
         assert_eq!(ro.flush(), Ok(3));
         assert_eq!(buckets(&seen), ["hidden", "secret", "secret"]);
         assert_eq!(files(&hidden), before, "`hidden` untouched");
-        assert!(!dir.path().join(PARKED_DIR).join("_secret").exists());
+        assert!(!parked_dir(dir.path(), "secret").exists());
         assert_eq!(ro.buffered(), 3);
     }
 
