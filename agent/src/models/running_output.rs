@@ -70,6 +70,8 @@ pub struct RunningOutput {
     /// ([`Output::kept_due`]), so a flush with every refused bucket in its backoff costs
     /// nothing for them.
     parked: Vec<Parked>,
+    /// The warning that [`MAX_PARKED_QUEUES`] was reached has been logged.
+    parked_cap_warned: bool,
 }
 
 /// The metrics set aside under one key (a refused bucket), oldest first.
@@ -81,6 +83,12 @@ struct Parked {
 /// The disk buffer's subdirectory for the metrics set aside for refused buckets: one
 /// directory per bucket inside, see [`parked_dir`].
 const PARKED_DIR: &str = "parked";
+
+/// Most parked queues an output keeps (each a directory and two open files with a disk
+/// buffer); bucket names come from tags, so without a cap they would be unbounded. The
+/// metrics of a refused bucket beyond it wait in the main queue, put back at its end at each
+/// turn, as before the parked queues.
+pub const MAX_PARKED_QUEUES: usize = 64;
 
 /// Longest `Retry-After` honoured (Telegraf's cap).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -152,6 +160,7 @@ impl RunningOutput {
             failures: 0,
             retry_at: None,
             parked: Vec::new(),
+            parked_cap_warned: false,
         }
     }
 
@@ -190,12 +199,21 @@ impl RunningOutput {
         // The queues of metrics set aside for refused buckets that a previous run left.
         let mut parked = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir.join(PARKED_DIR)) {
-            for entry in entries {
-                let path = entry?.path();
-                let Some(key) = parked_key(&dir, &path)? else {
-                    continue;
+            for path in entries.flatten().map(|e| e.path()) {
+                // One queue that cannot be opened (damaged, out of file descriptors) is left
+                // on disk as it is; the others and the main queue are restored.
+                let opened = parked_key(&dir, &path).and_then(|key| {
+                    key.map(|k| DiskBuffer::open(&path, self.buffer_limit, sync).map(|q| (k, q)))
+                        .transpose()
+                });
+                let (key, (q, r)) = match opened {
+                    Ok(Some(found)) => found,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(output = %self.log_name(), "disk buffer: cannot open the parked queue {}, skipped: {e}", path.display());
+                        continue;
+                    }
                 };
-                let (q, r) = DiskBuffer::open(&path, self.buffer_limit, sync)?;
                 rec.restored += r.restored;
                 rec.truncated_bytes += r.truncated_bytes;
                 parked.push(Parked {
@@ -460,6 +478,14 @@ impl RunningOutput {
         }
         let mut back = Vec::new();
         for (key, mut metrics) in groups {
+            let known = self.parked.iter().any(|p| p.key == key);
+            if !known && self.parked.len() >= MAX_PARKED_QUEUES {
+                if !std::mem::replace(&mut self.parked_cap_warned, true) {
+                    warn!(output = %self.log_name(), "more than {MAX_PARKED_QUEUES} refused buckets wait: the metrics of bucket {key:?} and later ones stay in the main queue");
+                }
+                back.append(&mut metrics);
+                continue;
+            }
             if let Err(e) = self
                 .parked_queue(&key)
                 .and_then(|q| q.push_durable(&mut metrics))
@@ -1036,6 +1062,32 @@ mod tests {
         assert_eq!(ro.buffered(), 3);
     }
 
+    /// Regression (review of 0c78aa3): every refused bucket (a tag's value) got its own
+    /// queue, so the queues (on disk a directory and two files open each) were unbounded.
+    /// Past [`MAX_PARKED_QUEUES`] a bucket's metrics stay in the main queue, once each.
+    #[test]
+    fn refused_buckets_beyond_the_cap_stay_in_the_main_queue() {
+        let keys: Vec<&'static str> = (0..MAX_PARKED_QUEUES + 2)
+            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+            .collect();
+        let out = ByKey {
+            refuse: Arc::new(Mutex::new(keys.clone())),
+            due: Arc::new(Mutex::new(Vec::new())),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let spec = crate::outputs::find("file").expect("file output is registered");
+        let mut ro = RunningOutput::new(spec, Box::new(out));
+        for (t, k) in keys.iter().enumerate() {
+            let t = t as i64;
+            ro.add(&Metric::new("m", t).with_field("v", t).with_tag("k", *k));
+        }
+        for _ in 0..2 {
+            assert!(ro.flush().is_err(), "every bucket refused");
+            assert_eq!(ro.parked.len(), MAX_PARKED_QUEUES);
+            assert_eq!((ro.buffered(), ro.buffer.len()), (keys.len(), 2));
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let (ro, _) = scripted(vec![]);
@@ -1208,6 +1260,36 @@ mod bucket_tests {
         assert_eq!(ro.flush(), Ok(3), "the new metrics are written");
         assert_eq!(buckets(&seen), ["a", "secret", "b"]);
         assert_eq!(ro.buffered(), 1, "the unreadable one is still counted");
+    }
+
+    /// Regression (review of 0c78aa3): at a restart one parked queue that could not be
+    /// opened (damaged, or out of file descriptors) failed the whole disk buffer, so the
+    /// output fell back to memory and its main queue was not replayed. It is skipped.
+    #[test]
+    fn a_parked_queue_that_cannot_be_opened_does_not_fail_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..3);
+        assert_eq!(ro.flush(), Ok(2));
+        three_buckets(&mut ro, 3..6);
+        ro.close();
+        let ack = parked_dir(dir.path(), "secret").join("ack");
+        std::fs::remove_file(&ack).unwrap();
+        std::fs::create_dir(&ack).unwrap();
+        let (mut ro, _) = routed(|_| ("204 No Content", ""), 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        let restored = ro.open_disk_buffer().unwrap().map(|r| r.restored);
+        assert_eq!(restored, Some(3), "the main queue");
+        assert!(ro.has_disk_buffer());
+        assert_eq!(ro.flush(), Ok(3));
     }
 
     /// Every file under `dir` with its bytes, sorted by path.
