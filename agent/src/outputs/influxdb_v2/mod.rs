@@ -55,12 +55,19 @@ struct InfluxDbV2 {
     refused: HashMap<String, (u32, Instant)>,
     /// Buckets the output this one replaced (a reload) saw refused, and how often: asked at
     /// once (the reload may bring a new token), but a refusal goes on counting and is not
-    /// warned about again.
-    was_refused: HashMap<String, u32>,
+    /// warned about again; with the order they were remembered in (at most
+    /// [`MAX_WAS_REFUSED`], the oldest forgotten first).
+    was_refused: HashMap<String, (u32, u64)>,
+    /// The order number of the last bucket remembered in `was_refused`.
+    remembered: u64,
 }
 
 /// What a reload hands over: the refused buckets and their consecutive refusals.
 pub(crate) struct RefusedBuckets(pub(crate) HashMap<String, u32>);
+
+/// Most buckets `was_refused` remembers: bucket names come from tags, and one never seen
+/// again would otherwise stay for ever (reloads hand them on).
+const MAX_WAS_REFUSED: usize = 1024;
 
 /// First wait before a refused bucket is asked again; it doubles up to [`REFUSED_MAX`].
 const REFUSED_MIN: Duration = Duration::from_secs(10);
@@ -109,6 +116,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         serializer,
         refused: HashMap::new(),
         was_refused: HashMap::new(),
+        remembered: 0,
     })
 }
 
@@ -164,6 +172,19 @@ struct Progress {
 }
 
 impl InfluxDbV2 {
+    /// Remembers `n` refusals of `bucket` in `was_refused`, forgetting the oldest bucket
+    /// remembered when there are more than [`MAX_WAS_REFUSED`].
+    fn remember_refused(&mut self, bucket: String, n: u32) {
+        self.remembered += 1;
+        self.was_refused.insert(bucket, (n, self.remembered));
+        if self.was_refused.len() > MAX_WAS_REFUSED {
+            let oldest = self.was_refused.iter().min_by_key(|e| e.1.1);
+            if let Some(b) = oldest.map(|e| e.0.clone()) {
+                self.was_refused.remove(&b);
+            }
+        }
+    }
+
     /// The bucket `m` is written to: its `bucket_tag`, else `bucket`.
     fn bucket_of<'a>(&'a self, m: &'a Metric) -> &'a str {
         self.bucket_tag
@@ -347,7 +368,7 @@ impl InfluxDbV2 {
                 Some((msg, _)) if p.refused => {
                     let n = match self.refused.get(bucket.as_str()) {
                         Some(r) => r.0,
-                        None => self.was_refused.remove(bucket.as_str()).unwrap_or(0),
+                        None => self.was_refused.remove(bucket.as_str()).map_or(0, |r| r.0),
                     } + 1;
                     let wait = refused_backoff(n);
                     if n == 1 {
@@ -445,19 +466,24 @@ impl Output for InfluxDbV2 {
     fn forget_kept(&mut self, bucket: &str) {
         // As at a reload: asked at once next time, a refusal then counts on, unwarned.
         if let Some((n, _)) = self.refused.remove(bucket) {
-            self.was_refused.insert(bucket.to_owned(), n);
+            self.remember_refused(bucket.to_owned(), n);
         }
     }
 
     fn hand_over(&mut self) -> Option<super::HandOver> {
-        let mut counts = std::mem::take(&mut self.was_refused);
+        let mut counts: HashMap<String, u32> = std::mem::take(&mut self.was_refused)
+            .into_iter()
+            .map(|(b, (n, _))| (b, n))
+            .collect();
         counts.extend(self.refused.drain().map(|(b, (n, _))| (b, n)));
         (!counts.is_empty()).then(|| Box::new(RefusedBuckets(counts)) as super::HandOver)
     }
 
     fn take_over(&mut self, state: super::HandOver) {
         if let Ok(r) = state.downcast::<RefusedBuckets>() {
-            self.was_refused = r.0;
+            for (b, n) in r.0 {
+                self.remember_refused(b, n);
+            }
         }
     }
 
@@ -519,6 +545,31 @@ impl Output for InfluxDbV2 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Regression (review of 0c78aa3): the buckets remembered as refused (bucket names come
+    /// from tags) were never forgotten, and each reload handed them all on. At most
+    /// [`MAX_WAS_REFUSED`] are kept.
+    #[test]
+    fn the_refused_buckets_remembered_are_capped() {
+        let paths = crate::hostpaths::HostPaths::default();
+        let stats = Default::default();
+        let ctx = crate::plugin::BuildContext {
+            paths: &paths,
+            interval: Duration::from_secs(10),
+            stats: &stats,
+        };
+        let (mut out, _) =
+            wk_core::testing::read_table("[influxdb_v2]\n  bucket_tag = \"b\"\n", |o| {
+                build(o, &ctx)
+            });
+        let many = (0..MAX_WAS_REFUSED + 10).map(|i| (format!("b{i}"), 1));
+        out.take_over(Box::new(RefusedBuckets(many.collect())));
+        let kept = out
+            .hand_over()
+            .and_then(|s| s.downcast::<RefusedBuckets>().ok())
+            .map(|r| r.0.len());
+        assert_eq!(kept, Some(MAX_WAS_REFUSED));
+    }
 
     #[test]
     fn answers_are_classified_as_telegraf_does() {
