@@ -66,6 +66,8 @@ pub struct DiskBuffer {
     index: VecDeque<Entry>,
     /// Segment being appended to, and its length.
     head: (u64, File, u64),
+    /// The head segment's directory entry is known durable (fsynced since it was made).
+    head_entry_synced: bool,
     /// The ack slots, and the sequence number of the last write.
     ack_file: File,
     ack_seq: u64,
@@ -134,6 +136,7 @@ impl DiskBuffer {
             segment_bytes: segment_bytes_for(dir),
             index,
             head,
+            head_entry_synced: false,
             ack_file,
             ack_seq,
             #[cfg(test)]
@@ -182,7 +185,6 @@ impl DiskBuffer {
             buf.extend_from_slice(&payload);
         }
         let mut dropped = 0;
-        let head_before = self.head.0;
         let (seg, start) = loop {
             match self.append(&buf) {
                 Ok(at) => break at,
@@ -196,7 +198,7 @@ impl DiskBuffer {
                 Err(e) => return Err(e),
             }
         };
-        if durable && let Err(e) = self.sync_copies(self.head.0 != head_before) {
+        if durable && let Err(e) = self.sync_copies(!self.head_entry_synced) {
             // Not stored: cut the records off (the file is opened to append), so that a
             // restart does not find them beside the originals.
             let _ = self.head.1.set_len(start);
@@ -224,6 +226,7 @@ impl DiskBuffer {
     fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
         if self.head.2 >= self.segment_bytes {
             self.head = open_segment(&self.dir, self.head.0 + 1)?;
+            self.head_entry_synced = false;
         }
         let (seg, start) = (self.head.0, self.head.2);
         let written = self.head.1.write_all(buf).and_then(|_| {
@@ -259,6 +262,7 @@ impl DiskBuffer {
             // file being deleted is no longer written to.
             let _ = self.head.1.set_len(0);
             self.head = open_segment(&self.dir, self.head.0 + 1)?;
+            self.head_entry_synced = false;
         }
         self.ack(n)?;
         Ok(n)
@@ -307,7 +311,7 @@ impl DiskBuffer {
     }
 
     /// Makes the head segment's data durable (unless every append already is) and, when
-    /// `new_segment`, its directory entry.
+    /// `new_segment` (made by this push, or by [`DiskBuffer::open`]), its directory entry.
     fn sync_copies(&mut self, new_segment: bool) -> io::Result<()> {
         #[cfg(test)]
         if self.fail_syncs {
@@ -322,6 +326,7 @@ impl DiskBuffer {
         }
         if new_segment {
             File::open(&self.dir)?.sync_all()?;
+            self.head_entry_synced = true;
             #[cfg(test)]
             {
                 self.forced_syncs.1 += 1;
@@ -590,18 +595,24 @@ mod tests {
     /// could have their originals forgotten while the copies were not yet on disk, so a
     /// power cut could lose them. The copies (and a new segment's directory entry) are synced
     /// first.
+    ///
+    /// Regression (review of 0c78aa3): the segment `open` makes was taken as synced, so after
+    /// a power cut the first copies in it could be missing while the ack moved past their
+    /// originals. Its directory entry is synced at its first durable push too.
     #[test]
     fn durable_copies_are_synced_even_without_sync() {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
         b.push(&[metric(1)]).unwrap();
         b.push_durable(&[metric(2)]).unwrap();
-        assert_eq!(b.forced_syncs, (1, 0), "the copy synced, same segment");
+        assert_eq!(b.forced_syncs, (1, 1), "the copy and open's segment synced");
+        b.push_durable(&[metric(2)]).unwrap();
+        assert_eq!(b.forced_syncs, (2, 1), "the copy synced, same segment");
         b.segment_bytes = 1;
         let seg = b.head.0;
         b.push_durable(&[metric(3)]).unwrap();
         assert_ne!(b.head.0, seg, "the copy went to a new segment");
-        assert_eq!(b.forced_syncs, (2, 1), "and its directory entry synced");
+        assert_eq!(b.forced_syncs, (3, 2), "and its directory entry synced");
     }
 
     /// Regression (review of 8d62f7a): copies whose fsync failed stayed in the queue while
