@@ -8,12 +8,18 @@
 //! the flush while it is `Some`; the shutdown flush tries once regardless. A success resets it.
 //!
 //! Metrics an output keeps while the rest of their batch is settled ([`WriteError::Kept`]:
-//! influxdb_v2, a bucket refused for now) are set aside in a queue per bucket (on disk in
-//! `parked/<hash of the bucket>/` inside the buffer directory, see [`parked_dir`], made when
-//! first needed; one that cannot be made leaves its metrics in the main queue) within the same
+//! influxdb_v2, a bucket refused for now) are set aside in a queue per bucket within the same
 //! limit, and each is read only when the output says its bucket is due: they cost nothing
 //! while they wait, a bucket's turn touches no other bucket's metrics, and a turn cut short
-//! leaves the rest of its queue where it was.
+//! leaves the rest of its queue where it was. On disk a queue is the directory
+//! `parked/<16 hex digits: FNV-1a 64 of the bucket>/` inside the buffer directory, with the
+//! bucket name in its file `bucket` (see `parked_dir`), made when first needed and removed
+//! when emptied (a crash during that removal can leave it to be replayed: duplicates, never
+//! loss). At most [`MAX_PARKED_QUEUES`] exist; the metrics of a bucket beyond them, or of one
+//! whose queue cannot be made or written, are put back at the end of the main queue instead.
+//! A full disk drops only the main queue's oldest segments (see `disk_buffer`), not parked
+//! ones (copies that do not fit are put back in the main queue, or dropped and counted when
+//! they do not fit there either); the limit drops parked metrics first.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
