@@ -149,6 +149,11 @@ impl DiskBuffer {
         Ok((buf, rec))
     }
 
+    /// The directory it lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Metrics waiting.
     pub fn len(&self) -> usize {
         self.index.len()

@@ -15,8 +15,11 @@
 //! `parked/<16 hex digits: FNV-1a 64 of the bucket>/` inside the buffer directory, with the
 //! bucket name in its file `bucket` (see `parked_dir`), made when first needed and removed
 //! when emptied (a crash during that removal can leave it to be replayed: duplicates, never
-//! loss). At most [`MAX_PARKED_QUEUES`] exist; the metrics of a bucket beyond them, or of one
-//! whose queue cannot be made or written, are put back at the end of the main queue instead.
+//! loss). At most [`MAX_PARKED_QUEUES`] exist; the metrics of the buckets beyond them, or of
+//! one whose queue cannot be made or written, share one more queue, the overflow
+//! (`parked/overflow/`), read only when the earliest backoff of its buckets has passed (those
+//! still refused are then copied to its end: once per backoff, not per flush); like every
+//! parked metric they never count towards a full batch.
 //! A full disk drops only the main queue's oldest segments (see `disk_buffer`), not parked
 //! ones (copies that do not fit are put back in the main queue, or dropped and counted when
 //! they do not fit there either); the limit drops parked metrics first.
@@ -80,21 +83,31 @@ pub struct RunningOutput {
     parked_cap_warned: bool,
 }
 
-/// The metrics set aside under one key (a refused bucket), oldest first.
+/// Metrics set aside, oldest first: those of one key (a refused bucket), or, without a key,
+/// those of any (the overflow: buckets beyond [`MAX_PARKED_QUEUES`]).
 struct Parked {
-    key: String,
+    key: Option<String>,
     queue: Buffer,
+    /// Without a key: not walked before this instant, the earliest that any bucket set aside
+    /// in it is due ([`Output::kept_due_at`] when each was set aside). With a key the output
+    /// is asked instead.
+    due_at: Instant,
 }
 
 /// The disk buffer's subdirectory for the metrics set aside for refused buckets: one
 /// directory per bucket inside, see [`parked_dir`].
 const PARKED_DIR: &str = "parked";
 
-/// Most parked queues an output keeps (each a directory and two open files with a disk
-/// buffer); bucket names come from tags, so without a cap they would be unbounded. The
-/// metrics of a refused bucket beyond it wait in the main queue, put back at its end at each
-/// turn, as before the parked queues.
+/// Most parked queues of one bucket an output keeps (each a directory and two open files with
+/// a disk buffer); bucket names come from tags, so without a cap they would be unbounded. The
+/// metrics of the refused buckets beyond it share one more queue, the overflow
+/// (`parked/overflow/` on disk), walked only when the earliest of their backoffs has passed:
+/// then those of a bucket still in its backoff are copied to its end (rewritten once per
+/// backoff, not once per flush), and they never count towards a full batch.
 pub const MAX_PARKED_QUEUES: usize = 64;
+
+/// The overflow queue's directory in [`PARKED_DIR`].
+const OVERFLOW_DIR: &str = "overflow";
 
 /// Longest `Retry-After` honoured (Telegraf's cap).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -209,8 +222,13 @@ impl RunningOutput {
                 // One queue that cannot be opened (damaged, out of file descriptors) is left
                 // on disk as it is; the others and the main queue are restored.
                 let opened = parked_key(&dir, &path).and_then(|key| {
-                    key.map(|k| DiskBuffer::open(&path, self.buffer_limit, sync).map(|q| (k, q)))
-                        .transpose()
+                    let key = match key {
+                        Some(k) => Some(k),
+                        None if path.ends_with(OVERFLOW_DIR) => None,
+                        None => return Ok(None),
+                    };
+                    let q = DiskBuffer::open(&path, self.buffer_limit, sync)?;
+                    Ok(Some((key, q)))
                 });
                 let (key, (q, r)) = match opened {
                     Ok(Some(found)) => found,
@@ -228,6 +246,8 @@ impl RunningOutput {
                         queue: q,
                         front: Vec::new(),
                     },
+                    // What waits in the overflow is not known: walked at once.
+                    due_at: Instant::now(),
                 });
             }
         }
@@ -292,9 +312,16 @@ impl RunningOutput {
         self.prune_parked();
     }
 
-    /// The parked queue for `key`, made when missing (on disk when the buffer is).
-    fn parked_queue(&mut self, key: &str) -> std::io::Result<&mut Buffer> {
-        let i = match self.parked.iter().position(|p| p.key == key) {
+    /// Appends `metrics` durably to the parked queue of `key` (`None`: the overflow), made
+    /// when missing (on disk when the buffer is); `due` is when their bucket may be asked
+    /// again. All or nothing, as [`Buffer::push_durable`].
+    fn set_aside(
+        &mut self,
+        key: Option<&str>,
+        metrics: &mut Vec<Metric>,
+        due: Instant,
+    ) -> std::io::Result<()> {
+        let i = match self.parked.iter().position(|p| p.key.as_deref() == key) {
             Some(i) => i,
             None => {
                 let queue = match (&self.buffer, &self.disk) {
@@ -305,13 +332,27 @@ impl RunningOutput {
                     _ => Buffer::Memory(VecDeque::new()),
                 };
                 self.parked.push(Parked {
-                    key: key.to_owned(),
+                    key: key.map(str::to_owned),
                     queue,
+                    due_at: due,
                 });
                 self.parked.len() - 1
             }
         };
-        Ok(&mut self.parked[i].queue)
+        let p = &mut self.parked[i];
+        p.queue.push_durable(metrics)?;
+        p.due_at = p.due_at.min(due);
+        Ok(())
+    }
+
+    /// Whether the `i`-th parked queue may be walked now.
+    fn parked_due(&self, i: usize) -> bool {
+        let p = &self.parked[i];
+        let at = match &p.key {
+            Some(k) => self.output.kept_due_at(k),
+            None => Some(p.due_at),
+        };
+        at.is_none_or(|t| t <= Instant::now())
     }
 
     /// Forgets the parked queues left empty, with their directories, and tells the output
@@ -323,12 +364,17 @@ impl RunningOutput {
             .partition(|p| p.queue.len() == 0);
         self.parked = left;
         for p in empty {
-            self.output.forget_kept(&p.key);
-            let on_disk = matches!(p.queue, Buffer::Disk { .. });
+            if let Some(key) = &p.key {
+                self.output.forget_kept(key);
+            }
+            let path = match &p.queue {
+                Buffer::Disk { queue, .. } => Some(queue.dir().to_owned()),
+                Buffer::Memory(_) => None,
+            };
             // Closed (its lock released) before its directory goes.
             drop(p.queue);
-            if let (true, Some((dir, _))) = (on_disk, &self.disk)
-                && let Err(e) = std::fs::remove_dir_all(parked_dir(dir, &p.key))
+            if let Some(path) = path
+                && let Err(e) = std::fs::remove_dir_all(path)
             {
                 debug!(output = %self.log_name(), "cannot remove an empty parked queue: {e}");
             }
@@ -468,12 +514,13 @@ impl RunningOutput {
         n - rejected
     }
 
-    /// Sets `kept` (copies of some of the first `n` metrics of the main queue) aside, each at
-    /// the back of the parked queue of its key, then removes the `n`. The copies are durable
-    /// before the originals are forgotten. A key whose queue cannot take them (an I/O error)
-    /// has its copies put back at the end of the main queue instead, so one bucket's failure
-    /// holds up neither the others nor the main queue, and nothing is set aside twice.
-    fn park(&mut self, n: usize, kept: Vec<Metric>) {
+    /// Sets `kept` (copies of some of the first `n` metrics of queue `q`: the main one, or
+    /// the overflow) aside, each at the back of the parked queue of its key, then removes the
+    /// `n`. The copies are durable before the originals are forgotten. A key beyond
+    /// [`MAX_PARKED_QUEUES`], or whose queue cannot take them (an I/O error), has its copies
+    /// put at the end of the overflow instead, so one bucket's failure holds up neither the
+    /// others nor the main queue, and nothing is set aside twice.
+    fn park(&mut self, q: Option<usize>, n: usize, kept: Vec<Metric>) {
         let mut groups: Vec<(String, Vec<Metric>)> = Vec::new();
         for m in kept {
             let key = self.output.kept_key(&m);
@@ -482,31 +529,33 @@ impl RunningOutput {
                 None => groups.push((key, vec![m])),
             }
         }
-        let mut back = Vec::new();
+        let mut rest = Vec::new();
+        let mut rest_due: Option<Instant> = None;
         for (key, mut metrics) in groups {
-            let known = self.parked.iter().any(|p| p.key == key);
-            if !known && self.parked.len() >= MAX_PARKED_QUEUES {
+            let due = self.output.kept_due_at(&key).unwrap_or_else(Instant::now);
+            let known = self.parked.iter().any(|p| p.key.as_deref() == Some(&key));
+            let buckets = self.parked.iter().filter(|p| p.key.is_some()).count();
+            if !known && buckets >= MAX_PARKED_QUEUES {
                 if !std::mem::replace(&mut self.parked_cap_warned, true) {
-                    warn!(output = %self.log_name(), "more than {MAX_PARKED_QUEUES} refused buckets wait: the metrics of bucket {key:?} and later ones stay in the main queue");
+                    warn!(output = %self.log_name(), "more than {MAX_PARKED_QUEUES} refused buckets wait: the metrics of bucket {key:?} and later ones share one queue");
                 }
-                back.append(&mut metrics);
-                continue;
+            } else if let Err(e) = self.set_aside(Some(&key), &mut metrics, due) {
+                warn!(output = %self.log_name(), "cannot set aside the metrics kept for bucket {key:?}, put with the overflow: {e}");
             }
-            if let Err(e) = self
-                .parked_queue(&key)
-                .and_then(|q| q.push_durable(&mut metrics))
-            {
-                warn!(output = %self.log_name(), "cannot set aside the metrics kept for bucket {key:?}, put back in the main queue: {e}");
-                back.append(&mut metrics);
+            if !metrics.is_empty() {
+                rest_due = Some(rest_due.map_or(due, |d| d.min(due)));
+                rest.append(&mut metrics);
             }
         }
-        let k = back.len();
-        if let Err(e) = self.buffer.push_durable(&mut back) {
-            // The main queue itself cannot be written: as when new metrics cannot be.
+        if let Some(due) = rest_due
+            && let Err(e) = self.set_aside(None, &mut rest, due)
+        {
+            // No queue can be written: as when new metrics cannot be.
+            let k = rest.len();
             tracing::error!(output = %self.log_name(), "disk buffer write failed, {k} metrics lost: {e}");
             self.count_drops(k);
         }
-        if let Err(e) = self.buffer.drain(n) {
+        if let Err(e) = self.queue(q).drain(n) {
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
         }
     }
@@ -526,10 +575,23 @@ impl RunningOutput {
     pub fn flush(&mut self) -> Result<usize, WriteError> {
         let mut t = Tally::default();
         let walked = (0..self.parked.len())
-            .filter(|&i| self.output.kept_due(&self.parked[i].key))
+            .filter(|&i| self.parked_due(i))
             .collect::<Vec<_>>()
             .into_iter()
-            .try_for_each(|i| self.walk(Some(i), &mut t));
+            .try_for_each(|i| {
+                // The overflow's next turn: the earliest bucket it sets aside again, at the
+                // latest in 10 min (a queue that cannot be read is not retried every flush);
+                // now when the walk is cut short (what it did not reach is not known).
+                let many = self.parked[i].key.is_none();
+                if many {
+                    self.parked[i].due_at = Instant::now() + MAX_RETRY_AFTER;
+                }
+                let walked = self.walk(Some(i), &mut t);
+                if many && walked.is_err() {
+                    self.parked[i].due_at = Instant::now();
+                }
+                walked
+            });
         self.prune_parked();
         walked?;
         self.walk(None, &mut t)?;
@@ -546,10 +608,11 @@ impl RunningOutput {
     }
 
     /// One pass over a queue (the main one for `None`, else the `i`-th parked one): each
-    /// metric waiting at its start is tried once; a parked queue only up to its first metric
-    /// kept again (its bucket refused).
+    /// metric waiting at its start is tried once; a parked queue of one bucket only up to its
+    /// first metric kept again (its bucket refused).
     fn walk(&mut self, q: Option<usize>, t: &mut Tally) -> Result<(), WriteError> {
         let mut left = self.queue(q).len();
+        let one_bucket = q.is_some_and(|i| self.parked[i].key.is_some());
         while left > 0 {
             let n = self.batch_size.min(left);
             let queue = match q {
@@ -560,7 +623,7 @@ impl RunningOutput {
                 (Ok(batch), _) => batch,
                 (Err(e), Some(i)) => {
                     // One bucket's unreadable file holds up that bucket only.
-                    let key = &self.parked[i].key;
+                    let key = self.parked[i].key.as_deref().unwrap_or("the overflow");
                     tracing::error!(output = %self.log_name(), "disk buffer: cannot read the metrics set aside for {key:?}, skipped: {e}");
                     return Ok(());
                 }
@@ -593,16 +656,16 @@ impl RunningOutput {
                     kept.sort_unstable();
                     kept.dedup();
                     kept.retain(|&i| i < n);
-                    let copies: Vec<Metric> = match q {
-                        Some(_) => Vec::new(),
-                        None => kept.iter().map(|&i| batch[i].clone()).collect(),
+                    let copies: Vec<Metric> = match one_bucket {
+                        true => Vec::new(),
+                        false => kept.iter().map(|&i| batch[i].clone()).collect(),
                     };
                     debug!(output = %self.log_name(), batch = n, kept = kept.len(),
                         "metrics set aside for a later retry, the others settled: {reason}");
                     if refused {
                         t.refused = Some(reason);
                     }
-                    if q.is_some() {
+                    if one_bucket {
                         // A parked queue holds one bucket: it is settled up to its first
                         // metric kept again, and waits from there, as it is, for its next
                         // turn (nothing is copied or rewritten).
@@ -616,7 +679,7 @@ impl RunningOutput {
                     }
                     let settled = n - copies.len();
                     let rejected = rejected.min(settled);
-                    self.park(n, copies);
+                    self.park(q, n, copies);
                     t.settled_any |= settled > 0;
                     self.stats.metrics_written += (settled - rejected) as u64;
                     self.stats.metrics_rejected += rejected as u64;
@@ -798,28 +861,39 @@ fn parked_key(dir: &Path, path: &Path) -> std::io::Result<Option<String>> {
     Ok(key.filter(|k| parked_dir(dir, k) == path))
 }
 
-/// Opens (or makes) the parked queue for `key` in the buffer directory `dir`. A new
-/// directory gets its key file first, then is fsynced with its parents, so the metrics set
-/// aside in it survive a power cut and are found again by their key. A directory holding
-/// another key (a hash collision) is an error: that key's metrics stay in the main queue.
-fn open_parked(dir: &Path, key: &str, limit: usize, sync: bool) -> std::io::Result<DiskBuffer> {
-    let path = parked_dir(dir, key);
-    let key_file = path.join(PARKED_KEY_FILE);
-    match std::fs::read(&key_file) {
-        Ok(k) if k == key.as_bytes() => return Ok(DiskBuffer::open(&path, limit, sync)?.0),
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} holds another bucket's metrics", path.display()),
-            ));
+/// Opens (or makes) the parked queue for `key` (`None`: the overflow, [`OVERFLOW_DIR`]) in
+/// the buffer directory `dir`. A new directory gets its key file first, then is fsynced with
+/// its parents, so the metrics set aside in it survive a power cut and are found again by
+/// their key. A directory holding another key (a hash collision) is an error: that key's
+/// metrics go to the overflow.
+fn open_parked(
+    dir: &Path,
+    key: Option<&str>,
+    limit: usize,
+    sync: bool,
+) -> std::io::Result<DiskBuffer> {
+    let path = match key {
+        Some(key) => parked_dir(dir, key),
+        None => dir.join(PARKED_DIR).join(OVERFLOW_DIR),
+    };
+    if let Some(key) = key {
+        let key_file = path.join(PARKED_KEY_FILE);
+        match std::fs::read(&key_file) {
+            Ok(k) if k == key.as_bytes() => return Ok(DiskBuffer::open(&path, limit, sync)?.0),
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} holds another bucket's metrics", path.display()),
+                ));
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
         }
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => {}
-        Err(e) => return Err(e),
+        std::fs::create_dir_all(&path)?;
+        let mut f = std::fs::File::create(&key_file)?;
+        std::io::Write::write_all(&mut f, key.as_bytes())?;
+        f.sync_all()?;
     }
-    std::fs::create_dir_all(&path)?;
-    let mut f = std::fs::File::create(&key_file)?;
-    std::io::Write::write_all(&mut f, key.as_bytes())?;
-    f.sync_all()?;
     let (queue, _) = DiskBuffer::open(&path, limit, sync)?;
     for d in [path, dir.join(PARKED_DIR), dir.to_owned()] {
         std::fs::File::open(d)?.sync_all()?;
@@ -1032,8 +1106,9 @@ mod tests {
             m.tag("k").unwrap_or("").to_owned()
         }
 
-        fn kept_due(&self, key: &str) -> bool {
-            self.due.lock().unwrap().contains(&key)
+        fn kept_due_at(&self, key: &str) -> Option<Instant> {
+            let due = self.due.lock().unwrap().contains(&key);
+            (!due).then(|| Instant::now() + Duration::from_secs(3600))
         }
     }
 
@@ -1070,28 +1145,55 @@ mod tests {
 
     /// Regression (review of 0c78aa3): every refused bucket (a tag's value) got its own
     /// queue, so the queues (on disk a directory and two files open each) were unbounded.
-    /// Past [`MAX_PARKED_QUEUES`] a bucket's metrics stay in the main queue, once each.
+    ///
+    /// Regression (review of bbbd866): the metrics of the buckets beyond the cap were put
+    /// back in the main queue, so once they filled a batch every gather started a flush that
+    /// read, re-encoded and fsynced them all again (~200 MB a gather at a limit of a
+    /// million). They share the overflow queue, are no batch, and are not read before the
+    /// earliest of their buckets is due; then only those of the buckets still refused are
+    /// copied again.
     #[test]
-    fn refused_buckets_beyond_the_cap_stay_in_the_main_queue() {
+    fn refused_buckets_beyond_the_cap_wait_in_the_overflow_untouched() {
         let keys: Vec<&'static str> = (0..MAX_PARKED_QUEUES + 2)
             .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
             .collect();
+        let (refuse, due) = (Arc::new(Mutex::new(keys.clone())), Arc::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let out = ByKey {
-            refuse: Arc::new(Mutex::new(keys.clone())),
-            due: Arc::new(Mutex::new(Vec::new())),
-            seen: Arc::new(Mutex::new(Vec::new())),
+            refuse: refuse.clone(),
+            due: Arc::clone(&due),
+            seen: seen.clone(),
         };
         let spec = crate::outputs::find("file").expect("file output is registered");
         let mut ro = RunningOutput::new(spec, Box::new(out));
+        let dir = tempfile::tempdir().unwrap();
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        ro.batch_size = 2;
         for (t, k) in keys.iter().enumerate() {
             let t = t as i64;
             ro.add(&Metric::new("m", t).with_field("v", t).with_tag("k", *k));
         }
-        for _ in 0..2 {
-            assert!(ro.flush().is_err(), "every bucket refused");
-            assert_eq!(ro.parked.len(), MAX_PARKED_QUEUES);
-            assert_eq!((ro.buffered(), ro.buffer.len()), (keys.len(), 2));
+        assert!(ro.flush().is_err(), "every bucket refused");
+        assert_eq!(ro.parked.len(), MAX_PARKED_QUEUES + 1, "and the overflow");
+        assert_eq!((ro.buffered(), ro.buffer.len()), (keys.len(), 0));
+        assert!(!ro.batch_ready(), "the two beyond the cap are no batch");
+        seen.lock().unwrap().clear();
+        let before = super::bucket_tests::files(dir.path());
+        for _ in 0..3 {
+            assert_eq!(ro.flush(), Ok(0));
         }
+        assert!(seen.lock().unwrap().is_empty(), "nothing is due");
+        assert_eq!(super::bucket_tests::files(dir.path()), before);
+        // The earliest backoff in the overflow passes: `k65` is written, `k64` copied once.
+        refuse.lock().unwrap().pop();
+        *due.lock().unwrap() = vec![keys[MAX_PARKED_QUEUES + 1]];
+        let overflow = ro.parked.iter_mut().find(|p| p.key.is_none()).unwrap();
+        overflow.due_at = Instant::now();
+        assert_eq!(ro.flush(), Ok(1));
+        assert_eq!(*seen.lock().unwrap(), vec![vec![64, 65]]);
+        assert_eq!((ro.buffered(), ro.buffer.len()), (keys.len() - 1, 0));
+        assert!(!ro.parked_due(MAX_PARKED_QUEUES), "`k64` is in its backoff");
     }
 
     #[test]
@@ -1167,7 +1269,7 @@ mod bucket_tests {
     /// Regression (review of 0c78aa3): a bucket whose metrics could not be set aside (here a
     /// file where its directory goes) failed the flush after the other buckets' copies were
     /// made, so the main queue stalled and each retry set those aside again (duplicates).
-    /// Only that bucket's metrics stay in the main queue; the others are set aside, once.
+    /// Only that bucket's metrics go to the overflow; the others are set aside, once.
     #[test]
     fn a_bucket_that_cannot_be_set_aside_holds_up_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
@@ -1187,8 +1289,8 @@ mod bucket_tests {
         assert_eq!(buckets(&seen), ["a", "secret", "b", "a", "a"]);
         assert_eq!(
             (ro.buffered(), ro.parked_len()),
-            (6, 3),
-            "`b` in the main queue"
+            (6, 6),
+            "`b` in the overflow"
         );
         assert_eq!(ro.retry_in(), None);
         for _ in 0..3 {
@@ -1197,7 +1299,7 @@ mod bucket_tests {
         assert!(buckets(&seen).is_empty());
         assert_eq!(
             (ro.buffered(), ro.parked_len()),
-            (6, 3),
+            (6, 6),
             "nothing set aside twice"
         );
         assert_eq!(ro.stats.metrics_dropped, 0);
@@ -1299,7 +1401,7 @@ mod bucket_tests {
     }
 
     /// Every file under `dir` with its bytes, sorted by path.
-    fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    pub(super) fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         let mut all = Vec::new();
         let Ok(entries) = std::fs::read_dir(dir) else {
             return all;

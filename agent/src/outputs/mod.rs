@@ -17,15 +17,17 @@ pub trait Output: Send {
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError>;
 
     /// The queue a metric set aside after a [`WriteError::Kept`] waits in (influxdb_v2: its
-    /// bucket): each such queue holds the metrics of one key only and is read on its own.
+    /// bucket): each such queue holds the metrics of one key only and is read on its own
+    /// (but one, shared by the keys beyond a cap: see `running_output::MAX_PARKED_QUEUES`).
     fn kept_key(&self, _metric: &Metric) -> String {
         String::new()
     }
 
-    /// Whether the metrics set aside under `key` may be tried again now (influxdb_v2: that
-    /// bucket is not refused, or its backoff has passed). Until then their queue is not read.
-    fn kept_due(&self, _key: &str) -> bool {
-        true
+    /// When the metrics set aside under `key` may be tried again (influxdb_v2: the end of
+    /// that bucket's backoff); `None` (or a past instant): now. Until then their queue is not
+    /// read.
+    fn kept_due_at(&self, _key: &str) -> Option<std::time::Instant> {
+        None
     }
 
     /// No metric set aside under `key` is left (written, or dropped by the limit): the
@@ -69,7 +71,7 @@ pub enum WriteError {
     /// Every metric of the batch is settled (stored, or `rejected` of them refused for good)
     /// but those at `kept` (ascending indices into the batch), which the server refused for
     /// now on their own: influxdb_v2 with `bucket_tag`, a bucket the token may not write
-    /// (401/403). They are set aside (parked by [`Output::kept_key`], see [`Output::kept_due`]), so they never hold up
+    /// (401/403). They are set aside (parked by [`Output::kept_key`], see [`Output::kept_due_at`]), so they never hold up
     /// the metrics behind them, and the flush goes on: not a failure of the output (no
     /// backoff) unless the flush settled nothing and `refused` (the server answered a refusal
     /// in this write, not merely a bucket still in its backoff).

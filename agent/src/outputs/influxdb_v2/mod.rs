@@ -14,7 +14,7 @@
 //! asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a token
 //! refused everywhere costs one request per bucket per backoff, not one per batch; the
 //! metrics set aside wait in a queue per bucket ([`Output::kept_key`]), not read before
-//! then ([`Output::kept_due`]). A reload asks the
+//! then ([`Output::kept_due_at`]). A reload asks the
 //! refused buckets again at once (it may bring a new token) but remembers them: a refusal
 //! then goes on with the backoff it had reached, without a new warning; so does a bucket
 //! none of whose metrics waits any more (dropped by the limit: [`Output::forget_kept`]).
@@ -457,10 +457,8 @@ impl Output for InfluxDbV2 {
         self.bucket_of(metric).to_owned()
     }
 
-    fn kept_due(&self, bucket: &str) -> bool {
-        self.refused
-            .get(bucket)
-            .is_none_or(|(_, until)| *until <= Instant::now())
+    fn kept_due_at(&self, bucket: &str) -> Option<Instant> {
+        self.refused.get(bucket).map(|(_, until)| *until)
     }
 
     fn forget_kept(&mut self, bucket: &str) {
