@@ -13,8 +13,9 @@
 //! while they wait, a bucket's turn touches no other bucket's metrics, and a turn cut short
 //! leaves the rest of its queue where it was. On disk a queue is the directory
 //! `parked/<16 hex digits: FNV-1a 64 of the bucket>/` inside the buffer directory, with the
-//! bucket name in its file `bucket` (see `parked_dir`), made when first needed and removed
-//! when emptied (a crash during that removal can leave it to be replayed: duplicates, never
+//! bucket name in its file `bucket` (see `parked_dir`, `open_parked`; one torn by a crash
+//! does not hide its metrics: a restart tries them as the overflow's), made when first
+//! needed and removed when emptied (a crash during that removal can leave it to be replayed: duplicates, never
 //! loss). At most [`MAX_PARKED_QUEUES`] exist; the metrics of the buckets beyond them, or of
 //! one whose queue cannot be made or written, share one more queue, the overflow
 //! (`parked/overflow/`), read only when the earliest backoff of its buckets has passed (those
@@ -221,23 +222,21 @@ impl RunningOutput {
             for path in entries.flatten().map(|e| e.path()) {
                 // One queue that cannot be opened (damaged, out of file descriptors) is left
                 // on disk as it is; the others and the main queue are restored.
-                let opened = parked_key(&dir, &path).and_then(|key| {
-                    let key = match key {
-                        Some(k) => Some(k),
-                        None if path.ends_with(OVERFLOW_DIR) => None,
-                        None => return Ok(None),
-                    };
-                    let q = DiskBuffer::open(&path, self.buffer_limit, sync)?;
-                    Ok(Some((key, q)))
-                });
+                // A queue whose key file is lost (torn) holds metrics of an unknown bucket:
+                // walked as the overflow is (each metric goes by its own bucket), not lost; left
+                // empty, it is removed below.
+                let opened = parked_key(&dir, &path)
+                    .and_then(|key| Ok((key, DiskBuffer::open(&path, self.buffer_limit, sync)?)));
                 let (key, (q, r)) = match opened {
-                    Ok(Some(found)) => found,
-                    Ok(None) => continue,
+                    Ok(found) => found,
                     Err(e) => {
                         tracing::error!(output = %self.log_name(), "disk buffer: cannot open the parked queue {}, skipped: {e}", path.display());
                         continue;
                     }
                 };
+                if key.is_none() && !path.ends_with(OVERFLOW_DIR) && r.restored > 0 {
+                    warn!(output = %self.log_name(), "disk buffer: the parked queue {} lost the name of its bucket; its {} metrics are tried as those beyond the cap", path.display(), r.restored);
+                }
                 rec.restored += r.restored;
                 rec.truncated_bytes += r.truncated_bytes;
                 parked.push(Parked {
@@ -246,7 +245,7 @@ impl RunningOutput {
                         queue: q,
                         front: Vec::new(),
                     },
-                    // What waits in the overflow is not known: walked at once.
+                    // What waits without a key is not known: walked at once.
                     due_at: Instant::now(),
                 });
             }
@@ -851,7 +850,8 @@ fn parked_dir(dir: &Path, key: &str) -> PathBuf {
 const PARKED_KEY_FILE: &str = "bucket";
 
 /// The key of the parked queue in `path` (a directory of `parked/` in the buffer directory
-/// `dir`); None when `path` is not one (no key file, or the key does not hash to its name).
+/// `dir`); None when it has none (the overflow, or a key file missing or torn: its key does
+/// not hash to its name).
 fn parked_key(dir: &Path, path: &Path) -> std::io::Result<Option<String>> {
     let key = match std::fs::read(path.join(PARKED_KEY_FILE)) {
         Ok(k) => String::from_utf8(k).ok(),
@@ -864,8 +864,11 @@ fn parked_key(dir: &Path, path: &Path) -> std::io::Result<Option<String>> {
 /// Opens (or makes) the parked queue for `key` (`None`: the overflow, [`OVERFLOW_DIR`]) in
 /// the buffer directory `dir`. A new directory gets its key file first, then is fsynced with
 /// its parents, so the metrics set aside in it survive a power cut and are found again by
-/// their key. A directory holding another key (a hash collision) is an error: that key's
-/// metrics go to the overflow.
+/// their key: the key file is written whole or not at all (a temporary file, fsynced, then
+/// renamed). A directory holding another key (a hash collision) is an error: that key's
+/// metrics go to the overflow. One whose key file is torn (it does not hash to its name) is
+/// made again when its queue is empty; holding metrics (then those of an unknown bucket,
+/// walked as the overflow's after a restart) it is an error too.
 fn open_parked(
     dir: &Path,
     key: Option<&str>,
@@ -880,19 +883,25 @@ fn open_parked(
         let key_file = path.join(PARKED_KEY_FILE);
         match std::fs::read(&key_file) {
             Ok(k) if k == key.as_bytes() => return Ok(DiskBuffer::open(&path, limit, sync)?.0),
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{} holds another bucket's metrics", path.display()),
-                ));
+            Ok(k) => {
+                let collision = String::from_utf8(k).is_ok_and(|k| parked_dir(dir, &k) == path);
+                if collision || !DiskBuffer::open(&path, limit, sync)?.0.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        format!("{} holds another bucket's metrics", path.display()),
+                    ));
+                }
+                std::fs::remove_dir_all(&path)?;
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => {}
             Err(e) => return Err(e),
         }
         std::fs::create_dir_all(&path)?;
-        let mut f = std::fs::File::create(&key_file)?;
+        let tmp = path.join(format!("{PARKED_KEY_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut f, key.as_bytes())?;
         f.sync_all()?;
+        std::fs::rename(&tmp, &key_file)?;
     }
     let (queue, _) = DiskBuffer::open(&path, limit, sync)?;
     for d in [path, dir.join(PARKED_DIR), dir.to_owned()] {
@@ -1337,6 +1346,40 @@ mod bucket_tests {
         assert_eq!(ro.flush(), Ok(2));
         assert_eq!(buckets(&seen).len(), 1);
         assert!(!parked_dir(dir.path(), &long).exists());
+    }
+
+    /// Regression (review of bbbd866): a torn key file (a full disk or a power cut while it
+    /// was written) made its bucket look like a hash collision for ever, and a restart
+    /// ignored the directory with the metrics in it. Empty, it is made again; holding
+    /// metrics, a restart tries them as those beyond the cap: they are written, not lost.
+    #[test]
+    fn a_torn_bucket_key_file_blocks_nothing_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, _) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        let secret = parked_dir(dir.path(), "secret");
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join(PARKED_KEY_FILE), "sec").unwrap();
+        three_buckets(&mut ro, 0..3);
+        assert_eq!(ro.flush(), Ok(2));
+        let own = ro.parked.iter().any(|p| p.key.as_deref() == Some("secret"));
+        assert!(own, "set aside in its own queue");
+        ro.close();
+        std::fs::write(secret.join(PARKED_KEY_FILE), "").unwrap();
+        let (mut ro, seen) = routed(|_| ("204 No Content", ""), 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        assert_eq!(ro.buffered(), 1, "restored");
+        assert_eq!(ro.flush(), Ok(1));
+        assert_eq!(buckets(&seen), ["secret"]);
+        assert!(!secret.exists());
     }
 
     /// Regression (review of 8d62f7a): a parked segment that could not be read stopped the
