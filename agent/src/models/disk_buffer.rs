@@ -40,6 +40,13 @@ const ACK_FILE: &str = "ack";
 const LEGACY_ACK_FILE: &str = "acked";
 const ACK_SLOT: u64 = 32;
 
+#[cfg(test)]
+thread_local! {
+    /// Makes every durable push of this thread fail, as [`DiskBuffer::fail_syncs`] (for the
+    /// callers' tests, whose queues are made out of reach).
+    pub(crate) static FAIL_DURABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Where each buffered metric is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -319,7 +326,7 @@ impl DiskBuffer {
     /// `new_segment` (made by this push, or by [`DiskBuffer::open`]), its directory entry.
     fn sync_copies(&mut self, new_segment: bool) -> io::Result<()> {
         #[cfg(test)]
-        if self.fail_syncs {
+        if self.fail_syncs || FAIL_DURABLE.get() {
             return Err(io::Error::other("fsync failed (test)"));
         }
         if !self.sync {

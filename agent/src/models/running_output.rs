@@ -330,12 +330,19 @@ impl RunningOutput {
                     },
                     _ => Buffer::Memory(VecDeque::new()),
                 };
+                // Known only once it holds metrics: an empty one would be pruned, and the
+                // output told to forget the bucket's backoff (asked at every flush).
+                let mut queue = queue;
+                if let Err(e) = queue.push_durable(metrics) {
+                    discard(queue);
+                    return Err(e);
+                }
                 self.parked.push(Parked {
                     key: key.map(str::to_owned),
                     queue,
                     due_at: due,
                 });
-                self.parked.len() - 1
+                return Ok(());
             }
         };
         let p = &mut self.parked[i];
@@ -366,17 +373,7 @@ impl RunningOutput {
             if let Some(key) = &p.key {
                 self.output.forget_kept(key);
             }
-            let path = match &p.queue {
-                Buffer::Disk { queue, .. } => Some(queue.dir().to_owned()),
-                Buffer::Memory(_) => None,
-            };
-            // Closed (its lock released) before its directory goes.
-            drop(p.queue);
-            if let Some(path) = path
-                && let Err(e) = std::fs::remove_dir_all(path)
-            {
-                debug!(output = %self.log_name(), "cannot remove an empty parked queue: {e}");
-            }
+            discard(p.queue);
         }
     }
 
@@ -910,6 +907,21 @@ fn open_parked(
     Ok(queue)
 }
 
+/// Closes an empty parked queue and removes its directory when on disk.
+fn discard(queue: Buffer) {
+    let path = match &queue {
+        Buffer::Disk { queue, .. } => Some(queue.dir().to_owned()),
+        Buffer::Memory(_) => None,
+    };
+    // Closed (its lock released) before its directory goes.
+    drop(queue);
+    if let Some(path) = path
+        && let Err(e) = std::fs::remove_dir_all(path)
+    {
+        debug!("cannot remove an empty parked queue: {e}");
+    }
+}
+
 /// A random delay in `0..max` (collection and flush jitter, retry backoff).
 pub fn jitter_up_to(max: Duration) -> Duration {
     match max.as_nanos().min(u64::MAX as u128) as u64 {
@@ -1346,6 +1358,36 @@ mod bucket_tests {
         assert_eq!(ro.flush(), Ok(2));
         assert_eq!(buckets(&seen).len(), 1);
         assert!(!parked_dir(dir.path(), &long).exists());
+    }
+
+    /// Regression (review of bbbd866): a parked queue was registered before its first
+    /// metrics were pushed; when that push failed, the next flush pruned the empty queue and
+    /// so forgot the bucket's backoff: it was asked again at every flush.
+    #[test]
+    fn a_bucket_whose_first_set_aside_fails_keeps_its_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, seen) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..3);
+        super::super::disk_buffer::FAIL_DURABLE.set(true);
+        let _ = ro.flush();
+        super::super::disk_buffer::FAIL_DURABLE.set(false);
+        assert!(ro.parked.is_empty(), "no queue left empty");
+        assert!(!parked_dir(dir.path(), "secret").exists());
+        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
+        three_buckets(&mut ro, 3..6);
+        let _ = ro.flush();
+        assert!(
+            !buckets(&seen).contains(&"secret".to_owned()),
+            "in its backoff"
+        );
     }
 
     /// Regression (review of bbbd866): a torn key file (a full disk or a power cut while it
