@@ -22,8 +22,9 @@
 //! still refused are then copied to its end: once per backoff, not per flush); like every
 //! parked metric they never count towards a full batch.
 //! A full disk drops only the main queue's oldest segments (see `disk_buffer`), not parked
-//! ones (copies that do not fit are put back in the main queue, or dropped and counted when
-//! they do not fit there either); the limit drops parked metrics first.
+//! ones (copies that do not fit go to the overflow; when they do not fit there either, their
+//! batch stays where it was and the flush fails: sent again, duplicates rather than loss);
+//! the limit drops parked metrics first.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -515,8 +516,11 @@ impl RunningOutput {
     /// `n`. The copies are durable before the originals are forgotten. A key beyond
     /// [`MAX_PARKED_QUEUES`], or whose queue cannot take them (an I/O error), has its copies
     /// put at the end of the overflow instead, so one bucket's failure holds up neither the
-    /// others nor the main queue, and nothing is set aside twice.
-    fn park(&mut self, q: Option<usize>, n: usize, kept: Vec<Metric>) {
+    /// others nor the main queue, and nothing is set aside twice. When the overflow cannot
+    /// take them either (the disk fails), the `n` stay where they are and the error is
+    /// returned: the copies already set aside and the settled metrics are then sent again
+    /// (duplicates), but nothing is lost.
+    fn park(&mut self, q: Option<usize>, n: usize, kept: Vec<Metric>) -> std::io::Result<()> {
         let mut groups: Vec<(String, Vec<Metric>)> = Vec::new();
         for m in kept {
             let key = self.output.kept_key(&m);
@@ -543,17 +547,13 @@ impl RunningOutput {
                 rest.append(&mut metrics);
             }
         }
-        if let Some(due) = rest_due
-            && let Err(e) = self.set_aside(None, &mut rest, due)
-        {
-            // No queue can be written: as when new metrics cannot be.
-            let k = rest.len();
-            tracing::error!(output = %self.log_name(), "disk buffer write failed, {k} metrics lost: {e}");
-            self.count_drops(k);
+        if let Some(due) = rest_due {
+            self.set_aside(None, &mut rest, due)?;
         }
         if let Err(e) = self.queue(q).drain(n) {
             tracing::error!(output = %self.log_name(), "disk buffer: cannot record written metrics: {e}");
         }
+        Ok(())
     }
 
     /// Writes what is buffered, oldest first, one batch at a time; stops at the first failed
@@ -675,7 +675,10 @@ impl RunningOutput {
                     }
                     let settled = n - copies.len();
                     let rejected = rejected.min(settled);
-                    self.park(q, n, copies);
+                    if let Err(e) = self.park(q, n, copies) {
+                        let e = format!("disk buffer: cannot set aside kept metrics: {e}");
+                        return Err(WriteError::Retry(e));
+                    }
                     t.settled_any |= settled > 0;
                     self.stats.metrics_written += (settled - rejected) as u64;
                     self.stats.metrics_rejected += rejected as u64;
@@ -1388,6 +1391,33 @@ mod bucket_tests {
             !buckets(&seen).contains(&"secret".to_owned()),
             "in its backoff"
         );
+    }
+
+    /// Regression (review of bbbd866): kept metrics that no queue could take (the disk
+    /// failing) were counted dropped and their intact originals forgotten. The batch stays
+    /// where it was and the flush fails: its metrics are sent again (duplicates), not lost.
+    #[test]
+    fn kept_metrics_no_queue_can_take_stay_where_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ro, seen) = routed(
+            |line| match line.contains("bucket=secret") {
+                true => ("403 Forbidden", "no"),
+                false => ("204 No Content", ""),
+            },
+            4,
+        );
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..3);
+        super::super::disk_buffer::FAIL_DURABLE.set(true);
+        let failed = ro.flush();
+        super::super::disk_buffer::FAIL_DURABLE.set(false);
+        assert!(matches!(failed, Err(WriteError::Retry(_))), "{failed:?}");
+        assert_eq!((ro.buffer.len(), ro.stats.metrics_dropped), (3, 0));
+        assert_eq!(buckets(&seen), ["a", "secret", "b"]);
+        assert_eq!(ro.flush(), Ok(2), "sent again");
+        assert_eq!(buckets(&seen), ["a", "b"]);
+        assert_eq!((ro.buffered(), ro.parked_len()), (1, 1));
     }
 
     /// Regression (review of bbbd866): a torn key file (a full disk or a power cut while it
