@@ -17,7 +17,8 @@
 //! then ([`Output::kept_due_at`]). A reload asks the
 //! refused buckets again at once (it may bring a new token) but remembers them: a refusal
 //! then goes on with the backoff it had reached, without a new warning; so does a bucket
-//! none of whose metrics waits any more (dropped by the limit: [`Output::forget_kept`]).
+//! none of whose metrics waits any more (dropped by the limit: [`Output::forget_kept`]), and
+//! one let go when more than [`MAX_REFUSED`] are in their backoff.
 //! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
 //! write stops there and keeps the batch from its first metric not yet settled (what a 413
 //! split stored is not sent again, as without `bucket_tag`).
@@ -51,7 +52,7 @@ struct InfluxDbV2 {
     exclude_bucket_tag: bool,
     serializer: Serializer,
     /// Buckets that answered 401/403 (with `bucket_tag`): consecutive refusals, and no new
-    /// attempt before the instant.
+    /// attempt before the instant (at most [`MAX_REFUSED`], see [`InfluxDbV2::refuse`]).
     refused: HashMap<String, (u32, Instant)>,
     /// Buckets the output this one replaced (a reload) saw refused, and how often: asked at
     /// once (the reload may bring a new token), but a refusal goes on counting and is not
@@ -69,6 +70,10 @@ pub(crate) struct RefusedBuckets(pub(crate) HashMap<String, u32>);
 /// again would otherwise stay for ever (reloads hand them on).
 const MAX_WAS_REFUSED: usize = 1024;
 
+/// Most buckets `refused` holds: bucket names come from tags, and an entry otherwise goes
+/// only when its bucket accepts a write or none of its metrics waits.
+const MAX_REFUSED: usize = 1024;
+
 /// First wait before a refused bucket is asked again; it doubles up to [`REFUSED_MAX`].
 const REFUSED_MIN: Duration = Duration::from_secs(10);
 const REFUSED_MAX: Duration = Duration::from_secs(300);
@@ -81,6 +86,10 @@ fn refused_backoff(n: u32) -> Duration {
 }
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
+    Box::new(configure(opts))
+}
+
+fn configure(opts: &mut Options<'_, '_>) -> InfluxDbV2 {
     let settings = http::read_http_options(opts, "http://localhost:8086", false);
     let token = Secret::read(opts, "token", "token_file");
     let organization = opts.string("organization", "");
@@ -106,7 +115,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         omit_timestamp: opts.bool("influx_omit_timestamp", false),
         sort_fields: false,
     };
-    Box::new(InfluxDbV2 {
+    InfluxDbV2 {
         client: Client::new(settings),
         token,
         organization,
@@ -117,7 +126,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         refused: HashMap::new(),
         was_refused: HashMap::new(),
         remembered: 0,
-    })
+    }
 }
 
 /// What an answer of `/api/v2/write` means for the (sub)batch.
@@ -181,6 +190,20 @@ impl InfluxDbV2 {
             let oldest = self.was_refused.iter().min_by_key(|e| e.1.1);
             if let Some(b) = oldest.map(|e| e.0.clone()) {
                 self.was_refused.remove(&b);
+            }
+        }
+    }
+
+    /// Records `n` consecutive refusals of `bucket`, not asked again before `until`. Beyond
+    /// [`MAX_REFUSED`] buckets, another one, the first due (an expired one first), goes to
+    /// `was_refused`: asked at once next time, its refusals counting on.
+    fn refuse(&mut self, bucket: &str, n: u32, until: Instant) {
+        self.refused.insert(bucket.to_owned(), (n, until));
+        if self.refused.len() > MAX_REFUSED {
+            let others = self.refused.iter().filter(|e| e.0 != bucket);
+            let first = others.min_by_key(|e| e.1.1).map(|e| e.0.clone());
+            if let Some((b, (n, _))) = first.and_then(|b| self.refused.remove_entry(&b)) {
+                self.remember_refused(b, n);
             }
         }
     }
@@ -378,8 +401,7 @@ impl InfluxDbV2 {
                     } else {
                         debug!("bucket {bucket:?} refused again ({n} times): {msg}");
                     }
-                    self.refused
-                        .insert(bucket.clone(), (n, Instant::now() + wait));
+                    self.refuse(bucket, n, Instant::now() + wait);
                     let done = p.done.min(indices.len());
                     settled.push((&indices[..done], p.rejected));
                     kept.extend_from_slice(&indices[done..]);
@@ -567,6 +589,26 @@ mod tests {
             .and_then(|s| s.downcast::<RefusedBuckets>().ok())
             .map(|r| r.0.len());
         assert_eq!(kept, Some(MAX_WAS_REFUSED));
+    }
+
+    /// Regression (review of bbbd866): the buckets refused (bucket names come from tags)
+    /// left `refused` only when they accepted a write or none of their metrics waited, so
+    /// it grew without bound. At most [`MAX_REFUSED`]; the first due goes first.
+    #[test]
+    fn the_refused_buckets_are_capped() {
+        let (mut out, _) =
+            wk_core::testing::read_table("[influxdb_v2]\n  bucket_tag = \"b\"\n", configure);
+        let now = Instant::now();
+        out.refuse("expired", 3, now - Duration::from_secs(1));
+        for i in 0..MAX_REFUSED + 10 {
+            out.refuse(&format!("b{i}"), 1, now + Duration::from_secs(3600));
+        }
+        assert_eq!(out.refused.len(), MAX_REFUSED);
+        assert!(
+            !out.refused.contains_key("expired"),
+            "the first due went first"
+        );
+        assert_eq!(out.was_refused.get("expired").map(|r| r.0), Some(3));
     }
 
     #[test]
