@@ -24,7 +24,11 @@
 //! A full disk drops only the main queue's oldest segments (see `disk_buffer`), not parked
 //! ones (copies that do not fit go to the overflow; when they do not fit there either, their
 //! batch stays where it was and the flush fails: sent again, duplicates rather than loss);
-//! the limit drops parked metrics first.
+//! the limit drops parked metrics first, queue by queue, the first made first (a restart
+//! restores them in that order: by the time of their `bucket` file, the overflow last). The
+//! copies are fsynced before their originals are forgotten, but with `buffer_disk_sync =
+//! false` that the originals are gone is not: after a power cut a restart may replay them
+//! beside their copies (duplicates, never loss).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -240,18 +244,28 @@ impl RunningOutput {
                 }
                 rec.restored += r.restored;
                 rec.truncated_bytes += r.truncated_bytes;
-                parked.push(Parked {
-                    key,
-                    queue: Buffer::Disk {
-                        queue: q,
-                        front: Vec::new(),
+                // The key file is written once, when the queue is made.
+                let made = std::fs::metadata(path.join(PARKED_KEY_FILE)).and_then(|m| m.modified());
+                parked.push((
+                    made.ok(),
+                    Parked {
+                        key,
+                        queue: Buffer::Disk {
+                            queue: q,
+                            front: Vec::new(),
+                        },
+                        // What waits without a key is not known: walked at once.
+                        due_at: Instant::now(),
                     },
-                    // What waits without a key is not known: walked at once.
-                    due_at: Instant::now(),
-                });
+                ));
             }
         }
-        parked.sort_by(|a, b| a.key.cmp(&b.key));
+        // In the order they were made, so that the limit drops the oldest first, as before
+        // the restart; those without a key (made past the cap) after them.
+        parked.sort_by(|(ma, a), (mb, b)| {
+            (a.key.is_none(), ma, &a.key).cmp(&(b.key.is_none(), mb, &b.key))
+        });
+        let parked = parked.into_iter().map(|(_, p)| p).collect();
         // Anything already buffered in memory goes behind what the disk held (it is newer);
         // what was set aside is tried again from the main queue (set aside again if need be).
         let mut pending: Vec<Metric> = Vec::new();
@@ -1454,6 +1468,42 @@ mod bucket_tests {
         assert!(!secret.exists());
     }
 
+    /// Regression (review of bbbd866): a restart put the parked queues in the order of
+    /// their bucket names, so the limit then dropped whole buckets alphabetically instead of
+    /// the oldest queue first. They are restored in the order they were made.
+    #[test]
+    fn a_restart_keeps_the_parked_queues_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let refuse = |line: &str| match line.contains("bucket=ok") {
+            true => ("204 No Content", ""),
+            false => ("403 Forbidden", "no"),
+        };
+        let (mut ro, _) = routed(refuse, 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        for (t, bucket) in [(0, "z"), (1, "a")] {
+            let m = Metric::new("m", t).with_field("v", t);
+            ro.add(&m.with_tag("bucket", bucket));
+            assert!(ro.flush().is_err());
+        }
+        ro.close();
+        // Made a minute, then half a minute ago (file times may be coarser than the test).
+        let now = std::time::SystemTime::now();
+        for (bucket, ago) in [("z", 60), ("a", 30)] {
+            let key_file = parked_dir(dir.path(), bucket).join(PARKED_KEY_FILE);
+            let f = std::fs::File::options().write(true).open(key_file).unwrap();
+            f.set_modified(now - Duration::from_secs(ago)).unwrap();
+        }
+        let (mut ro, _) = routed(refuse, 4);
+        ro.buffer_limit = 2;
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        let m = Metric::new("m", 2).with_field("v", 2i64);
+        ro.add(&m.with_tag("bucket", "ok"));
+        let left: Vec<_> = ro.parked.iter().map(|p| p.key.as_deref()).collect();
+        assert_eq!(left, [Some("a")], "`z`, made first, went first");
+    }
+
     /// Regression (review of 8d62f7a): a parked segment that could not be read stopped the
     /// flush, so every bucket stalled behind it. It is logged and that bucket skipped.
     #[test]
@@ -1602,7 +1652,9 @@ mod bucket_tests {
         let before = files(&hidden);
         assert!(before.len() >= 2, "an ack and segments: {before:?}");
         assert_eq!(ro.flush(), Ok(3));
-        assert_eq!(buckets(&seen), ["hidden", "secret", "secret"]);
+        let mut asked = buckets(&seen);
+        asked.sort();
+        assert_eq!(asked, ["hidden", "secret", "secret"]);
         assert_eq!(files(&hidden), before, "`hidden` untouched");
         assert!(!parked_dir(dir.path(), "secret").exists());
         assert_eq!(ro.buffered(), 3);
@@ -1709,8 +1761,9 @@ mod bucket_tests {
         assert_eq!(ro.buffered(), 4, "the 4 metrics of `secret` wait");
     }
 
-    /// With a disk buffer, a restart finds exactly the refused bucket's metrics: the written
-    /// ones are not sent again, the kept ones not lost.
+    /// With a disk buffer, a restart (after a stop, not a power cut: see the module doc)
+    /// finds exactly the refused bucket's metrics: the written ones are not sent again, the
+    /// kept ones not lost.
     #[test]
     fn a_restart_finds_only_the_kept_metrics_in_the_disk_buffer() {
         let dir = tempfile::tempdir().unwrap();
