@@ -349,7 +349,17 @@ impl RunningOutput {
                 // output told to forget the bucket's backoff (asked at every flush).
                 let mut queue = queue;
                 if let Err(e) = queue.push_durable(metrics) {
-                    discard(queue);
+                    if queue.len() == 0 {
+                        discard(queue);
+                    } else {
+                        // A directory left at start (it could not be opened then) holds
+                        // metrics of its own: kept, and walked when the bucket is due.
+                        self.parked.push(Parked {
+                            key: key.map(str::to_owned),
+                            queue,
+                            due_at: due,
+                        });
+                    }
                     return Err(e);
                 }
                 self.parked.push(Parked {
@@ -1563,6 +1573,52 @@ mod bucket_tests {
         assert_eq!(restored, Some(3), "the main queue");
         assert!(ro.has_disk_buffer());
         assert_eq!(ro.flush(), Ok(3));
+    }
+
+    /// Regression (review of 4453d46): a queue left on disk at start (it could not be opened)
+    /// is reopened when its bucket is refused again; a failed first write into it removed the
+    /// whole directory, its earlier metrics with it.
+    #[test]
+    fn a_failed_set_aside_into_a_queue_left_at_start_keeps_its_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let refuse = |line: &str| match line.contains("bucket=secret") {
+            true => ("403 Forbidden", "no"),
+            false => ("204 No Content", ""),
+        };
+        let (mut ro, _) = routed(refuse, 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        three_buckets(&mut ro, 0..3);
+        assert_eq!(ro.flush(), Ok(2));
+        ro.close();
+        let queue = parked_dir(dir.path(), "secret");
+        let ack = queue.join("ack");
+        let bytes = std::fs::read(&ack).unwrap();
+        std::fs::remove_file(&ack).unwrap();
+        std::fs::create_dir(&ack).unwrap();
+        let (mut ro, _) = routed(refuse, 4);
+        ro.set_disk_buffer(dir.path().to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        std::fs::remove_dir(&ack).unwrap();
+        std::fs::write(&ack, bytes).unwrap();
+        let before = files(&queue);
+        three_buckets(&mut ro, 3..6);
+        super::super::disk_buffer::FAIL_DURABLE.set(true);
+        let _ = ro.flush();
+        super::super::disk_buffer::FAIL_DURABLE.set(false);
+        let after = files(&queue);
+        let segments = |all: &[(std::path::PathBuf, Vec<u8>)]| {
+            all.iter()
+                .filter(|(p, b)| p.extension().is_some_and(|e| e == "seg") && !b.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(!segments(&before).is_empty());
+        assert_eq!(
+            segments(&after),
+            segments(&before),
+            "the earlier metrics are kept"
+        );
     }
 
     /// Every file under `dir` with its bytes, sorted by path.
