@@ -18,8 +18,8 @@
 //! needed and removed when emptied (a crash during that removal can leave it to be replayed: duplicates, never
 //! loss). At most [`MAX_PARKED_QUEUES`] exist; the metrics of the buckets beyond them, or of
 //! one whose queue cannot be made or written, share one more queue, the overflow
-//! (`parked/overflow/`), read only when the earliest backoff of its buckets has passed (those
-//! still refused are then copied to its end: once per backoff, not per flush); like every
+//! (`parked/overflow/`), read only when the earliest backoff of its buckets has passed, and
+//! at most every 5 min (those still refused are then copied to its end); like every
 //! parked metric they never count towards a full batch.
 //! A full disk drops only the main queue's oldest segments (see `disk_buffer`), not parked
 //! ones (copies that do not fit go to the overflow; when they do not fit there either, their
@@ -82,7 +82,7 @@ pub struct RunningOutput {
     /// [`Output::kept_key`] in the order they were made (none empty): they share
     /// `buffer_limit` with `buffer` (and go first when it is passed), are not counted towards
     /// a full batch, and a queue is read only when the output says its key is due
-    /// ([`Output::kept_due`]), so a flush with every refused bucket in its backoff costs
+    /// ([`Output::kept_due_at`]), so a flush with every refused bucket in its backoff costs
     /// nothing for them.
     parked: Vec<Parked>,
     /// The warning that [`MAX_PARKED_QUEUES`] was reached has been logged.
@@ -107,9 +107,9 @@ const PARKED_DIR: &str = "parked";
 /// Most parked queues of one bucket an output keeps (each a directory and two open files with
 /// a disk buffer); bucket names come from tags, so without a cap they would be unbounded. The
 /// metrics of the refused buckets beyond it share one more queue, the overflow
-/// (`parked/overflow/` on disk), walked only when the earliest of their backoffs has passed:
-/// then those of a bucket still in its backoff are copied to its end (rewritten once per
-/// backoff, not once per flush), and they never count towards a full batch.
+/// (`parked/overflow/` on disk), walked only when the earliest of their backoffs has passed,
+/// and at most every 5 min: then those of a bucket still in its backoff are copied to its
+/// end, and they never count towards a full batch.
 pub const MAX_PARKED_QUEUES: usize = 64;
 
 /// The overflow queue's directory in [`PARKED_DIR`].
@@ -586,7 +586,7 @@ impl RunningOutput {
     /// flush; nor do metrics refused for now on their own ([`WriteError::Kept`]: a bucket the
     /// token may not write): they are set aside in the parked queue of their bucket, and the
     /// flush goes on with the metrics behind them. The parked queues are walked first, each
-    /// only when the output says its bucket is due ([`Output::kept_due`]), and only as far as
+    /// only when the output says its bucket is due ([`Output::kept_due_at`]), and only as far as
     /// the bucket accepts: what it refuses again, or what a failure leaves, stays where it
     /// is, untouched. A flush that settled nothing and received a refusal fails (and backs
     /// off) as any other; metrics only skipped for a bucket's backoff are no failure. Returns
@@ -600,15 +600,22 @@ impl RunningOutput {
             .into_iter()
             .try_for_each(|i| {
                 // The overflow's next turn: the earliest bucket it sets aside again, at the
-                // latest in 10 min (a queue that cannot be read is not retried every flush);
-                // now when the walk is cut short (what it did not reach is not known).
+                // latest in 10 min (a queue that cannot be read is not retried every flush),
+                // and not before 5 min (buckets refused at different times would otherwise
+                // have it read and rewritten whole at nearly every flush); now when the walk
+                // is cut short (what it did not reach is not known).
                 let many = self.parked[i].key.is_none();
+                let started = Instant::now();
                 if many {
-                    self.parked[i].due_at = Instant::now() + MAX_RETRY_AFTER;
+                    self.parked[i].due_at = started + MAX_RETRY_AFTER;
                 }
                 let walked = self.walk(Some(i), &mut t);
-                if many && walked.is_err() {
-                    self.parked[i].due_at = Instant::now();
+                if many {
+                    let p = &mut self.parked[i];
+                    p.due_at = match walked {
+                        Ok(()) => p.due_at.max(started + OVERFLOW_GAP),
+                        Err(_) => Instant::now(),
+                    };
                 }
                 walked
             });
@@ -949,6 +956,9 @@ fn discard(queue: Buffer) {
     }
 }
 
+/// The least time between two reads of the overflow queue (each reads and rewrites it whole).
+const OVERFLOW_GAP: Duration = Duration::from_secs(300);
+
 /// A random delay in `0..max` (collection and flush jitter, retry backoff).
 pub fn jitter_up_to(max: Duration) -> Duration {
     match max.as_nanos().min(u64::MAX as u128) as u64 {
@@ -1242,6 +1252,16 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), vec![vec![64, 65]]);
         assert_eq!((ro.buffered(), ro.buffer.len()), (keys.len() - 1, 0));
         assert!(!ro.parked_due(MAX_PARKED_QUEUES), "`k64` is in its backoff");
+        // `k64` due at every flush (refused again, copied with its due time now): the
+        // overflow, read whole once, is not read again before 5 min.
+        *due.lock().unwrap() = vec![keys[MAX_PARKED_QUEUES]];
+        let overflow = ro.parked.iter_mut().find(|p| p.key.is_none()).unwrap();
+        overflow.due_at = Instant::now();
+        seen.lock().unwrap().clear();
+        let _ = ro.flush();
+        assert_eq!(*seen.lock().unwrap(), vec![vec![64]]);
+        let _ = ro.flush();
+        assert_eq!(seen.lock().unwrap().len(), 1, "not read again so soon");
     }
 
     #[test]
