@@ -79,12 +79,20 @@ pub async fn gather_once(plan: &mut Plan, wait_twice: bool) -> Vec<(String, Gath
 /// that an output's position among those of its plugin is its position in the config.
 #[must_use = "unsent metrics are handed to the reloaded outputs or logged as lost"]
 #[derive(Default)]
-pub struct Unsent(Vec<(PluginKey, String, Vec<Metric>)>);
+pub struct Unsent(Vec<(PluginKey, String, Leftover)>);
+
+/// What one output leaves at a stop: its unsent metrics (memory buffer) and its plugin's
+/// state for a reload.
+#[derive(Default)]
+pub struct Leftover {
+    pub metrics: Vec<Metric>,
+    pub state: Option<crate::outputs::HandOver>,
+}
 
 impl Unsent {
     /// Metrics left, all outputs together.
     pub fn len(&self) -> usize {
-        self.0.iter().map(|(_, _, m)| m.len()).sum()
+        self.0.iter().map(|(_, _, l)| l.metrics.len()).sum()
     }
 
     /// True when every output wrote everything.
@@ -98,14 +106,17 @@ impl Unsent {
     /// dropped.
     pub fn hand_over(self, outputs: &mut [RunningOutput], stats: &SelfStats) {
         let mut seen: Vec<PluginKey> = Vec::new();
-        for (key, name, metrics) in self.0 {
+        for (key, name, Leftover { metrics, state }) in self.0 {
             // The n-th old output of this plugin and alias goes to the n-th new one.
             let n = seen.iter().filter(|k| **k == key).count();
             seen.push(key.clone());
+            let mut next = outputs.iter_mut().filter(|o| o.stats_key() == key).nth(n);
+            if let (Some(o), Some(state)) = (next.as_deref_mut(), state) {
+                o.take_over(state);
+            }
             if metrics.is_empty() {
                 continue;
             }
-            let next = outputs.iter_mut().filter(|o| o.stats_key() == key).nth(n);
             match next {
                 Some(o) => {
                     info!(output = %name, metrics = metrics.len(), "unsent metrics kept across the reload");
@@ -126,7 +137,9 @@ impl Unsent {
 
     /// At exit: says what is lost.
     pub fn log_lost(self) {
-        for (_, name, metrics) in self.0.into_iter().filter(|(_, _, m)| !m.is_empty()) {
+        for (_, name, Leftover { metrics, .. }) in
+            self.0.into_iter().filter(|(_, _, l)| !l.metrics.is_empty())
+        {
             error!(output = %name, dropped = metrics.len(),
                 "metrics could not be written before shutdown; lost (buffer_strategy = \"disk\" keeps them)");
         }
@@ -554,8 +567,8 @@ struct OutputReport {
     stats: WriteCounts,
     buffered: usize,
     write_time: Option<Duration>,
-    /// After the last job: what the memory buffer could not write.
-    unsent: Vec<Metric>,
+    /// After the last job: what the memory buffer could not write, and the plugin's state.
+    unsent: Leftover,
 }
 
 /// A long-lived thread that owns one output: its buffer (memory or disk, with its fsyncs)
@@ -596,11 +609,14 @@ impl OutputWorker {
                             write_time = Some(started.elapsed());
                         }
                     }
-                    let mut unsent = Vec::new();
+                    let mut unsent = Leftover::default();
                     let mut buffered = ro.buffered();
                     if job.flush == FlushKind::Last {
                         // The caller decides: handed to the reloaded output, or lost at exit.
-                        unsent = ro.take_unsent();
+                        unsent = Leftover {
+                            metrics: ro.take_unsent(),
+                            state: ro.hand_over(),
+                        };
                         buffered = ro.buffered();
                         if last_failed && buffered > 0 {
                             warn!(output = %ro.log_name(), unsent = buffered,
@@ -664,7 +680,7 @@ async fn output_loop(
     timing: Flushing,
     mut stop: watch::Receiver<bool>,
     mut reporter: Reporter,
-) -> Option<Vec<Metric>> {
+) -> Option<Leftover> {
     let name = ro.log_name();
     let limit = ro.buffer_limit;
     let worker = match OutputWorker::spawn(ro) {
@@ -827,11 +843,14 @@ mod tests {
         let mut plan = crate::config::load(&crate::config::LoadRequest::new(vec![conf])).unwrap();
         let key = plan.outputs[0].stats_key();
         let unsent = Unsent(vec![
-            (key.clone(), "outputs.file".into(), Vec::new()),
+            (key.clone(), "outputs.file".into(), Leftover::default()),
             (
                 key.clone(),
                 "outputs.file".into(),
-                vec![Metric::new("m", 1)],
+                Leftover {
+                    metrics: vec![Metric::new("m", 1)],
+                    state: None,
+                },
             ),
         ]);
         unsent.hand_over(&mut plan.outputs, &plan.stats);
@@ -840,11 +859,14 @@ mod tests {
         // Removed by the reload (one output of the plugin left): dropped and counted.
         plan.outputs.truncate(1);
         let unsent = Unsent(vec![
-            (key.clone(), "outputs.file".into(), Vec::new()),
+            (key.clone(), "outputs.file".into(), Leftover::default()),
             (
                 key.clone(),
                 "outputs.file".into(),
-                vec![Metric::new("m", 2)],
+                Leftover {
+                    metrics: vec![Metric::new("m", 2)],
+                    state: None,
+                },
             ),
         ]);
         unsent.hand_over(&mut plan.outputs, &plan.stats);
@@ -852,6 +874,37 @@ mod tests {
         let (_, outputs) = plan.stats.read();
         let (_, st) = outputs.iter().find(|(k, _)| *k == key).unwrap();
         assert_eq!(st.counts.metrics_dropped, 1);
+    }
+
+    /// A reload hands each output's plugin state (influxdb_v2: its refused buckets) to the
+    /// output at the same position, with or without unsent metrics (a disk buffer's stay on
+    /// disk).
+    #[test]
+    fn plugin_state_goes_to_the_output_at_the_same_position() {
+        use crate::outputs::influxdb_v2::RefusedBuckets;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("a.conf");
+        std::fs::write(
+            &conf,
+            "[[inputs.mem]]\n[[outputs.influxdb_v2]]\n  bucket_tag = \"b\"\n",
+        )
+        .unwrap();
+        let mut plan = crate::config::load(&crate::config::LoadRequest::new(vec![conf])).unwrap();
+        let key = plan.outputs[0].stats_key();
+        let refused = RefusedBuckets([("secret".to_owned(), 3)].into());
+        let unsent = Unsent(vec![(
+            key,
+            "outputs.influxdb_v2".into(),
+            Leftover {
+                metrics: Vec::new(),
+                state: Some(Box::new(refused)),
+            },
+        )]);
+        unsent.hand_over(&mut plan.outputs, &plan.stats);
+        let state = plan.outputs[0]
+            .hand_over()
+            .and_then(|s| s.downcast::<RefusedBuckets>().ok());
+        assert_eq!(state.and_then(|s| s.0.get("secret").copied()), Some(3));
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn log_errors(results: &[(String, GatherOutcome)]) -> bool {
 }
 
 /// `--once`: gathers once, writes to every output and closes them. False when an input
-/// failed or metrics could not be written.
+/// failed or metrics could not be written (any left in a buffer after its flush).
 pub async fn once(mut plan: Plan) -> bool {
     for o in plan.outputs.iter_mut() {
         agent::open_disk_buffer(o);
@@ -81,6 +81,18 @@ pub async fn once(mut plan: Plan) -> bool {
     for o in plan.outputs.iter_mut() {
         if let Err(e) = o.flush() {
             error!(output = %o.log_name(), unsent = o.buffered(), "write failed: {e}");
+            ok = false;
+        }
+        // A flush may succeed and still leave metrics (influxdb_v2: a bucket refused with
+        // 401/403 keeps its own): they were not written, so the run failed.
+        let left = o.buffered();
+        if left > 0 {
+            match o.has_disk_buffer() {
+                true => {
+                    error!(output = %o.log_name(), "{left} metric(s) not written: kept in the disk buffer for the next run")
+                }
+                false => error!(output = %o.log_name(), "{left} metric(s) not written are lost"),
+            }
             ok = false;
         }
         o.close();

@@ -115,3 +115,73 @@ async fn a_reload_during_an_outage_keeps_the_unsent_metrics() {
     let (_, s) = outputs.iter().find(|(k, _)| *k == key).unwrap();
     assert_eq!(s.counts.metrics_dropped, 0, "{s:?}");
 }
+
+/// A server for the influxdb_v2 output: 403 for writes to bucket `secret`, 204 for others.
+fn refusing_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then the body by Content-Length.
+            let (head, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    break (head, i + 4 + len);
+                }
+            };
+            while buf.len() < len {
+                match s.read(&mut chunk) {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let status = match head.lines().next().unwrap_or("").contains("bucket=secret") {
+                true => "403 Forbidden",
+                false => "204 No Content",
+            };
+            let _ = s.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    url
+}
+
+/// Regression (review of 1d28d1f): `--once` with influxdb_v2 `bucket_tag` wrote one bucket,
+/// kept the metrics of a bucket refused with 403, and exited 0 while they were lost. Metrics
+/// left in a buffer after the flush make the run fail.
+#[tokio::test]
+async fn once_fails_when_a_refused_bucket_leaves_metrics_unwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("once.conf");
+    let url = refusing_server();
+    std::fs::write(
+        &conf,
+        format!(
+            "[[inputs.mem]]\n  [inputs.mem.tags]\n    bucket = \"secret\"\n\
+             [[inputs.system]]\n  [inputs.system.tags]\n    bucket = \"open\"\n\
+             [[outputs.influxdb_v2]]\n  urls = [\"{url}\"]\n  bucket = \"main\"\n  bucket_tag = \"bucket\"\n"
+        ),
+    )
+    .unwrap();
+    let plan = config::load(&LoadRequest::new(vec![conf])).unwrap();
+    assert!(
+        !daemon::once(plan).await,
+        "the refused bucket's metrics were not written"
+    );
+}

@@ -19,6 +19,11 @@
 //!
 //! Only an index (segment, offset, length) per metric lives in memory; payloads are read back
 //! from disk one batch at a time.
+//!
+//! Metrics leave only from the front, so the ack record always describes the queue: metrics
+//! an output keeps while it settles the rest of their batch (a bucket refused for now) are
+//! appended to another queue ([`DiskBuffer::push_durable`]) rather than left in place, which
+//! would hold every later segment on disk and make a restart replay what was written.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -34,6 +39,13 @@ const MAX_RECORD: u32 = 16 << 20;
 const ACK_FILE: &str = "ack";
 const LEGACY_ACK_FILE: &str = "acked";
 const ACK_SLOT: u64 = 32;
+
+#[cfg(test)]
+thread_local! {
+    /// Makes every durable push of this thread fail, as [`DiskBuffer::fail_syncs`] (for the
+    /// callers' tests, whose queues are made out of reach).
+    pub(crate) static FAIL_DURABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Where each buffered metric is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +73,17 @@ pub struct DiskBuffer {
     index: VecDeque<Entry>,
     /// Segment being appended to, and its length.
     head: (u64, File, u64),
+    /// The head segment's directory entry is known durable (fsynced since it was made).
+    head_entry_synced: bool,
     /// The ack slots, and the sequence number of the last write.
     ack_file: File,
     ack_seq: u64,
+    /// Data and directory fsyncs forced by [`DiskBuffer::push_durable`] (for tests).
+    #[cfg(test)]
+    forced_syncs: (u32, u32),
+    /// Makes those fsyncs fail (for tests).
+    #[cfg(test)]
+    fail_syncs: bool,
 }
 
 impl DiskBuffer {
@@ -123,12 +143,22 @@ impl DiskBuffer {
             segment_bytes: segment_bytes_for(dir),
             index,
             head,
+            head_entry_synced: false,
             ack_file,
             ack_seq,
+            #[cfg(test)]
+            forced_syncs: (0, 0),
+            #[cfg(test)]
+            fail_syncs: false,
         };
         buf.write_ack()?;
         let _ = fs::remove_file(dir.join(LEGACY_ACK_FILE));
         Ok((buf, rec))
+    }
+
+    /// The directory it lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Metrics waiting.
@@ -144,6 +174,19 @@ impl DiskBuffer {
     /// Appends metrics; when the limit is passed, or the disk is full, the oldest are dropped.
     /// Returns how many were dropped. An error means these metrics could not be stored.
     pub fn push(&mut self, metrics: &[Metric]) -> io::Result<usize> {
+        self.push_with(metrics, false)
+    }
+
+    /// [`DiskBuffer::push`], fsynced (with the directory when they started a segment) even
+    /// without `sync`, for metrics whose originals the caller forgets elsewhere next, and not
+    /// bounded by the limit (the caller keeps its queues within it). All or nothing: on any
+    /// error (a full disk included: nothing is dropped for them) the queue is as it was, and
+    /// the caller keeps the originals.
+    pub fn push_durable(&mut self, metrics: &[Metric]) -> io::Result<()> {
+        self.push_with(metrics, true).map(|_| ())
+    }
+
+    fn push_with(&mut self, metrics: &[Metric], durable: bool) -> io::Result<usize> {
         let mut buf = Vec::with_capacity(metrics.len() * 96);
         let mut records = Vec::with_capacity(metrics.len());
         for m in metrics {
@@ -157,7 +200,7 @@ impl DiskBuffer {
         let (seg, start) = loop {
             match self.append(&buf) {
                 Ok(at) => break at,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && !durable => {
                     let freed = self.drop_oldest_segment()?;
                     if freed == 0 {
                         return Err(e);
@@ -167,13 +210,24 @@ impl DiskBuffer {
                 Err(e) => return Err(e),
             }
         };
+        if durable && let Err(e) = self.sync_copies(!self.head_entry_synced) {
+            // Not stored: cut the records off (the file is opened to append), so that a
+            // restart does not find them beside the originals.
+            let _ = self.head.1.set_len(start);
+            self.head.2 = start;
+            return Err(e);
+        }
         self.index
             .extend(records.into_iter().map(|(rel, len)| Entry {
                 segment: seg,
                 offset: start + rel,
                 len,
             }));
-        let over = self.index.len().saturating_sub(self.limit);
+        // Durable copies are not bounded here: their originals, still in a queue, go next.
+        let over = match durable {
+            true => 0,
+            false => self.index.len().saturating_sub(self.limit),
+        };
         if over > 0 {
             self.ack(over)?;
         }
@@ -184,6 +238,7 @@ impl DiskBuffer {
     fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
         if self.head.2 >= self.segment_bytes {
             self.head = open_segment(&self.dir, self.head.0 + 1)?;
+            self.head_entry_synced = false;
         }
         let (seg, start) = (self.head.0, self.head.2);
         let written = self.head.1.write_all(buf).and_then(|_| {
@@ -219,6 +274,7 @@ impl DiskBuffer {
             // file being deleted is no longer written to.
             let _ = self.head.1.set_len(0);
             self.head = open_segment(&self.dir, self.head.0 + 1)?;
+            self.head_entry_synced = false;
         }
         self.ack(n)?;
         Ok(n)
@@ -263,6 +319,36 @@ impl DiskBuffer {
     pub fn ack(&mut self, n: usize) -> io::Result<()> {
         let n = n.min(self.index.len());
         self.index.drain(..n);
+        self.forget_files()
+    }
+
+    /// Makes the head segment's data durable (unless every append already is) and, when
+    /// `new_segment` (made by this push, or by [`DiskBuffer::open`]), its directory entry.
+    fn sync_copies(&mut self, new_segment: bool) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs || FAIL_DURABLE.get() {
+            return Err(io::Error::other("fsync failed (test)"));
+        }
+        if !self.sync {
+            self.head.1.sync_data()?;
+            #[cfg(test)]
+            {
+                self.forced_syncs.0 += 1;
+            }
+        }
+        if new_segment {
+            File::open(&self.dir)?.sync_all()?;
+            self.head_entry_synced = true;
+            #[cfg(test)]
+            {
+                self.forced_syncs.1 += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments before the first metric waiting and records its position.
+    fn forget_files(&mut self) -> io::Result<()> {
         let keep_from = self.index.front().map_or(self.head.0, |e| e.segment);
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -515,6 +601,65 @@ mod tests {
             .with_field("u", u64::MAX)
             .with_field("b", true)
             .with_field("s", "x\"y")
+    }
+
+    /// Regression (review of 1d28d1f): with `buffer_disk_sync = false`, metrics set aside
+    /// could have their originals forgotten while the copies were not yet on disk, so a
+    /// power cut could lose them. The copies (and a new segment's directory entry) are synced
+    /// first.
+    ///
+    /// Regression (review of 0c78aa3): the segment `open` makes was taken as synced, so after
+    /// a power cut the first copies in it could be missing while the ack moved past their
+    /// originals. Its directory entry is synced at its first durable push too.
+    #[test]
+    fn durable_copies_are_synced_even_without_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        b.push(&[metric(1)]).unwrap();
+        b.push_durable(&[metric(2)]).unwrap();
+        assert_eq!(b.forced_syncs, (1, 1), "the copy and open's segment synced");
+        b.push_durable(&[metric(2)]).unwrap();
+        assert_eq!(b.forced_syncs, (2, 1), "the copy synced, same segment");
+        b.segment_bytes = 1;
+        let seg = b.head.0;
+        b.push_durable(&[metric(3)]).unwrap();
+        assert_ne!(b.head.0, seg, "the copy went to a new segment");
+        assert_eq!(b.forced_syncs, (3, 2), "and its directory entry synced");
+    }
+
+    /// Regression (review of 8d62f7a): copies whose fsync failed stayed in the queue while
+    /// the caller, told they failed, kept (and later sent) the originals too. A failed
+    /// durable push leaves the queue as it was, on disk too; so does any append error.
+    #[test]
+    fn a_failed_durable_push_leaves_the_queue_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        b.push(&[metric(1)]).unwrap();
+        b.fail_syncs = true;
+        assert!(b.push_durable(&[metric(2)]).is_err());
+        assert_eq!(b.len(), 1);
+        b.fail_syncs = false;
+        b.segment_bytes = 1;
+        fs::remove_dir_all(dir.path()).unwrap();
+        assert!(
+            b.push_durable(&[metric(3)]).is_err(),
+            "no directory for a segment"
+        );
+        assert_eq!(b.len(), 1);
+        fs::create_dir(dir.path()).unwrap();
+        drop(b);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        b.push(&[metric(1)]).unwrap();
+        b.fail_syncs = true;
+        assert!(b.push_durable(&[metric(2)]).is_err());
+        b.fail_syncs = false;
+        b.push(&[metric(3)]).unwrap();
+        drop(b);
+        let (mut b, rec) = DiskBuffer::open(dir.path(), 100, false).unwrap();
+        assert_eq!(rec.restored, 2);
+        let times: Vec<i64> = b.peek(10).unwrap().0.iter().map(|m| m.time).collect();
+        assert_eq!(times, [1, 3], "the failed copy is not on disk");
     }
 
     #[test]

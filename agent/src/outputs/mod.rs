@@ -16,9 +16,41 @@ pub trait Output: Send {
     /// which metrics leave the buffer and which are kept for a later retry.
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError>;
 
+    /// The queue a metric set aside after a [`WriteError::Kept`] waits in (influxdb_v2: its
+    /// bucket): each such queue holds the metrics of one key only and is read on its own
+    /// (but one, shared by the keys beyond a cap: see `running_output::MAX_PARKED_QUEUES`).
+    fn kept_key(&self, _metric: &Metric) -> String {
+        String::new()
+    }
+
+    /// When the metrics set aside under `key` may be tried again (influxdb_v2: the end of
+    /// that bucket's backoff); `None` (or a past instant): now. Until then their queue is not
+    /// read.
+    fn kept_due_at(&self, _key: &str) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// No metric set aside under `key` is left (written, or dropped by the limit): the
+    /// output may forget what it knew about it (influxdb_v2: the bucket's backoff, so that a
+    /// new metric for it is asked at once; the count of refusals goes on).
+    fn forget_kept(&mut self, _key: &str) {}
+
+    /// At a reload: what the output that replaces this one should know (influxdb_v2: the
+    /// buckets refused so far), given to its [`Output::take_over`].
+    fn hand_over(&mut self) -> Option<HandOver> {
+        None
+    }
+
+    /// Takes what the output this one replaces handed over (a state of another type, from
+    /// another plugin, is ignored).
+    fn take_over(&mut self, _state: HandOver) {}
+
     /// Flushes and releases resources at shutdown or reload.
     fn close(&mut self) {}
 }
+
+/// An output's state handed to the output that replaces it at a reload.
+pub type HandOver = Box<dyn std::any::Any + Send>;
 
 /// Why a batch was not (entirely) written, and what becomes of its metrics.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +68,20 @@ pub enum WriteError {
     /// `metrics_rejected`.
     #[error("{rejected} metric(s) rejected: {reason}")]
     Rejected { rejected: usize, reason: String },
+    /// Every metric of the batch is settled (stored, or `rejected` of them refused for good)
+    /// but those at `kept` (ascending indices into the batch), which the server refused for
+    /// now on their own: influxdb_v2 with `bucket_tag`, a bucket the token may not write
+    /// (401/403). They are set aside (parked by [`Output::kept_key`], see [`Output::kept_due_at`]), so they never hold up
+    /// the metrics behind them, and the flush goes on: not a failure of the output (no
+    /// backoff) unless the flush settled nothing and `refused` (the server answered a refusal
+    /// in this write, not merely a bucket still in its backoff).
+    #[error("{reason} ({} metric(s) kept for a later retry, {rejected} rejected, the others written)", kept.len())]
+    Kept {
+        kept: Vec<usize>,
+        rejected: usize,
+        reason: String,
+        refused: bool,
+    },
     /// Only the first `done` metrics of the batch are settled (stored, or `rejected` of them
     /// refused for good); the rest stays at the head of the buffer for a retry, for `reason`
     /// (a batch split after HTTP 413 whose second half failed).

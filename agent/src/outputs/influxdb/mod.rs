@@ -423,54 +423,14 @@ mod tests {
     /// and a WARN went out before every write.
     #[test]
     fn a_creation_refused_with_a_2xx_is_not_tried_before_every_write() {
-        use std::io::{Read, Write};
-        use std::sync::{Arc, Mutex};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-        let log = seen.clone();
-        // One request per connection (the answers close it), recorded before it is answered.
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut s) = conn else { continue };
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    let n = s.read(&mut chunk).unwrap_or(0);
-                    if n == 0 {
-                        break None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break Some(i + 4);
-                    }
-                };
-                let Some(head_end) = head_end else { continue };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    let n = s.read(&mut chunk).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let line = head.lines().next().unwrap_or("").to_owned();
-                let answer = if line.starts_with("post /query") {
-                    let body = r#"{"results":[{"statement_id":0,"error":"not implemented: CREATE DATABASE"}]}"#;
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_owned()
-                };
-                log.lock().expect("lock").push(line);
-                let _ = s.write_all(answer.as_bytes());
+        let (url, seen) = http::test_server(|line| {
+            if line.starts_with("post /query") {
+                (
+                    "200 OK",
+                    r#"{"results":[{"statement_id":0,"error":"not implemented: CREATE DATABASE"}]}"#,
+                )
+            } else {
+                ("204 No Content", "")
             }
         });
         let paths = crate::hostpaths::HostPaths::default();

@@ -6,9 +6,27 @@
 //! (a token problem is fixed by the operator, not by dropping data); 429/502/503/504 keep
 //! it and honour `Retry-After` (up to 10 min); other 4xx reject the (sub)batch for good;
 //! other statuses and transport errors keep it. The shared HTTP code lives in
-//! `outputs::influxdb::http`.
+//! `common::http`.
+//!
+//! With `bucket_tag`, a bucket the token may not write (every URL that answered said 401 or
+//! 403) does not stall the others: its metrics are kept ([`WriteError::Kept`]: the buffer
+//! sets them aside) while the other buckets of the batch are written, and the bucket is not
+//! asked again before its own backoff (10 s, doubling up to 5 min) has passed, so a token
+//! refused everywhere costs one request per bucket per backoff, not one per batch; the
+//! metrics set aside wait in a queue per bucket ([`Output::kept_key`]), not read before
+//! then ([`Output::kept_due_at`]). A reload asks the
+//! refused buckets again at once (it may bring a new token) but remembers them: a refusal
+//! then goes on with the backoff it had reached, without a new warning; so does a bucket
+//! none of whose metrics waits any more (dropped by the limit: [`Output::forget_kept`]), and
+//! one let go when more than [`MAX_REFUSED`] are in their backoff.
+//! Any other failure (5xx, transport, "slow down") is the server's, not the bucket's: the
+//! write stops there and keeps the batch from its first metric not yet settled (what a 413
+//! split stored is not sent again, as without `bucket_tag`).
 
-use tracing::debug;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
 
 use super::{Output, OutputSpec, WriteError};
 use crate::common::http::{self, Client, Secret, join_url, short, shuffled};
@@ -33,9 +51,45 @@ struct InfluxDbV2 {
     bucket_tag: Option<String>,
     exclude_bucket_tag: bool,
     serializer: Serializer,
+    /// Buckets that answered 401/403 (with `bucket_tag`): consecutive refusals, and no new
+    /// attempt before the instant (at most [`MAX_REFUSED`], see [`InfluxDbV2::refuse`]).
+    refused: HashMap<String, (u32, Instant)>,
+    /// Buckets the output this one replaced (a reload) saw refused, and how often: asked at
+    /// once (the reload may bring a new token), but a refusal goes on counting and is not
+    /// warned about again; with the order they were remembered in (at most
+    /// [`MAX_WAS_REFUSED`], the oldest forgotten first).
+    was_refused: HashMap<String, (u32, u64)>,
+    /// The order number of the last bucket remembered in `was_refused`.
+    remembered: u64,
+}
+
+/// What a reload hands over: the refused buckets and their consecutive refusals.
+pub(crate) struct RefusedBuckets(pub(crate) HashMap<String, u32>);
+
+/// Most buckets `was_refused` remembers: bucket names come from tags, and one never seen
+/// again would otherwise stay for ever (reloads hand them on).
+const MAX_WAS_REFUSED: usize = 1024;
+
+/// Most buckets `refused` holds: bucket names come from tags, and an entry otherwise goes
+/// only when its bucket accepts a write or none of its metrics waits.
+const MAX_REFUSED: usize = 1024;
+
+/// First wait before a refused bucket is asked again; it doubles up to [`REFUSED_MAX`].
+const REFUSED_MIN: Duration = Duration::from_secs(10);
+const REFUSED_MAX: Duration = Duration::from_secs(300);
+
+/// The wait after `n` consecutive refusals of a bucket.
+fn refused_backoff(n: u32) -> Duration {
+    REFUSED_MIN
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(REFUSED_MAX)
 }
 
 fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output> {
+    Box::new(configure(opts))
+}
+
+fn configure(opts: &mut Options<'_, '_>) -> InfluxDbV2 {
     let settings = http::read_http_options(opts, "http://localhost:8086", false);
     let token = Secret::read(opts, "token", "token_file");
     let organization = opts.string("organization", "");
@@ -61,7 +115,7 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         omit_timestamp: opts.bool("influx_omit_timestamp", false),
         sort_fields: false,
     };
-    Box::new(InfluxDbV2 {
+    InfluxDbV2 {
         client: Client::new(settings),
         token,
         organization,
@@ -69,7 +123,10 @@ fn build(opts: &mut Options<'_, '_>, _ctx: &BuildContext<'_>) -> Box<dyn Output>
         bucket_tag,
         exclude_bucket_tag,
         serializer,
-    })
+        refused: HashMap::new(),
+        was_refused: HashMap::new(),
+        remembered: 0,
+    }
 }
 
 /// What an answer of `/api/v2/write` means for the (sub)batch.
@@ -119,9 +176,46 @@ struct Progress {
     rejected: usize,
     reasons: Vec<String>,
     error: Option<(String, Option<std::time::Duration>)>,
+    /// The error is a refusal of this bucket: every URL that answered said 401 or 403.
+    refused: bool,
 }
 
 impl InfluxDbV2 {
+    /// Remembers `n` refusals of `bucket` in `was_refused`, forgetting the oldest bucket
+    /// remembered when there are more than [`MAX_WAS_REFUSED`].
+    fn remember_refused(&mut self, bucket: String, n: u32) {
+        self.remembered += 1;
+        self.was_refused.insert(bucket, (n, self.remembered));
+        if self.was_refused.len() > MAX_WAS_REFUSED {
+            let oldest = self.was_refused.iter().min_by_key(|e| e.1.1);
+            if let Some(b) = oldest.map(|e| e.0.clone()) {
+                self.was_refused.remove(&b);
+            }
+        }
+    }
+
+    /// Records `n` consecutive refusals of `bucket`, not asked again before `until`. Beyond
+    /// [`MAX_REFUSED`] buckets, another one, the first due (an expired one first), goes to
+    /// `was_refused`: asked at once next time, its refusals counting on.
+    fn refuse(&mut self, bucket: &str, n: u32, until: Instant) {
+        self.refused.insert(bucket.to_owned(), (n, until));
+        if self.refused.len() > MAX_REFUSED {
+            let others = self.refused.iter().filter(|e| e.0 != bucket);
+            let first = others.min_by_key(|e| e.1.1).map(|e| e.0.clone());
+            if let Some((b, (n, _))) = first.and_then(|b| self.refused.remove_entry(&b)) {
+                self.remember_refused(b, n);
+            }
+        }
+    }
+
+    /// The bucket `m` is written to: its `bucket_tag`, else `bucket`.
+    fn bucket_of<'a>(&'a self, m: &'a Metric) -> &'a str {
+        self.bucket_tag
+            .as_deref()
+            .and_then(|t| m.tag(t))
+            .unwrap_or(&self.bucket)
+    }
+
     fn headers(&self) -> Result<Vec<(&'static str, String)>, http::HttpError> {
         let token = self.token.get()?;
         if token.is_empty() {
@@ -168,6 +262,7 @@ impl InfluxDbV2 {
         }
         let mut errors = Vec::new();
         let mut wait = None;
+        let (mut refusals, mut other_answers) = (0, 0);
         for i in shuffled(self.client.settings.urls.len()) {
             let url = join_url(
                 &self.client.settings.urls[i],
@@ -220,9 +315,11 @@ impl InfluxDbV2 {
                         rejected: first.rejected + second.rejected,
                         reasons: first.reasons.into_iter().chain(second.reasons).collect(),
                         error: second.error,
+                        refused: second.refused,
                     };
                 }
                 Verdict::TooLarge => {
+                    other_answers += 1;
                     errors.push(format!(
                         "{shown}: HTTP 413: a single metric is larger than the server accepts"
                     ));
@@ -231,10 +328,16 @@ impl InfluxDbV2 {
                     if w.is_some() {
                         wait = wait.max(w);
                     }
+                    if matches!(reply.status, 401 | 403) {
+                        refusals += 1;
+                    } else {
+                        other_answers += 1;
+                    }
                     errors.push(format!("{shown}: {msg}"));
                 }
             }
         }
+        p.refused = refusals > 0 && other_answers == 0;
         p.error = Some((
             format!("could not write any address: {}", errors.join("; ")),
             wait,
@@ -243,26 +346,186 @@ impl InfluxDbV2 {
     }
 }
 
+impl InfluxDbV2 {
+    /// [`Output::write`] with `bucket_tag`: each bucket settled on its own. A bucket that
+    /// refuses (401/403) keeps only its metrics and waits for its backoff; any other failure
+    /// stops the write and keeps the batch from its first metric not settled (the server, not
+    /// the bucket, is in trouble: asking it once per bucket would multiply the requests).
+    fn write_per_bucket(
+        &mut self,
+        metrics: &[Metric],
+        groups: &[(String, Vec<usize>)],
+        headers: &[(&str, String)],
+    ) -> Result<(), WriteError> {
+        let mut kept = Vec::new();
+        let mut rejected = 0;
+        let mut reasons = Vec::new();
+        let mut refusals = Vec::new();
+        let mut refused_now = false;
+        // Per bucket tried: the indices it settled and how many of them were rejected.
+        let mut settled: Vec<(&[usize], usize)> = Vec::new();
+        for (bucket, indices) in groups {
+            let now = Instant::now();
+            if let Some((_, until)) = self.refused.get(bucket.as_str())
+                && *until > now
+            {
+                kept.extend_from_slice(indices);
+                refusals.push(format!(
+                    "bucket {bucket:?} refused, asked again in {:?}",
+                    until.duration_since(now)
+                ));
+                continue;
+            }
+            let ms: Vec<&Metric> = indices.iter().map(|&i| &metrics[i]).collect();
+            let p = self.send(bucket, &ms, headers);
+            rejected += p.rejected;
+            reasons.extend(p.reasons);
+            match p.error {
+                None => {
+                    settled.push((indices, p.rejected));
+                    let was = self.was_refused.remove(bucket.as_str()).is_some();
+                    if self.refused.remove(bucket.as_str()).is_some() || was {
+                        info!("bucket {bucket:?} accepts writes again");
+                    }
+                }
+                Some((msg, _)) if p.refused => {
+                    let n = match self.refused.get(bucket.as_str()) {
+                        Some(r) => r.0,
+                        None => self.was_refused.remove(bucket.as_str()).map_or(0, |r| r.0),
+                    } + 1;
+                    let wait = refused_backoff(n);
+                    if n == 1 {
+                        warn!(
+                            "bucket {bucket:?} refused: {msg}; its metrics are kept and it is asked again with backoff (first in {wait:?}); the other buckets are written"
+                        );
+                    } else {
+                        debug!("bucket {bucket:?} refused again ({n} times): {msg}");
+                    }
+                    self.refuse(bucket, n, Instant::now() + wait);
+                    let done = p.done.min(indices.len());
+                    settled.push((&indices[..done], p.rejected));
+                    kept.extend_from_slice(&indices[done..]);
+                    refused_now = true;
+                    refusals.push(format!("bucket {bucket:?}: {msg}"));
+                }
+                Some((msg, wait)) => {
+                    // What this bucket stored before the failure (the first half after a
+                    // 413) is settled too: the batch's settled prefix is not sent again.
+                    settled.push((&indices[..p.done.min(indices.len())], p.rejected));
+                    let reason = format!("bucket {bucket:?}: {msg}");
+                    return Err(settled_prefix(metrics.len(), &settled, reason, wait));
+                }
+            }
+        }
+        let reason = reasons.join("; ");
+        if !kept.is_empty() {
+            kept.sort_unstable();
+            let mut why = refusals.join("; ");
+            if !reason.is_empty() {
+                why = format!("{why}; rejected: {reason}");
+            }
+            return Err(WriteError::Kept {
+                kept,
+                rejected,
+                reason: why,
+                refused: refused_now,
+            });
+        }
+        match rejected {
+            0 => Ok(()),
+            _ => Err(WriteError::Rejected { rejected, reason }),
+        }
+    }
+}
+
+/// The error for a per-bucket write stopped by a failure other than a refusal: the longest
+/// prefix of the batch that `settled` covers is settled ([`WriteError::Partial`], as without
+/// `bucket_tag`), the rest stays at the head of the buffer. A settled metric behind the first
+/// unsettled one is sent again (the server overwrites the same points).
+fn settled_prefix(
+    n: usize,
+    settled: &[(&[usize], usize)],
+    reason: String,
+    wait: Option<Duration>,
+) -> WriteError {
+    let mut done = vec![false; n];
+    for &i in settled.iter().flat_map(|s| s.0) {
+        if let Some(d) = done.get_mut(i) {
+            *d = true;
+        }
+    }
+    let done = done.iter().take_while(|d| **d).count();
+    // Rejections are counted per bucket: those of the buckets wholly inside the prefix.
+    let rejected = settled
+        .iter()
+        .filter(|s| s.0.iter().all(|&i| i < done))
+        .map(|s| s.1)
+        .sum::<usize>()
+        .min(done);
+    match (done, wait) {
+        (0, Some(after)) => WriteError::RetryAfter { after, reason },
+        (0, None) => WriteError::Retry(reason),
+        (done, retry_after) => WriteError::Partial {
+            done,
+            rejected,
+            reason,
+            retry_after,
+        },
+    }
+}
+
 impl Output for InfluxDbV2 {
+    fn kept_key(&self, metric: &Metric) -> String {
+        self.bucket_of(metric).to_owned()
+    }
+
+    fn kept_due_at(&self, bucket: &str) -> Option<Instant> {
+        self.refused.get(bucket).map(|(_, until)| *until)
+    }
+
+    fn forget_kept(&mut self, bucket: &str) {
+        // As at a reload: asked at once next time, a refusal then counts on, unwarned.
+        if let Some((n, _)) = self.refused.remove(bucket) {
+            self.remember_refused(bucket.to_owned(), n);
+        }
+    }
+
+    fn hand_over(&mut self) -> Option<super::HandOver> {
+        let mut counts: HashMap<String, u32> = std::mem::take(&mut self.was_refused)
+            .into_iter()
+            .map(|(b, (n, _))| (b, n))
+            .collect();
+        counts.extend(self.refused.drain().map(|(b, (n, _))| (b, n)));
+        (!counts.is_empty()).then(|| Box::new(RefusedBuckets(counts)) as super::HandOver)
+    }
+
+    fn take_over(&mut self, state: super::HandOver) {
+        if let Ok(r) = state.downcast::<RefusedBuckets>() {
+            for (b, n) in r.0 {
+                self.remember_refused(b, n);
+            }
+        }
+    }
+
     fn write(&mut self, metrics: &[Metric]) -> Result<(), WriteError> {
         let headers = self.headers()?;
-        // Group by bucket, in order of first appearance.
-        let mut groups: Vec<(String, Vec<&Metric>)> = Vec::new();
-        for m in metrics {
-            let b = self
-                .bucket_tag
-                .as_deref()
-                .and_then(|t| m.tag(t))
-                .unwrap_or(&self.bucket);
+        // Group by bucket, in order of first appearance, each metric by its batch index.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, m) in metrics.iter().enumerate() {
+            let b = self.bucket_of(m);
             match groups.iter_mut().find(|g| g.0 == b) {
-                Some(g) => g.1.push(m),
-                None => groups.push((b.to_owned(), vec![m])),
+                Some(g) => g.1.push(i),
+                None => groups.push((b.to_owned(), vec![i])),
             }
+        }
+        if self.bucket_tag.is_some() {
+            return self.write_per_bucket(metrics, &groups, &headers);
         }
         let single = groups.len() == 1;
         let mut total = Progress::default();
-        for (bucket, ms) in &groups {
-            let p = self.send(bucket, ms, &headers);
+        for (bucket, indices) in &groups {
+            let ms: Vec<&Metric> = indices.iter().map(|&i| &metrics[i]).collect();
+            let p = self.send(bucket, &ms, &headers);
             total.done += p.done;
             total.rejected += p.rejected;
             total.reasons.extend(p.reasons);
@@ -302,6 +565,51 @@ impl Output for InfluxDbV2 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Regression (review of 0c78aa3): the buckets remembered as refused (bucket names come
+    /// from tags) were never forgotten, and each reload handed them all on. At most
+    /// [`MAX_WAS_REFUSED`] are kept.
+    #[test]
+    fn the_refused_buckets_remembered_are_capped() {
+        let paths = crate::hostpaths::HostPaths::default();
+        let stats = Default::default();
+        let ctx = crate::plugin::BuildContext {
+            paths: &paths,
+            interval: Duration::from_secs(10),
+            stats: &stats,
+        };
+        let (mut out, _) =
+            wk_core::testing::read_table("[influxdb_v2]\n  bucket_tag = \"b\"\n", |o| {
+                build(o, &ctx)
+            });
+        let many = (0..MAX_WAS_REFUSED + 10).map(|i| (format!("b{i}"), 1));
+        out.take_over(Box::new(RefusedBuckets(many.collect())));
+        let kept = out
+            .hand_over()
+            .and_then(|s| s.downcast::<RefusedBuckets>().ok())
+            .map(|r| r.0.len());
+        assert_eq!(kept, Some(MAX_WAS_REFUSED));
+    }
+
+    /// Regression (review of bbbd866): the buckets refused (bucket names come from tags)
+    /// left `refused` only when they accepted a write or none of their metrics waited, so
+    /// it grew without bound. At most [`MAX_REFUSED`]; the first due goes first.
+    #[test]
+    fn the_refused_buckets_are_capped() {
+        let (mut out, _) =
+            wk_core::testing::read_table("[influxdb_v2]\n  bucket_tag = \"b\"\n", configure);
+        let now = Instant::now();
+        out.refuse("expired", 3, now - Duration::from_secs(1));
+        for i in 0..MAX_REFUSED + 10 {
+            out.refuse(&format!("b{i}"), 1, now + Duration::from_secs(3600));
+        }
+        assert_eq!(out.refused.len(), MAX_REFUSED);
+        assert!(
+            !out.refused.contains_key("expired"),
+            "the first due went first"
+        );
+        assert_eq!(out.was_refused.get("expired").map(|r| r.0), Some(3));
+    }
 
     #[test]
     fn answers_are_classified_as_telegraf_does() {
