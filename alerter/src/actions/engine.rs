@@ -8,7 +8,7 @@
 //!   (diagnoses first, once per episode): render
 //!   the arguments from the tags and check their types (refused → reported, never run) →
 //!   where (local / ssh / refused) → dry run? → guard rails (busy, cooldown, budget; a spent
-//!   budget pages people once and stops) → run (timeout kills the process group) ──> settle
+//!   budget pages people once and waits for its window to free up) → run (timeout kills the process group) ──> settle
 //!   ──> verify (probe and/or the rule's query) ──> ONE report through the rule's notifiers,
 //!   the audit log, one `wk_actions` point per result to InfluxDB and one event per result to
 //!   the `record` notifiers (the records are never muted by silences or inhibition)
@@ -110,6 +110,9 @@ impl Clock {
         self.base_ns + self.base.elapsed().as_nanos() as i64
     }
 }
+
+/// How often a dormant episode looks at the rule's actions again (a reload may change them).
+const DORMANT_RECHECK: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -288,6 +291,23 @@ impl Engine {
         held
     }
 
+    /// Every action of the loaded `rule` (whatever the level; none when the rule is gone) and
+    /// the `[actions]` config: what a dormant episode compares to see a reload that matters.
+    fn dormant_snapshot(&self, rule: &str) -> (Vec<ActionRule>, Option<ActionsConfig>) {
+        let actions = read(&self.inner.rules)
+            .get(rule)
+            .map_or_else(Vec::new, |r| r.settings.actions.clone());
+        (actions, Some(read(&self.inner.config).clone()))
+    }
+
+    /// Whether the engine hears when `rule`'s alerts end: not with `recoveries = false`
+    /// (the state machine sends no recovery then), nor for a rule no longer loaded.
+    fn hears_recoveries(&self, rule: &str) -> bool {
+        read(&self.inner.rules)
+            .get(rule)
+            .is_some_and(|r| r.settings.recoveries)
+    }
+
     /// The actions the loaded rule of `e` takes at `e`'s level; none when actions are
     /// disabled or the rule is gone (read again before each attempt: a reload that disables
     /// actions, removes them or turns on a dry run applies to episodes already running).
@@ -397,25 +417,23 @@ impl Engine {
         self.inner.clock.now()
     }
 
-    /// Sleeps until `deadline_ns` (`i64::MAX`: no deadline), or until the instance's level
-    /// rises above `above` (when given); false when the instance recovered meanwhile.
+    /// Sleeps until `deadline_ns`, or until the instance's level rises above `above` (when
+    /// given; lowered to any lower level seen meanwhile, so that a drop and a rise back is a
+    /// rise); false when the instance recovered meanwhile.
     async fn wait(
         &self,
         rx: &mut watch::Receiver<Option<AlertEvent>>,
         deadline_ns: i64,
-        above: Option<Level>,
+        above: &mut Option<Level>,
     ) -> bool {
         loop {
             match &*rx.borrow() {
                 None => return false,
-                Some(e) if above.is_some_and(|l| e.level > l) => return true,
-                Some(_) => {}
-            }
-            if deadline_ns == i64::MAX {
-                if rx.changed().await.is_err() {
-                    return false;
-                }
-                continue;
+                Some(e) => match above {
+                    Some(l) if e.level > *l => return true,
+                    Some(l) if e.level < *l => *l = e.level,
+                    _ => {}
+                },
             }
             let left = deadline_ns - self.now();
             if left <= 0 {
@@ -452,13 +470,25 @@ impl Engine {
         // Nothing more to do at this level (diagnoses done; repairs refused, with nothing to
         // do, or verified while the rule's data no longer shows the fault): the episode lasts
         // until the alert ends or its level rises, so that a repeat of the alert is not a new
-        // episode that runs everything again.
+        // episode that runs everything again. Only for rules whose recoveries the engine
+        // hears (`recoveries = false` sends none: such an episode ends as before).
         let mut dormant: Option<Level> = None;
+        // The rule's actions (all levels) and the `[actions]` config when the episode went
+        // dormant: a reload that changes either is looked at (a host given its ssh entry, a
+        // dry run turned off, new actions).
+        let mut dormant_actions = (Vec::new(), None);
         // "Watching on" was logged for this episode.
         let mut told_quiet = false;
         loop {
-            let above = watching.map(|(l, _)| l).or(dormant);
-            if !self.wait(&mut rx, due, above).await {
+            let mut above = watching.map(|(l, _)| l).or(dormant);
+            let woke = self.wait(&mut rx, due, &mut above).await;
+            if let (Some(w), Some(l)) = (watching.as_mut(), above) {
+                w.0 = l;
+            }
+            if dormant.is_some() {
+                dormant = above;
+            }
+            if !woke {
                 if watching.is_none() && dormant.is_none() {
                     info!(rule = %first.rule, id = %first.id, "alert recovered before acting; nothing done");
                 }
@@ -469,9 +499,17 @@ impl Engine {
                 self.forget(&first.rule, &first.id, ep.number);
                 return;
             };
-            // Woken from dormancy only by a higher level: news, acted on as at the start of
-            // the episode (its diagnoses report the state at the new level).
-            if dormant.take().is_some() {
+            if let Some(level) = dormant {
+                if event.level <= level && self.dormant_snapshot(&event.rule) == dormant_actions {
+                    // Looked at again now and then: a reload may change or remove the
+                    // rule's actions, or turn them off.
+                    due = self.now() + DORMANT_RECHECK.as_nanos() as i64;
+                    continue;
+                }
+                // A higher level, or new actions: acted on as at the start of the episode
+                // (its diagnoses report the state at the new level). No actions any more:
+                // the episode stops below.
+                dormant = None;
                 finished.clear();
                 verified_ok.clear();
             }
@@ -483,6 +521,10 @@ impl Engine {
                 // the repairs.
                 let fresh = event.level > level
                     || self.query_recovered(&event, &actions, since).await.0 == Some(false);
+                if !fresh && !self.hears_recoveries(&event.rule) {
+                    info!(rule = %event.rule, id = %event.id, "the alert still fires after its repairs were verified, but the rule's data does not show the fault: the episode ends");
+                    return;
+                }
                 if !fresh {
                     // Watched on: the data may show the fault again later, and a repeat of
                     // the alert is no evidence.
@@ -535,9 +577,12 @@ impl Engine {
                     due = t;
                     watching = Some((event.level, since));
                 }
-                Next::Done if read(&self.inner.config).enabled => {
+                Next::Done
+                    if read(&self.inner.config).enabled && self.hears_recoveries(&event.rule) =>
+                {
                     dormant = Some(event.level);
-                    due = i64::MAX;
+                    dormant_actions = self.dormant_snapshot(&event.rule);
+                    due = self.now() + DORMANT_RECHECK.as_nanos() as i64;
                 }
                 Next::Done => return,
             }

@@ -221,6 +221,55 @@ async fn a_repeat_of_the_alert_does_not_run_a_diagnosis_again() {
     assert_eq!(e.results()[1].status, "diagnosed");
 }
 
+fn top(n: &str) -> ActionRule {
+    let mut top = ActionRule {
+        action: "top_processes".into(),
+        on: Level::Warning,
+        ..ActionRule::default()
+    };
+    top.args.insert("by".into(), RawArg::One("memory".into()));
+    top.args.insert("n".into(), RawArg::One(n.into()));
+    top
+}
+
+/// A dormant episode (nothing left to do) still sees what matters: a reload that gives the
+/// rule new actions, and a level that drops and rises back.
+#[tokio::test(start_paused = true)]
+async fn a_dormant_episode_sees_a_reload_and_a_drop_and_rise() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![top("3")]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 1).await;
+    // A reload adds an action: run within the recheck, the first again with it.
+    let mut rule = read(&e.inner.rules).get("r").cloned().unwrap();
+    rule.settings.actions.push(top("5"));
+    e.set_rules([rule]);
+    settle(&e, 3).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(e.results().len(), 3, "then dormant again");
+    // Down to WARNING (still firing), back up to CRITICAL: a rise.
+    e.handle(&[event("r", Level::Warning, &[])]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 5).await;
+}
+
+/// With `recoveries = false` the engine never hears the alert end: no dormant episode (it
+/// would swallow the next fault); each firing starts its own, as before.
+#[tokio::test(start_paused = true)]
+async fn without_recoveries_an_episode_ends_when_nothing_is_left_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), vec![top("3")]);
+    let mut rule = read(&e.inner.rules).get("r").cloned().unwrap();
+    rule.settings.recoveries = false;
+    e.set_rules([rule]);
+    e.handle(&[event("r", Level::Warning, &[])]);
+    settle(&e, 1).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    e.handle(&[event("r", Level::Warning, &[])]);
+    settle(&e, 2).await;
+}
+
 /// Regression: report-only actions (top_processes) were retried after every cooldown while the
 /// alert kept firing, spent the repair budget and ended in a "gave up" page. A diagnosis runs
 /// once per firing episode, beside the repairs.
