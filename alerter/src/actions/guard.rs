@@ -86,20 +86,24 @@ impl Guard {
         cooldown: Duration,
     ) -> Decision {
         let t = self.targets.entry(key.to_owned()).or_default();
-        t.attempts.retain(|&a| now - a < ns(window));
-        if (t.attempts.len() as u32) < max_attempts {
+        // Counted within this window, kept for the longest: two rules acting on one target
+        // with different windows each count their own (a 1 h window must not erase the
+        // attempts a 24 h one still counts).
+        t.attempts.retain(|&a| now - a < ns(KEPT));
+        let recent = &t.attempts[t.attempts.partition_point(|&a| now - a >= ns(window))..];
+        if (recent.len() as u32) < max_attempts {
             t.paged = false;
         }
         if t.in_flight.is_some() {
             return Decision::Busy;
         }
-        let attempts = t.attempts.len() as u32;
+        let attempts = recent.len() as u32;
         if attempts >= max_attempts {
             let page = !t.paged;
             t.paged = true;
             // Start times are in order: the one whose leaving brings the count under the
             // budget.
-            let oldest = t.attempts[t.attempts.len() - max_attempts as usize];
+            let oldest = recent[recent.len() - max_attempts as usize];
             return Decision::Exhausted {
                 page,
                 attempts,
@@ -262,6 +266,28 @@ mod tests {
         // The first attempt leaves the window: one more is allowed, and a later exhaustion
         // pages again.
         assert_eq!(g.decide(k, 601 * S, 2, w, c), Decision::Go { attempt: 2 });
+    }
+
+    /// Two rules on one target, with their own windows: the shorter one's decision does not
+    /// erase the attempts the longer one still counts.
+    #[test]
+    fn each_window_counts_its_own_attempts() {
+        let (k, h, c) = (
+            "local|restart_service|nginx.service",
+            3600 * S,
+            Duration::ZERO,
+        );
+        let mut g = Guard::default();
+        for at in [0, 2 * h] {
+            g.begin(k, at, fl());
+            g.end(k, at + S);
+        }
+        let hour = Duration::from_secs(3600);
+        assert_eq!(g.decide(k, 3 * h, 1, hour, c), Decision::Go { attempt: 1 });
+        assert!(matches!(
+            g.decide(k, 3 * h, 2, 24 * hour, c),
+            Decision::Exhausted { attempts: 2, .. }
+        ));
     }
 
     #[test]
