@@ -768,10 +768,10 @@ impl Engine {
                         warn!(rule = %event.rule, action = %a.action, "action failed: {}", r.stderr);
                     }
                     if done.nothing_to_do {
-                        // Nothing changed: nothing to verify, no repair to claim, no reason
-                        // to try it again in this episode.
+                        // Nothing changed: nothing to verify, no repair to claim. Looked at
+                        // again if the attempt is (a squatter may take the port after the
+                        // first look: the demo's second fault raced it so).
                         r.status = "nothing_to_do".into();
-                        finished.insert(idx);
                         results.push(r);
                         continue;
                     }

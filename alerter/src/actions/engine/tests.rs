@@ -270,6 +270,54 @@ async fn without_recoveries_an_episode_ends_when_nothing_is_left_to_do() {
     settle(&e, 2).await;
 }
 
+/// Regression (the demo's second fault, fresh-clone CI): free_port looked before the squatter
+/// had bound the port, found nothing to do, and was never looked at again in the episode,
+/// while restart_process failed on the held port at every attempt. A repair with nothing to
+/// do looks again at the next attempt.
+#[tokio::test(start_paused = true)]
+async fn a_repair_with_nothing_to_do_looks_again_at_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let [port] = wk_core::testing::free_ports::<1>();
+    let mut fp = ActionRule {
+        action: "free_port".into(),
+        settle: Duration::from_secs(1),
+        ..ActionRule::default()
+    };
+    fp.args.insert("port".into(), RawArg::One(port.to_string()));
+    let e = engine(dir.path(), vec![fp, never_recovers()]);
+    e.handle(&[event("r", Level::Critical, &[])]);
+    settle(&e, 2).await;
+    assert_eq!(e.results()[0].status, "nothing_to_do");
+    // The squatter binds now (real time: the runtime is held while it starts).
+    let mut squatter = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+            ),
+        ])
+        .spawn()
+        .unwrap();
+    let real = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            real.elapsed() < Duration::from_secs(10),
+            "squatter never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    settle(&e, 4).await;
+    let r = e.results();
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(
+        (r[2].action.as_str(), r[2].status.as_str()),
+        ("free_port", "ran"),
+        "{r:?}"
+    );
+    assert!(r[2].recovered, "{r:?}");
+}
+
 /// Regression: report-only actions (top_processes) were retried after every cooldown while the
 /// alert kept firing, spent the repair budget and ended in a "gave up" page. A diagnosis runs
 /// once per firing episode, beside the repairs.
