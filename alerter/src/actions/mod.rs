@@ -432,11 +432,12 @@ pub(crate) async fn stop_processes(ctx: &Ctx, procs: &[(i32, u64)]) -> Vec<(i32,
     out
 }
 
-/// Whether every process of a [`stop_processes`] result was stopped (or was gone already).
-pub(crate) fn all_stopped(stopped: &[(i32, String)]) -> bool {
-    !stopped
-        .iter()
-        .any(|(_, how)| how.starts_with("NOT stopped"))
+/// Whether every process of a stop's result was stopped, was gone already, or was spared on
+/// purpose: locally [`stop_processes`] says "NOT stopped: …", the remote helper "not
+/// signalled: permission denied" (its own session, also "not signalled", is spared).
+pub(crate) fn all_stopped<'a>(how: impl IntoIterator<Item = &'a str>) -> bool {
+    !how.into_iter()
+        .any(|h| h.starts_with("NOT stopped") || h == "not signalled: permission denied")
 }
 
 /// `pid 42 "python3 -m http.server" (user www-data)`.
@@ -462,6 +463,17 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use std::path::Path;
+
+    #[test]
+    fn a_stop_refused_is_not_stopped_a_spared_one_is_no_failure() {
+        assert!(all_stopped(["exited after SIGTERM", "gone (pid reused)"]));
+        assert!(all_stopped(["not signalled: the helper's own session"]));
+        assert!(!all_stopped(["NOT stopped: SIGTERM refused (EPERM)"]));
+        assert!(!all_stopped([
+            "exited after SIGTERM",
+            "not signalled: permission denied"
+        ]));
+    }
 
     /// The guard rails go by what is acted on, not how the rule spelled it.
     #[test]
@@ -520,7 +532,7 @@ mod tests {
         assert!(child.try_wait().unwrap().is_none(), "not signalled");
         let out = stop_processes(&ctx, &[(pid, start)]).await;
         assert_eq!(out[0].1, "exited after SIGTERM");
-        assert!(all_stopped(&out));
+        assert!(all_stopped(out.iter().map(|(_, h)| h.as_str())));
         assert!(child.wait().unwrap().signal().is_some());
     }
 }

@@ -55,7 +55,7 @@ impl Action for FreePort {
             }
             let started: Vec<(i32, u64)> = procs.iter().map(|p| (p.pid, p.start_ticks)).collect();
             let stopped = stop_processes(ctx, &started).await;
-            d.ok = all_stopped(&stopped);
+            d.ok = all_stopped(stopped.iter().map(|(_, how)| how.as_str()));
             d.did = stopped_text(&holders, stopped.iter().map(|(p, how)| (*p, how.as_str())));
             d
         })
@@ -225,6 +225,7 @@ impl FreePort {
         d.exit_status = r.code;
         match r.rows {
             Ok(rows) => {
+                d.ok = all_stopped(rows.iter().map(|s| s.result.as_str()));
                 d.did = stopped_text(&holders, rows.iter().map(|s| (s.pid, s.result.as_str())));
             }
             Err(e) => {

@@ -294,7 +294,7 @@ impl RestartProcess {
             .map(|(p, how)| format!("pid {p}: {how}"))
             .collect();
         d.ok = true;
-        if !all_stopped(&stopped) {
+        if !all_stopped(stopped.iter().map(|(_, how)| how.as_str())) {
             // Starting beside a process that still runs would make two instances, and the
             // probe could take the new one for a repair.
             d.ok = false;
@@ -598,7 +598,17 @@ impl RestartProcess {
             let r = remote::stop(ctx, ssh, &procs).await;
             d.commands.push(r.argv);
             match r.rows {
-                Ok(rows) => did.extend(rows.iter().map(|s| format!("pid {}: {}", s.pid, s.result))),
+                Ok(rows) => {
+                    did.extend(rows.iter().map(|s| format!("pid {}: {}", s.pid, s.result)));
+                    if !all_stopped(rows.iter().map(|s| s.result.as_str())) {
+                        // As locally: no second instance beside one that still runs.
+                        d.ok = false;
+                        d.stderr = "a process could not be stopped".into();
+                        if !self.start.is_empty() {
+                            did.push(format!("did not start {:?}", self.start.join(" ")));
+                        }
+                    }
+                }
                 Err(e) => {
                     d.ok = false;
                     d.stderr = e;
