@@ -111,6 +111,10 @@ impl Clock {
     }
 }
 
+/// What a dormant episode would do (see `Engine::dormant_snapshot`): its actions, whether
+/// actions are enabled and a dry run, and where its host's actions run.
+type DormantView = Option<(Vec<ActionRule>, bool, bool, Result<String, String>)>;
+
 /// How often a dormant episode looks at the rule's actions again (a reload may change them).
 const DORMANT_RECHECK: Duration = Duration::from_secs(10);
 
@@ -291,13 +295,25 @@ impl Engine {
         held
     }
 
-    /// Every action of the loaded `rule` (whatever the level; none when the rule is gone) and
-    /// the `[actions]` config: what a dormant episode compares to see a reload that matters.
-    fn dormant_snapshot(&self, rule: &str) -> (Vec<ActionRule>, Option<ActionsConfig>) {
+    /// What a dormant episode compares to see a reload that matters to it: the rule's actions
+    /// at the level it went dormant at, whether actions are on or a dry run, and where its
+    /// host's actions run (an ssh entry added for it). Other config changes wake nothing.
+    fn dormant_snapshot(&self, e: &AlertEvent, level: Level) -> DormantView {
         let actions = read(&self.inner.rules)
-            .get(rule)
-            .map_or_else(Vec::new, |r| r.settings.actions.clone());
-        (actions, Some(read(&self.inner.config).clone()))
+            .get(&e.rule)
+            .map_or_else(Vec::new, |r| {
+                r.settings
+                    .actions
+                    .iter()
+                    .filter(|a| level >= a.on)
+                    .cloned()
+                    .collect()
+            });
+        let cfg = read(&self.inner.config);
+        let host = cfg
+            .resolve(e.tags.get("host").map(String::as_str))
+            .map(|h| h.describe());
+        Some((actions, cfg.enabled, cfg.dry_run, host))
     }
 
     /// Whether the engine hears when `rule`'s alerts end: not with `recoveries = false`
@@ -459,8 +475,11 @@ impl Engine {
         let after = actions.iter().map(|a| a.after).max().unwrap_or_default();
         let mut due = ep.fault_ns + after.as_nanos() as i64;
         // Actions done with for this episode (by index in `actions`): diagnoses, dry runs,
-        // refusals, nothing to do. Only repairs that ran are tried again.
+        // refusals, nothing to do. Only repairs that ran are tried again, and those that had
+        // nothing to do look again after an attempt in which another repair ran (a squatter
+        // may have taken the port meanwhile; not at every try while the others wait).
         let mut finished = std::collections::HashSet::new();
+        let mut nothing = std::collections::HashSet::new();
         // Repairs verified as recovered while another repair of the attempt waits: not run
         // again for it.
         let mut verified_ok = std::collections::HashSet::new();
@@ -473,10 +492,9 @@ impl Engine {
         // episode that runs everything again. Only for rules whose recoveries the engine
         // hears (`recoveries = false` sends none: such an episode ends as before).
         let mut dormant: Option<Level> = None;
-        // The rule's actions (all levels) and the `[actions]` config when the episode went
-        // dormant: a reload that changes either is looked at (a host given its ssh entry, a
-        // dry run turned off, new actions).
-        let mut dormant_actions = (Vec::new(), None);
+        // What the episode would do when it went dormant, and at which level
+        // (`dormant_snapshot`): a reload that changes it is looked at.
+        let mut dormant_view: (Level, DormantView) = (Level::Ok, None);
         // "Watching on" was logged for this episode.
         let mut told_quiet = false;
         loop {
@@ -500,7 +518,14 @@ impl Engine {
                 return;
             };
             if let Some(level) = dormant {
-                if event.level <= level && self.dormant_snapshot(&event.rule) == dormant_actions {
+                if !self.hears_recoveries(&event.rule) {
+                    // Reloaded with `recoveries = false`: its end would never be heard.
+                    self.forget(&first.rule, &first.id, ep.number);
+                    return;
+                }
+                if event.level <= level
+                    && self.dormant_snapshot(&event, dormant_view.0) == dormant_view.1
+                {
                     // Looked at again now and then: a reload may change or remove the
                     // rule's actions, or turn them off.
                     due = self.now() + DORMANT_RECHECK.as_nanos() as i64;
@@ -511,6 +536,7 @@ impl Engine {
                 // the episode stops below.
                 dormant = None;
                 finished.clear();
+                nothing.clear();
                 verified_ok.clear();
             }
             if let Some((level, since)) = watching.take() {
@@ -551,6 +577,7 @@ impl Engine {
             if now_actions != actions {
                 actions = now_actions;
                 finished.clear();
+                nothing.clear();
                 verified_ok.clear();
             }
             let now = self.now();
@@ -568,7 +595,14 @@ impl Engine {
                 continue;
             }
             let next = self
-                .attempt(&event, &actions, &ep, &mut finished, &mut verified_ok)
+                .attempt(
+                    &event,
+                    &actions,
+                    &ep,
+                    &mut finished,
+                    &mut nothing,
+                    &mut verified_ok,
+                )
                 .await;
             self.release(&event.rule, &event.id, ep.number);
             match next {
@@ -581,7 +615,7 @@ impl Engine {
                     if read(&self.inner.config).enabled && self.hears_recoveries(&event.rule) =>
                 {
                     dormant = Some(event.level);
-                    dormant_actions = self.dormant_snapshot(&event.rule);
+                    dormant_view = (event.level, self.dormant_snapshot(&event, event.level));
                     due = self.now() + DORMANT_RECHECK.as_nanos() as i64;
                 }
                 Next::Done => return,
@@ -596,6 +630,7 @@ impl Engine {
         actions: &[ActionRule],
         ep: &Episode,
         finished: &mut std::collections::HashSet<usize>,
+        nothing: &mut std::collections::HashSet<usize>,
         verified_ok: &mut std::collections::HashSet<usize>,
     ) -> Next {
         let (fault_ns, detected_ns, episode) = (ep.fault_ns, ep.detected_ns, ep.number);
@@ -769,9 +804,12 @@ impl Engine {
                     }
                     if done.nothing_to_do {
                         // Nothing changed: nothing to verify, no repair to claim. Looked at
-                        // again if the attempt is (a squatter may take the port after the
-                        // first look: the demo's second fault raced it so).
+                        // again after an attempt in which another repair ran (a squatter may
+                        // take the port after the first look: the demo's second fault raced
+                        // it so).
                         r.status = "nothing_to_do".into();
+                        finished.insert(idx);
+                        nothing.insert(idx);
                         results.push(r);
                         continue;
                     }
@@ -829,6 +867,9 @@ impl Engine {
         }
         let mut repaired_since = 0;
         if !ran.is_empty() {
+            for i in nothing.drain() {
+                finished.remove(&i);
+            }
             let settle = actions.iter().map(|a| a.settle).max().unwrap_or_default();
             tokio::time::sleep(settle).await;
             let since = ran

@@ -36,12 +36,15 @@ pub struct InFlight {
 /// One target's record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
-    /// Start times (ns) of the attempts within the window.
+    /// Start times (ns) of the attempts of the last [`KEPT`] (in order, save after a clock
+    /// stepped back across a restart: counted, never searched).
     pub attempts: Vec<i64>,
     /// When the last attempt ended (ns; 0 = never).
     pub last_end_ns: i64,
-    /// People were told the budget is spent (once per spent window).
-    pub paged: bool,
+    /// People were told the budget is spent, until this time (the spent budget's window
+    /// freeing up): once per spent window, whichever rule on the target spent it.
+    #[serde(default)]
+    pub paged_until_ns: i64,
     pub in_flight: Option<InFlight>,
 }
 
@@ -90,24 +93,30 @@ impl Guard {
         // with different windows each count their own (a 1 h window must not erase the
         // attempts a 24 h one still counts).
         t.attempts.retain(|&a| now - a < ns(KEPT));
-        let recent = &t.attempts[t.attempts.partition_point(|&a| now - a >= ns(window))..];
-        if (recent.len() as u32) < max_attempts {
-            t.paged = false;
-        }
         if t.in_flight.is_some() {
             return Decision::Busy;
         }
+        let mut recent: Vec<i64> = t
+            .attempts
+            .iter()
+            .copied()
+            .filter(|&a| now - a < ns(window))
+            .collect();
         let attempts = recent.len() as u32;
         if attempts >= max_attempts {
-            let page = !t.paged;
-            t.paged = true;
-            // Start times are in order: the one whose leaving brings the count under the
-            // budget.
+            recent.sort_unstable();
+            // The one whose leaving brings the count under the budget (later than now: it is
+            // within the window).
             let oldest = recent[recent.len() - max_attempts as usize];
+            let frees_ns = oldest.saturating_add(ns(window)).max(now + 1);
+            let page = now >= t.paged_until_ns;
+            if page {
+                t.paged_until_ns = frees_ns;
+            }
             return Decision::Exhausted {
                 page,
                 attempts,
-                frees_ns: oldest.saturating_add(ns(window)),
+                frees_ns,
             };
         }
         if t.last_end_ns > 0 && now < t.last_end_ns.saturating_add(ns(cooldown)) {
@@ -287,6 +296,59 @@ mod tests {
         assert!(matches!(
             g.decide(k, 3 * h, 2, 24 * hour, c),
             Decision::Exhausted { attempts: 2, .. }
+        ));
+    }
+
+    /// Attempts out of order (a wall clock behind the saved ones at a restart) are counted,
+    /// and the window frees when the right one leaves it.
+    #[test]
+    fn attempts_out_of_order_are_counted() {
+        let (k, h) = ("k", 3600 * S);
+        let mut g = Guard::default();
+        g.targets.insert(
+            k.into(),
+            Target {
+                attempts: vec![5 * h, 2 * h, 4 * h],
+                ..Target::default()
+            },
+        );
+        let d = g.decide(
+            k,
+            5 * h + S,
+            2,
+            Duration::from_secs(2 * 3600),
+            Duration::ZERO,
+        );
+        assert_eq!(
+            d,
+            Decision::Exhausted {
+                page: true,
+                attempts: 2,
+                frees_ns: 6 * h
+            }
+        );
+    }
+
+    /// A spent budget pages once until its window frees, whichever rule decides meanwhile: a
+    /// rule with a longer budget on the same target does not make the next one page again.
+    #[test]
+    fn a_spent_budget_pages_once_across_rules() {
+        let (k, h) = ("k", 3600 * S);
+        let hour = Duration::from_secs(3600);
+        let mut g = Guard::default();
+        g.begin(k, 0, fl());
+        g.end(k, S);
+        assert!(matches!(
+            g.decide(k, h / 2, 1, hour, Duration::ZERO),
+            Decision::Exhausted { page: true, .. }
+        ));
+        assert_eq!(
+            g.decide(k, h / 2, 5, hour, Duration::ZERO),
+            Decision::Go { attempt: 2 }
+        );
+        assert!(matches!(
+            g.decide(k, h / 2 + S, 1, hour, Duration::ZERO),
+            Decision::Exhausted { page: false, .. }
         ));
     }
 
