@@ -1309,6 +1309,25 @@ mod bucket_tests {
 
     /// An influxdb_v2 output with `bucket_tag = "bucket"` against a test server answering
     /// `answer`, in a `RunningOutput` with batches of `batch`.
+    /// The test server's answer: 403 for bucket `secret`, 204 for the others.
+    fn refuse_secret(line: &str) -> (&'static str, &'static str) {
+        match line.contains("bucket=secret") {
+            true => ("403 Forbidden", "no"),
+            false => ("204 No Content", ""),
+        }
+    }
+
+    /// [`routed`] to a server that refuses bucket `secret`, with a disk buffer in `dir`.
+    fn secret_refused_on_disk(
+        dir: &std::path::Path,
+        batch: usize,
+    ) -> (RunningOutput, Arc<Mutex<Vec<String>>>) {
+        let (mut ro, seen) = routed(refuse_secret, batch);
+        ro.set_disk_buffer(dir.to_owned(), false);
+        ro.open_disk_buffer().unwrap();
+        (ro, seen)
+    }
+
     fn routed(
         answer: fn(&str) -> (&'static str, &'static str),
         batch: usize,
@@ -1413,15 +1432,7 @@ mod bucket_tests {
     #[test]
     fn a_bucket_whose_first_set_aside_fails_keeps_its_backoff() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, seen) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, seen) = secret_refused_on_disk(dir.path(), 4);
         three_buckets(&mut ro, 0..3);
         super::super::disk_buffer::FAIL_DURABLE.set(true);
         let _ = ro.flush();
@@ -1443,15 +1454,7 @@ mod bucket_tests {
     #[test]
     fn kept_metrics_no_queue_can_take_stay_where_they_were() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, seen) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, seen) = secret_refused_on_disk(dir.path(), 4);
         three_buckets(&mut ro, 0..3);
         super::super::disk_buffer::FAIL_DURABLE.set(true);
         let failed = ro.flush();
@@ -1471,15 +1474,7 @@ mod bucket_tests {
     #[test]
     fn a_torn_bucket_key_file_blocks_nothing_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, _) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, _) = secret_refused_on_disk(dir.path(), 4);
         let secret = parked_dir(dir.path(), "secret");
         std::fs::create_dir_all(&secret).unwrap();
         std::fs::write(secret.join(PARKED_KEY_FILE), "sec").unwrap();
@@ -1539,15 +1534,7 @@ mod bucket_tests {
     #[test]
     fn an_unreadable_parked_queue_holds_up_only_its_bucket() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, _) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, _) = secret_refused_on_disk(dir.path(), 4);
         three_buckets(&mut ro, 0..3);
         assert_eq!(ro.flush(), Ok(2));
         ro.close();
@@ -1571,15 +1558,7 @@ mod bucket_tests {
     #[test]
     fn a_parked_queue_that_cannot_be_opened_does_not_fail_the_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, _) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, _) = secret_refused_on_disk(dir.path(), 4);
         three_buckets(&mut ro, 0..3);
         assert_eq!(ro.flush(), Ok(2));
         three_buckets(&mut ro, 3..6);
@@ -1665,15 +1644,7 @@ mod bucket_tests {
     #[test]
     fn a_parked_walk_cut_short_by_an_outage_leaves_the_disk_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, _) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            1,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, _) = secret_refused_on_disk(dir.path(), 1);
         three_buckets(&mut ro, 0..9);
         assert_eq!(ro.flush(), Ok(6));
         ro.close();
@@ -1743,13 +1714,7 @@ mod bucket_tests {
     /// warning).
     #[test]
     fn a_refused_bucket_is_forgotten_once_its_metrics_are_gone() {
-        let (mut ro, seen) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
+        let (mut ro, seen) = routed(refuse_secret, 4);
         ro.buffer_limit = 4;
         three_buckets(&mut ro, 0..3);
         assert_eq!(ro.flush(), Ok(2));
@@ -1843,15 +1808,7 @@ mod bucket_tests {
     #[test]
     fn a_restart_finds_only_the_kept_metrics_in_the_disk_buffer() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut ro, _) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
-        ro.set_disk_buffer(dir.path().to_owned(), false);
-        ro.open_disk_buffer().unwrap();
+        let (mut ro, _) = secret_refused_on_disk(dir.path(), 4);
         three_buckets(&mut ro, 0..9);
         assert_eq!(ro.flush(), Ok(6));
         ro.close();
@@ -1988,13 +1945,7 @@ mod bucket_tests {
     /// as one. Kept metrics share the limit, go first, and are counted exactly.
     #[test]
     fn kept_metrics_share_the_limit_and_go_first() {
-        let (mut ro, _) = routed(
-            |line| match line.contains("bucket=secret") {
-                true => ("403 Forbidden", "no"),
-                false => ("204 No Content", ""),
-            },
-            4,
-        );
+        let (mut ro, _) = routed(refuse_secret, 4);
         ro.buffer_limit = 6;
         three_buckets(&mut ro, 0..6);
         assert_eq!(ro.flush(), Ok(4));
