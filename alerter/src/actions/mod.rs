@@ -415,15 +415,39 @@ pub(crate) async fn stop_processes(ctx: &Ctx, procs: &[(i32, u64)]) -> Vec<(i32,
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            for (i, _, fd) in held {
+            let mut killed = Vec::new();
+            for (i, start, fd) in held {
                 out[i].1 = match pidfd_send_signal(&fd, Signal::KILL) {
-                    Ok(()) => format!(
-                        "SIGKILL after {} (ignored SIGTERM)",
-                        crate::template::format_duration(ctx.grace)
-                    ),
+                    Ok(()) => {
+                        killed.push((i, start));
+                        format!(
+                            "SIGKILL after {} (ignored SIGTERM)",
+                            crate::template::format_duration(ctx.grace)
+                        )
+                    }
                     Err(rustix::io::Errno::SRCH) => "exited after SIGTERM".into(),
                     Err(e) => format!("NOT stopped: SIGKILL refused ({e})"),
                 };
+            }
+            // Gone before anything is started in its place (its port released): a process
+            // stuck in the kernel (state D) dies only when it leaves it.
+            let gone_by = tokio::time::Instant::now() + KILL_WAIT;
+            while killed
+                .iter()
+                .any(|(i, start)| still_runs(&ctx.proc_root, out[*i].0, *start))
+            {
+                if tokio::time::Instant::now() >= gone_by {
+                    for (i, start) in &killed {
+                        if still_runs(&ctx.proc_root, out[*i].0, *start) {
+                            out[*i].1 = format!(
+                                "NOT stopped: still running {} after SIGKILL",
+                                crate::template::format_duration(KILL_WAIT)
+                            );
+                        }
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             break;
         }
@@ -431,6 +455,9 @@ pub(crate) async fn stop_processes(ctx: &Ctx, procs: &[(i32, u64)]) -> Vec<(i32,
     }
     out
 }
+
+/// How long a process SIGKILLed may take to be gone before the stop counts as failed.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether every process of a stop's result was stopped, was gone already, or was spared on
 /// purpose: locally [`stop_processes`] says "NOT stopped: …", the remote helper "not
@@ -463,6 +490,27 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use std::path::Path;
+
+    /// A process that ignores SIGTERM is killed after the grace time, and is gone when the
+    /// stop returns.
+    #[tokio::test]
+    async fn a_process_ignoring_sigterm_is_killed_and_gone() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; while :; do sleep 1; done"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(200));
+        let start = wk_core::procs::get(Path::new("/proc"), pid)
+            .unwrap()
+            .start_ticks;
+        let mut ctx = Ctx::local();
+        ctx.grace = Duration::from_millis(300);
+        let out = stop_processes(&ctx, &[(pid, start)]).await;
+        assert_eq!(out[0].1, "SIGKILL after 300ms (ignored SIGTERM)");
+        assert!(!still_runs(Path::new("/proc"), pid, start));
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+    }
 
     #[test]
     fn a_stop_refused_is_not_stopped_a_spared_one_is_no_failure() {
