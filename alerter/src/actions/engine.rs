@@ -97,6 +97,9 @@ enum Told {
     Recovering(Box<AlertEvent>),
     /// A report said "recovered": the state machine's recovery would repeat it.
     Recovered,
+    /// The episode is dormant at this level (nothing left to do): its messages go out as
+    /// they come, but a higher level wakes it, and its report will carry that alert.
+    Dormant(Level),
 }
 
 /// Wall-clock ns that advances with tokio's clock (so paused-time tests move it too).
@@ -366,6 +369,17 @@ impl Engine {
                 }
                 false
             }
+            // A rise wakes the dormant episode: its report carries the alert.
+            Told::Dormant(l) if firing && e.level > *l => {
+                *now = Told::Held(Box::new(e.clone()));
+                true
+            }
+            Told::Dormant(_) => {
+                if !firing {
+                    told.remove(key);
+                }
+                false
+            }
             // A repeat while the report is being prepared: the report says it.
             Told::Held(_) if firing => true,
             // Recovered before any report: never announced, so its recovery is not either,
@@ -393,6 +407,22 @@ impl Engine {
     /// The alert fires on after a report that said "recovered": held again for the next
     /// report (released as it is if none comes), so that it is told either way and a
     /// recovery during the next attempt is handled as for the first.
+    /// Marks the episode dormant at `level` (see [`Told::Dormant`]), or, with `None`, awake
+    /// again (a reload woke it: nothing is held).
+    fn mark_dormant(&self, rule: &str, id: &str, episode: u64, level: Option<Level>) {
+        let key = (rule.to_owned(), id.to_owned());
+        let mut told = lock(&self.inner.told);
+        if let Some((n, now)) = told.get_mut(&key)
+            && *n == episode
+        {
+            match (&now, level) {
+                (Told::Plain, Some(l)) => *now = Told::Dormant(l),
+                (Told::Dormant(_), None) => *now = Told::Plain,
+                _ => {}
+            }
+        }
+    }
+
     fn hold_again(&self, e: &AlertEvent, episode: u64) {
         let key = (e.rule.clone(), e.id.clone());
         let mut told = lock(&self.inner.told);
@@ -424,7 +454,8 @@ impl Engine {
     fn forget(&self, rule: &str, id: &str, episode: u64) {
         let key = (rule.to_owned(), id.to_owned());
         let mut told = lock(&self.inner.told);
-        if matches!(told.get(&key), Some((n, Told::Recovering(_) | Told::Plain)) if *n == episode) {
+        if matches!(told.get(&key), Some((n, Told::Recovering(_) | Told::Plain | Told::Dormant(_))) if *n == episode)
+        {
             told.remove(&key);
         }
     }
@@ -535,6 +566,7 @@ impl Engine {
                 // (its diagnoses report the state at the new level). No actions any more:
                 // the episode stops below.
                 dormant = None;
+                self.mark_dormant(&event.rule, &event.id, ep.number, None);
                 finished.clear();
                 nothing.clear();
                 verified_ok.clear();
@@ -616,6 +648,7 @@ impl Engine {
                 {
                     dormant = Some(event.level);
                     dormant_view = (event.level, self.dormant_snapshot(&event, event.level));
+                    self.mark_dormant(&event.rule, &event.id, ep.number, Some(event.level));
                     due = self.now() + DORMANT_RECHECK.as_nanos() as i64;
                 }
                 Next::Done => return,
