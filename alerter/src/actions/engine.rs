@@ -100,6 +100,10 @@ enum Told {
     /// The episode is dormant at this level (nothing left to do): its messages go out as
     /// they come, but a higher level wakes it, and its report will carry that alert.
     Dormant(Level),
+    /// A rise out of a dormant episode, held for the report as `Held` is. The alert was
+    /// announced at its earlier level, so a recovery before the report is news: it goes out
+    /// (and the rise with it is dropped).
+    Rose(Box<AlertEvent>),
 }
 
 /// Wall-clock ns that advances with tokio's clock (so paused-time tests move it too).
@@ -355,11 +359,13 @@ impl Engine {
         // Flapping is news of its own, whatever was held or announced; and a level change
         // is no repeat: the report speaks of the level it started with.
         let changed = match &*now {
-            Told::Held(h) => h.level != e.level,
+            Told::Held(h) | Told::Rose(h) => h.level != e.level,
             _ => false,
         };
         if firing && (e.kind == EventKind::Flapping || changed) {
-            *now = Told::Plain;
+            if !matches!(now, Told::Dormant(_)) {
+                *now = Told::Plain;
+            }
             return false;
         }
         match now {
@@ -369,10 +375,20 @@ impl Engine {
                 }
                 false
             }
-            // A rise wakes the dormant episode: its report carries the alert.
+            // A rise wakes the dormant episode: its report carries the alert. A drop lowers
+            // the level a rise is measured from (as the task does).
             Told::Dormant(l) if firing && e.level > *l => {
-                *now = Told::Held(Box::new(e.clone()));
+                *now = Told::Rose(Box::new(e.clone()));
                 true
+            }
+            Told::Dormant(l) if firing => {
+                *l = (*l).min(e.level);
+                false
+            }
+            Told::Rose(_) if firing => true,
+            Told::Rose(_) => {
+                told.remove(key);
+                false
             }
             Told::Dormant(_) => {
                 if !firing {
@@ -404,9 +420,6 @@ impl Engine {
         }
     }
 
-    /// The alert fires on after a report that said "recovered": held again for the next
-    /// report (released as it is if none comes), so that it is told either way and a
-    /// recovery during the next attempt is handled as for the first.
     /// Marks the episode dormant at `level` (see [`Told::Dormant`]), or, with `None`, awake
     /// again (a reload woke it: nothing is held).
     fn mark_dormant(&self, rule: &str, id: &str, episode: u64, level: Option<Level>) {
@@ -423,6 +436,9 @@ impl Engine {
         }
     }
 
+    /// The alert fires on after a report that said "recovered": held again for the next
+    /// report (released as it is if none comes), so that it is told either way and a
+    /// recovery during the next attempt is handled as for the first.
     fn hold_again(&self, e: &AlertEvent, episode: u64) {
         let key = (e.rule.clone(), e.id.clone());
         let mut told = lock(&self.inner.told);
@@ -438,13 +454,13 @@ impl Engine {
         let held = {
             let mut told = lock(&self.inner.told);
             match told.get(&key) {
-                Some((n, Told::Held(_) | Told::Recovering(_))) if *n == episode => {
+                Some((n, Told::Held(_) | Told::Rose(_) | Told::Recovering(_))) if *n == episode => {
                     told.insert(key, (episode, Told::Plain))
                 }
                 _ => None,
             }
         };
-        if let Some((_, Told::Held(e))) = held {
+        if let Some((_, Told::Held(e) | Told::Rose(e))) = held {
             info!(rule = %e.rule, id = %e.id, "no action report this time: the alert is sent as it is");
             self.inner.router.dispatch(vec![*e]);
         }
@@ -550,7 +566,9 @@ impl Engine {
             };
             if let Some(level) = dormant {
                 if !self.hears_recoveries(&event.rule) {
-                    // Reloaded with `recoveries = false`: its end would never be heard.
+                    // Reloaded with `recoveries = false`: its end would never be heard. A
+                    // rise held for a report goes out as it is.
+                    self.release(&event.rule, &event.id, ep.number);
                     self.forget(&first.rule, &first.id, ep.number);
                     return;
                 }
@@ -801,6 +819,9 @@ impl Engine {
                 if let Decision::Go { attempt } = d {
                     r.attempt = attempt;
                     self.begin(&mut g, &target, now, event, &r);
+                } else if matches!(d, Decision::Exhausted { page: true, .. }) {
+                    // Paged: a restart must not page again for this window.
+                    self.save(&g);
                 }
                 d
             };

@@ -45,6 +45,9 @@ pub struct Target {
     /// freeing up): once per spent window, whichever rule on the target spent it.
     #[serde(default)]
     pub paged_until_ns: i64,
+    /// Written for an older alerter reading this file after a downgrade (which needs it).
+    #[serde(default)]
+    pub paged: bool,
     pub in_flight: Option<InFlight>,
 }
 
@@ -112,6 +115,7 @@ impl Guard {
             let page = now >= t.paged_until_ns;
             if page {
                 t.paged_until_ns = frees_ns;
+                t.paged = true;
             }
             return Decision::Exhausted {
                 page,
